@@ -1,0 +1,47 @@
+//! Activity: what happens in the daemon, as events on a broadcast bus that the admin socket
+//! forwards to consoles. Publishing never blocks and never fails: with no subscriber, or a
+//! subscriber that lags, events are simply dropped for that subscriber.
+
+pub mod protocol;
+pub mod socket;
+
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+
+pub use protocol::ActivityEvent;
+
+/// Events kept for a slow subscriber before it starts losing them.
+const BUS_CAPACITY: usize = 4096;
+
+/// The bus.
+#[derive(Clone)]
+pub struct Activity {
+    tx: broadcast::Sender<Arc<ActivityEvent>>,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity::new()
+    }
+}
+
+impl Activity {
+    /// An empty bus.
+    pub fn new() -> Activity {
+        let (tx, _) = broadcast::channel(BUS_CAPACITY);
+        Activity { tx }
+    }
+
+    /// Publish; never blocks.
+    pub fn emit(&self, event: ActivityEvent) {
+        if self.tx.receiver_count() > 0 {
+            let _ = self.tx.send(Arc::new(event));
+        }
+    }
+
+    /// A new subscription, starting now.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<ActivityEvent>> {
+        self.tx.subscribe()
+    }
+}

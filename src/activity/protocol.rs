@@ -1,0 +1,338 @@
+//! The admin socket's wire format, shared by the daemon and its clients (CLI, console):
+//! newline-delimited JSON, one [`Request`] line answered by one [`Response`] line; after
+//! `subscribe`, the daemon keeps sending `event` lines until the client hangs up.
+
+use serde::{Deserialize, Serialize};
+
+use crate::keys::{KeyState, KeyStatus};
+use crate::money::Usd;
+use crate::store::{Finish, Measured};
+
+/// A command from a client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    /// Is the daemon there?
+    Ping,
+    /// Every key.
+    KeysList,
+    /// One key, by full key, id, or display prefix.
+    KeysShow {
+        /// Key, id or prefix.
+        key: String,
+    },
+    /// Mint a key by hand.
+    KeysCreate {
+        /// Plan id.
+        plan: String,
+        /// Buyer's email.
+        #[serde(default)]
+        email: Option<String>,
+        /// Budget instead of the plan's.
+        #[serde(default)]
+        budget_usd: Option<Usd>,
+        /// Operator's note.
+        #[serde(default)]
+        note: Option<String>,
+    },
+    /// Revoke a key.
+    KeysRevoke {
+        /// Key, id or prefix.
+        key: String,
+    },
+    /// Add budget to a key.
+    KeysTopup {
+        /// Key, id or prefix.
+        key: String,
+        /// Amount to add.
+        usd: Usd,
+    },
+    /// Stream activity events from now on.
+    Subscribe,
+}
+
+/// The daemon's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Response {
+    /// Answer to `ping`.
+    Pong {
+        /// Daemon version.
+        version: String,
+    },
+    /// Answer to `keys_list`.
+    Keys {
+        /// Oldest first.
+        keys: Vec<KeyView>,
+    },
+    /// Answer to `keys_show`, `keys_revoke`, `keys_topup`.
+    Key {
+        /// The key after the command.
+        key: KeyView,
+    },
+    /// Answer to `keys_create`: the only time the full key is sent.
+    Created {
+        /// The new key.
+        key: KeyView,
+        /// `sk-gateway-…`
+        api_key: String,
+    },
+    /// Answer to `subscribe`; events follow.
+    Subscribed,
+    /// One activity event (after `subscribe`).
+    Event {
+        /// What happened.
+        event: ActivityEvent,
+    },
+    /// Some events were dropped because this client read too slowly.
+    Lagged {
+        /// How many.
+        missed: u64,
+    },
+    /// The command failed.
+    Error {
+        /// Why, in a sentence.
+        message: String,
+    },
+}
+
+/// A key as shown to the operator (never the full key).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyView {
+    /// `key_…`
+    pub id: String,
+    /// `sk-gateway-AbCd…`
+    pub prefix: String,
+    /// Plan id.
+    pub plan: String,
+    /// active, exhausted or revoked.
+    pub status: KeyStatus,
+    /// Granted in total.
+    pub budget_usd: Usd,
+    /// Charged in total.
+    pub spent_usd: Usd,
+    /// budget − spent.
+    pub remaining_usd: Usd,
+    /// Held by requests in flight.
+    pub held_usd: Usd,
+    /// Requests settled.
+    pub requests: u64,
+    /// Buyer's email.
+    pub email: Option<String>,
+    /// Operator's note.
+    pub note: Option<String>,
+    /// Paying order.
+    pub order_id: Option<String>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub last_used_at: Option<String>,
+}
+
+impl KeyView {
+    /// A view of a live key.
+    pub fn of(k: &KeyState) -> KeyView {
+        let b = k.balance();
+        KeyView {
+            id: k.id.clone(),
+            prefix: k.prefix.clone(),
+            plan: k.plan.clone(),
+            status: k.status(),
+            budget_usd: b.budget,
+            spent_usd: b.spent,
+            remaining_usd: b.remaining(),
+            held_usd: b.held,
+            requests: k.requests(),
+            email: k.email.clone(),
+            note: k.note.clone(),
+            order_id: k.order_id.clone(),
+            created_at: k
+                .created_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            last_used_at: k
+                .last_used_at()
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        }
+    }
+}
+
+/// Something that happened, for the console.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ActivityEvent {
+    /// A request passed the checks and went upstream.
+    RequestStarted {
+        /// `x-request-id`
+        request_id: String,
+        /// Key id.
+        key_id: String,
+        /// Key display prefix.
+        key_prefix: String,
+        /// Plan id.
+        plan: String,
+        /// Public model name.
+        model: String,
+        /// Streamed?
+        stream: bool,
+        /// Peer address.
+        client_ip: Option<String>,
+        /// Unix ms.
+        at_ms: i64,
+    },
+    /// Output so far of a stream (coalesced: a few per second at most).
+    RequestProgress {
+        /// `x-request-id`
+        request_id: String,
+        /// Output tokens so far.
+        output_tokens: u64,
+        /// Unix ms.
+        at_ms: i64,
+    },
+    /// A request settled.
+    RequestFinished {
+        /// `x-request-id`
+        request_id: String,
+        /// Key id.
+        key_id: String,
+        /// Public model name.
+        model: String,
+        /// HTTP status sent.
+        status: u16,
+        /// How it ended.
+        finish: Finish,
+        /// Charged.
+        cost_usd: Usd,
+        /// Prompt tokens.
+        prompt_tokens: u64,
+        /// Output tokens.
+        completion_tokens: u64,
+        /// Provider or estimated.
+        measured: Measured,
+        /// Start to last byte.
+        latency_ms: u64,
+        /// Start to first token.
+        ttft_ms: Option<u64>,
+        /// Unix ms.
+        at_ms: i64,
+    },
+    /// A request refused for its key's RPM.
+    RateLimited {
+        /// Key id.
+        key_id: String,
+        /// Key display prefix.
+        key_prefix: String,
+        /// The plan's RPM.
+        limit: u32,
+        /// Unix ms.
+        at_ms: i64,
+    },
+    /// A request refused before going upstream (401, 402, 403, 404).
+    Refused {
+        /// Key id, when the key was known.
+        key_id: Option<String>,
+        /// HTTP status.
+        status: u16,
+        /// Error code.
+        code: String,
+        /// Unix ms.
+        at_ms: i64,
+    },
+    /// A key was minted.
+    KeyCreated {
+        /// The key.
+        key: KeyView,
+    },
+    /// A key ran out of money.
+    KeyExhausted {
+        /// Key id.
+        key_id: String,
+        /// Unix ms.
+        at_ms: i64,
+    },
+    /// A key was revoked.
+    KeyRevoked {
+        /// Key id.
+        key_id: String,
+        /// Unix ms.
+        at_ms: i64,
+    },
+    /// A key got more budget.
+    KeyToppedUp {
+        /// Key id.
+        key_id: String,
+        /// Added.
+        amount_usd: Usd,
+        /// New total budget.
+        budget_usd: Usd,
+        /// Unix ms.
+        at_ms: i64,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_as_json_lines() {
+        let reqs = [
+            Request::Ping,
+            Request::KeysList,
+            Request::KeysShow {
+                key: "key_1".into(),
+            },
+            Request::KeysCreate {
+                plan: "pro".into(),
+                email: Some("a@b.c".into()),
+                budget_usd: Some("2.5".parse().unwrap()),
+                note: None,
+            },
+            Request::KeysRevoke {
+                key: "key_1".into(),
+            },
+            Request::KeysTopup {
+                key: "key_1".into(),
+                usd: "5".parse().unwrap(),
+            },
+            Request::Subscribe,
+        ];
+        for r in reqs {
+            let line = serde_json::to_string(&r).unwrap();
+            assert!(!line.contains('\n'));
+            assert_eq!(serde_json::from_str::<Request>(&line).unwrap(), r);
+        }
+        let r: Request =
+            serde_json::from_str(r#"{"cmd":"keys_topup","key":"k","usd":"1.25"}"#).unwrap();
+        assert_eq!(
+            r,
+            Request::KeysTopup {
+                key: "k".into(),
+                usd: "1.25".parse().unwrap()
+            }
+        );
+    }
+
+    #[test]
+    fn events_round_trip() {
+        let e = ActivityEvent::RequestFinished {
+            request_id: "req_1".into(),
+            key_id: "key_1".into(),
+            model: "deepseek-v4-flash".into(),
+            status: 200,
+            finish: Finish::ClientAbort,
+            cost_usd: Usd::from_nanos(1234),
+            prompt_tokens: 10,
+            completion_tokens: 3,
+            measured: Measured::Estimated,
+            latency_ms: 40,
+            ttft_ms: Some(5),
+            at_ms: 1,
+        };
+        let line = serde_json::to_string(&Response::Event { event: e.clone() }).unwrap();
+        assert!(line.contains(r#""cost_usd":"0.000001234""#), "{line}");
+        match serde_json::from_str::<Response>(&line).unwrap() {
+            Response::Event { event } => assert_eq!(event, e),
+            other => panic!("{other:?}"),
+        }
+    }
+}

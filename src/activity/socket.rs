@@ -1,0 +1,306 @@
+//! The admin socket: a Unix listener speaking [`protocol`](super::protocol), for the CLI and
+//! the console. Mode 0600 (0660 with `server.admin_group`); every peer's credentials are checked
+//! as well, since a socket file's mode is easy to loosen by accident.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use nix::unistd::{Group, Uid, User};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{broadcast, watch};
+
+use super::protocol::{Request, Response};
+use crate::app::AppState;
+use crate::config::Config;
+
+/// Longest request line accepted.
+const MAX_LINE: usize = 64 * 1024;
+
+/// Bind the socket: refuse if a daemon already answers there, replace a stale file, set the
+/// mode and group.
+pub fn bind(config: &Config) -> std::io::Result<UnixListener> {
+    let path = config.admin_socket();
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                "another modelrelay daemon is already listening there",
+            ));
+        }
+        std::fs::remove_file(&path)?;
+    }
+    let listener = UnixListener::bind(&path)?;
+    let mode = match &config.server.admin_group {
+        Some(name) => {
+            let group = Group::from_name(name)
+                .map_err(std::io::Error::other)?
+                .ok_or_else(|| std::io::Error::other(format!("no group {name:?}")))?;
+            nix::unistd::chown(&path, None, Some(group.gid)).map_err(std::io::Error::other)?;
+            0o660
+        }
+        None => 0o600,
+    };
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+    Ok(listener)
+}
+
+/// The credentials a peer presented and what the daemon allows.
+#[derive(Debug, Clone)]
+pub struct PeerPolicy {
+    /// The daemon's effective uid.
+    pub daemon_uid: u32,
+    /// The admin group's gid and member names, when configured.
+    pub group: Option<(u32, Vec<String>)>,
+}
+
+impl PeerPolicy {
+    /// The policy from config (group members read from the group database).
+    pub fn from_config(config: &Config) -> PeerPolicy {
+        let group = config
+            .server
+            .admin_group
+            .as_deref()
+            .and_then(|n| Group::from_name(n).ok().flatten())
+            .map(|g| (g.gid.as_raw(), g.mem));
+        PeerPolicy {
+            daemon_uid: Uid::effective().as_raw(),
+            group,
+        }
+    }
+
+    /// Same uid as the daemon, root, or (with a group) in the group.
+    pub fn allows(&self, uid: u32, gid: u32, user_name: Option<&str>) -> bool {
+        if uid == self.daemon_uid || uid == 0 {
+            return true;
+        }
+        match &self.group {
+            Some((group_gid, members)) => {
+                gid == *group_gid || user_name.is_some_and(|n| members.iter().any(|m| m == n))
+            }
+            None => false,
+        }
+    }
+}
+
+/// Accept connections until `stop` turns true.
+pub async fn serve(state: Arc<AppState>, listener: UnixListener, mut stop: watch::Receiver<bool>) {
+    let policy = Arc::new(PeerPolicy::from_config(&state.config));
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let stream = match accepted {
+            Ok((s, _)) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "admin socket accept failed");
+                continue;
+            }
+        };
+        let cred = match stream.peer_cred() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read admin peer credentials; refused");
+                continue;
+            }
+        };
+        let name = User::from_uid(Uid::from_raw(cred.uid()))
+            .ok()
+            .flatten()
+            .map(|u| u.name);
+        if !policy.allows(cred.uid(), cred.gid(), name.as_deref()) {
+            tracing::warn!(
+                uid = cred.uid(),
+                "admin socket peer refused: not the daemon's user, root, or the admin group"
+            );
+            continue;
+        }
+        tokio::spawn(connection(state.clone(), stream, stop.clone()));
+    }
+}
+
+async fn write_line(w: &mut (impl AsyncWriteExt + Unpin), r: &Response) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(r).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    w.write_all(&line).await
+}
+
+async fn connection(state: Arc<AppState>, stream: UnixStream, mut stop: watch::Receiver<bool>) {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read);
+    let mut buf = String::new();
+    loop {
+        buf.clear();
+        let n = tokio::select! {
+            n = lines.read_line(&mut buf) => n,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        match n {
+            Ok(0) | Err(_) => return,
+            Ok(_) if buf.len() > MAX_LINE => {
+                let _ = write_line(
+                    &mut write,
+                    &Response::Error {
+                        message: "request line too long".into(),
+                    },
+                )
+                .await;
+                return;
+            }
+            Ok(_) => {}
+        }
+        let req: Request = match serde_json::from_str(buf.trim()) {
+            Ok(r) => r,
+            Err(e) => {
+                let msg = Response::Error {
+                    message: format!("bad request: {e}"),
+                };
+                if write_line(&mut write, &msg).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
+        if req == Request::Subscribe {
+            let events = state.activity.subscribe();
+            if write_line(&mut write, &Response::Subscribed).await.is_ok() {
+                forward_events(events, &mut write, stop).await;
+            }
+            return;
+        }
+        let resp = state.handle_admin(req).await;
+        if write_line(&mut write, &resp).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Send events until the client goes or the daemon stops; a lagging client is told how many
+/// it missed (it never slows the bus).
+async fn forward_events(
+    mut events: broadcast::Receiver<Arc<super::ActivityEvent>>,
+    write: &mut (impl AsyncWriteExt + Unpin),
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let next = tokio::select! {
+            e = events.recv() => e,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let resp = match next {
+            Ok(ev) => Response::Event {
+                event: (*ev).clone(),
+            },
+            Err(broadcast::error::RecvError::Lagged(missed)) => Response::Lagged { missed },
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        if write_line(write, &resp).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Why a client call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Nothing listens there.
+    #[error("no modelrelay daemon is answering on {0} (is `modelrelay serve` running?)")]
+    NoDaemon(PathBuf),
+    /// The socket exists but we may not use it.
+    #[error("permission denied on {0}: run as the daemon's user or a member of server.admin_group")]
+    Denied(PathBuf),
+    /// The daemon hung up or sent something unreadable.
+    #[error("the daemon closed the connection or answered garbage: {0}")]
+    Protocol(String),
+}
+
+/// A connection to the daemon.
+pub struct Client {
+    reader: BufReader<tokio::net::unix::OwnedReadHalf>,
+    writer: tokio::net::unix::OwnedWriteHalf,
+}
+
+impl Client {
+    /// Connect to the socket at `path`.
+    pub async fn connect(path: &Path) -> Result<Client, ClientError> {
+        let stream = UnixStream::connect(path)
+            .await
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::PermissionDenied => ClientError::Denied(path.to_path_buf()),
+                _ => ClientError::NoDaemon(path.to_path_buf()),
+            })?;
+        let (r, w) = stream.into_split();
+        Ok(Client {
+            reader: BufReader::new(r),
+            writer: w,
+        })
+    }
+
+    /// Send a request.
+    pub async fn send(&mut self, req: &Request) -> Result<(), ClientError> {
+        let mut line = serde_json::to_vec(req).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        line.push(b'\n');
+        self.writer
+            .write_all(&line)
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    /// Read the next response line (`None` when the daemon hung up).
+    pub async fn recv(&mut self) -> Result<Option<Response>, ClientError> {
+        let mut line = String::new();
+        let n = self
+            .reader
+            .read_line(&mut line)
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        if n == 0 {
+            return Ok(None);
+        }
+        serde_json::from_str(line.trim())
+            .map(Some)
+            .map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    /// Send one request and read its answer.
+    pub async fn call(&mut self, req: &Request) -> Result<Response, ClientError> {
+        self.send(req).await?;
+        self.recv()
+            .await?
+            .ok_or_else(|| ClientError::Protocol("connection closed before an answer".into()))
+    }
+}
+
+/// Connect, send one request, return the answer.
+pub async fn call(path: &Path, req: &Request) -> Result<Response, ClientError> {
+    Client::connect(path).await?.call(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_policy() {
+        let p = PeerPolicy {
+            daemon_uid: 1000,
+            group: None,
+        };
+        assert!(p.allows(1000, 1000, None));
+        assert!(p.allows(0, 0, None));
+        assert!(!p.allows(1001, 1000, Some("eve")));
+        let g = PeerPolicy {
+            daemon_uid: 998,
+            group: Some((997, vec!["alice".into()])),
+        };
+        assert!(g.allows(1001, 997, Some("bob")), "primary group matches");
+        assert!(g.allows(1002, 1002, Some("alice")), "listed member");
+        assert!(!g.allows(1003, 1003, Some("mallory")));
+        assert!(!g.allows(1003, 1003, None));
+    }
+}

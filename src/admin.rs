@@ -1,0 +1,259 @@
+//! Key administration: mint, find, revoke, top up. Used by the admin socket now and by the
+//! storefront later. Every change is committed to the database before it is reported done.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+
+use crate::activity::ActivityEvent;
+use crate::activity::protocol::{KeyView, Request, Response};
+use crate::app::AppState;
+use crate::keys::token::{KEY_PREFIX, display_prefix, generate_key, generate_key_id, hash_key};
+use crate::keys::{KeyRecord, KeyState, KeyStatus};
+use crate::money::Usd;
+use crate::store::Write;
+
+/// Why an admin command failed; the message is shown to the operator as is.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// No key matches.
+    #[error("no key matches {0:?}")]
+    NoSuchKey(String),
+    /// A prefix that matches several keys.
+    #[error("{0:?} matches {1} keys; give the key id")]
+    Ambiguous(String, usize),
+    /// Unknown plan.
+    #[error("no plan {0:?} (plans: {1})")]
+    NoSuchPlan(String, String),
+    /// A bad amount.
+    #[error("{0}")]
+    BadAmount(String),
+    /// A bad email.
+    #[error("{0:?} is not an email address")]
+    BadEmail(String),
+    /// The key is revoked.
+    #[error("key {0} is revoked")]
+    Revoked(String),
+    /// Storage or RNG failure.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// What a new key is minted with.
+#[derive(Debug, Clone, Default)]
+pub struct NewKey {
+    /// Plan id.
+    pub plan: String,
+    /// Buyer's email.
+    pub email: Option<String>,
+    /// Budget instead of the plan's.
+    pub budget: Option<Usd>,
+    /// Operator's note.
+    pub note: Option<String>,
+    /// The order that paid for it.
+    pub order_id: Option<String>,
+}
+
+/// Largest single top-up or custom budget (a typo guard).
+const MAX_AMOUNT: Usd = Usd::from_dollars(100_000);
+
+fn check_amount(what: &str, a: Usd) -> Result<(), AdminError> {
+    if a.nanos() <= 0 {
+        return Err(AdminError::BadAmount(format!(
+            "{what} must be greater than 0"
+        )));
+    }
+    if a > MAX_AMOUNT {
+        return Err(AdminError::BadAmount(format!(
+            "{what} must be at most ${MAX_AMOUNT}"
+        )));
+    }
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+impl AppState {
+    /// A key by full key, id, or display prefix (with or without the trailing `…`).
+    pub fn find_key(&self, needle: &str) -> Result<Arc<KeyState>, AdminError> {
+        let needle = needle.trim();
+        if needle.starts_with(KEY_PREFIX)
+            && let Some(k) = self.keys.by_hash(&hash_key(needle))
+        {
+            return Ok(k);
+        }
+        if let Some(k) = self.keys.by_id(needle) {
+            return Ok(k);
+        }
+        let stem = needle.trim_end_matches('…');
+        if stem.len() > KEY_PREFIX.len() && stem.starts_with(KEY_PREFIX) {
+            let hits: Vec<_> = self
+                .keys
+                .all()
+                .into_iter()
+                .filter(|k| k.prefix.trim_end_matches('…').starts_with(stem))
+                .collect();
+            return match hits.len() {
+                1 => Ok(hits[0].clone()),
+                0 => Err(AdminError::NoSuchKey(needle.into())),
+                n => Err(AdminError::Ambiguous(needle.into(), n)),
+            };
+        }
+        Err(AdminError::NoSuchKey(needle.into()))
+    }
+
+    /// Mint a key; returns it with its full text (shown once).
+    pub async fn create_key(&self, new: NewKey) -> Result<(Arc<KeyState>, String), AdminError> {
+        let Some(plan) = self.catalog.plan(&new.plan) else {
+            let plans: Vec<_> = self.config.plans.keys().cloned().collect();
+            return Err(AdminError::NoSuchPlan(new.plan, plans.join(", ")));
+        };
+        let budget = match new.budget {
+            Some(b) => {
+                check_amount("the budget", b)?;
+                b
+            }
+            None => self
+                .config
+                .plans
+                .get(&new.plan)
+                .map_or(Usd::ZERO, |p| p.budget_usd),
+        };
+        let email = match new
+            .email
+            .map(|e| e.trim().to_string())
+            .filter(|e| !e.is_empty())
+        {
+            Some(e) if e.len() <= 254 && e.contains('@') && !e.contains(char::is_whitespace) => {
+                Some(e)
+            }
+            Some(e) => return Err(AdminError::BadEmail(e)),
+            None => None,
+        };
+        let internal = |e: &dyn std::fmt::Display| AdminError::Internal(e.to_string());
+        let key = generate_key().map_err(|e| internal(&e))?;
+        let id = generate_key_id().map_err(|e| internal(&e))?;
+        let sealed = self.sealer.seal(&id, &key).map_err(|e| internal(&e))?;
+        let record = KeyRecord {
+            id,
+            hash: hash_key(&key),
+            sealed,
+            prefix: display_prefix(&key),
+            plan: plan.id.clone(),
+            status: KeyStatus::Active,
+            budget,
+            spent: Usd::ZERO,
+            requests: 0,
+            email,
+            note: new.note.filter(|n| !n.trim().is_empty()),
+            order_id: new.order_id,
+            created_at: Utc::now(),
+            last_used_at: None,
+        };
+        self.store
+            .write(Write::InsertKey(Box::new(record.clone())))
+            .await
+            .map_err(|e| internal(&e))?;
+        let state = Arc::new(KeyState::from_record(record, plan.rpm));
+        self.keys.insert(state.clone());
+        self.activity.emit(ActivityEvent::KeyCreated {
+            key: KeyView::of(&state),
+        });
+        tracing::info!(key_id = %state.id, plan = %state.plan, budget = %budget, "key created");
+        Ok((state, key))
+    }
+
+    /// Revoke a key: it fails with 401 from the next request on.
+    pub async fn revoke_key(&self, needle: &str) -> Result<Arc<KeyState>, AdminError> {
+        let key = self.find_key(needle)?;
+        if key.revoke() {
+            self.store
+                .write(Write::KeyStatus {
+                    key_id: key.id.clone(),
+                    status: KeyStatus::Revoked,
+                    at_ms: now_ms(),
+                })
+                .await
+                .map_err(|e| AdminError::Internal(e.to_string()))?;
+            self.activity.emit(ActivityEvent::KeyRevoked {
+                key_id: key.id.clone(),
+                at_ms: now_ms(),
+            });
+            tracing::info!(key_id = %key.id, "key revoked");
+        }
+        Ok(key)
+    }
+
+    /// Add budget to a key (re-activates an exhausted one).
+    pub async fn top_up_key(&self, needle: &str, amount: Usd) -> Result<Arc<KeyState>, AdminError> {
+        check_amount("the top-up", amount)?;
+        let key = self.find_key(needle)?;
+        if key.status() == KeyStatus::Revoked {
+            return Err(AdminError::Revoked(key.id.clone()));
+        }
+        key.top_up(amount);
+        self.store
+            .write(Write::TopUp {
+                key_id: key.id.clone(),
+                amount,
+                at_ms: now_ms(),
+            })
+            .await
+            .map_err(|e| AdminError::Internal(e.to_string()))?;
+        self.activity.emit(ActivityEvent::KeyToppedUp {
+            key_id: key.id.clone(),
+            amount_usd: amount,
+            budget_usd: key.balance().budget,
+            at_ms: now_ms(),
+        });
+        tracing::info!(key_id = %key.id, amount = %amount, "key topped up");
+        Ok(key)
+    }
+
+    /// Answer one admin-socket command (`subscribe` is handled by the socket itself).
+    pub async fn handle_admin(&self, req: Request) -> Response {
+        let result = match req {
+            Request::Ping => Ok(Response::Pong {
+                version: env!("CARGO_PKG_VERSION").into(),
+            }),
+            Request::KeysList => Ok(Response::Keys {
+                keys: self.keys.all().iter().map(|k| KeyView::of(k)).collect(),
+            }),
+            Request::KeysShow { key } => self.find_key(&key).map(|k| Response::Key {
+                key: KeyView::of(&k),
+            }),
+            Request::KeysCreate {
+                plan,
+                email,
+                budget_usd,
+                note,
+            } => self
+                .create_key(NewKey {
+                    plan,
+                    email,
+                    budget: budget_usd,
+                    note,
+                    order_id: None,
+                })
+                .await
+                .map(|(k, api_key)| Response::Created {
+                    key: KeyView::of(&k),
+                    api_key,
+                }),
+            Request::KeysRevoke { key } => self.revoke_key(&key).await.map(|k| Response::Key {
+                key: KeyView::of(&k),
+            }),
+            Request::KeysTopup { key, usd } => {
+                self.top_up_key(&key, usd).await.map(|k| Response::Key {
+                    key: KeyView::of(&k),
+                })
+            }
+            Request::Subscribe => Ok(Response::Subscribed),
+        };
+        result.unwrap_or_else(|e| Response::Error {
+            message: e.to_string(),
+        })
+    }
+}

@@ -1,0 +1,216 @@
+//! The daemon: shared state, the router, and `Daemon::start`, which takes an already-bound
+//! listener (tests bind `127.0.0.1:0`) and runs until told to shut down.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::Response;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::activity::Activity;
+use crate::catalog::Catalog;
+use crate::config::Config;
+use crate::keys::seal::Sealer;
+use crate::keys::{KeyState, KeyTable};
+use crate::store::Store;
+use crate::upstream::Upstream;
+
+/// Everything a handler may need, shared behind an `Arc`.
+pub struct AppState {
+    /// The validated configuration (immutable while running).
+    pub config: Arc<Config>,
+    /// Models, plans and peak windows, ready for the request path.
+    pub catalog: Catalog,
+    /// Keys and balances in memory: the request path never reads SQLite.
+    pub keys: KeyTable,
+    /// The database (one writer, one reader).
+    pub store: Store,
+    /// Seals keys at rest with the server secret.
+    pub sealer: Sealer,
+    /// Activity bus for the console.
+    pub activity: Activity,
+    /// The DeepSeek client.
+    pub upstream: Upstream,
+    /// When the daemon started (uptime).
+    pub started: Instant,
+}
+
+/// The `x-request-id` of the request being handled.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Files or sockets.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The database.
+    #[error("database: {0}")]
+    Store(#[from] crate::store::StoreError),
+    /// The server secret.
+    #[error("{0}")]
+    Seal(#[from] crate::keys::seal::SealError),
+    /// The HTTP client.
+    #[error("HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    /// The configuration.
+    #[error("{0}")]
+    Config(String),
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
+    let context = context.into();
+    move |source| StartError::Io { context, source }
+}
+
+impl AppState {
+    /// Open the data dir, the database and the secret; load keys.
+    pub async fn open(config: Config) -> Result<Arc<AppState>, StartError> {
+        let data_dir = &config.server.data_dir;
+        std::fs::create_dir_all(data_dir)
+            .map_err(io(format!("cannot create data dir {}", data_dir.display())))?;
+        let secret_path = config
+            .server
+            .secret_file
+            .clone()
+            .unwrap_or_else(|| data_dir.join("secret.key"));
+        let sealer = Sealer::load_or_create(&secret_path)?;
+        let (store, records) = Store::open(&data_dir.join("modelrelay.db")).await?;
+        let catalog = Catalog::from_config(&config).map_err(StartError::Config)?;
+        for r in &records {
+            if catalog.plan(&r.plan).is_none() {
+                tracing::warn!(key_id = %r.id, plan = %r.plan, "key's plan is no longer in the config");
+            }
+        }
+        let keys = KeyTable::new(records.into_iter().map(|r| {
+            let rpm = catalog.rpm_of(&r.plan);
+            KeyState::from_record(r, rpm)
+        }));
+        let upstream = Upstream::new(&config.upstream)?;
+        Ok(Arc::new(AppState {
+            config: Arc::new(config),
+            catalog,
+            keys,
+            store,
+            sealer,
+            activity: Activity::new(),
+            upstream,
+            started: Instant::now(),
+        }))
+    }
+}
+
+/// Give every response an `x-request-id` (and handlers the same id).
+async fn request_id(mut req: Request, next: Next) -> Response {
+    let id = match crate::keys::token::random_base62(24) {
+        Ok(r) => format!("req_{r}"),
+        Err(_) => "req_unknown".to_string(),
+    };
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let mut resp = next.run(req).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+/// The whole HTTP application.
+pub fn app(state: Arc<AppState>) -> Router {
+    Router::new()
+        .merge(crate::gateway::router())
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .layer(axum::middleware::from_fn(request_id))
+        .with_state(state)
+}
+
+/// A running daemon: HTTP and the admin socket.
+pub struct Daemon {
+    /// Shared state (tests inspect balances through it).
+    pub state: Arc<AppState>,
+    /// Where HTTP listens.
+    pub http_addr: SocketAddr,
+    /// The admin socket.
+    pub socket_path: PathBuf,
+    stop: watch::Sender<bool>,
+    http: JoinHandle<()>,
+    admin: JoinHandle<()>,
+}
+
+/// How long a shutdown waits for requests in flight before cutting them.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Daemon {
+    /// Start serving on `listener` with `config`.
+    pub async fn start(config: Config, listener: TcpListener) -> Result<Daemon, StartError> {
+        let state = AppState::open(config).await?;
+        let http_addr = listener.local_addr().map_err(io("listener address"))?;
+        let socket_path = state.config.admin_socket();
+        let (stop, stopped) = watch::channel(false);
+        let admin_listener = crate::activity::socket::bind(&state.config).map_err(io(format!(
+            "cannot bind admin socket {}",
+            socket_path.display()
+        )))?;
+        let admin = tokio::spawn(crate::activity::socket::serve(
+            state.clone(),
+            admin_listener,
+            stopped.clone(),
+        ));
+        let router = app(state.clone());
+        let mut stopped_http = stopped;
+        let http = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped_http.wait_for(|s| *s).await;
+            };
+            let served = axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(shutdown)
+            .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        });
+        tracing::info!(%http_addr, socket = %socket_path.display(), keys = state.keys.len(), "modelrelay started");
+        Ok(Daemon {
+            state,
+            http_addr,
+            socket_path,
+            stop,
+            http,
+            admin,
+        })
+    }
+
+    /// Stop accepting, let requests in flight finish (up to [`DRAIN_TIMEOUT`]), flush the
+    /// ledger and close the database.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        if tokio::time::timeout(DRAIN_TIMEOUT, self.http)
+            .await
+            .is_err()
+        {
+            tracing::warn!("requests still in flight after the drain timeout; cutting them");
+        }
+        self.admin.abort();
+        let _ = std::fs::remove_file(&self.socket_path);
+        // Let settlements spawned by cut requests reach the writer before it closes.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        self.state.store.close().await;
+        tracing::info!("modelrelay stopped");
+    }
+}

@@ -1,0 +1,127 @@
+//! The catalog: models and plans from config, in the form the request path reads them.
+
+use std::collections::{BTreeSet, HashMap};
+
+use crate::config::Config;
+use crate::money::{Usd, cost_of};
+use crate::pricing::{ModelPrices, PeakSchedule, PricePeriod};
+
+/// A model on sale.
+#[derive(Debug, Clone)]
+pub struct Model {
+    /// Public name (what customers send and see).
+    pub name: String,
+    /// Name sent to DeepSeek.
+    pub upstream: String,
+    /// Output cap.
+    pub max_output_tokens: u32,
+    /// Prices for both periods.
+    pub prices: ModelPrices,
+}
+
+/// A plan.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Requests per minute per key.
+    pub rpm: u32,
+    /// Public model names included.
+    pub models: BTreeSet<String>,
+    /// Below this remaining balance a key of this plan is `exhausted`: the price of one output
+    /// token of its cheapest model at its cheapest period.
+    pub exhausted_below: Usd,
+}
+
+/// Models, plans and the peak schedule.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    models: HashMap<String, Model>,
+    by_upstream: HashMap<String, String>,
+    plans: HashMap<String, Plan>,
+    schedule: PeakSchedule,
+}
+
+impl Catalog {
+    /// Build from a validated config.
+    pub fn from_config(c: &Config) -> Result<Catalog, String> {
+        let models: HashMap<String, Model> = c
+            .models
+            .iter()
+            .map(|(name, m)| {
+                (
+                    name.clone(),
+                    Model {
+                        name: name.clone(),
+                        upstream: m.upstream_model.clone(),
+                        max_output_tokens: m.max_output_tokens,
+                        prices: ModelPrices::from_config(m),
+                    },
+                )
+            })
+            .collect();
+        let by_upstream = models
+            .values()
+            .map(|m| (m.upstream.clone(), m.name.clone()))
+            .collect();
+        let plans = c
+            .plans
+            .iter()
+            .map(|(id, p)| {
+                let exhausted_below = p
+                    .models
+                    .iter()
+                    .filter_map(|m| models.get(m))
+                    .flat_map(|m| {
+                        [PricePeriod::OffPeak, PricePeriod::Peak]
+                            .map(|period| cost_of(0, 0, 1, m.prices.get(period)))
+                    })
+                    .min()
+                    .unwrap_or(Usd::from_nanos(1));
+                (
+                    id.clone(),
+                    Plan {
+                        id: id.clone(),
+                        name: p.name.clone(),
+                        rpm: p.rpm,
+                        models: p.models.iter().cloned().collect(),
+                        exhausted_below,
+                    },
+                )
+            })
+            .collect();
+        Ok(Catalog {
+            models,
+            by_upstream,
+            plans,
+            schedule: c.peak_schedule()?,
+        })
+    }
+
+    /// A model by public name.
+    pub fn model(&self, name: &str) -> Option<&Model> {
+        self.models.get(name)
+    }
+
+    /// The public name of an upstream model name (for rewriting responses), if known.
+    pub fn public_name_of(&self, upstream: &str) -> Option<&str> {
+        self.by_upstream.get(upstream).map(String::as_str)
+    }
+
+    /// A plan by id.
+    pub fn plan(&self, id: &str) -> Option<&Plan> {
+        self.plans.get(id)
+    }
+
+    /// The price period now.
+    pub fn period_now(&self) -> PricePeriod {
+        self.schedule.period_at(chrono::Utc::now())
+    }
+
+    /// The plan's RPM, or 60 for a key whose plan was removed from config.
+    pub fn rpm_of(&self, plan: &str) -> u32 {
+        self.plan(plan).map_or(60, |p| p.rpm)
+    }
+}

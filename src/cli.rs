@@ -1,0 +1,319 @@
+//! The command line: `serve`, `keys …`, `check-config`, `console`. Output for people goes to
+//! stdout (tables, or one JSON document with `--json`); errors go to stderr with exit code 1.
+
+#![allow(clippy::print_stdout, reason = "this module is the CLI's output path")]
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::activity::protocol::{KeyView, Request, Response};
+use crate::activity::socket;
+use crate::app::Daemon;
+use crate::config::Config;
+use crate::money::Usd;
+use crate::upstream::simulated::{SimOptions, SimulatedDeepSeek};
+
+/// modelrelay: sell DeepSeek through an OpenAI-compatible API on prepaid keys.
+#[derive(Debug, Parser)]
+#[command(name = "modelrelay", version, about)]
+pub struct Cli {
+    /// Config file (default: $MODELRELAY_CONFIG, else ./modelrelay.toml if present).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon (HTTP gateway and admin socket).
+    Serve {
+        /// Use a simulated DeepSeek on loopback instead of the real API (no account needed).
+        #[arg(long)]
+        demo: bool,
+    },
+    /// The operator's live console.
+    Console {
+        /// Admin socket (default: from config).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
+    /// Manage API keys on the running daemon.
+    Keys(KeysArgs),
+    /// Validate the config and print it with secrets redacted.
+    CheckConfig,
+}
+
+/// `keys …`
+#[derive(Debug, Args)]
+pub struct KeysArgs {
+    /// Admin socket (default: from config).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Print one JSON document.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: KeysCommand,
+}
+
+/// `keys` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Mint a key; prints the full key alone on stdout.
+    Create {
+        /// Plan id (trial, starter, standard, pro…).
+        #[arg(long)]
+        plan: String,
+        /// Customer's email.
+        #[arg(long)]
+        email: Option<String>,
+        /// Budget in USD instead of the plan's, e.g. 2.50.
+        #[arg(long, value_name = "USD")]
+        budget: Option<Usd>,
+        /// A note for yourself.
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Every key.
+    List,
+    /// One key (full key, id, or prefix).
+    Show {
+        /// Key, id or prefix.
+        key: String,
+    },
+    /// Revoke a key.
+    Revoke {
+        /// Key, id or prefix.
+        key: String,
+    },
+    /// Add budget to a key.
+    Topup {
+        /// Key, id or prefix.
+        key: String,
+        /// Amount in USD, e.g. 5.00.
+        #[arg(long, value_name = "AMOUNT")]
+        usd: Usd,
+    },
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("modelrelay: {msg}");
+    ExitCode::FAILURE
+}
+
+/// Run a parsed command line.
+pub fn run(cli: Cli) -> ExitCode {
+    let filter = match &cli.command {
+        Command::Serve { .. } => "info",
+        _ => "warn",
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return fail(format_args!("configuration: {e}")),
+    };
+    if let Command::CheckConfig = cli.command {
+        print!("{}", config.redacted_toml());
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match cli.command {
+        Command::Serve { .. } => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+        _ => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+    };
+    let runtime = match runtime {
+        Ok(r) => r,
+        Err(e) => return fail(format_args!("cannot start the async runtime: {e}")),
+    };
+    match cli.command {
+        Command::Serve { demo } => runtime.block_on(serve(config, demo)),
+        Command::Console { .. } => fail("the console is not available in this version yet"),
+        Command::Keys(args) => {
+            let path = args.socket.clone().unwrap_or_else(|| config.admin_socket());
+            runtime.block_on(keys(&path, args))
+        }
+        Command::CheckConfig => ExitCode::SUCCESS,
+    }
+}
+
+async fn serve(mut config: Config, demo: bool) -> ExitCode {
+    let _sim = if demo {
+        let opts = SimOptions {
+            chunk_delay: std::time::Duration::from_millis(20),
+            prefix_cache: true,
+            ..SimOptions::default()
+        };
+        let sim = match SimulatedDeepSeek::start(opts.clone()).await {
+            Ok(s) => s,
+            Err(e) => return fail(format_args!("cannot start the simulated DeepSeek: {e}")),
+        };
+        config.upstream.base_url = sim.base_url();
+        config.upstream.api_key = opts.api_key;
+        tracing::warn!(upstream = %sim.base_url(), "DEMO MODE: answers come from a simulated DeepSeek, not the real API");
+        Some(sim)
+    } else {
+        if config.upstream.api_key.is_empty() {
+            return fail(
+                "upstream.api_key is empty: set it in the config, with upstream.api_key_file, \
+                 or MODELRELAY_UPSTREAM__API_KEY (or try `modelrelay serve --demo`)",
+            );
+        }
+        None
+    };
+    let listener = match tokio::net::TcpListener::bind(&config.server.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            return fail(format_args!(
+                "cannot listen on {}: {e}",
+                config.server.listen
+            ));
+        }
+    };
+    let daemon = match Daemon::start(config, listener).await {
+        Ok(d) => d,
+        Err(e) => return fail(e),
+    };
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    daemon.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+async fn keys(path: &Path, args: KeysArgs) -> ExitCode {
+    let req = match &args.command {
+        KeysCommand::Create {
+            plan,
+            email,
+            budget,
+            note,
+        } => Request::KeysCreate {
+            plan: plan.clone(),
+            email: email.clone(),
+            budget_usd: *budget,
+            note: note.clone(),
+        },
+        KeysCommand::List => Request::KeysList,
+        KeysCommand::Show { key } => Request::KeysShow { key: key.clone() },
+        KeysCommand::Revoke { key } => Request::KeysRevoke { key: key.clone() },
+        KeysCommand::Topup { key, usd } => Request::KeysTopup {
+            key: key.clone(),
+            usd: *usd,
+        },
+    };
+    let resp = match socket::call(path, &req).await {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    match resp {
+        Response::Error { message } => fail(message),
+        Response::Created { key, api_key } => {
+            if args.json {
+                let doc = serde_json::json!({"api_key": api_key, "key": key});
+                print_json(&doc)
+            } else {
+                println!("{api_key}");
+                ExitCode::SUCCESS
+            }
+        }
+        Response::Keys { keys } => {
+            if args.json {
+                print_json(&keys)
+            } else {
+                print_table(&keys);
+                ExitCode::SUCCESS
+            }
+        }
+        Response::Key { key } => {
+            if args.json {
+                print_json(&key)
+            } else {
+                print_key(&key);
+                ExitCode::SUCCESS
+            }
+        }
+        other => fail(format_args!("unexpected answer from the daemon: {other:?}")),
+    }
+}
+
+fn print_json(v: &impl serde::Serialize) -> ExitCode {
+    match serde_json::to_string_pretty(v) {
+        Ok(s) => {
+            println!("{s}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+fn print_table(keys: &[KeyView]) {
+    println!(
+        "{:<21} {:<20} {:<10} {:<9} {:>12} {:>12} {:>12} {:>8}  CREATED",
+        "ID", "PREFIX", "PLAN", "STATUS", "BUDGET", "SPENT", "REMAINING", "REQS"
+    );
+    for k in keys {
+        println!(
+            "{:<21} {:<20} {:<10} {:<9} {:>12} {:>12} {:>12} {:>8}  {}",
+            k.id,
+            k.prefix,
+            k.plan,
+            k.status.as_str(),
+            format!("${}", k.budget_usd),
+            format!("${}", k.spent_usd),
+            format!("${}", k.remaining_usd),
+            k.requests,
+            k.created_at
+        );
+    }
+    if keys.is_empty() {
+        println!("(no keys yet: `modelrelay keys create --plan trial`)");
+    }
+}
+
+fn print_key(k: &KeyView) {
+    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    println!("id:         {}", k.id);
+    println!("prefix:     {}", k.prefix);
+    println!("plan:       {}", k.plan);
+    println!("status:     {}", k.status.as_str());
+    println!("budget:     ${}", k.budget_usd);
+    println!("spent:      ${}", k.spent_usd);
+    println!("remaining:  ${}", k.remaining_usd);
+    println!("held:       ${}", k.held_usd);
+    println!("requests:   {}", k.requests);
+    println!("email:      {}", opt(&k.email));
+    println!("note:       {}", opt(&k.note));
+    println!("created:    {}", k.created_at);
+    println!("last used:  {}", opt(&k.last_used_at));
+}

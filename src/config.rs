@@ -1,0 +1,575 @@
+//! Configuration: built-in defaults, then the TOML file, then `MODELRELAY_*` environment
+//! variables (figment), then validation. Names and defaults are those of SPEC §2.
+//!
+//! Models and plans merge entry by entry: a file that sets `[plans.trial] rpm = 10` changes
+//! only that field of the built-in trial plan. A plan can be withdrawn from sale with
+//! `enabled = false`; keys already sold on it keep working.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::money::Usd;
+use crate::pricing::{PeakSchedule, Weekday};
+
+/// Prefix of every environment override.
+pub const ENV_PREFIX: &str = "MODELRELAY_";
+/// The environment variable that names the config file.
+pub const ENV_CONFIG_FILE: &str = "MODELRELAY_CONFIG";
+
+/// Everything the operator can set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Listener, public URL, data and socket paths.
+    pub server: ServerConfig,
+    /// The DeepSeek API the gateway forwards to.
+    pub upstream: UpstreamConfig,
+    /// PayPal REST credentials for the storefront.
+    pub paypal: PaypalConfig,
+    /// When peak prices apply.
+    pub pricing: PricingConfig,
+    /// Models sold, by public name.
+    pub models: BTreeMap<String, ModelConfig>,
+    /// Plans sold, by id (used in URLs and keys).
+    pub plans: BTreeMap<String, PlanConfig>,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// HTTP listen address (gateway and storefront).
+    pub listen: String,
+    /// The URL customers reach, used in docs pages and examples.
+    pub public_url: String,
+    /// Holds `modelrelay.db` and, unless `secret_file` is set, `secret.key`.
+    pub data_dir: PathBuf,
+    /// The admin socket; empty means `<data_dir>/modelrelay.sock`.
+    pub admin_socket: Option<PathBuf>,
+    /// A group whose members may use the admin socket (socket mode 0660); empty: owner only (0600).
+    pub admin_group: Option<String>,
+    /// The 32-byte key that seals API keys at rest; empty means `<data_dir>/secret.key`.
+    pub secret_file: Option<PathBuf>,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+/// `[upstream]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    /// DeepSeek's base URL (`/chat/completions` is appended).
+    pub base_url: String,
+    /// The operator's DeepSeek API key.
+    pub api_key: String,
+    /// A file holding the API key instead (systemd credentials).
+    pub api_key_file: Option<PathBuf>,
+    /// TCP + TLS connect timeout.
+    pub connect_timeout_secs: u64,
+    /// Longest silence allowed from upstream; keep-alive comments do not count as data.
+    pub idle_timeout_secs: u64,
+    /// Longest a whole request may take.
+    pub request_timeout_secs: u64,
+}
+
+/// Which PayPal environment to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PaypalEnv {
+    /// `https://api-m.sandbox.paypal.com`
+    Sandbox,
+    /// `https://api-m.paypal.com`
+    Live,
+}
+
+/// `[paypal]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PaypalConfig {
+    /// sandbox or live.
+    pub env: PaypalEnv,
+    /// REST app client id.
+    pub client_id: String,
+    /// REST app secret.
+    pub client_secret: String,
+    /// A file holding the secret instead.
+    pub client_secret_file: Option<PathBuf>,
+    /// The webhook id PayPal assigned, used to verify webhook signatures.
+    pub webhook_id: String,
+    /// Override of the environment's base URL (tests, proxies).
+    pub api_base: String,
+}
+
+/// `[pricing]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PricingConfig {
+    /// UTC windows `HH:MM-HH:MM` in which peak prices apply…
+    pub peak_hours_utc: Vec<String>,
+    /// …on these UTC days (`mon` … `sun`).
+    pub peak_days: Vec<String>,
+}
+
+/// `[models.<public name>]`; prices are USD per 1M tokens as `[off-peak, peak]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// The model name sent to DeepSeek; empty means the public name.
+    #[serde(default)]
+    pub upstream_model: String,
+    /// Output cap used when a request does not set `max_tokens`, and the most it may set.
+    #[serde(default = "default_max_output_tokens")]
+    pub max_output_tokens: u32,
+    /// Prompt tokens served from cache.
+    pub input_cache_hit: [Usd; 2],
+    /// Prompt tokens not in cache.
+    pub input_cache_miss: [Usd; 2],
+    /// Completion tokens, reasoning included.
+    pub output: [Usd; 2],
+}
+
+/// `[plans.<id>]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanConfig {
+    /// Display name.
+    pub name: String,
+    /// What the customer pays.
+    pub price_usd: Usd,
+    /// What the key may spend.
+    pub budget_usd: Usd,
+    /// Requests per minute per key.
+    pub rpm: u32,
+    /// Public model names the plan includes.
+    pub models: Vec<String>,
+    /// False withdraws the plan from sale; existing keys keep working.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn default_max_output_tokens() -> u32 {
+    32768
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8080".into(),
+            public_url: "http://127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("data"),
+            admin_socket: None,
+            admin_group: None,
+            secret_file: None,
+            max_body_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            base_url: "https://api.deepseek.com".into(),
+            api_key: String::new(),
+            api_key_file: None,
+            connect_timeout_secs: 10,
+            idle_timeout_secs: 120,
+            request_timeout_secs: 900,
+        }
+    }
+}
+
+impl Default for PaypalConfig {
+    fn default() -> Self {
+        PaypalConfig {
+            env: PaypalEnv::Sandbox,
+            client_id: String::new(),
+            client_secret: String::new(),
+            client_secret_file: None,
+            webhook_id: String::new(),
+            api_base: String::new(),
+        }
+    }
+}
+
+impl Default for PricingConfig {
+    fn default() -> Self {
+        PricingConfig {
+            peak_hours_utc: vec!["01:00-04:00".into(), "06:00-10:00".into()],
+            peak_days: ["mon", "tue", "wed", "thu", "fri"]
+                .map(String::from)
+                .to_vec(),
+        }
+    }
+}
+
+fn usd(nanos: i64) -> Usd {
+    Usd::from_nanos(nanos)
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        // Prices in nano-USD per 1M tokens (DeepSeek list prices, November 2026).
+        let flash = ModelConfig {
+            upstream_model: "deepseek-v4-flash".into(),
+            max_output_tokens: 32768,
+            input_cache_hit: [usd(3_000_000), usd(6_000_000)],
+            input_cache_miss: [usd(150_000_000), usd(300_000_000)],
+            output: [usd(600_000_000), usd(1_200_000_000)],
+        };
+        let pro = ModelConfig {
+            upstream_model: "deepseek-v4-pro".into(),
+            max_output_tokens: 32768,
+            input_cache_hit: [usd(22_000_000), usd(44_000_000)],
+            input_cache_miss: [usd(660_000_000), usd(1_320_000_000)],
+            output: [usd(1_980_000_000), usd(3_960_000_000)],
+        };
+        let plan = |name: &str, dollars: i64, rpm: u32, models: &[&str]| PlanConfig {
+            name: name.into(),
+            price_usd: Usd::from_dollars(dollars),
+            budget_usd: Usd::from_dollars(dollars),
+            rpm,
+            models: models.iter().map(|m| m.to_string()).collect(),
+            enabled: true,
+        };
+        let f = "deepseek-v4-flash";
+        Config {
+            server: ServerConfig::default(),
+            upstream: UpstreamConfig::default(),
+            paypal: PaypalConfig::default(),
+            pricing: PricingConfig::default(),
+            models: BTreeMap::from([(f.to_string(), flash), ("deepseek-v4-pro".into(), pro)]),
+            plans: BTreeMap::from([
+                ("trial".into(), plan("Trial", 1, 30, &[f])),
+                ("starter".into(), plan("Starter", 5, 30, &[f])),
+                ("standard".into(), plan("Standard", 20, 60, &[f])),
+                ("pro".into(), plan("Pro", 50, 30, &[f, "deepseek-v4-pro"])),
+            ]),
+        }
+    }
+}
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or environment does not parse, has an unknown key or a wrong type.
+    #[error("{0}")]
+    Parse(Box<figment::Error>),
+    /// A `--config` file that does not exist.
+    #[error("config file {0} does not exist")]
+    MissingFile(PathBuf),
+    /// A `*_file` secret that cannot be read.
+    #[error("cannot read {key} = {path}: {source}")]
+    SecretFile {
+        /// The config key naming the file.
+        key: &'static str,
+        /// The path given.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// Values that parse but make no sense, one line each.
+    #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+    Invalid(Vec<String>),
+}
+
+impl From<figment::Error> for ConfigError {
+    fn from(e: figment::Error) -> Self {
+        ConfigError::Parse(Box::new(e))
+    }
+}
+
+impl Config {
+    /// The file to read: `--config`, else `$MODELRELAY_CONFIG`, else `./modelrelay.toml` if present.
+    pub fn locate(explicit: Option<&Path>) -> Option<PathBuf> {
+        if let Some(p) = explicit {
+            return Some(p.to_path_buf());
+        }
+        if let Some(p) = std::env::var_os(ENV_CONFIG_FILE).filter(|p| !p.is_empty()) {
+            return Some(PathBuf::from(p));
+        }
+        let local = PathBuf::from("modelrelay.toml");
+        local.exists().then_some(local)
+    }
+
+    /// The layered figment: defaults, then the file (if any), then the environment.
+    pub fn figment(file: Option<&Path>) -> Figment {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        fig.merge(
+            Env::prefixed(ENV_PREFIX)
+                .split("__")
+                .filter(|k| k.as_str() != "config"),
+        )
+    }
+
+    /// Load, read secret files and validate.
+    pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+        let file = Config::locate(explicit);
+        if let Some(path) = &file
+            && !path.exists()
+        {
+            return Err(ConfigError::MissingFile(path.clone()));
+        }
+        Config::from_figment(Config::figment(file.as_deref()))
+    }
+
+    /// Extract from an already-built figment (tests use this with `figment::Jail`).
+    pub fn from_figment(fig: Figment) -> Result<Config, ConfigError> {
+        let mut config: Config = fig.extract()?;
+        config.resolve_secrets()?;
+        config.normalize();
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn resolve_secrets(&mut self) -> Result<(), ConfigError> {
+        let mut errors = Vec::new();
+        let mut read = |key: &'static str,
+                        path: &Option<PathBuf>,
+                        inline: &mut String,
+                        inline_key: &str|
+         -> Result<(), ConfigError> {
+            let Some(path) = path else { return Ok(()) };
+            if !inline.is_empty() {
+                errors.push(format!("set {inline_key} or {key}, not both"));
+                return Ok(());
+            }
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
+                key,
+                path: path.clone(),
+                source,
+            })?;
+            *inline = text.trim().to_string();
+            Ok(())
+        };
+        read(
+            "upstream.api_key_file",
+            &self.upstream.api_key_file,
+            &mut self.upstream.api_key,
+            "upstream.api_key",
+        )?;
+        read(
+            "paypal.client_secret_file",
+            &self.paypal.client_secret_file,
+            &mut self.paypal.client_secret,
+            "paypal.client_secret",
+        )?;
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(errors))
+        }
+    }
+
+    /// Fill the values whose default depends on another value.
+    fn normalize(&mut self) {
+        for (id, model) in &mut self.models {
+            if model.upstream_model.is_empty() {
+                model.upstream_model = id.clone();
+            }
+        }
+        if self
+            .server
+            .admin_socket
+            .as_ref()
+            .is_none_or(|p| p.as_os_str().is_empty())
+        {
+            self.server.admin_socket = Some(self.server.data_dir.join("modelrelay.sock"));
+        }
+        if self
+            .server
+            .admin_group
+            .as_ref()
+            .is_some_and(|g| g.is_empty())
+        {
+            self.server.admin_group = None;
+        }
+        if self
+            .server
+            .secret_file
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            self.server.secret_file = None;
+        }
+        self.server.public_url = self.server.public_url.trim_end_matches('/').to_string();
+        self.upstream.base_url = self.upstream.base_url.trim_end_matches('/').to_string();
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let mut e = Vec::new();
+        let s = &self.server;
+        if s.listen.parse::<SocketAddr>().is_err() {
+            e.push(format!(
+                "server.listen = {:?} is not an address such as \"127.0.0.1:8080\"",
+                s.listen
+            ));
+        }
+        if !is_http_url(&s.public_url) {
+            e.push(format!(
+                "server.public_url = {:?} must start with http:// or https://",
+                s.public_url
+            ));
+        }
+        if s.max_body_bytes == 0 {
+            e.push("server.max_body_bytes must be greater than 0".into());
+        }
+        let u = &self.upstream;
+        if !is_http_url(&u.base_url) {
+            e.push(format!(
+                "upstream.base_url = {:?} must start with http:// or https://",
+                u.base_url
+            ));
+        }
+        for (key, v) in [
+            ("connect_timeout_secs", u.connect_timeout_secs),
+            ("idle_timeout_secs", u.idle_timeout_secs),
+            ("request_timeout_secs", u.request_timeout_secs),
+        ] {
+            if v == 0 {
+                e.push(format!("upstream.{key} must be greater than 0"));
+            }
+        }
+        if !self.paypal.api_base.is_empty() && !is_http_url(&self.paypal.api_base) {
+            e.push(format!(
+                "paypal.api_base = {:?} must start with http:// or https://",
+                self.paypal.api_base
+            ));
+        }
+        if let Err(msg) = self.peak_schedule() {
+            e.push(msg);
+        }
+        if self.models.is_empty() {
+            e.push("no models: define at least one [models.<name>]".into());
+        }
+        for (id, m) in &self.models {
+            if !is_ident(id) {
+                e.push(format!(
+                    "models.{id}: a model name may use letters, digits, '.', '-' and '_'"
+                ));
+            }
+            if m.max_output_tokens == 0 {
+                e.push(format!(
+                    "models.{id}.max_output_tokens must be greater than 0"
+                ));
+            }
+            for (field, pair) in [
+                ("input_cache_hit", &m.input_cache_hit),
+                ("input_cache_miss", &m.input_cache_miss),
+                ("output", &m.output),
+            ] {
+                if pair.iter().any(|p| p.is_negative()) {
+                    e.push(format!("models.{id}.{field}: a price cannot be negative"));
+                }
+            }
+            if m.output.iter().any(|p| p.nanos() == 0) {
+                e.push(format!(
+                    "models.{id}.output: an output price of 0 would make every budget endless"
+                ));
+            }
+        }
+        if self.plans.is_empty() {
+            e.push("no plans: define at least one [plans.<id>]".into());
+        }
+        for (id, p) in &self.plans {
+            if !is_ident(id) {
+                e.push(format!(
+                    "plans.{id}: a plan id may use letters, digits, '.', '-' and '_'"
+                ));
+            }
+            if p.name.trim().is_empty() {
+                e.push(format!("plans.{id}.name must not be empty"));
+            }
+            if p.price_usd.is_negative() {
+                e.push(format!("plans.{id}.price_usd cannot be negative"));
+            }
+            if p.budget_usd.nanos() <= 0 {
+                e.push(format!("plans.{id}.budget_usd must be greater than 0"));
+            }
+            if p.rpm == 0 {
+                e.push(format!("plans.{id}.rpm must be at least 1"));
+            }
+            if p.models.is_empty() {
+                e.push(format!("plans.{id}.models must name at least one model"));
+            }
+            for m in &p.models {
+                if !self.models.contains_key(m) {
+                    e.push(format!(
+                        "plans.{id}.models names unknown model {m:?} (known: {})",
+                        self.models.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ));
+                }
+            }
+        }
+        if e.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(e))
+        }
+    }
+
+    /// The parsed peak windows and days.
+    pub fn peak_schedule(&self) -> Result<PeakSchedule, String> {
+        let mut windows = Vec::new();
+        for w in &self.pricing.peak_hours_utc {
+            windows.push(
+                crate::pricing::parse_window(w)
+                    .map_err(|why| format!("pricing.peak_hours_utc: {w:?} {why}"))?,
+            );
+        }
+        let mut days = Vec::new();
+        for d in &self.pricing.peak_days {
+            days.push(d.parse::<Weekday>().map_err(|_| {
+                format!("pricing.peak_days: {d:?} is not one of mon, tue, wed, thu, fri, sat, sun")
+            })?);
+        }
+        Ok(PeakSchedule::new(windows, days))
+    }
+
+    /// The admin socket path (resolved by `normalize`).
+    pub fn admin_socket(&self) -> PathBuf {
+        self.server
+            .admin_socket
+            .clone()
+            .unwrap_or_else(|| self.server.data_dir.join("modelrelay.sock"))
+    }
+
+    /// The effective configuration as TOML, with every secret replaced by `<redacted>`.
+    pub fn redacted_toml(&self) -> String {
+        let mut c = self.clone();
+        for secret in [&mut c.upstream.api_key, &mut c.paypal.client_secret] {
+            if !secret.is_empty() {
+                *secret = "<redacted>".into();
+            }
+        }
+        toml::to_string_pretty(&c).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+fn is_http_url(s: &str) -> bool {
+    let rest = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"));
+    rest.is_some_and(|r| !r.is_empty())
+}
+
+fn is_ident(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,368 @@
+//! Billing on the request path: hold the worst case before going upstream, settle to the exact
+//! cost after, write one ledger row.
+//!
+//! The hold covers the prompt's upper bound at the dearer prompt price plus `max_tokens` output
+//! tokens; when the key cannot cover the client's own `max_tokens`, the upstream `max_tokens` is
+//! lowered to what it can cover, and when it cannot cover one output token the answer is 402.
+//! Holds are taken by compare-and-swap on the key's available balance, so concurrent requests
+//! can never together hold more than the key has, and a charge never exceeds its hold: the
+//! balance cannot go below zero.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+
+use super::error::GatewayError;
+use super::types::{ChatRequest, Usage};
+use crate::activity::ActivityEvent;
+use crate::app::AppState;
+use crate::catalog::Model;
+use crate::keys::{KeyState, KeyStatus};
+use crate::money::{TokenPrices, Usd, cost_of};
+use crate::pricing::PricePeriod;
+use crate::store::{Finish, Measured, UsageRow, Write};
+
+/// Money held for one request, and the output cap that keeps the cost inside it.
+#[derive(Debug, Clone, Copy)]
+pub struct Hold {
+    /// Held from the key's balance.
+    pub amount: Usd,
+    /// `max_tokens` to send upstream.
+    pub max_tokens: u64,
+    /// Period the request started in.
+    pub period: PricePeriod,
+    /// Prices of that period.
+    pub prices: TokenPrices,
+}
+
+/// Hold the worst case of `req` on `key`, lowering `max_tokens` when needed; 402 when the key
+/// cannot pay for one output token.
+pub fn reserve(
+    key: &KeyState,
+    model: &Model,
+    period: PricePeriod,
+    req: &ChatRequest,
+) -> Result<Hold, GatewayError> {
+    if key.status() == KeyStatus::Exhausted {
+        return Err(GatewayError::InsufficientBudget {
+            available: key.available(),
+        });
+    }
+    let prices = *model.prices.get(period);
+    let prompt_price = prices.cache_hit.max(prices.cache_miss).nanos().max(0) as i128;
+    let out_price = prices.output.nanos().max(1) as i128 * i128::from(req.n.max(1));
+    let prompt_part = i128::from(req.prompt_upper_bound) * prompt_price;
+    let wanted = req
+        .max_tokens
+        .unwrap_or(u64::from(model.max_output_tokens))
+        .min(u64::from(model.max_output_tokens))
+        .max(1);
+    let (amount, max_tokens) = key.try_hold(|available| {
+        // Work in nano-USD × 1e6 (the unit of price × tokens) so nothing rounds.
+        let budget = i128::from(available.nanos()) * 1_000_000;
+        let affordable = (budget - prompt_part) / out_price;
+        if budget < prompt_part + out_price || affordable < 1 {
+            return Err(GatewayError::InsufficientBudget { available });
+        }
+        let max_tokens = (wanted as i128).min(affordable) as u64;
+        let worst = prompt_part + i128::from(max_tokens) * out_price;
+        let hold = (worst + 999_999) / 1_000_000;
+        Ok((Usd::from_nanos(hold as i64), max_tokens))
+    })?;
+    Ok(Hold {
+        amount,
+        max_tokens,
+        period,
+        prices,
+    })
+}
+
+/// What one request is, from the moment it holds money until it settles.
+pub struct RequestCtx {
+    /// `x-request-id`.
+    pub request_id: String,
+    /// Paying key.
+    pub key: Arc<KeyState>,
+    /// The model (public name, upstream name, prices).
+    pub model: Model,
+    /// The hold.
+    pub hold: Hold,
+    /// Streamed?
+    pub stream: bool,
+    /// Prompt estimate, for when upstream reports no usage.
+    pub prompt_estimate: u64,
+    /// Monotonic start.
+    pub started: Instant,
+    /// Wall-clock start.
+    pub started_at: DateTime<Utc>,
+}
+
+/// How a request ended, as billing needs to know it.
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome {
+    /// Upstream's usage, if it reported one.
+    pub usage: Option<Usage>,
+    /// Output tokens estimated from what was relayed.
+    pub output_estimate: u64,
+    /// How it ended.
+    pub finish: Finish,
+    /// HTTP status the client got.
+    pub status: u16,
+    /// Time to first output token.
+    pub ttft: Option<Duration>,
+}
+
+/// The counts and cost to bill for an outcome.
+///
+/// With upstream's usage: exactly that. Without it, an estimate, labelled so: a client that
+/// went away pays for its prompt and the output generated so far; after an upstream failure the
+/// customer pays for what reached them, and nothing when nothing did.
+fn bill(ctx: &RequestCtx, o: &Outcome) -> (Usage, Measured) {
+    if let Some(u) = o.usage {
+        return (u, Measured::Provider);
+    }
+    let charge = match o.finish {
+        Finish::ClientAbort | Finish::Shutdown | Finish::Complete => true,
+        _ => o.output_estimate > 0,
+    };
+    if !charge {
+        return (Usage::default(), Measured::Estimated);
+    }
+    let prompt = ctx.prompt_estimate;
+    let usage = Usage {
+        prompt,
+        hit: 0,
+        miss: prompt,
+        completion: o.output_estimate,
+        reasoning: 0,
+    };
+    (usage, Measured::Estimated)
+}
+
+/// Settle a request: charge, release the rest of the hold, and commit its ledger row. Returns
+/// once the row is durable, so the caller may then send the response's last byte.
+pub async fn settle(state: &AppState, ctx: &RequestCtx, o: Outcome) -> UsageRow {
+    let (usage, measured) = bill(ctx, &o);
+    let cost = cost_of(usage.hit, usage.miss, usage.completion, &ctx.hold.prices);
+    let now = Utc::now();
+    let (charged, _remaining) = ctx.key.settle(ctx.hold.amount, cost, now);
+    if charged < cost {
+        tracing::warn!(
+            request_id = %ctx.request_id,
+            cost = %cost,
+            hold = %ctx.hold.amount,
+            "upstream used more than the hold allowed; charge capped at the hold"
+        );
+    }
+    let row = UsageRow {
+        request_id: ctx.request_id.clone(),
+        key_id: ctx.key.id.clone(),
+        model: ctx.model.name.clone(),
+        stream: ctx.stream,
+        period: ctx.hold.period,
+        prompt_tokens: usage.prompt,
+        cache_hit_tokens: usage.hit,
+        cache_miss_tokens: usage.miss,
+        completion_tokens: usage.completion,
+        reasoning_tokens: usage.reasoning,
+        cost: charged,
+        measured,
+        status: o.status,
+        finish: o.finish,
+        latency_ms: ctx.started.elapsed().as_millis() as u64,
+        ttft_ms: o.ttft.map(|d| d.as_millis() as u64),
+        created_at_ms: ctx.started_at.timestamp_millis(),
+    };
+    if let Err(e) = state.store.write(Write::Usage(Box::new(row.clone()))).await {
+        // The in-memory balance is already charged, so the customer cannot overspend; the row
+        // itself is what is lost, and the operator must hear about it.
+        tracing::error!(request_id = %ctx.request_id, error = %e, "ledger row not written");
+    }
+    let threshold = state
+        .catalog
+        .plan(&ctx.key.plan)
+        .map_or(Usd::from_nanos(1), |p| p.exhausted_below);
+    if ctx.key.mark_exhausted_below(threshold) {
+        state.store.write_later(Write::KeyStatus {
+            key_id: ctx.key.id.clone(),
+            status: KeyStatus::Exhausted,
+            at_ms: now.timestamp_millis(),
+        });
+        state.activity.emit(ActivityEvent::KeyExhausted {
+            key_id: ctx.key.id.clone(),
+            at_ms: now.timestamp_millis(),
+        });
+        tracing::info!(key_id = %ctx.key.id, "key exhausted");
+    }
+    state.activity.emit(ActivityEvent::RequestFinished {
+        request_id: row.request_id.clone(),
+        key_id: row.key_id.clone(),
+        model: row.model.clone(),
+        status: row.status,
+        finish: row.finish,
+        cost_usd: row.cost,
+        prompt_tokens: row.prompt_tokens,
+        completion_tokens: row.completion_tokens,
+        measured,
+        latency_ms: row.latency_ms,
+        ttft_ms: row.ttft_ms,
+        at_ms: now.timestamp_millis(),
+    });
+    tracing::info!(
+        request_id = %row.request_id,
+        key_id = %row.key_id,
+        model = %row.model,
+        status = row.status,
+        finish = row.finish.as_str(),
+        cost = %row.cost,
+        prompt_tokens = row.prompt_tokens,
+        completion_tokens = row.completion_tokens,
+        measured = measured.as_str(),
+        latency_ms = row.latency_ms,
+        "request settled"
+    );
+    row
+}
+
+/// A request holding money: settled exactly once, by [`Pending::settle`] or, if the request
+/// is dropped first (the client went away while we waited on upstream), by `Drop`, which bills
+/// it as a client abort in a task of its own. A hold can therefore never leak.
+pub struct Pending {
+    state: Arc<AppState>,
+    ctx: Option<RequestCtx>,
+}
+
+impl Pending {
+    /// Wrap a request that holds money.
+    pub fn new(state: Arc<AppState>, ctx: RequestCtx) -> Pending {
+        Pending {
+            state,
+            ctx: Some(ctx),
+        }
+    }
+
+    /// The request.
+    pub fn ctx(&self) -> Option<&RequestCtx> {
+        self.ctx.as_ref()
+    }
+
+    /// Settle now; returns the committed ledger row.
+    pub async fn settle(mut self, o: Outcome) -> Option<UsageRow> {
+        let ctx = self.ctx.take()?;
+        Some(settle(&self.state, &ctx, o).await)
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(ctx) = self.ctx.take() {
+            let state = self.state.clone();
+            let o = Outcome {
+                usage: None,
+                output_estimate: 0,
+                finish: Finish::ClientAbort,
+                status: 499,
+                ttft: None,
+            };
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => {
+                    rt.spawn(async move {
+                        settle(&state, &ctx, o).await;
+                    });
+                }
+                Err(_) => tracing::error!(
+                    request_id = %ctx.request_id,
+                    "request dropped outside the runtime; its hold stays until restart"
+                ),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::keys::KeyRecord;
+
+    fn key(budget: i64) -> KeyState {
+        KeyState::from_record(
+            KeyRecord {
+                id: "key_t".into(),
+                hash: [0; 32],
+                sealed: vec![],
+                prefix: "p".into(),
+                plan: "trial".into(),
+                status: KeyStatus::Active,
+                budget: Usd::from_nanos(budget),
+                spent: Usd::ZERO,
+                requests: 0,
+                email: None,
+                note: None,
+                order_id: None,
+                created_at: Utc::now(),
+                last_used_at: None,
+            },
+            30,
+        )
+    }
+
+    fn model() -> Model {
+        let c = Config::default();
+        crate::catalog::Catalog::from_config(&c)
+            .unwrap()
+            .model("deepseek-v4-flash")
+            .unwrap()
+            .clone()
+    }
+
+    fn req(max_tokens: Option<u64>) -> ChatRequest {
+        let mut v = serde_json::json!({"model":"deepseek-v4-flash","messages":[{"role":"user","content":"hi"}]});
+        if let Some(m) = max_tokens {
+            v["max_tokens"] = m.into();
+        }
+        ChatRequest::parse(&serde_json::to_vec(&v).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn hold_covers_prompt_bound_and_output() {
+        let r = req(Some(100));
+        let k = key(1_000_000_000);
+        let h = reserve(&k, &model(), PricePeriod::OffPeak, &r).unwrap();
+        assert_eq!(h.max_tokens, 100);
+        // prompt bound × 150 nano + 100 × 600 nano, per token (prices per 1M / 1e6).
+        assert_eq!(
+            h.amount.nanos(),
+            r.prompt_upper_bound as i64 * 150 + 100 * 600
+        );
+        assert_eq!(k.available().nanos(), 1_000_000_000 - h.amount.nanos());
+    }
+
+    #[test]
+    fn lowers_max_tokens_then_refuses() {
+        let r = req(Some(1000));
+        let prompt = r.prompt_upper_bound as i64 * 150;
+        // Enough for the prompt bound and 20.5 output tokens.
+        let k = key(prompt + 20 * 600 + 300);
+        let h = reserve(&k, &model(), PricePeriod::OffPeak, &r).unwrap();
+        assert_eq!(h.max_tokens, 20);
+        assert_eq!(h.amount.nanos(), prompt + 20 * 600);
+        // What is left (300 nano) cannot pay for one token.
+        assert!(matches!(
+            reserve(&k, &model(), PricePeriod::OffPeak, &r),
+            Err(GatewayError::InsufficientBudget { .. })
+        ));
+    }
+
+    #[test]
+    fn peak_prices_apply_in_peak() {
+        let r = req(Some(10));
+        let k = key(1_000_000_000);
+        let h = reserve(&k, &model(), PricePeriod::Peak, &r).unwrap();
+        assert_eq!(
+            h.amount.nanos(),
+            r.prompt_upper_bound as i64 * 300 + 10 * 1200
+        );
+    }
+}

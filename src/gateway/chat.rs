@@ -1,0 +1,274 @@
+//! `POST /v1/chat/completions`: the checks in order (auth, rate limit, body, model, plan, hold),
+//! then upstream, then the non-stream answer here or the stream relay in `stream.rs`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use chrono::Utc;
+use serde_json::Value;
+
+use super::billing::{Outcome, Pending, RequestCtx, reserve};
+use super::error::{GatewayError, rate_headers};
+use super::types::{ChatRequest, Usage};
+use super::{auth, stream};
+use crate::activity::ActivityEvent;
+use crate::app::{AppState, RequestId};
+use crate::store::Finish;
+use crate::upstream::UpstreamError;
+
+/// Largest non-stream answer read from upstream.
+const MAX_UPSTREAM_BODY: usize = 64 * 1024 * 1024;
+
+/// The handler.
+pub async fn chat_completions(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let request_id = parts
+        .extensions
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default();
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string());
+    let key = match auth::authenticate(&state, &parts.headers) {
+        Ok(k) => k,
+        Err(e) => return refused(&state, None, e),
+    };
+    let rate = key.check_rate();
+    if !rate.allowed {
+        state.activity.emit(ActivityEvent::RateLimited {
+            key_id: key.id.clone(),
+            key_prefix: key.prefix.clone(),
+            limit: rate.limit,
+            at_ms: Utc::now().timestamp_millis(),
+        });
+        return GatewayError::RateLimited(rate).into_response();
+    }
+    let result = async {
+        let raw = read_body(body, state.config.server.max_body_bytes, &parts.headers).await?;
+        let req = ChatRequest::parse(&raw)?;
+        let model = state
+            .catalog
+            .model(&req.model)
+            .ok_or_else(|| GatewayError::ModelNotFound(req.model.clone()))?;
+        let allowed = state
+            .catalog
+            .plan(&key.plan)
+            .is_some_and(|p| p.models.contains(&model.name));
+        if !allowed {
+            return Err(GatewayError::ModelNotAllowed(model.name.clone()));
+        }
+        let period = state.catalog.period_now();
+        let hold = reserve(&key, model, period, &req)?;
+        Ok((req, model.clone(), hold))
+    }
+    .await;
+    let (req, model, hold) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let mut resp = refused(&state, Some(&key.id), e);
+            rate_headers(&rate, resp.headers_mut());
+            return resp;
+        }
+    };
+    let upstream_body = req.upstream_body(&model.upstream, &key.id, hold.max_tokens);
+    state.activity.emit(ActivityEvent::RequestStarted {
+        request_id: request_id.clone(),
+        key_id: key.id.clone(),
+        key_prefix: key.prefix.clone(),
+        plan: key.plan.clone(),
+        model: model.name.clone(),
+        stream: req.stream,
+        client_ip: peer,
+        at_ms: Utc::now().timestamp_millis(),
+    });
+    let ctx = RequestCtx {
+        request_id,
+        key,
+        model,
+        hold,
+        stream: req.stream,
+        prompt_estimate: req.prompt_estimate,
+        started: Instant::now(),
+        started_at: Utc::now(),
+    };
+    let pending = Pending::new(state.clone(), ctx);
+    let deadline = tokio::time::Instant::now() + state.upstream.request_timeout;
+    let mut resp = match state.upstream.chat(upstream_body, deadline).await {
+        Err(e) => upstream_failed(pending, e).await,
+        Ok(up) if req.stream => {
+            stream::relay(state.clone(), pending, up, req.include_usage, deadline)
+        }
+        Ok(up) => non_stream(&state, pending, up, deadline).await,
+    };
+    rate_headers(&rate, resp.headers_mut());
+    resp
+}
+
+/// A refusal before upstream: an event for the console, and the error response.
+fn refused(state: &AppState, key_id: Option<&str>, e: GatewayError) -> Response {
+    if matches!(e.status().as_u16(), 401..=404) {
+        state.activity.emit(ActivityEvent::Refused {
+            key_id: key_id.map(str::to_string),
+            status: e.status().as_u16(),
+            code: e.code().to_string(),
+            at_ms: Utc::now().timestamp_millis(),
+        });
+    }
+    e.into_response()
+}
+
+/// Read the body, enforcing `server.max_body_bytes` (413 in our error shape, not axum's).
+async fn read_body(
+    body: Body,
+    limit: usize,
+    headers: &axum::http::HeaderMap,
+) -> Result<Bytes, GatewayError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(GatewayError::RequestTooLarge { limit });
+    }
+    match axum::body::to_bytes(body, limit).await {
+        Ok(b) => Ok(b),
+        Err(e) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+                || e.to_string().contains("length limit");
+            if too_large {
+                Err(GatewayError::RequestTooLarge { limit })
+            } else {
+                Err(GatewayError::InvalidRequest {
+                    message: "The request body could not be read.".into(),
+                    param: None,
+                })
+            }
+        }
+    }
+}
+
+/// Upstream failed before answering: bill nothing, tell the client.
+async fn upstream_failed(pending: Pending, e: UpstreamError) -> Response {
+    let request_id = pending
+        .ctx()
+        .map(|c| c.request_id.clone())
+        .unwrap_or_default();
+    e.log(&request_id);
+    let client = e.to_client();
+    let finish = match (&e, &client) {
+        (UpstreamError::Timeout, _) => Finish::UpstreamTimeout,
+        (_, GatewayError::UpstreamRejected { .. }) => Finish::Rejected,
+        _ => Finish::UpstreamError,
+    };
+    pending
+        .settle(Outcome {
+            usage: None,
+            output_estimate: 0,
+            finish,
+            status: client.status().as_u16(),
+            ttft: None,
+        })
+        .await;
+    client.into_response()
+}
+
+/// Read a whole non-stream answer. DeepSeek sends blank lines while a request waits in its
+/// queue; those do not count as data for the idle timer.
+async fn read_answer(
+    mut up: reqwest::Response,
+    idle: std::time::Duration,
+    deadline: tokio::time::Instant,
+) -> Result<Vec<u8>, UpstreamError> {
+    let mut buf = Vec::new();
+    let mut last_data = tokio::time::Instant::now();
+    loop {
+        let wait = deadline.min(last_data + idle);
+        match tokio::time::timeout_at(wait, up.chunk()).await {
+            Err(_) => return Err(UpstreamError::Timeout),
+            Ok(Err(e)) => return Err(UpstreamError::Malformed(format!("body cut: {e}"))),
+            Ok(Ok(None)) => return Ok(buf),
+            Ok(Ok(Some(c))) => {
+                if c.iter().any(|b| !b.is_ascii_whitespace()) {
+                    last_data = tokio::time::Instant::now();
+                }
+                buf.extend_from_slice(&c);
+                if buf.len() > MAX_UPSTREAM_BODY {
+                    return Err(UpstreamError::Malformed("answer too large".into()));
+                }
+            }
+        }
+    }
+}
+
+async fn non_stream(
+    state: &AppState,
+    pending: Pending,
+    up: reqwest::Response,
+    deadline: tokio::time::Instant,
+) -> Response {
+    let parsed = read_answer(up, state.upstream.idle_timeout, deadline)
+        .await
+        .and_then(|raw| {
+            let v: Value = serde_json::from_slice(&raw)
+                .map_err(|e| UpstreamError::Malformed(format!("not JSON: {e}")))?;
+            match v {
+                Value::Object(o) if o.contains_key("choices") => Ok(o),
+                _ => Err(UpstreamError::Malformed("no choices".into())),
+            }
+        });
+    let mut answer = match parsed {
+        Ok(a) => a,
+        Err(e) => return upstream_failed(pending, e).await,
+    };
+    let Some(ctx) = pending.ctx() else {
+        return GatewayError::Upstream.into_response();
+    };
+    let ttft = ctx.started.elapsed();
+    let public = ctx.model.name.clone();
+    let usage = answer.get("usage").and_then(Usage::from_json);
+    let output_estimate = output_text_bytes(&answer).div_ceil(4);
+    answer.insert("model".into(), Value::String(public));
+    let body = serde_json::to_vec(&answer).unwrap_or_default();
+    pending
+        .settle(Outcome {
+            usage,
+            output_estimate,
+            finish: Finish::Complete,
+            status: 200,
+            ttft: Some(ttft),
+        })
+        .await;
+    let mut resp = (StatusCode::OK, body).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// Bytes of generated text in a non-stream answer (for the estimate when usage is missing).
+fn output_text_bytes(answer: &serde_json::Map<String, Value>) -> u64 {
+    let Some(Value::Array(choices)) = answer.get("choices") else {
+        return 0;
+    };
+    choices
+        .iter()
+        .filter_map(|c| c.get("message"))
+        .map(|m| {
+            ["content", "reasoning_content"]
+                .iter()
+                .filter_map(|k| m.get(*k).and_then(Value::as_str))
+                .map(|s| s.len() as u64)
+                .sum::<u64>()
+        })
+        .sum()
+}

@@ -1,0 +1,271 @@
+//! The gateway's errors, in OpenAI's shape: `{"error":{"message","type","param","code"}}`.
+//!
+//! One variant per outcome a client can see. Messages are written for customers and carry no
+//! internal detail; the detail goes to the log where the error is raised.
+
+use std::time::Duration;
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::keys::RateCheck;
+use crate::money::Usd;
+
+/// What a client is told went wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// 400: the request itself is wrong.
+    #[error("{message}")]
+    InvalidRequest {
+        /// For the client.
+        message: String,
+        /// The offending field.
+        param: Option<&'static str>,
+    },
+    /// 400/422 from upstream about the request, passed on with its message.
+    #[error("{message}")]
+    UpstreamRejected {
+        /// 400 or 422.
+        status: StatusCode,
+        /// Upstream's message.
+        message: String,
+    },
+    /// 401: missing, malformed, unknown or revoked key.
+    #[error("{0}")]
+    InvalidApiKey(&'static str),
+    /// 402: the balance cannot pay for one more output token.
+    #[error("insufficient budget")]
+    InsufficientBudget {
+        /// What the key could still hold.
+        available: Usd,
+    },
+    /// 403: the plan does not include the model.
+    #[error("model {0} not in plan")]
+    ModelNotAllowed(String),
+    /// 404: no such model.
+    #[error("no model {0}")]
+    ModelNotFound(String),
+    /// 404: no such route.
+    #[error("not found")]
+    NotFound,
+    /// 405: wrong method on a known route.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// 413: body over `server.max_body_bytes`.
+    #[error("request too large")]
+    RequestTooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// 429: over the plan's RPM.
+    #[error("rate limited")]
+    RateLimited(RateCheck),
+    /// 502: upstream unreachable, malformed, 5xx, or refusing the operator's account.
+    #[error("upstream error")]
+    Upstream,
+    /// 504: upstream idle or total timeout.
+    #[error("upstream timeout")]
+    UpstreamTimeout,
+    /// 500: our own fault (the database); details are in the log.
+    #[error("internal error")]
+    Internal,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: ErrorObject<'a>,
+}
+
+/// The error object, also sent as the last event of a failed stream.
+#[derive(Serialize)]
+pub struct ErrorObject<'a> {
+    /// For humans.
+    pub message: String,
+    /// OpenAI-style category.
+    #[serde(rename = "type")]
+    pub kind: &'a str,
+    /// Offending field.
+    pub param: Option<&'a str>,
+    /// Stable machine code (SPEC §3).
+    pub code: &'a str,
+}
+
+impl GatewayError {
+    /// HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GatewayError::InvalidRequest { .. } => StatusCode::BAD_REQUEST,
+            GatewayError::UpstreamRejected { status, .. } => *status,
+            GatewayError::InvalidApiKey(_) => StatusCode::UNAUTHORIZED,
+            GatewayError::InsufficientBudget { .. } => StatusCode::PAYMENT_REQUIRED,
+            GatewayError::ModelNotAllowed(_) => StatusCode::FORBIDDEN,
+            GatewayError::ModelNotFound(_) | GatewayError::NotFound => StatusCode::NOT_FOUND,
+            GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            GatewayError::RequestTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            GatewayError::Upstream => StatusCode::BAD_GATEWAY,
+            GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// `error.code`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            GatewayError::InvalidRequest { .. } | GatewayError::UpstreamRejected { .. } => {
+                "invalid_request"
+            }
+            GatewayError::InvalidApiKey(_) => "invalid_api_key",
+            GatewayError::InsufficientBudget { .. } => "insufficient_budget",
+            GatewayError::ModelNotAllowed(_) => "model_not_allowed",
+            GatewayError::ModelNotFound(_) => "model_not_found",
+            GatewayError::NotFound => "not_found",
+            GatewayError::MethodNotAllowed => "method_not_allowed",
+            GatewayError::RequestTooLarge { .. } => "request_too_large",
+            GatewayError::RateLimited(_) => "rate_limit_exceeded",
+            GatewayError::Upstream => "upstream_error",
+            GatewayError::UpstreamTimeout => "upstream_timeout",
+            GatewayError::Internal => "internal_error",
+        }
+    }
+
+    /// `error.type`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            GatewayError::InvalidApiKey(_) => "authentication_error",
+            GatewayError::InsufficientBudget { .. } => "insufficient_quota",
+            GatewayError::ModelNotAllowed(_) => "permission_error",
+            GatewayError::RateLimited(_) => "rate_limit_error",
+            GatewayError::Upstream | GatewayError::UpstreamTimeout | GatewayError::Internal => {
+                "server_error"
+            }
+            _ => "invalid_request_error",
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            GatewayError::InvalidRequest { message, .. }
+            | GatewayError::UpstreamRejected { message, .. } => message.clone(),
+            GatewayError::InvalidApiKey(why) => (*why).to_string(),
+            GatewayError::InsufficientBudget { available } => format!(
+                "Your key's remaining budget (${available} available) cannot pay for this request. \
+                 Top up or buy a new plan."
+            ),
+            GatewayError::ModelNotAllowed(m) => {
+                format!("The model `{m}` is not included in your key's plan.")
+            }
+            GatewayError::ModelNotFound(m) => {
+                format!("The model `{m}` does not exist or you do not have access to it.")
+            }
+            GatewayError::NotFound => "Unknown endpoint.".into(),
+            GatewayError::MethodNotAllowed => "Method not allowed on this endpoint.".into(),
+            GatewayError::RequestTooLarge { limit } => {
+                format!("Request body is larger than the limit of {limit} bytes.")
+            }
+            GatewayError::RateLimited(c) => format!(
+                "Rate limit reached: {} requests per minute for your plan. Retry in {}.",
+                c.limit,
+                reset_string(c.reset)
+            ),
+            GatewayError::Upstream => {
+                "The upstream model provider failed to answer. Please retry.".into()
+            }
+            GatewayError::UpstreamTimeout => {
+                "The upstream model provider did not answer in time. Please retry.".into()
+            }
+            GatewayError::Internal => "Internal error. Please retry later.".into(),
+        }
+    }
+
+    fn param(&self) -> Option<&'static str> {
+        match self {
+            GatewayError::InvalidRequest { param, .. } => *param,
+            GatewayError::ModelNotAllowed(_) | GatewayError::ModelNotFound(_) => Some("model"),
+            _ => None,
+        }
+    }
+
+    /// The JSON body, as bytes (also used for the final event of a failed stream).
+    pub fn body_json(&self) -> String {
+        let body = Body {
+            error: ErrorObject {
+                message: self.message(),
+                kind: self.kind(),
+                param: self.param(),
+                code: self.code(),
+            },
+        };
+        serde_json::to_string(&body).unwrap_or_default()
+    }
+}
+
+/// OpenAI's reset format: `1s`, `6m0s`, `0.5s`.
+pub fn reset_string(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        return format!("{}s", (ms as f64 / 100.0).ceil() / 10.0);
+    }
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    if secs < 60 {
+        format!("{secs}s")
+    } else {
+        format!("{}m{}s", secs / 60, secs % 60)
+    }
+}
+
+/// The `x-ratelimit-*` headers for a rate check.
+pub fn rate_headers(c: &RateCheck, headers: &mut HeaderMap) {
+    headers.insert("x-ratelimit-limit-requests", HeaderValue::from(c.limit));
+    headers.insert(
+        "x-ratelimit-remaining-requests",
+        HeaderValue::from(c.remaining),
+    );
+    if let Ok(v) = HeaderValue::from_str(&reset_string(c.reset)) {
+        headers.insert("x-ratelimit-reset-requests", v);
+    }
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        let mut resp = (
+            self.status(),
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            self.body_json(),
+        )
+            .into_response();
+        if let GatewayError::RateLimited(c) = &self {
+            let h = resp.headers_mut();
+            rate_headers(c, h);
+            let secs = c.reset.as_secs() + u64::from(c.reset.subsec_nanos() > 0);
+            h.insert("retry-after", HeaderValue::from(secs.max(1)));
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reset_strings() {
+        assert_eq!(reset_string(Duration::from_millis(500)), "0.5s");
+        assert_eq!(reset_string(Duration::from_millis(1)), "0.1s");
+        assert_eq!(reset_string(Duration::from_secs(2)), "2s");
+        assert_eq!(reset_string(Duration::from_millis(2001)), "3s");
+        assert_eq!(reset_string(Duration::from_secs(360)), "6m0s");
+    }
+
+    #[test]
+    fn body_shape() {
+        let v: serde_json::Value =
+            serde_json::from_str(&GatewayError::InvalidApiKey("Invalid API key.").body_json())
+                .unwrap();
+        assert_eq!(v["error"]["code"], "invalid_api_key");
+        assert_eq!(v["error"]["type"], "authentication_error");
+        assert!(v["error"]["param"].is_null());
+        assert_eq!(v["error"]["message"], "Invalid API key.");
+    }
+}

@@ -1,0 +1,35 @@
+//! The OpenAI-compatible API under `/v1`: auth, limits, billing, and the relay to upstream.
+
+pub mod auth;
+pub mod billing;
+pub mod chat;
+pub mod error;
+pub mod models;
+pub mod stream;
+pub mod types;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+
+use crate::app::AppState;
+use error::GatewayError;
+
+/// The `/v1` routes.
+pub fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/v1/chat/completions", post(chat::chat_completions))
+        .route("/v1/models", get(models::list))
+        .route("/v1/models/{id}", get(models::get))
+        .route(
+            "/v1/dashboard/billing/subscription",
+            get(models::subscription),
+        )
+        .route("/v1/dashboard/billing/usage", get(models::usage))
+        .route(
+            "/v1/{*rest}",
+            axum::routing::any(|| async { GatewayError::NotFound }),
+        )
+        .method_not_allowed_fallback(|| async { GatewayError::MethodNotAllowed })
+}

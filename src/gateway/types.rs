@@ -1,0 +1,341 @@
+//! Wire types: the incoming chat request (kept as a JSON map so every field the client sends
+//! reaches upstream), and DeepSeek's `usage`.
+
+use serde_json::{Map, Value};
+
+use super::error::GatewayError;
+
+/// Bytes added to the body length for the prompt upper bound: the chat template's special
+/// tokens. Byte-level BPE never yields more tokens than bytes, and the JSON around each
+/// message is longer than its template tokens, so `body length + this` bounds the prompt.
+const PROMPT_BOUND_SLACK: u64 = 64;
+
+/// A parsed `POST /v1/chat/completions` body.
+#[derive(Debug)]
+pub struct ChatRequest {
+    body: Map<String, Value>,
+    /// Public model name asked for.
+    pub model: String,
+    /// `stream: true`?
+    pub stream: bool,
+    /// Did the client ask for usage on the stream (`stream_options.include_usage`)?
+    pub include_usage: bool,
+    /// `max_tokens` (or `max_completion_tokens`) the client asked for.
+    pub max_tokens: Option<u64>,
+    /// Choices asked for (`n`).
+    pub n: u64,
+    /// Upper bound of prompt tokens, for the hold.
+    pub prompt_upper_bound: u64,
+    /// Estimate of prompt tokens, for billing when upstream never reports usage.
+    pub prompt_estimate: u64,
+}
+
+fn bad(message: impl Into<String>, param: &'static str) -> GatewayError {
+    GatewayError::InvalidRequest {
+        message: message.into(),
+        param: Some(param),
+    }
+}
+
+fn optional_count(
+    body: &Map<String, Value>,
+    field: &'static str,
+) -> Result<Option<u64>, GatewayError> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => match v.as_u64() {
+            Some(n) if n >= 1 => Ok(Some(n)),
+            _ => Err(bad(format!("`{field}` must be a positive integer."), field)),
+        },
+    }
+}
+
+/// Bytes of text in a message's content (string, or array of parts with `text`).
+fn content_bytes(v: Option<&Value>) -> u64 {
+    match v {
+        Some(Value::String(s)) => s.len() as u64,
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .map(|p| match p.get("text") {
+                Some(Value::String(s)) => s.len() as u64,
+                _ => 0,
+            })
+            .sum(),
+        _ => 0,
+    }
+}
+
+impl ChatRequest {
+    /// Parse and check the fields the gateway relies on; anything else is upstream's to judge.
+    pub fn parse(raw: &[u8]) -> Result<ChatRequest, GatewayError> {
+        let value: Value =
+            serde_json::from_slice(raw).map_err(|e| GatewayError::InvalidRequest {
+                message: format!("The request body is not valid JSON: {e}."),
+                param: None,
+            })?;
+        let Value::Object(body) = value else {
+            return Err(GatewayError::InvalidRequest {
+                message: "The request body must be a JSON object.".into(),
+                param: None,
+            });
+        };
+        let model = match body.get("model") {
+            Some(Value::String(m)) if !m.is_empty() => m.clone(),
+            None | Some(Value::Null) => {
+                return Err(bad("Missing required parameter: `model`.", "model"));
+            }
+            _ => return Err(bad("`model` must be a non-empty string.", "model")),
+        };
+        let messages = match body.get("messages") {
+            Some(Value::Array(m)) if !m.is_empty() => m,
+            Some(Value::Array(_)) => return Err(bad("`messages` must not be empty.", "messages")),
+            None | Some(Value::Null) => {
+                return Err(bad("Missing required parameter: `messages`.", "messages"));
+            }
+            _ => {
+                return Err(bad(
+                    "`messages` must be an array of message objects.",
+                    "messages",
+                ));
+            }
+        };
+        let mut text_bytes = 0u64;
+        for m in messages {
+            let Some(obj) = m.as_object() else {
+                return Err(bad("Each message must be an object.", "messages"));
+            };
+            if !matches!(obj.get("role"), Some(Value::String(_))) {
+                return Err(bad("Each message needs a string `role`.", "messages"));
+            }
+            match obj.get("content") {
+                None | Some(Value::Null | Value::String(_) | Value::Array(_)) => {}
+                _ => {
+                    return Err(bad(
+                        "A message's `content` must be a string or an array.",
+                        "messages",
+                    ));
+                }
+            }
+            text_bytes +=
+                content_bytes(obj.get("content")) + content_bytes(obj.get("reasoning_content"));
+            if let Some(calls) = obj.get("tool_calls") {
+                text_bytes += calls.to_string().len() as u64;
+            }
+        }
+        if let Some(tools) = body.get("tools") {
+            text_bytes += tools.to_string().len() as u64;
+        }
+        let stream = match body.get("stream") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            _ => return Err(bad("`stream` must be a boolean.", "stream")),
+        };
+        let include_usage = match body.get("stream_options") {
+            None | Some(Value::Null) => false,
+            Some(Value::Object(o)) => match o.get("include_usage") {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(b)) => *b,
+                _ => {
+                    return Err(bad(
+                        "`stream_options.include_usage` must be a boolean.",
+                        "stream_options",
+                    ));
+                }
+            },
+            _ => return Err(bad("`stream_options` must be an object.", "stream_options")),
+        };
+        let max_tokens = match optional_count(&body, "max_tokens")? {
+            Some(n) => Some(n),
+            None => optional_count(&body, "max_completion_tokens")?,
+        };
+        let n = optional_count(&body, "n")?.unwrap_or(1);
+        if n > 16 {
+            return Err(bad("`n` must be at most 16.", "n"));
+        }
+        let prompt_estimate = text_bytes.div_ceil(4) + 4 * messages.len() as u64 + 2;
+        Ok(ChatRequest {
+            model,
+            stream,
+            include_usage,
+            max_tokens,
+            n,
+            prompt_upper_bound: raw.len() as u64 + PROMPT_BOUND_SLACK,
+            prompt_estimate,
+            body,
+        })
+    }
+
+    /// The body for upstream: the client's fields, with what the gateway owns replaced.
+    pub fn upstream_body(&self, upstream_model: &str, user_id: &str, max_tokens: u64) -> Vec<u8> {
+        let mut body = self.body.clone();
+        body.insert("model".into(), Value::String(upstream_model.into()));
+        body.insert("user_id".into(), Value::String(user_id.into()));
+        body.remove("max_completion_tokens");
+        body.insert("max_tokens".into(), Value::from(max_tokens));
+        if self.stream {
+            let mut opts = match body.remove("stream_options") {
+                Some(Value::Object(o)) => o,
+                _ => Map::new(),
+            };
+            opts.insert("include_usage".into(), Value::Bool(true));
+            body.insert("stream_options".into(), Value::Object(opts));
+        }
+        serde_json::to_vec(&body).unwrap_or_default()
+    }
+}
+
+/// Token counts from upstream's `usage`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Prompt tokens.
+    pub prompt: u64,
+    /// Of which served from cache.
+    pub hit: u64,
+    /// Of which not.
+    pub miss: u64,
+    /// Output tokens, reasoning included.
+    pub completion: u64,
+    /// Of which reasoning.
+    pub reasoning: u64,
+}
+
+impl Usage {
+    /// Read DeepSeek's usage object; `None` when it is absent, null or lacks the counts.
+    /// Without the hit/miss split every prompt token is a miss (SPEC §4).
+    pub fn from_json(v: &Value) -> Option<Usage> {
+        let obj = v.as_object()?;
+        let num = |k: &str| obj.get(k).and_then(Value::as_u64);
+        let prompt = num("prompt_tokens")?;
+        let completion = num("completion_tokens")?;
+        let (hit, miss) = match (
+            num("prompt_cache_hit_tokens"),
+            num("prompt_cache_miss_tokens"),
+        ) {
+            (Some(h), Some(m)) => (h, m),
+            (Some(h), None) => (h.min(prompt), prompt.saturating_sub(h)),
+            (None, Some(m)) => (prompt.saturating_sub(m), m),
+            (None, None) => (0, prompt),
+        };
+        let reasoning = obj
+            .get("completion_tokens_details")
+            .and_then(|d| d.get("reasoning_tokens"))
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        Some(Usage {
+            prompt,
+            hit,
+            miss,
+            completion,
+            reasoning,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(v: Value) -> Result<ChatRequest, GatewayError> {
+        ChatRequest::parse(&serde_json::to_vec(&v).unwrap())
+    }
+
+    #[test]
+    fn rejects_bad_bodies_with_the_field() {
+        let cases = [
+            (
+                json!({"messages":[{"role":"user","content":"hi"}]}),
+                Some("model"),
+            ),
+            (json!({"model":"m"}), Some("messages")),
+            (json!({"model":"m","messages":[]}), Some("messages")),
+            (json!({"model":"m","messages":"hi"}), Some("messages")),
+            (
+                json!({"model":1,"messages":[{"role":"user","content":"hi"}]}),
+                Some("model"),
+            ),
+            (
+                json!({"model":"m","messages":[{"content":"hi"}]}),
+                Some("messages"),
+            ),
+            (
+                json!({"model":"m","messages":[{"role":"user","content":"hi"}],"stream":"yes"}),
+                Some("stream"),
+            ),
+            (
+                json!({"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":-1}),
+                Some("max_tokens"),
+            ),
+            (
+                json!({"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":0}),
+                Some("max_tokens"),
+            ),
+            (
+                json!({"model":"m","messages":[{"role":"user","content":"hi"}],"stream_options":1}),
+                Some("stream_options"),
+            ),
+            (json!([1, 2]), None),
+        ];
+        for (body, param) in cases {
+            match parse(body.clone()) {
+                Err(GatewayError::InvalidRequest { param: p, .. }) => {
+                    assert_eq!(p, param, "{body}")
+                }
+                other => panic!("{body}: {other:?}"),
+            }
+        }
+        assert!(ChatRequest::parse(b"{not json").is_err());
+    }
+
+    #[test]
+    fn upstream_body_keeps_client_fields_and_owns_the_rest() {
+        let r = parse(json!({
+            "model":"deepseek-v4-flash","messages":[{"role":"user","content":"hi","name":"bob"}],
+            "temperature":0.3,"stream":true,"max_completion_tokens":50,"user_id":"spoof",
+            "logit_bias":{}
+        }))
+        .unwrap();
+        assert!(r.stream && !r.include_usage);
+        assert_eq!(r.max_tokens, Some(50));
+        let up: Value = serde_json::from_slice(&r.upstream_body("up-model", "key_x", 20)).unwrap();
+        assert_eq!(up["model"], "up-model");
+        assert_eq!(up["user_id"], "key_x");
+        assert_eq!(up["max_tokens"], 20);
+        assert!(up.get("max_completion_tokens").is_none());
+        assert_eq!(up["stream_options"]["include_usage"], true);
+        assert_eq!(up["temperature"], 0.3);
+        assert_eq!(up["messages"][0]["name"], "bob");
+        assert_eq!(up["logit_bias"], json!({}));
+    }
+
+    #[test]
+    fn prompt_bounds() {
+        let body = json!({"model":"m","messages":[{"role":"user","content":"x".repeat(400)}]});
+        let raw = serde_json::to_vec(&body).unwrap();
+        let r = ChatRequest::parse(&raw).unwrap();
+        assert_eq!(r.prompt_estimate, 100 + 4 + 2);
+        assert_eq!(r.prompt_upper_bound, raw.len() as u64 + 64);
+        assert!(r.prompt_estimate <= r.prompt_upper_bound);
+    }
+
+    #[test]
+    fn usage_split_and_fallback() {
+        let u = Usage::from_json(&json!({"prompt_tokens":100,"completion_tokens":30,
+            "prompt_cache_hit_tokens":64,"prompt_cache_miss_tokens":36,
+            "completion_tokens_details":{"reasoning_tokens":10}}))
+        .unwrap();
+        assert_eq!(
+            u,
+            Usage {
+                prompt: 100,
+                hit: 64,
+                miss: 36,
+                completion: 30,
+                reasoning: 10
+            }
+        );
+        let u = Usage::from_json(&json!({"prompt_tokens":100,"completion_tokens":30})).unwrap();
+        assert_eq!((u.hit, u.miss), (0, 100));
+        assert!(Usage::from_json(&Value::Null).is_none());
+    }
+}

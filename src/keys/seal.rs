@@ -1,0 +1,156 @@
+//! Sealing keys at rest: XChaCha20-Poly1305 with a server secret kept outside the database,
+//! so a copy of the database alone reveals no key, yet `/order` can show a paid key again.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+
+const NONCE_LEN: usize = 24;
+
+/// Why the secret cannot be loaded or a sealed key cannot be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    /// Reading or creating the secret file failed.
+    #[error("secret file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The secret file holds something other than 64 hex characters.
+    #[error("secret file {0} must hold 64 hex characters (32 bytes)")]
+    BadSecret(PathBuf),
+    /// The OS RNG failed.
+    #[error("random number generator failed: {0}")]
+    Rng(String),
+    /// Authentication failed: wrong secret, or the sealed bytes were altered.
+    #[error("sealed key does not open with this server's secret")]
+    Open,
+    /// Encryption failed (cannot happen with valid inputs).
+    #[error("sealing failed")]
+    Seal,
+}
+
+/// Seals and opens API keys with the server secret.
+pub struct Sealer {
+    cipher: XChaCha20Poly1305,
+}
+
+impl Sealer {
+    /// Load the secret from `path`, creating it (mode 0600, 32 random bytes as hex) if absent.
+    pub fn load_or_create(path: &Path) -> Result<Sealer, SealError> {
+        let io = |source| SealError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut secret = [0u8; 32];
+                getrandom::fill(&mut secret).map_err(|e| SealError::Rng(e.to_string()))?;
+                let hex = hex::encode(secret);
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(path)
+                    .map_err(io)?;
+                f.write_all(format!("{hex}\n").as_bytes()).map_err(io)?;
+                f.sync_all().map_err(io)?;
+                hex
+            }
+            Err(e) => return Err(io(e)),
+        };
+        let bytes =
+            hex::decode(text.trim()).map_err(|_| SealError::BadSecret(path.to_path_buf()))?;
+        let secret: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| SealError::BadSecret(path.to_path_buf()))?;
+        Ok(Sealer::from_secret(&secret))
+    }
+
+    /// From raw secret bytes.
+    pub fn from_secret(secret: &[u8; 32]) -> Sealer {
+        Sealer {
+            cipher: XChaCha20Poly1305::new(secret.into()),
+        }
+    }
+
+    /// `nonce || ciphertext`, bound to `key_id` so sealed keys cannot be swapped between rows.
+    pub fn seal(&self, key_id: &str, key: &str) -> Result<Vec<u8>, SealError> {
+        let mut nonce = [0u8; NONCE_LEN];
+        getrandom::fill(&mut nonce).map_err(|e| SealError::Rng(e.to_string()))?;
+        let ct = self
+            .cipher
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: key.as_bytes(),
+                    aad: key_id.as_bytes(),
+                },
+            )
+            .map_err(|_| SealError::Seal)?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&ct);
+        Ok(out)
+    }
+
+    /// The key sealed by [`Sealer::seal`] for the same `key_id`.
+    pub fn open(&self, key_id: &str, sealed: &[u8]) -> Result<String, SealError> {
+        if sealed.len() < NONCE_LEN {
+            return Err(SealError::Open);
+        }
+        let (nonce, ct) = sealed.split_at(NONCE_LEN);
+        let pt = self
+            .cipher
+            .decrypt(
+                XNonce::from_slice(nonce),
+                Payload {
+                    msg: ct,
+                    aad: key_id.as_bytes(),
+                },
+            )
+            .map_err(|_| SealError::Open)?;
+        String::from_utf8(pt).map_err(|_| SealError::Open)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn seal_round_trip_and_binding() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret.key");
+        let s = Sealer::load_or_create(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let sealed = s.seal("key_a", "sk-gateway-secret").unwrap();
+        assert!(!sealed.windows(6).any(|w| w == b"secret"));
+        assert_eq!(s.open("key_a", &sealed).unwrap(), "sk-gateway-secret");
+        assert!(s.open("key_b", &sealed).is_err());
+        // Reloading the same file gives the same secret.
+        let again = Sealer::load_or_create(&path).unwrap();
+        assert_eq!(again.open("key_a", &sealed).unwrap(), "sk-gateway-secret");
+        // Another secret cannot open it.
+        let other = Sealer::from_secret(&[7u8; 32]);
+        assert!(other.open("key_a", &sealed).is_err());
+    }
+
+    #[test]
+    fn bad_secret_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret.key");
+        std::fs::write(&path, "not hex").unwrap();
+        assert!(matches!(
+            Sealer::load_or_create(&path),
+            Err(SealError::BadSecret(_))
+        ));
+    }
+}

@@ -1,0 +1,25 @@
+//! modelrelay: a self-hosted OpenAI-compatible gateway that resells DeepSeek models on prepaid
+//! keys, with exact per-token billing.
+//!
+//! Module map:
+//! - [`cli`]: the command line; [`config`]: figment layering and validation.
+//! - [`app`]: shared state, router, the daemon's start and shutdown.
+//! - [`gateway`]: `/v1` — auth, rate limits, billing holds, the chat relay (stream and not).
+//! - [`upstream`]: the DeepSeek client, SSE decoding, and the simulated DeepSeek.
+//! - [`keys`]: keys in memory (balances as atomics), key material, sealing.
+//! - [`store`]: SQLite, migrations, the group-committing writer, the ledger.
+//! - [`money`], [`pricing`], [`catalog`]: nano-dollar money, peak windows, models and plans.
+//! - [`activity`]: the event bus and the admin socket; [`admin`]: key administration.
+
+pub mod activity;
+pub mod admin;
+pub mod app;
+pub mod catalog;
+pub mod cli;
+pub mod config;
+pub mod gateway;
+pub mod keys;
+pub mod money;
+pub mod pricing;
+pub mod store;
+pub mod upstream;

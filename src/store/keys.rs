@@ -1,0 +1,152 @@
+//! SQL for the `keys` and `topups` tables.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::StoreError;
+use crate::keys::{KeyRecord, KeyStatus};
+use crate::money::Usd;
+
+fn ms_to_time(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+/// Every key, for the in-memory table at start-up.
+pub fn load_all(c: &mut Connection) -> Result<Vec<KeyRecord>, StoreError> {
+    let mut stmt = c.prepare(
+        "SELECT id, hash, sealed, prefix, plan, status, budget_nanos, spent_nanos, requests,
+                email, note, order_id, created_at, last_used_at
+         FROM keys ORDER BY created_at, id",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, Vec<u8>>(1)?,
+            r.get::<_, Vec<u8>>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, String>(4)?,
+            r.get::<_, String>(5)?,
+            r.get::<_, i64>(6)?,
+            r.get::<_, i64>(7)?,
+            r.get::<_, i64>(8)?,
+            r.get::<_, Option<String>>(9)?,
+            r.get::<_, Option<String>>(10)?,
+            r.get::<_, Option<String>>(11)?,
+            r.get::<_, i64>(12)?,
+            r.get::<_, Option<i64>>(13)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (
+            id,
+            hash,
+            sealed,
+            prefix,
+            plan,
+            status,
+            budget,
+            spent,
+            requests,
+            email,
+            note,
+            order_id,
+            created,
+            last,
+        ) = row?;
+        let hash: [u8; 32] = hash
+            .try_into()
+            .map_err(|_| StoreError::Corrupt(format!("key {id}: hash is not 32 bytes")))?;
+        let status = KeyStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("key {id}: status {status:?}")))?;
+        out.push(KeyRecord {
+            id,
+            hash,
+            sealed,
+            prefix,
+            plan,
+            status,
+            budget: Usd::from_nanos(budget),
+            spent: Usd::from_nanos(spent),
+            requests: u64::try_from(requests).unwrap_or(0),
+            email,
+            note,
+            order_id,
+            created_at: ms_to_time(created),
+            last_used_at: last.map(ms_to_time),
+        });
+    }
+    Ok(out)
+}
+
+/// Insert a newly minted key.
+pub fn insert(c: &Connection, k: &KeyRecord) -> Result<(), StoreError> {
+    c.execute(
+        "INSERT INTO keys (id, hash, sealed, prefix, plan, status, budget_nanos, spent_nanos,
+                           requests, email, note, order_id, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        params![
+            k.id,
+            &k.hash[..],
+            k.sealed,
+            k.prefix,
+            k.plan,
+            k.status.as_str(),
+            k.budget.nanos(),
+            k.spent.nanos(),
+            i64::try_from(k.requests).unwrap_or(i64::MAX),
+            k.email,
+            k.note,
+            k.order_id,
+            k.created_at.timestamp_millis(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Change a key's status.
+pub fn set_status(
+    c: &Connection,
+    key_id: &str,
+    status: KeyStatus,
+    at_ms: i64,
+) -> Result<(), StoreError> {
+    let n = c.execute(
+        "UPDATE keys SET status = ?2,
+                revoked_at = CASE WHEN ?2 = 'revoked' THEN ?3 ELSE revoked_at END
+         WHERE id = ?1",
+        params![key_id, status.as_str(), at_ms],
+    )?;
+    if n == 0 {
+        return Err(StoreError::NoSuchKey(key_id.to_string()));
+    }
+    Ok(())
+}
+
+/// Add budget to a key and record the top-up.
+pub fn top_up(c: &Connection, key_id: &str, amount: Usd, at_ms: i64) -> Result<(), StoreError> {
+    let n = c.execute(
+        "UPDATE keys SET budget_nanos = budget_nanos + ?2,
+                status = CASE WHEN status = 'exhausted' THEN 'active' ELSE status END
+         WHERE id = ?1",
+        params![key_id, amount.nanos()],
+    )?;
+    if n == 0 {
+        return Err(StoreError::NoSuchKey(key_id.to_string()));
+    }
+    c.execute(
+        "INSERT INTO topups (key_id, amount_nanos, created_at) VALUES (?1, ?2, ?3)",
+        params![key_id, amount.nanos(), at_ms],
+    )?;
+    Ok(())
+}
+
+/// The sealed copy of a key, for showing it again to its buyer.
+pub fn sealed(c: &Connection, key_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    Ok(
+        c.query_row("SELECT sealed FROM keys WHERE id = ?1", [key_id], |r| {
+            r.get(0)
+        })
+        .optional()?,
+    )
+}

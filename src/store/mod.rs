@@ -1,0 +1,283 @@
+//! Persistence: SQLite in WAL mode through tokio-rusqlite, embedded migrations, and one writer
+//! task that commits in batches (group commit).
+//!
+//! Nothing on the request path reads SQLite. Requests hand their ledger rows to the writer and,
+//! where a response must not leave before its bill is durable, await the commit acknowledgement;
+//! one commit serves every row that arrived while the previous one was being written.
+
+pub mod keys;
+pub mod usage;
+
+use std::path::Path;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::keys::{KeyRecord, KeyStatus};
+use crate::money::Usd;
+pub use usage::{Finish, Measured, UsageRow};
+
+/// Migrations, in order; an applied migration is never edited, a change is a new file.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/0001_init.sql"))];
+
+/// Most writes one transaction takes before committing.
+const MAX_BATCH: usize = 4096;
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite said no.
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The database thread or the writer task is gone (shutting down).
+    #[error("database is closed")]
+    Closed,
+    /// The row to change does not exist.
+    #[error("no such key: {0}")]
+    NoSuchKey(String),
+    /// A stored value is not one this version understands.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+impl From<tokio_rusqlite::Error<StoreError>> for StoreError {
+    fn from(e: tokio_rusqlite::Error<StoreError>) -> Self {
+        match e {
+            tokio_rusqlite::Error::Error(e) => e,
+            _ => StoreError::Closed,
+        }
+    }
+}
+
+/// One change for the writer.
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// A newly minted key.
+    InsertKey(Box<KeyRecord>),
+    /// A settled request: its ledger row, and the key's spent/requests counters.
+    Usage(Box<UsageRow>),
+    /// A status change (exhausted, revoked, re-activated).
+    KeyStatus {
+        /// Which key.
+        key_id: String,
+        /// Its new status.
+        status: KeyStatus,
+        /// When.
+        at_ms: i64,
+    },
+    /// Budget added to a key.
+    TopUp {
+        /// Which key.
+        key_id: String,
+        /// How much.
+        amount: Usd,
+        /// When.
+        at_ms: i64,
+    },
+}
+
+enum Job {
+    Write(Write, Option<oneshot::Sender<Result<(), StoreError>>>),
+    Close(oneshot::Sender<()>),
+}
+
+/// The database: a writer queue and a read connection.
+pub struct Store {
+    jobs: mpsc::UnboundedSender<Job>,
+    reader: tokio_rusqlite::Connection,
+}
+
+impl Store {
+    /// Open (creating) `<data_dir>/modelrelay.db`, migrate, start the writer; returns the keys.
+    pub async fn open(path: &Path) -> Result<(Store, Vec<KeyRecord>), StoreError> {
+        let writer = tokio_rusqlite::Connection::open(path).await?;
+        writer
+            .call(|c| -> Result<(), StoreError> {
+                c.execute_batch(
+                    "PRAGMA journal_mode = WAL;
+                     PRAGMA synchronous = FULL;
+                     PRAGMA foreign_keys = ON;
+                     PRAGMA busy_timeout = 5000;",
+                )?;
+                migrate(c)
+            })
+            .await?;
+        let keys = writer.call(keys::load_all).await?;
+        let reader = tokio_rusqlite::Connection::open(path).await?;
+        reader
+            .call(|c| -> Result<(), StoreError> {
+                c.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;")?;
+                Ok(())
+            })
+            .await?;
+        let (jobs, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run_writer(writer, rx));
+        Ok((Store { jobs, reader }, keys))
+    }
+
+    /// Queue a write and wait until it is committed.
+    pub async fn write(&self, w: Write) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs
+            .send(Job::Write(w, Some(tx)))
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Queue a write without waiting (it is still committed in order).
+    pub fn write_later(&self, w: Write) {
+        if self.jobs.send(Job::Write(w, None)).is_err() {
+            tracing::error!("write after the store closed; it is lost");
+        }
+    }
+
+    /// Commit everything queued so far, then stop the writer.
+    pub async fn close(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.jobs.send(Job::Close(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Run a read-only query on the reader connection.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        Ok(self.reader.call(move |c| f(c)).await?)
+    }
+}
+
+fn migrate(c: &mut rusqlite::Connection) -> Result<(), StoreError> {
+    c.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+    )?;
+    for &(version, sql) in MIGRATIONS {
+        let tx = c.transaction()?;
+        let done: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = ?1)",
+            [version],
+            |r| r.get(0),
+        )?;
+        if !done {
+            tx.execute_batch(sql)?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
+                rusqlite::params![version, chrono::Utc::now().timestamp_millis()],
+            )?;
+            tracing::info!(version, "applied database migration");
+        }
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// The writer: take what is queued (up to `MAX_BATCH`), apply it in one transaction with a
+/// savepoint per write (one bad write cannot sink the others), commit, acknowledge.
+async fn run_writer(conn: tokio_rusqlite::Connection, mut rx: mpsc::UnboundedReceiver<Job>) {
+    let mut closing: Option<oneshot::Sender<()>> = None;
+    while closing.is_none() {
+        let Some(first) = rx.recv().await else { break };
+        let mut batch = Vec::new();
+        let mut push = |job: Job, batch: &mut Vec<_>| match job {
+            Job::Write(w, ack) => batch.push((w, ack)),
+            Job::Close(done) => closing = Some(done),
+        };
+        push(first, &mut batch);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => push(job, &mut batch),
+                Err(_) => break,
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let (writes, acks): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        let result = conn
+            .call(
+                move |c| -> Result<Vec<Result<(), StoreError>>, StoreError> {
+                    let mut tx = c.transaction()?;
+                    let mut results = Vec::with_capacity(writes.len());
+                    for w in &writes {
+                        let sp = tx.savepoint()?;
+                        let r = apply(&sp, w);
+                        if r.is_ok() {
+                            sp.commit()?;
+                        } else {
+                            drop(sp); // rolls back to the savepoint
+                        }
+                        results.push(r);
+                    }
+                    tx.commit()?;
+                    Ok(results)
+                },
+            )
+            .await;
+        match result {
+            Ok(results) => {
+                for (r, ack) in results.into_iter().zip(acks) {
+                    if let Err(e) = &r {
+                        tracing::error!(error = %e, "database write refused");
+                    }
+                    if let Some(ack) = ack {
+                        let _ = ack.send(r);
+                    }
+                }
+            }
+            Err(e) => {
+                let e = StoreError::from(e);
+                tracing::error!(error = %e, "database commit failed; writes in this batch are lost");
+                for ack in acks.into_iter().flatten() {
+                    let _ = ack.send(Err(StoreError::Corrupt(format!("commit failed: {e}"))));
+                }
+            }
+        }
+    }
+    // Stop taking work, then finish what is queued after the close request.
+    rx.close();
+    let mut rest = Vec::new();
+    while let Ok(Job::Write(w, ack)) = rx.try_recv() {
+        rest.push((w, ack));
+    }
+    if !rest.is_empty() {
+        let (writes, acks): (Vec<_>, Vec<_>) = rest.into_iter().unzip();
+        let r = conn
+            .call(move |c| -> Result<(), StoreError> {
+                let tx = c.transaction()?;
+                for w in &writes {
+                    apply(&tx, w)?;
+                }
+                tx.commit()?;
+                Ok(())
+            })
+            .await;
+        for ack in acks.into_iter().flatten() {
+            let _ = ack.send(r.as_ref().map(|_| ()).map_err(|_| StoreError::Closed));
+        }
+    }
+    let _ = conn.close().await;
+    if let Some(done) = closing {
+        let _ = done.send(());
+    }
+}
+
+fn apply(tx: &rusqlite::Connection, w: &Write) -> Result<(), StoreError> {
+    match w {
+        Write::InsertKey(k) => keys::insert(tx, k),
+        Write::Usage(u) => usage::insert(tx, u),
+        Write::KeyStatus {
+            key_id,
+            status,
+            at_ms,
+        } => keys::set_status(tx, key_id, *status, *at_ms),
+        Write::TopUp {
+            key_id,
+            amount,
+            at_ms,
+        } => keys::top_up(tx, key_id, *amount, *at_ms),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,238 @@
+//! The usage ledger: one row per request that reached upstream, and the queries over it.
+
+use rusqlite::{Connection, params};
+use serde::{Deserialize, Serialize};
+
+use super::StoreError;
+use crate::money::Usd;
+use crate::pricing::PricePeriod;
+
+/// Where a row's token counts come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Measured {
+    /// Upstream's `usage`.
+    Provider,
+    /// Our estimate: upstream never reported usage (client gone, stream cut).
+    Estimated,
+}
+
+impl Measured {
+    /// Stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Measured::Provider => "provider",
+            Measured::Estimated => "estimated",
+        }
+    }
+}
+
+/// How a request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Finish {
+    /// Upstream finished and the client got everything.
+    Complete,
+    /// The client went away mid-stream; upstream was cancelled.
+    ClientAbort,
+    /// Upstream failed (status, malformed answer, cut stream).
+    UpstreamError,
+    /// Upstream went idle or took too long.
+    UpstreamTimeout,
+    /// Upstream refused the request itself (400/422), passed on to the client.
+    Rejected,
+    /// The daemon was shutting down and cut the stream.
+    Shutdown,
+}
+
+impl Finish {
+    /// Stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Finish::Complete => "complete",
+            Finish::ClientAbort => "client_abort",
+            Finish::UpstreamError => "upstream_error",
+            Finish::UpstreamTimeout => "upstream_timeout",
+            Finish::Rejected => "rejected",
+            Finish::Shutdown => "shutdown",
+        }
+    }
+
+    fn parse(s: &str) -> Finish {
+        match s {
+            "complete" => Finish::Complete,
+            "client_abort" => Finish::ClientAbort,
+            "upstream_timeout" => Finish::UpstreamTimeout,
+            "rejected" => Finish::Rejected,
+            "shutdown" => Finish::Shutdown,
+            _ => Finish::UpstreamError,
+        }
+    }
+}
+
+/// One ledger row.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UsageRow {
+    /// The `x-request-id`.
+    pub request_id: String,
+    /// Which key paid.
+    pub key_id: String,
+    /// Public model name.
+    pub model: String,
+    /// Streamed?
+    pub stream: bool,
+    /// Price period at the start of the request.
+    pub period: PricePeriod,
+    /// Prompt tokens (hit + miss).
+    pub prompt_tokens: u64,
+    /// Prompt tokens from cache.
+    pub cache_hit_tokens: u64,
+    /// Prompt tokens not from cache.
+    pub cache_miss_tokens: u64,
+    /// Output tokens, reasoning included.
+    pub completion_tokens: u64,
+    /// Of which reasoning.
+    pub reasoning_tokens: u64,
+    /// What was charged.
+    pub cost: Usd,
+    /// Provider-reported or estimated counts.
+    pub measured: Measured,
+    /// HTTP status the client got (200 even when a stream later failed).
+    pub status: u16,
+    /// How it ended.
+    pub finish: Finish,
+    /// Start to last byte.
+    pub latency_ms: u64,
+    /// Start to first output token, when there was one.
+    pub ttft_ms: Option<u64>,
+    /// Start time, unix ms.
+    pub created_at_ms: i64,
+}
+
+fn i(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Insert a row and move the key's counters in the same transaction.
+pub fn insert(c: &Connection, u: &UsageRow) -> Result<(), StoreError> {
+    c.execute(
+        "INSERT INTO usage (request_id, key_id, model, stream, period, prompt_tokens,
+             cache_hit_tokens, cache_miss_tokens, completion_tokens, reasoning_tokens, cost_nanos,
+             measured, status, finish, latency_ms, ttft_ms, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+        params![
+            u.request_id,
+            u.key_id,
+            u.model,
+            u.stream,
+            u.period.as_str(),
+            i(u.prompt_tokens),
+            i(u.cache_hit_tokens),
+            i(u.cache_miss_tokens),
+            i(u.completion_tokens),
+            i(u.reasoning_tokens),
+            u.cost.nanos(),
+            u.measured.as_str(),
+            u.status,
+            u.finish.as_str(),
+            i(u.latency_ms),
+            u.ttft_ms.map(i),
+            u.created_at_ms,
+        ],
+    )?;
+    let n = c.execute(
+        "UPDATE keys SET spent_nanos = spent_nanos + ?2, requests = requests + 1,
+                last_used_at = max(coalesce(last_used_at, 0), ?3)
+         WHERE id = ?1",
+        params![u.key_id, u.cost.nanos(), u.created_at_ms],
+    )?;
+    if n == 0 {
+        return Err(StoreError::NoSuchKey(u.key_id.clone()));
+    }
+    Ok(())
+}
+
+fn row_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<UsageRow> {
+    let period: String = r.get(4)?;
+    let measured: String = r.get(11)?;
+    let finish: String = r.get(13)?;
+    let u =
+        |i: usize| -> rusqlite::Result<u64> { Ok(u64::try_from(r.get::<_, i64>(i)?).unwrap_or(0)) };
+    Ok(UsageRow {
+        request_id: r.get(0)?,
+        key_id: r.get(1)?,
+        model: r.get(2)?,
+        stream: r.get(3)?,
+        period: if period == "peak" {
+            PricePeriod::Peak
+        } else {
+            PricePeriod::OffPeak
+        },
+        prompt_tokens: u(5)?,
+        cache_hit_tokens: u(6)?,
+        cache_miss_tokens: u(7)?,
+        completion_tokens: u(8)?,
+        reasoning_tokens: u(9)?,
+        cost: Usd::from_nanos(r.get(10)?),
+        measured: if measured == "estimated" {
+            Measured::Estimated
+        } else {
+            Measured::Provider
+        },
+        status: r.get(12)?,
+        finish: Finish::parse(&finish),
+        latency_ms: u(14)?,
+        ttft_ms: r
+            .get::<_, Option<i64>>(15)?
+            .map(|v| u64::try_from(v).unwrap_or(0)),
+        created_at_ms: r.get(16)?,
+    })
+}
+
+const COLUMNS: &str = "request_id, key_id, model, stream, period, prompt_tokens, cache_hit_tokens,
+    cache_miss_tokens, completion_tokens, reasoning_tokens, cost_nanos, measured, status, finish,
+    latency_ms, ttft_ms, created_at";
+
+/// A key's latest rows, newest first.
+pub fn recent(c: &Connection, key_id: &str, limit: u32) -> Result<Vec<UsageRow>, StoreError> {
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM usage WHERE key_id = ?1 ORDER BY created_at DESC, id DESC LIMIT ?2"
+    ))?;
+    let rows = stmt.query_map(params![key_id, limit], row_of)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// One row by request id.
+pub fn by_request_id(c: &Connection, request_id: &str) -> Result<Option<UsageRow>, StoreError> {
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM usage WHERE request_id = ?1"
+    ))?;
+    let mut rows = stmt.query_map([request_id], row_of)?;
+    Ok(rows.next().transpose()?)
+}
+
+/// Sum charged to a key in `[from_ms, to_ms)`.
+pub fn spent_between(
+    c: &Connection,
+    key_id: &str,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Usd, StoreError> {
+    let n: i64 = c.query_row(
+        "SELECT coalesce(sum(cost_nanos), 0) FROM usage
+         WHERE key_id = ?1 AND created_at >= ?2 AND created_at < ?3",
+        params![key_id, from_ms, to_ms],
+        |r| r.get(0),
+    )?;
+    Ok(Usd::from_nanos(n))
+}
+
+/// Rows and sum of a key's whole ledger (tests and reconciliation).
+pub fn totals(c: &Connection, key_id: &str) -> Result<(u64, Usd), StoreError> {
+    let (n, sum): (i64, i64) = c.query_row(
+        "SELECT count(*), coalesce(sum(cost_nanos), 0) FROM usage WHERE key_id = ?1",
+        [key_id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok((u64::try_from(n).unwrap_or(0), Usd::from_nanos(sum)))
+}
