@@ -1,0 +1,203 @@
+//! The test harness: a real daemon on 127.0.0.1:0 with a temp data dir, in front of a real
+//! simulated DeepSeek on loopback, driven over real HTTP and the real admin socket.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use modelrelay::activity::protocol::{Request, Response};
+use modelrelay::activity::socket;
+use modelrelay::app::Daemon;
+use modelrelay::config::Config;
+use modelrelay::keys::KeyState;
+use modelrelay::keys::token::hash_key;
+use modelrelay::money::Usd;
+use modelrelay::store::UsageRow;
+use modelrelay::upstream::simulated::{SimOptions, SimulatedDeepSeek};
+use serde_json::{Value, json};
+
+/// The simulator's key, configured as the operator's upstream key.
+pub const SIM_KEY: &str = "sk-simulated-test";
+
+/// A running daemon and its simulated upstream.
+pub struct TestApp {
+    /// The daemon (None once shut down).
+    pub daemon: Option<Daemon>,
+    /// The simulated DeepSeek.
+    pub sim: SimulatedDeepSeek,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    /// An HTTP client.
+    pub http: reqwest::Client,
+    /// The admin socket.
+    pub socket: PathBuf,
+    /// The database file.
+    pub db: PathBuf,
+    /// Temp dir holding data (kept alive with the app).
+    pub dir: tempfile::TempDir,
+}
+
+/// The config every test starts from: temp paths, the simulator upstream, always off-peak.
+pub fn test_config(dir: &std::path::Path, sim: &SimulatedDeepSeek) -> Config {
+    let mut c = Config::default();
+    c.server.listen = "127.0.0.1:0".into();
+    c.server.data_dir = dir.to_path_buf();
+    c.server.admin_socket = Some(dir.join("admin.sock"));
+    c.upstream.base_url = sim.base_url();
+    c.upstream.api_key = SIM_KEY.into();
+    c.upstream.idle_timeout_secs = 5;
+    c.upstream.request_timeout_secs = 30;
+    c.pricing.peak_hours_utc = vec![];
+    c
+}
+
+impl TestApp {
+    /// Daemon with the test config.
+    pub async fn spawn() -> TestApp {
+        TestApp::spawn_with(|_| {}).await
+    }
+
+    /// Daemon with the test config changed by `f`.
+    pub async fn spawn_with(f: impl FnOnce(&mut Config)) -> TestApp {
+        let sim = SimulatedDeepSeek::start(SimOptions {
+            api_key: SIM_KEY.into(),
+            ..SimOptions::default()
+        })
+        .await
+        .expect("simulator starts");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = test_config(dir.path(), &sim);
+        f(&mut config);
+        TestApp::start(config, sim, dir).await
+    }
+
+    /// Start a daemon on an existing data dir and simulator (restarts).
+    pub async fn start(config: Config, sim: SimulatedDeepSeek, dir: tempfile::TempDir) -> TestApp {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let socket = config.admin_socket();
+        let db = config.server.data_dir.join("modelrelay.db");
+        let daemon = Daemon::start(config, listener).await.expect("daemon starts");
+        let base = format!("http://{}", daemon.http_addr);
+        TestApp {
+            daemon: Some(daemon),
+            sim,
+            base,
+            http: reqwest::Client::new(),
+            socket,
+            db,
+            dir,
+        }
+    }
+
+    /// Mint a key over the admin socket; `budget` overrides the plan's (decimal USD).
+    pub async fn create_key(&self, plan: &str, budget: Option<&str>) -> String {
+        let resp = socket::call(
+            &self.socket,
+            &Request::KeysCreate {
+                plan: plan.into(),
+                email: Some("buyer@example.com".into()),
+                budget_usd: budget.map(|b| b.parse().expect("budget")),
+                note: None,
+            },
+        )
+        .await
+        .expect("admin socket answers");
+        match resp {
+            Response::Created { api_key, .. } => api_key,
+            other => panic!("key not created: {other:?}"),
+        }
+    }
+
+    /// Send an admin command.
+    pub async fn admin(&self, req: Request) -> Response {
+        socket::call(&self.socket, &req).await.expect("admin socket answers")
+    }
+
+    /// `POST /v1/chat/completions` with a key and a JSON body.
+    pub fn chat(&self, key: &str, body: &Value) -> reqwest::RequestBuilder {
+        self.http
+            .post(format!("{}/v1/chat/completions", self.base))
+            .bearer_auth(key)
+            .json(body)
+    }
+
+    /// `GET` a path with a key.
+    pub fn get(&self, key: &str, path: &str) -> reqwest::RequestBuilder {
+        self.http.get(format!("{}{path}", self.base)).bearer_auth(key)
+    }
+
+    /// The live state of a key (balances in memory).
+    pub fn key_state(&self, key: &str) -> Arc<KeyState> {
+        self.daemon
+            .as_ref()
+            .expect("running")
+            .state
+            .keys
+            .by_hash(&hash_key(key))
+            .expect("key exists")
+    }
+
+    /// Read the database directly (a separate connection, as an auditor would).
+    pub fn db(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(&self.db).expect("open db")
+    }
+
+    /// The ledger row of a request id.
+    pub fn ledger_row(&self, request_id: &str) -> Option<UsageRow> {
+        modelrelay::store::usage::by_request_id(&self.db(), request_id).expect("query")
+    }
+
+    /// Wait for a ledger row to appear (streams settle after their last byte was queued).
+    pub async fn wait_ledger_row(&self, request_id: &str) -> UsageRow {
+        for _ in 0..200 {
+            if let Some(r) = self.ledger_row(request_id) {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("no ledger row for {request_id}");
+    }
+
+    /// Every ledger row of a key: (count, sum of costs).
+    pub fn ledger_totals(&self, key: &str) -> (u64, Usd) {
+        let id = self.key_state(key).id.clone();
+        modelrelay::store::usage::totals(&self.db(), &id).expect("query")
+    }
+
+    /// Shut the daemon down cleanly.
+    pub async fn shutdown(&mut self) {
+        if let Some(d) = self.daemon.take() {
+            d.shutdown().await;
+        }
+    }
+}
+
+/// A minimal chat body; `text` may carry `[[sim …]]` directives.
+pub fn body(model: &str, text: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": text}]})
+}
+
+/// Parse an SSE body into its `data:` payloads and comments, in order.
+pub fn sse_events(text: &str) -> Vec<String> {
+    text.split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| e.trim().to_string())
+        .collect()
+}
+
+/// The `x-request-id` of a response.
+pub fn request_id(resp: &reqwest::Response) -> String {
+    resp.headers()
+        .get("x-request-id")
+        .expect("x-request-id on every response")
+        .to_str()
+        .expect("ascii")
+        .to_string()
+}
+
+/// Expected cost in nano-USD by SPEC §4 (independent of the crate's own function).
+pub fn expected_cost(hit: u64, miss: u64, out: u64, p_hit: i64, p_miss: i64, p_out: i64) -> i64 {
+    let sum = hit as i128 * p_hit as i128 + miss as i128 * p_miss as i128 + out as i128 * p_out as i128;
+    ((sum + 999_999) / 1_000_000) as i64
+}

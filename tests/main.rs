@@ -1,0 +1,11 @@
+//! The integration tests: one binary, real daemon on port 0, real simulated upstream.
+
+mod common;
+mod smoke;
+
+mod billing;
+mod cli;
+mod errors;
+mod faults;
+mod models;
+mod python_client;
