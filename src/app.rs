@@ -41,6 +41,48 @@ pub struct AppState {
     pub upstream: Upstream,
     /// When the daemon started (uptime).
     pub started: Instant,
+    /// Requests holding money right now; shutdown waits for them to settle.
+    pub in_flight: InFlight,
+}
+
+/// A count of requests in flight, with a way to wait until there are none.
+#[derive(Default)]
+pub struct InFlight {
+    count: std::sync::atomic::AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+impl InFlight {
+    /// One more request.
+    pub fn enter(&self) {
+        self.count.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// One request settled.
+    pub fn leave(&self) {
+        if self.count.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+
+    /// Requests in flight now.
+    pub fn get(&self) -> usize {
+        self.count.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Wait until none are in flight, or `limit` passes; true when none are.
+    pub async fn wait_idle(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let notified = self.idle.notified();
+            if self.get() == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.get() == 0;
+            }
+        }
+    }
 }
 
 /// The `x-request-id` of the request being handled.
@@ -110,6 +152,7 @@ impl AppState {
             activity: Activity::new(),
             upstream,
             started: Instant::now(),
+            in_flight: InFlight::default(),
         }))
     }
 }
@@ -196,20 +239,36 @@ impl Daemon {
         })
     }
 
-    /// Stop accepting, let requests in flight finish (up to [`DRAIN_TIMEOUT`]), flush the
-    /// ledger and close the database.
+    /// Stop accepting, let requests in flight finish (up to [`DRAIN_TIMEOUT`]), cut and bill
+    /// the rest, flush the ledger and close the database.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
-        if tokio::time::timeout(DRAIN_TIMEOUT, self.http)
+        let mut http = self.http;
+        if tokio::time::timeout(DRAIN_TIMEOUT, &mut http)
             .await
             .is_err()
         {
-            tracing::warn!("requests still in flight after the drain timeout; cutting them");
+            tracing::warn!(
+                in_flight = self.state.in_flight.get(),
+                "requests still in flight after the drain timeout; cutting them"
+            );
+            // Dropping the connections drops their response bodies: each stream relay sees its
+            // client gone, cancels upstream and settles.
+            http.abort();
         }
         self.admin.abort();
+        if !self
+            .state
+            .in_flight
+            .wait_idle(Duration::from_secs(10))
+            .await
+        {
+            tracing::error!(
+                in_flight = self.state.in_flight.get(),
+                "requests did not settle in time"
+            );
+        }
         let _ = std::fs::remove_file(&self.socket_path);
-        // Let settlements spawned by cut requests reach the writer before it closes.
-        tokio::time::sleep(Duration::from_millis(50)).await;
         self.state.store.close().await;
         tracing::info!("modelrelay stopped");
     }

@@ -118,6 +118,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
     let config = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,

@@ -236,6 +236,7 @@ pub struct Pending {
 impl Pending {
     /// Wrap a request that holds money.
     pub fn new(state: Arc<AppState>, ctx: RequestCtx) -> Pending {
+        state.in_flight.enter();
         Pending {
             state,
             ctx: Some(ctx),
@@ -250,7 +251,17 @@ impl Pending {
     /// Settle now; returns the committed ledger row.
     pub async fn settle(mut self, o: Outcome) -> Option<UsageRow> {
         let ctx = self.ctx.take()?;
+        // Leave on every path, including this future being dropped mid-settlement.
+        let _leave = Leave(&self.state);
         Some(settle(&self.state, &ctx, o).await)
+    }
+}
+
+struct Leave<'a>(&'a AppState);
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.leave();
     }
 }
 
@@ -268,13 +279,17 @@ impl Drop for Pending {
             match tokio::runtime::Handle::try_current() {
                 Ok(rt) => {
                     rt.spawn(async move {
+                        let _leave = Leave(&state);
                         settle(&state, &ctx, o).await;
                     });
                 }
-                Err(_) => tracing::error!(
-                    request_id = %ctx.request_id,
-                    "request dropped outside the runtime; its hold stays until restart"
-                ),
+                Err(_) => {
+                    state.in_flight.leave();
+                    tracing::error!(
+                        request_id = %ctx.request_id,
+                        "request dropped outside the runtime; its hold stays until restart"
+                    );
+                }
             }
         }
     }
