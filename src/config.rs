@@ -309,7 +309,9 @@ impl Config {
         fig.merge(
             Env::prefixed(ENV_PREFIX)
                 .split("__")
-                .filter(|k| k.as_str() != "config"),
+                // MODELRELAY_CONFIG names the file; it is not a key. The filter sees the
+                // name before figment lowercases it.
+                .filter(|k| !k.as_str().eq_ignore_ascii_case("config")),
         )
     }
 

@@ -1,1 +1,682 @@
+//! Layering (defaults → file → env), merging, secrets, validation and the example config,
+//! each run inside a `figment::Jail` (own working directory and environment).
 
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use figment::Jail;
+
+use super::*;
+
+/// The example config shipped for systemd installs.
+const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/modelrelay.toml");
+
+/// Run `f` in a `figment::Jail`: its own working directory and environment, restored after.
+#[allow(
+    clippy::result_large_err,
+    reason = "the closure's error type is figment's, fixed by Jail"
+)]
+fn jailed(f: impl FnOnce(&mut Jail)) {
+    Jail::expect_with(|jail| {
+        f(jail);
+        Ok(())
+    });
+}
+
+/// Write `modelrelay.toml` into the jail and load it as `--config`.
+fn load_file(jail: &Jail, toml: &str) -> Result<Config, ConfigError> {
+    jail.create_file("modelrelay.toml", toml).unwrap();
+    Config::load(Some(&jail.directory().join("modelrelay.toml")))
+}
+
+/// The message of a load that must fail.
+fn error_of(jail: &Jail, toml: &str) -> String {
+    match load_file(jail, toml) {
+        Ok(_) => panic!("config should be refused:\n{toml}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn nanos(prices: &[Usd; 2]) -> [i64; 2] {
+    prices.map(Usd::nanos)
+}
+
+#[test]
+fn defaults_are_those_of_the_spec() {
+    jailed(|_jail| {
+        let c = Config::from_figment(Config::figment(None)).unwrap();
+
+        assert_eq!(c.server.listen, "127.0.0.1:8080");
+        assert_eq!(c.server.public_url, "http://127.0.0.1:8080");
+        assert_eq!(c.server.data_dir, PathBuf::from("data"));
+        assert_eq!(
+            c.server.admin_socket,
+            Some(PathBuf::from("data/modelrelay.sock"))
+        );
+        assert_eq!(c.admin_socket(), PathBuf::from("data/modelrelay.sock"));
+        assert_eq!(c.server.admin_group, None);
+        assert_eq!(c.server.secret_file, None);
+        assert_eq!(c.server.max_body_bytes, 8_388_608);
+
+        assert_eq!(c.upstream.base_url, "https://api.deepseek.com");
+        assert_eq!(c.upstream.api_key, "");
+        assert_eq!(c.upstream.api_key_file, None);
+        assert_eq!(c.upstream.connect_timeout_secs, 10);
+        assert_eq!(c.upstream.idle_timeout_secs, 120);
+        assert_eq!(c.upstream.request_timeout_secs, 900);
+
+        assert_eq!(c.paypal.env, PaypalEnv::Sandbox);
+        assert_eq!(c.paypal.client_id, "");
+        assert_eq!(c.paypal.client_secret, "");
+        assert_eq!(c.paypal.client_secret_file, None);
+        assert_eq!(c.paypal.webhook_id, "");
+        assert_eq!(c.paypal.api_base, "");
+
+        assert_eq!(c.pricing.peak_hours_utc, ["01:00-04:00", "06:00-10:00"]);
+        assert_eq!(c.pricing.peak_days, ["mon", "tue", "wed", "thu", "fri"]);
+        assert!(c.peak_schedule().is_ok());
+
+        assert_eq!(
+            c.models.keys().collect::<Vec<_>>(),
+            ["deepseek-v4-flash", "deepseek-v4-pro"]
+        );
+        let flash = &c.models["deepseek-v4-flash"];
+        assert_eq!(flash.upstream_model, "deepseek-v4-flash");
+        assert_eq!(flash.max_output_tokens, 32768);
+        assert_eq!(nanos(&flash.input_cache_hit), [3_000_000, 6_000_000]);
+        assert_eq!(nanos(&flash.input_cache_miss), [150_000_000, 300_000_000]);
+        assert_eq!(nanos(&flash.output), [600_000_000, 1_200_000_000]);
+        let pro = &c.models["deepseek-v4-pro"];
+        assert_eq!(pro.upstream_model, "deepseek-v4-pro");
+        assert_eq!(pro.max_output_tokens, 32768);
+        assert_eq!(nanos(&pro.input_cache_hit), [22_000_000, 44_000_000]);
+        assert_eq!(nanos(&pro.input_cache_miss), [660_000_000, 1_320_000_000]);
+        assert_eq!(nanos(&pro.output), [1_980_000_000, 3_960_000_000]);
+
+        let flash_only = vec!["deepseek-v4-flash".to_string()];
+        let both = vec![
+            "deepseek-v4-flash".to_string(),
+            "deepseek-v4-pro".to_string(),
+        ];
+        let expected = [
+            ("pro", "Pro", 50_000_000_000, 30, &both),
+            ("standard", "Standard", 20_000_000_000, 60, &flash_only),
+            ("starter", "Starter", 5_000_000_000, 30, &flash_only),
+            ("trial", "Trial", 1_000_000_000, 30, &flash_only),
+        ];
+        assert_eq!(c.plans.len(), expected.len());
+        for (id, name, price, rpm, models) in expected {
+            let p = &c.plans[id];
+            assert_eq!(p.name, name, "{id}");
+            assert_eq!(p.price_usd.nanos(), price, "{id}");
+            assert_eq!(p.budget_usd.nanos(), price, "{id}");
+            assert_eq!(p.rpm, rpm, "{id}");
+            assert_eq!(&p.models, models, "{id}");
+            assert!(p.enabled, "{id}");
+        }
+    });
+}
+
+#[test]
+fn load_without_a_file_uses_the_defaults() {
+    jailed(|_jail| {
+        assert_eq!(Config::locate(None), None);
+        let c = Config::load(None).unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:8080");
+        assert_eq!(c.plans.len(), 4);
+    });
+}
+
+#[test]
+fn a_modelrelay_toml_in_the_working_directory_is_read() {
+    jailed(|jail| {
+        jail.create_file("modelrelay.toml", "[server]\nlisten = \"127.0.0.1:9001\"\n")
+            .unwrap();
+        assert_eq!(Config::locate(None), Some(PathBuf::from("modelrelay.toml")));
+        assert_eq!(Config::load(None).unwrap().server.listen, "127.0.0.1:9001");
+    });
+}
+
+#[test]
+fn an_explicit_file_that_does_not_exist_is_an_error() {
+    jailed(|jail| {
+        let missing = jail.directory().join("nope.toml");
+        let err = Config::load(Some(&missing)).unwrap_err();
+        assert!(matches!(&err, ConfigError::MissingFile(p) if p == &missing));
+        assert!(err.to_string().contains("nope.toml"), "{err}");
+    });
+}
+
+#[test]
+fn the_config_file_variable_names_the_file_and_is_not_a_key() {
+    jailed(|jail| {
+        jail.create_file("elsewhere.toml", "[server]\nlisten = \"127.0.0.1:9002\"\n")
+            .unwrap();
+        let path = jail.directory().join("elsewhere.toml");
+        jail.set_env(ENV_CONFIG_FILE, path.display());
+        assert_eq!(Config::locate(None), Some(path.clone()));
+        // `MODELRELAY_CONFIG` has the env prefix but is not `config = …` in the figment.
+        let c = Config::load(None)
+            .unwrap_or_else(|e| panic!("MODELRELAY_CONFIG must not be read as a key: {e}"));
+        assert_eq!(c.server.listen, "127.0.0.1:9002");
+        // `--config` wins over the variable.
+        jail.create_file("explicit.toml", "[server]\nlisten = \"127.0.0.1:9003\"\n")
+            .unwrap();
+        let explicit = jail.directory().join("explicit.toml");
+        let c = Config::from_figment(Config::figment(Some(&explicit)))
+            .unwrap_or_else(|e| panic!("MODELRELAY_CONFIG must not be read as a key: {e}"));
+        assert_eq!(c.server.listen, "127.0.0.1:9003");
+    });
+}
+
+#[test]
+fn the_file_overrides_defaults_and_merges_entry_by_entry() {
+    jailed(|jail| {
+        let c = load_file(
+            jail,
+            r#"
+            [server]
+            listen = "0.0.0.0:9000"
+            public_url = "https://relay.example.com/"
+            data_dir = "/srv/relay"
+
+            [upstream]
+            base_url = "https://proxy.example.com/"
+            idle_timeout_secs = 30
+
+            [paypal]
+            env = "live"
+            client_id = "client-abc"
+
+            [pricing]
+            peak_days = ["sat", "sun"]
+
+            [models.deepseek-v4-flash]
+            output = ["0.70", "1.40"]
+
+            [models.house-model]
+            input_cache_hit = ["0.01", "0.01"]
+            input_cache_miss = ["0.10", "0.10"]
+            output = ["0.50", "0.50"]
+
+            [plans.trial]
+            rpm = 10
+
+            [plans.pro]
+            enabled = false
+
+            [plans.team]
+            name = "Team"
+            price_usd = "100"
+            budget_usd = "120.50"
+            rpm = 120
+            models = ["deepseek-v4-pro", "house-model"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.server.listen, "0.0.0.0:9000");
+        // A trailing slash is dropped so paths can be appended.
+        assert_eq!(c.server.public_url, "https://relay.example.com");
+        assert_eq!(c.upstream.base_url, "https://proxy.example.com");
+        // The socket follows the data dir when not set.
+        assert_eq!(
+            c.admin_socket(),
+            PathBuf::from("/srv/relay/modelrelay.sock")
+        );
+        // Untouched keys of a section keep their defaults.
+        assert_eq!(c.server.max_body_bytes, 8_388_608);
+        assert_eq!(c.upstream.idle_timeout_secs, 30);
+        assert_eq!(c.upstream.connect_timeout_secs, 10);
+        assert_eq!(c.upstream.request_timeout_secs, 900);
+        assert_eq!(c.paypal.env, PaypalEnv::Live);
+        assert_eq!(c.paypal.client_id, "client-abc");
+        assert_eq!(c.pricing.peak_days, ["sat", "sun"]);
+        assert_eq!(c.pricing.peak_hours_utc, ["01:00-04:00", "06:00-10:00"]);
+
+        let flash = &c.models["deepseek-v4-flash"];
+        assert_eq!(nanos(&flash.output), [700_000_000, 1_400_000_000]);
+        assert_eq!(nanos(&flash.input_cache_miss), [150_000_000, 300_000_000]);
+        assert_eq!(flash.upstream_model, "deepseek-v4-flash");
+        let house = &c.models["house-model"];
+        assert_eq!(house.upstream_model, "house-model");
+        assert_eq!(house.max_output_tokens, 32768);
+
+        let trial = &c.plans["trial"];
+        assert_eq!(trial.rpm, 10);
+        assert_eq!(trial.name, "Trial");
+        assert_eq!(trial.price_usd, Usd::from_dollars(1));
+        assert_eq!(trial.budget_usd, Usd::from_dollars(1));
+        assert_eq!(trial.models, ["deepseek-v4-flash"]);
+        assert!(trial.enabled);
+        assert!(!c.plans["pro"].enabled);
+        assert_eq!(c.plans["pro"].price_usd, Usd::from_dollars(50));
+        let team = &c.plans["team"];
+        assert_eq!(team.price_usd.nanos(), 100_000_000_000);
+        assert_eq!(team.budget_usd.nanos(), 120_500_000_000);
+        assert!(team.enabled);
+        assert_eq!(c.plans.len(), 5);
+    });
+}
+
+#[test]
+fn the_environment_overrides_the_file() {
+    jailed(|jail| {
+        jail.set_env("MODELRELAY_SERVER__LISTEN", "127.0.0.1:7000");
+        jail.set_env("MODELRELAY_UPSTREAM__API_KEY", "sk-from-env");
+        jail.set_env("MODELRELAY_PLANS__TRIAL__PRICE_USD", "2.50");
+        jail.set_env("MODELRELAY_PLANS__STARTER__RPM", "45");
+        jail.set_env("MODELRELAY_PRICING__PEAK_DAYS", r#"["sat", "sun"]"#);
+        let c = load_file(
+            jail,
+            r#"
+            [server]
+            listen = "0.0.0.0:9000"
+            public_url = "https://relay.example.com"
+            [upstream]
+            api_key = "sk-from-file"
+            [plans.trial]
+            price_usd = "3.00"
+            rpm = 12
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:7000");
+        assert_eq!(c.server.public_url, "https://relay.example.com");
+        assert_eq!(c.upstream.api_key, "sk-from-env");
+        // Money from the environment is exact, though figment reads `2.50` as a float.
+        assert_eq!(c.plans["trial"].price_usd.nanos(), 2_500_000_000);
+        assert_eq!(c.plans["trial"].rpm, 12);
+        assert_eq!(c.plans["trial"].budget_usd, Usd::from_dollars(1));
+        assert_eq!(c.plans["starter"].rpm, 45);
+        assert_eq!(c.plans["starter"].name, "Starter");
+        assert_eq!(c.pricing.peak_days, ["sat", "sun"]);
+    });
+}
+
+#[test]
+fn the_environment_overrides_the_defaults_without_a_file() {
+    jailed(|jail| {
+        jail.set_env("MODELRELAY_PLANS__TRIAL__PRICE_USD", "2.50");
+        jail.set_env("MODELRELAY_PLANS__TRIAL__BUDGET_USD", "0.000000001");
+        jail.set_env("MODELRELAY_SERVER__MAX_BODY_BYTES", "1024");
+        let c = Config::from_figment(Config::figment(None)).unwrap();
+        assert_eq!(c.plans["trial"].price_usd.nanos(), 2_500_000_000);
+        assert_eq!(c.plans["trial"].budget_usd.nanos(), 1);
+        assert_eq!(c.server.max_body_bytes, 1024);
+    });
+}
+
+#[test]
+fn unknown_keys_are_refused_and_named() {
+    jailed(|jail| {
+        for (toml, key) in [
+            ("bogus = 1\n", "bogus"),
+            ("[server]\nlisen = \"127.0.0.1:1\"\n", "lisen"),
+            ("[upstream]\napi_keyy = \"x\"\n", "api_keyy"),
+            ("[paypal]\nsecret = \"x\"\n", "secret"),
+            ("[pricing]\npeak_hours = []\n", "peak_hours"),
+            (
+                "[models.deepseek-v4-flash]\ninput = [\"1\", \"1\"]\n",
+                "input",
+            ),
+            ("[plans.trial]\nrmp = 5\n", "rmp"),
+        ] {
+            let err = error_of(jail, toml);
+            assert!(
+                err.contains(&format!("`{key}`")),
+                "error for {toml:?} should name `{key}`: {err}"
+            );
+        }
+    });
+}
+
+#[test]
+fn unknown_keys_from_the_environment_are_refused() {
+    jailed(|jail| {
+        jail.set_env("MODELRELAY_SERVER__LISSEN", "127.0.0.1:1");
+        let err = Config::from_figment(Config::figment(None)).unwrap_err();
+        assert!(err.to_string().contains("lissen"), "{err}");
+    });
+}
+
+#[test]
+fn wrong_types_are_refused() {
+    jailed(|jail| {
+        let err = error_of(jail, "[server]\nmax_body_bytes = \"lots\"\n");
+        assert!(err.contains("max_body_bytes"), "{err}");
+        let err = error_of(jail, "[paypal]\nenv = \"production\"\n");
+        assert!(err.contains("production"), "{err}");
+        let err = error_of(jail, "[plans.trial]\nprice_usd = \"1.5.0\"\n");
+        assert!(err.contains("1.5.0"), "{err}");
+        let err = error_of(jail, "[plans.trial]\nprice_usd = \"0.0000000001\"\n");
+        assert!(err.contains("more than 9 decimal places"), "{err}");
+    });
+}
+
+#[test]
+fn secret_files_are_read_and_trimmed() {
+    jailed(|jail| {
+        jail.create_file("deepseek_api_key", "  sk-from-credential\n\n")
+            .unwrap();
+        jail.create_file("paypal_client_secret", "pp-secret\r\n")
+            .unwrap();
+        let dir = jail.directory().to_path_buf();
+        let c = load_file(
+            jail,
+            &format!(
+                "[upstream]\napi_key_file = {:?}\n[paypal]\nclient_secret_file = {:?}\n",
+                dir.join("deepseek_api_key"),
+                dir.join("paypal_client_secret"),
+            ),
+        )
+        .unwrap();
+        assert_eq!(c.upstream.api_key, "sk-from-credential");
+        assert_eq!(c.paypal.client_secret, "pp-secret");
+        assert_eq!(c.upstream.api_key_file, Some(dir.join("deepseek_api_key")));
+    });
+}
+
+#[test]
+fn a_secret_file_can_be_named_by_the_environment() {
+    jailed(|jail| {
+        jail.create_file("key", "sk-env-file\n").unwrap();
+        let path = jail.directory().join("key");
+        jail.set_env("MODELRELAY_UPSTREAM__API_KEY_FILE", path.display());
+        let c = Config::from_figment(Config::figment(None)).unwrap();
+        assert_eq!(c.upstream.api_key, "sk-env-file");
+    });
+}
+
+#[test]
+fn a_secret_and_its_file_together_are_an_error() {
+    jailed(|jail| {
+        jail.create_file("key", "sk-file").unwrap();
+        jail.create_file("pp", "pp-file").unwrap();
+        let dir = jail.directory().to_path_buf();
+        let err = error_of(
+            jail,
+            &format!(
+                "[upstream]\napi_key = \"sk-inline\"\napi_key_file = {:?}\n",
+                dir.join("key")
+            ),
+        );
+        assert!(
+            err.contains("upstream.api_key") && err.contains("upstream.api_key_file"),
+            "{err}"
+        );
+        assert!(err.contains("not both"), "{err}");
+        let err = error_of(
+            jail,
+            &format!(
+                "[paypal]\nclient_secret = \"inline\"\nclient_secret_file = {:?}\n",
+                dir.join("pp")
+            ),
+        );
+        assert!(err.contains("paypal.client_secret_file"), "{err}");
+        assert!(err.contains("not both"), "{err}");
+    });
+}
+
+#[test]
+fn a_missing_secret_file_is_an_error() {
+    jailed(|jail| {
+        let missing = jail.directory().join("no-such-credential");
+        let err =
+            load_file(jail, &format!("[upstream]\napi_key_file = {missing:?}\n")).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::SecretFile { key: "upstream.api_key_file", path, .. } if path == &missing),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("no-such-credential"), "{err}");
+        let err = load_file(
+            jail,
+            &format!("[paypal]\nclient_secret_file = {missing:?}\n"),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                ConfigError::SecretFile {
+                    key: "paypal.client_secret_file",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    });
+}
+
+#[test]
+fn validation_explains_each_problem() {
+    jailed(|jail| {
+        for (toml, expected) in [
+            (
+                "[plans.trial]\nmodels = [\"gpt-4\"]\n",
+                "plans.trial.models names unknown model \"gpt-4\"",
+            ),
+            (
+                "[plans.trial]\nprice_usd = \"-1.00\"\n",
+                "plans.trial.price_usd cannot be negative",
+            ),
+            (
+                "[models.deepseek-v4-flash]\ninput_cache_miss = [\"-0.15\", \"0.30\"]\n",
+                "models.deepseek-v4-flash.input_cache_miss: a price cannot be negative",
+            ),
+            (
+                "[models.deepseek-v4-flash]\noutput = [\"0\", \"1.20\"]\n",
+                "models.deepseek-v4-flash.output",
+            ),
+            (
+                "[pricing]\npeak_hours_utc = [\"1:00-4:00\"]\n",
+                "pricing.peak_hours_utc: \"1:00-4:00\"",
+            ),
+            (
+                "[pricing]\npeak_hours_utc = [\"01:00\"]\n",
+                "pricing.peak_hours_utc: \"01:00\"",
+            ),
+            (
+                "[pricing]\npeak_hours_utc = [\"25:00-26:00\"]\n",
+                "pricing.peak_hours_utc: \"25:00-26:00\"",
+            ),
+            (
+                "[pricing]\npeak_days = [\"mon\", \"funday\"]\n",
+                "pricing.peak_days: \"funday\"",
+            ),
+            (
+                "[plans.trial]\nrpm = 0\n",
+                "plans.trial.rpm must be at least 1",
+            ),
+            (
+                "[plans.trial]\nbudget_usd = \"0\"\n",
+                "plans.trial.budget_usd must be greater than 0",
+            ),
+            (
+                "[plans.trial]\nmodels = []\n",
+                "plans.trial.models must name at least one model",
+            ),
+            (
+                "[plans.trial]\nname = \" \"\n",
+                "plans.trial.name must not be empty",
+            ),
+            (
+                "[server]\nlisten = \"localhost\"\n",
+                "server.listen = \"localhost\"",
+            ),
+            (
+                "[server]\nlisten = \"127.0.0.1:99999\"\n",
+                "server.listen = \"127.0.0.1:99999\"",
+            ),
+            (
+                "[server]\npublic_url = \"relay.example.com\"\n",
+                "server.public_url = \"relay.example.com\"",
+            ),
+            (
+                "[upstream]\nbase_url = \"ftp://api.deepseek.com\"\n",
+                "upstream.base_url = \"ftp://api.deepseek.com\"",
+            ),
+            ("[paypal]\napi_base = \"localhost:1\"\n", "paypal.api_base"),
+            (
+                "[upstream]\nconnect_timeout_secs = 0\n",
+                "upstream.connect_timeout_secs must be greater than 0",
+            ),
+            (
+                "[server]\nmax_body_bytes = 0\n",
+                "server.max_body_bytes must be greater than 0",
+            ),
+            (
+                "[models.deepseek-v4-flash]\nmax_output_tokens = 0\n",
+                "models.deepseek-v4-flash.max_output_tokens must be greater than 0",
+            ),
+        ] {
+            let err = error_of(jail, toml);
+            assert!(err.starts_with("invalid configuration"), "{toml:?}: {err}");
+            assert!(
+                err.contains(expected),
+                "error for {toml:?} should contain {expected:?}: {err}"
+            );
+        }
+    });
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    jailed(|jail| {
+        let err = load_file(
+            jail,
+            "[server]\nlisten = \"nowhere\"\n[plans.trial]\nrpm = 0\n[plans.pro]\nbudget_usd = \"0\"\n",
+        )
+        .unwrap_err();
+        let ConfigError::Invalid(lines) = &err else {
+            panic!("expected Invalid, got {err:?}")
+        };
+        assert_eq!(lines.len(), 3, "{lines:?}");
+    });
+}
+
+#[test]
+fn redacted_toml_hides_secrets_only() {
+    jailed(|jail| {
+        jail.create_file("pp", "pp-very-secret\n").unwrap();
+        jail.set_env("MODELRELAY_UPSTREAM__API_KEY", "sk-very-secret");
+        let pp = jail.directory().join("pp");
+        let c = load_file(
+            jail,
+            &format!(
+                "[paypal]\nclient_id = \"client-visible\"\nwebhook_id = \"WH-visible\"\nclient_secret_file = {pp:?}\n"
+            ),
+        )
+        .unwrap();
+        assert_eq!(c.upstream.api_key, "sk-very-secret");
+        let text = c.redacted_toml();
+        assert!(!text.contains("sk-very-secret"), "{text}");
+        assert!(!text.contains("pp-very-secret"), "{text}");
+        assert_eq!(text.matches("<redacted>").count(), 2, "{text}");
+        for visible in [
+            "client-visible",
+            "WH-visible",
+            "127.0.0.1:8080",
+            "https://api.deepseek.com",
+            "deepseek-v4-pro",
+            "01:00-04:00",
+            "\"0.60\"",
+        ] {
+            assert!(text.contains(visible), "{visible:?} missing from:\n{text}");
+        }
+        // The original is untouched.
+        assert_eq!(c.upstream.api_key, "sk-very-secret");
+
+        let back: Config = toml::from_str(&text).unwrap();
+        assert_eq!(back.upstream.api_key, "<redacted>");
+        assert_eq!(back.paypal.client_secret, "<redacted>");
+        assert_eq!(back.paypal.client_id, "client-visible");
+        assert_eq!(back.paypal.client_secret_file, Some(pp));
+        assert_eq!(back.plans["pro"].price_usd, Usd::from_dollars(50));
+        assert_eq!(
+            nanos(&back.models["deepseek-v4-flash"].input_cache_hit),
+            [3_000_000, 6_000_000]
+        );
+        assert_eq!(back.redacted_toml(), text);
+    });
+}
+
+#[test]
+fn redacted_toml_of_the_defaults_reloads_as_the_same_config() {
+    jailed(|jail| {
+        let c = Config::from_figment(Config::figment(None)).unwrap();
+        let text = c.redacted_toml();
+        let again = load_file(jail, &text).unwrap();
+        assert_eq!(again.redacted_toml(), text);
+    });
+}
+
+/// Every key path of a TOML table, as `section.key` (plans and models included).
+fn key_paths(table: &toml::Table, prefix: &str, out: &mut BTreeSet<String>) {
+    for (k, v) in table {
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match v {
+            toml::Value::Table(t) => key_paths(t, &path, out),
+            _ => {
+                out.insert(path);
+            }
+        }
+    }
+}
+
+#[test]
+fn the_example_config_loads_and_equals_the_defaults() {
+    jailed(|_jail| {
+        let example = Config::load(Some(Path::new(EXAMPLE)))
+            .unwrap_or_else(|e| panic!("{EXAMPLE} does not load: {e}"));
+        let defaults = Config::from_figment(Config::figment(None)).unwrap();
+        assert_eq!(
+            example.server.data_dir,
+            PathBuf::from("/var/lib/modelrelay")
+        );
+        assert_eq!(
+            example.admin_socket(),
+            PathBuf::from("/run/modelrelay/modelrelay.sock")
+        );
+
+        let mut same = example.clone();
+        same.server.data_dir = defaults.server.data_dir.clone();
+        same.server.admin_socket = defaults.server.admin_socket.clone();
+        assert_eq!(same.redacted_toml(), defaults.redacted_toml());
+    });
+}
+
+#[test]
+fn the_example_config_shows_every_key() {
+    let text = std::fs::read_to_string(EXAMPLE).unwrap();
+    let example: toml::Table = toml::from_str(&text).unwrap();
+    let mut shown = BTreeSet::new();
+    key_paths(&example, "", &mut shown);
+
+    jailed(|_jail| {
+        let defaults = Config::from_figment(Config::figment(None)).unwrap();
+        let table: toml::Table = toml::from_str(&defaults.redacted_toml()).unwrap();
+        let mut all = BTreeSet::new();
+        key_paths(&table, "", &mut all);
+        let missing: Vec<_> = all.difference(&shown).collect();
+        assert!(missing.is_empty(), "example config lacks {missing:?}");
+    });
+
+    // Optional keys, unset by default, are shown commented out.
+    for key in [
+        "admin_group",
+        "secret_file",
+        "api_key_file",
+        "client_secret_file",
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.trim_start().starts_with(&format!("# {key} = "))),
+            "example config should show `# {key} = …`"
+        );
+    }
+    assert!(text.contains("/run/credentials/modelrelay.service/deepseek_api_key"));
+    assert!(text.contains("MODELRELAY_UPSTREAM__API_KEY"));
+}

@@ -193,72 +193,69 @@ async fn run_writer(conn: tokio_rusqlite::Connection, mut rx: mpsc::UnboundedRec
         if batch.is_empty() {
             continue;
         }
-        let (writes, acks): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-        let result = conn
-            .call(
-                move |c| -> Result<Vec<Result<(), StoreError>>, StoreError> {
-                    let mut tx = c.transaction()?;
-                    let mut results = Vec::with_capacity(writes.len());
-                    for w in &writes {
-                        let sp = tx.savepoint()?;
-                        let r = apply(&sp, w);
-                        if r.is_ok() {
-                            sp.commit()?;
-                        } else {
-                            drop(sp); // rolls back to the savepoint
-                        }
-                        results.push(r);
-                    }
-                    tx.commit()?;
-                    Ok(results)
-                },
-            )
-            .await;
-        match result {
-            Ok(results) => {
-                for (r, ack) in results.into_iter().zip(acks) {
-                    if let Err(e) = &r {
-                        tracing::error!(error = %e, "database write refused");
-                    }
-                    if let Some(ack) = ack {
-                        let _ = ack.send(r);
-                    }
-                }
-            }
-            Err(e) => {
-                let e = StoreError::from(e);
-                tracing::error!(error = %e, "database commit failed; writes in this batch are lost");
-                for ack in acks.into_iter().flatten() {
-                    let _ = ack.send(Err(StoreError::Corrupt(format!("commit failed: {e}"))));
-                }
-            }
-        }
+        commit_batch(&conn, batch).await;
     }
-    // Stop taking work, then finish what is queued after the close request.
+    // Stop taking work, then finish what was queued before the close request took effect.
     rx.close();
     let mut rest = Vec::new();
-    while let Ok(Job::Write(w, ack)) = rx.try_recv() {
-        rest.push((w, ack));
+    while let Ok(job) = rx.try_recv() {
+        if let Job::Write(w, ack) = job {
+            rest.push((w, ack));
+        }
     }
     if !rest.is_empty() {
-        let (writes, acks): (Vec<_>, Vec<_>) = rest.into_iter().unzip();
-        let r = conn
-            .call(move |c| -> Result<(), StoreError> {
-                let tx = c.transaction()?;
-                for w in &writes {
-                    apply(&tx, w)?;
-                }
-                tx.commit()?;
-                Ok(())
-            })
-            .await;
-        for ack in acks.into_iter().flatten() {
-            let _ = ack.send(r.as_ref().map(|_| ()).map_err(|_| StoreError::Closed));
-        }
+        commit_batch(&conn, rest).await;
     }
     let _ = conn.close().await;
     if let Some(done) = closing {
         let _ = done.send(());
+    }
+}
+
+type Ack = Option<oneshot::Sender<Result<(), StoreError>>>;
+
+/// Apply writes in one transaction, a savepoint each (one bad write cannot sink the others),
+/// commit, and acknowledge each with its own result.
+async fn commit_batch(conn: &tokio_rusqlite::Connection, batch: Vec<(Write, Ack)>) {
+    let (writes, acks): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+    let result = conn
+        .call(
+            move |c| -> Result<Vec<Result<(), StoreError>>, StoreError> {
+                let mut tx = c.transaction()?;
+                let mut results = Vec::with_capacity(writes.len());
+                for w in &writes {
+                    let sp = tx.savepoint()?;
+                    let r = apply(&sp, w);
+                    if r.is_ok() {
+                        sp.commit()?;
+                    } else {
+                        drop(sp); // rolls back to the savepoint
+                    }
+                    results.push(r);
+                }
+                tx.commit()?;
+                Ok(results)
+            },
+        )
+        .await;
+    match result {
+        Ok(results) => {
+            for (r, ack) in results.into_iter().zip(acks) {
+                if let Err(e) = &r {
+                    tracing::error!(error = %e, "database write refused");
+                }
+                if let Some(ack) = ack {
+                    let _ = ack.send(r);
+                }
+            }
+        }
+        Err(e) => {
+            let e = StoreError::from(e);
+            tracing::error!(error = %e, "database commit failed; writes in this batch are lost");
+            for ack in acks.into_iter().flatten() {
+                let _ = ack.send(Err(StoreError::Corrupt(format!("commit failed: {e}"))));
+            }
+        }
     }
 }
 

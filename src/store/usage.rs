@@ -113,8 +113,18 @@ fn i(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// Insert a row and move the key's counters in the same transaction.
+/// Move the key's counters and insert the row, in the caller's transaction (the key first, so
+/// an unknown key is `NoSuchKey`, not a foreign-key failure).
 pub fn insert(c: &Connection, u: &UsageRow) -> Result<(), StoreError> {
+    let n = c.execute(
+        "UPDATE keys SET spent_nanos = spent_nanos + ?2, requests = requests + 1,
+                last_used_at = max(coalesce(last_used_at, 0), ?3)
+         WHERE id = ?1",
+        params![u.key_id, u.cost.nanos(), u.created_at_ms],
+    )?;
+    if n == 0 {
+        return Err(StoreError::NoSuchKey(u.key_id.clone()));
+    }
     c.execute(
         "INSERT INTO usage (request_id, key_id, model, stream, period, prompt_tokens,
              cache_hit_tokens, cache_miss_tokens, completion_tokens, reasoning_tokens, cost_nanos,
@@ -140,15 +150,6 @@ pub fn insert(c: &Connection, u: &UsageRow) -> Result<(), StoreError> {
             u.created_at_ms,
         ],
     )?;
-    let n = c.execute(
-        "UPDATE keys SET spent_nanos = spent_nanos + ?2, requests = requests + 1,
-                last_used_at = max(coalesce(last_used_at, 0), ?3)
-         WHERE id = ?1",
-        params![u.key_id, u.cost.nanos(), u.created_at_ms],
-    )?;
-    if n == 0 {
-        return Err(StoreError::NoSuchKey(u.key_id.clone()));
-    }
     Ok(())
 }
 
