@@ -6,6 +6,11 @@ use crate::config::Config;
 use crate::money::{Usd, cost_of};
 use crate::pricing::{ModelPrices, PeakSchedule, PricePeriod};
 
+/// The prompt bound (in tokens) of the smallest possible chat request: a JSON body cannot be
+/// much under 64 bytes, plus the 64 tokens of template slack the hold adds. A key that cannot
+/// hold this plus one output token can make no request at all.
+pub const SMALLEST_PROMPT_BOUND: u64 = 128;
+
 /// A model on sale.
 #[derive(Debug, Clone)]
 pub struct Model {
@@ -30,8 +35,8 @@ pub struct Plan {
     pub rpm: u32,
     /// Public model names included.
     pub models: BTreeSet<String>,
-    /// Below this remaining balance a key of this plan is `exhausted`: the price of one output
-    /// token of its cheapest model at its cheapest period.
+    /// Below this remaining balance a key of this plan is `exhausted`: the cost of the smallest
+    /// request it could make (see [`SMALLEST_PROMPT_BOUND`]) on its cheapest model and period.
     pub exhausted_below: Usd,
 }
 
@@ -75,8 +80,15 @@ impl Catalog {
                     .iter()
                     .filter_map(|m| models.get(m))
                     .flat_map(|m| {
-                        [PricePeriod::OffPeak, PricePeriod::Peak]
-                            .map(|period| cost_of(0, 0, 1, m.prices.get(period)))
+                        [PricePeriod::OffPeak, PricePeriod::Peak].map(|period| {
+                            let p = m.prices.get(period);
+                            let prompt = p.cache_hit.max(p.cache_miss);
+                            let worst = crate::money::TokenPrices {
+                                cache_miss: prompt,
+                                ..*p
+                            };
+                            cost_of(0, SMALLEST_PROMPT_BOUND, 1, &worst)
+                        })
                     })
                     .min()
                     .unwrap_or(Usd::from_nanos(1));

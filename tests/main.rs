@@ -1,4 +1,5 @@
 //! The integration tests: one binary, real daemon on port 0, real simulated upstream.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 mod smoke;

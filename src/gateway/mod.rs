@@ -27,9 +27,13 @@ pub fn router() -> Router<Arc<AppState>> {
             get(models::subscription),
         )
         .route("/v1/dashboard/billing/usage", get(models::usage))
-        .route(
-            "/v1/{*rest}",
-            axum::routing::any(|| async { GatewayError::NotFound }),
-        )
+        // Unknown paths under /v1 (the bare prefix too) answer in the API's error shape.
+        .route("/v1", axum::routing::any(not_found))
+        .route("/v1/", axum::routing::any(not_found))
+        .route("/v1/{*rest}", axum::routing::any(not_found))
         .method_not_allowed_fallback(|| async { GatewayError::MethodNotAllowed })
+}
+
+async fn not_found() -> GatewayError {
+    GatewayError::NotFound
 }

@@ -52,6 +52,7 @@ impl UpstreamError {
     pub fn to_client(&self) -> GatewayError {
         match self {
             UpstreamError::Timeout => GatewayError::UpstreamTimeout,
+            _ if self.is_unknown_model() => GatewayError::Upstream,
             UpstreamError::Status { status, message }
                 if *status == StatusCode::BAD_REQUEST
                     || *status == StatusCode::UNPROCESSABLE_ENTITY =>
@@ -66,9 +67,22 @@ impl UpstreamError {
         }
     }
 
+    /// DeepSeek's 400 "Model Not Exist": the request named a model we sell, so the fault is the
+    /// operator's `upstream_model`, not the customer's request.
+    fn is_unknown_model(&self) -> bool {
+        matches!(self, UpstreamError::Status { status, message }
+            if *status == StatusCode::BAD_REQUEST
+                && message.to_ascii_lowercase().contains("model not exist"))
+    }
+
     /// Log it at the level the operator needs.
     pub fn log(&self, request_id: &str) {
         match self {
+            _ if self.is_unknown_model() => tracing::error!(
+                request_id,
+                error = %self,
+                "UPSTREAM DOES NOT KNOW THE MODEL: check models.<name>.upstream_model in the config"
+            ),
             UpstreamError::Status { status, message }
                 if *status == StatusCode::UNAUTHORIZED
                     || *status == StatusCode::PAYMENT_REQUIRED =>
