@@ -7,7 +7,10 @@ async fn chat_round_trip_is_billed() {
     let app = TestApp::spawn().await;
     let key = app.create_key("trial", None).await;
     let resp = app
-        .chat(&key, &body("deepseek-v4-flash", "hi [[sim reply=5 prompt=10]]"))
+        .chat(
+            &key,
+            &body("deepseek-v4-flash", "hi [[sim reply=5 prompt=10]]"),
+        )
         .send()
         .await
         .unwrap();

@@ -184,10 +184,9 @@ pub async fn settle(state: &AppState, ctx: &RequestCtx, o: Outcome) -> UsageRow 
         .plan(&ctx.key.plan)
         .map_or(Usd::from_nanos(1), |p| p.exhausted_below);
     if ctx.key.mark_exhausted_below(threshold) {
-        state.store.write_later(Write::KeyStatus {
+        state.store.write_later(Write::MarkExhausted {
             key_id: ctx.key.id.clone(),
-            status: KeyStatus::Exhausted,
-            at_ms: now.timestamp_millis(),
+            below: threshold,
         });
         state.activity.emit(ActivityEvent::KeyExhausted {
             key_id: ctx.key.id.clone(),

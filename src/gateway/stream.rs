@@ -77,8 +77,14 @@ struct Tally {
 }
 
 impl Tally {
+    /// DeepSeek streams one token per delta, so the delta count is the estimate; an upstream
+    /// that batches (over 12 bytes a delta on average) is estimated at 4 bytes a token instead.
     fn output_estimate(&self) -> u64 {
-        self.chunks_with_text.max(self.text_bytes.div_ceil(4))
+        if self.text_bytes > 12 * self.chunks_with_text {
+            self.text_bytes.div_ceil(4)
+        } else {
+            self.chunks_with_text
+        }
     }
 }
 

@@ -287,18 +287,31 @@ impl KeyState {
     }
 
     /// Mark exhausted when the remaining balance is below `threshold`; true if this call did it.
+    /// A top-up racing with this is never lost: after the switch the balance is read again, and
+    /// the switch is undone if money arrived in between.
     pub fn mark_exhausted_below(&self, threshold: Usd) -> bool {
-        let b = self.balance();
-        b.remaining() < threshold
-            && self
-                .status
-                .compare_exchange(
-                    KeyStatus::Active.to_u8(),
-                    KeyStatus::Exhausted.to_u8(),
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                )
-                .is_ok()
+        if self.balance().remaining() >= threshold {
+            return false;
+        }
+        let switched = self
+            .status
+            .compare_exchange(
+                KeyStatus::Active.to_u8(),
+                KeyStatus::Exhausted.to_u8(),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok();
+        if switched && self.balance().remaining() >= threshold {
+            let _ = self.status.compare_exchange(
+                KeyStatus::Exhausted.to_u8(),
+                KeyStatus::Active.to_u8(),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+            return false;
+        }
+        switched
     }
 
     /// Revoke for good; true if it was not already revoked.

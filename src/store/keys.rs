@@ -123,6 +123,16 @@ pub fn set_status(
     Ok(())
 }
 
+/// Set `exhausted` if the key is active and its committed remaining balance is below `below`.
+pub fn mark_exhausted(c: &Connection, key_id: &str, below: Usd) -> Result<(), StoreError> {
+    c.execute(
+        "UPDATE keys SET status = 'exhausted'
+         WHERE id = ?1 AND status = 'active' AND budget_nanos - spent_nanos < ?2",
+        params![key_id, below.nanos()],
+    )?;
+    Ok(())
+}
+
 /// Add budget to a key and record the top-up.
 pub fn top_up(c: &Connection, key_id: &str, amount: Usd, at_ms: i64) -> Result<(), StoreError> {
     let n = c.execute(

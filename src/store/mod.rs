@@ -64,6 +64,15 @@ pub enum Write {
         /// When.
         at_ms: i64,
     },
+    /// Mark a key exhausted, if the database agrees: still active and its remaining balance
+    /// (budget − spent, as committed so far) below `below`. Deciding at apply time keeps a
+    /// top-up committed just before from being overwritten.
+    MarkExhausted {
+        /// Which key.
+        key_id: String,
+        /// The plan's exhaustion threshold.
+        below: Usd,
+    },
     /// Budget added to a key.
     TopUp {
         /// Which key.
@@ -268,6 +277,7 @@ fn apply(tx: &rusqlite::Connection, w: &Write) -> Result<(), StoreError> {
             status,
             at_ms,
         } => keys::set_status(tx, key_id, *status, *at_ms),
+        Write::MarkExhausted { key_id, below } => keys::mark_exhausted(tx, key_id, *below),
         Write::TopUp {
             key_id,
             amount,

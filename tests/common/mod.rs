@@ -74,10 +74,14 @@ impl TestApp {
 
     /// Start a daemon on an existing data dir and simulator (restarts).
     pub async fn start(config: Config, sim: SimulatedDeepSeek, dir: tempfile::TempDir) -> TestApp {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let socket = config.admin_socket();
         let db = config.server.data_dir.join("modelrelay.db");
-        let daemon = Daemon::start(config, listener).await.expect("daemon starts");
+        let daemon = Daemon::start(config, listener)
+            .await
+            .expect("daemon starts");
         let base = format!("http://{}", daemon.http_addr);
         TestApp {
             daemon: Some(daemon),
@@ -111,7 +115,9 @@ impl TestApp {
 
     /// Send an admin command.
     pub async fn admin(&self, req: Request) -> Response {
-        socket::call(&self.socket, &req).await.expect("admin socket answers")
+        socket::call(&self.socket, &req)
+            .await
+            .expect("admin socket answers")
     }
 
     /// `POST /v1/chat/completions` with a key and a JSON body.
@@ -124,7 +130,9 @@ impl TestApp {
 
     /// `GET` a path with a key.
     pub fn get(&self, key: &str, path: &str) -> reqwest::RequestBuilder {
-        self.http.get(format!("{}{path}", self.base)).bearer_auth(key)
+        self.http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(key)
     }
 
     /// The live state of a key (balances in memory).
@@ -198,6 +206,7 @@ pub fn request_id(resp: &reqwest::Response) -> String {
 
 /// Expected cost in nano-USD by SPEC §4 (independent of the crate's own function).
 pub fn expected_cost(hit: u64, miss: u64, out: u64, p_hit: i64, p_miss: i64, p_out: i64) -> i64 {
-    let sum = hit as i128 * p_hit as i128 + miss as i128 * p_miss as i128 + out as i128 * p_out as i128;
+    let sum =
+        hit as i128 * p_hit as i128 + miss as i128 * p_miss as i128 + out as i128 * p_out as i128;
     ((sum + 999_999) / 1_000_000) as i64
 }
