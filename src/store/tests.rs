@@ -546,3 +546,61 @@ async fn writes_queued_while_closing_survive_a_bad_one() {
     assert_eq!(keys[0].requests, 3);
     store.close().await;
 }
+
+#[tokio::test]
+async fn mark_exhausted_is_decided_by_the_committed_balance() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let (store, _) = Store::open(&path).await.unwrap();
+    store.write(insert(key("key_a", 1))).await.unwrap();
+    store.write(insert(key("key_b", 2))).await.unwrap();
+    // Both keys spend all but 100 nano of their $1.
+    store
+        .write(used(usage("r1", "key_a", 999_999_900, 1)))
+        .await
+        .unwrap();
+    store
+        .write(used(usage("r2", "key_b", 999_999_900, 1)))
+        .await
+        .unwrap();
+    // key_b is topped up before its exhaustion mark reaches the writer: the mark must not win.
+    store
+        .write(Write::TopUp {
+            key_id: "key_b".into(),
+            amount: Usd::from_dollars(1),
+            at_ms: 2,
+        })
+        .await
+        .unwrap();
+    for id in ["key_a", "key_b"] {
+        store
+            .write(Write::MarkExhausted {
+                key_id: id.into(),
+                below: Usd::from_nanos(600),
+            })
+            .await
+            .unwrap();
+    }
+    let (store, keys) = reopen(store, &path).await;
+    assert_eq!(keys[0].status, KeyStatus::Exhausted);
+    assert_eq!(keys[1].status, KeyStatus::Active);
+    // A revoked key stays revoked.
+    store
+        .write(Write::KeyStatus {
+            key_id: "key_b".into(),
+            status: KeyStatus::Revoked,
+            at_ms: 3,
+        })
+        .await
+        .unwrap();
+    store
+        .write(Write::MarkExhausted {
+            key_id: "key_b".into(),
+            below: Usd::from_dollars(10),
+        })
+        .await
+        .unwrap();
+    let (store, keys) = reopen(store, &path).await;
+    assert_eq!(keys[1].status, KeyStatus::Revoked);
+    store.close().await;
+}
