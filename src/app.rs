@@ -43,6 +43,10 @@ pub struct AppState {
     pub started: Instant,
     /// Requests holding money right now; shutdown waits for them to settle.
     pub in_flight: InFlight,
+    /// Running with simulated upstream and PayPal (`serve --demo`): pages show a DEMO banner.
+    pub demo: bool,
+    /// Per-IP limits of the storefront.
+    pub shop_limits: crate::shop::ShopLimits,
 }
 
 /// A count of requests in flight, with a way to wait until there are none.
@@ -121,7 +125,7 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
 
 impl AppState {
     /// Open the data dir, the database and the secret; load keys.
-    pub async fn open(config: Config) -> Result<Arc<AppState>, StartError> {
+    pub async fn open(config: Config, demo: bool) -> Result<Arc<AppState>, StartError> {
         let data_dir = &config.server.data_dir;
         std::fs::create_dir_all(data_dir)
             .map_err(io(format!("cannot create data dir {}", data_dir.display())))?;
@@ -153,6 +157,8 @@ impl AppState {
             upstream,
             started: Instant::now(),
             in_flight: InFlight::default(),
+            demo,
+            shop_limits: crate::shop::ShopLimits::default(),
         }))
     }
 }
@@ -175,6 +181,7 @@ async fn request_id(mut req: Request, next: Next) -> Response {
 pub fn app(state: Arc<AppState>) -> Router {
     Router::new()
         .merge(crate::gateway::router())
+        .merge(crate::shop::router())
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
         .layer(axum::middleware::from_fn(request_id))
         .with_state(state)
@@ -199,7 +206,13 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 impl Daemon {
     /// Start serving on `listener` with `config`.
     pub async fn start(config: Config, listener: TcpListener) -> Result<Daemon, StartError> {
-        let state = AppState::open(config).await?;
+        Daemon::start_with(config, listener, false).await
+    }
+
+    /// Start serving; `demo` marks the pages with a DEMO banner and enables the local
+    /// payment-approval page (the upstream and PayPal are simulated by the caller).
+    pub async fn start_with(config: Config, listener: TcpListener, demo: bool) -> Result<Daemon, StartError> {
+        let state = AppState::open(config, demo).await?;
         let http_addr = listener.local_addr().map_err(io("listener address"))?;
         let socket_path = state.config.admin_socket();
         let (stop, stopped) = watch::channel(false);

@@ -184,7 +184,7 @@ async fn serve(mut config: Config, demo: bool) -> ExitCode {
             ));
         }
     };
-    let daemon = match Daemon::start(config, listener).await {
+    let daemon = match Daemon::start_with(config, listener, demo).await {
         Ok(d) => d,
         Err(e) => return fail(e),
     };

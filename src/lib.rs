@@ -9,6 +9,7 @@
 //! - [`keys`]: keys in memory (balances as atomics), key material, sealing.
 //! - [`store`]: SQLite, migrations, the group-committing writer, the ledger.
 //! - [`money`], [`pricing`], [`catalog`]: nano-dollar money, peak windows, models and plans.
+//! - [`shop`]: the storefront (pages, checkout API, webhooks, dashboard).
 //! - [`activity`]: the event bus and the admin socket; [`admin`]: key administration.
 
 pub mod activity;
@@ -21,5 +22,6 @@ pub mod gateway;
 pub mod keys;
 pub mod money;
 pub mod pricing;
+pub mod shop;
 pub mod store;
 pub mod upstream;

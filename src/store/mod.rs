@@ -6,6 +6,7 @@
 //! one commit serves every row that arrived while the previous one was being written.
 
 pub mod keys;
+pub mod orders;
 pub mod usage;
 
 use std::path::Path;
@@ -17,7 +18,10 @@ use crate::money::Usd;
 pub use usage::{Finish, Measured, UsageRow};
 
 /// Migrations, in order; an applied migration is never edited, a change is a new file.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/0001_init.sql")),
+    (2, include_str!("migrations/0002_orders.sql")),
+];
 
 /// Most writes one transaction takes before committing.
 const MAX_BATCH: usize = 4096;
@@ -34,6 +38,9 @@ pub enum StoreError {
     /// The row to change does not exist.
     #[error("no such key: {0}")]
     NoSuchKey(String),
+    /// The change does not apply to the row's current state (e.g. paying a paid order).
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// A stored value is not one this version understands.
     #[error("corrupt row: {0}")]
     Corrupt(String),
@@ -72,6 +79,44 @@ pub enum Write {
         key_id: String,
         /// The plan's exhaustion threshold.
         below: Usd,
+    },
+    /// A new order.
+    InsertOrder(Box<orders::OrderRecord>),
+    /// PayPal's order id for an order.
+    SetPaypalOrder {
+        /// Ours.
+        order_id: String,
+        /// PayPal's.
+        paypal_order_id: String,
+    },
+    /// Pay an order and mint its key, atomically (see [`orders::pay`]).
+    PayOrder {
+        /// Ours.
+        order_id: String,
+        /// PayPal's capture id.
+        capture_id: String,
+        /// The key it buys.
+        key: Box<KeyRecord>,
+        /// When.
+        at_ms: i64,
+    },
+    /// An order's status (pending, failed, refunded).
+    OrderStatus {
+        /// Ours.
+        order_id: String,
+        /// New status.
+        status: orders::OrderStatus,
+        /// When.
+        at_ms: i64,
+    },
+    /// A processed webhook event.
+    WebhookSeen {
+        /// PayPal's event id.
+        event_id: String,
+        /// Its type.
+        event_type: String,
+        /// When.
+        at_ms: i64,
     },
     /// Budget added to a key.
     TopUp {
@@ -278,6 +323,27 @@ fn apply(tx: &rusqlite::Connection, w: &Write) -> Result<(), StoreError> {
             at_ms,
         } => keys::set_status(tx, key_id, *status, *at_ms),
         Write::MarkExhausted { key_id, below } => keys::mark_exhausted(tx, key_id, *below),
+        Write::InsertOrder(o) => orders::insert(tx, o),
+        Write::SetPaypalOrder {
+            order_id,
+            paypal_order_id,
+        } => orders::set_paypal_order(tx, order_id, paypal_order_id),
+        Write::PayOrder {
+            order_id,
+            capture_id,
+            key,
+            at_ms,
+        } => orders::pay(tx, order_id, capture_id, key, *at_ms),
+        Write::OrderStatus {
+            order_id,
+            status,
+            at_ms,
+        } => orders::set_status(tx, order_id, *status, *at_ms),
+        Write::WebhookSeen {
+            event_id,
+            event_type,
+            at_ms,
+        } => orders::record_webhook(tx, event_id, event_type, *at_ms),
         Write::TopUp {
             key_id,
             amount,

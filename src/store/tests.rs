@@ -140,10 +140,13 @@ async fn open_creates_the_schema_and_reopening_migrates_once() {
         names,
         [
             "keys",
+            "orders",
+            "orders_by_time",
             "schema_migrations",
             "topups",
             "usage",
-            "usage_by_key_time"
+            "usage_by_key_time",
+            "webhook_events"
         ]
     );
 
@@ -152,7 +155,7 @@ async fn open_creates_the_schema_and_reopening_migrates_once() {
     let (store, _) = reopen(store, &path).await;
     assert_eq!(
         count(&store, "SELECT count(*) FROM schema_migrations").await,
-        1
+        MIGRATIONS.len() as i64
     );
     assert_eq!(
         count(&store, "SELECT max(version) FROM schema_migrations").await,

@@ -237,3 +237,52 @@ pub fn totals(c: &Connection, key_id: &str) -> Result<(u64, Usd), StoreError> {
     )?;
     Ok((u64::try_from(n).unwrap_or(0), Usd::from_nanos(sum)))
 }
+
+/// A key's token totals over its whole ledger.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct TokenTotals {
+    /// Prompt tokens.
+    pub prompt: u64,
+    /// Of which from cache.
+    pub cache_hit: u64,
+    /// Of which not.
+    pub cache_miss: u64,
+    /// Output tokens.
+    pub completion: u64,
+    /// Of which reasoning.
+    pub reasoning: u64,
+}
+
+/// Token totals of a key.
+pub fn token_totals(c: &Connection, key_id: &str) -> Result<TokenTotals, StoreError> {
+    let u = |v: i64| u64::try_from(v).unwrap_or(0);
+    Ok(c.query_row(
+        "SELECT coalesce(sum(prompt_tokens), 0), coalesce(sum(cache_hit_tokens), 0),
+                coalesce(sum(cache_miss_tokens), 0), coalesce(sum(completion_tokens), 0),
+                coalesce(sum(reasoning_tokens), 0)
+         FROM usage WHERE key_id = ?1",
+        [key_id],
+        |r| {
+            Ok(TokenTotals {
+                prompt: u(r.get(0)?),
+                cache_hit: u(r.get(1)?),
+                cache_miss: u(r.get(2)?),
+                completion: u(r.get(3)?),
+                reasoning: u(r.get(4)?),
+            })
+        },
+    )?)
+}
+
+/// Spend per UTC day since `from_ms`: (day start in unix ms, total), oldest first, days
+/// without spend omitted.
+pub fn daily_spend(c: &Connection, key_id: &str, from_ms: i64) -> Result<Vec<(i64, Usd)>, StoreError> {
+    let mut stmt = c.prepare_cached(
+        "SELECT (created_at / 86400000) * 86400000 AS day, sum(cost_nanos)
+         FROM usage WHERE key_id = ?1 AND created_at >= ?2 GROUP BY day ORDER BY day",
+    )?;
+    let rows = stmt.query_map(params![key_id, from_ms], |r| {
+        Ok((r.get::<_, i64>(0)?, Usd::from_nanos(r.get(1)?)))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

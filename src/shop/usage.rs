@@ -1,0 +1,196 @@
+//! A key's usage, for the dashboard page and `GET /api/usage` (Bearer key): plan, budget,
+//! spent, remaining, status, requests, tokens, recent requests and daily spend.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::app::AppState;
+use crate::gateway::auth::authenticate;
+use crate::gateway::error::GatewayError;
+use crate::keys::{KeyState, KeyStatus};
+use crate::money::Usd;
+use crate::store::usage::{self, TokenTotals, UsageRow};
+use crate::store::{Finish, Measured, StoreError};
+
+/// Days of spend the chart shows.
+pub const CHART_DAYS: i64 = 30;
+/// Recent requests listed.
+pub const RECENT_ROWS: u32 = 20;
+
+/// One recent request, as the customer sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecentRequest {
+    /// `x-request-id`.
+    pub request_id: String,
+    /// RFC 3339 start time.
+    pub created_at: String,
+    /// Public model name.
+    pub model: String,
+    /// Streamed?
+    pub stream: bool,
+    /// off_peak or peak.
+    pub period: &'static str,
+    /// Prompt tokens.
+    pub prompt_tokens: u64,
+    /// Of which from cache.
+    pub cache_hit_tokens: u64,
+    /// Of which not.
+    pub cache_miss_tokens: u64,
+    /// Output tokens.
+    pub completion_tokens: u64,
+    /// Of which reasoning.
+    pub reasoning_tokens: u64,
+    /// Charged.
+    pub cost_usd: Usd,
+    /// provider or estimated.
+    pub measured: Measured,
+    /// How it ended.
+    pub finish: Finish,
+}
+
+impl From<UsageRow> for RecentRequest {
+    fn from(r: UsageRow) -> Self {
+        RecentRequest {
+            request_id: r.request_id,
+            created_at: DateTime::from_timestamp_millis(r.created_at_ms)
+                .unwrap_or_default()
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            model: r.model,
+            stream: r.stream,
+            period: r.period.as_str(),
+            prompt_tokens: r.prompt_tokens,
+            cache_hit_tokens: r.cache_hit_tokens,
+            cache_miss_tokens: r.cache_miss_tokens,
+            completion_tokens: r.completion_tokens,
+            reasoning_tokens: r.reasoning_tokens,
+            cost_usd: r.cost,
+            measured: r.measured,
+            finish: r.finish,
+        }
+    }
+}
+
+/// Spend of one UTC day.
+#[derive(Debug, Clone, Serialize)]
+pub struct DailySpend {
+    /// `YYYY-MM-DD`.
+    pub date: String,
+    /// Charged that day.
+    pub spent_usd: Usd,
+}
+
+/// Everything the dashboard shows about a key.
+#[derive(Debug, Clone, Serialize)]
+pub struct UsageSummary {
+    /// Display prefix (never the key).
+    pub prefix: String,
+    /// Plan id.
+    pub plan: String,
+    /// Plan display name.
+    pub plan_name: String,
+    /// active, exhausted, revoked.
+    pub status: KeyStatus,
+    /// Granted in total.
+    pub budget_usd: Usd,
+    /// Charged in total.
+    pub spent_usd: Usd,
+    /// budget − spent.
+    pub remaining_usd: Usd,
+    /// Requests settled.
+    pub requests: u64,
+    /// Token totals.
+    pub tokens: TokenTotals,
+    /// Latest requests, newest first.
+    pub recent: Vec<RecentRequest>,
+    /// The last [`CHART_DAYS`] days, oldest first, every day present (0 when nothing was spent).
+    pub daily: Vec<DailySpend>,
+}
+
+/// Gather a key's usage (balances from memory, history from the ledger).
+pub async fn summary(state: &AppState, key: &KeyState) -> Result<UsageSummary, StoreError> {
+    let b = key.balance();
+    let id = key.id.clone();
+    let today = Utc::now().timestamp_millis() / 86_400_000 * 86_400_000;
+    let from = today - (CHART_DAYS - 1) * 86_400_000;
+    let (tokens, recent, days) = state
+        .store
+        .read(move |c| {
+            Ok((
+                usage::token_totals(c, &id)?,
+                usage::recent(c, &id, RECENT_ROWS)?,
+                usage::daily_spend(c, &id, from)?,
+            ))
+        })
+        .await?;
+    let daily = (0..CHART_DAYS)
+        .map(|i| {
+            let day = from + i * 86_400_000;
+            let spent = days
+                .iter()
+                .find(|(d, _)| *d == day)
+                .map_or(Usd::ZERO, |(_, s)| *s);
+            DailySpend {
+                date: DateTime::from_timestamp_millis(day)
+                    .unwrap_or_default()
+                    .format("%Y-%m-%d")
+                    .to_string(),
+                spent_usd: spent,
+            }
+        })
+        .collect();
+    Ok(UsageSummary {
+        prefix: key.prefix.clone(),
+        plan: key.plan.clone(),
+        plan_name: state
+            .catalog
+            .plan(&key.plan)
+            .map_or_else(|| key.plan.clone(), |p| p.name.clone()),
+        status: key.status(),
+        budget_usd: b.budget,
+        spent_usd: b.spent,
+        remaining_usd: b.remaining(),
+        requests: key.requests(),
+        tokens,
+        recent: recent.into_iter().map(RecentRequest::from).collect(),
+        daily,
+    })
+}
+
+/// `GET /api/usage` with `Authorization: Bearer sk-gateway-…`.
+pub async fn api_usage(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let key = match authenticate(&state, &headers) {
+        Ok(k) => k,
+        // A revoked key may still look at its history.
+        Err(e) => match revoked_key(&state, &headers) {
+            Some(k) => k,
+            None => return e.into_response(),
+        },
+    };
+    match summary(&state, &key).await {
+        Ok(s) => Json(s).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "usage query failed");
+            GatewayError::Internal.into_response()
+        }
+    }
+}
+
+/// The key of a request even when revoked (the dashboard shows revoked keys their history).
+pub fn revoked_key(state: &AppState, headers: &HeaderMap) -> Option<Arc<KeyState>> {
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")?
+        .trim();
+    state
+        .keys
+        .by_hash(&crate::keys::token::hash_key(token))
+        .filter(|k| k.status() == KeyStatus::Revoked)
+}

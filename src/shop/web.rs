@@ -1,0 +1,189 @@
+//! What every storefront page shares: the language (`?lang=`, cookie, `Accept-Language`), the
+//! CSRF token (double-submit: an `HttpOnly; SameSite=Strict` cookie, echoed by forms as
+//! `csrf_token` and by the pages' JSON calls as `x-csrf-token`), the DEMO flag, and the
+//! security headers.
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Response};
+use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
+use subtle::ConstantTimeEq;
+
+use super::i18n::{Lang, Texts};
+use crate::app::AppState;
+
+/// Cookie holding the CSRF token.
+pub const CSRF_COOKIE: &str = "mr_csrf";
+/// Cookie holding the chosen language.
+pub const LANG_COOKIE: &str = "mr_lang";
+
+/// The per-request page context handed to every template.
+pub struct PageCtx {
+    /// Language of the page.
+    pub lang: Lang,
+    /// Its strings.
+    pub t: &'static Texts,
+    /// This browser's CSRF token (for `<meta name="csrf-token">` and hidden form fields).
+    pub csrf: String,
+    /// Running with simulated upstream and PayPal.
+    pub demo: bool,
+    /// `server.public_url`, no trailing slash.
+    pub public_url: String,
+    /// The path of this page (for the language switch links).
+    pub path: String,
+    cookies: CookieJar,
+    set_cookies: bool,
+}
+
+impl PageCtx {
+    /// Render a template into a response that also sets the context's cookies.
+    pub fn page(&self, html: Result<String, askama::Error>) -> Response {
+        match html {
+            Ok(body) => (self.cookies.clone(), Html(body)).into_response(),
+            Err(e) => {
+                tracing::error!(error = %e, "template failed");
+                (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "page error").into_response()
+            }
+        }
+    }
+
+    /// The URL of this page in another language.
+    pub fn lang_link(&self, lang: &str) -> String {
+        format!("{}?lang={lang}", self.path)
+    }
+
+    /// True when the cookies changed (a new CSRF token or language).
+    pub fn sets_cookies(&self) -> bool {
+        self.set_cookies
+    }
+}
+
+fn secure(state: &AppState) -> bool {
+    state.config.server.public_url.starts_with("https://")
+}
+
+fn cookie(state: &AppState, name: &'static str, value: String) -> Cookie<'static> {
+    let mut c = Cookie::new(name, value);
+    c.set_path("/");
+    c.set_http_only(true);
+    c.set_same_site(SameSite::Strict);
+    c.set_secure(secure(state));
+    c.set_max_age(cookie::time::Duration::days(365));
+    c
+}
+
+fn lang_from_query(uri: &axum::http::Uri) -> Option<Lang> {
+    uri.query()?
+        .split('&')
+        .filter_map(|kv| kv.strip_prefix("lang="))
+        .find_map(Lang::parse)
+}
+
+fn lang_from_accept(headers: &HeaderMap) -> Lang {
+    let accept = headers
+        .get(header::ACCEPT_LANGUAGE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    // The first language the browser lists that we have wins.
+    for part in accept.split(',') {
+        let tag = part.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        if tag.starts_with("zh") {
+            return Lang::Zh;
+        }
+        if tag.starts_with("en") {
+            return Lang::En;
+        }
+    }
+    Lang::En
+}
+
+impl FromRequestParts<Arc<AppState>> for PageCtx {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+        let mut jar = CookieJar::from_headers(&parts.headers);
+        let mut set_cookies = false;
+        let lang = match lang_from_query(&parts.uri) {
+            Some(l) => {
+                jar = jar.add(cookie(state, LANG_COOKIE, l.code().to_string()));
+                set_cookies = true;
+                l
+            }
+            None => jar
+                .get(LANG_COOKIE)
+                .and_then(|c| Lang::parse(c.value()))
+                .unwrap_or_else(|| lang_from_accept(&parts.headers)),
+        };
+        let csrf = match jar.get(CSRF_COOKIE).map(|c| c.value().to_string()) {
+            Some(t) if t.len() >= 32 => t,
+            _ => {
+                let t = crate::keys::token::random_base62(32).unwrap_or_default();
+                jar = jar.add(cookie(state, CSRF_COOKIE, t.clone()));
+                set_cookies = true;
+                t
+            }
+        };
+        Ok(PageCtx {
+            lang,
+            t: lang.texts(),
+            csrf,
+            demo: state.demo,
+            public_url: state.config.server.public_url.clone(),
+            path: parts.uri.path().to_string(),
+            cookies: if set_cookies { jar } else { CookieJar::new() },
+            set_cookies,
+        })
+    }
+}
+
+/// Check a submitted CSRF token against this browser's cookie, in constant time.
+pub fn csrf_ok(headers: &HeaderMap, submitted: Option<&str>) -> bool {
+    let jar = CookieJar::from_headers(headers);
+    let (Some(cookie), Some(sent)) = (jar.get(CSRF_COOKIE), submitted) else {
+        return false;
+    };
+    let expected = cookie.value().as_bytes();
+    expected.len() >= 32 && bool::from(expected.ct_eq(sent.as_bytes()))
+}
+
+/// The CSRF header of a JSON call.
+pub fn csrf_header(headers: &HeaderMap) -> Option<&str> {
+    headers.get("x-csrf-token").and_then(|v| v.to_str().ok())
+}
+
+/// PayPal's origins, allowed by the checkout page's policy only.
+const PAYPAL_ORIGINS: &str = "https://www.paypal.com https://*.paypal.com https://*.paypalobjects.com";
+
+/// Security headers on every storefront response; the checkout page alone may load PayPal.
+pub async fn security_headers(req: Request, next: Next) -> Response {
+    let checkout = req.uri().path().starts_with("/checkout/");
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    let csp = if checkout {
+        format!(
+            "default-src 'self'; script-src 'self' {PAYPAL_ORIGINS}; style-src 'self' 'unsafe-inline'; \
+             img-src 'self' data: {PAYPAL_ORIGINS}; connect-src 'self' {PAYPAL_ORIGINS}; \
+             frame-src {PAYPAL_ORIGINS}; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; \
+             object-src 'none'"
+        )
+    } else {
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+         connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; \
+         object-src 'none'"
+            .to_string()
+    };
+    if let Ok(v) = HeaderValue::from_str(&csp) {
+        h.insert(header::CONTENT_SECURITY_POLICY, v);
+    }
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    resp
+}
