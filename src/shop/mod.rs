@@ -3,6 +3,7 @@
 
 pub mod assets;
 pub mod i18n;
+pub mod orders;
 pub mod pages;
 pub mod usage;
 pub mod web;

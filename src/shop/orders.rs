@@ -1,0 +1,155 @@
+//! Orders: creation and capture for the checkout page, fulfilment (exactly one key per paid
+//! order), look-up by order id + email, and the demo approval.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::app::AppState;
+use crate::money::Usd;
+use crate::store::orders::{self as db, OrderRecord, OrderStatus};
+
+/// An order as its buyer may see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct OrderView {
+    /// Ours.
+    pub order_id: String,
+    /// Plan id.
+    pub plan: String,
+    /// Plan display name.
+    pub plan_name: String,
+    /// Price paid.
+    pub amount_usd: Usd,
+    /// created, pending, paid, failed, refunded.
+    pub status: OrderStatus,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub paid_at: Option<String>,
+    /// The key, for a paid order (unsealed).
+    pub api_key: Option<String>,
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Normalise an email for comparison: trimmed, lower-case.
+pub fn normalize_email(e: &str) -> String {
+    e.trim().to_lowercase()
+}
+
+/// Compare two emails in constant time (over their hashes, so length does not leak either).
+fn same_email(a: &str, b: &str) -> bool {
+    let ha = Sha256::digest(normalize_email(a).as_bytes());
+    let hb = Sha256::digest(normalize_email(b).as_bytes());
+    bool::from(ha.as_slice().ct_eq(hb.as_slice()))
+}
+
+impl AppState {
+    /// The view of an order, with its key unsealed when paid.
+    pub fn order_view(&self, o: &OrderRecord, sealed_key: Option<&[u8]>) -> OrderView {
+        let api_key = match (&o.key_id, sealed_key, o.status) {
+            (Some(id), Some(sealed), OrderStatus::Paid) => match self.sealer.open(id, sealed) {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    tracing::error!(order_id = %o.order_id, error = %e, "cannot unseal the key of a paid order");
+                    None
+                }
+            },
+            _ => None,
+        };
+        OrderView {
+            order_id: o.order_id.clone(),
+            plan: o.plan.clone(),
+            plan_name: self
+                .config
+                .plans
+                .get(&o.plan)
+                .map_or_else(|| o.plan.clone(), |p| p.name.clone()),
+            amount_usd: o.amount,
+            status: o.status,
+            created_at: rfc3339(o.created_at),
+            paid_at: o.paid_at.map(rfc3339),
+            api_key,
+        }
+    }
+
+    /// An order and its sealed key, by our id.
+    pub async fn load_order(&self, order_id: &str) -> Option<(OrderRecord, Option<Vec<u8>>)> {
+        let id = order_id.trim().to_string();
+        if id.is_empty() || id.len() > 64 {
+            return None;
+        }
+        let loaded = self
+            .store
+            .read(move |c| {
+                let Some(o) = db::get(c, &id)? else {
+                    return Ok(None);
+                };
+                let sealed = match &o.key_id {
+                    Some(k) => crate::store::keys::sealed(c, k)?,
+                    None => None,
+                };
+                Ok(Some((o, sealed)))
+            })
+            .await;
+        match loaded {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(error = %e, "order query failed");
+                None
+            }
+        }
+    }
+
+    /// Look an order up by id and email. An unknown id and a wrong email give the same `None`,
+    /// and the email comparison takes the same time either way.
+    pub async fn lookup_order(&self, order_id: &str, email: &str) -> Option<OrderView> {
+        let found = self.load_order(order_id).await;
+        // Compare against a dummy when the order does not exist, so both paths do the same work.
+        let stored = found.as_ref().map_or("\u{0}no-such-order", |(o, _)| o.email.as_str());
+        let matches = same_email(stored, email);
+        match found {
+            Some((o, sealed)) if matches => Some(self.order_view(&o, sealed.as_deref())),
+            _ => None,
+        }
+    }
+
+    /// Demo mode: approve the order at the simulated PayPal, as the buyer would in PayPal's
+    /// popup. Returns the order's plan on success.
+    pub async fn demo_approve(self: &Arc<Self>, order_id: &str) -> Option<String> {
+        if !self.demo {
+            return None;
+        }
+        let (order, _) = self.load_order(order_id).await?;
+        let paypal_id = order.paypal_order_id.clone()?;
+        let url = format!("{}/_sim/approve/{paypal_id}", self.paypal_base());
+        match reqwest::Client::new().post(url).send().await {
+            Ok(r) if r.status().is_success() => Some(order.plan),
+            Ok(r) => {
+                tracing::warn!(status = r.status().as_u16(), "simulated PayPal refused the approval");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "simulated PayPal unreachable");
+                None
+            }
+        }
+    }
+
+    /// PayPal's API base URL: `paypal.api_base`, else the environment's.
+    pub fn paypal_base(&self) -> String {
+        let p = &self.config.paypal;
+        if !p.api_base.is_empty() {
+            return p.api_base.trim_end_matches('/').to_string();
+        }
+        match p.env {
+            crate::config::PaypalEnv::Sandbox => "https://api-m.sandbox.paypal.com".into(),
+            crate::config::PaypalEnv::Live => "https://api-m.paypal.com".into(),
+        }
+    }
+}
