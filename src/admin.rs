@@ -54,6 +54,19 @@ pub struct NewKey {
     pub order_id: Option<String>,
 }
 
+/// A plausible email address: something@something.tld, no spaces, at most 254 bytes.
+pub fn is_email(e: &str) -> bool {
+    let Some((local, domain)) = e.rsplit_once('@') else {
+        return false;
+    };
+    e.len() <= 254
+        && !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !e.chars().any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
+}
+
 /// Largest single top-up or custom budget (a typo guard).
 const MAX_AMOUNT: Usd = Usd::from_dollars(100_000);
 
@@ -106,6 +119,16 @@ impl AppState {
 
     /// Mint a key; returns it with its full text (shown once).
     pub async fn create_key(&self, new: NewKey) -> Result<(Arc<KeyState>, String), AdminError> {
+        let (record, key) = self.prepare_key(new)?;
+        self.store
+            .write(Write::InsertKey(Box::new(record.clone())))
+            .await
+            .map_err(|e| AdminError::Internal(e.to_string()))?;
+        Ok((self.install_key(record), key))
+    }
+
+    /// A new key's record and full text, not yet stored anywhere.
+    pub fn prepare_key(&self, new: NewKey) -> Result<(KeyRecord, String), AdminError> {
         let Some(plan) = self.catalog.plan(&new.plan) else {
             let plans: Vec<_> = self.config.plans.keys().cloned().collect();
             return Err(AdminError::NoSuchPlan(new.plan, plans.join(", ")));
@@ -121,14 +144,8 @@ impl AppState {
                 .get(&new.plan)
                 .map_or(Usd::ZERO, |p| p.budget_usd),
         };
-        let email = match new
-            .email
-            .map(|e| e.trim().to_string())
-            .filter(|e| !e.is_empty())
-        {
-            Some(e) if e.len() <= 254 && e.contains('@') && !e.contains(char::is_whitespace) => {
-                Some(e)
-            }
+        let email = match new.email.map(|e| e.trim().to_string()).filter(|e| !e.is_empty()) {
+            Some(e) if is_email(&e) => Some(e),
             Some(e) => return Err(AdminError::BadEmail(e)),
             None => None,
         };
@@ -152,17 +169,20 @@ impl AppState {
             created_at: Utc::now(),
             last_used_at: None,
         };
-        self.store
-            .write(Write::InsertKey(Box::new(record.clone())))
-            .await
-            .map_err(|e| internal(&e))?;
-        let state = Arc::new(KeyState::from_record(record, plan.rpm));
+        Ok((record, key))
+    }
+
+    /// Put a key whose record is committed into the live table, and announce it.
+    pub fn install_key(&self, record: KeyRecord) -> Arc<KeyState> {
+        let rpm = self.catalog.rpm_of(&record.plan);
+        let budget = record.budget;
+        let state = Arc::new(KeyState::from_record(record, rpm));
         self.keys.insert(state.clone());
         self.activity.emit(ActivityEvent::KeyCreated {
             key: KeyView::of(&state),
         });
         tracing::info!(key_id = %state.id, plan = %state.plan, budget = %budget, "key created");
-        Ok((state, key))
+        state
     }
 
     /// Revoke a key: it fails with 401 from the next request on.

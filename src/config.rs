@@ -493,8 +493,13 @@ impl Config {
             if p.name.trim().is_empty() {
                 e.push(format!("plans.{id}.name must not be empty"));
             }
-            if p.price_usd.is_negative() {
-                e.push(format!("plans.{id}.price_usd cannot be negative"));
+            if p.price_usd.nanos() <= 0 {
+                e.push(format!("plans.{id}.price_usd must be greater than 0"));
+            } else if p.price_usd.nanos() % 10_000_000 != 0 {
+                e.push(format!(
+                    "plans.{id}.price_usd = \"{}\" must be whole cents (PayPal charges USD to the cent)",
+                    p.price_usd
+                ));
             }
             if p.budget_usd.nanos() <= 0 {
                 e.push(format!("plans.{id}.budget_usd must be greater than 0"));

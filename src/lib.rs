@@ -21,6 +21,7 @@ pub mod config;
 pub mod gateway;
 pub mod keys;
 pub mod money;
+pub mod paypal;
 pub mod pricing;
 pub mod shop;
 pub mod store;

@@ -256,6 +256,41 @@ pub enum ActivityEvent {
         /// Unix ms.
         at_ms: i64,
     },
+    /// A customer started a checkout.
+    OrderCreated {
+        /// Our order id.
+        order_id: String,
+        /// Plan id.
+        plan: String,
+        /// Price.
+        amount_usd: Usd,
+        /// Buyer's email.
+        email: String,
+        /// Unix ms.
+        at_ms: i64,
+    },
+    /// An order was paid and its key minted.
+    OrderPaid {
+        /// Our order id.
+        order_id: String,
+        /// Plan id.
+        plan: String,
+        /// Price.
+        amount_usd: Usd,
+        /// The key minted.
+        key_id: String,
+        /// Unix ms.
+        at_ms: i64,
+    },
+    /// An order was refunded or reversed; its key is revoked.
+    OrderRefunded {
+        /// Our order id.
+        order_id: String,
+        /// The revoked key.
+        key_id: Option<String>,
+        /// Unix ms.
+        at_ms: i64,
+    },
     /// A key got more budget.
     KeyToppedUp {
         /// Key id.

@@ -456,7 +456,11 @@ fn validation_explains_each_problem() {
             ),
             (
                 "[plans.trial]\nprice_usd = \"-1.00\"\n",
-                "plans.trial.price_usd cannot be negative",
+                "plans.trial.price_usd must be greater than 0",
+            ),
+            (
+                "[plans.trial]\nprice_usd = \"1.005\"\n",
+                "must be whole cents",
             ),
             (
                 "[models.deepseek-v4-flash]\ninput_cache_miss = [\"-0.15\", \"0.30\"]\n",
