@@ -47,6 +47,10 @@ pub struct AppState {
     pub demo: bool,
     /// Per-IP limits of the storefront.
     pub shop_limits: crate::shop::ShopLimits,
+    /// The PayPal client; `None` until `paypal.client_id` is configured (checkout then says so).
+    pub paypal: Option<crate::paypal::PayPal>,
+    /// Serialises order state changes (payments are rare; the request path never takes it).
+    pub fulfil_lock: tokio::sync::Mutex<()>,
 }
 
 /// A count of requests in flight, with a way to wait until there are none.
@@ -147,6 +151,21 @@ impl AppState {
             KeyState::from_record(r, rpm)
         }));
         let upstream = Upstream::new(&config.upstream)?;
+        let paypal = if config.paypal.client_id.is_empty() {
+            tracing::warn!("paypal.client_id is empty: the storefront cannot take payments");
+            None
+        } else {
+            let settings = crate::paypal::PaypalSettings {
+                base_url: paypal_base(&config.paypal),
+                client_id: config.paypal.client_id.clone(),
+                client_secret: config.paypal.client_secret.clone(),
+                webhook_id: config.paypal.webhook_id.clone(),
+            };
+            Some(
+                crate::paypal::PayPal::new(settings)
+                    .map_err(|e| StartError::Config(e.to_string()))?,
+            )
+        };
         Ok(Arc::new(AppState {
             config: Arc::new(config),
             catalog,
@@ -159,7 +178,20 @@ impl AppState {
             in_flight: InFlight::default(),
             demo,
             shop_limits: crate::shop::ShopLimits::default(),
+            paypal,
+            fulfil_lock: tokio::sync::Mutex::new(()),
         }))
+    }
+}
+
+/// PayPal's API base URL: `paypal.api_base`, else the environment's.
+pub fn paypal_base(p: &crate::config::PaypalConfig) -> String {
+    if !p.api_base.is_empty() {
+        return p.api_base.trim_end_matches('/').to_string();
+    }
+    match p.env {
+        crate::config::PaypalEnv::Sandbox => crate::paypal::SANDBOX_BASE_URL.into(),
+        crate::config::PaypalEnv::Live => crate::paypal::LIVE_BASE_URL.into(),
     }
 }
 
@@ -211,7 +243,11 @@ impl Daemon {
 
     /// Start serving; `demo` marks the pages with a DEMO banner and enables the local
     /// payment-approval page (the upstream and PayPal are simulated by the caller).
-    pub async fn start_with(config: Config, listener: TcpListener, demo: bool) -> Result<Daemon, StartError> {
+    pub async fn start_with(
+        config: Config,
+        listener: TcpListener,
+        demo: bool,
+    ) -> Result<Daemon, StartError> {
         let state = AppState::open(config, demo).await?;
         let http_addr = listener.local_addr().map_err(io("listener address"))?;
         let socket_path = state.config.admin_socket();

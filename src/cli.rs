@@ -12,6 +12,7 @@ use crate::activity::socket;
 use crate::app::Daemon;
 use crate::config::Config;
 use crate::money::Usd;
+use crate::paypal::simulated::{SimPaypalOptions, SimulatedPaypal};
 use crate::upstream::simulated::{SimOptions, SimulatedDeepSeek};
 
 /// modelrelay: sell DeepSeek through an OpenAI-compatible API on prepaid keys.
@@ -164,8 +165,21 @@ async fn serve(mut config: Config, demo: bool) -> ExitCode {
         };
         config.upstream.base_url = sim.base_url();
         config.upstream.api_key = opts.api_key;
-        tracing::warn!(upstream = %sim.base_url(), "DEMO MODE: answers come from a simulated DeepSeek, not the real API");
-        Some(sim)
+        let pp_opts = SimPaypalOptions::default();
+        let paypal = match SimulatedPaypal::start(pp_opts.clone()).await {
+            Ok(p) => p,
+            Err(e) => return fail(format_args!("cannot start the simulated PayPal: {e}")),
+        };
+        config.paypal.api_base = paypal.base_url();
+        config.paypal.client_id = pp_opts.client_id;
+        config.paypal.client_secret = pp_opts.client_secret;
+        config.paypal.webhook_id = pp_opts.webhook_id;
+        tracing::warn!(
+            upstream = %sim.base_url(),
+            paypal = %paypal.base_url(),
+            "DEMO MODE: answers come from a simulated DeepSeek and payments from a simulated PayPal"
+        );
+        Some((sim, paypal))
     } else {
         if config.upstream.api_key.is_empty() {
             return fail(

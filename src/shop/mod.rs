@@ -2,18 +2,20 @@
 //! the usage dashboard. No admin endpoint exists on HTTP.
 
 pub mod assets;
+pub mod checkout;
 pub mod i18n;
 pub mod orders;
 pub mod pages;
 pub mod usage;
 pub mod web;
+pub mod webhooks;
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::get;
+use axum::routing::{get, post};
 use governor::{DefaultKeyedRateLimiter, Quota};
 
 use crate::app::AppState;
@@ -29,7 +31,9 @@ pub struct ShopLimits {
 }
 
 fn per_minute(n: u32) -> DefaultKeyedRateLimiter<IpAddr> {
-    DefaultKeyedRateLimiter::keyed(Quota::per_minute(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)))
+    DefaultKeyedRateLimiter::keyed(Quota::per_minute(
+        NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN),
+    ))
 }
 
 impl Default for ShopLimits {
@@ -50,7 +54,10 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/docs", get(pages::docs))
         .route("/checkout/{plan}", get(pages::checkout))
         .route("/order", get(pages::order_form).post(pages::order_lookup))
-        .route("/dashboard", get(pages::dashboard_form).post(pages::dashboard))
+        .route(
+            "/dashboard",
+            get(pages::dashboard_form).post(pages::dashboard),
+        )
         .route(
             "/demo/paypal/approve",
             get(pages::demo_approve_page).post(pages::demo_approve_submit),
@@ -58,4 +65,7 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/assets/{*path}", get(assets::serve))
         .layer(axum::middleware::from_fn(web::security_headers))
         .route("/api/usage", get(usage::api_usage))
+        .route("/api/orders", post(checkout::create))
+        .route("/api/orders/{order_id}/capture", post(checkout::capture))
+        .route("/webhooks/paypal", post(webhooks::paypal))
 }

@@ -111,7 +111,9 @@ impl AppState {
     pub async fn lookup_order(&self, order_id: &str, email: &str) -> Option<OrderView> {
         let found = self.load_order(order_id).await;
         // Compare against a dummy when the order does not exist, so both paths do the same work.
-        let stored = found.as_ref().map_or("\u{0}no-such-order", |(o, _)| o.email.as_str());
+        let stored = found
+            .as_ref()
+            .map_or("\u{0}no-such-order", |(o, _)| o.email.as_str());
         let matches = same_email(stored, email);
         match found {
             Some((o, sealed)) if matches => Some(self.order_view(&o, sealed.as_deref())),
@@ -131,7 +133,10 @@ impl AppState {
         match reqwest::Client::new().post(url).send().await {
             Ok(r) if r.status().is_success() => Some(order.plan),
             Ok(r) => {
-                tracing::warn!(status = r.status().as_u16(), "simulated PayPal refused the approval");
+                tracing::warn!(
+                    status = r.status().as_u16(),
+                    "simulated PayPal refused the approval"
+                );
                 None
             }
             Err(e) => {
@@ -141,15 +146,8 @@ impl AppState {
         }
     }
 
-    /// PayPal's API base URL: `paypal.api_base`, else the environment's.
+    /// PayPal's API base URL.
     pub fn paypal_base(&self) -> String {
-        let p = &self.config.paypal;
-        if !p.api_base.is_empty() {
-            return p.api_base.trim_end_matches('/').to_string();
-        }
-        match p.env {
-            crate::config::PaypalEnv::Sandbox => "https://api-m.sandbox.paypal.com".into(),
-            crate::config::PaypalEnv::Live => "https://api-m.paypal.com".into(),
-        }
+        crate::app::paypal_base(&self.config.paypal)
     }
 }

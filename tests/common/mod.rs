@@ -13,6 +13,7 @@ use modelrelay::config::Config;
 use modelrelay::keys::KeyState;
 use modelrelay::keys::token::hash_key;
 use modelrelay::money::Usd;
+use modelrelay::paypal::simulated::{SimPaypalOptions, SimulatedPaypal};
 use modelrelay::store::UsageRow;
 use modelrelay::upstream::simulated::{SimOptions, SimulatedDeepSeek};
 use serde_json::{Value, json};
@@ -36,6 +37,8 @@ pub struct TestApp {
     pub db: PathBuf,
     /// Temp dir holding data (kept alive with the app).
     pub dir: tempfile::TempDir,
+    /// The simulated PayPal, when started with [`TestApp::spawn_shop`].
+    pub paypal: Option<SimulatedPaypal>,
 }
 
 /// The config every test starts from: temp paths, the simulator upstream, always off-peak.
@@ -91,7 +94,37 @@ impl TestApp {
             socket,
             db,
             dir,
+            paypal: None,
         }
+    }
+
+    /// Daemon with a simulated PayPal configured through `paypal.api_base`, config changed by `f`.
+    pub async fn spawn_shop_with(f: impl FnOnce(&mut Config)) -> TestApp {
+        let pp_opts = SimPaypalOptions::default();
+        let paypal = SimulatedPaypal::start(pp_opts.clone())
+            .await
+            .expect("simulated PayPal starts");
+        let base = paypal.base_url();
+        let mut app = TestApp::spawn_with(|c| {
+            c.paypal.api_base = base;
+            c.paypal.client_id = pp_opts.client_id;
+            c.paypal.client_secret = pp_opts.client_secret;
+            c.paypal.webhook_id = pp_opts.webhook_id;
+            f(c);
+        })
+        .await;
+        app.paypal = Some(paypal);
+        app
+    }
+
+    /// Daemon with a simulated PayPal.
+    pub async fn spawn_shop() -> TestApp {
+        TestApp::spawn_shop_with(|_| {}).await
+    }
+
+    /// The simulated PayPal.
+    pub fn pp(&self) -> &SimulatedPaypal {
+        self.paypal.as_ref().expect("started with spawn_shop")
     }
 
     /// Mint a key over the admin socket; `budget` overrides the plan's (decimal USD).

@@ -1,0 +1,621 @@
+//! The client in `paypal/mod.rs` against the simulated PayPal, over real HTTP.
+
+use super::*;
+use crate::paypal::{CaptureInfo, NewOrder, PayPal, PaypalError, PaypalSettings};
+use axum::http::{HeaderName, HeaderValue};
+
+async fn sim() -> SimulatedPaypal {
+    SimulatedPaypal::start(SimPaypalOptions::default())
+        .await
+        .unwrap()
+}
+
+fn client_with(s: &SimulatedPaypal, secret: &str, webhook_id: &str) -> PayPal {
+    let o = SimPaypalOptions::default();
+    PayPal::new(PaypalSettings {
+        base_url: format!("{}/", s.base_url()),
+        client_id: o.client_id,
+        client_secret: secret.to_owned(),
+        webhook_id: webhook_id.to_owned(),
+    })
+    .unwrap()
+}
+
+fn client(s: &SimulatedPaypal) -> PayPal {
+    client_with(s, "sim-secret", "WH-SIM")
+}
+
+fn new_order(id: &str, amount: &str) -> NewOrder {
+    NewOrder {
+        order_id: id.to_owned(),
+        amount: amount.parse().unwrap(),
+        description: "modelrelay Trial plan".to_owned(),
+    }
+}
+
+/// Create and approve an order; returns PayPal's order id.
+async fn approved(s: &SimulatedPaypal, pp: &PayPal, id: &str, amount: &str) -> String {
+    let created = pp
+        .create_order(&new_order(id, amount), &format!("create-{id}"))
+        .await
+        .unwrap();
+    assert!(s.approve(&created.id));
+    created.id
+}
+
+fn header_map(headers: &[(String, String)]) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (k, v) in headers {
+        map.insert(
+            HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    map
+}
+
+fn usd(s: &str) -> Usd {
+    s.parse().unwrap()
+}
+
+fn api_name(e: &PaypalError) -> (u16, &str) {
+    match e {
+        PaypalError::Api { status, name, .. } => (*status, name.as_str()),
+        other => panic!("expected an Api error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn one_token_serves_many_calls_and_is_refreshed_after_a_401() {
+    let s = sim().await;
+    // Concurrent first calls wait for one token request instead of each making one.
+    let pp = Arc::new(client(&s));
+    let tasks: Vec<_> = (0..4)
+        .map(|i| {
+            let pp = pp.clone();
+            tokio::spawn(async move {
+                let o = new_order(&format!("ord-{i}"), "1.00");
+                pp.create_order(&o, &format!("r-{i}")).await
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.push(t.await.unwrap().unwrap().id);
+    }
+    pp.get_order(&ids[0]).await.unwrap();
+    assert_eq!(s.counts().token_requests, 1);
+    assert_eq!(s.counts().creates, 4);
+
+    // PayPal revoked the token early: one 401, one new token, and the call still succeeds.
+    s.revoke_tokens();
+    assert_eq!(pp.get_order(&ids[1]).await.unwrap().status, "CREATED");
+    assert_eq!(s.counts().token_requests, 2);
+    pp.get_order(&ids[2]).await.unwrap();
+    assert_eq!(s.counts().token_requests, 2);
+}
+
+#[tokio::test]
+async fn wrong_credentials_and_missing_tokens_are_refused() {
+    let s = sim().await;
+    let pp = client_with(&s, "wrong-secret", "WH-SIM");
+    let e = pp
+        .create_order(&new_order("x", "1.00"), "r")
+        .await
+        .unwrap_err();
+    assert!(matches!(e, PaypalError::Auth), "{e:?}");
+    assert_eq!(s.counts().create_calls, 0);
+
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{}/v2/checkout/orders", s.base_url()))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = http
+        .get(format!("{}/v2/checkout/orders/NOPE", s.base_url()))
+        .bearer_auth("A21AAmadeup")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = http
+        .post(format!("{}/v1/oauth2/token", s.base_url()))
+        .basic_auth("sim-client-id", Some("nope"))
+        .body("grant_type=client_credentials")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_client");
+}
+
+#[tokio::test]
+async fn create_is_idempotent_and_invoice_ids_are_unique() {
+    let s = sim().await;
+    let pp = client(&s);
+    let first = pp
+        .create_order(&new_order("ord-1", "20.00"), "req-1")
+        .await
+        .unwrap();
+    assert_eq!(first.status, "CREATED");
+    let approve = first.approve_url.clone().unwrap();
+    assert!(
+        approve.ends_with(&format!("/checkoutnow?token={}", first.id)),
+        "{approve}"
+    );
+    let again = pp
+        .create_order(&new_order("ord-1", "20.00"), "req-1")
+        .await
+        .unwrap();
+    assert_eq!(again, first);
+    assert_eq!(s.counts().creates, 1);
+    assert_eq!(s.counts().create_calls, 2);
+
+    let e = pp
+        .create_order(&new_order("ord-1", "20.00"), "req-2")
+        .await
+        .unwrap_err();
+    assert_eq!(api_name(&e), (422, "DUPLICATE_INVOICE_ID"));
+    assert_eq!(s.counts().creates, 1);
+
+    let order = s.order(&first.id).unwrap();
+    let unit = &order["purchase_units"][0];
+    assert_eq!(unit["invoice_id"], "ord-1");
+    assert_eq!(unit["custom_id"], "ord-1");
+    assert_eq!(unit["reference_id"], "ord-1");
+    assert_eq!(
+        unit["amount"],
+        json!({"currency_code": "USD", "value": "20.00"})
+    );
+    assert_eq!(unit["description"], "modelrelay Trial plan");
+
+    let info = pp.get_order(&first.id).await.unwrap();
+    assert_eq!(info.invoice_id.as_deref(), Some("ord-1"));
+    assert_eq!((info.status.as_str(), info.capture), ("CREATED", None));
+    let e = pp.get_order("UNKNOWN0000000000").await.unwrap_err();
+    assert_eq!(api_name(&e), (404, "INVALID_RESOURCE_ID"));
+}
+
+#[tokio::test]
+async fn create_refuses_bad_amounts() {
+    let s = sim().await;
+    let pp = client(&s);
+    // Refused by the client before PayPal is asked: never rounded.
+    for bad in ["1.001", "0", "-1.00"] {
+        let e = pp
+            .create_order(&new_order("o", bad), "r")
+            .await
+            .unwrap_err();
+        assert!(matches!(e, PaypalError::Amount(_)), "{bad}: {e:?}");
+    }
+    assert_eq!(s.counts().create_calls, 0);
+
+    // The simulator refuses what PayPal would, whoever sends it.
+    let token = {
+        let r = reqwest::Client::new()
+            .post(format!("{}/v1/oauth2/token", s.base_url()))
+            .basic_auth("sim-client-id", Some("sim-secret"))
+            .body("grant_type=client_credentials")
+            .send()
+            .await
+            .unwrap();
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["token_type"], "Bearer");
+        v["access_token"].as_str().unwrap().to_owned()
+    };
+    let unit = |amount: Value| json!({"intent": "CAPTURE", "purchase_units": [{"invoice_id": "inv", "amount": amount}]});
+    for (body, issue) in [
+        (
+            unit(json!({"currency_code": "EUR", "value": "1.00"})),
+            "CURRENCY_NOT_SUPPORTED",
+        ),
+        (
+            unit(json!({"currency_code": "USD", "value": "1.005"})),
+            "DECIMAL_PRECISION",
+        ),
+        (
+            unit(json!({"currency_code": "USD", "value": 1.0})),
+            "MISSING_REQUIRED_PARAMETER",
+        ),
+        (
+            json!({"intent": "AUTHORIZE", "purchase_units": [{"invoice_id": "i", "amount": {"currency_code": "USD", "value": "1.00"}}]}),
+            "INVALID_PARAMETER_VALUE",
+        ),
+        (
+            json!({"intent": "CAPTURE", "purchase_units": [{"amount": {"currency_code": "USD", "value": "1.00"}}]}),
+            "MISSING_REQUIRED_PARAMETER",
+        ),
+    ] {
+        let r = reqwest::Client::new()
+            .post(format!("{}/v2/checkout/orders", s.base_url()))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{body}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["details"][0]["issue"], issue, "{body}");
+    }
+    assert_eq!(s.counts().creates, 0);
+}
+
+#[tokio::test]
+async fn capture_needs_approval_then_completes_with_our_invoice_and_exact_amount() {
+    let s = sim().await;
+    let pp = client(&s);
+    let created = pp
+        .create_order(&new_order("ord-7", "19.99"), "c-7")
+        .await
+        .unwrap();
+    let e = pp.capture_order(&created.id, "cap-7").await.unwrap_err();
+    assert_eq!(api_name(&e), (422, "ORDER_NOT_APPROVED"));
+    assert_eq!(s.counts().completed_captures, 0);
+
+    assert!(s.approve(&created.id));
+    assert!(!s.approve("NOSUCHORDER"));
+    assert_eq!(pp.get_order(&created.id).await.unwrap().status, "APPROVED");
+    let r = pp.capture_order(&created.id, "cap-7").await.unwrap();
+    assert_eq!(r.order_status, "COMPLETED");
+    let c = r.capture.unwrap();
+    assert_eq!(c.status, "COMPLETED");
+    assert_eq!(c.amount, Some(usd("19.99")));
+    assert_eq!(c.currency, "USD");
+    assert_eq!(c.invoice_id.as_deref(), Some("ord-7"));
+    assert_eq!(c.custom_id.as_deref(), Some("ord-7"));
+    let info = pp.get_order(&created.id).await.unwrap();
+    assert_eq!(info.status, "COMPLETED");
+    assert_eq!(info.capture.as_ref(), Some(&c));
+    assert_eq!(s.counts().completed_captures, 1);
+}
+
+#[tokio::test]
+async fn concurrent_captures_with_one_request_id_make_one_capture() {
+    let s = sim().await;
+    let pp = Arc::new(client(&s));
+    let id = approved(&s, &pp, "ord-c", "5.00").await;
+    let tasks: Vec<_> = (0..5)
+        .map(|_| {
+            let pp = pp.clone();
+            let id = id.clone();
+            tokio::spawn(async move { pp.capture_order(&id, "cap-same").await })
+        })
+        .collect();
+    let mut ids = HashSet::new();
+    for t in tasks {
+        let r = t.await.unwrap().unwrap();
+        assert_eq!(r.order_status, "COMPLETED");
+        let c = r.capture.unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.amount),
+            ("COMPLETED", Some(usd("5.00")))
+        );
+        ids.insert(c.id);
+    }
+    assert_eq!(ids.len(), 1);
+    let counts = s.counts();
+    assert_eq!((counts.captures, counts.completed_captures), (5, 1));
+}
+
+#[tokio::test]
+async fn a_capture_with_another_request_id_converges_on_the_existing_capture() {
+    let s = sim().await;
+    let pp = client(&s);
+    let id = approved(&s, &pp, "ord-r", "1.00").await;
+    let first = pp.capture_order(&id, "cap-1").await.unwrap();
+
+    // PayPal itself says ORDER_ALREADY_CAPTURED to another request id…
+    let token = {
+        let v: Value = reqwest::Client::new()
+            .post(format!("{}/v1/oauth2/token", s.base_url()))
+            .basic_auth("sim-client-id", Some("sim-secret"))
+            .body("grant_type=client_credentials")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["access_token"].as_str().unwrap().to_owned()
+    };
+    let r = reqwest::Client::new()
+        .post(format!("{}/v2/checkout/orders/{id}/capture", s.base_url()))
+        .bearer_auth(&token)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["name"], "UNPROCESSABLE_ENTITY");
+    assert_eq!(v["details"][0]["issue"], "ORDER_ALREADY_CAPTURED");
+
+    // …and the client turns that into the capture that exists.
+    let again = pp.capture_order(&id, "cap-2").await.unwrap();
+    assert_eq!(again, first);
+    // The same request id replays the original answer.
+    assert_eq!(pp.capture_order(&id, "cap-1").await.unwrap(), first);
+    assert_eq!(s.counts().completed_captures, 1);
+}
+
+async fn capture_in(mode: CaptureMode) -> (SimulatedPaypal, PayPal, String, CaptureInfo) {
+    let s = sim().await;
+    let pp = client(&s);
+    let id = approved(&s, &pp, "ord-m", "10.00").await;
+    s.set_capture_mode(mode);
+    let r = pp.capture_order(&id, "cap-m").await.unwrap();
+    assert_eq!(r.order_status, "COMPLETED");
+    let c = r.capture.unwrap();
+    (s, pp, id, c)
+}
+
+#[tokio::test]
+async fn capture_modes_steer_the_outcome() {
+    let (s, _, _, c) = capture_in(CaptureMode::WrongAmount).await;
+    assert_eq!(
+        (c.status.as_str(), c.amount, c.currency.as_str()),
+        ("COMPLETED", Some(usd("11.00")), "USD")
+    );
+    assert_eq!(s.counts().completed_captures, 1);
+
+    let (_, _, _, c) = capture_in(CaptureMode::WrongCurrency).await;
+    assert_eq!(
+        (c.status.as_str(), c.amount, c.currency.as_str()),
+        ("COMPLETED", Some(usd("10.00")), "EUR")
+    );
+
+    let (s, _, id, c) = capture_in(CaptureMode::Declined).await;
+    assert_eq!(c.status, "DECLINED");
+    assert_eq!(s.counts().completed_captures, 0);
+    assert!(s.complete_pending(&id).is_none());
+}
+
+#[tokio::test]
+async fn a_pending_capture_completes_later_with_a_webhook() {
+    let (s, pp, id, c) = capture_in(CaptureMode::Pending).await;
+    assert_eq!(
+        (c.status.as_str(), c.amount),
+        ("PENDING", Some(usd("10.00")))
+    );
+    let order = s.order(&id).unwrap();
+    let cap = &order["purchase_units"][0]["payments"]["captures"][0];
+    assert_eq!(cap["status_details"]["reason"], "PENDING_REVIEW");
+    assert_eq!(s.counts().completed_captures, 0);
+    assert!(s.webhook("PAYMENT.CAPTURE.COMPLETED", &id).is_none());
+
+    let (headers, body) = s.webhook("PAYMENT.CAPTURE.PENDING", &id).unwrap();
+    assert!(
+        pp.verify_webhook(&header_map(&headers), body.as_bytes())
+            .await
+            .unwrap()
+    );
+
+    let (headers, body) = s.complete_pending(&id).unwrap();
+    assert!(s.complete_pending(&id).is_none());
+    assert!(
+        pp.verify_webhook(&header_map(&headers), body.as_bytes())
+            .await
+            .unwrap()
+    );
+    let event: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(event["event_type"], "PAYMENT.CAPTURE.COMPLETED");
+    assert_eq!(event["resource"]["id"], c.id.as_str());
+    assert_eq!(event["resource"]["status"], "COMPLETED");
+    assert_eq!(event["resource"]["invoice_id"], "ord-m");
+    assert_eq!(event["resource"]["amount"]["value"], "10.00");
+    assert_eq!(
+        event["resource"]["supplementary_data"]["related_ids"]["order_id"],
+        id.as_str()
+    );
+    assert_eq!(
+        pp.get_order(&id).await.unwrap().capture.unwrap().status,
+        "COMPLETED"
+    );
+    assert_eq!(s.counts().completed_captures, 1);
+    // The replay of the capture call still answers what it answered then.
+    assert_eq!(
+        pp.capture_order(&id, "cap-m")
+            .await
+            .unwrap()
+            .capture
+            .unwrap()
+            .status,
+        "PENDING"
+    );
+}
+
+#[tokio::test]
+async fn issued_webhooks_verify_and_tampered_ones_do_not() {
+    let s = sim().await;
+    let pp = client(&s);
+    let id = approved(&s, &pp, "ord-w", "1.00").await;
+    assert!(s.webhook("PAYMENT.CAPTURE.COMPLETED", &id).is_none());
+    pp.capture_order(&id, "cap-w").await.unwrap();
+    let (headers, body) = s.webhook("PAYMENT.CAPTURE.COMPLETED", &id).unwrap();
+    let map = header_map(&headers);
+    assert!(pp.verify_webhook(&map, body.as_bytes()).await.unwrap());
+
+    // Header names in any case.
+    let lower: Vec<_> = headers
+        .iter()
+        .map(|(k, v)| (k.to_lowercase(), v.clone()))
+        .collect();
+    assert!(
+        pp.verify_webhook(&header_map(&lower), body.as_bytes())
+            .await
+            .unwrap()
+    );
+    // Redelivery: the same event id in a new transmission; the old one still verifies.
+    let (headers2, body2) = s.webhook("PAYMENT.CAPTURE.COMPLETED", &id).unwrap();
+    let (e1, e2): (Value, Value) = (
+        serde_json::from_str(&body).unwrap(),
+        serde_json::from_str(&body2).unwrap(),
+    );
+    assert_eq!(e1["id"], e2["id"]);
+    assert_ne!(
+        header_map(&headers2)["paypal-transmission-id"],
+        map["paypal-transmission-id"]
+    );
+    assert!(
+        pp.verify_webhook(&header_map(&headers2), body2.as_bytes())
+            .await
+            .unwrap()
+    );
+
+    // A tampered amount.
+    let tampered = body.replace("\"1.00\"", "\"100.00\"");
+    assert_ne!(tampered, body);
+    assert!(!pp.verify_webhook(&map, tampered.as_bytes()).await.unwrap());
+    // A transmission id the simulator never issued.
+    let mut unknown = map.clone();
+    unknown.insert(
+        "paypal-transmission-id",
+        HeaderValue::from_static("00000000-0000-0000-0000-000000000000"),
+    );
+    assert!(!pp.verify_webhook(&unknown, body.as_bytes()).await.unwrap());
+    // Another header of a genuine transmission changed.
+    let mut forged = map.clone();
+    forged.insert(
+        "paypal-transmission-sig",
+        HeaderValue::from_static("Zm9yZ2Vk"),
+    );
+    assert!(!pp.verify_webhook(&forged, body.as_bytes()).await.unwrap());
+    // Our webhook id is not the one the event was sent to.
+    let other = client_with(&s, "sim-secret", "WH-OTHER");
+    assert!(!other.verify_webhook(&map, body.as_bytes()).await.unwrap());
+    assert_eq!(s.counts().verify_calls, 7);
+
+    // Missing a header, not JSON, or no webhook id configured: false without asking PayPal.
+    let mut missing = map.clone();
+    missing.remove("paypal-cert-url");
+    assert!(!pp.verify_webhook(&missing, body.as_bytes()).await.unwrap());
+    assert!(
+        !pp.verify_webhook(&HeaderMap::new(), body.as_bytes())
+            .await
+            .unwrap()
+    );
+    assert!(!pp.verify_webhook(&map, b"not json").await.unwrap());
+    assert!(!pp.verify_webhook(&map, b"[1,2]").await.unwrap());
+    let unset = client_with(&s, "sim-secret", "");
+    assert!(!unset.verify_webhook(&map, body.as_bytes()).await.unwrap());
+    assert_eq!(s.counts().verify_calls, 7);
+}
+
+#[tokio::test]
+async fn refunds_and_reversals_point_up_to_the_capture() {
+    let s = sim().await;
+    let pp = client(&s);
+    let id = approved(&s, &pp, "ord-f", "5.00").await;
+    let cap = pp
+        .capture_order(&id, "cap-f")
+        .await
+        .unwrap()
+        .capture
+        .unwrap();
+    for kind in ["PAYMENT.CAPTURE.REFUNDED", "PAYMENT.CAPTURE.REVERSED"] {
+        let (headers, body) = s.webhook(kind, &id).unwrap();
+        assert!(
+            pp.verify_webhook(&header_map(&headers), body.as_bytes())
+                .await
+                .unwrap()
+        );
+        let event: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(event["event_type"], kind);
+        assert_eq!(event["resource_type"], "refund");
+        let up = event["resource"]["links"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["rel"] == "up")
+            .unwrap();
+        let href = up["href"].as_str().unwrap();
+        assert!(
+            href.ends_with(&format!("/v2/payments/captures/{}", cap.id)),
+            "{href}"
+        );
+        assert_eq!(event["resource"]["invoice_id"], "ord-f");
+    }
+    let info = pp.get_order(&id).await.unwrap();
+    assert_eq!(info.capture.unwrap().status, "REFUNDED");
+    let order = s.order(&id).unwrap();
+    assert_eq!(
+        order["purchase_units"][0]["payments"]["refunds"][0]["status"],
+        "COMPLETED"
+    );
+    assert!(s.webhook("PAYMENT.CAPTURE.NONSENSE", &id).is_none());
+    assert!(s.webhook("PAYMENT.CAPTURE.REFUNDED", "UNKNOWN").is_none());
+}
+
+#[tokio::test]
+async fn a_pending_capture_can_be_denied() {
+    let (s, pp, id, _) = capture_in(CaptureMode::Pending).await;
+    let (headers, body) = s.webhook("PAYMENT.CAPTURE.DENIED", &id).unwrap();
+    assert!(
+        pp.verify_webhook(&header_map(&headers), body.as_bytes())
+            .await
+            .unwrap()
+    );
+    let event: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(event["resource"]["status"], "DECLINED");
+    assert_eq!(
+        pp.get_order(&id).await.unwrap().capture.unwrap().status,
+        "DECLINED"
+    );
+    assert!(s.complete_pending(&id).is_none());
+    assert!(s.webhook("PAYMENT.CAPTURE.REFUNDED", &id).is_none());
+}
+
+#[tokio::test]
+async fn another_process_can_approve_over_http() {
+    let s = sim().await;
+    let pp = client(&s);
+    let created = pp
+        .create_order(&new_order("ord-h", "1.00"), "c-h")
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{}/_sim/approve/{}", s.base_url(), created.id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["status"], "APPROVED");
+    let r = http
+        .post(format!("{}/_sim/approve/NOSUCH", s.base_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let (headers, body) = s.webhook("CHECKOUT.ORDER.APPROVED", &created.id).unwrap();
+    assert!(
+        pp.verify_webhook(&header_map(&headers), body.as_bytes())
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        pp.capture_order(&created.id, "cap-h")
+            .await
+            .unwrap()
+            .capture
+            .unwrap()
+            .status,
+        "COMPLETED"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_paypal_is_reported_as_such() {
+    let s = sim().await;
+    let pp = client(&s);
+    s.shutdown();
+    drop(s);
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let e = pp.get_order("ABC").await.unwrap_err();
+    assert!(matches!(e, PaypalError::Unreachable(_)), "{e:?}");
+}

@@ -1,0 +1,397 @@
+//! Buying a plan over HTTP against the simulated PayPal: create → approve → capture → key,
+//! exactly once whatever repeats; tampered captures, forged webhooks, pending captures, refunds,
+//! and order look-up.
+
+use modelrelay::paypal::simulated::CaptureMode;
+use modelrelay::store::orders::OrderStatus;
+use reqwest::header::{COOKIE, SET_COOKIE};
+use serde_json::{Value, json};
+
+use crate::common::{TestApp, body};
+
+/// A browser: its cookies (CSRF, order tokens) and CSRF token.
+struct Browser {
+    cookies: Vec<(String, String)>,
+    csrf: String,
+}
+
+impl Browser {
+    /// Open a page to get the CSRF cookie and token, as the checkout page does.
+    async fn open(app: &TestApp) -> Browser {
+        let resp = app
+            .http
+            .get(format!("{}/pricing", app.base))
+            .send()
+            .await
+            .unwrap();
+        let mut b = Browser {
+            cookies: vec![],
+            csrf: String::new(),
+        };
+        b.take_cookies(&resp);
+        let html = resp.text().await.unwrap();
+        let meta = html
+            .split("name=\"csrf-token\" content=\"")
+            .nth(1)
+            .expect("csrf meta");
+        b.csrf = meta.split('"').next().unwrap().to_string();
+        assert_eq!(
+            b.cookie("mr_csrf"),
+            Some(b.csrf.as_str()),
+            "meta token equals the cookie"
+        );
+        b
+    }
+
+    fn take_cookies(&mut self, resp: &reqwest::Response) {
+        for v in resp.headers().get_all(SET_COOKIE) {
+            let v = v.to_str().unwrap();
+            let pair = v.split(';').next().unwrap();
+            let (k, val) = pair.split_once('=').unwrap();
+            self.cookies.retain(|(n, _)| n != k);
+            self.cookies.push((k.to_string(), val.to_string()));
+        }
+    }
+
+    fn cookie(&self, name: &str) -> Option<&str> {
+        self.cookies
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    async fn post_json(&mut self, app: &TestApp, path: &str, body: &Value) -> (u16, Value) {
+        let resp = app
+            .http
+            .post(format!("{}{path}", app.base))
+            .header(COOKIE, self.cookie_header())
+            .header("x-csrf-token", &self.csrf)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        self.take_cookies(&resp);
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn create_order(&mut self, app: &TestApp, plan: &str, email: &str) -> (String, String) {
+        let (status, v) = self
+            .post_json(app, "/api/orders", &json!({"plan": plan, "email": email}))
+            .await;
+        assert_eq!(status, 200, "{v}");
+        (
+            v["order_id"].as_str().unwrap().to_string(),
+            v["paypal_order_id"].as_str().unwrap().to_string(),
+        )
+    }
+
+    async fn capture(&mut self, app: &TestApp, order_id: &str) -> (u16, Value) {
+        self.post_json(app, &format!("/api/orders/{order_id}/capture"), &json!({}))
+            .await
+    }
+}
+
+/// Keys minted for an order, from the database.
+fn keys_of_order(app: &TestApp, order_id: &str) -> i64 {
+    app.db()
+        .query_row(
+            "SELECT count(*) FROM keys WHERE order_id = ?1",
+            [order_id],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
+fn order_status(app: &TestApp, order_id: &str) -> String {
+    app.db()
+        .query_row(
+            "SELECT status FROM orders WHERE order_id = ?1",
+            [order_id],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
+async fn deliver(app: &TestApp, webhook: (Vec<(String, String)>, String)) -> u16 {
+    let (headers, raw) = webhook;
+    let mut req = app
+        .http
+        .post(format!("{}/webhooks/paypal", app.base))
+        .body(raw);
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    req.send().await.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn a_purchase_yields_a_working_key_with_the_plans_budget() {
+    let app = TestApp::spawn_shop_with(|c| {
+        let p = c.plans.get_mut("starter").unwrap();
+        p.price_usd = "7.00".parse().unwrap();
+        p.budget_usd = "6.50".parse().unwrap();
+    })
+    .await;
+    let mut b = Browser::open(&app).await;
+    let (order_id, paypal_id) = b.create_order(&app, "starter", "Buyer@Example.com").await;
+    assert!(order_id.starts_with("ord_"));
+    // PayPal was asked for the plan's price, with our order id as invoice id.
+    let pp_order = app.pp().order(&paypal_id).unwrap();
+    assert_eq!(pp_order["purchase_units"][0]["amount"]["value"], "7.00");
+    assert_eq!(
+        pp_order["purchase_units"][0]["amount"]["currency_code"],
+        "USD"
+    );
+    assert_eq!(
+        pp_order["purchase_units"][0]["invoice_id"],
+        order_id.as_str()
+    );
+    // Before approval, capture is refused and nothing is issued.
+    let (status, v) = b.capture(&app, &order_id).await;
+    assert_eq!(status, 409, "{v}");
+    assert_eq!(keys_of_order(&app, &order_id), 0);
+
+    assert!(app.pp().approve(&paypal_id));
+    let (status, v) = b.capture(&app, &order_id).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["status"], "paid");
+    let key = v["api_key"]
+        .as_str()
+        .expect("the key is shown on the spot")
+        .to_string();
+    assert!(key.starts_with("sk-gateway-"));
+    let ks = app.key_state(&key);
+    assert_eq!(ks.plan, "starter");
+    assert_eq!(ks.balance().budget.to_string(), "6.50");
+    assert_eq!(ks.email.as_deref(), Some("Buyer@Example.com"));
+    assert_eq!(order_status(&app, &order_id), "paid");
+    // The key works.
+    let resp = app
+        .chat(
+            &key,
+            &body("deepseek-v4-flash", "hi [[sim reply=3 prompt=5]]"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn a_paid_order_yields_exactly_one_key_whatever_repeats() {
+    let app = TestApp::spawn_shop().await;
+    let mut b = Browser::open(&app).await;
+    let (order_id, paypal_id) = b.create_order(&app, "trial", "a@b.co").await;
+    assert!(app.pp().approve(&paypal_id));
+    // Five captures at once (double clicks, retries).
+    let mut tasks = Vec::new();
+    for _ in 0..5 {
+        let http = app.http.clone();
+        let url = format!("{}/api/orders/{order_id}/capture", app.base);
+        let cookie = b.cookie_header();
+        let csrf = b.csrf.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = http
+                .post(url)
+                .header(COOKIE, cookie)
+                .header("x-csrf-token", csrf)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }));
+    }
+    let mut keys = std::collections::BTreeSet::new();
+    for t in tasks {
+        let (status, v) = t.await.unwrap();
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["status"], "paid");
+        keys.insert(v["api_key"].as_str().unwrap().to_string());
+    }
+    assert_eq!(keys.len(), 1, "every capture answer shows the same key");
+    // The webhook arrives twice, and the page is reloaded (capture again).
+    for _ in 0..2 {
+        let hook = app
+            .pp()
+            .webhook("PAYMENT.CAPTURE.COMPLETED", &paypal_id)
+            .unwrap();
+        assert_eq!(deliver(&app, hook).await, 200);
+    }
+    let (_, v) = b.capture(&app, &order_id).await;
+    assert_eq!(v["api_key"].as_str().unwrap(), keys.iter().next().unwrap());
+    assert_eq!(keys_of_order(&app, &order_id), 1);
+    let total_keys: i64 = app
+        .db()
+        .query_row("SELECT count(*) FROM keys", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(total_keys, 1);
+    assert_eq!(app.pp().counts().completed_captures, 1);
+    assert_eq!(order_status(&app, &order_id), "paid");
+}
+
+#[tokio::test]
+async fn a_capture_that_does_not_match_the_order_grants_nothing() {
+    for mode in [
+        CaptureMode::WrongAmount,
+        CaptureMode::WrongCurrency,
+        CaptureMode::Declined,
+    ] {
+        let app = TestApp::spawn_shop().await;
+        let mut b = Browser::open(&app).await;
+        let (order_id, paypal_id) = b.create_order(&app, "trial", "a@b.co").await;
+        app.pp().set_capture_mode(mode);
+        assert!(app.pp().approve(&paypal_id));
+        let (status, v) = b.capture(&app, &order_id).await;
+        assert_eq!(status, 200, "{mode:?}: {v}");
+        assert_eq!(v["status"], "failed", "{mode:?}: {v}");
+        assert!(v["api_key"].is_null());
+        assert_eq!(keys_of_order(&app, &order_id), 0, "{mode:?}");
+        assert_eq!(order_status(&app, &order_id), "failed");
+        assert_eq!(app.daemon.as_ref().unwrap().state.keys.len(), 0);
+    }
+}
+
+#[tokio::test]
+async fn a_forged_webhook_changes_nothing_and_a_refund_revokes_the_key() {
+    let app = TestApp::spawn_shop().await;
+    let mut b = Browser::open(&app).await;
+    let (order_id, paypal_id) = b.create_order(&app, "trial", "a@b.co").await;
+    app.pp().set_capture_mode(CaptureMode::Pending);
+    assert!(app.pp().approve(&paypal_id));
+    let (_, v) = b.capture(&app, &order_id).await;
+    assert_eq!(v["status"], "pending", "{v}");
+    assert!(v["api_key"].is_null());
+    // A forged COMPLETED event: the signed event, its body tampered to claim a completion.
+    let (headers, raw) = app.pp().complete_pending(&paypal_id).unwrap();
+    let mut tampered: Value = serde_json::from_str(&raw).unwrap();
+    tampered["id"] = json!("WH-FORGED-1");
+    assert_eq!(
+        deliver(&app, (headers.clone(), tampered.to_string())).await,
+        400
+    );
+    // No signature headers at all.
+    assert_eq!(deliver(&app, (vec![], raw.clone())).await, 400);
+    assert_eq!(keys_of_order(&app, &order_id), 0);
+    assert_eq!(order_status(&app, &order_id), "pending");
+    // The genuine event completes it: the browser never came back, the webhook issues the key.
+    assert_eq!(deliver(&app, (headers, raw)).await, 200);
+    assert_eq!(keys_of_order(&app, &order_id), 1);
+    assert_eq!(order_status(&app, &order_id), "paid");
+    let view = app
+        .daemon
+        .as_ref()
+        .unwrap()
+        .state
+        .lookup_order(&order_id, "A@B.CO ")
+        .await
+        .expect("look-up by id and email (case and spaces ignored)");
+    assert_eq!(view.status, OrderStatus::Paid);
+    let key = view.api_key.expect("the key of a paid order");
+    let ok = app
+        .chat(&key, &body("deepseek-v4-flash", "hi [[sim reply=1]]"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    // Refund: the key is revoked and the order marked.
+    let refund = app
+        .pp()
+        .webhook("PAYMENT.CAPTURE.REFUNDED", &paypal_id)
+        .unwrap();
+    assert_eq!(deliver(&app, refund).await, 200);
+    assert_eq!(order_status(&app, &order_id), "refunded");
+    let denied = app
+        .chat(&key, &body("deepseek-v4-flash", "hi"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 401);
+}
+
+#[tokio::test]
+async fn the_key_is_shown_only_to_the_browser_that_bought_it_or_with_the_email() {
+    let app = TestApp::spawn_shop().await;
+    let mut buyer = Browser::open(&app).await;
+    let (order_id, paypal_id) = buyer.create_order(&app, "trial", "me@example.com").await;
+    assert!(app.pp().approve(&paypal_id));
+    let (_, v) = buyer.capture(&app, &order_id).await;
+    let key = v["api_key"].as_str().unwrap().to_string();
+    // Another browser that learnt the order id sees the status, not the key.
+    let mut other = Browser::open(&app).await;
+    let (status, v) = other.capture(&app, &order_id).await;
+    assert_eq!(status, 200);
+    assert_eq!(v["status"], "paid");
+    assert!(v["api_key"].is_null(), "{v}");
+    // Look-up: right email shows it; a wrong email and an unknown id look the same.
+    let state = &app.daemon.as_ref().unwrap().state;
+    assert_eq!(
+        state
+            .lookup_order(&order_id, "me@example.com")
+            .await
+            .unwrap()
+            .api_key
+            .as_deref(),
+        Some(key.as_str())
+    );
+    assert!(
+        state
+            .lookup_order(&order_id, "you@example.com")
+            .await
+            .is_none()
+    );
+    assert!(
+        state
+            .lookup_order("ord_doesnotexist", "me@example.com")
+            .await
+            .is_none()
+    );
+    // Without the CSRF token nothing happens.
+    let resp = app
+        .http
+        .post(format!("{}/api/orders", app.base))
+        .json(&json!({"plan": "trial", "email": "x@y.co"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+}
+
+#[tokio::test]
+async fn bad_checkout_input_is_refused_clearly() {
+    let app = TestApp::spawn_shop_with(|c| c.plans.get_mut("pro").unwrap().enabled = false).await;
+    let mut b = Browser::open(&app).await;
+    for (body, status, code) in [
+        (
+            json!({"plan": "trial", "email": "not-an-email"}),
+            400,
+            "invalid_email",
+        ),
+        (
+            json!({"plan": "nosuch", "email": "a@b.co"}),
+            404,
+            "plan_not_found",
+        ),
+        (
+            json!({"plan": "pro", "email": "a@b.co"}),
+            404,
+            "plan_not_found",
+        ),
+        (json!({"plan": 5}), 400, "invalid_request"),
+    ] {
+        let (got, v) = b.post_json(&app, "/api/orders", &body).await;
+        assert_eq!(got, status, "{body}: {v}");
+        assert_eq!(v["error"]["code"], code, "{body}: {v}");
+    }
+    let (status, v) = b.capture(&app, "ord_nosuchorder").await;
+    assert_eq!(status, 404, "{v}");
+    assert_eq!(app.pp().counts().create_calls, 0);
+}
