@@ -64,7 +64,9 @@ pub fn is_email(e: &str) -> bool {
         && domain.contains('.')
         && !domain.starts_with('.')
         && !domain.ends_with('.')
-        && !e.chars().any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
+        && !e
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
 }
 
 /// Largest single top-up or custom budget (a typo guard).
@@ -144,7 +146,11 @@ impl AppState {
                 .get(&new.plan)
                 .map_or(Usd::ZERO, |p| p.budget_usd),
         };
-        let email = match new.email.map(|e| e.trim().to_string()).filter(|e| !e.is_empty()) {
+        let email = match new
+            .email
+            .map(|e| e.trim().to_string())
+            .filter(|e| !e.is_empty())
+        {
             Some(e) if is_email(&e) => Some(e),
             Some(e) => return Err(AdminError::BadEmail(e)),
             None => None,
@@ -213,7 +219,7 @@ impl AppState {
         if key.status() == KeyStatus::Revoked {
             return Err(AdminError::Revoked(key.id.clone()));
         }
-        key.top_up(amount);
+        // The database first: a top-up that is not recorded must not be spendable.
         self.store
             .write(Write::TopUp {
                 key_id: key.id.clone(),
@@ -222,6 +228,7 @@ impl AppState {
             })
             .await
             .map_err(|e| AdminError::Internal(e.to_string()))?;
+        key.top_up(amount);
         self.activity.emit(ActivityEvent::KeyToppedUp {
             key_id: key.id.clone(),
             amount_usd: amount,

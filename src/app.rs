@@ -51,6 +51,8 @@ pub struct AppState {
     pub paypal: Option<crate::paypal::PayPal>,
     /// Serialises order state changes (payments are rare; the request path never takes it).
     pub fulfil_lock: tokio::sync::Mutex<()>,
+    /// Cancelled when shutdown stops waiting: requests still in flight end, billed, at once.
+    pub cut: tokio_util::sync::CancellationToken,
 }
 
 /// A count of requests in flight, with a way to wait until there are none.
@@ -180,6 +182,7 @@ impl AppState {
             shop_limits: crate::shop::ShopLimits::default(),
             paypal,
             fulfil_lock: tokio::sync::Mutex::new(()),
+            cut: tokio_util::sync::CancellationToken::new(),
         }))
     }
 }
@@ -291,34 +294,38 @@ impl Daemon {
     /// Stop accepting, let requests in flight finish (up to [`DRAIN_TIMEOUT`]), cut and bill
     /// the rest, flush the ledger and close the database.
     pub async fn shutdown(self) {
+        self.shutdown_within(DRAIN_TIMEOUT).await;
+    }
+
+    /// [`Daemon::shutdown`] with a given drain time.
+    pub async fn shutdown_within(self, drain: Duration) {
         let _ = self.stop.send(true);
-        let mut http = self.http;
-        if tokio::time::timeout(DRAIN_TIMEOUT, &mut http)
-            .await
-            .is_err()
-        {
+        let state = &self.state;
+        if !state.in_flight.wait_idle(drain).await {
             tracing::warn!(
-                in_flight = self.state.in_flight.get(),
-                "requests still in flight after the drain timeout; cutting them"
+                in_flight = state.in_flight.get(),
+                "requests still in flight after the drain time; cutting them (they are billed)"
             );
-            // Dropping the connections drops their response bodies: each stream relay sees its
-            // client gone, cancels upstream and settles.
-            http.abort();
         }
-        self.admin.abort();
-        if !self
-            .state
-            .in_flight
-            .wait_idle(Duration::from_secs(10))
-            .await
-        {
+        // Every request still running now ends itself: streams send a final error event,
+        // settle as `shutdown` and commit their ledger rows.
+        state.cut.cancel();
+        if !state.in_flight.wait_idle(Duration::from_secs(10)).await {
             tracing::error!(
-                in_flight = self.state.in_flight.get(),
+                in_flight = state.in_flight.get(),
                 "requests did not settle in time"
             );
         }
+        let mut http = self.http;
+        if tokio::time::timeout(Duration::from_secs(5), &mut http)
+            .await
+            .is_err()
+        {
+            http.abort();
+        }
+        self.admin.abort();
         let _ = std::fs::remove_file(&self.socket_path);
-        self.state.store.close().await;
+        state.store.close().await;
         tracing::info!("modelrelay stopped");
     }
 }

@@ -38,6 +38,10 @@ pub struct Plan {
     /// Below this remaining balance a key of this plan is `exhausted`: the cost of the smallest
     /// request it could make (see [`SMALLEST_PROMPT_BOUND`]) on its cheapest model and period.
     pub exhausted_below: Usd,
+    /// The dearest prompt-token price (per 1M) among its models, by period (index with
+    /// `period as usize`): what a body's bytes may cost at most, so an unaffordable body is
+    /// refused before it is read.
+    pub max_prompt_price: [Usd; 2],
 }
 
 /// Models, plans and the peak schedule.
@@ -92,6 +96,17 @@ impl Catalog {
                     })
                     .min()
                     .unwrap_or(Usd::from_nanos(1));
+                let max_prompt_price = [PricePeriod::OffPeak, PricePeriod::Peak].map(|period| {
+                    p.models
+                        .iter()
+                        .filter_map(|m| models.get(m))
+                        .map(|m| {
+                            let p = m.prices.get(period);
+                            p.cache_hit.max(p.cache_miss)
+                        })
+                        .max()
+                        .unwrap_or(Usd::ZERO)
+                });
                 (
                     id.clone(),
                     Plan {
@@ -100,6 +115,7 @@ impl Catalog {
                         rpm: p.rpm,
                         models: p.models.iter().cloned().collect(),
                         exhausted_below,
+                        max_prompt_price,
                     },
                 )
             })

@@ -11,14 +11,14 @@ use serde::{Deserialize, Serialize};
 use crate::config::ModelConfig;
 use crate::money::TokenPrices;
 
-/// Off-peak or peak.
+/// Off-peak or peak; `as usize` is the index into a config price pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PricePeriod {
     /// The cheaper rate (index 0 of each config price pair).
-    OffPeak,
+    OffPeak = 0,
     /// The dearer rate (index 1).
-    Peak,
+    Peak = 1,
 }
 
 impl PricePeriod {

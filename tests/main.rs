@@ -10,3 +10,5 @@ mod errors;
 mod faults;
 mod models;
 mod python_client;
+mod robustness;
+mod shop_orders;

@@ -25,7 +25,14 @@ pub fn bind(config: &Config) -> std::io::Result<UnixListener> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    if path.exists() {
+    if let Ok(meta) = std::fs::symlink_metadata(&path) {
+        use std::os::unix::fs::FileTypeExt;
+        if !meta.file_type().is_socket() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "a file that is not a socket is in the way; remove it or set server.admin_socket",
+            ));
+        }
         if std::os::unix::net::UnixStream::connect(&path).is_ok() {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::AddrInUse,
@@ -109,11 +116,22 @@ pub async fn serve(state: Arc<AppState>, listener: UnixListener, mut stop: watch
                 continue;
             }
         };
-        let name = User::from_uid(Uid::from_raw(cred.uid()))
-            .ok()
-            .flatten()
-            .map(|u| u.name);
-        if !policy.allows(cred.uid(), cred.gid(), name.as_deref()) {
+        // The user database is only consulted for a peer that is neither us nor root, and off
+        // the async threads (NSS look-ups can block).
+        let (uid, gid) = (cred.uid(), cred.gid());
+        let allowed = policy.allows(uid, gid, None)
+            || (policy.group.is_some()
+                && tokio::task::spawn_blocking(move || {
+                    User::from_uid(Uid::from_raw(uid))
+                        .ok()
+                        .flatten()
+                        .map(|u| u.name)
+                })
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|name| policy.allows(uid, gid, Some(&name))));
+        if !allowed {
             tracing::warn!(
                 uid = cred.uid(),
                 "admin socket peer refused: not the daemon's user, root, or the admin group"

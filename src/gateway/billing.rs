@@ -174,11 +174,9 @@ pub async fn settle(state: &AppState, ctx: &RequestCtx, o: Outcome) -> UsageRow 
         ttft_ms: o.ttft.map(|d| d.as_millis() as u64),
         created_at_ms: ctx.started_at.timestamp_millis(),
     };
-    if let Err(e) = state.store.write(Write::Usage(Box::new(row.clone()))).await {
-        // The in-memory balance is already charged, so the customer cannot overspend; the row
-        // itself is what is lost, and the operator must hear about it.
-        tracing::error!(request_id = %ctx.request_id, error = %e, "ledger row not written");
-    }
+    // Queue the row now, finish the bookkeeping, and only then wait for the commit: if this
+    // future is dropped while waiting, the row, the exhaustion mark and the events are done.
+    let committed = state.store.submit(Write::Usage(Box::new(row.clone())));
     let threshold = state
         .catalog
         .plan(&ctx.key.plan)
@@ -208,6 +206,11 @@ pub async fn settle(state: &AppState, ctx: &RequestCtx, o: Outcome) -> UsageRow 
         ttft_ms: row.ttft_ms,
         at_ms: now.timestamp_millis(),
     });
+    if let Err(e) = committed.await {
+        // The in-memory balance is already charged, so the customer cannot overspend; the row
+        // itself is what is lost, and the operator must hear about it.
+        tracing::error!(request_id = %ctx.request_id, error = %e, "ledger row not written");
+    }
     tracing::info!(
         request_id = %row.request_id,
         key_id = %row.key_id,

@@ -19,6 +19,8 @@ use super::types::{ChatRequest, Usage};
 use super::{auth, stream};
 use crate::activity::ActivityEvent;
 use crate::app::{AppState, RequestId};
+use crate::keys::KeyStatus;
+use crate::money::Usd;
 use crate::store::Finish;
 use crate::upstream::UpstreamError;
 
@@ -51,8 +53,36 @@ pub async fn chat_completions(State(state): State<Arc<AppState>>, req: Request) 
         });
         return GatewayError::RateLimited(rate).into_response();
     }
+    // A key that cannot pay for the smallest request is told so before its body is read, and
+    // a body whose bytes alone (each may be a prompt token) it could never pay for is refused
+    // without reading it into memory.
+    let period = state.catalog.period_now();
+    let plan = state.catalog.plan(&key.plan);
+    let floor = plan.map_or(Usd::from_nanos(1), |p| p.exhausted_below);
+    if key.status() == KeyStatus::Exhausted || key.available() < floor {
+        let e = GatewayError::InsufficientBudget {
+            available: key.available(),
+        };
+        let mut resp = refused(&state, Some(&key.id), e);
+        rate_headers(&rate, resp.headers_mut());
+        return resp;
+    }
+    let affordable = plan.map_or(usize::MAX, |p| {
+        affordable_bytes(key.available(), p.max_prompt_price[period as usize])
+    });
     let result = async {
-        let raw = read_body(body, state.config.server.max_body_bytes, &parts.headers).await?;
+        let max_body = state.config.server.max_body_bytes;
+        let raw = match read_body(body, max_body.min(affordable), &parts.headers).await {
+            Err(GatewayError::RequestTooLarge { .. }) if affordable < max_body => {
+                return Err(GatewayError::InsufficientBudget {
+                    available: key.available(),
+                });
+            }
+            Err(GatewayError::RequestTooLarge { .. }) => {
+                return Err(GatewayError::RequestTooLarge { limit: max_body });
+            }
+            other => other?,
+        };
         let req = ChatRequest::parse(&raw)?;
         let model = state
             .catalog
@@ -65,7 +95,6 @@ pub async fn chat_completions(State(state): State<Arc<AppState>>, req: Request) 
         if !allowed {
             return Err(GatewayError::ModelNotAllowed(model.name.clone()));
         }
-        let period = state.catalog.period_now();
         let hold = reserve(&key, model, period, &req)?;
         Ok((req, model.clone(), hold))
     }
@@ -79,13 +108,17 @@ pub async fn chat_completions(State(state): State<Arc<AppState>>, req: Request) 
         }
     };
     let upstream_body = req.upstream_body(&model.upstream, &key.id, hold.max_tokens);
+    let (stream, include_usage, prompt_estimate) =
+        (req.stream, req.include_usage, req.prompt_estimate);
+    // The parsed body can be many times the raw size; it is not needed past this point.
+    drop(req);
     state.activity.emit(ActivityEvent::RequestStarted {
         request_id: request_id.clone(),
         key_id: key.id.clone(),
         key_prefix: key.prefix.clone(),
         plan: key.plan.clone(),
         model: model.name.clone(),
-        stream: req.stream,
+        stream,
         client_ip: peer,
         at_ms: Utc::now().timestamp_millis(),
     });
@@ -94,19 +127,33 @@ pub async fn chat_completions(State(state): State<Arc<AppState>>, req: Request) 
         key,
         model,
         hold,
-        stream: req.stream,
-        prompt_estimate: req.prompt_estimate,
+        stream,
+        prompt_estimate,
         started: Instant::now(),
         started_at: Utc::now(),
     };
     let pending = Pending::new(state.clone(), ctx);
     let deadline = tokio::time::Instant::now() + state.upstream.request_timeout;
-    let mut resp = match state.upstream.chat(upstream_body, deadline).await {
-        Err(e) => upstream_failed(pending, e).await,
-        Ok(up) if req.stream => {
-            stream::relay(state.clone(), pending, up, req.include_usage, deadline)
+    let answer = async {
+        match state.upstream.chat(upstream_body, deadline).await {
+            Err(e) => Err(e),
+            Ok(up) if stream => Ok(Ok(up)),
+            Ok(up) => Ok(Err(
+                read_answer(up, state.upstream.idle_timeout, deadline).await
+            )),
         }
-        Ok(up) => non_stream(&state, pending, up, deadline).await,
+    };
+    // Shutdown cuts a request that is still waiting on upstream; it is billed like a client
+    // that went away, and told to retry.
+    let answer = tokio::select! {
+        a = answer => Some(a),
+        _ = state.cut.cancelled() => None,
+    };
+    let mut resp = match answer {
+        None => cut_short(pending).await,
+        Some(Err(e)) => upstream_failed(pending, e).await,
+        Some(Ok(Ok(up))) => stream::relay(state.clone(), pending, up, include_usage, deadline),
+        Some(Ok(Err(read))) => non_stream(pending, read).await,
     };
     rate_headers(&rate, resp.headers_mut());
     resp
@@ -154,6 +201,30 @@ async fn read_body(
             }
         }
     }
+}
+
+/// The daemon is shutting down and could not wait for this request.
+async fn cut_short(pending: Pending) -> Response {
+    pending
+        .settle(Outcome {
+            usage: None,
+            output_estimate: 0,
+            finish: Finish::Shutdown,
+            status: 503,
+            ttft: None,
+        })
+        .await;
+    GatewayError::ShuttingDown.into_response()
+}
+
+/// How many body bytes `available` can pay for as prompt at `price` per 1M tokens (each byte
+/// may be a token), less the template slack.
+fn affordable_bytes(available: Usd, price: Usd) -> usize {
+    if price.nanos() <= 0 {
+        return usize::MAX;
+    }
+    let tokens = i128::from(available.nanos()) * 1_000_000 / i128::from(price.nanos());
+    usize::try_from((tokens - 64).max(0)).unwrap_or(usize::MAX)
 }
 
 /// Upstream failed before answering: bill nothing, tell the client.
@@ -209,22 +280,15 @@ async fn read_answer(
     }
 }
 
-async fn non_stream(
-    state: &AppState,
-    pending: Pending,
-    up: reqwest::Response,
-    deadline: tokio::time::Instant,
-) -> Response {
-    let parsed = read_answer(up, state.upstream.idle_timeout, deadline)
-        .await
-        .and_then(|raw| {
-            let v: Value = serde_json::from_slice(&raw)
-                .map_err(|e| UpstreamError::Malformed(format!("not JSON: {e}")))?;
-            match v {
-                Value::Object(o) if o.contains_key("choices") => Ok(o),
-                _ => Err(UpstreamError::Malformed("no choices".into())),
-            }
-        });
+async fn non_stream(pending: Pending, read: Result<Vec<u8>, UpstreamError>) -> Response {
+    let parsed = read.and_then(|raw| {
+        let v: Value = serde_json::from_slice(&raw)
+            .map_err(|e| UpstreamError::Malformed(format!("not JSON: {e}")))?;
+        match v {
+            Value::Object(o) if o.contains_key("choices") => Ok(o),
+            _ => Err(UpstreamError::Malformed("no choices".into())),
+        }
+    });
     let mut answer = match parsed {
         Ok(a) => a,
         Err(e) => return upstream_failed(pending, e).await,
@@ -263,12 +327,6 @@ fn output_text_bytes(answer: &serde_json::Map<String, Value>) -> u64 {
     choices
         .iter()
         .filter_map(|c| c.get("message"))
-        .map(|m| {
-            ["content", "reasoning_content"]
-                .iter()
-                .filter_map(|k| m.get(*k).and_then(Value::as_str))
-                .map(|s| s.len() as u64)
-                .sum::<u64>()
-        })
+        .map(|m| super::stream::generated_bytes(m) as u64)
         .sum()
 }

@@ -70,6 +70,9 @@ pub enum GatewayError {
     /// 500: our own fault (the database); details are in the log.
     #[error("internal error")]
     Internal,
+    /// 503: the server is restarting and cut the request.
+    #[error("shutting down")]
+    ShuttingDown,
 }
 
 #[derive(Serialize)]
@@ -107,6 +110,7 @@ impl GatewayError {
             GatewayError::Upstream => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            GatewayError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -127,6 +131,7 @@ impl GatewayError {
             GatewayError::Upstream => "upstream_error",
             GatewayError::UpstreamTimeout => "upstream_timeout",
             GatewayError::Internal => "internal_error",
+            GatewayError::ShuttingDown => "service_unavailable",
         }
     }
 
@@ -137,9 +142,10 @@ impl GatewayError {
             GatewayError::InsufficientBudget { .. } => "insufficient_quota",
             GatewayError::ModelNotAllowed(_) => "permission_error",
             GatewayError::RateLimited(_) => "rate_limit_error",
-            GatewayError::Upstream | GatewayError::UpstreamTimeout | GatewayError::Internal => {
-                "server_error"
-            }
+            GatewayError::Upstream
+            | GatewayError::UpstreamTimeout
+            | GatewayError::Internal
+            | GatewayError::ShuttingDown => "server_error",
             _ => "invalid_request_error",
         }
     }
@@ -176,6 +182,9 @@ impl GatewayError {
                 "The upstream model provider did not answer in time. Please retry.".into()
             }
             GatewayError::Internal => "Internal error. Please retry later.".into(),
+            GatewayError::ShuttingDown => {
+                "The server is restarting. Please retry in a few seconds.".into()
+            }
         }
     }
 

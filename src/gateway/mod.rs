@@ -11,7 +11,9 @@ pub mod types;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::http::Method;
 use axum::routing::{get, post};
+use tower_http::cors::{Any, CorsLayer};
 
 use crate::app::AppState;
 use error::GatewayError;
@@ -32,6 +34,16 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/v1/", axum::routing::any(not_found))
         .route("/v1/{*rest}", axum::routing::any(not_found))
         .method_not_allowed_fallback(|| async { GatewayError::MethodNotAllowed })
+        // Browser-based chat front-ends call the API directly; keys travel in a header, never
+        // a cookie, so any origin may.
+        .layer(
+            CorsLayer::new()
+                .allow_origin(Any)
+                .allow_methods([Method::GET, Method::POST])
+                .allow_headers(Any)
+                .expose_headers(Any)
+                .max_age(std::time::Duration::from_secs(86400)),
+        )
 }
 
 async fn not_found() -> GatewayError {

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use axum::Json;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
@@ -39,10 +40,13 @@ pub async fn list(
 /// One model, if the key's plan allows it.
 pub async fn get(
     State(state): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Response, GatewayError> {
     let key = authenticate(&state, &headers)?;
+    let Ok(Path(id)) = id else {
+        return Err(GatewayError::ModelNotFound("(not valid UTF-8)".into()));
+    };
     if state.catalog.model(&id).is_none() {
         return Err(GatewayError::ModelNotFound(id));
     }
@@ -117,9 +121,15 @@ fn date_ms(s: &str, param: &'static str) -> Result<i64, GatewayError> {
 pub async fn usage(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Query(q): Query<UsageQuery>,
+    q: Result<Query<UsageQuery>, QueryRejection>,
 ) -> Result<Response, GatewayError> {
     let key = authenticate(&state, &headers)?;
+    let Ok(Query(q)) = q else {
+        return Err(GatewayError::InvalidRequest {
+            message: "Give `start_date` and `end_date` at most once each, as YYYY-MM-DD.".into(),
+            param: None,
+        });
+    };
     let spent: Usd = match (&q.start_date, &q.end_date) {
         (None, None) => key.balance().spent,
         (start, end) => {

@@ -65,6 +65,7 @@ enum End {
     ClientGone,
     Timeout,
     UpstreamBroke(String),
+    Shutdown,
 }
 
 /// What the relay has seen so far.
@@ -117,6 +118,7 @@ async fn pump(
         let next = tokio::select! {
             biased;
             _ = tx.closed() => break 'relay End::ClientGone,
+            _ = state.cut.cancelled() => break 'relay End::Shutdown,
             r = tokio::time::timeout_at(wait, upstream.next()) => r,
         };
         let eof = match next {
@@ -184,6 +186,13 @@ async fn pump(
                 )),
             )
         }
+        End::Shutdown => (
+            Finish::Shutdown,
+            Some(format!(
+                "data: {}\n\n",
+                GatewayError::ShuttingDown.body_json()
+            )),
+        ),
         End::UpstreamBroke(why) => {
             tracing::warn!(request_id, why, "upstream stream failed");
             (
@@ -202,8 +211,37 @@ async fn pump(
         })
         .await;
     if let Some(ev) = final_event {
-        let _ = tokio::time::timeout(Duration::from_secs(5), tx.send(Bytes::from(ev))).await;
+        // A slow client still gets its terminator, within the request's own deadline.
+        let until = deadline.max(tokio::time::Instant::now() + Duration::from_secs(5));
+        let _ = tokio::time::timeout_at(until, tx.send(Bytes::from(ev))).await;
     }
+}
+
+/// Bytes of generated output in a delta or message: text, reasoning, and tool calls (their
+/// names and arguments are output tokens too).
+pub fn generated_bytes(m: &Value) -> usize {
+    let text: usize = ["content", "reasoning_content"]
+        .iter()
+        .filter_map(|k| m.get(*k).and_then(Value::as_str))
+        .map(str::len)
+        .sum();
+    let tools: usize = m
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .map_or(0, |calls| {
+            calls
+                .iter()
+                .filter_map(|c| c.get("function"))
+                .map(|f| {
+                    ["name", "arguments"]
+                        .iter()
+                        .filter_map(|k| f.get(*k).and_then(Value::as_str))
+                        .map(str::len)
+                        .sum::<usize>()
+                })
+                .sum()
+        });
+    text + tools
 }
 
 /// Parse one upstream chunk, update the tally, and render it for the client.
@@ -224,11 +262,7 @@ fn rewrite_chunk(
             let Some(delta) = c.get("delta") else {
                 continue;
             };
-            let bytes: usize = ["content", "reasoning_content"]
-                .iter()
-                .filter_map(|k| delta.get(*k).and_then(Value::as_str))
-                .map(str::len)
-                .sum();
+            let bytes = generated_bytes(delta);
             if bytes > 0 {
                 tally.chunks_with_text += 1;
                 tally.text_bytes += bytes as u64;
@@ -247,4 +281,21 @@ fn rewrite_chunk(
     }
     let json = serde_json::to_string(&chunk).map_err(|e| e.to_string())?;
     Ok(format!("data: {json}\n\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn tool_calls_count_as_generated_output() {
+        let delta = json!({"content": "ab", "tool_calls": [{"index": 0, "function": {"name": "get", "arguments": "{\"q\":1}"}}]});
+        assert_eq!(generated_bytes(&delta), 2 + 3 + 7);
+        assert_eq!(
+            generated_bytes(&json!({"reasoning_content": "xyz", "content": null})),
+            3
+        );
+        assert_eq!(generated_bytes(&json!({})), 0);
+    }
 }

@@ -170,11 +170,20 @@ impl Store {
 
     /// Queue a write and wait until it is committed.
     pub async fn write(&self, w: Write) -> Result<(), StoreError> {
+        self.submit(w).await
+    }
+
+    /// Queue a write now; the returned future resolves when it is committed. Queue order is
+    /// commit order, so writes submitted after this one land after it.
+    pub fn submit(&self, w: Write) -> impl Future<Output = Result<(), StoreError>> + use<> {
         let (tx, rx) = oneshot::channel();
-        self.jobs
-            .send(Job::Write(w, Some(tx)))
-            .map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        let queued = self.jobs.send(Job::Write(w, Some(tx))).is_ok();
+        async move {
+            if !queued {
+                return Err(StoreError::Closed);
+            }
+            rx.await.map_err(|_| StoreError::Closed)?
+        }
     }
 
     /// Queue a write without waiting (it is still committed in order).
@@ -272,12 +281,49 @@ type Ack = Option<oneshot::Sender<Result<(), StoreError>>>;
 /// commit, and acknowledge each with its own result.
 async fn commit_batch(conn: &tokio_rusqlite::Connection, batch: Vec<(Write, Ack)>) {
     let (writes, acks): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+    let writes = std::sync::Arc::new(writes);
+    // A failed commit (disk full, I/O error) is retried before the batch is given up: these
+    // rows are bills, and memory has already charged them.
+    let mut result = try_commit(conn, writes.clone()).await;
+    for delay_ms in [50, 500, 2000] {
+        if result.is_ok() {
+            break;
+        }
+        tracing::warn!(delay_ms, "database commit failed; retrying");
+        tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+        result = try_commit(conn, writes.clone()).await;
+    }
+    match result {
+        Ok(results) => {
+            for (r, ack) in results.into_iter().zip(acks) {
+                if let Err(e) = &r {
+                    tracing::error!(error = %e, "database write refused");
+                }
+                if let Some(ack) = ack {
+                    let _ = ack.send(r);
+                }
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, writes = writes.len(), "DATABASE COMMIT FAILED: writes in this batch are lost");
+            for ack in acks.into_iter().flatten() {
+                let _ = ack.send(Err(StoreError::Corrupt(format!("commit failed: {e}"))));
+            }
+        }
+    }
+}
+
+/// One attempt at a batch: a savepoint per write, one commit.
+async fn try_commit(
+    conn: &tokio_rusqlite::Connection,
+    writes: std::sync::Arc<Vec<Write>>,
+) -> Result<Vec<Result<(), StoreError>>, StoreError> {
     let result = conn
         .call(
             move |c| -> Result<Vec<Result<(), StoreError>>, StoreError> {
                 let mut tx = c.transaction()?;
                 let mut results = Vec::with_capacity(writes.len());
-                for w in &writes {
+                for w in writes.iter() {
                     let sp = tx.savepoint()?;
                     let r = apply(&sp, w);
                     if r.is_ok() {
@@ -292,25 +338,7 @@ async fn commit_batch(conn: &tokio_rusqlite::Connection, batch: Vec<(Write, Ack)
             },
         )
         .await;
-    match result {
-        Ok(results) => {
-            for (r, ack) in results.into_iter().zip(acks) {
-                if let Err(e) = &r {
-                    tracing::error!(error = %e, "database write refused");
-                }
-                if let Some(ack) = ack {
-                    let _ = ack.send(r);
-                }
-            }
-        }
-        Err(e) => {
-            let e = StoreError::from(e);
-            tracing::error!(error = %e, "database commit failed; writes in this batch are lost");
-            for ack in acks.into_iter().flatten() {
-                let _ = ack.send(Err(StoreError::Corrupt(format!("commit failed: {e}"))));
-            }
-        }
-    }
+    Ok(result?)
 }
 
 fn apply(tx: &rusqlite::Connection, w: &Write) -> Result<(), StoreError> {

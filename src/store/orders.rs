@@ -149,13 +149,20 @@ pub fn pay(
     )?;
     if n == 0 {
         // The caller's savepoint rolls the key back with this error.
-        return Err(StoreError::Conflict(format!("order {order_id} is already paid or unknown")));
+        return Err(StoreError::Conflict(format!(
+            "order {order_id} is already paid or unknown"
+        )));
     }
     Ok(())
 }
 
 /// Change an order's status (pending, failed, refunded); a paid order only moves to refunded.
-pub fn set_status(c: &Connection, order_id: &str, status: OrderStatus, at_ms: i64) -> Result<(), StoreError> {
+pub fn set_status(
+    c: &Connection,
+    order_id: &str,
+    status: OrderStatus,
+    at_ms: i64,
+) -> Result<(), StoreError> {
     let n = c.execute(
         "UPDATE orders SET status = ?2,
                 refunded_at = CASE WHEN ?2 = 'refunded' THEN ?3 ELSE refunded_at END
@@ -163,13 +170,20 @@ pub fn set_status(c: &Connection, order_id: &str, status: OrderStatus, at_ms: i6
         params![order_id, status.as_str(), at_ms],
     )?;
     if n == 0 {
-        return Err(StoreError::Conflict(format!("order {order_id} cannot become {}", status.as_str())));
+        return Err(StoreError::Conflict(format!(
+            "order {order_id} cannot become {}",
+            status.as_str()
+        )));
     }
     Ok(())
 }
 
 /// Record PayPal's order id on an order.
-pub fn set_paypal_order(c: &Connection, order_id: &str, paypal_order_id: &str) -> Result<(), StoreError> {
+pub fn set_paypal_order(
+    c: &Connection,
+    order_id: &str,
+    paypal_order_id: &str,
+) -> Result<(), StoreError> {
     c.execute(
         "UPDATE orders SET paypal_order_id = ?2 WHERE order_id = ?1",
         params![order_id, paypal_order_id],
@@ -179,26 +193,32 @@ pub fn set_paypal_order(c: &Connection, order_id: &str, paypal_order_id: &str) -
 
 /// One order by our id.
 pub fn get(c: &Connection, order_id: &str) -> Result<Option<OrderRecord>, StoreError> {
-    let mut stmt = c.prepare_cached(&format!("SELECT {COLUMNS} FROM orders WHERE order_id = ?1"))?;
+    let mut stmt =
+        c.prepare_cached(&format!("SELECT {COLUMNS} FROM orders WHERE order_id = ?1"))?;
     Ok(stmt.query_row([order_id], row_of).optional()?)
 }
 
 /// One order by PayPal's order id.
 pub fn by_paypal_order(c: &Connection, id: &str) -> Result<Option<OrderRecord>, StoreError> {
-    let mut stmt = c.prepare_cached(&format!("SELECT {COLUMNS} FROM orders WHERE paypal_order_id = ?1"))?;
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM orders WHERE paypal_order_id = ?1"
+    ))?;
     Ok(stmt.query_row([id], row_of).optional()?)
 }
 
 /// One order by PayPal's capture id.
 pub fn by_capture(c: &Connection, capture_id: &str) -> Result<Option<OrderRecord>, StoreError> {
-    let mut stmt = c.prepare_cached(&format!("SELECT {COLUMNS} FROM orders WHERE paypal_capture_id = ?1"))?;
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM orders WHERE paypal_capture_id = ?1"
+    ))?;
     Ok(stmt.query_row([capture_id], row_of).optional()?)
 }
 
 /// The newest orders.
 pub fn recent(c: &Connection, limit: u32) -> Result<Vec<OrderRecord>, StoreError> {
-    let mut stmt =
-        c.prepare_cached(&format!("SELECT {COLUMNS} FROM orders ORDER BY created_at DESC, order_id LIMIT ?1"))?;
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM orders ORDER BY created_at DESC, order_id LIMIT ?1"
+    ))?;
     let rows = stmt.query_map([limit], row_of)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
@@ -213,7 +233,12 @@ pub fn webhook_seen(c: &Connection, event_id: &str) -> Result<bool, StoreError> 
 }
 
 /// Remember a processed webhook event (idempotent).
-pub fn record_webhook(c: &Connection, event_id: &str, event_type: &str, at_ms: i64) -> Result<(), StoreError> {
+pub fn record_webhook(
+    c: &Connection,
+    event_id: &str,
+    event_type: &str,
+    at_ms: i64,
+) -> Result<(), StoreError> {
     c.execute(
         "INSERT OR IGNORE INTO webhook_events (event_id, event_type, received_at) VALUES (?1, ?2, ?3)",
         params![event_id, event_type, at_ms],

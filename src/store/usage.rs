@@ -276,7 +276,11 @@ pub fn token_totals(c: &Connection, key_id: &str) -> Result<TokenTotals, StoreEr
 
 /// Spend per UTC day since `from_ms`: (day start in unix ms, total), oldest first, days
 /// without spend omitted.
-pub fn daily_spend(c: &Connection, key_id: &str, from_ms: i64) -> Result<Vec<(i64, Usd)>, StoreError> {
+pub fn daily_spend(
+    c: &Connection,
+    key_id: &str,
+    from_ms: i64,
+) -> Result<Vec<(i64, Usd)>, StoreError> {
     let mut stmt = c.prepare_cached(
         "SELECT (created_at / 86400000) * 86400000 AS day, sum(cost_nanos)
          FROM usage WHERE key_id = ?1 AND created_at >= ?2 GROUP BY day ORDER BY day",

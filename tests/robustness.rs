@@ -1,0 +1,141 @@
+//! What the review found: shutdown bills and terminates streams in flight, unaffordable bodies
+//! are refused unread, browsers may call the API (CORS), and odd URLs get the JSON error shape.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+use crate::common::{TestApp, body, request_id};
+
+#[tokio::test]
+async fn shutdown_cuts_a_stream_with_an_error_event_and_bills_it() {
+    let mut app = TestApp::spawn().await;
+    let key = app.create_key("trial", None).await;
+    let mut b = body("deepseek-v4-flash", "hi [[sim reply=500 delay_ms=20]]");
+    b["stream"] = json!(true);
+    let resp = app.chat(&key, &b).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let rid = request_id(&resp);
+    let mut stream = resp.bytes_stream();
+    // Wait until some output has been relayed.
+    let mut text = String::new();
+    while text.matches("data: {").count() < 5 {
+        text.push_str(&String::from_utf8_lossy(
+            &stream.next().await.unwrap().unwrap(),
+        ));
+    }
+    let daemon = app.daemon.take().unwrap();
+    let stopping = tokio::spawn(daemon.shutdown_within(Duration::from_millis(200)));
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(c) => text.push_str(&String::from_utf8_lossy(&c)),
+            Err(_) => break,
+        }
+    }
+    tokio::time::timeout(Duration::from_secs(20), stopping)
+        .await
+        .unwrap()
+        .unwrap();
+    let last = text.trim_end().rsplit("\n\n").next().unwrap().to_string();
+    assert!(
+        last.starts_with("data: {\"error\""),
+        "the stream ends with an error event: {last}"
+    );
+    assert!(last.contains("\"code\":\"service_unavailable\""), "{last}");
+    assert!(!text.contains("[DONE]"));
+    // The row was committed before the database closed: billed for what was generated.
+    let row = app
+        .ledger_row(&rid)
+        .expect("ledger row written at shutdown");
+    assert_eq!(row.finish.as_str(), "shutdown");
+    assert_eq!(row.measured.as_str(), "estimated");
+    assert!(row.completion_tokens >= 5, "{row:?}");
+    assert!(row.cost.nanos() > 0);
+    let spent: i64 = app
+        .db()
+        .query_row("SELECT spent_nanos FROM keys", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(spent, row.cost.nanos());
+}
+
+#[tokio::test]
+async fn a_body_the_key_could_never_pay_for_is_refused_unread_with_402() {
+    let app = TestApp::spawn().await;
+    // Enough for small requests only: 0.0001 USD pays for ~666 prompt bytes at 0.15/M.
+    let key = app.create_key("trial", Some("0.0001")).await;
+    let small = app
+        .chat(&key, &body("deepseek-v4-flash", "hi [[sim reply=2]]"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(small.status(), 200);
+    let big = body("deepseek-v4-flash", &"x".repeat(1_000_000));
+    let resp = app.chat(&key, &big).send().await.unwrap();
+    assert_eq!(resp.status(), 402);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "insufficient_budget");
+    assert!(
+        app.sim.requests().len() == 1,
+        "the big one never went upstream"
+    );
+}
+
+#[tokio::test]
+async fn browsers_may_call_the_api() {
+    let app = TestApp::spawn().await;
+    let resp = app
+        .http
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/v1/chat/completions", app.base),
+        )
+        .header("origin", "https://chat.example")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization, content-type",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    assert_eq!(resp.headers()["access-control-allow-origin"], "*");
+    let key = app.create_key("trial", None).await;
+    let resp = app
+        .get(&key, "/v1/models")
+        .header("origin", "https://chat.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["access-control-allow-origin"], "*");
+}
+
+#[tokio::test]
+async fn odd_urls_get_the_json_error_shape() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key("trial", None).await;
+    let resp = app.get(&key, "/v1/models/%FF").send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "model_not_found");
+    let resp = app
+        .get(
+            &key,
+            "/v1/dashboard/billing/usage?start_date=a&start_date=b",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "invalid_request");
+    // Without a key, the key is what is wrong.
+    let resp = app
+        .http
+        .get(format!("{}/v1/models/%FF", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+}
