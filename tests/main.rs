@@ -9,6 +9,7 @@ mod cli;
 mod errors;
 mod faults;
 mod models;
+mod pages;
 mod python_client;
 mod robustness;
 mod shop_orders;

@@ -19,6 +19,9 @@ pub async fn serve(Path(path): Path<String>) -> Response {
     if let Ok(v) = HeaderValue::from_str(file.metadata.mimetype()) {
         h.insert(header::CONTENT_TYPE, v);
     }
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=3600"),
+    );
     resp
 }

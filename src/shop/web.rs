@@ -90,7 +90,12 @@ fn lang_from_accept(headers: &HeaderMap) -> Lang {
         .unwrap_or("");
     // The first language the browser lists that we have wins.
     for part in accept.split(',') {
-        let tag = part.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let tag = part
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         if tag.starts_with("zh") {
             return Lang::Zh;
         }
@@ -104,7 +109,10 @@ fn lang_from_accept(headers: &HeaderMap) -> Lang {
 impl FromRequestParts<Arc<AppState>> for PageCtx {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
         let mut jar = CookieJar::from_headers(&parts.headers);
         let mut set_cookies = false;
         let lang = match lang_from_query(&parts.uri) {
@@ -156,7 +164,8 @@ pub fn csrf_header(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// PayPal's origins, allowed by the checkout page's policy only.
-const PAYPAL_ORIGINS: &str = "https://www.paypal.com https://*.paypal.com https://*.paypalobjects.com";
+const PAYPAL_ORIGINS: &str =
+    "https://www.paypal.com https://*.paypal.com https://*.paypalobjects.com";
 
 /// Security headers on every storefront response; the checkout page alone may load PayPal.
 pub async fn security_headers(req: Request, next: Next) -> Response {
@@ -179,9 +188,15 @@ pub async fn security_headers(req: Request, next: Next) -> Response {
     if let Ok(v) = HeaderValue::from_str(&csp) {
         h.insert(header::CONTENT_SECURITY_POLICY, v);
     }
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
     if !h.contains_key(header::CACHE_CONTROL) {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }

@@ -1,0 +1,142 @@
+// Checkout: create the order through our JSON API, let the buyer approve it (PayPal's buttons,
+// or the local approval page in demo mode), capture it, and show the key.
+(function () {
+  'use strict';
+  var root = document.getElementById('checkout');
+  if (!root) return;
+  var meta = document.querySelector('meta[name="csrf-token"]');
+  var csrf = meta ? meta.getAttribute('content') : '';
+  var plan = root.getAttribute('data-plan');
+  var form = document.getElementById('checkout-form');
+  var email = document.getElementById('email');
+  var payBox = document.getElementById('checkout-pay');
+  var statusBox = document.getElementById('checkout-status');
+  var errorBox = document.getElementById('checkout-error');
+  var resultBox = document.getElementById('checkout-result');
+  var pendingBox = document.getElementById('checkout-pending');
+  var demoButton = document.getElementById('pay-demo');
+
+  function msg(name) { return root.getAttribute('data-msg-' + name) || ''; }
+  function showError(text) { errorBox.textContent = text; errorBox.hidden = false; }
+  function clearError() { errorBox.textContent = ''; errorBox.hidden = true; }
+  function busy(text) { statusBox.textContent = text || ''; statusBox.hidden = !text; }
+
+  // POST JSON to our API; resolves with the body, rejects with an Error carrying the message.
+  function api(path, body) {
+    return fetch(path, {
+      method: 'POST',
+      credentials: 'same-origin',
+      headers: { 'content-type': 'application/json', 'x-csrf-token': csrf },
+      body: JSON.stringify(body)
+    }).then(function (resp) {
+      return resp.json().catch(function () { return {}; }).then(function (data) {
+        if (!resp.ok) {
+          var m = data && data.error && data.error.message;
+          throw new Error(m || (msg('failed') + ' (HTTP ' + resp.status + ')'));
+        }
+        return data;
+      });
+    }, function () { throw new Error(msg('network')); });
+  }
+
+  function emailValid() {
+    if (email.checkValidity()) return true;
+    email.reportValidity();
+    return false;
+  }
+
+  function createOrder() {
+    clearError();
+    return api('/api/orders', { plan: plan, email: email.value.trim() });
+  }
+
+  function showKey(key, orderId) {
+    document.getElementById('api-key').textContent = key;
+    document.getElementById('order-id').textContent = orderId;
+    payBox.hidden = true;
+    pendingBox.hidden = true;
+    resultBox.hidden = false;
+    resultBox.scrollIntoView({ block: 'start' });
+  }
+
+  // A paid order whose key this browser may not see, or a payment PayPal is still reviewing.
+  function showPending(text, orderId, heading) {
+    if (heading) document.getElementById('pending-heading').textContent = heading;
+    document.getElementById('pending-message').textContent = text;
+    document.getElementById('pending-order-id').textContent = orderId;
+    payBox.hidden = true;
+    pendingBox.hidden = false;
+  }
+
+  function capture(orderId) {
+    clearError();
+    payBox.hidden = true;
+    busy(msg('capturing'));
+    return api('/api/orders/' + encodeURIComponent(orderId) + '/capture', {}).then(function (data) {
+      busy('');
+      var id = data.order_id || orderId;
+      if (data.status === 'paid' && data.api_key) {
+        showKey(data.api_key, id);
+      } else if (data.status === 'paid') {
+        showPending(msg('paid-elsewhere'), id, msg('paid-h'));
+      } else if (data.status === 'pending') {
+        showPending(msg('pending'), id);
+      } else {
+        payBox.hidden = false;
+        var known = { created: 'not-approved', failed: 'declined', refunded: 'refunded' }[data.status];
+        showError(known ? msg(known) : (data.message || msg('failed')));
+      }
+    }, function (e) {
+      busy('');
+      payBox.hidden = false;
+      showError(e.message);
+    });
+  }
+
+  form.addEventListener('submit', function (ev) {
+    ev.preventDefault();
+    if (!demoButton || !emailValid()) return;
+    demoButton.disabled = true;
+    busy(msg('creating'));
+    createOrder().then(function (d) {
+      window.location.assign('/demo/paypal/approve?order_id=' + encodeURIComponent(d.order_id));
+    }, function (e) {
+      busy('');
+      demoButton.disabled = false;
+      showError(e.message);
+    });
+  });
+
+  var container = document.getElementById('paypal-buttons');
+  if (container) {
+    if (!window.paypal || !window.paypal.Buttons) {
+      showError(msg('sdk'));
+    } else {
+      var orderId = null;
+      window.paypal.Buttons({
+        onClick: function (data, actions) {
+          return emailValid() ? actions.resolve() : actions.reject();
+        },
+        createOrder: function () {
+          return createOrder().then(function (d) {
+            orderId = d.order_id;
+            return d.paypal_order_id;
+          }, function (e) {
+            showError(e.message);
+            throw e;
+          });
+        },
+        onApprove: function () { return capture(orderId); },
+        onCancel: function () { showError(msg('cancelled')); },
+        onError: function () { if (errorBox.hidden) showError(msg('failed')); }
+      }).render('#paypal-buttons');
+    }
+  }
+
+  // Back from the approval step (demo page, or a reload after paying): finish the capture.
+  var params = new URLSearchParams(window.location.search);
+  var returning = params.get('order_id');
+  if (returning && params.get('approved') === '1') {
+    capture(returning);
+  }
+})();

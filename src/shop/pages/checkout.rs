@@ -1,0 +1,155 @@
+//! The checkout page (`/checkout/{plan}`) and, in demo mode, the local stand-in for PayPal's
+//! approval popup (`/demo/paypal/approve`). The payment itself goes through the JSON API
+//! (`/api/orders`, `/api/orders/{id}/capture`) from `assets/js/checkout.js`.
+
+use std::sync::Arc;
+
+use askama::Template;
+use axum::Form;
+use axum::extract::rejection::{FormRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+
+use super::view::{PlanView, clip, url_encode};
+use super::{bad_form, csrf_refused, message, not_found};
+use crate::app::AppState;
+use crate::money::Usd;
+use crate::shop::web::{PageCtx, csrf_ok};
+
+#[derive(Template)]
+#[template(path = "pages/checkout.html")]
+struct Checkout<'a> {
+    ctx: &'a PageCtx,
+    plan: PlanView,
+    client_id: String,
+    resuming: bool,
+}
+
+/// The query of a checkout page the buyer comes back to after approving.
+#[derive(Debug, Default, Deserialize)]
+pub struct CheckoutQuery {
+    #[serde(default)]
+    order_id: String,
+    #[serde(default)]
+    approved: String,
+}
+
+/// `GET /checkout/{plan}`: an unknown or withdrawn plan is a 404 page.
+pub async fn checkout(
+    State(state): State<Arc<AppState>>,
+    plan: Result<Path<String>, PathRejection>,
+    query: Result<Query<CheckoutQuery>, QueryRejection>,
+    ctx: PageCtx,
+) -> Response {
+    let plan_id = plan.map(|Path(p)| p).unwrap_or_default();
+    let Some(plan) = state
+        .config
+        .plans
+        .get(&plan_id)
+        .filter(|p| p.enabled)
+        .map(|p| PlanView::new(&plan_id, p))
+    else {
+        return not_found(&ctx, ctx.t.notfound_plan);
+    };
+    let query = query.map(|Query(q)| q).unwrap_or_default();
+    let page = Checkout {
+        ctx: &ctx,
+        plan,
+        client_id: url_encode(state.config.paypal.client_id.trim()),
+        resuming: query.approved == "1" && !query.order_id.trim().is_empty(),
+    };
+    ctx.page(page.render())
+}
+
+#[derive(Template)]
+#[template(path = "pages/demo_approve.html")]
+struct DemoApprove<'a> {
+    ctx: &'a PageCtx,
+    order_id: String,
+    plan_id: String,
+    plan_name: String,
+    amount: Usd,
+}
+
+/// The order to approve.
+#[derive(Debug, Default, Deserialize)]
+pub struct ApproveQuery {
+    #[serde(default)]
+    order_id: String,
+}
+
+/// `GET /demo/paypal/approve?order_id=…` (demo only): what PayPal's popup would show.
+pub async fn demo_approve_page(
+    State(state): State<Arc<AppState>>,
+    query: Result<Query<ApproveQuery>, QueryRejection>,
+    ctx: PageCtx,
+) -> Response {
+    let t = ctx.t;
+    if !state.demo {
+        return not_found(&ctx, t.notfound_page);
+    }
+    let order_id = query.map(|Query(q)| q.order_id).unwrap_or_default();
+    let Some((order, _)) = state.load_order(&order_id).await else {
+        return not_found(&ctx, t.notfound_order);
+    };
+    let page = DemoApprove {
+        ctx: &ctx,
+        plan_name: state
+            .config
+            .plans
+            .get(&order.plan)
+            .map_or_else(|| order.plan.clone(), |p| p.name.clone()),
+        plan_id: order.plan,
+        amount: order.amount,
+        order_id: order.order_id,
+    };
+    ctx.page(page.render())
+}
+
+/// The approval form.
+#[derive(Debug, Default, Deserialize)]
+pub struct ApproveForm {
+    #[serde(default)]
+    order_id: String,
+    #[serde(default)]
+    csrf_token: String,
+}
+
+/// `POST /demo/paypal/approve` (demo only): approve at the simulated PayPal, then back to the
+/// checkout page, which captures.
+pub async fn demo_approve_submit(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    ctx: PageCtx,
+    form: Result<Form<ApproveForm>, FormRejection>,
+) -> Response {
+    let t = ctx.t;
+    if !state.demo {
+        return not_found(&ctx, t.notfound_page);
+    }
+    let Ok(Form(form)) = form else {
+        return bad_form(&ctx, "/pricing");
+    };
+    let order_id = clip(&form.order_id, 64);
+    let back = format!("/demo/paypal/approve?order_id={}", url_encode(&order_id));
+    if !csrf_ok(&headers, Some(&form.csrf_token)) {
+        return csrf_refused(&ctx, &back);
+    }
+    match state.demo_approve(&order_id).await {
+        Some(plan) => Redirect::to(&format!(
+            "/checkout/{}?order_id={}&approved=1",
+            url_encode(&plan),
+            url_encode(&order_id)
+        ))
+        .into_response(),
+        None => message(
+            &ctx,
+            StatusCode::CONFLICT,
+            t.demo_refused_h,
+            t.demo_refused_body,
+            Some(("/pricing", t.nav_pricing)),
+        ),
+    }
+}

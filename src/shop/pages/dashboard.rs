@@ -1,0 +1,220 @@
+//! The usage dashboard (`/dashboard`): the key arrives in a POST form (never a URL, never
+//! logged), CSRF-checked and limited per IP; the page shows the balance, totals, a daily-spend
+//! chart and the latest requests.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use askama::Template;
+use axum::extract::rejection::FormRejection;
+use axum::extract::{ConnectInfo, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::{Extension, Form};
+use serde::Deserialize;
+
+use super::chart::{self, Chart};
+use super::view::display_time;
+use super::{bad_form, client_ip, csrf_refused, too_many, unavailable};
+use crate::app::AppState;
+use crate::keys::KeyStatus;
+use crate::money::Usd;
+use crate::shop::i18n::Texts;
+use crate::shop::usage::{RecentRequest, UsageSummary, summary};
+use crate::shop::web::{PageCtx, csrf_ok};
+use crate::store::Measured;
+use crate::store::usage::TokenTotals;
+
+/// What the page shows under the form.
+enum DashOutcome {
+    /// Nothing asked yet.
+    Empty,
+    /// No such key.
+    NotFound,
+    /// The key's usage.
+    Found(Box<DashView>),
+}
+
+/// One recent request as shown.
+struct RecentView {
+    time: String,
+    model: String,
+    stream: bool,
+    period: &'static str,
+    period_class: &'static str,
+    prompt: u64,
+    cached: u64,
+    completion: u64,
+    cost: Usd,
+    measured: &'static str,
+    measured_class: &'static str,
+    measured_help: &'static str,
+    finish: &'static str,
+}
+
+impl RecentView {
+    fn new(r: &RecentRequest, t: &Texts) -> RecentView {
+        RecentView {
+            time: display_time(&r.created_at),
+            model: r.model.clone(),
+            stream: r.stream,
+            period: t.period(r.period),
+            period_class: if r.period == "peak" {
+                "peak"
+            } else {
+                "off-peak"
+            },
+            prompt: r.prompt_tokens,
+            cached: r.cache_hit_tokens,
+            completion: r.completion_tokens,
+            cost: r.cost_usd,
+            measured: t.measured(r.measured),
+            measured_class: r.measured.as_str(),
+            measured_help: match r.measured {
+                Measured::Provider => t.measured_provider_help,
+                Measured::Estimated => t.measured_estimated_help,
+            },
+            finish: t.finish(r.finish),
+        }
+    }
+}
+
+/// A key's usage as shown.
+struct DashView {
+    prefix: String,
+    plan_name: String,
+    status_text: &'static str,
+    status_class: &'static str,
+    status_note: Option<&'static str>,
+    budget: Usd,
+    spent: Usd,
+    remaining: Usd,
+    spent_permille: i64,
+    requests: u64,
+    tokens: TokenTotals,
+    rpm: u32,
+    models: Vec<String>,
+    chart: Chart,
+    recent: Vec<RecentView>,
+}
+
+/// Spent as a share of the budget, in thousandths, within 0..=1000.
+fn permille(spent: Usd, budget: Usd) -> i64 {
+    if budget.nanos() <= 0 {
+        return 1000;
+    }
+    let p = i128::from(spent.nanos().max(0)) * 1000 / i128::from(budget.nanos());
+    i64::try_from(p.min(1000)).unwrap_or(1000)
+}
+
+impl DashView {
+    fn new(s: UsageSummary, state: &AppState, t: &Texts) -> DashView {
+        let (status_class, status_note) = match s.status {
+            KeyStatus::Active => ("good", None),
+            KeyStatus::Exhausted => ("warn", Some(t.dash_note_exhausted)),
+            KeyStatus::Revoked => ("bad", Some(t.dash_note_revoked)),
+        };
+        DashView {
+            status_text: t.key_status(s.status),
+            status_class,
+            status_note,
+            spent_permille: permille(s.spent_usd, s.budget_usd),
+            rpm: state.catalog.rpm_of(&s.plan),
+            models: state
+                .catalog
+                .plan(&s.plan)
+                .map(|p| p.models.iter().cloned().collect())
+                .unwrap_or_default(),
+            chart: chart::build(&s.daily),
+            recent: s.recent.iter().map(|r| RecentView::new(r, t)).collect(),
+            prefix: s.prefix,
+            plan_name: s.plan_name,
+            budget: s.budget_usd,
+            spent: s.spent_usd,
+            remaining: s.remaining_usd,
+            requests: s.requests,
+            tokens: s.tokens,
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "pages/dashboard.html")]
+struct DashboardPage<'a> {
+    ctx: &'a PageCtx,
+    view: DashOutcome,
+}
+
+/// `GET /dashboard`: the key form.
+pub async fn dashboard_form(ctx: PageCtx) -> Response {
+    ctx.page(
+        DashboardPage {
+            ctx: &ctx,
+            view: DashOutcome::Empty,
+        }
+        .render(),
+    )
+}
+
+/// The dashboard form's fields.
+#[derive(Default, Deserialize)]
+pub struct KeyForm {
+    #[serde(default)]
+    key: String,
+    #[serde(default)]
+    csrf_token: String,
+}
+
+/// `POST /dashboard`: CSRF, per-IP limit, then the key's usage.
+pub async fn dashboard(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    conn: Option<Extension<ConnectInfo<SocketAddr>>>,
+    ctx: PageCtx,
+    form: Result<Form<KeyForm>, FormRejection>,
+) -> Response {
+    let Ok(Form(form)) = form else {
+        return bad_form(&ctx, "/dashboard");
+    };
+    if !csrf_ok(&headers, Some(&form.csrf_token)) {
+        return csrf_refused(&ctx, "/dashboard");
+    }
+    if state
+        .shop_limits
+        .dashboard
+        .check_key(&client_ip(conn))
+        .is_err()
+    {
+        return too_many(&ctx, "/dashboard");
+    }
+    let token = form.key.trim();
+    let key = (token.len() <= 256)
+        .then(|| state.keys.by_hash(&crate::keys::token::hash_key(token)))
+        .flatten();
+    let view = match key {
+        None => DashOutcome::NotFound,
+        Some(key) => match summary(&state, &key).await {
+            Ok(s) => DashOutcome::Found(Box::new(DashView::new(s, &state, ctx.t))),
+            Err(e) => {
+                tracing::error!(key_id = %key.id, error = %e, "usage query failed");
+                return unavailable(&ctx);
+            }
+        },
+    };
+    ctx.page(DashboardPage { ctx: &ctx, view }.render())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permille_is_clamped() {
+        let d = Usd::from_dollars;
+        assert_eq!(permille(Usd::ZERO, d(5)), 0);
+        assert_eq!(permille(Usd::from_nanos(2_500_000_000), d(5)), 500);
+        assert_eq!(permille(d(6), d(5)), 1000);
+        assert_eq!(permille(d(1), Usd::ZERO), 1000);
+        assert_eq!(permille(Usd::from_nanos(-3), d(1)), 0);
+    }
+}

@@ -1,0 +1,90 @@
+//! The pages that describe the service: home, pricing and docs, all generated from the live
+//! config (plans, models, prices, peak windows, limits) and `server.public_url`.
+
+use std::sync::Arc;
+
+use askama::Template;
+use axum::extract::State;
+use axum::response::Response;
+
+use super::view::{
+    ModelView, PlanView, RestrictedModel, fill, human_bytes, models, peak_rule, plans_on_sale,
+    restricted, sample_model,
+};
+use crate::app::AppState;
+use crate::money::Usd;
+use crate::shop::web::PageCtx;
+
+#[derive(Template)]
+#[template(path = "pages/home.html")]
+struct Home<'a> {
+    ctx: &'a PageCtx,
+    models: Vec<ModelView>,
+    cheapest: Option<Usd>,
+    first_model: String,
+}
+
+/// `GET /`: what the service is, the models on sale, a quick start.
+pub async fn home(State(state): State<Arc<AppState>>, ctx: PageCtx) -> Response {
+    let plans = plans_on_sale(&state.config);
+    let page = Home {
+        ctx: &ctx,
+        models: models(&state.config, &plans, ctx.t, true),
+        cheapest: plans.first().map(|p| p.price),
+        first_model: sample_model(&state.config, &plans),
+    };
+    ctx.page(page.render())
+}
+
+#[derive(Template)]
+#[template(path = "pages/pricing.html")]
+struct Pricing<'a> {
+    ctx: &'a PageCtx,
+    plans: Vec<PlanView>,
+    models: Vec<ModelView>,
+    peak_rule: String,
+}
+
+/// `GET /pricing`: every plan on sale and the per-token prices.
+pub async fn pricing(State(state): State<Arc<AppState>>, ctx: PageCtx) -> Response {
+    let plans = plans_on_sale(&state.config);
+    let page = Pricing {
+        ctx: &ctx,
+        models: models(&state.config, &plans, ctx.t, true),
+        peak_rule: peak_rule(&state.config, ctx.t),
+        plans,
+    };
+    ctx.page(page.render())
+}
+
+#[derive(Template)]
+#[template(path = "pages/docs.html")]
+struct Docs<'a> {
+    ctx: &'a PageCtx,
+    plans: Vec<PlanView>,
+    models: Vec<ModelView>,
+    restricted: Vec<RestrictedModel>,
+    peak_rule: String,
+    first_model: String,
+    err_413: String,
+}
+
+/// `GET /docs`: the customer documentation.
+pub async fn docs(State(state): State<Arc<AppState>>, ctx: PageCtx) -> Response {
+    let config = &state.config;
+    let plans = plans_on_sale(config);
+    let models = models(config, &plans, ctx.t, false);
+    let page = Docs {
+        ctx: &ctx,
+        restricted: restricted(&models, &plans, ctx.t),
+        peak_rule: peak_rule(config, ctx.t),
+        first_model: sample_model(config, &plans),
+        err_413: fill(
+            ctx.t.err_413_what,
+            &[("size", &human_bytes(config.server.max_body_bytes))],
+        ),
+        models,
+        plans,
+    };
+    ctx.page(page.render())
+}

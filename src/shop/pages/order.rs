@@ -1,0 +1,136 @@
+//! Order look-up (`/order`): order id + email, CSRF-checked and limited per IP; an unknown id
+//! and a wrong email get the same answer.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use askama::Template;
+use axum::extract::rejection::FormRejection;
+use axum::extract::{ConnectInfo, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::{Extension, Form};
+use serde::Deserialize;
+
+use super::view::{clip, display_time};
+use super::{bad_form, client_ip, csrf_refused, too_many};
+use crate::app::AppState;
+use crate::money::Usd;
+use crate::shop::i18n::Texts;
+use crate::shop::orders::OrderView;
+use crate::shop::web::{PageCtx, csrf_ok};
+use crate::store::orders::OrderStatus;
+
+/// What the result column shows.
+enum LookupOutcome {
+    /// Nothing asked yet.
+    Empty,
+    /// No order with that id and email (either part wrong).
+    NotFound,
+    /// The order.
+    Found(Box<OrderShown>),
+}
+
+/// An order as the look-up page shows it.
+struct OrderShown {
+    order_id: String,
+    status_text: &'static str,
+    status_class: &'static str,
+    status_note: &'static str,
+    plan_name: String,
+    amount: Usd,
+    created_at: String,
+    paid_at: Option<String>,
+    api_key: Option<String>,
+}
+
+impl OrderShown {
+    fn new(o: OrderView, t: &Texts) -> OrderShown {
+        let status_class = match o.status {
+            OrderStatus::Paid => "good",
+            OrderStatus::Created | OrderStatus::Pending => "warn",
+            OrderStatus::Failed | OrderStatus::Refunded => "bad",
+        };
+        let status_note = match (o.status, o.api_key.is_some()) {
+            (OrderStatus::Paid, false) => t.order_note_paid_nokey,
+            (s, _) => t.order_status_note(s),
+        };
+        OrderShown {
+            status_text: t.order_status(o.status),
+            status_class,
+            status_note,
+            order_id: o.order_id,
+            plan_name: o.plan_name,
+            amount: o.amount_usd,
+            created_at: display_time(&o.created_at),
+            paid_at: o.paid_at.as_deref().map(display_time),
+            api_key: o.api_key,
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "pages/order.html")]
+struct OrderPage<'a> {
+    ctx: &'a PageCtx,
+    outcome: LookupOutcome,
+    form_order_id: String,
+    form_email: String,
+}
+
+/// `GET /order`: the look-up form.
+pub async fn order_form(ctx: PageCtx) -> Response {
+    let page = OrderPage {
+        ctx: &ctx,
+        outcome: LookupOutcome::Empty,
+        form_order_id: String::new(),
+        form_email: String::new(),
+    };
+    ctx.page(page.render())
+}
+
+/// The look-up form's fields.
+#[derive(Debug, Default, Deserialize)]
+pub struct LookupForm {
+    #[serde(default)]
+    order_id: String,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    csrf_token: String,
+}
+
+/// `POST /order`: CSRF, per-IP limit, then the look-up.
+pub async fn order_lookup(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    conn: Option<Extension<ConnectInfo<SocketAddr>>>,
+    ctx: PageCtx,
+    form: Result<Form<LookupForm>, FormRejection>,
+) -> Response {
+    let Ok(Form(form)) = form else {
+        return bad_form(&ctx, "/order");
+    };
+    if !csrf_ok(&headers, Some(&form.csrf_token)) {
+        return csrf_refused(&ctx, "/order");
+    }
+    if state
+        .shop_limits
+        .order_lookup
+        .check_key(&client_ip(conn))
+        .is_err()
+    {
+        return too_many(&ctx, "/order");
+    }
+    let outcome = match state.lookup_order(&form.order_id, &form.email).await {
+        Some(o) => LookupOutcome::Found(Box::new(OrderShown::new(o, ctx.t))),
+        None => LookupOutcome::NotFound,
+    };
+    let page = OrderPage {
+        ctx: &ctx,
+        outcome,
+        form_order_id: clip(&form.order_id, 64),
+        form_email: clip(&form.email, 254),
+    };
+    ctx.page(page.render())
+}

@@ -1,0 +1,283 @@
+//! View models shared by the pages: plans, models, prices and the peak rule, built from the live
+//! config so that no page can drift from what the gateway charges.
+
+use crate::config::{Config, PlanConfig};
+use crate::money::Usd;
+use crate::shop::i18n::Texts;
+
+/// A plan as the pages show it.
+pub(super) struct PlanView {
+    /// Id (URLs).
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// What it costs.
+    pub price: Usd,
+    /// What the key may spend.
+    pub budget: Usd,
+    /// Requests per minute.
+    pub rpm: u32,
+    /// Public model names.
+    pub models: Vec<String>,
+}
+
+impl PlanView {
+    /// The view of one configured plan.
+    pub fn new(id: &str, p: &PlanConfig) -> PlanView {
+        PlanView {
+            id: id.to_string(),
+            name: p.name.clone(),
+            price: p.price_usd,
+            budget: p.budget_usd,
+            rpm: p.rpm,
+            models: p.models.clone(),
+        }
+    }
+}
+
+/// The plans on sale (enabled), cheapest first.
+pub(super) fn plans_on_sale(config: &Config) -> Vec<PlanView> {
+    let mut plans: Vec<PlanView> = config
+        .plans
+        .iter()
+        .filter(|(_, p)| p.enabled)
+        .map(|(id, p)| PlanView::new(id, p))
+        .collect();
+    plans.sort_by(|a, b| a.price.cmp(&b.price).then_with(|| a.id.cmp(&b.id)));
+    plans
+}
+
+/// One period's prices of a model, USD per 1M tokens.
+pub(super) struct PriceRow {
+    /// Prompt tokens served from cache.
+    pub hit: Usd,
+    /// Prompt tokens not in cache.
+    pub miss: Usd,
+    /// Output tokens.
+    pub out: Usd,
+}
+
+/// A model as the pages show it.
+pub(super) struct ModelView {
+    /// Public name.
+    pub name: String,
+    /// Output cap.
+    pub max_output: u32,
+    /// Off-peak prices.
+    pub off_peak: PriceRow,
+    /// Peak prices.
+    pub peak: PriceRow,
+    /// Names of the plans on sale that include it.
+    pub plans: Vec<String>,
+    /// The same, joined for prose.
+    pub plans_text: String,
+}
+
+/// The configured models with the plans on sale that include them; with `on_sale_only`, only
+/// models that some plan on sale includes (all of them if none is).
+pub(super) fn models(
+    config: &Config,
+    plans: &[PlanView],
+    t: &Texts,
+    on_sale_only: bool,
+) -> Vec<ModelView> {
+    let all: Vec<ModelView> = config
+        .models
+        .iter()
+        .map(|(name, m)| {
+            let in_plans: Vec<String> = plans
+                .iter()
+                .filter(|p| p.models.iter().any(|x| x == name))
+                .map(|p| p.name.clone())
+                .collect();
+            ModelView {
+                name: name.clone(),
+                max_output: m.max_output_tokens,
+                off_peak: PriceRow {
+                    hit: m.input_cache_hit[0],
+                    miss: m.input_cache_miss[0],
+                    out: m.output[0],
+                },
+                peak: PriceRow {
+                    hit: m.input_cache_hit[1],
+                    miss: m.input_cache_miss[1],
+                    out: m.output[1],
+                },
+                plans_text: in_plans.join(t.list_sep),
+                plans: in_plans,
+            }
+        })
+        .collect();
+    if on_sale_only && all.iter().any(|m| !m.plans.is_empty()) {
+        all.into_iter().filter(|m| !m.plans.is_empty()).collect()
+    } else {
+        all
+    }
+}
+
+/// The model the code samples use: the first model of the cheapest plan on sale.
+pub(super) fn sample_model(config: &Config, plans: &[PlanView]) -> String {
+    plans
+        .first()
+        .and_then(|p| p.models.first().cloned())
+        .or_else(|| config.models.keys().next().cloned())
+        .unwrap_or_default()
+}
+
+/// A model some plans on sale lack, with the plans that have it (for the 403 advice).
+pub(super) struct RestrictedModel {
+    /// Public name.
+    pub model: String,
+    /// The plans that include it, joined.
+    pub plans: String,
+}
+
+/// Models not included in every plan on sale.
+pub(super) fn restricted(
+    models: &[ModelView],
+    plans: &[PlanView],
+    t: &Texts,
+) -> Vec<RestrictedModel> {
+    models
+        .iter()
+        .filter(|m| m.plans.len() < plans.len())
+        .map(|m| RestrictedModel {
+            model: m.name.clone(),
+            plans: if m.plans.is_empty() {
+                t.model_no_plan.to_string()
+            } else {
+                m.plans_text.clone()
+            },
+        })
+        .collect()
+}
+
+/// Replace `{name}` placeholders in a translated sentence.
+pub(super) fn fill(template: &str, vars: &[(&str, &str)]) -> String {
+    let mut out = template.to_string();
+    for (name, value) in vars {
+        out = out.replace(&format!("{{{name}}}"), value);
+    }
+    out
+}
+
+/// The sentence saying when peak prices apply, from `[pricing]`.
+pub(super) fn peak_rule(config: &Config, t: &Texts) -> String {
+    let windows: Vec<String> = config
+        .pricing
+        .peak_hours_utc
+        .iter()
+        .map(|w| w.trim().replace('-', "–"))
+        .collect();
+    let days: Vec<&str> = config
+        .pricing
+        .peak_days
+        .iter()
+        .filter_map(|d| t.day(d))
+        .collect();
+    if windows.is_empty() || days.is_empty() {
+        return t.peak_none.to_string();
+    }
+    let days_text = if days.len() == 7 {
+        t.days_every.to_string()
+    } else if days == [t.day_mon, t.day_tue, t.day_wed, t.day_thu, t.day_fri] {
+        t.days_weekdays.to_string()
+    } else {
+        days.join(t.list_sep)
+    };
+    fill(
+        t.peak_rule,
+        &[("windows", &windows.join(t.list_sep)), ("days", &days_text)],
+    )
+}
+
+/// A byte count for people: `8 MiB`, `512 KiB`, `1000 bytes`.
+pub(super) fn human_bytes(n: usize) -> String {
+    const KIB: usize = 1024;
+    const MIB: usize = 1024 * 1024;
+    if n >= MIB && n.is_multiple_of(MIB) {
+        format!("{} MiB", n / MIB)
+    } else if n >= KIB && n.is_multiple_of(KIB) {
+        format!("{} KiB", n / KIB)
+    } else {
+        format!("{n} bytes")
+    }
+}
+
+/// An RFC 3339 time as `YYYY-MM-DD HH:MM UTC`; anything else is shown as given.
+pub(super) fn display_time(rfc3339: &str) -> String {
+    match chrono::DateTime::parse_from_rfc3339(rfc3339) {
+        Ok(t) => t
+            .with_timezone(&chrono::Utc)
+            .format("%Y-%m-%d %H:%M UTC")
+            .to_string(),
+        Err(_) => rfc3339.to_string(),
+    }
+}
+
+/// Percent-encode everything but RFC 3986 unreserved characters (query values, path parts).
+pub(super) fn url_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// At most `max` characters of `s` (for echoing form input back).
+pub(super) fn clip(s: &str, max: usize) -> String {
+    s.trim().chars().take(max).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shop::i18n::{EN, ZH};
+
+    #[test]
+    fn peak_rule_from_config() {
+        let mut c = Config::default();
+        let s = peak_rule(&c, &EN);
+        assert!(s.contains("01:00–04:00"), "{s}");
+        assert!(s.contains("06:00–10:00"), "{s}");
+        assert!(s.contains(EN.days_weekdays), "{s}");
+        c.pricing.peak_days = vec!["sat".into(), "sun".into()];
+        let s = peak_rule(&c, &ZH);
+        assert!(s.contains(ZH.day_sat) && s.contains(ZH.day_sun), "{s}");
+        c.pricing.peak_hours_utc.clear();
+        assert_eq!(peak_rule(&c, &EN), EN.peak_none);
+    }
+
+    #[test]
+    fn helpers() {
+        assert_eq!(human_bytes(8 * 1024 * 1024), "8 MiB");
+        assert_eq!(human_bytes(2048), "2 KiB");
+        assert_eq!(human_bytes(1536), "1536 bytes");
+        assert_eq!(url_encode("ord_a b/ü"), "ord_a%20b%2F%C3%BC");
+        assert_eq!(display_time("2026-11-03T12:34:56Z"), "2026-11-03 12:34 UTC");
+        assert_eq!(display_time("nonsense"), "nonsense");
+        assert_eq!(clip("  abcdef ", 3), "abc");
+        assert_eq!(fill("a {x} b {y}", &[("x", "1"), ("y", "2")]), "a 1 b 2");
+    }
+
+    #[test]
+    fn plans_sorted_and_enabled_only() {
+        let mut c = Config::default();
+        if let Some(p) = c.plans.get_mut("starter") {
+            p.enabled = false;
+        }
+        let plans = plans_on_sale(&c);
+        let ids: Vec<&str> = plans.iter().map(|p| p.id.as_str()).collect();
+        assert_eq!(ids, ["trial", "standard", "pro"]);
+        assert_eq!(sample_model(&c, &plans), "deepseek-v4-flash");
+        let models = models(&c, &plans, &EN, true);
+        let r = restricted(&models, &plans, &EN);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].model, "deepseek-v4-pro");
+        assert_eq!(r[0].plans, "Pro");
+    }
+}

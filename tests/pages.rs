@@ -1,0 +1,865 @@
+//! The storefront pages over real HTTP with a non-default config: every page in both languages,
+//! plans and prices from config, docs from config and `public_url`, 404s in the layout, security
+//! headers, CSRF on form posts, per-IP limits, escaping, the dashboard, and the demo flow
+//! (banner, approval page, key shown at checkout and at order look-up).
+
+use modelrelay::app::Daemon;
+use modelrelay::config::{Config, PlanConfig};
+use modelrelay::paypal::simulated::{SimPaypalOptions, SimulatedPaypal};
+use modelrelay::shop::i18n::{EN, ZH};
+use modelrelay::upstream::simulated::{SimOptions, SimulatedDeepSeek};
+use reqwest::header::{ACCEPT_LANGUAGE, CONTENT_SECURITY_POLICY, COOKIE, LOCATION, SET_COOKIE};
+use reqwest::{StatusCode, redirect};
+
+use crate::common::{SIM_KEY, TestApp, body, test_config};
+
+const PUBLIC_URL: &str = "https://relay.example.test";
+
+/// A config unlike the defaults: renamed and repriced plans, one withdrawn, one added, other
+/// token prices, peak windows and body limit, an https public URL and a PayPal client id.
+fn custom(c: &mut Config) {
+    c.server.public_url = PUBLIC_URL.into();
+    c.server.max_body_bytes = 4 * 1024 * 1024;
+    c.paypal.client_id = "AbC-client_42".into();
+    c.pricing.peak_hours_utc = vec!["02:00-05:30".into()];
+    c.pricing.peak_days = vec!["sat".into(), "sun".into()];
+    let trial = c.plans.get_mut("trial").unwrap();
+    trial.name = "Taster".into();
+    trial.price_usd = "2.50".parse().unwrap();
+    trial.budget_usd = "3.00".parse().unwrap();
+    trial.rpm = 45;
+    let starter = c.plans.get_mut("starter").unwrap();
+    starter.name = "Withdrawn Plan".into();
+    starter.enabled = false;
+    c.plans.insert(
+        "team".into(),
+        PlanConfig {
+            name: "Team Max".into(),
+            price_usd: "99.00".parse().unwrap(),
+            budget_usd: "120.00".parse().unwrap(),
+            rpm: 77,
+            models: vec!["deepseek-v4-flash".into(), "deepseek-v4-pro".into()],
+            enabled: true,
+        },
+    );
+    let flash = c.models.get_mut("deepseek-v4-flash").unwrap();
+    flash.output = ["0.70".parse().unwrap(), "1.40".parse().unwrap()];
+    flash.input_cache_miss = ["0.17".parse().unwrap(), "0.34".parse().unwrap()];
+}
+
+async fn custom_app() -> TestApp {
+    TestApp::spawn_with(custom).await
+}
+
+/// GET a page; `lang` is a query (`?lang=zh`) or an `Accept-Language` value.
+async fn get(
+    base: &str,
+    path: &str,
+    accept: Option<&str>,
+) -> (StatusCode, reqwest::header::HeaderMap, String) {
+    let mut req = reqwest::Client::new().get(format!("{base}{path}"));
+    if let Some(a) = accept {
+        req = req.header(ACCEPT_LANGUAGE, a);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    (status, headers, resp.text().await.unwrap())
+}
+
+/// The `mr_csrf` Set-Cookie header of a response, whole.
+fn csrf_set_cookie(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    headers
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|v| v.starts_with("mr_csrf="))
+}
+
+/// The CSRF token a browser gets on its first visit.
+async fn csrf_token(base: &str) -> String {
+    let (_, headers, _) = get(base, "/order", None).await;
+    let cookie = csrf_set_cookie(&headers).expect("csrf cookie");
+    cookie["mr_csrf=".len()..]
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// POST a form with an optional CSRF cookie.
+async fn post_form(
+    base: &str,
+    path: &str,
+    cookie: Option<&str>,
+    fields: &[(&str, &str)],
+) -> (StatusCode, String) {
+    let mut req = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .form(fields);
+    if let Some(c) = cookie {
+        req = req.header(COOKIE, format!("mr_csrf={c}"));
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status();
+    (status, resp.text().await.unwrap())
+}
+
+/// `s` as askama writes it into HTML.
+fn esc(s: &str) -> String {
+    s.replace('&', "&#38;")
+        .replace('<', "&#60;")
+        .replace('>', "&#62;")
+        .replace('"', "&#34;")
+        .replace('\'', "&#39;")
+}
+
+/// The text of the element with this id (up to its first `<`).
+fn element_text<'a>(html: &'a str, id: &str) -> Option<&'a str> {
+    let start = html.find(&format!("id=\"{id}\""))?;
+    let rest = &html[start..];
+    let open_end = rest.find('>')? + 1;
+    let rest = &rest[open_end..];
+    Some(&rest[..rest.find('<')?])
+}
+
+const PAGES: [&str; 7] = [
+    "/",
+    "/pricing",
+    "/docs",
+    "/checkout/trial",
+    "/checkout/team",
+    "/order",
+    "/dashboard",
+];
+
+#[tokio::test]
+async fn every_page_renders_in_both_languages() {
+    let app = custom_app().await;
+    for path in PAGES {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let cases = [
+            (format!("{path}{sep}lang=en"), None, "en"),
+            (format!("{path}{sep}lang=zh"), None, "zh"),
+            (path.to_string(), Some("zh-CN,zh;q=0.9,en;q=0.8"), "zh"),
+            (path.to_string(), Some("en-US,en;q=0.9"), "en"),
+            (path.to_string(), Some("fr-FR"), "en"),
+        ];
+        for (url, accept, lang) in cases {
+            let (status, headers, html) = get(&app.base, &url, accept).await;
+            assert_eq!(status, 200, "{url} {accept:?}");
+            assert!(
+                headers[reqwest::header::CONTENT_TYPE]
+                    .to_str()
+                    .unwrap()
+                    .starts_with("text/html"),
+                "{url}"
+            );
+            let t = if lang == "zh" { &ZH } else { &EN };
+            let html_lang = if lang == "zh" { "zh-CN" } else { "en" };
+            assert!(
+                html.contains(&format!("<html lang=\"{html_lang}\">")),
+                "{url} {accept:?}"
+            );
+            for s in [t.nav_pricing, t.nav_docs, t.nav_order, t.nav_dashboard] {
+                assert!(html.contains(s), "{url} {accept:?} lacks {s}");
+            }
+            assert!(html.contains(&esc(t.footer_disclaimer)), "{url}: footer");
+            assert!(
+                html.contains("href=\"")
+                    && html.contains("?lang=zh\"")
+                    && html.contains("?lang=en\""),
+                "{url}: switch"
+            );
+            assert!(
+                !html.contains("id=\"demo-banner\""),
+                "{url}: no demo banner"
+            );
+        }
+    }
+    // The language chosen with ?lang= is remembered in a cookie.
+    let resp = reqwest::Client::new()
+        .get(format!("{}/pricing?lang=zh", app.base))
+        .send()
+        .await
+        .unwrap();
+    let lang_cookie = resp
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|v| v.starts_with("mr_lang=zh"))
+        .expect("language cookie");
+    let resp = reqwest::Client::new()
+        .get(format!("{}/docs", app.base))
+        .header(COOKIE, lang_cookie.split(';').next().unwrap())
+        .header(ACCEPT_LANGUAGE, "en")
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.text().await.unwrap().contains(&esc(ZH.docs_title)));
+}
+
+#[tokio::test]
+async fn pricing_and_home_show_the_configured_plans_and_prices() {
+    let app = custom_app().await;
+    for lang in ["en", "zh"] {
+        let (status, _, html) = get(&app.base, &format!("/pricing?lang={lang}"), None).await;
+        assert_eq!(status, 200);
+        for s in [
+            "Taster",
+            "$2.50",
+            "$3.00",
+            ">45 ",
+            "Team Max",
+            "$99.00",
+            "$120.00",
+            ">77 ",
+            "Standard",
+            "Pro",
+            "href=\"/checkout/trial\"",
+            "href=\"/checkout/team\"",
+            "$0.70",
+            "$1.40",
+            "$0.17",
+            "$0.34",
+            "$0.022",
+            "02:00–05:30",
+        ] {
+            assert!(html.contains(s), "/pricing?lang={lang} lacks {s}");
+        }
+        assert!(
+            !html.contains("Withdrawn Plan"),
+            "a disabled plan is not on sale"
+        );
+        assert!(!html.contains("/checkout/starter"));
+        assert!(!html.contains("$0.60"), "the default output price is gone");
+    }
+    let (_, _, en) = get(&app.base, "/pricing?lang=en", None).await;
+    assert!(en.contains("45 requests/min") && en.contains("Saturday") && en.contains("Sunday"));
+    let (_, _, zh) = get(&app.base, "/pricing?lang=zh", None).await;
+    assert!(zh.contains("45 次/分钟") && zh.contains("周六"));
+    // Cheapest first.
+    let taster = en.find("Taster").unwrap();
+    let team = en.find("Team Max").unwrap();
+    assert!(taster < team);
+
+    let (_, _, home) = get(&app.base, "/?lang=en", None).await;
+    for s in [
+        "deepseek-v4-flash",
+        "deepseek-v4-pro",
+        "$2.50",
+        "$0.70 – $1.40",
+        "Pro, Team Max",
+        &format!("base_url=\"{PUBLIC_URL}/v1\""),
+        "href=\"/pricing\"",
+    ] {
+        assert!(home.contains(s), "home lacks {s}");
+    }
+}
+
+#[tokio::test]
+async fn docs_are_generated_from_the_config() {
+    let app = custom_app().await;
+    for lang in ["en", "zh"] {
+        let (status, _, html) = get(&app.base, &format!("/docs?lang={lang}"), None).await;
+        assert_eq!(status, 200);
+        let t = if lang == "zh" { &ZH } else { &EN };
+        for s in [
+            format!("{PUBLIC_URL}/v1"),
+            format!("base_url=\"{PUBLIC_URL}/v1\""),
+            format!("curl {PUBLIC_URL}/v1/chat/completions"),
+            format!("curl -N {PUBLIC_URL}/v1/chat/completions"),
+            format!("{PUBLIC_URL}/api/usage"),
+            format!("{PUBLIC_URL}/v1/dashboard/billing/subscription"),
+            format!("Taster{}<strong>45 {}</strong>", t.label_sep, t.rpm_unit),
+            format!("Team Max{}<strong>77 {}</strong>", t.label_sep, t.rpm_unit),
+            format!("Standard{}<strong>60 {}</strong>", t.label_sep, t.rpm_unit),
+            "4 MiB".to_string(),
+            "stream=True".to_string(),
+            "\"stream\": true".to_string(),
+            "Custom (OpenAI-compatible)".to_string(),
+            "$0.70".to_string(),
+            "02:00–05:30".to_string(),
+            esc(t.docs_what_p2),
+            esc(t.docs_empty_p),
+            esc(t.docs_abort_p),
+            esc(t.docs_st_h),
+        ] {
+            assert!(html.contains(&s), "/docs?lang={lang} lacks {s}");
+        }
+        for code in [
+            "400", "401", "402", "403", "404", "413", "429", "502", "504",
+        ] {
+            assert!(html.contains(&format!("id=\"err-{code}\"")), "error {code}");
+        }
+        // deepseek-v4-pro is in Pro and Team Max only: the 403 advice names them.
+        assert!(
+            html.contains(&format!(
+                "<code>deepseek-v4-pro</code>{}Pro{}Team Max",
+                t.label_sep, t.list_sep
+            )),
+            "403 advice for {lang}"
+        );
+        assert!(!html.contains("Withdrawn Plan"));
+        assert!(!html.contains("127.0.0.1"), "samples use public_url only");
+    }
+}
+
+#[tokio::test]
+async fn checkout_pages() {
+    let app = custom_app().await;
+    for path in [
+        "/checkout/nope",
+        "/checkout/starter",
+        "/checkout/%3Cscript%3E",
+    ] {
+        for lang in ["en", "zh"] {
+            let (status, _, html) = get(&app.base, &format!("{path}?lang={lang}"), None).await;
+            assert_eq!(status, 404, "{path}");
+            let t = if lang == "zh" { &ZH } else { &EN };
+            assert!(
+                html.contains(&esc(t.notfound_plan)),
+                "{path}: 404 page in the layout"
+            );
+            assert!(html.contains(&esc(t.nav_pricing)) && html.contains("csrf-token"));
+            assert!(!html.contains("<script>"), "{path}");
+        }
+    }
+    let (status, headers, html) = get(&app.base, "/checkout/team", None).await;
+    assert_eq!(status, 200);
+    for s in [
+        "id=\"email\"",
+        "type=\"email\"",
+        "required",
+        "Team Max",
+        "$99.00",
+        "id=\"paypal-buttons\"",
+        "id=\"checkout-error\"",
+        "id=\"api-key\"",
+        "id=\"order-id\"",
+        "data-plan=\"team\"",
+        "<script src=\"https://www.paypal.com/sdk/js?client-id=AbC-client_42&amp;currency=USD&amp;intent=capture\"></script>",
+        "<script src=\"/assets/js/checkout.js\" defer></script>",
+    ] {
+        assert!(html.contains(s), "checkout lacks {s}");
+    }
+    assert!(
+        !html.contains("id=\"pay-demo\""),
+        "no demo button outside demo mode"
+    );
+    let csp = headers[CONTENT_SECURITY_POLICY].to_str().unwrap();
+    assert!(csp.contains("https://www.paypal.com"), "{csp}");
+
+    // Without a PayPal client id, the page says payments are not configured.
+    let plain = TestApp::spawn().await;
+    let (_, _, html) = get(&plain.base, "/checkout/trial", None).await;
+    assert!(
+        html.contains("id=\"payments-unconfigured\"")
+            && html.contains(&esc(EN.checkout_unconfigured))
+    );
+    assert!(!html.contains("paypal.com/sdk"));
+
+    // The script and stylesheet are served from the binary, with the right types.
+    for (path, ty) in [
+        ("/assets/js/checkout.js", "javascript"),
+        ("/assets/js/copy.js", "javascript"),
+        ("/assets/css/site.css", "text/css"),
+        ("/assets/img/favicon.svg", "image/svg+xml"),
+    ] {
+        let (status, headers, body) = get(&app.base, path, None).await;
+        assert_eq!(status, 200, "{path}");
+        assert!(
+            headers[reqwest::header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .contains(ty),
+            "{path}"
+        );
+        assert!(!body.is_empty());
+    }
+    let (_, _, js) = get(&app.base, "/assets/js/checkout.js", None).await;
+    for s in [
+        "/api/orders",
+        "x-csrf-token",
+        "/capture",
+        "/demo/paypal/approve",
+        "paypal.Buttons",
+        "#paypal-buttons",
+    ] {
+        assert!(js.contains(s), "checkout.js lacks {s}");
+    }
+}
+
+#[tokio::test]
+async fn security_headers_and_csrf_cookie() {
+    let app = custom_app().await;
+    for path in PAGES.iter().copied().chain(["/checkout/nope"]) {
+        let (_, headers, html) = get(&app.base, path, None).await;
+        let csp = headers[CONTENT_SECURITY_POLICY].to_str().unwrap();
+        assert!(
+            csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+            "{path}: {csp}"
+        );
+        if path.starts_with("/checkout/") {
+            assert!(csp.contains("paypal.com"), "{path}");
+        } else {
+            assert!(!csp.contains("paypal"), "{path}: {csp}");
+            assert!(!csp.contains("unsafe-inline"), "{path}: {csp}");
+        }
+        assert_eq!(headers["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(headers["x-frame-options"], "DENY", "{path}");
+        // No inline scripts or styles anywhere (the CSP would block them).
+        assert!(
+            !html.contains("<script>") && !html.contains(" style=\"") && !html.contains("<style"),
+            "{path}"
+        );
+        assert!(
+            !html.contains(" onclick=") && !html.contains(" onsubmit="),
+            "{path}"
+        );
+        // A first visit gets the CSRF cookie; the page carries the same token.
+        let cookie = csrf_set_cookie(&headers).expect("csrf cookie on a first visit");
+        let lower = cookie.to_ascii_lowercase();
+        assert!(lower.contains("httponly"), "{cookie}");
+        assert!(lower.contains("samesite=strict"), "{cookie}");
+        assert!(lower.contains("secure"), "https public_url: {cookie}");
+        let token = cookie["mr_csrf=".len()..].split(';').next().unwrap();
+        assert!(token.len() >= 32);
+        assert!(
+            html.contains(&format!("<meta name=\"csrf-token\" content=\"{token}\">")),
+            "{path}"
+        );
+    }
+    // A browser that already has the cookie keeps its token.
+    let token = csrf_token(&app.base).await;
+    let resp = reqwest::Client::new()
+        .get(format!("{}/order", app.base))
+        .header(COOKIE, format!("mr_csrf={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(csrf_set_cookie(resp.headers()).is_none());
+    let html = resp.text().await.unwrap();
+    assert!(html.contains(&format!("name=\"csrf_token\" value=\"{token}\"")));
+}
+
+#[tokio::test]
+async fn form_posts_need_the_csrf_token() {
+    let app = custom_app().await;
+    let token = csrf_token(&app.base).await;
+    let other = csrf_token(&app.base).await;
+    assert_ne!(token, other);
+    let lookup = [("order_id", "ord_doesnotexist"), ("email", "a@b.c")];
+    for path in ["/order", "/dashboard"] {
+        // No token field, a wrong token, a token without its cookie: all refused.
+        let cases: [(Option<&str>, Option<&str>); 4] = [
+            (Some(&token), None),
+            (Some(&token), Some(&other)),
+            (None, Some(&token)),
+            (Some(&token), Some("")),
+        ];
+        for (cookie, sent) in cases {
+            let mut fields = lookup.to_vec();
+            fields.push(("key", "sk-gateway-nothing"));
+            if let Some(s) = sent {
+                fields.push(("csrf_token", s));
+            }
+            let (status, html) = post_form(&app.base, path, cookie, &fields).await;
+            assert_eq!(status, 403, "{path} cookie={cookie:?} sent={sent:?}");
+            assert!(html.contains(&esc(EN.csrf_h)), "{path}: a page explains");
+        }
+    }
+    // With the right token: the generic answer for an unknown order…
+    let (status, html) = post_form(
+        &app.base,
+        "/order",
+        Some(&token),
+        &[
+            ("order_id", "ord_doesnotexist"),
+            ("email", "a@b.c"),
+            ("csrf_token", &token),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(html.contains("id=\"order-not-found\"") && html.contains(&esc(EN.order_not_found)));
+    // …and for an unknown key.
+    let (status, html) = post_form(
+        &app.base,
+        "/dashboard",
+        Some(&token),
+        &[
+            ("key", "sk-gateway-thisisnotakeyatallthisisnotakey"),
+            ("csrf_token", &token),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(html.contains("id=\"key-not-found\""));
+    // A form that does not parse is a 400 page, not a crash.
+    let resp = reqwest::Client::new()
+        .post(format!("{}/order", app.base))
+        .header(COOKIE, format!("mr_csrf={token}"))
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+}
+
+#[tokio::test]
+async fn dashboard_shows_a_real_keys_usage() {
+    let app = custom_app().await;
+    let key = app.create_key("trial", None).await;
+    let resp = app
+        .chat(
+            &key,
+            &body("deepseek-v4-flash", "hi [[sim reply=5 prompt=10]]"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let rid = crate::common::request_id(&resp);
+    resp.text().await.unwrap();
+    app.wait_ledger_row(&rid).await;
+    let token = csrf_token(&app.base).await;
+    for lang in ["en", "zh"] {
+        let resp = reqwest::Client::new()
+            .post(format!("{}/dashboard?lang={lang}", app.base))
+            .header(COOKIE, format!("mr_csrf={token}"))
+            .form(&[
+                ("key", format!("  {key}  ").as_str()),
+                ("csrf_token", &token),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let html = resp.text().await.unwrap();
+        let t = if lang == "zh" { &ZH } else { &EN };
+        assert_eq!(element_text(&html, "budget"), Some("$3.00"));
+        let spent = element_text(&html, "spent").unwrap();
+        let remaining = element_text(&html, "remaining").unwrap();
+        let spent: modelrelay::money::Usd = spent.trim_start_matches('$').parse().unwrap();
+        let remaining: modelrelay::money::Usd = remaining.trim_start_matches('$').parse().unwrap();
+        assert!(spent.nanos() > 0);
+        assert_eq!(spent.nanos() + remaining.nanos(), 3_000_000_000);
+        assert_eq!(element_text(&html, "status"), Some(t.key_active));
+        assert_eq!(element_text(&html, "requests"), Some("1"));
+        assert!(html.contains("Taster"));
+        assert!(
+            html.contains("id=\"recent-requests\"") && html.contains(&esc(t.measured_provider))
+        );
+        assert!(html.contains(&esc(t.finish_complete)));
+        assert!(html.contains("<svg") && html.contains("class=\"bar bar-today\""));
+        assert!(
+            html.contains(&format!("${spent}</title>")),
+            "tooltip of today's bar"
+        );
+        assert!(!html.contains(&key), "the key itself is never echoed");
+        assert!(html.contains(&key[..15]), "its prefix is shown");
+    }
+    // The per-IP dashboard limit (20/min) engages too.
+    let mut limited = false;
+    for _ in 0..25 {
+        let (status, html) = post_form(
+            &app.base,
+            "/dashboard",
+            Some(&token),
+            &[("key", &key), ("csrf_token", &token)],
+        )
+        .await;
+        if status == 429 {
+            assert!(html.contains(&esc(EN.limit_h)));
+            limited = true;
+            break;
+        }
+    }
+    assert!(limited);
+}
+
+#[tokio::test]
+async fn order_lookup_is_rate_limited_per_ip() {
+    let app = TestApp::spawn().await;
+    let token = csrf_token(&app.base).await;
+    let fields = [
+        ("order_id", "ord_guess"),
+        ("email", "x@y.z"),
+        ("csrf_token", token.as_str()),
+    ];
+    for i in 0..10 {
+        let (status, html) = post_form(&app.base, "/order", Some(&token), &fields).await;
+        assert_eq!(status, 200, "attempt {}", i + 1);
+        assert!(html.contains(&esc(EN.order_not_found)));
+    }
+    let (status, html) = post_form(&app.base, "/order?lang=zh", Some(&token), &fields).await;
+    assert_eq!(status, 429, "the 11th look-up within a minute");
+    assert!(html.contains(&esc(ZH.limit_h)) && html.contains(&esc(ZH.limit_body)));
+    assert!(!html.contains(&esc(ZH.order_not_found)));
+}
+
+#[tokio::test]
+async fn user_input_is_escaped() {
+    let app = custom_app().await;
+    let token = csrf_token(&app.base).await;
+    let evil_email = "<script>alert(1)</script>@x.y";
+    let evil_id = "\"><img src=x onerror=alert(1)>";
+    let (status, html) = post_form(
+        &app.base,
+        "/order",
+        Some(&token),
+        &[
+            ("order_id", evil_id),
+            ("email", evil_email),
+            ("csrf_token", &token),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(!html.contains("<script>alert(1)"), "email echoed raw");
+    assert!(!html.contains("<img src=x"), "order id echoed raw");
+    assert!(!html.contains("\"><img"), "attribute broken out of");
+    assert!(
+        html.contains("value=\"&#60;script&#62;alert(1)&#60;/script&#62;@x.y\"")
+            || !html.contains("alert(1)"),
+        "escaped or not echoed at all"
+    );
+    assert!(html.contains(&esc(EN.order_not_found)));
+    // Paths and queries are not echoed raw either.
+    let (_, _, html) = get(
+        &app.base,
+        "/checkout/%22%3E%3Cscript%3Ealert(1)%3C%2Fscript%3E",
+        None,
+    )
+    .await;
+    assert!(!html.contains("<script>alert(1)"));
+    let (_, _, html) = get(&app.base, "/pricing?lang=%22%3E%3Cscript%3E", None).await;
+    assert!(!html.contains("\"><script>"));
+}
+
+/// A daemon started with `demo = true`, in front of a simulated DeepSeek and PayPal.
+struct Demo {
+    daemon: Option<Daemon>,
+    base: String,
+    _sim: SimulatedDeepSeek,
+    _paypal: SimulatedPaypal,
+    _dir: tempfile::TempDir,
+}
+
+async fn start_demo() -> Demo {
+    let sim = SimulatedDeepSeek::start(SimOptions {
+        api_key: SIM_KEY.into(),
+        ..SimOptions::default()
+    })
+    .await
+    .unwrap();
+    let opts = SimPaypalOptions::default();
+    let paypal = SimulatedPaypal::start(opts.clone()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = test_config(dir.path(), &sim);
+    config.paypal.api_base = paypal.base_url();
+    config.paypal.client_id = opts.client_id;
+    config.paypal.client_secret = opts.client_secret;
+    config.paypal.webhook_id = opts.webhook_id;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let daemon = Daemon::start_with(config, listener, true).await.unwrap();
+    Demo {
+        base: format!("http://{}", daemon.http_addr),
+        daemon: Some(daemon),
+        _sim: sim,
+        _paypal: paypal,
+        _dir: dir,
+    }
+}
+
+#[tokio::test]
+async fn demo_mode_banner_and_purchase_through_the_pages() {
+    let plain = TestApp::spawn().await;
+    let (status, _, _) = get(&plain.base, "/demo/paypal/approve?order_id=ord_x", None).await;
+    assert_eq!(status, 404, "no approval page outside demo mode");
+
+    let mut demo = start_demo().await;
+    let base = demo.base.clone();
+    for path in PAGES.iter().filter(|p| **p != "/checkout/team") {
+        let (status, _, html) = get(&base, &format!("{path}?lang=zh"), None).await;
+        assert_eq!(status, 200, "{path}");
+        assert!(
+            html.contains("id=\"demo-banner\"") && html.contains(&esc(ZH.demo_banner)),
+            "{path}"
+        );
+    }
+    let (_, _, html) = get(&base, "/checkout/trial", None).await;
+    assert!(html.contains("id=\"pay-demo\"") && html.contains(&esc(EN.checkout_pay_demo)));
+    assert!(
+        !html.contains("paypal.com/sdk"),
+        "no PayPal SDK in demo mode"
+    );
+    let (status, _, _) = get(&base, "/demo/paypal/approve?order_id=ord_unknown", None).await;
+    assert_eq!(status, 404);
+
+    // What checkout.js does: create the order with the CSRF header…
+    let token = csrf_token(&base).await;
+    let client = reqwest::Client::builder()
+        .redirect(redirect::Policy::none())
+        .build()
+        .unwrap();
+    let resp = client
+        .post(format!("{base}/api/orders"))
+        .header(COOKIE, format!("mr_csrf={token}"))
+        .header("x-csrf-token", &token)
+        .json(&serde_json::json!({"plan": "trial", "email": "Buyer@Example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut cookies = vec![format!("mr_csrf={token}")];
+    for v in resp.headers().get_all(SET_COOKIE) {
+        cookies.push(v.to_str().unwrap().split(';').next().unwrap().to_string());
+    }
+    let cookie = cookies.join("; ");
+    let v: serde_json::Value = resp.json().await.unwrap();
+    let order_id = v["order_id"].as_str().unwrap().to_string();
+
+    // …then the approval page shows the plan and amount…
+    let resp = client
+        .get(format!("{base}/demo/paypal/approve?order_id={order_id}"))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let html = resp.text().await.unwrap();
+    assert!(
+        html.contains("id=\"approve\"") && html.contains("$1.00 USD") && html.contains("Trial")
+    );
+    assert!(html.contains(&format!("name=\"order_id\" value=\"{order_id}\"")));
+    // …refuses an approval without the CSRF token…
+    let resp = client
+        .post(format!("{base}/demo/paypal/approve"))
+        .header(COOKIE, &cookie)
+        .form(&[("order_id", order_id.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    // …approves with it and sends the buyer back to the checkout page…
+    let resp = client
+        .post(format!("{base}/demo/paypal/approve"))
+        .header(COOKIE, &cookie)
+        .form(&[("order_id", order_id.as_str()), ("csrf_token", &token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    let location = resp.headers()[LOCATION].to_str().unwrap().to_string();
+    assert_eq!(
+        location,
+        format!("/checkout/trial?order_id={order_id}&approved=1")
+    );
+    let resp = client
+        .get(format!("{base}{location}"))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let html = resp.text().await.unwrap();
+    assert!(
+        html.contains("id=\"checkout-status\" role=\"status\">"),
+        "resuming shows the status"
+    );
+    // …which captures (checkout.js) and gets the key.
+    let resp = client
+        .post(format!("{base}/api/orders/{order_id}/capture"))
+        .header(COOKIE, &cookie)
+        .header("x-csrf-token", &token)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(v["status"], "paid", "{v}");
+    let key = v["api_key"].as_str().unwrap().to_string();
+    assert!(key.starts_with("sk-gateway-"));
+
+    // The order look-up shows the key for the right email (any case)…
+    let (status, html) = post_form(
+        &base,
+        "/order",
+        Some(&token),
+        &[
+            ("order_id", &order_id),
+            ("email", " buyer@example.COM "),
+            ("csrf_token", &token),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(element_text(&html, "api-key"), Some(key.as_str()));
+    assert_eq!(element_text(&html, "order-id"), Some(order_id.as_str()));
+    assert_eq!(element_text(&html, "order-status"), Some(EN.order_paid));
+    assert!(html.contains("$1.00 USD"));
+    // …and the same generic answer as an unknown order for a wrong email.
+    let (_, wrong) = post_form(
+        &base,
+        "/order",
+        Some(&token),
+        &[
+            ("order_id", &order_id),
+            ("email", "other@example.com"),
+            ("csrf_token", &token),
+        ],
+    )
+    .await;
+    let (_, unknown) = post_form(
+        &base,
+        "/order",
+        Some(&token),
+        &[
+            ("order_id", "ord_nosuchorder0000000"),
+            ("email", "other@example.com"),
+            ("csrf_token", &token),
+        ],
+    )
+    .await;
+    assert!(!wrong.contains(&key) && wrong.contains(&esc(EN.order_not_found)));
+    let strip = |h: &str| {
+        h.replace(order_id.as_str(), "")
+            .replace("ord_nosuchorder0000000", "")
+    };
+    assert_eq!(strip(&wrong), strip(&unknown), "indistinguishable");
+
+    // The dashboard shows the plan's budget for the new key.
+    let (status, html) = post_form(
+        &base,
+        "/dashboard",
+        Some(&token),
+        &[("key", &key), ("csrf_token", &token)],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(element_text(&html, "budget"), Some("$1.00"));
+    assert_eq!(element_text(&html, "remaining"), Some("$1.00"));
+    assert!(html.contains("id=\"no-requests\""));
+
+    // Approving the same order again is refused with a page, not a crash.
+    let resp = client
+        .post(format!("{base}/demo/paypal/approve"))
+        .header(COOKIE, &cookie)
+        .form(&[("order_id", order_id.as_str()), ("csrf_token", &token)])
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        resp.status().is_client_error() || resp.status() == 303,
+        "{}",
+        resp.status()
+    );
+
+    if let Some(d) = demo.daemon.take() {
+        d.shutdown().await;
+    }
+}
