@@ -187,6 +187,47 @@ impl AppState {
     }
 }
 
+/// The client's address: the TCP peer, or — with `server.behind_proxy` and a loopback peer (the
+/// proxy) — the address the proxy appended last to `X-Forwarded-For`. Per-IP limits and the
+/// console use it; without it, every customer behind a proxy would share one address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientIp(pub std::net::IpAddr);
+
+impl ClientIp {
+    /// Work it out from the connection and headers.
+    pub fn of(state: &AppState, parts: &axum::http::request::Parts) -> ClientIp {
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<SocketAddr>>()
+            .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+        if state.config.server.behind_proxy && peer.is_loopback() {
+            let forwarded = parts
+                .headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .filter_map(|ip| ip.trim().parse::<std::net::IpAddr>().ok())
+                .last();
+            if let Some(ip) = forwarded {
+                return ClientIp(ip);
+            }
+        }
+        ClientIp(peer)
+    }
+}
+
+impl axum::extract::FromRequestParts<Arc<AppState>> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp::of(state, parts))
+    }
+}
+
 /// PayPal's API base URL: `paypal.api_base`, else the environment's.
 pub fn paypal_base(p: &crate::config::PaypalConfig) -> String {
     if !p.api_base.is_empty() {

@@ -57,6 +57,9 @@ pub struct ServerConfig {
     pub secret_file: Option<PathBuf>,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// A reverse proxy on this machine (Caddy, nginx) forwards to us: take the client address
+    /// from the `X-Forwarded-For` it appends (only for connections from loopback).
+    pub behind_proxy: bool,
 }
 
 /// `[upstream]`
@@ -170,6 +173,7 @@ impl Default for ServerConfig {
             admin_group: None,
             secret_file: None,
             max_body_bytes: 8 * 1024 * 1024,
+            behind_proxy: false,
         }
     }
 }

@@ -139,3 +139,68 @@ async fn odd_urls_get_the_json_error_shape() {
         .unwrap();
     assert_eq!(resp.status(), 401);
 }
+
+#[tokio::test]
+async fn behind_a_proxy_the_forwarded_address_is_the_clients() {
+    let app = TestApp::spawn_with(|c| c.server.behind_proxy = true).await;
+    let mut sub = modelrelay::activity::socket::Client::connect(&app.socket)
+        .await
+        .unwrap();
+    sub.send(&modelrelay::activity::protocol::Request::Subscribe)
+        .await
+        .unwrap();
+    let _ = sub.recv().await.unwrap();
+    let key = app.create_key("trial", None).await;
+    let resp = app
+        .chat(&key, &body("deepseek-v4-flash", "hi [[sim reply=1]]"))
+        .header("x-forwarded-for", "198.51.100.7, 203.0.113.9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(5), sub.recv())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let modelrelay::activity::protocol::Response::Event {
+            event: modelrelay::activity::ActivityEvent::RequestStarted { client_ip, .. },
+        } = msg
+        {
+            // The last address is the one our proxy appended; the rest came from the client.
+            assert_eq!(client_ip.as_deref(), Some("203.0.113.9"));
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn unknown_pages_get_the_sites_404_page() {
+    let app = TestApp::spawn().await;
+    let resp = app
+        .http
+        .get(format!("{}/nope?lang=zh", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    assert!(resp.headers().contains_key("content-security-policy"));
+    let html = resp.text().await.unwrap();
+    assert!(html.contains("<html lang=\"zh-CN\""), "{html}");
+    // The language switch keeps the other query parameters.
+    let resp = app
+        .http
+        .get(format!(
+            "{}/checkout/trial?order_id=ord_x&approved=1",
+            app.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    let html = resp.text().await.unwrap();
+    assert!(
+        html.contains("/checkout/trial?order_id=ord_x&#38;approved=1&#38;lang=zh"),
+        "{html}"
+    );
+}

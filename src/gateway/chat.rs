@@ -1,12 +1,11 @@
 //! `POST /v1/chat/completions`: the checks in order (auth, rate limit, body, model, plan, hold),
 //! then upstream, then the non-stream answer here or the stream relay in `stream.rs`.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -35,10 +34,7 @@ pub async fn chat_completions(State(state): State<Arc<AppState>>, req: Request) 
         .get::<RequestId>()
         .map(|r| r.0.clone())
         .unwrap_or_default();
-    let peer = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string());
+    let peer = Some(crate::app::ClientIp::of(&state, &parts).0.to_string());
     let key = match auth::authenticate(&state, &parts.headers) {
         Ok(k) => k,
         Err(e) => return refused(&state, None, e),

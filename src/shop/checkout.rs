@@ -8,12 +8,11 @@
 //! from an unpaid state — so double clicks, retried captures, webhooks and reloads converge on
 //! one key.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
@@ -26,7 +25,7 @@ use subtle::ConstantTimeEq;
 use super::web::{csrf_header, csrf_ok};
 use crate::activity::ActivityEvent;
 use crate::admin::{NewKey, is_email};
-use crate::app::AppState;
+use crate::app::{AppState, ClientIp};
 use crate::paypal::{CaptureInfo, NewOrder, PaypalError};
 use crate::store::Write;
 use crate::store::orders::{OrderRecord, OrderStatus};
@@ -59,7 +58,7 @@ struct CreateBody {
 /// `POST /api/orders` `{plan, email}` → `{order_id, paypal_order_id}`.
 pub async fn create(
     State(state): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -70,12 +69,7 @@ pub async fn create(
             "Reload the page and try again.",
         );
     }
-    if state
-        .shop_limits
-        .create_order
-        .check_key(&peer.ip())
-        .is_err()
-    {
+    if state.shop_limits.create_order.check_key(&ip).is_err() {
         return error(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limit_exceeded",

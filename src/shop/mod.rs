@@ -63,6 +63,7 @@ pub fn router() -> Router<Arc<AppState>> {
             get(pages::demo_approve_page).post(pages::demo_approve_submit),
         )
         .route("/assets/{*path}", get(assets::serve))
+        .fallback(pages::not_found_page)
         .layer(axum::middleware::from_fn(web::security_headers))
         .route("/api/usage", get(usage::api_usage))
         .route("/api/orders", post(checkout::create))

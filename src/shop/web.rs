@@ -35,6 +35,8 @@ pub struct PageCtx {
     pub public_url: String,
     /// The path of this page (for the language switch links).
     pub path: String,
+    /// Its query string, without the `?`.
+    query: String,
     cookies: CookieJar,
     set_cookies: bool,
 }
@@ -51,9 +53,17 @@ impl PageCtx {
         }
     }
 
-    /// The URL of this page in another language.
+    /// The URL of this page in another language (its other query parameters kept, so a
+    /// checkout result survives the switch).
     pub fn lang_link(&self, lang: &str) -> String {
-        format!("{}?lang={lang}", self.path)
+        let mut query: Vec<&str> = self
+            .query
+            .split('&')
+            .filter(|kv| !kv.is_empty() && !kv.starts_with("lang="))
+            .collect();
+        let wanted = format!("lang={lang}");
+        query.push(&wanted);
+        format!("{}?{}", self.path, query.join("&"))
     }
 
     /// True when the cookies changed (a new CSRF token or language).
@@ -142,6 +152,7 @@ impl FromRequestParts<Arc<AppState>> for PageCtx {
             demo: state.demo,
             public_url: state.config.server.public_url.clone(),
             path: parts.uri.path().to_string(),
+            query: parts.uri.query().unwrap_or("").to_string(),
             cookies: if set_cookies { jar } else { CookieJar::new() },
             set_cookies,
         })

@@ -2,21 +2,20 @@
 //! logged), CSRF-checked and limited per IP; the page shows the balance, totals, a daily-spend
 //! chart and the latest requests.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use askama::Template;
+use axum::Form;
+use axum::extract::State;
 use axum::extract::rejection::FormRejection;
-use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use axum::{Extension, Form};
 use serde::Deserialize;
 
 use super::chart::{self, Chart};
 use super::view::display_time;
-use super::{bad_form, client_ip, csrf_refused, too_many, unavailable};
-use crate::app::AppState;
+use super::{bad_form, csrf_refused, too_many, unavailable};
+use crate::app::{AppState, ClientIp};
 use crate::keys::KeyStatus;
 use crate::money::Usd;
 use crate::shop::i18n::Texts;
@@ -169,7 +168,7 @@ pub struct KeyForm {
 pub async fn dashboard(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    conn: Option<Extension<ConnectInfo<SocketAddr>>>,
+    ClientIp(ip): ClientIp,
     ctx: PageCtx,
     form: Result<Form<KeyForm>, FormRejection>,
 ) -> Response {
@@ -179,12 +178,7 @@ pub async fn dashboard(
     if !csrf_ok(&headers, Some(&form.csrf_token)) {
         return csrf_refused(&ctx, "/dashboard");
     }
-    if state
-        .shop_limits
-        .dashboard
-        .check_key(&client_ip(conn))
-        .is_err()
-    {
+    if state.shop_limits.dashboard.check_key(&ip).is_err() {
         return too_many(&ctx, "/dashboard");
     }
     let token = form.key.trim();

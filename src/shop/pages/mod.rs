@@ -9,11 +9,7 @@ mod info;
 mod order;
 mod view;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-
 use askama::Template;
-use axum::Extension;
-use axum::extract::ConnectInfo;
 use axum::http::StatusCode;
 use axum::response::Response;
 
@@ -119,13 +115,5 @@ fn unavailable(ctx: &PageCtx) -> Response {
         t.error_h,
         t.error_body,
         None,
-    )
-}
-
-/// The client's IP (per-IP limits); unspecified when the server was not given connect info.
-fn client_ip(conn: Option<Extension<ConnectInfo<SocketAddr>>>) -> IpAddr {
-    conn.map_or(
-        IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        |Extension(ConnectInfo(a))| a.ip(),
     )
 }

@@ -1,20 +1,19 @@
 //! Order look-up (`/order`): order id + email, CSRF-checked and limited per IP; an unknown id
 //! and a wrong email get the same answer.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use askama::Template;
+use axum::Form;
+use axum::extract::State;
 use axum::extract::rejection::FormRejection;
-use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use axum::{Extension, Form};
 use serde::Deserialize;
 
 use super::view::{clip, display_time};
-use super::{bad_form, client_ip, csrf_refused, too_many};
-use crate::app::AppState;
+use super::{bad_form, csrf_refused, too_many};
+use crate::app::{AppState, ClientIp};
 use crate::money::Usd;
 use crate::shop::i18n::Texts;
 use crate::shop::orders::OrderView;
@@ -104,7 +103,7 @@ pub struct LookupForm {
 pub async fn order_lookup(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    conn: Option<Extension<ConnectInfo<SocketAddr>>>,
+    ClientIp(ip): ClientIp,
     ctx: PageCtx,
     form: Result<Form<LookupForm>, FormRejection>,
 ) -> Response {
@@ -114,12 +113,7 @@ pub async fn order_lookup(
     if !csrf_ok(&headers, Some(&form.csrf_token)) {
         return csrf_refused(&ctx, "/order");
     }
-    if state
-        .shop_limits
-        .order_lookup
-        .check_key(&client_ip(conn))
-        .is_err()
-    {
+    if state.shop_limits.order_lookup.check_key(&ip).is_err() {
         return too_many(&ctx, "/order");
     }
     let outcome = match state.lookup_order(&form.order_id, &form.email).await {
