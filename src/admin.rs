@@ -6,7 +6,7 @@ use std::sync::Arc;
 use chrono::Utc;
 
 use crate::activity::ActivityEvent;
-use crate::activity::protocol::{KeyView, Request, Response};
+use crate::activity::protocol::{KeyView, OrderView, Request, Response};
 use crate::app::AppState;
 use crate::keys::token::{KEY_PREFIX, display_prefix, generate_key, generate_key_id, hash_key};
 use crate::keys::{KeyRecord, KeyState, KeyStatus};
@@ -19,6 +19,9 @@ pub enum AdminError {
     /// No key matches.
     #[error("no key matches {0:?}")]
     NoSuchKey(String),
+    /// No order has this id.
+    #[error("no order {0:?}")]
+    NoSuchOrder(String),
     /// A prefix that matches several keys.
     #[error("{0:?} matches {1} keys; give the key id")]
     Ambiguous(String, usize),
@@ -277,6 +280,22 @@ impl AppState {
                     key: KeyView::of(&k),
                 })
             }
+            Request::OrdersList { limit } => {
+                let limit = limit.unwrap_or(100).clamp(1, 10_000);
+                self.store
+                    .read(move |c| crate::store::orders::recent(c, limit))
+                    .await
+                    .map(|orders| Response::Orders {
+                        orders: orders.iter().map(OrderView::of).collect(),
+                    })
+                    .map_err(|e| AdminError::Internal(e.to_string()))
+            }
+            Request::OrdersShow { order_id } => match self.load_order(&order_id).await {
+                Some((o, _)) => Ok(Response::Order {
+                    order: OrderView::of(&o),
+                }),
+                None => Err(AdminError::NoSuchOrder(order_id)),
+            },
             Request::Subscribe => Ok(Response::Subscribed),
         };
         result.unwrap_or_else(|e| Response::Error {

@@ -208,7 +208,7 @@ impl ClientIp {
                 .filter_map(|v| v.to_str().ok())
                 .flat_map(|v| v.split(','))
                 .filter_map(|ip| ip.trim().parse::<std::net::IpAddr>().ok())
-                .last();
+                .next_back();
             if let Some(ip) = forwarded {
                 return ClientIp(ip);
             }

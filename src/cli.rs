@@ -44,6 +44,8 @@ pub enum Command {
     },
     /// Manage API keys on the running daemon.
     Keys(KeysArgs),
+    /// Look at orders on the running daemon.
+    Orders(OrdersArgs),
     /// Validate the config and print it with secrets redacted.
     CheckConfig,
 }
@@ -60,6 +62,36 @@ pub struct KeysArgs {
     /// What to do.
     #[command(subcommand)]
     pub command: KeysCommand,
+}
+
+/// `orders …`
+#[derive(Debug, Args)]
+pub struct OrdersArgs {
+    /// Admin socket (default: from config).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Print one JSON document.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: OrdersCommand,
+}
+
+/// `orders` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum OrdersCommand {
+    /// The newest orders.
+    List {
+        /// How many.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// One order.
+    Show {
+        /// Order id (`ord_…`).
+        order_id: String,
+    },
 }
 
 /// `keys` subcommands.
@@ -147,6 +179,10 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Keys(args) => {
             let path = args.socket.clone().unwrap_or_else(|| config.admin_socket());
             runtime.block_on(keys(&path, args))
+        }
+        Command::Orders(args) => {
+            let path = args.socket.clone().unwrap_or_else(|| config.admin_socket());
+            runtime.block_on(orders(&path, args))
         }
         Command::CheckConfig => ExitCode::SUCCESS,
     }
@@ -279,6 +315,60 @@ async fn keys(path: &Path, args: KeysArgs) -> ExitCode {
             }
         }
         other => fail(format_args!("unexpected answer from the daemon: {other:?}")),
+    }
+}
+
+async fn orders(path: &Path, args: OrdersArgs) -> ExitCode {
+    let req = match &args.command {
+        OrdersCommand::List { limit } => Request::OrdersList {
+            limit: Some(*limit),
+        },
+        OrdersCommand::Show { order_id } => Request::OrdersShow {
+            order_id: order_id.clone(),
+        },
+    };
+    match socket::call(path, &req).await {
+        Err(e) => fail(e),
+        Ok(Response::Error { message }) => fail(message),
+        Ok(Response::Orders { orders }) if args.json => print_json(&orders),
+        Ok(Response::Orders { orders }) => {
+            println!(
+                "{:<24} {:<20} {:<9} {:<10} {:>9}  {:<21} EMAIL",
+                "ORDER", "CREATED", "STATUS", "PLAN", "AMOUNT", "KEY"
+            );
+            for o in &orders {
+                println!(
+                    "{:<24} {:<20} {:<9} {:<10} {:>9}  {:<21} {}",
+                    o.order_id,
+                    o.created_at,
+                    o.status.as_str(),
+                    o.plan,
+                    format!("${}", o.amount_usd),
+                    o.key_id.as_deref().unwrap_or("-"),
+                    o.email
+                );
+            }
+            if orders.is_empty() {
+                println!("(no orders yet)");
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(Response::Order { order }) if args.json => print_json(&order),
+        Ok(Response::Order { order: o }) => {
+            let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+            println!("order:      {}", o.order_id);
+            println!("status:     {}", o.status.as_str());
+            println!("plan:       {}", o.plan);
+            println!("amount:     ${}", o.amount_usd);
+            println!("email:      {}", o.email);
+            println!("key:        {}", opt(&o.key_id));
+            println!("paypal:     {}", opt(&o.paypal_order_id));
+            println!("capture:    {}", opt(&o.paypal_capture_id));
+            println!("created:    {}", o.created_at);
+            println!("paid:       {}", opt(&o.paid_at));
+            ExitCode::SUCCESS
+        }
+        Ok(other) => fail(format_args!("unexpected answer from the daemon: {other:?}")),
     }
 }
 

@@ -5,6 +5,7 @@ mod common;
 mod smoke;
 
 mod billing;
+mod browser;
 mod cli;
 mod errors;
 mod faults;

@@ -395,3 +395,50 @@ async fn bad_checkout_input_is_refused_clearly() {
     assert_eq!(status, 404, "{v}");
     assert_eq!(app.pp().counts().create_calls, 0);
 }
+
+#[tokio::test]
+async fn the_operator_sees_orders_on_the_cli() {
+    let app = TestApp::spawn_shop().await;
+    let mut b = Browser::open(&app).await;
+    let (order_id, paypal_id) = b.create_order(&app, "trial", "cli@example.com").await;
+    assert!(app.pp().approve(&paypal_id));
+    let (_, v) = b.capture(&app, &order_id).await;
+    let key = v["api_key"].as_str().unwrap().to_string();
+    let key_id = app.key_state(&key).id.clone();
+    // tokio's Command: a blocking wait would stall the daemon running on this same runtime.
+    let run = async |args: &[&str]| {
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_modelrelay"))
+            .args(args)
+            .arg("--socket")
+            .arg(&app.socket)
+            .env_remove("MODELRELAY_CONFIG")
+            .current_dir(app.dir.path())
+            .output()
+            .await
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let (code, out, err) = run(&["orders", "list", "--json"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    let list: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    let o = &list[0];
+    assert_eq!(o["order_id"], order_id.as_str());
+    assert_eq!(o["status"], "paid");
+    assert_eq!(o["plan"], "trial");
+    assert_eq!(o["amount_usd"], "1.00");
+    assert_eq!(o["email"], "cli@example.com");
+    assert_eq!(o["key_id"], key_id.as_str());
+    assert!(o["created_at"].as_str().unwrap().ends_with('Z'));
+    let (code, out, _) = run(&["orders", "show", &order_id]).await;
+    assert_eq!(code, Some(0));
+    assert!(out.contains("paid") && out.contains(&key_id), "{out}");
+    assert!(!out.contains(&key), "the CLI never prints a sold key");
+    let (code, _, err) = run(&["orders", "show", "ord_nope"]).await;
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no order"), "{err}");
+}

@@ -47,6 +47,17 @@ pub enum Request {
         /// Amount to add.
         usd: Usd,
     },
+    /// The newest orders.
+    OrdersList {
+        /// How many (default 100).
+        #[serde(default)]
+        limit: Option<u32>,
+    },
+    /// One order by id.
+    OrdersShow {
+        /// Our order id.
+        order_id: String,
+    },
     /// Stream activity events from now on.
     Subscribe,
 }
@@ -76,6 +87,16 @@ pub enum Response {
         key: KeyView,
         /// `sk-gateway-…`
         api_key: String,
+    },
+    /// Answer to `orders_list`.
+    Orders {
+        /// Newest first.
+        orders: Vec<OrderView>,
+    },
+    /// Answer to `orders_show`.
+    Order {
+        /// The order.
+        order: OrderView,
     },
     /// Answer to `subscribe`; events follow.
     Subscribed,
@@ -152,6 +173,51 @@ impl KeyView {
             last_used_at: k
                 .last_used_at()
                 .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        }
+    }
+}
+
+/// An order as shown to the operator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderView {
+    /// Our id.
+    pub order_id: String,
+    /// created, pending, paid, failed, refunded.
+    pub status: crate::store::orders::OrderStatus,
+    /// Plan id.
+    pub plan: String,
+    /// Price.
+    pub amount_usd: Usd,
+    /// Buyer's email.
+    pub email: String,
+    /// The key it paid for.
+    pub key_id: Option<String>,
+    /// PayPal's order id.
+    pub paypal_order_id: Option<String>,
+    /// PayPal's capture id.
+    pub paypal_capture_id: Option<String>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub paid_at: Option<String>,
+}
+
+impl OrderView {
+    /// From a stored order.
+    pub fn of(o: &crate::store::orders::OrderRecord) -> OrderView {
+        let t =
+            |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        OrderView {
+            order_id: o.order_id.clone(),
+            status: o.status,
+            plan: o.plan.clone(),
+            amount_usd: o.amount,
+            email: o.email.clone(),
+            key_id: o.key_id.clone(),
+            paypal_order_id: o.paypal_order_id.clone(),
+            paypal_capture_id: o.paypal_capture_id.clone(),
+            created_at: t(o.created_at),
+            paid_at: o.paid_at.map(t),
         }
     }
 }
