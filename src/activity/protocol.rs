@@ -100,6 +100,12 @@ pub enum Response {
     },
     /// Answer to `subscribe`; events follow.
     Subscribed,
+    /// Sent right after `subscribed`: the daemon's state at that moment. Events already
+    /// reflected in it may follow; applying an event twice must change nothing.
+    Snapshot {
+        /// The state.
+        snapshot: Box<Snapshot>,
+    },
     /// One activity event (after `subscribe`).
     Event {
         /// What happened.
@@ -175,6 +181,91 @@ impl KeyView {
                 .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
         }
     }
+}
+
+/// The daemon's live state, for a console that just connected (or resynchronises after lag).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Daemon version.
+    pub version: String,
+    /// Seconds since the daemon started.
+    pub uptime_secs: u64,
+    /// Unix ms when the snapshot was taken.
+    pub at_ms: i64,
+    /// Requests in flight, oldest first.
+    pub in_flight: Vec<InFlightView>,
+    /// The latest finished requests (`RequestFinished` events), newest last.
+    pub finished: Vec<ActivityEvent>,
+    /// Every key.
+    pub keys: Vec<KeyView>,
+    /// The newest orders, newest first.
+    pub orders: Vec<OrderView>,
+    /// Rate-limit hits in the last hour, per key.
+    pub rate_limited: Vec<RateLimitHits>,
+    /// 402/403 refusals in the last hour (`Refused` events), newest last.
+    pub refusals: Vec<ActivityEvent>,
+    /// Today's totals (UTC day).
+    pub today: Totals,
+    /// How upstream has been doing.
+    pub upstream: UpstreamHealth,
+}
+
+/// A request in flight.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InFlightView {
+    /// `x-request-id`.
+    pub request_id: String,
+    /// Key id.
+    pub key_id: String,
+    /// Key display prefix.
+    pub key_prefix: String,
+    /// Plan id.
+    pub plan: String,
+    /// Public model name.
+    pub model: String,
+    /// Streamed?
+    pub stream: bool,
+    /// Client address.
+    pub client_ip: Option<String>,
+    /// Unix ms it started.
+    pub started_ms: i64,
+    /// Output tokens so far (streams).
+    pub output_tokens: u64,
+}
+
+/// Rate-limit hits of one key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RateLimitHits {
+    /// Key id.
+    pub key_id: String,
+    /// Key display prefix.
+    pub key_prefix: String,
+    /// The plan's RPM.
+    pub limit: u32,
+    /// Unix ms of each hit in the last hour, oldest first.
+    pub hits_ms: Vec<i64>,
+}
+
+/// Today's totals.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Totals {
+    /// Requests settled.
+    pub requests: u64,
+    /// Charged to keys.
+    pub spend_usd: Usd,
+    /// Orders paid.
+    pub revenue_usd: Usd,
+}
+
+/// Upstream's recent health.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UpstreamHealth {
+    /// The last failure's finish and status, e.g. `upstream_error 502`.
+    pub last_error: Option<String>,
+    /// When it happened (unix ms).
+    pub last_error_ms: Option<i64>,
+    /// Latency of the last completed request (ms).
+    pub last_latency_ms: Option<u64>,
 }
 
 /// An order as shown to the operator.
