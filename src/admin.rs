@@ -197,15 +197,17 @@ impl AppState {
     /// Revoke a key: it fails with 401 from the next request on.
     pub async fn revoke_key(&self, needle: &str) -> Result<Arc<KeyState>, AdminError> {
         let key = self.find_key(needle)?;
+        // The database first: a revocation must survive a restart. It is idempotent, so a
+        // retry after a failure (or of an already revoked key) simply writes it again.
+        self.store
+            .write(Write::KeyStatus {
+                key_id: key.id.clone(),
+                status: KeyStatus::Revoked,
+                at_ms: now_ms(),
+            })
+            .await
+            .map_err(|e| AdminError::Internal(e.to_string()))?;
         if key.revoke() {
-            self.store
-                .write(Write::KeyStatus {
-                    key_id: key.id.clone(),
-                    status: KeyStatus::Revoked,
-                    at_ms: now_ms(),
-                })
-                .await
-                .map_err(|e| AdminError::Internal(e.to_string()))?;
             self.activity.emit(ActivityEvent::KeyRevoked {
                 key_id: key.id.clone(),
                 at_ms: now_ms(),

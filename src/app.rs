@@ -293,6 +293,13 @@ impl Daemon {
         demo: bool,
     ) -> Result<Daemon, StartError> {
         let state = AppState::open(config, demo).await?;
+        crate::shop::start_background(&state);
+        if state.paypal.is_some() && state.config.paypal.webhook_id.is_empty() {
+            tracing::warn!(
+                "paypal.webhook_id is empty: PayPal webhooks cannot be verified, so pending \
+                 payments and refunds are never processed"
+            );
+        }
         let http_addr = listener.local_addr().map_err(io("listener address"))?;
         let socket_path = state.config.admin_socket();
         let (stop, stopped) = watch::channel(false);

@@ -203,4 +203,13 @@ async fn unknown_pages_get_the_sites_404_page() {
         html.contains("/checkout/trial?order_id=ord_x&#38;approved=1&#38;lang=zh"),
         "{html}"
     );
+    // A protocol-relative path never becomes a link to another site.
+    let resp = app
+        .http
+        .get(format!("{}//evil.example/x", app.base))
+        .send()
+        .await
+        .unwrap();
+    let html = resp.text().await.unwrap();
+    assert!(!html.contains("href=\"//evil.example"), "{html}");
 }

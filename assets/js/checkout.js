@@ -81,16 +81,29 @@
         showPending(msg('paid-elsewhere'), id, msg('paid-h'));
       } else if (data.status === 'pending') {
         showPending(msg('pending'), id);
+      } else if (data.status === 'review') {
+        showPending(data.message || msg('failed'), id);
       } else {
         payBox.hidden = false;
         var known = { created: 'not-approved', failed: 'declined', refunded: 'refunded' }[data.status];
         showError(known ? msg(known) : (data.message || msg('failed')));
       }
     }, function (e) {
+      // The buyer has approved: never offer to pay again for this order. The URL carries the
+      // order id, so a reload retries the capture of the same order.
       busy('');
-      payBox.hidden = false;
       showError(e.message);
+      document.getElementById('order-id').textContent = orderId;
     });
+  }
+
+  // Remember the approved order in the URL before capturing, so a reload or a failed capture
+  // resumes this order instead of paying again.
+  function rememberApproved(orderId) {
+    if (window.history && window.history.replaceState) {
+      var q = '?order_id=' + encodeURIComponent(orderId) + '&approved=1';
+      window.history.replaceState(null, '', window.location.pathname + q);
+    }
   }
 
   form.addEventListener('submit', function (ev) {
@@ -126,7 +139,10 @@
             throw e;
           });
         },
-        onApprove: function () { return capture(orderId); },
+        onApprove: function () {
+          rememberApproved(orderId);
+          return capture(orderId);
+        },
         onCancel: function () { showError(msg('cancelled')); },
         onError: function () { if (errorBox.hidden) showError(msg('failed')); }
       }).render('#paypal-buttons');

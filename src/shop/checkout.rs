@@ -69,7 +69,12 @@ pub async fn create(
             "Reload the page and try again.",
         );
     }
-    if state.shop_limits.create_order.check_key(&ip).is_err() {
+    if state
+        .shop_limits
+        .create_order
+        .check_key(&super::limit_key(ip))
+        .is_err()
+    {
         return error(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limit_exceeded",
@@ -219,6 +224,7 @@ fn created_here(headers: &HeaderMap, order: &OrderRecord) -> bool {
 pub async fn capture(
     State(state): State<Arc<AppState>>,
     Path(order_id): Path<String>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
 ) -> Response {
     if !csrf_ok(&headers, csrf_header(&headers)) {
@@ -228,16 +234,69 @@ pub async fn capture(
             "Reload the page and try again.",
         );
     }
+    if state
+        .shop_limits
+        .capture
+        .check_key(&super::limit_key(ip))
+        .is_err()
+    {
+        return error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_exceeded",
+            "Too many attempts from your address. Wait a minute and try again.",
+        );
+    }
     let Some((order, _)) = state.load_order(&order_id).await else {
         return error(StatusCode::NOT_FOUND, "order_not_found", "No such order.");
     };
     let may_see_key = created_here(&headers, &order);
-    let outcome = match order.status {
-        OrderStatus::Paid | OrderStatus::Refunded => Ok(()),
-        _ => capture_at_paypal(&state, &order).await,
+    // In a task of its own: a buyer whose connection drops mid-capture must not leave a
+    // payment half-recorded (the handler future would simply stop at its next await).
+    let worker = {
+        let state = state.clone();
+        let order = order.clone();
+        tokio::spawn(async move {
+            match (order.status, order.key_id.as_deref()) {
+                (OrderStatus::Paid, Some(key_id)) => {
+                    ensure_installed(&state, key_id).await;
+                    Ok(None)
+                }
+                (OrderStatus::Paid | OrderStatus::Refunded, _) => Ok(None),
+                _ => capture_at_paypal(&state, &order).await.map(Some),
+            }
+        })
     };
-    if let Err(resp) = outcome {
-        return resp;
+    let outcome = match worker.await {
+        Ok(Ok(f)) => f,
+        Ok(Err(resp)) => return resp,
+        Err(_) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "Please retry.",
+            );
+        }
+    };
+    match &outcome {
+        Some(Fulfilment::Failed(_)) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "payment_not_recorded",
+                "Your payment went through but could not be recorded yet. Reload this page in a \
+                 minute; you will not be charged again.",
+            );
+        }
+        Some(Fulfilment::Mismatch(_)) => {
+            return Json(json!({
+                "status": "review",
+                "order_id": order.order_id,
+                "message": "PayPal reported a payment that does not match this order, so it is \
+                            held for review. Please contact us with your order id; do not pay again.",
+                "api_key": null,
+            }))
+            .into_response();
+        }
+        _ => {}
     }
     // Answer from the database: whatever path got it there, this is the order's truth.
     let Some((order, sealed)) = state.load_order(&order_id).await else {
@@ -268,7 +327,10 @@ pub async fn capture(
 }
 
 /// Capture at PayPal (idempotent on our request id) and fulfil from the answer.
-async fn capture_at_paypal(state: &Arc<AppState>, order: &OrderRecord) -> Result<(), Response> {
+async fn capture_at_paypal(
+    state: &Arc<AppState>,
+    order: &OrderRecord,
+) -> Result<Fulfilment, Response> {
     let (Some(paypal), Some(paypal_id)) = (state.paypal.as_ref(), order.paypal_order_id.as_deref())
     else {
         return Err(error(
@@ -280,10 +342,7 @@ async fn capture_at_paypal(state: &Arc<AppState>, order: &OrderRecord) -> Result
     let request_id = format!("capture-{}", order.order_id);
     match paypal.capture_order(paypal_id, &request_id).await {
         Ok(result) => match result.capture {
-            Some(c) => {
-                fulfil(state, &order.order_id, &c).await;
-                Ok(())
-            }
+            Some(c) => Ok(fulfil(state, &order.order_id, &c).await),
             None => {
                 tracing::warn!(order_id = %order.order_id, status = %result.order_status, "capture without a capture record");
                 Err(error(
@@ -316,8 +375,13 @@ pub enum Fulfilment {
     Paid(String),
     /// PayPal holds the money; a webhook will complete it.
     Pending,
-    /// Declined, or PayPal's capture does not match the order: nothing granted.
-    Refused(String),
+    /// PayPal declined the payment: nothing granted, the buyer may try again.
+    Declined(String),
+    /// PayPal captured money that does not match the order (amount, currency, invoice):
+    /// nothing granted, the operator must look at it.
+    Mismatch(String),
+    /// We could not record the payment (database, configuration): retry later.
+    Failed(String),
     /// The order is unknown or refunded.
     NotApplicable,
 }
@@ -330,7 +394,11 @@ pub async fn fulfil(state: &Arc<AppState>, order_id: &str, capture: &CaptureInfo
         return Fulfilment::NotApplicable;
     };
     match order.status {
-        OrderStatus::Paid => return Fulfilment::Paid(order.key_id.unwrap_or_default()),
+        OrderStatus::Paid => {
+            let key_id = order.key_id.unwrap_or_default();
+            ensure_installed(state, &key_id).await;
+            return Fulfilment::Paid(key_id);
+        }
         OrderStatus::Refunded => return Fulfilment::NotApplicable,
         _ => {}
     }
@@ -359,7 +427,7 @@ pub async fn fulfil(state: &Arc<AppState>, order_id: &str, capture: &CaptureInfo
                 status = other,
                 "capture not completed; nothing granted"
             );
-            return Fulfilment::Refused(format!("capture {other}"));
+            return Fulfilment::Declined(format!("capture {other}"));
         }
     }
     let mismatch = if capture.amount != Some(order.amount) {
@@ -392,7 +460,7 @@ pub async fn fulfil(state: &Arc<AppState>, order_id: &str, capture: &CaptureInfo
             why,
             "PAYPAL CAPTURE DOES NOT MATCH THE ORDER: no key issued; check it in PayPal"
         );
-        return Fulfilment::Refused(why);
+        return Fulfilment::Mismatch(why);
     }
     let (record, _key) = match state.prepare_key(NewKey {
         plan: order.plan.clone(),
@@ -404,7 +472,7 @@ pub async fn fulfil(state: &Arc<AppState>, order_id: &str, capture: &CaptureInfo
         Ok(r) => r,
         Err(e) => {
             tracing::error!(order_id, error = %e, "cannot mint the key of a paid order");
-            return Fulfilment::Refused(e.to_string());
+            return Fulfilment::Failed(e.to_string());
         }
     };
     let write = Write::PayOrder {
@@ -418,9 +486,11 @@ pub async fn fulfil(state: &Arc<AppState>, order_id: &str, capture: &CaptureInfo
         tracing::warn!(order_id, error = %e, "order not paid by this call");
         return match state.load_order(order_id).await {
             Some((o, _)) if o.status == OrderStatus::Paid => {
-                Fulfilment::Paid(o.key_id.unwrap_or_default())
+                let key_id = o.key_id.unwrap_or_default();
+                ensure_installed(state, &key_id).await;
+                Fulfilment::Paid(key_id)
             }
-            _ => Fulfilment::Refused(e.to_string()),
+            _ => Fulfilment::Failed(e.to_string()),
         };
     }
     let key = state.install_key(record);
@@ -433,4 +503,28 @@ pub async fn fulfil(state: &Arc<AppState>, order_id: &str, capture: &CaptureInfo
     });
     tracing::info!(order_id, key_id = %key.id, "order paid; key issued");
     Fulfilment::Paid(key.id.clone())
+}
+
+/// Make sure a paid order's committed key is in the live table (its installation may have been
+/// interrupted after the commit): load it from the database if it is missing.
+async fn ensure_installed(state: &Arc<AppState>, key_id: &str) {
+    if key_id.is_empty() || state.keys.by_id(key_id).is_some() {
+        return;
+    }
+    let id = key_id.to_string();
+    match state
+        .store
+        .read(move |c| crate::store::keys::load_one(c, &id))
+        .await
+    {
+        Ok(Some(record)) => {
+            tracing::warn!(
+                key_id,
+                "a paid order's key was missing from memory; installed it now"
+            );
+            state.install_key(record);
+        }
+        Ok(None) => tracing::error!(key_id, "a paid order's key is not in the database"),
+        Err(e) => tracing::error!(key_id, error = %e, "cannot load a paid order's key"),
+    }
 }

@@ -28,6 +28,31 @@ pub struct ShopLimits {
     pub dashboard: DefaultKeyedRateLimiter<IpAddr>,
     /// `POST /api/orders` (order spam).
     pub create_order: DefaultKeyedRateLimiter<IpAddr>,
+    /// `POST /api/orders/{id}/capture` (each call may reach PayPal).
+    pub capture: DefaultKeyedRateLimiter<IpAddr>,
+}
+
+impl ShopLimits {
+    /// Forget addresses idle long enough to be back at full allowance (bounded memory).
+    pub fn prune(&self) {
+        self.order_lookup.retain_recent();
+        self.dashboard.retain_recent();
+        self.create_order.retain_recent();
+        self.capture.retain_recent();
+    }
+}
+
+/// The key per-IP limits count by: the address, or its /64 for IPv6 (one customer typically
+/// holds a whole /64, and rotating within it must not reset the limit).
+pub fn limit_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let mut seg = v6.segments();
+            seg[4..].fill(0);
+            IpAddr::V6(std::net::Ipv6Addr::from(seg))
+        }
+    }
 }
 
 fn per_minute(n: u32) -> DefaultKeyedRateLimiter<IpAddr> {
@@ -42,8 +67,24 @@ impl Default for ShopLimits {
             order_lookup: per_minute(10),
             dashboard: per_minute(20),
             create_order: per_minute(10),
+            capture: per_minute(30),
         }
     }
+}
+
+/// Background upkeep of the storefront: prune idle per-IP limiter entries every minute.
+pub fn start_background(state: &Arc<AppState>) {
+    let weak = Arc::downgrade(state);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            match weak.upgrade() {
+                Some(state) => state.shop_limits.prune(),
+                None => return,
+            }
+        }
+    });
 }
 
 /// The storefront routes.
@@ -64,9 +105,11 @@ pub fn router() -> Router<Arc<AppState>> {
         )
         .route("/assets/{*path}", get(assets::serve))
         .fallback(pages::not_found_page)
-        .layer(axum::middleware::from_fn(web::security_headers))
         .route("/api/usage", get(usage::api_usage))
         .route("/api/orders", post(checkout::create))
         .route("/api/orders/{order_id}/capture", post(checkout::capture))
         .route("/webhooks/paypal", post(webhooks::paypal))
+        // Last, so it wraps every storefront route, JSON included (no-store on the capture
+        // answer that carries a key).
+        .layer(axum::middleware::from_fn(web::security_headers))
 }

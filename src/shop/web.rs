@@ -63,7 +63,9 @@ impl PageCtx {
             .collect();
         let wanted = format!("lang={lang}");
         query.push(&wanted);
-        format!("{}?{}", self.path, query.join("&"))
+        // A path such as `//evil.example/x` must not become a protocol-relative link.
+        let path = format!("/{}", self.path.trim_start_matches('/'));
+        format!("{path}?{}", query.join("&"))
     }
 
     /// True when the cookies changed (a new CSRF token or language).
@@ -80,7 +82,10 @@ fn cookie(state: &AppState, name: &'static str, value: String) -> Cookie<'static
     let mut c = Cookie::new(name, value);
     c.set_path("/");
     c.set_http_only(true);
-    c.set_same_site(SameSite::Strict);
+    // Lax, not Strict: arriving from another site (a link in an email) must not replace the
+    // token that tabs already open are using. The token grants nothing by itself; the POSTs
+    // it protects are never sent cross-site with cookies under Lax either.
+    c.set_same_site(SameSite::Lax);
     c.set_secure(secure(state));
     c.set_max_age(cookie::time::Duration::days(365));
     c

@@ -143,9 +143,16 @@ pub async fn paypal(
         return (StatusCode::OK, "already processed").into_response();
     }
     let resource = event.get("resource").cloned().unwrap_or(Value::Null);
-    let handled = handle(&state, &kind, &resource).await;
-    if let Err(resp) = handled {
-        return resp;
+    // In a task of its own, so PayPal hanging up cannot interrupt a half-done change.
+    let worker = {
+        let state = state.clone();
+        let kind = kind.clone();
+        tokio::spawn(async move { handle(&state, &kind, &resource).await })
+    };
+    match worker.await {
+        Ok(Ok(())) => {}
+        Ok(Err(resp)) => return resp,
+        Err(_) => return (StatusCode::INTERNAL_SERVER_ERROR, "retry").into_response(),
     }
     state.store.write_later(Write::WebhookSeen {
         event_id,
@@ -168,16 +175,24 @@ async fn handle(state: &Arc<AppState>, kind: &str, resource: &Value) -> Result<(
             };
             let result = fulfil(state, &order.order_id, &capture).await;
             tracing::info!(kind, order_id = %order.order_id, ?result, "webhook processed");
-            if let Fulfilment::Refused(why) = result {
-                tracing::warn!(order_id = %order.order_id, why, "webhook did not grant a key");
+            if let Fulfilment::Failed(why) = result {
+                // Not recorded as seen: PayPal delivers it again later.
+                tracing::error!(order_id = %order.order_id, why, "paid order not recorded yet; PayPal will retry");
+                return Err((StatusCode::SERVICE_UNAVAILABLE, "retry later").into_response());
             }
             Ok(())
         }
         "PAYMENT.CAPTURE.REFUNDED" | "PAYMENT.CAPTURE.REVERSED" => {
             let capture_id = refunded_capture_id(resource);
-            let Some(order) = find_order(state, resource, capture_id).await else {
+            let Some(found) = find_order(state, resource, capture_id).await else {
                 tracing::warn!(kind, "refund of an order we do not have");
                 return Ok(());
+            };
+            // Serialised with fulfilment, and re-read under the lock: a payment being recorded
+            // right now is seen, and its key revoked.
+            let _serial = state.fulfil_lock.lock().await;
+            let Some((order, _)) = state.load_order(&found.order_id).await else {
+                return Err((StatusCode::SERVICE_UNAVAILABLE, "retry").into_response());
             };
             if order.status == OrderStatus::Refunded {
                 return Ok(());
@@ -194,7 +209,8 @@ async fn handle(state: &Arc<AppState>, kind: &str, resource: &Value) -> Result<(
                 at_ms: now_ms,
             };
             if let Err(e) = state.store.write(write).await {
-                tracing::warn!(order_id = %order.order_id, error = %e, "order not marked refunded");
+                tracing::error!(order_id = %order.order_id, error = %e, "order not marked refunded; PayPal will retry");
+                return Err((StatusCode::SERVICE_UNAVAILABLE, "retry").into_response());
             }
             state.activity.emit(ActivityEvent::OrderRefunded {
                 order_id: order.order_id.clone(),

@@ -13,12 +13,25 @@ fn ms_to_time(ms: i64) -> DateTime<Utc> {
 
 /// Every key, for the in-memory table at start-up.
 pub fn load_all(c: &mut Connection) -> Result<Vec<KeyRecord>, StoreError> {
-    let mut stmt = c.prepare(
+    load(c, "ORDER BY created_at, id", [])
+}
+
+/// One key by id.
+pub fn load_one(c: &Connection, key_id: &str) -> Result<Option<KeyRecord>, StoreError> {
+    Ok(load(c, "WHERE id = ?1", [key_id])?.pop())
+}
+
+fn load<P: rusqlite::Params>(
+    c: &Connection,
+    tail: &str,
+    params: P,
+) -> Result<Vec<KeyRecord>, StoreError> {
+    let mut stmt = c.prepare(&format!(
         "SELECT id, hash, sealed, prefix, plan, status, budget_nanos, spent_nanos, requests,
                 email, note, order_id, created_at, last_used_at
-         FROM keys ORDER BY created_at, id",
-    )?;
-    let rows = stmt.query_map([], |r| {
+         FROM keys {tail}"
+    ))?;
+    let rows = stmt.query_map(params, |r| {
         Ok((
             r.get::<_, String>(0)?,
             r.get::<_, Vec<u8>>(1)?,

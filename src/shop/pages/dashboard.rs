@@ -178,7 +178,12 @@ pub async fn dashboard(
     if !csrf_ok(&headers, Some(&form.csrf_token)) {
         return csrf_refused(&ctx, "/dashboard");
     }
-    if state.shop_limits.dashboard.check_key(&ip).is_err() {
+    if state
+        .shop_limits
+        .dashboard
+        .check_key(&crate::shop::limit_key(ip))
+        .is_err()
+    {
         return too_many(&ctx, "/dashboard");
     }
     let token = form.key.trim();

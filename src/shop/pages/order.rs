@@ -113,7 +113,12 @@ pub async fn order_lookup(
     if !csrf_ok(&headers, Some(&form.csrf_token)) {
         return csrf_refused(&ctx, "/order");
     }
-    if state.shop_limits.order_lookup.check_key(&ip).is_err() {
+    if state
+        .shop_limits
+        .order_lookup
+        .check_key(&crate::shop::limit_key(ip))
+        .is_err()
+    {
         return too_many(&ctx, "/order");
     }
     let outcome = match state.lookup_order(&form.order_id, &form.email).await {
