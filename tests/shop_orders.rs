@@ -449,3 +449,39 @@ async fn the_operator_sees_orders_on_the_cli() {
     assert_eq!(code, Some(1));
     assert!(err.contains("no order"), "{err}");
 }
+
+#[tokio::test]
+async fn a_lost_webhook_is_recovered_by_the_order_look_up() {
+    let app = TestApp::spawn_shop().await;
+    let mut b = Browser::open(&app).await;
+    let (order_id, paypal_id) = b.create_order(&app, "trial", "lost@example.com").await;
+    app.pp().set_capture_mode(CaptureMode::Pending);
+    assert!(app.pp().approve(&paypal_id));
+    let (_, v) = b.capture(&app, &order_id).await;
+    assert_eq!(v["status"], "pending", "{v}");
+    // PayPal completes the capture, but its webhook never reaches us.
+    let _undelivered = app.pp().complete_pending(&paypal_id).unwrap();
+    let state = &app.daemon.as_ref().unwrap().state;
+    // A wrong email learns nothing and changes nothing.
+    assert!(
+        state
+            .lookup_order(&order_id, "other@example.com")
+            .await
+            .is_none()
+    );
+    assert_eq!(order_status(&app, &order_id), "pending");
+    // The buyer looks the order up: we ask PayPal, and the key is issued.
+    let view = state
+        .lookup_order(&order_id, "lost@example.com")
+        .await
+        .unwrap();
+    assert_eq!(view.status, OrderStatus::Paid);
+    let key = view.api_key.expect("key issued on reconciliation");
+    assert_eq!(keys_of_order(&app, &order_id), 1);
+    let ok = app
+        .chat(&key, &body("deepseek-v4-flash", "hi [[sim reply=1]]"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+}

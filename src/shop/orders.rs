@@ -108,16 +108,53 @@ impl AppState {
 
     /// Look an order up by id and email. An unknown id and a wrong email give the same `None`,
     /// and the email comparison takes the same time either way.
-    pub async fn lookup_order(&self, order_id: &str, email: &str) -> Option<OrderView> {
-        let found = self.load_order(order_id).await;
+    pub async fn lookup_order(self: &Arc<Self>, order_id: &str, email: &str) -> Option<OrderView> {
+        let mut found = self.load_order(order_id).await;
         // Compare against a dummy when the order does not exist, so both paths do the same work.
         let stored = found
             .as_ref()
             .map_or("\u{0}no-such-order", |(o, _)| o.email.as_str());
         let matches = same_email(stored, email);
+        if matches
+            && let Some((o, _)) = &found
+            && matches!(o.status, OrderStatus::Created | OrderStatus::Pending)
+            && self.reconcile(o).await
+        {
+            found = self.load_order(order_id).await;
+        }
         match found {
             Some((o, sealed)) if matches => Some(self.order_view(&o, sealed.as_deref())),
             _ => None,
+        }
+    }
+
+    /// Ask PayPal where an unpaid order stands and fulfil it if PayPal holds a completed
+    /// capture: the recovery for a payment whose capture answer and webhook both went missing.
+    /// True when something was done.
+    async fn reconcile(self: &Arc<Self>, o: &OrderRecord) -> bool {
+        let (Some(paypal), Some(paypal_id)) = (self.paypal.as_ref(), o.paypal_order_id.as_deref())
+        else {
+            return false;
+        };
+        match paypal.get_order(paypal_id).await {
+            Ok(info) => match info.capture {
+                Some(c) => {
+                    let state = self.clone();
+                    let order_id = o.order_id.clone();
+                    // Its own task: the look-up's visitor leaving must not cut it short.
+                    let done = tokio::spawn(async move {
+                        crate::shop::checkout::fulfil(&state, &order_id, &c).await
+                    })
+                    .await;
+                    tracing::info!(order_id = %o.order_id, ?done, "order reconciled with PayPal");
+                    true
+                }
+                None => false,
+            },
+            Err(e) => {
+                tracing::warn!(order_id = %o.order_id, error = %e, "cannot ask PayPal about an order");
+                false
+            }
         }
     }
 
