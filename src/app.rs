@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::activity::Activity;
+use crate::activity::tracker::{ActivityTracker, TrackerError};
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::keys::seal::Sealer;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub sealer: Sealer,
     /// Activity bus for the console.
     pub activity: Activity,
+    /// Follows the bus to keep what a console sees when it connects (snapshots).
+    pub tracker: ActivityTracker,
     /// The DeepSeek client.
     pub upstream: Upstream,
     /// When the daemon started (uptime).
@@ -122,6 +125,9 @@ pub enum StartError {
     /// The configuration.
     #[error("{0}")]
     Config(String),
+    /// The activity tracker could not load today's state.
+    #[error("{0}")]
+    Tracker(#[from] TrackerError),
 }
 
 fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
@@ -130,7 +136,7 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
 }
 
 impl AppState {
-    /// Open the data dir, the database and the secret; load keys.
+    /// Open the data dir, the database and the secret; load keys; start the activity tracker.
     pub async fn open(config: Config, demo: bool) -> Result<Arc<AppState>, StartError> {
         let data_dir = &config.server.data_dir;
         std::fs::create_dir_all(data_dir)
@@ -168,13 +174,15 @@ impl AppState {
                     .map_err(|e| StartError::Config(e.to_string()))?,
             )
         };
-        Ok(Arc::new(AppState {
+        let tracker = ActivityTracker::new(upstream.request_timeout);
+        let state = Arc::new(AppState {
             config: Arc::new(config),
             catalog,
             keys,
             store,
             sealer,
             activity: Activity::new(),
+            tracker,
             upstream,
             started: Instant::now(),
             in_flight: InFlight::default(),
@@ -183,7 +191,9 @@ impl AppState {
             paypal,
             fulfil_lock: tokio::sync::Mutex::new(()),
             cut: tokio_util::sync::CancellationToken::new(),
-        }))
+        });
+        state.tracker.start(&state).await?;
+        Ok(state)
     }
 }
 

@@ -497,6 +497,26 @@ async fn admin_socket_subscription_streams_events() {
         .await
         .expect("send");
     assert_eq!(next_line(&mut lines).await, json!({"type": "subscribed"}));
+    // Then the daemon's state as it stands (nothing yet), before any event.
+    let snap = next_line(&mut lines).await;
+    assert_eq!(snap["type"], "snapshot", "{snap:#}");
+    let s = &snap["snapshot"];
+    assert_eq!(s["version"], env!("CARGO_PKG_VERSION"), "{snap:#}");
+    for empty in [
+        "in_flight",
+        "finished",
+        "keys",
+        "orders",
+        "rate_limited",
+        "refusals",
+    ] {
+        assert_eq!(s[empty], json!([]), "{empty}: {snap:#}");
+    }
+    assert_eq!(
+        s["today"],
+        json!({"requests": 0, "spend_usd": "0.00", "revenue_usd": "0.00"}),
+        "{snap:#}"
+    );
 
     // A second connection does the work, speaking the same JSON lines by hand.
     let admin = UnixStream::connect(&app.socket).await.expect("connect");

@@ -4,6 +4,7 @@
 mod common;
 mod smoke;
 
+mod activity;
 mod billing;
 mod browser;
 mod cli;

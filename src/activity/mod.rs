@@ -1,9 +1,11 @@
 //! Activity: what happens in the daemon, as events on a broadcast bus that the admin socket
 //! forwards to consoles. Publishing never blocks and never fails: with no subscriber, or a
-//! subscriber that lags, events are simply dropped for that subscriber.
+//! subscriber that lags, events are simply dropped for that subscriber. The [`tracker`] follows
+//! the bus to keep the state a console gets as a snapshot when it connects.
 
 pub mod protocol;
 pub mod socket;
+pub mod tracker;
 
 use std::sync::Arc;
 
@@ -12,7 +14,7 @@ use tokio::sync::broadcast;
 pub use protocol::ActivityEvent;
 
 /// Events kept for a slow subscriber before it starts losing them.
-const BUS_CAPACITY: usize = 4096;
+pub const BUS_CAPACITY: usize = 4096;
 
 /// The bus.
 #[derive(Clone)]
@@ -43,5 +45,20 @@ impl Activity {
     /// A new subscription, starting now.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<ActivityEvent>> {
         self.tx.subscribe()
+    }
+
+    /// Most events the bus holds, however slow its subscribers: its memory bound.
+    pub fn capacity(&self) -> usize {
+        BUS_CAPACITY
+    }
+
+    /// Events held now (not yet seen by every subscriber); never above [`Activity::capacity`].
+    pub fn queued(&self) -> usize {
+        self.tx.len()
+    }
+
+    /// Subscriptions open now (the tracker's included).
+    pub fn subscribers(&self) -> usize {
+        self.tx.receiver_count()
     }
 }

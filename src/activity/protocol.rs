@@ -1,6 +1,8 @@
 //! The admin socket's wire format, shared by the daemon and its clients (CLI, console):
 //! newline-delimited JSON, one [`Request`] line answered by one [`Response`] line; after
-//! `subscribe`, the daemon keeps sending `event` lines until the client hangs up.
+//! `subscribe`, the daemon answers `subscribed` and a `snapshot`, then keeps sending `event`
+//! lines until the client hangs up (with `lagged` and a fresh `snapshot` whenever the client
+//! read too slowly and events were dropped for it).
 
 use serde::{Deserialize, Serialize};
 
@@ -100,8 +102,10 @@ pub enum Response {
     },
     /// Answer to `subscribe`; events follow.
     Subscribed,
-    /// Sent right after `subscribed`: the daemon's state at that moment. Events already
-    /// reflected in it may follow; applying an event twice must change nothing.
+    /// Sent right after `subscribed`, and after `lagged`: the daemon's state at that moment.
+    /// The events that follow are the ones it does not reflect yet (the daemon takes the
+    /// snapshot and starts the event stream at the same point of the bus); only on a saturated
+    /// bus may a few repeat, so applying an event twice should change nothing.
     Snapshot {
         /// The state.
         snapshot: Box<Snapshot>,

@@ -1,6 +1,11 @@
 //! The admin socket: a Unix listener speaking [`protocol`](super::protocol), for the CLI and
 //! the console. Mode 0600 (0660 with `server.admin_group`); every peer's credentials are checked
 //! as well, since a socket file's mode is easy to loosen by accident.
+//!
+//! `subscribe` answers `subscribed`, then a [`Snapshot`](super::protocol::Snapshot) from the
+//! [tracker](super::tracker), then events; a subscriber that reads too slowly gets `lagged` and
+//! a fresh snapshot. Nothing here is awaited by the request path: events reach a subscriber
+//! through its own bounded bus receiver.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -12,6 +17,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{broadcast, watch};
 
 use super::protocol::{Request, Response};
+use super::tracker::TrackerError;
 use crate::app::AppState;
 use crate::config::Config;
 
@@ -148,6 +154,19 @@ async fn write_line(w: &mut (impl AsyncWriteExt + Unpin), r: &Response) -> std::
     w.write_all(&line).await
 }
 
+/// Write a line unless the daemon stops first (a console that stopped reading must not hold
+/// a shutdown); false when the line could not be written.
+async fn send(
+    w: &mut (impl AsyncWriteExt + Unpin),
+    r: &Response,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    tokio::select! {
+        written = write_line(w, r) => written.is_ok(),
+        _ = stop.wait_for(|s| *s) => false,
+    }
+}
+
 async fn connection(state: Arc<AppState>, stream: UnixStream, mut stop: watch::Receiver<bool>) {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read);
@@ -185,10 +204,7 @@ async fn connection(state: Arc<AppState>, stream: UnixStream, mut stop: watch::R
             }
         };
         if req == Request::Subscribe {
-            let events = state.activity.subscribe();
-            if write_line(&mut write, &Response::Subscribed).await.is_ok() {
-                forward_events(events, &mut write, stop).await;
-            }
+            subscription(&state, &mut write, stop).await;
             return;
         }
         let resp = state.handle_admin(req).await;
@@ -198,13 +214,35 @@ async fn connection(state: Arc<AppState>, stream: UnixStream, mut stop: watch::R
     }
 }
 
-/// Send events until the client goes or the daemon stops; a lagging client is told how many
-/// it missed (it never slows the bus).
-async fn forward_events(
-    mut events: broadcast::Receiver<Arc<super::ActivityEvent>>,
+/// `subscribed`, a snapshot, then events until the client goes or the daemon stops.
+///
+/// The subscription to the bus is made before the snapshot is taken (by the tracker, in one
+/// hand-off), so no event falls between the two. A client that reads too slowly loses events
+/// (the bus never waits for it): it is told how many, and sent a fresh snapshot to resync.
+async fn subscription(
+    state: &AppState,
     write: &mut (impl AsyncWriteExt + Unpin),
     mut stop: watch::Receiver<bool>,
 ) {
+    let fail = |e: TrackerError| Response::Error {
+        message: e.to_string(),
+    };
+    let (snapshot, mut events) = match state.tracker.subscribe(state).await {
+        Ok(s) => s,
+        Err(e) => {
+            send(write, &fail(e), &mut stop).await;
+            return;
+        }
+    };
+    if !send(write, &Response::Subscribed, &mut stop).await {
+        return;
+    }
+    let snapshot = Response::Snapshot {
+        snapshot: Box::new(snapshot),
+    };
+    if !send(write, &snapshot, &mut stop).await {
+        return;
+    }
     loop {
         let next = tokio::select! {
             e = events.recv() => e,
@@ -214,10 +252,27 @@ async fn forward_events(
             Ok(ev) => Response::Event {
                 event: (*ev).clone(),
             },
-            Err(broadcast::error::RecvError::Lagged(missed)) => Response::Lagged { missed },
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                tracing::debug!(missed, "console lagged; sending a fresh snapshot");
+                if !send(write, &Response::Lagged { missed }, &mut stop).await {
+                    return;
+                }
+                match state.tracker.subscribe(state).await {
+                    Ok((snapshot, fresh)) => {
+                        events = fresh;
+                        Response::Snapshot {
+                            snapshot: Box::new(snapshot),
+                        }
+                    }
+                    Err(e) => {
+                        send(write, &fail(e), &mut stop).await;
+                        return;
+                    }
+                }
+            }
             Err(broadcast::error::RecvError::Closed) => return,
         };
-        if write_line(write, &resp).await.is_err() {
+        if !send(write, &resp, &mut stop).await {
             return;
         }
     }

@@ -192,6 +192,8 @@ pub async fn settle(state: &AppState, ctx: &RequestCtx, o: Outcome) -> UsageRow 
         });
         tracing::info!(key_id = %ctx.key.id, "key exhausted");
     }
+    // Sent after the row is queued: the activity tracker relies on it when it reloads the
+    // day's totals from the ledger (see activity::tracker).
     state.activity.emit(ActivityEvent::RequestFinished {
         request_id: row.request_id.clone(),
         key_id: row.key_id.clone(),

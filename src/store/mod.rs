@@ -21,6 +21,7 @@ pub use usage::{Finish, Measured, UsageRow};
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/0001_init.sql")),
     (2, include_str!("migrations/0002_orders.sql")),
+    (3, include_str!("migrations/0003_usage_by_time.sql")),
 ];
 
 /// Most writes one transaction takes before committing.
@@ -127,6 +128,9 @@ pub enum Write {
         /// When.
         at_ms: i64,
     },
+    /// Changes nothing: its acknowledgement says that every write queued before it is
+    /// committed (the activity tracker waits on one before reading the ledger).
+    Barrier,
 }
 
 enum Job {
@@ -377,6 +381,7 @@ fn apply(tx: &rusqlite::Connection, w: &Write) -> Result<(), StoreError> {
             amount,
             at_ms,
         } => keys::top_up(tx, key_id, *amount, *at_ms),
+        Write::Barrier => Ok(()),
     }
 }
 

@@ -245,3 +245,19 @@ pub fn record_webhook(
     )?;
     Ok(())
 }
+
+/// Orders paid in `[from_ms, to_ms)`, refunded since or not: (order id, amount).
+pub fn paid_between(
+    c: &Connection,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Vec<(String, Usd)>, StoreError> {
+    let mut stmt = c.prepare_cached(
+        "SELECT order_id, amount_nanos FROM orders
+         WHERE paid_at >= ?1 AND paid_at < ?2 AND status IN ('paid', 'refunded')",
+    )?;
+    let rows = stmt.query_map(params![from_ms, to_ms], |r| {
+        Ok((r.get::<_, String>(0)?, Usd::from_nanos(r.get(1)?)))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

@@ -146,6 +146,7 @@ async fn open_creates_the_schema_and_reopening_migrates_once() {
             "topups",
             "usage",
             "usage_by_key_time",
+            "usage_by_time",
             "webhook_events"
         ]
     );

@@ -290,3 +290,38 @@ pub fn daily_spend(
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
+
+/// Rows and sum of every key's ledger for requests started in `[from_ms, to_ms)` (the
+/// console's totals of the day).
+pub fn totals_between(c: &Connection, from_ms: i64, to_ms: i64) -> Result<(u64, Usd), StoreError> {
+    let (n, sum): (i64, i64) = c.query_row(
+        "SELECT count(*), coalesce(sum(cost_nanos), 0) FROM usage
+         WHERE created_at >= ?1 AND created_at < ?2",
+        params![from_ms, to_ms],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok((u64::try_from(n).unwrap_or(0), Usd::from_nanos(sum)))
+}
+
+/// Request ids of the rows of requests that started at or after `started_from_ms` and ended
+/// (start + latency) at or after `ended_from_ms`: the requests settled around a moment.
+pub fn settled_since(
+    c: &Connection,
+    started_from_ms: i64,
+    ended_from_ms: i64,
+) -> Result<Vec<String>, StoreError> {
+    let mut stmt = c.prepare_cached(
+        "SELECT request_id FROM usage WHERE created_at >= ?1 AND created_at + latency_ms >= ?2",
+    )?;
+    let rows = stmt.query_map(params![started_from_ms, ended_from_ms], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The newest rows of every key, newest first (in commit order).
+pub fn latest(c: &Connection, limit: u32) -> Result<Vec<UsageRow>, StoreError> {
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM usage ORDER BY id DESC LIMIT ?1"
+    ))?;
+    let rows = stmt.query_map([limit], row_of)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

@@ -1,0 +1,320 @@
+//! The activity tracker: the live state a console needs when it connects (requests in flight,
+//! the latest finished ones, rate-limit hits, refusals, today's totals, upstream health), kept
+//! by a task that follows the bus, and the [`Snapshot`]s built from it.
+//!
+//! The request path does nothing for it beyond the bus send it already does: the task applies
+//! each event under a mutex held for a few field updates, and nothing on the request path ever
+//! takes that mutex.
+//!
+//! **Hand-off.** A snapshot and the subscription that follows it are made together, by the
+//! task, at a moment when it has applied every event sent so far and no event was sent since:
+//! the subscription then yields exactly the events the snapshot does not reflect. That holds
+//! for the tracked parts; the keys are read at that same moment (a request settling at that
+//! very instant may already be in its key's balance and still follow as an event), and the
+//! orders just after, from the database (order events carry absolute states, so a repeat
+//! changes nothing). Only on a bus so busy that no such moment comes in [`HANDOFF_TRIES`]
+//! tries may a few events be sent twice.
+//!
+//! **Resync.** At start-up, and whenever the task itself falls behind the bus, it subscribes
+//! afresh, waits until the ledger writer has committed everything queued before (a barrier
+//! write: a request's ledger row is queued before its `request_finished` is sent), and reloads
+//! today's totals, today's paid orders and the latest finished requests from the database, in
+//! one read transaction. Rows it counted that belong to events still to come are remembered
+//! (by request id) so those events are not counted twice; requests in flight whose end it
+//! missed are dropped when their rows show up, or once they are older than any request can be.
+
+mod live;
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use live::{Baseline, Live};
+
+use super::protocol::{KeyView, OrderView, Snapshot};
+use super::{Activity, ActivityEvent};
+use crate::app::AppState;
+use crate::store::{StoreError, Write};
+
+/// Finished requests kept.
+pub const FINISHED_KEPT: usize = 50;
+/// 402/403 refusals kept (within the last hour).
+pub const REFUSALS_KEPT: usize = 200;
+/// Rate-limit hits kept per key (within the last hour): a client hammering a 429 cannot grow
+/// the daemon's memory, it only loses the oldest hits from view.
+pub const HITS_PER_KEY: usize = 1000;
+/// Orders in a snapshot.
+pub const ORDERS_SHOWN: u32 = 100;
+/// Attempts at an exact hand-off before settling for a possibly overlapping one.
+pub const HANDOFF_TRIES: usize = 16;
+const DAY_MS: i64 = 86_400_000;
+/// How long past the upstream request timeout a request may still settle (its final bytes,
+/// the ledger commit); a request in flight older than that was missed ending.
+const SETTLE_SLACK: Duration = Duration::from_secs(60);
+/// Between a request's settlement time stamp and its `request_finished` there is only
+/// synchronous code; this bounds it generously (thread preemption, clock steps).
+const SETTLE_MARGIN_MS: i64 = 60_000;
+/// How long the request ids counted by a reload are kept to recognise their events.
+const RELOADED_KEPT_MS: i64 = 5 * 60_000;
+/// Snapshot requests waiting for the task.
+const PENDING_REQUESTS: usize = 64;
+
+/// Why a snapshot could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum TrackerError {
+    /// The task is gone: the daemon is stopping.
+    #[error("the activity tracker is not running (the daemon is stopping)")]
+    Stopped,
+    /// The database could not be read.
+    #[error("activity tracker: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// Events as the bus carries them.
+pub type Events = broadcast::Receiver<Arc<ActivityEvent>>;
+
+type Reply = oneshot::Sender<Result<(Snapshot, Events), TrackerError>>;
+
+/// The tracker: shared state, and the way to ask its task for a snapshot.
+pub struct ActivityTracker {
+    live: Arc<Mutex<Live>>,
+    requests: mpsc::Sender<Reply>,
+    /// The task's end of `requests`, until [`ActivityTracker::start`] takes it.
+    inbox: Mutex<Option<mpsc::Receiver<Reply>>>,
+}
+
+fn lock(live: &Mutex<Live>) -> MutexGuard<'_, Live> {
+    // The state stays consistent through a panic mid-update (plain field writes), so a
+    // poisoned lock is used as is rather than taking the console down with it.
+    live.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+fn day_of(ms: i64) -> i64 {
+    ms.div_euclid(DAY_MS)
+}
+
+impl ActivityTracker {
+    /// A tracker for requests that last at most `request_timeout`; not running yet.
+    pub fn new(request_timeout: Duration) -> ActivityTracker {
+        let (requests, inbox) = mpsc::channel(PENDING_REQUESTS);
+        let max_request = request_timeout.saturating_add(SETTLE_SLACK);
+        let live = Live::new(i64::try_from(max_request.as_millis()).unwrap_or(i64::MAX));
+        ActivityTracker {
+            live: Arc::new(Mutex::new(live)),
+            requests,
+            inbox: Mutex::new(Some(inbox)),
+        }
+    }
+
+    /// Load today's state from the database and start following the bus. Call once, before
+    /// the daemon serves; a second call does nothing.
+    pub async fn start(&self, state: &Arc<AppState>) -> Result<(), TrackerError> {
+        let inbox = self
+            .inbox
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let Some(inbox) = inbox else {
+            return Ok(());
+        };
+        let rx = reload(state, &self.live).await?;
+        let runner = Runner {
+            live: self.live.clone(),
+            activity: state.activity.clone(),
+            state: Arc::downgrade(state),
+            rx,
+        };
+        tokio::spawn(runner.run(inbox));
+        Ok(())
+    }
+
+    /// A snapshot and the events that follow it (see the module docs: none of them is already
+    /// reflected in it, bar a possible overlap on a saturated bus).
+    pub async fn subscribe(&self, state: &AppState) -> Result<(Snapshot, Events), TrackerError> {
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(reply)
+            .await
+            .map_err(|_| TrackerError::Stopped)?;
+        let (mut snapshot, events) = answer.await.map_err(|_| TrackerError::Stopped)??;
+        let orders = state
+            .store
+            .read(|c| crate::store::orders::recent(c, ORDERS_SHOWN))
+            .await?;
+        snapshot.orders = orders.iter().map(OrderView::of).collect();
+        Ok((snapshot, events))
+    }
+
+    /// The daemon's state now.
+    pub async fn snapshot(&self, state: &AppState) -> Result<Snapshot, TrackerError> {
+        self.subscribe(state).await.map(|(s, _)| s)
+    }
+}
+
+/// Subscribe afresh, wait for the ledger writer, and reload the database's view of today;
+/// returns the new subscription.
+async fn reload(state: &AppState, live: &Mutex<Live>) -> Result<Events, TrackerError> {
+    // Subscribe first: every event sent from now on is in `rx`, and every request whose
+    // event came before has its ledger row queued before the barrier below.
+    let rx = state.activity.subscribe();
+    let subscribed_ms = now_ms();
+    state.store.write(Write::Barrier).await?;
+    let max_request_ms = lock(live).max_request_ms;
+    let day = day_of(subscribed_ms);
+    let baseline = state
+        .store
+        .read(move |c| {
+            // One read transaction: the totals and the ids below see the same rows.
+            let tx = c.unchecked_transaction()?;
+            let (from, to) = (day * DAY_MS, (day + 1) * DAY_MS);
+            let (requests, spend) = crate::store::usage::totals_between(&tx, from, to)?;
+            let paid = crate::store::orders::paid_between(&tx, from, to)?;
+            let settled = crate::store::usage::settled_since(
+                &tx,
+                subscribed_ms.saturating_sub(max_request_ms),
+                subscribed_ms - SETTLE_MARGIN_MS,
+            )?;
+            let latest = crate::store::usage::latest(&tx, FINISHED_KEPT as u32)?;
+            drop(tx);
+            Ok(Baseline {
+                day,
+                requests,
+                spend,
+                paid,
+                settled,
+                latest,
+                keep_until_ms: subscribed_ms + RELOADED_KEPT_MS,
+            })
+        })
+        .await?;
+    lock(live).reload(baseline);
+    Ok(rx)
+}
+
+/// The task: applies events, answers snapshot requests, resyncs when it lags.
+struct Runner {
+    live: Arc<Mutex<Live>>,
+    activity: Activity,
+    /// Weak, so the task never keeps a stopped daemon's state (and database) alive.
+    state: Weak<AppState>,
+    rx: Events,
+}
+
+/// How draining the bus ended.
+enum Drained {
+    Empty,
+    Lagged(u64),
+    Closed,
+}
+
+impl Runner {
+    async fn run(mut self, mut inbox: mpsc::Receiver<Reply>) {
+        loop {
+            tokio::select! {
+                biased;
+                request = inbox.recv() => {
+                    let Some(reply) = request else { return };
+                    let answer = self.handoff().await;
+                    let _ = reply.send(answer);
+                }
+                event = self.rx.recv() => match event {
+                    Ok(e) => self.apply(&e),
+                    Err(RecvError::Lagged(missed)) => self.lagged(missed).await,
+                    Err(RecvError::Closed) => return,
+                },
+            }
+        }
+    }
+
+    fn apply(&self, e: &ActivityEvent) {
+        lock(&self.live).apply(e, now_ms());
+    }
+
+    /// Apply everything sent so far.
+    fn drain(&mut self) -> Drained {
+        loop {
+            match self.rx.try_recv() {
+                Ok(e) => self.apply(&e),
+                Err(TryRecvError::Empty) => return Drained::Empty,
+                Err(TryRecvError::Lagged(missed)) => return Drained::Lagged(missed),
+                Err(TryRecvError::Closed) => return Drained::Closed,
+            }
+        }
+    }
+
+    async fn lagged(&mut self, missed: u64) {
+        tracing::warn!(
+            missed,
+            "the activity tracker fell behind the bus; reloading today's state from the database"
+        );
+        let Some(state) = self.state.upgrade() else {
+            return;
+        };
+        match reload(&state, &self.live).await {
+            Ok(rx) => self.rx = rx,
+            // Go on from the oldest event the bus still holds.
+            Err(e) => {
+                tracing::error!(error = %e, "activity tracker could not reload; totals may be short")
+            }
+        }
+    }
+
+    /// A snapshot and a subscription that starts exactly where the snapshot ends.
+    async fn handoff(&mut self) -> Result<(Snapshot, Events), TrackerError> {
+        let mut tries = 0;
+        loop {
+            match self.drain() {
+                Drained::Empty => {}
+                Drained::Lagged(missed) => {
+                    self.lagged(missed).await;
+                    continue;
+                }
+                Drained::Closed => return Err(TrackerError::Stopped),
+            }
+            // The bus was empty for us just before this subscription; if it still is just
+            // after, nothing was sent in between, so the new subscription starts right after
+            // the last event applied.
+            let sub = self.activity.subscribe();
+            match self.rx.try_recv() {
+                Err(TryRecvError::Empty) => return self.capture(sub),
+                Ok(e) => {
+                    self.apply(&e);
+                    tries += 1;
+                    if tries >= HANDOFF_TRIES {
+                        tracing::debug!("bus too busy for an exact hand-off; events may repeat");
+                        match self.drain() {
+                            Drained::Empty => {}
+                            Drained::Lagged(missed) => self.lagged(missed).await,
+                            Drained::Closed => return Err(TrackerError::Stopped),
+                        }
+                        return self.capture(sub);
+                    }
+                }
+                Err(TryRecvError::Lagged(missed)) => self.lagged(missed).await,
+                Err(TryRecvError::Closed) => return Err(TrackerError::Stopped),
+            }
+        }
+    }
+
+    /// The snapshot (all but the orders) of the state as it is now.
+    fn capture(&self, sub: Events) -> Result<(Snapshot, Events), TrackerError> {
+        let state = self.state.upgrade().ok_or(TrackerError::Stopped)?;
+        let at_ms = now_ms();
+        let mut snapshot = lock(&self.live).view(at_ms);
+        snapshot.version = env!("CARGO_PKG_VERSION").to_string();
+        snapshot.uptime_secs = state.started.elapsed().as_secs();
+        snapshot.at_ms = at_ms;
+        snapshot.keys = state.keys.all().iter().map(|k| KeyView::of(k)).collect();
+        Ok((snapshot, sub))
+    }
+}
+
+#[cfg(test)]
+mod tests;

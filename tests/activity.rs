@@ -1,0 +1,878 @@
+//! The console's side of the admin socket: the protocol round-trips; a snapshot plus the events
+//! after it reproduce the daemon's state; a request in flight shows in snapshots with its
+//! output growing; a console that stops reading never slows a request nor grows the daemon's
+//! memory, and is resynchronised with a fresh snapshot when it reads again.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use modelrelay::activity::ActivityEvent;
+use modelrelay::activity::protocol::{
+    InFlightView, KeyView, OrderView, RateLimitHits, Request, Response, Snapshot, Totals,
+    UpstreamHealth,
+};
+use modelrelay::keys::KeyStatus;
+use modelrelay::money::Usd;
+use modelrelay::store::orders::OrderStatus;
+use modelrelay::store::{Finish, Measured};
+use reqwest::header::{COOKIE, SET_COOKIE};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::net::UnixStream;
+
+use crate::common::{TestApp, body, request_id};
+
+const FLASH: &str = "deepseek-v4-flash";
+
+/// A raw subscription, spoken by hand.
+struct Sub {
+    lines: Lines<BufReader<UnixStream>>,
+}
+
+impl Sub {
+    /// Connect and send `subscribe`; nothing is read yet.
+    async fn open(app: &TestApp) -> Sub {
+        let mut stream = UnixStream::connect(&app.socket).await.unwrap();
+        stream
+            .write_all(b"{\"cmd\":\"subscribe\"}\n")
+            .await
+            .unwrap();
+        Sub {
+            lines: BufReader::new(stream).lines(),
+        }
+    }
+
+    /// Connect, subscribe, and read `subscribed` and the snapshot.
+    async fn connect(app: &TestApp) -> (Sub, Snapshot) {
+        let mut sub = Sub::open(app).await;
+        assert!(matches!(sub.next().await, Response::Subscribed));
+        match sub.next().await {
+            Response::Snapshot { snapshot } => (sub, *snapshot),
+            other => panic!("a snapshot right after subscribed, got {other:?}"),
+        }
+    }
+
+    /// The next line (a stuck daemon fails the test instead of hanging it).
+    async fn next(&mut self) -> Response {
+        let line = tokio::time::timeout(Duration::from_secs(30), self.lines.next_line())
+            .await
+            .expect("the daemon sends a line")
+            .expect("readable")
+            .expect("the subscription stays open");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not a response ({e}): {line}"))
+    }
+
+    /// The next event (nothing else may come).
+    async fn event(&mut self) -> ActivityEvent {
+        match self.next().await {
+            Response::Event { event } => event,
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+}
+
+/// A snapshot from a connection of its own.
+async fn snapshot(app: &TestApp) -> Snapshot {
+    Sub::connect(app).await.1
+}
+
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// What a console does with an event: the test's own, minimal, applier.
+fn apply(s: &mut Snapshot, e: &ActivityEvent) {
+    match e.clone() {
+        ActivityEvent::RequestStarted {
+            request_id,
+            key_id,
+            key_prefix,
+            plan,
+            model,
+            stream,
+            client_ip,
+            at_ms,
+        } => s.in_flight.push(InFlightView {
+            request_id,
+            key_id,
+            key_prefix,
+            plan,
+            model,
+            stream,
+            client_ip,
+            started_ms: at_ms,
+            output_tokens: 0,
+        }),
+        ActivityEvent::RequestProgress {
+            request_id,
+            output_tokens,
+            ..
+        } => {
+            if let Some(r) = s.in_flight.iter_mut().find(|r| r.request_id == request_id) {
+                r.output_tokens = r.output_tokens.max(output_tokens);
+            }
+        }
+        ActivityEvent::RequestFinished {
+            ref request_id,
+            ref key_id,
+            finish,
+            cost_usd,
+            latency_ms,
+            at_ms,
+            ..
+        } => {
+            s.in_flight.retain(|r| &r.request_id != request_id);
+            s.finished.push(e.clone());
+            if s.finished.len() > 50 {
+                s.finished.remove(0);
+            }
+            s.today.requests += 1;
+            s.today.spend_usd = s.today.spend_usd.saturating_add(cost_usd);
+            if finish == Finish::Complete {
+                s.upstream.last_latency_ms = Some(latency_ms);
+            }
+            let k = s.keys.iter_mut().find(|k| &k.id == key_id).unwrap();
+            k.spent_usd = k.spent_usd.saturating_add(cost_usd);
+            k.remaining_usd = k.budget_usd.saturating_sub(k.spent_usd);
+            k.requests += 1;
+            k.last_used_at = Some(rfc3339(at_ms));
+        }
+        ActivityEvent::RateLimited {
+            key_id,
+            key_prefix,
+            limit,
+            at_ms,
+        } => match s.rate_limited.iter_mut().find(|r| r.key_id == key_id) {
+            Some(r) => r.hits_ms.push(at_ms),
+            None => s.rate_limited.push(RateLimitHits {
+                key_id,
+                key_prefix,
+                limit,
+                hits_ms: vec![at_ms],
+            }),
+        },
+        ActivityEvent::Refused { status, .. } => {
+            if matches!(status, 402 | 403) {
+                s.refusals.push(e.clone());
+            }
+        }
+        ActivityEvent::KeyCreated { key } => s.keys.push(key),
+        ActivityEvent::KeyExhausted { key_id, .. } => {
+            s.keys.iter_mut().find(|k| k.id == key_id).unwrap().status = KeyStatus::Exhausted;
+        }
+        ActivityEvent::KeyRevoked { key_id, .. } => {
+            s.keys.iter_mut().find(|k| k.id == key_id).unwrap().status = KeyStatus::Revoked;
+        }
+        ActivityEvent::KeyToppedUp {
+            key_id, budget_usd, ..
+        } => {
+            let k = s.keys.iter_mut().find(|k| k.id == key_id).unwrap();
+            k.budget_usd = budget_usd;
+            k.remaining_usd = budget_usd.saturating_sub(k.spent_usd);
+            if k.status == KeyStatus::Exhausted {
+                k.status = KeyStatus::Active;
+            }
+        }
+        ActivityEvent::OrderCreated {
+            order_id,
+            plan,
+            amount_usd,
+            email,
+            at_ms,
+        } => s.orders.insert(
+            0,
+            OrderView {
+                order_id,
+                status: OrderStatus::Created,
+                plan,
+                amount_usd,
+                email,
+                key_id: None,
+                paypal_order_id: None,
+                paypal_capture_id: None,
+                created_at: rfc3339(at_ms),
+                paid_at: None,
+            },
+        ),
+        ActivityEvent::OrderPaid {
+            order_id,
+            amount_usd,
+            key_id,
+            at_ms,
+            ..
+        } => {
+            let o = s
+                .orders
+                .iter_mut()
+                .find(|o| o.order_id == order_id)
+                .unwrap();
+            o.status = OrderStatus::Paid;
+            o.key_id = Some(key_id);
+            o.paid_at = Some(rfc3339(at_ms));
+            s.today.revenue_usd = s.today.revenue_usd.saturating_add(amount_usd);
+        }
+        ActivityEvent::OrderRefunded { order_id, .. } => {
+            s.orders
+                .iter_mut()
+                .find(|o| o.order_id == order_id)
+                .unwrap()
+                .status = OrderStatus::Refunded;
+        }
+    }
+}
+
+/// An order as both sides can know it (PayPal's ids only the database has).
+fn order_facts(o: &OrderView) -> (String, OrderStatus, String, Usd, String, Option<String>) {
+    (
+        o.order_id.clone(),
+        o.status,
+        o.plan.clone(),
+        o.amount_usd,
+        o.email.clone(),
+        o.key_id.clone(),
+    )
+}
+
+/// Buy a plan the way the storefront's page does; returns (order id, key id).
+async fn buy(app: &TestApp, plan: &str, email: &str) -> (String, String) {
+    let resp = app
+        .http
+        .get(format!("{}/pricing", app.base))
+        .send()
+        .await
+        .unwrap();
+    let mut cookies: Vec<String> = resp
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string())
+        .collect();
+    let html = resp.text().await.unwrap();
+    let csrf = html
+        .split("name=\"csrf-token\" content=\"")
+        .nth(1)
+        .and_then(|m| m.split('"').next())
+        .expect("csrf meta")
+        .to_string();
+    let post = |path: String, body: Value, cookies: &[String]| {
+        app.http
+            .post(format!("{}{path}", app.base))
+            .header(COOKIE, cookies.join("; "))
+            .header("x-csrf-token", &csrf)
+            .json(&body)
+            .send()
+    };
+    let resp = post(
+        "/api/orders".into(),
+        json!({"plan": plan, "email": email}),
+        &cookies,
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+    for v in resp.headers().get_all(SET_COOKIE) {
+        cookies.push(v.to_str().unwrap().split(';').next().unwrap().to_string());
+    }
+    let v: Value = resp.json().await.unwrap();
+    let order_id = v["order_id"].as_str().unwrap().to_string();
+    assert!(app.pp().approve(v["paypal_order_id"].as_str().unwrap()));
+    let resp = post(
+        format!("/api/orders/{order_id}/capture"),
+        json!({}),
+        &cookies,
+    )
+    .await
+    .unwrap();
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["status"], "paid", "{v}");
+    let key = v["api_key"].as_str().unwrap();
+    (order_id, app.key_state(key).id.clone())
+}
+
+/// One of every event, with every optional field set.
+fn every_event() -> Vec<ActivityEvent> {
+    let key = KeyView {
+        id: "key_1".into(),
+        prefix: "sk-gateway-AbCd…".into(),
+        plan: "pro".into(),
+        status: KeyStatus::Exhausted,
+        budget_usd: Usd::from_dollars(50),
+        spent_usd: Usd::from_nanos(49_999_999_999),
+        remaining_usd: Usd::from_nanos(1),
+        held_usd: Usd::from_nanos(2),
+        requests: 12,
+        email: Some("a@b.co".into()),
+        note: Some("comp — 赠送".into()),
+        order_id: Some("ord_1".into()),
+        created_at: "2026-01-02T03:04:05Z".into(),
+        last_used_at: Some("2026-01-03T03:04:05Z".into()),
+    };
+    vec![
+        ActivityEvent::RequestStarted {
+            request_id: "req_1".into(),
+            key_id: "key_1".into(),
+            key_prefix: "sk-gateway-AbCd…".into(),
+            plan: "pro".into(),
+            model: FLASH.into(),
+            stream: true,
+            client_ip: Some("2001:db8::1".into()),
+            at_ms: 1,
+        },
+        ActivityEvent::RequestProgress {
+            request_id: "req_1".into(),
+            output_tokens: 42,
+            at_ms: 2,
+        },
+        ActivityEvent::RequestFinished {
+            request_id: "req_1".into(),
+            key_id: "key_1".into(),
+            model: FLASH.into(),
+            status: 200,
+            finish: Finish::UpstreamTimeout,
+            cost_usd: Usd::from_nanos(1234),
+            prompt_tokens: 10,
+            completion_tokens: 3,
+            measured: Measured::Estimated,
+            latency_ms: 40,
+            ttft_ms: Some(5),
+            at_ms: 3,
+        },
+        ActivityEvent::RateLimited {
+            key_id: "key_1".into(),
+            key_prefix: "sk-gateway-AbCd…".into(),
+            limit: 30,
+            at_ms: 4,
+        },
+        ActivityEvent::Refused {
+            key_id: Some("key_1".into()),
+            status: 402,
+            code: "insufficient_budget".into(),
+            at_ms: 5,
+        },
+        ActivityEvent::Refused {
+            key_id: None,
+            status: 401,
+            code: "invalid_api_key".into(),
+            at_ms: 5,
+        },
+        ActivityEvent::KeyCreated { key },
+        ActivityEvent::KeyExhausted {
+            key_id: "key_1".into(),
+            at_ms: 6,
+        },
+        ActivityEvent::KeyRevoked {
+            key_id: "key_1".into(),
+            at_ms: 7,
+        },
+        ActivityEvent::OrderCreated {
+            order_id: "ord_1".into(),
+            plan: "pro".into(),
+            amount_usd: Usd::from_dollars(50),
+            email: "a@b.co".into(),
+            at_ms: 8,
+        },
+        ActivityEvent::OrderPaid {
+            order_id: "ord_1".into(),
+            plan: "pro".into(),
+            amount_usd: Usd::from_dollars(50),
+            key_id: "key_1".into(),
+            at_ms: 9,
+        },
+        ActivityEvent::OrderRefunded {
+            order_id: "ord_1".into(),
+            key_id: Some("key_1".into()),
+            at_ms: 10,
+        },
+        ActivityEvent::KeyToppedUp {
+            key_id: "key_1".into(),
+            amount_usd: "2.5".parse().unwrap(),
+            budget_usd: "52.5".parse().unwrap(),
+            at_ms: 11,
+        },
+    ]
+}
+
+#[test]
+fn every_event_and_a_full_snapshot_round_trip_as_json_lines() {
+    let events = every_event();
+    let mut kinds = std::collections::BTreeSet::new();
+    for e in &events {
+        let line = serde_json::to_string(&Response::Event { event: e.clone() }).unwrap();
+        assert!(!line.contains('\n'), "{line}");
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["type"], "event", "{line}");
+        kinds.insert(v["event"]["kind"].as_str().unwrap().to_string());
+        match serde_json::from_str::<Response>(&line).unwrap() {
+            Response::Event { event } => assert_eq!(&event, e),
+            other => panic!("{other:?}"),
+        }
+    }
+    let expected = [
+        "request_started",
+        "request_progress",
+        "request_finished",
+        "rate_limited",
+        "refused",
+        "key_created",
+        "key_exhausted",
+        "key_revoked",
+        "order_created",
+        "order_paid",
+        "order_refunded",
+        "key_topped_up",
+    ];
+    assert_eq!(kinds.len(), expected.len(), "{kinds:?}");
+    assert!(expected.iter().all(|k| kinds.contains(*k)), "{kinds:?}");
+
+    let key = match &events[6] {
+        ActivityEvent::KeyCreated { key } => key.clone(),
+        other => panic!("{other:?}"),
+    };
+    let snap = Snapshot {
+        version: "0.1.0".into(),
+        uptime_secs: 3600,
+        at_ms: 1_760_000_000_123,
+        in_flight: vec![InFlightView {
+            request_id: "req_2".into(),
+            key_id: "key_1".into(),
+            key_prefix: "sk-gateway-AbCd…".into(),
+            plan: "pro".into(),
+            model: FLASH.into(),
+            stream: false,
+            client_ip: None,
+            started_ms: 1_760_000_000_000,
+            output_tokens: 7,
+        }],
+        finished: vec![events[2].clone()],
+        keys: vec![key],
+        orders: vec![OrderView {
+            order_id: "ord_1".into(),
+            status: OrderStatus::Refunded,
+            plan: "pro".into(),
+            amount_usd: Usd::from_dollars(50),
+            email: "a@b.co".into(),
+            key_id: Some("key_1".into()),
+            paypal_order_id: Some("PP-1".into()),
+            paypal_capture_id: Some("CAP-1".into()),
+            created_at: "2026-01-02T03:04:05Z".into(),
+            paid_at: Some("2026-01-02T03:05:05Z".into()),
+        }],
+        rate_limited: vec![RateLimitHits {
+            key_id: "key_1".into(),
+            key_prefix: "sk-gateway-AbCd…".into(),
+            limit: 30,
+            hits_ms: vec![1, 2, 3],
+        }],
+        refusals: vec![events[4].clone()],
+        today: Totals {
+            requests: 9,
+            spend_usd: Usd::from_nanos(123_456_789),
+            revenue_usd: Usd::from_dollars(55),
+        },
+        upstream: UpstreamHealth {
+            last_error: Some("upstream_error 502".into()),
+            last_error_ms: Some(1_759_999_999_000),
+            last_latency_ms: Some(850),
+        },
+    };
+    let line = serde_json::to_string(&Response::Snapshot {
+        snapshot: Box::new(snap.clone()),
+    })
+    .unwrap();
+    assert!(!line.contains('\n'));
+    let v: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["type"], "snapshot");
+    assert_eq!(
+        v["snapshot"]["today"]["spend_usd"], "0.123456789",
+        "money as decimal strings"
+    );
+    assert_eq!(v["snapshot"]["orders"][0]["status"], "refunded");
+    match serde_json::from_str::<Response>(&line).unwrap() {
+        Response::Snapshot { snapshot } => assert_eq!(*snapshot, snap),
+        other => panic!("{other:?}"),
+    }
+    // The empty state, and the other subscription lines.
+    let empty = serde_json::to_string(&Response::Snapshot {
+        snapshot: Box::default(),
+    })
+    .unwrap();
+    match serde_json::from_str::<Response>(&empty).unwrap() {
+        Response::Snapshot { snapshot } => assert_eq!(*snapshot, Snapshot::default()),
+        other => panic!("{other:?}"),
+    }
+    for (r, want) in [
+        (Response::Subscribed, json!({"type": "subscribed"})),
+        (
+            Response::Lagged { missed: 17 },
+            json!({"type": "lagged", "missed": 17}),
+        ),
+    ] {
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v, want);
+        let back = serde_json::to_value(serde_json::from_value::<Response>(v).unwrap()).unwrap();
+        assert_eq!(back, want);
+    }
+    assert_eq!(
+        serde_json::from_str::<Request>(r#"{"cmd":"subscribe"}"#).unwrap(),
+        Request::Subscribe
+    );
+}
+
+#[tokio::test]
+async fn a_snapshot_plus_the_events_after_it_reproduce_the_daemons_state() {
+    let app = TestApp::spawn_shop_with(|c| {
+        c.plans.get_mut("starter").unwrap().rpm = 2;
+    })
+    .await;
+    let streamer = app.create_key("trial", None).await;
+    let (mut sub, mut model) = Sub::connect(&app).await;
+    assert_eq!(model.keys.len(), 1);
+    assert!(model.in_flight.is_empty() && model.finished.is_empty());
+
+    let limited = app.create_key("starter", None).await;
+    let limited_id = app.key_state(&limited).id.clone();
+    let broke = app.create_key("trial", Some("0.000000001")).await;
+    let broke_id = app.key_state(&broke).id.clone();
+
+    // A slow stream, while the rest happens.
+    let slow = app.chat(
+        &streamer,
+        &json!({"model": FLASH, "stream": true,
+                "messages": [{"role": "user", "content": "hi [[sim reply=50 delay_ms=20]]"}]}),
+    );
+    let slow = tokio::spawn(async move {
+        let resp = slow.send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let rid = request_id(&resp);
+        (rid, resp.text().await.unwrap())
+    });
+    // Over the starter plan's 2 RPM.
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let resp = app
+            .chat(&limited, &body(FLASH, "hi [[sim reply=2 prompt=5]]"))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(resp.status().as_u16());
+        let _ = resp.bytes().await;
+        if statuses.last() == Some(&429) {
+            break;
+        }
+    }
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    // 402: a key that cannot pay for one token; 403: a model outside the plan.
+    let resp = app.chat(&broke, &body(FLASH, "hi")).send().await.unwrap();
+    assert_eq!(resp.status(), 402);
+    let resp = app
+        .chat(&streamer, &body("deepseek-v4-pro", "hi"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    // A purchase.
+    let (order_id, bought_key) = buy(&app, "trial", "buyer@example.com").await;
+
+    let (rid, text) = slow.await.unwrap();
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    let row = app.wait_ledger_row(&rid).await;
+    // And a revocation, the last thing that happens.
+    match app
+        .admin(Request::KeysRevoke {
+            key: limited_id.clone(),
+        })
+        .await
+    {
+        Response::Key { key } => assert_eq!(key.status, KeyStatus::Revoked),
+        other => panic!("{other:?}"),
+    }
+
+    let mut progress = Vec::new();
+    let mut stream_span = (0, 0);
+    for _ in 0..1000 {
+        let e = sub.event().await;
+        apply(&mut model, &e);
+        match &e {
+            ActivityEvent::RequestStarted {
+                request_id, at_ms, ..
+            } if *request_id == rid => stream_span.0 = *at_ms,
+            ActivityEvent::RequestFinished {
+                request_id, at_ms, ..
+            } if *request_id == rid => stream_span.1 = *at_ms,
+            ActivityEvent::RequestProgress {
+                request_id,
+                output_tokens,
+                ..
+            } if *request_id == rid => progress.push(*output_tokens),
+            _ => {}
+        }
+        if matches!(&e, ActivityEvent::KeyRevoked { key_id, .. } if *key_id == limited_id) {
+            break;
+        }
+    }
+
+    // Progress came, growing, and coalesced: at most 5 a second.
+    assert!(!progress.is_empty(), "progress events for the slow stream");
+    assert!(progress.windows(2).all(|w| w[0] <= w[1]), "{progress:?}");
+    let secs = (stream_span.1 - stream_span.0) as f64 / 1000.0;
+    assert!(
+        progress.len() as f64 <= secs * 5.0 + 1.0,
+        "{} progress events in {secs} s",
+        progress.len()
+    );
+
+    let now = snapshot(&app).await;
+    assert!(now.in_flight.is_empty(), "{:?}", now.in_flight);
+    assert!(model.in_flight.is_empty(), "{:?}", model.in_flight);
+    assert_eq!(model.finished, now.finished);
+    let slow_done = now
+        .finished
+        .iter()
+        .find_map(|e| match e {
+            ActivityEvent::RequestFinished {
+                request_id,
+                cost_usd,
+                completion_tokens,
+                finish,
+                ..
+            } if *request_id == rid => Some((*cost_usd, *completion_tokens, *finish)),
+            _ => None,
+        })
+        .expect("the slow stream is among the finished");
+    assert_eq!(slow_done, (row.cost, 50, Finish::Complete));
+    assert!(row.cost > Usd::ZERO);
+
+    assert_eq!(model.rate_limited, now.rate_limited);
+    assert_eq!(now.rate_limited.len(), 1, "{:?}", now.rate_limited);
+    assert_eq!(now.rate_limited[0].key_id, limited_id);
+    assert_eq!(now.rate_limited[0].limit, 2);
+    assert!(!now.rate_limited[0].hits_ms.is_empty());
+
+    assert_eq!(model.refusals, now.refusals);
+    let refusals: Vec<(Option<String>, u16)> = now
+        .refusals
+        .iter()
+        .filter_map(|e| match e {
+            ActivityEvent::Refused { key_id, status, .. } => Some((key_id.clone(), *status)),
+            _ => None,
+        })
+        .collect();
+    let streamer_id = app.key_state(&streamer).id.clone();
+    assert_eq!(
+        refusals,
+        [(Some(broke_id), 402), (Some(streamer_id), 403)],
+        "{:?}",
+        now.refusals
+    );
+
+    assert_eq!(model.keys, now.keys, "key statuses and balances");
+    let revoked = now.keys.iter().find(|k| k.id == limited_id).unwrap();
+    assert_eq!(revoked.status, KeyStatus::Revoked);
+    assert!(now.keys.iter().any(|k| k.id == bought_key));
+
+    let facts = |s: &Snapshot| s.orders.iter().map(order_facts).collect::<Vec<_>>();
+    assert_eq!(facts(&model), facts(&now));
+    assert_eq!(
+        model.orders.iter().map(|o| &o.paid_at).collect::<Vec<_>>(),
+        now.orders.iter().map(|o| &o.paid_at).collect::<Vec<_>>()
+    );
+    assert_eq!(now.orders[0].order_id, order_id);
+    assert_eq!(now.orders[0].status, OrderStatus::Paid);
+    assert_eq!(now.orders[0].key_id.as_deref(), Some(bought_key.as_str()));
+
+    assert_eq!(model.today, now.today);
+    let (rows, spend): (i64, i64) = app
+        .db()
+        .query_row(
+            "SELECT count(*), coalesce(sum(cost_nanos), 0) FROM usage",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(now.today.requests, rows as u64);
+    assert_eq!(now.today.spend_usd, Usd::from_nanos(spend));
+    assert_eq!(
+        now.today.revenue_usd,
+        Usd::from_dollars(1),
+        "the trial plan's price"
+    );
+    assert_eq!(model.upstream, now.upstream);
+    assert!(now.upstream.last_latency_ms.is_some());
+}
+
+#[tokio::test]
+async fn a_stream_in_flight_shows_in_snapshots_with_growing_output() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key("trial", None).await;
+    let req = app.chat(
+        &key,
+        &json!({"model": FLASH, "stream": true,
+                "messages": [{"role": "user", "content": "hi [[sim reply=150 delay_ms=20]]"}]}),
+    );
+    let stream = tokio::spawn(async move {
+        let resp = req.send().await.unwrap();
+        let rid = request_id(&resp);
+        (rid, resp.text().await.unwrap())
+    });
+    let mut first = None;
+    for _ in 0..200 {
+        let s = snapshot(&app).await;
+        if let Some(r) = s.in_flight.first().filter(|r| r.output_tokens > 0) {
+            first = Some(r.clone());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let first = first.expect("the stream shows in flight with output");
+    assert_eq!(first.key_id, app.key_state(&key).id);
+    assert_eq!(first.key_prefix, app.key_state(&key).prefix);
+    assert_eq!(
+        (first.plan.as_str(), first.model.as_str()),
+        ("trial", FLASH)
+    );
+    assert!(first.stream);
+    assert_eq!(first.client_ip.as_deref(), Some("127.0.0.1"));
+    assert!(first.output_tokens < 150, "{first:?}");
+
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let s = snapshot(&app).await;
+    let second = s
+        .in_flight
+        .iter()
+        .find(|r| r.request_id == first.request_id)
+        .expect("still in flight");
+    assert!(
+        second.output_tokens > first.output_tokens,
+        "{first:?} then {second:?}"
+    );
+    assert_eq!(second.started_ms, first.started_ms);
+
+    let (rid, text) = stream.await.unwrap();
+    assert_eq!(rid, first.request_id);
+    assert!(text.trim_end().ends_with("data: [DONE]"));
+    let row = app.wait_ledger_row(&rid).await;
+    let s = snapshot(&app).await;
+    assert!(s.in_flight.is_empty(), "{:?}", s.in_flight);
+    match s.finished.last() {
+        Some(ActivityEvent::RequestFinished {
+            request_id,
+            cost_usd,
+            completion_tokens,
+            ..
+        }) => {
+            assert_eq!(request_id, &rid);
+            assert_eq!(*cost_usd, row.cost);
+            assert_eq!(*completion_tokens, 150);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Send events straight onto the bus (as fast as anything could), `n` of them.
+fn flood(app: &TestApp, n: usize) {
+    let activity = &app.daemon.as_ref().unwrap().state.activity;
+    for i in 0..n {
+        activity.emit(ActivityEvent::RequestProgress {
+            request_id: "req_flood".into(),
+            output_tokens: i as u64,
+            at_ms: 0,
+        });
+    }
+}
+
+#[tokio::test]
+async fn a_console_that_stops_reading_never_slows_requests_nor_grows_memory() {
+    let app = TestApp::spawn_with(|c| {
+        c.plans.get_mut("trial").unwrap().rpm = 100_000;
+    })
+    .await;
+    let key = app.create_key("trial", Some("100")).await;
+    let state = app.daemon.as_ref().unwrap().state.clone();
+    let bus = &state.activity;
+    let base = bus.subscribers();
+    // Subscribes, then never reads.
+    let mut stuck = Sub::open(&app).await;
+    for _ in 0..400 {
+        if bus.subscribers() > base {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        bus.subscribers(),
+        base + 1,
+        "the console's subscription is open"
+    );
+    // Enough to fill its socket: from here on the daemon cannot write to it.
+    flood(&app, bus.capacity() * 2);
+
+    let run = futures_util::stream::iter(0..300)
+        .map(|i| {
+            let text = format!("hi {i} [[sim reply=20 prompt=5]]");
+            let mut b = body(FLASH, &text);
+            b["stream"] = json!(i % 2 == 0);
+            let req = app.chat(&key, &b);
+            async move {
+                let resp = req.send().await.unwrap();
+                let status = resp.status().as_u16();
+                let _ = resp.bytes().await.unwrap();
+                status
+            }
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<u16>>();
+    let statuses = tokio::time::timeout(Duration::from_secs(180), run)
+        .await
+        .expect("300 requests complete while a console is stuck");
+    assert_eq!(statuses.len(), 300);
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+
+    // The bus holds at most its capacity, whatever the stuck console: push it far past it.
+    assert!(bus.queued() <= bus.capacity());
+    flood(&app, bus.capacity() * 3);
+    assert_eq!(
+        bus.queued(),
+        bus.capacity(),
+        "full for the stuck console, and no more"
+    );
+    let resp = app
+        .chat(&key, &body(FLASH, "still there? [[sim reply=2]]"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let _ = resp.bytes().await;
+
+    // Reading again, the console is told what it missed and given a fresh snapshot.
+    assert!(matches!(stuck.next().await, Response::Subscribed));
+    assert!(matches!(stuck.next().await, Response::Snapshot { .. }));
+    let mut resynced = None;
+    for _ in 0..100_000 {
+        if let Response::Lagged { missed } = stuck.next().await {
+            assert!(missed > 0);
+            match stuck.next().await {
+                Response::Snapshot { snapshot } => {
+                    if snapshot.today.requests >= 300 {
+                        resynced = Some(snapshot);
+                        break;
+                    }
+                }
+                other => panic!("a snapshot after lagged, got {other:?}"),
+            }
+        }
+    }
+    let snap = resynced.expect("lagged, then a snapshot with the requests run meanwhile");
+    assert!(snap.in_flight.is_empty(), "{:?}", snap.in_flight);
+    let rows: i64 = app
+        .db()
+        .query_row("SELECT count(*) FROM usage", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 301);
+    assert!(
+        (300..=301).contains(&snap.today.requests),
+        "{:?}",
+        snap.today
+    );
+}
