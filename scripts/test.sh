@@ -2,20 +2,27 @@
 # The one test command: every unit and integration test, on a clean clone.
 # The integration tests start real servers on 127.0.0.1:0; the openai-SDK test creates its own
 # Python venv under target/ (needs python3 and access to PyPI the first time); the browser test
-# (tests/browser.rs) drives Debian's headless Chromium through ChromeDriver, installed here with
-# apt-get when missing (as root, the way CI runs).
+# (tests/browser.rs) drives Debian's headless Chromium through ChromeDriver, and the console test
+# (tests/console.rs) runs `modelrelay console` inside a detached tmux session. Chromium,
+# ChromeDriver and tmux are installed here with apt-get when missing (as root, the way CI runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v python3 >/dev/null || { echo "scripts/test.sh: python3 is required (the openai SDK test)" >&2; exit 1; }
+missing=()
 if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  missing+=(chromium chromium-driver)
+fi
+command -v tmux >/dev/null || missing+=(tmux)
+if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
-    echo "scripts/test.sh: the browser test needs /usr/bin/chromium and /usr/bin/chromedriver;" \
-      "run this script as root to install them, or: sudo apt-get install -y chromium chromium-driver" >&2
+    echo "scripts/test.sh: missing ${missing[*]} (the browser test needs /usr/bin/chromium and" \
+      "/usr/bin/chromedriver, the console test needs tmux); run this script as root to install" \
+      "them, or: sudo apt-get install -y ${missing[*]}" >&2
     exit 1
   fi
-  echo "scripts/test.sh: installing chromium and chromium-driver (the browser test)" >&2
+  echo "scripts/test.sh: installing ${missing[*]} (browser and console tests)" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update
-  apt-get install -y chromium chromium-driver
+  apt-get install -y "${missing[@]}"
 fi
 exec cargo test --locked --all-targets "$@"

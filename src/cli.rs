@@ -175,7 +175,14 @@ pub fn run(cli: Cli) -> ExitCode {
     };
     match cli.command {
         Command::Serve { demo } => runtime.block_on(serve(config, demo)),
-        Command::Console { .. } => fail("the console is not available in this version yet"),
+        Command::Console { socket } => {
+            let path = socket.unwrap_or_else(|| config.admin_socket());
+            let plans = config.plans.keys().cloned().collect();
+            match runtime.block_on(crate::console::run(path, plans)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            }
+        }
         Command::Keys(args) => {
             let path = args.socket.clone().unwrap_or_else(|| config.admin_socket());
             runtime.block_on(keys(&path, args))

@@ -3,6 +3,7 @@
 //!
 //! Module map:
 //! - [`cli`]: the command line; [`config`]: figment layering and validation.
+//! - [`console`]: the operator's live TUI (ratatui) on the admin socket.
 //! - [`app`]: shared state, router, the daemon's start and shutdown.
 //! - [`gateway`]: `/v1` — auth, rate limits, billing holds, the chat relay (stream and not).
 //! - [`upstream`]: the DeepSeek client, SSE decoding, and the simulated DeepSeek.
@@ -18,6 +19,7 @@ pub mod app;
 pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod gateway;
 pub mod keys;
 pub mod money;

@@ -8,6 +8,7 @@ mod activity;
 mod billing;
 mod browser;
 mod cli;
+mod console;
 mod errors;
 mod faults;
 mod models;

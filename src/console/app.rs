@@ -1,0 +1,404 @@
+//! The console's state: what the daemon looks like ([`Model`]), which view is shown, what is
+//! selected, which dialog is open. No I/O: [`App::handle`] turns [`Event`]s into state changes
+//! and [`Action`]s for the I/O loop.
+
+use super::event::{Action, Command, Event};
+use super::model::Model;
+use crate::activity::protocol::{KeyView, Response};
+use crate::money::Usd;
+
+/// How long an outcome message stays in the status line.
+const MESSAGE_MS: i64 = 8_000;
+
+/// The four views.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    /// Streams in flight and the last finished requests.
+    Live,
+    /// Every key with its budget.
+    Keys,
+    /// The newest orders.
+    Orders,
+    /// Rate-limit hits and refusals over the last hour.
+    Limits,
+}
+
+impl View {
+    /// Every view, in tab order.
+    pub const ALL: [View; 4] = [View::Live, View::Keys, View::Orders, View::Limits];
+
+    /// The tab's title.
+    pub fn title(self) -> &'static str {
+        match self {
+            View::Live => "Live",
+            View::Keys => "Keys",
+            View::Orders => "Orders",
+            View::Limits => "Limits",
+        }
+    }
+
+    pub(super) fn index(self) -> usize {
+        View::ALL.iter().position(|v| *v == self).unwrap_or(0)
+    }
+}
+
+/// How the Keys view is sorted (`s` cycles).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySort {
+    /// Oldest first, as minted.
+    Created,
+    /// Least money left first.
+    Remaining,
+    /// Most spent first.
+    Spent,
+    /// Most requests first.
+    Requests,
+    /// Most recently used first.
+    LastUsed,
+    /// By plan, then oldest first.
+    Plan,
+}
+
+impl KeySort {
+    /// The next order.
+    pub(super) fn next(self) -> KeySort {
+        match self {
+            KeySort::Created => KeySort::Remaining,
+            KeySort::Remaining => KeySort::Spent,
+            KeySort::Spent => KeySort::Requests,
+            KeySort::Requests => KeySort::LastUsed,
+            KeySort::LastUsed => KeySort::Plan,
+            KeySort::Plan => KeySort::Created,
+        }
+    }
+
+    /// Shown in the Keys view's title.
+    pub fn label(self) -> &'static str {
+        match self {
+            KeySort::Created => "created",
+            KeySort::Remaining => "remaining ↑",
+            KeySort::Spent => "spent ↓",
+            KeySort::Requests => "requests ↓",
+            KeySort::LastUsed => "last used ↓",
+            KeySort::Plan => "plan",
+        }
+    }
+}
+
+/// A dialog over the views; while one is open it gets every key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Modal {
+    /// The key bindings.
+    Help,
+    /// Typing the Keys filter.
+    Filter,
+    /// "Revoke this key?"
+    ConfirmRevoke {
+        /// Key id.
+        key_id: String,
+        /// Display prefix.
+        prefix: String,
+    },
+    /// Typing a top-up amount.
+    TopUpAmount {
+        /// Key id.
+        key_id: String,
+        /// Display prefix.
+        prefix: String,
+        /// What was typed.
+        input: String,
+        /// Why the input is not an amount.
+        error: Option<String>,
+    },
+    /// "Add $X to this key?"
+    ConfirmTopUp {
+        /// Key id.
+        key_id: String,
+        /// Display prefix.
+        prefix: String,
+        /// Amount.
+        usd: Usd,
+    },
+    /// Choosing the plan of a comp key.
+    ChoosePlan {
+        /// Index into [`App::plans`].
+        selected: usize,
+    },
+    /// "Mint a comp key on this plan?"
+    ConfirmCreate {
+        /// Plan id.
+        plan: String,
+    },
+    /// A command is on its way.
+    Working(String),
+    /// A new key, shown this once.
+    NewKey {
+        /// The full key.
+        api_key: String,
+        /// Its plan.
+        plan: String,
+    },
+    /// A command failed.
+    Failed(String),
+}
+
+/// The console's whole state.
+#[derive(Debug, Clone)]
+pub struct App {
+    /// The daemon as the console knows it.
+    pub model: Model,
+    /// The view shown.
+    pub view: View,
+    /// The open dialog.
+    pub modal: Option<Modal>,
+    /// The clock (unix ms), set by ticks.
+    pub now_ms: i64,
+    /// The subscription is up.
+    pub connected: bool,
+    /// Why it is down (shown while reconnecting).
+    pub disconnect_reason: Option<String>,
+    /// Render without colours (`NO_COLOR`).
+    pub mono: bool,
+    /// The admin socket, shown in the header.
+    pub socket: String,
+    /// Plans a comp key may be minted on (config, and every plan seen on a key).
+    pub plans: Vec<String>,
+    /// The selected key (by id, so live re-sorting never moves it under the operator).
+    pub selected_key: Option<String>,
+    /// The Keys filter (case-insensitive substring of prefix, id, plan, status, email).
+    pub filter: String,
+    /// The Keys order.
+    pub sort: KeySort,
+    /// Selected row on the Live (finished list), Orders and Limits views.
+    pub row: [usize; 4],
+    /// The last outcome and when it happened.
+    pub message: Option<(String, i64)>,
+    /// Events missed in the last lag (resynchronising).
+    pub lagged: Option<u64>,
+}
+
+impl App {
+    /// A fresh state for the socket at `socket`; `plans` from the config.
+    pub fn new(socket: impl Into<String>, plans: Vec<String>, mono: bool) -> App {
+        App {
+            model: Model::default(),
+            view: View::Live,
+            modal: None,
+            now_ms: 0,
+            connected: false,
+            disconnect_reason: None,
+            mono,
+            socket: socket.into(),
+            plans,
+            selected_key: None,
+            filter: String::new(),
+            sort: KeySort::Created,
+            row: [0; 4],
+            message: None,
+            lagged: None,
+        }
+    }
+
+    /// React to one event.
+    pub fn handle(&mut self, event: Event) -> Vec<Action> {
+        match event {
+            Event::Key(k) => self.on_key(k).into_iter().collect(),
+            Event::Tick(now) => {
+                self.now_ms = now;
+                self.model.tick(now);
+                if self
+                    .message
+                    .as_ref()
+                    .is_some_and(|(_, at)| now - at > MESSAGE_MS)
+                {
+                    self.message = None;
+                }
+                Vec::new()
+            }
+            Event::Socket(r) => self.apply(r),
+            Event::Connected => {
+                self.connected = true;
+                self.disconnect_reason = None;
+                self.model.connection_lost();
+                // The daemon's snapshot, when it sends one, supersedes these.
+                vec![
+                    Action::Send(Command::Ping),
+                    Action::Send(Command::KeysList),
+                    Action::Send(Command::OrdersList),
+                ]
+            }
+            Event::Disconnected(why) => {
+                self.connected = false;
+                self.disconnect_reason = Some(why);
+                self.model.connection_lost();
+                Vec::new()
+            }
+            Event::Reply(cmd, result) => {
+                self.on_reply(cmd, result);
+                Vec::new()
+            }
+        }
+    }
+
+    /// Apply a line from the subscription connection.
+    pub fn apply(&mut self, resp: Response) -> Vec<Action> {
+        match resp {
+            Response::Snapshot { snapshot } => {
+                if self.now_ms == 0 {
+                    self.now_ms = snapshot.at_ms;
+                }
+                self.model.apply_snapshot(*snapshot);
+                self.lagged = None;
+                self.learn_plans();
+            }
+            Response::Event { event } => {
+                self.model.apply_event(event);
+                self.learn_plans();
+            }
+            Response::Lagged { missed } => {
+                self.lagged = Some(missed);
+                // A daemon that sends snapshots follows with one; otherwise re-read what can be.
+                if !self.model.has_snapshot {
+                    return vec![
+                        Action::Send(Command::KeysList),
+                        Action::Send(Command::OrdersList),
+                    ];
+                }
+            }
+            Response::Error { message } => self.say(format!("daemon: {message}")),
+            _ => {}
+        }
+        Vec::new()
+    }
+
+    fn on_reply(&mut self, cmd: Command, result: Result<Response, String>) {
+        let operator = cmd.is_operator_action();
+        if operator && matches!(self.modal, Some(Modal::Working(_))) {
+            self.modal = None;
+        }
+        let resp = match result {
+            Ok(Response::Error { message }) | Err(message) => {
+                if operator {
+                    self.modal = Some(Modal::Failed(message));
+                }
+                return;
+            }
+            Ok(r) => r,
+        };
+        match (cmd, resp) {
+            (Command::Ping, Response::Pong { version }) => {
+                if !self.model.has_snapshot {
+                    self.model.version = Some(version);
+                }
+            }
+            (Command::KeysList, Response::Keys { keys }) => {
+                self.model.apply_keys_list(keys, self.now_ms);
+                self.learn_plans();
+            }
+            (Command::OrdersList, Response::Orders { orders }) => {
+                self.model.apply_orders_list(orders);
+            }
+            (Command::Revoke { prefix, .. }, Response::Key { key }) => {
+                self.model.upsert_key(key);
+                self.say(format!("revoked {prefix}"));
+            }
+            (Command::TopUp { prefix, usd, .. }, Response::Key { key }) => {
+                let left = super::ui::format::usd(key.remaining_usd);
+                self.model.upsert_key(key);
+                self.say(format!(
+                    "added {} to {prefix}; {left} left",
+                    super::ui::format::usd(usd)
+                ));
+            }
+            (Command::Create { plan }, Response::Created { key, api_key }) => {
+                self.selected_key = Some(key.id.clone());
+                self.model.upsert_key(key);
+                self.modal = Some(Modal::NewKey { api_key, plan });
+            }
+            (_, other) => {
+                if operator {
+                    self.modal = Some(Modal::Failed(format!(
+                        "unexpected answer from the daemon: {other:?}"
+                    )));
+                }
+            }
+        }
+    }
+
+    fn say(&mut self, msg: String) {
+        self.message = Some((msg, self.now_ms));
+    }
+
+    fn learn_plans(&mut self) {
+        for k in self.model.keys.values() {
+            if !self.plans.contains(&k.plan) {
+                self.plans.push(k.plan.clone());
+                self.plans.sort();
+            }
+        }
+    }
+
+    /// The keys the Keys view shows: filtered, sorted.
+    pub fn visible_keys(&self) -> Vec<&KeyView> {
+        let needle = self.filter.to_lowercase();
+        let mut keys: Vec<&KeyView> = self
+            .model
+            .keys
+            .values()
+            .filter(|k| {
+                needle.is_empty()
+                    || [
+                        k.prefix.as_str(),
+                        k.id.as_str(),
+                        k.plan.as_str(),
+                        k.status.as_str(),
+                        k.email.as_deref().unwrap_or(""),
+                        k.note.as_deref().unwrap_or(""),
+                    ]
+                    .iter()
+                    .any(|f| f.to_lowercase().contains(&needle))
+            })
+            .collect();
+        let created = |a: &KeyView, b: &KeyView| {
+            a.created_at
+                .cmp(&b.created_at)
+                .then_with(|| a.id.cmp(&b.id))
+        };
+        keys.sort_by(|a, b| {
+            match self.sort {
+                KeySort::Created => std::cmp::Ordering::Equal,
+                KeySort::Remaining => a.remaining_usd.cmp(&b.remaining_usd),
+                KeySort::Spent => b.spent_usd.cmp(&a.spent_usd),
+                KeySort::Requests => b.requests.cmp(&a.requests),
+                KeySort::LastUsed => b.last_used_at.cmp(&a.last_used_at),
+                KeySort::Plan => a.plan.cmp(&b.plan),
+            }
+            .then_with(|| created(a, b))
+        });
+        keys
+    }
+
+    /// The index of the selected key among the visible ones (the first when none is).
+    pub fn selected_key_index(&self, visible: &[&KeyView]) -> Option<usize> {
+        if visible.is_empty() {
+            return None;
+        }
+        Some(
+            self.selected_key
+                .as_ref()
+                .and_then(|id| visible.iter().position(|k| &k.id == id))
+                .unwrap_or(0),
+        )
+    }
+
+    /// The selected key, if any is visible.
+    pub fn selected(&self) -> Option<&KeyView> {
+        let visible = self.visible_keys();
+        self.selected_key_index(&visible).map(|i| visible[i])
+    }
+
+    /// The status line's message: disconnection first, then a recent outcome.
+    pub fn status_message(&self) -> Option<&str> {
+        self.message.as_ref().map(|(m, _)| m.as_str())
+    }
+}

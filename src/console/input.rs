@@ -1,0 +1,232 @@
+//! Keyboard input: what each key does on each view and in each dialog.
+
+use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+
+use super::app::{App, Modal, View};
+use super::event::{Action, Command};
+use crate::keys::KeyStatus;
+use crate::money::Usd;
+
+/// A typed top-up amount, in dollars (a leading `$` is allowed).
+pub fn parse_amount(input: &str) -> Result<Usd, String> {
+    match input.trim().trim_start_matches('$').parse::<Usd>() {
+        Ok(usd) if usd.nanos() > 0 => Ok(usd),
+        Ok(_) => Err("the amount must be greater than 0".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+impl App {
+    /// Turn a key press into a state change, and maybe an action.
+    pub fn on_key(&mut self, key: KeyEvent) -> Option<Action> {
+        if key.kind == KeyEventKind::Release {
+            return None;
+        }
+        if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
+            return Some(Action::Quit);
+        }
+        if let Some(modal) = self.modal.take() {
+            return self.on_modal_key(modal, key);
+        }
+        match key.code {
+            KeyCode::Char('q') => return Some(Action::Quit),
+            KeyCode::Char('?') => self.modal = Some(Modal::Help),
+            KeyCode::Tab => self.view = View::ALL[(self.view.index() + 1) % 4],
+            KeyCode::BackTab => self.view = View::ALL[(self.view.index() + 3) % 4],
+            KeyCode::Char(c @ '1'..='4') => {
+                self.view = View::ALL[(c as u8 - b'1') as usize];
+            }
+            KeyCode::Down | KeyCode::Char('j') => self.move_selection(1),
+            KeyCode::Up | KeyCode::Char('k') => self.move_selection(-1),
+            KeyCode::PageDown => self.move_selection(10),
+            KeyCode::PageUp => self.move_selection(-10),
+            KeyCode::Home | KeyCode::Char('g') => self.move_selection(i64::MIN / 2),
+            KeyCode::End | KeyCode::Char('G') => self.move_selection(i64::MAX / 2),
+            KeyCode::Esc => {
+                self.message = None;
+                if self.view == View::Keys {
+                    self.filter.clear();
+                }
+            }
+            _ if self.view == View::Keys => self.on_keys_view_key(key.code),
+            _ => {}
+        }
+        None
+    }
+
+    fn on_keys_view_key(&mut self, code: KeyCode) {
+        match code {
+            KeyCode::Char('/') => self.modal = Some(Modal::Filter),
+            KeyCode::Char('s') => self.sort = self.sort.next(),
+            KeyCode::Char('r') => {
+                if let Some(k) = self.selected().filter(|k| k.status != KeyStatus::Revoked) {
+                    self.modal = Some(Modal::ConfirmRevoke {
+                        key_id: k.id.clone(),
+                        prefix: k.prefix.clone(),
+                    });
+                }
+            }
+            KeyCode::Char('t') => {
+                if let Some(k) = self.selected().filter(|k| k.status != KeyStatus::Revoked) {
+                    self.modal = Some(Modal::TopUpAmount {
+                        key_id: k.id.clone(),
+                        prefix: k.prefix.clone(),
+                        input: String::new(),
+                        error: None,
+                    });
+                }
+            }
+            KeyCode::Char('n') => self.modal = Some(Modal::ChoosePlan { selected: 0 }),
+            _ => {}
+        }
+    }
+
+    fn move_selection(&mut self, by: i64) {
+        let step = |cur: usize, len: usize| -> usize {
+            if len == 0 {
+                return 0;
+            }
+            (cur as i64).saturating_add(by).clamp(0, len as i64 - 1) as usize
+        };
+        match self.view {
+            View::Keys => {
+                let visible = self.visible_keys();
+                if let Some(i) = self.selected_key_index(&visible) {
+                    let id = visible[step(i, visible.len())].id.clone();
+                    self.selected_key = Some(id);
+                }
+            }
+            View::Live => self.row[0] = step(self.row[0], self.model.finished.len()),
+            View::Orders => self.row[2] = step(self.row[2], self.model.orders.len()),
+            View::Limits => self.row[3] = step(self.row[3], self.model.rate_limited.len()),
+        }
+    }
+
+    fn on_modal_key(&mut self, modal: Modal, key: KeyEvent) -> Option<Action> {
+        let yes = matches!(key.code, KeyCode::Char('y') | KeyCode::Char('Y'));
+        let no = matches!(
+            key.code,
+            KeyCode::Esc | KeyCode::Char('n') | KeyCode::Char('N') | KeyCode::Char('q')
+        );
+        let keep = |app: &mut App, m: Modal| {
+            app.modal = Some(m);
+            None
+        };
+        match modal {
+            Modal::Help | Modal::Failed(_) => None,
+            // The outcome still shows when it comes (status line, or a failure dialog).
+            Modal::Working(_) if key.code == KeyCode::Esc => None,
+            Modal::Working(_) => keep(self, modal),
+            Modal::NewKey { .. } if matches!(key.code, KeyCode::Enter | KeyCode::Esc) => None,
+            Modal::NewKey { .. } => keep(self, modal),
+            Modal::Filter => {
+                match key.code {
+                    KeyCode::Enter => return None,
+                    KeyCode::Esc => {
+                        self.filter.clear();
+                        return None;
+                    }
+                    KeyCode::Backspace => {
+                        self.filter.pop();
+                    }
+                    KeyCode::Char(c) if !c.is_control() => self.filter.push(c),
+                    _ => {}
+                }
+                keep(self, Modal::Filter)
+            }
+            Modal::ConfirmRevoke { key_id, prefix } if yes => {
+                self.modal = Some(Modal::Working(format!("revoking {prefix}…")));
+                Some(Action::Send(Command::Revoke { key_id, prefix }))
+            }
+            Modal::ConfirmTopUp {
+                key_id,
+                prefix,
+                usd,
+            } if yes => {
+                self.modal = Some(Modal::Working(format!("topping up {prefix}…")));
+                Some(Action::Send(Command::TopUp {
+                    key_id,
+                    prefix,
+                    usd,
+                }))
+            }
+            Modal::ConfirmCreate { plan } if yes => {
+                self.modal = Some(Modal::Working(format!("minting a {plan} key…")));
+                Some(Action::Send(Command::Create { plan }))
+            }
+            Modal::ConfirmRevoke { .. }
+            | Modal::ConfirmTopUp { .. }
+            | Modal::ConfirmCreate { .. }
+                if no =>
+            {
+                None
+            }
+            Modal::ConfirmRevoke { .. }
+            | Modal::ConfirmTopUp { .. }
+            | Modal::ConfirmCreate { .. } => keep(self, modal),
+            Modal::TopUpAmount {
+                key_id,
+                prefix,
+                mut input,
+                mut error,
+            } => {
+                match key.code {
+                    KeyCode::Esc => return None,
+                    KeyCode::Enter => match parse_amount(&input) {
+                        Ok(usd) => {
+                            let confirm = Modal::ConfirmTopUp {
+                                key_id,
+                                prefix,
+                                usd,
+                            };
+                            return keep(self, confirm);
+                        }
+                        Err(e) => error = Some(e),
+                    },
+                    KeyCode::Backspace => {
+                        input.pop();
+                        error = None;
+                    }
+                    KeyCode::Char(c) if (c.is_ascii_digit() || c == '.') && input.len() < 16 => {
+                        input.push(c);
+                        error = None;
+                    }
+                    _ => {}
+                }
+                let typing = Modal::TopUpAmount {
+                    key_id,
+                    prefix,
+                    input,
+                    error,
+                };
+                keep(self, typing)
+            }
+            Modal::ChoosePlan { selected } => {
+                let n = self.plans.len();
+                match key.code {
+                    KeyCode::Esc | KeyCode::Char('q') => None,
+                    KeyCode::Down | KeyCode::Char('j') if n > 0 => keep(
+                        self,
+                        Modal::ChoosePlan {
+                            selected: (selected + 1).min(n - 1),
+                        },
+                    ),
+                    KeyCode::Up | KeyCode::Char('k') => keep(
+                        self,
+                        Modal::ChoosePlan {
+                            selected: selected.saturating_sub(1),
+                        },
+                    ),
+                    KeyCode::Enter => match self.plans.get(selected) {
+                        Some(plan) => {
+                            let plan = plan.clone();
+                            keep(self, Modal::ConfirmCreate { plan })
+                        }
+                        None => None,
+                    },
+                    _ => keep(self, modal),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! `modelrelay console`: the operator's live view of the daemon, attached over the admin socket.
+//!
+//! - [`app`]: the state (no I/O): [`App::handle`] takes an [`Event`], returns [`Action`]s.
+//! - [`model`]: the daemon's state as the console knows it (snapshot + events).
+//! - [`event`]: the one event enum every source feeds, and the commands sent to the daemon.
+//! - [`ui`]: rendering only.
+//! - `net`, `terminal`: the two socket connections, and the terminal that is always restored.
+//!
+//! This module is the I/O loop: keys (crossterm's `EventStream`), a clock tick, the subscription
+//! and the command connection all become [`Event`]s; after each batch the screen is redrawn.
+
+pub mod app;
+pub mod event;
+mod input;
+pub mod model;
+mod net;
+mod terminal;
+pub mod ui;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crossterm::event::{Event as TermEvent, EventStream};
+use futures_util::StreamExt;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+
+pub use app::App;
+pub use event::{Action, Command, Event};
+pub use input::parse_amount;
+
+/// How often the clock ticks (elapsed times, tokens/s, expiry).
+const TICK: Duration = Duration::from_millis(250);
+/// Events applied before the screen is redrawn, at most (a burst is drawn once).
+const BATCH: usize = 512;
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// True when `NO_COLOR` is set to anything non-empty (<https://no-color.org>).
+pub fn no_color() -> bool {
+    std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
+}
+
+/// Run the console against the daemon at `socket`; `plans` are offered for comp keys.
+///
+/// Fails before touching the terminal when no daemon answers or the socket refuses this user;
+/// afterwards a lost daemon is waited for and reconnected to.
+pub async fn run(socket: PathBuf, plans: Vec<String>) -> Result<(), String> {
+    let first = net::subscribe(&socket).await.map_err(|e| e.to_string())?;
+    let mut app = App::new(socket.display().to_string(), plans, no_color());
+    let mut guard = terminal::enter().map_err(|e| format!("cannot take over the terminal: {e}"))?;
+
+    let (tx, mut rx) = mpsc::channel::<Event>(4096);
+    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel::<Command>();
+    let sub = tokio::spawn(net::subscription(socket.clone(), first, tx.clone()));
+    let cmds = tokio::spawn(net::commands(socket, cmd_rx, tx));
+    let result = event_loop(&mut guard, &mut app, &mut rx, &cmd_tx).await;
+    sub.abort();
+    cmds.abort();
+    drop(guard);
+    result
+}
+
+async fn event_loop(
+    guard: &mut terminal::TerminalGuard,
+    app: &mut App,
+    rx: &mut mpsc::Receiver<Event>,
+    cmd_tx: &mpsc::UnboundedSender<Command>,
+) -> Result<(), String> {
+    let mut keys = EventStream::new();
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let (mut term, mut hup) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) {
+        (Ok(t), Ok(h)) => (t, h),
+        (Err(e), _) | (_, Err(e)) => return Err(format!("cannot watch signals: {e}")),
+    };
+    app.handle(Event::Tick(now_ms()));
+    loop {
+        guard
+            .terminal
+            .draw(|f| ui::draw(f, app))
+            .map_err(|e| format!("cannot draw: {e}"))?;
+        let event = tokio::select! {
+            k = keys.next() => match k {
+                Some(Ok(TermEvent::Key(k))) => Event::Key(k),
+                // A resize (or anything else) only needs the redraw at the top of the loop.
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(format!("cannot read the keyboard: {e}")),
+                None => return Ok(()),
+            },
+            _ = tick.tick() => Event::Tick(now_ms()),
+            e = rx.recv() => match e {
+                Some(e) => e,
+                None => return Ok(()),
+            },
+            _ = term.recv() => return Ok(()),
+            _ = hup.recv() => return Ok(()),
+        };
+        let mut actions = app.handle(event);
+        for _ in 0..BATCH {
+            match rx.try_recv() {
+                Ok(e) => actions.extend(app.handle(e)),
+                Err(_) => break,
+            }
+        }
+        for action in actions {
+            match action {
+                Action::Quit => return Ok(()),
+                Action::Send(cmd) => {
+                    if cmd_tx.send(cmd).is_err() {
+                        return Err("the command connection stopped".into());
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! The console's two connections to the daemon: the subscription (reconnected with backoff
+//! whenever it drops) and the command connection (revoke, top up, create, and the look-ups).
+//! Both report through the one [`Event`] channel.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::event::{Command, Event};
+use crate::activity::protocol::{Request, Response};
+use crate::activity::socket::{Client, ClientError};
+
+/// First retry after the subscription drops; doubled up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+/// Longest wait between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(3);
+/// How long a command may wait for its answer.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Connect and subscribe; returns once the daemon said `subscribed`.
+pub async fn subscribe(path: &Path) -> Result<Client, ClientError> {
+    let mut client = Client::connect(path).await?;
+    let answer = match client.send(&Request::Subscribe).await {
+        Ok(()) => client.recv().await,
+        Err(e) => Err(e),
+    };
+    match answer {
+        Ok(Some(Response::Subscribed)) => Ok(client),
+        Ok(Some(Response::Error { message })) => Err(ClientError::Protocol(message)),
+        Ok(Some(other)) => Err(ClientError::Protocol(format!(
+            "expected `subscribed`, got {other:?}"
+        ))),
+        // The daemon hangs up on a peer whose credentials it refuses, before reading a line.
+        Ok(None) | Err(_) => Err(ClientError::Denied(path.to_path_buf())),
+    }
+}
+
+/// Keep a subscription up for as long as the console runs, starting with `first`.
+pub async fn subscription(path: PathBuf, first: Client, tx: mpsc::Sender<Event>) {
+    let mut next = Some(first);
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let attempt = match next.take() {
+            Some(c) => Ok(c),
+            None => subscribe(&path).await,
+        };
+        let mut client = match attempt {
+            Ok(c) => c,
+            Err(e) => {
+                if tx.send(Event::Disconnected(e.to_string())).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
+        backoff = FIRST_BACKOFF;
+        if tx.send(Event::Connected).await.is_err() {
+            return;
+        }
+        let why = loop {
+            match client.recv().await {
+                Ok(Some(r)) => {
+                    if tx.send(Event::Socket(r)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => break "the daemon closed the connection".to_string(),
+                Err(e) => break e.to_string(),
+            }
+        };
+        if tx.send(Event::Disconnected(why)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Run commands one at a time on a kept connection, reporting each answer.
+pub async fn commands(
+    path: PathBuf,
+    mut rx: mpsc::UnboundedReceiver<Command>,
+    tx: mpsc::Sender<Event>,
+) {
+    let mut client: Option<Client> = None;
+    while let Some(cmd) = rx.recv().await {
+        let result = if cmd.is_operator_action() {
+            // A change is sent once: on a connection just proven alive, so that a daemon that
+            // restarted since the last command cannot leave it unknown whether it applied.
+            match call(&path, &mut client, &Request::Ping).await {
+                Ok(_) => call_once(&path, &mut client, &cmd.request()).await,
+                Err(e) => Err(e),
+            }
+        } else {
+            call(&path, &mut client, &cmd.request()).await
+        };
+        if tx.send(Event::Reply(cmd, result)).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Send a request that is safe to repeat: a dead kept connection is replaced once.
+async fn call(path: &Path, client: &mut Option<Client>, req: &Request) -> Result<Response, String> {
+    let fresh = client.is_none();
+    match call_once(path, client, req).await {
+        Err(_) if !fresh => call_once(path, client, req).await,
+        other => other,
+    }
+}
+
+/// Send a request once, connecting first if needed; a failed connection is dropped.
+async fn call_once(
+    path: &Path,
+    client: &mut Option<Client>,
+    req: &Request,
+) -> Result<Response, String> {
+    let c = match client {
+        Some(c) => c,
+        None => client.insert(Client::connect(path).await.map_err(|e| e.to_string())?),
+    };
+    match tokio::time::timeout(COMMAND_TIMEOUT, c.call(req)).await {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(e)) => {
+            *client = None;
+            Err(e.to_string())
+        }
+        Err(_) => {
+            // Its answer may still come on this connection; a new one keeps answers in step.
+            *client = None;
+            Err(format!(
+                "the daemon did not answer within {} s; check the key before retrying",
+                COMMAND_TIMEOUT.as_secs()
+            ))
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! Keyboard navigation, the Keys filter and sort, and the action flows through the socket
+//! commands (revoke, top up, comp key), including failures.
+
+use super::*;
+
+#[test]
+fn navigation_help_and_quit() {
+    let mut app = app();
+    assert_eq!(app.view, View::Live);
+    press(&mut app, KeyCode::Tab);
+    assert_eq!(app.view, View::Keys);
+    press(&mut app, KeyCode::BackTab);
+    press(&mut app, KeyCode::BackTab);
+    assert_eq!(app.view, View::Limits);
+    press(&mut app, KeyCode::Char('3'));
+    assert_eq!(app.view, View::Orders);
+    press(&mut app, KeyCode::Char('?'));
+    assert_eq!(app.modal, Some(Modal::Help));
+    assert_eq!(press(&mut app, KeyCode::Char('q')), None, "q closes help");
+    assert_eq!(app.modal, None);
+    assert_eq!(press(&mut app, KeyCode::Char('q')), Some(Action::Quit));
+    assert_eq!(
+        app.on_key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)),
+        Some(Action::Quit)
+    );
+}
+
+#[test]
+fn keys_filter_sort_and_selection() {
+    let mut app = app();
+    press(&mut app, KeyCode::Char('2'));
+    let ids =
+        |app: &App| -> Vec<String> { app.visible_keys().iter().map(|k| k.id.clone()).collect() };
+    assert_eq!(
+        ids(&app),
+        ["key_old", "key_pro", "key_trial"],
+        "created order"
+    );
+    assert_eq!(app.selected().map(|k| k.id.as_str()), Some("key_old"));
+    press(&mut app, KeyCode::Down);
+    press(&mut app, KeyCode::Char('j'));
+    assert_eq!(app.selected().map(|k| k.id.as_str()), Some("key_trial"));
+    press(&mut app, KeyCode::Char('s'));
+    assert_eq!(app.sort, KeySort::Remaining);
+    assert_eq!(ids(&app), ["key_old", "key_trial", "key_pro"]);
+    assert_eq!(
+        app.selected().map(|k| k.id.as_str()),
+        Some("key_trial"),
+        "the selection follows the key, not the row"
+    );
+    press(&mut app, KeyCode::Char('/'));
+    type_str(&mut app, "PRO");
+    press(&mut app, KeyCode::Enter);
+    assert_eq!(app.modal, None);
+    assert_eq!(ids(&app), ["key_pro"]);
+    assert_eq!(app.selected().map(|k| k.id.as_str()), Some("key_pro"));
+    press(&mut app, KeyCode::Esc);
+    assert_eq!(app.filter, "");
+    assert_eq!(ids(&app).len(), 3);
+}
+
+#[test]
+fn revoke_asks_first_then_sends_the_socket_command() {
+    let mut app = app();
+    press(&mut app, KeyCode::Char('2'));
+    press(&mut app, KeyCode::Char('j'));
+    assert_eq!(press(&mut app, KeyCode::Char('r')), None);
+    let confirm = Modal::ConfirmRevoke {
+        key_id: "key_pro".into(),
+        prefix: "sk-gateway-PrOo…".into(),
+    };
+    assert_eq!(app.modal, Some(confirm));
+    assert_eq!(press(&mut app, KeyCode::Char('x')), None, "other keys wait");
+    assert!(app.modal.is_some());
+    assert_eq!(press(&mut app, KeyCode::Char('n')), None);
+    assert_eq!(app.modal, None, "n cancels");
+    press(&mut app, KeyCode::Char('r'));
+    let action = press(&mut app, KeyCode::Char('y'));
+    let cmd = Command::Revoke {
+        key_id: "key_pro".into(),
+        prefix: "sk-gateway-PrOo…".into(),
+    };
+    assert_eq!(action, Some(Action::Send(cmd.clone())));
+    assert!(matches!(app.modal, Some(Modal::Working(_))));
+    assert_eq!(
+        cmd.request(),
+        crate::activity::protocol::Request::KeysRevoke {
+            key: "key_pro".into()
+        }
+    );
+    let mut revoked = app.model.keys["key_pro"].clone();
+    revoked.status = KeyStatus::Revoked;
+    app.handle(Event::Reply(cmd, Ok(Response::Key { key: revoked })));
+    assert_eq!(app.modal, None);
+    assert_eq!(app.model.keys["key_pro"].status, KeyStatus::Revoked);
+    assert_eq!(app.status_message(), Some("revoked sk-gateway-PrOo…"));
+    press(&mut app, KeyCode::Char('r'));
+    assert_eq!(app.modal, None, "a revoked key cannot be revoked again");
+}
+
+#[test]
+fn top_up_takes_an_amount_then_confirmation() {
+    let mut app = app();
+    press(&mut app, KeyCode::Char('2'));
+    press(&mut app, KeyCode::End);
+    assert_eq!(app.selected().map(|k| k.id.as_str()), Some("key_trial"));
+    press(&mut app, KeyCode::Char('t'));
+    type_str(&mut app, "0.0.1");
+    press(&mut app, KeyCode::Enter);
+    match &app.modal {
+        Some(Modal::TopUpAmount { error: Some(e), .. }) => assert!(e.contains("0.0.1"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    for _ in 0..5 {
+        press(&mut app, KeyCode::Backspace);
+    }
+    type_str(&mut app, "x2.5");
+    press(&mut app, KeyCode::Enter);
+    let confirm = Modal::ConfirmTopUp {
+        key_id: "key_trial".into(),
+        prefix: "sk-gateway-TrIa…".into(),
+        usd: usd("2.5"),
+    };
+    assert_eq!(app.modal, Some(confirm));
+    let cmd = Command::TopUp {
+        key_id: "key_trial".into(),
+        prefix: "sk-gateway-TrIa…".into(),
+        usd: usd("2.5"),
+    };
+    assert_eq!(
+        press(&mut app, KeyCode::Char('y')),
+        Some(Action::Send(cmd.clone()))
+    );
+    app.handle(Event::Reply(
+        cmd.clone(),
+        Ok(Response::Error {
+            message: "key key_trial is revoked".into(),
+        }),
+    ));
+    assert_eq!(
+        app.modal,
+        Some(Modal::Failed("key key_trial is revoked".into()))
+    );
+    press(&mut app, KeyCode::Enter);
+    assert_eq!(app.modal, None);
+    let mut topped = app.model.keys["key_trial"].clone();
+    topped.budget_usd = usd("3.5");
+    topped.remaining_usd = usd("3.49");
+    app.handle(Event::Reply(cmd, Ok(Response::Key { key: topped })));
+    assert_eq!(app.model.keys["key_trial"].remaining_usd, usd("3.49"));
+    assert_eq!(
+        app.status_message(),
+        Some("added $2.50 to sk-gateway-TrIa…; $3.49 left")
+    );
+}
+
+#[test]
+fn a_comp_key_is_minted_on_a_chosen_plan_and_shown_once() {
+    let mut app = App::new("/tmp/s.sock", vec!["starter".into(), "trial".into()], true);
+    app.handle(Event::Tick(NOW));
+    app.view = View::Keys;
+    press(&mut app, KeyCode::Char('n'));
+    assert_eq!(app.modal, Some(Modal::ChoosePlan { selected: 0 }));
+    press(&mut app, KeyCode::Down);
+    press(&mut app, KeyCode::Down);
+    press(&mut app, KeyCode::Enter);
+    assert_eq!(
+        app.modal,
+        Some(Modal::ConfirmCreate {
+            plan: "trial".into()
+        })
+    );
+    let cmd = Command::Create {
+        plan: "trial".into(),
+    };
+    assert_eq!(
+        press(&mut app, KeyCode::Char('y')),
+        Some(Action::Send(cmd.clone()))
+    );
+    let api_key = "sk-gateway-NeWwAbCdEfGhIjKlMnOpQrStUvWxYz0123456789ab";
+    app.handle(Event::Reply(
+        cmd,
+        Ok(Response::Created {
+            key: key("key_comp", "sk-gateway-NeWw…", "trial", "1", "0"),
+            api_key: api_key.into(),
+        }),
+    ));
+    assert_eq!(
+        app.modal,
+        Some(Modal::NewKey {
+            api_key: api_key.into(),
+            plan: "trial".into()
+        })
+    );
+    assert_eq!(app.selected().map(|k| k.id.as_str()), Some("key_comp"));
+    press(&mut app, KeyCode::Char('q'));
+    assert!(app.modal.is_some(), "only Enter or Esc closes the key");
+    press(&mut app, KeyCode::Enter);
+    assert_eq!(app.modal, None);
+    assert!(
+        !format!("{app:?}").contains(api_key),
+        "the full key is forgotten once closed"
+    );
+}
+
+#[test]
+fn a_failed_command_connection_is_reported() {
+    let mut app = app();
+    app.view = View::Keys;
+    press(&mut app, KeyCode::Char('j'));
+    press(&mut app, KeyCode::Char('r'));
+    let Some(Action::Send(cmd)) = press(&mut app, KeyCode::Char('y')) else {
+        panic!("no command");
+    };
+    app.handle(Event::Reply(
+        cmd,
+        Err("no modelrelay daemon is answering".into()),
+    ));
+    assert_eq!(
+        app.modal,
+        Some(Modal::Failed("no modelrelay daemon is answering".into()))
+    );
+    // Look-ups fail quietly: the subscription's state says what matters.
+    app.handle(Event::Reply(Command::KeysList, Err("gone".into())));
+    assert_eq!(
+        app.modal,
+        Some(Modal::Failed("no modelrelay daemon is answering".into()))
+    );
+}
+
+#[test]
+fn amounts() {
+    assert_eq!(crate::console::parse_amount("$5"), Ok(usd("5")));
+    assert_eq!(crate::console::parse_amount(" 2.50 "), Ok(usd("2.5")));
+    assert!(crate::console::parse_amount("0").is_err());
+    assert!(crate::console::parse_amount("").is_err());
+}

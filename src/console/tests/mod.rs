@@ -1,0 +1,210 @@
+//! Tests of the console's state: fixtures here; `state` checks snapshot + events (idempotent),
+//! requests/s and the no-snapshot fallback; `actions` checks navigation and the action flows
+//! (revoke, top up, comp key).
+
+mod actions;
+mod state;
+
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+
+use super::app::{App, KeySort, Modal, View};
+use super::event::{Action, Command, Event};
+use crate::activity::ActivityEvent;
+use crate::activity::protocol::{
+    InFlightView, KeyView, OrderView, RateLimitHits, Response, Snapshot, Totals, UpstreamHealth,
+};
+use crate::keys::KeyStatus;
+use crate::money::Usd;
+use crate::store::orders::OrderStatus;
+use crate::store::{Finish, Measured};
+
+/// 2026-11-25T12:00:00Z.
+pub(crate) const NOW: i64 = 1_795_608_000_000;
+
+pub(crate) fn usd(s: &str) -> Usd {
+    s.parse().unwrap()
+}
+
+fn rfc(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+pub(crate) fn key(id: &str, prefix: &str, plan: &str, budget: &str, spent: &str) -> KeyView {
+    KeyView {
+        id: id.into(),
+        prefix: prefix.into(),
+        plan: plan.into(),
+        status: KeyStatus::Active,
+        budget_usd: usd(budget),
+        spent_usd: usd(spent),
+        remaining_usd: usd(budget).saturating_sub(usd(spent)),
+        held_usd: Usd::ZERO,
+        requests: 3,
+        email: Some(format!("{id}@example.com")),
+        note: None,
+        order_id: None,
+        created_at: rfc(NOW - 86_400_000),
+        last_used_at: Some(rfc(NOW - 180_000)),
+    }
+}
+
+pub(crate) fn finished(request_id: &str, key_id: &str, cost: &str, at_ms: i64) -> ActivityEvent {
+    ActivityEvent::RequestFinished {
+        request_id: request_id.into(),
+        key_id: key_id.into(),
+        model: "deepseek-v4-flash".into(),
+        status: 200,
+        finish: Finish::Complete,
+        cost_usd: usd(cost),
+        prompt_tokens: 12,
+        completion_tokens: 300,
+        measured: Measured::Provider,
+        latency_ms: 1_234,
+        ttft_ms: Some(87),
+        at_ms,
+    }
+}
+
+pub(crate) fn started(request_id: &str, at_ms: i64) -> ActivityEvent {
+    ActivityEvent::RequestStarted {
+        request_id: request_id.into(),
+        key_id: "key_pro".into(),
+        key_prefix: "sk-gateway-PrOo…".into(),
+        plan: "pro".into(),
+        model: "deepseek-v4-flash".into(),
+        stream: true,
+        client_ip: Some("198.51.100.4".into()),
+        at_ms,
+    }
+}
+
+/// A daemon with three keys, a stream in flight, two finished requests, three orders,
+/// rate-limit hits and refusals.
+pub(crate) fn snapshot() -> Snapshot {
+    let mut revoked = key("key_old", "sk-gateway-OlDd…", "starter", "5", "5");
+    revoked.status = KeyStatus::Revoked;
+    revoked.requests = 40;
+    let mut trial = key("key_trial", "sk-gateway-TrIa…", "trial", "1", "0.01");
+    trial.created_at = rfc(NOW - 3_600_000);
+    Snapshot {
+        version: "0.1.0".into(),
+        uptime_secs: 7_620,
+        at_ms: NOW,
+        in_flight: vec![InFlightView {
+            request_id: "req_stream".into(),
+            key_id: "key_pro".into(),
+            key_prefix: "sk-gateway-PrOo…".into(),
+            plan: "pro".into(),
+            model: "deepseek-v4-flash".into(),
+            stream: true,
+            client_ip: Some("203.0.113.7".into()),
+            started_ms: NOW - 4_000,
+            output_tokens: 120,
+        }],
+        finished: vec![
+            finished("req_a", "key_pro", "0.000182", NOW - 30_000),
+            finished("req_b", "key_trial", "0.01", NOW - 10_000),
+        ],
+        keys: vec![
+            key("key_pro", "sk-gateway-PrOo…", "pro", "50", "1.24"),
+            trial,
+            revoked,
+        ],
+        orders: vec![
+            OrderView {
+                order_id: "ord_PAIDxxxxxxxxxxxxxxxx".into(),
+                status: OrderStatus::Paid,
+                plan: "pro".into(),
+                amount_usd: usd("20"),
+                email: "alice@example.com".into(),
+                key_id: Some("key_pro".into()),
+                paypal_order_id: None,
+                paypal_capture_id: None,
+                created_at: "2026-11-25T11:02:03Z".into(),
+                paid_at: Some("2026-11-25T11:02:09Z".into()),
+            },
+            OrderView {
+                order_id: "ord_OPENxxxxxxxxxxxxxxxx".into(),
+                status: OrderStatus::Created,
+                plan: "starter".into(),
+                amount_usd: usd("5"),
+                email: "bob@example.com".into(),
+                key_id: None,
+                paypal_order_id: None,
+                paypal_capture_id: None,
+                created_at: "2026-11-25T11:30:00Z".into(),
+                paid_at: None,
+            },
+            OrderView {
+                order_id: "ord_BACKxxxxxxxxxxxxxxxx".into(),
+                status: OrderStatus::Refunded,
+                plan: "starter".into(),
+                amount_usd: usd("5"),
+                email: "carol@example.com".into(),
+                key_id: Some("key_old".into()),
+                paypal_order_id: None,
+                paypal_capture_id: None,
+                created_at: "2026-11-24T09:00:00Z".into(),
+                paid_at: Some("2026-11-24T09:00:05Z".into()),
+            },
+        ],
+        rate_limited: vec![RateLimitHits {
+            key_id: "key_trial".into(),
+            key_prefix: "sk-gateway-TrIa…".into(),
+            limit: 30,
+            hits_ms: vec![NOW - 2_400_000, NOW - 60_000, NOW - 59_000, NOW - 1_000],
+        }],
+        refusals: vec![
+            ActivityEvent::Refused {
+                key_id: Some("key_trial".into()),
+                status: 402,
+                code: "insufficient_budget".into(),
+                at_ms: NOW - 120_000,
+            },
+            ActivityEvent::Refused {
+                key_id: Some("key_pro".into()),
+                status: 403,
+                code: "model_not_allowed".into(),
+                at_ms: NOW - 60_000,
+            },
+        ],
+        today: Totals {
+            requests: 2,
+            spend_usd: usd("1.25"),
+            revenue_usd: usd("20"),
+        },
+        upstream: UpstreamHealth {
+            last_error: Some("upstream_error 502".into()),
+            last_error_ms: Some(NOW - 300_000),
+            last_latency_ms: Some(1_234),
+        },
+    }
+}
+
+/// An app that received `snapshot()` at [`NOW`].
+pub(crate) fn app() -> App {
+    let mut app = App::new("/run/modelrelay/modelrelay.sock", vec![], true);
+    app.handle(Event::Tick(NOW));
+    app.handle(Event::Connected);
+    app.handle(Event::Socket(Response::Subscribed));
+    app.handle(Event::Socket(Response::Snapshot {
+        snapshot: Box::new(snapshot()),
+    }));
+    app
+}
+
+pub(crate) fn press(app: &mut App, code: KeyCode) -> Option<Action> {
+    app.on_key(KeyEvent::new(code, KeyModifiers::NONE))
+}
+
+pub(crate) fn type_str(app: &mut App, s: &str) {
+    for c in s.chars() {
+        press(app, KeyCode::Char(c));
+    }
+}
+
+fn ev(e: ActivityEvent) -> Event {
+    Event::Socket(Response::Event { event: e })
+}

@@ -1,0 +1,167 @@
+//! How numbers, money and times read on the console: short, fixed-ish width, exact where money
+//! is concerned (rounding only for display, never floats on the amounts themselves).
+
+use crate::money::{NANOS_PER_USD, Usd};
+
+/// `$` and the amount rounded half-up to at most `max_dec` decimals, at least two.
+fn dollars(u: Usd, max_dec: u32) -> String {
+    let n = u.nanos();
+    let unit = 10_i128.pow(9 - max_dec);
+    let abs = (n as i128).abs();
+    let rounded = (abs + unit / 2) / unit;
+    let per_dollar = NANOS_PER_USD as i128 / unit;
+    let whole = rounded / per_dollar;
+    let mut frac = format!("{:0width$}", rounded % per_dollar, width = max_dec as usize);
+    while frac.len() > 2 && frac.ends_with('0') {
+        frac.pop();
+    }
+    let sign = if n < 0 && rounded != 0 { "-" } else { "" };
+    format!("{sign}${whole}.{frac}")
+}
+
+/// A balance, budget, price or total: cents, with up to four decimals below $10 so that small
+/// test budgets stay readable (`$0.99`, `$0.0123`, `$20.00`).
+pub fn usd(u: Usd) -> String {
+    if u.nanos().abs() >= 10 * NANOS_PER_USD {
+        dollars(u, 2)
+    } else {
+        dollars(u, 4)
+    }
+}
+
+/// The cost of one request: up to six decimals (`$0.000084`).
+pub fn cost(u: Usd) -> String {
+    if u.nanos() > 0 && u.nanos() < 500 {
+        return "<$0.000001".into();
+    }
+    dollars(u, 6)
+}
+
+/// A duration in milliseconds: `840ms`, `12.3s`, `3m05s`, `2h07m`.
+pub fn millis(ms: u64) -> String {
+    match ms {
+        0..1_000 => format!("{ms}ms"),
+        1_000..60_000 => format!("{:.1}s", ms as f64 / 1000.0),
+        _ => secs(ms / 1000),
+    }
+}
+
+/// A duration in seconds: `42s`, `3m05s`, `2h07m`, `3d04h`.
+pub fn secs(s: u64) -> String {
+    match s {
+        0..60 => format!("{s}s"),
+        60..3_600 => format!("{}m{:02}s", s / 60, s % 60),
+        3_600..86_400 => format!("{}h{:02}m", s / 3_600, (s % 3_600) / 60),
+        _ => format!("{}d{:02}h", s / 86_400, (s % 86_400) / 3_600),
+    }
+}
+
+/// How long ago, short: `now`, `12s`, `3m`, `2h`, `5d`.
+pub fn ago(then_ms: i64, now_ms: i64) -> String {
+    let s = ((now_ms - then_ms).max(0) / 1000) as u64;
+    match s {
+        0..2 => "now".into(),
+        2..60 => format!("{s}s"),
+        60..3_600 => format!("{}m", s / 60),
+        3_600..86_400 => format!("{}h", s / 3_600),
+        _ => format!("{}d", s / 86_400),
+    }
+}
+
+/// Unix ms from an RFC 3339 time.
+pub fn parse_ms(rfc3339: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
+/// `HH:MM:SS` (UTC) of a unix ms.
+pub fn clock(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%H:%M:%S").to_string())
+        .unwrap_or_else(|| "--:--:--".into())
+}
+
+/// `MM-DD HH:MM` (UTC) of an RFC 3339 time; the input when it does not parse.
+pub fn short_time(rfc3339: &str) -> String {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .map(|t| {
+            t.with_timezone(&chrono::Utc)
+                .format("%m-%d %H:%M")
+                .to_string()
+        })
+        .unwrap_or_else(|_| rfc3339.to_string())
+}
+
+/// A text gauge `width` cells wide: `████░░░░ 50%` (the share of the budget left).
+pub fn gauge(remaining: Usd, budget: Usd, width: usize) -> String {
+    let ratio = if budget.nanos() <= 0 {
+        0.0
+    } else {
+        (remaining.nanos().max(0) as f64 / budget.nanos() as f64).clamp(0.0, 1.0)
+    };
+    let pct = format!("{:>3.0}%", ratio * 100.0);
+    let bar = width.saturating_sub(pct.len() + 1);
+    let full = (ratio * bar as f64).round() as usize;
+    format!("{}{} {pct}", "█".repeat(full), "░".repeat(bar - full))
+}
+
+/// Cut `s` to `width` characters, ending with `…` when cut.
+pub fn clip(s: &str, width: usize) -> String {
+    if s.chars().count() <= width {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(width.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn u(s: &str) -> Usd {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn money() {
+        assert_eq!(usd(u("0.99")), "$0.99");
+        assert_eq!(usd(u("1")), "$1.00");
+        assert_eq!(usd(u("0.98996")), "$0.99");
+        assert_eq!(usd(u("0.012345")), "$0.0123");
+        assert_eq!(usd(u("20")), "$20.00");
+        assert_eq!(usd(u("1234.567")), "$1234.57");
+        assert_eq!(usd(u("-0.5")), "-$0.50");
+        assert_eq!(cost(u("0.000084")), "$0.000084");
+        assert_eq!(cost(u("0.00008449")), "$0.000084");
+        assert_eq!(cost(u("0.0000845")), "$0.000085");
+        assert_eq!(cost(u("0.12")), "$0.12");
+        assert_eq!(cost(Usd::ZERO), "$0.00");
+        assert_eq!(cost(Usd::from_nanos(3)), "<$0.000001");
+    }
+
+    #[test]
+    fn times() {
+        assert_eq!(millis(840), "840ms");
+        assert_eq!(millis(12_340), "12.3s");
+        assert_eq!(millis(185_000), "3m05s");
+        assert_eq!(secs(7_620), "2h07m");
+        assert_eq!(secs(3 * 86_400 + 4 * 3_600), "3d04h");
+        assert_eq!(ago(1_000, 1_500), "now");
+        assert_eq!(ago(0, 180_000), "3m");
+        assert_eq!(clock(0), "00:00:00");
+        assert_eq!(short_time("2026-11-03T12:34:56Z"), "11-03 12:34");
+        assert_eq!(parse_ms("1970-01-01T00:00:01Z"), Some(1000));
+    }
+
+    #[test]
+    fn gauges_and_clipping() {
+        assert_eq!(gauge(u("5"), u("10"), 12), "████░░░  50%");
+        assert_eq!(gauge(u("0"), u("10"), 10), "░░░░░   0%");
+        assert_eq!(gauge(u("10"), u("10"), 10), "█████ 100%");
+        assert_eq!(gauge(u("1"), Usd::ZERO, 10), "░░░░░   0%");
+        assert_eq!(clip("sk-gateway-AbCd…", 8), "sk-gate…");
+        assert_eq!(clip("abc", 8), "abc");
+    }
+}

@@ -1,0 +1,108 @@
+//! The Keys view: every key with its budget gauge, filtered and sorted; the selected key is what
+//! the revoke and top-up actions act on.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, TableState};
+
+use super::Theme;
+use super::format::{ago, clip, gauge, parse_ms, usd};
+use crate::console::app::App;
+use crate::keys::KeyStatus;
+
+/// Paint the Keys view into `area`.
+pub fn draw(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
+    let visible = app.visible_keys();
+    let total = app.model.keys.len();
+    let mut title = vec![Span::styled(
+        if visible.len() == total {
+            format!(" Keys ({total}) ")
+        } else {
+            format!(" Keys ({} of {total}) ", visible.len())
+        },
+        t.accent,
+    )];
+    title.push(Span::styled(format!("sort: {} ", app.sort.label()), t.dim));
+    if !app.filter.is_empty() {
+        title.push(Span::styled(format!("filter: {} ", app.filter), t.warn));
+    }
+    let block = Block::new().borders(Borders::TOP).title(Line::from(title));
+    if visible.is_empty() {
+        let text = if total == 0 {
+            " no keys yet: press n to mint one, or `modelrelay keys create --plan trial`"
+        } else {
+            " no key matches the filter (Esc clears it)"
+        };
+        frame.render_widget(
+            Paragraph::new(Line::from(Span::styled(text, t.dim))).block(block),
+            area,
+        );
+        return;
+    }
+    let wide = area.width >= 120;
+    let mut widths: Vec<u16> = vec![16, 8, 9, 11, 9, 9, 5, 5];
+    let mut heads = vec![
+        "KEY",
+        "PLAN",
+        "STATUS",
+        "LEFT",
+        "SPENT",
+        "REMAINING",
+        "REQS",
+        "USED",
+    ];
+    if wide {
+        widths[3] = 16;
+        widths.extend([9, 21]);
+        heads.extend(["BUDGET", "ID"]);
+        heads.push("EMAIL");
+    }
+    let gauge_w = widths[3] as usize;
+    let rows = visible.iter().map(|k| {
+        let status_style = match k.status {
+            KeyStatus::Active => t.good,
+            KeyStatus::Exhausted => t.warn,
+            KeyStatus::Revoked => t.bad,
+        };
+        let used = k
+            .last_used_at
+            .as_deref()
+            .and_then(parse_ms)
+            .map_or_else(|| "never".to_string(), |at| ago(at, app.now_ms));
+        let mut cells = vec![
+            Cell::from(k.prefix.clone()),
+            Cell::from(clip(&k.plan, 8)),
+            Cell::from(Span::styled(k.status.as_str(), status_style)),
+            Cell::from(Span::styled(
+                if k.status == KeyStatus::Revoked {
+                    format!("{:─<gauge_w$}", "")
+                } else {
+                    gauge(k.remaining_usd, k.budget_usd, gauge_w)
+                },
+                status_style,
+            )),
+            Cell::from(Line::from(usd(k.spent_usd)).right_aligned()),
+            Cell::from(Line::from(usd(k.remaining_usd)).right_aligned()),
+            Cell::from(Line::from(k.requests.to_string()).right_aligned()),
+            Cell::from(Line::from(used).right_aligned()),
+        ];
+        if wide {
+            cells.push(Cell::from(Line::from(usd(k.budget_usd)).right_aligned()));
+            cells.push(Cell::from(k.id.clone()));
+            cells.push(Cell::from(k.email.clone().unwrap_or_default()));
+        }
+        Row::new(cells)
+    });
+    let mut constraints: Vec<Constraint> = widths.into_iter().map(Constraint::Length).collect();
+    if wide {
+        constraints.push(Constraint::Min(10));
+    }
+    let table = Table::new(rows, constraints)
+        .header(Row::new(heads).style(t.heading))
+        .row_highlight_style(t.selected)
+        .highlight_symbol("▸")
+        .block(block);
+    let mut state = TableState::default().with_selected(app.selected_key_index(&visible));
+    frame.render_stateful_widget(table, area, &mut state);
+}

@@ -1,0 +1,160 @@
+//! The Live view: streams in flight (growing as they generate) over the last finished requests.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, TableState};
+
+use super::Theme;
+use super::format::{clip, clock, cost, millis};
+use crate::console::app::App;
+use crate::store::{Finish, Measured};
+
+/// Paint the Live view into `area`.
+pub fn draw(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
+    let m = &app.model;
+    // In-flight rows get what they need up to half the view; finished requests get the rest.
+    let wanted = m.in_flight.len().max(1) as u16 + 2;
+    let [top, bottom] = Layout::vertical([
+        Constraint::Length(wanted.min(area.height / 2).max(3)),
+        Constraint::Min(3),
+    ])
+    .areas(area);
+    draw_in_flight(frame, top, app, t);
+    draw_finished(frame, bottom, app, t);
+}
+
+fn draw_in_flight(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
+    let m = &app.model;
+    let wide = area.width >= 120;
+    let block = Block::new().borders(Borders::TOP).title(Span::styled(
+        format!(" In flight ({}) ", m.in_flight.len()),
+        t.accent,
+    ));
+    if m.in_flight.is_empty() {
+        let p =
+            Paragraph::new(Line::from(Span::styled(" no requests in flight", t.dim))).block(block);
+        frame.render_widget(p, area);
+        return;
+    }
+    let mut widths = vec![16, 8, 17, 7, 7, 6];
+    let mut heads = vec!["KEY", "PLAN", "MODEL", "ELAPSED", "TOKENS", "TOK/S"];
+    if wide {
+        widths.push(27);
+        heads.push("REQUEST");
+    }
+    let fixed: u16 = widths.iter().sum::<u16>() + widths.len() as u16;
+    let ip_width = area.width.saturating_sub(fixed).max(7);
+    heads.push("CLIENT");
+    let rows = m.in_flight.iter().map(|r| {
+        let elapsed = (app.now_ms - r.started_ms).max(0) as u64;
+        let rate = if elapsed > 0 {
+            r.output_tokens as f64 * 1000.0 / elapsed as f64
+        } else {
+            0.0
+        };
+        let mut cells = vec![
+            Cell::from(r.key_prefix.clone()),
+            Cell::from(r.plan.clone()),
+            Cell::from(clip(&r.model, 17)),
+            Cell::from(Line::from(millis(elapsed)).right_aligned()),
+            Cell::from(Line::from(r.output_tokens.to_string()).right_aligned()),
+            Cell::from(Line::from(format!("{rate:.1}")).right_aligned()),
+        ];
+        if wide {
+            cells.push(Cell::from(clip(&r.request_id, 27)));
+        }
+        let ip = r.client_ip.as_deref().unwrap_or("-");
+        cells.push(Cell::from(clip(ip, ip_width as usize)));
+        Row::new(cells)
+    });
+    let mut constraints: Vec<Constraint> = widths.into_iter().map(Constraint::Length).collect();
+    constraints.push(Constraint::Min(7));
+    let table = Table::new(rows, constraints)
+        .header(Row::new(heads).style(t.heading))
+        .block(block);
+    frame.render_widget(table, area);
+}
+
+/// Short words for how a request ended.
+fn finish_word(f: Finish) -> &'static str {
+    match f {
+        Finish::Complete => "ok",
+        Finish::ClientAbort => "client left",
+        Finish::UpstreamError => "upstream error",
+        Finish::UpstreamTimeout => "upstream timeout",
+        Finish::Rejected => "rejected",
+        Finish::Shutdown => "cut at shutdown",
+    }
+}
+
+fn draw_finished(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
+    let m = &app.model;
+    let wide = area.width >= 120;
+    let block = Block::new().borders(Borders::TOP).title(Span::styled(
+        format!(" Finished (last {}, newest first, UTC) ", m.finished.len()),
+        t.accent,
+    ));
+    if m.finished.is_empty() {
+        let p =
+            Paragraph::new(Line::from(Span::styled(" nothing finished yet", t.dim))).block(block);
+        frame.render_widget(p, area);
+        return;
+    }
+    let mut widths: Vec<u16> = vec![8, 16, 0, 4, 10, 7, 5, 6];
+    let mut heads = vec![
+        "TIME", "KEY", "MODEL", "HTTP", "COST", "LATENCY", "TTFT", "OUT",
+    ];
+    let ends = area.width >= 100;
+    if ends {
+        widths.push(16);
+        heads.push("END");
+    }
+    if wide {
+        widths.push(27);
+        heads.push("REQUEST");
+    }
+    let fixed: u16 = widths.iter().sum::<u16>() + widths.len() as u16;
+    let model_w = area.width.saturating_sub(fixed).clamp(6, 17);
+    widths[2] = model_w;
+    let rows = m.finished.iter().map(|r| {
+        let status_style = match r.status {
+            200..=299 => t.good,
+            400..=499 => t.warn,
+            _ => t.bad,
+        };
+        let estimated = if r.measured == Measured::Estimated {
+            "~"
+        } else {
+            ""
+        };
+        let mut cells = vec![
+            Cell::from(clock(r.at_ms)),
+            Cell::from(r.key_prefix.clone().unwrap_or_else(|| clip(&r.key_id, 16))),
+            Cell::from(clip(&r.model, model_w as usize)),
+            Cell::from(Span::styled(r.status.to_string(), status_style)),
+            Cell::from(Line::from(format!("{estimated}{}", cost(r.cost_usd))).right_aligned()),
+            Cell::from(Line::from(millis(r.latency_ms)).right_aligned()),
+            Cell::from(Line::from(r.ttft_ms.map_or_else(|| "-".into(), millis)).right_aligned()),
+            Cell::from(Line::from(r.completion_tokens.to_string()).right_aligned()),
+        ];
+        if ends {
+            let style = if r.finish == Finish::Complete {
+                t.dim
+            } else {
+                t.warn
+            };
+            cells.push(Cell::from(Span::styled(finish_word(r.finish), style)));
+        }
+        if wide {
+            cells.push(Cell::from(clip(&r.request_id, 27)));
+        }
+        Row::new(cells)
+    });
+    let table = Table::new(rows, widths.into_iter().map(Constraint::Length))
+        .header(Row::new(heads).style(t.heading))
+        .row_highlight_style(t.selected)
+        .block(block);
+    let mut state = TableState::default().with_selected((app.row[0] > 0).then_some(app.row[0]));
+    frame.render_stateful_widget(table, area, &mut state);
+}

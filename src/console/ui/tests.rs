@@ -1,0 +1,405 @@
+//! Rendering tests: every view, dialog and state drawn on ratatui's `TestBackend` at 80×24 (the
+//! smallest supported terminal) and 200×50, asserting what the operator reads.
+
+use crossterm::event::KeyCode;
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::buffer::Buffer;
+use ratatui::style::Color;
+
+use super::draw;
+use crate::console::app::{App, View};
+use crate::console::event::Event;
+use crate::console::tests::{NOW, app, press, type_str};
+
+const SMALL: (u16, u16) = (80, 24);
+const LARGE: (u16, u16) = (200, 50);
+
+/// The screen as lines of text, and the buffer (for styles).
+fn render(app: &App, (w, h): (u16, u16)) -> (Vec<String>, Buffer) {
+    let mut term = Terminal::new(TestBackend::new(w, h)).unwrap();
+    term.draw(|f| draw(f, app)).unwrap();
+    let buf = term.backend().buffer().clone();
+    let lines = (0..h)
+        .map(|y| (0..w).map(|x| buf[(x, y)].symbol()).collect::<String>())
+        .collect();
+    (lines, buf)
+}
+
+fn screen(app: &App, size: (u16, u16)) -> Vec<String> {
+    render(app, size).0
+}
+
+/// The one line containing `needle` (panics with the screen otherwise).
+fn line_with<'a>(lines: &'a [String], needle: &str) -> &'a str {
+    let hits: Vec<&String> = lines.iter().filter(|l| l.contains(needle)).collect();
+    assert!(
+        hits.len() == 1,
+        "{} lines contain {needle:?}:\n{}",
+        hits.len(),
+        lines.join("\n")
+    );
+    hits[0]
+}
+
+fn assert_has(lines: &[String], needles: &[&str]) {
+    let text = lines.join("\n");
+    for n in needles {
+        assert!(text.contains(n), "missing {n:?} in:\n{text}");
+    }
+}
+
+fn view(v: View) -> App {
+    let mut a = app();
+    a.view = v;
+    a
+}
+
+#[test]
+fn header_on_every_view() {
+    for v in View::ALL {
+        for size in [SMALL, LARGE] {
+            let lines = screen(&view(v), size);
+            assert_has(
+                &lines[..3],
+                &[
+                    "modelrelay 0.1.0",
+                    "up 2h07m",
+                    "req/s 0.03",
+                    "streams 1",
+                    "● live",
+                    "spend $1.25",
+                    "revenue $20.00",
+                    "upstream last 1.2s",
+                    "1 Live",
+                    "4 Limits",
+                ],
+            );
+        }
+        let wide = screen(&view(v), LARGE);
+        assert!(
+            wide[1].contains("last error upstream_error 502 5m ago"),
+            "{}",
+            wide[1]
+        );
+    }
+}
+
+#[test]
+fn live_view_lists_streams_and_finished_requests() {
+    for size in [SMALL, LARGE] {
+        let lines = screen(&view(View::Live), size);
+        assert_has(&lines, &["In flight (1)", "Finished (last 2"]);
+        let stream = line_with(&lines, "203.0.113.7");
+        for cell in [
+            "sk-gateway-PrOo…",
+            "pro",
+            "deepseek-v4-flash",
+            "4.0s",
+            "120",
+            "30.0",
+        ] {
+            assert!(stream.contains(cell), "{cell:?} not in {stream:?}");
+        }
+        let a = line_with(&lines, "11:59:30");
+        for cell in [
+            "sk-gateway-PrOo…",
+            "200",
+            "$0.000182",
+            "1.2s",
+            "87ms",
+            "300",
+        ] {
+            assert!(a.contains(cell), "{cell:?} not in {a:?}");
+        }
+        let b = line_with(&lines, "11:59:50");
+        assert!(b.contains("sk-gateway-TrIa…") && b.contains("$0.01"), "{b}");
+    }
+    let wide = screen(&view(View::Live), LARGE);
+    assert_has(&wide, &["req_stream", "REQUEST", "END"]);
+    assert!(line_with(&wide, "11:59:30").contains("req_a"));
+}
+
+#[test]
+fn live_view_shows_tokens_growing() {
+    let mut a = view(View::Live);
+    a.handle(Event::Tick(NOW + 1_000));
+    a.handle(Event::Socket(crate::activity::protocol::Response::Event {
+        event: crate::activity::ActivityEvent::RequestProgress {
+            request_id: "req_stream".into(),
+            output_tokens: 260,
+            at_ms: NOW + 1_000,
+        },
+    }));
+    let lines = screen(&a, SMALL);
+    let row = line_with(&lines, "203.0.113.7");
+    assert!(
+        row.contains("5.0s") && row.contains("260") && row.contains("52.0"),
+        "{row}"
+    );
+}
+
+#[test]
+fn keys_view_shows_budgets() {
+    for size in [SMALL, LARGE] {
+        let lines = screen(&view(View::Keys), size);
+        assert_has(&lines, &["Keys (3)", "sort: created", "REMAINING", "REQS"]);
+        let trial = line_with(&lines, "sk-gateway-TrIa…");
+        for cell in ["trial", "active", "$0.01", "$0.99", "3m", "█", "99%"] {
+            assert!(trial.contains(cell), "{cell:?} not in {trial:?}");
+        }
+        let pro = line_with(&lines, "sk-gateway-PrOo…");
+        assert!(pro.contains("$48.76") && pro.contains("$1.24"), "{pro}");
+        let old = line_with(&lines, "sk-gateway-OlDd…");
+        assert!(old.contains("revoked") && old.contains("$0.00") && old.contains("40"));
+        assert!(old.starts_with('▸'), "the first key is selected: {old}");
+    }
+    let wide = screen(&view(View::Keys), LARGE);
+    let trial = line_with(&wide, "sk-gateway-TrIa…");
+    assert!(trial.contains("key_trial@example.com") && trial.contains("$1.00"));
+    assert_has(&wide, &["BUDGET", "EMAIL"]);
+}
+
+#[test]
+fn keys_view_filter_and_sort_are_shown() {
+    let mut a = view(View::Keys);
+    press(&mut a, KeyCode::Char('s'));
+    press(&mut a, KeyCode::Char('/'));
+    type_str(&mut a, "tri");
+    let lines = screen(&a, SMALL);
+    assert_has(
+        &lines,
+        &["Keys (1 of 3)", "sort: remaining ↑", "filter: tri"],
+    );
+    assert!(lines[23].contains("filter: tri▏"), "{}", lines[23]);
+    assert!(!lines.join("\n").contains("sk-gateway-PrOo…"));
+    press(&mut a, KeyCode::Enter);
+    press(&mut a, KeyCode::Char('/'));
+    type_str(&mut a, "zzz");
+    assert_has(&screen(&a, SMALL), &["no key matches the filter"]);
+}
+
+#[test]
+fn orders_view_lists_orders() {
+    for size in [SMALL, LARGE] {
+        let lines = screen(&view(View::Orders), size);
+        assert_has(&lines, &["Orders (3", "AMOUNT", "STATUS", "EMAIL"]);
+        let paid = line_with(&lines, "ord_PAID");
+        for cell in ["11-25 11:02", "pro", "$20.00", "paid"] {
+            assert!(paid.contains(cell), "{cell:?} not in {paid:?}");
+        }
+        let open = line_with(&lines, "ord_OPEN");
+        assert!(open.contains("created") && open.contains("$5.00") && open.contains(" - "));
+        assert!(line_with(&lines, "ord_BACK").contains("refunded"));
+    }
+    let small = screen(&view(View::Orders), SMALL);
+    let paid = line_with(&small, "ord_PAID");
+    assert!(
+        paid.contains("sk-gateway-PrOo…") && paid.contains("alice@"),
+        "{paid}"
+    );
+    let wide = screen(&view(View::Orders), LARGE);
+    let paid = line_with(&wide, "ord_PAIDxxxxxxxxxxxxxxxx");
+    assert!(
+        paid.contains("alice@example.com") && paid.contains("key_pro"),
+        "{paid}"
+    );
+}
+
+/// The sparkline cells of the row of `prefix` on the Limits view.
+fn sparkline(lines: &[String], prefix: &str) -> String {
+    let row = line_with(lines, prefix);
+    // Label: key (16), RPM, HITS, LAST (5 each), spaces.
+    row.chars()
+        .skip(35)
+        .collect::<String>()
+        .trim_end()
+        .to_string()
+}
+
+#[test]
+fn limits_view_draws_hits_per_key_with_a_sparkline() {
+    for size in [SMALL, LARGE] {
+        let lines = screen(&view(View::Limits), size);
+        assert_has(
+            &lines,
+            &[
+                "Rate-limit hits, last hour: 4 on 1 key",
+                "402 (no budget) ×1",
+                "403 (model not in plan) ×1",
+            ],
+        );
+        let row = line_with(&lines, "sk-gateway-TrIa…    30     4");
+        assert!(row.contains("now"), "{row}");
+        let refused = line_with(&lines, "insufficient_budget");
+        assert!(refused.contains("402") && refused.contains("sk-gateway-TrIa…"));
+        let refused = line_with(&lines, "model_not_allowed");
+        assert!(refused.contains("403") && refused.contains("sk-gateway-PrOo…"));
+    }
+    // 45 slices of the hour at 80 columns: the hit 40 minutes ago, and three in the last one.
+    let small = sparkline(
+        &screen(&view(View::Limits), SMALL),
+        "sk-gateway-TrIa…    30",
+    );
+    assert_eq!(small, format!("{}▂{}█", "·".repeat(14), "·".repeat(29)));
+    // One slice per minute at 200 columns.
+    let large = sparkline(
+        &screen(&view(View::Limits), LARGE),
+        "sk-gateway-TrIa…    30",
+    );
+    assert_eq!(large, format!("{}▄{}▄█", "·".repeat(19), "·".repeat(38)));
+}
+
+#[test]
+fn help_overlay() {
+    for size in [SMALL, LARGE] {
+        let mut a = view(View::Keys);
+        press(&mut a, KeyCode::Char('?'));
+        let lines = screen(&a, size);
+        assert_has(
+            &lines,
+            &[
+                "Help",
+                "next / previous view",
+                "revoke the selected key",
+                "top up the selected key",
+                "mint a comp key (shown once)",
+                "socket /run/modelrelay/modelrelay.sock",
+            ],
+        );
+        // The help covers the table beneath it.
+        assert!(!line_with(&lines, "revoke the selected key").contains("sk-gateway-"));
+    }
+}
+
+#[test]
+fn confirmation_dialogs() {
+    for size in [SMALL, LARGE] {
+        let mut a = view(View::Keys);
+        press(&mut a, KeyCode::Char('j'));
+        press(&mut a, KeyCode::Char('r'));
+        let lines = screen(&a, size);
+        assert_has(
+            &lines,
+            &[
+                "Revoke key",
+                "Revoke sk-gateway-PrOo… (key_pro)?",
+                "Its next request gets 401",
+                "y revoke · n or Esc cancel",
+            ],
+        );
+        press(&mut a, KeyCode::Esc);
+        press(&mut a, KeyCode::Char('t'));
+        type_str(&mut a, "2.5");
+        assert_has(&screen(&a, size), &["Top up key", "Amount (USD): $2.5▏"]);
+        press(&mut a, KeyCode::Enter);
+        assert_has(
+            &screen(&a, size),
+            &["Add $2.50 to sk-gateway-PrOo…?", "y top up"],
+        );
+        press(&mut a, KeyCode::Esc);
+        press(&mut a, KeyCode::Char('n'));
+        let lines = screen(&a, size);
+        assert_has(&lines, &["New comp key", "▸pro", "starter", "trial"]);
+        press(&mut a, KeyCode::Enter);
+        assert_has(
+            &screen(&a, size),
+            &["Mint a comp key on plan pro?", "y mint"],
+        );
+    }
+}
+
+#[test]
+fn the_new_key_is_shown_in_full_once() {
+    let api_key = "sk-gateway-NeWwAbCdEfGhIjKlMnOpQrStUvWxYz0123456789ab";
+    for size in [SMALL, LARGE] {
+        let mut a = view(View::Keys);
+        a.modal = Some(crate::console::app::Modal::NewKey {
+            api_key: api_key.into(),
+            plan: "trial".into(),
+        });
+        let lines = screen(&a, size);
+        assert_has(
+            &lines,
+            &["New key — shown once", api_key, "will not show it again"],
+        );
+        press(&mut a, KeyCode::Enter);
+        assert!(!screen(&a, size).join("\n").contains(api_key));
+    }
+}
+
+#[test]
+fn disconnection_is_said_on_screen() {
+    let mut a = view(View::Live);
+    a.handle(Event::Disconnected(
+        "no modelrelay daemon is answering on /run/modelrelay/modelrelay.sock".into(),
+    ));
+    for size in [SMALL, LARGE] {
+        let lines = screen(&a, size);
+        assert!(
+            lines[0].contains("disconnected — reconnecting…"),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[0].contains("up ?"),
+            "no uptime while away: {}",
+            lines[0]
+        );
+        let last = lines.last().unwrap();
+        assert!(last.contains("disconnected — reconnecting… no modelrelay daemon"));
+    }
+}
+
+#[test]
+fn empty_daemon_and_connecting() {
+    let mut a = App::new("/tmp/s.sock", vec![], false);
+    a.handle(Event::Tick(NOW));
+    let lines = screen(&a, SMALL);
+    assert_has(
+        &lines,
+        &[
+            "connecting…",
+            "no requests in flight",
+            "nothing finished yet",
+        ],
+    );
+    a.view = View::Keys;
+    assert_has(&screen(&a, SMALL), &["no keys yet: press n to mint one"]);
+    a.view = View::Orders;
+    assert_has(&screen(&a, SMALL), &["no orders yet"]);
+    a.view = View::Limits;
+    assert_has(
+        &screen(&a, SMALL),
+        &["no key hit its rate limit in the last hour", "no refusals"],
+    );
+}
+
+#[test]
+fn monochrome_uses_no_colour() {
+    let colours = |buf: &Buffer| {
+        buf.content()
+            .iter()
+            .filter(|c| c.fg != Color::Reset || c.bg != Color::Reset)
+            .count()
+    };
+    for v in View::ALL {
+        let mut a = view(v);
+        a.mono = true;
+        assert_eq!(colours(&render(&a, SMALL).1), 0, "{v:?} in monochrome");
+        a.mono = false;
+        assert!(colours(&render(&a, SMALL).1) > 0, "{v:?} in colour");
+    }
+}
+
+#[test]
+fn tiny_terminals_do_not_break_rendering() {
+    for (w, h) in [(1, 1), (20, 5), (40, 10), (79, 23)] {
+        for v in View::ALL {
+            let mut a = view(v);
+            screen(&a, (w, h));
+            press(&mut a, KeyCode::Char('?'));
+            screen(&a, (w, h));
+        }
+    }
+}

@@ -1,0 +1,351 @@
+//! `modelrelay console` end to end: the real binary in a real terminal (a detached tmux session,
+//! 120×36) attached to a real daemon; the test reads the screen with `tmux capture-pane` and
+//! types with `tmux send-keys`, polling with bounded timeouts.
+//!
+//! tmux is required (scripts/test.sh installs it); without it these tests fail, never skip.
+//! The daemon runs inside the test's own async runtime, so every process is driven with
+//! `tokio::process` (a blocking wait would stall the daemon the console talks to).
+
+#![allow(
+    clippy::expect_used,
+    reason = "test helpers: a failed expectation is a test failure with its message"
+)]
+
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use modelrelay::console::ui::format;
+use serde_json::json;
+
+use crate::common::{TestApp, request_id, test_config};
+
+const BIN: &str = env!("CARGO_BIN_EXE_modelrelay");
+const FLASH: &str = "deepseek-v4-flash";
+
+/// A detached tmux server and session of its own, killed when dropped; its socket lives in a
+/// temp dir of its own (tmux leaves the socket file behind after `kill-server`).
+struct Tmux {
+    socket: std::path::PathBuf,
+    session: String,
+    _dir: tempfile::TempDir,
+}
+
+/// Quote for `sh -c`.
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+impl Tmux {
+    /// Run `command` (a shell line) in a new 120×36 session.
+    async fn start(command: &str, cwd: &Path) -> Tmux {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let version = tokio::process::Command::new("tmux")
+            .arg("-V")
+            .output()
+            .await;
+        if !version.is_ok_and(|o| o.status.success()) {
+            panic!(
+                "tmux is required by the console tests and was not found: run scripts/test.sh \
+                 (it installs tmux), or `apt-get install tmux`"
+            );
+        }
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let tmux = Tmux {
+            socket: dir.path().join("tmux.sock"),
+            session: format!("modelrelay-console-{}-{n}", std::process::id()),
+            _dir: dir,
+        };
+        let out = tokio::process::Command::new("tmux")
+            .arg("-S")
+            .arg(&tmux.socket)
+            .args(["-f", "/dev/null", "new-session", "-d"])
+            .args(["-s", &tmux.session, "-x", "120", "-y", "36"])
+            .arg("-c")
+            .arg(cwd)
+            .arg(command)
+            // The pane stays readable after the console exits (its last words, or the shell's).
+            .args([
+                ";",
+                "set-option",
+                "-t",
+                &tmux.session,
+                "remain-on-exit",
+                "on",
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("tmux runs");
+        assert!(
+            out.status.success(),
+            "tmux new-session failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tmux
+    }
+
+    async fn tmux(&self, args: &[&str]) -> String {
+        let out = tokio::process::Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("tmux runs");
+        assert!(
+            out.status.success(),
+            "tmux {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The screen as text.
+    async fn screen(&self) -> String {
+        self.tmux(&["capture-pane", "-p", "-t", &self.session])
+            .await
+    }
+
+    /// Press keys by tmux name (`Enter`, `Tab`, `y`…).
+    async fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", &self.session];
+        args.extend_from_slice(keys);
+        self.tmux(&args).await;
+    }
+
+    /// Type text literally.
+    async fn type_text(&self, text: &str) {
+        self.tmux(&["send-keys", "-t", &self.session, "-l", text])
+            .await;
+    }
+
+    /// Poll the screen until `ok` holds; panics with `what` and the screen after `secs`.
+    async fn wait_for(&self, what: &str, secs: u64, ok: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let screen = self.screen().await;
+            if ok(&screen) {
+                return screen;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out after {secs}s waiting for {what}; the screen:\n{screen}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Wait for `text` to be on screen.
+    async fn wait_text(&self, text: &str, secs: u64) -> String {
+        self.wait_for(&format!("{text:?}"), secs, |s| s.contains(text))
+            .await
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .arg("kill-server")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// `modelrelay console --socket …` as a shell line that reports how it ended and the
+/// terminal's mode afterwards, then stays up for the test to read.
+fn console_line(socket: &Path) -> String {
+    format!(
+        "{} console --socket {}; echo console-exited-$?; stty -a; sleep 60",
+        sh_quote(BIN),
+        sh_quote(&socket.display().to_string())
+    )
+}
+
+/// The display prefix of a full key (`sk-gateway-AbCd…`).
+fn prefix(key: &str) -> String {
+    format!("{}…", &key[..15])
+}
+
+/// The output tokens shown on the in-flight row of `prefix`, if the row is on screen.
+fn tokens_in_flight(screen: &str, prefix: &str) -> Option<u64> {
+    let in_flight = screen.split(" Finished").next()?;
+    let row = in_flight.lines().find(|l| l.starts_with(prefix))?;
+    // KEY PLAN MODEL ELAPSED TOKENS …
+    row.split_whitespace().nth(4)?.parse().ok()
+}
+
+#[tokio::test]
+async fn a_stream_grows_on_the_live_view_then_the_key_is_revoked_from_the_keys_view() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key("pro", None).await;
+    let shown = prefix(&key);
+    let tmux = Tmux::start(&console_line(&app.socket), app.dir.path()).await;
+    tmux.wait_text("● live", 15).await;
+
+    // A slow stream: 300 tokens, 30 ms apart.
+    let req = app.chat(
+        &key,
+        &json!({
+            "model": FLASH,
+            "stream": true,
+            "messages": [{"role": "user", "content": "[[sim reply=300 delay_ms=30]] tell me"}],
+        }),
+    );
+    let stream = tokio::spawn(async move {
+        let resp = req.send().await.expect("the gateway answers");
+        assert_eq!(resp.status(), 200);
+        let id = request_id(&resp);
+        resp.text().await.expect("the stream ends");
+        id
+    });
+
+    let first = tmux
+        .wait_for("the stream on the Live view", 15, |s| {
+            tokens_in_flight(s, &shown).is_some_and(|t| t > 0)
+        })
+        .await;
+    let row = first
+        .lines()
+        .find(|l| l.starts_with(&shown))
+        .expect("row")
+        .to_string();
+    assert!(row.contains("pro") && row.contains(FLASH), "{row}");
+    assert!(row.contains("127.0.0.1"), "the client address: {row}");
+    let t1 = tokens_in_flight(&first, &shown).expect("tokens");
+    tmux.wait_for("the token count to grow", 15, |s| {
+        tokens_in_flight(s, &shown).is_some_and(|t| t > t1)
+    })
+    .await;
+
+    // Finished: gone from the flight list, in the finished list with its exact cost.
+    let id = stream.await.expect("stream task");
+    let cost = format::cost(app.wait_ledger_row(&id).await.cost);
+    let done = tmux
+        .wait_for("the finished request with its cost", 15, |s| {
+            s.contains("In flight (0)")
+                && s.lines()
+                    .any(|l| l.contains(&shown) && l.contains(&cost) && l.contains(" 300 "))
+        })
+        .await;
+    assert!(done.contains("streams 0"), "{done}");
+
+    // Keys view: filter down to the key, revoke it, confirm.
+    tmux.keys(&["2"]).await;
+    tmux.wait_text("Keys (1)", 10).await;
+    tmux.keys(&["/"]).await;
+    tmux.type_text(&key[11..15]).await;
+    tmux.keys(&["Enter"]).await;
+    tmux.wait_text(&format!("filter: {}", &key[11..15]), 10)
+        .await;
+    tmux.keys(&["r"]).await;
+    tmux.wait_text(&format!("Revoke {shown}"), 10).await;
+    tmux.keys(&["y"]).await;
+    let after = tmux.wait_text(&format!("revoked {shown}"), 10).await;
+    let row = after
+        .lines()
+        .find(|l| l.contains(&shown) && l.contains("pro"))
+        .expect("the key's row");
+    assert!(row.contains("revoked"), "{row}");
+
+    let resp = app
+        .chat(&key, &crate::common::body(FLASH, "hello"))
+        .send()
+        .await
+        .expect("the gateway answers");
+    assert_eq!(resp.status(), 401, "a revoked key is refused");
+
+    // q leaves the console with the terminal restored (cooked mode, echo on).
+    tmux.keys(&["q"]).await;
+    let end = tmux
+        .wait_for("the shell after the console", 10, |s| {
+            s.contains("console-exited-0") && s.contains("icanon")
+        })
+        .await;
+    assert!(
+        end.contains(" icanon") && end.contains(" echo "),
+        "stty after the console: {end}"
+    );
+}
+
+#[tokio::test]
+async fn the_console_reconnects_when_the_daemon_restarts() {
+    let mut app = TestApp::spawn().await;
+    let tmux = Tmux::start(&console_line(&app.socket), app.dir.path()).await;
+    tmux.wait_text("● live", 15).await;
+
+    app.shutdown().await;
+    let gone = tmux.wait_text("disconnected — reconnecting…", 15).await;
+    assert!(gone.contains("no modelrelay daemon is answering"), "{gone}");
+
+    // The same data dir and socket, a new daemon: the console resubscribes by itself.
+    let TestApp { sim, dir, .. } = app;
+    let config = test_config(dir.path(), &sim);
+    let app = TestApp::start(config, sim, dir).await;
+    let key = app.create_key("trial", None).await;
+    tmux.keys(&["2"]).await;
+    let back = tmux
+        .wait_for("the new key after reconnecting", 20, |s| {
+            s.contains("● live") && s.contains(&prefix(&key))
+        })
+        .await;
+    assert!(!back.contains("reconnecting"), "{back}");
+}
+
+#[tokio::test]
+async fn no_daemon_is_a_one_line_error_and_exit_1() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let socket = dir.path().join("nothing.sock");
+    let out = tokio::process::Command::new(BIN)
+        .args(["console", "--socket"])
+        .arg(&socket)
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("the binary runs");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("no modelrelay daemon is answering on")
+            && err.contains("is `modelrelay serve` running?"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_socket_that_refuses_the_user_is_a_one_line_error_and_exit_1() {
+    // The daemon hangs up on a peer it refuses, before answering anything: the same here.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let socket = dir.path().join("admin.sock");
+    let listener = tokio::net::UnixListener::bind(&socket).expect("bind");
+    let refuser = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            drop(stream);
+        }
+    });
+    let out = tokio::process::Command::new(BIN)
+        .args(["console", "--socket"])
+        .arg(&socket)
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("the binary runs");
+    refuser.abort();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("permission denied on") && err.contains("server.admin_group"),
+        "{err}"
+    );
+}
