@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use futures_util::future::join_all;
 use modelrelay::activity::protocol::{Request, Response};
 use modelrelay::keys::KeyStatus;
@@ -12,7 +11,9 @@ use modelrelay::pricing::PricePeriod;
 use modelrelay::store::{Finish, Measured, UsageRow};
 use serde_json::{Value, json};
 
-use crate::common::{TestApp, body, expected_cost, request_id, sse_events};
+use crate::common::{
+    TestApp, body, data_chunks, expected_cost, read_stream, request_id, text_deltas,
+};
 
 const FLASH: &str = "deepseek-v4-flash";
 const PRO: &str = "deepseek-v4-pro";
@@ -61,45 +62,6 @@ async fn call(app: &TestApp, key: &str, b: &Value) -> (String, u16, Value) {
     let status = resp.status().as_u16();
     let v: Value = resp.json().await.expect("JSON body");
     (rid, status, v)
-}
-
-/// Read a whole streamed answer through `bytes_stream()`; fails instead of hanging.
-async fn read_stream(resp: reqwest::Response) -> Vec<String> {
-    let mut stream = resp.bytes_stream();
-    let mut raw = Vec::new();
-    loop {
-        let next = tokio::time::timeout(Duration::from_secs(30), stream.next())
-            .await
-            .expect("the stream ends");
-        match next {
-            Some(chunk) => raw.extend_from_slice(&chunk.expect("chunk")),
-            None => break,
-        }
-    }
-    sse_events(&String::from_utf8(raw).expect("UTF-8"))
-}
-
-/// The JSON `data:` payloads of a stream (not `[DONE]`).
-fn data_chunks(events: &[String]) -> Vec<Value> {
-    events
-        .iter()
-        .filter_map(|e| e.strip_prefix("data: "))
-        .filter(|d| *d != "[DONE]")
-        .map(|d| serde_json::from_str(d).expect("data is JSON"))
-        .collect()
-}
-
-/// Deltas carrying text (content or reasoning), i.e. tokens in the simulator.
-fn text_deltas(chunks: &[Value]) -> usize {
-    chunks
-        .iter()
-        .filter(|c| {
-            let d = &c["choices"][0]["delta"];
-            ["content", "reasoning_content"]
-                .iter()
-                .any(|k| d[*k].as_str().is_some_and(|s| !s.is_empty()))
-        })
-        .count()
 }
 
 /// The sum of the ledger and the key's `spent_nanos`, `requests`, `status` in the database.

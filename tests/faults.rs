@@ -13,7 +13,7 @@ use modelrelay::store::{Finish, Measured, UsageRow};
 use modelrelay::upstream::simulated::Outcome;
 use serde_json::{Value, json};
 
-use crate::common::{TestApp, body, request_id, sse_events};
+use crate::common::{TestApp, body, data_chunks, read_stream, request_id, sse_events, text_deltas};
 
 const FLASH: &str = "deepseek-v4-flash";
 /// Nano-USD per prompt (miss) token and per output token, flash off-peak.
@@ -38,45 +38,6 @@ fn reply_bytes(n: usize) -> u64 {
         "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel",
     ];
     (0..n).map(|i| words[i % 8].len() as u64 + 1).sum()
-}
-
-/// Read a stream to its end through `bytes_stream()`; fails instead of hanging.
-async fn read_stream(resp: reqwest::Response) -> Vec<String> {
-    let mut stream = resp.bytes_stream();
-    let mut raw = Vec::new();
-    loop {
-        let next = tokio::time::timeout(Duration::from_secs(30), stream.next())
-            .await
-            .expect("the stream ends");
-        match next {
-            Some(chunk) => raw.extend_from_slice(&chunk.expect("chunk")),
-            None => break,
-        }
-    }
-    sse_events(&String::from_utf8(raw).expect("UTF-8"))
-}
-
-/// The JSON `data:` payloads of a stream (not `[DONE]`).
-fn data_chunks(events: &[String]) -> Vec<Value> {
-    events
-        .iter()
-        .filter_map(|e| e.strip_prefix("data: "))
-        .filter(|d| *d != "[DONE]")
-        .map(|d| serde_json::from_str(d).expect("data is JSON"))
-        .collect()
-}
-
-/// Chunks whose delta carries text.
-fn text_deltas(chunks: &[Value]) -> usize {
-    chunks
-        .iter()
-        .filter(|c| {
-            let d = &c["choices"][0]["delta"];
-            ["content", "reasoning_content"]
-                .iter()
-                .any(|k| d[*k].as_str().is_some_and(|s| !s.is_empty()))
-        })
-        .count()
 }
 
 /// A stream that failed after it started: its last event is one error event with `code`,

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt;
+
 use modelrelay::activity::protocol::{Request, Response};
 use modelrelay::activity::socket;
 use modelrelay::app::Daemon;
@@ -242,4 +244,43 @@ pub fn expected_cost(hit: u64, miss: u64, out: u64, p_hit: i64, p_miss: i64, p_o
     let sum =
         hit as i128 * p_hit as i128 + miss as i128 * p_miss as i128 + out as i128 * p_out as i128;
     ((sum + 999_999) / 1_000_000) as i64
+}
+
+/// Read a whole streamed answer through `bytes_stream()`; fails instead of hanging.
+pub async fn read_stream(resp: reqwest::Response) -> Vec<String> {
+    let mut stream = resp.bytes_stream();
+    let mut raw = Vec::new();
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(30), stream.next())
+            .await
+            .expect("the stream ends");
+        match next {
+            Some(chunk) => raw.extend_from_slice(&chunk.expect("chunk")),
+            None => break,
+        }
+    }
+    sse_events(&String::from_utf8(raw).expect("UTF-8"))
+}
+
+/// The JSON `data:` payloads of a stream (not `[DONE]`).
+pub fn data_chunks(events: &[String]) -> Vec<Value> {
+    events
+        .iter()
+        .filter_map(|e| e.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).expect("data is JSON"))
+        .collect()
+}
+
+/// Deltas carrying text (content or reasoning), i.e. tokens in the simulator.
+pub fn text_deltas(chunks: &[Value]) -> usize {
+    chunks
+        .iter()
+        .filter(|c| {
+            let d = &c["choices"][0]["delta"];
+            ["content", "reasoning_content"]
+                .iter()
+                .any(|k| d[*k].as_str().is_some_and(|s| !s.is_empty()))
+        })
+        .count()
 }
