@@ -244,6 +244,27 @@ impl AppState {
         Ok(key)
     }
 
+    /// Back the database up to `path` (absolute; see [`crate::store::Store::backup`]).
+    pub async fn backup(&self, path: std::path::PathBuf) -> Result<Response, AdminError> {
+        if !path.is_absolute() {
+            return Err(AdminError::Internal(format!(
+                "backup path {} must be absolute (the daemon's working directory is not yours)",
+                path.display()
+            )));
+        }
+        let started = std::time::Instant::now();
+        match self.store.backup(&path).await {
+            Ok(bytes) => {
+                tracing::info!(path = %path.display(), bytes, ms = started.elapsed().as_millis() as u64, "database backed up");
+                Ok(Response::BackedUp { path, bytes })
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "backup failed");
+                Err(AdminError::Internal(e.to_string()))
+            }
+        }
+    }
+
     /// Answer one admin-socket command (`subscribe` is handled by the socket itself).
     pub async fn handle_admin(&self, req: Request) -> Response {
         let result = match req {
@@ -299,6 +320,7 @@ impl AppState {
                 None => Err(AdminError::NoSuchOrder(order_id)),
             },
             Request::Subscribe => Ok(Response::Subscribed),
+            Request::Backup { path } => self.backup(path).await,
         };
         result.unwrap_or_else(|e| Response::Error {
             message: e.to_string(),

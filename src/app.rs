@@ -56,6 +56,8 @@ pub struct AppState {
     pub fulfil_lock: tokio::sync::Mutex<()>,
     /// Cancelled when shutdown stops waiting: requests still in flight end, billed, at once.
     pub cut: tokio_util::sync::CancellationToken,
+    /// Counters for `/metrics` (atomics; the request path takes no lock).
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// A count of requests in flight, with a way to wait until there are none.
@@ -175,6 +177,7 @@ impl AppState {
             )
         };
         let tracker = ActivityTracker::new(upstream.request_timeout);
+        let metrics = crate::metrics::Metrics::new(config.models.keys().cloned());
         let state = Arc::new(AppState {
             config: Arc::new(config),
             catalog,
@@ -191,6 +194,7 @@ impl AppState {
             paypal,
             fulfil_lock: tokio::sync::Mutex::new(()),
             cut: tokio_util::sync::CancellationToken::new(),
+            metrics,
         });
         state.tracker.start(&state).await?;
         Ok(state)
@@ -268,7 +272,12 @@ pub fn app(state: Arc<AppState>) -> Router {
     Router::new()
         .merge(crate::gateway::router())
         .merge(crate::shop::router())
-        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route("/healthz", axum::routing::get(crate::metrics::healthz))
+        .route("/metrics", axum::routing::get(crate::metrics::metrics))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::count_requests,
+        ))
         .layer(axum::middleware::from_fn(request_id))
         .with_state(state)
 }

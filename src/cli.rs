@@ -1,4 +1,4 @@
-//! The command line: `serve`, `keys …`, `check-config`, `console`. Output for people goes to
+//! The command line: `serve`, `keys …`, `orders …`, `backup`, `check-config`, `console`. Output for people goes to
 //! stdout (tables, or one JSON document with `--json`); errors go to stderr with exit code 1.
 
 #![allow(clippy::print_stdout, reason = "this module is the CLI's output path")]
@@ -48,6 +48,14 @@ pub enum Command {
     Orders(OrdersArgs),
     /// Validate the config and print it with secrets redacted.
     CheckConfig,
+    /// Copy the running daemon's database to FILE (consistent online backup; never overwrites).
+    Backup {
+        /// Where the copy goes (written by the daemon, so its user must be able to write there).
+        file: PathBuf,
+        /// Admin socket (default: from config).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
 }
 
 /// `keys …`
@@ -192,6 +200,38 @@ pub fn run(cli: Cli) -> ExitCode {
             runtime.block_on(orders(&path, args))
         }
         Command::CheckConfig => ExitCode::SUCCESS,
+        Command::Backup { file, socket } => {
+            let path = socket.unwrap_or_else(|| config.admin_socket());
+            runtime.block_on(backup(&path, file))
+        }
+    }
+}
+
+/// `backup FILE`: the daemon writes the copy; FILE is made absolute here first, since the
+/// daemon's working directory is not the caller's.
+async fn backup(socket_path: &Path, file: PathBuf) -> ExitCode {
+    let file = if file.is_absolute() {
+        file
+    } else {
+        match std::env::current_dir() {
+            Ok(cwd) => cwd.join(file),
+            Err(e) => return fail(format_args!("cannot resolve {}: {e}", file.display())),
+        }
+    };
+    if file.symlink_metadata().is_ok() {
+        return fail(format_args!(
+            "{} already exists; a backup never overwrites a file",
+            file.display()
+        ));
+    }
+    match socket::call(socket_path, &Request::Backup { path: file }).await {
+        Err(e) => fail(e),
+        Ok(Response::Error { message }) => fail(message),
+        Ok(Response::BackedUp { path, bytes }) => {
+            println!("{} ({bytes} bytes)", path.display());
+            ExitCode::SUCCESS
+        }
+        Ok(other) => fail(format_args!("unexpected answer from the daemon: {other:?}")),
     }
 }
 
@@ -245,8 +285,10 @@ async fn serve(mut config: Config, demo: bool) -> ExitCode {
         Ok(d) => d,
         Err(e) => return fail(e),
     };
+    crate::notify::ready();
     wait_for_signal().await;
     tracing::info!("shutting down");
+    crate::notify::stopping();
     daemon.shutdown().await;
     ExitCode::SUCCESS
 }

@@ -60,6 +60,8 @@ pub struct ServerConfig {
     /// A reverse proxy on this machine (Caddy, nginx) forwards to us: take the client address
     /// from the `X-Forwarded-For` it appends (only for connections from loopback).
     pub behind_proxy: bool,
+    /// Serve `GET /metrics` to every client, not only loopback ones (default false).
+    pub metrics_public: bool,
 }
 
 /// `[upstream]`
@@ -174,6 +176,7 @@ impl Default for ServerConfig {
             secret_file: None,
             max_body_bytes: 8 * 1024 * 1024,
             behind_proxy: false,
+            metrics_public: false,
         }
     }
 }

@@ -12,6 +12,8 @@
 //! - [`money`], [`pricing`], [`catalog`]: nano-dollar money, peak windows, models and plans.
 //! - [`shop`]: the storefront (pages, checkout API, webhooks, dashboard).
 //! - [`activity`]: the event bus and the admin socket; [`admin`]: key administration.
+//! - [`metrics`]: `/healthz` and the Prometheus `/metrics` page.
+//! - [`notify`]: systemd readiness notification (`Type=notify`).
 
 pub mod activity;
 pub mod admin;
@@ -22,7 +24,9 @@ pub mod config;
 pub mod console;
 pub mod gateway;
 pub mod keys;
+pub mod metrics;
 pub mod money;
+pub mod notify;
 pub mod paypal;
 pub mod pricing;
 pub mod shop;

@@ -62,6 +62,12 @@ pub enum Request {
     },
     /// Stream activity events from now on.
     Subscribe,
+    /// Copy the database to `path` (a path on the daemon's machine, absolute; never
+    /// overwritten) with SQLite's online backup.
+    Backup {
+        /// Where the copy goes.
+        path: std::path::PathBuf,
+    },
 }
 
 /// The daemon's answer.
@@ -119,6 +125,13 @@ pub enum Response {
     Lagged {
         /// How many.
         missed: u64,
+    },
+    /// Answer to `backup`: the copy is complete and synced.
+    BackedUp {
+        /// Where it is.
+        path: std::path::PathBuf,
+        /// Its size in bytes.
+        bytes: u64,
     },
     /// The command failed.
     Error {
@@ -491,6 +504,9 @@ mod tests {
                 usd: "5".parse().unwrap(),
             },
             Request::Subscribe,
+            Request::Backup {
+                path: "/var/lib/modelrelay/backups/a.db".into(),
+            },
         ];
         for r in reqs {
             let line = serde_json::to_string(&r).unwrap();

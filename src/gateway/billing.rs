@@ -177,6 +177,7 @@ pub async fn settle(state: &AppState, ctx: &RequestCtx, o: Outcome) -> UsageRow 
     // Queue the row now, finish the bookkeeping, and only then wait for the commit: if this
     // future is dropped while waiting, the row, the exhaustion mark and the events are done.
     let committed = state.store.submit(Write::Usage(Box::new(row.clone())));
+    state.metrics.settled(&row.model, row.status, &row);
     let threshold = state
         .catalog
         .plan(&ctx.key.plan)

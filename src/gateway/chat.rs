@@ -41,6 +41,7 @@ pub async fn chat_completions(State(state): State<Arc<AppState>>, req: Request) 
     };
     let rate = key.check_rate();
     if !rate.allowed {
+        state.metrics.rate_limited();
         state.activity.emit(ActivityEvent::RateLimited {
             key_id: key.id.clone(),
             key_prefix: key.prefix.clone(),
@@ -131,7 +132,12 @@ pub async fn chat_completions(State(state): State<Arc<AppState>>, req: Request) 
     let pending = Pending::new(state.clone(), ctx);
     let deadline = tokio::time::Instant::now() + state.upstream.request_timeout;
     let answer = async {
-        match state.upstream.chat(upstream_body, deadline).await {
+        let sent = Instant::now();
+        let up = state.upstream.chat(upstream_body, deadline).await;
+        if matches!(&up, Ok(_) | Err(UpstreamError::Status { .. })) {
+            state.metrics.upstream_latency(sent.elapsed());
+        }
+        match up {
             Err(e) => Err(e),
             Ok(up) if stream => Ok(Ok(up)),
             Ok(up) => Ok(Err(

@@ -9,7 +9,7 @@ pub mod keys;
 pub mod orders;
 pub mod usage;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -142,6 +142,7 @@ enum Job {
 pub struct Store {
     jobs: mpsc::UnboundedSender<Job>,
     reader: tokio_rusqlite::Connection,
+    path: PathBuf,
 }
 
 impl Store {
@@ -169,7 +170,14 @@ impl Store {
             .await?;
         let (jobs, rx) = mpsc::unbounded_channel();
         tokio::spawn(run_writer(writer, rx));
-        Ok((Store { jobs, reader }, keys))
+        Ok((
+            Store {
+                jobs,
+                reader,
+                path: path.to_path_buf(),
+            },
+            keys,
+        ))
     }
 
     /// Queue a write and wait until it is committed.
@@ -212,6 +220,143 @@ impl Store {
     ) -> Result<T, StoreError> {
         Ok(self.reader.call(move |c| f(c)).await?)
     }
+}
+
+/// Pages copied per backup step; between steps the writer carries on (WAL: a reader never
+/// blocks it).
+const BACKUP_PAGES_PER_STEP: std::ffi::c_int = 256;
+
+/// Why a backup failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    /// The destination exists; a backup never overwrites.
+    #[error("{0} already exists; a backup never overwrites a file")]
+    Exists(PathBuf),
+    /// Creating, syncing or renaming the file.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// SQLite's backup failed.
+    #[error("backup: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The blocking task died.
+    #[error("backup task failed")]
+    Task,
+}
+
+impl Store {
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A consistent copy of the live database at `dest`, taken with SQLite's online backup API
+    /// from a separate connection while the daemon keeps serving; returns its size in bytes.
+    ///
+    /// The copy is one snapshot (the source connection holds a read transaction for the whole
+    /// backup, so commits made meanwhile are neither half-copied nor restart it). It is written
+    /// to `dest.tmp` (mode 0600), synced, and only then linked to `dest`, which is never
+    /// overwritten.
+    pub async fn backup(&self, dest: &Path) -> Result<u64, BackupError> {
+        let src = self.path.clone();
+        let dest = dest.to_path_buf();
+        tokio::task::spawn_blocking(move || backup_blocking(&src, &dest))
+            .await
+            .map_err(|_| BackupError::Task)?
+    }
+}
+
+fn backup_blocking(src: &Path, dest: &Path) -> Result<u64, BackupError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |context: String| move |source| BackupError::Io { context, source };
+    if dest.symlink_metadata().is_ok() {
+        return Err(BackupError::Exists(dest.to_path_buf()));
+    }
+    let mut tmp_name = dest.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = PathBuf::from(tmp_name);
+    // create_new: a leftover or concurrent `.tmp` is never clobbered either.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                BackupError::Exists(tmp.clone())
+            } else {
+                BackupError::Io {
+                    context: format!("cannot create {}", tmp.display()),
+                    source: e,
+                }
+            }
+        })?;
+    let copied = copy_database(src, &tmp).and_then(|()| {
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(io(format!("cannot sync {}", tmp.display())))
+    });
+    let linked = copied.and_then(|()| {
+        // A hard link fails if `dest` appeared meanwhile: no overwrite, even in a race.
+        match std::fs::hard_link(&tmp, dest) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(BackupError::Exists(dest.to_path_buf()))
+            }
+            // A filesystem without hard links: check, then rename.
+            Err(_) if dest.symlink_metadata().is_ok() => {
+                Err(BackupError::Exists(dest.to_path_buf()))
+            }
+            Err(_) => std::fs::rename(&tmp, dest)
+                .map_err(io(format!("cannot rename to {}", dest.display()))),
+        }
+    });
+    let _ = std::fs::remove_file(&tmp);
+    linked?;
+    if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty())
+        && let Ok(d) = std::fs::File::open(dir)
+    {
+        let _ = d.sync_all();
+    }
+    let size = std::fs::metadata(dest)
+        .map_err(io(format!("cannot stat {}", dest.display())))?
+        .len();
+    Ok(size)
+}
+
+/// Copy `src` into the (empty) database file `dest` page by page.
+fn copy_database(src: &Path, dest: &Path) -> Result<(), BackupError> {
+    use rusqlite::backup::{Backup, StepResult};
+    let source = rusqlite::Connection::open_with_flags(
+        src,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    source.busy_timeout(std::time::Duration::from_secs(5))?;
+    // One read transaction for the whole copy: every step reads the same snapshot.
+    source.execute_batch("BEGIN; SELECT COUNT(*) FROM sqlite_master;")?;
+    let mut target = rusqlite::Connection::open(dest)?;
+    {
+        let backup = Backup::new(&source, &mut target)?;
+        loop {
+            match backup.step(BACKUP_PAGES_PER_STEP)? {
+                StepResult::Done => break,
+                StepResult::More => {}
+                StepResult::Busy | StepResult::Locked => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                _ => std::thread::sleep(std::time::Duration::from_millis(10)),
+            }
+        }
+    }
+    source.execute_batch("COMMIT;")?;
+    // The copy is a standalone file: no WAL beside it.
+    target.execute_batch("PRAGMA journal_mode = DELETE;")?;
+    target.close().map_err(|(_, e)| BackupError::Sqlite(e))?;
+    Ok(())
 }
 
 fn migrate(c: &mut rusqlite::Connection) -> Result<(), StoreError> {

@@ -1,0 +1,621 @@
+//! Observability: `GET /healthz` (database and upstream reachability) and `GET /metrics`
+//! (Prometheus text format, loopback only unless `server.metrics_public`).
+//!
+//! The counters are plain atomics in fixed tables sized at start (routes are the router's
+//! templates, models come from the config, statuses from a fixed list), so the request path
+//! never takes a lock. Labels never carry a key, an email or a prompt: per-key and per-order
+//! figures are aggregated (keys by status, revenue) when the page is scraped.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::app::{AppState, ClientIp};
+use crate::keys::KeyStatus;
+
+/// Route templates counted by name; anything else (unmatched paths) is `other`.
+const ROUTES: &[&str] = &[
+    "/v1/chat/completions",
+    "/v1/models",
+    "/v1/models/{id}",
+    "/v1/dashboard/billing/subscription",
+    "/v1/dashboard/billing/usage",
+    "/v1",
+    "/v1/",
+    "/v1/{*rest}",
+    "/",
+    "/pricing",
+    "/docs",
+    "/checkout/{plan}",
+    "/order",
+    "/dashboard",
+    "/demo/paypal/approve",
+    "/assets/{*path}",
+    "/api/usage",
+    "/api/orders",
+    "/api/orders/{order_id}/capture",
+    "/webhooks/paypal",
+    "/healthz",
+    "/metrics",
+    "other",
+];
+
+/// Slot of a route template in [`ROUTES`]; unmatched or unknown routes are `other`.
+fn route_slot(template: Option<&str>) -> usize {
+    template
+        .and_then(|t| ROUTES.iter().position(|r| *r == t))
+        .unwrap_or(ROUTES.len() - 1)
+}
+
+/// HTTP statuses counted individually; others are counted by class (`2xx`, `4xx`, …).
+const STATUSES: &[u16] = &[
+    200, 201, 204, 301, 302, 303, 304, 400, 401, 402, 403, 404, 405, 408, 409, 413, 415, 422, 429,
+    499, 500, 502, 503, 504,
+];
+
+/// Labels of the status slots: the listed codes, then one per class 1xx–5xx.
+fn status_label(slot: usize) -> String {
+    match STATUSES.get(slot) {
+        Some(s) => s.to_string(),
+        None => format!("{}xx", slot - STATUSES.len() + 1),
+    }
+}
+
+/// Slot of a status code (see [`status_label`]).
+fn status_slot(status: u16) -> usize {
+    match STATUSES.iter().position(|s| *s == status) {
+        Some(i) => i,
+        None => STATUSES.len() + usize::from((status / 100).clamp(1, 5)) - 1,
+    }
+}
+
+const STATUS_SLOTS: usize = STATUSES.len() + 5;
+
+/// Upper bounds (seconds) of the upstream latency histogram buckets.
+const LATENCY_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+
+/// Token kinds, in the order of [`ModelCounters::tokens`].
+const TOKEN_KINDS: [&str; 4] = [
+    "prompt_cache_hit",
+    "prompt_cache_miss",
+    "completion",
+    "reasoning",
+];
+
+fn counters(n: usize) -> Box<[AtomicU64]> {
+    (0..n).map(|_| AtomicU64::new(0)).collect()
+}
+
+/// Per-model counters of settled chat requests.
+struct ModelCounters {
+    /// Settled requests by the status the client got.
+    requests: Box<[AtomicU64]>,
+    /// Tokens by kind ([`TOKEN_KINDS`]).
+    tokens: [AtomicU64; 4],
+    /// Charged, nano-USD.
+    spend_nanos: AtomicI64,
+}
+
+/// The process's counters (since start).
+pub struct Metrics {
+    /// Model names, in the order of `models`.
+    model_names: Vec<String>,
+    /// One per model name, then one for a model not in the config.
+    models: Vec<ModelCounters>,
+    /// HTTP responses by route × status slot.
+    http: Box<[AtomicU64]>,
+    /// Upstream latency histogram: one count per bucket (not cumulative), then +Inf.
+    latency_buckets: Box<[AtomicU64]>,
+    /// Sum of observed upstream latencies, microseconds.
+    latency_sum_us: AtomicU64,
+    /// Requests refused by a key's rate limit.
+    rate_limited: AtomicU64,
+    /// The cached upstream check.
+    upstream_check: tokio::sync::Mutex<Option<(Instant, UpstreamHealth)>>,
+}
+
+/// What the last upstream reachability check found.
+#[derive(Debug, Clone)]
+pub struct UpstreamHealth {
+    /// Reachable (any HTTP answer counts: it is a reachability check, not an auth check).
+    pub ok: bool,
+    /// The HTTP status upstream answered, if it did.
+    pub status: Option<u16>,
+    /// How long the check took, milliseconds.
+    pub latency_ms: u64,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// How long an upstream check result is reused.
+const UPSTREAM_CHECK_TTL: Duration = Duration::from_secs(30);
+
+impl Metrics {
+    /// Counters for the configured models.
+    pub fn new(model_names: impl IntoIterator<Item = String>) -> Metrics {
+        let model_names: Vec<String> = model_names.into_iter().collect();
+        let models = (0..=model_names.len())
+            .map(|_| ModelCounters {
+                requests: counters(STATUS_SLOTS),
+                tokens: Default::default(),
+                spend_nanos: AtomicI64::new(0),
+            })
+            .collect();
+        Metrics {
+            model_names,
+            models,
+            http: counters(ROUTES.len() * STATUS_SLOTS),
+            latency_buckets: counters(LATENCY_BUCKETS.len() + 1),
+            latency_sum_us: AtomicU64::new(0),
+            rate_limited: AtomicU64::new(0),
+            upstream_check: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    fn model(&self, name: &str) -> &ModelCounters {
+        let i = self
+            .model_names
+            .iter()
+            .position(|m| m == name)
+            .unwrap_or(self.model_names.len());
+        &self.models[i.min(self.models.len() - 1)]
+    }
+
+    /// A settled chat request: its model, final status, tokens and charge.
+    pub fn settled(&self, model: &str, status: u16, row: &crate::store::UsageRow) {
+        let m = self.model(model);
+        m.requests[status_slot(status)].fetch_add(1, Ordering::Relaxed);
+        let kinds = [
+            row.cache_hit_tokens,
+            row.cache_miss_tokens,
+            row.completion_tokens,
+            row.reasoning_tokens,
+        ];
+        for (counter, n) in m.tokens.iter().zip(kinds) {
+            counter.fetch_add(n, Ordering::Relaxed);
+        }
+        m.spend_nanos
+            .fetch_add(row.cost.nanos().max(0), Ordering::Relaxed);
+    }
+
+    /// One HTTP response to the route template in slot `route` (see [`route_slot`]).
+    fn http_response(&self, route: usize, status: u16) {
+        let r = route.min(ROUTES.len() - 1);
+        self.http[r * STATUS_SLOTS + status_slot(status)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Time upstream took to answer with response headers.
+    pub fn upstream_latency(&self, d: Duration) {
+        let s = d.as_secs_f64();
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|b| s <= *b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.latency_buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_us.fetch_add(
+            u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// A request refused by its key's rate limit.
+    pub fn rate_limited(&self) {
+        self.rate_limited.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Write the counters held in memory.
+    fn render_counters(&self, out: &mut String) {
+        head(
+            out,
+            "modelrelay_http_requests_total",
+            "counter",
+            "HTTP responses by route template and status.",
+        );
+        for (r, route) in ROUTES.iter().enumerate() {
+            for slot in 0..STATUS_SLOTS {
+                let n = self.http[r * STATUS_SLOTS + slot].load(Ordering::Relaxed);
+                if n > 0 {
+                    let _ = writeln!(
+                        out,
+                        "modelrelay_http_requests_total{{route=\"{}\",status=\"{}\"}} {n}",
+                        escape(route),
+                        status_label(slot)
+                    );
+                }
+            }
+        }
+        let names = self
+            .model_names
+            .iter()
+            .map(String::as_str)
+            .chain(std::iter::once("other"));
+        let models: Vec<(&str, &ModelCounters)> = names.zip(self.models.iter()).collect();
+        head(
+            out,
+            "modelrelay_chat_requests_total",
+            "counter",
+            "Settled chat completions by model and the status the client got.",
+        );
+        for (name, m) in &models {
+            for slot in 0..STATUS_SLOTS {
+                let n = m.requests[slot].load(Ordering::Relaxed);
+                if n > 0 {
+                    let _ = writeln!(
+                        out,
+                        "modelrelay_chat_requests_total{{model=\"{}\",status=\"{}\"}} {n}",
+                        escape(name),
+                        status_label(slot)
+                    );
+                }
+            }
+        }
+        head(
+            out,
+            "modelrelay_tokens_total",
+            "counter",
+            "Billed tokens by model and kind (completion includes reasoning).",
+        );
+        for (name, m) in &models {
+            for (kind, c) in TOKEN_KINDS.iter().zip(&m.tokens) {
+                let _ = writeln!(
+                    out,
+                    "modelrelay_tokens_total{{model=\"{}\",kind=\"{kind}\"}} {}",
+                    escape(name),
+                    c.load(Ordering::Relaxed)
+                );
+            }
+        }
+        head(
+            out,
+            "modelrelay_spend_nanousd_total",
+            "counter",
+            "Charged to keys, nano-USD, by model.",
+        );
+        for (name, m) in &models {
+            let _ = writeln!(
+                out,
+                "modelrelay_spend_nanousd_total{{model=\"{}\"}} {}",
+                escape(name),
+                m.spend_nanos.load(Ordering::Relaxed)
+            );
+        }
+        let total: i64 = self
+            .models
+            .iter()
+            .map(|m| m.spend_nanos.load(Ordering::Relaxed))
+            .sum();
+        head(
+            out,
+            "modelrelay_spend_usd",
+            "gauge",
+            "Charged to keys since start, USD (the nano-USD counter as a float).",
+        );
+        let _ = writeln!(out, "modelrelay_spend_usd {}", total as f64 / 1e9);
+        head(
+            out,
+            "modelrelay_upstream_latency_seconds",
+            "histogram",
+            "Time upstream took to answer a chat request with response headers.",
+        );
+        let mut cumulative = 0;
+        for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
+            cumulative += self.latency_buckets[i].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "modelrelay_upstream_latency_seconds_bucket{{le=\"{b}\"}} {cumulative}"
+            );
+        }
+        cumulative += self.latency_buckets[LATENCY_BUCKETS.len()].load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "modelrelay_upstream_latency_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
+        );
+        let _ = writeln!(
+            out,
+            "modelrelay_upstream_latency_seconds_sum {}",
+            self.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(
+            out,
+            "modelrelay_upstream_latency_seconds_count {cumulative}"
+        );
+        head(
+            out,
+            "modelrelay_rate_limited_total",
+            "counter",
+            "Requests refused by a key's rate limit.",
+        );
+        let _ = writeln!(
+            out,
+            "modelrelay_rate_limited_total {}",
+            self.rate_limited.load(Ordering::Relaxed)
+        );
+    }
+}
+
+fn head(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Escape a label value (backslash, double quote, newline).
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Count every response by route template and status (a middleware).
+pub async fn count_requests(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let route = route_slot(
+        req.extensions()
+            .get::<MatchedPath>()
+            .map(MatchedPath::as_str),
+    );
+    let resp = next.run(req).await;
+    state.metrics.http_response(route, resp.status().as_u16());
+    resp
+}
+
+/// Figures read from the database when the page is scraped.
+struct DbFigures {
+    revenue_nanos: i64,
+    orders: Vec<(String, i64)>,
+}
+
+async fn db_figures(state: &AppState) -> Option<DbFigures> {
+    let read = state.store.read(|c| {
+        let revenue_nanos: i64 = c.query_row(
+            "SELECT COALESCE(SUM(amount_nanos), 0) FROM orders WHERE status = 'paid'",
+            [],
+            |r| r.get(0),
+        )?;
+        let mut stmt = c.prepare("SELECT status, COUNT(*) FROM orders GROUP BY status")?;
+        let orders = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(DbFigures {
+            revenue_nanos,
+            orders,
+        })
+    });
+    match tokio::time::timeout(Duration::from_secs(5), read).await {
+        Ok(Ok(f)) => Some(f),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "metrics: database figures unavailable");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+/// `GET /metrics`: Prometheus text format. Only for loopback clients unless
+/// `server.metrics_public` is set (behind a proxy, the forwarded client address counts).
+pub async fn metrics(State(state): State<Arc<AppState>>, ip: ClientIp) -> Response {
+    if !state.config.server.metrics_public && !ip.0.is_loopback() {
+        return (StatusCode::NOT_FOUND, "not found\n").into_response();
+    }
+    let mut out = String::with_capacity(16 * 1024);
+    state.metrics.render_counters(&mut out);
+    head(
+        &mut out,
+        "modelrelay_requests_in_flight",
+        "gauge",
+        "Chat requests holding money right now (streams included).",
+    );
+    let _ = writeln!(
+        out,
+        "modelrelay_requests_in_flight {}",
+        state.in_flight.get()
+    );
+    let mut by_status = [0u64; 3];
+    for k in state.keys.all() {
+        let i = match k.status() {
+            KeyStatus::Active => 0,
+            KeyStatus::Exhausted => 1,
+            KeyStatus::Revoked => 2,
+        };
+        by_status[i] += 1;
+    }
+    head(&mut out, "modelrelay_keys", "gauge", "API keys by status.");
+    for (status, n) in [KeyStatus::Active, KeyStatus::Exhausted, KeyStatus::Revoked]
+        .iter()
+        .zip(by_status)
+    {
+        let _ = writeln!(out, "modelrelay_keys{{status=\"{}\"}} {n}", status.as_str());
+    }
+    if let Some(f) = db_figures(&state).await {
+        head(
+            &mut out,
+            "modelrelay_revenue_nanousd",
+            "gauge",
+            "Paid orders (refunds excluded), nano-USD, all time.",
+        );
+        let _ = writeln!(out, "modelrelay_revenue_nanousd {}", f.revenue_nanos);
+        head(
+            &mut out,
+            "modelrelay_revenue_usd",
+            "gauge",
+            "Paid orders (refunds excluded), USD, all time.",
+        );
+        let _ = writeln!(
+            out,
+            "modelrelay_revenue_usd {}",
+            f.revenue_nanos as f64 / 1e9
+        );
+        head(
+            &mut out,
+            "modelrelay_orders",
+            "gauge",
+            "Orders by status, all time.",
+        );
+        for (status, n) in &f.orders {
+            let _ = writeln!(
+                out,
+                "modelrelay_orders{{status=\"{}\"}} {n}",
+                escape(status)
+            );
+        }
+    }
+    head(
+        &mut out,
+        "modelrelay_uptime_seconds",
+        "gauge",
+        "Seconds since the daemon started.",
+    );
+    let _ = writeln!(
+        out,
+        "modelrelay_uptime_seconds {}",
+        state.started.elapsed().as_secs()
+    );
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}
+
+/// Is upstream reachable? A `GET <base_url>/models` (free, no tokens) with a short timeout;
+/// the answer is reused for 30 s so probes cannot hammer DeepSeek.
+pub async fn upstream_health(state: &AppState) -> UpstreamHealth {
+    let mut cached = state.metrics.upstream_check.lock().await;
+    if let Some((at, h)) = cached.as_ref()
+        && at.elapsed() < UPSTREAM_CHECK_TTL
+    {
+        return h.clone();
+    }
+    let started = Instant::now();
+    let result = probe(&state.config.upstream).await;
+    let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let h = match result {
+        Ok(status) => {
+            let error = match status {
+                401 | 403 => Some(format!("upstream rejected the API key ({status})")),
+                s if s >= 500 => Some(format!("upstream answered {s}")),
+                _ => None,
+            };
+            UpstreamHealth {
+                ok: error.is_none(),
+                status: Some(status),
+                latency_ms,
+                error,
+            }
+        }
+        Err(e) => UpstreamHealth {
+            ok: false,
+            status: None,
+            latency_ms,
+            error: Some(e),
+        },
+    };
+    *cached = Some((Instant::now(), h.clone()));
+    h
+}
+
+/// `GET <base_url>/models` with the operator's key and a 5 s limit: the HTTP status, or why
+/// there was none (never upstream's address or key).
+async fn probe(c: &crate::config::UpstreamConfig) -> Result<u16, String> {
+    let client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(c.connect_timeout_secs.clamp(1, 5)))
+        .timeout(Duration::from_secs(5))
+        .user_agent(concat!("modelrelay/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|_| "cannot build the HTTP client".to_string())?;
+    let resp = client
+        .get(format!("{}/models", c.base_url.trim_end_matches('/')))
+        .bearer_auth(&c.api_key)
+        .send()
+        .await
+        .map_err(|e| {
+            if e.is_timeout() {
+                "timed out".to_string()
+            } else if e.is_connect() {
+                "cannot connect".to_string()
+            } else {
+                "request failed".to_string()
+            }
+        })?;
+    Ok(resp.status().as_u16())
+}
+
+/// `GET /healthz`: 200 when the database answers `SELECT 1` through the reader and upstream
+/// is reachable; 503 naming the failing part otherwise.
+pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    let db = state.store.read(|c| {
+        let one: i64 = c.query_row("SELECT 1", [], |r| r.get(0))?;
+        Ok(one)
+    });
+    let database = match tokio::time::timeout(Duration::from_secs(5), db).await {
+        Ok(Ok(1)) => Ok(()),
+        Ok(Ok(n)) => Err(format!("SELECT 1 returned {n}")),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out".to_string()),
+    };
+    let upstream = upstream_health(&state).await;
+    let ok = database.is_ok() && upstream.ok;
+    let body = json!({
+        "status": if ok { "ok" } else { "unavailable" },
+        "database": match &database {
+            Ok(()) => "ok".to_string(),
+            Err(e) => format!("error: {e}"),
+        },
+        "upstream": {
+            "status": if upstream.ok { "ok" } else { "error" },
+            "http_status": upstream.status,
+            "latency_ms": upstream.latency_ms,
+            "error": upstream.error,
+        },
+    });
+    let code = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        [(header::CACHE_CONTROL, "no-store")],
+        axum::Json(body),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_slots_round_trip() {
+        assert_eq!(status_label(status_slot(200)), "200");
+        assert_eq!(status_label(status_slot(418)), "4xx");
+        assert_eq!(status_label(status_slot(207)), "2xx");
+        assert_eq!(status_label(status_slot(599)), "5xx");
+        assert_eq!(status_label(status_slot(0)), "1xx");
+    }
+
+    #[test]
+    fn histogram_is_cumulative() {
+        let m = Metrics::new(vec!["a".to_string()]);
+        m.upstream_latency(Duration::from_millis(30));
+        m.upstream_latency(Duration::from_secs(100));
+        let mut out = String::new();
+        m.render_counters(&mut out);
+        assert!(out.contains("modelrelay_upstream_latency_seconds_bucket{le=\"0.05\"} 1\n"));
+        assert!(out.contains("modelrelay_upstream_latency_seconds_bucket{le=\"60\"} 1\n"));
+        assert!(out.contains("modelrelay_upstream_latency_seconds_bucket{le=\"+Inf\"} 2\n"));
+        assert!(out.contains("modelrelay_upstream_latency_seconds_count 2\n"));
+    }
+}
