@@ -295,7 +295,8 @@ pub struct Daemon {
     admin: JoinHandle<()>,
 }
 
-/// How long a shutdown waits for requests in flight before cutting them.
+/// How long a shutdown waits for requests in flight before cutting them, unless the config's
+/// `server.drain_secs` says otherwise (this is its default).
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Daemon {
@@ -358,17 +359,23 @@ impl Daemon {
         })
     }
 
-    /// Stop accepting, let requests in flight finish (up to [`DRAIN_TIMEOUT`]), cut and bill
-    /// the rest, flush the ledger and close the database.
+    /// Stop accepting, let requests in flight finish (up to `server.drain_secs`, by default
+    /// [`DRAIN_TIMEOUT`]), cut and bill the rest, flush the ledger and close the database.
     pub async fn shutdown(self) {
-        self.shutdown_within(DRAIN_TIMEOUT).await;
+        let drain = Duration::from_secs(self.state.config.server.drain_secs);
+        self.shutdown_within(drain).await;
     }
 
-    /// [`Daemon::shutdown`] with a given drain time.
+    /// [`Daemon::shutdown`] with a given drain time. Cancelling `state.cut` meanwhile (a
+    /// second signal) ends the drain at once.
     pub async fn shutdown_within(self, drain: Duration) {
         let _ = self.stop.send(true);
         let state = &self.state;
-        if !state.in_flight.wait_idle(drain).await {
+        let idle = tokio::select! {
+            idle = state.in_flight.wait_idle(drain) => idle,
+            () = state.cut.cancelled() => state.in_flight.get() == 0,
+        };
+        if !idle {
             tracing::warn!(
                 in_flight = state.in_flight.get(),
                 "requests still in flight after the drain time; cutting them (they are billed)"

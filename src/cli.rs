@@ -142,6 +142,19 @@ pub enum KeysCommand {
     },
 }
 
+/// Structured logs to stderr (the journal under systemd): `RUST_LOG` if set and valid, else
+/// `filter`, else info.
+fn init_logging(filter: &str) {
+    let env_filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(env_filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("modelrelay: {msg}");
     ExitCode::FAILURE
@@ -149,19 +162,16 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 
 /// Run a parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
-    let filter = match &cli.command {
-        Command::Serve { .. } => "info",
-        _ => "warn",
+    let loaded = Config::load(cli.config.as_deref());
+    // `serve` logs at `server.log_level` (default info), the client commands at warn;
+    // RUST_LOG, when set, wins over both.
+    let filter = match (&cli.command, &loaded) {
+        (Command::Serve { .. }, Ok(c)) => c.server.log_level.clone(),
+        (Command::Serve { .. }, Err(_)) => "info".to_string(),
+        _ => "warn".to_string(),
     };
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter)),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
-    let config = match Config::load(cli.config.as_deref()) {
+    init_logging(&filter);
+    let config = match loaded {
         Ok(c) => c,
         Err(e) => return fail(format_args!("configuration: {e}")),
     };
@@ -285,28 +295,61 @@ async fn serve(mut config: Config, demo: bool) -> ExitCode {
         Ok(d) => d,
         Err(e) => return fail(e),
     };
+    // Listen for signals before announcing readiness, so none is missed.
+    let mut signals = Signals::new();
     crate::notify::ready();
-    wait_for_signal().await;
-    tracing::info!("shutting down");
+    signals.recv().await;
+    let drain = std::time::Duration::from_secs(daemon.state.config.server.drain_secs);
+    tracing::info!(
+        drain_secs = drain.as_secs(),
+        in_flight = daemon.state.in_flight.get(),
+        "shutting down: letting requests in flight finish (a second signal cuts them at once)"
+    );
     crate::notify::stopping();
-    daemon.shutdown().await;
+    let cut = daemon.state.cut.clone();
+    let stopping = daemon.shutdown_within(drain);
+    tokio::pin!(stopping);
+    tokio::select! {
+        () = &mut stopping => {}
+        () = signals.recv() => {
+            tracing::warn!("second signal: cutting requests in flight now (they are billed)");
+            cut.cancel();
+            stopping.await;
+        }
+    }
     ExitCode::SUCCESS
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
+/// SIGTERM and SIGINT (Ctrl-C), either one.
+struct Signals {
+    unix: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Signals {
+    fn new() -> Signals {
+        use tokio::signal::unix::{SignalKind, signal};
+        let unix = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(term), Ok(int)) => Some((term, int)),
+            _ => None,
+        };
+        Signals { unix }
+    }
+
+    /// The next SIGTERM or SIGINT.
+    async fn recv(&mut self) {
+        match &mut self.unix {
+            Some((term, int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
             }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
+            None => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
     }
 }

@@ -62,6 +62,12 @@ pub struct ServerConfig {
     pub behind_proxy: bool,
     /// Serve `GET /metrics` to every client, not only loopback ones (default false).
     pub metrics_public: bool,
+    /// On SIGTERM/SIGINT, how many seconds requests in flight may take to finish before they
+    /// are cut (and billed for what was generated). A second signal cuts at once.
+    pub drain_secs: u64,
+    /// Log filter for `serve` (`error`, `warn`, `info`, `debug`, `trace`, or a `tracing`
+    /// directive list such as `"info,modelrelay=debug"`); `RUST_LOG`, when set, wins.
+    pub log_level: String,
 }
 
 /// `[upstream]`
@@ -177,6 +183,8 @@ impl Default for ServerConfig {
             max_body_bytes: 8 * 1024 * 1024,
             behind_proxy: false,
             metrics_public: false,
+            drain_secs: crate::app::DRAIN_TIMEOUT.as_secs(),
+            log_level: "info".into(),
         }
     }
 }
@@ -433,6 +441,20 @@ impl Config {
         }
         if s.max_body_bytes == 0 {
             e.push("server.max_body_bytes must be greater than 0".into());
+        }
+        if s.drain_secs > 3600 {
+            e.push(format!(
+                "server.drain_secs = {} is more than an hour; systemd would kill the service first",
+                s.drain_secs
+            ));
+        }
+        if s.log_level.trim().is_empty() {
+            e.push("server.log_level must not be empty (e.g. \"info\")".into());
+        } else if let Err(why) = tracing_subscriber::EnvFilter::try_new(&s.log_level) {
+            e.push(format!(
+                "server.log_level = {:?} is not a log filter such as \"info\" or \"warn,modelrelay=debug\": {why}",
+                s.log_level
+            ));
         }
         let u = &self.upstream;
         if !is_http_url(&u.base_url) {

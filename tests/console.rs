@@ -187,7 +187,7 @@ async fn a_stream_grows_on_the_live_view_then_the_key_is_revoked_from_the_keys_v
     let key = app.create_key("pro", None).await;
     let shown = prefix(&key);
     let tmux = Tmux::start(&console_line(&app.socket), app.dir.path()).await;
-    tmux.wait_text("● live", 15).await;
+    tmux.wait_text("● live", 30).await;
 
     // A slow stream: 300 tokens, 30 ms apart.
     let req = app.chat(
@@ -278,11 +278,14 @@ async fn a_stream_grows_on_the_live_view_then_the_key_is_revoked_from_the_keys_v
 async fn the_console_reconnects_when_the_daemon_restarts() {
     let mut app = TestApp::spawn().await;
     let tmux = Tmux::start(&console_line(&app.socket), app.dir.path()).await;
-    tmux.wait_text("● live", 15).await;
+    tmux.wait_text("● live", 30).await;
 
     app.shutdown().await;
-    let gone = tmux.wait_text("disconnected — reconnecting…", 15).await;
-    assert!(gone.contains("no modelrelay daemon is answering"), "{gone}");
+    // Generous bounds: CI runs this beside heavy tests on two cores.
+    tmux.wait_text("disconnected — reconnecting…", 40).await;
+    // The reason shows once a reconnection attempt has failed.
+    tmux.wait_text("no modelrelay daemon is answering", 40)
+        .await;
 
     // The same data dir and socket, a new daemon: the console resubscribes by itself.
     let TestApp { sim, dir, .. } = app;
@@ -291,7 +294,7 @@ async fn the_console_reconnects_when_the_daemon_restarts() {
     let key = app.create_key("trial", None).await;
     tmux.keys(&["2"]).await;
     let back = tmux
-        .wait_for("the new key after reconnecting", 20, |s| {
+        .wait_for("the new key after reconnecting", 40, |s| {
             s.contains("● live") && s.contains(&prefix(&key))
         })
         .await;

@@ -12,6 +12,7 @@ mod console;
 mod errors;
 mod faults;
 mod install;
+mod lifecycle;
 mod models;
 mod ops;
 mod pages;

@@ -1,0 +1,480 @@
+//! The daemon's life cycle as systemd drives it: the real `modelrelay serve` binary as a child
+//! process, stopped with SIGTERM (graceful drain, cut after `server.drain_secs` or on a second
+//! signal, every request billed) or killed with SIGKILL under load and restarted on the same data
+//! dir (every response a client fully received has its ledger row; balances equal budget minus
+//! ledger). Each test runs its own simulated DeepSeek in the test process.
+
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use modelrelay::money::Usd;
+use modelrelay::upstream::simulated::{SimOptions, SimulatedDeepSeek};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::common::{SIM_KEY, body, request_id};
+
+const BIN: &str = env!("CARGO_BIN_EXE_modelrelay");
+
+/// A generous bound on anything a test waits for.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A simulated DeepSeek and a data dir with a config file pointing at it.
+struct Setup {
+    sim: SimulatedDeepSeek,
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    async fn new(drain_secs: u64) -> Setup {
+        let sim = SimulatedDeepSeek::start(SimOptions {
+            api_key: SIM_KEY.into(),
+            ..SimOptions::default()
+        })
+        .await
+        .expect("simulator starts");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let setup = Setup { sim, dir };
+        let toml = format!(
+            r#"[server]
+listen = "127.0.0.1:0"
+data_dir = {data:?}
+admin_socket = {socket:?}
+drain_secs = {drain_secs}
+log_level = "info"
+
+[upstream]
+base_url = {base:?}
+api_key = {key:?}
+idle_timeout_secs = 10
+request_timeout_secs = 300
+
+[pricing]
+peak_hours_utc = []
+
+[plans.trial]
+rpm = 100000
+"#,
+            data = setup.dir.path().display().to_string(),
+            socket = setup.socket().display().to_string(),
+            base = setup.sim.base_url(),
+            key = SIM_KEY,
+        );
+        std::fs::write(setup.config(), toml).expect("write config");
+        setup
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("modelrelay.toml")
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("admin.sock")
+    }
+
+    fn db(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open_with_flags(
+            self.dir.path().join("modelrelay.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .expect("open the database read-only")
+    }
+
+    /// Run `modelrelay serve` and wait for its "modelrelay started" log line.
+    async fn serve(&self) -> Served {
+        let mut child = Command::new(BIN)
+            .arg("serve")
+            .arg("--config")
+            .arg(self.config())
+            .env_remove("RUST_LOG")
+            .env_remove("MODELRELAY_CONFIG")
+            .env_remove("NOTIFY_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn modelrelay serve");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+        let sink = log.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            let mut addr_tx = Some(addr_tx);
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.contains("modelrelay started")
+                    && let Some(addr) = line
+                        .split_whitespace()
+                        .find_map(|w| w.strip_prefix("http_addr="))
+                    && let Some(tx) = addr_tx.take()
+                {
+                    let _ = tx.send(addr.to_string());
+                }
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let addr = match tokio::time::timeout(PATIENCE, addr_rx).await {
+            Ok(Ok(addr)) => addr,
+            _ => panic!(
+                "the daemon did not start; its log:\n{}",
+                log.lock().unwrap()
+            ),
+        };
+        let pid = Pid::from_raw(child.id().expect("child pid") as i32);
+        Served {
+            child,
+            pid,
+            base: format!("http://{addr}"),
+            log,
+        }
+    }
+
+    /// `modelrelay keys …` against the running daemon; its stdout.
+    async fn keys(&self, args: &[&str]) -> String {
+        let out = tokio::time::timeout(
+            PATIENCE,
+            Command::new(BIN)
+                .arg("keys")
+                .args(args)
+                .arg("--socket")
+                .arg(self.socket())
+                .arg("--config")
+                .arg(self.config())
+                .env_remove("MODELRELAY_CONFIG")
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .expect("keys command finishes")
+        .expect("run modelrelay keys");
+        assert!(
+            out.status.success(),
+            "modelrelay keys {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8")
+    }
+
+    async fn create_key(&self) -> String {
+        self.keys(&["create", "--plan", "trial"])
+            .await
+            .trim()
+            .to_string()
+    }
+}
+
+/// A running `modelrelay serve`.
+struct Served {
+    child: Child,
+    pid: Pid,
+    base: String,
+    log: Arc<Mutex<String>>,
+}
+
+impl Served {
+    fn signal(&self, sig: Signal) {
+        kill(self.pid, sig).expect("send a signal to the daemon");
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Wait until the log holds `needle`.
+    async fn wait_log(&self, needle: &str) {
+        let found = tokio::time::timeout(PATIENCE, async {
+            while !self.log().contains(needle) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        assert!(found.is_ok(), "no {needle:?} in the log:\n{}", self.log());
+    }
+
+    async fn exit(&mut self) -> ExitStatus {
+        match tokio::time::timeout(PATIENCE, self.child.wait()).await {
+            Ok(status) => status.expect("wait for the daemon"),
+            Err(_) => panic!("the daemon did not exit; its log:\n{}", self.log()),
+        }
+    }
+
+    fn chat(&self, http: &reqwest::Client, key: &str, body: &Value) -> reqwest::RequestBuilder {
+        http.post(format!("{}/v1/chat/completions", self.base))
+            .bearer_auth(key)
+            .json(body)
+    }
+}
+
+/// A streamed request, read until some content has been relayed.
+async fn start_stream(
+    served: &Served,
+    key: &str,
+    directive: &str,
+) -> (
+    String,
+    String,
+    impl futures_util::Stream<Item = reqwest::Result<bytes::Bytes>>,
+) {
+    let mut b = body("deepseek-v4-flash", &format!("hi {directive}"));
+    b["stream"] = json!(true);
+    let resp = served
+        .chat(&reqwest::Client::new(), key, &b)
+        .send()
+        .await
+        .expect("stream starts");
+    assert_eq!(resp.status(), 200);
+    let rid = request_id(&resp);
+    let mut stream = resp.bytes_stream();
+    let mut text = String::new();
+    tokio::time::timeout(PATIENCE, async {
+        while text.matches("data: {").count() < 3 {
+            let chunk = stream.next().await.expect("more stream").expect("chunk");
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await
+    .expect("first chunks arrive");
+    (rid, text, stream)
+}
+
+/// Read the rest of a stream (until the server closes it).
+async fn finish_stream(
+    mut text: String,
+    stream: impl futures_util::Stream<Item = reqwest::Result<bytes::Bytes>>,
+) -> String {
+    let mut stream = std::pin::pin!(stream);
+    tokio::time::timeout(PATIENCE, async {
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(c) => text.push_str(&String::from_utf8_lossy(&c)),
+                Err(_) => break,
+            }
+        }
+    })
+    .await
+    .expect("the stream ends");
+    text
+}
+
+/// (finish, cost_nanos) of the ledger row of `rid`, if any.
+fn ledger_row(db: &rusqlite::Connection, rid: &str) -> Option<(String, i64)> {
+    db.query_row(
+        "SELECT finish, cost_nanos FROM usage WHERE request_id = ?1",
+        [rid],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .ok()
+}
+
+fn spent_total(db: &rusqlite::Connection) -> i64 {
+    db.query_row("SELECT COALESCE(SUM(spent_nanos), 0) FROM keys", [], |r| {
+        r.get(0)
+    })
+    .expect("sum spent")
+}
+
+fn last_event(text: &str) -> String {
+    text.trim_end()
+        .rsplit("\n\n")
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test]
+async fn sigterm_lets_a_slow_stream_finish_and_exits_0() {
+    let setup = Setup::new(10).await;
+    let mut served = setup.serve().await;
+    let key = setup.create_key().await;
+    let (rid, text, stream) = start_stream(&served, &key, "[[sim reply=40 delay_ms=50]]").await;
+    served.signal(Signal::SIGTERM);
+    let text = finish_stream(text, stream).await;
+    assert!(
+        text.trim_end().ends_with("data: [DONE]"),
+        "the stream completes: {text}"
+    );
+    assert!(!text.contains("\"error\""), "{text}");
+    let status = served.exit().await;
+    assert!(status.success(), "exit {status:?}; log:\n{}", served.log());
+    let db = setup.db();
+    let (finish, cost) = ledger_row(&db, &rid).expect("ledger row written");
+    assert_ne!(finish, "shutdown");
+    assert!(cost > 0);
+    assert_eq!(spent_total(&db), cost);
+}
+
+#[tokio::test]
+async fn sigterm_cuts_a_stream_after_the_drain_time_and_bills_it() {
+    let setup = Setup::new(1).await;
+    let mut served = setup.serve().await;
+    let key = setup.create_key().await;
+    let (rid, text, stream) = start_stream(&served, &key, "[[sim reply=1000 delay_ms=50]]").await;
+    served.signal(Signal::SIGTERM);
+    let text = finish_stream(text, stream).await;
+    let last = last_event(&text);
+    assert!(last.starts_with("data: {\"error\""), "{last}");
+    assert!(last.contains("service_unavailable"), "{last}");
+    assert!(!text.contains("[DONE]"));
+    let status = served.exit().await;
+    assert!(status.success(), "exit {status:?}; log:\n{}", served.log());
+    let db = setup.db();
+    let (finish, cost) = ledger_row(&db, &rid).expect("ledger row written");
+    assert_eq!(finish, "shutdown");
+    assert!(cost > 0);
+    assert_eq!(spent_total(&db), cost);
+}
+
+#[tokio::test]
+async fn a_second_sigterm_cuts_the_drain_at_once_and_bills() {
+    let setup = Setup::new(30).await;
+    let mut served = setup.serve().await;
+    let key = setup.create_key().await;
+    let (rid, text, stream) = start_stream(&served, &key, "[[sim reply=1000 delay_ms=50]]").await;
+    served.signal(Signal::SIGTERM);
+    served.wait_log("shutting down").await;
+    served.signal(Signal::SIGTERM);
+    // The stream would take 50 s and the drain 30 s; both bounds are far above "at once".
+    let text = tokio::time::timeout(Duration::from_secs(20), finish_stream(text, stream))
+        .await
+        .expect("the second signal cuts the stream");
+    let last = last_event(&text);
+    assert!(last.starts_with("data: {\"error\""), "{last}");
+    assert!(last.contains("service_unavailable"), "{last}");
+    let status = tokio::time::timeout(Duration::from_secs(20), served.exit())
+        .await
+        .expect("exits without waiting out the drain");
+    assert!(status.success(), "exit {status:?}; log:\n{}", served.log());
+    assert!(served.log().contains("second signal"), "{}", served.log());
+    let db = setup.db();
+    let (finish, cost) = ledger_row(&db, &rid).expect("ledger row written");
+    assert_eq!(finish, "shutdown");
+    assert!(cost > 0);
+}
+
+#[tokio::test]
+async fn kill_9_under_load_loses_no_received_response_and_balances_match_the_ledger() {
+    let setup = Setup::new(10).await;
+    let mut served = setup.serve().await;
+    let mut keys = Vec::new();
+    for _ in 0..3 {
+        keys.push(setup.create_key().await);
+    }
+    let received = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let http = reqwest::Client::new();
+    let mut workers = Vec::new();
+    for w in 0..20usize {
+        let (received, stop, ok, http) = (received.clone(), stop.clone(), ok.clone(), http.clone());
+        let key = keys[w % keys.len()].clone();
+        let url = format!("{}/v1/chat/completions", served.base);
+        workers.push(tokio::spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let b = body(
+                    "deepseek-v4-flash",
+                    &format!("worker {w} request {i} [[sim reply=12]]"),
+                );
+                let Ok(resp) = http.post(&url).bearer_auth(&key).json(&b).send().await else {
+                    break;
+                };
+                let status = resp.status();
+                let rid = resp
+                    .headers()
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                let Ok(bytes) = resp.bytes().await else { break };
+                if status == 200
+                    && let Some(rid) = rid
+                    && serde_json::from_slice::<Value>(&bytes).is_ok()
+                {
+                    received.lock().unwrap().push(rid);
+                    ok.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    // Kill mid-way: once plenty of requests have gone through, while the workers keep going.
+    tokio::time::timeout(PATIENCE, async {
+        while ok.load(Ordering::Relaxed) < 200 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the load gets going");
+    served.signal(Signal::SIGKILL);
+    let status = served.exit().await;
+    assert!(!status.success(), "killed: {status:?}");
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        tokio::time::timeout(PATIENCE, w)
+            .await
+            .expect("worker stops")
+            .expect("worker");
+    }
+    let received = received.lock().unwrap().clone();
+    assert!(received.len() >= 200);
+
+    let mut restarted = setup.serve().await;
+    let db = setup.db();
+    let missing: Vec<&String> = received
+        .iter()
+        .filter(|rid| ledger_row(&db, rid).is_none())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} received responses have no ledger row: {:?}",
+        missing.len(),
+        received.len(),
+        &missing[..missing.len().min(5)]
+    );
+    let rows: Vec<(String, i64, i64, i64)> = {
+        let mut q = db
+            .prepare(
+                "SELECT k.id, k.budget_nanos, k.spent_nanos,
+                        (SELECT COALESCE(SUM(u.cost_nanos), 0) FROM usage u WHERE u.key_id = k.id)
+                 FROM keys k ORDER BY k.id",
+            )
+            .unwrap();
+        q.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    assert_eq!(rows.len(), 3);
+    for (id, budget, spent, ledger) in rows {
+        assert!(ledger > 0, "{id} was used");
+        assert_eq!(
+            budget - spent,
+            budget - ledger,
+            "{id}: balance = budget − ledger"
+        );
+        let shown: Value =
+            serde_json::from_str(&setup.keys(&["show", &id, "--json"]).await).expect("json");
+        let remaining: Usd = serde_json::from_value(shown["remaining_usd"].clone()).unwrap();
+        assert_eq!(
+            remaining.nanos(),
+            budget - ledger,
+            "{id}: the restarted daemon's remaining balance"
+        );
+    }
+    restarted.signal(Signal::SIGTERM);
+    let status = restarted.exit().await;
+    assert!(
+        status.success(),
+        "exit {status:?}; log:\n{}",
+        restarted.log()
+    );
+}
