@@ -255,10 +255,17 @@ pub fn paypal_base(p: &crate::config::PaypalConfig) -> String {
 
 /// Give every response an `x-request-id` (and handlers the same id).
 async fn request_id(mut req: Request, next: Next) -> Response {
-    let id = match crate::keys::token::random_base62(24) {
-        Ok(r) => format!("req_{r}"),
-        Err(_) => "req_unknown".to_string(),
-    };
+    // Request ids need to be unique, not secret: the thread-local generator spares the hot
+    // path a system call per request.
+    use rand::Rng;
+    let mut id = String::with_capacity(28);
+    id.push_str("req_");
+    id.extend(
+        rand::rng()
+            .sample_iter(rand::distr::Alphanumeric)
+            .take(24)
+            .map(char::from),
+    );
     req.extensions_mut().insert(RequestId(id.clone()));
     let mut resp = next.run(req).await;
     if let Ok(v) = HeaderValue::from_str(&id) {
