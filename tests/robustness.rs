@@ -213,3 +213,46 @@ async fn unknown_pages_get_the_sites_404_page() {
     let html = resp.text().await.unwrap();
     assert!(!html.contains("href=\"//evil.example"), "{html}");
 }
+
+#[tokio::test]
+async fn a_revoked_key_still_reads_its_usage_but_cannot_chat() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key("trial", None).await;
+    let ok = app
+        .chat(
+            &key,
+            &body("deepseek-v4-flash", "hi [[sim reply=2 prompt=4]]"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    app.admin(modelrelay::activity::protocol::Request::KeysRevoke { key: key.clone() })
+        .await;
+    let usage: Value = app
+        .get(&key, "/api/usage")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(usage["status"], "revoked");
+    assert_eq!(usage["spent_usd"], "0.0000018");
+    assert_eq!(usage["recent"].as_array().unwrap().len(), 1);
+    let denied = app
+        .chat(&key, &body("deepseek-v4-flash", "hi"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 401);
+    let unknown = app
+        .get(
+            "sk-gateway-0000000000000000000000000000000000000000",
+            "/api/usage",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 401);
+}

@@ -9,8 +9,9 @@ use crate::app::AppState;
 use crate::keys::token::{hash_key, is_well_formed};
 use crate::keys::{KeyState, KeyStatus};
 
-/// The key a request presents, if it is one of ours and not revoked.
-pub fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Arc<KeyState>, GatewayError> {
+/// The key a request presents, if it is one of ours, whatever its status (a revoked key may
+/// still read its own usage).
+pub fn identify(state: &AppState, headers: &HeaderMap) -> Result<Arc<KeyState>, GatewayError> {
     let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else {
         return Err(GatewayError::InvalidApiKey(
             "Missing API key. Send it as `Authorization: Bearer sk-gateway-…`.",
@@ -33,6 +34,12 @@ pub fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Arc<KeyStat
         .keys
         .by_hash(&hash_key(token))
         .ok_or(GatewayError::InvalidApiKey("Invalid API key."))?;
+    Ok(key)
+}
+
+/// The key a request presents, refusing a revoked one (the gateway's check).
+pub fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Arc<KeyState>, GatewayError> {
+    let key = identify(state, headers)?;
     if key.status() == KeyStatus::Revoked {
         return Err(GatewayError::InvalidApiKey(
             "This API key has been revoked.",

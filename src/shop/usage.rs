@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::app::AppState;
-use crate::gateway::auth::authenticate;
+use crate::gateway::auth::identify;
 use crate::gateway::error::GatewayError;
 use crate::keys::{KeyState, KeyStatus};
 use crate::money::Usd;
@@ -164,13 +164,10 @@ pub async fn summary(state: &AppState, key: &KeyState) -> Result<UsageSummary, S
 
 /// `GET /api/usage` with `Authorization: Bearer sk-gateway-…`.
 pub async fn api_usage(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let key = match authenticate(&state, &headers) {
+    // A revoked key may still look at its history.
+    let key = match identify(&state, &headers) {
         Ok(k) => k,
-        // A revoked key may still look at its history.
-        Err(e) => match revoked_key(&state, &headers) {
-            Some(k) => k,
-            None => return e.into_response(),
-        },
+        Err(e) => return e.into_response(),
     };
     match summary(&state, &key).await {
         Ok(s) => Json(s).into_response(),
@@ -179,18 +176,4 @@ pub async fn api_usage(State(state): State<Arc<AppState>>, headers: HeaderMap) -
             GatewayError::Internal.into_response()
         }
     }
-}
-
-/// The key of a request even when revoked (the dashboard shows revoked keys their history).
-pub fn revoked_key(state: &AppState, headers: &HeaderMap) -> Option<Arc<KeyState>> {
-    let token = headers
-        .get(axum::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")?
-        .trim();
-    state
-        .keys
-        .by_hash(&crate::keys::token::hash_key(token))
-        .filter(|k| k.status() == KeyStatus::Revoked)
 }
