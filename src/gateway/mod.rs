@@ -5,6 +5,8 @@ pub mod billing;
 pub mod chat;
 pub mod error;
 pub mod models;
+#[cfg(feature = "bench-passthrough")]
+pub mod passthrough;
 pub mod stream;
 pub mod types;
 
@@ -20,7 +22,13 @@ use error::GatewayError;
 
 /// The `/v1` routes.
 pub fn router() -> Router<Arc<AppState>> {
-    Router::new()
+    let router = Router::new();
+    #[cfg(feature = "bench-passthrough")]
+    let router = router.route(
+        "/bench/passthrough/chat/completions",
+        post(passthrough::relay),
+    );
+    router
         .route("/v1/chat/completions", post(chat::chat_completions))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{id}", get(models::get))

@@ -1,0 +1,65 @@
+//! `mr-bench`: the benchmark harness for modelrelay.
+//!
+//! `mr-bench mock` serves an instant DeepSeek-shaped upstream; `mr-bench run` starts the mock,
+//! nginx, the gateway and LiteLLM pinned to cores, measures them with the same client code, and
+//! writes `bench/RESULTS.md`. `bench/run.sh` is the one command that builds and runs it all.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod client;
+mod latency;
+mod mock;
+mod openloop;
+mod procs;
+mod report;
+mod run;
+mod stats;
+mod streams;
+mod wrk;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "mr-bench", about = "modelrelay benchmark harness")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Serve the instant mock upstream.
+    Mock {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+    },
+    /// Run the whole benchmark and write the report.
+    Run(run::Opts),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Mock { listen } => {
+            // The mock shares its core with the load generator: one thread is all it gets.
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(mock::serve(listen))
+        }
+        Cmd::Run(opts) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let out: PathBuf = opts.out.clone();
+            let results = rt.block_on(run::run(opts))?;
+            std::fs::write(&out, report::render(&results))?;
+            println!("wrote {}", out.display());
+            Ok(())
+        }
+    }
+}

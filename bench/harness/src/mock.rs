@@ -1,0 +1,167 @@
+//! A minimal, instant DeepSeek: `POST /chat/completions` answers at once with a DeepSeek-shaped
+//! JSON body, or an SSE stream whose last content chunk carries `usage` (as DeepSeek does).
+//!
+//! It must never be the bottleneck, so the answers are rendered once and the request body is only
+//! skimmed for what changes the answer: `"stream": true`, and a slow-stream order in the last
+//! message, `slow:<chunks>:<interval_ms>`, which spaces the content chunks out in time.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+
+type Body = BoxBody<Bytes, Infallible>;
+
+/// The usage the mock reports: 12 prompt tokens (8 from cache), 8 output tokens.
+const USAGE: &str = r#"{"prompt_tokens":12,"completion_tokens":8,"total_tokens":20,"prompt_tokens_details":{"cached_tokens":8},"prompt_cache_hit_tokens":8,"prompt_cache_miss_tokens":4}"#;
+
+/// Content deltas of a stream that is not slowed down.
+const FAST_CHUNKS: usize = 8;
+
+#[derive(Deserialize)]
+struct Skim {
+    #[serde(default)]
+    stream: bool,
+    #[serde(default)]
+    model: String,
+    #[serde(default)]
+    messages: Vec<Msg>,
+}
+
+#[derive(Deserialize)]
+struct Msg {
+    #[serde(default)]
+    content: serde_json::Value,
+}
+
+struct Rendered {
+    json: Bytes,
+}
+
+/// Serve until the process is killed.
+pub async fn serve(listen: SocketAddr) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(listen).await?;
+    eprintln!("mock listening on {}", listener.local_addr()?);
+    let rendered = Arc::new(Rendered {
+        json: Bytes::from(format!(
+            r#"{{"id":"mock-1","object":"chat.completion","created":1764000000,"model":"deepseek-v4-flash","choices":[{{"index":0,"message":{{"role":"assistant","content":"Hello from the mock upstream."}},"logprobs":null,"finish_reason":"stop"}}],"usage":{USAGE},"system_fingerprint":"fp_mock"}}"#
+        )),
+    });
+    loop {
+        let (tcp, _) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of descriptors under the stream test: wait instead of spinning.
+                eprintln!("mock accept: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let rendered = rendered.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| handle(req, rendered.clone()));
+            let _ = http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(tcp), svc)
+                .await;
+        });
+    }
+}
+
+async fn handle(req: Request<Incoming>, r: Arc<Rendered>) -> Result<Response<Body>, Infallible> {
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return Ok(status(StatusCode::BAD_REQUEST)),
+    };
+    let Ok(skim) = serde_json::from_slice::<Skim>(&body) else {
+        return Ok(status(StatusCode::BAD_REQUEST));
+    };
+    if !skim.stream {
+        return Ok(Response::builder()
+            .header("content-type", "application/json")
+            .body(Full::new(r.json.clone()).boxed())
+            .unwrap_or_else(|_| status(StatusCode::INTERNAL_SERVER_ERROR)));
+    }
+    let (chunks, interval) = slow_order(&skim).unwrap_or((FAST_CHUNKS, 0));
+    let model = if skim.model.is_empty() {
+        "deepseek-v4-flash".to_owned()
+    } else {
+        skim.model
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
+    tokio::spawn(async move {
+        let head = |s: &str| {
+            format!(
+                r#"{{"id":"mock-1","object":"chat.completion.chunk","created":1764000000,"model":"{model}","system_fingerprint":"fp_mock","choices":[{s}]"#
+            )
+        };
+        let mut out = Vec::with_capacity(chunks + 2);
+        out.push(format!(
+            "data: {}}}\n\n",
+            head(r#"{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}"#)
+        ));
+        for i in 0..chunks {
+            out.push(format!(
+                "data: {}}}\n\n",
+                head(&format!(
+                    r#"{{"index":0,"delta":{{"content":"tok{i} "}},"logprobs":null,"finish_reason":null}}"#
+                ))
+            ));
+        }
+        out.push(format!(
+            "data: {},\"usage\":{USAGE}}}\n\ndata: [DONE]\n\n",
+            head(r#"{"index":0,"delta":{"content":""},"logprobs":null,"finish_reason":"stop"}"#)
+        ));
+        let last = out.len() - 1;
+        for (i, piece) in out.into_iter().enumerate() {
+            // The role chunk goes out at once; content chunks are spaced `interval` apart.
+            if interval > 0 && i > 0 && i < last {
+                tokio::time::sleep(Duration::from_millis(interval)).await;
+            }
+            if tx.send(Ok(Frame::data(Bytes::from(piece)))).await.is_err() {
+                return;
+            }
+        }
+    });
+    let stream = StreamBody::new(tokio_stream(rx));
+    Ok(Response::builder()
+        .header("content-type", "text/event-stream")
+        .header("cache-control", "no-cache")
+        .body(BodyExt::boxed(stream))
+        .unwrap_or_else(|_| status(StatusCode::INTERNAL_SERVER_ERROR)))
+}
+
+/// `slow:<chunks>:<interval_ms>` in the last message's text.
+fn slow_order(s: &Skim) -> Option<(usize, u64)> {
+    let text = s.messages.last()?.content.as_str()?;
+    let rest = text.strip_prefix("slow:")?;
+    let (n, ms) = rest.split_once(':')?;
+    Some((n.trim().parse().ok()?, ms.trim().parse().ok()?))
+}
+
+fn status(code: StatusCode) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::new()).boxed());
+    *r.status_mut() = code;
+    r
+}
+
+/// An mpsc receiver as a `Stream` (without pulling in tokio-stream).
+fn tokio_stream<T>(
+    rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> + Send + 'static
+where
+    T: Send + 'static,
+{
+    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) })
+}

@@ -1,0 +1,486 @@
+//! The whole run: start the mock (core 1), nginx and the gateway (core 0), measure every phase
+//! `repeats` times with the same client code (core 1), then LiteLLM (core 0) the same way.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::client::Target;
+use crate::latency;
+use crate::openloop::{self, Step};
+use crate::procs::{self, Proc};
+use crate::stats::{median, median_each, p3};
+use crate::streams::{self, StreamsResult};
+use crate::wrk;
+
+/// Options of `mr-bench run`.
+#[derive(Args, Clone, Debug)]
+pub struct Opts {
+    /// The release `modelrelay` binary, built with `--features bench-passthrough`.
+    #[arg(long)]
+    pub modelrelay: PathBuf,
+    /// This harness binary (started again as the mock).
+    #[arg(long)]
+    pub harness: PathBuf,
+    /// Report file.
+    #[arg(long, default_value = "bench/RESULTS.md")]
+    pub out: PathBuf,
+    /// Scratch directory (configs, data dirs, logs).
+    #[arg(long, default_value = "target/bench/work")]
+    pub work: PathBuf,
+    /// Every phase is repeated this many times; the report gives medians.
+    #[arg(long, default_value_t = 5)]
+    pub repeats: usize,
+    /// Requests per target per repeat in the latency phase.
+    #[arg(long, default_value_t = 10_000)]
+    pub latency_requests: usize,
+    /// Seconds per wrk run.
+    #[arg(long, default_value_t = 5)]
+    pub wrk_secs: u32,
+    /// Concurrent stream counts.
+    #[arg(long, value_delimiter = ',', default_value = "1000,5000,10000")]
+    pub streams: Vec<usize>,
+    /// Script that starts LiteLLM: `<script> PORT BASE_URL`. Empty skips LiteLLM.
+    #[arg(long, default_value = "bench/litellm/start.sh")]
+    pub litellm: String,
+    /// Ledger writer figure measured by `cargo bench --bench ledger` (rows/s), for the report.
+    #[arg(long)]
+    pub ledger_rows_per_sec: Option<f64>,
+    /// Versions and machine description, for the report (pre-rendered Markdown).
+    #[arg(long)]
+    pub machine: Option<PathBuf>,
+    /// Core for the servers under test (gateway, nginx, LiteLLM).
+    #[arg(long, default_value_t = 0)]
+    pub server_core: u32,
+    /// Core for the mock and the load generators.
+    #[arg(long, default_value_t = 1)]
+    pub load_core: u32,
+}
+
+/// Everything measured, medians over the repeats.
+#[derive(Default)]
+pub struct Results {
+    /// Options used.
+    pub repeats: usize,
+    /// Requests per target per repeat (latency).
+    pub latency_requests: usize,
+    /// Added p50/p99/p99.9 µs per target, non-stream.
+    pub added: BTreeMap<String, [f64; 3]>,
+    /// Added p50/p99/p99.9 µs per target, time to first byte of a stream.
+    pub added_ttfb: BTreeMap<String, [f64; 3]>,
+    /// Absolute p50/p99/p99.9 µs per target, non-stream.
+    pub absolute: BTreeMap<String, [f64; 3]>,
+    /// Absolute p50/p99/p99.9 µs per target, stream time to first byte.
+    pub absolute_ttfb: BTreeMap<String, [f64; 3]>,
+    /// wrk closed-loop RPS at 64 connections per target.
+    pub rps: BTreeMap<String, f64>,
+    /// wrk closed-loop RPS at 1 connection per target.
+    pub rps1: BTreeMap<String, f64>,
+    /// Open-loop sweeps per target (the last repeat's steps) and the highest RPS with p99 under
+    /// 1 ms and 5 ms (medians).
+    pub sweeps: BTreeMap<String, (Vec<Step>, f64, f64)>,
+    /// CPU µs per request at a fixed rate, per server.
+    pub cpu_us: BTreeMap<String, f64>,
+    /// The rate used for CPU per request.
+    pub cpu_rate: u32,
+    /// Streams: (direct, through the gateway) per N.
+    pub streams: Vec<(StreamsResult, StreamsResult)>,
+    /// Ledger writer rows/s.
+    pub ledger: Option<f64>,
+    /// Machine and versions (Markdown).
+    pub machine: String,
+    /// Notes gathered on the way (failures of optional parts).
+    pub notes: Vec<String>,
+}
+
+const GATEWAY: &str = "modelrelay";
+const PASS: &str = "modelrelay-passthrough";
+const NGINX: &str = "nginx";
+const DIRECT: &str = "direct";
+const LITELLM: &str = "litellm";
+
+/// Run it all.
+pub async fn run(o: Opts) -> anyhow::Result<Results> {
+    let work = std::fs::canonicalize(".")?.join(&o.work);
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work)?;
+    let mut r = Results {
+        repeats: o.repeats,
+        latency_requests: o.latency_requests,
+        ledger: o.ledger_rows_per_sec,
+        ..Results::default()
+    };
+    if let Some(m) = &o.machine {
+        r.machine = std::fs::read_to_string(m).unwrap_or_default();
+    }
+
+    let mock_addr = procs::free_port()?;
+    let _mock = Proc::spawn(
+        "mock",
+        o.load_core,
+        &[
+            o.harness.display().to_string(),
+            "mock".into(),
+            "--listen".into(),
+            mock_addr.to_string(),
+        ],
+        &[],
+        &work.join("mock.log"),
+    )?;
+    procs::wait_port(mock_addr, Duration::from_secs(10)).await?;
+
+    let nginx_addr = procs::free_port()?;
+    let nginx = start_nginx(&work, nginx_addr, mock_addr, o.server_core)?;
+    procs::wait_port(nginx_addr, Duration::from_secs(10)).await?;
+
+    let gw_addr = procs::free_port()?;
+    let (gw, key) = start_gateway(&o, &work, gw_addr, mock_addr).await?;
+
+    let direct = Target {
+        name: DIRECT.into(),
+        addr: mock_addr,
+        path: "/chat/completions".into(),
+        auth: None,
+    };
+    let via_nginx = Target {
+        name: NGINX.into(),
+        addr: nginx_addr,
+        path: "/chat/completions".into(),
+        auth: None,
+    };
+    let gateway = Target {
+        name: GATEWAY.into(),
+        addr: gw_addr,
+        path: "/v1/chat/completions".into(),
+        auth: Some(format!("Bearer {key}")),
+    };
+    let pass = Target {
+        name: PASS.into(),
+        addr: gw_addr,
+        path: "/bench/passthrough/chat/completions".into(),
+        auth: None,
+    };
+    let all = [
+        direct.clone(),
+        via_nginx.clone(),
+        gateway.clone(),
+        pass.clone(),
+    ];
+
+    // 1. Added latency at one connection, non-stream and stream.
+    eprintln!("latency: {} requests per target, {} repeats", o.latency_requests, o.repeats);
+    let per_round = 500.min(o.latency_requests.max(1));
+    let rounds = o.latency_requests.div_ceil(per_round);
+    for stream in [false, true] {
+        let mut added: BTreeMap<String, Vec<[f64; 3]>> = BTreeMap::new();
+        let mut abs: BTreeMap<String, Vec<[f64; 3]>> = BTreeMap::new();
+        for _ in 0..o.repeats {
+            let mut s = latency::measure(&all, stream, 1000, rounds, per_round).await?;
+            for t in &all {
+                if let Some(a) = latency::added(&mut s, &t.name, DIRECT) {
+                    added.entry(t.name.clone()).or_default().push(a);
+                }
+                if let Some(v) = s.get_mut(&t.name) {
+                    abs.entry(t.name.clone()).or_default().push(p3(v));
+                }
+            }
+        }
+        let (dst_added, dst_abs) = if stream {
+            (&mut r.added_ttfb, &mut r.absolute_ttfb)
+        } else {
+            (&mut r.added, &mut r.absolute)
+        };
+        for (k, v) in added {
+            dst_added.insert(k, median_each(&v));
+        }
+        for (k, v) in abs {
+            dst_abs.insert(k, median_each(&v));
+        }
+    }
+    eprintln!("  added (non-stream): {:?}", r.added);
+
+    // 2. Closed-loop throughput with wrk.
+    eprintln!("throughput: wrk, 64 and 1 connections");
+    for t in &all {
+        for (conns, dst) in [(64, &mut r.rps), (1, &mut r.rps1)] {
+            let mut v = Vec::new();
+            for _ in 0..o.repeats {
+                let w = wrk::run(t, conns, o.wrk_secs, o.load_core, &work)?;
+                anyhow::ensure!(w.errors == 0, "{}: wrk saw {} errors", t.name, w.errors);
+                v.push(w.rps);
+            }
+            dst.insert(t.name.clone(), median(v));
+        }
+    }
+    eprintln!("  rps@64: {:?}", r.rps);
+
+    // 3. Open-loop sweeps: highest rate with p99 under 1 ms and 5 ms.
+    eprintln!("open-loop sweeps");
+    for t in [&via_nginx, &gateway, &pass] {
+        let top = r.rps.get(&t.name).copied().unwrap_or(10_000.0);
+        let rates: Vec<u32> = (1..=24)
+            .map(|i| (top * f64::from(i) / 20.0 / 250.0).round() as u32 * 250)
+            .filter(|&x| x > 0)
+            .collect();
+        let (mut u1, mut u5, mut last) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..o.repeats {
+            let steps = openloop::sweep(t, &rates, 2.0, 64, 20_000.0).await?;
+            u1.push(f64::from(openloop::highest_under(&steps, 1000.0)));
+            u5.push(f64::from(openloop::highest_under(&steps, 5000.0)));
+            last = steps;
+        }
+        r.sweeps
+            .insert(t.name.clone(), (last, median(u1), median(u5)));
+    }
+
+    // 4. CPU per request at a fixed rate.
+    let rate = 2000;
+    r.cpu_rate = rate;
+    eprintln!("cpu per request at {rate}/s");
+    let tck = procs::clk_tck();
+    for (t, pid) in [
+        (&gateway, gw.pid()),
+        (&pass, gw.pid()),
+        (&via_nginx, nginx.pid()),
+    ] {
+        let mut v = Vec::new();
+        for _ in 0..o.repeats {
+            let before = procs::cpu_ticks(pid);
+            let s = openloop::step(t, rate, 5.0, 16).await?;
+            let after = procs::cpu_ticks(pid);
+            let n = s.achieved * 5.0;
+            v.push((after - before) as f64 / tck * 1e6 / n.max(1.0));
+        }
+        r.cpu_us.insert(t.name.clone(), median(v));
+    }
+    eprintln!("  {:?}", r.cpu_us);
+
+    // 5. Many concurrent slow streams.
+    for &n in &o.streams {
+        eprintln!("streams: {n}");
+        let chunks = 20;
+        let interval = Duration::from_millis(500);
+        let d = streams::run(&direct, n, chunks, interval, None).await?;
+        let g = streams::run(&gateway, n, chunks, interval, Some(gw.pid())).await?;
+        eprintln!("  direct {d:?}\n  gateway {g:?}");
+        r.streams.push((d, g));
+        // Let the idle connections of this step close or settle before the next baseline.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    drop(gw);
+    drop(nginx);
+
+    // 6. LiteLLM, measured by the same code (fewer requests: it is ~100× slower).
+    if !o.litellm.is_empty() {
+        match litellm(&o, &work, mock_addr, &direct, &mut r).await {
+            Ok(()) => {}
+            Err(e) => {
+                eprintln!("litellm: {e:#}");
+                r.notes.push(format!("LiteLLM could not be measured: {e:#}"));
+            }
+        }
+    }
+    Ok(r)
+}
+
+async fn litellm(
+    o: &Opts,
+    work: &Path,
+    mock_addr: std::net::SocketAddr,
+    direct: &Target,
+    r: &mut Results,
+) -> anyhow::Result<()> {
+    let addr = procs::free_port()?;
+    eprintln!("litellm: starting on {addr}");
+    let mut p = Proc::spawn(
+        LITELLM,
+        o.server_core,
+        &[
+            o.litellm.clone(),
+            addr.port().to_string(),
+            format!("http://{mock_addr}"),
+        ],
+        &[],
+        &work.join("litellm.log"),
+    )?;
+    procs::wait_port(addr, Duration::from_secs(300)).await?;
+    p.check_alive()?;
+    let t = Target {
+        name: LITELLM.into(),
+        addr,
+        path: "/v1/chat/completions".into(),
+        auth: None,
+    };
+    let pair = [direct.clone(), t.clone()];
+    let n = (o.latency_requests / 10).max(200);
+    let per_round = 100.min(n);
+    for stream in [false, true] {
+        let mut added = Vec::new();
+        let mut abs = Vec::new();
+        for _ in 0..o.repeats {
+            let mut s = latency::measure(&pair, stream, 200, n.div_ceil(per_round), per_round)
+                .await
+                .context("litellm latency")?;
+            if let Some(a) = latency::added(&mut s, LITELLM, DIRECT) {
+                added.push(a);
+            }
+            if let Some(v) = s.get_mut(LITELLM) {
+                abs.push(p3(v));
+            }
+        }
+        let (da, db) = if stream {
+            (&mut r.added_ttfb, &mut r.absolute_ttfb)
+        } else {
+            (&mut r.added, &mut r.absolute)
+        };
+        da.insert(LITELLM.into(), median_each(&added));
+        db.insert(LITELLM.into(), median_each(&abs));
+    }
+    let mut v = Vec::new();
+    let mut v1 = Vec::new();
+    for _ in 0..o.repeats {
+        let w = wrk::run(&t, 64, o.wrk_secs.max(5), o.load_core, work)?;
+        if w.errors > 0 {
+            r.notes
+                .push(format!("LiteLLM: wrk saw {} errors at 64 connections", w.errors));
+        }
+        v.push(w.rps);
+        v1.push(wrk::run(&t, 1, o.wrk_secs.max(5), o.load_core, work)?.rps);
+    }
+    r.rps.insert(LITELLM.into(), median(v));
+    r.rps1.insert(LITELLM.into(), median(v1));
+    let tck = procs::clk_tck();
+    let before = procs::cpu_ticks(p.pid());
+    let s = openloop::step(&t, 100, 5.0, 16).await?;
+    let after = procs::cpu_ticks(p.pid());
+    r.cpu_us.insert(
+        LITELLM.into(),
+        (after - before) as f64 / tck * 1e6 / (s.achieved * 5.0).max(1.0),
+    );
+    Ok(())
+}
+
+fn start_nginx(
+    work: &Path,
+    addr: std::net::SocketAddr,
+    mock: std::net::SocketAddr,
+    core: u32,
+) -> anyhow::Result<Proc> {
+    let dir = work.join("nginx");
+    std::fs::create_dir_all(dir.join("tmp"))?;
+    let d = dir.display();
+    // One process (master_process off) so that its pid is the one doing the work; a plain
+    // reverse proxy with upstream keep-alive, no buffering (as a streaming API needs).
+    let conf = format!(
+        r#"daemon off;
+master_process off;
+worker_processes 1;
+worker_rlimit_nofile 200000;
+error_log {d}/error.log warn;
+pid {d}/nginx.pid;
+events {{ worker_connections 60000; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/tmp/body;
+  proxy_temp_path {d}/tmp/proxy;
+  fastcgi_temp_path {d}/tmp/fastcgi;
+  uwsgi_temp_path {d}/tmp/uwsgi;
+  scgi_temp_path {d}/tmp/scgi;
+  tcp_nodelay on;
+  keepalive_requests 100000000;
+  upstream mock {{
+    server {mock};
+    keepalive 1024;
+    keepalive_requests 100000000;
+  }}
+  server {{
+    listen {addr} backlog=4096;
+    location / {{
+      proxy_pass http://mock;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+      proxy_read_timeout 300s;
+    }}
+  }}
+}}
+"#
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, conf)?;
+    Proc::spawn(
+        NGINX,
+        core,
+        &[
+            "nginx".into(),
+            "-p".into(),
+            dir.display().to_string(),
+            "-c".into(),
+            path.display().to_string(),
+        ],
+        &[],
+        &work.join("nginx.log"),
+    )
+}
+
+async fn start_gateway(
+    o: &Opts,
+    work: &Path,
+    addr: std::net::SocketAddr,
+    mock: std::net::SocketAddr,
+) -> anyhow::Result<(Proc, String)> {
+    let data = work.join("gateway-data");
+    std::fs::create_dir_all(&data)?;
+    let cfg = work.join("modelrelay.toml");
+    // A real configuration: auth, the plan's RPM limit (set high enough never to refuse the
+    // benchmark, but checked on every request), billing holds and settlement, the ledger.
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"[server]
+listen = "{addr}"
+data_dir = "{data}"
+log_level = "warn"
+drain_secs = 0
+
+[upstream]
+base_url = "http://{mock}"
+api_key = "sk-bench-upstream"
+
+[plans.pro]
+budget_usd = "1000000"
+rpm = 1000000000
+"#,
+            data = data.display()
+        ),
+    )?;
+    let gw = Proc::spawn(
+        GATEWAY,
+        o.server_core,
+        &[
+            o.modelrelay.display().to_string(),
+            "serve".into(),
+            "--config".into(),
+            cfg.display().to_string(),
+        ],
+        &[],
+        &work.join("gateway.log"),
+    )?;
+    procs::wait_port(addr, Duration::from_secs(30)).await?;
+    let out = std::process::Command::new(&o.modelrelay)
+        .args(["keys", "create", "--plan", "pro", "--budget", "100000", "--config"])
+        .arg(&cfg)
+        .output()
+        .context("modelrelay keys create")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "keys create failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = String::from_utf8(out.stdout)?.trim().to_owned();
+    anyhow::ensure!(key.starts_with("sk-gateway-"), "unexpected key output: {key}");
+    Ok((gw, key))
+}

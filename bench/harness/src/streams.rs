@@ -1,0 +1,95 @@
+//! Many concurrent slow streams: each client holds its own connection and reads a stream whose
+//! chunks the mock spaces `interval` apart; we record time to first byte, the gaps between
+//! chunks, stalls, and the gateway's resident memory while they are all open.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::client::{Conn, Target};
+use crate::stats::{quantile, us};
+
+/// What one step (N streams) gave.
+#[derive(Clone, Debug, Default)]
+pub struct StreamsResult {
+    /// Streams opened.
+    pub n: usize,
+    /// p50 / p99 time to first byte, µs.
+    pub ttfb: [f64; 2],
+    /// p99 of (gap between chunks − the mock's interval), µs.
+    pub gap_p99: f64,
+    /// The largest such excess, µs.
+    pub gap_max: f64,
+    /// Streams that failed, ended without `[DONE]`, or had a gap over interval + 1 s.
+    pub stalls: usize,
+    /// RSS of the watched process with every stream open, minus before, KiB per stream.
+    pub rss_per_stream_kib: f64,
+}
+
+/// Open `n` streams (ramped in batches), read them all, and sample `watch_pid`'s RSS while all
+/// are open.
+pub async fn run(
+    t: &Target,
+    n: usize,
+    chunks: usize,
+    interval: Duration,
+    watch_pid: Option<u32>,
+) -> anyhow::Result<StreamsResult> {
+    let body = Bytes::from(crate::client::body::slow(
+        chunks,
+        interval.as_millis() as u64,
+    ));
+    let rss_before = watch_pid.map(crate::procs::rss_kib).unwrap_or(0);
+    let mut tasks = Vec::with_capacity(n);
+    let batch = 250;
+    let ramp_start = Instant::now();
+    for i in 0..n {
+        if i > 0 && i % batch == 0 {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let (t, body) = (t.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut c = Conn::open(t.addr).await?;
+            c.stream(&t, &body).await
+        }));
+    }
+    // Every stream is open once the ramp is over and the first chunk had time to arrive; the
+    // streams last chunks × interval, so sample a little after that.
+    let settle = Duration::from_millis(1500).min(interval * (chunks as u32) / 2);
+    tokio::time::sleep(settle).await;
+    let ramp = ramp_start.elapsed();
+    let rss_during = watch_pid.map(crate::procs::rss_kib).unwrap_or(0);
+    let mut ttfb = Vec::with_capacity(n);
+    let mut gaps = Vec::new();
+    let mut stalls = 0;
+    let stall = interval + Duration::from_secs(1);
+    for task in tasks {
+        match task.await? {
+            Ok(s) => {
+                ttfb.push(us(s.ttfb));
+                let mut bad = !s.done;
+                for w in s.frames.windows(2) {
+                    let gap = w[1] - w[0];
+                    if gap > stall {
+                        bad = true;
+                    }
+                    gaps.push(us(gap) - us(interval));
+                }
+                stalls += usize::from(bad);
+            }
+            Err(e) => {
+                eprintln!("stream failed: {e:#}");
+                stalls += 1;
+            }
+        }
+    }
+    eprintln!("  {} streams to {}: ramp {:.1}s", n, t.name, ramp.as_secs_f64());
+    Ok(StreamsResult {
+        n,
+        ttfb: [quantile(&mut ttfb, 0.5), quantile(&mut ttfb, 0.99)],
+        gap_p99: quantile(&mut gaps, 0.99),
+        gap_max: gaps.iter().copied().fold(f64::NAN, f64::max),
+        stalls,
+        rss_per_stream_kib: (rss_during.saturating_sub(rss_before)) as f64 / n as f64,
+    })
+}
