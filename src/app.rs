@@ -345,6 +345,13 @@ impl Daemon {
             let shutdown = async move {
                 let _ = stopped_http.wait_for(|s| *s).await;
             };
+            // Small writes (SSE chunks, short JSON answers) must leave at once, not wait for
+            // the client's delayed ACK (Nagle).
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+                }
+            });
             let served = axum::serve(
                 listener,
                 router.into_make_service_with_connect_info::<SocketAddr>(),

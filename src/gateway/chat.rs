@@ -283,6 +283,16 @@ async fn read_answer(
 }
 
 async fn non_stream(pending: Pending, read: Result<Vec<u8>, UpstreamError>) -> Response {
+    // Fast path: read what billing needs and rename the model in place, without a JSON tree.
+    if let (Ok(raw), Some(ctx)) = (&read, pending.ctx())
+        && let Ok(text) = std::str::from_utf8(raw)
+        && let Some(a) = super::chunk::answer(text, &ctx.model.name)
+        && a.has_choices
+    {
+        let ttft = ctx.started.elapsed();
+        let output_estimate = (a.generated.iter().sum::<usize>() as u64).div_ceil(4);
+        return answered(pending, a.usage, output_estimate, ttft, a.line.into_bytes()).await;
+    }
     let parsed = read.and_then(|raw| {
         let v: Value = serde_json::from_slice(&raw)
             .map_err(|e| UpstreamError::Malformed(format!("not JSON: {e}")))?;
@@ -304,6 +314,17 @@ async fn non_stream(pending: Pending, read: Result<Vec<u8>, UpstreamError>) -> R
     let output_estimate = output_text_bytes(&answer).div_ceil(4);
     answer.insert("model".into(), Value::String(public));
     let body = serde_json::to_vec(&answer).unwrap_or_default();
+    answered(pending, usage, output_estimate, ttft, body).await
+}
+
+/// Settle a complete non-stream answer (the ledger row is committed), then hand it over.
+async fn answered(
+    pending: Pending,
+    usage: Option<Usage>,
+    output_estimate: u64,
+    ttft: std::time::Duration,
+    body: Vec<u8>,
+) -> Response {
     pending
         .settle(Outcome {
             usage,

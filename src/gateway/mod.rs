@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod billing;
 pub mod chat;
+pub mod chunk;
 pub mod error;
 pub mod models;
 #[cfg(feature = "bench-passthrough")]
