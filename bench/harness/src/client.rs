@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
 /// Where requests go: the mock directly, nginx, the gateway (full or pass-through), LiteLLM.
@@ -49,9 +49,14 @@ pub mod body {
 /// One keep-alive connection.
 pub struct Conn {
     addr: SocketAddr,
-    tx: SendRequest<Full<Bytes>>,
+    tx: Tx,
     /// Times the server closed the connection and it was opened again.
     pub reconnects: u32,
+}
+
+enum Tx {
+    H1(http1::SendRequest<Full<Bytes>>),
+    H2(http2::SendRequest<Full<Bytes>>),
 }
 
 /// What a streamed response looked like to the client.
@@ -69,12 +74,44 @@ impl Conn {
     pub async fn open(addr: SocketAddr) -> anyhow::Result<Conn> {
         Ok(Conn {
             addr,
-            tx: Self::connect(addr).await?,
+            tx: Tx::H1(Self::connect(addr).await?),
             reconnects: 0,
         })
     }
 
-    async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+    /// An HTTP/2 connection without TLS (h2c, prior knowledge): many streams share it. Used
+    /// where one TCP connection per stream would exceed the machine's descriptor limit.
+    pub async fn open_h2(addr: SocketAddr) -> anyhow::Result<Conn> {
+        let tcp = TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("connect {addr}"))?;
+        tcp.set_nodelay(true)?;
+        let (tx, conn) = http2::Builder::new(TokioExecutor::new())
+            .handshake(TokioIo::new(tcp))
+            .await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Conn {
+            addr,
+            tx: Tx::H2(tx),
+            reconnects: 0,
+        })
+    }
+
+    /// Another handle on the same HTTP/2 connection (`None` for HTTP/1.1).
+    pub fn share(&self) -> Option<Conn> {
+        match &self.tx {
+            Tx::H2(tx) => Some(Conn {
+                addr: self.addr,
+                tx: Tx::H2(tx.clone()),
+                reconnects: 0,
+            }),
+            Tx::H1(_) => None,
+        }
+    }
+
+    async fn connect(addr: SocketAddr) -> anyhow::Result<http1::SendRequest<Full<Bytes>>> {
         let tcp = TcpStream::connect(addr)
             .await
             .with_context(|| format!("connect {addr}"))?;
@@ -91,20 +128,35 @@ impl Conn {
         t: &Target,
         body: &Bytes,
     ) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
-        if self.tx.ready().await.is_err() {
-            // The server closed the idle connection: open another (counted, rare).
-            self.tx = Self::connect(self.addr).await?;
-            self.reconnects += 1;
-            self.tx.ready().await?;
+        let h2 = matches!(self.tx, Tx::H2(_));
+        match &mut self.tx {
+            Tx::H1(tx) => {
+                if tx.ready().await.is_err() {
+                    // The server closed the idle connection: open another (counted, rare).
+                    *tx = Self::connect(self.addr).await?;
+                    self.reconnects += 1;
+                    tx.ready().await?;
+                }
+            }
+            Tx::H2(tx) => tx.ready().await?,
         }
-        let mut req = hyper::Request::post(&t.path)
-            .header("host", t.addr.to_string())
+        let mut req = hyper::Request::post(format!("http://{}{}", t.addr, t.path))
             .header("content-type", "application/json");
+        if !h2 {
+            req = req.header("host", t.addr.to_string());
+        }
         if let Some(a) = &t.auth {
             req = req.header("authorization", a);
         }
-        let req = req.body(Full::new(body.clone()))?;
-        Ok(self.tx.send_request(req).await?)
+        let mut req = req.body(Full::new(body.clone()))?;
+        if !h2 {
+            // HTTP/1.1 wants the origin form.
+            *req.uri_mut() = t.path.parse()?;
+        }
+        Ok(match &mut self.tx {
+            Tx::H1(tx) => tx.send_request(req).await?,
+            Tx::H2(tx) => tx.send_request(req).await?,
+        })
     }
 
     /// A whole non-stream exchange; fails on a non-200 answer.

@@ -28,7 +28,10 @@ pub async fn measure(
     for t in targets {
         conns.push(Conn::open(t.addr).await?);
     }
-    let mut out: Samples = targets.iter().map(|t| (t.name.clone(), Vec::new())).collect();
+    let mut out: Samples = targets
+        .iter()
+        .map(|t| (t.name.clone(), Vec::new()))
+        .collect();
     for (t, c) in targets.iter().zip(conns.iter_mut()) {
         for _ in 0..warmup {
             one(c, t, &body, stream).await?;
@@ -39,7 +42,9 @@ pub async fn measure(
         for i in 0..targets.len() {
             let k = (i + round) % targets.len();
             let (t, c) = (&targets[k], &mut conns[k]);
-            let v = out.get_mut(&t.name).ok_or_else(|| anyhow::anyhow!("target"))?;
+            let v = out
+                .get_mut(&t.name)
+                .ok_or_else(|| anyhow::anyhow!("target"))?;
             for _ in 0..per_round {
                 v.push(us(one(c, t, &body, stream).await?));
             }

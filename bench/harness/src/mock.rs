@@ -36,6 +36,14 @@ struct Skim {
     model: String,
     #[serde(default)]
     messages: Vec<Msg>,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: bool,
 }
 
 #[derive(Deserialize)]
@@ -99,6 +107,12 @@ async fn handle(req: Request<Incoming>, r: Arc<Rendered>) -> Result<Response<Bod
     } else {
         skim.model
     };
+    // As DeepSeek: with include_usage, every chunk but the last has `"usage": null`.
+    let null_usage = if skim.stream_options.is_some_and(|o| o.include_usage) {
+        ",\"usage\":null"
+    } else {
+        ""
+    };
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
     tokio::spawn(async move {
         let head = |s: &str| {
@@ -108,12 +122,12 @@ async fn handle(req: Request<Incoming>, r: Arc<Rendered>) -> Result<Response<Bod
         };
         let mut out = Vec::with_capacity(chunks + 2);
         out.push(format!(
-            "data: {}}}\n\n",
+            "data: {}{null_usage}}}\n\n",
             head(r#"{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}"#)
         ));
         for i in 0..chunks {
             out.push(format!(
-                "data: {}}}\n\n",
+                "data: {}{null_usage}}}\n\n",
                 head(&format!(
                     r#"{{"index":0,"delta":{{"content":"tok{i} "}},"logprobs":null,"finish_reason":null}}"#
                 ))

@@ -40,6 +40,9 @@ pub struct Opts {
     /// Seconds per wrk run.
     #[arg(long, default_value_t = 5)]
     pub wrk_secs: u32,
+    /// Requests per second at which CPU per request is measured.
+    #[arg(long, default_value_t = 5000)]
+    pub cpu_rate: u32,
     /// Concurrent stream counts.
     #[arg(long, value_delimiter = ',', default_value = "1000,5000,10000")]
     pub streams: Vec<usize>,
@@ -52,6 +55,13 @@ pub struct Opts {
     /// Versions and machine description, for the report (pre-rendered Markdown).
     #[arg(long)]
     pub machine: Option<PathBuf>,
+    /// Phases to run (all by default): latency, throughput, sweep, cpu, streams, litellm.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "latency,throughput,sweep,cpu,streams,litellm"
+    )]
+    pub phases: Vec<String>,
     /// Core for the servers under test (gateway, nginx, LiteLLM).
     #[arg(long, default_value_t = 0)]
     pub server_core: u32,
@@ -170,101 +180,117 @@ pub async fn run(o: Opts) -> anyhow::Result<Results> {
         pass.clone(),
     ];
 
+    let on = |p: &str| o.phases.iter().any(|x| x == p);
     // 1. Added latency at one connection, non-stream and stream.
-    eprintln!("latency: {} requests per target, {} repeats", o.latency_requests, o.repeats);
-    let per_round = 500.min(o.latency_requests.max(1));
-    let rounds = o.latency_requests.div_ceil(per_round);
-    for stream in [false, true] {
-        let mut added: BTreeMap<String, Vec<[f64; 3]>> = BTreeMap::new();
-        let mut abs: BTreeMap<String, Vec<[f64; 3]>> = BTreeMap::new();
-        for _ in 0..o.repeats {
-            let mut s = latency::measure(&all, stream, 1000, rounds, per_round).await?;
-            for t in &all {
-                if let Some(a) = latency::added(&mut s, &t.name, DIRECT) {
-                    added.entry(t.name.clone()).or_default().push(a);
-                }
-                if let Some(v) = s.get_mut(&t.name) {
-                    abs.entry(t.name.clone()).or_default().push(p3(v));
+    if on("latency") {
+        eprintln!(
+            "latency: {} requests per target, {} repeats",
+            o.latency_requests, o.repeats
+        );
+        let per_round = 500.min(o.latency_requests.max(1));
+        let rounds = o.latency_requests.div_ceil(per_round);
+        for stream in [false, true] {
+            let mut added: BTreeMap<String, Vec<[f64; 3]>> = BTreeMap::new();
+            let mut abs: BTreeMap<String, Vec<[f64; 3]>> = BTreeMap::new();
+            for _ in 0..o.repeats {
+                let mut s = latency::measure(&all, stream, 1000, rounds, per_round).await?;
+                for t in &all {
+                    if let Some(a) = latency::added(&mut s, &t.name, DIRECT) {
+                        added.entry(t.name.clone()).or_default().push(a);
+                    }
+                    if let Some(v) = s.get_mut(&t.name) {
+                        abs.entry(t.name.clone()).or_default().push(p3(v));
+                    }
                 }
             }
+            let (dst_added, dst_abs) = if stream {
+                (&mut r.added_ttfb, &mut r.absolute_ttfb)
+            } else {
+                (&mut r.added, &mut r.absolute)
+            };
+            for (k, v) in added {
+                dst_added.insert(k, median_each(&v));
+            }
+            for (k, v) in abs {
+                dst_abs.insert(k, median_each(&v));
+            }
         }
-        let (dst_added, dst_abs) = if stream {
-            (&mut r.added_ttfb, &mut r.absolute_ttfb)
-        } else {
-            (&mut r.added, &mut r.absolute)
-        };
-        for (k, v) in added {
-            dst_added.insert(k, median_each(&v));
-        }
-        for (k, v) in abs {
-            dst_abs.insert(k, median_each(&v));
-        }
+        eprintln!("  added (non-stream): {:?}", r.added);
     }
-    eprintln!("  added (non-stream): {:?}", r.added);
 
     // 2. Closed-loop throughput with wrk.
-    eprintln!("throughput: wrk, 64 and 1 connections");
-    for t in &all {
-        for (conns, dst) in [(64, &mut r.rps), (1, &mut r.rps1)] {
-            let mut v = Vec::new();
-            for _ in 0..o.repeats {
-                let w = wrk::run(t, conns, o.wrk_secs, o.load_core, &work)?;
-                anyhow::ensure!(w.errors == 0, "{}: wrk saw {} errors", t.name, w.errors);
-                v.push(w.rps);
+    if on("throughput") {
+        eprintln!("throughput: wrk, 64 and 1 connections");
+        for t in &all {
+            for (conns, dst) in [(64, &mut r.rps), (1, &mut r.rps1)] {
+                let mut v = Vec::new();
+                for _ in 0..o.repeats {
+                    let w = wrk::run(t, conns, o.wrk_secs, o.load_core, &work)?;
+                    anyhow::ensure!(w.errors == 0, "{}: wrk saw {} errors", t.name, w.errors);
+                    v.push(w.rps);
+                }
+                dst.insert(t.name.clone(), median(v));
             }
-            dst.insert(t.name.clone(), median(v));
         }
+        eprintln!("  rps@64: {:?}", r.rps);
     }
-    eprintln!("  rps@64: {:?}", r.rps);
 
     // 3. Open-loop sweeps: highest rate with p99 under 1 ms and 5 ms.
-    eprintln!("open-loop sweeps");
-    for t in [&via_nginx, &gateway, &pass] {
-        let top = r.rps.get(&t.name).copied().unwrap_or(10_000.0);
-        let rates: Vec<u32> = (1..=24)
-            .map(|i| (top * f64::from(i) / 20.0 / 250.0).round() as u32 * 250)
-            .filter(|&x| x > 0)
-            .collect();
-        let (mut u1, mut u5, mut last) = (Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..o.repeats {
-            let steps = openloop::sweep(t, &rates, 2.0, 64, 20_000.0).await?;
-            u1.push(f64::from(openloop::highest_under(&steps, 1000.0)));
-            u5.push(f64::from(openloop::highest_under(&steps, 5000.0)));
-            last = steps;
+    if on("sweep") {
+        eprintln!("open-loop sweeps");
+        for t in [&via_nginx, &gateway, &pass] {
+            let top = r.rps.get(&t.name).copied().unwrap_or(10_000.0);
+            let rates: Vec<u32> = (1..=24)
+                .map(|i| (top * f64::from(i) / 20.0 / 250.0).round() as u32 * 250)
+                .filter(|&x| x > 0)
+                .collect();
+            let (mut u1, mut u5, mut last) = (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..o.repeats {
+                let steps = openloop::sweep(t, &rates, 2.0, 64, 20_000.0).await?;
+                u1.push(f64::from(openloop::highest_under(&steps, 1000.0)));
+                u5.push(f64::from(openloop::highest_under(&steps, 5000.0)));
+                last = steps;
+            }
+            r.sweeps
+                .insert(t.name.clone(), (last, median(u1), median(u5)));
         }
-        r.sweeps
-            .insert(t.name.clone(), (last, median(u1), median(u5)));
     }
 
     // 4. CPU per request at a fixed rate.
-    let rate = 2000;
-    r.cpu_rate = rate;
-    eprintln!("cpu per request at {rate}/s");
-    let tck = procs::clk_tck();
-    for (t, pid) in [
-        (&gateway, gw.pid()),
-        (&pass, gw.pid()),
-        (&via_nginx, nginx.pid()),
-    ] {
-        let mut v = Vec::new();
-        for _ in 0..o.repeats {
-            let before = procs::cpu_ticks(pid);
-            let s = openloop::step(t, rate, 5.0, 16).await?;
-            let after = procs::cpu_ticks(pid);
-            let n = s.achieved * 5.0;
-            v.push((after - before) as f64 / tck * 1e6 / n.max(1.0));
+    if on("cpu") {
+        let rate = o.cpu_rate;
+        r.cpu_rate = rate;
+        eprintln!("cpu per request at {rate}/s");
+        let tck = procs::clk_tck();
+        for (t, pid) in [
+            (&gateway, gw.pid()),
+            (&pass, gw.pid()),
+            (&via_nginx, nginx.pid()),
+        ] {
+            let mut v = Vec::new();
+            for _ in 0..o.repeats {
+                let before = procs::cpu_ticks(pid);
+                let s = openloop::step(t, rate, 5.0, 16).await?;
+                let after = procs::cpu_ticks(pid);
+                let n = s.achieved * 5.0;
+                v.push((after - before) as f64 / tck * 1e6 / n.max(1.0));
+            }
+            r.cpu_us.insert(t.name.clone(), median(v));
         }
-        r.cpu_us.insert(t.name.clone(), median(v));
+        eprintln!("  {:?}", r.cpu_us);
     }
-    eprintln!("  {:?}", r.cpu_us);
 
     // 5. Many concurrent slow streams.
-    for &n in &o.streams {
+    for &n in o.streams.iter().filter(|_| on("streams")) {
         eprintln!("streams: {n}");
-        let chunks = 20;
         let interval = Duration::from_millis(500);
-        let d = streams::run(&direct, n, chunks, interval, None).await?;
-        let g = streams::run(&gateway, n, chunks, interval, Some(gw.pid())).await?;
+        let chunks = streams::chunks_for(n, interval);
+        // A proxied HTTP/1.1 stream holds two descriptors in the gateway; past the process's
+        // limit, clients share HTTP/2 connections instead (as behind Caddy or nginx).
+        let limit = procs::fd_limit(gw.pid());
+        let h2 = if 2 * n as u64 + 512 > limit { 100 } else { 0 };
+        let d = streams::run(&direct, n, chunks, interval, None, 0).await?;
+        let g = streams::run(&gateway, n, chunks, interval, Some(gw.pid()), h2).await?;
         eprintln!("  direct {d:?}\n  gateway {g:?}");
         r.streams.push((d, g));
         // Let the idle connections of this step close or settle before the next baseline.
@@ -274,12 +300,13 @@ pub async fn run(o: Opts) -> anyhow::Result<Results> {
     drop(nginx);
 
     // 6. LiteLLM, measured by the same code (fewer requests: it is ~100× slower).
-    if !o.litellm.is_empty() {
+    if !o.litellm.is_empty() && on("litellm") {
         match litellm(&o, &work, mock_addr, &direct, &mut r).await {
             Ok(()) => {}
             Err(e) => {
                 eprintln!("litellm: {e:#}");
-                r.notes.push(format!("LiteLLM could not be measured: {e:#}"));
+                r.notes
+                    .push(format!("LiteLLM could not be measured: {e:#}"));
             }
         }
     }
@@ -344,8 +371,10 @@ async fn litellm(
     for _ in 0..o.repeats {
         let w = wrk::run(&t, 64, o.wrk_secs.max(5), o.load_core, work)?;
         if w.errors > 0 {
-            r.notes
-                .push(format!("LiteLLM: wrk saw {} errors at 64 connections", w.errors));
+            r.notes.push(format!(
+                "LiteLLM: wrk saw {} errors at 64 connections",
+                w.errors
+            ));
         }
         v.push(w.rps);
         v1.push(wrk::run(&t, 1, o.wrk_secs.max(5), o.load_core, work)?.rps);
@@ -471,7 +500,9 @@ rpm = 1000000000
     )?;
     procs::wait_port(addr, Duration::from_secs(30)).await?;
     let out = std::process::Command::new(&o.modelrelay)
-        .args(["keys", "create", "--plan", "pro", "--budget", "100000", "--config"])
+        .args([
+            "keys", "create", "--plan", "pro", "--budget", "100000", "--config",
+        ])
         .arg(&cfg)
         .output()
         .context("modelrelay keys create")?;
@@ -481,6 +512,9 @@ rpm = 1000000000
         String::from_utf8_lossy(&out.stderr)
     );
     let key = String::from_utf8(out.stdout)?.trim().to_owned();
-    anyhow::ensure!(key.starts_with("sk-gateway-"), "unexpected key output: {key}");
+    anyhow::ensure!(
+        key.starts_with("sk-gateway-"),
+        "unexpected key output: {key}"
+    );
     Ok((gw, key))
 }

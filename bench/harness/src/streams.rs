@@ -9,11 +9,23 @@ use bytes::Bytes;
 use crate::client::{Conn, Target};
 use crate::stats::{quantile, us};
 
+/// Streams opened per second.
+pub const RAMP_PER_SEC: f64 = 1000.0;
+
+/// Content chunks per stream so that, `interval` apart, every stream is still open 5 s after
+/// the last one was opened.
+pub fn chunks_for(n: usize, interval: Duration) -> usize {
+    let secs = n as f64 / RAMP_PER_SEC + 5.0;
+    (secs / interval.as_secs_f64()).ceil() as usize
+}
+
 /// What one step (N streams) gave.
 #[derive(Clone, Debug, Default)]
 pub struct StreamsResult {
     /// Streams opened.
     pub n: usize,
+    /// HTTP/2 connections they shared (0: one HTTP/1.1 connection each).
+    pub h2_conns: usize,
     /// p50 / p99 time to first byte, µs.
     pub ttfb: [f64; 2],
     /// p99 of (gap between chunks − the mock's interval), µs.
@@ -34,29 +46,41 @@ pub async fn run(
     chunks: usize,
     interval: Duration,
     watch_pid: Option<u32>,
+    h2_conns: usize,
 ) -> anyhow::Result<StreamsResult> {
+    // With h2_conns > 0 the streams share that many HTTP/2 connections (h2c) instead of one
+    // HTTP/1.1 connection each.
+    let mut shared = Vec::new();
+    for _ in 0..h2_conns {
+        shared.push(Conn::open_h2(t.addr).await?);
+    }
     let body = Bytes::from(crate::client::body::slow(
         chunks,
         interval.as_millis() as u64,
     ));
     let rss_before = watch_pid.map(crate::procs::rss_kib).unwrap_or(0);
     let mut tasks = Vec::with_capacity(n);
-    let batch = 250;
+    // Streams arrive at RAMP_PER_SEC (in batches of 50), as customers would, not all at once.
+    let batch = 50;
     let ramp_start = Instant::now();
     for i in 0..n {
         if i > 0 && i % batch == 0 {
-            tokio::time::sleep(Duration::from_millis(25)).await;
+            let due = ramp_start + Duration::from_secs_f64(i as f64 / RAMP_PER_SEC);
+            tokio::time::sleep_until(due.into()).await;
         }
         let (t, body) = (t.clone(), body.clone());
+        let h2 = shared.get(i % shared.len().max(1)).and_then(Conn::share);
         tasks.push(tokio::spawn(async move {
-            let mut c = Conn::open(t.addr).await?;
+            let mut c = match h2 {
+                Some(c) => c,
+                None => Conn::open(t.addr).await?,
+            };
             c.stream(&t, &body).await
         }));
     }
-    // Every stream is open once the ramp is over and the first chunk had time to arrive; the
-    // streams last chunks × interval, so sample a little after that.
-    let settle = Duration::from_millis(1500).min(interval * (chunks as u32) / 2);
-    tokio::time::sleep(settle).await;
+    // Every stream is open once the ramp is over and the first chunk had time to arrive (the
+    // caller makes streams outlast the ramp by a few seconds).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let ramp = ramp_start.elapsed();
     let rss_during = watch_pid.map(crate::procs::rss_kib).unwrap_or(0);
     let mut ttfb = Vec::with_capacity(n);
@@ -83,9 +107,15 @@ pub async fn run(
             }
         }
     }
-    eprintln!("  {} streams to {}: ramp {:.1}s", n, t.name, ramp.as_secs_f64());
+    eprintln!(
+        "  {} streams to {}: ramp {:.1}s",
+        n,
+        t.name,
+        ramp.as_secs_f64()
+    );
     Ok(StreamsResult {
         n,
+        h2_conns,
         ttfb: [quantile(&mut ttfb, 0.5), quantile(&mut ttfb, 0.99)],
         gap_p99: quantile(&mut gaps, 0.99),
         gap_max: gaps.iter().copied().fold(f64::NAN, f64::max),
