@@ -116,40 +116,42 @@ fn i(v: u64) -> i64 {
 /// Move the key's counters and insert the row, in the caller's transaction (the key first, so
 /// an unknown key is `NoSuchKey`, not a foreign-key failure).
 pub fn insert(c: &Connection, u: &UsageRow) -> Result<(), StoreError> {
-    let n = c.execute(
-        "UPDATE keys SET spent_nanos = spent_nanos + ?2, requests = requests + 1,
+    // Cached: this pair runs once per settled request, on the writer's connection.
+    let n = c
+        .prepare_cached(
+            "UPDATE keys SET spent_nanos = spent_nanos + ?2, requests = requests + 1,
                 last_used_at = max(coalesce(last_used_at, 0), ?3)
          WHERE id = ?1",
-        params![u.key_id, u.cost.nanos(), u.created_at_ms],
-    )?;
+        )?
+        .execute(params![u.key_id, u.cost.nanos(), u.created_at_ms])?;
     if n == 0 {
         return Err(StoreError::NoSuchKey(u.key_id.clone()));
     }
-    c.execute(
+    c.prepare_cached(
         "INSERT INTO usage (request_id, key_id, model, stream, period, prompt_tokens,
              cache_hit_tokens, cache_miss_tokens, completion_tokens, reasoning_tokens, cost_nanos,
              measured, status, finish, latency_ms, ttft_ms, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
-        params![
-            u.request_id,
-            u.key_id,
-            u.model,
-            u.stream,
-            u.period.as_str(),
-            i(u.prompt_tokens),
-            i(u.cache_hit_tokens),
-            i(u.cache_miss_tokens),
-            i(u.completion_tokens),
-            i(u.reasoning_tokens),
-            u.cost.nanos(),
-            u.measured.as_str(),
-            u.status,
-            u.finish.as_str(),
-            i(u.latency_ms),
-            u.ttft_ms.map(i),
-            u.created_at_ms,
-        ],
-    )?;
+    )?
+    .execute(params![
+        u.request_id,
+        u.key_id,
+        u.model,
+        u.stream,
+        u.period.as_str(),
+        i(u.prompt_tokens),
+        i(u.cache_hit_tokens),
+        i(u.cache_miss_tokens),
+        i(u.completion_tokens),
+        i(u.reasoning_tokens),
+        u.cost.nanos(),
+        u.measured.as_str(),
+        u.status,
+        u.finish.as_str(),
+        i(u.latency_ms),
+        u.ttft_ms.map(i),
+        u.created_at_ms,
+    ])?;
     Ok(())
 }
 
