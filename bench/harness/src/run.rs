@@ -240,13 +240,13 @@ pub async fn run(o: Opts) -> anyhow::Result<Results> {
         eprintln!("open-loop sweeps");
         for t in [&via_nginx, &gateway, &pass] {
             let top = r.rps.get(&t.name).copied().unwrap_or(10_000.0);
-            let rates: Vec<u32> = (1..=24)
-                .map(|i| (top * f64::from(i) / 20.0 / 250.0).round() as u32 * 250)
+            let rates: Vec<u32> = (1..=12)
+                .map(|i| (top * f64::from(i) / 10.0 / 250.0).round() as u32 * 250)
                 .filter(|&x| x > 0)
                 .collect();
             let (mut u1, mut u5, mut last) = (Vec::new(), Vec::new(), Vec::new());
             for _ in 0..o.repeats {
-                let steps = openloop::sweep(t, &rates, 2.0, 64, 20_000.0).await?;
+                let steps = openloop::sweep(t, &rates, 1.5, 64, 20_000.0).await?;
                 u1.push(f64::from(openloop::highest_under(&steps, 1000.0)));
                 u5.push(f64::from(openloop::highest_under(&steps, 5000.0)));
                 last = steps;
