@@ -12,8 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 target="$root/target/bench/cargo"
-work="$root/target/bench/work"
-mkdir -p "$work"
+out="$root/target/bench"
+mkdir -p "$out"
 
 missing=()
 command -v nginx >/dev/null || missing+=(nginx)
@@ -48,20 +48,22 @@ for a in "$@"; do
   esac
 done
 
+# First: `cargo bench` rebuilds the modelrelay binary in the same directory without the
+# feature, so the benchmark build comes after it.
+echo "== ledger writer" >&2
+cargo bench --locked --target-dir "$target" --bench ledger -- --rows 200000 | tee "$out/ledger.txt"
+ledger=$(sed -n 's/^LEDGER_ROWS_PER_SEC=//p' "$out/ledger.txt" | tail -1)
+
 echo "== building (release; modelrelay with the bench-passthrough route, in $target)" >&2
 cargo build --locked --release --target-dir "$target" --features bench-passthrough --bin modelrelay
 cargo build --locked --release --target-dir "$target" -p modelrelay-bench
-
-echo "== ledger writer" >&2
-cargo bench --locked --target-dir "$target" --bench ledger -- --rows 200000 | tee "$work/ledger.txt"
-ledger=$(sed -n 's/^LEDGER_ROWS_PER_SEC=//p' "$work/ledger.txt" | tail -1)
 
 if [ -n "$litellm" ]; then
   echo "== preparing LiteLLM" >&2
   bench/litellm/start.sh --setup
 fi
 
-machine="$work/machine.md"
+machine="$out/machine.md"
 {
   echo '```'
   lscpu | grep -E '^(Architecture|CPU\(s\)|Model name|Thread|Core|Socket|Hypervisor|L[123])' || true

@@ -18,6 +18,8 @@ pub async fn measure(
     warmup: usize,
     rounds: usize,
     per_round: usize,
+    tolerate_errors: bool,
+    errors: &mut usize,
 ) -> anyhow::Result<Samples> {
     let body = Bytes::from_static(if stream {
         crate::client::body::STREAM.as_bytes()
@@ -46,7 +48,17 @@ pub async fn measure(
                 .get_mut(&t.name)
                 .ok_or_else(|| anyhow::anyhow!("target"))?;
             for _ in 0..per_round {
-                v.push(us(one(c, t, &body, stream).await?));
+                match one(c, t, &body, stream).await {
+                    Ok(d) => v.push(us(d)),
+                    // A peer that drops a connection now and then (LiteLLM under uvicorn does)
+                    // loses that sample and gets a new connection; anyone else fails the run.
+                    Err(e) if tolerate_errors => {
+                        eprintln!("  {}: {e:#}; reconnecting", t.name);
+                        *errors += 1;
+                        *c = Conn::open(t.addr).await?;
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
     }

@@ -38,7 +38,8 @@ pub fn render(r: &Results) -> String {
          with auth, the plan's rate limit, billing holds and settlement, and the ledger on, unless \
          the row says pass-through. \"Added\" = the figure through a proxy minus the same figure \
          straight to the mock, percentile by percentile. Servers under test are pinned to core 0; \
-         the mock and the load generators to core 1.\n",
+         the mock and the load generators to core 1. Where a target is not met, \
+         bench/PROFILE.md has the profile that shows where the time goes.\n",
         r.repeats
     );
 
@@ -254,7 +255,8 @@ pub fn render(r: &Results) -> String {
         s,
         "Streams open at 1 000 per second; each then gets content chunks 500 ms apart until 5 s \
          after the last one opened, so all N are open at once. RSS per stream is the \
-         gateway's resident memory with every stream open minus before, divided by N. A stall is \
+         gateway's resident memory with every stream open minus its memory before the first \
+         step, divided by N. A stall is \
          a stream that failed, ended without `[DONE]`, or went more than interval + 1 s without a \
          chunk. Each stream is also one HTTP/1.1 connection from the gateway to the mock. Where \
          one client connection per stream would pass the gateway's open-file limit (two \

@@ -193,7 +193,8 @@ pub async fn run(o: Opts) -> anyhow::Result<Results> {
             let mut added: BTreeMap<String, Vec<[f64; 3]>> = BTreeMap::new();
             let mut abs: BTreeMap<String, Vec<[f64; 3]>> = BTreeMap::new();
             for _ in 0..o.repeats {
-                let mut s = latency::measure(&all, stream, 1000, rounds, per_round).await?;
+                let mut s =
+                    latency::measure(&all, stream, 1000, rounds, per_round, false, &mut 0).await?;
                 for t in &all {
                     if let Some(a) = latency::added(&mut s, &t.name, DIRECT) {
                         added.entry(t.name.clone()).or_default().push(a);
@@ -281,6 +282,7 @@ pub async fn run(o: Opts) -> anyhow::Result<Results> {
     }
 
     // 5. Many concurrent slow streams.
+    let rss_idle = procs::rss_kib(gw.pid());
     for &n in o.streams.iter().filter(|_| on("streams")) {
         eprintln!("streams: {n}");
         let interval = Duration::from_millis(500);
@@ -289,8 +291,8 @@ pub async fn run(o: Opts) -> anyhow::Result<Results> {
         // limit, clients share HTTP/2 connections instead (as behind Caddy or nginx).
         let limit = procs::fd_limit(gw.pid());
         let h2 = if 2 * n as u64 + 512 > limit { 100 } else { 0 };
-        let d = streams::run(&direct, n, chunks, interval, None, 0).await?;
-        let g = streams::run(&gateway, n, chunks, interval, Some(gw.pid()), h2).await?;
+        let d = streams::run(&direct, n, chunks, interval, None, 0, 0).await?;
+        let g = streams::run(&gateway, n, chunks, interval, Some(gw.pid()), rss_idle, h2).await?;
         eprintln!("  direct {d:?}\n  gateway {g:?}");
         r.streams.push((d, g));
         // Let the idle connections of this step close or settle before the next baseline.
@@ -343,14 +345,23 @@ async fn litellm(
     };
     let pair = [direct.clone(), t.clone()];
     let n = (o.latency_requests / 10).max(200);
+    let mut dropped = 0;
     let per_round = 100.min(n);
     for stream in [false, true] {
         let mut added = Vec::new();
         let mut abs = Vec::new();
         for _ in 0..o.repeats {
-            let mut s = latency::measure(&pair, stream, 200, n.div_ceil(per_round), per_round)
-                .await
-                .context("litellm latency")?;
+            let mut s = latency::measure(
+                &pair,
+                stream,
+                200,
+                n.div_ceil(per_round),
+                per_round,
+                true,
+                &mut dropped,
+            )
+            .await
+            .context("litellm latency")?;
             if let Some(a) = latency::added(&mut s, LITELLM, DIRECT) {
                 added.push(a);
             }
@@ -365,6 +376,12 @@ async fn litellm(
         };
         da.insert(LITELLM.into(), median_each(&added));
         db.insert(LITELLM.into(), median_each(&abs));
+    }
+    if dropped > 0 {
+        r.notes.push(format!(
+            "LiteLLM dropped {dropped} connection(s) mid-request in the latency phase (those \
+             samples are left out)"
+        ));
     }
     let mut v = Vec::new();
     let mut v1 = Vec::new();

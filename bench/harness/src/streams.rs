@@ -38,14 +38,16 @@ pub struct StreamsResult {
     pub rss_per_stream_kib: f64,
 }
 
-/// Open `n` streams (ramped in batches), read them all, and sample `watch_pid`'s RSS while all
-/// are open.
+/// Open `n` streams (ramped), read them all, and sample `watch_pid`'s RSS while all are open;
+/// the memory per stream is counted from `rss_idle_kib`, the process before any stream (memory
+/// freed by an earlier step stays with the process and would hide what a step costs).
 pub async fn run(
     t: &Target,
     n: usize,
     chunks: usize,
     interval: Duration,
     watch_pid: Option<u32>,
+    rss_idle_kib: u64,
     h2_conns: usize,
 ) -> anyhow::Result<StreamsResult> {
     // With h2_conns > 0 the streams share that many HTTP/2 connections (h2c) instead of one
@@ -58,13 +60,11 @@ pub async fn run(
         chunks,
         interval.as_millis() as u64,
     ));
-    let rss_before = watch_pid.map(crate::procs::rss_kib).unwrap_or(0);
     let mut tasks = Vec::with_capacity(n);
-    // Streams arrive at RAMP_PER_SEC (in batches of 50), as customers would, not all at once.
-    let batch = 50;
+    // Streams arrive one by one at RAMP_PER_SEC, as customers would, not in bursts.
     let ramp_start = Instant::now();
     for i in 0..n {
-        if i > 0 && i % batch == 0 {
+        if i > 0 {
             let due = ramp_start + Duration::from_secs_f64(i as f64 / RAMP_PER_SEC);
             tokio::time::sleep_until(due.into()).await;
         }
@@ -120,6 +120,6 @@ pub async fn run(
         gap_p99: quantile(&mut gaps, 0.99),
         gap_max: gaps.iter().copied().fold(f64::NAN, f64::max),
         stalls,
-        rss_per_stream_kib: (rss_during.saturating_sub(rss_before)) as f64 / n as f64,
+        rss_per_stream_kib: (rss_during.saturating_sub(rss_idle_kib)) as f64 / n as f64,
     })
 }
