@@ -38,7 +38,7 @@ enum Cmd {
         listen: SocketAddr,
     },
     /// Run the whole benchmark and write the report.
-    Run(run::Opts),
+    Run(Box<run::Opts>),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -56,7 +56,7 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             let out: PathBuf = opts.out.clone();
-            let results = rt.block_on(run::run(opts))?;
+            let results = rt.block_on(run::run(*opts))?;
             std::fs::write(&out, report::render(&results))?;
             println!("wrote {}", out.display());
             Ok(())
