@@ -286,7 +286,8 @@ async fn non_stream(pending: Pending, read: Result<Vec<u8>, UpstreamError>) -> R
     // Fast path: read what billing needs and rename the model in place, without a JSON tree.
     if let (Ok(raw), Some(ctx)) = (&read, pending.ctx())
         && let Ok(text) = std::str::from_utf8(raw)
-        && let Some(a) = super::chunk::answer(text, &ctx.model.name)
+        && let Some(a) =
+            super::chunk::answer(text, &super::chunk::PublicModel::new(&ctx.model.name))
         && a.has_choices
     {
         let ttft = ctx.started.elapsed();

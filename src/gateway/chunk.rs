@@ -79,6 +79,21 @@ pub struct Read {
     pub line: String,
 }
 
+/// The public model name, JSON-encoded once per request (not once per chunk).
+pub struct PublicModel(String);
+
+impl PublicModel {
+    /// Encode `name` as a JSON string.
+    pub fn new(name: &str) -> PublicModel {
+        // A `&str` always serialises; the fallback is never taken.
+        PublicModel(serde_json::to_string(name).unwrap_or_else(|_| format!("\"{name}\"")))
+    }
+
+    fn json(&self) -> &str {
+        &self.0
+    }
+}
+
 /// An `error` event from upstream: the stream cannot go on.
 #[derive(Debug, PartialEq, Eq)]
 pub struct UpstreamErrorEvent;
@@ -88,7 +103,7 @@ pub struct UpstreamErrorEvent;
 /// what is wrong).
 pub fn read(
     data: &str,
-    public_model: &str,
+    public_model: &PublicModel,
     include_usage: bool,
 ) -> Result<Option<Read>, UpstreamErrorEvent> {
     rewrite(data, public_model, include_usage, "data: ", "\n\n")
@@ -96,13 +111,13 @@ pub fn read(
 
 /// A whole non-stream answer with the public model name (usage kept); `None` when the fast
 /// path does not apply.
-pub fn answer(data: &str, public_model: &str) -> Option<Read> {
+pub fn answer(data: &str, public_model: &PublicModel) -> Option<Read> {
     rewrite(data, public_model, true, "", "").ok().flatten()
 }
 
 fn rewrite(
     data: &str,
-    public_model: &str,
+    public_model: &PublicModel,
     include_usage: bool,
     prefix: &str,
     suffix: &str,
@@ -141,14 +156,11 @@ fn rewrite(
     };
     // The edits, as (start, end, replacement) byte spans of `data`.
     let mut edits: Vec<(usize, usize, Cow<'_, str>)> = Vec::new();
-    if let Some(m) = view.model {
-        let Ok(want) = serde_json::to_string(public_model) else {
-            return Ok(None);
-        };
-        if m.get() != want {
-            let (s, e) = span(data, m.get());
-            edits.push((s, e, Cow::Owned(want)));
-        }
+    if let Some(m) = view.model
+        && m.get() != public_model.json()
+    {
+        let (s, e) = span(data, m.get());
+        edits.push((s, e, Cow::Borrowed(public_model.json())));
     }
     if !include_usage && let Some(u) = view.usage {
         let Some((s, e)) = member_span(data, "usage", u.get()) else {
@@ -230,13 +242,16 @@ mod tests {
     use super::*;
 
     fn line(d: &str, model: &str, include: bool) -> String {
-        read(d, model, include).unwrap().unwrap().line
+        read(d, &PublicModel::new(model), include)
+            .unwrap()
+            .unwrap()
+            .line
     }
 
     #[test]
     fn untouched_chunk_is_passed_verbatim() {
         let d = r#"{"id":"a","model":"m","choices":[{"index":0,"delta":{"content":"hé"}}]}"#;
-        let r = read(d, "m", false).unwrap().unwrap();
+        let r = read(d, &PublicModel::new("m"), false).unwrap().unwrap();
         assert_eq!(r.line, format!("data: {d}\n\n"));
         assert_eq!(r.generated, vec![3]);
         assert!(r.usage.is_none());
@@ -262,43 +277,60 @@ mod tests {
     #[test]
     fn usage_is_read_and_hidden_when_not_asked() {
         let d = r#"{"model":"m","choices":[{"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":10,"completion_tokens":3,"prompt_cache_hit_tokens":4,"prompt_cache_miss_tokens":6}}"#;
-        let r = read(d, "m", false).unwrap().unwrap();
+        let r = read(d, &PublicModel::new("m"), false).unwrap().unwrap();
         let u = r.usage.unwrap();
         assert_eq!((u.prompt, u.hit, u.miss, u.completion), (10, 4, 6, 3));
         let v: serde_json::Value =
             serde_json::from_str(r.line.trim_start_matches("data: ").trim()).unwrap();
         assert!(v.get("usage").is_none());
         assert_eq!(v["choices"][0]["finish_reason"], "stop");
-        let r = read(d, "m", true).unwrap().unwrap();
+        let r = read(d, &PublicModel::new("m"), true).unwrap().unwrap();
         assert_eq!(r.line, format!("data: {d}\n\n"));
     }
 
     #[test]
     fn reasoning_and_tool_calls_count_as_output() {
         let d = r#"{"choices":[{"delta":{"reasoning_content":"ab\n","tool_calls":[{"function":{"name":"f","arguments":"{\"q\":1}"}}]}},{"delta":{"content":""}}]}"#;
-        let r = read(d, "m", true).unwrap().unwrap();
+        let r = read(d, &PublicModel::new("m"), true).unwrap().unwrap();
         assert_eq!(r.generated, vec![3 + 1 + 7]);
     }
 
     #[test]
     fn whole_answer_keeps_usage_and_renames() {
         let d = r#"{"id":"a","model":"up","choices":[{"index":0,"message":{"role":"assistant","content":"hello","reasoning_content":"hm"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":2}}"#;
-        let r = answer(d, "pub").unwrap();
+        let r = answer(d, &PublicModel::new("pub")).unwrap();
         assert!(r.has_choices);
         assert_eq!(r.generated, vec![7]);
         assert_eq!(r.usage.unwrap().completion, 2);
         assert_eq!(r.line, d.replace(r#""model":"up""#, r#""model":"pub""#));
-        assert!(!answer(r#"{"id":"a"}"#, "pub").unwrap().has_choices);
+        assert!(
+            !answer(r#"{"id":"a"}"#, &PublicModel::new("pub"))
+                .unwrap()
+                .has_choices
+        );
     }
 
     #[test]
     fn errors_and_garbage() {
         assert_eq!(
-            read(r#"{"error":{"message":"x"}}"#, "m", false).err(),
+            read(
+                r#"{"error":{"message":"x"}}"#,
+                &PublicModel::new("m"),
+                false
+            )
+            .err(),
             Some(UpstreamErrorEvent)
         );
-        assert!(read("not json", "m", false).unwrap().is_none());
-        assert!(read(r#"{"choices":7}"#, "m", false).unwrap().is_none());
+        assert!(
+            read("not json", &PublicModel::new("m"), false)
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            read(r#"{"choices":7}"#, &PublicModel::new("m"), false)
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]

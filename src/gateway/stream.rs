@@ -110,6 +110,7 @@ async fn pump(
     let started = ctx.started;
     let request_id = ctx.request_id.clone();
     let public_model = ctx.model.name.clone();
+    let public_json = super::chunk::PublicModel::new(&public_model);
     let idle = state.upstream.idle_timeout;
     let mut upstream = up.bytes_stream();
     let mut decoder = SseDecoder::default();
@@ -150,7 +151,7 @@ async fn pump(
                 SseItem::Data(d) if d.trim() == "[DONE]" => break 'relay End::Done,
                 SseItem::Data(d) => {
                     last_data = tokio::time::Instant::now();
-                    match super::chunk::read(&d, &public_model, include_usage) {
+                    match super::chunk::read(&d, &public_json, include_usage) {
                         Ok(Some(read)) => {
                             tally.add(&read.generated, started);
                             if read.usage.is_some() {

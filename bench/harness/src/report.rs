@@ -172,47 +172,21 @@ pub fn render(r: &Results) -> String {
         "{} requests per target per repeat (LiteLLM: a tenth), targets alternated in rounds.\n",
         r.latency_requests
     );
-    let _ = writeln!(
-        s,
-        "| through | non-stream p50 | p99 | p99.9 | stream TTFB p50 | p99 | p99.9 |"
+    latency_table(
+        &mut s,
+        "through",
+        &[NGINX, GW, PASS, LITELLM],
+        &r.added,
+        &r.added_ttfb,
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|");
-    for k in [NGINX, GW, PASS, LITELLM] {
-        let a = get(&r.added, k);
-        let b = get(&r.added_ttfb, k);
-        let c = |v: Option<[f64; 3]>, i: usize| f(v.map(|x| x[i]), 1);
-        let _ = writeln!(
-            s,
-            "| {k} | {} | {} | {} | {} | {} | {} |",
-            c(a, 0),
-            c(a, 1),
-            c(a, 2),
-            c(b, 0),
-            c(b, 1),
-            c(b, 2)
-        );
-    }
     let _ = writeln!(s, "\nAbsolute (µs), for reference:\n");
-    let _ = writeln!(
-        s,
-        "| target | non-stream p50 | p99 | p99.9 | stream TTFB p50 | p99 | p99.9 |"
+    latency_table(
+        &mut s,
+        "target",
+        &["direct", NGINX, GW, PASS, LITELLM],
+        &r.absolute,
+        &r.absolute_ttfb,
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|");
-    for k in ["direct", NGINX, GW, PASS, LITELLM] {
-        let a = get(&r.absolute, k);
-        let b = get(&r.absolute_ttfb, k);
-        let c = |v: Option<[f64; 3]>, i: usize| f(v.map(|x| x[i]), 1);
-        let _ = writeln!(
-            s,
-            "| {k} | {} | {} | {} | {} | {} | {} |",
-            c(a, 0),
-            c(a, 1),
-            c(a, 2),
-            c(b, 0),
-            c(b, 1),
-            c(b, 2)
-        );
-    }
 
     let _ = writeln!(s, "\n## Throughput\n");
     let _ = writeln!(
@@ -301,4 +275,33 @@ pub fn render(r: &Results) -> String {
         let _ = writeln!(s, "{}", r.machine);
     }
     s
+}
+
+/// A table of p50/p99/p99.9 (µs) per target: non-stream, then stream time to first byte.
+fn latency_table(
+    s: &mut String,
+    first: &str,
+    keys: &[&str],
+    plain: &std::collections::BTreeMap<String, [f64; 3]>,
+    ttfb: &std::collections::BTreeMap<String, [f64; 3]>,
+) {
+    let _ = writeln!(
+        s,
+        "| {first} | non-stream p50 | p99 | p99.9 | stream TTFB p50 | p99 | p99.9 |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|");
+    for &k in keys {
+        let (a, b) = (get(plain, k), get(ttfb, k));
+        let c = |v: Option<[f64; 3]>, i: usize| f(v.map(|x| x[i]), 1);
+        let _ = writeln!(
+            s,
+            "| {k} | {} | {} | {} | {} | {} | {} |",
+            c(a, 0),
+            c(a, 1),
+            c(a, 2),
+            c(b, 0),
+            c(b, 1),
+            c(b, 2)
+        );
+    }
 }
