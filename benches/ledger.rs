@@ -134,7 +134,7 @@ fn mint_key(sealer: &Sealer, plan: &str, budget: Usd) -> Result<KeyRecord> {
 
 /// A request id exactly as the gateway's middleware makes them (time-ordered).
 fn request_id(_rng: &mut StdRng) -> String {
-    modelrelay::app::new_request_id()
+    modelrelay::state::new_request_id()
 }
 
 /// One settled request, every column filled as `billing::settle` fills it.

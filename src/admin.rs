@@ -7,10 +7,10 @@ use chrono::Utc;
 
 use crate::activity::ActivityEvent;
 use crate::activity::protocol::{KeyView, OrderView, Request, Response};
-use crate::app::AppState;
 use crate::keys::token::{KEY_PREFIX, display_prefix, generate_key, generate_key_id, hash_key};
 use crate::keys::{KeyRecord, KeyState, KeyStatus};
 use crate::money::Usd;
+use crate::state::AppState;
 use crate::store::Write;
 
 /// Why an admin command failed; the message is shown to the operator as is.
@@ -93,237 +93,250 @@ fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
 }
 
-impl AppState {
-    /// A key by full key, id, or display prefix (with or without the trailing `…`).
-    pub fn find_key(&self, needle: &str) -> Result<Arc<KeyState>, AdminError> {
-        let needle = needle.trim();
-        if needle.starts_with(KEY_PREFIX)
-            && let Some(k) = self.keys.by_hash(&hash_key(needle))
-        {
-            return Ok(k);
-        }
-        if let Some(k) = self.keys.by_id(needle) {
-            return Ok(k);
-        }
-        let stem = needle.trim_end_matches('…');
-        if stem.len() > KEY_PREFIX.len() && stem.starts_with(KEY_PREFIX) {
-            let hits: Vec<_> = self
-                .keys
-                .all()
-                .into_iter()
-                .filter(|k| k.prefix.trim_end_matches('…').starts_with(stem))
-                .collect();
-            return match hits.len() {
-                1 => Ok(hits[0].clone()),
-                0 => Err(AdminError::NoSuchKey(needle.into())),
-                n => Err(AdminError::Ambiguous(needle.into(), n)),
-            };
-        }
-        Err(AdminError::NoSuchKey(needle.into()))
+/// A key by full key, id, or display prefix (with or without the trailing `…`).
+pub fn find_key(state: &AppState, needle: &str) -> Result<Arc<KeyState>, AdminError> {
+    let needle = needle.trim();
+    if needle.starts_with(KEY_PREFIX)
+        && let Some(k) = state.keys.by_hash(&hash_key(needle))
+    {
+        return Ok(k);
     }
-
-    /// Mint a key; returns it with its full text (shown once).
-    pub async fn create_key(&self, new: NewKey) -> Result<(Arc<KeyState>, String), AdminError> {
-        let (record, key) = self.prepare_key(new)?;
-        self.store
-            .write(Write::InsertKey(Box::new(record.clone())))
-            .await
-            .map_err(|e| AdminError::Internal(e.to_string()))?;
-        Ok((self.install_key(record), key))
+    if let Some(k) = state.keys.by_id(needle) {
+        return Ok(k);
     }
-
-    /// A new key's record and full text, not yet stored anywhere.
-    pub fn prepare_key(&self, new: NewKey) -> Result<(KeyRecord, String), AdminError> {
-        let Some(plan) = self.catalog.plan(&new.plan) else {
-            let plans: Vec<_> = self.config.plans.keys().cloned().collect();
-            return Err(AdminError::NoSuchPlan(new.plan, plans.join(", ")));
+    let stem = needle.trim_end_matches('…');
+    if stem.len() > KEY_PREFIX.len() && stem.starts_with(KEY_PREFIX) {
+        let hits: Vec<_> = state
+            .keys
+            .all()
+            .into_iter()
+            .filter(|k| k.prefix.trim_end_matches('…').starts_with(stem))
+            .collect();
+        return match hits.len() {
+            1 => Ok(hits[0].clone()),
+            0 => Err(AdminError::NoSuchKey(needle.into())),
+            n => Err(AdminError::Ambiguous(needle.into(), n)),
         };
-        let budget = match new.budget {
-            Some(b) => {
-                check_amount("the budget", b)?;
-                b
-            }
-            None => self
-                .config
-                .plans
-                .get(&new.plan)
-                .map_or(Usd::ZERO, |p| p.budget_usd),
-        };
-        let email = match new
-            .email
-            .map(|e| e.trim().to_string())
-            .filter(|e| !e.is_empty())
-        {
-            Some(e) if is_email(&e) => Some(e),
-            Some(e) => return Err(AdminError::BadEmail(e)),
-            None => None,
-        };
-        let internal = |e: &dyn std::fmt::Display| AdminError::Internal(e.to_string());
-        let key = generate_key().map_err(|e| internal(&e))?;
-        let id = generate_key_id().map_err(|e| internal(&e))?;
-        let sealed = self.sealer.seal(&id, &key).map_err(|e| internal(&e))?;
-        let record = KeyRecord {
-            id,
-            hash: hash_key(&key),
-            sealed,
-            prefix: display_prefix(&key),
-            plan: plan.id.clone(),
-            status: KeyStatus::Active,
-            budget,
-            spent: Usd::ZERO,
-            requests: 0,
-            email,
-            note: new.note.filter(|n| !n.trim().is_empty()),
-            order_id: new.order_id,
-            created_at: Utc::now(),
-            last_used_at: None,
-        };
-        Ok((record, key))
     }
+    Err(AdminError::NoSuchKey(needle.into()))
+}
 
-    /// Put a key whose record is committed into the live table, and announce it.
-    pub fn install_key(&self, record: KeyRecord) -> Arc<KeyState> {
-        let rpm = self.catalog.rpm_of(&record.plan);
-        let budget = record.budget;
-        let state = Arc::new(KeyState::from_record(record, rpm));
-        self.keys.insert(state.clone());
-        self.activity.emit(ActivityEvent::KeyCreated {
-            key: KeyView::of(&state),
-        });
-        tracing::info!(key_id = %state.id, plan = %state.plan, budget = %budget, "key created");
-        state
-    }
+/// Mint a key; returns it with its full text (shown once).
+pub async fn create_key(
+    state: &AppState,
+    new: NewKey,
+) -> Result<(Arc<KeyState>, String), AdminError> {
+    let (record, key) = prepare_key(state, new)?;
+    state
+        .store
+        .write(Write::InsertKey(Box::new(record.clone())))
+        .await
+        .map_err(|e| AdminError::Internal(e.to_string()))?;
+    Ok((install_key(state, record), key))
+}
 
-    /// Revoke a key: it fails with 401 from the next request on.
-    pub async fn revoke_key(&self, needle: &str) -> Result<Arc<KeyState>, AdminError> {
-        let key = self.find_key(needle)?;
-        // The database first: a revocation must survive a restart. It is idempotent, so a
-        // retry after a failure (or of an already revoked key) simply writes it again.
-        self.store
-            .write(Write::KeyStatus {
-                key_id: key.id.clone(),
-                status: KeyStatus::Revoked,
-                at_ms: now_ms(),
-            })
-            .await
-            .map_err(|e| AdminError::Internal(e.to_string()))?;
-        if key.revoke() {
-            self.activity.emit(ActivityEvent::KeyRevoked {
-                key_id: key.id.clone(),
-                at_ms: now_ms(),
-            });
-            tracing::info!(key_id = %key.id, "key revoked");
+/// A new key's record and full text, not yet stored anywhere.
+pub fn prepare_key(state: &AppState, new: NewKey) -> Result<(KeyRecord, String), AdminError> {
+    let Some(plan) = state.catalog.plan(&new.plan) else {
+        let plans: Vec<_> = state.config.plans.keys().cloned().collect();
+        return Err(AdminError::NoSuchPlan(new.plan, plans.join(", ")));
+    };
+    let budget = match new.budget {
+        Some(b) => {
+            check_amount("the budget", b)?;
+            b
         }
-        Ok(key)
-    }
+        None => state
+            .config
+            .plans
+            .get(&new.plan)
+            .map_or(Usd::ZERO, |p| p.budget_usd),
+    };
+    let email = match new
+        .email
+        .map(|e| e.trim().to_string())
+        .filter(|e| !e.is_empty())
+    {
+        Some(e) if is_email(&e) => Some(e),
+        Some(e) => return Err(AdminError::BadEmail(e)),
+        None => None,
+    };
+    let internal = |e: &dyn std::fmt::Display| AdminError::Internal(e.to_string());
+    let key = generate_key().map_err(|e| internal(&e))?;
+    let id = generate_key_id().map_err(|e| internal(&e))?;
+    let sealed = state.sealer.seal(&id, &key).map_err(|e| internal(&e))?;
+    let record = KeyRecord {
+        id,
+        hash: hash_key(&key),
+        sealed,
+        prefix: display_prefix(&key),
+        plan: plan.id.clone(),
+        status: KeyStatus::Active,
+        budget,
+        spent: Usd::ZERO,
+        requests: 0,
+        email,
+        note: new.note.filter(|n| !n.trim().is_empty()),
+        order_id: new.order_id,
+        created_at: Utc::now(),
+        last_used_at: None,
+    };
+    Ok((record, key))
+}
 
-    /// Add budget to a key (re-activates an exhausted one).
-    pub async fn top_up_key(&self, needle: &str, amount: Usd) -> Result<Arc<KeyState>, AdminError> {
-        check_amount("the top-up", amount)?;
-        let key = self.find_key(needle)?;
-        if key.status() == KeyStatus::Revoked {
-            return Err(AdminError::Revoked(key.id.clone()));
-        }
-        // The database first: a top-up that is not recorded must not be spendable.
-        self.store
-            .write(Write::TopUp {
-                key_id: key.id.clone(),
-                amount,
-                at_ms: now_ms(),
-            })
-            .await
-            .map_err(|e| AdminError::Internal(e.to_string()))?;
-        key.top_up(amount);
-        self.activity.emit(ActivityEvent::KeyToppedUp {
+/// Put a key whose record is committed into the live table, and announce it.
+pub fn install_key(state: &AppState, record: KeyRecord) -> Arc<KeyState> {
+    let rpm = state.catalog.rpm_of(&record.plan);
+    let budget = record.budget;
+    let key = Arc::new(KeyState::from_record(record, rpm));
+    state.keys.insert(key.clone());
+    state.activity.emit(ActivityEvent::KeyCreated {
+        key: KeyView::of(&key),
+    });
+    tracing::info!(key_id = %key.id, plan = %key.plan, budget = %budget, "key created");
+    key
+}
+
+/// Revoke a key: it fails with 401 from the next request on.
+pub async fn revoke_key(state: &AppState, needle: &str) -> Result<Arc<KeyState>, AdminError> {
+    let key = find_key(state, needle)?;
+    // The database first: a revocation must survive a restart. It is idempotent, so a
+    // retry after a failure (or of an already revoked key) simply writes it again.
+    state
+        .store
+        .write(Write::KeyStatus {
             key_id: key.id.clone(),
-            amount_usd: amount,
-            budget_usd: key.balance().budget,
+            status: KeyStatus::Revoked,
+            at_ms: now_ms(),
+        })
+        .await
+        .map_err(|e| AdminError::Internal(e.to_string()))?;
+    if key.revoke() {
+        state.activity.emit(ActivityEvent::KeyRevoked {
+            key_id: key.id.clone(),
             at_ms: now_ms(),
         });
-        tracing::info!(key_id = %key.id, amount = %amount, "key topped up");
-        Ok(key)
+        tracing::info!(key_id = %key.id, "key revoked");
     }
+    Ok(key)
+}
 
-    /// Back the database up to `path` (absolute; see [`crate::store::Store::backup`]).
-    pub async fn backup(&self, path: std::path::PathBuf) -> Result<Response, AdminError> {
-        if !path.is_absolute() {
-            return Err(AdminError::Internal(format!(
-                "backup path {} must be absolute (the daemon's working directory is not yours)",
-                path.display()
-            )));
+/// Add budget to a key (re-activates an exhausted one).
+pub async fn top_up_key(
+    state: &AppState,
+    needle: &str,
+    amount: Usd,
+) -> Result<Arc<KeyState>, AdminError> {
+    check_amount("the top-up", amount)?;
+    let key = find_key(state, needle)?;
+    if key.status() == KeyStatus::Revoked {
+        return Err(AdminError::Revoked(key.id.clone()));
+    }
+    // The database first: a top-up that is not recorded must not be spendable.
+    state
+        .store
+        .write(Write::TopUp {
+            key_id: key.id.clone(),
+            amount,
+            at_ms: now_ms(),
+        })
+        .await
+        .map_err(|e| AdminError::Internal(e.to_string()))?;
+    key.top_up(amount);
+    state.activity.emit(ActivityEvent::KeyToppedUp {
+        key_id: key.id.clone(),
+        amount_usd: amount,
+        budget_usd: key.balance().budget,
+        at_ms: now_ms(),
+    });
+    tracing::info!(key_id = %key.id, amount = %amount, "key topped up");
+    Ok(key)
+}
+
+/// Back the database up to `path` (absolute; see [`crate::store::Store::backup`]).
+pub async fn backup(state: &AppState, path: std::path::PathBuf) -> Result<Response, AdminError> {
+    if !path.is_absolute() {
+        return Err(AdminError::Internal(format!(
+            "backup path {} must be absolute (the daemon's working directory is not yours)",
+            path.display()
+        )));
+    }
+    let started = std::time::Instant::now();
+    match state.store.backup(&path).await {
+        Ok(bytes) => {
+            tracing::info!(path = %path.display(), bytes, ms = started.elapsed().as_millis() as u64, "database backed up");
+            Ok(Response::BackedUp { path, bytes })
         }
-        let started = std::time::Instant::now();
-        match self.store.backup(&path).await {
-            Ok(bytes) => {
-                tracing::info!(path = %path.display(), bytes, ms = started.elapsed().as_millis() as u64, "database backed up");
-                Ok(Response::BackedUp { path, bytes })
-            }
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "backup failed");
-                Err(AdminError::Internal(e.to_string()))
-            }
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "backup failed");
+            Err(AdminError::Internal(e.to_string()))
         }
     }
+}
 
-    /// Answer one admin-socket command (`subscribe` is handled by the socket itself).
-    pub async fn handle_admin(&self, req: Request) -> Response {
-        let result = match req {
-            Request::Ping => Ok(Response::Pong {
-                version: env!("CARGO_PKG_VERSION").into(),
-            }),
-            Request::KeysList => Ok(Response::Keys {
-                keys: self.keys.all().iter().map(|k| KeyView::of(k)).collect(),
-            }),
-            Request::KeysShow { key } => self.find_key(&key).map(|k| Response::Key {
-                key: KeyView::of(&k),
-            }),
-            Request::KeysCreate {
+/// Answer one admin-socket command (`subscribe` is handled by the socket itself).
+pub async fn handle_admin(state: &AppState, req: Request) -> Response {
+    let result = match req {
+        Request::Ping => Ok(Response::Pong {
+            version: env!("CARGO_PKG_VERSION").into(),
+        }),
+        Request::KeysList => Ok(Response::Keys {
+            keys: state.keys.all().iter().map(|k| KeyView::of(k)).collect(),
+        }),
+        Request::KeysShow { key } => find_key(state, &key).map(|k| Response::Key {
+            key: KeyView::of(&k),
+        }),
+        Request::KeysCreate {
+            plan,
+            email,
+            budget_usd,
+            note,
+        } => create_key(
+            state,
+            NewKey {
                 plan,
                 email,
-                budget_usd,
+                budget: budget_usd,
                 note,
-            } => self
-                .create_key(NewKey {
-                    plan,
-                    email,
-                    budget: budget_usd,
-                    note,
-                    order_id: None,
-                })
-                .await
-                .map(|(k, api_key)| Response::Created {
-                    key: KeyView::of(&k),
-                    api_key,
-                }),
-            Request::KeysRevoke { key } => self.revoke_key(&key).await.map(|k| Response::Key {
+                order_id: None,
+            },
+        )
+        .await
+        .map(|(k, api_key)| Response::Created {
+            key: KeyView::of(&k),
+            api_key,
+        }),
+        Request::KeysRevoke { key } => revoke_key(state, &key).await.map(|k| Response::Key {
+            key: KeyView::of(&k),
+        }),
+        Request::KeysTopup { key, usd } => {
+            top_up_key(state, &key, usd).await.map(|k| Response::Key {
                 key: KeyView::of(&k),
-            }),
-            Request::KeysTopup { key, usd } => {
-                self.top_up_key(&key, usd).await.map(|k| Response::Key {
-                    key: KeyView::of(&k),
+            })
+        }
+        Request::OrdersList { limit } => {
+            let limit = limit.unwrap_or(100).clamp(1, 10_000);
+            state
+                .store
+                .read(move |c| crate::store::orders::recent(c, limit))
+                .await
+                .map(|orders| Response::Orders {
+                    orders: orders.iter().map(OrderView::of).collect(),
                 })
-            }
-            Request::OrdersList { limit } => {
-                let limit = limit.unwrap_or(100).clamp(1, 10_000);
-                self.store
-                    .read(move |c| crate::store::orders::recent(c, limit))
-                    .await
-                    .map(|orders| Response::Orders {
-                        orders: orders.iter().map(OrderView::of).collect(),
-                    })
-                    .map_err(|e| AdminError::Internal(e.to_string()))
-            }
-            Request::OrdersShow { order_id } => match self.load_order(&order_id).await {
+                .map_err(|e| AdminError::Internal(e.to_string()))
+        }
+        Request::OrdersShow { order_id } => {
+            match crate::shop::orders::load_order(state, &order_id).await {
                 Some((o, _)) => Ok(Response::Order {
                     order: OrderView::of(&o),
                 }),
                 None => Err(AdminError::NoSuchOrder(order_id)),
-            },
-            Request::Subscribe => Ok(Response::Subscribed),
-            Request::Backup { path } => self.backup(path).await,
-        };
-        result.unwrap_or_else(|e| Response::Error {
-            message: e.to_string(),
-        })
-    }
+            }
+        }
+        Request::Subscribe => Ok(Response::Subscribed),
+        Request::Backup { path } => backup(state, path).await,
+    };
+    result.unwrap_or_else(|e| Response::Error {
+        message: e.to_string(),
+    })
 }

@@ -20,6 +20,13 @@ use crate::pricing::{PeakSchedule, Weekday};
 pub const ENV_PREFIX: &str = "MODELRELAY_";
 /// The environment variable that names the config file.
 pub const ENV_CONFIG_FILE: &str = "MODELRELAY_CONFIG";
+/// How long a shutdown waits for requests in flight before cutting them (the default of
+/// `server.drain_secs`).
+pub const DEFAULT_DRAIN_SECS: u64 = 30;
+/// PayPal's sandbox REST API.
+pub const PAYPAL_SANDBOX_BASE_URL: &str = "https://api-m.sandbox.paypal.com";
+/// PayPal's live REST API.
+pub const PAYPAL_LIVE_BASE_URL: &str = "https://api-m.paypal.com";
 
 /// Everything the operator can set.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -116,6 +123,19 @@ pub struct PaypalConfig {
     pub api_base: String,
 }
 
+impl PaypalConfig {
+    /// PayPal's API base URL: `paypal.api_base`, else the environment's (no trailing slash).
+    pub fn base_url(&self) -> String {
+        if !self.api_base.is_empty() {
+            return self.api_base.trim_end_matches('/').to_string();
+        }
+        match self.env {
+            PaypalEnv::Sandbox => PAYPAL_SANDBOX_BASE_URL.into(),
+            PaypalEnv::Live => PAYPAL_LIVE_BASE_URL.into(),
+        }
+    }
+}
+
 /// `[pricing]`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -183,7 +203,7 @@ impl Default for ServerConfig {
             max_body_bytes: 8 * 1024 * 1024,
             behind_proxy: false,
             metrics_public: false,
-            drain_secs: crate::app::DRAIN_TIMEOUT.as_secs(),
+            drain_secs: DEFAULT_DRAIN_SECS,
             log_level: "info".into(),
         }
     }

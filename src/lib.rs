@@ -4,7 +4,8 @@
 //! Module map:
 //! - [`cli`]: the command line; [`config`]: figment layering and validation.
 //! - [`console`]: the operator's live TUI (ratatui) on the admin socket.
-//! - [`app`]: shared state, router, the daemon's start and shutdown.
+//! - [`app`]: the router and the daemon's start and shutdown (the top floor).
+//! - [`state`]: the state handlers share, request ids, client addresses.
 //! - [`gateway`]: `/v1` — auth, rate limits, billing holds, the chat relay (stream and not).
 //! - [`upstream`]: the DeepSeek client, SSE decoding, and the simulated DeepSeek.
 //! - [`keys`]: keys in memory (balances as atomics), key material, sealing.
@@ -30,5 +31,6 @@ pub mod notify;
 pub mod paypal;
 pub mod pricing;
 pub mod shop;
+pub mod state;
 pub mod store;
 pub mod upstream;

@@ -293,14 +293,13 @@ async fn a_forged_webhook_changes_nothing_and_a_refund_revokes_the_key() {
     assert_eq!(deliver(&app, (headers, raw)).await, 200);
     assert_eq!(keys_of_order(&app, &order_id), 1);
     assert_eq!(order_status(&app, &order_id), "paid");
-    let view = app
-        .daemon
-        .as_ref()
-        .unwrap()
-        .state
-        .lookup_order(&order_id, "A@B.CO ")
-        .await
-        .expect("look-up by id and email (case and spaces ignored)");
+    let view = modelrelay::shop::orders::lookup_order(
+        &app.daemon.as_ref().unwrap().state,
+        &order_id,
+        "A@B.CO ",
+    )
+    .await
+    .expect("look-up by id and email (case and spaces ignored)");
     assert_eq!(view.status, OrderStatus::Paid);
     let key = view.api_key.expect("the key of a paid order");
     let ok = app
@@ -341,8 +340,7 @@ async fn the_key_is_shown_only_to_the_browser_that_bought_it_or_with_the_email()
     // Look-up: right email shows it; a wrong email and an unknown id look the same.
     let state = &app.daemon.as_ref().unwrap().state;
     assert_eq!(
-        state
-            .lookup_order(&order_id, "me@example.com")
+        modelrelay::shop::orders::lookup_order(&state, &order_id, "me@example.com")
             .await
             .unwrap()
             .api_key
@@ -350,14 +348,12 @@ async fn the_key_is_shown_only_to_the_browser_that_bought_it_or_with_the_email()
         Some(key.as_str())
     );
     assert!(
-        state
-            .lookup_order(&order_id, "you@example.com")
+        modelrelay::shop::orders::lookup_order(&state, &order_id, "you@example.com")
             .await
             .is_none()
     );
     assert!(
-        state
-            .lookup_order("ord_doesnotexist", "me@example.com")
+        modelrelay::shop::orders::lookup_order(&state, "ord_doesnotexist", "me@example.com")
             .await
             .is_none()
     );
@@ -464,15 +460,13 @@ async fn a_lost_webhook_is_recovered_by_the_order_look_up() {
     let state = &app.daemon.as_ref().unwrap().state;
     // A wrong email learns nothing and changes nothing.
     assert!(
-        state
-            .lookup_order(&order_id, "other@example.com")
+        modelrelay::shop::orders::lookup_order(&state, &order_id, "other@example.com")
             .await
             .is_none()
     );
     assert_eq!(order_status(&app, &order_id), "pending");
     // The buyer looks the order up: we ask PayPal, and the key is issued.
-    let view = state
-        .lookup_order(&order_id, "lost@example.com")
+    let view = modelrelay::shop::orders::lookup_order(&state, &order_id, "lost@example.com")
         .await
         .unwrap();
     assert_eq!(view.status, OrderStatus::Paid);

@@ -18,8 +18,8 @@ use tokio::sync::{broadcast, watch};
 
 use super::protocol::{Request, Response};
 use super::tracker::TrackerError;
-use crate::app::AppState;
 use crate::config::Config;
+use crate::state::AppState;
 
 /// Longest request line accepted.
 const MAX_LINE: usize = 64 * 1024;
@@ -207,7 +207,7 @@ async fn connection(state: Arc<AppState>, stream: UnixStream, mut stop: watch::R
             subscription(&state, &mut write, stop).await;
             return;
         }
-        let resp = state.handle_admin(req).await;
+        let resp = crate::admin::handle_admin(&state, req).await;
         if write_line(&mut write, &resp).await.is_err() {
             return;
         }
@@ -227,7 +227,7 @@ async fn subscription(
     let fail = |e: TrackerError| Response::Error {
         message: e.to_string(),
     };
-    let (snapshot, mut events) = match state.tracker.subscribe(state).await {
+    let (snapshot, mut events) = match state.tracker.subscribe().await {
         Ok(s) => s,
         Err(e) => {
             send(write, &fail(e), &mut stop).await;
@@ -257,7 +257,7 @@ async fn subscription(
                 if !send(write, &Response::Lagged { missed }, &mut stop).await {
                     return;
                 }
-                match state.tracker.subscribe(state).await {
+                match state.tracker.subscribe().await {
                     Ok((snapshot, fresh)) => {
                         events = fresh;
                         Response::Snapshot {

@@ -25,8 +25,8 @@
 
 mod live;
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
@@ -36,8 +36,8 @@ use live::{Baseline, Live};
 
 use super::protocol::{KeyView, OrderView, Snapshot};
 use super::{Activity, ActivityEvent};
-use crate::app::AppState;
-use crate::store::{StoreError, Write};
+use crate::keys::KeyTable;
+use crate::store::{Store, StoreError, Write};
 
 /// Finished requests kept.
 pub const FINISHED_KEPT: usize = 50;
@@ -78,12 +78,25 @@ pub type Events = broadcast::Receiver<Arc<ActivityEvent>>;
 
 type Reply = oneshot::Sender<Result<(Snapshot, Events), TrackerError>>;
 
-/// The tracker: shared state, and the way to ask its task for a snapshot.
+/// What the tracker reads besides the bus: the database (reloads, orders), the keys (their
+/// views in a snapshot) and the daemon's start (uptime).
+#[derive(Clone)]
+pub struct TrackerParts {
+    /// The bus it follows.
+    pub activity: Activity,
+    /// The database.
+    pub store: Store,
+    /// Keys in memory.
+    pub keys: Arc<KeyTable>,
+    /// When the daemon started.
+    pub started: Instant,
+}
+
+/// The tracker: shared state, and the way to ask its task for a snapshot. Its task ends when
+/// this handle is dropped (with the daemon's state).
 pub struct ActivityTracker {
-    live: Arc<Mutex<Live>>,
     requests: mpsc::Sender<Reply>,
-    /// The task's end of `requests`, until [`ActivityTracker::start`] takes it.
-    inbox: Mutex<Option<mpsc::Receiver<Reply>>>,
+    parts: TrackerParts,
 }
 
 fn lock(live: &Mutex<Live>) -> MutexGuard<'_, Live> {
@@ -101,50 +114,37 @@ fn day_of(ms: i64) -> i64 {
 }
 
 impl ActivityTracker {
-    /// A tracker for requests that last at most `request_timeout`; not running yet.
-    pub fn new(request_timeout: Duration) -> ActivityTracker {
+    /// Load today's state from the database and start following the bus, for requests that
+    /// last at most `request_timeout`. Call before the daemon serves.
+    pub async fn start(
+        parts: TrackerParts,
+        request_timeout: Duration,
+    ) -> Result<ActivityTracker, TrackerError> {
         let (requests, inbox) = mpsc::channel(PENDING_REQUESTS);
         let max_request = request_timeout.saturating_add(SETTLE_SLACK);
         let live = Live::new(i64::try_from(max_request.as_millis()).unwrap_or(i64::MAX));
-        ActivityTracker {
-            live: Arc::new(Mutex::new(live)),
-            requests,
-            inbox: Mutex::new(Some(inbox)),
-        }
-    }
-
-    /// Load today's state from the database and start following the bus. Call once, before
-    /// the daemon serves; a second call does nothing.
-    pub async fn start(&self, state: &Arc<AppState>) -> Result<(), TrackerError> {
-        let inbox = self
-            .inbox
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        let Some(inbox) = inbox else {
-            return Ok(());
-        };
-        let rx = reload(state, &self.live).await?;
+        let live = Arc::new(Mutex::new(live));
+        let rx = reload(&parts, &live).await?;
         let runner = Runner {
-            live: self.live.clone(),
-            activity: state.activity.clone(),
-            state: Arc::downgrade(state),
+            live,
+            parts: parts.clone(),
             rx,
         };
         tokio::spawn(runner.run(inbox));
-        Ok(())
+        Ok(ActivityTracker { requests, parts })
     }
 
     /// A snapshot and the events that follow it (see the module docs: none of them is already
     /// reflected in it, bar a possible overlap on a saturated bus).
-    pub async fn subscribe(&self, state: &AppState) -> Result<(Snapshot, Events), TrackerError> {
+    pub async fn subscribe(&self) -> Result<(Snapshot, Events), TrackerError> {
         let (reply, answer) = oneshot::channel();
         self.requests
             .send(reply)
             .await
             .map_err(|_| TrackerError::Stopped)?;
         let (mut snapshot, events) = answer.await.map_err(|_| TrackerError::Stopped)??;
-        let orders = state
+        let orders = self
+            .parts
             .store
             .read(|c| crate::store::orders::recent(c, ORDERS_SHOWN))
             .await?;
@@ -153,22 +153,22 @@ impl ActivityTracker {
     }
 
     /// The daemon's state now.
-    pub async fn snapshot(&self, state: &AppState) -> Result<Snapshot, TrackerError> {
-        self.subscribe(state).await.map(|(s, _)| s)
+    pub async fn snapshot(&self) -> Result<Snapshot, TrackerError> {
+        self.subscribe().await.map(|(s, _)| s)
     }
 }
 
 /// Subscribe afresh, wait for the ledger writer, and reload the database's view of today;
 /// returns the new subscription.
-async fn reload(state: &AppState, live: &Mutex<Live>) -> Result<Events, TrackerError> {
+async fn reload(parts: &TrackerParts, live: &Mutex<Live>) -> Result<Events, TrackerError> {
     // Subscribe first: every event sent from now on is in `rx`, and every request whose
     // event came before has its ledger row queued before the barrier below.
-    let rx = state.activity.subscribe();
+    let rx = parts.activity.subscribe();
     let subscribed_ms = now_ms();
-    state.store.write(Write::Barrier).await?;
+    parts.store.write(Write::Barrier).await?;
     let max_request_ms = lock(live).max_request_ms;
     let day = day_of(subscribed_ms);
-    let baseline = state
+    let baseline = parts
         .store
         .read(move |c| {
             // One read transaction: the totals and the ids below see the same rows.
@@ -201,9 +201,7 @@ async fn reload(state: &AppState, live: &Mutex<Live>) -> Result<Events, TrackerE
 /// The task: applies events, answers snapshot requests, resyncs when it lags.
 struct Runner {
     live: Arc<Mutex<Live>>,
-    activity: Activity,
-    /// Weak, so the task never keeps a stopped daemon's state (and database) alive.
-    state: Weak<AppState>,
+    parts: TrackerParts,
     rx: Events,
 }
 
@@ -254,10 +252,7 @@ impl Runner {
             missed,
             "the activity tracker fell behind the bus; reloading today's state from the database"
         );
-        let Some(state) = self.state.upgrade() else {
-            return;
-        };
-        match reload(&state, &self.live).await {
+        match reload(&self.parts, &self.live).await {
             Ok(rx) => self.rx = rx,
             // Go on from the oldest event the bus still holds.
             Err(e) => {
@@ -281,7 +276,7 @@ impl Runner {
             // The bus was empty for us just before this subscription; if it still is just
             // after, nothing was sent in between, so the new subscription starts right after
             // the last event applied.
-            let sub = self.activity.subscribe();
+            let sub = self.parts.activity.subscribe();
             match self.rx.try_recv() {
                 Err(TryRecvError::Empty) => return self.capture(sub),
                 Ok(e) => {
@@ -305,13 +300,18 @@ impl Runner {
 
     /// The snapshot (all but the orders) of the state as it is now.
     fn capture(&self, sub: Events) -> Result<(Snapshot, Events), TrackerError> {
-        let state = self.state.upgrade().ok_or(TrackerError::Stopped)?;
         let at_ms = now_ms();
         let mut snapshot = lock(&self.live).view(at_ms);
         snapshot.version = env!("CARGO_PKG_VERSION").to_string();
-        snapshot.uptime_secs = state.started.elapsed().as_secs();
+        snapshot.uptime_secs = self.parts.started.elapsed().as_secs();
         snapshot.at_ms = at_ms;
-        snapshot.keys = state.keys.all().iter().map(|k| KeyView::of(k)).collect();
+        snapshot.keys = self
+            .parts
+            .keys
+            .all()
+            .iter()
+            .map(|k| KeyView::of(k))
+            .collect();
         Ok((snapshot, sub))
     }
 }

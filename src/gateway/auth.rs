@@ -5,9 +5,9 @@ use std::sync::Arc;
 use axum::http::HeaderMap;
 
 use super::error::GatewayError;
-use crate::app::AppState;
 use crate::keys::token::{hash_key, is_well_formed};
 use crate::keys::{KeyState, KeyStatus};
+use crate::state::AppState;
 
 /// The key a request presents, if it is one of ours, whatever its status (a revoked key may
 /// still read its own usage).

@@ -16,11 +16,11 @@ use chrono::{DateTime, Utc};
 use super::error::GatewayError;
 use super::types::{ChatRequest, Usage};
 use crate::activity::ActivityEvent;
-use crate::app::AppState;
 use crate::catalog::Model;
 use crate::keys::{KeyState, KeyStatus};
 use crate::money::{TokenPrices, Usd, cost_of};
 use crate::pricing::PricePeriod;
+use crate::state::AppState;
 use crate::store::{Finish, Measured, UsageRow, Write};
 
 /// Money held for one request, and the output cap that keeps the cost inside it.

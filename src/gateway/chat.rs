@@ -17,9 +17,9 @@ use super::error::{GatewayError, rate_headers};
 use super::types::{ChatRequest, Usage};
 use super::{auth, stream};
 use crate::activity::ActivityEvent;
-use crate::app::{AppState, RequestId};
 use crate::keys::KeyStatus;
 use crate::money::Usd;
+use crate::state::{AppState, RequestId};
 use crate::store::Finish;
 use crate::upstream::UpstreamError;
 
@@ -34,7 +34,7 @@ pub async fn chat_completions(State(state): State<Arc<AppState>>, req: Request) 
         .get::<RequestId>()
         .map(|r| r.0.clone())
         .unwrap_or_default();
-    let peer = Some(crate::app::ClientIp::of(&state, &parts).0.to_string());
+    let peer = Some(crate::state::ClientIp::of(&state, &parts).0.to_string());
     let key = match auth::authenticate(&state, &parts.headers) {
         Ok(k) => k,
         Err(e) => return refused(&state, None, e),

@@ -18,7 +18,7 @@ use axum::http::Method;
 use axum::routing::{get, post};
 use tower_http::cors::{Any, CorsLayer};
 
-use crate::app::AppState;
+use crate::state::AppState;
 use error::GatewayError;
 
 /// The `/v1` routes.

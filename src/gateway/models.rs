@@ -15,8 +15,8 @@ use serde_json::{Value, json};
 
 use super::auth::authenticate;
 use super::error::GatewayError;
-use crate::app::AppState;
 use crate::money::Usd;
+use crate::state::AppState;
 use crate::store::usage;
 
 fn model_object(id: &str) -> Value {

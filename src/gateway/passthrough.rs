@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::app::AppState;
+use crate::state::AppState;
 
 /// The handler.
 pub async fn relay(State(state): State<Arc<AppState>>, body: Bytes) -> Response {

@@ -24,7 +24,7 @@ use super::billing::{Outcome, Pending};
 use super::error::GatewayError;
 use super::types::Usage;
 use crate::activity::ActivityEvent;
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::store::Finish;
 use crate::upstream::sse::{SseDecoder, SseItem};
 

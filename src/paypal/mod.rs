@@ -29,11 +29,6 @@ use crate::money::Usd;
 
 pub mod simulated;
 
-/// PayPal's sandbox REST base URL (`paypal.env = "sandbox"`).
-pub const SANDBOX_BASE_URL: &str = "https://api-m.sandbox.paypal.com";
-/// PayPal's live REST base URL (`paypal.env = "live"`).
-pub const LIVE_BASE_URL: &str = "https://api-m.paypal.com";
-
 /// Nano-dollars in one cent: USD amounts at PayPal have exactly two decimals.
 const NANOS_PER_CENT: i64 = 10_000_000;
 /// Refresh a token this long before PayPal says it expires, so no request races the expiry.

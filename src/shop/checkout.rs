@@ -25,8 +25,8 @@ use subtle::ConstantTimeEq;
 use super::web::{csrf_header, csrf_ok};
 use crate::activity::ActivityEvent;
 use crate::admin::{NewKey, is_email};
-use crate::app::{AppState, ClientIp};
 use crate::paypal::{CaptureInfo, NewOrder, PaypalError};
+use crate::state::{AppState, ClientIp};
 use crate::store::Write;
 use crate::store::orders::{OrderRecord, OrderStatus};
 
@@ -246,7 +246,7 @@ pub async fn capture(
             "Too many attempts from your address. Wait a minute and try again.",
         );
     }
-    let Some((order, _)) = state.load_order(&order_id).await else {
+    let Some((order, _)) = crate::shop::orders::load_order(&state, &order_id).await else {
         return error(StatusCode::NOT_FOUND, "order_not_found", "No such order.");
     };
     let may_see_key = created_here(&headers, &order);
@@ -299,14 +299,14 @@ pub async fn capture(
         _ => {}
     }
     // Answer from the database: whatever path got it there, this is the order's truth.
-    let Some((order, sealed)) = state.load_order(&order_id).await else {
+    let Some((order, sealed)) = crate::shop::orders::load_order(&state, &order_id).await else {
         return error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal_error",
             "Please retry.",
         );
     };
-    let view = state.order_view(&order, sealed.as_deref());
+    let view = crate::shop::orders::order_view(&state, &order, sealed.as_deref());
     let message = match order.status {
         OrderStatus::Paid => "Payment received. Here is your API key.",
         OrderStatus::Pending => {
@@ -390,7 +390,7 @@ pub enum Fulfilment {
 /// for this order. Safe to call any number of times, concurrently, from capture and webhooks.
 pub async fn fulfil(state: &Arc<AppState>, order_id: &str, capture: &CaptureInfo) -> Fulfilment {
     let _serial = state.fulfil_lock.lock().await;
-    let Some((order, _)) = state.load_order(order_id).await else {
+    let Some((order, _)) = crate::shop::orders::load_order(&state, order_id).await else {
         return Fulfilment::NotApplicable;
     };
     match order.status {
@@ -462,13 +462,16 @@ pub async fn fulfil(state: &Arc<AppState>, order_id: &str, capture: &CaptureInfo
         );
         return Fulfilment::Mismatch(why);
     }
-    let (record, _key) = match state.prepare_key(NewKey {
-        plan: order.plan.clone(),
-        email: Some(order.email.clone()),
-        budget: None,
-        note: None,
-        order_id: Some(order.order_id.clone()),
-    }) {
+    let (record, _key) = match crate::admin::prepare_key(
+        &state,
+        NewKey {
+            plan: order.plan.clone(),
+            email: Some(order.email.clone()),
+            budget: None,
+            note: None,
+            order_id: Some(order.order_id.clone()),
+        },
+    ) {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(order_id, error = %e, "cannot mint the key of a paid order");
@@ -484,7 +487,7 @@ pub async fn fulfil(state: &Arc<AppState>, order_id: &str, capture: &CaptureInfo
     if let Err(e) = state.store.write(write).await {
         // The database refused to pay it twice (or failed): report what it holds.
         tracing::warn!(order_id, error = %e, "order not paid by this call");
-        return match state.load_order(order_id).await {
+        return match crate::shop::orders::load_order(&state, order_id).await {
             Some((o, _)) if o.status == OrderStatus::Paid => {
                 let key_id = o.key_id.unwrap_or_default();
                 ensure_installed(state, &key_id).await;
@@ -493,7 +496,7 @@ pub async fn fulfil(state: &Arc<AppState>, order_id: &str, capture: &CaptureInfo
             _ => Fulfilment::Failed(e.to_string()),
         };
     }
-    let key = state.install_key(record);
+    let key = crate::admin::install_key(&state, record);
     state.activity.emit(ActivityEvent::OrderPaid {
         order_id: order.order_id.clone(),
         plan: order.plan.clone(),
@@ -522,7 +525,7 @@ async fn ensure_installed(state: &Arc<AppState>, key_id: &str) {
                 key_id,
                 "a paid order's key was missing from memory; installed it now"
             );
-            state.install_key(record);
+            crate::admin::install_key(&state, record);
         }
         Ok(None) => tracing::error!(key_id, "a paid order's key is not in the database"),
         Err(e) => tracing::error!(key_id, error = %e, "cannot load a paid order's key"),

@@ -4,73 +4,21 @@
 pub mod assets;
 pub mod checkout;
 pub mod i18n;
+pub mod limits;
 pub mod orders;
 pub mod pages;
 pub mod usage;
 pub mod web;
 pub mod webhooks;
 
-use std::net::IpAddr;
-use std::num::NonZeroU32;
+pub use limits::{ShopLimits, limit_key};
+
 use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::{get, post};
-use governor::{DefaultKeyedRateLimiter, Quota};
 
-use crate::app::AppState;
-
-/// Per-IP limits against guessing and abuse on the storefront's sensitive endpoints.
-pub struct ShopLimits {
-    /// `POST /order` (order id + email guessing).
-    pub order_lookup: DefaultKeyedRateLimiter<IpAddr>,
-    /// `POST /dashboard` (key guessing).
-    pub dashboard: DefaultKeyedRateLimiter<IpAddr>,
-    /// `POST /api/orders` (order spam).
-    pub create_order: DefaultKeyedRateLimiter<IpAddr>,
-    /// `POST /api/orders/{id}/capture` (each call may reach PayPal).
-    pub capture: DefaultKeyedRateLimiter<IpAddr>,
-}
-
-impl ShopLimits {
-    /// Forget addresses idle long enough to be back at full allowance (bounded memory).
-    pub fn prune(&self) {
-        self.order_lookup.retain_recent();
-        self.dashboard.retain_recent();
-        self.create_order.retain_recent();
-        self.capture.retain_recent();
-    }
-}
-
-/// The key per-IP limits count by: the address, or its /64 for IPv6 (one customer typically
-/// holds a whole /64, and rotating within it must not reset the limit).
-pub fn limit_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => {
-            let mut seg = v6.segments();
-            seg[4..].fill(0);
-            IpAddr::V6(std::net::Ipv6Addr::from(seg))
-        }
-    }
-}
-
-fn per_minute(n: u32) -> DefaultKeyedRateLimiter<IpAddr> {
-    DefaultKeyedRateLimiter::keyed(Quota::per_minute(
-        NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN),
-    ))
-}
-
-impl Default for ShopLimits {
-    fn default() -> Self {
-        ShopLimits {
-            order_lookup: per_minute(10),
-            dashboard: per_minute(20),
-            create_order: per_minute(10),
-            capture: per_minute(30),
-        }
-    }
-}
+use crate::state::AppState;
 
 /// Background upkeep of the storefront: prune idle per-IP limiter entries every minute.
 pub fn start_background(state: &Arc<AppState>) {

@@ -10,11 +10,11 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::app::AppState;
 use crate::gateway::auth::identify;
 use crate::gateway::error::GatewayError;
 use crate::keys::{KeyState, KeyStatus};
 use crate::money::Usd;
+use crate::state::AppState;
 use crate::store::usage::{self, TokenTotals, UsageRow};
 use crate::store::{Finish, Measured, StoreError};
 

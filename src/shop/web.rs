@@ -14,7 +14,7 @@ use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use subtle::ConstantTimeEq;
 
 use super::i18n::{Lang, Texts};
-use crate::app::AppState;
+use crate::state::AppState;
 
 /// Cookie holding the CSRF token.
 pub const CSRF_COOKIE: &str = "mr_csrf";

@@ -17,8 +17,8 @@ use serde_json::Value;
 
 use super::checkout::{Fulfilment, fulfil};
 use crate::activity::ActivityEvent;
-use crate::app::AppState;
 use crate::paypal::{CaptureInfo, parse_amount};
+use crate::state::AppState;
 use crate::store::Write;
 use crate::store::orders::{self as db, OrderRecord, OrderStatus};
 
@@ -191,14 +191,15 @@ async fn handle(state: &Arc<AppState>, kind: &str, resource: &Value) -> Result<(
             // Serialised with fulfilment, and re-read under the lock: a payment being recorded
             // right now is seen, and its key revoked.
             let _serial = state.fulfil_lock.lock().await;
-            let Some((order, _)) = state.load_order(&found.order_id).await else {
+            let Some((order, _)) = crate::shop::orders::load_order(&state, &found.order_id).await
+            else {
                 return Err((StatusCode::SERVICE_UNAVAILABLE, "retry").into_response());
             };
             if order.status == OrderStatus::Refunded {
                 return Ok(());
             }
             if let Some(key_id) = &order.key_id
-                && let Err(e) = state.revoke_key(key_id).await
+                && let Err(e) = crate::admin::revoke_key(&state, key_id).await
             {
                 tracing::error!(order_id = %order.order_id, error = %e, "cannot revoke a refunded order's key");
                 return Err((StatusCode::INTERNAL_SERVER_ERROR, "retry").into_response());

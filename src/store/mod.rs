@@ -138,7 +138,8 @@ enum Job {
     Close(oneshot::Sender<()>),
 }
 
-/// The database: a writer queue and a read connection.
+/// The database: a writer queue and a read connection. Clones share both.
+#[derive(Clone)]
 pub struct Store {
     jobs: mpsc::UnboundedSender<Job>,
     reader: tokio_rusqlite::Connection,

@@ -9,6 +9,7 @@ use crate::admin::NewKey;
 use crate::config::Config;
 use crate::money::Usd;
 use crate::pricing::PricePeriod;
+use crate::state::AppState;
 use crate::store::orders::{OrderRecord, OrderStatus};
 use crate::store::{Finish, Measured, UsageRow};
 
@@ -338,13 +339,15 @@ async fn open(dir: &tempfile::TempDir) -> Arc<AppState> {
 }
 
 async fn key_id(state: &AppState) -> String {
-    let (key, _) = state
-        .create_key(NewKey {
+    let (key, _) = crate::admin::create_key(
+        state,
+        NewKey {
             plan: "trial".into(),
             ..NewKey::default()
-        })
-        .await
-        .unwrap();
+        },
+    )
+    .await
+    .unwrap();
     key.id.clone()
 }
 
@@ -367,7 +370,7 @@ async fn a_snapshot_and_its_events_meet_exactly() {
     for i in 0..10 {
         state.activity.emit(started(&format!("r{i}"), now));
     }
-    let (snap, mut events) = state.tracker.subscribe(&state).await.unwrap();
+    let (snap, mut events) = state.tracker.subscribe().await.unwrap();
     assert_eq!(snap.in_flight.len(), 10);
     assert_eq!(snap.version, env!("CARGO_PKG_VERSION"));
     assert!(snap.at_ms >= now);
@@ -380,7 +383,7 @@ async fn a_snapshot_and_its_events_meet_exactly() {
         Ok(ActivityEvent::RequestProgress { output_tokens, .. }) => assert_eq!(*output_tokens, 12),
         other => panic!("{other:?}"),
     }
-    let snap = state.tracker.snapshot(&state).await.unwrap();
+    let snap = state.tracker.snapshot().await.unwrap();
     let r3 = snap
         .in_flight
         .iter()
@@ -399,7 +402,7 @@ async fn a_lagging_tracker_reloads_the_day_from_the_ledger() {
     for i in 0..n {
         settle(&state, &format!("req_{i:05}"), &key, 7);
     }
-    let snap = state.tracker.snapshot(&state).await.unwrap();
+    let snap = state.tracker.snapshot().await.unwrap();
     assert_eq!(snap.today.requests, n as u64, "{:?}", snap.today);
     assert_eq!(snap.today.spend_usd, Usd::from_nanos(7 * n as i64));
     let kept = ids(&snap.finished);
@@ -415,7 +418,7 @@ async fn a_lagging_tracker_reloads_the_day_from_the_ledger() {
     // Back in step: the next settlement is counted once.
     let key = snap.keys[0].id.clone();
     settle(&state, "req_after", &key, 5);
-    let snap = state.tracker.snapshot(&state).await.unwrap();
+    let snap = state.tracker.snapshot().await.unwrap();
     assert_eq!(snap.today.requests, n as u64 + 1);
     assert_eq!(
         ids(&snap.finished).last().map(String::as_str),
@@ -457,13 +460,15 @@ async fn a_restarted_daemon_starts_from_todays_ledger_and_orders() {
         .write(Write::InsertOrder(Box::new(order)))
         .await
         .unwrap();
-    let (record, _) = state
-        .prepare_key(NewKey {
+    let (record, _) = crate::admin::prepare_key(
+        &state,
+        NewKey {
             plan: "trial".into(),
             order_id: Some("ord_1".into()),
             ..NewKey::default()
-        })
-        .unwrap();
+        },
+    )
+    .unwrap();
     state
         .store
         .write(Write::PayOrder {
@@ -478,7 +483,7 @@ async fn a_restarted_daemon_starts_from_todays_ledger_and_orders() {
     drop(state);
 
     let state = open(&dir).await;
-    let snap = state.tracker.snapshot(&state).await.unwrap();
+    let snap = state.tracker.snapshot().await.unwrap();
     assert_eq!(snap.today.requests, 3, "{:?}", snap.today);
     assert_eq!(snap.today.spend_usd, Usd::from_nanos(33));
     assert_eq!(snap.today.revenue_usd, Usd::from_dollars(1));
@@ -493,6 +498,6 @@ async fn a_restarted_daemon_starts_from_todays_ledger_and_orders() {
     assert_eq!(snap.upstream.last_latency_ms, Some(100));
     // The payment reported again (a webhook after the restart) is not revenue twice.
     state.activity.emit(paid("ord_1", 1, now_ms()));
-    let snap = state.tracker.snapshot(&state).await.unwrap();
+    let snap = state.tracker.snapshot().await.unwrap();
     assert_eq!(snap.today.revenue_usd, Usd::from_dollars(1));
 }

@@ -14,9 +14,9 @@ use serde::Deserialize;
 
 use super::view::{PlanView, clip, url_encode};
 use super::{bad_form, csrf_refused, message, not_found};
-use crate::app::AppState;
 use crate::money::Usd;
 use crate::shop::web::{PageCtx, csrf_ok};
+use crate::state::AppState;
 
 #[derive(Template)]
 #[template(path = "pages/checkout.html")]
@@ -91,7 +91,7 @@ pub async fn demo_approve_page(
         return not_found(&ctx, t.notfound_page);
     }
     let order_id = query.map(|Query(q)| q.order_id).unwrap_or_default();
-    let Some((order, _)) = state.load_order(&order_id).await else {
+    let Some((order, _)) = crate::shop::orders::load_order(&state, &order_id).await else {
         return not_found(&ctx, t.notfound_order);
     };
     let page = DemoApprove {
@@ -137,7 +137,7 @@ pub async fn demo_approve_submit(
     if !csrf_ok(&headers, Some(&form.csrf_token)) {
         return csrf_refused(&ctx, &back);
     }
-    match state.demo_approve(&order_id).await {
+    match crate::shop::orders::demo_approve(&state, &order_id).await {
         Some(plan) => Redirect::to(&format!(
             "/checkout/{}?order_id={}&approved=1",
             url_encode(&plan),

@@ -15,12 +15,12 @@ use serde::Deserialize;
 use super::chart::{self, Chart};
 use super::view::display_time;
 use super::{bad_form, csrf_refused, too_many, unavailable};
-use crate::app::{AppState, ClientIp};
 use crate::keys::KeyStatus;
 use crate::money::Usd;
 use crate::shop::i18n::Texts;
 use crate::shop::usage::{RecentRequest, UsageSummary, summary};
 use crate::shop::web::{PageCtx, csrf_ok};
+use crate::state::{AppState, ClientIp};
 use crate::store::Measured;
 use crate::store::usage::TokenTotals;
 

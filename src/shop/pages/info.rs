@@ -11,9 +11,9 @@ use super::view::{
     ModelView, PlanView, RestrictedModel, fill, human_bytes, models, peak_rule, plans_on_sale,
     restricted, sample_model,
 };
-use crate::app::AppState;
 use crate::money::Usd;
 use crate::shop::web::PageCtx;
+use crate::state::AppState;
 
 #[derive(Template)]
 #[template(path = "pages/home.html")]

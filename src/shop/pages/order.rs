@@ -13,11 +13,11 @@ use serde::Deserialize;
 
 use super::view::{clip, display_time};
 use super::{bad_form, csrf_refused, too_many};
-use crate::app::{AppState, ClientIp};
 use crate::money::Usd;
 use crate::shop::i18n::Texts;
 use crate::shop::orders::OrderView;
 use crate::shop::web::{PageCtx, csrf_ok};
+use crate::state::{AppState, ClientIp};
 use crate::store::orders::OrderStatus;
 
 /// What the result column shows.
@@ -121,7 +121,8 @@ pub async fn order_lookup(
     {
         return too_many(&ctx, "/order");
     }
-    let outcome = match state.lookup_order(&form.order_id, &form.email).await {
+    let outcome = match crate::shop::orders::lookup_order(&state, &form.order_id, &form.email).await
+    {
         Some(o) => LookupOutcome::Found(Box::new(OrderShown::new(o, ctx.t))),
         None => LookupOutcome::NotFound,
     };
