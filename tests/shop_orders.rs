@@ -340,7 +340,7 @@ async fn the_key_is_shown_only_to_the_browser_that_bought_it_or_with_the_email()
     // Look-up: right email shows it; a wrong email and an unknown id look the same.
     let state = &app.daemon.as_ref().unwrap().state;
     assert_eq!(
-        modelrelay::shop::orders::lookup_order(&state, &order_id, "me@example.com")
+        modelrelay::shop::orders::lookup_order(state, &order_id, "me@example.com")
             .await
             .unwrap()
             .api_key
@@ -348,12 +348,12 @@ async fn the_key_is_shown_only_to_the_browser_that_bought_it_or_with_the_email()
         Some(key.as_str())
     );
     assert!(
-        modelrelay::shop::orders::lookup_order(&state, &order_id, "you@example.com")
+        modelrelay::shop::orders::lookup_order(state, &order_id, "you@example.com")
             .await
             .is_none()
     );
     assert!(
-        modelrelay::shop::orders::lookup_order(&state, "ord_doesnotexist", "me@example.com")
+        modelrelay::shop::orders::lookup_order(state, "ord_doesnotexist", "me@example.com")
             .await
             .is_none()
     );
@@ -460,13 +460,13 @@ async fn a_lost_webhook_is_recovered_by_the_order_look_up() {
     let state = &app.daemon.as_ref().unwrap().state;
     // A wrong email learns nothing and changes nothing.
     assert!(
-        modelrelay::shop::orders::lookup_order(&state, &order_id, "other@example.com")
+        modelrelay::shop::orders::lookup_order(state, &order_id, "other@example.com")
             .await
             .is_none()
     );
     assert_eq!(order_status(&app, &order_id), "pending");
     // The buyer looks the order up: we ask PayPal, and the key is issued.
-    let view = modelrelay::shop::orders::lookup_order(&state, &order_id, "lost@example.com")
+    let view = modelrelay::shop::orders::lookup_order(state, &order_id, "lost@example.com")
         .await
         .unwrap();
     assert_eq!(view.status, OrderStatus::Paid);

@@ -390,7 +390,7 @@ pub enum Fulfilment {
 /// for this order. Safe to call any number of times, concurrently, from capture and webhooks.
 pub async fn fulfil(state: &Arc<AppState>, order_id: &str, capture: &CaptureInfo) -> Fulfilment {
     let _serial = state.fulfil_lock.lock().await;
-    let Some((order, _)) = crate::shop::orders::load_order(&state, order_id).await else {
+    let Some((order, _)) = crate::shop::orders::load_order(state, order_id).await else {
         return Fulfilment::NotApplicable;
     };
     match order.status {
@@ -463,7 +463,7 @@ pub async fn fulfil(state: &Arc<AppState>, order_id: &str, capture: &CaptureInfo
         return Fulfilment::Mismatch(why);
     }
     let (record, _key) = match crate::admin::prepare_key(
-        &state,
+        state,
         NewKey {
             plan: order.plan.clone(),
             email: Some(order.email.clone()),
@@ -487,7 +487,7 @@ pub async fn fulfil(state: &Arc<AppState>, order_id: &str, capture: &CaptureInfo
     if let Err(e) = state.store.write(write).await {
         // The database refused to pay it twice (or failed): report what it holds.
         tracing::warn!(order_id, error = %e, "order not paid by this call");
-        return match crate::shop::orders::load_order(&state, order_id).await {
+        return match crate::shop::orders::load_order(state, order_id).await {
             Some((o, _)) if o.status == OrderStatus::Paid => {
                 let key_id = o.key_id.unwrap_or_default();
                 ensure_installed(state, &key_id).await;
@@ -496,7 +496,7 @@ pub async fn fulfil(state: &Arc<AppState>, order_id: &str, capture: &CaptureInfo
             _ => Fulfilment::Failed(e.to_string()),
         };
     }
-    let key = crate::admin::install_key(&state, record);
+    let key = crate::admin::install_key(state, record);
     state.activity.emit(ActivityEvent::OrderPaid {
         order_id: order.order_id.clone(),
         plan: order.plan.clone(),
@@ -525,7 +525,7 @@ async fn ensure_installed(state: &Arc<AppState>, key_id: &str) {
                 key_id,
                 "a paid order's key was missing from memory; installed it now"
             );
-            crate::admin::install_key(&state, record);
+            crate::admin::install_key(state, record);
         }
         Ok(None) => tracing::error!(key_id, "a paid order's key is not in the database"),
         Err(e) => tracing::error!(key_id, error = %e, "cannot load a paid order's key"),

@@ -191,7 +191,7 @@ async fn handle(state: &Arc<AppState>, kind: &str, resource: &Value) -> Result<(
             // Serialised with fulfilment, and re-read under the lock: a payment being recorded
             // right now is seen, and its key revoked.
             let _serial = state.fulfil_lock.lock().await;
-            let Some((order, _)) = crate::shop::orders::load_order(&state, &found.order_id).await
+            let Some((order, _)) = crate::shop::orders::load_order(state, &found.order_id).await
             else {
                 return Err((StatusCode::SERVICE_UNAVAILABLE, "retry").into_response());
             };
@@ -199,7 +199,7 @@ async fn handle(state: &Arc<AppState>, kind: &str, resource: &Value) -> Result<(
                 return Ok(());
             }
             if let Some(key_id) = &order.key_id
-                && let Err(e) = crate::admin::revoke_key(&state, key_id).await
+                && let Err(e) = crate::admin::revoke_key(state, key_id).await
             {
                 tracing::error!(order_id = %order.order_id, error = %e, "cannot revoke a refunded order's key");
                 return Err((StatusCode::INTERNAL_SERVER_ERROR, "retry").into_response());
