@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use super::error::GatewayError;
-use super::types::{ChatRequest, Usage};
 use crate::activity::ActivityEvent;
 use crate::catalog::Model;
 use crate::keys::{KeyState, KeyStatus};
@@ -22,6 +21,33 @@ use crate::money::{TokenPrices, Usd, cost_of};
 use crate::pricing::PricePeriod;
 use crate::state::AppState;
 use crate::store::{Finish, Measured, UsageRow, Write};
+
+/// Token counts from upstream's usage, in DeepSeek's terms (every dialect maps its own usage
+/// onto these).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Prompt tokens.
+    pub prompt: u64,
+    /// Of which served from cache.
+    pub hit: u64,
+    /// Of which not.
+    pub miss: u64,
+    /// Output tokens, reasoning included.
+    pub completion: u64,
+    /// Of which reasoning.
+    pub reasoning: u64,
+}
+
+/// What a request's hold must cover, whatever its dialect.
+#[derive(Debug, Clone, Copy)]
+pub struct HoldNeeds {
+    /// Upper bound of its prompt tokens.
+    pub prompt_upper_bound: u64,
+    /// Output tokens the client asked for at most (per choice), if it said.
+    pub max_tokens: Option<u64>,
+    /// Choices asked for.
+    pub n: u64,
+}
 
 /// Money held for one request, and the output cap that keeps the cost inside it.
 #[derive(Debug, Clone, Copy)]
@@ -42,7 +68,7 @@ pub fn reserve(
     key: &KeyState,
     model: &Model,
     period: PricePeriod,
-    req: &ChatRequest,
+    req: HoldNeeds,
 ) -> Result<Hold, GatewayError> {
     if key.status() == KeyStatus::Exhausted {
         return Err(GatewayError::InsufficientBudget {
@@ -178,21 +204,7 @@ pub async fn settle(state: &AppState, ctx: &RequestCtx, o: Outcome) -> UsageRow 
     // future is dropped while waiting, the row, the exhaustion mark and the events are done.
     let committed = state.store.submit(Write::Usage(Box::new(row.clone())));
     state.metrics.settled(&row.model, row.status, &row);
-    let threshold = state
-        .catalog
-        .plan(&ctx.key.plan)
-        .map_or(Usd::from_nanos(1), |p| p.exhausted_below);
-    if ctx.key.mark_exhausted_below(threshold) {
-        state.store.write_later(Write::MarkExhausted {
-            key_id: ctx.key.id.clone(),
-            below: threshold,
-        });
-        state.activity.emit(ActivityEvent::KeyExhausted {
-            key_id: ctx.key.id.clone(),
-            at_ms: now.timestamp_millis(),
-        });
-        tracing::info!(key_id = %ctx.key.id, "key exhausted");
-    }
+    mark_if_exhausted(state, &ctx.key, now);
     // Sent after the row is queued: the activity tracker relies on it when it reloads the
     // day's totals from the ledger (see activity::tracker).
     state.activity.emit(ActivityEvent::RequestFinished {
@@ -228,6 +240,26 @@ pub async fn settle(state: &AppState, ctx: &RequestCtx, o: Outcome) -> UsageRow 
         "request settled"
     );
     row
+}
+
+/// Mark a key exhausted once its balance falls below what one more request of its plan needs
+/// (told to the store, the console and the log once).
+fn mark_if_exhausted(state: &AppState, key: &KeyState, now: DateTime<Utc>) {
+    let threshold = state
+        .catalog
+        .plan(&key.plan)
+        .map_or(Usd::from_nanos(1), |p| p.exhausted_below);
+    if key.mark_exhausted_below(threshold) {
+        state.store.write_later(Write::MarkExhausted {
+            key_id: key.id.clone(),
+            below: threshold,
+        });
+        state.activity.emit(ActivityEvent::KeyExhausted {
+            key_id: key.id.clone(),
+            at_ms: now.timestamp_millis(),
+        });
+        tracing::info!(key_id = %key.id, "key exhausted");
+    }
 }
 
 /// A request holding money: settled exactly once, by [`Pending::settle`] or, if the request
@@ -304,6 +336,8 @@ impl Drop for Pending {
 mod tests {
     use super::*;
     use crate::config::Config;
+    use crate::gateway::dialect::ClientRequest;
+    use crate::gateway::openai::ChatRequest;
     use crate::keys::KeyRecord;
 
     fn key(budget: i64) -> KeyState {
@@ -337,19 +371,21 @@ mod tests {
             .clone()
     }
 
-    fn req(max_tokens: Option<u64>) -> ChatRequest {
+    fn req(max_tokens: Option<u64>) -> HoldNeeds {
         let mut v = serde_json::json!({"model":"deepseek-v4-flash","messages":[{"role":"user","content":"hi"}]});
         if let Some(m) = max_tokens {
             v["max_tokens"] = m.into();
         }
-        ChatRequest::parse(&serde_json::to_vec(&v).unwrap()).unwrap()
+        ChatRequest::parse(&serde_json::to_vec(&v).unwrap())
+            .unwrap()
+            .hold_needs()
     }
 
     #[test]
     fn hold_covers_prompt_bound_and_output() {
         let r = req(Some(100));
         let k = key(1_000_000_000);
-        let h = reserve(&k, &model(), PricePeriod::OffPeak, &r).unwrap();
+        let h = reserve(&k, &model(), PricePeriod::OffPeak, r).unwrap();
         assert_eq!(h.max_tokens, 100);
         // prompt bound × 150 nano + 100 × 600 nano, per token (prices per 1M / 1e6).
         assert_eq!(
@@ -365,12 +401,12 @@ mod tests {
         let prompt = r.prompt_upper_bound as i64 * 150;
         // Enough for the prompt bound and 20.5 output tokens.
         let k = key(prompt + 20 * 600 + 300);
-        let h = reserve(&k, &model(), PricePeriod::OffPeak, &r).unwrap();
+        let h = reserve(&k, &model(), PricePeriod::OffPeak, r).unwrap();
         assert_eq!(h.max_tokens, 20);
         assert_eq!(h.amount.nanos(), prompt + 20 * 600);
         // What is left (300 nano) cannot pay for one token.
         assert!(matches!(
-            reserve(&k, &model(), PricePeriod::OffPeak, &r),
+            reserve(&k, &model(), PricePeriod::OffPeak, r),
             Err(GatewayError::InsufficientBudget { .. })
         ));
     }
@@ -379,7 +415,7 @@ mod tests {
     fn peak_prices_apply_in_peak() {
         let r = req(Some(10));
         let k = key(1_000_000_000);
-        let h = reserve(&k, &model(), PricePeriod::Peak, &r).unwrap();
+        let h = reserve(&k, &model(), PricePeriod::Peak, r).unwrap();
         assert_eq!(
             h.amount.nanos(),
             r.prompt_upper_bound as i64 * 300 + 10 * 1200

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::keys::RateCheck;
 use crate::money::Usd;
+use crate::upstream::UpstreamError;
 
 /// What a client is told went wrong.
 #[derive(Debug, thiserror::Error)]
@@ -207,6 +208,27 @@ impl GatewayError {
             },
         };
         serde_json::to_string(&body).unwrap_or_default()
+    }
+}
+
+/// What the customer is told about an upstream failure. Upstream's 401/402 concern the
+/// operator's account, and a "model not exist" the operator's config: both are a plain 502
+/// for the customer (the operator reads the log). Only a 400/422 about the request itself is
+/// passed on with upstream's message.
+impl From<UpstreamError> for GatewayError {
+    fn from(e: UpstreamError) -> GatewayError {
+        let rejects = e.rejects_request();
+        match e {
+            UpstreamError::Timeout => GatewayError::UpstreamTimeout,
+            UpstreamError::Status { status, message } if rejects => {
+                GatewayError::UpstreamRejected {
+                    status: StatusCode::from_u16(status.as_u16())
+                        .unwrap_or(StatusCode::BAD_REQUEST),
+                    message,
+                }
+            }
+            _ => GatewayError::Upstream,
+        }
     }
 }
 

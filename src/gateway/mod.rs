@@ -1,15 +1,18 @@
-//! The OpenAI-compatible API under `/v1`: auth, limits, billing, and the relay to upstream.
+//! The customer side of the API under `/v1`: one request pipeline (admission → relay →
+//! settlement) shared by the API dialects, which plug in through [`dialect::Dialect`]; the
+//! models and balance endpoints; the errors customers see.
 
+pub mod admission;
 pub mod auth;
 pub mod billing;
-pub mod chat;
-pub mod chunk;
+pub mod dialect;
 pub mod error;
 pub mod models;
+pub mod openai;
 #[cfg(feature = "bench-passthrough")]
 pub mod passthrough;
+pub mod pipeline;
 pub mod stream;
-pub mod types;
 
 use std::sync::Arc;
 
@@ -30,7 +33,7 @@ pub fn router() -> Router<Arc<AppState>> {
         post(passthrough::relay),
     );
     router
-        .route("/v1/chat/completions", post(chat::chat_completions))
+        .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{id}", get(models::get))
         .route(

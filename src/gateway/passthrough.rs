@@ -10,13 +10,20 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use super::error::GatewayError;
 use crate::state::AppState;
+use crate::upstream::Endpoint;
 
 /// The handler.
 pub async fn relay(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
     let deadline = tokio::time::Instant::now() + state.upstream.request_timeout;
-    match state.upstream.chat(body.to_vec(), deadline).await {
-        Ok(resp) => {
+    let sent = state
+        .upstream
+        .send(Endpoint::ChatCompletions, body.to_vec(), deadline)
+        .await;
+    match sent {
+        Ok(reply) => {
+            let resp = reply.into_response();
             let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::OK);
             let ct = resp
                 .headers()
@@ -31,6 +38,6 @@ pub async fn relay(State(state): State<Arc<AppState>>, body: Bytes) -> Response 
             )
                 .into_response()
         }
-        Err(e) => e.to_client().into_response(),
+        Err(e) => GatewayError::from(e).into_response(),
     }
 }

@@ -6,19 +6,39 @@
 
 use bytes::{Buf, BytesMut};
 
+/// One event of an SSE stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseEvent {
+    /// Its `event:` name, when it had one (Anthropic's streams name every event).
+    pub event: Option<String>,
+    /// Its data (multi-line data joined with `\n`).
+    pub data: String,
+}
+
 /// One item of an SSE stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SseItem {
     /// A comment line, without the leading `:`.
     Comment(String),
-    /// The data of one event (multi-line data joined with `\n`).
-    Data(String),
+    /// An event with data.
+    Event(SseEvent),
+}
+
+impl SseItem {
+    /// An event with data only.
+    pub fn data(data: impl Into<String>) -> SseItem {
+        SseItem::Event(SseEvent {
+            event: None,
+            data: data.into(),
+        })
+    }
 }
 
 /// Feed bytes in, take items out.
 #[derive(Default)]
 pub struct SseDecoder {
     buf: BytesMut,
+    event: Option<String>,
     data: Option<String>,
 }
 
@@ -59,16 +79,21 @@ impl SseDecoder {
                 self.line(&line, out);
             }
         }
-        if let Some(d) = self.data.take() {
-            out.push(SseItem::Data(d));
+        self.dispatch(out);
+    }
+
+    /// A blank line ends an event: emit it if it had data (an event without data is dropped,
+    /// as the SSE spec says), and start afresh.
+    fn dispatch(&mut self, out: &mut Vec<SseItem>) {
+        let event = self.event.take();
+        if let Some(data) = self.data.take() {
+            out.push(SseItem::Event(SseEvent { event, data }));
         }
     }
 
     fn line(&mut self, line: &str, out: &mut Vec<SseItem>) {
         if line.is_empty() {
-            if let Some(d) = self.data.take() {
-                out.push(SseItem::Data(d));
-            }
+            self.dispatch(out);
         } else if let Some(c) = line.strip_prefix(':') {
             out.push(SseItem::Comment(c.to_string()));
         } else if let Some(v) = line.strip_prefix("data:") {
@@ -80,8 +105,10 @@ impl SseDecoder {
                 }
                 None => self.data = Some(v.to_string()),
             }
+        } else if let Some(v) = line.strip_prefix("event:") {
+            self.event = Some(v.strip_prefix(' ').unwrap_or(v).to_string());
         }
-        // `event:`, `id:` and `retry:` are not used by DeepSeek; they are dropped.
+        // `id:` and `retry:` are not used by DeepSeek; they are dropped.
     }
 }
 
@@ -110,8 +137,8 @@ mod tests {
             items,
             vec![
                 SseItem::Comment(" keep-alive".into()),
-                SseItem::Data("{\"a\":1}".into()),
-                SseItem::Data("[DONE]".into()),
+                SseItem::data("{\"a\":1}"),
+                SseItem::data("[DONE]"),
             ]
         );
     }
@@ -121,7 +148,13 @@ mod tests {
         let items = decode(&[b"data: a\ndata: b\n\nevent: x\ndata:c"]);
         assert_eq!(
             items,
-            vec![SseItem::Data("a\nb".into()), SseItem::Data("c".into())]
+            vec![
+                SseItem::data("a\nb"),
+                SseItem::Event(SseEvent {
+                    event: Some("x".into()),
+                    data: "c".into()
+                })
+            ]
         );
     }
 }

@@ -10,7 +10,9 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
 
-use super::types::Usage;
+use super::request::usage_from_json;
+use crate::gateway::billing::Usage;
+use crate::gateway::dialect::PublicModel;
 
 /// The parts of a chunk the relay reads. Unknown fields are skipped without allocation.
 #[derive(Deserialize)]
@@ -79,21 +81,6 @@ pub struct Read {
     pub line: String,
 }
 
-/// The public model name, JSON-encoded once per request (not once per chunk).
-pub struct PublicModel(String);
-
-impl PublicModel {
-    /// Encode `name` as a JSON string.
-    pub fn new(name: &str) -> PublicModel {
-        // A `&str` always serialises; the fallback is never taken.
-        PublicModel(serde_json::to_string(name).unwrap_or_else(|_| format!("\"{name}\"")))
-    }
-
-    fn json(&self) -> &str {
-        &self.0
-    }
-}
-
 /// An `error` event from upstream: the stream cannot go on.
 #[derive(Debug, PartialEq, Eq)]
 pub struct UpstreamErrorEvent;
@@ -150,7 +137,7 @@ fn rewrite(
             let Ok(v) = serde_json::from_str::<serde_json::Value>(raw.get()) else {
                 return Ok(None);
             };
-            Usage::from_json(&v)
+            usage_from_json(&v)
         }
         _ => None,
     };

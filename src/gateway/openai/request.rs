@@ -1,9 +1,11 @@
-//! Wire types: the incoming chat request (kept as a JSON map so every field the client sends
-//! reaches upstream), and DeepSeek's `usage`.
+//! The incoming chat request (kept as a JSON map so every field the client sends reaches
+//! upstream), and DeepSeek's `usage` object read into billing's counts.
 
 use serde_json::{Map, Value};
 
-use super::error::GatewayError;
+use crate::gateway::billing::{HoldNeeds, Usage};
+use crate::gateway::dialect::ClientRequest;
+use crate::gateway::error::GatewayError;
 
 /// Bytes added to the body length for the prompt upper bound: the chat template's special
 /// tokens. Byte-level BPE never yields more tokens than bytes, and the JSON around each
@@ -65,6 +67,59 @@ fn content_bytes(v: Option<&Value>) -> u64 {
     }
 }
 
+/// Check each message's shape and count the bytes of text in them (content, reasoning and
+/// tool calls), for the prompt estimate.
+fn messages_text_bytes(messages: &[Value]) -> Result<u64, GatewayError> {
+    let mut text_bytes = 0u64;
+    for m in messages {
+        let Some(obj) = m.as_object() else {
+            return Err(bad("Each message must be an object.", "messages"));
+        };
+        if !matches!(obj.get("role"), Some(Value::String(_))) {
+            return Err(bad("Each message needs a string `role`.", "messages"));
+        }
+        match obj.get("content") {
+            None | Some(Value::Null | Value::String(_) | Value::Array(_)) => {}
+            _ => {
+                return Err(bad(
+                    "A message's `content` must be a string or an array.",
+                    "messages",
+                ));
+            }
+        }
+        text_bytes +=
+            content_bytes(obj.get("content")) + content_bytes(obj.get("reasoning_content"));
+        if let Some(calls) = obj.get("tool_calls") {
+            text_bytes += calls.to_string().len() as u64;
+        }
+    }
+    Ok(text_bytes)
+}
+
+/// `stream` and `stream_options.include_usage`.
+fn stream_flags(body: &Map<String, Value>) -> Result<(bool, bool), GatewayError> {
+    let stream = match body.get("stream") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        _ => return Err(bad("`stream` must be a boolean.", "stream")),
+    };
+    let include_usage = match body.get("stream_options") {
+        None | Some(Value::Null) => false,
+        Some(Value::Object(o)) => match o.get("include_usage") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            _ => {
+                return Err(bad(
+                    "`stream_options.include_usage` must be a boolean.",
+                    "stream_options",
+                ));
+            }
+        },
+        _ => return Err(bad("`stream_options` must be an object.", "stream_options")),
+    };
+    Ok((stream, include_usage))
+}
+
 impl ChatRequest {
     /// Parse and check the fields the gateway relies on; anything else is upstream's to judge.
     pub fn parse(raw: &[u8]) -> Result<ChatRequest, GatewayError> {
@@ -99,51 +154,11 @@ impl ChatRequest {
                 ));
             }
         };
-        let mut text_bytes = 0u64;
-        for m in messages {
-            let Some(obj) = m.as_object() else {
-                return Err(bad("Each message must be an object.", "messages"));
-            };
-            if !matches!(obj.get("role"), Some(Value::String(_))) {
-                return Err(bad("Each message needs a string `role`.", "messages"));
-            }
-            match obj.get("content") {
-                None | Some(Value::Null | Value::String(_) | Value::Array(_)) => {}
-                _ => {
-                    return Err(bad(
-                        "A message's `content` must be a string or an array.",
-                        "messages",
-                    ));
-                }
-            }
-            text_bytes +=
-                content_bytes(obj.get("content")) + content_bytes(obj.get("reasoning_content"));
-            if let Some(calls) = obj.get("tool_calls") {
-                text_bytes += calls.to_string().len() as u64;
-            }
-        }
+        let mut text_bytes = messages_text_bytes(messages)?;
         if let Some(tools) = body.get("tools") {
             text_bytes += tools.to_string().len() as u64;
         }
-        let stream = match body.get("stream") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(b)) => *b,
-            _ => return Err(bad("`stream` must be a boolean.", "stream")),
-        };
-        let include_usage = match body.get("stream_options") {
-            None | Some(Value::Null) => false,
-            Some(Value::Object(o)) => match o.get("include_usage") {
-                None | Some(Value::Null) => false,
-                Some(Value::Bool(b)) => *b,
-                _ => {
-                    return Err(bad(
-                        "`stream_options.include_usage` must be a boolean.",
-                        "stream_options",
-                    ));
-                }
-            },
-            _ => return Err(bad("`stream_options` must be an object.", "stream_options")),
-        };
+        let (stream, include_usage) = stream_flags(&body)?;
         let max_tokens = match optional_count(&body, "max_tokens")? {
             Some(n) => Some(n),
             None => optional_count(&body, "max_completion_tokens")?,
@@ -164,9 +179,32 @@ impl ChatRequest {
             body,
         })
     }
+}
 
-    /// The body for upstream: the client's fields, with what the gateway owns replaced.
-    pub fn upstream_body(&self, upstream_model: &str, user_id: &str, max_tokens: u64) -> Vec<u8> {
+impl ClientRequest for ChatRequest {
+    fn model(&self) -> &str {
+        &self.model
+    }
+
+    fn stream(&self) -> bool {
+        self.stream
+    }
+
+    fn hold_needs(&self) -> HoldNeeds {
+        HoldNeeds {
+            prompt_upper_bound: self.prompt_upper_bound,
+            max_tokens: self.max_tokens,
+            n: self.n,
+        }
+    }
+
+    fn prompt_estimate(&self) -> u64 {
+        self.prompt_estimate
+    }
+
+    /// The client's fields, with what the gateway owns replaced; a stream always asks
+    /// upstream for usage.
+    fn upstream_body(&self, upstream_model: &str, user_id: &str, max_tokens: u64) -> Vec<u8> {
         let mut body = self.body.clone();
         body.insert("model".into(), Value::String(upstream_model.into()));
         body.insert("user_id".into(), Value::String(user_id.into()));
@@ -184,51 +222,34 @@ impl ChatRequest {
     }
 }
 
-/// Token counts from upstream's `usage`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Usage {
-    /// Prompt tokens.
-    pub prompt: u64,
-    /// Of which served from cache.
-    pub hit: u64,
-    /// Of which not.
-    pub miss: u64,
-    /// Output tokens, reasoning included.
-    pub completion: u64,
-    /// Of which reasoning.
-    pub reasoning: u64,
-}
-
-impl Usage {
-    /// Read DeepSeek's usage object; `None` when it is absent, null or lacks the counts.
-    /// Without the hit/miss split every prompt token is a miss (SPEC §4).
-    pub fn from_json(v: &Value) -> Option<Usage> {
-        let obj = v.as_object()?;
-        let num = |k: &str| obj.get(k).and_then(Value::as_u64);
-        let prompt = num("prompt_tokens")?;
-        let completion = num("completion_tokens")?;
-        let (hit, miss) = match (
-            num("prompt_cache_hit_tokens"),
-            num("prompt_cache_miss_tokens"),
-        ) {
-            (Some(h), Some(m)) => (h, m),
-            (Some(h), None) => (h.min(prompt), prompt.saturating_sub(h)),
-            (None, Some(m)) => (prompt.saturating_sub(m), m),
-            (None, None) => (0, prompt),
-        };
-        let reasoning = obj
-            .get("completion_tokens_details")
-            .and_then(|d| d.get("reasoning_tokens"))
-            .and_then(Value::as_u64)
-            .unwrap_or(0);
-        Some(Usage {
-            prompt,
-            hit,
-            miss,
-            completion,
-            reasoning,
-        })
-    }
+/// Read DeepSeek's usage object; `None` when it is absent, null or lacks the counts. Without
+/// the hit/miss split every prompt token is a miss (SPEC §4).
+pub fn usage_from_json(v: &Value) -> Option<Usage> {
+    let obj = v.as_object()?;
+    let num = |k: &str| obj.get(k).and_then(Value::as_u64);
+    let prompt = num("prompt_tokens")?;
+    let completion = num("completion_tokens")?;
+    let (hit, miss) = match (
+        num("prompt_cache_hit_tokens"),
+        num("prompt_cache_miss_tokens"),
+    ) {
+        (Some(h), Some(m)) => (h, m),
+        (Some(h), None) => (h.min(prompt), prompt.saturating_sub(h)),
+        (None, Some(m)) => (prompt.saturating_sub(m), m),
+        (None, None) => (0, prompt),
+    };
+    let reasoning = obj
+        .get("completion_tokens_details")
+        .and_then(|d| d.get("reasoning_tokens"))
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    Some(Usage {
+        prompt,
+        hit,
+        miss,
+        completion,
+        reasoning,
+    })
 }
 
 #[cfg(test)]
@@ -320,7 +341,7 @@ mod tests {
 
     #[test]
     fn usage_split_and_fallback() {
-        let u = Usage::from_json(&json!({"prompt_tokens":100,"completion_tokens":30,
+        let u = usage_from_json(&json!({"prompt_tokens":100,"completion_tokens":30,
             "prompt_cache_hit_tokens":64,"prompt_cache_miss_tokens":36,
             "completion_tokens_details":{"reasoning_tokens":10}}))
         .unwrap();
@@ -334,8 +355,8 @@ mod tests {
                 reasoning: 10
             }
         );
-        let u = Usage::from_json(&json!({"prompt_tokens":100,"completion_tokens":30})).unwrap();
+        let u = usage_from_json(&json!({"prompt_tokens":100,"completion_tokens":30})).unwrap();
         assert_eq!((u.hit, u.miss), (0, 100));
-        assert!(Usage::from_json(&Value::Null).is_none());
+        assert!(usage_from_json(&Value::Null).is_none());
     }
 }

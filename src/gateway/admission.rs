@@ -1,0 +1,194 @@
+//! Admission: everything a request must pass before it may go upstream, in this order — the
+//! key (401), its rate limit (429), a balance that can pay for anything at all (402), the body
+//! (413, or 402 when the key could never pay for that many bytes), the request itself (400),
+//! the model (404) and the plan (403), and finally the hold on the key's balance, which may
+//! lower `max_tokens` to what the key can pay for (402 below one output token).
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
+use axum::response::Response;
+use bytes::Bytes;
+use chrono::Utc;
+
+use super::auth;
+use super::billing::{Hold, reserve};
+use super::dialect::{ClientRequest, Dialect};
+use super::error::{GatewayError, rate_headers};
+use crate::activity::ActivityEvent;
+use crate::catalog::Model;
+use crate::keys::{KeyState, KeyStatus, RateCheck};
+use crate::money::Usd;
+use crate::state::AppState;
+
+/// A request that passed every check and holds money.
+pub struct Admitted<R> {
+    /// The paying key.
+    pub key: Arc<KeyState>,
+    /// Its rate check (for the `x-ratelimit-*` headers of the answer).
+    pub rate: RateCheck,
+    /// The model served.
+    pub model: Model,
+    /// The money held.
+    pub hold: Hold,
+    /// The parsed request.
+    pub request: R,
+}
+
+/// A request turned away before upstream.
+pub struct Refusal {
+    error: GatewayError,
+    key_id: Option<String>,
+    /// Set once the key passed its rate check: the answer carries the `x-ratelimit-*` headers.
+    rate: Option<RateCheck>,
+}
+
+impl Refusal {
+    fn new(error: GatewayError, key: Option<&KeyState>, rate: Option<RateCheck>) -> Refusal {
+        Refusal {
+            error,
+            key_id: key.map(|k| k.id.clone()),
+            rate,
+        }
+    }
+
+    /// The answer in the dialect's shape; refusals about the key, its money, its plan or the
+    /// model are also told to the console.
+    pub fn respond<D: Dialect>(self, state: &AppState) -> Response {
+        let status = self.error.status().as_u16();
+        if matches!(status, 401..=404) {
+            state.activity.emit(ActivityEvent::Refused {
+                key_id: self.key_id,
+                status,
+                code: self.error.code().to_string(),
+                at_ms: Utc::now().timestamp_millis(),
+            });
+        }
+        let mut resp = D::error_response(self.error);
+        if let Some(rate) = &self.rate {
+            rate_headers(rate, resp.headers_mut());
+        }
+        resp
+    }
+}
+
+/// Run every check on a request, in order; on success the hold is taken.
+pub async fn admit<D: Dialect>(
+    state: &AppState,
+    parts: &Parts,
+    body: Body,
+) -> Result<Admitted<D::Request>, Refusal> {
+    let key = auth::authenticate(state, &parts.headers).map_err(|e| Refusal::new(e, None, None))?;
+    let rate = key.check_rate();
+    if !rate.allowed {
+        state.metrics.rate_limited();
+        state.activity.emit(ActivityEvent::RateLimited {
+            key_id: key.id.clone(),
+            key_prefix: key.prefix.clone(),
+            limit: rate.limit,
+            at_ms: Utc::now().timestamp_millis(),
+        });
+        // The error carries its own rate headers (and `retry-after`); no `refused` event.
+        return Err(Refusal {
+            error: GatewayError::RateLimited(rate),
+            key_id: None,
+            rate: None,
+        });
+    }
+    let refuse = |e: GatewayError| Refusal::new(e, Some(&key), Some(rate));
+    let (request, model, hold) = checks::<D>(state, &key, parts, body)
+        .await
+        .map_err(refuse)?;
+    Ok(Admitted {
+        key,
+        rate,
+        model,
+        hold,
+        request,
+    })
+}
+
+/// The checks after the key and its rate: money, body, request, model, plan, hold.
+async fn checks<D: Dialect>(
+    state: &AppState,
+    key: &KeyState,
+    parts: &Parts,
+    body: Body,
+) -> Result<(D::Request, Model, Hold), GatewayError> {
+    // A key that cannot pay for the smallest request is told so before its body is read, and
+    // a body whose bytes alone (each may be a prompt token) it could never pay for is refused
+    // without reading it into memory.
+    let period = state.catalog.period_now();
+    let plan = state.catalog.plan(&key.plan);
+    let floor = plan.map_or(Usd::from_nanos(1), |p| p.exhausted_below);
+    if key.status() == KeyStatus::Exhausted || key.available() < floor {
+        return Err(GatewayError::InsufficientBudget {
+            available: key.available(),
+        });
+    }
+    let affordable = plan.map_or(usize::MAX, |p| {
+        affordable_bytes(key.available(), p.max_prompt_price[period as usize])
+    });
+    let max_body = state.config.server.max_body_bytes;
+    let raw = match read_body(body, max_body.min(affordable), &parts.headers).await {
+        Err(GatewayError::RequestTooLarge { .. }) if affordable < max_body => {
+            return Err(GatewayError::InsufficientBudget {
+                available: key.available(),
+            });
+        }
+        Err(GatewayError::RequestTooLarge { .. }) => {
+            return Err(GatewayError::RequestTooLarge { limit: max_body });
+        }
+        other => other?,
+    };
+    let req = D::parse(&raw)?;
+    let model = state
+        .catalog
+        .model(req.model())
+        .ok_or_else(|| GatewayError::ModelNotFound(req.model().to_string()))?;
+    let allowed = plan.is_some_and(|p| p.models.contains(&model.name));
+    if !allowed {
+        return Err(GatewayError::ModelNotAllowed(model.name.clone()));
+    }
+    let hold = reserve(key, model, period, req.hold_needs())?;
+    Ok((req, model.clone(), hold))
+}
+
+/// How many body bytes `available` can pay for as prompt at `price` per 1M tokens (each byte
+/// may be a token), less the template slack.
+fn affordable_bytes(available: Usd, price: Usd) -> usize {
+    if price.nanos() <= 0 {
+        return usize::MAX;
+    }
+    let tokens = i128::from(available.nanos()) * 1_000_000 / i128::from(price.nanos());
+    usize::try_from((tokens - 64).max(0)).unwrap_or(usize::MAX)
+}
+
+/// Read the body, enforcing `limit` (413 in our error shape, not axum's).
+async fn read_body(body: Body, limit: usize, headers: &HeaderMap) -> Result<Bytes, GatewayError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(GatewayError::RequestTooLarge { limit });
+    }
+    match axum::body::to_bytes(body, limit).await {
+        Ok(b) => Ok(b),
+        Err(e) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+                || e.to_string().contains("length limit");
+            if too_large {
+                Err(GatewayError::RequestTooLarge { limit })
+            } else {
+                Err(GatewayError::InvalidRequest {
+                    message: "The request body could not be read.".into(),
+                    param: None,
+                })
+            }
+        }
+    }
+}

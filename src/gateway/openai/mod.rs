@@ -1,0 +1,115 @@
+//! The OpenAI dialect: `POST /v1/chat/completions`, relayed to DeepSeek's own OpenAI-format
+//! endpoint. Chunks and answers are read through a borrowed view and edited by splicing
+//! ([`chunk`]); whatever that view does not take goes through the JSON tree ([`tree`]).
+
+mod chunk;
+mod request;
+mod tree;
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+
+pub use request::{ChatRequest, usage_from_json};
+
+use super::dialect::{Answer, Dialect, PublicModel, Step, StreamRewrite, Tally};
+use super::error::GatewayError;
+use super::pipeline;
+use crate::state::AppState;
+use crate::upstream::Endpoint;
+use crate::upstream::sse::SseEvent;
+
+/// `POST /v1/chat/completions`.
+pub async fn chat_completions(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    pipeline::handle::<OpenAi>(state, req).await
+}
+
+/// The OpenAI chat-completions dialect.
+pub struct OpenAi;
+
+/// The end of a complete stream.
+const DONE: &str = "data: [DONE]\n\n";
+
+impl Dialect for OpenAi {
+    type Request = ChatRequest;
+    type Stream = Chunks;
+    const ENDPOINT: Endpoint = Endpoint::ChatCompletions;
+
+    fn parse(raw: &[u8]) -> Result<ChatRequest, GatewayError> {
+        ChatRequest::parse(raw)
+    }
+
+    fn answer(raw: &[u8], public: &PublicModel) -> Result<Answer, String> {
+        // Fast path: read what billing needs and rename the model in place, without a tree.
+        if let Ok(text) = std::str::from_utf8(raw)
+            && let Some(a) = chunk::answer(text, public)
+            && a.has_choices
+        {
+            return Ok(Answer {
+                usage: a.usage,
+                output_estimate: (a.generated.iter().sum::<usize>() as u64).div_ceil(4),
+                body: a.line.into_bytes(),
+            });
+        }
+        let (usage, output_estimate, body) = tree::rewrite_answer(raw, public.name())?;
+        Ok(Answer {
+            usage,
+            output_estimate,
+            body,
+        })
+    }
+
+    fn stream(req: &ChatRequest, public: PublicModel) -> Chunks {
+        Chunks {
+            public,
+            include_usage: req.include_usage,
+        }
+    }
+
+    fn error_response(e: GatewayError) -> Response {
+        e.into_response()
+    }
+
+    fn error_event(e: &GatewayError) -> String {
+        format!("data: {}\n\n", e.body_json())
+    }
+}
+
+/// Rewrites one stream's chunks: the public model name, and `usage` hidden from a client that
+/// did not ask for it (upstream is always asked for it, to bill).
+pub struct Chunks {
+    public: PublicModel,
+    include_usage: bool,
+}
+
+impl StreamRewrite for Chunks {
+    fn event(&mut self, ev: &SseEvent, tally: &mut Tally) -> Result<Step, String> {
+        let d = ev.data.as_str();
+        if d.trim() == "[DONE]" {
+            return Ok(Step::End(DONE.to_string()));
+        }
+        match chunk::read(d, &self.public, self.include_usage) {
+            Ok(Some(read)) => {
+                tally.add(&read.generated);
+                if read.usage.is_some() {
+                    tally.usage = read.usage;
+                }
+                Ok(Step::Send(read.line))
+            }
+            // Not the plain shape: the tree-based rewrite handles (or reports) it.
+            Ok(None) => tree::rewrite_chunk(d, self.public.name(), self.include_usage, tally)
+                .map(Step::Send),
+            Err(chunk::UpstreamErrorEvent) => Err(format!("upstream error event: {d}")),
+        }
+    }
+
+    fn end_at_eof(&mut self, tally: &Tally) -> Result<String, String> {
+        // DeepSeek puts the usage on the last chunk: with it, the answer is complete.
+        if tally.usage.is_some() {
+            Ok(DONE.to_string())
+        } else {
+            Err("stream ended without [DONE]".into())
+        }
+    }
+}

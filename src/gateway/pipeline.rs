@@ -1,0 +1,190 @@
+//! The one request pipeline, for every dialect: admission → relay → settlement.
+//!
+//! A request is admitted (checks and hold, [`super::admission`]), announced to the console,
+//! sent upstream, and then either relayed as a stream ([`super::stream`]) or read whole and
+//! answered here; either way it settles exactly once ([`super::billing::Pending`]) and its
+//! ledger row is committed before the answer's last byte leaves.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::Request;
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+
+use super::admission::{Admitted, admit};
+use super::billing::{Outcome, Pending, RequestCtx};
+use super::dialect::{ClientRequest, Dialect, PublicModel};
+use super::error::{GatewayError, rate_headers};
+use super::stream;
+use crate::activity::ActivityEvent;
+use crate::state::{AppState, ClientIp, RequestId};
+use crate::store::Finish;
+use crate::upstream::{EventStream, UpstreamError};
+
+/// Serve one request of dialect `D`.
+pub async fn handle<D: Dialect>(state: Arc<AppState>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let admitted = match admit::<D>(&state, &parts, body).await {
+        Ok(a) => a,
+        Err(refusal) => return refusal.respond::<D>(&state),
+    };
+    let rate = admitted.rate;
+    let (pending, call) = start::<D>(&state, &parts, admitted);
+    let mut resp = relay::<D>(state, pending, call).await;
+    rate_headers(&rate, resp.headers_mut());
+    resp
+}
+
+/// What goes upstream for an admitted request.
+struct Call<D: Dialect> {
+    body: Vec<u8>,
+    stream: Option<D::Stream>,
+}
+
+/// Announce an admitted request and wrap it so that it settles exactly once.
+fn start<D: Dialect>(
+    state: &Arc<AppState>,
+    parts: &Parts,
+    a: Admitted<D::Request>,
+) -> (Pending, Call<D>) {
+    let request_id = parts
+        .extensions
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default();
+    let req = a.request;
+    let body = req.upstream_body(&a.model.upstream, &a.key.id, a.hold.max_tokens);
+    let stream = req
+        .stream()
+        .then(|| D::stream(&req, PublicModel::new(&a.model.name)));
+    let prompt_estimate = req.prompt_estimate();
+    // The parsed body can be many times the raw size; it is not needed past this point.
+    drop(req);
+    state.activity.emit(ActivityEvent::RequestStarted {
+        request_id: request_id.clone(),
+        key_id: a.key.id.clone(),
+        key_prefix: a.key.prefix.clone(),
+        plan: a.key.plan.clone(),
+        model: a.model.name.clone(),
+        stream: stream.is_some(),
+        client_ip: Some(ClientIp::of(state, parts).0.to_string()),
+        at_ms: Utc::now().timestamp_millis(),
+    });
+    let ctx = RequestCtx {
+        request_id,
+        key: a.key,
+        model: a.model,
+        hold: a.hold,
+        stream: stream.is_some(),
+        prompt_estimate,
+        started: Instant::now(),
+        started_at: Utc::now(),
+    };
+    (Pending::new(state.clone(), ctx), Call { body, stream })
+}
+
+/// What upstream sent back, ready to relay.
+enum Arrived<S> {
+    Stream(Box<EventStream>, S),
+    Whole(Result<Vec<u8>, UpstreamError>),
+}
+
+/// Send the request upstream and answer the client from what comes back.
+async fn relay<D: Dialect>(state: Arc<AppState>, pending: Pending, call: Call<D>) -> Response {
+    let deadline = tokio::time::Instant::now() + state.upstream.request_timeout;
+    let answer = async {
+        let sent = Instant::now();
+        let up = state.upstream.send(D::ENDPOINT, call.body, deadline).await;
+        if matches!(&up, Ok(_) | Err(UpstreamError::Status { .. })) {
+            state.metrics.upstream_latency(sent.elapsed());
+        }
+        Ok(match (up?, call.stream) {
+            (reply, Some(rewrite)) => Arrived::Stream(Box::new(reply.events()), rewrite),
+            (reply, None) => Arrived::Whole(reply.json().await),
+        })
+    };
+    // Shutdown cuts a request that is still waiting on upstream; it is billed like a client
+    // that went away, and told to retry.
+    let answer = tokio::select! {
+        a = answer => Some(a),
+        _ = state.cut.cancelled() => None,
+    };
+    match answer {
+        None => cut_short::<D>(pending).await,
+        Some(Err(e)) => upstream_failed::<D>(pending, e).await,
+        Some(Ok(Arrived::Stream(events, rewrite))) => {
+            stream::relay::<D>(state, pending, *events, rewrite, deadline)
+        }
+        Some(Ok(Arrived::Whole(Err(e)))) => upstream_failed::<D>(pending, e).await,
+        Some(Ok(Arrived::Whole(Ok(raw)))) => whole::<D>(pending, &raw).await,
+    }
+}
+
+/// The daemon is shutting down and could not wait for this request.
+async fn cut_short<D: Dialect>(pending: Pending) -> Response {
+    pending
+        .settle(Outcome {
+            usage: None,
+            output_estimate: 0,
+            finish: Finish::Shutdown,
+            status: 503,
+            ttft: None,
+        })
+        .await;
+    D::error_response(GatewayError::ShuttingDown)
+}
+
+/// Upstream failed before answering: bill nothing, tell the client.
+async fn upstream_failed<D: Dialect>(pending: Pending, e: UpstreamError) -> Response {
+    let request_id = pending
+        .ctx()
+        .map(|c| c.request_id.as_str())
+        .unwrap_or_default();
+    e.log(request_id);
+    let finish = match &e {
+        UpstreamError::Timeout => Finish::UpstreamTimeout,
+        e if e.rejects_request() => Finish::Rejected,
+        _ => Finish::UpstreamError,
+    };
+    let client = GatewayError::from(e);
+    pending
+        .settle(Outcome {
+            usage: None,
+            output_estimate: 0,
+            finish,
+            status: client.status().as_u16(),
+            ttft: None,
+        })
+        .await;
+    D::error_response(client)
+}
+
+/// A whole (non-stream) answer: settle (the ledger row is committed), then hand it over.
+async fn whole<D: Dialect>(pending: Pending, raw: &[u8]) -> Response {
+    let Some(ctx) = pending.ctx() else {
+        return D::error_response(GatewayError::Upstream);
+    };
+    let answer = match D::answer(raw, &PublicModel::new(&ctx.model.name)) {
+        Ok(a) => a,
+        Err(why) => return upstream_failed::<D>(pending, UpstreamError::Malformed(why)).await,
+    };
+    let ttft = ctx.started.elapsed();
+    pending
+        .settle(Outcome {
+            usage: answer.usage,
+            output_estimate: answer.output_estimate,
+            finish: Finish::Complete,
+            status: 200,
+            ttft: Some(ttft),
+        })
+        .await;
+    let mut resp = (StatusCode::OK, answer.body).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}

@@ -1,0 +1,123 @@
+//! Reading an upstream answer that arrived with a 2xx: a whole JSON body, or an event stream,
+//! each under the request's two timers — idle (no data for `idle_timeout`; DeepSeek's queue
+//! keep-alives do not count) and total (the request's deadline).
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::UpstreamError;
+use super::sse::{SseDecoder, SseItem};
+
+/// Largest non-stream answer read from upstream.
+const MAX_ANSWER: usize = 64 * 1024 * 1024;
+
+/// A 2xx answer whose body is still to be read.
+pub struct Reply {
+    resp: reqwest::Response,
+    idle: Duration,
+    deadline: Instant,
+}
+
+impl Reply {
+    pub(super) fn new(resp: reqwest::Response, idle: Duration, deadline: Instant) -> Reply {
+        Reply {
+            resp,
+            idle,
+            deadline,
+        }
+    }
+
+    /// The whole body of a non-stream answer. DeepSeek sends blank lines while a request waits
+    /// in its queue; those do not count as data for the idle timer.
+    pub async fn json(mut self) -> Result<Vec<u8>, UpstreamError> {
+        let mut buf = Vec::new();
+        let mut last_data = Instant::now();
+        loop {
+            let wait = self.deadline.min(last_data + self.idle);
+            match tokio::time::timeout_at(wait, self.resp.chunk()).await {
+                Err(_) => return Err(UpstreamError::Timeout),
+                Ok(Err(e)) => return Err(UpstreamError::Malformed(format!("body cut: {e}"))),
+                Ok(Ok(None)) => return Ok(buf),
+                Ok(Ok(Some(c))) => {
+                    if c.iter().any(|b| !b.is_ascii_whitespace()) {
+                        last_data = Instant::now();
+                    }
+                    buf.extend_from_slice(&c);
+                    if buf.len() > MAX_ANSWER {
+                        return Err(UpstreamError::Malformed("answer too large".into()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The body as server-sent events.
+    pub fn events(self) -> EventStream {
+        EventStream {
+            resp: self.resp,
+            idle: self.idle,
+            deadline: self.deadline,
+            last_data: Instant::now(),
+            decoder: SseDecoder::default(),
+            ready: VecDeque::new(),
+            scratch: Vec::new(),
+            eof: false,
+        }
+    }
+
+    /// The raw response (the benchmark's pass-through route relays it untouched).
+    #[cfg(feature = "bench-passthrough")]
+    pub fn into_response(self) -> reqwest::Response {
+        self.resp
+    }
+}
+
+/// An upstream event stream, decoded: comments and events, one at a time. Dropping it drops
+/// the connection, which cancels the request at DeepSeek.
+pub struct EventStream {
+    resp: reqwest::Response,
+    idle: Duration,
+    deadline: Instant,
+    last_data: Instant,
+    decoder: SseDecoder,
+    ready: VecDeque<SseItem>,
+    scratch: Vec<SseItem>,
+    eof: bool,
+}
+
+impl EventStream {
+    /// The next item; `Ok(None)` when upstream closed the stream. An event (not a comment)
+    /// restarts the idle timer.
+    pub async fn next(&mut self) -> Result<Option<SseItem>, UpstreamError> {
+        loop {
+            if let Some(item) = self.ready.pop_front() {
+                if matches!(item, SseItem::Event(_)) {
+                    self.last_data = Instant::now();
+                }
+                return Ok(Some(item));
+            }
+            if self.eof {
+                return Ok(None);
+            }
+            let wait = self.deadline.min(self.last_data + self.idle);
+            match tokio::time::timeout_at(wait, self.resp.chunk()).await {
+                Err(_) => return Err(UpstreamError::Timeout),
+                Ok(Err(e)) => return Err(UpstreamError::Malformed(format!("stream cut: {e}"))),
+                Ok(Ok(Some(bytes))) => {
+                    let fed = self.decoder.feed(&bytes, &mut self.scratch);
+                    self.ready.extend(self.scratch.drain(..));
+                    if let Err(e) = fed {
+                        return Err(UpstreamError::Malformed(e.to_string()));
+                    }
+                }
+                Ok(Ok(None)) => {
+                    self.decoder.finish(&mut self.scratch);
+                    self.ready.extend(self.scratch.drain(..));
+                    self.eof = true;
+                }
+            }
+        }
+    }
+}
