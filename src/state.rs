@@ -211,10 +211,18 @@ impl AppState {
 /// The client's address: the TCP peer, or — with `server.behind_proxy` and a loopback peer (the
 /// proxy) — the address the proxy appended last to `X-Forwarded-For`. Per-IP limits and the
 /// console use it; without it, every customer behind a proxy would share one address.
+///
+/// Only that last entry is trusted: everything before it is whatever the client sent. When it
+/// is not an address (a port and IPv6 brackets are allowed), the client is unknown — the
+/// unspecified address `0.0.0.0`, which is never loopback and shares one per-IP allowance —
+/// and never an earlier, client-written entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClientIp(pub std::net::IpAddr);
 
 impl ClientIp {
+    /// The client whose address could not be known.
+    pub const UNKNOWN: ClientIp = ClientIp(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+
     /// Work it out from the connection and headers.
     pub fn of(state: &AppState, parts: &axum::http::request::Parts) -> ClientIp {
         let peer = parts
@@ -222,20 +230,48 @@ impl ClientIp {
             .get::<axum::extract::ConnectInfo<SocketAddr>>()
             .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
         if state.config.server.behind_proxy && peer.is_loopback() {
-            let forwarded = parts
+            let last = parts
                 .headers
                 .get_all("x-forwarded-for")
                 .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .filter_map(|ip| ip.trim().parse::<std::net::IpAddr>().ok())
-                .next_back();
-            if let Some(ip) = forwarded {
-                return ClientIp(ip);
-            }
+                .next_back()
+                .map(|v| v.to_str().ok().and_then(|v| v.rsplit(',').next()));
+            return match last {
+                Some(Some(entry)) => parse_forwarded(entry).map_or(ClientIp::UNKNOWN, ClientIp),
+                // A header that is not text: unknown, like any other unparsable entry.
+                Some(None) => ClientIp::UNKNOWN,
+                // No header: the proxy itself (or a local client) is talking.
+                None => ClientIp(peer),
+            };
         }
         ClientIp(peer)
     }
+
+    /// The address as shown to the operator (`unknown` when it could not be known).
+    pub fn label(&self) -> String {
+        if *self == ClientIp::UNKNOWN {
+            "unknown".into()
+        } else {
+            self.0.to_string()
+        }
+    }
+}
+
+/// One `X-Forwarded-For` entry: `203.0.113.9`, `203.0.113.9:5555`, `2001:db8::1`,
+/// `[2001:db8::1]` or `[2001:db8::1]:5555`.
+fn parse_forwarded(entry: &str) -> Option<std::net::IpAddr> {
+    let entry = entry.trim();
+    if let Ok(ip) = entry.parse() {
+        return Some(ip);
+    }
+    if let Ok(addr) = entry.parse::<SocketAddr>() {
+        return Some(addr.ip());
+    }
+    let inner = entry.strip_prefix('[')?.strip_suffix(']')?;
+    inner
+        .parse::<std::net::Ipv6Addr>()
+        .ok()
+        .map(std::net::IpAddr::V6)
 }
 
 impl axum::extract::FromRequestParts<Arc<AppState>> for ClientIp {
@@ -285,6 +321,42 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn forwarded_entries() {
+        use std::net::IpAddr;
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            super::parse_forwarded(" 203.0.113.9"),
+            Some(ip("203.0.113.9"))
+        );
+        assert_eq!(
+            super::parse_forwarded("203.0.113.9:5555"),
+            Some(ip("203.0.113.9"))
+        );
+        assert_eq!(
+            super::parse_forwarded("2001:db8::1"),
+            Some(ip("2001:db8::1"))
+        );
+        assert_eq!(
+            super::parse_forwarded("[2001:db8::1]"),
+            Some(ip("2001:db8::1"))
+        );
+        assert_eq!(
+            super::parse_forwarded("[2001:db8::1]:443"),
+            Some(ip("2001:db8::1"))
+        );
+        for bad in [
+            "unknown",
+            "",
+            "_hidden",
+            "1.2.3",
+            "[1.2.3.4]",
+            "203.0.113.9:x",
+        ] {
+            assert_eq!(super::parse_forwarded(bad), None, "{bad}");
+        }
+    }
+
     #[test]
     fn request_ids_are_unique_and_time_ordered() {
         let a = super::new_request_id();

@@ -11,6 +11,7 @@ mod cli;
 mod console;
 mod errors;
 mod faults;
+mod hardening;
 mod install;
 mod lifecycle;
 mod models;

@@ -220,13 +220,17 @@ impl From<UpstreamError> for GatewayError {
         let rejects = e.rejects_request();
         match e {
             UpstreamError::Timeout => GatewayError::UpstreamTimeout,
-            UpstreamError::Status { status, message } if rejects => {
-                GatewayError::UpstreamRejected {
-                    status: StatusCode::from_u16(status.as_u16())
-                        .unwrap_or(StatusCode::BAD_REQUEST),
-                    message,
-                }
-            }
+            UpstreamError::Status {
+                status, message, ..
+            } if rejects => GatewayError::UpstreamRejected {
+                status: StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_REQUEST),
+                // Only DeepSeek's own JSON message, made safe; for anything else, ours.
+                message: if message.is_empty() {
+                    "The upstream provider rejected the request as invalid.".into()
+                } else {
+                    message
+                },
+            },
             _ => GatewayError::Upstream,
         }
     }

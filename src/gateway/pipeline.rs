@@ -70,7 +70,7 @@ fn start<D: Dialect>(
         plan: a.key.plan.clone(),
         model: a.model.name.clone(),
         stream: stream.is_some(),
-        client_ip: Some(ClientIp::of(state, parts).0.to_string()),
+        client_ip: Some(ClientIp::of(state, parts).label()),
         at_ms: Utc::now().timestamp_millis(),
     });
     let ctx = RequestCtx {

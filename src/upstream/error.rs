@@ -13,12 +13,15 @@ pub enum UpstreamError {
     #[error("upstream timed out")]
     Timeout,
     /// A non-2xx status.
-    #[error("upstream answered {status}: {message}")]
+    #[error("upstream answered {status}: {detail}")]
     Status {
         /// Upstream's status.
         status: StatusCode,
-        /// Upstream's error message (or body excerpt).
+        /// DeepSeek's `error.message`, made safe to show a customer (capped, anything shaped
+        /// like a key redacted); empty when the body had none.
         message: String,
+        /// An excerpt of the body for the log (keys redacted there too).
+        detail: String,
     },
     /// A 2xx whose body is not what DeepSeek sends, or that was cut.
     #[error("upstream answer malformed: {0}")]
@@ -37,9 +40,9 @@ impl UpstreamError {
     /// DeepSeek's 400 "Model Not Exist": the request named a model we sell, so the fault is the
     /// operator's `upstream_model`, not the customer's request.
     pub fn is_unknown_model(&self) -> bool {
-        matches!(self, UpstreamError::Status { status, message }
+        matches!(self, UpstreamError::Status { status, detail, .. }
             if *status == StatusCode::BAD_REQUEST
-                && message.to_ascii_lowercase().contains("model not exist"))
+                && detail.to_ascii_lowercase().contains("model not exist"))
     }
 
     /// Upstream refused the operator's account (401 key, 402 balance).
@@ -56,11 +59,11 @@ impl UpstreamError {
                 error = %self,
                 "UPSTREAM DOES NOT KNOW THE MODEL: check models.<name>.upstream_model in the config"
             ),
-            UpstreamError::Status { status, message } if self.refuses_account() => {
+            UpstreamError::Status { status, detail, .. } if self.refuses_account() => {
                 tracing::error!(
                     request_id,
                     status = status.as_u16(),
-                    upstream_message = %message,
+                    upstream_message = %detail,
                     "UPSTREAM REFUSED THE OPERATOR'S ACCOUNT: check upstream.api_key and the \
                      DeepSeek balance; every customer request fails until this is fixed"
                 );
@@ -73,13 +76,126 @@ impl UpstreamError {
     }
 }
 
-/// `error.message` of an OpenAI-shaped error body, else a short excerpt.
-pub(super) fn error_message(body: &[u8]) -> String {
-    serde_json::from_slice::<serde_json::Value>(body)
+/// Longest upstream message passed on to a customer, in characters.
+const MESSAGE_CAP: usize = 300;
+/// Longest body excerpt logged, in characters.
+const DETAIL_CAP: usize = 200;
+
+/// The status error for an error body: DeepSeek's JSON `error.message` (the only text ever
+/// passed on to a customer, and only after [`redact`]), and an excerpt for the log.
+pub(super) fn status_error(status: StatusCode, body: &[u8]) -> UpstreamError {
+    let message = serde_json::from_slice::<serde_json::Value>(body)
         .ok()
         .and_then(|v| v.get("error")?.get("message")?.as_str().map(str::to_string))
-        .unwrap_or_else(|| {
-            let text = String::from_utf8_lossy(body);
-            text.chars().take(200).collect()
-        })
+        .map(|m| redact(&m, MESSAGE_CAP))
+        .unwrap_or_default();
+    let detail = if message.is_empty() {
+        redact(&String::from_utf8_lossy(body), DETAIL_CAP)
+    } else {
+        message.clone()
+    };
+    UpstreamError::Status {
+        status,
+        message,
+        detail,
+    }
+}
+
+/// `text` cut to `cap` characters, with control characters turned into spaces and every word
+/// that looks like a credential replaced by `[redacted]`: an upstream (or a proxy in front of
+/// it) that echoes the request's headers must not hand the operator's key to a customer.
+pub fn redact(text: &str, cap: usize) -> String {
+    let clean: String = text
+        .chars()
+        .take(cap)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let mut out = String::with_capacity(clean.len());
+    let mut word = String::new();
+    let mut after_bearer = false;
+    let flush = |word: &mut String, out: &mut String, after_bearer: &mut bool| {
+        if !word.is_empty() {
+            let secret = *after_bearer || looks_like_key(word);
+            *after_bearer =
+                word.eq_ignore_ascii_case("bearer") || word.eq_ignore_ascii_case("basic");
+            out.push_str(if secret { "[redacted]" } else { word });
+            word.clear();
+        }
+    };
+    for c in clean.chars() {
+        if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '+' | '/' | '=') {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut out, &mut after_bearer);
+            out.push(c);
+        }
+    }
+    flush(&mut word, &mut out, &mut after_bearer);
+    out
+}
+
+/// `sk-…` keys (DeepSeek's, OpenAI's, ours), and any long run of letters and digits mixed, as
+/// API keys and tokens are.
+fn looks_like_key(word: &str) -> bool {
+    let w = word.trim_matches(|c: char| matches!(c, '.' | '/' | '='));
+    if w.len() >= 8 && w.to_ascii_lowercase().starts_with("sk-") {
+        return true;
+    }
+    w.len() >= 24
+        && w.chars().any(|c| c.is_ascii_digit())
+        && w.chars().any(|c| c.is_ascii_alphabetic())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_redacted_from_messages() {
+        assert_eq!(
+            redact(
+                "Authorization: Bearer sk-abc123def456ghi789 was rejected",
+                300
+            ),
+            "Authorization: Bearer [redacted] was rejected"
+        );
+        assert_eq!(
+            redact("bad key sk-gateway-AbCdEfGhIjKlMnOpQrStUvWxYz012345.", 300),
+            "bad key [redacted]"
+        );
+        assert_eq!(
+            redact("token=eyJhbGciOiJIUzI1NiJ9abcdef0123456789", 300),
+            "[redacted]"
+        );
+        assert_eq!(
+            redact("Invalid request format", 300),
+            "Invalid request format"
+        );
+        assert_eq!(redact("a\nb\u{0}c", 300), "a b c");
+        assert_eq!(redact("x".repeat(500).as_str(), 300).len(), 300);
+    }
+
+    #[test]
+    fn only_json_messages_reach_customers() {
+        let e = status_error(
+            StatusCode::BAD_REQUEST,
+            b"POST /chat/completions\r\nAuthorization: Bearer sk-operator-secret-key-1234\r\n",
+        );
+        let UpstreamError::Status {
+            message, detail, ..
+        } = e
+        else {
+            panic!()
+        };
+        assert_eq!(message, "");
+        assert!(!detail.contains("sk-operator"), "{detail}");
+        let e = status_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            br#"{"error":{"message":"max_tokens too large for key sk-operator-secret-key-1234"}}"#,
+        );
+        let UpstreamError::Status { message, .. } = e else {
+            panic!()
+        };
+        assert_eq!(message, "max_tokens too large for key [redacted]");
+    }
 }

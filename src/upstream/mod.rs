@@ -101,10 +101,7 @@ impl Upstream {
         let body = tokio::time::timeout_at(wait, read_limited(resp, 64 * 1024))
             .await
             .unwrap_or_default();
-        Err(UpstreamError::Status {
-            status,
-            message: error::error_message(&body),
-        })
+        Err(error::status_error(status, &body))
     }
 }
 

@@ -1,8 +1,15 @@
-//! A small server-sent-events decoder for upstream streams.
+//! A server-sent-events decoder for upstream streams.
 //!
 //! Hand-written rather than taken from a crate because the relay needs what SSE crates drop:
-//! comment lines (`: keep-alive`) are passed through to the client, and they must be told
-//! apart from data so that the idle timer ignores them.
+//! comment lines (`: keep-alive`) are reported, so the relay can keep a client's connection
+//! warm while telling them apart from data for the idle timer; and it needs a hard cap on one
+//! event's size, checked as bytes arrive.
+//!
+//! It follows the SSE specification's line rules: a line ends at CRLF, LF or a lone CR (a CR
+//! at the end of one read whose LF comes in the next is one line end, not two). Only what was
+//! decoded is ever relayed, so no byte sequence can smuggle an event past the relay's
+//! rewriting. Each byte is looked at once: scanning resumes where the last read stopped, so a
+//! huge line costs linear time, and is cut as soon as it passes the cap.
 
 use bytes::{Buf, BytesMut};
 
@@ -18,7 +25,7 @@ pub struct SseEvent {
 /// One item of an SSE stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SseItem {
-    /// A comment line, without the leading `:`.
+    /// A comment line, without the leading `:` (never contains CR or LF).
     Comment(String),
     /// An event with data.
     Event(SseEvent),
@@ -34,38 +41,93 @@ impl SseItem {
     }
 }
 
-/// Feed bytes in, take items out.
-#[derive(Default)]
-pub struct SseDecoder {
-    buf: BytesMut,
-    event: Option<String>,
-    data: Option<String>,
-}
-
-/// Longest line accepted; a stream that sends more without a newline is malformed.
-const MAX_LINE: usize = 16 * 1024 * 1024;
+/// Largest event accepted by default (its data and its pending line together).
+pub const DEFAULT_MAX_EVENT: usize = 1024 * 1024;
 
 /// The stream broke the format.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("malformed event stream: {0}")]
 pub struct SseError(&'static str);
 
+/// Feed bytes in, take items out.
+pub struct SseDecoder {
+    /// Bytes of the line being read (everything before them was consumed).
+    buf: BytesMut,
+    /// How much of `buf` is known to hold no line end.
+    scanned: usize,
+    /// The last line ended with a CR at the end of a read: an LF that starts the next read
+    /// belongs to it.
+    after_cr: bool,
+    /// The stream's first bytes are still to come (a byte-order mark there is dropped).
+    at_start: bool,
+    event: Option<String>,
+    data: Option<String>,
+    max_event: usize,
+}
+
+impl Default for SseDecoder {
+    fn default() -> Self {
+        SseDecoder::new(DEFAULT_MAX_EVENT)
+    }
+}
+
 impl SseDecoder {
-    /// Append bytes and return every complete item.
-    pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<SseItem>) -> Result<(), SseError> {
-        self.buf.extend_from_slice(chunk);
-        while let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
-            let mut line = self.buf.split_to(pos + 1);
-            line.truncate(pos);
-            if line.last() == Some(&b'\r') {
-                line.truncate(pos - 1);
-            }
-            let line = std::str::from_utf8(&line).map_err(|_| SseError("invalid UTF-8"))?;
-            self.line(line, out);
+    /// A decoder that refuses events larger than `max_event` bytes.
+    pub fn new(max_event: usize) -> SseDecoder {
+        SseDecoder {
+            buf: BytesMut::new(),
+            scanned: 0,
+            after_cr: false,
+            at_start: true,
+            event: None,
+            data: None,
+            max_event,
         }
-        if self.buf.len() > MAX_LINE {
-            self.buf.advance(self.buf.len());
-            return Err(SseError("line too long"));
+    }
+
+    /// Append bytes and return every complete item.
+    pub fn feed(&mut self, mut chunk: &[u8], out: &mut Vec<SseItem>) -> Result<(), SseError> {
+        if self.after_cr && !chunk.is_empty() {
+            self.after_cr = false;
+            if chunk[0] == b'\n' {
+                chunk = &chunk[1..];
+            }
+        }
+        self.buf.extend_from_slice(chunk);
+        if self.at_start {
+            if self.buf.len() < 3 && b"\xEF\xBB\xBF".starts_with(&self.buf) {
+                return Ok(());
+            }
+            self.at_start = false;
+            if self.buf.starts_with(b"\xEF\xBB\xBF") {
+                self.buf.advance(3);
+            }
+        }
+        while let Some(pos) = self.buf[self.scanned..]
+            .iter()
+            .position(|&b| b == b'\n' || b == b'\r')
+        {
+            let end = self.scanned + pos;
+            let mut skip = 1;
+            if self.buf[end] == b'\r' {
+                match self.buf.get(end + 1) {
+                    Some(b'\n') => skip = 2,
+                    Some(_) => {}
+                    // Its LF, if any, comes with the next read.
+                    None => self.after_cr = true,
+                }
+            }
+            let line = self.buf.split_to(end);
+            self.buf.advance(skip);
+            self.scanned = 0;
+            let line = std::str::from_utf8(&line).map_err(|_| SseError("invalid UTF-8"))?;
+            self.line(line, out)?;
+        }
+        self.scanned = self.buf.len();
+        if self.pending_bytes() > self.max_event {
+            self.buf.clear();
+            self.scanned = 0;
+            return Err(SseError("event too large"));
         }
         Ok(())
     }
@@ -74,12 +136,19 @@ impl SseDecoder {
     pub fn finish(&mut self, out: &mut Vec<SseItem>) {
         if !self.buf.is_empty() {
             let rest = std::mem::take(&mut self.buf);
+            self.scanned = 0;
             if let Ok(line) = std::str::from_utf8(&rest) {
-                let line = line.trim_end_matches('\r').to_string();
-                self.line(&line, out);
+                let line = line.to_string();
+                // At the end nothing more can grow; an oversized tail was refused by `feed`.
+                let _ = self.line(&line, out);
             }
         }
         self.dispatch(out);
+    }
+
+    /// Bytes held for the event being read: its data and its unfinished line.
+    fn pending_bytes(&self) -> usize {
+        self.buf.len() + self.data.as_ref().map_or(0, String::len)
     }
 
     /// A blank line ends an event: emit it if it had data (an event without data is dropped,
@@ -91,24 +160,38 @@ impl SseDecoder {
         }
     }
 
-    fn line(&mut self, line: &str, out: &mut Vec<SseItem>) {
+    fn line(&mut self, line: &str, out: &mut Vec<SseItem>) -> Result<(), SseError> {
         if line.is_empty() {
             self.dispatch(out);
-        } else if let Some(c) = line.strip_prefix(':') {
-            out.push(SseItem::Comment(c.to_string()));
-        } else if let Some(v) = line.strip_prefix("data:") {
-            let v = v.strip_prefix(' ').unwrap_or(v);
-            match &mut self.data {
-                Some(d) => {
-                    d.push('\n');
-                    d.push_str(v);
-                }
-                None => self.data = Some(v.to_string()),
-            }
-        } else if let Some(v) = line.strip_prefix("event:") {
-            self.event = Some(v.strip_prefix(' ').unwrap_or(v).to_string());
+            return Ok(());
         }
-        // `id:` and `retry:` are not used by DeepSeek; they are dropped.
+        if let Some(c) = line.strip_prefix(':') {
+            out.push(SseItem::Comment(c.to_string()));
+            return Ok(());
+        }
+        let (field, value) = match line.split_once(':') {
+            Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
+            None => (line, ""),
+        };
+        match field {
+            "data" => {
+                match &mut self.data {
+                    Some(d) => {
+                        d.push('\n');
+                        d.push_str(value);
+                    }
+                    None => self.data = Some(value.to_string()),
+                }
+                if self.pending_bytes() > self.max_event {
+                    self.data = None;
+                    return Err(SseError("event too large"));
+                }
+            }
+            "event" => self.event = Some(value.to_string()),
+            // `id` and `retry` are not used by DeepSeek; unknown fields are ignored (the spec).
+            _ => {}
+        }
+        Ok(())
     }
 }
 
@@ -156,5 +239,65 @@ mod tests {
                 })
             ]
         );
+    }
+
+    #[test]
+    fn a_lone_cr_ends_a_line() {
+        // A keep-alive comment hiding an event behind a bare CR: a client's parser sees two
+        // lines, so the relay must too (and then rewrite the event like any other).
+        let items = decode(&[b": ping\rdata: {\"injected\":1}\n\n"]);
+        assert_eq!(
+            items,
+            vec![
+                SseItem::Comment(" ping".into()),
+                SseItem::data("{\"injected\":1}"),
+            ]
+        );
+        // CR at the end of one read, LF at the start of the next: one line end.
+        let items = decode(&[b"data: a\r", b"\ndata: b\r", b"\r"]);
+        assert_eq!(items, vec![SseItem::data("a\nb")]);
+        // CR CR is a line end and a blank line.
+        assert_eq!(decode(&[b"data: a\r\rdata: b\r\r"]).len(), 2);
+    }
+
+    #[test]
+    fn fields_without_colon_bom_and_unknown_fields() {
+        let items = decode(&[b"\xEF\xBB", b"\xBFdata\nid: 7\nretry: 1\nfoo: x\n\n"]);
+        assert_eq!(items, vec![SseItem::data("")]);
+        // An event with no data is dropped.
+        assert!(decode(&[b"event: ping\n\n"]).is_empty());
+    }
+
+    #[test]
+    fn an_event_over_the_cap_is_refused_as_it_arrives() {
+        let mut d = SseDecoder::new(100);
+        let mut out = Vec::new();
+        d.feed(b"data: ", &mut out).unwrap();
+        assert_eq!(
+            d.feed(&[b'x'; 200], &mut out),
+            Err(SseError("event too large"))
+        );
+        // Many small data lines adding up to more than the cap are refused too.
+        let mut d = SseDecoder::new(100);
+        let many = b"data: 0123456789\n".repeat(20);
+        assert_eq!(d.feed(&many, &mut out), Err(SseError("event too large")));
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_long_line_in_small_reads_is_scanned_once() {
+        // 4 MiB fed 1 KiB at a time: quadratic rescanning would take seconds in a debug build.
+        let mut d = SseDecoder::new(8 * 1024 * 1024);
+        let mut out = Vec::new();
+        d.feed(b"data: ", &mut out).unwrap();
+        let piece = [b'y'; 1024];
+        for _ in 0..4096 {
+            d.feed(&piece, &mut out).unwrap();
+        }
+        d.feed(b"\n\n", &mut out).unwrap();
+        match &out[..] {
+            [SseItem::Event(e)] => assert_eq!(e.data.len(), 4 * 1024 * 1024),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -1,0 +1,153 @@
+//! What an attacker tried (issue 11): each test here failed before its fix.
+
+use std::time::Duration;
+
+use crate::common::*;
+
+/// `GET /metrics` as a client behind the proxy whose `X-Forwarded-For` is `xff`.
+async fn metrics_status(app: &TestApp, xff: &str) -> u16 {
+    app.http
+        .get(format!("{}/metrics", app.base))
+        .header("x-forwarded-for", xff)
+        .send()
+        .await
+        .expect("send")
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn a_forwarded_for_that_is_not_a_bare_address_cannot_pass_for_loopback() {
+    let app = TestApp::spawn_with(|c| c.server.behind_proxy = true).await;
+    // The proxy appended the last entry; an entry the client wrote before it must never count,
+    // whatever shape the last one has.
+    for xff in [
+        "127.0.0.1, 203.0.113.9:5555",
+        "127.0.0.1, unknown",
+        "127.0.0.1, [2001:db8::1]:443",
+        "127.0.0.1, _hidden",
+        "127.0.0.1,",
+    ] {
+        assert_eq!(metrics_status(&app, xff).await, 404, "{xff}");
+    }
+    // A loopback client with no header is the operator on the box.
+    let local = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(local.status(), 200);
+}
+
+#[tokio::test]
+async fn the_forwarded_address_keeps_its_port_off_and_garbage_is_unknown() {
+    let app = TestApp::spawn_with(|c| c.server.behind_proxy = true).await;
+    let mut sub = subscribe(&app).await;
+    let key = app.create_key("trial", None).await;
+    for (xff, want) in [
+        ("198.51.100.7, 203.0.113.9:5555", "203.0.113.9"),
+        ("198.51.100.7, [2001:db8::1]:443", "2001:db8::1"),
+        ("198.51.100.7, unknown", "unknown"),
+    ] {
+        let resp = app
+            .chat(&key, &body("deepseek-v4-flash", "hi [[sim reply=1]]"))
+            .header("x-forwarded-for", xff)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let ip = next_started_client_ip(&mut sub).await;
+        assert_eq!(ip.as_deref(), Some(want), "{xff}");
+    }
+}
+
+async fn subscribe(app: &TestApp) -> modelrelay::activity::socket::Client {
+    let mut sub = modelrelay::activity::socket::Client::connect(&app.socket)
+        .await
+        .unwrap();
+    sub.send(&modelrelay::activity::protocol::Request::Subscribe)
+        .await
+        .unwrap();
+    let _ = sub.recv().await.unwrap();
+    sub
+}
+
+async fn next_started_client_ip(sub: &mut modelrelay::activity::socket::Client) -> Option<String> {
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(5), sub.recv())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let modelrelay::activity::protocol::Response::Event {
+            event: modelrelay::activity::ActivityEvent::RequestStarted { client_ip, .. },
+        } = msg
+        {
+            return client_ip;
+        }
+    }
+}
+
+/// A hostile upstream on loopback: every request is answered by `answer` with the request's
+/// `Authorization` header in hand.
+async fn hostile_upstream(answer: fn(String) -> axum::response::Response) -> String {
+    use axum::http::HeaderMap;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().fallback(move |headers: HeaderMap| async move {
+        let auth = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        answer(auth)
+    });
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn an_upstream_echoing_the_operators_key_never_shows_it_to_the_customer() {
+    use axum::response::IntoResponse;
+    for answer in [
+        // Plain text echo of the request.
+        (|auth: String| {
+            (
+                axum::http::StatusCode::BAD_REQUEST,
+                format!("Bad request\r\nAuthorization: {auth}\r\n"),
+            )
+                .into_response()
+        }) as fn(String) -> axum::response::Response,
+        // DeepSeek's JSON shape, with the key inside the message.
+        |auth: String| {
+            (
+                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                [("content-type", "application/json")],
+                serde_json::json!({"error": {"message": format!("rejected {auth}"),
+                    "type": "invalid_request_error"}})
+                .to_string(),
+            )
+                .into_response()
+        },
+    ] {
+        let upstream = hostile_upstream(answer).await;
+        let app = TestApp::spawn_with(move |c| c.upstream.base_url = upstream.clone()).await;
+        let key = app.create_key("trial", None).await;
+        let resp = app
+            .chat(&key, &body("deepseek-v4-flash", "hi"))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        assert!(status == 400 || status == 422, "{status}");
+        let text = resp.text().await.unwrap();
+        assert!(!text.contains(SIM_KEY), "{text}");
+        assert!(!text.contains("simulated-test"), "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["error"]["code"], "invalid_request", "{v}");
+        assert!(v["error"]["message"].as_str().unwrap().len() <= 300, "{v}");
+    }
+}
