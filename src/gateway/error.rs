@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::keys::RateCheck;
+use crate::keys::identify::IdentifyError;
 use crate::money::Usd;
 
 /// What a client is told went wrong.
@@ -207,6 +208,13 @@ impl GatewayError {
             },
         };
         serde_json::to_string(&body).unwrap_or_default()
+    }
+}
+
+/// A request without a key it may use is a 401, with identification's message.
+impl From<IdentifyError> for GatewayError {
+    fn from(e: IdentifyError) -> Self {
+        GatewayError::InvalidApiKey(e.message())
     }
 }
 
