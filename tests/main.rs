@@ -16,6 +16,8 @@ mod install;
 mod lifecycle;
 mod models;
 mod ops;
+mod page_demo;
+mod page_forms;
 mod pages;
 mod python_client;
 mod robustness;

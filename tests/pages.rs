@@ -1,17 +1,14 @@
 //! The storefront pages over real HTTP with a non-default config: every page in both languages,
-//! plans and prices from config, docs from config and `public_url`, 404s in the layout, security
-//! headers, CSRF on form posts, per-IP limits, escaping, the dashboard, and the demo flow
-//! (banner, approval page, key shown at checkout and at order look-up).
+//! plans and prices from config, docs from config and `public_url`, 404s in the layout, the
+//! checkout page and its assets, security headers and the CSRF cookie. Form posts are in
+//! `page_forms.rs`, the demo flow in `page_demo.rs`; both use the helpers here.
 
-use modelrelay::app::Daemon;
 use modelrelay::config::{Config, PlanConfig};
-use modelrelay::paypal::simulated::{SimPaypalOptions, SimulatedPaypal};
 use modelrelay::shop::i18n::{EN, ZH};
-use modelrelay::upstream::simulated::{SimOptions, SimulatedDeepSeek};
-use reqwest::header::{ACCEPT_LANGUAGE, CONTENT_SECURITY_POLICY, COOKIE, LOCATION, SET_COOKIE};
-use reqwest::{StatusCode, redirect};
+use reqwest::StatusCode;
+use reqwest::header::{ACCEPT_LANGUAGE, CONTENT_SECURITY_POLICY, COOKIE, SET_COOKIE};
 
-use crate::common::{SIM_KEY, TestApp, body, test_config};
+use crate::common::TestApp;
 
 const PUBLIC_URL: &str = "https://relay.example.test";
 
@@ -47,12 +44,12 @@ fn custom(c: &mut Config) {
     flash.input_cache_miss = ["0.17".parse().unwrap(), "0.34".parse().unwrap()];
 }
 
-async fn custom_app() -> TestApp {
+pub(crate) async fn custom_app() -> TestApp {
     TestApp::spawn_with(custom).await
 }
 
 /// GET a page; `lang` is a query (`?lang=zh`) or an `Accept-Language` value.
-async fn get(
+pub(crate) async fn get(
     base: &str,
     path: &str,
     accept: Option<&str>,
@@ -77,7 +74,7 @@ fn csrf_set_cookie(headers: &reqwest::header::HeaderMap) -> Option<String> {
 }
 
 /// The CSRF token a browser gets on its first visit.
-async fn csrf_token(base: &str) -> String {
+pub(crate) async fn csrf_token(base: &str) -> String {
     let (_, headers, _) = get(base, "/order", None).await;
     let cookie = csrf_set_cookie(&headers).expect("csrf cookie");
     cookie["mr_csrf=".len()..]
@@ -88,7 +85,7 @@ async fn csrf_token(base: &str) -> String {
 }
 
 /// POST a form with an optional CSRF cookie.
-async fn post_form(
+pub(crate) async fn post_form(
     base: &str,
     path: &str,
     cookie: Option<&str>,
@@ -106,7 +103,7 @@ async fn post_form(
 }
 
 /// `s` as askama writes it into HTML.
-fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&#38;")
         .replace('<', "&#60;")
         .replace('>', "&#62;")
@@ -115,7 +112,7 @@ fn esc(s: &str) -> String {
 }
 
 /// The text of the element with this id (up to its first `<`).
-fn element_text<'a>(html: &'a str, id: &str) -> Option<&'a str> {
+pub(crate) fn element_text<'a>(html: &'a str, id: &str) -> Option<&'a str> {
     let start = html.find(&format!("id=\"{id}\""))?;
     let rest = &html[start..];
     let open_end = rest.find('>')? + 1;
@@ -123,7 +120,7 @@ fn element_text<'a>(html: &'a str, id: &str) -> Option<&'a str> {
     Some(&rest[..rest.find('<')?])
 }
 
-const PAGES: [&str; 7] = [
+pub(crate) const PAGES: [&str; 7] = [
     "/",
     "/pricing",
     "/docs",
@@ -442,424 +439,4 @@ async fn security_headers_and_csrf_cookie() {
     assert!(csrf_set_cookie(resp.headers()).is_none());
     let html = resp.text().await.unwrap();
     assert!(html.contains(&format!("name=\"csrf_token\" value=\"{token}\"")));
-}
-
-#[tokio::test]
-async fn form_posts_need_the_csrf_token() {
-    let app = custom_app().await;
-    let token = csrf_token(&app.base).await;
-    let other = csrf_token(&app.base).await;
-    assert_ne!(token, other);
-    let lookup = [("order_id", "ord_doesnotexist"), ("email", "a@b.c")];
-    for path in ["/order", "/dashboard"] {
-        // No token field, a wrong token, a token without its cookie: all refused.
-        let cases: [(Option<&str>, Option<&str>); 4] = [
-            (Some(&token), None),
-            (Some(&token), Some(&other)),
-            (None, Some(&token)),
-            (Some(&token), Some("")),
-        ];
-        for (cookie, sent) in cases {
-            let mut fields = lookup.to_vec();
-            fields.push(("key", "sk-gateway-nothing"));
-            if let Some(s) = sent {
-                fields.push(("csrf_token", s));
-            }
-            let (status, html) = post_form(&app.base, path, cookie, &fields).await;
-            assert_eq!(status, 403, "{path} cookie={cookie:?} sent={sent:?}");
-            assert!(html.contains(&esc(EN.csrf_h)), "{path}: a page explains");
-        }
-    }
-    // With the right token: the generic answer for an unknown order…
-    let (status, html) = post_form(
-        &app.base,
-        "/order",
-        Some(&token),
-        &[
-            ("order_id", "ord_doesnotexist"),
-            ("email", "a@b.c"),
-            ("csrf_token", &token),
-        ],
-    )
-    .await;
-    assert_eq!(status, 200);
-    assert!(html.contains("id=\"order-not-found\"") && html.contains(&esc(EN.order_not_found)));
-    // …and for an unknown key.
-    let (status, html) = post_form(
-        &app.base,
-        "/dashboard",
-        Some(&token),
-        &[
-            ("key", "sk-gateway-thisisnotakeyatallthisisnotakey"),
-            ("csrf_token", &token),
-        ],
-    )
-    .await;
-    assert_eq!(status, 200);
-    assert!(html.contains("id=\"key-not-found\""));
-    // A form that does not parse is a 400 page, not a crash.
-    let resp = reqwest::Client::new()
-        .post(format!("{}/order", app.base))
-        .header(COOKIE, format!("mr_csrf={token}"))
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 400);
-}
-
-#[tokio::test]
-async fn dashboard_shows_a_real_keys_usage() {
-    let app = custom_app().await;
-    let key = app.create_key("trial", None).await;
-    let resp = app
-        .chat(
-            &key,
-            &body("deepseek-v4-flash", "hi [[sim reply=5 prompt=10]]"),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let rid = crate::common::request_id(&resp);
-    resp.text().await.unwrap();
-    app.wait_ledger_row(&rid).await;
-    let token = csrf_token(&app.base).await;
-    for lang in ["en", "zh"] {
-        let resp = reqwest::Client::new()
-            .post(format!("{}/dashboard?lang={lang}", app.base))
-            .header(COOKIE, format!("mr_csrf={token}"))
-            .form(&[
-                ("key", format!("  {key}  ").as_str()),
-                ("csrf_token", &token),
-            ])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
-        let html = resp.text().await.unwrap();
-        let t = if lang == "zh" { &ZH } else { &EN };
-        assert_eq!(element_text(&html, "budget"), Some("$3.00"));
-        let spent = element_text(&html, "spent").unwrap();
-        let remaining = element_text(&html, "remaining").unwrap();
-        let spent: modelrelay::money::Usd = spent.trim_start_matches('$').parse().unwrap();
-        let remaining: modelrelay::money::Usd = remaining.trim_start_matches('$').parse().unwrap();
-        assert!(spent.nanos() > 0);
-        assert_eq!(spent.nanos() + remaining.nanos(), 3_000_000_000);
-        assert_eq!(element_text(&html, "status"), Some(t.key_active));
-        assert_eq!(element_text(&html, "requests"), Some("1"));
-        assert!(html.contains("Taster"));
-        assert!(
-            html.contains("id=\"recent-requests\"") && html.contains(&esc(t.measured_provider))
-        );
-        assert!(html.contains(&esc(t.finish_complete)));
-        assert!(html.contains("<svg") && html.contains("class=\"bar bar-today\""));
-        assert!(
-            html.contains(&format!("${spent}</title>")),
-            "tooltip of today's bar"
-        );
-        assert!(!html.contains(&key), "the key itself is never echoed");
-        assert!(html.contains(&key[..15]), "its prefix is shown");
-    }
-    // The per-IP dashboard limit (20/min) engages too.
-    let mut limited = false;
-    for _ in 0..25 {
-        let (status, html) = post_form(
-            &app.base,
-            "/dashboard",
-            Some(&token),
-            &[("key", &key), ("csrf_token", &token)],
-        )
-        .await;
-        if status == 429 {
-            assert!(html.contains(&esc(EN.limit_h)));
-            limited = true;
-            break;
-        }
-    }
-    assert!(limited);
-}
-
-#[tokio::test]
-async fn order_lookup_is_rate_limited_per_ip() {
-    let app = TestApp::spawn().await;
-    let token = csrf_token(&app.base).await;
-    let fields = [
-        ("order_id", "ord_guess"),
-        ("email", "x@y.z"),
-        ("csrf_token", token.as_str()),
-    ];
-    for i in 0..10 {
-        let (status, html) = post_form(&app.base, "/order", Some(&token), &fields).await;
-        assert_eq!(status, 200, "attempt {}", i + 1);
-        assert!(html.contains(&esc(EN.order_not_found)));
-    }
-    let (status, html) = post_form(&app.base, "/order?lang=zh", Some(&token), &fields).await;
-    assert_eq!(status, 429, "the 11th look-up within a minute");
-    assert!(html.contains(&esc(ZH.limit_h)) && html.contains(&esc(ZH.limit_body)));
-    assert!(!html.contains(&esc(ZH.order_not_found)));
-}
-
-#[tokio::test]
-async fn user_input_is_escaped() {
-    let app = custom_app().await;
-    let token = csrf_token(&app.base).await;
-    let evil_email = "<script>alert(1)</script>@x.y";
-    let evil_id = "\"><img src=x onerror=alert(1)>";
-    let (status, html) = post_form(
-        &app.base,
-        "/order",
-        Some(&token),
-        &[
-            ("order_id", evil_id),
-            ("email", evil_email),
-            ("csrf_token", &token),
-        ],
-    )
-    .await;
-    assert_eq!(status, 200);
-    assert!(!html.contains("<script>alert(1)"), "email echoed raw");
-    assert!(!html.contains("<img src=x"), "order id echoed raw");
-    assert!(!html.contains("\"><img"), "attribute broken out of");
-    assert!(
-        html.contains("value=\"&#60;script&#62;alert(1)&#60;/script&#62;@x.y\"")
-            || !html.contains("alert(1)"),
-        "escaped or not echoed at all"
-    );
-    assert!(html.contains(&esc(EN.order_not_found)));
-    // Paths and queries are not echoed raw either.
-    let (_, _, html) = get(
-        &app.base,
-        "/checkout/%22%3E%3Cscript%3Ealert(1)%3C%2Fscript%3E",
-        None,
-    )
-    .await;
-    assert!(!html.contains("<script>alert(1)"));
-    let (_, _, html) = get(&app.base, "/pricing?lang=%22%3E%3Cscript%3E", None).await;
-    assert!(!html.contains("\"><script>"));
-}
-
-/// A daemon started with `demo = true`, in front of a simulated DeepSeek and PayPal.
-struct Demo {
-    daemon: Option<Daemon>,
-    base: String,
-    _sim: SimulatedDeepSeek,
-    _paypal: SimulatedPaypal,
-    _dir: tempfile::TempDir,
-}
-
-async fn start_demo() -> Demo {
-    let sim = SimulatedDeepSeek::start(SimOptions {
-        api_key: SIM_KEY.into(),
-        ..SimOptions::default()
-    })
-    .await
-    .unwrap();
-    let opts = SimPaypalOptions::default();
-    let paypal = SimulatedPaypal::start(opts.clone()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = test_config(dir.path(), &sim);
-    config.paypal.api_base = paypal.base_url();
-    config.paypal.client_id = opts.client_id;
-    config.paypal.client_secret = opts.client_secret;
-    config.paypal.webhook_id = opts.webhook_id;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let daemon = Daemon::start_with(config, listener, true).await.unwrap();
-    Demo {
-        base: format!("http://{}", daemon.http_addr),
-        daemon: Some(daemon),
-        _sim: sim,
-        _paypal: paypal,
-        _dir: dir,
-    }
-}
-
-#[tokio::test]
-async fn demo_mode_banner_and_purchase_through_the_pages() {
-    let plain = TestApp::spawn().await;
-    let (status, _, _) = get(&plain.base, "/demo/paypal/approve?order_id=ord_x", None).await;
-    assert_eq!(status, 404, "no approval page outside demo mode");
-
-    let mut demo = start_demo().await;
-    let base = demo.base.clone();
-    for path in PAGES.iter().filter(|p| **p != "/checkout/team") {
-        let (status, _, html) = get(&base, &format!("{path}?lang=zh"), None).await;
-        assert_eq!(status, 200, "{path}");
-        assert!(
-            html.contains("id=\"demo-banner\"") && html.contains(&esc(ZH.demo_banner)),
-            "{path}"
-        );
-    }
-    let (_, _, html) = get(&base, "/checkout/trial", None).await;
-    assert!(html.contains("id=\"pay-demo\"") && html.contains(&esc(EN.checkout_pay_demo)));
-    assert!(
-        !html.contains("paypal.com/sdk"),
-        "no PayPal SDK in demo mode"
-    );
-    let (status, _, _) = get(&base, "/demo/paypal/approve?order_id=ord_unknown", None).await;
-    assert_eq!(status, 404);
-
-    // What checkout.js does: create the order with the CSRF header…
-    let token = csrf_token(&base).await;
-    let client = reqwest::Client::builder()
-        .redirect(redirect::Policy::none())
-        .build()
-        .unwrap();
-    let resp = client
-        .post(format!("{base}/api/orders"))
-        .header(COOKIE, format!("mr_csrf={token}"))
-        .header("x-csrf-token", &token)
-        .json(&serde_json::json!({"plan": "trial", "email": "Buyer@Example.com"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let mut cookies = vec![format!("mr_csrf={token}")];
-    for v in resp.headers().get_all(SET_COOKIE) {
-        cookies.push(v.to_str().unwrap().split(';').next().unwrap().to_string());
-    }
-    let cookie = cookies.join("; ");
-    let v: serde_json::Value = resp.json().await.unwrap();
-    let order_id = v["order_id"].as_str().unwrap().to_string();
-
-    // …then the approval page shows the plan and amount…
-    let resp = client
-        .get(format!("{base}/demo/paypal/approve?order_id={order_id}"))
-        .header(COOKIE, &cookie)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let html = resp.text().await.unwrap();
-    assert!(
-        html.contains("id=\"approve\"") && html.contains("$1.00 USD") && html.contains("Trial")
-    );
-    assert!(html.contains(&format!("name=\"order_id\" value=\"{order_id}\"")));
-    // …refuses an approval without the CSRF token…
-    let resp = client
-        .post(format!("{base}/demo/paypal/approve"))
-        .header(COOKIE, &cookie)
-        .form(&[("order_id", order_id.as_str())])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 403);
-    // …approves with it and sends the buyer back to the checkout page…
-    let resp = client
-        .post(format!("{base}/demo/paypal/approve"))
-        .header(COOKIE, &cookie)
-        .form(&[("order_id", order_id.as_str()), ("csrf_token", &token)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 303);
-    let location = resp.headers()[LOCATION].to_str().unwrap().to_string();
-    assert_eq!(
-        location,
-        format!("/checkout/trial?order_id={order_id}&approved=1")
-    );
-    let resp = client
-        .get(format!("{base}{location}"))
-        .header(COOKIE, &cookie)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let html = resp.text().await.unwrap();
-    assert!(
-        html.contains("id=\"checkout-status\" role=\"status\">"),
-        "resuming shows the status"
-    );
-    // …which captures (checkout.js) and gets the key.
-    let resp = client
-        .post(format!("{base}/api/orders/{order_id}/capture"))
-        .header(COOKIE, &cookie)
-        .header("x-csrf-token", &token)
-        .json(&serde_json::json!({}))
-        .send()
-        .await
-        .unwrap();
-    let v: serde_json::Value = resp.json().await.unwrap();
-    assert_eq!(v["status"], "paid", "{v}");
-    let key = v["api_key"].as_str().unwrap().to_string();
-    assert!(key.starts_with("sk-gateway-"));
-
-    // The order look-up shows the key for the right email (any case)…
-    let (status, html) = post_form(
-        &base,
-        "/order",
-        Some(&token),
-        &[
-            ("order_id", &order_id),
-            ("email", " buyer@example.COM "),
-            ("csrf_token", &token),
-        ],
-    )
-    .await;
-    assert_eq!(status, 200);
-    assert_eq!(element_text(&html, "api-key"), Some(key.as_str()));
-    assert_eq!(element_text(&html, "order-id"), Some(order_id.as_str()));
-    assert_eq!(element_text(&html, "order-status"), Some(EN.order_paid));
-    assert!(html.contains("$1.00 USD"));
-    // …and the same generic answer as an unknown order for a wrong email.
-    let (_, wrong) = post_form(
-        &base,
-        "/order",
-        Some(&token),
-        &[
-            ("order_id", &order_id),
-            ("email", "other@example.com"),
-            ("csrf_token", &token),
-        ],
-    )
-    .await;
-    let (_, unknown) = post_form(
-        &base,
-        "/order",
-        Some(&token),
-        &[
-            ("order_id", "ord_nosuchorder0000000"),
-            ("email", "other@example.com"),
-            ("csrf_token", &token),
-        ],
-    )
-    .await;
-    assert!(!wrong.contains(&key) && wrong.contains(&esc(EN.order_not_found)));
-    let strip = |h: &str| {
-        h.replace(order_id.as_str(), "")
-            .replace("ord_nosuchorder0000000", "")
-    };
-    assert_eq!(strip(&wrong), strip(&unknown), "indistinguishable");
-
-    // The dashboard shows the plan's budget for the new key.
-    let (status, html) = post_form(
-        &base,
-        "/dashboard",
-        Some(&token),
-        &[("key", &key), ("csrf_token", &token)],
-    )
-    .await;
-    assert_eq!(status, 200);
-    assert_eq!(element_text(&html, "budget"), Some("$1.00"));
-    assert_eq!(element_text(&html, "remaining"), Some("$1.00"));
-    assert!(html.contains("id=\"no-requests\""));
-
-    // Approving the same order again is refused with a page, not a crash.
-    let resp = client
-        .post(format!("{base}/demo/paypal/approve"))
-        .header(COOKIE, &cookie)
-        .form(&[("order_id", order_id.as_str()), ("csrf_token", &token)])
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        resp.status().is_client_error() || resp.status() == 303,
-        "{}",
-        resp.status()
-    );
-
-    if let Some(d) = demo.daemon.take() {
-        d.shutdown().await;
-    }
 }

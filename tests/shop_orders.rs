@@ -479,3 +479,88 @@ async fn a_lost_webhook_is_recovered_by_the_order_look_up() {
         .unwrap();
     assert_eq!(ok.status(), 200);
 }
+
+/// What `checkout.js` and API clients read, byte for byte: `{"error":{message,type,param,code}}`.
+fn error_body(message: &str, kind: &str, code: &str) -> String {
+    json!({"error": {"message": message, "type": kind, "param": null, "code": code}}).to_string()
+}
+
+#[tokio::test]
+async fn the_storefronts_json_refusals_keep_their_exact_bodies() {
+    let app = TestApp::spawn_shop().await;
+    let expect = async |resp: reqwest::Response, status: u16, body: String| {
+        assert_eq!(resp.status(), status);
+        assert_eq!(resp.headers()["content-type"], "application/json");
+        assert_eq!(resp.text().await.unwrap(), body);
+    };
+    // Forged requests are refused before the per-IP limit, so they do not use it up.
+    for _ in 0..3 {
+        let resp = app
+            .http
+            .post(format!("{}/api/orders", app.base))
+            .json(&json!({"plan": "trial", "email": "x@y.co"}))
+            .send()
+            .await
+            .unwrap();
+        let csrf = error_body(
+            "Reload the page and try again.",
+            "invalid_request_error",
+            "csrf_failed",
+        );
+        expect(resp, 403, csrf).await;
+    }
+    let mut b = Browser::open(&app).await;
+    let (status, v) = b.post_json(&app, "/api/orders", &json!({"plan": 5})).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        v.to_string(),
+        error_body(
+            "Send a JSON body {\"plan\", \"email\"}.",
+            "invalid_request_error",
+            "invalid_request"
+        )
+    );
+    for _ in 1..10 {
+        let (status, _) = b.post_json(&app, "/api/orders", &json!({"plan": 5})).await;
+        assert_eq!(status, 400);
+    }
+    let (status, v) = b.post_json(&app, "/api/orders", &json!({"plan": 5})).await;
+    assert_eq!(status, 429, "the 11th order within a minute");
+    assert_eq!(
+        v.to_string(),
+        error_body(
+            "Too many orders from your address. Wait a minute and try again.",
+            "invalid_request_error",
+            "rate_limit_exceeded"
+        )
+    );
+    let (status, v) = b.capture(&app, "ord_nosuchorder").await;
+    assert_eq!(status, 404);
+    assert_eq!(
+        v.to_string(),
+        error_body("No such order.", "invalid_request_error", "order_not_found")
+    );
+    // /api/usage refuses a missing key in the gateway's words.
+    let resp = app
+        .http
+        .get(format!("{}/api/usage", app.base))
+        .send()
+        .await
+        .unwrap();
+    let missing = error_body(
+        "Missing API key. Send it as `Authorization: Bearer sk-gateway-…`.",
+        "authentication_error",
+        "invalid_api_key",
+    );
+    expect(resp, 401, missing).await;
+    // PayPal gets a word, not JSON.
+    let resp = app
+        .http
+        .post(format!("{}/webhooks/paypal", app.base))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(resp.text().await.unwrap(), "signature not verified");
+}

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::keys::RateCheck;
+use crate::keys::identify::IdentifyError;
 use crate::money::Usd;
 use crate::upstream::UpstreamError;
 
@@ -233,6 +234,13 @@ impl From<UpstreamError> for GatewayError {
             },
             _ => GatewayError::Upstream,
         }
+    }
+}
+
+/// A request without a key it may use is a 401, with identification's message.
+impl From<IdentifyError> for GatewayError {
+    fn from(e: IdentifyError) -> Self {
+        GatewayError::InvalidApiKey(e.message())
     }
 }
 

@@ -1,10 +1,12 @@
-//! Keys in memory: the table the request path authenticates against, and each key's balance.
+//! Keys in memory: the table the request path authenticates against, and each key's balance;
+//! key identification (which key a request presents) in [`identify`].
 //!
 //! The database is the record, this table is the working copy: it is loaded at start-up and
 //! every change goes to both (memory first, then the writer). The request path only ever reads
 //! this table, with no lock: the maps sit behind an `ArcSwap` (copy on write — keys are created
 //! rarely) and each balance is a set of atomics changed by compare-and-swap.
 
+pub mod identify;
 pub mod seal;
 pub mod token;
 

@@ -1,8 +1,14 @@
 //! The storefront: pages (EN/ZH), the checkout's JSON API, PayPal webhooks, order look-up and
 //! the usage dashboard. No admin endpoint exists on HTTP.
+//!
+//! The JSON endpoints answer errors with [`error::ShopError`]; the sensitive posts pass
+//! [`guard::Guard`] (CSRF, then a per-IP limit); paid orders become keys in [`fulfil`].
 
 pub mod assets;
 pub mod checkout;
+pub mod error;
+pub mod fulfil;
+pub mod guard;
 pub mod i18n;
 pub mod limits;
 pub mod orders;

@@ -1,5 +1,6 @@
-//! Orders: creation and capture for the checkout page, fulfilment (exactly one key per paid
-//! order), look-up by order id + email, and the demo approval.
+//! Orders as their buyers see them: the view of an order (its key unsealed when paid), loading
+//! one, look-up by order id + email (with reconciliation against PayPal), and the demo
+//! approval. Creation and capture are in [`super::checkout`], fulfilment in [`super::fulfil`].
 
 use std::sync::Arc;
 
@@ -145,7 +146,7 @@ async fn reconcile(state: &Arc<AppState>, o: &OrderRecord) -> bool {
                 let order_id = o.order_id.clone();
                 // Its own task: the look-up's visitor leaving must not cut it short.
                 let done = tokio::spawn(async move {
-                    crate::shop::checkout::fulfil(&state, &order_id, &c).await
+                    crate::shop::fulfil::fulfil(&state, &order_id, &c).await
                 })
                 .await;
                 tracing::info!(order_id = %o.order_id, ?done, "order reconciled with PayPal");

@@ -6,12 +6,11 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::gateway::auth::identify;
-use crate::gateway::error::GatewayError;
+use super::error::ShopError;
+use crate::keys::identify::identify;
 use crate::keys::{KeyState, KeyStatus};
 use crate::money::Usd;
 use crate::state::AppState;
@@ -162,18 +161,15 @@ pub async fn summary(state: &AppState, key: &KeyState) -> Result<UsageSummary, S
     })
 }
 
-/// `GET /api/usage` with `Authorization: Bearer sk-gateway-…`.
-pub async fn api_usage(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+/// `GET /api/usage` with `Authorization: Bearer sk-gateway-…`: the key's [`UsageSummary`].
+pub async fn api_usage(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Result<Json<UsageSummary>, ShopError> {
     // A revoked key may still look at its history.
-    let key = match identify(&state, &headers) {
-        Ok(k) => k,
-        Err(e) => return e.into_response(),
-    };
-    match summary(&state, &key).await {
-        Ok(s) => Json(s).into_response(),
-        Err(e) => {
-            tracing::error!(error = %e, "usage query failed");
-            GatewayError::Internal.into_response()
-        }
-    }
+    let key = identify(&state.keys, &headers)?;
+    summary(&state, &key).await.map(Json).map_err(|e| {
+        tracing::error!(error = %e, "usage query failed");
+        ShopError::UsageUnavailable
+    })
 }

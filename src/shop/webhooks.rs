@@ -5,6 +5,9 @@
 //! completes a pending one); `PAYMENT.CAPTURE.REFUNDED` / `REVERSED` revoke the key and mark the
 //! order; `PENDING` / `DENIED` record the state. An unverifiable event gets 400 and changes
 //! nothing; when PayPal cannot be asked, 503 makes PayPal retry later.
+//!
+//! Answers are for PayPal, not for people: a short plain-text word with the status that
+//! matters (2xx done, anything else delivered again later), in [`WebhookError`].
 
 use std::sync::Arc;
 
@@ -15,12 +18,68 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde_json::Value;
 
-use super::checkout::{Fulfilment, fulfil};
+use super::fulfil::{Fulfilment, fulfil};
 use crate::activity::ActivityEvent;
 use crate::paypal::{CaptureInfo, parse_amount};
 use crate::state::AppState;
 use crate::store::Write;
 use crate::store::orders::{self as db, OrderRecord, OrderStatus};
+
+/// Why a notification was not taken (PayPal only looks at the status: it delivers an event
+/// again until it gets a 2xx).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum WebhookError {
+    /// 503: this server has no PayPal configuration.
+    #[error("payments not configured")]
+    NotConfigured,
+    /// 400: PayPal says the signature is not its own.
+    #[error("signature not verified")]
+    Forged,
+    /// 503: PayPal could not be asked about the signature.
+    #[error("try again later")]
+    CannotVerify,
+    /// 400: the body is not JSON.
+    #[error("not JSON")]
+    NotJson,
+    /// 400: JSON without an event id and type.
+    #[error("not a PayPal event")]
+    NotAnEvent,
+    /// 400: a capture event without its capture.
+    #[error("no capture in the event")]
+    NoCapture,
+    /// 503: PayPal took the money but fulfilment could not record it yet.
+    #[error("retry later")]
+    NotRecorded,
+    /// 503: the order could not be read or marked.
+    #[error("retry")]
+    Unavailable,
+    /// 500: a key could not be revoked, or the work stopped half-way.
+    #[error("retry")]
+    Failed,
+}
+
+impl WebhookError {
+    /// HTTP status.
+    pub fn status(self) -> StatusCode {
+        match self {
+            WebhookError::Forged
+            | WebhookError::NotJson
+            | WebhookError::NotAnEvent
+            | WebhookError::NoCapture => StatusCode::BAD_REQUEST,
+            WebhookError::NotConfigured
+            | WebhookError::CannotVerify
+            | WebhookError::NotRecorded
+            | WebhookError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            WebhookError::Failed => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for WebhookError {
+    fn into_response(self) -> Response {
+        (self.status(), self.to_string()).into_response()
+    }
+}
 
 /// The capture carried by a `PAYMENT.CAPTURE.*` event's `resource`.
 fn capture_of(resource: &Value) -> Option<CaptureInfo> {
@@ -106,24 +165,20 @@ pub async fn paypal(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    let Some(paypal) = state.paypal.as_ref() else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "payments not configured").into_response();
-    };
+) -> Result<Response, WebhookError> {
+    let paypal = state.paypal.as_ref().ok_or(WebhookError::NotConfigured)?;
     match paypal.verify_webhook(&headers, &body).await {
         Ok(true) => {}
         Ok(false) => {
             tracing::warn!("PayPal webhook with an invalid signature refused");
-            return (StatusCode::BAD_REQUEST, "signature not verified").into_response();
+            return Err(WebhookError::Forged);
         }
         Err(e) => {
             tracing::error!(error = %e, "cannot verify a PayPal webhook now; PayPal will retry");
-            return (StatusCode::SERVICE_UNAVAILABLE, "try again later").into_response();
+            return Err(WebhookError::CannotVerify);
         }
     }
-    let Ok(event) = serde_json::from_slice::<Value>(&body) else {
-        return (StatusCode::BAD_REQUEST, "not JSON").into_response();
-    };
+    let event = serde_json::from_slice::<Value>(&body).map_err(|_| WebhookError::NotJson)?;
     let (Some(event_id), Some(kind)) = (
         event.get("id").and_then(Value::as_str).map(str::to_string),
         event
@@ -131,7 +186,7 @@ pub async fn paypal(
             .and_then(Value::as_str)
             .map(str::to_string),
     ) else {
-        return (StatusCode::BAD_REQUEST, "not a PayPal event").into_response();
+        return Err(WebhookError::NotAnEvent);
     };
     let seen_id = event_id.clone();
     if state
@@ -140,7 +195,7 @@ pub async fn paypal(
         .await
         .unwrap_or(false)
     {
-        return (StatusCode::OK, "already processed").into_response();
+        return Ok((StatusCode::OK, "already processed").into_response());
     }
     let resource = event.get("resource").cloned().unwrap_or(Value::Null);
     // In a task of its own, so PayPal hanging up cannot interrupt a half-done change.
@@ -149,81 +204,92 @@ pub async fn paypal(
         let kind = kind.clone();
         tokio::spawn(async move { handle(&state, &kind, &resource).await })
     };
-    match worker.await {
-        Ok(Ok(())) => {}
-        Ok(Err(resp)) => return resp,
-        Err(_) => return (StatusCode::INTERNAL_SERVER_ERROR, "retry").into_response(),
-    }
+    worker.await.map_err(|_| WebhookError::Failed)??;
     state.store.write_later(Write::WebhookSeen {
         event_id,
         event_type: kind,
         at_ms: Utc::now().timestamp_millis(),
     });
-    (StatusCode::OK, "ok").into_response()
+    Ok((StatusCode::OK, "ok").into_response())
 }
 
-async fn handle(state: &Arc<AppState>, kind: &str, resource: &Value) -> Result<(), Response> {
-    let now_ms = Utc::now().timestamp_millis();
+async fn handle(state: &Arc<AppState>, kind: &str, resource: &Value) -> Result<(), WebhookError> {
     match kind {
         "PAYMENT.CAPTURE.COMPLETED" | "PAYMENT.CAPTURE.PENDING" | "PAYMENT.CAPTURE.DENIED" => {
-            let Some(capture) = capture_of(resource) else {
-                return Err((StatusCode::BAD_REQUEST, "no capture in the event").into_response());
-            };
-            let Some(order) = find_order(state, resource, Some(capture.id.clone())).await else {
-                tracing::warn!(kind, capture_id = %capture.id, "webhook about an order we do not have");
-                return Ok(());
-            };
-            let result = fulfil(state, &order.order_id, &capture).await;
-            tracing::info!(kind, order_id = %order.order_id, ?result, "webhook processed");
-            if let Fulfilment::Failed(why) = result {
-                // Not recorded as seen: PayPal delivers it again later.
-                tracing::error!(order_id = %order.order_id, why, "paid order not recorded yet; PayPal will retry");
-                return Err((StatusCode::SERVICE_UNAVAILABLE, "retry later").into_response());
-            }
-            Ok(())
+            on_capture(state, kind, resource).await
         }
         "PAYMENT.CAPTURE.REFUNDED" | "PAYMENT.CAPTURE.REVERSED" => {
-            let capture_id = refunded_capture_id(resource);
-            let Some(found) = find_order(state, resource, capture_id).await else {
-                tracing::warn!(kind, "refund of an order we do not have");
-                return Ok(());
-            };
-            // Serialised with fulfilment, and re-read under the lock: a payment being recorded
-            // right now is seen, and its key revoked.
-            let _serial = state.fulfil_lock.lock().await;
-            let Some((order, _)) = crate::shop::orders::load_order(state, &found.order_id).await
-            else {
-                return Err((StatusCode::SERVICE_UNAVAILABLE, "retry").into_response());
-            };
-            if order.status == OrderStatus::Refunded {
-                return Ok(());
-            }
-            if let Some(key_id) = &order.key_id
-                && let Err(e) = crate::admin::revoke_key(state, key_id).await
-            {
-                tracing::error!(order_id = %order.order_id, error = %e, "cannot revoke a refunded order's key");
-                return Err((StatusCode::INTERNAL_SERVER_ERROR, "retry").into_response());
-            }
-            let write = Write::OrderStatus {
-                order_id: order.order_id.clone(),
-                status: OrderStatus::Refunded,
-                at_ms: now_ms,
-            };
-            if let Err(e) = state.store.write(write).await {
-                tracing::error!(order_id = %order.order_id, error = %e, "order not marked refunded; PayPal will retry");
-                return Err((StatusCode::SERVICE_UNAVAILABLE, "retry").into_response());
-            }
-            state.activity.emit(ActivityEvent::OrderRefunded {
-                order_id: order.order_id.clone(),
-                key_id: order.key_id.clone(),
-                at_ms: now_ms,
-            });
-            tracing::info!(kind, order_id = %order.order_id, "order refunded; key revoked");
-            Ok(())
+            on_refund(state, kind, resource).await
         }
         _ => {
             tracing::debug!(kind, "PayPal event ignored");
             Ok(())
         }
     }
+}
+
+/// A capture changed at PayPal: fulfilment decides from it (a key, a pending or failed order).
+async fn on_capture(
+    state: &Arc<AppState>,
+    kind: &str,
+    resource: &Value,
+) -> Result<(), WebhookError> {
+    let capture = capture_of(resource).ok_or(WebhookError::NoCapture)?;
+    let Some(order) = find_order(state, resource, Some(capture.id.clone())).await else {
+        tracing::warn!(kind, capture_id = %capture.id, "webhook about an order we do not have");
+        return Ok(());
+    };
+    let result = fulfil(state, &order.order_id, &capture).await;
+    tracing::info!(kind, order_id = %order.order_id, ?result, "webhook processed");
+    if let Fulfilment::Failed(why) = result {
+        // Not recorded as seen: PayPal delivers it again later.
+        tracing::error!(order_id = %order.order_id, why, "paid order not recorded yet; PayPal will retry");
+        return Err(WebhookError::NotRecorded);
+    }
+    Ok(())
+}
+
+/// Money went back to the buyer: the order's key is revoked and the order marked refunded.
+async fn on_refund(
+    state: &Arc<AppState>,
+    kind: &str,
+    resource: &Value,
+) -> Result<(), WebhookError> {
+    let now_ms = Utc::now().timestamp_millis();
+    let capture_id = refunded_capture_id(resource);
+    let Some(found) = find_order(state, resource, capture_id).await else {
+        tracing::warn!(kind, "refund of an order we do not have");
+        return Ok(());
+    };
+    // Serialised with fulfilment, and re-read under the lock: a payment being recorded right
+    // now is seen, and its key revoked.
+    let _serial = state.fulfil_lock.lock().await;
+    let (order, _) = crate::shop::orders::load_order(state, &found.order_id)
+        .await
+        .ok_or(WebhookError::Unavailable)?;
+    if order.status == OrderStatus::Refunded {
+        return Ok(());
+    }
+    if let Some(key_id) = &order.key_id
+        && let Err(e) = crate::admin::revoke_key(state, key_id).await
+    {
+        tracing::error!(order_id = %order.order_id, error = %e, "cannot revoke a refunded order's key");
+        return Err(WebhookError::Failed);
+    }
+    let write = Write::OrderStatus {
+        order_id: order.order_id.clone(),
+        status: OrderStatus::Refunded,
+        at_ms: now_ms,
+    };
+    if let Err(e) = state.store.write(write).await {
+        tracing::error!(order_id = %order.order_id, error = %e, "order not marked refunded; PayPal will retry");
+        return Err(WebhookError::Unavailable);
+    }
+    state.activity.emit(ActivityEvent::OrderRefunded {
+        order_id: order.order_id.clone(),
+        key_id: order.key_id.clone(),
+        at_ms: now_ms,
+    });
+    tracing::info!(kind, order_id = %order.order_id, "order refunded; key revoked");
+    Ok(())
 }

@@ -2,25 +2,28 @@
 //! logged), CSRF-checked and limited per IP; the page shows the balance, totals, a daily-spend
 //! chart and the latest requests.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use askama::Template;
-use axum::Form;
 use axum::extract::State;
-use axum::extract::rejection::FormRejection;
-use axum::http::HeaderMap;
 use axum::response::Response;
+use governor::DefaultKeyedRateLimiter;
 use serde::Deserialize;
 
 use super::chart::{self, Chart};
+use super::form::{FormPost, GuardedForm};
+use super::unavailable;
 use super::view::display_time;
-use super::{bad_form, csrf_refused, too_many, unavailable};
 use crate::keys::KeyStatus;
+use crate::keys::identify::look_up;
 use crate::money::Usd;
+use crate::shop::guard::Guard;
 use crate::shop::i18n::Texts;
+use crate::shop::limits::ShopLimits;
 use crate::shop::usage::{RecentRequest, UsageSummary, summary};
-use crate::shop::web::{PageCtx, csrf_ok};
-use crate::state::{AppState, ClientIp};
+use crate::shop::web::PageCtx;
+use crate::state::AppState;
 use crate::store::Measured;
 use crate::store::usage::TokenTotals;
 
@@ -164,32 +167,25 @@ pub struct KeyForm {
     csrf_token: String,
 }
 
-/// `POST /dashboard`: CSRF, per-IP limit, then the key's usage.
+impl GuardedForm for KeyForm {
+    const PAGE: &'static str = "/dashboard";
+
+    fn limiter(limits: &ShopLimits) -> &DefaultKeyedRateLimiter<IpAddr> {
+        &limits.dashboard
+    }
+
+    fn csrf_token(&self) -> &str {
+        &self.csrf_token
+    }
+}
+
+/// `POST /dashboard`: past the guard (CSRF, per-IP limit against key guessing), the key's
+/// usage; an unknown key, whatever its shape, is simply not found.
 pub async fn dashboard(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    ClientIp(ip): ClientIp,
-    ctx: PageCtx,
-    form: Result<Form<KeyForm>, FormRejection>,
+    Guard((ctx, form)): Guard<FormPost<KeyForm>>,
 ) -> Response {
-    let Ok(Form(form)) = form else {
-        return bad_form(&ctx, "/dashboard");
-    };
-    if !csrf_ok(&headers, Some(&form.csrf_token)) {
-        return csrf_refused(&ctx, "/dashboard");
-    }
-    if state
-        .shop_limits
-        .dashboard
-        .check_key(&crate::shop::limit_key(ip))
-        .is_err()
-    {
-        return too_many(&ctx, "/dashboard");
-    }
-    let token = form.key.trim();
-    let key = (token.len() <= 256)
-        .then(|| state.keys.by_hash(&crate::keys::token::hash_key(token)))
-        .flatten();
+    let key = look_up(&state.keys, form.key.trim()).ok();
     let view = match key {
         None => DashOutcome::NotFound,
         Some(key) => match summary(&state, &key).await {

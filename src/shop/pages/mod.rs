@@ -5,6 +5,7 @@
 mod chart;
 mod checkout;
 mod dashboard;
+mod form;
 mod info;
 mod order;
 mod view;

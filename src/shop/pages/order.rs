@@ -1,23 +1,24 @@
 //! Order look-up (`/order`): order id + email, CSRF-checked and limited per IP; an unknown id
 //! and a wrong email get the same answer.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use askama::Template;
-use axum::Form;
 use axum::extract::State;
-use axum::extract::rejection::FormRejection;
-use axum::http::HeaderMap;
 use axum::response::Response;
+use governor::DefaultKeyedRateLimiter;
 use serde::Deserialize;
 
+use super::form::{FormPost, GuardedForm};
 use super::view::{clip, display_time};
-use super::{bad_form, csrf_refused, too_many};
 use crate::money::Usd;
+use crate::shop::guard::Guard;
 use crate::shop::i18n::Texts;
+use crate::shop::limits::ShopLimits;
 use crate::shop::orders::OrderView;
-use crate::shop::web::{PageCtx, csrf_ok};
-use crate::state::{AppState, ClientIp};
+use crate::shop::web::PageCtx;
+use crate::state::AppState;
 use crate::store::orders::OrderStatus;
 
 /// What the result column shows.
@@ -99,28 +100,24 @@ pub struct LookupForm {
     csrf_token: String,
 }
 
-/// `POST /order`: CSRF, per-IP limit, then the look-up.
+impl GuardedForm for LookupForm {
+    const PAGE: &'static str = "/order";
+
+    fn limiter(limits: &ShopLimits) -> &DefaultKeyedRateLimiter<IpAddr> {
+        &limits.order_lookup
+    }
+
+    fn csrf_token(&self) -> &str {
+        &self.csrf_token
+    }
+}
+
+/// `POST /order`: past the guard (CSRF, per-IP limit against order id + email guessing), the
+/// look-up.
 pub async fn order_lookup(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    ClientIp(ip): ClientIp,
-    ctx: PageCtx,
-    form: Result<Form<LookupForm>, FormRejection>,
+    Guard((ctx, form)): Guard<FormPost<LookupForm>>,
 ) -> Response {
-    let Ok(Form(form)) = form else {
-        return bad_form(&ctx, "/order");
-    };
-    if !csrf_ok(&headers, Some(&form.csrf_token)) {
-        return csrf_refused(&ctx, "/order");
-    }
-    if state
-        .shop_limits
-        .order_lookup
-        .check_key(&crate::shop::limit_key(ip))
-        .is_err()
-    {
-        return too_many(&ctx, "/order");
-    }
     let outcome = match crate::shop::orders::lookup_order(&state, &form.order_id, &form.email).await
     {
         Some(o) => LookupOutcome::Found(Box::new(OrderShown::new(o, ctx.t))),

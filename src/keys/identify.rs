@@ -1,0 +1,171 @@
+//! Key identification: which of our keys a request presents, for the gateway and the storefront
+//! alike.
+//!
+//! Two steps: the token is taken from the headers ([`bearer_token`]), then looked up in the
+//! in-memory table and checked ([`look_up`]). Keeping them apart means another way of sending
+//! the key (another API dialect's header) only adds an extraction, and the look-up stays one.
+
+use std::sync::Arc;
+
+use axum::http::{HeaderMap, header};
+
+use super::token::{hash_key, is_well_formed};
+use super::{KeyState, KeyStatus, KeyTable};
+
+/// Why a request presents no key it may use. The messages are written for customers: callers
+/// pass them on as they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum IdentifyError {
+    /// No `Authorization` header at all.
+    #[error("{}", self.message())]
+    Missing,
+    /// An `Authorization` header that is not `Bearer <token>`.
+    #[error("{}", self.message())]
+    Malformed,
+    /// A token that is not one of our keys (badly shaped or unknown: the same answer, so the
+    /// shape of a guess teaches nothing).
+    #[error("{}", self.message())]
+    Unknown,
+    /// One of our keys, turned off for good.
+    #[error("{}", self.message())]
+    Revoked,
+}
+
+impl IdentifyError {
+    /// The customer's message (also the `Display`), as a static string: error bodies that hold
+    /// one need no copy.
+    pub fn message(self) -> &'static str {
+        match self {
+            IdentifyError::Missing => {
+                "Missing API key. Send it as `Authorization: Bearer sk-gateway-…`."
+            }
+            IdentifyError::Malformed => {
+                "Malformed Authorization header. Send `Authorization: Bearer sk-gateway-…`."
+            }
+            IdentifyError::Unknown => "Invalid API key.",
+            IdentifyError::Revoked => "This API key has been revoked.",
+        }
+    }
+}
+
+/// The token of `Authorization: Bearer <token>` (the scheme in any case, the token trimmed).
+pub fn bearer_token(headers: &HeaderMap) -> Result<&str, IdentifyError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or(IdentifyError::Missing)?;
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            let (scheme, rest) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+        })
+        .ok_or(IdentifyError::Malformed)
+}
+
+/// The key `token` stands for, whatever its status. A token without the shape of our keys is
+/// refused before it is hashed.
+pub fn look_up(keys: &KeyTable, token: &str) -> Result<Arc<KeyState>, IdentifyError> {
+    if !is_well_formed(token) {
+        return Err(IdentifyError::Unknown);
+    }
+    keys.by_hash(&hash_key(token)).ok_or(IdentifyError::Unknown)
+}
+
+/// The key a request presents, whatever its status (a revoked key may still read its own
+/// usage).
+pub fn identify(keys: &KeyTable, headers: &HeaderMap) -> Result<Arc<KeyState>, IdentifyError> {
+    look_up(keys, bearer_token(headers)?)
+}
+
+/// The key a request presents, refusing a revoked one (what spending requires).
+pub fn authenticate(keys: &KeyTable, headers: &HeaderMap) -> Result<Arc<KeyState>, IdentifyError> {
+    let key = identify(keys, headers)?;
+    if key.status() == KeyStatus::Revoked {
+        return Err(IdentifyError::Revoked);
+    }
+    Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+    use crate::keys::KeyRecord;
+    use crate::money::Usd;
+
+    const KEY: &str = "sk-gateway-0123456789abcdefghijABCDEFGHIJ0123456789";
+
+    fn table() -> KeyTable {
+        let record = KeyRecord {
+            id: "key_test".into(),
+            hash: hash_key(KEY),
+            sealed: vec![],
+            prefix: "sk-gateway-0123…".into(),
+            plan: "trial".into(),
+            status: KeyStatus::Active,
+            budget: Usd::from_dollars(1),
+            spent: Usd::ZERO,
+            requests: 0,
+            email: None,
+            note: None,
+            order_id: None,
+            created_at: chrono::Utc::now(),
+            last_used_at: None,
+        };
+        KeyTable::new([KeyState::from_record(record, 60)])
+    }
+
+    fn headers(auth: Option<&str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(a) = auth {
+            h.insert(header::AUTHORIZATION, HeaderValue::from_str(a).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn each_outcome_has_its_error() {
+        let keys = table();
+        let cases = [
+            (None, Err(IdentifyError::Missing)),
+            (Some("Basic abc"), Err(IdentifyError::Malformed)),
+            (Some("Bearer"), Err(IdentifyError::Malformed)),
+            (Some("Bearer garbage"), Err(IdentifyError::Unknown)),
+            (
+                Some("Bearer sk-gateway-00000000000000000000000000000000"),
+                Err(IdentifyError::Unknown),
+            ),
+            (Some(&*format!("bearer  {KEY} ")), Ok("key_test")),
+        ];
+        for (auth, want) in cases {
+            let got = identify(&keys, &headers(auth)).map(|k| k.id.clone());
+            assert_eq!(got.as_deref().map_err(|e| *e), want, "{auth:?}");
+        }
+    }
+
+    #[test]
+    fn a_revoked_key_is_identified_but_not_authenticated() {
+        let keys = table();
+        let h = headers(Some(&format!("Bearer {KEY}")));
+        assert!(keys.by_hash(&hash_key(KEY)).unwrap().revoke());
+        assert!(identify(&keys, &h).is_ok());
+        assert_eq!(
+            authenticate(&keys, &h).map(|_| ()),
+            Err(IdentifyError::Revoked)
+        );
+    }
+
+    #[test]
+    fn messages_are_the_display() {
+        for e in [
+            IdentifyError::Missing,
+            IdentifyError::Malformed,
+            IdentifyError::Unknown,
+            IdentifyError::Revoked,
+        ] {
+            assert_eq!(e.to_string(), e.message());
+        }
+    }
+}

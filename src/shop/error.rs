@@ -1,0 +1,176 @@
+//! The storefront's JSON errors (checkout API, `/api/usage`), in the API's shape:
+//! `{"error":{"message","type","param","code"}}`.
+//!
+//! One variant per outcome a browser or client can see; the `Display` of each is the message
+//! it is told. `checkout.js` shows `error.message` to the buyer, so messages are written for
+//! people and carry no internal detail (that goes to the log where the error is raised).
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::keys::identify::IdentifyError;
+
+/// What the storefront's JSON endpoints answer when they refuse or fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ShopError {
+    /// 403: the CSRF header is missing or not this browser's token.
+    #[error("Reload the page and try again.")]
+    CsrfFailed,
+    /// 429: the per-IP limit of order creation.
+    #[error("Too many orders from your address. Wait a minute and try again.")]
+    TooManyOrders,
+    /// 429: the per-IP limit of capture attempts.
+    #[error("Too many attempts from your address. Wait a minute and try again.")]
+    TooManyCaptures,
+    /// 400: the order request is not `{plan, email}` JSON.
+    #[error("Send a JSON body {{\"plan\", \"email\"}}.")]
+    BadOrderRequest,
+    /// 400: the buyer's email does not look like one.
+    #[error("Enter a valid email address.")]
+    InvalidEmail,
+    /// 404: no such plan on sale.
+    #[error("No such plan.")]
+    PlanNotFound,
+    /// 503: this server has no PayPal configuration.
+    #[error("Payments are not configured on this server yet.")]
+    PaymentsUnavailable,
+    /// 404: no such order.
+    #[error("No such order.")]
+    OrderNotFound,
+    /// 409: the buyer has not approved the payment at PayPal yet.
+    #[error("The payment has not been approved yet.")]
+    NotApproved,
+    /// 502: PayPal did not create its order.
+    #[error("PayPal is not answering right now. Please try again in a moment.")]
+    PaypalCreateFailed,
+    /// 502: PayPal did not capture (unreachable, or an error other than "not approved").
+    #[error("PayPal is not answering right now. Please retry in a moment.")]
+    PaypalCaptureFailed,
+    /// 502: PayPal's capture answer held no capture.
+    #[error("PayPal gave an incomplete answer. Please retry.")]
+    PaypalIncomplete,
+    /// 503: PayPal took the money but we could not record it yet (a retry converges).
+    #[error(
+        "Your payment went through but could not be recorded yet. Reload this page in a minute; \
+         you will not be charged again."
+    )]
+    PaymentNotRecorded,
+    /// 500: our own fault during checkout (database, RNG, a task that died).
+    #[error("Please retry.")]
+    Internal,
+    /// 401: `/api/usage` without a key of ours.
+    #[error(transparent)]
+    InvalidApiKey(#[from] IdentifyError),
+    /// 500: `/api/usage` could not read the ledger.
+    #[error("Internal error. Please retry later.")]
+    UsageUnavailable,
+}
+
+impl ShopError {
+    /// HTTP status.
+    pub fn status(self) -> StatusCode {
+        match self {
+            ShopError::CsrfFailed => StatusCode::FORBIDDEN,
+            ShopError::TooManyOrders | ShopError::TooManyCaptures => StatusCode::TOO_MANY_REQUESTS,
+            ShopError::BadOrderRequest | ShopError::InvalidEmail => StatusCode::BAD_REQUEST,
+            ShopError::PlanNotFound | ShopError::OrderNotFound => StatusCode::NOT_FOUND,
+            ShopError::PaymentsUnavailable | ShopError::PaymentNotRecorded => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ShopError::NotApproved => StatusCode::CONFLICT,
+            ShopError::PaypalCreateFailed
+            | ShopError::PaypalCaptureFailed
+            | ShopError::PaypalIncomplete => StatusCode::BAD_GATEWAY,
+            ShopError::Internal | ShopError::UsageUnavailable => StatusCode::INTERNAL_SERVER_ERROR,
+            ShopError::InvalidApiKey(_) => StatusCode::UNAUTHORIZED,
+        }
+    }
+
+    /// `error.code`, stable for programs.
+    pub fn code(self) -> &'static str {
+        match self {
+            ShopError::CsrfFailed => "csrf_failed",
+            ShopError::TooManyOrders | ShopError::TooManyCaptures => "rate_limit_exceeded",
+            ShopError::BadOrderRequest => "invalid_request",
+            ShopError::InvalidEmail => "invalid_email",
+            ShopError::PlanNotFound => "plan_not_found",
+            ShopError::PaymentsUnavailable => "payments_unavailable",
+            ShopError::OrderNotFound => "order_not_found",
+            ShopError::NotApproved => "not_approved",
+            ShopError::PaypalCreateFailed
+            | ShopError::PaypalCaptureFailed
+            | ShopError::PaypalIncomplete => "payment_provider_error",
+            ShopError::PaymentNotRecorded => "payment_not_recorded",
+            ShopError::Internal | ShopError::UsageUnavailable => "internal_error",
+            ShopError::InvalidApiKey(_) => "invalid_api_key",
+        }
+    }
+
+    /// `error.type`: the API's categories (a key refusal reads like the gateway's own).
+    pub fn kind(self) -> &'static str {
+        match self {
+            ShopError::InvalidApiKey(_) => "authentication_error",
+            e if e.status().is_server_error() => "server_error",
+            _ => "invalid_request_error",
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Body {
+    error: ErrorObject,
+}
+
+/// The field order is the wire order (`message`, `type`, `param`, `code`).
+#[derive(Serialize)]
+struct ErrorObject {
+    message: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    param: Option<&'static str>,
+    code: &'static str,
+}
+
+impl ShopError {
+    fn body(self) -> Body {
+        Body {
+            error: ErrorObject {
+                message: self.to_string(),
+                kind: self.kind(),
+                param: None,
+                code: self.code(),
+            },
+        }
+    }
+}
+
+impl IntoResponse for ShopError {
+    fn into_response(self) -> Response {
+        (self.status(), Json(self.body())).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_shape_and_order() {
+        let body = |e: ShopError| serde_json::to_string(&e.body()).unwrap();
+        assert_eq!(
+            body(ShopError::CsrfFailed),
+            r#"{"error":{"message":"Reload the page and try again.","type":"invalid_request_error","param":null,"code":"csrf_failed"}}"#
+        );
+        assert_eq!(
+            body(ShopError::BadOrderRequest),
+            r#"{"error":{"message":"Send a JSON body {\"plan\", \"email\"}.","type":"invalid_request_error","param":null,"code":"invalid_request"}}"#
+        );
+        assert_eq!(
+            body(ShopError::InvalidApiKey(IdentifyError::Unknown)),
+            r#"{"error":{"message":"Invalid API key.","type":"authentication_error","param":null,"code":"invalid_api_key"}}"#
+        );
+        assert_eq!(ShopError::PaypalIncomplete.kind(), "server_error");
+    }
+}

@@ -1,0 +1,223 @@
+//! Order fulfilment: a PayPal capture in, exactly one key out.
+//!
+//! Called from the capture call, the webhooks and the order look-up's reconciliation, any
+//! number of times, concurrently. Exactly-once holds because transitions are serialised by
+//! `state.fulfil_lock`, the order is re-read under it, and the database write that mints the
+//! key also flips the order to `paid` only from an unpaid state — so double clicks, retried
+//! captures, webhooks and reloads converge on one key.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+
+use crate::activity::ActivityEvent;
+use crate::admin::NewKey;
+use crate::paypal::CaptureInfo;
+use crate::state::AppState;
+use crate::store::Write;
+use crate::store::orders::{OrderRecord, OrderStatus};
+
+/// What fulfilment decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fulfilment {
+    /// Paid; the order's key (new or existing).
+    Paid(String),
+    /// PayPal holds the money; a webhook will complete it.
+    Pending,
+    /// PayPal declined the payment: nothing granted, the buyer may try again.
+    Declined(String),
+    /// PayPal captured money that does not match the order (amount, currency, invoice):
+    /// nothing granted, the operator must look at it.
+    Mismatch(String),
+    /// We could not record the payment (database, configuration): retry later.
+    Failed(String),
+    /// The order is unknown or refunded.
+    NotApplicable,
+}
+
+/// Grant the order's key if `capture` is `COMPLETED` for exactly the order's amount, in USD,
+/// for this order. Safe to call any number of times, concurrently, from capture and webhooks.
+pub async fn fulfil(state: &Arc<AppState>, order_id: &str, capture: &CaptureInfo) -> Fulfilment {
+    let _serial = state.fulfil_lock.lock().await;
+    let Some((order, _)) = crate::shop::orders::load_order(state, order_id).await else {
+        return Fulfilment::NotApplicable;
+    };
+    match order.status {
+        OrderStatus::Paid => {
+            let key_id = order.key_id.unwrap_or_default();
+            ensure_installed(state, &key_id).await;
+            return Fulfilment::Paid(key_id);
+        }
+        OrderStatus::Refunded => return Fulfilment::NotApplicable,
+        _ => {}
+    }
+    let now_ms = Utc::now().timestamp_millis();
+    if let Some(unfinished) = record_unfinished(state, &order, capture, now_ms).await {
+        return unfinished;
+    }
+    if let Some(why) = mismatch(&order, capture) {
+        let _ = state
+            .store
+            .write(set_status(order_id, OrderStatus::Failed, now_ms))
+            .await;
+        tracing::error!(
+            order_id,
+            why,
+            "PAYPAL CAPTURE DOES NOT MATCH THE ORDER: no key issued; check it in PayPal"
+        );
+        return Fulfilment::Mismatch(why);
+    }
+    issue_key(state, &order, capture, now_ms).await
+}
+
+fn set_status(order_id: &str, status: OrderStatus, at_ms: i64) -> Write {
+    Write::OrderStatus {
+        order_id: order_id.to_string(),
+        status,
+        at_ms,
+    }
+}
+
+/// A capture that is not `COMPLETED`: record where the order stands (pending or failed) and
+/// say so; `None` for a completed one.
+async fn record_unfinished(
+    state: &AppState,
+    order: &OrderRecord,
+    capture: &CaptureInfo,
+    now_ms: i64,
+) -> Option<Fulfilment> {
+    let order_id = order.order_id.as_str();
+    match capture.status.as_str() {
+        "COMPLETED" => None,
+        "PENDING" => {
+            if order.status != OrderStatus::Pending {
+                let _ = state
+                    .store
+                    .write(set_status(order_id, OrderStatus::Pending, now_ms))
+                    .await;
+            }
+            tracing::info!(
+                order_id,
+                "capture pending at PayPal; waiting for the webhook"
+            );
+            Some(Fulfilment::Pending)
+        }
+        other => {
+            let _ = state
+                .store
+                .write(set_status(order_id, OrderStatus::Failed, now_ms))
+                .await;
+            tracing::warn!(
+                order_id,
+                status = other,
+                "capture not completed; nothing granted"
+            );
+            Some(Fulfilment::Declined(format!("capture {other}")))
+        }
+    }
+}
+
+/// How a completed capture differs from the order it claims to pay, if it does.
+fn mismatch(order: &OrderRecord, capture: &CaptureInfo) -> Option<String> {
+    if capture.amount != Some(order.amount) {
+        Some(format!(
+            "amount {:?} instead of {}",
+            capture.amount.map(|a| a.to_string()),
+            order.amount
+        ))
+    } else if capture.currency != order.currency {
+        Some(format!(
+            "currency {} instead of {}",
+            capture.currency, order.currency
+        ))
+    } else if capture
+        .invoice_id
+        .as_deref()
+        .is_some_and(|i| i != order.order_id)
+    {
+        Some(format!(
+            "invoice {:?} is another order's",
+            capture.invoice_id
+        ))
+    } else {
+        None
+    }
+}
+
+/// Mint the key of an order whose capture checked out, and pay the order in the same write.
+async fn issue_key(
+    state: &Arc<AppState>,
+    order: &OrderRecord,
+    capture: &CaptureInfo,
+    now_ms: i64,
+) -> Fulfilment {
+    let order_id = order.order_id.as_str();
+    let (record, _key) = match crate::admin::prepare_key(
+        state,
+        NewKey {
+            plan: order.plan.clone(),
+            email: Some(order.email.clone()),
+            budget: None,
+            note: None,
+            order_id: Some(order.order_id.clone()),
+        },
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(order_id, error = %e, "cannot mint the key of a paid order");
+            return Fulfilment::Failed(e.to_string());
+        }
+    };
+    let write = Write::PayOrder {
+        order_id: order.order_id.clone(),
+        capture_id: capture.id.clone(),
+        key: Box::new(record.clone()),
+        at_ms: now_ms,
+    };
+    if let Err(e) = state.store.write(write).await {
+        // The database refused to pay it twice (or failed): report what it holds.
+        tracing::warn!(order_id, error = %e, "order not paid by this call");
+        return match crate::shop::orders::load_order(state, order_id).await {
+            Some((o, _)) if o.status == OrderStatus::Paid => {
+                let key_id = o.key_id.unwrap_or_default();
+                ensure_installed(state, &key_id).await;
+                Fulfilment::Paid(key_id)
+            }
+            _ => Fulfilment::Failed(e.to_string()),
+        };
+    }
+    let key = crate::admin::install_key(state, record);
+    state.activity.emit(ActivityEvent::OrderPaid {
+        order_id: order.order_id.clone(),
+        plan: order.plan.clone(),
+        amount_usd: order.amount,
+        key_id: key.id.clone(),
+        at_ms: now_ms,
+    });
+    tracing::info!(order_id, key_id = %key.id, "order paid; key issued");
+    Fulfilment::Paid(key.id.clone())
+}
+
+/// Make sure a paid order's committed key is in the live table (its installation may have been
+/// interrupted after the commit): load it from the database if it is missing.
+pub async fn ensure_installed(state: &Arc<AppState>, key_id: &str) {
+    if key_id.is_empty() || state.keys.by_id(key_id).is_some() {
+        return;
+    }
+    let id = key_id.to_string();
+    match state
+        .store
+        .read(move |c| crate::store::keys::load_one(c, &id))
+        .await
+    {
+        Ok(Some(record)) => {
+            tracing::warn!(
+                key_id,
+                "a paid order's key was missing from memory; installed it now"
+            );
+            crate::admin::install_key(state, record);
+        }
+        Ok(None) => tracing::error!(key_id, "a paid order's key is not in the database"),
+        Err(e) => tracing::error!(key_id, error = %e, "cannot load a paid order's key"),
+    }
+}

@@ -1,0 +1,204 @@
+//! Form posts of the storefront pages over real HTTP: CSRF on every post, the dashboard with a
+//! real key's usage, per-IP limits, and escaping of what visitors type.
+
+use modelrelay::shop::i18n::{EN, ZH};
+use reqwest::header::COOKIE;
+
+use crate::common::{TestApp, body};
+use crate::pages::{csrf_token, custom_app, element_text, esc, get, post_form};
+
+#[tokio::test]
+async fn form_posts_need_the_csrf_token() {
+    let app = custom_app().await;
+    let token = csrf_token(&app.base).await;
+    let other = csrf_token(&app.base).await;
+    assert_ne!(token, other);
+    let lookup = [("order_id", "ord_doesnotexist"), ("email", "a@b.c")];
+    for path in ["/order", "/dashboard"] {
+        // No token field, a wrong token, a token without its cookie: all refused.
+        let cases: [(Option<&str>, Option<&str>); 4] = [
+            (Some(&token), None),
+            (Some(&token), Some(&other)),
+            (None, Some(&token)),
+            (Some(&token), Some("")),
+        ];
+        for (cookie, sent) in cases {
+            let mut fields = lookup.to_vec();
+            fields.push(("key", "sk-gateway-nothing"));
+            if let Some(s) = sent {
+                fields.push(("csrf_token", s));
+            }
+            let (status, html) = post_form(&app.base, path, cookie, &fields).await;
+            assert_eq!(status, 403, "{path} cookie={cookie:?} sent={sent:?}");
+            assert!(html.contains(&esc(EN.csrf_h)), "{path}: a page explains");
+        }
+    }
+    // With the right token: the generic answer for an unknown order…
+    let (status, html) = post_form(
+        &app.base,
+        "/order",
+        Some(&token),
+        &[
+            ("order_id", "ord_doesnotexist"),
+            ("email", "a@b.c"),
+            ("csrf_token", &token),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(html.contains("id=\"order-not-found\"") && html.contains(&esc(EN.order_not_found)));
+    // …and for an unknown key.
+    let (status, html) = post_form(
+        &app.base,
+        "/dashboard",
+        Some(&token),
+        &[
+            ("key", "sk-gateway-thisisnotakeyatallthisisnotakey"),
+            ("csrf_token", &token),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(html.contains("id=\"key-not-found\""));
+    // A form that does not parse is a 400 page, not a crash.
+    let resp = reqwest::Client::new()
+        .post(format!("{}/order", app.base))
+        .header(COOKIE, format!("mr_csrf={token}"))
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+}
+
+#[tokio::test]
+async fn dashboard_shows_a_real_keys_usage() {
+    let app = custom_app().await;
+    let key = app.create_key("trial", None).await;
+    let resp = app
+        .chat(
+            &key,
+            &body("deepseek-v4-flash", "hi [[sim reply=5 prompt=10]]"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let rid = crate::common::request_id(&resp);
+    resp.text().await.unwrap();
+    app.wait_ledger_row(&rid).await;
+    let token = csrf_token(&app.base).await;
+    for lang in ["en", "zh"] {
+        let resp = reqwest::Client::new()
+            .post(format!("{}/dashboard?lang={lang}", app.base))
+            .header(COOKIE, format!("mr_csrf={token}"))
+            .form(&[
+                ("key", format!("  {key}  ").as_str()),
+                ("csrf_token", &token),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let html = resp.text().await.unwrap();
+        let t = if lang == "zh" { &ZH } else { &EN };
+        assert_eq!(element_text(&html, "budget"), Some("$3.00"));
+        let spent = element_text(&html, "spent").unwrap();
+        let remaining = element_text(&html, "remaining").unwrap();
+        let spent: modelrelay::money::Usd = spent.trim_start_matches('$').parse().unwrap();
+        let remaining: modelrelay::money::Usd = remaining.trim_start_matches('$').parse().unwrap();
+        assert!(spent.nanos() > 0);
+        assert_eq!(spent.nanos() + remaining.nanos(), 3_000_000_000);
+        assert_eq!(element_text(&html, "status"), Some(t.key_active));
+        assert_eq!(element_text(&html, "requests"), Some("1"));
+        assert!(html.contains("Taster"));
+        assert!(
+            html.contains("id=\"recent-requests\"") && html.contains(&esc(t.measured_provider))
+        );
+        assert!(html.contains(&esc(t.finish_complete)));
+        assert!(html.contains("<svg") && html.contains("class=\"bar bar-today\""));
+        assert!(
+            html.contains(&format!("${spent}</title>")),
+            "tooltip of today's bar"
+        );
+        assert!(!html.contains(&key), "the key itself is never echoed");
+        assert!(html.contains(&key[..15]), "its prefix is shown");
+    }
+    // The per-IP dashboard limit (20/min) engages too.
+    let mut limited = false;
+    for _ in 0..25 {
+        let (status, html) = post_form(
+            &app.base,
+            "/dashboard",
+            Some(&token),
+            &[("key", &key), ("csrf_token", &token)],
+        )
+        .await;
+        if status == 429 {
+            assert!(html.contains(&esc(EN.limit_h)));
+            limited = true;
+            break;
+        }
+    }
+    assert!(limited);
+}
+
+#[tokio::test]
+async fn order_lookup_is_rate_limited_per_ip() {
+    let app = TestApp::spawn().await;
+    let token = csrf_token(&app.base).await;
+    let fields = [
+        ("order_id", "ord_guess"),
+        ("email", "x@y.z"),
+        ("csrf_token", token.as_str()),
+    ];
+    for i in 0..10 {
+        let (status, html) = post_form(&app.base, "/order", Some(&token), &fields).await;
+        assert_eq!(status, 200, "attempt {}", i + 1);
+        assert!(html.contains(&esc(EN.order_not_found)));
+    }
+    let (status, html) = post_form(&app.base, "/order?lang=zh", Some(&token), &fields).await;
+    assert_eq!(status, 429, "the 11th look-up within a minute");
+    assert!(html.contains(&esc(ZH.limit_h)) && html.contains(&esc(ZH.limit_body)));
+    assert!(!html.contains(&esc(ZH.order_not_found)));
+}
+
+#[tokio::test]
+async fn user_input_is_escaped() {
+    let app = custom_app().await;
+    let token = csrf_token(&app.base).await;
+    let evil_email = "<script>alert(1)</script>@x.y";
+    let evil_id = "\"><img src=x onerror=alert(1)>";
+    let (status, html) = post_form(
+        &app.base,
+        "/order",
+        Some(&token),
+        &[
+            ("order_id", evil_id),
+            ("email", evil_email),
+            ("csrf_token", &token),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(!html.contains("<script>alert(1)"), "email echoed raw");
+    assert!(!html.contains("<img src=x"), "order id echoed raw");
+    assert!(!html.contains("\"><img"), "attribute broken out of");
+    assert!(
+        html.contains("value=\"&#60;script&#62;alert(1)&#60;/script&#62;@x.y\"")
+            || !html.contains("alert(1)"),
+        "escaped or not echoed at all"
+    );
+    assert!(html.contains(&esc(EN.order_not_found)));
+    // Paths and queries are not echoed raw either.
+    let (_, _, html) = get(
+        &app.base,
+        "/checkout/%22%3E%3Cscript%3Ealert(1)%3C%2Fscript%3E",
+        None,
+    )
+    .await;
+    assert!(!html.contains("<script>alert(1)"));
+    let (_, _, html) = get(&app.base, "/pricing?lang=%22%3E%3Cscript%3E", None).await;
+    assert!(!html.contains("\"><script>"));
+}
