@@ -83,28 +83,8 @@ impl Daemon {
             stopped.clone(),
         ));
         let router = app(state.clone());
-        let mut stopped_http = stopped;
-        let http = tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stopped_http.wait_for(|s| *s).await;
-            };
-            // Small writes (SSE chunks, short JSON answers) must leave at once, not wait for
-            // the client's delayed ACK (Nagle).
-            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-                }
-            });
-            let served = axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(shutdown)
-            .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
-        });
+        let limits = crate::server::Limits::from_config(&state.config.server);
+        let http = tokio::spawn(crate::server::serve(listener, router, limits, stopped));
         tracing::info!(%http_addr, socket = %socket_path.display(), keys = state.keys.len(), "modelrelay started");
         Ok(Daemon {
             state,

@@ -75,6 +75,16 @@ pub struct ServerConfig {
     /// Log filter for `serve` (`error`, `warn`, `info`, `debug`, `trace`, or a `tracing`
     /// directive list such as `"info,modelrelay=debug"`); `RUST_LOG`, when set, wins.
     pub log_level: String,
+    /// Client connections served at once; more wait in the listen backlog. Clamped at start
+    /// to what the file-descriptor limit allows.
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's headers (and to start its first request on a
+    /// new connection); for HTTP/1.1 also how long an idle keep-alive connection is kept.
+    pub header_timeout_secs: u64,
+    /// Seconds a request body may take before it must keep arriving at 1 KiB/s on average.
+    pub body_timeout_secs: u64,
+    /// Seconds a connection with no request in progress and no traffic is kept (HTTP/2).
+    pub idle_timeout_secs: u64,
 }
 
 /// `[upstream]`
@@ -205,6 +215,10 @@ impl Default for ServerConfig {
             metrics_public: false,
             drain_secs: DEFAULT_DRAIN_SECS,
             log_level: "info".into(),
+            max_connections: 10_000,
+            header_timeout_secs: 30,
+            body_timeout_secs: 60,
+            idle_timeout_secs: 60,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! - [`console`]: the operator's live TUI (ratatui) on the admin socket.
 //! - [`app`]: the router and the daemon's start and shutdown (the top floor).
 //! - [`state`]: the state handlers share, request ids, client addresses.
+//! - [`server`]: the HTTP accept loop with connection limits and timeouts.
 //! - [`gateway`]: `/v1` — auth, rate limits, billing holds, the chat relay (stream and not).
 //! - [`upstream`]: the DeepSeek client, SSE decoding, and the simulated DeepSeek.
 //! - [`keys`]: keys in memory (balances as atomics), key material, sealing.
@@ -30,6 +31,7 @@ pub mod money;
 pub mod notify;
 pub mod paypal;
 pub mod pricing;
+pub mod server;
 pub mod shop;
 pub mod state;
 pub mod store;

@@ -151,3 +151,132 @@ async fn an_upstream_echoing_the_operators_key_never_shows_it_to_the_customer() 
         assert!(v["error"]["message"].as_str().unwrap().len() <= 300, "{v}");
     }
 }
+
+/// Read from `s` until the server closes it (EOF or reset); false if it is still open at
+/// `until`. Whatever the server sent before closing (an error answer) is ignored.
+async fn closed_by(s: &mut tokio::net::TcpStream, until: tokio::time::Instant) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(until, s.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+/// Short timers, so that the test does not wait a minute.
+fn short_timers(c: &mut modelrelay::config::Config) {
+    c.server.header_timeout_secs = 1;
+    c.server.body_timeout_secs = 1;
+    c.server.idle_timeout_secs = 1;
+}
+
+#[tokio::test]
+async fn stalled_connections_are_closed_while_requests_keep_being_served() {
+    use tokio::io::AsyncWriteExt;
+    let app = TestApp::spawn_with(short_timers).await;
+    let key = app.create_key("trial", None).await;
+    // The stalled bodies use a key of their own: they pass its rate limit before stalling (the
+    // first 30; the rest are refused at once), and must not use up the other key's.
+    let staller = app.create_key("trial", None).await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let mut stalled = Vec::new();
+    for i in 0..300 {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        match i % 3 {
+            // Nothing at all.
+            0 => {}
+            // Half a header line.
+            1 => s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthor").await.unwrap(),
+            // Whole headers, a tenth of the body.
+            _ => s
+                .write_all(
+                    format!(
+                        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {staller}\r\n\
+                         Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"model\":"
+                    )
+                    .as_bytes(),
+                )
+                .await
+                .unwrap(),
+        }
+        stalled.push(s);
+    }
+    // Normal requests are served meanwhile.
+    for _ in 0..5 {
+        let resp = app
+            .chat(&key, &body("deepseek-v4-flash", "hi [[sim reply=2]]"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    // Every stalled connection is closed by the server (1 s timers, checked every second).
+    let until = tokio::time::Instant::now() + Duration::from_secs(6);
+    let mut open = 0;
+    for s in &mut stalled {
+        if !closed_by(s, until).await {
+            open += 1;
+        }
+    }
+    assert_eq!(open, 0, "{open} of 300 stalled connections still open");
+    let resp = app
+        .chat(&key, &body("deepseek-v4-flash", "hi [[sim reply=2]]"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn a_slow_stream_is_not_cut_by_the_connection_timers() {
+    let app = TestApp::spawn_with(short_timers).await;
+    let key = app.create_key("trial", None).await;
+    // The model "thinks" for 3 s before its first token, then 1.5 s between tokens: far past
+    // every 1 s connection timer, and still a request in progress.
+    let mut b = body(
+        "deepseek-v4-flash",
+        "hi [[sim reply=3 first_delay_ms=3000 delay_ms=1500]]",
+    );
+    b["stream"] = true.into();
+    let resp = app.chat(&key, &b).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+}
+
+#[tokio::test]
+async fn over_the_connection_cap_new_clients_wait_and_those_in_progress_go_on() {
+    let app = TestApp::spawn_with(|c| {
+        short_timers(c);
+        c.server.max_connections = 10;
+    })
+    .await;
+    let key = app.create_key("trial", None).await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    // A stream in progress takes one slot…
+    let mut b = body("deepseek-v4-flash", "hi [[sim reply=4 delay_ms=500]]");
+    b["stream"] = true.into();
+    let stream = app.chat(&key, &b).send().await.unwrap();
+    assert_eq!(stream.status(), 200);
+    // …silent clients the other nine, and five more wait in the backlog.
+    let mut silent = Vec::new();
+    for _ in 0..14 {
+        silent.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
+    // A new client is served once the silent ones time out, not refused.
+    let fresh = reqwest::Client::new();
+    let resp = fresh
+        .post(format!("{}/v1/chat/completions", app.base))
+        .bearer_auth(&key)
+        .json(&body("deepseek-v4-flash", "hi [[sim reply=1]]"))
+        .timeout(Duration::from_secs(15))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let text = stream.text().await.unwrap();
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+}

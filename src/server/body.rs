@@ -1,0 +1,124 @@
+//! Body wrappers: a request body that must arrive in time, and a response body that marks its
+//! request finished when it is done (or dropped).
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use tokio::time::{Instant, Sleep};
+
+use super::conn::InProgress;
+
+/// After the grace time, a request body must keep arriving at this many bytes a second on
+/// average: an honest upload of the largest body allowed is never cut, a trickle is.
+pub const MIN_RATE: u64 = 1024;
+
+/// Why a request body stopped.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive in time")]
+pub struct TooSlow;
+
+/// A request body with a deadline: `grace`, plus one second per [`MIN_RATE`] bytes received.
+pub struct Deadline {
+    inner: hyper::body::Incoming,
+    started: Instant,
+    grace: Duration,
+    received: u64,
+    sleep: Pin<Box<Sleep>>,
+}
+
+impl Deadline {
+    /// Wrap `inner`, starting the clock now.
+    pub fn new(inner: hyper::body::Incoming, grace: Duration) -> Deadline {
+        let started = Instant::now();
+        Deadline {
+            inner,
+            started,
+            grace,
+            received: 0,
+            sleep: Box::pin(tokio::time::sleep_until(started + grace)),
+        }
+    }
+
+    fn deadline(&self) -> Instant {
+        self.started + self.grace + Duration::from_secs(self.received / MIN_RATE)
+    }
+}
+
+impl http_body::Body for Deadline {
+    type Data = Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.received += data.len() as u64;
+                    let deadline = self.deadline();
+                    self.sleep.as_mut().reset(deadline);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => match self.sleep.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(TooSlow.into()))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A response body that holds its request "in progress" until it is sent or dropped.
+pub struct Finished {
+    inner: Body,
+    in_progress: Option<InProgress>,
+}
+
+impl Finished {
+    /// Wrap `inner`.
+    pub(super) fn new(inner: Body, in_progress: InProgress) -> Finished {
+        Finished {
+            inner,
+            in_progress: Some(in_progress),
+        }
+    }
+}
+
+impl http_body::Body for Finished {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            self.in_progress = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

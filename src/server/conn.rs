@@ -1,0 +1,213 @@
+//! One client connection: hyper (HTTP/1.1 or HTTP/2) with the timers of [`super::Limits`], the
+//! client's address for the handlers, and a watchdog for connections that idle.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+use super::Limits;
+use super::body::{Deadline, Finished};
+
+/// How often the watchdog looks at a connection.
+const WATCH_EVERY: Duration = Duration::from_secs(1);
+
+/// A connection to serve.
+pub(super) struct Connection {
+    pub(super) router: Router,
+    pub(super) addr: SocketAddr,
+    pub(super) limits: Limits,
+    pub(super) closing: CancellationToken,
+}
+
+/// What the watchdog needs to know: requests in progress, and when bytes last moved.
+pub(super) struct Activity {
+    opened: Instant,
+    /// Milliseconds after `opened` when bytes were last read or written.
+    last_io_ms: AtomicU64,
+    in_progress: AtomicUsize,
+    requests: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            opened: Instant::now(),
+            last_io_ms: AtomicU64::new(0),
+            in_progress: AtomicUsize::new(0),
+            requests: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_io_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// A request began; it is in progress until the returned guard is dropped (with the
+    /// response body, once sent).
+    pub(super) fn begin(self: &Arc<Self>) -> InProgress {
+        self.in_progress.fetch_add(1, Ordering::AcqRel);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        InProgress(self.clone())
+    }
+
+    /// Why the connection should be closed now, if it should.
+    fn verdict(&self, limits: &Limits) -> Option<&'static str> {
+        if self.in_progress.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let now = self.opened.elapsed();
+        if self.requests.load(Ordering::Relaxed) == 0 && now > limits.header_timeout {
+            return Some("no request within the header timeout");
+        }
+        let last_io = Duration::from_millis(self.last_io_ms.load(Ordering::Relaxed));
+        (now.saturating_sub(last_io) > limits.idle_timeout).then_some("idle")
+    }
+}
+
+/// A request in progress on its connection.
+pub(super) struct InProgress(Arc<Activity>);
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_progress.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Connection {
+    /// Serve until the client or hyper closes the connection, the watchdog closes it, or the
+    /// daemon stops (then gracefully: requests in progress finish).
+    pub(super) async fn serve(self, tcp: TcpStream) {
+        let activity = Arc::new(Activity::new());
+        let io = TokioIo::new(Watched {
+            inner: tcp,
+            activity: activity.clone(),
+        });
+        let (router, addr, limits) = (self.router, self.addr, self.limits);
+        let watched = activity.clone();
+        let service = tower::service_fn(move |req: axum::http::Request<Incoming>| {
+            let in_progress = watched.begin();
+            let mut req = req.map(|b| Body::new(Deadline::new(b, limits.body_timeout)));
+            req.extensions_mut().insert(ConnectInfo(addr));
+            let router = router.clone();
+            async move {
+                let resp = router
+                    .oneshot(req)
+                    .await
+                    .unwrap_or_else(|e: Infallible| match e {});
+                Ok::<_, Infallible>(resp.map(|b| Body::new(Finished::new(b, in_progress))))
+            }
+        });
+        let mut builder = Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(limits.idle_timeout)
+            .keep_alive_timeout(Duration::from_secs(20));
+        let conn = builder.serve_connection_with_upgrades(io, TowerToHyperService::new(service));
+        let mut conn = std::pin::pin!(conn);
+        let mut watch = tokio::time::interval(WATCH_EVERY);
+        let mut stopping = false;
+        loop {
+            tokio::select! {
+                served = conn.as_mut() => {
+                    if let Err(e) = served {
+                        tracing::debug!(%addr, error = %e, "connection ended with an error");
+                    }
+                    return;
+                }
+                _ = self.closing.cancelled(), if !stopping => {
+                    stopping = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                _ = watch.tick() => {
+                    if let Some(why) = activity.verdict(&limits) {
+                        tracing::debug!(%addr, why, "closing connection");
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The TCP stream, noting when bytes move.
+struct Watched {
+    inner: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
