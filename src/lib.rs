@@ -11,6 +11,7 @@
 //! - [`keys`]: keys in memory (balances as atomics), key material, sealing.
 //! - [`store`]: SQLite, migrations, the group-committing writer, the ledger.
 //! - [`money`], [`pricing`], [`catalog`]: nano-dollar money, peak windows, models and plans.
+//! - [`status`]: the small enums every floor shares (how a request ended, order and key status).
 //! - [`shop`]: the storefront (pages, checkout API, webhooks, dashboard).
 //! - [`activity`]: the event bus and the admin socket; [`admin`]: key administration.
 //! - [`metrics`]: `/healthz` and the Prometheus `/metrics` page.
@@ -32,5 +33,6 @@ pub mod paypal;
 pub mod pricing;
 pub mod shop;
 pub mod state;
+pub mod status;
 pub mod store;
 pub mod upstream;

@@ -3,9 +3,12 @@
 //! subscriber that lags, events are simply dropped for that subscriber. The [`tracker`] follows
 //! the bus to keep the state a console gets as a snapshot when it connects.
 
+pub mod client;
+pub mod fold;
 pub mod protocol;
-pub mod socket;
+pub mod server;
 pub mod tracker;
+pub mod views;
 
 use std::sync::Arc;
 

@@ -4,8 +4,8 @@ use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use super::app::{App, Modal, View};
 use super::event::{Action, Command};
-use crate::keys::KeyStatus;
 use crate::money::Usd;
+use crate::status::KeyStatus;
 
 /// A typed top-up amount, in dollars (a leading `$` is allowed).
 pub fn parse_amount(input: &str) -> Result<Usd, String> {
@@ -96,9 +96,9 @@ impl App {
                     self.selected_key = Some(id);
                 }
             }
-            View::Live => self.row[0] = step(self.row[0], self.model.finished.len()),
+            View::Live => self.row[0] = step(self.row[0], self.model.finished().len()),
             View::Orders => self.row[2] = step(self.row[2], self.model.orders.len()),
-            View::Limits => self.row[3] = step(self.row[3], self.model.rate_limited.len()),
+            View::Limits => self.row[3] = step(self.row[3], self.model.rate_limited().len()),
         }
     }
 

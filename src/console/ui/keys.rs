@@ -9,7 +9,7 @@ use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, TableState};
 use super::Theme;
 use super::format::{ago, clip, gauge, parse_ms, usd};
 use crate::console::app::App;
-use crate::keys::KeyStatus;
+use crate::status::KeyStatus;
 
 /// Paint the Keys view into `area`.
 pub fn draw(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
