@@ -465,11 +465,11 @@ impl<R: Rules> Fold<R> {
             return;
         };
         match finish {
-            Finish::UpstreamError | Finish::UpstreamTimeout => {
-                if R::UPSTREAM.replaces(self.upstream.last_error_ms, *at_ms) {
-                    self.upstream.last_error = Some(R::UPSTREAM.label(*finish, *status));
-                    self.upstream.last_error_ms = Some(*at_ms);
-                }
+            Finish::UpstreamError | Finish::UpstreamTimeout
+                if R::UPSTREAM.replaces(self.upstream.last_error_ms, *at_ms) =>
+            {
+                self.upstream.last_error = Some(R::UPSTREAM.label(*finish, *status));
+                self.upstream.last_error_ms = Some(*at_ms);
             }
             Finish::Complete => self.upstream.last_latency_ms = Some(*latency_ms),
             _ => {}

@@ -1,6 +1,10 @@
 //! The console's picture of the daemon: built from a snapshot (when the daemon sends one) and
 //! kept current by activity events. Pure data, no I/O.
 //!
+//! Requests in flight and finished, rate-limit hits, refusals, today's totals and upstream's
+//! health are the daemon's own [`Fold`] under [`ConsoleRules`]; keys, orders and requests/s
+//! are the console's.
+//!
 //! Idempotency: the daemon starts the event stream exactly where its snapshot ends, except on a
 //! saturated bus where a few events may repeat; so every event is applied, and a repeat changes
 //! nothing: requests are recognised by id, orders by id and status, keys take the absolute
@@ -38,7 +42,7 @@ impl Rules for ConsoleRules {
     const FINISHED_KEPT: usize = FINISHED_KEPT;
     const IDS_KEPT: usize = SEEN_KEPT;
     const REFUSALS_KEPT: usize = REFUSALS_KEPT;
-    // Bounded by the daemon's own (a snapshot's) and the hour's window.
+    // No bound of its own: the hour's window is the bound.
     const HITS_PER_KEY: usize = usize::MAX;
     const DAY: DayRule = DayRule::Received;
     const UPSTREAM: UpstreamRule = UpstreamRule::Received;

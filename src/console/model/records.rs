@@ -42,23 +42,21 @@ impl Model {
                 amount_usd,
                 email,
                 at_ms,
-            } => {
-                if !self.orders.iter().any(|o| o.order_id == order_id) {
-                    let row = OrderView {
-                        order_id,
-                        status: OrderStatus::Created,
-                        plan,
-                        amount_usd,
-                        email,
-                        key_id: None,
-                        paypal_order_id: None,
-                        paypal_capture_id: None,
-                        created_at: rfc3339(at_ms),
-                        paid_at: None,
-                    };
-                    self.orders.insert(0, row);
-                    self.orders.truncate(ORDERS_KEPT);
-                }
+            } if !self.orders.iter().any(|o| o.order_id == order_id) => {
+                let row = OrderView {
+                    order_id,
+                    status: OrderStatus::Created,
+                    plan,
+                    amount_usd,
+                    email,
+                    key_id: None,
+                    paypal_order_id: None,
+                    paypal_capture_id: None,
+                    created_at: rfc3339(at_ms),
+                    paid_at: None,
+                };
+                self.orders.insert(0, row);
+                self.orders.truncate(ORDERS_KEPT);
             }
             ActivityEvent::OrderRefunded {
                 order_id, key_id, ..
