@@ -6,7 +6,8 @@ use std::sync::Arc;
 use chrono::Utc;
 
 use crate::activity::ActivityEvent;
-use crate::activity::protocol::{KeyView, OrderView, Request, Response};
+use crate::activity::protocol::{Request, Response};
+use crate::activity::views::{key_view, order_view};
 use crate::keys::token::{KEY_PREFIX, display_prefix, generate_key, generate_key_id, hash_key};
 use crate::keys::{KeyRecord, KeyState, KeyStatus};
 use crate::money::Usd;
@@ -191,7 +192,7 @@ pub fn install_key(state: &AppState, record: KeyRecord) -> Arc<KeyState> {
     let key = Arc::new(KeyState::from_record(record, rpm));
     state.keys.insert(key.clone());
     state.activity.emit(ActivityEvent::KeyCreated {
-        key: KeyView::of(&key),
+        key: key_view(&key),
     });
     tracing::info!(key_id = %key.id, plan = %key.plan, budget = %budget, "key created");
     key
@@ -281,11 +282,11 @@ pub async fn handle_admin(state: &AppState, req: Request) -> Response {
             version: env!("CARGO_PKG_VERSION").into(),
         }),
         Request::KeysList => Ok(Response::Keys {
-            keys: state.keys.all().iter().map(|k| KeyView::of(k)).collect(),
+            keys: state.keys.all().iter().map(|k| key_view(k)).collect(),
         }),
-        Request::KeysShow { key } => find_key(state, &key).map(|k| Response::Key {
-            key: KeyView::of(&k),
-        }),
+        Request::KeysShow { key } => {
+            find_key(state, &key).map(|k| Response::Key { key: key_view(&k) })
+        }
         Request::KeysCreate {
             plan,
             email,
@@ -303,17 +304,15 @@ pub async fn handle_admin(state: &AppState, req: Request) -> Response {
         )
         .await
         .map(|(k, api_key)| Response::Created {
-            key: KeyView::of(&k),
+            key: key_view(&k),
             api_key,
         }),
-        Request::KeysRevoke { key } => revoke_key(state, &key).await.map(|k| Response::Key {
-            key: KeyView::of(&k),
-        }),
-        Request::KeysTopup { key, usd } => {
-            top_up_key(state, &key, usd).await.map(|k| Response::Key {
-                key: KeyView::of(&k),
-            })
-        }
+        Request::KeysRevoke { key } => revoke_key(state, &key)
+            .await
+            .map(|k| Response::Key { key: key_view(&k) }),
+        Request::KeysTopup { key, usd } => top_up_key(state, &key, usd)
+            .await
+            .map(|k| Response::Key { key: key_view(&k) }),
         Request::OrdersList { limit } => {
             let limit = limit.unwrap_or(100).clamp(1, 10_000);
             state
@@ -321,14 +320,14 @@ pub async fn handle_admin(state: &AppState, req: Request) -> Response {
                 .read(move |c| crate::store::orders::recent(c, limit))
                 .await
                 .map(|orders| Response::Orders {
-                    orders: orders.iter().map(OrderView::of).collect(),
+                    orders: orders.iter().map(order_view).collect(),
                 })
                 .map_err(|e| AdminError::Internal(e.to_string()))
         }
         Request::OrdersShow { order_id } => {
             match crate::shop::orders::load_order(state, &order_id).await {
                 Some((o, _)) => Ok(Response::Order {
-                    order: OrderView::of(&o),
+                    order: order_view(&o),
                 }),
                 None => Err(AdminError::NoSuchOrder(order_id)),
             }

@@ -73,11 +73,11 @@ impl Daemon {
         let http_addr = listener.local_addr().map_err(io("listener address"))?;
         let socket_path = state.config.admin_socket();
         let (stop, stopped) = watch::channel(false);
-        let admin_listener = crate::activity::socket::bind(&state.config).map_err(io(format!(
+        let admin_listener = crate::activity::server::bind(&state.config).map_err(io(format!(
             "cannot bind admin socket {}",
             socket_path.display()
         )))?;
-        let admin = tokio::spawn(crate::activity::socket::serve(
+        let admin = tokio::spawn(crate::activity::server::serve(
             state.clone(),
             admin_listener,
             stopped.clone(),

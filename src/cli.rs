@@ -7,8 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::activity::client;
 use crate::activity::protocol::{KeyView, Request, Response};
-use crate::activity::socket;
 use crate::app::Daemon;
 use crate::config::Config;
 use crate::money::Usd;
@@ -234,7 +234,7 @@ async fn backup(socket_path: &Path, file: PathBuf) -> ExitCode {
             file.display()
         ));
     }
-    match socket::call(socket_path, &Request::Backup { path: file }).await {
+    match client::call(socket_path, &Request::Backup { path: file }).await {
         Err(e) => fail(e),
         Ok(Response::Error { message }) => fail(message),
         Ok(Response::BackedUp { path, bytes }) => {
@@ -375,7 +375,7 @@ async fn keys(path: &Path, args: KeysArgs) -> ExitCode {
             usd: *usd,
         },
     };
-    let resp = match socket::call(path, &req).await {
+    let resp = match client::call(path, &req).await {
         Ok(r) => r,
         Err(e) => return fail(e),
     };
@@ -419,7 +419,7 @@ async fn orders(path: &Path, args: OrdersArgs) -> ExitCode {
             order_id: order_id.clone(),
         },
     };
-    match socket::call(path, &req).await {
+    match client::call(path, &req).await {
         Err(e) => fail(e),
         Ok(Response::Error { message }) => fail(message),
         Ok(Response::Orders { orders }) if args.json => print_json(&orders),

@@ -12,8 +12,10 @@
 //! - [`keys`]: keys in memory (balances as atomics), key material, sealing.
 //! - [`store`]: SQLite, migrations, the group-committing writer, the ledger.
 //! - [`money`], [`pricing`], [`catalog`]: nano-dollar money, peak windows, models and plans.
+//! - [`status`]: the small enums every floor shares (how a request ended, order and key status).
 //! - [`shop`]: the storefront (pages, checkout API, webhooks, dashboard).
-//! - [`activity`]: the event bus and the admin socket; [`admin`]: key administration.
+//! - [`activity`]: the event bus, the admin socket (wire protocol, server, client), the fold of
+//!   events into a live view shared with the console; [`admin`]: key administration.
 //! - [`metrics`]: `/healthz` and the Prometheus `/metrics` page.
 //! - [`notify`]: systemd readiness notification (`Type=notify`).
 
@@ -34,5 +36,6 @@ pub mod pricing;
 pub mod server;
 pub mod shop;
 pub mod state;
+pub mod status;
 pub mod store;
 pub mod upstream;

@@ -5,6 +5,7 @@ mod common;
 mod smoke;
 
 mod activity;
+mod activity_snapshot;
 mod billing;
 mod browser;
 mod cli;

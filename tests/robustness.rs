@@ -143,7 +143,7 @@ async fn odd_urls_get_the_json_error_shape() {
 #[tokio::test]
 async fn behind_a_proxy_the_forwarded_address_is_the_clients() {
     let app = TestApp::spawn_with(|c| c.server.behind_proxy = true).await;
-    let mut sub = modelrelay::activity::socket::Client::connect(&app.socket)
+    let mut sub = modelrelay::activity::client::Client::connect(&app.socket)
         .await
         .unwrap();
     sub.send(&modelrelay::activity::protocol::Request::Subscribe)

@@ -1,11 +1,19 @@
 //! Activity: what happens in the daemon, as events on a broadcast bus that the admin socket
 //! forwards to consoles. Publishing never blocks and never fails: with no subscriber, or a
-//! subscriber that lags, events are simply dropped for that subscriber. The [`tracker`] follows
-//! the bus to keep the state a console gets as a snapshot when it connects.
+//! subscriber that lags, events are simply dropped for that subscriber.
+//!
+//! Bottom floor (clients use these): this bus, the wire [`protocol`], the socket's
+//! [`client`] half, and the [`fold`] of events into a live view that the daemon and the
+//! console share. Daemon side: the [`tracker`] follows the bus to keep the state a console
+//! gets as a snapshot when it connects, [`views`] turns records into wire views, and the
+//! socket's [`server`] half serves both.
 
+pub mod client;
+pub mod fold;
 pub mod protocol;
-pub mod socket;
+pub mod server;
 pub mod tracker;
+pub mod views;
 
 use std::sync::Arc;
 

@@ -3,12 +3,15 @@
 //! `subscribe`, the daemon answers `subscribed` and a `snapshot`, then keeps sending `event`
 //! lines until the client hangs up (with `lagged` and a fresh `snapshot` whenever the client
 //! read too slowly and events were dropped for it).
+//!
+//! Pure data: it names only money and the shared status enums, so a client needs nothing of
+//! the daemon's insides to speak it; the daemon turns its records into these views
+//! (in `activity::views`).
 
 use serde::{Deserialize, Serialize};
 
-use crate::keys::{KeyState, KeyStatus};
 use crate::money::Usd;
-use crate::store::{Finish, Measured};
+use crate::status::{Finish, KeyStatus, Measured, OrderStatus};
 
 /// A command from a client.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -173,33 +176,6 @@ pub struct KeyView {
     pub last_used_at: Option<String>,
 }
 
-impl KeyView {
-    /// A view of a live key.
-    pub fn of(k: &KeyState) -> KeyView {
-        let b = k.balance();
-        KeyView {
-            id: k.id.clone(),
-            prefix: k.prefix.clone(),
-            plan: k.plan.clone(),
-            status: k.status(),
-            budget_usd: b.budget,
-            spent_usd: b.spent,
-            remaining_usd: b.remaining(),
-            held_usd: b.held,
-            requests: k.requests(),
-            email: k.email.clone(),
-            note: k.note.clone(),
-            order_id: k.order_id.clone(),
-            created_at: k
-                .created_at
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            last_used_at: k
-                .last_used_at()
-                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-        }
-    }
-}
-
 /// The daemon's live state, for a console that just connected (or resynchronises after lag).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -291,7 +267,7 @@ pub struct OrderView {
     /// Our id.
     pub order_id: String,
     /// created, pending, paid, failed, refunded.
-    pub status: crate::store::orders::OrderStatus,
+    pub status: OrderStatus,
     /// Plan id.
     pub plan: String,
     /// Price.
@@ -308,26 +284,6 @@ pub struct OrderView {
     pub created_at: String,
     /// RFC 3339.
     pub paid_at: Option<String>,
-}
-
-impl OrderView {
-    /// From a stored order.
-    pub fn of(o: &crate::store::orders::OrderRecord) -> OrderView {
-        let t =
-            |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        OrderView {
-            order_id: o.order_id.clone(),
-            status: o.status,
-            plan: o.plan.clone(),
-            amount_usd: o.amount,
-            email: o.email.clone(),
-            key_id: o.key_id.clone(),
-            paypal_order_id: o.paypal_order_id.clone(),
-            paypal_capture_id: o.paypal_capture_id.clone(),
-            created_at: t(o.created_at),
-            paid_at: o.paid_at.map(t),
-        }
-    }
 }
 
 /// Something that happened, for the console.

@@ -34,7 +34,9 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use live::{Baseline, Live};
 
-use super::protocol::{KeyView, OrderView, Snapshot};
+use super::fold::{DAY_MS, day_of};
+use super::protocol::Snapshot;
+use super::views::{key_view, order_view};
 use super::{Activity, ActivityEvent};
 use crate::keys::KeyTable;
 use crate::store::{Store, StoreError, Write};
@@ -50,7 +52,6 @@ pub const HITS_PER_KEY: usize = 1000;
 pub const ORDERS_SHOWN: u32 = 100;
 /// Attempts at an exact hand-off before settling for a possibly overlapping one.
 pub const HANDOFF_TRIES: usize = 16;
-const DAY_MS: i64 = 86_400_000;
 /// How long past the upstream request timeout a request may still settle (its final bytes,
 /// the ledger commit); a request in flight older than that was missed ending.
 const SETTLE_SLACK: Duration = Duration::from_secs(60);
@@ -109,10 +110,6 @@ fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
 }
 
-fn day_of(ms: i64) -> i64 {
-    ms.div_euclid(DAY_MS)
-}
-
 impl ActivityTracker {
     /// Load today's state from the database and start following the bus, for requests that
     /// last at most `request_timeout`. Call before the daemon serves.
@@ -148,7 +145,7 @@ impl ActivityTracker {
             .store
             .read(|c| crate::store::orders::recent(c, ORDERS_SHOWN))
             .await?;
-        snapshot.orders = orders.iter().map(OrderView::of).collect();
+        snapshot.orders = orders.iter().map(order_view).collect();
         Ok((snapshot, events))
     }
 
@@ -305,13 +302,7 @@ impl Runner {
         snapshot.version = env!("CARGO_PKG_VERSION").to_string();
         snapshot.uptime_secs = self.parts.started.elapsed().as_secs();
         snapshot.at_ms = at_ms;
-        snapshot.keys = self
-            .parts
-            .keys
-            .all()
-            .iter()
-            .map(|k| KeyView::of(k))
-            .collect();
+        snapshot.keys = self.parts.keys.all().iter().map(|k| key_view(k)).collect();
         Ok((snapshot, sub))
     }
 }

@@ -4,8 +4,8 @@ use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use super::app::{App, Modal, View};
 use super::event::{Action, Command};
-use crate::keys::KeyStatus;
 use crate::money::Usd;
+use crate::status::KeyStatus;
 
 /// A typed top-up amount, in dollars (a leading `$` is allowed).
 pub fn parse_amount(input: &str) -> Result<Usd, String> {
@@ -96,22 +96,13 @@ impl App {
                     self.selected_key = Some(id);
                 }
             }
-            View::Live => self.row[0] = step(self.row[0], self.model.finished.len()),
+            View::Live => self.row[0] = step(self.row[0], self.model.finished().len()),
             View::Orders => self.row[2] = step(self.row[2], self.model.orders.len()),
-            View::Limits => self.row[3] = step(self.row[3], self.model.rate_limited.len()),
+            View::Limits => self.row[3] = step(self.row[3], self.model.rate_limited().len()),
         }
     }
 
     fn on_modal_key(&mut self, modal: Modal, key: KeyEvent) -> Option<Action> {
-        let yes = matches!(key.code, KeyCode::Char('y') | KeyCode::Char('Y'));
-        let no = matches!(
-            key.code,
-            KeyCode::Esc | KeyCode::Char('n') | KeyCode::Char('N') | KeyCode::Char('q')
-        );
-        let keep = |app: &mut App, m: Modal| {
-            app.modal = Some(m);
-            None
-        };
         match modal {
             Modal::Help | Modal::Failed(_) => None,
             // The outcome still shows when it comes (status line, or a failure dialog).
@@ -119,114 +110,148 @@ impl App {
             Modal::Working(_) => keep(self, modal),
             Modal::NewKey { .. } if matches!(key.code, KeyCode::Enter | KeyCode::Esc) => None,
             Modal::NewKey { .. } => keep(self, modal),
-            Modal::Filter => {
-                match key.code {
-                    KeyCode::Enter => return None,
-                    KeyCode::Esc => {
-                        self.filter.clear();
-                        return None;
-                    }
-                    KeyCode::Backspace => {
-                        self.filter.pop();
-                    }
-                    KeyCode::Char(c) if !c.is_control() => self.filter.push(c),
-                    _ => {}
-                }
-                keep(self, Modal::Filter)
+            Modal::Filter => self.on_filter_key(key.code),
+            Modal::ConfirmRevoke { .. }
+            | Modal::ConfirmTopUp { .. }
+            | Modal::ConfirmCreate { .. } => self.on_confirm_key(modal, key.code),
+            Modal::TopUpAmount {
+                key_id,
+                prefix,
+                input,
+                error,
+            } => self.on_amount_key(key_id, prefix, input, error, key.code),
+            Modal::ChoosePlan { selected } => self.on_plan_key(selected, key.code),
+        }
+    }
+
+    /// Typing the Keys view's filter.
+    fn on_filter_key(&mut self, code: KeyCode) -> Option<Action> {
+        match code {
+            KeyCode::Enter => return None,
+            KeyCode::Esc => {
+                self.filter.clear();
+                return None;
             }
-            Modal::ConfirmRevoke { key_id, prefix } if yes => {
-                self.modal = Some(Modal::Working(format!("revoking {prefix}…")));
-                Some(Action::Send(Command::Revoke { key_id, prefix }))
+            KeyCode::Backspace => {
+                self.filter.pop();
             }
+            KeyCode::Char(c) if !c.is_control() => self.filter.push(c),
+            _ => {}
+        }
+        keep(self, Modal::Filter)
+    }
+
+    /// y sends the confirmed command, n/Esc/q cancels, anything else keeps asking.
+    fn on_confirm_key(&mut self, modal: Modal, code: KeyCode) -> Option<Action> {
+        let yes = matches!(code, KeyCode::Char('y') | KeyCode::Char('Y'));
+        let no = matches!(
+            code,
+            KeyCode::Esc | KeyCode::Char('n') | KeyCode::Char('N') | KeyCode::Char('q')
+        );
+        if no {
+            return None;
+        }
+        if !yes {
+            return keep(self, modal);
+        }
+        let (working, command) = match modal {
+            Modal::ConfirmRevoke { key_id, prefix } => (
+                format!("revoking {prefix}…"),
+                Command::Revoke { key_id, prefix },
+            ),
             Modal::ConfirmTopUp {
                 key_id,
                 prefix,
                 usd,
-            } if yes => {
-                self.modal = Some(Modal::Working(format!("topping up {prefix}…")));
-                Some(Action::Send(Command::TopUp {
+            } => (
+                format!("topping up {prefix}…"),
+                Command::TopUp {
                     key_id,
                     prefix,
                     usd,
-                }))
+                },
+            ),
+            Modal::ConfirmCreate { plan } => {
+                (format!("minting a {plan} key…"), Command::Create { plan })
             }
-            Modal::ConfirmCreate { plan } if yes => {
-                self.modal = Some(Modal::Working(format!("minting a {plan} key…")));
-                Some(Action::Send(Command::Create { plan }))
-            }
-            Modal::ConfirmRevoke { .. }
-            | Modal::ConfirmTopUp { .. }
-            | Modal::ConfirmCreate { .. }
-                if no =>
-            {
-                None
-            }
-            Modal::ConfirmRevoke { .. }
-            | Modal::ConfirmTopUp { .. }
-            | Modal::ConfirmCreate { .. } => keep(self, modal),
-            Modal::TopUpAmount {
-                key_id,
-                prefix,
-                mut input,
-                mut error,
-            } => {
-                match key.code {
-                    KeyCode::Esc => return None,
-                    KeyCode::Enter => match parse_amount(&input) {
-                        Ok(usd) => {
-                            let confirm = Modal::ConfirmTopUp {
-                                key_id,
-                                prefix,
-                                usd,
-                            };
-                            return keep(self, confirm);
-                        }
-                        Err(e) => error = Some(e),
-                    },
-                    KeyCode::Backspace => {
-                        input.pop();
-                        error = None;
-                    }
-                    KeyCode::Char(c) if (c.is_ascii_digit() || c == '.') && input.len() < 16 => {
-                        input.push(c);
-                        error = None;
-                    }
-                    _ => {}
+            other => return keep(self, other),
+        };
+        self.modal = Some(Modal::Working(working));
+        Some(Action::Send(command))
+    }
+
+    /// Typing a top-up amount; Enter asks for confirmation once it parses.
+    fn on_amount_key(
+        &mut self,
+        key_id: String,
+        prefix: String,
+        mut input: String,
+        mut error: Option<String>,
+        code: KeyCode,
+    ) -> Option<Action> {
+        match code {
+            KeyCode::Esc => return None,
+            KeyCode::Enter => match parse_amount(&input) {
+                Ok(usd) => {
+                    let confirm = Modal::ConfirmTopUp {
+                        key_id,
+                        prefix,
+                        usd,
+                    };
+                    return keep(self, confirm);
                 }
-                let typing = Modal::TopUpAmount {
-                    key_id,
-                    prefix,
-                    input,
-                    error,
-                };
-                keep(self, typing)
+                Err(e) => error = Some(e),
+            },
+            KeyCode::Backspace => {
+                input.pop();
+                error = None;
             }
-            Modal::ChoosePlan { selected } => {
-                let n = self.plans.len();
-                match key.code {
-                    KeyCode::Esc | KeyCode::Char('q') => None,
-                    KeyCode::Down | KeyCode::Char('j') if n > 0 => keep(
-                        self,
-                        Modal::ChoosePlan {
-                            selected: (selected + 1).min(n - 1),
-                        },
-                    ),
-                    KeyCode::Up | KeyCode::Char('k') => keep(
-                        self,
-                        Modal::ChoosePlan {
-                            selected: selected.saturating_sub(1),
-                        },
-                    ),
-                    KeyCode::Enter => match self.plans.get(selected) {
-                        Some(plan) => {
-                            let plan = plan.clone();
-                            keep(self, Modal::ConfirmCreate { plan })
-                        }
-                        None => None,
-                    },
-                    _ => keep(self, modal),
+            KeyCode::Char(c) if (c.is_ascii_digit() || c == '.') && input.len() < 16 => {
+                input.push(c);
+                error = None;
+            }
+            _ => {}
+        }
+        let typing = Modal::TopUpAmount {
+            key_id,
+            prefix,
+            input,
+            error,
+        };
+        keep(self, typing)
+    }
+
+    /// Choosing the plan of a comp key.
+    fn on_plan_key(&mut self, selected: usize, code: KeyCode) -> Option<Action> {
+        let n = self.plans.len();
+        match code {
+            KeyCode::Esc | KeyCode::Char('q') => None,
+            KeyCode::Down | KeyCode::Char('j') if n > 0 => keep(
+                self,
+                Modal::ChoosePlan {
+                    selected: (selected + 1).min(n - 1),
+                },
+            ),
+            KeyCode::Up | KeyCode::Char('k') => keep(
+                self,
+                Modal::ChoosePlan {
+                    selected: selected.saturating_sub(1),
+                },
+            ),
+            KeyCode::Enter => match self.plans.get(selected) {
+                Some(plan) => {
+                    let plan = plan.clone();
+                    keep(self, Modal::ConfirmCreate { plan })
                 }
-            }
+                None => None,
+            },
+            _ => keep(self, Modal::ChoosePlan { selected }),
         }
     }
+}
+
+/// Keep a dialog open.
+fn keep(app: &mut App, m: Modal) -> Option<Action> {
+    app.modal = Some(m);
+    None
 }

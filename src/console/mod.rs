@@ -1,13 +1,17 @@
 //! `modelrelay console`: the operator's live view of the daemon, attached over the admin socket.
 //!
 //! - [`app`]: the state (no I/O): [`App::handle`] takes an [`Event`], returns [`Action`]s.
-//! - [`model`]: the daemon's state as the console knows it (snapshot + events).
+//! - [`model`]: the daemon's state as the console knows it (snapshot + events, folded by the
+//!   daemon's own [`fold`](crate::activity::fold) under the console's rules).
 //! - [`event`]: the one event enum every source feeds, and the commands sent to the daemon.
 //! - [`ui`]: rendering only.
 //! - `net`, `terminal`: the two socket connections, and the terminal that is always restored.
 //!
 //! This module is the I/O loop: keys (crossterm's `EventStream`), a clock tick, the subscription
 //! and the command connection all become [`Event`]s; after each batch the screen is redrawn.
+//!
+//! The top floor, and a pure client: it knows the daemon only through the wire protocol, the
+//! socket's client half and the shared fold (plus money and the status enums).
 
 pub mod app;
 pub mod event;

@@ -8,8 +8,8 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::event::{Command, Event};
+use crate::activity::client::{Client, ClientError};
 use crate::activity::protocol::{Request, Response};
-use crate::activity::socket::{Client, ClientError};
 
 /// First retry after the subscription drops; doubled up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);

@@ -19,54 +19,10 @@ use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 use governor::middleware::StateInformationMiddleware;
 use governor::{Quota, RateLimiter, clock::DefaultClock, state::InMemoryState, state::NotKeyed};
-use serde::{Deserialize, Serialize};
 
 use crate::money::Usd;
 
-/// Where a key stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum KeyStatus {
-    /// Usable.
-    Active,
-    /// Its remaining balance cannot pay for a token; a top-up re-activates it.
-    Exhausted,
-    /// Turned off for good (by the operator or a refund).
-    Revoked,
-}
-
-impl KeyStatus {
-    /// The name stored and shown.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KeyStatus::Active => "active",
-            KeyStatus::Exhausted => "exhausted",
-            KeyStatus::Revoked => "revoked",
-        }
-    }
-
-    /// From the stored name.
-    pub fn parse(s: &str) -> Option<KeyStatus> {
-        match s {
-            "active" => Some(KeyStatus::Active),
-            "exhausted" => Some(KeyStatus::Exhausted),
-            "revoked" => Some(KeyStatus::Revoked),
-            _ => None,
-        }
-    }
-
-    fn to_u8(self) -> u8 {
-        self as u8
-    }
-
-    fn from_u8(v: u8) -> KeyStatus {
-        match v {
-            0 => KeyStatus::Active,
-            1 => KeyStatus::Exhausted,
-            _ => KeyStatus::Revoked,
-        }
-    }
-}
+pub use crate::status::KeyStatus;
 
 /// A key as stored: what is needed to rebuild its in-memory state.
 #[derive(Debug, Clone)]

@@ -6,51 +6,12 @@
 
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
-use serde::{Deserialize, Serialize};
 
 use super::StoreError;
 use crate::keys::KeyRecord;
 use crate::money::Usd;
 
-/// Where an order stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OrderStatus {
-    /// Created at PayPal, not paid yet.
-    Created,
-    /// Captured, but PayPal holds the money for review (a webhook completes it).
-    Pending,
-    /// Paid: its key exists.
-    Paid,
-    /// Declined, or PayPal's answer did not match the order (amount, currency).
-    Failed,
-    /// Refunded or reversed: its key is revoked.
-    Refunded,
-}
-
-impl OrderStatus {
-    /// Stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OrderStatus::Created => "created",
-            OrderStatus::Pending => "pending",
-            OrderStatus::Paid => "paid",
-            OrderStatus::Failed => "failed",
-            OrderStatus::Refunded => "refunded",
-        }
-    }
-
-    fn parse(s: &str) -> Option<OrderStatus> {
-        Some(match s {
-            "created" => OrderStatus::Created,
-            "pending" => OrderStatus::Pending,
-            "paid" => OrderStatus::Paid,
-            "failed" => OrderStatus::Failed,
-            "refunded" => OrderStatus::Refunded,
-            _ => return None,
-        })
-    }
-}
+pub use crate::status::OrderStatus;
 
 /// One order.
 #[derive(Debug, Clone)]

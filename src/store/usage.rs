@@ -7,68 +7,7 @@ use super::StoreError;
 use crate::money::Usd;
 use crate::pricing::PricePeriod;
 
-/// Where a row's token counts come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Measured {
-    /// Upstream's `usage`.
-    Provider,
-    /// Our estimate: upstream never reported usage (client gone, stream cut).
-    Estimated,
-}
-
-impl Measured {
-    /// Stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Measured::Provider => "provider",
-            Measured::Estimated => "estimated",
-        }
-    }
-}
-
-/// How a request ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Finish {
-    /// Upstream finished and the client got everything.
-    Complete,
-    /// The client went away mid-stream; upstream was cancelled.
-    ClientAbort,
-    /// Upstream failed (status, malformed answer, cut stream).
-    UpstreamError,
-    /// Upstream went idle or took too long.
-    UpstreamTimeout,
-    /// Upstream refused the request itself (400/422), passed on to the client.
-    Rejected,
-    /// The daemon was shutting down and cut the stream.
-    Shutdown,
-}
-
-impl Finish {
-    /// Stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Finish::Complete => "complete",
-            Finish::ClientAbort => "client_abort",
-            Finish::UpstreamError => "upstream_error",
-            Finish::UpstreamTimeout => "upstream_timeout",
-            Finish::Rejected => "rejected",
-            Finish::Shutdown => "shutdown",
-        }
-    }
-
-    fn parse(s: &str) -> Finish {
-        match s {
-            "complete" => Finish::Complete,
-            "client_abort" => Finish::ClientAbort,
-            "upstream_timeout" => Finish::UpstreamTimeout,
-            "rejected" => Finish::Rejected,
-            "shutdown" => Finish::Shutdown,
-            _ => Finish::UpstreamError,
-        }
-    }
-}
+pub use crate::status::{Finish, Measured};
 
 /// One ledger row.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 
+use modelrelay::activity::client;
 use modelrelay::activity::protocol::{Request, Response};
-use modelrelay::activity::socket;
 use modelrelay::app::Daemon;
 use modelrelay::config::Config;
 use modelrelay::keys::KeyState;
@@ -131,7 +131,7 @@ impl TestApp {
 
     /// Mint a key over the admin socket; `budget` overrides the plan's (decimal USD).
     pub async fn create_key(&self, plan: &str, budget: Option<&str>) -> String {
-        let resp = socket::call(
+        let resp = client::call(
             &self.socket,
             &Request::KeysCreate {
                 plan: plan.into(),
@@ -150,7 +150,7 @@ impl TestApp {
 
     /// Send an admin command.
     pub async fn admin(&self, req: Request) -> Response {
-        socket::call(&self.socket, &req)
+        client::call(&self.socket, &req)
             .await
             .expect("admin socket answers")
     }

@@ -4,14 +4,17 @@
 
 use super::live::*;
 use super::*;
+use crate::activity::fold::HOUR_MS;
 use crate::activity::protocol::Totals;
+use crate::activity::views::finished_event;
 use crate::admin::NewKey;
 use crate::config::Config;
 use crate::money::Usd;
 use crate::pricing::PricePeriod;
 use crate::state::AppState;
-use crate::store::orders::{OrderRecord, OrderStatus};
-use crate::store::{Finish, Measured, UsageRow};
+use crate::status::{Finish, Measured, OrderStatus};
+use crate::store::UsageRow;
+use crate::store::orders::OrderRecord;
 
 const T0: i64 = 1_760_000_000_000;
 

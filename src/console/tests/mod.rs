@@ -9,14 +9,12 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 use super::app::{App, KeySort, Modal, View};
 use super::event::{Action, Command, Event};
-use crate::activity::ActivityEvent;
 use crate::activity::protocol::{
-    InFlightView, KeyView, OrderView, RateLimitHits, Response, Snapshot, Totals, UpstreamHealth,
+    ActivityEvent, InFlightView, KeyView, OrderView, RateLimitHits, Response, Snapshot, Totals,
+    UpstreamHealth,
 };
-use crate::keys::KeyStatus;
 use crate::money::Usd;
-use crate::store::orders::OrderStatus;
-use crate::store::{Finish, Measured};
+use crate::status::{Finish, KeyStatus, Measured, OrderStatus};
 
 /// 2026-11-25T12:00:00Z.
 pub(crate) const NOW: i64 = 1_795_608_000_000;

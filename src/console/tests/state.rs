@@ -66,9 +66,9 @@ fn snapshot_then_events_reproduce_the_daemon_and_repeats_change_nothing() {
     let mut app = app();
     let m = &app.model;
     assert_eq!(m.version.as_deref(), Some("0.1.0"));
-    assert_eq!(m.in_flight.len(), 1);
-    assert_eq!(m.finished.len(), 2);
-    assert_eq!(m.finished[0].request_id, "req_b", "newest first");
+    assert_eq!(m.in_flight().len(), 1);
+    assert_eq!(m.finished().len(), 2);
+    assert_eq!(m.finished()[0].request_id, "req_b", "newest first");
     assert_eq!(m.keys.len(), 3);
     assert_eq!(m.uptime_secs(NOW + 5_000), Some(7_625));
 
@@ -108,12 +108,12 @@ fn snapshot_then_events_reproduce_the_daemon_and_repeats_change_nothing() {
     }
     let once = app.model.clone();
     let m = &app.model;
-    assert_eq!(m.in_flight.len(), 1);
-    assert_eq!(m.in_flight[0].request_id, "req_new");
-    assert_eq!(m.in_flight[0].output_tokens, 40);
-    assert_eq!(m.finished[0].request_id, "req_stream");
+    assert_eq!(m.in_flight().len(), 1);
+    assert_eq!(m.in_flight()[0].request_id, "req_new");
+    assert_eq!(m.in_flight()[0].output_tokens, 40);
+    assert_eq!(m.finished()[0].request_id, "req_stream");
     assert_eq!(
-        m.finished[0].key_prefix.as_deref(),
+        m.finished()[0].key_prefix.as_deref(),
         Some("sk-gateway-PrOo…")
     );
     let pro = &m.keys["key_pro"];
@@ -127,16 +127,16 @@ fn snapshot_then_events_reproduce_the_daemon_and_repeats_change_nothing() {
         (usd("5"), usd("4.99"))
     );
     assert!(m.keys.contains_key("key_new"));
-    assert_eq!(m.today.requests, 3);
-    assert_eq!(m.today.spend_usd, usd("1.75"));
-    assert_eq!(m.today.revenue_usd, usd("40"));
+    assert_eq!(m.today().requests, 3);
+    assert_eq!(m.today().spend_usd, usd("1.75"));
+    assert_eq!(m.today().revenue_usd, usd("40"));
     assert_eq!(m.orders[0].order_id, "ord_NEWxxxxxxxxxxxxxxxxx");
     assert_eq!(m.orders[0].status, OrderStatus::Paid);
     assert_eq!(m.orders[0].email, "dave@example.com");
-    assert_eq!(m.rate_limited["key_pro"].hits_ms, vec![NOW + 2_100]);
-    assert_eq!(m.rate_limited["key_trial"].hits_ms.len(), 4);
-    assert_eq!(m.refusals.len(), 3);
-    assert_eq!(m.upstream.last_latency_ms, Some(1_234));
+    assert_eq!(m.rate_limited()["key_pro"].hits_ms, vec![NOW + 2_100]);
+    assert_eq!(m.rate_limited()["key_trial"].hits_ms.len(), 4);
+    assert_eq!(m.refusals().len(), 3);
+    assert_eq!(m.upstream().last_latency_ms, Some(1_234));
 
     // …and a second delivery changes nothing (rate-limit hits and refusals carry no id: only
     // those the snapshot reflects can repeat, which is checked above).
@@ -166,8 +166,8 @@ fn a_fresh_snapshot_after_lag_replaces_everything() {
         snapshot: Box::new(s),
     }));
     assert_eq!(app.lagged, None);
-    assert!(app.model.in_flight.is_empty());
-    assert_eq!(app.model.today.spend_usd, usd("9"));
+    assert!(app.model.in_flight().is_empty());
+    assert_eq!(app.model.today().spend_usd, usd("9"));
 }
 
 #[test]
@@ -185,7 +185,7 @@ fn without_a_snapshot_the_console_builds_from_events_and_look_ups() {
     );
     app.handle(Event::Socket(Response::Subscribed));
     app.handle(ev(started("req_1", NOW + 100)));
-    assert_eq!(app.model.in_flight.len(), 1);
+    assert_eq!(app.model.in_flight().len(), 1);
     app.handle(Event::Reply(
         Command::Ping,
         Ok(Response::Pong {
@@ -213,8 +213,8 @@ fn without_a_snapshot_the_console_builds_from_events_and_look_ups() {
     app.handle(ev(finished("req_1", "key_pro", "0.25", NOW + 300)));
     let pro = &app.model.keys["key_pro"];
     assert_eq!(pro.spent_usd, usd("1.25"));
-    assert_eq!(app.model.finished.len(), 2);
-    assert!(app.model.in_flight.is_empty());
+    assert_eq!(app.model.finished().len(), 2);
+    assert!(app.model.in_flight().is_empty());
     assert_eq!(
         app.handle(Event::Socket(Response::Lagged { missed: 3 })),
         vec![
@@ -243,14 +243,14 @@ fn requests_per_second_counts_the_last_minute() {
 fn old_hits_and_refusals_expire_and_totals_restart_at_midnight() {
     let mut app = app();
     app.handle(Event::Tick(NOW + 3_000_000));
-    let hits = &app.model.rate_limited["key_trial"].hits_ms;
+    let hits = &app.model.rate_limited()["key_trial"].hits_ms;
     assert_eq!(hits.len(), 3, "the 40-minute-old hit fell out of the hour");
     app.handle(Event::Tick(NOW + 3_600_000));
-    assert!(app.model.rate_limited.is_empty());
-    assert!(app.model.refusals.is_empty());
-    assert_eq!(app.model.today.spend_usd, usd("1.25"));
+    assert!(app.model.rate_limited().is_empty());
+    assert!(app.model.refusals().is_empty());
+    assert_eq!(app.model.today().spend_usd, usd("1.25"));
     app.handle(Event::Tick(NOW + 12 * 3_600_000));
-    assert_eq!(app.model.today, Totals::default());
+    assert_eq!(*app.model.today(), Totals::default());
 }
 
 #[test]
@@ -261,7 +261,7 @@ fn disconnection_is_shown_and_reconnection_resubscribes() {
     ));
     assert!(!app.connected);
     assert!(
-        app.model.in_flight.is_empty(),
+        app.model.in_flight().is_empty(),
         "their end will never be seen"
     );
     let actions = app.handle(Event::Connected);

@@ -22,127 +22,51 @@ fn centered(area: Rect, width: u16, height: u16) -> Rect {
     )
 }
 
+/// A dialog's title, lines and width.
+type Dialog = (&'static str, Vec<Line<'static>>, u16);
+
 /// Paint `modal` over `area`.
 pub fn draw(frame: &mut Frame, area: Rect, app: &App, modal: &Modal, t: &Theme) {
-    let keys = |k: &'static str, what: &'static str| {
-        Line::from(vec![
-            Span::styled(format!("  {k:<14}"), t.accent),
-            Span::raw(what),
-        ])
+    let Some((title, lines, width)) = dialog(app, modal, t) else {
+        return;
     };
-    let (title, lines, width): (&str, Vec<Line>, u16) = match modal {
-        // The filter is typed in the status line.
-        Modal::Filter => return,
-        Modal::Help => (
-            " Help ",
-            vec![
-                keys("Tab Shift-Tab", "next / previous view"),
-                keys("1 2 3 4", "Live, Keys, Orders, Limits"),
-                keys("↑ ↓  j k", "move the selection"),
-                keys("PgUp PgDn g G", "page, first, last"),
-                keys("/", "filter keys (Enter keeps, Esc clears)"),
-                keys("s", "sort keys: created, remaining, spent, …"),
-                keys("r", "revoke the selected key"),
-                keys("t", "top up the selected key"),
-                keys("n", "mint a comp key (shown once)"),
-                keys("?", "this help; any key closes it"),
-                keys("q  Ctrl-C", "quit"),
-                Line::raw(""),
-                Line::from(Span::styled(format!("  socket {}", app.socket), t.dim)),
-                Line::from(Span::styled(
-                    "  times are UTC · ~ marks an estimated cost · NO_COLOR=1 for monochrome",
-                    t.dim,
-                )),
-            ],
-            78,
-        ),
-        Modal::ConfirmRevoke { key_id, prefix } => (
-            " Revoke key ",
-            vec![
-                Line::from(vec![
-                    Span::raw("Revoke "),
-                    Span::styled(prefix.clone(), t.accent),
-                    Span::raw(format!(" ({key_id})?")),
-                ]),
-                Line::raw("Its next request gets 401. This cannot be undone."),
-                Line::raw(""),
-                Line::from(Span::styled("y revoke · n or Esc cancel", t.warn)),
-            ],
-            60,
-        ),
+    // Long lines wrap; room for them (and the border) is estimated from the width.
+    let inner_w = width.min(area.width).saturating_sub(4).max(1) as usize;
+    let height = lines
+        .iter()
+        .map(|l| l.width().div_ceil(inner_w).max(1) as u16)
+        .sum::<u16>()
+        + 2;
+    let rect = centered(area, width, height);
+    frame.render_widget(Clear, rect);
+    let block = Block::new()
+        .borders(Borders::ALL)
+        .border_style(t.accent)
+        .padding(Padding::horizontal(1))
+        .title(Span::styled(title, t.accent));
+    frame.render_widget(
+        Paragraph::new(lines)
+            .block(block)
+            .wrap(Wrap { trim: false }),
+        rect,
+    );
+}
+
+/// What a dialog shows (`None`: the filter, typed in the status line).
+fn dialog(app: &App, modal: &Modal, t: &Theme) -> Option<Dialog> {
+    Some(match modal {
+        Modal::Filter => return None,
+        Modal::Help => help(app, t),
+        Modal::ConfirmRevoke { .. } | Modal::ConfirmTopUp { .. } | Modal::ConfirmCreate { .. } => {
+            confirmation(modal, t)?
+        }
         Modal::TopUpAmount {
             prefix,
             input,
             error,
             ..
-        } => {
-            let mut lines = vec![
-                Line::from(vec![
-                    Span::raw("Add budget to "),
-                    Span::styled(prefix.clone(), t.accent),
-                ]),
-                Line::raw(""),
-                Line::from(vec![
-                    Span::raw("Amount (USD): $"),
-                    Span::styled(format!("{input}▏"), t.accent),
-                ]),
-            ];
-            if let Some(e) = error {
-                lines.push(Line::from(Span::styled(e.clone(), t.bad)));
-            }
-            lines.push(Line::raw(""));
-            lines.push(Line::from(Span::styled("Enter next · Esc cancel", t.dim)));
-            (" Top up key ", lines, 56)
-        }
-        Modal::ConfirmTopUp { prefix, usd: u, .. } => (
-            " Top up key ",
-            vec![
-                Line::from(vec![
-                    Span::raw("Add "),
-                    Span::styled(usd(*u), t.accent),
-                    Span::raw(" to "),
-                    Span::styled(prefix.clone(), t.accent),
-                    Span::raw("?"),
-                ]),
-                Line::raw(""),
-                Line::from(Span::styled("y top up · n or Esc cancel", t.warn)),
-            ],
-            56,
-        ),
-        Modal::ChoosePlan { selected } => {
-            let mut lines = vec![Line::raw("Plan of the comp key (budget from the plan):")];
-            for (i, p) in app.plans.iter().enumerate() {
-                let (mark, style) = if i == *selected {
-                    ("▸", t.selected)
-                } else {
-                    (" ", t.good)
-                };
-                lines.push(Line::from(Span::styled(format!(" {mark}{p:<20}"), style)));
-            }
-            if app.plans.is_empty() {
-                lines.push(Line::from(Span::styled("  (no plans known)", t.bad)));
-            }
-            lines.push(Line::raw(""));
-            lines.push(Line::from(Span::styled(
-                "↑↓ choose · Enter next · Esc cancel",
-                t.dim,
-            )));
-            (" New comp key ", lines, 50)
-        }
-        Modal::ConfirmCreate { plan } => (
-            " New comp key ",
-            vec![
-                Line::from(vec![
-                    Span::raw("Mint a comp key on plan "),
-                    Span::styled(plan.clone(), t.accent),
-                    Span::raw("?"),
-                ]),
-                Line::raw("The key is shown once; copy it from the next screen."),
-                Line::raw(""),
-                Line::from(Span::styled("y mint · n or Esc cancel", t.warn)),
-            ],
-            60,
-        ),
+        } => top_up_amount(prefix, input, error.as_deref(), t),
+        Modal::ChoosePlan { selected } => choose_plan(app, *selected, t),
         Modal::Working(what) => (" Working ", vec![Line::raw(what.clone())], 50),
         Modal::NewKey { api_key, plan } => (
             " New key — shown once ",
@@ -165,25 +89,125 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, modal: &Modal, t: &Theme) 
             ],
             60,
         ),
+    })
+}
+
+fn help(app: &App, t: &Theme) -> Dialog {
+    let keys = |k: &'static str, what: &'static str| {
+        Line::from(vec![
+            Span::styled(format!("  {k:<14}"), t.accent),
+            Span::raw(what),
+        ])
     };
-    // Long lines wrap; room for them (and the border) is estimated from the width.
-    let inner_w = width.min(area.width).saturating_sub(4).max(1) as usize;
-    let height = lines
-        .iter()
-        .map(|l| l.width().div_ceil(inner_w).max(1) as u16)
-        .sum::<u16>()
-        + 2;
-    let rect = centered(area, width, height);
-    frame.render_widget(Clear, rect);
-    let block = Block::new()
-        .borders(Borders::ALL)
-        .border_style(t.accent)
-        .padding(Padding::horizontal(1))
-        .title(Span::styled(title, t.accent));
-    frame.render_widget(
-        Paragraph::new(lines)
-            .block(block)
-            .wrap(Wrap { trim: false }),
-        rect,
-    );
+    let lines = vec![
+        keys("Tab Shift-Tab", "next / previous view"),
+        keys("1 2 3 4", "Live, Keys, Orders, Limits"),
+        keys("↑ ↓  j k", "move the selection"),
+        keys("PgUp PgDn g G", "page, first, last"),
+        keys("/", "filter keys (Enter keeps, Esc clears)"),
+        keys("s", "sort keys: created, remaining, spent, …"),
+        keys("r", "revoke the selected key"),
+        keys("t", "top up the selected key"),
+        keys("n", "mint a comp key (shown once)"),
+        keys("?", "this help; any key closes it"),
+        keys("q  Ctrl-C", "quit"),
+        Line::raw(""),
+        Line::from(Span::styled(format!("  socket {}", app.socket), t.dim)),
+        Line::from(Span::styled(
+            "  times are UTC · ~ marks an estimated cost · NO_COLOR=1 for monochrome",
+            t.dim,
+        )),
+    ];
+    (" Help ", lines, 78)
+}
+
+/// "Revoke / top up / mint …?" (`None` for any other dialog).
+fn confirmation(modal: &Modal, t: &Theme) -> Option<Dialog> {
+    Some(match modal {
+        Modal::ConfirmRevoke { key_id, prefix } => (
+            " Revoke key ",
+            vec![
+                Line::from(vec![
+                    Span::raw("Revoke "),
+                    Span::styled(prefix.clone(), t.accent),
+                    Span::raw(format!(" ({key_id})?")),
+                ]),
+                Line::raw("Its next request gets 401. This cannot be undone."),
+                Line::raw(""),
+                Line::from(Span::styled("y revoke · n or Esc cancel", t.warn)),
+            ],
+            60,
+        ),
+        Modal::ConfirmTopUp { prefix, usd: u, .. } => (
+            " Top up key ",
+            vec![
+                Line::from(vec![
+                    Span::raw("Add "),
+                    Span::styled(usd(*u), t.accent),
+                    Span::raw(" to "),
+                    Span::styled(prefix.clone(), t.accent),
+                    Span::raw("?"),
+                ]),
+                Line::raw(""),
+                Line::from(Span::styled("y top up · n or Esc cancel", t.warn)),
+            ],
+            56,
+        ),
+        Modal::ConfirmCreate { plan } => (
+            " New comp key ",
+            vec![
+                Line::from(vec![
+                    Span::raw("Mint a comp key on plan "),
+                    Span::styled(plan.clone(), t.accent),
+                    Span::raw("?"),
+                ]),
+                Line::raw("The key is shown once; copy it from the next screen."),
+                Line::raw(""),
+                Line::from(Span::styled("y mint · n or Esc cancel", t.warn)),
+            ],
+            60,
+        ),
+        _ => return None,
+    })
+}
+
+fn top_up_amount(prefix: &str, input: &str, error: Option<&str>, t: &Theme) -> Dialog {
+    let mut lines = vec![
+        Line::from(vec![
+            Span::raw("Add budget to "),
+            Span::styled(prefix.to_string(), t.accent),
+        ]),
+        Line::raw(""),
+        Line::from(vec![
+            Span::raw("Amount (USD): $"),
+            Span::styled(format!("{input}▏"), t.accent),
+        ]),
+    ];
+    if let Some(e) = error {
+        lines.push(Line::from(Span::styled(e.to_string(), t.bad)));
+    }
+    lines.push(Line::raw(""));
+    lines.push(Line::from(Span::styled("Enter next · Esc cancel", t.dim)));
+    (" Top up key ", lines, 56)
+}
+
+fn choose_plan(app: &App, selected: usize, t: &Theme) -> Dialog {
+    let mut lines = vec![Line::raw("Plan of the comp key (budget from the plan):")];
+    for (i, p) in app.plans.iter().enumerate() {
+        let (mark, style) = if i == selected {
+            ("▸", t.selected)
+        } else {
+            (" ", t.good)
+        };
+        lines.push(Line::from(Span::styled(format!(" {mark}{p:<20}"), style)));
+    }
+    if app.plans.is_empty() {
+        lines.push(Line::from(Span::styled("  (no plans known)", t.bad)));
+    }
+    lines.push(Line::raw(""));
+    lines.push(Line::from(Span::styled(
+        "↑↓ choose · Enter next · Esc cancel",
+        t.dim,
+    )));
+    (" New comp key ", lines, 50)
 }

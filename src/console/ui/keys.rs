@@ -8,26 +8,17 @@ use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, TableState};
 
 use super::Theme;
 use super::format::{ago, clip, gauge, parse_ms, usd};
+use crate::activity::protocol::KeyView;
 use crate::console::app::App;
-use crate::keys::KeyStatus;
+use crate::status::KeyStatus;
 
 /// Paint the Keys view into `area`.
 pub fn draw(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
     let visible = app.visible_keys();
     let total = app.model.keys.len();
-    let mut title = vec![Span::styled(
-        if visible.len() == total {
-            format!(" Keys ({total}) ")
-        } else {
-            format!(" Keys ({} of {total}) ", visible.len())
-        },
-        t.accent,
-    )];
-    title.push(Span::styled(format!("sort: {} ", app.sort.label()), t.dim));
-    if !app.filter.is_empty() {
-        title.push(Span::styled(format!("filter: {} ", app.filter), t.warn));
-    }
-    let block = Block::new().borders(Borders::TOP).title(Line::from(title));
+    let block = Block::new()
+        .borders(Borders::TOP)
+        .title(title(app, visible.len(), total, t));
     if visible.is_empty() {
         let text = if total == 0 {
             " no keys yet: press n to mint one, or `modelrelay keys create --plan trial`"
@@ -59,41 +50,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
         heads.push("EMAIL");
     }
     let gauge_w = widths[3] as usize;
-    let rows = visible.iter().map(|k| {
-        let status_style = match k.status {
-            KeyStatus::Active => t.good,
-            KeyStatus::Exhausted => t.warn,
-            KeyStatus::Revoked => t.bad,
-        };
-        let used = k
-            .last_used_at
-            .as_deref()
-            .and_then(parse_ms)
-            .map_or_else(|| "never".to_string(), |at| ago(at, app.now_ms));
-        let mut cells = vec![
-            Cell::from(k.prefix.clone()),
-            Cell::from(clip(&k.plan, 8)),
-            Cell::from(Span::styled(k.status.as_str(), status_style)),
-            Cell::from(Span::styled(
-                if k.status == KeyStatus::Revoked {
-                    format!("{:─<gauge_w$}", "")
-                } else {
-                    gauge(k.remaining_usd, k.budget_usd, gauge_w)
-                },
-                status_style,
-            )),
-            Cell::from(Line::from(usd(k.spent_usd)).right_aligned()),
-            Cell::from(Line::from(usd(k.remaining_usd)).right_aligned()),
-            Cell::from(Line::from(k.requests.to_string()).right_aligned()),
-            Cell::from(Line::from(used).right_aligned()),
-        ];
-        if wide {
-            cells.push(Cell::from(Line::from(usd(k.budget_usd)).right_aligned()));
-            cells.push(Cell::from(k.id.clone()));
-            cells.push(Cell::from(k.email.clone().unwrap_or_default()));
-        }
-        Row::new(cells)
-    });
+    let rows = visible.iter().map(|k| row(k, app, wide, gauge_w, t));
     let mut constraints: Vec<Constraint> = widths.into_iter().map(Constraint::Length).collect();
     if wide {
         constraints.push(Constraint::Min(10));
@@ -105,4 +62,58 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
         .block(block);
     let mut state = TableState::default().with_selected(app.selected_key_index(&visible));
     frame.render_stateful_widget(table, area, &mut state);
+}
+
+/// "Keys (n of m) sort: … filter: …".
+fn title(app: &App, shown: usize, total: usize, t: &Theme) -> Line<'static> {
+    let mut title = vec![Span::styled(
+        if shown == total {
+            format!(" Keys ({total}) ")
+        } else {
+            format!(" Keys ({shown} of {total}) ")
+        },
+        t.accent,
+    )];
+    title.push(Span::styled(format!("sort: {} ", app.sort.label()), t.dim));
+    if !app.filter.is_empty() {
+        title.push(Span::styled(format!("filter: {} ", app.filter), t.warn));
+    }
+    Line::from(title)
+}
+
+/// One key's row; `wide` adds its budget, id and email.
+fn row(k: &KeyView, app: &App, wide: bool, gauge_w: usize, t: &Theme) -> Row<'static> {
+    let status_style = match k.status {
+        KeyStatus::Active => t.good,
+        KeyStatus::Exhausted => t.warn,
+        KeyStatus::Revoked => t.bad,
+    };
+    let used = k
+        .last_used_at
+        .as_deref()
+        .and_then(parse_ms)
+        .map_or_else(|| "never".to_string(), |at| ago(at, app.now_ms));
+    let mut cells = vec![
+        Cell::from(k.prefix.clone()),
+        Cell::from(clip(&k.plan, 8)),
+        Cell::from(Span::styled(k.status.as_str(), status_style)),
+        Cell::from(Span::styled(
+            if k.status == KeyStatus::Revoked {
+                format!("{:─<gauge_w$}", "")
+            } else {
+                gauge(k.remaining_usd, k.budget_usd, gauge_w)
+            },
+            status_style,
+        )),
+        Cell::from(Line::from(usd(k.spent_usd)).right_aligned()),
+        Cell::from(Line::from(usd(k.remaining_usd)).right_aligned()),
+        Cell::from(Line::from(k.requests.to_string()).right_aligned()),
+        Cell::from(Line::from(used).right_aligned()),
+    ];
+    if wide {
+        cells.push(Cell::from(Line::from(usd(k.budget_usd)).right_aligned()));
+        cells.push(Cell::from(k.id.clone()));
+        cells.push(Cell::from(k.email.clone().unwrap_or_default()));
+    }
+    Row::new(cells)
 }

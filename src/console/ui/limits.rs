@@ -19,7 +19,11 @@ const BARS: bar::Set = bar::Set {
 };
 
 /// Hits per slice of the last hour, `slices` slices oldest first.
-pub fn buckets(hits_ms: &[i64], now_ms: i64, slices: usize) -> Vec<u64> {
+pub fn buckets<'a>(
+    hits_ms: impl IntoIterator<Item = &'a i64>,
+    now_ms: i64,
+    slices: usize,
+) -> Vec<u64> {
     let slices = slices.max(1);
     let mut out = vec![0u64; slices];
     let start = now_ms - HOUR_MS;
@@ -36,7 +40,7 @@ pub fn buckets(hits_ms: &[i64], now_ms: i64, slices: usize) -> Vec<u64> {
 /// Paint the Limits view into `area`.
 pub fn draw(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
     let m = &app.model;
-    let keys = m.rate_limited.len();
+    let keys = m.rate_limited().len();
     let wanted = keys as u16 + 3;
     let [top, bottom] = Layout::vertical([
         Constraint::Length(wanted.clamp(4, (area.height * 3 / 5).max(4))),
@@ -49,12 +53,12 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
 
 fn draw_hits(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
     let m = &app.model;
-    let total: usize = m.rate_limited.values().map(|h| h.hits_ms.len()).sum();
+    let total: usize = m.rate_limited().values().map(|h| h.hits_ms.len()).sum();
     let block = Block::new().borders(Borders::TOP).title(Span::styled(
         format!(
             " Rate-limit hits, last hour: {total} on {} key{} ",
-            m.rate_limited.len(),
-            if m.rate_limited.len() == 1 { "" } else { "s" }
+            m.rate_limited().len(),
+            if m.rate_limited().len() == 1 { "" } else { "s" }
         ),
         t.accent,
     ));
@@ -81,7 +85,7 @@ fn draw_hits(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
         Paragraph::new(Line::from(Span::styled(head, t.heading))),
         Rect { height: 1, ..inner },
     );
-    if m.rate_limited.is_empty() {
+    if m.rate_limited().is_empty() {
         let p = Paragraph::new(Line::from(Span::styled(
             " no key hit its rate limit in the last hour",
             t.dim,
@@ -91,7 +95,7 @@ fn draw_hits(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
     }
     let rows = inner.height.saturating_sub(1) as usize;
     let first = app.row[3].saturating_sub(rows.saturating_sub(1));
-    for (i, hits) in m.rate_limited.values().enumerate().skip(first).take(rows) {
+    for (i, hits) in m.rate_limited().values().enumerate().skip(first).take(rows) {
         let y = inner.y + 1 + (i - first) as u16;
         let last = hits
             .hits_ms
@@ -124,7 +128,7 @@ fn draw_hits(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
 
 fn draw_refusals(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
     let m = &app.model;
-    let count = |s: u16| m.refusals.iter().filter(|r| r.status == s).count();
+    let count = |s: u16| m.refusals().iter().filter(|r| r.status == s).count();
     let title = format!(
         " Refusals, last hour: 402 (no budget) ×{} · 403 (model not in plan) ×{} ",
         count(402),
@@ -133,14 +137,14 @@ fn draw_refusals(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
     let block = Block::new()
         .borders(Borders::TOP)
         .title(Span::styled(title, t.accent));
-    if m.refusals.is_empty() {
+    if m.refusals().is_empty() {
         frame.render_widget(
             Paragraph::new(Line::from(Span::styled(" no refusals", t.dim))).block(block),
             area,
         );
         return;
     }
-    let rows = m.refusals.iter().map(|r| {
+    let rows = m.refusals().iter().map(|r| {
         let style = t.warn;
         Row::new(vec![
             Cell::from(clock(r.at_ms)),

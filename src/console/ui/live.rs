@@ -8,13 +8,13 @@ use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, TableState};
 use super::Theme;
 use super::format::{clip, clock, cost, millis};
 use crate::console::app::App;
-use crate::store::{Finish, Measured};
+use crate::status::{Finish, Measured};
 
 /// Paint the Live view into `area`.
 pub fn draw(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
     let m = &app.model;
     // In-flight rows get what they need up to half the view; finished requests get the rest.
-    let wanted = m.in_flight.len().max(1) as u16 + 2;
+    let wanted = m.in_flight_count().max(1) as u16 + 2;
     let [top, bottom] = Layout::vertical([
         Constraint::Length(wanted.min(area.height / 2).max(3)),
         Constraint::Min(3),
@@ -28,10 +28,10 @@ fn draw_in_flight(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
     let m = &app.model;
     let wide = area.width >= 120;
     let block = Block::new().borders(Borders::TOP).title(Span::styled(
-        format!(" In flight ({}) ", m.in_flight.len()),
+        format!(" In flight ({}) ", m.in_flight_count()),
         t.accent,
     ));
-    if m.in_flight.is_empty() {
+    if m.in_flight_count() == 0 {
         let p =
             Paragraph::new(Line::from(Span::styled(" no requests in flight", t.dim))).block(block);
         frame.render_widget(p, area);
@@ -46,7 +46,7 @@ fn draw_in_flight(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
     let fixed: u16 = widths.iter().sum::<u16>() + widths.len() as u16;
     let ip_width = area.width.saturating_sub(fixed).max(7);
     heads.push("CLIENT");
-    let rows = m.in_flight.iter().map(|r| {
+    let rows = m.in_flight().into_iter().map(|r| {
         let elapsed = (app.now_ms - r.started_ms).max(0) as u64;
         let rate = if elapsed > 0 {
             r.output_tokens as f64 * 1000.0 / elapsed as f64
@@ -92,10 +92,13 @@ fn draw_finished(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
     let m = &app.model;
     let wide = area.width >= 120;
     let block = Block::new().borders(Borders::TOP).title(Span::styled(
-        format!(" Finished (last {}, newest first, UTC) ", m.finished.len()),
+        format!(
+            " Finished (last {}, newest first, UTC) ",
+            m.finished().len()
+        ),
         t.accent,
     ));
-    if m.finished.is_empty() {
+    if m.finished().is_empty() {
         let p =
             Paragraph::new(Line::from(Span::styled(" nothing finished yet", t.dim))).block(block);
         frame.render_widget(p, area);
@@ -117,7 +120,7 @@ fn draw_finished(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
     let fixed: u16 = widths.iter().sum::<u16>() + widths.len() as u16;
     let model_w = area.width.saturating_sub(fixed).clamp(6, 17);
     widths[2] = model_w;
-    let rows = m.finished.iter().map(|r| {
+    let rows = m.finished().iter().map(|r| {
         let status_style = match r.status {
             200..=299 => t.good,
             400..=499 => t.warn,

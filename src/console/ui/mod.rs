@@ -105,7 +105,7 @@ fn draw_header(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
         Span::styled("  req/s ", t.dim),
         Span::raw(format!("{rps:.2}")),
         Span::styled("  streams ", t.dim),
-        Span::raw(m.in_flight.len().to_string()),
+        Span::raw(m.in_flight_count().to_string()),
         Span::raw("  "),
     ];
     if app.connected {
@@ -119,11 +119,11 @@ fn draw_header(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
     } else {
         first.push(Span::styled("connecting…", t.warn));
     }
-    let up = &m.upstream;
+    let up = m.upstream();
     let mut second = vec![
         Span::styled(" today ", t.dim),
-        Span::raw(format!("spend {}", format::usd(m.today.spend_usd))),
-        Span::raw(format!("  revenue {}", format::usd(m.today.revenue_usd))),
+        Span::raw(format!("spend {}", format::usd(m.today().spend_usd))),
+        Span::raw(format!("  revenue {}", format::usd(m.today().revenue_usd))),
         Span::styled("  upstream ", t.dim),
     ];
     match up.last_latency_ms {

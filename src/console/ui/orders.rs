@@ -8,7 +8,7 @@ use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, TableState};
 use super::Theme;
 use super::format::{clip, short_time, usd};
 use crate::console::app::App;
-use crate::store::orders::OrderStatus;
+use crate::status::OrderStatus;
 
 /// Paint the Orders view into `area`.
 pub fn draw(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {

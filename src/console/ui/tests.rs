@@ -125,7 +125,7 @@ fn live_view_shows_tokens_growing() {
     let mut a = view(View::Live);
     a.handle(Event::Tick(NOW + 1_000));
     a.handle(Event::Socket(crate::activity::protocol::Response::Event {
-        event: crate::activity::ActivityEvent::RequestProgress {
+        event: crate::activity::protocol::ActivityEvent::RequestProgress {
             request_id: "req_stream".into(),
             output_tokens: 260,
             at_ms: NOW + 1_000,

@@ -1,0 +1,86 @@
+//! The admin socket's client half, for the CLI and the console: connect to the daemon's Unix
+//! socket, send [`Request`] lines, read [`Response`] lines. It knows only the
+//! [`protocol`](super::protocol), never the daemon's insides.
+
+use std::path::{Path, PathBuf};
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+use super::protocol::{Request, Response};
+
+/// Why a client call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Nothing listens there.
+    #[error("no modelrelay daemon is answering on {0} (is `modelrelay serve` running?)")]
+    NoDaemon(PathBuf),
+    /// The socket exists but we may not use it.
+    #[error("permission denied on {0}: run as the daemon's user or a member of server.admin_group")]
+    Denied(PathBuf),
+    /// The daemon hung up or sent something unreadable.
+    #[error("the daemon closed the connection or answered garbage: {0}")]
+    Protocol(String),
+}
+
+/// A connection to the daemon.
+pub struct Client {
+    reader: BufReader<tokio::net::unix::OwnedReadHalf>,
+    writer: tokio::net::unix::OwnedWriteHalf,
+}
+
+impl Client {
+    /// Connect to the socket at `path`.
+    pub async fn connect(path: &Path) -> Result<Client, ClientError> {
+        let stream = UnixStream::connect(path)
+            .await
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::PermissionDenied => ClientError::Denied(path.to_path_buf()),
+                _ => ClientError::NoDaemon(path.to_path_buf()),
+            })?;
+        let (r, w) = stream.into_split();
+        Ok(Client {
+            reader: BufReader::new(r),
+            writer: w,
+        })
+    }
+
+    /// Send a request.
+    pub async fn send(&mut self, req: &Request) -> Result<(), ClientError> {
+        let mut line = serde_json::to_vec(req).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        line.push(b'\n');
+        self.writer
+            .write_all(&line)
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    /// Read the next response line (`None` when the daemon hung up).
+    pub async fn recv(&mut self) -> Result<Option<Response>, ClientError> {
+        let mut line = String::new();
+        let n = self
+            .reader
+            .read_line(&mut line)
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        if n == 0 {
+            return Ok(None);
+        }
+        serde_json::from_str(line.trim())
+            .map(Some)
+            .map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    /// Send one request and read its answer.
+    pub async fn call(&mut self, req: &Request) -> Result<Response, ClientError> {
+        self.send(req).await?;
+        self.recv()
+            .await?
+            .ok_or_else(|| ClientError::Protocol("connection closed before an answer".into()))
+    }
+}
+
+/// Connect, send one request, return the answer.
+pub async fn call(path: &Path, req: &Request) -> Result<Response, ClientError> {
+    Client::connect(path).await?.call(req).await
+}

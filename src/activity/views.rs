@@ -1,0 +1,71 @@
+//! The daemon's records as the wire shows them: live keys, stored orders and ledger rows turned
+//! into [`protocol`](super::protocol) views. This is daemon-side code (it knows the key table
+//! and the store); clients only ever see the views.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use super::protocol::{ActivityEvent, KeyView, OrderView};
+use crate::keys::KeyState;
+use crate::store::UsageRow;
+use crate::store::orders::OrderRecord;
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// A view of a live key (never the full key).
+pub fn key_view(k: &KeyState) -> KeyView {
+    let b = k.balance();
+    KeyView {
+        id: k.id.clone(),
+        prefix: k.prefix.clone(),
+        plan: k.plan.clone(),
+        status: k.status(),
+        budget_usd: b.budget,
+        spent_usd: b.spent,
+        remaining_usd: b.remaining(),
+        held_usd: b.held,
+        requests: k.requests(),
+        email: k.email.clone(),
+        note: k.note.clone(),
+        order_id: k.order_id.clone(),
+        created_at: rfc3339(k.created_at),
+        last_used_at: k.last_used_at().map(rfc3339),
+    }
+}
+
+/// A view of a stored order.
+pub fn order_view(o: &OrderRecord) -> OrderView {
+    OrderView {
+        order_id: o.order_id.clone(),
+        status: o.status,
+        plan: o.plan.clone(),
+        amount_usd: o.amount,
+        email: o.email.clone(),
+        key_id: o.key_id.clone(),
+        paypal_order_id: o.paypal_order_id.clone(),
+        paypal_capture_id: o.paypal_capture_id.clone(),
+        created_at: rfc3339(o.created_at),
+        paid_at: o.paid_at.map(rfc3339),
+    }
+}
+
+/// A ledger row as the `request_finished` event it was settled with.
+pub fn finished_event(r: &UsageRow) -> ActivityEvent {
+    ActivityEvent::RequestFinished {
+        request_id: r.request_id.clone(),
+        key_id: r.key_id.clone(),
+        model: r.model.clone(),
+        status: r.status,
+        finish: r.finish,
+        cost_usd: r.cost,
+        prompt_tokens: r.prompt_tokens,
+        completion_tokens: r.completion_tokens,
+        measured: r.measured,
+        latency_ms: r.latency_ms,
+        ttft_ms: r.ttft_ms,
+        at_ms: r
+            .created_at_ms
+            .saturating_add(i64::try_from(r.latency_ms).unwrap_or(0)),
+    }
+}

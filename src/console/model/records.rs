@@ -1,0 +1,124 @@
+//! Keys and orders in the model: what key and order events change in the lists the console
+//! got whole (from a snapshot, or `keys_list` and `orders_list`).
+
+use super::{Model, rfc3339};
+use crate::activity::protocol::{ActivityEvent, OrderView};
+use crate::status::{KeyStatus, OrderStatus};
+
+/// Orders kept for the Orders view.
+const ORDERS_KEPT: usize = 500;
+
+impl Model {
+    /// What an event changes in the keys and orders (`order_paid` excepted: see
+    /// [`Model::order_paid`]). `key_news`: the keys do not reflect the event yet.
+    pub(super) fn apply_to_records(&mut self, e: ActivityEvent, key_news: bool) {
+        match e {
+            ActivityEvent::KeyCreated { key } => {
+                self.keys.entry(key.id.clone()).or_insert(key);
+            }
+            ActivityEvent::KeyExhausted { key_id, .. } => {
+                if let Some(k) = self.keys.get_mut(&key_id)
+                    && key_news
+                    && k.status == KeyStatus::Active
+                {
+                    k.status = KeyStatus::Exhausted;
+                }
+            }
+            ActivityEvent::KeyRevoked { key_id, .. } => self.revoke(&key_id),
+            ActivityEvent::KeyToppedUp {
+                key_id, budget_usd, ..
+            } => {
+                if let Some(k) = self.keys.get_mut(&key_id).filter(|_| key_news) {
+                    k.budget_usd = budget_usd;
+                    k.remaining_usd = budget_usd.saturating_sub(k.spent_usd);
+                    if k.status == KeyStatus::Exhausted {
+                        k.status = KeyStatus::Active;
+                    }
+                }
+            }
+            ActivityEvent::OrderCreated {
+                order_id,
+                plan,
+                amount_usd,
+                email,
+                at_ms,
+            } if !self.orders.iter().any(|o| o.order_id == order_id) => {
+                let row = OrderView {
+                    order_id,
+                    status: OrderStatus::Created,
+                    plan,
+                    amount_usd,
+                    email,
+                    key_id: None,
+                    paypal_order_id: None,
+                    paypal_capture_id: None,
+                    created_at: rfc3339(at_ms),
+                    paid_at: None,
+                };
+                self.orders.insert(0, row);
+                self.orders.truncate(ORDERS_KEPT);
+            }
+            ActivityEvent::OrderRefunded {
+                order_id, key_id, ..
+            } => {
+                if let Some(o) = self.orders.iter_mut().find(|o| o.order_id == order_id) {
+                    o.status = OrderStatus::Refunded;
+                }
+                if let Some(k) = key_id {
+                    self.revoke(&k);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn revoke(&mut self, key_id: &str) {
+        if let Some(k) = self.keys.get_mut(key_id) {
+            k.status = KeyStatus::Revoked;
+        }
+    }
+
+    /// An `order_paid`: its order's row. Returns whether the order was already paid (or
+    /// refunded since), which tells a repeat of an event the snapshot reflects; today's
+    /// revenue is the fold's.
+    pub(super) fn order_paid(&mut self, e: &ActivityEvent) -> bool {
+        let ActivityEvent::OrderPaid {
+            order_id,
+            plan,
+            amount_usd,
+            key_id,
+            at_ms,
+        } = e
+        else {
+            return false;
+        };
+        let paid_at = Some(rfc3339(*at_ms));
+        match self.orders.iter_mut().find(|o| &o.order_id == order_id) {
+            Some(o) if matches!(o.status, OrderStatus::Paid | OrderStatus::Refunded) => {
+                return true;
+            }
+            Some(o) => {
+                o.status = OrderStatus::Paid;
+                o.key_id = Some(key_id.clone());
+                o.paid_at = paid_at;
+            }
+            None => {
+                let row = OrderView {
+                    order_id: order_id.clone(),
+                    status: OrderStatus::Paid,
+                    plan: plan.clone(),
+                    amount_usd: *amount_usd,
+                    email: String::new(),
+                    key_id: Some(key_id.clone()),
+                    paypal_order_id: None,
+                    paypal_capture_id: None,
+                    created_at: rfc3339(*at_ms),
+                    paid_at,
+                };
+                self.orders.insert(0, row);
+                self.orders.truncate(ORDERS_KEPT);
+            }
+        }
+        false
+    }
+}
