@@ -62,8 +62,8 @@ async fn the_forwarded_address_keeps_its_port_off_and_garbage_is_unknown() {
     }
 }
 
-async fn subscribe(app: &TestApp) -> modelrelay::activity::socket::Client {
-    let mut sub = modelrelay::activity::socket::Client::connect(&app.socket)
+async fn subscribe(app: &TestApp) -> modelrelay::activity::client::Client {
+    let mut sub = modelrelay::activity::client::Client::connect(&app.socket)
         .await
         .unwrap();
     sub.send(&modelrelay::activity::protocol::Request::Subscribe)
@@ -73,7 +73,7 @@ async fn subscribe(app: &TestApp) -> modelrelay::activity::socket::Client {
     sub
 }
 
-async fn next_started_client_ip(sub: &mut modelrelay::activity::socket::Client) -> Option<String> {
+async fn next_started_client_ip(sub: &mut modelrelay::activity::client::Client) -> Option<String> {
     loop {
         let msg = tokio::time::timeout(Duration::from_secs(5), sub.recv())
             .await
