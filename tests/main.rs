@@ -10,6 +10,8 @@ mod browser;
 mod cli;
 mod console;
 mod errors;
+mod errors_routes;
+mod errors_upstream;
 mod faults;
 mod install;
 mod lifecycle;
