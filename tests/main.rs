@@ -6,6 +6,8 @@ mod smoke;
 
 mod activity;
 mod billing;
+mod billing_balances;
+mod billing_holds;
 mod browser;
 mod cli;
 mod console;
