@@ -10,6 +10,8 @@ mod billing_balances;
 mod billing_holds;
 mod browser;
 mod cli;
+mod cli_admin_socket;
+mod cli_check_config;
 mod console;
 mod errors;
 mod errors_routes;
