@@ -335,8 +335,8 @@ fn start_load(
     stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> Vec<tokio::task::JoinHandle<u32>> {
     let mut load = Vec::new();
-    for k in keys.iter().cloned() {
-        let (app, stop) = (app.clone(), stop.clone());
+    for k in keys {
+        let (app, stop, k) = (app.clone(), stop.clone(), k.clone());
         load.push(tokio::spawn(async move {
             let mut n = 0u32;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
