@@ -4,17 +4,24 @@
 //! Models and plans merge entry by entry: a file that sets `[plans.trial] rpm = 10` changes
 //! only that field of the built-in trial plan. A plan can be withdrawn from sale with
 //! `enabled = false`; keys already sold on it keep working.
+//!
+//! This file holds the keys, their defaults and the errors; `load` builds a [`Config`] from its
+//! layers, `secrets` reads the `*_file` secrets and redacts them, `validate` explains what cannot
+//! work.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 use crate::money::Usd;
 use crate::pricing::{PeakSchedule, Weekday};
+
+mod load;
+mod secrets;
+#[cfg(test)]
+mod tests;
+mod validate;
 
 /// Prefix of every environment override.
 pub const ENV_PREFIX: &str = "MODELRELAY_";
@@ -337,258 +344,6 @@ impl From<figment::Error> for ConfigError {
 }
 
 impl Config {
-    /// The file to read: `--config`, else `$MODELRELAY_CONFIG`, else `./modelrelay.toml` if present.
-    pub fn locate(explicit: Option<&Path>) -> Option<PathBuf> {
-        if let Some(p) = explicit {
-            return Some(p.to_path_buf());
-        }
-        if let Some(p) = std::env::var_os(ENV_CONFIG_FILE).filter(|p| !p.is_empty()) {
-            return Some(PathBuf::from(p));
-        }
-        let local = PathBuf::from("modelrelay.toml");
-        local.exists().then_some(local)
-    }
-
-    /// The layered figment: defaults, then the file (if any), then the environment.
-    pub fn figment(file: Option<&Path>) -> Figment {
-        let mut fig = Figment::from(Serialized::defaults(Config::default()));
-        if let Some(path) = file {
-            fig = fig.merge(Toml::file_exact(path));
-        }
-        fig.merge(
-            Env::prefixed(ENV_PREFIX)
-                .split("__")
-                // MODELRELAY_CONFIG names the file; it is not a key. The filter sees the
-                // name before figment lowercases it.
-                .filter(|k| !k.as_str().eq_ignore_ascii_case("config")),
-        )
-    }
-
-    /// Load, read secret files and validate.
-    pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
-        let file = Config::locate(explicit);
-        if let Some(path) = &file
-            && !path.exists()
-        {
-            return Err(ConfigError::MissingFile(path.clone()));
-        }
-        Config::from_figment(Config::figment(file.as_deref()))
-    }
-
-    /// Extract from an already-built figment (tests use this with `figment::Jail`).
-    pub fn from_figment(fig: Figment) -> Result<Config, ConfigError> {
-        let mut config: Config = fig.extract()?;
-        config.resolve_secrets()?;
-        config.normalize();
-        config.validate()?;
-        Ok(config)
-    }
-
-    fn resolve_secrets(&mut self) -> Result<(), ConfigError> {
-        let mut errors = Vec::new();
-        let mut read = |key: &'static str,
-                        path: &Option<PathBuf>,
-                        inline: &mut String,
-                        inline_key: &str|
-         -> Result<(), ConfigError> {
-            let Some(path) = path else { return Ok(()) };
-            if !inline.is_empty() {
-                errors.push(format!("set {inline_key} or {key}, not both"));
-                return Ok(());
-            }
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
-                key,
-                path: path.clone(),
-                source,
-            })?;
-            *inline = text.trim().to_string();
-            Ok(())
-        };
-        read(
-            "upstream.api_key_file",
-            &self.upstream.api_key_file,
-            &mut self.upstream.api_key,
-            "upstream.api_key",
-        )?;
-        read(
-            "paypal.client_secret_file",
-            &self.paypal.client_secret_file,
-            &mut self.paypal.client_secret,
-            "paypal.client_secret",
-        )?;
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError::Invalid(errors))
-        }
-    }
-
-    /// Fill the values whose default depends on another value.
-    fn normalize(&mut self) {
-        for (id, model) in &mut self.models {
-            if model.upstream_model.is_empty() {
-                model.upstream_model = id.clone();
-            }
-        }
-        if self
-            .server
-            .admin_socket
-            .as_ref()
-            .is_none_or(|p| p.as_os_str().is_empty())
-        {
-            self.server.admin_socket = Some(self.server.data_dir.join("modelrelay.sock"));
-        }
-        if self
-            .server
-            .admin_group
-            .as_ref()
-            .is_some_and(|g| g.is_empty())
-        {
-            self.server.admin_group = None;
-        }
-        if self
-            .server
-            .secret_file
-            .as_ref()
-            .is_some_and(|p| p.as_os_str().is_empty())
-        {
-            self.server.secret_file = None;
-        }
-        self.server.public_url = self.server.public_url.trim_end_matches('/').to_string();
-        self.upstream.base_url = self.upstream.base_url.trim_end_matches('/').to_string();
-    }
-
-    fn validate(&self) -> Result<(), ConfigError> {
-        let mut e = Vec::new();
-        let s = &self.server;
-        if s.listen.parse::<SocketAddr>().is_err() {
-            e.push(format!(
-                "server.listen = {:?} is not an address such as \"127.0.0.1:8080\"",
-                s.listen
-            ));
-        }
-        if !is_http_url(&s.public_url) {
-            e.push(format!(
-                "server.public_url = {:?} must start with http:// or https://",
-                s.public_url
-            ));
-        }
-        if s.max_body_bytes == 0 {
-            e.push("server.max_body_bytes must be greater than 0".into());
-        }
-        if s.drain_secs > 3600 {
-            e.push(format!(
-                "server.drain_secs = {} is more than an hour; systemd would kill the service first",
-                s.drain_secs
-            ));
-        }
-        if s.log_level.trim().is_empty() {
-            e.push("server.log_level must not be empty (e.g. \"info\")".into());
-        } else if let Err(why) = tracing_subscriber::EnvFilter::try_new(&s.log_level) {
-            e.push(format!(
-                "server.log_level = {:?} is not a log filter such as \"info\" or \"warn,modelrelay=debug\": {why}",
-                s.log_level
-            ));
-        }
-        let u = &self.upstream;
-        if !is_http_url(&u.base_url) {
-            e.push(format!(
-                "upstream.base_url = {:?} must start with http:// or https://",
-                u.base_url
-            ));
-        }
-        for (key, v) in [
-            ("connect_timeout_secs", u.connect_timeout_secs),
-            ("idle_timeout_secs", u.idle_timeout_secs),
-            ("request_timeout_secs", u.request_timeout_secs),
-        ] {
-            if v == 0 {
-                e.push(format!("upstream.{key} must be greater than 0"));
-            }
-        }
-        if !self.paypal.api_base.is_empty() && !is_http_url(&self.paypal.api_base) {
-            e.push(format!(
-                "paypal.api_base = {:?} must start with http:// or https://",
-                self.paypal.api_base
-            ));
-        }
-        if let Err(msg) = self.peak_schedule() {
-            e.push(msg);
-        }
-        if self.models.is_empty() {
-            e.push("no models: define at least one [models.<name>]".into());
-        }
-        for (id, m) in &self.models {
-            if !is_ident(id) {
-                e.push(format!(
-                    "models.{id}: a model name may use letters, digits, '.', '-' and '_'"
-                ));
-            }
-            if m.max_output_tokens == 0 {
-                e.push(format!(
-                    "models.{id}.max_output_tokens must be greater than 0"
-                ));
-            }
-            for (field, pair) in [
-                ("input_cache_hit", &m.input_cache_hit),
-                ("input_cache_miss", &m.input_cache_miss),
-                ("output", &m.output),
-            ] {
-                if pair.iter().any(|p| p.is_negative()) {
-                    e.push(format!("models.{id}.{field}: a price cannot be negative"));
-                }
-            }
-            if m.output.iter().any(|p| p.nanos() == 0) {
-                e.push(format!(
-                    "models.{id}.output: an output price of 0 would make every budget endless"
-                ));
-            }
-        }
-        if self.plans.is_empty() {
-            e.push("no plans: define at least one [plans.<id>]".into());
-        }
-        for (id, p) in &self.plans {
-            if !is_ident(id) {
-                e.push(format!(
-                    "plans.{id}: a plan id may use letters, digits, '.', '-' and '_'"
-                ));
-            }
-            if p.name.trim().is_empty() {
-                e.push(format!("plans.{id}.name must not be empty"));
-            }
-            if p.price_usd.nanos() <= 0 {
-                e.push(format!("plans.{id}.price_usd must be greater than 0"));
-            } else if p.price_usd.nanos() % 10_000_000 != 0 {
-                e.push(format!(
-                    "plans.{id}.price_usd = \"{}\" must be whole cents (PayPal charges USD to the cent)",
-                    p.price_usd
-                ));
-            }
-            if p.budget_usd.nanos() <= 0 {
-                e.push(format!("plans.{id}.budget_usd must be greater than 0"));
-            }
-            if p.rpm == 0 {
-                e.push(format!("plans.{id}.rpm must be at least 1"));
-            }
-            if p.models.is_empty() {
-                e.push(format!("plans.{id}.models must name at least one model"));
-            }
-            for m in &p.models {
-                if !self.models.contains_key(m) {
-                    e.push(format!(
-                        "plans.{id}.models names unknown model {m:?} (known: {})",
-                        self.models.keys().cloned().collect::<Vec<_>>().join(", ")
-                    ));
-                }
-            }
-        }
-        if e.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError::Invalid(e))
-        }
-    }
-
     /// The parsed peak windows and days.
     pub fn peak_schedule(&self) -> Result<PeakSchedule, String> {
         let mut windows = Vec::new();
@@ -614,32 +369,4 @@ impl Config {
             .clone()
             .unwrap_or_else(|| self.server.data_dir.join("modelrelay.sock"))
     }
-
-    /// The effective configuration as TOML, with every secret replaced by `<redacted>`.
-    pub fn redacted_toml(&self) -> String {
-        let mut c = self.clone();
-        for secret in [&mut c.upstream.api_key, &mut c.paypal.client_secret] {
-            if !secret.is_empty() {
-                *secret = "<redacted>".into();
-            }
-        }
-        toml::to_string_pretty(&c).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
-    }
 }
-
-fn is_http_url(s: &str) -> bool {
-    let rest = s
-        .strip_prefix("http://")
-        .or_else(|| s.strip_prefix("https://"));
-    rest.is_some_and(|r| !r.is_empty())
-}
-
-fn is_ident(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
-
-#[cfg(test)]
-mod tests;

@@ -1,5 +1,6 @@
-//! The real `modelrelay` binary against a running daemon's admin socket (`keys …`), its
-//! `check-config`, and the admin socket's wire protocol spoken by hand.
+//! The real `modelrelay` binary against a running daemon's admin socket (`keys …`); its
+//! `check-config` is in `cli_check_config`, the admin socket's wire protocol spoken by hand in
+//! `cli_admin_socket`.
 //!
 //! The daemon runs inside the test's own async runtime, so the binary is always run with
 //! `tokio::process` (a blocking wait would stall the daemon it talks to).
@@ -9,31 +10,31 @@
     reason = "test helpers: a failed expectation is a test failure with its message"
 )]
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Stdio;
-use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::UnixStream;
 
-use crate::common::{TestApp, body, request_id};
+use crate::common::{TestApp, body};
 
 const BIN: &str = env!("CARGO_BIN_EXE_modelrelay");
-const FLASH: &str = "deepseek-v4-flash";
+/// The model the trial plan sells.
+pub(super) const FLASH: &str = "deepseek-v4-flash";
 
 /// What a run of the binary left behind.
 #[derive(Debug)]
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
+pub(super) struct Run {
+    /// The exit code; `None` when a signal ended it.
+    pub(super) code: Option<i32>,
+    /// Everything printed on stdout.
+    pub(super) stdout: String,
+    /// Everything printed on stderr.
+    pub(super) stderr: String,
 }
 
 impl Run {
     /// Exit 0; returns stdout.
-    fn ok(&self) -> &str {
+    pub(super) fn ok(&self) -> &str {
         assert_eq!(self.code, Some(0), "expected success: {self:#?}");
         &self.stdout
     }
@@ -59,7 +60,7 @@ impl Run {
 }
 
 /// The binary, run in `cwd` with no `MODELRELAY_*` or `RUST_LOG` from the caller's shell.
-async fn run_in(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+pub(super) async fn run_in(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut cmd = tokio::process::Command::new(BIN);
     for (name, _) in std::env::vars_os() {
         let n = name.to_string_lossy();
@@ -339,309 +340,4 @@ async fn keys_without_a_daemon_fail_with_one_line() {
     .await;
     let line = run.failed_with_one_line();
     assert!(line.contains("daemon"), "{run:#?}");
-}
-
-const SECRET: &str = "sk-upstream-very-secret-1234";
-const PAYPAL_SECRET: &str = "paypal-secret-5678";
-
-#[tokio::test]
-async fn check_config_prints_the_config_with_secrets_redacted() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let file = dir.path().join("modelrelay.toml");
-    let data = dir.path().join("data");
-    std::fs::write(
-        &file,
-        format!(
-            r#"
-[server]
-listen = "127.0.0.1:9999"
-data_dir = "{}"
-
-[upstream]
-api_key = "{SECRET}"
-
-[paypal]
-client_secret = "{PAYPAL_SECRET}"
-"#,
-            data.display()
-        ),
-    )
-    .expect("write config");
-    let run = run_in(
-        dir.path(),
-        &["check-config", "--config", file.to_str().expect("utf-8")],
-        &[],
-    )
-    .await;
-    let out = run.ok();
-    assert!(
-        !out.contains(SECRET) && !out.contains(PAYPAL_SECRET),
-        "no secret printed: {run:#?}"
-    );
-    let v: toml::Table = toml::from_str(out).unwrap_or_else(|e| panic!("not TOML ({e}): {out}"));
-    assert_eq!(
-        v["upstream"]["api_key"].as_str(),
-        Some("<redacted>"),
-        "{out}"
-    );
-    assert_eq!(
-        v["paypal"]["client_secret"].as_str(),
-        Some("<redacted>"),
-        "{out}"
-    );
-    assert_eq!(
-        v["server"]["listen"].as_str(),
-        Some("127.0.0.1:9999"),
-        "{out}"
-    );
-    assert!(v.contains_key("plans") && v.contains_key("models"), "{out}");
-    assert!(!data.exists(), "check-config creates nothing");
-
-    // A secret from a file or the environment is redacted just the same.
-    let secret_file = dir.path().join("upstream.key");
-    std::fs::write(&secret_file, format!("{SECRET}\n")).expect("write secret");
-    let file2 = dir.path().join("from-file.toml");
-    std::fs::write(
-        &file2,
-        format!("[upstream]\napi_key_file = \"{}\"\n", secret_file.display()),
-    )
-    .expect("write config");
-    let run = run_in(
-        dir.path(),
-        &["check-config", "--config", file2.to_str().expect("utf-8")],
-        &[],
-    )
-    .await;
-    let out = run.ok();
-    assert!(!out.contains(SECRET), "{run:#?}");
-    let v: toml::Table = toml::from_str(out).unwrap_or_else(|e| panic!("not TOML ({e}): {out}"));
-    assert_eq!(
-        v["upstream"]["api_key"].as_str(),
-        Some("<redacted>"),
-        "{out}"
-    );
-
-    let run = run_in(
-        dir.path(),
-        &["check-config", "--config", file.to_str().expect("utf-8")],
-        &[("MODELRELAY_UPSTREAM__API_KEY", "sk-from-the-environment-42")],
-    )
-    .await;
-    let out = run.ok();
-    assert!(
-        !out.contains("sk-from-the-environment-42") && !out.contains(SECRET),
-        "{run:#?}"
-    );
-}
-
-#[tokio::test]
-async fn check_config_rejects_unknown_keys_and_missing_files() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    for (name, text, must_mention) in [
-        (
-            "typo.toml",
-            "[server]\nlisten = \"127.0.0.1:9999\"\nlisten_adress = \"127.0.0.1:1\"\n",
-            "listen_adress",
-        ),
-        (
-            "section.toml",
-            "[upstreams]\nbase_url = \"https://api.deepseek.com\"\n",
-            "upstreams",
-        ),
-    ] {
-        let file = dir.path().join(name);
-        std::fs::write(&file, text).expect("write config");
-        let run = run_in(
-            dir.path(),
-            &["check-config", "--config", file.to_str().expect("utf-8")],
-            &[],
-        )
-        .await;
-        assert_eq!(run.code, Some(1), "{name}: {run:#?}");
-        assert_eq!(run.stdout, "", "{name}: nothing printed on error: {run:#?}");
-        assert!(
-            run.stderr.contains(must_mention),
-            "{name}: the message names the unknown key {must_mention:?}: {run:#?}"
-        );
-    }
-    let missing = dir.path().join("missing.toml");
-    let run = run_in(
-        dir.path(),
-        &["check-config", "--config", missing.to_str().expect("utf-8")],
-        &[],
-    )
-    .await;
-    assert_eq!(run.code, Some(1), "{run:#?}");
-    assert!(run.stderr.contains("missing.toml"), "{run:#?}");
-}
-
-/// The next JSON line from the socket (a stuck daemon fails the test instead of hanging it).
-async fn next_line(lines: &mut tokio::io::Lines<BufReader<UnixStream>>) -> Value {
-    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-        .await
-        .expect("the daemon sends a line")
-        .expect("readable")
-        .expect("the daemon keeps the subscription open");
-    serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
-}
-
-#[tokio::test]
-async fn admin_socket_subscription_streams_events() {
-    let app = TestApp::spawn().await;
-    let stream = UnixStream::connect(&app.socket).await.expect("connect");
-    let mut lines = BufReader::new(stream).lines();
-    lines
-        .get_mut()
-        .get_mut()
-        .write_all(b"{\"cmd\":\"subscribe\"}\n")
-        .await
-        .expect("send");
-    assert_eq!(next_line(&mut lines).await, json!({"type": "subscribed"}));
-    // Then the daemon's state as it stands (nothing yet), before any event.
-    let snap = next_line(&mut lines).await;
-    assert_eq!(snap["type"], "snapshot", "{snap:#}");
-    let s = &snap["snapshot"];
-    assert_eq!(s["version"], env!("CARGO_PKG_VERSION"), "{snap:#}");
-    for empty in [
-        "in_flight",
-        "finished",
-        "keys",
-        "orders",
-        "rate_limited",
-        "refusals",
-    ] {
-        assert_eq!(s[empty], json!([]), "{empty}: {snap:#}");
-    }
-    assert_eq!(
-        s["today"],
-        json!({"requests": 0, "spend_usd": "0.00", "revenue_usd": "0.00"}),
-        "{snap:#}"
-    );
-
-    // A second connection does the work, speaking the same JSON lines by hand.
-    let admin = UnixStream::connect(&app.socket).await.expect("connect");
-    let mut admin = BufReader::new(admin).lines();
-    admin
-        .get_mut()
-        .get_mut()
-        .write_all(b"{\"cmd\":\"keys_create\",\"plan\":\"trial\",\"email\":\"x@y.z\"}\n")
-        .await
-        .expect("send");
-    let created = next_line(&mut admin).await;
-    assert_eq!(created["type"], "created", "{created:#}");
-    let key = created["api_key"].as_str().expect("api_key").to_string();
-    let key_id = created["key"]["id"].as_str().expect("id").to_string();
-
-    let resp = app
-        .chat(&key, &body(FLASH, "hi [[sim reply=3 prompt=7]]"))
-        .send()
-        .await
-        .expect("gateway answers");
-    assert_eq!(resp.status(), 200);
-    let rid = request_id(&resp);
-    let _ = resp.bytes().await;
-    app.wait_ledger_row(&rid).await;
-
-    admin
-        .get_mut()
-        .get_mut()
-        .write_all(format!("{{\"cmd\":\"keys_revoke\",\"key\":\"{key_id}\"}}\n").as_bytes())
-        .await
-        .expect("send");
-    let revoked = next_line(&mut admin).await;
-    assert_eq!(revoked["type"], "key", "{revoked:#}");
-    assert_eq!(revoked["key"]["status"], "revoked", "{revoked:#}");
-
-    // Collect events until the revocation; other kinds (progress…) may come in between.
-    let mut seen: Vec<Value> = Vec::new();
-    for _ in 0..200 {
-        let line = next_line(&mut lines).await;
-        assert_eq!(
-            line["type"], "event",
-            "only events after subscribing: {line:#}"
-        );
-        let ev = line["event"].clone();
-        let done = ev["kind"] == "key_revoked";
-        seen.push(ev);
-        if done {
-            break;
-        }
-    }
-    let kinds: Vec<&str> = seen.iter().filter_map(|e| e["kind"].as_str()).collect();
-    let pos = |kind: &str| {
-        kinds
-            .iter()
-            .position(|k| *k == kind)
-            .unwrap_or_else(|| panic!("no {kind} event in {kinds:?}"))
-    };
-    let (c, s, f, r) = (
-        pos("key_created"),
-        pos("request_started"),
-        pos("request_finished"),
-        pos("key_revoked"),
-    );
-    assert!(c < s && s < f && f < r, "events in order: {kinds:?}");
-
-    let kc = &seen[c];
-    assert_eq!(kc["key"]["id"], key_id.as_str(), "{kc:#}");
-    assert_eq!(kc["key"]["plan"], "trial", "{kc:#}");
-    assert_eq!(kc["key"]["budget_usd"], "1.00", "{kc:#}");
-    assert!(
-        !kc.to_string().contains(&key),
-        "events never carry the full key"
-    );
-
-    let rs = &seen[s];
-    assert_eq!(rs["request_id"], rid.as_str(), "{rs:#}");
-    assert_eq!(rs["key_id"], key_id.as_str(), "{rs:#}");
-    assert_eq!(rs["plan"], "trial", "{rs:#}");
-    assert_eq!(rs["model"], FLASH, "{rs:#}");
-    assert_eq!(rs["stream"], false, "{rs:#}");
-
-    let rf = &seen[f];
-    assert_eq!(rf["request_id"], rid.as_str(), "{rf:#}");
-    assert_eq!(rf["key_id"], key_id.as_str(), "{rf:#}");
-    assert_eq!(rf["status"], 200, "{rf:#}");
-    assert_eq!(rf["finish"], "complete", "{rf:#}");
-    assert_eq!(rf["measured"], "provider", "{rf:#}");
-    assert_eq!(rf["prompt_tokens"], 7, "{rf:#}");
-    assert_eq!(rf["completion_tokens"], 3, "{rf:#}");
-    // 7 × $0.15/M + 3 × $0.60/M = 2850 nano-USD, as a decimal string.
-    assert_eq!(rf["cost_usd"], "0.00000285", "{rf:#}");
-
-    assert_eq!(seen[r]["key_id"], key_id.as_str(), "{:#}", seen[r]);
-}
-
-#[tokio::test]
-async fn admin_socket_answers_bad_lines_and_is_private() {
-    let app = TestApp::spawn().await;
-    let mode = std::fs::metadata(&app.socket)
-        .expect("socket exists")
-        .permissions()
-        .mode();
-    assert_eq!(mode & 0o777, 0o600, "socket mode {:o}", mode & 0o777);
-
-    let stream = UnixStream::connect(&app.socket).await.expect("connect");
-    let mut lines = BufReader::new(stream).lines();
-    for (line, want) in [
-        ("{\"cmd\":\"ping\"}\n", "pong"),
-        ("this is not json\n", "error"),
-        ("{\"cmd\":\"no_such_command\"}\n", "error"),
-        ("{\"cmd\":\"keys_list\"}\n", "keys"),
-    ] {
-        lines
-            .get_mut()
-            .get_mut()
-            .write_all(line.as_bytes())
-            .await
-            .expect("send");
-        let v = next_line(&mut lines).await;
-        assert_eq!(v["type"], want, "answer to {line:?}: {v:#}");
-        if want == "error" {
-            assert!(
-                v["message"].as_str().is_some_and(|m| !m.is_empty()),
-                "{v:#}"
-            );
-        }
-    }
 }

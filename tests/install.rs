@@ -88,6 +88,32 @@ fn listing(root: &Path) -> BTreeMap<String, String> {
     out
 }
 
+/// The installed tree as documented: modes and contents, and the installed binary accepts the
+/// installed config.
+fn assert_tree_as_documented(bin: &Path, unit: &Path, config: &Path, state: &Path) {
+    assert_eq!(mode(bin), 0o755);
+    assert_eq!(
+        std::fs::read(bin).expect("binary"),
+        std::fs::read(BIN).expect("built binary")
+    );
+    assert_eq!(mode(unit), 0o644);
+    assert_eq!(std::fs::read_to_string(unit).expect("unit"), unit_text());
+    assert_eq!(mode(config), 0o640);
+    assert_eq!(
+        std::fs::read(config).expect("config"),
+        std::fs::read(repo().join("systemd/modelrelay.toml")).expect("example config")
+    );
+    assert!(state.is_dir());
+    assert_eq!(mode(state), 0o750);
+    // The installed binary runs and accepts the installed config.
+    run_ok(
+        Command::new(bin)
+            .arg("check-config")
+            .arg("--config")
+            .arg(config),
+    );
+}
+
 #[test]
 fn install_into_a_staging_root_twice_then_uninstall() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -112,27 +138,7 @@ fn install_into_a_staging_root_twice_then_uninstall() {
     let unit = root.join("etc/systemd/system/modelrelay.service");
     let config = root.join("etc/modelrelay/modelrelay.toml");
     let state = root.join("var/lib/modelrelay");
-    assert_eq!(mode(&bin), 0o755);
-    assert_eq!(
-        std::fs::read(&bin).expect("binary"),
-        std::fs::read(BIN).expect("built binary")
-    );
-    assert_eq!(mode(&unit), 0o644);
-    assert_eq!(std::fs::read_to_string(&unit).expect("unit"), unit_text());
-    assert_eq!(mode(&config), 0o640);
-    assert_eq!(
-        std::fs::read(&config).expect("config"),
-        std::fs::read(repo().join("systemd/modelrelay.toml")).expect("example config")
-    );
-    assert!(state.is_dir());
-    assert_eq!(mode(&state), 0o750);
-    // The installed binary runs and accepts the installed config.
-    run_ok(
-        Command::new(&bin)
-            .arg("check-config")
-            .arg("--config")
-            .arg(&config),
-    );
+    assert_tree_as_documented(&bin, &unit, &config, &state);
 
     // A second run changes nothing, and an edited config is kept.
     let mut edited = std::fs::read_to_string(&config).expect("config");

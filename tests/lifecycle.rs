@@ -361,23 +361,21 @@ async fn a_second_sigterm_cuts_the_drain_at_once_and_bills() {
     assert!(cost > 0);
 }
 
-#[tokio::test]
-async fn kill_9_under_load_loses_no_received_response_and_balances_match_the_ledger() {
-    let setup = Setup::new(10).await;
-    let mut served = setup.serve().await;
-    let mut keys = Vec::new();
-    for _ in 0..3 {
-        keys.push(setup.create_key().await);
-    }
-    let received = Arc::new(Mutex::new(Vec::<String>::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicUsize::new(0));
+/// Twenty workers sending non-stream requests on `keys` in turn until `stop` or the daemon
+/// goes away; each fully received 200 adds its request id to `received` and counts in `ok`.
+fn spawn_workers(
+    base: &str,
+    keys: &[String],
+    received: &Arc<Mutex<Vec<String>>>,
+    stop: &Arc<AtomicBool>,
+    ok: &Arc<AtomicUsize>,
+) -> Vec<tokio::task::JoinHandle<()>> {
     let http = reqwest::Client::new();
     let mut workers = Vec::new();
     for w in 0..20usize {
         let (received, stop, ok, http) = (received.clone(), stop.clone(), ok.clone(), http.clone());
         let key = keys[w % keys.len()].clone();
-        let url = format!("{}/v1/chat/completions", served.base);
+        let url = format!("{base}/v1/chat/completions");
         workers.push(tokio::spawn(async move {
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
@@ -406,6 +404,36 @@ async fn kill_9_under_load_loses_no_received_response_and_balances_match_the_led
             }
         }));
     }
+    workers
+}
+
+/// Each key's id, budget, spent and the sum of its ledger rows, in nano-USD.
+fn key_books(db: &rusqlite::Connection) -> Vec<(String, i64, i64, i64)> {
+    let mut q = db
+        .prepare(
+            "SELECT k.id, k.budget_nanos, k.spent_nanos,
+                        (SELECT COALESCE(SUM(u.cost_nanos), 0) FROM usage u WHERE u.key_id = k.id)
+                 FROM keys k ORDER BY k.id",
+        )
+        .unwrap();
+    q.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn kill_9_under_load_loses_no_received_response_and_balances_match_the_ledger() {
+    let setup = Setup::new(10).await;
+    let mut served = setup.serve().await;
+    let mut keys = Vec::new();
+    for _ in 0..3 {
+        keys.push(setup.create_key().await);
+    }
+    let received = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let workers = spawn_workers(&served.base, &keys, &received, &stop, &ok);
     // Kill mid-way: once plenty of requests have gone through, while the workers keep going.
     tokio::time::timeout(PATIENCE, async {
         while ok.load(Ordering::Relaxed) < 200 {
@@ -440,19 +468,7 @@ async fn kill_9_under_load_loses_no_received_response_and_balances_match_the_led
         received.len(),
         &missing[..missing.len().min(5)]
     );
-    let rows: Vec<(String, i64, i64, i64)> = {
-        let mut q = db
-            .prepare(
-                "SELECT k.id, k.budget_nanos, k.spent_nanos,
-                        (SELECT COALESCE(SUM(u.cost_nanos), 0) FROM usage u WHERE u.key_id = k.id)
-                 FROM keys k ORDER BY k.id",
-            )
-            .unwrap();
-        q.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap()
-    };
+    let rows = key_books(&db);
     assert_eq!(rows.len(), 3);
     for (id, budget, spent, ledger) in rows {
         assert!(ledger > 0, "{id} was used");

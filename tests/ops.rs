@@ -157,16 +157,11 @@ async fn healthz_is_503_when_upstream_is_unreachable() {
     assert_ne!(v["status"], "ok", "{v}");
 }
 
-#[tokio::test]
-async fn metrics_parse_and_move_with_traffic() {
-    let app = TestApp::spawn().await;
-    let key = app.create_key("trial", None).await;
-    let before = scrape(&app).await;
-    assert_eq!(get(&before, "modelrelay_keys{status=\"active\"}"), 1.0);
-    assert_eq!(get(&before, "modelrelay_requests_in_flight"), 0.0);
-
+/// One paid request (10 prompt tokens, 5 output, priced exactly) and one refused with 401;
+/// returns the paid one's cache hit and miss tokens and its cost in nano-USD.
+async fn one_paid_one_refused(app: &TestApp, key: &str) -> (u64, u64, i64) {
     let resp = app
-        .chat(&key, &body(FLASH, "[[sim reply=5 prompt=10]] hello"))
+        .chat(key, &body(FLASH, "[[sim reply=5 prompt=10]] hello"))
         .send()
         .await
         .expect("send");
@@ -196,6 +191,18 @@ async fn metrics_parse_and_move_with_traffic() {
         .await
         .expect("send");
     assert_eq!(resp.status(), 401);
+    (hit, miss, want)
+}
+
+#[tokio::test]
+async fn metrics_parse_and_move_with_traffic() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key("trial", None).await;
+    let before = scrape(&app).await;
+    assert_eq!(get(&before, "modelrelay_keys{status=\"active\"}"), 1.0);
+    assert_eq!(get(&before, "modelrelay_requests_in_flight"), 0.0);
+
+    let (hit, miss, want) = one_paid_one_refused(&app, &key).await;
 
     let after = scrape(&app).await;
     let delta = |s: &str| get(&after, s) - get(&before, s);
@@ -321,18 +328,15 @@ async fn metrics_are_loopback_only_unless_public() {
     assert_eq!(remote.status(), 200);
 }
 
-#[tokio::test]
-async fn backup_during_load_is_consistent_and_complete() {
-    let app = std::sync::Arc::new(TestApp::spawn().await);
-    let mut keys = Vec::new();
-    for _ in 0..5 {
-        keys.push(app.create_key("trial", None).await);
-    }
-    // Traffic that keeps committing ledger rows while the backup runs.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+/// One task per key sending requests until `stop`; each returns how many were served.
+fn start_load(
+    app: &std::sync::Arc<TestApp>,
+    keys: &[String],
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<u32>> {
     let mut load = Vec::new();
-    for k in keys.clone() {
-        let (app, stop) = (app.clone(), stop.clone());
+    for k in keys {
+        let (app, stop, k) = (app.clone(), stop.clone(), k.clone());
         load.push(tokio::spawn(async move {
             let mut n = 0u32;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -352,6 +356,19 @@ async fn backup_during_load_is_consistent_and_complete() {
             n
         }));
     }
+    load
+}
+
+#[tokio::test]
+async fn backup_during_load_is_consistent_and_complete() {
+    let app = std::sync::Arc::new(TestApp::spawn().await);
+    let mut keys = Vec::new();
+    for _ in 0..5 {
+        keys.push(app.create_key("trial", None).await);
+    }
+    // Traffic that keeps committing ledger rows while the backup runs.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = start_load(&app, &keys, &stop);
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Everything committed before the backup starts must be in it.
     let committed_keys: i64 = app

@@ -202,21 +202,8 @@ fn assert_sdk_error(what: &str, e: &Value, class: &str, status: u64, code: &str,
     );
 }
 
-#[tokio::test]
-async fn openai_sdk_chat_stream_and_models() {
-    let python = venv_python().await;
-    let app = TestApp::spawn().await;
-    let key = app.create_key("trial", None).await;
-    let keys = json!({"main": key});
-    let r = run_checks(
-        &python,
-        &app,
-        &keys,
-        &["chat", "stream", "stream_usage", "models"],
-    )
-    .await;
-
-    let chat = &r["chat"];
+/// The SDK's non-stream answer, as billed from upstream usage.
+async fn assert_chat(app: &TestApp, chat: &Value) {
     assert_eq!(chat["object"], "chat.completion", "{chat:#}");
     assert_eq!(chat["model"], FLASH, "{chat:#}");
     assert_eq!(chat["n_choices"], 1, "{chat:#}");
@@ -238,9 +225,11 @@ async fn openai_sdk_chat_stream_and_models() {
         (10, 5, 10 * 150 + 5 * 600),
         "the SDK's request is billed from upstream usage"
     );
+}
 
+/// The SDK's streams: `stream` without usage, `su` with `include_usage`.
+fn assert_streams(stream: &Value, su: &Value) {
     // Without stream_options the SDK sees the text and no usage anywhere.
-    let stream = &r["stream"];
     assert_eq!(
         stream["text"], "alpha bravo charlie delta echo foxtrot golf",
         "{stream:#}"
@@ -252,7 +241,6 @@ async fn openai_sdk_chat_stream_and_models() {
     assert_eq!(stream["chunks"], 9, "{stream:#}");
 
     // With include_usage: the same text, and usage exactly once, on the last chunk.
-    let su = &r["stream_usage"];
     assert_eq!(su["text"], "alpha bravo charlie delta echo", "{su:#}");
     assert_eq!(su["models"], json!([FLASH]), "{su:#}");
     assert_eq!(su["finish_reason"], "stop", "{su:#}");
@@ -262,8 +250,10 @@ async fn openai_sdk_chat_stream_and_models() {
         json!([{"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15, "chunk_index": last}]),
         "{su:#}"
     );
+}
 
-    let models = &r["models"];
+/// The SDK's `models.list` and `models.retrieve`, allowed and refused.
+fn assert_models(models: &Value) {
     assert_eq!(
         models["ids"],
         json!([FLASH]),
@@ -286,6 +276,81 @@ async fn openai_sdk_chat_stream_and_models() {
         404,
         "model_not_found",
         "invalid_request_error",
+    );
+}
+
+#[tokio::test]
+async fn openai_sdk_chat_stream_and_models() {
+    let python = venv_python().await;
+    let app = TestApp::spawn().await;
+    let key = app.create_key("trial", None).await;
+    let keys = json!({"main": key});
+    let r = run_checks(
+        &python,
+        &app,
+        &keys,
+        &["chat", "stream", "stream_usage", "models"],
+    )
+    .await;
+
+    assert_chat(&app, &r["chat"]).await;
+
+    assert_streams(&r["stream"], &r["stream_usage"]);
+
+    assert_models(&r["models"]);
+}
+
+/// Out of money: `nb` the refusal, `nr` two calls of the SDK with its default retries.
+fn assert_no_budget(nb: &Value, nr: &Value) {
+    // Out of money must be 402 (a plain APIStatusError the SDK never retries), not a 429.
+    assert_sdk_error(
+        "exhausted budget",
+        nb,
+        "APIStatusError",
+        402,
+        "insufficient_budget",
+        "insufficient_quota",
+    );
+    assert_eq!(nb["is_rate_limit_error"], false, "{nb:#}");
+    // …so the SDK with its default retries sends it once: the 2 RPM key's counter (refilled
+    // only every 30 s) drops by one per call, not by three.
+    assert_eq!(nr["sdk_max_retries"], 2, "{nr:#}");
+    let remaining = |e: &Value| -> u64 {
+        assert_eq!(e["status"], 402, "{e:#}");
+        e["headers"]["x-ratelimit-remaining-requests"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("x-ratelimit-remaining-requests on a 402; got {e:#}"))
+    };
+    assert_eq!(
+        (remaining(&nr["first"]), remaining(&nr["second"])),
+        (1, 0),
+        "a 402 must not be retried by the SDK: {nr:#}"
+    );
+}
+
+/// Two calls of a 2 RPM key pass and the third is refused with the rate headers.
+fn assert_rate_limited(rl: &Value) {
+    assert_eq!(rl["first_two"], json!(["alpha", "alpha"]), "{rl:#}");
+    let third = &rl["third"];
+    assert_sdk_error(
+        "third request of a 2 RPM key",
+        third,
+        "RateLimitError",
+        429,
+        "rate_limit_exceeded",
+        "rate_limit_error",
+    );
+    let h = &third["headers"];
+    assert_eq!(h["x-ratelimit-limit-requests"], "2", "{third:#}");
+    assert_eq!(h["x-ratelimit-remaining-requests"], "0", "{third:#}");
+    let retry_after: u64 = h["retry-after"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("Retry-After in whole seconds; got {third:#}"));
+    assert!(
+        (1..=60).contains(&retry_after),
+        "Retry-After within the minute window: {retry_after}"
     );
 }
 
@@ -329,33 +394,7 @@ async fn openai_sdk_maps_gateway_errors_to_its_exceptions() {
         "authentication_error",
     );
 
-    // Out of money must be 402 (a plain APIStatusError the SDK never retries), not a 429.
-    let nb = &r["no_budget"];
-    assert_sdk_error(
-        "exhausted budget",
-        nb,
-        "APIStatusError",
-        402,
-        "insufficient_budget",
-        "insufficient_quota",
-    );
-    assert_eq!(nb["is_rate_limit_error"], false, "{nb:#}");
-    // …so the SDK with its default retries sends it once: the 2 RPM key's counter (refilled
-    // only every 30 s) drops by one per call, not by three.
-    let nr = &r["no_budget_not_retried"];
-    assert_eq!(nr["sdk_max_retries"], 2, "{nr:#}");
-    let remaining = |e: &Value| -> u64 {
-        assert_eq!(e["status"], 402, "{e:#}");
-        e["headers"]["x-ratelimit-remaining-requests"]
-            .as_str()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("x-ratelimit-remaining-requests on a 402; got {e:#}"))
-    };
-    assert_eq!(
-        (remaining(&nr["first"]), remaining(&nr["second"])),
-        (1, 0),
-        "a 402 must not be retried by the SDK: {nr:#}"
-    );
+    assert_no_budget(&r["no_budget"], &r["no_budget_not_retried"]);
 
     let na = &r["model_not_allowed"];
     assert_sdk_error(
@@ -379,28 +418,7 @@ async fn openai_sdk_maps_gateway_errors_to_its_exceptions() {
     );
     assert_eq!(um["param"], "model", "{um:#}");
 
-    let rl = &r["rate_limit"];
-    assert_eq!(rl["first_two"], json!(["alpha", "alpha"]), "{rl:#}");
-    let third = &rl["third"];
-    assert_sdk_error(
-        "third request of a 2 RPM key",
-        third,
-        "RateLimitError",
-        429,
-        "rate_limit_exceeded",
-        "rate_limit_error",
-    );
-    let h = &third["headers"];
-    assert_eq!(h["x-ratelimit-limit-requests"], "2", "{third:#}");
-    assert_eq!(h["x-ratelimit-remaining-requests"], "0", "{third:#}");
-    let retry_after: u64 = h["retry-after"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("Retry-After in whole seconds; got {third:#}"));
-    assert!(
-        (1..=60).contains(&retry_after),
-        "Retry-After within the minute window: {retry_after}"
-    );
+    assert_rate_limited(&r["rate_limit"]);
 }
 
 #[tokio::test]

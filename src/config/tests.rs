@@ -1,15 +1,16 @@
-//! Layering (defaults → file → env), merging, secrets, validation and the example config,
-//! each run inside a `figment::Jail` (own working directory and environment).
+//! Layering (defaults → file → env) and merging here; secrets, validation and the example
+//! config in the submodules. Each runs inside a `figment::Jail` (own working directory and
+//! environment).
 
-use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use figment::Jail;
 
 use super::*;
 
-/// The example config shipped for systemd installs.
-const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/modelrelay.toml");
+mod example;
+mod secrets;
+mod validation;
 
 /// Run `f` in a `figment::Jail`: its own working directory and environment, restored after.
 #[allow(
@@ -169,12 +170,8 @@ fn the_config_file_variable_names_the_file_and_is_not_a_key() {
     });
 }
 
-#[test]
-fn the_file_overrides_defaults_and_merges_entry_by_entry() {
-    jailed(|jail| {
-        let c = load_file(
-            jail,
-            r#"
+/// A file touching every section: some keys of built-in entries, a new model and a new plan.
+const MERGED_FILE: &str = r#"
             [server]
             listen = "0.0.0.0:9000"
             public_url = "https://relay.example.com/"
@@ -211,9 +208,12 @@ fn the_file_overrides_defaults_and_merges_entry_by_entry() {
             budget_usd = "120.50"
             rpm = 120
             models = ["deepseek-v4-pro", "house-model"]
-            "#,
-        )
-        .unwrap();
+            "#;
+
+#[test]
+fn the_file_overrides_defaults_and_merges_entry_by_entry() {
+    jailed(|jail| {
+        let c = load_file(jail, MERGED_FILE).unwrap();
         assert_eq!(c.server.listen, "0.0.0.0:9000");
         // A trailing slash is dropped so paths can be appended.
         assert_eq!(c.server.public_url, "https://relay.example.com");
@@ -351,336 +351,4 @@ fn wrong_types_are_refused() {
         let err = error_of(jail, "[plans.trial]\nprice_usd = \"0.0000000001\"\n");
         assert!(err.contains("more than 9 decimal places"), "{err}");
     });
-}
-
-#[test]
-fn secret_files_are_read_and_trimmed() {
-    jailed(|jail| {
-        jail.create_file("deepseek_api_key", "  sk-from-credential\n\n")
-            .unwrap();
-        jail.create_file("paypal_client_secret", "pp-secret\r\n")
-            .unwrap();
-        let dir = jail.directory().to_path_buf();
-        let c = load_file(
-            jail,
-            &format!(
-                "[upstream]\napi_key_file = {:?}\n[paypal]\nclient_secret_file = {:?}\n",
-                dir.join("deepseek_api_key"),
-                dir.join("paypal_client_secret"),
-            ),
-        )
-        .unwrap();
-        assert_eq!(c.upstream.api_key, "sk-from-credential");
-        assert_eq!(c.paypal.client_secret, "pp-secret");
-        assert_eq!(c.upstream.api_key_file, Some(dir.join("deepseek_api_key")));
-    });
-}
-
-#[test]
-fn a_secret_file_can_be_named_by_the_environment() {
-    jailed(|jail| {
-        jail.create_file("key", "sk-env-file\n").unwrap();
-        let path = jail.directory().join("key");
-        jail.set_env("MODELRELAY_UPSTREAM__API_KEY_FILE", path.display());
-        let c = Config::from_figment(Config::figment(None)).unwrap();
-        assert_eq!(c.upstream.api_key, "sk-env-file");
-    });
-}
-
-#[test]
-fn a_secret_and_its_file_together_are_an_error() {
-    jailed(|jail| {
-        jail.create_file("key", "sk-file").unwrap();
-        jail.create_file("pp", "pp-file").unwrap();
-        let dir = jail.directory().to_path_buf();
-        let err = error_of(
-            jail,
-            &format!(
-                "[upstream]\napi_key = \"sk-inline\"\napi_key_file = {:?}\n",
-                dir.join("key")
-            ),
-        );
-        assert!(
-            err.contains("upstream.api_key") && err.contains("upstream.api_key_file"),
-            "{err}"
-        );
-        assert!(err.contains("not both"), "{err}");
-        let err = error_of(
-            jail,
-            &format!(
-                "[paypal]\nclient_secret = \"inline\"\nclient_secret_file = {:?}\n",
-                dir.join("pp")
-            ),
-        );
-        assert!(err.contains("paypal.client_secret_file"), "{err}");
-        assert!(err.contains("not both"), "{err}");
-    });
-}
-
-#[test]
-fn a_missing_secret_file_is_an_error() {
-    jailed(|jail| {
-        let missing = jail.directory().join("no-such-credential");
-        let err =
-            load_file(jail, &format!("[upstream]\napi_key_file = {missing:?}\n")).unwrap_err();
-        assert!(
-            matches!(&err, ConfigError::SecretFile { key: "upstream.api_key_file", path, .. } if path == &missing),
-            "{err:?}"
-        );
-        assert!(err.to_string().contains("no-such-credential"), "{err}");
-        let err = load_file(
-            jail,
-            &format!("[paypal]\nclient_secret_file = {missing:?}\n"),
-        )
-        .unwrap_err();
-        assert!(
-            matches!(
-                &err,
-                ConfigError::SecretFile {
-                    key: "paypal.client_secret_file",
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
-    });
-}
-
-#[test]
-fn validation_explains_each_problem() {
-    jailed(|jail| {
-        for (toml, expected) in [
-            (
-                "[plans.trial]\nmodels = [\"gpt-4\"]\n",
-                "plans.trial.models names unknown model \"gpt-4\"",
-            ),
-            (
-                "[plans.trial]\nprice_usd = \"-1.00\"\n",
-                "plans.trial.price_usd must be greater than 0",
-            ),
-            (
-                "[plans.trial]\nprice_usd = \"1.005\"\n",
-                "must be whole cents",
-            ),
-            (
-                "[models.deepseek-v4-flash]\ninput_cache_miss = [\"-0.15\", \"0.30\"]\n",
-                "models.deepseek-v4-flash.input_cache_miss: a price cannot be negative",
-            ),
-            (
-                "[models.deepseek-v4-flash]\noutput = [\"0\", \"1.20\"]\n",
-                "models.deepseek-v4-flash.output",
-            ),
-            (
-                "[pricing]\npeak_hours_utc = [\"1:00-4:00\"]\n",
-                "pricing.peak_hours_utc: \"1:00-4:00\"",
-            ),
-            (
-                "[pricing]\npeak_hours_utc = [\"01:00\"]\n",
-                "pricing.peak_hours_utc: \"01:00\"",
-            ),
-            (
-                "[pricing]\npeak_hours_utc = [\"25:00-26:00\"]\n",
-                "pricing.peak_hours_utc: \"25:00-26:00\"",
-            ),
-            (
-                "[pricing]\npeak_days = [\"mon\", \"funday\"]\n",
-                "pricing.peak_days: \"funday\"",
-            ),
-            (
-                "[plans.trial]\nrpm = 0\n",
-                "plans.trial.rpm must be at least 1",
-            ),
-            (
-                "[plans.trial]\nbudget_usd = \"0\"\n",
-                "plans.trial.budget_usd must be greater than 0",
-            ),
-            (
-                "[plans.trial]\nmodels = []\n",
-                "plans.trial.models must name at least one model",
-            ),
-            (
-                "[plans.trial]\nname = \" \"\n",
-                "plans.trial.name must not be empty",
-            ),
-            (
-                "[server]\nlisten = \"localhost\"\n",
-                "server.listen = \"localhost\"",
-            ),
-            (
-                "[server]\nlisten = \"127.0.0.1:99999\"\n",
-                "server.listen = \"127.0.0.1:99999\"",
-            ),
-            (
-                "[server]\npublic_url = \"relay.example.com\"\n",
-                "server.public_url = \"relay.example.com\"",
-            ),
-            (
-                "[upstream]\nbase_url = \"ftp://api.deepseek.com\"\n",
-                "upstream.base_url = \"ftp://api.deepseek.com\"",
-            ),
-            ("[paypal]\napi_base = \"localhost:1\"\n", "paypal.api_base"),
-            (
-                "[upstream]\nconnect_timeout_secs = 0\n",
-                "upstream.connect_timeout_secs must be greater than 0",
-            ),
-            (
-                "[server]\nmax_body_bytes = 0\n",
-                "server.max_body_bytes must be greater than 0",
-            ),
-            (
-                "[models.deepseek-v4-flash]\nmax_output_tokens = 0\n",
-                "models.deepseek-v4-flash.max_output_tokens must be greater than 0",
-            ),
-        ] {
-            let err = error_of(jail, toml);
-            assert!(err.starts_with("invalid configuration"), "{toml:?}: {err}");
-            assert!(
-                err.contains(expected),
-                "error for {toml:?} should contain {expected:?}: {err}"
-            );
-        }
-    });
-}
-
-#[test]
-fn every_problem_is_reported_at_once() {
-    jailed(|jail| {
-        let err = load_file(
-            jail,
-            "[server]\nlisten = \"nowhere\"\n[plans.trial]\nrpm = 0\n[plans.pro]\nbudget_usd = \"0\"\n",
-        )
-        .unwrap_err();
-        let ConfigError::Invalid(lines) = &err else {
-            panic!("expected Invalid, got {err:?}")
-        };
-        assert_eq!(lines.len(), 3, "{lines:?}");
-    });
-}
-
-#[test]
-fn redacted_toml_hides_secrets_only() {
-    jailed(|jail| {
-        jail.create_file("pp", "pp-very-secret\n").unwrap();
-        jail.set_env("MODELRELAY_UPSTREAM__API_KEY", "sk-very-secret");
-        let pp = jail.directory().join("pp");
-        let c = load_file(
-            jail,
-            &format!(
-                "[paypal]\nclient_id = \"client-visible\"\nwebhook_id = \"WH-visible\"\nclient_secret_file = {pp:?}\n"
-            ),
-        )
-        .unwrap();
-        assert_eq!(c.upstream.api_key, "sk-very-secret");
-        let text = c.redacted_toml();
-        assert!(!text.contains("sk-very-secret"), "{text}");
-        assert!(!text.contains("pp-very-secret"), "{text}");
-        assert_eq!(text.matches("<redacted>").count(), 2, "{text}");
-        for visible in [
-            "client-visible",
-            "WH-visible",
-            "127.0.0.1:8080",
-            "https://api.deepseek.com",
-            "deepseek-v4-pro",
-            "01:00-04:00",
-            "\"0.60\"",
-        ] {
-            assert!(text.contains(visible), "{visible:?} missing from:\n{text}");
-        }
-        // The original is untouched.
-        assert_eq!(c.upstream.api_key, "sk-very-secret");
-
-        let back: Config = toml::from_str(&text).unwrap();
-        assert_eq!(back.upstream.api_key, "<redacted>");
-        assert_eq!(back.paypal.client_secret, "<redacted>");
-        assert_eq!(back.paypal.client_id, "client-visible");
-        assert_eq!(back.paypal.client_secret_file, Some(pp));
-        assert_eq!(back.plans["pro"].price_usd, Usd::from_dollars(50));
-        assert_eq!(
-            nanos(&back.models["deepseek-v4-flash"].input_cache_hit),
-            [3_000_000, 6_000_000]
-        );
-        assert_eq!(back.redacted_toml(), text);
-    });
-}
-
-#[test]
-fn redacted_toml_of_the_defaults_reloads_as_the_same_config() {
-    jailed(|jail| {
-        let c = Config::from_figment(Config::figment(None)).unwrap();
-        let text = c.redacted_toml();
-        let again = load_file(jail, &text).unwrap();
-        assert_eq!(again.redacted_toml(), text);
-    });
-}
-
-/// Every key path of a TOML table, as `section.key` (plans and models included).
-fn key_paths(table: &toml::Table, prefix: &str, out: &mut BTreeSet<String>) {
-    for (k, v) in table {
-        let path = if prefix.is_empty() {
-            k.clone()
-        } else {
-            format!("{prefix}.{k}")
-        };
-        match v {
-            toml::Value::Table(t) => key_paths(t, &path, out),
-            _ => {
-                out.insert(path);
-            }
-        }
-    }
-}
-
-#[test]
-fn the_example_config_loads_and_equals_the_defaults() {
-    jailed(|_jail| {
-        let example = Config::load(Some(Path::new(EXAMPLE)))
-            .unwrap_or_else(|e| panic!("{EXAMPLE} does not load: {e}"));
-        let defaults = Config::from_figment(Config::figment(None)).unwrap();
-        assert_eq!(
-            example.server.data_dir,
-            PathBuf::from("/var/lib/modelrelay")
-        );
-        assert_eq!(
-            example.admin_socket(),
-            PathBuf::from("/run/modelrelay/modelrelay.sock")
-        );
-
-        let mut same = example.clone();
-        same.server.data_dir = defaults.server.data_dir.clone();
-        same.server.admin_socket = defaults.server.admin_socket.clone();
-        assert_eq!(same.redacted_toml(), defaults.redacted_toml());
-    });
-}
-
-#[test]
-fn the_example_config_shows_every_key() {
-    let text = std::fs::read_to_string(EXAMPLE).unwrap();
-    let example: toml::Table = toml::from_str(&text).unwrap();
-    let mut shown = BTreeSet::new();
-    key_paths(&example, "", &mut shown);
-
-    jailed(|_jail| {
-        let defaults = Config::from_figment(Config::figment(None)).unwrap();
-        let table: toml::Table = toml::from_str(&defaults.redacted_toml()).unwrap();
-        let mut all = BTreeSet::new();
-        key_paths(&table, "", &mut all);
-        let missing: Vec<_> = all.difference(&shown).collect();
-        assert!(missing.is_empty(), "example config lacks {missing:?}");
-    });
-
-    // Optional keys, unset by default, are shown commented out.
-    for key in [
-        "admin_group",
-        "secret_file",
-        "api_key_file",
-        "client_secret_file",
-    ] {
-        assert!(
-            text.lines()
-                .any(|l| l.trim_start().starts_with(&format!("# {key} = "))),
-            "example config should show `# {key} = …`"
-        );
-    }
-    assert!(text.contains("/run/credentials/modelrelay.service/deepseek_api_key"));
-    assert!(text.contains("MODELRELAY_UPSTREAM__API_KEY"));
 }

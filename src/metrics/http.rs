@@ -82,54 +82,9 @@ pub async fn metrics(State(state): State<Arc<AppState>>, ip: ClientIp) -> Respon
         "modelrelay_requests_in_flight {}",
         state.in_flight.get()
     );
-    let mut by_status = [0u64; 3];
-    for k in state.keys.all() {
-        let i = match k.status() {
-            KeyStatus::Active => 0,
-            KeyStatus::Exhausted => 1,
-            KeyStatus::Revoked => 2,
-        };
-        by_status[i] += 1;
-    }
-    head(&mut out, "modelrelay_keys", "gauge", "API keys by status.");
-    for (status, n) in [KeyStatus::Active, KeyStatus::Exhausted, KeyStatus::Revoked]
-        .iter()
-        .zip(by_status)
-    {
-        let _ = writeln!(out, "modelrelay_keys{{status=\"{}\"}} {n}", status.as_str());
-    }
+    render_keys(&mut out, &state);
     if let Some(f) = db_figures(&state).await {
-        head(
-            &mut out,
-            "modelrelay_revenue_nanousd",
-            "gauge",
-            "Paid orders (refunds excluded), nano-USD, all time.",
-        );
-        let _ = writeln!(out, "modelrelay_revenue_nanousd {}", f.revenue_nanos);
-        head(
-            &mut out,
-            "modelrelay_revenue_usd",
-            "gauge",
-            "Paid orders (refunds excluded), USD, all time.",
-        );
-        let _ = writeln!(
-            out,
-            "modelrelay_revenue_usd {}",
-            f.revenue_nanos as f64 / 1e9
-        );
-        head(
-            &mut out,
-            "modelrelay_orders",
-            "gauge",
-            "Orders by status, all time.",
-        );
-        for (status, n) in &f.orders {
-            let _ = writeln!(
-                out,
-                "modelrelay_orders{{status=\"{}\"}} {n}",
-                escape(status)
-            );
-        }
+        render_db_figures(&mut out, &f);
     }
     head(
         &mut out,
@@ -150,6 +105,61 @@ pub async fn metrics(State(state): State<Arc<AppState>>, ip: ClientIp) -> Respon
         out,
     )
         .into_response()
+}
+
+/// API keys by status, counted from the live key table.
+fn render_keys(out: &mut String, state: &AppState) {
+    let mut by_status = [0u64; 3];
+    for k in state.keys.all() {
+        let i = match k.status() {
+            KeyStatus::Active => 0,
+            KeyStatus::Exhausted => 1,
+            KeyStatus::Revoked => 2,
+        };
+        by_status[i] += 1;
+    }
+    head(out, "modelrelay_keys", "gauge", "API keys by status.");
+    for (status, n) in [KeyStatus::Active, KeyStatus::Exhausted, KeyStatus::Revoked]
+        .iter()
+        .zip(by_status)
+    {
+        let _ = writeln!(out, "modelrelay_keys{{status=\"{}\"}} {n}", status.as_str());
+    }
+}
+
+/// Revenue and orders, from the database.
+fn render_db_figures(out: &mut String, f: &DbFigures) {
+    head(
+        out,
+        "modelrelay_revenue_nanousd",
+        "gauge",
+        "Paid orders (refunds excluded), nano-USD, all time.",
+    );
+    let _ = writeln!(out, "modelrelay_revenue_nanousd {}", f.revenue_nanos);
+    head(
+        out,
+        "modelrelay_revenue_usd",
+        "gauge",
+        "Paid orders (refunds excluded), USD, all time.",
+    );
+    let _ = writeln!(
+        out,
+        "modelrelay_revenue_usd {}",
+        f.revenue_nanos as f64 / 1e9
+    );
+    head(
+        out,
+        "modelrelay_orders",
+        "gauge",
+        "Orders by status, all time.",
+    );
+    for (status, n) in &f.orders {
+        let _ = writeln!(
+            out,
+            "modelrelay_orders{{status=\"{}\"}} {n}",
+            escape(status)
+        );
+    }
 }
 
 /// Is upstream reachable? A `GET <base_url>/models` (free, no tokens) with a short timeout;

@@ -202,6 +202,24 @@ impl Metrics {
 
     /// Write the counters held in memory.
     fn render_counters(&self, out: &mut String) {
+        self.render_http(out);
+        self.render_models(out);
+        self.render_latency(out);
+        head(
+            out,
+            "modelrelay_rate_limited_total",
+            "counter",
+            "Requests refused by a key's rate limit.",
+        );
+        let _ = writeln!(
+            out,
+            "modelrelay_rate_limited_total {}",
+            self.rate_limited.load(Ordering::Relaxed)
+        );
+    }
+
+    /// HTTP responses by route and status.
+    fn render_http(&self, out: &mut String) {
         head(
             out,
             "modelrelay_http_requests_total",
@@ -221,6 +239,10 @@ impl Metrics {
                 }
             }
         }
+    }
+
+    /// Per-model chat requests, tokens and spend, and the spend total.
+    fn render_models(&self, out: &mut String) {
         let names = self
             .model_names
             .iter()
@@ -288,6 +310,10 @@ impl Metrics {
             "Charged to keys since start, USD (the nano-USD counter as a float).",
         );
         let _ = writeln!(out, "modelrelay_spend_usd {}", total as f64 / 1e9);
+    }
+
+    /// The upstream latency histogram.
+    fn render_latency(&self, out: &mut String) {
         head(
             out,
             "modelrelay_upstream_latency_seconds",
@@ -315,17 +341,6 @@ impl Metrics {
         let _ = writeln!(
             out,
             "modelrelay_upstream_latency_seconds_count {cumulative}"
-        );
-        head(
-            out,
-            "modelrelay_rate_limited_total",
-            "counter",
-            "Requests refused by a key's rate limit.",
-        );
-        let _ = writeln!(
-            out,
-            "modelrelay_rate_limited_total {}",
-            self.rate_limited.load(Ordering::Relaxed)
         );
     }
 }

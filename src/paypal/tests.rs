@@ -1,5 +1,6 @@
 //! Unit tests of the client's pure parts: amounts, error bodies, ids, settings.
 
+use super::wire::{api_error, checked_id};
 use super::*;
 
 fn usd(s: &str) -> Usd {

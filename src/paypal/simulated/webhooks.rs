@@ -16,8 +16,9 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use super::api::{api_error, invalid, reply};
 use super::render::{Refund, SimOrder, event, now, transmission_id};
-use super::{Shared, SimState, api_error, invalid, lock, new_id, reply};
+use super::{Shared, SimState, lock, new_id};
 
 /// What was signed for one webhook delivery; verification compares against it.
 pub(super) struct Transmission {

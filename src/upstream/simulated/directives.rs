@@ -3,9 +3,10 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
-use super::{ApiError, Shared, check_auth};
+use super::Shared;
+use super::server::{ApiError, check_auth};
 
 const MAX_OUTPUT_TOKENS: u64 = 393_216;
 const DEFAULT_REPLY: &str = "Hello! This is a simulated DeepSeek answer from the modelrelay demo upstream; \
@@ -145,6 +146,15 @@ pub(super) struct Plan {
     pub(super) d: Directives,
 }
 
+/// What DeepSeek's validation accepted of a request body.
+struct Checked<'a> {
+    obj: &'a Map<String, Value>,
+    model: &'a str,
+    messages: &'a [Value],
+    user: &'a str,
+    max_tokens: Option<u64>,
+}
+
 /// Validate a request as DeepSeek does, apply its directives, and work out the whole answer.
 pub(super) fn plan(
     sh: &Shared,
@@ -152,11 +162,69 @@ pub(super) fn plan(
     parsed: Result<Value, serde_json::Error>,
 ) -> Result<Plan, ApiError> {
     check_auth(&sh.opts, auth)?;
-    let deser = |e: &dyn std::fmt::Display| {
-        let message = format!("Failed to deserialize the JSON body into the target type: {e}");
-        ApiError::new(400, message, "invalid_request_error")
-    };
     let body = parsed.map_err(|e| deser(&e))?;
+    let req = check(sh, &body)?;
+
+    let texts: Vec<String> = req.messages.iter().map(message_text).collect();
+    let mut d = Directives::default();
+    texts.iter().for_each(|t| d.absorb(t));
+    if let Some(status) = d.fail {
+        return Err(ApiError::canned(u16::try_from(status).unwrap_or(500)));
+    }
+
+    let counts: Vec<u64> = texts
+        .iter()
+        .map(|t| 4 + (t.len() as u64).div_ceil(4))
+        .collect();
+    let prompt = d.prompt.unwrap_or_else(|| 2 + counts.iter().sum::<u64>());
+    let cached = if sh.opts.prefix_cache {
+        sh.cache_hit(req.user, req.messages, &counts)
+    } else {
+        0
+    };
+    let hit = d.hit.unwrap_or(cached).min(prompt);
+
+    let (reasoning, content, finish) = completion(&d, sh, req.max_tokens);
+    let r = reasoning.len() as u64;
+    let c = r + content.len() as u64;
+    let usage = (!d.no_usage).then(|| {
+        json!({"prompt_tokens": prompt, "completion_tokens": c, "total_tokens": prompt + c,
+            "prompt_tokens_details": {"cached_tokens": hit}, "prompt_cache_hit_tokens": hit,
+            "prompt_cache_miss_tokens": prompt - hit, "completion_tokens_details": {"reasoning_tokens": r}})
+    });
+    let include_usage = req
+        .obj
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        == Some(&Value::Bool(true));
+    Ok(Plan {
+        stream: req.obj.get("stream") == Some(&Value::Bool(true)),
+        include_usage: include_usage && !d.no_usage,
+        id: random_id(),
+        created: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |t| t.as_secs()),
+        model: req.model.to_owned(),
+        reasoning,
+        content,
+        finish,
+        usage,
+        chunk_delay: ms(d.delay_ms, sh.opts.chunk_delay),
+        first_delay: ms(d.first_delay_ms, Duration::ZERO),
+        // A zero interval would spin; one millisecond is as eager as anyone needs.
+        keepalive: ms(d.keepalive_ms, Duration::from_secs(1)).max(Duration::from_millis(1)),
+        d,
+    })
+}
+
+/// DeepSeek's 400 for a body that is not the JSON object it expects.
+fn deser(e: &dyn std::fmt::Display) -> ApiError {
+    let message = format!("Failed to deserialize the JSON body into the target type: {e}");
+    ApiError::new(400, message, "invalid_request_error")
+}
+
+/// DeepSeek's checks of the body, in the order it reports them.
+fn check<'a>(sh: &Shared, body: &'a Value) -> Result<Checked<'a>, ApiError> {
     let obj = body
         .as_object()
         .ok_or_else(|| deser(&"invalid type: expected a JSON object"))?;
@@ -177,56 +245,57 @@ pub(super) fn plan(
                 "invalid_request_error",
             )
         })?;
-    let user = match obj.get("user_id") {
-        None | Some(Value::Null) => "anon",
+    Ok(Checked {
+        obj,
+        model,
+        messages,
+        user: user_id(obj)?,
+        max_tokens: max_tokens(obj)?,
+    })
+}
+
+/// The `user_id` that keys the prefix cache (`anon` when absent), as DeepSeek restricts it.
+fn user_id(obj: &Map<String, Value>) -> Result<&str, ApiError> {
+    match obj.get("user_id") {
+        None | Some(Value::Null) => Ok("anon"),
         Some(Value::String(u))
             if !u.is_empty()
                 && u.len() <= 512
                 && u.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
         {
-            u
+            Ok(u)
         }
-        Some(_) => {
-            return Err(ApiError::new(
-                400,
-                "Invalid user_id: must match [a-zA-Z0-9\\-_]+ and be at most 512 bytes",
-                "invalid_request_error",
-            ));
-        }
-    };
-    let max_tokens = match obj.get("max_tokens") {
-        None | Some(Value::Null) => None,
+        Some(_) => Err(ApiError::new(
+            400,
+            "Invalid user_id: must match [a-zA-Z0-9\\-_]+ and be at most 512 bytes",
+            "invalid_request_error",
+        )),
+    }
+}
+
+/// The `max_tokens` cap, if any, within DeepSeek's accepted range.
+fn max_tokens(obj: &Map<String, Value>) -> Result<Option<u64>, ApiError> {
+    match obj.get("max_tokens") {
+        None | Some(Value::Null) => Ok(None),
         Some(v) => match v.as_u64().filter(|n| (1..=MAX_OUTPUT_TOKENS).contains(n)) {
-            Some(n) => Some(n),
+            Some(n) => Ok(Some(n)),
             None => {
                 let message = format!(
                     "Invalid max_tokens value, the valid range of max_tokens is [1, {MAX_OUTPUT_TOKENS}]"
                 );
-                return Err(ApiError::new(422, message, "invalid_request_error"));
+                Err(ApiError::new(422, message, "invalid_request_error"))
             }
         },
-    };
-
-    let texts: Vec<String> = messages.iter().map(message_text).collect();
-    let mut d = Directives::default();
-    texts.iter().for_each(|t| d.absorb(t));
-    if let Some(status) = d.fail {
-        return Err(ApiError::canned(u16::try_from(status).unwrap_or(500)));
     }
+}
 
-    let counts: Vec<u64> = texts
-        .iter()
-        .map(|t| 4 + (t.len() as u64).div_ceil(4))
-        .collect();
-    let prompt = d.prompt.unwrap_or_else(|| 2 + counts.iter().sum::<u64>());
-    let cached = if sh.opts.prefix_cache {
-        sh.cache_hit(user, messages, &counts)
-    } else {
-        0
-    };
-    let hit = d.hit.unwrap_or(cached).min(prompt);
-
+/// The reasoning and content tokens of the answer and its finish reason, cut at `max_tokens`.
+fn completion(
+    d: &Directives,
+    sh: &Shared,
+    max_tokens: Option<u64>,
+) -> (Vec<String>, Vec<String>, &'static str) {
     let to_usize = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
     let mut reasoning = tokens(
         THOUGHTS.iter().copied().cycle(),
@@ -247,35 +316,7 @@ pub(super) fn plan(
         content.truncate(max - reasoning.len());
         finish = "length";
     }
-    let r = reasoning.len() as u64;
-    let c = r + content.len() as u64;
-    let usage = (!d.no_usage).then(|| {
-        json!({"prompt_tokens": prompt, "completion_tokens": c, "total_tokens": prompt + c,
-            "prompt_tokens_details": {"cached_tokens": hit}, "prompt_cache_hit_tokens": hit,
-            "prompt_cache_miss_tokens": prompt - hit, "completion_tokens_details": {"reasoning_tokens": r}})
-    });
-    let include_usage = obj
-        .get("stream_options")
-        .and_then(|o| o.get("include_usage"))
-        == Some(&Value::Bool(true));
-    Ok(Plan {
-        stream: obj.get("stream") == Some(&Value::Bool(true)),
-        include_usage: include_usage && !d.no_usage,
-        id: random_id(),
-        created: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |t| t.as_secs()),
-        model: model.to_owned(),
-        reasoning,
-        content,
-        finish,
-        usage,
-        chunk_delay: ms(d.delay_ms, sh.opts.chunk_delay),
-        first_delay: ms(d.first_delay_ms, Duration::ZERO),
-        // A zero interval would spin; one millisecond is as eager as anyone needs.
-        keepalive: ms(d.keepalive_ms, Duration::from_secs(1)).max(Duration::from_millis(1)),
-        d,
-    })
+    (reasoning, content, finish)
 }
 
 #[cfg(test)]

@@ -1,0 +1,93 @@
+//! Loading: which file to read, the layered figment (defaults, file, environment), and the
+//! steps from a figment to a usable [`Config`] (secrets, derived defaults, validation).
+
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+
+use super::{Config, ConfigError, ENV_CONFIG_FILE, ENV_PREFIX};
+
+impl Config {
+    /// The file to read: `--config`, else `$MODELRELAY_CONFIG`, else `./modelrelay.toml` if present.
+    pub fn locate(explicit: Option<&Path>) -> Option<PathBuf> {
+        if let Some(p) = explicit {
+            return Some(p.to_path_buf());
+        }
+        if let Some(p) = std::env::var_os(ENV_CONFIG_FILE).filter(|p| !p.is_empty()) {
+            return Some(PathBuf::from(p));
+        }
+        let local = PathBuf::from("modelrelay.toml");
+        local.exists().then_some(local)
+    }
+
+    /// The layered figment: defaults, then the file (if any), then the environment.
+    pub fn figment(file: Option<&Path>) -> Figment {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        fig.merge(
+            Env::prefixed(ENV_PREFIX)
+                .split("__")
+                // MODELRELAY_CONFIG names the file; it is not a key. The filter sees the
+                // name before figment lowercases it.
+                .filter(|k| !k.as_str().eq_ignore_ascii_case("config")),
+        )
+    }
+
+    /// Load, read secret files and validate.
+    pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+        let file = Config::locate(explicit);
+        if let Some(path) = &file
+            && !path.exists()
+        {
+            return Err(ConfigError::MissingFile(path.clone()));
+        }
+        Config::from_figment(Config::figment(file.as_deref()))
+    }
+
+    /// Extract from an already-built figment (tests use this with `figment::Jail`).
+    pub fn from_figment(fig: Figment) -> Result<Config, ConfigError> {
+        let mut config: Config = fig.extract()?;
+        config.resolve_secrets()?;
+        config.normalize();
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Fill the values whose default depends on another value.
+    pub(super) fn normalize(&mut self) {
+        for (id, model) in &mut self.models {
+            if model.upstream_model.is_empty() {
+                model.upstream_model = id.clone();
+            }
+        }
+        if self
+            .server
+            .admin_socket
+            .as_ref()
+            .is_none_or(|p| p.as_os_str().is_empty())
+        {
+            self.server.admin_socket = Some(self.server.data_dir.join("modelrelay.sock"));
+        }
+        if self
+            .server
+            .admin_group
+            .as_ref()
+            .is_some_and(|g| g.is_empty())
+        {
+            self.server.admin_group = None;
+        }
+        if self
+            .server
+            .secret_file
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            self.server.secret_file = None;
+        }
+        self.server.public_url = self.server.public_url.trim_end_matches('/').to_string();
+        self.upstream.base_url = self.upstream.base_url.trim_end_matches('/').to_string();
+    }
+}

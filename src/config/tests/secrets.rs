@@ -1,0 +1,153 @@
+//! Secrets: `*_file` variants read and trimmed (also when named by the environment), refused
+//! together with the inline value or when missing, and redacted in the rendered config.
+
+use super::*;
+
+#[test]
+fn secret_files_are_read_and_trimmed() {
+    jailed(|jail| {
+        jail.create_file("deepseek_api_key", "  sk-from-credential\n\n")
+            .unwrap();
+        jail.create_file("paypal_client_secret", "pp-secret\r\n")
+            .unwrap();
+        let dir = jail.directory().to_path_buf();
+        let c = load_file(
+            jail,
+            &format!(
+                "[upstream]\napi_key_file = {:?}\n[paypal]\nclient_secret_file = {:?}\n",
+                dir.join("deepseek_api_key"),
+                dir.join("paypal_client_secret"),
+            ),
+        )
+        .unwrap();
+        assert_eq!(c.upstream.api_key, "sk-from-credential");
+        assert_eq!(c.paypal.client_secret, "pp-secret");
+        assert_eq!(c.upstream.api_key_file, Some(dir.join("deepseek_api_key")));
+    });
+}
+
+#[test]
+fn a_secret_file_can_be_named_by_the_environment() {
+    jailed(|jail| {
+        jail.create_file("key", "sk-env-file\n").unwrap();
+        let path = jail.directory().join("key");
+        jail.set_env("MODELRELAY_UPSTREAM__API_KEY_FILE", path.display());
+        let c = Config::from_figment(Config::figment(None)).unwrap();
+        assert_eq!(c.upstream.api_key, "sk-env-file");
+    });
+}
+
+#[test]
+fn a_secret_and_its_file_together_are_an_error() {
+    jailed(|jail| {
+        jail.create_file("key", "sk-file").unwrap();
+        jail.create_file("pp", "pp-file").unwrap();
+        let dir = jail.directory().to_path_buf();
+        let err = error_of(
+            jail,
+            &format!(
+                "[upstream]\napi_key = \"sk-inline\"\napi_key_file = {:?}\n",
+                dir.join("key")
+            ),
+        );
+        assert!(
+            err.contains("upstream.api_key") && err.contains("upstream.api_key_file"),
+            "{err}"
+        );
+        assert!(err.contains("not both"), "{err}");
+        let err = error_of(
+            jail,
+            &format!(
+                "[paypal]\nclient_secret = \"inline\"\nclient_secret_file = {:?}\n",
+                dir.join("pp")
+            ),
+        );
+        assert!(err.contains("paypal.client_secret_file"), "{err}");
+        assert!(err.contains("not both"), "{err}");
+    });
+}
+
+#[test]
+fn a_missing_secret_file_is_an_error() {
+    jailed(|jail| {
+        let missing = jail.directory().join("no-such-credential");
+        let err =
+            load_file(jail, &format!("[upstream]\napi_key_file = {missing:?}\n")).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::SecretFile { key: "upstream.api_key_file", path, .. } if path == &missing),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("no-such-credential"), "{err}");
+        let err = load_file(
+            jail,
+            &format!("[paypal]\nclient_secret_file = {missing:?}\n"),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                ConfigError::SecretFile {
+                    key: "paypal.client_secret_file",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    });
+}
+
+#[test]
+fn redacted_toml_hides_secrets_only() {
+    jailed(|jail| {
+        jail.create_file("pp", "pp-very-secret\n").unwrap();
+        jail.set_env("MODELRELAY_UPSTREAM__API_KEY", "sk-very-secret");
+        let pp = jail.directory().join("pp");
+        let c = load_file(
+            jail,
+            &format!(
+                "[paypal]\nclient_id = \"client-visible\"\nwebhook_id = \"WH-visible\"\nclient_secret_file = {pp:?}\n"
+            ),
+        )
+        .unwrap();
+        assert_eq!(c.upstream.api_key, "sk-very-secret");
+        let text = c.redacted_toml();
+        assert!(!text.contains("sk-very-secret"), "{text}");
+        assert!(!text.contains("pp-very-secret"), "{text}");
+        assert_eq!(text.matches("<redacted>").count(), 2, "{text}");
+        for visible in [
+            "client-visible",
+            "WH-visible",
+            "127.0.0.1:8080",
+            "https://api.deepseek.com",
+            "deepseek-v4-pro",
+            "01:00-04:00",
+            "\"0.60\"",
+        ] {
+            assert!(text.contains(visible), "{visible:?} missing from:\n{text}");
+        }
+        // The original is untouched.
+        assert_eq!(c.upstream.api_key, "sk-very-secret");
+
+        let back: Config = toml::from_str(&text).unwrap();
+        assert_eq!(back.upstream.api_key, "<redacted>");
+        assert_eq!(back.paypal.client_secret, "<redacted>");
+        assert_eq!(back.paypal.client_id, "client-visible");
+        assert_eq!(back.paypal.client_secret_file, Some(pp));
+        assert_eq!(back.plans["pro"].price_usd, Usd::from_dollars(50));
+        assert_eq!(
+            nanos(&back.models["deepseek-v4-flash"].input_cache_hit),
+            [3_000_000, 6_000_000]
+        );
+        assert_eq!(back.redacted_toml(), text);
+    });
+}
+
+#[test]
+fn redacted_toml_of_the_defaults_reloads_as_the_same_config() {
+    jailed(|jail| {
+        let c = Config::from_figment(Config::figment(None)).unwrap();
+        let text = c.redacted_toml();
+        let again = load_file(jail, &text).unwrap();
+        assert_eq!(again.redacted_toml(), text);
+    });
+}

@@ -1,0 +1,176 @@
+//! Validation: values that parse but cannot work, each explained on its own line and all
+//! reported at once, in the order of the file's sections.
+
+use std::net::SocketAddr;
+
+use super::{Config, ConfigError};
+
+impl Config {
+    /// Every problem of the configuration, or `Ok` when there is none.
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        let mut e = Vec::new();
+        self.check_server(&mut e);
+        self.check_upstream(&mut e);
+        if !self.paypal.api_base.is_empty() && !is_http_url(&self.paypal.api_base) {
+            e.push(format!(
+                "paypal.api_base = {:?} must start with http:// or https://",
+                self.paypal.api_base
+            ));
+        }
+        if let Err(msg) = self.peak_schedule() {
+            e.push(msg);
+        }
+        self.check_models(&mut e);
+        self.check_plans(&mut e);
+        if e.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(e))
+        }
+    }
+
+    /// `[server]`: the listener, public URL, body limit, drain time and log filter.
+    fn check_server(&self, e: &mut Vec<String>) {
+        let s = &self.server;
+        if s.listen.parse::<SocketAddr>().is_err() {
+            e.push(format!(
+                "server.listen = {:?} is not an address such as \"127.0.0.1:8080\"",
+                s.listen
+            ));
+        }
+        if !is_http_url(&s.public_url) {
+            e.push(format!(
+                "server.public_url = {:?} must start with http:// or https://",
+                s.public_url
+            ));
+        }
+        if s.max_body_bytes == 0 {
+            e.push("server.max_body_bytes must be greater than 0".into());
+        }
+        if s.drain_secs > 3600 {
+            e.push(format!(
+                "server.drain_secs = {} is more than an hour; systemd would kill the service first",
+                s.drain_secs
+            ));
+        }
+        if s.log_level.trim().is_empty() {
+            e.push("server.log_level must not be empty (e.g. \"info\")".into());
+        } else if let Err(why) = tracing_subscriber::EnvFilter::try_new(&s.log_level) {
+            e.push(format!(
+                "server.log_level = {:?} is not a log filter such as \"info\" or \"warn,modelrelay=debug\": {why}",
+                s.log_level
+            ));
+        }
+    }
+
+    /// `[upstream]`: the base URL and the timeouts.
+    fn check_upstream(&self, e: &mut Vec<String>) {
+        let u = &self.upstream;
+        if !is_http_url(&u.base_url) {
+            e.push(format!(
+                "upstream.base_url = {:?} must start with http:// or https://",
+                u.base_url
+            ));
+        }
+        for (key, v) in [
+            ("connect_timeout_secs", u.connect_timeout_secs),
+            ("idle_timeout_secs", u.idle_timeout_secs),
+            ("request_timeout_secs", u.request_timeout_secs),
+        ] {
+            if v == 0 {
+                e.push(format!("upstream.{key} must be greater than 0"));
+            }
+        }
+    }
+
+    /// `[models.*]`: names, output caps and prices.
+    fn check_models(&self, e: &mut Vec<String>) {
+        if self.models.is_empty() {
+            e.push("no models: define at least one [models.<name>]".into());
+        }
+        for (id, m) in &self.models {
+            if !is_ident(id) {
+                e.push(format!(
+                    "models.{id}: a model name may use letters, digits, '.', '-' and '_'"
+                ));
+            }
+            if m.max_output_tokens == 0 {
+                e.push(format!(
+                    "models.{id}.max_output_tokens must be greater than 0"
+                ));
+            }
+            for (field, pair) in [
+                ("input_cache_hit", &m.input_cache_hit),
+                ("input_cache_miss", &m.input_cache_miss),
+                ("output", &m.output),
+            ] {
+                if pair.iter().any(|p| p.is_negative()) {
+                    e.push(format!("models.{id}.{field}: a price cannot be negative"));
+                }
+            }
+            if m.output.iter().any(|p| p.nanos() == 0) {
+                e.push(format!(
+                    "models.{id}.output: an output price of 0 would make every budget endless"
+                ));
+            }
+        }
+    }
+
+    /// `[plans.*]`: ids, names, prices to the cent, budgets, rate limits and known models.
+    fn check_plans(&self, e: &mut Vec<String>) {
+        if self.plans.is_empty() {
+            e.push("no plans: define at least one [plans.<id>]".into());
+        }
+        for (id, p) in &self.plans {
+            if !is_ident(id) {
+                e.push(format!(
+                    "plans.{id}: a plan id may use letters, digits, '.', '-' and '_'"
+                ));
+            }
+            if p.name.trim().is_empty() {
+                e.push(format!("plans.{id}.name must not be empty"));
+            }
+            if p.price_usd.nanos() <= 0 {
+                e.push(format!("plans.{id}.price_usd must be greater than 0"));
+            } else if p.price_usd.nanos() % 10_000_000 != 0 {
+                e.push(format!(
+                    "plans.{id}.price_usd = \"{}\" must be whole cents (PayPal charges USD to the cent)",
+                    p.price_usd
+                ));
+            }
+            if p.budget_usd.nanos() <= 0 {
+                e.push(format!("plans.{id}.budget_usd must be greater than 0"));
+            }
+            if p.rpm == 0 {
+                e.push(format!("plans.{id}.rpm must be at least 1"));
+            }
+            if p.models.is_empty() {
+                e.push(format!("plans.{id}.models must name at least one model"));
+            }
+            for m in &p.models {
+                if !self.models.contains_key(m) {
+                    e.push(format!(
+                        "plans.{id}.models names unknown model {m:?} (known: {})",
+                        self.models.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// `http://` or `https://` followed by something.
+fn is_http_url(s: &str) -> bool {
+    let rest = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"));
+    rest.is_some_and(|r| !r.is_empty())
+}
+
+/// A model name or plan id: short, and safe in URLs, keys and TOML table names.
+fn is_ident(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}

@@ -1,0 +1,282 @@
+//! Holds (SPEC §4): `max_tokens` is lowered to what the key can pay, a key that cannot pay one
+//! output token gets 402, a charge never exceeds its hold, and concurrent streams on one key
+//! never spend more than its budget.
+
+use futures_util::future::join_all;
+use modelrelay::keys::KeyStatus;
+use modelrelay::store::{Finish, Measured};
+use serde_json::{Value, json};
+
+use crate::billing::{
+    FLASH, FLASH_OFF_PEAK, OUT_NANOS, assert_books, assert_provider_row, call, cost, prompt_hold,
+    usd, with,
+};
+use crate::common::{TestApp, body, data_chunks, read_stream, request_id, text_deltas};
+
+#[tokio::test]
+async fn max_tokens_is_lowered_to_what_the_key_can_pay() {
+    const N: i64 = 7;
+    let app = TestApp::spawn().await;
+    let text = "[[sim reply=50]] write a long answer";
+    let prompt = 6 + (text.len() as u64).div_ceil(4); // the simulator's count
+    let words = [
+        "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf",
+    ];
+
+    // Not streamed, with max_tokens.
+    let b = with(body(FLASH, text), json!({"max_tokens": 100}));
+    let budget = prompt_hold(&b) + N * OUT_NANOS;
+    let key = app.create_key("trial", Some(&usd(budget))).await;
+    let (rid, status, v) = call(&app, &key, &b).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(app.sim.requests()[0].body["max_tokens"], N);
+    assert_eq!(v["choices"][0]["finish_reason"], "length");
+    // Cut after seven words (the simulator puts a space after every word but its last).
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        format!("{} ", words.join(" "))
+    );
+    assert_eq!(v["usage"]["completion_tokens"], N);
+    let want = cost(0, prompt, N as u64, FLASH_OFF_PEAK);
+    let row = app.ledger_row(&rid).expect("row");
+    assert_provider_row(&row, FLASH, [prompt, 0, prompt, N as u64, 0], want);
+    assert!(want <= budget);
+    assert_eq!(
+        app.key_state(&key).balance().remaining().nanos(),
+        budget - want
+    );
+    assert_eq!(assert_books(&app, &key), want);
+
+    // Streamed, with max_completion_tokens.
+    let b = with(
+        body(FLASH, text),
+        json!({"stream": true, "max_completion_tokens": 100}),
+    );
+    let budget = prompt_hold(&b) + N * OUT_NANOS;
+    let key = app.create_key("trial", Some(&usd(budget))).await;
+    let resp = app.chat(&key, &b).send().await.expect("send");
+    assert_eq!(resp.status(), 200);
+    let rid = request_id(&resp);
+    let events = read_stream(resp).await;
+    let up = &app.sim.requests()[1].body;
+    assert_eq!(up["max_tokens"], N);
+    assert!(up.get("max_completion_tokens").is_none());
+    let chunks = data_chunks(&events);
+    assert_eq!(text_deltas(&chunks), N as usize);
+    let last = chunks.last().expect("chunks");
+    assert_eq!(last["choices"][0]["finish_reason"], "length");
+    assert_eq!(events.last().map(String::as_str), Some("data: [DONE]"));
+    let row = app.ledger_row(&rid).expect("row");
+    assert_provider_row(&row, FLASH, [prompt, 0, prompt, N as u64, 0], want);
+    assert_eq!(assert_books(&app, &key), want);
+}
+
+#[tokio::test]
+async fn without_max_tokens_the_model_cap_is_lowered_to_what_the_key_can_pay() {
+    const N: i64 = 9;
+    let app = TestApp::spawn().await;
+    let text = "[[sim reply=40]] no limit asked";
+    let prompt = 6 + (text.len() as u64).div_ceil(4);
+    let b = body(FLASH, text);
+    let budget = prompt_hold(&b) + N * OUT_NANOS + OUT_NANOS / 2;
+    let key = app.create_key("trial", Some(&usd(budget))).await;
+    let (rid, status, v) = call(&app, &key, &b).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(app.sim.requests()[0].body["max_tokens"], N);
+    assert_eq!(v["choices"][0]["finish_reason"], "length");
+    let want = cost(0, prompt, N as u64, FLASH_OFF_PEAK);
+    let row = app.ledger_row(&rid).expect("row");
+    assert_provider_row(&row, FLASH, [prompt, 0, prompt, N as u64, 0], want);
+    assert_eq!(assert_books(&app, &key), want);
+
+    // A budget that covers everything sends the model's own cap.
+    let key = app.create_key("trial", None).await;
+    let (_, status, _) = call(&app, &key, &b).await;
+    assert_eq!(status, 200);
+    assert_eq!(app.sim.requests()[1].body["max_tokens"], 32768);
+}
+
+#[tokio::test]
+async fn a_request_that_cannot_pay_one_output_token_gets_402() {
+    let app = TestApp::spawn().await;
+    let b = with(body(FLASH, "[[sim reply=5]]"), json!({"max_tokens": 5}));
+    // One nano short of the prompt hold plus a single output token.
+    let key = app
+        .create_key("trial", Some(&usd(prompt_hold(&b) + OUT_NANOS - 1)))
+        .await;
+    let (rid, status, v) = call(&app, &key, &b).await;
+    assert_eq!(status, 402, "{v}");
+    assert_eq!(v["error"]["code"], "insufficient_budget");
+    assert_eq!(v["error"]["type"], "insufficient_quota");
+    assert!(
+        app.ledger_row(&rid).is_none(),
+        "a refusal is not a ledger row"
+    );
+    assert!(app.sim.requests().is_empty(), "nothing went upstream");
+    assert_eq!(assert_books(&app, &key), 0);
+
+    // Exactly enough: one token.
+    let key = app
+        .create_key("trial", Some(&usd(prompt_hold(&b) + OUT_NANOS)))
+        .await;
+    let (_, status, v) = call(&app, &key, &b).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(app.sim.requests()[0].body["max_tokens"], 1);
+    assert_eq!(v["usage"]["completion_tokens"], 1);
+    assert_books(&app, &key);
+}
+
+/// Fire `n` identical streaming requests at once; (status, request id, events or error body).
+async fn stream_storm(
+    app: &TestApp,
+    key: &str,
+    b: &Value,
+    n: usize,
+) -> Vec<(u16, String, Vec<String>)> {
+    let one = || async {
+        let resp = app.chat(key, b).send().await.expect("send");
+        let status = resp.status().as_u16();
+        let rid = request_id(&resp);
+        let events = if status == 200 {
+            read_stream(resp).await
+        } else {
+            vec![resp.text().await.expect("body")]
+        };
+        (status, rid, events)
+    };
+    join_all((0..n).map(|_| one())).await
+}
+
+/// Check a storm's outcome: every request is a 402 or a clean stream billed exactly.
+fn check_storm(
+    app: &TestApp,
+    key: &str,
+    results: &[(u16, String, Vec<String>)],
+    max_tokens: u64,
+) -> usize {
+    let mut ok = 0;
+    for (status, rid, events) in results {
+        match status {
+            402 => {
+                let v: Value = serde_json::from_str(&events[0]).expect("error JSON");
+                assert_eq!(v["error"]["code"], "insufficient_budget");
+                assert!(app.ledger_row(rid).is_none());
+            }
+            200 => {
+                ok += 1;
+                assert_eq!(
+                    events.last().map(String::as_str),
+                    Some("data: [DONE]"),
+                    "a 200 stream ends cleanly"
+                );
+                let chunks = data_chunks(events);
+                assert!(chunks.iter().all(|c| c.get("error").is_none()));
+                let delivered = text_deltas(&chunks) as u64;
+                assert!((1..=max_tokens).contains(&delivered), "{delivered}");
+                let finish = &chunks.last().expect("chunks")["choices"][0]["finish_reason"];
+                let expect_finish = if delivered < max_tokens {
+                    "length"
+                } else {
+                    "stop"
+                };
+                assert_eq!(finish, expect_finish);
+                let row = app.ledger_row(rid).expect("row committed before [DONE]");
+                assert_eq!(row.completion_tokens, delivered);
+                assert_eq!(row.measured, Measured::Provider);
+                assert_eq!(row.finish, Finish::Complete);
+                assert_eq!(
+                    row.cost.nanos(),
+                    cost(0, row.prompt_tokens, delivered, FLASH_OFF_PEAK)
+                );
+            }
+            other => panic!("unexpected status {other}: {events:?}"),
+        }
+    }
+    assert_eq!(
+        app.sim.requests().len(),
+        ok,
+        "only paid requests reach upstream"
+    );
+    for r in app.sim.requests() {
+        let m = r.body["max_tokens"].as_u64().expect("max_tokens sent");
+        assert!((1..=max_tokens).contains(&m));
+    }
+    let (rows, _) = app.ledger_totals(key);
+    assert_eq!(rows, ok as u64, "one ledger row per 200");
+    assert_books(app, key);
+    ok
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_streams_never_overspend() {
+    let app = TestApp::spawn_with(|c| {
+        c.plans.get_mut("trial").expect("trial plan").rpm = 10_000;
+    })
+    .await;
+    let b = with(
+        body(FLASH, "[[sim reply=100 delay_ms=2]] race"),
+        json!({"stream": true, "max_tokens": 100}),
+    );
+    let budget = prompt_hold(&b) + 20 * OUT_NANOS;
+    let key = app.create_key("trial", Some(&usd(budget))).await;
+    let results = stream_storm(&app, &key, &b, 50).await;
+    let ok = check_storm(&app, &key, &results, 100);
+    // After the one paid request, what is left cannot cover another prompt hold.
+    assert_eq!(ok, 1, "the budget pays for exactly one request");
+    let b = app.key_state(&key).balance();
+    assert_eq!(b.budget.nanos(), budget);
+    assert!(b.remaining().nanos() >= 0);
+    // The first request to hold got max_tokens lowered to 20.
+    assert!(
+        app.sim
+            .requests()
+            .iter()
+            .any(|r| r.body["max_tokens"] == 20)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_streams_share_a_budget_of_a_few_requests_exactly() {
+    let app = TestApp::spawn_with(|c| {
+        c.plans.get_mut("trial").expect("trial plan").rpm = 10_000;
+    })
+    .await;
+    let b = with(
+        body(FLASH, "[[sim reply=100 delay_ms=1]] race again"),
+        json!({"stream": true, "max_tokens": 100}),
+    );
+    // Holds for three whole requests and part of a fourth (plus change that buys no token).
+    let budget = 3 * (prompt_hold(&b) + 100 * OUT_NANOS) + prompt_hold(&b) + 37 * OUT_NANOS + 123;
+    let key = app.create_key("trial", Some(&usd(budget))).await;
+    let results = stream_storm(&app, &key, &b, 50).await;
+    let ok = check_storm(&app, &key, &results, 100);
+    assert!(
+        ok >= 4,
+        "three whole requests and a truncated one fit: {ok}"
+    );
+    let b = app.key_state(&key).balance();
+    assert!(b.remaining().nanos() >= 0);
+    assert!(b.spent.nanos() <= budget);
+}
+
+#[tokio::test]
+async fn a_charge_never_exceeds_its_hold() {
+    let app = TestApp::spawn().await;
+    // Upstream claims a prompt far beyond the bound the gateway held for.
+    let b = with(
+        body(FLASH, "[[sim prompt=5000 reply=10]]"),
+        json!({"max_tokens": 10}),
+    );
+    let hold = prompt_hold(&b) + 10 * OUT_NANOS;
+    let key = app.create_key("trial", Some(&usd(hold))).await;
+    let (rid, status, _) = call(&app, &key, &b).await;
+    assert_eq!(status, 200);
+    assert!(cost(0, 5000, 10, FLASH_OFF_PEAK) > hold);
+    let row = app.ledger_row(&rid).expect("row");
+    assert_eq!(row.prompt_tokens, 5000);
+    assert_eq!(row.cost.nanos(), hold, "charged the hold, no more");
+    let bal = app.key_state(&key).balance();
+    assert_eq!(bal.remaining().nanos(), 0);
+    assert_eq!(app.key_state(&key).status(), KeyStatus::Exhausted);
+    assert_eq!(assert_books(&app, &key), hold);
+}

@@ -1,0 +1,148 @@
+//! `modelrelay check-config` run as the real binary: the effective config printed as TOML with
+//! every secret redacted, wherever it came from, and refusals that name the unknown key or the
+//! missing file.
+
+#![allow(
+    clippy::expect_used,
+    reason = "test helpers: a failed expectation is a test failure with its message"
+)]
+
+use crate::cli::run_in;
+
+const SECRET: &str = "sk-upstream-very-secret-1234";
+const PAYPAL_SECRET: &str = "paypal-secret-5678";
+
+#[tokio::test]
+async fn check_config_prints_the_config_with_secrets_redacted() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("modelrelay.toml");
+    let data = dir.path().join("data");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:9999"
+data_dir = "{}"
+
+[upstream]
+api_key = "{SECRET}"
+
+[paypal]
+client_secret = "{PAYPAL_SECRET}"
+"#,
+            data.display()
+        ),
+    )
+    .expect("write config");
+    let run = run_in(
+        dir.path(),
+        &["check-config", "--config", file.to_str().expect("utf-8")],
+        &[],
+    )
+    .await;
+    let out = run.ok();
+    assert!(
+        !out.contains(SECRET) && !out.contains(PAYPAL_SECRET),
+        "no secret printed: {run:#?}"
+    );
+    let v: toml::Table = toml::from_str(out).unwrap_or_else(|e| panic!("not TOML ({e}): {out}"));
+    assert_eq!(
+        v["upstream"]["api_key"].as_str(),
+        Some("<redacted>"),
+        "{out}"
+    );
+    assert_eq!(
+        v["paypal"]["client_secret"].as_str(),
+        Some("<redacted>"),
+        "{out}"
+    );
+    assert_eq!(
+        v["server"]["listen"].as_str(),
+        Some("127.0.0.1:9999"),
+        "{out}"
+    );
+    assert!(v.contains_key("plans") && v.contains_key("models"), "{out}");
+    assert!(!data.exists(), "check-config creates nothing");
+
+    // A secret from the environment is redacted just the same.
+    let run = run_in(
+        dir.path(),
+        &["check-config", "--config", file.to_str().expect("utf-8")],
+        &[("MODELRELAY_UPSTREAM__API_KEY", "sk-from-the-environment-42")],
+    )
+    .await;
+    let out = run.ok();
+    assert!(
+        !out.contains("sk-from-the-environment-42") && !out.contains(SECRET),
+        "{run:#?}"
+    );
+}
+
+#[tokio::test]
+async fn check_config_redacts_a_secret_read_from_a_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let secret_file = dir.path().join("upstream.key");
+    std::fs::write(&secret_file, format!("{SECRET}\n")).expect("write secret");
+    let file2 = dir.path().join("from-file.toml");
+    std::fs::write(
+        &file2,
+        format!("[upstream]\napi_key_file = \"{}\"\n", secret_file.display()),
+    )
+    .expect("write config");
+    let run = run_in(
+        dir.path(),
+        &["check-config", "--config", file2.to_str().expect("utf-8")],
+        &[],
+    )
+    .await;
+    let out = run.ok();
+    assert!(!out.contains(SECRET), "{run:#?}");
+    let v: toml::Table = toml::from_str(out).unwrap_or_else(|e| panic!("not TOML ({e}): {out}"));
+    assert_eq!(
+        v["upstream"]["api_key"].as_str(),
+        Some("<redacted>"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn check_config_rejects_unknown_keys_and_missing_files() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (name, text, must_mention) in [
+        (
+            "typo.toml",
+            "[server]\nlisten = \"127.0.0.1:9999\"\nlisten_adress = \"127.0.0.1:1\"\n",
+            "listen_adress",
+        ),
+        (
+            "section.toml",
+            "[upstreams]\nbase_url = \"https://api.deepseek.com\"\n",
+            "upstreams",
+        ),
+    ] {
+        let file = dir.path().join(name);
+        std::fs::write(&file, text).expect("write config");
+        let run = run_in(
+            dir.path(),
+            &["check-config", "--config", file.to_str().expect("utf-8")],
+            &[],
+        )
+        .await;
+        assert_eq!(run.code, Some(1), "{name}: {run:#?}");
+        assert_eq!(run.stdout, "", "{name}: nothing printed on error: {run:#?}");
+        assert!(
+            run.stderr.contains(must_mention),
+            "{name}: the message names the unknown key {must_mention:?}: {run:#?}"
+        );
+    }
+    let missing = dir.path().join("missing.toml");
+    let run = run_in(
+        dir.path(),
+        &["check-config", "--config", missing.to_str().expect("utf-8")],
+        &[],
+    )
+    .await;
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert!(run.stderr.contains("missing.toml"), "{run:#?}");
+}

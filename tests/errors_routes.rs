@@ -1,0 +1,177 @@
+//! Errors outside the chat handler and request ids: unknown routes and wrong methods answer in
+//! the same JSON error shape, and every response, success or error, carries its own
+//! `x-request-id`.
+
+#![allow(clippy::expect_used, clippy::unwrap_used)] // test helpers panic on purpose
+
+use std::collections::BTreeSet;
+
+use serde_json::{Value, json};
+
+use crate::common::{TestApp, body, request_id, sse_events};
+use crate::errors::{FLASH, PRO, UNKNOWN_KEY, body_of_len, check_shape, expect_error, raw_chat};
+
+// ---------------------------------------------------------------------------------------------
+// x-request-id everywhere; unknown routes and wrong methods in the same shape
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn unknown_routes_and_wrong_methods_are_json_errors() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key("trial", None).await;
+    for path in [
+        "/v1/nope",
+        "/v1/chat",
+        "/v1/chat/completions/extra",
+        "/v1/models/",
+        "/v1/dashboard",
+    ] {
+        for k in [Some(key.as_str()), None] {
+            let mut req = app.http.get(format!("{}{path}", app.base));
+            if let Some(k) = k {
+                req = req.bearer_auth(k);
+            }
+            let resp = req.send().await.expect("send");
+            let status = resp.status().as_u16();
+            let rid = request_id(&resp);
+            assert!(!rid.is_empty());
+            let text = resp.text().await.expect("body");
+            assert_eq!(status, 404, "GET {path}: {text}");
+            let v: Value = serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {text:?}"));
+            check_shape(&v);
+        }
+    }
+    let wrong = [
+        (reqwest::Method::GET, "/v1/chat/completions"),
+        (reqwest::Method::PUT, "/v1/chat/completions"),
+        (reqwest::Method::DELETE, "/v1/chat/completions"),
+        (reqwest::Method::POST, "/v1/models"),
+        (reqwest::Method::POST, "/v1/dashboard/billing/usage"),
+    ];
+    for (method, path) in wrong {
+        let resp = app
+            .http
+            .request(method.clone(), format!("{}{path}", app.base))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .expect("send");
+        let status = resp.status().as_u16();
+        let rid = request_id(&resp);
+        assert!(!rid.is_empty());
+        let text = resp.text().await.expect("body");
+        assert_eq!(status, 405, "{method} {path}: {text}");
+        let v: Value = serde_json::from_str(&text).expect("json");
+        check_shape(&v);
+    }
+    assert!(app.sim.requests().is_empty());
+}
+
+#[tokio::test]
+async fn the_bare_v1_prefix_is_a_json_404() {
+    // A customer who pastes the base URL itself into curl or a browser.
+    let app = TestApp::spawn().await;
+    let key = app.create_key("trial", None).await;
+    for path in ["/v1", "/v1/"] {
+        let resp = app.get(&key, path).send().await.expect("send");
+        let status = resp.status().as_u16();
+        let rid = request_id(&resp);
+        assert!(!rid.is_empty());
+        let text = resp.text().await.expect("body");
+        assert_eq!(status, 404, "GET {path}: {text}");
+        let v: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {text:?}"));
+        check_shape(&v);
+    }
+}
+
+#[tokio::test]
+async fn every_response_has_a_distinct_request_id() {
+    let app = TestApp::spawn_with(|c| c.server.max_body_bytes = 4096).await;
+    let key = app.create_key("trial", None).await;
+    let broke = app.create_key("trial", Some("0.000001")).await;
+    let mut ids = Vec::new();
+
+    // Successes: non-stream, stream, models.
+    let resp = app
+        .chat(&key, &body(FLASH, "hi [[sim reply=2]]"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    ids.push(request_id(&resp));
+    let mut sb = body(FLASH, "hi [[sim reply=2]]");
+    sb["stream"] = json!(true);
+    let resp = app.chat(&key, &sb).send().await.expect("send");
+    assert_eq!(resp.status(), 200);
+    ids.push(request_id(&resp));
+    let events = sse_events(&resp.text().await.expect("body"));
+    assert_eq!(events.last().map(String::as_str), Some("data: [DONE]"));
+    let resp = app.get(&key, "/v1/models").send().await.expect("send");
+    assert_eq!(resp.status(), 200);
+    ids.push(request_id(&resp));
+
+    // Errors of every kind.
+    let cases: Vec<(reqwest::RequestBuilder, u16)> = vec![
+        (raw_chat(&app, &key, "{oops"), 400),
+        (app.chat(UNKNOWN_KEY, &body(FLASH, "hi")), 401),
+        (app.chat(&broke, &body(FLASH, "hi")), 402),
+        (app.chat(&key, &body(PRO, "hi")), 403),
+        (app.chat(&key, &body("nope", "hi")), 404),
+        (raw_chat(&app, &key, body_of_len(5000)), 413),
+        (app.chat(&key, &body(FLASH, "[[sim fail=500]]")), 502),
+        (app.chat(&key, &body(FLASH, "[[sim fail=422]]")), 422),
+        (app.get(&key, "/v1/nope"), 404),
+        (app.get(&key, "/v1/models/nope"), 404),
+        (app.get(&key, "/v1/chat/completions"), 405),
+    ];
+    for (req, status) in cases {
+        let resp = req.send().await.expect("send");
+        assert_eq!(resp.status().as_u16(), status);
+        ids.push(request_id(&resp));
+    }
+    let distinct: BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(distinct.len(), ids.len(), "request ids repeat: {ids:?}");
+    assert!(ids.iter().all(|i| !i.is_empty()));
+}
+
+#[tokio::test]
+async fn rate_limited_and_timed_out_responses_have_a_request_id() {
+    // 429 and 504 are covered by `expect_error` in their own tests too; here both at once,
+    // and the ledger row of a successful request is found under the id its response carried.
+    let app = TestApp::spawn_with(|c| {
+        c.plans.get_mut("trial").expect("trial plan").rpm = 2;
+        c.upstream.idle_timeout_secs = 1;
+    })
+    .await;
+    let key = app.create_key("trial", None).await;
+    let resp = app
+        .chat(&key, &body(FLASH, "hi [[sim reply=2 prompt=10]]"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    let rid = request_id(&resp);
+    let row = app.wait_ledger_row(&rid).await;
+    assert_eq!(row.request_id, rid);
+    let resp = app
+        .chat(
+            &key,
+            &body(FLASH, "[[sim first_delay_ms=3000 keepalive_ms=100]]"),
+        )
+        .send()
+        .await
+        .expect("send");
+    let timeout_id = request_id(&resp);
+    expect_error(resp, 504, "upstream_timeout", "server_error").await;
+    let resp = app
+        .chat(&key, &body(FLASH, "hi"))
+        .send()
+        .await
+        .expect("send");
+    let limited_id = request_id(&resp);
+    expect_error(resp, 429, "rate_limit_exceeded", "rate_limit_error").await;
+    assert_ne!(timeout_id, limited_id);
+    assert_ne!(rid, limited_id);
+}

@@ -1,0 +1,153 @@
+//! Clients that go away or wait (SPEC §4): a client leaving mid-stream pays for the prompt and
+//! what was generated, one leaving while upstream queues pays the prompt only, and upstream is
+//! cancelled either way; keep-alive comments reach a waiting client.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use modelrelay::store::Finish;
+use modelrelay::upstream::simulated::Outcome;
+use serde_json::Value;
+
+use crate::common::{TestApp, body, data_chunks, read_stream, request_id, sse_events, text_deltas};
+use crate::faults::{
+    FLASH, MISS_NANOS, OUT_NANOS, WAIT, assert_books, assert_estimated, stream_body,
+};
+
+#[tokio::test]
+async fn client_disconnect_mid_stream_bills_the_generated_output_and_cancels_upstream() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key("trial", None).await;
+    let text = "[[sim reply=200 delay_ms=20]] tell me a long story";
+    let resp = app
+        .chat(&key, &stream_body(text))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    let rid = request_id(&resp);
+    let mut stream = resp.bytes_stream();
+    let mut raw = String::new();
+    let mut seen = 0;
+    while seen < 3 {
+        let chunk = tokio::time::timeout(WAIT, stream.next())
+            .await
+            .expect("chunks keep coming")
+            .expect("stream open")
+            .expect("chunk");
+        raw.push_str(std::str::from_utf8(&chunk).expect("UTF-8"));
+        let complete = &raw[..raw.rfind("\n\n").map_or(0, |i| i + 2)];
+        seen = text_deltas(&data_chunks(&sse_events(complete)));
+    }
+    drop(stream);
+
+    assert_eq!(
+        app.sim.wait_outcome(0, WAIT).await,
+        Outcome::ClientDisconnected,
+        "upstream is cancelled"
+    );
+    let row = app.wait_ledger_row(&rid).await;
+    assert_estimated(&row, text, Finish::ClientAbort, seen as u64..=199);
+    assert!(row.stream);
+    assert_eq!(assert_books(&app, &key), row.cost.nanos());
+}
+
+#[tokio::test]
+async fn keep_alive_comments_reach_the_client_while_upstream_queues() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key("trial", None).await;
+    let text = "[[sim prompt=10 reply=3 first_delay_ms=500 keepalive_ms=50]] hi";
+    let resp = app
+        .chat(&key, &stream_body(text))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    let rid = request_id(&resp);
+    let events = read_stream(resp).await;
+    assert_eq!(events.first().map(String::as_str), Some(": keep-alive"));
+    let first_data = events
+        .iter()
+        .position(|e| e.starts_with("data: "))
+        .expect("data");
+    assert!(events[..first_data].iter().all(|e| e == ": keep-alive"));
+    assert_eq!(events.last().map(String::as_str), Some("data: [DONE]"));
+    assert_eq!(text_deltas(&data_chunks(&events)), 3);
+    let row = app.ledger_row(&rid).expect("row");
+    assert_eq!(row.finish, Finish::Complete);
+    assert_eq!(row.cost.nanos(), 10 * MISS_NANOS + 3 * OUT_NANOS);
+
+    // Not streamed: the blank lines DeepSeek sends while queued do not break the answer.
+    let resp = app
+        .chat(&key, &body(FLASH, text))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.expect("one JSON answer");
+    assert_eq!(v["choices"][0]["message"]["content"], "alpha bravo charlie");
+    assert_eq!(v["usage"]["completion_tokens"], 3);
+    assert_books(&app, &key);
+}
+
+#[tokio::test]
+async fn client_leaving_while_upstream_queues_cancels_it_and_pays_the_prompt_only() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key("trial", None).await;
+    let text = "[[sim reply=5 first_delay_ms=60000 keepalive_ms=50]] hi";
+
+    // Not streamed: the client gives up waiting for the answer.
+    let resp = app
+        .chat(&key, &body(FLASH, text))
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(resp.is_err_and(|e| e.is_timeout()));
+    assert_eq!(
+        app.sim.wait_outcome(0, WAIT).await,
+        Outcome::ClientDisconnected,
+        "upstream is cancelled"
+    );
+    let mut rows = Vec::new();
+    for _ in 0..200 {
+        rows = modelrelay::store::usage::recent(&app.db(), &app.key_state(&key).id, 10)
+            .expect("query");
+        if !rows.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let row = rows
+        .first()
+        .expect("a ledger row for the abandoned request");
+    assert_estimated(row, text, Finish::ClientAbort, 0..=0);
+    assert_eq!(row.status, 499);
+    assert!(!row.stream);
+
+    // Streamed: the client leaves after the first keep-alive.
+    let resp = app
+        .chat(&key, &stream_body(text))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    let rid = request_id(&resp);
+    let mut stream = resp.bytes_stream();
+    let first = tokio::time::timeout(WAIT, stream.next())
+        .await
+        .expect("a keep-alive comes")
+        .expect("open")
+        .expect("chunk");
+    assert_eq!(&first[..], b": keep-alive\n\n");
+    drop(stream);
+    assert_eq!(
+        app.sim.wait_outcome(1, WAIT).await,
+        Outcome::ClientDisconnected
+    );
+    let row2 = app.wait_ledger_row(&rid).await;
+    assert_estimated(&row2, text, Finish::ClientAbort, 0..=0);
+    assert_eq!(
+        assert_books(&app, &key),
+        row.cost.nanos() + row2.cost.nanos()
+    );
+}

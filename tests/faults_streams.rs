@@ -1,0 +1,243 @@
+//! Faults after a stream started (SPEC §3–4): stalls, timeouts, cut connections and upstream
+//! error events end the stream with one error event and no `[DONE]`, and the customer pays for
+//! the tokens that reached them.
+
+use modelrelay::store::Finish;
+use modelrelay::upstream::simulated::Outcome;
+
+use crate::common::{TestApp, body, read_stream, request_id, text_deltas};
+use crate::faults::{
+    FLASH, MISS_NANOS, OUT_NANOS, WAIT, assert_books, assert_ends_with_error, assert_error,
+    assert_estimated, assert_free, prompt_estimate, reply_bytes, stream_body,
+};
+
+#[tokio::test]
+async fn idle_stall_before_any_token_passes_keep_alives_then_times_out_for_free() {
+    let app = TestApp::spawn_with(|c| c.upstream.idle_timeout_secs = 1).await;
+    let key = app.create_key("trial", None).await;
+
+    let resp = app
+        .chat(
+            &key,
+            &stream_body("[[sim stall_after=0 keepalive_ms=100]] hi"),
+        )
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    let rid = request_id(&resp);
+    let events = read_stream(resp).await;
+    assert!(
+        events.iter().any(|e| e == ": keep-alive"),
+        "keep-alives reach the client: {events:?}"
+    );
+    let chunks = assert_ends_with_error(&events, "upstream_timeout");
+    assert_eq!(text_deltas(&chunks), 0);
+    assert_eq!(
+        app.sim.wait_outcome(0, WAIT).await,
+        Outcome::Stalled,
+        "upstream is cancelled"
+    );
+    let row = app.wait_ledger_row(&rid).await;
+    assert_free(&row, Finish::UpstreamTimeout, 200);
+
+    // Not streamed: DeepSeek's blank lines while queued do not count as data either.
+    let resp = app
+        .chat(
+            &key,
+            &body(FLASH, "[[sim first_delay_ms=60000 keepalive_ms=100]] hi"),
+        )
+        .send()
+        .await
+        .expect("send");
+    let rid = request_id(&resp);
+    assert_error(resp, 504, "upstream_timeout").await;
+    assert_eq!(
+        app.sim.wait_outcome(1, WAIT).await,
+        Outcome::ClientDisconnected
+    );
+    let row = app.ledger_row(&rid).expect("row");
+    assert_free(&row, Finish::UpstreamTimeout, 504);
+    assert_eq!(assert_books(&app, &key), 0);
+}
+
+#[tokio::test]
+async fn idle_stall_after_some_tokens_bills_what_was_delivered() {
+    let app = TestApp::spawn_with(|c| c.upstream.idle_timeout_secs = 1).await;
+    let key = app.create_key("trial", None).await;
+    let text = "[[sim reply=10 stall_after=3 keepalive_ms=100]] hi";
+    let resp = app
+        .chat(&key, &stream_body(text))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    let rid = request_id(&resp);
+    let events = read_stream(resp).await;
+    let chunks = assert_ends_with_error(&events, "upstream_timeout");
+    assert_eq!(text_deltas(&chunks), 3);
+    let keep_alives_after_text = events
+        .iter()
+        .skip_while(|e| !e.contains("charlie"))
+        .filter(|e| *e == ": keep-alive")
+        .count();
+    assert!(keep_alives_after_text >= 1, "{events:?}");
+    assert_eq!(app.sim.wait_outcome(0, WAIT).await, Outcome::Stalled);
+    let row = app.wait_ledger_row(&rid).await;
+    assert_estimated(
+        &row,
+        text,
+        Finish::UpstreamTimeout,
+        3..=reply_bytes(3).div_ceil(4),
+    );
+    assert_eq!(row.status, 200);
+    assert_eq!(assert_books(&app, &key), row.cost.nanos());
+}
+
+#[tokio::test]
+async fn total_timeout_is_504_before_the_answer_and_an_error_event_during_a_stream() {
+    let app = TestApp::spawn_with(|c| c.upstream.request_timeout_secs = 1).await;
+    let key = app.create_key("trial", None).await;
+
+    // Not streamed, still queued upstream (blank lines) at the deadline.
+    let resp = app
+        .chat(
+            &key,
+            &body(FLASH, "[[sim first_delay_ms=60000 keepalive_ms=100]] hi"),
+        )
+        .send()
+        .await
+        .expect("send");
+    let rid = request_id(&resp);
+    assert_error(resp, 504, "upstream_timeout").await;
+    assert_eq!(
+        app.sim.wait_outcome(0, WAIT).await,
+        Outcome::ClientDisconnected
+    );
+    assert_free(
+        &app.ledger_row(&rid).expect("row"),
+        Finish::UpstreamTimeout,
+        504,
+    );
+
+    // Streamed, still queued (keep-alives) at the deadline: nothing delivered, nothing billed.
+    let resp = app
+        .chat(
+            &key,
+            &stream_body("[[sim first_delay_ms=60000 keepalive_ms=100]] hi"),
+        )
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    let rid = request_id(&resp);
+    let events = read_stream(resp).await;
+    let chunks = assert_ends_with_error(&events, "upstream_timeout");
+    assert_eq!(text_deltas(&chunks), 0);
+    assert_eq!(
+        app.sim.wait_outcome(1, WAIT).await,
+        Outcome::ClientDisconnected
+    );
+    assert_free(
+        &app.wait_ledger_row(&rid).await,
+        Finish::UpstreamTimeout,
+        200,
+    );
+
+    // Streamed, tokens flowing (never idle) when the total deadline passes.
+    let text = "[[sim reply=500 delay_ms=20]] a very long answer";
+    let resp = app
+        .chat(&key, &stream_body(text))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    let rid = request_id(&resp);
+    let events = read_stream(resp).await;
+    let chunks = assert_ends_with_error(&events, "upstream_timeout");
+    let delivered = text_deltas(&chunks);
+    assert!((1..500).contains(&delivered), "{delivered}");
+    assert_eq!(
+        app.sim.wait_outcome(2, WAIT).await,
+        Outcome::ClientDisconnected
+    );
+    let row = app.wait_ledger_row(&rid).await;
+    assert_estimated(
+        &row,
+        text,
+        Finish::UpstreamTimeout,
+        delivered as u64..=reply_bytes(delivered).div_ceil(4),
+    );
+    assert_eq!(assert_books(&app, &key), row.cost.nanos());
+}
+
+#[tokio::test]
+async fn stream_dropped_halfway_ends_with_an_error_event_and_bills_the_delivered_tokens() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key("trial", None).await;
+    let text = "[[sim reply=10 drop_after=5]] hi";
+    let resp = app
+        .chat(&key, &stream_body(text))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    let rid = request_id(&resp);
+    let events = read_stream(resp).await;
+    let chunks = assert_ends_with_error(&events, "upstream_error");
+    assert_eq!(text_deltas(&chunks), 5);
+    assert_eq!(app.sim.wait_outcome(0, WAIT).await, Outcome::Dropped);
+    let row = app.wait_ledger_row(&rid).await;
+    assert_eq!(row.status, 200);
+    // Five deltas reached the customer: five tokens, as DeepSeek streams one token per delta.
+    assert_estimated(&row, text, Finish::UpstreamError, 5..=5);
+    assert_eq!(
+        row.cost.nanos(),
+        prompt_estimate(text) as i64 * MISS_NANOS + 5 * OUT_NANOS
+    );
+    assert_eq!(assert_books(&app, &key), row.cost.nanos());
+}
+
+#[tokio::test]
+async fn upstream_error_event_mid_stream_becomes_our_error_event() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key("trial", None).await;
+
+    let text = "[[sim reply=10 error_after=4]] hi";
+    let resp = app
+        .chat(&key, &stream_body(text))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    let rid = request_id(&resp);
+    let events = read_stream(resp).await;
+    let chunks = assert_ends_with_error(&events, "upstream_error");
+    assert_eq!(text_deltas(&chunks), 4);
+    assert!(
+        !events.iter().any(|e| e.contains("internal_error")),
+        "upstream's own error event is not relayed: {events:?}"
+    );
+    assert_eq!(app.sim.wait_outcome(0, WAIT).await, Outcome::Failed(500));
+    let row = app.wait_ledger_row(&rid).await;
+    assert_estimated(
+        &row,
+        text,
+        Finish::UpstreamError,
+        4..=reply_bytes(4).div_ceil(4),
+    );
+    let billed = row.cost.nanos();
+
+    // Before any token: nothing reached the customer, nothing is billed.
+    let resp = app
+        .chat(&key, &stream_body("[[sim reply=10 error_after=0]] hi"))
+        .send()
+        .await
+        .expect("send");
+    let rid = request_id(&resp);
+    let events = read_stream(resp).await;
+    let chunks = assert_ends_with_error(&events, "upstream_error");
+    assert_eq!(text_deltas(&chunks), 0);
+    assert_free(&app.wait_ledger_row(&rid).await, Finish::UpstreamError, 200);
+    assert_eq!(assert_books(&app, &key), billed);
+}
