@@ -325,11 +325,21 @@ pub async fn handle_admin(state: &AppState, req: Request) -> Response {
                 .map_err(|e| AdminError::Internal(e.to_string()))
         }
         Request::OrdersShow { order_id } => {
-            match crate::shop::orders::load_order(state, &order_id).await {
-                Some((o, _)) => Ok(Response::Order {
+            let id = order_id.trim().to_string();
+            let found = if id.is_empty() || id.len() > 64 {
+                Ok(None)
+            } else {
+                state
+                    .store
+                    .read(move |c| crate::store::orders::get(c, &id))
+                    .await
+            };
+            match found {
+                Ok(Some(o)) => Ok(Response::Order {
                     order: order_view(&o),
                 }),
-                None => Err(AdminError::NoSuchOrder(order_id)),
+                Ok(None) => Err(AdminError::NoSuchOrder(order_id)),
+                Err(e) => Err(AdminError::Internal(e.to_string())),
             }
         }
         Request::Subscribe => Ok(Response::Subscribed),

@@ -66,7 +66,7 @@ impl Catalog {
                         name: name.clone(),
                         upstream: m.upstream_model.clone(),
                         max_output_tokens: m.max_output_tokens,
-                        prices: ModelPrices::from_config(m),
+                        prices: ModelPrices::new(m.input_cache_hit, m.input_cache_miss, m.output),
                     },
                 )
             })

@@ -8,8 +8,7 @@ use std::str::FromStr;
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::config::ModelConfig;
-use crate::money::TokenPrices;
+use crate::money::{TokenPrices, Usd};
 
 /// Off-peak or peak; `as usize` is the index into a config price pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,12 +147,12 @@ pub struct ModelPrices {
 }
 
 impl ModelPrices {
-    /// From a model's config entry.
-    pub fn from_config(m: &ModelConfig) -> Self {
+    /// From per-1M-token prices as `[off-peak, peak]` (the config's form).
+    pub fn new(cache_hit: [Usd; 2], cache_miss: [Usd; 2], output: [Usd; 2]) -> Self {
         let at = |i: usize| TokenPrices {
-            cache_hit: m.input_cache_hit[i],
-            cache_miss: m.input_cache_miss[i],
-            output: m.output[i],
+            cache_hit: cache_hit[i],
+            cache_miss: cache_miss[i],
+            output: output[i],
         };
         ModelPrices {
             by_period: [at(0), at(1)],

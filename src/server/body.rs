@@ -1,16 +1,12 @@
-//! Body wrappers: a request body that must arrive in time, and a response body that marks its
-//! request finished when it is done (or dropped).
+//! A request body that must arrive in time.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::body::Body;
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
-
-use super::conn::InProgress;
 
 /// After the grace time, a request body must keep arriving at this many bytes a second on
 /// average: an honest upload of the largest body allowed is never cut, a trickle is.
@@ -72,46 +68,6 @@ impl http_body::Body for Deadline {
                 Poll::Pending => Poll::Pending,
             },
         }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// A response body that holds its request "in progress" until it is sent or dropped.
-pub struct Finished {
-    inner: Body,
-    in_progress: Option<InProgress>,
-}
-
-impl Finished {
-    /// Wrap `inner`.
-    pub(super) fn new(inner: Body, in_progress: InProgress) -> Finished {
-        Finished {
-            inner,
-            in_progress: Some(in_progress),
-        }
-    }
-}
-
-impl http_body::Body for Finished {
-    type Data = Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(None) = polled {
-            self.in_progress = None;
-        }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -12,6 +12,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
@@ -23,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use super::Limits;
-use super::body::{Deadline, Finished};
+use super::body::Deadline;
 
 /// How often the watchdog looks at a connection.
 const WATCH_EVERY: Duration = Duration::from_secs(1);
@@ -209,5 +211,45 @@ impl AsyncWrite for Watched {
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
+    }
+}
+
+/// A response body that holds its request "in progress" until it is sent or dropped.
+struct Finished {
+    inner: Body,
+    in_progress: Option<InProgress>,
+}
+
+impl Finished {
+    /// Wrap `inner`.
+    fn new(inner: Body, in_progress: InProgress) -> Finished {
+        Finished {
+            inner,
+            in_progress: Some(in_progress),
+        }
+    }
+}
+
+impl http_body::Body for Finished {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            self.in_progress = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }

@@ -35,11 +35,28 @@ pub enum Fulfilment {
     NotApplicable,
 }
 
+/// An order by our id (fulfilment's own read, so that the look-up pages, which call into
+/// fulfilment, stay above it).
+async fn load(state: &AppState, order_id: &str) -> Option<OrderRecord> {
+    let id = order_id.to_string();
+    match state
+        .store
+        .read(move |c| crate::store::orders::get(c, &id))
+        .await
+    {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::error!(order_id, error = %e, "order query failed");
+            None
+        }
+    }
+}
+
 /// Grant the order's key if `capture` is `COMPLETED` for exactly the order's amount, in USD,
 /// for this order. Safe to call any number of times, concurrently, from capture and webhooks.
 pub async fn fulfil(state: &Arc<AppState>, order_id: &str, capture: &CaptureInfo) -> Fulfilment {
     let _serial = state.fulfil_lock.lock().await;
-    let Some((order, _)) = crate::shop::orders::load_order(state, order_id).await else {
+    let Some(order) = load(state, order_id).await else {
         return Fulfilment::NotApplicable;
     };
     match order.status {
@@ -177,8 +194,8 @@ async fn issue_key(
     if let Err(e) = state.store.write(write).await {
         // The database refused to pay it twice (or failed): report what it holds.
         tracing::warn!(order_id, error = %e, "order not paid by this call");
-        return match crate::shop::orders::load_order(state, order_id).await {
-            Some((o, _)) if o.status == OrderStatus::Paid => {
+        return match load(state, order_id).await {
+            Some(o) if o.status == OrderStatus::Paid => {
                 let key_id = o.key_id.unwrap_or_default();
                 ensure_installed(state, &key_id).await;
                 Fulfilment::Paid(key_id)

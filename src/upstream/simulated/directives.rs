@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{Map, Value, json};
 
 use super::Shared;
-use super::server::{ApiError, check_auth};
+use super::errors::{ApiError, check_auth};
 
 const MAX_OUTPUT_TOKENS: u64 = 393_216;
 const DEFAULT_REPLY: &str = "Hello! This is a simulated DeepSeek answer from the modelrelay demo upstream; \

@@ -23,6 +23,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 mod directives;
+mod errors;
 mod server;
 mod stream;
 #[cfg(test)]
