@@ -227,7 +227,10 @@ async fn run_once(args: &Args, seed: u64, dir: &Path) -> Result<RunResult> {
                 .models
                 .get(*m)
                 .with_context(|| format!("default config lacks {m}"))?;
-            Ok((m.to_string(), ModelPrices::new(mc.input_cache_hit, mc.input_cache_miss, mc.output)))
+            Ok((
+                m.to_string(),
+                ModelPrices::new(mc.input_cache_hit, mc.input_cache_miss, mc.output),
+            ))
         })
         .collect::<Result<_>>()?;
     let mut rng = StdRng::seed_from_u64(seed);

@@ -10,9 +10,9 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use super::format_amount;
+use super::types::format_amount;
+use super::types::{CaptureResult, CreatedOrder, NewOrder, OrderInfo, PaypalError, PaypalSettings};
 use super::wire::{api_error, capture_of, checked_id, first_unit, str_at, unreachable};
-use super::{CaptureResult, CreatedOrder, NewOrder, OrderInfo, PaypalError, PaypalSettings};
 use crate::money::Usd;
 
 /// Refresh a token this long before PayPal says it expires, so no request races the expiry.

@@ -1,7 +1,9 @@
 //! Unit tests of the client's pure parts: amounts, error bodies, ids, settings.
 
+use super::types::NANOS_PER_CENT;
 use super::wire::{api_error, checked_id};
 use super::*;
+use crate::money::Usd;
 
 fn usd(s: &str) -> Usd {
     s.parse().unwrap()

@@ -6,8 +6,9 @@ use reqwest::Method;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use super::client::PayPal;
+use super::types::PaypalError;
 use super::wire::str_at;
-use super::{PayPal, PaypalError};
 
 /// The body of `verify-webhook-signature`; the event is spliced in byte for byte.
 #[derive(Serialize)]

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::{CaptureInfo, PaypalError, parse_amount};
+use super::types::{CaptureInfo, PaypalError, parse_amount};
 
 /// No answer from PayPal at all (connection, timeout, TLS, a body cut short).
 pub(super) fn unreachable(e: reqwest::Error) -> PaypalError {

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::StoreError;
+use super::error::StoreError;
 use crate::keys::{KeyRecord, KeyStatus};
 use crate::money::Usd;
 

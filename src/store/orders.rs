@@ -7,7 +7,7 @@
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::StoreError;
+use super::error::StoreError;
 use crate::keys::KeyRecord;
 use crate::money::Usd;
 

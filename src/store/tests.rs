@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use super::*;
+use crate::keys::KeyStatus;
+use crate::money::Usd;
 use crate::pricing::PricePeriod;
 use chrono::{DateTime, Utc};
 
@@ -159,11 +161,11 @@ async fn open_creates_the_schema_and_reopening_migrates_once() {
     let (store, _) = reopen(store, &path).await;
     assert_eq!(
         count(&store, "SELECT count(*) FROM schema_migrations").await,
-        MIGRATIONS.len() as i64
+        migrate::MIGRATIONS.len() as i64
     );
     assert_eq!(
         count(&store, "SELECT max(version) FROM schema_migrations").await,
-        MIGRATIONS.len() as i64
+        migrate::MIGRATIONS.len() as i64
     );
     store.close().await;
 }

@@ -3,7 +3,7 @@
 use rusqlite::{Connection, params};
 use serde::{Deserialize, Serialize};
 
-use super::StoreError;
+use super::error::StoreError;
 use crate::money::Usd;
 use crate::pricing::PricePeriod;
 

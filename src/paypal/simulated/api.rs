@@ -11,8 +11,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Value, json};
 
-use super::render::{error_body, now};
-use super::{Shared, lock, new_id};
+use super::render::{error_body, new_id, now};
+use super::state::{Shared, lock};
 
 /// What PayPal's sandbox says a token lives, in seconds (nine hours).
 const TOKEN_LIFETIME_SECS: u64 = 32_400;

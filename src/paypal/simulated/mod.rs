@@ -12,10 +12,9 @@
 //! another process) does what PayPal's popup does. Every capture happens under one lock, so
 //! concurrent captures of one order create exactly one capture, as at PayPal.
 
-use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -24,106 +23,24 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::format_amount;
-
 mod api;
 mod orders;
 mod render;
+mod state;
 #[cfg(test)]
 mod tests;
 mod webhooks;
 
-use render::{SimOrder, now};
-use webhooks::{Transmission, issue_webhook};
-
-/// Credentials and webhook id of a [`SimulatedPaypal`].
-#[derive(Clone, Debug)]
-pub struct SimPaypalOptions {
-    /// Accepted client id (Basic auth user on `/v1/oauth2/token`).
-    pub client_id: String,
-    /// Accepted secret.
-    pub client_secret: String,
-    /// The webhook id that `verify-webhook-signature` requires.
-    pub webhook_id: String,
-}
-
-impl Default for SimPaypalOptions {
-    fn default() -> Self {
-        SimPaypalOptions {
-            client_id: "sim-client-id".to_owned(),
-            client_secret: "sim-secret".to_owned(),
-            webhook_id: "WH-SIM".to_owned(),
-        }
-    }
-}
-
-/// How the next captures turn out (until changed); the default is [`CaptureMode::Completed`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum CaptureMode {
-    /// Capture `COMPLETED` for the order's amount: the normal case.
-    #[default]
-    Completed,
-    /// Capture `PENDING` (`status_details.reason = PENDING_REVIEW`), order `COMPLETED`; finish it
-    /// with [`SimulatedPaypal::complete_pending`].
-    Pending,
-    /// Capture `DECLINED`, order `COMPLETED`.
-    Declined,
-    /// Capture `COMPLETED` for the order's amount plus 1.00: must not be granted.
-    WrongAmount,
-    /// Capture `COMPLETED` in `EUR`: must not be granted.
-    WrongCurrency,
-}
-
-/// What the simulator has been asked, for assertions.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SimCounts {
-    /// Orders actually created (an idempotent replay creates none).
-    pub creates: u64,
-    /// Calls to `POST /v2/checkout/orders`, replays and refusals included.
-    pub create_calls: u64,
-    /// Calls to the capture endpoint, replays and refusals included.
-    pub captures: u64,
-    /// Captures that reached `COMPLETED` (at capture time or through `complete_pending`).
-    pub completed_captures: u64,
-    /// Calls to `/v1/oauth2/token`.
-    pub token_requests: u64,
-    /// Calls to `verify-webhook-signature`.
-    pub verify_calls: u64,
-}
+use render::now;
+pub use state::{CaptureMode, SimCounts, SimPaypalOptions};
+use state::{Shared, SimState, approve, lock};
+use webhooks::issue_webhook;
 
 /// A running simulated PayPal; it stops when dropped or on [`SimulatedPaypal::shutdown`].
 pub struct SimulatedPaypal {
     addr: SocketAddr,
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
-}
-
-struct Shared {
-    opts: SimPaypalOptions,
-    base: String,
-    /// Keys the fake transmission signatures, so they look like signatures and differ per run.
-    sign_key: [u8; 32],
-    state: Mutex<SimState>,
-}
-
-#[derive(Default)]
-struct SimState {
-    tokens: HashSet<String>,
-    orders: HashMap<String, SimOrder>,
-    /// `PayPal-Request-Id` of a create → the order it created, so a replay answers the same.
-    create_requests: HashMap<String, String>,
-    /// `invoice_id` → order id: PayPal refuses an invoice id twice.
-    invoices: HashMap<String, String>,
-    mode: CaptureMode,
-    counts: SimCounts,
-    /// `(event type, order id)` → the event, so redelivery repeats the event id as PayPal does.
-    events: HashMap<(String, String), Value>,
-    transmissions: HashMap<String, Transmission>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panicking test thread must not take the simulator down with it; the data stays usable.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl SimulatedPaypal {
@@ -243,28 +160,6 @@ impl Drop for SimulatedPaypal {
     fn drop(&mut self) {
         self.shutdown();
     }
-}
-
-fn approve(shared: &Shared, id: &str) -> bool {
-    let mut st = lock(&shared.state);
-    let Some(order) = st.orders.get_mut(id) else {
-        return false;
-    };
-    if order.status == "CREATED" {
-        order.status = "APPROVED".to_owned();
-        order.approved = true;
-        order.update_time = now();
-    }
-    true
-}
-
-/// `len` random uppercase alphanumerics: the shape of PayPal's order, capture and refund ids.
-fn new_id(len: usize) -> String {
-    const CHARS: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
-    let mut rng = rand::rng();
-    (0..len)
-        .map(|_| char::from(CHARS[rng.random_range(0..CHARS.len())]))
-        .collect()
 }
 
 /// The PayPal routes the storefront calls, plus the buyer's approval from another process.

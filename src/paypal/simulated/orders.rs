@@ -11,8 +11,8 @@ use axum::response::Response;
 use serde_json::{Value, json};
 
 use super::api::{header_str, invalid, not_found, reply, unprocessable};
-use super::render::{SimCapture, SimOrder, now};
-use super::{CaptureMode, Shared, approve, lock, new_id};
+use super::render::{SimCapture, SimOrder, new_id, now};
+use super::state::{CaptureMode, Shared, approve, lock};
 use crate::money::Usd;
 use crate::paypal::parse_amount;
 

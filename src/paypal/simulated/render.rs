@@ -5,8 +5,8 @@ use chrono::{SecondsFormat, Utc};
 use rand::Rng;
 use serde_json::{Value, json};
 
-use super::{format_amount, new_id};
 use crate::money::Usd;
+use crate::paypal::format_amount;
 
 /// An order as the simulator keeps it.
 pub(super) struct SimOrder {
@@ -318,4 +318,13 @@ pub(super) fn event(base: &str, kind: &str, resource: Value, order: &SimOrder) -
             link(format!("{me}/resend"), "resend", "POST"),
         ],
     })
+}
+
+/// `len` random uppercase alphanumerics: the shape of PayPal's order, capture and refund ids.
+pub(super) fn new_id(len: usize) -> String {
+    const CHARS: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    let mut rng = rand::rng();
+    (0..len)
+        .map(|_| char::from(CHARS[rng.random_range(0..CHARS.len())]))
+        .collect()
 }

@@ -5,6 +5,7 @@ use crate::money::Usd;
 use crate::paypal::{CaptureInfo, NewOrder, PayPal, PaypalError, PaypalSettings};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::json;
+use std::collections::HashSet;
 
 mod webhooks;
 

@@ -17,17 +17,8 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::api::{api_error, invalid, reply};
-use super::render::{Refund, SimOrder, event, now, transmission_id};
-use super::{Shared, SimState, lock, new_id};
-
-/// What was signed for one webhook delivery; verification compares against it.
-pub(super) struct Transmission {
-    auth_algo: String,
-    cert_url: String,
-    sig: String,
-    time: String,
-    event: Value,
-}
+use super::render::{Refund, SimOrder, event, new_id, now, transmission_id};
+use super::state::{Shared, SimState, Transmission, lock};
 
 const AUTH_ALGO: &str = "SHA256withRSA";
 /// The event types [`super::SimulatedPaypal::webhook`] can produce.

@@ -12,8 +12,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
+use super::notice::{bad_form, csrf_refused, message, not_found};
 use super::view::{PlanView, clip, url_encode};
-use super::{bad_form, csrf_refused, message, not_found};
 use crate::money::Usd;
 use crate::shop::web::{PageCtx, csrf_ok};
 use crate::state::AppState;

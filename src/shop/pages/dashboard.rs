@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::chart::{self, Chart};
 use super::form::{FormPost, GuardedForm};
-use super::unavailable;
+use super::notice::unavailable;
 use super::view::display_time;
 use crate::keys::KeyStatus;
 use crate::keys::identify::look_up;

@@ -12,7 +12,7 @@ use axum::response::Response;
 use governor::DefaultKeyedRateLimiter;
 use serde::de::DeserializeOwned;
 
-use super::{bad_form, csrf_refused, too_many};
+use super::notice::{bad_form, csrf_refused, too_many};
 use crate::shop::guard::{Guarded, Refusal};
 use crate::shop::limits::ShopLimits;
 use crate::shop::web::PageCtx;

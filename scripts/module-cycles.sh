@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Module-level import cycles of the library: none may exist (ARCHITECTURE.md). Needs
+# cargo-modules (`cargo install cargo-modules --version 0.27.0 --locked` on Rust 1.95).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo modules dependencies -p modelrelay --lib --no-externs --no-sysroot \
+  --no-fns --no-traits --no-types --no-owns | python3 scripts/module-cycles.py

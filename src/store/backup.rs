@@ -1,0 +1,119 @@
+//! Online backups with SQLite's backup API.
+
+use std::path::{Path, PathBuf};
+
+/// Pages copied per backup step; between steps the writer carries on (WAL: a reader never
+/// blocks it).
+const BACKUP_PAGES_PER_STEP: std::ffi::c_int = 256;
+
+/// Why a backup failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    /// The destination exists; a backup never overwrites.
+    #[error("{0} already exists; a backup never overwrites a file")]
+    Exists(PathBuf),
+    /// Creating, syncing or renaming the file.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// SQLite's backup failed.
+    #[error("backup: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The blocking task died.
+    #[error("backup task failed")]
+    Task,
+}
+
+/// Copy the database at `src` to `dest` (blocking; see [`super::Store::backup`]).
+pub(super) fn backup_blocking(src: &Path, dest: &Path) -> Result<u64, BackupError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |context: String| move |source| BackupError::Io { context, source };
+    if dest.symlink_metadata().is_ok() {
+        return Err(BackupError::Exists(dest.to_path_buf()));
+    }
+    let mut tmp_name = dest.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = PathBuf::from(tmp_name);
+    // create_new: a leftover or concurrent `.tmp` is never clobbered either.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                BackupError::Exists(tmp.clone())
+            } else {
+                BackupError::Io {
+                    context: format!("cannot create {}", tmp.display()),
+                    source: e,
+                }
+            }
+        })?;
+    let copied = copy_database(src, &tmp).and_then(|()| {
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(io(format!("cannot sync {}", tmp.display())))
+    });
+    let linked = copied.and_then(|()| {
+        // A hard link fails if `dest` appeared meanwhile: no overwrite, even in a race.
+        match std::fs::hard_link(&tmp, dest) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(BackupError::Exists(dest.to_path_buf()))
+            }
+            // A filesystem without hard links: check, then rename.
+            Err(_) if dest.symlink_metadata().is_ok() => {
+                Err(BackupError::Exists(dest.to_path_buf()))
+            }
+            Err(_) => std::fs::rename(&tmp, dest)
+                .map_err(io(format!("cannot rename to {}", dest.display()))),
+        }
+    });
+    let _ = std::fs::remove_file(&tmp);
+    linked?;
+    if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty())
+        && let Ok(d) = std::fs::File::open(dir)
+    {
+        let _ = d.sync_all();
+    }
+    let size = std::fs::metadata(dest)
+        .map_err(io(format!("cannot stat {}", dest.display())))?
+        .len();
+    Ok(size)
+}
+
+/// Copy `src` into the (empty) database file `dest` page by page.
+fn copy_database(src: &Path, dest: &Path) -> Result<(), BackupError> {
+    use rusqlite::backup::{Backup, StepResult};
+    let source = rusqlite::Connection::open_with_flags(
+        src,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    source.busy_timeout(std::time::Duration::from_secs(5))?;
+    // One read transaction for the whole copy: every step reads the same snapshot.
+    source.execute_batch("BEGIN; SELECT COUNT(*) FROM sqlite_master;")?;
+    let mut target = rusqlite::Connection::open(dest)?;
+    {
+        let backup = Backup::new(&source, &mut target)?;
+        loop {
+            match backup.step(BACKUP_PAGES_PER_STEP)? {
+                StepResult::Done => break,
+                StepResult::More => {}
+                StepResult::Busy | StepResult::Locked => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                _ => std::thread::sleep(std::time::Duration::from_millis(10)),
+            }
+        }
+    }
+    source.execute_batch("COMMIT;")?;
+    // The copy is a standalone file: no WAL beside it.
+    target.execute_batch("PRAGMA journal_mode = DELETE;")?;
+    target.close().map_err(|(_, e)| BackupError::Sqlite(e))?;
+    Ok(())
+}

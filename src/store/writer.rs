@@ -1,0 +1,160 @@
+//! The one writer task: it takes what is queued, applies it in one transaction, commits, and
+//! acknowledges each write (group commit).
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::error::StoreError;
+use super::write::{Write, apply};
+
+/// Most writes one transaction takes before committing.
+const MAX_BATCH: usize = 4096;
+
+/// A job for the writer.
+pub(super) enum Job {
+    Write(Write, Option<oneshot::Sender<Result<(), StoreError>>>),
+    Close(oneshot::Sender<()>),
+}
+
+/// The writer: take what is queued (up to `MAX_BATCH`), apply it in one transaction (one bad
+/// write cannot sink the others; see [`try_commit`]), commit, acknowledge.
+pub(super) async fn run_writer(
+    conn: tokio_rusqlite::Connection,
+    mut rx: mpsc::UnboundedReceiver<Job>,
+) {
+    let mut closing: Option<oneshot::Sender<()>> = None;
+    while closing.is_none() {
+        let Some(first) = rx.recv().await else { break };
+        let mut batch = Vec::new();
+        let mut push = |job: Job, batch: &mut Vec<_>| match job {
+            Job::Write(w, ack) => batch.push((w, ack)),
+            Job::Close(done) => closing = Some(done),
+        };
+        push(first, &mut batch);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => push(job, &mut batch),
+                Err(_) => break,
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        commit_batch(&conn, batch).await;
+    }
+    // Stop taking work, then finish what was queued before the close request took effect.
+    rx.close();
+    let mut rest = Vec::new();
+    while let Ok(job) = rx.try_recv() {
+        if let Job::Write(w, ack) = job {
+            rest.push((w, ack));
+        }
+    }
+    if !rest.is_empty() {
+        commit_batch(&conn, rest).await;
+    }
+    let _ = conn.close().await;
+    if let Some(done) = closing {
+        let _ = done.send(());
+    }
+}
+
+type Ack = Option<oneshot::Sender<Result<(), StoreError>>>;
+
+/// Apply writes in one transaction, each as if in a savepoint of its own (one bad write cannot
+/// sink the others; see [`try_commit`]), commit, and acknowledge each with its own result.
+async fn commit_batch(conn: &tokio_rusqlite::Connection, batch: Vec<(Write, Ack)>) {
+    let (writes, acks): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+    let writes = std::sync::Arc::new(writes);
+    // A failed commit (disk full, I/O error) is retried before the batch is given up: these
+    // rows are bills, and memory has already charged them.
+    let mut result = try_commit(conn, writes.clone()).await;
+    for delay_ms in [50, 500, 2000] {
+        if result.is_ok() {
+            break;
+        }
+        tracing::warn!(delay_ms, "database commit failed; retrying");
+        tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+        result = try_commit(conn, writes.clone()).await;
+    }
+    match result {
+        Ok(results) => {
+            for (r, ack) in results.into_iter().zip(acks) {
+                if let Err(e) = &r {
+                    tracing::error!(error = %e, "database write refused");
+                }
+                if let Some(ack) = ack {
+                    let _ = ack.send(r);
+                }
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, writes = writes.len(), "DATABASE COMMIT FAILED: writes in this batch are lost");
+            for ack in acks.into_iter().flatten() {
+                let _ = ack.send(Err(StoreError::Corrupt(format!("commit failed: {e}"))));
+            }
+        }
+    }
+}
+
+/// One attempt at a batch: one transaction, one commit.
+///
+/// Writes almost never fail, so the batch is first applied without savepoints (a savepoint per
+/// write costs two statements and a copy of every page it touches in the sub-journal). If any
+/// write fails, that transaction is rolled back whole and the batch is applied again with a
+/// savepoint per write, so each write gets its own result exactly as if it had had its
+/// savepoint all along.
+async fn try_commit(
+    conn: &tokio_rusqlite::Connection,
+    writes: std::sync::Arc<Vec<Write>>,
+) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+    let result = conn
+        .call(
+            move |c| -> Result<Vec<Result<(), StoreError>>, StoreError> {
+                if let Some(all_ok) = commit_all_or_nothing(c, &writes)? {
+                    return Ok(all_ok);
+                }
+                commit_with_savepoints(c, &writes)
+            },
+        )
+        .await;
+    Ok(result?)
+}
+
+/// Apply every write in one transaction and commit: `Some` (every write succeeded), or `None`
+/// with nothing changed (a write failed; the transaction is rolled back).
+fn commit_all_or_nothing(
+    c: &mut rusqlite::Connection,
+    writes: &[Write],
+) -> Result<Option<Vec<Result<(), StoreError>>>, StoreError> {
+    let tx = c.transaction()?;
+    for w in writes {
+        if apply(&tx, w).is_err() {
+            tx.rollback()?;
+            return Ok(None);
+        }
+    }
+    tx.commit()?;
+    Ok(Some(writes.iter().map(|_| Ok(())).collect()))
+}
+
+/// Apply the writes in one transaction, a savepoint each (a failed write is rolled back alone
+/// and reported), and commit.
+fn commit_with_savepoints(
+    c: &mut rusqlite::Connection,
+    writes: &[Write],
+) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+    let mut tx = c.transaction()?;
+    let mut results = Vec::with_capacity(writes.len());
+    for w in writes {
+        let sp = tx.savepoint()?;
+        let r = apply(&sp, w);
+        if r.is_ok() {
+            sp.commit()?;
+        } else {
+            drop(sp); // rolls back to the savepoint
+        }
+        results.push(r);
+    }
+    tx.commit()?;
+    Ok(results)
+}
