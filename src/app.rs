@@ -33,6 +33,10 @@ pub fn app(state: Arc<AppState>) -> Router {
             crate::metrics::http::count_requests,
         ))
         .layer(axum::middleware::from_fn(crate::state::request_id))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::state::transport_headers,
+        ))
         .with_state(state)
 }
 

@@ -308,6 +308,30 @@ pub fn new_request_id() -> String {
     id
 }
 
+/// Headers every response carries, API and storefront alike: `X-Content-Type-Options: nosniff`
+/// (a JSON error must never be sniffed into HTML), and — when `server.public_url` is https —
+/// `Strict-Transport-Security`, so a browser that once reached the shop over TLS never falls
+/// back to plain HTTP, where a key or a payment could be read on the way.
+pub async fn transport_headers(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    h.insert(
+        axum::http::header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if state.config.server.public_url.starts_with("https://") {
+        h.insert(
+            axum::http::header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
+    resp
+}
+
 /// Give every response an `x-request-id` (and handlers the same id).
 pub async fn request_id(mut req: Request, next: Next) -> Response {
     let id = new_request_id();

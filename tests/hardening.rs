@@ -280,3 +280,44 @@ async fn over_the_connection_cap_new_clients_wait_and_those_in_progress_go_on() 
     let text = stream.text().await.unwrap();
     assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
 }
+
+#[tokio::test]
+async fn every_answer_says_nosniff_and_https_sites_ask_for_hsts() {
+    let app = TestApp::spawn().await;
+    for path in ["/v1/models", "/v1/nope", "/healthz", "/", "/api/usage"] {
+        let resp = app
+            .http
+            .get(format!("{}{path}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.headers()
+                .get("x-content-type-options")
+                .map(|v| v.to_str().unwrap()),
+            Some("nosniff"),
+            "{path}"
+        );
+        // Plain HTTP: no HSTS (it would be ignored, and wrong for a local demo).
+        assert!(
+            resp.headers().get("strict-transport-security").is_none(),
+            "{path}"
+        );
+    }
+    let tls = TestApp::spawn_with(|c| c.server.public_url = "https://shop.example".into()).await;
+    for path in ["/v1/models", "/healthz", "/", "/pricing"] {
+        let resp = tls
+            .http
+            .get(format!("{}{path}", tls.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.headers()
+                .get("strict-transport-security")
+                .map(|v| v.to_str().unwrap()),
+            Some("max-age=31536000"),
+            "{path}"
+        );
+    }
+}

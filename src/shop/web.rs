@@ -1,7 +1,7 @@
 //! What every storefront page shares: the language (`?lang=`, cookie, `Accept-Language`), the
-//! CSRF token (double-submit: an `HttpOnly; SameSite=Strict` cookie, echoed by forms as
-//! `csrf_token` and by the pages' JSON calls as `x-csrf-token`), the DEMO flag, and the
-//! security headers.
+//! CSRF token (double-submit: an `HttpOnly; SameSite=Lax` cookie — see `cookie` for why Lax —
+//! echoed by forms as `csrf_token` and by the pages' JSON calls as `x-csrf-token`), the DEMO
+//! flag, and the security headers.
 
 use std::sync::Arc;
 
