@@ -14,6 +14,9 @@ pub enum Measured {
     Provider,
     /// Our estimate: upstream never reported usage (client gone, stream cut).
     Estimated,
+    /// Upstream reported more tokens than the request could have used (a malformed answer):
+    /// the counts were capped at what the request's hold allowed.
+    Clamped,
 }
 
 impl Measured {
@@ -22,6 +25,7 @@ impl Measured {
         match self {
             Measured::Provider => "provider",
             Measured::Estimated => "estimated",
+            Measured::Clamped => "clamped",
         }
     }
 }

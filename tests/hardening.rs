@@ -321,3 +321,114 @@ async fn every_answer_says_nosniff_and_https_sites_ask_for_hsts() {
         );
     }
 }
+
+/// An upstream whose every answer reports `usage` as given (non-stream).
+fn usage_upstream(
+    usage: serde_json::Value,
+) -> impl Fn(String) -> axum::response::Response + Clone + Send + Sync + 'static {
+    move |_auth: String| {
+        use axum::response::IntoResponse;
+        (
+            [("content-type", "application/json")],
+            serde_json::json!({"id": "x", "object": "chat.completion", "model": "deepseek-v4-flash",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"},
+                    "finish_reason": "stop"}],
+                "usage": usage.clone()})
+            .to_string(),
+        )
+            .into_response()
+    }
+}
+
+/// Like [`hostile_upstream`], for a closure.
+async fn upstream_with(
+    answer: impl Fn(String) -> axum::response::Response + Clone + Send + Sync + 'static,
+) -> String {
+    use axum::http::HeaderMap;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().fallback(move |headers: HeaderMap| {
+        let answer = answer.clone();
+        async move {
+            let auth = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            answer(auth)
+        }
+    });
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn absurd_token_counts_are_capped_and_nothing_overflows() {
+    let max = u64::MAX;
+    let upstream = upstream_with(usage_upstream(serde_json::json!({
+        "prompt_tokens": max, "completion_tokens": max, "total_tokens": max,
+        "prompt_cache_hit_tokens": max, "prompt_cache_miss_tokens": max,
+        "completion_tokens_details": {"reasoning_tokens": max}})))
+    .await;
+    let app = TestApp::spawn_with(move |c| c.upstream.base_url = upstream.clone()).await;
+    let key = app.create_key("trial", None).await;
+    let before = app.key_state(&key).balance();
+    let mut b = body("deepseek-v4-flash", "hi");
+    b["max_tokens"] = 100.into();
+    for _ in 0..3 {
+        let resp = app.chat(&key, &b).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let rid = request_id(&resp);
+        let row = app.wait_ledger_row(&rid).await;
+        assert_eq!(row.measured.as_str(), "clamped");
+        assert_eq!(row.completion_tokens, 100, "capped at max_tokens");
+        assert!(row.prompt_tokens < 1 << 40, "{}", row.prompt_tokens);
+    }
+    // The key paid at most its holds, and its usage still reads (sums do not overflow).
+    let after = app.key_state(&key).balance();
+    assert!(after.spent <= before.budget);
+    let usage = app.get(&key, "/api/usage").send().await.unwrap();
+    assert_eq!(usage.status(), 200);
+    let dash = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(dash.status(), 200);
+    let text = dash.text().await.unwrap();
+    assert!(
+        !text.contains("18446744073709551615"),
+        "a counter took upstream's figure"
+    );
+}
+
+#[tokio::test]
+async fn usage_sums_survive_rows_stored_before_the_cap() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key("trial", None).await;
+    let resp = app
+        .chat(&key, &body("deepseek-v4-flash", "hi [[sim reply=2]]"))
+        .send()
+        .await
+        .unwrap();
+    let rid = request_id(&resp);
+    app.wait_ledger_row(&rid).await;
+    // Two rows as an older version stored them: counts at i64::MAX.
+    let db = app.db();
+    for n in 0..2 {
+        db.execute(
+            "INSERT INTO usage (request_id, key_id, model, stream, period, prompt_tokens,
+                 cache_hit_tokens, cache_miss_tokens, completion_tokens, reasoning_tokens,
+                 cost_nanos, measured, status, finish, latency_ms, ttft_ms, created_at)
+             SELECT ?1, key_id, model, stream, period, ?2, ?2, ?2, ?2, ?2, 0, measured, status,
+                 finish, latency_ms, ttft_ms, created_at FROM usage WHERE request_id = ?3",
+            rusqlite::params![format!("req_old{n}"), i64::MAX, rid],
+        )
+        .unwrap();
+    }
+    let usage = app.get(&key, "/api/usage").send().await.unwrap();
+    assert_eq!(usage.status(), 200, "{}", usage.text().await.unwrap());
+}

@@ -60,6 +60,12 @@ pub struct Hold {
     pub period: PricePeriod,
     /// Prices of that period.
     pub prices: TokenPrices,
+    /// Most output tokens upstream may report: `max_tokens` × choices.
+    pub max_output: u64,
+    /// Most prompt tokens upstream may report: as many as the whole hold could pay for at the
+    /// cheaper prompt price (far above any real prompt, and small enough that no count, sum or
+    /// counter built from it can overflow).
+    pub max_prompt: u64,
 }
 
 /// Hold the worst case of `req` on `key`, lowering `max_tokens` when needed; 402 when the key
@@ -96,12 +102,50 @@ pub fn reserve(
         let hold = (worst + 999_999) / 1_000_000;
         Ok((Usd::from_nanos(hold as i64), max_tokens))
     })?;
+    let cheapest = prices.cache_hit.min(prices.cache_miss).nanos().max(1) as i128;
+    let max_prompt =
+        (i128::from(amount.nanos()) * 1_000_000 / cheapest).max(i128::from(req.prompt_upper_bound));
     Ok(Hold {
         amount,
         max_tokens,
         period,
         prices,
+        max_output: max_tokens.saturating_mul(req.n.max(1)),
+        max_prompt: u64::try_from(max_prompt).unwrap_or(u64::MAX),
     })
+}
+
+/// Counts upstream reported beyond what the request could have used are a malformed answer:
+/// they are capped at the hold's bounds, logged, and the row says so (`clamped`), so that no
+/// stored figure, sum or counter can overflow.
+fn within_hold(ctx: &RequestCtx, u: Usage, measured: Measured) -> (Usage, Measured) {
+    let hold = &ctx.hold;
+    let capped = Usage {
+        prompt: u.prompt.min(hold.max_prompt),
+        hit: u.hit.min(hold.max_prompt),
+        miss: u.miss.min(hold.max_prompt),
+        completion: u.completion.min(hold.max_output),
+        reasoning: u.reasoning.min(u.completion).min(hold.max_output),
+    };
+    if capped == u {
+        return (u, measured);
+    }
+    if measured != Measured::Provider {
+        // Our own estimate ran past the output cap (4 bytes a token is rough): the cap wins.
+        return (capped, measured);
+    }
+    tracing::error!(
+        request_id = %ctx.request_id,
+        prompt = u.prompt,
+        cache_hit = u.hit,
+        cache_miss = u.miss,
+        completion = u.completion,
+        reasoning = u.reasoning,
+        max_prompt = hold.max_prompt,
+        max_output = hold.max_output,
+        "upstream reported more tokens than the request could use; counts capped"
+    );
+    (capped, Measured::Clamped)
 }
 
 /// What one request is, from the moment it holds money until it settles.
@@ -170,6 +214,7 @@ fn bill(ctx: &RequestCtx, o: &Outcome) -> (Usage, Measured) {
 /// once the row is durable, so the caller may then send the response's last byte.
 pub async fn settle(state: &AppState, ctx: &RequestCtx, o: Outcome) -> UsageRow {
     let (usage, measured) = bill(ctx, &o);
+    let (usage, measured) = within_hold(ctx, usage, measured);
     let cost = cost_of(usage.hit, usage.miss, usage.completion, &ctx.hold.prices);
     let now = Utc::now();
     let (charged, _remaining) = ctx.key.settle(ctx.hold.amount, cost, now);

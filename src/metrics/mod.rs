@@ -169,7 +169,10 @@ impl Metrics {
             row.reasoning_tokens,
         ];
         for (counter, n) in m.tokens.iter().zip(kinds) {
-            counter.fetch_add(n, Ordering::Relaxed);
+            // Saturating, not wrapping: a counter that wrapped would read as a reset.
+            let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+                Some(c.saturating_add(n))
+            });
         }
         m.spend_nanos
             .fetch_add(row.cost.nanos().max(0), Ordering::Relaxed);

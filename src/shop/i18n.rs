@@ -130,6 +130,7 @@ impl Texts {
         match m {
             Measured::Provider => self.measured_provider,
             Measured::Estimated => self.measured_estimated,
+            Measured::Clamped => self.measured_clamped,
         }
     }
 

@@ -116,10 +116,10 @@ fn row_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<UsageRow> {
         completion_tokens: u(8)?,
         reasoning_tokens: u(9)?,
         cost: Usd::from_nanos(r.get(10)?),
-        measured: if measured == "estimated" {
-            Measured::Estimated
-        } else {
-            Measured::Provider
+        measured: match measured.as_str() {
+            "estimated" => Measured::Estimated,
+            "clamped" => Measured::Clamped,
+            _ => Measured::Provider,
         },
         status: r.get(12)?,
         finish: Finish::parse(&finish),
@@ -179,6 +179,10 @@ pub fn totals(c: &Connection, key_id: &str) -> Result<(u64, Usd), StoreError> {
     Ok((u64::try_from(n).unwrap_or(0), Usd::from_nanos(sum)))
 }
 
+/// The most tokens one ledger row counts for in a sum: 2^40, far above any real request and
+/// low enough that 8 million such rows still sum within an `i64`.
+pub const ROW_TOKENS_CAP: i64 = 1 << 40;
+
 /// A key's token totals over its whole ledger.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct TokenTotals {
@@ -197,12 +201,15 @@ pub struct TokenTotals {
 /// Token totals of a key.
 pub fn token_totals(c: &Connection, key_id: &str) -> Result<TokenTotals, StoreError> {
     let u = |v: i64| u64::try_from(v).unwrap_or(0);
+    // Each row counts for at most ROW_TOKENS_CAP (rows written before counts were capped at
+    // settlement may hold anything up to i64::MAX), so the sums cannot overflow.
     Ok(c.query_row(
-        "SELECT coalesce(sum(prompt_tokens), 0), coalesce(sum(cache_hit_tokens), 0),
-                coalesce(sum(cache_miss_tokens), 0), coalesce(sum(completion_tokens), 0),
-                coalesce(sum(reasoning_tokens), 0)
+        "SELECT coalesce(sum(min(prompt_tokens, ?2)), 0), coalesce(sum(min(cache_hit_tokens, ?2)), 0),
+                coalesce(sum(min(cache_miss_tokens, ?2)), 0),
+                coalesce(sum(min(completion_tokens, ?2)), 0),
+                coalesce(sum(min(reasoning_tokens, ?2)), 0)
          FROM usage WHERE key_id = ?1",
-        [key_id],
+        params![key_id, ROW_TOKENS_CAP],
         |r| {
             Ok(TokenTotals {
                 prompt: u(r.get(0)?),

@@ -382,6 +382,10 @@ texts! {
     measured_provider_help,
     /// Tooltip: estimated counts.
     measured_estimated_help,
+    /// Counted by: upstream, capped.
+    measured_clamped,
+    /// Tooltip: capped counts.
+    measured_clamped_help,
     /// Finish: complete.
     finish_complete,
     /// Finish: client went away.

@@ -75,6 +75,7 @@ impl RecentView {
             measured_help: match r.measured {
                 Measured::Provider => t.measured_provider_help,
                 Measured::Estimated => t.measured_estimated_help,
+                Measured::Clamped => t.measured_clamped_help,
             },
             finish: t.finish(r.finish),
         }
