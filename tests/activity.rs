@@ -94,9 +94,8 @@ fn key_view() -> KeyView {
     }
 }
 
-/// One of every event, with every optional field set.
-fn every_event() -> Vec<ActivityEvent> {
-    let key = key_view();
+/// A request's life: started, progressed, finished.
+fn request_events() -> Vec<ActivityEvent> {
     vec![
         ActivityEvent::RequestStarted {
             request_id: "req_1".into(),
@@ -127,6 +126,12 @@ fn every_event() -> Vec<ActivityEvent> {
             ttft_ms: Some(5),
             at_ms: 3,
         },
+    ]
+}
+
+/// A rate-limit hit, a refusal of a known key and one of an unknown key.
+fn refusal_events() -> Vec<ActivityEvent> {
+    vec![
         ActivityEvent::RateLimited {
             key_id: "key_1".into(),
             key_prefix: "sk-gateway-AbCd…".into(),
@@ -145,6 +150,12 @@ fn every_event() -> Vec<ActivityEvent> {
             code: "invalid_api_key".into(),
             at_ms: 5,
         },
+    ]
+}
+
+/// `key` created, exhausted and revoked.
+fn key_events(key: KeyView) -> Vec<ActivityEvent> {
+    vec![
         ActivityEvent::KeyCreated { key },
         ActivityEvent::KeyExhausted {
             key_id: "key_1".into(),
@@ -154,6 +165,12 @@ fn every_event() -> Vec<ActivityEvent> {
             key_id: "key_1".into(),
             at_ms: 7,
         },
+    ]
+}
+
+/// An order created, paid and refunded, then a key topped up.
+fn money_events() -> Vec<ActivityEvent> {
+    vec![
         ActivityEvent::OrderCreated {
             order_id: "ord_1".into(),
             plan: "pro".into(),
@@ -180,6 +197,18 @@ fn every_event() -> Vec<ActivityEvent> {
             at_ms: 11,
         },
     ]
+}
+
+/// One of every event, with every optional field set (the finished request is at index 2, the
+/// refusal of a known key at 4).
+fn every_event() -> Vec<ActivityEvent> {
+    [
+        request_events(),
+        refusal_events(),
+        key_events(key_view()),
+        money_events(),
+    ]
+    .concat()
 }
 
 /// A snapshot with every part set, around `key` and the finished request and refusal of

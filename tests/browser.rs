@@ -102,106 +102,130 @@ struct Browser {
     _profile: tempfile::TempDir,
 }
 
+/// Chromium and ChromeDriver are installed, or the test fails saying how to install them.
+fn assert_installed() {
+    for bin in [CHROMIUM, CHROMEDRIVER] {
+        assert!(
+            Path::new(bin).exists(),
+            "{bin} is missing: the browser test needs Debian's chromium and chromium-driver. \
+             Run ./scripts/test.sh as root (it installs them) or \
+             `apt-get install -y chromium chromium-driver`."
+        );
+    }
+}
+
+/// ChromeDriver on a port of its own choosing, logging to `log`, its stderr into `stderr`.
+fn spawn_driver(log: &Path, stderr: std::fs::File) -> Child {
+    // --port=0: ChromeDriver picks a free port and prints it; no race for a port.
+    Command::new(CHROMEDRIVER)
+        .arg("--port=0")
+        .arg("--allowed-ips=127.0.0.1")
+        .arg(format!("--log-path={}", log.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {CHROMEDRIVER}: {e}"))
+}
+
+/// The port ChromeDriver prints on its stdout; the stdout is drained for as long as it runs.
+async fn driver_port(driver: &mut Child, log: &Path) -> u16 {
+    let stdout = driver.stdout.take().expect("piped stdout");
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stdout).lines();
+        let mut tx = Some(tx);
+        // Keep draining after the port is known so ChromeDriver never blocks on its stdout.
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(port) = line
+                .split("started successfully on port ")
+                .nth(1)
+                .and_then(|p| p.trim().trim_end_matches('.').parse::<u16>().ok())
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(port);
+            }
+        }
+    });
+    match tokio::time::timeout(WAIT, rx).await {
+        Ok(Ok(port)) => port,
+        Ok(Err(_)) => panic!(
+            "{CHROMEDRIVER} exited without reporting its port (exit: {:?}); see {}",
+            driver.try_wait(),
+            log.display()
+        ),
+        Err(_) => panic!(
+            "{CHROMEDRIVER} did not report its port within {WAIT:?}; see {}",
+            log.display()
+        ),
+    }
+}
+
+/// The WebDriver capabilities: headless Chromium at [`WIDTH`]×[`HEIGHT`], profile in `profile`.
+fn capabilities(profile: &Path) -> serde_json::Map<String, Value> {
+    let caps = json!({
+        "browserName": "chrome",
+        "pageLoadStrategy": "normal",
+        "timeouts": {"pageLoad": 30_000, "script": 30_000, "implicit": 0},
+        "goog:chromeOptions": {
+            "binary": CHROMIUM,
+            "args": [
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--lang=en-US",
+                format!("--user-data-dir={}", profile.display()),
+                format!("--window-size={WIDTH},{HEIGHT}"),
+            ],
+        },
+    });
+    let Value::Object(caps) = caps else {
+        unreachable!("capabilities are an object")
+    };
+    caps
+}
+
+/// A Chromium session through the ChromeDriver on `port` (whose log is `log`).
+async fn open_session(port: u16, caps: serde_json::Map<String, Value>, log: &Path) -> Client {
+    let session = tokio::time::timeout(
+        WAIT * 3,
+        ClientBuilder::new(HttpConnector::new())
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{port}")),
+    )
+    .await;
+    match session {
+        Ok(Ok(client)) => client,
+        Ok(Err(e)) => panic!(
+            "ChromeDriver could not start Chromium: {e}; see {}",
+            log.display()
+        ),
+        Err(_) => panic!(
+            "no Chromium session within {:?}; see {}",
+            WAIT * 3,
+            log.display()
+        ),
+    }
+}
+
 impl Browser {
     /// `label` names this session's ChromeDriver logs.
     async fn start(artifacts: &Path, label: &str) -> Browser {
-        for bin in [CHROMIUM, CHROMEDRIVER] {
-            assert!(
-                Path::new(bin).exists(),
-                "{bin} is missing: the browser test needs Debian's chromium and chromium-driver. \
-                 Run ./scripts/test.sh as root (it installs them) or \
-                 `apt-get install -y chromium chromium-driver`."
-            );
-        }
+        assert_installed();
         let log = artifacts.join(format!("chromedriver-{label}.log"));
         let stderr = std::fs::File::create(artifacts.join(format!("chromedriver-{label}.stderr")))
             .expect("create the ChromeDriver stderr file");
-        // --port=0: ChromeDriver picks a free port and prints it; no race for a port.
-        let mut driver = Command::new(CHROMEDRIVER)
-            .arg("--port=0")
-            .arg("--allowed-ips=127.0.0.1")
-            .arg(format!("--log-path={}", log.display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {CHROMEDRIVER}: {e}"));
-        let stdout = driver.stdout.take().expect("piped stdout");
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stdout).lines();
-            let mut tx = Some(tx);
-            // Keep draining after the port is known so ChromeDriver never blocks on its stdout.
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(port) = line
-                    .split("started successfully on port ")
-                    .nth(1)
-                    .and_then(|p| p.trim().trim_end_matches('.').parse::<u16>().ok())
-                    && let Some(tx) = tx.take()
-                {
-                    let _ = tx.send(port);
-                }
-            }
-        });
-        let port = match tokio::time::timeout(WAIT, rx).await {
-            Ok(Ok(port)) => port,
-            Ok(Err(_)) => panic!(
-                "{CHROMEDRIVER} exited without reporting its port (exit: {:?}); see {}",
-                driver.try_wait(),
-                log.display()
-            ),
-            Err(_) => panic!(
-                "{CHROMEDRIVER} did not report its port within {WAIT:?}; see {}",
-                log.display()
-            ),
-        };
-
+        let mut driver = spawn_driver(&log, stderr);
+        let port = driver_port(&mut driver, &log).await;
         let profile = tempfile::tempdir().expect("profile dir");
-        let caps = json!({
-            "browserName": "chrome",
-            "pageLoadStrategy": "normal",
-            "timeouts": {"pageLoad": 30_000, "script": 30_000, "implicit": 0},
-            "goog:chromeOptions": {
-                "binary": CHROMIUM,
-                "args": [
-                    "--headless=new",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-dev-shm-usage",
-                    "--disable-quic",
-                    "--no-first-run",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--disable-sync",
-                    "--lang=en-US",
-                    format!("--user-data-dir={}", profile.path().display()),
-                    format!("--window-size={WIDTH},{HEIGHT}"),
-                ],
-            },
-        });
-        let Value::Object(caps) = caps else {
-            unreachable!("capabilities are an object")
-        };
-        let session = tokio::time::timeout(
-            WAIT * 3,
-            ClientBuilder::new(HttpConnector::new())
-                .capabilities(caps)
-                .connect(&format!("http://127.0.0.1:{port}")),
-        )
-        .await;
-        let client = match session {
-            Ok(Ok(client)) => client,
-            Ok(Err(e)) => panic!(
-                "ChromeDriver could not start Chromium: {e}; see {}",
-                log.display()
-            ),
-            Err(_) => panic!(
-                "no Chromium session within {:?}; see {}",
-                WAIT * 3,
-                log.display()
-            ),
-        };
+        let client = open_session(port, capabilities(profile.path()), &log).await;
         Browser {
             client,
             driver,
@@ -352,77 +376,70 @@ where
     }
 }
 
-#[tokio::test]
-async fn a_browser_buys_the_trial_plan_and_sees_its_budget() {
-    let app = demo_shop().await;
-    let artifacts = artifacts_dir();
-    let defaults = Config::default();
-    let trial = &defaults.plans["trial"];
-    let (price, budget) = (trial.price_usd, trial.budget_usd);
-    assert_eq!(budget.to_string(), "1.00", "the built-in Trial budget");
-    let base = app.base.clone();
-    let shots = artifacts.clone();
-
-    let bought = std::sync::Arc::new(std::sync::Mutex::new(None::<(String, String)>));
-    let out = bought.clone();
-    with_browser(&artifacts, "purchase", async move |c: Client| {
-        // Pricing: the DEMO banner, then the Trial plan's Buy link.
-        c.goto(&format!("{base}/pricing?lang=en"))
+/// The key on the checkout page once it has captured the order (an error shown there fails).
+async fn key_on_the_checkout_page(c: &Client) -> String {
+    wait_until("the key on the checkout page", async || {
+        if let Ok(err) = c.find(Locator::Css("#checkout-error")).await
+            && err.is_displayed().await.unwrap_or(false)
+        {
+            let text = err.text().await.unwrap_or_default();
+            panic!("checkout shows an error: {text}");
+        }
+        let el = c
+            .find(Locator::Css("#api-key"))
             .await
-            .expect("open /pricing");
-        assert!(!visible_text(&c, "#demo-banner").await.is_empty());
-        click(&c, "#buy-trial").await;
-        wait_for_path(&c, "/checkout/trial").await;
-
-        // Checkout: an email, then the demo pay button (creates the order over our JSON API).
-        type_into(&c, "#email", EMAIL).await;
-        click(&c, "#pay-demo").await;
-
-        // The simulated PayPal's approval page shows the plan and the configured price.
-        wait_for_path(&c, "/demo/paypal/approve").await;
-        assert_eq!(visible_text(&c, "#approve-plan").await, "Trial");
-        assert_eq!(
-            visible_text(&c, "#approve-amount").await,
-            format!("${price} USD")
-        );
-        click(&c, "#approve").await;
-
-        // Back at checkout, the page captures the order and shows the key.
-        let key = wait_until("the key on the checkout page", async || {
-            if let Ok(err) = c.find(Locator::Css("#checkout-error")).await
-                && err.is_displayed().await.unwrap_or(false)
-            {
-                let text = err.text().await.unwrap_or_default();
-                panic!("checkout shows an error: {text}");
-            }
-            let el = c
-                .find(Locator::Css("#api-key"))
-                .await
-                .map_err(|e| e.to_string())?;
-            let text = el.text().await.map_err(|e| e.to_string())?;
-            Ok(text.starts_with("sk-gateway-").then_some(text))
-        })
-        .await;
-        let url = c.current_url().await.expect("url");
-        assert_eq!(url.path(), "/checkout/trial");
-        let order_id = visible_text(&c, "#order-id").await;
-        assert!(order_id.starts_with("ord_"), "order id {order_id:?}");
-        screenshot(&c, &shots, "1-checkout-key").await;
-        *out.lock().expect("lock") = Some((key, order_id));
+            .map_err(|e| e.to_string())?;
+        let text = el.text().await.map_err(|e| e.to_string())?;
+        Ok(text.starts_with("sk-gateway-").then_some(text))
     })
-    .await;
-    let (key, order_id) = bought.lock().expect("lock").clone().expect("bought");
+    .await
+}
 
-    // The daemon has the key, with the Trial plan's budget, and it works on the API.
-    let ks = app.key_state(&key);
+/// Buy the Trial plan (at `price`) through the pages; the key and the order id shown at checkout.
+async fn buy_the_trial(c: &Client, base: &str, price: Usd, shots: &Path) -> (String, String) {
+    // Pricing: the DEMO banner, then the Trial plan's Buy link.
+    c.goto(&format!("{base}/pricing?lang=en"))
+        .await
+        .expect("open /pricing");
+    assert!(!visible_text(c, "#demo-banner").await.is_empty());
+    click(c, "#buy-trial").await;
+    wait_for_path(c, "/checkout/trial").await;
+
+    // Checkout: an email, then the demo pay button (creates the order over our JSON API).
+    type_into(c, "#email", EMAIL).await;
+    click(c, "#pay-demo").await;
+
+    // The simulated PayPal's approval page shows the plan and the configured price.
+    wait_for_path(c, "/demo/paypal/approve").await;
+    assert_eq!(visible_text(c, "#approve-plan").await, "Trial");
+    assert_eq!(
+        visible_text(c, "#approve-amount").await,
+        format!("${price} USD")
+    );
+    click(c, "#approve").await;
+
+    // Back at checkout, the page captures the order and shows the key.
+    let key = key_on_the_checkout_page(c).await;
+    let url = c.current_url().await.expect("url");
+    assert_eq!(url.path(), "/checkout/trial");
+    let order_id = visible_text(c, "#order-id").await;
+    assert!(order_id.starts_with("ord_"), "order id {order_id:?}");
+    screenshot(c, shots, "1-checkout-key").await;
+    (key, order_id)
+}
+
+/// The daemon has the key, with the Trial plan's `budget`, and it works on the API (its
+/// request is in the ledger when this returns).
+async fn assert_the_key_works(app: &TestApp, key: &str, order_id: &str, budget: Usd) {
+    let ks = app.key_state(key);
     assert_eq!(ks.plan, "trial");
     assert_eq!(ks.balance().budget, budget);
     assert_eq!(ks.status(), KeyStatus::Active);
     assert_eq!(ks.email.as_deref(), Some(EMAIL));
-    assert_eq!(ks.order_id.as_deref(), Some(order_id.as_str()));
+    assert_eq!(ks.order_id.as_deref(), Some(order_id));
     let resp = app
         .chat(
-            &key,
+            key,
             &body("deepseek-v4-flash", "Hello from the browser test!"),
         )
         .send()
@@ -438,40 +455,72 @@ async fn a_browser_buys_the_trial_plan_and_sees_its_budget() {
         "{answer}"
     );
     app.wait_ledger_row(&request_id).await;
+}
+
+/// The dashboard, given the key, shows its `budget`, one charged request and never the key.
+async fn check_the_dashboard(c: &Client, base: &str, key: &str, budget: Usd, shots: &Path) {
+    c.goto(&format!("{base}/dashboard?lang=en"))
+        .await
+        .expect("open /dashboard");
+    type_into(c, "input[name=key]", key).await;
+    click(c, "#dashboard-submit").await;
+    let shown = visible_text(c, "#budget").await;
+    assert_eq!(dollars(&shown), budget, "#budget shows {shown:?}");
+    assert_eq!(shown, format!("${budget}"));
+    assert_eq!(visible_text(c, "#status").await, EN.key_active);
+    let spent = dollars(&visible_text(c, "#spent").await);
+    let remaining = dollars(&visible_text(c, "#remaining").await);
+    assert!(spent.nanos() > 0, "the chat request was charged");
+    assert_eq!(spent.nanos() + remaining.nanos(), budget.nanos());
+    assert_eq!(visible_text(c, "#requests").await, "1");
+    let page = c.source().await.expect("page source");
+    assert!(!page.contains(key), "the dashboard never echoes the key");
+    screenshot(c, shots, "2-dashboard").await;
+}
+
+/// The order look-up, given the order id and email, shows the key of the paid Trial order.
+async fn check_the_order_look_up(c: &Client, base: &str, key: &str, order_id: &str, shots: &Path) {
+    c.goto(&format!("{base}/order?lang=en"))
+        .await
+        .expect("open /order");
+    type_into(c, "#order_id", order_id).await;
+    type_into(c, "#email", EMAIL).await;
+    click(c, "#order-submit").await;
+    assert_eq!(visible_text(c, "#api-key").await, key);
+    assert_eq!(visible_text(c, "#order-id").await, order_id);
+    assert_eq!(visible_text(c, "#order-status").await, EN.order_paid);
+    assert_eq!(visible_text(c, "#order-plan").await, "Trial");
+    screenshot(c, shots, "3-order-lookup").await;
+}
+
+#[tokio::test]
+async fn a_browser_buys_the_trial_plan_and_sees_its_budget() {
+    let app = demo_shop().await;
+    let artifacts = artifacts_dir();
+    let defaults = Config::default();
+    let trial = &defaults.plans["trial"];
+    let (price, budget) = (trial.price_usd, trial.budget_usd);
+    assert_eq!(budget.to_string(), "1.00", "the built-in Trial budget");
+    let base = app.base.clone();
+    let shots = artifacts.clone();
+
+    let bought = std::sync::Arc::new(std::sync::Mutex::new(None::<(String, String)>));
+    let out = bought.clone();
+    with_browser(&artifacts, "purchase", async move |c: Client| {
+        let key_and_order = buy_the_trial(&c, &base, price, &shots).await;
+        *out.lock().expect("lock") = Some(key_and_order);
+    })
+    .await;
+    let (key, order_id) = bought.lock().expect("lock").clone().expect("bought");
+
+    assert_the_key_works(&app, &key, &order_id, budget).await;
 
     // A second browser session (a returning customer): the dashboard and the order look-up.
     let base = app.base.clone();
     let shots = artifacts.clone();
     with_browser(&artifacts, "returning", async move |c: Client| {
-        c.goto(&format!("{base}/dashboard?lang=en"))
-            .await
-            .expect("open /dashboard");
-        type_into(&c, "input[name=key]", &key).await;
-        click(&c, "#dashboard-submit").await;
-        let shown = visible_text(&c, "#budget").await;
-        assert_eq!(dollars(&shown), budget, "#budget shows {shown:?}");
-        assert_eq!(shown, format!("${budget}"));
-        assert_eq!(visible_text(&c, "#status").await, EN.key_active);
-        let spent = dollars(&visible_text(&c, "#spent").await);
-        let remaining = dollars(&visible_text(&c, "#remaining").await);
-        assert!(spent.nanos() > 0, "the chat request was charged");
-        assert_eq!(spent.nanos() + remaining.nanos(), budget.nanos());
-        assert_eq!(visible_text(&c, "#requests").await, "1");
-        let page = c.source().await.expect("page source");
-        assert!(!page.contains(&key), "the dashboard never echoes the key");
-        screenshot(&c, &shots, "2-dashboard").await;
-
-        c.goto(&format!("{base}/order?lang=en"))
-            .await
-            .expect("open /order");
-        type_into(&c, "#order_id", &order_id).await;
-        type_into(&c, "#email", EMAIL).await;
-        click(&c, "#order-submit").await;
-        assert_eq!(visible_text(&c, "#api-key").await, key);
-        assert_eq!(visible_text(&c, "#order-id").await, order_id);
-        assert_eq!(visible_text(&c, "#order-status").await, EN.order_paid);
-        assert_eq!(visible_text(&c, "#order-plan").await, "Trial");
-        screenshot(&c, &shots, "3-order-lookup").await;
+        check_the_dashboard(&c, &base, &key, budget, &shots).await;
+        check_the_order_look_up(&c, &base, &key, &order_id, &shots).await;
     })
     .await;
 }

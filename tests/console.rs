@@ -181,62 +181,69 @@ fn tokens_in_flight(screen: &str, prefix: &str) -> Option<u64> {
     row.split_whitespace().nth(4)?.parse().ok()
 }
 
-#[tokio::test]
-async fn a_stream_grows_on_the_live_view_then_the_key_is_revoked_from_the_keys_view() {
-    let app = TestApp::spawn().await;
-    let key = app.create_key("pro", None).await;
-    let shown = prefix(&key);
-    let tmux = Tmux::start(&console_line(&app.socket), app.dir.path()).await;
-    tmux.wait_text("● live", 30).await;
-
-    // A slow stream: 300 tokens, 30 ms apart.
+/// A slow stream on `key` (300 tokens, 30 ms apart), read to its end by a task of its own;
+/// the task yields the request id.
+fn start_a_slow_stream(app: &TestApp, key: &str) -> tokio::task::JoinHandle<String> {
     let req = app.chat(
-        &key,
+        key,
         &json!({
             "model": FLASH,
             "stream": true,
             "messages": [{"role": "user", "content": "[[sim reply=300 delay_ms=30]] tell me"}],
         }),
     );
-    let stream = tokio::spawn(async move {
+    tokio::spawn(async move {
         let resp = req.send().await.expect("the gateway answers");
         assert_eq!(resp.status(), 200);
         let id = request_id(&resp);
         resp.text().await.expect("the stream ends");
         id
-    });
+    })
+}
 
+/// The stream shows on the Live view (key `shown`, plan, model, client address) and its token
+/// count grows.
+async fn assert_the_stream_grows(tmux: &Tmux, shown: &str) {
     let first = tmux
         .wait_for("the stream on the Live view", 15, |s| {
-            tokens_in_flight(s, &shown).is_some_and(|t| t > 0)
+            tokens_in_flight(s, shown).is_some_and(|t| t > 0)
         })
         .await;
     let row = first
         .lines()
-        .find(|l| l.starts_with(&shown))
+        .find(|l| l.starts_with(shown))
         .expect("row")
         .to_string();
     assert!(row.contains("pro") && row.contains(FLASH), "{row}");
     assert!(row.contains("127.0.0.1"), "the client address: {row}");
-    let t1 = tokens_in_flight(&first, &shown).expect("tokens");
+    let t1 = tokens_in_flight(&first, shown).expect("tokens");
     tmux.wait_for("the token count to grow", 15, |s| {
-        tokens_in_flight(s, &shown).is_some_and(|t| t > t1)
+        tokens_in_flight(s, shown).is_some_and(|t| t > t1)
     })
     .await;
+}
 
-    // Finished: gone from the flight list, in the finished list with its exact cost.
+/// Once `stream` ends: gone from the flight list, in the finished list with its exact cost.
+async fn assert_the_stream_finished(
+    app: &TestApp,
+    tmux: &Tmux,
+    shown: &str,
+    stream: tokio::task::JoinHandle<String>,
+) {
     let id = stream.await.expect("stream task");
     let cost = format::cost(app.wait_ledger_row(&id).await.cost);
     let done = tmux
         .wait_for("the finished request with its cost", 15, |s| {
             s.contains("In flight (0)")
                 && s.lines()
-                    .any(|l| l.contains(&shown) && l.contains(&cost) && l.contains(" 300 "))
+                    .any(|l| l.contains(shown) && l.contains(&cost) && l.contains(" 300 "))
         })
         .await;
     assert!(done.contains("streams 0"), "{done}");
+}
 
-    // Keys view: filter down to the key, revoke it, confirm.
+/// Keys view: filter down to `key` (shown as `shown`), revoke it, confirm; its row says so.
+async fn revoke_from_the_keys_view(tmux: &Tmux, key: &str, shown: &str) {
     tmux.keys(&["2"]).await;
     tmux.wait_text("Keys (1)", 10).await;
     tmux.keys(&["/"]).await;
@@ -250,18 +257,13 @@ async fn a_stream_grows_on_the_live_view_then_the_key_is_revoked_from_the_keys_v
     let after = tmux.wait_text(&format!("revoked {shown}"), 10).await;
     let row = after
         .lines()
-        .find(|l| l.contains(&shown) && l.contains("pro"))
+        .find(|l| l.contains(shown) && l.contains("pro"))
         .expect("the key's row");
     assert!(row.contains("revoked"), "{row}");
+}
 
-    let resp = app
-        .chat(&key, &crate::common::body(FLASH, "hello"))
-        .send()
-        .await
-        .expect("the gateway answers");
-    assert_eq!(resp.status(), 401, "a revoked key is refused");
-
-    // q leaves the console with the terminal restored (cooked mode, echo on).
+/// q leaves the console with the terminal restored (cooked mode, echo on).
+async fn quit_restores_the_terminal(tmux: &Tmux) {
     tmux.keys(&["q"]).await;
     let end = tmux
         .wait_for("the shell after the console", 10, |s| {
@@ -272,6 +274,29 @@ async fn a_stream_grows_on_the_live_view_then_the_key_is_revoked_from_the_keys_v
         end.contains(" icanon") && end.contains(" echo "),
         "stty after the console: {end}"
     );
+}
+
+#[tokio::test]
+async fn a_stream_grows_on_the_live_view_then_the_key_is_revoked_from_the_keys_view() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key("pro", None).await;
+    let shown = prefix(&key);
+    let tmux = Tmux::start(&console_line(&app.socket), app.dir.path()).await;
+    tmux.wait_text("● live", 30).await;
+
+    let stream = start_a_slow_stream(&app, &key);
+    assert_the_stream_grows(&tmux, &shown).await;
+    assert_the_stream_finished(&app, &tmux, &shown, stream).await;
+
+    revoke_from_the_keys_view(&tmux, &key, &shown).await;
+    let resp = app
+        .chat(&key, &crate::common::body(FLASH, "hello"))
+        .send()
+        .await
+        .expect("the gateway answers");
+    assert_eq!(resp.status(), 401, "a revoked key is refused");
+
+    quit_restores_the_terminal(&tmux).await;
 }
 
 #[tokio::test]

@@ -303,16 +303,15 @@ async fn docs_are_generated_from_the_config() {
     }
 }
 
-#[tokio::test]
-async fn checkout_pages() {
-    let app = custom_app().await;
+/// An unknown, a disabled and a hostile plan get a 404 page in the layout, in both languages.
+async fn assert_unknown_checkouts_are_404s(base: &str) {
     for path in [
         "/checkout/nope",
         "/checkout/starter",
         "/checkout/%3Cscript%3E",
     ] {
         for lang in ["en", "zh"] {
-            let (status, _, html) = get(&app.base, &format!("{path}?lang={lang}"), None).await;
+            let (status, _, html) = get(base, &format!("{path}?lang={lang}"), None).await;
             assert_eq!(status, 404, "{path}");
             let t = if lang == "zh" { &ZH } else { &EN };
             assert!(
@@ -323,7 +322,12 @@ async fn checkout_pages() {
             assert!(!html.contains("<script>"), "{path}");
         }
     }
-    let (status, headers, html) = get(&app.base, "/checkout/team", None).await;
+}
+
+/// The Team Max checkout: the form, the price, PayPal's SDK with the configured client id (and
+/// in the CSP), no demo button.
+async fn assert_the_team_checkout(base: &str) {
+    let (status, headers, html) = get(base, "/checkout/team", None).await;
     assert_eq!(status, 200);
     for s in [
         "id=\"email\"",
@@ -347,24 +351,18 @@ async fn checkout_pages() {
     );
     let csp = headers[CONTENT_SECURITY_POLICY].to_str().unwrap();
     assert!(csp.contains("https://www.paypal.com"), "{csp}");
+}
 
-    // Without a PayPal client id, the page says payments are not configured.
-    let plain = TestApp::spawn().await;
-    let (_, _, html) = get(&plain.base, "/checkout/trial", None).await;
-    assert!(
-        html.contains("id=\"payments-unconfigured\"")
-            && html.contains(&esc(EN.checkout_unconfigured))
-    );
-    assert!(!html.contains("paypal.com/sdk"));
-
-    // The script and stylesheet are served from the binary, with the right types.
+/// The script and stylesheet are served from the binary, with the right types; checkout.js
+/// speaks to the order API and to PayPal's buttons.
+async fn assert_the_checkout_assets(base: &str) {
     for (path, ty) in [
         ("/assets/js/checkout.js", "javascript"),
         ("/assets/js/copy.js", "javascript"),
         ("/assets/css/site.css", "text/css"),
         ("/assets/img/favicon.svg", "image/svg+xml"),
     ] {
-        let (status, headers, body) = get(&app.base, path, None).await;
+        let (status, headers, body) = get(base, path, None).await;
         assert_eq!(status, 200, "{path}");
         assert!(
             headers[reqwest::header::CONTENT_TYPE]
@@ -375,7 +373,7 @@ async fn checkout_pages() {
         );
         assert!(!body.is_empty());
     }
-    let (_, _, js) = get(&app.base, "/assets/js/checkout.js", None).await;
+    let (_, _, js) = get(base, "/assets/js/checkout.js", None).await;
     for s in [
         "/api/orders",
         "x-csrf-token",
@@ -386,6 +384,24 @@ async fn checkout_pages() {
     ] {
         assert!(js.contains(s), "checkout.js lacks {s}");
     }
+}
+
+#[tokio::test]
+async fn checkout_pages() {
+    let app = custom_app().await;
+    assert_unknown_checkouts_are_404s(&app.base).await;
+    assert_the_team_checkout(&app.base).await;
+
+    // Without a PayPal client id, the page says payments are not configured.
+    let plain = TestApp::spawn().await;
+    let (_, _, html) = get(&plain.base, "/checkout/trial", None).await;
+    assert!(
+        html.contains("id=\"payments-unconfigured\"")
+            && html.contains(&esc(EN.checkout_unconfigured))
+    );
+    assert!(!html.contains("paypal.com/sdk"));
+
+    assert_the_checkout_assets(&app.base).await;
 }
 
 #[tokio::test]

@@ -78,96 +78,116 @@ pub(crate) fn started(request_id: &str, at_ms: i64) -> ActivityEvent {
     }
 }
 
-/// A daemon with three keys, a stream in flight, two finished requests, three orders,
-/// rate-limit hits and refusals.
-pub(crate) fn snapshot() -> Snapshot {
+/// The stream in flight on the Pro key, started 4 s before [`NOW`].
+fn snapshot_in_flight() -> InFlightView {
+    InFlightView {
+        request_id: "req_stream".into(),
+        key_id: "key_pro".into(),
+        key_prefix: "sk-gateway-PrOo…".into(),
+        plan: "pro".into(),
+        model: "deepseek-v4-flash".into(),
+        stream: true,
+        client_ip: Some("203.0.113.7".into()),
+        started_ms: NOW - 4_000,
+        output_tokens: 120,
+    }
+}
+
+/// The Pro key, a Trial key created an hour ago and a revoked, spent Starter key.
+fn snapshot_keys() -> Vec<KeyView> {
     let mut revoked = key("key_old", "sk-gateway-OlDd…", "starter", "5", "5");
     revoked.status = KeyStatus::Revoked;
     revoked.requests = 40;
     let mut trial = key("key_trial", "sk-gateway-TrIa…", "trial", "1", "0.01");
     trial.created_at = rfc(NOW - 3_600_000);
+    vec![
+        key("key_pro", "sk-gateway-PrOo…", "pro", "50", "1.24"),
+        trial,
+        revoked,
+    ]
+}
+
+/// A paid Pro order, an open Starter order and a refunded one (the revoked key's).
+fn snapshot_orders() -> Vec<OrderView> {
+    vec![
+        OrderView {
+            order_id: "ord_PAIDxxxxxxxxxxxxxxxx".into(),
+            status: OrderStatus::Paid,
+            plan: "pro".into(),
+            amount_usd: usd("20"),
+            email: "alice@example.com".into(),
+            key_id: Some("key_pro".into()),
+            paypal_order_id: None,
+            paypal_capture_id: None,
+            created_at: "2026-11-25T11:02:03Z".into(),
+            paid_at: Some("2026-11-25T11:02:09Z".into()),
+        },
+        OrderView {
+            order_id: "ord_OPENxxxxxxxxxxxxxxxx".into(),
+            status: OrderStatus::Created,
+            plan: "starter".into(),
+            amount_usd: usd("5"),
+            email: "bob@example.com".into(),
+            key_id: None,
+            paypal_order_id: None,
+            paypal_capture_id: None,
+            created_at: "2026-11-25T11:30:00Z".into(),
+            paid_at: None,
+        },
+        OrderView {
+            order_id: "ord_BACKxxxxxxxxxxxxxxxx".into(),
+            status: OrderStatus::Refunded,
+            plan: "starter".into(),
+            amount_usd: usd("5"),
+            email: "carol@example.com".into(),
+            key_id: Some("key_old".into()),
+            paypal_order_id: None,
+            paypal_capture_id: None,
+            created_at: "2026-11-24T09:00:00Z".into(),
+            paid_at: Some("2026-11-24T09:00:05Z".into()),
+        },
+    ]
+}
+
+/// The Trial key out of budget, the Pro key asking for a model outside its plan.
+fn snapshot_refusals() -> Vec<ActivityEvent> {
+    vec![
+        ActivityEvent::Refused {
+            key_id: Some("key_trial".into()),
+            status: 402,
+            code: "insufficient_budget".into(),
+            at_ms: NOW - 120_000,
+        },
+        ActivityEvent::Refused {
+            key_id: Some("key_pro".into()),
+            status: 403,
+            code: "model_not_allowed".into(),
+            at_ms: NOW - 60_000,
+        },
+    ]
+}
+
+/// A daemon with three keys, a stream in flight, two finished requests, three orders,
+/// rate-limit hits and refusals.
+pub(crate) fn snapshot() -> Snapshot {
     Snapshot {
         version: "0.1.0".into(),
         uptime_secs: 7_620,
         at_ms: NOW,
-        in_flight: vec![InFlightView {
-            request_id: "req_stream".into(),
-            key_id: "key_pro".into(),
-            key_prefix: "sk-gateway-PrOo…".into(),
-            plan: "pro".into(),
-            model: "deepseek-v4-flash".into(),
-            stream: true,
-            client_ip: Some("203.0.113.7".into()),
-            started_ms: NOW - 4_000,
-            output_tokens: 120,
-        }],
+        in_flight: vec![snapshot_in_flight()],
         finished: vec![
             finished("req_a", "key_pro", "0.000182", NOW - 30_000),
             finished("req_b", "key_trial", "0.01", NOW - 10_000),
         ],
-        keys: vec![
-            key("key_pro", "sk-gateway-PrOo…", "pro", "50", "1.24"),
-            trial,
-            revoked,
-        ],
-        orders: vec![
-            OrderView {
-                order_id: "ord_PAIDxxxxxxxxxxxxxxxx".into(),
-                status: OrderStatus::Paid,
-                plan: "pro".into(),
-                amount_usd: usd("20"),
-                email: "alice@example.com".into(),
-                key_id: Some("key_pro".into()),
-                paypal_order_id: None,
-                paypal_capture_id: None,
-                created_at: "2026-11-25T11:02:03Z".into(),
-                paid_at: Some("2026-11-25T11:02:09Z".into()),
-            },
-            OrderView {
-                order_id: "ord_OPENxxxxxxxxxxxxxxxx".into(),
-                status: OrderStatus::Created,
-                plan: "starter".into(),
-                amount_usd: usd("5"),
-                email: "bob@example.com".into(),
-                key_id: None,
-                paypal_order_id: None,
-                paypal_capture_id: None,
-                created_at: "2026-11-25T11:30:00Z".into(),
-                paid_at: None,
-            },
-            OrderView {
-                order_id: "ord_BACKxxxxxxxxxxxxxxxx".into(),
-                status: OrderStatus::Refunded,
-                plan: "starter".into(),
-                amount_usd: usd("5"),
-                email: "carol@example.com".into(),
-                key_id: Some("key_old".into()),
-                paypal_order_id: None,
-                paypal_capture_id: None,
-                created_at: "2026-11-24T09:00:00Z".into(),
-                paid_at: Some("2026-11-24T09:00:05Z".into()),
-            },
-        ],
+        keys: snapshot_keys(),
+        orders: snapshot_orders(),
         rate_limited: vec![RateLimitHits {
             key_id: "key_trial".into(),
             key_prefix: "sk-gateway-TrIa…".into(),
             limit: 30,
             hits_ms: vec![NOW - 2_400_000, NOW - 60_000, NOW - 59_000, NOW - 1_000],
         }],
-        refusals: vec![
-            ActivityEvent::Refused {
-                key_id: Some("key_trial".into()),
-                status: 402,
-                code: "insufficient_budget".into(),
-                at_ms: NOW - 120_000,
-            },
-            ActivityEvent::Refused {
-                key_id: Some("key_pro".into()),
-                status: 403,
-                code: "model_not_allowed".into(),
-                at_ms: NOW - 60_000,
-            },
-        ],
+        refusals: snapshot_refusals(),
         today: Totals {
             requests: 2,
             spend_usd: usd("1.25"),

@@ -2,6 +2,7 @@
 //! the no-snapshot fallback, disconnection.
 
 use super::*;
+use crate::console::model::Model;
 
 /// What happens after the snapshot: a stream grows and ends, a key is limited and refused,
 /// an order is created and paid, a key is topped up, another revoked, a third minted.
@@ -61,53 +62,42 @@ fn later_events() -> Vec<ActivityEvent> {
     ]
 }
 
-#[test]
-fn snapshot_then_events_reproduce_the_daemon_and_repeats_change_nothing() {
-    let mut app = app();
-    let m = &app.model;
-    assert_eq!(m.version.as_deref(), Some("0.1.0"));
-    assert_eq!(m.in_flight().len(), 1);
-    assert_eq!(m.finished().len(), 2);
-    assert_eq!(m.finished()[0].request_id, "req_b", "newest first");
-    assert_eq!(m.keys.len(), 3);
-    assert_eq!(m.uptime_secs(NOW + 5_000), Some(7_625));
+/// Events the snapshot already reflects: its finished requests, its latest rate-limit hit and
+/// refusal, its paid order, its stream's start and the Pro key's creation.
+fn reflected_events() -> Vec<ActivityEvent> {
+    let mut events = snapshot().finished;
+    events.extend([
+        ActivityEvent::RateLimited {
+            key_id: "key_trial".into(),
+            key_prefix: "sk-gateway-TrIa…".into(),
+            limit: 30,
+            at_ms: NOW - 1_000,
+        },
+        ActivityEvent::Refused {
+            key_id: Some("key_trial".into()),
+            status: 402,
+            code: "insufficient_budget".into(),
+            at_ms: NOW - 120_000,
+        },
+        ActivityEvent::OrderPaid {
+            order_id: "ord_PAIDxxxxxxxxxxxxxxxx".into(),
+            plan: "pro".into(),
+            amount_usd: usd("20"),
+            key_id: "key_pro".into(),
+            at_ms: NOW - 3_000_000,
+        },
+        started("req_stream", NOW - 4_000),
+        ActivityEvent::KeyCreated {
+            key: key("key_pro", "sk-gateway-PrOo…", "pro", "50", "0"),
+        },
+    ]);
+    events
+}
 
-    // Events the snapshot already reflects change nothing.
-    let before = app.model.clone();
-    for e in snapshot().finished {
-        app.handle(ev(e));
-    }
-    app.handle(ev(ActivityEvent::RateLimited {
-        key_id: "key_trial".into(),
-        key_prefix: "sk-gateway-TrIa…".into(),
-        limit: 30,
-        at_ms: NOW - 1_000,
-    }));
-    app.handle(ev(ActivityEvent::Refused {
-        key_id: Some("key_trial".into()),
-        status: 402,
-        code: "insufficient_budget".into(),
-        at_ms: NOW - 120_000,
-    }));
-    app.handle(ev(ActivityEvent::OrderPaid {
-        order_id: "ord_PAIDxxxxxxxxxxxxxxxx".into(),
-        plan: "pro".into(),
-        amount_usd: usd("20"),
-        key_id: "key_pro".into(),
-        at_ms: NOW - 3_000_000,
-    }));
-    app.handle(ev(started("req_stream", NOW - 4_000)));
-    app.handle(ev(ActivityEvent::KeyCreated {
-        key: key("key_pro", "sk-gateway-PrOo…", "pro", "50", "0"),
-    }));
-    assert_eq!(app.model, before, "reflected events must change nothing");
-
-    // Later events apply once…
-    for e in later_events() {
-        app.handle(ev(e));
-    }
-    let once = app.model.clone();
-    let m = &app.model;
+/// The model after [`later_events`]: the new stream in flight, the old one finished and
+/// charged, the Pro key revoked, the Trial key topped up, the new key and order, the new
+/// rate-limit hit and refusal.
+fn assert_later_events_applied(m: &Model) {
     assert_eq!(m.in_flight().len(), 1);
     assert_eq!(m.in_flight()[0].request_id, "req_new");
     assert_eq!(m.in_flight()[0].output_tokens, 40);
@@ -137,6 +127,32 @@ fn snapshot_then_events_reproduce_the_daemon_and_repeats_change_nothing() {
     assert_eq!(m.rate_limited()["key_trial"].hits_ms.len(), 4);
     assert_eq!(m.refusals().len(), 3);
     assert_eq!(m.upstream().last_latency_ms, Some(1_234));
+}
+
+#[test]
+fn snapshot_then_events_reproduce_the_daemon_and_repeats_change_nothing() {
+    let mut app = app();
+    let m = &app.model;
+    assert_eq!(m.version.as_deref(), Some("0.1.0"));
+    assert_eq!(m.in_flight().len(), 1);
+    assert_eq!(m.finished().len(), 2);
+    assert_eq!(m.finished()[0].request_id, "req_b", "newest first");
+    assert_eq!(m.keys.len(), 3);
+    assert_eq!(m.uptime_secs(NOW + 5_000), Some(7_625));
+
+    // Events the snapshot already reflects change nothing.
+    let before = app.model.clone();
+    for e in reflected_events() {
+        app.handle(ev(e));
+    }
+    assert_eq!(app.model, before, "reflected events must change nothing");
+
+    // Later events apply once…
+    for e in later_events() {
+        app.handle(ev(e));
+    }
+    let once = app.model.clone();
+    assert_later_events_applied(&app.model);
 
     // …and a second delivery changes nothing (rate-limit hits and refusals carry no id: only
     // those the snapshot reflects can repeat, which is checked above).
