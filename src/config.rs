@@ -110,6 +110,9 @@ pub struct UpstreamConfig {
     pub idle_timeout_secs: u64,
     /// Longest a whole request may take.
     pub request_timeout_secs: u64,
+    /// Largest single event accepted in an upstream stream, in bytes; a bigger one cuts the
+    /// stream as an upstream error (billed for what was relayed).
+    pub max_event_bytes: usize,
 }
 
 /// Which PayPal environment to use.
@@ -239,6 +242,7 @@ impl Default for UpstreamConfig {
             connect_timeout_secs: 10,
             idle_timeout_secs: 120,
             request_timeout_secs: 900,
+            max_event_bytes: 1024 * 1024,
         }
     }
 }

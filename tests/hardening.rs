@@ -432,3 +432,132 @@ async fn usage_sums_survive_rows_stored_before_the_cap() {
     let usage = app.get(&key, "/api/usage").send().await.unwrap();
     assert_eq!(usage.status(), 200, "{}", usage.text().await.unwrap());
 }
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_413_whatever_the_balance() {
+    let app = TestApp::spawn_with(|c| c.server.max_body_bytes = 1024 * 1024).await;
+    let poor = app.create_key("trial", Some("0.0001")).await;
+    let rich = app.create_key("trial", None).await;
+    let big = body("deepseek-v4-flash", &"x".repeat(1_200_000));
+    for key in [&poor, &rich] {
+        let resp = app.chat(key, &big).send().await.unwrap();
+        assert_eq!(resp.status(), 413);
+        let v: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "request_too_large");
+    }
+    // Without a declared length (chunked) too.
+    let chunks = futures_util::stream::iter(
+        (0..12).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b' '; 100_000]))),
+    );
+    let resp = app
+        .http
+        .post(format!("{}/v1/chat/completions", app.base))
+        .bearer_auth(&poor)
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    assert_eq!(app.sim.requests().len(), 0);
+}
+
+/// An upstream that streams two ordinary chunks, then one event of `size` bytes of data.
+fn huge_event_upstream(
+    size: usize,
+) -> impl Fn(String) -> axum::response::Response + Clone + Send + Sync + 'static {
+    move |_auth: String| {
+        use axum::response::IntoResponse;
+        let chunk = |text: &str| {
+            format!(
+                "data: {}\n\n",
+                serde_json::json!({"id": "x", "object": "chat.completion.chunk", "model": "m",
+                    "choices": [{"index": 0, "delta": {"content": text}}]})
+            )
+        };
+        let mut body = chunk("Hel") + &chunk("lo");
+        body.push_str("data: ");
+        body.push_str(&"y".repeat(size));
+        body.push_str("\n\n");
+        ([("content-type", "text/event-stream")], body).into_response()
+    }
+}
+
+#[tokio::test]
+async fn an_event_over_the_cap_cuts_the_stream_billed_for_what_was_relayed() {
+    let upstream = upstream_with(huge_event_upstream(20 * 1024 * 1024)).await;
+    let app = TestApp::spawn_with(move |c| {
+        c.upstream.base_url = upstream.clone();
+        c.upstream.max_event_bytes = 64 * 1024;
+    })
+    .await;
+    let key = app.create_key("trial", None).await;
+    let mut b = body("deepseek-v4-flash", "hi");
+    b["stream"] = true.into();
+    let started = std::time::Instant::now();
+    let resp = app.chat(&key, &b).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let rid = request_id(&resp);
+    let events = read_stream(resp).await;
+    let last = events.last().unwrap();
+    assert!(last.contains("upstream_error"), "{events:?}");
+    let chunks = data_chunks(&events);
+    assert_eq!(
+        text_deltas(&chunks),
+        2,
+        "the two chunks before the big event were relayed"
+    );
+    let row = app.wait_ledger_row(&rid).await;
+    assert_eq!(row.finish.as_str(), "upstream_error");
+    assert_eq!(row.measured.as_str(), "estimated");
+    assert_eq!(row.completion_tokens, 2);
+    assert!(row.cost.nanos() > 0);
+    // Cut as it arrived, not after buffering 20 MB: generous bound for a debug build.
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn a_lone_cr_in_a_comment_cannot_smuggle_an_unrewritten_event() {
+    let upstream = upstream_with(|_auth: String| {
+        use axum::response::IntoResponse;
+        let chunk = |model: &str, text: &str| {
+            serde_json::json!({"id": "x", "object": "chat.completion.chunk", "model": model,
+                "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": null}]})
+            .to_string()
+        };
+        let last = serde_json::json!({"id": "x", "object": "chat.completion.chunk",
+            "model": "upstream-name", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 3}});
+        let body = format!(
+            "data: {}\n\n: ping\rdata: {}\n\ndata: {}\n\ndata: {last}\n\ndata: [DONE]\n\n",
+            chunk("upstream-name", "Hel"),
+            chunk("upstream-name", "evil"),
+            chunk("upstream-name", "lo"),
+        );
+        ([("content-type", "text/event-stream")], body).into_response()
+    })
+    .await;
+    let app = TestApp::spawn_with(move |c| c.upstream.base_url = upstream.clone()).await;
+    let key = app.create_key("trial", None).await;
+    let mut b = body("deepseek-v4-flash", "hi");
+    b["stream"] = true.into();
+    let resp = app.chat(&key, &b).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let raw = resp.text().await.unwrap();
+    assert!(
+        !raw.contains('\r'),
+        "bytes the relay never parsed reached the client: {raw:?}"
+    );
+    // Parse as a client must (CR, LF and CRLF all end a line): every event was rewritten.
+    let lines: Vec<&str> = raw.split(['\r', '\n']).collect();
+    let data: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
+    assert_eq!(data.len(), 5, "{raw}");
+    for d in &data[..4] {
+        let v: serde_json::Value = serde_json::from_str(d).unwrap();
+        assert_eq!(v["model"], "deepseek-v4-flash", "{d}");
+    }
+    assert_eq!(data[4], "[DONE]");
+}

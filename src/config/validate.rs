@@ -81,6 +81,12 @@ impl Config {
                 e.push(format!("upstream.{key} must be greater than 0"));
             }
         }
+        if u.max_event_bytes < 1024 {
+            e.push(format!(
+                "upstream.max_event_bytes = {} is too small for DeepSeek's events (at least 1024)",
+                u.max_event_bytes
+            ));
+        }
     }
 
     /// `[models.*]`: names, output caps and prices.

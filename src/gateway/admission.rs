@@ -131,18 +131,24 @@ async fn checks<D: Dialect>(
     let affordable = plan.map_or(usize::MAX, |p| {
         affordable_bytes(key.available(), p.max_prompt_price[period as usize])
     });
+    // The body limit is the request's own property, so 413 comes first whatever the
+    // balance; then a body the key could never pay for is refused (unread when its length
+    // is declared).
     let max_body = state.config.server.max_body_bytes;
-    let raw = match read_body(body, max_body.min(affordable), &parts.headers).await {
-        Err(GatewayError::RequestTooLarge { .. }) if affordable < max_body => {
-            return Err(GatewayError::InsufficientBudget {
-                available: key.available(),
-            });
-        }
-        Err(GatewayError::RequestTooLarge { .. }) => {
-            return Err(GatewayError::RequestTooLarge { limit: max_body });
-        }
-        other => other?,
+    let declared = declared_length(&parts.headers);
+    if declared.is_some_and(|n| n > max_body) {
+        return Err(GatewayError::RequestTooLarge { limit: max_body });
+    }
+    let unaffordable = || GatewayError::InsufficientBudget {
+        available: key.available(),
     };
+    if declared.is_some_and(|n| n > affordable) {
+        return Err(unaffordable());
+    }
+    let raw = read_body(body, max_body).await?;
+    if raw.len() > affordable {
+        return Err(unaffordable());
+    }
     let req = D::parse(&raw)?;
     let model = state
         .catalog
@@ -166,15 +172,16 @@ fn affordable_bytes(available: Usd, price: Usd) -> usize {
     usize::try_from((tokens - 64).max(0)).unwrap_or(usize::MAX)
 }
 
-/// Read the body, enforcing `limit` (413 in our error shape, not axum's).
-async fn read_body(body: Body, limit: usize, headers: &HeaderMap) -> Result<Bytes, GatewayError> {
-    let declared = headers
+/// The body length the client declared, if it did.
+fn declared_length(headers: &HeaderMap) -> Option<usize> {
+    headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(GatewayError::RequestTooLarge { limit });
-    }
+        .and_then(|v| v.parse::<usize>().ok())
+}
+
+/// Read the body, enforcing `limit` (413 in our error shape, not axum's).
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, GatewayError> {
     match axum::body::to_bytes(body, limit).await {
         Ok(b) => Ok(b),
         Err(e) => {

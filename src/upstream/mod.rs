@@ -44,6 +44,8 @@ pub struct Upstream {
     pub idle_timeout: Duration,
     /// A whole request may take this long.
     pub request_timeout: Duration,
+    /// Largest event accepted in a stream.
+    max_event: usize,
 }
 
 impl Upstream {
@@ -61,6 +63,7 @@ impl Upstream {
             auth: format!("Bearer {}", c.api_key),
             idle_timeout: Duration::from_secs(c.idle_timeout_secs),
             request_timeout: Duration::from_secs(c.request_timeout_secs),
+            max_event: c.max_event_bytes,
         })
     }
 
@@ -96,7 +99,12 @@ impl Upstream {
         };
         let status = resp.status();
         if status.is_success() {
-            return Ok(Reply::new(resp, self.idle_timeout, deadline));
+            return Ok(Reply::new(
+                resp,
+                self.idle_timeout,
+                deadline,
+                self.max_event,
+            ));
         }
         let body = tokio::time::timeout_at(wait, read_limited(resp, 64 * 1024))
             .await

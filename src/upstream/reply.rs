@@ -18,14 +18,21 @@ pub struct Reply {
     resp: reqwest::Response,
     idle: Duration,
     deadline: Instant,
+    max_event: usize,
 }
 
 impl Reply {
-    pub(super) fn new(resp: reqwest::Response, idle: Duration, deadline: Instant) -> Reply {
+    pub(super) fn new(
+        resp: reqwest::Response,
+        idle: Duration,
+        deadline: Instant,
+        max_event: usize,
+    ) -> Reply {
         Reply {
             resp,
             idle,
             deadline,
+            max_event,
         }
     }
 
@@ -60,7 +67,7 @@ impl Reply {
             idle: self.idle,
             deadline: self.deadline,
             last_data: Instant::now(),
-            decoder: SseDecoder::default(),
+            decoder: SseDecoder::new(self.max_event),
             ready: VecDeque::new(),
             scratch: Vec::new(),
             eof: false,

@@ -85,7 +85,16 @@ pub struct Chunks {
 
 impl StreamRewrite for Chunks {
     fn event(&mut self, ev: &SseEvent, tally: &mut Tally) -> Result<Step, String> {
-        let d = ev.data.as_str();
+        // Data split over several `data:` lines arrives joined by LF; in JSON an LF can only
+        // be whitespace between tokens, so a space keeps the meaning and the event stays on
+        // one line for the client.
+        let joined;
+        let d = if ev.data.contains('\n') {
+            joined = ev.data.replace('\n', " ");
+            joined.as_str()
+        } else {
+            ev.data.as_str()
+        };
         if d.trim() == "[DONE]" {
             return Ok(Step::End(DONE.to_string()));
         }
