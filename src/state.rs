@@ -137,12 +137,38 @@ pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartErr
     move |source| StartError::Io { context, source }
 }
 
+/// Create the data directory owner-only (0700, whatever the umask). An existing one is left
+/// as the operator made it (systemd's `StateDirectory` decides its mode), with a warning when
+/// anyone may list it; the files inside are 0600 either way.
+fn private_dir(dir: &std::path::Path) -> Result<(), StartError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if let Ok(meta) = std::fs::metadata(dir) {
+        if meta.permissions().mode() & 0o007 != 0 {
+            tracing::warn!(
+                dir = %dir.display(),
+                "the data directory is open to every local user; chmod 700 it (the database \
+                 files inside are 0600 regardless)"
+            );
+        }
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io(format!("cannot create data dir {}", dir.display())))?;
+    // `mode` is filtered by the umask; set it exactly.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io(format!(
+        "cannot set the mode of data dir {}",
+        dir.display()
+    )))
+}
+
 impl AppState {
     /// Open the data dir, the database and the secret; load keys; start the activity tracker.
     pub async fn open(config: Config, demo: bool) -> Result<Arc<AppState>, StartError> {
         let data_dir = &config.server.data_dir;
-        std::fs::create_dir_all(data_dir)
-            .map_err(io(format!("cannot create data dir {}", data_dir.display())))?;
+        private_dir(data_dir)?;
         let secret_path = config
             .server
             .secret_file

@@ -561,3 +561,45 @@ async fn a_lone_cr_in_a_comment_cannot_smuggle_an_unrewritten_event() {
     }
     assert_eq!(data[4], "[DONE]");
 }
+
+#[tokio::test]
+async fn the_database_and_its_companions_are_the_owners_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = TestApp::spawn_with(|c| {
+        c.server.data_dir = c.server.data_dir.join("state");
+        c.server.secret_file = None;
+    })
+    .await;
+    let key = app.create_key("trial", None).await;
+    let resp = app
+        .chat(&key, &body("deepseek-v4-flash", "hi [[sim reply=2]]"))
+        .send()
+        .await
+        .unwrap();
+    app.wait_ledger_row(&request_id(&resp)).await;
+    let dir = app.dir.path().join("state");
+    let backup = app.dir.path().join("copy.db");
+    let answer = app
+        .admin(modelrelay::activity::protocol::Request::Backup {
+            path: backup.clone(),
+        })
+        .await;
+    assert!(
+        matches!(
+            answer,
+            modelrelay::activity::protocol::Response::BackedUp { .. }
+        ),
+        "{answer:?}"
+    );
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700, "data dir");
+    for name in [
+        "modelrelay.db",
+        "modelrelay.db-wal",
+        "modelrelay.db-shm",
+        "secret.key",
+    ] {
+        assert_eq!(mode(&dir.join(name)), 0o600, "{name}");
+    }
+    assert_eq!(mode(&backup), 0o600, "backup");
+}

@@ -15,6 +15,9 @@ pub enum StoreError {
     /// The change does not apply to the row's current state (e.g. paying a paid order).
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The database file could not be created or its mode set.
+    #[error("database file {0}")]
+    Io(String),
     /// A stored value is not one this version understands.
     #[error("corrupt row: {0}")]
     Corrupt(String),

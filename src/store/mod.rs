@@ -36,6 +36,7 @@ pub struct Store {
 impl Store {
     /// Open (creating) `<data_dir>/modelrelay.db`, migrate, start the writer; returns the keys.
     pub async fn open(path: &Path) -> Result<(Store, Vec<KeyRecord>), StoreError> {
+        private_files(path)?;
         let writer = tokio_rusqlite::Connection::open(path).await?;
         writer
             .call(|c| -> Result<(), StoreError> {
@@ -116,6 +117,32 @@ impl Store {
     ) -> Result<T, StoreError> {
         Ok(self.reader.call(move |c| f(c)).await?)
     }
+}
+
+/// The database holds customers' emails and every request: it, its WAL and its shared-memory
+/// file are the owner's alone (0600), whatever the umask. The file is created 0600 before
+/// SQLite opens it — SQLite gives the WAL and SHM files the database file's mode — and files
+/// left looser by an older version are tightened.
+fn private_files(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let io = |e: std::io::Error| StoreError::Io(format!("{}: {e}", path.display()));
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let file = PathBuf::from(format!("{}{suffix}", path.display()));
+        match std::fs::metadata(&file) {
+            Ok(m) if m.permissions().mode() & 0o077 != 0 => {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                    .map_err(io)?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 impl Store {
