@@ -191,6 +191,8 @@ fn settled_row(
         latency_ms,
         ttft_ms: stream.then(|| rng.random_range(80..latency_ms.clamp(81, 5_000))),
         created_at_ms: now_ms - i64::try_from(latency_ms).unwrap_or(0),
+        api: modelrelay::status::Api::OpenAi,
+        account: String::new(),
     }
 }
 

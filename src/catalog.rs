@@ -48,6 +48,11 @@ pub struct Plan {
 #[derive(Debug, Clone)]
 pub struct Catalog {
     models: HashMap<String, Model>,
+    /// Exact aliases → model id.
+    aliases: HashMap<String, String>,
+    /// Prefix aliases (`claude-opus*` as `claude-opus`) → model id, longest prefix first, so the
+    /// most specific pattern wins.
+    prefixes: Vec<(String, String)>,
     by_upstream: HashMap<String, String>,
     plans: HashMap<String, Plan>,
     schedule: PeakSchedule,
@@ -120,17 +125,47 @@ impl Catalog {
                 )
             })
             .collect();
+        let mut aliases = HashMap::new();
+        let mut prefixes = Vec::new();
+        for (id, m) in &c.models {
+            for alias in &m.aliases {
+                match alias.strip_suffix('*') {
+                    Some(prefix) => prefixes.push((prefix.to_string(), id.clone())),
+                    None => {
+                        aliases.insert(alias.clone(), id.clone());
+                    }
+                }
+            }
+        }
+        prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
         Ok(Catalog {
             models,
+            aliases,
+            prefixes,
             by_upstream,
             plans,
             schedule: c.peak_schedule()?,
         })
     }
 
-    /// A model by public name.
+    /// A model by its id only (aliases are names to call it by, not models of their own).
+    pub fn model_by_id(&self, id: &str) -> Option<&Model> {
+        self.models.get(id)
+    }
+
+    /// The model served under `name`: its id, else an alias of it (an exact alias before a
+    /// `prefix*` one, the longest prefix first).
     pub fn model(&self, name: &str) -> Option<&Model> {
-        self.models.get(name)
+        if let Some(m) = self.models.get(name) {
+            return Some(m);
+        }
+        let id = self.aliases.get(name).or_else(|| {
+            self.prefixes
+                .iter()
+                .find(|(prefix, _)| name.starts_with(prefix.as_str()))
+                .map(|(_, id)| id)
+        })?;
+        self.models.get(id)
     }
 
     /// The public name of an upstream model name (for rewriting responses), if known.
@@ -151,5 +186,33 @@ impl Catalog {
     /// The plan's RPM, or 60 for a key whose plan was removed from config.
     pub fn rpm_of(&self, plan: &str) -> u32 {
         self.plan(plan).map_or(60, |p| p.rpm)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aliases_resolve_most_specific_first() {
+        let mut c = Config::default();
+        if let Some(m) = c.models.get_mut("deepseek-v4-flash") {
+            m.aliases.push("gpt-4o".into());
+        }
+        let cat = Catalog::from_config(&c).unwrap();
+        let id = |n: &str| cat.model(n).map(|m| m.name.clone());
+        assert_eq!(id("deepseek-v4-pro").as_deref(), Some("deepseek-v4-pro"));
+        assert_eq!(id("claude-opus-4-1").as_deref(), Some("deepseek-v4-pro"));
+        assert_eq!(id("claude-opus").as_deref(), Some("deepseek-v4-pro"));
+        assert_eq!(
+            id("claude-sonnet-4-5").as_deref(),
+            Some("deepseek-v4-flash")
+        );
+        assert_eq!(id("claude-3-5-haiku").as_deref(), Some("deepseek-v4-flash"));
+        assert_eq!(id("claude").as_deref(), Some("deepseek-v4-flash"));
+        assert_eq!(id("gpt-4o").as_deref(), Some("deepseek-v4-flash"));
+        assert_eq!(id("gpt-4o-mini"), None, "an exact alias is not a prefix");
+        assert_eq!(id("Claude-opus"), None, "names are case-sensitive");
+        assert_eq!(id("gemini"), None);
     }
 }

@@ -182,6 +182,10 @@ pub struct ModelConfig {
     pub input_cache_miss: [Usd; 2],
     /// Completion tokens, reasoning included.
     pub output: [Usd; 2],
+    /// Other names this model is served under, with its prices, plan rules and upstream
+    /// name; a trailing `*` matches any suffix (`claude-opus*`).
+    #[serde(default)]
+    pub aliases: Vec<String>,
 }
 
 /// `[plans.<id>]`
@@ -284,6 +288,8 @@ impl Default for Config {
             input_cache_hit: [usd(3_000_000), usd(6_000_000)],
             input_cache_miss: [usd(150_000_000), usd(300_000_000)],
             output: [usd(600_000_000), usd(1_200_000_000)],
+            // DeepSeek's own mapping for Anthropic clients: any other `claude*` is flash.
+            aliases: vec!["claude*".into()],
         };
         let pro = ModelConfig {
             upstream_model: "deepseek-v4-pro".into(),
@@ -291,6 +297,7 @@ impl Default for Config {
             input_cache_hit: [usd(22_000_000), usd(44_000_000)],
             input_cache_miss: [usd(660_000_000), usd(1_320_000_000)],
             output: [usd(1_980_000_000), usd(3_960_000_000)],
+            aliases: vec!["claude-opus*".into()],
         };
         let plan = |name: &str, dollars: i64, rpm: u32, models: &[&str]| PlanConfig {
             name: name.into(),

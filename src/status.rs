@@ -6,6 +6,36 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Which API dialect a request was made in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Api {
+    /// OpenAI's chat completions (`/v1/chat/completions`).
+    #[default]
+    OpenAi,
+    /// Anthropic's messages (`/v1/messages`, `/anthropic/v1/messages`).
+    Anthropic,
+}
+
+impl Api {
+    /// Stored and shown name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Api::OpenAi => "openai",
+            Api::Anthropic => "anthropic",
+        }
+    }
+
+    /// From the stored name (anything else is the original dialect).
+    pub fn parse(s: &str) -> Api {
+        if s == "anthropic" {
+            Api::Anthropic
+        } else {
+            Api::OpenAi
+        }
+    }
+}
+
 /// Where a row's token counts come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -105,6 +105,7 @@ fn request_events() -> Vec<ActivityEvent> {
             model: FLASH.into(),
             stream: true,
             client_ip: Some("2001:db8::1".into()),
+            api: modelrelay::status::Api::OpenAi,
             at_ms: 1,
         },
         ActivityEvent::RequestProgress {
@@ -124,6 +125,8 @@ fn request_events() -> Vec<ActivityEvent> {
             measured: Measured::Estimated,
             latency_ms: 40,
             ttft_ms: Some(5),
+            api: modelrelay::status::Api::OpenAi,
+            account: String::new(),
             at_ms: 3,
         },
     ]
@@ -226,6 +229,7 @@ fn full_snapshot(key: KeyView, events: &[ActivityEvent]) -> Snapshot {
             model: FLASH.into(),
             stream: false,
             client_ip: None,
+            api: modelrelay::status::Api::OpenAi,
             started_ms: 1_760_000_000_000,
             output_tokens: 7,
         }],

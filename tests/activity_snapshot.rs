@@ -49,6 +49,7 @@ fn apply_request(s: &mut Snapshot, e: &ActivityEvent) {
             model,
             stream,
             client_ip,
+            api,
             at_ms,
         } => s.in_flight.push(InFlightView {
             request_id,
@@ -58,6 +59,7 @@ fn apply_request(s: &mut Snapshot, e: &ActivityEvent) {
             model,
             stream,
             client_ip,
+            api,
             started_ms: at_ms,
             output_tokens: 0,
         }),

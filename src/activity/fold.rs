@@ -331,6 +331,7 @@ impl<R: Rules> Fold<R> {
             model,
             stream,
             client_ip,
+            api,
             at_ms,
         } = e
         else {
@@ -347,6 +348,7 @@ impl<R: Rules> Fold<R> {
             model: model.clone(),
             stream: *stream,
             client_ip: client_ip.clone(),
+            api: *api,
             started_ms: *at_ms,
             output_tokens: 0,
         };

@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::money::Usd;
-use crate::status::{Finish, KeyStatus, Measured, OrderStatus};
+use crate::status::{Api, Finish, KeyStatus, Measured, OrderStatus};
 
 /// A command from a client.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -220,6 +220,9 @@ pub struct InFlightView {
     pub stream: bool,
     /// Client address.
     pub client_ip: Option<String>,
+    /// The API dialect it was made in.
+    #[serde(default)]
+    pub api: Api,
     /// Unix ms it started.
     pub started_ms: i64,
     /// Output tokens so far (streams).
@@ -306,6 +309,9 @@ pub enum ActivityEvent {
         stream: bool,
         /// Peer address.
         client_ip: Option<String>,
+        /// The API dialect it was made in.
+        #[serde(default)]
+        api: Api,
         /// Unix ms.
         at_ms: i64,
     },
@@ -342,6 +348,12 @@ pub enum ActivityEvent {
         latency_ms: u64,
         /// Start to first token.
         ttft_ms: Option<u64>,
+        /// The API dialect it was made in.
+        #[serde(default)]
+        api: Api,
+        /// The upstream account that served it (empty when none was reached).
+        #[serde(default)]
+        account: String,
         /// Unix ms.
         at_ms: i64,
     },
@@ -494,6 +506,8 @@ mod tests {
             measured: Measured::Estimated,
             latency_ms: 40,
             ttft_ms: Some(5),
+            api: Api::Anthropic,
+            account: "second".into(),
             at_ms: 1,
         };
         let line = serde_json::to_string(&Response::Event { event: e.clone() }).unwrap();

@@ -64,6 +64,8 @@ pub fn finished_event(r: &UsageRow) -> ActivityEvent {
         measured: r.measured,
         latency_ms: r.latency_ms,
         ttft_ms: r.ttft_ms,
+        api: r.api,
+        account: r.account.clone(),
         at_ms: r
             .created_at_ms
             .saturating_add(i64::try_from(r.latency_ms).unwrap_or(0)),

@@ -120,6 +120,33 @@ impl Config {
                 ));
             }
         }
+        self.check_aliases(e);
+    }
+
+    /// `models.*.aliases`: well formed, no model's id, and no name (or pattern) given twice.
+    fn check_aliases(&self, e: &mut Vec<String>) {
+        let mut seen: std::collections::BTreeMap<&str, &str> = std::collections::BTreeMap::new();
+        for (id, m) in &self.models {
+            for alias in &m.aliases {
+                let stem = alias.strip_suffix('*').unwrap_or(alias);
+                if stem.is_empty() || !is_ident(stem) {
+                    e.push(format!(
+                        "models.{id}.aliases: {alias:?} must be a name of letters, digits, \
+                         '.', '-' and '_', optionally ending in '*'"
+                    ));
+                }
+                if self.models.contains_key(alias.as_str()) {
+                    e.push(format!(
+                        "models.{id}.aliases: {alias:?} is the id of a model"
+                    ));
+                }
+                if let Some(other) = seen.insert(alias.as_str(), id.as_str()) {
+                    e.push(format!(
+                        "models.{id}.aliases: {alias:?} is also an alias of models.{other}"
+                    ));
+                }
+            }
+        }
     }
 
     /// `[plans.*]`: ids, names, prices to the cent, budgets, rate limits and known models.

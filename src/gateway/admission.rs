@@ -13,7 +13,6 @@ use axum::response::Response;
 use bytes::Bytes;
 use chrono::Utc;
 
-use super::auth;
 use super::billing::{Hold, reserve};
 use super::dialect::{ClientRequest, Dialect};
 use super::error::{GatewayError, rate_headers};
@@ -80,7 +79,8 @@ pub async fn admit<D: Dialect>(
     parts: &Parts,
     body: Body,
 ) -> Result<Admitted<D::Request>, Refusal> {
-    let key = auth::authenticate(state, &parts.headers).map_err(|e| Refusal::new(e, None, None))?;
+    let key =
+        D::authenticate(&state.keys, &parts.headers).map_err(|e| Refusal::new(e, None, None))?;
     let rate = key.check_rate();
     if !rate.allowed {
         state.metrics.rate_limited();

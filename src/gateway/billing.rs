@@ -20,6 +20,7 @@ use crate::keys::{KeyState, KeyStatus};
 use crate::money::{TokenPrices, Usd, cost_of};
 use crate::pricing::PricePeriod;
 use crate::state::AppState;
+use crate::status::Api;
 use crate::store::{Finish, Measured, UsageRow, Write};
 
 /// Token counts from upstream's usage, in DeepSeek's terms (every dialect maps its own usage
@@ -166,6 +167,10 @@ pub struct RequestCtx {
     pub started: Instant,
     /// Wall-clock start.
     pub started_at: DateTime<Utc>,
+    /// The API dialect it was made in.
+    pub api: Api,
+    /// The upstream account serving it, once one was chosen.
+    pub account: String,
 }
 
 /// How a request ended, as billing needs to know it.
@@ -244,6 +249,8 @@ pub async fn settle(state: &AppState, ctx: &RequestCtx, o: Outcome) -> UsageRow 
         latency_ms: ctx.started.elapsed().as_millis() as u64,
         ttft_ms: o.ttft.map(|d| d.as_millis() as u64),
         created_at_ms: ctx.started_at.timestamp_millis(),
+        api: ctx.api,
+        account: ctx.account.clone(),
     };
     // Queue the row now, finish the bookkeeping, and only then wait for the commit: if this
     // future is dropped while waiting, the row, the exhaustion mark and the events are done.
@@ -264,6 +271,8 @@ pub async fn settle(state: &AppState, ctx: &RequestCtx, o: Outcome) -> UsageRow 
         measured,
         latency_ms: row.latency_ms,
         ttft_ms: row.ttft_ms,
+        api: row.api,
+        account: row.account.clone(),
         at_ms: now.timestamp_millis(),
     });
     if let Err(e) = committed.await {

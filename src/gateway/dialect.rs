@@ -6,12 +6,16 @@
 //! how errors are shaped. A second dialect is a new module implementing [`Dialect`], not a copy
 //! of the handler.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::http::HeaderMap;
 use axum::response::Response;
 
 use super::billing::{HoldNeeds, Usage};
 use super::error::GatewayError;
+use crate::keys::{KeyState, KeyTable};
+use crate::status::Api;
 use crate::upstream::Endpoint;
 use crate::upstream::sse::SseEvent;
 
@@ -23,6 +27,11 @@ pub trait Dialect: Send + Sync + 'static {
     type Stream: StreamRewrite;
     /// Where upstream serves this dialect.
     const ENDPOINT: Endpoint;
+    /// Which dialect it is (ledger rows, the console, metrics).
+    const API: Api;
+
+    /// The paying key of a request (401 in this dialect's words when there is none).
+    fn authenticate(keys: &KeyTable, headers: &HeaderMap) -> Result<Arc<KeyState>, GatewayError>;
 
     /// Parse and check a request body (400 for what the gateway cannot work with).
     fn parse(raw: &[u8]) -> Result<Self::Request, GatewayError>;

@@ -47,7 +47,7 @@ pub async fn get(
     let Ok(Path(id)) = id else {
         return Err(GatewayError::ModelNotFound("(not valid UTF-8)".into()));
     };
-    if state.catalog.model(&id).is_none() {
+    if state.catalog.model_by_id(&id).is_none() {
         return Err(GatewayError::ModelNotFound(id));
     }
     let allowed = state

@@ -71,6 +71,7 @@ fn start<D: Dialect>(
         model: a.model.name.clone(),
         stream: stream.is_some(),
         client_ip: Some(ClientIp::of(state, parts).label()),
+        api: D::API,
         at_ms: Utc::now().timestamp_millis(),
     });
     let ctx = RequestCtx {
@@ -82,6 +83,8 @@ fn start<D: Dialect>(
         prompt_estimate,
         started: Instant::now(),
         started_at: Utc::now(),
+        api: D::API,
+        account: String::new(),
     };
     (Pending::new(state.clone(), ctx), Call { body, stream })
 }

@@ -63,6 +63,22 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, IdentifyError> {
         .ok_or(IdentifyError::Malformed)
 }
 
+/// The token of Anthropic's clients: `Authorization: Bearer <token>` when it is there and well
+/// formed (Bearer wins when both are sent, as at DeepSeek), else `x-api-key: <token>`.
+pub fn bearer_or_api_key(headers: &HeaderMap) -> Result<&str, IdentifyError> {
+    let bearer = bearer_token(headers);
+    if bearer.is_ok() {
+        return bearer;
+    }
+    match headers.get("x-api-key") {
+        Some(v) => v
+            .to_str()
+            .map(str::trim)
+            .map_err(|_| IdentifyError::Unknown),
+        None => bearer,
+    }
+}
+
 /// The key `token` stands for, whatever its status. A token without the shape of our keys is
 /// refused before it is hashed.
 pub fn look_up(keys: &KeyTable, token: &str) -> Result<Arc<KeyState>, IdentifyError> {
@@ -80,7 +96,15 @@ pub fn identify(keys: &KeyTable, headers: &HeaderMap) -> Result<Arc<KeyState>, I
 
 /// The key a request presents, refusing a revoked one (what spending requires).
 pub fn authenticate(keys: &KeyTable, headers: &HeaderMap) -> Result<Arc<KeyState>, IdentifyError> {
-    let key = identify(keys, headers)?;
+    usable(look_up(keys, bearer_token(headers)?)?)
+}
+
+/// The key `token` stands for, refusing a revoked one.
+pub fn authenticate_token(keys: &KeyTable, token: &str) -> Result<Arc<KeyState>, IdentifyError> {
+    usable(look_up(keys, token)?)
+}
+
+fn usable(key: Arc<KeyState>) -> Result<Arc<KeyState>, IdentifyError> {
     if key.status() == KeyStatus::Revoked {
         return Err(IdentifyError::Revoked);
     }
@@ -167,5 +191,27 @@ mod tests {
         ] {
             assert_eq!(e.to_string(), e.message());
         }
+    }
+
+    #[test]
+    fn anthropic_clients_send_x_api_key_and_bearer_wins() {
+        let keys = table();
+        let mut h = HeaderMap::new();
+        h.insert("x-api-key", HeaderValue::from_static(KEY));
+        let id = |h: &HeaderMap| bearer_or_api_key(h).and_then(|t| authenticate_token(&keys, t));
+        assert_eq!(id(&h).unwrap().id, "key_test");
+        // Both: Bearer wins, even when it is the wrong one.
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer sk-gateway-00000000000000000000000000000000"),
+        );
+        assert_eq!(id(&h).err(), Some(IdentifyError::Unknown));
+        // A non-Bearer Authorization does not hide the x-api-key.
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        assert_eq!(id(&h).unwrap().id, "key_test");
+        assert_eq!(
+            bearer_or_api_key(&HeaderMap::new()),
+            Err(IdentifyError::Missing)
+        );
     }
 }

@@ -60,6 +60,8 @@ fn usage(request_id: &str, key_id: &str, cost_nanos: i64, at_ms: i64) -> UsageRo
         latency_ms: 120,
         ttft_ms: None,
         created_at_ms: at_ms,
+        api: crate::status::Api::OpenAi,
+        account: String::new(),
     }
 }
 

@@ -7,6 +7,7 @@ use super::error::StoreError;
 use crate::money::Usd;
 use crate::pricing::PricePeriod;
 
+use crate::status::Api;
 pub use crate::status::{Finish, Measured};
 
 /// One ledger row.
@@ -46,6 +47,10 @@ pub struct UsageRow {
     pub ttft_ms: Option<u64>,
     /// Start time, unix ms.
     pub created_at_ms: i64,
+    /// The API dialect it was made in.
+    pub api: Api,
+    /// The upstream account that served it (empty when none was reached).
+    pub account: String,
 }
 
 fn i(v: u64) -> i64 {
@@ -69,8 +74,9 @@ pub fn insert(c: &Connection, u: &UsageRow) -> Result<(), StoreError> {
     c.prepare_cached(
         "INSERT INTO usage (request_id, key_id, model, stream, period, prompt_tokens,
              cache_hit_tokens, cache_miss_tokens, completion_tokens, reasoning_tokens, cost_nanos,
-             measured, status, finish, latency_ms, ttft_ms, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+             measured, status, finish, latency_ms, ttft_ms, created_at, api, account)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
+                 ?19)",
     )?
     .execute(params![
         u.request_id,
@@ -90,6 +96,8 @@ pub fn insert(c: &Connection, u: &UsageRow) -> Result<(), StoreError> {
         i(u.latency_ms),
         u.ttft_ms.map(i),
         u.created_at_ms,
+        u.api.as_str(),
+        u.account,
     ])?;
     Ok(())
 }
@@ -128,12 +136,14 @@ fn row_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<UsageRow> {
             .get::<_, Option<i64>>(15)?
             .map(|v| u64::try_from(v).unwrap_or(0)),
         created_at_ms: r.get(16)?,
+        api: Api::parse(&r.get::<_, String>(17)?),
+        account: r.get(18)?,
     })
 }
 
 const COLUMNS: &str = "request_id, key_id, model, stream, period, prompt_tokens, cache_hit_tokens,
     cache_miss_tokens, completion_tokens, reasoning_tokens, cost_nanos, measured, status, finish,
-    latency_ms, ttft_ms, created_at";
+    latency_ms, ttft_ms, created_at, api, account";
 
 /// A key's latest rows, newest first.
 pub fn recent(c: &Connection, key_id: &str, limit: u32) -> Result<Vec<UsageRow>, StoreError> {

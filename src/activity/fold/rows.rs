@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 
 use crate::activity::protocol::{ActivityEvent, RateLimitHits};
 use crate::money::Usd;
-use crate::status::{Finish, Measured};
+use crate::status::{Api, Finish, Measured};
 
 /// A finished request, as the live views list it.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,6 +34,10 @@ pub struct FinishedRow {
     pub latency_ms: u64,
     /// Start to first token.
     pub ttft_ms: Option<u64>,
+    /// The API dialect it was made in.
+    pub api: Api,
+    /// The upstream account that served it.
+    pub account: String,
     /// Unix ms it finished.
     pub at_ms: i64,
 }
@@ -53,6 +57,8 @@ impl FinishedRow {
             measured,
             latency_ms,
             ttft_ms,
+            api,
+            account,
             at_ms,
         } = e
         else {
@@ -71,6 +77,8 @@ impl FinishedRow {
             measured: *measured,
             latency_ms: *latency_ms,
             ttft_ms: *ttft_ms,
+            api: *api,
+            account: account.clone(),
             at_ms: *at_ms,
         })
     }
@@ -89,6 +97,8 @@ impl FinishedRow {
             measured: self.measured,
             latency_ms: self.latency_ms,
             ttft_ms: self.ttft_ms,
+            api: self.api,
+            account: self.account.clone(),
             at_ms: self.at_ms,
         }
     }

@@ -42,6 +42,7 @@ fn started(id: &str, at_ms: i64) -> ActivityEvent {
         model: "deepseek-v4-flash".into(),
         stream: true,
         client_ip: None,
+        api: crate::status::Api::OpenAi,
         at_ms,
     }
 }
@@ -59,6 +60,8 @@ fn finished(id: &str, at_ms: i64, finish: Finish, status: u16) -> ActivityEvent 
         measured: Measured::Provider,
         latency_ms: 100,
         ttft_ms: Some(10),
+        api: crate::status::Api::OpenAi,
+        account: String::new(),
         at_ms,
     }
 }
@@ -98,6 +101,7 @@ fn full_snapshot() -> Snapshot {
                 model: "deepseek-v4-flash".into(),
                 stream: true,
                 client_ip: Some("127.0.0.1".into()),
+                api: crate::status::Api::OpenAi,
                 started_ms: T0 - 50,
                 output_tokens: 9,
             },
@@ -109,6 +113,7 @@ fn full_snapshot() -> Snapshot {
                 model: "deepseek-v4-flash".into(),
                 stream: false,
                 client_ip: None,
+                api: crate::status::Api::OpenAi,
                 started_ms: T0 - 10,
                 output_tokens: 0,
             },

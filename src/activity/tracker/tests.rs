@@ -31,6 +31,7 @@ fn started(id: &str, at_ms: i64) -> ActivityEvent {
         model: "deepseek-v4-flash".into(),
         stream: true,
         client_ip: Some("127.0.0.1".into()),
+        api: crate::status::Api::OpenAi,
         at_ms,
     }
 }
@@ -60,6 +61,8 @@ fn finished_as(id: &str, cost: i64, at_ms: i64, finish: Finish, status: u16) -> 
         measured: Measured::Provider,
         latency_ms: 100,
         ttft_ms: Some(10),
+        api: crate::status::Api::OpenAi,
+        account: String::new(),
         at_ms,
     }
 }
@@ -290,6 +293,8 @@ fn row(id: &str, cost: i64, created_at_ms: i64) -> UsageRow {
         latency_ms: 100,
         ttft_ms: Some(10),
         created_at_ms,
+        api: crate::status::Api::OpenAi,
+        account: String::new(),
     }
 }
 

@@ -61,6 +61,8 @@ pub(crate) fn finished(request_id: &str, key_id: &str, cost: &str, at_ms: i64) -
         measured: Measured::Provider,
         latency_ms: 1_234,
         ttft_ms: Some(87),
+        api: crate::status::Api::OpenAi,
+        account: String::new(),
         at_ms,
     }
 }
@@ -74,6 +76,7 @@ pub(crate) fn started(request_id: &str, at_ms: i64) -> ActivityEvent {
         model: "deepseek-v4-flash".into(),
         stream: true,
         client_ip: Some("198.51.100.4".into()),
+        api: crate::status::Api::OpenAi,
         at_ms,
     }
 }
@@ -88,6 +91,7 @@ fn snapshot_in_flight() -> InFlightView {
         model: "deepseek-v4-flash".into(),
         stream: true,
         client_ip: Some("203.0.113.7".into()),
+        api: crate::status::Api::OpenAi,
         started_ms: NOW - 4_000,
         output_tokens: 120,
     }

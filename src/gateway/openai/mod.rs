@@ -9,6 +9,7 @@ mod tree;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 
 pub use request::{ChatRequest, usage_from_json};
@@ -16,7 +17,9 @@ pub use request::{ChatRequest, usage_from_json};
 use super::dialect::{Answer, Dialect, PublicModel, Step, StreamRewrite, Tally};
 use super::error::GatewayError;
 use super::pipeline;
+use crate::keys::{KeyState, KeyTable};
 use crate::state::AppState;
+use crate::status::Api;
 use crate::upstream::Endpoint;
 use crate::upstream::sse::SseEvent;
 
@@ -35,6 +38,11 @@ impl Dialect for OpenAi {
     type Request = ChatRequest;
     type Stream = Chunks;
     const ENDPOINT: Endpoint = Endpoint::ChatCompletions;
+    const API: Api = Api::OpenAi;
+
+    fn authenticate(keys: &KeyTable, headers: &HeaderMap) -> Result<Arc<KeyState>, GatewayError> {
+        Ok(crate::keys::identify::authenticate(keys, headers)?)
+    }
 
     fn parse(raw: &[u8]) -> Result<ChatRequest, GatewayError> {
         ChatRequest::parse(raw)
