@@ -23,6 +23,7 @@ mod faults_streams;
 mod faults_usage;
 mod hardening;
 mod hardening_shop;
+mod hardening_socket;
 mod install;
 mod lifecycle;
 mod models;
