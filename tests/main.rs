@@ -22,6 +22,7 @@ mod faults_clients;
 mod faults_streams;
 mod faults_usage;
 mod hardening;
+mod hardening_cli;
 mod hardening_shop;
 mod hardening_socket;
 mod install;
