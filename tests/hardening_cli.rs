@@ -49,7 +49,11 @@ async fn a_listing_piped_into_a_reader_that_stops_early_ends_quietly() {
     let mut stdout = child.stdout.take().expect("piped stdout");
     let mut first = [0u8; 100];
     stdout.read_exact(&mut first).await.expect("output begins");
-    assert!(first.starts_with(b"["), "{:?}", String::from_utf8_lossy(&first));
+    assert!(
+        first.starts_with(b"["),
+        "{:?}",
+        String::from_utf8_lossy(&first)
+    );
     drop(stdout);
     let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
         .await
@@ -81,7 +85,10 @@ async fn check_config_warns_when_no_upstream_key_is_configured_and_serve_refuses
     let config = file.to_str().expect("utf-8");
     let run = run_in(dir.path(), &["check-config", "--config", config], &[]).await;
     let toml = run.ok();
-    assert!(toml.contains("[upstream]"), "the config is still printed: {run:#?}");
+    assert!(
+        toml.contains("[upstream]"),
+        "the config is still printed: {run:#?}"
+    );
     let warnings: Vec<&str> = run.stderr.lines().collect();
     assert_eq!(warnings.len(), 1, "{run:#?}");
     assert!(

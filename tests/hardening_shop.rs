@@ -17,7 +17,10 @@ use crate::common::TestApp;
 fn forged_headers() -> Vec<(String, String)> {
     [
         ("PAYPAL-AUTH-ALGO", "SHA256withRSA"),
-        ("PAYPAL-CERT-URL", "https://api.paypal.com/v1/notifications/certs/CERT-x"),
+        (
+            "PAYPAL-CERT-URL",
+            "https://api.paypal.com/v1/notifications/certs/CERT-x",
+        ),
         ("PAYPAL-TRANSMISSION-ID", "6f1b4e60-0000-11ef-0000-forged"),
         ("PAYPAL-TRANSMISSION-SIG", "Zm9yZ2Vk"),
         ("PAYPAL-TRANSMISSION-TIME", "2026-11-25T10:00:00Z"),
@@ -128,7 +131,10 @@ async fn a_burst_of_forged_webhooks_from_one_address_is_cut_off_by_a_per_ip_limi
         .filter(|a| **a == (429, "too many deliveries".to_string()))
         .count();
     assert_eq!(forged + limited, 100, "{answers:?}");
-    assert_eq!(verified, forged as u64, "one verification per forged delivery let through");
+    assert_eq!(
+        verified, forged as u64,
+        "one verification per forged delivery let through"
+    );
     let limit = u64::from(WEBHOOKS_PER_MINUTE);
     assert!(
         (limit..=limit + refilled).contains(&verified),

@@ -148,5 +148,8 @@ async fn a_subscribed_console_that_only_listens_keeps_receiving_events() {
     assert_eq!(event["type"], "event", "{event}");
     assert_eq!(event["event"]["kind"], "key_created", "{event}");
     let prefix = event["event"]["key"]["prefix"].as_str().unwrap();
-    assert!(key.starts_with(prefix.trim_end_matches('…')), "{prefix} {key}");
+    assert!(
+        key.starts_with(prefix.trim_end_matches('…')),
+        "{prefix} {key}"
+    );
 }

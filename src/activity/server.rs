@@ -235,16 +235,14 @@ async fn read_request(
     match timeout(timeouts.idle, reader.fill_buf()).await {
         Err(_) => return Err(LineError::Idle),
         Ok(Err(_)) => return Err(LineError::Closed),
-        Ok(Ok(first)) if first.is_empty() => return Err(LineError::Closed),
+        Ok(Ok([])) => return Err(LineError::Closed),
         Ok(Ok(_)) => {}
     }
     let mut capped = (&mut *reader).take(MAX_LINE as u64 + 1);
     match timeout(timeouts.line, capped.read_until(b'\n', buf)).await {
         Err(_) => Err(LineError::Slow),
         Ok(Err(_)) => Err(LineError::Closed),
-        Ok(Ok(_)) if buf.last() != Some(&b'\n') && buf.len() > MAX_LINE => {
-            Err(LineError::TooLong)
-        }
+        Ok(Ok(_)) if buf.last() != Some(&b'\n') && buf.len() > MAX_LINE => Err(LineError::TooLong),
         Ok(Ok(_)) => Ok(()),
     }
 }

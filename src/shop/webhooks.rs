@@ -263,12 +263,7 @@ pub async fn paypal(
     body: Body,
 ) -> Result<Response, WebhookError> {
     let paypal = state.paypal.as_ref().ok_or(WebhookError::NotConfigured)?;
-    if state
-        .shop_limits
-        .webhook
-        .check_key(&limit_key(ip))
-        .is_err()
-    {
+    if state.shop_limits.webhook.check_key(&limit_key(ip)).is_err() {
         tracing::warn!(%ip, "PayPal webhook deliveries over the per-IP limit refused");
         return Err(WebhookError::Limited);
     }
