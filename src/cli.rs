@@ -1,14 +1,17 @@
 //! The command line: `serve`, `keys …`, `orders …`, `backup`, `check-config`, `console`. Output for people goes to
 //! stdout (tables, or one JSON document with `--json`); errors go to stderr with exit code 1.
+//!
+//! A command's output is composed whole, then written once by [`output`], which takes a reader
+//! that stops early (`modelrelay keys list | head`) in its stride, as `ls` does.
 
-#![allow(clippy::print_stdout, reason = "this module is the CLI's output path")]
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::activity::client;
-use crate::activity::protocol::{KeyView, Request, Response};
+use crate::activity::protocol::{KeyView, OrderView, Request, Response};
 use crate::app::Daemon;
 use crate::config::Config;
 use crate::money::Usd;
@@ -160,6 +163,18 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// Write a command's output to stdout. A reader that closed the pipe early (`… | head`) took
+/// what it wanted: that is a success, and nothing is said about it.
+fn output(text: &str) -> ExitCode {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => fail(format_args!("cannot write the output: {e}")),
+    }
+}
+
 /// Run a parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
     let loaded = Config::load(cli.config.as_deref());
@@ -176,8 +191,10 @@ pub fn run(cli: Cli) -> ExitCode {
         Err(e) => return fail(format_args!("configuration: {e}")),
     };
     if let Command::CheckConfig = cli.command {
-        print!("{}", config.redacted_toml());
-        return ExitCode::SUCCESS;
+        for warning in config.warnings() {
+            eprintln!("modelrelay: warning: {warning}");
+        }
+        return output(&config.redacted_toml());
     }
     let runtime = match cli.command {
         Command::Serve { .. } => tokio::runtime::Builder::new_multi_thread()
@@ -238,8 +255,7 @@ async fn backup(socket_path: &Path, file: PathBuf) -> ExitCode {
         Err(e) => fail(e),
         Ok(Response::Error { message }) => fail(message),
         Ok(Response::BackedUp { path, bytes }) => {
-            println!("{} ({bytes} bytes)", path.display());
-            ExitCode::SUCCESS
+            output(&format!("{} ({bytes} bytes)\n", path.display()))
         }
         Ok(other) => fail(format_args!("unexpected answer from the daemon: {other:?}")),
     }
@@ -274,10 +290,13 @@ async fn serve(mut config: Config, demo: bool) -> ExitCode {
         );
         Some((sim, paypal))
     } else {
-        if config.upstream.api_key.is_empty() {
+        if config.upstream_key_missing() {
+            // Refused rather than started: every request would fail upstream, and the
+            // storefront would sell keys that cannot work.
             return fail(
-                "upstream.api_key is empty: set it in the config, with upstream.api_key_file, \
-                 or MODELRELAY_UPSTREAM__API_KEY (or try `modelrelay serve --demo`)",
+                "no upstream key configured, every request would fail upstream: set \
+                 upstream.api_key in the config, upstream.api_key_file, or \
+                 MODELRELAY_UPSTREAM__API_KEY (or try `modelrelay serve --demo`)",
             );
         }
         None
@@ -386,24 +405,21 @@ async fn keys(path: &Path, args: KeysArgs) -> ExitCode {
                 let doc = serde_json::json!({"api_key": api_key, "key": key});
                 print_json(&doc)
             } else {
-                println!("{api_key}");
-                ExitCode::SUCCESS
+                output(&format!("{api_key}\n"))
             }
         }
         Response::Keys { keys } => {
             if args.json {
                 print_json(&keys)
             } else {
-                print_table(&keys);
-                ExitCode::SUCCESS
+                output(&keys_table(&keys))
             }
         }
         Response::Key { key } => {
             if args.json {
                 print_json(&key)
             } else {
-                print_key(&key);
-                ExitCode::SUCCESS
+                output(&key_card(&key))
             }
         }
         other => fail(format_args!("unexpected answer from the daemon: {other:?}")),
@@ -423,64 +439,86 @@ async fn orders(path: &Path, args: OrdersArgs) -> ExitCode {
         Err(e) => fail(e),
         Ok(Response::Error { message }) => fail(message),
         Ok(Response::Orders { orders }) if args.json => print_json(&orders),
-        Ok(Response::Orders { orders }) => {
-            println!(
-                "{:<24} {:<20} {:<9} {:<10} {:>9}  {:<21} EMAIL",
-                "ORDER", "CREATED", "STATUS", "PLAN", "AMOUNT", "KEY"
-            );
-            for o in &orders {
-                println!(
-                    "{:<24} {:<20} {:<9} {:<10} {:>9}  {:<21} {}",
-                    o.order_id,
-                    o.created_at,
-                    o.status.as_str(),
-                    o.plan,
-                    format!("${}", o.amount_usd),
-                    o.key_id.as_deref().unwrap_or("-"),
-                    o.email
-                );
-            }
-            if orders.is_empty() {
-                println!("(no orders yet)");
-            }
-            ExitCode::SUCCESS
-        }
+        Ok(Response::Orders { orders }) => output(&orders_table(&orders)),
         Ok(Response::Order { order }) if args.json => print_json(&order),
-        Ok(Response::Order { order: o }) => {
-            let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
-            println!("order:      {}", o.order_id);
-            println!("status:     {}", o.status.as_str());
-            println!("plan:       {}", o.plan);
-            println!("amount:     ${}", o.amount_usd);
-            println!("email:      {}", o.email);
-            println!("key:        {}", opt(&o.key_id));
-            println!("paypal:     {}", opt(&o.paypal_order_id));
-            println!("capture:    {}", opt(&o.paypal_capture_id));
-            println!("created:    {}", o.created_at);
-            println!("paid:       {}", opt(&o.paid_at));
-            ExitCode::SUCCESS
-        }
+        Ok(Response::Order { order }) => output(&order_card(&order)),
         Ok(other) => fail(format_args!("unexpected answer from the daemon: {other:?}")),
     }
 }
 
 fn print_json(v: &impl serde::Serialize) -> ExitCode {
     match serde_json::to_string_pretty(v) {
-        Ok(s) => {
-            println!("{s}");
-            ExitCode::SUCCESS
-        }
+        Ok(s) => output(&(s + "\n")),
         Err(e) => fail(e),
     }
 }
 
-fn print_table(keys: &[KeyView]) {
-    println!(
+// Writing to a String cannot fail: the `fmt::Result`s below are always `Ok`.
+
+fn orders_table(orders: &[OrderView]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<24} {:<20} {:<9} {:<10} {:>9}  {:<21} EMAIL",
+        "ORDER", "CREATED", "STATUS", "PLAN", "AMOUNT", "KEY"
+    );
+    for o in orders {
+        let _ = writeln!(
+            s,
+            "{:<24} {:<20} {:<9} {:<10} {:>9}  {:<21} {}",
+            o.order_id,
+            o.created_at,
+            o.status.as_str(),
+            o.plan,
+            format!("${}", o.amount_usd),
+            o.key_id.as_deref().unwrap_or("-"),
+            o.email
+        );
+    }
+    if orders.is_empty() {
+        s.push_str("(no orders yet)\n");
+    }
+    s
+}
+
+/// `label:      value` lines.
+fn card(fields: &[(&str, String)]) -> String {
+    let mut s = String::new();
+    for (label, value) in fields {
+        let _ = writeln!(s, "{:<12}{value}", format!("{label}:"));
+    }
+    s
+}
+
+fn or_dash(v: &Option<String>) -> String {
+    v.clone().unwrap_or_else(|| "-".into())
+}
+
+fn order_card(o: &OrderView) -> String {
+    card(&[
+        ("order", o.order_id.clone()),
+        ("status", o.status.as_str().to_string()),
+        ("plan", o.plan.clone()),
+        ("amount", format!("${}", o.amount_usd)),
+        ("email", o.email.clone()),
+        ("key", or_dash(&o.key_id)),
+        ("paypal", or_dash(&o.paypal_order_id)),
+        ("capture", or_dash(&o.paypal_capture_id)),
+        ("created", o.created_at.clone()),
+        ("paid", or_dash(&o.paid_at)),
+    ])
+}
+
+fn keys_table(keys: &[KeyView]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
         "{:<21} {:<20} {:<10} {:<9} {:>12} {:>12} {:>12} {:>8}  CREATED",
         "ID", "PREFIX", "PLAN", "STATUS", "BUDGET", "SPENT", "REMAINING", "REQS"
     );
     for k in keys {
-        println!(
+        let _ = writeln!(
+            s,
             "{:<21} {:<20} {:<10} {:<9} {:>12} {:>12} {:>12} {:>8}  {}",
             k.id,
             k.prefix,
@@ -494,23 +532,25 @@ fn print_table(keys: &[KeyView]) {
         );
     }
     if keys.is_empty() {
-        println!("(no keys yet: `modelrelay keys create --plan trial`)");
+        s.push_str("(no keys yet: `modelrelay keys create --plan trial`)\n");
     }
+    s
 }
 
-fn print_key(k: &KeyView) {
-    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
-    println!("id:         {}", k.id);
-    println!("prefix:     {}", k.prefix);
-    println!("plan:       {}", k.plan);
-    println!("status:     {}", k.status.as_str());
-    println!("budget:     ${}", k.budget_usd);
-    println!("spent:      ${}", k.spent_usd);
-    println!("remaining:  ${}", k.remaining_usd);
-    println!("held:       ${}", k.held_usd);
-    println!("requests:   {}", k.requests);
-    println!("email:      {}", opt(&k.email));
-    println!("note:       {}", opt(&k.note));
-    println!("created:    {}", k.created_at);
-    println!("last used:  {}", opt(&k.last_used_at));
+fn key_card(k: &KeyView) -> String {
+    card(&[
+        ("id", k.id.clone()),
+        ("prefix", k.prefix.clone()),
+        ("plan", k.plan.clone()),
+        ("status", k.status.as_str().to_string()),
+        ("budget", format!("${}", k.budget_usd)),
+        ("spent", format!("${}", k.spent_usd)),
+        ("remaining", format!("${}", k.remaining_usd)),
+        ("held", format!("${}", k.held_usd)),
+        ("requests", k.requests.to_string()),
+        ("email", or_dash(&k.email)),
+        ("note", or_dash(&k.note)),
+        ("created", k.created_at.clone()),
+        ("last used", or_dash(&k.last_used_at)),
+    ])
 }

@@ -554,10 +554,11 @@ async fn the_storefronts_json_refusals_keep_their_exact_bodies() {
     );
     expect(resp, 401, missing).await;
     // PayPal gets a word, not JSON.
+    let event = json!({"id": "WH-1", "event_type": "PAYMENT.CAPTURE.COMPLETED", "resource": {}});
     let resp = app
         .http
         .post(format!("{}/webhooks/paypal", app.base))
-        .body("{}")
+        .body(event.to_string())
         .send()
         .await
         .unwrap();

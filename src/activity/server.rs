@@ -7,22 +7,57 @@
 //! [tracker](super::tracker), then events; a subscriber that reads too slowly gets `lagged` and
 //! a fresh snapshot. Nothing here is awaited by the request path: events reach a subscriber
 //! through its own bounded bus receiver.
+//!
+//! A peer cannot make the daemon hold much for it: a request line is read only up to
+//! [`MAX_LINE`] (a longer one is answered with an error and the connection closed, never
+//! buffered whole), and a connection that starts no request for [`IDLE_TIMEOUT`], or does not
+//! finish its line within [`LINE_TIMEOUT`], is closed ([`SocketTimeouts`]). A subscribed console
+//! only listens, so it is never timed out.
 
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use nix::unistd::{Group, Uid, User};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{broadcast, watch};
+use tokio::time::timeout;
 
 use super::protocol::{Request, Response};
 use super::tracker::TrackerError;
 use crate::config::Config;
 use crate::state::AppState;
 
-/// Longest request line accepted.
-const MAX_LINE: usize = 64 * 1024;
+/// Longest request line accepted (bytes, without its newline).
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// How long a connection may go without starting a request before it is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a request line may take from its first byte to its newline.
+pub const LINE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the socket waits for a peer that is not subscribed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketTimeouts {
+    /// No request started for this long: the connection is closed without a word (a client
+    /// keeping a connection for later finds it closed and opens another).
+    pub idle: Duration,
+    /// A request line not finished this long after its first byte is answered with an error,
+    /// and the connection closed. Also the bound on writing an answer to a peer that does not
+    /// read it.
+    pub line: Duration,
+}
+
+impl Default for SocketTimeouts {
+    fn default() -> Self {
+        SocketTimeouts {
+            idle: IDLE_TIMEOUT,
+            line: LINE_TIMEOUT,
+        }
+    }
+}
 
 /// Bind the socket: refuse if a daemon already answers there, replace a stale file, set the
 /// mode and group.
@@ -100,8 +135,18 @@ impl PeerPolicy {
     }
 }
 
-/// Accept connections until `stop` turns true.
-pub async fn serve(state: Arc<AppState>, listener: UnixListener, mut stop: watch::Receiver<bool>) {
+/// Accept connections until `stop` turns true, with the default [`SocketTimeouts`].
+pub async fn serve(state: Arc<AppState>, listener: UnixListener, stop: watch::Receiver<bool>) {
+    serve_with(state, listener, stop, SocketTimeouts::default()).await;
+}
+
+/// Accept connections until `stop` turns true, timing out peers after `timeouts`.
+pub async fn serve_with(
+    state: Arc<AppState>,
+    listener: UnixListener,
+    mut stop: watch::Receiver<bool>,
+    timeouts: SocketTimeouts,
+) {
     let policy = Arc::new(PeerPolicy::from_config(&state.config));
     loop {
         let accepted = tokio::select! {
@@ -144,7 +189,7 @@ pub async fn serve(state: Arc<AppState>, listener: UnixListener, mut stop: watch
             );
             continue;
         }
-        tokio::spawn(connection(state.clone(), stream, stop.clone()));
+        tokio::spawn(connection(state.clone(), stream, stop.clone(), timeouts));
     }
 }
 
@@ -167,37 +212,84 @@ async fn send(
     }
 }
 
-async fn connection(state: Arc<AppState>, stream: UnixStream, mut stop: watch::Receiver<bool>) {
+/// Why no request line was read.
+enum LineError {
+    /// The peer hung up (or the connection failed).
+    Closed,
+    /// No request started within the idle timeout.
+    Idle,
+    /// The line did not end within the line timeout.
+    Slow,
+    /// The line is longer than [`MAX_LINE`].
+    TooLong,
+}
+
+/// Read one request line into `buf` (newline included), holding at most [`MAX_LINE`] + 1 bytes
+/// of it. A last line without its newline before the peer hangs up counts as a line.
+async fn read_request(
+    reader: &mut (impl AsyncBufRead + Unpin),
+    buf: &mut Vec<u8>,
+    timeouts: SocketTimeouts,
+) -> Result<(), LineError> {
+    // Waiting for the first byte is idling; from then on the line has its own deadline.
+    match timeout(timeouts.idle, reader.fill_buf()).await {
+        Err(_) => return Err(LineError::Idle),
+        Ok(Err(_)) => return Err(LineError::Closed),
+        Ok(Ok([])) => return Err(LineError::Closed),
+        Ok(Ok(_)) => {}
+    }
+    let mut capped = (&mut *reader).take(MAX_LINE as u64 + 1);
+    match timeout(timeouts.line, capped.read_until(b'\n', buf)).await {
+        Err(_) => Err(LineError::Slow),
+        Ok(Err(_)) => Err(LineError::Closed),
+        Ok(Ok(_)) if buf.last() != Some(&b'\n') && buf.len() > MAX_LINE => Err(LineError::TooLong),
+        Ok(Ok(_)) => Ok(()),
+    }
+}
+
+/// Write an answer, giving up on a peer that does not read it.
+async fn answer(
+    w: &mut (impl AsyncWriteExt + Unpin),
+    r: &Response,
+    timeouts: SocketTimeouts,
+) -> bool {
+    matches!(timeout(timeouts.line, write_line(w, r)).await, Ok(Ok(())))
+}
+
+async fn connection(
+    state: Arc<AppState>,
+    stream: UnixStream,
+    mut stop: watch::Receiver<bool>,
+    timeouts: SocketTimeouts,
+) {
     let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read);
-    let mut buf = String::new();
+    let mut reader = BufReader::new(read);
+    let mut buf = Vec::new();
     loop {
         buf.clear();
-        let n = tokio::select! {
-            n = lines.read_line(&mut buf) => n,
+        let line = tokio::select! {
+            line = read_request(&mut reader, &mut buf, timeouts) => line,
             _ = stop.wait_for(|s| *s) => return,
         };
-        match n {
-            Ok(0) | Err(_) => return,
-            Ok(_) if buf.len() > MAX_LINE => {
-                let _ = write_line(
-                    &mut write,
-                    &Response::Error {
-                        message: "request line too long".into(),
-                    },
-                )
-                .await;
-                return;
-            }
-            Ok(_) => {}
+        let refusal = match line {
+            Ok(()) => None,
+            // A client keeping a connection for later must not find a stray answer on it.
+            Err(LineError::Closed | LineError::Idle) => return,
+            Err(LineError::Slow) => Some("request line not completed in time"),
+            Err(LineError::TooLong) => Some("request line too long"),
+        };
+        if let Some(message) = refusal {
+            let message = message.into();
+            answer(&mut write, &Response::Error { message }, timeouts).await;
+            return;
         }
-        let req: Request = match serde_json::from_str(buf.trim()) {
+        let req: Request = match serde_json::from_slice(&buf) {
             Ok(r) => r,
             Err(e) => {
                 let msg = Response::Error {
                     message: format!("bad request: {e}"),
                 };
-                if write_line(&mut write, &msg).await.is_err() {
+                if !answer(&mut write, &msg, timeouts).await {
                     return;
                 }
                 continue;
@@ -208,7 +300,7 @@ async fn connection(state: Arc<AppState>, stream: UnixStream, mut stop: watch::R
             return;
         }
         let resp = crate::admin::handle_admin(&state, req).await;
-        if write_line(&mut write, &resp).await.is_err() {
+        if !answer(&mut write, &resp, timeouts).await {
             return;
         }
     }

@@ -1,11 +1,33 @@
 //! Validation: values that parse but cannot work, each explained on its own line and all
-//! reported at once, in the order of the file's sections.
+//! reported at once, in the order of the file's sections; and the warnings about a valid
+//! configuration that cannot do its job as it stands (`check-config` prints them).
 
 use std::net::SocketAddr;
 
 use super::{Config, ConfigError};
 
 impl Config {
+    /// No key to call DeepSeek with: every request would fail upstream. Valid for
+    /// `serve --demo`, which brings its own; `serve` refuses to start. The one place that says
+    /// what counts as an upstream key.
+    pub fn upstream_key_missing(&self) -> bool {
+        self.upstream.api_key.trim().is_empty()
+    }
+
+    /// What a valid configuration cannot do as it stands, one line each.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if self.upstream_key_missing() {
+            w.push(
+                "no upstream key configured (upstream.api_key, upstream.api_key_file or \
+                 MODELRELAY_UPSTREAM__API_KEY): `serve` refuses to start without one, every \
+                 request would fail upstream; `serve --demo` brings its own"
+                    .to_string(),
+            );
+        }
+        w
+    }
+
     /// Every problem of the configuration, or `Ok` when there is none.
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         let mut e = Vec::new();

@@ -16,7 +16,14 @@ pub struct ShopLimits {
     pub create_order: DefaultKeyedRateLimiter<IpAddr>,
     /// `POST /api/orders/{id}/capture` (each call may reach PayPal).
     pub capture: DefaultKeyedRateLimiter<IpAddr>,
+    /// `POST /webhooks/paypal` (each delivery that looks like an event costs a call to
+    /// PayPal's verify API): [`WEBHOOKS_PER_MINUTE`].
+    pub webhook: DefaultKeyedRateLimiter<IpAddr>,
 }
+
+/// Webhook deliveries taken per address and minute. PayPal delivers a few a minute from any one
+/// of its addresses, retries included; a burst of a hundred from one address is not PayPal.
+pub const WEBHOOKS_PER_MINUTE: u32 = 60;
 
 impl ShopLimits {
     /// Forget addresses idle long enough to be back at full allowance (bounded memory).
@@ -25,6 +32,7 @@ impl ShopLimits {
         self.dashboard.retain_recent();
         self.create_order.retain_recent();
         self.capture.retain_recent();
+        self.webhook.retain_recent();
     }
 }
 
@@ -54,6 +62,7 @@ impl Default for ShopLimits {
             dashboard: per_minute(20),
             create_order: per_minute(10),
             capture: per_minute(30),
+            webhook: per_minute(WEBHOOKS_PER_MINUTE),
         }
     }
 }

@@ -6,12 +6,19 @@
 //! order; `PENDING` / `DENIED` record the state. An unverifiable event gets 400 and changes
 //! nothing; when PayPal cannot be asked, 503 makes PayPal retry later.
 //!
+//! Every verification is a call to PayPal, so a delivery earns one only once it could be an
+//! event we act on: within the per-IP limit ([`super::limits::WEBHOOKS_PER_MINUTE`]), at most
+//! [`MAX_EVENT_BYTES`], a JSON object with a string `id`, a string `event_type` and an object
+//! `resource`, of a type we handle. Another type PayPal knows is answered 200 unverified (it
+//! changes nothing, and a refusal would only make PayPal deliver it again for days); anything
+//! else is refused.
+//!
 //! Answers are for PayPal, not for people: a short plain-text word with the status that
 //! matters (2xx done, anything else delivered again later), in [`WebhookError`].
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -19,9 +26,10 @@ use chrono::Utc;
 use serde_json::Value;
 
 use super::fulfil::{Fulfilment, fulfil};
+use super::limits::limit_key;
 use crate::activity::ActivityEvent;
 use crate::paypal::{CaptureInfo, parse_amount};
-use crate::state::AppState;
+use crate::state::{AppState, ClientIp};
 use crate::store::Write;
 use crate::store::orders::{self as db, OrderRecord, OrderStatus};
 
@@ -41,9 +49,18 @@ pub enum WebhookError {
     /// 400: the body is not JSON.
     #[error("not JSON")]
     NotJson,
-    /// 400: JSON without an event id and type.
+    /// 400: JSON without a string `id`, a string `event_type` and an object `resource`.
     #[error("not a PayPal event")]
     NotAnEvent,
+    /// 400: a body over [`MAX_EVENT_BYTES`].
+    #[error("too large")]
+    TooLarge,
+    /// 400: an event type PayPal does not send.
+    #[error("unknown event type")]
+    UnknownType,
+    /// 429: over the per-IP limit of deliveries.
+    #[error("too many deliveries")]
+    Limited,
     /// 400: a capture event without its capture.
     #[error("no capture in the event")]
     NoCapture,
@@ -65,7 +82,10 @@ impl WebhookError {
             WebhookError::Forged
             | WebhookError::NotJson
             | WebhookError::NotAnEvent
+            | WebhookError::TooLarge
+            | WebhookError::UnknownType
             | WebhookError::NoCapture => StatusCode::BAD_REQUEST,
+            WebhookError::Limited => StatusCode::TOO_MANY_REQUESTS,
             WebhookError::NotConfigured
             | WebhookError::CannotVerify
             | WebhookError::NotRecorded
@@ -79,6 +99,81 @@ impl IntoResponse for WebhookError {
     fn into_response(self) -> Response {
         (self.status(), self.to_string()).into_response()
     }
+}
+
+/// The largest body taken as a PayPal event. PayPal's capture and refund events are a few KiB;
+/// a bigger body is refused before PayPal is asked about it.
+pub const MAX_EVENT_BYTES: usize = 64 * 1024;
+
+/// The event types this shop acts on: verified with PayPal, then handled in [`handle`].
+const HANDLED: [&str; 5] = [
+    "PAYMENT.CAPTURE.COMPLETED",
+    "PAYMENT.CAPTURE.PENDING",
+    "PAYMENT.CAPTURE.DENIED",
+    "PAYMENT.CAPTURE.REFUNDED",
+    "PAYMENT.CAPTURE.REVERSED",
+];
+
+/// PayPal event types of checkouts and payments that a webhook subscribed to more than the
+/// `PAYMENT.CAPTURE.*` events may deliver. Nothing changes for them, so they are answered 200
+/// without a verification call.
+const KNOWN_IGNORED: [&str; 17] = [
+    "CHECKOUT.ORDER.APPROVED",
+    "CHECKOUT.ORDER.COMPLETED",
+    "CHECKOUT.ORDER.SAVED",
+    "CHECKOUT.ORDER.VOIDED",
+    "CHECKOUT.PAYMENT-APPROVAL.REVERSED",
+    "PAYMENT.CAPTURE.DECLINED",
+    "PAYMENT.AUTHORIZATION.CREATED",
+    "PAYMENT.AUTHORIZATION.VOIDED",
+    "PAYMENT.ORDER.CREATED",
+    "PAYMENT.ORDER.CANCELLED",
+    "PAYMENT.SALE.COMPLETED",
+    "PAYMENT.SALE.DENIED",
+    "PAYMENT.SALE.PENDING",
+    "PAYMENT.SALE.REFUNDED",
+    "PAYMENT.SALE.REVERSED",
+    "CUSTOMER.DISPUTE.CREATED",
+    "CUSTOMER.DISPUTE.RESOLVED",
+];
+
+/// A delivery that has the shape of a PayPal event (not yet verified).
+struct Event {
+    id: String,
+    kind: String,
+    resource: Value,
+}
+
+/// Read at most [`MAX_EVENT_BYTES`] of the body.
+async fn read_body(body: Body) -> Result<Bytes, WebhookError> {
+    axum::body::to_bytes(body, MAX_EVENT_BYTES)
+        .await
+        .map_err(|e| {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+                || e.to_string().contains("length limit");
+            // A body that breaks off is not an event either.
+            if too_large {
+                WebhookError::TooLarge
+            } else {
+                WebhookError::NotAnEvent
+            }
+        })
+}
+
+/// The event a body holds, if it has an event's shape.
+fn parse_event(raw: &[u8]) -> Result<Event, WebhookError> {
+    let mut event = serde_json::from_slice::<Value>(raw).map_err(|_| WebhookError::NotJson)?;
+    let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+    let (Some(id), Some(kind)) = (text(&event, "id"), text(&event, "event_type")) else {
+        return Err(WebhookError::NotAnEvent);
+    };
+    let resource = event
+        .get_mut("resource")
+        .filter(|r| r.is_object())
+        .map(Value::take)
+        .ok_or(WebhookError::NotAnEvent)?;
+    Ok(Event { id, kind, resource })
 }
 
 /// The capture carried by a `PAYMENT.CAPTURE.*` event's `resource`.
@@ -160,14 +255,28 @@ async fn find_order(
     })
 }
 
-/// The handler.
+/// The handler: the checks that cost nothing, PayPal's verification, then the event.
 pub async fn paypal(
     State(state): State<Arc<AppState>>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Response, WebhookError> {
     let paypal = state.paypal.as_ref().ok_or(WebhookError::NotConfigured)?;
-    match paypal.verify_webhook(&headers, &body).await {
+    if state.shop_limits.webhook.check_key(&limit_key(ip)).is_err() {
+        tracing::warn!(%ip, "PayPal webhook deliveries over the per-IP limit refused");
+        return Err(WebhookError::Limited);
+    }
+    let raw = read_body(body).await?;
+    let Event { id, kind, resource } = parse_event(&raw)?;
+    if !HANDLED.contains(&kind.as_str()) {
+        if KNOWN_IGNORED.contains(&kind.as_str()) {
+            tracing::debug!(kind, "PayPal event ignored");
+            return Ok((StatusCode::OK, "ignored").into_response());
+        }
+        return Err(WebhookError::UnknownType);
+    }
+    match paypal.verify_webhook(&headers, &raw).await {
         Ok(true) => {}
         Ok(false) => {
             tracing::warn!("PayPal webhook with an invalid signature refused");
@@ -178,17 +287,7 @@ pub async fn paypal(
             return Err(WebhookError::CannotVerify);
         }
     }
-    let event = serde_json::from_slice::<Value>(&body).map_err(|_| WebhookError::NotJson)?;
-    let (Some(event_id), Some(kind)) = (
-        event.get("id").and_then(Value::as_str).map(str::to_string),
-        event
-            .get("event_type")
-            .and_then(Value::as_str)
-            .map(str::to_string),
-    ) else {
-        return Err(WebhookError::NotAnEvent);
-    };
-    let seen_id = event_id.clone();
+    let seen_id = id.clone();
     if state
         .store
         .read(move |c| db::webhook_seen(c, &seen_id))
@@ -197,7 +296,6 @@ pub async fn paypal(
     {
         return Ok((StatusCode::OK, "already processed").into_response());
     }
-    let resource = event.get("resource").cloned().unwrap_or(Value::Null);
     // In a task of its own, so PayPal hanging up cannot interrupt a half-done change.
     let worker = {
         let state = state.clone();
@@ -206,7 +304,7 @@ pub async fn paypal(
     };
     worker.await.map_err(|_| WebhookError::Failed)??;
     state.store.write_later(Write::WebhookSeen {
-        event_id,
+        event_id: id,
         event_type: kind,
         at_ms: Utc::now().timestamp_millis(),
     });

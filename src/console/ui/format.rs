@@ -116,6 +116,19 @@ pub fn clip(s: &str, width: usize) -> String {
     out
 }
 
+/// `s` cut to `width` characters keeping its end, with `…` in front when cut: for ids whose
+/// tail tells them apart (a request id starts with the time, and ends with its random part).
+pub fn clip_start(s: &str, width: usize) -> String {
+    let len = s.chars().count();
+    if len <= width {
+        return s.to_string();
+    }
+    let keep = width.saturating_sub(1);
+    let mut out = String::from("…");
+    out.extend(s.chars().skip(len - keep));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,5 +176,10 @@ mod tests {
         assert_eq!(gauge(u("1"), Usd::ZERO, 10), "░░░░░   0%");
         assert_eq!(clip("sk-gateway-AbCd…", 8), "sk-gate…");
         assert_eq!(clip("abc", 8), "abc");
+        assert_eq!(
+            clip_start("req_019abc0d1e2fA7kQ9zXw2mPq", 13),
+            "…A7kQ9zXw2mPq"
+        );
+        assert_eq!(clip_start("req_a", 13), "req_a");
     }
 }

@@ -1,4 +1,8 @@
 //! The Live view: streams in flight (growing as they generate) over the last finished requests.
+//!
+//! Columns are given out in the order the operator reads them: the model keeps its whole name
+//! (squeezed only below 80 columns), and a request id, which is for finding a line in the logs,
+//! gets what is left, shortened to its random tail first.
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -6,9 +10,22 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, TableState};
 
 use super::Theme;
-use super::format::{clip, clock, cost, millis};
+use super::format::{clip, clip_start, clock, cost, millis};
 use crate::console::app::App;
 use crate::status::{Finish, Measured};
+
+/// A request id in full: `req_` and 24 characters.
+const REQUEST_FULL: u16 = 28;
+/// The narrowest request-id column worth showing: `…` and the last 11 (random) characters.
+const REQUEST_MIN: u16 = 12;
+/// The widest model column (a longer name is cut).
+const MODEL_MAX: usize = 24;
+
+/// The model column's width: the longest name it shows, at least its heading.
+fn model_width<'a>(models: impl Iterator<Item = &'a str>) -> u16 {
+    let longest = models.map(|m| m.chars().count()).max().unwrap_or(0);
+    longest.clamp("MODEL".len(), MODEL_MAX) as u16
+}
 
 /// Paint the Live view into `area`.
 pub fn draw(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
@@ -37,16 +54,18 @@ fn draw_in_flight(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
         frame.render_widget(p, area);
         return;
     }
-    let mut widths = vec![16, 8, 17, 7, 7, 6];
+    let in_flight = m.in_flight();
+    let model_w = model_width(in_flight.iter().map(|r| r.model.as_str()));
+    let mut widths = vec![16, 8, model_w, 7, 7, 6];
     let mut heads = vec!["KEY", "PLAN", "MODEL", "ELAPSED", "TOKENS", "TOK/S"];
     if wide {
-        widths.push(27);
+        widths.push(REQUEST_FULL);
         heads.push("REQUEST");
     }
     let fixed: u16 = widths.iter().sum::<u16>() + widths.len() as u16;
     let ip_width = area.width.saturating_sub(fixed).max(7);
     heads.push("CLIENT");
-    let rows = m.in_flight().into_iter().map(|r| {
+    let rows = in_flight.into_iter().map(|r| {
         let elapsed = (app.now_ms - r.started_ms).max(0) as u64;
         let rate = if elapsed > 0 {
             r.output_tokens as f64 * 1000.0 / elapsed as f64
@@ -56,13 +75,13 @@ fn draw_in_flight(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
         let mut cells = vec![
             Cell::from(r.key_prefix.clone()),
             Cell::from(r.plan.clone()),
-            Cell::from(clip(&r.model, 17)),
+            Cell::from(clip(&r.model, model_w as usize)),
             Cell::from(Line::from(millis(elapsed)).right_aligned()),
             Cell::from(Line::from(r.output_tokens.to_string()).right_aligned()),
             Cell::from(Line::from(format!("{rate:.1}")).right_aligned()),
         ];
         if wide {
-            cells.push(Cell::from(clip(&r.request_id, 27)));
+            cells.push(Cell::from(clip_start(&r.request_id, REQUEST_FULL as usize)));
         }
         let ip = r.client_ip.as_deref().unwrap_or("-");
         cells.push(Cell::from(clip(ip, ip_width as usize)));
@@ -88,9 +107,32 @@ fn finish_word(f: Finish) -> &'static str {
     }
 }
 
+/// The finished table's columns at `width`, the model `model` wide if it fits: the fixed ones,
+/// then how each request ended, then its id in what is left.
+fn finished_columns(width: u16, model: u16) -> (Vec<u16>, Vec<&'static str>) {
+    let mut widths: Vec<u16> = vec![8, 16, model, 4, 10, 7, 5, 6];
+    let mut heads = vec![
+        "TIME", "KEY", "MODEL", "HTTP", "COST", "LATENCY", "TTFT", "OUT",
+    ];
+    // Columns are one space apart.
+    let used = |w: &[u16]| w.iter().sum::<u16>() + w.len() as u16 - 1;
+    let others = used(&widths) - model;
+    widths[2] = model.min(width.saturating_sub(others)).max(6);
+    let mut spare = width.saturating_sub(used(&widths));
+    if spare > 16 {
+        widths.push(16);
+        heads.push("END");
+        spare -= 17;
+    }
+    if spare > REQUEST_MIN {
+        widths.push((spare - 1).min(REQUEST_FULL));
+        heads.push("REQUEST");
+    }
+    (widths, heads)
+}
+
 fn draw_finished(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
     let m = &app.model;
-    let wide = area.width >= 120;
     let block = Block::new().borders(Borders::TOP).title(Span::styled(
         format!(
             " Finished (last {}, newest first, UTC) ",
@@ -104,22 +146,14 @@ fn draw_finished(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
         frame.render_widget(p, area);
         return;
     }
-    let mut widths: Vec<u16> = vec![8, 16, 0, 4, 10, 7, 5, 6];
-    let mut heads = vec![
-        "TIME", "KEY", "MODEL", "HTTP", "COST", "LATENCY", "TTFT", "OUT",
-    ];
-    let ends = area.width >= 100;
-    if ends {
-        widths.push(16);
-        heads.push("END");
-    }
-    if wide {
-        widths.push(27);
-        heads.push("REQUEST");
-    }
-    let fixed: u16 = widths.iter().sum::<u16>() + widths.len() as u16;
-    let model_w = area.width.saturating_sub(fixed).clamp(6, 17);
-    widths[2] = model_w;
+    let model_w = model_width(m.finished().iter().map(|r| r.model.as_str()));
+    let (widths, heads) = finished_columns(area.width, model_w);
+    let model_w = widths[2];
+    let ends = heads.contains(&"END");
+    let request_w = heads
+        .iter()
+        .position(|h| *h == "REQUEST")
+        .map(|i| widths[i] as usize);
     let rows = m.finished().iter().map(|r| {
         let status_style = match r.status {
             200..=299 => t.good,
@@ -149,8 +183,8 @@ fn draw_finished(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
             };
             cells.push(Cell::from(Span::styled(finish_word(r.finish), style)));
         }
-        if wide {
-            cells.push(Cell::from(clip(&r.request_id, 27)));
+        if let Some(w) = request_w {
+            cells.push(Cell::from(clip_start(&r.request_id, w)));
         }
         Row::new(cells)
     });

@@ -121,6 +121,53 @@ fn live_view_lists_streams_and_finished_requests() {
 }
 
 #[test]
+fn live_view_keeps_model_names_whole_from_80_to_120_columns() {
+    use crate::activity::protocol::{ActivityEvent, Response};
+    let mut a = view(View::Live);
+    // Real request ids: the time in hex, then the random tail that tells them apart.
+    let id = |tail: &str| format!("req_019ab2c3d4e5{tail}");
+    a.handle(Event::Socket(Response::Event {
+        event: ActivityEvent::RequestStarted {
+            request_id: id("StReAmPrO001"),
+            key_id: "key_pro".into(),
+            key_prefix: "sk-gateway-PrOo…".into(),
+            plan: "pro".into(),
+            model: "deepseek-v4-pro".into(),
+            stream: true,
+            client_ip: Some("198.51.100.4".into()),
+            at_ms: NOW - 2_000,
+        },
+    }));
+    let mut done = crate::console::tests::finished("", "key_pro", "0.0021", NOW - 5_000);
+    if let ActivityEvent::RequestFinished {
+        request_id, model, ..
+    } = &mut done
+    {
+        *request_id = id("FiNiShPrO001");
+        *model = "deepseek-v4-pro".into();
+    }
+    a.handle(Event::Socket(Response::Event { event: done }));
+    for width in [80, 100, 120] {
+        let lines = screen(&a, (width, 24));
+        for (row, model) in [
+            ("198.51.100.4", "deepseek-v4-pro"),
+            ("203.0.113.7", "deepseek-v4-flash"),
+            ("11:59:55", "deepseek-v4-pro"),
+            ("11:59:30", "deepseek-v4-flash"),
+        ] {
+            let line = line_with(&lines, row);
+            assert!(
+                line.contains(&format!(" {model} ")),
+                "{width} columns: {model:?} not whole in {line:?}"
+            );
+        }
+    }
+    // At 120 columns the request id is there too, by the tail that tells it apart.
+    let lines = screen(&a, (120, 24));
+    assert!(line_with(&lines, "11:59:55").contains("FiNiShPrO001"));
+}
+
+#[test]
 fn live_view_shows_tokens_growing() {
     let mut a = view(View::Live);
     a.handle(Event::Tick(NOW + 1_000));

@@ -1,0 +1,124 @@
+//! Issue 11, the CLI: output piped into a reader that stops early (`… | head`) ends the command
+//! quietly, and a configuration without an upstream key is called out.
+
+#![allow(
+    clippy::expect_used,
+    reason = "test helpers: a failed expectation is a test failure with its message"
+)]
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use modelrelay::activity::protocol::{Request, Response};
+use tokio::io::AsyncReadExt;
+
+use crate::cli::run_in;
+use crate::common::TestApp;
+
+const BIN: &str = env!("CARGO_BIN_EXE_modelrelay");
+
+#[tokio::test]
+async fn a_listing_piped_into_a_reader_that_stops_early_ends_quietly() {
+    let app = TestApp::spawn().await;
+    // Far more JSON than a pipe holds (64 KiB), so the binary is still writing when the
+    // reader goes.
+    let creates = (0..300).map(|i| {
+        app.admin(Request::KeysCreate {
+            plan: "trial".into(),
+            email: Some(format!("buyer{i}@example.com")),
+            budget_usd: None,
+            note: Some("a note long enough to make every key's JSON a little longer".into()),
+        })
+    });
+    for created in futures_util::future::join_all(creates).await {
+        assert!(matches!(created, Response::Created { .. }), "{created:?}");
+    }
+    let socket = app.socket.to_str().expect("utf-8 socket path");
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["keys", "list", "--json", "--socket", socket])
+        .env_clear()
+        .env("RUST_BACKTRACE", "1")
+        .current_dir(app.dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the modelrelay binary runs");
+    // What `head -3` does: read a little, then close the pipe.
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut first = [0u8; 100];
+    stdout.read_exact(&mut first).await.expect("output begins");
+    assert!(
+        first.starts_with(b"["),
+        "{:?}",
+        String::from_utf8_lossy(&first)
+    );
+    drop(stdout);
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("the binary ends")
+        .expect("waitable");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(stderr, "", "nothing said about the closed pipe");
+}
+
+/// A config file with everything but an upstream key.
+fn keyless_config(dir: &std::path::Path) -> std::path::PathBuf {
+    let file = dir.join("modelrelay.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n",
+            dir.join("data").display()
+        ),
+    )
+    .expect("write config");
+    file
+}
+
+#[tokio::test]
+async fn check_config_warns_when_no_upstream_key_is_configured_and_serve_refuses() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = keyless_config(dir.path());
+    let config = file.to_str().expect("utf-8");
+    let run = run_in(dir.path(), &["check-config", "--config", config], &[]).await;
+    let toml = run.ok();
+    assert!(
+        toml.contains("[upstream]"),
+        "the config is still printed: {run:#?}"
+    );
+    let warnings: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(warnings.len(), 1, "{run:#?}");
+    assert!(
+        warnings[0].starts_with("modelrelay: warning: no upstream key configured"),
+        "{run:#?}"
+    );
+    assert!(warnings[0].contains("upstream.api_key_file"), "{run:#?}");
+
+    // With a key from the environment, nothing to warn about.
+    let keyed = run_in(
+        dir.path(),
+        &["check-config", "--config", config],
+        &[("MODELRELAY_UPSTREAM__API_KEY", "sk-upstream-1234")],
+    )
+    .await;
+    keyed.ok();
+    assert_eq!(keyed.stderr, "", "{keyed:#?}");
+
+    // `serve` does not start a daemon whose every request would fail upstream.
+    let serve = tokio::time::timeout(
+        Duration::from_secs(30),
+        run_in(dir.path(), &["serve", "--config", config], &[]),
+    )
+    .await
+    .expect("serve refuses at once");
+    assert_eq!(serve.code, Some(1), "{serve:#?}");
+    assert!(
+        serve
+            .stderr
+            .contains("no upstream key configured, every request would fail upstream"),
+        "{serve:#?}"
+    );
+}

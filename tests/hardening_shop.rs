@@ -1,0 +1,199 @@
+//! Issue 11, the PayPal webhook: a flood of forged deliveries from one address is cut off by a
+//! per-IP limit before it costs many verification calls at PayPal, and bodies that cannot be a
+//! PayPal event we act on are refused without asking PayPal at all.
+
+use std::time::Instant;
+
+use modelrelay::paypal::simulated::CaptureMode;
+use modelrelay::shop::limits::WEBHOOKS_PER_MINUTE;
+use modelrelay::shop::webhooks::MAX_EVENT_BYTES;
+use reqwest::header::{COOKIE, SET_COOKIE};
+use serde_json::{Value, json};
+
+use crate::common::TestApp;
+
+/// The five `PAYPAL-*` headers a delivery needs to be sent to PayPal for verification, with
+/// values PayPal never signed.
+fn forged_headers() -> Vec<(String, String)> {
+    [
+        ("PAYPAL-AUTH-ALGO", "SHA256withRSA"),
+        (
+            "PAYPAL-CERT-URL",
+            "https://api.paypal.com/v1/notifications/certs/CERT-x",
+        ),
+        ("PAYPAL-TRANSMISSION-ID", "6f1b4e60-0000-11ef-0000-forged"),
+        ("PAYPAL-TRANSMISSION-SIG", "Zm9yZ2Vk"),
+        ("PAYPAL-TRANSMISSION-TIME", "2026-11-25T10:00:00Z"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// An event-shaped body of `kind`.
+fn event(kind: &str) -> String {
+    json!({
+        "id": "WH-FORGED-0001",
+        "event_type": kind,
+        "resource": {"id": "CAPTURE-FORGED", "status": "COMPLETED"},
+    })
+    .to_string()
+}
+
+/// POST a delivery: (status, the plain-text answer).
+async fn deliver(app: &TestApp, headers: &[(String, String)], raw: String) -> (u16, String) {
+    let mut req = app
+        .http
+        .post(format!("{}/webhooks/paypal", app.base))
+        .body(raw);
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    let resp = req.send().await.unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+/// An order whose capture is pending at PayPal (the buyer approved, PayPal is reviewing).
+async fn pending_order(app: &TestApp) -> (String, String) {
+    let page = app
+        .http
+        .get(format!("{}/pricing", app.base))
+        .send()
+        .await
+        .unwrap();
+    let csrf = page
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok()?.strip_prefix("mr_csrf="))
+        .map(|v| v.split(';').next().unwrap().to_string())
+        .next()
+        .expect("the CSRF cookie");
+    let post = |path: String, body: Value| {
+        app.http
+            .post(format!("{}{path}", app.base))
+            .header(COOKIE, format!("mr_csrf={csrf}"))
+            .header("x-csrf-token", &csrf)
+            .json(&body)
+            .send()
+    };
+    let created: Value = post(
+        "/api/orders".into(),
+        json!({"plan": "trial", "email": "buyer@example.com"}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let order_id = created["order_id"].as_str().unwrap().to_string();
+    let paypal_id = created["paypal_order_id"].as_str().unwrap().to_string();
+    app.pp().set_capture_mode(CaptureMode::Pending);
+    assert!(app.pp().approve(&paypal_id));
+    let captured: Value = post(format!("/api/orders/{order_id}/capture"), json!({}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(captured["status"], "pending", "{captured}");
+    (order_id, paypal_id)
+}
+
+fn order_status(app: &TestApp, order_id: &str) -> String {
+    app.db()
+        .query_row(
+            "SELECT status FROM orders WHERE order_id = ?1",
+            [order_id],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_burst_of_forged_webhooks_from_one_address_is_cut_off_by_a_per_ip_limit() {
+    let app = TestApp::spawn_shop().await;
+    let headers = forged_headers();
+    let started = Instant::now();
+    let mut answers = Vec::new();
+    for _ in 0..100 {
+        answers.push(deliver(&app, &headers, event("PAYMENT.CAPTURE.COMPLETED")).await);
+    }
+    // The allowance refills one delivery a second while the burst runs.
+    let refilled = started.elapsed().as_secs() + 1;
+    let verified = app.pp().counts().verify_calls;
+    let forged = answers
+        .iter()
+        .filter(|a| **a == (400, "signature not verified".to_string()))
+        .count();
+    let limited = answers
+        .iter()
+        .filter(|a| **a == (429, "too many deliveries".to_string()))
+        .count();
+    assert_eq!(forged + limited, 100, "{answers:?}");
+    assert_eq!(
+        verified, forged as u64,
+        "one verification per forged delivery let through"
+    );
+    let limit = u64::from(WEBHOOKS_PER_MINUTE);
+    assert!(
+        (limit..=limit + refilled).contains(&verified),
+        "{verified} verification calls for 100 deliveries"
+    );
+    assert!(answers[..60].iter().all(|a| a.0 == 400), "{answers:?}");
+    assert_eq!(answers[99].0, 429);
+}
+
+#[tokio::test]
+async fn what_cannot_be_a_paypal_event_is_refused_without_asking_paypal() {
+    let app = TestApp::spawn_shop().await;
+    let headers = forged_headers();
+    let padded = json!({
+        "id": "WH-BIG",
+        "event_type": "PAYMENT.CAPTURE.COMPLETED",
+        "resource": {"id": "C", "note": "x".repeat(MAX_EVENT_BYTES)},
+    })
+    .to_string();
+    let refused = [
+        ("hello".to_string(), "not JSON"),
+        ("[1, 2]".to_string(), "not a PayPal event"),
+        ("{}".to_string(), "not a PayPal event"),
+        (
+            json!({"id": 7, "event_type": "PAYMENT.CAPTURE.COMPLETED", "resource": {}}).to_string(),
+            "not a PayPal event",
+        ),
+        (
+            json!({"id": "WH-1", "event_type": "PAYMENT.CAPTURE.COMPLETED"}).to_string(),
+            "not a PayPal event",
+        ),
+        (
+            json!({"id": "WH-1", "event_type": "PAYMENT.CAPTURE.COMPLETED", "resource": "x"})
+                .to_string(),
+            "not a PayPal event",
+        ),
+        (padded, "too large"),
+        (event("PAYMENT.CAPTURE.NONSENSE"), "unknown event type"),
+        (event("payment.capture.completed"), "unknown event type"),
+    ];
+    for (raw, word) in refused {
+        let short: String = raw.chars().take(60).collect();
+        assert_eq!(
+            deliver(&app, &headers, raw).await,
+            (400, word.to_string()),
+            "{short}"
+        );
+    }
+    // A type PayPal sends that the shop does not act on: taken, unverified, nothing changes.
+    assert_eq!(
+        deliver(&app, &headers, event("CHECKOUT.ORDER.APPROVED")).await,
+        (200, "ignored".to_string())
+    );
+    assert_eq!(app.pp().counts().verify_calls, 0);
+
+    // A genuine delivery still goes through: one verification, the key issued.
+    let (order_id, paypal_id) = pending_order(&app).await;
+    let (headers, raw) = app.pp().complete_pending(&paypal_id).unwrap();
+    assert_eq!(deliver(&app, &headers, raw).await, (200, "ok".to_string()));
+    assert_eq!(app.pp().counts().verify_calls, 1);
+    assert_eq!(order_status(&app, &order_id), "paid");
+}
