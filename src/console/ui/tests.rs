@@ -135,6 +135,7 @@ fn live_view_keeps_model_names_whole_from_80_to_120_columns() {
             model: "deepseek-v4-pro".into(),
             stream: true,
             client_ip: Some("198.51.100.4".into()),
+            api: crate::status::Api::OpenAi,
             at_ms: NOW - 2_000,
         },
     }));
