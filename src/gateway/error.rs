@@ -152,7 +152,8 @@ impl GatewayError {
         }
     }
 
-    fn message(&self) -> String {
+    /// The customer's message.
+    pub fn message(&self) -> String {
         match self {
             GatewayError::InvalidRequest { message, .. }
             | GatewayError::UpstreamRejected { message, .. } => message.clone(),
@@ -270,21 +271,29 @@ pub fn rate_headers(c: &RateCheck, headers: &mut HeaderMap) {
     }
 }
 
-impl IntoResponse for GatewayError {
-    fn into_response(self) -> Response {
+impl GatewayError {
+    /// The answer with `body` in some dialect's shape, and the headers that go with the error
+    /// whatever the shape (`retry-after` and the rate headers of a 429).
+    pub fn respond_with(&self, body: String) -> Response {
         let mut resp = (
             self.status(),
             [(axum::http::header::CONTENT_TYPE, "application/json")],
-            self.body_json(),
+            body,
         )
             .into_response();
-        if let GatewayError::RateLimited(c) = &self {
+        if let GatewayError::RateLimited(c) = self {
             let h = resp.headers_mut();
             rate_headers(c, h);
             let secs = c.reset.as_secs() + u64::from(c.reset.subsec_nanos() > 0);
             h.insert("retry-after", HeaderValue::from(secs.max(1)));
         }
         resp
+    }
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        self.respond_with(self.body_json())
     }
 }
 

@@ -3,6 +3,7 @@
 //! models and balance endpoints; the errors customers see.
 
 pub mod admission;
+pub mod anthropic;
 pub mod auth;
 pub mod billing;
 pub mod dialect;
@@ -34,6 +35,15 @@ pub fn router() -> Router<Arc<AppState>> {
     );
     router
         .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/messages", messages())
+        .route("/v1/messages/count_tokens", count_tokens())
+        .route("/anthropic/v1/messages", messages())
+        .route("/anthropic/v1/messages/count_tokens", count_tokens())
+        .route("/anthropic", axum::routing::any(anthropic::not_found))
+        .route(
+            "/anthropic/{*rest}",
+            axum::routing::any(anthropic::not_found),
+        )
         .route("/v1/models", get(models::list))
         .route("/v1/models/{id}", get(models::get))
         .route(
@@ -56,6 +66,16 @@ pub fn router() -> Router<Arc<AppState>> {
                 .expose_headers(Any)
                 .max_age(std::time::Duration::from_secs(86400)),
         )
+}
+
+/// The Messages route, its wrong methods answered in Anthropic's shape.
+fn messages() -> axum::routing::MethodRouter<Arc<AppState>> {
+    post(anthropic::messages).fallback(anthropic::method_not_allowed)
+}
+
+/// The token-counting route, likewise.
+fn count_tokens() -> axum::routing::MethodRouter<Arc<AppState>> {
+    post(anthropic::count_tokens).fallback(anthropic::method_not_allowed)
 }
 
 async fn not_found() -> GatewayError {

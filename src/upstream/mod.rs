@@ -24,12 +24,15 @@ pub use reply::{EventStream, Reply};
 pub enum Endpoint {
     /// `POST /chat/completions` (the OpenAI format).
     ChatCompletions,
+    /// `POST /anthropic/v1/messages` (the Anthropic format).
+    Messages,
 }
 
 impl Endpoint {
     fn path(self) -> &'static str {
         match self {
             Endpoint::ChatCompletions => "/chat/completions",
+            Endpoint::Messages => "/anthropic/v1/messages",
         }
     }
 }
@@ -39,6 +42,7 @@ impl Endpoint {
 pub struct Upstream {
     http: reqwest::Client,
     chat_url: String,
+    messages_url: String,
     auth: String,
     /// No data for this long (keep-alive comments do not count) ends a request.
     pub idle_timeout: Duration,
@@ -60,6 +64,7 @@ impl Upstream {
         Ok(Upstream {
             http,
             chat_url: format!("{}{}", c.base_url, Endpoint::ChatCompletions.path()),
+            messages_url: format!("{}{}", c.base_url, Endpoint::Messages.path()),
             auth: format!("Bearer {}", c.api_key),
             idle_timeout: Duration::from_secs(c.idle_timeout_secs),
             request_timeout: Duration::from_secs(c.request_timeout_secs),
@@ -71,6 +76,7 @@ impl Upstream {
     fn url(&self, endpoint: Endpoint) -> &str {
         match endpoint {
             Endpoint::ChatCompletions => &self.chat_url,
+            Endpoint::Messages => &self.messages_url,
         }
     }
 

@@ -1,0 +1,210 @@
+//! A Messages stream, event by event: each upstream event is read (its `type`, the usage it
+//! carries, the text its deltas add) and sent on under its own name — only what was parsed,
+//! never upstream's bytes as they came. `message_start` gets the public model name;
+//! `message_stop` is the end, sent once the request has settled; an `error` event breaks the
+//! stream (the client gets our own error event instead).
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::usage::{Input, Wire, to_billing};
+use crate::gateway::dialect::{PublicModel, Step, StreamRewrite, Tally};
+use crate::upstream::sse::SseEvent;
+
+/// The end of a complete stream, when upstream closed without sending it.
+const MESSAGE_STOP: &str = "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+
+/// The parts of an event the relay reads; everything else is skipped.
+#[derive(Deserialize)]
+struct View<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(default)]
+    message: Option<Message>,
+    #[serde(default)]
+    usage: Option<Wire>,
+    #[serde(borrow, default)]
+    delta: Option<Delta<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Message {
+    #[serde(default)]
+    usage: Option<Wire>,
+}
+
+#[derive(Deserialize)]
+struct Delta<'a> {
+    #[serde(borrow, default)]
+    text: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    thinking: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    partial_json: Option<Cow<'a, str>>,
+}
+
+/// One stream's rewriter.
+pub struct Events {
+    public: PublicModel,
+    input: Option<Input>,
+    output: Option<u64>,
+}
+
+impl Events {
+    /// For a stream answering as model `public`.
+    pub fn new(public: PublicModel) -> Events {
+        Events {
+            public,
+            input: None,
+            output: None,
+        }
+    }
+
+    /// Note a usage object (from `message_start` or `message_delta`).
+    fn note(&mut self, usage: &Wire, tally: &mut Tally) {
+        if let Some(input) = usage.input() {
+            self.input = Some(input);
+        }
+        if let Some(out) = usage.output_tokens {
+            // Cumulative: the latest count is the count.
+            self.output = Some(out);
+        }
+        if let (Some(input), Some(out)) = (self.input, self.output) {
+            tally.usage = Some(to_billing(input, out));
+        }
+    }
+
+    /// `message_start` with the public model name (a tree edit: one event per stream).
+    fn start(&self, data: &str) -> Result<String, String> {
+        let mut v: Value =
+            serde_json::from_str(data).map_err(|e| format!("message_start is not JSON: {e}"))?;
+        if let Some(m) = v.get_mut("message").and_then(Value::as_object_mut)
+            && m.contains_key("model")
+        {
+            m.insert(
+                "model".into(),
+                Value::String(self.public.name().to_string()),
+            );
+        }
+        serde_json::to_string(&v).map_err(|e| e.to_string())
+    }
+}
+
+/// `event: <name>` and `data: <json>`, one event.
+fn render(name: &str, data: &str) -> String {
+    format!("event: {name}\ndata: {data}\n\n")
+}
+
+impl StreamRewrite for Events {
+    fn event(&mut self, ev: &SseEvent, tally: &mut Tally) -> Result<Step, String> {
+        // Multi-line data arrives joined by LF; in JSON an LF is whitespace between tokens.
+        let joined;
+        let data = if ev.data.contains('\n') {
+            joined = ev.data.replace('\n', " ");
+            joined.as_str()
+        } else {
+            ev.data.as_str()
+        };
+        let view: View<'_> = serde_json::from_str(data)
+            .map_err(|e| format!("event is not a Messages event: {e}: {data}"))?;
+        match view.kind.as_ref() {
+            "error" => return Err(format!("upstream error event: {data}")),
+            "message_start" => {
+                if let Some(u) = view.message.as_ref().and_then(|m| m.usage.as_ref()) {
+                    self.note(u, tally);
+                }
+                return Ok(Step::Send(render("message_start", &self.start(data)?)));
+            }
+            "message_delta" => {
+                if let Some(u) = &view.usage {
+                    self.note(u, tally);
+                }
+            }
+            "content_block_delta" => {
+                if let Some(d) = &view.delta {
+                    let n = [&d.text, &d.thinking, &d.partial_json]
+                        .iter()
+                        .filter_map(|s| s.as_ref().map(|s| s.len()))
+                        .sum::<usize>();
+                    if n > 0 {
+                        tally.add(&[n]);
+                    }
+                }
+            }
+            "message_stop" => return Ok(Step::End(render("message_stop", data))),
+            _ => {}
+        }
+        Ok(Step::Send(render(&view.kind, data)))
+    }
+
+    fn end_at_eof(&mut self, tally: &Tally) -> Result<String, String> {
+        // The final `message_delta` carried the output count: the answer is complete.
+        if tally.usage.is_some() {
+            Ok(MESSAGE_STOP.to_string())
+        } else {
+            Err("stream ended without message_stop".into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn ev(data: &str) -> SseEvent {
+        SseEvent {
+            event: None,
+            data: data.into(),
+        }
+    }
+
+    #[test]
+    fn a_stream_is_read_renamed_and_ended() {
+        let mut e = Events::new(PublicModel::new("deepseek-v4-flash"));
+        let mut t = Tally::new(Instant::now());
+        let start = r#"{"type":"message_start","message":{"id":"m","type":"message","role":"assistant","model":"deepseek-v4-flash-up","content":[],"usage":{"input_tokens":10,"cache_read_input_tokens":64,"output_tokens":1}}}"#;
+        let Ok(Step::Send(out)) = e.event(&ev(start), &mut t) else {
+            panic!()
+        };
+        assert!(out.starts_with("event: message_start\ndata: "));
+        assert!(out.contains(r#""model":"deepseek-v4-flash""#), "{out}");
+        assert!(t.usage.is_some(), "input and a first output count");
+        for d in [
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"thinking","thinking":""}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"hmm"}}"#,
+            r#"{"type":"ping"}"#,
+            r#"{"type":"content_block_delta","index":1,"delta":{"type":"text_delta","text":"Hi"}}"#,
+            r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":7}}"#,
+        ] {
+            let Ok(Step::Send(out)) = e.event(&ev(d), &mut t) else {
+                panic!("{d}")
+            };
+            assert!(out.ends_with("\n\n") && out.contains(d), "{out}");
+        }
+        let u = t.usage.unwrap();
+        assert_eq!((u.hit, u.miss, u.completion), (64, 10, 7));
+        assert_eq!(t.output_estimate(), 2);
+        let Ok(Step::End(end)) = e.event(&ev(r#"{"type":"message_stop"}"#), &mut t) else {
+            panic!()
+        };
+        assert_eq!(end, MESSAGE_STOP);
+        assert!(
+            e.event(
+                &ev(r#"{"type":"error","error":{"type":"overloaded_error","message":"x"}}"#),
+                &mut t
+            )
+            .is_err()
+        );
+        assert!(e.event(&ev("not json"), &mut t).is_err());
+    }
+
+    #[test]
+    fn eof_is_complete_only_with_the_output_count() {
+        let mut e = Events::new(PublicModel::new("m"));
+        let t = Tally::new(Instant::now());
+        assert!(e.end_at_eof(&t).is_err());
+    }
+}

@@ -1,0 +1,246 @@
+//! The Anthropic dialect, for coding agents (Claude Code) and the `anthropic` SDKs:
+//! `POST /v1/messages` and `/v1/messages/count_tokens`, and both again under `/anthropic`,
+//! relayed natively (no translation) to DeepSeek's Anthropic-format endpoint on the same keys,
+//! budgets and ledger as the OpenAI dialect. Errors are in Anthropic's shape.
+
+mod events;
+mod request;
+mod usage;
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+pub use events::Events;
+pub use request::MessagesRequest;
+
+use super::dialect::{Answer, Dialect, PublicModel};
+use super::error::GatewayError;
+use super::pipeline;
+use crate::keys::identify::{self, IdentifyError};
+use crate::keys::{KeyState, KeyTable};
+use crate::state::AppState;
+use crate::status::Api;
+use crate::upstream::Endpoint;
+
+/// `POST /v1/messages` (and `/anthropic/v1/messages`).
+pub async fn messages(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    pipeline::handle::<Anthropic>(state, req).await
+}
+
+/// `POST /v1/messages/count_tokens`: `{"input_tokens": N}`, charged nothing. DeepSeek does not
+/// document a token-counting endpoint, so this is the gateway's own estimate (the text's bytes
+/// over four, plus a few tokens a message), the same one that bills a request whose usage
+/// never came.
+pub async fn count_tokens(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    match counted(&state, req).await {
+        Ok(n) => Json(json!({ "input_tokens": n })).into_response(),
+        Err(e) => Anthropic::error_response(e),
+    }
+}
+
+async fn counted(state: &AppState, req: Request) -> Result<u64, GatewayError> {
+    let (parts, body) = req.into_parts();
+    let key = Anthropic::authenticate(&state.keys, &parts.headers)?;
+    let limit = state.config.server.max_body_bytes;
+    let raw = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| GatewayError::RequestTooLarge { limit })?;
+    let (model, n) = request::count_tokens(&raw)?;
+    let model = state
+        .catalog
+        .model(&model)
+        .ok_or(GatewayError::ModelNotFound(model))?;
+    let allowed = state
+        .catalog
+        .plan(&key.plan)
+        .is_some_and(|p| p.models.contains(&model.name));
+    if !allowed {
+        return Err(GatewayError::ModelNotAllowed(model.name.clone()));
+    }
+    Ok(n)
+}
+
+/// Unknown paths under `/anthropic`, in this dialect's shape.
+pub async fn not_found() -> Response {
+    Anthropic::error_response(GatewayError::NotFound)
+}
+
+/// Wrong method on a Messages route.
+pub async fn method_not_allowed() -> Response {
+    Anthropic::error_response(GatewayError::MethodNotAllowed)
+}
+
+/// The Anthropic Messages dialect.
+pub struct Anthropic;
+
+impl Dialect for Anthropic {
+    type Request = MessagesRequest;
+    type Stream = Events;
+    const ENDPOINT: Endpoint = Endpoint::Messages;
+    const API: Api = Api::Anthropic;
+
+    /// `x-api-key` or `Authorization: Bearer` (Bearer wins when both are sent).
+    fn authenticate(keys: &KeyTable, headers: &HeaderMap) -> Result<Arc<KeyState>, GatewayError> {
+        let token = identify::bearer_or_api_key(headers).map_err(|e| match e {
+            IdentifyError::Missing => GatewayError::InvalidApiKey(
+                "Missing API key. Send it as `x-api-key: sk-gateway-…` or \
+                 `Authorization: Bearer sk-gateway-…`.",
+            ),
+            other => other.into(),
+        })?;
+        Ok(identify::authenticate_token(keys, token)?)
+    }
+
+    fn parse(raw: &[u8]) -> Result<MessagesRequest, GatewayError> {
+        MessagesRequest::parse(raw)
+    }
+
+    fn answer(raw: &[u8], public: &PublicModel) -> Result<Answer, String> {
+        read_answer(raw, public)
+    }
+
+    fn stream(_req: &MessagesRequest, public: PublicModel) -> Events {
+        Events::new(public)
+    }
+
+    fn error_response(e: GatewayError) -> Response {
+        let body = error_body(&e);
+        e.respond_with(body)
+    }
+
+    fn error_event(e: &GatewayError) -> String {
+        format!("event: error\ndata: {}\n\n", error_body(e))
+    }
+}
+
+/// Anthropic's error type for a status (SPEC §7).
+fn error_type(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        401 => "authentication_error",
+        402 => "billing_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        503 => "overloaded_error",
+        504 => "timeout_error",
+        s if s >= 500 => "api_error",
+        _ => "invalid_request_error",
+    }
+}
+
+/// `{"type":"error","error":{"type":…,"message":…}}`.
+fn error_body(e: &GatewayError) -> String {
+    json!({"type": "error", "error": {"type": error_type(e.status()), "message": e.message()}})
+        .to_string()
+}
+
+/// The parts of a whole answer that billing reads.
+#[derive(Deserialize)]
+struct Whole {
+    #[serde(default)]
+    content: Option<Vec<Value>>,
+    #[serde(default)]
+    usage: Option<usage::Wire>,
+}
+
+/// A whole Messages answer: its usage, an estimate of its output, and the body with the
+/// public model name.
+fn read_answer(raw: &[u8], public: &PublicModel) -> Result<Answer, String> {
+    let mut v: Value = serde_json::from_slice(raw).map_err(|e| format!("not JSON: {e}"))?;
+    let whole: Whole = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
+    let Some(content) = whole.content else {
+        return Err("no content".into());
+    };
+    let text: usize = content
+        .iter()
+        .map(|b| {
+            ["text", "thinking"]
+                .iter()
+                .filter_map(|k| b.get(*k).and_then(Value::as_str))
+                .map(str::len)
+                .sum::<usize>()
+                + b.get("input").map_or(0, |i| i.to_string().len())
+        })
+        .sum();
+    if let Some(o) = v.as_object_mut()
+        && o.contains_key("model")
+    {
+        o.insert("model".into(), Value::String(public.name().to_string()));
+    }
+    Ok(Answer {
+        usage: whole.usage.as_ref().and_then(usage::of_wire),
+        output_estimate: (text as u64).div_ceil(4),
+        body: serde_json::to_vec(&v).map_err(|e| e.to_string())?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_have_anthropics_shape_and_types() {
+        for (e, status, kind) in [
+            (
+                GatewayError::InvalidApiKey("x"),
+                401,
+                "authentication_error",
+            ),
+            (
+                GatewayError::InsufficientBudget {
+                    available: crate::money::Usd::ZERO,
+                },
+                402,
+                "billing_error",
+            ),
+            (
+                GatewayError::ModelNotAllowed("m".into()),
+                403,
+                "permission_error",
+            ),
+            (
+                GatewayError::ModelNotFound("m".into()),
+                404,
+                "not_found_error",
+            ),
+            (
+                GatewayError::RequestTooLarge { limit: 1 },
+                413,
+                "request_too_large",
+            ),
+            (GatewayError::Upstream, 502, "api_error"),
+            (GatewayError::ShuttingDown, 503, "overloaded_error"),
+            (GatewayError::UpstreamTimeout, 504, "timeout_error"),
+        ] {
+            assert_eq!(e.status().as_u16(), status);
+            let v: Value = serde_json::from_str(&error_body(&e)).unwrap();
+            assert_eq!(v["type"], "error");
+            assert_eq!(v["error"]["type"], kind, "{status}");
+            assert!(
+                v["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| !m.is_empty())
+            );
+        }
+    }
+
+    #[test]
+    fn a_whole_answer_is_read_and_renamed() {
+        let raw = br#"{"id":"msg_1","type":"message","role":"assistant","model":"up","content":[{"type":"thinking","thinking":"hm","signature":"s"},{"type":"text","text":"Hello there"}],"stop_reason":"end_turn","usage":{"input_tokens":5,"cache_read_input_tokens":64,"output_tokens":9}}"#;
+        let a = read_answer(raw, &PublicModel::new("deepseek-v4-flash")).unwrap();
+        let u = a.usage.unwrap();
+        assert_eq!((u.prompt, u.hit, u.miss, u.completion), (69, 64, 5, 9));
+        assert_eq!(a.output_estimate, 4);
+        let v: Value = serde_json::from_slice(&a.body).unwrap();
+        assert_eq!(v["model"], "deepseek-v4-flash");
+        assert_eq!(v["content"][1]["text"], "Hello there");
+        assert!(read_answer(br#"{"id":"x"}"#, &PublicModel::new("m")).is_err());
+    }
+}

@@ -1,0 +1,266 @@
+//! An incoming Messages request (kept as a JSON map so every field the client sends reaches
+//! upstream), checked for what the gateway relies on, with what the gateway owns rewritten:
+//! `model` (the upstream name), `max_tokens` (lowered to what the key can pay for) and
+//! `metadata.user_id` (the key's id: DeepSeek isolates cache and scheduling per end user).
+
+use serde_json::{Map, Value};
+
+use crate::gateway::billing::HoldNeeds;
+use crate::gateway::dialect::ClientRequest;
+use crate::gateway::error::GatewayError;
+
+/// Bytes added to the body length for the prompt's upper bound: the template's special
+/// tokens (byte-level BPE never yields more tokens than bytes).
+const PROMPT_BOUND_SLACK: u64 = 64;
+
+/// A parsed `POST /v1/messages` body.
+#[derive(Debug)]
+pub struct MessagesRequest {
+    body: Map<String, Value>,
+    /// Model name asked for.
+    pub model: String,
+    /// `stream: true`?
+    pub stream: bool,
+    /// `max_tokens` the client asked for (required in this API).
+    pub max_tokens: u64,
+    /// Upper bound of prompt tokens, for the hold.
+    pub prompt_upper_bound: u64,
+    /// Estimate of prompt tokens (when upstream never reports usage, and for `count_tokens`).
+    pub prompt_estimate: u64,
+}
+
+fn bad(message: impl Into<String>) -> GatewayError {
+    GatewayError::InvalidRequest {
+        message: message.into(),
+        param: None,
+    }
+}
+
+/// Bytes of text in a `content` (a string, or blocks: text, thinking, tool use and results).
+fn content_bytes(v: Option<&Value>) -> u64 {
+    match v {
+        Some(Value::String(s)) => s.len() as u64,
+        Some(Value::Array(blocks)) => blocks.iter().map(block_bytes).sum(),
+        _ => 0,
+    }
+}
+
+fn block_bytes(b: &Value) -> u64 {
+    let text = |k: &str| {
+        b.get(k)
+            .and_then(Value::as_str)
+            .map_or(0, |s| s.len() as u64)
+    };
+    match b.get("type").and_then(Value::as_str) {
+        Some("tool_use") => text("name") + b.get("input").map_or(0, |i| i.to_string().len() as u64),
+        Some("tool_result") => content_bytes(b.get("content")),
+        Some("thinking") => text("thinking"),
+        _ => text("text"),
+    }
+}
+
+/// The whole body as a JSON object.
+fn object(raw: &[u8]) -> Result<Map<String, Value>, GatewayError> {
+    let value: Value = serde_json::from_slice(raw)
+        .map_err(|e| bad(format!("The request body is not valid JSON: {e}.")))?;
+    match value {
+        Value::Object(body) => Ok(body),
+        _ => Err(bad("The request body must be a JSON object.")),
+    }
+}
+
+/// `model`: a non-empty string.
+fn model_of(body: &Map<String, Value>) -> Result<String, GatewayError> {
+    match body.get("model") {
+        Some(Value::String(m)) if !m.is_empty() => Ok(m.clone()),
+        None | Some(Value::Null) => Err(bad("model: Field required")),
+        _ => Err(bad("model: Input should be a non-empty string")),
+    }
+}
+
+/// Check `messages` and `system`, and count the bytes of text in them and in `tools`.
+fn prompt_text_bytes(body: &Map<String, Value>) -> Result<(u64, u64), GatewayError> {
+    let messages = match body.get("messages") {
+        Some(Value::Array(m)) if !m.is_empty() => m,
+        Some(Value::Array(_)) => return Err(bad("messages: at least one message is required")),
+        None | Some(Value::Null) => return Err(bad("messages: Field required")),
+        _ => return Err(bad("messages: Input should be a valid list")),
+    };
+    let mut bytes = 0u64;
+    for m in messages {
+        let Some(obj) = m.as_object() else {
+            return Err(bad("messages: each message must be an object"));
+        };
+        if !matches!(obj.get("role"), Some(Value::String(_))) {
+            return Err(bad("messages: each message needs a string `role`"));
+        }
+        match obj.get("content") {
+            Some(Value::String(_) | Value::Array(_)) => {}
+            _ => {
+                return Err(bad(
+                    "messages: `content` must be a string or a list of blocks",
+                ));
+            }
+        }
+        bytes += content_bytes(obj.get("content"));
+    }
+    match body.get("system") {
+        None | Some(Value::Null | Value::String(_) | Value::Array(_)) => {}
+        _ => return Err(bad("system: must be a string or a list of text blocks")),
+    }
+    bytes += content_bytes(body.get("system"));
+    if let Some(tools) = body.get("tools") {
+        bytes += tools.to_string().len() as u64;
+    }
+    Ok((bytes, messages.len() as u64))
+}
+
+/// What `count_tokens` answers: the prompt estimate of a body (no `max_tokens` needed).
+pub fn count_tokens(raw: &[u8]) -> Result<(String, u64), GatewayError> {
+    let body = object(raw)?;
+    let model = model_of(&body)?;
+    let (bytes, messages) = prompt_text_bytes(&body)?;
+    Ok((model, estimate(bytes, messages)))
+}
+
+/// Four bytes a token, and a few tokens of template per message.
+fn estimate(text_bytes: u64, messages: u64) -> u64 {
+    text_bytes.div_ceil(4) + 4 * messages + 2
+}
+
+impl MessagesRequest {
+    /// Parse and check the fields the gateway relies on; anything else is upstream's to judge.
+    pub fn parse(raw: &[u8]) -> Result<MessagesRequest, GatewayError> {
+        let body = object(raw)?;
+        let model = model_of(&body)?;
+        let max_tokens = match body.get("max_tokens") {
+            Some(v) => match v.as_u64() {
+                Some(n) if n >= 1 => n,
+                _ => return Err(bad("max_tokens: Input should be a positive integer")),
+            },
+            None => return Err(bad("max_tokens: Field required")),
+        };
+        let (bytes, messages) = prompt_text_bytes(&body)?;
+        let stream = match body.get("stream") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            _ => return Err(bad("stream: Input should be a valid boolean")),
+        };
+        match body.get("metadata") {
+            None | Some(Value::Null | Value::Object(_)) => {}
+            _ => return Err(bad("metadata: Input should be an object")),
+        }
+        Ok(MessagesRequest {
+            model,
+            stream,
+            max_tokens,
+            prompt_upper_bound: raw.len() as u64 + PROMPT_BOUND_SLACK,
+            prompt_estimate: estimate(bytes, messages),
+            body,
+        })
+    }
+}
+
+impl ClientRequest for MessagesRequest {
+    fn model(&self) -> &str {
+        &self.model
+    }
+
+    fn stream(&self) -> bool {
+        self.stream
+    }
+
+    fn hold_needs(&self) -> HoldNeeds {
+        HoldNeeds {
+            prompt_upper_bound: self.prompt_upper_bound,
+            max_tokens: Some(self.max_tokens),
+            n: 1,
+        }
+    }
+
+    fn prompt_estimate(&self) -> u64 {
+        self.prompt_estimate
+    }
+
+    fn upstream_body(&self, upstream_model: &str, user_id: &str, max_tokens: u64) -> Vec<u8> {
+        let mut body = self.body.clone();
+        body.insert("model".into(), Value::String(upstream_model.into()));
+        body.insert("max_tokens".into(), Value::from(max_tokens));
+        let mut metadata = match body.remove("metadata") {
+            Some(Value::Object(m)) => m,
+            _ => Map::new(),
+        };
+        metadata.insert("user_id".into(), Value::String(user_id.into()));
+        body.insert("metadata".into(), Value::Object(metadata));
+        serde_json::to_vec(&body).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse(v: Value) -> Result<MessagesRequest, GatewayError> {
+        MessagesRequest::parse(&serde_json::to_vec(&v).unwrap())
+    }
+
+    #[test]
+    fn required_fields_and_shapes() {
+        let ok = json!({"model":"claude-sonnet-4","max_tokens":10,
+            "messages":[{"role":"user","content":"hi"}]});
+        assert!(parse(ok.clone()).is_ok());
+        for (field, v) in [
+            ("model", Value::Null),
+            ("max_tokens", json!(0)),
+            ("max_tokens", json!("10")),
+            ("messages", json!([])),
+            ("messages", json!([{"role":"user","content":7}])),
+            ("system", json!(5)),
+            ("stream", json!("yes")),
+            ("metadata", json!("x")),
+        ] {
+            let mut b = ok.clone();
+            b[field] = v;
+            assert!(parse(b).is_err(), "{field}");
+        }
+        let mut b = ok.clone();
+        b.as_object_mut().unwrap().remove("max_tokens");
+        assert!(parse(b).is_err(), "max_tokens is required");
+    }
+
+    #[test]
+    fn the_gateway_owns_model_max_tokens_and_user_id() {
+        let r = parse(
+            json!({"model":"claude-opus-4-1","max_tokens":32000,"stream":true,
+            "system":[{"type":"text","text":"be brief"}],
+            "metadata":{"user_id":"spoof","other":1},"tools":[{"name":"bash"}],
+            "thinking":{"type":"enabled","budget_tokens":1024},
+            "messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}]}),
+        )
+        .unwrap();
+        assert!(r.stream);
+        let up: Value =
+            serde_json::from_slice(&r.upstream_body("deepseek-v4-pro", "key_x", 99)).unwrap();
+        assert_eq!(up["model"], "deepseek-v4-pro");
+        assert_eq!(up["max_tokens"], 99);
+        assert_eq!(up["metadata"], json!({"user_id":"key_x","other":1}));
+        assert_eq!(up["thinking"]["budget_tokens"], 1024);
+        assert_eq!(up["system"][0]["text"], "be brief");
+        assert_eq!(up["tools"][0]["name"], "bash");
+    }
+
+    #[test]
+    fn prompt_counts_every_kind_of_block() {
+        let raw = serde_json::to_vec(&json!({"model":"m","max_tokens":1,"system":"abcd",
+            "messages":[{"role":"user","content":[{"type":"text","text":"x".repeat(40)},
+                {"type":"tool_result","tool_use_id":"t","content":[{"type":"text","text":"yyyy"}]}]},
+                {"role":"assistant","content":[{"type":"tool_use","id":"t","name":"ls","input":{}}]}]}))
+        .unwrap();
+        let r = MessagesRequest::parse(&raw).unwrap();
+        // 4 (system) + 40 + 4 (tool result) + 2 ("ls") + 2 ("{}") = 52 bytes → 13, plus 2 × 4 + 2.
+        assert_eq!(r.prompt_estimate, 13 + 8 + 2);
+        assert_eq!(r.prompt_upper_bound, raw.len() as u64 + 64);
+        assert_eq!(count_tokens(&raw).unwrap().1, r.prompt_estimate);
+    }
+}
