@@ -1,28 +1,31 @@
-//! The simulator's HTTP side: its routes, authentication, DeepSeek's error bodies, the chat
-//! handler that records each request and hands its [`Plan`] to a producer task, and the
-//! non-stream (single JSON body) answer.
+//! The simulator's HTTP side: its routes, the models and balance endpoints, the OpenAI-format
+//! chat handler, and [`respond`], which both formats' handlers use to hand a recorded request's
+//! [`Plan`] to a producer task.
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
-use super::directives::{Plan, plan};
+use super::directives::Plan;
 use super::errors::{authorization, check_auth};
-use super::stream::{Chunk, Halt, Out, abort, stream_body};
-use super::{Outcome, Shared};
+use super::openai::{OpenAiWire, plan};
+use super::stream::{Chunk, Wire, run};
+use super::{Endpoint, Outcome, Shared, anthropic};
 
 /// The simulator's routes, with and without DeepSeek's optional `/v1` prefix.
 pub(super) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/chat/completions", post(chat))
         .route("/v1/chat/completions", post(chat))
+        .route("/anthropic/v1/messages", post(anthropic::messages))
+        .route("/anthropic/messages", post(anthropic::messages))
         .route("/models", get(models))
         .route("/v1/models", get(models))
         .route("/user/balance", get(balance))
@@ -54,20 +57,39 @@ async fn balance(State(sh): State<Arc<Shared>>, headers: HeaderMap) -> Response 
     .into_response()
 }
 
-async fn chat(State(sh): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    let auth = authorization(&headers);
+async fn chat(
+    State(sh): State<Arc<Shared>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let parsed = serde_json::from_slice::<Value>(&body);
-    let index = sh.record(
-        auth.clone(),
-        parsed.as_ref().map_or(Value::Null, Clone::clone),
-    );
-    let plan = match plan(&sh, auth.as_deref(), parsed) {
-        Ok(plan) => plan,
+    let recorded = parsed.as_ref().map_or(Value::Null, Clone::clone);
+    let index = sh.record(Endpoint::ChatCompletions, path(&uri), &headers, recorded);
+    match plan(&sh, authorization(&headers).as_deref(), parsed) {
+        Ok(plan) => respond(&sh, index, plan, OpenAiWire),
         Err(e) => {
             sh.set_outcome(index, Outcome::Failed(e.status));
-            return e.into_response();
+            e.into_response()
         }
-    };
+    }
+}
+
+/// The path and query string a request was sent to, as recorded.
+pub(super) fn path(uri: &Uri) -> String {
+    uri.path_and_query()
+        .map_or_else(|| uri.path().to_owned(), |pq| pq.as_str().to_owned())
+}
+
+/// Answer request `index` with `plan` in format `wire`: the body is produced by a task of its own,
+/// which records how it ended.
+pub(super) fn respond(
+    sh: &Arc<Shared>,
+    index: usize,
+    plan: Plan,
+    wire: impl Wire + 'static,
+) -> Response {
+    sh.set_served(index, &plan.served);
     // The body is fed through a small channel so that a failed send tells us hyper dropped the
     // body, i.e. the client went away; an `Err` item makes hyper cut the connection.
     let (tx, rx) = mpsc::channel::<Chunk>(1);
@@ -81,7 +103,7 @@ async fn chat(State(sh): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) ->
     };
     let producer = sh.clone();
     tokio::spawn(async move {
-        let outcome = run(plan, tx, producer.stop.clone()).await;
+        let outcome = run(plan, wire, tx, producer.stop.clone()).await;
         producer.set_outcome(index, outcome);
     });
     (
@@ -92,53 +114,4 @@ async fn chat(State(sh): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) ->
         body,
     )
         .into_response()
-}
-
-/// Produce the answer of `p` into `tx` and say how it ended.
-async fn run(p: Plan, tx: mpsc::Sender<Chunk>, stop: watch::Receiver<bool>) -> Outcome {
-    let out = Out::new(tx.clone(), stop);
-    let result = if p.stream {
-        stream_body(&p, out).await
-    } else {
-        plain_body(&p, out).await
-    };
-    match result {
-        Ok(outcome) => outcome,
-        Err(Halt::Gone) => Outcome::ClientDisconnected,
-        Err(Halt::Shutdown) => abort(&tx).await,
-    }
-}
-
-/// Write `p` as one `chat.completion` JSON body, after blank-line keep-alives while queued.
-async fn plain_body(p: &Plan, mut out: Out) -> Result<Outcome, Halt> {
-    out.idle(p.first_delay, p.keepalive, "\n").await?;
-    if p.d.garbage {
-        out.send("<html><body><h1>502 Bad Gateway</h1></body></html>")
-            .await?;
-        return Ok(Outcome::Completed);
-    }
-    let mut message = json!({"role": "assistant", "content": p.content.concat()});
-    if !p.reasoning.is_empty()
-        && let Some(m) = message.as_object_mut()
-    {
-        m.insert(
-            "reasoning_content".to_owned(),
-            Value::String(p.reasoning.concat()),
-        );
-    }
-    let mut body = json!({"id": p.id, "object": "chat.completion", "created": p.created, "model": p.model,
-        "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": p.finish}]});
-    if let (Some(usage), Some(b)) = (&p.usage, body.as_object_mut()) {
-        b.insert("usage".to_owned(), usage.clone());
-    }
-    if let Some(b) = body.as_object_mut() {
-        b.insert("system_fingerprint".to_owned(), json!("fp_sim"));
-    }
-    let text = body.to_string();
-    if p.d.drop_after.is_some() {
-        out.send(text.as_bytes()[..text.len() / 2].to_vec()).await?;
-        return Ok(out.abort().await);
-    }
-    out.send(text).await?;
-    Ok(Outcome::Completed)
 }
