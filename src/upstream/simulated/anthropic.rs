@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 use super::anthropic_wire::AnthropicWire;
 use super::directives::{Plan, Prompt, answer};
 use super::errors::{AnthropicError, anthropic_key, check_key};
-use super::server::{path, respond};
+use super::stream::respond;
 use super::{Endpoint, Outcome, Shared};
 
 /// Record a Messages request, validate it, and answer it (or refuse it in Anthropic's shape).
@@ -27,7 +27,7 @@ pub(super) async fn messages(
 ) -> Response {
     let parsed = serde_json::from_slice::<Value>(&body);
     let recorded = parsed.as_ref().map_or(Value::Null, Clone::clone);
-    let index = sh.record(Endpoint::AnthropicMessages, path(&uri), &headers, recorded);
+    let index = sh.record(Endpoint::AnthropicMessages, &uri, &headers, recorded);
     match plan(&sh, &headers, parsed) {
         Ok(plan) => respond(&sh, index, plan, AnthropicWire),
         Err(e) => {

@@ -22,7 +22,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Uri};
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -40,6 +40,9 @@ mod tests;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests_anthropic;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests_anthropic_faults;
 
 /// Configuration of a [`SimulatedDeepSeek`] instance.
 #[derive(Clone, Debug)]
@@ -235,7 +238,7 @@ impl Drop for SimulatedDeepSeek {
 }
 
 impl Shared {
-    fn record(&self, endpoint: Endpoint, path: String, headers: &HeaderMap, body: Value) -> usize {
+    fn record(&self, endpoint: Endpoint, uri: &Uri, headers: &HeaderMap, body: Value) -> usize {
         let header = |name: &str| {
             headers
                 .get(name)
@@ -247,7 +250,9 @@ impl Shared {
         requests.push(RecordedRequest {
             index,
             endpoint,
-            path,
+            path: uri
+                .path_and_query()
+                .map_or_else(|| uri.path().to_owned(), |pq| pq.as_str().to_owned()),
             authorization: header("authorization"),
             x_api_key: header("x-api-key"),
             headers: headers.clone(),

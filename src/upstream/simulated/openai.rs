@@ -1,20 +1,44 @@
-//! The simulator's OpenAI-format route (`/chat/completions`): DeepSeek's validation of a chat
-//! request into a [`Prompt`], and the shapes of its answer — the `usage` object, the
+//! The simulator's OpenAI-format route (`/chat/completions`): its handler, DeepSeek's validation
+//! of a chat request into a [`Prompt`], and the shapes of its answer — the `usage` object, the
 //! `chat.completion` body and the `chat.completion.chunk` stream ([`OpenAiWire`]).
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Uri};
+use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use super::Shared;
 use super::directives::{Plan, Prompt, answer};
-use super::errors::{ApiError, check_auth};
-use super::stream::Wire;
+use super::errors::{ApiError, authorization, check_auth};
+use super::stream::{Wire, respond};
+use super::{Endpoint, Outcome, Shared};
 
 const MAX_OUTPUT_TOKENS: u64 = 393_216;
 const DONE: &str = "data: [DONE]\n\n";
 const ERROR_EVENT: &str = "data: {\"error\":{\"message\":\"Internal server error\",\"type\":\"server_error\",\
 \"param\":null,\"code\":\"internal_error\"}}\n\n";
+
+/// Record a chat request, validate it, and answer it (or refuse it in DeepSeek's shape).
+pub(super) async fn chat(
+    State(sh): State<Arc<Shared>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let parsed = serde_json::from_slice::<Value>(&body);
+    let recorded = parsed.as_ref().map_or(Value::Null, Clone::clone);
+    let index = sh.record(Endpoint::ChatCompletions, &uri, &headers, recorded);
+    match plan(&sh, authorization(&headers).as_deref(), parsed) {
+        Ok(plan) => respond(&sh, index, plan, OpenAiWire),
+        Err(e) => {
+            sh.set_outcome(index, Outcome::Failed(e.status));
+            e.into_response()
+        }
+    }
+}
 
 /// Validate a chat request as DeepSeek does, apply its directives, and work out the whole answer.
 pub(super) fn plan(

@@ -1,16 +1,20 @@
 //! The simulator's body writer, shared by both wire formats: [`Out`] feeds a response body chunk
 //! by chunk (so a failed send reveals a client that went away, and shutdown can cut it), and
 //! [`run`] writes a [`Plan`] — whole or as SSE — in the shapes a [`Wire`] gives, with the
-//! keep-alives, delays and failure directives.
+//! keep-alives, delays and failure directives; [`respond`] starts it for a recorded request.
 
 use std::io;
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use tokio::sync::{mpsc, watch};
 
-use super::Outcome;
 use super::directives::Plan;
+use super::{Outcome, Shared};
 
 /// One item of a response body; an `Err` makes hyper cut the connection.
 pub(super) type Chunk = io::Result<Bytes>;
@@ -108,6 +112,41 @@ pub(super) trait Wire: Send + Sync {
     fn garbage(&self, i: usize) -> String;
     /// The end marker after a `garbage` stream's events.
     fn garbage_end(&self) -> &'static str;
+}
+
+/// Answer request `index` with `plan` in format `wire`: the body is produced by a task of its own,
+/// which records how it ended.
+pub(super) fn respond(
+    sh: &Arc<Shared>,
+    index: usize,
+    plan: Plan,
+    wire: impl Wire + 'static,
+) -> Response {
+    sh.set_served(index, &plan.served);
+    // The body is fed through a small channel so that a failed send tells us hyper dropped the
+    // body, i.e. the client went away; an `Err` item makes hyper cut the connection.
+    let (tx, rx) = mpsc::channel::<Chunk>(1);
+    let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }));
+    let content_type = if plan.stream {
+        "text/event-stream"
+    } else {
+        "application/json"
+    };
+    let producer = sh.clone();
+    tokio::spawn(async move {
+        let outcome = run(plan, wire, tx, producer.stop.clone()).await;
+        producer.set_outcome(index, outcome);
+    });
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 /// Produce the answer of `p` in format `w` into `tx` and say how it ended.

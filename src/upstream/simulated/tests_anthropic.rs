@@ -2,14 +2,12 @@
 //! the stream's event sequence, `claude*` model mapping, auth (Bearer wins), validation, and
 //! the failure directives in Anthropic's shapes.
 
-use super::stream::KEEPALIVE;
 use super::*;
-use futures_util::StreamExt;
 use serde_json::{Value, json};
 
-const KEY: &str = "sk-simulated";
+pub(super) const KEY: &str = "sk-simulated";
 
-async fn sim(prefix_cache: bool) -> SimulatedDeepSeek {
+pub(super) async fn sim(prefix_cache: bool) -> SimulatedDeepSeek {
     SimulatedDeepSeek::start(SimOptions {
         prefix_cache,
         ..SimOptions::default()
@@ -18,7 +16,7 @@ async fn sim(prefix_cache: bool) -> SimulatedDeepSeek {
     .unwrap()
 }
 
-fn req(text: &str, extra: Value) -> Value {
+pub(super) fn req(text: &str, extra: Value) -> Value {
     let mut body = json!({"model": "deepseek-v4-flash", "max_tokens": 1000,
         "messages": [{"role": "user", "content": text}]});
     body.as_object_mut()
@@ -28,9 +26,9 @@ fn req(text: &str, extra: Value) -> Value {
 }
 
 /// How a test authenticates: `(header name, value)` pairs.
-type Auth<'a> = &'a [(&'a str, &'a str)];
+pub(super) type Auth<'a> = &'a [(&'a str, &'a str)];
 
-async fn post_to(
+pub(super) async fn post_to(
     s: &SimulatedDeepSeek,
     path: &str,
     auth: Auth<'_>,
@@ -47,11 +45,11 @@ async fn post_to(
     rb.send().await.unwrap()
 }
 
-async fn post(s: &SimulatedDeepSeek, body: &Value) -> reqwest::Response {
+pub(super) async fn post(s: &SimulatedDeepSeek, body: &Value) -> reqwest::Response {
     post_to(s, "/anthropic/v1/messages", &[("x-api-key", KEY)], body).await
 }
 
-async fn post_json(s: &SimulatedDeepSeek, body: Value) -> (u16, Value) {
+pub(super) async fn post_json(s: &SimulatedDeepSeek, body: Value) -> (u16, Value) {
     let resp = post(s, &body).await;
     let status = resp.status().as_u16();
     (
@@ -61,7 +59,7 @@ async fn post_json(s: &SimulatedDeepSeek, body: Value) -> (u16, Value) {
 }
 
 /// `(event name, data)` of each SSE event; comments are skipped, data left raw.
-fn events(text: &str) -> Vec<(String, String)> {
+pub(super) fn events(text: &str) -> Vec<(String, String)> {
     text.split("\n\n")
         .filter_map(|block| {
             let mut name = None;
@@ -78,21 +76,21 @@ fn events(text: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-fn parsed(events: &[(String, String)]) -> Vec<(String, Value)> {
+pub(super) fn parsed(events: &[(String, String)]) -> Vec<(String, Value)> {
     events
         .iter()
         .map(|(n, d)| (n.clone(), serde_json::from_str(d).unwrap()))
         .collect()
 }
 
-fn prompt_of(texts: &[&str]) -> u64 {
+pub(super) fn prompt_of(texts: &[&str]) -> u64 {
     2 + texts
         .iter()
         .map(|t| 4 + (t.len() as u64).div_ceil(4))
         .sum::<u64>()
 }
 
-fn error_body(kind: &str, message: &str) -> Value {
+pub(super) fn error_body(kind: &str, message: &str) -> Value {
     json!({"type": "error", "error": {"type": kind, "message": message}})
 }
 
@@ -465,140 +463,5 @@ async fn blocks_count_toward_the_prompt() {
     assert_eq!(
         s.requests()[0].served_model.as_deref(),
         Some("deepseek-v4-pro")
-    );
-}
-
-#[tokio::test]
-async fn error_after_sends_an_error_event_and_ends() {
-    let s = sim(false).await;
-    let text = post(
-        &s,
-        &req("[[sim reply=5 error_after=2]]", json!({"stream": true})),
-    )
-    .await
-    .text()
-    .await
-    .unwrap();
-    let ev = events(&text);
-    let names: Vec<&str> = ev.iter().map(|(n, _)| n.as_str()).collect();
-    let expected = [
-        "message_start",
-        "content_block_start",
-        "ping",
-        "content_block_delta",
-        "content_block_delta",
-        "error",
-    ];
-    assert_eq!(names, expected);
-    let last: Value = serde_json::from_str(&ev[5].1).unwrap();
-    assert_eq!(last, error_body("api_error", "Internal server error"));
-    assert_eq!(
-        s.wait_outcome(0, Duration::from_secs(2)).await,
-        Outcome::Failed(500)
-    );
-}
-
-#[tokio::test]
-async fn canned_failures_in_anthropic_shape() {
-    let s = sim(false).await;
-    let cases = [
-        (402, "billing_error", "Insufficient Balance"),
-        (429, "rate_limit_error", "Rate limit reached for requests"),
-        (
-            500,
-            "api_error",
-            "Server error, please retry your request after a brief wait",
-        ),
-        (
-            503,
-            "overloaded_error",
-            "Server overloaded, please retry your request after a brief wait",
-        ),
-        (422, "invalid_request_error", "Invalid request format"),
-    ];
-    for (i, (code, kind, message)) in cases.into_iter().enumerate() {
-        let (status, v) = post_json(
-            &s,
-            req(&format!("[[sim fail={code}]]"), json!({"stream": true})),
-        )
-        .await;
-        assert_eq!((status, v), (code, error_body(kind, message)));
-        assert_eq!(
-            s.wait_outcome(i, Duration::ZERO).await,
-            Outcome::Failed(code)
-        );
-    }
-}
-
-#[tokio::test]
-async fn keepalives_drop_and_garbage() {
-    let s = sim(false).await;
-    let directive = "[[sim reply=2 first_delay_ms=250 keepalive_ms=40]]";
-    let text = post(&s, &req(directive, json!({"stream": true})))
-        .await
-        .text()
-        .await
-        .unwrap();
-    let first_event = text.find("event: ").unwrap();
-    assert!(
-        text[..first_event].matches(KEEPALIVE).count() >= 3,
-        "{text:?}"
-    );
-
-    let resp = post(
-        &s,
-        &req("[[sim reply=10 drop_after=3]]", json!({"stream": true})),
-    )
-    .await;
-    let mut body = resp.bytes_stream();
-    let (mut seen, mut failed) = (String::new(), false);
-    while let Some(item) = body.next().await {
-        match item {
-            Ok(b) => seen.push_str(&String::from_utf8_lossy(&b)),
-            Err(_) => failed = true,
-        }
-    }
-    assert!(
-        failed && !seen.contains("message_stop") && !seen.contains("message_delta"),
-        "{seen:?}"
-    );
-    assert_eq!(events(&seen).len(), 3 + 3);
-    assert_eq!(
-        s.wait_outcome(1, Duration::from_secs(2)).await,
-        Outcome::Dropped
-    );
-
-    let text = post(
-        &s,
-        &req("[[sim garbage=1 reply=2]]", json!({"stream": true})),
-    )
-    .await
-    .text()
-    .await
-    .unwrap();
-    let ev = events(&text);
-    assert_eq!(ev.last().unwrap().0, "message_stop");
-    assert!(
-        ev[..ev.len() - 1]
-            .iter()
-            .all(|(_, d)| serde_json::from_str::<Value>(d).is_err())
-    );
-}
-
-#[tokio::test]
-async fn client_disconnect_is_recorded() {
-    let s = sim(false).await;
-    let body = req("[[sim reply=1000 delay_ms=10]]", json!({"stream": true}));
-    let mut stream = post(&s, &body).await.bytes_stream();
-    let mut seen = String::new();
-    while events(&seen).len() < 5 {
-        seen.push_str(&String::from_utf8_lossy(
-            &stream.next().await.unwrap().unwrap(),
-        ));
-    }
-    drop(stream);
-    assert_eq!(
-        s.wait_outcome(0, Duration::from_secs(5)).await,
-        Outcome::ClientDisconnected
     );
 }
