@@ -1,14 +1,13 @@
-//! How the simulator interprets a chat request: DeepSeek's validation, the `[[sim …]]`
-//! directives, deterministic token counting, and the resulting [`Plan`] of the answer.
+//! The simulator's core, shared by both wire formats: the `[[sim …]]` directives, deterministic
+//! token counting, the prefix cache look-up, and the resulting [`Plan`] of the answer. Each
+//! format validates its own request into a [`Prompt`] first.
 
+use std::borrow::Cow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 
 use super::Shared;
-use super::errors::{ApiError, check_auth};
-
-const MAX_OUTPUT_TOKENS: u64 = 393_216;
 const DEFAULT_REPLY: &str = "Hello! This is a simulated DeepSeek answer from the modelrelay demo upstream; \
 no real model was called, so the reply is always the same.";
 const WORDS: &[&str] = &[
@@ -85,18 +84,6 @@ impl Directives {
     }
 }
 
-/// The text of a message whose content is a string or an array of content parts.
-fn message_text(message: &Value) -> String {
-    match message.get("content") {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .filter_map(|p| p.get("text").and_then(Value::as_str))
-            .collect(),
-        _ => String::new(),
-    }
-}
-
 /// `n` tokens cycling through `words`: each word followed by a space except the last.
 fn tokens<'a>(words: impl Iterator<Item = &'a str>, n: usize) -> Vec<String> {
     words
@@ -113,7 +100,7 @@ fn tokens<'a>(words: impl Iterator<Item = &'a str>, n: usize) -> Vec<String> {
 }
 
 /// A DeepSeek-style (UUID-shaped) completion id.
-fn random_id() -> String {
+pub(super) fn random_id() -> String {
     let h = format!("{:032x}", rand::random::<u128>());
     format!(
         "{}-{}-{}-{}-{}",
@@ -129,86 +116,86 @@ fn ms(n: Option<u64>, default: Duration) -> Duration {
     n.map_or(default, Duration::from_millis)
 }
 
-/// Everything needed to produce one successful answer.
+/// Everything needed to produce one successful answer, in either wire format.
 pub(super) struct Plan {
     pub(super) stream: bool,
+    /// OpenAI's `stream_options.include_usage` (and not `no_usage`): `usage: null` on every chunk.
     pub(super) include_usage: bool,
     pub(super) id: String,
     pub(super) created: u64,
+    /// The model name echoed in the answer: the one the request named.
     pub(super) model: String,
+    /// The DeepSeek model that "answers" (differs from `model` for a mapped `claude*` name).
+    pub(super) served: String,
     pub(super) reasoning: Vec<String>,
     pub(super) content: Vec<String>,
-    pub(super) finish: &'static str,
-    pub(super) usage: Option<Value>,
+    /// The answer was cut at `max_tokens`.
+    pub(super) truncated: bool,
+    /// Prompt tokens, of which `hit` came from the prefix cache.
+    pub(super) prompt: u64,
+    pub(super) hit: u64,
     pub(super) chunk_delay: Duration,
     pub(super) first_delay: Duration,
     pub(super) keepalive: Duration,
     pub(super) d: Directives,
 }
 
-/// What DeepSeek's validation accepted of a request body.
-struct Checked<'a> {
-    obj: &'a Map<String, Value>,
-    model: &'a str,
-    messages: &'a [Value],
-    user: &'a str,
-    max_tokens: Option<u64>,
+impl Plan {
+    /// Output tokens, reasoning included, as both formats bill them.
+    pub(super) fn output(&self) -> u64 {
+        (self.reasoning.len() + self.content.len()) as u64
+    }
 }
 
-/// Validate a request as DeepSeek does, apply its directives, and work out the whole answer.
-pub(super) fn plan(
-    sh: &Shared,
-    auth: Option<&str>,
-    parsed: Result<Value, serde_json::Error>,
-) -> Result<Plan, ApiError> {
-    check_auth(&sh.opts, auth)?;
-    let body = parsed.map_err(|e| deser(&e))?;
-    let req = check(sh, &body)?;
+/// A validated request as the shared core needs it, whichever format it came in.
+pub(super) struct Prompt<'a> {
+    /// The text of each prompt message (directives, token counts), aligned with `messages`.
+    pub(super) texts: Vec<String>,
+    /// The messages as the prefix cache compares them.
+    pub(super) messages: Cow<'a, [Value]>,
+    /// Whose prefix cache this request reads and feeds.
+    pub(super) user: &'a str,
+    pub(super) max_tokens: Option<u64>,
+    pub(super) stream: bool,
+    pub(super) model: String,
+    pub(super) served: String,
+}
 
-    let texts: Vec<String> = req.messages.iter().map(message_text).collect();
+/// Apply the directives of a validated request and work out its whole answer; `Err(status)` is
+/// the `fail=` directive, which each format words in its own error body.
+pub(super) fn answer(sh: &Shared, req: Prompt<'_>) -> Result<Plan, u16> {
     let mut d = Directives::default();
-    texts.iter().for_each(|t| d.absorb(t));
+    req.texts.iter().for_each(|t| d.absorb(t));
     if let Some(status) = d.fail {
-        return Err(ApiError::canned(u16::try_from(status).unwrap_or(500)));
+        return Err(u16::try_from(status).unwrap_or(500));
     }
-
-    let counts: Vec<u64> = texts
+    let counts: Vec<u64> = req
+        .texts
         .iter()
         .map(|t| 4 + (t.len() as u64).div_ceil(4))
         .collect();
     let prompt = d.prompt.unwrap_or_else(|| 2 + counts.iter().sum::<u64>());
     let cached = if sh.opts.prefix_cache {
-        sh.cache_hit(req.user, req.messages, &counts)
+        sh.cache_hit(req.user, &req.messages, &counts)
     } else {
         0
     };
     let hit = d.hit.unwrap_or(cached).min(prompt);
-
-    let (reasoning, content, finish) = completion(&d, sh, req.max_tokens);
-    let r = reasoning.len() as u64;
-    let c = r + content.len() as u64;
-    let usage = (!d.no_usage).then(|| {
-        json!({"prompt_tokens": prompt, "completion_tokens": c, "total_tokens": prompt + c,
-            "prompt_tokens_details": {"cached_tokens": hit}, "prompt_cache_hit_tokens": hit,
-            "prompt_cache_miss_tokens": prompt - hit, "completion_tokens_details": {"reasoning_tokens": r}})
-    });
-    let include_usage = req
-        .obj
-        .get("stream_options")
-        .and_then(|o| o.get("include_usage"))
-        == Some(&Value::Bool(true));
+    let (reasoning, content, truncated) = completion(&d, sh, req.max_tokens);
     Ok(Plan {
-        stream: req.obj.get("stream") == Some(&Value::Bool(true)),
-        include_usage: include_usage && !d.no_usage,
+        stream: req.stream,
+        include_usage: false,
         id: random_id(),
         created: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |t| t.as_secs()),
-        model: req.model.to_owned(),
+        model: req.model,
+        served: req.served,
         reasoning,
         content,
-        finish,
-        usage,
+        truncated,
+        prompt,
+        hit,
         chunk_delay: ms(d.delay_ms, sh.opts.chunk_delay),
         first_delay: ms(d.first_delay_ms, Duration::ZERO),
         // A zero interval would spin; one millisecond is as eager as anyone needs.
@@ -217,85 +204,12 @@ pub(super) fn plan(
     })
 }
 
-/// DeepSeek's 400 for a body that is not the JSON object it expects.
-fn deser(e: &dyn std::fmt::Display) -> ApiError {
-    let message = format!("Failed to deserialize the JSON body into the target type: {e}");
-    ApiError::new(400, message, "invalid_request_error")
-}
-
-/// DeepSeek's checks of the body, in the order it reports them.
-fn check<'a>(sh: &Shared, body: &'a Value) -> Result<Checked<'a>, ApiError> {
-    let obj = body
-        .as_object()
-        .ok_or_else(|| deser(&"invalid type: expected a JSON object"))?;
-    let model = obj
-        .get("model")
-        .and_then(Value::as_str)
-        .filter(|m| sh.opts.models.iter().any(|x| x == m));
-    let model =
-        model.ok_or_else(|| ApiError::new(400, "Model Not Exist", "invalid_request_error"))?;
-    let messages = obj
-        .get("messages")
-        .and_then(Value::as_array)
-        .filter(|m| !m.is_empty())
-        .ok_or_else(|| {
-            ApiError::new(
-                422,
-                "Invalid parameters: `messages` must be a non-empty array",
-                "invalid_request_error",
-            )
-        })?;
-    Ok(Checked {
-        obj,
-        model,
-        messages,
-        user: user_id(obj)?,
-        max_tokens: max_tokens(obj)?,
-    })
-}
-
-/// The `user_id` that keys the prefix cache (`anon` when absent), as DeepSeek restricts it.
-fn user_id(obj: &Map<String, Value>) -> Result<&str, ApiError> {
-    match obj.get("user_id") {
-        None | Some(Value::Null) => Ok("anon"),
-        Some(Value::String(u))
-            if !u.is_empty()
-                && u.len() <= 512
-                && u.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
-        {
-            Ok(u)
-        }
-        Some(_) => Err(ApiError::new(
-            400,
-            "Invalid user_id: must match [a-zA-Z0-9\\-_]+ and be at most 512 bytes",
-            "invalid_request_error",
-        )),
-    }
-}
-
-/// The `max_tokens` cap, if any, within DeepSeek's accepted range.
-fn max_tokens(obj: &Map<String, Value>) -> Result<Option<u64>, ApiError> {
-    match obj.get("max_tokens") {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => match v.as_u64().filter(|n| (1..=MAX_OUTPUT_TOKENS).contains(n)) {
-            Some(n) => Ok(Some(n)),
-            None => {
-                let message = format!(
-                    "Invalid max_tokens value, the valid range of max_tokens is [1, {MAX_OUTPUT_TOKENS}]"
-                );
-                Err(ApiError::new(422, message, "invalid_request_error"))
-            }
-        },
-    }
-}
-
-/// The reasoning and content tokens of the answer and its finish reason, cut at `max_tokens`.
+/// The reasoning and content tokens of the answer, cut at `max_tokens` (then `true`).
 fn completion(
     d: &Directives,
     sh: &Shared,
     max_tokens: Option<u64>,
-) -> (Vec<String>, Vec<String>, &'static str) {
+) -> (Vec<String>, Vec<String>, bool) {
     let to_usize = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
     let mut reasoning = tokens(
         THOUGHTS.iter().copied().cycle(),
@@ -308,15 +222,15 @@ fn completion(
             tokens(text.split_whitespace(), text.split_whitespace().count())
         }
     };
-    let mut finish = "stop";
+    let mut truncated = false;
     if let Some(max) = max_tokens.map(to_usize)
         && reasoning.len() + content.len() > max
     {
         reasoning.truncate(max);
         content.truncate(max - reasoning.len());
-        finish = "length";
+        truncated = true;
     }
-    (reasoning, content, finish)
+    (reasoning, content, truncated)
 }
 
 #[cfg(test)]
@@ -336,10 +250,7 @@ mod tests {
     }
 
     #[test]
-    fn text_and_tokens() {
-        let parts = json!({"content": [{"type": "text", "text": "ab"}, {"type": "image_url"}, {"text": "c"}]});
-        assert_eq!(message_text(&parts), "abc");
-        assert_eq!(message_text(&json!({"content": null})), "");
+    fn tokens_cycle_with_spaces() {
         assert_eq!(
             tokens(WORDS.iter().copied().cycle(), 3),
             ["alpha ", "bravo ", "charlie"]

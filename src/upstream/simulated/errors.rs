@@ -1,4 +1,5 @@
-//! DeepSeek's error bodies and its key check, shared by the simulator's routes and its
+//! DeepSeek's error bodies — OpenAI-shaped ([`ApiError`]) and Anthropic-shaped
+//! ([`AnthropicError`]) — and its key check, shared by the simulator's routes and their
 //! request validation.
 
 use axum::http::{HeaderMap, StatusCode, header};
@@ -65,11 +66,27 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The raw `Authorization` header, if any.
 pub(super) fn authorization(headers: &HeaderMap) -> Option<String> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
+}
+
+/// The key an Anthropic-format request presents: a Bearer token wins over `x-api-key`, as at DeepSeek.
+pub(super) fn anthropic_key(headers: &HeaderMap) -> String {
+    let bearer = authorization(headers).and_then(|a| a.strip_prefix("Bearer ").map(str::to_owned));
+    let x_api_key = || {
+        headers
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    bearer
+        .or_else(x_api_key)
+        .map(|k| k.trim().to_owned())
+        .unwrap_or_default()
 }
 
 /// DeepSeek's 401, which echoes the last four characters of the key it refused.
@@ -78,13 +95,76 @@ pub(super) fn check_auth(opts: &SimOptions, auth: Option<&str>) -> Result<(), Ap
         .and_then(|a| a.strip_prefix("Bearer "))
         .map(str::trim)
         .unwrap_or("");
+    check_key(opts, key).map_err(|m| ApiError::new(401, m, "authentication_error"))
+}
+
+/// `Err` with DeepSeek's 401 message unless `key` is the configured one.
+pub(super) fn check_key(opts: &SimOptions, key: &str) -> Result<(), String> {
     if key == opts.api_key {
         return Ok(());
     }
     let tail_start = key.char_indices().rev().nth(3).map_or(0, |(i, _)| i);
-    let message = format!(
+    Err(format!(
         "Authentication Fails, Your api key: ****{} is invalid",
         &key[tail_start..]
-    );
-    Err(ApiError::new(401, message, "authentication_error"))
+    ))
+}
+
+/// An error answered in Anthropic's body, `{"type":"error","error":{"type","message"}}`.
+pub(super) struct AnthropicError {
+    /// The HTTP status, also recorded as the request's [`Outcome::Failed`].
+    pub(super) status: u16,
+    kind: &'static str,
+    message: String,
+}
+
+impl AnthropicError {
+    /// An error with an explicit status and type.
+    pub(super) fn new(status: u16, kind: &'static str, message: impl Into<String>) -> Self {
+        AnthropicError {
+            status,
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// A 400 `invalid_request_error` about the request.
+    pub(super) fn invalid(message: impl Into<String>) -> Self {
+        Self::new(400, "invalid_request_error", message)
+    }
+
+    /// The body sent for each status of the `fail=` directive, with Anthropic's error types and
+    /// DeepSeek's messages.
+    pub(super) fn canned(status: u16) -> Self {
+        let (kind, message) = match status {
+            400 | 422 => ("invalid_request_error", "Invalid request format"),
+            401 => (
+                "authentication_error",
+                "Authentication Fails, Your api key: ****xxxx is invalid",
+            ),
+            402 => ("billing_error", "Insufficient Balance"),
+            403 => ("permission_error", "Permission denied"),
+            404 => ("not_found_error", "Not found"),
+            413 => ("request_too_large", "Request too large"),
+            429 => ("rate_limit_error", "Rate limit reached for requests"),
+            503 | 529 => (
+                "overloaded_error",
+                "Server overloaded, please retry your request after a brief wait",
+            ),
+            504 => ("timeout_error", "Request timed out"),
+            _ => (
+                "api_error",
+                "Server error, please retry your request after a brief wait",
+            ),
+        };
+        Self::new(status, kind, message)
+    }
+}
+
+impl IntoResponse for AnthropicError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = json!({"type": "error", "error": {"type": self.kind, "message": self.message}});
+        (status, axum::Json(body)).into_response()
+    }
 }

@@ -1,4 +1,5 @@
-//! A simulated DeepSeek API: a real HTTP server on loopback that speaks DeepSeek's wire format.
+//! A simulated DeepSeek API: a real HTTP server on loopback that speaks DeepSeek's wire formats,
+//! OpenAI's `/chat/completions` and Anthropic's `/anthropic/v1/messages`.
 //!
 //! `modelrelay serve --demo` uses it so the gateway works without a DeepSeek account, and the
 //! integration tests use it as a controllable upstream. Because the gateway forwards chat messages
@@ -11,6 +12,9 @@
 //! only with `stream_options.include_usage`, `: keep-alive` comments while queued (blank lines for
 //! non-stream), DeepSeek's error bodies, and the failure modes seen in production (stalls that keep
 //! sending keep-alives, connections cut mid-stream, error events mid-stream, non-JSON bodies).
+//! The Anthropic route shares all of it (directives, token arithmetic, prefix cache, faults,
+//! recording) and differs only in validation, `claude*` model mapping, usage fields (`input_tokens`
+//! = cache misses, `cache_read_input_tokens` = hits) and its named SSE events.
 
 use std::collections::HashMap;
 use std::io;
@@ -18,22 +22,32 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use axum::http::{HeaderMap, Uri};
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+mod anthropic;
+mod anthropic_wire;
 mod directives;
 mod errors;
+mod openai;
 mod server;
 mod stream;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests_anthropic;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests_anthropic_faults;
 
 /// Configuration of a [`SimulatedDeepSeek`] instance.
 #[derive(Clone, Debug)]
 pub struct SimOptions {
-    /// The only Bearer key accepted; any other (or none) gets DeepSeek's 401.
+    /// The only key accepted (Bearer, or `x-api-key` on the Anthropic route); any other gets a 401.
     pub api_key: String,
     /// Reply text when a request has no `reply=` directive; `None` uses a built-in canned reply.
     pub default_reply: Option<String>,
@@ -66,8 +80,9 @@ impl Default for SimOptions {
 
 /// A running simulated DeepSeek server; it stops when dropped or on [`SimulatedDeepSeek::shutdown`].
 ///
-/// Directives `[[sim key=value …]]` anywhere in any message text steer a chat request (several
-/// merge, later wins): `reply`, `reasoning`, `prompt`, `hit`, `delay_ms`, `first_delay_ms`,
+/// Directives `[[sim key=value …]]` anywhere in any message text (on the Anthropic route also in
+/// `system` and in text, thinking, tool_use and tool_result blocks) steer a request (several merge,
+/// later wins): `reply`, `reasoning`, `prompt`, `hit`, `delay_ms`, `first_delay_ms`,
 /// `keepalive_ms`, `fail`, `stall_after`, `drop_after`, `error_after`, `no_usage`, `garbage`.
 pub struct SimulatedDeepSeek {
     addr: SocketAddr,
@@ -75,17 +90,36 @@ pub struct SimulatedDeepSeek {
     stop: watch::Sender<bool>,
 }
 
-/// One chat request as the simulator received it.
+/// One chat or messages request as the simulator received it.
 #[derive(Clone, Debug)]
 pub struct RecordedRequest {
-    /// Arrival order, starting at 0.
+    /// Arrival order, starting at 0 (one sequence across both endpoints).
     pub index: usize,
+    /// Which API the request came to.
+    pub endpoint: Endpoint,
+    /// The path and query string it was sent to, e.g. `/anthropic/v1/messages?beta=true`.
+    pub path: String,
     /// The raw `Authorization` header, if any.
     pub authorization: Option<String>,
+    /// The raw `x-api-key` header, if any.
+    pub x_api_key: Option<String>,
+    /// Every header as received, so a test can check what was (not) forwarded.
+    pub headers: HeaderMap,
     /// The parsed JSON body (`Value::Null` when the body was not JSON).
     pub body: Value,
+    /// The DeepSeek model that answered (a `claude*` name mapped); `None` when refused.
+    pub served_model: Option<String>,
     /// How the request ended so far.
     pub outcome: Outcome,
+}
+
+/// The API a recorded request came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// OpenAI's format: `POST /chat/completions` or `/v1/chat/completions`.
+    ChatCompletions,
+    /// Anthropic's format: `POST /anthropic/v1/messages` or `/anthropic/messages`.
+    AnthropicMessages,
 }
 
 /// How a chat request ended, as observed by the simulator itself.
@@ -93,7 +127,8 @@ pub struct RecordedRequest {
 pub enum Outcome {
     /// Still being answered.
     InProgress,
-    /// The whole answer (non-stream body, or stream through `[DONE]`) was handed to the connection.
+    /// The whole answer (non-stream body, or stream through `[DONE]` / `message_stop`) was handed
+    /// to the connection.
     Completed,
     /// The client went away while the answer was being produced normally.
     ClientDisconnected,
@@ -169,7 +204,7 @@ impl SimulatedDeepSeek {
         format!("http://{}", SocketAddr::new(ip, self.addr.port()))
     }
 
-    /// Every chat request received so far, in arrival order.
+    /// Every chat or messages request received so far (both endpoints), in arrival order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         lock(&self.shared.requests).clone()
     }
@@ -203,16 +238,35 @@ impl Drop for SimulatedDeepSeek {
 }
 
 impl Shared {
-    fn record(&self, authorization: Option<String>, body: Value) -> usize {
+    fn record(&self, endpoint: Endpoint, uri: &Uri, headers: &HeaderMap, body: Value) -> usize {
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
         let mut requests = lock(&self.requests);
         let index = requests.len();
         requests.push(RecordedRequest {
             index,
-            authorization,
+            endpoint,
+            path: uri
+                .path_and_query()
+                .map_or_else(|| uri.path().to_owned(), |pq| pq.as_str().to_owned()),
+            authorization: header("authorization"),
+            x_api_key: header("x-api-key"),
+            headers: headers.clone(),
             body,
+            served_model: None,
             outcome: Outcome::InProgress,
         });
         index
+    }
+
+    fn set_served(&self, index: usize, model: &str) {
+        if let Some(r) = lock(&self.requests).get_mut(index) {
+            r.served_model = Some(model.to_owned());
+        }
     }
 
     fn set_outcome(&self, index: usize, outcome: Outcome) {

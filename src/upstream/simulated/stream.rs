@@ -1,25 +1,26 @@
-//! The simulator's body writer: [`Out`] feeds a response body chunk by chunk (so a failed send
-//! reveals a client that went away, and shutdown can cut it), and [`stream_body`] writes the SSE
-//! stream of a [`Plan`] with DeepSeek's chunk shapes, keep-alives and the failure directives.
+//! The simulator's body writer, shared by both wire formats: [`Out`] feeds a response body chunk
+//! by chunk (so a failed send reveals a client that went away, and shutdown can cut it), and
+//! [`run`] writes a [`Plan`] — whole or as SSE — in the shapes a [`Wire`] gives, with the
+//! keep-alives, delays and failure directives; [`respond`] starts it for a recorded request.
 
 use std::io;
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use serde_json::{Value, json};
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use tokio::sync::{mpsc, watch};
 
-use super::Outcome;
 use super::directives::Plan;
+use super::{Outcome, Shared};
 
 /// One item of a response body; an `Err` makes hyper cut the connection.
 pub(super) type Chunk = io::Result<Bytes>;
 
 /// The SSE comment DeepSeek sends while a request waits in its queue.
 pub(super) const KEEPALIVE: &str = ": keep-alive\n\n";
-const DONE: &str = "data: [DONE]\n\n";
-const ERROR_EVENT: &str = "data: {\"error\":{\"message\":\"Internal server error\",\"type\":\"server_error\",\
-\"param\":null,\"code\":\"internal_error\"}}\n\n";
 
 /// Why production of a body stopped early.
 pub(super) enum Halt {
@@ -95,38 +96,112 @@ pub(super) async fn abort(tx: &mpsc::Sender<Chunk>) -> Outcome {
     Outcome::Dropped
 }
 
-fn chunk(p: &Plan, delta: Value, finish: Option<&str>, usage: Option<Value>) -> String {
-    let mut c = json!({"id": p.id, "object": "chat.completion.chunk", "created": p.created, "model": p.model,
-        "system_fingerprint": "fp_sim",
-        "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]});
-    if let (Some(u), Some(obj)) = (usage, c.as_object_mut()) {
-        obj.insert("usage".to_owned(), u);
-    }
-    format!("data: {c}\n\n")
+/// How one wire format words an answer; [`run`] handles timing, keep-alives and faults around it.
+pub(super) trait Wire: Send + Sync {
+    /// The whole non-stream body.
+    fn whole(&self, p: &Plan) -> String;
+    /// The stream's events before the first token.
+    fn opening(&self, p: &Plan) -> String;
+    /// The event(s) carrying token `i` (reasoning tokens first, then content).
+    fn token(&self, p: &Plan, i: usize) -> String;
+    /// The events after the last token: final usage and the format's end marker.
+    fn closing(&self, p: &Plan) -> String;
+    /// The error event sent mid-stream by `error_after`.
+    fn error(&self) -> &'static str;
+    /// Event `i` of a `garbage` stream: SSE framing around a payload that is not JSON.
+    fn garbage(&self, i: usize) -> String;
+    /// The end marker after a `garbage` stream's events.
+    fn garbage_end(&self) -> &'static str;
 }
 
-/// Write `p` as DeepSeek's SSE stream, honouring the failure directives.
-pub(super) async fn stream_body(p: &Plan, mut out: Out) -> Result<Outcome, Halt> {
+/// Answer request `index` with `plan` in format `wire`: the body is produced by a task of its own,
+/// which records how it ended.
+pub(super) fn respond(
+    sh: &Arc<Shared>,
+    index: usize,
+    plan: Plan,
+    wire: impl Wire + 'static,
+) -> Response {
+    sh.set_served(index, &plan.served);
+    // The body is fed through a small channel so that a failed send tells us hyper dropped the
+    // body, i.e. the client went away; an `Err` item makes hyper cut the connection.
+    let (tx, rx) = mpsc::channel::<Chunk>(1);
+    let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }));
+    let content_type = if plan.stream {
+        "text/event-stream"
+    } else {
+        "application/json"
+    };
+    let producer = sh.clone();
+    tokio::spawn(async move {
+        let outcome = run(plan, wire, tx, producer.stop.clone()).await;
+        producer.set_outcome(index, outcome);
+    });
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// Produce the answer of `p` in format `w` into `tx` and say how it ended.
+pub(super) async fn run(
+    p: Plan,
+    w: impl Wire,
+    tx: mpsc::Sender<Chunk>,
+    stop: watch::Receiver<bool>,
+) -> Outcome {
+    let out = Out::new(tx.clone(), stop);
+    let result = if p.stream {
+        stream_body(&p, &w, out).await
+    } else {
+        plain_body(&p, &w, out).await
+    };
+    match result {
+        Ok(outcome) => outcome,
+        Err(Halt::Gone) => Outcome::ClientDisconnected,
+        Err(Halt::Shutdown) => abort(&tx).await,
+    }
+}
+
+/// Write `p` as one JSON body, after blank-line keep-alives while queued (as DeepSeek does for
+/// non-stream requests); `garbage` sends an HTML error page, `drop_after` half the body.
+async fn plain_body(p: &Plan, w: &impl Wire, mut out: Out) -> Result<Outcome, Halt> {
+    out.idle(p.first_delay, p.keepalive, "\n").await?;
+    if p.d.garbage {
+        out.send("<html><body><h1>502 Bad Gateway</h1></body></html>")
+            .await?;
+        return Ok(Outcome::Completed);
+    }
+    let text = w.whole(p);
+    if p.d.drop_after.is_some() {
+        out.send(text.as_bytes()[..text.len() / 2].to_vec()).await?;
+        return Ok(out.abort().await);
+    }
+    out.send(text).await?;
+    Ok(Outcome::Completed)
+}
+
+/// Write `p` as an SSE stream in format `w`, one token per event, honouring the failure
+/// directives (counted in tokens sent).
+async fn stream_body(p: &Plan, w: &impl Wire, mut out: Out) -> Result<Outcome, Halt> {
     out.idle(p.first_delay, p.keepalive, KEEPALIVE).await?;
     let total = p.reasoning.len() + p.content.len();
     if p.d.garbage {
         // Looks like SSE but carries no JSON, to exercise the gateway's parse-failure path.
         for i in 0..=total {
             out.sleep(p.chunk_delay).await?;
-            out.send(format!("data: {{\"id\": garbage chunk {i}\n\n"))
-                .await?;
+            out.send(w.garbage(i)).await?;
         }
-        out.send(DONE).await?;
+        out.send(w.garbage_end()).await?;
         return Ok(Outcome::Completed);
     }
-    let thinking = !p.reasoning.is_empty();
-    let null_usage = || p.include_usage.then_some(Value::Null);
-    let first = if thinking {
-        json!({"role": "assistant", "content": null, "reasoning_content": ""})
-    } else {
-        json!({"role": "assistant", "content": ""})
-    };
-    out.send(chunk(p, first, None, null_usage())).await?;
+    out.send(w.opening(p)).await?;
     let at = |n: Option<u64>, i: usize| {
         n.is_some_and(|n| usize::try_from(n).unwrap_or(usize::MAX).min(total) == i)
     };
@@ -135,7 +210,7 @@ pub(super) async fn stream_body(p: &Plan, mut out: Out) -> Result<Outcome, Halt>
             return Ok(out.abort().await);
         }
         if at(p.d.error_after, i) {
-            out.send(ERROR_EVENT).await?;
+            out.send(w.error()).await?;
             return Ok(Outcome::Failed(500));
         }
         if at(p.d.stall_after, i) {
@@ -149,23 +224,9 @@ pub(super) async fn stream_body(p: &Plan, mut out: Out) -> Result<Outcome, Halt>
             break;
         }
         out.sleep(p.chunk_delay).await?;
-        let delta = match p.reasoning.get(i) {
-            Some(word) => json!({"content": null, "reasoning_content": word}),
-            None if thinking => {
-                json!({"content": p.content[i - p.reasoning.len()], "reasoning_content": null})
-            }
-            None => json!({"content": p.content[i - p.reasoning.len()]}),
-        };
-        out.send(chunk(p, delta, None, null_usage())).await?;
+        out.send(w.token(p, i)).await?;
     }
     out.sleep(p.chunk_delay).await?;
-    out.send(chunk(
-        p,
-        json!({"content": ""}),
-        Some(p.finish),
-        p.usage.clone(),
-    ))
-    .await?;
-    out.send(DONE).await?;
+    out.send(w.closing(p)).await?;
     Ok(Outcome::Completed)
 }
