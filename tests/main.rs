@@ -6,6 +6,8 @@ mod smoke;
 
 mod activity;
 mod activity_snapshot;
+mod anthropic;
+mod anthropic_money;
 mod billing;
 mod billing_balances;
 mod billing_holds;

@@ -180,6 +180,9 @@ pub struct Outcome {
     pub usage: Option<Usage>,
     /// Output tokens estimated from what was relayed.
     pub output_estimate: u64,
+    /// Prompt tokens (cache hit, miss) upstream reported before the stream ended without its
+    /// full usage (Anthropic's `message_start`): better than our estimate of the prompt.
+    pub prompt_reported: Option<(u64, u64)>,
     /// How it ended.
     pub finish: Finish,
     /// HTTP status the client got.
@@ -204,11 +207,11 @@ fn bill(ctx: &RequestCtx, o: &Outcome) -> (Usage, Measured) {
     if !charge {
         return (Usage::default(), Measured::Estimated);
     }
-    let prompt = ctx.prompt_estimate;
+    let (hit, miss) = o.prompt_reported.unwrap_or((0, ctx.prompt_estimate));
     let usage = Usage {
-        prompt,
-        hit: 0,
-        miss: prompt,
+        prompt: hit.saturating_add(miss),
+        hit,
+        miss,
         completion: o.output_estimate,
         reasoning: 0,
     };
@@ -363,6 +366,7 @@ impl Drop for Pending {
             let o = Outcome {
                 usage: None,
                 output_estimate: 0,
+                prompt_reported: None,
                 finish: Finish::ClientAbort,
                 status: 499,
                 ttft: None,

@@ -94,6 +94,8 @@ pub trait StreamRewrite: Send + 'static {
 pub struct Tally {
     /// Upstream's usage, once reported.
     pub usage: Option<Usage>,
+    /// Prompt tokens (cache hit, miss) upstream reported before its full usage.
+    pub prompt_reported: Option<(u64, u64)>,
     chunks_with_text: u64,
     text_bytes: u64,
     /// Time to the first generated output.
@@ -106,6 +108,7 @@ impl Tally {
     pub fn new(started: Instant) -> Tally {
         Tally {
             usage: None,
+            prompt_reported: None,
             chunks_with_text: 0,
             text_bytes: 0,
             first_token: None,

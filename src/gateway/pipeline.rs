@@ -132,6 +132,7 @@ async fn cut_short<D: Dialect>(pending: Pending) -> Response {
         .settle(Outcome {
             usage: None,
             output_estimate: 0,
+            prompt_reported: None,
             finish: Finish::Shutdown,
             status: 503,
             ttft: None,
@@ -157,6 +158,7 @@ async fn upstream_failed<D: Dialect>(pending: Pending, e: UpstreamError) -> Resp
         .settle(Outcome {
             usage: None,
             output_estimate: 0,
+            prompt_reported: None,
             finish,
             status: client.status().as_u16(),
             ttft: None,
@@ -179,6 +181,7 @@ async fn whole<D: Dialect>(pending: Pending, raw: &[u8]) -> Response {
         .settle(Outcome {
             usage: answer.usage,
             output_estimate: answer.output_estimate,
+            prompt_reported: None,
             finish: Finish::Complete,
             status: 200,
             ttft: Some(ttft),

@@ -133,6 +133,7 @@ async fn pump<D: Dialect>(
         .settle(Outcome {
             usage: tally.usage,
             output_estimate: tally.output_estimate(),
+            prompt_reported: tally.prompt_reported,
             finish,
             status: 200,
             ttft: tally.first_token,

@@ -62,13 +62,15 @@ impl Events {
         }
     }
 
-    /// Note a usage object (from `message_start` or `message_delta`).
-    fn note(&mut self, usage: &Wire, tally: &mut Tally) {
+    /// Note a usage object. `message_start`'s output count is a placeholder (a first token);
+    /// only `message_delta`'s (cumulative: the latest is the count) is the answer's.
+    fn note(&mut self, usage: &Wire, final_output: bool, tally: &mut Tally) {
         if let Some(input) = usage.input() {
             self.input = Some(input);
+            let b = to_billing(input, 0);
+            tally.prompt_reported = Some((b.hit, b.miss));
         }
-        if let Some(out) = usage.output_tokens {
-            // Cumulative: the latest count is the count.
+        if final_output && let Some(out) = usage.output_tokens {
             self.output = Some(out);
         }
         if let (Some(input), Some(out)) = (self.input, self.output) {
@@ -113,13 +115,13 @@ impl StreamRewrite for Events {
             "error" => return Err(format!("upstream error event: {data}")),
             "message_start" => {
                 if let Some(u) = view.message.as_ref().and_then(|m| m.usage.as_ref()) {
-                    self.note(u, tally);
+                    self.note(u, false, tally);
                 }
                 return Ok(Step::Send(render("message_start", &self.start(data)?)));
             }
             "message_delta" => {
                 if let Some(u) = &view.usage {
-                    self.note(u, tally);
+                    self.note(u, true, tally);
                 }
             }
             "content_block_delta" => {
@@ -171,7 +173,11 @@ mod tests {
         };
         assert!(out.starts_with("event: message_start\ndata: "));
         assert!(out.contains(r#""model":"deepseek-v4-flash""#), "{out}");
-        assert!(t.usage.is_some(), "input and a first output count");
+        assert!(
+            t.usage.is_none(),
+            "message_start's output count is a placeholder"
+        );
+        assert_eq!(t.prompt_reported, Some((64, 10)));
         for d in [
             r#"{"type":"content_block_start","index":0,"content_block":{"type":"thinking","thinking":""}}"#,
             r#"{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"hmm"}}"#,

@@ -1,0 +1,432 @@
+//! The Anthropic dialect end to end (issue 12): routes and auth, the native relay and what the
+//! gateway owns in it, aliases, exact billing from Anthropic usage, streams, and every error in
+//! Anthropic's shape. Concurrency with the OpenAI dialect, disconnects and failures mid-stream
+//! are in `anthropic_money`.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::common::{SIM_KEY, TestApp, expected_cost, request_id};
+
+/// Flash off-peak prices (nano-USD per 1M tokens): cache hit, miss, output.
+pub(super) const FLASH: [i64; 3] = [3_000_000, 150_000_000, 600_000_000];
+
+/// How a request carries its key.
+#[derive(Clone, Copy)]
+pub(super) enum Auth {
+    ApiKey,
+    Bearer,
+}
+
+/// A Messages body asking for `text` (sim directives welcome).
+pub(super) fn msg(model: &str, text: &str, max_tokens: u64) -> Value {
+    json!({"model": model, "max_tokens": max_tokens,
+        "messages": [{"role": "user", "content": text}]})
+}
+
+/// `POST {path}` with the key sent as `auth`.
+pub(super) fn post(
+    app: &TestApp,
+    path: &str,
+    key: &str,
+    auth: Auth,
+    b: &Value,
+) -> reqwest::RequestBuilder {
+    let r = app
+        .http
+        .post(format!("{}{path}", app.base))
+        .header("anthropic-version", "2023-06-01")
+        .json(b);
+    match auth {
+        Auth::ApiKey => r.header("x-api-key", key),
+        Auth::Bearer => r.bearer_auth(key),
+    }
+}
+
+/// The events of a Messages stream: (name, data).
+pub(super) async fn events(resp: reqwest::Response) -> Vec<(String, Value)> {
+    let text = resp.text().await.unwrap();
+    text.split("\n\n")
+        .filter(|e| !e.trim().is_empty() && !e.starts_with(':'))
+        .map(|e| {
+            let name = e
+                .lines()
+                .find_map(|l| l.strip_prefix("event: "))
+                .unwrap_or("")
+                .to_string();
+            let data = e
+                .lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .unwrap_or("null");
+            (name, serde_json::from_str(data).unwrap_or(Value::Null))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_message_with_x_api_key_is_relayed_natively_and_billed_exactly() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key("trial", None).await;
+    let b = msg(
+        "claude-sonnet-4-5",
+        "[[sim prompt=1000 hit=640 reply=50]] hello",
+        2000,
+    );
+    let resp = post(&app, "/v1/messages", &key, Auth::ApiKey, &b)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let rid = request_id(&resp);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["type"], "message");
+    assert_eq!(v["model"], "deepseek-v4-flash");
+    assert_eq!(v["usage"]["cache_read_input_tokens"], 640);
+    assert_eq!(v["usage"]["input_tokens"], 360);
+    assert_eq!(v["usage"]["output_tokens"], 50);
+    let row = app.wait_ledger_row(&rid).await;
+    assert_eq!(row.api.as_str(), "anthropic");
+    assert_eq!(row.model, "deepseek-v4-flash");
+    assert_eq!(
+        (
+            row.cache_hit_tokens,
+            row.cache_miss_tokens,
+            row.completion_tokens
+        ),
+        (640, 360, 50)
+    );
+    assert_eq!(row.measured.as_str(), "provider");
+    let want = expected_cost(640, 360, 50, FLASH[0], FLASH[1], FLASH[2]);
+    assert_eq!(row.cost.nanos(), want);
+    assert_eq!(app.key_state(&key).balance().spent.nanos(), want);
+    // What went upstream: DeepSeek's Anthropic endpoint, the operator's key, the upstream model
+    // name, the key's id as the end user; the customer's key never.
+    let sent = app.sim.requests().last().cloned().unwrap();
+    assert!(
+        sent.path.starts_with("/anthropic/v1/messages"),
+        "{}",
+        sent.path
+    );
+    assert_eq!(sent.body["model"], "deepseek-v4-flash");
+    assert_eq!(sent.body["metadata"]["user_id"], app.key_state(&key).id);
+    assert_eq!(sent.body["max_tokens"], 2000);
+    assert_eq!(sent.x_api_key, None);
+    let auth = sent
+        .headers
+        .get("authorization")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(auth, format!("Bearer {SIM_KEY}"));
+    assert!(!format!("{:?}", sent.headers).contains(&key));
+}
+
+#[tokio::test]
+async fn a_stream_with_bearer_under_anthropic_with_a_beta_query() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key("trial", None).await;
+    let mut b = msg(
+        "claude-3-5-haiku",
+        "[[sim prompt=40 hit=0 reply=6 reasoning=2]] hi",
+        100,
+    );
+    b["stream"] = true.into();
+    let resp = post(
+        &app,
+        "/anthropic/v1/messages?beta=true",
+        &key,
+        Auth::Bearer,
+        &b,
+    )
+    .header("anthropic-beta", "interleaved-thinking-2025-05-14")
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let rid = request_id(&resp);
+    let evs = events(resp).await;
+    let names: Vec<&str> = evs.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names.first(), Some(&"message_start"));
+    assert_eq!(names.last(), Some(&"message_stop"));
+    assert!(
+        names.contains(&"ping") && names.contains(&"message_delta"),
+        "{names:?}"
+    );
+    assert_eq!(evs[0].1["message"]["model"], "deepseek-v4-flash");
+    for (name, data) in &evs {
+        assert_eq!(
+            data["type"].as_str(),
+            Some(name.as_str()),
+            "event name = data type"
+        );
+    }
+    let text: String = evs
+        .iter()
+        .filter_map(|(_, d)| d["delta"]["text"].as_str())
+        .collect();
+    assert!(!text.is_empty());
+    let row = app.wait_ledger_row(&rid).await;
+    assert_eq!(row.api.as_str(), "anthropic");
+    assert_eq!((row.prompt_tokens, row.completion_tokens), (40, 8));
+    assert_eq!(
+        row.cost.nanos(),
+        expected_cost(0, 40, 8, FLASH[0], FLASH[1], FLASH[2])
+    );
+    assert!(row.stream);
+}
+
+#[tokio::test]
+async fn peak_prices_apply_to_anthropic_requests_too() {
+    let app = TestApp::spawn_with(|c| {
+        c.pricing.peak_hours_utc = vec!["00:00-24:00".into()];
+        c.pricing.peak_days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+            .map(String::from)
+            .to_vec();
+    })
+    .await;
+    let key = app.create_key("pro", None).await;
+    let b = msg(
+        "claude-opus-4-1",
+        "[[sim prompt=500 hit=128 reply=40]] x",
+        1000,
+    );
+    let resp = post(&app, "/v1/messages", &key, Auth::ApiKey, &b)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let row = app.wait_ledger_row(&request_id(&resp)).await;
+    assert_eq!(row.model, "deepseek-v4-pro", "claude-opus* is pro");
+    assert_eq!(row.period.as_str(), "peak");
+    // Pro peak: hit 0.044, miss 1.32, output 3.96 per 1M.
+    assert_eq!(
+        row.cost.nanos(),
+        expected_cost(128, 372, 40, 44_000_000, 1_320_000_000, 3_960_000_000)
+    );
+}
+
+#[tokio::test]
+async fn count_tokens_answers_an_estimate_and_charges_nothing() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key("trial", None).await;
+    let b = json!({"model": "claude-sonnet-4", "system": "be brief",
+        "messages": [{"role": "user", "content": "x".repeat(400)}]});
+    for path in [
+        "/v1/messages/count_tokens",
+        "/anthropic/v1/messages/count_tokens?beta=true",
+    ] {
+        let resp = post(&app, path, &key, Auth::ApiKey, &b)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        let v: Value = resp.json().await.unwrap();
+        // (400 + 8) bytes / 4, plus 4 a message and 2.
+        assert_eq!(v, json!({"input_tokens": 102 + 4 + 2}));
+    }
+    assert_eq!(app.sim.requests().len(), 0, "nothing went upstream");
+    assert_eq!(app.key_state(&key).balance().spent.nanos(), 0);
+    assert_eq!(app.ledger_totals(&key).0, 0);
+    let resp = post(
+        &app,
+        "/v1/messages/count_tokens",
+        "sk-gateway-nope",
+        Auth::ApiKey,
+        &b,
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 401);
+}
+
+#[tokio::test]
+async fn aliases_work_in_the_openai_dialect_and_models_lists_real_ids() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key("trial", None).await;
+    let resp = app
+        .chat(
+            &key,
+            &crate::common::body("claude-3-haiku", "hi [[sim reply=2]]"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["model"], "deepseek-v4-flash");
+    let models: Value = app
+        .get(&key, "/v1/models")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["deepseek-v4-flash"]);
+    let alias = app
+        .get(&key, "/v1/models/claude-3-haiku")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(alias.status(), 404);
+}
+
+/// Send `b` to `/v1/messages`, expect `status` and Anthropic's error shape with `kind`.
+async fn expect_error(resp: reqwest::Response, status: u16, kind: &str) -> Value {
+    assert_eq!(resp.status().as_u16(), status);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["type"], "error", "{v}");
+    assert_eq!(v["error"]["type"], kind, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{v}"
+    );
+    v
+}
+
+#[tokio::test]
+async fn every_error_in_anthropics_shape() {
+    let app = TestApp::spawn_with(|c| {
+        c.server.max_body_bytes = 64 * 1024;
+        c.upstream.idle_timeout_secs = 1;
+    })
+    .await;
+    let key = app.create_key("trial", None).await;
+    let ok = msg("claude-sonnet-4", "hi [[sim reply=1]]", 10);
+    let send = |k: &str, b: &Value| post(&app, "/v1/messages", k, Auth::ApiKey, b).send();
+    expect_error(
+        send(&key, &json!({"model": "claude-sonnet-4"}))
+            .await
+            .unwrap(),
+        400,
+        "invalid_request_error",
+    )
+    .await;
+    expect_error(
+        send(&key, &msg("claude-sonnet-4", "hi", 0)).await.unwrap(),
+        400,
+        "invalid_request_error",
+    )
+    .await;
+    let missing = app
+        .http
+        .post(format!("{}/v1/messages", app.base))
+        .json(&ok)
+        .send()
+        .await
+        .unwrap();
+    let v = expect_error(missing, 401, "authentication_error").await;
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("x-api-key")
+    );
+    expect_error(
+        send("sk-gateway-unknown", &ok).await.unwrap(),
+        401,
+        "authentication_error",
+    )
+    .await;
+    let broke = app.create_key("trial", Some("0.000000001")).await;
+    expect_error(send(&broke, &ok).await.unwrap(), 402, "billing_error").await;
+    expect_error(
+        send(&key, &msg("claude-opus-4", "hi", 10)).await.unwrap(),
+        403,
+        "permission_error",
+    )
+    .await;
+    expect_error(
+        send(&key, &msg("gpt-5", "hi", 10)).await.unwrap(),
+        404,
+        "not_found_error",
+    )
+    .await;
+    let big = msg("claude-sonnet-4", &"x".repeat(100_000), 10);
+    expect_error(send(&key, &big).await.unwrap(), 413, "request_too_large").await;
+    expect_error(
+        send(&key, &msg("claude-sonnet-4", "hi [[sim fail=500]]", 10))
+            .await
+            .unwrap(),
+        502,
+        "api_error",
+    )
+    .await;
+    expect_error(
+        send(
+            &key,
+            &msg(
+                "claude-sonnet-4",
+                "hi [[sim first_delay_ms=3000 reply=2]]",
+                10,
+            ),
+        )
+        .await
+        .unwrap(),
+        504,
+        "timeout_error",
+    )
+    .await;
+    // Upstream's own 400 about the request passes on, in this shape.
+    expect_error(
+        send(&key, &msg("claude-sonnet-4", "hi [[sim fail=400]]", 10))
+            .await
+            .unwrap(),
+        400,
+        "invalid_request_error",
+    )
+    .await;
+    let unknown = app
+        .http
+        .get(format!("{}/anthropic/v1/nothing", app.base))
+        .send()
+        .await
+        .unwrap();
+    expect_error(unknown, 404, "not_found_error").await;
+    let get = app
+        .http
+        .get(format!("{}/v1/messages", app.base))
+        .send()
+        .await
+        .unwrap();
+    expect_error(get, 405, "invalid_request_error").await;
+}
+
+#[tokio::test]
+async fn over_the_rate_limit_is_429_with_retry_after() {
+    let app = TestApp::spawn_with(|c| {
+        if let Some(p) = c.plans.get_mut("trial") {
+            p.rpm = 2;
+        }
+    })
+    .await;
+    let key = app.create_key("trial", None).await;
+    let ok = msg("claude-sonnet-4", "hi [[sim reply=1]]", 10);
+    for _ in 0..2 {
+        let r = post(&app, "/v1/messages", &key, Auth::ApiKey, &ok)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let r = post(&app, "/v1/messages", &key, Auth::ApiKey, &ok)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().contains_key("retry-after"));
+    assert!(r.headers().contains_key("x-ratelimit-limit-requests"));
+    expect_error(r, 429, "rate_limit_error").await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}
