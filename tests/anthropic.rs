@@ -176,6 +176,31 @@ async fn a_stream_with_bearer_under_anthropic_with_a_beta_query() {
         expected_cost(0, 40, 8, FLASH[0], FLASH[1], FLASH[2])
     );
     assert!(row.stream);
+    // /metrics counts per dialect.
+    let m = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("modelrelay_api_requests_total{api=\"anthropic\",status=\"200\"} 1"),
+        "{m}"
+    );
+    assert!(
+        !m.contains("modelrelay_api_requests_total{api=\"openai\""),
+        "{m}"
+    );
+    let spend = modelrelay::money::Usd::from_nanos(row.cost.nanos());
+    assert!(
+        m.contains(&format!(
+            "modelrelay_api_spend_usd_total{{api=\"anthropic\"}} {spend}"
+        )),
+        "{m}"
+    );
 }
 
 #[tokio::test]

@@ -10,9 +10,17 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::status::Api;
+
 /// Route templates counted by name; anything else (unmatched paths) is `other`.
 const ROUTES: &[&str] = &[
     "/v1/chat/completions",
+    "/v1/messages",
+    "/v1/messages/count_tokens",
+    "/anthropic/v1/messages",
+    "/anthropic/v1/messages/count_tokens",
+    "/anthropic",
+    "/anthropic/{*rest}",
     "/v1/models",
     "/v1/models/{id}",
     "/v1/dashboard/billing/subscription",
@@ -36,6 +44,14 @@ const ROUTES: &[&str] = &[
     "/metrics",
     "other",
 ];
+
+/// Slot of a dialect in the per-dialect counters.
+fn api_slot(api: Api) -> usize {
+    match api {
+        Api::OpenAi => 0,
+        Api::Anthropic => 1,
+    }
+}
 
 /// Slot of a route template in [`ROUTES`]; unmatched or unknown routes are `other`.
 pub(crate) fn route_slot(template: Option<&str>) -> usize {
@@ -107,6 +123,10 @@ pub struct Metrics {
     latency_sum_us: AtomicU64,
     /// Requests refused by a key's rate limit.
     rate_limited: AtomicU64,
+    /// Settled requests by API dialect ([`Api::OpenAi`], [`Api::Anthropic`]) and status slot.
+    by_api: [Box<[AtomicU64]>; 2],
+    /// Charged by API dialect, nano-USD.
+    spend_by_api: [AtomicI64; 2],
     /// The cached upstream check.
     pub(crate) upstream_check: tokio::sync::Mutex<Option<(Instant, UpstreamHealth)>>,
 }
@@ -145,6 +165,8 @@ impl Metrics {
             latency_buckets: counters(LATENCY_BUCKETS.len() + 1),
             latency_sum_us: AtomicU64::new(0),
             rate_limited: AtomicU64::new(0),
+            by_api: [counters(STATUS_SLOTS), counters(STATUS_SLOTS)],
+            spend_by_api: [AtomicI64::new(0), AtomicI64::new(0)],
             upstream_check: tokio::sync::Mutex::new(None),
         }
     }
@@ -176,6 +198,9 @@ impl Metrics {
         }
         m.spend_nanos
             .fetch_add(row.cost.nanos().max(0), Ordering::Relaxed);
+        let a = api_slot(row.api);
+        self.by_api[a][status_slot(status)].fetch_add(1, Ordering::Relaxed);
+        self.spend_by_api[a].fetch_add(row.cost.nanos().max(0), Ordering::Relaxed);
     }
 
     /// One HTTP response to the route template in slot `route` (see [`route_slot`]).
@@ -207,6 +232,7 @@ impl Metrics {
     fn render_counters(&self, out: &mut String) {
         self.render_http(out);
         self.render_models(out);
+        self.render_apis(out);
         self.render_latency(out);
         head(
             out,
@@ -245,6 +271,44 @@ impl Metrics {
     }
 
     /// Per-model chat requests, tokens and spend, and the spend total.
+    fn render_apis(&self, out: &mut String) {
+        head(
+            out,
+            "modelrelay_api_requests_total",
+            "counter",
+            "Settled requests by API dialect (openai, anthropic) and the status the client got.",
+        );
+        for api in [Api::OpenAi, Api::Anthropic] {
+            let slots = &self.by_api[api_slot(api)];
+            for (slot, n) in slots.iter().enumerate() {
+                let n = n.load(Ordering::Relaxed);
+                if n > 0 {
+                    let _ = writeln!(
+                        out,
+                        "modelrelay_api_requests_total{{api=\"{}\",status=\"{}\"}} {n}",
+                        api.as_str(),
+                        status_label(slot)
+                    );
+                }
+            }
+        }
+        head(
+            out,
+            "modelrelay_api_spend_usd_total",
+            "counter",
+            "Charged to keys by API dialect, USD.",
+        );
+        for api in [Api::OpenAi, Api::Anthropic] {
+            let nanos = self.spend_by_api[api_slot(api)].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "modelrelay_api_spend_usd_total{{api=\"{}\"}} {}",
+                api.as_str(),
+                crate::money::Usd::from_nanos(nanos)
+            );
+        }
+    }
+
     fn render_models(&self, out: &mut String) {
         let names = self
             .model_names
