@@ -113,6 +113,91 @@ pub struct UpstreamConfig {
     /// Largest single event accepted in an upstream stream, in bytes; a bigger one cuts the
     /// stream as an upstream error (billed for what was relayed).
     pub max_event_bytes: usize,
+    /// Several DeepSeek accounts (`[[upstream.accounts]]`); empty means the one account of
+    /// `api_key` / `api_key_file`, named `default`. Both at once is an error.
+    pub accounts: Vec<AccountConfig>,
+    /// How long a request waits for a free slot when every account is at its cap, before 503
+    /// `upstream_busy`.
+    pub queue_timeout_ms: u64,
+    /// How often a disabled account is tried again (its balance endpoint), in seconds.
+    pub probe_secs: u64,
+    /// How often each account's DeepSeek balance is read, in seconds.
+    pub balance_poll_secs: u64,
+    /// Below this USD balance an account is reported low.
+    pub low_balance_usd: Usd,
+}
+
+/// `[[upstream.accounts]]`: one DeepSeek account.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountConfig {
+    /// Its name (logs, the console, the ledger).
+    pub name: String,
+    /// Its API key.
+    #[serde(default)]
+    pub api_key: String,
+    /// A file holding the API key instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_file: Option<PathBuf>,
+    /// Its base URL; empty means `upstream.base_url`.
+    #[serde(default)]
+    pub base_url: String,
+    /// Its share of the traffic relative to the others (caps scale with it).
+    #[serde(default = "one")]
+    pub weight: u32,
+    /// Requests in flight it may carry per model id (default: `models.<id>.max_in_flight`).
+    #[serde(default)]
+    pub max_in_flight: BTreeMap<String, u32>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// One upstream account as the daemon uses it: the shorthand and the list made alike.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// Its name.
+    pub name: String,
+    /// Its API key.
+    pub api_key: String,
+    /// Its base URL (no trailing slash).
+    pub base_url: String,
+    /// Its weight (at least 1).
+    pub weight: u32,
+    /// Its cap per model id, where it differs from the model's default.
+    pub max_in_flight: BTreeMap<String, u32>,
+}
+
+impl UpstreamConfig {
+    /// The accounts in use: the `[[upstream.accounts]]`, or the one `default` account of
+    /// `api_key`.
+    pub fn resolved_accounts(&self) -> Vec<Account> {
+        let base = |b: &str| {
+            if b.is_empty() { &self.base_url } else { b }
+                .trim_end_matches('/')
+                .to_string()
+        };
+        if self.accounts.is_empty() {
+            return vec![Account {
+                name: "default".into(),
+                api_key: self.api_key.clone(),
+                base_url: base(""),
+                weight: 1,
+                max_in_flight: BTreeMap::new(),
+            }];
+        }
+        self.accounts
+            .iter()
+            .map(|a| Account {
+                name: a.name.clone(),
+                api_key: a.api_key.clone(),
+                base_url: base(&a.base_url),
+                weight: a.weight.max(1),
+                max_in_flight: a.max_in_flight.clone(),
+            })
+            .collect()
+    }
 }
 
 /// Which PayPal environment to use.
@@ -162,8 +247,11 @@ impl PaypalConfig {
 pub struct PricingConfig {
     /// UTC windows `HH:MM-HH:MM` in which peak prices apply…
     pub peak_hours_utc: Vec<String>,
-    /// …on these UTC days (`mon` … `sun`).
+    /// …on these UTC days (`mon` … `sun`)…
     pub peak_days: Vec<String>,
+    /// …except on these dates (`YYYY-MM-DD`), off-peak all day: DeepSeek charges off-peak on
+    /// Chinese public holidays.
+    pub off_peak_dates: Vec<String>,
 }
 
 /// `[models.<public name>]`; prices are USD per 1M tokens as `[off-peak, peak]`.
@@ -186,6 +274,14 @@ pub struct ModelConfig {
     /// name; a trailing `*` matches any suffix (`claude-opus*`).
     #[serde(default)]
     pub aliases: Vec<String>,
+    /// Requests in flight one upstream account may carry for this model (DeepSeek caps each
+    /// account; an account's own `max_in_flight` overrides it).
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: u32,
+}
+
+fn default_max_in_flight() -> u32 {
+    500
 }
 
 /// `[plans.<id>]`
@@ -247,6 +343,11 @@ impl Default for UpstreamConfig {
             idle_timeout_secs: 120,
             request_timeout_secs: 900,
             max_event_bytes: 1024 * 1024,
+            accounts: Vec::new(),
+            queue_timeout_ms: 2000,
+            probe_secs: 300,
+            balance_poll_secs: 300,
+            low_balance_usd: Usd::from_dollars(10),
         }
     }
 }
@@ -271,6 +372,7 @@ impl Default for PricingConfig {
             peak_days: ["mon", "tue", "wed", "thu", "fri"]
                 .map(String::from)
                 .to_vec(),
+            off_peak_dates: Vec::new(),
         }
     }
 }
@@ -290,6 +392,8 @@ impl Default for Config {
             output: [usd(600_000_000), usd(1_200_000_000)],
             // DeepSeek's own mapping for Anthropic clients: any other `claude*` is flash.
             aliases: vec!["claude*".into()],
+            // DeepSeek's per-account limits, late 2026: 2 500 for flash, 500 for pro.
+            max_in_flight: 2500,
         };
         let pro = ModelConfig {
             upstream_model: "deepseek-v4-pro".into(),
@@ -298,6 +402,7 @@ impl Default for Config {
             input_cache_miss: [usd(660_000_000), usd(1_320_000_000)],
             output: [usd(1_980_000_000), usd(3_960_000_000)],
             aliases: vec!["claude-opus*".into()],
+            max_in_flight: 500,
         };
         let plan = |name: &str, dollars: i64, rpm: u32, models: &[&str]| PlanConfig {
             name: name.into(),
@@ -370,7 +475,15 @@ impl Config {
                 format!("pricing.peak_days: {d:?} is not one of mon, tue, wed, thu, fri, sat, sun")
             })?);
         }
-        Ok(PeakSchedule::new(windows, days))
+        let mut dates = Vec::new();
+        for d in &self.pricing.off_peak_dates {
+            dates.push(
+                chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").map_err(|_| {
+                    format!("pricing.off_peak_dates: {d:?} is not a date YYYY-MM-DD")
+                })?,
+            );
+        }
+        Ok(PeakSchedule::new(windows, days).with_off_peak_dates(dates))
     }
 
     /// The admin socket path (resolved by `normalize`).

@@ -106,17 +106,30 @@ impl Window {
     }
 }
 
-/// When peak prices apply: inside any window, on any of the days (UTC).
+/// When peak prices apply: inside any window, on any of the days (UTC), except on the
+/// off-peak dates (Chinese public holidays, when DeepSeek charges off-peak all day).
 #[derive(Debug, Clone, Default)]
 pub struct PeakSchedule {
     windows: Vec<Window>,
     days: Vec<Weekday>,
+    off_peak_dates: Vec<chrono::NaiveDate>,
 }
 
 impl PeakSchedule {
     /// A schedule from parsed parts.
     pub fn new(windows: Vec<Window>, days: Vec<Weekday>) -> Self {
-        PeakSchedule { windows, days }
+        PeakSchedule {
+            windows,
+            days,
+            off_peak_dates: Vec::new(),
+        }
+    }
+
+    /// The same schedule with off-peak prices all day on `dates` (every peak window falls
+    /// inside one date in UTC and in Beijing time, so a date is unambiguous).
+    pub fn with_off_peak_dates(mut self, dates: Vec<chrono::NaiveDate>) -> Self {
+        self.off_peak_dates = dates;
+        self
     }
 
     /// The period at an instant. A wrapping window belongs to the day it starts on.
@@ -125,12 +138,18 @@ impl PeakSchedule {
         let today = at.weekday();
         let yesterday = today.pred();
         let is_day = |d: chrono::Weekday| self.days.iter().any(|w| w.0 == d);
+        let date = at.date_naive();
+        let holiday = |d: chrono::NaiveDate| self.off_peak_dates.contains(&d);
         let peak = self.windows.iter().any(|w| {
             if !w.contains(minute) {
                 return false;
             }
             let starts_yesterday = w.start > w.end && minute < w.end;
-            is_day(if starts_yesterday { yesterday } else { today })
+            if starts_yesterday {
+                is_day(yesterday) && !date.pred_opt().is_some_and(holiday)
+            } else {
+                is_day(today) && !holiday(date)
+            }
         });
         if peak {
             PricePeriod::Peak
@@ -236,5 +255,30 @@ mod tests {
         ] {
             assert!(parse_window(bad).is_err(), "{bad:?} should be refused");
         }
+    }
+
+    #[test]
+    fn off_peak_dates_are_off_peak_all_day() {
+        let holiday = chrono::NaiveDate::from_ymd_opt(2026, 10, 1).unwrap();
+        let s = sched().with_off_peak_dates(vec![holiday]);
+        // Thursday 1 October 2026, 02:00 and 07:00 UTC: peak hours of a weekday.
+        assert_eq!(sched().period_at(at(2026, 10, 1, 2, 0)), PricePeriod::Peak);
+        assert_eq!(s.period_at(at(2026, 10, 1, 2, 0)), PricePeriod::OffPeak);
+        assert_eq!(s.period_at(at(2026, 10, 1, 7, 30)), PricePeriod::OffPeak);
+        // The next day is a working day again.
+        assert_eq!(s.period_at(at(2026, 10, 2, 2, 0)), PricePeriod::Peak);
+        // A window wrapping past midnight belongs to the date it starts on.
+        let w = vec![parse_window("22:00-02:00").unwrap()];
+        let all = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+            .iter()
+            .map(|d| d.parse().unwrap())
+            .collect();
+        let night = PeakSchedule::new(w, all).with_off_peak_dates(vec![holiday]);
+        assert_eq!(
+            night.period_at(at(2026, 10, 1, 23, 0)),
+            PricePeriod::OffPeak
+        );
+        assert_eq!(night.period_at(at(2026, 10, 2, 1, 0)), PricePeriod::OffPeak);
+        assert_eq!(night.period_at(at(2026, 10, 2, 23, 0)), PricePeriod::Peak);
     }
 }

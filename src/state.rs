@@ -186,7 +186,6 @@ impl AppState {
             let rpm = catalog.rpm_of(&r.plan);
             KeyState::from_record(r, rpm)
         })));
-        let upstream = Upstream::new(&config.upstream)?;
         let paypal = if config.paypal.client_id.is_empty() {
             tracing::warn!("paypal.client_id is empty: the storefront cannot take payments");
             None
@@ -203,6 +202,8 @@ impl AppState {
             )
         };
         let activity = Activity::new();
+        let upstream = Upstream::new(&config, activity.clone())?;
+        upstream.start_watch();
         let started = Instant::now();
         let parts = TrackerParts {
             activity: activity.clone(),

@@ -230,6 +230,7 @@ fn full_snapshot(key: KeyView, events: &[ActivityEvent]) -> Snapshot {
             stream: false,
             client_ip: None,
             api: modelrelay::status::Api::OpenAi,
+            account: String::new(),
             started_ms: 1_760_000_000_000,
             output_tokens: 7,
         }],

@@ -26,7 +26,10 @@ fn apply(s: &mut Snapshot, e: &ActivityEvent) {
     match e {
         ActivityEvent::RequestStarted { .. }
         | ActivityEvent::RequestProgress { .. }
+        | ActivityEvent::RequestRouted { .. }
         | ActivityEvent::RequestFinished { .. } => apply_request(s, e),
+        // Upstream accounts are not part of the snapshot.
+        ActivityEvent::AccountChanged { .. } => {}
         ActivityEvent::RateLimited { .. } | ActivityEvent::Refused { .. } => apply_limit(s, e),
         ActivityEvent::KeyCreated { .. }
         | ActivityEvent::KeyExhausted { .. }
@@ -60,9 +63,19 @@ fn apply_request(s: &mut Snapshot, e: &ActivityEvent) {
             stream,
             client_ip,
             api,
+            account: String::new(),
             started_ms: at_ms,
             output_tokens: 0,
         }),
+        ActivityEvent::RequestRouted {
+            request_id,
+            account,
+            ..
+        } => {
+            if let Some(r) = s.in_flight.iter_mut().find(|r| r.request_id == request_id) {
+                r.account = account;
+            }
+        }
         ActivityEvent::RequestProgress {
             request_id,
             output_tokens,

@@ -51,6 +51,8 @@ async fn upstream_5xx_401_and_402_are_502_without_upstreams_message() {
         // It did reach upstream, which refused it.
         let rec = &app.sim.requests()[i];
         assert_eq!(rec.outcome, Outcome::Failed(status));
+        // The one account that DeepSeek refused is disabled; the operator brings it back.
+        app.enable_upstream();
     }
     // A stream request failing before its first byte gets a JSON 502 too.
     let mut b = body(FLASH, "hi [[sim fail=402]]");

@@ -162,6 +162,7 @@ async fn upstream_status_errors_are_502_and_cost_nothing() {
                 Outcome::Failed(status)
             );
             index += 1;
+            app.enable_upstream();
             let row = app
                 .ledger_row(&rid)
                 .expect("row committed before the response");

@@ -300,6 +300,15 @@ impl<R: Rules> Fold<R> {
                     r.output_tokens = r.output_tokens.max(*output_tokens);
                 }
             }
+            ActivityEvent::RequestRouted {
+                request_id,
+                account,
+                ..
+            } => {
+                if let Some(r) = self.in_flight.get_mut(request_id) {
+                    r.account.clone_from(account);
+                }
+            }
             ActivityEvent::RequestFinished { .. } => return self.finish(e, d),
             ActivityEvent::RateLimited {
                 key_id,
@@ -349,6 +358,7 @@ impl<R: Rules> Fold<R> {
             stream: *stream,
             client_ip: client_ip.clone(),
             api: *api,
+            account: String::new(),
             started_ms: *at_ms,
             output_tokens: 0,
         };

@@ -223,6 +223,9 @@ pub struct InFlightView {
     /// The API dialect it was made in.
     #[serde(default)]
     pub api: Api,
+    /// The upstream account serving it, once known.
+    #[serde(default)]
+    pub account: String,
     /// Unix ms it started.
     pub started_ms: i64,
     /// Output tokens so far (streams).
@@ -312,6 +315,26 @@ pub enum ActivityEvent {
         /// The API dialect it was made in.
         #[serde(default)]
         api: Api,
+        /// Unix ms.
+        at_ms: i64,
+    },
+    /// The upstream account serving a request in flight (once its answer began).
+    RequestRouted {
+        /// `x-request-id`
+        request_id: String,
+        /// The account's name.
+        account: String,
+        /// Unix ms.
+        at_ms: i64,
+    },
+    /// An upstream account changed state (healthy, cooling, disabled).
+    AccountChanged {
+        /// The account's name.
+        account: String,
+        /// Its new state.
+        state: String,
+        /// Why, in a few words.
+        reason: String,
         /// Unix ms.
         at_ms: i64,
     },

@@ -39,6 +39,24 @@ impl Config {
             &mut self.paypal.client_secret,
             "paypal.client_secret",
         )?;
+        for a in &mut self.upstream.accounts {
+            let Some(path) = &a.api_key_file else {
+                continue;
+            };
+            if !a.api_key.is_empty() {
+                errors.push(format!(
+                    "upstream.accounts {:?}: set api_key or api_key_file, not both",
+                    a.name
+                ));
+                continue;
+            }
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
+                key: "upstream.accounts.api_key_file",
+                path: path.clone(),
+                source,
+            })?;
+            a.api_key = text.trim().to_string();
+        }
         if errors.is_empty() {
             Ok(())
         } else {
@@ -49,7 +67,11 @@ impl Config {
     /// The effective configuration as TOML, with every secret replaced by `<redacted>`.
     pub fn redacted_toml(&self) -> String {
         let mut c = self.clone();
-        for secret in [&mut c.upstream.api_key, &mut c.paypal.client_secret] {
+        let accounts = c.upstream.accounts.iter_mut().map(|a| &mut a.api_key);
+        for secret in [&mut c.upstream.api_key, &mut c.paypal.client_secret]
+            .into_iter()
+            .chain(accounts)
+        {
             if !secret.is_empty() {
                 *secret = "<redacted>".into();
             }

@@ -11,7 +11,10 @@ impl Config {
     /// `serve --demo`, which brings its own; `serve` refuses to start. The one place that says
     /// what counts as an upstream key.
     pub fn upstream_key_missing(&self) -> bool {
-        self.upstream.api_key.trim().is_empty()
+        self.upstream
+            .resolved_accounts()
+            .iter()
+            .any(|a| a.api_key.trim().is_empty())
     }
 
     /// What a valid configuration cannot do as it stands, one line each.
@@ -103,11 +106,69 @@ impl Config {
                 e.push(format!("upstream.{key} must be greater than 0"));
             }
         }
+        self.check_accounts(e);
         if u.max_event_bytes < 1024 {
             e.push(format!(
                 "upstream.max_event_bytes = {} is too small for DeepSeek's events (at least 1024)",
                 u.max_event_bytes
             ));
+        }
+    }
+
+    /// `[[upstream.accounts]]`: not with the shorthand, named once each, weights and caps
+    /// that make sense, base URLs that are URLs.
+    fn check_accounts(&self, e: &mut Vec<String>) {
+        let u = &self.upstream;
+        if u.accounts.is_empty() {
+            return;
+        }
+        if !u.api_key.is_empty() || u.api_key_file.is_some() {
+            e.push(
+                "set upstream.api_key (or api_key_file) for one account, or [[upstream.accounts]] \
+                 for several, not both"
+                    .into(),
+            );
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for a in &u.accounts {
+            if a.name.trim().is_empty() || !is_ident(&a.name) {
+                e.push(format!(
+                    "upstream.accounts: the name {:?} must use letters, digits, '.', '-' and '_'",
+                    a.name
+                ));
+            }
+            if !names.insert(a.name.as_str()) {
+                e.push(format!(
+                    "upstream.accounts: the name {:?} is used twice",
+                    a.name
+                ));
+            }
+            if a.weight == 0 {
+                e.push(format!(
+                    "upstream.accounts {:?}: weight must be at least 1",
+                    a.name
+                ));
+            }
+            if !a.base_url.is_empty() && !is_http_url(&a.base_url) {
+                e.push(format!(
+                    "upstream.accounts {:?}: base_url = {:?} must start with http:// or https://",
+                    a.name, a.base_url
+                ));
+            }
+            for (model, cap) in &a.max_in_flight {
+                if !self.models.contains_key(model) {
+                    e.push(format!(
+                        "upstream.accounts {:?}: max_in_flight names no model {model:?}",
+                        a.name
+                    ));
+                }
+                if *cap == 0 {
+                    e.push(format!(
+                        "upstream.accounts {:?}: max_in_flight for {model} must be at least 1",
+                        a.name
+                    ));
+                }
+            }
         }
     }
 

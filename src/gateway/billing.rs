@@ -169,8 +169,8 @@ pub struct RequestCtx {
     pub started_at: DateTime<Utc>,
     /// The API dialect it was made in.
     pub api: Api,
-    /// The upstream account serving it, once one was chosen.
-    pub account: String,
+    /// The upstream account serving it, once its answer began.
+    pub account: std::sync::OnceLock<String>,
 }
 
 /// How a request ended, as billing needs to know it.
@@ -253,7 +253,7 @@ pub async fn settle(state: &AppState, ctx: &RequestCtx, o: Outcome) -> UsageRow 
         ttft_ms: o.ttft.map(|d| d.as_millis() as u64),
         created_at_ms: ctx.started_at.timestamp_millis(),
         api: ctx.api,
-        account: ctx.account.clone(),
+        account: ctx.account.get().cloned().unwrap_or_default(),
     };
     // Queue the row now, finish the bookkeeping, and only then wait for the commit: if this
     // future is dropped while waiting, the row, the exhaustion mark and the events are done.

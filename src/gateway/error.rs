@@ -14,6 +14,9 @@ use crate::keys::identify::IdentifyError;
 use crate::money::Usd;
 use crate::upstream::UpstreamError;
 
+/// `Retry-After` of a 503 `upstream_busy`: slots free up as requests finish, within seconds.
+const BUSY_RETRY_AFTER_SECS: u64 = 2;
+
 /// What a client is told went wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -69,6 +72,9 @@ pub enum GatewayError {
     /// 504: upstream idle or total timeout.
     #[error("upstream timeout")]
     UpstreamTimeout,
+    /// 503: every upstream account stayed at its cap for the whole queue timeout.
+    #[error("upstream busy")]
+    UpstreamBusy,
     /// 500: our own fault (the database); details are in the log.
     #[error("internal error")]
     Internal,
@@ -111,6 +117,7 @@ impl GatewayError {
             GatewayError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::Upstream => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::UpstreamBusy => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             GatewayError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -132,6 +139,7 @@ impl GatewayError {
             GatewayError::RateLimited(_) => "rate_limit_exceeded",
             GatewayError::Upstream => "upstream_error",
             GatewayError::UpstreamTimeout => "upstream_timeout",
+            GatewayError::UpstreamBusy => "upstream_busy",
             GatewayError::Internal => "internal_error",
             GatewayError::ShuttingDown => "service_unavailable",
         }
@@ -146,6 +154,7 @@ impl GatewayError {
             GatewayError::RateLimited(_) => "rate_limit_error",
             GatewayError::Upstream
             | GatewayError::UpstreamTimeout
+            | GatewayError::UpstreamBusy
             | GatewayError::Internal
             | GatewayError::ShuttingDown => "server_error",
             _ => "invalid_request_error",
@@ -183,6 +192,9 @@ impl GatewayError {
             }
             GatewayError::UpstreamTimeout => {
                 "The upstream model provider did not answer in time. Please retry.".into()
+            }
+            GatewayError::UpstreamBusy => {
+                "Every upstream account is busy right now. Please retry in a few seconds.".into()
             }
             GatewayError::Internal => "Internal error. Please retry later.".into(),
             GatewayError::ShuttingDown => {
@@ -222,6 +234,7 @@ impl From<UpstreamError> for GatewayError {
         let rejects = e.rejects_request();
         match e {
             UpstreamError::Timeout => GatewayError::UpstreamTimeout,
+            UpstreamError::Busy => GatewayError::UpstreamBusy,
             UpstreamError::Status {
                 status, message, ..
             } if rejects => GatewayError::UpstreamRejected {
@@ -286,6 +299,10 @@ impl GatewayError {
             rate_headers(c, h);
             let secs = c.reset.as_secs() + u64::from(c.reset.subsec_nanos() > 0);
             h.insert("retry-after", HeaderValue::from(secs.max(1)));
+        }
+        if matches!(self, GatewayError::UpstreamBusy) {
+            resp.headers_mut()
+                .insert("retry-after", HeaderValue::from(BUSY_RETRY_AFTER_SECS));
         }
         resp
     }

@@ -84,7 +84,7 @@ fn start<D: Dialect>(
         started: Instant::now(),
         started_at: Utc::now(),
         api: D::API,
-        account: String::new(),
+        account: std::sync::OnceLock::new(),
     };
     (Pending::new(state.clone(), ctx), Call { body, stream })
 }
@@ -100,9 +100,18 @@ async fn relay<D: Dialect>(state: Arc<AppState>, pending: Pending, call: Call<D>
     let deadline = tokio::time::Instant::now() + state.upstream.request_timeout;
     let answer = async {
         let sent = Instant::now();
-        let up = state.upstream.send(D::ENDPOINT, call.body, deadline).await;
+        let Some(ctx) = pending.ctx() else {
+            return Err(UpstreamError::NoAccount);
+        };
+        let up = state
+            .upstream
+            .send(D::ENDPOINT, &ctx.model.name, call.body, deadline)
+            .await;
         if matches!(&up, Ok(_) | Err(UpstreamError::Status { .. })) {
             state.metrics.upstream_latency(sent.elapsed());
+        }
+        if let Ok(reply) = &up {
+            routed(&state, ctx, reply.account());
         }
         Ok(match (up?, call.stream) {
             (reply, Some(rewrite)) => Arrived::Stream(Box::new(reply.events()), rewrite),
@@ -124,6 +133,16 @@ async fn relay<D: Dialect>(state: Arc<AppState>, pending: Pending, call: Call<D>
         Some(Ok(Arrived::Whole(Err(e)))) => upstream_failed::<D>(pending, e).await,
         Some(Ok(Arrived::Whole(Ok(raw)))) => whole::<D>(pending, &raw).await,
     }
+}
+
+/// Note the account that serves a request: its ledger row and the console say so.
+fn routed(state: &AppState, ctx: &RequestCtx, account: &str) {
+    let _ = ctx.account.set(account.to_string());
+    state.activity.emit(ActivityEvent::RequestRouted {
+        request_id: ctx.request_id.clone(),
+        account: account.to_string(),
+        at_ms: Utc::now().timestamp_millis(),
+    });
 }
 
 /// The daemon is shutting down and could not wait for this request.

@@ -26,6 +26,12 @@ pub enum UpstreamError {
     /// A 2xx whose body is not what DeepSeek sends, or that was cut.
     #[error("upstream answer malformed: {0}")]
     Malformed(String),
+    /// Every usable account stayed at its cap for the whole queue timeout.
+    #[error("every upstream account is at its cap")]
+    Busy,
+    /// No account may take requests (all disabled or cooling).
+    #[error("no upstream account can serve (all disabled or cooling)")]
+    NoAccount,
 }
 
 impl UpstreamError {
@@ -45,10 +51,24 @@ impl UpstreamError {
                 && detail.to_ascii_lowercase().contains("model not exist"))
     }
 
-    /// Upstream refused the operator's account (401 key, 402 balance).
+    /// Upstream refused the operator's account (401/403 key, 402 balance).
     pub fn refuses_account(&self) -> bool {
         matches!(self, UpstreamError::Status { status, .. }
-            if *status == StatusCode::UNAUTHORIZED || *status == StatusCode::PAYMENT_REQUIRED)
+            if *status == StatusCode::UNAUTHORIZED
+                || *status == StatusCode::PAYMENT_REQUIRED
+                || *status == StatusCode::FORBIDDEN)
+    }
+
+    /// A failure of the account's moment, not of the request: unreachable, timed out, rate
+    /// limited (429) or failing (5xx). The account rests; another may serve.
+    pub fn rests_account(&self) -> bool {
+        match self {
+            UpstreamError::Unreachable(_) | UpstreamError::Timeout => true,
+            UpstreamError::Status { status, .. } => {
+                *status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
+            }
+            _ => false,
+        }
     }
 
     /// Log it at the level the operator needs.

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::UpstreamError;
+use super::pool::Slot;
 use super::sse::{SseDecoder, SseItem};
 
 /// Largest non-stream answer read from upstream.
@@ -19,6 +20,8 @@ pub struct Reply {
     idle: Duration,
     deadline: Instant,
     max_event: usize,
+    /// The account's slot, held until the answer has been read.
+    slot: Slot,
 }
 
 impl Reply {
@@ -27,13 +30,20 @@ impl Reply {
         idle: Duration,
         deadline: Instant,
         max_event: usize,
+        slot: Slot,
     ) -> Reply {
         Reply {
             resp,
             idle,
             deadline,
             max_event,
+            slot,
         }
+    }
+
+    /// The account serving it.
+    pub fn account(&self) -> &str {
+        &self.slot.account().name
     }
 
     /// The whole body of a non-stream answer. DeepSeek sends blank lines while a request waits
@@ -71,6 +81,7 @@ impl Reply {
             ready: VecDeque::new(),
             scratch: Vec::new(),
             eof: false,
+            _slot: self.slot,
         }
     }
 
@@ -92,6 +103,8 @@ pub struct EventStream {
     ready: VecDeque<SseItem>,
     scratch: Vec<SseItem>,
     eof: bool,
+    /// The account's slot, given back when the stream ends (this is dropped).
+    _slot: Slot,
 }
 
 impl EventStream {

@@ -170,6 +170,15 @@ impl TestApp {
             .bearer_auth(key)
     }
 
+    /// Put every upstream account back in service, as `modelrelay upstream enable` does: a
+    /// 401/402/403 from DeepSeek disables the account that got it.
+    pub fn enable_upstream(&self) {
+        let up = &self.daemon.as_ref().expect("running").state.upstream;
+        for a in up.pool().accounts.iter() {
+            up.set_enabled(&a.name, true);
+        }
+    }
+
     /// The live state of a key (balances in memory).
     pub fn key_state(&self, key: &str) -> Arc<KeyState> {
         self.daemon

@@ -227,6 +227,8 @@ pub fn event_ms(e: &ActivityEvent) -> Option<i64> {
     Some(match e {
         ActivityEvent::RequestStarted { at_ms, .. }
         | ActivityEvent::RequestProgress { at_ms, .. }
+        | ActivityEvent::RequestRouted { at_ms, .. }
+        | ActivityEvent::AccountChanged { at_ms, .. }
         | ActivityEvent::RequestFinished { at_ms, .. }
         | ActivityEvent::RateLimited { at_ms, .. }
         | ActivityEvent::Refused { at_ms, .. }

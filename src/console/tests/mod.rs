@@ -92,6 +92,7 @@ fn snapshot_in_flight() -> InFlightView {
         stream: true,
         client_ip: Some("203.0.113.7".into()),
         api: crate::status::Api::OpenAi,
+        account: String::new(),
         started_ms: NOW - 4_000,
         output_tokens: 120,
     }

@@ -1,0 +1,356 @@
+//! One upstream account at run time: where it is, its key, its caps and requests in flight per
+//! model, and its health — all atomics, read on every request without a lock.
+//!
+//! Health is a small state machine: `healthy`; `cooling` after a 429, a 5xx, a timeout or a
+//! connection failure (5 s, doubling up to 5 min, then one trial request — half-open — decides);
+//! `disabled` after DeepSeek refused the account itself (401/403, or 402 "Insufficient
+//! Balance") until the operator enables it or a probe finds it working.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// First cooling period after a failure.
+pub const FIRST_BACKOFF: Duration = Duration::from_secs(5);
+/// Longest cooling period.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// Where an account stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccountState {
+    /// Serving.
+    Healthy,
+    /// Resting after a failure; tried again once the backoff has passed.
+    Cooling,
+    /// Refused by DeepSeek (key or balance), or by the operator; not used until enabled.
+    Disabled,
+}
+
+impl AccountState {
+    /// The name shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountState::Healthy => "healthy",
+            AccountState::Cooling => "cooling",
+            AccountState::Disabled => "disabled",
+        }
+    }
+
+    fn from_u8(v: u8) -> AccountState {
+        match v {
+            0 => AccountState::Healthy,
+            1 => AccountState::Cooling,
+            _ => AccountState::Disabled,
+        }
+    }
+}
+
+/// Why an account was disabled (a probe may bring back only what DeepSeek disabled).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisabledBy {
+    /// DeepSeek refused it.
+    Upstream,
+    /// The operator turned it off.
+    Operator,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// A DeepSeek account.
+pub struct Account {
+    /// Its name.
+    pub name: String,
+    /// `Bearer <key>`.
+    pub(super) auth: String,
+    /// `<base>/chat/completions`.
+    pub(super) chat_url: String,
+    /// `<base>/anthropic/v1/messages`.
+    pub(super) messages_url: String,
+    /// `<base>/user/balance`.
+    pub(super) balance_url: String,
+    /// Its weight.
+    pub weight: u32,
+    /// Cap per model slot.
+    pub caps: Vec<u32>,
+    /// In flight per model slot.
+    in_flight: Vec<AtomicU32>,
+    state: AtomicU8,
+    /// While cooling: when a trial may go.
+    until_ms: AtomicI64,
+    backoff_ms: AtomicU64,
+    /// A half-open trial is under way.
+    trial: AtomicBool,
+    disabled_by_operator: AtomicBool,
+    /// Requests sent (attempts) and failed attempts.
+    pub requests: AtomicU64,
+    /// Failed attempts.
+    pub errors: AtomicU64,
+    /// The last failure, for the operator.
+    last_error: Mutex<Option<(String, i64)>>,
+}
+
+impl Account {
+    /// An account from config, healthy, with `caps` per model slot.
+    pub fn new(a: &crate::config::Account, caps: Vec<u32>) -> Account {
+        Account {
+            name: a.name.clone(),
+            auth: format!("Bearer {}", a.api_key),
+            chat_url: format!("{}/chat/completions", a.base_url),
+            messages_url: format!("{}/anthropic/v1/messages", a.base_url),
+            balance_url: format!("{}/user/balance", a.base_url),
+            weight: a.weight.max(1),
+            in_flight: caps.iter().map(|_| AtomicU32::new(0)).collect(),
+            caps,
+            state: AtomicU8::new(0),
+            until_ms: AtomicI64::new(0),
+            backoff_ms: AtomicU64::new(0),
+            trial: AtomicBool::new(false),
+            disabled_by_operator: AtomicBool::new(false),
+            requests: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+        }
+    }
+
+    /// Where it stands now.
+    pub fn state(&self) -> AccountState {
+        AccountState::from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    /// Requests in flight for model slot `m`.
+    pub fn in_flight(&self, m: usize) -> u32 {
+        self.in_flight
+            .get(m)
+            .map_or(0, |c| c.load(Ordering::Acquire))
+    }
+
+    /// How full it is for model `m`, relative to its cap × weight (lower is freer).
+    pub(super) fn load(&self, m: usize) -> f64 {
+        let cap = f64::from(self.caps.get(m).copied().unwrap_or(1).max(1));
+        f64::from(self.in_flight(m)) / (cap * f64::from(self.weight))
+    }
+
+    /// May it take a request now? Healthy, or cooling with its backoff over and no trial
+    /// under way (then this request is the trial).
+    pub(super) fn usable(&self, now: i64) -> bool {
+        match self.state() {
+            AccountState::Healthy => true,
+            AccountState::Cooling => {
+                now >= self.until_ms.load(Ordering::Acquire) && !self.trial.load(Ordering::Acquire)
+            }
+            AccountState::Disabled => false,
+        }
+    }
+
+    /// Take a slot for model `m` if it is under its cap; a cooling account's slot is its one
+    /// trial.
+    pub(super) fn try_take(&self, m: usize, now: i64) -> bool {
+        let Some(counter) = self.in_flight.get(m) else {
+            return false;
+        };
+        let cap = self.caps.get(m).copied().unwrap_or(0);
+        if self.state() == AccountState::Cooling {
+            if now < self.until_ms.load(Ordering::Acquire)
+                || self
+                    .trial
+                    .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                    .is_err()
+            {
+                return false;
+            }
+        } else if self.state() == AccountState::Disabled {
+            return false;
+        }
+        let took = counter
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < cap).then_some(n + 1)
+            })
+            .is_ok();
+        if !took && self.state() == AccountState::Cooling {
+            self.trial.store(false, Ordering::Release);
+        }
+        took
+    }
+
+    /// Take a slot for model `m` under its cap whatever the state but disabled (a cooling
+    /// account used because no other can serve).
+    pub(super) fn take_early(&self, m: usize) -> bool {
+        if self.state() == AccountState::Disabled {
+            return false;
+        }
+        let (Some(counter), Some(cap)) = (self.in_flight.get(m), self.caps.get(m).copied()) else {
+            return false;
+        };
+        counter
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < cap).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Give a slot back.
+    pub(super) fn give_back(&self, m: usize) {
+        if let Some(c) = self.in_flight.get(m) {
+            let _ = c.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        }
+    }
+
+    /// An attempt succeeded: a cooling account is healthy again. True when its state changed.
+    pub(super) fn succeeded(&self) -> bool {
+        self.trial.store(false, Ordering::Release);
+        let was = self
+            .state
+            .compare_exchange(1, 0, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if was {
+            self.backoff_ms.store(0, Ordering::Release);
+        }
+        was
+    }
+
+    /// An attempt failed in a way that rests the account (429, 5xx, timeout, unreachable):
+    /// cooling, for twice as long as the last time (5 s first, 5 min at most). True when its
+    /// state changed.
+    pub(super) fn cool(&self, why: &str) -> bool {
+        self.note_error(why);
+        if self.state() == AccountState::Disabled {
+            return false;
+        }
+        let first = u64::try_from(FIRST_BACKOFF.as_millis()).unwrap_or(5000);
+        let max = u64::try_from(MAX_BACKOFF.as_millis()).unwrap_or(300_000);
+        let backoff = match self.backoff_ms.load(Ordering::Acquire) {
+            0 => first,
+            b => b.saturating_mul(2).min(max),
+        };
+        self.backoff_ms.store(backoff, Ordering::Release);
+        self.until_ms.store(
+            now_ms().saturating_add(i64::try_from(backoff).unwrap_or(i64::MAX)),
+            Ordering::Release,
+        );
+        self.trial.store(false, Ordering::Release);
+        self.state.swap(1, Ordering::AcqRel) != 1
+    }
+
+    /// DeepSeek refused the account (or the operator turned it off). True when its state
+    /// changed.
+    pub(super) fn disable(&self, by: DisabledBy, why: &str) -> bool {
+        self.note_error(why);
+        if by == DisabledBy::Operator {
+            self.disabled_by_operator.store(true, Ordering::Release);
+        }
+        self.trial.store(false, Ordering::Release);
+        self.state.swap(2, Ordering::AcqRel) != 2
+    }
+
+    /// Back in service (the operator, or a probe that found it working). A probe does not
+    /// bring back what the operator turned off. True when its state changed.
+    pub(super) fn enable(&self, by: DisabledBy) -> bool {
+        if by == DisabledBy::Upstream && self.disabled_by_operator.load(Ordering::Acquire) {
+            return false;
+        }
+        self.disabled_by_operator.store(false, Ordering::Release);
+        self.backoff_ms.store(0, Ordering::Release);
+        self.trial.store(false, Ordering::Release);
+        self.state.swap(0, Ordering::AcqRel) != 0
+    }
+
+    /// Disabled by DeepSeek (a probe may bring it back).
+    pub(super) fn disabled_by_upstream(&self) -> bool {
+        self.state() == AccountState::Disabled && !self.disabled_by_operator.load(Ordering::Acquire)
+    }
+
+    /// When a cooling account may be tried again (unix ms).
+    pub fn cooling_until_ms(&self) -> Option<i64> {
+        (self.state() == AccountState::Cooling).then(|| self.until_ms.load(Ordering::Acquire))
+    }
+
+    fn note_error(&self, why: &str) {
+        let mut last = self
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *last = Some((why.chars().take(300).collect(), now_ms()));
+    }
+
+    /// The last failure and when (unix ms).
+    pub fn last_error(&self) -> Option<(String, i64)> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account(cap: u32) -> Account {
+        let cfg = crate::config::Account {
+            name: "a".into(),
+            api_key: "k".into(),
+            base_url: "http://x".into(),
+            weight: 1,
+            max_in_flight: Default::default(),
+        };
+        Account::new(&cfg, vec![cap])
+    }
+
+    #[test]
+    fn slots_never_exceed_the_cap() {
+        let a = account(2);
+        let now = now_ms();
+        assert!(a.try_take(0, now) && a.try_take(0, now));
+        assert!(!a.try_take(0, now), "cap 2");
+        a.give_back(0);
+        assert!(a.try_take(0, now));
+        assert_eq!(a.in_flight(0), 2);
+    }
+
+    #[test]
+    fn cooling_backs_off_then_one_trial_decides() {
+        let a = account(10);
+        assert!(a.cool("503"));
+        assert_eq!(a.state(), AccountState::Cooling);
+        let now = now_ms();
+        assert!(!a.usable(now), "resting");
+        let later = now + 5_001;
+        assert!(a.usable(later));
+        assert!(a.try_take(0, later), "the trial");
+        assert!(!a.try_take(0, later), "one trial at a time");
+        assert!(!a.cool("503 again"), "still cooling, for longer");
+        // 10 s now.
+        let until = a.cooling_until_ms().unwrap();
+        assert!(
+            until - now_ms() > 9_000 && until - now_ms() <= 10_000,
+            "{}",
+            until - now_ms()
+        );
+        assert!(a.try_take(0, until + 1));
+        assert!(a.succeeded());
+        assert_eq!(a.state(), AccountState::Healthy);
+        assert!(
+            a.try_take(0, now) && a.try_take(0, now),
+            "healthy: no trial limit"
+        );
+    }
+
+    #[test]
+    fn a_probe_does_not_undo_the_operator() {
+        let a = account(1);
+        a.disable(DisabledBy::Operator, "operator");
+        assert!(!a.enable(DisabledBy::Upstream));
+        assert_eq!(a.state(), AccountState::Disabled);
+        assert!(a.enable(DisabledBy::Operator));
+        a.disable(DisabledBy::Upstream, "401");
+        assert!(a.disabled_by_upstream());
+        assert!(a.enable(DisabledBy::Upstream));
+        assert_eq!(a.state(), AccountState::Healthy);
+    }
+}

@@ -1,0 +1,223 @@
+//! The pool of accounts and how a request gets a slot on one.
+//!
+//! Among the accounts that may take a request (healthy, or cooling and due a trial), the one
+//! least full for the model — in flight ÷ (cap × weight) — is chosen, and its slot is taken by
+//! compare-and-swap under its cap, so an account never carries more than its cap for a model.
+//! When every usable account is at its cap, the request waits for a slot to be given back (a
+//! per-model `Notify`), up to the queue timeout. When no account is healthy but some are only
+//! cooling, the request still goes to the one due back soonest rather than failing untried —
+//! with one account, resting it would fail every request for the whole backoff. Disabled
+//! accounts are never used. No lock is taken on this path.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::account::{Account, now_ms};
+
+/// Why no slot was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoSlot {
+    /// Every usable account stayed at its cap for the whole queue timeout.
+    Busy,
+    /// No account (not already tried) may take requests at all: disabled, or cooling.
+    NoneUsable,
+}
+
+/// The accounts and the models they serve.
+pub struct Pool {
+    /// The accounts, in config order.
+    pub accounts: Vec<Arc<Account>>,
+    /// Model ids, by slot.
+    pub models: Vec<String>,
+    /// One per model slot: a slot was given back.
+    released: Vec<Notify>,
+}
+
+/// A request's place on an account; given back when dropped (the stream's end included).
+pub struct Slot {
+    account: Arc<Account>,
+    index: usize,
+    model: usize,
+    pool: Arc<Pool>,
+}
+
+impl Slot {
+    /// The account serving.
+    pub fn account(&self) -> &Arc<Account> {
+        &self.account
+    }
+
+    /// Its index in the pool.
+    pub fn index(&self) -> usize {
+        self.index
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.account.give_back(self.model);
+        if let Some(n) = self.pool.released.get(self.model) {
+            n.notify_waiters();
+        }
+    }
+}
+
+impl Pool {
+    /// A pool of `accounts` serving `models`.
+    pub fn new(accounts: Vec<Arc<Account>>, models: Vec<String>) -> Pool {
+        let released = models.iter().map(|_| Notify::new()).collect();
+        Pool {
+            accounts,
+            models,
+            released,
+        }
+    }
+
+    /// The slot of a model id.
+    pub fn model_slot(&self, model: &str) -> Option<usize> {
+        self.models.iter().position(|m| m == model)
+    }
+
+    /// A slot for model slot `m` on the least full usable account not in `tried`, waiting up
+    /// to `queue` for one to free up.
+    pub async fn acquire(
+        self: &Arc<Self>,
+        m: usize,
+        tried: &[usize],
+        queue: Duration,
+    ) -> Result<Slot, NoSlot> {
+        let until = Instant::now() + queue;
+        loop {
+            // Registered before looking, so a slot given back meanwhile wakes us.
+            let released = self.released.get(m).map(Notify::notified);
+            match self.try_acquire(m, tried) {
+                Ok(slot) => return Ok(slot),
+                Err(NoSlot::NoneUsable) => return Err(NoSlot::NoneUsable),
+                Err(NoSlot::Busy) => {}
+            }
+            let Some(released) = released else {
+                return Err(NoSlot::NoneUsable);
+            };
+            // A cooling account's trial time may come while we wait: look again each second.
+            let wake = until.min(Instant::now() + Duration::from_secs(1));
+            if tokio::time::timeout_at(wake, released).await.is_err() && Instant::now() >= until {
+                return Err(NoSlot::Busy);
+            }
+        }
+    }
+
+    /// One look: the least full usable account with room.
+    fn try_acquire(self: &Arc<Self>, m: usize, tried: &[usize]) -> Result<Slot, NoSlot> {
+        let now = now_ms();
+        let mut candidates: Vec<(usize, f64)> = self
+            .accounts
+            .iter()
+            .enumerate()
+            .filter(|(i, a)| !tried.contains(i) && a.usable(now))
+            .map(|(i, a)| (i, a.load(m)))
+            .collect();
+        if candidates.is_empty() {
+            return self.soonest_cooling(m, tried);
+        }
+        candidates.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+        for (i, _) in candidates {
+            let account = &self.accounts[i];
+            if account.try_take(m, now) {
+                return Ok(Slot {
+                    account: account.clone(),
+                    index: i,
+                    model: m,
+                    pool: self.clone(),
+                });
+            }
+        }
+        Err(NoSlot::Busy)
+    }
+}
+
+impl Pool {
+    /// Every account not tried is disabled or resting: the cooling one due back soonest takes
+    /// the request anyway (as its trial), if it has room.
+    fn soonest_cooling(self: &Arc<Self>, m: usize, tried: &[usize]) -> Result<Slot, NoSlot> {
+        let soonest = self
+            .accounts
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !tried.contains(i))
+            .filter_map(|(i, a)| a.cooling_until_ms().map(|until| (i, until)))
+            .min_by_key(|(_, until)| *until);
+        let Some((i, _)) = soonest else {
+            return Err(NoSlot::NoneUsable);
+        };
+        let account = &self.accounts[i];
+        if account.take_early(m) {
+            return Ok(Slot {
+                account: account.clone(),
+                index: i,
+                model: m,
+                pool: self.clone(),
+            });
+        }
+        Err(NoSlot::Busy)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(caps: &[(u32, u32)]) -> Arc<Pool> {
+        let accounts = caps
+            .iter()
+            .enumerate()
+            .map(|(i, (cap, weight))| {
+                let cfg = crate::config::Account {
+                    name: format!("a{i}"),
+                    api_key: "k".into(),
+                    base_url: "http://x".into(),
+                    weight: *weight,
+                    max_in_flight: Default::default(),
+                };
+                Arc::new(Account::new(&cfg, vec![*cap]))
+            })
+            .collect();
+        Arc::new(Pool::new(accounts, vec!["m".into()]))
+    }
+
+    #[tokio::test]
+    async fn the_least_full_relative_to_cap_and_weight_is_chosen() {
+        // a0: cap 10 weight 1; a1: cap 10 weight 3 — a1 takes three times as many.
+        let p = pool(&[(10, 1), (10, 3)]);
+        let mut slots = Vec::new();
+        for _ in 0..8 {
+            slots.push(p.acquire(0, &[], Duration::ZERO).await.unwrap());
+        }
+        let on = |i| slots.iter().filter(|s| s.index() == i).count();
+        assert_eq!((on(0), on(1)), (2, 6));
+    }
+
+    #[tokio::test]
+    async fn at_the_cap_a_request_waits_for_a_slot_then_gives_up() {
+        let p = pool(&[(1, 1)]);
+        let first = p.acquire(0, &[], Duration::ZERO).await.unwrap();
+        assert_eq!(
+            p.acquire(0, &[], Duration::from_millis(50)).await.err(),
+            Some(NoSlot::Busy)
+        );
+        let waiter = {
+            let p = p.clone();
+            tokio::spawn(async move { p.acquire(0, &[], Duration::from_secs(5)).await.is_ok() })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(first);
+        assert!(waiter.await.unwrap(), "the freed slot went to the waiter");
+        assert_eq!(
+            p.acquire(0, &[0], Duration::ZERO).await.err(),
+            Some(NoSlot::NoneUsable),
+            "the only account was tried"
+        );
+    }
+}

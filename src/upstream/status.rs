@@ -1,0 +1,115 @@
+//! The pool as the operator sees it: each account's state, load per model against its cap,
+//! DeepSeek balance, last error and counts — read from the atomics, without a lock on the
+//! request path.
+
+use std::sync::atomic::Ordering;
+
+use super::Upstream;
+use super::account::AccountState;
+use super::balance::Balance;
+use crate::money::Usd;
+
+/// One model's load on an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelLoad {
+    /// Model id.
+    pub model: String,
+    /// Requests in flight now.
+    pub in_flight: u32,
+    /// Its cap.
+    pub cap: u32,
+}
+
+/// One account.
+#[derive(Debug, Clone)]
+pub struct AccountStatus {
+    /// Its name.
+    pub name: String,
+    /// Where it stands.
+    pub state: AccountState,
+    /// While cooling: when it is tried again (unix ms).
+    pub cooling_until_ms: Option<i64>,
+    /// Its weight.
+    pub weight: u32,
+    /// Load per model.
+    pub models: Vec<ModelLoad>,
+    /// The latest balance reading.
+    pub balance: Option<Balance>,
+    /// The last failure and when (unix ms).
+    pub last_error: Option<(String, i64)>,
+    /// Attempts sent to it since start.
+    pub requests: u64,
+    /// Of which failed.
+    pub errors: u64,
+}
+
+/// The whole pool.
+#[derive(Debug, Clone)]
+pub struct PoolStatus {
+    /// Accounts, in config order.
+    pub accounts: Vec<AccountStatus>,
+    /// Attempts that failed over to another account since start.
+    pub failovers: u64,
+    /// Below this USD balance an account is low.
+    pub low_balance: Usd,
+}
+
+impl PoolStatus {
+    /// The USD held across the accounts' latest readings.
+    pub fn usd_balance(&self) -> Usd {
+        self.accounts
+            .iter()
+            .filter_map(|a| a.balance.as_ref())
+            .fold(Usd::ZERO, |sum, b| sum.saturating_add(b.usd()))
+    }
+
+    /// True when no account can take requests now.
+    pub fn none_serving(&self) -> bool {
+        self.accounts
+            .iter()
+            .all(|a| a.state == AccountState::Disabled)
+    }
+
+    /// True when some account is not healthy.
+    pub fn degraded(&self) -> bool {
+        self.accounts
+            .iter()
+            .any(|a| a.state != AccountState::Healthy)
+    }
+}
+
+impl Upstream {
+    /// The pool now.
+    pub fn status(&self) -> PoolStatus {
+        let pool = &self.pool;
+        let accounts = pool
+            .accounts
+            .iter()
+            .map(|a| AccountStatus {
+                name: a.name.clone(),
+                state: a.state(),
+                cooling_until_ms: a.cooling_until_ms(),
+                weight: a.weight,
+                models: pool
+                    .models
+                    .iter()
+                    .enumerate()
+                    .map(|(i, m)| ModelLoad {
+                        model: m.clone(),
+                        in_flight: a.in_flight(i),
+                        cap: a.caps.get(i).copied().unwrap_or(0),
+                    })
+                    .collect(),
+                balance: self.watch.balance(&a.name),
+                last_error: a.last_error(),
+                requests: a.requests.load(Ordering::Relaxed),
+                errors: a.errors.load(Ordering::Relaxed),
+            })
+            .collect();
+        PoolStatus {
+            accounts,
+            failovers: self.failovers(),
+            low_balance: self.watch.low_balance,
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! The background watch over the accounts: each account's DeepSeek balance read every
+//! `upstream.balance_poll_secs` (and soon after a 402), and every `upstream.probe_secs` a probe
+//! of the accounts DeepSeek refused: when its balance endpoint answers for the key again and
+//! says the account is available with money on it, the account is back in service.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use super::account::{Account, DisabledBy, now_ms};
+use super::balance::{self, Balance};
+use super::pool::Pool;
+use crate::activity::{Activity, ActivityEvent};
+use crate::config::UpstreamConfig;
+use crate::money::Usd;
+
+/// How long a balance request may take.
+const BALANCE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Least time between two polls asked for by 402s.
+const SOON: Duration = Duration::from_secs(2);
+
+/// Balances and the watch's settings.
+pub struct Watch {
+    /// The latest reading per account name.
+    balances: Mutex<HashMap<String, Balance>>,
+    poll: Notify,
+    balance_every: Duration,
+    probe_every: Duration,
+    /// Below this an account's USD balance is low.
+    pub low_balance: Usd,
+}
+
+impl Watch {
+    pub(super) fn new(u: &UpstreamConfig) -> Watch {
+        Watch {
+            balances: Mutex::new(HashMap::new()),
+            poll: Notify::new(),
+            balance_every: Duration::from_secs(u.balance_poll_secs.max(1)),
+            probe_every: Duration::from_secs(u.probe_secs.max(1)),
+            low_balance: u.low_balance_usd,
+        }
+    }
+
+    /// Read the balances again soon (after a 402).
+    pub fn poll_soon(&self) {
+        self.poll.notify_one();
+    }
+
+    /// The latest balance reading of an account.
+    pub fn balance(&self, account: &str) -> Option<Balance> {
+        self.lock().get(account).cloned()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Balance>> {
+        self.balances.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Start the watch; it ends when the pool is gone (the daemon stopped).
+pub fn start(up: &super::Upstream) {
+    let pool = Arc::downgrade(&up.pool);
+    let (http, watch, activity) = (up.http.clone(), up.watch.clone(), up.activity.clone());
+    tokio::spawn(async move {
+        let mut next_balance = tokio::time::Instant::now();
+        let mut next_probe = tokio::time::Instant::now() + watch.probe_every;
+        loop {
+            let Some(p) = pool.upgrade() else { return };
+            let now = tokio::time::Instant::now();
+            if now >= next_balance {
+                read_balances(&http, &p, &watch).await;
+                next_balance = now + watch.balance_every;
+            }
+            if now >= next_probe {
+                probe(&http, &p, &watch, &activity).await;
+                next_probe = now + watch.probe_every;
+            }
+            drop(p);
+            let wake = next_balance.min(next_probe);
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake) => {}
+                _ = watch.poll.notified() => {
+                    tokio::time::sleep(SOON).await;
+                    next_balance = tokio::time::Instant::now();
+                }
+            }
+            if pool.strong_count() == 0 {
+                return;
+            }
+        }
+    });
+}
+
+/// Ask DeepSeek for one account's balance.
+async fn fetch(http: &reqwest::Client, a: &Account) -> Result<Balance, String> {
+    let resp = http
+        .get(&a.balance_url)
+        .header(reqwest::header::AUTHORIZATION, &a.auth)
+        .timeout(BALANCE_TIMEOUT)
+        .send()
+        .await
+        .map_err(|e| format!("balance request failed: {e}"))?;
+    let status = resp.status();
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| format!("balance answer cut: {e}"))?;
+    if !status.is_success() {
+        return Err(format!("balance request answered {status}"));
+    }
+    balance::parse(&body, now_ms())
+}
+
+async fn read_balances(http: &reqwest::Client, pool: &Pool, watch: &Watch) {
+    for a in &pool.accounts {
+        match fetch(http, a).await {
+            Ok(b) => {
+                if b.usd() < watch.low_balance && b.infos.iter().any(|i| i.currency == "USD") {
+                    tracing::warn!(account = %a.name, usd = %b.usd(), "DeepSeek balance is low");
+                }
+                watch.lock().insert(a.name.clone(), b);
+            }
+            Err(e) => {
+                tracing::warn!(account = %a.name, error = %e, "cannot read the DeepSeek balance")
+            }
+        }
+    }
+}
+
+/// Bring back the accounts DeepSeek refused once their balance endpoint accepts the key and
+/// says they are available with money on them.
+async fn probe(http: &reqwest::Client, pool: &Pool, watch: &Watch, activity: &Activity) {
+    for a in pool.accounts.iter().filter(|a| a.disabled_by_upstream()) {
+        let Ok(b) = fetch(http, a).await else {
+            continue;
+        };
+        let funded = b.infos.iter().any(|i| i.total > Usd::ZERO);
+        watch.lock().insert(a.name.clone(), b.clone());
+        if b.is_available && funded && a.enable(DisabledBy::Upstream) {
+            tracing::warn!(account = %a.name, "upstream account back in service (probe)");
+            activity.emit(ActivityEvent::AccountChanged {
+                account: a.name.clone(),
+                state: a.state().as_str().to_string(),
+                reason: "a probe found it working".into(),
+                at_ms: now_ms(),
+            });
+        }
+    }
+}
