@@ -1,7 +1,7 @@
 //! The simulator's Anthropic-format route (`POST /anthropic/v1/messages` and
-//! `/anthropic/messages`): its handler, the key check (Bearer wins over `x-api-key`), DeepSeek's validation of
-//! a Messages request and its `claude*` model mapping, turned into the shared [`Prompt`]. The
-//! answer's shapes are in `anthropic_wire.rs`.
+//! `/anthropic/messages`): its handler, the key check (Bearer wins over `x-api-key`), DeepSeek's
+//! validation of a Messages request and its `claude*` model mapping, turned into the shared
+//! [`Prompt`]. The answer's shapes are in `anthropic_wire.rs`, the account checks in `gate.rs`.
 
 use std::borrow::Cow;
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! DeepSeek's error bodies — OpenAI-shaped ([`ApiError`]) and Anthropic-shaped
-//! ([`AnthropicError`]) — and its key check, shared by the simulator's routes and their
-//! request validation.
+//! ([`AnthropicError`]) — the key a request presents, and DeepSeek's check of it against the
+//! accounts, shared by the simulator's routes and their request validation.
 
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};

@@ -143,13 +143,11 @@ pub(super) fn admit(
     ticket: Option<&Ticket>,
     plan: &Plan,
 ) -> Result<(), Refused> {
-    let Some(ticket) = ticket else {
-        return Ok(());
-    };
     if !sh.accounts.can_pay(key) {
         return Err(Refused::Status(402));
     }
-    if !ticket.admit(&plan.served) {
+    // Every request of a known account has a ticket (see `count`); only those are capped.
+    if ticket.is_some_and(|t| !t.admit(&plan.served)) {
         return Err(Refused::Status(429));
     }
     let miss = plan.prompt.saturating_sub(plan.hit);
