@@ -1,39 +1,51 @@
 //! The simulator's Anthropic-format route (`POST /anthropic/v1/messages` and
-//! `/anthropic/messages`): the key check (Bearer wins over `x-api-key`), DeepSeek's validation of
-//! a Messages request and its `claude*` model mapping, turned into the shared [`Prompt`]. The
-//! answer's shapes are in `anthropic_wire.rs`.
+//! `/anthropic/messages`): its handler, the key check (Bearer wins over `x-api-key`), DeepSeek's
+//! validation of a Messages request and its `claude*` model mapping, turned into the shared
+//! [`Prompt`]. The answer's shapes are in `anthropic_wire.rs`, the account checks in `gate.rs`.
 
 use std::borrow::Cow;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
+use super::accounts::Ticket;
 use super::anthropic_wire::AnthropicWire;
 use super::directives::{Plan, Prompt, answer};
 use super::errors::{AnthropicError, anthropic_key, check_key};
+use super::gate::{admit, fault, refuse};
 use super::stream::respond;
 use super::{Endpoint, Outcome, Shared};
 
-/// Record a Messages request, validate it, and answer it (or refuse it in Anthropic's shape).
+/// Record a Messages request, apply its account's fault, validate it, check and charge the
+/// account, and answer it (or refuse it in Anthropic's shape).
 pub(super) async fn messages(
     State(sh): State<Arc<Shared>>,
+    ticket: Option<Extension<Arc<Ticket>>>,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let parsed = serde_json::from_slice::<Value>(&body);
     let recorded = parsed.as_ref().map_or(Value::Null, Clone::clone);
-    let index = sh.record(Endpoint::AnthropicMessages, &uri, &headers, recorded);
-    match plan(&sh, &headers, parsed) {
-        Ok(plan) => respond(&sh, index, plan, AnthropicWire),
+    let key = anthropic_key(&headers);
+    let index = sh.record(Endpoint::AnthropicMessages, &uri, &headers, recorded, &key);
+    if let Err(refused) = fault(&sh, &key, Some(index)).await {
+        return refuse(&sh, Some(index), refused, AnthropicError::canned);
+    }
+    let plan = match plan(&sh, &key, parsed) {
+        Ok(plan) => plan,
         Err(e) => {
             sh.set_outcome(index, Outcome::Failed(e.status));
-            e.into_response()
+            return e.into_response();
         }
+    };
+    match admit(&sh, &key, ticket.as_deref().map(Arc::as_ref), &plan) {
+        Ok(()) => respond(&sh, index, plan, AnthropicWire),
+        Err(refused) => refuse(&sh, Some(index), refused, AnthropicError::canned),
     }
 }
 
@@ -44,11 +56,10 @@ fn invalid(message: impl Into<String>) -> AnthropicError {
 /// Check the key, validate the request as DeepSeek does, and work out the whole answer.
 fn plan(
     sh: &Shared,
-    headers: &HeaderMap,
+    key: &str,
     parsed: Result<Value, serde_json::Error>,
 ) -> Result<Plan, AnthropicError> {
-    check_key(&sh.opts, &anthropic_key(headers))
-        .map_err(|m| AnthropicError::new(401, "authentication_error", m))?;
+    check_key(sh, key).map_err(|m| AnthropicError::new(401, "authentication_error", m))?;
     let body = parsed.map_err(|e| invalid(format!("The request body is not valid JSON: {e}")))?;
     let obj = body
         .as_object()

@@ -1,12 +1,12 @@
 //! DeepSeek's error bodies — OpenAI-shaped ([`ApiError`]) and Anthropic-shaped
-//! ([`AnthropicError`]) — and its key check, shared by the simulator's routes and their
-//! request validation.
+//! ([`AnthropicError`]) — the key a request presents, and DeepSeek's check of it against the
+//! accounts, shared by the simulator's routes and their request validation.
 
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::SimOptions;
+use super::Shared;
 
 /// An error answered in DeepSeek's (OpenAI-shaped) body.
 pub(super) struct ApiError {
@@ -42,6 +42,7 @@ impl ApiError {
                 "authentication_error",
             ),
             402 => ("Insufficient Balance", "unknown_error"),
+            403 => ("Permission denied", "permission_error"),
             422 => ("Invalid parameters", "invalid_request_error"),
             429 => ("Rate limit reached for requests", "rate_limit_error"),
             500 => (
@@ -89,18 +90,22 @@ pub(super) fn anthropic_key(headers: &HeaderMap) -> String {
         .unwrap_or_default()
 }
 
-/// DeepSeek's 401, which echoes the last four characters of the key it refused.
-pub(super) fn check_auth(opts: &SimOptions, auth: Option<&str>) -> Result<(), ApiError> {
-    let key = auth
-        .and_then(|a| a.strip_prefix("Bearer "))
-        .map(str::trim)
-        .unwrap_or("");
-    check_key(opts, key).map_err(|m| ApiError::new(401, m, "authentication_error"))
+/// The key an OpenAI-format request presents as `Authorization: Bearer`, or `""`.
+pub(super) fn bearer_key(headers: &HeaderMap) -> String {
+    authorization(headers)
+        .and_then(|a| a.strip_prefix("Bearer ").map(|k| k.trim().to_owned()))
+        .unwrap_or_default()
 }
 
-/// `Err` with DeepSeek's 401 message unless `key` is the configured one.
-pub(super) fn check_key(opts: &SimOptions, key: &str) -> Result<(), String> {
-    if key == opts.api_key {
+/// DeepSeek's 401 unless the Bearer key is one of the accounts' keys.
+pub(super) fn check_auth(sh: &Shared, headers: &HeaderMap) -> Result<(), ApiError> {
+    check_key(sh, &bearer_key(headers)).map_err(|m| ApiError::new(401, m, "authentication_error"))
+}
+
+/// `Err` with DeepSeek's 401 message, which echoes the last four characters of the key it
+/// refused, unless `key` is one of the accounts' keys.
+pub(super) fn check_key(sh: &Shared, key: &str) -> Result<(), String> {
+    if sh.accounts.known(key) {
         return Ok(());
     }
     let tail_start = key.char_indices().rev().nth(3).map_or(0, |(i, _)| i);

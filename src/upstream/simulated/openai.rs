@@ -6,13 +6,15 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
+use super::accounts::Ticket;
 use super::directives::{Plan, Prompt, answer};
-use super::errors::{ApiError, authorization, check_auth};
+use super::errors::{ApiError, bearer_key, check_auth};
+use super::gate::{admit, fault, refuse};
 use super::stream::{Wire, respond};
 use super::{Endpoint, Outcome, Shared};
 
@@ -21,32 +23,42 @@ const DONE: &str = "data: [DONE]\n\n";
 const ERROR_EVENT: &str = "data: {\"error\":{\"message\":\"Internal server error\",\"type\":\"server_error\",\
 \"param\":null,\"code\":\"internal_error\"}}\n\n";
 
-/// Record a chat request, validate it, and answer it (or refuse it in DeepSeek's shape).
+/// Record a chat request, apply its account's fault, validate it, check and charge the account,
+/// and answer it (or refuse it in DeepSeek's shape).
 pub(super) async fn chat(
     State(sh): State<Arc<Shared>>,
+    ticket: Option<Extension<Arc<Ticket>>>,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let parsed = serde_json::from_slice::<Value>(&body);
     let recorded = parsed.as_ref().map_or(Value::Null, Clone::clone);
-    let index = sh.record(Endpoint::ChatCompletions, &uri, &headers, recorded);
-    match plan(&sh, authorization(&headers).as_deref(), parsed) {
-        Ok(plan) => respond(&sh, index, plan, OpenAiWire),
+    let key = bearer_key(&headers);
+    let index = sh.record(Endpoint::ChatCompletions, &uri, &headers, recorded, &key);
+    if let Err(refused) = fault(&sh, &key, Some(index)).await {
+        return refuse(&sh, Some(index), refused, ApiError::canned);
+    }
+    let plan = match plan(&sh, &headers, parsed) {
+        Ok(plan) => plan,
         Err(e) => {
             sh.set_outcome(index, Outcome::Failed(e.status));
-            e.into_response()
+            return e.into_response();
         }
+    };
+    match admit(&sh, &key, ticket.as_deref().map(Arc::as_ref), &plan) {
+        Ok(()) => respond(&sh, index, plan, OpenAiWire),
+        Err(refused) => refuse(&sh, Some(index), refused, ApiError::canned),
     }
 }
 
 /// Validate a chat request as DeepSeek does, apply its directives, and work out the whole answer.
-pub(super) fn plan(
+fn plan(
     sh: &Shared,
-    auth: Option<&str>,
+    headers: &HeaderMap,
     parsed: Result<Value, serde_json::Error>,
 ) -> Result<Plan, ApiError> {
-    check_auth(&sh.opts, auth)?;
+    check_auth(sh, headers)?;
     let body = parsed.map_err(|e| deser(&e))?;
     let obj = body
         .as_object()
