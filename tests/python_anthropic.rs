@@ -120,16 +120,8 @@ fn assert_sent(what: &str, r: &Value, auth: &str, path: &str) {
     assert_eq!(sent["path"], path, "{what}: {sent:#}");
 }
 
-#[tokio::test]
-async fn anthropic_sdk_messages_streams_and_count_tokens() {
-    let python = venv_python().await;
-    let app = TestApp::spawn().await;
-    let key = app.create_key("trial", None).await;
-    let checks = ["message", "stream", "stream_create", "count_tokens"];
-    let r = run_checks(&python, &app, &json!({"main": key}), &checks).await;
-
-    // Non-stream with x-api-key: Anthropic's usage, billed from it.
-    let m = &r["message"];
+/// Non-stream with x-api-key: Anthropic's usage, billed from it; returns its cost.
+async fn assert_message(app: &TestApp, m: &Value) -> i64 {
     assert_sent("message", m, "x-api-key", "/v1/messages");
     assert_eq!(
         (&m["type"], &m["role"], &m["model"], &m["stop_reason"]),
@@ -162,10 +154,12 @@ async fn anthropic_sdk_messages_streams_and_count_tokens() {
         (640, 360, 5)
     );
     assert_eq!((row.cost.nanos(), row.stream), (message_cost, false));
+    message_cost
+}
 
-    // messages.stream() with Bearer under /anthropic: thinking, then text, then the final
-    // message the SDK assembled from the events.
-    let s = &r["stream"];
+/// `messages.stream()` with Bearer under /anthropic: thinking, then text, then the final
+/// message the SDK assembled from the events; returns its cost.
+async fn assert_stream(app: &TestApp, s: &Value) -> i64 {
     assert_sent("stream", s, "Bearer", "/anthropic/v1/messages");
     assert_eq!(s["content_type"], "text/event-stream");
     let events: Vec<&str> = s["events"]
@@ -197,9 +191,12 @@ async fn anthropic_sdk_messages_streams_and_count_tokens() {
     let stream_cost = expected_cost(0, 40, 8, FLASH[0], FLASH[1], FLASH[2]);
     assert_eq!((row.prompt_tokens, row.completion_tokens), (40, 8));
     assert_eq!((row.cost.nanos(), row.stream), (stream_cost, true));
+    stream_cost
+}
 
-    // beta.messages.create(stream=True): the raw events (the SDK drops `ping`).
-    let c = &r["stream_create"];
+/// `beta.messages.create(stream=True)`: the raw events (the SDK drops `ping`); returns its
+/// cost.
+async fn assert_stream_create(app: &TestApp, c: &Value) -> i64 {
     assert_sent("stream_create", c, "Bearer", "/v1/messages");
     assert_eq!(
         c["sent"]["anthropic-beta"],
@@ -223,6 +220,19 @@ async fn anthropic_sdk_messages_streams_and_count_tokens() {
     let create_cost = expected_cost(0, 20, 3, FLASH[0], FLASH[1], FLASH[2]);
     let row = app.wait_ledger_row(c["request_id"].as_str().unwrap()).await;
     assert_eq!(row.cost.nanos(), create_cost);
+    create_cost
+}
+
+#[tokio::test]
+async fn anthropic_sdk_messages_streams_and_count_tokens() {
+    let python = venv_python().await;
+    let app = TestApp::spawn().await;
+    let key = app.create_key("trial", None).await;
+    let checks = ["message", "stream", "stream_create", "count_tokens"];
+    let r = run_checks(&python, &app, &json!({"main": key}), &checks).await;
+    let message_cost = assert_message(&app, &r["message"]).await;
+    let stream_cost = assert_stream(&app, &r["stream"]).await;
+    let create_cost = assert_stream_create(&app, &r["stream_create"]).await;
 
     // count_tokens: the gateway's estimate, (400 + 8) bytes / 4 + 4 a message + 2; no row.
     assert_eq!(r["count_tokens"], json!({"input_tokens": 108}));
@@ -253,6 +263,41 @@ fn assert_sdk_error(what: &str, e: &Value, class: &str, status: u64, kind: &str)
     let rid = e["headers"]["x-request-id"].as_str().unwrap_or("");
     assert!(!rid.is_empty(), "{what}: x-request-id; got {e:#}");
     assert_eq!(e["retry_count"], "0", "{what}: sent once; got {e:#}");
+}
+
+/// Two calls of a 2 RPM key pass, the third is a RateLimitError with `retry-after`.
+fn assert_rate_limited(rl: &Value) {
+    assert_eq!(rl["first_two"], json!(["alpha", "alpha"]), "{rl:#}");
+    let third = &rl["third"];
+    assert_sdk_error(
+        "third request of a 2 RPM key",
+        third,
+        "RateLimitError",
+        429,
+        "rate_limit_error",
+    );
+    let retry_after: u64 = third["headers"]["retry-after"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("retry-after in whole seconds; got {third:#}"));
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+}
+
+/// Errors cost nothing: the three that reached upstream (502, 504, upstream's 400) are in the
+/// ledger at zero; the refusals before it have no row. The 2 RPM key paid for its two answers.
+async fn assert_errors_cost_nothing(app: &TestApp, keys: &Value) {
+    let main = keys["main"].as_str().unwrap();
+    let rows = ledger_rows(app, main, 3).await;
+    let statuses: Vec<u16> = rows.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [502, 504, 400], "{rows:#?}");
+    assert_eq!(assert_billed_as_anthropic(app, main, &rows), 0);
+    let rate = keys["rate"].as_str().unwrap();
+    let rows = ledger_rows(app, rate, 2).await;
+    // "[[sim reply=1]]": 2 + 4 + 15 bytes / 4 = 10 prompt tokens, one word.
+    let one_word = expected_cost(0, 10, 1, FLASH[0], FLASH[1], FLASH[2]);
+    assert_eq!(assert_billed_as_anthropic(app, rate, &rows), 2 * one_word);
+    let tiny = keys["tiny"].as_str().unwrap();
+    assert_eq!(ledger_rows(app, tiny, 0).await.len(), 0);
 }
 
 #[tokio::test]
@@ -319,36 +364,8 @@ async fn anthropic_sdk_raises_its_exception_for_every_gateway_error() {
         assert_sdk_error(check, &e[check], class, status, kind);
     }
 
-    let rl = &r["rate_limit"];
-    assert_eq!(rl["first_two"], json!(["alpha", "alpha"]), "{rl:#}");
-    let third = &rl["third"];
-    assert_sdk_error(
-        "third request of a 2 RPM key",
-        third,
-        "RateLimitError",
-        429,
-        "rate_limit_error",
-    );
-    let retry_after: u64 = third["headers"]["retry-after"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("retry-after in whole seconds; got {third:#}"));
-    assert!((1..=60).contains(&retry_after), "{retry_after}");
-
-    // Errors cost nothing: the three that reached upstream (502, 504, upstream's 400) are in
-    // the ledger at zero; the refusals before it have no row.
-    let main = keys["main"].as_str().unwrap();
-    let rows = ledger_rows(&app, main, 3).await;
-    let statuses: Vec<u16> = rows.iter().map(|r| r.status).collect();
-    assert_eq!(statuses, [502, 504, 400], "{rows:#?}");
-    assert_eq!(assert_billed_as_anthropic(&app, main, &rows), 0);
-    let rate = keys["rate"].as_str().unwrap();
-    let rows = ledger_rows(&app, rate, 2).await;
-    // "[[sim reply=1]]": 2 + 4 + 15 bytes / 4 = 10 prompt tokens, one word.
-    let one_word = expected_cost(0, 10, 1, FLASH[0], FLASH[1], FLASH[2]);
-    assert_eq!(assert_billed_as_anthropic(&app, rate, &rows), 2 * one_word);
-    let tiny = keys["tiny"].as_str().unwrap();
-    assert_eq!(ledger_rows(&app, tiny, 0).await.len(), 0);
+    assert_rate_limited(&r["rate_limit"]);
+    assert_errors_cost_nothing(&app, &keys).await;
 }
 
 /// `modelrelay_http_requests_total` summed over routes for one status.
