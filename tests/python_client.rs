@@ -1,5 +1,7 @@
 //! A real third-party client against the gateway: the official `openai` Python SDK
 //! (tests/python/openai_checks.py), in a venv this test builds itself so a clean machine passes.
+//! The venv is shared with the `anthropic` SDK tests (`python_anthropic`), which use
+//! [`venv_python`], [`python_command`] and [`describe_output`] from here.
 //!
 //! The venv lives at `<target dir>/pyvenv` and is (re)built with `python3 -m venv` and
 //! `pip install -r tests/python/requirements.txt` only when the requirements (or the Python
@@ -22,7 +24,7 @@ use crate::common::TestApp;
 
 const FLASH: &str = "deepseek-v4-flash";
 
-fn repo() -> &'static Path {
+pub(super) fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
@@ -30,7 +32,7 @@ fn script() -> PathBuf {
     repo().join("tests/python/openai_checks.py")
 }
 
-fn requirements() -> PathBuf {
+pub(super) fn requirements() -> PathBuf {
     repo().join("tests/python/requirements.txt")
 }
 
@@ -41,12 +43,16 @@ fn venv_dir() -> PathBuf {
 }
 
 /// A command with a clean environment for Python: no proxies for loopback, no bytecode
-/// written into the repo, no OpenAI settings leaking in from the developer's shell.
-fn python_command(program: &Path) -> Command {
+/// written into the repo, no OpenAI or Anthropic settings leaking in from the developer's shell.
+pub(super) fn python_command(program: &Path) -> Command {
     let mut cmd = Command::new(program);
     for (name, _) in std::env::vars_os() {
         let n = name.to_string_lossy().to_ascii_uppercase();
-        if n.ends_with("_PROXY") || n.starts_with("OPENAI_") || n.starts_with("PYTHON") {
+        if n.ends_with("_PROXY")
+            || n.starts_with("OPENAI_")
+            || n.starts_with("ANTHROPIC_")
+            || n.starts_with("PYTHON")
+        {
             cmd.env_remove(&name);
         }
     }
@@ -57,7 +63,7 @@ fn python_command(program: &Path) -> Command {
     cmd
 }
 
-fn describe_output(what: &str, out: &std::process::Output) -> String {
+pub(super) fn describe_output(what: &str, out: &std::process::Output) -> String {
     format!(
         "{what} exited with {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
         out.status,
@@ -84,7 +90,7 @@ fn prepare_venv() -> Result<PathBuf, String> {
         Ok(out) => return Err(describe_output("`python3 --version`", &out)),
         Err(e) => {
             return Err(format!(
-                "python3 is required by the openai SDK tests but could not be run ({e}); \
+                "python3 is required by the Python SDK tests but could not be run ({e}); \
                  install Python 3 with its venv module (e.g. `apt-get install python3 python3-venv`)"
             ));
         }
@@ -134,14 +140,14 @@ fn prepare_venv() -> Result<PathBuf, String> {
 }
 
 /// The venv's python, built once per test process (other tests wait for the first).
-async fn venv_python() -> PathBuf {
+pub(super) async fn venv_python() -> PathBuf {
     static VENV: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let result = tokio::task::spawn_blocking(|| VENV.get_or_init(prepare_venv).clone())
         .await
         .expect("venv preparation did not panic");
     match result {
         Ok(p) => p,
-        Err(e) => panic!("cannot prepare the Python environment for the openai SDK: {e}"),
+        Err(e) => panic!("cannot prepare the Python environment for the SDK tests: {e}"),
     }
 }
 
