@@ -359,12 +359,18 @@ pub async fn transport_headers(
     resp
 }
 
-/// Give every response an `x-request-id` (and handlers the same id).
+/// Give every response an `x-request-id` (and handlers the same id); Anthropic's routes also
+/// as `request-id`, where the `anthropic` SDKs read it (`message._request_id`).
 pub async fn request_id(mut req: Request, next: Next) -> Response {
     let id = new_request_id();
+    let path = req.uri().path();
+    let anthropic = path.starts_with("/v1/messages") || path.starts_with("/anthropic");
     req.extensions_mut().insert(RequestId(id.clone()));
     let mut resp = next.run(req).await;
     if let Ok(v) = HeaderValue::from_str(&id) {
+        if anthropic {
+            resp.headers_mut().insert("request-id", v.clone());
+        }
         resp.headers_mut().insert("x-request-id", v);
     }
     resp

@@ -79,6 +79,8 @@ async fn a_message_with_x_api_key_is_relayed_natively_and_billed_exactly() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     let rid = request_id(&resp);
+    // Where the anthropic SDKs read it.
+    assert_eq!(resp.headers()["request-id"].to_str().unwrap(), rid);
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["type"], "message");
     assert_eq!(v["model"], "deepseek-v4-flash");

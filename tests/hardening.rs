@@ -603,3 +603,45 @@ async fn the_database_and_its_companions_are_the_owners_alone() {
     }
     assert_eq!(mode(&backup), 0o600, "backup");
 }
+
+#[tokio::test]
+async fn a_refusal_before_the_body_was_read_says_connection_close() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn_with(|c| c.server.max_body_bytes = 1024).await;
+    let key = app.create_key("trial", None).await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let body = "x".repeat(4096);
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 413"), "{text}");
+    assert!(text.contains("connection: close"), "{text}");
+    // A request whose body was read keeps its connection alive.
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let ok = serde_json::to_string(&body_of("hi [[sim reply=1]]")).unwrap();
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{ok}",
+        ok.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 8192];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(!head.contains("connection: close"), "{head}");
+}
+
+fn body_of(text: &str) -> serde_json::Value {
+    body("deepseek-v4-flash", text)
+}

@@ -24,18 +24,28 @@ pub struct Deadline {
     grace: Duration,
     received: u64,
     sleep: Pin<Box<Sleep>>,
+    /// Set once the body was read to its end (or had none).
+    ended: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Deadline {
-    /// Wrap `inner`, starting the clock now.
-    pub fn new(inner: hyper::body::Incoming, grace: Duration) -> Deadline {
+    /// Wrap `inner`, starting the clock now; `ended` is set when it has been read whole.
+    pub fn new(
+        inner: hyper::body::Incoming,
+        grace: Duration,
+        ended: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> Deadline {
         let started = Instant::now();
+        if http_body::Body::is_end_stream(&inner) {
+            ended.store(true, std::sync::atomic::Ordering::Release);
+        }
         Deadline {
             inner,
             started,
             grace,
             received: 0,
             sleep: Box::pin(tokio::time::sleep_until(started + grace)),
+            ended,
         }
     }
 
@@ -62,7 +72,10 @@ impl http_body::Body for Deadline {
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(None) => {
+                self.ended.store(true, std::sync::atomic::Ordering::Release);
+                Poll::Ready(None)
+            }
             Poll::Pending => match self.sleep.as_mut().poll(cx) {
                 Poll::Ready(()) => Poll::Ready(Some(Err(TooSlow.into()))),
                 Poll::Pending => Poll::Pending,

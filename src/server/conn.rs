@@ -107,14 +107,27 @@ impl Connection {
         let watched = activity.clone();
         let service = tower::service_fn(move |req: axum::http::Request<Incoming>| {
             let in_progress = watched.begin();
-            let mut req = req.map(|b| Body::new(Deadline::new(b, limits.body_timeout)));
+            let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let http1 = req.version() < axum::http::Version::HTTP_2;
+            let mut req =
+                req.map(|b| Body::new(Deadline::new(b, limits.body_timeout, ended.clone())));
             req.extensions_mut().insert(ConnectInfo(addr));
             let router = router.clone();
             async move {
-                let resp = router
+                let mut resp = router
                     .oneshot(req)
                     .await
                     .unwrap_or_else(|e: Infallible| match e {});
+                // A request refused before its body was read (too large, no key, no money)
+                // leaves bytes on the connection that hyper will not read: it closes the
+                // connection after the answer, so say so, or a keep-alive client sends its next
+                // request into a closed socket.
+                if http1 && !ended.load(Ordering::Acquire) {
+                    resp.headers_mut().insert(
+                        axum::http::header::CONNECTION,
+                        axum::http::HeaderValue::from_static("close"),
+                    );
+                }
                 Ok::<_, Infallible>(resp.map(|b| Body::new(Finished::new(b, in_progress))))
             }
         });
