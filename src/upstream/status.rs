@@ -2,9 +2,6 @@
 //! DeepSeek balance, last error and counts — read from the atomics, without a lock on the
 //! request path.
 
-use std::sync::atomic::Ordering;
-
-use super::Upstream;
 use super::account::AccountState;
 use super::balance::Balance;
 use crate::money::Usd;
@@ -75,41 +72,5 @@ impl PoolStatus {
         self.accounts
             .iter()
             .any(|a| a.state != AccountState::Healthy)
-    }
-}
-
-impl Upstream {
-    /// The pool now.
-    pub fn status(&self) -> PoolStatus {
-        let pool = &self.pool;
-        let accounts = pool
-            .accounts
-            .iter()
-            .map(|a| AccountStatus {
-                name: a.name.clone(),
-                state: a.state(),
-                cooling_until_ms: a.cooling_until_ms(),
-                weight: a.weight,
-                models: pool
-                    .models
-                    .iter()
-                    .enumerate()
-                    .map(|(i, m)| ModelLoad {
-                        model: m.clone(),
-                        in_flight: a.in_flight(i),
-                        cap: a.caps.get(i).copied().unwrap_or(0),
-                    })
-                    .collect(),
-                balance: self.watch.balance(&a.name),
-                last_error: a.last_error(),
-                requests: a.requests.load(Ordering::Relaxed),
-                errors: a.errors.load(Ordering::Relaxed),
-            })
-            .collect();
-        PoolStatus {
-            accounts,
-            failovers: self.failovers(),
-            low_balance: self.watch.low_balance,
-        }
     }
 }

@@ -4,7 +4,7 @@
 //! says the account is available with money on it, the account is back in service.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -59,9 +59,7 @@ impl Watch {
 }
 
 /// Start the watch; it ends when the pool is gone (the daemon stopped).
-pub fn start(up: &super::Upstream) {
-    let pool = Arc::downgrade(&up.pool);
-    let (http, watch, activity) = (up.http.clone(), up.watch.clone(), up.activity.clone());
+pub fn start(http: reqwest::Client, pool: Weak<Pool>, watch: Arc<Watch>, activity: Activity) {
     tokio::spawn(async move {
         let mut next_balance = tokio::time::Instant::now();
         let mut next_probe = tokio::time::Instant::now() + watch.probe_every;

@@ -1,0 +1,308 @@
+//! The client: the pool of accounts behind one `reqwest::Client`, sending with failover.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::account::{self, Account, DisabledBy};
+use super::error::{self, UpstreamError};
+use super::pool::{NoSlot, Pool};
+use super::reply::Reply;
+use super::watch;
+use crate::activity::Activity;
+use crate::config::Config;
+
+/// An upstream API endpoint, relative to an account's base URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `POST /chat/completions` (the OpenAI format).
+    ChatCompletions,
+    /// `POST /anthropic/v1/messages` (the Anthropic format).
+    Messages,
+}
+
+/// The upstream API: the pool and how to reach it.
+#[derive(Clone)]
+pub struct Upstream {
+    pub(super) http: reqwest::Client,
+    pub(super) pool: Arc<Pool>,
+    /// No data for this long (keep-alive comments do not count) ends a request.
+    pub idle_timeout: Duration,
+    /// A whole request may take this long.
+    pub request_timeout: Duration,
+    /// Largest event accepted in a stream.
+    max_event: usize,
+    /// How long a request waits for a slot when every account is at its cap.
+    queue_timeout: Duration,
+    /// Attempts that failed over to another account.
+    failovers: Arc<AtomicU64>,
+    /// Where account state changes are announced (the console, the log).
+    pub(super) activity: Activity,
+    /// Balance readings and probes (see [`watch`]).
+    pub(crate) watch: Arc<watch::Watch>,
+}
+
+impl Upstream {
+    /// Build the client and the pool of the configured accounts.
+    pub fn new(c: &Config, activity: Activity) -> Result<Upstream, reqwest::Error> {
+        let u = &c.upstream;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(u.connect_timeout_secs))
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .user_agent(concat!("modelrelay/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let models: Vec<String> = c.models.keys().cloned().collect();
+        let accounts =
+            u.resolved_accounts()
+                .iter()
+                .map(|a| {
+                    let caps = models
+                        .iter()
+                        .map(|m| {
+                            a.max_in_flight.get(m).copied().unwrap_or_else(|| {
+                                c.models.get(m).map_or(500, |mc| mc.max_in_flight)
+                            })
+                        })
+                        .collect();
+                    Arc::new(Account::new(a, caps))
+                })
+                .collect();
+        Ok(Upstream {
+            http,
+            pool: Arc::new(Pool::new(accounts, models)),
+            idle_timeout: Duration::from_secs(u.idle_timeout_secs),
+            request_timeout: Duration::from_secs(u.request_timeout_secs),
+            max_event: u.max_event_bytes,
+            queue_timeout: Duration::from_millis(u.queue_timeout_ms),
+            failovers: Arc::new(AtomicU64::new(0)),
+            activity,
+            watch: Arc::new(watch::Watch::new(u)),
+        })
+    }
+
+    /// The pool (its accounts, for status views).
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+
+    /// Attempts that failed over to another account since start.
+    pub fn failovers(&self) -> u64 {
+        self.failovers.load(Ordering::Relaxed)
+    }
+
+    /// POST a JSON body for `model` (a model id) to `endpoint` on the least busy healthy
+    /// account; resolves when response headers arrive. An attempt that fails before any byte
+    /// came back — unreachable, timed out, 429, 5xx, or the account refused (401/403/402) —
+    /// is tried again on another account, at most once per account; upstream's 400/422 (the
+    /// request's own fault) is not. Every account at its cap for the whole queue timeout is
+    /// [`UpstreamError::Busy`].
+    pub async fn send(
+        &self,
+        endpoint: Endpoint,
+        model: &str,
+        body: Vec<u8>,
+        deadline: tokio::time::Instant,
+    ) -> Result<Reply, UpstreamError> {
+        let m = self.pool.model_slot(model).unwrap_or(0);
+        let body = Bytes::from(body);
+        let mut tried = Vec::new();
+        let mut last: Option<UpstreamError> = None;
+        loop {
+            let slot = match self.pool.acquire(m, &tried, self.queue_timeout).await {
+                Ok(s) => s,
+                Err(NoSlot::Busy) => return Err(last.unwrap_or(UpstreamError::Busy)),
+                Err(NoSlot::NoneUsable) => return Err(last.unwrap_or(UpstreamError::NoAccount)),
+            };
+            let account = slot.account().clone();
+            account.requests.fetch_add(1, Ordering::Relaxed);
+            match self
+                .attempt(&account, endpoint, body.clone(), deadline)
+                .await
+            {
+                Ok(resp) => {
+                    if account.succeeded() {
+                        self.announce(&account, "answered again");
+                    }
+                    return Ok(Reply::new(
+                        resp,
+                        self.idle_timeout,
+                        deadline,
+                        self.max_event,
+                        slot,
+                    ));
+                }
+                Err(e) => {
+                    account.errors.fetch_add(1, Ordering::Relaxed);
+                    if !self.blame(&account, &e) {
+                        return Err(e);
+                    }
+                    tried.push(slot.index());
+                    drop(slot);
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(e);
+                    }
+                    tracing::info!(account = %account.name, error = %e, "failing over to another upstream account");
+                    self.failovers.fetch_add(1, Ordering::Relaxed);
+                    last = Some(e);
+                }
+            }
+        }
+    }
+
+    /// One attempt on one account: the response with a 2xx status, or why not.
+    async fn attempt(
+        &self,
+        account: &Account,
+        endpoint: Endpoint,
+        body: Bytes,
+        deadline: tokio::time::Instant,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let url = match endpoint {
+            Endpoint::ChatCompletions => &account.chat_url,
+            Endpoint::Messages => &account.messages_url,
+        };
+        let send = self
+            .http
+            .post(url)
+            .header(reqwest::header::AUTHORIZATION, &account.auth)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send();
+        let wait = deadline.min(tokio::time::Instant::now() + self.idle_timeout);
+        let resp = match tokio::time::timeout_at(wait, send).await {
+            Err(_) => return Err(UpstreamError::Timeout),
+            Ok(Err(e)) if e.is_timeout() => return Err(UpstreamError::Timeout),
+            Ok(Err(e)) => return Err(UpstreamError::Unreachable(e)),
+            Ok(Ok(r)) => r,
+        };
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let body = tokio::time::timeout_at(wait, read_limited(resp, 64 * 1024))
+            .await
+            .unwrap_or_default();
+        Err(error::status_error(status, &body))
+    }
+
+    /// What a failed attempt says about its account: true when another account should be
+    /// tried (the account was disabled or rests now), false when the failure is the
+    /// request's own.
+    fn blame(&self, account: &Account, e: &UpstreamError) -> bool {
+        if e.refuses_account() {
+            if account.disable(DisabledBy::Upstream, &e.to_string()) {
+                tracing::error!(
+                    account = %account.name,
+                    error = %e,
+                    "UPSTREAM ACCOUNT DISABLED: DeepSeek refused it (key or balance); it comes \
+                     back when `modelrelay upstream enable` is run or a probe finds it working"
+                );
+                self.announce(account, &e.to_string());
+            }
+            self.watch.poll_soon();
+            return true;
+        }
+        if e.rests_account() {
+            if account.cool(&e.to_string()) {
+                tracing::warn!(account = %account.name, error = %e, "upstream account cooling");
+                self.announce(account, &e.to_string());
+            }
+            return true;
+        }
+        false
+    }
+
+    /// Tell the console (and the log) that an account changed state.
+    fn announce(&self, account: &Account, reason: &str) {
+        self.activity
+            .emit(crate::activity::ActivityEvent::AccountChanged {
+                account: account.name.clone(),
+                state: account.state().as_str().to_string(),
+                reason: reason.chars().take(200).collect(),
+                at_ms: account::now_ms(),
+            });
+    }
+
+    /// Start watching the accounts' balances and probing the refused ones (ends with the
+    /// pool).
+    pub fn start_watch(&self) {
+        watch::start(
+            self.http.clone(),
+            Arc::downgrade(&self.pool),
+            self.watch.clone(),
+            self.activity.clone(),
+        );
+    }
+
+    /// The operator turns an account on or off. `None` when there is no such account.
+    pub fn set_enabled(&self, name: &str, enabled: bool) -> Option<Arc<Account>> {
+        let account = self.pool.accounts.iter().find(|a| a.name == name)?.clone();
+        let changed = if enabled {
+            account.enable(DisabledBy::Operator)
+        } else {
+            account.disable(DisabledBy::Operator, "disabled by the operator")
+        };
+        if changed {
+            let why = if enabled {
+                "enabled by the operator"
+            } else {
+                "disabled by the operator"
+            };
+            tracing::warn!(account = %account.name, why, "upstream account changed");
+            self.announce(&account, why);
+        }
+        Some(account)
+    }
+}
+
+/// Read at most `limit` bytes of a body (error bodies only; they are small).
+async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Bytes {
+    let mut buf = Vec::new();
+    while let Ok(Some(chunk)) = resp.chunk().await {
+        buf.extend_from_slice(&chunk);
+        if buf.len() >= limit {
+            buf.truncate(limit);
+            break;
+        }
+    }
+    Bytes::from(buf)
+}
+
+impl Upstream {
+    /// The pool now.
+    pub fn status(&self) -> super::status::PoolStatus {
+        let pool = &self.pool;
+        let accounts = pool
+            .accounts
+            .iter()
+            .map(|a| super::status::AccountStatus {
+                name: a.name.clone(),
+                state: a.state(),
+                cooling_until_ms: a.cooling_until_ms(),
+                weight: a.weight,
+                models: pool
+                    .models
+                    .iter()
+                    .enumerate()
+                    .map(|(i, m)| super::status::ModelLoad {
+                        model: m.clone(),
+                        in_flight: a.in_flight(i),
+                        cap: a.caps.get(i).copied().unwrap_or(0),
+                    })
+                    .collect(),
+                balance: self.watch.balance(&a.name),
+                last_error: a.last_error(),
+                requests: a.requests.load(Ordering::Relaxed),
+                errors: a.errors.load(Ordering::Relaxed),
+            })
+            .collect();
+        super::status::PoolStatus {
+            accounts,
+            failovers: self.failovers(),
+            low_balance: self.watch.low_balance,
+        }
+    }
+}
