@@ -22,7 +22,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .merge(crate::shop::router())
         .route(
             "/healthz",
-            axum::routing::get(crate::metrics::http::healthz),
+            axum::routing::get(crate::metrics::health::healthz),
         )
         .route(
             "/metrics",

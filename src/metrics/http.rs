@@ -3,15 +3,14 @@
 
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
-use super::{UPSTREAM_CHECK_TTL, UpstreamHealth, escape, head, route_slot};
+use super::{escape, head, route_slot};
 use crate::keys::KeyStatus;
 use crate::state::{AppState, ClientIp};
 
@@ -83,6 +82,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>, ip: ClientIp) -> Respon
         state.in_flight.get()
     );
     render_keys(&mut out, &state);
+    super::upstream::render(&mut out, &state);
     if let Some(f) = db_figures(&state).await {
         render_db_figures(&mut out, &f);
     }
@@ -160,108 +160,4 @@ fn render_db_figures(out: &mut String, f: &DbFigures) {
             escape(status)
         );
     }
-}
-
-/// Is upstream reachable? A `GET <base_url>/models` (free, no tokens) with a short timeout;
-/// the answer is reused for 30 s so probes cannot hammer DeepSeek.
-pub async fn upstream_health(state: &AppState) -> UpstreamHealth {
-    let mut cached = state.metrics.upstream_check.lock().await;
-    if let Some((at, h)) = cached.as_ref()
-        && at.elapsed() < UPSTREAM_CHECK_TTL
-    {
-        return h.clone();
-    }
-    let started = Instant::now();
-    let result = probe(&state.config.upstream).await;
-    let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-    let h = match result {
-        Ok(status) => {
-            let error = match status {
-                401 | 403 => Some(format!("upstream rejected the API key ({status})")),
-                s if s >= 500 => Some(format!("upstream answered {s}")),
-                _ => None,
-            };
-            UpstreamHealth {
-                ok: error.is_none(),
-                status: Some(status),
-                latency_ms,
-                error,
-            }
-        }
-        Err(e) => UpstreamHealth {
-            ok: false,
-            status: None,
-            latency_ms,
-            error: Some(e),
-        },
-    };
-    *cached = Some((Instant::now(), h.clone()));
-    h
-}
-
-/// `GET <base_url>/models` with the operator's key and a 5 s limit: the HTTP status, or why
-/// there was none (never upstream's address or key).
-async fn probe(c: &crate::config::UpstreamConfig) -> Result<u16, String> {
-    let client = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(c.connect_timeout_secs.clamp(1, 5)))
-        .timeout(Duration::from_secs(5))
-        .user_agent(concat!("modelrelay/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|_| "cannot build the HTTP client".to_string())?;
-    let resp = client
-        .get(format!("{}/models", c.base_url.trim_end_matches('/')))
-        .bearer_auth(&c.api_key)
-        .send()
-        .await
-        .map_err(|e| {
-            if e.is_timeout() {
-                "timed out".to_string()
-            } else if e.is_connect() {
-                "cannot connect".to_string()
-            } else {
-                "request failed".to_string()
-            }
-        })?;
-    Ok(resp.status().as_u16())
-}
-
-/// `GET /healthz`: 200 when the database answers `SELECT 1` through the reader and upstream
-/// is reachable; 503 naming the failing part otherwise.
-pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
-    let db = state.store.read(|c| {
-        let one: i64 = c.query_row("SELECT 1", [], |r| r.get(0))?;
-        Ok(one)
-    });
-    let database = match tokio::time::timeout(Duration::from_secs(5), db).await {
-        Ok(Ok(1)) => Ok(()),
-        Ok(Ok(n)) => Err(format!("SELECT 1 returned {n}")),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("timed out".to_string()),
-    };
-    let upstream = upstream_health(&state).await;
-    let ok = database.is_ok() && upstream.ok;
-    let body = json!({
-        "status": if ok { "ok" } else { "unavailable" },
-        "database": match &database {
-            Ok(()) => "ok".to_string(),
-            Err(e) => format!("error: {e}"),
-        },
-        "upstream": {
-            "status": if upstream.ok { "ok" } else { "error" },
-            "http_status": upstream.status,
-            "latency_ms": upstream.latency_ms,
-            "error": upstream.error,
-        },
-    });
-    let code = if ok {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (
-        code,
-        [(header::CACHE_CONTROL, "no-store")],
-        axum::Json(body),
-    )
-        .into_response()
 }

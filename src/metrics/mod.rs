@@ -128,8 +128,11 @@ pub struct Metrics {
     /// Charged by API dialect, nano-USD.
     spend_by_api: [AtomicI64; 2],
     /// The cached upstream check.
-    pub(crate) upstream_check: tokio::sync::Mutex<Option<(Instant, UpstreamHealth)>>,
+    pub(crate) upstream_check: tokio::sync::Mutex<Option<(Instant, AccountHealth)>>,
 }
+
+/// Each account's last reachability check, by name.
+pub type AccountHealth = Vec<(String, UpstreamHealth)>;
 
 /// What the last upstream reachability check found.
 #[derive(Debug, Clone)]
@@ -424,7 +427,9 @@ pub(crate) fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+pub mod health;
 pub mod http;
+pub mod upstream;
 
 #[cfg(test)]
 mod tests {

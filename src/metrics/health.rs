@@ -1,0 +1,158 @@
+//! `GET /healthz`: the database answers, and upstream can serve — each account probed with a
+//! free `GET <base_url>/models` under its own key (cached 30 s, so probes cannot hammer
+//! DeepSeek), read together with the pool's own view of its accounts. Every account fine:
+//! `ok`; some down but one serving: `degraded` (still 200: customers are served); none can
+//! serve: 503.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::{UPSTREAM_CHECK_TTL, UpstreamHealth};
+use crate::state::AppState;
+use crate::upstream::account::AccountState;
+
+/// Each account's reachability, probed at most every 30 s.
+pub async fn upstream_health(state: &AppState) -> Vec<(String, UpstreamHealth)> {
+    let mut cached = state.metrics.upstream_check.lock().await;
+    if let Some((at, h)) = cached.as_ref()
+        && at.elapsed() < UPSTREAM_CHECK_TTL
+    {
+        return h.clone();
+    }
+    let c = &state.config.upstream;
+    let probes = c.resolved_accounts().into_iter().map(|a| async move {
+        let started = Instant::now();
+        let result = probe(&a, c.connect_timeout_secs).await;
+        let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        (a.name, judge(result, latency_ms))
+    });
+    let h = futures_util::future::join_all(probes).await;
+    *cached = Some((Instant::now(), h.clone()));
+    h
+}
+
+/// What a probe's answer says.
+fn judge(result: Result<u16, String>, latency_ms: u64) -> UpstreamHealth {
+    match result {
+        Ok(status) => {
+            let error = match status {
+                401 | 403 => Some(format!("upstream rejected the API key ({status})")),
+                s if s >= 500 => Some(format!("upstream answered {s}")),
+                _ => None,
+            };
+            UpstreamHealth {
+                ok: error.is_none(),
+                status: Some(status),
+                latency_ms,
+                error,
+            }
+        }
+        Err(e) => UpstreamHealth {
+            ok: false,
+            status: None,
+            latency_ms,
+            error: Some(e),
+        },
+    }
+}
+
+/// `GET <base_url>/models` with an account's key and a 5 s limit: the HTTP status, or why
+/// there was none (never upstream's address or key).
+async fn probe(a: &crate::config::Account, connect_secs: u64) -> Result<u16, String> {
+    let client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(connect_secs.clamp(1, 5)))
+        .timeout(Duration::from_secs(5))
+        .user_agent(concat!("modelrelay/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|_| "cannot build the HTTP client".to_string())?;
+    let resp = client
+        .get(format!("{}/models", a.base_url))
+        .bearer_auth(&a.api_key)
+        .send()
+        .await
+        .map_err(|e| {
+            if e.is_timeout() {
+                "timed out".to_string()
+            } else if e.is_connect() {
+                "cannot connect".to_string()
+            } else {
+                "request failed".to_string()
+            }
+        })?;
+    Ok(resp.status().as_u16())
+}
+
+/// `GET /healthz`.
+pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    let db = state.store.read(|c| {
+        let one: i64 = c.query_row("SELECT 1", [], |r| r.get(0))?;
+        Ok(one)
+    });
+    let database = match tokio::time::timeout(Duration::from_secs(5), db).await {
+        Ok(Ok(1)) => Ok(()),
+        Ok(Ok(n)) => Err(format!("SELECT 1 returned {n}")),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out".to_string()),
+    };
+    let probes = upstream_health(&state).await;
+    let pool = state.upstream.status();
+    let accounts: Vec<Value> = pool
+        .accounts
+        .iter()
+        .map(|a| {
+            let probe = probes.iter().find(|(n, _)| *n == a.name).map(|(_, h)| h);
+            let serving = a.state != AccountState::Disabled && probe.is_some_and(|h| h.ok);
+            json!({
+                "name": a.name,
+                "state": a.state.as_str(),
+                "serving": serving,
+                "http_status": probe.and_then(|h| h.status),
+                "error": probe.and_then(|h| h.error.clone()),
+            })
+        })
+        .collect();
+    let serving = accounts.iter().filter(|a| a["serving"] == true).count();
+    let upstream_status = match serving {
+        0 => "error",
+        n if n == accounts.len() && !pool.degraded() => "ok",
+        _ => "degraded",
+    };
+    let ok = database.is_ok() && serving > 0;
+    let status = match (ok, upstream_status) {
+        (false, _) => "unavailable",
+        (true, "ok") => "ok",
+        _ => "degraded",
+    };
+    // The first account's probe, where one-account installs always read it.
+    let first = probes.first().map(|(_, h)| h);
+    let body = json!({
+        "status": status,
+        "database": match &database {
+            Ok(()) => "ok".to_string(),
+            Err(e) => format!("error: {e}"),
+        },
+        "upstream": {
+            "status": upstream_status,
+            "http_status": first.and_then(|h| h.status),
+            "latency_ms": first.map(|h| h.latency_ms),
+            "error": first.and_then(|h| h.error.clone()),
+            "accounts": accounts,
+        },
+    });
+    let code = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        [(header::CACHE_CONTROL, "no-store")],
+        axum::Json(body),
+    )
+        .into_response()
+}
