@@ -39,3 +39,4 @@ mod python_anthropic;
 mod python_client;
 mod robustness;
 mod shop_orders;
+mod upstream_pool;

@@ -1,0 +1,337 @@
+//! The upstream pool (issue 13) against the real daemon and a simulated DeepSeek playing two
+//! accounts: failover on each failure kind with one ledger row and one charge, caps never
+//! exceeded, the queue then 503, disabled accounts skipped and brought back, balances.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use modelrelay::config::AccountConfig;
+use modelrelay::money::Usd;
+use modelrelay::upstream::simulated::{
+    AccountFault, SimAccount, SimBalance, SimOptions, SimulatedDeepSeek,
+};
+use serde_json::Value;
+
+use crate::common::{SIM_KEY, TestApp, body, request_id, test_config};
+
+/// The second account's key at the simulator.
+pub(super) const SECOND: &str = "sk-simulated-second";
+
+pub(super) fn account(name: &str, key: &str) -> AccountConfig {
+    AccountConfig {
+        name: name.into(),
+        api_key: key.into(),
+        api_key_file: None,
+        base_url: String::new(),
+        weight: 1,
+        max_in_flight: Default::default(),
+    }
+}
+
+/// A daemon in front of one simulator holding two accounts, `first` (the usual test key) and
+/// `second`; `sim` and `f` adjust the simulator's options and the daemon's config.
+pub(super) async fn two_accounts(
+    sim: impl FnOnce(&mut SimOptions),
+    f: impl FnOnce(&mut modelrelay::config::Config),
+) -> TestApp {
+    let mut opts = SimOptions {
+        api_key: SIM_KEY.into(),
+        accounts: vec![SimAccount::new(SECOND)],
+        ..SimOptions::default()
+    };
+    sim(&mut opts);
+    let sim = SimulatedDeepSeek::start(opts).await.expect("simulator");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut c = test_config(dir.path(), &sim);
+    c.upstream.api_key = String::new();
+    c.upstream.accounts = vec![account("first", SIM_KEY), account("second", SECOND)];
+    f(&mut c);
+    TestApp::start(c, sim, dir).await
+}
+
+/// The accounts the simulator saw requests from, in order.
+fn served_by(app: &TestApp) -> Vec<Option<String>> {
+    app.sim
+        .requests()
+        .iter()
+        .map(|r| r.account.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn every_failure_kind_fails_over_once_billed_once() {
+    for (fault, disabled) in [
+        (AccountFault::Status(500), false),
+        (AccountFault::Status(503), false),
+        (AccountFault::Status(429), false),
+        (AccountFault::Status(401), true),
+        (AccountFault::Status(403), true),
+        (AccountFault::Status(402), true),
+    ] {
+        let app = two_accounts(|_| {}, |_| {}).await;
+        let key = app.create_key("trial", None).await;
+        // Make "first" the one chosen (the least loaded, first in order), and fail it.
+        app.sim.set_fault(SIM_KEY, Some(fault.clone()));
+        for stream in [false, true] {
+            let mut b = body("deepseek-v4-flash", "[[sim prompt=10 reply=3]] hi");
+            b["stream"] = stream.into();
+            let resp = app.chat(&key, &b).send().await.unwrap();
+            assert_eq!(resp.status(), 200, "{fault:?}");
+            let rid = request_id(&resp);
+            let _ = resp.text().await;
+            let row = app.wait_ledger_row(&rid).await;
+            assert_eq!(row.account, "second", "{fault:?}");
+            assert_eq!(row.completion_tokens, 3);
+            assert_eq!(row.measured.as_str(), "provider");
+        }
+        // One row and one charge per request, whatever the failover.
+        let (rows, spent) = app.ledger_totals(&key);
+        assert_eq!(rows, 2);
+        assert_eq!(app.key_state(&key).balance().spent, spent);
+        let status = app.daemon.as_ref().unwrap().state.upstream.status();
+        let first = &status.accounts[0];
+        let want = if disabled { "disabled" } else { "cooling" };
+        assert_eq!(first.state.as_str(), want, "{fault:?}");
+        assert!(status.failovers >= 1);
+    }
+}
+
+#[tokio::test]
+async fn a_hung_or_unreachable_account_fails_over_and_4xx_does_not() {
+    // Unreachable: an account whose base URL refuses connections.
+    let app = two_accounts(
+        |_| {},
+        |c| {
+            c.upstream.accounts[0].base_url = "http://127.0.0.1:9".into();
+            c.upstream.idle_timeout_secs = 1;
+        },
+    )
+    .await;
+    let key = app.create_key("trial", None).await;
+    let resp = app
+        .chat(&key, &body("deepseek-v4-flash", "[[sim reply=2]] hi"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        app.wait_ledger_row(&request_id(&resp)).await.account,
+        "second"
+    );
+    // Hanging before its first byte (timeout) fails over too.
+    let app = two_accounts(|_| {}, |c| c.upstream.idle_timeout_secs = 1).await;
+    let key = app.create_key("trial", None).await;
+    app.sim.set_fault(SIM_KEY, Some(AccountFault::Hang));
+    let resp = app
+        .chat(&key, &body("deepseek-v4-flash", "[[sim reply=2]] hi"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        app.wait_ledger_row(&request_id(&resp)).await.account,
+        "second"
+    );
+    // The request's own fault (400/422) is not retried elsewhere.
+    let resp = app
+        .chat(&key, &body("deepseek-v4-flash", "[[sim fail=422]] hi"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 422);
+    let seen = served_by(&app);
+    assert_eq!(seen.iter().filter(|a| a.is_some()).count(), seen.len());
+    assert_eq!(
+        app.sim
+            .requests()
+            .iter()
+            .filter(|r| r.body.to_string().contains("fail=422"))
+            .count(),
+        1,
+        "one attempt"
+    );
+}
+
+#[tokio::test]
+async fn when_no_account_can_serve_the_customer_gets_one_error_and_pays_nothing() {
+    let app = two_accounts(|_| {}, |_| {}).await;
+    let key = app.create_key("trial", None).await;
+    app.sim.set_fault(SIM_KEY, Some(AccountFault::Status(500)));
+    app.sim.set_fault(SECOND, Some(AccountFault::Status(503)));
+    let resp = app
+        .chat(&key, &body("deepseek-v4-flash", "[[sim reply=2]] hi"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "upstream_error");
+    // Each account tried once.
+    assert_eq!(app.sim.requests().len(), 2);
+    assert_eq!(app.key_state(&key).balance().spent, Usd::ZERO);
+}
+
+#[tokio::test]
+async fn caps_are_never_exceeded_and_a_full_pool_queues_then_answers_503() {
+    let app = Arc::new(
+        two_accounts(
+            |_| {},
+            |c| {
+                for a in &mut c.upstream.accounts {
+                    a.max_in_flight.insert("deepseek-v4-flash".into(), 5);
+                }
+                c.upstream.queue_timeout_ms = 20_000;
+                if let Some(p) = c.plans.get_mut("trial") {
+                    p.rpm = 1000;
+                }
+            },
+        )
+        .await,
+    );
+    let key = app.create_key("trial", None).await;
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let (app, key) = (app.clone(), key.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut b = body("deepseek-v4-flash", "[[sim reply=5 delay_ms=20]] go");
+            b["stream"] = true.into();
+            let resp = app.chat(&key, &b).send().await.unwrap();
+            let status = resp.status().as_u16();
+            let text = resp.text().await.unwrap();
+            (status, text.trim_end().ends_with("data: [DONE]"))
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), (200, true), "queued, then served");
+    }
+    for k in [SIM_KEY, SECOND] {
+        let max = app.sim.max_in_flight(k);
+        assert!(max <= 5, "{k}: {max} in flight at once, cap 5");
+        assert!(max >= 1);
+    }
+    // Queue timeout short, every slot held: 503 upstream_busy with Retry-After.
+    let app = two_accounts(
+        |_| {},
+        |c| {
+            for a in &mut c.upstream.accounts {
+                a.max_in_flight.insert("deepseek-v4-flash".into(), 1);
+            }
+            c.upstream.queue_timeout_ms = 300;
+        },
+    )
+    .await;
+    let key = app.create_key("trial", None).await;
+    app.sim
+        .set_fault(SIM_KEY, Some(AccountFault::Delay(Duration::from_secs(3))));
+    app.sim
+        .set_fault(SECOND, Some(AccountFault::Delay(Duration::from_secs(3))));
+    let slow = |app: &TestApp| {
+        app.chat(&key, &body("deepseek-v4-flash", "[[sim reply=1]] hold"))
+            .send()
+    };
+    let (a, b) = (slow(&app), slow(&app));
+    let holders = tokio::spawn(async move { futures_util::future::join(a, b).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let resp = app
+        .chat(&key, &body("deepseek-v4-flash", "[[sim reply=1]] late"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert!(resp.headers().contains_key("retry-after"));
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "upstream_busy");
+    assert_eq!(v["error"]["type"], "server_error");
+    let (a, b) = holders.await.unwrap();
+    assert_eq!(
+        (a.unwrap().status().as_u16(), b.unwrap().status().as_u16()),
+        (200, 200)
+    );
+}
+
+#[tokio::test]
+async fn a_disabled_account_is_skipped_until_enabled_or_probed_back() {
+    let app = two_accounts(|_| {}, |c| c.upstream.probe_secs = 1).await;
+    let key = app.create_key("trial", None).await;
+    // Out of money: 402 on chat, is_available false on the balance endpoint.
+    app.sim
+        .set_balance(SIM_KEY, Some(SimBalance::usd(Usd::ZERO)));
+    let send = || {
+        app.chat(&key, &body("deepseek-v4-flash", "[[sim reply=1]] hi"))
+            .send()
+    };
+    let r = send().await.unwrap();
+    assert_eq!(app.wait_ledger_row(&request_id(&r)).await.account, "second");
+    let before = app.sim.requests_of(SIM_KEY).len();
+    for _ in 0..3 {
+        let r = send().await.unwrap();
+        assert_eq!(app.wait_ledger_row(&request_id(&r)).await.account, "second");
+    }
+    assert_eq!(
+        app.sim.requests_of(SIM_KEY).len(),
+        before,
+        "skipped while disabled"
+    );
+    // Money back: the probe (every second here) finds it available and brings it back.
+    app.sim
+        .set_balance(SIM_KEY, Some(SimBalance::usd(Usd::from_dollars(50))));
+    let state = &app.daemon.as_ref().unwrap().state;
+    let mut back = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if state.upstream.status().accounts[0].state.as_str() == "healthy" {
+            back = true;
+            break;
+        }
+    }
+    assert!(back, "the probe brought the account back");
+    // The operator: disable, then enable again.
+    assert!(state.upstream.set_enabled("first", false).is_some());
+    for _ in 0..3 {
+        let r = send().await.unwrap();
+        assert_eq!(app.wait_ledger_row(&request_id(&r)).await.account, "second");
+    }
+    assert!(state.upstream.set_enabled("first", true).is_some());
+    app.sim.set_fault(SECOND, Some(AccountFault::Status(500)));
+    let r = send().await.unwrap();
+    assert_eq!(app.wait_ledger_row(&request_id(&r)).await.account, "first");
+}
+
+#[tokio::test]
+async fn off_peak_dates_are_priced_off_peak() {
+    let today = chrono::Utc::now()
+        .date_naive()
+        .format("%Y-%m-%d")
+        .to_string();
+    let all_day = |c: &mut modelrelay::config::Config| {
+        c.pricing.peak_hours_utc = vec!["00:00-24:00".into()];
+        c.pricing.peak_days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+            .map(String::from)
+            .to_vec();
+    };
+    let peak = TestApp::spawn_with(all_day).await;
+    let holiday = TestApp::spawn_with(move |c| {
+        all_day(c);
+        c.pricing.off_peak_dates = vec![today.clone()];
+    })
+    .await;
+    for (app, want) in [(&peak, "peak"), (&holiday, "off_peak")] {
+        let key = app.create_key("trial", None).await;
+        let resp = app
+            .chat(
+                &key,
+                &body("deepseek-v4-flash", "[[sim prompt=100 reply=10]] hi"),
+            )
+            .send()
+            .await
+            .unwrap();
+        let row = app.wait_ledger_row(&request_id(&resp)).await;
+        assert_eq!(row.period.as_str(), want);
+        let per_token = if want == "peak" {
+            [300, 1200]
+        } else {
+            [150, 600]
+        };
+        assert_eq!(row.cost.nanos(), 100 * per_token[0] + 10 * per_token[1]);
+    }
+}
