@@ -71,7 +71,7 @@ async fn every_failure_kind_fails_over_once_billed_once() {
         let app = two_accounts(|_| {}, |_| {}).await;
         let key = app.create_key("trial", None).await;
         // Make "first" the one chosen (the least loaded, first in order), and fail it.
-        app.sim.set_fault(SIM_KEY, Some(fault.clone()));
+        app.sim.set_fault(SIM_KEY, Some(fault));
         for stream in [false, true] {
             let mut b = body("deepseek-v4-flash", "[[sim prompt=10 reply=3]] hi");
             b["stream"] = stream.into();
