@@ -47,10 +47,43 @@ pub struct Config {
     pub paypal: PaypalConfig,
     /// When peak prices apply.
     pub pricing: PricingConfig,
+    /// How durable the ledger is.
+    pub store: StoreConfig,
     /// Models sold, by public name.
     pub models: BTreeMap<String, ModelConfig>,
     /// Plans sold, by id (used in URLs and keys).
     pub plans: BTreeMap<String, PlanConfig>,
+}
+
+/// `[store]`: how durable a committed ledger row is.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `full`: a response's last byte leaves only after its ledger row is on disk. `normal`:
+    /// after it is in the OS (safe against a crashed or killed process); the disk is synced
+    /// every `sync_interval_ms`, which bounds what a power loss can drop.
+    pub sync: SyncMode,
+    /// In `normal` mode, how often the ledger is synced to disk, in milliseconds.
+    pub sync_interval_ms: u64,
+}
+
+/// `store.sync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    /// Every commit is on disk before it is acknowledged.
+    Full,
+    /// Every commit is in the OS before it is acknowledged; on disk within the sync interval.
+    Normal,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            sync: SyncMode::Full,
+            sync_interval_ms: 200,
+        }
+    }
 }
 
 /// `[server]`
@@ -418,6 +451,7 @@ impl Default for Config {
             upstream: UpstreamConfig::default(),
             paypal: PaypalConfig::default(),
             pricing: PricingConfig::default(),
+            store: StoreConfig::default(),
             models: BTreeMap::from([(f.to_string(), flash), ("deepseek-v4-pro".into(), pro)]),
             plans: BTreeMap::from([
                 ("trial".into(), plan("Trial", 1, 30, &[f])),

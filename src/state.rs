@@ -175,7 +175,17 @@ impl AppState {
             .clone()
             .unwrap_or_else(|| data_dir.join("secret.key"));
         let sealer = Sealer::load_or_create(&secret_path)?;
-        let (store, records) = Store::open(&data_dir.join("modelrelay.db")).await?;
+        let (store, records) = Store::open_with(
+            &data_dir.join("modelrelay.db"),
+            config.store.sync,
+            Duration::from_millis(config.store.sync_interval_ms),
+        )
+        .await?;
+        tracing::info!(
+            sync = ?config.store.sync,
+            interval_ms = config.store.sync_interval_ms,
+            "ledger durability"
+        );
         let catalog = Catalog::from_config(&config).map_err(StartError::Config)?;
         for r in &records {
             if catalog.plan(&r.plan).is_none() {

@@ -34,6 +34,11 @@ struct Setup {
 
 impl Setup {
     async fn new(drain_secs: u64) -> Setup {
+        Setup::with_sync(drain_secs, "full").await
+    }
+
+    /// A setup whose daemon runs with `store.sync = sync`.
+    async fn with_sync(drain_secs: u64, sync: &str) -> Setup {
         let sim = SimulatedDeepSeek::start(SimOptions {
             api_key: SIM_KEY.into(),
             ..SimOptions::default()
@@ -58,6 +63,9 @@ request_timeout_secs = 300
 
 [pricing]
 peak_hours_utc = []
+
+[store]
+sync = {sync:?}
 
 [plans.trial]
 rpm = 100000
@@ -424,7 +432,17 @@ fn key_books(db: &rusqlite::Connection) -> Vec<(String, i64, i64, i64)> {
 
 #[tokio::test]
 async fn kill_9_under_load_loses_no_received_response_and_balances_match_the_ledger() {
-    let setup = Setup::new(10).await;
+    kill_9_under_load("full").await;
+}
+
+#[tokio::test]
+async fn kill_9_under_load_with_sync_normal_loses_no_received_response_either() {
+    // The row is in the OS before the last byte leaves: a killed process loses nothing.
+    kill_9_under_load("normal").await;
+}
+
+async fn kill_9_under_load(sync: &str) {
+    let setup = Setup::with_sync(10, sync).await;
     let mut served = setup.serve().await;
     let mut keys = Vec::new();
     for _ in 0..3 {

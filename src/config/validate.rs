@@ -36,6 +36,12 @@ impl Config {
         let mut e = Vec::new();
         self.check_server(&mut e);
         self.check_upstream(&mut e);
+        if self.store.sync_interval_ms == 0 || self.store.sync_interval_ms > 60_000 {
+            e.push(format!(
+                "store.sync_interval_ms = {} must be between 1 and 60000",
+                self.store.sync_interval_ms
+            ));
+        }
         if !self.paypal.api_base.is_empty() && !is_http_url(&self.paypal.api_base) {
             e.push(format!(
                 "paypal.api_base = {:?} must start with http:// or https://",

@@ -10,14 +10,19 @@ mod error;
 pub mod keys;
 mod migrate;
 pub mod orders;
+mod sync;
 pub mod usage;
 mod write;
 mod writer;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::config::SyncMode;
 use crate::keys::KeyRecord;
 pub use backup::BackupError;
 pub use error::StoreError;
@@ -34,18 +39,35 @@ pub struct Store {
 }
 
 impl Store {
-    /// Open (creating) `<data_dir>/modelrelay.db`, migrate, start the writer; returns the keys.
+    /// Open (creating) `<data_dir>/modelrelay.db` with full durability, migrate, start the
+    /// writer; returns the keys.
     pub async fn open(path: &Path) -> Result<(Store, Vec<KeyRecord>), StoreError> {
+        Store::open_with(path, SyncMode::Full, Duration::from_millis(200)).await
+    }
+
+    /// [`Store::open`] with a durability mode (`store.sync`): `Full`, every commit is on disk
+    /// before it is acknowledged; `Normal`, in the OS (a killed process loses nothing), and a
+    /// task syncs the WAL to disk every `interval` after commits, which bounds what a power
+    /// loss can drop (rows whose charges are then lost: it only ever favours the customer).
+    pub async fn open_with(
+        path: &Path,
+        sync: SyncMode,
+        interval: Duration,
+    ) -> Result<(Store, Vec<KeyRecord>), StoreError> {
         private_files(path)?;
         let writer = tokio_rusqlite::Connection::open(path).await?;
+        let synchronous = match sync {
+            SyncMode::Full => "FULL",
+            SyncMode::Normal => "NORMAL",
+        };
         writer
-            .call(|c| -> Result<(), StoreError> {
-                c.execute_batch(
+            .call(move |c| -> Result<(), StoreError> {
+                c.execute_batch(&format!(
                     "PRAGMA journal_mode = WAL;
-                     PRAGMA synchronous = FULL;
+                     PRAGMA synchronous = {synchronous};
                      PRAGMA foreign_keys = ON;
-                     PRAGMA busy_timeout = 5000;",
-                )?;
+                     PRAGMA busy_timeout = 5000;"
+                ))?;
                 // Throughput of the writer (see benches/ledger.rs), neither changes durability:
                 // the random `request_id` index is written all over, so a cache that holds its
                 // hot pages saves re-reading them, and checkpointing every ~40 MiB of WAL rather
@@ -66,7 +88,16 @@ impl Store {
             })
             .await?;
         let (jobs, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run_writer(writer, rx));
+        let commits = Arc::new(AtomicU64::new(0));
+        tokio::spawn(run_writer(writer, rx, commits.clone()));
+        if sync == SyncMode::Normal {
+            tokio::spawn(sync::every(
+                path.to_path_buf(),
+                interval,
+                commits,
+                jobs.downgrade(),
+            ));
+        }
         Ok((
             Store {
                 jobs,

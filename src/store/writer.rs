@@ -20,6 +20,7 @@ pub(super) enum Job {
 pub(super) async fn run_writer(
     conn: tokio_rusqlite::Connection,
     mut rx: mpsc::UnboundedReceiver<Job>,
+    commits: std::sync::Arc<std::sync::atomic::AtomicU64>,
 ) {
     let mut closing: Option<oneshot::Sender<()>> = None;
     while closing.is_none() {
@@ -40,6 +41,8 @@ pub(super) async fn run_writer(
             continue;
         }
         commit_batch(&conn, batch).await;
+        // The durability task (`store.sync = "normal"`) syncs after commits it has not seen.
+        commits.fetch_add(1, std::sync::atomic::Ordering::Release);
     }
     // Stop taking work, then finish what was queued before the close request took effect.
     rx.close();
