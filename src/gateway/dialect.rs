@@ -47,7 +47,7 @@ pub trait Dialect: Send + Sync + 'static {
 }
 
 /// What the pipeline needs of a parsed request, whatever its dialect.
-pub trait ClientRequest: Send + 'static {
+pub trait ClientRequest: Send + Sized + 'static {
     /// The model name the client asked for.
     fn model(&self) -> &str;
     /// Streamed?
@@ -58,7 +58,8 @@ pub trait ClientRequest: Send + 'static {
     fn prompt_estimate(&self) -> u64;
     /// The body for upstream: the client's fields, with what the gateway owns replaced
     /// (model, the key's id as the end-user id, the budget-lowered `max_tokens`).
-    fn upstream_body(&self, upstream_model: &str, user_id: &str, max_tokens: u64) -> Vec<u8>;
+    /// Consumes the request: its parsed body is edited in place, not copied.
+    fn upstream_body(self, upstream_model: &str, user_id: &str, max_tokens: u64) -> Vec<u8>;
 }
 
 /// A whole answer, read.

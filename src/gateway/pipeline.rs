@@ -56,13 +56,12 @@ fn start<D: Dialect>(
         .map(|r| r.0.clone())
         .unwrap_or_default();
     let req = a.request;
-    let body = req.upstream_body(&a.model.upstream, &a.key.id, a.hold.max_tokens);
     let stream = req
         .stream()
         .then(|| D::stream(&req, PublicModel::new(&a.model.name)));
     let prompt_estimate = req.prompt_estimate();
-    // The parsed body can be many times the raw size; it is not needed past this point.
-    drop(req);
+    // The parsed body (many times the raw size) is consumed into upstream's body here.
+    let body = req.upstream_body(&a.model.upstream, &a.key.id, a.hold.max_tokens);
     state.activity.emit(ActivityEvent::RequestStarted {
         request_id: request_id.clone(),
         key_id: a.key.id.clone(),

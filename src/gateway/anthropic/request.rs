@@ -182,8 +182,8 @@ impl ClientRequest for MessagesRequest {
         self.prompt_estimate
     }
 
-    fn upstream_body(&self, upstream_model: &str, user_id: &str, max_tokens: u64) -> Vec<u8> {
-        let mut body = self.body.clone();
+    fn upstream_body(self, upstream_model: &str, user_id: &str, max_tokens: u64) -> Vec<u8> {
+        let mut body = self.body;
         body.insert("model".into(), Value::String(upstream_model.into()));
         body.insert("max_tokens".into(), Value::from(max_tokens));
         let mut metadata = match body.remove("metadata") {

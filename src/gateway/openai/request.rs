@@ -204,13 +204,14 @@ impl ClientRequest for ChatRequest {
 
     /// The client's fields, with what the gateway owns replaced; a stream always asks
     /// upstream for usage.
-    fn upstream_body(&self, upstream_model: &str, user_id: &str, max_tokens: u64) -> Vec<u8> {
-        let mut body = self.body.clone();
+    fn upstream_body(self, upstream_model: &str, user_id: &str, max_tokens: u64) -> Vec<u8> {
+        let stream = self.stream;
+        let mut body = self.body;
         body.insert("model".into(), Value::String(upstream_model.into()));
         body.insert("user_id".into(), Value::String(user_id.into()));
         body.remove("max_completion_tokens");
         body.insert("max_tokens".into(), Value::from(max_tokens));
-        if self.stream {
+        if stream {
             let mut opts = match body.remove("stream_options") {
                 Some(Value::Object(o)) => o,
                 _ => Map::new(),
