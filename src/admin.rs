@@ -111,7 +111,7 @@ pub fn find_key(state: &AppState, needle: &str) -> Result<Arc<KeyState>, AdminEr
             .keys
             .all()
             .into_iter()
-            .filter(|k| k.prefix.trim_end_matches('…').starts_with(stem))
+            .filter(|k| k.prefix().trim_end_matches('…').starts_with(stem))
             .collect();
         return match hits.len() {
             1 => Ok(hits[0].clone()),
@@ -189,12 +189,13 @@ pub fn prepare_key(state: &AppState, new: NewKey) -> Result<(KeyRecord, String),
 pub fn install_key(state: &AppState, record: KeyRecord) -> Arc<KeyState> {
     let rpm = state.catalog.rpm_of(&record.plan);
     let budget = record.budget;
+    let hash = record.hash;
     let key = Arc::new(KeyState::from_record(record, rpm));
-    state.keys.insert(key.clone());
+    state.keys.insert(hash, key.clone());
     state.activity.emit(ActivityEvent::KeyCreated {
         key: key_view(&key),
     });
-    tracing::info!(key_id = %key.id, plan = %key.plan, budget = %budget, "key created");
+    tracing::info!(key_id = %key.id, plan = %key.plan(), budget = %budget, "key created");
     key
 }
 

@@ -184,8 +184,14 @@ impl AppState {
         }
         let keys = Arc::new(KeyTable::new(records.into_iter().map(|r| {
             let rpm = catalog.rpm_of(&r.plan);
-            KeyState::from_record(r, rpm)
+            (r.hash, KeyState::from_record(r, rpm))
         })));
+        // Which notices of the current crossing each key has had, so a restart sends none twice.
+        for (key_id, low, exhausted) in store.read(crate::store::mail::notice_flags).await? {
+            if let Some(k) = keys.by_id(&key_id) {
+                k.restore_notices(low, exhausted);
+            }
+        }
         let upstream = Upstream::new(&config.upstream)?;
         let paypal = if config.paypal.client_id.is_empty() {
             tracing::warn!("paypal.client_id is empty: the storefront cannot take payments");

@@ -372,7 +372,7 @@ async fn a_stream_in_flight_shows_in_snapshots_with_growing_output() {
     }
     let first = first.expect("the stream shows in flight with output");
     assert_eq!(first.key_id, app.key_state(&key).id);
-    assert_eq!(first.key_prefix, app.key_state(&key).prefix);
+    assert_eq!(first.key_prefix, app.key_state(&key).prefix());
     assert_eq!(
         (first.plan.as_str(), first.model.as_str()),
         ("trial", FLASH)

@@ -432,7 +432,7 @@ async fn buy_the_trial(c: &Client, base: &str, price: Usd, shots: &Path) -> (Str
 /// request is in the ledger when this returns).
 async fn assert_the_key_works(app: &TestApp, key: &str, order_id: &str, budget: Usd) {
     let ks = app.key_state(key);
-    assert_eq!(ks.plan, "trial");
+    assert_eq!(ks.plan(), "trial");
     assert_eq!(ks.balance().budget, budget);
     assert_eq!(ks.status(), KeyStatus::Active);
     assert_eq!(ks.email.as_deref(), Some(EMAIL));

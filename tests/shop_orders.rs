@@ -170,7 +170,7 @@ async fn a_purchase_yields_a_working_key_with_the_plans_budget() {
         .to_string();
     assert!(key.starts_with("sk-gateway-"));
     let ks = app.key_state(&key);
-    assert_eq!(ks.plan, "starter");
+    assert_eq!(ks.plan(), "starter");
     assert_eq!(ks.balance().budget.to_string(), "6.50");
     assert_eq!(ks.email.as_deref(), Some("Buyer@Example.com"));
     assert_eq!(order_status(&app, &order_id), "paid");

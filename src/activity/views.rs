@@ -18,8 +18,8 @@ pub fn key_view(k: &KeyState) -> KeyView {
     let b = k.balance();
     KeyView {
         id: k.id.clone(),
-        prefix: k.prefix.clone(),
-        plan: k.plan.clone(),
+        prefix: k.prefix(),
+        plan: k.plan(),
         status: k.status(),
         budget_usd: b.budget,
         spent_usd: b.spent,

@@ -301,7 +301,7 @@ pub async fn settle(state: &AppState, ctx: &RequestCtx, o: Outcome) -> UsageRow 
 fn mark_if_exhausted(state: &AppState, key: &KeyState, now: DateTime<Utc>) {
     let threshold = state
         .catalog
-        .plan(&key.plan)
+        .plan(&key.plan())
         .map_or(Usd::from_nanos(1), |p| p.exhausted_below);
     if key.mark_exhausted_below(threshold) {
         state.store.write_later(Write::MarkExhausted {

@@ -2,18 +2,23 @@
 //! key identification (which key a request presents) in [`identify`].
 //!
 //! The database is the record, this table is the working copy: it is loaded at start-up and
-//! every change goes to both (memory first, then the writer). The request path only ever reads
-//! this table, with no lock: the maps sit behind an `ArcSwap` (copy on write — keys are created
-//! rarely) and each balance is a set of atomics changed by compare-and-swap.
+//! every change goes to both. The request path only ever reads this table, with no lock: the
+//! maps sit behind an `ArcSwap` (copy on write — keys are created rarely; [`KeyTable`]) and
+//! each balance is a set of atomics changed by compare-and-swap.
+//!
+//! A key's [`KeyState`] lives as long as the key, whatever happens to it: a top-up adds to its
+//! atomics, a plan upgrade swaps its plan and rate limiter, a rotation swaps its display prefix
+//! (and which hash leads to it in the table). Requests in flight hold the same `Arc` and settle
+//! on the same balance throughout.
 
 pub mod identify;
 pub mod seal;
+mod table;
 pub mod token;
 
-use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
@@ -23,6 +28,7 @@ use governor::{Quota, RateLimiter, clock::DefaultClock, state::InMemoryState, st
 use crate::money::Usd;
 
 pub use crate::status::KeyStatus;
+pub use table::KeyTable;
 
 /// A key as stored: what is needed to rebuild its in-memory state.
 #[derive(Debug, Clone)]
@@ -64,12 +70,6 @@ type Limiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformati
 pub struct KeyState {
     /// Id.
     pub id: String,
-    /// SHA-256 of the full key.
-    pub hash: [u8; 32],
-    /// Display prefix.
-    pub prefix: String,
-    /// Plan id.
-    pub plan: String,
     /// Buyer's email, when sold.
     pub email: Option<String>,
     /// Operator's note.
@@ -78,14 +78,47 @@ pub struct KeyState {
     pub order_id: Option<String>,
     /// Minted at.
     pub created_at: DateTime<Utc>,
+    /// Display prefix (`sk-gateway-AbCd…`); replaced when the key's text is.
+    prefix: ArcSwap<String>,
+    /// Plan id; a top-up on a dearer plan moves the key to it.
+    plan: ArcSwap<String>,
     status: AtomicU8,
     budget: AtomicI64,
     spent: AtomicI64,
     available: AtomicI64,
     requests: AtomicU64,
     last_used_ms: AtomicI64,
-    limiter: Limiter,
-    rpm: u32,
+    /// The plan's RPM, and its limiter (both replaced with the plan).
+    limiter: ArcSwap<Limiter>,
+    rpm: AtomicU32,
+    /// The notices of the current crossing already queued ([`Notice`] bits).
+    notices: AtomicU8,
+}
+
+/// A notice sent once per crossing of its threshold (a top-up re-arms it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    /// Remaining fell below a fifth of the budget.
+    LowBalance,
+    /// The key ran out of money.
+    Exhausted,
+}
+
+impl Notice {
+    fn bit(self) -> u8 {
+        match self {
+            Notice::LowBalance => 1,
+            Notice::Exhausted => 2,
+        }
+    }
+}
+
+/// Remaining below this share of the budget (as 1/N) is a low balance.
+pub const LOW_BALANCE_DIVISOR: i64 = 5;
+
+fn limiter_of(rpm: u32) -> Limiter {
+    let quota = Quota::per_minute(NonZeroU32::new(rpm).unwrap_or(NonZeroU32::MIN));
+    RateLimiter::direct(quota).with_middleware::<StateInformationMiddleware>()
 }
 
 /// A consistent-enough reading of a key's money (each field is read once, atomically).
@@ -123,13 +156,11 @@ impl KeyState {
     /// Build the live state from a stored record and the plan's RPM.
     pub fn from_record(r: KeyRecord, rpm: u32) -> KeyState {
         let rpm = rpm.max(1);
-        let quota = Quota::per_minute(NonZeroU32::new(rpm).unwrap_or(NonZeroU32::MIN));
         let available = r.budget.saturating_sub(r.spent).nanos().max(0);
         KeyState {
             id: r.id,
-            hash: r.hash,
-            prefix: r.prefix,
-            plan: r.plan,
+            prefix: ArcSwap::from_pointee(r.prefix),
+            plan: ArcSwap::from_pointee(r.plan),
             email: r.email,
             note: r.note,
             order_id: r.order_id,
@@ -140,9 +171,34 @@ impl KeyState {
             available: AtomicI64::new(available),
             requests: AtomicU64::new(r.requests),
             last_used_ms: AtomicI64::new(r.last_used_at.map_or(0, |t| t.timestamp_millis())),
-            limiter: RateLimiter::direct(quota).with_middleware::<StateInformationMiddleware>(),
-            rpm,
+            limiter: ArcSwap::from_pointee(limiter_of(rpm)),
+            rpm: AtomicU32::new(rpm),
+            notices: AtomicU8::new(0),
         }
+    }
+
+    /// Display prefix (`sk-gateway-AbCd…`).
+    pub fn prefix(&self) -> String {
+        self.prefix.load().as_ref().clone()
+    }
+
+    /// Plan id.
+    pub fn plan(&self) -> String {
+        self.plan.load().as_ref().clone()
+    }
+
+    /// The key's text was replaced: its new display prefix.
+    pub fn set_prefix(&self, prefix: String) {
+        self.prefix.store(Arc::new(prefix));
+    }
+
+    /// Move the key to `plan`, whose RPM is `rpm`: its models apply from the next request, and
+    /// its rate limiter starts afresh at the new RPM.
+    pub fn set_plan(&self, plan: String, rpm: u32) {
+        let rpm = rpm.max(1);
+        self.limiter.store(Arc::new(limiter_of(rpm)));
+        self.rpm.store(rpm, Ordering::Release);
+        self.plan.store(Arc::new(plan));
     }
 
     /// Current status.
@@ -182,22 +238,24 @@ impl KeyState {
 
     /// Take one request from the RPM allowance.
     pub fn check_rate(&self) -> RateCheck {
-        let per_request = std::time::Duration::from_secs(60) / self.rpm;
-        match self.limiter.check() {
+        let limiter = self.limiter.load();
+        let rpm = self.rpm.load(Ordering::Acquire).max(1);
+        let per_request = std::time::Duration::from_secs(60) / rpm;
+        match limiter.check() {
             Ok(snap) => {
                 let remaining = snap.remaining_burst_capacity();
                 RateCheck {
                     allowed: true,
-                    limit: self.rpm,
+                    limit: rpm,
                     remaining,
-                    reset: per_request * self.rpm.saturating_sub(remaining),
+                    reset: per_request * rpm.saturating_sub(remaining),
                 }
             }
             Err(not_until) => RateCheck {
                 allowed: false,
-                limit: self.rpm,
+                limit: rpm,
                 remaining: 0,
-                reset: not_until.wait_time_from(governor::clock::Clock::now(self.limiter.clock())),
+                reset: not_until.wait_time_from(governor::clock::Clock::now(limiter.clock())),
             },
         }
     }
@@ -291,70 +349,70 @@ impl KeyState {
         );
         self.status()
     }
-}
 
-#[derive(Default)]
-struct Maps {
-    by_hash: HashMap<[u8; 32], Arc<KeyState>>,
-    by_id: HashMap<String, Arc<KeyState>>,
-}
-
-/// Every key, by hash (the request path) and by id (admin and billing).
-#[derive(Default)]
-pub struct KeyTable {
-    maps: ArcSwap<Maps>,
-}
-
-impl KeyTable {
-    /// A table holding `keys`.
-    pub fn new(keys: impl IntoIterator<Item = KeyState>) -> KeyTable {
-        let mut maps = Maps::default();
-        for k in keys {
-            let k = Arc::new(k);
-            maps.by_hash.insert(k.hash, k.clone());
-            maps.by_id.insert(k.id.clone(), k);
-        }
-        KeyTable {
-            maps: ArcSwap::from_pointee(maps),
+    /// Take back up to `amount` of budget (a refunded top-up), never more than is available
+    /// now: money held by requests in flight stays theirs, so the balance cannot go below zero
+    /// when they settle. Returns what was taken.
+    pub fn take_back(&self, amount: Usd) -> Usd {
+        let want = amount.nanos().max(0);
+        let mut current = self.available.load(Ordering::Acquire);
+        loop {
+            let take = want.min(current.max(0));
+            match self.available.compare_exchange_weak(
+                current,
+                current - take,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    self.budget.fetch_sub(take, Ordering::AcqRel);
+                    return Usd::from_nanos(take);
+                }
+                Err(now) => current = now,
+            }
         }
     }
 
-    /// Look a key up by the SHA-256 of its full text.
-    pub fn by_hash(&self, hash: &[u8; 32]) -> Option<Arc<KeyState>> {
-        self.maps.load().by_hash.get(hash).cloned()
+    /// Give back what [`KeyState::take_back`] took (its record could not be written).
+    pub fn untake(&self, amount: Usd) {
+        self.budget.fetch_add(amount.nanos(), Ordering::AcqRel);
+        self.available.fetch_add(amount.nanos(), Ordering::AcqRel);
     }
 
-    /// Look a key up by id.
-    pub fn by_id(&self, id: &str) -> Option<Arc<KeyState>> {
-        self.maps.load().by_id.get(id).cloned()
+    /// Is the remaining balance below a fifth of the budget?
+    pub fn is_low(&self) -> bool {
+        let b = self.balance();
+        b.remaining().nanos().saturating_mul(LOW_BALANCE_DIVISOR) < b.budget.nanos()
     }
 
-    /// Add a key (copy on write: keys are minted rarely, read on every request).
-    pub fn insert(&self, key: Arc<KeyState>) {
-        self.maps.rcu(|old| {
-            let mut by_hash = old.by_hash.clone();
-            let mut by_id = old.by_id.clone();
-            by_hash.insert(key.hash, key.clone());
-            by_id.insert(key.id.clone(), key.clone());
-            Maps { by_hash, by_id }
-        });
+    /// Note that `notice` is due for the current crossing; true the first time only, so one
+    /// crossing queues one notice however many requests settle at once.
+    pub fn first_crossing(&self, notice: Notice) -> bool {
+        self.notices.fetch_or(notice.bit(), Ordering::AcqRel) & notice.bit() == 0
     }
 
-    /// Every key, oldest first.
-    pub fn all(&self) -> Vec<Arc<KeyState>> {
-        let mut v: Vec<_> = self.maps.load().by_id.values().cloned().collect();
-        v.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
-        v
+    /// Re-arm the notices whose threshold the balance is above again (after a top-up).
+    pub fn rearm_notices(&self) {
+        let mut clear = 0;
+        if !self.is_low() {
+            clear |= Notice::LowBalance.bit();
+        }
+        if self.status() == KeyStatus::Active {
+            clear |= Notice::Exhausted.bit();
+        }
+        self.notices.fetch_and(!clear, Ordering::AcqRel);
     }
 
-    /// Number of keys.
-    pub fn len(&self) -> usize {
-        self.maps.load().by_id.len()
-    }
-
-    /// True when there are no keys.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    /// The notice state loaded from the database at start-up.
+    pub fn restore_notices(&self, low_sent: bool, exhausted_sent: bool) {
+        let mut bits = 0;
+        if low_sent {
+            bits |= Notice::LowBalance.bit();
+        }
+        if exhausted_sent {
+            bits |= Notice::Exhausted.bit();
+        }
+        self.notices.store(bits, Ordering::Release);
     }
 }
 
@@ -432,6 +490,58 @@ mod tests {
         assert_eq!(k.available().nanos(), 10);
         assert!(k.revoke());
         assert_eq!(k.top_up(Usd::from_nanos(10)), KeyStatus::Revoked);
+    }
+
+    #[test]
+    fn take_back_never_takes_what_requests_hold() {
+        let k = KeyState::from_record(record(1000), 60);
+        let (h, ()) = k.try_hold(|_| Ok::<_, ()>((Usd::from_nanos(300), ()))).unwrap();
+        // 700 available, 300 held: a refund of 900 takes the 700 only.
+        assert_eq!(k.take_back(Usd::from_nanos(900)).nanos(), 700);
+        assert_eq!(k.available(), Usd::ZERO);
+        let (charged, remaining) = k.settle(h, Usd::from_nanos(300), Utc::now());
+        assert_eq!((charged.nanos(), remaining.nanos()), (300, 0));
+        k.untake(Usd::from_nanos(50));
+        assert_eq!(k.balance().remaining().nanos(), 50);
+    }
+
+    #[test]
+    fn notices_fire_once_per_crossing_and_rearm_above_the_threshold() {
+        let k = KeyState::from_record(record(1000), 60);
+        assert!(!k.is_low());
+        let (h, ()) = k.try_hold(|_| Ok::<_, ()>((Usd::from_nanos(900), ()))).unwrap();
+        k.settle(h, Usd::from_nanos(900), Utc::now());
+        assert!(k.is_low());
+        assert!(k.first_crossing(Notice::LowBalance));
+        assert!(!k.first_crossing(Notice::LowBalance));
+        assert!(k.first_crossing(Notice::Exhausted));
+        k.rearm_notices();
+        assert!(!k.first_crossing(Notice::LowBalance), "still low: not re-armed");
+        k.top_up(Usd::from_nanos(1000));
+        k.rearm_notices();
+        assert!(k.first_crossing(Notice::LowBalance));
+        assert!(k.first_crossing(Notice::Exhausted));
+    }
+
+    #[test]
+    fn a_plan_change_brings_its_rpm_and_a_rekey_keeps_the_state() {
+        let k = Arc::new(KeyState::from_record(record(1000), 1));
+        assert!(k.check_rate().allowed);
+        assert!(!k.check_rate().allowed);
+        k.set_plan("pro".into(), 3);
+        assert_eq!(k.plan(), "pro");
+        let c = k.check_rate();
+        assert!(c.allowed);
+        assert_eq!((c.limit, c.remaining), (3, 2));
+
+        let table = KeyTable::new([([1; 32], KeyState::from_record(record(5), 60))]);
+        let before = table.by_hash(&[1; 32]).unwrap();
+        assert!(table.rekey("key_test", [2; 32]));
+        assert!(table.by_hash(&[1; 32]).is_none());
+        let after = table.by_hash(&[2; 32]).unwrap();
+        assert!(Arc::ptr_eq(&before, &after));
+        assert!(!table.rekey("key_none", [3; 32]));
+        assert_eq!(table.len(), 1);
     }
 
     #[test]

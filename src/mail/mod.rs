@@ -1,0 +1,1 @@
+//! Receipts and notices by email (placeholder, filled in by the mail step).
