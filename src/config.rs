@@ -17,6 +17,9 @@ use serde::{Deserialize, Serialize};
 use crate::money::Usd;
 use crate::pricing::{PeakSchedule, Weekday};
 
+pub use email::EmailConfig;
+
+mod email;
 mod load;
 mod secrets;
 #[cfg(test)]
@@ -51,6 +54,8 @@ pub struct Config {
     pub models: BTreeMap<String, ModelConfig>,
     /// Plans sold, by id (used in URLs and keys).
     pub plans: BTreeMap<String, PlanConfig>,
+    /// Receipts and notices by SMTP (off until configured).
+    pub email: EmailConfig,
 }
 
 /// `[server]`
@@ -320,6 +325,7 @@ impl Default for Config {
                 ("standard".into(), plan("Standard", 20, 60, &[f])),
                 ("pro".into(), plan("Pro", 50, 30, &[f, "deepseek-v4-pro"])),
             ]),
+            email: EmailConfig::default(),
         }
     }
 }

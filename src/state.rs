@@ -57,6 +57,10 @@ pub struct AppState {
     pub cut: tokio_util::sync::CancellationToken,
     /// Counters for `/metrics` (atomics; the request path takes no lock).
     pub metrics: crate::metrics::Metrics,
+    /// Receipts and notices: whether email is on, and the outbox sender's wake-up.
+    pub mailer: crate::mail::Mailer,
+    /// Serialises key rotations (two at once must not both think they replaced the same text).
+    pub rotate_lock: tokio::sync::Mutex<()>,
 }
 
 /// A count of requests in flight, with a way to wait until there are none.
@@ -218,6 +222,7 @@ impl AppState {
         };
         let tracker = ActivityTracker::start(parts, upstream.request_timeout).await?;
         let metrics = crate::metrics::Metrics::new(config.models.keys().cloned());
+        let mailer = crate::mail::Mailer::new(config.email.enabled());
         let state = Arc::new(AppState {
             config: Arc::new(config),
             catalog,
@@ -235,6 +240,8 @@ impl AppState {
             fulfil_lock: tokio::sync::Mutex::new(()),
             cut: tokio_util::sync::CancellationToken::new(),
             metrics,
+            mailer,
+            rotate_lock: tokio::sync::Mutex::new(()),
         });
         Ok(state)
     }

@@ -34,4 +34,5 @@ mod page_forms;
 mod pages;
 mod python_client;
 mod robustness;
+mod selfservice_topup;
 mod shop_orders;

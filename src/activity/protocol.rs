@@ -10,6 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::kinds::{BudgetKind, MailKind, MailLang, MailStatus, OrderKind};
 use crate::money::Usd;
 use crate::status::{Api, Finish, KeyStatus, Measured, OrderStatus};
 
@@ -70,6 +71,23 @@ pub enum Request {
     Backup {
         /// Where the copy goes.
         path: std::path::PathBuf,
+    },
+    /// Replace a key's text (same id, plan, budget, spend, history); the old text stops
+    /// working at once.
+    KeysRotate {
+        /// Key, id or prefix.
+        key: String,
+    },
+    /// The newest messages of the outbox.
+    MailList {
+        /// How many (default 100).
+        #[serde(default)]
+        limit: Option<u32>,
+    },
+    /// Queue a failed (or waiting) message again, now.
+    MailRetry {
+        /// The message's number.
+        id: i64,
     },
 }
 
@@ -141,6 +159,23 @@ pub enum Response {
         /// Why, in a sentence.
         message: String,
     },
+    /// Answer to `keys_rotate`: the only time the new key is sent.
+    Rotated {
+        /// The key after the rotation.
+        key: KeyView,
+        /// The new `sk-gateway-…`.
+        api_key: String,
+    },
+    /// Answer to `mail_list`.
+    Mail {
+        /// Newest first.
+        mail: Vec<MailView>,
+    },
+    /// Answer to `mail_retry`.
+    MailRetried {
+        /// The message, queued again.
+        mail: MailView,
+    },
 }
 
 /// A key as shown to the operator (never the full key).
@@ -174,6 +209,51 @@ pub struct KeyView {
     pub created_at: String,
     /// RFC 3339.
     pub last_used_at: Option<String>,
+    /// Every change of its budget, oldest first (only in answers about one key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_history: Option<Vec<BudgetChange>>,
+}
+
+/// One change of a key's budget.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BudgetChange {
+    /// purchase, grant, top_up, operator_top_up, refund.
+    pub kind: BudgetKind,
+    /// How much (negative for a refund).
+    pub amount_usd: Usd,
+    /// The order behind it.
+    pub order_id: Option<String>,
+    /// RFC 3339.
+    pub at: String,
+}
+
+/// A message of the outbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MailView {
+    /// Its number (for `mail retry`).
+    pub id: i64,
+    /// receipt, low_balance, exhausted, rotated.
+    pub kind: MailKind,
+    /// To whom.
+    pub recipient: String,
+    /// en or zh.
+    pub lang: MailLang,
+    /// The key it is about.
+    pub key_id: Option<String>,
+    /// The order it is about.
+    pub order_id: Option<String>,
+    /// queued, sent, failed.
+    pub status: MailStatus,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339 (while queued).
+    pub next_attempt_at: String,
+    /// RFC 3339.
+    pub sent_at: Option<String>,
 }
 
 /// The daemon's live state, for a console that just connected (or resynchronises after lag).
@@ -287,6 +367,12 @@ pub struct OrderView {
     pub created_at: String,
     /// RFC 3339.
     pub paid_at: Option<String>,
+    /// purchase or top_up (for a top-up, `key_id` is the key it credits).
+    #[serde(default)]
+    pub kind: OrderKind,
+    /// The key a top-up credits.
+    #[serde(default)]
+    pub topped_up_key_id: Option<String>,
 }
 
 /// Something that happened, for the console.
@@ -410,8 +496,14 @@ pub enum ActivityEvent {
         email: String,
         /// Unix ms.
         at_ms: i64,
+        /// purchase or top_up.
+        #[serde(default)]
+        order_kind: OrderKind,
+        /// The key a top-up is for.
+        #[serde(default)]
+        key_id: Option<String>,
     },
-    /// An order was paid and its key minted.
+    /// An order was paid and its key minted (or, for a top-up, credited).
     OrderPaid {
         /// Our order id.
         order_id: String,
@@ -441,6 +533,21 @@ pub enum ActivityEvent {
         amount_usd: Usd,
         /// New total budget.
         budget_usd: Usd,
+        /// Unix ms.
+        at_ms: i64,
+    },
+    /// A key changed as a whole (plan, prefix after a rotation, budget after a refund): its
+    /// view now.
+    KeyUpdated {
+        /// The key.
+        key: KeyView,
+        /// Unix ms.
+        at_ms: i64,
+    },
+    /// A message of the outbox changed (sent, failed, queued again).
+    MailChanged {
+        /// The message now.
+        mail: MailView,
         /// Unix ms.
         at_ms: i64,
     },

@@ -1,5 +1,5 @@
-//! Secrets: reading the `*_file` variants of the API key and PayPal secret, and the redacted
-//! rendering of the configuration that `check-config` prints.
+//! Secrets: reading the `*_file` variants of the API key, the PayPal secret and the SMTP URL,
+//! and the redacted rendering of the configuration that `check-config` prints.
 
 use std::path::PathBuf;
 
@@ -39,6 +39,12 @@ impl Config {
             &mut self.paypal.client_secret,
             "paypal.client_secret",
         )?;
+        read(
+            "email.smtp_url_file",
+            &self.email.smtp_url_file,
+            &mut self.email.smtp_url,
+            "email.smtp_url",
+        )?;
         if errors.is_empty() {
             Ok(())
         } else {
@@ -49,7 +55,11 @@ impl Config {
     /// The effective configuration as TOML, with every secret replaced by `<redacted>`.
     pub fn redacted_toml(&self) -> String {
         let mut c = self.clone();
-        for secret in [&mut c.upstream.api_key, &mut c.paypal.client_secret] {
+        for secret in [
+            &mut c.upstream.api_key,
+            &mut c.paypal.client_secret,
+            &mut c.email.smtp_url,
+        ] {
             if !secret.is_empty() {
                 *secret = "<redacted>".into();
             }

@@ -44,6 +44,7 @@ impl Config {
         }
         self.check_models(&mut e);
         self.check_plans(&mut e);
+        self.check_email(&mut e);
         if e.is_empty() {
             Ok(())
         } else {

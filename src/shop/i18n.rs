@@ -72,6 +72,22 @@ impl Lang {
         }
     }
 
+    /// The language of mails to a customer who bought in this language.
+    pub fn mail(self) -> crate::kinds::MailLang {
+        match self {
+            Lang::En => crate::kinds::MailLang::En,
+            Lang::Zh => crate::kinds::MailLang::Zh,
+        }
+    }
+
+    /// The storefront language of a mail language.
+    pub fn of_mail(l: crate::kinds::MailLang) -> Lang {
+        match l {
+            crate::kinds::MailLang::En => Lang::En,
+            crate::kinds::MailLang::Zh => Lang::Zh,
+        }
+    }
+
     /// The strings of this language.
     pub fn texts(self) -> &'static Texts {
         match self {

@@ -13,6 +13,7 @@ pub mod i18n;
 pub mod limits;
 pub mod orders;
 pub mod pages;
+pub mod topup;
 pub mod usage;
 pub mod web;
 pub mod webhooks;

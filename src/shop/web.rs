@@ -98,6 +98,15 @@ fn lang_from_query(uri: &axum::http::Uri) -> Option<Lang> {
         .find_map(Lang::parse)
 }
 
+/// The language a page would be shown in to this browser (its cookie, else
+/// `Accept-Language`): what the JSON calls of a page record as the buyer's language.
+pub fn page_lang(headers: &HeaderMap) -> Lang {
+    CookieJar::from_headers(headers)
+        .get(LANG_COOKIE)
+        .and_then(|c| Lang::parse(c.value()))
+        .unwrap_or_else(|| lang_from_accept(headers))
+}
+
 fn lang_from_accept(headers: &HeaderMap) -> Lang {
     let accept = headers
         .get(header::ACCEPT_LANGUAGE)

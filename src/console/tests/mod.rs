@@ -7,6 +7,7 @@ mod state;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
+use crate::kinds::OrderKind;
 use super::app::{App, KeySort, Modal, View};
 use super::event::{Action, Command, Event};
 use crate::activity::protocol::{
@@ -45,6 +46,7 @@ pub(crate) fn key(id: &str, prefix: &str, plan: &str, budget: &str, spent: &str)
         order_id: None,
         created_at: rfc(NOW - 86_400_000),
         last_used_at: Some(rfc(NOW - 180_000)),
+        budget_history: None,
     }
 }
 
@@ -125,6 +127,8 @@ fn snapshot_orders() -> Vec<OrderView> {
             paypal_capture_id: None,
             created_at: "2026-11-25T11:02:03Z".into(),
             paid_at: Some("2026-11-25T11:02:09Z".into()),
+            kind: OrderKind::Purchase,
+            topped_up_key_id: None,
         },
         OrderView {
             order_id: "ord_OPENxxxxxxxxxxxxxxxx".into(),
@@ -137,6 +141,8 @@ fn snapshot_orders() -> Vec<OrderView> {
             paypal_capture_id: None,
             created_at: "2026-11-25T11:30:00Z".into(),
             paid_at: None,
+            kind: OrderKind::Purchase,
+            topped_up_key_id: None,
         },
         OrderView {
             order_id: "ord_BACKxxxxxxxxxxxxxxxx".into(),
@@ -149,6 +155,8 @@ fn snapshot_orders() -> Vec<OrderView> {
             paypal_capture_id: None,
             created_at: "2026-11-24T09:00:00Z".into(),
             paid_at: Some("2026-11-24T09:00:05Z".into()),
+            kind: OrderKind::Purchase,
+            topped_up_key_id: None,
         },
     ]
 }

@@ -38,6 +38,8 @@ fn later_events() -> Vec<ActivityEvent> {
             amount_usd: usd("20"),
             email: "dave@example.com".into(),
             at_ms: NOW + 3_000,
+            order_kind: Default::default(),
+            key_id: None,
         },
         ActivityEvent::OrderPaid {
             order_id: "ord_NEWxxxxxxxxxxxxxxxxx".into(),
