@@ -34,5 +34,6 @@ mod page_forms;
 mod pages;
 mod python_client;
 mod robustness;
+mod selfservice_rotate;
 mod selfservice_topup;
 mod shop_orders;

@@ -13,6 +13,7 @@ pub mod i18n;
 pub mod limits;
 pub mod orders;
 pub mod pages;
+pub mod rotate;
 pub mod topup;
 pub mod usage;
 pub mod web;
@@ -63,6 +64,7 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/api/usage", get(usage::api_usage))
         .route("/api/orders", post(checkout::create))
         .route("/api/orders/{order_id}/capture", post(checkout::capture))
+        .route("/api/keys/rotate", post(rotate::api_rotate))
         .route("/webhooks/paypal", post(webhooks::paypal))
         // Last, so it wraps every storefront route, JSON included (no-store on the capture
         // answer that carries a key).
