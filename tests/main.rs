@@ -34,6 +34,7 @@ mod page_forms;
 mod pages;
 mod python_client;
 mod robustness;
+mod selfservice_mail;
 mod selfservice_rotate;
 mod selfservice_topup;
 mod shop_orders;

@@ -28,8 +28,10 @@ use axum::routing::{get, post};
 
 use crate::state::AppState;
 
-/// Background upkeep of the storefront: prune idle per-IP limiter entries every minute.
+/// Background upkeep of the storefront: prune idle per-IP limiter entries every minute, and
+/// send the outbox's receipts and notices (when email is configured).
 pub fn start_background(state: &Arc<AppState>) {
+    crate::mail::outbox::start(state);
     let weak = Arc::downgrade(state);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
@@ -58,6 +60,10 @@ pub fn router() -> Router<Arc<AppState>> {
         .route(
             "/demo/paypal/approve",
             get(pages::demo_approve_page).post(pages::demo_approve_submit),
+        )
+        .route(
+            "/mail/opt-out/{token}",
+            get(pages::opt_out_page).post(pages::opt_out_submit),
         )
         .route("/assets/{*path}", get(assets::serve))
         .fallback(pages::not_found_page)

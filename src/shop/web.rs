@@ -13,7 +13,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use subtle::ConstantTimeEq;
 
-use super::i18n::{Lang, Texts};
+use super::i18n::{Lang, Texts, SelfTexts};
 use crate::state::AppState;
 
 /// Cookie holding the CSRF token.
@@ -27,6 +27,8 @@ pub struct PageCtx {
     pub lang: Lang,
     /// Its strings.
     pub t: &'static Texts,
+    /// Its self-service strings (top-ups, key replacement, notices).
+    pub s: &'static SelfTexts,
     /// This browser's CSRF token (for `<meta name="csrf-token">` and hidden form fields).
     pub csrf: String,
     /// Running with simulated upstream and PayPal.
@@ -162,6 +164,7 @@ impl FromRequestParts<Arc<AppState>> for PageCtx {
         Ok(PageCtx {
             lang,
             t: lang.texts(),
+            s: lang.self_texts(),
             csrf,
             demo: state.demo,
             public_url: state.config.server.public_url.clone(),

@@ -8,6 +8,7 @@ mod dashboard;
 mod form;
 mod info;
 mod notice;
+mod optout;
 mod order;
 mod view;
 
@@ -16,6 +17,7 @@ use axum::response::Response;
 pub use checkout::{checkout, demo_approve_page, demo_approve_submit};
 pub use dashboard::{dashboard, dashboard_form};
 pub use info::{docs, home, pricing};
+pub use optout::{opt_out_page, opt_out_submit};
 pub use order::{order_form, order_lookup};
 
 use super::web::PageCtx;
