@@ -10,6 +10,7 @@ mod billing;
 mod billing_balances;
 mod billing_holds;
 mod browser;
+mod browser_selfservice;
 mod cli;
 mod cli_admin_socket;
 mod cli_check_config;

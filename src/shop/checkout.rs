@@ -104,6 +104,10 @@ struct CreateBody {
     /// The key to add the plan's budget to (a top-up), instead of a new key.
     #[serde(default)]
     key: Option<String>,
+    /// The same as a dashboard grant (the pages never hold the key itself; see
+    /// [`super::grant`]).
+    #[serde(default)]
+    key_grant: Option<String>,
 }
 
 /// `POST /api/orders` `{plan, email, key?}` → `{order_id, paypal_order_id}`, and the cookie
@@ -129,9 +133,20 @@ pub async fn create(
         .paypal
         .as_ref()
         .ok_or(ShopError::PaymentsUnavailable)?;
-    let topup_key = match req.key.as_deref().map(str::trim).filter(|k| !k.is_empty()) {
-        Some(token) => Some(super::topup::key_to_top_up(&state, token)?.id.clone()),
-        None => None,
+    let topup_key = match (
+        req.key.as_deref().map(str::trim).filter(|k| !k.is_empty()),
+        req.key_grant.as_deref().filter(|g| !g.is_empty()),
+    ) {
+        (Some(token), _) => Some(super::topup::key_to_top_up(&state, token)?.id.clone()),
+        (None, Some(grant)) => {
+            let csrf = csrf_header(&headers).unwrap_or_default();
+            let key = super::grant::redeem(&state, grant, csrf).ok_or(ShopError::UnknownKey)?;
+            if key.status() == KeyStatus::Revoked {
+                return Err(ShopError::KeyRevoked);
+            }
+            Some(key.id.clone())
+        }
+        (None, None) => None,
     };
     let kind = if topup_key.is_some() {
         OrderKind::TopUp

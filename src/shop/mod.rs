@@ -8,6 +8,7 @@ pub mod assets;
 pub mod checkout;
 pub mod error;
 pub mod fulfil;
+pub mod grant;
 pub mod guard;
 pub mod i18n;
 pub mod limits;
@@ -51,12 +52,16 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/", get(pages::home))
         .route("/pricing", get(pages::pricing))
         .route("/docs", get(pages::docs))
-        .route("/checkout/{plan}", get(pages::checkout))
+        .route(
+            "/checkout/{plan}",
+            get(pages::checkout).post(pages::checkout_topup),
+        )
         .route("/order", get(pages::order_form).post(pages::order_lookup))
         .route(
             "/dashboard",
             get(pages::dashboard_form).post(pages::dashboard),
         )
+        .route("/dashboard/rotate", post(pages::rotate))
         .route(
             "/demo/paypal/approve",
             get(pages::demo_approve_page).post(pages::demo_approve_submit),

@@ -10,6 +10,7 @@ mod info;
 mod notice;
 mod optout;
 mod order;
+mod selfserve;
 mod view;
 
 use axum::response::Response;
@@ -19,6 +20,7 @@ pub use dashboard::{dashboard, dashboard_form};
 pub use info::{docs, home, pricing};
 pub use optout::{opt_out_page, opt_out_submit};
 pub use order::{order_form, order_lookup};
+pub use selfserve::{checkout_topup, rotate};
 
 use super::web::PageCtx;
 
