@@ -278,7 +278,10 @@ pub async fn rotate_key(
     let internal = |e: &dyn std::fmt::Display| AdminError::Internal(e.to_string());
     let text = generate_key().map_err(|e| internal(&e))?;
     let hash = hash_key(&text);
-    let sealed = state.sealer.seal(&key.id, &text).map_err(|e| internal(&e))?;
+    let sealed = state
+        .sealer
+        .seal(&key.id, &text)
+        .map_err(|e| internal(&e))?;
     let prefix = display_prefix(&text);
     state
         .store
@@ -391,7 +394,10 @@ async fn retry_mail(state: &AppState, id: i64) -> Result<Response, AdminError> {
         at_ms: now_ms(),
     });
     if !state.mailer.enabled() {
-        tracing::warn!(id, "mail queued again, but email is off ([email] smtp_url): it waits");
+        tracing::warn!(
+            id,
+            "mail queued again, but email is off ([email] smtp_url): it waits"
+        );
     }
     Ok(Response::MailRetried { mail })
 }

@@ -168,6 +168,10 @@ impl MailLang {
 
     /// From the stored name (anything else is English).
     pub fn parse(s: &str) -> MailLang {
-        if s == "zh" { MailLang::Zh } else { MailLang::En }
+        if s == "zh" {
+            MailLang::Zh
+        } else {
+            MailLang::En
+        }
     }
 }

@@ -246,7 +246,10 @@ impl Browser {
 }
 
 /// Poll `probe` until it yields a value; fail after [`WAIT`] with `what` and the last error.
-pub(crate) async fn wait_until<T>(what: &str, mut probe: impl AsyncFnMut() -> Result<Option<T>, String>) -> T {
+pub(crate) async fn wait_until<T>(
+    what: &str,
+    mut probe: impl AsyncFnMut() -> Result<Option<T>, String>,
+) -> T {
     let deadline = Instant::now() + WAIT;
     let mut last = String::from("no answer yet");
     loop {

@@ -55,9 +55,15 @@ async fn a_browser_tops_up_its_key_and_replaces_it() {
 
         // The same key, its budget grown by Pro's, now on Pro; the history shows both.
         open_dashboard(&c, &base, &k).await;
-        assert_eq!(dollars(&visible_text(&c, "#budget").await), Usd::from_dollars(51));
+        assert_eq!(
+            dollars(&visible_text(&c, "#budget").await),
+            Usd::from_dollars(51)
+        );
         let history = visible_text(&c, "#budget-history").await;
-        assert!(history.contains("Granted") && history.contains("+$50.00"), "{history}");
+        assert!(
+            history.contains("Granted") && history.contains("+$50.00"),
+            "{history}"
+        );
         assert!(history.contains(SELF_EN.history_top_up), "{history}");
         screenshot(&c, &shots, "2-dashboard-after-topup").await;
     })
@@ -92,7 +98,11 @@ async fn a_browser_tops_up_its_key_and_replaces_it() {
     })
     .await;
     let new_key = new_key.lock().expect("lock").clone();
-    let old = app.chat(&key, &body("deepseek-v4-flash", "hi")).send().await.unwrap();
+    let old = app
+        .chat(&key, &body("deepseek-v4-flash", "hi"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(old.status(), 401);
     let new = app
         .chat(&new_key, &body("deepseek-v4-flash", "hi [[sim reply=2]]"))
@@ -100,5 +110,8 @@ async fn a_browser_tops_up_its_key_and_replaces_it() {
         .await
         .unwrap();
     assert_eq!(new.status(), 200);
-    assert_eq!(app.key_state(&new_key).balance().budget, Usd::from_dollars(51));
+    assert_eq!(
+        app.key_state(&new_key).balance().budget,
+        Usd::from_dollars(51)
+    );
 }

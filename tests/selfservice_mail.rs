@@ -139,7 +139,10 @@ async fn receipts_and_notices_arrive_once_in_the_buyers_language_with_a_working_
     spend_down(&app, &key).await;
     let got = sink.wait_for(3).await;
     let subjects: Vec<&str> = got.iter().map(|m| m["subject"].as_str().unwrap()).collect();
-    assert!(subjects[0].contains("收据") && subjects[0].contains(&order_id), "{subjects:?}");
+    assert!(
+        subjects[0].contains("收据") && subjects[0].contains(&order_id),
+        "{subjects:?}"
+    );
     assert!(subjects[1].contains("余额不足"), "{subjects:?}");
     assert!(subjects[2].contains("额度已用完"), "{subjects:?}");
     for m in &got {
@@ -148,7 +151,15 @@ async fn receipts_and_notices_arrive_once_in_the_buyers_language_with_a_working_
         assert!(!m["raw"].as_str().unwrap().contains(&key), "never the key");
         assert!(!m["html"].as_str().unwrap().is_empty());
     }
-    let public = app.daemon.as_ref().unwrap().state.config.server.public_url.clone();
+    let public = app
+        .daemon
+        .as_ref()
+        .unwrap()
+        .state
+        .config
+        .server
+        .public_url
+        .clone();
     let receipt = got[0]["text"].as_str().unwrap();
     assert!(
         receipt.contains(&format!("{public}/order?order_id={order_id}")),
@@ -166,11 +177,9 @@ async fn receipts_and_notices_arrive_once_in_the_buyers_language_with_a_working_
     let link = link.replace(&public, &app.base);
     let opted = |app: &TestApp| -> bool {
         app.db()
-            .query_row(
-                "SELECT opted_out_at IS NOT NULL FROM key_mail",
-                [],
-                |r| r.get(0),
-            )
+            .query_row("SELECT opted_out_at IS NOT NULL FROM key_mail", [], |r| {
+                r.get(0)
+            })
             .unwrap()
     };
     let page = app.http.get(&link).send().await.unwrap();
@@ -212,7 +221,10 @@ async fn smtp_down_delays_nothing_and_mail_goes_once_it_is_back_never_twice_afte
     let mut b = Browser::open(&app).await;
     let started = Instant::now();
     let (order_id, key) = buy(&app, &mut b, "trial", "down@example.com").await;
-    assert!(started.elapsed() < Duration::from_secs(3), "payment waited on SMTP");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "payment waited on SMTP"
+    );
     let ok = app
         .chat(&key, &body(FLASH, "hi [[sim reply=2]]"))
         .send()
@@ -262,7 +274,10 @@ async fn smtp_down_delays_nothing_and_mail_goes_once_it_is_back_never_twice_afte
         .text()
         .await
         .unwrap();
-    assert!(metrics.contains("modelrelay_mail_failed_total 2"), "{metrics}");
+    assert!(
+        metrics.contains("modelrelay_mail_failed_total 2"),
+        "{metrics}"
+    );
 
     // The server is back: `mail retry` queues it again and it goes, once.
     let sink = Sink::start(port, app.dir.path()).await;
@@ -280,7 +295,10 @@ async fn smtp_down_delays_nothing_and_mail_goes_once_it_is_back_never_twice_afte
         .text()
         .await
         .unwrap();
-    assert!(metrics.contains("modelrelay_mail_sent_total 1"), "{metrics}");
+    assert!(
+        metrics.contains("modelrelay_mail_sent_total 1"),
+        "{metrics}"
+    );
     let out = cli(&["mail", "retry", &id.to_string()]).await;
     assert!(!out.status.success(), "a sent message is never sent again");
 

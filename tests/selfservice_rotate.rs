@@ -155,7 +155,11 @@ async fn rotation_is_limited_per_address() {
     let (status, v) = rotate(&app, &key).await;
     assert_eq!(status, 429, "{v}");
     assert_eq!(v["error"]["code"], "rate_limit_exceeded");
-    assert_eq!(chat_status(&app, &key).await, 200, "the refused rotation changed nothing");
+    assert_eq!(
+        chat_status(&app, &key).await,
+        200,
+        "the refused rotation changed nothing"
+    );
 }
 
 #[tokio::test]

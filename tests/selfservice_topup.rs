@@ -20,7 +20,12 @@ async fn key_on(app: &TestApp, plan: &str, budget: &str) -> String {
 }
 
 /// Create a top-up order of `key` on `plan`, approved at PayPal: `(order id, PayPal id)`.
-async fn approved_top_up(app: &TestApp, b: &mut Browser, plan: &str, key: &str) -> (String, String) {
+async fn approved_top_up(
+    app: &TestApp,
+    b: &mut Browser,
+    plan: &str,
+    key: &str,
+) -> (String, String) {
     let (status, v) = b
         .post_json(
             app,
@@ -197,7 +202,11 @@ async fn a_cheaper_top_up_keeps_the_plan_and_bad_keys_are_refused_before_paypal(
         assert_eq!(status, 400, "{v}");
         assert_eq!(v["error"]["code"], code, "{v}");
     }
-    assert_eq!(app.pp().counts().create_calls, creates, "PayPal was not asked");
+    assert_eq!(
+        app.pp().counts().create_calls,
+        creates,
+        "PayPal was not asked"
+    );
 }
 
 #[tokio::test]
@@ -265,15 +274,16 @@ async fn a_refunded_top_up_takes_back_what_is_left_of_it_and_keeps_the_key() {
     assert_eq!(h.len(), 5, "{h:?}");
     assert_eq!(h[2], ("refund".to_string(), "-0.0002".to_string()));
     assert_eq!(h[4].0, "refund");
-    assert_eq!(h[4].1, format!("-{}", modelrelay::money::Usd::from_nanos(left)));
+    assert_eq!(
+        h[4].1,
+        format!("-{}", modelrelay::money::Usd::from_nanos(left))
+    );
     // The database agrees with memory.
     let (budget, spent): (i64, i64) = app
         .db()
-        .query_row(
-            "SELECT budget_nanos, spent_nanos FROM keys",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        .query_row("SELECT budget_nanos, spent_nanos FROM keys", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .unwrap();
     assert_eq!(budget, bal.budget.nanos());
     assert_eq!(spent, bal.spent.nanos());

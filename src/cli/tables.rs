@@ -122,7 +122,7 @@ pub(super) fn key_card(k: &KeyView) -> String {
         ("note", or_dash(&k.note)),
         ("created", k.created_at.clone()),
         ("last used", or_dash(&k.last_used_at)),
-        ]);
+    ]);
     if let Some(history) = &k.budget_history {
         s.push_str("budget history:\n");
         for e in history {
@@ -147,11 +147,7 @@ pub(super) fn mail_table(mail: &[MailView]) -> String {
         "ID", "QUEUED", "KIND", "STATUS", "LNG", "TRY", "TO"
     );
     for m in mail {
-        let about = m
-            .order_id
-            .as_deref()
-            .or(m.key_id.as_deref())
-            .unwrap_or("-");
+        let about = m.order_id.as_deref().or(m.key_id.as_deref()).unwrap_or("-");
         let error = m
             .last_error
             .as_deref()

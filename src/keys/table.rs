@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use super::KeyState;
+use super::live::KeyState;
 
 #[derive(Default)]
 struct Maps {

@@ -200,7 +200,10 @@ fn en(kind: MailKind, f: &Facts) -> Body {
 }
 
 fn zh(kind: MailKind, f: &Facts) -> Body {
-    let dashboard = ("您的用量面板".to_string(), format!("{}/dashboard", f.public_url));
+    let dashboard = (
+        "您的用量面板".to_string(),
+        format!("{}/dashboard", f.public_url),
+    );
     match kind {
         MailKind::Receipt => Body {
             subject: format!("订单 {} 的收据", f.order_id),
@@ -285,7 +288,10 @@ mod tests {
     fn a_receipt_links_to_the_order_and_never_carries_a_key() {
         let r = render(MailKind::Receipt, MailLang::En, &facts());
         assert_eq!(r.subject, "Receipt for order ord_1");
-        assert!(r.text.contains("https://relay.example/order?order_id=ord_1"));
+        assert!(
+            r.text
+                .contains("https://relay.example/order?order_id=ord_1")
+        );
         assert!(r.text.contains("$50.00 USD"));
         assert!(r.html.contains("Pro &lt;b&gt;"), "{}", r.html);
         let zh = render(MailKind::Receipt, MailLang::Zh, &facts());

@@ -184,7 +184,8 @@ impl Sender {
                 Write::MailFailed {
                     id: row.id,
                     error: f.why.chars().take(500).collect(),
-                    next_ms: now.saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX)),
+                    next_ms: now
+                        .saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX)),
                     give_up,
                 }
             }
@@ -225,7 +226,9 @@ async fn facts(state: &AppState, row: &OutboxRow) -> Result<Facts, Failure> {
     };
     let mut f = Facts {
         public_url: state.config.server.public_url.clone(),
-        at: row.created_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        at: row
+            .created_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         ..Facts::default()
     };
     let key = row.key_id.as_deref().and_then(|id| state.keys.by_id(id));

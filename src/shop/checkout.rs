@@ -324,8 +324,12 @@ async fn capture_top_up(state: &Arc<AppState>, order: &Order) -> Result<Response
         .as_deref()
         .and_then(|id| state.keys.by_id(id));
     // Never take money for a key that cannot use it.
-    if matches!(order.record.status, OrderStatus::Created | OrderStatus::Pending | OrderStatus::Failed)
-        && key.as_ref().is_none_or(|k| k.status() == KeyStatus::Revoked)
+    if matches!(
+        order.record.status,
+        OrderStatus::Created | OrderStatus::Pending | OrderStatus::Failed
+    ) && key
+        .as_ref()
+        .is_none_or(|k| k.status() == KeyStatus::Revoked)
     {
         return Err(ShopError::KeyRevoked);
     }

@@ -211,8 +211,15 @@ mod tests {
         let (en, zh) = (SELF_EN.entries(), SELF_ZH.entries());
         assert_eq!(en.len(), zh.len());
         for ((name, e), (_, z)) in en.iter().zip(&zh) {
-            assert!(!e.trim().is_empty() && !z.trim().is_empty(), "{name} is empty");
-            assert_eq!(placeholders(e), placeholders(z), "placeholders of {name} differ");
+            assert!(
+                !e.trim().is_empty() && !z.trim().is_empty(),
+                "{name} is empty"
+            );
+            assert_eq!(
+                placeholders(e),
+                placeholders(z),
+                "placeholders of {name} differ"
+            );
             assert_ne!(e, z, "{name} is not translated");
         }
     }

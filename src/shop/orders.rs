@@ -74,7 +74,10 @@ fn same_email(a: &str, b: &str) -> bool {
 /// replaced since.
 pub fn order_view(state: &AppState, order: &Order, shown: &KeyShown) -> OrderView {
     let o = &order.record;
-    let sealed_key = shown.sealed.as_deref().filter(|_| shown.replaced_at.is_none());
+    let sealed_key = shown
+        .sealed
+        .as_deref()
+        .filter(|_| shown.replaced_at.is_none());
     let api_key = match (&o.key_id, sealed_key, o.status) {
         (Some(id), Some(sealed), OrderStatus::Paid) => match state.sealer.open(id, sealed) {
             Ok(k) => Some(k),

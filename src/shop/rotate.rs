@@ -43,12 +43,7 @@ pub async fn api_rotate(
     ClientIp(ip): ClientIp,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ShopError> {
-    if state
-        .shop_limits
-        .rotate
-        .check_key(&limit_key(ip))
-        .is_err()
-    {
+    if state.shop_limits.rotate.check_key(&limit_key(ip)).is_err() {
         return Err(ShopError::TooManyRotations);
     }
     let key = authenticate(&state.keys, &headers)?;

@@ -54,7 +54,12 @@ pub async fn credit(
     now_ms: i64,
 ) -> Fulfilment {
     let order_id = order.record.order_id.as_str();
-    let key = match order.extra.topup_key_id.as_deref().map(|id| state.keys.by_id(id)) {
+    let key = match order
+        .extra
+        .topup_key_id
+        .as_deref()
+        .map(|id| state.keys.by_id(id))
+    {
         Some(Some(k)) if k.status() != KeyStatus::Revoked => k,
         _ => {
             // PayPal holds the money; the key it was for is gone or revoked since the order

@@ -13,7 +13,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use subtle::ConstantTimeEq;
 
-use super::i18n::{Lang, Texts, SelfTexts};
+use super::i18n::{Lang, SelfTexts, Texts};
 use crate::state::AppState;
 
 /// Cookie holding the CSRF token.

@@ -160,31 +160,30 @@ pub fn key_notice(
 
 /// Which notices of the current crossing each key has had: `(key id, low, exhausted)`.
 pub fn notice_flags(c: &Connection) -> Result<Vec<(String, bool, bool)>, StoreError> {
-    let mut stmt = c.prepare("SELECT key_id, low_sent, exhausted_sent FROM key_mail ORDER BY key_id")?;
+    let mut stmt =
+        c.prepare("SELECT key_id, low_sent, exhausted_sent FROM key_mail ORDER BY key_id")?;
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// A key's opt-out token.
 pub fn token_of(c: &Connection, key_id: &str) -> Result<Option<String>, StoreError> {
-    Ok(c
-        .query_row(
-            "SELECT token FROM key_mail WHERE key_id = ?1",
-            [key_id],
-            |r| r.get(0),
-        )
-        .optional()?)
+    Ok(c.query_row(
+        "SELECT token FROM key_mail WHERE key_id = ?1",
+        [key_id],
+        |r| r.get(0),
+    )
+    .optional()?)
 }
 
 /// The key an opt-out token belongs to, and whether it opted out already.
 pub fn by_token(c: &Connection, token: &str) -> Result<Option<(String, bool)>, StoreError> {
-    Ok(c
-        .query_row(
-            "SELECT key_id, opted_out_at IS NOT NULL FROM key_mail WHERE token = ?1",
-            [token],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?)
+    Ok(c.query_row(
+        "SELECT key_id, opted_out_at IS NOT NULL FROM key_mail WHERE token = ?1",
+        [token],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()?)
 }
 
 /// Stop a key's low-balance and exhausted notices (idempotent), and drop those still queued.

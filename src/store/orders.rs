@@ -251,7 +251,14 @@ pub fn pay_top_up(
             g.key_id
         )));
     }
-    super::budget::record(c, &g.key_id, BudgetKind::TopUp, g.amount, Some(order_id), at_ms)?;
+    super::budget::record(
+        c,
+        &g.key_id,
+        BudgetKind::TopUp,
+        g.amount,
+        Some(order_id),
+        at_ms,
+    )?;
     c.execute(
         "UPDATE key_mail SET lang = (SELECT lang FROM orders WHERE order_id = ?1) WHERE key_id = ?2",
         params![order_id, g.key_id],

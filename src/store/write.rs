@@ -239,14 +239,7 @@ pub(super) fn apply(tx: &rusqlite::Connection, w: &Write) -> Result<(), StoreErr
             take,
             restore_plan,
             at_ms,
-        } => orders::refund_top_up(
-            tx,
-            order_id,
-            key_id,
-            *take,
-            restore_plan.as_deref(),
-            *at_ms,
-        ),
+        } => orders::refund_top_up(tx, order_id, key_id, *take, restore_plan.as_deref(), *at_ms),
         Write::RotateKey {
             key_id,
             hash,

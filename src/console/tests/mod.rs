@@ -7,13 +7,13 @@ mod state;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
-use crate::kinds::OrderKind;
 use super::app::{App, KeySort, Modal, View};
 use super::event::{Action, Command, Event};
 use crate::activity::protocol::{
     ActivityEvent, InFlightView, KeyView, OrderView, RateLimitHits, Response, Snapshot, Totals,
     UpstreamHealth,
 };
+use crate::kinds::OrderKind;
 use crate::money::Usd;
 use crate::status::{Finish, KeyStatus, Measured, OrderStatus};
 

@@ -134,11 +134,7 @@ fn draw_mail(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
             MailStatus::Queued => t.warn,
             MailStatus::Failed => t.bad,
         };
-        let about = m
-            .order_id
-            .as_deref()
-            .or(m.key_id.as_deref())
-            .unwrap_or("-");
+        let about = m.order_id.as_deref().or(m.key_id.as_deref()).unwrap_or("-");
         let note = match &m.last_error {
             Some(e) if m.status != MailStatus::Sent => format!("{about} · {e}"),
             _ => about.to_string(),

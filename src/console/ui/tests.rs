@@ -482,7 +482,10 @@ fn orders_view_shows_top_ups_and_the_outbox() {
     assert!(line_with(&wide, "key_trial             bob@").contains("top-up"));
     assert!(line_with(&wide, "ord_PAIDxxxxxxxxxxxxxxxx").contains("buy"));
     let failed = line_with(&wide, "connection refused");
-    assert!(failed.contains("failed") && failed.contains("receipt") && failed.contains(" 7 "), "{failed}");
+    assert!(
+        failed.contains("failed") && failed.contains("receipt") && failed.contains(" 7 "),
+        "{failed}"
+    );
     let small = screen(&a, SMALL);
     assert_has(&small, &["+ top-up", "Outbox"]);
     assert!(line_with(&small, "+starter").contains("ord_OPEN"));

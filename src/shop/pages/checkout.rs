@@ -46,7 +46,10 @@ impl TopUpMode {
         TopUpMode {
             grant,
             for_line: fill(ctx.s.checkout_topup_for, &[("prefix", &prefix)]),
-            note: fill(ctx.s.checkout_topup_note, &[("budget", &plan.budget.to_string())]),
+            note: fill(
+                ctx.s.checkout_topup_note,
+                &[("budget", &plan.budget.to_string())],
+            ),
         }
     }
 }

@@ -17,18 +17,18 @@ use super::form::{FormPost, GuardedForm};
 use super::notice::unavailable;
 use super::view::{display_time, fill, plans_on_sale};
 use crate::keys::KeyStatus;
-use crate::kinds::BudgetKind;
-use crate::shop::i18n::SelfTexts;
-use crate::store::budget::BudgetEntry;
 use crate::keys::identify::look_up;
+use crate::kinds::BudgetKind;
 use crate::money::Usd;
 use crate::shop::guard::Guard;
+use crate::shop::i18n::SelfTexts;
 use crate::shop::i18n::Texts;
 use crate::shop::limits::ShopLimits;
 use crate::shop::usage::{RecentRequest, UsageSummary, summary};
 use crate::shop::web::PageCtx;
 use crate::state::AppState;
 use crate::store::Measured;
+use crate::store::budget::BudgetEntry;
 use crate::store::usage::TokenTotals;
 
 /// What the page shows under the form.

@@ -29,19 +29,36 @@ struct OptOutPage<'a> {
 
 /// A token has the shape of ours: 48 lower-case hex digits.
 fn well_formed(token: &str) -> bool {
-    token.len() == 48 && token.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    token.len() == 48
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// The key a token stands for (`None` when unknown), or the page to answer instead.
-async fn key_of(state: &AppState, ctx: &PageCtx, ip: ClientIp, token: &str) -> Result<Option<String>, Response> {
-    if state.shop_limits.opt_out.check_key(&limit_key(ip.0)).is_err() {
+async fn key_of(
+    state: &AppState,
+    ctx: &PageCtx,
+    ip: ClientIp,
+    token: &str,
+) -> Result<Option<String>, Response> {
+    if state
+        .shop_limits
+        .opt_out
+        .check_key(&limit_key(ip.0))
+        .is_err()
+    {
         return Err(too_many(ctx, "/"));
     }
     if !well_formed(token) {
         return Ok(None);
     }
     let t = token.to_string();
-    match state.store.read(move |c| crate::store::mail::by_token(c, &t)).await {
+    match state
+        .store
+        .read(move |c| crate::store::mail::by_token(c, &t))
+        .await
+    {
         Ok(found) => Ok(found.map(|(key_id, _)| key_id)),
         Err(e) => {
             tracing::error!(error = %e, "opt-out look-up failed");
@@ -51,11 +68,21 @@ async fn key_of(state: &AppState, ctx: &PageCtx, ip: ClientIp, token: &str) -> R
 }
 
 fn unknown(ctx: &PageCtx) -> Response {
-    message(ctx, StatusCode::NOT_FOUND, ctx.s.optout_h, ctx.s.optout_unknown, None)
+    message(
+        ctx,
+        StatusCode::NOT_FOUND,
+        ctx.s.optout_h,
+        ctx.s.optout_unknown,
+        None,
+    )
 }
 
 fn prefix_of(state: &AppState, key_id: &str) -> String {
-    state.keys.by_id(key_id).map(|k| k.prefix()).unwrap_or_default()
+    state
+        .keys
+        .by_id(key_id)
+        .map(|k| k.prefix())
+        .unwrap_or_default()
 }
 
 /// `GET /mail/opt-out/{token}`: what the link would stop, and the button that does it.
@@ -69,8 +96,18 @@ pub async fn opt_out_page(
         Err(page) => page,
         Ok(None) => unknown(&ctx),
         Ok(Some(key_id)) => {
-            let body = fill(ctx.s.optout_body, &[("prefix", &prefix_of(&state, &key_id))]);
-            ctx.page(OptOutPage { ctx: &ctx, token, body }.render())
+            let body = fill(
+                ctx.s.optout_body,
+                &[("prefix", &prefix_of(&state, &key_id))],
+            );
+            ctx.page(
+                OptOutPage {
+                    ctx: &ctx,
+                    token,
+                    body,
+                }
+                .render(),
+            )
         }
     }
 }
@@ -96,6 +133,15 @@ pub async fn opt_out_submit(
         return unavailable(&ctx);
     }
     tracing::info!(key_id, "balance notices stopped by the key's owner");
-    let body = fill(ctx.s.optout_done_body, &[("prefix", &prefix_of(&state, &key_id))]);
-    message(&ctx, StatusCode::OK, ctx.s.optout_done_h, &body, Some(("/dashboard", ctx.t.nav_dashboard)))
+    let body = fill(
+        ctx.s.optout_done_body,
+        &[("prefix", &prefix_of(&state, &key_id))],
+    );
+    message(
+        &ctx,
+        StatusCode::OK,
+        ctx.s.optout_done_h,
+        &body,
+        Some(("/dashboard", ctx.t.nav_dashboard)),
+    )
 }

@@ -99,7 +99,10 @@ pub struct OrderQuery {
 }
 
 /// `GET /order`: the look-up form (the id filled in from `?order_id=`).
-pub async fn order_form(ctx: PageCtx, query: Result<Query<OrderQuery>, QueryRejection>) -> Response {
+pub async fn order_form(
+    ctx: PageCtx,
+    query: Result<Query<OrderQuery>, QueryRejection>,
+) -> Response {
     let order_id = query.map(|Query(q)| q.order_id).unwrap_or_default();
     let page = OrderPage {
         ctx: &ctx,

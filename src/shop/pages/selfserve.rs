@@ -78,25 +78,37 @@ impl GuardedForm for RotateForm {
     }
 }
 
-/// The key of a form's grant, usable (not revoked), or the page that says why not.
-fn granted_key(state: &AppState, ctx: &PageCtx, grant: &str) -> Result<Arc<KeyState>, Response> {
+/// Why a form's grant leads to no usable key.
+enum Refused {
+    /// The key is revoked.
+    Revoked,
+    /// Expired, another browser's, or altered: the dashboard issues a fresh one.
+    Stale,
+}
+
+impl Refused {
+    /// The page that says so.
+    fn page(self, ctx: &PageCtx) -> Response {
+        let (heading, body) = match self {
+            Refused::Revoked => (ctx.s.topup_h, ctx.s.topup_revoked),
+            Refused::Stale => (ctx.t.csrf_h, ctx.t.csrf_body),
+        };
+        message(
+            ctx,
+            StatusCode::BAD_REQUEST,
+            heading,
+            body,
+            Some(("/dashboard", ctx.t.nav_dashboard)),
+        )
+    }
+}
+
+/// The key of a form's grant, if it is usable (not revoked).
+fn granted_key(state: &AppState, ctx: &PageCtx, grant: &str) -> Result<Arc<KeyState>, Refused> {
     match crate::shop::grant::redeem(state, grant, &ctx.csrf) {
         Some(k) if k.status() != KeyStatus::Revoked => Ok(k),
-        Some(_) => Err(message(
-            ctx,
-            StatusCode::BAD_REQUEST,
-            ctx.s.topup_h,
-            ctx.s.topup_revoked,
-            Some(("/dashboard", ctx.t.nav_dashboard)),
-        )),
-        // Expired, another browser's, or altered: the dashboard issues a fresh one.
-        None => Err(message(
-            ctx,
-            StatusCode::BAD_REQUEST,
-            ctx.t.csrf_h,
-            ctx.t.csrf_body,
-            Some(("/dashboard", ctx.t.nav_dashboard)),
-        )),
+        Some(_) => Err(Refused::Revoked),
+        None => Err(Refused::Stale),
     }
 }
 
@@ -118,7 +130,7 @@ pub async fn checkout_topup(
     };
     let key = match granted_key(&state, &ctx, &form.grant) {
         Ok(k) => k,
-        Err(page) => return page,
+        Err(why) => return why.page(&ctx),
     };
     let topup = TopUpMode::new(&ctx, &plan, Some(form.grant), key.prefix());
     let page = Checkout {
@@ -154,7 +166,7 @@ pub async fn rotate(
 ) -> Response {
     let key = match granted_key(&state, &ctx, &form.grant) {
         Ok(k) => k,
-        Err(page) => return page,
+        Err(why) => return why.page(&ctx),
     };
     if form.confirm != "yes" {
         let body = fill(ctx.s.rotate_confirm_body, &[("prefix", &key.prefix())]);

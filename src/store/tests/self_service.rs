@@ -71,11 +71,8 @@ async fn the_migration_gives_existing_keys_their_history_and_mail_rows() {
         let tx = c.transaction().unwrap();
         for (version, sql) in &migrate::MIGRATIONS[..4] {
             tx.execute_batch(sql).unwrap();
-            tx.execute(
-                "INSERT INTO schema_migrations VALUES (?1, 0)",
-                [version],
-            )
-            .unwrap();
+            tx.execute("INSERT INTO schema_migrations VALUES (?1, 0)", [version])
+                .unwrap();
         }
         tx.execute_batch(
             "INSERT INTO keys (id, hash, sealed, prefix, plan, status, budget_nanos, created_at, order_id)
@@ -109,7 +106,12 @@ async fn the_migration_gives_existing_keys_their_history_and_mail_rows() {
         ]
     );
     let tokens = store
-        .read(|c| Ok((mail::token_of(c, "key_sold")?, mail::token_of(c, "key_comp")?)))
+        .read(|c| {
+            Ok((
+                mail::token_of(c, "key_sold")?,
+                mail::token_of(c, "key_comp")?,
+            ))
+        })
         .await
         .unwrap();
     let (a, b) = (tokens.0.unwrap(), tokens.1.unwrap());
@@ -302,7 +304,11 @@ async fn notices_are_queued_once_per_crossing_and_never_after_an_opt_out() {
         .unwrap();
     store.write(notice(MailKind::Exhausted)).await.unwrap();
     assert_eq!(
-        count(&store, "SELECT count(*) FROM outbox WHERE status = 'queued'").await,
+        count(
+            &store,
+            "SELECT count(*) FROM outbox WHERE status = 'queued'"
+        )
+        .await,
         0
     );
     assert_eq!(count(&store, "SELECT count(*) FROM outbox").await, 2);
@@ -345,7 +351,13 @@ async fn the_outbox_retries_gives_up_and_never_resends_a_sent_message() {
         })
         .await
         .unwrap();
-    assert!(store.read(|c| mail::due(c, 50, 10)).await.unwrap().is_empty());
+    assert!(
+        store
+            .read(|c| mail::due(c, 50, 10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(store.read(mail::next_due).await.unwrap(), Some(100));
     store
         .write(Write::MailFailed {
