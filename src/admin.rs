@@ -402,6 +402,35 @@ async fn retry_mail(state: &AppState, id: i64) -> Result<Response, AdminError> {
     Ok(Response::MailRetried { mail })
 }
 
+/// Answer a self-service command of the admin socket (rotation, the outbox).
+async fn self_service_command(state: &AppState, req: Request) -> Result<Response, AdminError> {
+    match req {
+        Request::KeysRotate { key } => {
+            rotate_key(state, &key)
+                .await
+                .map(|(k, api_key)| Response::Rotated {
+                    key: key_view(&k),
+                    api_key,
+                })
+        }
+        Request::MailList { limit } => {
+            let limit = limit.unwrap_or(100).clamp(1, 10_000);
+            state
+                .store
+                .read(move |c| crate::store::mail::list(c, limit))
+                .await
+                .map(|rows| Response::Mail {
+                    mail: rows.iter().map(mail_view).collect(),
+                })
+                .map_err(|e| AdminError::Internal(e.to_string()))
+        }
+        Request::MailRetry { id } => retry_mail(state, id).await,
+        other => Err(AdminError::Internal(format!(
+            "{other:?} is not a self-service command"
+        ))),
+    }
+}
+
 /// Back the database up to `path` (absolute; see [`crate::store::Store::backup`]).
 pub async fn backup(state: &AppState, path: std::path::PathBuf) -> Result<Response, AdminError> {
     if !path.is_absolute() {
@@ -490,26 +519,7 @@ pub async fn handle_admin(state: &AppState, req: Request) -> Response {
         }
         Request::Subscribe => Ok(Response::Subscribed),
         Request::Backup { path } => backup(state, path).await,
-        Request::KeysRotate { key } => {
-            rotate_key(state, &key)
-                .await
-                .map(|(k, api_key)| Response::Rotated {
-                    key: key_view(&k),
-                    api_key,
-                })
-        }
-        Request::MailList { limit } => {
-            let limit = limit.unwrap_or(100).clamp(1, 10_000);
-            state
-                .store
-                .read(move |c| crate::store::mail::list(c, limit))
-                .await
-                .map(|rows| Response::Mail {
-                    mail: rows.iter().map(mail_view).collect(),
-                })
-                .map_err(|e| AdminError::Internal(e.to_string()))
-        }
-        Request::MailRetry { id } => retry_mail(state, id).await,
+        other => self_service_command(state, other).await,
     };
     result.unwrap_or_else(|e| Response::Error {
         message: e.to_string(),

@@ -133,21 +133,7 @@ pub async fn create(
         .paypal
         .as_ref()
         .ok_or(ShopError::PaymentsUnavailable)?;
-    let topup_key = match (
-        req.key.as_deref().map(str::trim).filter(|k| !k.is_empty()),
-        req.key_grant.as_deref().filter(|g| !g.is_empty()),
-    ) {
-        (Some(token), _) => Some(super::topup::key_to_top_up(&state, token)?.id.clone()),
-        (None, Some(grant)) => {
-            let csrf = csrf_header(&headers).unwrap_or_default();
-            let key = super::grant::redeem(&state, grant, csrf).ok_or(ShopError::UnknownKey)?;
-            if key.status() == KeyStatus::Revoked {
-                return Err(ShopError::KeyRevoked);
-            }
-            Some(key.id.clone())
-        }
-        (None, None) => None,
-    };
+    let topup_key = key_to_top_up(&state, &req, &headers)?;
     let kind = if topup_key.is_some() {
         OrderKind::TopUp
     } else {
@@ -204,6 +190,29 @@ pub async fn create(
     let jar = CookieJar::new().add(order_cookie(&state, &order_id, browser_token));
     let answer = json!({"order_id": order_id, "paypal_order_id": paypal_order_id});
     Ok((jar, Json(answer)).into_response())
+}
+
+/// The id of the key an order tops up (`None`: a purchase): the body's `key`, or the
+/// dashboard's grant for it, refused when unknown or revoked.
+fn key_to_top_up(
+    state: &AppState,
+    req: &CreateBody,
+    headers: &HeaderMap,
+) -> Result<Option<String>, ShopError> {
+    let token = req.key.as_deref().map(str::trim).filter(|k| !k.is_empty());
+    let grant = req.key_grant.as_deref().filter(|g| !g.is_empty());
+    Ok(match (token, grant) {
+        (Some(token), _) => Some(super::topup::key_to_top_up(state, token)?.id.clone()),
+        (None, Some(grant)) => {
+            let csrf = csrf_header(headers).unwrap_or_default();
+            let key = super::grant::redeem(state, grant, csrf).ok_or(ShopError::UnknownKey)?;
+            if key.status() == KeyStatus::Revoked {
+                return Err(ShopError::KeyRevoked);
+            }
+            Some(key.id.clone())
+        }
+        (None, None) => None,
+    })
 }
 
 /// Create PayPal's order for ours (idempotent on our request id) and record its id; an order

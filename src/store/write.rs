@@ -216,6 +216,13 @@ pub(super) fn apply(tx: &rusqlite::Connection, w: &Write) -> Result<(), StoreErr
             at_ms,
         } => keys::top_up(tx, key_id, *amount, *at_ms),
         Write::Barrier => Ok(()),
+        other => apply_self_service(tx, other),
+    }
+}
+
+/// Apply one write of self-service (top-ups, rotation, notices, the outbox).
+fn apply_self_service(tx: &rusqlite::Connection, w: &Write) -> Result<(), StoreError> {
+    match w {
         Write::InsertOrderWith { order, extra } => orders::insert_with(tx, order, extra),
         Write::Pay {
             order_id,
@@ -270,5 +277,7 @@ pub(super) fn apply(tx: &rusqlite::Connection, w: &Write) -> Result<(), StoreErr
         } => mail::mark_failed(tx, *id, error, *next_ms, *give_up),
         Write::MailRetry { id, at_ms } => mail::retry(tx, *id, *at_ms),
         Write::OptOut { key_id, at_ms } => mail::opt_out(tx, key_id, *at_ms),
+        // The writes of `apply` itself never reach here.
+        _ => Err(StoreError::Conflict("not a self-service write".into())),
     }
 }

@@ -8,6 +8,7 @@ use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, TableState};
 
 use super::Theme;
 use super::format::{clip, short_time, usd};
+use crate::activity::protocol::OrderView;
 use crate::console::app::App;
 use crate::kinds::{MailStatus, OrderKind};
 use crate::status::OrderStatus;
@@ -52,49 +53,13 @@ fn draw_orders(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
         .collect();
     let fixed: u16 = widths.iter().sum::<u16>() + widths.len() as u16;
     let email_w = area.width.saturating_sub(fixed).max(8) as usize;
-    let rows = m.orders.iter().map(|o| {
-        let status_style = match o.status {
-            OrderStatus::Paid => t.good,
-            OrderStatus::Created | OrderStatus::Pending => t.warn,
-            OrderStatus::Failed | OrderStatus::Refunded => t.bad,
-        };
-        let kind = match o.kind {
-            OrderKind::Purchase => Span::raw("buy"),
-            OrderKind::TopUp => Span::styled("top-up", t.accent),
-        };
-        // The key's display prefix reads better than its id, when the key is known.
-        let key = o.key_id.as_deref().map_or_else(
-            || "-".to_string(),
-            |id| {
-                if wide {
-                    id.to_string()
-                } else {
-                    m.keys
-                        .get(id)
-                        .map_or_else(|| clip(id, key_w as usize), |k| k.prefix.clone())
-                }
-            },
-        );
-        let plan = match (wide, o.kind) {
-            (false, OrderKind::TopUp) => Span::styled(clip(&format!("+{}", o.plan), 8), t.accent),
-            _ => Span::raw(clip(&o.plan, 8)),
-        };
-        let mut cells = vec![
-            Cell::from(clip(&o.order_id, id_w as usize)),
-            Cell::from(short_time(&o.created_at)),
-        ];
-        if wide {
-            cells.push(Cell::from(kind));
-        }
-        cells.extend([
-            Cell::from(plan),
-            Cell::from(Line::from(usd(o.amount_usd)).right_aligned()),
-            Cell::from(Span::styled(o.status.as_str(), status_style)),
-            Cell::from(key),
-            Cell::from(clip(&o.email, email_w)),
-        ]);
-        Row::new(cells)
-    });
+    let shape = Shape {
+        wide,
+        id_w,
+        key_w,
+        email_w,
+    };
+    let rows = m.orders.iter().map(|o| order_row(app, o, &shape, t));
     let mut constraints: Vec<Constraint> = widths.into_iter().map(Constraint::Length).collect();
     constraints.push(Constraint::Min(8));
     let heads: Vec<&str> = [
@@ -109,6 +74,67 @@ fn draw_orders(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
         .block(block);
     let mut state = TableState::default().with_selected((app.row[2] > 0).then_some(app.row[2]));
     frame.render_stateful_widget(table, area, &mut state);
+}
+
+/// Column widths of the orders table.
+#[derive(Clone, Copy)]
+struct Shape {
+    wide: bool,
+    id_w: u16,
+    key_w: u16,
+    email_w: usize,
+}
+
+/// One order's row.
+fn order_row<'a>(app: &App, o: &'a OrderView, shape: &Shape, t: &Theme) -> Row<'a> {
+    let m = &app.model;
+    let Shape {
+        wide,
+        id_w,
+        key_w,
+        email_w,
+    } = *shape;
+    let status_style = match o.status {
+        OrderStatus::Paid => t.good,
+        OrderStatus::Created | OrderStatus::Pending => t.warn,
+        OrderStatus::Failed | OrderStatus::Refunded => t.bad,
+    };
+    let kind = match o.kind {
+        OrderKind::Purchase => Span::raw("buy"),
+        OrderKind::TopUp => Span::styled("top-up", t.accent),
+    };
+    // The key's display prefix reads better than its id, when the key is known.
+    let key = o.key_id.as_deref().map_or_else(
+        || "-".to_string(),
+        |id| {
+            if wide {
+                id.to_string()
+            } else {
+                m.keys
+                    .get(id)
+                    .map_or_else(|| clip(id, key_w as usize), |k| k.prefix.clone())
+            }
+        },
+    );
+    let plan = match (wide, o.kind) {
+        (false, OrderKind::TopUp) => Span::styled(clip(&format!("+{}", o.plan), 8), t.accent),
+        _ => Span::raw(clip(&o.plan, 8)),
+    };
+    let mut cells = vec![
+        Cell::from(clip(&o.order_id, id_w as usize)),
+        Cell::from(short_time(&o.created_at)),
+    ];
+    if wide {
+        cells.push(Cell::from(kind));
+    }
+    cells.extend([
+        Cell::from(plan),
+        Cell::from(Line::from(usd(o.amount_usd)).right_aligned()),
+        Cell::from(Span::styled(o.status.as_str(), status_style)),
+        Cell::from(key),
+        Cell::from(clip(&o.email, email_w)),
+    ]);
+    Row::new(cells)
 }
 
 fn draw_mail(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
