@@ -36,6 +36,7 @@ mod pages;
 mod python_client;
 mod robustness;
 mod selfservice_mail;
+mod selfservice_pages;
 mod selfservice_rotate;
 mod selfservice_topup;
 mod shop_orders;

@@ -208,6 +208,31 @@ async fn receipts_and_notices_arrive_once_in_the_buyers_language_with_a_working_
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(outbox_count(&app), before);
     assert_eq!(sink.messages().len(), 3);
+
+    // A replacement is told whatever the opt-out (it is about security), in Chinese too.
+    let r = app
+        .http
+        .post(format!("{}/api/keys/rotate", app.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let new_key = r.json::<Value>().await.unwrap()["api_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let got = sink.wait_for(4).await;
+    let notice = &got[3];
+    assert!(
+        notice["subject"].as_str().unwrap().contains("已更换"),
+        "{notice}"
+    );
+    let raw = notice["raw"].as_str().unwrap();
+    assert!(
+        !raw.contains(&new_key) && !raw.contains(&key),
+        "never a key"
+    );
 }
 
 #[tokio::test]
