@@ -1,5 +1,6 @@
-//! Key administration: mint, find, revoke, top up. Used by the admin socket now and by the
-//! storefront later. Every change is committed to the database before it is reported done.
+//! Key administration: mint, find, revoke, top up, rotate, and what follows a change of a
+//! key's balance (exhaustion and its notice). Used by the admin socket and the storefront.
+//! Every change is committed to the database before it is reported done.
 
 use std::sync::Arc;
 
@@ -7,9 +8,10 @@ use chrono::Utc;
 
 use crate::activity::ActivityEvent;
 use crate::activity::protocol::{Request, Response};
-use crate::activity::views::{key_view, order_view};
+use crate::activity::views::{key_view, key_view_with_history, mail_view, order_view};
 use crate::keys::token::{KEY_PREFIX, display_prefix, generate_key, generate_key_id, hash_key};
-use crate::keys::{KeyRecord, KeyState, KeyStatus};
+use crate::keys::{KeyRecord, KeyState, KeyStatus, Notice};
+use crate::kinds::MailKind;
 use crate::money::Usd;
 use crate::state::AppState;
 use crate::store::Write;
@@ -38,6 +40,9 @@ pub enum AdminError {
     /// The key is revoked.
     #[error("key {0} is revoked")]
     Revoked(String),
+    /// No message of the outbox has this number, or it was sent already.
+    #[error("no mail {0} waiting or failed (a sent message is never sent again)")]
+    NoSuchMail(i64),
     /// Storage or RNG failure.
     #[error("{0}")]
     Internal(String),
@@ -111,7 +116,7 @@ pub fn find_key(state: &AppState, needle: &str) -> Result<Arc<KeyState>, AdminEr
             .keys
             .all()
             .into_iter()
-            .filter(|k| k.prefix.trim_end_matches('…').starts_with(stem))
+            .filter(|k| k.prefix().trim_end_matches('…').starts_with(stem))
             .collect();
         return match hits.len() {
             1 => Ok(hits[0].clone()),
@@ -189,12 +194,13 @@ pub fn prepare_key(state: &AppState, new: NewKey) -> Result<(KeyRecord, String),
 pub fn install_key(state: &AppState, record: KeyRecord) -> Arc<KeyState> {
     let rpm = state.catalog.rpm_of(&record.plan);
     let budget = record.budget;
+    let hash = record.hash;
     let key = Arc::new(KeyState::from_record(record, rpm));
-    state.keys.insert(key.clone());
+    state.keys.insert(hash, key.clone());
     state.activity.emit(ActivityEvent::KeyCreated {
         key: key_view(&key),
     });
-    tracing::info!(key_id = %key.id, plan = %key.plan, budget = %budget, "key created");
+    tracing::info!(key_id = %key.id, plan = %key.plan(), budget = %budget, "key created");
     key
 }
 
@@ -244,6 +250,7 @@ pub async fn top_up_key(
         .await
         .map_err(|e| AdminError::Internal(e.to_string()))?;
     key.top_up(amount);
+    key.rearm_notices();
     state.activity.emit(ActivityEvent::KeyToppedUp {
         key_id: key.id.clone(),
         amount_usd: amount,
@@ -252,6 +259,176 @@ pub async fn top_up_key(
     });
     tracing::info!(key_id = %key.id, amount = %amount, "key topped up");
     Ok(key)
+}
+
+/// Replace a key's text: same id, plan, budget, spend, holds and history; the old text answers
+/// 401 from the moment this returns. Returns the key and its new text (shown once).
+///
+/// The key's live state is not replaced: requests in flight hold it and settle on it. Only
+/// which hash leads to it changes, after the database holds the new hash and sealed copy.
+pub async fn rotate_key(
+    state: &AppState,
+    needle: &str,
+) -> Result<(Arc<KeyState>, String), AdminError> {
+    let key = find_key(state, needle)?;
+    let _serial = state.rotate_lock.lock().await;
+    if key.status() == KeyStatus::Revoked {
+        return Err(AdminError::Revoked(key.id.clone()));
+    }
+    let internal = |e: &dyn std::fmt::Display| AdminError::Internal(e.to_string());
+    let text = generate_key().map_err(|e| internal(&e))?;
+    let hash = hash_key(&text);
+    let sealed = state
+        .sealer
+        .seal(&key.id, &text)
+        .map_err(|e| internal(&e))?;
+    let prefix = display_prefix(&text);
+    state
+        .store
+        .write(Write::RotateKey {
+            key_id: key.id.clone(),
+            hash,
+            sealed,
+            prefix: prefix.clone(),
+            notify: state.mailer.enabled(),
+            at_ms: now_ms(),
+        })
+        .await
+        .map_err(|e| match e {
+            crate::store::StoreError::Conflict(_) => AdminError::Revoked(key.id.clone()),
+            e => internal(&e),
+        })?;
+    state.keys.rekey(&key.id, hash);
+    key.set_prefix(prefix);
+    state.mailer.poke();
+    state.activity.emit(ActivityEvent::KeyUpdated {
+        key: key_view(&key),
+        at_ms: now_ms(),
+    });
+    tracing::info!(key_id = %key.id, "key rotated; the old text no longer works");
+    Ok((key, text))
+}
+
+/// Mark a key exhausted once its balance is below what one more request of its plan needs
+/// (told to the store, the console, the owner and the log once). For changes off the request
+/// path (a refunded top-up); settlement does the same in `gateway::billing`.
+pub fn mark_if_exhausted(state: &AppState, key: &KeyState) {
+    let threshold = state
+        .catalog
+        .plan(&key.plan())
+        .map_or(Usd::from_nanos(1), |p| p.exhausted_below);
+    if key.is_low() {
+        notice_if_first(state, key, Notice::LowBalance);
+    }
+    if key.mark_exhausted_below(threshold) {
+        state.store.write_later(Write::MarkExhausted {
+            key_id: key.id.clone(),
+            below: threshold,
+        });
+        notice_if_first(state, key, Notice::Exhausted);
+        state.activity.emit(ActivityEvent::KeyExhausted {
+            key_id: key.id.clone(),
+            at_ms: now_ms(),
+        });
+        tracing::info!(key_id = %key.id, "key exhausted");
+    }
+}
+
+/// Queue a threshold notice for `key` the first time its current crossing is seen (through
+/// the writer, not awaited).
+pub fn notice_if_first(state: &AppState, key: &KeyState, notice: Notice) {
+    if !key.first_crossing(notice) {
+        return;
+    }
+    let kind = match notice {
+        Notice::LowBalance => MailKind::LowBalance,
+        Notice::Exhausted => MailKind::Exhausted,
+    };
+    state.store.write_later(Write::KeyNotice {
+        key_id: key.id.clone(),
+        kind,
+        queue: state.mailer.enabled(),
+        at_ms: now_ms(),
+    });
+    state.mailer.poke();
+}
+
+/// A key with its budget history.
+async fn show_key(state: &AppState, needle: &str) -> Result<Response, AdminError> {
+    let key = find_key(state, needle)?;
+    let id = key.id.clone();
+    let history = state
+        .store
+        .read(move |c| crate::store::budget::history(c, &id))
+        .await
+        .map_err(|e| AdminError::Internal(e.to_string()))?;
+    Ok(Response::Key {
+        key: key_view_with_history(&key, &history),
+    })
+}
+
+/// Queue a message of the outbox again.
+async fn retry_mail(state: &AppState, id: i64) -> Result<Response, AdminError> {
+    match state
+        .store
+        .write(Write::MailRetry {
+            id,
+            at_ms: now_ms(),
+        })
+        .await
+    {
+        Ok(()) => {}
+        Err(crate::store::StoreError::Conflict(_)) => return Err(AdminError::NoSuchMail(id)),
+        Err(e) => return Err(AdminError::Internal(e.to_string())),
+    }
+    state.mailer.poke();
+    let row = state
+        .store
+        .read(move |c| crate::store::mail::get(c, id))
+        .await
+        .map_err(|e| AdminError::Internal(e.to_string()))?
+        .ok_or(AdminError::NoSuchMail(id))?;
+    let mail = mail_view(&row);
+    state.activity.emit(ActivityEvent::MailChanged {
+        mail: mail.clone(),
+        at_ms: now_ms(),
+    });
+    if !state.mailer.enabled() {
+        tracing::warn!(
+            id,
+            "mail queued again, but email is off ([email] smtp_url): it waits"
+        );
+    }
+    Ok(Response::MailRetried { mail })
+}
+
+/// Answer a self-service command of the admin socket (rotation, the outbox).
+async fn self_service_command(state: &AppState, req: Request) -> Result<Response, AdminError> {
+    match req {
+        Request::KeysRotate { key } => {
+            rotate_key(state, &key)
+                .await
+                .map(|(k, api_key)| Response::Rotated {
+                    key: key_view(&k),
+                    api_key,
+                })
+        }
+        Request::MailList { limit } => {
+            let limit = limit.unwrap_or(100).clamp(1, 10_000);
+            state
+                .store
+                .read(move |c| crate::store::mail::list(c, limit))
+                .await
+                .map(|rows| Response::Mail {
+                    mail: rows.iter().map(mail_view).collect(),
+                })
+                .map_err(|e| AdminError::Internal(e.to_string()))
+        }
+        Request::MailRetry { id } => retry_mail(state, id).await,
+        other => Err(AdminError::Internal(format!(
+            "{other:?} is not a self-service command"
+        ))),
+    }
 }
 
 /// Back the database up to `path` (absolute; see [`crate::store::Store::backup`]).
@@ -284,9 +461,7 @@ pub async fn handle_admin(state: &AppState, req: Request) -> Response {
         Request::KeysList => Ok(Response::Keys {
             keys: state.keys.all().iter().map(|k| key_view(k)).collect(),
         }),
-        Request::KeysShow { key } => {
-            find_key(state, &key).map(|k| Response::Key { key: key_view(&k) })
-        }
+        Request::KeysShow { key } => show_key(state, &key).await,
         Request::KeysCreate {
             plan,
             email,
@@ -317,7 +492,7 @@ pub async fn handle_admin(state: &AppState, req: Request) -> Response {
             let limit = limit.unwrap_or(100).clamp(1, 10_000);
             state
                 .store
-                .read(move |c| crate::store::orders::recent(c, limit))
+                .read(move |c| crate::store::orders::recent_full(c, limit))
                 .await
                 .map(|orders| Response::Orders {
                     orders: orders.iter().map(order_view).collect(),
@@ -331,7 +506,7 @@ pub async fn handle_admin(state: &AppState, req: Request) -> Response {
             } else {
                 state
                     .store
-                    .read(move |c| crate::store::orders::get(c, &id))
+                    .read(move |c| crate::store::orders::get_full(c, &id))
                     .await
             };
             match found {
@@ -344,6 +519,7 @@ pub async fn handle_admin(state: &AppState, req: Request) -> Response {
         }
         Request::Subscribe => Ok(Response::Subscribed),
         Request::Backup { path } => backup(state, path).await,
+        other => self_service_command(state, other).await,
     };
     result.unwrap_or_else(|e| Response::Error {
         message: e.to_string(),

@@ -1,22 +1,24 @@
-//! The command line: `serve`, `keys …`, `orders …`, `backup`, `check-config`, `console`. Output for people goes to
+//! The command line: `serve`, `keys …`, `orders …`, `mail …`, `backup`, `check-config`, `console`. Output for people goes to
 //! stdout (tables, or one JSON document with `--json`); errors go to stderr with exit code 1.
 //!
 //! A command's output is composed whole, then written once by [`output`], which takes a reader
 //! that stops early (`modelrelay keys list | head`) in its stride, as `ls` does.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::activity::client;
-use crate::activity::protocol::{KeyView, OrderView, Request, Response};
+use crate::activity::protocol::{Request, Response};
 use crate::app::Daemon;
 use crate::config::Config;
 use crate::money::Usd;
 use crate::paypal::simulated::{SimPaypalOptions, SimulatedPaypal};
 use crate::upstream::simulated::{SimOptions, SimulatedDeepSeek};
+use tables::{key_card, keys_table, mail_table, order_card, orders_table};
+
+mod tables;
 
 /// modelrelay: sell DeepSeek through an OpenAI-compatible API on prepaid keys.
 #[derive(Debug, Parser)]
@@ -49,6 +51,8 @@ pub enum Command {
     Keys(KeysArgs),
     /// Look at orders on the running daemon.
     Orders(OrdersArgs),
+    /// The outbox of receipts and notices on the running daemon.
+    Mail(MailArgs),
     /// Validate the config and print it with secrets redacted.
     CheckConfig,
     /// Copy the running daemon's database to FILE (consistent online backup; never overwrites).
@@ -87,6 +91,36 @@ pub struct OrdersArgs {
     /// What to do.
     #[command(subcommand)]
     pub command: OrdersCommand,
+}
+
+/// `mail …`
+#[derive(Debug, Args)]
+pub struct MailArgs {
+    /// Admin socket (default: from config).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Print one JSON document.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: MailCommand,
+}
+
+/// `mail` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum MailCommand {
+    /// The newest messages: queued, sent, failed.
+    List {
+        /// How many.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Queue a failed (or waiting) message again, now (a sent one is never sent again).
+    Retry {
+        /// The message's number (the ID column of `mail list`).
+        id: i64,
+    },
 }
 
 /// `orders` subcommands.
@@ -142,6 +176,12 @@ pub enum KeysCommand {
         /// Amount in USD, e.g. 5.00.
         #[arg(long, value_name = "AMOUNT")]
         usd: Usd,
+    },
+    /// Replace a key's text (same id, plan, budget, history); prints the new key alone on
+    /// stdout. The old text stops working at once.
+    Rotate {
+        /// Key, id or prefix.
+        key: String,
     },
 }
 
@@ -225,6 +265,10 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Orders(args) => {
             let path = args.socket.clone().unwrap_or_else(|| config.admin_socket());
             runtime.block_on(orders(&path, args))
+        }
+        Command::Mail(args) => {
+            let path = args.socket.clone().unwrap_or_else(|| config.admin_socket());
+            runtime.block_on(mail(&path, args))
         }
         Command::CheckConfig => ExitCode::SUCCESS,
         Command::Backup { file, socket } => {
@@ -393,6 +437,7 @@ async fn keys(path: &Path, args: KeysArgs) -> ExitCode {
             key: key.clone(),
             usd: *usd,
         },
+        KeysCommand::Rotate { key } => Request::KeysRotate { key: key.clone() },
     };
     let resp = match client::call(path, &req).await {
         Ok(r) => r,
@@ -400,7 +445,7 @@ async fn keys(path: &Path, args: KeysArgs) -> ExitCode {
     };
     match resp {
         Response::Error { message } => fail(message),
-        Response::Created { key, api_key } => {
+        Response::Created { key, api_key } | Response::Rotated { key, api_key } => {
             if args.json {
                 let doc = serde_json::json!({"api_key": api_key, "key": key});
                 print_json(&doc)
@@ -446,111 +491,27 @@ async fn orders(path: &Path, args: OrdersArgs) -> ExitCode {
     }
 }
 
+async fn mail(path: &Path, args: MailArgs) -> ExitCode {
+    let req = match &args.command {
+        MailCommand::List { limit } => Request::MailList {
+            limit: Some(*limit),
+        },
+        MailCommand::Retry { id } => Request::MailRetry { id: *id },
+    };
+    match client::call(path, &req).await {
+        Err(e) => fail(e),
+        Ok(Response::Error { message }) => fail(message),
+        Ok(Response::Mail { mail }) if args.json => print_json(&mail),
+        Ok(Response::Mail { mail }) => output(&mail_table(&mail)),
+        Ok(Response::MailRetried { mail }) if args.json => print_json(&mail),
+        Ok(Response::MailRetried { mail }) => output(&mail_table(&[mail])),
+        Ok(other) => fail(format_args!("unexpected answer from the daemon: {other:?}")),
+    }
+}
+
 fn print_json(v: &impl serde::Serialize) -> ExitCode {
     match serde_json::to_string_pretty(v) {
         Ok(s) => output(&(s + "\n")),
         Err(e) => fail(e),
     }
-}
-
-// Writing to a String cannot fail: the `fmt::Result`s below are always `Ok`.
-
-fn orders_table(orders: &[OrderView]) -> String {
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "{:<24} {:<20} {:<9} {:<10} {:>9}  {:<21} EMAIL",
-        "ORDER", "CREATED", "STATUS", "PLAN", "AMOUNT", "KEY"
-    );
-    for o in orders {
-        let _ = writeln!(
-            s,
-            "{:<24} {:<20} {:<9} {:<10} {:>9}  {:<21} {}",
-            o.order_id,
-            o.created_at,
-            o.status.as_str(),
-            o.plan,
-            format!("${}", o.amount_usd),
-            o.key_id.as_deref().unwrap_or("-"),
-            o.email
-        );
-    }
-    if orders.is_empty() {
-        s.push_str("(no orders yet)\n");
-    }
-    s
-}
-
-/// `label:      value` lines.
-fn card(fields: &[(&str, String)]) -> String {
-    let mut s = String::new();
-    for (label, value) in fields {
-        let _ = writeln!(s, "{:<12}{value}", format!("{label}:"));
-    }
-    s
-}
-
-fn or_dash(v: &Option<String>) -> String {
-    v.clone().unwrap_or_else(|| "-".into())
-}
-
-fn order_card(o: &OrderView) -> String {
-    card(&[
-        ("order", o.order_id.clone()),
-        ("status", o.status.as_str().to_string()),
-        ("plan", o.plan.clone()),
-        ("amount", format!("${}", o.amount_usd)),
-        ("email", o.email.clone()),
-        ("key", or_dash(&o.key_id)),
-        ("paypal", or_dash(&o.paypal_order_id)),
-        ("capture", or_dash(&o.paypal_capture_id)),
-        ("created", o.created_at.clone()),
-        ("paid", or_dash(&o.paid_at)),
-    ])
-}
-
-fn keys_table(keys: &[KeyView]) -> String {
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "{:<21} {:<20} {:<10} {:<9} {:>12} {:>12} {:>12} {:>8}  CREATED",
-        "ID", "PREFIX", "PLAN", "STATUS", "BUDGET", "SPENT", "REMAINING", "REQS"
-    );
-    for k in keys {
-        let _ = writeln!(
-            s,
-            "{:<21} {:<20} {:<10} {:<9} {:>12} {:>12} {:>12} {:>8}  {}",
-            k.id,
-            k.prefix,
-            k.plan,
-            k.status.as_str(),
-            format!("${}", k.budget_usd),
-            format!("${}", k.spent_usd),
-            format!("${}", k.remaining_usd),
-            k.requests,
-            k.created_at
-        );
-    }
-    if keys.is_empty() {
-        s.push_str("(no keys yet: `modelrelay keys create --plan trial`)\n");
-    }
-    s
-}
-
-fn key_card(k: &KeyView) -> String {
-    card(&[
-        ("id", k.id.clone()),
-        ("prefix", k.prefix.clone()),
-        ("plan", k.plan.clone()),
-        ("status", k.status.as_str().to_string()),
-        ("budget", format!("${}", k.budget_usd)),
-        ("spent", format!("${}", k.spent_usd)),
-        ("remaining", format!("${}", k.remaining_usd)),
-        ("held", format!("${}", k.held_usd)),
-        ("requests", k.requests.to_string()),
-        ("email", or_dash(&k.email)),
-        ("note", or_dash(&k.note)),
-        ("created", k.created_at.clone()),
-        ("last used", or_dash(&k.last_used_at)),
-    ])
 }

@@ -53,6 +53,8 @@ pub struct Config {
     pub models: BTreeMap<String, ModelConfig>,
     /// Plans sold, by id (used in URLs and keys).
     pub plans: BTreeMap<String, PlanConfig>,
+    /// Receipts and notices by SMTP (off until configured).
+    pub email: EmailConfig,
 }
 
 /// `[store]`: how durable a committed ledger row is.
@@ -287,6 +289,50 @@ pub struct PricingConfig {
     pub off_peak_dates: Vec<String>,
 }
 
+/// `[email]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmailConfig {
+    /// The SMTP server, with credentials: `smtps://user:pass@host:465` (TLS),
+    /// `smtp://user:pass@host:587?tls=required` (STARTTLS), `smtp://host:25` (plain, local
+    /// relays only). Empty: email is off.
+    pub smtp_url: String,
+    /// A file holding the SMTP URL instead (systemd credentials).
+    pub smtp_url_file: Option<PathBuf>,
+    /// The sender, `billing@example.com` or `Example <billing@example.com>`.
+    pub from: String,
+    /// Messages sent per minute at most (the SMTP provider's rate).
+    pub send_per_minute: u32,
+    /// Seconds before the first retry of a failed message; each next retry waits twice as
+    /// long, up to an hour.
+    pub retry_secs: u64,
+    /// Attempts before a message is given up (`modelrelay mail retry ID` queues it again).
+    pub max_attempts: u32,
+    /// Seconds an SMTP connection or command may take.
+    pub timeout_secs: u64,
+}
+
+impl Default for EmailConfig {
+    fn default() -> Self {
+        EmailConfig {
+            smtp_url: String::new(),
+            smtp_url_file: None,
+            from: String::new(),
+            send_per_minute: 30,
+            retry_secs: 60,
+            max_attempts: 8,
+            timeout_secs: 30,
+        }
+    }
+}
+
+impl EmailConfig {
+    /// Is email configured (receipts and notices are queued and sent)?
+    pub fn enabled(&self) -> bool {
+        !self.smtp_url.trim().is_empty()
+    }
+}
+
 /// `[models.<public name>]`; prices are USD per 1M tokens as `[off-peak, peak]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -459,6 +505,7 @@ impl Default for Config {
                 ("standard".into(), plan("Standard", 20, 60, &[f])),
                 ("pro".into(), plan("Pro", 50, 30, &[f, "deepseek-v4-pro"])),
             ]),
+            email: EmailConfig::default(),
         }
     }
 }

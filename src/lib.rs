@@ -12,7 +12,9 @@
 //! - [`keys`]: keys in memory (balances as atomics), key material, sealing.
 //! - [`store`]: SQLite, migrations, the group-committing writer, the ledger.
 //! - [`money`], [`pricing`], [`catalog`]: nano-dollar money, peak windows, models and plans.
-//! - [`status`]: the small enums every floor shares (how a request ended, order and key status).
+//! - [`status`]: the small enums every floor shares (how a request ended, order and key status);
+//!   [`kinds`]: those of self-service (order kind, budget changes, mail).
+//! - [`mail`]: receipts and notices: the outbox's mailer (SMTP) and the messages.
 //! - [`shop`]: the storefront (pages, checkout API, webhooks, dashboard).
 //! - [`activity`]: the event bus, the admin socket (wire protocol, server, client), the fold of
 //!   events into a live view shared with the console; [`admin`]: key administration.
@@ -28,6 +30,8 @@ pub mod config;
 pub mod console;
 pub mod gateway;
 pub mod keys;
+pub mod kinds;
+pub mod mail;
 pub mod metrics;
 pub mod money;
 pub mod notify;

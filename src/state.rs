@@ -57,6 +57,10 @@ pub struct AppState {
     pub cut: tokio_util::sync::CancellationToken,
     /// Counters for `/metrics` (atomics; the request path takes no lock).
     pub metrics: crate::metrics::Metrics,
+    /// Receipts and notices: whether email is on, and the outbox sender's wake-up.
+    pub mailer: crate::mail::Mailer,
+    /// Serialises key rotations (two at once must not both think they replaced the same text).
+    pub rotate_lock: tokio::sync::Mutex<()>,
 }
 
 /// A count of requests in flight, with a way to wait until there are none.
@@ -194,8 +198,14 @@ impl AppState {
         }
         let keys = Arc::new(KeyTable::new(records.into_iter().map(|r| {
             let rpm = catalog.rpm_of(&r.plan);
-            KeyState::from_record(r, rpm)
+            (r.hash, KeyState::from_record(r, rpm))
         })));
+        // Which notices of the current crossing each key has had, so a restart sends none twice.
+        for (key_id, low, exhausted) in store.read(crate::store::mail::notice_flags).await? {
+            if let Some(k) = keys.by_id(&key_id) {
+                k.restore_notices(low, exhausted);
+            }
+        }
         let paypal = if config.paypal.client_id.is_empty() {
             tracing::warn!("paypal.client_id is empty: the storefront cannot take payments");
             None
@@ -223,6 +233,7 @@ impl AppState {
         };
         let tracker = ActivityTracker::start(parts, upstream.request_timeout).await?;
         let metrics = crate::metrics::Metrics::new(config.models.keys().cloned());
+        let mailer = crate::mail::Mailer::new(config.email.enabled());
         let state = Arc::new(AppState {
             config: Arc::new(config),
             catalog,
@@ -240,6 +251,8 @@ impl AppState {
             fulfil_lock: tokio::sync::Mutex::new(()),
             cut: tokio_util::sync::CancellationToken::new(),
             metrics,
+            mailer,
+            rotate_lock: tokio::sync::Mutex::new(()),
         });
         Ok(state)
     }

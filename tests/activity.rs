@@ -91,6 +91,7 @@ fn key_view() -> KeyView {
         order_id: Some("ord_1".into()),
         created_at: "2026-01-02T03:04:05Z".into(),
         last_used_at: Some("2026-01-03T03:04:05Z".into()),
+        budget_history: None,
     }
 }
 
@@ -180,6 +181,8 @@ fn money_events() -> Vec<ActivityEvent> {
             amount_usd: Usd::from_dollars(50),
             email: "a@b.co".into(),
             at_ms: 8,
+            order_kind: Default::default(),
+            key_id: None,
         },
         ActivityEvent::OrderPaid {
             order_id: "ord_1".into(),
@@ -247,6 +250,8 @@ fn full_snapshot(key: KeyView, events: &[ActivityEvent]) -> Snapshot {
             paypal_capture_id: Some("CAP-1".into()),
             created_at: "2026-01-02T03:04:05Z".into(),
             paid_at: Some("2026-01-02T03:05:05Z".into()),
+            kind: Default::default(),
+            topped_up_key_id: None,
         }],
         rate_limited: vec![RateLimitHits {
             key_id: "key_1".into(),
@@ -373,7 +378,7 @@ async fn a_stream_in_flight_shows_in_snapshots_with_growing_output() {
     }
     let first = first.expect("the stream shows in flight with output");
     assert_eq!(first.key_id, app.key_state(&key).id);
-    assert_eq!(first.key_prefix, app.key_state(&key).prefix);
+    assert_eq!(first.key_prefix, app.key_state(&key).prefix());
     assert_eq!(
         (first.plan.as_str(), first.model.as_str()),
         ("trial", FLASH)

@@ -38,6 +38,13 @@ fn apply(s: &mut Snapshot, e: &ActivityEvent) {
         ActivityEvent::OrderCreated { .. }
         | ActivityEvent::OrderPaid { .. }
         | ActivityEvent::OrderRefunded { .. } => apply_order(s, e),
+        ActivityEvent::KeyUpdated { key, .. } => {
+            if let Some(k) = s.keys.iter_mut().find(|k| k.id == key.id) {
+                *k = key.clone();
+            }
+        }
+        // The outbox is not in the snapshot.
+        ActivityEvent::MailChanged { .. } => {}
     }
 }
 
@@ -173,6 +180,7 @@ fn apply_order(s: &mut Snapshot, e: &ActivityEvent) {
             amount_usd,
             email,
             at_ms,
+            ..
         } => s.orders.insert(
             0,
             OrderView {
@@ -186,6 +194,8 @@ fn apply_order(s: &mut Snapshot, e: &ActivityEvent) {
                 paypal_capture_id: None,
                 created_at: rfc3339(at_ms),
                 paid_at: None,
+                kind: Default::default(),
+                topped_up_key_id: None,
             },
         ),
         ActivityEvent::OrderPaid {

@@ -41,6 +41,11 @@ const EMAIL: &str = "browser-buyer@example.com";
 
 /// `<target>/test-artifacts/browser/`, emptied of an earlier run's files.
 fn artifacts_dir() -> PathBuf {
+    artifacts_dir_named("browser")
+}
+
+/// `<target>/test-artifacts/<name>/`, emptied of an earlier run's files.
+pub(crate) fn artifacts_dir_named(name: &str) -> PathBuf {
     let target = match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) => Path::new(env!("CARGO_MANIFEST_DIR")).join(dir),
         None => Path::new(env!("CARGO_TARGET_TMPDIR"))
@@ -48,7 +53,7 @@ fn artifacts_dir() -> PathBuf {
             .expect("CARGO_TARGET_TMPDIR is inside the target dir")
             .to_path_buf(),
     };
-    let dir = target.join("test-artifacts").join("browser");
+    let dir = target.join("test-artifacts").join(name);
     if dir.exists() {
         std::fs::remove_dir_all(&dir).expect("clear the artifacts dir");
     }
@@ -58,7 +63,7 @@ fn artifacts_dir() -> PathBuf {
 
 /// A daemon in demo mode (approval page, DEMO banner) in front of a simulated DeepSeek and a
 /// simulated PayPal configured through `paypal.api_base`.
-async fn demo_shop() -> TestApp {
+pub(crate) async fn demo_shop() -> TestApp {
     let sim = SimulatedDeepSeek::start(SimOptions {
         api_key: SIM_KEY.into(),
         ..SimOptions::default()
@@ -241,7 +246,10 @@ impl Browser {
 }
 
 /// Poll `probe` until it yields a value; fail after [`WAIT`] with `what` and the last error.
-async fn wait_until<T>(what: &str, mut probe: impl AsyncFnMut() -> Result<Option<T>, String>) -> T {
+pub(crate) async fn wait_until<T>(
+    what: &str,
+    mut probe: impl AsyncFnMut() -> Result<Option<T>, String>,
+) -> T {
     let deadline = Instant::now() + WAIT;
     let mut last = String::from("no answer yet");
     loop {
@@ -259,7 +267,7 @@ async fn wait_until<T>(what: &str, mut probe: impl AsyncFnMut() -> Result<Option
 }
 
 /// The visible text of the element `css`, once it exists and is displayed.
-async fn visible_text(c: &Client, css: &str) -> String {
+pub(crate) async fn visible_text(c: &Client, css: &str) -> String {
     wait_until(&format!("{css} to be displayed"), async || {
         let el = c.find(Locator::Css(css)).await.map_err(|e| e.to_string())?;
         if el.is_displayed().await.map_err(|e| e.to_string())? {
@@ -272,7 +280,7 @@ async fn visible_text(c: &Client, css: &str) -> String {
 }
 
 /// Click the element `css` once it is displayed.
-async fn click(c: &Client, css: &str) {
+pub(crate) async fn click(c: &Client, css: &str) {
     let el = c
         .wait()
         .at_most(WAIT)
@@ -285,7 +293,7 @@ async fn click(c: &Client, css: &str) {
 }
 
 /// Type into the input `css` once it exists.
-async fn type_into(c: &Client, css: &str, text: &str) {
+pub(crate) async fn type_into(c: &Client, css: &str, text: &str) {
     let el = c
         .wait()
         .at_most(WAIT)
@@ -298,7 +306,7 @@ async fn type_into(c: &Client, css: &str, text: &str) {
 }
 
 /// Wait until the page at `path` (and nothing else) is loaded.
-async fn wait_for_path(c: &Client, path: &str) {
+pub(crate) async fn wait_for_path(c: &Client, path: &str) {
     wait_until(&format!("the browser to reach {path}"), async || {
         let url = c.current_url().await.map_err(|e| e.to_string())?;
         let ready = c
@@ -313,7 +321,7 @@ async fn wait_for_path(c: &Client, path: &str) {
 /// A full-page screenshot saved as `<artifacts>/<name>.png`: the window is made tall enough for
 /// the whole page (its height includes the window's own frame, hence the frame is added), shot,
 /// and put back to its usual size.
-async fn screenshot(c: &Client, artifacts: &Path, name: &str) -> PathBuf {
+pub(crate) async fn screenshot(c: &Client, artifacts: &Path, name: &str) -> PathBuf {
     let needed = c
         .execute(
             "return Math.ceil(document.documentElement.scrollHeight \
@@ -337,7 +345,7 @@ async fn screenshot(c: &Client, artifacts: &Path, name: &str) -> PathBuf {
 }
 
 /// `$1.23` as money.
-fn dollars(s: &str) -> Usd {
+pub(crate) fn dollars(s: &str) -> Usd {
     s.trim()
         .strip_prefix('$')
         .unwrap_or_else(|| panic!("{s:?} is not a dollar amount"))
@@ -347,7 +355,7 @@ fn dollars(s: &str) -> Usd {
 
 /// Run `test` in a fresh browser; on failure save `failure-<label>.png` and the page source, and
 /// always quit Chromium and ChromeDriver before the outcome is reported.
-async fn with_browser<F, Fut>(artifacts: &Path, label: &str, test: F)
+pub(crate) async fn with_browser<F, Fut>(artifacts: &Path, label: &str, test: F)
 where
     F: FnOnce(Client) -> Fut,
     Fut: Future<Output = ()>,
@@ -432,7 +440,7 @@ async fn buy_the_trial(c: &Client, base: &str, price: Usd, shots: &Path) -> (Str
 /// request is in the ledger when this returns).
 async fn assert_the_key_works(app: &TestApp, key: &str, order_id: &str, budget: Usd) {
     let ks = app.key_state(key);
-    assert_eq!(ks.plan, "trial");
+    assert_eq!(ks.plan(), "trial");
     assert_eq!(ks.balance().budget, budget);
     assert_eq!(ks.status(), KeyStatus::Active);
     assert_eq!(ks.email.as_deref(), Some(EMAIL));

@@ -44,7 +44,7 @@ fn venv_dir() -> PathBuf {
 
 /// A command with a clean environment for Python: no proxies for loopback, no bytecode
 /// written into the repo, no OpenAI or Anthropic settings leaking in from the developer's shell.
-pub(super) fn python_command(program: &Path) -> Command {
+pub(crate) fn python_command(program: &Path) -> Command {
     let mut cmd = Command::new(program);
     for (name, _) in std::env::vars_os() {
         let n = name.to_string_lossy().to_ascii_uppercase();
@@ -140,7 +140,7 @@ fn prepare_venv() -> Result<PathBuf, String> {
 }
 
 /// The venv's python, built once per test process (other tests wait for the first).
-pub(super) async fn venv_python() -> PathBuf {
+pub(crate) async fn venv_python() -> PathBuf {
     static VENV: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let result = tokio::task::spawn_blocking(|| VENV.get_or_init(prepare_venv).clone())
         .await

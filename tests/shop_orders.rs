@@ -10,14 +10,14 @@ use serde_json::{Value, json};
 use crate::common::{TestApp, body};
 
 /// A browser: its cookies (CSRF, order tokens) and CSRF token.
-struct Browser {
-    cookies: Vec<(String, String)>,
-    csrf: String,
+pub(crate) struct Browser {
+    pub(crate) cookies: Vec<(String, String)>,
+    pub(crate) csrf: String,
 }
 
 impl Browser {
     /// Open a page to get the CSRF cookie and token, as the checkout page does.
-    async fn open(app: &TestApp) -> Browser {
+    pub(crate) async fn open(app: &TestApp) -> Browser {
         let resp = app
             .http
             .get(format!("{}/pricing", app.base))
@@ -60,7 +60,7 @@ impl Browser {
             .map(|(_, v)| v.as_str())
     }
 
-    fn cookie_header(&self) -> String {
+    pub(crate) fn cookie_header(&self) -> String {
         self.cookies
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
@@ -68,7 +68,12 @@ impl Browser {
             .join("; ")
     }
 
-    async fn post_json(&mut self, app: &TestApp, path: &str, body: &Value) -> (u16, Value) {
+    pub(crate) async fn post_json(
+        &mut self,
+        app: &TestApp,
+        path: &str,
+        body: &Value,
+    ) -> (u16, Value) {
         let resp = app
             .http
             .post(format!("{}{path}", app.base))
@@ -83,7 +88,12 @@ impl Browser {
         (status, resp.json().await.unwrap_or(Value::Null))
     }
 
-    async fn create_order(&mut self, app: &TestApp, plan: &str, email: &str) -> (String, String) {
+    pub(crate) async fn create_order(
+        &mut self,
+        app: &TestApp,
+        plan: &str,
+        email: &str,
+    ) -> (String, String) {
         let (status, v) = self
             .post_json(app, "/api/orders", &json!({"plan": plan, "email": email}))
             .await;
@@ -94,7 +104,7 @@ impl Browser {
         )
     }
 
-    async fn capture(&mut self, app: &TestApp, order_id: &str) -> (u16, Value) {
+    pub(crate) async fn capture(&mut self, app: &TestApp, order_id: &str) -> (u16, Value) {
         self.post_json(app, &format!("/api/orders/{order_id}/capture"), &json!({}))
             .await
     }
@@ -111,7 +121,7 @@ fn keys_of_order(app: &TestApp, order_id: &str) -> i64 {
         .unwrap()
 }
 
-fn order_status(app: &TestApp, order_id: &str) -> String {
+pub(crate) fn order_status(app: &TestApp, order_id: &str) -> String {
     app.db()
         .query_row(
             "SELECT status FROM orders WHERE order_id = ?1",
@@ -121,7 +131,7 @@ fn order_status(app: &TestApp, order_id: &str) -> String {
         .unwrap()
 }
 
-async fn deliver(app: &TestApp, webhook: (Vec<(String, String)>, String)) -> u16 {
+pub(crate) async fn deliver(app: &TestApp, webhook: (Vec<(String, String)>, String)) -> u16 {
     let (headers, raw) = webhook;
     let mut req = app
         .http
@@ -170,7 +180,7 @@ async fn a_purchase_yields_a_working_key_with_the_plans_budget() {
         .to_string();
     assert!(key.starts_with("sk-gateway-"));
     let ks = app.key_state(&key);
-    assert_eq!(ks.plan, "starter");
+    assert_eq!(ks.plan(), "starter");
     assert_eq!(ks.balance().budget.to_string(), "6.50");
     assert_eq!(ks.email.as_deref(), Some("Buyer@Example.com"));
     assert_eq!(order_status(&app, &order_id), "paid");

@@ -1,5 +1,7 @@
 // Checkout: create the order through our JSON API, let the buyer approve it (PayPal's buttons,
-// or the local approval page in demo mode), capture it, and show the key.
+// or the local approval page in demo mode), capture it, and show the key. A top-up (the page
+// holds the dashboard's grant, or a field for the key) adds credit to the key instead, and the
+// capture answer names it by its prefix only.
 (function () {
   'use strict';
   var root = document.getElementById('checkout');
@@ -15,6 +17,8 @@
   var resultBox = document.getElementById('checkout-result');
   var pendingBox = document.getElementById('checkout-pending');
   var demoButton = document.getElementById('pay-demo');
+  var topupGrant = document.getElementById('topup-grant');
+  var topupKey = document.getElementById('topup-key');
 
   function msg(name) { return root.getAttribute('data-msg-' + name) || ''; }
   function showError(text) { errorBox.textContent = text; errorBox.hidden = false; }
@@ -40,6 +44,10 @@
   }
 
   function emailValid() {
+    if (topupKey && !topupKey.checkValidity()) {
+      topupKey.reportValidity();
+      return false;
+    }
     if (email.checkValidity()) return true;
     email.reportValidity();
     return false;
@@ -47,7 +55,22 @@
 
   function createOrder() {
     clearError();
-    return api('/api/orders', { plan: plan, email: email.value.trim() });
+    var body = { plan: plan, email: email.value.trim() };
+    // The key travels in this request's body only, never in a URL.
+    if (topupGrant) body.key_grant = topupGrant.value;
+    if (topupKey) body.key = topupKey.value.trim();
+    return api('/api/orders', body);
+  }
+
+  function showToppedUp(prefix, orderId) {
+    document.getElementById('topped-up-message').textContent =
+      msg('topped-up').replace('{prefix}', prefix);
+    document.getElementById('topped-up-order-id').textContent = orderId;
+    payBox.hidden = true;
+    pendingBox.hidden = true;
+    var box = document.getElementById('checkout-topped-up');
+    box.hidden = false;
+    box.scrollIntoView({ block: 'start' });
   }
 
   function showKey(key, orderId) {
@@ -75,7 +98,9 @@
     return api('/api/orders/' + encodeURIComponent(orderId) + '/capture', {}).then(function (data) {
       busy('');
       var id = data.order_id || orderId;
-      if (data.status === 'paid' && data.api_key) {
+      if (data.status === 'paid' && data.topped_up) {
+        showToppedUp(data.topped_up, id);
+      } else if (data.status === 'paid' && data.api_key) {
         showKey(data.api_key, id);
       } else if (data.status === 'paid') {
         showPending(msg('paid-elsewhere'), id, msg('paid-h'));

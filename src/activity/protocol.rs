@@ -10,6 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::kinds::{BudgetKind, MailKind, MailLang, MailStatus, OrderKind};
 use crate::money::Usd;
 use crate::status::{Api, Finish, KeyStatus, Measured, OrderStatus};
 
@@ -70,6 +71,23 @@ pub enum Request {
     Backup {
         /// Where the copy goes.
         path: std::path::PathBuf,
+    },
+    /// Replace a key's text (same id, plan, budget, spend, history); the old text stops
+    /// working at once.
+    KeysRotate {
+        /// Key, id or prefix.
+        key: String,
+    },
+    /// The newest messages of the outbox.
+    MailList {
+        /// How many (default 100).
+        #[serde(default)]
+        limit: Option<u32>,
+    },
+    /// Queue a failed (or waiting) message again, now.
+    MailRetry {
+        /// The message's number.
+        id: i64,
     },
 }
 
@@ -141,6 +159,23 @@ pub enum Response {
         /// Why, in a sentence.
         message: String,
     },
+    /// Answer to `keys_rotate`: the only time the new key is sent.
+    Rotated {
+        /// The key after the rotation.
+        key: KeyView,
+        /// The new `sk-gateway-…`.
+        api_key: String,
+    },
+    /// Answer to `mail_list`.
+    Mail {
+        /// Newest first.
+        mail: Vec<MailView>,
+    },
+    /// Answer to `mail_retry`.
+    MailRetried {
+        /// The message, queued again.
+        mail: MailView,
+    },
 }
 
 /// A key as shown to the operator (never the full key).
@@ -174,6 +209,51 @@ pub struct KeyView {
     pub created_at: String,
     /// RFC 3339.
     pub last_used_at: Option<String>,
+    /// Every change of its budget, oldest first (only in answers about one key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_history: Option<Vec<BudgetChange>>,
+}
+
+/// One change of a key's budget.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BudgetChange {
+    /// purchase, grant, top_up, operator_top_up, refund.
+    pub kind: BudgetKind,
+    /// How much (negative for a refund).
+    pub amount_usd: Usd,
+    /// The order behind it.
+    pub order_id: Option<String>,
+    /// RFC 3339.
+    pub at: String,
+}
+
+/// A message of the outbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MailView {
+    /// Its number (for `mail retry`).
+    pub id: i64,
+    /// receipt, low_balance, exhausted, rotated.
+    pub kind: MailKind,
+    /// To whom.
+    pub recipient: String,
+    /// en or zh.
+    pub lang: MailLang,
+    /// The key it is about.
+    pub key_id: Option<String>,
+    /// The order it is about.
+    pub order_id: Option<String>,
+    /// queued, sent, failed.
+    pub status: MailStatus,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339 (while queued).
+    pub next_attempt_at: String,
+    /// RFC 3339.
+    pub sent_at: Option<String>,
 }
 
 /// The daemon's live state, for a console that just connected (or resynchronises after lag).
@@ -290,6 +370,12 @@ pub struct OrderView {
     pub created_at: String,
     /// RFC 3339.
     pub paid_at: Option<String>,
+    /// purchase or top_up (for a top-up, `key_id` is the key it credits).
+    #[serde(default)]
+    pub kind: OrderKind,
+    /// The key a top-up credits.
+    #[serde(default)]
+    pub topped_up_key_id: Option<String>,
 }
 
 /// Something that happened, for the console.
@@ -433,8 +519,14 @@ pub enum ActivityEvent {
         email: String,
         /// Unix ms.
         at_ms: i64,
+        /// purchase or top_up.
+        #[serde(default)]
+        order_kind: OrderKind,
+        /// The key a top-up is for.
+        #[serde(default)]
+        key_id: Option<String>,
     },
-    /// An order was paid and its key minted.
+    /// An order was paid and its key minted (or, for a top-up, credited).
     OrderPaid {
         /// Our order id.
         order_id: String,
@@ -467,77 +559,22 @@ pub enum ActivityEvent {
         /// Unix ms.
         at_ms: i64,
     },
+    /// A key changed as a whole (plan, prefix after a rotation, budget after a refund): its
+    /// view now.
+    KeyUpdated {
+        /// The key.
+        key: KeyView,
+        /// Unix ms.
+        at_ms: i64,
+    },
+    /// A message of the outbox changed (sent, failed, queued again).
+    MailChanged {
+        /// The message now.
+        mail: MailView,
+        /// Unix ms.
+        at_ms: i64,
+    },
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn requests_round_trip_as_json_lines() {
-        let reqs = [
-            Request::Ping,
-            Request::KeysList,
-            Request::KeysShow {
-                key: "key_1".into(),
-            },
-            Request::KeysCreate {
-                plan: "pro".into(),
-                email: Some("a@b.c".into()),
-                budget_usd: Some("2.5".parse().unwrap()),
-                note: None,
-            },
-            Request::KeysRevoke {
-                key: "key_1".into(),
-            },
-            Request::KeysTopup {
-                key: "key_1".into(),
-                usd: "5".parse().unwrap(),
-            },
-            Request::Subscribe,
-            Request::Backup {
-                path: "/var/lib/modelrelay/backups/a.db".into(),
-            },
-        ];
-        for r in reqs {
-            let line = serde_json::to_string(&r).unwrap();
-            assert!(!line.contains('\n'));
-            assert_eq!(serde_json::from_str::<Request>(&line).unwrap(), r);
-        }
-        let r: Request =
-            serde_json::from_str(r#"{"cmd":"keys_topup","key":"k","usd":"1.25"}"#).unwrap();
-        assert_eq!(
-            r,
-            Request::KeysTopup {
-                key: "k".into(),
-                usd: "1.25".parse().unwrap()
-            }
-        );
-    }
-
-    #[test]
-    fn events_round_trip() {
-        let e = ActivityEvent::RequestFinished {
-            request_id: "req_1".into(),
-            key_id: "key_1".into(),
-            model: "deepseek-v4-flash".into(),
-            status: 200,
-            finish: Finish::ClientAbort,
-            cost_usd: Usd::from_nanos(1234),
-            prompt_tokens: 10,
-            completion_tokens: 3,
-            measured: Measured::Estimated,
-            latency_ms: 40,
-            ttft_ms: Some(5),
-            api: Api::Anthropic,
-            account: "second".into(),
-            at_ms: 1,
-        };
-        let line = serde_json::to_string(&Response::Event { event: e.clone() }).unwrap();
-        assert!(line.contains(r#""cost_usd":"0.000001234""#), "{line}");
-        match serde_json::from_str::<Response>(&line).unwrap() {
-            Response::Event { event } => assert_eq!(event, e),
-            other => panic!("{other:?}"),
-        }
-    }
-}
+mod tests;

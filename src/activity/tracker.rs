@@ -143,7 +143,7 @@ impl ActivityTracker {
         let orders = self
             .parts
             .store
-            .read(|c| crate::store::orders::recent(c, ORDERS_SHOWN))
+            .read(|c| crate::store::orders::recent_full(c, ORDERS_SHOWN))
             .await?;
         snapshot.orders = orders.iter().map(order_view).collect();
         Ok((snapshot, events))

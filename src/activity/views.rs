@@ -4,10 +4,12 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use super::protocol::{ActivityEvent, KeyView, OrderView};
+use super::protocol::{ActivityEvent, BudgetChange, KeyView, MailView, OrderView};
 use crate::keys::KeyState;
 use crate::store::UsageRow;
-use crate::store::orders::OrderRecord;
+use crate::store::budget::BudgetEntry;
+use crate::store::mail::OutboxRow;
+use crate::store::orders::Order;
 
 fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
@@ -18,8 +20,8 @@ pub fn key_view(k: &KeyState) -> KeyView {
     let b = k.balance();
     KeyView {
         id: k.id.clone(),
-        prefix: k.prefix.clone(),
-        plan: k.plan.clone(),
+        prefix: k.prefix(),
+        plan: k.plan(),
         status: k.status(),
         budget_usd: b.budget,
         spent_usd: b.spent,
@@ -31,22 +33,62 @@ pub fn key_view(k: &KeyState) -> KeyView {
         order_id: k.order_id.clone(),
         created_at: rfc3339(k.created_at),
         last_used_at: k.last_used_at().map(rfc3339),
+        budget_history: None,
     }
 }
 
-/// A view of a stored order.
-pub fn order_view(o: &OrderRecord) -> OrderView {
+/// A view of a live key with its budget history.
+pub fn key_view_with_history(k: &KeyState, history: &[BudgetEntry]) -> KeyView {
+    KeyView {
+        budget_history: Some(history.iter().map(budget_change).collect()),
+        ..key_view(k)
+    }
+}
+
+/// One change of a key's budget as the wire shows it.
+pub fn budget_change(e: &BudgetEntry) -> BudgetChange {
+    BudgetChange {
+        kind: e.kind,
+        amount_usd: e.amount,
+        order_id: e.order_id.clone(),
+        at: rfc3339(e.at),
+    }
+}
+
+/// A view of a stored order: for a top-up, `key_id` is the key it credits.
+pub fn order_view(order: &Order) -> OrderView {
+    let o = &order.record;
     OrderView {
         order_id: o.order_id.clone(),
         status: o.status,
         plan: o.plan.clone(),
         amount_usd: o.amount,
         email: o.email.clone(),
-        key_id: o.key_id.clone(),
+        key_id: order.key_id().map(str::to_string),
         paypal_order_id: o.paypal_order_id.clone(),
         paypal_capture_id: o.paypal_capture_id.clone(),
         created_at: rfc3339(o.created_at),
         paid_at: o.paid_at.map(rfc3339),
+        kind: order.extra.kind,
+        topped_up_key_id: order.extra.topup_key_id.clone(),
+    }
+}
+
+/// A view of a message of the outbox.
+pub fn mail_view(m: &OutboxRow) -> MailView {
+    MailView {
+        id: m.id,
+        kind: m.kind,
+        recipient: m.recipient.clone(),
+        lang: m.lang,
+        key_id: m.key_id.clone(),
+        order_id: m.order_id.clone(),
+        status: m.status,
+        attempts: m.attempts,
+        last_error: m.last_error.clone(),
+        created_at: rfc3339(m.created_at),
+        next_attempt_at: rfc3339(m.next_attempt_at),
+        sent_at: m.sent_at.map(rfc3339),
     }
 }
 

@@ -1,5 +1,5 @@
-//! Secrets: reading the `*_file` variants of the API key and PayPal secret, and the redacted
-//! rendering of the configuration that `check-config` prints.
+//! Secrets: reading the `*_file` variants of the API key, the PayPal secret and the SMTP URL,
+//! and the redacted rendering of the configuration that `check-config` prints.
 
 use std::path::PathBuf;
 
@@ -39,6 +39,12 @@ impl Config {
             &mut self.paypal.client_secret,
             "paypal.client_secret",
         )?;
+        read(
+            "email.smtp_url_file",
+            &self.email.smtp_url_file,
+            &mut self.email.smtp_url,
+            "email.smtp_url",
+        )?;
         for a in &mut self.upstream.accounts {
             let Some(path) = &a.api_key_file else {
                 continue;
@@ -68,9 +74,13 @@ impl Config {
     pub fn redacted_toml(&self) -> String {
         let mut c = self.clone();
         let accounts = c.upstream.accounts.iter_mut().map(|a| &mut a.api_key);
-        for secret in [&mut c.upstream.api_key, &mut c.paypal.client_secret]
-            .into_iter()
-            .chain(accounts)
+        for secret in [
+            &mut c.upstream.api_key,
+            &mut c.paypal.client_secret,
+            &mut c.email.smtp_url,
+        ]
+        .into_iter()
+        .chain(accounts)
         {
             if !secret.is_empty() {
                 *secret = "<redacted>".into();

@@ -53,6 +53,7 @@ impl Config {
         }
         self.check_models(&mut e);
         self.check_plans(&mut e);
+        self.check_email(&mut e);
         if e.is_empty() {
             Ok(())
         } else {
@@ -295,4 +296,41 @@ fn is_ident(s: &str) -> bool {
         && s.len() <= 64
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+impl Config {
+    /// `[email]`: a usable URL and sender once it is on, sane numbers always.
+    pub(super) fn check_email(&self, e: &mut Vec<String>) {
+        let m = &self.email;
+        if m.enabled() {
+            let url = m.smtp_url.trim();
+            if !(url.starts_with("smtp://") || url.starts_with("smtps://")) {
+                // Never echo the URL: it carries the password.
+                e.push("email.smtp_url must start with smtp:// or smtps://".into());
+            }
+            if m.from.trim().is_empty() {
+                e.push(
+                    "email.from must be set when email.smtp_url is (e.g. \"billing@example.com\")"
+                        .into(),
+                );
+            } else if m.from.trim().parse::<lettre::message::Mailbox>().is_err() {
+                e.push(format!(
+                    "email.from = {:?} is not an address such as \"Shop <billing@example.com>\"",
+                    m.from
+                ));
+            }
+        }
+        if m.send_per_minute == 0 {
+            e.push("email.send_per_minute must be at least 1".into());
+        }
+        if m.max_attempts == 0 {
+            e.push("email.max_attempts must be at least 1".into());
+        }
+        if m.retry_secs == 0 || m.retry_secs > 3600 {
+            e.push("email.retry_secs must be between 1 and 3600".into());
+        }
+        if m.timeout_secs == 0 {
+            e.push("email.timeout_secs must be greater than 0".into());
+        }
+    }
 }

@@ -129,6 +129,20 @@ pub enum Modal {
         /// Plan id.
         plan: String,
     },
+    /// "Replace this key's text?"
+    ConfirmRotate {
+        /// Key id.
+        key_id: String,
+        /// Display prefix.
+        prefix: String,
+    },
+    /// A key's new text, shown this once.
+    ReplacedKey {
+        /// The full new key.
+        api_key: String,
+        /// The old display prefix.
+        old_prefix: String,
+    },
     /// A command is on its way.
     Working(String),
     /// A new key, shown this once.
@@ -175,7 +189,12 @@ pub struct App {
     pub message: Option<(String, i64)>,
     /// Events missed in the last lag (resynchronising).
     pub lagged: Option<u64>,
+    /// When the outbox was last asked for (unix ms).
+    pub mail_asked_ms: i64,
 }
+
+/// How often the Orders view re-reads the outbox (events also keep it current).
+const MAIL_REFRESH_MS: i64 = 10_000;
 
 impl App {
     /// A fresh state for the socket at `socket`; `plans` from the config.
@@ -196,6 +215,7 @@ impl App {
             row: [0; 4],
             message: None,
             lagged: None,
+            mail_asked_ms: 0,
         }
     }
 
@@ -213,6 +233,13 @@ impl App {
                 {
                     self.message = None;
                 }
+                if self.connected
+                    && self.view == View::Orders
+                    && now - self.mail_asked_ms > MAIL_REFRESH_MS
+                {
+                    self.mail_asked_ms = now;
+                    return vec![Action::Send(Command::MailList)];
+                }
                 Vec::new()
             }
             Event::Socket(r) => self.apply(r),
@@ -221,10 +248,12 @@ impl App {
                 self.disconnect_reason = None;
                 self.model.connection_lost();
                 // The daemon's snapshot, when it sends one, supersedes these.
+                self.mail_asked_ms = self.now_ms;
                 vec![
                     Action::Send(Command::Ping),
                     Action::Send(Command::KeysList),
                     Action::Send(Command::OrdersList),
+                    Action::Send(Command::MailList),
                 ]
             }
             Event::Disconnected(why) => {
@@ -297,6 +326,16 @@ impl App {
             }
             (Command::OrdersList, Response::Orders { orders }) => {
                 self.model.apply_orders_list(orders);
+            }
+            (Command::MailList, Response::Mail { mail }) => {
+                self.model.apply_mail_list(mail);
+            }
+            (Command::Rotate { prefix, .. }, Response::Rotated { key, api_key }) => {
+                self.model.upsert_key(key);
+                self.modal = Some(Modal::ReplacedKey {
+                    api_key,
+                    old_prefix: prefix,
+                });
             }
             (Command::Revoke { prefix, .. }, Response::Key { key }) => {
                 self.model.upsert_key(key);

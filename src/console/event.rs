@@ -64,6 +64,15 @@ pub enum Command {
         /// Plan id.
         plan: String,
     },
+    /// Replace a key's text (the new one is shown once).
+    Rotate {
+        /// Key id.
+        key_id: String,
+        /// Its display prefix, for messages.
+        prefix: String,
+    },
+    /// The outbox (the Orders view shows it).
+    MailList,
 }
 
 impl Command {
@@ -86,6 +95,10 @@ impl Command {
                 budget_usd: None,
                 note: Some("comp key minted from the console".into()),
             },
+            Command::Rotate { key_id, .. } => Request::KeysRotate {
+                key: key_id.clone(),
+            },
+            Command::MailList => Request::MailList { limit: Some(200) },
         }
     }
 
@@ -93,7 +106,10 @@ impl Command {
     pub fn is_operator_action(&self) -> bool {
         matches!(
             self,
-            Command::Revoke { .. } | Command::TopUp { .. } | Command::Create { .. }
+            Command::Revoke { .. }
+                | Command::TopUp { .. }
+                | Command::Create { .. }
+                | Command::Rotate { .. }
         )
     }
 }

@@ -77,6 +77,14 @@ impl App {
                 }
             }
             KeyCode::Char('n') => self.modal = Some(Modal::ChoosePlan { selected: 0 }),
+            KeyCode::Char('R') => {
+                if let Some(k) = self.selected() {
+                    self.modal = Some(Modal::ConfirmRotate {
+                        key_id: k.id.clone(),
+                        prefix: k.prefix.clone(),
+                    });
+                }
+            }
             _ => {}
         }
     }
@@ -108,12 +116,17 @@ impl App {
             // The outcome still shows when it comes (status line, or a failure dialog).
             Modal::Working(_) if key.code == KeyCode::Esc => None,
             Modal::Working(_) => keep(self, modal),
-            Modal::NewKey { .. } if matches!(key.code, KeyCode::Enter | KeyCode::Esc) => None,
-            Modal::NewKey { .. } => keep(self, modal),
+            Modal::NewKey { .. } | Modal::ReplacedKey { .. }
+                if matches!(key.code, KeyCode::Enter | KeyCode::Esc) =>
+            {
+                None
+            }
+            Modal::NewKey { .. } | Modal::ReplacedKey { .. } => keep(self, modal),
             Modal::Filter => self.on_filter_key(key.code),
             Modal::ConfirmRevoke { .. }
             | Modal::ConfirmTopUp { .. }
-            | Modal::ConfirmCreate { .. } => self.on_confirm_key(modal, key.code),
+            | Modal::ConfirmCreate { .. }
+            | Modal::ConfirmRotate { .. } => self.on_confirm_key(modal, key.code),
             Modal::TopUpAmount {
                 key_id,
                 prefix,
@@ -174,6 +187,10 @@ impl App {
             Modal::ConfirmCreate { plan } => {
                 (format!("minting a {plan} key…"), Command::Create { plan })
             }
+            Modal::ConfirmRotate { key_id, prefix } => (
+                format!("replacing {prefix}…"),
+                Command::Rotate { key_id, prefix },
+            ),
             other => return keep(self, other),
         };
         self.modal = Some(Modal::Working(working));

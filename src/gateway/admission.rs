@@ -86,7 +86,7 @@ pub async fn admit<D: Dialect>(
         state.metrics.rate_limited();
         state.activity.emit(ActivityEvent::RateLimited {
             key_id: key.id.clone(),
-            key_prefix: key.prefix.clone(),
+            key_prefix: key.prefix(),
             limit: rate.limit,
             at_ms: Utc::now().timestamp_millis(),
         });
@@ -121,7 +121,7 @@ async fn checks<D: Dialect>(
     // a body whose bytes alone (each may be a prompt token) it could never pay for is refused
     // without reading it into memory.
     let period = state.catalog.period_now();
-    let plan = state.catalog.plan(&key.plan);
+    let plan = state.catalog.plan(&key.plan());
     let floor = plan.map_or(Usd::from_nanos(1), |p| p.exhausted_below);
     if key.status() == KeyStatus::Exhausted || key.available() < floor {
         return Err(GatewayError::InsufficientBudget {

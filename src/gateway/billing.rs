@@ -16,7 +16,8 @@ use chrono::{DateTime, Utc};
 use super::error::GatewayError;
 use crate::activity::ActivityEvent;
 use crate::catalog::Model;
-use crate::keys::{KeyState, KeyStatus};
+use crate::keys::{KeyState, KeyStatus, Notice};
+use crate::kinds::MailKind;
 use crate::money::{TokenPrices, Usd, cost_of};
 use crate::pricing::PricePeriod;
 use crate::state::AppState;
@@ -300,23 +301,48 @@ pub async fn settle(state: &AppState, ctx: &RequestCtx, o: Outcome) -> UsageRow 
 }
 
 /// Mark a key exhausted once its balance falls below what one more request of its plan needs
-/// (told to the store, the console and the log once).
+/// (told to the store, the console and the log once), and queue the owner's low-balance and
+/// exhausted notices once per crossing.
 fn mark_if_exhausted(state: &AppState, key: &KeyState, now: DateTime<Utc>) {
     let threshold = state
         .catalog
-        .plan(&key.plan)
+        .plan(&key.plan())
         .map_or(Usd::from_nanos(1), |p| p.exhausted_below);
+    if key.is_low() {
+        queue_notice(state, key, Notice::LowBalance, now);
+    }
     if key.mark_exhausted_below(threshold) {
         state.store.write_later(Write::MarkExhausted {
             key_id: key.id.clone(),
             below: threshold,
         });
+        queue_notice(state, key, Notice::Exhausted, now);
         state.activity.emit(ActivityEvent::KeyExhausted {
             key_id: key.id.clone(),
             at_ms: now.timestamp_millis(),
         });
         tracing::info!(key_id = %key.id, "key exhausted");
     }
+}
+
+/// Queue a threshold notice the first time its crossing is seen (the key's notice bits make one
+/// settlement of many racing the one that does): a write for the writer's queue, never awaited
+/// and never a read of SQLite; the mail is rendered and sent by the outbox's own task.
+fn queue_notice(state: &AppState, key: &KeyState, notice: Notice, now: DateTime<Utc>) {
+    if !key.first_crossing(notice) {
+        return;
+    }
+    let kind = match notice {
+        Notice::LowBalance => MailKind::LowBalance,
+        Notice::Exhausted => MailKind::Exhausted,
+    };
+    state.store.write_later(Write::KeyNotice {
+        key_id: key.id.clone(),
+        kind,
+        queue: state.mailer.enabled(),
+        at_ms: now.timestamp_millis(),
+    });
+    state.mailer.poke();
 }
 
 /// A request holding money: settled exactly once, by [`Pending::settle`] or, if the request

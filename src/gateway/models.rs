@@ -31,7 +31,7 @@ pub async fn list(
     let key = authenticate(&state, &headers)?;
     let data: Vec<Value> = state
         .catalog
-        .plan(&key.plan)
+        .plan(&key.plan())
         .map(|p| p.models.iter().map(|m| model_object(m)).collect())
         .unwrap_or_default();
     Ok(Json(json!({"object": "list", "data": data})).into_response())
@@ -52,7 +52,7 @@ pub async fn get(
     }
     let allowed = state
         .catalog
-        .plan(&key.plan)
+        .plan(&key.plan())
         .is_some_and(|p| p.models.contains(&id));
     if !allowed {
         return Err(GatewayError::ModelNotAllowed(id));
@@ -75,8 +75,8 @@ pub async fn subscription(
     let b = key.balance();
     let plan_title = state
         .catalog
-        .plan(&key.plan)
-        .map_or_else(|| key.plan.clone(), |p| p.name.clone());
+        .plan(&key.plan())
+        .map_or_else(|| key.plan(), |p| p.name.clone());
     let budget = number(b.budget.to_string());
     Ok(Json(json!({
         "object": "billing_subscription",
@@ -91,8 +91,8 @@ pub async fn subscription(
         "soft_limit_usd": budget,
         "hard_limit_usd": budget,
         "system_hard_limit_usd": budget,
-        "plan": {"id": key.plan, "title": plan_title},
-        "account_name": key.prefix,
+        "plan": {"id": key.plan(), "title": plan_title},
+        "account_name": key.prefix(),
         "remaining_usd": number(b.remaining().to_string()),
         "status": key.status(),
     }))

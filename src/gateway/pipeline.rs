@@ -65,8 +65,8 @@ fn start<D: Dialect>(
     state.activity.emit(ActivityEvent::RequestStarted {
         request_id: request_id.clone(),
         key_id: a.key.id.clone(),
-        key_prefix: a.key.prefix.clone(),
-        plan: a.key.plan.clone(),
+        key_prefix: a.key.prefix(),
+        plan: a.key.plan(),
         model: a.model.name.clone(),
         stream: stream.is_some(),
         client_ip: Some(ClientIp::of(state, parts).label()),

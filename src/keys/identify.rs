@@ -138,7 +138,7 @@ mod tests {
             created_at: chrono::Utc::now(),
             last_used_at: None,
         };
-        KeyTable::new([KeyState::from_record(record, 60)])
+        KeyTable::new([(record.hash, KeyState::from_record(record, 60))])
     }
 
     fn headers(auth: Option<&str>) -> HeaderMap {

@@ -127,6 +127,10 @@ pub struct Metrics {
     by_api: [Box<[AtomicU64]>; 2],
     /// Charged by API dialect, nano-USD.
     spend_by_api: [AtomicI64; 2],
+    /// Messages the SMTP server accepted.
+    mail_sent: AtomicU64,
+    /// Attempts to send a message that failed (each retry counts).
+    mail_failed: AtomicU64,
     /// The cached upstream check.
     pub(crate) upstream_check: tokio::sync::Mutex<Option<(Instant, AccountHealth)>>,
 }
@@ -170,6 +174,8 @@ impl Metrics {
             rate_limited: AtomicU64::new(0),
             by_api: [counters(STATUS_SLOTS), counters(STATUS_SLOTS)],
             spend_by_api: [AtomicI64::new(0), AtomicI64::new(0)],
+            mail_sent: AtomicU64::new(0),
+            mail_failed: AtomicU64::new(0),
             upstream_check: tokio::sync::Mutex::new(None),
         }
     }
@@ -231,6 +237,16 @@ impl Metrics {
         self.rate_limited.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A message of the outbox was accepted by the SMTP server.
+    pub fn mail_sent(&self) {
+        self.mail_sent.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An attempt to send a message failed.
+    pub fn mail_failed(&self) {
+        self.mail_failed.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Write the counters held in memory.
     fn render_counters(&self, out: &mut String) {
         self.render_http(out);
@@ -248,6 +264,21 @@ impl Metrics {
             "modelrelay_rate_limited_total {}",
             self.rate_limited.load(Ordering::Relaxed)
         );
+        for (name, help, counter) in [
+            (
+                "modelrelay_mail_sent_total",
+                "Receipts and notices the SMTP server accepted.",
+                &self.mail_sent,
+            ),
+            (
+                "modelrelay_mail_failed_total",
+                "Attempts to send a receipt or notice that failed (each retry counts).",
+                &self.mail_failed,
+            ),
+        ] {
+            head(out, name, "counter", help);
+            let _ = writeln!(out, "{name} {}", counter.load(Ordering::Relaxed));
+        }
     }
 
     /// HTTP responses by route and status.

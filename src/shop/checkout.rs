@@ -1,9 +1,11 @@
 //! The checkout's JSON API, called by `assets/js/checkout.js`.
 //!
 //! `POST /api/orders` creates our order and PayPal's (the amount comes from the plan in config,
-//! never from the browser); `POST /api/orders/{id}/capture` captures it server-side and, when
-//! PayPal's capture checks out, fulfils it ([`super::fulfil`]). Both are behind the guard
-//! (`x-csrf-token`, then a per-IP limit) and refuse with [`ShopError`].
+//! never from the browser); with a `key`, the order is a top-up of that key, which must be one
+//! of ours and not revoked before PayPal is asked for anything. `POST /api/orders/{id}/capture`
+//! captures it server-side and, when PayPal's capture checks out, fulfils it
+//! ([`super::fulfil`]). Both are behind the guard (`x-csrf-token`, then a per-IP limit) and
+//! refuse with [`ShopError`].
 
 use std::sync::Arc;
 
@@ -24,14 +26,16 @@ use super::error::ShopError;
 use super::fulfil::{Fulfilment, ensure_installed, fulfil};
 use super::guard::{Guard, Guarded, Refusal};
 use super::limits::ShopLimits;
-use super::web::csrf_header;
+use super::web::{csrf_header, page_lang};
 use crate::activity::ActivityEvent;
 use crate::admin::is_email;
 use crate::config::PlanConfig;
+use crate::keys::KeyStatus;
+use crate::kinds::OrderKind;
 use crate::paypal::{NewOrder, PayPal, PaypalError};
 use crate::state::AppState;
 use crate::store::Write;
-use crate::store::orders::{OrderRecord, OrderStatus};
+use crate::store::orders::{Order, OrderExtra, OrderRecord, OrderStatus};
 
 /// Cookie proving this browser created the order, so the capture may show it the key at once.
 fn order_cookie_name(order_id: &str) -> String {
@@ -97,12 +101,20 @@ impl Guarded for CaptureOrder {
 struct CreateBody {
     plan: String,
     email: String,
+    /// The key to add the plan's budget to (a top-up), instead of a new key.
+    #[serde(default)]
+    key: Option<String>,
+    /// The same as a dashboard grant (the pages never hold the key itself; see
+    /// [`super::grant`]).
+    #[serde(default)]
+    key_grant: Option<String>,
 }
 
-/// `POST /api/orders` `{plan, email}` → `{order_id, paypal_order_id}`, and the cookie that
-/// lets this browser see the key.
+/// `POST /api/orders` `{plan, email, key?}` → `{order_id, paypal_order_id}`, and the cookie
+/// that lets this browser see the key (or, for a top-up, which key was credited).
 pub async fn create(
     State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
     Guard(body): Guard<CreateOrder>,
 ) -> Result<Response, ShopError> {
     let req =
@@ -121,6 +133,12 @@ pub async fn create(
         .paypal
         .as_ref()
         .ok_or(ShopError::PaymentsUnavailable)?;
+    let topup_key = key_to_top_up(&state, &req, &headers)?;
+    let kind = if topup_key.is_some() {
+        OrderKind::TopUp
+    } else {
+        OrderKind::Purchase
+    };
     let (Ok(order_suffix), Ok(browser_token)) = (
         crate::keys::token::random_base62(20),
         crate::keys::token::random_base62(32),
@@ -144,11 +162,17 @@ pub async fn create(
         paid_at: None,
         refunded_at: None,
     };
-    if let Err(e) = state
-        .store
-        .write(Write::InsertOrder(Box::new(record)))
-        .await
-    {
+    let extra = OrderExtra {
+        kind,
+        topup_key_id: topup_key.clone(),
+        lang: page_lang(&headers).mail(),
+        upgraded_from: None,
+    };
+    let write = Write::InsertOrderWith {
+        order: Box::new(record),
+        extra,
+    };
+    if let Err(e) = state.store.write(write).await {
         tracing::error!(error = %e, "order not stored");
         return Err(ShopError::Internal);
     }
@@ -159,11 +183,36 @@ pub async fn create(
         amount_usd: plan.price_usd,
         email,
         at_ms: now.timestamp_millis(),
+        order_kind: kind,
+        key_id: topup_key,
     });
-    tracing::info!(order_id, plan = %req.plan, "order created");
+    tracing::info!(order_id, plan = %req.plan, kind = kind.as_str(), "order created");
     let jar = CookieJar::new().add(order_cookie(&state, &order_id, browser_token));
     let answer = json!({"order_id": order_id, "paypal_order_id": paypal_order_id});
     Ok((jar, Json(answer)).into_response())
+}
+
+/// The id of the key an order tops up (`None`: a purchase): the body's `key`, or the
+/// dashboard's grant for it, refused when unknown or revoked.
+fn key_to_top_up(
+    state: &AppState,
+    req: &CreateBody,
+    headers: &HeaderMap,
+) -> Result<Option<String>, ShopError> {
+    let token = req.key.as_deref().map(str::trim).filter(|k| !k.is_empty());
+    let grant = req.key_grant.as_deref().filter(|g| !g.is_empty());
+    Ok(match (token, grant) {
+        (Some(token), _) => Some(super::topup::key_to_top_up(state, token)?.id.clone()),
+        (None, Some(grant)) => {
+            let csrf = csrf_header(headers).unwrap_or_default();
+            let key = super::grant::redeem(state, grant, csrf).ok_or(ShopError::UnknownKey)?;
+            if key.status() == KeyStatus::Revoked {
+                return Err(ShopError::KeyRevoked);
+            }
+            Some(key.id.clone())
+        }
+        (None, None) => None,
+    })
 }
 
 /// Create PayPal's order for ours (idempotent on our request id) and record its id; an order
@@ -231,17 +280,22 @@ fn created_here(headers: &HeaderMap, order: &OrderRecord) -> bool {
 }
 
 /// `POST /api/orders/{order_id}/capture` → `{status, order_id, message, api_key}` (the key only
-/// for the browser that created the order).
+/// for the browser that created the order); a top-up answers `api_key: null` and
+/// `topped_up`, the credited key's display prefix (never the key).
 pub async fn capture(
     State(state): State<Arc<AppState>>,
     Path(order_id): Path<String>,
     headers: HeaderMap,
     Guard(()): Guard<CaptureOrder>,
 ) -> Result<Response, ShopError> {
-    let (order, _) = crate::shop::orders::load_order(&state, &order_id)
+    let order = crate::shop::orders::load_full(&state, &order_id)
         .await
         .ok_or(ShopError::OrderNotFound)?;
-    let may_see_key = created_here(&headers, &order);
+    let may_see_key = created_here(&headers, &order.record);
+    if order.extra.kind == OrderKind::TopUp {
+        return capture_top_up(&state, &order).await;
+    }
+    let order = order.record;
     match settle(&state, &order).await? {
         Some(Fulfilment::Failed(_)) => return Err(ShopError::PaymentNotRecorded),
         Some(Fulfilment::Mismatch(_)) => {
@@ -257,10 +311,11 @@ pub async fn capture(
         _ => {}
     }
     // Answer from the database: whatever path got it there, this is the order's truth.
-    let (order, sealed) = crate::shop::orders::load_order(&state, &order_id)
+    let (full, shown) = crate::shop::orders::load_shown(&state, &order_id)
         .await
         .ok_or(ShopError::Internal)?;
-    let view = crate::shop::orders::order_view(&state, &order, sealed.as_deref());
+    let view = crate::shop::orders::order_view(&state, &full, &shown);
+    let order = full.record;
     Ok(Json(json!({
         "status": order.status,
         "order_id": order.order_id,
@@ -268,6 +323,57 @@ pub async fn capture(
         "api_key": if may_see_key { view.api_key } else { None },
     }))
     .into_response())
+}
+
+/// The capture of a top-up: `{status, order_id, message, api_key: null, topped_up}`.
+async fn capture_top_up(state: &Arc<AppState>, order: &Order) -> Result<Response, ShopError> {
+    let key = order
+        .extra
+        .topup_key_id
+        .as_deref()
+        .and_then(|id| state.keys.by_id(id));
+    // Never take money for a key that cannot use it.
+    if matches!(
+        order.record.status,
+        OrderStatus::Created | OrderStatus::Pending | OrderStatus::Failed
+    ) && key
+        .as_ref()
+        .is_none_or(|k| k.status() == KeyStatus::Revoked)
+    {
+        return Err(ShopError::KeyRevoked);
+    }
+    let outcome = settle(state, &order.record).await?;
+    if let Some(Fulfilment::Failed(_)) = outcome {
+        return Err(ShopError::PaymentNotRecorded);
+    }
+    let (record, _) = crate::shop::orders::load_order(state, &order.record.order_id)
+        .await
+        .ok_or(ShopError::Internal)?;
+    let status = match outcome {
+        Some(Fulfilment::Mismatch(_)) => "review".to_string(),
+        _ => record.status.as_str().to_string(),
+    };
+    Ok(Json(json!({
+        "status": status,
+        "order_id": record.order_id,
+        "message": top_up_message(record.status),
+        "api_key": null,
+        "topped_up": key.map(|k| k.prefix()),
+    }))
+    .into_response())
+}
+
+/// What the capture answer tells the buyer about a top-up in `status`.
+fn top_up_message(status: OrderStatus) -> &'static str {
+    match status {
+        OrderStatus::Paid => "Payment received. The credit was added to your key.",
+        OrderStatus::Pending => {
+            "PayPal is still processing the payment. The credit is added when it completes."
+        }
+        OrderStatus::Failed => "The payment did not go through. Nothing was added.",
+        OrderStatus::Refunded => "This top-up was refunded; its credit was taken back.",
+        OrderStatus::Created => "The payment has not been approved yet.",
+    }
 }
 
 /// Bring the order as far as PayPal allows: a paid order only has its key made sure of, an

@@ -66,6 +66,18 @@ pub enum ShopError {
     /// 500: `/api/usage` could not read the ledger.
     #[error("Internal error. Please retry later.")]
     UsageUnavailable,
+    /// 400: a top-up of a key that is not one of ours.
+    #[error("That is not one of our API keys. Check the key you want to add credit to.")]
+    UnknownKey,
+    /// 400: a top-up of a revoked key.
+    #[error("This API key has been revoked; credit cannot be added to it.")]
+    KeyRevoked,
+    /// 429: the per-IP limit of key rotations.
+    #[error("Too many key replacements from your address. Wait a minute and try again.")]
+    TooManyRotations,
+    /// 500: the key could not be replaced (it still works as before).
+    #[error("The key could not be replaced; it still works. Please retry later.")]
+    RotationFailed,
 }
 
 impl ShopError {
@@ -74,7 +86,12 @@ impl ShopError {
         match self {
             ShopError::CsrfFailed => StatusCode::FORBIDDEN,
             ShopError::TooManyOrders | ShopError::TooManyCaptures => StatusCode::TOO_MANY_REQUESTS,
-            ShopError::BadOrderRequest | ShopError::InvalidEmail => StatusCode::BAD_REQUEST,
+            ShopError::BadOrderRequest
+            | ShopError::InvalidEmail
+            | ShopError::UnknownKey
+            | ShopError::KeyRevoked => StatusCode::BAD_REQUEST,
+            ShopError::TooManyRotations => StatusCode::TOO_MANY_REQUESTS,
+            ShopError::RotationFailed => StatusCode::INTERNAL_SERVER_ERROR,
             ShopError::PlanNotFound | ShopError::OrderNotFound => StatusCode::NOT_FOUND,
             ShopError::PaymentsUnavailable | ShopError::PaymentNotRecorded => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -105,6 +122,10 @@ impl ShopError {
             ShopError::PaymentNotRecorded => "payment_not_recorded",
             ShopError::Internal | ShopError::UsageUnavailable => "internal_error",
             ShopError::InvalidApiKey(_) => "invalid_api_key",
+            ShopError::UnknownKey => "unknown_key",
+            ShopError::KeyRevoked => "key_revoked",
+            ShopError::TooManyRotations => "rate_limit_exceeded",
+            ShopError::RotationFailed => "internal_error",
         }
     }
 

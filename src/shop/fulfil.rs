@@ -1,10 +1,12 @@
-//! Order fulfilment: a PayPal capture in, exactly one key out.
+//! Order fulfilment: a PayPal capture in, exactly one key out (or, for a top-up, exactly one
+//! credit to the key it was for, in [`super::topup::credit`]).
 //!
 //! Called from the capture call, the webhooks and the order look-up's reconciliation, any
 //! number of times, concurrently. Exactly-once holds because transitions are serialised by
 //! `state.fulfil_lock`, the order is re-read under it, and the database write that mints the
-//! key also flips the order to `paid` only from an unpaid state — so double clicks, retried
-//! captures, webhooks and reloads converge on one key.
+//! key (or adds the budget) also flips the order to `paid` only from an unpaid state — so
+//! double clicks, retried captures, webhooks and reloads converge on one key, one credit. A
+//! paid order's receipt is queued in that same write when email is on.
 
 use std::sync::Arc;
 
@@ -12,10 +14,11 @@ use chrono::Utc;
 
 use crate::activity::ActivityEvent;
 use crate::admin::NewKey;
+use crate::kinds::OrderKind;
 use crate::paypal::CaptureInfo;
 use crate::state::AppState;
 use crate::store::Write;
-use crate::store::orders::{OrderRecord, OrderStatus};
+use crate::store::orders::{Grant, Order, OrderRecord, OrderStatus};
 
 /// What fulfilment decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,11 +40,11 @@ pub enum Fulfilment {
 
 /// An order by our id (fulfilment's own read, so that the look-up pages, which call into
 /// fulfilment, stay above it).
-async fn load(state: &AppState, order_id: &str) -> Option<OrderRecord> {
+async fn load(state: &AppState, order_id: &str) -> Option<Order> {
     let id = order_id.to_string();
     match state
         .store
-        .read(move |c| crate::store::orders::get(c, &id))
+        .read(move |c| crate::store::orders::get_full(c, &id))
         .await
     {
         Ok(o) => o,
@@ -56,23 +59,27 @@ async fn load(state: &AppState, order_id: &str) -> Option<OrderRecord> {
 /// for this order. Safe to call any number of times, concurrently, from capture and webhooks.
 pub async fn fulfil(state: &Arc<AppState>, order_id: &str, capture: &CaptureInfo) -> Fulfilment {
     let _serial = state.fulfil_lock.lock().await;
-    let Some(order) = load(state, order_id).await else {
+    let Some(full) = load(state, order_id).await else {
         return Fulfilment::NotApplicable;
     };
+    let order = &full.record;
     match order.status {
         OrderStatus::Paid => {
-            let key_id = order.key_id.unwrap_or_default();
-            ensure_installed(state, &key_id).await;
+            let key_id = full.key_id().unwrap_or_default().to_string();
+            // A top-up's credit is in memory from its commit on (and loaded at start-up).
+            if full.extra.kind == OrderKind::Purchase {
+                ensure_installed(state, &key_id).await;
+            }
             return Fulfilment::Paid(key_id);
         }
         OrderStatus::Refunded => return Fulfilment::NotApplicable,
         _ => {}
     }
     let now_ms = Utc::now().timestamp_millis();
-    if let Some(unfinished) = record_unfinished(state, &order, capture, now_ms).await {
+    if let Some(unfinished) = record_unfinished(state, order, capture, now_ms).await {
         return unfinished;
     }
-    if let Some(why) = mismatch(&order, capture) {
+    if let Some(why) = mismatch(order, capture) {
         let _ = state
             .store
             .write(set_status(order_id, OrderStatus::Failed, now_ms))
@@ -84,7 +91,10 @@ pub async fn fulfil(state: &Arc<AppState>, order_id: &str, capture: &CaptureInfo
         );
         return Fulfilment::Mismatch(why);
     }
-    issue_key(state, &order, capture, now_ms).await
+    match full.extra.kind {
+        OrderKind::Purchase => issue_key(state, order, capture, now_ms).await,
+        OrderKind::TopUp => super::topup::credit(state, &full, capture, now_ms).await,
+    }
 }
 
 fn set_status(order_id: &str, status: OrderStatus, at_ms: i64) -> Write {
@@ -185,16 +195,17 @@ async fn issue_key(
             return Fulfilment::Failed(e.to_string());
         }
     };
-    let write = Write::PayOrder {
+    let write = Write::Pay {
         order_id: order.order_id.clone(),
         capture_id: capture.id.clone(),
-        key: Box::new(record.clone()),
+        grant: Grant::Key(Box::new(record.clone())),
+        receipt: state.mailer.enabled(),
         at_ms: now_ms,
     };
     if let Err(e) = state.store.write(write).await {
         // The database refused to pay it twice (or failed): report what it holds.
         tracing::warn!(order_id, error = %e, "order not paid by this call");
-        return match load(state, order_id).await {
+        return match load(state, order_id).await.map(|o| o.record) {
             Some(o) if o.status == OrderStatus::Paid => {
                 let key_id = o.key_id.unwrap_or_default();
                 ensure_installed(state, &key_id).await;
@@ -204,6 +215,7 @@ async fn issue_key(
         };
     }
     let key = crate::admin::install_key(state, record);
+    state.mailer.poke();
     state.activity.emit(ActivityEvent::OrderPaid {
         order_id: order.order_id.clone(),
         plan: order.plan.clone(),

@@ -8,12 +8,15 @@
 /// submodules, so that `texts.rs` can use it.
 macro_rules! texts {
     ($( $(#[$meta:meta])* $name:ident ),* $(,)?) => {
-        /// Every string the pages show.
-        pub struct Texts {
+        texts!(@named Texts, "Every string the pages show."; $( $(#[$meta])* $name ),*);
+    };
+    (@named $ty:ident, $doc:literal; $( $(#[$meta:meta])* $name:ident ),* $(,)?) => {
+        #[doc = $doc]
+        pub struct $ty {
             $( $(#[$meta])* pub $name: &'static str, )*
         }
 
-        impl Texts {
+        impl $ty {
             /// Every field as `(name, text)`.
             pub fn entries(&self) -> Vec<(&'static str, &'static str)> {
                 vec![ $( (stringify!($name), self.$name), )* ]
@@ -23,10 +26,16 @@ macro_rules! texts {
 }
 
 mod en;
+mod selfserve;
+mod selfserve_en;
+mod selfserve_zh;
 mod texts;
 mod zh;
 
 pub use en::EN;
+pub use selfserve::SelfTexts;
+pub use selfserve_en::SELF_EN;
+pub use selfserve_zh::SELF_ZH;
 pub use texts::Texts;
 pub use zh::ZH;
 
@@ -69,6 +78,30 @@ impl Lang {
         match self {
             Lang::En => "en",
             Lang::Zh => "zh-CN",
+        }
+    }
+
+    /// The language of mails to a customer who bought in this language.
+    pub fn mail(self) -> crate::kinds::MailLang {
+        match self {
+            Lang::En => crate::kinds::MailLang::En,
+            Lang::Zh => crate::kinds::MailLang::Zh,
+        }
+    }
+
+    /// The storefront language of a mail language.
+    pub fn of_mail(l: crate::kinds::MailLang) -> Lang {
+        match l {
+            crate::kinds::MailLang::En => Lang::En,
+            crate::kinds::MailLang::Zh => Lang::Zh,
+        }
+    }
+
+    /// The self-service strings of this language (top-ups, key replacement, notices).
+    pub fn self_texts(self) -> &'static SelfTexts {
+        match self {
+            Lang::En => &SELF_EN,
+            Lang::Zh => &SELF_ZH,
         }
     }
 
@@ -171,6 +204,24 @@ mod tests {
             .filter_map(|p| p.split_once('}').map(|(name, _)| name.to_string()))
             .filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
             .collect()
+    }
+
+    #[test]
+    fn both_languages_of_self_service_are_complete() {
+        let (en, zh) = (SELF_EN.entries(), SELF_ZH.entries());
+        assert_eq!(en.len(), zh.len());
+        for ((name, e), (_, z)) in en.iter().zip(&zh) {
+            assert!(
+                !e.trim().is_empty() && !z.trim().is_empty(),
+                "{name} is empty"
+            );
+            assert_eq!(
+                placeholders(e),
+                placeholders(z),
+                "placeholders of {name} differ"
+            );
+            assert_ne!(e, z, "{name} is not translated");
+        }
     }
 
     #[test]

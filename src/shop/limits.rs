@@ -19,6 +19,10 @@ pub struct ShopLimits {
     /// `POST /webhooks/paypal` (each delivery that looks like an event costs a call to
     /// PayPal's verify API): [`WEBHOOKS_PER_MINUTE`].
     pub webhook: DefaultKeyedRateLimiter<IpAddr>,
+    /// `POST /api/keys/rotate` and the dashboard's "Replace this key" (each needs a key).
+    pub rotate: DefaultKeyedRateLimiter<IpAddr>,
+    /// The opt-out links of notices (token guessing).
+    pub opt_out: DefaultKeyedRateLimiter<IpAddr>,
 }
 
 /// Webhook deliveries taken per address and minute. PayPal delivers a few a minute from any one
@@ -33,6 +37,8 @@ impl ShopLimits {
         self.create_order.retain_recent();
         self.capture.retain_recent();
         self.webhook.retain_recent();
+        self.rotate.retain_recent();
+        self.opt_out.retain_recent();
     }
 }
 
@@ -63,6 +69,8 @@ impl Default for ShopLimits {
             create_order: per_minute(10),
             capture: per_minute(30),
             webhook: per_minute(WEBHOOKS_PER_MINUTE),
+            rotate: per_minute(10),
+            opt_out: per_minute(20),
         }
     }
 }

@@ -8,11 +8,14 @@ pub mod assets;
 pub mod checkout;
 pub mod error;
 pub mod fulfil;
+pub mod grant;
 pub mod guard;
 pub mod i18n;
 pub mod limits;
 pub mod orders;
 pub mod pages;
+pub mod rotate;
+pub mod topup;
 pub mod usage;
 pub mod web;
 pub mod webhooks;
@@ -26,8 +29,10 @@ use axum::routing::{get, post};
 
 use crate::state::AppState;
 
-/// Background upkeep of the storefront: prune idle per-IP limiter entries every minute.
+/// Background upkeep of the storefront: prune idle per-IP limiter entries every minute, and
+/// send the outbox's receipts and notices (when email is configured).
 pub fn start_background(state: &Arc<AppState>) {
+    crate::mail::outbox::start(state);
     let weak = Arc::downgrade(state);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
@@ -47,21 +52,30 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/", get(pages::home))
         .route("/pricing", get(pages::pricing))
         .route("/docs", get(pages::docs))
-        .route("/checkout/{plan}", get(pages::checkout))
+        .route(
+            "/checkout/{plan}",
+            get(pages::checkout).post(pages::checkout_topup),
+        )
         .route("/order", get(pages::order_form).post(pages::order_lookup))
         .route(
             "/dashboard",
             get(pages::dashboard_form).post(pages::dashboard),
         )
+        .route("/dashboard/rotate", post(pages::rotate))
         .route(
             "/demo/paypal/approve",
             get(pages::demo_approve_page).post(pages::demo_approve_submit),
+        )
+        .route(
+            "/mail/opt-out/{token}",
+            get(pages::opt_out_page).post(pages::opt_out_submit),
         )
         .route("/assets/{*path}", get(assets::serve))
         .fallback(pages::not_found_page)
         .route("/api/usage", get(usage::api_usage))
         .route("/api/orders", post(checkout::create))
         .route("/api/orders/{order_id}/capture", post(checkout::capture))
+        .route("/api/keys/rotate", post(rotate::api_rotate))
         .route("/webhooks/paypal", post(webhooks::paypal))
         // Last, so it wraps every storefront route, JSON included (no-store on the capture
         // answer that carries a key).

@@ -1,6 +1,10 @@
-//! Orders as their buyers see them: the view of an order (its key unsealed when paid), loading
-//! one, look-up by order id + email (with reconciliation against PayPal), and the demo
-//! approval. Creation and capture are in [`super::checkout`], fulfilment in [`super::fulfil`].
+//! Orders as their buyers see them: the view of an order (its key unsealed when paid; for a
+//! top-up, which key was credited, by its display prefix only), loading one, look-up by order
+//! id + email (with reconciliation against PayPal), and the demo approval. Creation and capture
+//! are in [`super::checkout`], fulfilment in [`super::fulfil`].
+//!
+//! A key replaced by its owner (rotation) is not shown again here: its new text was shown
+//! once, when it was made, and the look-up says when the key was replaced instead.
 
 use std::sync::Arc;
 
@@ -9,9 +13,10 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::kinds::OrderKind;
 use crate::money::Usd;
 use crate::state::AppState;
-use crate::store::orders::{self as db, OrderRecord, OrderStatus};
+use crate::store::orders::{self as db, Order, OrderRecord, OrderStatus};
 
 /// An order as its buyer may see it.
 #[derive(Debug, Clone, Serialize)]
@@ -30,8 +35,23 @@ pub struct OrderView {
     pub created_at: String,
     /// RFC 3339.
     pub paid_at: Option<String>,
-    /// The key, for a paid order (unsealed).
+    /// The key, for a paid purchase whose key was not replaced since (unsealed).
     pub api_key: Option<String>,
+    /// purchase or top_up.
+    pub kind: OrderKind,
+    /// For a top-up: the display prefix of the key credited (`sk-gateway-AbCd…`).
+    pub topped_up: Option<String>,
+    /// RFC 3339: the key was replaced by its owner then (it is not shown any more).
+    pub replaced_at: Option<String>,
+}
+
+/// What the look-up shows besides the order: the key's sealed copy and when it was replaced.
+#[derive(Debug, Clone, Default)]
+pub struct KeyShown {
+    /// The sealed key of a purchase.
+    pub sealed: Option<Vec<u8>>,
+    /// When the key's text was replaced, if it was.
+    pub replaced_at: Option<DateTime<Utc>>,
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {
@@ -50,8 +70,14 @@ fn same_email(a: &str, b: &str) -> bool {
     bool::from(ha.as_slice().ct_eq(hb.as_slice()))
 }
 
-/// The view of an order, with its key unsealed when paid.
-pub fn order_view(state: &AppState, o: &OrderRecord, sealed_key: Option<&[u8]>) -> OrderView {
+/// The view of an order, with its key unsealed when it is a paid purchase whose key was not
+/// replaced since.
+pub fn order_view(state: &AppState, order: &Order, shown: &KeyShown) -> OrderView {
+    let o = &order.record;
+    let sealed_key = shown
+        .sealed
+        .as_deref()
+        .filter(|_| shown.replaced_at.is_none());
     let api_key = match (&o.key_id, sealed_key, o.status) {
         (Some(id), Some(sealed), OrderStatus::Paid) => match state.sealer.open(id, sealed) {
             Ok(k) => Some(k),
@@ -75,6 +101,50 @@ pub fn order_view(state: &AppState, o: &OrderRecord, sealed_key: Option<&[u8]>) 
         created_at: rfc3339(o.created_at),
         paid_at: o.paid_at.map(rfc3339),
         api_key,
+        kind: order.extra.kind,
+        topped_up: order
+            .extra
+            .topup_key_id
+            .as_deref()
+            .and_then(|id| state.keys.by_id(id))
+            .map(|k| k.prefix()),
+        replaced_at: shown.replaced_at.map(rfc3339),
+    }
+}
+
+/// An order whole, by our id.
+pub async fn load_full(state: &AppState, order_id: &str) -> Option<Order> {
+    Some(load_shown(state, order_id).await?.0)
+}
+
+/// An order whole and what its look-up shows of its key, by our id.
+pub async fn load_shown(state: &AppState, order_id: &str) -> Option<(Order, KeyShown)> {
+    let id = order_id.trim().to_string();
+    if id.is_empty() || id.len() > 64 {
+        return None;
+    }
+    let loaded = state
+        .store
+        .read(move |c| {
+            let Some(o) = db::get_full(c, &id)? else {
+                return Ok(None);
+            };
+            let shown = match &o.record.key_id {
+                Some(k) => KeyShown {
+                    sealed: crate::store::keys::sealed(c, k)?,
+                    replaced_at: crate::store::keys::rotated_at(c, k)?,
+                },
+                None => KeyShown::default(),
+            };
+            Ok(Some((o, shown)))
+        })
+        .await;
+    match loaded {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(error = %e, "order query failed");
+            None
+        }
     }
 }
 
@@ -112,21 +182,21 @@ pub async fn load_order(
 /// Look an order up by id and email. An unknown id and a wrong email give the same `None`,
 /// and the email comparison takes the same time either way.
 pub async fn lookup_order(state: &Arc<AppState>, order_id: &str, email: &str) -> Option<OrderView> {
-    let mut found = load_order(state, order_id).await;
+    let mut found = load_shown(state, order_id).await;
     // Compare against a dummy when the order does not exist, so both paths do the same work.
     let stored = found
         .as_ref()
-        .map_or("\u{0}no-such-order", |(o, _)| o.email.as_str());
+        .map_or("\u{0}no-such-order", |(o, _)| o.record.email.as_str());
     let matches = same_email(stored, email);
     if matches
         && let Some((o, _)) = &found
-        && matches!(o.status, OrderStatus::Created | OrderStatus::Pending)
-        && reconcile(state, o).await
+        && matches!(o.record.status, OrderStatus::Created | OrderStatus::Pending)
+        && reconcile(state, &o.record).await
     {
-        found = load_order(state, order_id).await;
+        found = load_shown(state, order_id).await;
     }
     match found {
-        Some((o, sealed)) if matches => Some(order_view(state, &o, sealed.as_deref())),
+        Some((o, shown)) if matches => Some(order_view(state, &o, &shown)),
         _ => None,
     }
 }

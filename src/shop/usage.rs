@@ -144,12 +144,12 @@ pub async fn summary(state: &AppState, key: &KeyState) -> Result<UsageSummary, S
         })
         .collect();
     Ok(UsageSummary {
-        prefix: key.prefix.clone(),
-        plan: key.plan.clone(),
+        prefix: key.prefix(),
+        plan: key.plan(),
         plan_name: state
             .catalog
-            .plan(&key.plan)
-            .map_or_else(|| key.plan.clone(), |p| p.name.clone()),
+            .plan(&key.plan())
+            .map_or_else(|| key.plan(), |p| p.name.clone()),
         status: key.status(),
         budget_usd: b.budget,
         spent_usd: b.spent,

@@ -13,7 +13,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use subtle::ConstantTimeEq;
 
-use super::i18n::{Lang, Texts};
+use super::i18n::{Lang, SelfTexts, Texts};
 use crate::state::AppState;
 
 /// Cookie holding the CSRF token.
@@ -27,6 +27,8 @@ pub struct PageCtx {
     pub lang: Lang,
     /// Its strings.
     pub t: &'static Texts,
+    /// Its self-service strings (top-ups, key replacement, notices).
+    pub s: &'static SelfTexts,
     /// This browser's CSRF token (for `<meta name="csrf-token">` and hidden form fields).
     pub csrf: String,
     /// Running with simulated upstream and PayPal.
@@ -98,6 +100,15 @@ fn lang_from_query(uri: &axum::http::Uri) -> Option<Lang> {
         .find_map(Lang::parse)
 }
 
+/// The language a page would be shown in to this browser (its cookie, else
+/// `Accept-Language`): what the JSON calls of a page record as the buyer's language.
+pub fn page_lang(headers: &HeaderMap) -> Lang {
+    CookieJar::from_headers(headers)
+        .get(LANG_COOKIE)
+        .and_then(|c| Lang::parse(c.value()))
+        .unwrap_or_else(|| lang_from_accept(headers))
+}
+
 fn lang_from_accept(headers: &HeaderMap) -> Lang {
     let accept = headers
         .get(header::ACCEPT_LANGUAGE)
@@ -153,6 +164,7 @@ impl FromRequestParts<Arc<AppState>> for PageCtx {
         Ok(PageCtx {
             lang,
             t: lang.texts(),
+            s: lang.self_texts(),
             csrf,
             demo: state.demo,
             public_url: state.config.server.public_url.clone(),

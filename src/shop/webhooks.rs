@@ -2,8 +2,9 @@
 //! verify-webhook-signature API before anything changes, deduplicated on the event id.
 //!
 //! `PAYMENT.CAPTURE.COMPLETED` fulfils an order whose buyer never came back from PayPal (and
-//! completes a pending one); `PAYMENT.CAPTURE.REFUNDED` / `REVERSED` revoke the key and mark the
-//! order; `PENDING` / `DENIED` record the state. An unverifiable event gets 400 and changes
+//! completes a pending one); `PAYMENT.CAPTURE.REFUNDED` / `REVERSED` revoke a purchase's key
+//! (a top-up's refund takes back what is left of its credit instead, and leaves the key
+//! working) and mark the order; `PENDING` / `DENIED` record the state. An unverifiable event gets 400 and changes
 //! nothing; when PayPal cannot be asked, 503 makes PayPal retry later.
 //!
 //! Every verification is a call to PayPal, so a delivery earns one only once it could be an
@@ -28,6 +29,7 @@ use serde_json::Value;
 use super::fulfil::{Fulfilment, fulfil};
 use super::limits::limit_key;
 use crate::activity::ActivityEvent;
+use crate::kinds::OrderKind;
 use crate::paypal::{CaptureInfo, parse_amount};
 use crate::state::{AppState, ClientIp};
 use crate::store::Write;
@@ -362,11 +364,29 @@ async fn on_refund(
     // Serialised with fulfilment, and re-read under the lock: a payment being recorded right
     // now is seen, and its key revoked.
     let _serial = state.fulfil_lock.lock().await;
-    let (order, _) = crate::shop::orders::load_order(state, &found.order_id)
+    let full = crate::shop::orders::load_full(state, &found.order_id)
         .await
         .ok_or(WebhookError::Unavailable)?;
+    let order = &full.record;
     if order.status == OrderStatus::Refunded {
         return Ok(());
+    }
+    if full.extra.kind == OrderKind::TopUp && order.status == OrderStatus::Paid {
+        return match crate::shop::topup::refund(state, &full).await {
+            Ok(_) => {
+                state.activity.emit(ActivityEvent::OrderRefunded {
+                    order_id: order.order_id.clone(),
+                    // The key is not revoked: only the top-up's credit is taken back.
+                    key_id: None,
+                    at_ms: now_ms,
+                });
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(order_id = %order.order_id, error = %e, "top-up refund not recorded; PayPal will retry");
+                Err(WebhookError::Unavailable)
+            }
+        };
     }
     if let Some(key_id) = &order.key_id
         && let Err(e) = crate::admin::revoke_key(state, key_id).await

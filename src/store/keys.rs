@@ -1,10 +1,12 @@
-//! SQL for the `keys` and `topups` tables.
+//! SQL for the `keys` and `topups` tables. Every change of a key's budget is also recorded in
+//! its history ([`super::budget`]); a new key gets its mail row ([`super::mail`]).
 
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::error::StoreError;
 use crate::keys::{KeyRecord, KeyStatus};
+use crate::kinds::BudgetKind;
 use crate::money::Usd;
 
 fn ms_to_time(ms: i64) -> DateTime<Utc> {
@@ -114,7 +116,14 @@ pub fn insert(c: &Connection, k: &KeyRecord) -> Result<(), StoreError> {
             k.created_at.timestamp_millis(),
         ],
     )?;
-    Ok(())
+    let kind = if k.order_id.is_some() {
+        BudgetKind::Purchase
+    } else {
+        BudgetKind::Grant
+    };
+    let at = k.created_at.timestamp_millis();
+    super::budget::record(c, &k.id, kind, k.budget, k.order_id.as_deref(), at)?;
+    super::mail::add_key(c, &k.id)
 }
 
 /// Change a key's status.
@@ -161,7 +170,41 @@ pub fn top_up(c: &Connection, key_id: &str, amount: Usd, at_ms: i64) -> Result<(
         "INSERT INTO topups (key_id, amount_nanos, created_at) VALUES (?1, ?2, ?3)",
         params![key_id, amount.nanos(), at_ms],
     )?;
+    super::budget::record(c, key_id, BudgetKind::OperatorTopUp, amount, None, at_ms)?;
+    super::mail::rearm(c, key_id)
+}
+
+/// Replace a key's text (hash, sealed copy, display prefix), keeping everything else; a
+/// revoked key is not rotated.
+pub fn rotate(
+    c: &Connection,
+    key_id: &str,
+    hash: &[u8; 32],
+    sealed: &[u8],
+    prefix: &str,
+    at_ms: i64,
+) -> Result<(), StoreError> {
+    let n = c.execute(
+        "UPDATE keys SET hash = ?2, sealed = ?3, prefix = ?4, rotated_at = ?5
+         WHERE id = ?1 AND status != 'revoked'",
+        params![key_id, &hash[..], sealed, prefix, at_ms],
+    )?;
+    if n == 0 {
+        return Err(StoreError::Conflict(format!(
+            "key {key_id} is revoked or unknown"
+        )));
+    }
     Ok(())
+}
+
+/// When a key's text was last replaced, if ever.
+pub fn rotated_at(c: &Connection, key_id: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let at: Option<Option<i64>> = c
+        .query_row("SELECT rotated_at FROM keys WHERE id = ?1", [key_id], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    Ok(at.flatten().map(ms_to_time))
 }
 
 /// The sealed copy of a key, for showing it again to its buyer.

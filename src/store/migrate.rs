@@ -8,6 +8,7 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("migrations/0002_orders.sql")),
     (3, include_str!("migrations/0003_usage_by_time.sql")),
     (4, include_str!("migrations/0004_ledger_api_account.sql")),
+    (5, include_str!("migrations/0005_self_service.sql")),
 ];
 
 /// Apply the migrations not applied yet, each in its own transaction.

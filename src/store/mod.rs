@@ -6,8 +6,10 @@
 //! one commit serves every row that arrived while the previous one was being written.
 
 mod backup;
+pub mod budget;
 mod error;
 pub mod keys;
+pub mod mail;
 mod migrate;
 pub mod orders;
 mod sync;

@@ -2,13 +2,18 @@
 //!
 //! Paying an order and minting its key is one write ([`pay`]): the key row and the order's
 //! switch to `paid` commit together or not at all, and the switch only happens from an unpaid
-//! status, so however many captures, webhooks and reloads race, an order yields one key.
+//! status, so however many captures, webhooks and reloads race, an order yields one key. A
+//! top-up is paid the same way ([`pay_top_up`]): the key's budget grows in the transaction
+//! that switches the order to `paid`, only from an unpaid status, so it grows once. Its refund
+//! ([`refund_top_up`]) switches the order to `refunded` and takes the budget back together.
+//! A paid order's receipt is queued in the same transaction ([`super::mail::queue_receipt`]).
 
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::error::StoreError;
 use crate::keys::KeyRecord;
+use crate::kinds::{BudgetKind, MailLang, OrderKind};
 use crate::money::Usd;
 
 pub use crate::status::OrderStatus;
@@ -44,12 +49,86 @@ pub struct OrderRecord {
     pub refunded_at: Option<DateTime<Utc>>,
 }
 
+/// What an order is beyond its [`OrderRecord`]: kind, the key a top-up is for, the language
+/// of the page it was bought on, the plan a top-up upgraded the key from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrderExtra {
+    /// Purchase or top-up.
+    pub kind: OrderKind,
+    /// The key a top-up adds credit to.
+    pub topup_key_id: Option<String>,
+    /// Its mails' language.
+    pub lang: MailLang,
+    /// The key's plan before this top-up moved it to the order's (dearer) plan.
+    pub upgraded_from: Option<String>,
+}
+
+/// An order whole: the record and the rest.
+#[derive(Debug, Clone)]
+pub struct Order {
+    /// The original columns.
+    pub record: OrderRecord,
+    /// Kind, top-up key, language.
+    pub extra: OrderExtra,
+}
+
+impl Order {
+    /// The key the order is about: the one it minted, or the one it topped up.
+    pub fn key_id(&self) -> Option<&str> {
+        self.record
+            .key_id
+            .as_deref()
+            .or(self.extra.topup_key_id.as_deref())
+    }
+}
+
+/// What paying an order grants.
+#[derive(Debug, Clone)]
+pub enum Grant {
+    /// A new key (a purchase).
+    Key(Box<KeyRecord>),
+    /// Budget added to an existing key (a top-up).
+    TopUp(TopUpGrant),
+}
+
+/// A top-up, as decided by fulfilment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopUpGrant {
+    /// The key.
+    pub key_id: String,
+    /// Budget added (the plan's budget).
+    pub amount: Usd,
+    /// The plan the key moves to, when the order's plan is dearer than the key's.
+    pub new_plan: Option<String>,
+    /// The key's plan before the move.
+    pub upgraded_from: Option<String>,
+}
+
 fn time(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
 const COLUMNS: &str = "order_id, plan, email, amount_nanos, currency, status, paypal_order_id,
     paypal_capture_id, key_id, browser_token_hash, created_at, paid_at, refunded_at";
+
+/// [`COLUMNS`] and the columns of [`OrderExtra`], for [`full_row`].
+const FULL_COLUMNS: &str = "order_id, plan, email, amount_nanos, currency, status, paypal_order_id,
+    paypal_capture_id, key_id, browser_token_hash, created_at, paid_at, refunded_at,
+    kind, topup_key_id, lang, upgraded_from";
+
+fn full_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Order> {
+    let kind: String = r.get(13)?;
+    let lang: String = r.get(15)?;
+    Ok(Order {
+        record: row_of(r)?,
+        extra: OrderExtra {
+            kind: OrderKind::parse(&kind),
+            topup_key_id: r.get(14)?,
+            lang: MailLang::parse(&lang),
+            upgraded_from: r.get(16)?,
+        },
+    })
+}
 
 fn row_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<OrderRecord> {
     let status: String = r.get(5)?;
@@ -94,6 +173,21 @@ pub fn insert(c: &Connection, o: &OrderRecord) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Insert a new order with its kind, top-up key and language.
+pub fn insert_with(c: &Connection, o: &OrderRecord, extra: &OrderExtra) -> Result<(), StoreError> {
+    insert(c, o)?;
+    c.execute(
+        "UPDATE orders SET kind = ?2, topup_key_id = ?3, lang = ?4 WHERE order_id = ?1",
+        params![
+            o.order_id,
+            extra.kind.as_str(),
+            extra.topup_key_id,
+            extra.lang.as_str()
+        ],
+    )?;
+    Ok(())
+}
+
 /// Pay an order: insert its key and mark it paid, atomically, only if it is not paid yet.
 pub fn pay(
     c: &Connection,
@@ -114,7 +208,96 @@ pub fn pay(
             "order {order_id} is already paid or unknown"
         )));
     }
+    // The key's mails speak the language the buyer paid in.
+    c.execute(
+        "UPDATE key_mail SET lang = (SELECT lang FROM orders WHERE order_id = ?1) WHERE key_id = ?2",
+        params![order_id, key.id],
+    )?;
     Ok(())
+}
+
+/// Pay a top-up: mark the order paid and add its budget to the key (moving the key to a
+/// dearer plan), atomically, only if the order is an unpaid top-up of that key and the key is
+/// not revoked. The notices re-arm when the balance is above their thresholds again.
+pub fn pay_top_up(
+    c: &Connection,
+    order_id: &str,
+    capture_id: &str,
+    g: &TopUpGrant,
+    at_ms: i64,
+) -> Result<(), StoreError> {
+    let n = c.execute(
+        "UPDATE orders SET status = 'paid', paypal_capture_id = ?2, paid_at = ?3, upgraded_from = ?4
+         WHERE order_id = ?1 AND kind = 'top_up' AND topup_key_id = ?5
+               AND status IN ('created', 'pending', 'failed')",
+        params![order_id, capture_id, at_ms, g.upgraded_from, g.key_id],
+    )?;
+    if n == 0 {
+        return Err(StoreError::Conflict(format!(
+            "order {order_id} is already paid, unknown or not a top-up"
+        )));
+    }
+    let n = c.execute(
+        "UPDATE keys SET budget_nanos = budget_nanos + ?2,
+                status = CASE WHEN status = 'exhausted' THEN 'active' ELSE status END,
+                plan = COALESCE(?3, plan)
+         WHERE id = ?1 AND status != 'revoked'",
+        params![g.key_id, g.amount.nanos(), g.new_plan],
+    )?;
+    if n == 0 {
+        // The caller's savepoint rolls the order back with this error.
+        return Err(StoreError::Conflict(format!(
+            "key {} is revoked or unknown",
+            g.key_id
+        )));
+    }
+    super::budget::record(
+        c,
+        &g.key_id,
+        BudgetKind::TopUp,
+        g.amount,
+        Some(order_id),
+        at_ms,
+    )?;
+    c.execute(
+        "UPDATE key_mail SET lang = (SELECT lang FROM orders WHERE order_id = ?1) WHERE key_id = ?2",
+        params![order_id, g.key_id],
+    )?;
+    super::mail::rearm(c, &g.key_id)
+}
+
+/// Refund a top-up: mark the order refunded and take `take` back from the key's budget (and
+/// its plan back to `restore_plan`), atomically, only from `paid`.
+pub fn refund_top_up(
+    c: &Connection,
+    order_id: &str,
+    key_id: &str,
+    take: Usd,
+    restore_plan: Option<&str>,
+    at_ms: i64,
+) -> Result<(), StoreError> {
+    let n = c.execute(
+        "UPDATE orders SET status = 'refunded', refunded_at = ?2
+         WHERE order_id = ?1 AND kind = 'top_up' AND status = 'paid'",
+        params![order_id, at_ms],
+    )?;
+    if n == 0 {
+        return Err(StoreError::Conflict(format!(
+            "order {order_id} is not a paid top-up"
+        )));
+    }
+    c.execute(
+        "UPDATE keys SET budget_nanos = budget_nanos - ?2, plan = COALESCE(?3, plan) WHERE id = ?1",
+        params![key_id, take.nanos(), restore_plan],
+    )?;
+    super::budget::record(
+        c,
+        key_id,
+        BudgetKind::Refund,
+        Usd::from_nanos(-take.nanos()),
+        Some(order_id),
+        at_ms,
+    )
 }
 
 /// Change an order's status (pending, failed, refunded); a paid order only moves to refunded.
@@ -157,6 +340,23 @@ pub fn get(c: &Connection, order_id: &str) -> Result<Option<OrderRecord>, StoreE
     let mut stmt =
         c.prepare_cached(&format!("SELECT {COLUMNS} FROM orders WHERE order_id = ?1"))?;
     Ok(stmt.query_row([order_id], row_of).optional()?)
+}
+
+/// One order whole by our id.
+pub fn get_full(c: &Connection, order_id: &str) -> Result<Option<Order>, StoreError> {
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {FULL_COLUMNS} FROM orders WHERE order_id = ?1"
+    ))?;
+    Ok(stmt.query_row([order_id], full_row).optional()?)
+}
+
+/// The newest orders, whole.
+pub fn recent_full(c: &Connection, limit: u32) -> Result<Vec<Order>, StoreError> {
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {FULL_COLUMNS} FROM orders ORDER BY created_at DESC, order_id LIMIT ?1"
+    ))?;
+    let rows = stmt.query_map([limit], full_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// One order by PayPal's order id.

@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 mod batches;
 mod key_changes;
 mod ledger;
+mod self_service;
 
 fn db(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("modelrelay.db")
@@ -146,9 +147,15 @@ async fn open_creates_the_schema_and_reopening_migrates_once() {
     assert_eq!(
         names,
         [
+            "budget_history",
+            "budget_history_by_key",
+            "key_mail",
             "keys",
             "orders",
             "orders_by_time",
+            "orders_by_topup_key",
+            "outbox",
+            "outbox_due",
             "schema_migrations",
             "topups",
             "usage",

@@ -1,9 +1,11 @@
 //! The changes the writer applies ([`Write`]), and how each one is applied in a transaction.
 
 use super::error::StoreError;
-use super::{keys, orders, usage};
+use super::{keys, mail, orders, usage};
 use crate::keys::{KeyRecord, KeyStatus};
+use crate::kinds::MailKind;
 use crate::money::Usd;
+use orders::{Grant, OrderExtra};
 use usage::UsageRow;
 
 /// One change for the writer.
@@ -81,6 +83,99 @@ pub enum Write {
     /// Changes nothing: its acknowledgement says that every write queued before it is
     /// committed (the activity tracker waits on one before reading the ledger).
     Barrier,
+    /// A new order with its kind, top-up key and language.
+    InsertOrderWith {
+        /// The order.
+        order: Box<orders::OrderRecord>,
+        /// The rest.
+        extra: OrderExtra,
+    },
+    /// Pay an order and grant what it buys (a key, or a top-up), atomically, with its receipt
+    /// queued when `receipt` (see [`orders::pay`], [`orders::pay_top_up`]).
+    Pay {
+        /// Ours.
+        order_id: String,
+        /// PayPal's capture id.
+        capture_id: String,
+        /// What it buys.
+        grant: Grant,
+        /// Queue the receipt (email is configured).
+        receipt: bool,
+        /// When.
+        at_ms: i64,
+    },
+    /// A top-up was refunded: the order refunded and `take` taken back, atomically.
+    RefundTopUp {
+        /// Ours.
+        order_id: String,
+        /// The topped-up key.
+        key_id: String,
+        /// Budget taken back.
+        take: Usd,
+        /// The plan the key goes back to (the top-up had upgraded it).
+        restore_plan: Option<String>,
+        /// When.
+        at_ms: i64,
+    },
+    /// A key's text was replaced; its notice queued when `notify`.
+    RotateKey {
+        /// Which key.
+        key_id: String,
+        /// SHA-256 of the new text.
+        hash: [u8; 32],
+        /// The new text, sealed.
+        sealed: Vec<u8>,
+        /// Its display prefix.
+        prefix: String,
+        /// Queue the rotation notice (email is configured).
+        notify: bool,
+        /// When.
+        at_ms: i64,
+    },
+    /// A key crossed a notice threshold (low balance, exhausted): remembered for the crossing,
+    /// the notice queued once when `queue`.
+    KeyNotice {
+        /// Which key.
+        key_id: String,
+        /// `low_balance` or `exhausted`.
+        kind: MailKind,
+        /// Queue the mail (email is configured).
+        queue: bool,
+        /// When.
+        at_ms: i64,
+    },
+    /// The SMTP server accepted a message.
+    MailSent {
+        /// The message.
+        id: i64,
+        /// When.
+        at_ms: i64,
+    },
+    /// An attempt to send a message failed.
+    MailFailed {
+        /// The message.
+        id: i64,
+        /// Why (for the operator).
+        error: String,
+        /// The next attempt.
+        next_ms: i64,
+        /// No more attempts.
+        give_up: bool,
+    },
+    /// Queue a message again now (the operator's `mail retry`).
+    MailRetry {
+        /// The message.
+        id: i64,
+        /// When.
+        at_ms: i64,
+    },
+    /// A key's owner opted out of its notices.
+    OptOut {
+        /// Which key.
+        key_id: String,
+        /// When.
+        at_ms: i64,
+    },
 }
 
 /// Apply one write inside the writer's transaction.
@@ -121,5 +216,68 @@ pub(super) fn apply(tx: &rusqlite::Connection, w: &Write) -> Result<(), StoreErr
             at_ms,
         } => keys::top_up(tx, key_id, *amount, *at_ms),
         Write::Barrier => Ok(()),
+        other => apply_self_service(tx, other),
+    }
+}
+
+/// Apply one write of self-service (top-ups, rotation, notices, the outbox).
+fn apply_self_service(tx: &rusqlite::Connection, w: &Write) -> Result<(), StoreError> {
+    match w {
+        Write::InsertOrderWith { order, extra } => orders::insert_with(tx, order, extra),
+        Write::Pay {
+            order_id,
+            capture_id,
+            grant,
+            receipt,
+            at_ms,
+        } => {
+            match grant {
+                Grant::Key(key) => orders::pay(tx, order_id, capture_id, key, *at_ms)?,
+                Grant::TopUp(g) => orders::pay_top_up(tx, order_id, capture_id, g, *at_ms)?,
+            }
+            if *receipt {
+                mail::queue_receipt(tx, order_id, *at_ms)?;
+            }
+            Ok(())
+        }
+        Write::RefundTopUp {
+            order_id,
+            key_id,
+            take,
+            restore_plan,
+            at_ms,
+        } => orders::refund_top_up(tx, order_id, key_id, *take, restore_plan.as_deref(), *at_ms),
+        Write::RotateKey {
+            key_id,
+            hash,
+            sealed,
+            prefix,
+            notify,
+            at_ms,
+        } => {
+            keys::rotate(tx, key_id, hash, sealed, prefix, *at_ms)?;
+            if *notify {
+                // A security notice: sent whatever the owner chose for balance notices.
+                mail::queue_key_mail(tx, key_id, MailKind::Rotated, false, *at_ms)?;
+            }
+            Ok(())
+        }
+        Write::KeyNotice {
+            key_id,
+            kind,
+            queue,
+            at_ms,
+        } => mail::key_notice(tx, key_id, *kind, *queue, *at_ms),
+        Write::MailSent { id, at_ms } => mail::mark_sent(tx, *id, *at_ms),
+        Write::MailFailed {
+            id,
+            error,
+            next_ms,
+            give_up,
+        } => mail::mark_failed(tx, *id, error, *next_ms, *give_up),
+        Write::MailRetry { id, at_ms } => mail::retry(tx, *id, *at_ms),
+        Write::OptOut { key_id, at_ms } => mail::opt_out(tx, key_id, *at_ms),
+        // The writes of `apply` itself never reach here.
+        _ => Err(StoreError::Conflict("not a self-service write".into())),
     }
 }

@@ -73,6 +73,7 @@ fn the_example_config_shows_every_key() {
         "secret_file",
         "api_key_file",
         "client_secret_file",
+        "smtp_url_file",
     ] {
         assert!(
             text.lines()

@@ -151,3 +151,48 @@ fn redacted_toml_of_the_defaults_reloads_as_the_same_config() {
         assert_eq!(again.redacted_toml(), text);
     });
 }
+
+#[test]
+fn the_smtp_url_is_a_secret_file_needs_a_sender_and_is_redacted() {
+    jailed(|jail| {
+        jail.create_file("smtp_url", "smtps://user:hunter2@smtp.example.com:465\n")
+            .unwrap();
+        let path = jail.directory().join("smtp_url");
+        let c = load_file(
+            jail,
+            &format!("[email]\nsmtp_url_file = {path:?}\nfrom = \"Shop <billing@example.com>\"\n"),
+        )
+        .unwrap();
+        assert!(c.email.enabled());
+        assert_eq!(
+            c.email.smtp_url,
+            "smtps://user:hunter2@smtp.example.com:465"
+        );
+        let shown = c.redacted_toml();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("smtp_url = \"<redacted>\""), "{shown}");
+
+        let err = load_file(jail, "[email]\nsmtp_url = \"smtp://127.0.0.1:25\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("email.from must be set"), "{err}");
+        let err = load_file(
+            jail,
+            "[email]\nsmtp_url = \"http://user:secret@x\"\nfrom = \"not an address\"\nsend_per_minute = 0\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("email.smtp_url must start with smtp:// or smtps://"),
+            "{err}"
+        );
+        assert!(!err.contains("secret"), "the URL is never echoed: {err}");
+        assert!(err.contains("email.from = \"not an address\""), "{err}");
+        assert!(
+            err.contains("email.send_per_minute must be at least 1"),
+            "{err}"
+        );
+        // Off by default.
+        assert!(!Config::default().email.enabled());
+    });
+}

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use crate::activity::fold::{DayRule, Delivery, Fold, Hits, Rules, UpstreamRule};
 use crate::activity::protocol::{
-    ActivityEvent, InFlightView, KeyView, OrderView, Snapshot, Totals, UpstreamHealth,
+    ActivityEvent, InFlightView, KeyView, MailView, OrderView, Snapshot, Totals, UpstreamHealth,
 };
 
 mod records;
@@ -70,6 +70,8 @@ pub struct Model {
     pub keys: BTreeMap<String, KeyView>,
     /// Orders, newest first.
     pub orders: Vec<OrderView>,
+    /// The outbox, newest first (from `mail_list`, kept current by `mail_changed`).
+    pub mail: Vec<MailView>,
     /// When the current snapshot was taken: events up to then are already in it.
     pub baseline_ms: i64,
     /// When the keys were last read whole (snapshot or `keys_list`): key changes up to then
@@ -94,6 +96,8 @@ impl Model {
             finished_times,
             keys: s.keys.into_iter().map(|k| (k.id.clone(), k)).collect(),
             orders: s.orders,
+            // The snapshot does not carry the outbox; `mail_list` answers keep it.
+            mail: std::mem::take(&mut self.mail),
             baseline_ms: s.at_ms,
             keys_baseline_ms: s.at_ms,
             has_snapshot: true,
@@ -120,6 +124,11 @@ impl Model {
         if !self.has_snapshot {
             self.orders = orders;
         }
+    }
+
+    /// The outbox from `mail_list` (the daemon's word is newest).
+    pub fn apply_mail_list(&mut self, mail: Vec<MailView>) {
+        self.mail = mail;
     }
 
     /// A key as a command answered it (revoke, top-up, create): the daemon's word is newest.
@@ -237,7 +246,9 @@ pub fn event_ms(e: &ActivityEvent) -> Option<i64> {
         | ActivityEvent::OrderCreated { at_ms, .. }
         | ActivityEvent::OrderPaid { at_ms, .. }
         | ActivityEvent::OrderRefunded { at_ms, .. }
-        | ActivityEvent::KeyToppedUp { at_ms, .. } => *at_ms,
+        | ActivityEvent::KeyToppedUp { at_ms, .. }
+        | ActivityEvent::KeyUpdated { at_ms, .. }
+        | ActivityEvent::MailChanged { at_ms, .. } => *at_ms,
         ActivityEvent::KeyCreated { .. } => return None,
     })
 }

@@ -1,12 +1,15 @@
-//! Keys and orders in the model: what key and order events change in the lists the console
-//! got whole (from a snapshot, or `keys_list` and `orders_list`).
+//! Keys, orders and the outbox in the model: what key, order and mail events change in the
+//! lists the console got whole (from a snapshot, or `keys_list`, `orders_list`, `mail_list`).
 
 use super::{Model, rfc3339};
-use crate::activity::protocol::{ActivityEvent, OrderView};
+use crate::activity::protocol::{ActivityEvent, MailView, OrderView};
+use crate::kinds::OrderKind;
 use crate::status::{KeyStatus, OrderStatus};
 
 /// Orders kept for the Orders view.
 const ORDERS_KEPT: usize = 500;
+/// Messages of the outbox kept for the Orders view.
+const MAIL_KEPT: usize = 200;
 
 impl Model {
     /// What an event changes in the keys and orders (`order_paid` excepted: see
@@ -42,18 +45,23 @@ impl Model {
                 amount_usd,
                 email,
                 at_ms,
+                order_kind,
+                key_id,
             } if !self.orders.iter().any(|o| o.order_id == order_id) => {
+                let topped_up = (order_kind == OrderKind::TopUp).then_some(key_id).flatten();
                 let row = OrderView {
                     order_id,
                     status: OrderStatus::Created,
                     plan,
                     amount_usd,
                     email,
-                    key_id: None,
+                    key_id: topped_up.clone(),
                     paypal_order_id: None,
                     paypal_capture_id: None,
                     created_at: rfc3339(at_ms),
                     paid_at: None,
+                    kind: order_kind,
+                    topped_up_key_id: topped_up,
                 };
                 self.orders.insert(0, row);
                 self.orders.truncate(ORDERS_KEPT);
@@ -68,7 +76,24 @@ impl Model {
                     self.revoke(&k);
                 }
             }
+            // The key's view when the event was sent (a plan upgrade, a new prefix, a refund).
+            ActivityEvent::KeyUpdated { key, .. } => {
+                self.keys.insert(key.id.clone(), key);
+            }
+            ActivityEvent::MailChanged { mail, .. } => self.upsert_mail(mail),
             _ => {}
+        }
+    }
+
+    /// A message as the daemon reports it now.
+    pub fn upsert_mail(&mut self, mail: MailView) {
+        match self.mail.iter_mut().find(|m| m.id == mail.id) {
+            Some(m) => *m = mail,
+            None => {
+                let at = self.mail.partition_point(|m| m.id > mail.id);
+                self.mail.insert(at, mail);
+                self.mail.truncate(MAIL_KEPT);
+            }
         }
     }
 
@@ -114,6 +139,8 @@ impl Model {
                     paypal_capture_id: None,
                     created_at: rfc3339(*at_ms),
                     paid_at,
+                    kind: OrderKind::Purchase,
+                    topped_up_key_id: None,
                 };
                 self.orders.insert(0, row);
                 self.orders.truncate(ORDERS_KEPT);

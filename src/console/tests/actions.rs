@@ -235,3 +235,42 @@ fn amounts() {
     assert!(crate::console::parse_amount("0").is_err());
     assert!(crate::console::parse_amount("").is_err());
 }
+
+#[test]
+fn rotating_a_key_shows_its_new_text_once() {
+    let mut app = app();
+    press(&mut app, KeyCode::Char('2'));
+    press(&mut app, KeyCode::Down);
+    assert_eq!(app.selected().map(|k| k.id.as_str()), Some("key_pro"));
+    press(&mut app, KeyCode::Char('R'));
+    assert!(matches!(app.modal, Some(Modal::ConfirmRotate { .. })));
+    let action = press(&mut app, KeyCode::Char('y'));
+    let cmd = Command::Rotate {
+        key_id: "key_pro".into(),
+        prefix: "sk-gateway-PrOo…".into(),
+    };
+    assert_eq!(action, Some(Action::Send(cmd.clone())));
+    assert_eq!(
+        cmd.request(),
+        crate::activity::protocol::Request::KeysRotate {
+            key: "key_pro".into()
+        }
+    );
+    let mut rotated = app.model.keys["key_pro"].clone();
+    rotated.prefix = "sk-gateway-NeW1…".into();
+    app.handle(Event::Reply(
+        cmd,
+        Ok(Response::Rotated {
+            key: rotated,
+            api_key: "sk-gateway-NeW1xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx".into(),
+        }),
+    ));
+    assert_eq!(app.model.keys["key_pro"].prefix, "sk-gateway-NeW1…");
+    assert!(matches!(
+        &app.modal,
+        Some(Modal::ReplacedKey { api_key, old_prefix })
+            if api_key.starts_with("sk-gateway-NeW1") && old_prefix == "sk-gateway-PrOo…"
+    ));
+    assert_eq!(press(&mut app, KeyCode::Esc), None);
+    assert_eq!(app.modal, None, "shown once");
+}

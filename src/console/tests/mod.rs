@@ -13,6 +13,7 @@ use crate::activity::protocol::{
     ActivityEvent, InFlightView, KeyView, OrderView, RateLimitHits, Response, Snapshot, Totals,
     UpstreamHealth,
 };
+use crate::kinds::OrderKind;
 use crate::money::Usd;
 use crate::status::{Finish, KeyStatus, Measured, OrderStatus};
 
@@ -45,6 +46,7 @@ pub(crate) fn key(id: &str, prefix: &str, plan: &str, budget: &str, spent: &str)
         order_id: None,
         created_at: rfc(NOW - 86_400_000),
         last_used_at: Some(rfc(NOW - 180_000)),
+        budget_history: None,
     }
 }
 
@@ -126,6 +128,8 @@ fn snapshot_orders() -> Vec<OrderView> {
             paypal_capture_id: None,
             created_at: "2026-11-25T11:02:03Z".into(),
             paid_at: Some("2026-11-25T11:02:09Z".into()),
+            kind: OrderKind::Purchase,
+            topped_up_key_id: None,
         },
         OrderView {
             order_id: "ord_OPENxxxxxxxxxxxxxxxx".into(),
@@ -138,6 +142,8 @@ fn snapshot_orders() -> Vec<OrderView> {
             paypal_capture_id: None,
             created_at: "2026-11-25T11:30:00Z".into(),
             paid_at: None,
+            kind: OrderKind::Purchase,
+            topped_up_key_id: None,
         },
         OrderView {
             order_id: "ord_BACKxxxxxxxxxxxxxxxx".into(),
@@ -150,6 +156,8 @@ fn snapshot_orders() -> Vec<OrderView> {
             paypal_capture_id: None,
             created_at: "2026-11-24T09:00:00Z".into(),
             paid_at: Some("2026-11-24T09:00:05Z".into()),
+            kind: OrderKind::Purchase,
+            topped_up_key_id: None,
         },
     ]
 }

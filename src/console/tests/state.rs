@@ -38,6 +38,8 @@ fn later_events() -> Vec<ActivityEvent> {
             amount_usd: usd("20"),
             email: "dave@example.com".into(),
             at_ms: NOW + 3_000,
+            order_kind: Default::default(),
+            key_id: None,
         },
         ActivityEvent::OrderPaid {
             order_id: "ord_NEWxxxxxxxxxxxxxxxxx".into(),
@@ -196,7 +198,8 @@ fn without_a_snapshot_the_console_builds_from_events_and_look_ups() {
         vec![
             Action::Send(Command::Ping),
             Action::Send(Command::KeysList),
-            Action::Send(Command::OrdersList)
+            Action::Send(Command::OrdersList),
+            Action::Send(Command::MailList)
         ]
     );
     app.handle(Event::Socket(Response::Subscribed));
@@ -283,5 +286,5 @@ fn disconnection_is_shown_and_reconnection_resubscribes() {
     let actions = app.handle(Event::Connected);
     assert!(app.connected);
     assert_eq!(app.disconnect_reason, None);
-    assert_eq!(actions.len(), 3);
+    assert_eq!(actions.len(), 4);
 }

@@ -57,9 +57,29 @@ fn dialog(app: &App, modal: &Modal, t: &Theme) -> Option<Dialog> {
     Some(match modal {
         Modal::Filter => return None,
         Modal::Help => help(app, t),
-        Modal::ConfirmRevoke { .. } | Modal::ConfirmTopUp { .. } | Modal::ConfirmCreate { .. } => {
-            confirmation(modal, t)?
-        }
+        Modal::ConfirmRevoke { .. }
+        | Modal::ConfirmTopUp { .. }
+        | Modal::ConfirmCreate { .. }
+        | Modal::ConfirmRotate { .. } => confirmation(modal, t)?,
+        Modal::ReplacedKey {
+            api_key,
+            old_prefix,
+        } => (
+            " Replaced key — shown once ",
+            vec![
+                Line::from(vec![
+                    Span::raw("The key "),
+                    Span::styled(old_prefix.clone(), t.dim),
+                    Span::raw(" now is:"),
+                ]),
+                Line::raw(""),
+                Line::from(Span::styled(api_key.clone(), t.accent)),
+                Line::raw(""),
+                Line::raw("The old text no longer works. Copy this now: it is not shown again."),
+                Line::from(Span::styled("Enter or Esc closes", t.dim)),
+            ],
+            (api_key.chars().count() as u16 + 6).max(72),
+        ),
         Modal::TopUpAmount {
             prefix,
             input,
@@ -109,6 +129,7 @@ fn help(app: &App, t: &Theme) -> Dialog {
         keys("r", "revoke the selected key"),
         keys("t", "top up the selected key"),
         keys("n", "mint a comp key (shown once)"),
+        keys("R", "replace the selected key's text (shown once)"),
         keys("?", "this help; any key closes it"),
         keys("q  Ctrl-C", "quit"),
         Line::raw(""),
@@ -166,6 +187,20 @@ fn confirmation(modal: &Modal, t: &Theme) -> Option<Dialog> {
                 Line::from(Span::styled("y mint · n or Esc cancel", t.warn)),
             ],
             60,
+        ),
+        Modal::ConfirmRotate { key_id, prefix } => (
+            " Replace key ",
+            vec![
+                Line::from(vec![
+                    Span::raw("Replace the text of "),
+                    Span::styled(prefix.clone(), t.accent),
+                    Span::raw(format!(" ({key_id})?")),
+                ]),
+                Line::raw("Same plan, budget and history; the old text gets 401 at once."),
+                Line::raw(""),
+                Line::from(Span::styled("y replace · n or Esc cancel", t.warn)),
+            ],
+            66,
         ),
         _ => return None,
     })

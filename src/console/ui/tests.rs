@@ -451,3 +451,42 @@ fn tiny_terminals_do_not_break_rendering() {
         }
     }
 }
+
+#[test]
+fn orders_view_shows_top_ups_and_the_outbox() {
+    use crate::activity::protocol::MailView;
+    use crate::kinds::{MailKind, MailLang, MailStatus, OrderKind};
+    let mut a = view(View::Orders);
+    a.model.orders[1].kind = OrderKind::TopUp;
+    a.model.orders[1].key_id = Some("key_trial".into());
+    let mail = |id: i64, status: MailStatus, error: Option<&str>| MailView {
+        id,
+        kind: MailKind::Receipt,
+        recipient: "bob@example.com".into(),
+        lang: MailLang::Zh,
+        key_id: None,
+        order_id: Some("ord_OPENxxxxxxxxxxxxxxxx".into()),
+        status,
+        attempts: 2,
+        last_error: error.map(str::to_string),
+        created_at: "2026-11-25T11:30:00Z".into(),
+        next_attempt_at: "2026-11-25T11:31:00Z".into(),
+        sent_at: None,
+    };
+    a.model.apply_mail_list(vec![
+        mail(7, MailStatus::Failed, Some("connection refused")),
+        mail(6, MailStatus::Sent, None),
+    ]);
+    let wide = screen(&a, LARGE);
+    assert_has(&wide, &["KIND", "Outbox (0 queued, 1 failed"]);
+    assert!(line_with(&wide, "key_trial             bob@").contains("top-up"));
+    assert!(line_with(&wide, "ord_PAIDxxxxxxxxxxxxxxxx").contains("buy"));
+    let failed = line_with(&wide, "connection refused");
+    assert!(
+        failed.contains("failed") && failed.contains("receipt") && failed.contains(" 7 "),
+        "{failed}"
+    );
+    let small = screen(&a, SMALL);
+    assert_has(&small, &["+ top-up", "Outbox"]);
+    assert!(line_with(&small, "+starter").contains("ord_OPEN"));
+}

@@ -58,7 +58,7 @@ async fn counted(state: &AppState, req: Request) -> Result<u64, GatewayError> {
         .ok_or(GatewayError::ModelNotFound(model))?;
     let allowed = state
         .catalog
-        .plan(&key.plan)
+        .plan(&key.plan())
         .is_some_and(|p| p.models.contains(&model.name));
     if !allowed {
         return Err(GatewayError::ModelNotAllowed(model.name.clone()));

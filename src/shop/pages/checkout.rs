@@ -13,18 +13,45 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use super::notice::{bad_form, csrf_refused, message, not_found};
-use super::view::{PlanView, clip, url_encode};
+use super::view::{PlanView, clip, fill, url_encode};
 use crate::money::Usd;
 use crate::shop::web::{PageCtx, csrf_ok};
 use crate::state::AppState;
 
 #[derive(Template)]
 #[template(path = "pages/checkout.html")]
-struct Checkout<'a> {
-    ctx: &'a PageCtx,
-    plan: PlanView,
-    client_id: String,
-    resuming: bool,
+pub(super) struct Checkout<'a> {
+    pub ctx: &'a PageCtx,
+    pub plan: PlanView,
+    pub client_id: String,
+    pub resuming: bool,
+    /// A top-up instead of a purchase.
+    pub topup: Option<TopUpMode>,
+}
+
+/// The checkout of a top-up: from the dashboard (a grant for the key, its prefix shown) or from
+/// the pricing page (the buyer types the key).
+pub(super) struct TopUpMode {
+    /// The dashboard's grant; `None`: ask for the key.
+    pub grant: Option<String>,
+    /// "Adding credit to {prefix}", filled.
+    pub for_line: String,
+    /// "The plan's budget (${budget}) is added…", filled.
+    pub note: String,
+}
+
+impl TopUpMode {
+    /// The mode for `plan`, for the key `prefix` with `grant` (or asking for the key).
+    pub fn new(ctx: &PageCtx, plan: &PlanView, grant: Option<String>, prefix: String) -> TopUpMode {
+        TopUpMode {
+            grant,
+            for_line: fill(ctx.s.checkout_topup_for, &[("prefix", &prefix)]),
+            note: fill(
+                ctx.s.checkout_topup_note,
+                &[("budget", &plan.budget.to_string())],
+            ),
+        }
+    }
 }
 
 /// The query of a checkout page the buyer comes back to after approving.
@@ -34,6 +61,9 @@ pub struct CheckoutQuery {
     order_id: String,
     #[serde(default)]
     approved: String,
+    /// `1`: a top-up of a key the buyer types.
+    #[serde(default)]
+    topup: String,
 }
 
 /// `GET /checkout/{plan}`: an unknown or withdrawn plan is a 404 page.
@@ -54,11 +84,13 @@ pub async fn checkout(
         return not_found(&ctx, ctx.t.notfound_plan);
     };
     let query = query.map(|Query(q)| q).unwrap_or_default();
+    let topup = (query.topup == "1").then(|| TopUpMode::new(&ctx, &plan, None, String::new()));
     let page = Checkout {
         ctx: &ctx,
         plan,
         client_id: url_encode(state.config.paypal.client_id.trim()),
         resuming: query.approved == "1" && !query.order_id.trim().is_empty(),
+        topup,
     };
     ctx.page(page.render())
 }

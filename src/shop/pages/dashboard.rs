@@ -1,6 +1,7 @@
 //! The usage dashboard (`/dashboard`): the key arrives in a POST form (never a URL, never
 //! logged), CSRF-checked and limited per IP; the page shows the balance, totals, a daily-spend
-//! chart and the latest requests.
+//! chart, the latest requests, the budget history, and the self-service forms — add credit to
+//! this key, replace it — which carry a grant ([`crate::shop::grant`]), never the key.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -14,17 +15,20 @@ use serde::Deserialize;
 use super::chart::{self, Chart};
 use super::form::{FormPost, GuardedForm};
 use super::notice::unavailable;
-use super::view::display_time;
+use super::view::{display_time, fill, plans_on_sale};
 use crate::keys::KeyStatus;
 use crate::keys::identify::look_up;
+use crate::kinds::BudgetKind;
 use crate::money::Usd;
 use crate::shop::guard::Guard;
+use crate::shop::i18n::SelfTexts;
 use crate::shop::i18n::Texts;
 use crate::shop::limits::ShopLimits;
 use crate::shop::usage::{RecentRequest, UsageSummary, summary};
 use crate::shop::web::PageCtx;
 use crate::state::AppState;
 use crate::store::Measured;
+use crate::store::budget::BudgetEntry;
 use crate::store::usage::TokenTotals;
 
 /// What the page shows under the form.
@@ -82,8 +86,58 @@ impl RecentView {
     }
 }
 
+/// A plan the key may be topped up with.
+struct TopUpButton {
+    id: String,
+    label: String,
+}
+
+/// One change of the budget as shown.
+struct HistoryRow {
+    when: String,
+    kind: &'static str,
+    amount: String,
+    class: &'static str,
+}
+
+impl HistoryRow {
+    fn new(e: &BudgetEntry, s: &SelfTexts) -> HistoryRow {
+        let kind = match e.kind {
+            BudgetKind::Purchase => s.history_purchase,
+            BudgetKind::Grant => s.history_grant,
+            BudgetKind::TopUp => s.history_top_up,
+            BudgetKind::OperatorTopUp => s.history_operator_top_up,
+            BudgetKind::Refund => s.history_refund,
+        };
+        let (amount, class) = if e.amount.is_negative() {
+            (format!("−${}", Usd::from_nanos(-e.amount.nanos())), "bad")
+        } else {
+            (format!("+${}", e.amount), "good")
+        };
+        HistoryRow {
+            when: display_time(&e.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            kind,
+            amount,
+            class,
+        }
+    }
+}
+
+/// The self-service part of the dashboard.
+struct SelfServe {
+    /// The forms' reference to the key (`None`: the forms are left out).
+    grant: Option<String>,
+    /// Plans on sale, as top-up buttons.
+    plans: Vec<TopUpButton>,
+    /// Oldest first.
+    history: Vec<HistoryRow>,
+    /// Revoked: no credit, no replacement.
+    revoked: bool,
+}
+
 /// A key's usage as shown.
 struct DashView {
+    selfserve: SelfServe,
     prefix: String,
     plan_name: String,
     status_text: &'static str,
@@ -111,13 +165,14 @@ fn permille(spent: Usd, budget: Usd) -> i64 {
 }
 
 impl DashView {
-    fn new(s: UsageSummary, state: &AppState, t: &Texts) -> DashView {
+    fn new(s: UsageSummary, state: &AppState, t: &Texts, selfserve: SelfServe) -> DashView {
         let (status_class, status_note) = match s.status {
             KeyStatus::Active => ("good", None),
             KeyStatus::Exhausted => ("warn", Some(t.dash_note_exhausted)),
             KeyStatus::Revoked => ("bad", Some(t.dash_note_revoked)),
         };
         DashView {
+            selfserve,
             status_text: t.key_status(s.status),
             status_class,
             status_note,
@@ -189,15 +244,48 @@ pub async fn dashboard(
     let key = look_up(&state.keys, form.key.trim()).ok();
     let view = match key {
         None => DashOutcome::NotFound,
-        Some(key) => match summary(&state, &key).await {
-            Ok(s) => DashOutcome::Found(Box::new(DashView::new(s, &state, ctx.t))),
-            Err(e) => {
-                tracing::error!(key_id = %key.id, error = %e, "usage query failed");
-                return unavailable(&ctx);
+        Some(key) => {
+            let id = key.id.clone();
+            let history = state
+                .store
+                .read(move |c| crate::store::budget::history(c, &id))
+                .await;
+            match (summary(&state, &key).await, history) {
+                (Ok(s), Ok(history)) => {
+                    let selfserve = SelfServe {
+                        grant: crate::shop::grant::issue(&state, &key.id, &ctx.csrf),
+                        plans: top_up_buttons(&state, ctx.s),
+                        history: history.iter().map(|e| HistoryRow::new(e, ctx.s)).collect(),
+                        revoked: key.status() == KeyStatus::Revoked,
+                    };
+                    DashOutcome::Found(Box::new(DashView::new(s, &state, ctx.t, selfserve)))
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::error!(key_id = %key.id, error = %e, "usage query failed");
+                    return unavailable(&ctx);
+                }
             }
-        },
+        }
     };
     ctx.page(DashboardPage { ctx: &ctx, view }.render())
+}
+
+/// The plans on sale as "Add credit" buttons.
+fn top_up_buttons(state: &AppState, s: &SelfTexts) -> Vec<TopUpButton> {
+    plans_on_sale(&state.config)
+        .into_iter()
+        .map(|p| TopUpButton {
+            label: fill(
+                s.topup_plan_button,
+                &[
+                    ("name", &p.name),
+                    ("budget", &p.budget.to_string()),
+                    ("price", &p.price.to_string()),
+                ],
+            ),
+            id: p.id,
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -43,16 +43,26 @@ struct Pricing<'a> {
     plans: Vec<PlanView>,
     models: Vec<ModelView>,
     peak_rule: String,
+    /// "Add {name} to my key" links: (plan id, label).
+    topup_links: Vec<(String, String)>,
 }
 
 /// `GET /pricing`: every plan on sale and the per-token prices.
 pub async fn pricing(State(state): State<Arc<AppState>>, ctx: PageCtx) -> Response {
     let plans = plans_on_sale(&state.config);
+    let topup_links = plans
+        .iter()
+        .map(|p| {
+            let label = super::view::fill(ctx.s.pricing_topup_link, &[("name", &p.name)]);
+            (p.id.clone(), label)
+        })
+        .collect();
     let page = Pricing {
         ctx: &ctx,
         models: models(&state.config, &plans, ctx.t, true),
         peak_rule: peak_rule(&state.config, ctx.t),
         plans,
+        topup_links,
     };
     ctx.page(page.render())
 }

@@ -8,7 +8,9 @@ mod dashboard;
 mod form;
 mod info;
 mod notice;
+mod optout;
 mod order;
+mod selfserve;
 mod view;
 
 use axum::response::Response;
@@ -16,7 +18,9 @@ use axum::response::Response;
 pub use checkout::{checkout, demo_approve_page, demo_approve_submit};
 pub use dashboard::{dashboard, dashboard_form};
 pub use info::{docs, home, pricing};
+pub use optout::{opt_out_page, opt_out_submit};
 pub use order::{order_form, order_lookup};
+pub use selfserve::{checkout_topup, rotate};
 
 use super::web::PageCtx;
 

@@ -1,20 +1,23 @@
 //! Order look-up (`/order`): order id + email, CSRF-checked and limited per IP; an unknown id
-//! and a wrong email get the same answer.
+//! and a wrong email get the same answer. `GET /order?order_id=…` (the receipt's link) fills
+//! the id in. A top-up names the key it credited by its prefix only; a key replaced since is
+//! not shown again.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use askama::Template;
-use axum::extract::State;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 use axum::response::Response;
 use governor::DefaultKeyedRateLimiter;
 use serde::Deserialize;
 
 use super::form::{FormPost, GuardedForm};
-use super::view::{clip, display_time};
+use super::view::{clip, display_time, fill};
 use crate::money::Usd;
 use crate::shop::guard::Guard;
-use crate::shop::i18n::Texts;
+use crate::shop::i18n::{SelfTexts, Texts};
 use crate::shop::limits::ShopLimits;
 use crate::shop::orders::OrderView;
 use crate::shop::web::PageCtx;
@@ -42,19 +45,27 @@ struct OrderShown {
     created_at: String,
     paid_at: Option<String>,
     api_key: Option<String>,
+    /// A top-up: the credited key's prefix.
+    topped_up: Option<String>,
+    /// "This key was replaced on …", filled.
+    replaced: Option<String>,
 }
 
 impl OrderShown {
-    fn new(o: OrderView, t: &Texts) -> OrderShown {
+    fn new(o: OrderView, t: &Texts, s: &SelfTexts) -> OrderShown {
         let status_class = match o.status {
             OrderStatus::Paid => "good",
             OrderStatus::Created | OrderStatus::Pending => "warn",
             OrderStatus::Failed | OrderStatus::Refunded => "bad",
         };
-        let status_note = match (o.status, o.api_key.is_some()) {
-            (OrderStatus::Paid, false) => t.order_note_paid_nokey,
-            (s, _) => t.order_status_note(s),
+        let status_note = match (o.status, o.api_key.is_some(), &o.topped_up) {
+            (OrderStatus::Paid, false, None) => t.order_note_paid_nokey,
+            (status, _, _) => t.order_status_note(status),
         };
+        let replaced = o
+            .replaced_at
+            .as_deref()
+            .map(|at| fill(s.order_replaced, &[("date", &display_time(at))]));
         OrderShown {
             status_text: t.order_status(o.status),
             status_class,
@@ -65,6 +76,8 @@ impl OrderShown {
             created_at: display_time(&o.created_at),
             paid_at: o.paid_at.as_deref().map(display_time),
             api_key: o.api_key,
+            topped_up: o.topped_up,
+            replaced,
         }
     }
 }
@@ -78,12 +91,23 @@ struct OrderPage<'a> {
     form_email: String,
 }
 
-/// `GET /order`: the look-up form.
-pub async fn order_form(ctx: PageCtx) -> Response {
+/// The order id a link may fill in.
+#[derive(Debug, Default, Deserialize)]
+pub struct OrderQuery {
+    #[serde(default)]
+    order_id: String,
+}
+
+/// `GET /order`: the look-up form (the id filled in from `?order_id=`).
+pub async fn order_form(
+    ctx: PageCtx,
+    query: Result<Query<OrderQuery>, QueryRejection>,
+) -> Response {
+    let order_id = query.map(|Query(q)| q.order_id).unwrap_or_default();
     let page = OrderPage {
         ctx: &ctx,
         outcome: LookupOutcome::Empty,
-        form_order_id: String::new(),
+        form_order_id: clip(order_id.trim(), 64),
         form_email: String::new(),
     };
     ctx.page(page.render())
@@ -120,7 +144,7 @@ pub async fn order_lookup(
 ) -> Response {
     let outcome = match crate::shop::orders::lookup_order(&state, &form.order_id, &form.email).await
     {
-        Some(o) => LookupOutcome::Found(Box::new(OrderShown::new(o, ctx.t))),
+        Some(o) => LookupOutcome::Found(Box::new(OrderShown::new(o, ctx.t, ctx.s))),
         None => LookupOutcome::NotFound,
     };
     let page = OrderPage {

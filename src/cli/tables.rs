@@ -1,0 +1,172 @@
+//! The CLI's tables and cards: what `keys`, `orders` and `mail` print for people (with
+//! `--json` they print the views themselves).
+
+use std::fmt::Write as _;
+
+use crate::activity::protocol::{KeyView, MailView, OrderView};
+use crate::kinds::OrderKind;
+
+// Writing to a String cannot fail: the `fmt::Result`s below are always `Ok`.
+
+pub(super) fn orders_table(orders: &[OrderView]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<24} {:<20} {:<9} {:<8} {:<10} {:>9}  {:<21} EMAIL",
+        "ORDER", "CREATED", "STATUS", "KIND", "PLAN", "AMOUNT", "KEY"
+    );
+    for o in orders {
+        let _ = writeln!(
+            s,
+            "{:<24} {:<20} {:<9} {:<8} {:<10} {:>9}  {:<21} {}",
+            o.order_id,
+            o.created_at,
+            o.status.as_str(),
+            kind(o.kind),
+            o.plan,
+            format!("${}", o.amount_usd),
+            o.key_id.as_deref().unwrap_or("-"),
+            o.email
+        );
+    }
+    if orders.is_empty() {
+        s.push_str("(no orders yet)\n");
+    }
+    s
+}
+
+/// `label:      value` lines.
+fn card(fields: &[(&str, String)]) -> String {
+    let mut s = String::new();
+    for (label, value) in fields {
+        let _ = writeln!(s, "{:<12}{value}", format!("{label}:"));
+    }
+    s
+}
+
+fn or_dash(v: &Option<String>) -> String {
+    v.clone().unwrap_or_else(|| "-".into())
+}
+
+/// An order's kind as the tables show it.
+fn kind(k: OrderKind) -> &'static str {
+    match k {
+        OrderKind::Purchase => "purchase",
+        OrderKind::TopUp => "top-up",
+    }
+}
+
+pub(super) fn order_card(o: &OrderView) -> String {
+    card(&[
+        ("order", o.order_id.clone()),
+        ("status", o.status.as_str().to_string()),
+        ("kind", kind(o.kind).to_string()),
+        ("plan", o.plan.clone()),
+        ("amount", format!("${}", o.amount_usd)),
+        ("email", o.email.clone()),
+        (
+            if o.kind == OrderKind::TopUp {
+                "topped up"
+            } else {
+                "key"
+            },
+            or_dash(&o.key_id),
+        ),
+        ("paypal", or_dash(&o.paypal_order_id)),
+        ("capture", or_dash(&o.paypal_capture_id)),
+        ("created", o.created_at.clone()),
+        ("paid", or_dash(&o.paid_at)),
+    ])
+}
+
+pub(super) fn keys_table(keys: &[KeyView]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<21} {:<20} {:<10} {:<9} {:>12} {:>12} {:>12} {:>8}  CREATED",
+        "ID", "PREFIX", "PLAN", "STATUS", "BUDGET", "SPENT", "REMAINING", "REQS"
+    );
+    for k in keys {
+        let _ = writeln!(
+            s,
+            "{:<21} {:<20} {:<10} {:<9} {:>12} {:>12} {:>12} {:>8}  {}",
+            k.id,
+            k.prefix,
+            k.plan,
+            k.status.as_str(),
+            format!("${}", k.budget_usd),
+            format!("${}", k.spent_usd),
+            format!("${}", k.remaining_usd),
+            k.requests,
+            k.created_at
+        );
+    }
+    if keys.is_empty() {
+        s.push_str("(no keys yet: `modelrelay keys create --plan trial`)\n");
+    }
+    s
+}
+
+pub(super) fn key_card(k: &KeyView) -> String {
+    let mut s = card(&[
+        ("id", k.id.clone()),
+        ("prefix", k.prefix.clone()),
+        ("plan", k.plan.clone()),
+        ("status", k.status.as_str().to_string()),
+        ("budget", format!("${}", k.budget_usd)),
+        ("spent", format!("${}", k.spent_usd)),
+        ("remaining", format!("${}", k.remaining_usd)),
+        ("held", format!("${}", k.held_usd)),
+        ("requests", k.requests.to_string()),
+        ("email", or_dash(&k.email)),
+        ("note", or_dash(&k.note)),
+        ("created", k.created_at.clone()),
+        ("last used", or_dash(&k.last_used_at)),
+    ]);
+    if let Some(history) = &k.budget_history {
+        s.push_str("budget history:\n");
+        for e in history {
+            let _ = writeln!(
+                s,
+                "  {:<20} {:<16} {:>12}  {}",
+                e.at,
+                e.kind.as_str(),
+                format!("${}", e.amount_usd),
+                e.order_id.as_deref().unwrap_or("")
+            );
+        }
+    }
+    s
+}
+
+pub(super) fn mail_table(mail: &[MailView]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:>6} {:<20} {:<11} {:<7} {:<3} {:>4}  {:<30} ABOUT / LAST ERROR",
+        "ID", "QUEUED", "KIND", "STATUS", "LNG", "TRY", "TO"
+    );
+    for m in mail {
+        let about = m.order_id.as_deref().or(m.key_id.as_deref()).unwrap_or("-");
+        let error = m
+            .last_error
+            .as_deref()
+            .map(|e| format!(" ({e})"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "{:>6} {:<20} {:<11} {:<7} {:<3} {:>4}  {:<30} {about}{error}",
+            m.id,
+            m.created_at,
+            m.kind.as_str(),
+            m.status.as_str(),
+            m.lang.as_str(),
+            m.attempts,
+            m.recipient,
+        );
+    }
+    if mail.is_empty() {
+        s.push_str("(no mail yet: receipts and notices are queued once [email] is configured)\n");
+    }
+    s
+}

@@ -1,0 +1,551 @@
+//! A key's live state ([`KeyState`]): its balance as atomics changed by compare-and-swap, its
+//! rate limiter, and what self-service may change while requests hold it — the plan (and its
+//! limiter), the display prefix, the notice bits — plus the stored record it is built from.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
+use chrono::{DateTime, Utc};
+use governor::middleware::StateInformationMiddleware;
+use governor::{Quota, RateLimiter, clock::DefaultClock, state::InMemoryState, state::NotKeyed};
+
+use crate::money::Usd;
+
+use crate::status::KeyStatus;
+
+/// A key as stored: what is needed to rebuild its in-memory state.
+#[derive(Debug, Clone)]
+pub struct KeyRecord {
+    /// `key_…`, also sent upstream as `user_id`.
+    pub id: String,
+    /// SHA-256 of the full key.
+    pub hash: [u8; 32],
+    /// The key sealed with the server secret.
+    pub sealed: Vec<u8>,
+    /// `sk-gateway-AbCd…`
+    pub prefix: String,
+    /// Plan id.
+    pub plan: String,
+    /// Where it stands.
+    pub status: KeyStatus,
+    /// Total ever granted (plan budget plus top-ups).
+    pub budget: Usd,
+    /// Total ever charged.
+    pub spent: Usd,
+    /// Requests settled.
+    pub requests: u64,
+    /// Buyer's email, when sold.
+    pub email: Option<String>,
+    /// Operator's note.
+    pub note: Option<String>,
+    /// The order that paid for it.
+    pub order_id: Option<String>,
+    /// Minted at.
+    pub created_at: DateTime<Utc>,
+    /// Last request settled at.
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+type Limiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
+
+/// A key's live state. Money fields are nano-USD atomics; `available` is what new requests
+/// may still hold (budget − spent − held), and it never goes below zero.
+pub struct KeyState {
+    /// Id.
+    pub id: String,
+    /// Buyer's email, when sold.
+    pub email: Option<String>,
+    /// Operator's note.
+    pub note: Option<String>,
+    /// Paying order.
+    pub order_id: Option<String>,
+    /// Minted at.
+    pub created_at: DateTime<Utc>,
+    /// Display prefix (`sk-gateway-AbCd…`); replaced when the key's text is.
+    prefix: ArcSwap<String>,
+    /// Plan id; a top-up on a dearer plan moves the key to it.
+    plan: ArcSwap<String>,
+    status: AtomicU8,
+    budget: AtomicI64,
+    spent: AtomicI64,
+    available: AtomicI64,
+    requests: AtomicU64,
+    last_used_ms: AtomicI64,
+    /// The plan's RPM, and its limiter (both replaced with the plan).
+    limiter: ArcSwap<Limiter>,
+    rpm: AtomicU32,
+    /// The notices of the current crossing already queued ([`Notice`] bits).
+    notices: AtomicU8,
+}
+
+/// A notice sent once per crossing of its threshold (a top-up re-arms it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    /// Remaining fell below a fifth of the budget.
+    LowBalance,
+    /// The key ran out of money.
+    Exhausted,
+}
+
+impl Notice {
+    fn bit(self) -> u8 {
+        match self {
+            Notice::LowBalance => 1,
+            Notice::Exhausted => 2,
+        }
+    }
+}
+
+/// Remaining below this share of the budget (as 1/N) is a low balance.
+pub const LOW_BALANCE_DIVISOR: i64 = 5;
+
+fn limiter_of(rpm: u32) -> Limiter {
+    let quota = Quota::per_minute(NonZeroU32::new(rpm).unwrap_or(NonZeroU32::MIN));
+    RateLimiter::direct(quota).with_middleware::<StateInformationMiddleware>()
+}
+
+/// A consistent-enough reading of a key's money (each field is read once, atomically).
+#[derive(Debug, Clone, Copy)]
+pub struct Balance {
+    /// Granted in total.
+    pub budget: Usd,
+    /// Charged in total.
+    pub spent: Usd,
+    /// Held by requests in flight.
+    pub held: Usd,
+}
+
+impl Balance {
+    /// budget − spent.
+    pub fn remaining(&self) -> Usd {
+        self.budget.saturating_sub(self.spent)
+    }
+}
+
+/// The outcome of a rate-limit check.
+#[derive(Debug, Clone, Copy)]
+pub struct RateCheck {
+    /// Allowed?
+    pub allowed: bool,
+    /// The plan's RPM.
+    pub limit: u32,
+    /// Requests still allowed right now.
+    pub remaining: u32,
+    /// Until the window is full again (allowed) or until the next request is allowed (denied).
+    pub reset: std::time::Duration,
+}
+
+impl KeyState {
+    /// Build the live state from a stored record and the plan's RPM.
+    pub fn from_record(r: KeyRecord, rpm: u32) -> KeyState {
+        let rpm = rpm.max(1);
+        let available = r.budget.saturating_sub(r.spent).nanos().max(0);
+        KeyState {
+            id: r.id,
+            prefix: ArcSwap::from_pointee(r.prefix),
+            plan: ArcSwap::from_pointee(r.plan),
+            email: r.email,
+            note: r.note,
+            order_id: r.order_id,
+            created_at: r.created_at,
+            status: AtomicU8::new(r.status.to_u8()),
+            budget: AtomicI64::new(r.budget.nanos()),
+            spent: AtomicI64::new(r.spent.nanos()),
+            available: AtomicI64::new(available),
+            requests: AtomicU64::new(r.requests),
+            last_used_ms: AtomicI64::new(r.last_used_at.map_or(0, |t| t.timestamp_millis())),
+            limiter: ArcSwap::from_pointee(limiter_of(rpm)),
+            rpm: AtomicU32::new(rpm),
+            notices: AtomicU8::new(0),
+        }
+    }
+
+    /// Display prefix (`sk-gateway-AbCd…`).
+    pub fn prefix(&self) -> String {
+        self.prefix.load().as_ref().clone()
+    }
+
+    /// Plan id.
+    pub fn plan(&self) -> String {
+        self.plan.load().as_ref().clone()
+    }
+
+    /// The key's text was replaced: its new display prefix.
+    pub fn set_prefix(&self, prefix: String) {
+        self.prefix.store(Arc::new(prefix));
+    }
+
+    /// Move the key to `plan`, whose RPM is `rpm`: its models apply from the next request, and
+    /// its rate limiter starts afresh at the new RPM.
+    pub fn set_plan(&self, plan: String, rpm: u32) {
+        let rpm = rpm.max(1);
+        self.limiter.store(Arc::new(limiter_of(rpm)));
+        self.rpm.store(rpm, Ordering::Release);
+        self.plan.store(Arc::new(plan));
+    }
+
+    /// Current status.
+    pub fn status(&self) -> KeyStatus {
+        KeyStatus::from_u8(self.status.load(Ordering::Acquire))
+    }
+
+    /// Budget, spent and held now.
+    pub fn balance(&self) -> Balance {
+        let budget = self.budget.load(Ordering::Acquire);
+        let spent = self.spent.load(Ordering::Acquire);
+        let available = self.available.load(Ordering::Acquire);
+        Balance {
+            budget: Usd::from_nanos(budget),
+            spent: Usd::from_nanos(spent),
+            held: Usd::from_nanos((budget - spent - available).max(0)),
+        }
+    }
+
+    /// What a new request may still hold.
+    pub fn available(&self) -> Usd {
+        Usd::from_nanos(self.available.load(Ordering::Acquire))
+    }
+
+    /// Requests settled.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Last settled request, if any.
+    pub fn last_used_at(&self) -> Option<DateTime<Utc>> {
+        match self.last_used_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => DateTime::from_timestamp_millis(ms),
+        }
+    }
+
+    /// Take one request from the RPM allowance.
+    pub fn check_rate(&self) -> RateCheck {
+        let limiter = self.limiter.load();
+        let rpm = self.rpm.load(Ordering::Acquire).max(1);
+        let per_request = std::time::Duration::from_secs(60) / rpm;
+        match limiter.check() {
+            Ok(snap) => {
+                let remaining = snap.remaining_burst_capacity();
+                RateCheck {
+                    allowed: true,
+                    limit: rpm,
+                    remaining,
+                    reset: per_request * rpm.saturating_sub(remaining),
+                }
+            }
+            Err(not_until) => RateCheck {
+                allowed: false,
+                limit: rpm,
+                remaining: 0,
+                reset: not_until.wait_time_from(governor::clock::Clock::now(limiter.clock())),
+            },
+        }
+    }
+
+    /// Hold money for a request. `decide` sees what is available and returns the hold (which
+    /// must not exceed it) or a refusal; the hold is taken with compare-and-swap, so however
+    /// many requests race, the sum of holds never exceeds the balance.
+    pub fn try_hold<T, E>(
+        &self,
+        mut decide: impl FnMut(Usd) -> Result<(Usd, T), E>,
+    ) -> Result<(Usd, T), E> {
+        let mut current = self.available.load(Ordering::Acquire);
+        loop {
+            let (hold, extra) = decide(Usd::from_nanos(current))?;
+            let hold_n = hold.nanos().clamp(0, current.max(0));
+            match self.available.compare_exchange_weak(
+                current,
+                current - hold_n,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Ok((Usd::from_nanos(hold_n), extra)),
+                Err(now) => current = now,
+            }
+        }
+    }
+
+    /// Settle a request: charge `cost` (capped at `hold`) and release the rest of the hold.
+    /// Returns the charge and the remaining balance (budget − spent) after it.
+    pub fn settle(&self, hold: Usd, cost: Usd, at: DateTime<Utc>) -> (Usd, Usd) {
+        let charge = Usd::from_nanos(cost.nanos().clamp(0, hold.nanos()));
+        let spent = self.spent.fetch_add(charge.nanos(), Ordering::AcqRel) + charge.nanos();
+        self.available
+            .fetch_add(hold.nanos() - charge.nanos(), Ordering::AcqRel);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.last_used_ms
+            .store(at.timestamp_millis(), Ordering::Relaxed);
+        let budget = self.budget.load(Ordering::Acquire);
+        (charge, Usd::from_nanos(budget - spent))
+    }
+
+    /// Give a hold back untouched (the request never reached upstream).
+    pub fn release(&self, hold: Usd) {
+        self.available.fetch_add(hold.nanos(), Ordering::AcqRel);
+    }
+
+    /// Mark exhausted when the remaining balance is below `threshold`; true if this call did it.
+    /// A top-up racing with this is never lost: after the switch the balance is read again, and
+    /// the switch is undone if money arrived in between.
+    pub fn mark_exhausted_below(&self, threshold: Usd) -> bool {
+        if self.balance().remaining() >= threshold {
+            return false;
+        }
+        let switched = self
+            .status
+            .compare_exchange(
+                KeyStatus::Active.to_u8(),
+                KeyStatus::Exhausted.to_u8(),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok();
+        if switched && self.balance().remaining() >= threshold {
+            let _ = self.status.compare_exchange(
+                KeyStatus::Exhausted.to_u8(),
+                KeyStatus::Active.to_u8(),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+            return false;
+        }
+        switched
+    }
+
+    /// Revoke for good; true if it was not already revoked.
+    pub fn revoke(&self) -> bool {
+        self.status
+            .swap(KeyStatus::Revoked.to_u8(), Ordering::AcqRel)
+            != KeyStatus::Revoked.to_u8()
+    }
+
+    /// Add budget; an exhausted key becomes active again. Returns the new status.
+    pub fn top_up(&self, amount: Usd) -> KeyStatus {
+        self.budget.fetch_add(amount.nanos(), Ordering::AcqRel);
+        self.available.fetch_add(amount.nanos(), Ordering::AcqRel);
+        let _ = self.status.compare_exchange(
+            KeyStatus::Exhausted.to_u8(),
+            KeyStatus::Active.to_u8(),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        self.status()
+    }
+
+    /// Take back up to `amount` of budget (a refunded top-up), never more than is available
+    /// now: money held by requests in flight stays theirs, so the balance cannot go below zero
+    /// when they settle. Returns what was taken.
+    pub fn take_back(&self, amount: Usd) -> Usd {
+        let want = amount.nanos().max(0);
+        let mut current = self.available.load(Ordering::Acquire);
+        loop {
+            let take = want.min(current.max(0));
+            match self.available.compare_exchange_weak(
+                current,
+                current - take,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    self.budget.fetch_sub(take, Ordering::AcqRel);
+                    return Usd::from_nanos(take);
+                }
+                Err(now) => current = now,
+            }
+        }
+    }
+
+    /// Give back what [`KeyState::take_back`] took (its record could not be written).
+    pub fn untake(&self, amount: Usd) {
+        self.budget.fetch_add(amount.nanos(), Ordering::AcqRel);
+        self.available.fetch_add(amount.nanos(), Ordering::AcqRel);
+    }
+
+    /// Is the remaining balance below a fifth of the budget?
+    pub fn is_low(&self) -> bool {
+        let b = self.balance();
+        b.remaining().nanos().saturating_mul(LOW_BALANCE_DIVISOR) < b.budget.nanos()
+    }
+
+    /// Note that `notice` is due for the current crossing; true the first time only, so one
+    /// crossing queues one notice however many requests settle at once.
+    pub fn first_crossing(&self, notice: Notice) -> bool {
+        self.notices.fetch_or(notice.bit(), Ordering::AcqRel) & notice.bit() == 0
+    }
+
+    /// Re-arm the notices whose threshold the balance is above again (after a top-up).
+    pub fn rearm_notices(&self) {
+        let mut clear = 0;
+        if !self.is_low() {
+            clear |= Notice::LowBalance.bit();
+        }
+        if self.status() == KeyStatus::Active {
+            clear |= Notice::Exhausted.bit();
+        }
+        self.notices.fetch_and(!clear, Ordering::AcqRel);
+    }
+
+    /// The notice state loaded from the database at start-up.
+    pub fn restore_notices(&self, low_sent: bool, exhausted_sent: bool) {
+        let mut bits = 0;
+        if low_sent {
+            bits |= Notice::LowBalance.bit();
+        }
+        if exhausted_sent {
+            bits |= Notice::Exhausted.bit();
+        }
+        self.notices.store(bits, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(budget: i64) -> KeyRecord {
+        KeyRecord {
+            id: "key_test".into(),
+            hash: [1; 32],
+            sealed: vec![],
+            prefix: "sk-gateway-Test…".into(),
+            plan: "trial".into(),
+            status: KeyStatus::Active,
+            budget: Usd::from_nanos(budget),
+            spent: Usd::ZERO,
+            requests: 0,
+            email: None,
+            note: None,
+            order_id: None,
+            created_at: Utc::now(),
+            last_used_at: None,
+        }
+    }
+
+    #[test]
+    fn holds_never_exceed_the_balance_under_contention() {
+        let k = Arc::new(KeyState::from_record(record(1_000_000), 60));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let k = k.clone();
+                std::thread::spawn(move || {
+                    let mut got = 0i64;
+                    for _ in 0..10_000 {
+                        let r: Result<(Usd, ()), ()> = k.try_hold(|avail| {
+                            if avail.nanos() >= 7 {
+                                Ok((Usd::from_nanos(7), ()))
+                            } else {
+                                Err(())
+                            }
+                        });
+                        if let Ok((h, ())) = r {
+                            got += h.nanos();
+                            let (charged, _) = k.settle(h, Usd::from_nanos(5), Utc::now());
+                            assert_eq!(charged.nanos(), 5);
+                        }
+                    }
+                    got
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let b = k.balance();
+        assert!(b.remaining().nanos() >= 0);
+        assert_eq!(b.held, Usd::ZERO);
+        assert!(k.available().nanos() >= 0);
+        assert_eq!(k.available(), b.remaining());
+    }
+
+    #[test]
+    fn settle_caps_at_the_hold_and_topup_reactivates() {
+        let k = KeyState::from_record(record(1000), 60);
+        let (h, ()) = k.try_hold(|a| Ok::<_, ()>((a, ()))).unwrap();
+        assert_eq!(h.nanos(), 1000);
+        let (charged, remaining) = k.settle(h, Usd::from_nanos(5000), Utc::now());
+        assert_eq!(charged.nanos(), 1000);
+        assert_eq!(remaining, Usd::ZERO);
+        assert!(k.mark_exhausted_below(Usd::from_nanos(600)));
+        assert!(!k.mark_exhausted_below(Usd::from_nanos(600)));
+        assert_eq!(k.status(), KeyStatus::Exhausted);
+        assert_eq!(k.top_up(Usd::from_nanos(10)), KeyStatus::Active);
+        assert_eq!(k.available().nanos(), 10);
+        assert!(k.revoke());
+        assert_eq!(k.top_up(Usd::from_nanos(10)), KeyStatus::Revoked);
+    }
+
+    #[test]
+    fn take_back_never_takes_what_requests_hold() {
+        let k = KeyState::from_record(record(1000), 60);
+        let (h, ()) = k
+            .try_hold(|_| Ok::<_, ()>((Usd::from_nanos(300), ())))
+            .unwrap();
+        // 700 available, 300 held: a refund of 900 takes the 700 only.
+        assert_eq!(k.take_back(Usd::from_nanos(900)).nanos(), 700);
+        assert_eq!(k.available(), Usd::ZERO);
+        let (charged, remaining) = k.settle(h, Usd::from_nanos(300), Utc::now());
+        assert_eq!((charged.nanos(), remaining.nanos()), (300, 0));
+        k.untake(Usd::from_nanos(50));
+        assert_eq!(k.balance().remaining().nanos(), 50);
+    }
+
+    #[test]
+    fn notices_fire_once_per_crossing_and_rearm_above_the_threshold() {
+        let k = KeyState::from_record(record(1000), 60);
+        assert!(!k.is_low());
+        let (h, ()) = k
+            .try_hold(|_| Ok::<_, ()>((Usd::from_nanos(900), ())))
+            .unwrap();
+        k.settle(h, Usd::from_nanos(900), Utc::now());
+        assert!(k.is_low());
+        assert!(k.first_crossing(Notice::LowBalance));
+        assert!(!k.first_crossing(Notice::LowBalance));
+        assert!(k.first_crossing(Notice::Exhausted));
+        k.rearm_notices();
+        assert!(
+            !k.first_crossing(Notice::LowBalance),
+            "still low: not re-armed"
+        );
+        k.top_up(Usd::from_nanos(1000));
+        k.rearm_notices();
+        assert!(k.first_crossing(Notice::LowBalance));
+        assert!(k.first_crossing(Notice::Exhausted));
+    }
+
+    #[test]
+    fn a_plan_change_brings_its_rpm_and_a_rekey_keeps_the_state() {
+        let k = Arc::new(KeyState::from_record(record(1000), 1));
+        assert!(k.check_rate().allowed);
+        assert!(!k.check_rate().allowed);
+        k.set_plan("pro".into(), 3);
+        assert_eq!(k.plan(), "pro");
+        let c = k.check_rate();
+        assert!(c.allowed);
+        assert_eq!((c.limit, c.remaining), (3, 2));
+
+        let table = crate::keys::KeyTable::new([([1; 32], KeyState::from_record(record(5), 60))]);
+        let before = table.by_hash(&[1; 32]).unwrap();
+        assert!(table.rekey("key_test", [2; 32]));
+        assert!(table.by_hash(&[1; 32]).is_none());
+        let after = table.by_hash(&[2; 32]).unwrap();
+        assert!(Arc::ptr_eq(&before, &after));
+        assert!(!table.rekey("key_none", [3; 32]));
+        assert_eq!(table.len(), 1);
+    }
+
+    #[test]
+    fn rate_limit_allows_rpm_then_refuses() {
+        let k = KeyState::from_record(record(1000), 3);
+        for left in [2, 1, 0] {
+            let c = k.check_rate();
+            assert!(c.allowed);
+            assert_eq!(c.remaining, left);
+        }
+        let c = k.check_rate();
+        assert!(!c.allowed);
+        assert!(c.reset > std::time::Duration::from_secs(10));
+    }
+}

@@ -1,0 +1,313 @@
+//! The messages, in English and Chinese, plain text plus simple HTML: a receipt after each
+//! paid order (order id, plan, amount, a link to `/order` with the id filled in — never the
+//! key), the low-balance and exhausted notices (with the key's one-click opt-out link), and the
+//! notice that a key was replaced.
+//!
+//! Rendering is pure: [`render`] takes what the message is about ([`Facts`]), gathered by the
+//! sender when it sends, so a message always tells the state of things at that moment.
+
+use crate::kinds::{MailKind, MailLang, OrderKind};
+use crate::money::Usd;
+
+/// What a message is about, as the sender found it.
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    /// The storefront's public URL (links).
+    pub public_url: String,
+    /// Our order id (receipts).
+    pub order_id: String,
+    /// The plan's display name (receipts).
+    pub plan_name: String,
+    /// What was paid (receipts).
+    pub amount: Usd,
+    /// Purchase or top-up (receipts).
+    pub order_kind: OrderKind,
+    /// The key's display prefix, `sk-gateway-AbCd…`.
+    pub key_prefix: String,
+    /// The key's remaining budget (notices).
+    pub remaining: Usd,
+    /// The key's total budget (notices).
+    pub budget: Usd,
+    /// The key's opt-out link (notices).
+    pub opt_out_url: String,
+    /// RFC 3339 time of what happened (rotation).
+    pub at: String,
+}
+
+/// A message ready to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    /// Subject line.
+    pub subject: String,
+    /// Plain-text body.
+    pub text: String,
+    /// HTML body (the same content).
+    pub html: String,
+}
+
+/// Escape text for HTML.
+fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Lines of a message: paragraphs, and at most one link with its label.
+struct Body {
+    subject: String,
+    paragraphs: Vec<String>,
+    link: Option<(String, String)>,
+    footer: Option<(String, String)>,
+}
+
+impl Body {
+    fn render(self) -> Rendered {
+        let mut text = String::new();
+        let mut html = String::from(
+            "<!doctype html><html><body style=\"font-family:sans-serif;line-height:1.5\">",
+        );
+        for p in &self.paragraphs {
+            text.push_str(p);
+            text.push_str("\n\n");
+            html.push_str(&format!("<p>{}</p>", esc(p)));
+        }
+        if let Some((label, url)) = &self.link {
+            text.push_str(&format!("{label}: {url}\n\n"));
+            html.push_str(&format!(
+                "<p><a href=\"{}\">{}</a></p>",
+                esc(url),
+                esc(label)
+            ));
+        }
+        if let Some((label, url)) = &self.footer {
+            text.push_str(&format!("--\n{label}: {url}\n"));
+            html.push_str(&format!(
+                "<hr><p style=\"font-size:smaller;color:#666\"><a href=\"{}\">{}</a></p>",
+                esc(url),
+                esc(label)
+            ));
+        }
+        html.push_str("</body></html>");
+        Rendered {
+            subject: self.subject,
+            text,
+            html,
+        }
+    }
+}
+
+/// Render a message of `kind` in `lang`.
+pub fn render(kind: MailKind, lang: MailLang, f: &Facts) -> Rendered {
+    match lang {
+        MailLang::En => en(kind, f),
+        MailLang::Zh => zh(kind, f),
+    }
+    .render()
+}
+
+fn order_link(f: &Facts) -> String {
+    format!("{}/order?order_id={}", f.public_url, f.order_id)
+}
+
+fn en(kind: MailKind, f: &Facts) -> Body {
+    let dashboard = (
+        "Your dashboard".to_string(),
+        format!("{}/dashboard", f.public_url),
+    );
+    match kind {
+        MailKind::Receipt => Body {
+            subject: format!("Receipt for order {}", f.order_id),
+            paragraphs: vec![
+                "Thank you for your payment.".into(),
+                format!(
+                    "Order: {}\nPlan: {}\nAmount: ${} USD",
+                    f.order_id, f.plan_name, f.amount
+                ),
+                match f.order_kind {
+                    OrderKind::Purchase => {
+                        "Your API key is shown on the order page with your order id and this \
+                         email address. It is never sent by email."
+                            .to_string()
+                    }
+                    OrderKind::TopUp => format!(
+                        "The plan's budget was added to your key {}. It keeps working in your \
+                         tools as before.",
+                        f.key_prefix
+                    ),
+                },
+            ],
+            link: Some(("Your order".into(), order_link(f))),
+            footer: None,
+        },
+        MailKind::LowBalance => Body {
+            subject: format!("Your key {} is running low", f.key_prefix),
+            paragraphs: vec![
+                format!(
+                    "Your API key {} has ${} left of its ${} budget.",
+                    f.key_prefix, f.remaining, f.budget
+                ),
+                "You can add credit to the same key on your dashboard; your tools keep working \
+                 without any change."
+                    .into(),
+            ],
+            link: Some(dashboard),
+            footer: Some((
+                "Stop balance notices for this key".into(),
+                f.opt_out_url.clone(),
+            )),
+        },
+        MailKind::Exhausted => Body {
+            subject: format!("Your key {} has run out of credit", f.key_prefix),
+            paragraphs: vec![
+                format!(
+                    "Your API key {} has used its ${} budget; requests are refused until \
+                     credit is added.",
+                    f.key_prefix, f.budget
+                ),
+                "Add credit to the same key on your dashboard and it works again at once.".into(),
+            ],
+            link: Some(dashboard),
+            footer: Some((
+                "Stop balance notices for this key".into(),
+                f.opt_out_url.clone(),
+            )),
+        },
+        MailKind::Rotated => Body {
+            subject: format!("Your API key was replaced: {}", f.key_prefix),
+            paragraphs: vec![
+                format!(
+                    "Your API key was replaced at {} (UTC). The new key starts {}; the old one no \
+                     longer works. Budget and history stay with the new key.",
+                    f.at, f.key_prefix
+                ),
+                "If you did not do this, replace the key again from your dashboard with the \
+                 new key, and contact us."
+                    .into(),
+            ],
+            link: Some(dashboard),
+            footer: None,
+        },
+    }
+}
+
+fn zh(kind: MailKind, f: &Facts) -> Body {
+    let dashboard = (
+        "您的用量面板".to_string(),
+        format!("{}/dashboard", f.public_url),
+    );
+    match kind {
+        MailKind::Receipt => Body {
+            subject: format!("订单 {} 的收据", f.order_id),
+            paragraphs: vec![
+                "感谢您的付款。".into(),
+                format!(
+                    "订单：{}\n套餐：{}\n金额：${} USD",
+                    f.order_id, f.plan_name, f.amount
+                ),
+                match f.order_kind {
+                    OrderKind::Purchase => {
+                        "凭订单号和本邮箱地址可在订单页面查看您的 API 密钥。密钥不会通过邮件发送。"
+                            .to_string()
+                    }
+                    OrderKind::TopUp => format!(
+                        "套餐额度已充入您的密钥 {}，您的工具无需任何改动即可继续使用。",
+                        f.key_prefix
+                    ),
+                },
+            ],
+            link: Some(("查看订单".into(), order_link(f))),
+            footer: None,
+        },
+        MailKind::LowBalance => Body {
+            subject: format!("您的密钥 {} 余额不足", f.key_prefix),
+            paragraphs: vec![
+                format!(
+                    "您的 API 密钥 {} 的额度 ${} 仅剩 ${}。",
+                    f.key_prefix, f.budget, f.remaining
+                ),
+                "您可以在用量面板为同一个密钥充值，工具无需任何改动。".into(),
+            ],
+            link: Some(dashboard),
+            footer: Some(("不再接收此密钥的余额提醒".into(), f.opt_out_url.clone())),
+        },
+        MailKind::Exhausted => Body {
+            subject: format!("您的密钥 {} 额度已用完", f.key_prefix),
+            paragraphs: vec![
+                format!(
+                    "您的 API 密钥 {} 已用完 ${} 的额度，充值前请求将被拒绝。",
+                    f.key_prefix, f.budget
+                ),
+                "在用量面板为同一个密钥充值后即可立即恢复使用。".into(),
+            ],
+            link: Some(dashboard),
+            footer: Some(("不再接收此密钥的余额提醒".into(), f.opt_out_url.clone())),
+        },
+        MailKind::Rotated => Body {
+            subject: format!("您的 API 密钥已更换：{}", f.key_prefix),
+            paragraphs: vec![
+                format!(
+                    "您的 API 密钥已于 {}（UTC）更换。新密钥以 {} 开头，旧密钥已失效；额度和记录均保留在新密钥上。",
+                    f.at, f.key_prefix
+                ),
+                "如果这不是您本人的操作，请用新密钥在用量面板再次更换，并与我们联系。".into(),
+            ],
+            link: Some(dashboard),
+            footer: None,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts() -> Facts {
+        Facts {
+            public_url: "https://relay.example".into(),
+            order_id: "ord_1".into(),
+            plan_name: "Pro <b>".into(),
+            amount: Usd::from_dollars(50),
+            key_prefix: "sk-gateway-AbCd…".into(),
+            remaining: Usd::from_dollars(1),
+            budget: Usd::from_dollars(10),
+            opt_out_url: "https://relay.example/mail/opt-out/tok".into(),
+            ..Facts::default()
+        }
+    }
+
+    #[test]
+    fn a_receipt_links_to_the_order_and_never_carries_a_key() {
+        let r = render(MailKind::Receipt, MailLang::En, &facts());
+        assert_eq!(r.subject, "Receipt for order ord_1");
+        assert!(
+            r.text
+                .contains("https://relay.example/order?order_id=ord_1")
+        );
+        assert!(r.text.contains("$50.00 USD"));
+        assert!(r.html.contains("Pro &lt;b&gt;"), "{}", r.html);
+        let zh = render(MailKind::Receipt, MailLang::Zh, &facts());
+        assert!(zh.subject.contains("收据"));
+    }
+
+    #[test]
+    fn notices_carry_their_opt_out_link() {
+        for kind in [MailKind::LowBalance, MailKind::Exhausted] {
+            for lang in [MailLang::En, MailLang::Zh] {
+                let r = render(kind, lang, &facts());
+                assert!(r.text.contains("/mail/opt-out/tok"), "{kind:?} {lang:?}");
+                assert!(r.html.contains("/mail/opt-out/tok"));
+            }
+        }
+        let r = render(MailKind::Rotated, MailLang::En, &facts());
+        assert!(!r.text.contains("opt-out"));
+    }
+}

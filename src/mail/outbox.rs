@@ -1,0 +1,291 @@
+//! The sender: a background task that takes the messages due from the outbox, renders each from
+//! what it is about, sends it over SMTP (lettre, rustls) at most `send_per_minute`, and records
+//! the outcome: sent right after the server accepted it, or failed with the next attempt due
+//! after an exponential backoff (`retry_secs`, doubling, at most an hour), given up after
+//! `max_attempts` or a permanent refusal.
+//!
+//! Nothing waits on it: requests, payments and pages only queue (in the database, in the
+//! transaction of what caused the message) and poke it. A message is marked sent in the
+//! database right after the SMTP server accepts it; a crash between the two may send that one
+//! message once more after a restart, never more (and never one marked sent).
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use chrono::Utc;
+use lettre::message::{Mailbox, MultiPart};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+use super::message::{Facts, render};
+use crate::activity::ActivityEvent;
+use crate::activity::views::mail_view;
+use crate::config::EmailConfig;
+use crate::kinds::MailKind;
+use crate::state::AppState;
+use crate::store::Write;
+use crate::store::mail::OutboxRow;
+
+/// How often the outbox is looked at when nobody pokes the sender (messages queued by writes
+/// that were not followed by a poke, retries coming due).
+const POLL: Duration = Duration::from_secs(2);
+/// Messages taken per look.
+const BATCH: u32 = 20;
+/// The longest wait between two attempts at a message.
+const MAX_BACKOFF_SECS: u64 = 3600;
+
+type Transport = AsyncSmtpTransport<Tokio1Executor>;
+
+/// Why an attempt failed; `permanent` ones are not tried again.
+struct Failure {
+    why: String,
+    permanent: bool,
+}
+
+/// Start the sender when email is configured. A configuration lettre refuses is logged and
+/// leaves messages queued (`check-config` validated its shape already).
+pub fn start(state: &Arc<AppState>) {
+    if !state.mailer.enabled() {
+        return;
+    }
+    let email = &state.config.email;
+    let transport = match Transport::from_url(email.smtp_url.trim()) {
+        Ok(b) => b
+            .timeout(Some(Duration::from_secs(email.timeout_secs)))
+            .build(),
+        Err(e) => {
+            tracing::error!(error = %e, "email.smtp_url is not usable: mail stays queued");
+            return;
+        }
+    };
+    let from = match email.from.trim().parse::<Mailbox>() {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!(error = %e, "email.from is not an address: mail stays queued");
+            return;
+        }
+    };
+    let sender = Sender {
+        state: Arc::downgrade(state),
+        transport,
+        from,
+        config: email.clone(),
+    };
+    tokio::spawn(sender.run());
+}
+
+struct Sender {
+    state: Weak<AppState>,
+    transport: Transport,
+    from: Mailbox,
+    config: EmailConfig,
+}
+
+impl Sender {
+    async fn run(self) {
+        let gap = Duration::from_secs(60) / self.config.send_per_minute.max(1);
+        let mut pace = tokio::time::interval(gap);
+        pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let Some(state) = self.state.upgrade() else {
+                return;
+            };
+            let mailer = state.mailer.clone();
+            self.send_due(&state, &mut pace).await;
+            drop(state);
+            tokio::select! {
+                () = mailer.woken() => {}
+                () = tokio::time::sleep(POLL) => {}
+            }
+        }
+    }
+
+    /// Send what is due now, in order.
+    async fn send_due(&self, state: &AppState, pace: &mut tokio::time::Interval) {
+        let now = Utc::now().timestamp_millis();
+        let due = match state
+            .store
+            .read(move |c| crate::store::mail::due(c, now, BATCH))
+            .await
+        {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the outbox");
+                return;
+            }
+        };
+        for row in due {
+            if state.cut.is_cancelled() {
+                return;
+            }
+            pace.tick().await;
+            let outcome = match self.message(state, &row).await {
+                Ok(m) => self.deliver(m).await,
+                Err(f) => Err(f),
+            };
+            self.record(state, &row, outcome).await;
+        }
+    }
+
+    /// Render a message and address it.
+    async fn message(&self, state: &AppState, row: &OutboxRow) -> Result<Message, Failure> {
+        let facts = facts(state, row).await?;
+        let r = render(row.kind, row.lang, &facts);
+        let to = row.recipient.parse::<Mailbox>().map_err(|e| Failure {
+            why: format!("recipient: {e}"),
+            permanent: true,
+        })?;
+        Message::builder()
+            .message_id(None)
+            .from(self.from.clone())
+            .to(to)
+            .subject(r.subject)
+            .multipart(MultiPart::alternative_plain_html(r.text, r.html))
+            .map_err(|e| Failure {
+                why: format!("message: {e}"),
+                permanent: true,
+            })
+    }
+
+    /// Hand a message to the SMTP server.
+    async fn deliver(&self, m: Message) -> Result<(), Failure> {
+        // lettre's timeout bounds each command; this bounds the whole exchange.
+        let limit = Duration::from_secs(self.config.timeout_secs.saturating_mul(3));
+        match tokio::time::timeout(limit, self.transport.send(m)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(Failure {
+                permanent: e.is_permanent(),
+                why: e.to_string(),
+            }),
+            Err(_) => Err(Failure {
+                why: "the SMTP server did not answer in time".into(),
+                permanent: false,
+            }),
+        }
+    }
+
+    /// Record an attempt's outcome, count it, tell the console.
+    async fn record(&self, state: &AppState, row: &OutboxRow, outcome: Result<(), Failure>) {
+        let now = Utc::now().timestamp_millis();
+        let write = match &outcome {
+            Ok(()) => {
+                state.metrics.mail_sent();
+                tracing::info!(id = row.id, kind = row.kind.as_str(), "mail sent");
+                Write::MailSent {
+                    id: row.id,
+                    at_ms: now,
+                }
+            }
+            Err(f) => {
+                state.metrics.mail_failed();
+                let attempts = row.attempts.saturating_add(1);
+                let give_up = f.permanent || attempts >= self.config.max_attempts;
+                let wait = backoff(self.config.retry_secs, attempts);
+                tracing::warn!(id = row.id, kind = row.kind.as_str(), attempts, give_up, error = %f.why, "mail not sent");
+                Write::MailFailed {
+                    id: row.id,
+                    error: f.why.chars().take(500).collect(),
+                    next_ms: now
+                        .saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX)),
+                    give_up,
+                }
+            }
+        };
+        if let Err(e) = state.store.write(write).await {
+            tracing::error!(id = row.id, error = %e, "outcome of a mail not recorded");
+            return;
+        }
+        let id = row.id;
+        if let Ok(Some(now_row)) = state
+            .store
+            .read(move |c| crate::store::mail::get(c, id))
+            .await
+        {
+            state.activity.emit(ActivityEvent::MailChanged {
+                mail: mail_view(&now_row),
+                at_ms: now,
+            });
+        }
+    }
+}
+
+/// The wait before attempt `attempts + 1`: `first`, doubled per attempt, at most an hour.
+pub fn backoff(first_secs: u64, attempts: u32) -> Duration {
+    let doublings = attempts.saturating_sub(1).min(20);
+    Duration::from_secs(
+        first_secs
+            .saturating_mul(1u64 << doublings)
+            .min(MAX_BACKOFF_SECS),
+    )
+}
+
+/// What a message is about, as things stand now.
+async fn facts(state: &AppState, row: &OutboxRow) -> Result<Facts, Failure> {
+    let gone = |what: &str| Failure {
+        why: format!("{what} no longer exists"),
+        permanent: true,
+    };
+    let mut f = Facts {
+        public_url: state.config.server.public_url.clone(),
+        at: row
+            .created_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        ..Facts::default()
+    };
+    let key = row.key_id.as_deref().and_then(|id| state.keys.by_id(id));
+    if let Some(k) = &key {
+        let b = k.balance();
+        f.key_prefix = k.prefix();
+        f.remaining = b.remaining();
+        f.budget = b.budget;
+    }
+    match row.kind {
+        MailKind::Receipt => {
+            let id = row.order_id.clone().ok_or_else(|| gone("the order"))?;
+            let order = state
+                .store
+                .read(move |c| crate::store::orders::get_full(c, &id))
+                .await
+                .map_err(|e| Failure {
+                    why: e.to_string(),
+                    permanent: false,
+                })?
+                .ok_or_else(|| gone("the order"))?;
+            f.plan_name = state
+                .config
+                .plans
+                .get(&order.record.plan)
+                .map_or_else(|| order.record.plan.clone(), |p| p.name.clone());
+            f.order_id = order.record.order_id;
+            f.amount = order.record.amount;
+            f.order_kind = order.extra.kind;
+        }
+        MailKind::LowBalance | MailKind::Exhausted => {
+            let k = key.ok_or_else(|| gone("the key"))?;
+            let id = k.id.clone();
+            let token = state
+                .store
+                .read(move |c| crate::store::mail::token_of(c, &id))
+                .await
+                .map_err(|e| Failure {
+                    why: e.to_string(),
+                    permanent: false,
+                })?
+                .ok_or_else(|| gone("the key's opt-out token"))?;
+            f.opt_out_url = format!("{}/mail/opt-out/{token}", f.public_url);
+        }
+        MailKind::Rotated => {
+            key.ok_or_else(|| gone("the key"))?;
+        }
+    }
+    Ok(f)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn backoff_doubles_up_to_an_hour() {
+        let s = |a| super::backoff(60, a).as_secs();
+        assert_eq!([s(1), s(2), s(3), s(7), s(30)], [60, 120, 240, 3600, 3600]);
+        assert_eq!(super::backoff(1, 0).as_secs(), 1);
+    }
+}

@@ -1,0 +1,46 @@
+//! Dashboard grants: the dashboard never echoes the key it was given, yet its "Add credit" and
+//! "Replace this key" forms must say which key they are about. The page carries a grant
+//! instead: the key's id and an expiry, sealed (XChaCha20-Poly1305, the server secret) with this
+//! browser's CSRF token as associated data — so a grant is useless in another browser, after
+//! [`GRANT_TTL_MS`], or altered, and reveals nothing about the key.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::Utc;
+
+use crate::keys::KeyState;
+use crate::state::AppState;
+
+/// How long a dashboard's forms stay usable.
+pub const GRANT_TTL_MS: i64 = 30 * 60 * 1000;
+
+fn context(csrf: &str) -> String {
+    format!("dashboard-grant|{csrf}")
+}
+
+/// A grant for key `key_id`, for the browser whose CSRF token is `csrf`; `None` if sealing
+/// failed (the forms are then left out).
+pub fn issue(state: &AppState, key_id: &str, csrf: &str) -> Option<String> {
+    let expires = Utc::now().timestamp_millis() + GRANT_TTL_MS;
+    let sealed = state
+        .sealer
+        .seal(&context(csrf), &format!("{key_id}|{expires}"))
+        .ok()?;
+    Some(URL_SAFE_NO_PAD.encode(sealed))
+}
+
+/// The key a grant stands for, if it is this browser's, unexpired, and the key exists.
+pub fn redeem(state: &AppState, grant: &str, csrf: &str) -> Option<Arc<KeyState>> {
+    if grant.len() > 512 {
+        return None;
+    }
+    let sealed = URL_SAFE_NO_PAD.decode(grant.trim()).ok()?;
+    let text = state.sealer.open(&context(csrf), &sealed).ok()?;
+    let (key_id, expires) = text.rsplit_once('|')?;
+    if expires.parse::<i64>().ok()? < Utc::now().timestamp_millis() {
+        return None;
+    }
+    state.keys.by_id(key_id)
+}

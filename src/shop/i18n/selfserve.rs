@@ -1,0 +1,97 @@
+//! The declaration of [`SelfTexts`]: the strings of self-service (top-ups, key replacement,
+//! budget history, notices' opt-out), one field each. Values in `selfserve_en.rs` and
+//! `selfserve_zh.rs`.
+
+texts! {
+    @named SelfTexts, "The strings of self-service pages.";
+    /// Dashboard: heading of the top-up section.
+    topup_h,
+    /// Dashboard: what a top-up does.
+    topup_lead,
+    /// Dashboard: a plan's top-up button; {name}, {budget}, {price}.
+    topup_plan_button,
+    /// Dashboard: a revoked key cannot be topped up.
+    topup_revoked,
+    /// Dashboard: heading of the budget history.
+    history_h,
+    /// Budget change: bought with the key.
+    history_purchase,
+    /// Budget change: granted by the operator with the key.
+    history_grant,
+    /// Budget change: top-up from the storefront.
+    history_top_up,
+    /// Budget change: credit added by the operator.
+    history_operator_top_up,
+    /// Budget change: a refunded top-up taken back.
+    history_refund,
+    /// Column: when.
+    col_when,
+    /// Column: what changed.
+    col_change,
+    /// Column: amount.
+    col_amount,
+    /// Dashboard: heading of the key replacement section.
+    rotate_h,
+    /// Dashboard: what replacing a key does.
+    rotate_lead,
+    /// Dashboard: the button that asks to replace the key.
+    rotate_button,
+    /// Confirmation page heading.
+    rotate_confirm_h,
+    /// Confirmation page text; {prefix}.
+    rotate_confirm_body,
+    /// Confirmation button.
+    rotate_confirm_button,
+    /// Cancel link.
+    rotate_cancel,
+    /// Heading of the page that shows the new key.
+    rotate_done_h,
+    /// Text of the page that shows the new key.
+    rotate_done_body,
+    /// The key could not be replaced.
+    rotate_failed,
+    /// Checkout heading of a top-up.
+    checkout_topup_title,
+    /// Checkout: which key; {prefix}.
+    checkout_topup_for,
+    /// Checkout: the key field of a top-up.
+    checkout_topup_key_label,
+    /// Checkout: where the key goes.
+    checkout_topup_key_hint,
+    /// Checkout: what a top-up adds; {budget}.
+    checkout_topup_note,
+    /// Checkout: the email of a top-up.
+    checkout_topup_email_hint,
+    /// Checkout result heading of a top-up.
+    checkout_topped_up_h,
+    /// Checkout result of a top-up; {prefix}.
+    checkout_topped_up,
+    /// Pricing: for customers who already have a key.
+    pricing_topup_note,
+    /// Pricing: link to top up with a plan; {name}.
+    pricing_topup_link,
+    /// Order look-up: label of a top-up's key.
+    order_kind_topup,
+    /// Order look-up: the key was replaced; {date}.
+    order_replaced,
+    /// Opt-out page heading.
+    optout_h,
+    /// Opt-out confirmation; {prefix}.
+    optout_body,
+    /// Opt-out button.
+    optout_button,
+    /// Opt-out done heading.
+    optout_done_h,
+    /// Opt-out done; {prefix}.
+    optout_done_body,
+    /// Opt-out link not valid.
+    optout_unknown,
+    /// Docs: heading of the self-service section.
+    docs_self_h,
+    /// Docs: top-ups.
+    docs_topup_p,
+    /// Docs: key replacement.
+    docs_rotate_p,
+    /// Docs: the emails.
+    docs_email_p,
+}

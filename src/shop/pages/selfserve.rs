@@ -1,0 +1,190 @@
+//! The dashboard's self-service forms: "Add credit to this key" (`POST /checkout/{plan}`, the
+//! checkout page in top-up mode) and "Replace this key" (`POST /dashboard/rotate`: a
+//! confirmation, then the new key shown once). Both carry the dashboard's grant, never the key
+//! ([`crate::shop::grant`]), pass the guard (CSRF, a per-IP limit), and answer with pages.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use askama::Template;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use governor::DefaultKeyedRateLimiter;
+use serde::Deserialize;
+
+use super::checkout::{Checkout, TopUpMode};
+use super::form::{FormPost, GuardedForm};
+use super::notice::{message, not_found};
+use super::view::{PlanView, fill, url_encode};
+use crate::keys::{KeyState, KeyStatus};
+use crate::shop::guard::Guard;
+use crate::shop::limits::ShopLimits;
+use crate::shop::web::PageCtx;
+use crate::state::AppState;
+
+/// The fields of both forms.
+#[derive(Default, Deserialize)]
+pub struct GrantForm {
+    #[serde(default)]
+    grant: String,
+    #[serde(default)]
+    csrf_token: String,
+    /// `yes` on the confirmation page of a replacement.
+    #[serde(default)]
+    confirm: String,
+}
+
+/// "Add credit" (counted with the dashboard's look-ups).
+pub struct TopUpForm(GrantForm);
+
+impl<'de> Deserialize<'de> for TopUpForm {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        GrantForm::deserialize(d).map(TopUpForm)
+    }
+}
+
+impl GuardedForm for TopUpForm {
+    const PAGE: &'static str = "/dashboard";
+
+    fn limiter(limits: &ShopLimits) -> &DefaultKeyedRateLimiter<IpAddr> {
+        &limits.dashboard
+    }
+
+    fn csrf_token(&self) -> &str {
+        &self.0.csrf_token
+    }
+}
+
+/// "Replace this key" (counted with the API's rotations).
+pub struct RotateForm(GrantForm);
+
+impl<'de> Deserialize<'de> for RotateForm {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        GrantForm::deserialize(d).map(RotateForm)
+    }
+}
+
+impl GuardedForm for RotateForm {
+    const PAGE: &'static str = "/dashboard";
+
+    fn limiter(limits: &ShopLimits) -> &DefaultKeyedRateLimiter<IpAddr> {
+        &limits.rotate
+    }
+
+    fn csrf_token(&self) -> &str {
+        &self.0.csrf_token
+    }
+}
+
+/// Why a form's grant leads to no usable key.
+enum Refused {
+    /// The key is revoked.
+    Revoked,
+    /// Expired, another browser's, or altered: the dashboard issues a fresh one.
+    Stale,
+}
+
+impl Refused {
+    /// The page that says so.
+    fn page(self, ctx: &PageCtx) -> Response {
+        let (heading, body) = match self {
+            Refused::Revoked => (ctx.s.topup_h, ctx.s.topup_revoked),
+            Refused::Stale => (ctx.t.csrf_h, ctx.t.csrf_body),
+        };
+        message(
+            ctx,
+            StatusCode::BAD_REQUEST,
+            heading,
+            body,
+            Some(("/dashboard", ctx.t.nav_dashboard)),
+        )
+    }
+}
+
+/// The key of a form's grant, if it is usable (not revoked).
+fn granted_key(state: &AppState, ctx: &PageCtx, grant: &str) -> Result<Arc<KeyState>, Refused> {
+    match crate::shop::grant::redeem(state, grant, &ctx.csrf) {
+        Some(k) if k.status() != KeyStatus::Revoked => Ok(k),
+        Some(_) => Err(Refused::Revoked),
+        None => Err(Refused::Stale),
+    }
+}
+
+/// `POST /checkout/{plan}` from the dashboard: the checkout page, adding credit to the key.
+pub async fn checkout_topup(
+    State(state): State<Arc<AppState>>,
+    plan: Result<Path<String>, PathRejection>,
+    Guard((ctx, TopUpForm(form))): Guard<FormPost<TopUpForm>>,
+) -> Response {
+    let plan_id = plan.map(|Path(p)| p).unwrap_or_default();
+    let Some(plan) = state
+        .config
+        .plans
+        .get(&plan_id)
+        .filter(|p| p.enabled)
+        .map(|p| PlanView::new(&plan_id, p))
+    else {
+        return not_found(&ctx, ctx.t.notfound_plan);
+    };
+    let key = match granted_key(&state, &ctx, &form.grant) {
+        Ok(k) => k,
+        Err(why) => return why.page(&ctx),
+    };
+    let topup = TopUpMode::new(&ctx, &plan, Some(form.grant), key.prefix());
+    let page = Checkout {
+        ctx: &ctx,
+        plan,
+        client_id: url_encode(state.config.paypal.client_id.trim()),
+        resuming: false,
+        topup: Some(topup),
+    };
+    ctx.page(page.render())
+}
+
+#[derive(Template)]
+#[template(path = "pages/rotate_confirm.html")]
+struct RotateConfirm<'a> {
+    ctx: &'a PageCtx,
+    grant: String,
+    body: String,
+}
+
+#[derive(Template)]
+#[template(path = "pages/rotate_done.html")]
+struct RotateDone<'a> {
+    ctx: &'a PageCtx,
+    api_key: String,
+}
+
+/// `POST /dashboard/rotate`: first the confirmation, then (with `confirm=yes`) the replacement
+/// and the new key, shown this once.
+pub async fn rotate(
+    State(state): State<Arc<AppState>>,
+    Guard((ctx, RotateForm(form))): Guard<FormPost<RotateForm>>,
+) -> Response {
+    let key = match granted_key(&state, &ctx, &form.grant) {
+        Ok(k) => k,
+        Err(why) => return why.page(&ctx),
+    };
+    if form.confirm != "yes" {
+        let body = fill(ctx.s.rotate_confirm_body, &[("prefix", &key.prefix())]);
+        let page = RotateConfirm {
+            ctx: &ctx,
+            grant: form.grant,
+            body,
+        };
+        return ctx.page(page.render());
+    }
+    match crate::shop::rotate::rotate(&state, &key.id).await {
+        Ok(api_key) => ctx.page(RotateDone { ctx: &ctx, api_key }.render()),
+        Err(_) => message(
+            &ctx,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ctx.s.rotate_h,
+            ctx.s.rotate_failed,
+            Some(("/dashboard", ctx.t.nav_dashboard)),
+        ),
+    }
+}

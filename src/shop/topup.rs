@@ -1,0 +1,192 @@
+//! Top-ups: a customer adds a plan's budget to the key they have, through the same checkout as
+//! a purchase. Here: which key an order may top up ([`key_to_top_up`]), crediting a paid
+//! top-up ([`credit`], called by fulfilment under `fulfil_lock`) and taking back what is left
+//! of a refunded one ([`refund`], called by the webhook under the same lock).
+//!
+//! Exactly once, as for purchases: the budget grows in the database write that switches the
+//! order to `paid`, which only applies to an unpaid order ([`crate::store::orders::pay_top_up`]),
+//! and in memory only after that write committed. The key moves to the order's plan when that
+//! plan is dearer (its models and RPM apply from then on); a refund moves it back.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+
+use super::error::ShopError;
+use super::fulfil::Fulfilment;
+use crate::activity::ActivityEvent;
+use crate::activity::views::key_view;
+use crate::keys::identify::look_up;
+use crate::keys::{KeyState, KeyStatus};
+use crate::money::Usd;
+use crate::paypal::CaptureInfo;
+use crate::state::AppState;
+use crate::store::Write;
+use crate::store::orders::{Grant, Order, OrderStatus, TopUpGrant};
+
+/// The key a top-up order is for: one of ours, not revoked (an exhausted key is what top-ups
+/// are for). Refused before PayPal is asked for anything.
+pub fn key_to_top_up(state: &AppState, token: &str) -> Result<Arc<KeyState>, ShopError> {
+    let key = look_up(&state.keys, token).map_err(|_| ShopError::UnknownKey)?;
+    if key.status() == KeyStatus::Revoked {
+        return Err(ShopError::KeyRevoked);
+    }
+    Ok(key)
+}
+
+/// Is plan `new` dearer than plan `current` (by price)? A key whose plan left the config
+/// takes any plan bought for it.
+fn is_dearer(state: &AppState, new: &str, current: &str) -> bool {
+    let price = |p: &str| state.config.plans.get(p).map(|p| p.price_usd);
+    match (price(new), price(current)) {
+        (Some(n), Some(c)) => n > c,
+        (Some(_), None) => true,
+        _ => false,
+    }
+}
+
+/// Credit a top-up whose capture checked out: the plan's budget added to the key (and the key
+/// moved to a dearer plan) in the write that pays the order, then in memory.
+pub async fn credit(
+    state: &Arc<AppState>,
+    order: &Order,
+    capture: &CaptureInfo,
+    now_ms: i64,
+) -> Fulfilment {
+    let order_id = order.record.order_id.as_str();
+    let key = match order
+        .extra
+        .topup_key_id
+        .as_deref()
+        .map(|id| state.keys.by_id(id))
+    {
+        Some(Some(k)) if k.status() != KeyStatus::Revoked => k,
+        _ => {
+            // PayPal holds the money; the key it was for is gone or revoked since the order
+            // was made. Nothing is credited: the operator refunds it.
+            tracing::error!(
+                order_id,
+                "TOP-UP PAID FOR A KEY THAT IS REVOKED OR GONE: nothing credited; refund it in PayPal"
+            );
+            state.store.write_later(Write::OrderStatus {
+                order_id: order_id.to_string(),
+                status: OrderStatus::Failed,
+                at_ms: now_ms,
+            });
+            return Fulfilment::Mismatch("the key to top up is revoked".into());
+        }
+    };
+    let Some(plan) = state.config.plans.get(&order.record.plan) else {
+        tracing::error!(order_id, plan = %order.record.plan, "a paid top-up's plan is not in the config");
+        return Fulfilment::Failed(format!("no plan {}", order.record.plan));
+    };
+    let current = key.plan();
+    let upgrade = is_dearer(state, &order.record.plan, &current);
+    let grant = TopUpGrant {
+        key_id: key.id.clone(),
+        amount: plan.budget_usd,
+        new_plan: upgrade.then(|| order.record.plan.clone()),
+        upgraded_from: upgrade.then_some(current),
+    };
+    let write = Write::Pay {
+        order_id: order_id.to_string(),
+        capture_id: capture.id.clone(),
+        grant: Grant::TopUp(grant.clone()),
+        receipt: state.mailer.enabled(),
+        at_ms: now_ms,
+    };
+    if let Err(e) = state.store.write(write).await {
+        tracing::warn!(order_id, error = %e, "top-up not paid by this call");
+        return Fulfilment::Failed(e.to_string());
+    }
+    apply_in_memory(state, &key, &grant);
+    state.mailer.poke();
+    state.activity.emit(ActivityEvent::OrderPaid {
+        order_id: order_id.to_string(),
+        plan: order.record.plan.clone(),
+        amount_usd: order.record.amount,
+        key_id: key.id.clone(),
+        at_ms: now_ms,
+    });
+    tracing::info!(order_id, key_id = %key.id, amount = %grant.amount, upgraded = upgrade, "top-up paid; key credited");
+    Fulfilment::Paid(key.id.clone())
+}
+
+/// The committed top-up, in the key's live state (its balance, plan, notices), announced.
+fn apply_in_memory(state: &AppState, key: &KeyState, g: &TopUpGrant) {
+    key.top_up(g.amount);
+    if let Some(plan) = &g.new_plan {
+        key.set_plan(plan.clone(), state.catalog.rpm_of(plan));
+    }
+    key.rearm_notices();
+    let now_ms = Utc::now().timestamp_millis();
+    state.activity.emit(ActivityEvent::KeyToppedUp {
+        key_id: key.id.clone(),
+        amount_usd: g.amount,
+        budget_usd: key.balance().budget,
+        at_ms: now_ms,
+    });
+    state.activity.emit(ActivityEvent::KeyUpdated {
+        key: key_view(key),
+        at_ms: now_ms,
+    });
+}
+
+/// Why a refund of a top-up could not be recorded (PayPal delivers the event again).
+#[derive(Debug, thiserror::Error)]
+pub enum RefundError {
+    /// The order or its credit could not be read.
+    #[error("cannot read the top-up: {0}")]
+    Read(String),
+    /// The refund could not be written.
+    #[error("cannot record the refund: {0}")]
+    Write(String),
+}
+
+/// Take back what is left of a refunded top-up's budget — at most what it added, at most what
+/// the key has available (money held by requests in flight is theirs) — and move the key back
+/// to its plan before. The key is not revoked. Returns what was taken. Called under
+/// `fulfil_lock`, with the order re-read under it and still `paid`.
+pub async fn refund(state: &AppState, order: &Order) -> Result<Usd, RefundError> {
+    let now_ms = Utc::now().timestamp_millis();
+    let order_id = order.record.order_id.clone();
+    let key_id = order.extra.topup_key_id.clone().unwrap_or_default();
+    let id = order_id.clone();
+    let granted = state
+        .store
+        .read(move |c| crate::store::budget::granted_by(c, &id))
+        .await
+        .map_err(|e| RefundError::Read(e.to_string()))?
+        .unwrap_or(Usd::ZERO);
+    let key = state.keys.by_id(&key_id);
+    let take = key.as_ref().map_or(Usd::ZERO, |k| k.take_back(granted));
+    let restore_plan = match (&key, &order.extra.upgraded_from) {
+        (Some(k), Some(before)) if k.plan() == order.record.plan => Some(before.clone()),
+        _ => None,
+    };
+    let write = Write::RefundTopUp {
+        order_id: order_id.clone(),
+        key_id: key_id.clone(),
+        take,
+        restore_plan: restore_plan.clone(),
+        at_ms: now_ms,
+    };
+    if let Err(e) = state.store.write(write).await {
+        if let Some(k) = &key {
+            k.untake(take);
+        }
+        return Err(RefundError::Write(e.to_string()));
+    }
+    if let Some(k) = &key {
+        if let Some(plan) = &restore_plan {
+            k.set_plan(plan.clone(), state.catalog.rpm_of(plan));
+        }
+        crate::admin::mark_if_exhausted(state, k);
+        state.activity.emit(ActivityEvent::KeyUpdated {
+            key: key_view(k),
+            at_ms: now_ms,
+        });
+    }
+    tracing::info!(order_id, key_id, taken = %take, granted = %granted, "top-up refunded; its credit taken back");
+    Ok(take)
+}

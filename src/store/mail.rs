@@ -1,0 +1,279 @@
+//! SQL for the mail of self-service: `key_mail` (per key: the language of its mails, its opt-out
+//! token, which notices of the current crossing were queued, the opt-out) and `outbox` (mail
+//! queued, sent, or given up on).
+//!
+//! A message is queued in the transaction of what causes it (a paid order's receipt, a
+//! rotation's notice, a crossing's notice), so it is neither lost nor queued twice. The mailer
+//! marks it sent right after the SMTP server accepts it.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::error::StoreError;
+use crate::kinds::{MailKind, MailLang, MailStatus};
+
+/// A message in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRow {
+    /// Its number.
+    pub id: i64,
+    /// Which mail.
+    pub kind: MailKind,
+    /// To whom.
+    pub recipient: String,
+    /// In which language.
+    pub lang: MailLang,
+    /// The key it is about.
+    pub key_id: Option<String>,
+    /// The order it is about (receipts).
+    pub order_id: Option<String>,
+    /// Where it stands.
+    pub status: MailStatus,
+    /// Attempts made.
+    pub attempts: u32,
+    /// When it is tried next (while queued).
+    pub next_attempt_at: DateTime<Utc>,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    /// Queued at.
+    pub created_at: DateTime<Utc>,
+    /// Accepted by the SMTP server at.
+    pub sent_at: Option<DateTime<Utc>>,
+}
+
+fn time(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+const COLUMNS: &str = "id, kind, recipient, lang, key_id, order_id, status, attempts,
+    next_attempt_at, last_error, created_at, sent_at";
+
+fn row_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
+    let kind: String = r.get(1)?;
+    let lang: String = r.get(3)?;
+    let status: String = r.get(6)?;
+    Ok(OutboxRow {
+        id: r.get(0)?,
+        // A kind this version does not know is never sent: it reads as a failed receipt.
+        kind: MailKind::parse(&kind).unwrap_or(MailKind::Receipt),
+        recipient: r.get(2)?,
+        lang: MailLang::parse(&lang),
+        key_id: r.get(4)?,
+        order_id: r.get(5)?,
+        status: if MailKind::parse(&kind).is_some() {
+            MailStatus::parse(&status)
+        } else {
+            MailStatus::Failed
+        },
+        attempts: u32::try_from(r.get::<_, i64>(7)?).unwrap_or(0),
+        next_attempt_at: time(r.get(8)?),
+        last_error: r.get(9)?,
+        created_at: time(r.get(10)?),
+        sent_at: r.get::<_, Option<i64>>(11)?.map(time),
+    })
+}
+
+/// Give a new key its mail row (English until an order says otherwise; a fresh opt-out token
+/// from SQLite's CSPRNG).
+pub fn add_key(c: &Connection, key_id: &str) -> Result<(), StoreError> {
+    c.execute(
+        "INSERT OR IGNORE INTO key_mail (key_id, token) VALUES (?1, lower(hex(randomblob(24))))",
+        [key_id],
+    )?;
+    Ok(())
+}
+
+/// Re-arm the notices whose threshold the key is above again (after its budget grew).
+pub fn rearm(c: &Connection, key_id: &str) -> Result<(), StoreError> {
+    c.execute(
+        "UPDATE key_mail SET
+             low_sent = CASE WHEN (SELECT (budget_nanos - spent_nanos) * 5 >= budget_nanos
+                                   FROM keys WHERE id = ?1) THEN 0 ELSE low_sent END,
+             exhausted_sent = CASE WHEN (SELECT status = 'active' FROM keys WHERE id = ?1)
+                                   THEN 0 ELSE exhausted_sent END
+         WHERE key_id = ?1",
+        [key_id],
+    )?;
+    Ok(())
+}
+
+/// Queue the receipt of a paid order, to its buyer, in the order's language.
+pub fn queue_receipt(c: &Connection, order_id: &str, at_ms: i64) -> Result<(), StoreError> {
+    c.execute(
+        "INSERT INTO outbox (kind, recipient, lang, key_id, order_id, status, next_attempt_at,
+                             created_at)
+         SELECT 'receipt', email, lang, COALESCE(key_id, topup_key_id), order_id, 'queued', ?2, ?2
+         FROM orders WHERE order_id = ?1",
+        params![order_id, at_ms],
+    )?;
+    Ok(())
+}
+
+/// Queue a mail about a key to its owner, if it has an email (and, when `respect_opt_out`,
+/// has not opted out of notices).
+pub fn queue_key_mail(
+    c: &Connection,
+    key_id: &str,
+    kind: MailKind,
+    respect_opt_out: bool,
+    at_ms: i64,
+) -> Result<(), StoreError> {
+    c.execute(
+        "INSERT INTO outbox (kind, recipient, lang, key_id, status, next_attempt_at, created_at)
+         SELECT ?2, k.email, m.lang, k.id, 'queued', ?4, ?4
+         FROM keys k JOIN key_mail m ON m.key_id = k.id
+         WHERE k.id = ?1 AND k.email IS NOT NULL AND k.email != ''
+               AND (?3 = 0 OR m.opted_out_at IS NULL)",
+        params![key_id, kind.as_str(), respect_opt_out, at_ms],
+    )?;
+    Ok(())
+}
+
+/// A threshold was crossed: remember it for the crossing, and queue the notice (when `queue`:
+/// email is configured) the first time only.
+pub fn key_notice(
+    c: &Connection,
+    key_id: &str,
+    kind: MailKind,
+    queue: bool,
+    at_ms: i64,
+) -> Result<(), StoreError> {
+    let sql = match kind {
+        MailKind::LowBalance => {
+            "UPDATE key_mail SET low_sent = 1 WHERE key_id = ?1 AND low_sent = 0"
+        }
+        MailKind::Exhausted => {
+            "UPDATE key_mail SET exhausted_sent = 1 WHERE key_id = ?1 AND exhausted_sent = 0"
+        }
+        other => {
+            return Err(StoreError::Conflict(format!(
+                "{} is not a threshold notice",
+                other.as_str()
+            )));
+        }
+    };
+    if c.execute(sql, [key_id])? == 1 && queue {
+        queue_key_mail(c, key_id, kind, true, at_ms)?;
+    }
+    Ok(())
+}
+
+/// Which notices of the current crossing each key has had: `(key id, low, exhausted)`.
+pub fn notice_flags(c: &Connection) -> Result<Vec<(String, bool, bool)>, StoreError> {
+    let mut stmt =
+        c.prepare("SELECT key_id, low_sent, exhausted_sent FROM key_mail ORDER BY key_id")?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// A key's opt-out token.
+pub fn token_of(c: &Connection, key_id: &str) -> Result<Option<String>, StoreError> {
+    Ok(c.query_row(
+        "SELECT token FROM key_mail WHERE key_id = ?1",
+        [key_id],
+        |r| r.get(0),
+    )
+    .optional()?)
+}
+
+/// The key an opt-out token belongs to, and whether it opted out already.
+pub fn by_token(c: &Connection, token: &str) -> Result<Option<(String, bool)>, StoreError> {
+    Ok(c.query_row(
+        "SELECT key_id, opted_out_at IS NOT NULL FROM key_mail WHERE token = ?1",
+        [token],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()?)
+}
+
+/// Stop a key's low-balance and exhausted notices (idempotent), and drop those still queued.
+pub fn opt_out(c: &Connection, key_id: &str, at_ms: i64) -> Result<(), StoreError> {
+    c.execute(
+        "UPDATE key_mail SET opted_out_at = COALESCE(opted_out_at, ?2) WHERE key_id = ?1",
+        params![key_id, at_ms],
+    )?;
+    c.execute(
+        "UPDATE outbox SET status = 'failed', last_error = 'opted out'
+         WHERE key_id = ?1 AND status = 'queued' AND kind IN ('low_balance', 'exhausted')",
+        [key_id],
+    )?;
+    Ok(())
+}
+
+/// Messages due for an attempt at `now_ms`, oldest first.
+pub fn due(c: &Connection, now_ms: i64, limit: u32) -> Result<Vec<OutboxRow>, StoreError> {
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM outbox WHERE status = 'queued' AND next_attempt_at <= ?1
+         ORDER BY next_attempt_at, id LIMIT ?2"
+    ))?;
+    let rows = stmt.query_map(params![now_ms, limit], row_of)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// When the next queued message is due, if any is queued.
+pub fn next_due(c: &Connection) -> Result<Option<i64>, StoreError> {
+    Ok(c.query_row(
+        "SELECT min(next_attempt_at) FROM outbox WHERE status = 'queued'",
+        [],
+        |r| r.get(0),
+    )?)
+}
+
+/// The newest messages.
+pub fn list(c: &Connection, limit: u32) -> Result<Vec<OutboxRow>, StoreError> {
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM outbox ORDER BY id DESC LIMIT ?1"
+    ))?;
+    let rows = stmt.query_map([limit], row_of)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// One message.
+pub fn get(c: &Connection, id: i64) -> Result<Option<OutboxRow>, StoreError> {
+    let mut stmt = c.prepare_cached(&format!("SELECT {COLUMNS} FROM outbox WHERE id = ?1"))?;
+    Ok(stmt.query_row([id], row_of).optional()?)
+}
+
+/// The SMTP server accepted the message.
+pub fn mark_sent(c: &Connection, id: i64, at_ms: i64) -> Result<(), StoreError> {
+    c.execute(
+        "UPDATE outbox SET status = 'sent', sent_at = ?2, attempts = attempts + 1,
+                last_error = NULL
+         WHERE id = ?1 AND status = 'queued'",
+        params![id, at_ms],
+    )?;
+    Ok(())
+}
+
+/// An attempt failed: try again at `next_ms`, or give up.
+pub fn mark_failed(
+    c: &Connection,
+    id: i64,
+    error: &str,
+    next_ms: i64,
+    give_up: bool,
+) -> Result<(), StoreError> {
+    c.execute(
+        "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_attempt_at = ?3,
+                status = CASE WHEN ?4 THEN 'failed' ELSE 'queued' END
+         WHERE id = ?1 AND status = 'queued'",
+        params![id, error, next_ms, give_up],
+    )?;
+    Ok(())
+}
+
+/// Queue a failed (or waiting) message again, due now, with a fresh count of attempts; a sent
+/// one is never sent again.
+pub fn retry(c: &Connection, id: i64, at_ms: i64) -> Result<(), StoreError> {
+    let n = c.execute(
+        "UPDATE outbox SET status = 'queued', next_attempt_at = ?2, attempts = 0
+         WHERE id = ?1 AND status != 'sent'",
+        params![id, at_ms],
+    )?;
+    if n == 0 {
+        return Err(StoreError::Conflict(format!(
+            "mail {id} does not exist or was sent already"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,393 @@
+//! Self-service in the store: the migration's budget history of existing keys, top-ups paid
+//! once, their refunds, rotation, notices once per crossing, and the outbox's life cycle.
+
+use super::*;
+use crate::kinds::{BudgetKind, MailKind, MailLang, MailStatus, OrderKind};
+use orders::{Grant, OrderExtra, OrderRecord, OrderStatus, TopUpGrant};
+
+fn order(id: &str, plan: &str) -> OrderRecord {
+    OrderRecord {
+        order_id: id.into(),
+        plan: plan.into(),
+        email: "buyer@example.com".into(),
+        amount: Usd::from_dollars(5),
+        currency: "USD".into(),
+        status: OrderStatus::Created,
+        paypal_order_id: None,
+        paypal_capture_id: None,
+        key_id: None,
+        browser_token_hash: None,
+        created_at: time(10_000),
+        paid_at: None,
+        refunded_at: None,
+    }
+}
+
+fn top_up_of(key_id: &str, lang: MailLang) -> OrderExtra {
+    OrderExtra {
+        kind: OrderKind::TopUp,
+        topup_key_id: Some(key_id.into()),
+        lang,
+        upgraded_from: None,
+    }
+}
+
+fn pay_top_up(order_id: &str, key_id: &str, dollars: i64, new_plan: Option<&str>) -> Write {
+    Write::Pay {
+        order_id: order_id.into(),
+        capture_id: format!("CAP-{order_id}"),
+        grant: Grant::TopUp(TopUpGrant {
+            key_id: key_id.into(),
+            amount: Usd::from_dollars(dollars),
+            new_plan: new_plan.map(str::to_string),
+            upgraded_from: new_plan.map(|_| "trial".to_string()),
+        }),
+        receipt: true,
+        at_ms: 1_800_000_000_000,
+    }
+}
+
+async fn history(store: &Store, key_id: &'static str) -> Vec<(BudgetKind, i64)> {
+    store
+        .read(move |c| budget::history(c, key_id))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.kind, e.amount.nanos()))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_migration_gives_existing_keys_their_history_and_mail_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    {
+        // A database as version 4 left it: a sold key topped up by the operator, a comp key.
+        let mut c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+        )
+        .unwrap();
+        let tx = c.transaction().unwrap();
+        for (version, sql) in &migrate::MIGRATIONS[..4] {
+            tx.execute_batch(sql).unwrap();
+            tx.execute("INSERT INTO schema_migrations VALUES (?1, 0)", [version])
+                .unwrap();
+        }
+        tx.execute_batch(
+            "INSERT INTO keys (id, hash, sealed, prefix, plan, status, budget_nanos, created_at, order_id)
+                 VALUES ('key_sold', zeroblob(32), x'00', 'p', 'trial', 'exhausted', 3000000000, 1, 'ord_1'),
+                        ('key_comp', randomblob(32), x'00', 'q', 'trial', 'active', 1000000000, 2, NULL);
+             INSERT INTO topups (key_id, amount_nanos, created_at)
+                 VALUES ('key_sold', 2000000000, 5);",
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    }
+    let (store, keys) = Store::open(&path).await.unwrap();
+    assert_eq!(keys.len(), 2);
+    assert_eq!(
+        history(&store, "key_sold").await,
+        [
+            (BudgetKind::Purchase, 1_000_000_000),
+            (BudgetKind::OperatorTopUp, 2_000_000_000)
+        ]
+    );
+    assert_eq!(
+        history(&store, "key_comp").await,
+        [(BudgetKind::Grant, 1_000_000_000)]
+    );
+    let flags = store.read(mail::notice_flags).await.unwrap();
+    assert_eq!(
+        flags,
+        [
+            ("key_comp".to_string(), false, false),
+            ("key_sold".to_string(), false, true)
+        ]
+    );
+    let tokens = store
+        .read(|c| {
+            Ok((
+                mail::token_of(c, "key_sold")?,
+                mail::token_of(c, "key_comp")?,
+            ))
+        })
+        .await
+        .unwrap();
+    let (a, b) = (tokens.0.unwrap(), tokens.1.unwrap());
+    assert_eq!(a.len(), 48);
+    assert_ne!(a, b);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_top_up_is_paid_once_with_one_receipt_and_refunded_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let (store, _) = Store::open(&path).await.unwrap();
+    let mut k = key("key_a", 1);
+    k.email = Some("buyer@example.com".into());
+    store.write(insert(k)).await.unwrap();
+    store
+        .write(Write::InsertOrderWith {
+            order: Box::new(order("ord_t", "pro")),
+            extra: top_up_of("key_a", MailLang::Zh),
+        })
+        .await
+        .unwrap();
+    store
+        .write(pay_top_up("ord_t", "key_a", 50, Some("pro")))
+        .await
+        .unwrap();
+    let again = store
+        .write(pay_top_up("ord_t", "key_a", 50, Some("pro")))
+        .await
+        .unwrap_err();
+    assert!(matches!(again, StoreError::Conflict(_)), "{again:?}");
+
+    let (store, keys) = reopen(store, &path).await;
+    assert_eq!(keys[0].budget, Usd::from_dollars(51));
+    assert_eq!(keys[0].plan, "pro");
+    assert_eq!(
+        history(&store, "key_a").await,
+        [
+            (BudgetKind::Grant, 1_000_000_000),
+            (BudgetKind::TopUp, 50_000_000_000)
+        ]
+    );
+    let o = store
+        .read(|c| orders::get_full(c, "ord_t"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(o.record.status, OrderStatus::Paid);
+    assert_eq!(o.record.key_id, None);
+    assert_eq!(o.key_id(), Some("key_a"));
+    assert_eq!(o.extra.upgraded_from.as_deref(), Some("trial"));
+    let mail = store.read(|c| mail::list(c, 10)).await.unwrap();
+    assert_eq!(mail.len(), 1, "{mail:?}");
+    assert_eq!(mail[0].kind, MailKind::Receipt);
+    assert_eq!(mail[0].lang, MailLang::Zh);
+    assert_eq!(mail[0].order_id.as_deref(), Some("ord_t"));
+    assert_eq!(mail[0].key_id.as_deref(), Some("key_a"));
+    let granted = store
+        .read(|c| budget::granted_by(c, "ord_t"))
+        .await
+        .unwrap();
+    assert_eq!(granted, Some(Usd::from_dollars(50)));
+
+    let refund = |take: i64| Write::RefundTopUp {
+        order_id: "ord_t".into(),
+        key_id: "key_a".into(),
+        take: Usd::from_dollars(take),
+        restore_plan: Some("trial".into()),
+        at_ms: 1_800_000_000_001,
+    };
+    store.write(refund(40)).await.unwrap();
+    assert!(matches!(
+        store.write(refund(40)).await.unwrap_err(),
+        StoreError::Conflict(_)
+    ));
+    let (store, keys) = reopen(store, &path).await;
+    assert_eq!(keys[0].budget, Usd::from_dollars(11));
+    assert_eq!(keys[0].plan, "trial");
+    assert_eq!(
+        history(&store, "key_a").await.last(),
+        Some(&(BudgetKind::Refund, -40_000_000_000))
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_top_up_of_a_revoked_key_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(&db(&dir)).await.unwrap();
+    store.write(insert(key("key_r", 1))).await.unwrap();
+    store
+        .write(Write::KeyStatus {
+            key_id: "key_r".into(),
+            status: KeyStatus::Revoked,
+            at_ms: 1,
+        })
+        .await
+        .unwrap();
+    store
+        .write(Write::InsertOrderWith {
+            order: Box::new(order("ord_r", "trial")),
+            extra: top_up_of("key_r", MailLang::En),
+        })
+        .await
+        .unwrap();
+    let err = store
+        .write(pay_top_up("ord_r", "key_r", 1, None))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    let o = store
+        .read(|c| orders::get(c, "ord_r"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(o.status, OrderStatus::Created);
+    assert_eq!(count(&store, "SELECT count(*) FROM outbox").await, 0);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn rotation_replaces_the_text_and_keeps_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let (store, _) = Store::open(&path).await.unwrap();
+    let mut k = key("key_a", 1);
+    k.email = Some("a@b.co".into());
+    store.write(insert(k)).await.unwrap();
+    store
+        .write(Write::RotateKey {
+            key_id: "key_a".into(),
+            hash: [9; 32],
+            sealed: vec![9, 9],
+            prefix: "sk-gateway-New…".into(),
+            notify: true,
+            at_ms: 42,
+        })
+        .await
+        .unwrap();
+    let (store, keys) = reopen(store, &path).await;
+    assert_eq!(keys[0].hash, [9; 32]);
+    assert_eq!(keys[0].sealed, [9, 9]);
+    assert_eq!(keys[0].prefix, "sk-gateway-New…");
+    assert_eq!(keys[0].budget, Usd::from_dollars(1));
+    let at = store.read(|c| keys::rotated_at(c, "key_a")).await.unwrap();
+    assert_eq!(at.map(|t| t.timestamp_millis()), Some(42));
+    let mail = store.read(|c| mail::list(c, 10)).await.unwrap();
+    assert_eq!(mail.len(), 1);
+    assert_eq!(mail[0].kind, MailKind::Rotated);
+    assert_eq!(mail[0].recipient, "a@b.co");
+    store.close().await;
+}
+
+#[tokio::test]
+async fn notices_are_queued_once_per_crossing_and_never_after_an_opt_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(&db(&dir)).await.unwrap();
+    let mut k = key("key_a", 1);
+    k.email = Some("a@b.co".into());
+    store.write(insert(k)).await.unwrap();
+    let notice = |kind| Write::KeyNotice {
+        key_id: "key_a".into(),
+        kind,
+        queue: true,
+        at_ms: 1,
+    };
+    for _ in 0..3 {
+        store.write(notice(MailKind::LowBalance)).await.unwrap();
+    }
+    assert_eq!(count(&store, "SELECT count(*) FROM outbox").await, 1);
+    // A top-up re-arms it (the key is far above a fifth of its budget again).
+    store
+        .write(Write::TopUp {
+            key_id: "key_a".into(),
+            amount: Usd::from_dollars(1),
+            at_ms: 2,
+        })
+        .await
+        .unwrap();
+    store.write(notice(MailKind::LowBalance)).await.unwrap();
+    assert_eq!(count(&store, "SELECT count(*) FROM outbox").await, 2);
+    // Opted out: the queued ones are dropped, new crossings queue nothing.
+    store
+        .write(Write::OptOut {
+            key_id: "key_a".into(),
+            at_ms: 3,
+        })
+        .await
+        .unwrap();
+    store.write(notice(MailKind::Exhausted)).await.unwrap();
+    assert_eq!(
+        count(
+            &store,
+            "SELECT count(*) FROM outbox WHERE status = 'queued'"
+        )
+        .await,
+        0
+    );
+    assert_eq!(count(&store, "SELECT count(*) FROM outbox").await, 2);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn the_outbox_retries_gives_up_and_never_resends_a_sent_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(&db(&dir)).await.unwrap();
+    let mut k = key("key_a", 1);
+    k.email = Some("a@b.co".into());
+    store.write(insert(k)).await.unwrap();
+    for at_ms in [1, 2] {
+        store
+            .write(Write::RotateKey {
+                key_id: "key_a".into(),
+                hash: [at_ms as u8; 32],
+                sealed: vec![],
+                prefix: "p".into(),
+                notify: true,
+                at_ms,
+            })
+            .await
+            .unwrap();
+    }
+    let due = store.read(|c| mail::due(c, 10, 10)).await.unwrap();
+    assert_eq!(due.len(), 2);
+    let (a, b) = (due[0].id, due[1].id);
+    store
+        .write(Write::MailSent { id: a, at_ms: 11 })
+        .await
+        .unwrap();
+    store
+        .write(Write::MailFailed {
+            id: b,
+            error: "connection refused".into(),
+            next_ms: 100,
+            give_up: false,
+        })
+        .await
+        .unwrap();
+    assert!(
+        store
+            .read(|c| mail::due(c, 50, 10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.read(mail::next_due).await.unwrap(), Some(100));
+    store
+        .write(Write::MailFailed {
+            id: b,
+            error: "still refused".into(),
+            next_ms: 200,
+            give_up: true,
+        })
+        .await
+        .unwrap();
+    let row = store.read(move |c| mail::get(c, b)).await.unwrap().unwrap();
+    assert_eq!(row.status, MailStatus::Failed);
+    assert_eq!(row.attempts, 2);
+    assert_eq!(row.last_error.as_deref(), Some("still refused"));
+    // Retry: queued again, due now; a sent message cannot be.
+    store
+        .write(Write::MailRetry { id: b, at_ms: 300 })
+        .await
+        .unwrap();
+    let row = store.read(move |c| mail::get(c, b)).await.unwrap().unwrap();
+    assert_eq!((row.status, row.attempts), (MailStatus::Queued, 0));
+    assert!(matches!(
+        store
+            .write(Write::MailRetry { id: a, at_ms: 300 })
+            .await
+            .unwrap_err(),
+        StoreError::Conflict(_)
+    ));
+    let sent = store.read(move |c| mail::get(c, a)).await.unwrap().unwrap();
+    assert_eq!(sent.status, MailStatus::Sent);
+    assert_eq!(sent.sent_at.map(|t| t.timestamp_millis()), Some(11));
+    store.close().await;
+}

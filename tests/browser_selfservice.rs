@@ -1,0 +1,117 @@
+//! The headless browser (see tests/browser.rs) keeps a customer's key: on the dashboard it adds
+//! the Pro plan's credit to a Trial key through the checkout and the simulated PayPal — the
+//! same key's budget grows, it keeps working and moves to Pro — then replaces the key, which
+//! shows the new one once and leaves the old one refused. The dashboard never echoes the key.
+//! Screenshots go to `<target>/test-artifacts/browser-selfservice/`.
+
+use fantoccini::Client;
+use modelrelay::money::Usd;
+use modelrelay::shop::i18n::SELF_EN;
+
+use crate::browser::{
+    artifacts_dir_named, click, demo_shop, dollars, screenshot, type_into, visible_text,
+    wait_for_path, with_browser,
+};
+use crate::common::body;
+
+const EMAIL: &str = "topup-buyer@example.com";
+
+/// Enter `key` on the dashboard.
+async fn open_dashboard(c: &Client, base: &str, key: &str) {
+    c.goto(&format!("{base}/dashboard?lang=en"))
+        .await
+        .expect("open /dashboard");
+    type_into(c, "input[name=key]", key).await;
+    click(c, "#dashboard-submit").await;
+    visible_text(c, "#budget").await;
+    let page = c.source().await.expect("page source");
+    assert!(!page.contains(key), "the dashboard never echoes the key");
+}
+
+#[tokio::test]
+async fn a_browser_tops_up_its_key_and_replaces_it() {
+    let app = demo_shop().await;
+    let key = app.create_key("trial", None).await;
+    let prefix = app.key_state(&key).prefix();
+    let artifacts = artifacts_dir_named("browser-selfservice");
+    let base = app.base.clone();
+    let shots = artifacts.clone();
+    let (k, p) = (key.clone(), prefix.clone());
+    with_browser(&artifacts, "topup", async move |c: Client| {
+        open_dashboard(&c, &base, &k).await;
+        assert_eq!(visible_text(&c, "#budget").await, "$1.00");
+        click(&c, "#topup-pro").await;
+        wait_for_path(&c, "/checkout/pro").await;
+        let for_line = visible_text(&c, "#topup-for").await;
+        assert!(for_line.contains(&p), "{for_line}");
+        type_into(&c, "#email", EMAIL).await;
+        click(&c, "#pay-demo").await;
+        wait_for_path(&c, "/demo/paypal/approve").await;
+        click(&c, "#approve").await;
+        let done = visible_text(&c, "#checkout-topped-up").await;
+        assert!(done.contains(&p), "{done}");
+        assert!(!c.source().await.expect("source").contains(&k));
+        screenshot(&c, &shots, "1-topped-up").await;
+
+        // The same key, its budget grown by Pro's, now on Pro; the history shows both.
+        open_dashboard(&c, &base, &k).await;
+        assert_eq!(
+            dollars(&visible_text(&c, "#budget").await),
+            Usd::from_dollars(51)
+        );
+        let history = visible_text(&c, "#budget-history").await;
+        assert!(
+            history.contains("Granted") && history.contains("+$50.00"),
+            "{history}"
+        );
+        assert!(history.contains(SELF_EN.history_top_up), "{history}");
+        screenshot(&c, &shots, "2-dashboard-after-topup").await;
+    })
+    .await;
+
+    let ks = app.key_state(&key);
+    assert_eq!(ks.plan(), "pro");
+    assert_eq!(ks.balance().budget, Usd::from_dollars(51));
+    let pro = app
+        .chat(&key, &body("deepseek-v4-pro", "hi [[sim reply=2]]"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pro.status(), 200, "the same key works, with Pro's models");
+
+    // Replace the key from the dashboard: confirm, then the new key once.
+    let base = app.base.clone();
+    let shots = artifacts.clone();
+    let k = key.clone();
+    let new_key = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let out = new_key.clone();
+    with_browser(&artifacts, "rotate", async move |c: Client| {
+        open_dashboard(&c, &base, &k).await;
+        click(&c, "#rotate-submit").await;
+        let body = visible_text(&c, "#rotate-confirm-body").await;
+        assert!(body.contains(SELF_EN.rotate_confirm_button) || body.contains("stops working"));
+        click(&c, "#rotate-confirm-submit").await;
+        let shown = visible_text(&c, "#api-key").await;
+        assert!(shown.starts_with("sk-gateway-") && shown != k, "{shown}");
+        screenshot(&c, &shots, "3-new-key").await;
+        *out.lock().expect("lock") = shown;
+    })
+    .await;
+    let new_key = new_key.lock().expect("lock").clone();
+    let old = app
+        .chat(&key, &body("deepseek-v4-flash", "hi"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(old.status(), 401);
+    let new = app
+        .chat(&new_key, &body("deepseek-v4-flash", "hi [[sim reply=2]]"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(new.status(), 200);
+    assert_eq!(
+        app.key_state(&new_key).balance().budget,
+        Usd::from_dollars(51)
+    );
+}

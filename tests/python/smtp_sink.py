@@ -1,0 +1,49 @@
+"""A real SMTP server on loopback for the mail tests: aiosmtpd on 127.0.0.1:PORT, writing each
+message it accepts as one JSON line {"from", "to", "subject", "text", "html", "raw"} to FILE
+(subject and bodies decoded, as a mail client shows them). Prints "ready" once it listens;
+stops when its standard input closes (the test drops it).
+
+Usage: smtp_sink.py PORT FILE
+"""
+
+import email
+import email.policy
+import json
+import sys
+
+from aiosmtpd.controller import Controller
+
+
+class Sink:
+    def __init__(self, path):
+        self.path = path
+
+    async def handle_DATA(self, server, session, envelope):
+        raw = envelope.original_content
+        msg = email.message_from_bytes(raw, policy=email.policy.default)
+        text = msg.get_body(preferencelist=("plain",))
+        html = msg.get_body(preferencelist=("html",))
+        record = {
+            "from": envelope.mail_from,
+            "to": envelope.rcpt_tos,
+            "subject": str(msg["subject"]),
+            "text": text.get_content() if text is not None else "",
+            "html": html.get_content() if html is not None else "",
+            "raw": raw.decode("utf-8", "replace"),
+        }
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        return "250 Message accepted for delivery"
+
+
+def main():
+    port, path = int(sys.argv[1]), sys.argv[2]
+    controller = Controller(Sink(path), hostname="127.0.0.1", port=port)
+    controller.start()
+    print("ready", flush=True)
+    sys.stdin.read()
+    controller.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,340 @@
+//! Receipts and notices against a real SMTP server on loopback (Python's `aiosmtpd`, pinned in
+//! tests/python/requirements.txt, in the venv tests/python_client.rs builds): they arrive once,
+//! in the language the customer paid in, with a working opt-out; an SMTP server that is down
+//! delays neither payments nor requests, its mail is retried with backoff, given up, queued
+//! again by `modelrelay mail retry`, sent once it is back, and never sent twice after a restart.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use modelrelay::activity::protocol::Request;
+use modelrelay::config::Config;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::common::{TestApp, body};
+use crate::python_client::{python_command, venv_python};
+use crate::shop_orders::Browser;
+
+const FLASH: &str = "deepseek-v4-flash";
+
+/// A loopback port nobody listens on (yet).
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// The SMTP server: `tests/python/smtp_sink.py` on a port, writing what it accepts to a file.
+struct Sink {
+    _child: tokio::process::Child,
+    file: PathBuf,
+}
+
+impl Sink {
+    async fn start(port: u16, dir: &std::path::Path) -> Sink {
+        let python = venv_python().await;
+        let file = dir.join(format!("smtp-{port}.jsonl"));
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/smtp_sink.py");
+        let mut cmd = tokio::process::Command::from(python_command(&python));
+        cmd.arg(script)
+            .arg(port.to_string())
+            .arg(&file)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().expect("smtp_sink.py starts");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await;
+        assert!(
+            matches!(ready, Ok(Ok(Some(ref l))) if l == "ready"),
+            "smtp_sink.py did not start: {ready:?}"
+        );
+        Sink {
+            _child: child,
+            file,
+        }
+    }
+
+    fn messages(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.file)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// Wait until `n` messages arrived (then a little longer, to see that no more come).
+    async fn wait_for(&self, n: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.messages().len() < n {
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {n} messages arrived: {:#?}",
+                self.messages().len(),
+                self.messages()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let got = self.messages();
+        assert_eq!(got.len(), n, "more than {n} messages: {got:#?}");
+        got
+    }
+}
+
+fn email_on(c: &mut Config, port: u16) {
+    c.email.smtp_url = format!("smtp://127.0.0.1:{port}");
+    c.email.from = "Relay Billing <billing@relay.test>".into();
+    c.email.retry_secs = 1;
+}
+
+/// Buy a plan in the browser `b`; returns (order id, key).
+async fn buy(app: &TestApp, b: &mut Browser, plan: &str, email: &str) -> (String, String) {
+    let (order_id, paypal_id) = b.create_order(app, plan, email).await;
+    assert!(app.pp().approve(&paypal_id));
+    let (status, v) = b.capture(app, &order_id).await;
+    assert_eq!(status, 200, "{v}");
+    (order_id, v["api_key"].as_str().unwrap().to_string())
+}
+
+/// Spend a key in three steps: to 40 % of its budget, below 20 % (a low balance), then all of
+/// it (upstream reports more than the hold, so the charge is the whole hold: exhausted).
+async fn spend_down(app: &TestApp, key: &str) {
+    for directive in [
+        "[[sim reply=1000 prompt=5]]",
+        "[[sim reply=500 prompt=5]]",
+        "[[sim reply=1000 prompt=100000]]",
+    ] {
+        let r = app
+            .chat(key, &body(FLASH, &format!("spend {directive}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let last = app.chat(key, &body(FLASH, "more")).send().await.unwrap();
+    assert_eq!(last.status(), 402);
+}
+
+fn outbox_count(app: &TestApp) -> i64 {
+    app.db()
+        .query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn receipts_and_notices_arrive_once_in_the_buyers_language_with_a_working_opt_out() {
+    let port = free_port();
+    let app = TestApp::spawn_shop_with(|c| {
+        email_on(c, port);
+        c.plans.get_mut("trial").unwrap().budget_usd = "0.001".parse().unwrap();
+    })
+    .await;
+    let sink = Sink::start(port, app.dir.path()).await;
+    let mut b = Browser::open(&app).await;
+    b.cookies.push(("mr_lang".into(), "zh".into()));
+    let (order_id, key) = buy(&app, &mut b, "trial", "buyer@example.com").await;
+    spend_down(&app, &key).await;
+    let got = sink.wait_for(3).await;
+    let subjects: Vec<&str> = got.iter().map(|m| m["subject"].as_str().unwrap()).collect();
+    assert!(
+        subjects[0].contains("收据") && subjects[0].contains(&order_id),
+        "{subjects:?}"
+    );
+    assert!(subjects[1].contains("余额不足"), "{subjects:?}");
+    assert!(subjects[2].contains("额度已用完"), "{subjects:?}");
+    for m in &got {
+        assert_eq!(m["to"][0], "buyer@example.com");
+        assert_eq!(m["from"], "billing@relay.test");
+        assert!(!m["raw"].as_str().unwrap().contains(&key), "never the key");
+        assert!(!m["html"].as_str().unwrap().is_empty());
+    }
+    let public = app
+        .daemon
+        .as_ref()
+        .unwrap()
+        .state
+        .config
+        .server
+        .public_url
+        .clone();
+    let receipt = got[0]["text"].as_str().unwrap();
+    assert!(
+        receipt.contains(&format!("{public}/order?order_id={order_id}")),
+        "{receipt}"
+    );
+    assert!(receipt.contains("$1.00 USD"), "{receipt}");
+
+    // The opt-out link: a GET (a mail scanner) changes nothing, the POST stops the notices.
+    let low = got[1]["text"].as_str().unwrap();
+    let link = low
+        .split_whitespace()
+        .find(|w| w.contains("/mail/opt-out/"))
+        .expect("opt-out link");
+    // The page at the public URL is this daemon.
+    let link = link.replace(&public, &app.base);
+    let opted = |app: &TestApp| -> bool {
+        app.db()
+            .query_row("SELECT opted_out_at IS NOT NULL FROM key_mail", [], |r| {
+                r.get(0)
+            })
+            .unwrap()
+    };
+    let page = app.http.get(&link).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("opt-out-form"));
+    assert!(!opted(&app), "a GET changes nothing");
+    let done = app.http.post(&link).send().await.unwrap();
+    assert_eq!(done.status(), 200);
+    assert!(opted(&app));
+    let bogus = app
+        .http
+        .get(format!("{}/mail/opt-out/{}", app.base, "0".repeat(48)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bogus.status(), 404);
+
+    // Re-armed by a top-up, crossed again: no notice for an opted-out key.
+    let before = outbox_count(&app);
+    app.admin(Request::KeysTopup {
+        key: key.clone(),
+        usd: "0.001".parse().unwrap(),
+    })
+    .await;
+    spend_down(&app, &key).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(outbox_count(&app), before);
+    assert_eq!(sink.messages().len(), 3);
+
+    // A replacement is told whatever the opt-out (it is about security), in Chinese too.
+    let r = app
+        .http
+        .post(format!("{}/api/keys/rotate", app.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let new_key = r.json::<Value>().await.unwrap()["api_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let got = sink.wait_for(4).await;
+    let notice = &got[3];
+    assert!(
+        notice["subject"].as_str().unwrap().contains("已更换"),
+        "{notice}"
+    );
+    let raw = notice["raw"].as_str().unwrap();
+    assert!(
+        !raw.contains(&new_key) && !raw.contains(&key),
+        "never a key"
+    );
+}
+
+#[tokio::test]
+async fn smtp_down_delays_nothing_and_mail_goes_once_it_is_back_never_twice_after_a_restart() {
+    let port = free_port();
+    let app = TestApp::spawn_shop_with(|c| {
+        email_on(c, port);
+        c.email.max_attempts = 2;
+    })
+    .await;
+    let mut b = Browser::open(&app).await;
+    let started = Instant::now();
+    let (order_id, key) = buy(&app, &mut b, "trial", "down@example.com").await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "payment waited on SMTP"
+    );
+    let ok = app
+        .chat(&key, &body(FLASH, "hi [[sim reply=2]]"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+
+    // Two attempts (the second after the backoff), then given up.
+    let status = |app: &TestApp| -> (String, i64) {
+        app.db()
+            .query_row("SELECT status, attempts FROM outbox", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while status(&app).0 != "failed" {
+        assert!(Instant::now() < deadline, "{:?}", status(&app));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status(&app), ("failed".to_string(), 2));
+    let cli = async |args: &[&str]| {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_modelrelay"))
+            .args(args)
+            .arg("--socket")
+            .arg(&app.socket)
+            .env_remove("MODELRELAY_CONFIG")
+            .current_dir(app.dir.path())
+            .output()
+            .await
+            .unwrap()
+    };
+    let out = cli(&["mail", "list", "--json"]).await;
+    assert!(out.status.success(), "{out:?}");
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list[0]["kind"], "receipt");
+    assert_eq!(list[0]["status"], "failed");
+    assert_eq!(list[0]["order_id"], order_id.as_str());
+    assert!(list[0]["last_error"].as_str().unwrap().len() > 3);
+    let id = list[0]["id"].as_i64().unwrap();
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("modelrelay_mail_failed_total 2"),
+        "{metrics}"
+    );
+
+    // The server is back: `mail retry` queues it again and it goes, once.
+    let sink = Sink::start(port, app.dir.path()).await;
+    let out = cli(&["mail", "retry", &id.to_string()]).await;
+    assert!(out.status.success(), "{out:?}");
+    let got = sink.wait_for(1).await;
+    assert!(got[0]["subject"].as_str().unwrap().contains(&order_id));
+    assert_eq!(status(&app).0, "sent");
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("modelrelay_mail_sent_total 1"),
+        "{metrics}"
+    );
+    let out = cli(&["mail", "retry", &id.to_string()]).await;
+    assert!(!out.status.success(), "a sent message is never sent again");
+
+    // A restart sends nothing again.
+    let mut app = app;
+    app.shutdown().await;
+    let TestApp { sim, dir, .. } = app;
+    let mut config = crate::common::test_config(dir.path(), &sim);
+    email_on(&mut config, port);
+    let app = TestApp::start(config, sim, dir).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(sink.messages().len(), 1);
+    assert_eq!(status(&app).0, "sent");
+}

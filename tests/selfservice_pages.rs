@@ -1,0 +1,182 @@
+//! The self-service pages over real HTTP, in both languages: the dashboard's budget history and
+//! forms (a grant, never the key), the checkout in top-up mode from the pricing page and from
+//! the dashboard (a grant from another browser or an altered one is refused), the order
+//! look-up of a top-up (the key's prefix only) with the id filled in from a receipt's link, and
+//! the replacement form's confirmation step.
+
+use modelrelay::shop::i18n::{EN, SELF_EN, SELF_ZH, ZH};
+
+use crate::common::TestApp;
+use crate::pages::{csrf_token, esc, get, post_form};
+use crate::shop_orders::Browser;
+
+/// The value of the hidden input `name` in a form.
+fn hidden(html: &str, name: &str) -> String {
+    let at = html
+        .find(&format!("name=\"{name}\" value=\""))
+        .unwrap_or_else(|| panic!("no {name} field"));
+    let rest = &html[at + name.len() + 15..];
+    rest[..rest.find('"').unwrap()].to_string()
+}
+
+#[tokio::test]
+async fn the_dashboard_offers_credit_and_replacement_without_echoing_the_key() {
+    let app = TestApp::spawn_shop().await;
+    let key = app.create_key("trial", None).await;
+    let token = csrf_token(&app.base).await;
+    for (lang, s, t) in [("en", &SELF_EN, &EN), ("zh", &SELF_ZH, &ZH)] {
+        let (status, html) = post_form(
+            &app.base,
+            &format!("/dashboard?lang={lang}"),
+            Some(&token),
+            &[("key", &key), ("csrf_token", &token)],
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert!(!html.contains(&key), "never the key");
+        for text in [s.history_h, s.history_grant, s.topup_h, s.rotate_h] {
+            assert!(html.contains(&esc(text)), "{lang}: {text}");
+        }
+        assert!(html.contains("formaction=\"/checkout/pro\""));
+        assert!(html.contains(&esc(t.nav_dashboard)));
+    }
+    let (_, html) = post_form(
+        &app.base,
+        "/dashboard?lang=en",
+        Some(&token),
+        &[("key", &key), ("csrf_token", &token)],
+    )
+    .await;
+    let grant = hidden(&html, "grant");
+
+    // The checkout in top-up mode: the key's prefix, never the key; the grant for the JS call.
+    let (status, page) = post_form(
+        &app.base,
+        "/checkout/pro?lang=en",
+        Some(&token),
+        &[("grant", &grant), ("csrf_token", &token)],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let prefix = app.key_state(&key).prefix();
+    assert!(page.contains(&esc(&prefix)) && page.contains("id=\"topup-grant\""));
+    assert!(!page.contains(&key));
+    // Another browser (another CSRF cookie) or an altered grant gets nothing.
+    let other = csrf_token(&app.base).await;
+    let (status, _) = post_form(
+        &app.base,
+        "/checkout/pro",
+        Some(&other),
+        &[("grant", &grant), ("csrf_token", &other)],
+    )
+    .await;
+    assert_eq!(status, 400);
+    let mut altered = grant.clone();
+    altered.replace_range(10..11, if &grant[10..11] == "A" { "B" } else { "A" });
+    let (status, _) = post_form(
+        &app.base,
+        "/checkout/pro",
+        Some(&token),
+        &[("grant", &altered), ("csrf_token", &token)],
+    )
+    .await;
+    assert_eq!(status, 400);
+
+    // "Replace this key" asks first; only the confirmed post replaces it.
+    let (status, confirm) = post_form(
+        &app.base,
+        "/dashboard/rotate?lang=en",
+        Some(&token),
+        &[("grant", &grant), ("csrf_token", &token)],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(confirm.contains("rotate-confirm-form") && confirm.contains(&esc(&prefix)));
+    assert_eq!(app.key_state(&key).prefix(), prefix, "nothing changed yet");
+    let (status, done) = post_form(
+        &app.base,
+        "/dashboard/rotate?lang=en",
+        Some(&token),
+        &[
+            ("grant", &grant),
+            ("csrf_token", &token),
+            ("confirm", "yes"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let shown = done
+        .split("id=\"api-key\">")
+        .nth(1)
+        .and_then(|r| r.split('<').next())
+        .unwrap();
+    assert!(shown.starts_with("sk-gateway-") && shown != key);
+    assert_eq!(
+        app.get(&key, "/api/usage").send().await.unwrap().status(),
+        401
+    );
+    assert_eq!(
+        app.get(shown, "/api/usage").send().await.unwrap().status(),
+        200
+    );
+    // Without the CSRF token, nothing.
+    let (status, _) = post_form(
+        &app.base,
+        "/dashboard/rotate",
+        None,
+        &[("grant", &grant), ("confirm", "yes")],
+    )
+    .await;
+    assert_eq!(status, 403);
+}
+
+#[tokio::test]
+async fn pricing_links_to_top_ups_and_the_order_look_up_names_the_credited_key() {
+    let app = TestApp::spawn_shop().await;
+    let (_, _, pricing) = get(&app.base, "/pricing?lang=zh", None).await;
+    assert!(pricing.contains("href=\"/checkout/starter?topup=1\""));
+    assert!(pricing.contains(&esc(SELF_ZH.pricing_topup_note)));
+    let (status, _, checkout) = get(&app.base, "/checkout/starter?topup=1&lang=en", None).await;
+    assert_eq!(status, 200);
+    assert!(
+        checkout.contains("id=\"topup-key\"")
+            && checkout.contains(&esc(SELF_EN.checkout_topup_title))
+    );
+
+    // A top-up paid through the API, then looked up on the page.
+    let key = app.create_key("trial", None).await;
+    let mut b = Browser::open(&app).await;
+    let (status, v) = b
+        .post_json(
+            &app,
+            "/api/orders",
+            &serde_json::json!({"plan": "starter", "email": "page@example.com", "key": key}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let order_id = v["order_id"].as_str().unwrap().to_string();
+    assert!(app.pp().approve(v["paypal_order_id"].as_str().unwrap()));
+    let (_, v) = b.capture(&app, &order_id).await;
+    assert_eq!(v["status"], "paid", "{v}");
+
+    // The receipt's link fills the id in.
+    let (_, _, form) = get(&app.base, &format!("/order?order_id={order_id}"), None).await;
+    assert!(form.contains(&format!("value=\"{order_id}\"")));
+    let token = csrf_token(&app.base).await;
+    let (status, html) = post_form(
+        &app.base,
+        "/order?lang=en",
+        Some(&token),
+        &[
+            ("order_id", order_id.as_str()),
+            ("email", "page@example.com"),
+            ("csrf_token", &token),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let prefix = app.key_state(&key).prefix();
+    assert!(html.contains("id=\"order-topped-up\""), "{html}");
+    assert!(html.contains(&esc(SELF_EN.order_kind_topup)) && html.contains(&esc(&prefix)));
+    assert!(!html.contains(&key) && !html.contains("id=\"api-key\""));
+}

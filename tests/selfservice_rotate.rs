@@ -1,0 +1,190 @@
+//! Key rotation: `POST /api/keys/rotate` (Bearer) and `modelrelay keys rotate`. The old text
+//! answers 401 from that moment; the new one has the same id, plan, budget, spend and ledger
+//! history; a stream in flight on the old text finishes and is billed to the same balance; the
+//! change survives a restart; the order look-up no longer shows the key.
+
+use futures_util::StreamExt;
+use modelrelay::activity::protocol::{Request, Response};
+use serde_json::Value;
+
+use crate::common::{TestApp, body};
+use crate::shop_orders::Browser;
+
+const FLASH: &str = "deepseek-v4-flash";
+
+async fn rotate(app: &TestApp, key: &str) -> (u16, Value) {
+    let r = app
+        .http
+        .post(format!("{}/api/keys/rotate", app.base))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn chat_status(app: &TestApp, key: &str) -> u16 {
+    app.chat(key, &body(FLASH, "hi [[sim reply=2 prompt=3]]"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn rotation_replaces_the_text_and_keeps_the_balance_the_history_and_streams_in_flight() {
+    let app = TestApp::spawn().await;
+    let old = app.create_key("starter", Some("2.00")).await;
+    assert_eq!(chat_status(&app, &old).await, 200);
+    let state = app.key_state(&old);
+    let id = state.id.clone();
+
+    // A stream in flight on the old text.
+    let stream = app
+        .chat(
+            &old,
+            &serde_json::json!({
+                "model": FLASH,
+                "stream": true,
+                "messages": [{"role": "user", "content": "long [[sim reply=30 delay_ms=40]]"}]
+            }),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let mut chunks = stream.bytes_stream();
+    let _first = chunks.next().await.unwrap().unwrap();
+
+    let (status, v) = rotate(&app, &old).await;
+    assert_eq!(status, 200, "{v}");
+    let new = v["api_key"].as_str().unwrap().to_string();
+    assert!(new.starts_with("sk-gateway-") && new != old);
+    assert_eq!(v.as_object().unwrap().len(), 1, "only the key: {v}");
+
+    // The old text is refused from now on; the new one is the same key.
+    assert_eq!(chat_status(&app, &old).await, 401);
+    let (status, _) = rotate(&app, &old).await;
+    assert_eq!(status, 401);
+    let same = app.key_state(&new);
+    assert!(std::sync::Arc::ptr_eq(&state, &same), "the same live state");
+    assert_eq!(same.id, id);
+    assert_eq!(same.plan(), "starter");
+    assert_eq!(same.prefix(), modelrelay::keys::token::display_prefix(&new));
+
+    // The stream started on the old text finishes and is billed to the same balance.
+    while let Some(c) = chunks.next().await {
+        c.unwrap();
+    }
+    let before = same.balance();
+    assert_eq!(chat_status(&app, &new).await, 200);
+    let after = same.balance();
+    assert!(after.spent > before.spent);
+    assert_eq!(after.budget, before.budget);
+    assert_eq!(same.requests(), 3);
+    let (rows, cost) = app.ledger_totals(&new);
+    assert_eq!(rows, 3, "one ledger history across the rotation");
+    assert_eq!(cost, after.spent);
+    // The usage page of the new key shows the old requests too.
+    let usage: Value = app
+        .get(&new, "/api/usage")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(usage["requests"], 3);
+
+    // The database holds the new text: after a restart, the new one works, the old one not.
+    let mut app = app;
+    app.shutdown().await;
+    let TestApp { sim, dir, .. } = app;
+    let config = crate::common::test_config(dir.path(), &sim);
+    let app = TestApp::start(config, sim, dir).await;
+    assert_eq!(chat_status(&app, &new).await, 200);
+    assert_eq!(chat_status(&app, &old).await, 401);
+    assert_eq!(app.key_state(&new).balance().budget.to_string(), "2.00");
+}
+
+#[tokio::test]
+async fn the_operator_rotates_by_id_and_revoked_or_unknown_keys_are_refused() {
+    let app = TestApp::spawn().await;
+    let old = app.create_key("trial", None).await;
+    let id = app.key_state(&old).id.clone();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_modelrelay"))
+        .args(["keys", "rotate", &id, "--socket"])
+        .arg(&app.socket)
+        .env_remove("MODELRELAY_CONFIG")
+        .current_dir(app.dir.path())
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let new = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(new.starts_with("sk-gateway-"), "{new}");
+    assert_eq!(chat_status(&app, &old).await, 401);
+    assert_eq!(chat_status(&app, &new).await, 200);
+
+    match app.admin(Request::KeysRevoke { key: id.clone() }).await {
+        Response::Key { .. } => {}
+        other => panic!("{other:?}"),
+    }
+    let (status, v) = rotate(&app, &new).await;
+    assert_eq!(status, 401, "{v}");
+    assert_eq!(v["error"]["code"], "invalid_api_key");
+    match app.admin(Request::KeysRotate { key: id }).await {
+        Response::Error { message } => assert!(message.contains("revoked"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    let (status, _) = rotate(&app, "sk-gateway-nosuchkeynosuchkeynosuchkeynosuchkey").await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn rotation_is_limited_per_address() {
+    let app = TestApp::spawn().await;
+    let mut key = app.create_key("trial", None).await;
+    for _ in 0..10 {
+        let (status, v) = rotate(&app, &key).await;
+        assert_eq!(status, 200, "{v}");
+        key = v["api_key"].as_str().unwrap().to_string();
+    }
+    let (status, v) = rotate(&app, &key).await;
+    assert_eq!(status, 429, "{v}");
+    assert_eq!(v["error"]["code"], "rate_limit_exceeded");
+    assert_eq!(
+        chat_status(&app, &key).await,
+        200,
+        "the refused rotation changed nothing"
+    );
+}
+
+#[tokio::test]
+async fn the_order_look_up_says_a_rotated_key_was_replaced() {
+    let app = TestApp::spawn_shop().await;
+    let mut b = Browser::open(&app).await;
+    let (order_id, paypal_id) = b.create_order(&app, "trial", "me@example.com").await;
+    assert!(app.pp().approve(&paypal_id));
+    let (_, v) = b.capture(&app, &order_id).await;
+    let key = v["api_key"].as_str().unwrap().to_string();
+    let state = &app.daemon.as_ref().unwrap().state;
+    let view = modelrelay::shop::orders::lookup_order(state, &order_id, "me@example.com")
+        .await
+        .unwrap();
+    assert_eq!(view.api_key.as_deref(), Some(key.as_str()));
+    assert!(view.replaced_at.is_none());
+
+    let (status, _) = rotate(&app, &key).await;
+    assert_eq!(status, 200);
+    let view = modelrelay::shop::orders::lookup_order(state, &order_id, "me@example.com")
+        .await
+        .unwrap();
+    assert_eq!(view.api_key, None, "the new key was shown once, not here");
+    assert!(view.replaced_at.is_some());
+    // The capture answer (a reload of the checkout page) does not show it either.
+    let (_, v) = b.capture(&app, &order_id).await;
+    assert!(v["api_key"].is_null(), "{v}");
+}

@@ -1,0 +1,290 @@
+//! Top-ups over HTTP against the simulated PayPal: the same key's budget grows once whatever
+//! repeats (concurrent captures, duplicate webhooks), its plan moves up to a dearer plan and
+//! never down, an unknown or revoked key is refused before PayPal is asked, a refunded top-up
+//! takes back what is left of its credit without revoking the key, and every change is in the
+//! key's budget history.
+
+use modelrelay::activity::protocol::{Request, Response};
+use reqwest::header::COOKIE;
+use serde_json::{Value, json};
+
+use crate::common::{TestApp, body};
+use crate::shop_orders::{Browser, deliver, order_status};
+
+const FLASH: &str = "deepseek-v4-flash";
+const PRO: &str = "deepseek-v4-pro";
+
+/// A key minted by the operator for `buyer@example.com`.
+async fn key_on(app: &TestApp, plan: &str, budget: &str) -> String {
+    app.create_key(plan, Some(budget)).await
+}
+
+/// Create a top-up order of `key` on `plan`, approved at PayPal: `(order id, PayPal id)`.
+async fn approved_top_up(
+    app: &TestApp,
+    b: &mut Browser,
+    plan: &str,
+    key: &str,
+) -> (String, String) {
+    let (status, v) = b
+        .post_json(
+            app,
+            "/api/orders",
+            &json!({"plan": plan, "email": "buyer@example.com", "key": key}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let order_id = v["order_id"].as_str().unwrap().to_string();
+    let paypal_id = v["paypal_order_id"].as_str().unwrap().to_string();
+    assert!(app.pp().approve(&paypal_id));
+    (order_id, paypal_id)
+}
+
+/// `keys show --json`'s document for a key, over the admin socket.
+async fn shown(app: &TestApp, key: &str) -> Value {
+    match app
+        .admin(Request::KeysShow {
+            key: key.to_string(),
+        })
+        .await
+    {
+        Response::Key { key } => serde_json::to_value(key).unwrap(),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn history(v: &Value) -> Vec<(String, String)> {
+    v["budget_history"]
+        .as_array()
+        .expect("budget_history")
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap().to_string(),
+                e["amount_usd"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_top_up_grows_the_same_key_once_whatever_repeats_and_upgrades_its_plan() {
+    let app = TestApp::spawn_shop_with(|c| c.plans.get_mut("pro").unwrap().rpm = 90).await;
+    let key = key_on(&app, "trial", "1.00").await;
+    // Before: the trial plan has no pro model.
+    let refused = app.chat(&key, &body(PRO, "hi")).send().await.unwrap();
+    assert_eq!(refused.status(), 403);
+    let mut b = Browser::open(&app).await;
+    let (order_id, paypal_id) = approved_top_up(&app, &mut b, "pro", &key).await;
+
+    // Five captures at once and two webhook deliveries: one increase.
+    let mut tasks = Vec::new();
+    for _ in 0..5 {
+        let http = app.http.clone();
+        let url = format!("{}/api/orders/{order_id}/capture", app.base);
+        let (cookie, csrf) = (b.cookie_header(), b.csrf.clone());
+        tasks.push(tokio::spawn(async move {
+            let r = http
+                .post(url)
+                .header(COOKIE, cookie)
+                .header("x-csrf-token", csrf)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }));
+    }
+    let prefix = app.key_state(&key).prefix();
+    for t in tasks {
+        let (status, v) = t.await.unwrap();
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["status"], "paid", "{v}");
+        assert_eq!(v["order_id"], order_id.as_str());
+        assert!(v["api_key"].is_null(), "a top-up never shows a key: {v}");
+        assert_eq!(v["topped_up"], prefix.as_str());
+        assert!(prefix.starts_with("sk-gateway-") && prefix.ends_with('…'));
+    }
+    for _ in 0..2 {
+        let hook = app
+            .pp()
+            .webhook("PAYMENT.CAPTURE.COMPLETED", &paypal_id)
+            .unwrap();
+        assert_eq!(deliver(&app, hook).await, 200);
+    }
+    assert_eq!(app.pp().counts().completed_captures, 1);
+    assert_eq!(order_status(&app, &order_id), "paid");
+
+    let ks = app.key_state(&key);
+    assert_eq!(ks.balance().budget.to_string(), "51.00");
+    assert_eq!(ks.plan(), "pro");
+    // The same key keeps working, now with the pro plan's models and RPM.
+    let ok = app
+        .chat(&key, &body(PRO, "hi [[sim reply=2 prompt=3]]"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.headers()["x-ratelimit-limit-requests"], "90");
+    let total_keys: i64 = app
+        .db()
+        .query_row("SELECT count(*) FROM keys", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(total_keys, 1);
+
+    // The history shows the grant and the one top-up; the orders show the kind and the key.
+    let v = shown(&app, &key).await;
+    assert_eq!(
+        history(&v),
+        [
+            ("grant".to_string(), "1.00".to_string()),
+            ("top_up".to_string(), "50.00".to_string())
+        ]
+    );
+    assert_eq!(v["budget_history"][1]["order_id"], order_id.as_str());
+    match app.admin(Request::OrdersList { limit: None }).await {
+        Response::Orders { orders } => {
+            assert_eq!(orders.len(), 1);
+            let o = serde_json::to_value(&orders[0]).unwrap();
+            assert_eq!(o["kind"], "top_up");
+            assert_eq!(o["key_id"], ks.id.as_str());
+            assert_eq!(o["topped_up_key_id"], ks.id.as_str());
+            assert_eq!(o["status"], "paid");
+        }
+        other => panic!("{other:?}"),
+    }
+    // The order look-up names the key by its prefix only.
+    let state = &app.daemon.as_ref().unwrap().state;
+    let view = modelrelay::shop::orders::lookup_order(state, &order_id, "buyer@example.com")
+        .await
+        .unwrap();
+    assert_eq!(view.api_key, None);
+    assert_eq!(view.topped_up.as_deref(), Some(prefix.as_str()));
+}
+
+#[tokio::test]
+async fn a_cheaper_top_up_keeps_the_plan_and_bad_keys_are_refused_before_paypal() {
+    let app = TestApp::spawn_shop().await;
+    let key = key_on(&app, "pro", "2.00").await;
+    let mut b = Browser::open(&app).await;
+    let (order_id, _) = approved_top_up(&app, &mut b, "trial", &key).await;
+    let (status, v) = b.capture(&app, &order_id).await;
+    assert_eq!((status, v["status"].as_str()), (200, Some("paid")), "{v}");
+    let ks = app.key_state(&key);
+    assert_eq!(ks.plan(), "pro");
+    assert_eq!(ks.balance().budget.to_string(), "3.00");
+    let creates = app.pp().counts().create_calls;
+
+    let revoked = key_on(&app, "trial", "1.00").await;
+    match app
+        .admin(Request::KeysRevoke {
+            key: revoked.clone(),
+        })
+        .await
+    {
+        Response::Key { .. } => {}
+        other => panic!("{other:?}"),
+    }
+    for (k, code) in [
+        (
+            "sk-gateway-0000000000000000000000000000000000000000".to_string(),
+            "unknown_key",
+        ),
+        ("not a key".to_string(), "unknown_key"),
+        (revoked, "key_revoked"),
+    ] {
+        let (status, v) = b
+            .post_json(
+                &app,
+                "/api/orders",
+                &json!({"plan": "trial", "email": "a@b.co", "key": k}),
+            )
+            .await;
+        assert_eq!(status, 400, "{v}");
+        assert_eq!(v["error"]["code"], code, "{v}");
+    }
+    assert_eq!(
+        app.pp().counts().create_calls,
+        creates,
+        "PayPal was not asked"
+    );
+}
+
+#[tokio::test]
+async fn a_refunded_top_up_takes_back_what_is_left_of_it_and_keeps_the_key() {
+    let app = TestApp::spawn_shop_with(|c| {
+        let s = c.plans.get_mut("starter").unwrap();
+        s.budget_usd = "0.0002".parse().unwrap();
+    })
+    .await;
+    let key = key_on(&app, "trial", "0.0001").await;
+    let mut b = Browser::open(&app).await;
+
+    // Refunded before any of it was spent: exactly its credit goes, the plan comes back.
+    let (order_a, paypal_a) = approved_top_up(&app, &mut b, "starter", &key).await;
+    b.capture(&app, &order_a).await;
+    let ks = app.key_state(&key);
+    assert_eq!(ks.balance().budget.nanos(), 300_000);
+    assert_eq!(ks.plan(), "starter");
+    for _ in 0..2 {
+        let refund = app
+            .pp()
+            .webhook("PAYMENT.CAPTURE.REFUNDED", &paypal_a)
+            .unwrap();
+        assert_eq!(deliver(&app, refund).await, 200);
+    }
+    assert_eq!(order_status(&app, &order_a), "refunded");
+    assert_eq!(ks.balance().budget.nanos(), 100_000);
+    assert_eq!(ks.plan(), "trial");
+    assert_eq!(
+        app.chat(&key, &body(FLASH, "hi [[sim reply=1 prompt=1]]"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200,
+        "the key keeps working"
+    );
+
+    // Refunded after most of it was spent: what is left goes, never below zero, the key is
+    // exhausted (402), not revoked (401).
+    let (order_b, paypal_b) = approved_top_up(&app, &mut b, "starter", &key).await;
+    b.capture(&app, &order_b).await;
+    let spend = app
+        .chat(&key, &body(FLASH, "hi [[sim reply=300 prompt=10]]"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(spend.status(), 200);
+    let left = ks.balance().remaining().nanos();
+    assert!(left > 0 && left < 200_000, "{left}");
+    let refund = app
+        .pp()
+        .webhook("PAYMENT.CAPTURE.REFUNDED", &paypal_b)
+        .unwrap();
+    assert_eq!(deliver(&app, refund).await, 200);
+    let bal = ks.balance();
+    assert_eq!(bal.remaining().nanos(), 0);
+    assert!(bal.budget >= bal.spent);
+    assert_eq!(ks.status().as_str(), "exhausted");
+    let after = app.chat(&key, &body(FLASH, "hi")).send().await.unwrap();
+    assert_eq!(after.status(), 402);
+
+    let v = shown(&app, &key).await;
+    let h = history(&v);
+    assert_eq!(h.len(), 5, "{h:?}");
+    assert_eq!(h[2], ("refund".to_string(), "-0.0002".to_string()));
+    assert_eq!(h[4].0, "refund");
+    assert_eq!(
+        h[4].1,
+        format!("-{}", modelrelay::money::Usd::from_nanos(left))
+    );
+    // The database agrees with memory.
+    let (budget, spent): (i64, i64) = app
+        .db()
+        .query_row("SELECT budget_nanos, spent_nanos FROM keys", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(budget, bal.budget.nanos());
+    assert_eq!(spent, bal.spent.nanos());
+}
