@@ -43,6 +43,9 @@ pub enum AdminError {
     /// No message of the outbox has this number, or it was sent already.
     #[error("no mail {0} waiting or failed (a sent message is never sent again)")]
     NoSuchMail(i64),
+    /// No upstream account has this name.
+    #[error("no upstream account {0:?}")]
+    NoSuchAccount(String),
     /// Storage or RNG failure.
     #[error("{0}")]
     Internal(String),
@@ -452,6 +455,21 @@ pub async fn backup(state: &AppState, path: std::path::PathBuf) -> Result<Respon
     }
 }
 
+/// The pool, as `upstream_status` answers it.
+fn upstream_answer(state: &AppState) -> Response {
+    Response::Upstream {
+        upstream: Box::new(crate::activity::upstream_view::upstream_view(state)),
+    }
+}
+
+/// The operator turns an upstream account on or off.
+fn set_upstream(state: &AppState, name: &str, enabled: bool) -> Result<Response, AdminError> {
+    match state.upstream.set_enabled(name, enabled) {
+        Some(_) => Ok(upstream_answer(state)),
+        None => Err(AdminError::NoSuchAccount(name.to_string())),
+    }
+}
+
 /// Answer one admin-socket command (`subscribe` is handled by the socket itself).
 pub async fn handle_admin(state: &AppState, req: Request) -> Response {
     let result = match req {
@@ -519,6 +537,9 @@ pub async fn handle_admin(state: &AppState, req: Request) -> Response {
         }
         Request::Subscribe => Ok(Response::Subscribed),
         Request::Backup { path } => backup(state, path).await,
+        Request::UpstreamStatus => Ok(upstream_answer(state)),
+        Request::UpstreamEnable { name } => set_upstream(state, &name, true),
+        Request::UpstreamDisable { name } => set_upstream(state, &name, false),
         other => self_service_command(state, other).await,
     };
     result.unwrap_or_else(|e| Response::Error {

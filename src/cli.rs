@@ -11,14 +11,17 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::activity::client;
 use crate::activity::protocol::{Request, Response};
-use crate::app::Daemon;
 use crate::config::Config;
 use crate::money::Usd;
-use crate::paypal::simulated::{SimPaypalOptions, SimulatedPaypal};
-use crate::upstream::simulated::{SimOptions, SimulatedDeepSeek};
+use out::{fail, output, print_json};
 use tables::{key_card, keys_table, mail_table, order_card, orders_table};
 
+mod out;
+mod serve;
 mod tables;
+mod upstream;
+
+pub use upstream::{UpstreamArgs, UpstreamCommand};
 
 /// modelrelay: sell DeepSeek through an OpenAI-compatible API on prepaid keys.
 #[derive(Debug, Parser)]
@@ -53,6 +56,8 @@ pub enum Command {
     Orders(OrdersArgs),
     /// The outbox of receipts and notices on the running daemon.
     Mail(MailArgs),
+    /// The pool of DeepSeek accounts on the running daemon.
+    Upstream(UpstreamArgs),
     /// Validate the config and print it with secrets redacted.
     CheckConfig,
     /// Copy the running daemon's database to FILE (consistent online backup; never overwrites).
@@ -198,23 +203,6 @@ fn init_logging(filter: &str) {
         .try_init();
 }
 
-fn fail(msg: impl std::fmt::Display) -> ExitCode {
-    eprintln!("modelrelay: {msg}");
-    ExitCode::FAILURE
-}
-
-/// Write a command's output to stdout. A reader that closed the pipe early (`… | head`) took
-/// what it wanted: that is a success, and nothing is said about it.
-fn output(text: &str) -> ExitCode {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-        Err(e) => fail(format_args!("cannot write the output: {e}")),
-    }
-}
-
 /// Run a parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
     let loaded = Config::load(cli.config.as_deref());
@@ -249,7 +237,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Err(e) => return fail(format_args!("cannot start the async runtime: {e}")),
     };
     match cli.command {
-        Command::Serve { demo } => runtime.block_on(serve(config, demo)),
+        Command::Serve { demo } => runtime.block_on(serve::serve(config, demo)),
         Command::Console { socket } => {
             let path = socket.unwrap_or_else(|| config.admin_socket());
             let plans = config.plans.keys().cloned().collect();
@@ -269,6 +257,10 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Mail(args) => {
             let path = args.socket.clone().unwrap_or_else(|| config.admin_socket());
             runtime.block_on(mail(&path, args))
+        }
+        Command::Upstream(args) => {
+            let path = args.socket.clone().unwrap_or_else(|| config.admin_socket());
+            runtime.block_on(upstream::upstream(&path, args))
         }
         Command::CheckConfig => ExitCode::SUCCESS,
         Command::Backup { file, socket } => {
@@ -302,118 +294,6 @@ async fn backup(socket_path: &Path, file: PathBuf) -> ExitCode {
             output(&format!("{} ({bytes} bytes)\n", path.display()))
         }
         Ok(other) => fail(format_args!("unexpected answer from the daemon: {other:?}")),
-    }
-}
-
-async fn serve(mut config: Config, demo: bool) -> ExitCode {
-    let _sim = if demo {
-        let opts = SimOptions {
-            chunk_delay: std::time::Duration::from_millis(20),
-            prefix_cache: true,
-            ..SimOptions::default()
-        };
-        let sim = match SimulatedDeepSeek::start(opts.clone()).await {
-            Ok(s) => s,
-            Err(e) => return fail(format_args!("cannot start the simulated DeepSeek: {e}")),
-        };
-        config.upstream.base_url = sim.base_url();
-        config.upstream.api_key = opts.api_key;
-        let pp_opts = SimPaypalOptions::default();
-        let paypal = match SimulatedPaypal::start(pp_opts.clone()).await {
-            Ok(p) => p,
-            Err(e) => return fail(format_args!("cannot start the simulated PayPal: {e}")),
-        };
-        config.paypal.api_base = paypal.base_url();
-        config.paypal.client_id = pp_opts.client_id;
-        config.paypal.client_secret = pp_opts.client_secret;
-        config.paypal.webhook_id = pp_opts.webhook_id;
-        tracing::warn!(
-            upstream = %sim.base_url(),
-            paypal = %paypal.base_url(),
-            "DEMO MODE: answers come from a simulated DeepSeek and payments from a simulated PayPal"
-        );
-        Some((sim, paypal))
-    } else {
-        if config.upstream_key_missing() {
-            // Refused rather than started: every request would fail upstream, and the
-            // storefront would sell keys that cannot work.
-            return fail(
-                "no upstream key configured, every request would fail upstream: set \
-                 upstream.api_key in the config, upstream.api_key_file, or \
-                 MODELRELAY_UPSTREAM__API_KEY (or try `modelrelay serve --demo`)",
-            );
-        }
-        None
-    };
-    let listener = match tokio::net::TcpListener::bind(&config.server.listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            return fail(format_args!(
-                "cannot listen on {}: {e}",
-                config.server.listen
-            ));
-        }
-    };
-    let daemon = match Daemon::start_with(config, listener, demo).await {
-        Ok(d) => d,
-        Err(e) => return fail(e),
-    };
-    // Listen for signals before announcing readiness, so none is missed.
-    let mut signals = Signals::new();
-    crate::notify::ready();
-    signals.recv().await;
-    let drain = std::time::Duration::from_secs(daemon.state.config.server.drain_secs);
-    tracing::info!(
-        drain_secs = drain.as_secs(),
-        in_flight = daemon.state.in_flight.get(),
-        "shutting down: letting requests in flight finish (a second signal cuts them at once)"
-    );
-    crate::notify::stopping();
-    let cut = daemon.state.cut.clone();
-    let stopping = daemon.shutdown_within(drain);
-    tokio::pin!(stopping);
-    tokio::select! {
-        () = &mut stopping => {}
-        () = signals.recv() => {
-            tracing::warn!("second signal: cutting requests in flight now (they are billed)");
-            cut.cancel();
-            stopping.await;
-        }
-    }
-    ExitCode::SUCCESS
-}
-
-/// SIGTERM and SIGINT (Ctrl-C), either one.
-struct Signals {
-    unix: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
-}
-
-impl Signals {
-    fn new() -> Signals {
-        use tokio::signal::unix::{SignalKind, signal};
-        let unix = match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
-            (Ok(term), Ok(int)) => Some((term, int)),
-            _ => None,
-        };
-        Signals { unix }
-    }
-
-    /// The next SIGTERM or SIGINT.
-    async fn recv(&mut self) {
-        match &mut self.unix {
-            Some((term, int)) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
-                }
-            }
-            None => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
     }
 }
 
@@ -506,12 +386,5 @@ async fn mail(path: &Path, args: MailArgs) -> ExitCode {
         Ok(Response::MailRetried { mail }) if args.json => print_json(&mail),
         Ok(Response::MailRetried { mail }) => output(&mail_table(&[mail])),
         Ok(other) => fail(format_args!("unexpected answer from the daemon: {other:?}")),
-    }
-}
-
-fn print_json(v: &impl serde::Serialize) -> ExitCode {
-    match serde_json::to_string_pretty(v) {
-        Ok(s) => output(&(s + "\n")),
-        Err(e) => fail(e),
     }
 }

@@ -13,6 +13,7 @@ pub mod fold;
 pub mod protocol;
 pub mod server;
 pub mod tracker;
+pub mod upstream_view;
 pub mod views;
 
 use std::sync::Arc;

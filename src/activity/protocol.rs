@@ -12,7 +12,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::kinds::{BudgetKind, MailKind, MailLang, MailStatus, OrderKind};
 use crate::money::Usd;
+
+mod upstream;
+
 use crate::status::{Api, Finish, KeyStatus, Measured, OrderStatus};
+pub use upstream::{AccountView, BalanceView, CurrencyBalance, ModelLoadView, UpstreamView};
 
 /// A command from a client.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -89,6 +93,18 @@ pub enum Request {
         /// The message's number.
         id: i64,
     },
+    /// The upstream pool: accounts, load, balances, liability.
+    UpstreamStatus,
+    /// Put an upstream account back in service.
+    UpstreamEnable {
+        /// The account's name.
+        name: String,
+    },
+    /// Take an upstream account out of service until enabled.
+    UpstreamDisable {
+        /// The account's name.
+        name: String,
+    },
 }
 
 /// The daemon's answer.
@@ -153,6 +169,11 @@ pub enum Response {
         path: std::path::PathBuf,
         /// Its size in bytes.
         bytes: u64,
+    },
+    /// Answer to `upstream_status`, `upstream_enable`, `upstream_disable`.
+    Upstream {
+        /// The pool now.
+        upstream: Box<UpstreamView>,
     },
     /// The command failed.
     Error {

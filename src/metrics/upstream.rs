@@ -6,20 +6,7 @@ use std::fmt::Write as _;
 use super::{escape, head};
 use crate::money::Usd;
 use crate::state::AppState;
-use crate::status::KeyStatus;
 use crate::upstream::account::AccountState;
-
-/// The customers' liability: what the active keys may still spend.
-pub fn liability(state: &AppState) -> Usd {
-    state
-        .keys
-        .all()
-        .iter()
-        .filter(|k| k.status() == KeyStatus::Active)
-        .fold(Usd::ZERO, |sum, k| {
-            sum.saturating_add(k.balance().remaining())
-        })
-}
 
 /// Money as Prometheus wants it: a decimal number (exact: nano-units as a decimal string).
 fn number(u: Usd) -> String {
@@ -146,7 +133,11 @@ pub fn render(out: &mut String, state: &AppState) {
         "gauge",
         "What the active keys may still spend, USD: the DeepSeek balance should cover it.",
     );
-    let _ = writeln!(out, "modelrelay_liability_usd {}", number(liability(state)));
+    let _ = writeln!(
+        out,
+        "modelrelay_liability_usd {}",
+        number(crate::activity::upstream_view::liability(state))
+    );
     head(
         out,
         "modelrelay_upstream_balance_usd",

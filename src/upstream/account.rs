@@ -240,9 +240,10 @@ impl Account {
     /// DeepSeek refused the account (or the operator turned it off). True when its state
     /// changed.
     pub(super) fn disable(&self, by: DisabledBy, why: &str) -> bool {
-        self.note_error(why);
-        if by == DisabledBy::Operator {
-            self.disabled_by_operator.store(true, Ordering::Release);
+        // The operator's switch is not a failure: the last error stays DeepSeek's.
+        match by {
+            DisabledBy::Operator => self.disabled_by_operator.store(true, Ordering::Release),
+            DisabledBy::Upstream => self.note_error(why),
         }
         self.trial.store(false, Ordering::Release);
         self.state.swap(2, Ordering::AcqRel) != 2
@@ -263,6 +264,11 @@ impl Account {
     /// Disabled by DeepSeek (a probe may bring it back).
     pub(super) fn disabled_by_upstream(&self) -> bool {
         self.state() == AccountState::Disabled && !self.disabled_by_operator.load(Ordering::Acquire)
+    }
+
+    /// Turned off by the operator (only the operator turns it back on).
+    pub fn disabled_by_operator(&self) -> bool {
+        self.disabled_by_operator.load(Ordering::Acquire)
     }
 
     /// When a cooling account may be tried again (unix ms).
@@ -345,6 +351,12 @@ mod tests {
     fn a_probe_does_not_undo_the_operator() {
         let a = account(1);
         a.disable(DisabledBy::Operator, "operator");
+        assert!(a.disabled_by_operator());
+        assert_eq!(
+            a.last_error(),
+            None,
+            "the operator's switch is not an error"
+        );
         assert!(!a.enable(DisabledBy::Upstream));
         assert_eq!(a.state(), AccountState::Disabled);
         assert!(a.enable(DisabledBy::Operator));

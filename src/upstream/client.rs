@@ -294,6 +294,7 @@ impl Upstream {
                     })
                     .collect(),
                 balance: self.watch.balance(&a.name),
+                by_operator: a.disabled_by_operator(),
                 last_error: a.last_error(),
                 requests: a.requests.load(Ordering::Relaxed),
                 errors: a.errors.load(Ordering::Relaxed),

@@ -32,6 +32,8 @@ pub struct AccountStatus {
     pub models: Vec<ModelLoad>,
     /// The latest balance reading.
     pub balance: Option<Balance>,
+    /// Turned off by the operator (rather than by DeepSeek's refusal).
+    pub by_operator: bool,
     /// The last failure and when (unix ms).
     pub last_error: Option<(String, i64)>,
     /// Attempts sent to it since start.

@@ -2,7 +2,8 @@
 //!
 //! Columns are given out in the order the operator reads them: the model keeps its whole name
 //! (squeezed only below 80 columns), and a request id, which is for finding a line in the logs,
-//! gets what is left, shortened to its random tail first.
+//! gets what is left, shortened to its random tail first. Which dialect a request came in
+//! (`openai`, `anthropic`) and which upstream account served it come next, when there is room.
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -20,6 +21,26 @@ const REQUEST_FULL: u16 = 28;
 const REQUEST_MIN: u16 = 12;
 /// The widest model column (a longer name is cut).
 const MODEL_MAX: usize = 24;
+
+/// The dialect column: `anthropic` is the longest value.
+const API_W: u16 = 9;
+/// The widest account column (a longer name is cut).
+const ACCOUNT_MAX: usize = 16;
+
+/// The account column's width: the longest name it shows, at least its heading.
+fn account_width<'a>(names: impl Iterator<Item = &'a str>) -> u16 {
+    let longest = names.map(|m| m.chars().count()).max().unwrap_or(0);
+    longest.clamp("ACCOUNT".len(), ACCOUNT_MAX) as u16
+}
+
+/// An account name as a cell (`-` until known).
+fn account_cell(name: &str, width: u16) -> Cell<'static> {
+    if name.is_empty() {
+        Cell::from("-")
+    } else {
+        Cell::from(clip(name, width as usize))
+    }
+}
 
 /// The model column's width: the longest name it shows, at least its heading.
 fn model_width<'a>(models: impl Iterator<Item = &'a str>) -> u16 {
@@ -43,7 +64,6 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
 
 fn draw_in_flight(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
     let m = &app.model;
-    let wide = area.width >= 120;
     let block = Block::new().borders(Borders::TOP).title(Span::styled(
         format!(" In flight ({}) ", m.in_flight_count()),
         t.accent,
@@ -56,11 +76,30 @@ fn draw_in_flight(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
     }
     let in_flight = m.in_flight();
     let model_w = model_width(in_flight.iter().map(|r| r.model.as_str()));
+    let account_w = account_width(in_flight.iter().map(|r| r.account.as_str()));
     let mut widths = vec![16, 8, model_w, 7, 7, 6];
     let mut heads = vec!["KEY", "PLAN", "MODEL", "ELAPSED", "TOKENS", "TOK/S"];
-    if wide {
-        widths.push(REQUEST_FULL);
-        heads.push("REQUEST");
+    // The client address takes at least 7 columns; the optional ones go by priority.
+    let mut spare = area
+        .width
+        .saturating_sub(widths.iter().sum::<u16>() + widths.len() as u16 + 7);
+    let mut room = |w: u16| {
+        let fits = spare > w;
+        if fits {
+            spare -= w + 1;
+        }
+        fits
+    };
+    let (api, account, request) = (room(API_W), room(account_w), room(REQUEST_FULL));
+    for (on, w, head) in [
+        (api, API_W, "API"),
+        (account, account_w, "ACCOUNT"),
+        (request, REQUEST_FULL, "REQUEST"),
+    ] {
+        if on {
+            widths.push(w);
+            heads.push(head);
+        }
     }
     let fixed: u16 = widths.iter().sum::<u16>() + widths.len() as u16;
     let ip_width = area.width.saturating_sub(fixed).max(7);
@@ -80,7 +119,13 @@ fn draw_in_flight(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
             Cell::from(Line::from(r.output_tokens.to_string()).right_aligned()),
             Cell::from(Line::from(format!("{rate:.1}")).right_aligned()),
         ];
-        if wide {
+        if api {
+            cells.push(Cell::from(r.api.as_str()));
+        }
+        if account {
+            cells.push(account_cell(&r.account, account_w));
+        }
+        if request {
             cells.push(Cell::from(clip_start(&r.request_id, REQUEST_FULL as usize)));
         }
         let ip = r.client_ip.as_deref().unwrap_or("-");
@@ -108,8 +153,9 @@ fn finish_word(f: Finish) -> &'static str {
 }
 
 /// The finished table's columns at `width`, the model `model` wide if it fits: the fixed ones,
-/// then how each request ended, then its id in what is left.
-fn finished_columns(width: u16, model: u16) -> (Vec<u16>, Vec<&'static str>) {
+/// then, as room allows and in this order of priority, the dialect, the account (`account`
+/// wide), the request id (the logs' handle), and how each request ended.
+fn finished_columns(width: u16, model: u16, account_w: u16) -> (Vec<u16>, Vec<&'static str>) {
     let mut widths: Vec<u16> = vec![8, 16, model, 4, 10, 7, 5, 6];
     let mut heads = vec![
         "TIME", "KEY", "MODEL", "HTTP", "COST", "LATENCY", "TTFT", "OUT",
@@ -119,14 +165,29 @@ fn finished_columns(width: u16, model: u16) -> (Vec<u16>, Vec<&'static str>) {
     let others = used(&widths) - model;
     widths[2] = model.min(width.saturating_sub(others)).max(6);
     let mut spare = width.saturating_sub(used(&widths));
-    if spare > 16 {
-        widths.push(16);
-        heads.push("END");
-        spare -= 17;
-    }
-    if spare > REQUEST_MIN {
-        widths.push((spare - 1).min(REQUEST_FULL));
-        heads.push("REQUEST");
+    let mut room = |w: u16| {
+        let fits = spare > w;
+        if fits {
+            spare -= w + 1;
+        }
+        fits
+    };
+    let api = room(API_W);
+    let account = room(account_w);
+    let request = room(REQUEST_MIN);
+    let end = room(16);
+    // What is left after the others widens the request id, up to its whole length.
+    let request_w = REQUEST_MIN + spare.min(REQUEST_FULL - REQUEST_MIN);
+    for (on, w, head) in [
+        (api, API_W, "API"),
+        (account, account_w, "ACCOUNT"),
+        (end, 16, "END"),
+        (request, request_w, "REQUEST"),
+    ] {
+        if on {
+            widths.push(w);
+            heads.push(head);
+        }
     }
     (widths, heads)
 }
@@ -147,9 +208,11 @@ fn draw_finished(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
         return;
     }
     let model_w = model_width(m.finished().iter().map(|r| r.model.as_str()));
-    let (widths, heads) = finished_columns(area.width, model_w);
+    let account_w = account_width(m.finished().iter().map(|r| r.account.as_str()));
+    let (widths, heads) = finished_columns(area.width, model_w, account_w);
     let model_w = widths[2];
-    let ends = heads.contains(&"END");
+    let has = |h: &str| heads.contains(&h);
+    let (api, account, ends) = (has("API"), has("ACCOUNT"), has("END"));
     let request_w = heads
         .iter()
         .position(|h| *h == "REQUEST")
@@ -175,6 +238,12 @@ fn draw_finished(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
             Cell::from(Line::from(r.ttft_ms.map_or_else(|| "-".into(), millis)).right_aligned()),
             Cell::from(Line::from(r.completion_tokens.to_string()).right_aligned()),
         ];
+        if api {
+            cells.push(Cell::from(r.api.as_str()));
+        }
+        if account {
+            cells.push(account_cell(&r.account, account_w));
+        }
         if ends {
             let style = if r.finish == Finish::Complete {
                 t.dim

@@ -169,6 +169,56 @@ fn live_view_keeps_model_names_whole_from_80_to_120_columns() {
 }
 
 #[test]
+fn live_view_says_which_dialect_and_account_served_a_request() {
+    use crate::activity::protocol::{ActivityEvent, Response};
+    use crate::status::Api;
+    let mut a = view(View::Live);
+    let mut start = crate::console::tests::started("req_anthropic", NOW - 1_000);
+    if let ActivityEvent::RequestStarted { api, client_ip, .. } = &mut start {
+        *api = Api::Anthropic;
+        *client_ip = Some("192.0.2.55".into());
+    }
+    for event in [
+        start,
+        ActivityEvent::RequestRouted {
+            request_id: "req_anthropic".into(),
+            account: "secondary".into(),
+            at_ms: NOW - 900,
+        },
+    ] {
+        a.handle(Event::Socket(Response::Event { event }));
+    }
+    let mut done = crate::console::tests::finished("req_done", "key_pro", "0.0021", NOW - 500);
+    if let ActivityEvent::RequestFinished { api, account, .. } = &mut done {
+        *api = Api::Anthropic;
+        *account = "primary".into();
+    }
+    a.handle(Event::Socket(Response::Event { event: done }));
+    let lines = screen(&a, LARGE);
+    assert_has(&lines, &["API", "ACCOUNT"]);
+    let flying = line_with(&lines, "192.0.2.55");
+    assert!(
+        flying.contains(" anthropic ") && flying.contains(" secondary "),
+        "{flying}"
+    );
+    // The fixture's stream has not been routed yet: its account is not known.
+    let unrouted = line_with(&lines, "203.0.113.7");
+    assert!(
+        unrouted.contains(" openai ") && unrouted.contains(" - "),
+        "{unrouted}"
+    );
+    let finished = line_with(&lines, "11:59:59");
+    assert!(
+        finished.contains(" anthropic ") && finished.contains(" primary "),
+        "{finished}"
+    );
+    // At 80 columns the model keeps its name and these give way.
+    let narrow = screen(&a, SMALL);
+    assert!(!narrow.join("\n").contains("ACCOUNT"));
+    assert!(line_with(&narrow, "192.0.2.55").contains("deepseek-v4-flash"));
+}
+
+#[test]
 fn live_view_shows_tokens_growing() {
     let mut a = view(View::Live);
     a.handle(Event::Tick(NOW + 1_000));

@@ -1,0 +1,89 @@
+//! The upstream pool on the wire: what `upstream_status` answers (the console's Upstream view
+//! and `modelrelay upstream status` both read it).
+
+use serde::{Deserialize, Serialize};
+
+use crate::money::Usd;
+
+/// The pool, as the operator sees it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UpstreamView {
+    /// Every account, in config order.
+    pub accounts: Vec<AccountView>,
+    /// USD across the accounts' latest balance readings.
+    pub usd_balance: Usd,
+    /// What the active keys may still spend.
+    pub liability_usd: Usd,
+    /// `usd_balance` as a share of `liability_usd`, in percent (none when nothing is owed).
+    pub coverage_percent: Option<u64>,
+    /// Below this an account's USD balance is low.
+    pub low_balance_usd: Usd,
+    /// Attempts that failed over to another account since start.
+    pub failovers: u64,
+    /// What needs the operator's eye, one line each (disabled accounts, low balances, low
+    /// coverage); empty when all is well.
+    pub warnings: Vec<String>,
+}
+
+/// One account.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccountView {
+    /// Its name.
+    pub name: String,
+    /// `healthy`, `cooling` or `disabled`.
+    pub state: String,
+    /// While cooling: when it is tried again (unix ms).
+    pub cooling_until_ms: Option<i64>,
+    /// Its weight.
+    pub weight: u32,
+    /// Load per model.
+    pub models: Vec<ModelLoadView>,
+    /// Its latest DeepSeek balance reading.
+    pub balance: Option<BalanceView>,
+    /// Turned off by the operator (`upstream disable`) rather than by DeepSeek.
+    #[serde(default)]
+    pub disabled_by_operator: bool,
+    /// The last failure.
+    pub last_error: Option<String>,
+    /// When (unix ms).
+    pub last_error_ms: Option<i64>,
+    /// Attempts sent to it since start.
+    pub requests: u64,
+    /// Of which failed.
+    pub errors: u64,
+}
+
+/// In flight against the cap, for one model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelLoadView {
+    /// Model id.
+    pub model: String,
+    /// In flight now.
+    pub in_flight: u32,
+    /// The cap.
+    pub cap: u32,
+}
+
+/// A DeepSeek balance reading.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BalanceView {
+    /// DeepSeek says the account may be used.
+    pub is_available: bool,
+    /// When it was read (unix ms).
+    pub at_ms: i64,
+    /// Per currency (amounts in that currency, as decimal strings).
+    pub currencies: Vec<CurrencyBalance>,
+}
+
+/// One currency of a balance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CurrencyBalance {
+    /// `USD` or `CNY`.
+    pub currency: String,
+    /// All of it.
+    pub total: Usd,
+    /// Granted by DeepSeek.
+    pub granted: Usd,
+    /// Paid in.
+    pub topped_up: Usd,
+}

@@ -1,0 +1,117 @@
+//! The upstream pool as the operator sees it (daemon side): the pool's status, the customers'
+//! liability, and the warnings worth an alert.
+
+use super::protocol::{AccountView, BalanceView, CurrencyBalance, ModelLoadView, UpstreamView};
+use crate::money::Usd;
+use crate::state::AppState;
+use crate::status::KeyStatus;
+use crate::upstream::account::AccountState;
+use crate::upstream::status::{AccountStatus, PoolStatus};
+
+/// What the active keys may still spend: what the DeepSeek balance should cover.
+pub fn liability(state: &AppState) -> Usd {
+    state
+        .keys
+        .all()
+        .iter()
+        .filter(|k| k.status() == KeyStatus::Active)
+        .fold(Usd::ZERO, |sum, k| {
+            sum.saturating_add(k.balance().remaining())
+        })
+}
+
+/// The pool now.
+pub fn upstream_view(state: &AppState) -> UpstreamView {
+    let pool = state.upstream.status();
+    let liability = liability(state);
+    let usd = pool.usd_balance();
+    let coverage_percent = (liability > Usd::ZERO).then(|| {
+        let pct = i128::from(usd.nanos().max(0)) * 100 / i128::from(liability.nanos());
+        u64::try_from(pct).unwrap_or(u64::MAX)
+    });
+    UpstreamView {
+        warnings: warnings(&pool, usd, liability, coverage_percent),
+        accounts: pool.accounts.iter().map(account_view).collect(),
+        usd_balance: usd,
+        liability_usd: liability,
+        coverage_percent,
+        low_balance_usd: pool.low_balance,
+        failovers: pool.failovers,
+    }
+}
+
+fn account_view(a: &AccountStatus) -> AccountView {
+    AccountView {
+        name: a.name.clone(),
+        state: a.state.as_str().to_string(),
+        cooling_until_ms: a.cooling_until_ms,
+        weight: a.weight,
+        models: a
+            .models
+            .iter()
+            .map(|m| ModelLoadView {
+                model: m.model.clone(),
+                in_flight: m.in_flight,
+                cap: m.cap,
+            })
+            .collect(),
+        balance: a.balance.as_ref().map(|b| BalanceView {
+            is_available: b.is_available,
+            at_ms: b.at_ms,
+            currencies: b
+                .infos
+                .iter()
+                .map(|i| CurrencyBalance {
+                    currency: i.currency.clone(),
+                    total: i.total,
+                    granted: i.granted,
+                    topped_up: i.topped_up,
+                })
+                .collect(),
+        }),
+        disabled_by_operator: a.by_operator,
+        last_error: a.last_error.as_ref().map(|(e, _)| e.clone()),
+        last_error_ms: a.last_error.as_ref().map(|(_, at)| *at),
+        requests: a.requests,
+        errors: a.errors,
+    }
+}
+
+/// Disabled accounts, low balances and low coverage, one line each.
+fn warnings(pool: &PoolStatus, usd: Usd, liability: Usd, coverage: Option<u64>) -> Vec<String> {
+    let mut w = Vec::new();
+    for a in &pool.accounts {
+        if a.state == AccountState::Disabled && a.by_operator {
+            w.push(format!(
+                "account {} is disabled by the operator (`modelrelay upstream enable {}`)",
+                a.name, a.name
+            ));
+        } else if a.state == AccountState::Disabled {
+            let why = a.last_error.as_ref().map_or("", |(e, _)| e.as_str());
+            w.push(format!("account {} is disabled: {why}", a.name));
+        }
+        if let Some(b) = &a.balance {
+            if !b.is_available {
+                w.push(format!(
+                    "account {}: DeepSeek says it is not available",
+                    a.name
+                ));
+            }
+            let holds_usd = b.infos.iter().any(|i| i.currency == "USD");
+            if holds_usd && b.usd() < pool.low_balance {
+                w.push(format!(
+                    "account {}: DeepSeek balance ${} is below ${}",
+                    a.name,
+                    b.usd(),
+                    pool.low_balance
+                ));
+            }
+        }
+    }
+    if let Some(pct) = coverage.filter(|p| *p < 100) {
+        w.push(format!(
+            "DeepSeek balance ${usd} covers {pct}% of what customers may still spend (${liability})"
+        ));
+    }
+    w
+}

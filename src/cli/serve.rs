@@ -1,0 +1,140 @@
+//! `modelrelay serve`: bind, start the daemon, tell systemd it is ready, and on a signal drain
+//! what is in flight (a second signal cuts it). `--demo` puts a simulated DeepSeek (two
+//! accounts) and a simulated PayPal behind it.
+
+use std::process::ExitCode;
+
+use super::out::fail;
+use crate::app::Daemon;
+use crate::config::{AccountConfig, Config};
+use crate::paypal::simulated::{SimPaypalOptions, SimulatedPaypal};
+use crate::upstream::simulated::{SimOptions, SimulatedDeepSeek};
+
+/// `serve [--demo]`: run the daemon until SIGTERM/SIGINT, then drain.
+pub(super) async fn serve(mut config: Config, demo: bool) -> ExitCode {
+    let _sim = if demo {
+        let sim = match SimulatedDeepSeek::start(SimOptions::demo()).await {
+            Ok(s) => s,
+            Err(e) => return fail(format_args!("cannot start the simulated DeepSeek: {e}")),
+        };
+        demo_accounts(&mut config, &sim);
+        let pp_opts = SimPaypalOptions::default();
+        let paypal = match SimulatedPaypal::start(pp_opts.clone()).await {
+            Ok(p) => p,
+            Err(e) => return fail(format_args!("cannot start the simulated PayPal: {e}")),
+        };
+        config.paypal.api_base = paypal.base_url();
+        config.paypal.client_id = pp_opts.client_id;
+        config.paypal.client_secret = pp_opts.client_secret;
+        config.paypal.webhook_id = pp_opts.webhook_id;
+        tracing::warn!(
+            upstream = %sim.base_url(),
+            paypal = %paypal.base_url(),
+            "DEMO MODE: answers come from a simulated DeepSeek and payments from a simulated PayPal"
+        );
+        Some((sim, paypal))
+    } else {
+        if config.upstream_key_missing() {
+            // Refused rather than started: every request would fail upstream, and the
+            // storefront would sell keys that cannot work.
+            return fail(
+                "no upstream key configured, every request would fail upstream: set \
+                 upstream.api_key in the config, upstream.api_key_file, or \
+                 MODELRELAY_UPSTREAM__API_KEY (or try `modelrelay serve --demo`)",
+            );
+        }
+        None
+    };
+    let listener = match tokio::net::TcpListener::bind(&config.server.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            return fail(format_args!(
+                "cannot listen on {}: {e}",
+                config.server.listen
+            ));
+        }
+    };
+    let daemon = match Daemon::start_with(config, listener, demo).await {
+        Ok(d) => d,
+        Err(e) => return fail(e),
+    };
+    // Listen for signals before announcing readiness, so none is missed.
+    let mut signals = Signals::new();
+    crate::notify::ready();
+    signals.recv().await;
+    let drain = std::time::Duration::from_secs(daemon.state.config.server.drain_secs);
+    tracing::info!(
+        drain_secs = drain.as_secs(),
+        in_flight = daemon.state.in_flight.get(),
+        "shutting down: letting requests in flight finish (a second signal cuts them at once)"
+    );
+    crate::notify::stopping();
+    let cut = daemon.state.cut.clone();
+    let stopping = daemon.shutdown_within(drain);
+    tokio::pin!(stopping);
+    tokio::select! {
+        () = &mut stopping => {}
+        () = signals.recv() => {
+            tracing::warn!("second signal: cutting requests in flight now (they are billed)");
+            cut.cancel();
+            stopping.await;
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// Demo mode's pool: two accounts on the simulated DeepSeek, each with its own key and
+/// balance, so the console's Upstream view and `upstream status` have something to show.
+fn demo_accounts(config: &mut Config, sim: &SimulatedDeepSeek) {
+    let names = ["primary", "secondary"];
+    config.upstream.base_url = sim.base_url();
+    config.upstream.api_key.clear();
+    config.upstream.api_key_file = None;
+    config.upstream.accounts = sim
+        .account_keys()
+        .into_iter()
+        .zip(names)
+        .map(|(api_key, name)| AccountConfig {
+            name: name.into(),
+            api_key,
+            api_key_file: None,
+            base_url: String::new(),
+            weight: 1,
+            max_in_flight: Default::default(),
+        })
+        .collect();
+}
+
+/// SIGTERM and SIGINT (Ctrl-C), either one.
+struct Signals {
+    unix: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Signals {
+    fn new() -> Signals {
+        use tokio::signal::unix::{SignalKind, signal};
+        let unix = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(term), Ok(int)) => Some((term, int)),
+            _ => None,
+        };
+        Signals { unix }
+    }
+
+    /// The next SIGTERM or SIGINT.
+    async fn recv(&mut self) {
+        match &mut self.unix {
+            Some((term, int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            None => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! `modelrelay upstream status [--json]`, `upstream enable|disable NAME`: the pool of DeepSeek
+//! accounts on the running daemon.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+
+use super::out::{fail, output, print_json};
+use crate::activity::client;
+use crate::activity::protocol::{Request, Response, UpstreamView};
+
+/// `upstream …`
+#[derive(Debug, Args)]
+pub struct UpstreamArgs {
+    /// Admin socket (default: from config).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Print one JSON document.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: UpstreamCommand,
+}
+
+/// `upstream` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum UpstreamCommand {
+    /// Accounts, their state, load per model, DeepSeek balance, and coverage of the customers'
+    /// remaining budgets.
+    Status,
+    /// Put an account back in service.
+    Enable {
+        /// The account's name.
+        name: String,
+    },
+    /// Take an account out of service until enabled.
+    Disable {
+        /// The account's name.
+        name: String,
+    },
+}
+
+/// Run an `upstream` command against the daemon at `path`.
+pub(super) async fn upstream(path: &Path, args: UpstreamArgs) -> ExitCode {
+    let req = match &args.command {
+        UpstreamCommand::Status => Request::UpstreamStatus,
+        UpstreamCommand::Enable { name } => Request::UpstreamEnable { name: name.clone() },
+        UpstreamCommand::Disable { name } => Request::UpstreamDisable { name: name.clone() },
+    };
+    match client::call(path, &req).await {
+        Err(e) => fail(e),
+        Ok(Response::Error { message }) => fail(message),
+        Ok(Response::Upstream { upstream }) if args.json => print_json(&upstream),
+        Ok(Response::Upstream { upstream }) => output(&table(&upstream)),
+        Ok(other) => fail(format_args!("unexpected answer from the daemon: {other:?}")),
+    }
+}
+
+/// The pool for people.
+fn table(u: &UpstreamView) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<16} {:<9} {:>7} {:>7}  {:<28} {:<26} LAST ERROR",
+        "ACCOUNT", "STATE", "REQS", "ERRORS", "IN FLIGHT / CAP", "BALANCE"
+    );
+    for a in &u.accounts {
+        let load: Vec<String> = a
+            .models
+            .iter()
+            .map(|m| format!("{} {}/{}", short(&m.model), m.in_flight, m.cap))
+            .collect();
+        let balance = match &a.balance {
+            Some(b) => b
+                .currencies
+                .iter()
+                .map(|c| format!("{} {}", c.currency, c.total))
+                .collect::<Vec<_>>()
+                .join(", "),
+            None => "not read yet".into(),
+        };
+        let _ = writeln!(
+            s,
+            "{:<16} {:<9} {:>7} {:>7}  {:<28} {:<26} {}",
+            a.name,
+            a.state,
+            a.requests,
+            a.errors,
+            load.join(", "),
+            balance,
+            a.last_error.as_deref().unwrap_or("-")
+        );
+    }
+    let coverage = u
+        .coverage_percent
+        .map_or_else(|| "nothing owed".to_string(), |p| format!("coverage {p}%"));
+    let _ = writeln!(
+        s,
+        "\nUSD balance ${}, customers may still spend ${} ({coverage}); failovers {}",
+        u.usd_balance, u.liability_usd, u.failovers
+    );
+    for w in &u.warnings {
+        let _ = writeln!(s, "warning: {w}");
+    }
+    s
+}
+
+/// `deepseek-v4-flash` → `flash`.
+fn short(model: &str) -> &str {
+    model.rsplit('-').next().unwrap_or(model)
+}
