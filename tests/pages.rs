@@ -4,7 +4,7 @@
 //! `page_forms.rs`, the demo flow in `page_demo.rs`; both use the helpers here.
 
 use modelrelay::config::{Config, PlanConfig};
-use modelrelay::shop::i18n::{EN, ZH};
+use modelrelay::shop::i18n::{AGENTS_EN, AGENTS_ZH, EN, ZH};
 use reqwest::StatusCode;
 use reqwest::header::{ACCEPT_LANGUAGE, CONTENT_SECURITY_POLICY, COOKIE, SET_COOKIE};
 
@@ -301,6 +301,74 @@ async fn docs_are_generated_from_the_config() {
         assert!(!html.contains("Withdrawn Plan"));
         assert!(!html.contains("127.0.0.1"), "samples use public_url only");
     }
+}
+
+/// The Claude Code section: the base URL without `/v1`, the sample model from the plans on
+/// sale, and the names table from the configured aliases, longest first, with the plans that
+/// include the model serving each; with no aliases, it says so.
+#[tokio::test]
+async fn docs_describe_anthropic_clients_from_the_config() {
+    let app = TestApp::spawn_with(|c| {
+        custom(c);
+        c.models.get_mut("deepseek-v4-flash").unwrap().aliases =
+            vec!["claude*".into(), "my-coder".into()];
+    })
+    .await;
+    for lang in ["en", "zh"] {
+        let (status, _, html) = get(&app.base, &format!("/docs?lang={lang}"), None).await;
+        assert_eq!(status, 200);
+        let (t, a) = if lang == "zh" {
+            (&ZH, &AGENTS_ZH)
+        } else {
+            (&EN, &AGENTS_EN)
+        };
+        for s in [
+            format!("<li><a href=\"#claude-code\">{}</a></li>", esc(a.h)),
+            format!("export ANTHROPIC_BASE_URL={PUBLIC_URL}\n"),
+            "export ANTHROPIC_MODEL=deepseek-v4-flash\n".to_string(),
+            "export ANTHROPIC_SMALL_FAST_MODEL=deepseek-v4-flash\n".to_string(),
+            format!("anthropic.Anthropic(base_url=\"{PUBLIC_URL}\""),
+            "pip install anthropic".to_string(),
+            "<code>POST /v1/messages</code>".to_string(),
+            "<code>POST /v1/messages/count_tokens</code>".to_string(),
+            esc(a.count_p),
+            esc(a.errors_p),
+        ] {
+            assert!(html.contains(&s), "/docs?lang={lang} lacks {s}");
+        }
+        let table = &html[html.find("id=\"alias-table\"").expect("alias table")..];
+        let table = &table[..table.find("</table>").unwrap()];
+        let rows: Vec<&str> = table.split("<tr>").skip(2).collect();
+        let row = |name: &str, model: &str, plans: String| {
+            format!(
+                "<td><code>{name}</code></td><td><code>{model}</code></td><td>{plans}</td></tr>"
+            )
+        };
+        let all = ["Taster", "Standard", "Pro", "Team Max"].join(t.list_sep);
+        let pro = ["Pro", "Team Max"].join(t.list_sep);
+        let want = [
+            row("claude-opus*", "deepseek-v4-pro", pro),
+            row("my-coder", "deepseek-v4-flash", all.clone()),
+            row("claude*", "deepseek-v4-flash", all),
+        ];
+        assert_eq!(rows.len(), want.len(), "{table}");
+        for (got, want) in rows.iter().zip(&want) {
+            assert!(
+                got.trim_start().starts_with(want.as_str()),
+                "{got} is not {want}"
+            );
+        }
+        assert!(!html.contains(&esc(a.names_none)));
+    }
+    let bare = TestApp::spawn_with(|c| {
+        for m in c.models.values_mut() {
+            m.aliases.clear();
+        }
+    })
+    .await;
+    let (_, _, html) = get(&bare.base, "/docs", None).await;
+    assert!(html.contains(&esc(AGENTS_EN.names_none)));
+    assert!(!html.contains("alias-table"));
 }
 
 /// An unknown, a disabled and a hostile plan get a 404 page in the layout, in both languages.

@@ -25,6 +25,9 @@ macro_rules! texts {
     };
 }
 
+mod agents;
+mod agents_en;
+mod agents_zh;
 mod en;
 mod selfserve;
 mod selfserve_en;
@@ -32,6 +35,9 @@ mod selfserve_zh;
 mod texts;
 mod zh;
 
+pub use agents::AgentTexts;
+pub use agents_en::AGENTS_EN;
+pub use agents_zh::AGENTS_ZH;
 pub use en::EN;
 pub use selfserve::SelfTexts;
 pub use selfserve_en::SELF_EN;
@@ -102,6 +108,14 @@ impl Lang {
         match self {
             Lang::En => &SELF_EN,
             Lang::Zh => &SELF_ZH,
+        }
+    }
+
+    /// The docs section on Claude Code and other Anthropic clients, in this language.
+    pub fn agent_texts(self) -> &'static AgentTexts {
+        match self {
+            Lang::En => &AGENTS_EN,
+            Lang::Zh => &AGENTS_ZH,
         }
     }
 
@@ -208,7 +222,11 @@ mod tests {
 
     #[test]
     fn both_languages_of_self_service_are_complete() {
-        let (en, zh) = (SELF_EN.entries(), SELF_ZH.entries());
+        both_complete(SELF_EN.entries(), SELF_ZH.entries());
+        both_complete(AGENTS_EN.entries(), AGENTS_ZH.entries());
+    }
+
+    fn both_complete(en: Vec<(&str, &str)>, zh: Vec<(&str, &str)>) {
         assert_eq!(en.len(), zh.len());
         for ((name, e), (_, z)) in en.iter().zip(&zh) {
             assert!(

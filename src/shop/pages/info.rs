@@ -12,6 +12,7 @@ use super::view::{
     restricted, sample_model,
 };
 use crate::money::Usd;
+use crate::shop::i18n::AgentTexts;
 use crate::shop::web::PageCtx;
 use crate::state::AppState;
 
@@ -77,6 +78,38 @@ struct Docs<'a> {
     peak_rule: String,
     first_model: String,
     err_413: String,
+    /// The Anthropic clients section's strings.
+    a: &'static AgentTexts,
+    /// The other names models answer to, longest pattern first.
+    aliases: Vec<AliasView>,
+}
+
+/// A name (or pattern) a model also answers to, for the docs.
+struct AliasView {
+    /// As configured (`claude-opus*`).
+    name: String,
+    /// The model serving it.
+    model: String,
+    /// The plans on sale that include that model, joined.
+    plans: String,
+}
+
+/// Every configured alias of the models listed, longest first (the order the gateway tries
+/// prefixes in), so the table reads top-down the way names are matched.
+fn aliases(config: &crate::config::Config, models: &[ModelView]) -> Vec<AliasView> {
+    let mut out: Vec<AliasView> = models
+        .iter()
+        .filter_map(|m| config.models.get(&m.name).map(|c| (m, c)))
+        .flat_map(|(m, c)| {
+            c.aliases.iter().map(move |a| AliasView {
+                name: a.clone(),
+                model: m.name.clone(),
+                plans: m.plans_text.clone(),
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| b.name.len().cmp(&a.name.len()).then(a.name.cmp(&b.name)));
+    out
 }
 
 /// `GET /docs`: the customer documentation.
@@ -93,6 +126,8 @@ pub async fn docs(State(state): State<Arc<AppState>>, ctx: PageCtx) -> Response 
             ctx.t.err_413_what,
             &[("size", &human_bytes(config.server.max_body_bytes))],
         ),
+        a: ctx.lang.agent_texts(),
+        aliases: aliases(config, &models),
         models,
         plans,
     };
