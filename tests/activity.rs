@@ -13,7 +13,7 @@ use modelrelay::activity::protocol::{
     UpstreamHealth,
 };
 use modelrelay::money::Usd;
-use modelrelay::status::{Finish, KeyStatus, Measured, OrderStatus};
+use modelrelay::status::{Api, Finish, KeyStatus, Measured, OrderStatus};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::net::UnixStream;
@@ -362,14 +362,45 @@ async fn a_stream_in_flight_shows_in_snapshots_with_growing_output() {
         &json!({"model": FLASH, "stream": true,
                 "messages": [{"role": "user", "content": "hi [[sim reply=150 delay_ms=20]]"}]}),
     );
+    let text = growing_stream(&app, &key, req, Api::OpenAi).await;
+    assert!(text.trim_end().ends_with("data: [DONE]"));
+}
+
+/// Claude Code's streams show in the console like the others: growing, with their dialect.
+#[tokio::test]
+async fn an_anthropic_stream_in_flight_shows_growing_output_and_its_dialect() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key("trial", None).await;
+    let req = crate::anthropic::post(
+        &app,
+        "/anthropic/v1/messages",
+        &key,
+        crate::anthropic::Auth::ApiKey,
+        &json!({"model": "claude-sonnet-4-5", "max_tokens": 400, "stream": true,
+                "messages": [{"role": "user", "content": "hi [[sim reply=150 delay_ms=20]]"}]}),
+    );
+    let text = growing_stream(&app, &key, req, Api::Anthropic).await;
+    assert!(text.contains("event: message_stop"), "{text}");
+}
+
+/// Send a slow stream of 150 tokens and watch it in snapshots: in flight with the key, plan,
+/// model, dialect and account, its output growing; then finished as the ledger has it. Returns
+/// the stream's body.
+async fn growing_stream(
+    app: &TestApp,
+    key: &str,
+    req: reqwest::RequestBuilder,
+    api: Api,
+) -> String {
     let stream = tokio::spawn(async move {
         let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 200);
         let rid = request_id(&resp);
         (rid, resp.text().await.unwrap())
     });
     let mut first = None;
     for _ in 0..200 {
-        let s = snapshot(&app).await;
+        let s = snapshot(app).await;
         if let Some(r) = s.in_flight.first().filter(|r| r.output_tokens > 0) {
             first = Some(r.clone());
             break;
@@ -377,18 +408,19 @@ async fn a_stream_in_flight_shows_in_snapshots_with_growing_output() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     let first = first.expect("the stream shows in flight with output");
-    assert_eq!(first.key_id, app.key_state(&key).id);
-    assert_eq!(first.key_prefix, app.key_state(&key).prefix());
+    assert_eq!(first.key_id, app.key_state(key).id);
+    assert_eq!(first.key_prefix, app.key_state(key).prefix());
     assert_eq!(
         (first.plan.as_str(), first.model.as_str()),
         ("trial", FLASH)
     );
     assert!(first.stream);
     assert_eq!(first.client_ip.as_deref(), Some("127.0.0.1"));
+    assert_eq!((first.api, first.account.as_str()), (api, "default"));
     assert!(first.output_tokens < 150, "{first:?}");
 
     tokio::time::sleep(Duration::from_millis(450)).await;
-    let s = snapshot(&app).await;
+    let s = snapshot(app).await;
     let second = s
         .in_flight
         .iter()
@@ -402,23 +434,26 @@ async fn a_stream_in_flight_shows_in_snapshots_with_growing_output() {
 
     let (rid, text) = stream.await.unwrap();
     assert_eq!(rid, first.request_id);
-    assert!(text.trim_end().ends_with("data: [DONE]"));
     let row = app.wait_ledger_row(&rid).await;
-    let s = snapshot(&app).await;
+    let s = snapshot(app).await;
     assert!(s.in_flight.is_empty(), "{:?}", s.in_flight);
     match s.finished.last() {
         Some(ActivityEvent::RequestFinished {
             request_id,
             cost_usd,
             completion_tokens,
+            api: finished_api,
+            account,
             ..
         }) => {
             assert_eq!(request_id, &rid);
             assert_eq!(*cost_usd, row.cost);
             assert_eq!(*completion_tokens, 150);
+            assert_eq!((*finished_api, account.as_str()), (api, "default"));
         }
         other => panic!("{other:?}"),
     }
+    text
 }
 
 /// Send events straight onto the bus (as fast as anything could), `n` of them.
