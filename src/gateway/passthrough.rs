@@ -19,7 +19,7 @@ pub async fn relay(State(state): State<Arc<AppState>>, body: Bytes) -> Response 
     let deadline = tokio::time::Instant::now() + state.upstream.request_timeout;
     let sent = state
         .upstream
-        .send(Endpoint::ChatCompletions, body.to_vec(), deadline)
+        .send(Endpoint::ChatCompletions, "", body.to_vec(), deadline)
         .await;
     match sent {
         Ok(reply) => {
