@@ -470,6 +470,8 @@ pub enum ActivityEvent {
 }
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests {
     use super::*;
 
