@@ -32,13 +32,23 @@ pub fn number() -> impl Strategy<Value = Value> {
 
 /// Arbitrary JSON whose object keys are often one of `keys` (the ones a parser looks at).
 pub fn json(keys: &'static [&'static str]) -> impl Strategy<Value = Value> {
+    json_sized(keys, 4, 48)
+}
+
+/// Arbitrary JSON as [`json`], at most `depth` deep with about `nodes` values (for the parts of
+/// a larger generated document).
+pub fn json_sized(
+    keys: &'static [&'static str],
+    depth: u32,
+    nodes: u32,
+) -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
         number(),
         text(12).prop_map(Value::String),
     ];
-    leaf.prop_recursive(4, 48, 6, move |inner| {
+    leaf.prop_recursive(depth, nodes, 6, move |inner| {
         let key = prop_oneof![
             3 => prop::sample::select(keys).prop_map(str::to_string),
             1 => text(6),
@@ -96,7 +106,7 @@ impl Writer<'_> {
     fn string(&mut self, s: &str) {
         self.out.push('"');
         for c in s.chars() {
-            let escape = self.next() % 4 == 0;
+            let escape = self.next().is_multiple_of(4);
             match c {
                 '"' => self.out.push_str("\\\""),
                 '\\' => self.out.push_str("\\\\"),

@@ -11,6 +11,10 @@ use super::{Config, ConfigError};
 use crate::proptest_support::text;
 
 /// Load `toml` as `--config`, in a jail (its own directory and environment).
+#[allow(
+    clippy::result_large_err,
+    reason = "the closure's error type is figment's, fixed by Jail"
+)]
 fn load(toml: &str) -> Result<Config, ConfigError> {
     let mut loaded = None;
     Jail::expect_with(|jail| {

@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 
 use super::{MessagesRequest, PROMPT_BOUND_SLACK, count_tokens};
 use crate::gateway::dialect::ClientRequest;
-use crate::proptest_support::{json, style, text, write};
+use crate::proptest_support::{json, json_sized, style, text, write};
 
 /// The keys the parser reads, for arbitrary JSON to hit them often.
 const KEYS: &[&str] = &[
@@ -47,10 +47,10 @@ fn block() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
         text(20).prop_map(|t| json!({"type": "text", "text": t})),
         text(20).prop_map(|t| json!({"type": "thinking", "thinking": t, "signature": "s"})),
-        (text(8), json(KEYS))
+        (text(8), part())
             .prop_map(|(n, i)| json!({"type": "tool_use", "id": "t", "name": n, "input": i})),
         text(10).prop_map(|d| json!({"type": "image", "source": {"type": "base64", "data": d}})),
-        json(KEYS),
+        part(),
     ];
     leaf.prop_recursive(2, 12, 3, |inner| {
         prop_oneof![
@@ -100,7 +100,7 @@ fn valid() -> impl Strategy<Value = Asked> {
             Just(Some(Value::Null)),
             content().prop_map(Some)
         ],
-        prop::option::of(json(KEYS)),
+        prop::option::of(part()),
         prop_oneof![
             Just(None),
             Just(Some(Value::Null)),
@@ -110,15 +110,12 @@ fn valid() -> impl Strategy<Value = Asked> {
             Just(None),
             Just(Some(Value::Null)),
             prop::collection::vec(
-                (
-                    prop_oneof![Just("user_id".to_string()), text(6)],
-                    json(KEYS)
-                ),
+                (prop_oneof![Just("user_id".to_string()), text(6)], part()),
                 0..3
             )
             .prop_map(|kv| Some(Value::Object(kv.into_iter().collect()))),
         ],
-        prop::collection::vec((extra_key(), json(KEYS)), 0..4),
+        prop::collection::vec((extra_key(), part()), 0..4),
     )
         .prop_map(
             |(model, max_tokens, messages, system, tools, stream, metadata, extra)| {
@@ -144,6 +141,11 @@ fn valid() -> impl Strategy<Value = Asked> {
                 }
             },
         )
+}
+
+/// A small piece of arbitrary JSON, for the parts of a generated request.
+fn part() -> impl Strategy<Value = Value> {
+    json_sized(KEYS, 2, 8)
 }
 
 proptest! {

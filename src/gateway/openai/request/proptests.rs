@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 
 use super::{ChatRequest, usage_from_json};
 use crate::gateway::dialect::ClientRequest;
-use crate::proptest_support::{json, style, text, write};
+use crate::proptest_support::{json, json_sized, style, text, write};
 
 /// The keys the parser reads, for arbitrary JSON to hit them often.
 const KEYS: &[&str] = &[
@@ -52,7 +52,7 @@ fn content() -> impl Strategy<Value = Option<Value>> {
     let part = prop_oneof![
         text(20).prop_map(|t| json!({"type": "text", "text": t})),
         text(10).prop_map(|u| json!({"type": "image_url", "image_url": {"url": u}})),
-        json(KEYS),
+        part(),
     ];
     prop_oneof![
         Just(None),
@@ -71,7 +71,7 @@ fn message() -> impl Strategy<Value = Value> {
         ],
         content(),
         prop::option::of(text(20)),
-        prop::option::of(json(KEYS)),
+        prop::option::of(part()),
         prop::option::of(text(8)),
     )
         .prop_map(|(role, content, reasoning, tool_calls, name)| {
@@ -116,15 +116,15 @@ fn valid() -> impl Strategy<Value = Asked> {
             prop_oneof![Just("deepseek-v4-flash".to_string()), text(16)]
                 .prop_filter("non-empty", |m| !m.is_empty()),
             prop::collection::vec(message(), 1..5),
-            prop::option::of(json(KEYS)),
+            prop::option::of(part()),
             maybe(any::<bool>()),
-            maybe((maybe(any::<bool>()), json(KEYS))),
+            maybe((maybe(any::<bool>()), part())),
         ),
         (
             maybe(prop_oneof![1u64..100_000, 1..=u64::MAX]),
             maybe(1u64..=u64::MAX),
             maybe(1u64..=16),
-            prop::collection::vec((extra_key(), json(KEYS)), 0..4),
+            prop::collection::vec((extra_key(), part()), 0..4),
         ),
     )
         .prop_map(
@@ -194,6 +194,11 @@ fn count() -> impl Strategy<Value = Option<Value>> {
         1 => prop_oneof![Just(json!(-1)), Just(json!(1.5)), Just(json!("7")), Just(json!(5.0))]
             .prop_map(Some),
     ]
+}
+
+/// A small piece of arbitrary JSON, for the parts of a generated request.
+fn part() -> impl Strategy<Value = Value> {
+    json_sized(KEYS, 2, 8)
 }
 
 proptest! {
