@@ -18,6 +18,8 @@ use crate::money::Usd;
 use crate::pricing::{PeakSchedule, Weekday};
 
 mod load;
+#[cfg(test)]
+mod proptests;
 mod secrets;
 #[cfg(test)]
 mod tests;

@@ -37,6 +37,8 @@ pub mod money;
 pub mod notify;
 pub mod paypal;
 pub mod pricing;
+#[cfg(test)]
+mod proptest_support;
 pub mod server;
 pub mod shop;
 pub mod state;

@@ -129,11 +129,11 @@ impl FromStr for Usd {
         for (i, b) in frac.bytes().enumerate() {
             frac_n += i64::from(b - b'0') * 10_i64.pow(8 - i as u32);
         }
-        let nanos = whole_n
-            .checked_mul(NANOS_PER_USD)
-            .and_then(|n| n.checked_add(frac_n))
-            .ok_or_else(too_large)?;
-        Ok(Usd(if neg { -nanos } else { nanos }))
+        // Signed in i128, so the most negative amount (which `Display` prints) reads back.
+        let nanos = i128::from(whole_n) * i128::from(NANOS_PER_USD) + i128::from(frac_n);
+        i64::try_from(if neg { -nanos } else { nanos })
+            .map(Usd)
+            .map_err(|_| too_large())
     }
 }
 
@@ -210,6 +210,8 @@ pub struct TokenPrices {
     pub output: Usd,
 }
 
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -85,7 +85,9 @@ pub fn parse_window(s: &str) -> Result<Window, &'static str> {
 
 fn parse_hhmm(s: &str) -> Option<u16> {
     let (h, m) = s.split_once(':')?;
-    if h.len() != 2 || m.len() != 2 {
+    // Digits only: `u16::from_str` would also take a sign (`+1:00`).
+    let digits = |x: &str| x.len() == 2 && x.bytes().all(|b| b.is_ascii_digit());
+    if !digits(h) || !digits(m) {
         return None;
     }
     let h: u16 = h.parse().ok()?;
@@ -184,6 +186,8 @@ impl ModelPrices {
     }
 }
 
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod tests {
     use super::*;

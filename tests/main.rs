@@ -36,6 +36,8 @@ mod ops;
 mod page_demo;
 mod page_forms;
 mod pages;
+mod props_admin_socket;
+mod props_webhooks;
 mod python_anthropic;
 mod python_client;
 mod robustness;

@@ -598,4 +598,6 @@ pub enum ActivityEvent {
 }
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;

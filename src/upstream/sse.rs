@@ -63,6 +63,9 @@ pub struct SseDecoder {
     event: Option<String>,
     data: Option<String>,
     max_event: usize,
+    /// Bytes the line scan has looked at (the proof, in tests, that each is looked at once).
+    #[cfg(test)]
+    looked_at: usize,
 }
 
 impl Default for SseDecoder {
@@ -82,6 +85,8 @@ impl SseDecoder {
             event: None,
             data: None,
             max_event,
+            #[cfg(test)]
+            looked_at: 0,
         }
     }
 
@@ -107,6 +112,10 @@ impl SseDecoder {
             .iter()
             .position(|&b| b == b'\n' || b == b'\r')
         {
+            #[cfg(test)]
+            {
+                self.looked_at += pos + 1;
+            }
             let end = self.scanned + pos;
             let mut skip = 1;
             if self.buf[end] == b'\r' {
@@ -120,14 +129,21 @@ impl SseDecoder {
             let line = self.buf.split_to(end);
             self.buf.advance(skip);
             self.scanned = 0;
+            // The event so far and this line, not the rest of the read: whether a stream is
+            // cut must not depend on how its bytes were split into reads.
+            if self.held(line.len()) > self.max_event {
+                return Err(self.too_large());
+            }
             let line = std::str::from_utf8(&line).map_err(|_| SseError("invalid UTF-8"))?;
-            self.line(line, out)?;
+            self.line(line, out);
+        }
+        #[cfg(test)]
+        {
+            self.looked_at += self.buf.len() - self.scanned;
         }
         self.scanned = self.buf.len();
-        if self.pending_bytes() > self.max_event {
-            self.buf.clear();
-            self.scanned = 0;
-            return Err(SseError("event too large"));
+        if self.held(self.buf.len()) > self.max_event {
+            return Err(self.too_large());
         }
         Ok(())
     }
@@ -140,15 +156,24 @@ impl SseDecoder {
             if let Ok(line) = std::str::from_utf8(&rest) {
                 let line = line.to_string();
                 // At the end nothing more can grow; an oversized tail was refused by `feed`.
-                let _ = self.line(&line, out);
+                self.line(&line, out);
             }
         }
         self.dispatch(out);
     }
 
-    /// Bytes held for the event being read: its data and its unfinished line.
-    fn pending_bytes(&self) -> usize {
-        self.buf.len() + self.data.as_ref().map_or(0, String::len)
+    /// Bytes held for the event being read: its data so far and a line of `line` bytes (a
+    /// data line adds less than its own length, so checking before each line bounds the data).
+    fn held(&self, line: usize) -> usize {
+        line + self.data.as_ref().map_or(0, String::len)
+    }
+
+    /// Refuse the event being read, and drop what was held for it.
+    fn too_large(&mut self) -> SseError {
+        self.buf.clear();
+        self.scanned = 0;
+        self.data = None;
+        SseError("event too large")
     }
 
     /// A blank line ends an event: emit it if it had data (an event without data is dropped,
@@ -160,41 +185,36 @@ impl SseDecoder {
         }
     }
 
-    fn line(&mut self, line: &str, out: &mut Vec<SseItem>) -> Result<(), SseError> {
+    fn line(&mut self, line: &str, out: &mut Vec<SseItem>) {
         if line.is_empty() {
             self.dispatch(out);
-            return Ok(());
+            return;
         }
         if let Some(c) = line.strip_prefix(':') {
             out.push(SseItem::Comment(c.to_string()));
-            return Ok(());
+            return;
         }
         let (field, value) = match line.split_once(':') {
             Some((f, v)) => (f, v.strip_prefix(' ').unwrap_or(v)),
             None => (line, ""),
         };
         match field {
-            "data" => {
-                match &mut self.data {
-                    Some(d) => {
-                        d.push('\n');
-                        d.push_str(value);
-                    }
-                    None => self.data = Some(value.to_string()),
+            "data" => match &mut self.data {
+                Some(d) => {
+                    d.push('\n');
+                    d.push_str(value);
                 }
-                if self.pending_bytes() > self.max_event {
-                    self.data = None;
-                    return Err(SseError("event too large"));
-                }
-            }
+                None => self.data = Some(value.to_string()),
+            },
             "event" => self.event = Some(value.to_string()),
             // `id` and `retry` are not used by DeepSeek; unknown fields are ignored (the spec).
             _ => {}
         }
-        Ok(())
     }
 }
 
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -197,6 +197,8 @@ impl ClientRequest for MessagesRequest {
 }
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;

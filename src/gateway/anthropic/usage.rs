@@ -84,6 +84,8 @@ pub fn of_wire(w: &Wire) -> Option<Usage> {
 }
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests {
     use super::*;
 

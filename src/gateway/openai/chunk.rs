@@ -5,9 +5,12 @@
 //! back to the tree-based rewrite, which is always correct.
 
 use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
 
 use serde::Deserialize;
-use serde::de::IgnoredAny;
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use super::request::usage_from_json;
@@ -17,10 +20,11 @@ use crate::gateway::dialect::PublicModel;
 /// The parts of a chunk the relay reads. Unknown fields are skipped without allocation.
 #[derive(Deserialize)]
 struct View<'a> {
-    #[serde(borrow, default)]
+    /// `"model": null` is a model member too (the tree rewrite replaces it).
+    #[serde(borrow, default, deserialize_with = "raw_even_null")]
     model: Option<&'a RawValue>,
     #[serde(default)]
-    choices: Option<Vec<Choice<'a>>>,
+    choices: Option<Vec<Obj<Choice<'a>>>>,
     #[serde(borrow, default, deserialize_with = "raw_even_null")]
     usage: Option<&'a RawValue>,
     #[serde(default)]
@@ -31,10 +35,10 @@ struct View<'a> {
 struct Choice<'a> {
     /// Streamed chunks.
     #[serde(borrow, default)]
-    delta: Option<Delta<'a>>,
+    delta: Option<Obj<Delta<'a>>>,
     /// Whole (non-stream) answers.
     #[serde(borrow, default)]
-    message: Option<Delta<'a>>,
+    message: Option<Obj<Delta<'a>>>,
 }
 
 #[derive(Deserialize)]
@@ -44,13 +48,13 @@ struct Delta<'a> {
     #[serde(borrow, default)]
     reasoning_content: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    tool_calls: Option<Vec<ToolCall<'a>>>,
+    tool_calls: Option<Vec<Obj<ToolCall<'a>>>>,
 }
 
 #[derive(Deserialize)]
 struct ToolCall<'a> {
     #[serde(borrow, default)]
-    function: Option<Function<'a>>,
+    function: Option<Obj<Function<'a>>>,
 }
 
 #[derive(Deserialize)]
@@ -59,6 +63,26 @@ struct Function<'a> {
     name: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     arguments: Option<Cow<'a, str>>,
+}
+
+/// A struct read only from a JSON object: serde's derive also reads a struct from an array,
+/// by position, and such a chunk is the tree rewrite's to refuse.
+struct Obj<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Only<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for Only<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(Only(PhantomData)).map(Obj)
+    }
 }
 
 /// `"usage": null` must be seen (to be removed), so null is kept as a raw `null`.
@@ -93,45 +117,45 @@ pub fn read(
     public_model: &PublicModel,
     include_usage: bool,
 ) -> Result<Option<Read>, UpstreamErrorEvent> {
-    rewrite(data, public_model, include_usage, "data: ", "\n\n")
+    rewrite(
+        data,
+        public_model,
+        include_usage,
+        Output::Delta,
+        ("data: ", "\n\n"),
+    )
 }
 
 /// A whole non-stream answer with the public model name (usage kept); `None` when the fast
 /// path does not apply.
 pub fn answer(data: &str, public_model: &PublicModel) -> Option<Read> {
-    rewrite(data, public_model, true, "", "").ok().flatten()
+    rewrite(data, public_model, true, Output::Message, ("", ""))
+        .ok()
+        .flatten()
+}
+
+/// Where a choice holds its output: `delta` in a stream's chunks, `message` in a whole answer
+/// (each reading counts only its own, as the tree rewrite does).
+#[derive(Clone, Copy)]
+enum Output {
+    Delta,
+    Message,
 }
 
 fn rewrite(
     data: &str,
     public_model: &PublicModel,
     include_usage: bool,
-    prefix: &str,
-    suffix: &str,
+    output: Output,
+    (prefix, suffix): (&str, &str),
 ) -> Result<Option<Read>, UpstreamErrorEvent> {
-    let Ok(view) = serde_json::from_str::<View<'_>>(data) else {
+    let Ok(Obj(view)) = serde_json::from_str::<Obj<View<'_>>>(data) else {
         return Ok(None);
     };
     if view.error.is_some() {
         return Err(UpstreamErrorEvent);
     }
-    let mut generated = Vec::new();
-    for c in view.choices.iter().flatten() {
-        let Some(d) = c.delta.as_ref().or(c.message.as_ref()) else {
-            continue;
-        };
-        let mut n = d.content.as_ref().map_or(0, |s| s.len())
-            + d.reasoning_content.as_ref().map_or(0, |s| s.len());
-        for t in d.tool_calls.iter().flatten() {
-            if let Some(f) = &t.function {
-                n += f.name.as_ref().map_or(0, |s| s.len())
-                    + f.arguments.as_ref().map_or(0, |s| s.len());
-            }
-        }
-        if n > 0 {
-            generated.push(n);
-        }
-    }
+    let generated = generated(view.choices.iter().flatten(), output);
     let usage = match view.usage {
         Some(raw) if raw.get() != "null" => {
             let Ok(v) = serde_json::from_str::<serde_json::Value>(raw.get()) else {
@@ -175,6 +199,35 @@ fn rewrite(
         has_choices: view.choices.is_some(),
         line,
     }))
+}
+
+/// Generated bytes of each choice's output that has any (text, reasoning, tool calls).
+fn generated<'c, 'a: 'c>(
+    choices: impl Iterator<Item = &'c Obj<Choice<'a>>>,
+    output: Output,
+) -> Vec<usize> {
+    let mut generated = Vec::new();
+    for Obj(c) in choices {
+        let d = match output {
+            Output::Delta => &c.delta,
+            Output::Message => &c.message,
+        };
+        let Some(Obj(d)) = d else {
+            continue;
+        };
+        let mut n = d.content.as_ref().map_or(0, |s| s.len())
+            + d.reasoning_content.as_ref().map_or(0, |s| s.len());
+        for t in d.tool_calls.iter().flatten() {
+            if let Some(Obj(f)) = &t.0.function {
+                n += f.name.as_ref().map_or(0, |s| s.len())
+                    + f.arguments.as_ref().map_or(0, |s| s.len());
+            }
+        }
+        if n > 0 {
+            generated.push(n);
+        }
+    }
+    generated
 }
 
 /// Byte span of `part`, a sub-slice of `whole`.
@@ -224,6 +277,8 @@ fn member_span(obj: &str, key: &str, value: &str) -> Option<(usize, usize)> {
     }
 }
 
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod tests {
     use super::*;

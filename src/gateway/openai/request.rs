@@ -224,7 +224,8 @@ impl ClientRequest for ChatRequest {
 }
 
 /// Read DeepSeek's usage object; `None` when it is absent, null or lacks the counts. Without
-/// the hit/miss split every prompt token is a miss (SPEC §4).
+/// the hit/miss split every prompt token is a miss (SPEC §4); with one half of it, the other
+/// is what the prompt leaves (that half capped at the prompt).
 pub fn usage_from_json(v: &Value) -> Option<Usage> {
     let obj = v.as_object()?;
     let num = |k: &str| obj.get(k).and_then(Value::as_u64);
@@ -236,7 +237,7 @@ pub fn usage_from_json(v: &Value) -> Option<Usage> {
     ) {
         (Some(h), Some(m)) => (h, m),
         (Some(h), None) => (h.min(prompt), prompt.saturating_sub(h)),
-        (None, Some(m)) => (prompt.saturating_sub(m), m),
+        (None, Some(m)) => (prompt.saturating_sub(m), m.min(prompt)),
         (None, None) => (0, prompt),
     };
     let reasoning = obj
@@ -253,6 +254,8 @@ pub fn usage_from_json(v: &Value) -> Option<Usage> {
     })
 }
 
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod tests {
     use super::*;

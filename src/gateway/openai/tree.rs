@@ -44,7 +44,8 @@ pub fn rewrite_chunk(
 ) -> Result<String, String> {
     let mut chunk: Map<String, Value> =
         serde_json::from_str(data).map_err(|e| format!("chunk is not JSON: {e}"))?;
-    if chunk.contains_key("error") {
+    // `"error": null` is no error (the splicing fast path reads it so too).
+    if chunk.get("error").is_some_and(|e| !e.is_null()) {
         return Err(format!("upstream error event: {data}"));
     }
     if let Some(Value::Array(choices)) = chunk.get("choices") {
@@ -84,7 +85,10 @@ pub fn rewrite_answer(
     };
     let usage = answer.get("usage").and_then(usage_from_json);
     let output_estimate = output_text_bytes(&answer).div_ceil(4);
-    answer.insert("model".into(), Value::String(public_model.to_string()));
+    // Renamed where upstream named it, as the splicing fast path does.
+    if answer.contains_key("model") {
+        answer.insert("model".into(), Value::String(public_model.to_string()));
+    }
     let body = serde_json::to_vec(&answer).unwrap_or_default();
     Ok((usage, output_estimate, body))
 }

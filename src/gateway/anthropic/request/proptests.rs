@@ -1,0 +1,214 @@
+//! Properties of the Messages request parser and `count_tokens` (issue 11): arbitrary bytes
+//! and arbitrary JSON never panic; every valid request parses to what it says, with a prompt
+//! estimate under the hold's upper bound and the same estimate from `count_tokens`; the
+//! upstream body keeps every client field but the model, `max_tokens` and
+//! `metadata.user_id`.
+
+use std::collections::BTreeSet;
+
+use proptest::prelude::*;
+use serde_json::{Map, Value, json};
+
+use super::{MessagesRequest, PROMPT_BOUND_SLACK, count_tokens};
+use crate::gateway::dialect::ClientRequest;
+use crate::proptest_support::{json, json_sized, style, text, write};
+
+/// The keys the parser reads, for arbitrary JSON to hit them often.
+const KEYS: &[&str] = &[
+    "model",
+    "messages",
+    "max_tokens",
+    "role",
+    "content",
+    "type",
+    "text",
+    "thinking",
+    "tool_use",
+    "tool_result",
+    "name",
+    "input",
+    "system",
+    "tools",
+    "stream",
+    "metadata",
+    "user_id",
+];
+
+/// What a generated valid request asked for.
+#[derive(Debug, Clone)]
+struct Asked {
+    body: Map<String, Value>,
+    model: String,
+    stream: bool,
+    max_tokens: u64,
+}
+
+fn block() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        text(20).prop_map(|t| json!({"type": "text", "text": t})),
+        text(20).prop_map(|t| json!({"type": "thinking", "thinking": t, "signature": "s"})),
+        (text(8), part())
+            .prop_map(|(n, i)| json!({"type": "tool_use", "id": "t", "name": n, "input": i})),
+        text(10).prop_map(|d| json!({"type": "image", "source": {"type": "base64", "data": d}})),
+        part(),
+    ];
+    leaf.prop_recursive(2, 12, 3, |inner| {
+        prop_oneof![
+            text(20).prop_map(|t| json!({"type": "tool_result", "tool_use_id": "t", "content": t})),
+            prop::collection::vec(inner, 0..3)
+                .prop_map(|c| json!({"type": "tool_result", "tool_use_id": "t", "content": c})),
+        ]
+    })
+}
+
+fn content() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        text(40).prop_map(Value::String),
+        prop::collection::vec(block(), 0..4).prop_map(Value::Array),
+    ]
+}
+
+fn message() -> impl Strategy<Value = Value> {
+    (
+        prop_oneof![
+            prop::sample::select(vec!["user", "assistant"]).prop_map(String::from),
+            text(8),
+        ],
+        content(),
+    )
+        .prop_map(|(role, content)| json!({"role": role, "content": content}))
+}
+
+/// Client fields passed on untouched.
+fn extra_key() -> impl Strategy<Value = String> {
+    prop_oneof![
+        prop::sample::select(vec!["temperature", "top_k", "thinking", "stop_sequences"])
+            .prop_map(String::from),
+        text(8).prop_filter("not a field the parser reads", |k| !KEYS
+            .contains(&k.as_str())),
+    ]
+}
+
+fn valid() -> impl Strategy<Value = Asked> {
+    (
+        prop_oneof![Just("claude-sonnet-4".to_string()), text(16)]
+            .prop_filter("non-empty", |m| !m.is_empty()),
+        prop_oneof![1u64..100_000, 1..=u64::MAX],
+        prop::collection::vec(message(), 1..4),
+        prop_oneof![
+            Just(None),
+            Just(Some(Value::Null)),
+            content().prop_map(Some)
+        ],
+        prop::option::of(part()),
+        prop_oneof![
+            Just(None),
+            Just(Some(Value::Null)),
+            any::<bool>().prop_map(|b| Some(Value::Bool(b)))
+        ],
+        prop_oneof![
+            Just(None),
+            Just(Some(Value::Null)),
+            prop::collection::vec(
+                (prop_oneof![Just("user_id".to_string()), text(6)], part()),
+                0..3
+            )
+            .prop_map(|kv| Some(Value::Object(kv.into_iter().collect()))),
+        ],
+        prop::collection::vec((extra_key(), part()), 0..4),
+    )
+        .prop_map(
+            |(model, max_tokens, messages, system, tools, stream, metadata, extra)| {
+                let mut body: Map<String, Value> = extra.into_iter().collect();
+                body.insert("model".into(), Value::String(model.clone()));
+                body.insert("max_tokens".into(), Value::from(max_tokens));
+                body.insert("messages".into(), Value::Array(messages));
+                for (k, v) in [
+                    ("system", system),
+                    ("tools", tools),
+                    ("stream", stream),
+                    ("metadata", metadata),
+                ] {
+                    if let Some(v) = v {
+                        body.insert(k.into(), v);
+                    }
+                }
+                Asked {
+                    stream: body.get("stream") == Some(&Value::Bool(true)),
+                    body,
+                    model,
+                    max_tokens,
+                }
+            },
+        )
+}
+
+/// A small piece of arbitrary JSON, for the parts of a generated request.
+fn part() -> impl Strategy<Value = Value> {
+    json_sized(KEYS, 2, 8)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// A valid request, written in any style, parses to what it asked for; its estimate is
+    /// under the hold's bound, and `count_tokens` answers the same estimate.
+    #[test]
+    fn valid_requests_parse_with_the_estimate_under_the_bound(a in valid(), st in style()) {
+        let raw = write(&Value::Object(a.body.clone()), &st);
+        let r = MessagesRequest::parse(raw.as_bytes()).unwrap();
+        prop_assert_eq!((&r.model, r.stream, r.max_tokens), (&a.model, a.stream, a.max_tokens));
+        prop_assert_eq!(r.prompt_upper_bound, raw.len() as u64 + PROMPT_BOUND_SLACK);
+        prop_assert!(r.prompt_estimate <= r.prompt_upper_bound);
+        prop_assert_eq!(count_tokens(raw.as_bytes()).unwrap(), (a.model, r.prompt_estimate));
+    }
+
+    /// The upstream body has every client field as sent, except the model, `max_tokens` and
+    /// `metadata.user_id` (the client's other metadata kept), and nothing else.
+    #[test]
+    fn the_upstream_body_keeps_every_client_field(
+        a in valid(),
+        up_model in text(12),
+        user_id in text(12),
+        max_tokens in 1u64..=u64::MAX,
+    ) {
+        let r = MessagesRequest::parse(&serde_json::to_vec(&a.body).unwrap()).unwrap();
+        let up: Map<String, Value> =
+            serde_json::from_slice(&r.upstream_body(&up_model, &user_id, max_tokens)).unwrap();
+        for (k, v) in a.body.iter().filter(|(k, _)| !["model", "max_tokens", "metadata"].contains(&k.as_str())) {
+            prop_assert_eq!(up.get(k), Some(v), "{}", k);
+        }
+        prop_assert_eq!(&up["model"], &Value::String(up_model));
+        prop_assert_eq!(&up["max_tokens"], &Value::from(max_tokens));
+        let mut metadata = match a.body.get("metadata") {
+            Some(Value::Object(m)) => m.clone(),
+            _ => Map::new(),
+        };
+        metadata.insert("user_id".into(), Value::String(user_id));
+        prop_assert_eq!(&up["metadata"], &Value::Object(metadata));
+        let mut keys: BTreeSet<&str> = a.body.keys().map(String::as_str).collect();
+        keys.insert("metadata");
+        prop_assert_eq!(up.keys().map(String::as_str).collect::<BTreeSet<_>>(), keys);
+    }
+
+    /// Arbitrary bytes never panic, in either entry point.
+    #[test]
+    fn arbitrary_bytes_never_panic(raw in prop::collection::vec(any::<u8>(), 0..256)) {
+        let _ = MessagesRequest::parse(&raw);
+        let _ = count_tokens(&raw);
+    }
+
+    /// Arbitrary JSON never panics; whatever parses keeps its estimate under the bound, gets
+    /// the same estimate from `count_tokens`, and an upstream body that is a JSON object.
+    #[test]
+    fn arbitrary_json_never_panics(v in json(KEYS), st in style()) {
+        let raw = write(&v, &st);
+        let counted = count_tokens(raw.as_bytes());
+        if let Ok(r) = MessagesRequest::parse(raw.as_bytes()) {
+            prop_assert!(r.prompt_estimate <= r.prompt_upper_bound);
+            prop_assert_eq!(counted.ok(), Some((r.model.clone(), r.prompt_estimate)));
+            let up = r.upstream_body("m", "key_x", 1);
+            prop_assert!(serde_json::from_slice::<Map<String, Value>>(&up).is_ok());
+        }
+    }
+}
