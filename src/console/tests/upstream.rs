@@ -118,6 +118,9 @@ fn requests_per_minute_come_from_the_deltas_of_each_accounts_counter() {
     assert_eq!(rpm(&app, "primary"), None);
     read(&mut app, NOW + 98_000, 5, 43);
     assert_eq!(rpm(&app, "primary"), Some(60.0));
+    // After a gap in the reads (a reconnection): the rate across the gap, 17 in 102 s.
+    read(&mut app, NOW + 200_000, 22, 43);
+    assert_eq!(rpm(&app, "primary"), Some(10.0));
     assert_eq!(rpm(&app, "nobody"), None);
 }
 
