@@ -1,6 +1,7 @@
 //! `modelrelay console` end to end: the real binary in a real terminal (a detached tmux session,
 //! 120×36) attached to a real daemon; the test reads the screen with `tmux capture-pane` and
-//! types with `tmux send-keys`, polling with bounded timeouts.
+//! types with `tmux send-keys`, polling with bounded timeouts. The Upstream view runs against a
+//! daemon with two simulated DeepSeek accounts (`upstream_pool::two_accounts`).
 //!
 //! tmux is required (scripts/test.sh installs it); without it these tests fail, never skip.
 //! The daemon runs inside the test's own async runtime, so every process is driven with
@@ -410,10 +411,29 @@ async fn switch_account(tmux: &Tmux, name: &str, down: usize, enable: bool) {
         .await;
 }
 
+/// DeepSeek refuses the first account's key: the pool disables it and the alert says so.
+async fn deepseek_refuses_the_first_account(app: &TestApp, tmux: &Tmux) {
+    use modelrelay::upstream::simulated::AccountFault;
+    app.sim
+        .set_fault(crate::common::SIM_KEY, Some(AccountFault::Status(401)));
+    let key = app.create_key("trial", None).await;
+    let resp = app
+        .chat(&key, &crate::common::body(FLASH, "[[sim reply=2]] hi"))
+        .send()
+        .await
+        .expect("the gateway answers");
+    assert_eq!(resp.status(), 200, "served by the other account");
+    let screen = tmux
+        .wait_for("the pool's own alert", 10, |s| {
+            alert_line(s).contains("⚠ account first is disabled")
+        })
+        .await;
+    assert!(screen.contains("last error"), "{screen}");
+}
+
 #[tokio::test]
 async fn the_upstream_view_disables_and_enables_an_account_with_the_alert_in_the_header() {
     use crate::upstream_pool::two_accounts;
-    use modelrelay::upstream::simulated::AccountFault;
 
     let app = two_accounts(|_| {}, |_| {}).await;
     let state = &app.daemon.as_ref().expect("running").state;
@@ -454,7 +474,13 @@ async fn the_upstream_view_disables_and_enables_an_account_with_the_alert_in_the
         "disabled"
     );
     // The alert stays in sight on every view.
-    for (view, title) in [("1", "In flight"), ("2", "Keys ("), ("3", "Orders (")] {
+    let views = [
+        ("1", "In flight"),
+        ("2", "Keys ("),
+        ("3", "Orders ("),
+        ("4", "Rate-limit hits"),
+    ];
+    for (view, title) in views {
         tmux.keys(&[view]).await;
         let s = tmux.wait_text(title, 10).await;
         assert!(alert_line(&s).contains(alert), "view {view}: {s}");
@@ -470,22 +496,6 @@ async fn the_upstream_view_disables_and_enables_an_account_with_the_alert_in_the
         "healthy"
     );
 
-    // DeepSeek refuses the first account's key: disabled by the pool, said at once.
-    app.sim
-        .set_fault(crate::common::SIM_KEY, Some(AccountFault::Status(401)));
-    let key = app.create_key("trial", None).await;
-    let resp = app
-        .chat(&key, &crate::common::body(FLASH, "[[sim reply=2]] hi"))
-        .send()
-        .await
-        .expect("the gateway answers");
-    assert_eq!(resp.status(), 200, "served by the other account");
-    let screen = tmux
-        .wait_for("the pool's own alert", 10, |s| {
-            alert_line(s).contains("⚠ account first is disabled")
-        })
-        .await;
-    assert!(screen.contains("last error"), "{screen}");
-
+    deepseek_refuses_the_first_account(&app, &tmux).await;
     quit_restores_the_terminal(&tmux).await;
 }

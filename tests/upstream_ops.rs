@@ -114,32 +114,38 @@ async fn funded_pool(balance_poll_secs: u64) -> TestApp {
     app
 }
 
-#[tokio::test]
-async fn status_json_shows_accounts_caps_balances_liability_and_coverage() {
-    let app = funded_pool(300).await;
-    let v = wait_pool(&app, "both balances read", balances_read).await;
+/// An account as `status --json` shows it before any traffic: healthy, weight 1, DeepSeek's caps,
+/// no error, its balance read at start and available.
+fn assert_fresh_account(a: &Value, name: &str) {
+    assert_eq!(a["name"], name);
+    assert_eq!(a["state"], "healthy");
+    assert_eq!(a["cooling_until_ms"], Value::Null);
+    assert_eq!(a["weight"], 1);
     let caps = json!([
         {"model": "deepseek-v4-flash", "in_flight": 0, "cap": 2500},
         {"model": "deepseek-v4-pro", "in_flight": 0, "cap": 500},
     ]);
+    assert_eq!(a["models"], caps, "{name}");
+    assert_eq!(a["disabled_by_operator"], false);
+    assert_eq!(a["last_error"], Value::Null);
+    assert_eq!(
+        (a["requests"].as_u64(), a["errors"].as_u64()),
+        (Some(0), Some(0))
+    );
+    assert_eq!(a["balance"]["is_available"], true);
+    let at = a["balance"]["at_ms"].as_i64().expect("at_ms");
+    let age = chrono::Utc::now().timestamp_millis() - at;
+    assert!((0..60_000).contains(&age), "read at start: {age} ms ago");
+}
+
+#[tokio::test]
+async fn status_json_shows_accounts_caps_balances_liability_and_coverage() {
+    let app = funded_pool(300).await;
+    let v = wait_pool(&app, "both balances read", balances_read).await;
     let accounts = v["accounts"].as_array().expect("accounts");
     assert_eq!(accounts.len(), 2, "{v:#}");
     for (a, name) in accounts.iter().zip(["first", "second"]) {
-        assert_eq!(a["name"], name);
-        assert_eq!(a["state"], "healthy");
-        assert_eq!(a["cooling_until_ms"], Value::Null);
-        assert_eq!(a["weight"], 1);
-        assert_eq!(a["models"], caps, "{name}");
-        assert_eq!(a["disabled_by_operator"], false);
-        assert_eq!(a["last_error"], Value::Null);
-        assert_eq!(
-            (a["requests"].as_u64(), a["errors"].as_u64()),
-            (Some(0), Some(0))
-        );
-        assert_eq!(a["balance"]["is_available"], true);
-        let age =
-            chrono::Utc::now().timestamp_millis() - a["balance"]["at_ms"].as_i64().expect("at_ms");
-        assert!((0..60_000).contains(&age), "read at start: {age} ms ago");
+        assert_fresh_account(a, name);
     }
     // As the simulator reports them: decimal strings, granted spent first, CNY beside USD.
     assert_eq!(
@@ -176,23 +182,23 @@ async fn status_json_shows_accounts_caps_balances_liability_and_coverage() {
             "DeepSeek balance $50.00 covers 50% of what customers may still spend ($100.00)",
         ])
     );
-    let text = metrics(&app).await;
-    assert_eq!(sample(&text, "modelrelay_liability_usd"), "100.00");
-    assert_eq!(sample(&text, "modelrelay_upstream_balance_usd"), "50.00");
-    assert_eq!(
-        sample(
-            &text,
-            r#"modelrelay_upstream_balance{account="second",currency="CNY"}"#
-        ),
-        "50.00"
-    );
-    assert_eq!(
-        sample(
-            &text,
-            r#"modelrelay_upstream_max_in_flight{account="first",model="deepseek-v4-pro"}"#
-        ),
-        "500"
-    );
+    assert_metrics(
+        &app,
+        &[
+            ("modelrelay_liability_usd".into(), "100.00"),
+            ("modelrelay_upstream_balance_usd".into(), "50.00"),
+            (
+                r#"modelrelay_upstream_balance{account="second",currency="CNY"}"#.into(),
+                "50.00",
+            ),
+            (
+                r#"modelrelay_upstream_max_in_flight{account="first",model="deepseek-v4-pro"}"#
+                    .into(),
+                "500",
+            ),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -260,115 +266,95 @@ async fn served(app: &TestApp, key: &str, n: usize) -> Vec<String> {
     accounts
 }
 
+/// `modelrelay_upstream_account_state` of one account and state.
+fn state_series(account: &str, state: &str) -> String {
+    format!(r#"modelrelay_upstream_account_state{{account="{account}",state="{state}"}}"#)
+}
+
+/// `modelrelay_upstream_requests_total` of one account.
+fn requests_series(account: &str) -> String {
+    format!(r#"modelrelay_upstream_requests_total{{account="{account}"}}"#)
+}
+
+/// `/metrics` has each (series, value).
+async fn assert_metrics(app: &TestApp, expected: &[(String, &str)]) {
+    let text = metrics(app).await;
+    for (series, value) in expected {
+        assert_eq!(sample(&text, series), *value, "{series}");
+    }
+}
+
+/// `upstream enable|disable NAME` succeeded and its table shows the account in `state`.
+async fn switch(app: &TestApp, verb: &str, name: &str, state: &str) -> String {
+    let run = upstream(app, &[verb, name]).await;
+    let shown = run
+        .ok()
+        .lines()
+        .any(|l| l.starts_with(&format!("{name} ")) && l.contains(&format!(" {state} ")));
+    assert!(shown, "{run:#?}");
+    run.stdout
+}
+
 #[tokio::test]
 async fn disable_moves_every_request_to_the_other_account_and_enable_brings_it_back() {
     let app = two_accounts(|_| {}, |_| {}).await;
     let key = app.create_key("trial", None).await;
-    assert_eq!(
-        served(&app, &key, 2).await,
-        ["first", "first"],
-        "ties go to the first"
-    );
+    let ties = served(&app, &key, 2).await;
+    assert_eq!(ties, ["first", "first"], "ties go to the first");
 
-    let run = upstream(&app, &["disable", "first"]).await;
-    let out = run.ok();
-    assert!(
-        out.lines()
-            .any(|l| l.starts_with("first ") && l.contains(" disabled ")),
-        "{run:#?}"
-    );
-    assert!(
-        out.contains(
-            "warning: account first is disabled by the operator (`modelrelay upstream enable first`)"
-        ),
-        "{run:#?}"
-    );
+    let out = switch(&app, "disable", "first", "disabled").await;
+    let warning =
+        "warning: account first is disabled by the operator (`modelrelay upstream enable first`)";
+    assert!(out.contains(warning), "{out}");
     let before = app.sim.requests_of(SIM_KEY).len();
     assert_eq!(served(&app, &key, 5).await, ["second"; 5]);
-    assert_eq!(
-        app.sim.requests_of(SIM_KEY).len(),
-        before,
-        "nothing reached first"
-    );
+    let after = app.sim.requests_of(SIM_KEY).len();
+    assert_eq!(after, before, "nothing reached first");
 
     let v = status_json(&app).await;
     let first = &v["accounts"][0];
-    assert_eq!(
-        (
-            first["state"].as_str(),
-            first["disabled_by_operator"].as_bool()
-        ),
-        (Some("disabled"), Some(true))
-    );
+    assert_eq!(first["state"], "disabled");
+    assert_eq!(first["disabled_by_operator"], true);
     assert_eq!(
         first["last_error"],
         Value::Null,
-        "the operator's switch is not an error"
+        "the switch is not an error"
     );
-    assert_eq!(
-        (
-            first["requests"].as_u64(),
-            v["accounts"][1]["requests"].as_u64()
-        ),
-        (Some(2), Some(5))
-    );
+    assert_eq!(first["requests"], 2);
+    assert_eq!(v["accounts"][1]["requests"], 5);
     // The liability is what the active keys still have, to the nano-dollar.
     let remaining = app.key_state(&key).balance().remaining();
     assert!(remaining < Usd::from_dollars(1));
     assert_eq!(v["liability_usd"], remaining.to_string());
+    assert_metrics(
+        &app,
+        &[
+            (state_series("first", "disabled"), "1"),
+            (state_series("first", "healthy"), "0"),
+            (state_series("second", "healthy"), "1"),
+            (requests_series("first"), "2"),
+            (requests_series("second"), "5"),
+            (
+                r#"modelrelay_upstream_errors_total{account="first"}"#.into(),
+                "0",
+            ),
+            ("modelrelay_upstream_failovers_total".into(), "0"),
+        ],
+    )
+    .await;
 
-    let text = metrics(&app).await;
-    for (series, value) in [
-        (
-            r#"modelrelay_upstream_account_state{account="first",state="disabled"}"#,
-            "1",
-        ),
-        (
-            r#"modelrelay_upstream_account_state{account="first",state="healthy"}"#,
-            "0",
-        ),
-        (
-            r#"modelrelay_upstream_account_state{account="second",state="healthy"}"#,
-            "1",
-        ),
-        (
-            r#"modelrelay_upstream_requests_total{account="first"}"#,
-            "2",
-        ),
-        (
-            r#"modelrelay_upstream_requests_total{account="second"}"#,
-            "5",
-        ),
-        (r#"modelrelay_upstream_errors_total{account="first"}"#, "0"),
-        ("modelrelay_upstream_failovers_total", "0"),
-    ] {
-        assert_eq!(sample(&text, series), value, "{series}");
-    }
-
-    let run = upstream(&app, &["enable", "first"]).await;
-    assert!(
-        run.ok()
-            .lines()
-            .any(|l| l.starts_with("first ") && l.contains(" healthy ")),
-        "{run:#?}"
-    );
-    assert!(!run.ok().contains("warning"), "{run:#?}");
+    let out = switch(&app, "enable", "first", "healthy").await;
+    assert!(!out.contains("warning"), "{out}");
     assert_eq!(served(&app, &key, 1).await, ["first"]);
-    let text = metrics(&app).await;
-    assert_eq!(
-        sample(
-            &text,
-            r#"modelrelay_upstream_account_state{account="first",state="healthy"}"#
-        ),
-        "1"
-    );
-    assert_eq!(
-        sample(
-            &text,
-            r#"modelrelay_upstream_requests_total{account="first"}"#
-        ),
-        "3"
-    );
+    assert_metrics(
+        &app,
+        &[
+            (state_series("first", "disabled"), "0"),
+            (state_series("first", "healthy"), "1"),
+            (requests_series("first"), "3"),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -205,6 +205,13 @@ fn account_lines(
         first.push(error);
         return vec![Line::from(first)];
     }
+    let [second, third] = detail_lines(balance, error, t);
+    vec![Line::from(first), second, third]
+}
+
+/// Below 140 columns, an account's balance (with the reading's age and availability) and its
+/// last error, each on a line of its own.
+fn detail_lines(balance: BalanceCells, error: Span<'static>, t: &Theme) -> [Line<'static>; 2] {
     let read = match balance.read.as_str() {
         "-" => String::new(),
         "now" => " · read just now".to_string(),
@@ -223,8 +230,10 @@ fn account_lines(
         };
         second.push(Span::styled(words, balance.available.1));
     }
-    let third = vec![Span::raw("   "), error];
-    vec![Line::from(first), Line::from(second), Line::from(third)]
+    [
+        Line::from(second),
+        Line::from(vec![Span::raw("   "), error]),
+    ]
 }
 
 /// `healthy`, `cooling 12s` (the seconds until the trial request), `disabled`.
