@@ -1,6 +1,7 @@
 //! `modelrelay console` end to end: the real binary in a real terminal (a detached tmux session,
 //! 120×36) attached to a real daemon; the test reads the screen with `tmux capture-pane` and
-//! types with `tmux send-keys`, polling with bounded timeouts.
+//! types with `tmux send-keys`, polling with bounded timeouts. The Upstream view runs against a
+//! daemon with two simulated DeepSeek accounts (`upstream_pool::two_accounts`).
 //!
 //! tmux is required (scripts/test.sh installs it); without it these tests fail, never skip.
 //! The daemon runs inside the test's own async runtime, so every process is driven with
@@ -376,4 +377,125 @@ async fn a_socket_that_refuses_the_user_is_a_one_line_error_and_exit_1() {
         err.contains("permission denied on") && err.contains("server.admin_group"),
         "{err}"
     );
+}
+
+/// The header's alert line (the third line of the screen), when there is one.
+fn alert_line(screen: &str) -> &str {
+    screen.lines().nth(2).unwrap_or_default()
+}
+
+/// Upstream view: select `name` (by moving down `down` rows), ask to disable or enable it,
+/// confirm, and wait for the outcome on the status line.
+async fn switch_account(tmux: &Tmux, name: &str, down: usize, enable: bool) {
+    tmux.keys(&["5", "g"]).await;
+    for _ in 0..down {
+        tmux.keys(&["j"]).await;
+    }
+    tmux.wait_for("the selection", 10, |s| {
+        s.lines().any(|l| l.starts_with(&format!("▸{name} ")))
+    })
+    .await;
+    let (key, question, done) = if enable {
+        (
+            "e",
+            format!("Put upstream account {name} back in service?"),
+            "enabled",
+        )
+    } else {
+        ("d", format!("Disable upstream account {name}?"), "disabled")
+    };
+    tmux.keys(&[key]).await;
+    tmux.wait_text(&question, 10).await;
+    tmux.keys(&["y"]).await;
+    tmux.wait_text(&format!("upstream account {name} {done}"), 10)
+        .await;
+}
+
+/// DeepSeek refuses the first account's key: the pool disables it and the alert says so.
+async fn deepseek_refuses_the_first_account(app: &TestApp, tmux: &Tmux) {
+    use modelrelay::upstream::simulated::AccountFault;
+    app.sim
+        .set_fault(crate::common::SIM_KEY, Some(AccountFault::Status(401)));
+    let key = app.create_key("trial", None).await;
+    let resp = app
+        .chat(&key, &crate::common::body(FLASH, "[[sim reply=2]] hi"))
+        .send()
+        .await
+        .expect("the gateway answers");
+    assert_eq!(resp.status(), 200, "served by the other account");
+    let screen = tmux
+        .wait_for("the pool's own alert", 10, |s| {
+            alert_line(s).contains("⚠ account first is disabled")
+        })
+        .await;
+    assert!(screen.contains("last error"), "{screen}");
+}
+
+#[tokio::test]
+async fn the_upstream_view_disables_and_enables_an_account_with_the_alert_in_the_header() {
+    use crate::upstream_pool::two_accounts;
+
+    let app = two_accounts(|_| {}, |_| {}).await;
+    let state = &app.daemon.as_ref().expect("running").state;
+    let tmux = Tmux::start(&console_line(&app.socket), app.dir.path()).await;
+    tmux.wait_text("● live", 30).await;
+
+    tmux.keys(&["5"]).await;
+    let view = tmux
+        .wait_for("both accounts on the Upstream view", 15, |s| {
+            s.contains("Upstream accounts (2)")
+                && s.lines()
+                    .any(|l| l.contains("first ") && l.contains("healthy"))
+                && s.lines()
+                    .any(|l| l.contains("second ") && l.contains("healthy"))
+                && s.contains("no warnings")
+        })
+        .await;
+    assert!(view.contains("flash 0/2500 · pro 0/500"), "{view}");
+    assert!(view.contains("balance USD 100.00"), "{view}");
+    assert!(
+        alert_line(&view).contains("5 Upstream"),
+        "no alert yet: {view}"
+    );
+
+    switch_account(&tmux, "second", 1, false).await;
+    let alert = "⚠ account second is disabled by the operator";
+    let screen = tmux
+        .wait_for("the alert line", 10, |s| alert_line(s).contains(alert))
+        .await;
+    assert!(
+        screen
+            .lines()
+            .any(|l| l.contains("second ") && l.contains("disabled")),
+        "{screen}"
+    );
+    assert_eq!(
+        state.upstream.status().accounts[1].state.as_str(),
+        "disabled"
+    );
+    // The alert stays in sight on every view.
+    let views = [
+        ("1", "In flight"),
+        ("2", "Keys ("),
+        ("3", "Orders ("),
+        ("4", "Rate-limit hits"),
+    ];
+    for (view, title) in views {
+        tmux.keys(&[view]).await;
+        let s = tmux.wait_text(title, 10).await;
+        assert!(alert_line(&s).contains(alert), "view {view}: {s}");
+    }
+
+    switch_account(&tmux, "second", 1, true).await;
+    tmux.wait_for("the alert gone", 10, |s| {
+        !s.contains('⚠') && s.contains("no warnings")
+    })
+    .await;
+    assert_eq!(
+        state.upstream.status().accounts[1].state.as_str(),
+        "healthy"
+    );
+
+    deepseek_refuses_the_first_account(&app, &tmux).await;
+    quit_restores_the_terminal(&tmux).await;
 }

@@ -46,4 +46,5 @@ mod selfservice_pages;
 mod selfservice_rotate;
 mod selfservice_topup;
 mod shop_orders;
+mod upstream_ops;
 mod upstream_pool;

@@ -4,13 +4,13 @@
 
 use super::event::{Action, Command, Event};
 use super::model::Model;
-use crate::activity::protocol::{KeyView, Response};
+use crate::activity::protocol::{ActivityEvent, KeyView, Response};
 use crate::money::Usd;
 
 /// How long an outcome message stays in the status line.
 const MESSAGE_MS: i64 = 8_000;
 
-/// The four views.
+/// The five views.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum View {
     /// Streams in flight and the last finished requests.
@@ -21,11 +21,19 @@ pub enum View {
     Orders,
     /// Rate-limit hits and refusals over the last hour.
     Limits,
+    /// The DeepSeek accounts: state, load, balance, errors; liability and coverage.
+    Upstream,
 }
 
 impl View {
     /// Every view, in tab order.
-    pub const ALL: [View; 4] = [View::Live, View::Keys, View::Orders, View::Limits];
+    pub const ALL: [View; 5] = [
+        View::Live,
+        View::Keys,
+        View::Orders,
+        View::Limits,
+        View::Upstream,
+    ];
 
     /// The tab's title.
     pub fn title(self) -> &'static str {
@@ -34,6 +42,7 @@ impl View {
             View::Keys => "Keys",
             View::Orders => "Orders",
             View::Limits => "Limits",
+            View::Upstream => "Upstream",
         }
     }
 
@@ -143,6 +152,13 @@ pub enum Modal {
         /// The old display prefix.
         old_prefix: String,
     },
+    /// "Enable / disable this upstream account?"
+    ConfirmAccount {
+        /// The account's name.
+        name: String,
+        /// Put it back in service (or take it out).
+        enable: bool,
+    },
     /// A command is on its way.
     Working(String),
     /// A new key, shown this once.
@@ -183,18 +199,34 @@ pub struct App {
     pub filter: String,
     /// The Keys order.
     pub sort: KeySort,
-    /// Selected row on the Live (finished list), Orders and Limits views.
-    pub row: [usize; 4],
+    /// Selected row on the Live (finished list), Orders, Limits and Upstream views (by
+    /// [`View::index`]; the Keys view selects by id).
+    pub row: [usize; 5],
     /// The last outcome and when it happened.
     pub message: Option<(String, i64)>,
     /// Events missed in the last lag (resynchronising).
     pub lagged: Option<u64>,
     /// When the outbox was last asked for (unix ms).
     pub mail_asked_ms: i64,
+    /// Reading the upstream pool: when, and whether an answer is awaited.
+    pub upstream_poll: UpstreamPoll,
 }
 
 /// How often the Orders view re-reads the outbox (events also keep it current).
 const MAIL_REFRESH_MS: i64 = 10_000;
+
+/// Reading the upstream pool (the Upstream view, the header's alert line): every couple of
+/// seconds while connected, and at once when an account changes state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UpstreamPoll {
+    /// When a read was last asked for or answered (unix ms): the next one waits its interval
+    /// from the later of the two.
+    pub last_ms: i64,
+    /// An answer is awaited: one read at a time, so a slow daemon never gets a queue of them.
+    pub waiting: bool,
+    /// Asked for again meanwhile: read once more as soon as the answer comes.
+    pub again: bool,
+}
 
 impl App {
     /// A fresh state for the socket at `socket`; `plans` from the config.
@@ -212,10 +244,11 @@ impl App {
             selected_key: None,
             filter: String::new(),
             sort: KeySort::Created,
-            row: [0; 4],
+            row: [0; 5],
             message: None,
             lagged: None,
             mail_asked_ms: 0,
+            upstream_poll: UpstreamPoll::default(),
         }
     }
 
@@ -233,14 +266,16 @@ impl App {
                 {
                     self.message = None;
                 }
+                let mut actions = Vec::new();
                 if self.connected
                     && self.view == View::Orders
                     && now - self.mail_asked_ms > MAIL_REFRESH_MS
                 {
                     self.mail_asked_ms = now;
-                    return vec![Action::Send(Command::MailList)];
+                    actions.push(Action::Send(Command::MailList));
                 }
-                Vec::new()
+                actions.extend(self.poll_upstream_when_due());
+                actions
             }
             Event::Socket(r) => self.apply(r),
             Event::Connected => {
@@ -249,12 +284,14 @@ impl App {
                 self.model.connection_lost();
                 // The daemon's snapshot, when it sends one, supersedes these.
                 self.mail_asked_ms = self.now_ms;
-                vec![
+                let mut actions = vec![
                     Action::Send(Command::Ping),
                     Action::Send(Command::KeysList),
                     Action::Send(Command::OrdersList),
                     Action::Send(Command::MailList),
-                ]
+                ];
+                actions.extend(self.poll_upstream());
+                actions
             }
             Event::Disconnected(why) => {
                 self.connected = false;
@@ -262,6 +299,7 @@ impl App {
                 self.model.connection_lost();
                 Vec::new()
             }
+            Event::Reply(Command::UpstreamStatus, result) => self.on_upstream_status(result),
             Event::Reply(cmd, result) => {
                 self.on_reply(cmd, result);
                 Vec::new()
@@ -281,8 +319,13 @@ impl App {
                 self.learn_plans();
             }
             Response::Event { event } => {
+                // The pool is read whole: a change of state is worth reading it now.
+                let account_changed = matches!(event, ActivityEvent::AccountChanged { .. });
                 self.model.apply_event(event);
                 self.learn_plans();
+                if account_changed && self.connected {
+                    return self.poll_upstream().into_iter().collect();
+                }
             }
             Response::Lagged { missed } => {
                 self.lagged = Some(missed);
@@ -349,6 +392,11 @@ impl App {
                     super::ui::format::usd(usd)
                 ));
             }
+            (Command::SetAccount { name, enable }, Response::Upstream { upstream }) => {
+                self.model.upstream_pool.apply(*upstream, self.now_ms);
+                let done = if enable { "enabled" } else { "disabled" };
+                self.say(format!("upstream account {name} {done}"));
+            }
             (Command::Create { plan }, Response::Created { key, api_key }) => {
                 self.selected_key = Some(key.id.clone());
                 self.model.upsert_key(key);
@@ -364,7 +412,7 @@ impl App {
         }
     }
 
-    fn say(&mut self, msg: String) {
+    pub(super) fn say(&mut self, msg: String) {
         self.message = Some((msg, self.now_ms));
     }
 

@@ -73,6 +73,15 @@ pub enum Command {
     },
     /// The outbox (the Orders view shows it).
     MailList,
+    /// The upstream pool (the Upstream view and the header's alert line show it).
+    UpstreamStatus,
+    /// Put an upstream account back in service, or take it out.
+    SetAccount {
+        /// The account's name.
+        name: String,
+        /// In service (`upstream enable`) or not (`upstream disable`).
+        enable: bool,
+    },
 }
 
 impl Command {
@@ -99,6 +108,14 @@ impl Command {
                 key: key_id.clone(),
             },
             Command::MailList => Request::MailList { limit: Some(200) },
+            Command::UpstreamStatus => Request::UpstreamStatus,
+            Command::SetAccount { name, enable: true } => {
+                Request::UpstreamEnable { name: name.clone() }
+            }
+            Command::SetAccount {
+                name,
+                enable: false,
+            } => Request::UpstreamDisable { name: name.clone() },
         }
     }
 
@@ -110,6 +127,7 @@ impl Command {
                 | Command::TopUp { .. }
                 | Command::Create { .. }
                 | Command::Rotate { .. }
+                | Command::SetAccount { .. }
         )
     }
 }

@@ -7,6 +7,9 @@ use super::event::{Action, Command};
 use crate::money::Usd;
 use crate::status::KeyStatus;
 
+/// How many views there are (Tab cycles through them, `1`… picks one).
+const VIEWS: usize = View::ALL.len();
+
 /// A typed top-up amount, in dollars (a leading `$` is allowed).
 pub fn parse_amount(input: &str) -> Result<Usd, String> {
     match input.trim().trim_start_matches('$').parse::<Usd>() {
@@ -31,10 +34,10 @@ impl App {
         match key.code {
             KeyCode::Char('q') => return Some(Action::Quit),
             KeyCode::Char('?') => self.modal = Some(Modal::Help),
-            KeyCode::Tab => self.view = View::ALL[(self.view.index() + 1) % 4],
-            KeyCode::BackTab => self.view = View::ALL[(self.view.index() + 3) % 4],
-            KeyCode::Char(c @ '1'..='4') => {
-                self.view = View::ALL[(c as u8 - b'1') as usize];
+            KeyCode::Tab => self.view = View::ALL[(self.view.index() + 1) % VIEWS],
+            KeyCode::BackTab => self.view = View::ALL[(self.view.index() + VIEWS - 1) % VIEWS],
+            KeyCode::Char(c @ '1'..='9') if usize::from(c as u8 - b'1') < VIEWS => {
+                self.view = View::ALL[usize::from(c as u8 - b'1')];
             }
             KeyCode::Down | KeyCode::Char('j') => self.move_selection(1),
             KeyCode::Up | KeyCode::Char('k') => self.move_selection(-1),
@@ -49,6 +52,8 @@ impl App {
                 }
             }
             _ if self.view == View::Keys => self.on_keys_view_key(key.code),
+            KeyCode::Char('e') if self.view == View::Upstream => self.ask_set_account(true),
+            KeyCode::Char('d') if self.view == View::Upstream => self.ask_set_account(false),
             _ => {}
         }
         None
@@ -107,6 +112,15 @@ impl App {
             View::Live => self.row[0] = step(self.row[0], self.model.finished().len()),
             View::Orders => self.row[2] = step(self.row[2], self.model.orders.len()),
             View::Limits => self.row[3] = step(self.row[3], self.model.rate_limited().len()),
+            View::Upstream => {
+                let accounts = self
+                    .model
+                    .upstream_pool
+                    .view
+                    .as_ref()
+                    .map_or(0, |v| v.accounts.len());
+                self.row[4] = step(self.row[4], accounts);
+            }
         }
     }
 
@@ -126,7 +140,8 @@ impl App {
             Modal::ConfirmRevoke { .. }
             | Modal::ConfirmTopUp { .. }
             | Modal::ConfirmCreate { .. }
-            | Modal::ConfirmRotate { .. } => self.on_confirm_key(modal, key.code),
+            | Modal::ConfirmRotate { .. }
+            | Modal::ConfirmAccount { .. } => self.on_confirm_key(modal, key.code),
             Modal::TopUpAmount {
                 key_id,
                 prefix,
@@ -190,6 +205,13 @@ impl App {
             Modal::ConfirmRotate { key_id, prefix } => (
                 format!("replacing {prefix}…"),
                 Command::Rotate { key_id, prefix },
+            ),
+            Modal::ConfirmAccount { name, enable } => (
+                format!(
+                    "{} upstream account {name}…",
+                    if enable { "enabling" } else { "disabling" }
+                ),
+                Command::SetAccount { name, enable },
             ),
             other => return keep(self, other),
         };

@@ -6,6 +6,7 @@
 //! - [`event`]: the one event enum every source feeds, and the commands sent to the daemon.
 //! - [`ui`]: rendering only.
 //! - `net`, `terminal`: the two socket connections, and the terminal that is always restored.
+//! - `upstream`: when the upstream pool is read, and what its answers change.
 //!
 //! This module is the I/O loop: keys (crossterm's `EventStream`), a clock tick, the subscription
 //! and the command connection all become [`Event`]s; after each batch the screen is redrawn.
@@ -20,6 +21,7 @@ pub mod model;
 mod net;
 mod terminal;
 pub mod ui;
+mod upstream;
 
 #[cfg(test)]
 mod tests;

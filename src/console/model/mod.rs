@@ -2,8 +2,8 @@
 //! kept current by activity events. Pure data, no I/O.
 //!
 //! Requests in flight and finished, rate-limit hits, refusals, today's totals and upstream's
-//! health are the daemon's own [`Fold`] under [`ConsoleRules`]; keys, orders and requests/s
-//! are the console's.
+//! health are the daemon's own [`Fold`] under [`ConsoleRules`]; keys, orders, requests/s and
+//! the upstream pool (read whole every few seconds, [`Pool`]) are the console's.
 //!
 //! Idempotency: the daemon starts the event stream exactly where its snapshot ends, except on a
 //! saturated bus where a few events may repeat; so every event is applied, and a repeat changes
@@ -21,8 +21,10 @@ use crate::activity::protocol::{
 
 mod records;
 mod requests;
+mod upstream;
 
 pub use crate::activity::fold::{FinishedRow, HOUR_MS, Refusal};
+pub use upstream::Pool;
 
 /// Finished requests kept for the Live view.
 pub(crate) const FINISHED_KEPT: usize = 200;
@@ -72,6 +74,8 @@ pub struct Model {
     pub orders: Vec<OrderView>,
     /// The outbox, newest first (from `mail_list`, kept current by `mail_changed`).
     pub mail: Vec<MailView>,
+    /// The upstream pool (from `upstream_status`, read every few seconds).
+    pub upstream_pool: Pool,
     /// When the current snapshot was taken: events up to then are already in it.
     pub baseline_ms: i64,
     /// When the keys were last read whole (snapshot or `keys_list`): key changes up to then
@@ -98,6 +102,8 @@ impl Model {
             orders: s.orders,
             // The snapshot does not carry the outbox; `mail_list` answers keep it.
             mail: std::mem::take(&mut self.mail),
+            // Nor the pool: its own reads keep it.
+            upstream_pool: std::mem::take(&mut self.upstream_pool),
             baseline_ms: s.at_ms,
             keys_baseline_ms: s.at_ms,
             has_snapshot: true,

@@ -11,7 +11,15 @@ fn navigation_help_and_quit() {
     assert_eq!(app.view, View::Keys);
     press(&mut app, KeyCode::BackTab);
     press(&mut app, KeyCode::BackTab);
+    assert_eq!(app.view, View::Upstream);
+    press(&mut app, KeyCode::BackTab);
     assert_eq!(app.view, View::Limits);
+    press(&mut app, KeyCode::Char('5'));
+    assert_eq!(app.view, View::Upstream);
+    press(&mut app, KeyCode::Tab);
+    assert_eq!(app.view, View::Live);
+    press(&mut app, KeyCode::Char('6'));
+    assert_eq!(app.view, View::Live, "no sixth view");
     press(&mut app, KeyCode::Char('3'));
     assert_eq!(app.view, View::Orders);
     press(&mut app, KeyCode::Char('?'));

@@ -1,17 +1,19 @@
 //! Tests of the console's state: fixtures here; `state` checks snapshot + events (idempotent),
 //! requests/s and the no-snapshot fallback; `actions` checks navigation and the action flows
-//! (revoke, top up, comp key).
+//! (revoke, top up, comp key); `upstream` the pool's reads, requests per minute and the
+//! enable/disable flow.
 
 mod actions;
 mod state;
+mod upstream;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 use super::app::{App, KeySort, Modal, View};
 use super::event::{Action, Command, Event};
 use crate::activity::protocol::{
-    ActivityEvent, InFlightView, KeyView, OrderView, RateLimitHits, Response, Snapshot, Totals,
-    UpstreamHealth,
+    AccountView, ActivityEvent, BalanceView, CurrencyBalance, InFlightView, KeyView, ModelLoadView,
+    OrderView, RateLimitHits, Response, Snapshot, Totals, UpstreamHealth, UpstreamView,
 };
 use crate::kinds::OrderKind;
 use crate::money::Usd;
@@ -214,7 +216,89 @@ pub(crate) fn snapshot() -> Snapshot {
     }
 }
 
-/// An app that received `snapshot()` at [`NOW`].
+/// A model's load against its cap.
+fn load(model: &str, in_flight: u32, cap: u32) -> ModelLoadView {
+    ModelLoadView {
+        model: model.into(),
+        in_flight,
+        cap,
+    }
+}
+
+/// A balance in one currency (all of it paid in).
+fn currency(code: &str, total: &str) -> CurrencyBalance {
+    CurrencyBalance {
+        currency: code.into(),
+        total: usd(total),
+        granted: Usd::ZERO,
+        topped_up: usd(total),
+    }
+}
+
+/// `primary`, healthy and busy, its balance read 30 s ago; `secondary`, cooling for 12 s more
+/// after a 429, holding USD and CNY. $135 covers the keys' $49.75 (271%); no warnings.
+pub(crate) fn upstream_view() -> UpstreamView {
+    let primary = AccountView {
+        name: "primary".into(),
+        state: "healthy".into(),
+        cooling_until_ms: None,
+        weight: 1,
+        models: vec![
+            load("deepseek-v4-flash", 3, 2500),
+            load("deepseek-v4-pro", 1, 500),
+        ],
+        balance: Some(BalanceView {
+            is_available: true,
+            at_ms: NOW - 30_000,
+            currencies: vec![currency("USD", "110")],
+        }),
+        disabled_by_operator: false,
+        last_error: Some("upstream_error 502".into()),
+        last_error_ms: Some(NOW - 300_000),
+        requests: 120,
+        errors: 2,
+    };
+    let secondary = AccountView {
+        name: "secondary".into(),
+        state: "cooling".into(),
+        cooling_until_ms: Some(NOW + 12_000),
+        models: vec![
+            load("deepseek-v4-flash", 0, 2500),
+            load("deepseek-v4-pro", 0, 500),
+        ],
+        balance: Some(BalanceView {
+            is_available: true,
+            at_ms: NOW - 45_000,
+            currencies: vec![currency("USD", "25"), currency("CNY", "50")],
+        }),
+        last_error: Some("upstream answered 429".into()),
+        last_error_ms: Some(NOW - 3_000),
+        requests: 40,
+        errors: 5,
+        ..primary.clone()
+    };
+    UpstreamView {
+        accounts: vec![primary, secondary],
+        usd_balance: usd("135"),
+        liability_usd: usd("49.75"),
+        coverage_percent: Some(271),
+        low_balance_usd: usd("10"),
+        failovers: 3,
+        warnings: vec![],
+    }
+}
+
+/// The answer to a read of the pool.
+pub(crate) fn pool_read(view: UpstreamView) -> Event {
+    Event::Reply(
+        Command::UpstreamStatus,
+        Ok(Response::Upstream {
+            upstream: Box::new(view),
+        }),
+    )
+}
+
+/// An app that received `snapshot()` and `upstream_view()` at [`NOW`].
 pub(crate) fn app() -> App {
     let mut app = App::new("/run/modelrelay/modelrelay.sock", vec![], true);
     app.handle(Event::Tick(NOW));
@@ -223,6 +307,7 @@ pub(crate) fn app() -> App {
     app.handle(Event::Socket(Response::Snapshot {
         snapshot: Box::new(snapshot()),
     }));
+    app.handle(pool_read(upstream_view()));
     app
 }
 

@@ -199,7 +199,8 @@ fn without_a_snapshot_the_console_builds_from_events_and_look_ups() {
             Action::Send(Command::Ping),
             Action::Send(Command::KeysList),
             Action::Send(Command::OrdersList),
-            Action::Send(Command::MailList)
+            Action::Send(Command::MailList),
+            Action::Send(Command::UpstreamStatus)
         ]
     );
     app.handle(Event::Socket(Response::Subscribed));
@@ -286,5 +287,6 @@ fn disconnection_is_shown_and_reconnection_resubscribes() {
     let actions = app.handle(Event::Connected);
     assert!(app.connected);
     assert_eq!(app.disconnect_reason, None);
-    assert_eq!(actions.len(), 4);
+    assert_eq!(actions.len(), 5);
+    assert_eq!(actions[4], Action::Send(Command::UpstreamStatus));
 }

@@ -1,5 +1,5 @@
-//! Dialogs drawn over the view: help, confirmations, the top-up amount, the comp-key plan, the
-//! new key (shown once), progress and failures.
+//! Dialogs drawn over the view: help, confirmations (keys, and upstream accounts), the top-up
+//! amount, the comp-key plan, the new key (shown once), progress and failures.
 
 use ratatui::Frame;
 use ratatui::layout::Rect;
@@ -61,6 +61,7 @@ fn dialog(app: &App, modal: &Modal, t: &Theme) -> Option<Dialog> {
         | Modal::ConfirmTopUp { .. }
         | Modal::ConfirmCreate { .. }
         | Modal::ConfirmRotate { .. } => confirmation(modal, t)?,
+        Modal::ConfirmAccount { name, enable } => confirm_account(app, name, *enable, t),
         Modal::ReplacedKey {
             api_key,
             old_prefix,
@@ -121,7 +122,7 @@ fn help(app: &App, t: &Theme) -> Dialog {
     };
     let lines = vec![
         keys("Tab Shift-Tab", "next / previous view"),
-        keys("1 2 3 4", "Live, Keys, Orders, Limits"),
+        keys("1 2 3 4 5", "Live, Keys, Orders, Limits, Upstream"),
         keys("↑ ↓  j k", "move the selection"),
         keys("PgUp PgDn g G", "page, first, last"),
         keys("/", "filter keys (Enter keeps, Esc clears)"),
@@ -130,6 +131,7 @@ fn help(app: &App, t: &Theme) -> Dialog {
         keys("t", "top up the selected key"),
         keys("n", "mint a comp key (shown once)"),
         keys("R", "replace the selected key's text (shown once)"),
+        keys("e  d", "enable / disable the selected upstream account"),
         keys("?", "this help; any key closes it"),
         keys("q  Ctrl-C", "quit"),
         Line::raw(""),
@@ -204,6 +206,52 @@ fn confirmation(modal: &Modal, t: &Theme) -> Option<Dialog> {
         ),
         _ => return None,
     })
+}
+
+/// "Disable / enable this upstream account?", saying what it does to the traffic.
+fn confirm_account(app: &App, name: &str, enable: bool, t: &Theme) -> Dialog {
+    let question = |verb: &str, rest: &str| {
+        Line::from(vec![
+            Span::raw(format!("{verb} upstream account ")),
+            Span::styled(name.to_string(), t.accent),
+            Span::raw(rest.to_string()),
+        ])
+    };
+    if enable {
+        return (
+            " Enable account ",
+            vec![
+                question("Put", " back in service?"),
+                Line::raw("It takes requests again at once."),
+                Line::raw(""),
+                Line::from(Span::styled("y enable · n or Esc cancel", t.warn)),
+            ],
+            60,
+        );
+    }
+    let mut lines = vec![
+        question("Disable", "?"),
+        Line::raw(
+            "Requests go to the other accounts until you enable it; no probe brings it back.",
+        ),
+    ];
+    let others_serving = app.model.upstream_pool.view.as_ref().is_some_and(|v| {
+        v.accounts
+            .iter()
+            .any(|a| a.name != name && a.state != "disabled")
+    });
+    if !others_serving {
+        lines.push(Line::from(Span::styled(
+            "No other account is in service: every request will fail until one is enabled.",
+            t.bad,
+        )));
+    }
+    lines.push(Line::raw(""));
+    lines.push(Line::from(Span::styled(
+        "y disable · n or Esc cancel",
+        t.warn,
+    )));
+    (" Disable account ", lines, 66)
 }
 
 fn top_up_amount(prefix: &str, input: &str, error: Option<&str>, t: &Theme) -> Dialog {

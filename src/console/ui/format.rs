@@ -5,6 +5,11 @@ use crate::money::{NANOS_PER_USD, Usd};
 
 /// `$` and the amount rounded half-up to at most `max_dec` decimals, at least two.
 fn dollars(u: Usd, max_dec: u32) -> String {
+    decimal(u, max_dec, "$")
+}
+
+/// `symbol` and the amount rounded half-up to at most `max_dec` decimals, at least two.
+fn decimal(u: Usd, max_dec: u32, symbol: &str) -> String {
     let n = u.nanos();
     let unit = 10_i128.pow(9 - max_dec);
     let abs = (n as i128).abs();
@@ -16,7 +21,7 @@ fn dollars(u: Usd, max_dec: u32) -> String {
         frac.pop();
     }
     let sign = if n < 0 && rounded != 0 { "-" } else { "" };
-    format!("{sign}${whole}.{frac}")
+    format!("{sign}{symbol}{whole}.{frac}")
 }
 
 /// A balance, budget, price or total: cents, with up to four decimals below $10 so that small
@@ -27,6 +32,17 @@ pub fn usd(u: Usd) -> String {
     } else {
         dollars(u, 4)
     }
+}
+
+/// An amount in a currency DeepSeek reports (`USD 110.00`, `CNY 50.00`): rounded like
+/// [`usd`], the currency's code in front (an amount in nano-units of that currency).
+pub fn money(currency: &str, amount: Usd) -> String {
+    let max_dec = if amount.nanos().abs() >= 10 * NANOS_PER_USD {
+        2
+    } else {
+        4
+    };
+    format!("{currency} {}", decimal(amount, max_dec, ""))
 }
 
 /// The cost of one request: up to six decimals (`$0.000084`).
@@ -146,6 +162,9 @@ mod tests {
         assert_eq!(usd(u("20")), "$20.00");
         assert_eq!(usd(u("1234.567")), "$1234.57");
         assert_eq!(usd(u("-0.5")), "-$0.50");
+        assert_eq!(super::money("USD", u("110")), "USD 110.00");
+        assert_eq!(super::money("CNY", u("3.14159")), "CNY 3.1416");
+        assert_eq!(super::money("USD", u("-2")), "USD -2.00");
         assert_eq!(cost(u("0.000084")), "$0.000084");
         assert_eq!(cost(u("0.00008449")), "$0.000084");
         assert_eq!(cost(u("0.0000845")), "$0.000085");

@@ -1,5 +1,6 @@
 //! Rendering, and nothing else: [`draw`] paints an [`App`] onto a frame. The layout is a header
-//! (every view), the tab bar, the view, and a status line; dialogs float over the view.
+//! (every view; a third line, the alert, while the upstream pool has warnings), the tab bar,
+//! the view, and a status line; dialogs float over the view.
 
 mod dialog;
 pub mod format;
@@ -9,6 +10,7 @@ mod live;
 mod orders;
 #[cfg(test)]
 mod tests;
+mod upstream;
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -68,8 +70,9 @@ impl Theme {
 /// Paint the whole console.
 pub fn draw(frame: &mut Frame, app: &App) {
     let theme = Theme::new(app.mono);
+    let alert = !app.model.upstream_pool.warnings().is_empty();
     let [header, tabs, body, status] = Layout::vertical([
-        Constraint::Length(2),
+        Constraint::Length(2 + u16::from(alert)),
         Constraint::Length(1),
         Constraint::Min(1),
         Constraint::Length(1),
@@ -82,6 +85,7 @@ pub fn draw(frame: &mut Frame, app: &App) {
         View::Keys => keys::draw(frame, body, app, &theme),
         View::Orders => orders::draw(frame, body, app, &theme),
         View::Limits => limits::draw(frame, body, app, &theme),
+        View::Upstream => upstream::draw(frame, body, app, &theme),
     }
     draw_status(frame, status, app, &theme);
     if let Some(modal) = &app.modal {
@@ -147,10 +151,28 @@ fn draw_header(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
     } else {
         second.push(Span::styled("  no errors", t.good));
     }
-    frame.render_widget(
-        Paragraph::new(vec![Line::from(first), Line::from(second)]),
-        area,
-    );
+    let mut lines = vec![Line::from(first), Line::from(second)];
+    lines.extend(alert_line(
+        app.model.upstream_pool.warnings(),
+        area.width,
+        t,
+    ));
+    frame.render_widget(Paragraph::new(lines), area);
+}
+
+/// The first of the upstream pool's warnings and how many more there are, cut to `width` so
+/// that the count stays in sight (`None` when all is well).
+fn alert_line(warnings: &[String], width: u16, t: &Theme) -> Option<Line<'static>> {
+    let first = warnings.first()?;
+    let more = match warnings.len() - 1 {
+        0 => String::new(),
+        n => format!(" (+{n} more)"),
+    };
+    let room = (width as usize).saturating_sub(3 + more.chars().count());
+    Some(Line::from(vec![
+        Span::styled(format!(" ⚠ {}", format::clip(first, room)), t.bad),
+        Span::styled(more, t.warn),
+    ]))
 }
 
 fn draw_tabs(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
@@ -198,7 +220,8 @@ fn draw_status(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
 fn hints(view: View) -> &'static str {
     match view {
         View::Keys => " ↑↓ select  / filter  s sort  r revoke  t top up  n new key  Tab view",
-        View::Live => " ↑↓ scroll finished  Tab/1-4 view  ? help  q quit",
-        View::Orders | View::Limits => " ↑↓ scroll  Tab/1-4 view  ? help  q quit",
+        View::Live => " ↑↓ scroll finished  Tab/1-5 view  ? help  q quit",
+        View::Orders | View::Limits => " ↑↓ scroll  Tab/1-5 view  ? help  q quit",
+        View::Upstream => " ↑↓ select  e enable  d disable  Tab/1-5 view  ? help  q quit",
     }
 }

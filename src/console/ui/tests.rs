@@ -1,5 +1,6 @@
 //! Rendering tests: every view, dialog and state drawn on ratatui's `TestBackend` at 80×24 (the
-//! smallest supported terminal) and 200×50, asserting what the operator reads.
+//! smallest supported terminal) and 200×50, asserting what the operator reads. The Upstream
+//! view and the header's alert line are in `upstream`.
 
 use crossterm::event::KeyCode;
 use ratatui::Terminal;
@@ -11,6 +12,8 @@ use super::draw;
 use crate::console::app::{App, View};
 use crate::console::event::Event;
 use crate::console::tests::{NOW, app, press, type_str};
+
+mod upstream;
 
 const SMALL: (u16, u16) = (80, 24);
 const LARGE: (u16, u16) = (200, 50);
@@ -362,6 +365,8 @@ fn help_overlay() {
                 "revoke the selected key",
                 "top up the selected key",
                 "mint a comp key (shown once)",
+                "Live, Keys, Orders, Limits, Upstream",
+                "enable / disable the selected upstream account",
                 "socket /run/modelrelay/modelrelay.sock",
             ],
         );
@@ -470,6 +475,16 @@ fn empty_daemon_and_connecting() {
     assert_has(
         &screen(&a, SMALL),
         &["no key hit its rate limit in the last hour", "no refusals"],
+    );
+    a.view = View::Upstream;
+    assert_has(&screen(&a, SMALL), &["reading the upstream pool…"]);
+    a.handle(Event::Reply(
+        crate::console::event::Command::UpstreamStatus,
+        Err("unknown command".into()),
+    ));
+    assert_has(
+        &screen(&a, SMALL),
+        &["cannot read the upstream pool: unknown command"],
     );
 }
 
