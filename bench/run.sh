@@ -40,6 +40,8 @@ sysctl -qw net.core.somaxconn=8192 2>/dev/null || true
 
 args=()
 litellm="bench/litellm/start.sh"
+# The figures shown as "before": the earlier round's headline (BENCH_BEFORE=FILE overrides).
+before="${BENCH_BEFORE:-bench/results/round1.json}"
 for a in "$@"; do
   case "$a" in
     --quick) args+=(--repeats 1 --latency-requests 2000 --wrk-secs 3 --streams 1000) ;;
@@ -86,5 +88,7 @@ taskset -c 1 "$target/release/mr-bench" run \
   --litellm "$litellm" \
   --machine "$machine" \
   ${ledger:+--ledger-rows-per-sec "$ledger"} \
+  --label "$(git rev-parse --short HEAD 2>/dev/null || echo unknown), $(date -u +%Y-%m-%d)" \
+  ${before:+--before "$before"} \
   --out bench/RESULTS.md \
   "${args[@]}"

@@ -7,14 +7,18 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod client;
+mod fsync;
+mod headline;
 mod latency;
 mod mock;
 mod openloop;
 mod procs;
 mod report;
 mod run;
+mod servers;
 mod stats;
 mod streams;
+mod targets;
 mod wrk;
 
 use std::net::SocketAddr;
@@ -58,7 +62,11 @@ fn main() -> anyhow::Result<()> {
             let out: PathBuf = opts.out.clone();
             let results = rt.block_on(run::run(*opts))?;
             std::fs::write(&out, report::render(&results))?;
-            println!("wrote {}", out.display());
+            // The headline figures, for a later run's `--before`.
+            let json = out.with_extension("json");
+            let headline = headline::Headline::of(&results);
+            std::fs::write(&json, serde_json::to_string_pretty(&headline)?)?;
+            println!("wrote {} and {}", out.display(), json.display());
             Ok(())
         }
     }

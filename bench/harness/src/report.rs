@@ -2,12 +2,9 @@
 
 use std::fmt::Write as _;
 
-use crate::run::Results;
-
-const GW: &str = "modelrelay";
-const PASS: &str = "modelrelay-passthrough";
-const NGINX: &str = "nginx";
-const LITELLM: &str = "litellm";
+use crate::headline::Headline;
+use crate::run::{DIRECT, GATEWAY as GW, GATEWAY_NORMAL as NORMAL, LITELLM, NGINX, PASS, Results};
+use crate::targets;
 
 fn get<T: Copy>(m: &std::collections::BTreeMap<String, T>, k: &str) -> Option<T> {
     m.get(k).copied()
@@ -17,14 +14,6 @@ fn f(v: Option<f64>, digits: usize) -> String {
     match v {
         Some(x) if x.is_finite() => format!("{x:.digits$}"),
         _ => "—".into(),
-    }
-}
-
-fn verdict(ok: Option<bool>) -> &'static str {
-    match ok {
-        Some(true) => "**met**",
-        Some(false) => "**not met**",
-        None => "not measured",
     }
 }
 
@@ -43,128 +32,12 @@ pub fn render(r: &Results) -> String {
         r.repeats
     );
 
-    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
-        (Some(a), Some(b)) if b.abs() > f64::EPSILON => Some(a / b),
-        _ => None,
-    };
-    let added_p99 =
-        |m: &std::collections::BTreeMap<String, [f64; 3]>, k: &str| get(m, k).map(|v| v[1]);
-
-    let _ = writeln!(s, "## Targets\n");
-    let _ = writeln!(s, "| target | measured | goal | verdict |");
-    let _ = writeln!(s, "|---|---|---|---|");
-    let row = |s: &mut String, name: &str, measured: String, goal: &str, ok: Option<bool>| {
-        let _ = writeln!(s, "| {name} | {measured} | {goal} | {} |", verdict(ok));
-    };
-    let lat = ratio(added_p99(&r.added, GW), added_p99(&r.added, NGINX));
-    row(
-        &mut s,
-        "added p99, 1 connection, non-stream: modelrelay ÷ nginx",
-        format!(
-            "{} ({} µs ÷ {} µs)",
-            f(lat, 2),
-            f(added_p99(&r.added, GW), 1),
-            f(added_p99(&r.added, NGINX), 1)
-        ),
-        "≤ 1.25",
-        lat.map(|x| x <= 1.25),
-    );
-    let ttft = ratio(
-        added_p99(&r.added_ttfb, GW),
-        added_p99(&r.added_ttfb, NGINX),
-    );
-    row(
-        &mut s,
-        "added p99 time to first byte of a stream: modelrelay ÷ nginx",
-        format!(
-            "{} ({} µs ÷ {} µs)",
-            f(ttft, 2),
-            f(added_p99(&r.added_ttfb, GW), 1),
-            f(added_p99(&r.added_ttfb, NGINX), 1)
-        ),
-        "≤ 1.25",
-        ttft.map(|x| x <= 1.25),
-    );
-    let rps = ratio(get(&r.rps, GW), get(&r.rps, NGINX));
-    row(
-        &mut s,
-        "max RPS at 64 connections: modelrelay ÷ nginx",
-        format!(
-            "{} ({} ÷ {})",
-            f(rps, 2),
-            f(get(&r.rps, GW), 0),
-            f(get(&r.rps, NGINX), 0)
-        ),
-        "≥ 0.5",
-        rps.map(|x| x >= 0.5),
-    );
-    let cpu = get(&r.cpu_us, GW);
-    row(
-        &mut s,
-        &format!("CPU per non-stream request (at {}/s)", r.cpu_rate),
-        format!("{} µs", f(cpu, 1)),
-        "≤ 40 µs",
-        cpu.map(|x| x <= 40.0),
-    );
-    let vs_rps = ratio(get(&r.rps, GW), get(&r.rps, LITELLM));
-    row(
-        &mut s,
-        "max RPS at 64 connections: modelrelay ÷ LiteLLM",
-        format!(
-            "{} ({} ÷ {})",
-            f(vs_rps, 1),
-            f(get(&r.rps, GW), 0),
-            f(get(&r.rps, LITELLM), 0)
-        ),
-        "≥ 20",
-        vs_rps.map(|x| x >= 20.0),
-    );
-    let vs_lat = ratio(added_p99(&r.added, GW), added_p99(&r.added, LITELLM));
-    row(
-        &mut s,
-        "added p99, 1 connection: modelrelay ÷ LiteLLM",
-        format!(
-            "{} ({} µs ÷ {} µs)",
-            f(vs_lat, 3),
-            f(added_p99(&r.added, GW), 1),
-            f(added_p99(&r.added, LITELLM), 1)
-        ),
-        "≤ 0.05",
-        vs_lat.map(|x| x <= 0.05),
-    );
-    if let Some((d, g)) = r.streams.iter().max_by_key(|(_, g)| g.n) {
-        let n = g.n;
-        row(
-            &mut s,
-            &format!("{n} concurrent streams: stalls"),
-            format!("{} (direct: {})", g.stalls, d.stalls),
-            "0",
-            Some(g.stalls == 0),
-        );
-        row(
-            &mut s,
-            &format!("{n} concurrent streams: RSS per stream"),
-            format!("{:.1} KiB", g.rss_per_stream_kib),
-            "≤ 32 KiB",
-            Some(g.rss_per_stream_kib <= 32.0),
-        );
-        let gap = g.gap_p99 - d.gap_p99;
-        row(
-            &mut s,
-            &format!("{n} concurrent streams: added p99 gap between chunks"),
-            format!("{:.0} µs ({:.0} − {:.0})", gap, g.gap_p99, d.gap_p99),
-            "≤ 1000 µs",
-            Some(gap <= 1000.0),
-        );
+    let now = Headline::of(r);
+    targets::render(&mut s, r, &now);
+    if let Some(before) = &r.before {
+        before_after(&mut s, before, &now);
     }
-    row(
-        &mut s,
-        "ledger writer, settled requests per second",
-        f(r.ledger, 0),
-        "≥ 50 000",
-        r.ledger.map(|x| x >= 50_000.0),
-    );
-    let _ = writeln!(s);
+    durability(&mut s, r);
 
     let _ = writeln!(s, "## Added latency at one connection (µs)\n");
     let _ = writeln!(
@@ -175,7 +48,7 @@ pub fn render(r: &Results) -> String {
     latency_table(
         &mut s,
         "through",
-        &[NGINX, GW, PASS, LITELLM],
+        &[NGINX, GW, NORMAL, PASS, LITELLM],
         &r.added,
         &r.added_ttfb,
     );
@@ -183,7 +56,7 @@ pub fn render(r: &Results) -> String {
     latency_table(
         &mut s,
         "target",
-        &["direct", NGINX, GW, PASS, LITELLM],
+        &[DIRECT, NGINX, GW, NORMAL, PASS, LITELLM],
         &r.absolute,
         &r.absolute_ttfb,
     );
@@ -199,7 +72,7 @@ pub fn render(r: &Results) -> String {
         "| target | RPS @64 conns | RPS @1 conn | highest RPS, p99 < 1 ms | p99 < 5 ms | CPU µs/request |"
     );
     let _ = writeln!(s, "|---|---|---|---|---|---|");
-    for k in ["direct", NGINX, GW, PASS, LITELLM] {
+    for k in [DIRECT, NGINX, GW, NORMAL, PASS, LITELLM] {
         let sw = r.sweeps.get(k);
         let _ = writeln!(
             s,
@@ -304,4 +177,80 @@ fn latency_table(
             c(b, 2)
         );
     }
+}
+
+/// Headline figures of the earlier run next to this one's, per target.
+fn before_after(s: &mut String, before: &Headline, now: &Headline) {
+    let _ = writeln!(
+        s,
+        "## Before and after
+"
+    );
+    let _ = writeln!(
+        s,
+        "Before: {}. After: {}. Non-stream unless said; added latency at one connection.\n",
+        before.label, now.label
+    );
+    let _ = writeln!(
+        s,
+        "| target | added p99 µs | stream TTFB added p99 µs | RPS @64 | RPS @1 | CPU µs/request |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|");
+    let pair = |b: Option<f64>, a: Option<f64>, d: usize| format!("{} → {}", f(b, d), f(a, d));
+    for k in [NGINX, GW, NORMAL, PASS, LITELLM] {
+        let _ = writeln!(
+            s,
+            "| {k} | {} | {} | {} | {} | {} |",
+            pair(before.p99(k), now.p99(k), 1),
+            pair(before.ttfb_p99(k), now.ttfb_p99(k), 1),
+            pair(get(&before.rps, k), get(&now.rps, k), 0),
+            pair(get(&before.rps1, k), get(&now.rps1, k), 0),
+            pair(get(&before.cpu_us, k), get(&now.cpu_us, k), 1),
+        );
+    }
+    let _ = writeln!(s);
+}
+
+/// What each `store.sync` mode costs at one connection, against the disk's own fsync.
+fn durability(s: &mut String, r: &Results) {
+    let _ = writeln!(s, "## Durability: `store.sync` full vs normal\n");
+    let _ = writeln!(
+        s,
+        "`full` (the default) sends an answer's last byte only after its ledger row is on disk \
+         (one WAL commit, one fdatasync, shared by the answers that settle together); `normal` \
+         hands the row to the OS before the last byte and syncs every `store.sync_interval_ms`. \
+         The disk's fsync is a 4 KiB write + fdatasync in the gateway's data directory, timed \
+         in the same run between latency repeats.\n"
+    );
+    match r.fsync {
+        Some(([p50, p99, p999], n)) => {
+            let _ = writeln!(
+                s,
+                "Disk fsync ({n} timed): p50 {p50:.1} µs, p99 {p99:.1} µs, p99.9 {p999:.1} µs.\n"
+            );
+        }
+        None => {
+            let _ = writeln!(s, "Disk fsync: not measured in this run.\n");
+        }
+    }
+    let _ = writeln!(
+        s,
+        "| mode | added p50 µs | p99 | p99.9 | RPS @64 | RPS @1 | CPU µs/request |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|");
+    for (mode, k) in [("full", GW), ("normal", NORMAL)] {
+        let a = get(&r.added, k);
+        let c = |i: usize| f(a.map(|x| x[i]), 1);
+        let _ = writeln!(
+            s,
+            "| {mode} | {} | {} | {} | {} | {} | {} |",
+            c(0),
+            c(1),
+            c(2),
+            f(get(&r.rps, k), 0),
+            f(get(&r.rps1, k), 0),
+            f(get(&r.cpu_us, k), 1)
+        );
+    }
+    let _ = writeln!(s);
 }

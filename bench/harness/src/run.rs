@@ -9,12 +9,13 @@ use anyhow::Context;
 use clap::Args;
 
 use crate::client::Target;
-use crate::latency;
+use crate::headline::Headline;
 use crate::openloop::{self, Step};
 use crate::procs::{self, Proc};
 use crate::stats::{median, median_each, p3};
 use crate::streams::{self, StreamsResult};
 use crate::wrk;
+use crate::{fsync, latency, servers};
 
 /// Options of `mr-bench run`.
 #[derive(Args, Clone, Debug)]
@@ -68,6 +69,12 @@ pub struct Opts {
     /// Core for the mock and the load generators.
     #[arg(long, default_value_t = 1)]
     pub load_core: u32,
+    /// Which run this is (commit, date), for the before/after tables.
+    #[arg(long, default_value = "this run")]
+    pub label: String,
+    /// An earlier run's headline figures (the `RESULTS.json` it wrote), shown as "before".
+    #[arg(long)]
+    pub before: Option<PathBuf>,
 }
 
 /// Everything measured, medians over the repeats.
@@ -104,13 +111,30 @@ pub struct Results {
     pub machine: String,
     /// Notes gathered on the way (failures of optional parts).
     pub notes: Vec<String>,
+    /// The disk's write + fdatasync p50/p99/p99.9 µs in the gateway's data directory, over every
+    /// repeat of the latency phase (see `fsync.rs`), and how many were timed.
+    pub fsync: Option<([f64; 3], usize)>,
+    /// This run's label (`--label`).
+    pub label: String,
+    /// The earlier run's headline (`--before`), when given and readable.
+    pub before: Option<Headline>,
 }
 
-const GATEWAY: &str = "modelrelay";
-const PASS: &str = "modelrelay-passthrough";
-const NGINX: &str = "nginx";
-const DIRECT: &str = "direct";
-const LITELLM: &str = "litellm";
+/// The gateway with its default durability (`store.sync = "full"`).
+pub const GATEWAY: &str = "modelrelay";
+/// The same binary with `store.sync = "normal"`.
+pub const GATEWAY_NORMAL: &str = "modelrelay-normal";
+/// The bare relay route of the full gateway (`--features bench-passthrough`).
+pub const PASS: &str = "modelrelay-passthrough";
+/// nginx as a plain reverse proxy.
+pub const NGINX: &str = "nginx";
+/// The mock, straight.
+pub const DIRECT: &str = "direct";
+/// LiteLLM's proxy.
+pub const LITELLM: &str = "litellm";
+
+/// Timed fsyncs per repeat of the latency phase.
+const FSYNCS_PER_REPEAT: usize = 1000;
 
 /// Run it all.
 pub async fn run(o: Opts) -> anyhow::Result<Results> {
@@ -121,8 +145,17 @@ pub async fn run(o: Opts) -> anyhow::Result<Results> {
         repeats: o.repeats,
         latency_requests: o.latency_requests,
         ledger: o.ledger_rows_per_sec,
+        label: o.label.clone(),
         ..Results::default()
     };
+    if let Some(p) = &o.before {
+        match Headline::load(p) {
+            Ok(h) => r.before = Some(h),
+            Err(e) => r
+                .notes
+                .push(format!("no before figures: {}: {e:#}", p.display())),
+        }
+    }
     if let Some(m) = &o.machine {
         r.machine = std::fs::read_to_string(m).unwrap_or_default();
     }
@@ -143,11 +176,15 @@ pub async fn run(o: Opts) -> anyhow::Result<Results> {
     procs::wait_port(mock_addr, Duration::from_secs(10)).await?;
 
     let nginx_addr = procs::free_port()?;
-    let nginx = start_nginx(&work, nginx_addr, mock_addr, o.server_core)?;
+    let nginx = servers::start_nginx(&work, nginx_addr, mock_addr, o.server_core)?;
     procs::wait_port(nginx_addr, Duration::from_secs(10)).await?;
 
     let gw_addr = procs::free_port()?;
-    let (gw, key) = start_gateway(&o, &work, gw_addr, mock_addr).await?;
+    let (gw, key, gw_data) =
+        servers::start_gateway(&o, &work, GATEWAY, "full", gw_addr, mock_addr).await?;
+    let gwn_addr = procs::free_port()?;
+    let (gwn, key_normal, _) =
+        servers::start_gateway(&o, &work, GATEWAY_NORMAL, "normal", gwn_addr, mock_addr).await?;
 
     let direct = Target {
         name: DIRECT.into(),
@@ -167,6 +204,12 @@ pub async fn run(o: Opts) -> anyhow::Result<Results> {
         path: "/v1/chat/completions".into(),
         auth: Some(format!("Bearer {key}")),
     };
+    let normal = Target {
+        name: GATEWAY_NORMAL.into(),
+        addr: gwn_addr,
+        path: "/v1/chat/completions".into(),
+        auth: Some(format!("Bearer {key_normal}")),
+    };
     let pass = Target {
         name: PASS.into(),
         addr: gw_addr,
@@ -177,6 +220,7 @@ pub async fn run(o: Opts) -> anyhow::Result<Results> {
         direct.clone(),
         via_nginx.clone(),
         gateway.clone(),
+        normal.clone(),
         pass.clone(),
     ];
 
@@ -189,12 +233,16 @@ pub async fn run(o: Opts) -> anyhow::Result<Results> {
         );
         let per_round = 500.min(o.latency_requests.max(1));
         let rounds = o.latency_requests.div_ceil(per_round);
+        let mut fsyncs = Vec::new();
         for stream in [false, true] {
             let mut added: BTreeMap<String, Vec<[f64; 3]>> = BTreeMap::new();
             let mut abs: BTreeMap<String, Vec<[f64; 3]>> = BTreeMap::new();
             for _ in 0..o.repeats {
                 let mut s =
                     latency::measure(&all, stream, 1000, rounds, per_round, false, &mut 0).await?;
+                if !stream {
+                    fsyncs.extend(fsync::measure(&gw_data, FSYNCS_PER_REPEAT)?);
+                }
                 for t in &all {
                     if let Some(a) = latency::added(&mut s, &t.name, DIRECT) {
                         added.entry(t.name.clone()).or_default().push(a);
@@ -216,7 +264,11 @@ pub async fn run(o: Opts) -> anyhow::Result<Results> {
                 dst_abs.insert(k, median_each(&v));
             }
         }
+        if !fsyncs.is_empty() {
+            r.fsync = Some((p3(&mut fsyncs), fsyncs.len()));
+        }
         eprintln!("  added (non-stream): {:?}", r.added);
+        eprintln!("  fsync p50/p99/p99.9 µs: {:?}", r.fsync);
     }
 
     // 2. Closed-loop throughput with wrk.
@@ -265,6 +317,7 @@ pub async fn run(o: Opts) -> anyhow::Result<Results> {
         let tck = procs::clk_tck();
         for (t, pid) in [
             (&gateway, gw.pid()),
+            (&normal, gwn.pid()),
             (&pass, gw.pid()),
             (&via_nginx, nginx.pid()),
         ] {
@@ -299,6 +352,7 @@ pub async fn run(o: Opts) -> anyhow::Result<Results> {
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
     drop(gw);
+    drop(gwn);
     drop(nginx);
 
     // 6. LiteLLM, measured by the same code (fewer requests: it is ~100× slower).
@@ -407,131 +461,4 @@ async fn litellm(
         (after - before) as f64 / tck * 1e6 / (s.achieved * 5.0).max(1.0),
     );
     Ok(())
-}
-
-fn start_nginx(
-    work: &Path,
-    addr: std::net::SocketAddr,
-    mock: std::net::SocketAddr,
-    core: u32,
-) -> anyhow::Result<Proc> {
-    let dir = work.join("nginx");
-    std::fs::create_dir_all(dir.join("tmp"))?;
-    let d = dir.display();
-    // One process (master_process off) so that its pid is the one doing the work; a plain
-    // reverse proxy with upstream keep-alive, no buffering (as a streaming API needs).
-    let conf = format!(
-        r#"daemon off;
-master_process off;
-worker_processes 1;
-worker_rlimit_nofile 200000;
-error_log {d}/error.log warn;
-pid {d}/nginx.pid;
-events {{ worker_connections 60000; }}
-http {{
-  access_log off;
-  client_body_temp_path {d}/tmp/body;
-  proxy_temp_path {d}/tmp/proxy;
-  fastcgi_temp_path {d}/tmp/fastcgi;
-  uwsgi_temp_path {d}/tmp/uwsgi;
-  scgi_temp_path {d}/tmp/scgi;
-  tcp_nodelay on;
-  keepalive_requests 100000000;
-  upstream mock {{
-    server {mock};
-    keepalive 1024;
-    keepalive_requests 100000000;
-  }}
-  server {{
-    listen {addr} backlog=4096;
-    location / {{
-      proxy_pass http://mock;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_buffering off;
-      proxy_read_timeout 300s;
-    }}
-  }}
-}}
-"#
-    );
-    let path = dir.join("nginx.conf");
-    std::fs::write(&path, conf)?;
-    Proc::spawn(
-        NGINX,
-        core,
-        &[
-            "nginx".into(),
-            "-p".into(),
-            dir.display().to_string(),
-            "-c".into(),
-            path.display().to_string(),
-        ],
-        &[],
-        &work.join("nginx.log"),
-    )
-}
-
-async fn start_gateway(
-    o: &Opts,
-    work: &Path,
-    addr: std::net::SocketAddr,
-    mock: std::net::SocketAddr,
-) -> anyhow::Result<(Proc, String)> {
-    let data = work.join("gateway-data");
-    std::fs::create_dir_all(&data)?;
-    let cfg = work.join("modelrelay.toml");
-    // A real configuration: auth, the plan's RPM limit (set high enough never to refuse the
-    // benchmark, but checked on every request), billing holds and settlement, the ledger.
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"[server]
-listen = "{addr}"
-data_dir = "{data}"
-log_level = "warn"
-drain_secs = 0
-
-[upstream]
-base_url = "http://{mock}"
-api_key = "sk-bench-upstream"
-
-[plans.pro]
-budget_usd = "1000000"
-rpm = 1000000000
-"#,
-            data = data.display()
-        ),
-    )?;
-    let gw = Proc::spawn(
-        GATEWAY,
-        o.server_core,
-        &[
-            o.modelrelay.display().to_string(),
-            "serve".into(),
-            "--config".into(),
-            cfg.display().to_string(),
-        ],
-        &[],
-        &work.join("gateway.log"),
-    )?;
-    procs::wait_port(addr, Duration::from_secs(30)).await?;
-    let out = std::process::Command::new(&o.modelrelay)
-        .args([
-            "keys", "create", "--plan", "pro", "--budget", "100000", "--config",
-        ])
-        .arg(&cfg)
-        .output()
-        .context("modelrelay keys create")?;
-    anyhow::ensure!(
-        out.status.success(),
-        "keys create failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let key = String::from_utf8(out.stdout)?.trim().to_owned();
-    anyhow::ensure!(
-        key.starts_with("sk-gateway-"),
-        "unexpected key output: {key}"
-    );
-    Ok((gw, key))
 }
