@@ -81,6 +81,7 @@ impl Reply {
             ready: VecDeque::new(),
             scratch: Vec::new(),
             eof: false,
+            failed: None,
             _slot: self.slot,
         }
     }
@@ -103,6 +104,10 @@ pub struct EventStream {
     ready: VecDeque<SseItem>,
     scratch: Vec<SseItem>,
     eof: bool,
+    /// Why decoding stopped, given after the events decoded before it in the same read: a read
+    /// may hold whole events and then the start of one over the cap, and those events must
+    /// still reach the client (and its bill), as they would had they come in a read of their own.
+    failed: Option<String>,
     /// The account's slot, given back when the stream ends (this is dropped).
     _slot: Slot,
 }
@@ -118,6 +123,10 @@ impl EventStream {
                 }
                 return Ok(Some(item));
             }
+            if let Some(why) = self.failed.take() {
+                self.eof = true;
+                return Err(UpstreamError::Malformed(why));
+            }
             if self.eof {
                 return Ok(None);
             }
@@ -129,7 +138,7 @@ impl EventStream {
                     let fed = self.decoder.feed(&bytes, &mut self.scratch);
                     self.ready.extend(self.scratch.drain(..));
                     if let Err(e) = fed {
-                        return Err(UpstreamError::Malformed(e.to_string()));
+                        self.failed = Some(e.to_string());
                     }
                 }
                 Ok(Ok(None)) => {
