@@ -30,12 +30,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         )
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            crate::metrics::http::count_requests,
-        ))
-        .layer(axum::middleware::from_fn(crate::state::request_id))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            crate::state::transport_headers,
+            crate::state::edge,
         ))
         .with_state(state)
 }

@@ -358,17 +358,40 @@ pub fn new_request_id() -> String {
     id
 }
 
-/// Headers every response carries, API and storefront alike: `X-Content-Type-Options: nosniff`
-/// (a JSON error must never be sniffed into HTML), and — when `server.public_url` is https —
-/// `Strict-Transport-Security`, so a browser that once reached the shop over TLS never falls
-/// back to plain HTTP, where a key or a payment could be read on the way.
-pub async fn transport_headers(
+/// The one middleware every response passes (one layer, not three: each `from_fn` layer boxes
+/// the route's service and future per request, which showed in the profile):
+/// - every response gets an `x-request-id` (and handlers the same id, as [`RequestId`]);
+///   Anthropic's routes also as `request-id`, where the `anthropic` SDKs read it
+///   (`message._request_id`);
+/// - it is counted by route template and status for `/metrics`;
+/// - headers every response carries, API and storefront alike: `X-Content-Type-Options:
+///   nosniff` (a JSON error must never be sniffed into HTML), and — when `server.public_url` is
+///   https — `Strict-Transport-Security`, so a browser that once reached the shop over TLS never
+///   falls back to plain HTTP, where a key or a payment could be read on the way.
+pub async fn edge(
     axum::extract::State(state): axum::extract::State<Arc<AppState>>,
-    req: Request,
+    mut req: Request,
     next: Next,
 ) -> Response {
+    let id = new_request_id();
+    let path = req.uri().path();
+    let anthropic = path.starts_with("/v1/messages") || path.starts_with("/anthropic");
+    let route = crate::metrics::route_slot(
+        req.extensions()
+            .get::<axum::extract::MatchedPath>()
+            .map(axum::extract::MatchedPath::as_str),
+    );
+    let header = HeaderValue::from_str(&id).ok();
+    req.extensions_mut().insert(RequestId(id));
     let mut resp = next.run(req).await;
+    state.metrics.http_response(route, resp.status().as_u16());
     let h = resp.headers_mut();
+    if let Some(v) = header {
+        if anthropic {
+            h.insert("request-id", v.clone());
+        }
+        h.insert("x-request-id", v);
+    }
     h.insert(
         axum::http::header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -378,23 +401,6 @@ pub async fn transport_headers(
             axum::http::header::STRICT_TRANSPORT_SECURITY,
             HeaderValue::from_static("max-age=31536000"),
         );
-    }
-    resp
-}
-
-/// Give every response an `x-request-id` (and handlers the same id); Anthropic's routes also
-/// as `request-id`, where the `anthropic` SDKs read it (`message._request_id`).
-pub async fn request_id(mut req: Request, next: Next) -> Response {
-    let id = new_request_id();
-    let path = req.uri().path();
-    let anthropic = path.starts_with("/v1/messages") || path.starts_with("/anthropic");
-    req.extensions_mut().insert(RequestId(id.clone()));
-    let mut resp = next.run(req).await;
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        if anthropic {
-            resp.headers_mut().insert("request-id", v.clone());
-        }
-        resp.headers_mut().insert("x-request-id", v);
     }
     resp
 }

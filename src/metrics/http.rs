@@ -1,34 +1,17 @@
-//! The HTTP side of observability: the middleware that counts responses, `GET /metrics`
-//! and `GET /healthz`. The counters themselves are in [`super`], below the shared state.
+//! The HTTP side of observability: `GET /metrics` and `GET /healthz` (every response is counted
+//! by [`crate::state::edge`]). The counters themselves are in [`super`], below the shared state.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::{escape, head, route_slot};
+use super::{escape, head};
 use crate::keys::KeyStatus;
 use crate::state::{AppState, ClientIp};
-
-/// Count every response by route template and status (a middleware).
-pub async fn count_requests(
-    State(state): State<Arc<AppState>>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let route = route_slot(
-        req.extensions()
-            .get::<MatchedPath>()
-            .map(MatchedPath::as_str),
-    );
-    let resp = next.run(req).await;
-    state.metrics.http_response(route, resp.status().as_u16());
-    resp
-}
 
 /// Figures read from the database when the page is scraped.
 struct DbFigures {

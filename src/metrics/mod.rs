@@ -213,7 +213,7 @@ impl Metrics {
     }
 
     /// One HTTP response to the route template in slot `route` (see [`route_slot`]).
-    fn http_response(&self, route: usize, status: u16) {
+    pub(crate) fn http_response(&self, route: usize, status: u16) {
         let r = route.min(ROUTES.len() - 1);
         self.http[r * STATUS_SLOTS + status_slot(status)].fetch_add(1, Ordering::Relaxed);
     }

@@ -62,16 +62,42 @@ pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// An upstream URL parsed once: parsing it on every request (IDNA host processing included)
+/// showed in the profile. Keeps the text for a URL that does not parse, so that such a request
+/// fails in reqwest exactly as before.
+pub(super) struct Prepared {
+    raw: String,
+    url: Option<reqwest::Url>,
+}
+
+impl Prepared {
+    fn new(raw: String) -> Prepared {
+        let url = reqwest::Url::parse(&raw).ok();
+        Prepared { raw, url }
+    }
+
+    /// A POST to it.
+    pub(super) fn post(&self, http: &reqwest::Client) -> reqwest::RequestBuilder {
+        match &self.url {
+            Some(u) => http.post(u.clone()),
+            None => http.post(self.raw.as_str()),
+        }
+    }
+}
+
 /// A DeepSeek account.
 pub struct Account {
     /// Its name.
     pub name: String,
     /// `Bearer <key>`.
     pub(super) auth: String,
+    /// The same as a header value, built once (`None` if the key holds bytes a header cannot,
+    /// in which case each request fails in reqwest as it would have).
+    pub(super) auth_header: Option<reqwest::header::HeaderValue>,
     /// `<base>/chat/completions`.
-    pub(super) chat_url: String,
+    pub(super) chat_url: Prepared,
     /// `<base>/anthropic/v1/messages`.
-    pub(super) messages_url: String,
+    pub(super) messages_url: Prepared,
     /// `<base>/user/balance`.
     pub(super) balance_url: String,
     /// Its weight.
@@ -101,8 +127,14 @@ impl Account {
         Account {
             name: a.name.clone(),
             auth: format!("Bearer {}", a.api_key),
-            chat_url: format!("{}/chat/completions", a.base_url),
-            messages_url: format!("{}/anthropic/v1/messages", a.base_url),
+            auth_header: reqwest::header::HeaderValue::try_from(format!("Bearer {}", a.api_key))
+                .ok()
+                .map(|mut v| {
+                    v.set_sensitive(true);
+                    v
+                }),
+            chat_url: Prepared::new(format!("{}/chat/completions", a.base_url)),
+            messages_url: Prepared::new(format!("{}/anthropic/v1/messages", a.base_url)),
             balance_url: format!("{}/user/balance", a.base_url),
             weight: a.weight.max(1),
             in_flight: caps.iter().map(|_| AtomicU32::new(0)).collect(),

@@ -164,11 +164,16 @@ impl Upstream {
             Endpoint::ChatCompletions => &account.chat_url,
             Endpoint::Messages => &account.messages_url,
         };
-        let send = self
-            .http
-            .post(url)
-            .header(reqwest::header::AUTHORIZATION, &account.auth)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
+        let request = url.post(&self.http);
+        let request = match &account.auth_header {
+            Some(v) => request.header(reqwest::header::AUTHORIZATION, v.clone()),
+            None => request.header(reqwest::header::AUTHORIZATION, &account.auth),
+        };
+        let send = request
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                reqwest::header::HeaderValue::from_static("application/json"),
+            )
             .body(body)
             .send();
         let wait = deadline.min(tokio::time::Instant::now() + self.idle_timeout);
