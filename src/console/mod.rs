@@ -9,7 +9,8 @@
 //! - `upstream`: when the upstream pool is read, and what its answers change.
 //!
 //! This module is the I/O loop: keys (crossterm's `EventStream`), a clock tick, the subscription
-//! and the command connection all become [`Event`]s; after each batch the screen is redrawn.
+//! and the command connection all become [`Event`]s; after each batch the screen is redrawn
+//! (at most every [`FRAME`] while events stream in; at once after a key).
 //!
 //! The top floor, and a pure client: it knows the daemon only through the wire protocol, the
 //! socket's client half and the shared fold (plus money and the status enums).
@@ -42,6 +43,11 @@ pub use input::parse_amount;
 const TICK: Duration = Duration::from_millis(250);
 /// Events applied before the screen is redrawn, at most (a burst is drawn once).
 const BATCH: usize = 512;
+/// Least time between two frames while events stream in. A busy daemon sends hundreds of
+/// events a second, and drawing after each one cost the console a large share of a core on
+/// the operator's (often one-core) VPS; 20 frames a second is smooth to the eye. A key press or
+/// a resize is still drawn at once.
+const FRAME: Duration = Duration::from_millis(50);
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -89,19 +95,34 @@ async fn event_loop(
         (Err(e), _) | (_, Err(e)) => return Err(format!("cannot watch signals: {e}")),
     };
     app.handle(Event::Tick(now_ms()));
+    // Something changed since the last frame; `now`: draw it without waiting for `FRAME`.
+    let (mut dirty, mut now) = (true, true);
+    let mut last_frame = tokio::time::Instant::now();
     loop {
-        guard
-            .terminal
-            .draw(|f| ui::draw(f, app))
-            .map_err(|e| format!("cannot draw: {e}"))?;
+        if dirty && (now || last_frame.elapsed() >= FRAME) {
+            guard
+                .terminal
+                .draw(|f| ui::draw(f, app))
+                .map_err(|e| format!("cannot draw: {e}"))?;
+            last_frame = tokio::time::Instant::now();
+            (dirty, now) = (false, false);
+        }
         let event = tokio::select! {
             k = keys.next() => match k {
-                Some(Ok(TermEvent::Key(k))) => Event::Key(k),
+                Some(Ok(TermEvent::Key(k))) => {
+                    now = true;
+                    Event::Key(k)
+                }
                 // A resize (or anything else) only needs the redraw at the top of the loop.
-                Some(Ok(_)) => continue,
+                Some(Ok(_)) => {
+                    (dirty, now) = (true, true);
+                    continue;
+                }
                 Some(Err(e)) => return Err(format!("cannot read the keyboard: {e}")),
                 None => return Ok(()),
             },
+            // The frame that events since the last one are waiting for.
+            () = tokio::time::sleep_until(last_frame + FRAME), if dirty => continue,
             _ = tick.tick() => Event::Tick(now_ms()),
             e = rx.recv() => match e {
                 Some(e) => e,
@@ -110,6 +131,7 @@ async fn event_loop(
             _ = term.recv() => return Ok(()),
             _ = hup.recv() => return Ok(()),
         };
+        dirty = true;
         let mut actions = app.handle(event);
         for _ in 0..BATCH {
             match rx.try_recv() {
