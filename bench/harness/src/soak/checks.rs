@@ -61,6 +61,9 @@ fn one_count(db: &Connection, sql: &str) -> anyhow::Result<i64> {
 
 /// The first few offenders, for a figure.
 fn offenders(v: &[String]) -> String {
+    if v.is_empty() {
+        return "0".to_owned();
+    }
     let shown: Vec<&str> = v.iter().take(3).map(String::as_str).collect();
     format!("{} ({})", v.len(), shown.join("; "))
 }

@@ -113,6 +113,7 @@ fn refusal(world: &World, plan: &Plan, status: u16, text: &str) -> String {
                 format!("{status} with {code}, not {want}: {short}"),
             )
         }
+        Some(want) if status == 401 => format!("{status} {want} (key text rotated meanwhile)"),
         Some(want) => format!("{status} {want}"),
         None => format!("{status} passed on"),
     }

@@ -128,10 +128,24 @@ pub fn render(i: &Inputs<'_>) -> String {
         ("gateway RSS, MiB", &i.flat.rss_mib),
         ("gateway open fds", &i.flat.fds),
         ("console RSS, MiB", &i.flat.console_mib),
-        ("database, MiB (not judged)", &i.flat.db_mib),
     ] {
         let _ = writeln!(s, "{}", growth_row(name, g));
     }
+    let db = &i.flat.db_mib;
+    let _ = writeln!(
+        s,
+        "| database, MiB (not judged) | {:.1} | {:.1} | {:.1} | {:.1} | {:+.1} | — |",
+        db.start,
+        db.baseline,
+        db.end,
+        db.max,
+        db.end - db.baseline
+    );
+    let _ = writeln!(
+        s,
+        "\nThe maxima come from the slow and hung account faults: requests wait on upstream \
+         meanwhile and connections pile up, then close; the medians are not moved by them."
+    );
     let _ = writeln!(
         s,
         "\nOver the run (every sample: `target/bench/soak/samples.csv`):\n\n\
