@@ -3,6 +3,8 @@
 //! `mr-bench mock` serves an instant DeepSeek-shaped upstream; `mr-bench run` starts the mock,
 //! nginx, the gateway and LiteLLM pinned to cores, measures them with the same client code, and
 //! writes `bench/RESULTS.md`. `bench/run.sh` is the one command that builds and runs it all.
+//! `mr-bench soak` (through `bench/soak.sh`) runs a long mixed load with faults and checks for
+//! leaks and broken books, writing the `## Soak` section of the same file.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -16,6 +18,7 @@ mod procs;
 mod report;
 mod run;
 mod servers;
+mod soak;
 mod stats;
 mod streams;
 mod targets;
@@ -43,6 +46,8 @@ enum Cmd {
     },
     /// Run the whole benchmark and write the report.
     Run(Box<run::Opts>),
+    /// Run the soak (long mixed load with faults) and write its section of the report.
+    Soak(Box<soak::Opts>),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -61,13 +66,30 @@ fn main() -> anyhow::Result<()> {
                 .build()?;
             let out: PathBuf = opts.out.clone();
             let results = rt.block_on(run::run(*opts))?;
-            std::fs::write(&out, report::render(&results))?;
+            // The soak's section is written by another command: keep it.
+            let old = std::fs::read_to_string(&out).unwrap_or_default();
+            let new = soak::report::carry_over(&old, &report::render(&results));
+            std::fs::write(&out, new)?;
             // The headline figures, for a later run's `--before`.
             let json = out.with_extension("json");
             let headline = headline::Headline::of(&results);
             std::fs::write(&json, serde_json::to_string_pretty(&headline)?)?;
             println!("wrote {} and {}", out.display(), json.display());
             Ok(())
+        }
+        Cmd::Soak(opts) => {
+            // The simulators, the load and the checks share two threads; the gateway under
+            // test is another process.
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            if rt.block_on(soak::run(*opts))? {
+                Ok(())
+            } else {
+                // The report is written; the exit status says it failed.
+                std::process::exit(1)
+            }
         }
     }
 }
