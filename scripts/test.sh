@@ -33,4 +33,5 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get update
   apt-get install -y "${missing[@]}"
 fi
-exec cargo test --locked --all-targets "$@"
+# --workspace: the benchmark harness's own unit tests (percentiles, the soak report) too.
+exec cargo test --locked --workspace --all-targets "$@"
