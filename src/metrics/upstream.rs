@@ -7,10 +7,26 @@ use super::{escape, head};
 use crate::money::Usd;
 use crate::state::AppState;
 use crate::upstream::account::AccountState;
+use crate::upstream::status::{ModelLoad, PoolStatus};
 
 /// Money as Prometheus wants it: a decimal number (exact: nano-units as a decimal string).
 fn number(u: Usd) -> String {
     u.to_string()
+}
+
+/// One gauge line per account and model, `value` read from that model's load.
+fn per_model(out: &mut String, pool: &PoolStatus, name: &str, value: fn(&ModelLoad) -> u64) {
+    for a in &pool.accounts {
+        for m in &a.models {
+            let _ = writeln!(
+                out,
+                "{name}{{account=\"{}\",model=\"{}\"}} {}",
+                escape(&a.name),
+                escape(&m.model),
+                value(m)
+            );
+        }
+    }
 }
 
 /// Render the pool's families.
@@ -43,34 +59,18 @@ pub fn render(out: &mut String, state: &AppState) {
         "gauge",
         "Requests in flight per upstream account and model.",
     );
-    for a in &pool.accounts {
-        for m in &a.models {
-            let _ = writeln!(
-                out,
-                "modelrelay_upstream_in_flight{{account=\"{}\",model=\"{}\"}} {}",
-                escape(&a.name),
-                escape(&m.model),
-                m.in_flight
-            );
-        }
-    }
+    per_model(out, &pool, "modelrelay_upstream_in_flight", |m| {
+        u64::from(m.in_flight)
+    });
     head(
         out,
         "modelrelay_upstream_max_in_flight",
         "gauge",
         "The cap of requests in flight per upstream account and model.",
     );
-    for a in &pool.accounts {
-        for m in &a.models {
-            let _ = writeln!(
-                out,
-                "modelrelay_upstream_max_in_flight{{account=\"{}\",model=\"{}\"}} {}",
-                escape(&a.name),
-                escape(&m.model),
-                m.cap
-            );
-        }
-    }
+    per_model(out, &pool, "modelrelay_upstream_max_in_flight", |m| {
+        u64::from(m.cap)
+    });
     head(
         out,
         "modelrelay_upstream_balance",

@@ -10,7 +10,8 @@ fn get<T: Copy>(m: &std::collections::BTreeMap<String, T>, k: &str) -> Option<T>
     m.get(k).copied()
 }
 
-fn f(v: Option<f64>, digits: usize) -> String {
+/// A figure with `digits` decimals, or "—" when it was not measured.
+pub(crate) fn f(v: Option<f64>, digits: usize) -> String {
     match v {
         Some(x) if x.is_finite() => format!("{x:.digits$}"),
         _ => "—".into(),

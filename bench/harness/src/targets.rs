@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 
 use crate::headline::Headline;
+use crate::report::f;
 use crate::run::{GATEWAY, GATEWAY_NORMAL, LITELLM, NGINX, Results};
 
 /// One goal computed from one run's headline: the text shown, and whether it is met (`None`:
@@ -14,13 +15,6 @@ struct Figure {
 }
 
 type Goal = (&'static str, &'static str, fn(&Headline) -> Figure);
-
-fn f(v: Option<f64>, digits: usize) -> String {
-    match v {
-        Some(x) if x.is_finite() => format!("{x:.digits$}"),
-        _ => "—".into(),
-    }
-}
 
 fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     match (a, b) {
