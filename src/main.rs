@@ -9,5 +9,13 @@ use clap::Parser;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    // No transparent huge pages for this process. mimalloc's arenas are 2 MiB-aligned and it
+    // advises huge pages on them, so a touched 8 KiB connection buffer could make a whole
+    // 2 MiB page resident, and khugepaged collapsed more of them later: with huge pages,
+    // 1 000 open streams cost ~78 KiB of RSS each instead of ~50, and a 30-minute soak's
+    // resident size stepped up by ~20 MiB at minute 22 with no change in load
+    // (bench/PROFILE.md). The daemon's memory is many small buffers, not a large heap that
+    // huge pages would speed up. Failing (an old kernel) only leaves the system's default.
+    let _ = nix::sys::prctl::set_thp_disable(true);
     modelrelay::cli::run(modelrelay::cli::Cli::parse())
 }

@@ -60,17 +60,37 @@ fn i(v: u64) -> i64 {
 /// Move the key's counters and insert the row, in the caller's transaction (the key first, so
 /// an unknown key is `NoSuchKey`, not a foreign-key failure).
 pub fn insert(c: &Connection, u: &UsageRow) -> Result<(), StoreError> {
-    // Cached: this pair runs once per settled request, on the writer's connection.
+    add_to_key(c, &u.key_id, u.cost.nanos(), 1, u.created_at_ms)?;
+    insert_row(c, u)
+}
+
+/// Move a key's counters by `requests` settled requests costing `cost_nanos` together, the
+/// last at `last_used_ms`. The writer calls it once per key per batch rather than once per
+/// row (`writer::KeyTotals`): the sums are the same, and at load one batch holds many rows of
+/// the same few keys.
+pub(super) fn add_to_key(
+    c: &Connection,
+    key_id: &str,
+    cost_nanos: i64,
+    requests: i64,
+    last_used_ms: i64,
+) -> Result<(), StoreError> {
+    // Cached: this runs once per key per commit, on the writer's connection.
     let n = c
         .prepare_cached(
-            "UPDATE keys SET spent_nanos = spent_nanos + ?2, requests = requests + 1,
-                last_used_at = max(coalesce(last_used_at, 0), ?3)
+            "UPDATE keys SET spent_nanos = spent_nanos + ?2, requests = requests + ?3,
+                last_used_at = max(coalesce(last_used_at, 0), ?4)
          WHERE id = ?1",
         )?
-        .execute(params![u.key_id, u.cost.nanos(), u.created_at_ms])?;
+        .execute(params![key_id, cost_nanos, requests, last_used_ms])?;
     if n == 0 {
-        return Err(StoreError::NoSuchKey(u.key_id.clone()));
+        return Err(StoreError::NoSuchKey(key_id.to_string()));
     }
+    Ok(())
+}
+
+/// Insert the ledger row alone (its key's counters are moved by [`add_to_key`]).
+pub(super) fn insert_row(c: &Connection, u: &UsageRow) -> Result<(), StoreError> {
     c.prepare_cached(
         "INSERT INTO usage (request_id, key_id, model, stream, period, prompt_tokens,
              cache_hit_tokens, cache_miss_tokens, completion_tokens, reasoning_tokens, cost_nanos,

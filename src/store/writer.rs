@@ -1,9 +1,12 @@
 //! The one writer task: it takes what is queued, applies it in one transaction, commits, and
 //! acknowledges each write (group commit).
 
+use std::collections::HashMap;
+
 use tokio::sync::{mpsc, oneshot};
 
 use super::error::StoreError;
+use super::usage::{self, UsageRow};
 use super::write::{Write, apply};
 
 /// Most writes one transaction takes before committing.
@@ -130,14 +133,68 @@ fn commit_all_or_nothing(
     writes: &[Write],
 ) -> Result<Option<Vec<Result<(), StoreError>>>, StoreError> {
     let tx = c.transaction()?;
+    let mut totals = KeyTotals::default();
     for w in writes {
-        if apply(&tx, w).is_err() {
+        let r = match w {
+            Write::Usage(u) => totals.add(&tx, u).and_then(|()| usage::insert_row(&tx, u)),
+            // Anything else may read or change a key's counters: it sees them up to date.
+            other => totals.flush(&tx).and_then(|()| apply(&tx, other)),
+        };
+        if r.is_err() {
             tx.rollback()?;
             return Ok(None);
         }
     }
+    if totals.flush(&tx).is_err() {
+        tx.rollback()?;
+        return Ok(None);
+    }
     tx.commit()?;
     Ok(Some(writes.iter().map(|_| Ok(())).collect()))
+}
+
+/// What the ledger rows of a batch add to each key's counters, moved with one `UPDATE` per
+/// key instead of one per row (at load a batch holds many rows of the same few keys; the
+/// statement was a fifth of a row's cost). Applied before any other kind of write and at the
+/// end of the batch, so nothing in the transaction sees counters that lag its rows.
+#[derive(Default)]
+struct KeyTotals<'a> {
+    keys: HashMap<&'a str, Total>,
+}
+
+/// One key's share of a batch.
+#[derive(Default)]
+struct Total {
+    cost_nanos: i64,
+    requests: i64,
+    last_used_ms: i64,
+}
+
+impl<'a> KeyTotals<'a> {
+    /// Count a row; a sum that would overflow moves the counters first.
+    fn add(&mut self, c: &rusqlite::Connection, u: &'a UsageRow) -> Result<(), StoreError> {
+        let cost = u.cost.nanos();
+        if self
+            .keys
+            .get(u.key_id.as_str())
+            .is_some_and(|t| t.cost_nanos.checked_add(cost).is_none())
+        {
+            self.flush(c)?;
+        }
+        let t = self.keys.entry(u.key_id.as_str()).or_default();
+        t.cost_nanos += cost;
+        t.requests += 1;
+        t.last_used_ms = t.last_used_ms.max(u.created_at_ms);
+        Ok(())
+    }
+
+    /// Move every key's counters by what was counted, and start again.
+    fn flush(&mut self, c: &rusqlite::Connection) -> Result<(), StoreError> {
+        for (key_id, t) in self.keys.drain() {
+            usage::add_to_key(c, key_id, t.cost_nanos, t.requests, t.last_used_ms)?;
+        }
+        Ok(())
+    }
 }
 
 /// Apply the writes in one transaction, a savepoint each (a failed write is rolled back alone

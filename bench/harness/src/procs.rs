@@ -126,11 +126,27 @@ pub fn clk_tck() -> f64 {
 
 /// Resident set size in KiB.
 pub fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
+    status_kib(pid, "VmRSS:")
+}
+
+/// One `… kB` field of /proc/PID/smaps_rollup (`AnonHugePages:`), in KiB; 0 when it cannot
+/// be read.
+pub fn rollup_kib(pid: u32, field: &str) -> u64 {
+    kib_field(&format!("/proc/{pid}/smaps_rollup"), field)
+}
+
+/// One `… kB` field of /proc/PID/status (`VmRSS:`, `RssAnon:`, `RssFile:`), in KiB; 0 when
+/// it cannot be read.
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    kib_field(&format!("/proc/{pid}/status"), field)
+}
+
+fn kib_field(path: &str, field: &str) -> u64 {
+    std::fs::read_to_string(path)
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|v| v.parse().ok())
         })

@@ -185,3 +185,40 @@ async fn writes_queued_while_closing_survive_a_bad_one() {
     assert_eq!(keys[0].requests, 3);
     store.close().await;
 }
+
+#[tokio::test]
+async fn a_batch_moves_each_keys_counters_by_the_sum_of_its_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let (store, _) = Store::open(&path).await.unwrap();
+    store.write(insert(key("key_a", 1))).await.unwrap();
+    store.write(insert(key("key_b", 2))).await.unwrap();
+
+    // One transaction: rows of two keys interleaved, out of time order, with a top-up (a
+    // write of another kind) between them.
+    store.write_later(used(usage("req-1", "key_a", 100, 50)));
+    store.write_later(used(usage("req-2", "key_b", 7, 10)));
+    store.write_later(used(usage("req-3", "key_a", 200, 30)));
+    store.write_later(Write::TopUp {
+        key_id: "key_a".into(),
+        amount: Usd::from_dollars(1),
+        at_ms: 60,
+    });
+    store.write_later(used(usage("req-4", "key_a", 300, 40)));
+    store
+        .write(used(usage("req-5", "key_b", 11, 20)))
+        .await
+        .unwrap();
+
+    let (store, keys) = reopen(store, &path).await;
+    let a = keys.iter().find(|k| k.id == "key_a").unwrap();
+    let b = keys.iter().find(|k| k.id == "key_b").unwrap();
+    assert_eq!((a.spent.nanos(), a.requests), (600, 3));
+    assert_eq!((b.spent.nanos(), b.requests), (18, 2));
+    assert_eq!(a.budget, Usd::from_dollars(2));
+    // The latest use, not the last row's.
+    assert_eq!(a.last_used_at, Some(time(50)));
+    assert_eq!(b.last_used_at, Some(time(20)));
+    assert_eq!(count(&store, "SELECT count(*) FROM usage").await, 5);
+    store.close().await;
+}

@@ -120,7 +120,7 @@ pub fn render(i: &Inputs<'_>) -> String {
          second fifth (the first is warm-up), end = median of the last fifth. The database's \
          size is shown, not judged: memory that followed it would point at SQLite's page \
          cache.\n\n\
-         | series | start | baseline | end | max | growth | bound |\n|---|---:|---:|---:|---:|---:|---:|",
+         | series | start | baseline | end | max | growth | bound |\n|---|---:|---:|---:|---:|---:|---:|---:|",
         i.samples.len(),
         i.opts.sample_secs,
     );
@@ -149,18 +149,21 @@ pub fn render(i: &Inputs<'_>) -> String {
     let _ = writeln!(
         s,
         "\nOver the run (every sample: `target/bench/soak/samples.csv`):\n\n\
-         | s | gateway RSS, MiB | gateway fds | console RSS, MiB | database, MiB |\n\
-         |---:|---:|---:|---:|---:|"
+         | s | gateway RSS, MiB | of it: heap | of it: huge pages | gateway fds | console RSS, MiB | database, MiB |\n\
+         |---:|---:|---:|---:|---:|---:|---:|"
     );
+    let mib = |kib: u64| kib as f64 / 1024.0;
     for x in sampler::digest(i.samples, 11) {
         let _ = writeln!(
             s,
-            "| {:.0} | {:.1} | {} | {:.1} | {:.1} |",
+            "| {:.0} | {:.1} | {:.1} | {:.1} | {} | {:.1} | {:.1} |",
             x.at_secs,
-            x.rss_kib as f64 / 1024.0,
+            mib(x.rss_kib),
+            mib(x.anon_kib),
+            mib(x.huge_kib),
             x.fds,
-            x.console_kib as f64 / 1024.0,
-            x.db_kib as f64 / 1024.0
+            mib(x.console_kib),
+            mib(x.db_kib)
         );
     }
     s

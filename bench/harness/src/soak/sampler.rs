@@ -8,10 +8,9 @@
 //! a number of MiB; descriptors: a count). Medians, so that one sample taken while many streams
 //! were open does not decide.
 //!
-//! The database's size is sampled beside them, not judged: the ledger's writer keeps up to
-//! 32 MiB of SQLite pages (`src/store/mod.rs`), so memory that followed the database's growth
-//! would point there first. In the runs so far it did not (the gateway stayed flat while the
-//! database grew by 12 MiB in ten minutes), so no allowance is made for it.
+//! Beside them, not judged, what would say where growth went: the gateway's resident memory
+//! split into anonymous (heap: Rust's and SQLite's) and file-backed pages, and the database's
+//! size.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,6 +33,13 @@ pub struct Sample {
     pub console_kib: u64,
     /// The database's size (pages × page size, the WAL's included), KiB.
     pub db_kib: u64,
+    /// The gateway's anonymous resident memory (`RssAnon`), KiB.
+    pub anon_kib: u64,
+    /// The gateway's file-backed resident memory (`RssFile`: the binary, mapped files), KiB.
+    pub file_kib: u64,
+    /// Of its memory, what transparent huge pages back (`AnonHugePages`), KiB: the daemon
+    /// turns them off, so this stays 0.
+    pub huge_kib: u64,
 }
 
 /// The database's logical size in KiB (0 when it cannot be read).
@@ -53,12 +59,20 @@ fn db_kib(world: &World) -> u64 {
 
 fn sample(world: &World, started: Instant, console: Option<u32>) -> Sample {
     let pid = world.daemon_pid();
+    let at_secs = started.elapsed().as_secs_f64();
+    let (rss_kib, fds) = (procs::rss_kib(pid), fd_count(pid));
+    let anon_kib = procs::status_kib(pid, "RssAnon:");
+    let file_kib = procs::status_kib(pid, "RssFile:");
+    let huge_kib = procs::rollup_kib(pid, "AnonHugePages:");
     Sample {
-        at_secs: started.elapsed().as_secs_f64(),
-        rss_kib: procs::rss_kib(pid),
-        fds: fd_count(pid),
+        at_secs,
+        rss_kib,
+        fds,
         console_kib: console.map_or(0, procs::rss_kib),
         db_kib: db_kib(world),
+        anon_kib,
+        file_kib,
+        huge_kib,
     }
 }
 
@@ -187,13 +201,14 @@ pub fn judge(samples: &[Sample], opts: &Opts, verdict: &mut Verdict) -> Flat {
     flat
 }
 
-/// Every sample as CSV (seconds, RSS KiB, fds, console KiB, database KiB), for a closer look than the report's.
+/// Every sample as CSV, for a closer look than the report's.
 pub fn csv(samples: &[Sample]) -> String {
-    let mut out = String::from("at_secs,rss_kib,fds,console_kib,db_kib\n");
+    let mut out =
+        String::from("at_secs,rss_kib,fds,console_kib,db_kib,anon_kib,file_kib,huge_kib\n");
     for s in samples {
         out.push_str(&format!(
-            "{:.1},{},{},{},{}\n",
-            s.at_secs, s.rss_kib, s.fds, s.console_kib, s.db_kib
+            "{:.1},{},{},{},{},{},{},{}\n",
+            s.at_secs, s.rss_kib, s.fds, s.console_kib, s.db_kib, s.anon_kib, s.file_kib
         ));
     }
     out
