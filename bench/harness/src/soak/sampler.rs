@@ -208,7 +208,14 @@ pub fn csv(samples: &[Sample]) -> String {
     for s in samples {
         out.push_str(&format!(
             "{:.1},{},{},{},{},{},{},{}\n",
-            s.at_secs, s.rss_kib, s.fds, s.console_kib, s.db_kib, s.anon_kib, s.file_kib
+            s.at_secs,
+            s.rss_kib,
+            s.fds,
+            s.console_kib,
+            s.db_kib,
+            s.anon_kib,
+            s.file_kib,
+            s.huge_kib
         ));
     }
     out
