@@ -41,7 +41,22 @@ pub fn relay<D: Dialect>(
     deadline: tokio::time::Instant,
 ) -> Response {
     let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
-    tokio::spawn(pump::<D>(state, pending, events, rewrite, tx, deadline));
+    // The relay is assembled here and handed to the task boxed: an async fn keeps its
+    // arguments and its own copies of them side by side in its state, so unboxed, the relay
+    // and the pending settlement would be held twice for as long as the stream is open.
+    if let Some(ctx) = pending.ctx() {
+        let relay = Relay {
+            tally: Tally::new(ctx.started),
+            request_id: ctx.request_id.clone(),
+            state,
+            events,
+            rewrite,
+            tx,
+            deadline,
+            last_progress: Instant::now(),
+        };
+        tokio::spawn(pump::<D>(Box::new(relay), Box::new(pending)));
+    }
     let body = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
     });
@@ -69,8 +84,8 @@ enum End {
 }
 
 /// One relay: the upstream side, the client side, and what it has seen.
-struct Relay<'a, S> {
-    state: &'a AppState,
+struct Relay<S> {
+    state: Arc<AppState>,
     events: EventStream,
     rewrite: S,
     tx: mpsc::Sender<Bytes>,
@@ -80,33 +95,16 @@ struct Relay<'a, S> {
     last_progress: Instant,
 }
 
-async fn pump<D: Dialect>(
-    state: Arc<AppState>,
-    pending: Pending,
-    events: EventStream,
-    rewrite: D::Stream,
-    tx: mpsc::Sender<Bytes>,
-    deadline: tokio::time::Instant,
-) {
-    let Some(ctx) = pending.ctx() else { return };
-    let mut relay = Relay {
-        state: &state,
-        events,
-        rewrite,
-        tx,
-        deadline,
-        tally: Tally::new(ctx.started),
-        request_id: ctx.request_id.clone(),
-        last_progress: Instant::now(),
-    };
+async fn pump<D: Dialect>(mut relay: Box<Relay<D::Stream>>, pending: Box<Pending>) {
     let end = relay.run().await;
     let Relay {
         events,
         tx,
         tally,
         request_id,
+        deadline,
         ..
-    } = relay;
+    } = *relay;
     // Cancel upstream before settling, so it stops generating as soon as possible.
     drop(events);
     let (finish, final_event) = match end {
@@ -129,16 +127,17 @@ async fn pump<D: Dialect>(
             )
         }
     };
-    pending
-        .settle(Outcome {
-            usage: tally.usage,
-            output_estimate: tally.output_estimate(),
-            prompt_reported: tally.prompt_reported,
-            finish,
-            status: 200,
-            ttft: tally.first_token,
-        })
-        .await;
+    // Boxed: settling is the largest state this task ever awaits (~1.4 KiB), and unboxed it
+    // would size the task of every open stream for its whole life, not just its last moment.
+    Box::pin(pending.settle(Outcome {
+        usage: tally.usage,
+        output_estimate: tally.output_estimate(),
+        prompt_reported: tally.prompt_reported,
+        finish,
+        status: 200,
+        ttft: tally.first_token,
+    }))
+    .await;
     if let Some(ev) = final_event {
         // A slow client still gets its terminator, within the request's own deadline.
         let until = deadline.max(tokio::time::Instant::now() + Duration::from_secs(5));
@@ -146,7 +145,7 @@ async fn pump<D: Dialect>(
     }
 }
 
-impl<S: StreamRewrite> Relay<'_, S> {
+impl<S: StreamRewrite> Relay<S> {
     /// Relay until the stream ends, one way or another.
     async fn run(&mut self) -> End {
         loop {
