@@ -155,7 +155,7 @@ fn commit_all_or_nothing(
 
 /// What the ledger rows of a batch add to each key's counters, moved with one `UPDATE` per
 /// key instead of one per row (at load a batch holds many rows of the same few keys; the
-/// statement was a fifth of a row's cost). Applied before any other kind of write and at the
+/// statement was a sixth of a row's cost). Applied before any other kind of write and at the
 /// end of the batch, so nothing in the transaction sees counters that lag its rows.
 #[derive(Default)]
 struct KeyTotals<'a> {
