@@ -54,12 +54,13 @@ pub(super) async fn serve(mut config: Config, demo: bool) -> ExitCode {
             ));
         }
     };
+    // Listen for signals before the daemon starts (and logs "modelrelay started"), so none is
+    // missed and a SIGTERM that comes early still drains and exits 0.
+    let mut signals = Signals::new();
     let daemon = match Daemon::start_with(config, listener, demo).await {
         Ok(d) => d,
         Err(e) => return fail(e),
     };
-    // Listen for signals before announcing readiness, so none is missed.
-    let mut signals = Signals::new();
     crate::notify::ready();
     signals.recv().await;
     let drain = std::time::Duration::from_secs(daemon.state.config.server.drain_secs);

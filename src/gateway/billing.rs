@@ -219,8 +219,9 @@ fn bill(ctx: &RequestCtx, o: &Outcome) -> (Usage, Measured) {
     (usage, Measured::Estimated)
 }
 
-/// Settle a request: charge, release the rest of the hold, and commit its ledger row. Returns
-/// once the row is durable, so the caller may then send the response's last byte.
+/// Settle a request: charge, release the rest of the hold, and record its ledger row. Returns
+/// once the row is as safe as `store.sync` promises (`full`: committed to disk; `normal`: in
+/// the OS, in the journal), so the caller may then send the response's last byte.
 pub async fn settle(state: &AppState, ctx: &RequestCtx, o: Outcome) -> UsageRow {
     let (usage, measured) = bill(ctx, &o);
     let (usage, measured) = within_hold(ctx, usage, measured);
@@ -256,9 +257,9 @@ pub async fn settle(state: &AppState, ctx: &RequestCtx, o: Outcome) -> UsageRow 
         api: ctx.api,
         account: ctx.account.get().cloned().unwrap_or_default(),
     };
-    // Queue the row now, finish the bookkeeping, and only then wait for the commit: if this
+    // Record the row now, finish the bookkeeping, and only then wait for the commit: if this
     // future is dropped while waiting, the row, the exhaustion mark and the events are done.
-    let committed = state.store.submit(Write::Usage(Box::new(row.clone())));
+    let committed = state.store.record_usage(row.clone());
     state.metrics.settled(&row.model, row.status, &row);
     mark_if_exhausted(state, &ctx.key, now);
     // Sent after the row is queued: the activity tracker relies on it when it reloads the

@@ -8,6 +8,7 @@
 mod backup;
 pub mod budget;
 mod error;
+mod journal;
 pub mod keys;
 pub mod mail;
 mod migrate;
@@ -28,9 +29,10 @@ use crate::config::SyncMode;
 use crate::keys::KeyRecord;
 pub use backup::BackupError;
 pub use error::StoreError;
+use journal::Journal;
 pub use usage::{Finish, Measured, UsageRow};
 pub use write::Write;
-use writer::{Job, run_writer};
+use writer::{Ack, Job, run_writer};
 
 /// The database: a writer queue and a read connection. Clones share both.
 #[derive(Clone)]
@@ -38,6 +40,10 @@ pub struct Store {
     jobs: mpsc::UnboundedSender<Job>,
     reader: tokio_rusqlite::Connection,
     path: PathBuf,
+    /// `store.sync = "normal"`: where settled rows go before the writer commits them.
+    journal: Option<Arc<Journal>>,
+    /// Ends the writer's wait for more journaled rows: a write with a waiter was queued.
+    urgent: Arc<tokio::sync::Notify>,
 }
 
 impl Store {
@@ -81,6 +87,33 @@ impl Store {
                 migrate::migrate(c)
             })
             .await?;
+        // Rows a stopped daemon had journaled but not committed, before anything reads keys.
+        let journal_dir = journal::dir_of(path);
+        let restore = format!("PRAGMA synchronous = {synchronous};");
+        let dir = journal_dir.clone();
+        let replayed = writer
+            .call(move |c| -> Result<journal::Replayed, StoreError> {
+                let done = journal::replay(c, &dir)?;
+                c.execute_batch(&restore)?;
+                Ok(done)
+            })
+            .await?;
+        if replayed.found > 0 || replayed.torn > 0 {
+            tracing::info!(
+                found = replayed.found,
+                applied = replayed.applied,
+                torn = replayed.torn,
+                "ledger rows replayed from the journal"
+            );
+        }
+        let journal = match sync {
+            SyncMode::Full => None,
+            SyncMode::Normal => {
+                Some(Arc::new(Journal::start(&journal_dir).map_err(|e| {
+                    StoreError::Io(format!("{}: {e}", journal_dir.display()))
+                })?))
+            }
+        };
         let keys = writer.call(keys::load_all).await?;
         let reader = tokio_rusqlite::Connection::open(path).await?;
         reader
@@ -91,13 +124,15 @@ impl Store {
             .await?;
         let (jobs, rx) = mpsc::unbounded_channel();
         let commits = Arc::new(AtomicU64::new(0));
-        tokio::spawn(run_writer(writer, rx, commits.clone()));
+        let urgent = Arc::new(tokio::sync::Notify::new());
+        tokio::spawn(run_writer(writer, rx, commits.clone(), urgent.clone()));
         if sync == SyncMode::Normal {
             tokio::spawn(sync::every(
                 path.to_path_buf(),
                 interval,
                 commits,
                 jobs.downgrade(),
+                journal.clone(),
             ));
         }
         Ok((
@@ -105,6 +140,8 @@ impl Store {
                 jobs,
                 reader,
                 path: path.to_path_buf(),
+                journal,
+                urgent,
             },
             keys,
         ))
@@ -119,7 +156,8 @@ impl Store {
     /// commit order, so writes submitted after this one land after it.
     pub fn submit(&self, w: Write) -> impl Future<Output = Result<(), StoreError>> + use<> {
         let (tx, rx) = oneshot::channel();
-        let queued = self.jobs.send(Job::Write(w, Some(tx))).is_ok();
+        let queued = self.jobs.send(Job::Write(w, Ack::Reply(tx))).is_ok();
+        self.hurry();
         async move {
             if !queued {
                 return Err(StoreError::Closed);
@@ -128,9 +166,52 @@ impl Store {
         }
     }
 
+    /// Record a settled request's ledger row; the returned future resolves when the row is as
+    /// safe as `store.sync` promises before an answer's last byte. `full`: committed and on
+    /// disk ([`Store::submit`]). `normal`: in the OS — appended to the journal at once, in the
+    /// caller's task, and committed behind without anyone waiting; if the journal cannot take
+    /// it, committed first as `full` would.
+    pub fn record_usage(
+        &self,
+        row: UsageRow,
+    ) -> impl Future<Output = Result<(), StoreError>> + use<> {
+        let mut wait = None;
+        match self.journal.as_deref().map(|j| j.append(&row)) {
+            Some(Ok(segment)) => {
+                if let Err(refused) = self.jobs.send(Job::Write(
+                    Write::Usage(Box::new(row)),
+                    Ack::Journaled(segment),
+                )) {
+                    // The store is closing: the row stays in the journal for the next start.
+                    if let Job::Write(_, Ack::Journaled(segment)) = refused.0 {
+                        std::mem::forget(segment);
+                    }
+                }
+            }
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "journal append failed; committing the row first");
+                wait = Some(self.submit(Write::Usage(Box::new(row))));
+            }
+            None => wait = Some(self.submit(Write::Usage(Box::new(row)))),
+        }
+        async move {
+            match wait {
+                Some(committed) => committed.await,
+                None => Ok(()),
+            }
+        }
+    }
+
+    /// Someone waits on what was just queued: the writer must not linger over journaled rows.
+    fn hurry(&self) {
+        if self.journal.is_some() {
+            self.urgent.notify_one();
+        }
+    }
+
     /// Queue a write without waiting (it is still committed in order).
     pub fn write_later(&self, w: Write) {
-        if self.jobs.send(Job::Write(w, None)).is_err() {
+        if self.jobs.send(Job::Write(w, Ack::None)).is_err() {
             tracing::error!("write after the store closed; it is lost");
         }
     }
@@ -139,6 +220,7 @@ impl Store {
     pub async fn close(&self) {
         let (tx, rx) = oneshot::channel();
         if self.jobs.send(Job::Close(tx)).is_ok() {
+            self.hurry();
             let _ = rx.await;
         }
     }

@@ -2,25 +2,36 @@
 //! NORMAL` in WAL mode), and this task syncs the WAL file to disk every interval when there
 //! were commits since the last sync — so a power loss drops at most an interval of rows,
 //! while a crashed or killed process drops none.
+//!
+//! It also keeps the ledger's journal short (see [`super::journal`]): every interval it starts
+//! a new segment, syncs the one retired if some of its rows are not committed yet, and deletes
+//! the retired segments whose rows are all committed, once the WAL holding them is synced.
 
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::sync::mpsc::WeakUnboundedSender;
 
+use super::journal::{Journal, Segment};
 use super::writer::Job;
 
-/// Sync `<db>-wal` every `interval` after commits, until the store is gone.
+/// A retired journal segment: held by its uncommitted rows, deleted when none are left.
+type Retired = (Weak<Segment>, PathBuf);
+
+/// Sync `<db>-wal` every `interval` after commits, and turn the journal over, until the store
+/// is gone.
 pub(super) async fn every(
     db: PathBuf,
     interval: Duration,
     commits: Arc<AtomicU64>,
     store: WeakUnboundedSender<Job>,
+    journal: Option<Arc<Journal>>,
 ) {
     let wal = PathBuf::from(format!("{}-wal", db.display()));
     let mut synced = 0u64;
+    let mut retired: Vec<Retired> = Vec::new();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -31,23 +42,78 @@ pub(super) async fn every(
         }
         drop(alive);
         let now = commits.load(Ordering::Acquire);
-        if now == synced {
-            continue;
-        }
-        let path = wal.clone();
-        // fsync is per file, whoever opened it: this flushes what SQLite's writer wrote.
+        let (path, journal2) = (wal.clone(), journal.clone());
+        let mut held = std::mem::take(&mut retired);
         let done = tokio::task::spawn_blocking(move || {
-            std::fs::OpenOptions::new()
-                .read(true)
-                .open(&path)
-                .and_then(|f| f.sync_data())
+            let outcome = turn(&path, now != synced, journal2.as_deref(), &mut held);
+            (outcome, held)
         })
         .await;
         match done {
-            Ok(Ok(())) => synced = now,
-            // A checkpoint may have truncated or recreated the WAL meanwhile; next tick.
-            Ok(Err(e)) => tracing::debug!(error = %e, "WAL sync skipped"),
+            Ok((outcome, held)) => {
+                retired = held;
+                match outcome {
+                    Ok(true) => synced = now,
+                    Ok(false) => {}
+                    // A checkpoint may have truncated or recreated the WAL meanwhile; next tick.
+                    Err(e) => tracing::debug!(error = %e, "WAL sync skipped"),
+                }
+            }
             Err(e) => tracing::warn!(error = %e, "WAL sync task failed"),
         }
     }
+}
+
+/// One tick, on a blocking thread: retire the journal's segment, sync the WAL if there were
+/// commits or segments are ready to go, delete those. `Ok(true)` when the WAL was synced.
+fn turn(
+    wal: &Path,
+    committed: bool,
+    journal: Option<&Journal>,
+    retired: &mut Vec<Retired>,
+) -> std::io::Result<bool> {
+    if let Some(journal) = journal {
+        match journal.rotate() {
+            Ok(Some(old)) => {
+                // Rows not yet committed are only here: on disk within the interval too.
+                if Arc::strong_count(&old) > 1
+                    && let Err(e) = old.sync()
+                {
+                    tracing::warn!(error = %e, "journal sync failed");
+                }
+                retired.push((Arc::downgrade(&old), old.path().to_path_buf()));
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "could not start a new journal segment"),
+        }
+    }
+    // Decided before the sync: a segment nobody holds has every row committed, and the sync
+    // below puts those commits on disk. One that empties meanwhile waits for the next tick.
+    let (ready, held): (Vec<Retired>, Vec<Retired>) = std::mem::take(retired)
+        .into_iter()
+        .partition(|(w, _)| w.strong_count() == 0);
+    *retired = held;
+    if !committed && ready.is_empty() {
+        return Ok(false);
+    }
+    // fsync is per file, whoever opened it: this flushes what SQLite's writer wrote.
+    let synced = std::fs::OpenOptions::new()
+        .read(true)
+        .open(wal)
+        .and_then(|f| f.sync_data());
+    if let Err(e) = synced {
+        retired.extend(ready);
+        return Err(e);
+    }
+    for (w, path) in ready {
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(error = %e, path = %path.display(), "journal segment not deleted");
+                retired.push((w, path));
+            }
+        }
+    }
+    Ok(true)
 }

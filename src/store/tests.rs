@@ -11,6 +11,7 @@ use crate::pricing::PricePeriod;
 use chrono::{DateTime, Utc};
 
 mod batches;
+mod journal;
 mod key_changes;
 mod ledger;
 mod self_service;

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use tokio::sync::{mpsc, oneshot};
 
 use super::error::StoreError;
+use super::journal::Segment;
 use super::usage::{self, UsageRow};
 use super::write::{Write, apply};
 
@@ -14,31 +15,65 @@ const MAX_BATCH: usize = 4096;
 
 /// A job for the writer.
 pub(super) enum Job {
-    Write(Write, Option<oneshot::Sender<Result<(), StoreError>>>),
+    Write(Write, Ack),
     Close(oneshot::Sender<()>),
 }
 
+/// Who hears of a write once it is committed.
+pub(super) enum Ack {
+    /// Nobody.
+    None,
+    /// A waiting task, with the write's own result.
+    Reply(oneshot::Sender<Result<(), StoreError>>),
+    /// Nobody waits, but the row is also in this journal segment (`store.sync = "normal"`),
+    /// which is held until the row is committed (see [`super::journal`]).
+    Journaled(std::sync::Arc<Segment>),
+}
+
+/// How long the writer lets journaled rows gather before committing them (`store.sync =
+/// "normal"`). Nobody waits for those commits, so one commit every few milliseconds takes what
+/// would have been hundreds of one-row commits (and their thread wake-ups) at a moderate rate.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// The writer: take what is queued (up to `MAX_BATCH`), apply it in one transaction (one bad
 /// write cannot sink the others; see [`try_commit`]), commit, acknowledge.
+///
+/// When a batch holds only journaled rows, it first lingers (see [`LINGER`]) unless `urgent`
+/// says a write with a waiter was queued.
 pub(super) async fn run_writer(
     conn: tokio_rusqlite::Connection,
     mut rx: mpsc::UnboundedReceiver<Job>,
     commits: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    urgent: std::sync::Arc<tokio::sync::Notify>,
 ) {
     let mut closing: Option<oneshot::Sender<()>> = None;
     while closing.is_none() {
         let Some(first) = rx.recv().await else { break };
         let mut batch = Vec::new();
-        let mut push = |job: Job, batch: &mut Vec<_>| match job {
+        let push = |job: Job, batch: &mut Vec<_>, closing: &mut Option<_>| match job {
             Job::Write(w, ack) => batch.push((w, ack)),
-            Job::Close(done) => closing = Some(done),
+            Job::Close(done) => *closing = Some(done),
         };
-        push(first, &mut batch);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => push(job, &mut batch),
-                Err(_) => break,
+        push(first, &mut batch, &mut closing);
+        let mut lingered = false;
+        loop {
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(job) => push(job, &mut batch, &mut closing),
+                    Err(_) => break,
+                }
             }
+            let nobody_waits = batch
+                .iter()
+                .all(|(_, ack)| matches!(ack, Ack::Journaled(_)));
+            if lingered || !nobody_waits || batch.len() >= MAX_BATCH || closing.is_some() {
+                break;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(LINGER) => {}
+                () = urgent.notified() => {}
+            }
+            lingered = true;
         }
         if batch.is_empty() {
             continue;
@@ -64,8 +99,6 @@ pub(super) async fn run_writer(
     }
 }
 
-type Ack = Option<oneshot::Sender<Result<(), StoreError>>>;
-
 /// Apply writes in one transaction, each as if in a savepoint of its own (one bad write cannot
 /// sink the others; see [`try_commit`]), commit, and acknowledge each with its own result.
 async fn commit_batch(conn: &tokio_rusqlite::Connection, batch: Vec<(Write, Ack)>) {
@@ -88,15 +121,27 @@ async fn commit_batch(conn: &tokio_rusqlite::Connection, batch: Vec<(Write, Ack)
                 if let Err(e) = &r {
                     tracing::error!(error = %e, "database write refused");
                 }
-                if let Some(ack) = ack {
-                    let _ = ack.send(r);
+                match ack {
+                    Ack::Reply(tx) => {
+                        let _ = tx.send(r);
+                    }
+                    // Committed (or refused for good): the segment may go once nobody holds it.
+                    Ack::Journaled(segment) => drop(segment),
+                    Ack::None => {}
                 }
             }
         }
         Err(e) => {
             tracing::error!(error = %e, writes = writes.len(), "DATABASE COMMIT FAILED: writes in this batch are lost");
-            for ack in acks.into_iter().flatten() {
-                let _ = ack.send(Err(StoreError::Corrupt(format!("commit failed: {e}"))));
+            for ack in acks {
+                match ack {
+                    Ack::Reply(tx) => {
+                        let _ = tx.send(Err(StoreError::Corrupt(format!("commit failed: {e}"))));
+                    }
+                    // Never released: the segment stays on disk and the next start replays it.
+                    Ack::Journaled(segment) => std::mem::forget(segment),
+                    Ack::None => {}
+                }
             }
         }
     }

@@ -1,0 +1,224 @@
+//! `store.sync = "normal"`: the ledger's journal, so an answer waits for neither the writer
+//! thread nor SQLite's commit.
+//!
+//! A settled request's row is appended, in the request's own task, to a segment file under
+//! `<data dir>/journal/` with one `write(2)`: once that returns the row is in the OS, which is
+//! all `normal` promises before the last byte (a killed process loses nothing). The row then
+//! goes to the writer like any other write, without anyone waiting, and is committed in batches
+//! behind. Start-up replays every segment into SQLite before keys are loaded (rows whose
+//! `request_id` is already in the ledger are skipped, so a row is never applied twice), then
+//! deletes the segments.
+//!
+//! Hand-written because it is small and tied to our rows: a record is `0x1E`, the row as
+//! JSON, `\n`. JSON escapes control characters, so `0x1E` only ever starts a record, and a
+//! record torn by a power loss or a short write is told apart from the next one by it.
+//!
+//! A segment is deleted only when it can no longer hold the only copy of a row: every row
+//! appended to it carries the segment (an `Arc`) to the writer and drops it once committed,
+//! so a segment nobody holds has all its rows committed; the sync task then syncs the WAL and
+//! deletes it (see [`super::sync`]). The sync task also starts a new segment every interval,
+//! so the journal holds about one interval of rows.
+
+use std::fs::File;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
+
+use super::error::StoreError;
+use super::usage::{self, UsageRow};
+
+/// Starts a record.
+const RS: u8 = 0x1E;
+/// A segment file's extension.
+const EXT: &str = "rows";
+
+/// The journal of `normal` mode: the segment being appended to, and where new ones go.
+pub(super) struct Journal {
+    dir: PathBuf,
+    current: ArcSwap<Segment>,
+    next_seq: AtomicU64,
+}
+
+/// One segment file. Rows appended to it hold it until they are committed.
+pub(super) struct Segment {
+    file: File,
+    path: PathBuf,
+    /// Something was appended.
+    written: AtomicBool,
+}
+
+impl Segment {
+    fn create(dir: &Path, seq: u64) -> std::io::Result<Segment> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = dir.join(format!("{seq:020}.{EXT}"));
+        // Append-only: each record lands whole at the end, whichever task writes it.
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)?;
+        Ok(Segment {
+            file,
+            path,
+            written: AtomicBool::new(false),
+        })
+    }
+
+    /// The file's path.
+    pub(super) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Flush the segment to disk.
+    pub(super) fn sync(&self) -> std::io::Result<()> {
+        self.file.sync_data()
+    }
+}
+
+/// Where the journal of the database at `db` lives.
+pub(super) fn dir_of(db: &Path) -> PathBuf {
+    db.parent().unwrap_or(Path::new(".")).join("journal")
+}
+
+impl Journal {
+    /// Start a journal in `dir` (created 0700 if missing) after the segments already there.
+    pub(super) fn start(dir: &Path) -> std::io::Result<Journal> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        let seq = segments(dir)?.last().map_or(0, |(seq, _)| seq + 1);
+        let first = Segment::create(dir, seq)?;
+        Ok(Journal {
+            dir: dir.to_path_buf(),
+            current: ArcSwap::from_pointee(first),
+            next_seq: AtomicU64::new(seq + 1),
+        })
+    }
+
+    /// Append a row with one `write(2)`; the segment it went to is returned, to be held until
+    /// the row is committed. An error (disk full, a short write) means the caller must get the
+    /// row into the database another way.
+    pub(super) fn append(&self, row: &UsageRow) -> std::io::Result<Arc<Segment>> {
+        let mut record = Vec::with_capacity(512);
+        record.push(RS);
+        serde_json::to_writer(&mut record, row)?;
+        record.push(b'\n');
+        let segment = self.current.load_full();
+        let n = (&segment.file).write(&record)?;
+        segment.written.store(true, Ordering::Release);
+        if n != record.len() {
+            // The torn record is skipped by replay; the next one starts with its own `RS`.
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::WriteZero,
+                "short write to the journal",
+            ));
+        }
+        Ok(segment)
+    }
+
+    /// Start a new segment if the current one was written to; returns the one retired.
+    pub(super) fn rotate(&self) -> std::io::Result<Option<Arc<Segment>>> {
+        if !self.current.load().written.load(Ordering::Acquire) {
+            return Ok(None);
+        }
+        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
+        let fresh = Arc::new(Segment::create(&self.dir, seq)?);
+        Ok(Some(self.current.swap(fresh)))
+    }
+}
+
+/// The segment files in `dir`, in the order they were written.
+fn segments(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().and_then(|e| e.to_str()) != Some(EXT) {
+            continue;
+        }
+        if let Some(seq) = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.parse::<u64>().ok())
+        {
+            found.push((seq, path));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// What a replay did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Replayed {
+    /// Rows found in the journal.
+    pub found: usize,
+    /// Of which applied (the rest were already in the ledger or refused).
+    pub applied: usize,
+    /// Records that could not be read (torn by a power loss or a short write).
+    pub torn: usize,
+}
+
+/// The rows of one segment's text, and how many records in it could not be read.
+fn parse(bytes: &[u8]) -> (Vec<UsageRow>, usize) {
+    let mut rows = Vec::new();
+    let mut torn = 0;
+    for record in bytes.split(|&b| b == RS).filter(|r| !r.is_empty()) {
+        match record.strip_suffix(b"\n") {
+            Some(json) => match serde_json::from_slice::<UsageRow>(json) {
+                Ok(row) => rows.push(row),
+                Err(_) => torn += 1,
+            },
+            None => torn += 1,
+        }
+    }
+    (rows, torn)
+}
+
+/// Apply every segment in `dir` to the database in one durable transaction (rows already in
+/// the ledger are skipped), then delete the segments. Runs before the writer starts.
+pub(super) fn replay(c: &mut rusqlite::Connection, dir: &Path) -> Result<Replayed, StoreError> {
+    let io = |e: std::io::Error| StoreError::Io(format!("{}: {e}", dir.display()));
+    let files = match segments(dir) {
+        Ok(files) => files,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Replayed::default()),
+        Err(e) => return Err(io(e)),
+    };
+    let mut done = Replayed::default();
+    if files.is_empty() {
+        return Ok(done);
+    }
+    // Durable before the segments go, whatever `store.sync` says for ordinary commits.
+    c.execute_batch("PRAGMA synchronous = FULL;")?;
+    let tx = c.transaction()?;
+    for (_, path) in &files {
+        let bytes = std::fs::read(path).map_err(io)?;
+        let (rows, torn) = parse(&bytes);
+        done.found += rows.len();
+        done.torn += torn;
+        for row in rows {
+            let known: bool = tx
+                .prepare_cached("SELECT EXISTS (SELECT 1 FROM usage WHERE request_id = ?1)")?
+                .query_row([&row.request_id], |r| r.get(0))?;
+            if known {
+                continue;
+            }
+            match usage::insert(&tx, &row) {
+                Ok(()) => done.applied += 1,
+                Err(StoreError::NoSuchKey(key)) => {
+                    tracing::error!(request_id = %row.request_id, key_id = %key, "journal row of an unknown key; not applied");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    tx.commit()?;
+    for (_, path) in &files {
+        std::fs::remove_file(path).map_err(io)?;
+    }
+    Ok(done)
+}

@@ -1,0 +1,152 @@
+//! `store.sync = "normal"`'s journal: a row is in it when `record_usage` returns, start-up
+//! replays what the ledger lacks exactly once, and segments go once their rows are committed.
+
+use std::time::Duration;
+
+use super::*;
+use crate::store::journal::{self, Journal};
+
+async fn open_normal(path: &Path, interval_ms: u64) -> (Store, Vec<KeyRecord>) {
+    Store::open_with(path, SyncMode::Normal, Duration::from_millis(interval_ms))
+        .await
+        .unwrap()
+}
+
+/// Every segment file in the journal, with its text.
+fn segment_texts(path: &Path) -> Vec<(PathBuf, String)> {
+    let mut found: Vec<_> = std::fs::read_dir(journal::dir_of(path))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "rows"))
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).unwrap();
+            (p, text)
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+#[tokio::test]
+async fn a_row_recorded_in_normal_mode_is_in_the_journal_when_recording_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    // No turnover during the test: the row stays in the first segment.
+    let (store, _) = open_normal(&path, 3_600_000).await;
+    store.write(insert(key("key_a", 1))).await.unwrap();
+
+    store
+        .record_usage(usage("req-journaled", "key_a", 150, 1))
+        .await
+        .unwrap();
+    let texts = segment_texts(&path);
+    assert_eq!(texts.len(), 1, "{texts:?}");
+    assert_eq!(texts[0].1.matches("req-journaled").count(), 1);
+    assert!(texts[0].1.starts_with('\u{1e}') && texts[0].1.ends_with('\n'));
+
+    // And it is committed behind, moving the key's counters once.
+    let (store, keys) = reopen(store, &path).await;
+    assert_eq!(keys[0].spent.nanos(), 150);
+    assert_eq!(keys[0].requests, 1);
+    assert_eq!(count(&store, "SELECT count(*) FROM usage").await, 1);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn start_up_applies_journaled_rows_the_ledger_lacks_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let (store, _) = Store::open(&path).await.unwrap();
+    store.write(insert(key("key_a", 1))).await.unwrap();
+    store
+        .write(used(usage("req-1", "key_a", 100, 1)))
+        .await
+        .unwrap();
+    store.close().await;
+    drop(store);
+
+    // What a killed daemon leaves: a row that was committed, two that were not, one of a key
+    // the ledger does not know, and a record cut short by a power loss, over two segments.
+    let jdir = journal::dir_of(&path);
+    let journal = Journal::start(&jdir).unwrap();
+    journal.append(&usage("req-1", "key_a", 100, 1)).unwrap();
+    journal.append(&usage("req-2", "key_a", 200, 2)).unwrap();
+    let old = journal
+        .rotate()
+        .unwrap()
+        .expect("the first segment was written");
+    journal.append(&usage("req-ghost", "key_x", 5, 3)).unwrap();
+    let mut torn = std::fs::OpenOptions::new()
+        .append(true)
+        .open(old.path())
+        .unwrap();
+    std::io::Write::write_all(&mut torn, b"\x1e{\"request_id\":\"req-cut").unwrap();
+    journal.append(&usage("req-3", "key_a", 300, 4)).unwrap();
+    drop((journal, old, torn));
+    assert_eq!(segment_texts(&path).len(), 2);
+
+    let (store, keys) = open_normal(&path, 3_600_000).await;
+    assert_eq!(
+        keys[0].spent.nanos(),
+        600,
+        "100 committed + 200 + 300 replayed"
+    );
+    assert_eq!(keys[0].requests, 3);
+    assert_eq!(count(&store, "SELECT count(*) FROM usage").await, 3);
+    let totals = store.read(|c| usage::totals(c, "key_a")).await.unwrap();
+    assert_eq!(totals, (3, Usd::from_nanos(600)));
+    // The replayed segments are gone; the new journal starts empty.
+    let texts = segment_texts(&path);
+    assert_eq!(texts.len(), 1);
+    assert_eq!(texts[0].1, "");
+    let replayed = store
+        .read(|c| {
+            Ok(c.query_row(
+                "SELECT cost_nanos, created_at FROM usage WHERE request_id = 'req-3'",
+                [],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+            )?)
+        })
+        .await
+        .unwrap();
+    assert_eq!(replayed, (300, 4));
+
+    // Opening again changes nothing.
+    let (store, keys) = reopen(store, &path).await;
+    assert_eq!(keys[0].spent.nanos(), 600);
+    assert_eq!(count(&store, "SELECT count(*) FROM usage").await, 3);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn segments_are_deleted_once_their_rows_are_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let (store, _) = open_normal(&path, 20).await;
+    store.write(insert(key("key_a", 1))).await.unwrap();
+    for i in 0..50 {
+        store
+            .record_usage(usage(&format!("req-{i}"), "key_a", 10, i))
+            .await
+            .unwrap();
+    }
+    // Within a few ticks: a new segment, the WAL synced, the old one deleted.
+    let mut left = segment_texts(&path);
+    for _ in 0..250 {
+        if left.iter().all(|(_, text)| text.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        left = segment_texts(&path);
+    }
+    assert!(
+        left.iter().all(|(_, text)| text.is_empty()),
+        "segments still holding rows: {left:?}"
+    );
+    assert_eq!(count(&store, "SELECT count(*) FROM usage").await, 50);
+    assert_eq!(
+        count(&store, "SELECT spent_nanos FROM keys WHERE id = 'key_a'").await,
+        500
+    );
+    store.close().await;
+}
