@@ -60,6 +60,8 @@ impl Segment {
             .append(true)
             .mode(0o600)
             .open(&path)?;
+        // The file's name must survive a power loss as well as what is synced into it.
+        File::open(dir)?.sync_all()?;
         Ok(Segment {
             file,
             path,

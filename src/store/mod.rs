@@ -13,6 +13,7 @@ pub mod keys;
 pub mod mail;
 mod migrate;
 pub mod orders;
+mod record;
 mod sync;
 pub mod usage;
 mod write;
@@ -40,7 +41,8 @@ pub struct Store {
     jobs: mpsc::UnboundedSender<Job>,
     reader: tokio_rusqlite::Connection,
     path: PathBuf,
-    /// `store.sync = "normal"`: where settled rows go before the writer commits them.
+    /// `store.sync = "normal"`: where settled rows go before the writer commits them (see
+    /// [`journal`]).
     journal: Option<Arc<Journal>>,
     /// Ends the writer's wait for more journaled rows: a write with a waiter was queued.
     urgent: Arc<tokio::sync::Notify>,
@@ -126,7 +128,7 @@ impl Store {
         let commits = Arc::new(AtomicU64::new(0));
         let urgent = Arc::new(tokio::sync::Notify::new());
         tokio::spawn(run_writer(writer, rx, commits.clone(), urgent.clone()));
-        if sync == SyncMode::Normal {
+        if let Some(journal) = &journal {
             tokio::spawn(sync::every(
                 path.to_path_buf(),
                 interval,
@@ -155,57 +157,16 @@ impl Store {
     /// Queue a write now; the returned future resolves when it is committed. Queue order is
     /// commit order, so writes submitted after this one land after it.
     pub fn submit(&self, w: Write) -> impl Future<Output = Result<(), StoreError>> + use<> {
-        let (tx, rx) = oneshot::channel();
-        let queued = self.jobs.send(Job::Write(w, Ack::Reply(tx))).is_ok();
+        let committed = queue_waiting(&self.jobs, w);
         self.hurry();
-        async move {
-            if !queued {
-                return Err(StoreError::Closed);
-            }
-            rx.await.map_err(|_| StoreError::Closed)?
-        }
-    }
-
-    /// Record a settled request's ledger row; the returned future resolves when the row is as
-    /// safe as `store.sync` promises before an answer's last byte. `full`: committed and on
-    /// disk ([`Store::submit`]). `normal`: in the OS — appended to the journal at once, in the
-    /// caller's task, and committed behind without anyone waiting; if the journal cannot take
-    /// it, committed first as `full` would.
-    pub fn record_usage(
-        &self,
-        row: UsageRow,
-    ) -> impl Future<Output = Result<(), StoreError>> + use<> {
-        let mut wait = None;
-        match self.journal.as_deref().map(|j| j.append(&row)) {
-            Some(Ok(segment)) => {
-                if let Err(refused) = self.jobs.send(Job::Write(
-                    Write::Usage(Box::new(row)),
-                    Ack::Journaled(segment),
-                )) {
-                    // The store is closing: the row stays in the journal for the next start.
-                    if let Job::Write(_, Ack::Journaled(segment)) = refused.0 {
-                        std::mem::forget(segment);
-                    }
-                }
-            }
-            Some(Err(e)) => {
-                tracing::warn!(error = %e, "journal append failed; committing the row first");
-                wait = Some(self.submit(Write::Usage(Box::new(row))));
-            }
-            None => wait = Some(self.submit(Write::Usage(Box::new(row)))),
-        }
-        async move {
-            match wait {
-                Some(committed) => committed.await,
-                None => Ok(()),
-            }
-        }
+        committed
     }
 
     /// Someone waits on what was just queued: the writer must not linger over journaled rows.
     fn hurry(&self) {
         if self.journal.is_some() {
-            self.urgent.notify_one();
+            // Only a writer lingering now needs waking: no permit is stored for later.
+            self.urgent.notify_waiters();
         }
     }
 
@@ -225,12 +186,40 @@ impl Store {
         }
     }
 
+    /// [`Store::read`] once every settled row recorded before it is committed: with `store.sync
+    /// = "normal"` rows are committed a few milliseconds after their answers (see [`journal`]),
+    /// and a customer who looks at their usage right after a request expects to see it.
+    pub async fn read_settled<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        if self.journal.is_some() {
+            self.write(Write::Barrier).await?;
+        }
+        self.read(f).await
+    }
+
     /// Run a read-only query on the reader connection.
     pub async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         Ok(self.reader.call(move |c| f(c)).await?)
+    }
+}
+
+/// Queue a write with a waiter; the future resolves when it is committed.
+fn queue_waiting(
+    jobs: &mpsc::UnboundedSender<Job>,
+    w: Write,
+) -> impl Future<Output = Result<(), StoreError>> + use<> {
+    let (tx, rx) = oneshot::channel();
+    let queued = jobs.send(Job::Write(w, Ack::Reply(tx))).is_ok();
+    async move {
+        if !queued {
+            return Err(StoreError::Closed);
+        }
+        rx.await.map_err(|_| StoreError::Closed)?
     }
 }
 

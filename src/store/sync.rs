@@ -20,14 +20,14 @@ use super::writer::Job;
 /// A retired journal segment: held by its uncommitted rows, deleted when none are left.
 type Retired = (Weak<Segment>, PathBuf);
 
-/// Sync `<db>-wal` every `interval` after commits, and turn the journal over, until the store
-/// is gone.
+/// Every `interval`, until the store is gone: turn the journal over and sync `<db>-wal` if
+/// the writer committed since the last sync (`commits` counts its commits).
 pub(super) async fn every(
     db: PathBuf,
     interval: Duration,
     commits: Arc<AtomicU64>,
     store: WeakUnboundedSender<Job>,
-    journal: Option<Arc<Journal>>,
+    journal: Arc<Journal>,
 ) {
     let wal = PathBuf::from(format!("{}-wal", db.display()));
     let mut synced = 0u64;
@@ -42,10 +42,10 @@ pub(super) async fn every(
         }
         drop(alive);
         let now = commits.load(Ordering::Acquire);
-        let (path, journal2) = (wal.clone(), journal.clone());
+        let (wal, journal) = (wal.clone(), journal.clone());
         let mut held = std::mem::take(&mut retired);
         let done = tokio::task::spawn_blocking(move || {
-            let outcome = turn(&path, now != synced, journal2.as_deref(), &mut held);
+            let outcome = turn(&wal, now != synced, &journal, &mut held);
             (outcome, held)
         })
         .await;
@@ -59,7 +59,7 @@ pub(super) async fn every(
                     Err(e) => tracing::debug!(error = %e, "WAL sync skipped"),
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "WAL sync task failed"),
+            Err(e) => tracing::warn!(error = %e, "store sync task failed"),
         }
     }
 }
@@ -69,23 +69,21 @@ pub(super) async fn every(
 fn turn(
     wal: &Path,
     committed: bool,
-    journal: Option<&Journal>,
+    journal: &Journal,
     retired: &mut Vec<Retired>,
 ) -> std::io::Result<bool> {
-    if let Some(journal) = journal {
-        match journal.rotate() {
-            Ok(Some(old)) => {
-                // Rows not yet committed are only here: on disk within the interval too.
-                if Arc::strong_count(&old) > 1
-                    && let Err(e) = old.sync()
-                {
-                    tracing::warn!(error = %e, "journal sync failed");
-                }
-                retired.push((Arc::downgrade(&old), old.path().to_path_buf()));
+    match journal.rotate() {
+        Ok(Some(old)) => {
+            // Rows not yet committed are only here: on disk within the interval too.
+            if Arc::strong_count(&old) > 1
+                && let Err(e) = old.sync()
+            {
+                tracing::warn!(error = %e, "journal sync failed");
             }
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "could not start a new journal segment"),
+            retired.push((Arc::downgrade(&old), old.path().to_path_buf()));
         }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "could not start a new journal segment"),
     }
     // Decided before the sync: a segment nobody holds has every row committed, and the sync
     // below puts those commits on disk. One that empties meanwhile waits for the next tick.
@@ -96,12 +94,7 @@ fn turn(
     if !committed && ready.is_empty() {
         return Ok(false);
     }
-    // fsync is per file, whoever opened it: this flushes what SQLite's writer wrote.
-    let synced = std::fs::OpenOptions::new()
-        .read(true)
-        .open(wal)
-        .and_then(|f| f.sync_data());
-    if let Err(e) = synced {
+    if let Err(e) = sync_wal(wal) {
         retired.extend(ready);
         return Err(e);
     }
@@ -116,4 +109,12 @@ fn turn(
         }
     }
     Ok(true)
+}
+
+/// fsync is per file, whoever opened it: this flushes what SQLite's writer wrote.
+fn sync_wal(wal: &Path) -> std::io::Result<()> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .open(wal)
+        .and_then(|f| f.sync_data())
 }

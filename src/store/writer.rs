@@ -57,6 +57,11 @@ pub(super) async fn run_writer(
         push(first, &mut batch, &mut closing);
         let mut lingered = false;
         loop {
+            // Registered before the queue is drained: a waited write queued after the drain
+            // wakes the linger below, one queued before it is in the batch.
+            let hurried = urgent.notified();
+            tokio::pin!(hurried);
+            hurried.as_mut().enable();
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
                     Ok(job) => push(job, &mut batch, &mut closing),
@@ -71,7 +76,7 @@ pub(super) async fn run_writer(
             }
             tokio::select! {
                 () = tokio::time::sleep(LINGER) => {}
-                () = urgent.notified() => {}
+                () = hurried => {}
             }
             lingered = true;
         }
