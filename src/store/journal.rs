@@ -14,9 +14,11 @@
 //! record torn by a power loss or a short write is told apart from the next one by it.
 //!
 //! A segment is deleted only when it can no longer hold the only copy of a row: every row
-//! appended to it carries the segment (an `Arc`) to the writer and drops it once committed,
-//! so a segment nobody holds has all its rows committed; the sync task then syncs the WAL and
-//! deletes it (see [`super::sync`]). The sync task also starts a new segment every interval,
+//! appended to it carries the segment (an `Arc`) to the writer, which counts it settled once
+//! committed; a segment nobody else holds whose rows are all settled is [`Segment::drained`],
+//! and the sync task then syncs the WAL and deletes it (see [`super::sync`]). A row whose
+//! commit failed, or that was dropped unprocessed when the process stopped, is never counted,
+//! so its segment stays for the next start. The sync task also starts a new segment every interval,
 //! so the journal holds about one interval of rows.
 
 use std::fs::File;
@@ -48,6 +50,12 @@ pub(super) struct Segment {
     path: PathBuf,
     /// Something was appended.
     written: AtomicBool,
+    /// Rows appended whole.
+    appended: AtomicU64,
+    /// Of which the writer has committed (or refused for good). A row whose commit failed, or
+    /// that was dropped unprocessed when the process stopped, is never counted: its segment
+    /// stays for the next start's replay.
+    settled: AtomicU64,
 }
 
 impl Segment {
@@ -66,7 +74,22 @@ impl Segment {
             file,
             path,
             written: AtomicBool::new(false),
+            appended: AtomicU64::new(0),
+            settled: AtomicU64::new(0),
         })
+    }
+
+    /// The writer committed (or refused for good) one of this segment's rows.
+    pub(super) fn settle_one(&self) {
+        self.settled.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Whether `segment` holds nothing the database lacks, once the database's commits are on
+    /// disk: every row appended to it is settled, and nobody else holds it (no row is being
+    /// appended or still queued). The caller holds the one reference left.
+    pub(super) fn drained(segment: &Arc<Segment>) -> bool {
+        Arc::strong_count(segment) == 1
+            && segment.settled.load(Ordering::Acquire) == segment.appended.load(Ordering::Acquire)
     }
 
     /// The file's path.
@@ -120,6 +143,7 @@ impl Journal {
                 "short write to the journal",
             ));
         }
+        segment.appended.fetch_add(1, Ordering::AcqRel);
         Ok(segment)
     }
 
@@ -196,7 +220,7 @@ pub(super) fn replay(c: &mut rusqlite::Connection, dir: &Path) -> Result<Replaye
     }
     // Durable before the segments go, whatever `store.sync` says for ordinary commits.
     c.execute_batch("PRAGMA synchronous = FULL;")?;
-    let tx = c.transaction()?;
+    let mut tx = c.transaction()?;
     for (_, path) in &files {
         let bytes = std::fs::read(path).map_err(io)?;
         let (rows, torn) = parse(&bytes);
@@ -209,12 +233,18 @@ pub(super) fn replay(c: &mut rusqlite::Connection, dir: &Path) -> Result<Replaye
             if known {
                 continue;
             }
-            match usage::insert(&tx, &row) {
-                Ok(()) => done.applied += 1,
-                Err(StoreError::NoSuchKey(key)) => {
-                    tracing::error!(request_id = %row.request_id, key_id = %key, "journal row of an unknown key; not applied");
+            // A savepoint each: a row the database refuses (an unknown key) is skipped whole,
+            // counters included, and does not keep the daemon from starting.
+            let sp = tx.savepoint()?;
+            match usage::insert(&sp, &row) {
+                Ok(()) => {
+                    sp.commit()?;
+                    done.applied += 1;
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    drop(sp);
+                    tracing::error!(request_id = %row.request_id, key_id = %row.key_id, error = %e, "journal row refused by the database; not applied");
+                }
             }
         }
     }

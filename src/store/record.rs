@@ -20,11 +20,12 @@ impl Store {
         let commit = match self.journal.as_deref().map(|j| j.append(&row)) {
             Some(Ok(segment)) => {
                 let job = Job::Write(Write::Usage(Box::new(row)), Ack::Journaled(segment));
-                if let Err(refused) = self.jobs.send(job) {
-                    // The store is closing: the row stays in the journal for the next start.
-                    if let Job::Write(_, Ack::Journaled(segment)) = refused.0 {
-                        std::mem::forget(segment);
-                    }
+                if self.jobs.send(job).is_err() {
+                    // The store is closing: never settled, the row stays in the journal for
+                    // the next start.
+                    tracing::warn!(
+                        "row recorded after the store closed; the next start applies it"
+                    );
                 }
                 None
             }

@@ -8,8 +8,8 @@
 //! the retired segments whose rows are all committed, once the WAL holding them is synced.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::sync::mpsc::WeakUnboundedSender;
@@ -17,8 +17,8 @@ use tokio::sync::mpsc::WeakUnboundedSender;
 use super::journal::{Journal, Segment};
 use super::writer::Job;
 
-/// A retired journal segment: held by its uncommitted rows, deleted when none are left.
-type Retired = (Weak<Segment>, PathBuf);
+/// A retired journal segment, deleted once [`Segment::drained`].
+type Retired = Arc<Segment>;
 
 /// Every `interval`, until the store is gone: turn the journal over and sync `<db>-wal` if
 /// the writer committed since the last sync (`commits` counts its commits).
@@ -75,21 +75,21 @@ fn turn(
     match journal.rotate() {
         Ok(Some(old)) => {
             // Rows not yet committed are only here: on disk within the interval too.
-            if Arc::strong_count(&old) > 1
+            if !Segment::drained(&old)
                 && let Err(e) = old.sync()
             {
                 tracing::warn!(error = %e, "journal sync failed");
             }
-            retired.push((Arc::downgrade(&old), old.path().to_path_buf()));
+            retired.push(old);
         }
         Ok(None) => {}
         Err(e) => tracing::warn!(error = %e, "could not start a new journal segment"),
     }
-    // Decided before the sync: a segment nobody holds has every row committed, and the sync
-    // below puts those commits on disk. One that empties meanwhile waits for the next tick.
+    // Decided before the sync: a drained segment has every row committed, and the sync below
+    // puts those commits on disk. One that drains meanwhile waits for the next tick.
     let (ready, held): (Vec<Retired>, Vec<Retired>) = std::mem::take(retired)
         .into_iter()
-        .partition(|(w, _)| w.strong_count() == 0);
+        .partition(Segment::drained);
     *retired = held;
     if !committed && ready.is_empty() {
         return Ok(false);
@@ -98,13 +98,13 @@ fn turn(
         retired.extend(ready);
         return Err(e);
     }
-    for (w, path) in ready {
-        match std::fs::remove_file(&path) {
+    for segment in ready {
+        match std::fs::remove_file(segment.path()) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
-                tracing::warn!(error = %e, path = %path.display(), "journal segment not deleted");
-                retired.push((w, path));
+                tracing::warn!(error = %e, path = %segment.path().display(), "journal segment not deleted");
+                retired.push(segment);
             }
         }
     }

@@ -172,3 +172,28 @@ async fn a_settled_read_sees_the_rows_recorded_before_it() {
     assert_eq!(totals, (3, Usd::from_nanos(300)));
     store.close().await;
 }
+
+#[test]
+fn a_segment_is_drained_only_when_every_row_appended_is_settled_and_nobody_holds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::start(dir.path()).unwrap();
+    let first = journal.append(&usage("req-1", "key_a", 1, 1)).unwrap();
+    let second = journal.append(&usage("req-2", "key_a", 1, 2)).unwrap();
+    let retired = journal.rotate().unwrap().expect("written to");
+    assert!(!journal::Segment::drained(&retired), "rows still queued");
+    first.settle_one();
+    drop(first);
+    // A row dropped without being committed (a stopped process) is not settled.
+    drop(second);
+    assert!(
+        !journal::Segment::drained(&retired),
+        "one row never committed"
+    );
+    retired.settle_one();
+    assert!(journal::Segment::drained(&retired));
+    let _held = retired.clone();
+    assert!(
+        !journal::Segment::drained(&retired),
+        "a row being appended holds it"
+    );
+}
