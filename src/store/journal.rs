@@ -18,8 +18,8 @@
 //! committed; a segment nobody else holds whose rows are all settled is [`Segment::drained`],
 //! and the sync task then syncs the WAL and deletes it (see [`super::sync`]). A row whose
 //! commit failed, or that was dropped unprocessed when the process stopped, is never counted,
-//! so its segment stays for the next start. The sync task also starts a new segment every interval,
-//! so the journal holds about one interval of rows.
+//! so its segment stays for the next start. The sync task also starts a new segment every
+//! interval, so the journal holds about one interval of rows.
 
 use std::fs::File;
 use std::io::Write as _;
@@ -243,7 +243,12 @@ pub(super) fn replay(c: &mut rusqlite::Connection, dir: &Path) -> Result<Replaye
                 }
                 Err(e) => {
                     drop(sp);
-                    tracing::error!(request_id = %row.request_id, key_id = %row.key_id, error = %e, "journal row refused by the database; not applied");
+                    tracing::error!(
+                        request_id = %row.request_id,
+                        key_id = %row.key_id,
+                        error = %e,
+                        "journal row refused by the database; not applied"
+                    );
                 }
             }
         }

@@ -34,8 +34,9 @@ pub(super) enum Ack {
 /// "normal"`). Nobody waits for those commits, so one commit every few milliseconds takes what
 /// would have been dozens of one-row commits (and their thread wake-ups) at a moderate rate.
 /// Not longer: the commit shares the core with the requests, and a bigger one delays the
-/// answers that arrive while it runs (same-session A/B at one connection, added p99 / CPU per
-/// request at 5 000/s: 20 ms ~745 µs / 120 µs, 5 ms ~490–640 / 119–125, 2 ms ~455–495 / 128–130).
+/// answers that arrive while it runs (same-session A/B, added p99 at one connection / CPU per
+/// request at 5 000/s: 20 ms ~745 µs / 120 µs, 5 ms ~490–640 / 119–125, 2 ms ~455–495 /
+/// 128–130; see bench/PROFILE.md).
 const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// The writer: take what is queued (up to `MAX_BATCH`), apply it in one transaction (one bad
