@@ -157,9 +157,15 @@ impl Store {
     /// Queue a write now; the returned future resolves when it is committed. Queue order is
     /// commit order, so writes submitted after this one land after it.
     pub fn submit(&self, w: Write) -> impl Future<Output = Result<(), StoreError>> + use<> {
-        let committed = queue_waiting(&self.jobs, w);
+        let (tx, rx) = oneshot::channel();
+        let queued = self.jobs.send(Job::Write(w, Ack::Reply(tx))).is_ok();
         self.hurry();
-        committed
+        async move {
+            if !queued {
+                return Err(StoreError::Closed);
+            }
+            rx.await.map_err(|_| StoreError::Closed)?
+        }
     }
 
     /// Someone waits on what was just queued: the writer must not linger over journaled rows.
@@ -205,21 +211,6 @@ impl Store {
         f: impl FnOnce(&rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         Ok(self.reader.call(move |c| f(c)).await?)
-    }
-}
-
-/// Queue a write with a waiter; the future resolves when it is committed.
-fn queue_waiting(
-    jobs: &mpsc::UnboundedSender<Job>,
-    w: Write,
-) -> impl Future<Output = Result<(), StoreError>> + use<> {
-    let (tx, rx) = oneshot::channel();
-    let queued = jobs.send(Job::Write(w, Ack::Reply(tx))).is_ok();
-    async move {
-        if !queued {
-            return Err(StoreError::Closed);
-        }
-        rx.await.map_err(|_| StoreError::Closed)?
     }
 }
 
