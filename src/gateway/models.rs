@@ -146,7 +146,7 @@ pub async fn usage(
             let id = key.id.clone();
             state
                 .store
-                .read_settled(move |c| usage::spent_between(c, &id, from, to))
+                .read(move |c| usage::spent_between(c, &id, from, to))
                 .await
                 .map_err(|e| {
                     tracing::error!(error = %e, "usage query failed");

@@ -119,7 +119,7 @@ pub async fn summary(state: &AppState, key: &KeyState) -> Result<UsageSummary, S
     let from = today - (CHART_DAYS - 1) * 86_400_000;
     let (tokens, recent, days) = state
         .store
-        .read_settled(move |c| {
+        .read(move |c| {
             Ok((
                 usage::token_totals(c, &id)?,
                 usage::recent(c, &id, RECENT_ROWS)?,

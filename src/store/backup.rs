@@ -26,6 +26,9 @@ pub enum BackupError {
     /// The blocking task died.
     #[error("backup task failed")]
     Task,
+    /// The rows queued before the backup could not be committed first.
+    #[error("backup: {0}")]
+    Store(super::StoreError),
 }
 
 /// Copy the database at `src` to `dest` (blocking; see [`super::Store::backup`]).

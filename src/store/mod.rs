@@ -21,7 +21,7 @@ mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -46,7 +46,15 @@ pub struct Store {
     journal: Option<Arc<Journal>>,
     /// Ends the writer's wait for more journaled rows: a write with a waiter was queued.
     urgent: Arc<tokio::sync::Notify>,
+    /// Journaled rows queued for the writer and not yet committed (see [`BACKLOG_CAP`]).
+    backlog: Arc<AtomicUsize>,
 }
+
+/// Journaled rows the writer may have queued before an answer waits for its row's commit as
+/// in `full` mode: the writer runs at the lowest priority (see `writer.rs`), and this bounds
+/// the queue when the core is never idle. A few MiB of rows; more than a second of them at
+/// any rate where the core still has time to spare.
+const BACKLOG_CAP: usize = 8192;
 
 impl Store {
     /// Open (creating) `<data_dir>/modelrelay.db` with full durability, migrate, start the
@@ -127,7 +135,14 @@ impl Store {
         let (jobs, rx) = mpsc::unbounded_channel();
         let commits = Arc::new(AtomicU64::new(0));
         let urgent = Arc::new(tokio::sync::Notify::new());
-        tokio::spawn(run_writer(writer, rx, commits.clone(), urgent.clone()));
+        let backlog = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(run_writer(
+            writer,
+            rx,
+            commits.clone(),
+            urgent.clone(),
+            backlog.clone(),
+        ));
         if let Some(journal) = &journal {
             tokio::spawn(sync::every(
                 path.to_path_buf(),
@@ -144,6 +159,7 @@ impl Store {
                 path: path.to_path_buf(),
                 journal,
                 urgent,
+                backlog,
             },
             keys,
         ))
@@ -192,25 +208,33 @@ impl Store {
         }
     }
 
-    /// [`Store::read`] once every settled row recorded before it is committed: with `store.sync
-    /// = "normal"` rows are committed a few milliseconds after their answers (see [`journal`]),
-    /// and a customer who looks at their usage right after a request expects to see it.
-    pub async fn read_settled<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        if self.journal.is_some() {
-            self.write(Write::Barrier).await?;
-        }
-        self.read(f).await
-    }
-
-    /// Run a read-only query on the reader connection.
+    /// Run a read-only query on the reader connection. With `store.sync = "normal"` it first
+    /// waits for everything queued before it to be committed: settled rows are committed a few
+    /// milliseconds after their answers there (see [`journal`]), and a customer who looks at
+    /// their usage right after a request, or an operator at a key, expects to see it.
     pub async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
+        if self.journal.is_some() {
+            self.settle().await?;
+        }
         Ok(self.reader.call(move |c| f(c)).await?)
+    }
+
+    /// Resolves once everything queued before it is committed (not necessarily synced: a
+    /// reader sees it).
+    pub async fn settle(&self) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .jobs
+            .send(Job::Write(Write::Barrier, Ack::Settled(tx)))
+            .is_err()
+        {
+            return Err(StoreError::Closed);
+        }
+        self.hurry();
+        rx.await.map_err(|_| StoreError::Closed)?
     }
 }
 
@@ -254,6 +278,9 @@ impl Store {
     /// to `dest.tmp` (mode 0600), synced, and only then linked to `dest`, which is never
     /// overwritten.
     pub async fn backup(&self, dest: &Path) -> Result<u64, BackupError> {
+        // Rows answered before the backup was asked for are in it, not only in the journal
+        // (`store.sync = "normal"`).
+        self.settle().await.map_err(BackupError::Store)?;
         let src = self.path.clone();
         let dest = dest.to_path_buf();
         tokio::task::spawn_blocking(move || backup::backup_blocking(&src, &dest))

@@ -1,45 +1,85 @@
 //! Recording a settled request's ledger row, as safe as `store.sync` promises before the
 //! answer's last byte leaves.
 
-use super::Store;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::oneshot;
+
 use super::error::StoreError;
 use super::usage::UsageRow;
 use super::write::Write;
 use super::writer::{Ack, Job};
+use super::{BACKLOG_CAP, Store};
 
 impl Store {
     /// Record a settled request's ledger row; the returned future resolves when the row is as
     /// safe as `store.sync` promises before an answer's last byte. `full`: committed and on
     /// disk ([`Store::submit`]). `normal`: in the OS — appended to the journal at once, in the
     /// caller's task (see [`super::journal`]), and committed behind without anyone waiting;
-    /// if the journal cannot take it, committed first as `full` would.
+    /// the future waits for the row's commit only when the journal cannot take it or the
+    /// writer is more than [`BACKLOG_CAP`] rows behind.
     pub fn record_usage(
         &self,
         row: UsageRow,
     ) -> impl Future<Output = Result<(), StoreError>> + use<> {
-        let commit = match self.journal.as_deref().map(|j| j.append(&row)) {
+        let committed = match self.journal.as_deref().map(|j| j.append(&row)) {
             Some(Ok(segment)) => {
-                let job = Job::Write(Write::Usage(Box::new(row)), Ack::Journaled(segment));
+                let over = self.backlog.fetch_add(1, Ordering::Relaxed) >= BACKLOG_CAP;
+                // The writer is behind (the core is busy): this answer waits for its row's
+                // commit, which leaves the core to the writer.
+                let (reply, committed) = if over {
+                    let (tx, rx) = oneshot::channel();
+                    (Some(tx), Some(rx))
+                } else {
+                    (None, None)
+                };
+                let job = Job::Write(Write::Usage(Box::new(row)), Ack::Journaled(segment, reply));
                 if self.jobs.send(job).is_err() {
                     // The store is closing: never settled, the row stays in the journal for
                     // the next start.
                     tracing::warn!(
                         "row recorded after the store closed; the next start applies it"
                     );
+                    Committed::Now
+                } else if let Some(rx) = committed {
+                    self.hurry();
+                    Committed::Later(rx)
+                } else {
+                    Committed::Now
                 }
-                None
             }
             Some(Err(e)) => {
                 tracing::warn!(error = %e, "journal append failed; committing the row first");
-                Some(self.submit(Write::Usage(Box::new(row))))
+                self.queue_durable(Write::Usage(Box::new(row)))
             }
-            None => Some(self.submit(Write::Usage(Box::new(row)))),
+            None => self.queue_durable(Write::Usage(Box::new(row))),
         };
         async move {
-            match commit {
-                Some(committed) => committed.await,
-                None => Ok(()),
+            match committed {
+                Committed::Now => Ok(()),
+                Committed::Later(rx) => rx.await.map_err(|_| StoreError::Closed)?,
+                Committed::Closed => Err(StoreError::Closed),
             }
         }
     }
+
+    /// Queue a write to be committed on disk, and how to hear of it.
+    fn queue_durable(&self, w: Write) -> Committed {
+        let (tx, rx) = oneshot::channel();
+        if self.jobs.send(Job::Write(w, Ack::Reply(tx))).is_err() {
+            return Committed::Closed;
+        }
+        self.hurry();
+        Committed::Later(rx)
+    }
+}
+
+/// What an answer waits for before its last byte.
+enum Committed {
+    /// Nothing more.
+    Now,
+    /// The writer's word on the row's commit.
+    Later(oneshot::Receiver<Result<(), StoreError>>),
+    /// The store is closed.
+    Closed,
 }

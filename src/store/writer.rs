@@ -23,11 +23,17 @@ pub(super) enum Job {
 pub(super) enum Ack {
     /// Nobody.
     None,
-    /// A waiting task, with the write's own result.
+    /// A waiting task, with the write's own result, once the commit is on disk.
     Reply(oneshot::Sender<Result<(), StoreError>>),
-    /// Nobody waits, but the row is also in this journal segment (`store.sync = "normal"`),
-    /// which is held until the row is committed (see [`super::journal`]).
-    Journaled(std::sync::Arc<Segment>),
+    /// A waiting task, once the commit is made (in the OS: a reader sees it).
+    Settled(oneshot::Sender<Result<(), StoreError>>),
+    /// The row is also in this journal segment (`store.sync = "normal"`), which is held until
+    /// the row is committed (see [`super::journal`]). Nobody waits, unless the writer was too
+    /// far behind (see [`super::Store::record_usage`]): then the sender hears of the commit.
+    Journaled(
+        std::sync::Arc<Segment>,
+        Option<oneshot::Sender<Result<(), StoreError>>>,
+    ),
 }
 
 /// How long the writer lets journaled rows gather before committing them (`store.sync =
@@ -49,8 +55,22 @@ pub(super) async fn run_writer(
     mut rx: mpsc::UnboundedReceiver<Job>,
     commits: std::sync::Arc<std::sync::atomic::AtomicU64>,
     urgent: std::sync::Arc<tokio::sync::Notify>,
+    backlog: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 ) {
+    // On the connection's own thread, where SQLite's work happens.
+    if let Err(e) = conn
+        .call(|_| {
+            yield_core_to_answers();
+            Ok::<_, StoreError>(())
+        })
+        .await
+    {
+        tracing::warn!(error = %e, "ledger writer left at normal priority");
+    }
     let mut closing: Option<oneshot::Sender<()>> = None;
+    // What the connection's `synchronous` is set to: FULL (`Some(true)`) for a batch someone
+    // waits on to be on disk, NORMAL otherwise (see [`commit_batch`]); unknown at first.
+    let mut on_disk: Option<bool> = None;
     while closing.is_none() {
         let Some(first) = rx.recv().await else { break };
         let mut batch = Vec::new();
@@ -74,7 +94,7 @@ pub(super) async fn run_writer(
             }
             let nobody_waits = batch
                 .iter()
-                .all(|(_, ack)| matches!(ack, Ack::Journaled(_)));
+                .all(|(_, ack)| matches!(ack, Ack::Journaled(_, None)));
             if lingered || !nobody_waits || batch.len() >= MAX_BATCH || closing.is_some() {
                 break;
             }
@@ -87,7 +107,12 @@ pub(super) async fn run_writer(
         if batch.is_empty() {
             continue;
         }
-        commit_batch(&conn, batch).await;
+        let journaled = batch
+            .iter()
+            .filter(|(_, ack)| matches!(ack, Ack::Journaled(..)))
+            .count();
+        commit_batch(&conn, batch, &mut on_disk).await;
+        backlog.fetch_sub(journaled, std::sync::atomic::Ordering::Relaxed);
         // The durability task (`store.sync = "normal"`) syncs after commits it has not seen.
         commits.fetch_add(1, std::sync::atomic::Ordering::Release);
     }
@@ -100,7 +125,7 @@ pub(super) async fn run_writer(
         }
     }
     if !rest.is_empty() {
-        commit_batch(&conn, rest).await;
+        commit_batch(&conn, rest, &mut on_disk).await;
     }
     let _ = conn.close().await;
     if let Some(done) = closing {
@@ -108,10 +133,58 @@ pub(super) async fn run_writer(
     }
 }
 
+/// Run the calling thread (the writer's SQLite thread) at the lowest priority, `nice` 19.
+///
+/// Its commits share the core with the tokio workers answering requests; at normal priority a
+/// batch commit that starts just before an answer's bytes arrive delays that answer by the
+/// commit's length (the added p99 at one connection in bench/PROFILE.md). At nice 19 the
+/// scheduler gives the core to a woken worker first. Nobody waits for journaled rows, and a
+/// waited write loses only the time the core spends answering others; at saturation the writer
+/// cannot starve for long, because past [`super::BACKLOG_CAP`] queued rows each new answer waits
+/// for its commit, which idles the workers.
+fn yield_core_to_answers() {
+    // On Linux nice is per thread and a thread id names that one thread; raising one's own
+    // nice needs no privilege.
+    let tid = rustix::thread::gettid();
+    if let Err(e) = rustix::process::setpriority_process(Some(tid), 19) {
+        tracing::warn!(error = %e, "ledger writer left at normal priority");
+    }
+}
+
 /// Apply writes in one transaction, each as if in a savepoint of its own (one bad write cannot
 /// sink the others; see [`try_commit`]), commit, and acknowledge each with its own result.
-async fn commit_batch(conn: &tokio_rusqlite::Connection, batch: Vec<(Write, Ack)>) {
+///
+/// The commit is synced to disk (`synchronous = FULL`) when a write in the batch was submitted
+/// to be durable ([`Ack::Reply`]: an order, a key, a row the journal could not take). Ledger
+/// rows are on disk in the journal already (`full`) or promised only against a killed process
+/// (`normal`), and the sync task syncs the WAL every interval, so their commits are not
+/// synced one by one (`synchronous = NORMAL`): one disk flush every few milliseconds less,
+/// each of which would delay the journal's syncs that answers wait for.
+async fn commit_batch(
+    conn: &tokio_rusqlite::Connection,
+    batch: Vec<(Write, Ack)>,
+    on_disk: &mut Option<bool>,
+) {
     let (writes, acks): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+    let durable = acks.iter().any(|ack| matches!(ack, Ack::Reply(_)));
+    if *on_disk != Some(durable) {
+        let pragma = if durable {
+            "PRAGMA synchronous = FULL;"
+        } else {
+            "PRAGMA synchronous = NORMAL;"
+        };
+        match conn
+            .call(move |c| c.execute_batch(pragma).map_err(StoreError::from))
+            .await
+        {
+            Ok(()) => *on_disk = Some(durable),
+            Err(e) => {
+                // Unknown now: set again before the next batch. This one commits as it was.
+                tracing::warn!(error = %e, "could not set synchronous");
+                *on_disk = None;
+            }
+        }
+    }
     let writes = std::sync::Arc::new(writes);
     // A failed commit (disk full, I/O error) is retried before the batch is given up: these
     // rows are bills, and memory has already charged them.
@@ -131,11 +204,16 @@ async fn commit_batch(conn: &tokio_rusqlite::Connection, batch: Vec<(Write, Ack)
                     tracing::error!(error = %e, "database write refused");
                 }
                 match ack {
-                    Ack::Reply(tx) => {
+                    Ack::Reply(tx) | Ack::Settled(tx) => {
                         let _ = tx.send(r);
                     }
                     // Committed (or refused for good): the segment may go once drained.
-                    Ack::Journaled(segment) => segment.settle_one(),
+                    Ack::Journaled(segment, reply) => {
+                        segment.settle_one();
+                        if let Some(tx) = reply {
+                            let _ = tx.send(r);
+                        }
+                    }
                     Ack::None => {}
                 }
             }
@@ -144,11 +222,16 @@ async fn commit_batch(conn: &tokio_rusqlite::Connection, batch: Vec<(Write, Ack)
             tracing::error!(error = %e, writes = writes.len(), "DATABASE COMMIT FAILED: writes in this batch are lost");
             for ack in acks {
                 match ack {
-                    Ack::Reply(tx) => {
+                    Ack::Reply(tx) | Ack::Settled(tx) => {
                         let _ = tx.send(Err(StoreError::Corrupt(format!("commit failed: {e}"))));
                     }
                     // Not counted settled: the segment stays and the next start replays it.
-                    Ack::Journaled(_) => {}
+                    Ack::Journaled(_, reply) => {
+                        if let Some(tx) = reply {
+                            let _ =
+                                tx.send(Err(StoreError::Corrupt(format!("commit failed: {e}"))));
+                        }
+                    }
                     Ack::None => {}
                 }
             }

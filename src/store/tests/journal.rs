@@ -165,10 +165,7 @@ async fn a_settled_read_sees_the_rows_recorded_before_it() {
             .unwrap();
     }
     // The writer lets journaled rows gather before committing them; the read sees them anyway.
-    let totals = store
-        .read_settled(|c| usage::totals(c, "key_a"))
-        .await
-        .unwrap();
+    let totals = store.read(|c| usage::totals(c, "key_a")).await.unwrap();
     assert_eq!(totals, (3, Usd::from_nanos(300)));
     store.close().await;
 }
@@ -196,4 +193,63 @@ fn a_segment_is_drained_only_when_every_row_appended_is_settled_and_nobody_holds
         !journal::Segment::drained(&retired),
         "a row being appended holds it"
     );
+}
+
+#[tokio::test]
+async fn a_backup_holds_the_rows_recorded_before_it_was_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let (store, _) = open_normal(&path, 3_600_000).await;
+    store.write(insert(key("key_a", 1))).await.unwrap();
+    for i in 0..3 {
+        store
+            .record_usage(usage(&format!("req-b{i}"), "key_a", 100, i))
+            .await
+            .unwrap();
+    }
+    // The rows are in the journal, not yet committed (the writer lingers): the backup commits
+    // them first, or a restore from it would lose answered requests.
+    let dest = dir.path().join("backup.db");
+    store.backup(&dest).await.unwrap();
+    let copy = rusqlite::Connection::open(&dest).unwrap();
+    let (n, spent): (i64, i64) = copy
+        .query_row(
+            "SELECT (SELECT count(*) FROM usage), spent_nanos FROM keys WHERE id = 'key_a'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((n, spent), (3, 300));
+    store.close().await;
+}
+
+#[tokio::test]
+async fn the_ledger_writer_runs_at_the_lowest_priority() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let before = niced_threads();
+    let (store, _) = open_normal(&path, 3_600_000).await;
+    // The writer has set its priority by the time it has committed something.
+    store.write(insert(key("key_a", 1))).await.unwrap();
+    let after = niced_threads();
+    assert!(
+        after.iter().any(|t| !before.contains(t)),
+        "no new thread at nice 19: before {before:?}, after {after:?}"
+    );
+    store.close().await;
+}
+
+/// This process's threads at nice 19 (field 19 of `/proc/self/task/TID/stat`).
+fn niced_threads() -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|e| {
+            let tid = e.ok()?.file_name().into_string().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+            // After the command name's closing parenthesis: state is field 3, nice field 19.
+            let rest = &stat[stat.rfind(')')? + 2..];
+            let nice: i32 = rest.split(' ').nth(16)?.parse().ok()?;
+            (nice == 19).then_some(tid)
+        })
+        .collect()
 }
