@@ -54,7 +54,7 @@ pub struct Store {
 /// in `full` mode: the writer runs at the lowest priority (see `writer.rs`), and this bounds
 /// the queue when the core is never idle. A few MiB of rows; more than a second of them at
 /// any rate where the core still has time to spare.
-const BACKLOG_CAP: usize = 8192;
+const BACKLOG_CAP: usize = if cfg!(test) { 4 } else { 8192 };
 
 impl Store {
     /// Open (creating) `<data_dir>/modelrelay.db` with full durability, migrate, start the
@@ -142,6 +142,7 @@ impl Store {
             commits.clone(),
             urgent.clone(),
             backlog.clone(),
+            sync == SyncMode::Full,
         ));
         if let Some(journal) = &journal {
             tokio::spawn(sync::every(

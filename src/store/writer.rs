@@ -56,6 +56,7 @@ pub(super) async fn run_writer(
     commits: std::sync::Arc<std::sync::atomic::AtomicU64>,
     urgent: std::sync::Arc<tokio::sync::Notify>,
     backlog: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    always_sync: bool,
 ) {
     // On the connection's own thread, where SQLite's work happens.
     if let Err(e) = conn
@@ -69,7 +70,8 @@ pub(super) async fn run_writer(
     }
     let mut closing: Option<oneshot::Sender<()>> = None;
     // What the connection's `synchronous` is set to: FULL (`Some(true)`) for a batch someone
-    // waits on to be on disk, NORMAL otherwise (see [`commit_batch`]); unknown at first.
+    // waits on to be on disk, and for every batch when `always_sync` (`store.sync = "full"`);
+    // NORMAL otherwise (see [`commit_batch`]); unknown at first.
     let mut on_disk: Option<bool> = None;
     while closing.is_none() {
         let Some(first) = rx.recv().await else { break };
@@ -111,7 +113,7 @@ pub(super) async fn run_writer(
             .iter()
             .filter(|(_, ack)| matches!(ack, Ack::Journaled(..)))
             .count();
-        commit_batch(&conn, batch, &mut on_disk).await;
+        commit_batch(&conn, batch, always_sync, &mut on_disk).await;
         backlog.fetch_sub(journaled, std::sync::atomic::Ordering::Relaxed);
         // The durability task (`store.sync = "normal"`) syncs after commits it has not seen.
         commits.fetch_add(1, std::sync::atomic::Ordering::Release);
@@ -125,7 +127,7 @@ pub(super) async fn run_writer(
         }
     }
     if !rest.is_empty() {
-        commit_batch(&conn, rest, &mut on_disk).await;
+        commit_batch(&conn, rest, always_sync, &mut on_disk).await;
     }
     let _ = conn.close().await;
     if let Some(done) = closing {
@@ -154,19 +156,19 @@ fn yield_core_to_answers() {
 /// Apply writes in one transaction, each as if in a savepoint of its own (one bad write cannot
 /// sink the others; see [`try_commit`]), commit, and acknowledge each with its own result.
 ///
-/// The commit is synced to disk (`synchronous = FULL`) when a write in the batch was submitted
-/// to be durable ([`Ack::Reply`]: an order, a key, a row the journal could not take). Ledger
-/// rows are on disk in the journal already (`full`) or promised only against a killed process
-/// (`normal`), and the sync task syncs the WAL every interval, so their commits are not
-/// synced one by one (`synchronous = NORMAL`): one disk flush every few milliseconds less,
-/// each of which would delay the journal's syncs that answers wait for.
+/// With `always_sync` (`store.sync = "full"`) every commit is synced to disk (`synchronous =
+/// FULL`). Otherwise (`normal`) a commit is synced only when a write in the batch was submitted
+/// to be durable ([`Ack::Reply`]: an order, a key, a top-up, a row the journal could not
+/// take): journaled ledger rows are promised only against a killed process, read barriers
+/// nothing, and the sync task syncs the WAL every interval.
 async fn commit_batch(
     conn: &tokio_rusqlite::Connection,
     batch: Vec<(Write, Ack)>,
+    always_sync: bool,
     on_disk: &mut Option<bool>,
 ) {
     let (writes, acks): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-    let durable = acks.iter().any(|ack| matches!(ack, Ack::Reply(_)));
+    let durable = always_sync || acks.iter().any(|ack| matches!(ack, Ack::Reply(_)));
     if *on_disk != Some(durable) {
         let pragma = if durable {
             "PRAGMA synchronous = FULL;"
