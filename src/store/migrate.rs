@@ -9,6 +9,10 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("migrations/0003_usage_by_time.sql")),
     (4, include_str!("migrations/0004_ledger_api_account.sql")),
     (5, include_str!("migrations/0005_self_service.sql")),
+    (
+        6,
+        include_str!("migrations/0006_usage_check_without_in_list.sql"),
+    ),
 ];
 
 /// Apply the migrations not applied yet, each in its own transaction.

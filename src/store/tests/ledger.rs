@@ -110,3 +110,76 @@ async fn usage_of_an_unknown_key_fails_with_no_such_key() {
     );
     store.close().await;
 }
+
+/// Every ledger row, every column, in id order.
+fn ledger_values(c: &rusqlite::Connection) -> Vec<Vec<rusqlite::types::Value>> {
+    let mut stmt = c.prepare("SELECT * FROM usage ORDER BY id").unwrap();
+    let n = stmt.column_count();
+    stmt.query_map([], |r| (0..n).map(|i| r.get(i)).collect())
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn migration_6_keeps_every_ledger_row_and_checks_measured_without_a_temporary_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let before = {
+        // A database as version 5 left it, with rows of every kind of `measured`.
+        let mut c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+        )
+        .unwrap();
+        let tx = c.transaction().unwrap();
+        for (version, sql) in &migrate::MIGRATIONS[..5] {
+            tx.execute_batch(sql).unwrap();
+            tx.execute("INSERT INTO schema_migrations VALUES (?1, 0)", [version])
+                .unwrap();
+        }
+        tx.execute_batch(
+            "INSERT INTO keys (id, hash, sealed, prefix, plan, status, budget_nanos, spent_nanos,
+                 requests, created_at)
+                 VALUES ('key_a', zeroblob(32), x'00', 'p', 'pro', 'active', 9000, 3703, 3, 1);
+             INSERT INTO usage (id, request_id, key_id, model, stream, period, prompt_tokens,
+                 cache_hit_tokens, cache_miss_tokens, completion_tokens, reasoning_tokens,
+                 cost_nanos, measured, status, finish, latency_ms, ttft_ms, created_at, api,
+                 account)
+             VALUES (7, 'req_a', 'key_a', 'deepseek-chat', 1, 'peak', 10, 2, 8, 5, 1, 1234,
+                     'clamped', 200, 'stop', 99, 12, 1000, 'anthropic', 'acct-2'),
+                    (9, 'req_b', 'key_a', 'deepseek-reasoner', 0, 'off_peak', 3, 0, 3, 4, 0,
+                     2000, 'provider', 200, 'length', 50, NULL, 2000, 'openai', ''),
+                    (12, 'req_c', 'key_a', 'deepseek-chat', 1, 'peak', 1, 0, 1, 1, 0, 469,
+                     'estimated', 499, 'client_abort', 5, 4, 3000, 'openai', 'acct-1');",
+        )
+        .unwrap();
+        tx.commit().unwrap();
+        ledger_values(&c)
+    };
+    let (store, keys) = Store::open(&path).await.unwrap();
+    assert_eq!(keys[0].spent.nanos(), 3703);
+    store.close().await;
+
+    let c = rusqlite::Connection::open(&path).unwrap();
+    assert_eq!(before.len(), 3);
+    assert_eq!(ledger_values(&c), before);
+    let insert = "INSERT INTO usage (request_id, key_id, model, stream, period, prompt_tokens,
+        cache_hit_tokens, cache_miss_tokens, completion_tokens, reasoning_tokens, cost_nanos,
+        measured, status, finish, latency_ms, ttft_ms, created_at, api, account)
+        VALUES ('req_d', 'key_a', 'm', 0, 'peak', 0, 0, 0, 0, 0, 0, ?1, 200, 'stop', 0, NULL, 0,
+                'openai', '')";
+    // The CHECK is compiled to comparisons: no temporary index is opened per row.
+    let ops: Vec<String> = c
+        .prepare(&format!("EXPLAIN {insert}"))
+        .unwrap()
+        .query_map(["provider"], |r| r.get(1))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(!ops.iter().any(|op| op == "OpenEphemeral"), "{ops:?}");
+    // And it still holds.
+    let err = c.execute(insert, ["bogus"]).unwrap_err();
+    assert!(err.to_string().contains("CHECK constraint failed"), "{err}");
+    c.execute(insert, ["estimated"]).unwrap();
+}
