@@ -58,13 +58,16 @@ pub(super) async fn run_writer(
     backlog: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     always_sync: bool,
 ) {
-    // On the connection's own thread, where SQLite's work happens.
-    if let Err(e) = conn
-        .call(|_| {
-            yield_core_to_answers();
-            Ok::<_, StoreError>(())
-        })
-        .await
+    // On the connection's own thread, where SQLite's work happens. Only when answers do not
+    // wait for commits (`normal`): with `full` every answer waits for the writer, which would
+    // then queue behind the very answers it holds up (measured: no gain at one connection).
+    if !always_sync
+        && let Err(e) = conn
+            .call(|_| {
+                yield_core_to_answers();
+                Ok::<_, StoreError>(())
+            })
+            .await
     {
         tracing::warn!(error = %e, "ledger writer left at normal priority");
     }
@@ -135,7 +138,8 @@ pub(super) async fn run_writer(
     }
 }
 
-/// Run the calling thread (the writer's SQLite thread) at the lowest priority, `nice` 19.
+/// Run the calling thread (the writer's SQLite thread) at the lowest priority, `nice` 19
+/// (`store.sync = "normal"` only).
 ///
 /// Its commits share the core with the tokio workers answering requests; at normal priority a
 /// batch commit that starts just before an answer's bytes arrive delays that answer by the
