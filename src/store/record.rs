@@ -43,7 +43,7 @@ impl Store {
                     Committed::Now
                 } else if let Some(rx) = committed {
                     self.hurry();
-                    Committed::Later(rx)
+                    Committed::Paced(rx)
                 } else {
                     Committed::Now
                 }
@@ -58,6 +58,12 @@ impl Store {
             match committed {
                 Committed::Now => Ok(()),
                 Committed::Later(rx) => rx.await.map_err(|_| StoreError::Closed)?,
+                // Safe in the journal already, whatever the commit's outcome (a failed commit
+                // keeps the row's segment for the next start); the wait was only for pace.
+                Committed::Paced(rx) => {
+                    let _ = rx.await;
+                    Ok(())
+                }
                 Committed::Closed => Err(StoreError::Closed),
             }
         }
@@ -80,6 +86,8 @@ enum Committed {
     Now,
     /// The writer's word on the row's commit.
     Later(oneshot::Receiver<Result<(), StoreError>>),
+    /// The row's commit, waited for only to let a writer that fell behind catch up.
+    Paced(oneshot::Receiver<Result<(), StoreError>>),
     /// The store is closed.
     Closed,
 }

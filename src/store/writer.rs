@@ -185,7 +185,8 @@ async fn commit_batch(
         {
             Ok(()) => *on_disk = Some(durable),
             Err(e) => {
-                // Unknown now: set again before the next batch. This one commits as it was.
+                // Unknown now: set again before the next batch. This one commits as it was (a
+                // connection that cannot run a PRAGMA is not going to commit either).
                 tracing::warn!(error = %e, "could not set synchronous");
                 *on_disk = None;
             }
