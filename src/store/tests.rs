@@ -20,6 +20,24 @@ fn db(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("modelrelay.db")
 }
 
+/// A database at `path` as the first `version` migrations left it, with `setup` run in the
+/// same transaction.
+fn db_at_version(path: &Path, version: usize, setup: &str) {
+    let mut c = rusqlite::Connection::open(path).unwrap();
+    c.execute_batch(
+        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+    )
+    .unwrap();
+    let tx = c.transaction().unwrap();
+    for (version, sql) in &migrate::MIGRATIONS[..version] {
+        tx.execute_batch(sql).unwrap();
+        tx.execute("INSERT INTO schema_migrations VALUES (?1, 0)", [version])
+            .unwrap();
+    }
+    tx.execute_batch(setup).unwrap();
+    tx.commit().unwrap();
+}
+
 fn time(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap()
 }

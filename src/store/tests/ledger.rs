@@ -125,21 +125,11 @@ fn ledger_values(c: &rusqlite::Connection) -> Vec<Vec<rusqlite::types::Value>> {
 async fn migration_6_keeps_every_ledger_row_and_checks_measured_without_a_temporary_index() {
     let dir = tempfile::tempdir().unwrap();
     let path = db(&dir);
-    let before = {
-        // A database as version 5 left it, with rows of every kind of `measured`.
-        let mut c = rusqlite::Connection::open(&path).unwrap();
-        c.execute_batch(
-            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
-        )
-        .unwrap();
-        let tx = c.transaction().unwrap();
-        for (version, sql) in &migrate::MIGRATIONS[..5] {
-            tx.execute_batch(sql).unwrap();
-            tx.execute("INSERT INTO schema_migrations VALUES (?1, 0)", [version])
-                .unwrap();
-        }
-        tx.execute_batch(
-            "INSERT INTO keys (id, hash, sealed, prefix, plan, status, budget_nanos, spent_nanos,
+    // A database as version 5 left it, with rows of every kind of `measured`.
+    db_at_version(
+        &path,
+        5,
+        "INSERT INTO keys (id, hash, sealed, prefix, plan, status, budget_nanos, spent_nanos,
                  requests, created_at)
                  VALUES ('key_a', zeroblob(32), x'00', 'p', 'pro', 'active', 9000, 3703, 3, 1);
              INSERT INTO usage (id, request_id, key_id, model, stream, period, prompt_tokens,
@@ -152,11 +142,8 @@ async fn migration_6_keeps_every_ledger_row_and_checks_measured_without_a_tempor
                      2000, 'provider', 200, 'length', 50, NULL, 2000, 'openai', ''),
                     (12, 'req_c', 'key_a', 'deepseek-chat', 1, 'peak', 1, 0, 1, 1, 0, 469,
                      'estimated', 499, 'client_abort', 5, 4, 3000, 'openai', 'acct-1');",
-        )
-        .unwrap();
-        tx.commit().unwrap();
-        ledger_values(&c)
-    };
+    );
+    let before = ledger_values(&rusqlite::Connection::open(&path).unwrap());
     let (store, keys) = Store::open(&path).await.unwrap();
     assert_eq!(keys[0].spent.nanos(), 3703);
     store.close().await;

@@ -61,29 +61,16 @@ async fn history(store: &Store, key_id: &'static str) -> Vec<(BudgetKind, i64)> 
 async fn the_migration_gives_existing_keys_their_history_and_mail_rows() {
     let dir = tempfile::tempdir().unwrap();
     let path = db(&dir);
-    {
-        // A database as version 4 left it: a sold key topped up by the operator, a comp key.
-        let mut c = rusqlite::Connection::open(&path).unwrap();
-        c.execute_batch(
-            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
-        )
-        .unwrap();
-        let tx = c.transaction().unwrap();
-        for (version, sql) in &migrate::MIGRATIONS[..4] {
-            tx.execute_batch(sql).unwrap();
-            tx.execute("INSERT INTO schema_migrations VALUES (?1, 0)", [version])
-                .unwrap();
-        }
-        tx.execute_batch(
-            "INSERT INTO keys (id, hash, sealed, prefix, plan, status, budget_nanos, created_at, order_id)
+    // A database as version 4 left it: a sold key topped up by the operator, a comp key.
+    db_at_version(
+        &path,
+        4,
+        "INSERT INTO keys (id, hash, sealed, prefix, plan, status, budget_nanos, created_at, order_id)
                  VALUES ('key_sold', zeroblob(32), x'00', 'p', 'trial', 'exhausted', 3000000000, 1, 'ord_1'),
                         ('key_comp', randomblob(32), x'00', 'q', 'trial', 'active', 1000000000, 2, NULL);
              INSERT INTO topups (key_id, amount_nanos, created_at)
                  VALUES ('key_sold', 2000000000, 5);",
-        )
-        .unwrap();
-        tx.commit().unwrap();
-    }
+    );
     let (store, keys) = Store::open(&path).await.unwrap();
     assert_eq!(keys.len(), 2);
     assert_eq!(
