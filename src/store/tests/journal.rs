@@ -27,6 +27,16 @@ fn segment_texts(path: &Path) -> Vec<(PathBuf, String)> {
     found
 }
 
+/// Record `n` ledger rows of `key_a`, `cost` nano-USD each, one after another.
+async fn record_rows(store: &Store, prefix: &str, n: i64, cost: i64) {
+    for i in 0..n {
+        store
+            .record_usage(usage(&format!("{prefix}{i}"), "key_a", cost, i))
+            .await
+            .unwrap();
+    }
+}
+
 #[tokio::test]
 async fn a_row_recorded_in_normal_mode_is_in_the_journal_when_recording_returns() {
     let dir = tempfile::tempdir().unwrap();
@@ -125,12 +135,7 @@ async fn segments_are_deleted_once_their_rows_are_committed() {
     let path = db(&dir);
     let (store, _) = open_normal(&path, 20).await;
     store.write(insert(key("key_a", 1))).await.unwrap();
-    for i in 0..50 {
-        store
-            .record_usage(usage(&format!("req-{i}"), "key_a", 10, i))
-            .await
-            .unwrap();
-    }
+    record_rows(&store, "req-", 50, 10).await;
     // Within a few ticks: a new segment, the WAL synced, the old one deleted.
     let mut left = segment_texts(&path);
     for _ in 0..250 {
@@ -158,12 +163,7 @@ async fn a_settled_read_sees_the_rows_recorded_before_it() {
     let path = db(&dir);
     let (store, _) = open_normal(&path, 3_600_000).await;
     store.write(insert(key("key_a", 1))).await.unwrap();
-    for i in 0..3 {
-        store
-            .record_usage(usage(&format!("req-{i}"), "key_a", 100, i))
-            .await
-            .unwrap();
-    }
+    record_rows(&store, "req-", 3, 100).await;
     // The writer lets journaled rows gather before committing them; the read sees them anyway.
     let totals = store.read(|c| usage::totals(c, "key_a")).await.unwrap();
     assert_eq!(totals, (3, Usd::from_nanos(300)));
@@ -201,12 +201,7 @@ async fn a_backup_holds_the_rows_recorded_before_it_was_asked_for() {
     let path = db(&dir);
     let (store, _) = open_normal(&path, 3_600_000).await;
     store.write(insert(key("key_a", 1))).await.unwrap();
-    for i in 0..3 {
-        store
-            .record_usage(usage(&format!("req-b{i}"), "key_a", 100, i))
-            .await
-            .unwrap();
-    }
+    record_rows(&store, "req-b", 3, 100).await;
     // The rows are in the journal, not yet committed (the writer lingers): the backup commits
     // them first, or a restore from it would lose answered requests.
     let dest = dir.path().join("backup.db");
