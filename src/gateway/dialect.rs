@@ -33,8 +33,9 @@ pub trait Dialect: Send + Sync + 'static {
     /// The paying key of a request (401 in this dialect's words when there is none).
     fn authenticate(keys: &KeyTable, headers: &HeaderMap) -> Result<Arc<KeyState>, GatewayError>;
 
-    /// Parse and check a request body (400 for what the gateway cannot work with).
-    fn parse(raw: &[u8]) -> Result<Self::Request, GatewayError>;
+    /// Parse and check a request body (400 for what the gateway cannot work with). The body
+    /// is shared, so a request may keep it rather than copy what it relays.
+    fn parse(raw: &bytes::Bytes) -> Result<Self::Request, GatewayError>;
     /// Read a whole (non-stream) answer: its usage, and the body for the client. `Err` says
     /// why it is not a usable answer (for the log).
     fn answer(raw: &[u8], public: &PublicModel) -> Result<Answer, String>;

@@ -131,13 +131,22 @@ max_in_flight = 1000000
         &work.join(format!("{name}.log")),
     )?;
     procs::wait_port(addr, Duration::from_secs(30)).await?;
-    let out = std::process::Command::new(&o.modelrelay)
-        .args([
-            "keys", "create", "--plan", "pro", "--budget", "100000", "--config",
-        ])
-        .arg(&cfg)
-        .output()
-        .context("modelrelay keys create")?;
+    // The HTTP port answers before the admin socket is always listening: retry for a while.
+    let mut tries = 0;
+    let out = loop {
+        let out = std::process::Command::new(&o.modelrelay)
+            .args([
+                "keys", "create", "--plan", "pro", "--budget", "100000", "--config",
+            ])
+            .arg(&cfg)
+            .output()
+            .context("modelrelay keys create")?;
+        tries += 1;
+        if out.status.success() || tries >= 50 {
+            break out;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     anyhow::ensure!(
         out.status.success(),
         "keys create failed: {}",

@@ -97,7 +97,7 @@ impl Dialect for Anthropic {
         Ok(identify::authenticate_token(keys, token)?)
     }
 
-    fn parse(raw: &[u8]) -> Result<MessagesRequest, GatewayError> {
+    fn parse(raw: &bytes::Bytes) -> Result<MessagesRequest, GatewayError> {
         MessagesRequest::parse(raw)
     }
 

@@ -67,7 +67,7 @@ struct Function<'a> {
 
 /// A struct read only from a JSON object: serde's derive also reads a struct from an array,
 /// by position, and such a chunk is the tree rewrite's to refuse.
-struct Obj<T>(T);
+pub(super) struct Obj<T>(pub(super) T);
 
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

@@ -44,8 +44,8 @@ impl Dialect for OpenAi {
         Ok(crate::keys::identify::authenticate(keys, headers)?)
     }
 
-    fn parse(raw: &[u8]) -> Result<ChatRequest, GatewayError> {
-        ChatRequest::parse(raw)
+    fn parse(raw: &bytes::Bytes) -> Result<ChatRequest, GatewayError> {
+        ChatRequest::parse_bytes(raw)
     }
 
     fn answer(raw: &[u8], public: &PublicModel) -> Result<Answer, String> {

@@ -1,6 +1,10 @@
-//! The incoming chat request (kept as a JSON map so every field the client sends reaches
-//! upstream), and DeepSeek's `usage` object read into billing's counts.
+//! The incoming chat request (every field the client sends reaches upstream), and DeepSeek's
+//! `usage` object read into billing's counts. A request is read the quick way ([`view`]: byte
+//! spans, no tree) when it can be, and as a JSON map otherwise (which also gives each error).
 
+mod view;
+
+use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use crate::gateway::billing::{HoldNeeds, Usage};
@@ -15,7 +19,7 @@ const PROMPT_BOUND_SLACK: u64 = 64;
 /// A parsed `POST /v1/chat/completions` body.
 #[derive(Debug)]
 pub struct ChatRequest {
-    body: Map<String, Value>,
+    body: Body,
     /// Public model name asked for.
     pub model: String,
     /// `stream: true`?
@@ -30,6 +34,15 @@ pub struct ChatRequest {
     pub prompt_upper_bound: u64,
     /// Estimate of prompt tokens, for billing when upstream never reports usage.
     pub prompt_estimate: u64,
+}
+
+/// The body as read.
+#[derive(Debug)]
+enum Body {
+    /// By its members' spans (the quick reading).
+    View(view::Members),
+    /// As a JSON map (whatever the quick reading did not take).
+    Tree(Map<String, Value>),
 }
 
 fn bad(message: impl Into<String>, param: &'static str) -> GatewayError {
@@ -123,6 +136,28 @@ fn stream_flags(body: &Map<String, Value>) -> Result<(bool, bool), GatewayError>
 impl ChatRequest {
     /// Parse and check the fields the gateway relies on; anything else is upstream's to judge.
     pub fn parse(raw: &[u8]) -> Result<ChatRequest, GatewayError> {
+        ChatRequest::parse_bytes(&Bytes::copy_from_slice(raw))
+    }
+
+    /// [`ChatRequest::parse`] of a body the request keeps (no copy).
+    pub fn parse_bytes(raw: &Bytes) -> Result<ChatRequest, GatewayError> {
+        match view::parse(raw) {
+            Some(r) => Ok(ChatRequest {
+                model: r.model,
+                stream: r.stream,
+                include_usage: r.include_usage,
+                max_tokens: r.max_tokens,
+                n: r.n,
+                prompt_upper_bound: raw.len() as u64 + PROMPT_BOUND_SLACK,
+                prompt_estimate: estimate(r.text_bytes, r.messages),
+                body: Body::View(r.members),
+            }),
+            None => ChatRequest::parse_tree(raw),
+        }
+    }
+
+    /// The reading through a JSON map: slower, and the one that names what is wrong.
+    fn parse_tree(raw: &[u8]) -> Result<ChatRequest, GatewayError> {
         let value: Value =
             serde_json::from_slice(raw).map_err(|e| GatewayError::InvalidRequest {
                 message: format!("The request body is not valid JSON: {e}."),
@@ -167,7 +202,7 @@ impl ChatRequest {
         if n > 16 {
             return Err(bad("`n` must be at most 16.", "n"));
         }
-        let prompt_estimate = text_bytes.div_ceil(4) + 4 * messages.len() as u64 + 2;
+        let prompt_estimate = estimate(text_bytes, messages.len() as u64);
         Ok(ChatRequest {
             model,
             stream,
@@ -176,9 +211,14 @@ impl ChatRequest {
             n,
             prompt_upper_bound: raw.len() as u64 + PROMPT_BOUND_SLACK,
             prompt_estimate,
-            body,
+            body: Body::Tree(body),
         })
     }
+}
+
+/// Prompt tokens estimated from the bytes of text and the number of messages.
+fn estimate(text_bytes: u64, messages: u64) -> u64 {
+    text_bytes.div_ceil(4) + 4 * messages + 2
 }
 
 impl ClientRequest for ChatRequest {
@@ -206,7 +246,10 @@ impl ClientRequest for ChatRequest {
     /// upstream for usage.
     fn upstream_body(self, upstream_model: &str, user_id: &str, max_tokens: u64) -> Vec<u8> {
         let stream = self.stream;
-        let mut body = self.body;
+        let mut body = match self.body {
+            Body::View(m) => return m.upstream_body(stream, upstream_model, user_id, max_tokens),
+            Body::Tree(body) => body,
+        };
         body.insert("model".into(), Value::String(upstream_model.into()));
         body.insert("user_id".into(), Value::String(user_id.into()));
         body.remove("max_completion_tokens");

@@ -262,6 +262,56 @@ proptest! {
         prop_assert_eq!(up.keys().map(String::as_str).collect::<BTreeSet<_>>(), keys);
     }
 
+    /// Every valid request is taken by the quick reading (so the test below compares
+    /// something), whatever its style of writing.
+    #[test]
+    fn valid_requests_take_the_quick_reading(a in valid(), st in style()) {
+        let raw = bytes::Bytes::from(write(&Value::Object(a.body.clone()), &st));
+        prop_assert!(super::view::parse(&raw).is_some(), "{:?}", raw);
+    }
+
+    /// The quick reading and the tree agree: on every field, the estimate, and the upstream
+    /// body (as a JSON object); and where the tree refuses, the quick reading does not take
+    /// the request (so the tree gives the error).
+    #[test]
+    fn the_quick_reading_agrees_with_the_tree(
+        body in prop_oneof![valid().prop_map(|a| Value::Object(a.body)), json(KEYS)],
+        st in style(),
+        stream_twice in any::<bool>(),
+    ) {
+        let mut text = write(&body, &st);
+        // A repeated member: the last value counts, as in a JSON map.
+        if stream_twice && text.trim_end().ends_with('}') && body.as_object().is_some_and(|o| !o.is_empty()) {
+            let end = text.rfind('}').unwrap();
+            text.replace_range(end.., r#","stream":true,"n":2}"#);
+        }
+        let raw = bytes::Bytes::from(text);
+        let tree = ChatRequest::parse_tree(&raw);
+        if super::view::parse(&raw).is_none() {
+            return Ok(());
+        };
+        let tree = match tree {
+            Ok(t) => t,
+            Err(e) => return Err(TestCaseError::fail(format!("the tree refused ({e:?}) what the quick reading took"))),
+        };
+        let quick = ChatRequest::parse_bytes(&raw).unwrap();
+        prop_assert!(matches!(quick.body, super::Body::View(_)));
+        prop_assert_eq!(
+            (&quick.model, quick.stream, quick.include_usage, quick.max_tokens, quick.n),
+            (&tree.model, tree.stream, tree.include_usage, tree.max_tokens, tree.n)
+        );
+        prop_assert_eq!(
+            (quick.prompt_estimate, quick.prompt_upper_bound),
+            (tree.prompt_estimate, tree.prompt_upper_bound)
+        );
+        let q = quick.upstream_body("up", "key_x", 7);
+        let names = super::view::member_names(&q).unwrap();
+        prop_assert_eq!(names.iter().collect::<BTreeSet<_>>().len(), names.len(), "a member twice: {:?}", names);
+        let q: Value = serde_json::from_slice(&q).unwrap();
+        let t: Value = serde_json::from_slice(&tree.upstream_body("up", "key_x", 7)).unwrap();
+        prop_assert_eq!(q, t);
+    }
+
     /// Arbitrary bytes never panic.
     #[test]
     fn arbitrary_bytes_never_panic(raw in prop::collection::vec(any::<u8>(), 0..256)) {
