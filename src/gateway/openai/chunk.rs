@@ -13,7 +13,7 @@ use serde::de::value::MapAccessDeserializer;
 use serde::de::{IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-use super::request::usage_from_json;
+use super::usage::usage_from_text;
 use crate::gateway::billing::Usage;
 use crate::gateway::dialect::PublicModel;
 
@@ -158,10 +158,10 @@ fn rewrite(
     let generated = generated(view.choices.iter().flatten(), output);
     let usage = match view.usage {
         Some(raw) if raw.get() != "null" => {
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(raw.get()) else {
+            let Ok(usage) = usage_from_text(raw.get()) else {
                 return Ok(None);
             };
-            usage_from_json(&v)
+            usage
         }
         _ => None,
     };

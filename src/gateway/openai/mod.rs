@@ -5,6 +5,7 @@
 mod chunk;
 mod request;
 mod tree;
+mod usage;
 
 use std::sync::Arc;
 

@@ -1,5 +1,4 @@
-//! The incoming chat request (every field the client sends reaches upstream), and DeepSeek's
-//! `usage` object read into billing's counts. A request is read the quick way ([`view`]: byte
+//! The incoming chat request (every field the client sends reaches upstream). A request is read the quick way ([`view`]: byte
 //! spans, no tree) when it can be, and as a JSON map otherwise (which also gives each error).
 
 mod view;
@@ -7,7 +6,8 @@ mod view;
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
-use crate::gateway::billing::{HoldNeeds, Usage};
+pub use super::usage::usage_from_json;
+use crate::gateway::billing::HoldNeeds;
 use crate::gateway::dialect::ClientRequest;
 use crate::gateway::error::GatewayError;
 
@@ -266,42 +266,12 @@ impl ClientRequest for ChatRequest {
     }
 }
 
-/// Read DeepSeek's usage object; `None` when it is absent, null or lacks the counts. Without
-/// the hit/miss split every prompt token is a miss (SPEC §4); with one half of it, the other
-/// is what the prompt leaves (that half capped at the prompt).
-pub fn usage_from_json(v: &Value) -> Option<Usage> {
-    let obj = v.as_object()?;
-    let num = |k: &str| obj.get(k).and_then(Value::as_u64);
-    let prompt = num("prompt_tokens")?;
-    let completion = num("completion_tokens")?;
-    let (hit, miss) = match (
-        num("prompt_cache_hit_tokens"),
-        num("prompt_cache_miss_tokens"),
-    ) {
-        (Some(h), Some(m)) => (h, m),
-        (Some(h), None) => (h.min(prompt), prompt.saturating_sub(h)),
-        (None, Some(m)) => (prompt.saturating_sub(m), m.min(prompt)),
-        (None, None) => (0, prompt),
-    };
-    let reasoning = obj
-        .get("completion_tokens_details")
-        .and_then(|d| d.get("reasoning_tokens"))
-        .and_then(Value::as_u64)
-        .unwrap_or(0);
-    Some(Usage {
-        prompt,
-        hit,
-        miss,
-        completion,
-        reasoning,
-    })
-}
-
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gateway::billing::Usage;
     use serde_json::json;
 
     fn parse(v: Value) -> Result<ChatRequest, GatewayError> {
