@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::Request;
-use axum::http::HeaderValue;
+use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
 
@@ -22,6 +22,10 @@ use crate::keys::seal::Sealer;
 use crate::keys::{KeyState, KeyTable};
 use crate::store::Store;
 use crate::upstream::Upstream;
+
+/// The request id's headers, named once (a `&str` name is checked on every insert).
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const ANTHROPIC_REQUEST_ID: HeaderName = HeaderName::from_static("request-id");
 
 /// Everything a handler may need, shared behind an `Arc`.
 pub struct AppState {
@@ -388,9 +392,9 @@ pub async fn edge(
     let h = resp.headers_mut();
     if let Some(v) = header {
         if anthropic {
-            h.insert("request-id", v.clone());
+            h.insert(ANTHROPIC_REQUEST_ID, v.clone());
         }
-        h.insert("x-request-id", v);
+        h.insert(X_REQUEST_ID, v);
     }
     h.insert(
         axum::http::header::X_CONTENT_TYPE_OPTIONS,

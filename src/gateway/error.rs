@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -274,15 +274,18 @@ pub fn reset_string(d: Duration) -> String {
 
 /// The `x-ratelimit-*` headers for a rate check.
 pub fn rate_headers(c: &RateCheck, headers: &mut HeaderMap) {
-    headers.insert("x-ratelimit-limit-requests", HeaderValue::from(c.limit));
-    headers.insert(
-        "x-ratelimit-remaining-requests",
-        HeaderValue::from(c.remaining),
-    );
+    headers.insert(LIMIT_REQUESTS, HeaderValue::from(c.limit));
+    headers.insert(REMAINING_REQUESTS, HeaderValue::from(c.remaining));
     if let Ok(v) = HeaderValue::from_str(&reset_string(c.reset)) {
-        headers.insert("x-ratelimit-reset-requests", v);
+        headers.insert(RESET_REQUESTS, v);
     }
 }
+
+// Names built once: a `&str` name is checked byte by byte on every insert (callgrind: ~2k
+// instructions per answer for these three).
+const LIMIT_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-limit-requests");
+const REMAINING_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-remaining-requests");
+const RESET_REQUESTS: HeaderName = HeaderName::from_static("x-ratelimit-reset-requests");
 
 impl GatewayError {
     /// The answer with `body` in some dialect's shape, and the headers that go with the error
