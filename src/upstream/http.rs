@@ -179,44 +179,6 @@ mod tests {
         assert!(text.to_lowercase().contains("refused"), "{text}");
     }
 
-    /// An https URL is spoken to in TLS, naming the host (SNI) and offering HTTP/2 and
-    /// HTTP/1.1 (ALPN): the bytes a server receives first are a ClientHello.
-    #[tokio::test]
-    async fn https_urls_start_a_tls_handshake_offering_h2() {
-        use tokio::io::AsyncReadExt;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let server = tokio::spawn(async move {
-            let (mut sock, _) = listener.accept().await.expect("accept");
-            let mut hello = vec![0u8; 4096];
-            let n = sock.read(&mut hello).await.expect("read");
-            hello.truncate(n);
-            hello // dropping the socket fails the handshake
-        });
-        let c = HttpClient::new(Duration::from_secs(5), Duration::from_secs(90)).expect("client");
-        let uri: Uri = format!("https://localhost:{port}/chat/completions")
-            .parse()
-            .expect("uri");
-        let e = c
-            .post_json(&uri, &HeaderValue::from_static("Bearer x"), Bytes::new())
-            .await
-            .expect_err("no TLS server");
-        assert!(matches!(e, SendError::Failed(_)), "{e:?}");
-        let hello = tokio::time::timeout(Duration::from_secs(5), server)
-            .await
-            .expect("the client connected")
-            .expect("server");
-        assert_eq!(hello.first(), Some(&0x16), "a TLS handshake record");
-        let has = |needle: &[u8]| hello.windows(needle.len()).any(|w| w == needle);
-        assert!(has(b"localhost"), "SNI names the host");
-        assert!(
-            has(b"\x02h2") && has(b"\x08http/1.1"),
-            "ALPN offers h2 and http/1.1"
-        );
-    }
-
     /// An I/O `TimedOut` under the error is a connect timeout; another kind is not.
     #[test]
     fn timed_out_io_cause_is_a_connect_timeout() {
