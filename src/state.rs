@@ -128,9 +128,9 @@ pub enum StartError {
     /// The server secret.
     #[error("{0}")]
     Seal(#[from] crate::keys::seal::SealError),
-    /// The upstream HTTP clients.
+    /// The HTTP client.
     #[error("HTTP client: {0}")]
-    Http(#[from] crate::upstream::BuildError),
+    Http(#[from] reqwest::Error),
     /// The configuration.
     #[error("{0}")]
     Config(String),

@@ -1,17 +1,13 @@
-//! The client: the pool of accounts behind one HTTP client ([`super::http`]), sending with
-//! failover.
+//! The client: the pool of accounts behind one `reqwest::Client`, sending with failover.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use hyper::Response;
-use hyper::body::Incoming;
 
 use super::account::{self, Account, DisabledBy};
 use super::error::{self, UpstreamError};
-use super::http::{self, BuildError, HttpClient, SendError};
 use super::pool::{NoSlot, Pool};
 use super::reply::Reply;
 use super::watch;
@@ -30,11 +26,7 @@ pub enum Endpoint {
 /// The upstream API: the pool and how to reach it.
 #[derive(Clone)]
 pub struct Upstream {
-    /// Sends the API calls (the answer path).
-    http: HttpClient,
-    /// Reads balances and probes accounts (a request a minute: reqwest's conveniences cost
-    /// nothing there).
-    pub(super) watch_http: reqwest::Client,
+    pub(super) http: reqwest::Client,
     pub(super) pool: Arc<Pool>,
     /// No data for this long (keep-alive comments do not count) ends a request.
     pub idle_timeout: Duration,
@@ -54,13 +46,9 @@ pub struct Upstream {
 
 impl Upstream {
     /// Build the client and the pool of the configured accounts.
-    pub fn new(c: &Config, activity: Activity) -> Result<Upstream, BuildError> {
+    pub fn new(c: &Config, activity: Activity) -> Result<Upstream, reqwest::Error> {
         let u = &c.upstream;
-        let http = HttpClient::new(
-            Duration::from_secs(u.connect_timeout_secs),
-            Duration::from_secs(90),
-        )?;
-        let watch_http = reqwest::Client::builder()
+        let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(u.connect_timeout_secs))
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(90))
@@ -84,7 +72,6 @@ impl Upstream {
                 .collect();
         Ok(Upstream {
             http,
-            watch_http,
             pool: Arc::new(Pool::new(accounts, models)),
             idle_timeout: Duration::from_secs(u.idle_timeout_secs),
             request_timeout: Duration::from_secs(u.request_timeout_secs),
@@ -172,26 +159,35 @@ impl Upstream {
         endpoint: Endpoint,
         body: Bytes,
         deadline: tokio::time::Instant,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<reqwest::Response, UpstreamError> {
         let url = match endpoint {
             Endpoint::ChatCompletions => &account.chat_url,
             Endpoint::Messages => &account.messages_url,
         };
-        let uri = url.uri().map_err(UpstreamError::Unreachable)?;
-        let auth = account.auth_header.as_ref().ok_or_else(|| {
-            UpstreamError::Unreachable("the upstream key holds bytes an HTTP header cannot".into())
-        })?;
+        let request = url.post(&self.http);
+        let request = match &account.auth_header {
+            Some(v) => request.header(reqwest::header::AUTHORIZATION, v.clone()),
+            None => request.header(reqwest::header::AUTHORIZATION, &account.auth),
+        };
+        let send = request
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                reqwest::header::HeaderValue::from_static("application/json"),
+            )
+            .body(body)
+            .send();
         let wait = deadline.min(tokio::time::Instant::now() + self.idle_timeout);
-        let resp = match tokio::time::timeout_at(wait, self.http.post_json(uri, auth, body)).await {
-            Err(_) | Ok(Err(SendError::ConnectTimeout)) => return Err(UpstreamError::Timeout),
-            Ok(Err(SendError::Failed(why))) => return Err(UpstreamError::Unreachable(why)),
+        let resp = match tokio::time::timeout_at(wait, send).await {
+            Err(_) => return Err(UpstreamError::Timeout),
+            Ok(Err(e)) if e.is_timeout() => return Err(UpstreamError::Timeout),
+            Ok(Err(e)) => return Err(UpstreamError::Unreachable(e)),
             Ok(Ok(r)) => r,
         };
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);
         }
-        let body = tokio::time::timeout_at(wait, read_limited(resp.into_body(), 64 * 1024))
+        let body = tokio::time::timeout_at(wait, read_limited(resp, 64 * 1024))
             .await
             .unwrap_or_default();
         Err(error::status_error(status, &body))
@@ -239,7 +235,7 @@ impl Upstream {
     /// pool).
     pub fn start_watch(&self) {
         watch::start(
-            self.watch_http.clone(),
+            self.http.clone(),
             Arc::downgrade(&self.pool),
             self.watch.clone(),
             self.activity.clone(),
@@ -268,9 +264,9 @@ impl Upstream {
 }
 
 /// Read at most `limit` bytes of a body (error bodies only; they are small).
-async fn read_limited(mut body: Incoming, limit: usize) -> Bytes {
+async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Bytes {
     let mut buf = Vec::new();
-    while let Ok(Some(chunk)) = http::chunk(&mut body).await {
+    while let Ok(Some(chunk)) = resp.chunk().await {
         buf.extend_from_slice(&chunk);
         if buf.len() >= limit {
             buf.truncate(limit);
