@@ -128,9 +128,9 @@ pub enum StartError {
     /// The server secret.
     #[error("{0}")]
     Seal(#[from] crate::keys::seal::SealError),
-    /// The HTTP client.
+    /// The upstream HTTP clients.
     #[error("HTTP client: {0}")]
-    Http(#[from] reqwest::Error),
+    Http(#[from] crate::upstream::BuildError),
     /// The configuration.
     #[error("{0}")]
     Config(String),

@@ -27,14 +27,14 @@ pub async fn relay(State(state): State<Arc<AppState>>, body: Bytes) -> Response 
             let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::OK);
             let ct = resp
                 .headers()
-                .get(reqwest::header::CONTENT_TYPE)
+                .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("application/json")
                 .to_owned();
             (
                 status,
                 [(header::CONTENT_TYPE, ct)],
-                Body::from_stream(resp.bytes_stream()),
+                Body::new(resp.into_body()),
             )
                 .into_response()
         }

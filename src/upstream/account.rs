@@ -63,25 +63,24 @@ pub fn now_ms() -> i64 {
 }
 
 /// An upstream URL parsed once: parsing it on every request (IDNA host processing included)
-/// showed in the profile. Keeps the text for a URL that does not parse, so that such a request
-/// fails in reqwest exactly as before.
+/// showed in the profile. Keeps the text, for the error of a URL that does not parse (the
+/// config's check refuses such a base URL, so this is a second guard).
 pub(super) struct Prepared {
     raw: String,
-    url: Option<reqwest::Url>,
+    uri: Option<hyper::Uri>,
 }
 
 impl Prepared {
     fn new(raw: String) -> Prepared {
-        let url = reqwest::Url::parse(&raw).ok();
-        Prepared { raw, url }
+        let uri = raw.parse().ok();
+        Prepared { raw, uri }
     }
 
-    /// A POST to it.
-    pub(super) fn post(&self, http: &reqwest::Client) -> reqwest::RequestBuilder {
-        match &self.url {
-            Some(u) => http.post(u.clone()),
-            None => http.post(self.raw.as_str()),
-        }
+    /// The parsed URL, or why there is none.
+    pub(super) fn uri(&self) -> Result<&hyper::Uri, String> {
+        self.uri
+            .as_ref()
+            .ok_or_else(|| format!("the upstream URL {:?} does not parse", self.raw))
     }
 }
 
@@ -91,9 +90,9 @@ pub struct Account {
     pub name: String,
     /// `Bearer <key>`.
     pub(super) auth: String,
-    /// The same as a header value, built once (`None` if the key holds bytes a header cannot,
-    /// in which case each request fails in reqwest as it would have).
-    pub(super) auth_header: Option<reqwest::header::HeaderValue>,
+    /// The same as a header value, built once (`None` if the key holds bytes a header cannot;
+    /// the config's check refuses such a key, and each request would fail).
+    pub(super) auth_header: Option<hyper::header::HeaderValue>,
     /// `<base>/chat/completions`.
     pub(super) chat_url: Prepared,
     /// `<base>/anthropic/v1/messages`.
@@ -127,7 +126,7 @@ impl Account {
         Account {
             name: a.name.clone(),
             auth: format!("Bearer {}", a.api_key),
-            auth_header: reqwest::header::HeaderValue::try_from(format!("Bearer {}", a.api_key))
+            auth_header: hyper::header::HeaderValue::try_from(format!("Bearer {}", a.api_key))
                 .ok()
                 .map(|mut v| {
                     v.set_sensitive(true);

@@ -1,13 +1,17 @@
-//! The client: the pool of accounts behind one `reqwest::Client`, sending with failover.
+//! The client: the pool of accounts behind one HTTP client ([`super::http`]), sending with
+//! failover.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use hyper::Response;
+use hyper::body::Incoming;
 
 use super::account::{self, Account, DisabledBy};
 use super::error::{self, UpstreamError};
+use super::http::{self, BuildError, HttpClient, SendError};
 use super::pool::{NoSlot, Pool};
 use super::reply::Reply;
 use super::watch;
@@ -26,7 +30,11 @@ pub enum Endpoint {
 /// The upstream API: the pool and how to reach it.
 #[derive(Clone)]
 pub struct Upstream {
-    pub(super) http: reqwest::Client,
+    /// Sends the API calls (the answer path).
+    http: HttpClient,
+    /// Reads balances and probes accounts (a request a minute: reqwest's conveniences cost
+    /// nothing there).
+    pub(super) watch_http: reqwest::Client,
     pub(super) pool: Arc<Pool>,
     /// No data for this long (keep-alive comments do not count) ends a request.
     pub idle_timeout: Duration,
@@ -46,9 +54,13 @@ pub struct Upstream {
 
 impl Upstream {
     /// Build the client and the pool of the configured accounts.
-    pub fn new(c: &Config, activity: Activity) -> Result<Upstream, reqwest::Error> {
+    pub fn new(c: &Config, activity: Activity) -> Result<Upstream, BuildError> {
         let u = &c.upstream;
-        let http = reqwest::Client::builder()
+        let http = HttpClient::new(
+            Duration::from_secs(u.connect_timeout_secs),
+            Duration::from_secs(90),
+        )?;
+        let watch_http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(u.connect_timeout_secs))
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(90))
@@ -72,6 +84,7 @@ impl Upstream {
                 .collect();
         Ok(Upstream {
             http,
+            watch_http,
             pool: Arc::new(Pool::new(accounts, models)),
             idle_timeout: Duration::from_secs(u.idle_timeout_secs),
             request_timeout: Duration::from_secs(u.request_timeout_secs),
@@ -159,35 +172,26 @@ impl Upstream {
         endpoint: Endpoint,
         body: Bytes,
         deadline: tokio::time::Instant,
-    ) -> Result<reqwest::Response, UpstreamError> {
+    ) -> Result<Response<Incoming>, UpstreamError> {
         let url = match endpoint {
             Endpoint::ChatCompletions => &account.chat_url,
             Endpoint::Messages => &account.messages_url,
         };
-        let request = url.post(&self.http);
-        let request = match &account.auth_header {
-            Some(v) => request.header(reqwest::header::AUTHORIZATION, v.clone()),
-            None => request.header(reqwest::header::AUTHORIZATION, &account.auth),
-        };
-        let send = request
-            .header(
-                reqwest::header::CONTENT_TYPE,
-                reqwest::header::HeaderValue::from_static("application/json"),
-            )
-            .body(body)
-            .send();
+        let uri = url.uri().map_err(UpstreamError::Unreachable)?;
+        let auth = account.auth_header.as_ref().ok_or_else(|| {
+            UpstreamError::Unreachable("the upstream key holds bytes an HTTP header cannot".into())
+        })?;
         let wait = deadline.min(tokio::time::Instant::now() + self.idle_timeout);
-        let resp = match tokio::time::timeout_at(wait, send).await {
-            Err(_) => return Err(UpstreamError::Timeout),
-            Ok(Err(e)) if e.is_timeout() => return Err(UpstreamError::Timeout),
-            Ok(Err(e)) => return Err(UpstreamError::Unreachable(e)),
+        let resp = match tokio::time::timeout_at(wait, self.http.post_json(uri, auth, body)).await {
+            Err(_) | Ok(Err(SendError::ConnectTimeout)) => return Err(UpstreamError::Timeout),
+            Ok(Err(SendError::Failed(why))) => return Err(UpstreamError::Unreachable(why)),
             Ok(Ok(r)) => r,
         };
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);
         }
-        let body = tokio::time::timeout_at(wait, read_limited(resp, 64 * 1024))
+        let body = tokio::time::timeout_at(wait, read_limited(resp.into_body(), 64 * 1024))
             .await
             .unwrap_or_default();
         Err(error::status_error(status, &body))
@@ -235,7 +239,7 @@ impl Upstream {
     /// pool).
     pub fn start_watch(&self) {
         watch::start(
-            self.http.clone(),
+            self.watch_http.clone(),
             Arc::downgrade(&self.pool),
             self.watch.clone(),
             self.activity.clone(),
@@ -264,9 +268,9 @@ impl Upstream {
 }
 
 /// Read at most `limit` bytes of a body (error bodies only; they are small).
-async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Bytes {
+async fn read_limited(mut body: Incoming, limit: usize) -> Bytes {
     let mut buf = Vec::new();
-    while let Ok(Some(chunk)) = resp.chunk().await {
+    while let Ok(Some(chunk)) = http::chunk(&mut body).await {
         buf.extend_from_slice(&chunk);
         if buf.len() >= limit {
             buf.truncate(limit);

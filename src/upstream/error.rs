@@ -1,14 +1,14 @@
 //! How a call to DeepSeek failed, classified once here so that the customer side (the
 //! gateway's `From<UpstreamError>`) and the logs agree on what each failure means.
 
-use reqwest::StatusCode;
+use hyper::StatusCode;
 
 /// Why a call to upstream failed before, or while, a usable answer arrived.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    /// Could not connect or send.
+    /// Could not connect or send (why, with its causes, for the log).
     #[error("upstream unreachable: {0}")]
-    Unreachable(reqwest::Error),
+    Unreachable(String),
     /// Nothing arrived in time (the idle timer — keep-alives do not count — or the total one).
     #[error("upstream timed out")]
     Timeout,

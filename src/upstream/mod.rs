@@ -1,5 +1,5 @@
 //! Everything about talking to DeepSeek: a pool of accounts ([`account`], [`pool`]) behind one
-//! `reqwest::Client`, sending a request to an endpoint on the least busy healthy account and
+//! HTTP client ([`http`]: hyper's, pooled, over rustls), sending a request to an endpoint on the least busy healthy account and
 //! failing over to another when an attempt fails before any byte came back, reading the answer
 //! (a JSON body or an event stream) under the idle and total timers, classifying every failure
 //! as an [`UpstreamError`], and watching each account's health and DeepSeek balance
@@ -12,6 +12,7 @@ pub mod account;
 pub mod balance;
 mod client;
 mod error;
+pub mod http;
 pub mod pool;
 mod reply;
 pub mod simulated;
@@ -21,4 +22,5 @@ mod watch;
 
 pub use client::{Endpoint, Upstream};
 pub use error::UpstreamError;
+pub use http::BuildError;
 pub use reply::{EventStream, Reply};

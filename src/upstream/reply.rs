@@ -5,9 +5,12 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use hyper::Response;
+use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::UpstreamError;
+use super::http;
 use super::pool::Slot;
 use super::sse::{SseDecoder, SseItem};
 
@@ -16,7 +19,7 @@ const MAX_ANSWER: usize = 64 * 1024 * 1024;
 
 /// A 2xx answer whose body is still to be read.
 pub struct Reply {
-    resp: reqwest::Response,
+    resp: Response<Incoming>,
     idle: Duration,
     deadline: Instant,
     max_event: usize,
@@ -26,7 +29,7 @@ pub struct Reply {
 
 impl Reply {
     pub(super) fn new(
-        resp: reqwest::Response,
+        resp: Response<Incoming>,
         idle: Duration,
         deadline: Instant,
         max_event: usize,
@@ -53,7 +56,7 @@ impl Reply {
         let mut last_data = Instant::now();
         loop {
             let wait = self.deadline.min(last_data + self.idle);
-            match tokio::time::timeout_at(wait, self.resp.chunk()).await {
+            match tokio::time::timeout_at(wait, http::chunk(self.resp.body_mut())).await {
                 Err(_) => return Err(UpstreamError::Timeout),
                 Ok(Err(e)) => return Err(UpstreamError::Malformed(format!("body cut: {e}"))),
                 Ok(Ok(None)) => return Ok(buf),
@@ -88,7 +91,7 @@ impl Reply {
 
     /// The raw response (the benchmark's pass-through route relays it untouched).
     #[cfg(feature = "bench-passthrough")]
-    pub fn into_response(self) -> reqwest::Response {
+    pub fn into_response(self) -> Response<Incoming> {
         self.resp
     }
 }
@@ -96,7 +99,7 @@ impl Reply {
 /// An upstream event stream, decoded: comments and events, one at a time. Dropping it drops
 /// the connection, which cancels the request at DeepSeek.
 pub struct EventStream {
-    resp: reqwest::Response,
+    resp: Response<Incoming>,
     idle: Duration,
     deadline: Instant,
     last_data: Instant,
@@ -131,7 +134,7 @@ impl EventStream {
                 return Ok(None);
             }
             let wait = self.deadline.min(self.last_data + self.idle);
-            match tokio::time::timeout_at(wait, self.resp.chunk()).await {
+            match tokio::time::timeout_at(wait, http::chunk(self.resp.body_mut())).await {
                 Err(_) => return Err(UpstreamError::Timeout),
                 Ok(Err(e)) => return Err(UpstreamError::Malformed(format!("stream cut: {e}"))),
                 Ok(Ok(Some(bytes))) => {
