@@ -287,8 +287,6 @@ fn is_http_url(s: &str) -> bool {
     let rest = s
         .strip_prefix("http://")
         .or_else(|| s.strip_prefix("https://"));
-    // It must also be a URL the upstream client can send to (a host, no spaces or other
-    // bytes a request line cannot carry), not only start like one.
     rest.is_some_and(|r| !r.is_empty())
         && s.parse::<hyper::Uri>()
             .is_ok_and(|u| u.host().is_some_and(|h| !h.is_empty()))

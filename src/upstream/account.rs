@@ -90,8 +90,8 @@ pub struct Account {
     pub name: String,
     /// `Bearer <key>`.
     pub(super) auth: String,
-    /// The same as a header value, built once (`None` if the key holds bytes a header cannot;
-    /// the config's check refuses such a key, and each request would fail).
+    /// The same as a header value, built once (`None` if the key holds bytes a header cannot
+    /// carry: each request then fails as unreachable, with that reason in the log).
     pub(super) auth_header: Option<hyper::header::HeaderValue>,
     /// `<base>/chat/completions`.
     pub(super) chat_url: Prepared,

@@ -18,6 +18,9 @@ use super::watch;
 use crate::activity::Activity;
 use crate::config::Config;
 
+/// How long an unused connection to upstream stays in a client's pool.
+const POOL_IDLE: Duration = Duration::from_secs(90);
+
 /// An upstream API endpoint, relative to an account's base URL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
@@ -56,14 +59,11 @@ impl Upstream {
     /// Build the client and the pool of the configured accounts.
     pub fn new(c: &Config, activity: Activity) -> Result<Upstream, BuildError> {
         let u = &c.upstream;
-        let http = HttpClient::new(
-            Duration::from_secs(u.connect_timeout_secs),
-            Duration::from_secs(90),
-        )?;
+        let http = HttpClient::new(Duration::from_secs(u.connect_timeout_secs), POOL_IDLE)?;
         let watch_http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(u.connect_timeout_secs))
             .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_idle_timeout(POOL_IDLE)
             .user_agent(concat!("modelrelay/", env!("CARGO_PKG_VERSION")))
             .build()?;
         let models: Vec<String> = c.models.keys().cloned().collect();

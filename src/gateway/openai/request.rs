@@ -1,5 +1,6 @@
-//! The incoming chat request (every field the client sends reaches upstream). A request is read the quick way ([`view`]: byte
-//! spans, no tree) when it can be, and as a JSON map otherwise (which also gives each error).
+//! The incoming chat request (every field the client sends reaches upstream). A request is
+//! read the quick way ([`view`]: byte spans, no tree) when it can be, and as a JSON map
+//! otherwise (which also gives each error).
 
 mod view;
 

@@ -289,7 +289,7 @@ proptest! {
         let tree = ChatRequest::parse_tree(&raw);
         if super::view::parse(&raw).is_none() {
             return Ok(());
-        };
+        }
         let tree = match tree {
             Ok(t) => t,
             Err(e) => return Err(TestCaseError::fail(format!("the tree refused ({e:?}) what the quick reading took"))),

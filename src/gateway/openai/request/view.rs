@@ -282,14 +282,14 @@ fn count(raw: Option<&RawValue>) -> Result<Option<u64>, ()> {
 /// decides those).
 pub(super) fn parse(raw: &Bytes) -> Option<Read> {
     let Top(all) = serde_json::from_slice(raw).ok()?;
-    let base = raw.as_ptr() as usize;
-    let mut members: Vec<(String, Range<usize>)> = Vec::with_capacity(all.len());
-    let mut values: Vec<&RawValue> = Vec::with_capacity(all.len());
     // A repeated name keeps its first place and takes the last value. Bodies with many
     // members (nothing a chat client sends) go through the tree rather than a quadratic scan.
     if all.len() > 64 {
         return None;
     }
+    let base = raw.as_ptr() as usize;
+    let mut members: Vec<(String, Range<usize>)> = Vec::with_capacity(all.len());
+    let mut values: Vec<&RawValue> = Vec::with_capacity(all.len());
     for (name, value) in all {
         let start = value.get().as_ptr() as usize - base;
         let span = start..start + value.get().len();
