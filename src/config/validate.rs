@@ -114,6 +114,20 @@ impl Config {
             }
         }
         self.check_accounts(e);
+        // A key DeepSeek could never be sent (a stray line break or control byte from a pasted
+        // key or a key file) would fail every request as "unreachable"; say so now, without
+        // printing the key.
+        for a in u.resolved_accounts() {
+            if !a.api_key.is_empty()
+                && hyper::header::HeaderValue::try_from(format!("Bearer {}", a.api_key)).is_err()
+            {
+                e.push(format!(
+                    "upstream account {:?}: the API key holds a character an HTTP header cannot \
+                     carry (a line break or other control character?)",
+                    a.name
+                ));
+            }
+        }
         if u.max_event_bytes < 1024 {
             e.push(format!(
                 "upstream.max_event_bytes = {} is too small for DeepSeek's events (at least 1024)",

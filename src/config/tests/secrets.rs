@@ -196,3 +196,30 @@ fn the_smtp_url_is_a_secret_file_needs_a_sender_and_is_redacted() {
         assert!(!Config::default().email.enabled());
     });
 }
+
+#[test]
+fn a_key_a_header_cannot_carry_is_refused_without_printing_it() {
+    jailed(|jail| {
+        // A line break inside the key (a file's trailing one is trimmed, an inner one is not).
+        jail.create_file("key", "sk-first-half\nsk-second-half\n")
+            .unwrap();
+        let path = jail.directory().join("key");
+        let err = error_of(jail, &format!("[upstream]\napi_key_file = {path:?}\n"));
+        assert!(
+            err.contains("\"default\"") && err.contains("cannot carry"),
+            "{err}"
+        );
+        assert!(!err.contains("sk-first-half"), "{err}");
+        let err = error_of(
+            jail,
+            "[[upstream.accounts]]\nname = \"two\"\napi_key = \"sk-a\\u0007b\"\n",
+        );
+        assert!(
+            err.contains("\"two\"") && err.contains("cannot carry"),
+            "{err}"
+        );
+        // A key a header carries is not refused.
+        let c = load_file(jail, "[upstream]\napi_key = \"sk-abc_DEF-123\"\n").unwrap();
+        assert_eq!(c.upstream.api_key, "sk-abc_DEF-123");
+    });
+}
