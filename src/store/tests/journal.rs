@@ -271,3 +271,70 @@ async fn past_the_backlog_cap_an_answer_waits_for_its_rows_commit() {
     assert_eq!(n, 50);
     store.close().await;
 }
+
+mod encoding {
+    //! The journal's hand-written record against serde's: byte for byte, for any row.
+    use proptest::prelude::*;
+
+    use crate::money::Usd;
+    use crate::pricing::PricePeriod;
+    use crate::status::{Api, Finish, Measured};
+    use crate::store::journal::encode;
+    use crate::store::usage::UsageRow;
+
+    /// Text with what JSON must escape: quotes, backslashes, control characters, non-ASCII.
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-z0-9_-]{0,30}",
+            any::<String>(),
+            "[\"\\\\\u{0}-\u{1f}\u{7f}é€😀a]{0,12}",
+        ]
+    }
+
+    prop_compose! {
+        fn row()(
+            (request_id, key_id, model, account) in (text(), text(), text(), text()),
+            stream in any::<bool>(),
+            period in prop::sample::select(vec![PricePeriod::OffPeak, PricePeriod::Peak]),
+            tokens in any::<[u64; 5]>(),
+            cost in any::<i64>(),
+            measured in prop::sample::select(vec![
+                Measured::Provider, Measured::Estimated, Measured::Clamped,
+            ]),
+            status in any::<u16>(),
+            finish in prop::sample::select(vec![
+                Finish::Complete, Finish::ClientAbort, Finish::UpstreamError,
+                Finish::UpstreamTimeout, Finish::Rejected, Finish::Shutdown,
+            ]),
+            (latency_ms, ttft_ms, created_at_ms) in (any::<u64>(), any::<Option<u64>>(), any::<i64>()),
+            api in prop::sample::select(vec![Api::OpenAi, Api::Anthropic]),
+        ) -> UsageRow {
+            UsageRow {
+                request_id, key_id, model, stream, period,
+                prompt_tokens: tokens[0], cache_hit_tokens: tokens[1],
+                cache_miss_tokens: tokens[2], completion_tokens: tokens[3],
+                reasoning_tokens: tokens[4], cost: Usd::from_nanos(cost), measured, status,
+                finish, latency_ms, ttft_ms, created_at_ms, api, account,
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// The record is exactly serde's text, so replay (which reads it with serde) gets the
+        /// row back whole.
+        #[test]
+        fn the_record_is_serdes_text_and_reads_back(row in row()) {
+            let mut ours = Vec::new();
+            encode(&row, &mut ours).unwrap();
+            let serdes = serde_json::to_vec(&row).unwrap();
+            prop_assert_eq!(
+                String::from_utf8_lossy(&ours),
+                String::from_utf8_lossy(&serdes)
+            );
+            let back: UsageRow = serde_json::from_slice(&ours).unwrap();
+            prop_assert_eq!(serde_json::to_vec(&back).unwrap(), serdes);
+        }
+    }
+}
