@@ -273,7 +273,7 @@ async fn try_commit(
 /// Apply every write in one transaction and commit: `Some` (every write succeeded), or `None`
 /// with nothing changed (a write failed; the transaction is rolled back).
 fn commit_all_or_nothing(
-    c: &mut rusqlite::Connection,
+    c: &rusqlite::Connection,
     writes: &[Write],
 ) -> Result<Option<Vec<Result<(), StoreError>>>, StoreError> {
     let tx = Batch::begin(c)?;

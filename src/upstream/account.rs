@@ -90,8 +90,9 @@ pub struct Account {
     pub name: String,
     /// `Bearer <key>`.
     pub(super) auth: String,
-    /// The same as a header value, built once (`None` if the key holds bytes a header cannot
-    /// carry: each request then fails as unreachable, with that reason in the log).
+    /// The same as a header value, built once. Configuration refuses a key a header cannot
+    /// carry; `None` is only for an account built from an unvalidated config (each request
+    /// then fails as unreachable, with that reason in the log, rather than panicking).
     pub(super) auth_header: Option<hyper::header::HeaderValue>,
     /// `<base>/chat/completions`.
     pub(super) chat_url: Prepared,
