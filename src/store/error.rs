@@ -6,7 +6,7 @@ pub enum StoreError {
     /// SQLite said no.
     #[error("database: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    /// The database thread or the writer task is gone (shutting down).
+    /// The writer's thread or the reader's is gone (shutting down).
     #[error("database is closed")]
     Closed,
     /// The row to change does not exist.

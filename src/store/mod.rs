@@ -1,5 +1,5 @@
-//! Persistence: SQLite in WAL mode through tokio-rusqlite, embedded migrations, and one writer
-//! task that commits in batches (group commit).
+//! Persistence: SQLite in WAL mode, embedded migrations, one writer thread that commits in
+//! batches (group commit), and a read connection through tokio-rusqlite.
 //!
 //! Nothing on the request path reads SQLite. Requests hand their ledger rows to the writer and,
 //! where a response must not leave before its bill is durable, await the commit acknowledgement;
@@ -21,10 +21,9 @@ mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::config::SyncMode;
 use crate::keys::KeyRecord;
@@ -33,21 +32,18 @@ pub use error::StoreError;
 use journal::Journal;
 pub use usage::{Finish, Measured, UsageRow};
 pub use write::Write;
-use writer::{Ack, Job, run_writer};
+use writer::{Ack, Job};
 
 /// The database: a writer queue and a read connection. Clones share both.
 #[derive(Clone)]
 pub struct Store {
-    jobs: mpsc::UnboundedSender<Job>,
+    /// The writer's queue (see [`writer`]); the last clone gone, the writer finishes and stops.
+    writer: Arc<writer::Handle>,
     reader: tokio_rusqlite::Connection,
     path: PathBuf,
     /// `store.sync = "normal"`: where settled rows go before the writer commits them (see
     /// [`journal`]).
     journal: Option<Arc<Journal>>,
-    /// Ends the writer's wait for more journaled rows: a write with a waiter was queued.
-    urgent: Arc<tokio::sync::Notify>,
-    /// Journaled rows queued for the writer and not yet committed (see [`BACKLOG_CAP`]).
-    backlog: Arc<AtomicUsize>,
 }
 
 /// Journaled rows the writer may have queued before an answer waits for its row's commit as
@@ -73,13 +69,18 @@ impl Store {
         interval: Duration,
     ) -> Result<(Store, Vec<KeyRecord>), StoreError> {
         private_files(path)?;
-        let writer = tokio_rusqlite::Connection::open(path).await?;
-        let synchronous = match sync {
-            SyncMode::Full => "FULL",
-            SyncMode::Normal => "NORMAL",
-        };
-        writer
-            .call(move |c| -> Result<(), StoreError> {
+        let db = path.to_path_buf();
+        let journal_dir = journal::dir_of(path);
+        let dir = journal_dir.clone();
+        // On the writer's thread, which keeps the connection: migrate, then the rows a stopped
+        // daemon had journaled but not committed, before anything reads keys.
+        let (writer, (keys, replayed)) = writer::start(
+            move || -> Result<_, StoreError> {
+                let mut c = rusqlite::Connection::open(&db)?;
+                let synchronous = match sync {
+                    SyncMode::Full => "FULL",
+                    SyncMode::Normal => "NORMAL",
+                };
                 c.execute_batch(&format!(
                     "PRAGMA journal_mode = WAL;
                      PRAGMA synchronous = {synchronous};
@@ -94,20 +95,16 @@ impl Store {
                     "PRAGMA cache_size = -32768;
                      PRAGMA wal_autocheckpoint = 10000;",
                 )?;
-                migrate::migrate(c)
-            })
-            .await?;
-        // Rows a stopped daemon had journaled but not committed, before anything reads keys.
-        let journal_dir = journal::dir_of(path);
-        let restore = format!("PRAGMA synchronous = {synchronous};");
-        let dir = journal_dir.clone();
-        let replayed = writer
-            .call(move |c| -> Result<journal::Replayed, StoreError> {
-                let done = journal::replay(c, &dir)?;
-                c.execute_batch(&restore)?;
-                Ok(done)
-            })
-            .await?;
+                migrate::migrate(&mut c)?;
+                let replayed = journal::replay(&mut c, &dir)?;
+                c.execute_batch(&format!("PRAGMA synchronous = {synchronous};"))?;
+                let keys = keys::load_all(&mut c)?;
+                Ok((c, (keys, replayed)))
+            },
+            sync == SyncMode::Full,
+        )
+        .await?;
+        let writer = Arc::new(writer);
         if replayed.found > 0 || replayed.torn > 0 {
             tracing::info!(
                 found = replayed.found,
@@ -124,7 +121,6 @@ impl Store {
                 })?))
             }
         };
-        let keys = writer.call(keys::load_all).await?;
         let reader = tokio_rusqlite::Connection::open(path).await?;
         reader
             .call(|c| -> Result<(), StoreError> {
@@ -132,35 +128,20 @@ impl Store {
                 Ok(())
             })
             .await?;
-        let (jobs, rx) = mpsc::unbounded_channel();
-        let commits = Arc::new(AtomicU64::new(0));
-        let urgent = Arc::new(tokio::sync::Notify::new());
-        let backlog = Arc::new(AtomicUsize::new(0));
-        tokio::spawn(run_writer(
-            writer,
-            rx,
-            commits.clone(),
-            urgent.clone(),
-            backlog.clone(),
-            sync == SyncMode::Full,
-        ));
         if let Some(journal) = &journal {
             tokio::spawn(sync::every(
                 path.to_path_buf(),
                 interval,
-                commits,
-                jobs.downgrade(),
+                Arc::downgrade(&writer),
                 journal.clone(),
             ));
         }
         Ok((
             Store {
-                jobs,
+                writer,
                 reader,
                 path: path.to_path_buf(),
                 journal,
-                urgent,
-                backlog,
             },
             keys,
         ))
@@ -175,7 +156,7 @@ impl Store {
     /// commit order, so writes submitted after this one land after it.
     pub fn submit(&self, w: Write) -> impl Future<Output = Result<(), StoreError>> + use<> {
         let (tx, rx) = oneshot::channel();
-        let queued = self.jobs.send(Job::Write(w, Ack::Reply(tx))).is_ok();
+        let queued = self.writer.send(Job::Write(w, Ack::Reply(tx)));
         self.hurry();
         async move {
             if !queued {
@@ -187,15 +168,15 @@ impl Store {
 
     /// Someone waits on what was just queued: the writer must not linger over journaled rows.
     fn hurry(&self) {
+        // Only a writer lingering over journaled rows needs hurrying.
         if self.journal.is_some() {
-            // Only a writer lingering now needs waking: no permit is stored for later.
-            self.urgent.notify_waiters();
+            self.writer.hurry();
         }
     }
 
     /// Queue a write without waiting (it is still committed in order).
     pub fn write_later(&self, w: Write) {
-        if self.jobs.send(Job::Write(w, Ack::None)).is_err() {
+        if !self.writer.send(Job::Write(w, Ack::None)) {
             tracing::error!("write after the store closed; it is lost");
         }
     }
@@ -203,7 +184,7 @@ impl Store {
     /// Commit everything queued so far, then stop the writer.
     pub async fn close(&self) {
         let (tx, rx) = oneshot::channel();
-        if self.jobs.send(Job::Close(tx)).is_ok() {
+        if self.writer.send(Job::Close(tx)) {
             self.hurry();
             let _ = rx.await;
         }
@@ -227,10 +208,9 @@ impl Store {
     /// reader sees it).
     pub async fn settle(&self) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
-        if self
-            .jobs
+        if !self
+            .writer
             .send(Job::Write(Write::Barrier, Ack::Settled(tx)))
-            .is_err()
         {
             return Err(StoreError::Closed);
         }

@@ -24,7 +24,8 @@ impl Store {
     ) -> impl Future<Output = Result<(), StoreError>> + use<> {
         let committed = match self.journal.as_deref().map(|j| j.append(&row)) {
             Some(Ok(segment)) => {
-                let over = self.backlog.fetch_add(1, Ordering::Relaxed) >= BACKLOG_CAP;
+                let over =
+                    self.writer.shared().backlog.fetch_add(1, Ordering::Relaxed) >= BACKLOG_CAP;
                 // The writer is behind (the core is busy): this answer waits for its row's
                 // commit, which leaves the core to the writer.
                 let (reply, committed) = if over {
@@ -34,7 +35,7 @@ impl Store {
                     (None, None)
                 };
                 let job = Job::Write(Write::Usage(Box::new(row)), Ack::Journaled(segment, reply));
-                if self.jobs.send(job).is_err() {
+                if !self.writer.send(job) {
                     // The store is closing: never settled, the row stays in the journal for
                     // the next start.
                     tracing::warn!(
@@ -72,7 +73,7 @@ impl Store {
     /// Queue a write to be committed on disk, and how to hear of it.
     fn queue_durable(&self, w: Write) -> Committed {
         let (tx, rx) = oneshot::channel();
-        if self.jobs.send(Job::Write(w, Ack::Reply(tx))).is_err() {
+        if !self.writer.send(Job::Write(w, Ack::Reply(tx))) {
             return Committed::Closed;
         }
         self.hurry();

@@ -8,25 +8,22 @@
 //! the retired segments whose rows are all committed, once the WAL holding them is synced.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use tokio::sync::mpsc::WeakUnboundedSender;
-
 use super::journal::{Journal, Segment};
-use super::writer::Job;
+use super::writer::Handle;
 
 /// A retired journal segment, deleted once [`Segment::drained`].
 type Retired = Arc<Segment>;
 
 /// Every `interval`, until the store is gone: turn the journal over and sync `<db>-wal` if
-/// the writer committed since the last sync (`commits` counts its commits).
+/// the writer committed since the last sync (it counts its commits).
 pub(super) async fn every(
     db: PathBuf,
     interval: Duration,
-    commits: Arc<AtomicU64>,
-    store: WeakUnboundedSender<Job>,
+    store: Weak<Handle>,
     journal: Arc<Journal>,
 ) {
     let wal = PathBuf::from(format!("{}-wal", db.display()));
@@ -36,12 +33,15 @@ pub(super) async fn every(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let Some(alive) = store.upgrade() else { return };
-        if alive.is_closed() {
+        let Some(writer) = store.upgrade() else {
+            return;
+        };
+        let shared = writer.shared().clone();
+        drop(writer);
+        if shared.stopped.load(Ordering::Acquire) {
             return;
         }
-        drop(alive);
-        let now = commits.load(Ordering::Acquire);
+        let now = shared.commits.load(Ordering::Acquire);
         let (wal, journal) = (wal.clone(), journal.clone());
         let mut held = std::mem::take(&mut retired);
         let done = tokio::task::spawn_blocking(move || {

@@ -75,14 +75,30 @@ pub(super) fn add_to_key(
     requests: i64,
     last_used_ms: i64,
 ) -> Result<(), StoreError> {
-    // Cached: this runs once per key per commit, on the writer's connection.
-    let n = c
-        .prepare_cached(
-            "UPDATE keys SET spent_nanos = spent_nanos + ?2, requests = requests + ?3,
-                last_used_at = max(coalesce(last_used_at, 0), ?4)
-         WHERE id = ?1",
-        )?
-        .execute(params![key_id, cost_nanos, requests, last_used_ms])?;
+    add_to_key_with(
+        &mut *c.prepare_cached(ADD_TO_KEY)?,
+        key_id,
+        cost_nanos,
+        requests,
+        last_used_ms,
+    )
+}
+
+/// The statement behind [`add_to_key`]; the writer prepares it once for its thread's life.
+pub(super) const ADD_TO_KEY: &str =
+    "UPDATE keys SET spent_nanos = spent_nanos + ?2, requests = requests + ?3,
+    last_used_at = max(coalesce(last_used_at, 0), ?4)
+ WHERE id = ?1";
+
+/// [`add_to_key`] with [`ADD_TO_KEY`] already prepared.
+pub(super) fn add_to_key_with(
+    stmt: &mut rusqlite::Statement<'_>,
+    key_id: &str,
+    cost_nanos: i64,
+    requests: i64,
+    last_used_ms: i64,
+) -> Result<(), StoreError> {
+    let n = stmt.execute(params![key_id, cost_nanos, requests, last_used_ms])?;
     if n == 0 {
         return Err(StoreError::NoSuchKey(key_id.to_string()));
     }
@@ -91,14 +107,21 @@ pub(super) fn add_to_key(
 
 /// Insert the ledger row alone (its key's counters are moved by [`add_to_key`]).
 pub(super) fn insert_row(c: &Connection, u: &UsageRow) -> Result<(), StoreError> {
-    c.prepare_cached(
-        "INSERT INTO usage (request_id, key_id, model, stream, period, prompt_tokens,
-             cache_hit_tokens, cache_miss_tokens, completion_tokens, reasoning_tokens, cost_nanos,
-             measured, status, finish, latency_ms, ttft_ms, created_at, api, account)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
-                 ?19)",
-    )?
-    .execute(params![
+    insert_row_with(&mut *c.prepare_cached(INSERT_ROW)?, u)
+}
+
+/// The statement behind [`insert_row`]; the writer prepares it once for its thread's life.
+pub(super) const INSERT_ROW: &str = "INSERT INTO usage (request_id, key_id, model, stream, period,
+     prompt_tokens, cache_hit_tokens, cache_miss_tokens, completion_tokens, reasoning_tokens,
+     cost_nanos, measured, status, finish, latency_ms, ttft_ms, created_at, api, account)
+ VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)";
+
+/// [`insert_row`] with [`INSERT_ROW`] already prepared.
+pub(super) fn insert_row_with(
+    stmt: &mut rusqlite::Statement<'_>,
+    u: &UsageRow,
+) -> Result<(), StoreError> {
+    stmt.execute(params![
         u.request_id,
         u.key_id,
         u.model,

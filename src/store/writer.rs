@@ -1,14 +1,28 @@
-//! The one writer task: it takes what is queued, applies it in one transaction, commits, and
-//! acknowledges each write (group commit).
+//! The one writer: a thread of its own that owns the database's write connection, takes what
+//! is queued, applies it in one transaction, commits, and acknowledges each write (group
+//! commit).
+//!
+//! A plain thread rather than a tokio task driving tokio-rusqlite's thread: a row goes from the
+//! answer's task straight to the thread that commits it and its acknowledgement straight back
+//! (no task in between to wake on the way in and out), the thread blocks on the queue itself,
+//! and the statements every commit runs are prepared once for the thread's life instead of
+//! being looked up in rusqlite's statement cache (its key is the SQL text, hashed and compared
+//! on every use). bench/PROFILE.md has the instruction counts.
 
-use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use rusqlite::Connection;
+use tokio::sync::oneshot;
 
 use super::error::StoreError;
 use super::journal::Segment;
-use super::usage::{self, UsageRow};
-use super::write::{Write, apply};
+use super::write::Write;
+
+mod commit;
+
+use commit::{Statements, commit_batch};
 
 /// Most writes one transaction takes before committing.
 const MAX_BATCH: usize = 4096;
@@ -31,9 +45,101 @@ pub(super) enum Ack {
     /// the row is committed (see [`super::journal`]). Nobody waits, unless the writer was too
     /// far behind (see [`super::Store::record_usage`]): then the sender hears of the commit.
     Journaled(
-        std::sync::Arc<Segment>,
+        Arc<Segment>,
         Option<oneshot::Sender<Result<(), StoreError>>>,
     ),
+}
+
+/// The store's side of the writer: its queue, and how to hurry it.
+pub(super) struct Handle {
+    jobs: mpsc::Sender<Job>,
+    thread: std::thread::Thread,
+    shared: Arc<Shared>,
+}
+
+/// What the writer's thread and the store both see.
+#[derive(Default)]
+pub(super) struct Shared {
+    /// Set by a write somebody waits on: a lingering writer commits at once (see [`LINGER`]).
+    urgent: AtomicBool,
+    /// Commits made so far: the durability task (`store.sync = "normal"`) syncs after commits
+    /// it has not seen.
+    pub(super) commits: AtomicU64,
+    /// Journaled rows queued and not yet committed (see [`super::BACKLOG_CAP`]).
+    pub(super) backlog: AtomicUsize,
+    /// The writer has stopped taking work.
+    pub(super) stopped: AtomicBool,
+}
+
+impl Handle {
+    /// Queue a job; false once the writer is gone.
+    pub(super) fn send(&self, job: Job) -> bool {
+        self.jobs.send(job).is_ok()
+    }
+
+    /// Somebody waits on what was just queued: end the writer's linger, if it is lingering.
+    /// (A wake-up that finds it busy or blocked on the queue costs it a spurious return from
+    /// `park`, which both handle.)
+    pub(super) fn hurry(&self) {
+        self.shared.urgent.store(true, Ordering::SeqCst);
+        self.thread.unpark();
+    }
+
+    /// What the thread shares with the store.
+    pub(super) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+}
+
+/// Start the writer's thread: it runs `setup` (open the connection, migrate, replay the
+/// journal, read what the store needs at start), prepares its statements, hands `setup`'s
+/// result back, and then takes jobs until [`Job::Close`] or until every [`Handle`] is gone.
+pub(super) async fn start<T: Send + 'static>(
+    setup: impl FnOnce() -> Result<(Connection, T), StoreError> + Send + 'static,
+    always_sync: bool,
+) -> Result<(Handle, T), StoreError> {
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let (jobs, rx) = mpsc::channel();
+    let shared = Arc::new(Shared::default());
+    let theirs = shared.clone();
+    let thread = std::thread::Builder::new()
+        .name("ledger-writer".into())
+        .spawn(move || {
+            let (conn, out) = match setup() {
+                Ok(opened) => opened,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            let closing = match Statements::prepare(&conn) {
+                Ok(stmts) => {
+                    let _ = ready_tx.send(Ok(out));
+                    run(&conn, stmts, rx, &theirs, always_sync)
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    None
+                }
+            };
+            if let Err((_, e)) = conn.close() {
+                tracing::warn!(error = %e, "database close failed");
+            }
+            theirs.stopped.store(true, Ordering::Release);
+            if let Some(done) = closing {
+                let _ = done.send(());
+            }
+        })
+        .map_err(|e| StoreError::Io(format!("ledger writer thread: {e}")))?;
+    let out = ready_rx.await.map_err(|_| StoreError::Closed)??;
+    Ok((
+        Handle {
+            jobs,
+            thread: thread.thread().clone(),
+            shared,
+        },
+        out,
+    ))
 }
 
 /// How long the writer lets journaled rows gather before committing them (`store.sync =
@@ -43,33 +149,27 @@ pub(super) enum Ack {
 /// answers that arrive while it runs (same-session A/B, added p99 at one connection / CPU per
 /// request at 5 000/s: 20 ms ~745 µs / 120 µs, 5 ms ~490–640 / 119–125, 2 ms ~455–495 /
 /// 128–130; see bench/PROFILE.md).
-const LINGER: std::time::Duration = std::time::Duration::from_millis(5);
+const LINGER: Duration = Duration::from_millis(5);
 
-/// The writer: take what is queued (up to `MAX_BATCH`), apply it in one transaction (one bad
-/// write cannot sink the others; see [`try_commit`]), commit, acknowledge.
+/// The writer's loop: take what is queued (up to `MAX_BATCH`), apply it in one transaction (one
+/// bad write cannot sink the others; see [`try_commit`]), commit, acknowledge. Returns who
+/// asked it to close, if anyone did.
 ///
-/// When a batch holds only journaled rows, it first lingers (see [`LINGER`]) unless `urgent`
-/// says a write with a waiter was queued.
-pub(super) async fn run_writer(
-    conn: tokio_rusqlite::Connection,
-    mut rx: mpsc::UnboundedReceiver<Job>,
-    commits: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    urgent: std::sync::Arc<tokio::sync::Notify>,
-    backlog: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+/// When a batch holds only journaled rows, it first lingers (see [`LINGER`]) unless a write
+/// with a waiter is queued. The linger parks the thread rather than blocking on the queue, so
+/// the rows queued meanwhile do not wake it one by one; [`Handle::hurry`] does.
+fn run<'c>(
+    conn: &'c Connection,
+    mut stmts: Statements<'c>,
+    rx: mpsc::Receiver<Job>,
+    shared: &Shared,
     always_sync: bool,
-) {
-    // On the connection's own thread, where SQLite's work happens. Only when answers do not
-    // wait for commits (`normal`): with `full` every answer waits for the writer, which would
-    // then queue behind the very answers it holds up (measured: no gain at one connection).
-    if !always_sync
-        && let Err(e) = conn
-            .call(|_| {
-                yield_core_to_answers();
-                Ok::<_, StoreError>(())
-            })
-            .await
-    {
-        tracing::warn!(error = %e, "ledger writer left at normal priority");
+) -> Option<oneshot::Sender<()>> {
+    // Only when answers do not wait for commits (`normal`): with `full` every answer waits for
+    // the writer, which would then queue behind the very answers it holds up (measured: no
+    // gain at one connection).
+    if !always_sync {
+        yield_core_to_answers();
     }
     let mut closing: Option<oneshot::Sender<()>> = None;
     // What the connection's `synchronous` is set to: FULL (`Some(true)`) for a batch someone
@@ -77,7 +177,7 @@ pub(super) async fn run_writer(
     // NORMAL otherwise (see [`commit_batch`]); unknown at first.
     let mut on_disk: Option<bool> = None;
     while closing.is_none() {
-        let Some(first) = rx.recv().await else { break };
+        let Ok(first) = rx.recv() else { break };
         let mut batch = Vec::new();
         let push = |job: Job, batch: &mut Vec<_>, closing: &mut Option<_>| match job {
             Job::Write(w, ack) => batch.push((w, ack)),
@@ -86,11 +186,9 @@ pub(super) async fn run_writer(
         push(first, &mut batch, &mut closing);
         let mut lingered = false;
         loop {
-            // Registered before the queue is drained: a waited write queued after the drain
-            // wakes the linger below, one queued before it is in the batch.
-            let hurried = urgent.notified();
-            tokio::pin!(hurried);
-            hurried.as_mut().enable();
+            // Cleared before the queue is drained: a waited write queued after the drain ends
+            // the linger below, one queued before it is in the batch.
+            shared.urgent.store(false, Ordering::SeqCst);
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
                     Ok(job) => push(job, &mut batch, &mut closing),
@@ -103,10 +201,7 @@ pub(super) async fn run_writer(
             if lingered || !nobody_waits || batch.len() >= MAX_BATCH || closing.is_some() {
                 break;
             }
-            tokio::select! {
-                () = tokio::time::sleep(LINGER) => {}
-                () = hurried => {}
-            }
+            linger(&shared.urgent);
             lingered = true;
         }
         if batch.is_empty() {
@@ -116,25 +211,36 @@ pub(super) async fn run_writer(
             .iter()
             .filter(|(_, ack)| matches!(ack, Ack::Journaled(..)))
             .count();
-        commit_batch(&conn, batch, always_sync, &mut on_disk).await;
-        backlog.fetch_sub(journaled, std::sync::atomic::Ordering::Relaxed);
-        // The durability task (`store.sync = "normal"`) syncs after commits it has not seen.
-        commits.fetch_add(1, std::sync::atomic::Ordering::Release);
+        commit_batch(conn, &mut stmts, batch, always_sync, &mut on_disk);
+        shared.backlog.fetch_sub(journaled, Ordering::Relaxed);
+        shared.commits.fetch_add(1, Ordering::Release);
     }
-    // Stop taking work, then finish what was queued before the close request took effect.
-    rx.close();
-    let mut rest = Vec::new();
-    while let Ok(job) = rx.try_recv() {
-        if let Job::Write(w, ack) = job {
-            rest.push((w, ack));
-        }
-    }
+    // Finish what was queued before the close request took effect. What is queued after is
+    // dropped with the queue: its waiters hear the store is closed, and a journaled row stays
+    // in its segment for the next start.
+    let rest: Vec<_> = rx
+        .try_iter()
+        .filter_map(|job| match job {
+            Job::Write(w, ack) => Some((w, ack)),
+            Job::Close(_) => None,
+        })
+        .collect();
     if !rest.is_empty() {
-        commit_batch(&conn, rest, always_sync, &mut on_disk).await;
+        commit_batch(conn, &mut stmts, rest, always_sync, &mut on_disk);
     }
-    let _ = conn.close().await;
-    if let Some(done) = closing {
-        let _ = done.send(());
+    closing
+}
+
+/// Wait up to [`LINGER`] for more journaled rows, less if a write with a waiter is queued.
+fn linger(urgent: &AtomicBool) {
+    let deadline = Instant::now() + LINGER;
+    while !urgent.load(Ordering::SeqCst) {
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        // Returns early when hurried (or spuriously): the flag says which.
+        std::thread::park_timeout(deadline - now);
     }
 }
 
@@ -155,252 +261,4 @@ fn yield_core_to_answers() {
     if let Err(e) = rustix::process::setpriority_process(Some(tid), 19) {
         tracing::warn!(error = %e, "ledger writer left at normal priority");
     }
-}
-
-/// Apply writes in one transaction, each as if in a savepoint of its own (one bad write cannot
-/// sink the others; see [`try_commit`]), commit, and acknowledge each with its own result.
-///
-/// With `always_sync` (`store.sync = "full"`) every commit is synced to disk (`synchronous =
-/// FULL`). Otherwise (`normal`) a commit is synced only when a write in the batch was submitted
-/// to be durable ([`Ack::Reply`]: an order, a key, a top-up, a row the journal could not
-/// take): journaled ledger rows are promised only against a killed process, read barriers
-/// nothing, and the sync task syncs the WAL every interval.
-async fn commit_batch(
-    conn: &tokio_rusqlite::Connection,
-    batch: Vec<(Write, Ack)>,
-    always_sync: bool,
-    on_disk: &mut Option<bool>,
-) {
-    let (writes, acks): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-    let durable = always_sync || acks.iter().any(|ack| matches!(ack, Ack::Reply(_)));
-    if *on_disk != Some(durable) {
-        let pragma = if durable {
-            "PRAGMA synchronous = FULL;"
-        } else {
-            "PRAGMA synchronous = NORMAL;"
-        };
-        match conn
-            .call(move |c| c.execute_batch(pragma).map_err(StoreError::from))
-            .await
-        {
-            Ok(()) => *on_disk = Some(durable),
-            Err(e) => {
-                // Unknown now: set again before the next batch. This one commits as it was (a
-                // connection that cannot run a PRAGMA is not going to commit either).
-                tracing::warn!(error = %e, "could not set synchronous");
-                *on_disk = None;
-            }
-        }
-    }
-    let writes = std::sync::Arc::new(writes);
-    // A failed commit (disk full, I/O error) is retried before the batch is given up: these
-    // rows are bills, and memory has already charged them.
-    let mut result = try_commit(conn, writes.clone()).await;
-    for delay_ms in [50, 500, 2000] {
-        if result.is_ok() {
-            break;
-        }
-        tracing::warn!(delay_ms, "database commit failed; retrying");
-        tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
-        result = try_commit(conn, writes.clone()).await;
-    }
-    match result {
-        Ok(results) => {
-            for (r, ack) in results.into_iter().zip(acks) {
-                if let Err(e) = &r {
-                    tracing::error!(error = %e, "database write refused");
-                }
-                match ack {
-                    Ack::Reply(tx) | Ack::Settled(tx) => {
-                        let _ = tx.send(r);
-                    }
-                    // Committed (or refused for good): the segment may go once drained.
-                    Ack::Journaled(segment, reply) => {
-                        segment.settle_one();
-                        if let Some(tx) = reply {
-                            let _ = tx.send(r);
-                        }
-                    }
-                    Ack::None => {}
-                }
-            }
-        }
-        Err(e) => {
-            tracing::error!(error = %e, writes = writes.len(), "DATABASE COMMIT FAILED: writes in this batch are lost");
-            for ack in acks {
-                match ack {
-                    Ack::Reply(tx) | Ack::Settled(tx) => {
-                        let _ = tx.send(Err(StoreError::Corrupt(format!("commit failed: {e}"))));
-                    }
-                    // Not counted settled: the segment stays and the next start replays it.
-                    Ack::Journaled(_, reply) => {
-                        if let Some(tx) = reply {
-                            let _ =
-                                tx.send(Err(StoreError::Corrupt(format!("commit failed: {e}"))));
-                        }
-                    }
-                    Ack::None => {}
-                }
-            }
-        }
-    }
-}
-
-/// One attempt at a batch: one transaction, one commit.
-///
-/// Writes almost never fail, so the batch is first applied without savepoints (a savepoint per
-/// write costs two statements and a copy of every page it touches in the sub-journal). If any
-/// write fails, that transaction is rolled back whole and the batch is applied again with a
-/// savepoint per write, so each write gets its own result exactly as if it had had its
-/// savepoint all along.
-async fn try_commit(
-    conn: &tokio_rusqlite::Connection,
-    writes: std::sync::Arc<Vec<Write>>,
-) -> Result<Vec<Result<(), StoreError>>, StoreError> {
-    let result = conn
-        .call(
-            move |c| -> Result<Vec<Result<(), StoreError>>, StoreError> {
-                if let Some(all_ok) = commit_all_or_nothing(c, &writes)? {
-                    return Ok(all_ok);
-                }
-                commit_with_savepoints(c, &writes)
-            },
-        )
-        .await;
-    Ok(result?)
-}
-
-/// Apply every write in one transaction and commit: `Some` (every write succeeded), or `None`
-/// with nothing changed (a write failed; the transaction is rolled back).
-fn commit_all_or_nothing(
-    c: &rusqlite::Connection,
-    writes: &[Write],
-) -> Result<Option<Vec<Result<(), StoreError>>>, StoreError> {
-    let tx = Batch::begin(c)?;
-    let mut totals = KeyTotals::default();
-    for w in writes {
-        let r = match w {
-            Write::Usage(u) => totals
-                .add(tx.c, u)
-                .and_then(|()| usage::insert_row(tx.c, u)),
-            // Anything else may read or change a key's counters: it sees them up to date.
-            other => totals.flush(tx.c).and_then(|()| apply(tx.c, other)),
-        };
-        if r.is_err() {
-            tx.rollback()?;
-            return Ok(None);
-        }
-    }
-    if totals.flush(tx.c).is_err() {
-        tx.rollback()?;
-        return Ok(None);
-    }
-    tx.commit()?;
-    Ok(Some(writes.iter().map(|_| Ok(())).collect()))
-}
-
-/// The batch's transaction, begun and ended with cached statements: rusqlite's
-/// `transaction()` and `commit()` go through `execute_batch`, which compiles `BEGIN` and
-/// `COMMIT` again for every batch (callgrind: ~3.4k instructions per request at one
-/// connection, where each answer is a batch). Dropped while open, it rolls back.
-struct Batch<'c> {
-    c: &'c rusqlite::Connection,
-    open: bool,
-}
-
-impl<'c> Batch<'c> {
-    fn begin(c: &'c rusqlite::Connection) -> Result<Batch<'c>, StoreError> {
-        c.prepare_cached("BEGIN DEFERRED")?.execute([])?;
-        Ok(Batch { c, open: true })
-    }
-
-    fn commit(mut self) -> Result<(), StoreError> {
-        self.c.prepare_cached("COMMIT")?.execute([])?;
-        self.open = false;
-        Ok(())
-    }
-
-    fn rollback(mut self) -> Result<(), StoreError> {
-        self.open = false;
-        self.c.prepare_cached("ROLLBACK")?.execute([])?;
-        Ok(())
-    }
-}
-
-impl Drop for Batch<'_> {
-    fn drop(&mut self) {
-        // A failed write or COMMIT left it open (SQLite may already have rolled back).
-        if self.open && !self.c.is_autocommit() {
-            let _ = self
-                .c
-                .prepare_cached("ROLLBACK")
-                .and_then(|mut s| s.execute([]));
-        }
-    }
-}
-
-/// What the ledger rows of a batch add to each key's counters, moved with one `UPDATE` per
-/// key instead of one per row (at load a batch holds many rows of the same few keys; the
-/// statement was a sixth of a row's cost). Applied before any other kind of write and at the
-/// end of the batch, so nothing in the transaction sees counters that lag its rows.
-#[derive(Default)]
-struct KeyTotals<'a> {
-    keys: HashMap<&'a str, Total>,
-}
-
-/// One key's share of a batch.
-#[derive(Default)]
-struct Total {
-    cost_nanos: i64,
-    requests: i64,
-    last_used_ms: i64,
-}
-
-impl<'a> KeyTotals<'a> {
-    /// Count a row; a sum that would overflow moves the counters first.
-    fn add(&mut self, c: &rusqlite::Connection, u: &'a UsageRow) -> Result<(), StoreError> {
-        let cost = u.cost.nanos();
-        if self
-            .keys
-            .get(u.key_id.as_str())
-            .is_some_and(|t| t.cost_nanos.checked_add(cost).is_none())
-        {
-            self.flush(c)?;
-        }
-        let t = self.keys.entry(u.key_id.as_str()).or_default();
-        t.cost_nanos += cost;
-        t.requests += 1;
-        t.last_used_ms = t.last_used_ms.max(u.created_at_ms);
-        Ok(())
-    }
-
-    /// Move every key's counters by what was counted, and start again.
-    fn flush(&mut self, c: &rusqlite::Connection) -> Result<(), StoreError> {
-        for (key_id, t) in self.keys.drain() {
-            usage::add_to_key(c, key_id, t.cost_nanos, t.requests, t.last_used_ms)?;
-        }
-        Ok(())
-    }
-}
-
-/// Apply the writes in one transaction, a savepoint each (a failed write is rolled back alone
-/// and reported), and commit.
-fn commit_with_savepoints(
-    c: &mut rusqlite::Connection,
-    writes: &[Write],
-) -> Result<Vec<Result<(), StoreError>>, StoreError> {
-    let mut tx = c.transaction()?;
-    let mut results = Vec::with_capacity(writes.len());
-    for w in writes {
-        let sp = tx.savepoint()?;
-        let r = apply(&sp, w);
-        if r.is_ok() {
-            sp.commit()?;
-        } else {
-            drop(sp); // rolls back to the savepoint
-        }
-        results.push(r);
-    }
-    tx.commit()?;
-    Ok(results)
 }

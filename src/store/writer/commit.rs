@@ -1,0 +1,288 @@
+//! One batch of the writer's: applied in one transaction, committed (retried if the commit
+//! fails), each write acknowledged with its own result.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rusqlite::{Connection, Statement};
+
+use super::Ack;
+use crate::store::error::StoreError;
+use crate::store::usage::{self, UsageRow};
+use crate::store::write::{Write, apply};
+
+/// The statements of every batch, prepared once for the writer thread's life: rusqlite's
+/// `prepare_cached` finds a statement by hashing and comparing its SQL text on every use
+/// (callgrind: ~1.2k instructions a use, four uses per one-row batch), and `transaction()` /
+/// `commit()` compile `BEGIN` and `COMMIT` again each time.
+pub(super) struct Statements<'c> {
+    begin: Statement<'c>,
+    commit: Statement<'c>,
+    rollback: Statement<'c>,
+    insert_row: Statement<'c>,
+    add_to_key: Statement<'c>,
+}
+
+impl<'c> Statements<'c> {
+    /// Prepare them on the writer's connection (after the migrations: they name its tables).
+    pub(super) fn prepare(c: &'c Connection) -> Result<Statements<'c>, StoreError> {
+        Ok(Statements {
+            begin: c.prepare("BEGIN DEFERRED")?,
+            commit: c.prepare("COMMIT")?,
+            rollback: c.prepare("ROLLBACK")?,
+            insert_row: c.prepare(usage::INSERT_ROW)?,
+            add_to_key: c.prepare(usage::ADD_TO_KEY)?,
+        })
+    }
+}
+
+/// Apply writes in one transaction, each as if in a savepoint of its own (one bad write cannot
+/// sink the others; see [`try_commit`]), commit, and acknowledge each with its own result.
+///
+/// With `always_sync` (`store.sync = "full"`) every commit is synced to disk (`synchronous =
+/// FULL`). Otherwise (`normal`) a commit is synced only when a write in the batch was submitted
+/// to be durable ([`Ack::Reply`]: an order, a key, a top-up, a row the journal could not
+/// take): journaled ledger rows are promised only against a killed process, read barriers
+/// nothing, and the sync task syncs the WAL every interval.
+pub(super) fn commit_batch<'c>(
+    c: &'c Connection,
+    stmts: &mut Statements<'c>,
+    batch: Vec<(Write, Ack)>,
+    always_sync: bool,
+    on_disk: &mut Option<bool>,
+) {
+    let (writes, acks): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+    let durable = always_sync || acks.iter().any(|ack| matches!(ack, Ack::Reply(_)));
+    if *on_disk != Some(durable) {
+        let pragma = if durable {
+            "PRAGMA synchronous = FULL;"
+        } else {
+            "PRAGMA synchronous = NORMAL;"
+        };
+        match c.execute_batch(pragma) {
+            Ok(()) => *on_disk = Some(durable),
+            Err(e) => {
+                // Unknown now: set again before the next batch. This one commits as it was (a
+                // connection that cannot run a PRAGMA is not going to commit either).
+                tracing::warn!(error = %e, "could not set synchronous");
+                *on_disk = None;
+            }
+        }
+    }
+    // A failed commit (disk full, I/O error) is retried before the batch is given up: these
+    // rows are bills, and memory has already charged them.
+    let mut result = try_commit(c, stmts, &writes);
+    for delay_ms in [50, 500, 2000] {
+        if result.is_ok() {
+            break;
+        }
+        tracing::warn!(delay_ms, "database commit failed; retrying");
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        result = try_commit(c, stmts, &writes);
+    }
+    match result {
+        Ok(results) => {
+            for (r, ack) in results.into_iter().zip(acks) {
+                if let Err(e) = &r {
+                    tracing::error!(error = %e, "database write refused");
+                }
+                match ack {
+                    Ack::Reply(tx) | Ack::Settled(tx) => {
+                        let _ = tx.send(r);
+                    }
+                    // Committed (or refused for good): the segment may go once drained.
+                    Ack::Journaled(segment, reply) => {
+                        segment.settle_one();
+                        if let Some(tx) = reply {
+                            let _ = tx.send(r);
+                        }
+                    }
+                    Ack::None => {}
+                }
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, writes = writes.len(), "DATABASE COMMIT FAILED: writes in this batch are lost");
+            for ack in acks {
+                match ack {
+                    Ack::Reply(tx) | Ack::Settled(tx) => {
+                        let _ = tx.send(Err(StoreError::Corrupt(format!("commit failed: {e}"))));
+                    }
+                    // Not counted settled: the segment stays and the next start replays it.
+                    Ack::Journaled(_, reply) => {
+                        if let Some(tx) = reply {
+                            let _ =
+                                tx.send(Err(StoreError::Corrupt(format!("commit failed: {e}"))));
+                        }
+                    }
+                    Ack::None => {}
+                }
+            }
+        }
+    }
+}
+
+/// One attempt at a batch: one transaction, one commit.
+///
+/// Writes almost never fail, so the batch is first applied without savepoints (a savepoint per
+/// write costs two statements and a copy of every page it touches in the sub-journal). If any
+/// write fails, that transaction is rolled back whole and the batch is applied again with a
+/// savepoint per write, so each write gets its own result exactly as if it had had its
+/// savepoint all along.
+fn try_commit<'c>(
+    c: &'c Connection,
+    stmts: &mut Statements<'c>,
+    writes: &[Write],
+) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+    if let Some(all_ok) = commit_all_or_nothing(c, stmts, writes)? {
+        return Ok(all_ok);
+    }
+    commit_with_savepoints(c, writes)
+}
+
+/// Apply every write in one transaction and commit: `Some` (every write succeeded), or `None`
+/// with nothing changed (a write failed; the transaction is rolled back).
+fn commit_all_or_nothing<'c>(
+    c: &'c Connection,
+    stmts: &mut Statements<'c>,
+    writes: &[Write],
+) -> Result<Option<Vec<Result<(), StoreError>>>, StoreError> {
+    let tx = Batch::begin(c, stmts)?;
+    let mut totals = KeyTotals::default();
+    for w in writes {
+        let r = match w {
+            Write::Usage(u) => totals
+                .add(tx.stmts, u)
+                .and_then(|()| usage::insert_row_with(&mut tx.stmts.insert_row, u)),
+            // Anything else may read or change a key's counters: it sees them up to date.
+            other => totals.flush(tx.stmts).and_then(|()| apply(c, other)),
+        };
+        if r.is_err() {
+            tx.rollback()?;
+            return Ok(None);
+        }
+    }
+    if totals.flush(tx.stmts).is_err() {
+        tx.rollback()?;
+        return Ok(None);
+    }
+    tx.commit()?;
+    Ok(Some(writes.iter().map(|_| Ok(())).collect()))
+}
+
+/// The batch's transaction, begun and ended with the prepared statements. Dropped while open,
+/// it rolls back.
+struct Batch<'s, 'c> {
+    c: &'c Connection,
+    stmts: &'s mut Statements<'c>,
+    open: bool,
+}
+
+impl<'s, 'c> Batch<'s, 'c> {
+    fn begin(
+        c: &'c Connection,
+        stmts: &'s mut Statements<'c>,
+    ) -> Result<Batch<'s, 'c>, StoreError> {
+        stmts.begin.execute([])?;
+        Ok(Batch {
+            c,
+            stmts,
+            open: true,
+        })
+    }
+
+    fn commit(mut self) -> Result<(), StoreError> {
+        self.stmts.commit.execute([])?;
+        self.open = false;
+        Ok(())
+    }
+
+    fn rollback(mut self) -> Result<(), StoreError> {
+        self.open = false;
+        self.stmts.rollback.execute([])?;
+        Ok(())
+    }
+}
+
+impl Drop for Batch<'_, '_> {
+    fn drop(&mut self) {
+        // A failed write or COMMIT left it open (SQLite may already have rolled back).
+        if self.open && !self.c.is_autocommit() {
+            let _ = self.stmts.rollback.execute([]);
+        }
+    }
+}
+
+/// What the ledger rows of a batch add to each key's counters, moved with one `UPDATE` per
+/// key instead of one per row (at load a batch holds many rows of the same few keys; the
+/// statement was a sixth of a row's cost). Applied before any other kind of write and at the
+/// end of the batch, so nothing in the transaction sees counters that lag its rows.
+#[derive(Default)]
+struct KeyTotals<'a> {
+    keys: HashMap<&'a str, Total>,
+}
+
+/// One key's share of a batch.
+#[derive(Default)]
+struct Total {
+    cost_nanos: i64,
+    requests: i64,
+    last_used_ms: i64,
+}
+
+impl<'a> KeyTotals<'a> {
+    /// Count a row; a sum that would overflow moves the counters first.
+    fn add(&mut self, stmts: &mut Statements<'_>, u: &'a UsageRow) -> Result<(), StoreError> {
+        let cost = u.cost.nanos();
+        if self
+            .keys
+            .get(u.key_id.as_str())
+            .is_some_and(|t| t.cost_nanos.checked_add(cost).is_none())
+        {
+            self.flush(stmts)?;
+        }
+        let t = self.keys.entry(u.key_id.as_str()).or_default();
+        t.cost_nanos += cost;
+        t.requests += 1;
+        t.last_used_ms = t.last_used_ms.max(u.created_at_ms);
+        Ok(())
+    }
+
+    /// Move every key's counters by what was counted, and start again.
+    fn flush(&mut self, stmts: &mut Statements<'_>) -> Result<(), StoreError> {
+        for (key_id, t) in self.keys.drain() {
+            usage::add_to_key_with(
+                &mut stmts.add_to_key,
+                key_id,
+                t.cost_nanos,
+                t.requests,
+                t.last_used_ms,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Apply the writes in one transaction, a savepoint each (a failed write is rolled back alone
+/// and reported), and commit.
+fn commit_with_savepoints(
+    c: &Connection,
+    writes: &[Write],
+) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+    // Unchecked: the writer's statements borrow the connection, and nothing else on this
+    // thread opens a transaction (the one `commit_all_or_nothing` began is closed).
+    let mut tx = c.unchecked_transaction()?;
+    let mut results = Vec::with_capacity(writes.len());
+    for w in writes {
+        let sp = tx.savepoint()?;
+        let r = apply(&sp, w);
+        if r.is_ok() {
+            sp.commit()?;
+        } else {
+            drop(sp); // rolls back to the savepoint
+        }
+        results.push(r);
+    }
+    tx.commit()?;
+    Ok(results)
+}
