@@ -13,6 +13,10 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
         6,
         include_str!("migrations/0006_usage_check_without_in_list.sql"),
     ),
+    (
+        7,
+        include_str!("migrations/0007_usage_without_time_index.sql"),
+    ),
 ];
 
 /// Apply the migrations not applied yet, each in its own transaction.

@@ -178,8 +178,7 @@ async fn open_creates_the_schema_and_reopening_migrates_once() {
             "schema_migrations",
             "topups",
             "usage",
-            "usage_by_key_time",
-            "usage_by_time",
+            "usage_by_key_time_cost",
             "webhook_events"
         ]
     );

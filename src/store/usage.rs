@@ -292,15 +292,29 @@ pub fn daily_spend(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+// The reads of every key's rows by time (the two below) walk the keys and, for each, the range
+// of its rows in `usage_by_key_time_cost` (which also holds the cost, so the day's totals never
+// read the table itself): one index seek per key, `CROSS JOIN` fixing `keys` as the
+// outer loop. The ledger has no index on `created_at` alone any more (migration 7: every row
+// paid for it on the request path, for these two rare reads). Every row is counted once: its
+// key exists (a foreign key; keys are revoked, never deleted) and `keys.id` is unique.
+
+/// [`totals_between`]'s query.
+pub(super) const TOTALS_BETWEEN: &str = "SELECT count(*), coalesce(sum(u.cost_nanos), 0)
+ FROM keys k CROSS JOIN usage u ON u.key_id = k.id
+ WHERE u.created_at >= ?1 AND u.created_at < ?2";
+
+/// [`settled_since`]'s query.
+pub(super) const SETTLED_SINCE: &str = "SELECT u.request_id
+ FROM keys k CROSS JOIN usage u ON u.key_id = k.id
+ WHERE u.created_at >= ?1 AND u.created_at + u.latency_ms >= ?2";
+
 /// Rows and sum of every key's ledger for requests started in `[from_ms, to_ms)` (the
 /// console's totals of the day).
 pub fn totals_between(c: &Connection, from_ms: i64, to_ms: i64) -> Result<(u64, Usd), StoreError> {
-    let (n, sum): (i64, i64) = c.query_row(
-        "SELECT count(*), coalesce(sum(cost_nanos), 0) FROM usage
-         WHERE created_at >= ?1 AND created_at < ?2",
-        params![from_ms, to_ms],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
+    let (n, sum): (i64, i64) = c.query_row(TOTALS_BETWEEN, params![from_ms, to_ms], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })?;
     Ok((u64::try_from(n).unwrap_or(0), Usd::from_nanos(sum)))
 }
 
@@ -311,9 +325,7 @@ pub fn settled_since(
     started_from_ms: i64,
     ended_from_ms: i64,
 ) -> Result<Vec<String>, StoreError> {
-    let mut stmt = c.prepare_cached(
-        "SELECT request_id FROM usage WHERE created_at >= ?1 AND created_at + latency_ms >= ?2",
-    )?;
+    let mut stmt = c.prepare_cached(SETTLED_SINCE)?;
     let rows = stmt.query_map(params![started_from_ms, ended_from_ms], |r| r.get(0))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }

@@ -27,6 +27,7 @@ async fn usage_adds_a_ledger_row_and_moves_the_key_counters() {
     }
 
     ledger_queries_see(&store, [&first, &second, &third]).await;
+    every_keys_rows_by_time(&store).await;
 
     let (store, keys) = reopen(store, &path).await;
     let a = keys.iter().find(|k| k.id == "key_a").unwrap();
@@ -93,6 +94,57 @@ async fn ledger_queries_see(store: &Store, [first, second, third]: [&UsageRow; 3
     assert_eq!(totals, (1, Usd::from_nanos(5)));
     let totals = store.read(|c| usage::totals(c, "key_none")).await.unwrap();
     assert_eq!(totals, (0, Usd::ZERO));
+}
+
+/// The reads of every key's rows by time (the console's day totals, the tracker's reload) over
+/// key_a's rows at 1 000, 2 000 and 3 000 ms and key_b's at 2 500 (each 120 ms long): exact
+/// counts and sums across keys, and a plan that seeks each key's range in
+/// `usage_by_key_time_cost` (the totals from the index alone) rather than scanning the ledger (there is no index on `created_at` alone since migration 7).
+async fn every_keys_rows_by_time(store: &Store) {
+    let all = |from, to| store.read(move |c| usage::totals_between(c, from, to));
+    assert_eq!(all(0, 10_000).await.unwrap(), (4, Usd::from_nanos(1_905)));
+    assert_eq!(all(2_000, 3_000).await.unwrap(), (2, Usd::from_nanos(71)));
+    assert_eq!(all(2_001, 3_001).await.unwrap(), (2, Usd::from_nanos(605)));
+    assert_eq!(all(3_001, 9_000).await.unwrap(), (0, Usd::ZERO));
+
+    let settled = |started, ended| store.read(move |c| usage::settled_since(c, started, ended));
+    let mut ids = settled(2_000, 2_600).await.unwrap();
+    ids.sort();
+    assert_eq!(ids, ["req-2", "req-b"]);
+    let mut ids = settled(0, 0).await.unwrap();
+    ids.sort();
+    assert_eq!(ids, ["req-1", "req-2", "req-3", "req-b"]);
+    assert!(settled(0, 3_121).await.unwrap().is_empty());
+
+    let plans = store
+        .read(|c| {
+            let mut plans = Vec::new();
+            for sql in [usage::TOTALS_BETWEEN, usage::SETTLED_SINCE] {
+                let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+                let rows = stmt.query_map([0, 0], |r| r.get::<_, String>(3))?;
+                plans.push(rows.collect::<Result<Vec<_>, _>>()?.join("; "));
+            }
+            Ok(plans)
+        })
+        .await
+        .unwrap();
+    let [totals, settled] = &plans[..] else {
+        panic!("{plans:?}")
+    };
+    assert!(
+        totals.contains(
+            "SEARCH u USING COVERING INDEX usage_by_key_time_cost (key_id=? AND created_at>? AND created_at<?)"
+        ),
+        "{totals}"
+    );
+    assert!(
+        settled.contains("SEARCH u USING INDEX usage_by_key_time_cost (key_id=? AND created_at>?)"),
+        "{settled}"
+    );
+    for plan in &plans {
+        assert!(plan.starts_with("SCAN k"), "{plan}");
+        assert!(!plan.contains("SCAN u"), "{plan}");
+    }
 }
 
 #[tokio::test]
