@@ -423,8 +423,8 @@ async fn deepseek_refuses_the_first_account(app: &TestApp, tmux: &Tmux) {
         .await
         .expect("the gateway answers");
     assert_eq!(resp.status(), 200, "served by the other account");
-    // The alert comes with the pool's event; the account's last error with the console's next
-    // read of the pool (at once on that event, but a read already under way answers first).
+    // Both on one screen, waited for together: once, under load, the alert was in sight while
+    // the account's error line was not yet (a capture between two redraws, or the read before).
     tmux.wait_for(
         "the pool's own alert and the account's last error",
         10,
