@@ -101,6 +101,41 @@ async fn browsers_may_call_the_api() {
         .unwrap();
     assert!(resp.status().is_success(), "{}", resp.status());
     assert_eq!(resp.headers()["access-control-allow-origin"], "*");
+    // `Authorization` by name: a `*` does not cover it (Fetch standard), and a browser
+    // following the standard would refuse to send the key.
+    assert_allows(&resp, "access-control-allow-methods", &["POST"]);
+    assert_allows(
+        &resp,
+        "access-control-allow-headers",
+        &["authorization", "content-type"],
+    );
+    assert_allows(&resp, "vary", &["access-control-request-headers"]);
+    // Anthropic's SDK in a browser: its key header and its own.
+    let resp = app
+        .http
+        .request(reqwest::Method::OPTIONS, format!("{}/v1/messages", app.base))
+        .header("origin", "https://agent.example")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "anthropic-dangerous-direct-browser-access,anthropic-version,content-type,x-api-key,x-stainless-os",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "{}", resp.status());
+    assert_eq!(resp.headers()["access-control-allow-origin"], "*");
+    assert_allows(
+        &resp,
+        "access-control-allow-headers",
+        &[
+            "anthropic-dangerous-direct-browser-access",
+            "anthropic-version",
+            "content-type",
+            "x-api-key",
+            "x-stainless-os",
+        ],
+    );
     let key = app.create_key("trial", None).await;
     let resp = app
         .get(&key, "/v1/models")
@@ -109,6 +144,24 @@ async fn browsers_may_call_the_api() {
         .await
         .unwrap();
     assert_eq!(resp.headers()["access-control-allow-origin"], "*");
+}
+
+/// `header` lists each of `names` (a comma-separated list, any case), not through `*`.
+fn assert_allows(resp: &reqwest::Response, header: &str, names: &[&str]) {
+    let value = resp
+        .headers()
+        .get(header)
+        .unwrap_or_else(|| panic!("no {header}: {:?}", resp.headers()))
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    let listed: Vec<&str> = value.split(',').map(str::trim).collect();
+    for name in names {
+        assert!(
+            listed.contains(&name.to_ascii_lowercase().as_str()),
+            "{header}: {value:?} does not list {name}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::http::Method;
 use axum::routing::{get, post};
-use tower_http::cors::{Any, CorsLayer};
+use tower_http::cors::{AllowHeaders, Any, CorsLayer};
 
 use crate::state::AppState;
 use error::GatewayError;
@@ -57,12 +57,16 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/v1/{*rest}", axum::routing::any(not_found))
         .method_not_allowed_fallback(|| async { GatewayError::MethodNotAllowed })
         // Browser-based chat front-ends call the API directly; keys travel in a header, never
-        // a cookie, so any origin may.
+        // a cookie, so any origin may. The headers a preflight asks for are allowed by name:
+        // `Access-Control-Allow-Headers: *` never covers `Authorization` (Fetch standard;
+        // Firefox enforces it), so a browser sending `Authorization: Bearer sk-…` would be
+        // refused. Responses then vary by the preflight's headers, which the default `Vary`
+        // says.
         .layer(
             CorsLayer::new()
                 .allow_origin(Any)
                 .allow_methods([Method::GET, Method::POST])
-                .allow_headers(Any)
+                .allow_headers(AllowHeaders::mirror_request())
                 .expose_headers(Any)
                 .max_age(std::time::Duration::from_secs(86400)),
         )
