@@ -225,6 +225,9 @@ fn run<'c>(
             Job::Close(_) => None,
         })
         .collect();
+    // Refuse what comes after: a send now fails (`write_later` logs it) instead of being
+    // accepted into a queue nobody reads.
+    drop(rx);
     if !rest.is_empty() {
         commit_batch(conn, &mut stmts, rest, always_sync, &mut on_disk);
     }

@@ -198,8 +198,9 @@ impl<'s, 'c> Batch<'s, 'c> {
     }
 
     fn rollback(mut self) -> Result<(), StoreError> {
-        self.open = false;
+        // Still open if it fails: `Drop` tries again.
         self.stmts.rollback.execute([])?;
+        self.open = false;
         Ok(())
     }
 }
