@@ -66,7 +66,7 @@ pub fn insert(c: &Connection, u: &UsageRow) -> Result<(), StoreError> {
 
 /// Move a key's counters by `requests` settled requests costing `cost_nanos` together, the
 /// last at `last_used_ms`. The writer calls it once per key per batch rather than once per
-/// row (`writer::KeyTotals`): the sums are the same, and at load one batch holds many rows of
+/// row (`writer::commit::KeyTotals`): the sums are the same, and at load one batch holds many rows of
 /// the same few keys.
 pub(super) fn add_to_key(
     c: &Connection,
