@@ -23,6 +23,33 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+impl StoreError {
+    /// The database could not do it *now* (disk full, an I/O error, out of memory, the file
+    /// locked or made read-only): the same write may well succeed later, so this is no verdict
+    /// on the write itself. A ledger row that meets one must not be counted as refused (and
+    /// its journal record dropped): it is a bill, and memory has already charged it.
+    pub fn is_transient(&self) -> bool {
+        use rusqlite::ErrorCode::*;
+        match self {
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.code,
+                DiskFull
+                    | SystemIoFailure
+                    | OutOfMemory
+                    | DatabaseBusy
+                    | DatabaseLocked
+                    | ReadOnly
+                    | CannotOpen
+                    | FileLockingProtocolFailed
+                    | PermissionDenied
+                    | OperationInterrupted
+            ),
+            StoreError::Closed | StoreError::Io(_) => true,
+            _ => false,
+        }
+    }
+}
+
 impl From<tokio_rusqlite::Error<StoreError>> for StoreError {
     fn from(e: tokio_rusqlite::Error<StoreError>) -> Self {
         match e {

@@ -305,6 +305,9 @@ pub(super) fn replay(c: &mut rusqlite::Connection, dir: &Path) -> Result<Replaye
                     sp.commit()?;
                     done.applied += 1;
                 }
+                // Disk full, an I/O error, a lock: nothing is applied and the segments stay,
+                // so the start fails rather than drop the rows (the next start replays them).
+                Err(e) if e.is_transient() => return Err(e),
                 Err(e) => {
                     drop(sp);
                     tracing::error!(

@@ -105,6 +105,8 @@ pub(super) async fn start<T: Send + 'static>(
     let thread = std::thread::Builder::new()
         .name("ledger-writer".into())
         .spawn(move || {
+            // Set however the thread ends, a panic included: the sync task stops with it.
+            let stopped = StopsOnDrop(theirs.clone());
             let (conn, out) = match setup() {
                 Ok(opened) => opened,
                 Err(e) => {
@@ -125,7 +127,7 @@ pub(super) async fn start<T: Send + 'static>(
             if let Err((_, e)) = conn.close() {
                 tracing::warn!(error = %e, "database close failed");
             }
-            theirs.stopped.store(true, Ordering::Release);
+            drop(stopped);
             if let Some(done) = closing {
                 let _ = done.send(());
             }
@@ -140,6 +142,15 @@ pub(super) async fn start<T: Send + 'static>(
         },
         out,
     ))
+}
+
+/// Marks the writer [`Shared::stopped`] when dropped.
+struct StopsOnDrop(Arc<Shared>);
+
+impl Drop for StopsOnDrop {
+    fn drop(&mut self) {
+        self.0.stopped.store(true, Ordering::Release);
+    }
 }
 
 /// How long the writer lets journaled rows gather before committing them (`store.sync =

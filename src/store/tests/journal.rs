@@ -129,6 +129,41 @@ async fn start_up_applies_journaled_rows_the_ledger_lacks_exactly_once() {
     store.close().await;
 }
 
+/// A start that cannot write (here another connection holds the write lock past the busy
+/// timeout; a full disk likewise) fails and keeps the segments, rather than skip their rows
+/// as refused and delete them: they are bills.
+#[tokio::test]
+async fn a_replay_that_cannot_write_now_keeps_the_rows_for_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let (store, _) = Store::open(&path).await.unwrap();
+    store.write(insert(key("key_a", 1))).await.unwrap();
+    store.close().await;
+    drop(store);
+    let journal = Journal::start(&journal::dir_of(&path)).unwrap();
+    journal.append(&usage("req-1", "key_a", 100, 1)).unwrap();
+    drop(journal);
+
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let Err(err) = open_normal_result(&path).await else {
+        panic!("the start went on without its journaled rows")
+    };
+    assert!(err.is_transient(), "{err}");
+    other.execute_batch("COMMIT").unwrap();
+    let texts = segment_texts(&path);
+    assert_eq!(texts.iter().filter(|(_, t)| t.contains("req-1")).count(), 1);
+
+    let (store, keys) = open_normal(&path, 3_600_000).await;
+    assert_eq!(keys[0].spent.nanos(), 100);
+    assert_eq!(count(&store, "SELECT count(*) FROM usage").await, 1);
+    store.close().await;
+}
+
+async fn open_normal_result(path: &Path) -> Result<(Store, Vec<KeyRecord>), StoreError> {
+    Store::open_with(path, SyncMode::Normal, Duration::from_secs(3600)).await
+}
+
 #[tokio::test]
 async fn segments_are_deleted_once_their_rows_are_committed() {
     let dir = tempfile::tempdir().unwrap();

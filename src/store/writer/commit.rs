@@ -141,7 +141,9 @@ fn try_commit<'c>(
 }
 
 /// Apply every write in one transaction and commit: `Some` (every write succeeded), or `None`
-/// with nothing changed (a write failed; the transaction is rolled back).
+/// with nothing changed (the database refused a write; the transaction is rolled back). A
+/// failure of the moment ([`StoreError::is_transient`]) is the attempt's error: replaying the
+/// batch write by write would only meet it again.
 fn commit_all_or_nothing<'c>(
     c: &'c Connection,
     stmts: &mut Statements<'c>,
@@ -157,14 +159,14 @@ fn commit_all_or_nothing<'c>(
             // Anything else may read or change a key's counters: it sees them up to date.
             other => totals.flush(tx.stmts).and_then(|()| apply(c, other)),
         };
-        if r.is_err() {
+        if let Err(e) = r {
             tx.rollback()?;
-            return Ok(None);
+            return if e.is_transient() { Err(e) } else { Ok(None) };
         }
     }
-    if totals.flush(tx.stmts).is_err() {
+    if let Err(e) = totals.flush(tx.stmts) {
         tx.rollback()?;
-        return Ok(None);
+        return if e.is_transient() { Err(e) } else { Ok(None) };
     }
     tx.commit()?;
     Ok(Some(writes.iter().map(|_| Ok(())).collect()))
@@ -198,8 +200,12 @@ impl<'s, 'c> Batch<'s, 'c> {
     }
 
     fn rollback(mut self) -> Result<(), StoreError> {
-        // Still open if it fails: `Drop` tries again.
-        self.stmts.rollback.execute([])?;
+        // SQLite rolls the whole transaction back by itself on some errors (a full disk, an
+        // I/O error, out of memory): nothing is left to roll back then.
+        if !self.c.is_autocommit() {
+            // Still open if it fails: `Drop` tries again.
+            self.stmts.rollback.execute([])?;
+        }
         self.open = false;
         Ok(())
     }
@@ -264,8 +270,13 @@ impl<'a> KeyTotals<'a> {
     }
 }
 
-/// Apply the writes in one transaction, a savepoint each (a failed write is rolled back alone
-/// and reported), and commit.
+/// Apply the writes in one transaction, a savepoint each (a write the database refuses is
+/// rolled back alone and reported), and commit.
+///
+/// A write that fails for a reason of the moment ([`StoreError::is_transient`]: disk full, an
+/// I/O error, a lock) fails the whole attempt instead, so [`commit_batch`] retries the batch and,
+/// if it never commits, leaves journaled rows in their segment for the next start. Counting
+/// such a row as refused would settle its journal record: a bill lost for good.
 fn commit_with_savepoints(
     c: &Connection,
     writes: &[Write],
@@ -276,14 +287,22 @@ fn commit_with_savepoints(
     let mut results = Vec::with_capacity(writes.len());
     for w in writes {
         let sp = tx.savepoint()?;
-        let r = apply(&sp, w);
-        if r.is_ok() {
-            sp.commit()?;
-        } else {
-            drop(sp); // rolls back to the savepoint
+        match apply(&sp, w) {
+            Ok(()) => {
+                sp.commit()?;
+                results.push(Ok(()));
+            }
+            // Dropping the transaction rolls the whole attempt back.
+            Err(e) if e.is_transient() => return Err(e),
+            Err(e) => {
+                drop(sp); // rolls back to the savepoint
+                results.push(Err(e));
+            }
         }
-        results.push(r);
     }
     tx.commit()?;
     Ok(results)
 }
+
+#[cfg(test)]
+mod tests;
