@@ -108,10 +108,9 @@ impl SseDecoder {
                 self.buf.advance(3);
             }
         }
-        while let Some(pos) = self.buf[self.scanned..]
-            .iter()
-            .position(|&b| b == b'\n' || b == b'\r')
-        {
+        // memchr's SIMD search: a byte-at-a-time scan was the largest single cost of relaying
+        // a stream (callgrind: ~2k instructions per event of ~250 bytes).
+        while let Some(pos) = memchr::memchr2(b'\n', b'\r', &self.buf[self.scanned..]) {
             #[cfg(test)]
             {
                 self.looked_at += pos + 1;

@@ -259,9 +259,13 @@ fn member_span(obj: &str, key: &str, value: &str) -> Option<(usize, usize)> {
         return None;
     }
     let key_end = skip_ws_back(colon - 1);
-    let quoted = format!("\"{key}\"");
-    let key_start = key_end.checked_sub(quoted.len())?;
-    if obj.get(key_start..key_end)? != quoted {
+    // `"key"`, compared in place (a `format!` here was ~600 instructions per chunk).
+    let key_start = key_end.checked_sub(key.len() + 2)?;
+    let quoted = obj.get(key_start..key_end)?.as_bytes();
+    if quoted[0] != b'"'
+        || quoted[quoted.len() - 1] != b'"'
+        || &quoted[1..=key.len()] != key.as_bytes()
+    {
         return None;
     }
     let before = skip_ws_back(key_start);
