@@ -8,6 +8,7 @@
 //! settles and the ledger row is committed before the final end marker or error event leaves.
 
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,8 @@ use axum::response::Response;
 use bytes::Bytes;
 use chrono::Utc;
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::billing::{Outcome, Pending};
 use super::dialect::{Dialect, Step, StreamRewrite, Tally};
@@ -45,6 +48,7 @@ pub fn relay<D: Dialect>(
     // arguments and its own copies of them side by side in its state, so unboxed, the relay
     // and the pending settlement would be held twice for as long as the stream is open.
     if let Some(ctx) = pending.ctx() {
+        let state_cut = state.cut.clone().cancelled_owned();
         let relay = Relay {
             tally: Tally::new(ctx.started),
             request_id: ctx.request_id.clone(),
@@ -54,6 +58,7 @@ pub fn relay<D: Dialect>(
             tx,
             deadline,
             last_progress: Instant::now(),
+            cut: Box::pin(state_cut),
         };
         tokio::spawn(pump::<D>(Box::new(relay), Box::new(pending)));
     }
@@ -93,6 +98,10 @@ struct Relay<S> {
     tally: Tally,
     request_id: String,
     last_progress: Instant,
+    /// The daemon's shutdown cut, waited on for the stream's whole life: made once, because a
+    /// fresh `cancelled()` per event registered with (and left) the token's waiter list, under
+    /// its lock, which every open stream shares.
+    cut: Pin<Box<WaitForCancellationFutureOwned>>,
 }
 
 async fn pump<D: Dialect>(mut relay: Box<Relay<D::Stream>>, pending: Box<Pending>) {
@@ -152,7 +161,7 @@ impl<S: StreamRewrite> Relay<S> {
             let next = tokio::select! {
                 biased;
                 _ = self.tx.closed() => return End::ClientGone,
-                _ = self.state.cut.cancelled() => return End::Shutdown,
+                _ = &mut self.cut => return End::Shutdown,
                 r = self.events.next() => r,
             };
             let out = match next {
@@ -182,11 +191,17 @@ impl<S: StreamRewrite> Relay<S> {
 
     /// Send one piece to the client, and a progress event now and then.
     async fn send(&mut self, out: String) -> Option<End> {
-        let sent = tokio::time::timeout_at(self.deadline, self.tx.send(Bytes::from(out))).await;
-        match sent {
-            Err(_) => return Some(End::Timeout),
-            Ok(Err(_)) => return Some(End::ClientGone),
-            Ok(Ok(())) => {}
+        // Almost always there is room: no timer is armed for a send that cannot wait.
+        match self.tx.try_send(Bytes::from(out)) {
+            Ok(()) => {}
+            Err(TrySendError::Closed(_)) => return Some(End::ClientGone),
+            Err(TrySendError::Full(bytes)) => {
+                match tokio::time::timeout_at(self.deadline, self.tx.send(bytes)).await {
+                    Err(_) => return Some(End::Timeout),
+                    Ok(Err(_)) => return Some(End::ClientGone),
+                    Ok(Ok(())) => {}
+                }
+            }
         }
         if self.last_progress.elapsed() >= PROGRESS_EVERY {
             self.last_progress = Instant::now();
