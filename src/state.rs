@@ -374,20 +374,32 @@ pub fn new_request_id() -> String {
 ///   falls back to plain HTTP, where a key or a payment could be read on the way.
 pub async fn edge(
     axum::extract::State(state): axum::extract::State<Arc<AppState>>,
-    mut req: Request,
+    req: Request,
     next: Next,
+) -> Response {
+    let template = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| crate::metrics::route_slot(Some(m.as_str())))
+        .unwrap_or_else(|| crate::metrics::route_slot(None));
+    around(&state, template, req, |req| next.run(req)).await
+}
+
+/// What [`edge`] does around a handler, for a request routed to the metrics slot `route`:
+/// also run by the routes answered ahead of the router (`crate::app::shortcut`), so both ways
+/// in give the same headers, ids and counts.
+pub async fn around<F: Future<Output = Response>>(
+    state: &AppState,
+    route: usize,
+    mut req: Request,
+    handler: impl FnOnce(Request) -> F,
 ) -> Response {
     let id = new_request_id();
     let path = req.uri().path();
     let anthropic = path.starts_with("/v1/messages") || path.starts_with("/anthropic");
-    let route = crate::metrics::route_slot(
-        req.extensions()
-            .get::<axum::extract::MatchedPath>()
-            .map(axum::extract::MatchedPath::as_str),
-    );
     let header = HeaderValue::from_str(&id).ok();
     req.extensions_mut().insert(RequestId(id));
-    let mut resp = next.run(req).await;
+    let mut resp = handler(req).await;
     state.metrics.http_response(route, resp.status().as_u16());
     let h = resp.headers_mut();
     if let Some(v) = header {

@@ -147,6 +147,124 @@ async fn browsers_may_call_the_api() {
 }
 
 /// `header` lists each of `names` (a comma-separated list, any case), not through `*`.
+/// The chat routes are answered ahead of axum's router (`app::shortcut`), which must not show:
+/// their answers carry the same edge headers (request ids, `nosniff`, HSTS) and the same CORS
+/// headers, value for value, as the routes behind the router, answered by tower-http's
+/// `CorsLayer` — successes and refusals alike.
+#[tokio::test]
+async fn the_chat_routes_carry_the_same_headers_as_the_routes_behind_the_router() {
+    let app = TestApp::spawn_with(|c| c.server.public_url = "https://shop.example".into()).await;
+    let key = app.create_key("trial", None).await;
+    let shared = [
+        "access-control-allow-origin",
+        "access-control-expose-headers",
+        "vary",
+        "x-content-type-options",
+        "strict-transport-security",
+    ];
+    let headers_of = |resp: &reqwest::Response, anthropic: bool| {
+        let mut names = shared.to_vec();
+        if anthropic {
+            names.push("request-id");
+        }
+        names.push("x-request-id");
+        let all: Vec<(String, Vec<String>)> = names
+            .iter()
+            .map(|n| {
+                let values = resp
+                    .headers()
+                    .get_all(*n)
+                    .iter()
+                    .map(|v| v.to_str().unwrap().to_string())
+                    .collect();
+                (n.to_string(), values)
+            })
+            .collect();
+        all
+    };
+    // The ids differ by nature; that both name the same id and that there is one is the point.
+    let strip_ids = |mut h: Vec<(String, Vec<String>)>| {
+        let id = h
+            .iter()
+            .find(|(n, _)| n == "x-request-id")
+            .unwrap()
+            .1
+            .clone();
+        assert_eq!(id.len(), 1, "{h:?}");
+        for (n, v) in &mut h {
+            if n.ends_with("request-id") {
+                assert_eq!(*v, id, "{n}");
+                *v = vec!["<id>".into()];
+            }
+        }
+        h
+    };
+    let send = |method: reqwest::Method, path: &str, key: Option<&str>, body: Option<Value>| {
+        let mut r = app
+            .http
+            .request(method, format!("{}{path}", app.base))
+            .header("origin", "https://chat.example");
+        if let Some(key) = key {
+            r = r
+                .header("authorization", format!("Bearer {key}"))
+                .header("x-api-key", key);
+        }
+        if let Some(body) = body {
+            r = r.json(&body);
+        }
+        r.send()
+    };
+    let chat = body("deepseek-v4-flash", "hi");
+    let messages = json!({"model": "deepseek-v4-flash", "max_tokens": 16,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let post = reqwest::Method::POST;
+    let get = reqwest::Method::GET;
+
+    // OpenAI's dialect: the chat route (ahead) against the models list (behind).
+    let behind = send(get.clone(), "/v1/models", Some(&key), None)
+        .await
+        .unwrap();
+    assert_eq!(behind.status(), 200);
+    let behind = strip_ids(headers_of(&behind, false));
+    assert!(behind.iter().all(|(_, v)| !v.is_empty()), "{behind:?}");
+    for (k, status) in [(Some(key.as_str()), 200), (None, 401)] {
+        let ahead = send(post.clone(), "/v1/chat/completions", k, Some(chat.clone()))
+            .await
+            .unwrap();
+        assert_eq!(ahead.status(), status);
+        assert_eq!(strip_ids(headers_of(&ahead, false)), behind, "{status}");
+    }
+    // A refusal behind the router too: the same.
+    let refused = send(get.clone(), "/v1/models", None, None).await.unwrap();
+    assert_eq!(refused.status(), 401);
+    assert_eq!(strip_ids(headers_of(&refused, false)), behind);
+
+    // Anthropic's dialect: both Messages routes (ahead) against token counting (behind).
+    let behind = send(
+        post.clone(),
+        "/v1/messages/count_tokens",
+        Some(&key),
+        Some(messages.clone()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(behind.status(), 200);
+    let behind = strip_ids(headers_of(&behind, true));
+    for path in ["/v1/messages", "/anthropic/v1/messages"] {
+        for (k, status) in [(Some(key.as_str()), 200), (None, 401)] {
+            let ahead = send(post.clone(), path, k, Some(messages.clone()))
+                .await
+                .unwrap();
+            assert_eq!(ahead.status(), status, "{path}");
+            assert_eq!(
+                strip_ids(headers_of(&ahead, true)),
+                behind,
+                "{path} {status}"
+            );
+        }
+    }
+}
+
 fn assert_allows(resp: &reqwest::Response, header: &str, names: &[&str]) {
     let value = resp
         .headers()

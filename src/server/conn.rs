@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use bytes::Bytes;
@@ -24,15 +23,15 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use super::Limits;
 use super::body::Deadline;
+use super::{App, Limits};
 
 /// How often the watchdog looks at a connection.
 const WATCH_EVERY: Duration = Duration::from_secs(1);
 
 /// A connection to serve.
 pub(super) struct Connection {
-    pub(super) router: Router,
+    pub(super) app: App,
     pub(super) addr: SocketAddr,
     pub(super) limits: Limits,
     pub(super) closing: CancellationToken,
@@ -103,7 +102,7 @@ impl Connection {
             inner: tcp,
             activity: activity.clone(),
         });
-        let (router, addr, limits) = (self.router, self.addr, self.limits);
+        let (app, addr, limits) = (self.app, self.addr, self.limits);
         let watched = activity.clone();
         let service = tower::service_fn(move |req: axum::http::Request<Incoming>| {
             let in_progress = watched.begin();
@@ -112,12 +111,18 @@ impl Connection {
             let mut req =
                 req.map(|b| Body::new(Deadline::new(b, limits.body_timeout, ended.clone())));
             req.extensions_mut().insert(ConnectInfo(addr));
-            let router = router.clone();
+            let routed = match (app.shortcut)(req) {
+                Ok(answer) => Ok(answer),
+                Err(req) => Err((app.router.clone(), req)),
+            };
             async move {
-                let mut resp = router
-                    .oneshot(req)
-                    .await
-                    .unwrap_or_else(|e: Infallible| match e {});
+                let mut resp = match routed {
+                    Ok(answer) => answer.await,
+                    Err((router, req)) => router
+                        .oneshot(req)
+                        .await
+                        .unwrap_or_else(|e: Infallible| match e {}),
+                };
                 // A request refused before its body was read (too large, no key, no money)
                 // leaves bytes on the connection that hyper will not read: it closes the
                 // connection after the answer, so say so, or a keep-alive client sends its next

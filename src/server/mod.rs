@@ -22,10 +22,13 @@ mod body;
 mod conn;
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::Request;
+use axum::response::Response;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
@@ -45,6 +48,22 @@ pub struct Limits {
     /// A connection with nothing in progress and no traffic is closed after this.
     pub idle_timeout: Duration,
 }
+
+/// What a connection serves: the router, and the routes answered ahead of it.
+#[derive(Clone)]
+pub struct App {
+    /// Every route.
+    pub router: Router,
+    /// The busiest routes, answered without the router's per-request work (see
+    /// `crate::app::shortcut`); a request it gives back goes to `router`.
+    pub shortcut: Shortcut,
+}
+
+/// Answers a request, or gives it back for the router.
+pub type Shortcut = Arc<dyn Fn(Request) -> Result<Answer, Request> + Send + Sync>;
+
+/// A shortcut's answer to come.
+pub type Answer = Pin<Box<dyn Future<Output = Response> + Send>>;
 
 /// File descriptors kept for everything that is not a client connection (the database, the
 /// admin socket, logs, upstream connections that are not per-stream).
@@ -85,7 +104,7 @@ impl Limits {
 /// finish their requests, and return once they all closed.
 pub async fn serve(
     listener: TcpListener,
-    router: Router,
+    app: App,
     limits: Limits,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -119,7 +138,7 @@ pub async fn serve(
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
         let conn = conn::Connection {
-            router: router.clone(),
+            app: app.clone(),
             addr,
             limits,
             closing: closing.clone(),
