@@ -1,6 +1,7 @@
-//! The top floor: the router ([`app`]) and the daemon's life cycle ([`Daemon`]: start on an
-//! already-bound listener — tests bind `127.0.0.1:0` — drain, stop). The only module that
-//! imports the handlers; the state they share is in [`crate::state`].
+//! The top floor: the router ([`app`]), the chat routes answered ahead of it ([`shortcut`]),
+//! and the daemon's life cycle ([`Daemon`]: start on an already-bound listener — tests bind
+//! `127.0.0.1:0` — drain, stop). The only module that imports the handlers; the state they
+//! share is in [`crate::state`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

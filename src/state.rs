@@ -362,8 +362,10 @@ pub fn new_request_id() -> String {
     id
 }
 
-/// The one middleware every response passes (one layer, not three: each `from_fn` layer boxes
-/// the route's service and future per request, which showed in the profile):
+/// The one middleware every response from the router passes (one layer, not three: each
+/// `from_fn` layer boxes the route's service and future per request, which showed in the
+/// profile); its work is [`around`], which the chat routes answered ahead of the router
+/// (`crate::app::shortcut`) run too:
 /// - every response gets an `x-request-id` (and handlers the same id, as [`RequestId`]);
 ///   Anthropic's routes also as `request-id`, where the `anthropic` SDKs read it
 ///   (`message._request_id`);

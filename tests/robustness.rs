@@ -146,7 +146,6 @@ async fn browsers_may_call_the_api() {
     assert_eq!(resp.headers()["access-control-allow-origin"], "*");
 }
 
-/// `header` lists each of `names` (a comma-separated list, any case), not through `*`.
 /// The chat routes are answered ahead of axum's router (`app::shortcut`), which must not show:
 /// their answers carry the same edge headers (request ids, `nosniff`, HSTS) and the same CORS
 /// headers, value for value, as the routes behind the router, answered by tower-http's
@@ -265,6 +264,7 @@ async fn the_chat_routes_carry_the_same_headers_as_the_routes_behind_the_router(
     }
 }
 
+/// `header` lists each of `names` (a comma-separated list, any case), not through `*`.
 fn assert_allows(resp: &reqwest::Response, header: &str, names: &[&str]) {
     let value = resp
         .headers()

@@ -222,7 +222,7 @@ fn bill(ctx: &RequestCtx, o: &Outcome) -> (Usage, Measured) {
 /// Settle a request: charge, release the rest of the hold, and record its ledger row. Returns
 /// once the row is as safe as `store.sync` promises (`full`: committed to disk; `normal`: in
 /// the OS, in the journal), so the caller may then send the response's last byte.
-pub async fn settle(state: &AppState, ctx: &RequestCtx, o: Outcome) -> UsageRow {
+pub async fn settle(state: &AppState, ctx: &RequestCtx, o: Outcome) {
     let (usage, measured) = bill(ctx, &o);
     let (usage, measured) = within_hold(ctx, usage, measured);
     let cost = cost_of(usage.hit, usage.miss, usage.completion, &ctx.hold.prices);
@@ -257,14 +257,8 @@ pub async fn settle(state: &AppState, ctx: &RequestCtx, o: Outcome) -> UsageRow 
         api: ctx.api,
         account: ctx.account.get().cloned().unwrap_or_default(),
     };
-    // Record the row now, finish the bookkeeping, and only then wait for the commit: if this
-    // future is dropped while waiting, the row, the exhaustion mark and the events are done.
-    let committed = state.store.record_usage(row.clone());
     state.metrics.settled(&row.model, row.status, &row);
-    mark_if_exhausted(state, &ctx.key, now);
-    // Sent after the row is queued: the activity tracker relies on it when it reloads the
-    // day's totals from the ledger (see activity::tracker).
-    state.activity.emit(ActivityEvent::RequestFinished {
+    let finished = ActivityEvent::RequestFinished {
         request_id: row.request_id.clone(),
         key_id: row.key_id.clone(),
         model: row.model.clone(),
@@ -279,26 +273,41 @@ pub async fn settle(state: &AppState, ctx: &RequestCtx, o: Outcome) -> UsageRow 
         api: row.api,
         account: row.account.clone(),
         at_ms: now.timestamp_millis(),
-    });
+    };
+    // Record the row now, finish the bookkeeping, and only then wait for the commit: if this
+    // future is dropped while waiting, the row, the exhaustion mark and the events are done.
+    // The row goes to the store as it is (the event above holds what else needs its text).
+    let (status, finish, cost_usd, prompt_tokens, completion_tokens, latency_ms) = (
+        row.status,
+        row.finish,
+        row.cost,
+        row.prompt_tokens,
+        row.completion_tokens,
+        row.latency_ms,
+    );
+    let committed = state.store.record_usage(row);
+    mark_if_exhausted(state, &ctx.key, now);
+    // Sent after the row is queued: the activity tracker relies on it when it reloads the
+    // day's totals from the ledger (see activity::tracker).
+    state.activity.emit(finished);
     if let Err(e) = committed.await {
         // The in-memory balance is already charged, so the customer cannot overspend; the row
         // itself is what is lost, and the operator must hear about it.
         tracing::error!(request_id = %ctx.request_id, error = %e, "ledger row not written");
     }
     tracing::info!(
-        request_id = %row.request_id,
-        key_id = %row.key_id,
-        model = %row.model,
-        status = row.status,
-        finish = row.finish.as_str(),
-        cost = %row.cost,
-        prompt_tokens = row.prompt_tokens,
-        completion_tokens = row.completion_tokens,
+        request_id = %ctx.request_id,
+        key_id = %ctx.key.id,
+        model = %ctx.model.name,
+        status,
+        finish = finish.as_str(),
+        cost = %cost_usd,
+        prompt_tokens,
+        completion_tokens,
         measured = measured.as_str(),
-        latency_ms = row.latency_ms,
+        latency_ms,
         "request settled"
     );
-    row
 }
 
 /// Mark a key exhausted once its balance falls below what one more request of its plan needs
@@ -369,12 +378,12 @@ impl Pending {
         self.ctx.as_ref()
     }
 
-    /// Settle now; returns the committed ledger row.
-    pub async fn settle(mut self, o: Outcome) -> Option<UsageRow> {
-        let ctx = self.ctx.take()?;
+    /// Settle now (nothing to settle if it already was).
+    pub async fn settle(mut self, o: Outcome) {
+        let Some(ctx) = self.ctx.take() else { return };
         // Leave on every path, including this future being dropped mid-settlement.
         let _leave = Leave(&self.state);
-        Some(settle(&self.state, &ctx, o).await)
+        settle(&self.state, &ctx, o).await;
     }
 }
 

@@ -99,8 +99,8 @@ struct Relay<S> {
     request_id: String,
     last_progress: Instant,
     /// The daemon's shutdown cut, waited on for the stream's whole life: made once, because a
-    /// fresh `cancelled()` per event registered with (and left) the token's waiter list, under
-    /// its lock, which every open stream shares.
+    /// fresh `cancelled()` per event joined and left the token's waiter list (shared by every
+    /// open stream) each time; polling the one future still takes that list's lock briefly.
     cut: Pin<Box<WaitForCancellationFutureOwned>>,
 }
 

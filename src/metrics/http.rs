@@ -1,5 +1,6 @@
 //! The HTTP side of observability: `GET /metrics` and `GET /healthz` (every response is counted
-//! by [`crate::state::edge`]). The counters themselves are in [`super`], below the shared state.
+//! by [`crate::state::around`], for the router's routes and the shortcut's alike). The counters
+//! themselves are in [`super`], below the shared state.
 
 use std::fmt::Write as _;
 use std::sync::Arc;

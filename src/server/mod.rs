@@ -100,7 +100,7 @@ impl Limits {
     }
 }
 
-/// Serve `router` on `listener` until `stop` turns true; then stop accepting, let connections
+/// Serve `app` on `listener` until `stop` turns true; then stop accepting, let connections
 /// finish their requests, and return once they all closed.
 pub async fn serve(
     listener: TcpListener,

@@ -25,9 +25,12 @@ pub enum StoreError {
 
 impl StoreError {
     /// The database could not do it *now* (disk full, an I/O error, out of memory, the file
-    /// locked or made read-only): the same write may well succeed later, so this is no verdict
-    /// on the write itself. A ledger row that meets one must not be counted as refused (and
-    /// its journal record dropped): it is a bill, and memory has already charged it.
+    /// locked or made read-only), or is itself damaged: the same write may well succeed once
+    /// that is fixed, so this is no verdict on the write itself. A ledger row that meets one
+    /// must not be counted as refused (and its journal record dropped): it is a bill, and
+    /// memory has already charged it. What is left (a constraint, an unknown key, a value too
+    /// big or of the wrong type) is the write's own fault and would fail again, so it is
+    /// refused alone rather than retried, and cannot keep the daemon from starting.
     pub fn is_transient(&self) -> bool {
         use rusqlite::ErrorCode::*;
         match self {
@@ -43,6 +46,11 @@ impl StoreError {
                     | FileLockingProtocolFailed
                     | PermissionDenied
                     | OperationInterrupted
+                    | SchemaChanged
+                    | DatabaseCorrupt
+                    | NotADatabase
+                    | NoLargeFileSupport
+                    | InternalMalfunction
             ),
             StoreError::Closed | StoreError::Io(_) => true,
             _ => false,

@@ -307,7 +307,17 @@ pub(super) fn replay(c: &mut rusqlite::Connection, dir: &Path) -> Result<Replaye
                 }
                 // Disk full, an I/O error, a lock: nothing is applied and the segments stay,
                 // so the start fails rather than drop the rows (the next start replays them).
-                Err(e) if e.is_transient() => return Err(e),
+                Err(e) if e.is_transient() => {
+                    tracing::error!(
+                        journal = %dir.display(),
+                        segments = files.len(),
+                        error = %e,
+                        "cannot apply the ledger journal now (disk full? another program \
+                         holding the database's write lock?); its rows are kept: fix that and \
+                         start again"
+                    );
+                    return Err(e);
+                }
                 Err(e) => {
                     drop(sp);
                     tracing::error!(

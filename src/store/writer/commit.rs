@@ -102,7 +102,13 @@ pub(super) fn commit_batch<'c>(
             }
         }
         Err(e) => {
-            tracing::error!(error = %e, writes = writes.len(), "DATABASE COMMIT FAILED: writes in this batch are lost");
+            tracing::error!(
+                error = %e,
+                writes = writes.len(),
+                "DATABASE COMMIT FAILED after retries: none of this batch's writes is in the \
+                 database; those waited on failed, and journaled ledger rows stay in the \
+                 journal for the next start to apply"
+            );
             for ack in acks {
                 match ack {
                     Ack::Reply(tx) | Ack::Settled(tx) => {
@@ -294,6 +300,9 @@ fn commit_with_savepoints(
             }
             // Dropping the transaction rolls the whole attempt back.
             Err(e) if e.is_transient() => return Err(e),
+            // SQLite rolled the whole transaction back by itself: what follows would run
+            // outside it, each write committing alone. Retry the batch instead.
+            Err(e) if c.is_autocommit() => return Err(e),
             Err(e) => {
                 drop(sp); // rolls back to the savepoint
                 results.push(Err(e));
