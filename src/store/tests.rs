@@ -42,7 +42,8 @@ fn time(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap()
 }
 
-fn key(id: &str, n: u8) -> KeyRecord {
+/// A key record for tests (also the writer's).
+pub(super) fn key(id: &str, n: u8) -> KeyRecord {
     KeyRecord {
         id: id.to_string(),
         hash: [n; 32],
@@ -61,7 +62,8 @@ fn key(id: &str, n: u8) -> KeyRecord {
     }
 }
 
-fn usage(request_id: &str, key_id: &str, cost_nanos: i64, at_ms: i64) -> UsageRow {
+/// A ledger row for tests (also the writer's).
+pub(super) fn usage(request_id: &str, key_id: &str, cost_nanos: i64, at_ms: i64) -> UsageRow {
     UsageRow {
         request_id: request_id.into(),
         key_id: key_id.into(),

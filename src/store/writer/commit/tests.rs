@@ -8,11 +8,8 @@ use std::sync::Arc;
 use rusqlite::Connection;
 
 use super::*;
-use crate::keys::{KeyRecord, KeyStatus};
-use crate::money::Usd;
-use crate::pricing::PricePeriod;
 use crate::store::journal::{Journal, Segment};
-use crate::store::usage::{Finish, Measured};
+use crate::store::tests::{key, usage};
 use crate::store::{keys, migrate};
 
 fn open(dir: &tempfile::TempDir) -> Connection {
@@ -22,54 +19,16 @@ fn open(dir: &tempfile::TempDir) -> Connection {
     c.execute_batch("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON;")
         .unwrap();
     migrate::migrate(&mut c).unwrap();
-    keys::insert(
-        &c,
-        &KeyRecord {
-            id: "key_a".into(),
-            hash: [7; 32],
-            sealed: vec![1, 2, 3],
-            prefix: "sk-gateway-aaaa".into(),
-            plan: "trial".into(),
-            status: KeyStatus::Active,
-            budget: Usd::from_dollars(1),
-            spent: Usd::ZERO,
-            requests: 0,
-            email: None,
-            note: None,
-            order_id: None,
-            created_at: chrono::DateTime::from_timestamp_millis(1_700_000_000_000).unwrap(),
-            last_used_at: None,
-        },
-    )
-    .unwrap();
+    keys::insert(&c, &key("key_a", 7)).unwrap();
     c
 }
 
-/// A ledger row whose request id is long enough to need new pages (overflow pages) to store.
+/// A ledger row of `cost_nanos`.
 fn row(request_id: &str, key_id: &str, cost_nanos: i64) -> UsageRow {
-    UsageRow {
-        request_id: request_id.into(),
-        key_id: key_id.into(),
-        model: "deepseek-v4-flash".into(),
-        stream: false,
-        period: PricePeriod::OffPeak,
-        prompt_tokens: 30,
-        cache_hit_tokens: 10,
-        cache_miss_tokens: 20,
-        completion_tokens: 7,
-        reasoning_tokens: 0,
-        cost: Usd::from_nanos(cost_nanos),
-        measured: Measured::Provider,
-        status: 200,
-        finish: Finish::Complete,
-        latency_ms: 120,
-        ttft_ms: None,
-        created_at_ms: 1_700_000_000_500,
-        api: crate::status::Api::OpenAi,
-        account: String::new(),
-    }
+    usage(request_id, key_id, cost_nanos, 1_700_000_000_500)
 }
 
+/// A request id long enough to need new pages (overflow pages) to store.
 fn big_id(n: u8) -> String {
     format!("req_{n}_{}", "x".repeat(200_000))
 }
