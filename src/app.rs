@@ -43,7 +43,7 @@ pub fn app(state: Arc<AppState>) -> Router {
 /// The API's chat routes, answered ahead of the router: the same handlers and the same edge
 /// work ([`crate::state::around`]: request id, metrics, `nosniff`, HSTS) and CORS headers
 /// ([`crate::gateway::cors_answer`]) as through it, without axum's routing and the per-request
-/// clone of the route's middleware stack (callgrind: ~7–8k instructions per request; see
+/// clone of the route's middleware stack (callgrind: ~14k instructions per request; see
 /// bench/PROFILE.md). Only `POST` to these exact paths: preflights, other methods (405 in the
 /// API's shape) and every other path go to the router.
 // The request is given back by value when not taken: boxing it would cost an allocation per
