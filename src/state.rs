@@ -379,12 +379,12 @@ pub async fn edge(
     req: Request,
     next: Next,
 ) -> Response {
-    let template = req
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .map(|m| crate::metrics::route_slot(Some(m.as_str())))
-        .unwrap_or_else(|| crate::metrics::route_slot(None));
-    around(&state, template, req, |req| next.run(req)).await
+    let route = crate::metrics::route_slot(
+        req.extensions()
+            .get::<axum::extract::MatchedPath>()
+            .map(axum::extract::MatchedPath::as_str),
+    );
+    around(&state, route, req, |req| next.run(req)).await
 }
 
 /// What [`edge`] does around a handler, for a request routed to the metrics slot `route`:

@@ -7,9 +7,14 @@ use super::*;
 use crate::store::journal::{self, Journal};
 
 async fn open_normal(path: &Path, interval_ms: u64) -> (Store, Vec<KeyRecord>) {
-    Store::open_with(path, SyncMode::Normal, Duration::from_millis(interval_ms))
-        .await
-        .unwrap()
+    open_normal_result(path, interval_ms).await.unwrap()
+}
+
+async fn open_normal_result(
+    path: &Path,
+    interval_ms: u64,
+) -> Result<(Store, Vec<KeyRecord>), StoreError> {
+    Store::open_with(path, SyncMode::Normal, Duration::from_millis(interval_ms)).await
 }
 
 /// Every segment file in the journal, with its text.
@@ -146,7 +151,7 @@ async fn a_replay_that_cannot_write_now_keeps_the_rows_for_the_next_start() {
 
     let other = rusqlite::Connection::open(&path).unwrap();
     other.execute_batch("BEGIN IMMEDIATE").unwrap();
-    let Err(err) = open_normal_result(&path).await else {
+    let Err(err) = open_normal_result(&path, 3_600_000).await else {
         panic!("the start went on without its journaled rows")
     };
     assert!(err.is_transient(), "{err}");
@@ -158,10 +163,6 @@ async fn a_replay_that_cannot_write_now_keeps_the_rows_for_the_next_start() {
     assert_eq!(keys[0].spent.nanos(), 100);
     assert_eq!(count(&store, "SELECT count(*) FROM usage").await, 1);
     store.close().await;
-}
-
-async fn open_normal_result(path: &Path) -> Result<(Store, Vec<KeyRecord>), StoreError> {
-    Store::open_with(path, SyncMode::Normal, Duration::from_secs(3600)).await
 }
 
 #[tokio::test]

@@ -166,13 +166,11 @@ fn commit_all_or_nothing<'c>(
             other => totals.flush(tx.stmts).and_then(|()| apply(c, other)),
         };
         if let Err(e) = r {
-            tx.rollback()?;
-            return if e.is_transient() { Err(e) } else { Ok(None) };
+            return tx.give_up(e);
         }
     }
     if let Err(e) = totals.flush(tx.stmts) {
-        tx.rollback()?;
-        return if e.is_transient() { Err(e) } else { Ok(None) };
+        return tx.give_up(e);
     }
     tx.commit()?;
     Ok(Some(writes.iter().map(|_| Ok(())).collect()))
@@ -203,6 +201,14 @@ impl<'s, 'c> Batch<'s, 'c> {
         self.stmts.commit.execute([])?;
         self.open = false;
         Ok(())
+    }
+
+    /// A write failed with `e`: roll back, and say whether the batch is to be applied again
+    /// write by write (`Ok(None)`: the database refused one) or the attempt failed (`e` is
+    /// one of the moment).
+    fn give_up<T>(self, e: StoreError) -> Result<Option<T>, StoreError> {
+        self.rollback()?;
+        if e.is_transient() { Err(e) } else { Ok(None) }
     }
 
     fn rollback(mut self) -> Result<(), StoreError> {
