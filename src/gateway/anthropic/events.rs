@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::usage::{Input, Wire, to_billing};
-use crate::gateway::dialect::{PublicModel, Step, StreamRewrite, Tally};
+use crate::gateway::dialect::{Generated, PublicModel, Step, StreamRewrite, Tally};
 use crate::upstream::sse::SseEvent;
 
 /// The end of a complete stream, when upstream closed without sending it.
@@ -131,7 +131,7 @@ impl StreamRewrite for Events {
                         .filter_map(|s| s.as_ref().map(|s| s.len()))
                         .sum::<usize>();
                     if n > 0 {
-                        tally.add(&[n]);
+                        tally.add(Generated::one(n));
                     }
                 }
             }

@@ -57,7 +57,7 @@ impl Dialect for OpenAi {
         {
             return Ok(Answer {
                 usage: a.usage,
-                output_estimate: (a.generated.iter().sum::<usize>() as u64).div_ceil(4),
+                output_estimate: a.generated.bytes.div_ceil(4),
                 body: a.line.into_bytes(),
             });
         }
@@ -109,7 +109,7 @@ impl StreamRewrite for Chunks {
         }
         match chunk::read(d, &self.public, self.include_usage) {
             Ok(Some(read)) => {
-                tally.add(&read.generated);
+                tally.add(read.generated);
                 if read.usage.is_some() {
                     tally.usage = read.usage;
                 }

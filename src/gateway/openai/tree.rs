@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 
 use super::request::usage_from_json;
 use crate::gateway::billing::Usage;
-use crate::gateway::dialect::Tally;
+use crate::gateway::dialect::{Generated, Tally};
 
 /// Bytes of generated output in a delta or message: text, reasoning, and tool calls (their
 /// names and arguments are output tokens too).
@@ -55,7 +55,7 @@ pub fn rewrite_chunk(
             };
             let bytes = generated_bytes(delta);
             if bytes > 0 {
-                tally.add(&[bytes]);
+                tally.add(Generated::one(bytes));
             }
         }
     }
