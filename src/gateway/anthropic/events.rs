@@ -103,7 +103,7 @@ impl StreamRewrite for Events {
     fn event(&mut self, ev: &SseEvent, tally: &mut Tally) -> Result<Step, String> {
         // Multi-line data arrives joined by LF; in JSON an LF is whitespace between tokens.
         let joined;
-        let data = if ev.data.contains('\n') {
+        let data = if memchr::memchr(b'\n', ev.data.as_bytes()).is_some() {
             joined = ev.data.replace('\n', " ");
             joined.as_str()
         } else {

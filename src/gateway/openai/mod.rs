@@ -96,9 +96,10 @@ impl StreamRewrite for Chunks {
     fn event(&mut self, ev: &SseEvent, tally: &mut Tally) -> Result<Step, String> {
         // Data split over several `data:` lines arrives joined by LF; in JSON an LF can only
         // be whitespace between tokens, so a space keeps the meaning and the event stays on
-        // one line for the client.
+        // one line for the client. (memchr's search: `str::contains` was ~300 instructions an
+        // event.)
         let joined;
-        let d = if ev.data.contains('\n') {
+        let d = if memchr::memchr(b'\n', ev.data.as_bytes()).is_some() {
             joined = ev.data.replace('\n', " ");
             joined.as_str()
         } else {

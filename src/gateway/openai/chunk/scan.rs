@@ -336,7 +336,8 @@ impl<'a> Cursor<'a> {
 
     /// The string at the cursor (on its `"`): its start, its decoded length in bytes, whether
     /// it held an escape; the cursor ends past the closing quote.
-    #[inline]
+    // Inlined into its three callers: a call here cost more than the scan of a short string.
+    #[inline(always)]
     fn string_at(&mut self) -> Option<(usize, usize, bool)> {
         let start = self.i;
         self.i += 1;
@@ -378,6 +379,7 @@ impl<'a> Cursor<'a> {
 
     /// The escape at the cursor (on its `\`): its decoded length in bytes. A `\u` escape of
     /// half a surrogate pair is taken only as a whole pair.
+    #[inline(never)]
     fn escape(&mut self) -> Option<usize> {
         self.i += 1;
         let e = *self.b.get(self.i)?;
