@@ -3,6 +3,7 @@
 //! ([`chunk`]); whatever that view does not take goes through the JSON tree ([`tree`]).
 
 mod chunk;
+mod cursor;
 mod request;
 mod tree;
 mod usage;

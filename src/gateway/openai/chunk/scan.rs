@@ -1,13 +1,14 @@
 //! A one-pass scanner for the common shape of a chunk or answer, in front of the serde view.
 //!
 //! Hand-written, and why: under callgrind the serde view (`View`, `Obj`, `IgnoredAny`) was
-//! ~5.5k instructions per streamed chunk, ~19 % of a streamed request (bench/PROFILE.md),
-//! most of it serde_json matching every key through its `MapAccess` and skipping values one
-//! token at a time. This reads the same few members in one walk over the bytes.
+//! ~7k instructions per streamed chunk, 71k of a ~370k-instruction streamed request
+//! (bench/PROFILE.md), most of it serde_json matching every key through its `MapAccess` and
+//! skipping values one token at a time. This reads the same few members in one walk over the
+//! bytes with the `cursor` (strings eight bytes at a time): 36.8k for the same request.
 //!
 //! It is a filter, not a second source of truth: whenever it is not sure it would read the
 //! text as the serde view does — an escaped key, a repeated known member, a `\u` escape that
-//! is not a whole character, nesting deeper than [`MAX_DEPTH`] — it answers `None` and the
+//! is not a whole character, nesting deeper than the cursor takes — it answers `None` and the
 //! serde view reads the text. Where it answers, the property test in `proptests.rs` holds it
 //! to the serde view's reading, field for field. It validates the whole text as JSON (the
 //! relay passes it on verbatim): strings without raw control characters and with valid
@@ -15,29 +16,11 @@
 
 use super::{Output, Parts};
 use crate::gateway::dialect::Generated;
-
-/// Deeper nesting is left to serde (its own limit is 128).
-const MAX_DEPTH: u32 = 64;
-
-/// The bytes of the word (eight bytes of a string, little-endian) that are `"`, `\` or a
-/// control character, as each byte's high bit: the classic "has a zero byte" and "has a byte
-/// less than n" tests. A borrow can mark a byte above a true one, never below, so the lowest
-/// bit set is the first such byte exactly.
-fn ends_run(x: u64) -> u64 {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let less = |v: u64, n: u64| v.wrapping_sub(ONES * n) & !v & HIGH;
-    less(x ^ (ONES * b'"' as u64), 1) | less(x ^ (ONES * b'\\' as u64), 1) | less(x, 0x20)
-}
+use crate::gateway::openai::cursor::Cursor;
 
 /// Read `data` as the serde view would, or `None` to let the serde view decide.
 pub(super) fn scan(data: &str, output: Output) -> Option<Parts<'_>> {
-    let mut c = Cursor {
-        s: data,
-        b: data.as_bytes(),
-        i: 0,
-        depth: 0,
-    };
+    let mut c = Cursor::new(data);
     let mut p = Parts {
         model: None,
         has_choices: false,
@@ -71,8 +54,7 @@ pub(super) fn scan(data: &str, output: Output) -> Option<Parts<'_>> {
         }
         _ => c.skip_value(),
     })?;
-    c.ws();
-    (c.i == c.b.len()).then_some(p)
+    c.at_end().then_some(p)
 }
 
 /// A member read as raw text (`null` included); a second one is serde's "duplicate field".
@@ -80,10 +62,7 @@ fn once_raw<'a>(c: &mut Cursor<'a>, slot: &mut Option<&'a str>) -> Option<()> {
     if slot.is_some() {
         return None;
     }
-    c.ws();
-    let start = c.i;
-    c.skip_value()?;
-    *slot = Some(&c.s[start..c.i]);
+    *slot = Some(c.raw_value()?);
     Some(())
 }
 
@@ -173,274 +152,4 @@ fn once_text(c: &mut Cursor<'_>, slot: &mut Option<usize>) -> Option<()> {
     }
     *slot = Some(if c.null() { 0 } else { c.text()? });
     Some(())
-}
-
-/// The walk over the text; every method answers `None` where the text is not JSON, or not
-/// JSON this scanner is sure to read as serde does.
-struct Cursor<'a> {
-    s: &'a str,
-    b: &'a [u8],
-    i: usize,
-    depth: u32,
-}
-
-impl<'a> Cursor<'a> {
-    /// JSON's whitespace (serde_json's: space, LF, CR, tab).
-    fn ws(&mut self) {
-        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.b.get(self.i) {
-            self.i += 1;
-        }
-    }
-
-    fn peek(&mut self) -> Option<u8> {
-        self.ws();
-        self.b.get(self.i).copied()
-    }
-
-    fn eat(&mut self, byte: u8) -> Option<()> {
-        (self.peek()? == byte).then(|| self.i += 1)
-    }
-
-    /// `null` next (after whitespace): consumed, `true`.
-    fn null(&mut self) -> bool {
-        self.peek();
-        let yes = self.b[self.i..].starts_with(b"null");
-        if yes {
-            self.i += 4;
-        }
-        yes
-    }
-
-    fn enter(&mut self) -> Option<()> {
-        self.depth += 1;
-        (self.depth <= MAX_DEPTH).then_some(())
-    }
-
-    /// An object; `f` reads each member's value, given its key (unescaped keys only).
-    fn members(&mut self, mut f: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
-        self.eat(b'{')?;
-        self.enter()?;
-        if self.peek()? == b'}' {
-            self.i += 1;
-        } else {
-            loop {
-                if self.peek()? != b'"' {
-                    return None;
-                }
-                let (start, _, escaped) = self.string_at()?;
-                if escaped {
-                    return None;
-                }
-                let key = &self.s[start + 1..self.i - 1];
-                self.eat(b':')?;
-                f(self, key)?;
-                match self.peek()? {
-                    b',' => self.i += 1,
-                    b'}' => {
-                        self.i += 1;
-                        break;
-                    }
-                    _ => return None,
-                }
-            }
-        }
-        self.depth -= 1;
-        Some(())
-    }
-
-    /// An array; `f` reads each element.
-    fn elements(&mut self, mut f: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
-        self.eat(b'[')?;
-        self.enter()?;
-        if self.peek()? == b']' {
-            self.i += 1;
-        } else {
-            loop {
-                f(self)?;
-                match self.peek()? {
-                    b',' => self.i += 1,
-                    b']' => {
-                        self.i += 1;
-                        break;
-                    }
-                    _ => return None,
-                }
-            }
-        }
-        self.depth -= 1;
-        Some(())
-    }
-
-    /// Any value, checked and passed over.
-    fn skip_value(&mut self) -> Option<()> {
-        match self.peek()? {
-            b'{' => self.members(|c, _| c.skip_value()),
-            b'[' => self.elements(|c| c.skip_value()),
-            b'"' => self.string_at().map(drop),
-            b't' => self.literal(b"true"),
-            b'f' => self.literal(b"false"),
-            b'n' => self.literal(b"null"),
-            _ => self.number(),
-        }
-    }
-
-    fn literal(&mut self, word: &[u8]) -> Option<()> {
-        self.b[self.i..]
-            .starts_with(word)
-            .then(|| self.i += word.len())
-    }
-
-    /// JSON's number grammar: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`.
-    fn number(&mut self) -> Option<()> {
-        if self.b.get(self.i) == Some(&b'-') {
-            self.i += 1;
-        }
-        match self.b.get(self.i)? {
-            b'0' => self.i += 1,
-            b'1'..=b'9' => self.digits(),
-            _ => return None,
-        }
-        if self.b.get(self.i) == Some(&b'.') {
-            self.i += 1;
-            self.some_digits()?;
-        }
-        if let Some(b'e' | b'E') = self.b.get(self.i) {
-            self.i += 1;
-            if let Some(b'+' | b'-') = self.b.get(self.i) {
-                self.i += 1;
-            }
-            self.some_digits()?;
-        }
-        Some(())
-    }
-
-    fn digits(&mut self) {
-        while self.b.get(self.i).is_some_and(u8::is_ascii_digit) {
-            self.i += 1;
-        }
-    }
-
-    fn some_digits(&mut self) -> Option<()> {
-        let at = self.i;
-        self.digits();
-        (self.i > at).then_some(())
-    }
-
-    /// A string next (after whitespace): its decoded length in bytes.
-    fn text(&mut self) -> Option<usize> {
-        if self.peek()? != b'"' {
-            return None;
-        }
-        self.string_at().map(|(_, len, _)| len)
-    }
-
-    /// The string at the cursor (on its `"`): its start, its decoded length in bytes, whether
-    /// it held an escape; the cursor ends past the closing quote.
-    // Inlined into its three callers: a call here cost more than the scan of a short string.
-    #[inline(always)]
-    fn string_at(&mut self) -> Option<(usize, usize, bool)> {
-        let start = self.i;
-        self.i += 1;
-        let mut len = 0;
-        let mut escaped = false;
-        loop {
-            let run = self.i;
-            // Eight bytes at a time up to the first that ends the run; byte by byte only in the
-            // text's last seven bytes.
-            while let Some(w) = self.b[self.i..].first_chunk::<8>() {
-                let found = ends_run(u64::from_le_bytes(*w));
-                if found != 0 {
-                    self.i += (found.trailing_zeros() / 8) as usize;
-                    break;
-                }
-                self.i += 8;
-            }
-            while let Some(&b) = self.b.get(self.i) {
-                if b == b'"' || b == b'\\' || b < 0x20 {
-                    break;
-                }
-                self.i += 1;
-            }
-            len += self.i - run;
-            match self.b.get(self.i)? {
-                b'"' => {
-                    self.i += 1;
-                    return Some((start, len, escaped));
-                }
-                b'\\' => {
-                    escaped = true;
-                    len += self.escape()?;
-                }
-                // A raw control character: serde_json refuses it.
-                _ => return None,
-            }
-        }
-    }
-
-    /// The escape at the cursor (on its `\`): its decoded length in bytes. A `\u` escape of
-    /// half a surrogate pair is taken only as a whole pair.
-    #[inline(never)]
-    fn escape(&mut self) -> Option<usize> {
-        self.i += 1;
-        let e = *self.b.get(self.i)?;
-        self.i += 1;
-        match e {
-            b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Some(1),
-            b'u' => {
-                let cp = self.hex4()?;
-                match cp {
-                    0..=0x7f => Some(1),
-                    0x80..=0x7ff => Some(2),
-                    0xd800..=0xdbff => {
-                        if !self.b[self.i..].starts_with(b"\\u") {
-                            return None;
-                        }
-                        self.i += 2;
-                        matches!(self.hex4()?, 0xdc00..=0xdfff).then_some(4)
-                    }
-                    0xdc00..=0xdfff => None,
-                    _ => Some(3),
-                }
-            }
-            _ => None,
-        }
-    }
-
-    fn hex4(&mut self) -> Option<u32> {
-        let digits = self.b.get(self.i..self.i + 4)?;
-        let mut v = 0;
-        for d in digits {
-            v = v * 16 + (*d as char).to_digit(16)?;
-        }
-        self.i += 4;
-        Some(v)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::ends_run;
-
-    fn ends(b: u8) -> bool {
-        b == b'"' || b == b'\\' || b < 0x20
-    }
-
-    /// Every pair of byte values at several pairs of places in a word: the word test finds the
-    /// first byte a byte-by-byte test would (one it missed would skip a string's end).
-    #[test]
-    fn the_word_test_is_the_byte_test() {
-        for a in 0..=255u8 {
-            for b in 0..=255u8 {
-                for (p, q) in [(0, 7), (3, 4), (7, 0), (5, 5)] {
-                    let mut w = [b'a'; 8];
-                    w[p] = a;
-                    w[q] = b;
-                    let first = w.iter().position(|&c| ends(c));
-                    let found = ends_run(u64::from_le_bytes(w));
-                    let got = (found != 0).then(|| (found.trailing_zeros() / 8) as usize);
-                    assert_eq!(got, first, "{w:?}");
-                }
-            }
-        }
-    }
 }
