@@ -172,3 +172,30 @@ fn written_json_reads_back_as_the_same_value() {
         assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), v, "{text}");
     }
 }
+
+/// `text` with one edit at byte `i` (moved back to a char boundary): `cut` bytes taken out,
+/// `put` put in.
+pub fn edited(text: &str, i: usize, cut: usize, put: &str) -> String {
+    let mut i = i.min(text.len());
+    while !text.is_char_boundary(i) {
+        i -= 1;
+    }
+    let mut j = (i + cut).min(text.len());
+    while !text.is_char_boundary(j) {
+        j -= 1;
+    }
+    format!("{}{}{}", &text[..i], put, &text[j..])
+}
+
+/// Where an edit is tried: just after every `{`, `[`, `,`, `:` and `"` (where a member, a
+/// value or an escape put in keeps the text JSON more often than not), and at `at`.
+pub fn edit_places(text: &str, at: prop::sample::Index) -> Vec<usize> {
+    let mut places: Vec<usize> = text
+        .bytes()
+        .enumerate()
+        .filter(|(_, b)| b"{[,:\"".contains(b))
+        .map(|(i, _)| i + 1)
+        .collect();
+    places.push(at.index(text.len() + 1));
+    places
+}

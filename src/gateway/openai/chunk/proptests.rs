@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 use super::{Output, UpstreamErrorEvent, answer, read, scan::scan, view_parts};
 use crate::gateway::dialect::{Generated, PublicModel, Tally};
 use crate::gateway::openai::tree::{generated_bytes, rewrite_answer, rewrite_chunk};
-use crate::proptest_support::{json, number, style, text, write};
+use crate::proptest_support::{edit_places, edited, json, number, style, text, write};
 
 /// The keys the splicer reads, for arbitrary JSON to hit them often.
 const KEYS: &[&str] = &[
@@ -335,33 +335,6 @@ const EDIT_BYTES: &[&str] = &[
     "\"name\":\"n\",",
     "\"arguments\":\"a\",",
 ];
-
-/// `text` with one edit at byte `i` (moved back to a char boundary): `cut` bytes taken out,
-/// `put` put in.
-fn edited(text: &str, i: usize, cut: usize, put: &str) -> String {
-    let mut i = i.min(text.len());
-    while !text.is_char_boundary(i) {
-        i -= 1;
-    }
-    let mut j = (i + cut).min(text.len());
-    while !text.is_char_boundary(j) {
-        j -= 1;
-    }
-    format!("{}{}{}", &text[..i], put, &text[j..])
-}
-
-/// Where an edit is tried: just after every `{`, `[`, `,`, `:` and `"` (where a member, a
-/// value or an escape put in keeps the text JSON more often than not), and at `at`.
-fn edit_places(text: &str, at: prop::sample::Index) -> Vec<usize> {
-    let mut places: Vec<usize> = text
-        .bytes()
-        .enumerate()
-        .filter(|(_, b)| b"{[,:\"".contains(b))
-        .map(|(i, _)| i + 1)
-        .collect();
-    places.push(at.index(text.len() + 1));
-    places
-}
 
 /// Where the scanner answers, it answers as the serde view does, for both readings: the same
 /// parts, and `model` and `usage` at the same place in the text (the splice cuts there).

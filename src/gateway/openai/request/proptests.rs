@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 
 use super::{ChatRequest, usage_from_json};
 use crate::gateway::dialect::ClientRequest;
-use crate::proptest_support::{json, json_sized, style, text, write};
+use crate::proptest_support::{edit_places, edited, json, json_sized, style, text, write};
 
 /// The keys the parser reads, for arbitrary JSON to hit them often.
 const KEYS: &[&str] = &[
@@ -201,6 +201,63 @@ fn part() -> impl Strategy<Value = Value> {
     json_sized(KEYS, 2, 8)
 }
 
+/// Edits for the top-level walk: tokens that make or break JSON, escapes, whitespace JSON
+/// does not have, and members put in again.
+const TOP_EDITS: &[&str] = &[
+    "",
+    "{",
+    "}",
+    "[",
+    "]",
+    "\"",
+    ",",
+    ":",
+    "\\",
+    "\\u",
+    "\\ud800",
+    "\\n",
+    "0",
+    "01",
+    "-",
+    ".",
+    "1e",
+    "E+",
+    "null",
+    "nul",
+    "true",
+    " ",
+    "\r\n",
+    "\u{c}",
+    "\u{1}",
+    "é",
+    "\"model\":\"m\",",
+    "\"stream\":true,",
+    "\"n\":2,",
+    "\"messages\":[],",
+    "\"mod\\u0065l\":",
+];
+
+/// Where the cursor walks `text`'s top level, serde reads the same members at the same places.
+fn walked_as_serde(text: &str) -> Result<(), TestCaseError> {
+    let raw = text.as_bytes();
+    if let Some(walked) = super::view::top_walked(raw) {
+        let at = |all: &[(std::borrow::Cow<'_, str>, &str)]| -> Vec<(String, String, usize)> {
+            all.iter()
+                .map(|(n, v)| {
+                    (
+                        n.to_string(),
+                        v.to_string(),
+                        v.as_ptr() as usize - raw.as_ptr() as usize,
+                    )
+                })
+                .collect()
+        };
+        let serde = super::view::top_by_serde(raw);
+        prop_assert_eq!(Some(at(&walked)), serde.as_deref().map(at), "{}", text);
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -310,6 +367,25 @@ proptest! {
         let q: Value = serde_json::from_slice(&q).unwrap();
         let t: Value = serde_json::from_slice(&tree.upstream_body("up", "key_x", 7)).unwrap();
         prop_assert_eq!(q, t);
+    }
+
+    /// The top-level members as the cursor walks them are serde's (names, value texts, and
+    /// where each value starts), wherever the cursor answers: on requests and arbitrary JSON,
+    /// as written and with an edit that may break them tried at every place.
+    #[test]
+    fn the_walked_members_are_serdes(
+        body in prop_oneof![3 => valid().prop_map(|a| Value::Object(a.body)), 1 => json(KEYS)],
+        st in style(),
+        at in any::<prop::sample::Index>(),
+        cut in prop_oneof![2 => Just(0usize), 1 => 1usize..4],
+    ) {
+        let text = write(&body, &st);
+        walked_as_serde(&text)?;
+        for i in edit_places(&text, at) {
+            for put in TOP_EDITS {
+                walked_as_serde(&edited(&text, i, cut, put))?;
+            }
+        }
     }
 
     /// Arbitrary bytes never panic.

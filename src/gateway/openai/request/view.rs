@@ -25,6 +25,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::gateway::openai::chunk::Obj;
+use crate::gateway::openai::cursor::Cursor;
 
 /// A request read by its top-level members.
 #[derive(Debug)]
@@ -261,15 +262,15 @@ struct StreamOptions {
 
 /// Bytes of the compact JSON text of `raw` (what `Value::to_string` gives), as the tree
 /// counts tool calls and tools.
-fn compact_len(raw: &RawValue) -> Option<u64> {
-    let v: Value = serde_json::from_str(raw.get()).ok()?;
+fn compact_len(raw: &str) -> Option<u64> {
+    let v: Value = serde_json::from_str(raw).ok()?;
     Some(v.to_string().len() as u64)
 }
 
 /// A count the client may set: absent or null is `None`; a positive integer is the count;
 /// anything else is `Err` (for the tree to report).
-fn count(raw: Option<&RawValue>) -> Result<Option<u64>, ()> {
-    match raw.map(RawValue::get) {
+fn count(raw: Option<&str>) -> Result<Option<u64>, ()> {
+    match raw {
         None | Some("null") => Ok(None),
         Some(text) => match serde_json::from_str::<u64>(text) {
             Ok(n) if n >= 1 => Ok(Some(n)),
@@ -278,10 +279,34 @@ fn count(raw: Option<&RawValue>) -> Result<Option<u64>, ()> {
     }
 }
 
+/// The top-level members of `raw` (a JSON object), in order, repeats included: each name and
+/// its value's text; `None` when the body is not a JSON object. Walked by the `cursor` where it
+/// can; a body with an escaped name, or anything else it is not sure of, is read by serde.
+fn top(raw: &[u8]) -> Option<Vec<(Cow<'_, str>, &str)>> {
+    top_walked(raw).or_else(|| top_by_serde(raw))
+}
+
+/// [`top`] by the cursor, or `None` (the property test holds it to [`top_by_serde`]).
+pub(super) fn top_walked(raw: &[u8]) -> Option<Vec<(Cow<'_, str>, &str)>> {
+    let mut c = Cursor::new(std::str::from_utf8(raw).ok()?);
+    let mut all = Vec::new();
+    c.members(|c, name| {
+        all.push((Cow::Borrowed(name), c.raw_value()?));
+        Some(())
+    })?;
+    c.at_end().then_some(all)
+}
+
+/// [`top`] by serde_json.
+pub(super) fn top_by_serde(raw: &[u8]) -> Option<Vec<(Cow<'_, str>, &str)>> {
+    let Top(all) = serde_json::from_slice(raw).ok()?;
+    Some(all.into_iter().map(|(n, v)| (n, v.get())).collect())
+}
+
 /// Read `raw` the quick way; `None` for anything this reading does not take (the tree
 /// decides those).
 pub(super) fn parse(raw: &Bytes) -> Option<Read> {
-    let Top(all) = serde_json::from_slice(raw).ok()?;
+    let all = top(raw)?;
     // A repeated name keeps its first place and takes the last value. Bodies with many
     // members (nothing a chat client sends) go through the tree rather than a quadratic scan.
     if all.len() > 64 {
@@ -289,10 +314,10 @@ pub(super) fn parse(raw: &Bytes) -> Option<Read> {
     }
     let base = raw.as_ptr() as usize;
     let mut members: Vec<(String, Range<usize>)> = Vec::with_capacity(all.len());
-    let mut values: Vec<&RawValue> = Vec::with_capacity(all.len());
+    let mut values: Vec<&str> = Vec::with_capacity(all.len());
     for (name, value) in all {
-        let start = value.get().as_ptr() as usize - base;
-        let span = start..start + value.get().len();
+        let start = value.as_ptr() as usize - base;
+        let span = start..start + value.len();
         match members.iter().position(|(n, _)| *n == name) {
             Some(i) => {
                 members[i].1 = span;
@@ -310,11 +335,11 @@ pub(super) fn parse(raw: &Bytes) -> Option<Read> {
             .position(|(n, _)| n == name)
             .map(|i| values[i])
     };
-    let Text(model) = serde_json::from_str(get("model")?.get()).ok()?;
+    let Text(model) = serde_json::from_str(get("model")?).ok()?;
     if model.is_empty() {
         return None;
     }
-    let messages: Vec<Obj<Message<'_>>> = serde_json::from_str(get("messages")?.get()).ok()?;
+    let messages: Vec<Obj<Message<'_>>> = serde_json::from_str(get("messages")?).ok()?;
     if messages.is_empty() {
         return None;
     }
@@ -324,18 +349,18 @@ pub(super) fn parse(raw: &Bytes) -> Option<Read> {
         text_bytes += m.content.as_ref().map_or(0, |c| c.0);
         text_bytes += m.reasoning_content.as_ref().map_or(0, |r| r.0);
         if let Some(calls) = m.tool_calls {
-            text_bytes += compact_len(calls)?;
+            text_bytes += compact_len(calls.get())?;
         }
     }
     if let Some(tools) = get("tools") {
         text_bytes += compact_len(tools)?;
     }
-    let stream = match get("stream").map(RawValue::get) {
+    let stream = match get("stream") {
         None | Some("null") | Some("false") => false,
         Some("true") => true,
         Some(_) => return None,
     };
-    let include_usage = match get("stream_options").map(RawValue::get) {
+    let include_usage = match get("stream_options") {
         None | Some("null") => false,
         Some(text) => {
             let Obj(o): Obj<StreamOptions> = serde_json::from_str(text).ok()?;
