@@ -173,6 +173,16 @@ fn written_json_reads_back_as_the_same_value() {
     }
 }
 
+/// Edits that make or break JSON, for [`edited`]: structural tokens, escapes whole and
+/// broken, number forms, literals whole and cut, whitespace JSON has and has not, a raw
+/// control character.
+pub const JSON_EDITS: &[&str] = &[
+    "", "{", "}", "[", "]", "\"", ",", ":", "\\", "\\u", "\\ud83d", "\\udc00", "0", "01", "-", ".",
+    "e", "1e", "+", "null", "nul", "true", "tru", " ", "\t", "\u{1}", "\u{7f}", "é", "\u{c}",
+    "\u{b}", "\u{a0}", "\r\n", "\\n", "\\t", "\\/", "\\b", "\\x", "E", "E+", "e-", "1E5",
+    "\\ud800",
+];
+
 /// `text` with one edit at byte `i` (moved back to a char boundary): `cut` bytes taken out,
 /// `put` put in.
 pub fn edited(text: &str, i: usize, cut: usize, put: &str) -> String {

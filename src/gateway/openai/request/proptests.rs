@@ -10,7 +10,9 @@ use serde_json::{Map, Value, json};
 
 use super::{ChatRequest, usage_from_json};
 use crate::gateway::dialect::ClientRequest;
-use crate::proptest_support::{edit_places, edited, json, json_sized, style, text, write};
+use crate::proptest_support::{
+    JSON_EDITS, edit_places, edited, json, json_sized, style, text, write,
+};
 
 /// The keys the parser reads, for arbitrary JSON to hit them often.
 const KEYS: &[&str] = &[
@@ -201,35 +203,9 @@ fn part() -> impl Strategy<Value = Value> {
     json_sized(KEYS, 2, 8)
 }
 
-/// Edits for the top-level walk: tokens that make or break JSON, escapes, whitespace JSON
-/// does not have, and members put in again.
-const TOP_EDITS: &[&str] = &[
-    "",
-    "{",
-    "}",
-    "[",
-    "]",
-    "\"",
-    ",",
-    ":",
-    "\\",
-    "\\u",
-    "\\ud800",
-    "\\n",
-    "0",
-    "01",
-    "-",
-    ".",
-    "1e",
-    "E+",
-    "null",
-    "nul",
-    "true",
-    " ",
-    "\r\n",
-    "\u{c}",
-    "\u{1}",
-    "é",
+/// Members of a request put in again, and one behind an escaped name; with
+/// [`JSON_EDITS`], the edits the top-level walk is tried with.
+const MEMBER_EDITS: &[&str] = &[
     "\"model\":\"m\",",
     "\"stream\":true,",
     "\"n\":2,",
@@ -382,7 +358,7 @@ proptest! {
         let text = write(&body, &st);
         walked_as_serde(&text)?;
         for i in edit_places(&text, at) {
-            for put in TOP_EDITS {
+            for put in JSON_EDITS.iter().chain(MEMBER_EDITS) {
                 walked_as_serde(&edited(&text, i, cut, put))?;
             }
         }
