@@ -2,7 +2,8 @@
 //! text lengths, the `usage` (last chunk), whether it is an error event, and two edits — the
 //! public model name, and dropping `usage` for a client that did not ask for it. Both edits are
 //! splices into the original text, so a chunk is never re-serialised; anything unexpected falls
-//! back to the tree-based rewrite, which is always correct.
+//! back to the tree-based rewrite, which is always correct. The reading itself is done by a
+//! one-pass scanner (`scan.rs`) where it is sure, else by the serde view below.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -16,6 +17,8 @@ use serde_json::value::RawValue;
 use super::usage::usage_from_text;
 use crate::gateway::billing::Usage;
 use crate::gateway::dialect::{Generated, PublicModel};
+
+mod scan;
 
 /// The parts of a chunk the relay reads. Unknown fields are skipped without allocation.
 #[derive(Deserialize)]
@@ -319,7 +322,6 @@ fn member_span(obj: &str, key: &str, value: &str) -> Option<(usize, usize)> {
 
 #[cfg(test)]
 mod proptests;
-mod scan;
 #[cfg(test)]
 mod tests {
     use super::*;
