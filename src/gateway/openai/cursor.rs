@@ -160,6 +160,58 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    /// Any value, checked and passed over, and the length of the compact text serde_json
+    /// writes for it once read into a `Value` (`Value::to_string`): no whitespace, strings
+    /// escaped its way. `None` where that text is not sure to be a plain function of this one:
+    /// a float (its digits are ryu's), an integer that may not fit 64 bits, `-0`, a key twice
+    /// in one object (the map keeps one), an object of more than 32 members.
+    pub(super) fn compact_len(&mut self) -> Option<u64> {
+        match self.peek()? {
+            b'{' => {
+                let mut keys: [&str; 32] = [""; 32];
+                let (mut n, mut len) = (0, 1u64);
+                self.members(|c, key| {
+                    if n == keys.len() || keys[..n].contains(&key) {
+                        return None;
+                    }
+                    keys[n] = key;
+                    n += 1;
+                    // `"key":` and the value, then a `,` or the closing `}`.
+                    len += key.len() as u64 + 4 + c.compact_len()?;
+                    Some(())
+                })?;
+                Some(len.max(2))
+            }
+            b'[' => {
+                let mut len = 1u64;
+                self.elements(|c| {
+                    len += c.compact_len()? + 1;
+                    Some(())
+                })?;
+                Some(len.max(2))
+            }
+            b'"' => {
+                let (start, _, escaped) = self.string_at()?;
+                if escaped {
+                    Some(2 + compact_escaped(&self.b[start + 1..self.i - 1]))
+                } else {
+                    Some((self.i - start) as u64)
+                }
+            }
+            b't' => self.literal(b"true").map(|()| 4),
+            b'f' => self.literal(b"false").map(|()| 5),
+            b'n' => self.literal(b"null").map(|()| 4),
+            _ => {
+                let start = self.i;
+                self.number()?;
+                let text = &self.b[start..self.i];
+                let digits = text.strip_prefix(b"-").unwrap_or(text);
+                let integer = digits.iter().all(u8::is_ascii_digit);
+                (integer && digits.len() <= 18 && text != b"-0").then_some(text.len() as u64)
+            }
+        }
+    }
+
     fn literal(&mut self, word: &[u8]) -> Option<()> {
         self.b[self.i..]
             .starts_with(word)
@@ -291,6 +343,49 @@ impl<'a> Cursor<'a> {
         self.i += 4;
         Some(v)
     }
+}
+
+/// The compact length, as serde_json writes it, of a string's content (between its quotes)
+/// that holds escapes, already checked by [`Cursor::string_at`]: `"` and `\` and the controls
+/// with a short form take two bytes, other controls six (`\u00XX`), everything else its UTF-8.
+fn compact_escaped(content: &[u8]) -> u64 {
+    let mut len = 0;
+    let mut i = 0;
+    while i < content.len() {
+        if content[i] != b'\\' {
+            len += 1;
+            i += 1;
+            continue;
+        }
+        let e = content.get(i + 1).copied().unwrap_or(b'\\');
+        i += 2;
+        len += match e {
+            b'/' => 1,
+            b'u' => {
+                let cp = content
+                    .get(i..i + 4)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u32::from_str_radix(h, 16).ok())
+                    .unwrap_or(0);
+                i += 4;
+                match cp {
+                    0x08 | 0x09 | 0x0a | 0x0c | 0x0d | 0x22 | 0x5c => 2,
+                    0..=0x1f => 6,
+                    0x20..=0x7f => 1,
+                    0x80..=0x7ff => 2,
+                    // A high surrogate: its low half (checked) follows; the pair is 4 bytes.
+                    0xd800..=0xdbff => {
+                        i += 6;
+                        4
+                    }
+                    _ => 3,
+                }
+            }
+            // `"`, `\` and b, f, n, r, t: written back as the same two bytes.
+            _ => 2,
+        };
+    }
+    len
 }
 
 #[cfg(test)]

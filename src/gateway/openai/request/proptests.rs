@@ -213,6 +213,19 @@ const MEMBER_EDITS: &[&str] = &[
     "\"mod\\u0065l\":",
 ];
 
+/// Where the cursor counts `text`'s compact length, it is the tree's.
+fn compact_as_tree(text: &str) -> Result<(), TestCaseError> {
+    if let Some(walked) = super::view::compact_len_walked(text) {
+        prop_assert_eq!(
+            Some(walked),
+            super::view::compact_len_of_tree(text),
+            "{}",
+            text
+        );
+    }
+    Ok(())
+}
+
 /// Where the cursor walks `text`'s top level, serde reads the same members at the same places.
 fn walked_as_serde(text: &str) -> Result<(), TestCaseError> {
     let raw = text.as_bytes();
@@ -364,6 +377,32 @@ proptest! {
         }
     }
 
+    /// The compact length the cursor counts is the length of the text serde_json writes for
+    /// the same JSON, wherever the cursor answers: on tool lists and arbitrary JSON, as
+    /// written and with an edit tried at every place.
+    #[test]
+    fn the_walked_compact_length_is_the_trees(
+        v in prop_oneof![1 => json(KEYS), 1 => prop::collection::vec(json_sized(KEYS, 3, 24), 0..4).prop_map(Value::Array)],
+        st in style(),
+        at in any::<prop::sample::Index>(),
+        cut in prop_oneof![2 => Just(0usize), 1 => 1usize..4],
+        members in prop::collection::vec((prop::sample::select(vec!["a", "b", "type"]), json_sized(KEYS, 2, 8)), 0..5),
+    ) {
+        let text = write(&v, &st);
+        compact_as_tree(&text)?;
+        for i in edit_places(&text, at) {
+            for put in JSON_EDITS {
+                compact_as_tree(&edited(&text, i, cut, put))?;
+            }
+        }
+        // An object that may name a key twice (a map cannot, so it is written by hand).
+        let members: Vec<String> = members
+            .iter()
+            .map(|(k, v)| format!("\"{k}\": {}", write(v, &st)))
+            .collect();
+        compact_as_tree(&format!("{{{}}}", members.join(",")))?;
+    }
+
     /// Arbitrary bytes never panic.
     #[test]
     fn arbitrary_bytes_never_panic(raw in prop::collection::vec(any::<u8>(), 0..256)) {
@@ -463,4 +502,40 @@ fn client_numbers_reach_upstream_unchanged() {
     let up = String::from_utf8(r.upstream_body("m", "k", 1)).unwrap();
     let sent = format!(r#""temperature":{}"#, serde_json::to_string(&t).unwrap());
     assert!(up.contains(&sent), "{up} lacks {sent}");
+}
+
+/// A tool list as agents send it (descriptions with quotes, line breaks and non-ASCII text,
+/// integer bounds, nested schemas) is counted by the cursor, not the tree, and to the byte.
+#[test]
+fn a_tool_list_is_counted_without_a_tree() {
+    let tools = json!([{
+        "type": "function",
+        "function": {
+            "name": "read_file",
+            "description": "Reads a file.\nUse \"offset\" for long files — caché.",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "path": {"type": "string"},
+                    "offset": {"type": "integer", "minimum": 0},
+                    "flags": {"type": "array", "items": {"enum": [true, false, null]}}
+                },
+                "required": ["path"]
+            }
+        }
+    }]);
+    // Compact, and spread over lines (the writer spells controls as `\u00XX`).
+    for st in [[5u8], [1]] {
+        let text = write(&tools, &st);
+        let walked = super::view::compact_len_walked(&text);
+        assert_eq!(walked, Some(tools.to_string().len() as u64), "{text}");
+        assert_eq!(walked, super::view::compact_len_of_tree(&text));
+    }
+    // Short escapes, an escaped slash, a character escaped that needs none.
+    let text = r#"[{"d": "a\nb\t\"c\"\/d\u00e9\u0001\ud83d\ude00", "n": -12}]"#;
+    assert_eq!(
+        super::view::compact_len_walked(text),
+        super::view::compact_len_of_tree(text)
+    );
+    assert!(super::view::compact_len_walked(text).is_some());
 }

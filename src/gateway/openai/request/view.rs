@@ -263,6 +263,20 @@ struct StreamOptions {
 /// Bytes of the compact JSON text of `raw` (what `Value::to_string` gives), as the tree
 /// counts tool calls and tools.
 fn compact_len(raw: &str) -> Option<u64> {
+    compact_len_walked(raw).or_else(|| compact_len_of_tree(raw))
+}
+
+/// [`compact_len`] by the cursor, without a tree (a tool list of ~10 KB cost ~650k
+/// instructions as a tree written out again); `None` where it is not sure (the property test
+/// holds it to [`compact_len_of_tree`]).
+pub(super) fn compact_len_walked(raw: &str) -> Option<u64> {
+    let mut c = Cursor::new(raw);
+    let len = c.compact_len()?;
+    c.at_end().then_some(len)
+}
+
+/// [`compact_len`] through a `Value`.
+pub(super) fn compact_len_of_tree(raw: &str) -> Option<u64> {
     let v: Value = serde_json::from_str(raw).ok()?;
     Some(v.to_string().len() as u64)
 }
