@@ -2,6 +2,8 @@
 //! bytes and arbitrary JSON never panic; every valid request parses to what it says, with a
 //! prompt estimate under the hold's upper bound; the upstream body keeps every client field but
 //! the ones the gateway owns; usage is read with absent counts as zero and a consistent split.
+//! And the cursor's walks against serde's readings: the top-level members (names, texts,
+//! places) and the compact length of tools, as written and with edits that may break them.
 
 use std::collections::BTreeSet;
 
