@@ -3,16 +3,18 @@
 # repeatable figure behind bench/PROFILE.md's "where the instructions go". Timings on a shared
 # machine are noisy; instruction counts are not (the same binary twice: within 0.2 %).
 #
-#   bench/callgrind.sh [BINARY] [SYNC] [N] [PATH]
+#   bench/callgrind.sh [BINARY] [SYNC] [N] [PATH] [BODY]
 #     BINARY  modelrelay built by bench/run.sh (default target/bench/cargo/release/modelrelay)
 #     SYNC    store.sync: full or normal (default normal)
 #     N       requests counted, after 300 of warm-up (default 2000)
-#     PATH    /v1/chat/completions (default) or /bench/passthrough/chat/completions
+#     PATH    /v1/chat/completions (default), /bench/passthrough/chat/completions or /v1/messages
+#     BODY    a file holding the request body (default: a two-message chat, not streamed);
+#             e.g. `bench/agent-body.py > /tmp/agent.json` for a Claude Code-shaped stream
 # Leaves the dump in target/bench/callgrind/cg.out.1 for callgrind_annotate --inclusive=yes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${1:-target/bench/cargo/release/modelrelay}
-sync=${2:-normal}; n=${3:-2000}; path=${4:-/v1/chat/completions}
+sync=${2:-normal}; n=${3:-2000}; path=${4:-/v1/chat/completions}; body=${5:-}
 mock=target/bench/cargo/release/mr-bench
 command -v valgrind >/dev/null || { echo "bench/callgrind.sh: needs valgrind" >&2; exit 1; }
 [ -x "$mock" ] || { echo "bench/callgrind.sh: build the harness first (bench/run.sh does)" >&2; exit 1; }
@@ -41,10 +43,12 @@ trap 'kill $gw_pid $mock_pid 2>/dev/null || true' EXIT
 for _ in $(seq 120); do curl -s -o /dev/null "http://127.0.0.1:$gw/healthz" && break; sleep 1; done
 key=$("$bin" keys create --plan pro --budget 100000 --config "$work/gw.toml")
 load() {
-  python3 - "$key" "$1" "$gw" "$path" <<'P'
+  python3 - "$key" "$1" "$gw" "$path" "$body" <<'P'
 import http.client, sys
 key, n, port, path = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 body = '{"model":"deepseek-v4-flash","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hello."}],"max_tokens":64}'
+if sys.argv[5]:
+    body = open(sys.argv[5], 'rb').read()
 c = http.client.HTTPConnection("127.0.0.1", port)
 for _ in range(n):
     c.request("POST", path, body, {"Authorization": "Bearer " + key, "Content-Type": "application/json"})
@@ -58,4 +62,4 @@ sleep 1
 callgrind_control -d "$gw_pid" >/dev/null
 sleep 2
 total=$(awk '/^totals:/ {print $2}' "$work/cg.out.1")
-echo "instructions per request: $((total / n)) ($path, store.sync = $sync, $n requests)"
+echo "instructions per request: $((total / n)) ($path${body:+, body $body}, store.sync = $sync, $n requests)"

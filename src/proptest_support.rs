@@ -73,16 +73,49 @@ pub fn write(v: &Value, style: &[u8]) -> String {
         style,
         at: 0,
         out: String::new(),
+        plain_names: false,
     };
     w.value(v);
     w.space();
     w.out
 }
 
+/// [`write`], but every member name written as serde_json writes it (escaped only where JSON
+/// requires): what clients send, and what the quick readings walk without giving up.
+pub fn write_plain_names(v: &Value, style: &[u8]) -> String {
+    let mut w = Writer {
+        style,
+        at: 0,
+        out: String::new(),
+        plain_names: true,
+    };
+    w.value(v);
+    w.space();
+    w.out
+}
+
+/// Whether `name` is written without an escape (no `"`, `\` or control character).
+pub fn plain_name(name: &str) -> bool {
+    !name
+        .chars()
+        .any(|c| c == '"' || c == '\\' || (c as u32) < 0x20)
+}
+
+/// Whether every member name in `v`, at any depth, is [`plain_name`].
+pub fn plain_names(v: &Value) -> bool {
+    match v {
+        Value::Object(o) => o.iter().all(|(k, v)| plain_name(k) && plain_names(v)),
+        Value::Array(a) => a.iter().all(plain_names),
+        _ => true,
+    }
+}
+
 struct Writer<'a> {
     style: &'a [u8],
     at: usize,
     out: String,
+    /// Member names as serde_json writes them ([`write_plain_names`]).
+    plain_names: bool,
 }
 
 impl Writer<'_> {
@@ -149,7 +182,11 @@ impl Writer<'_> {
                         self.out.push(',');
                     }
                     self.space();
-                    self.string(k);
+                    if self.plain_names {
+                        self.out.push_str(&Value::String(k.clone()).to_string());
+                    } else {
+                        self.string(k);
+                    }
                     self.space();
                     self.out.push(':');
                     self.value(item);
@@ -180,7 +217,7 @@ pub const JSON_EDITS: &[&str] = &[
     "", "{", "}", "[", "]", "\"", ",", ":", "\\", "\\u", "\\ud83d", "\\udc00", "0", "01", "-", ".",
     "e", "1e", "+", "null", "nul", "true", "tru", " ", "\t", "\u{1}", "\u{7f}", "é", "\u{c}",
     "\u{b}", "\u{a0}", "\r\n", "\\n", "\\t", "\\/", "\\b", "\\x", "E", "E+", "e-", "1E5",
-    "\\ud800",
+    "\\ud800", "9e999",
 ];
 
 /// `text` with one edit at byte `i` (moved back to a char boundary): `cut` bytes taken out,

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod billing;
 pub mod dialect;
 pub mod error;
+mod json;
 pub mod models;
 pub mod openai;
 #[cfg(feature = "bench-passthrough")]

@@ -1,5 +1,7 @@
 //! A minimal, instant DeepSeek: `POST /chat/completions` answers at once with a DeepSeek-shaped
-//! JSON body, or an SSE stream whose last content chunk carries `usage` (as DeepSeek does).
+//! JSON body, or an SSE stream whose last content chunk carries `usage` (as DeepSeek does);
+//! `POST …/v1/messages` (DeepSeek's Anthropic-format endpoint) answers with a Messages body or
+//! Messages events, usage in `message_start` and `message_delta`.
 //!
 //! It must never be the bottleneck, so the answers are rendered once and the request body is only
 //! skimmed for what changes the answer: `"stream": true`, and a slow-stream order in the last
@@ -54,7 +56,12 @@ struct Msg {
 
 struct Rendered {
     json: Bytes,
+    /// The Messages answer (Anthropic's format).
+    message: Bytes,
 }
+
+/// The Messages usage: 4 cache misses, 8 hits, 8 output tokens (the same request as `USAGE`).
+const MESSAGES_USAGE: &str = r#"{"input_tokens":4,"cache_read_input_tokens":8,"cache_creation_input_tokens":0,"output_tokens":8}"#;
 
 /// Serve until the process is killed.
 pub async fn serve(listen: SocketAddr) -> anyhow::Result<()> {
@@ -63,6 +70,9 @@ pub async fn serve(listen: SocketAddr) -> anyhow::Result<()> {
     let rendered = Arc::new(Rendered {
         json: Bytes::from(format!(
             r#"{{"id":"mock-1","object":"chat.completion","created":1764000000,"model":"deepseek-v4-flash","choices":[{{"index":0,"message":{{"role":"assistant","content":"Hello from the mock upstream."}},"logprobs":null,"finish_reason":"stop"}}],"usage":{USAGE},"system_fingerprint":"fp_mock"}}"#
+        )),
+        message: Bytes::from(format!(
+            r#"{{"id":"msg_mock","type":"message","role":"assistant","model":"deepseek-v4-flash","content":[{{"type":"text","text":"Hello from the mock upstream."}}],"stop_reason":"end_turn","stop_sequence":null,"usage":{MESSAGES_USAGE}}}"#
         )),
     });
     loop {
@@ -88,6 +98,7 @@ pub async fn serve(listen: SocketAddr) -> anyhow::Result<()> {
 }
 
 async fn handle(req: Request<Incoming>, r: Arc<Rendered>) -> Result<Response<Body>, Infallible> {
+    let messages = req.uri().path().ends_with("/v1/messages");
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => return Ok(status(StatusCode::BAD_REQUEST)),
@@ -96,9 +107,10 @@ async fn handle(req: Request<Incoming>, r: Arc<Rendered>) -> Result<Response<Bod
         return Ok(status(StatusCode::BAD_REQUEST));
     };
     if !skim.stream {
+        let json = if messages { &r.message } else { &r.json };
         return Ok(Response::builder()
             .header("content-type", "application/json")
-            .body(Full::new(r.json.clone()).boxed())
+            .body(Full::new(json.clone()).boxed())
             .unwrap_or_else(|_| status(StatusCode::INTERNAL_SERVER_ERROR)));
     }
     let (chunks, interval) = slow_order(&skim).unwrap_or((FAST_CHUNKS, 0));
@@ -114,31 +126,14 @@ async fn handle(req: Request<Incoming>, r: Arc<Rendered>) -> Result<Response<Bod
         ""
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
+    let pieces = if messages {
+        message_events(&model, chunks)
+    } else {
+        chat_chunks(&model, chunks, null_usage)
+    };
     tokio::spawn(async move {
-        let head = |s: &str| {
-            format!(
-                r#"{{"id":"mock-1","object":"chat.completion.chunk","created":1764000000,"model":"{model}","system_fingerprint":"fp_mock","choices":[{s}]"#
-            )
-        };
-        let mut out = Vec::with_capacity(chunks + 2);
-        out.push(format!(
-            "data: {}{null_usage}}}\n\n",
-            head(r#"{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}"#)
-        ));
-        for i in 0..chunks {
-            out.push(format!(
-                "data: {}{null_usage}}}\n\n",
-                head(&format!(
-                    r#"{{"index":0,"delta":{{"content":"tok{i} "}},"logprobs":null,"finish_reason":null}}"#
-                ))
-            ));
-        }
-        out.push(format!(
-            "data: {},\"usage\":{USAGE}}}\n\ndata: [DONE]\n\n",
-            head(r#"{"index":0,"delta":{"content":""},"logprobs":null,"finish_reason":"stop"}"#)
-        ));
-        let last = out.len() - 1;
-        for (i, piece) in out.into_iter().enumerate() {
+        let last = pieces.len() - 1;
+        for (i, piece) in pieces.into_iter().enumerate() {
             // The role chunk goes out at once; content chunks are spaced `interval` apart.
             if interval > 0 && i > 0 && i < last {
                 tokio::time::sleep(Duration::from_millis(interval)).await;
@@ -154,6 +149,72 @@ async fn handle(req: Request<Incoming>, r: Arc<Rendered>) -> Result<Response<Bod
         .header("cache-control", "no-cache")
         .body(BodyExt::boxed(stream))
         .unwrap_or_else(|_| status(StatusCode::INTERNAL_SERVER_ERROR)))
+}
+
+/// A chat stream: the role chunk, `chunks` content chunks, the last with usage, `[DONE]`.
+fn chat_chunks(model: &str, chunks: usize, null_usage: &str) -> Vec<String> {
+    let head = |s: &str| {
+        format!(
+            r#"{{"id":"mock-1","object":"chat.completion.chunk","created":1764000000,"model":"{model}","system_fingerprint":"fp_mock","choices":[{s}]"#
+        )
+    };
+    let mut out = Vec::with_capacity(chunks + 2);
+    out.push(format!(
+        "data: {}{null_usage}}}\n\n",
+        head(r#"{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}"#)
+    ));
+    for i in 0..chunks {
+        out.push(format!(
+            "data: {}{null_usage}}}\n\n",
+            head(&format!(
+                r#"{{"index":0,"delta":{{"content":"tok{i} "}},"logprobs":null,"finish_reason":null}}"#
+            ))
+        ));
+    }
+    out.push(format!(
+        "data: {},\"usage\":{USAGE}}}\n\ndata: [DONE]\n\n",
+        head(r#"{"index":0,"delta":{"content":""},"logprobs":null,"finish_reason":"stop"}"#)
+    ));
+    out
+}
+
+/// A Messages stream: `message_start` (input usage), a text block of `chunks` deltas, then
+/// `message_delta` (output usage) and `message_stop`, one piece per event as DeepSeek sends.
+fn message_events(model: &str, chunks: usize) -> Vec<String> {
+    let ev = |name: &str, data: &str| format!("event: {name}\ndata: {data}\n\n");
+    let mut out = Vec::with_capacity(chunks + 4);
+    out.push(format!(
+        "{}{}{}",
+        ev(
+            "message_start",
+            &format!(
+                r#"{{"type":"message_start","message":{{"id":"msg_mock","type":"message","role":"assistant","model":"{model}","content":[],"stop_reason":null,"stop_sequence":null,"usage":{{"input_tokens":4,"cache_read_input_tokens":8,"cache_creation_input_tokens":0,"output_tokens":1}}}}}}"#
+            )
+        ),
+        ev(
+            "content_block_start",
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#
+        ),
+        ev("ping", r#"{"type":"ping"}"#)
+    ));
+    for i in 0..chunks {
+        out.push(ev(
+            "content_block_delta",
+            &format!(
+                r#"{{"type":"content_block_delta","index":0,"delta":{{"type":"text_delta","text":"tok{i} "}}}}"#
+            ),
+        ));
+    }
+    out.push(format!(
+        "{}{}{}",
+        ev("content_block_stop", r#"{"type":"content_block_stop","index":0}"#),
+        ev(
+            "message_delta",
+            r#"{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":8}}"#
+        ),
+        ev("message_stop", r#"{"type":"message_stop"}"#)
+    ));
+    out
 }
 
 /// `slow:<chunks>:<interval_ms>` in the last message's text.

@@ -1,13 +1,19 @@
-//! An incoming Messages request (kept as a JSON map so every field the client sends reaches
-//! upstream), checked for what the gateway relies on, with what the gateway owns rewritten:
-//! `model` (the upstream name), `max_tokens` (lowered to what the key can pay for) and
-//! `metadata.user_id` (the key's id: DeepSeek isolates cache and scheduling per end user).
+//! An incoming Messages request (every field the client sends reaches upstream), checked for
+//! what the gateway relies on, with what the gateway owns rewritten: `model` (the upstream
+//! name), `max_tokens` (lowered to what the key can pay for) and `metadata.user_id` (the key's
+//! id: DeepSeek isolates cache and scheduling per end user). A request is read the quick way
+//! ([`view`]: byte spans, no tree) when it can be, and as a JSON map otherwise (which also
+//! gives each error).
 
+mod view;
+
+use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use crate::gateway::billing::HoldNeeds;
 use crate::gateway::dialect::ClientRequest;
 use crate::gateway::error::GatewayError;
+use crate::gateway::json::members::Members;
 
 /// Bytes added to the body length for the prompt's upper bound: the template's special
 /// tokens (byte-level BPE never yields more tokens than bytes).
@@ -16,7 +22,7 @@ const PROMPT_BOUND_SLACK: u64 = 64;
 /// A parsed `POST /v1/messages` body.
 #[derive(Debug)]
 pub struct MessagesRequest {
-    body: Map<String, Value>,
+    body: Body,
     /// Model name asked for.
     pub model: String,
     /// `stream: true`?
@@ -27,6 +33,15 @@ pub struct MessagesRequest {
     pub prompt_upper_bound: u64,
     /// Estimate of prompt tokens (when upstream never reports usage, and for `count_tokens`).
     pub prompt_estimate: u64,
+}
+
+/// The body as read.
+#[derive(Debug)]
+enum Body {
+    /// By its members' spans (the quick reading).
+    View(Members),
+    /// As a JSON map (whatever the quick reading did not take).
+    Tree(Map<String, Value>),
 }
 
 fn bad(message: impl Into<String>) -> GatewayError {
@@ -116,7 +131,15 @@ fn prompt_text_bytes(body: &Map<String, Value>) -> Result<(u64, u64), GatewayErr
 }
 
 /// What `count_tokens` answers: the prompt estimate of a body (no `max_tokens` needed).
-pub fn count_tokens(raw: &[u8]) -> Result<(String, u64), GatewayError> {
+pub fn count_tokens(raw: &Bytes) -> Result<(String, u64), GatewayError> {
+    if let Some(q) = view::parse(raw) {
+        return Ok((q.model, estimate(q.text_bytes, q.messages)));
+    }
+    count_tokens_tree(raw)
+}
+
+/// [`count_tokens`] through a JSON map.
+fn count_tokens_tree(raw: &[u8]) -> Result<(String, u64), GatewayError> {
     let body = object(raw)?;
     let model = model_of(&body)?;
     let (bytes, messages) = prompt_text_bytes(&body)?;
@@ -130,7 +153,29 @@ fn estimate(text_bytes: u64, messages: u64) -> u64 {
 
 impl MessagesRequest {
     /// Parse and check the fields the gateway relies on; anything else is upstream's to judge.
-    pub fn parse(raw: &[u8]) -> Result<MessagesRequest, GatewayError> {
+    pub fn parse(raw: &Bytes) -> Result<MessagesRequest, GatewayError> {
+        match view::parse(raw) {
+            Some(view::Quick {
+                members,
+                model,
+                stream,
+                max_tokens: Some(max_tokens),
+                text_bytes,
+                messages,
+            }) => Ok(MessagesRequest {
+                model,
+                stream,
+                max_tokens,
+                prompt_upper_bound: raw.len() as u64 + PROMPT_BOUND_SLACK,
+                prompt_estimate: estimate(text_bytes, messages),
+                body: Body::View(members),
+            }),
+            _ => MessagesRequest::parse_tree(raw),
+        }
+    }
+
+    /// The reading through a JSON map: slower, and the one that names what is wrong.
+    fn parse_tree(raw: &[u8]) -> Result<MessagesRequest, GatewayError> {
         let body = object(raw)?;
         let model = model_of(&body)?;
         let max_tokens = match body.get("max_tokens") {
@@ -156,7 +201,7 @@ impl MessagesRequest {
             max_tokens,
             prompt_upper_bound: raw.len() as u64 + PROMPT_BOUND_SLACK,
             prompt_estimate: estimate(bytes, messages),
-            body,
+            body: Body::Tree(body),
         })
     }
 }
@@ -183,7 +228,10 @@ impl ClientRequest for MessagesRequest {
     }
 
     fn upstream_body(self, upstream_model: &str, user_id: &str, max_tokens: u64) -> Vec<u8> {
-        let mut body = self.body;
+        let mut body = match self.body {
+            Body::View(m) => return view::upstream_body(&m, upstream_model, user_id, max_tokens),
+            Body::Tree(body) => body,
+        };
         body.insert("model".into(), Value::String(upstream_model.into()));
         body.insert("max_tokens".into(), Value::from(max_tokens));
         let mut metadata = match body.remove("metadata") {
@@ -204,7 +252,7 @@ mod tests {
     use serde_json::json;
 
     fn parse(v: Value) -> Result<MessagesRequest, GatewayError> {
-        MessagesRequest::parse(&serde_json::to_vec(&v).unwrap())
+        MessagesRequest::parse(&Bytes::from(serde_json::to_vec(&v).unwrap()))
     }
 
     #[test]
@@ -254,11 +302,11 @@ mod tests {
 
     #[test]
     fn prompt_counts_every_kind_of_block() {
-        let raw = serde_json::to_vec(&json!({"model":"m","max_tokens":1,"system":"abcd",
+        let raw = Bytes::from(serde_json::to_vec(&json!({"model":"m","max_tokens":1,"system":"abcd",
             "messages":[{"role":"user","content":[{"type":"text","text":"x".repeat(40)},
                 {"type":"tool_result","tool_use_id":"t","content":[{"type":"text","text":"yyyy"}]}]},
                 {"role":"assistant","content":[{"type":"tool_use","id":"t","name":"ls","input":{}}]}]}))
-        .unwrap();
+        .unwrap());
         let r = MessagesRequest::parse(&raw).unwrap();
         // 4 (system) + 40 + 4 (tool result) + 2 ("ls") + 2 ("{}") = 52 bytes → 13, plus 2 × 4 + 2.
         assert_eq!(r.prompt_estimate, 13 + 8 + 2);

@@ -3,7 +3,6 @@
 //! ([`chunk`]); whatever that view does not take goes through the JSON tree ([`tree`]).
 
 mod chunk;
-mod cursor;
 mod request;
 mod tree;
 mod usage;

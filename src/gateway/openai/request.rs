@@ -11,6 +11,7 @@ pub use super::usage::usage_from_json;
 use crate::gateway::billing::HoldNeeds;
 use crate::gateway::dialect::ClientRequest;
 use crate::gateway::error::GatewayError;
+use crate::gateway::json::members::Members;
 
 /// Bytes added to the body length for the prompt upper bound: the chat template's special
 /// tokens. Byte-level BPE never yields more tokens than bytes, and the JSON around each
@@ -41,7 +42,7 @@ pub struct ChatRequest {
 #[derive(Debug)]
 enum Body {
     /// By its members' spans (the quick reading).
-    View(view::Members),
+    View(Members),
     /// As a JSON map (whatever the quick reading did not take).
     Tree(Map<String, Value>),
 }
@@ -248,7 +249,9 @@ impl ClientRequest for ChatRequest {
     fn upstream_body(self, upstream_model: &str, user_id: &str, max_tokens: u64) -> Vec<u8> {
         let stream = self.stream;
         let mut body = match self.body {
-            Body::View(m) => return m.upstream_body(stream, upstream_model, user_id, max_tokens),
+            Body::View(m) => {
+                return view::upstream_body(&m, stream, upstream_model, user_id, max_tokens);
+            }
             Body::Tree(body) => body,
         };
         body.insert("model".into(), Value::String(upstream_model.into()));

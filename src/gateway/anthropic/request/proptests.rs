@@ -2,16 +2,22 @@
 //! and arbitrary JSON never panic; every valid request parses to what it says, with a prompt
 //! estimate under the hold's upper bound and the same estimate from `count_tokens`; the
 //! upstream body keeps every client field but the model, `max_tokens` and
-//! `metadata.user_id`.
+//! `metadata.user_id`; the quick reading (`view.rs`) takes every valid request written plainly,
+//! and wherever it takes a body — valid, arbitrary, or with an edit that may break it at any
+//! place — the tree takes it too, with the same fields, estimate and upstream body.
 
 use std::collections::BTreeSet;
 
+use bytes::Bytes;
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
-use super::{MessagesRequest, PROMPT_BOUND_SLACK, count_tokens};
+use super::{Body, MessagesRequest, PROMPT_BOUND_SLACK, count_tokens, count_tokens_tree};
 use crate::gateway::dialect::ClientRequest;
-use crate::proptest_support::{json, json_sized, style, text, write};
+use crate::proptest_support::{
+    JSON_EDITS, edit_places, edited, json, json_sized, plain_names, style, text, write,
+    write_plain_names,
+};
 
 /// The keys the parser reads, for arbitrary JSON to hit them often.
 const KEYS: &[&str] = &[
@@ -156,11 +162,11 @@ proptest! {
     #[test]
     fn valid_requests_parse_with_the_estimate_under_the_bound(a in valid(), st in style()) {
         let raw = write(&Value::Object(a.body.clone()), &st);
-        let r = MessagesRequest::parse(raw.as_bytes()).unwrap();
+        let r = MessagesRequest::parse(&Bytes::from(raw.clone())).unwrap();
         prop_assert_eq!((&r.model, r.stream, r.max_tokens), (&a.model, a.stream, a.max_tokens));
         prop_assert_eq!(r.prompt_upper_bound, raw.len() as u64 + PROMPT_BOUND_SLACK);
         prop_assert!(r.prompt_estimate <= r.prompt_upper_bound);
-        prop_assert_eq!(count_tokens(raw.as_bytes()).unwrap(), (a.model, r.prompt_estimate));
+        prop_assert_eq!(count_tokens(&Bytes::from(raw.clone())).unwrap(), (a.model, r.prompt_estimate));
     }
 
     /// The upstream body has every client field as sent, except the model, `max_tokens` and
@@ -172,7 +178,7 @@ proptest! {
         user_id in text(12),
         max_tokens in 1u64..=u64::MAX,
     ) {
-        let r = MessagesRequest::parse(&serde_json::to_vec(&a.body).unwrap()).unwrap();
+        let r = MessagesRequest::parse(&Bytes::from(serde_json::to_vec(&a.body).unwrap())).unwrap();
         let up: Map<String, Value> =
             serde_json::from_slice(&r.upstream_body(&up_model, &user_id, max_tokens)).unwrap();
         for (k, v) in a.body.iter().filter(|(k, _)| !["model", "max_tokens", "metadata"].contains(&k.as_str())) {
@@ -194,6 +200,7 @@ proptest! {
     /// Arbitrary bytes never panic, in either entry point.
     #[test]
     fn arbitrary_bytes_never_panic(raw in prop::collection::vec(any::<u8>(), 0..256)) {
+        let raw = Bytes::from(raw);
         let _ = MessagesRequest::parse(&raw);
         let _ = count_tokens(&raw);
     }
@@ -203,12 +210,146 @@ proptest! {
     #[test]
     fn arbitrary_json_never_panics(v in json(KEYS), st in style()) {
         let raw = write(&v, &st);
-        let counted = count_tokens(raw.as_bytes());
-        if let Ok(r) = MessagesRequest::parse(raw.as_bytes()) {
+        let counted = count_tokens(&Bytes::from(raw.clone()));
+        if let Ok(r) = MessagesRequest::parse(&Bytes::from(raw.clone())) {
             prop_assert!(r.prompt_estimate <= r.prompt_upper_bound);
             prop_assert_eq!(counted.ok(), Some((r.model.clone(), r.prompt_estimate)));
             let up = r.upstream_body("m", "key_x", 1);
             prop_assert!(serde_json::from_slice::<Map<String, Value>>(&up).is_ok());
+        }
+    }
+}
+
+/// Members put into a body by an edit: each field the quick reading reads, of the wrong type,
+/// repeated, escaped, or with a value whose compact length it cannot count.
+const MEMBER_EDITS: &[&str] = &[
+    "\"role\":1,",
+    "\"role\":\"x\",",
+    "\"content\":5,",
+    "\"content\":null,",
+    "\"content\":\"abc\",",
+    "\"content\":[],",
+    "\"content\":[\"x\",{\"text\":\"y\"}],",
+    "\"type\":\"tool_use\",",
+    "\"type\":\"tool_result\",",
+    "\"type\":\"thinking\",",
+    "\"type\":\"text\",",
+    "\"type\":\"tool\\u005fuse\",",
+    "\"type\":7,",
+    "\"text\":\"\\u00e9\\n\",",
+    "\"text\":3,",
+    "\"thinking\":\"x\",",
+    "\"name\":\"n\",",
+    "\"name\":[],",
+    "\"input\":1.5,",
+    "\"input\":{\"a\":[1,2.5e3]},",
+    "\"input\":-0,",
+    "\"input\":\"\\u001f\",",
+    "\"system\":5,",
+    "\"system\":null,",
+    "\"system\":\"s\",",
+    "\"tools\":[1.0],",
+    "\"tools\":null,",
+    "\"metadata\":[],",
+    "\"metadata\":{\"user_id\":1},",
+    "\"stream\":1,",
+    "\"stream\":true,",
+    "\"max_tokens\":1.0,",
+    "\"max_tokens\":0,",
+    "\"max_tokens\":18446744073709551616,",
+    "\"model\":\"\",",
+    "\"model\":\"m\\u00e9\",",
+    "\"messages\":[],",
+    "\"messages\":{},",
+    "\"mod\\u0065l\":\"x\",",
+    "\"con\\u0074ent\":\"x\",",
+];
+
+/// Where the quick reading takes `text`, the tree takes it too, with the same model, stream
+/// flag, `max_tokens`, estimate, `count_tokens` answer and upstream body (as JSON).
+fn agrees_with_the_tree(text: &str) -> Result<(), TestCaseError> {
+    let raw = Bytes::from(text.to_owned());
+    let Some(q) = super::view::parse(&raw) else {
+        return Ok(());
+    };
+    let counted = count_tokens_tree(&raw);
+    let estimate = super::estimate(q.text_bytes, q.messages);
+    prop_assert_eq!(
+        counted.ok(),
+        Some((q.model.clone(), estimate)),
+        "count_tokens: {}",
+        text
+    );
+    if q.max_tokens.is_none() {
+        prop_assert!(MessagesRequest::parse_tree(&raw).is_err(), "{}", text);
+        return Ok(());
+    }
+    let tree = match MessagesRequest::parse_tree(&raw) {
+        Ok(t) => t,
+        Err(e) => {
+            return Err(TestCaseError::fail(format!(
+                "the tree refused ({e:?}) what the quick reading took: {text}"
+            )));
+        }
+    };
+    let quick = MessagesRequest::parse(&raw).unwrap();
+    prop_assert!(matches!(quick.body, Body::View(_)));
+    prop_assert_eq!(
+        (&quick.model, quick.stream, quick.max_tokens),
+        (&tree.model, tree.stream, tree.max_tokens),
+        "{}",
+        text
+    );
+    prop_assert_eq!(
+        (quick.prompt_estimate, quick.prompt_upper_bound),
+        (tree.prompt_estimate, tree.prompt_upper_bound),
+        "{}",
+        text
+    );
+    let q = quick.upstream_body("up", "key_x", 7);
+    let names = crate::gateway::json::members::member_names(&q).unwrap();
+    prop_assert_eq!(
+        names.iter().collect::<BTreeSet<_>>().len(),
+        names.len(),
+        "a member twice: {:?}",
+        names
+    );
+    let q: Value = serde_json::from_slice(&q).unwrap();
+    let t: Value = serde_json::from_slice(&tree.upstream_body("up", "key_x", 7)).unwrap();
+    prop_assert_eq!(q, t, "{}", text);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Every valid request whose names need no escape is taken by the quick reading (so the
+    /// test below compares something), whatever its style of writing otherwise.
+    #[test]
+    fn valid_requests_take_the_quick_reading(a in valid(), st in style()) {
+        let body = Value::Object(a.body);
+        prop_assume!(plain_names(&body));
+        let raw = Bytes::from(write_plain_names(&body, &st));
+        let q = super::view::parse(&raw);
+        prop_assert!(q.as_ref().is_some_and(|q| q.max_tokens == Some(a.max_tokens)), "{:?}", raw);
+    }
+
+    /// The quick reading agrees with the tree (above) on valid requests and arbitrary JSON, as
+    /// written and with an edit tried at every place: JSON's tokens, escapes and numbers, and
+    /// members of every field the quick reading reads, wrong, repeated or escaped.
+    #[test]
+    fn the_quick_reading_agrees_with_the_tree(
+        body in prop_oneof![3 => valid().prop_map(|a| Value::Object(a.body)), 1 => json(KEYS)],
+        st in style(),
+        at in any::<prop::sample::Index>(),
+        cut in prop_oneof![2 => Just(0usize), 1 => 1usize..4],
+    ) {
+        let text = write(&body, &st);
+        agrees_with_the_tree(&text)?;
+        for i in edit_places(&text, at) {
+            for put in JSON_EDITS.iter().chain(MEMBER_EDITS) {
+                agrees_with_the_tree(&edited(&text, i, cut, put))?;
+            }
         }
     }
 }

@@ -16,7 +16,7 @@
 
 use super::{Output, Parts};
 use crate::gateway::dialect::Generated;
-use crate::gateway::openai::cursor::Cursor;
+use crate::gateway::json::cursor::Cursor;
 
 /// Read `data` as the serde view would, or `None` to let the serde view decide.
 pub(super) fn scan(data: &str, output: Output) -> Option<Parts<'_>> {

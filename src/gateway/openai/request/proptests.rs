@@ -12,8 +12,10 @@ use serde_json::{Map, Value, json};
 
 use super::{ChatRequest, usage_from_json};
 use crate::gateway::dialect::ClientRequest;
+use crate::gateway::json::members;
 use crate::proptest_support::{
-    JSON_EDITS, edit_places, edited, json, json_sized, style, text, write,
+    JSON_EDITS, edit_places, edited, json, json_sized, plain_name, style, text, write,
+    write_plain_names,
 };
 
 /// The keys the parser reads, for arbitrary JSON to hit them often.
@@ -217,13 +219,8 @@ const MEMBER_EDITS: &[&str] = &[
 
 /// Where the cursor counts `text`'s compact length, it is the tree's.
 fn compact_as_tree(text: &str) -> Result<(), TestCaseError> {
-    if let Some(walked) = super::view::compact_len_walked(text) {
-        prop_assert_eq!(
-            Some(walked),
-            super::view::compact_len_of_tree(text),
-            "{}",
-            text
-        );
+    if let Some(walked) = members::compact_len_walked(text) {
+        prop_assert_eq!(Some(walked), members::compact_len_of_tree(text), "{}", text);
     }
     Ok(())
 }
@@ -231,7 +228,7 @@ fn compact_as_tree(text: &str) -> Result<(), TestCaseError> {
 /// Where the cursor walks `text`'s top level, serde reads the same members at the same places.
 fn walked_as_serde(text: &str) -> Result<(), TestCaseError> {
     let raw = text.as_bytes();
-    if let Some(walked) = super::view::top_walked(raw) {
+    if let Some(walked) = members::top_walked(raw) {
         let at = |all: &[(std::borrow::Cow<'_, str>, &str)]| -> Vec<(String, String, usize)> {
             all.iter()
                 .map(|(n, v)| {
@@ -243,7 +240,7 @@ fn walked_as_serde(text: &str) -> Result<(), TestCaseError> {
                 })
                 .collect()
         };
-        let serde = super::view::top_by_serde(raw);
+        let serde = members::top_by_serde(raw);
         prop_assert_eq!(Some(at(&walked)), serde.as_deref().map(at), "{}", text);
     }
     Ok(())
@@ -310,11 +307,13 @@ proptest! {
         prop_assert_eq!(up.keys().map(String::as_str).collect::<BTreeSet<_>>(), keys);
     }
 
-    /// Every valid request is taken by the quick reading (so the test below compares
-    /// something), whatever its style of writing.
+    /// Every valid request whose top-level names need no escape is taken by the quick reading
+    /// (so the test below compares something), whatever its style of writing otherwise (a
+    /// body with an escaped name goes through the tree).
     #[test]
     fn valid_requests_take_the_quick_reading(a in valid(), st in style()) {
-        let raw = bytes::Bytes::from(write(&Value::Object(a.body.clone()), &st));
+        prop_assume!(a.body.keys().all(|k| plain_name(k)));
+        let raw = bytes::Bytes::from(write_plain_names(&Value::Object(a.body.clone()), &st));
         prop_assert!(super::view::parse(&raw).is_some(), "{:?}", raw);
     }
 
@@ -353,7 +352,7 @@ proptest! {
             (tree.prompt_estimate, tree.prompt_upper_bound)
         );
         let q = quick.upstream_body("up", "key_x", 7);
-        let names = super::view::member_names(&q).unwrap();
+        let names = members::member_names(&q).unwrap();
         prop_assert_eq!(names.iter().collect::<BTreeSet<_>>().len(), names.len(), "a member twice: {:?}", names);
         let q: Value = serde_json::from_slice(&q).unwrap();
         let t: Value = serde_json::from_slice(&tree.upstream_body("up", "key_x", 7)).unwrap();
@@ -529,15 +528,15 @@ fn a_tool_list_is_counted_without_a_tree() {
     // Compact, and spread over lines (the writer spells controls as `\u00XX`).
     for st in [[5u8], [1]] {
         let text = write(&tools, &st);
-        let walked = super::view::compact_len_walked(&text);
+        let walked = members::compact_len_walked(&text);
         assert_eq!(walked, Some(tools.to_string().len() as u64), "{text}");
-        assert_eq!(walked, super::view::compact_len_of_tree(&text));
+        assert_eq!(walked, members::compact_len_of_tree(&text));
     }
     // Short escapes, an escaped slash, a character escaped that needs none.
     let text = r#"[{"d": "a\nb\t\"c\"\/d\u00e9\u0001\ud83d\ude00", "n": -12}]"#;
     assert_eq!(
-        super::view::compact_len_walked(text),
-        super::view::compact_len_of_tree(text)
+        members::compact_len_walked(text),
+        members::compact_len_of_tree(text)
     );
-    assert!(super::view::compact_len_walked(text).is_some());
+    assert!(members::compact_len_walked(text).is_some());
 }

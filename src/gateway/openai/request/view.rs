@@ -10,13 +10,11 @@
 //! in `request.rs`, which gives the same result or the precise error. A property test holds the
 //! two readings to the same fields and the same upstream body.
 //!
-//! One difference is left on purpose: a member the gateway does not read is relayed as written,
-//! so a lone UTF-16 surrogate escaped in it (`"\ud800"`), which the tree refuses, goes to
-//! DeepSeek to judge.
+//! The top level is walked by the cursor (`json/members.rs`), which validates every member's
+//! text as serde_json would (a lone UTF-16 surrogate escaped in a member the gateway does not
+//! read is refused as the tree refuses it); a body it is not sure of goes through the tree.
 
-use std::borrow::Cow;
 use std::fmt;
-use std::ops::Range;
 
 use bytes::Bytes;
 use serde::Deserialize;
@@ -24,17 +22,8 @@ use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use crate::gateway::json::members::{self, Edit, Members, Text, compact_len};
 use crate::gateway::openai::chunk::Obj;
-use crate::gateway::openai::cursor::Cursor;
-
-/// A request read by its top-level members.
-#[derive(Debug)]
-pub(super) struct Members {
-    raw: Bytes,
-    /// Each name once (a repeated name keeps its first place and its last value, as a JSON
-    /// map reads it), in the order of the body.
-    members: Vec<(String, Range<usize>)>,
-}
 
 /// What the parser learns from the body.
 #[derive(Debug)]
@@ -48,58 +37,6 @@ pub(super) struct Read {
     /// Bytes of text in the messages and tools, and the number of messages.
     pub text_bytes: u64,
     pub messages: u64,
-}
-
-/// A JSON string read from the body, borrowed when it holds no escape.
-struct Text<'a>(Cow<'a, str>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = Text<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Text<'a>, E> {
-                Ok(Text(Cow::Borrowed(s)))
-            }
-            fn visit_str<E>(self, s: &str) -> Result<Text<'a>, E> {
-                Ok(Text(Cow::Owned(s.to_owned())))
-            }
-        }
-        d.deserialize_str(V(std::marker::PhantomData))
-    }
-}
-
-/// The top-level object: every member's name and value text, in order, repeats included.
-struct Top<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
-
-impl<'de> Deserialize<'de> for Top<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Top<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Top<'de>, A::Error> {
-                let mut members = Vec::new();
-                while let Some(Text(name)) = map.next_key()? {
-                    members.push((name, map.next_value()?));
-                }
-                Ok(Top(members))
-            }
-        }
-        d.deserialize_map(V)
-    }
-}
-
-/// The top-level member names of a JSON object, repeats included (for tests).
-#[cfg(test)]
-pub(super) fn member_names(raw: &[u8]) -> Option<Vec<String>> {
-    let Top(all) = serde_json::from_slice(raw).ok()?;
-    Some(all.into_iter().map(|(n, _)| n.into_owned()).collect())
 }
 
 /// A message, as far as the estimate and the checks need it. A repeated field is an error here
@@ -260,27 +197,6 @@ struct StreamOptions {
     include_usage: Option<bool>,
 }
 
-/// Bytes of the compact JSON text of `raw` (what `Value::to_string` gives), as the tree
-/// counts tool calls and tools.
-fn compact_len(raw: &str) -> Option<u64> {
-    compact_len_walked(raw).or_else(|| compact_len_of_tree(raw))
-}
-
-/// [`compact_len`] by the cursor, without a tree (a tool list of ~10 KB cost ~650k
-/// instructions as a tree written out again); `None` where it is not sure (the property test
-/// holds it to [`compact_len_of_tree`]).
-pub(super) fn compact_len_walked(raw: &str) -> Option<u64> {
-    let mut c = Cursor::new(raw);
-    let len = c.compact_len()?;
-    c.at_end().then_some(len)
-}
-
-/// [`compact_len`] through a `Value`.
-pub(super) fn compact_len_of_tree(raw: &str) -> Option<u64> {
-    let v: Value = serde_json::from_str(raw).ok()?;
-    Some(v.to_string().len() as u64)
-}
-
 /// A count the client may set: absent or null is `None`; a positive integer is the count;
 /// anything else is `Err` (for the tree to report).
 fn count(raw: Option<&str>) -> Result<Option<u64>, ()> {
@@ -293,62 +209,11 @@ fn count(raw: Option<&str>) -> Result<Option<u64>, ()> {
     }
 }
 
-/// The top-level members of `raw` (a JSON object), in order, repeats included: each name and
-/// its value's text; `None` when the body is not a JSON object. Walked by the `cursor` where it
-/// can; a body with an escaped name, or anything else it is not sure of, is read by serde.
-fn top(raw: &[u8]) -> Option<Vec<(Cow<'_, str>, &str)>> {
-    top_walked(raw).or_else(|| top_by_serde(raw))
-}
-
-/// [`top`] by the cursor, or `None` (the property test holds it to [`top_by_serde`]).
-pub(super) fn top_walked(raw: &[u8]) -> Option<Vec<(Cow<'_, str>, &str)>> {
-    let mut c = Cursor::new(std::str::from_utf8(raw).ok()?);
-    let mut all = Vec::new();
-    c.members(|c, name| {
-        all.push((Cow::Borrowed(name), c.raw_value()?));
-        Some(())
-    })?;
-    c.at_end().then_some(all)
-}
-
-/// [`top`] by serde_json.
-pub(super) fn top_by_serde(raw: &[u8]) -> Option<Vec<(Cow<'_, str>, &str)>> {
-    let Top(all) = serde_json::from_slice(raw).ok()?;
-    Some(all.into_iter().map(|(n, v)| (n, v.get())).collect())
-}
-
 /// Read `raw` the quick way; `None` for anything this reading does not take (the tree
 /// decides those).
 pub(super) fn parse(raw: &Bytes) -> Option<Read> {
-    let all = top(raw)?;
-    // A repeated name keeps its first place and takes the last value. Bodies with many
-    // members (nothing a chat client sends) go through the tree rather than a quadratic scan.
-    if all.len() > 64 {
-        return None;
-    }
-    let base = raw.as_ptr() as usize;
-    let mut members: Vec<(String, Range<usize>)> = Vec::with_capacity(all.len());
-    let mut values: Vec<&str> = Vec::with_capacity(all.len());
-    for (name, value) in all {
-        let start = value.as_ptr() as usize - base;
-        let span = start..start + value.len();
-        match members.iter().position(|(n, _)| *n == name) {
-            Some(i) => {
-                members[i].1 = span;
-                values[i] = value;
-            }
-            None => {
-                members.push((name.into_owned(), span));
-                values.push(value);
-            }
-        }
-    }
-    let get = |name: &str| {
-        members
-            .iter()
-            .position(|(n, _)| n == name)
-            .map(|i| values[i])
-    };
+    let body = members::read(raw)?;
+    let get = |name: &str| body.get(name);
     let Text(model) = serde_json::from_str(get("model")?).ok()?;
     if model.is_empty() {
         return None;
@@ -398,81 +263,34 @@ pub(super) fn parse(raw: &Bytes) -> Option<Read> {
         n,
         text_bytes,
         messages,
-        members: Members {
-            raw: raw.clone(),
-            members,
-        },
+        members: body.members,
     })
 }
 
-impl Members {
-    /// The body for upstream: every member as the client wrote it, except the ones the
-    /// gateway owns — `model`, `user_id`, `max_tokens` (and no `max_completion_tokens`) and, on
-    /// a stream, `stream_options.include_usage` — which take its values, in their place or
-    /// at the end.
-    pub(super) fn upstream_body(
-        &self,
-        stream: bool,
-        upstream_model: &str,
-        user_id: &str,
-        max_tokens: u64,
-    ) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.raw.len() + upstream_model.len() + 96);
-        out.push(b'{');
-        let (mut model, mut user, mut max, mut opts) = (false, false, false, false);
-        for (name, span) in &self.members {
-            let value = &self.raw[span.clone()];
-            match name.as_str() {
-                "max_completion_tokens" => continue,
-                "model" => model = true,
-                "user_id" => user = true,
-                "max_tokens" => max = true,
-                "stream_options" if stream => opts = true,
-                _ => {}
-            }
-            member(&mut out, name);
-            match name.as_str() {
-                "model" => string(&mut out, upstream_model),
-                "user_id" => string(&mut out, user_id),
-                "max_tokens" => out.extend_from_slice(max_tokens.to_string().as_bytes()),
-                "stream_options" if stream => stream_options(&mut out, value),
-                _ => out.extend_from_slice(value),
-            }
-        }
-        if !model {
-            member(&mut out, "model");
-            string(&mut out, upstream_model);
-        }
-        if !user {
-            member(&mut out, "user_id");
-            string(&mut out, user_id);
-        }
-        if !max {
-            member(&mut out, "max_tokens");
-            out.extend_from_slice(max_tokens.to_string().as_bytes());
-        }
-        if stream && !opts {
-            member(&mut out, "stream_options");
-            out.extend_from_slice(br#"{"include_usage":true}"#);
-        }
-        out.push(b'}');
-        out
+/// The body for upstream: every member as the client wrote it, except the ones the gateway
+/// owns — `model`, `user_id`, `max_tokens` (and no `max_completion_tokens`) and, on a stream,
+/// `stream_options.include_usage` — which take its values, in their place or at the end.
+pub(super) fn upstream_body(
+    members: &Members,
+    stream: bool,
+    upstream_model: &str,
+    user_id: &str,
+    max_tokens: u64,
+) -> Vec<u8> {
+    let (mut model, mut user) = (Vec::new(), Vec::new());
+    members::string(&mut model, upstream_model);
+    members::string(&mut user, user_id);
+    let max = max_tokens.to_string();
+    let mut edits = vec![
+        ("max_completion_tokens", Edit::Drop),
+        ("model", Edit::Set(&model)),
+        ("user_id", Edit::Set(&user)),
+        ("max_tokens", Edit::Set(max.as_bytes())),
+    ];
+    if stream {
+        edits.push(("stream_options", Edit::Merge(&stream_options)));
     }
-}
-
-/// `"name":`, after a comma unless it is the first member.
-fn member(out: &mut Vec<u8>, name: &str) {
-    if out.len() > 1 {
-        out.push(b',');
-    }
-    string(out, name);
-    out.push(b':');
-}
-
-/// `s` as a JSON string.
-fn string(out: &mut Vec<u8>, s: &str) {
-    // Writing a str into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s);
+    members.write(&edits)
 }
 
 /// The client's stream options (an object, or null) with `include_usage: true`.

@@ -1,6 +1,6 @@
-//! A walk over JSON text for the quick readings (`chunk/scan.rs`, `request/view.rs`): objects
-//! member by member, arrays element by element, any value checked and passed over, strings
-//! measured as decoded — without building anything.
+//! A walk over JSON text for the quick readings (`openai/chunk/scan.rs`, the request views of
+//! both dialects, [`super::members`]): objects member by member, arrays element by element,
+//! any value checked and passed over, strings measured as decoded — without building anything.
 //!
 //! Hand-written, and why: serde_json's `MapAccess` path was most of the chunk view's ~7k
 //! instructions per streamed chunk under callgrind (bench/PROFILE.md). Every method answers
@@ -8,7 +8,8 @@
 //! escaped key, a `\u` escape that is not a whole character, nesting deeper than
 //! [`MAX_DEPTH`]); its callers then let serde read the text. It validates what it passes over
 //! as serde_json would: strings without raw control characters and with valid escapes,
-//! numbers by JSON's grammar, `true`/`false`/`null`.
+//! numbers by JSON's grammar (and short of what overflows an `f64`, which serde refuses),
+//! `true`/`false`/`null`.
 
 /// Deeper nesting is left to serde (its own limit is 128).
 const MAX_DEPTH: u32 = 64;
@@ -25,8 +26,9 @@ fn ends_run(x: u64) -> u64 {
 }
 
 /// The walk over the text; every method answers `None` where the text is not JSON, or not
-/// JSON this scanner is sure to read as serde does.
-pub(super) struct Cursor<'a> {
+/// JSON this scanner is sure to read as serde does. A copy is a place to come back to.
+#[derive(Clone)]
+pub(in crate::gateway) struct Cursor<'a> {
     s: &'a str,
     b: &'a [u8],
     i: usize,
@@ -35,7 +37,7 @@ pub(super) struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     /// A walk from the start of `s`.
-    pub(super) fn new(s: &'a str) -> Cursor<'a> {
+    pub(in crate::gateway) fn new(s: &'a str) -> Cursor<'a> {
         Cursor {
             s,
             b: s.as_bytes(),
@@ -45,16 +47,24 @@ impl<'a> Cursor<'a> {
     }
 
     /// Only whitespace is left.
-    pub(super) fn at_end(&mut self) -> bool {
+    pub(in crate::gateway) fn at_end(&mut self) -> bool {
         self.ws();
         self.i == self.b.len()
     }
 
     /// The next value's text (as serde's `RawValue` has it: from its first byte to its last).
-    pub(super) fn raw_value(&mut self) -> Option<&'a str> {
+    pub(in crate::gateway) fn raw_value(&mut self) -> Option<&'a str> {
+        self.value_with(Self::skip_value)
+    }
+
+    /// The next value read by `read` (which must pass over exactly one value), and its text.
+    pub(in crate::gateway) fn value_with(
+        &mut self,
+        read: impl FnOnce(&mut Self) -> Option<()>,
+    ) -> Option<&'a str> {
         self.ws();
         let start = self.i;
-        self.skip_value()?;
+        read(self)?;
         Some(&self.s[start..self.i])
     }
 
@@ -63,6 +73,11 @@ impl<'a> Cursor<'a> {
         while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.b.get(self.i) {
             self.i += 1;
         }
+    }
+
+    /// The next value's first byte (after whitespace), not consumed: what kind of value it is.
+    pub(in crate::gateway) fn next_byte(&mut self) -> Option<u8> {
+        self.peek()
     }
 
     fn peek(&mut self) -> Option<u8> {
@@ -75,7 +90,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// `null` next (after whitespace): consumed, `true`.
-    pub(super) fn null(&mut self) -> bool {
+    pub(in crate::gateway) fn null(&mut self) -> bool {
         self.peek();
         let yes = self.b[self.i..].starts_with(b"null");
         if yes {
@@ -90,7 +105,17 @@ impl<'a> Cursor<'a> {
     }
 
     /// An object; `f` reads each member's value, given its key (unescaped keys only).
-    pub(super) fn members(
+    pub(in crate::gateway) fn members(
+        &mut self,
+        f: impl FnMut(&mut Self, &'a str) -> Option<()>,
+    ) -> Option<()> {
+        self.object::<false>(f)
+    }
+
+    /// An object; `f` reads each member's value, given its key as written (between its
+    /// quotes, escapes and all) when `ESCAPED_KEYS`, else only where no key holds an escape.
+    #[inline(always)]
+    fn object<const ESCAPED_KEYS: bool>(
         &mut self,
         mut f: impl FnMut(&mut Self, &'a str) -> Option<()>,
     ) -> Option<()> {
@@ -104,7 +129,7 @@ impl<'a> Cursor<'a> {
                     return None;
                 }
                 let (start, _, escaped) = self.string_at()?;
-                if escaped {
+                if escaped && !ESCAPED_KEYS {
                     return None;
                 }
                 let key = &self.s[start + 1..self.i - 1];
@@ -125,7 +150,10 @@ impl<'a> Cursor<'a> {
     }
 
     /// An array; `f` reads each element.
-    pub(super) fn elements(&mut self, mut f: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+    pub(in crate::gateway) fn elements(
+        &mut self,
+        mut f: impl FnMut(&mut Self) -> Option<()>,
+    ) -> Option<()> {
         self.eat(b'[')?;
         self.enter()?;
         if self.peek()? == b']' {
@@ -148,9 +176,10 @@ impl<'a> Cursor<'a> {
     }
 
     /// Any value, checked and passed over.
-    pub(super) fn skip_value(&mut self) -> Option<()> {
+    pub(in crate::gateway) fn skip_value(&mut self) -> Option<()> {
         match self.peek()? {
-            b'{' => self.members(|c, _| c.skip_value()),
+            // A key is only passed over: an escaped one is as good as any.
+            b'{' => self.object::<true>(|c, _| c.skip_value()),
             b'[' => self.elements(|c| c.skip_value()),
             b'"' => self.string_at().map(drop),
             b't' => self.literal(b"true"),
@@ -165,7 +194,7 @@ impl<'a> Cursor<'a> {
     /// escaped its way. `None` where that text is not sure to be a plain function of this one:
     /// a float (its digits are ryu's), an integer that may not fit 64 bits, `-0`, a key twice
     /// in one object (the map keeps one), an object of more than 32 members.
-    pub(super) fn compact_len(&mut self) -> Option<u64> {
+    pub(in crate::gateway) fn compact_len(&mut self) -> Option<u64> {
         match self.peek()? {
             b'{' => {
                 let mut keys: [&str; 32] = [""; 32];
@@ -218,28 +247,59 @@ impl<'a> Cursor<'a> {
             .then(|| self.i += word.len())
     }
 
-    /// JSON's number grammar: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`.
+    /// JSON's number grammar: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`, and
+    /// serde_json's range: it refuses a number whose value overflows an `f64` (~1.8e308).
     fn number(&mut self) -> Option<()> {
+        let start = self.i;
         if self.b.get(self.i) == Some(&b'-') {
             self.i += 1;
         }
-        match self.b.get(self.i)? {
-            b'0' => self.i += 1,
-            b'1'..=b'9' => self.digits(),
+        // The decimal place of the first significant digit (`None` while the value is 0).
+        let mut place = match self.b.get(self.i)? {
+            b'0' => {
+                self.i += 1;
+                None
+            }
+            b'1'..=b'9' => {
+                let at = self.i;
+                self.digits();
+                Some((self.i - at) as i64 - 1)
+            }
             _ => return None,
-        }
+        };
         if self.b.get(self.i) == Some(&b'.') {
             self.i += 1;
+            let at = self.i;
             self.some_digits()?;
+            if place.is_none() {
+                place = self.b[at..self.i]
+                    .iter()
+                    .position(|&d| d != b'0')
+                    .map(|p| -(p as i64) - 1);
+            }
         }
         if let Some(b'e' | b'E') = self.b.get(self.i) {
             self.i += 1;
+            let minus = self.b.get(self.i) == Some(&b'-');
             if let Some(b'+' | b'-') = self.b.get(self.i) {
                 self.i += 1;
             }
+            let at = self.i;
             self.some_digits()?;
+            let exp = self.b[at..self.i]
+                .iter()
+                .fold(0i64, |e, d| (e * 10 + i64::from(d - b'0')).min(1 << 40));
+            place = place.map(|p| if minus { p - exp } else { p + exp });
         }
-        Some(())
+        match place {
+            Some(309..) => None,
+            // Near the edge (rare): as serde_json reads it, correctly rounded.
+            Some(308) => self.s[start..self.i]
+                .parse::<f64>()
+                .is_ok_and(f64::is_finite)
+                .then_some(()),
+            _ => Some(()),
+        }
     }
 
     fn digits(&mut self) {
@@ -255,7 +315,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// A string next (after whitespace): its decoded length in bytes.
-    pub(super) fn text(&mut self) -> Option<usize> {
+    pub(in crate::gateway) fn text(&mut self) -> Option<usize> {
         if self.peek()? != b'"' {
             return None;
         }
@@ -390,7 +450,61 @@ fn compact_escaped(content: &[u8]) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::ends_run;
+    use super::{Cursor, ends_run};
+
+    /// Numbers at the edge of `f64`'s range: where the cursor takes one, serde_json does (it
+    /// refuses what overflows); plain ones in range are taken.
+    #[test]
+    fn numbers_serde_refuses_are_not_taken() {
+        let big = format!("1{}", "0".repeat(308));
+        let bigger = format!("{big}0");
+        let edge = [
+            "1e307",
+            "9.9e307",
+            "1e308",
+            "1.7e308",
+            "1.8e308",
+            "1e309",
+            "1E510",
+            "-1e400",
+            "0.001e311",
+            "0.001e310",
+            "100e306",
+            "10e307",
+            "0e999999",
+            "0.0e999",
+            "1e-400",
+            "1e-99999999999999999999",
+            "1e99999999999999999999",
+            "0.0000e400",
+            &big,
+            &bigger,
+            "1.7976931348623157e308",
+            "1.7976931348623158e308",
+            "1.7976931348623159e308",
+            "1.797693134862316e308",
+            "179769313486231580793728971405303415079934132710037826936173778980444968292764750946649017977587207096330286416692887910946555547851940402630657488671505820681908902000708383676273854845817711531764475730270069855571366959622842914819860834936475292719074168444365510704342711559699508093042880177904174497791.9999",
+        ];
+        for t in edge {
+            let walked = Cursor::new(t).skip_value().is_some();
+            let serde = serde_json::from_str::<serde_json::Value>(t).is_ok();
+            assert!(!walked || serde, "{t}: the cursor took what serde refuses");
+        }
+        for t in [
+            "1e307",
+            "9.9e307",
+            "-1e307",
+            "0e999999",
+            "1e-400",
+            "0.001e310",
+            "0.0000e400",
+            "1e308",
+            "1.7976931348623157e308",
+            "-1.25e308",
+        ] {
+            assert!(Cursor::new(t).skip_value().is_some(), "{t}");
+        }
+    }
 
     fn ends(b: u8) -> bool {
         b == b'"' || b == b'\\' || b < 0x20
