@@ -4,6 +4,8 @@
 //! `message_stop` is the end, sent once the request has settled; an `error` event breaks the
 //! stream (the client gets our own error event instead).
 
+mod scan;
+
 use std::borrow::Cow;
 
 use serde::Deserialize;
@@ -94,9 +96,53 @@ impl Events {
     }
 }
 
-/// `event: <name>` and `data: <json>`, one event.
+/// `event: <name>` and `data: <json>`, one event (pushed, not `format!`ed: once a token).
 fn render(name: &str, data: &str) -> String {
-    format!("event: {name}\ndata: {data}\n\n")
+    let mut out = String::with_capacity(name.len() + data.len() + 16);
+    for part in ["event: ", name, "\ndata: ", data, "\n\n"] {
+        out.push_str(part);
+    }
+    out
+}
+
+/// What the relay reads from an event: the scanner's reading, or the serde view's.
+struct Read<'a> {
+    kind: Cow<'a, str>,
+    /// `message_start`'s `message.usage`.
+    start_usage: Option<Wire>,
+    usage: Option<Wire>,
+    /// Bytes of text the delta adds.
+    delta_bytes: usize,
+}
+
+/// Read `data` (the scanner first; the serde view where it is not sure).
+fn read(data: &str) -> Result<Read<'_>, String> {
+    if let Some(s) = scan::scan(data) {
+        return Ok(Read {
+            kind: Cow::Borrowed(s.kind),
+            start_usage: None,
+            usage: None,
+            delta_bytes: s.delta_bytes,
+        });
+    }
+    let view: View<'_> = serde_json::from_str(data)
+        .map_err(|e| format!("event is not a Messages event: {e}: {data}"))?;
+    Ok(Read {
+        delta_bytes: view.delta.as_ref().map_or(0, Delta::bytes),
+        kind: view.kind,
+        start_usage: view.message.and_then(|m| m.usage),
+        usage: view.usage,
+    })
+}
+
+impl Delta<'_> {
+    /// Bytes of text: `text`, `thinking` and `partial_json` together.
+    fn bytes(&self) -> usize {
+        [&self.text, &self.thinking, &self.partial_json]
+            .iter()
+            .filter_map(|s| s.as_ref().map(|s| s.len()))
+            .sum()
+    }
 }
 
 impl StreamRewrite for Events {
@@ -109,36 +155,27 @@ impl StreamRewrite for Events {
         } else {
             ev.data.as_str()
         };
-        let view: View<'_> = serde_json::from_str(data)
-            .map_err(|e| format!("event is not a Messages event: {e}: {data}"))?;
-        match view.kind.as_ref() {
+        let read = read(data)?;
+        match read.kind.as_ref() {
             "error" => return Err(format!("upstream error event: {data}")),
             "message_start" => {
-                if let Some(u) = view.message.as_ref().and_then(|m| m.usage.as_ref()) {
+                if let Some(u) = &read.start_usage {
                     self.note(u, false, tally);
                 }
                 return Ok(Step::Send(render("message_start", &self.start(data)?)));
             }
             "message_delta" => {
-                if let Some(u) = &view.usage {
+                if let Some(u) = &read.usage {
                     self.note(u, true, tally);
                 }
             }
-            "content_block_delta" => {
-                if let Some(d) = &view.delta {
-                    let n = [&d.text, &d.thinking, &d.partial_json]
-                        .iter()
-                        .filter_map(|s| s.as_ref().map(|s| s.len()))
-                        .sum::<usize>();
-                    if n > 0 {
-                        tally.add(Generated::one(n));
-                    }
-                }
+            "content_block_delta" if read.delta_bytes > 0 => {
+                tally.add(Generated::one(read.delta_bytes));
             }
             "message_stop" => return Ok(Step::End(render("message_stop", data))),
             _ => {}
         }
-        Ok(Step::Send(render(&view.kind, data)))
+        Ok(Step::Send(render(&read.kind, data)))
     }
 
     fn end_at_eof(&mut self, tally: &Tally) -> Result<String, String> {
@@ -151,6 +188,8 @@ impl StreamRewrite for Events {
     }
 }
 
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod tests {
     use super::*;
