@@ -14,6 +14,12 @@
 /// Deeper nesting is left to serde (its own limit is 128).
 const MAX_DEPTH: u32 = 64;
 
+/// Words (of eight bytes) of a string scanned without finding its end before the rest of the
+/// run goes to [`Cursor::long_run`]: a short string (keys, a token's text) is done before a
+/// call would pay for itself; a long one (a prompt, a file, a tool's description) is scanned
+/// many times faster (bench/PROFILE.md).
+const LONG_RUN_WORDS: u32 = 4;
+
 /// The bytes of the word (eight bytes of a string, little-endian) that are `"`, `\` or a
 /// control character, as each byte's high bit: the classic "has a zero byte" and "has a byte
 /// less than n" tests. A borrow can mark a byte above a true one, never below, so the lowest
@@ -23,6 +29,19 @@ fn ends_run(x: u64) -> u64 {
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let less = |v: u64, n: u64| v.wrapping_sub(ONES * n) & !v & HIGH;
     less(x ^ (ONES * b'"' as u64), 1) | less(x ^ (ONES * b'\\' as u64), 1) | less(x, 0x20)
+}
+
+/// Whether `bytes` holds a control character (below 0x20): eight bytes at a time with the
+/// word test of [`ends_run`], the last few one by one.
+fn has_control(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut words = bytes.chunks_exact(8);
+    let found = words.by_ref().fold(0, |found, w| {
+        let x = <[u8; 8]>::try_from(w).map_or(0, u64::from_le_bytes);
+        found | (x.wrapping_sub(ONES * 0x20) & !x & HIGH)
+    });
+    found != 0 || words.remainder().iter().any(|&b| b < 0x20)
 }
 
 /// The walk over the text; every method answers `None` where the text is not JSON, or not
@@ -333,8 +352,9 @@ impl<'a> Cursor<'a> {
         let mut escaped = false;
         loop {
             let run = self.i;
-            // Eight bytes at a time up to the first that ends the run; byte by byte only in the
-            // text's last seven bytes.
+            // Eight bytes at a time up to the first that ends the run, handing a long run to
+            // SIMD; byte by byte only in the text's last seven bytes.
+            let mut words = 0;
             while let Some(w) = self.b[self.i..].first_chunk::<8>() {
                 let found = ends_run(u64::from_le_bytes(*w));
                 if found != 0 {
@@ -342,6 +362,11 @@ impl<'a> Cursor<'a> {
                     break;
                 }
                 self.i += 8;
+                words += 1;
+                if words == LONG_RUN_WORDS {
+                    self.long_run()?;
+                    break;
+                }
             }
             while let Some(&b) = self.b.get(self.i) {
                 if b == b'"' || b == b'\\' || b < 0x20 {
@@ -363,6 +388,20 @@ impl<'a> Cursor<'a> {
                 _ => return None,
             }
         }
+    }
+
+    /// Past the rest of a long run of a string's plain bytes: to its first `"` or `\` (or the
+    /// text's end), found with `memchr2` (SIMD), with no control byte before it (`None` if there
+    /// is one: serde_json refuses a raw control character in a string).
+    #[inline(never)]
+    fn long_run(&mut self) -> Option<()> {
+        let rest = &self.b[self.i..];
+        let end = memchr::memchr2(b'"', b'\\', rest).unwrap_or(rest.len());
+        if has_control(&rest[..end]) {
+            return None;
+        }
+        self.i += end;
+        Some(())
     }
 
     /// The escape at the cursor (on its `\`): its decoded length in bytes. A `\u` escape of
@@ -512,6 +551,34 @@ mod tests {
 
     /// Every pair of byte values at several pairs of places in a word: the word test finds the
     /// first byte a byte-by-byte test would (one it missed would skip a string's end).
+    /// Strings of every length up to 120 bytes (short ones scanned by words, long ones handed
+    /// to `long_run`) with one character of each kind that matters at every place: the
+    /// cursor's decoded length, or its refusal, is serde_json's.
+    #[test]
+    fn strings_of_any_length_read_as_serde_reads_them() {
+        let specials: Vec<String> = [
+            "\"", "\\\\", "\\n", "\\u00e9", "\u{7f}", "é", "中", "😀", "\\",
+        ]
+        .into_iter()
+        .map(String::from)
+        .chain((0u8..0x20).map(|c| char::from(c).to_string()))
+        .collect();
+        for len in 0..120 {
+            for at in 0..=len {
+                for special in &specials {
+                    let body: String = (0..len)
+                        .map(|i| if i == at { special.as_str() } else { "a" })
+                        .collect();
+                    let text = format!("\"{body}\"");
+                    let mut c = Cursor::new(&text);
+                    let walked = c.text().filter(|_| c.at_end());
+                    let serde = serde_json::from_str::<String>(&text).ok().map(|s| s.len());
+                    assert_eq!(walked, serde, "{text:?}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn the_word_test_is_the_byte_test() {
         for a in 0..=255u8 {

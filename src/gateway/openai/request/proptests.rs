@@ -207,15 +207,82 @@ fn part() -> impl Strategy<Value = Value> {
     json_sized(KEYS, 2, 8)
 }
 
-/// Members of a request put in again, and one behind an escaped name; with
-/// [`JSON_EDITS`], the edits the top-level walk is tried with.
+/// Members of a request put in again, of the wrong type, or behind an escaped name; with
+/// [`JSON_EDITS`], the edits the top-level walk and the quick reading are tried with.
 const MEMBER_EDITS: &[&str] = &[
     "\"model\":\"m\",",
     "\"stream\":true,",
     "\"n\":2,",
     "\"messages\":[],",
     "\"mod\\u0065l\":",
+    "\"role\":1,",
+    "\"content\":5,",
+    "\"content\":[{\"text\":3},\"x\"],",
+    "\"reasoning_content\":{},",
+    "\"tool_calls\":[1.5],",
+    "\"tool_calls\":null,",
+    "\"max_tokens\":0,",
+    "\"max_completion_tokens\":7,",
+    "\"stream_options\":[],",
+    "\"include_usage\":1,",
+    "\"n\":17,",
 ];
+
+/// Where the quick reading takes `text`, the tree takes it too, with the same fields, estimate
+/// and upstream body (as a JSON object, no member twice).
+fn agrees_with_the_tree(text: &str) -> Result<(), TestCaseError> {
+    let raw = bytes::Bytes::from(text.to_owned());
+    let tree = ChatRequest::parse_tree(&raw);
+    if super::view::parse(&raw).is_none() {
+        return Ok(());
+    }
+    let tree = match tree {
+        Ok(t) => t,
+        Err(e) => {
+            return Err(TestCaseError::fail(format!(
+                "the tree refused ({e:?}) what the quick reading took: {text}"
+            )));
+        }
+    };
+    let quick = ChatRequest::parse_bytes(&raw).unwrap();
+    prop_assert!(matches!(quick.body, super::Body::View(_)));
+    prop_assert_eq!(
+        (
+            &quick.model,
+            quick.stream,
+            quick.include_usage,
+            quick.max_tokens,
+            quick.n
+        ),
+        (
+            &tree.model,
+            tree.stream,
+            tree.include_usage,
+            tree.max_tokens,
+            tree.n
+        ),
+        "{}",
+        text
+    );
+    prop_assert_eq!(
+        (quick.prompt_estimate, quick.prompt_upper_bound),
+        (tree.prompt_estimate, tree.prompt_upper_bound),
+        "{}",
+        text
+    );
+    let q = quick.upstream_body("up", "key_x", 7);
+    let names = members::member_names(&q).unwrap();
+    prop_assert_eq!(
+        names.iter().collect::<BTreeSet<_>>().len(),
+        names.len(),
+        "a member twice: {:?}",
+        names
+    );
+    let q: Value = serde_json::from_slice(&q).unwrap();
+    let t: Value = serde_json::from_slice(&tree.upstream_body("up", "key_x", 7)).unwrap();
+    prop_assert_eq!(q, t, "{}", text);
+    Ok(())
+}
 
 /// Where the cursor counts `text`'s compact length, it is the tree's.
 fn compact_as_tree(text: &str) -> Result<(), TestCaseError> {
@@ -325,38 +392,16 @@ proptest! {
         body in prop_oneof![valid().prop_map(|a| Value::Object(a.body)), json(KEYS)],
         st in style(),
         stream_twice in any::<bool>(),
+        plain in any::<bool>(),
     ) {
-        let mut text = write(&body, &st);
+        // Half the bodies with their names as clients write them (see below).
+        let mut text = if plain { write_plain_names(&body, &st) } else { write(&body, &st) };
         // A repeated member: the last value counts, as in a JSON map.
         if stream_twice && text.trim_end().ends_with('}') && body.as_object().is_some_and(|o| !o.is_empty()) {
             let end = text.rfind('}').unwrap();
             text.replace_range(end.., r#","stream":true,"n":2}"#);
         }
-        let raw = bytes::Bytes::from(text);
-        let tree = ChatRequest::parse_tree(&raw);
-        if super::view::parse(&raw).is_none() {
-            return Ok(());
-        }
-        let tree = match tree {
-            Ok(t) => t,
-            Err(e) => return Err(TestCaseError::fail(format!("the tree refused ({e:?}) what the quick reading took"))),
-        };
-        let quick = ChatRequest::parse_bytes(&raw).unwrap();
-        prop_assert!(matches!(quick.body, super::Body::View(_)));
-        prop_assert_eq!(
-            (&quick.model, quick.stream, quick.include_usage, quick.max_tokens, quick.n),
-            (&tree.model, tree.stream, tree.include_usage, tree.max_tokens, tree.n)
-        );
-        prop_assert_eq!(
-            (quick.prompt_estimate, quick.prompt_upper_bound),
-            (tree.prompt_estimate, tree.prompt_upper_bound)
-        );
-        let q = quick.upstream_body("up", "key_x", 7);
-        let names = members::member_names(&q).unwrap();
-        prop_assert_eq!(names.iter().collect::<BTreeSet<_>>().len(), names.len(), "a member twice: {:?}", names);
-        let q: Value = serde_json::from_slice(&q).unwrap();
-        let t: Value = serde_json::from_slice(&tree.upstream_body("up", "key_x", 7)).unwrap();
-        prop_assert_eq!(q, t);
+        agrees_with_the_tree(&text)?;
     }
 
     /// The top-level members as the cursor walks them are serde's (names, value texts, and
@@ -539,4 +584,30 @@ fn a_tool_list_is_counted_without_a_tree() {
         members::compact_len_of_tree(text)
     );
     assert!(members::compact_len_walked(text).is_some());
+}
+
+proptest! {
+    // Each case reads its body again with ~60 edits at every place: 32 cases are thousands.
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    /// The same agreement with an edit that may break the body tried at every place (JSON's
+    /// tokens, escapes and numbers; the members the reading reads, again or escaped): wherever
+    /// the quick reading still takes the body, the tree takes it too and reads the same.
+    #[test]
+    fn the_quick_reading_agrees_with_the_tree_after_any_edit(
+        body in prop_oneof![3 => valid().prop_map(|a| Value::Object(a.body)), 1 => json(KEYS)],
+        st in style(),
+        at in any::<prop::sample::Index>(),
+        cut in prop_oneof![2 => Just(0usize), 1 => 1usize..4],
+        plain in any::<bool>(),
+    ) {
+        // Half the bodies with their names as clients write them: the quick reading gives up
+        // on an escaped top-level name, and `write` escapes one character in four.
+        let text = if plain { write_plain_names(&body, &st) } else { write(&body, &st) };
+        for i in edit_places(&text, at) {
+            for put in JSON_EDITS.iter().chain(MEMBER_EDITS) {
+                agrees_with_the_tree(&edited(&text, i, cut, put))?;
+            }
+        }
+    }
 }
