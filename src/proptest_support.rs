@@ -234,6 +234,25 @@ pub fn edited(text: &str, i: usize, cut: usize, put: &str) -> String {
     format!("{}{}{}", &text[..i], put, &text[j..])
 }
 
+/// `check` on `text` as it is, then with each of [`JSON_EDITS`] and `more` put in (taking out
+/// `cut` bytes) at every place of [`edit_places`]: how the quick readings' properties try texts
+/// that may no longer be JSON, or JSON they must not take.
+pub fn every_edit<E>(
+    text: &str,
+    at: prop::sample::Index,
+    cut: usize,
+    more: &[&str],
+    mut check: impl FnMut(&str) -> Result<(), E>,
+) -> Result<(), E> {
+    check(text)?;
+    for i in edit_places(text, at) {
+        for put in JSON_EDITS.iter().chain(more) {
+            check(&edited(text, i, cut, put))?;
+        }
+    }
+    Ok(())
+}
+
 /// Where an edit is tried: just after every `{`, `[`, `,`, `:` and `"` (where a member, a
 /// value or an escape put in keeps the text JSON more often than not), and at `at`.
 pub fn edit_places(text: &str, at: prop::sample::Index) -> Vec<usize> {

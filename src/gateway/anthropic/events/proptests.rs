@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::scan::scan;
 use super::{Delta, View};
-use crate::proptest_support::{JSON_EDITS, edit_places, edited, json, style, text, write};
+use crate::proptest_support::{every_edit, json, style, text, write};
 
 /// The keys the scanner and the view read, for arbitrary JSON to hit them often.
 const KEYS: &[&str] = &[
@@ -106,12 +106,7 @@ proptest! {
         cut in prop_oneof![2 => Just(0usize), 1 => 1usize..4],
     ) {
         let text = write(&v, &st);
-        scanned_as_viewed(&text)?;
-        for i in edit_places(&text, at) {
-            for put in JSON_EDITS.iter().chain(MEMBER_EDITS) {
-                scanned_as_viewed(&edited(&text, i, cut, put))?;
-            }
-        }
+        every_edit(&text, at, cut, MEMBER_EDITS, scanned_as_viewed)?;
     }
 
     /// The scanner answers for every generated event without usage (as DeepSeek writes them:

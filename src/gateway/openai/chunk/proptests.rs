@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 use super::{Output, UpstreamErrorEvent, answer, read, scan::scan, view_parts};
 use crate::gateway::dialect::{Generated, PublicModel, Tally};
 use crate::gateway::openai::tree::{generated_bytes, rewrite_answer, rewrite_chunk};
-use crate::proptest_support::{JSON_EDITS, edit_places, edited, json, number, style, text, write};
+use crate::proptest_support::{every_edit, json, number, style, text, write};
 
 /// The keys the splicer reads, for arbitrary JSON to hit them often.
 const KEYS: &[&str] = &[
@@ -330,12 +330,7 @@ proptest! {
         let text = write(&v, &st);
         scan_agrees(&text)?;
         let text = one_line(&text);
-        scan_agrees(&text)?;
-        for i in edit_places(&text, at) {
-            for put in JSON_EDITS.iter().chain(MEMBER_EDITS) {
-                scan_agrees(&edited(&text, i, cut, put))?;
-            }
-        }
+        every_edit(&text, at, cut, MEMBER_EDITS, scan_agrees)?;
     }
 }
 

@@ -14,8 +14,7 @@ use super::{ChatRequest, usage_from_json};
 use crate::gateway::dialect::ClientRequest;
 use crate::gateway::json::members;
 use crate::proptest_support::{
-    JSON_EDITS, edit_places, edited, json, json_sized, plain_name, style, text, write,
-    write_plain_names,
+    every_edit, json, json_sized, plain_name, style, text, write, write_plain_names,
 };
 
 /// The keys the parser reads, for arbitrary JSON to hit them often.
@@ -415,12 +414,7 @@ proptest! {
         cut in prop_oneof![2 => Just(0usize), 1 => 1usize..4],
     ) {
         let text = write(&body, &st);
-        walked_as_serde(&text)?;
-        for i in edit_places(&text, at) {
-            for put in JSON_EDITS.iter().chain(MEMBER_EDITS) {
-                walked_as_serde(&edited(&text, i, cut, put))?;
-            }
-        }
+        every_edit(&text, at, cut, MEMBER_EDITS, walked_as_serde)?;
     }
 
     /// The compact length the cursor counts is the length of the text serde_json writes for
@@ -435,12 +429,7 @@ proptest! {
         members in prop::collection::vec((prop::sample::select(vec!["a", "b", "type"]), json_sized(KEYS, 2, 8)), 0..5),
     ) {
         let text = write(&v, &st);
-        compact_as_tree(&text)?;
-        for i in edit_places(&text, at) {
-            for put in JSON_EDITS {
-                compact_as_tree(&edited(&text, i, cut, put))?;
-            }
-        }
+        every_edit(&text, at, cut, &[], compact_as_tree)?;
         // An object that may name a key twice (a map cannot, so it is written by hand).
         let members: Vec<String> = members
             .iter()
@@ -604,10 +593,6 @@ proptest! {
         // Half the bodies with their names as clients write them: the quick reading gives up
         // on an escaped top-level name, and `write` escapes one character in four.
         let text = if plain { write_plain_names(&body, &st) } else { write(&body, &st) };
-        for i in edit_places(&text, at) {
-            for put in JSON_EDITS.iter().chain(MEMBER_EDITS) {
-                agrees_with_the_tree(&edited(&text, i, cut, put))?;
-            }
-        }
+        every_edit(&text, at, cut, MEMBER_EDITS, agrees_with_the_tree)?;
     }
 }
