@@ -3,6 +3,7 @@
 //! relayed natively (no translation) to DeepSeek's Anthropic-format endpoint on the same keys,
 //! budgets and ledger as the OpenAI dialect. Errors are in Anthropic's shape.
 
+mod answer;
 mod events;
 mod request;
 mod usage;
@@ -13,8 +14,7 @@ use axum::Json;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 pub use events::Events;
 pub use request::MessagesRequest;
@@ -102,7 +102,7 @@ impl Dialect for Anthropic {
     }
 
     fn answer(raw: &[u8], public: &PublicModel) -> Result<Answer, String> {
-        read_answer(raw, public)
+        answer::read(raw, public)
     }
 
     fn stream(_req: &MessagesRequest, public: PublicModel) -> Events {
@@ -141,49 +141,10 @@ fn error_body(e: &GatewayError) -> String {
         .to_string()
 }
 
-/// The parts of a whole answer that billing reads.
-#[derive(Deserialize)]
-struct Whole {
-    #[serde(default)]
-    content: Option<Vec<Value>>,
-    #[serde(default)]
-    usage: Option<usage::Wire>,
-}
-
-/// A whole Messages answer: its usage, an estimate of its output, and the body with the
-/// public model name.
-fn read_answer(raw: &[u8], public: &PublicModel) -> Result<Answer, String> {
-    let mut v: Value = serde_json::from_slice(raw).map_err(|e| format!("not JSON: {e}"))?;
-    let whole: Whole = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
-    let Some(content) = whole.content else {
-        return Err("no content".into());
-    };
-    let text: usize = content
-        .iter()
-        .map(|b| {
-            ["text", "thinking"]
-                .iter()
-                .filter_map(|k| b.get(*k).and_then(Value::as_str))
-                .map(str::len)
-                .sum::<usize>()
-                + b.get("input").map_or(0, |i| i.to_string().len())
-        })
-        .sum();
-    if let Some(o) = v.as_object_mut()
-        && o.contains_key("model")
-    {
-        o.insert("model".into(), Value::String(public.name().to_string()));
-    }
-    Ok(Answer {
-        usage: whole.usage.as_ref().and_then(usage::of_wire),
-        output_estimate: (text as u64).div_ceil(4),
-        body: serde_json::to_vec(&v).map_err(|e| e.to_string())?,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     #[test]
     fn errors_have_anthropics_shape_and_types() {
@@ -229,18 +190,5 @@ mod tests {
                     .is_some_and(|m| !m.is_empty())
             );
         }
-    }
-
-    #[test]
-    fn a_whole_answer_is_read_and_renamed() {
-        let raw = br#"{"id":"msg_1","type":"message","role":"assistant","model":"up","content":[{"type":"thinking","thinking":"hm","signature":"s"},{"type":"text","text":"Hello there"}],"stop_reason":"end_turn","usage":{"input_tokens":5,"cache_read_input_tokens":64,"output_tokens":9}}"#;
-        let a = read_answer(raw, &PublicModel::new("deepseek-v4-flash")).unwrap();
-        let u = a.usage.unwrap();
-        assert_eq!((u.prompt, u.hit, u.miss, u.completion), (69, 64, 5, 9));
-        assert_eq!(a.output_estimate, 4);
-        let v: Value = serde_json::from_slice(&a.body).unwrap();
-        assert_eq!(v["model"], "deepseek-v4-flash");
-        assert_eq!(v["content"][1]["text"], "Hello there");
-        assert!(read_answer(br#"{"id":"x"}"#, &PublicModel::new("m")).is_err());
     }
 }
