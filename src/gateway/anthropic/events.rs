@@ -79,21 +79,35 @@ impl Events {
             tally.usage = Some(to_billing(input, out));
         }
     }
+}
 
-    /// `message_start` with the public model name (a tree edit: one event per stream).
-    fn start(&self, data: &str) -> Result<String, String> {
-        let mut v: Value =
-            serde_json::from_str(data).map_err(|e| format!("message_start is not JSON: {e}"))?;
-        if let Some(m) = v.get_mut("message").and_then(Value::as_object_mut)
-            && m.contains_key("model")
-        {
-            m.insert(
-                "model".into(),
-                Value::String(self.public.name().to_string()),
-            );
+/// `message_start` with the public model name in `message.model`: spliced into the text where
+/// the scanner finds it, through a tree where it is not sure.
+fn start(data: &str, public: &str) -> Result<String, String> {
+    match scan::start_model(data) {
+        Some(None) => Ok(data.to_owned()),
+        Some(Some(at)) => {
+            let name = serde_json::to_string(public).map_err(|e| e.to_string())?;
+            let mut out = String::with_capacity(data.len() + name.len());
+            for part in [&data[..at.start], &name, &data[at.end..]] {
+                out.push_str(part);
+            }
+            Ok(out)
         }
-        serde_json::to_string(&v).map_err(|e| e.to_string())
+        None => start_tree(data, public),
     }
+}
+
+/// [`start`] through a tree (and the error when `data` is not JSON).
+fn start_tree(data: &str, public: &str) -> Result<String, String> {
+    let mut v: Value =
+        serde_json::from_str(data).map_err(|e| format!("message_start is not JSON: {e}"))?;
+    if let Some(m) = v.get_mut("message").and_then(Value::as_object_mut)
+        && m.contains_key("model")
+    {
+        m.insert("model".into(), Value::String(public.to_string()));
+    }
+    serde_json::to_string(&v).map_err(|e| e.to_string())
 }
 
 /// `event: <name>` and `data: <json>`, one event (pushed, not `format!`ed: once a token).
@@ -162,7 +176,10 @@ impl StreamRewrite for Events {
                 if let Some(u) = &read.start_usage {
                     self.note(u, false, tally);
                 }
-                return Ok(Step::Send(render("message_start", &self.start(data)?)));
+                return Ok(Step::Send(render(
+                    "message_start",
+                    &start(data, self.public.name())?,
+                )));
             }
             "message_delta" => {
                 if let Some(u) = &read.usage {

@@ -7,9 +7,9 @@
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
-use super::scan::scan;
-use super::{Delta, View};
-use crate::proptest_support::{every_edit, json, style, text, write};
+use super::scan::{scan, start_model};
+use super::{Delta, View, start, start_tree};
+use crate::proptest_support::{every_edit, json, style, text, write, write_plain_names};
 
 /// The keys the scanner and the view read, for arbitrary JSON to hit them often.
 const KEYS: &[&str] = &[
@@ -42,6 +42,8 @@ const MEMBER_EDITS: &[&str] = &[
     "\"usage\":null,",
     "\"message\":{},",
     "\"t\\u0065xt\":\"x\",",
+    "\"model\":\"m\",",
+    "\"model\":7,",
 ];
 
 /// A Messages event as DeepSeek sends it (the ones with usage included, for the scanner to
@@ -93,6 +95,30 @@ fn scanned_as_viewed(text: &str) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// Where the scanner finds `message_start`'s model (or that there is none), the splice gives
+/// the tree's rename (as JSON).
+fn spliced_as_tree(text: &str) -> Result<(), TestCaseError> {
+    if start_model(text).is_none() {
+        return Ok(());
+    }
+    let spliced: Value = serde_json::from_str(&start(text, "pub\"lic").unwrap()).unwrap();
+    let tree = match start_tree(text, "pub\"lic") {
+        Ok(t) => t,
+        Err(e) => {
+            return Err(TestCaseError::fail(format!(
+                "the tree refused ({e}) what the scanner took: {text}"
+            )));
+        }
+    };
+    prop_assert_eq!(
+        spliced,
+        serde_json::from_str::<Value>(&tree).unwrap(),
+        "{}",
+        text
+    );
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -104,8 +130,10 @@ proptest! {
         st in style(),
         at in any::<prop::sample::Index>(),
         cut in prop_oneof![2 => Just(0usize), 1 => 1usize..4],
+        plain in any::<bool>(),
     ) {
-        let text = write(&v, &st);
+        // Half with names as DeepSeek writes them (see below).
+        let text = if plain { write_plain_names(&v, &st) } else { write(&v, &st) };
         every_edit(&text, at, cut, MEMBER_EDITS, scanned_as_viewed)?;
     }
 
@@ -116,5 +144,31 @@ proptest! {
         prop_assume!(v.get("usage").is_none() && v.get("message").is_none());
         let text = v.to_string();
         prop_assert!(scan(&text).is_some(), "{}", text);
+    }
+
+    /// The rename of `message_start` by splice gives the tree's, on events and arbitrary JSON,
+    /// as written and with an edit tried at every place.
+    #[test]
+    fn the_model_is_renamed_as_the_tree_renames_it(
+        v in prop_oneof![3 => event(), 1 => json(KEYS)],
+        st in style(),
+        at in any::<prop::sample::Index>(),
+        cut in prop_oneof![2 => Just(0usize), 1 => 1usize..4],
+        plain in any::<bool>(),
+    ) {
+        // Half with names as DeepSeek writes them: the scanner gives up on an escaped name,
+        // and `write` escapes one character in four.
+        let text = if plain { write_plain_names(&v, &st) } else { write(&v, &st) };
+        every_edit(&text, at, cut, MEMBER_EDITS, spliced_as_tree)?;
+    }
+
+    /// The scanner finds the model of a `message_start` as DeepSeek writes it (compact, plain
+    /// names), whatever the name.
+    #[test]
+    fn the_scanner_finds_the_model(model in text(16)) {
+        let v = json!({"type": "message_start", "message": {"id": "m", "model": model,
+            "content": [], "usage": {"input_tokens": 3, "output_tokens": 1}}});
+        let text = v.to_string();
+        prop_assert!(start_model(&text).is_some_and(|m| m.is_some()), "{}", text);
     }
 }

@@ -1,5 +1,6 @@
 //! A one-pass scanner for the common Messages event — a content block's delta, and every other
-//! event that carries no usage — in front of the serde view (`View` in `events.rs`).
+//! event that carries no usage — in front of the serde view (`View` in `events.rs`); and the
+//! place of `message_start`'s model name, for the rename to splice it.
 //!
 //! Hand-written, and why: a Claude Code answer streams one `content_block_delta` per token or
 //! so, hundreds an answer; under callgrind the serde view and the `format!` of each event were
@@ -13,6 +14,8 @@
 //! answers `None` and the serde view reads the text. Where it answers, the property test in
 //! `proptests.rs` holds it to the view's reading. It validates the whole text as serde_json
 //! would (the relay passes the event's data on as it came).
+
+use std::ops::Range;
 
 use crate::gateway::json::cursor::Cursor;
 
@@ -76,4 +79,33 @@ fn delta_bytes(c: &mut Cursor<'_>) -> Option<usize> {
         Some(())
     })?;
     Some(bytes)
+}
+
+/// Where `message_start`'s `message.model` value lies in `data`: `Some(None)` when there is
+/// none to rename (no model, or a message that is not an object), `None` where the scanner is
+/// not sure (a repeated `message` or `model`, an escaped key, text that is not JSON).
+pub(super) fn start_model(data: &str) -> Option<Option<Range<usize>>> {
+    let mut c = Cursor::new(data);
+    let (mut message, mut model) = (false, None);
+    c.members(|c, key| match key {
+        "message" if !message => {
+            message = true;
+            if c.next_byte()? != b'{' {
+                return c.skip_value();
+            }
+            c.members(|c, key| match key {
+                "model" if model.is_none() => {
+                    let text = c.raw_value()?;
+                    let start = text.as_ptr() as usize - data.as_ptr() as usize;
+                    model = Some(start..start + text.len());
+                    Some(())
+                }
+                "model" => None,
+                _ => c.skip_value(),
+            })
+        }
+        "message" => None,
+        _ => c.skip_value(),
+    })?;
+    c.at_end().then_some(model)
 }
