@@ -1,6 +1,7 @@
 //! A Messages stream, event by event: each upstream event is read (its `type`, the usage it
-//! carries, the text its deltas add) and sent on under its own name — only what was parsed,
-//! never upstream's bytes as they came. `message_start` gets the public model name;
+//! carries, the text its deltas add) and sent on in our own framing, named by its type — its
+//! data only once read as valid JSON of a Messages event, never upstream's framing as it came.
+//! `message_start` gets the public model name (spliced into its text, or through a tree);
 //! `message_stop` is the end, sent once the request has settled; an `error` event breaks the
 //! stream (the client gets our own error event instead).
 
