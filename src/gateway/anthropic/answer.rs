@@ -15,7 +15,7 @@ use serde_json::Value;
 use super::usage;
 use crate::gateway::dialect::{Answer, PublicModel};
 use crate::gateway::json::cursor::Cursor;
-use crate::gateway::json::members::{self, Edit, compact_len};
+use crate::gateway::json::members::{self, Edit, compact_len_next};
 
 /// A whole Messages answer: its usage, an estimate of its output, and the body with the
 /// public model name.
@@ -66,12 +66,9 @@ fn content_text(c: &mut Cursor<'_>) -> Option<usize> {
         let (mut text, mut thinking, mut input) = (0, 0, 0);
         c.members(|c, key| {
             match key {
-                "text" => text = string_len(c)?,
-                "thinking" => thinking = string_len(c)?,
-                "input" => {
-                    let raw = c.raw_value()?;
-                    input = compact_len(raw)? as usize;
-                }
+                "text" => text = c.text_or_zero()?,
+                "thinking" => thinking = c.text_or_zero()?,
+                "input" => input = compact_len_next(c)? as usize,
                 _ => c.skip_value()?,
             }
             Some(())
@@ -80,15 +77,6 @@ fn content_text(c: &mut Cursor<'_>) -> Option<usize> {
         Some(())
     })?;
     Some(total)
-}
-
-/// A string's decoded length; 0 for any other value (passed over).
-fn string_len(c: &mut Cursor<'_>) -> Option<usize> {
-    if c.next_byte()? == b'"' {
-        c.text()
-    } else {
-        c.skip_value().map(|()| 0)
-    }
 }
 
 /// The parts of a whole answer that billing reads.

@@ -341,6 +341,16 @@ impl<'a> Cursor<'a> {
         self.string_at().map(|(_, len, _)| len)
     }
 
+    /// The next value's decoded length if it is a string, 0 for any other value (passed over):
+    /// how the trees count a text member with `as_str`.
+    pub(in crate::gateway) fn text_or_zero(&mut self) -> Option<usize> {
+        if self.peek()? == b'"' {
+            self.text()
+        } else {
+            self.skip_value().map(|()| 0)
+        }
+    }
+
     /// The string at the cursor (on its `"`): its start, its decoded length in bytes, whether
     /// it held an escape; the cursor ends past the closing quote.
     // Inlined into its three callers: a call here cost more than the scan of a short string.

@@ -267,6 +267,17 @@ pub(in crate::gateway) fn compact_len(raw: &str) -> Option<u64> {
     compact_len_walked(raw).or_else(|| compact_len_of_tree(raw))
 }
 
+/// [`compact_len`] of the value next at `c`, which ends past it: counted in the cursor's walk,
+/// or through a tree of its text where the walk gives up (a float, say).
+pub(in crate::gateway) fn compact_len_next(c: &mut Cursor<'_>) -> Option<u64> {
+    let back = c.clone();
+    if let Some(n) = c.compact_len() {
+        return Some(n);
+    }
+    *c = back;
+    compact_len_of_tree(c.raw_value()?)
+}
+
 /// [`compact_len`] by the cursor, without a tree (a tool list of ~10 KB cost ~650k
 /// instructions as a tree written out again); `None` where it is not sure (the property tests
 /// hold it to [`compact_len_of_tree`]).

@@ -5,10 +5,10 @@
 //!
 //! Why: Claude Code sends ~60 KB or more on every turn (a long system prompt, a tool list of
 //! ~35 KB, the conversation with file contents in tool results). Read into a tree, measured by
-//! writing the tools out again, and serialised whole for upstream, such a body cost ~11M
+//! writing the tools out again, and serialised whole for upstream, such a body cost ~3.1M
 //! instructions per request under callgrind (bench/PROFILE.md). Whatever this reading is not
-//! sure of — a field of an unexpected type, a value it must refuse, an escaped key, a float in a
-//! tool's input — makes [`parse`] return `None`, and the request goes through the tree in
+//! sure of — a field of an unexpected type, a value it must refuse, an escaped key — makes
+//! [`parse`] return `None`, and the request goes through the tree in
 //! `request.rs`, which gives the same result or the precise error. A property test holds the two
 //! readings to the same fields, the same estimate and the same upstream body.
 
@@ -18,7 +18,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use crate::gateway::json::cursor::Cursor;
-use crate::gateway::json::members::{self, Edit, Members, Text, compact_len};
+use crate::gateway::json::members::{self, Edit, Members, Text, compact_len_next};
 
 /// What the quick reading learns from the body.
 #[derive(Debug)]
@@ -38,8 +38,8 @@ pub(super) struct Quick {
 pub(super) fn parse(raw: &Bytes) -> Option<Quick> {
     // Read in the walk that finds the members (the last of a repeated member counts, as in a
     // JSON map): the messages' bytes of text and number, the system prompt's bytes, and the
-    // tools' compact length (`Some(None)`: to be counted through a tree).
-    let (mut messages, mut system, mut tools) = (None, 0, None);
+    // tools' compact length.
+    let (mut messages, mut system, mut tools) = (None, 0, 0);
     let body = members::read_walking(raw, |c, name| {
         match name {
             "messages" => messages = Some(walk_messages(c)?),
@@ -50,7 +50,7 @@ pub(super) fn parse(raw: &Bytes) -> Option<Quick> {
                     _ => return None,
                 }
             }
-            "tools" => tools = Some(compact_or_skip(c)?.ok()),
+            "tools" => tools = compact_len_next(c)?,
             _ => c.skip_value()?,
         }
         Some(())
@@ -64,12 +64,7 @@ pub(super) fn parse(raw: &Bytes) -> Option<Quick> {
         Some(text) => Some(serde_json::from_str::<u64>(text).ok().filter(|n| *n >= 1)?),
     };
     let (mut text_bytes, messages) = messages?;
-    text_bytes += system;
-    text_bytes += match tools {
-        None => 0,
-        Some(Some(n)) => n,
-        Some(None) => compact_len(body.get("tools")?)?,
-    };
+    text_bytes += system + tools;
     let stream = match body.get("stream") {
         None | Some("null" | "false") => false,
         Some("true") => true,
@@ -88,19 +83,6 @@ pub(super) fn parse(raw: &Bytes) -> Option<Quick> {
         messages,
         members: body.members,
     })
-}
-
-/// The next value's compact length (`Cursor::compact_len`), or — where the cursor cannot
-/// count it (a float, say) — the value passed over and its text, to be counted through a tree.
-fn compact_or_skip<'a>(c: &mut Cursor<'a>) -> Option<Result<u64, &'a str>> {
-    let back = c.clone();
-    match c.compact_len() {
-        Some(n) => Some(Ok(n)),
-        None => {
-            *c = back;
-            c.raw_value().map(Err)
-        }
-    }
 }
 
 /// The messages (a non-empty array of objects, each with a string `role` and a `content` that
@@ -166,7 +148,7 @@ fn block(c: &mut Cursor<'_>) -> Option<u64> {
     }
     let mut kind = Cow::Borrowed("");
     let (mut text, mut thinking, mut name, mut inner) = (0, 0, 0, 0);
-    let mut input = None;
+    let mut input = 0;
     c.members(|c, key| {
         match key {
             "type" => {
@@ -178,36 +160,21 @@ fn block(c: &mut Cursor<'_>) -> Option<u64> {
                     None => Cow::Borrowed(""),
                 };
             }
-            "text" => text = string_len(c)?,
-            "thinking" => thinking = string_len(c)?,
-            "name" => name = string_len(c)?,
+            "text" => text = c.text_or_zero()? as u64,
+            "thinking" => thinking = c.text_or_zero()? as u64,
+            "name" => name = c.text_or_zero()? as u64,
             "content" => inner = content(c)?,
-            "input" => input = Some(compact_or_skip(c)?),
+            "input" => input = compact_len_next(c)?,
             _ => c.skip_value()?,
         }
         Some(())
     })?;
     Some(match kind.as_ref() {
-        "tool_use" => {
-            name + match input {
-                None => 0,
-                Some(Ok(n)) => n,
-                Some(Err(text)) => compact_len(text)?,
-            }
-        }
+        "tool_use" => name + input,
         "tool_result" => inner,
         "thinking" => thinking,
         _ => text,
     })
-}
-
-/// A string's decoded length; 0 for any other value (passed over).
-fn string_len(c: &mut Cursor<'_>) -> Option<u64> {
-    if c.next_byte()? == b'"' {
-        c.text().map(|n| n as u64)
-    } else {
-        c.skip_value().map(|()| 0)
-    }
 }
 
 /// The body for upstream: every member as the client wrote it, except `model`, `max_tokens` and
