@@ -63,14 +63,10 @@ pub(in crate::gateway) enum Edit<'e> {
 }
 
 /// Read `raw` (a JSON object) by its top-level members; `None` when it is not a JSON object
-/// or has more than [`MAX_MEMBERS`] members.
-pub(in crate::gateway) fn read(raw: &Bytes) -> Option<Read<'_>> {
-    read_walking(raw, |c, _| c.skip_value())
-}
-
-/// [`read`], with `walk` reading each member's value (given its name) as the cursor passes
-/// it: a dialect reads what it needs in the same walk that finds the members, not in a second
-/// one over their texts. `walk` must pass over exactly one value, or answer `None`.
+/// or has more than [`MAX_MEMBERS`] members. `walk` reads each member's value (given its name)
+/// as the cursor passes it: a dialect reads what it needs in the same walk that finds the
+/// members, not in a second one over their texts. `walk` must pass over exactly one value
+/// (`Cursor::skip_value` for the members it does not read), or answer `None`.
 pub(in crate::gateway) fn read_walking<'a>(
     raw: &'a Bytes,
     walk: impl FnMut(&mut Cursor<'a>, &'a str) -> Option<()>,

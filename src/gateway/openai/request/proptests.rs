@@ -575,6 +575,32 @@ fn a_tool_list_is_counted_without_a_tree() {
     assert!(members::compact_len_walked(text).is_some());
 }
 
+/// A key repeated in one object (the tree keeps one) is found at every length, as the text's
+/// last key too (where fewer than eight bytes follow it); keys that only share a length, their
+/// first eight bytes or a prefix are not taken for repeats.
+#[test]
+fn repeated_keys_are_found_at_every_length() {
+    for n in 0..=12 {
+        let key = "k".repeat(n);
+        for text in [
+            format!(r#"{{"{key}":1,"{key}":2}}"#),
+            format!(r#"{{"{key}":1,"x":[],"{key}":{{}}}}"#),
+            format!(r#"[{{"{key}":1}},{{"{key}":2,"{key}":3}}]"#),
+        ] {
+            assert_eq!(members::compact_len_walked(&text), None, "{text}");
+        }
+        for text in [
+            format!(r#"{{"{key}a":1,"{key}b":2}}"#),
+            format!(r#"{{"{key}":1,"{key}k":2}}"#),
+            format!(r#"{{"a{key}":1,"b{key}":2,"{key}":3}}"#),
+        ] {
+            let walked = members::compact_len_walked(&text);
+            assert!(walked.is_some(), "{text}");
+            assert_eq!(walked, members::compact_len_of_tree(&text), "{text}");
+        }
+    }
+}
+
 proptest! {
     // Each case reads its body again with ~60 edits at every place: 32 cases are thousands.
     #![proptest_config(ProptestConfig::with_cases(32))]

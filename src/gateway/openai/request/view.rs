@@ -22,7 +22,7 @@ use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
-use crate::gateway::json::members::{self, Edit, Members, Text, compact_len};
+use crate::gateway::json::members::{self, Edit, Members, Text, compact_len, compact_len_next};
 use crate::gateway::openai::chunk::Obj;
 
 /// What the parser learns from the body.
@@ -212,7 +212,16 @@ fn count(raw: Option<&str>) -> Result<Option<u64>, ()> {
 /// Read `raw` the quick way; `None` for anything this reading does not take (the tree
 /// decides those).
 pub(super) fn parse(raw: &Bytes) -> Option<Read> {
-    let body = members::read(raw)?;
+    // The tools' compact length is counted in the walk that finds the members (the last of a
+    // repeated member counts, as in a JSON map), not in a second walk over their text.
+    let mut tools = None;
+    let body = members::read_walking(raw, |c, name| match name {
+        "tools" => {
+            tools = Some(compact_len_next(c)?);
+            Some(())
+        }
+        _ => c.skip_value(),
+    })?;
     let get = |name: &str| body.get(name);
     let Text(model) = serde_json::from_str(get("model")?).ok()?;
     if model.is_empty() {
@@ -231,9 +240,7 @@ pub(super) fn parse(raw: &Bytes) -> Option<Read> {
             text_bytes += compact_len(calls.get())?;
         }
     }
-    if let Some(tools) = get("tools") {
-        text_bytes += compact_len(tools)?;
-    }
+    text_bytes += tools.unwrap_or(0);
     let stream = match get("stream") {
         None | Some("null") | Some("false") => false,
         Some("true") => true,
