@@ -40,6 +40,10 @@ pub enum AdminError {
     /// The key is revoked.
     #[error("key {0} is revoked")]
     Revoked(String),
+    /// The text a self-service rotation was asked with is no longer the key's: another
+    /// rotation replaced it first.
+    #[error("key {0}'s text was replaced meanwhile")]
+    TextReplaced(String),
     /// No message of the outbox has this number, or it was sent already.
     #[error("no mail {0} waiting or failed (a sent message is never sent again)")]
     NoSuchMail(i64),
@@ -269,14 +273,24 @@ pub async fn top_up_key(
 ///
 /// The key's live state is not replaced: requests in flight hold it and settle on it. Only
 /// which hash leads to it changes, after the database holds the new hash and sealed copy.
+///
+/// `presented` is the hash of the text a customer asked with (self-service; the operator's
+/// CLI names the key by id or prefix): the rotation is refused when that is no longer the
+/// key's text.
 pub async fn rotate_key(
     state: &AppState,
     needle: &str,
+    presented: Option<[u8; 32]>,
 ) -> Result<(Arc<KeyState>, String), AdminError> {
     let key = find_key(state, needle)?;
     let _serial = state.rotate_lock.lock().await;
     if key.status() == KeyStatus::Revoked {
         return Err(AdminError::Revoked(key.id.clone()));
+    }
+    // Checked under the lock: of several rotations asked with the same text at once, only
+    // the first replaces it; the others find it gone, as a request with it would.
+    if presented.is_some_and(|h| state.keys.hash_of(&key.id) != Some(h)) {
+        return Err(AdminError::TextReplaced(key.id.clone()));
     }
     let internal = |e: &dyn std::fmt::Display| AdminError::Internal(e.to_string());
     let text = generate_key().map_err(|e| internal(&e))?;
@@ -409,7 +423,7 @@ async fn retry_mail(state: &AppState, id: i64) -> Result<Response, AdminError> {
 async fn self_service_command(state: &AppState, req: Request) -> Result<Response, AdminError> {
     match req {
         Request::KeysRotate { key } => {
-            rotate_key(state, &key)
+            rotate_key(state, &key, None)
                 .await
                 .map(|(k, api_key)| Response::Rotated {
                     key: key_view(&k),

@@ -130,6 +130,88 @@ async fn the_dashboard_offers_credit_and_replacement_without_echoing_the_key() {
     assert_eq!(status, 403);
 }
 
+/// A dashboard's grant is for the text it was shown: once the owner replaces a leaked key,
+/// whoever opened the dashboard with the leaked text can neither replace the new text (and
+/// take the balance) nor use the page's other form; the owner's new dashboard works.
+#[tokio::test]
+async fn a_grant_dies_with_the_text_it_was_issued_for() {
+    let app = TestApp::spawn_shop().await;
+    let leaked = app.create_key("trial", Some("3.00")).await;
+    let thief = csrf_token(&app.base).await;
+    let (status, html) = post_form(
+        &app.base,
+        "/dashboard?lang=en",
+        Some(&thief),
+        &[("key", &leaked), ("csrf_token", &thief)],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let stolen = hidden(&html, "grant");
+
+    // The owner replaces the leaked text through the API.
+    let r = app
+        .http
+        .post(format!("{}/api/keys/rotate", app.base))
+        .bearer_auth(&leaked)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    let owners = v["api_key"].as_str().unwrap().to_string();
+
+    for (path, confirm) in [("/dashboard/rotate?lang=en", "yes"), ("/checkout/pro", "")] {
+        let (status, page) = post_form(
+            &app.base,
+            path,
+            Some(&thief),
+            &[
+                ("grant", &stolen),
+                ("csrf_token", &thief),
+                ("confirm", confirm),
+            ],
+        )
+        .await;
+        assert_eq!(status, 400, "{path}");
+        assert!(!page.contains("id=\"api-key\""), "{path}: no key shown");
+    }
+    let usage = |k: String| {
+        let app = &app;
+        async move { app.get(&k, "/api/usage").send().await.unwrap().status() }
+    };
+    assert_eq!(
+        usage(owners.clone()).await,
+        200,
+        "the owner's text still works"
+    );
+    assert_eq!(usage(leaked.clone()).await, 401);
+
+    // The owner's own dashboard, opened with the new text, replaces it.
+    let token = csrf_token(&app.base).await;
+    let (_, html) = post_form(
+        &app.base,
+        "/dashboard?lang=en",
+        Some(&token),
+        &[("key", &owners), ("csrf_token", &token)],
+    )
+    .await;
+    let grant = hidden(&html, "grant");
+    let (status, done) = post_form(
+        &app.base,
+        "/dashboard/rotate?lang=en",
+        Some(&token),
+        &[
+            ("grant", &grant),
+            ("csrf_token", &token),
+            ("confirm", "yes"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(done.contains("id=\"api-key\""));
+    assert_eq!(usage(owners).await, 401);
+}
+
 #[tokio::test]
 async fn pricing_links_to_top_ups_and_the_order_look_up_names_the_credited_key() {
     let app = TestApp::spawn_shop().await;

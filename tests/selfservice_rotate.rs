@@ -143,6 +143,28 @@ async fn the_operator_rotates_by_id_and_revoked_or_unknown_keys_are_refused() {
     assert_eq!(status, 401);
 }
 
+/// Rotations asked at once with the same text: the first replaces it, the others find it gone
+/// (401, as any request with it would) rather than each minting a text that the next one
+/// replaces — the customer would be left holding a dead key.
+#[tokio::test]
+async fn of_simultaneous_rotations_with_one_text_only_the_first_replaces_it() {
+    let app = TestApp::spawn().await;
+    let old = app.create_key("trial", None).await;
+    let all = futures_util::future::join_all((0..6).map(|_| rotate(&app, &old))).await;
+    let new: Vec<&str> = all
+        .iter()
+        .filter(|(status, _)| *status == 200)
+        .map(|(_, v)| v["api_key"].as_str().unwrap())
+        .collect();
+    assert_eq!(new.len(), 1, "{all:?}");
+    for (status, v) in all.iter().filter(|(status, _)| *status != 200) {
+        assert_eq!(*status, 401, "{v}");
+        assert_eq!(v["error"]["code"], "invalid_api_key");
+    }
+    assert_eq!(chat_status(&app, new[0]).await, 200);
+    assert_eq!(chat_status(&app, &old).await, 401);
+}
+
 #[tokio::test]
 async fn rotation_is_limited_per_address() {
     let app = TestApp::spawn().await;

@@ -52,6 +52,11 @@ impl KeyTable {
         self.maps.load().by_id.get(id).cloned()
     }
 
+    /// The hash of key `id`'s text now (a rotation replaces it).
+    pub fn hash_of(&self, id: &str) -> Option<[u8; 32]> {
+        self.maps.load().hash_of.get(id).copied()
+    }
+
     /// Add a key whose text hashes to `hash` (copy on write: keys are minted rarely, read on
     /// every request).
     pub fn insert(&self, hash: [u8; 32], key: Arc<KeyState>) {

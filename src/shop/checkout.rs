@@ -205,7 +205,9 @@ fn key_to_top_up(
         (Some(token), _) => Some(super::topup::key_to_top_up(state, token)?.id.clone()),
         (None, Some(grant)) => {
             let csrf = csrf_header(headers).unwrap_or_default();
-            let key = super::grant::redeem(state, grant, csrf).ok_or(ShopError::UnknownKey)?;
+            let key = super::grant::redeem(state, grant, csrf)
+                .ok_or(ShopError::UnknownKey)?
+                .key;
             if key.status() == KeyStatus::Revoked {
                 return Err(ShopError::KeyRevoked);
             }

@@ -15,20 +15,30 @@ use serde_json::{Value, json};
 use super::error::ShopError;
 use super::limits::limit_key;
 use crate::admin::AdminError;
-use crate::keys::identify::{IdentifyError, authenticate};
+use crate::keys::identify::{IdentifyError, authenticate_token, bearer_token};
+use crate::keys::token::hash_key;
 use crate::state::{AppState, ClientIp};
 
-/// Replace the text of key `key_id` in a task of its own (a client hanging up must not leave
-/// the database and the live table disagreeing), returning the new text.
-pub async fn rotate(state: &Arc<AppState>, key_id: &str) -> Result<String, ShopError> {
+/// Replace the text of key `key_id`, whose text hashes to `presented` (what the customer
+/// showed), in a task of its own (a client hanging up must not leave the database and the live
+/// table disagreeing), returning the new text. Refused as an unknown key when another rotation
+/// replaced that text first.
+pub async fn rotate(
+    state: &Arc<AppState>,
+    key_id: &str,
+    presented: [u8; 32],
+) -> Result<String, ShopError> {
     let worker = {
         let state = state.clone();
         let id = key_id.to_string();
-        tokio::spawn(async move { crate::admin::rotate_key(&state, &id).await })
+        tokio::spawn(async move { crate::admin::rotate_key(&state, &id, Some(presented)).await })
     };
     match worker.await {
         Ok(Ok((_, text))) => Ok(text),
         Ok(Err(AdminError::Revoked(_))) => Err(ShopError::InvalidApiKey(IdentifyError::Revoked)),
+        Ok(Err(AdminError::TextReplaced(_))) => {
+            Err(ShopError::InvalidApiKey(IdentifyError::Unknown))
+        }
         Ok(Err(e)) => {
             tracing::error!(key_id, error = %e, "key not rotated");
             Err(ShopError::RotationFailed)
@@ -46,7 +56,8 @@ pub async fn api_rotate(
     if state.shop_limits.rotate.check_key(&limit_key(ip)).is_err() {
         return Err(ShopError::TooManyRotations);
     }
-    let key = authenticate(&state.keys, &headers)?;
-    let api_key = rotate(&state, &key.id).await?;
+    let token = bearer_token(&headers)?;
+    let key = authenticate_token(&state.keys, token)?;
+    let api_key = rotate(&state, &key.id, hash_key(token)).await?;
     Ok(Json(json!({ "api_key": api_key })))
 }

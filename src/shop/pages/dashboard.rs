@@ -253,7 +253,12 @@ pub async fn dashboard(
             match (summary(&state, &key).await, history) {
                 (Ok(s), Ok(history)) => {
                     let selfserve = SelfServe {
-                        grant: crate::shop::grant::issue(&state, &key.id, &ctx.csrf),
+                        grant: crate::shop::grant::issue(
+                            &state,
+                            &key.id,
+                            &crate::keys::token::hash_key(form.key.trim()),
+                            &ctx.csrf,
+                        ),
                         plans: top_up_buttons(&state, ctx.s),
                         history: history.iter().map(|e| HistoryRow::new(e, ctx.s)).collect(),
                         revoked: key.status() == KeyStatus::Revoked,

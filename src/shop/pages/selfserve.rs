@@ -18,7 +18,9 @@ use super::checkout::{Checkout, TopUpMode};
 use super::form::{FormPost, GuardedForm};
 use super::notice::{message, not_found};
 use super::view::{PlanView, fill, url_encode};
-use crate::keys::{KeyState, KeyStatus};
+use crate::keys::KeyStatus;
+use crate::shop::error::ShopError;
+use crate::shop::grant::Granted;
 use crate::shop::guard::Guard;
 use crate::shop::limits::ShopLimits;
 use crate::shop::web::PageCtx;
@@ -104,9 +106,9 @@ impl Refused {
 }
 
 /// The key of a form's grant, if it is usable (not revoked).
-fn granted_key(state: &AppState, ctx: &PageCtx, grant: &str) -> Result<Arc<KeyState>, Refused> {
+fn granted_key(state: &AppState, ctx: &PageCtx, grant: &str) -> Result<Granted, Refused> {
     match crate::shop::grant::redeem(state, grant, &ctx.csrf) {
-        Some(k) if k.status() != KeyStatus::Revoked => Ok(k),
+        Some(g) if g.key.status() != KeyStatus::Revoked => Ok(g),
         Some(_) => Err(Refused::Revoked),
         None => Err(Refused::Stale),
     }
@@ -129,7 +131,7 @@ pub async fn checkout_topup(
         return not_found(&ctx, ctx.t.notfound_plan);
     };
     let key = match granted_key(&state, &ctx, &form.grant) {
-        Ok(k) => k,
+        Ok(g) => g.key,
         Err(why) => return why.page(&ctx),
     };
     let topup = TopUpMode::new(&ctx, &plan, Some(form.grant), key.prefix());
@@ -164,8 +166,8 @@ pub async fn rotate(
     State(state): State<Arc<AppState>>,
     Guard((ctx, RotateForm(form))): Guard<FormPost<RotateForm>>,
 ) -> Response {
-    let key = match granted_key(&state, &ctx, &form.grant) {
-        Ok(k) => k,
+    let Granted { key, hash } = match granted_key(&state, &ctx, &form.grant) {
+        Ok(g) => g,
         Err(why) => return why.page(&ctx),
     };
     if form.confirm != "yes" {
@@ -177,8 +179,10 @@ pub async fn rotate(
         };
         return ctx.page(page.render());
     }
-    match crate::shop::rotate::rotate(&state, &key.id).await {
+    match crate::shop::rotate::rotate(&state, &key.id, hash).await {
         Ok(api_key) => ctx.page(RotateDone { ctx: &ctx, api_key }.render()),
+        // Another rotation replaced the text first: this page's grant is stale.
+        Err(ShopError::InvalidApiKey(_)) => Refused::Stale.page(&ctx),
         Err(_) => message(
             &ctx,
             StatusCode::INTERNAL_SERVER_ERROR,
