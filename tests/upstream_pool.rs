@@ -335,3 +335,84 @@ async fn off_peak_dates_are_priced_off_peak() {
         assert_eq!(row.cost.nanos(), 100 * per_token[0] + 10 * per_token[1]);
     }
 }
+
+/// A client that gives up while its request waits in the queue for an account (every slot
+/// held) owes nothing: DeepSeek never saw the request. Its row says so (499, client abort,
+/// $0), on both dialects, streamed or not, and its hold goes back; the requests that were
+/// served are charged as usual.
+#[tokio::test]
+async fn a_request_abandoned_in_the_queue_costs_nothing() {
+    let app = two_accounts(
+        |_| {},
+        |c| {
+            for a in &mut c.upstream.accounts {
+                a.max_in_flight.insert("deepseek-v4-flash".into(), 1);
+            }
+            c.upstream.queue_timeout_ms = 20_000;
+        },
+    )
+    .await;
+    let key = app.create_key("starter", None).await;
+    for k in [SIM_KEY, SECOND] {
+        app.sim
+            .set_fault(k, Some(AccountFault::Delay(Duration::from_secs(2))));
+    }
+    let slow = |app: &TestApp| {
+        app.chat(&key, &body("deepseek-v4-flash", "[[sim reply=1]] hold"))
+            .send()
+    };
+    let (a, b) = (slow(&app), slow(&app));
+    let holders = tokio::spawn(async move { futures_util::future::join(a, b).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // A long prompt, so that a charge for it could not hide: abandoned after 300 ms.
+    let long = format!("[[sim reply=3]] {}", "word ".repeat(4000));
+    let mut streamed = body("deepseek-v4-flash", &long);
+    streamed["stream"] = true.into();
+    let anthropic = serde_json::json!({
+        "model": "claude-haiku-4-5", "max_tokens": 50, "stream": true,
+        "messages": [{"role": "user", "content": long}],
+    });
+    let abandoned = [
+        app.chat(&key, &body("deepseek-v4-flash", &long)),
+        app.chat(&key, &streamed),
+        app.http
+            .post(format!("{}/v1/messages", app.base))
+            .header("x-api-key", &key)
+            .json(&anthropic),
+    ];
+    for req in abandoned {
+        let r = req.timeout(Duration::from_millis(300)).send().await;
+        assert!(r.is_err_and(|e| e.is_timeout()));
+    }
+    let (a, b) = holders.await.unwrap();
+    assert_eq!(
+        (a.unwrap().status().as_u16(), b.unwrap().status().as_u16()),
+        (200, 200)
+    );
+
+    let id = app.key_state(&key).id.clone();
+    let mut rows = Vec::new();
+    for _ in 0..200 {
+        rows = modelrelay::store::usage::recent(&app.db(), &id, 10).expect("query");
+        if rows.len() == 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(rows.len(), 5, "{rows:?}");
+    let (served, queued): (Vec<_>, Vec<_>) = rows.iter().partition(|r| r.status == 200);
+    assert_eq!(served.len(), 2);
+    assert!(served.iter().all(|r| r.cost.nanos() > 0));
+    for r in &queued {
+        assert_eq!(r.status, 499, "{r:?}");
+        assert_eq!(r.finish, modelrelay::store::Finish::ClientAbort);
+        assert_eq!(r.cost, Usd::ZERO, "never sent, never charged: {r:?}");
+        assert_eq!((r.prompt_tokens, r.completion_tokens), (0, 0));
+    }
+    assert_eq!(app.sim.requests().len(), 2, "upstream saw the holders only");
+    let b = app.key_state(&key).balance();
+    assert_eq!(b.held, Usd::ZERO);
+    let charged: i64 = served.iter().map(|r| r.cost.nanos()).sum();
+    assert_eq!(b.spent.nanos(), charged);
+}

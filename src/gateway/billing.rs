@@ -9,6 +9,7 @@
 //! balance cannot go below zero.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -172,6 +173,9 @@ pub struct RequestCtx {
     pub api: Api,
     /// The upstream account serving it, once its answer began.
     pub account: std::sync::OnceLock<String>,
+    /// Whether it left the pool's queue for an upstream account: until then DeepSeek has not
+    /// seen it, and a client that goes away (or a shutdown) owes nothing for it.
+    pub dispatched: AtomicBool,
 }
 
 /// How a request ended, as billing needs to know it.
@@ -195,14 +199,16 @@ pub struct Outcome {
 /// The counts and cost to bill for an outcome.
 ///
 /// With upstream's usage: exactly that. Without it, an estimate, labelled so: a client that
-/// went away pays for its prompt and the output generated so far; after an upstream failure the
-/// customer pays for what reached them, and nothing when nothing did.
+/// went away (or was cut by a shutdown) pays for its prompt and the output generated so far —
+/// unless the request was still queued for an upstream account, never sent; after an upstream
+/// failure the customer pays for what reached them, and nothing when nothing did.
 fn bill(ctx: &RequestCtx, o: &Outcome) -> (Usage, Measured) {
     if let Some(u) = o.usage {
         return (u, Measured::Provider);
     }
     let charge = match o.finish {
-        Finish::ClientAbort | Finish::Shutdown | Finish::Complete => true,
+        Finish::ClientAbort | Finish::Shutdown => ctx.dispatched.load(Ordering::Acquire),
+        Finish::Complete => true,
         _ => o.output_estimate > 0,
     };
     if !charge {

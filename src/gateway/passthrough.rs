@@ -4,6 +4,7 @@
 //! Measured beside the real route, it shows what those layers cost.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -19,7 +20,13 @@ pub async fn relay(State(state): State<Arc<AppState>>, body: Bytes) -> Response 
     let deadline = tokio::time::Instant::now() + state.upstream.request_timeout;
     let sent = state
         .upstream
-        .send(Endpoint::ChatCompletions, "", body.to_vec(), deadline)
+        .send(
+            Endpoint::ChatCompletions,
+            "",
+            body.to_vec(),
+            deadline,
+            &AtomicBool::new(false),
+        )
         .await;
     match sent {
         Ok(reply) => {

@@ -6,6 +6,7 @@
 //! ledger row is committed before the answer's last byte leaves.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use axum::extract::Request;
@@ -84,6 +85,7 @@ fn start<D: Dialect>(
         started_at: Utc::now(),
         api: D::API,
         account: std::sync::OnceLock::new(),
+        dispatched: AtomicBool::new(false),
     };
     (Pending::new(state.clone(), ctx), Call { body, stream })
 }
@@ -104,7 +106,13 @@ async fn relay<D: Dialect>(state: Arc<AppState>, pending: Pending, call: Call<D>
         };
         let up = state
             .upstream
-            .send(D::ENDPOINT, &ctx.model.name, call.body, deadline)
+            .send(
+                D::ENDPOINT,
+                &ctx.model.name,
+                call.body,
+                deadline,
+                &ctx.dispatched,
+            )
             .await;
         if matches!(&up, Ok(_) | Err(UpstreamError::Status { .. })) {
             state.metrics.upstream_latency(sent.elapsed());

@@ -2,7 +2,7 @@
 //! failover.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -111,13 +111,15 @@ impl Upstream {
     /// came back — unreachable, timed out, 429, 5xx, or the account refused (401/403/402) —
     /// is tried again on another account, at most once per account; upstream's 400/422 (the
     /// request's own fault) is not. Every account at its cap for the whole queue timeout is
-    /// [`UpstreamError::Busy`].
+    /// [`UpstreamError::Busy`]. `dispatched` is set once the request leaves the queue for an
+    /// account (a client that goes away before then owes nothing).
     pub async fn send(
         &self,
         endpoint: Endpoint,
         model: &str,
         body: Vec<u8>,
         deadline: tokio::time::Instant,
+        dispatched: &AtomicBool,
     ) -> Result<Reply, UpstreamError> {
         let m = self.pool.model_slot(model).unwrap_or(0);
         let body = Bytes::from(body);
@@ -131,6 +133,8 @@ impl Upstream {
             };
             let account = slot.account().clone();
             account.requests.fetch_add(1, Ordering::Relaxed);
+            // Out of the queue: from here on DeepSeek may see (and charge for) the prompt.
+            dispatched.store(true, Ordering::Release);
             match self
                 .attempt(&account, endpoint, body.clone(), deadline)
                 .await
