@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use super::usage::{Input, Wire, to_billing};
 use crate::gateway::dialect::{Generated, PublicModel, Step, StreamRewrite, Tally};
+use crate::gateway::json::is_json;
 use crate::upstream::sse::SseEvent;
 
 /// The end of a complete stream, when upstream closed without sending it.
@@ -130,24 +131,66 @@ struct Read<'a> {
     delta_bytes: usize,
 }
 
-/// Read `data` (the scanner first; the serde view where it is not sure).
+/// Read `data` (the scanner first; the serde view where it is not sure, on text the tree
+/// takes; the tree where the view refuses it). Errors name the event's length, not its text:
+/// that is the model's output, which the log does not keep.
 fn read(data: &str) -> Result<Read<'_>, String> {
-    if let Some(s) = scan::scan(data) {
-        return Ok(Read {
+    let read = match scan::scan(data) {
+        Some(s) => Read {
             kind: Cow::Borrowed(s.kind),
             start_usage: None,
             usage: None,
             delta_bytes: s.delta_bytes,
-        });
+        },
+        None => match serde_json::from_str::<View<'_>>(data) {
+            // The view does not check what it skips, and the event is relayed as it is.
+            Ok(view) if is_json(data) => Read::of(view),
+            _ => read_tree(data)?,
+        },
+    };
+    if !is_event_name(&read.kind) {
+        return Err(format!(
+            "event type is not a name ({} bytes of data)",
+            data.len()
+        ));
     }
-    let view: View<'_> = serde_json::from_str(data)
-        .map_err(|e| format!("event is not a Messages event: {e}: {data}"))?;
+    Ok(read)
+}
+
+/// [`read`] through a tree: it refuses text that is not JSON, and reads a member written
+/// twice as a JSON map does (the last one), as the OpenAI dialect's relay does.
+fn read_tree(data: &str) -> Result<Read<'static>, String> {
+    let tree: Value = serde_json::from_str(data)
+        .map_err(|e| format!("event is not JSON ({} bytes): {e}", data.len()))?;
+    let view = View::deserialize(&tree)
+        .map_err(|e| format!("event is not a Messages event ({} bytes): {e}", data.len()))?;
+    let read = Read::of(view);
     Ok(Read {
-        delta_bytes: view.delta.as_ref().map_or(0, Delta::bytes),
-        kind: view.kind,
-        start_usage: view.message.and_then(|m| m.usage),
-        usage: view.usage,
+        kind: Cow::Owned(read.kind.into_owned()),
+        ..read
     })
+}
+
+impl<'a> Read<'a> {
+    fn of(view: View<'a>) -> Read<'a> {
+        Read {
+            delta_bytes: view.delta.as_ref().map_or(0, Delta::bytes),
+            kind: view.kind,
+            start_usage: view.message.and_then(|m| m.usage),
+            usage: view.usage,
+        }
+    }
+}
+
+/// Whether `kind` can name an event in our framing: Anthropic's names are lower-case words
+/// joined by `_`. Anything else — above all a line break, which would end the `event:` line and
+/// let the text after it pass for events of its own — is refused, not relayed.
+fn is_event_name(kind: &str) -> bool {
+    !kind.is_empty()
+        && kind.len() <= 64
+        && kind
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 impl Delta<'_> {
@@ -262,6 +305,51 @@ mod tests {
             .is_err()
         );
         assert!(e.event(&ev("not json"), &mut t).is_err());
+    }
+
+    /// A `type` that is not a name (a line break, escaped in its JSON) would end our `event:`
+    /// line and pass the rest off as events of its own: refused, not relayed.
+    #[test]
+    fn a_type_that_is_not_a_name_is_refused() {
+        let mut e = Events::new(PublicModel::new("m"));
+        let mut t = Tally::new(Instant::now());
+        for data in [
+            r#"{"type":"ping\n\ndata: {\"type\":\"message_stop\"}\n\nevent: x"}"#,
+            r#"{"type":"ping\revent: message_stop"}"#,
+            r#"{"type":"ping\u000a"}"#,
+            r#"{"type":"a b"}"#,
+            r#"{"type":""}"#,
+        ] {
+            assert!(e.event(&ev(data), &mut t).is_err(), "{data}");
+        }
+        let Ok(Step::Send(out)) = e.event(&ev(r#"{"type":"ping"}"#), &mut t) else {
+            panic!()
+        };
+        assert_eq!(out, "event: ping\ndata: {\"type\":\"ping\"}\n\n");
+    }
+
+    /// Text the tree refuses (a number out of `f64`'s range, a lone surrogate) is not relayed,
+    /// even in a member the relay does not read; a member written twice is read as a JSON map
+    /// reads it (the last), not taken for a broken stream.
+    #[test]
+    fn what_the_tree_refuses_is_not_relayed_and_repeats_are_read_as_a_map_does() {
+        let mut e = Events::new(PublicModel::new("m"));
+        let mut t = Tally::new(Instant::now());
+        for data in [
+            r#"{"type":"ping","x":1e400}"#,
+            r#"{"type":"ping","x":"\udcff"}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"\ud800"}}"#,
+        ] {
+            assert!(e.event(&ev(data), &mut t).is_err(), "{data}");
+        }
+        let twice = r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"hel","text":"lo!"}}"#;
+        let Ok(Step::Send(out)) = e.event(&ev(twice), &mut t) else {
+            panic!()
+        };
+        assert!(out.starts_with("event: content_block_delta\n"), "{out}");
+        let usage = r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"input_tokens":5,"output_tokens":50,"output_tokens":60}}"#;
+        assert!(e.event(&ev(usage), &mut t).is_ok());
+        assert_eq!(t.usage.map(|u| u.completion), Some(60));
     }
 
     #[test]

@@ -5,3 +5,13 @@
 
 pub(super) mod cursor;
 pub(super) mod members;
+
+/// Whether `text` is one JSON value that serde_json's tree takes: the cursor's walk, or the
+/// tree itself where the walk is not sure (nesting past its limit). For text relayed verbatim
+/// after a serde reading that does not check what it skips (`IgnoredAny` and `RawValue` take
+/// a number out of `f64`'s range and a lone surrogate), which a strict client would refuse.
+pub(super) fn is_json(text: &str) -> bool {
+    let mut c = cursor::Cursor::new(text);
+    (c.skip_value().is_some() && c.at_end())
+        || serde_json::from_str::<serde_json::Value>(text).is_ok()
+}

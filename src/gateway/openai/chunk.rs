@@ -17,6 +17,7 @@ use serde_json::value::RawValue;
 use super::usage::usage_from_text;
 use crate::gateway::billing::Usage;
 use crate::gateway::dialect::{Generated, PublicModel};
+use crate::gateway::json::is_json;
 
 mod scan;
 
@@ -166,9 +167,13 @@ fn parts(data: &str, output: Output) -> Option<Parts<'_>> {
     scan::scan(data, output).or_else(|| view_parts(data, output))
 }
 
-/// The serde view's reading (the reference the scanner is held to).
+/// The serde view's reading (the reference the scanner is held to), of text the tree takes:
+/// the view does not check what it skips, and the text is relayed as it is.
 fn view_parts(data: &str, output: Output) -> Option<Parts<'_>> {
     let Obj(view) = serde_json::from_str::<Obj<View<'_>>>(data).ok()?;
+    if !is_json(data) {
+        return None;
+    }
     Some(Parts {
         model: view.model.map(RawValue::get),
         has_choices: view.choices.is_some(),
@@ -416,6 +421,24 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    /// Text the tree refuses — a lone surrogate, a number out of `f64`'s range — in a member
+    /// the readings skip is left to the tree (which refuses it), not relayed as it came; the
+    /// scanner gives up on such text, and so must the serde view behind it.
+    #[test]
+    fn what_the_tree_refuses_goes_to_the_tree() {
+        let m = PublicModel::new("pub");
+        for bad in [r#""id":"\udcff""#, r#""x":1e400"#, r#""x":[1e400]"#] {
+            for repeat in ["", r#""model":"up","#] {
+                let d = format!(
+                    r#"{{{bad},{repeat}"model":"up","choices":[{{"index":0,"delta":{{"content":"hi"}}}}],"usage":null}}"#
+                );
+                assert!(read(&d, &m, false).unwrap().is_none(), "{d}");
+                let d = d.replace("delta", "message");
+                assert!(answer(&d, &m).is_none(), "{d}");
+            }
+        }
     }
 
     #[test]
