@@ -45,7 +45,7 @@ pub enum Measured {
     /// Our estimate: upstream never reported usage (client gone, stream cut).
     Estimated,
     /// Upstream reported more tokens than the request could have used (a malformed answer):
-    /// the counts were capped at what the request's hold allowed.
+    /// the counts, or the charge for them, were capped at what the request's hold allowed.
     Clamped,
 }
 

@@ -20,7 +20,7 @@ const PRO: &str = "deepseek-v4-pro";
 /// Nano-USD per 1M tokens: cache hit, cache miss, output.
 type Prices = [i64; 3];
 pub(super) const FLASH_OFF_PEAK: Prices = [3_000_000, 150_000_000, 600_000_000];
-const FLASH_PEAK: Prices = [6_000_000, 300_000_000, 1_200_000_000];
+pub(super) const FLASH_PEAK: Prices = [6_000_000, 300_000_000, 1_200_000_000];
 const PRO_OFF_PEAK: Prices = [22_000_000, 660_000_000, 1_980_000_000];
 
 /// Nano-USD per prompt token and per output token at flash off-peak prices (both whole).

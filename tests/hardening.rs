@@ -405,6 +405,40 @@ async fn absurd_token_counts_are_capped_and_nothing_overflows() {
     );
 }
 
+/// Counts each within the hold's bounds whose price is not (a prompt of 1 000 tokens reported
+/// for a body of a few dozen bytes): the charge is capped at the hold, and the row says
+/// `clamped`, so that its counts pricing above its cost is explained.
+#[tokio::test]
+async fn a_charge_capped_at_the_hold_is_marked_clamped() {
+    let upstream = upstream_with(usage_upstream(serde_json::json!({
+        "prompt_tokens": 1000, "completion_tokens": 7, "total_tokens": 1007,
+        "prompt_cache_hit_tokens": 333, "prompt_cache_miss_tokens": 667})))
+    .await;
+    let app = TestApp::spawn_with(move |c| c.upstream.base_url = upstream.clone()).await;
+    let key = app.create_key("trial", None).await;
+    let mut b = body("deepseek-v4-flash", "hi");
+    b["max_tokens"] = 10.into();
+    let resp = app.chat(&key, &b).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let row = app.wait_ledger_row(&request_id(&resp)).await;
+    assert_eq!(row.measured.as_str(), "clamped", "{row:?}");
+    assert_eq!(
+        (
+            row.cache_hit_tokens,
+            row.cache_miss_tokens,
+            row.completion_tokens
+        ),
+        (333, 667, 7)
+    );
+    let prices = match row.period {
+        modelrelay::pricing::PricePeriod::Peak => crate::billing::FLASH_PEAK,
+        modelrelay::pricing::PricePeriod::OffPeak => crate::billing::FLASH_OFF_PEAK,
+    };
+    let full = crate::billing::cost(333, 667, 7, prices);
+    assert!(row.cost.nanos() < full, "{} < {full}", row.cost.nanos());
+    assert_eq!(app.key_state(&key).balance().spent, row.cost);
+}
+
 #[tokio::test]
 async fn usage_sums_survive_rows_stored_before_the_cap() {
     let app = TestApp::spawn().await;

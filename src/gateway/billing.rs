@@ -234,6 +234,7 @@ pub async fn settle(state: &AppState, ctx: &RequestCtx, o: Outcome) {
     let cost = cost_of(usage.hit, usage.miss, usage.completion, &ctx.hold.prices);
     let now = Utc::now();
     let (charged, _remaining) = ctx.key.settle(ctx.hold.amount, cost, now);
+    let mut measured = measured;
     if charged < cost {
         tracing::warn!(
             request_id = %ctx.request_id,
@@ -241,6 +242,10 @@ pub async fn settle(state: &AppState, ctx: &RequestCtx, o: Outcome) {
             hold = %ctx.hold.amount,
             "upstream used more than the hold allowed; charge capped at the hold"
         );
+        // The row's counts then price above its cost: it says it was capped.
+        if measured == Measured::Provider {
+            measured = Measured::Clamped;
+        }
     }
     let row = UsageRow {
         request_id: ctx.request_id.clone(),

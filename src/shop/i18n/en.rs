@@ -194,7 +194,7 @@ pub static EN: Texts = Texts {
     measured_provider_help: "Token counts reported by DeepSeek.",
     measured_estimated_help: "DeepSeek reported no counts (for example the client disconnected), so they were estimated from the text.",
     measured_clamped: "Capped",
-    measured_clamped_help: "DeepSeek reported more tokens than this request could have used, so the counts were capped at what the request allowed.",
+    measured_clamped_help: "DeepSeek reported more tokens than this request could have used, so the counts or the charge were capped at what the request allowed.",
     finish_complete: "Complete",
     finish_client_abort: "Client disconnected",
     finish_upstream_error: "Upstream error",
