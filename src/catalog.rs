@@ -38,10 +38,11 @@ pub struct Plan {
     /// Below this remaining balance a key of this plan is `exhausted`: the cost of the smallest
     /// request it could make (see [`SMALLEST_PROMPT_BOUND`]) on its cheapest model and period.
     pub exhausted_below: Usd,
-    /// The dearest prompt-token price (per 1M) among its models, by period (index with
-    /// `period as usize`): what a body's bytes may cost at most, so an unaffordable body is
-    /// refused before it is read.
-    pub max_prompt_price: [Usd; 2],
+    /// The cheapest prompt-token price (per 1M, a model's dearer of cache hit and miss) among
+    /// its models, by period (index with `period as usize`): a body whose bytes the key could
+    /// not pay for even on its cheapest model is refused before it is read; the model the body
+    /// names is priced once it is read.
+    pub min_prompt_price: [Usd; 2],
 }
 
 /// Models, plans and the peak schedule.
@@ -101,7 +102,7 @@ impl Catalog {
                     })
                     .min()
                     .unwrap_or(Usd::from_nanos(1));
-                let max_prompt_price = [PricePeriod::OffPeak, PricePeriod::Peak].map(|period| {
+                let min_prompt_price = [PricePeriod::OffPeak, PricePeriod::Peak].map(|period| {
                     p.models
                         .iter()
                         .filter_map(|m| models.get(m))
@@ -109,7 +110,7 @@ impl Catalog {
                             let p = m.prices.get(period);
                             p.cache_hit.max(p.cache_miss)
                         })
-                        .max()
+                        .min()
                         .unwrap_or(Usd::ZERO)
                 });
                 (
@@ -120,7 +121,7 @@ impl Catalog {
                         rpm: p.rpm,
                         models: p.models.iter().cloned().collect(),
                         exhausted_below,
-                        max_prompt_price,
+                        min_prompt_price,
                     },
                 )
             })

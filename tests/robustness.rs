@@ -81,6 +81,27 @@ async fn a_body_the_key_could_never_pay_for_is_refused_unread_with_402() {
     );
 }
 
+/// The unread-body check prices a body at the plan's cheapest model, not its dearest: a large
+/// body a key can pay for on flash is served there, and refused (402) on pro, once read.
+#[tokio::test]
+async fn a_large_body_is_priced_at_the_model_it_names() {
+    let app = TestApp::spawn_with(|c| c.server.max_body_bytes = 1 << 20).await;
+    // 0.05 USD: ~166k prompt tokens on flash even at peak, ~38k on pro.
+    let key = app.create_key("pro", Some("0.05")).await;
+    let text = format!("[[sim reply=2 prompt=3]] {}", "x".repeat(100_000));
+    let mut b = body("deepseek-v4-pro", &text);
+    b["max_tokens"] = 10.into();
+    let resp = app.chat(&key, &b).send().await.unwrap();
+    assert_eq!(resp.status(), 402);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "insufficient_budget");
+    assert!(app.sim.requests().is_empty());
+    b["model"] = "deepseek-v4-flash".into();
+    let resp = app.chat(&key, &b).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    assert_eq!(app.sim.requests().len(), 1);
+}
+
 #[tokio::test]
 async fn browsers_may_call_the_api() {
     let app = TestApp::spawn().await;

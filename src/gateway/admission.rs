@@ -118,8 +118,9 @@ async fn checks<D: Dialect>(
     body: Body,
 ) -> Result<(D::Request, Model, Hold), GatewayError> {
     // A key that cannot pay for the smallest request is told so before its body is read, and
-    // a body whose bytes alone (each may be a prompt token) it could never pay for is refused
-    // without reading it into memory.
+    // a body whose bytes alone (each may be a prompt token) it could not pay for even on the
+    // plan's cheapest model is refused without reading it into memory; the model the body
+    // names is priced by the hold once it is read.
     let period = state.catalog.period_now();
     let plan = state.catalog.plan(&key.plan());
     let floor = plan.map_or(Usd::from_nanos(1), |p| p.exhausted_below);
@@ -129,7 +130,7 @@ async fn checks<D: Dialect>(
         });
     }
     let affordable = plan.map_or(usize::MAX, |p| {
-        affordable_bytes(key.available(), p.max_prompt_price[period as usize])
+        affordable_bytes(key.available(), p.min_prompt_price[period as usize])
     });
     // The body limit is the request's own property, so 413 comes first whatever the
     // balance; then a body the key could never pay for is refused (unread when its length
