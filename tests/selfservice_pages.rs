@@ -261,4 +261,7 @@ async fn pricing_links_to_top_ups_and_the_order_look_up_names_the_credited_key()
     assert!(html.contains("id=\"order-topped-up\""), "{html}");
     assert!(html.contains(&esc(SELF_EN.order_kind_topup)) && html.contains(&esc(&prefix)));
     assert!(!html.contains(&key) && !html.contains("id=\"api-key\""));
+    // Its note speaks of the credit, not of a key shown above.
+    assert!(html.contains(&esc(SELF_EN.order_note_paid_topup)));
+    assert!(!html.contains(&esc(EN.order_note_paid)));
 }

@@ -209,4 +209,25 @@ async fn the_order_look_up_says_a_rotated_key_was_replaced() {
     // The capture answer (a reload of the checkout page) does not show it either.
     let (_, v) = b.capture(&app, &order_id).await;
     assert!(v["api_key"].is_null(), "{v}");
+    let message = v["message"].as_str().unwrap();
+    assert!(message.contains("replaced"), "{message}");
+    // And the look-up page says the order is paid and its key replaced, nothing contradictory.
+    let token = crate::pages::csrf_token(&app.base).await;
+    let (status, html) = crate::pages::post_form(
+        &app.base,
+        "/order?lang=en",
+        Some(&token),
+        &[
+            ("order_id", &order_id),
+            ("email", "me@example.com"),
+            ("csrf_token", &token),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let en = &modelrelay::shop::i18n::EN;
+    let se = &modelrelay::shop::i18n::SELF_EN;
+    assert!(html.contains("id=\"order-replaced\""), "{html}");
+    assert!(html.contains(&crate::pages::esc(se.order_note_paid_replaced)));
+    assert!(!html.contains(&crate::pages::esc(en.order_note_paid_nokey)));
 }

@@ -318,11 +318,26 @@ pub async fn capture(
         .ok_or(ShopError::Internal)?;
     let view = crate::shop::orders::order_view(&state, &full, &shown);
     let order = full.record;
+    let api_key = if may_see_key { view.api_key } else { None };
+    let message = match (order.status, &api_key) {
+        (OrderStatus::Paid, None) if view.replaced_at.is_some() => {
+            "Payment received. This order's key has since been replaced; the new key was shown \
+             once, when it was made."
+        }
+        (OrderStatus::Paid, None) if !may_see_key => {
+            "Payment received. The key is shown only in the browser that placed the order."
+        }
+        (OrderStatus::Paid, None) => {
+            "Payment received, but the key cannot be shown right now. Please contact the \
+             operator with your order id."
+        }
+        (status, _) => capture_message(status),
+    };
     Ok(Json(json!({
         "status": order.status,
         "order_id": order.order_id,
-        "message": capture_message(order.status),
-        "api_key": if may_see_key { view.api_key } else { None },
+        "message": message,
+        "api_key": api_key,
     }))
     .into_response())
 }

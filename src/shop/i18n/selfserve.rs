@@ -74,6 +74,10 @@ texts! {
     order_kind_topup,
     /// Order look-up: the key was replaced; {date}.
     order_replaced,
+    /// Order look-up note: a paid order whose key was replaced since (the notice says so).
+    order_note_paid_replaced,
+    /// Order look-up note: a paid top-up (its key shown by prefix only).
+    order_note_paid_topup,
     /// Opt-out page heading.
     optout_h,
     /// Opt-out confirmation; {prefix}.

@@ -39,6 +39,8 @@ pub static SELF_EN: SelfTexts = SelfTexts {
     pricing_topup_link: "Add {name} to my key",
     order_kind_topup: "Credit added to",
     order_replaced: "This key was replaced on {date}. The new key was shown once, when it was made; it is not shown here.",
+    order_note_paid_replaced: "Paid. The key keeps its balance under its new text.",
+    order_note_paid_topup: "Paid. The credit was added to the key above; it keeps working in your tools.",
     optout_h: "Stop balance notices",
     optout_body: "Stop the low-balance and out-of-credit emails for the key {prefix}? Receipts and notices about a key replacement still come.",
     optout_button: "Stop these notices",

@@ -39,6 +39,8 @@ pub static SELF_ZH: SelfTexts = SelfTexts {
     pricing_topup_link: "将 {name} 充入我的密钥",
     order_kind_topup: "已充值到",
     order_replaced: "此密钥已于 {date} 更换。新密钥仅在生成时显示过一次，此处不再显示。",
+    order_note_paid_replaced: "已付款。更换后的新密钥沿用原有余额。",
+    order_note_paid_topup: "已付款。额度已充值到上方的 key，你的工具无需任何改动。",
     optout_h: "停止余额提醒",
     optout_body: "停止向您发送密钥 {prefix} 的余额不足和额度用完邮件？收据和密钥更换通知仍会发送。",
     optout_button: "停止这些提醒",

@@ -59,6 +59,10 @@ impl OrderShown {
             OrderStatus::Failed | OrderStatus::Refunded => "bad",
         };
         let status_note = match (o.status, o.api_key.is_some(), &o.topped_up) {
+            (OrderStatus::Paid, _, Some(_)) => s.order_note_paid_topup,
+            (OrderStatus::Paid, false, None) if o.replaced_at.is_some() => {
+                s.order_note_paid_replaced
+            }
             (OrderStatus::Paid, false, None) => t.order_note_paid_nokey,
             (status, _, _) => t.order_status_note(status),
         };
