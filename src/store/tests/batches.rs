@@ -222,3 +222,53 @@ async fn a_batch_moves_each_keys_counters_by_the_sum_of_its_rows() {
     assert_eq!(count(&store, "SELECT count(*) FROM usage").await, 5);
     store.close().await;
 }
+
+/// Waited writes arriving faster than commits (the writer then gathers them, see
+/// `writer::gather`) each get their answer and land once; a close in the middle of it loses
+/// nothing that was queued before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waited_writes_gathered_under_load_each_land_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let (store, _) = Store::open(&path).await.unwrap();
+    let store = std::sync::Arc::new(store);
+    store.write(insert(key("key_a", 1))).await.unwrap();
+    let mut n = 0;
+    for round in 0..20 {
+        let tasks: Vec<_> = (0..32)
+            .map(|i| {
+                let store = store.clone();
+                let id = format!("req-{round}-{i}");
+                tokio::spawn(async move { store.write(used(usage(&id, "key_a", 10, i))).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+            n += 1;
+        }
+    }
+    // Waited writes still arriving when the close is asked: each is committed or refused.
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let store = store.clone();
+            let id = format!("req-last-{i}");
+            tokio::spawn(async move { store.write(used(usage(&id, "key_a", 10, i))).await })
+        })
+        .collect();
+    store.close().await;
+    let late = store.write(used(usage("req-late", "key_a", 10, 0))).await;
+    assert!(matches!(late, Err(StoreError::Closed)), "{late:?}");
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(()) => n += 1,
+            Err(StoreError::Closed) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    drop(store);
+    let (store, keys) = Store::open(&path).await.unwrap();
+    assert_eq!(keys[0].requests, n);
+    let totals = store.read(|c| usage::totals(c, "key_a")).await.unwrap();
+    assert_eq!(totals, (n, Usd::from_nanos(10 * n as i64)));
+    store.close().await;
+}
