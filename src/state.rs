@@ -65,6 +65,8 @@ pub struct AppState {
     pub mailer: crate::mail::Mailer,
     /// Serialises key rotations (two at once must not both think they replaced the same text).
     pub rotate_lock: tokio::sync::Mutex<()>,
+    /// The dashboard's replacements of the last minutes, for a form sent twice.
+    pub recent_rotations: crate::shop::rotate::Recent,
 }
 
 /// A count of requests in flight, with a way to wait until there are none.
@@ -257,6 +259,7 @@ impl AppState {
             metrics,
             mailer,
             rotate_lock: tokio::sync::Mutex::new(()),
+            recent_rotations: Default::default(),
         });
         Ok(state)
     }

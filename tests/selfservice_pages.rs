@@ -212,6 +212,56 @@ async fn a_grant_dies_with_the_text_it_was_issued_for() {
     assert_eq!(usage(owners).await, 401);
 }
 
+/// "Replace this key" sent twice by one page (a double click, at once or one after the other):
+/// both answers show the same new text, and it works — not a key replaced twice, or a key
+/// replaced once with its new text lost behind a "stale page" answer.
+#[tokio::test]
+async fn a_replacement_form_sent_twice_shows_the_one_new_key() {
+    let app = TestApp::spawn_shop().await;
+    let key = app.create_key("trial", None).await;
+    let token = csrf_token(&app.base).await;
+    let (_, html) = post_form(
+        &app.base,
+        "/dashboard?lang=en",
+        Some(&token),
+        &[("key", &key), ("csrf_token", &token)],
+    )
+    .await;
+    let grant = hidden(&html, "grant");
+    let fields = [
+        ("grant", grant.as_str()),
+        ("csrf_token", token.as_str()),
+        ("confirm", "yes"),
+    ];
+    let send = || {
+        post_form(
+            &app.base,
+            "/dashboard/rotate?lang=en",
+            Some(&token),
+            &fields,
+        )
+    };
+    let shown = |(status, page): (reqwest::StatusCode, String)| -> String {
+        assert_eq!(status, 200, "{page}");
+        page.split("id=\"api-key\">")
+            .nth(1)
+            .and_then(|r| r.split('<').next())
+            .unwrap_or_else(|| panic!("no key shown: {page}"))
+            .to_string()
+    };
+    let (a, b) = futures_util::future::join(send(), send()).await;
+    let (a, b) = (shown(a), shown(b));
+    assert_eq!(a, b);
+    assert_eq!(shown(send().await), a, "sent a third time, later");
+    assert!(a.starts_with("sk-gateway-") && a != key);
+    let status = |k: String| {
+        let app = &app;
+        async move { app.get(&k, "/api/usage").send().await.unwrap().status() }
+    };
+    assert_eq!(status(a).await, 200);
+    assert_eq!(status(key).await, 401);
+}
+
 #[tokio::test]
 async fn pricing_links_to_top_ups_and_the_order_look_up_names_the_credited_key() {
     let app = TestApp::spawn_shop().await;

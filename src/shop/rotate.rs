@@ -5,12 +5,14 @@
 //!
 //! The dashboard's "Replace this key" form does the same from a page (`pages/dashboard`).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 use super::error::ShopError;
 use super::limits::limit_key;
@@ -60,4 +62,47 @@ pub async fn api_rotate(
     let key = authenticate_token(&state.keys, token)?;
     let api_key = rotate(&state, &key.id, hash_key(token)).await?;
     Ok(Json(json!({ "api_key": api_key })))
+}
+
+/// How long the dashboard remembers a replacement it made, for the same form sent again.
+const RECENT_TTL: Duration = Duration::from_secs(600);
+/// Replacements remembered at most (the oldest go first).
+const RECENT_KEPT: usize = 256;
+
+/// New key texts the dashboard's "Replace this key" made in the last [`RECENT_TTL`], by the
+/// form that asked — its grant and the browser's CSRF token, hashed together. A form sent twice
+/// (a double click: the browser shows only the second answer) gets the text the first one made,
+/// instead of "this page is stale" while the key it replaced is dead and the new one was never
+/// seen. Only the same browser's same form can ask: a grant is sealed to its CSRF token, and a
+/// different page (another browser, or one holding the old text) has a grant of its own.
+#[derive(Default)]
+pub struct Recent(Mutex<Vec<([u8; 32], String, Instant)>>);
+
+impl Recent {
+    fn id(grant: &str, csrf: &str) -> [u8; 32] {
+        let mut h = Sha256::new();
+        for part in [grant.trim(), "\n", csrf] {
+            h.update(part.as_bytes());
+        }
+        h.finalize().into()
+    }
+
+    /// Remember that the form (`grant`, `csrf`) made `text`.
+    pub fn remember(&self, grant: &str, csrf: &str, text: &str) {
+        let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        all.retain(|(_, _, at)| at.elapsed() < RECENT_TTL);
+        if all.len() >= RECENT_KEPT {
+            all.remove(0);
+        }
+        all.push((Recent::id(grant, csrf), text.to_string(), Instant::now()));
+    }
+
+    /// The text the form (`grant`, `csrf`) made, if it made one in the last [`RECENT_TTL`].
+    pub fn recall(&self, grant: &str, csrf: &str) -> Option<String> {
+        let id = Recent::id(grant, csrf);
+        let all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        all.iter()
+            .find(|(i, _, at)| *i == id && at.elapsed() < RECENT_TTL)
+            .map(|(_, text, _)| text.clone())
+    }
 }

@@ -78,6 +78,10 @@ texts! {
     order_note_paid_replaced,
     /// Order look-up note: a paid top-up (its key shown by prefix only).
     order_note_paid_topup,
+    /// Order look-up note: a top-up PayPal is still reviewing.
+    order_note_pending_topup,
+    /// Order look-up note: a refunded top-up (the key stays).
+    order_note_refunded_topup,
     /// Opt-out page heading.
     optout_h,
     /// Opt-out confirmation; {prefix}.

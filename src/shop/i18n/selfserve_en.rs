@@ -41,6 +41,8 @@ pub static SELF_EN: SelfTexts = SelfTexts {
     order_replaced: "This key was replaced on {date}. The new key was shown once, when it was made; it is not shown here.",
     order_note_paid_replaced: "Paid. The key keeps its balance under its new text.",
     order_note_paid_topup: "Paid. The credit was added to the key above; it keeps working in your tools.",
+    order_note_pending_topup: "PayPal is reviewing this payment. The credit is added to the key above as soon as it completes.",
+    order_note_refunded_topup: "This top-up was refunded: what was left of its credit was taken back. The key keeps working.",
     optout_h: "Stop balance notices",
     optout_body: "Stop the low-balance and out-of-credit emails for the key {prefix}? Receipts and notices about a key replacement still come.",
     optout_button: "Stop these notices",

@@ -41,6 +41,8 @@ pub static SELF_ZH: SelfTexts = SelfTexts {
     order_replaced: "此密钥已于 {date} 更换。新密钥仅在生成时显示过一次，此处不再显示。",
     order_note_paid_replaced: "已付款。更换后的新密钥沿用原有余额。",
     order_note_paid_topup: "已付款。额度已充值到上方的 key，你的工具无需任何改动。",
+    order_note_pending_topup: "PayPal 正在审核这笔付款，完成后额度会立即充值到上方的 key。",
+    order_note_refunded_topup: "这笔充值已退款，其剩余额度已收回。该 key 仍可继续使用。",
     optout_h: "停止余额提醒",
     optout_body: "停止向您发送密钥 {prefix} 的余额不足和额度用完邮件？收据和密钥更换通知仍会发送。",
     optout_button: "停止这些提醒",

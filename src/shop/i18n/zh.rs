@@ -194,7 +194,7 @@ pub static ZH: Texts = Texts {
     measured_provider_help: "token 数由 DeepSeek 报告。",
     measured_estimated_help: "DeepSeek 没有报告 token 数（例如客户端中途断开），因此根据文本估算。",
     measured_clamped: "已封顶",
-    measured_clamped_help: "DeepSeek 报告的 token 数超过了本次请求可能用到的上限，因此按上限计算。",
+    measured_clamped_help: "DeepSeek 报告的 token 数超过了本次请求可能用到的上限，因此按上限计算了 token 数或费用。",
     finish_complete: "完成",
     finish_client_abort: "客户端断开",
     finish_upstream_error: "上游错误",

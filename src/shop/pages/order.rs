@@ -60,6 +60,8 @@ impl OrderShown {
         };
         let status_note = match (o.status, o.api_key.is_some(), &o.topped_up) {
             (OrderStatus::Paid, _, Some(_)) => s.order_note_paid_topup,
+            (OrderStatus::Pending, _, Some(_)) => s.order_note_pending_topup,
+            (OrderStatus::Refunded, _, Some(_)) => s.order_note_refunded_topup,
             (OrderStatus::Paid, false, None) if o.replaced_at.is_some() => {
                 s.order_note_paid_replaced
             }

@@ -166,6 +166,12 @@ pub async fn rotate(
     State(state): State<Arc<AppState>>,
     Guard((ctx, RotateForm(form))): Guard<FormPost<RotateForm>>,
 ) -> Response {
+    // The same confirmed form again (a double click): the text its first sending made.
+    if form.confirm == "yes"
+        && let Some(api_key) = state.recent_rotations.recall(&form.grant, &ctx.csrf)
+    {
+        return ctx.page(RotateDone { ctx: &ctx, api_key }.render());
+    }
     let Granted { key, hash } = match granted_key(&state, &ctx, &form.grant) {
         Ok(g) => g,
         Err(why) => return why.page(&ctx),
@@ -180,9 +186,23 @@ pub async fn rotate(
         return ctx.page(page.render());
     }
     match crate::shop::rotate::rotate(&state, &key.id, hash).await {
-        Ok(api_key) => ctx.page(RotateDone { ctx: &ctx, api_key }.render()),
-        // Another rotation replaced the text first: this page's grant is stale.
-        Err(ShopError::InvalidApiKey(_)) => Refused::Stale.page(&ctx),
+        Ok(api_key) => {
+            state
+                .recent_rotations
+                .remember(&form.grant, &ctx.csrf, &api_key);
+            ctx.page(RotateDone { ctx: &ctx, api_key }.render())
+        }
+        // Another rotation replaced the text first. If it was this same form sent twice (a
+        // double click), the first sending is just done: show what it made, once it has said.
+        Err(ShopError::InvalidApiKey(_)) => {
+            for _ in 0..25 {
+                if let Some(api_key) = state.recent_rotations.recall(&form.grant, &ctx.csrf) {
+                    return ctx.page(RotateDone { ctx: &ctx, api_key }.render());
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Refused::Stale.page(&ctx)
+        }
         Err(_) => message(
             &ctx,
             StatusCode::INTERNAL_SERVER_ERROR,
