@@ -162,8 +162,8 @@ impl Drop for StopsOnDrop {
 /// 128–130; see bench/PROFILE.md).
 const LINGER: Duration = Duration::from_millis(5);
 
-/// A batch somebody waits on is committed at once, unless the previous batch held at least
-/// this many writes: then writes arrive faster than commits, and the writer gathers more of
+/// With `full`, a batch somebody waits on is committed at once, unless the previous batch held
+/// at least this many writes: then writes arrive faster than commits, and the writer gathers more of
 /// them first (see [`gather`]). PostgreSQL's `commit_delay` / `commit_siblings` in spirit.
 const SIBLINGS: usize = 8;
 /// How long the writer sleeps between looks at the queue while it gathers.
@@ -171,6 +171,9 @@ const GATHER_STEP: Duration = Duration::from_micros(100);
 /// Most looks: what gathering may add to a waiting answer's time (~0.5 ms, beside the
 /// milliseconds an answer waits in a queue at such load anyway).
 const GATHER_STEPS: u32 = 5;
+/// A batch this large is not gathered for: the writes already outpace the commits (the writer
+/// is the bottleneck, as in the ledger benchmark), and a sleep would only idle it.
+const GATHERED_ENOUGH: usize = 32;
 
 /// The writer's loop: take what is queued (up to `MAX_BATCH`), apply it in one transaction (one
 /// bad write cannot sink the others; see [`try_commit`]), commit, acknowledge. Returns who
@@ -220,7 +223,13 @@ fn run<'c>(
             let nobody_waits = batch
                 .iter()
                 .all(|(_, ack)| matches!(ack, Ack::Journaled(_, None)));
-            if !nobody_waits && !lingered && previous >= SIBLINGS && closing.is_none() {
+            if always_sync
+                && !nobody_waits
+                && !lingered
+                && previous >= SIBLINGS
+                && batch.len() < GATHERED_ENOUGH
+                && closing.is_none()
+            {
                 gather(&rx, &mut batch, &mut closing);
             }
             if lingered || !nobody_waits || batch.len() >= MAX_BATCH || closing.is_some() {
@@ -262,7 +271,8 @@ fn run<'c>(
 
 /// Gather the writes that arrive while the answers already waiting are kept waiting a little
 /// longer: look at the queue every [`GATHER_STEP`], at most [`GATHER_STEPS`] times, and stop
-/// as soon as a look finds nothing new (every writer is then waiting on this batch).
+/// as soon as a look finds nothing new (every writer is then waiting on this batch) or the
+/// batch holds [`GATHERED_ENOUGH`].
 ///
 /// Why: with `store.sync = "full"`, under load every answer waits for a commit, and each
 /// commit's fixed cost (the WAL's pages, the `fsync` and its system call, the thread wake-ups)
@@ -289,7 +299,7 @@ fn gather(
                 Err(_) => break,
             }
         }
-        if batch.len() == before || batch.len() >= MAX_BATCH {
+        if batch.len() == before || batch.len() >= GATHERED_ENOUGH {
             return;
         }
     }

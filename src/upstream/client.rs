@@ -158,6 +158,9 @@ impl Upstream {
                     }
                     tried.push(slot.index());
                     drop(slot);
+                    // Back to the queue: this attempt was refused or never answered, and
+                    // DeepSeek bills nothing for it.
+                    dispatched.store(false, Ordering::Release);
                     if tokio::time::Instant::now() >= deadline {
                         return Err(e);
                     }

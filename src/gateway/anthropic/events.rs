@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::usage::{Input, Wire, to_billing};
 use crate::gateway::dialect::{Generated, PublicModel, Step, StreamRewrite, Tally};
-use crate::gateway::json::is_json;
+use crate::gateway::json::{error_text, is_json};
 use crate::upstream::sse::SseEvent;
 
 /// The end of a complete stream, when upstream closed without sending it.
@@ -129,6 +129,9 @@ struct Read<'a> {
     usage: Option<Wire>,
     /// Bytes of text the delta adds.
     delta_bytes: usize,
+    /// The event written again from the tree, when the tree read it (a member written twice:
+    /// the client then gets the one copy the relay billed by, not both).
+    rewritten: Option<String>,
 }
 
 /// Read `data` (the scanner first; the serde view where it is not sure, on text the tree
@@ -141,6 +144,7 @@ fn read(data: &str) -> Result<Read<'_>, String> {
             start_usage: None,
             usage: None,
             delta_bytes: s.delta_bytes,
+            rewritten: None,
         },
         None => match serde_json::from_str::<View<'_>>(data) {
             // The view does not check what it skips, and the event is relayed as it is.
@@ -167,6 +171,7 @@ fn read_tree(data: &str) -> Result<Read<'static>, String> {
     let read = Read::of(view);
     Ok(Read {
         kind: Cow::Owned(read.kind.into_owned()),
+        rewritten: Some(tree.to_string()),
         ..read
     })
 }
@@ -178,13 +183,15 @@ impl<'a> Read<'a> {
             kind: view.kind,
             start_usage: view.message.and_then(|m| m.usage),
             usage: view.usage,
+            rewritten: None,
         }
     }
 }
 
-/// Whether `kind` can name an event in our framing: Anthropic's names are lower-case words
-/// joined by `_`. Anything else — above all a line break, which would end the `event:` line and
-/// let the text after it pass for events of its own — is refused, not relayed.
+/// Whether `kind` can name an event in our framing: ASCII letters, digits, `_`, `-` and `.`
+/// (Anthropic's names are lower-case words joined by `_`; the rest leaves room for new ones).
+/// Anything else — above all a line break, which would end the `event:` line and let the text
+/// after it pass for events of its own — is refused, not relayed.
 fn is_event_name(kind: &str) -> bool {
     !kind.is_empty()
         && kind.len() <= 64
@@ -215,7 +222,7 @@ impl StreamRewrite for Events {
         };
         let read = read(data)?;
         match read.kind.as_ref() {
-            "error" => return Err(format!("upstream error event: {data}")),
+            "error" => return Err(format!("upstream error event: {}", error_text(data))),
             "message_start" => {
                 if let Some(u) = &read.start_usage {
                     self.note(u, false, tally);
@@ -236,7 +243,10 @@ impl StreamRewrite for Events {
             "message_stop" => return Ok(Step::End(render("message_stop", data))),
             _ => {}
         }
-        Ok(Step::Send(render(&read.kind, data)))
+        Ok(Step::Send(render(
+            &read.kind,
+            read.rewritten.as_deref().unwrap_or(data),
+        )))
     }
 
     fn end_at_eof(&mut self, tally: &Tally) -> Result<String, String> {
@@ -347,6 +357,10 @@ mod tests {
             panic!()
         };
         assert!(out.starts_with("event: content_block_delta\n"), "{out}");
+        assert!(
+            out.contains(r#""text":"lo!""#) && !out.contains("hel"),
+            "{out}"
+        );
         let usage = r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"input_tokens":5,"output_tokens":50,"output_tokens":60}}"#;
         assert!(e.event(&ev(usage), &mut t).is_ok());
         assert_eq!(t.usage.map(|u| u.completion), Some(60));

@@ -15,3 +15,13 @@ pub(super) fn is_json(text: &str) -> bool {
     (c.skip_value().is_some() && c.at_end())
         || serde_json::from_str::<serde_json::Value>(text).is_ok()
 }
+
+/// What the log keeps of an upstream error event: its `error` member only (a chunk may carry
+/// the model's output beside it, which the log does not keep), at most 300 characters.
+pub(super) fn error_text(data: &str) -> String {
+    let error = serde_json::from_str::<serde_json::Value>(data)
+        .ok()
+        .and_then(|v| v.get("error").map(ToString::to_string))
+        .unwrap_or_else(|| format!("({} bytes, no readable error member)", data.len()));
+    error.chars().take(300).collect()
+}

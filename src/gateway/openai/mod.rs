@@ -17,6 +17,7 @@ pub use request::{ChatRequest, usage_from_json};
 
 use super::dialect::{Answer, Dialect, PublicModel, Step, StreamRewrite, Tally};
 use super::error::GatewayError;
+use super::json::error_text;
 use super::pipeline;
 use crate::keys::{KeyState, KeyTable};
 use crate::state::AppState;
@@ -119,7 +120,9 @@ impl StreamRewrite for Chunks {
             // Not the plain shape: the tree-based rewrite handles (or reports) it.
             Ok(None) => tree::rewrite_chunk(d, self.public.name(), self.include_usage, tally)
                 .map(Step::Send),
-            Err(chunk::UpstreamErrorEvent) => Err(format!("upstream error event: {d}")),
+            Err(chunk::UpstreamErrorEvent) => {
+                Err(format!("upstream error event: {}", error_text(d)))
+            }
         }
     }
 

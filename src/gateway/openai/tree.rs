@@ -46,7 +46,10 @@ pub fn rewrite_chunk(
         serde_json::from_str(data).map_err(|e| format!("chunk is not JSON: {e}"))?;
     // `"error": null` is no error (the splicing fast path reads it so too).
     if chunk.get("error").is_some_and(|e| !e.is_null()) {
-        return Err(format!("upstream error event: {data}"));
+        return Err(format!(
+            "upstream error event: {}",
+            crate::gateway::json::error_text(data)
+        ));
     }
     if let Some(Value::Array(choices)) = chunk.get("choices") {
         for c in choices {
