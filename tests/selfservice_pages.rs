@@ -5,6 +5,7 @@
 //! the replacement form's confirmation step.
 
 use modelrelay::shop::i18n::{EN, SELF_EN, SELF_ZH, ZH};
+use reqwest::StatusCode;
 
 use crate::common::TestApp;
 use crate::pages::{csrf_token, esc, get, post_form};
@@ -17,6 +18,37 @@ fn hidden(html: &str, name: &str) -> String {
         .unwrap_or_else(|| panic!("no {name} field"));
     let rest = &html[at + name.len() + 15..];
     rest[..rest.find('"').unwrap()].to_string()
+}
+
+/// The grant of the dashboard opened with `key` in the browser whose CSRF token is `token`.
+async fn dashboard_grant(app: &TestApp, key: &str, token: &str) -> String {
+    let (status, html) = post_form(
+        &app.base,
+        "/dashboard?lang=en",
+        Some(token),
+        &[("key", key), ("csrf_token", token)],
+    )
+    .await;
+    assert_eq!(status, 200);
+    hidden(&html, "grant")
+}
+
+/// "Replace this key", confirmed, with `grant`.
+async fn confirm_replacement(app: &TestApp, token: &str, grant: &str) -> (StatusCode, String) {
+    post_form(
+        &app.base,
+        "/dashboard/rotate?lang=en",
+        Some(token),
+        &[("grant", grant), ("csrf_token", token), ("confirm", "yes")],
+    )
+    .await
+}
+
+/// The new key a replacement page shows.
+fn shown_key(page: &str) -> Option<&str> {
+    page.split("id=\"api-key\">")
+        .nth(1)
+        .and_then(|r| r.split('<').next())
 }
 
 #[tokio::test]
@@ -93,23 +125,9 @@ async fn the_dashboard_offers_credit_and_replacement_without_echoing_the_key() {
     assert_eq!(status, 200);
     assert!(confirm.contains("rotate-confirm-form") && confirm.contains(&esc(&prefix)));
     assert_eq!(app.key_state(&key).prefix(), prefix, "nothing changed yet");
-    let (status, done) = post_form(
-        &app.base,
-        "/dashboard/rotate?lang=en",
-        Some(&token),
-        &[
-            ("grant", &grant),
-            ("csrf_token", &token),
-            ("confirm", "yes"),
-        ],
-    )
-    .await;
+    let (status, done) = confirm_replacement(&app, &token, &grant).await;
     assert_eq!(status, 200);
-    let shown = done
-        .split("id=\"api-key\">")
-        .nth(1)
-        .and_then(|r| r.split('<').next())
-        .unwrap();
+    let shown = shown_key(&done).unwrap();
     assert!(shown.starts_with("sk-gateway-") && shown != key);
     assert_eq!(
         app.get(&key, "/api/usage").send().await.unwrap().status(),
@@ -138,15 +156,7 @@ async fn a_grant_dies_with_the_text_it_was_issued_for() {
     let app = TestApp::spawn_shop().await;
     let leaked = app.create_key("trial", Some("3.00")).await;
     let thief = csrf_token(&app.base).await;
-    let (status, html) = post_form(
-        &app.base,
-        "/dashboard?lang=en",
-        Some(&thief),
-        &[("key", &leaked), ("csrf_token", &thief)],
-    )
-    .await;
-    assert_eq!(status, 200);
-    let stolen = hidden(&html, "grant");
+    let stolen = dashboard_grant(&app, &leaked, &thief).await;
 
     // The owner replaces the leaked text through the API.
     let r = app
@@ -188,27 +198,10 @@ async fn a_grant_dies_with_the_text_it_was_issued_for() {
 
     // The owner's own dashboard, opened with the new text, replaces it.
     let token = csrf_token(&app.base).await;
-    let (_, html) = post_form(
-        &app.base,
-        "/dashboard?lang=en",
-        Some(&token),
-        &[("key", &owners), ("csrf_token", &token)],
-    )
-    .await;
-    let grant = hidden(&html, "grant");
-    let (status, done) = post_form(
-        &app.base,
-        "/dashboard/rotate?lang=en",
-        Some(&token),
-        &[
-            ("grant", &grant),
-            ("csrf_token", &token),
-            ("confirm", "yes"),
-        ],
-    )
-    .await;
+    let grant = dashboard_grant(&app, &owners, &token).await;
+    let (status, done) = confirm_replacement(&app, &token, &grant).await;
     assert_eq!(status, 200);
-    assert!(done.contains("id=\"api-key\""));
+    assert!(shown_key(&done).is_some());
     assert_eq!(usage(owners).await, 401);
 }
 
@@ -220,32 +213,11 @@ async fn a_replacement_form_sent_twice_shows_the_one_new_key() {
     let app = TestApp::spawn_shop().await;
     let key = app.create_key("trial", None).await;
     let token = csrf_token(&app.base).await;
-    let (_, html) = post_form(
-        &app.base,
-        "/dashboard?lang=en",
-        Some(&token),
-        &[("key", &key), ("csrf_token", &token)],
-    )
-    .await;
-    let grant = hidden(&html, "grant");
-    let fields = [
-        ("grant", grant.as_str()),
-        ("csrf_token", token.as_str()),
-        ("confirm", "yes"),
-    ];
-    let send = || {
-        post_form(
-            &app.base,
-            "/dashboard/rotate?lang=en",
-            Some(&token),
-            &fields,
-        )
-    };
-    let shown = |(status, page): (reqwest::StatusCode, String)| -> String {
+    let grant = dashboard_grant(&app, &key, &token).await;
+    let send = || confirm_replacement(&app, &token, &grant);
+    let shown = |(status, page): (StatusCode, String)| -> String {
         assert_eq!(status, 200, "{page}");
-        page.split("id=\"api-key\">")
-            .nth(1)
-            .and_then(|r| r.split('<').next())
+        shown_key(&page)
             .unwrap_or_else(|| panic!("no key shown: {page}"))
             .to_string()
     };
