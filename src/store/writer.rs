@@ -204,21 +204,17 @@ fn run<'c>(
     while closing.is_none() {
         let Ok(first) = rx.recv() else { break };
         let mut batch = Vec::new();
-        let push = |job: Job, batch: &mut Vec<_>, closing: &mut Option<_>| match job {
+        match first {
             Job::Write(w, ack) => batch.push((w, ack)),
-            Job::Close(done) => *closing = Some(done),
-        };
-        push(first, &mut batch, &mut closing);
+            Job::Close(done) => closing = Some(done),
+        }
         let mut lingered = false;
         loop {
             // Cleared before the queue is drained: a waited write queued after the drain ends
             // the linger below, one queued before it is in the batch.
             shared.urgent.store(false, Ordering::SeqCst);
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(job) => push(job, &mut batch, &mut closing),
-                    Err(_) => break,
-                }
+            if closing.is_none() {
+                drain(&rx, &mut batch, &mut closing);
             }
             let nobody_waits = batch
                 .iter()
@@ -289,18 +285,28 @@ fn gather(
     for _ in 0..GATHER_STEPS {
         std::thread::sleep(GATHER_STEP);
         let before = batch.len();
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(Job::Write(w, ack)) => batch.push((w, ack)),
-                Ok(Job::Close(done)) => {
-                    *closing = Some(done);
-                    return;
-                }
-                Err(_) => break,
-            }
-        }
-        if batch.len() == before || batch.len() >= GATHERED_ENOUGH {
+        drain(rx, batch, closing);
+        if batch.len() == before || batch.len() >= GATHERED_ENOUGH || closing.is_some() {
             return;
+        }
+    }
+}
+
+/// Take what is queued into `batch`, up to [`MAX_BATCH`], stopping at a close request (what
+/// is queued after it is committed once the loop ends, see [`run`]).
+fn drain(
+    rx: &mpsc::Receiver<Job>,
+    batch: &mut Vec<(Write, Ack)>,
+    closing: &mut Option<oneshot::Sender<()>>,
+) {
+    while batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(Job::Write(w, ack)) => batch.push((w, ack)),
+            Ok(Job::Close(done)) => {
+                *closing = Some(done);
+                return;
+            }
+            Err(_) => return,
         }
     }
 }
