@@ -156,3 +156,91 @@ async fn an_upstream_failure_mid_stream_ends_with_anthropics_error_event() {
     assert!(row.cost.nanos() > 0);
     let _: Value = Value::Null;
 }
+
+/// Prompt tokens the gateway estimates for a one-message request of `text` (README: a token
+/// per four bytes of text, four a message, two more).
+fn prompt_estimate(text: &str) -> u64 {
+    (text.len() as u64).div_ceil(4) + 4 + 2
+}
+
+#[tokio::test]
+async fn a_usage_with_one_side_bills_that_side_as_reported_and_estimates_the_other() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key("trial", None).await;
+    // Output count only: reported 20 tokens; the answer's text is ~6 bytes a token, so the
+    // estimate from it (text ÷ 4) would say 30.
+    for stream in [false, true] {
+        let text = "[[sim prompt=900 reply=20 output_usage_only=1]] go";
+        let mut b = msg("claude-sonnet-4", text, 100);
+        b["stream"] = stream.into();
+        let resp = post(&app, "/v1/messages", &key, Auth::ApiKey, &b)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "stream {stream}");
+        let rid = request_id(&resp);
+        let _ = resp.text().await.unwrap();
+        let row = app.wait_ledger_row(&rid).await;
+        assert_eq!(row.finish.as_str(), "complete");
+        assert_eq!(row.measured.as_str(), "estimated", "stream {stream}");
+        let miss = prompt_estimate(text);
+        assert_eq!(
+            (
+                row.cache_hit_tokens,
+                row.cache_miss_tokens,
+                row.completion_tokens
+            ),
+            (0, miss, 20),
+            "stream {stream}"
+        );
+        assert_eq!(
+            row.cost.nanos(),
+            expected_cost(0, miss, 20, FLASH[0], FLASH[1], FLASH[2])
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_whole_answer_with_a_mistyped_usage_is_relayed_and_billed_by_estimate() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key("trial", None).await;
+    let text = "[[sim prompt=900 reply=20 usage_mistyped=1]] go";
+    let resp = post(
+        &app,
+        "/v1/messages",
+        &key,
+        Auth::ApiKey,
+        &msg("claude-sonnet-4", text, 100),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+    let rid = request_id(&resp);
+    let answer: Value = resp.json().await.unwrap();
+    assert_eq!(
+        answer["usage"]["output_tokens"], "20",
+        "relayed as upstream wrote it"
+    );
+    let said = answer["content"][0]["text"].as_str().unwrap();
+    let out = (said.len() as u64).div_ceil(4);
+    let row = app.wait_ledger_row(&rid).await;
+    assert_eq!(row.measured.as_str(), "estimated");
+    let miss = prompt_estimate(text);
+    assert_eq!(
+        (
+            row.cache_hit_tokens,
+            row.cache_miss_tokens,
+            row.completion_tokens
+        ),
+        (0, miss, out)
+    );
+    assert_eq!(
+        row.cost.nanos(),
+        expected_cost(0, miss, out, FLASH[0], FLASH[1], FLASH[2])
+    );
+    assert_eq!(
+        app.key_state(&key).balance().spent.nanos(),
+        row.cost.nanos()
+    );
+}

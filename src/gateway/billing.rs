@@ -178,6 +178,17 @@ pub struct RequestCtx {
     pub dispatched: AtomicBool,
 }
 
+/// Counts upstream reported where its usage was not whole: Anthropic's input counts come in
+/// `message_start` and its output count in `message_delta`, and a stream cut between them (or
+/// an answer whose usage lacks one side) has only one of them. Each beats our estimate of it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reported {
+    /// Prompt tokens: (cache hit, cache miss).
+    pub prompt: Option<(u64, u64)>,
+    /// Output tokens.
+    pub output: Option<u64>,
+}
+
 /// How a request ended, as billing needs to know it.
 #[derive(Debug, Clone, Copy)]
 pub struct Outcome {
@@ -185,9 +196,8 @@ pub struct Outcome {
     pub usage: Option<Usage>,
     /// Output tokens estimated from what was relayed.
     pub output_estimate: u64,
-    /// Prompt tokens (cache hit, miss) upstream reported before the stream ended without its
-    /// full usage (Anthropic's `message_start`): better than our estimate of the prompt.
-    pub prompt_reported: Option<(u64, u64)>,
+    /// One side of a usage upstream reported without the other: better than our estimate.
+    pub reported: Reported,
     /// How it ended.
     pub finish: Finish,
     /// HTTP status the client got.
@@ -198,7 +208,8 @@ pub struct Outcome {
 
 /// The counts and cost to bill for an outcome.
 ///
-/// With upstream's usage: exactly that. Without it, an estimate, labelled so: a client that
+/// With upstream's usage: exactly that. Without it, an estimate, labelled so (what upstream
+/// did report of it, one side, counts as reported): a client that
 /// went away (or was cut by a shutdown) pays for its prompt and the output generated so far —
 /// unless the request was still queued for an upstream account, never sent; after an upstream
 /// failure the customer pays for what reached them, and nothing when nothing did.
@@ -214,12 +225,12 @@ fn bill(ctx: &RequestCtx, o: &Outcome) -> (Usage, Measured) {
     if !charge {
         return (Usage::default(), Measured::Estimated);
     }
-    let (hit, miss) = o.prompt_reported.unwrap_or((0, ctx.prompt_estimate));
+    let (hit, miss) = o.reported.prompt.unwrap_or((0, ctx.prompt_estimate));
     let usage = Usage {
         prompt: hit.saturating_add(miss),
         hit,
         miss,
-        completion: o.output_estimate,
+        completion: o.reported.output.unwrap_or(o.output_estimate),
         reasoning: 0,
     };
     (usage, Measured::Estimated)
@@ -413,7 +424,7 @@ impl Drop for Pending {
             let o = Outcome {
                 usage: None,
                 output_estimate: 0,
-                prompt_reported: None,
+                reported: Reported::default(),
                 finish: Finish::ClientAbort,
                 status: 499,
                 ttft: None,

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use axum::http::HeaderMap;
 use axum::response::Response;
 
-use super::billing::{HoldNeeds, Usage};
+use super::billing::{HoldNeeds, Reported, Usage};
 use super::error::GatewayError;
 use crate::keys::{KeyState, KeyTable};
 use crate::status::Api;
@@ -69,6 +69,8 @@ pub struct Answer {
     pub usage: Option<Usage>,
     /// Output tokens estimated from the generated text (when usage is missing).
     pub output_estimate: u64,
+    /// One side of a usage that lacks the other.
+    pub reported: Reported,
     /// The body for the client.
     pub body: Vec<u8>,
 }
@@ -96,8 +98,8 @@ pub trait StreamRewrite: Send + 'static {
 pub struct Tally {
     /// Upstream's usage, once reported.
     pub usage: Option<Usage>,
-    /// Prompt tokens (cache hit, miss) upstream reported before its full usage.
-    pub prompt_reported: Option<(u64, u64)>,
+    /// One side of the usage, reported before (or without) the whole of it.
+    pub reported: Reported,
     chunks_with_text: u64,
     text_bytes: u64,
     /// Time to the first generated output.
@@ -137,7 +139,7 @@ impl Tally {
     pub fn new(started: Instant) -> Tally {
         Tally {
             usage: None,
-            prompt_reported: None,
+            reported: Reported::default(),
             chunks_with_text: 0,
             text_bytes: 0,
             first_token: None,

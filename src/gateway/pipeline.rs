@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 
 use super::admission::{Admitted, admit};
-use super::billing::{Outcome, Pending, RequestCtx};
+use super::billing::{Outcome, Pending, Reported, RequestCtx};
 use super::dialect::{ClientRequest, Dialect, PublicModel};
 use super::error::{GatewayError, rate_headers};
 use super::stream;
@@ -158,7 +158,7 @@ async fn cut_short<D: Dialect>(pending: Pending) -> Response {
         .settle(Outcome {
             usage: None,
             output_estimate: 0,
-            prompt_reported: None,
+            reported: Reported::default(),
             finish: Finish::Shutdown,
             status: 503,
             ttft: None,
@@ -184,7 +184,7 @@ async fn upstream_failed<D: Dialect>(pending: Pending, e: UpstreamError) -> Resp
         .settle(Outcome {
             usage: None,
             output_estimate: 0,
-            prompt_reported: None,
+            reported: Reported::default(),
             finish,
             status: client.status().as_u16(),
             ttft: None,
@@ -207,7 +207,7 @@ async fn whole<D: Dialect>(pending: Pending, raw: &[u8]) -> Response {
         .settle(Outcome {
             usage: answer.usage,
             output_estimate: answer.output_estimate,
-            prompt_reported: None,
+            reported: answer.reported,
             finish: Finish::Complete,
             status: 200,
             ttft: Some(ttft),

@@ -141,7 +141,7 @@ async fn pump<D: Dialect>(mut relay: Box<Relay<D::Stream>>, pending: Box<Pending
     Box::pin(pending.settle(Outcome {
         usage: tally.usage,
         output_estimate: tally.output_estimate(),
-        prompt_reported: tally.prompt_reported,
+        reported: tally.reported,
         finish,
         status: 200,
         ttft: tally.first_token,

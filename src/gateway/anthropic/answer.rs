@@ -51,6 +51,7 @@ fn read_quick(raw: &Bytes, public: &PublicModel) -> Option<Answer> {
     Some(Answer {
         usage: usage.as_ref().and_then(usage::of_wire),
         output_estimate: (text? as u64).div_ceil(4),
+        reported: usage.as_ref().map(usage::reported).unwrap_or_default(),
         body: body.members.write(edits),
     })
 }
@@ -84,8 +85,10 @@ fn content_text(c: &mut Cursor<'_>) -> Option<usize> {
 struct Whole {
     #[serde(default)]
     content: Option<Vec<Value>>,
+    /// Read apart: a usage of the wrong shape is upstream's slip, and the answer is still
+    /// relayed and billed by estimate (as an OpenAI answer's is), not refused unpaid.
     #[serde(default)]
-    usage: Option<usage::Wire>,
+    usage: Option<Value>,
 }
 
 /// [`read`] through a JSON tree: slower, and the one that names what is wrong.
@@ -111,9 +114,13 @@ fn read_tree(raw: &[u8], public: &PublicModel) -> Result<Answer, String> {
     {
         o.insert("model".into(), Value::String(public.name().to_string()));
     }
+    let wire = whole
+        .usage
+        .and_then(|u| serde_json::from_value::<usage::Wire>(u).ok());
     Ok(Answer {
-        usage: whole.usage.as_ref().and_then(usage::of_wire),
+        usage: wire.as_ref().and_then(usage::of_wire),
         output_estimate: (text as u64).div_ceil(4),
+        reported: wire.as_ref().map(usage::reported).unwrap_or_default(),
         body: serde_json::to_vec(&v).map_err(|e| e.to_string())?,
     })
 }

@@ -72,10 +72,11 @@ impl Events {
         if let Some(input) = usage.input() {
             self.input = Some(input);
             let b = to_billing(input, 0);
-            tally.prompt_reported = Some((b.hit, b.miss));
+            tally.reported.prompt = Some((b.hit, b.miss));
         }
         if final_output && let Some(out) = usage.output_tokens {
             self.output = Some(out);
+            tally.reported.output = Some(out);
         }
         if let (Some(input), Some(out)) = (self.input, self.output) {
             tally.usage = Some(to_billing(input, out));
@@ -287,7 +288,7 @@ mod tests {
             t.usage.is_none(),
             "message_start's output count is a placeholder"
         );
-        assert_eq!(t.prompt_reported, Some((64, 10)));
+        assert_eq!(t.reported.prompt, Some((64, 10)));
         for d in [
             r#"{"type":"content_block_start","index":0,"content_block":{"type":"thinking","thinking":""}}"#,
             r#"{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"hmm"}}"#,

@@ -10,10 +10,12 @@
 //!
 //! Absent fields count as zero. In a stream, the input counts come in `message_start` and the
 //! output count in `message_delta`, cumulative: the last one wins.
+//! Where one side never comes (a stream cut between the two, a usage without input counts),
+//! the side that came is billed as reported and the other estimated ([`reported`]).
 
 use serde::Deserialize;
 
-use crate::gateway::billing::Usage;
+use crate::gateway::billing::{Reported, Usage};
 
 /// The input side of a usage object.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -81,6 +83,18 @@ pub fn to_billing(input: Input, output: u64) -> Usage {
 /// A whole usage object: billing's counts when it has both sides.
 pub fn of_wire(w: &Wire) -> Option<Usage> {
     Some(to_billing(w.input()?, w.output_tokens?))
+}
+
+/// The sides a usage object has, each on its own: what billing takes over its estimates when
+/// the object is not whole.
+pub fn reported(w: &Wire) -> Reported {
+    Reported {
+        prompt: w.input().map(|i| {
+            let b = to_billing(i, 0);
+            (b.hit, b.miss)
+        }),
+        output: w.output_tokens,
+    }
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 
 pub use request::{ChatRequest, usage_from_json};
 
+use super::billing::Reported;
 use super::dialect::{Answer, Dialect, PublicModel, Step, StreamRewrite, Tally};
 use super::error::GatewayError;
 use super::json::error_text;
@@ -59,6 +60,7 @@ impl Dialect for OpenAi {
             return Ok(Answer {
                 usage: a.usage,
                 output_estimate: a.generated.bytes.div_ceil(4),
+                reported: Reported::default(),
                 body: a.line.into_bytes(),
             });
         }
@@ -66,6 +68,7 @@ impl Dialect for OpenAi {
         Ok(Answer {
             usage,
             output_estimate,
+            reported: Reported::default(),
             body,
         })
     }

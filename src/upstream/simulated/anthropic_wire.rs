@@ -89,8 +89,15 @@ impl Wire for AnthropicWire {
         }
         let mut body = message(p, Value::Array(content), Some(stop_reason(p)));
         if !p.d.no_usage {
-            let usage = json!({"input_tokens": p.prompt - p.hit, "output_tokens": p.output(),
-                "cache_read_input_tokens": p.hit, "cache_creation_input_tokens": 0});
+            let usage = if p.d.output_usage_only {
+                json!({"output_tokens": p.output()})
+            } else if p.d.usage_mistyped {
+                json!({"input_tokens": (p.prompt - p.hit).to_string(),
+                    "output_tokens": p.output().to_string()})
+            } else {
+                json!({"input_tokens": p.prompt - p.hit, "output_tokens": p.output(),
+                    "cache_read_input_tokens": p.hit, "cache_creation_input_tokens": 0})
+            };
             insert(&mut body, "usage", usage);
         }
         body.to_string()
@@ -99,8 +106,12 @@ impl Wire for AnthropicWire {
     fn opening(&self, p: &Plan) -> String {
         let mut start = message(p, json!([]), None);
         if !p.d.no_usage {
-            let usage = json!({"input_tokens": p.prompt - p.hit, "cache_read_input_tokens": p.hit,
-                "cache_creation_input_tokens": 0, "output_tokens": 1});
+            let usage = if p.d.output_usage_only {
+                json!({"output_tokens": 1})
+            } else {
+                json!({"input_tokens": p.prompt - p.hit, "cache_read_input_tokens": p.hit,
+                    "cache_creation_input_tokens": 0, "output_tokens": 1})
+            };
             insert(&mut start, "usage", usage);
         }
         let first = if p.reasoning.is_empty() {

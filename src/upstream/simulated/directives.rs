@@ -38,6 +38,10 @@ pub(super) struct Directives {
     pub(super) drop_after: Option<u64>,
     pub(super) error_after: Option<u64>,
     pub(super) no_usage: bool,
+    /// Anthropic wire: usage objects carry `output_tokens` and no input counts.
+    pub(super) output_usage_only: bool,
+    /// Anthropic wire: a whole answer's usage counts written as strings.
+    pub(super) usage_mistyped: bool,
     pub(super) garbage: bool,
 }
 
@@ -73,6 +77,14 @@ impl Directives {
                     }
                     "garbage" => {
                         self.garbage = n != 0;
+                        continue;
+                    }
+                    "output_usage_only" => {
+                        self.output_usage_only = n != 0;
+                        continue;
+                    }
+                    "usage_mistyped" => {
+                        self.usage_mistyped = n != 0;
                         continue;
                     }
                     _ => continue,

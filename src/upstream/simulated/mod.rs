@@ -238,7 +238,9 @@ pub fn list_cost(model: &str, peak: bool, hit: u64, miss: u64, output: u64) -> U
 /// Directives `[[sim key=value …]]` anywhere in any message text (on the Anthropic route also in
 /// `system` and in text, thinking, tool_use and tool_result blocks) steer a request (several merge,
 /// later wins): `reply`, `reasoning`, `prompt`, `hit`, `delay_ms`, `first_delay_ms`,
-/// `keepalive_ms`, `fail`, `stall_after`, `drop_after`, `error_after`, `no_usage`, `garbage`.
+/// `keepalive_ms`, `fail`, `stall_after`, `drop_after`, `error_after`, `no_usage`, `garbage`;
+/// on the Anthropic route also `output_usage_only` (usage without its input counts) and
+/// `usage_mistyped` (a whole answer's counts written as strings).
 ///
 /// Accounts are steered from the test through methods: [`SimulatedDeepSeek::set_balance`],
 /// [`SimulatedDeepSeek::set_fault`], and read with [`SimulatedDeepSeek::balance`],

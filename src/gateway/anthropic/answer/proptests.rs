@@ -116,8 +116,8 @@ fn quick_as_tree(text: &str) -> Result<(), TestCaseError> {
         }
     };
     prop_assert_eq!(
-        (q.usage, q.output_estimate),
-        (t.usage, t.output_estimate),
+        (q.usage, q.output_estimate, q.reported),
+        (t.usage, t.output_estimate, t.reported),
         "{}",
         text
     );
