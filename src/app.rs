@@ -210,6 +210,7 @@ impl Daemon {
         self.admin.abort();
         let _ = std::fs::remove_file(&self.socket_path);
         state.store.close().await;
+        state.release_data_dir();
         tracing::info!("modelrelay stopped");
     }
 }

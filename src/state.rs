@@ -39,6 +39,8 @@ pub struct AppState {
     pub store: Store,
     /// Seals keys at rest with the server secret.
     pub sealer: Sealer,
+    /// The data directory's lock, held while the daemon runs ([`AppState::release_data_dir`]).
+    data_lock: std::sync::Mutex<Option<std::fs::File>>,
     /// Activity bus for the console.
     pub activity: Activity,
     /// Follows the bus to keep what a console sees when it connects (snapshots).
@@ -136,6 +138,12 @@ pub enum StartError {
     /// The configuration.
     #[error("{0}")]
     Config(String),
+    /// Another daemon holds the data directory.
+    #[error(
+        "another modelrelay daemon is using the data directory {0} (it holds {0}/modelrelay.lock); \
+         stop it first: two daemons on one database would each keep their own balances"
+    )]
+    DataDirBusy(String),
     /// The activity tracker could not load today's state.
     #[error("{0}")]
     Tracker(#[from] TrackerError),
@@ -174,11 +182,45 @@ fn private_dir(dir: &std::path::Path) -> Result<(), StartError> {
     )))
 }
 
+/// Lock the data directory for this daemon (an exclusive `flock` on `modelrelay.lock`, which
+/// the kernel drops with the process however it ends). Checked before the secret and the
+/// database are touched: a second daemon on the same directory would load the same keys
+/// into balances of its own, so a key revoked or spent on one would still pay on the other.
+fn lock_dir(dir: &std::path::Path) -> Result<std::fs::File, StartError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("modelrelay.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io(format!("cannot open {}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(StartError::DataDirBusy(dir.display().to_string()))
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(io(format!("cannot lock {}", path.display()))(e))
+        }
+    }
+}
+
 impl AppState {
+    /// Let another daemon open the data directory (the end of a clean shutdown, once the
+    /// database is closed; an in-process restart needs it before this state is dropped).
+    pub fn release_data_dir(&self) {
+        if let Ok(mut lock) = self.data_lock.lock() {
+            lock.take();
+        }
+    }
+
     /// Open the data dir, the database and the secret; load keys; start the activity tracker.
     pub async fn open(config: Config, demo: bool) -> Result<Arc<AppState>, StartError> {
         let data_dir = &config.server.data_dir;
         private_dir(data_dir)?;
+        let data_lock = lock_dir(data_dir)?;
         let secret_path = config
             .server
             .secret_file
@@ -246,6 +288,7 @@ impl AppState {
             keys,
             store,
             sealer,
+            data_lock: std::sync::Mutex::new(Some(data_lock)),
             activity,
             tracker,
             upstream,

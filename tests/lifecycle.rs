@@ -529,3 +529,100 @@ async fn kill_9_under_load(sync: &str) {
         restarted.log()
     );
 }
+
+/// One data directory, one daemon: a second `serve` on it (another port, another admin
+/// socket) is refused before it opens the database — two would each keep their own balances,
+/// so a key revoked or spent on one would still pay on the other. After a clean stop the
+/// database file alone holds everything (the WAL is checkpointed and emptied), so a cold copy
+/// of `modelrelay.db` is a whole copy; and the directory is free for the next start.
+#[tokio::test]
+async fn one_daemon_per_data_dir_and_a_clean_stop_leaves_the_database_file_whole() {
+    let setup = Setup::new(10).await;
+    let mut served = setup.serve().await;
+    let key = setup.create_key().await;
+    let resp = served
+        .chat(
+            &reqwest::Client::new(),
+            &key,
+            &body("deepseek-v4-flash", "hi"),
+        )
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(resp.status(), 200);
+    let rid = request_id(&resp);
+    let _ = resp.text().await;
+
+    let second_socket = setup.dir.path().join("second.sock");
+    let second = setup.dir.path().join("second.toml");
+    let toml = std::fs::read_to_string(setup.config())
+        .expect("read config")
+        .replace(
+            &format!("admin_socket = {:?}", setup.socket().display().to_string()),
+            &format!("admin_socket = {:?}", second_socket.display().to_string()),
+        );
+    assert!(toml.contains("second.sock"));
+    std::fs::write(&second, toml).expect("write config");
+    let out = tokio::time::timeout(
+        PATIENCE,
+        Command::new(BIN)
+            .arg("serve")
+            .arg("--config")
+            .arg(&second)
+            .env_remove("RUST_LOG")
+            .env_remove("MODELRELAY_CONFIG")
+            .env_remove("NOTIFY_SOCKET")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the second daemon gives up")
+    .expect("run modelrelay serve");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("another modelrelay daemon is using the data directory"),
+        "{err}"
+    );
+    assert!(!second_socket.exists());
+    // The first daemon is untouched.
+    let resp = served
+        .chat(
+            &reqwest::Client::new(),
+            &key,
+            &body("deepseek-v4-flash", "hi"),
+        )
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(resp.status(), 200);
+
+    served.signal(Signal::SIGTERM);
+    let status = served.exit().await;
+    assert!(status.success(), "exit {status:?}; log:\n{}", served.log());
+    let wal = setup.dir.path().join("modelrelay.db-wal");
+    assert!(
+        std::fs::metadata(&wal).map_or(true, |m| m.len() == 0),
+        "the WAL is emptied at a clean stop"
+    );
+    let copy = tempfile::tempdir().expect("temp dir");
+    std::fs::copy(
+        setup.dir.path().join("modelrelay.db"),
+        copy.path().join("copy.db"),
+    )
+    .expect("cold copy");
+    let db = rusqlite::Connection::open(copy.path().join("copy.db")).expect("open the copy");
+    let keys: i64 = db
+        .query_row("SELECT count(*) FROM keys", [], |r| r.get(0))
+        .expect("keys in the copy");
+    assert_eq!(keys, 1);
+    assert!(
+        ledger_row(&db, &rid).is_some(),
+        "the ledger row is in the copy"
+    );
+
+    // Free again: the next start takes the directory.
+    let mut again = setup.serve().await;
+    again.signal(Signal::SIGTERM);
+    assert!(again.exit().await.success());
+}
