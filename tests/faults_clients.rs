@@ -52,6 +52,46 @@ async fn client_disconnect_mid_stream_bills_the_generated_output_and_cancels_ups
     assert_eq!(assert_books(&app, &key), row.cost.nanos());
 }
 
+/// A client that reads every token of an answer and hangs up before the last chunk (which
+/// alone carries DeepSeek's usage, the prompt's count included) pays the prompt DeepSeek
+/// counted, not the gateway's estimate of it: the relay reads on for a moment after the client
+/// left. The directive's prompt (900) is far above the estimate from this short text, as it
+/// would be for text dense in tokens.
+#[tokio::test]
+async fn a_client_hanging_up_before_the_usage_chunk_still_pays_the_reported_prompt() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key("trial", None).await;
+    let text = "[[sim prompt=900 reply=20 delay_ms=100]] hi";
+    let resp = app
+        .chat(&key, &stream_body(text))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    let rid = request_id(&resp);
+    let mut stream = resp.bytes_stream();
+    let mut raw = String::new();
+    while text_deltas(&data_chunks(&sse_events(
+        &raw[..raw.rfind("\n\n").map_or(0, |i| i + 2)],
+    ))) < 20
+    {
+        let chunk = tokio::time::timeout(WAIT, stream.next())
+            .await
+            .expect("chunks keep coming")
+            .expect("stream open")
+            .expect("chunk");
+        raw.push_str(std::str::from_utf8(&chunk).expect("UTF-8"));
+    }
+    assert!(!raw.contains("\"usage\":{"), "no usage yet: {raw}");
+    drop(stream);
+    let row = app.wait_ledger_row(&rid).await;
+    assert_eq!(row.finish, Finish::ClientAbort);
+    assert_eq!(row.measured.as_str(), "provider");
+    assert_eq!((row.cache_miss_tokens, row.completion_tokens), (900, 20));
+    assert_eq!(row.cost.nanos(), 900 * MISS_NANOS + 20 * OUT_NANOS);
+    assert_eq!(assert_books(&app, &key), row.cost.nanos());
+}
+
 #[tokio::test]
 async fn keep_alive_comments_reach_the_client_while_upstream_queues() {
     let app = TestApp::spawn().await;

@@ -4,8 +4,9 @@
 //! needs on the way), passes keep-alive comments through, and counts output as it goes. It
 //! ends on the dialect's end marker, an upstream error, a timeout (idle — comments do not
 //! count — or total), or the client going away (the response body is dropped, so the channel
-//! closes). Upstream's connection is then dropped, which cancels the request there; billing
-//! settles and the ledger row is committed before the final end marker or error event leaves.
+//! closes). Upstream's connection is then dropped, which cancels the request there (a client
+//! that left first gives upstream a moment to send the usage it owes); billing settles and the
+//! ledger row is committed before the final end marker or error event leaves.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -34,6 +35,9 @@ use crate::upstream::{EventStream, UpstreamError};
 const CHANNEL_DEPTH: usize = 64;
 /// Least time between two progress events of one stream.
 const PROGRESS_EVERY: Duration = Duration::from_millis(200);
+/// How long a stream the client left goes on reading upstream, relaying nothing, for the
+/// usage that may already be on its way (see [`Relay::read_usage`]).
+const USAGE_GRACE: Duration = Duration::from_millis(250);
 
 /// Start relaying `events` to the client; returns the streaming response at once.
 pub fn relay<D: Dialect>(
@@ -106,6 +110,9 @@ struct Relay<S> {
 
 async fn pump<D: Dialect>(mut relay: Box<Relay<D::Stream>>, pending: Box<Pending>) {
     let end = relay.run().await;
+    if matches!(end, End::ClientGone) && relay.tally.usage.is_none() {
+        relay.read_usage().await;
+    }
     let Relay {
         events,
         tx,
@@ -185,6 +192,36 @@ impl<S: StreamRewrite> Relay<S> {
             };
             if let Some(end) = self.send(out).await {
                 return end;
+            }
+        }
+    }
+
+    /// The client left before upstream's usage came: read on for at most [`USAGE_GRACE`],
+    /// relaying nothing, until the usage or the stream's end. DeepSeek's OpenAI stream reports
+    /// the prompt only in its last chunk, so a client that reads every token of a capped
+    /// answer and hangs up before that chunk would otherwise pay for its prompt by our
+    /// estimate, which text dense in tokens (digits, rare characters) beats by up to four
+    /// times. What is generated meanwhile is DeepSeek's to bill, so it counts here too.
+    async fn read_usage(&mut self) {
+        let until = tokio::time::Instant::now() + USAGE_GRACE;
+        while self.tally.usage.is_none() {
+            let next = tokio::select! {
+                biased;
+                _ = &mut self.cut => return,
+                r = tokio::time::timeout_at(until, self.events.next()) => r,
+            };
+            match next {
+                Ok(Ok(Some(SseItem::Event(ev)))) => {
+                    if !matches!(
+                        self.rewrite.event(&ev, &mut self.tally),
+                        Ok(Step::Send(_) | Step::Skip)
+                    ) {
+                        return;
+                    }
+                }
+                Ok(Ok(Some(SseItem::Comment(_)))) => {}
+                // The grace is over, upstream ended or broke: bill what is known.
+                _ => return,
             }
         }
     }
