@@ -20,7 +20,10 @@ use crate::store::Write;
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
     /// No key matches.
-    #[error("no key matches {0:?}")]
+    #[error(
+        "no key matches {0:?}: give the whole key, its id (key_…) or its prefix as `keys list` \
+         shows it (sk-gateway- and four more characters; only those are kept)"
+    )]
     NoSuchKey(String),
     /// No order has this id.
     #[error("no order {0:?}")]

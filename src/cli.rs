@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::activity::client;
 use crate::activity::protocol::{Request, Response};
-use crate::config::Config;
+use crate::config::{Config, SecretFiles};
 use crate::money::Usd;
 use out::{fail, output, print_json};
 use tables::{key_card, keys_table, mail_table, order_card, orders_table};
@@ -205,7 +205,14 @@ fn init_logging(filter: &str) {
 
 /// Run a parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
-    let loaded = Config::load(cli.config.as_deref());
+    // Only `serve` uses the secrets; `check-config` reads them to check them (those systemd
+    // provides to the service alone are warnings there), the admin commands leave them be.
+    let secrets = match &cli.command {
+        Command::Serve { .. } => SecretFiles::Read,
+        Command::CheckConfig => SecretFiles::Check,
+        _ => SecretFiles::Skip,
+    };
+    let loaded = Config::load_with(cli.config.as_deref(), secrets);
     // `serve` logs at `server.log_level` (default info), the client commands at warn;
     // RUST_LOG, when set, wins over both.
     let filter = match (&cli.command, &loaded) {

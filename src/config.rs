@@ -21,6 +21,7 @@ mod load;
 #[cfg(test)]
 mod proptests;
 mod secrets;
+pub use secrets::SecretFiles;
 #[cfg(test)]
 mod tests;
 mod validate;
@@ -57,6 +58,10 @@ pub struct Config {
     pub plans: BTreeMap<String, PlanConfig>,
     /// Receipts and notices by SMTP (off until configured).
     pub email: EmailConfig,
+    /// Secret files `check-config` could not read because systemd provides them to the
+    /// service only (one line each, for [`Config::warnings`]).
+    #[serde(skip)]
+    pub unread_secrets: Vec<String>,
 }
 
 /// `[store]`: how durable a committed ledger row is.
@@ -508,6 +513,7 @@ impl Default for Config {
                 ("pro".into(), plan("Pro", 50, 30, &[f, "deepseek-v4-pro"])),
             ]),
             email: EmailConfig::default(),
+            unread_secrets: Vec::new(),
         }
     }
 }

@@ -27,6 +27,7 @@ data_dir = "{}"
 
 [upstream]
 api_key = "{SECRET}"
+base_url = "https://proxy-user:proxy-pass-secret@proxy.example"
 
 [paypal]
 client_secret = "{PAYPAL_SECRET}"
@@ -43,7 +44,7 @@ client_secret = "{PAYPAL_SECRET}"
     .await;
     let out = run.ok();
     assert!(
-        !out.contains(SECRET) && !out.contains(PAYPAL_SECRET),
+        !out.contains(SECRET) && !out.contains(PAYPAL_SECRET) && !out.contains("proxy-pass"),
         "no secret printed: {run:#?}"
     );
     let v: toml::Table = toml::from_str(out).unwrap_or_else(|e| panic!("not TOML ({e}): {out}"));
@@ -145,4 +146,93 @@ async fn check_config_rejects_unknown_keys_and_missing_files() {
     .await;
     assert_eq!(run.code, Some(1), "{run:#?}");
     assert!(run.stderr.contains("missing.toml"), "{run:#?}");
+}
+
+/// The systemd setup install.sh recommends: secrets as credentials under
+/// `/run/credentials/modelrelay.service/`, which exist only while the service runs and only for
+/// its user. `check-config` says so as a warning instead of refusing the file; the admin
+/// commands, which need no secret, do not read them; `serve` still refuses a secret it cannot
+/// read. A secret file anywhere else that is missing stays an error for `check-config` too.
+#[tokio::test]
+async fn secrets_systemd_provides_are_warnings_for_check_config_and_unread_by_admin_commands() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let cred = "/run/credentials/modelrelay.service/deepseek_api_key";
+    assert!(!std::path::Path::new(cred).exists());
+    let file = dir.path().join("systemd.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[server]\ndata_dir = \"{}\"\n[upstream]\napi_key_file = \"{cred}\"\n",
+            data.display()
+        ),
+    )
+    .expect("write config");
+    let config = file.to_str().expect("utf-8");
+
+    let run = run_in(dir.path(), &["check-config", "--config", config], &[]).await;
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    assert!(
+        run.stderr.contains("upstream.api_key_file")
+            && run.stderr.contains("systemd hands it to the service"),
+        "{run:#?}"
+    );
+    assert!(
+        !run.stderr.contains("no upstream key configured"),
+        "a key systemd provides is not missing: {run:#?}"
+    );
+
+    let run = run_in(dir.path(), &["keys", "list", "--config", config], &[]).await;
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert!(
+        run.stderr.contains("no modelrelay daemon is answering"),
+        "{run:#?}"
+    );
+
+    let run = run_in(dir.path(), &["serve", "--config", config], &[]).await;
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert!(
+        run.stderr.contains("cannot read upstream.api_key_file"),
+        "{run:#?}"
+    );
+
+    // Anywhere else, a missing secret file is the operator's mistake.
+    let missing = dir.path().join("nowhere.key");
+    std::fs::write(
+        &file,
+        format!(
+            "[server]\ndata_dir = \"{}\"\n[upstream]\napi_key_file = \"{}\"\n",
+            data.display(),
+            missing.display()
+        ),
+    )
+    .expect("write config");
+    let run = run_in(dir.path(), &["check-config", "--config", config], &[]).await;
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert!(run.stderr.contains("nowhere.key"), "{run:#?}");
+}
+
+/// A pool with one account lacking its key: the warning names that account.
+#[tokio::test]
+async fn check_config_names_the_pool_account_that_has_no_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("pool.toml");
+    std::fs::write(
+        &file,
+        "[[upstream.accounts]]\nname = \"x\"\napi_key = \"sk-x\"\n\n\
+         [[upstream.accounts]]\nname = \"y\"\n",
+    )
+    .expect("write config");
+    let run = run_in(
+        dir.path(),
+        &["check-config", "--config", file.to_str().expect("utf-8")],
+        &[],
+    )
+    .await;
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    assert!(
+        run.stderr.contains("upstream account \"y\" has no key"),
+        "{run:#?}"
+    );
+    assert!(!run.stderr.contains("\"x\""), "{run:#?}");
 }

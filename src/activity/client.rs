@@ -13,10 +13,17 @@ use super::protocol::{Request, Response};
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// Nothing listens there.
-    #[error("no modelrelay daemon is answering on {0} (is `modelrelay serve` running?)")]
+    #[error(
+        "no modelrelay daemon is answering on {0} (is `modelrelay serve` running? if it runs \
+         with another config, pass that file: --config FILE, e.g. \
+         /etc/modelrelay/modelrelay.toml)"
+    )]
     NoDaemon(PathBuf),
     /// The socket exists but we may not use it.
-    #[error("permission denied on {0}: run as the daemon's user or a member of server.admin_group")]
+    #[error(
+        "permission denied on {0}: run as the daemon's user or a member of server.admin_group \
+         who may enter the socket's directory"
+    )]
     Denied(PathBuf),
     /// The daemon hung up or sent something unreadable.
     #[error("the daemon closed the connection or answered garbage: {0}")]

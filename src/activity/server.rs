@@ -89,12 +89,35 @@ pub fn bind(config: &Config) -> std::io::Result<UnixListener> {
                 .map_err(std::io::Error::other)?
                 .ok_or_else(|| std::io::Error::other(format!("no group {name:?}")))?;
             nix::unistd::chown(&path, None, Some(group.gid)).map_err(std::io::Error::other)?;
+            warn_if_closed_to(&path, name, group.gid.as_raw());
             0o660
         }
         None => 0o600,
     };
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
     Ok(listener)
+}
+
+/// Warn when the group cannot reach the socket for its directory: a 0660 socket in a 0700
+/// directory (the default `<data_dir>`), or in one open to another group only (the unit's
+/// `/run/modelrelay` is 0750 for the group `modelrelay`), lets no member in, and the command
+/// then blames their membership.
+fn warn_if_closed_to(socket: &std::path::Path, group: &str, gid: u32) {
+    use std::os::unix::fs::MetadataExt;
+    let Some(dir) = socket.parent() else { return };
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return;
+    };
+    let traversable = meta.mode() & 0o001 != 0 || (meta.gid() == gid && meta.mode() & 0o010 != 0);
+    if !traversable {
+        tracing::warn!(
+            dir = %dir.display(),
+            group,
+            "server.admin_group cannot reach the admin socket: its directory is not open to that \
+             group (give the directory to the group with mode 0750, or name the group that \
+             owns it)"
+        );
+    }
 }
 
 /// The credentials a peer presented and what the daemon allows.

@@ -37,11 +37,10 @@ pub(super) async fn serve(mut config: Config, demo: bool) -> ExitCode {
         if config.upstream_key_missing() {
             // Refused rather than started: every request would fail upstream, and the
             // storefront would sell keys that cannot work.
-            return fail(
-                "no upstream key configured, every request would fail upstream: set \
-                 upstream.api_key in the config, upstream.api_key_file, or \
-                 MODELRELAY_UPSTREAM__API_KEY (or try `modelrelay serve --demo`)",
-            );
+            return fail(format_args!(
+                "{}: every request would fail upstream (or try `modelrelay serve --demo`)",
+                config.missing_key_text()
+            ));
         }
         None
     };

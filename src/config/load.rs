@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 
-use super::{Config, ConfigError, ENV_CONFIG_FILE, ENV_PREFIX};
+use super::{Config, ConfigError, ENV_CONFIG_FILE, ENV_PREFIX, SecretFiles};
 
 impl Config {
     /// The file to read: `--config`, else `$MODELRELAY_CONFIG`, else `./modelrelay.toml` if present.
@@ -38,19 +38,29 @@ impl Config {
 
     /// Load, read secret files and validate.
     pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+        Config::load_with(explicit, SecretFiles::Read)
+    }
+
+    /// Load and validate, treating the secrets' files as `secrets` says.
+    pub fn load_with(explicit: Option<&Path>, secrets: SecretFiles) -> Result<Config, ConfigError> {
         let file = Config::locate(explicit);
         if let Some(path) = &file
             && !path.exists()
         {
             return Err(ConfigError::MissingFile(path.clone()));
         }
-        Config::from_figment(Config::figment(file.as_deref()))
+        Config::from_figment_with(Config::figment(file.as_deref()), secrets)
     }
 
     /// Extract from an already-built figment (tests use this with `figment::Jail`).
     pub fn from_figment(fig: Figment) -> Result<Config, ConfigError> {
+        Config::from_figment_with(fig, SecretFiles::Read)
+    }
+
+    /// [`Config::from_figment`], treating the secrets' files as `secrets` says.
+    pub fn from_figment_with(fig: Figment, secrets: SecretFiles) -> Result<Config, ConfigError> {
         let mut config: Config = fig.extract()?;
-        config.resolve_secrets()?;
+        config.resolve_secrets(secrets)?;
         config.normalize();
         config.validate()?;
         Ok(config)

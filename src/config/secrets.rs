@@ -1,14 +1,65 @@
 //! Secrets: reading the `*_file` variants of the API key, the PayPal secret and the SMTP URL,
 //! and the redacted rendering of the configuration that `check-config` prints.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::{Config, ConfigError};
 
+/// What loading the configuration does with the secrets' `*_file`s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretFiles {
+    /// Read each one; one that cannot be read is an error (`serve`).
+    Read,
+    /// Read each one, but one under systemd's credentials directory that cannot be read yet
+    /// is a warning (`check-config`: before the service's first start that directory does
+    /// not exist, and once it runs only the service's user may read it).
+    Check,
+    /// Leave them unread (the admin commands, which talk to the daemon and need none of them;
+    /// under systemd they are the service's alone).
+    Skip,
+}
+
+/// `url` with the user and password it may carry (`https://user:pass@host/`) redacted.
+fn without_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://<redacted>{}", &rest[at..]),
+        None => url.to_string(),
+    }
+}
+
+/// Where systemd's `LoadCredential=` puts a service's credentials.
+const SYSTEMD_CREDENTIALS: &str = "/run/credentials/";
+
 impl Config {
     /// Replace each secret by the trimmed content of its `*_file`, refusing both at once.
-    pub(super) fn resolve_secrets(&mut self) -> Result<(), ConfigError> {
+    pub(super) fn resolve_secrets(&mut self, mode: SecretFiles) -> Result<(), ConfigError> {
         let mut errors = Vec::new();
+        let mut unread = Vec::new();
+        // The file's trimmed text; `None` when the mode leaves it unread.
+        let mut text_of = |key: &'static str, path: &Path| -> Result<Option<String>, ConfigError> {
+            match (mode, std::fs::read_to_string(path)) {
+                (SecretFiles::Skip, _) => Ok(None),
+                (_, Ok(text)) => Ok(Some(text.trim().to_string())),
+                (SecretFiles::Check, Err(_)) if path.starts_with(SYSTEMD_CREDENTIALS) => {
+                    unread.push(format!(
+                        "{key} = {} cannot be read from here: systemd hands it to the service \
+                         when it starts (LoadCredential=); `serve` refuses to start if it still \
+                         cannot read it",
+                        path.display()
+                    ));
+                    Ok(None)
+                }
+                (_, Err(source)) => Err(ConfigError::SecretFile {
+                    key,
+                    path: path.to_path_buf(),
+                    source,
+                }),
+            }
+        };
         let mut read = |key: &'static str,
                         path: &Option<PathBuf>,
                         inline: &mut String,
@@ -19,12 +70,9 @@ impl Config {
                 errors.push(format!("set {inline_key} or {key}, not both"));
                 return Ok(());
             }
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
-                key,
-                path: path.clone(),
-                source,
-            })?;
-            *inline = text.trim().to_string();
+            if let Some(text) = text_of(key, path)? {
+                *inline = text;
+            }
             Ok(())
         };
         read(
@@ -56,13 +104,11 @@ impl Config {
                 ));
                 continue;
             }
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
-                key: "upstream.accounts.api_key_file",
-                path: path.clone(),
-                source,
-            })?;
-            a.api_key = text.trim().to_string();
+            if let Some(text) = text_of("upstream.accounts.api_key_file", path)? {
+                a.api_key = text;
+            }
         }
+        self.unread_secrets = unread;
         if errors.is_empty() {
             Ok(())
         } else {
@@ -86,6 +132,35 @@ impl Config {
                 *secret = "<redacted>".into();
             }
         }
+        let urls = c.upstream.accounts.iter_mut().map(|a| &mut a.base_url);
+        for url in [&mut c.upstream.base_url, &mut c.paypal.api_base]
+            .into_iter()
+            .chain(urls)
+        {
+            *url = without_userinfo(url);
+        }
         toml::to_string_pretty(&c).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_userinfo;
+
+    #[test]
+    fn userinfo_in_urls_is_redacted() {
+        assert_eq!(
+            without_userinfo("https://user:hunter2@proxy.example/v1?x=a@b"),
+            "https://<redacted>@proxy.example/v1?x=a@b"
+        );
+        assert_eq!(
+            without_userinfo("https://api.deepseek.com/v1?x=a@b"),
+            "https://api.deepseek.com/v1?x=a@b"
+        );
+        assert_eq!(without_userinfo("not a url"), "not a url");
+        assert_eq!(
+            without_userinfo("http://a:b@c@host"),
+            "http://<redacted>@host"
+        );
     }
 }

@@ -352,3 +352,23 @@ fn wrong_types_are_refused() {
         assert!(err.contains("more than 9 decimal places"), "{err}");
     });
 }
+
+#[test]
+fn a_log_level_that_is_no_level_is_refused_and_filters_are_taken() {
+    jailed(|jail| {
+        let err = error_of(jail, "[server]\nlog_level = \"loud\"\n");
+        assert!(err.contains("\"loud\" is not a level"), "{err}");
+        let err = error_of(jail, "[server]\nlog_level = \"warn,verbose\"\n");
+        assert!(err.contains("\"verbose\" is not a level"), "{err}");
+        for ok in [
+            "info",
+            "WARN",
+            "warn,modelrelay=debug",
+            "off",
+            "modelrelay[x]=trace",
+        ] {
+            let c = load_file(jail, &format!("[server]\nlog_level = {ok:?}\n"));
+            assert!(c.is_ok(), "{ok}: {:?}", c.err());
+        }
+    });
+}

@@ -11,23 +11,53 @@ impl Config {
     /// `serve --demo`, which brings its own; `serve` refuses to start. The one place that says
     /// what counts as an upstream key.
     pub fn upstream_key_missing(&self) -> bool {
+        !self.accounts_without_key().is_empty()
+    }
+
+    /// The upstream accounts that have no key (`default` when no pool is configured).
+    pub fn accounts_without_key(&self) -> Vec<String> {
         self.upstream
             .resolved_accounts()
+            .into_iter()
+            .filter(|a| a.api_key.trim().is_empty())
+            .map(|a| a.name)
+            .collect()
+    }
+
+    /// What [`Config::upstream_key_missing`] means, in the operator's words.
+    pub fn missing_key_text(&self) -> String {
+        if self.upstream.accounts.is_empty() {
+            return "no upstream key configured (upstream.api_key, upstream.api_key_file or \
+                    MODELRELAY_UPSTREAM__API_KEY)"
+                .to_string();
+        }
+        let names: Vec<String> = self
+            .accounts_without_key()
             .iter()
-            .any(|a| a.api_key.trim().is_empty())
+            .map(|n| format!("{n:?}"))
+            .collect();
+        format!(
+            "upstream account {} has no key (set its api_key or api_key_file)",
+            names.join(", ")
+        )
     }
 
     /// What a valid configuration cannot do as it stands, one line each.
     pub fn warnings(&self) -> Vec<String> {
         let mut w = Vec::new();
-        if self.upstream_key_missing() {
-            w.push(
-                "no upstream key configured (upstream.api_key, upstream.api_key_file or \
-                 MODELRELAY_UPSTREAM__API_KEY): `serve` refuses to start without one, every \
-                 request would fail upstream; `serve --demo` brings its own"
-                    .to_string(),
-            );
+        // A key systemd will provide is not missing: `unread_secrets` says so instead.
+        let unread_upstream = self
+            .unread_secrets
+            .iter()
+            .any(|s| s.starts_with("upstream."));
+        if self.upstream_key_missing() && !unread_upstream {
+            w.push(format!(
+                "{}: `serve` refuses to start without it, every request would fail upstream; \
+                 `serve --demo` brings its own",
+                self.missing_key_text()
+            ));
         }
+        w.extend(self.unread_secrets.iter().cloned());
         w
     }
 
@@ -87,6 +117,12 @@ impl Config {
         }
         if s.log_level.trim().is_empty() {
             e.push("server.log_level must not be empty (e.g. \"info\")".into());
+        } else if let Some(word) = bare_target(&s.log_level) {
+            e.push(format!(
+                "server.log_level = {:?}: {word:?} is not a level (error, warn, info, debug, \
+                 trace or off); a target needs one, as in \"warn,modelrelay=debug\"",
+                s.log_level
+            ));
         } else if let Err(why) = tracing_subscriber::EnvFilter::try_new(&s.log_level) {
             e.push(format!(
                 "server.log_level = {:?} is not a log filter such as \"info\" or \"warn,modelrelay=debug\": {why}",
@@ -349,4 +385,15 @@ impl Config {
             e.push("email.timeout_secs must be greater than 0".into());
         }
     }
+}
+
+/// A directive of a log filter that is a bare word but not a level: the filter takes it as a
+/// target at every level and drops everything else, so `"loud"` would silence the daemon.
+fn bare_target(filter: &str) -> Option<&str> {
+    const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+    filter.split(',').map(str::trim).find(|d| {
+        !d.is_empty()
+            && !d.contains(['=', '['])
+            && !LEVELS.iter().any(|l| l.eq_ignore_ascii_case(d))
+    })
 }
