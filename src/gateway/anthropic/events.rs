@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::usage::{Input, Wire, to_billing};
+use super::usage::{Wire, to_billing};
 use crate::gateway::dialect::{Generated, PublicModel, Step, StreamRewrite, Tally};
 use crate::gateway::json::{error_text, is_json};
 use crate::upstream::sse::SseEvent;
@@ -52,7 +52,9 @@ struct Delta<'a> {
 /// One stream's rewriter.
 pub struct Events {
     public: PublicModel,
-    input: Option<Input>,
+    /// The input counts seen so far, field by field: a later usage object that repeats only
+    /// some of them (or none) keeps the others.
+    input: Wire,
     output: Option<u64>,
 }
 
@@ -61,7 +63,7 @@ impl Events {
     pub fn new(public: PublicModel) -> Events {
         Events {
             public,
-            input: None,
+            input: Wire::default(),
             output: None,
         }
     }
@@ -69,8 +71,8 @@ impl Events {
     /// Note a usage object. `message_start`'s output count is a placeholder (a first token);
     /// only `message_delta`'s (cumulative: the latest is the count) is the answer's.
     fn note(&mut self, usage: &Wire, final_output: bool, tally: &mut Tally) {
-        if let Some(input) = usage.input() {
-            self.input = Some(input);
+        self.input.merge_input(usage);
+        if let Some(input) = self.input.input() {
             let b = to_billing(input, 0);
             tally.reported.prompt = Some((b.hit, b.miss));
         }
@@ -78,7 +80,7 @@ impl Events {
             self.output = Some(out);
             tally.reported.output = Some(out);
         }
-        if let (Some(input), Some(out)) = (self.input, self.output) {
+        if let (Some(input), Some(out)) = (self.input.input(), self.output) {
             tally.usage = Some(to_billing(input, out));
         }
     }
@@ -316,6 +318,26 @@ mod tests {
             .is_err()
         );
         assert!(e.event(&ev("not json"), &mut t).is_err());
+    }
+
+    /// A `message_delta` whose usage repeats only some input counts (or a zero placeholder
+    /// for one) keeps the others `message_start` gave: none is dropped to zero.
+    #[test]
+    fn input_counts_are_merged_field_by_field() {
+        let mut e = Events::new(PublicModel::new("m"));
+        let mut t = Tally::new(Instant::now());
+        let start = r#"{"type":"message_start","message":{"model":"m","usage":{"input_tokens":10,"cache_read_input_tokens":64,"output_tokens":1}}}"#;
+        assert!(e.event(&ev(start), &mut t).is_ok());
+        let delta = r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"cache_read_input_tokens":64,"output_tokens":7}}"#;
+        assert!(e.event(&ev(delta), &mut t).is_ok());
+        let u = t.usage.unwrap();
+        assert_eq!((u.hit, u.miss, u.completion), (64, 10, 7));
+        // A later count of a field is the count (cumulative, as output is).
+        let delta =
+            r#"{"type":"message_delta","delta":{},"usage":{"input_tokens":12,"output_tokens":9}}"#;
+        assert!(e.event(&ev(delta), &mut t).is_ok());
+        let u = t.usage.unwrap();
+        assert_eq!((u.hit, u.miss, u.completion), (64, 12, 9));
     }
 
     /// A `type` that is not a name (a line break, escaped in its JSON) would end our `event:`

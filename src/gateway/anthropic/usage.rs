@@ -49,6 +49,25 @@ pub struct Wire {
 }
 
 impl Wire {
+    /// Take the input counts `other` has, keeping those it lacks.
+    pub fn merge_input(&mut self, other: &Wire) {
+        for (mine, theirs) in [
+            (&mut self.input_tokens, other.input_tokens),
+            (
+                &mut self.cache_creation_input_tokens,
+                other.cache_creation_input_tokens,
+            ),
+            (
+                &mut self.cache_read_input_tokens,
+                other.cache_read_input_tokens,
+            ),
+        ] {
+            if theirs.is_some() {
+                *mine = theirs;
+            }
+        }
+    }
+
     /// The input counts, if the object has any of them.
     pub fn input(&self) -> Option<Input> {
         if self.input_tokens.is_none()
