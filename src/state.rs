@@ -138,6 +138,9 @@ pub enum StartError {
     /// The configuration.
     #[error("{0}")]
     Config(String),
+    /// The data directory holds demo data and this is not a demo, or the other way round.
+    #[error("{0}")]
+    DemoMix(String),
     /// Another daemon holds the data directory.
     #[error(
         "another modelrelay daemon is using the data directory {0} (it holds {0}/modelrelay.lock); \
@@ -207,6 +210,40 @@ fn lock_dir(dir: &std::path::Path) -> Result<std::fs::File, StartError> {
     }
 }
 
+/// The file that marks a data directory as the demo's.
+const DEMO_MARKER: &str = "DEMO";
+
+/// Keep demo data and real data apart. `serve --demo` marks the directory it creates (a
+/// `DEMO` file), and a real `serve` refuses a marked one: its keys were sold through the
+/// simulated PayPal, and would spend the operator's real DeepSeek balance. A demo refuses a
+/// directory that already holds a real database, whose orders and keys it would add to.
+fn demo_marker(dir: &std::path::Path, demo: bool) -> Result<(), StartError> {
+    let marker = dir.join(DEMO_MARKER);
+    let marked = marker.exists();
+    let has_db = dir.join("modelrelay.db").exists();
+    match (demo, marked) {
+        (true, true) | (false, false) => Ok(()),
+        (true, false) if has_db => Err(StartError::DemoMix(format!(
+            "the data directory {} holds a real database; `serve --demo` would sell keys into \
+             it through its simulated PayPal. Give the demo a data directory of its own \
+             (server.data_dir, or MODELRELAY_SERVER__DATA_DIR)",
+            dir.display()
+        ))),
+        (true, false) => std::fs::write(
+            &marker,
+            "This data directory was made by `modelrelay serve --demo` (a simulated DeepSeek and \
+             PayPal).\nA real `modelrelay serve` refuses it: delete the directory to start afresh.\n",
+        )
+        .map_err(io(format!("cannot write {}", marker.display()))),
+        (false, true) => Err(StartError::DemoMix(format!(
+            "the data directory {} holds demo data (made by `serve --demo`: keys sold through \
+             the simulated PayPal, which would spend your real DeepSeek balance). Point \
+             server.data_dir elsewhere, or delete that directory to start afresh",
+            dir.display()
+        ))),
+    }
+}
+
 impl AppState {
     /// Let another daemon open the data directory (the end of a clean shutdown, once the
     /// database is closed; an in-process restart needs it before this state is dropped).
@@ -221,6 +258,7 @@ impl AppState {
         let data_dir = &config.server.data_dir;
         private_dir(data_dir)?;
         let data_lock = lock_dir(data_dir)?;
+        demo_marker(data_dir, demo)?;
         let secret_path = config
             .server
             .secret_file

@@ -97,8 +97,14 @@ rpm = 100000
 
     /// Run `modelrelay serve` and wait for its "modelrelay started" log line.
     async fn serve(&self) -> Served {
+        self.serve_with(&[]).await
+    }
+
+    /// [`Setup::serve`] with more arguments (`--demo`).
+    async fn serve_with(&self, args: &[&str]) -> Served {
         let mut child = Command::new(BIN)
             .arg("serve")
+            .args(args)
             .arg("--config")
             .arg(self.config())
             .env_remove("RUST_LOG")
@@ -145,6 +151,30 @@ rpm = 100000
             base: format!("http://{addr}"),
             log,
         }
+    }
+
+    /// `modelrelay serve ARGS` expected to give up at start: its exit status and stderr.
+    async fn serve_refused(&self, config: &std::path::Path, args: &[&str]) -> (ExitStatus, String) {
+        let out = tokio::time::timeout(
+            PATIENCE,
+            Command::new(BIN)
+                .arg("serve")
+                .args(args)
+                .arg("--config")
+                .arg(config)
+                .env_remove("RUST_LOG")
+                .env_remove("MODELRELAY_CONFIG")
+                .env_remove("NOTIFY_SOCKET")
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .expect("the daemon gives up")
+        .expect("run modelrelay serve");
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     /// `modelrelay keys …` against the running daemon; its stdout.
@@ -563,23 +593,8 @@ async fn one_daemon_per_data_dir_and_a_clean_stop_leaves_the_database_file_whole
         );
     assert!(toml.contains("second.sock"));
     std::fs::write(&second, toml).expect("write config");
-    let out = tokio::time::timeout(
-        PATIENCE,
-        Command::new(BIN)
-            .arg("serve")
-            .arg("--config")
-            .arg(&second)
-            .env_remove("RUST_LOG")
-            .env_remove("MODELRELAY_CONFIG")
-            .env_remove("NOTIFY_SOCKET")
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .expect("the second daemon gives up")
-    .expect("run modelrelay serve");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
+    let (status, err) = setup.serve_refused(&second, &[]).await;
+    assert!(!status.success(), "{err}");
     assert!(
         err.contains("another modelrelay daemon is using the data directory"),
         "{err}"
@@ -625,4 +640,33 @@ async fn one_daemon_per_data_dir_and_a_clean_stop_leaves_the_database_file_whole
     let mut again = setup.serve().await;
     again.signal(Signal::SIGTERM);
     assert!(again.exit().await.success());
+}
+
+/// Demo data and real data never mix: `serve --demo` marks the data directory it makes, a real
+/// `serve` refuses a marked one (its keys were sold through the simulated PayPal and would spend
+/// the real DeepSeek balance), and `serve --demo` refuses a directory holding a real database.
+#[tokio::test]
+async fn demo_data_and_real_data_never_share_a_directory() {
+    let demo = Setup::new(10).await;
+    let mut served = demo.serve_with(&["--demo"]).await;
+    served.signal(Signal::SIGTERM);
+    assert!(served.exit().await.success(), "{}", served.log());
+    assert!(demo.dir.path().join("DEMO").exists());
+    let (status, err) = demo.serve_refused(&demo.config(), &[]).await;
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("holds demo data"), "{err}");
+    // The demo itself starts again on its own directory.
+    let mut again = demo.serve_with(&["--demo"]).await;
+    again.signal(Signal::SIGTERM);
+    assert!(again.exit().await.success(), "{}", again.log());
+
+    let real = Setup::new(10).await;
+    let mut served = real.serve().await;
+    let _key = real.create_key().await;
+    served.signal(Signal::SIGTERM);
+    assert!(served.exit().await.success(), "{}", served.log());
+    let (status, err) = real.serve_refused(&real.config(), &["--demo"]).await;
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("holds a real database"), "{err}");
+    assert!(!real.dir.path().join("DEMO").exists());
 }
