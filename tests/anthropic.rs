@@ -308,6 +308,74 @@ async fn aliases_work_in_the_openai_dialect_and_models_lists_real_ids() {
     assert_eq!(alias.status(), 404);
 }
 
+/// Anthropic's SDKs list models at `/v1/models` with `x-api-key` and `anthropic-version`:
+/// they get Anthropic's list (and errors in Anthropic's shape), the plan's models by id.
+#[tokio::test]
+async fn anthropic_clients_list_models_in_anthropics_shape() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key("pro", None).await;
+    let get = |path: &str, key: &str| {
+        app.http
+            .get(format!("{}{path}", app.base))
+            .header("x-api-key", key)
+            .header("anthropic-version", "2023-06-01")
+    };
+    let resp = get("/v1/models", &key).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    let ids: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            assert_eq!(m["type"], "model", "{m}");
+            assert!(
+                m["created_at"].as_str().is_some_and(|t| t.ends_with('Z')),
+                "{m}"
+            );
+            m["id"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(ids, ["deepseek-v4-flash", "deepseek-v4-pro"]);
+    assert_eq!(v["has_more"], false);
+    assert_eq!(v["first_id"], "deepseek-v4-flash");
+    assert_eq!(v["last_id"], "deepseek-v4-pro");
+    let one: Value = get("/v1/models/deepseek-v4-pro", &key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (one["type"].as_str(), one["id"].as_str()),
+        (Some("model"), Some("deepseek-v4-pro"))
+    );
+    expect_error(
+        get("/v1/models", "sk-gateway-nope").send().await.unwrap(),
+        401,
+        "authentication_error",
+    )
+    .await;
+    expect_error(
+        get("/v1/models/nope", &key).send().await.unwrap(),
+        404,
+        "not_found_error",
+    )
+    .await;
+    // Claude Code's way without the version header: x-api-key alone is Anthropic's too.
+    let resp = app
+        .http
+        .get(format!("{}/v1/models", app.base))
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["has_more"], false, "{v}");
+}
+
 /// Send `b` to `/v1/messages`, expect `status` and Anthropic's error shape with `kind`.
 async fn expect_error(resp: reqwest::Response, status: u16, kind: &str) -> Value {
     assert_eq!(resp.status().as_u16(), status);

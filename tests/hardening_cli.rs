@@ -118,7 +118,7 @@ async fn check_config_warns_when_no_upstream_key_is_configured_and_serve_refuses
     assert!(
         serve
             .stderr
-            .contains("no upstream key configured, every request would fail upstream"),
+            .contains("no upstream key configured (upstream.api_key, upstream.api_key_file or MODELRELAY_UPSTREAM__API_KEY): every request would fail upstream"),
         "{serve:#?}"
     );
 }

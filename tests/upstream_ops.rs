@@ -300,7 +300,11 @@ async fn disable_moves_every_request_to_the_other_account_and_enable_brings_it_b
     let app = two_accounts(|_| {}, |_| {}).await;
     let key = app.create_key("trial", None).await;
     let ties = served(&app, &key, 2).await;
-    assert_eq!(ties, ["first", "first"], "ties go to the first");
+    assert_eq!(
+        ties,
+        ["first", "second"],
+        "idle accounts of one weight take turns"
+    );
 
     let out = switch(&app, "disable", "first", "disabled").await;
     let warning =
@@ -320,8 +324,8 @@ async fn disable_moves_every_request_to_the_other_account_and_enable_brings_it_b
         Value::Null,
         "the switch is not an error"
     );
-    assert_eq!(first["requests"], 2);
-    assert_eq!(v["accounts"][1]["requests"], 5);
+    assert_eq!(first["requests"], 1);
+    assert_eq!(v["accounts"][1]["requests"], 6);
     // The liability is what the active keys still have, to the nano-dollar.
     let remaining = app.key_state(&key).balance().remaining();
     assert!(remaining < Usd::from_dollars(1));
@@ -332,8 +336,8 @@ async fn disable_moves_every_request_to_the_other_account_and_enable_brings_it_b
             (state_series("first", "disabled"), "1"),
             (state_series("first", "healthy"), "0"),
             (state_series("second", "healthy"), "1"),
-            (requests_series("first"), "2"),
-            (requests_series("second"), "5"),
+            (requests_series("first"), "1"),
+            (requests_series("second"), "6"),
             (
                 r#"modelrelay_upstream_errors_total{account="first"}"#.into(),
                 "0",
@@ -345,13 +349,14 @@ async fn disable_moves_every_request_to_the_other_account_and_enable_brings_it_b
 
     let out = switch(&app, "enable", "first", "healthy").await;
     assert!(!out.contains("warning"), "{out}");
+    // Back, and behind on its share: it takes the next one.
     assert_eq!(served(&app, &key, 1).await, ["first"]);
     assert_metrics(
         &app,
         &[
             (state_series("first", "disabled"), "0"),
             (state_series("first", "healthy"), "1"),
-            (requests_series("first"), "3"),
+            (requests_series("first"), "2"),
         ],
     )
     .await;

@@ -7,34 +7,79 @@ use axum::Json;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
+use axum::http::header::AUTHORIZATION;
 use axum::response::{IntoResponse, Response};
 use chrono::NaiveDate;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
+use super::anthropic::Anthropic;
 use super::auth::authenticate;
+use super::dialect::Dialect;
 use super::error::GatewayError;
+use crate::keys::KeyState;
 use crate::money::Usd;
 use crate::state::AppState;
 use crate::store::usage;
 
-fn model_object(id: &str) -> Value {
-    json!({"id": id, "object": "model", "created": 0, "owned_by": "deepseek"})
+fn model_object(id: &str, anthropic: bool) -> Value {
+    if anthropic {
+        json!({"type": "model", "id": id, "display_name": id, "created_at": "1970-01-01T00:00:00Z"})
+    } else {
+        json!({"id": id, "object": "model", "created": 0, "owned_by": "deepseek"})
+    }
+}
+
+/// Whether the caller is an Anthropic client: their SDKs send `anthropic-version` on every
+/// call, and Claude Code its key as `x-api-key`. They get Anthropic's shapes (the list with
+/// `has_more`, errors with `type: "error"`) and may send the key either way.
+fn is_anthropic(headers: &HeaderMap) -> bool {
+    headers.contains_key("anthropic-version")
+        || (headers.contains_key("x-api-key") && !headers.contains_key(AUTHORIZATION))
 }
 
 /// The models the key's plan allows.
-pub async fn list(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-) -> Result<Response, GatewayError> {
-    let key = authenticate(&state, &headers)?;
-    let data: Vec<Value> = state
+pub async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let anthropic = is_anthropic(&headers);
+    let key = match key_of(&state, &headers, anthropic) {
+        Ok(k) => k,
+        Err(e) => return respond_error(e, anthropic),
+    };
+    let ids: Vec<&String> = state
         .catalog
         .plan(&key.plan())
-        .map(|p| p.models.iter().map(|m| model_object(m)).collect())
+        .map(|p| p.models.iter().collect())
         .unwrap_or_default();
-    Ok(Json(json!({"object": "list", "data": data})).into_response())
+    let data: Vec<Value> = ids.iter().map(|m| model_object(m, anthropic)).collect();
+    if anthropic {
+        return Json(json!({"data": data, "has_more": false,
+            "first_id": ids.first(), "last_id": ids.last()}))
+        .into_response();
+    }
+    Json(json!({"object": "list", "data": data})).into_response()
+}
+
+/// The key, found the way the caller's dialect sends it.
+fn key_of(
+    state: &AppState,
+    headers: &HeaderMap,
+    anthropic: bool,
+) -> Result<Arc<KeyState>, GatewayError> {
+    if anthropic {
+        Anthropic::authenticate(&state.keys, headers)
+    } else {
+        authenticate(state, headers)
+    }
+}
+
+/// An error in the caller's dialect.
+fn respond_error(e: GatewayError, anthropic: bool) -> Response {
+    if anthropic {
+        Anthropic::error_response(e)
+    } else {
+        e.into_response()
+    }
 }
 
 /// One model, if the key's plan allows it.
@@ -42,8 +87,21 @@ pub async fn get(
     State(state): State<Arc<AppState>>,
     id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
+) -> Response {
+    let anthropic = is_anthropic(&headers);
+    match get_one(&state, id, &headers, anthropic) {
+        Ok(r) => r,
+        Err(e) => respond_error(e, anthropic),
+    }
+}
+
+fn get_one(
+    state: &AppState,
+    id: Result<Path<String>, PathRejection>,
+    headers: &HeaderMap,
+    anthropic: bool,
 ) -> Result<Response, GatewayError> {
-    let key = authenticate(&state, &headers)?;
+    let key = key_of(state, headers, anthropic)?;
     let Ok(Path(id)) = id else {
         return Err(GatewayError::ModelNotFound("(not valid UTF-8)".into()));
     };
@@ -57,7 +115,7 @@ pub async fn get(
     if !allowed {
         return Err(GatewayError::ModelNotAllowed(id));
     }
-    Ok(Json(model_object(&id)).into_response())
+    Ok(Json(model_object(&id, anthropic)).into_response())
 }
 
 /// A money amount as a JSON number, written from its exact decimal (no float in between).

@@ -131,8 +131,8 @@ impl Upstream {
                 Err(NoSlot::Busy) => return Err(last.unwrap_or(UpstreamError::Busy)),
                 Err(NoSlot::NoneUsable) => return Err(last.unwrap_or(UpstreamError::NoAccount)),
             };
+            // (The pool counted the attempt in `account.requests` when it gave the slot.)
             let account = slot.account().clone();
-            account.requests.fetch_add(1, Ordering::Relaxed);
             // Out of the queue: from here on DeepSeek may see (and charge for) the prompt.
             dispatched.store(true, Ordering::Release);
             match self

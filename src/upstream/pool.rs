@@ -1,8 +1,9 @@
 //! The pool of accounts and how a request gets a slot on one.
 //!
 //! Among the accounts that may take a request (healthy, or cooling and due a trial), the one
-//! least full for the model — in flight ÷ (cap × weight) — is chosen, and its slot is taken by
-//! compare-and-swap under its cap, so an account never carries more than its cap for a model.
+//! least full for the model — in flight ÷ (cap × weight) — is chosen (equally full ones, as
+//! under light load when all are idle, by the least requests sent ÷ weight, so that weights
+//! share light traffic too), and its slot is taken by compare-and-swap under its cap, so an account never carries more than its cap for a model.
 //! When every usable account is at its cap, the request waits for a slot to be given back (a
 //! per-model `Notify`), up to the queue timeout. When no account is healthy but some are only
 //! cooling, the request still goes to the one due back soonest rather than failing untried —
@@ -10,6 +11,7 @@
 //! accounts are never used. No lock is taken on this path.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -112,20 +114,31 @@ impl Pool {
     /// One look: the least full usable account with room.
     fn try_acquire(self: &Arc<Self>, m: usize, tried: &[usize]) -> Result<Slot, NoSlot> {
         let now = now_ms();
-        let mut candidates: Vec<(usize, f64)> = self
+        let mut candidates: Vec<(usize, f64, u128, u128)> = self
             .accounts
             .iter()
             .enumerate()
             .filter(|(i, a)| !tried.contains(i) && a.usable(now))
-            .map(|(i, a)| (i, a.load(m)))
+            .map(|(i, a)| {
+                let sent = u128::from(a.requests.load(Ordering::Relaxed));
+                (i, a.load(m), sent, u128::from(a.weight))
+            })
             .collect();
         if candidates.is_empty() {
             return self.soonest_cooling(m, tried);
         }
-        candidates.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
-        for (i, _) in candidates {
+        // Equally full (under light load: all idle), the account that has had the least of its
+        // share so far — requests sent ÷ weight — goes first, so weights share the traffic
+        // then too, not just under load; the config order settles what is left.
+        candidates.sort_by(|a, b| {
+            a.1.total_cmp(&b.1)
+                .then((a.2 * b.3).cmp(&(b.2 * a.3)))
+                .then(a.0.cmp(&b.0))
+        });
+        for (i, ..) in candidates {
             let account = &self.accounts[i];
             if account.try_take(m, now) {
+                account.requests.fetch_add(1, Ordering::Relaxed);
                 return Ok(Slot {
                     account: account.clone(),
                     index: i,
@@ -154,6 +167,7 @@ impl Pool {
         };
         let account = &self.accounts[i];
         if account.take_early(m) {
+            account.requests.fetch_add(1, Ordering::Relaxed);
             return Ok(Slot {
                 account: account.clone(),
                 index: i,
@@ -197,6 +211,19 @@ mod tests {
         }
         let on = |i| slots.iter().filter(|s| s.index() == i).count();
         assert_eq!((on(0), on(1)), (2, 6));
+    }
+
+    /// Under light load every account is idle at each look: the weights still share the
+    /// traffic (the example config says "twice the share"), not the first account taking all.
+    #[tokio::test]
+    async fn idle_accounts_share_sequential_traffic_by_weight() {
+        let p = pool(&[(10, 1), (10, 2)]);
+        let mut on = [0; 2];
+        for _ in 0..30 {
+            let slot = p.acquire(0, &[], Duration::ZERO).await.unwrap();
+            on[slot.index()] += 1;
+        }
+        assert_eq!(on, [10, 20]);
     }
 
     #[tokio::test]
