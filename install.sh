@@ -220,10 +220,13 @@ cat <<EOF
 modelrelay is installed. Next steps:
   1. Set the DeepSeek API key and the PayPal credentials, kept out of the config file: e.g.
        install -m 0600 /dev/null /etc/$NAME/deepseek_api_key   # then write the key into it
-     and uncomment LoadCredential=deepseek_api_key:... in 'systemctl edit --full $NAME' (or a
-     drop-in), with upstream.api_key_file = "/run/credentials/$NAME.service/deepseek_api_key"
+     and add LoadCredential=deepseek_api_key:/etc/$NAME/deepseek_api_key under [Service] in
+     a drop-in ('systemctl edit $NAME': an upgrade replaces the unit file itself, never its
+     drop-ins), with upstream.api_key_file = "/run/credentials/$NAME.service/deepseek_api_key"
      in /etc/$NAME/$NAME.toml; the same for paypal.client_secret_file. Set paypal.env,
-     paypal.client_id, paypal.webhook_id and server.public_url there too, then check it:
+     paypal.client_id, paypal.webhook_id and server.public_url there too, then check it
+     (credentials under /run/credentials exist only while the service runs: before the first
+     start it warns that it cannot read them, which is expected):
        $NAME check-config --config /etc/$NAME/$NAME.toml
   2. Start it now and at every boot:
        systemctl enable --now $NAME
