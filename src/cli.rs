@@ -288,6 +288,13 @@ async fn backup(socket_path: &Path, file: PathBuf) -> ExitCode {
             Err(e) => return fail(format_args!("cannot resolve {}: {e}", file.display())),
         }
     };
+    if file.is_dir() {
+        return fail(format_args!(
+            "{} is a directory: name the backup file inside it, e.g. {}",
+            file.display(),
+            file.join("modelrelay.db").display()
+        ));
+    }
     if file.symlink_metadata().is_ok() {
         return fail(format_args!(
             "{} already exists; a backup never overwrites a file",

@@ -468,7 +468,7 @@ async fn backup_cli_prints_path_and_size_and_refuses_overwrite() {
     let app = TestApp::spawn().await;
     let _key = app.create_key("trial", None).await;
     let dest = app.dir.path().join("cli-backup.db");
-    let run = || {
+    let run_to = |file: &'static str| {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_modelrelay"));
         for (name, _) in std::env::vars_os() {
             let n = name.to_string_lossy();
@@ -477,13 +477,21 @@ async fn backup_cli_prints_path_and_size_and_refuses_overwrite() {
             }
         }
         // A relative FILE: the CLI resolves it against its own working directory.
-        cmd.args(["backup", "cli-backup.db", "--socket"])
+        cmd.args(["backup", file, "--socket"])
             .arg(&app.socket)
             .current_dir(app.dir.path())
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true);
         cmd
     };
+    let run = || run_to("cli-backup.db");
+    // A directory is not a file name: said so, not "already exists".
+    let dir = run_to(".").output().await.expect("runs");
+    assert_eq!(dir.status.code(), Some(1), "{dir:?}");
+    assert!(
+        String::from_utf8_lossy(&dir.stderr).contains("is a directory"),
+        "{dir:?}"
+    );
     let out = run().output().await.expect("runs");
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let stdout = String::from_utf8_lossy(&out.stdout);

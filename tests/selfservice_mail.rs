@@ -287,6 +287,11 @@ async fn smtp_down_delays_nothing_and_mail_goes_once_it_is_back_never_twice_afte
     let list: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(list[0]["kind"], "receipt");
     assert_eq!(list[0]["status"], "failed");
+    assert_eq!(
+        list[0]["next_attempt_at"],
+        Value::Null,
+        "no attempt is coming"
+    );
     assert_eq!(list[0]["order_id"], order_id.as_str());
     assert!(list[0]["last_error"].as_str().unwrap().len() > 3);
     let id = list[0]["id"].as_i64().unwrap();

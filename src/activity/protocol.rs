@@ -271,8 +271,8 @@ pub struct MailView {
     pub last_error: Option<String>,
     /// RFC 3339.
     pub created_at: String,
-    /// RFC 3339 (while queued).
-    pub next_attempt_at: String,
+    /// RFC 3339, while queued (`null` once sent or failed for good).
+    pub next_attempt_at: Option<String>,
     /// RFC 3339.
     pub sent_at: Option<String>,
 }

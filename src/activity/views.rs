@@ -87,7 +87,8 @@ pub fn mail_view(m: &OutboxRow) -> MailView {
         attempts: m.attempts,
         last_error: m.last_error.clone(),
         created_at: rfc3339(m.created_at),
-        next_attempt_at: rfc3339(m.next_attempt_at),
+        next_attempt_at: (m.status == crate::kinds::MailStatus::Queued)
+            .then(|| rfc3339(m.next_attempt_at)),
         sent_at: m.sent_at.map(rfc3339),
     }
 }

@@ -40,6 +40,21 @@ pub struct Sealer {
     cipher: XChaCha20Poly1305,
 }
 
+/// Warn when others may read the secret (a file copied in with the umask's 0644): whoever
+/// reads it and a copy of the database can show every sold key.
+fn warn_if_open(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(
+            path = %path.display(),
+            mode = format!("{:o}", meta.permissions().mode() & 0o777),
+            "the secret that seals the keys is readable by others; chmod 600 it"
+        );
+    }
+}
+
 impl Sealer {
     /// Load the secret from `path`, creating it (mode 0600, 32 random bytes as hex) if absent.
     pub fn load_or_create(path: &Path) -> Result<Sealer, SealError> {
@@ -48,7 +63,10 @@ impl Sealer {
             source,
         };
         let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
+            Ok(t) => {
+                warn_if_open(path);
+                t
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut secret = [0u8; 32];
                 getrandom::fill(&mut secret).map_err(|e| SealError::Rng(e.to_string()))?;

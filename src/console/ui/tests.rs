@@ -535,7 +535,7 @@ fn orders_view_shows_top_ups_and_the_outbox() {
         attempts: 2,
         last_error: error.map(str::to_string),
         created_at: "2026-11-25T11:30:00Z".into(),
-        next_attempt_at: "2026-11-25T11:31:00Z".into(),
+        next_attempt_at: Some("2026-11-25T11:31:00Z".into()),
         sent_at: None,
     };
     a.model.apply_mail_list(vec![
