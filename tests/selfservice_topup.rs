@@ -288,3 +288,66 @@ async fn a_refunded_top_up_takes_back_what_is_left_of_it_and_keeps_the_key() {
     assert_eq!(budget, bal.budget.nanos());
     assert_eq!(spent, bal.spent.nanos());
 }
+
+/// A refund that arrives while requests hold most of the key's money: it takes what is
+/// available at once, and what the requests give back as they settle (what they do not spend),
+/// until the top-up's credit is all taken back — never more, never what they spend, and the
+/// database agrees. Held money used to stay with the customer.
+#[tokio::test]
+async fn a_refund_takes_back_what_requests_in_flight_held_once_they_settle() {
+    let app = TestApp::spawn_shop_with(|c| {
+        let s = c.plans.get_mut("starter").unwrap();
+        s.budget_usd = "0.02".parse().unwrap();
+    })
+    .await;
+    let key = key_on(&app, "trial", "0.0001").await;
+    let mut b = Browser::open(&app).await;
+    let (order, paypal) = approved_top_up(&app, &mut b, "starter", &key).await;
+    b.capture(&app, &order).await;
+    let ks = app.key_state(&key);
+    assert_eq!(ks.balance().budget.nanos(), 20_100_000);
+
+    // A slow stream holding nearly all of it.
+    let mut req = body(FLASH, "hi [[sim reply=20 prompt=10 delay_ms=50]]");
+    req["stream"] = true.into();
+    req["max_tokens"] = 32768.into();
+    let resp = app.chat(&key, &req).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let held = ks.balance().held.nanos();
+    assert!(held > 19_000_000, "{held}");
+    let available = ks.available().nanos();
+
+    let refund = app
+        .pp()
+        .webhook("PAYMENT.CAPTURE.REFUNDED", &paypal)
+        .unwrap();
+    assert_eq!(deliver(&app, refund).await, 200);
+    assert_eq!(ks.balance().budget.nanos(), 20_100_000 - available);
+    assert_eq!(ks.available().nanos(), 0);
+
+    let rid = crate::common::request_id(&resp);
+    let _ = resp.text().await.unwrap();
+    let row = app.wait_ledger_row(&rid).await;
+    assert_eq!(row.measured.as_str(), "provider");
+    let cost = row.cost.nanos();
+    assert!(cost > 0 && cost < 100_000, "{cost}");
+    // The whole credit is back: the key has its own budget, less what it spent.
+    let bal = ks.balance();
+    assert_eq!(bal.budget.nanos(), 100_000);
+    assert_eq!(bal.held.nanos(), 0);
+    assert_eq!(bal.remaining().nanos(), 100_000 - cost);
+    let h = history(&shown(&app, &key).await);
+    let refunded: i64 = h
+        .iter()
+        .filter(|(k, _)| k == "refund")
+        .map(|(_, usd)| usd.parse::<modelrelay::money::Usd>().unwrap().nanos())
+        .sum();
+    assert_eq!(refunded, -20_000_000, "{h:?}");
+    let (budget, spent): (i64, i64) = app
+        .db()
+        .query_row("SELECT budget_nanos, spent_nanos FROM keys", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!((budget, spent), (100_000, cost));
+}

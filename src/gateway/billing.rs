@@ -244,7 +244,19 @@ pub async fn settle(state: &AppState, ctx: &RequestCtx, o: Outcome) {
     let (usage, measured) = within_hold(ctx, usage, measured);
     let cost = cost_of(usage.hit, usage.miss, usage.completion, &ctx.hold.prices);
     let now = Utc::now();
-    let (charged, _remaining) = ctx.key.settle(ctx.hold.amount, cost, now);
+    let settled = ctx.key.settle(ctx.hold.amount, cost, now);
+    let charged = settled.charged;
+    if settled.clawed > Usd::ZERO {
+        // A refunded top-up takes what this request held and did not spend (it is committed
+        // before this request's row: the writer keeps the order of its queue).
+        state.store.write_later(Write::TakeBack {
+            order_id: None,
+            key_id: ctx.key.id.clone(),
+            take: settled.clawed,
+            at_ms: now.timestamp_millis(),
+        });
+        tracing::info!(key_id = %ctx.key.id, taken = %settled.clawed, "refund taken from a released hold");
+    }
     let mut measured = measured;
     if charged < cost {
         tracing::warn!(

@@ -78,6 +78,21 @@ pub struct KeyState {
     rpm: AtomicU32,
     /// The notices of the current crossing already queued ([`Notice`] bits).
     notices: AtomicU8,
+    /// Budget a refunded top-up could not take back at once because requests in flight held
+    /// it: taken from what those holds give back as they settle, never from what they spend.
+    owed: AtomicI64,
+}
+
+/// What settling a request did to its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settled {
+    /// Charged (the cost, capped at the hold).
+    pub charged: Usd,
+    /// Budget − spent after it.
+    pub remaining: Usd,
+    /// Taken from the released hold for a refund ([`KeyState::owe`]): the budget is that much
+    /// smaller, and the store must be told.
+    pub clawed: Usd,
 }
 
 /// A notice sent once per crossing of its threshold (a top-up re-arms it).
@@ -159,6 +174,7 @@ impl KeyState {
             limiter: ArcSwap::from_pointee(limiter_of(rpm)),
             rpm: AtomicU32::new(rpm),
             notices: AtomicU8::new(0),
+            owed: AtomicI64::new(0),
         }
     }
 
@@ -268,18 +284,58 @@ impl KeyState {
         }
     }
 
-    /// Settle a request: charge `cost` (capped at `hold`) and release the rest of the hold.
-    /// Returns the charge and the remaining balance (budget − spent) after it.
-    pub fn settle(&self, hold: Usd, cost: Usd, at: DateTime<Utc>) -> (Usd, Usd) {
+    /// Settle a request: charge `cost` (capped at `hold`) and release the rest of the hold,
+    /// less what a refund is still owed ([`KeyState::owe`]), which leaves the budget instead.
+    pub fn settle(&self, hold: Usd, cost: Usd, at: DateTime<Utc>) -> Settled {
         let charge = Usd::from_nanos(cost.nanos().clamp(0, hold.nanos()));
+        let released = hold.nanos() - charge.nanos();
+        let clawed = self.claw(released);
+        if clawed > 0 {
+            // Budget first: until `available` grows, nothing can hold the clawed money.
+            self.budget.fetch_sub(clawed, Ordering::AcqRel);
+        }
         let spent = self.spent.fetch_add(charge.nanos(), Ordering::AcqRel) + charge.nanos();
         self.available
-            .fetch_add(hold.nanos() - charge.nanos(), Ordering::AcqRel);
+            .fetch_add(released - clawed, Ordering::AcqRel);
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.last_used_ms
             .store(at.timestamp_millis(), Ordering::Relaxed);
         let budget = self.budget.load(Ordering::Acquire);
-        (charge, Usd::from_nanos(budget - spent))
+        Settled {
+            charged: charge,
+            remaining: Usd::from_nanos(budget - spent),
+            clawed: Usd::from_nanos(clawed),
+        }
+    }
+
+    /// Take up to `released` of what a refund is owed; returns what was taken.
+    fn claw(&self, released: i64) -> i64 {
+        // One load when nothing is owed, as almost always: the request path's only cost.
+        let mut owed = self.owed.load(Ordering::Acquire);
+        while owed > 0 && released > 0 {
+            let take = owed.min(released);
+            match self.owed.compare_exchange_weak(
+                owed,
+                owed - take,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return take,
+                Err(now) => owed = now,
+            }
+        }
+        0
+    }
+
+    /// A refund could take only what was available ([`KeyState::take_back`]); what it could
+    /// not, up to what requests in flight hold now, is owed and taken from their holds as they
+    /// settle (what they do not spend). Returns what is owed from now on.
+    pub fn owe(&self, amount: Usd) -> Usd {
+        let owe = amount.nanos().clamp(0, self.balance().held.nanos());
+        if owe > 0 {
+            self.owed.fetch_add(owe, Ordering::AcqRel);
+        }
+        Usd::from_nanos(owe)
     }
 
     /// Give a hold back untouched (the request never reached upstream).
@@ -442,7 +498,7 @@ mod tests {
                         });
                         if let Ok((h, ())) = r {
                             got += h.nanos();
-                            let (charged, _) = k.settle(h, Usd::from_nanos(5), Utc::now());
+                            let charged = k.settle(h, Usd::from_nanos(5), Utc::now()).charged;
                             assert_eq!(charged.nanos(), 5);
                         }
                     }
@@ -465,7 +521,9 @@ mod tests {
         let k = KeyState::from_record(record(1000), 60);
         let (h, ()) = k.try_hold(|a| Ok::<_, ()>((a, ()))).unwrap();
         assert_eq!(h.nanos(), 1000);
-        let (charged, remaining) = k.settle(h, Usd::from_nanos(5000), Utc::now());
+        let Settled {
+            charged, remaining, ..
+        } = k.settle(h, Usd::from_nanos(5000), Utc::now());
         assert_eq!(charged.nanos(), 1000);
         assert_eq!(remaining, Usd::ZERO);
         assert!(k.mark_exhausted_below(Usd::from_nanos(600)));
@@ -486,10 +544,51 @@ mod tests {
         // 700 available, 300 held: a refund of 900 takes the 700 only.
         assert_eq!(k.take_back(Usd::from_nanos(900)).nanos(), 700);
         assert_eq!(k.available(), Usd::ZERO);
-        let (charged, remaining) = k.settle(h, Usd::from_nanos(300), Utc::now());
+        let Settled {
+            charged, remaining, ..
+        } = k.settle(h, Usd::from_nanos(300), Utc::now());
         assert_eq!((charged.nanos(), remaining.nanos()), (300, 0));
         k.untake(Usd::from_nanos(50));
         assert_eq!(k.balance().remaining().nanos(), 50);
+    }
+
+    /// What a refund could not take because requests held it is owed: taken from what those
+    /// holds give back, never from what they spend, and never more than was owed.
+    #[test]
+    fn a_refund_owed_is_taken_from_released_holds_only() {
+        let k = KeyState::from_record(record(1000), 60);
+        let (a, ()) = k
+            .try_hold(|_| Ok::<_, ()>((Usd::from_nanos(600), ())))
+            .unwrap();
+        let (b, ()) = k
+            .try_hold(|_| Ok::<_, ()>((Usd::from_nanos(300), ())))
+            .unwrap();
+        // 100 available, 900 held: a refund of 800 takes 100 now and is owed 700.
+        assert_eq!(k.take_back(Usd::from_nanos(800)).nanos(), 100);
+        assert_eq!(k.owe(Usd::from_nanos(700)).nanos(), 700);
+        // The first request spends 50 of its 600: the 550 it gives back go to the refund.
+        let s = k.settle(a, Usd::from_nanos(50), Utc::now());
+        assert_eq!((s.charged.nanos(), s.clawed.nanos()), (50, 550));
+        assert_eq!(k.available(), Usd::ZERO);
+        // The second spends 200 of 300: the 100 it gives back go too (50 left owed).
+        let s = k.settle(b, Usd::from_nanos(200), Utc::now());
+        assert_eq!((s.charged.nanos(), s.clawed.nanos()), (200, 100));
+        let bal = k.balance();
+        assert_eq!(
+            (bal.budget.nanos(), bal.spent.nanos(), bal.held.nanos()),
+            (250, 250, 0)
+        );
+        assert_eq!(bal.remaining(), Usd::ZERO);
+        // Owed no more than what is held: a later hold's release is the customer's again.
+        assert_eq!(k.owe(Usd::from_nanos(1_000)), Usd::ZERO);
+        k.top_up(Usd::from_nanos(100));
+        let (c, ()) = k
+            .try_hold(|_| Ok::<_, ()>((Usd::from_nanos(100), ())))
+            .unwrap();
+        // 50 still owed from before: the next release pays it off, and no more.
+        let s = k.settle(c, Usd::ZERO, Utc::now());
+        assert_eq!(s.clawed.nanos(), 50);
+        assert_eq!(k.available().nanos(), 50);
     }
 
     #[test]

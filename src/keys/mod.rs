@@ -18,5 +18,5 @@ mod table;
 pub mod token;
 
 pub use crate::status::KeyStatus;
-pub use live::{Balance, KeyRecord, KeyState, LOW_BALANCE_DIVISOR, Notice, RateCheck};
+pub use live::{Balance, KeyRecord, KeyState, LOW_BALANCE_DIVISOR, Notice, RateCheck, Settled};
 pub use table::KeyTable;

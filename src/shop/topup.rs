@@ -143,9 +143,9 @@ pub enum RefundError {
     Write(String),
 }
 
-/// Take back what is left of a refunded top-up's budget — at most what it added, at most what
-/// the key has available (money held by requests in flight is theirs) — and move the key back
-/// to its plan before. The key is not revoked. Returns what was taken. Called under
+/// Take back what is left of a refunded top-up's budget — at most what it added: what the key
+/// has available now, and what its requests in flight hold and then do not spend (owed, taken
+/// as they settle) — and move the key back to its plan before. The key is not revoked. Returns what was taken. Called under
 /// `fulfil_lock`, with the order re-read under it and still `paid`.
 pub async fn refund(state: &AppState, order: &Order) -> Result<Usd, RefundError> {
     let now_ms = Utc::now().timestamp_millis();
@@ -178,6 +178,12 @@ pub async fn refund(state: &AppState, order: &Order) -> Result<Usd, RefundError>
         return Err(RefundError::Write(e.to_string()));
     }
     if let Some(k) = &key {
+        // What requests in flight hold now is theirs to spend; what they give back goes to
+        // this refund, up to what it could not take now.
+        let owed = k.owe(Usd::from_nanos(granted.nanos() - take.nanos()));
+        if owed > Usd::ZERO {
+            tracing::info!(order_id, key_id, owed = %owed, "the rest of the refund is owed by requests in flight");
+        }
         if let Some(plan) = &restore_plan {
             k.set_plan(plan.clone(), state.catalog.rpm_of(plan));
         }

@@ -300,6 +300,32 @@ pub fn refund_top_up(
     )
 }
 
+/// Take `take` more off a key's budget for a refund already recorded (what its requests held
+/// then and did not spend), with its line in the budget history.
+pub fn take_back(
+    c: &Connection,
+    order_id: Option<&str>,
+    key_id: &str,
+    take: Usd,
+    at_ms: i64,
+) -> Result<(), StoreError> {
+    let n = c.execute(
+        "UPDATE keys SET budget_nanos = budget_nanos - ?2 WHERE id = ?1",
+        params![key_id, take.nanos()],
+    )?;
+    if n == 0 {
+        return Err(StoreError::NoSuchKey(key_id.to_string()));
+    }
+    super::budget::record(
+        c,
+        key_id,
+        BudgetKind::Refund,
+        Usd::from_nanos(-take.nanos()),
+        order_id,
+        at_ms,
+    )
+}
+
 /// Change an order's status (pending, failed, refunded); a paid order only moves to refunded.
 pub fn set_status(
     c: &Connection,

@@ -104,6 +104,18 @@ pub enum Write {
         /// When.
         at_ms: i64,
     },
+    /// More of a refunded top-up taken back, from a hold its request did not spend
+    /// ([`crate::keys::KeyState::owe`]).
+    TakeBack {
+        /// The refunded top-up.
+        order_id: Option<String>,
+        /// The key.
+        key_id: String,
+        /// Budget taken back.
+        take: Usd,
+        /// When.
+        at_ms: i64,
+    },
     /// A top-up was refunded: the order refunded and `take` taken back, atomically.
     RefundTopUp {
         /// Ours.
@@ -240,6 +252,12 @@ fn apply_self_service(tx: &rusqlite::Connection, w: &Write) -> Result<(), StoreE
             }
             Ok(())
         }
+        Write::TakeBack {
+            order_id,
+            key_id,
+            take,
+            at_ms,
+        } => orders::take_back(tx, order_id.as_deref(), key_id, *take, *at_ms),
         Write::RefundTopUp {
             order_id,
             key_id,
