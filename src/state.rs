@@ -212,29 +212,29 @@ fn lock_dir(dir: &std::path::Path) -> Result<std::fs::File, StartError> {
 
 /// The file that marks a data directory as the demo's.
 const DEMO_MARKER: &str = "DEMO";
+/// What it says to whoever opens it.
+const DEMO_TEXT: &str = "This data directory was made by `modelrelay serve --demo` (a simulated \
+DeepSeek and PayPal).\nA real `modelrelay serve` refuses it: delete the directory to start afresh.\n";
 
 /// Keep demo data and real data apart. `serve --demo` marks the directory it creates (a
 /// `DEMO` file), and a real `serve` refuses a marked one: its keys were sold through the
 /// simulated PayPal, and would spend the operator's real DeepSeek balance. A demo refuses a
 /// directory that already holds a real database, whose orders and keys it would add to.
-fn demo_marker(dir: &std::path::Path, demo: bool) -> Result<(), StartError> {
+/// Returns whether the directory is to be marked (once the database is open). Directories a
+/// demo made before this check existed carry no mark, and a real `serve` takes them.
+fn demo_marker(dir: &std::path::Path, demo: bool) -> Result<bool, StartError> {
     let marker = dir.join(DEMO_MARKER);
     let marked = marker.exists();
     let has_db = dir.join("modelrelay.db").exists();
     match (demo, marked) {
-        (true, true) | (false, false) => Ok(()),
+        (true, true) | (false, false) => Ok(false),
         (true, false) if has_db => Err(StartError::DemoMix(format!(
             "the data directory {} holds a real database; `serve --demo` would sell keys into \
              it through its simulated PayPal. Give the demo a data directory of its own \
              (server.data_dir, or MODELRELAY_SERVER__DATA_DIR)",
             dir.display()
         ))),
-        (true, false) => std::fs::write(
-            &marker,
-            "This data directory was made by `modelrelay serve --demo` (a simulated DeepSeek and \
-             PayPal).\nA real `modelrelay serve` refuses it: delete the directory to start afresh.\n",
-        )
-        .map_err(io(format!("cannot write {}", marker.display()))),
+        (true, false) => Ok(true),
         (false, true) => Err(StartError::DemoMix(format!(
             "the data directory {} holds demo data (made by `serve --demo`: keys sold through \
              the simulated PayPal, which would spend your real DeepSeek balance). Point \
@@ -258,7 +258,7 @@ impl AppState {
         let data_dir = &config.server.data_dir;
         private_dir(data_dir)?;
         let data_lock = lock_dir(data_dir)?;
-        demo_marker(data_dir, demo)?;
+        let mark_demo = demo_marker(data_dir, demo)?;
         let secret_path = config
             .server
             .secret_file
@@ -271,6 +271,12 @@ impl AppState {
             Duration::from_millis(config.store.sync_interval_ms),
         )
         .await?;
+        if mark_demo {
+            // Once the store opened: a start that fails before leaves the directory unmarked.
+            let marker = data_dir.join(DEMO_MARKER);
+            std::fs::write(&marker, DEMO_TEXT)
+                .map_err(io(format!("cannot write {}", marker.display())))?;
+        }
         tracing::info!(
             sync = ?config.store.sync,
             interval_ms = config.store.sync_interval_ms,

@@ -363,6 +363,26 @@ async fn anthropic_clients_list_models_in_anthropics_shape() {
         "not_found_error",
     )
     .await;
+    // Under /anthropic (the base URL DeepSeek documents for Anthropic clients): always
+    // Anthropic's shape, with the key either way.
+    let resp = app
+        .http
+        .get(format!("{}/anthropic/v1/models", app.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["last_id"], "deepseek-v4-pro", "{v}");
+    let resp = app
+        .http
+        .get(format!("{}/anthropic/v1/models/nope", app.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    expect_error(resp, 404, "not_found_error").await;
     // Claude Code's way without the version header: x-api-key alone is Anthropic's too.
     let resp = app
         .http

@@ -196,6 +196,39 @@ async fn secrets_systemd_provides_are_warnings_for_check_config_and_unread_by_ad
         "{run:#?}"
     );
 
+    // The rest is checked as `serve` will: mail from a credential still needs its sender, and
+    // a pool account with no key at all is named though another's key is a credential.
+    std::fs::write(
+        &file,
+        format!(
+            "[server]\ndata_dir = \"{}\"\n[email]\nsmtp_url_file = \"{cred}\"\n\
+             [[upstream.accounts]]\nname = \"a\"\napi_key_file = \"{cred}\"\n\
+             [[upstream.accounts]]\nname = \"b\"\n",
+            data.display()
+        ),
+    )
+    .expect("write config");
+    let run = run_in(dir.path(), &["check-config", "--config", config], &[]).await;
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert!(run.stderr.contains("email.from must be set"), "{run:#?}");
+    std::fs::write(
+        &file,
+        format!(
+            "[server]\ndata_dir = \"{}\"\n\
+             [[upstream.accounts]]\nname = \"a\"\napi_key_file = \"{cred}\"\n\
+             [[upstream.accounts]]\nname = \"b\"\n",
+            data.display()
+        ),
+    )
+    .expect("write config");
+    let run = run_in(dir.path(), &["check-config", "--config", config], &[]).await;
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    assert!(
+        run.stderr.contains("upstream account \"b\" has no key"),
+        "{run:#?}"
+    );
+    assert!(!run.stderr.contains("account \"a\""), "{run:#?}");
+
     // Anywhere else, a missing secret file is the operator's mistake.
     let missing = dir.path().join("nowhere.key");
     std::fs::write(

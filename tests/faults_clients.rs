@@ -85,7 +85,13 @@ async fn a_client_hanging_up_before_the_usage_chunk_still_pays_the_reported_prom
     assert!(!raw.contains("\"usage\":{"), "no usage yet: {raw}");
     drop(stream);
     let row = app.wait_ledger_row(&rid).await;
-    assert_eq!(row.finish, Finish::ClientAbort);
+    // The usage chunk comes 100 ms after the last token: a gateway that did not notice the
+    // hang-up by then (a loaded machine) relayed it and ended complete — billed the same.
+    assert!(
+        matches!(row.finish, Finish::ClientAbort | Finish::Complete),
+        "{:?}",
+        row.finish
+    );
     assert_eq!(row.measured.as_str(), "provider");
     assert_eq!((row.cache_miss_tokens, row.completion_tokens), (900, 20));
     assert_eq!(row.cost.nanos(), 900 * MISS_NANOS + 20 * OUT_NANOS);

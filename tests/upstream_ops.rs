@@ -349,7 +349,7 @@ async fn disable_moves_every_request_to_the_other_account_and_enable_brings_it_b
 
     let out = switch(&app, "enable", "first", "healthy").await;
     assert!(!out.contains("warning"), "{out}");
-    // Back, and behind on its share: it takes the next one.
+    // Back: the turns of equal weights alternate again, its first.
     assert_eq!(served(&app, &key, 1).await, ["first"]);
     assert_metrics(
         &app,

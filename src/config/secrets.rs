@@ -31,6 +31,10 @@ fn without_userinfo(url: &str) -> String {
     }
 }
 
+/// What `check-config` puts in place of a systemd credential it cannot read: set, and shaped
+/// to pass every check a real value must pass (an SMTP URL's scheme, a header-safe key).
+const UNREAD_PLACEHOLDER: &str = "smtps://systemd-credential.invalid";
+
 /// Where systemd's `LoadCredential=` puts a service's credentials.
 const SYSTEMD_CREDENTIALS: &str = "/run/credentials/";
 
@@ -39,21 +43,32 @@ impl Config {
     pub(super) fn resolve_secrets(&mut self, mode: SecretFiles) -> Result<(), ConfigError> {
         let mut errors = Vec::new();
         let mut unread = Vec::new();
-        // The file's trimmed text; `None` when the mode leaves it unread.
+        // The file's trimmed text; `None` when the mode leaves it unread (`Skip`: not even
+        // opened). A systemd credential `check-config` cannot reach stands in as a placeholder
+        // that passes for a set secret, so the rest is checked as `serve` will check it.
         let mut text_of = |key: &'static str, path: &Path| -> Result<Option<String>, ConfigError> {
-            match (mode, std::fs::read_to_string(path)) {
-                (SecretFiles::Skip, _) => Ok(None),
-                (_, Ok(text)) => Ok(Some(text.trim().to_string())),
-                (SecretFiles::Check, Err(_)) if path.starts_with(SYSTEMD_CREDENTIALS) => {
+            if mode == SecretFiles::Skip {
+                return Ok(None);
+            }
+            match std::fs::read_to_string(path) {
+                Ok(text) => Ok(Some(text.trim().to_string())),
+                Err(e)
+                    if mode == SecretFiles::Check
+                        && path.starts_with(SYSTEMD_CREDENTIALS)
+                        && matches!(
+                            e.kind(),
+                            std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+                        ) =>
+                {
                     unread.push(format!(
                         "{key} = {} cannot be read from here: systemd hands it to the service \
                          when it starts (LoadCredential=); `serve` refuses to start if it still \
                          cannot read it",
                         path.display()
                     ));
-                    Ok(None)
+                    Ok(Some(UNREAD_PLACEHOLDER.to_string()))
                 }
-                (_, Err(source)) => Err(ConfigError::SecretFile {
+                Err(source) => Err(ConfigError::SecretFile {
                     key,
                     path: path.to_path_buf(),
                     source,

@@ -45,12 +45,9 @@ impl Config {
     /// What a valid configuration cannot do as it stands, one line each.
     pub fn warnings(&self) -> Vec<String> {
         let mut w = Vec::new();
-        // A key systemd will provide is not missing: `unread_secrets` says so instead.
-        let unread_upstream = self
-            .unread_secrets
-            .iter()
-            .any(|s| s.starts_with("upstream."));
-        if self.upstream_key_missing() && !unread_upstream {
+        // A key systemd will provide is not missing (it stands in as a placeholder), and
+        // `unread_secrets` says it could not be read from here.
+        if self.upstream_key_missing() {
             w.push(format!(
                 "{}: `serve` refuses to start without it, every request would fail upstream; \
                  `serve --demo` brings its own",
@@ -390,7 +387,9 @@ impl Config {
 /// A directive of a log filter that is a bare word but not a level: the filter takes it as a
 /// target at every level and drops everything else, so `"loud"` would silence the daemon.
 fn bare_target(filter: &str) -> Option<&str> {
-    const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+    const LEVELS: [&str; 12] = [
+        "error", "warn", "info", "debug", "trace", "off", "0", "1", "2", "3", "4", "5",
+    ];
     filter.split(',').map(str::trim).find(|d| {
         !d.is_empty()
             && !d.contains(['=', '['])

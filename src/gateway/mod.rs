@@ -40,6 +40,8 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/v1/messages/count_tokens", count_tokens())
         .route("/anthropic/v1/messages", messages())
         .route("/anthropic/v1/messages/count_tokens", count_tokens())
+        .route("/anthropic/v1/models", get(models::list_anthropic))
+        .route("/anthropic/v1/models/{id}", get(models::get_anthropic))
         .route("/anthropic", axum::routing::any(anthropic::not_found))
         .route(
             "/anthropic/{*rest}",

@@ -42,7 +42,16 @@ fn is_anthropic(headers: &HeaderMap) -> bool {
 /// The models the key's plan allows.
 pub async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let anthropic = is_anthropic(&headers);
-    let key = match key_of(&state, &headers, anthropic) {
+    list_as(&state, &headers, anthropic)
+}
+
+/// [`list`] under `/anthropic`: Anthropic's shape whatever the headers.
+pub async fn list_anthropic(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    list_as(&state, &headers, true)
+}
+
+fn list_as(state: &AppState, headers: &HeaderMap, anthropic: bool) -> Response {
+    let key = match key_of(state, headers, anthropic) {
         Ok(k) => k,
         Err(e) => return respond_error(e, anthropic),
     };
@@ -92,6 +101,18 @@ pub async fn get(
     match get_one(&state, id, &headers, anthropic) {
         Ok(r) => r,
         Err(e) => respond_error(e, anthropic),
+    }
+}
+
+/// [`get`] under `/anthropic`: Anthropic's shape whatever the headers.
+pub async fn get_anthropic(
+    State(state): State<Arc<AppState>>,
+    id: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> Response {
+    match get_one(&state, id, &headers, true) {
+        Ok(r) => r,
+        Err(e) => respond_error(e, true),
     }
 }
 

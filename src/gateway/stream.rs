@@ -201,8 +201,18 @@ impl<S: StreamRewrite> Relay<S> {
     /// the prompt only in its last chunk, so a client that reads every token of a capped
     /// answer and hangs up before that chunk would otherwise pay for its prompt by our
     /// estimate, which text dense in tokens (digits, rare characters) beats by up to four
-    /// times. What is generated meanwhile is DeepSeek's to bill, so it counts here too.
+    /// times. When the usage does not come, the estimate stays what it was when the client
+    /// left: the output estimated is what was relayed (SPEC §4), not what came after.
     async fn read_usage(&mut self) {
+        let relayed = self.tally.output_counts();
+        self.read_on().await;
+        if self.tally.usage.is_none() {
+            self.tally.restore(relayed);
+        }
+    }
+
+    /// [`Relay::read_usage`]'s reading.
+    async fn read_on(&mut self) {
         let until = tokio::time::Instant::now() + USAGE_GRACE;
         while self.tally.usage.is_none() {
             let next = tokio::select! {

@@ -115,6 +115,9 @@ pub struct Account {
     disabled_by_operator: AtomicBool,
     /// Requests sent (attempts) and failed attempts.
     pub requests: AtomicU64,
+    /// Smooth weighted round robin's running score among equally full accounts
+    /// (`Pool::smooth_turn`).
+    pub turn: AtomicI64,
     /// Failed attempts.
     pub errors: AtomicU64,
     /// The last failure, for the operator.
@@ -145,6 +148,7 @@ impl Account {
             trial: AtomicBool::new(false),
             disabled_by_operator: AtomicBool::new(false),
             requests: AtomicU64::new(0),
+            turn: AtomicI64::new(0),
             errors: AtomicU64::new(0),
             last_error: Mutex::new(None),
         }

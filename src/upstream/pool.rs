@@ -1,9 +1,9 @@
 //! The pool of accounts and how a request gets a slot on one.
 //!
 //! Among the accounts that may take a request (healthy, or cooling and due a trial), the one
-//! least full for the model — in flight ÷ (cap × weight) — is chosen (equally full ones, as
-//! under light load when all are idle, by the least requests sent ÷ weight, so that weights
-//! share light traffic too), and its slot is taken by compare-and-swap under its cap, so an account never carries more than its cap for a model.
+//! least full for the model — in flight ÷ (cap × weight) — is chosen (among equally full
+//! ones, as under light load when all are idle, by smooth weighted round robin, so that
+//! weights share light traffic too), and its slot is taken by compare-and-swap under its cap, so an account never carries more than its cap for a model.
 //! When every usable account is at its cap, the request waits for a slot to be given back (a
 //! per-model `Notify`), up to the queue timeout. When no account is healthy but some are only
 //! cooling, the request still goes to the one due back soonest rather than failing untried —
@@ -114,28 +114,26 @@ impl Pool {
     /// One look: the least full usable account with room.
     fn try_acquire(self: &Arc<Self>, m: usize, tried: &[usize]) -> Result<Slot, NoSlot> {
         let now = now_ms();
-        let mut candidates: Vec<(usize, f64, u128, u128)> = self
+        let mut candidates: Vec<(usize, f64)> = self
             .accounts
             .iter()
             .enumerate()
             .filter(|(i, a)| !tried.contains(i) && a.usable(now))
-            .map(|(i, a)| {
-                let sent = u128::from(a.requests.load(Ordering::Relaxed));
-                (i, a.load(m), sent, u128::from(a.weight))
-            })
+            .map(|(i, a)| (i, a.load(m)))
             .collect();
         if candidates.is_empty() {
             return self.soonest_cooling(m, tried);
         }
-        // Equally full (under light load: all idle), the account that has had the least of its
-        // share so far — requests sent ÷ weight — goes first, so weights share the traffic
-        // then too, not just under load; the config order settles what is left.
-        candidates.sort_by(|a, b| {
-            a.1.total_cmp(&b.1)
-                .then((a.2 * b.3).cmp(&(b.2 * a.3)))
-                .then(a.0.cmp(&b.0))
-        });
-        for (i, ..) in candidates {
+        candidates.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+        let tied = candidates
+            .iter()
+            .take_while(|c| c.1 == candidates[0].1)
+            .count();
+        if tied > 1 {
+            let first = self.smooth_turn(&candidates[..tied]);
+            candidates[..tied].rotate_left(first);
+        }
+        for (i, _) in candidates {
             let account = &self.accounts[i];
             if account.try_take(m, now) {
                 account.requests.fetch_add(1, Ordering::Relaxed);
@@ -152,6 +150,33 @@ impl Pool {
 }
 
 impl Pool {
+    /// Whose turn it is among equally full accounts (all idle, under light load), by smooth
+    /// weighted round robin (nginx's): each gains its weight, the one ahead goes and pays the
+    /// sum. Weights then share light traffic as they share heavy traffic, and what an account
+    /// has saved up stays within the sum of the weights: one back from a rest (or new) is not
+    /// handed every request until it catches up. Returns the index in `tied`. Concurrent
+    /// looks may interleave their updates; the share stays right on average, and no lock is
+    /// taken.
+    fn smooth_turn(&self, tied: &[(usize, f64)]) -> usize {
+        let total: i64 = tied
+            .iter()
+            .map(|(i, _)| i64::from(self.accounts[*i].weight))
+            .sum();
+        let mut best = (0, i64::MIN);
+        for (at, (i, _)) in tied.iter().enumerate() {
+            let a = &self.accounts[*i];
+            let current =
+                a.turn.fetch_add(i64::from(a.weight), Ordering::AcqRel) + i64::from(a.weight);
+            if current > best.1 {
+                best = (at, current);
+            }
+        }
+        self.accounts[tied[best.0].0]
+            .turn
+            .fetch_sub(total, Ordering::AcqRel);
+        best.0
+    }
+
     /// Every account not tried is disabled or resting: the cooling one due back soonest takes
     /// the request anyway (as its trial), if it has room.
     fn soonest_cooling(self: &Arc<Self>, m: usize, tried: &[usize]) -> Result<Slot, NoSlot> {
@@ -224,6 +249,18 @@ mod tests {
             on[slot.index()] += 1;
         }
         assert_eq!(on, [10, 20]);
+        // Back after a long absence (excluded here, as a resting account is): it takes its
+        // share again, not every request until its count catches up.
+        for _ in 0..20 {
+            let slot = p.acquire(0, &[0], Duration::ZERO).await.unwrap();
+            assert_eq!(slot.index(), 1);
+        }
+        let mut on = [0; 2];
+        for _ in 0..6 {
+            let slot = p.acquire(0, &[], Duration::ZERO).await.unwrap();
+            on[slot.index()] += 1;
+        }
+        assert_eq!(on, [2, 4]);
     }
 
     #[tokio::test]

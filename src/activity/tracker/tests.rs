@@ -488,6 +488,7 @@ async fn a_restarted_daemon_starts_from_todays_ledger_and_orders() {
         .await
         .unwrap();
     state.store.close().await;
+    state.release_data_dir();
     drop(state);
 
     let state = open(&dir).await;

@@ -320,15 +320,15 @@ mod tests {
         assert!(e.event(&ev("not json"), &mut t).is_err());
     }
 
-    /// A `message_delta` whose usage repeats only some input counts (or a zero placeholder
-    /// for one) keeps the others `message_start` gave: none is dropped to zero.
+    /// A `message_delta` whose usage repeats only some input counts, or a zero placeholder for
+    /// one, keeps what `message_start` gave: none is dropped to zero.
     #[test]
     fn input_counts_are_merged_field_by_field() {
         let mut e = Events::new(PublicModel::new("m"));
         let mut t = Tally::new(Instant::now());
         let start = r#"{"type":"message_start","message":{"model":"m","usage":{"input_tokens":10,"cache_read_input_tokens":64,"output_tokens":1}}}"#;
         assert!(e.event(&ev(start), &mut t).is_ok());
-        let delta = r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"cache_read_input_tokens":64,"output_tokens":7}}"#;
+        let delta = r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"input_tokens":0,"cache_read_input_tokens":64,"output_tokens":7}}"#;
         assert!(e.event(&ev(delta), &mut t).is_ok());
         let u = t.usage.unwrap();
         assert_eq!((u.hit, u.miss, u.completion), (64, 10, 7));

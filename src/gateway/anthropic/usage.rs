@@ -49,7 +49,9 @@ pub struct Wire {
 }
 
 impl Wire {
-    /// Take the input counts `other` has, keeping those it lacks.
+    /// Take the input counts `other` has, keeping those it lacks, and the larger of two:
+    /// a stream's input counts do not shrink, so a smaller one (a `0` placeholder in a later
+    /// event) is not a correction.
     pub fn merge_input(&mut self, other: &Wire) {
         for (mine, theirs) in [
             (&mut self.input_tokens, other.input_tokens),
@@ -62,7 +64,7 @@ impl Wire {
                 other.cache_read_input_tokens,
             ),
         ] {
-            if theirs.is_some() {
+            if theirs > *mine {
                 *mine = theirs;
             }
         }

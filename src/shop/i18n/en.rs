@@ -255,7 +255,7 @@ pub static EN: Texts = Texts {
     docs_empty_h: "When the budget runs out",
     docs_empty_p: "Your balance never goes below $0. When it cannot pay for even one more output token, the key becomes exhausted and every request gets HTTP 402 (insufficient_budget), which SDKs do not retry. Buy a new plan to continue; it comes with a new key.",
     docs_abort_h: "Stopped or broken streams",
-    docs_abort_p: "If you stop a stream, or your connection drops, you pay for the prompt and for the output generated up to that moment, and the request to DeepSeek is cancelled (within a quarter of a second, time for DeepSeek's own count to arrive if it is on its way; output generated meanwhile counts too); a request still waiting for a free upstream slot when you stop costs nothing. When DeepSeek could not report the token counts, they are estimated from the text; the dashboard marks those requests as Estimated. If DeepSeek fails, you pay only for what reached you.",
+    docs_abort_p: "If you stop a stream, or your connection drops, you pay for the prompt and for the output generated up to that moment, and the request to DeepSeek is cancelled (within a quarter of a second: time for DeepSeek's own count to arrive if it is on its way, which then is what you pay); a request still waiting for a free upstream slot when you stop costs nothing. When DeepSeek could not report the token counts, they are estimated from the text; the dashboard marks those requests as Estimated. If DeepSeek fails, you pay only for what reached you.",
     docs_st_h: "SillyTavern",
     docs_st_1: "Open API Connections (the plug icon at the top).",
     docs_st_2: "Set API to Chat Completion and Chat Completion Source to Custom (OpenAI-compatible).",

@@ -255,7 +255,7 @@ pub static ZH: Texts = Texts {
     docs_empty_h: "预算用完时",
     docs_empty_p: "余额永远不会低于 $0。当余额连一个输出 token 都付不起时，key 变为“已耗尽”，之后的请求都会返回 HTTP 402（insufficient_budget），SDK 不会重试 402。购买新套餐即可继续使用，新套餐附带新的 key。",
     docs_abort_h: "中途停止或断开的流式请求",
-    docs_abort_p: "如果你中途停止流式请求，或者连接断开，你只需支付输入以及截至那一刻已生成的输出，发往 DeepSeek 的请求也会被取消（在四分之一秒内取消，以便正在传来的 DeepSeek 计数能够到达；这段时间内生成的输出也计入）；若请求在等待空闲上游通道时就被你停止，则不收取任何费用。若 DeepSeek 未能报告 token 数，则根据文本估算，用量查询页会把这些请求标为“估算”。如果是 DeepSeek 出错，你只为已经收到的内容付费。",
+    docs_abort_p: "如果你中途停止流式请求，或者连接断开，你只需支付输入以及截至那一刻已生成的输出，发往 DeepSeek 的请求也会被取消（在四分之一秒内取消，以便正在传来的 DeepSeek 计数能够到达，届时按该计数收费）；若请求在等待空闲上游通道时就被你停止，则不收取任何费用。若 DeepSeek 未能报告 token 数，则根据文本估算，用量查询页会把这些请求标为“估算”。如果是 DeepSeek 出错，你只为已经收到的内容付费。",
     docs_st_h: "SillyTavern 酒馆接入",
     docs_st_1: "打开“API 连接”（顶部的插头图标）。",
     docs_st_2: "API 选择 Chat Completion，Chat Completion 来源选择 Custom (OpenAI-compatible)。",
