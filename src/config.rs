@@ -18,6 +18,7 @@ use crate::money::Usd;
 use crate::pricing::{PeakSchedule, Weekday};
 
 mod load;
+mod parse_error;
 #[cfg(test)]
 mod proptests;
 mod secrets;
@@ -522,7 +523,7 @@ impl Default for Config {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file or environment does not parse, has an unknown key or a wrong type.
-    #[error("{0}")]
+    #[error("{}", parse_error::describe(.0))]
     Parse(Box<figment::Error>),
     /// A `--config` file that does not exist.
     #[error("config file {0} does not exist")]

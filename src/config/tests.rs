@@ -309,23 +309,25 @@ fn the_environment_overrides_the_defaults_without_a_file() {
 #[test]
 fn unknown_keys_are_refused_and_named() {
     jailed(|jail| {
+        // Named in full, as written in the file, without figment's profile prefix.
         for (toml, key) in [
             ("bogus = 1\n", "bogus"),
-            ("[server]\nlisen = \"127.0.0.1:1\"\n", "lisen"),
-            ("[upstream]\napi_keyy = \"x\"\n", "api_keyy"),
-            ("[paypal]\nsecret = \"x\"\n", "secret"),
-            ("[pricing]\npeak_hours = []\n", "peak_hours"),
+            ("[server]\nlisen = \"127.0.0.1:1\"\n", "server.lisen"),
+            ("[upstream]\napi_keyy = \"x\"\n", "upstream.api_keyy"),
+            ("[paypal]\nsecret = \"x\"\n", "paypal.secret"),
+            ("[pricing]\npeak_hours = []\n", "pricing.peak_hours"),
             (
                 "[models.deepseek-v4-flash]\ninput = [\"1\", \"1\"]\n",
-                "input",
+                "models.deepseek-v4-flash.input",
             ),
-            ("[plans.trial]\nrmp = 5\n", "rmp"),
+            ("[plans.trial]\nrmp = 5\n", "plans.trial.rmp"),
         ] {
             let err = error_of(jail, toml);
             assert!(
-                err.contains(&format!("`{key}`")),
-                "error for {toml:?} should name `{key}`: {err}"
+                err.contains(&format!("modelrelay.toml: unknown key {key} (known here: ")),
+                "error for {toml:?} should name {key}: {err}"
             );
+            assert!(!err.contains("default."), "{err}");
         }
     });
 }
@@ -335,7 +337,11 @@ fn unknown_keys_from_the_environment_are_refused() {
     jailed(|jail| {
         jail.set_env("MODELRELAY_SERVER__LISSEN", "127.0.0.1:1");
         let err = Config::from_figment(Config::figment(None)).unwrap_err();
-        assert!(err.to_string().contains("lissen"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("unknown key MODELRELAY_SERVER__LISSEN (known here: listen,"),
+            "{err}"
+        );
     });
 }
 

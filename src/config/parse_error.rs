@@ -1,0 +1,103 @@
+//! Figment's parse errors in the operator's words: the key as written in the file (or the
+//! environment variable's name), what was expected in plain terms, every error rather than the
+//! first — instead of figment's own text, which names the profile (`default.`), Rust types
+//! (`usize`) and nests backticks.
+
+use figment::error::Kind;
+use figment::{Error, Source};
+
+use super::ENV_PREFIX;
+
+/// Every error `e` holds, one per line.
+pub(super) fn describe(e: &Error) -> String {
+    let lines: Vec<String> = e.clone().into_iter().map(|e| one(&e)).collect();
+    match lines.as_slice() {
+        [one] => one.clone(),
+        _ => format!("invalid configuration:\n  - {}", lines.join("\n  - ")),
+    }
+}
+
+fn one(e: &Error) -> String {
+    let from_env = e
+        .metadata
+        .as_ref()
+        .is_some_and(|m| m.name.contains(ENV_PREFIX));
+    let key = if from_env {
+        format!("{ENV_PREFIX}{}", e.path.join("__").to_uppercase())
+    } else {
+        e.path.join(".")
+    };
+    let file = e.metadata.as_ref().and_then(|m| match &m.source {
+        Some(Source::File(p)) => Some(p.display().to_string()),
+        _ => None,
+    });
+    let what = match &e.kind {
+        Kind::UnknownField(name, expected) => {
+            let known = if expected.is_empty() {
+                String::new()
+            } else {
+                format!(" (known here: {})", expected.join(", "))
+            };
+            return match file {
+                Some(f) => format!("{f}: unknown key {}{known}", shown(&key, name)),
+                None => format!("unknown key {}{known}", shown(&key, name)),
+            };
+        }
+        Kind::UnknownVariant(value, expected) => {
+            format!("{value:?} is not one of: {}", expected.join(", "))
+        }
+        Kind::InvalidType(actual, expected) => {
+            format!("expected {}, found {actual}", plain(expected))
+        }
+        Kind::InvalidValue(actual, expected) => {
+            format!("expected {}, found {actual}", plain(expected))
+        }
+        Kind::MissingField(name) => {
+            let key = if key.is_empty() {
+                name.to_string()
+            } else {
+                format!("{key}.{name}")
+            };
+            return match file {
+                Some(f) => format!("{f}: missing key {key}"),
+                None => format!("missing key {key}"),
+            };
+        }
+        other => other.to_string(),
+    };
+    let key = if key.is_empty() {
+        "the configuration".to_string()
+    } else {
+        key
+    };
+    match file {
+        Some(f) => format!("{f}: {key}: {what}"),
+        None => format!("{key}: {what}"),
+    }
+}
+
+/// The unknown key in full (`server.listn`, or its variable's name).
+fn shown(path: &str, name: &str) -> String {
+    if path.ends_with(name)
+        || path
+            .to_ascii_lowercase()
+            .ends_with(&name.to_ascii_lowercase())
+    {
+        path.to_string()
+    } else if path.is_empty() {
+        name.to_string()
+    } else {
+        format!("{path}.{name}")
+    }
+}
+
+/// Serde's expectation in plain terms (Rust's integer types as "a whole number").
+fn plain(expected: &str) -> String {
+    match expected {
+        "u8" | "u16" | "u32" | "u64" | "usize" => "a whole number of 0 or more".into(),
+        "i8" | "i16" | "i32" | "i64" | "isize" => "a whole number".into(),
+        "f32" | "f64" => "a number".into(),
+        "a boolean" | "bool" => "true or false".into(),
+        other => other.to_string(),
+    }
+}
