@@ -552,26 +552,39 @@ impl From<figment::Error> for ConfigError {
 impl Config {
     /// The parsed peak windows and days.
     pub fn peak_schedule(&self) -> Result<PeakSchedule, String> {
+        self.peak_schedule_all().map_err(|e| e.join("; "))
+    }
+
+    /// [`Config::peak_schedule`], with every problem (one line each), not just the first.
+    pub(crate) fn peak_schedule_all(&self) -> Result<PeakSchedule, Vec<String>> {
+        let mut errors = Vec::new();
         let mut windows = Vec::new();
         for w in &self.pricing.peak_hours_utc {
-            windows.push(
-                crate::pricing::parse_window(w)
-                    .map_err(|why| format!("pricing.peak_hours_utc: {w:?} {why}"))?,
-            );
+            match crate::pricing::parse_window(w) {
+                Ok(win) => windows.push(win),
+                Err(why) => errors.push(format!("pricing.peak_hours_utc: {w:?} {why}")),
+            }
         }
         let mut days = Vec::new();
         for d in &self.pricing.peak_days {
-            days.push(d.parse::<Weekday>().map_err(|_| {
-                format!("pricing.peak_days: {d:?} is not one of mon, tue, wed, thu, fri, sat, sun")
-            })?);
+            match d.parse::<Weekday>() {
+                Ok(day) => days.push(day),
+                Err(_) => errors.push(format!(
+                    "pricing.peak_days: {d:?} is not one of mon, tue, wed, thu, fri, sat, sun"
+                )),
+            }
         }
         let mut dates = Vec::new();
         for d in &self.pricing.off_peak_dates {
-            dates.push(
-                chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").map_err(|_| {
-                    format!("pricing.off_peak_dates: {d:?} is not a date YYYY-MM-DD")
-                })?,
-            );
+            match chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d") {
+                Ok(date) => dates.push(date),
+                Err(_) => errors.push(format!(
+                    "pricing.off_peak_dates: {d:?} is not a date YYYY-MM-DD"
+                )),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
         }
         Ok(PeakSchedule::new(windows, days).with_off_peak_dates(dates))
     }

@@ -378,3 +378,21 @@ fn a_log_level_that_is_no_level_is_refused_and_filters_are_taken() {
         }
     });
 }
+
+#[test]
+fn every_pricing_problem_is_listed_not_just_the_first() {
+    jailed(|jail| {
+        let err = error_of(
+            jail,
+            "[pricing]\npeak_hours_utc = [\"25:00-26:00\"]\npeak_days = [\"someday\"]\n\
+             off_peak_dates = [\"2026-13-01\"]\n",
+        );
+        for part in [
+            "pricing.peak_hours_utc",
+            "pricing.peak_days",
+            "pricing.off_peak_dates",
+        ] {
+            assert!(err.contains(part), "{part}: {err}");
+        }
+    });
+}

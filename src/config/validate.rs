@@ -75,8 +75,8 @@ impl Config {
                 self.paypal.api_base
             ));
         }
-        if let Err(msg) = self.peak_schedule() {
-            e.push(msg);
+        if let Err(msgs) = self.peak_schedule_all() {
+            e.extend(msgs);
         }
         self.check_models(&mut e);
         self.check_plans(&mut e);
