@@ -457,12 +457,17 @@ async fn every_error_in_anthropics_shape() {
     .await;
     let broke = app.create_key("trial", Some("0.000000001")).await;
     expect_error(send(&broke, &ok).await.unwrap(), 402, "billing_error").await;
-    expect_error(
+    let denied = expect_error(
         send(&key, &msg("claude-opus-4", "hi", 10)).await.unwrap(),
         403,
         "permission_error",
     )
     .await;
+    // It names the model the client asked for, and what would serve it.
+    assert_eq!(
+        denied["error"]["message"],
+        "The model `claude-opus-4` (served by `deepseek-v4-pro`) is not included in your key's plan."
+    );
     expect_error(
         send(&key, &msg("gpt-5", "hi", 10)).await.unwrap(),
         404,

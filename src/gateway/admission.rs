@@ -157,7 +157,11 @@ async fn checks<D: Dialect>(
         .ok_or_else(|| GatewayError::ModelNotFound(req.model().to_string()))?;
     let allowed = plan.is_some_and(|p| p.models.contains(&model.name));
     if !allowed {
-        return Err(GatewayError::ModelNotAllowed(model.name.clone()));
+        let served = (model.name != req.model()).then(|| model.name.clone());
+        return Err(GatewayError::ModelNotAllowed(
+            req.model().to_string(),
+            served,
+        ));
     }
     let hold = reserve(key, model, period, req.hold_needs())?;
     Ok((req, model.clone(), hold))

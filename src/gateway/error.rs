@@ -45,9 +45,10 @@ pub enum GatewayError {
         /// What the key could still hold.
         available: Usd,
     },
-    /// 403: the plan does not include the model.
+    /// 403: the plan does not include the model: the name the client sent, and the model
+    /// that serves it when that is another (an alias such as `claude-opus-4-1`).
     #[error("model {0} not in plan")]
-    ModelNotAllowed(String),
+    ModelNotAllowed(String, Option<String>),
     /// 404: no such model.
     #[error("no model {0}")]
     ModelNotFound(String),
@@ -110,7 +111,7 @@ impl GatewayError {
             GatewayError::UpstreamRejected { status, .. } => *status,
             GatewayError::InvalidApiKey(_) => StatusCode::UNAUTHORIZED,
             GatewayError::InsufficientBudget { .. } => StatusCode::PAYMENT_REQUIRED,
-            GatewayError::ModelNotAllowed(_) => StatusCode::FORBIDDEN,
+            GatewayError::ModelNotAllowed(..) => StatusCode::FORBIDDEN,
             GatewayError::ModelNotFound(_) | GatewayError::NotFound => StatusCode::NOT_FOUND,
             GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::RequestTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -131,7 +132,7 @@ impl GatewayError {
             }
             GatewayError::InvalidApiKey(_) => "invalid_api_key",
             GatewayError::InsufficientBudget { .. } => "insufficient_budget",
-            GatewayError::ModelNotAllowed(_) => "model_not_allowed",
+            GatewayError::ModelNotAllowed(..) => "model_not_allowed",
             GatewayError::ModelNotFound(_) => "model_not_found",
             GatewayError::NotFound => "not_found",
             GatewayError::MethodNotAllowed => "method_not_allowed",
@@ -150,7 +151,7 @@ impl GatewayError {
         match self {
             GatewayError::InvalidApiKey(_) => "authentication_error",
             GatewayError::InsufficientBudget { .. } => "insufficient_quota",
-            GatewayError::ModelNotAllowed(_) => "permission_error",
+            GatewayError::ModelNotAllowed(..) => "permission_error",
             GatewayError::RateLimited(_) => "rate_limit_error",
             GatewayError::Upstream
             | GatewayError::UpstreamTimeout
@@ -171,9 +172,12 @@ impl GatewayError {
                 "Your key's remaining budget (${available} available) cannot pay for this request. \
                  Top up or buy a new plan."
             ),
-            GatewayError::ModelNotAllowed(m) => {
+            GatewayError::ModelNotAllowed(m, None) => {
                 format!("The model `{m}` is not included in your key's plan.")
             }
+            GatewayError::ModelNotAllowed(m, Some(served)) => format!(
+                "The model `{m}` (served by `{served}`) is not included in your key's plan."
+            ),
             GatewayError::ModelNotFound(m) => {
                 format!("The model `{m}` does not exist or you do not have access to it.")
             }
@@ -206,7 +210,7 @@ impl GatewayError {
     fn param(&self) -> Option<&'static str> {
         match self {
             GatewayError::InvalidRequest { param, .. } => *param,
-            GatewayError::ModelNotAllowed(_) | GatewayError::ModelNotFound(_) => Some("model"),
+            GatewayError::ModelNotAllowed(..) | GatewayError::ModelNotFound(_) => Some("model"),
             _ => None,
         }
     }

@@ -134,7 +134,7 @@ fn get_one(
         .plan(&key.plan())
         .is_some_and(|p| p.models.contains(&id));
     if !allowed {
-        return Err(GatewayError::ModelNotAllowed(id));
+        return Err(GatewayError::ModelNotAllowed(id, None));
     }
     Ok(Json(model_object(&id, anthropic)).into_response())
 }

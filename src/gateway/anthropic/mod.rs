@@ -51,17 +51,17 @@ async fn counted(state: &AppState, req: Request) -> Result<u64, GatewayError> {
     let raw = axum::body::to_bytes(body, limit)
         .await
         .map_err(|_| GatewayError::RequestTooLarge { limit })?;
-    let (model, n) = request::count_tokens(&raw)?;
-    let model = state
-        .catalog
-        .model(&model)
-        .ok_or(GatewayError::ModelNotFound(model))?;
+    let (asked, n) = request::count_tokens(&raw)?;
+    let Some(model) = state.catalog.model(&asked) else {
+        return Err(GatewayError::ModelNotFound(asked));
+    };
     let allowed = state
         .catalog
         .plan(&key.plan())
         .is_some_and(|p| p.models.contains(&model.name));
     if !allowed {
-        return Err(GatewayError::ModelNotAllowed(model.name.clone()));
+        let served = (model.name != asked).then(|| model.name.clone());
+        return Err(GatewayError::ModelNotAllowed(asked, served));
     }
     Ok(n)
 }
