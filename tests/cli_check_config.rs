@@ -229,6 +229,18 @@ async fn secrets_systemd_provides_are_warnings_for_check_config_and_unread_by_ad
     );
     assert!(!run.stderr.contains("account \"a\""), "{run:#?}");
 
+    // A path that only starts like a credential is not one.
+    std::fs::write(
+        &file,
+        format!(
+            "[server]\ndata_dir = \"{}\"\n[upstream]\napi_key_file = \"/run/credentials/../../nowhere\"\n",
+            data.display()
+        ),
+    )
+    .expect("write config");
+    let run = run_in(dir.path(), &["check-config", "--config", config], &[]).await;
+    assert_eq!(run.code, Some(1), "{run:#?}");
+
     // Anywhere else, a missing secret file is the operator's mistake.
     let missing = dir.path().join("nowhere.key");
     std::fs::write(

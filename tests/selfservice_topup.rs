@@ -336,7 +336,14 @@ async fn a_refund_takes_back_what_requests_in_flight_held_once_they_settle() {
     assert_eq!(bal.budget.nanos(), 100_000);
     assert_eq!(bal.held.nanos(), 0);
     assert_eq!(bal.remaining().nanos(), 100_000 - cost);
-    let h = history(&shown(&app, &key).await);
+    let doc = shown(&app, &key).await;
+    // Every line of the refund names its order, the ones taken as requests settled too.
+    for line in doc["budget_history"].as_array().unwrap() {
+        if line["kind"] == "refund" {
+            assert_eq!(line["order_id"], order.as_str(), "{line}");
+        }
+    }
+    let h = history(&doc);
     let refunded: i64 = h
         .iter()
         .filter(|(k, _)| k == "refund")

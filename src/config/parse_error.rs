@@ -46,6 +46,15 @@ fn one(e: &Error) -> String {
         Kind::UnknownVariant(value, expected) => {
             format!("{value:?} is not one of: {}", expected.join(", "))
         }
+        // A secret's value is never shown, even one that did not parse (digits only, in an
+        // environment variable, read as a number).
+        Kind::InvalidType(_, expected) | Kind::InvalidValue(_, expected) if is_secret(&e.path) => {
+            format!(
+                "expected {} (not shown: it is a secret; one of digits alone is read as a \
+                 number here, so put it in the matching *_file)",
+                plain(expected)
+            )
+        }
         Kind::InvalidType(actual, expected) => {
             format!("expected {}, found {actual}", plain(expected))
         }
@@ -74,6 +83,13 @@ fn one(e: &Error) -> String {
         Some(f) => format!("{f}: {key}: {what}"),
         None => format!("{key}: {what}"),
     }
+}
+
+/// Whether the value at `path` is one of the secrets (`check-config` redacts them too).
+fn is_secret(path: &[String]) -> bool {
+    path.last().is_some_and(|k| {
+        ["api_key", "client_secret", "smtp_url"].contains(&k.to_ascii_lowercase().as_str())
+    })
 }
 
 /// The unknown key in full (`server.listn`, or its variable's name).

@@ -55,6 +55,9 @@ impl Config {
                 Err(e)
                     if mode == SecretFiles::Check
                         && path.starts_with(SYSTEMD_CREDENTIALS)
+                        && !path
+                            .components()
+                            .any(|c| c == std::path::Component::ParentDir)
                         && matches!(
                             e.kind(),
                             std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied

@@ -396,3 +396,18 @@ fn every_pricing_problem_is_listed_not_just_the_first() {
         }
     });
 }
+
+#[test]
+fn a_secret_that_does_not_parse_is_not_shown_in_the_error() {
+    jailed(|jail| {
+        jail.set_env("MODELRELAY_PAYPAL__CLIENT_SECRET", "00012345");
+        let err = Config::from_figment(Config::figment(None))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("MODELRELAY_PAYPAL__CLIENT_SECRET: expected a string (not shown"),
+            "{err}"
+        );
+        assert!(!err.contains("12345"), "{err}");
+    });
+}

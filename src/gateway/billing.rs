@@ -250,7 +250,7 @@ pub async fn settle(state: &AppState, ctx: &RequestCtx, o: Outcome) {
         // A refunded top-up takes what this request held and did not spend (it is committed
         // before this request's row: the writer keeps the order of its queue).
         state.store.write_later(Write::TakeBack {
-            order_id: None,
+            order_id: ctx.key.owed_for(),
             key_id: ctx.key.id.clone(),
             take: settled.clawed,
             at_ms: now.timestamp_millis(),

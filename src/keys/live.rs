@@ -81,6 +81,8 @@ pub struct KeyState {
     /// Budget a refunded top-up could not take back at once because requests in flight held
     /// it: taken from what those holds give back as they settle, never from what they spend.
     owed: AtomicI64,
+    /// The refunded order `owed` is for (its budget-history lines name it).
+    owed_for: std::sync::Mutex<Option<String>>,
 }
 
 /// What settling a request did to its key.
@@ -175,6 +177,7 @@ impl KeyState {
             rpm: AtomicU32::new(rpm),
             notices: AtomicU8::new(0),
             owed: AtomicI64::new(0),
+            owed_for: std::sync::Mutex::new(None),
         }
     }
 
@@ -330,12 +333,21 @@ impl KeyState {
     /// A refund could take only what was available ([`KeyState::take_back`]); what it could
     /// not, up to what requests in flight hold now, is owed and taken from their holds as they
     /// settle (what they do not spend). Returns what is owed from now on.
-    pub fn owe(&self, amount: Usd) -> Usd {
+    /// `order_id` names the refunded order in what [`KeyState::owed_for`] answers.
+    pub fn owe(&self, amount: Usd, order_id: &str) -> Usd {
         let owe = amount.nanos().clamp(0, self.balance().held.nanos());
         if owe > 0 {
+            if let Ok(mut o) = self.owed_for.lock() {
+                *o = Some(order_id.to_string());
+            }
             self.owed.fetch_add(owe, Ordering::AcqRel);
         }
         Usd::from_nanos(owe)
+    }
+
+    /// The refunded order the key last owed to (for the lines of what settling takes).
+    pub fn owed_for(&self) -> Option<String> {
+        self.owed_for.lock().ok().and_then(|o| o.clone())
     }
 
     /// Give a hold back untouched (the request never reached upstream).
@@ -565,7 +577,7 @@ mod tests {
             .unwrap();
         // 100 available, 900 held: a refund of 800 takes 100 now and is owed 700.
         assert_eq!(k.take_back(Usd::from_nanos(800)).nanos(), 100);
-        assert_eq!(k.owe(Usd::from_nanos(700)).nanos(), 700);
+        assert_eq!(k.owe(Usd::from_nanos(700), "ord_x").nanos(), 700);
         // The first request spends 50 of its 600: the 550 it gives back go to the refund.
         let s = k.settle(a, Usd::from_nanos(50), Utc::now());
         assert_eq!((s.charged.nanos(), s.clawed.nanos()), (50, 550));
@@ -580,7 +592,7 @@ mod tests {
         );
         assert_eq!(bal.remaining(), Usd::ZERO);
         // Owed no more than what is held: a later hold's release is the customer's again.
-        assert_eq!(k.owe(Usd::from_nanos(1_000)), Usd::ZERO);
+        assert_eq!(k.owe(Usd::from_nanos(1_000), "ord_x"), Usd::ZERO);
         k.top_up(Usd::from_nanos(100));
         let (c, ()) = k
             .try_hold(|_| Ok::<_, ()>((Usd::from_nanos(100), ())))

@@ -180,7 +180,7 @@ pub async fn refund(state: &AppState, order: &Order) -> Result<Usd, RefundError>
     if let Some(k) = &key {
         // What requests in flight hold now is theirs to spend; what they give back goes to
         // this refund, up to what it could not take now.
-        let owed = k.owe(Usd::from_nanos(granted.nanos() - take.nanos()));
+        let owed = k.owe(Usd::from_nanos(granted.nanos() - take.nanos()), &order_id);
         if owed > Usd::ZERO {
             tracing::info!(order_id, key_id, owed = %owed, "the rest of the refund is owed by requests in flight");
         }

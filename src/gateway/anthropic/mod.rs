@@ -162,7 +162,7 @@ mod tests {
                 "billing_error",
             ),
             (
-                GatewayError::ModelNotAllowed("m".into()),
+                GatewayError::ModelNotAllowed("m".into(), None),
                 403,
                 "permission_error",
             ),
