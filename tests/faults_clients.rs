@@ -14,6 +14,26 @@ use crate::faults::{
     FLASH, MISS_NANOS, OUT_NANOS, WAIT, assert_books, assert_estimated, stream_body,
 };
 
+/// Read a stream until `n` text deltas have arrived whole: what was read, and how many.
+async fn read_deltas(
+    stream: &mut (impl futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin),
+    n: usize,
+) -> (String, usize) {
+    let mut raw = String::new();
+    let mut seen = 0;
+    while seen < n {
+        let chunk = tokio::time::timeout(WAIT, stream.next())
+            .await
+            .expect("chunks keep coming")
+            .expect("stream open")
+            .expect("chunk");
+        raw.push_str(std::str::from_utf8(&chunk).expect("UTF-8"));
+        let complete = &raw[..raw.rfind("\n\n").map_or(0, |i| i + 2)];
+        seen = text_deltas(&data_chunks(&sse_events(complete)));
+    }
+    (raw, seen)
+}
+
 #[tokio::test]
 async fn client_disconnect_mid_stream_bills_the_generated_output_and_cancels_upstream() {
     let app = TestApp::spawn().await;
@@ -27,18 +47,7 @@ async fn client_disconnect_mid_stream_bills_the_generated_output_and_cancels_ups
     assert_eq!(resp.status(), 200);
     let rid = request_id(&resp);
     let mut stream = resp.bytes_stream();
-    let mut raw = String::new();
-    let mut seen = 0;
-    while seen < 3 {
-        let chunk = tokio::time::timeout(WAIT, stream.next())
-            .await
-            .expect("chunks keep coming")
-            .expect("stream open")
-            .expect("chunk");
-        raw.push_str(std::str::from_utf8(&chunk).expect("UTF-8"));
-        let complete = &raw[..raw.rfind("\n\n").map_or(0, |i| i + 2)];
-        seen = text_deltas(&data_chunks(&sse_events(complete)));
-    }
+    let (_, seen) = read_deltas(&mut stream, 3).await;
     drop(stream);
 
     assert_eq!(
@@ -70,18 +79,7 @@ async fn a_client_hanging_up_before_the_usage_chunk_still_pays_the_reported_prom
     assert_eq!(resp.status(), 200);
     let rid = request_id(&resp);
     let mut stream = resp.bytes_stream();
-    let mut raw = String::new();
-    while text_deltas(&data_chunks(&sse_events(
-        &raw[..raw.rfind("\n\n").map_or(0, |i| i + 2)],
-    ))) < 20
-    {
-        let chunk = tokio::time::timeout(WAIT, stream.next())
-            .await
-            .expect("chunks keep coming")
-            .expect("stream open")
-            .expect("chunk");
-        raw.push_str(std::str::from_utf8(&chunk).expect("UTF-8"));
-    }
+    let (raw, _) = read_deltas(&mut stream, 20).await;
     assert!(!raw.contains("\"usage\":{"), "no usage yet: {raw}");
     drop(stream);
     let row = app.wait_ledger_row(&rid).await;
