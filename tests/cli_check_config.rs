@@ -156,21 +156,17 @@ async fn check_config_rejects_unknown_keys_and_missing_files() {
 #[tokio::test]
 async fn secrets_systemd_provides_are_warnings_for_check_config_and_unread_by_admin_commands() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let data = dir.path().join("data");
     let cred = "/run/credentials/modelrelay.service/deepseek_api_key";
     assert!(!std::path::Path::new(cred).exists());
     let file = dir.path().join("systemd.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "[server]\ndata_dir = \"{}\"\n[upstream]\napi_key_file = \"{cred}\"\n",
-            data.display()
-        ),
-    )
-    .expect("write config");
     let config = file.to_str().expect("utf-8");
 
-    let run = run_in(dir.path(), &["check-config", "--config", config], &[]).await;
+    let run = check(
+        dir.path(),
+        &file,
+        &format!("[upstream]\napi_key_file = \"{cred}\"\n"),
+    )
+    .await;
     assert_eq!(run.code, Some(0), "{run:#?}");
     assert!(
         run.stderr.contains("upstream.api_key_file")
@@ -198,30 +194,19 @@ async fn secrets_systemd_provides_are_warnings_for_check_config_and_unread_by_ad
 
     // The rest is checked as `serve` will: mail from a credential still needs its sender, and
     // a pool account with no key at all is named though another's key is a credential.
-    std::fs::write(
+    let pool = format!(
+        "[[upstream.accounts]]\nname = \"a\"\napi_key_file = \"{cred}\"\n\
+         [[upstream.accounts]]\nname = \"b\"\n"
+    );
+    let run = check(
+        dir.path(),
         &file,
-        format!(
-            "[server]\ndata_dir = \"{}\"\n[email]\nsmtp_url_file = \"{cred}\"\n\
-             [[upstream.accounts]]\nname = \"a\"\napi_key_file = \"{cred}\"\n\
-             [[upstream.accounts]]\nname = \"b\"\n",
-            data.display()
-        ),
+        &format!("[email]\nsmtp_url_file = \"{cred}\"\n{pool}"),
     )
-    .expect("write config");
-    let run = run_in(dir.path(), &["check-config", "--config", config], &[]).await;
+    .await;
     assert_eq!(run.code, Some(1), "{run:#?}");
     assert!(run.stderr.contains("email.from must be set"), "{run:#?}");
-    std::fs::write(
-        &file,
-        format!(
-            "[server]\ndata_dir = \"{}\"\n\
-             [[upstream.accounts]]\nname = \"a\"\napi_key_file = \"{cred}\"\n\
-             [[upstream.accounts]]\nname = \"b\"\n",
-            data.display()
-        ),
-    )
-    .expect("write config");
-    let run = run_in(dir.path(), &["check-config", "--config", config], &[]).await;
+    let run = check(dir.path(), &file, &pool).await;
     assert_eq!(run.code, Some(0), "{run:#?}");
     assert!(
         run.stderr.contains("upstream account \"b\" has no key"),
@@ -230,31 +215,41 @@ async fn secrets_systemd_provides_are_warnings_for_check_config_and_unread_by_ad
     assert!(!run.stderr.contains("account \"a\""), "{run:#?}");
 
     // A path that only starts like a credential is not one.
-    std::fs::write(
+    let run = check(
+        dir.path(),
         &file,
-        format!(
-            "[server]\ndata_dir = \"{}\"\n[upstream]\napi_key_file = \"/run/credentials/../../nowhere\"\n",
-            data.display()
-        ),
+        "[upstream]\napi_key_file = \"/run/credentials/../../nowhere\"\n",
     )
-    .expect("write config");
-    let run = run_in(dir.path(), &["check-config", "--config", config], &[]).await;
+    .await;
     assert_eq!(run.code, Some(1), "{run:#?}");
 
     // Anywhere else, a missing secret file is the operator's mistake.
     let missing = dir.path().join("nowhere.key");
-    std::fs::write(
+    let run = check(
+        dir.path(),
         &file,
-        format!(
-            "[server]\ndata_dir = \"{}\"\n[upstream]\napi_key_file = \"{}\"\n",
-            data.display(),
-            missing.display()
-        ),
+        &format!("[upstream]\napi_key_file = \"{}\"\n", missing.display()),
     )
-    .expect("write config");
-    let run = run_in(dir.path(), &["check-config", "--config", config], &[]).await;
+    .await;
     assert_eq!(run.code, Some(1), "{run:#?}");
     assert!(run.stderr.contains("nowhere.key"), "{run:#?}");
+}
+
+/// Write a config of `[server] data_dir` (under `dir`) and `rest` to `file`, and run
+/// `check-config` on it.
+async fn check(dir: &std::path::Path, file: &std::path::Path, rest: &str) -> crate::cli::Run {
+    let data = dir.join("data");
+    std::fs::write(
+        file,
+        format!("[server]\ndata_dir = \"{}\"\n{rest}", data.display()),
+    )
+    .expect("write config");
+    run_in(
+        dir,
+        &["check-config", "--config", file.to_str().expect("utf-8")],
+        &[],
+    )
+    .await
 }
 
 /// A pool with one account lacking its key: the warning names that account.
