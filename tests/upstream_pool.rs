@@ -416,3 +416,21 @@ async fn a_request_abandoned_in_the_queue_costs_nothing() {
     let charged: i64 = served.iter().map(|r| r.cost.nanos()).sum();
     assert_eq!(b.spent.nanos(), charged);
 }
+
+/// One account alone: a failure is the customer's 502 at once, with no failover counted or
+/// logged (there is no other account to fail over to).
+#[tokio::test]
+async fn one_account_alone_counts_no_failover() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key("trial", None).await;
+    app.sim.set_fault(SIM_KEY, Some(AccountFault::Status(500)));
+    let resp = app
+        .chat(&key, &body("deepseek-v4-flash", "[[sim reply=1]] hi"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    let status = app.daemon.as_ref().unwrap().state.upstream.status();
+    assert_eq!(status.failovers, 0);
+    assert_eq!(status.accounts[0].requests, 1);
+}

@@ -161,7 +161,11 @@ impl Upstream {
                     // Back to the queue: this attempt was refused or never answered, and
                     // DeepSeek bills nothing for it.
                     dispatched.store(false, Ordering::Release);
-                    if tokio::time::Instant::now() >= deadline {
+                    // Every account tried (one alone, always): there is nothing to fail over to,
+                    // and the log and `upstream status` should not say there was.
+                    if tokio::time::Instant::now() >= deadline
+                        || tried.len() >= self.pool.accounts.len()
+                    {
                         return Err(e);
                     }
                     tracing::info!(account = %account.name, error = %e, "failing over to another upstream account");
