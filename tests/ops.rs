@@ -127,6 +127,29 @@ async fn healthz_is_ok_with_database_and_upstream() {
     assert_eq!(v["upstream"]["http_status"], 200, "{v}");
 }
 
+/// Every account set aside by the operator: 503, and the reason, which the probe (it
+/// answers) cannot give.
+#[tokio::test]
+async fn healthz_says_why_when_every_account_is_disabled() {
+    let app = TestApp::spawn().await;
+    let state = &app.daemon.as_ref().expect("running").state;
+    assert!(state.upstream.set_enabled("default", false).is_some());
+    let resp = app
+        .http
+        .get(format!("{}/healthz", app.base))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 503);
+    let v: Value = resp.json().await.expect("JSON");
+    assert_eq!(v["upstream"]["status"], "error", "{v}");
+    assert_eq!(v["upstream"]["error"], "disabled by the operator", "{v}");
+    assert_eq!(
+        v["upstream"]["accounts"][0]["error"], "disabled by the operator",
+        "{v}"
+    );
+}
+
 #[tokio::test]
 async fn healthz_is_503_when_upstream_is_unreachable() {
     // A port that was just bound and released: nothing listens there.

@@ -87,6 +87,22 @@ async fn probe(a: &crate::config::Account, connect_secs: u64) -> Result<u16, Str
     Ok(resp.status().as_u16())
 }
 
+/// Why an account the pool does not use is set aside, when its probe cannot say. Not the
+/// error's own text (upstream's words, which may quote the key's tail): this page may be
+/// public, and `modelrelay upstream status` shows the rest to the operator.
+fn why_not(a: &crate::upstream::status::AccountStatus) -> Option<String> {
+    match a.state {
+        AccountState::Disabled if a.by_operator => Some("disabled by the operator".into()),
+        AccountState::Disabled => {
+            Some("disabled after an error (see `modelrelay upstream status`)".into())
+        }
+        AccountState::Cooling => {
+            Some("cooling after an error (see `modelrelay upstream status`)".into())
+        }
+        _ => None,
+    }
+}
+
 /// `GET /healthz`.
 pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     let db = state.store.read(|c| {
@@ -112,7 +128,7 @@ pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
                 "state": a.state.as_str(),
                 "serving": serving,
                 "http_status": probe.and_then(|h| h.status),
-                "error": probe.and_then(|h| h.error.clone()),
+                "error": probe.and_then(|h| h.error.clone()).or_else(|| why_not(a)),
             })
         })
         .collect();
@@ -128,8 +144,12 @@ pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
         (true, "ok") => "ok",
         _ => "degraded",
     };
-    // The first account's probe, where one-account installs always read it.
+    // The first account's probe, where one-account installs always read it (and why it is
+    // not serving when its probe answered but the pool has set it aside).
     let first = probes.first().map(|(_, h)| h);
+    let first_error = first
+        .and_then(|h| h.error.clone())
+        .or_else(|| pool.accounts.first().and_then(why_not));
     let body = json!({
         "status": status,
         "database": match &database {
@@ -140,7 +160,7 @@ pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
             "status": upstream_status,
             "http_status": first.and_then(|h| h.status),
             "latency_ms": first.map(|h| h.latency_ms),
-            "error": first.and_then(|h| h.error.clone()),
+            "error": first_error,
             "accounts": accounts,
         },
     });
