@@ -200,6 +200,44 @@ async fn a_usage_with_one_side_bills_that_side_as_reported_and_estimates_the_oth
     }
 }
 
+/// In a stream too: `message_delta`'s usage of the wrong shape does not break a stream whose
+/// content all arrived; the prompt `message_start` reported and the output relayed are billed.
+#[tokio::test]
+async fn a_stream_with_a_mistyped_final_usage_ends_normally_billed_by_what_was_reported() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key("trial", None).await;
+    let mut b = msg(
+        "claude-sonnet-4",
+        "[[sim prompt=60 reply=20 usage_mistyped=1]] go",
+        100,
+    );
+    b["stream"] = true.into();
+    let resp = post(&app, "/v1/messages", &key, Auth::ApiKey, &b)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let rid = request_id(&resp);
+    let evs = events(resp).await;
+    assert_eq!(evs.last().map(|(n, _)| n.as_str()), Some("message_stop"));
+    assert!(evs.iter().all(|(n, _)| n != "error"));
+    let row = app.wait_ledger_row(&rid).await;
+    assert_eq!(row.finish.as_str(), "complete");
+    assert_eq!(row.measured.as_str(), "estimated");
+    assert_eq!(
+        (
+            row.cache_hit_tokens,
+            row.cache_miss_tokens,
+            row.completion_tokens
+        ),
+        (0, 60, 20)
+    );
+    assert_eq!(
+        row.cost.nanos(),
+        expected_cost(0, 60, 20, FLASH[0], FLASH[1], FLASH[2])
+    );
+}
+
 #[tokio::test]
 async fn a_whole_answer_with_a_mistyped_usage_is_relayed_and_billed_by_estimate() {
     let app = TestApp::spawn().await;

@@ -27,7 +27,7 @@ struct View<'a> {
     kind: Cow<'a, str>,
     #[serde(default)]
     message: Option<Message>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     usage: Option<Wire>,
     #[serde(borrow, default)]
     delta: Option<Delta<'a>>,
@@ -35,8 +35,16 @@ struct View<'a> {
 
 #[derive(Deserialize)]
 struct Message {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient")]
     usage: Option<Wire>,
+}
+
+/// A usage object of the wrong shape (counts as strings) is read as no usage — billed by
+/// estimate, the event relayed — rather than breaking a stream whose content all arrived;
+/// as a whole answer's is (`answer.rs`).
+fn lenient<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Wire>, D::Error> {
+    let v = Option::<Value>::deserialize(d)?;
+    Ok(v.and_then(|v| serde_json::from_value(v).ok()))
 }
 
 #[derive(Deserialize)]

@@ -155,7 +155,13 @@ impl Wire for AnthropicWire {
         };
         let mut delta = json!({"type": "message_delta",
             "delta": {"stop_reason": stop_reason(p), "stop_sequence": null}});
-        if !p.d.no_usage {
+        if p.d.usage_mistyped {
+            insert(
+                &mut delta,
+                "usage",
+                json!({"output_tokens": p.output().to_string()}),
+            );
+        } else if !p.d.no_usage {
             insert(&mut delta, "usage", json!({"output_tokens": p.output()}));
         }
         format!("{close}{}{MESSAGE_STOP}", event("message_delta", &delta))

@@ -40,7 +40,8 @@ pub(super) struct Directives {
     pub(super) no_usage: bool,
     /// Anthropic wire: usage objects carry `output_tokens` and no input counts.
     pub(super) output_usage_only: bool,
-    /// Anthropic wire: a whole answer's usage counts written as strings.
+    /// Anthropic wire: usage counts written as strings (a whole answer's; a stream's in
+    /// `message_delta`).
     pub(super) usage_mistyped: bool,
     pub(super) garbage: bool,
 }
