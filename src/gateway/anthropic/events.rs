@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::usage::{Wire, to_billing};
+use super::usage::{self, Wire, to_billing};
 use crate::gateway::dialect::{Generated, PublicModel, Step, StreamRewrite, Tally};
 use crate::gateway::json::{error_text, is_json};
 use crate::upstream::sse::SseEvent;
@@ -43,8 +43,7 @@ struct Message {
 /// estimate, the event relayed — rather than breaking a stream whose content all arrived;
 /// as a whole answer's is (`answer.rs`).
 fn lenient<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Wire>, D::Error> {
-    let v = Option::<Value>::deserialize(d)?;
-    Ok(v.and_then(|v| serde_json::from_value(v).ok()))
+    Ok(Option::<usage::Lenient>::deserialize(d)?.and_then(|l| l.0))
 }
 
 #[derive(Deserialize)]

@@ -86,6 +86,181 @@ impl Wire {
     }
 }
 
+/// A usage object read without failing on a count of the wrong type, or on a usage that is
+/// no object at all: `Lenient(None)` then, as `serde_json::from_value::<Wire>` would fail on
+/// it — without building a tree first (a stream's two usage objects are read on every Claude
+/// Code answer). A member written twice counts as written last, as a JSON map reads it.
+pub struct Lenient(pub Option<Wire>);
+
+/// The members of a usage object, by name.
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "snake_case")]
+enum Member {
+    InputTokens,
+    CacheCreationInputTokens,
+    CacheReadInputTokens,
+    OutputTokens,
+    #[serde(other)]
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Lenient {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Lenient, D::Error> {
+        d.deserialize_any(LenientVisitor)
+    }
+}
+
+struct LenientVisitor;
+
+impl<'de> serde::de::Visitor<'de> for LenientVisitor {
+    type Value = Lenient;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a usage object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Lenient, A::Error> {
+        // Each count: absent/null, a whole number, or of the wrong type (`Err`).
+        let mut counts: [Result<Option<u64>, ()>; 4] = [Ok(None); 4];
+        while let Some(member) = map.next_key::<Member>()? {
+            let at = match member {
+                Member::InputTokens => 0,
+                Member::CacheCreationInputTokens => 1,
+                Member::CacheReadInputTokens => 2,
+                Member::OutputTokens => 3,
+                Member::Other => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                    continue;
+                }
+            };
+            counts[at] = count(map.next_value::<Option<Count>>()?);
+        }
+        Ok(lenient(counts))
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Lenient, E> {
+        Ok(Lenient(None))
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Lenient, E> {
+        Ok(Lenient(None))
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Lenient, E> {
+        Ok(Lenient(None))
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Lenient, E> {
+        Ok(Lenient(None))
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Lenient, E> {
+        Ok(Lenient(None))
+    }
+
+    fn visit_unit<E>(self) -> Result<Lenient, E> {
+        Ok(Lenient(None))
+    }
+
+    /// serde's derive reads a struct from an array too, its fields by position (and so did
+    /// the reading this one replaced): the same here, at most four elements.
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Lenient, A::Error> {
+        let mut counts: [Result<Option<u64>, ()>; 4] = [Ok(None); 4];
+        for slot in &mut counts {
+            match seq.next_element::<Option<Count>>()? {
+                Some(c) => *slot = count(c),
+                None => return Ok(lenient(counts)),
+            }
+        }
+        if seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+            return Ok(Lenient(None));
+        }
+        Ok(lenient(counts))
+    }
+}
+
+/// A count as read: absent or null, a whole number, or of the wrong type (`Err`).
+fn count(c: Option<Count>) -> Result<Option<u64>, ()> {
+    match c {
+        None => Ok(None),
+        Some(Count::Whole(n)) => Ok(Some(n)),
+        Some(Count::Other) => Err(()),
+    }
+}
+
+/// The usage of four counts in `Wire`'s order, if none is of the wrong type.
+fn lenient(counts: [Result<Option<u64>, ()>; 4]) -> Lenient {
+    let [Ok(input), Ok(creation), Ok(read), Ok(output)] = counts else {
+        return Lenient(None);
+    };
+    Lenient(Some(Wire {
+        input_tokens: input,
+        cache_creation_input_tokens: creation,
+        cache_read_input_tokens: read,
+        output_tokens: output,
+    }))
+}
+
+/// A count as written: a whole number, or anything else (read through and set aside).
+enum Count {
+    Whole(u64),
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Count, D::Error> {
+        d.deserialize_any(CountVisitor)
+    }
+}
+
+struct CountVisitor;
+
+impl<'de> serde::de::Visitor<'de> for CountVisitor {
+    type Value = Count;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a token count")
+    }
+
+    fn visit_u64<E>(self, n: u64) -> Result<Count, E> {
+        Ok(Count::Whole(n))
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Count, E> {
+        Ok(Count::Other)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Count, E> {
+        Ok(Count::Other)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Count, E> {
+        Ok(Count::Other)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Count, E> {
+        Ok(Count::Other)
+    }
+
+    fn visit_unit<E>(self) -> Result<Count, E> {
+        Ok(Count::Other)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Count, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(Count::Other)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Count, A::Error> {
+        while map
+            .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+            .is_some()
+        {}
+        Ok(Count::Other)
+    }
+}
+
 /// Billing's counts from the input side and the output count.
 pub fn to_billing(input: Input, output: u64) -> Usage {
     let miss = input

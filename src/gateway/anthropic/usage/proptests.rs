@@ -85,3 +85,52 @@ proptest! {
         }
     }
 }
+
+/// A usage object's text: the fields in any order, some written twice, other members, or no
+/// object at all.
+fn usage_text() -> impl Strategy<Value = String> {
+    let member = (
+        prop::sample::select(vec![
+            "input_tokens",
+            "cache_creation_input_tokens",
+            "cache_read_input_tokens",
+            "output_tokens",
+            "service_tier",
+        ]),
+        field(),
+    );
+    prop_oneof![
+        6 => prop::collection::vec(member, 0..7).prop_map(|ms| {
+            let parts: Vec<String> = ms
+                .into_iter()
+                .filter_map(|(k, v)| v.map(|v| format!("{k:?}:{v}")))
+                .collect();
+            format!("{{{}}}", parts.join(","))
+        }),
+        1 => prop::collection::vec(field(), 0..6).prop_map(|fs| {
+            let parts: Vec<String> = fs
+                .into_iter()
+                .map(|f| f.map_or("null".to_string(), |v| v.to_string()))
+                .collect();
+            format!("[{}]", parts.join(","))
+        }),
+        1 => json(&FIELDS).prop_map(|v| v.to_string()),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// The lenient reading (`Lenient`, no tree) says what a tree read as `Wire` says, on text
+    /// and on a tree alike: the usage when every count is a whole number or null, nothing
+    /// otherwise — a repeated member counting as written last, as a JSON map keeps it.
+    #[test]
+    fn the_lenient_reading_is_the_trees(text in usage_text()) {
+        let tree: Value = serde_json::from_str(&text).unwrap();
+        let want = serde_json::from_value::<Wire>(tree.clone()).ok();
+        let from_text = serde_json::from_str::<super::Lenient>(&text).unwrap().0;
+        let from_tree = serde_json::from_value::<super::Lenient>(tree).unwrap().0;
+        prop_assert_eq!(format!("{from_text:?}"), format!("{want:?}"), "{}", text);
+        prop_assert_eq!(format!("{from_tree:?}"), format!("{want:?}"), "{}", text);
+    }
+}
