@@ -94,10 +94,9 @@ fn is_secret(path: &[String]) -> bool {
 
 /// The unknown key in full (`server.listn`, or its variable's name).
 fn shown(path: &str, name: &str) -> String {
-    if path.ends_with(name)
-        || path
-            .to_ascii_lowercase()
-            .ends_with(&name.to_ascii_lowercase())
+    if path
+        .to_ascii_lowercase()
+        .ends_with(&name.to_ascii_lowercase())
     {
         path.to_string()
     } else if path.is_empty() {

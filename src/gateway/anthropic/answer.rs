@@ -38,7 +38,9 @@ fn read_quick(raw: &Bytes, public: &PublicModel) -> Option<Answer> {
     })?;
     let usage = match body.get("usage") {
         None => None,
-        Some(u) => serde_json::from_str::<Option<usage::Wire>>(u).ok()?,
+        Some(u) => serde_json::from_str::<Option<usage::Lenient>>(u)
+            .ok()?
+            .and_then(|l| l.0),
     };
     let mut name = Vec::new();
     members::string(&mut name, public.name());
@@ -85,10 +87,10 @@ fn content_text(c: &mut Cursor<'_>) -> Option<usize> {
 struct Whole {
     #[serde(default)]
     content: Option<Vec<Value>>,
-    /// Read apart: a usage of the wrong shape is upstream's slip, and the answer is still
+    /// Read leniently: a usage of the wrong shape is upstream's slip, and the answer is still
     /// relayed and billed by estimate (as an OpenAI answer's is), not refused unpaid.
     #[serde(default)]
-    usage: Option<Value>,
+    usage: Option<usage::Lenient>,
 }
 
 /// [`read`] through a JSON tree: slower, and the one that names what is wrong.
@@ -114,9 +116,7 @@ fn read_tree(raw: &[u8], public: &PublicModel) -> Result<Answer, String> {
     {
         o.insert("model".into(), Value::String(public.name().to_string()));
     }
-    let wire = whole
-        .usage
-        .and_then(|u| serde_json::from_value::<usage::Wire>(u).ok());
+    let wire = whole.usage.and_then(|l| l.0);
     Ok(Answer {
         usage: wire.as_ref().and_then(usage::of_wire),
         output_estimate: (text as u64).div_ceil(4),
