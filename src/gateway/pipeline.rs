@@ -135,7 +135,7 @@ async fn relay<D: Dialect>(state: Arc<AppState>, pending: Pending, call: Call<D>
         None => cut_short::<D>(pending).await,
         Some(Err(e)) => upstream_failed::<D>(pending, e).await,
         Some(Ok(Arrived::Stream(events, rewrite))) => {
-            stream::relay::<D>(state, pending, *events, rewrite, deadline)
+            stream::relay::<D>(state, pending, *events, rewrite, deadline).await
         }
         Some(Ok(Arrived::Whole(Err(e)))) => upstream_failed::<D>(pending, e).await,
         Some(Ok(Arrived::Whole(Ok(raw)))) => whole::<D>(pending, &raw).await,

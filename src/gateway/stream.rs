@@ -38,9 +38,15 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 /// How long a stream the client left goes on reading upstream, relaying nothing, for the
 /// usage that may already be on its way (see [`Relay::read_usage`]).
 const USAGE_GRACE: Duration = Duration::from_millis(250);
+/// How long the answer's head waits for the stream's first piece, so that the two leave in one
+/// write: upstream often sends its first event with its head, and a head sent alone costs the
+/// client's first byte a `write(2)` and a task switch more (bench/PROFILE.md). Past this, the
+/// head goes alone and the piece follows when it comes.
+const FIRST_PIECE_WAIT: Duration = Duration::from_millis(20);
 
-/// Start relaying `events` to the client; returns the streaming response at once.
-pub fn relay<D: Dialect>(
+/// Start relaying `events` to the client; returns the streaming response once its first piece
+/// is queued (or [`FIRST_PIECE_WAIT`] passed, or the stream ended).
+pub async fn relay<D: Dialect>(
     state: Arc<AppState>,
     pending: Pending,
     events: EventStream,
@@ -53,7 +59,7 @@ pub fn relay<D: Dialect>(
     // and the pending settlement would be held twice for as long as the stream is open.
     if let Some(ctx) = pending.ctx() {
         let state_cut = state.cut.clone().cancelled_owned();
-        let relay = Relay {
+        let mut relay = Box::new(Relay {
             tally: Tally::new(ctx.started),
             request_id: ctx.request_id.clone(),
             state,
@@ -63,8 +69,9 @@ pub fn relay<D: Dialect>(
             deadline,
             last_progress: Instant::now(),
             cut: Box::pin(state_cut),
-        };
-        tokio::spawn(pump::<D>(Box::new(relay), Box::new(pending)));
+        });
+        let first = relay.first_piece().await;
+        tokio::spawn(pump::<D>(relay, Box::new(pending), first));
     }
     let body = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
@@ -92,6 +99,16 @@ enum End {
     Shutdown,
 }
 
+/// What one item from upstream makes.
+enum Piece {
+    /// Text for the client.
+    Out(String),
+    /// Nothing to send (the dialect drops the event).
+    Skip,
+    /// The stream is over.
+    End(End),
+}
+
 /// One relay: the upstream side, the client side, and what it has seen.
 struct Relay<S> {
     state: Arc<AppState>,
@@ -108,8 +125,17 @@ struct Relay<S> {
     cut: Pin<Box<WaitForCancellationFutureOwned>>,
 }
 
-async fn pump<D: Dialect>(mut relay: Box<Relay<D::Stream>>, pending: Box<Pending>) {
-    let end = relay.run().await;
+/// Relay the rest of the stream (`first`: how it ended while the first piece was awaited, if it
+/// did), then settle and send the end.
+async fn pump<D: Dialect>(
+    mut relay: Box<Relay<D::Stream>>,
+    pending: Box<Pending>,
+    first: Option<End>,
+) {
+    let end = match first {
+        Some(end) => end,
+        None => relay.run().await,
+    };
     if matches!(end, End::ClientGone) && relay.tally.usage.is_none() {
         relay.read_usage().await;
     }
@@ -171,28 +197,54 @@ impl<S: StreamRewrite> Relay<S> {
                 _ = &mut self.cut => return End::Shutdown,
                 r = self.events.next() => r,
             };
-            let out = match next {
-                Err(UpstreamError::Timeout) => return End::Timeout,
-                Err(e) => return End::UpstreamBroke(e.to_string()),
-                Ok(None) => {
-                    // Upstream closed without its end marker: the dialect says whether what
-                    // arrived is complete anyway.
-                    return match self.rewrite.end_at_eof(&self.tally) {
-                        Ok(marker) => End::Done(marker),
-                        Err(why) => End::UpstreamBroke(why),
-                    };
-                }
-                Ok(Some(SseItem::Comment(c))) => format!(":{c}\n\n"),
-                Ok(Some(SseItem::Event(ev))) => match self.rewrite.event(&ev, &mut self.tally) {
-                    Ok(Step::Send(out)) => out,
-                    Ok(Step::Skip) => continue,
-                    Ok(Step::End(marker)) => return End::Done(marker),
-                    Err(why) => return End::UpstreamBroke(why),
-                },
+            let out = match self.piece(next) {
+                Piece::Out(out) => out,
+                Piece::Skip => continue,
+                Piece::End(end) => return end,
             };
             if let Some(end) = self.send(out).await {
                 return end;
             }
+        }
+    }
+
+    /// Wait up to [`FIRST_PIECE_WAIT`] for the first piece and queue it: `Some` if the stream
+    /// ended meanwhile, `None` if it goes on (with its first piece queued or still to come).
+    /// The client cannot have left yet: it has not had the answer's head.
+    async fn first_piece(&mut self) -> Option<End> {
+        let until = tokio::time::Instant::now() + FIRST_PIECE_WAIT;
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = &mut self.cut => return Some(End::Shutdown),
+                r = tokio::time::timeout_at(until, self.events.next()) => r.ok()?,
+            };
+            match self.piece(next) {
+                Piece::Out(out) => return self.send(out).await,
+                Piece::Skip => {}
+                Piece::End(end) => return Some(end),
+            }
+        }
+    }
+
+    /// What one item read from upstream makes: a piece for the client, nothing, or the end.
+    fn piece(&mut self, next: Result<Option<SseItem>, UpstreamError>) -> Piece {
+        match next {
+            Err(UpstreamError::Timeout) => Piece::End(End::Timeout),
+            Err(e) => Piece::End(End::UpstreamBroke(e.to_string())),
+            // Upstream closed without its end marker: the dialect says whether what arrived is
+            // complete anyway.
+            Ok(None) => Piece::End(match self.rewrite.end_at_eof(&self.tally) {
+                Ok(marker) => End::Done(marker),
+                Err(why) => End::UpstreamBroke(why),
+            }),
+            Ok(Some(SseItem::Comment(c))) => Piece::Out(format!(":{c}\n\n")),
+            Ok(Some(SseItem::Event(ev))) => match self.rewrite.event(&ev, &mut self.tally) {
+                Ok(Step::Send(out)) => Piece::Out(out),
+                Ok(Step::Skip) => Piece::Skip,
+                Ok(Step::End(marker)) => Piece::End(End::Done(marker)),
+                Err(why) => Piece::End(End::UpstreamBroke(why)),
+            },
         }
     }
 
