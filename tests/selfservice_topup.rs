@@ -289,6 +289,110 @@ async fn a_refunded_top_up_takes_back_what_is_left_of_it_and_keeps_the_key() {
     assert_eq!(spent, bal.spent.nanos());
 }
 
+/// A bought key, then topped up: refunding the purchase takes back the purchase's own credit
+/// and leaves the key working with the top-up's (it used to revoke the key, top-up and all).
+/// A purchase whose key has no paid top-up left (its only one refunded) still revokes it.
+#[tokio::test]
+async fn a_purchase_refund_keeps_a_topped_up_key_and_takes_back_only_its_own_credit() {
+    let app = TestApp::spawn_shop_with(|c| {
+        c.plans.get_mut("trial").unwrap().budget_usd = "0.0001".parse().unwrap();
+        c.plans.get_mut("starter").unwrap().budget_usd = "0.0002".parse().unwrap();
+    })
+    .await;
+    let mut b = Browser::open(&app).await;
+    let (order_p, paypal_p) = b.create_order(&app, "trial", "buyer@example.com").await;
+    assert!(app.pp().approve(&paypal_p));
+    let (_, v) = b.capture(&app, &order_p).await;
+    let key = v["api_key"].as_str().expect("a key").to_string();
+    let (order_t, _) = approved_top_up(&app, &mut b, "starter", &key).await;
+    b.capture(&app, &order_t).await;
+    let ks = app.key_state(&key);
+    assert_eq!(ks.balance().budget.nanos(), 300_000);
+
+    let refund = app
+        .pp()
+        .webhook("PAYMENT.CAPTURE.REFUNDED", &paypal_p)
+        .unwrap();
+    assert_eq!(deliver(&app, refund).await, 200);
+    assert_eq!(order_status(&app, &order_p), "refunded");
+    assert_eq!(order_status(&app, &order_t), "paid");
+    assert_eq!(ks.status().as_str(), "active");
+    assert_eq!(
+        ks.balance().budget.nanos(),
+        200_000,
+        "the purchase's 0.0001 back"
+    );
+    assert_eq!(ks.plan(), "starter");
+    let ok = app
+        .chat(&key, &body(FLASH, "hi [[sim reply=1 prompt=1]]"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200, "the key keeps working on its top-up");
+    let h = history(&shown(&app, &key).await);
+    assert_eq!(
+        h,
+        [
+            ("purchase".to_string(), "0.0001".to_string()),
+            ("top_up".to_string(), "0.0002".to_string()),
+            ("refund".to_string(), "-0.0001".to_string()),
+        ]
+    );
+    let (budget, status): (i64, String) = app
+        .db()
+        .query_row(
+            "SELECT budget_nanos, status FROM keys WHERE order_id = ?1",
+            [&order_p],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((budget, status.as_str()), (200_000, "active"));
+    // The order's look-up says the key stays, not that it was revoked.
+    let token = crate::pages::csrf_token(&app.base).await;
+    let (code, html) = crate::pages::post_form(
+        &app.base,
+        "/order?lang=en",
+        Some(&token),
+        &[
+            ("order_id", &order_p),
+            ("email", "buyer@example.com"),
+            ("csrf_token", &token),
+        ],
+    )
+    .await;
+    assert_eq!(code, 200);
+    let kept = crate::pages::esc(modelrelay::shop::i18n::SELF_EN.order_note_refunded_kept);
+    assert!(html.contains(&kept), "{html}");
+    let revoked = crate::pages::esc(modelrelay::shop::i18n::EN.order_note_refunded);
+    assert!(!html.contains(&revoked));
+
+    // A second bought key whose top-up was refunded first: its purchase refund revokes it.
+    let (order_q, paypal_q) = b.create_order(&app, "trial", "buyer@example.com").await;
+    assert!(app.pp().approve(&paypal_q));
+    let (_, v) = b.capture(&app, &order_q).await;
+    let key_q = v["api_key"].as_str().expect("a key").to_string();
+    let (order_u, paypal_u) = approved_top_up(&app, &mut b, "starter", &key_q).await;
+    b.capture(&app, &order_u).await;
+    for paypal in [&paypal_u, &paypal_q] {
+        let refund = app
+            .pp()
+            .webhook("PAYMENT.CAPTURE.REFUNDED", paypal)
+            .unwrap();
+        assert_eq!(deliver(&app, refund).await, 200);
+    }
+    assert_eq!(order_status(&app, &order_q), "refunded");
+    let view = modelrelay::shop::orders::lookup_order(
+        &app.daemon.as_ref().unwrap().state,
+        &order_q,
+        "buyer@example.com",
+    )
+    .await
+    .unwrap();
+    assert!(!view.key_kept);
+    let denied = app.chat(&key_q, &body(FLASH, "hi")).send().await.unwrap();
+    assert_eq!(denied.status(), 401, "revoked");
+}
+
 /// A refund that arrives while requests hold most of the key's money: it takes what is
 /// available at once, and what the requests give back as they settle (what they do not spend),
 /// until the top-up's credit is all taken back — never more, never what they spend, and the

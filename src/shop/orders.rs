@@ -43,6 +43,8 @@ pub struct OrderView {
     pub topped_up: Option<String>,
     /// RFC 3339: the key was replaced by its owner then (it is not shown any more).
     pub replaced_at: Option<String>,
+    /// A refunded purchase whose key was not revoked: it had been topped up, and works on.
+    pub key_kept: bool,
 }
 
 /// What the look-up shows besides the order: the key's sealed copy and when it was replaced.
@@ -109,6 +111,12 @@ pub fn order_view(state: &AppState, order: &Order, shown: &KeyShown) -> OrderVie
             .and_then(|id| state.keys.by_id(id))
             .map(|k| k.prefix()),
         replaced_at: shown.replaced_at.map(rfc3339),
+        key_kept: o.status == OrderStatus::Refunded
+            && order.extra.kind == OrderKind::Purchase
+            && o.key_id
+                .as_deref()
+                .and_then(|id| state.keys.by_id(id))
+                .is_some_and(|k| k.status() != crate::keys::KeyStatus::Revoked),
     }
 }
 

@@ -132,25 +132,27 @@ fn apply_in_memory(state: &AppState, key: &KeyState, g: &TopUpGrant) {
     });
 }
 
-/// Why a refund of a top-up could not be recorded (PayPal delivers the event again).
+/// Why a refund of an order's credit could not be recorded (PayPal delivers the event again).
 #[derive(Debug, thiserror::Error)]
 pub enum RefundError {
     /// The order or its credit could not be read.
-    #[error("cannot read the top-up: {0}")]
+    #[error("cannot read the order's credit: {0}")]
     Read(String),
     /// The refund could not be written.
     #[error("cannot record the refund: {0}")]
     Write(String),
 }
 
-/// Take back what is left of a refunded top-up's budget — at most what it added: what the key
+/// Take back what is left of a refunded order's budget — at most what it added: what the key
 /// has available now, and what its requests in flight hold and then do not spend (owed, taken
-/// as they settle) — and move the key back to its plan before. The key is not revoked. Returns what was taken. Called under
+/// as they settle) — and, for a top-up that upgraded the key, move it back to its plan before.
+/// The key is not revoked. The order is a top-up, or a purchase whose key keeps paid top-ups
+/// (revoking it would take credit bought apart). Returns what was taken. Called under
 /// `fulfil_lock`, with the order re-read under it and still `paid`.
 pub async fn refund(state: &AppState, order: &Order) -> Result<Usd, RefundError> {
     let now_ms = Utc::now().timestamp_millis();
     let order_id = order.record.order_id.clone();
-    let key_id = order.extra.topup_key_id.clone().unwrap_or_default();
+    let key_id = order.key_id().unwrap_or_default().to_string();
     let id = order_id.clone();
     let granted = state
         .store
@@ -164,7 +166,7 @@ pub async fn refund(state: &AppState, order: &Order) -> Result<Usd, RefundError>
         (Some(k), Some(before)) if k.plan() == order.record.plan => Some(before.clone()),
         _ => None,
     };
-    let write = Write::RefundTopUp {
+    let write = Write::RefundCredit {
         order_id: order_id.clone(),
         key_id: key_id.clone(),
         take,
@@ -193,6 +195,6 @@ pub async fn refund(state: &AppState, order: &Order) -> Result<Usd, RefundError>
             at_ms: now_ms,
         });
     }
-    tracing::info!(order_id, key_id, taken = %take, granted = %granted, "top-up refunded; its credit taken back");
+    tracing::info!(order_id, key_id, taken = %take, granted = %granted, "order refunded; its credit taken back");
     Ok(take)
 }

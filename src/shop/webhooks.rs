@@ -3,8 +3,8 @@
 //!
 //! `PAYMENT.CAPTURE.COMPLETED` fulfils an order whose buyer never came back from PayPal (and
 //! completes a pending one); `PAYMENT.CAPTURE.REFUNDED` / `REVERSED` revoke a purchase's key
-//! (a top-up's refund takes back what is left of its credit instead, and leaves the key
-//! working) and mark the order; `PENDING` / `DENIED` record the state. An unverifiable event gets 400 and changes
+//! (a top-up's refund, and that of a purchase whose key was topped up since, takes back what is
+//! left of the order's credit instead, and leaves the key working) and mark the order; `PENDING` / `DENIED` record the state. An unverifiable event gets 400 and changes
 //! nothing; when PayPal cannot be asked, 503 makes PayPal retry later.
 //!
 //! Every verification is a call to PayPal, so a delivery earns one only once it could be an
@@ -349,7 +349,8 @@ async fn on_capture(
     Ok(())
 }
 
-/// Money went back to the buyer: the order's key is revoked and the order marked refunded.
+/// Money went back to the buyer: the order's key is revoked (or, for a top-up or a purchase
+/// whose key keeps paid top-ups, the order's credit taken back) and the order marked refunded.
 async fn on_refund(
     state: &Arc<AppState>,
     kind: &str,
@@ -371,19 +372,38 @@ async fn on_refund(
     if order.status == OrderStatus::Refunded {
         return Ok(());
     }
-    if full.extra.kind == OrderKind::TopUp && order.status == OrderStatus::Paid {
+    let keep_key = match full.extra.kind {
+        OrderKind::TopUp => order.status == OrderStatus::Paid,
+        // A purchase whose key was topped up since: the top-ups were paid apart, so only the
+        // purchase's own credit goes back, as for a top-up.
+        OrderKind::Purchase => match (&order.key_id, order.status) {
+            (Some(key_id), OrderStatus::Paid) => {
+                let id = key_id.clone();
+                state
+                    .store
+                    .read(move |c| crate::store::orders::has_paid_top_ups(c, &id))
+                    .await
+                    .map_err(|e| {
+                        tracing::error!(order_id = %order.order_id, error = %e, "cannot read the key's top-ups; PayPal will retry");
+                        WebhookError::Unavailable
+                    })?
+            }
+            _ => false,
+        },
+    };
+    if keep_key {
         return match crate::shop::topup::refund(state, &full).await {
             Ok(_) => {
                 state.activity.emit(ActivityEvent::OrderRefunded {
                     order_id: order.order_id.clone(),
-                    // The key is not revoked: only the top-up's credit is taken back.
+                    // The key is not revoked: only the order's credit is taken back.
                     key_id: None,
                     at_ms: now_ms,
                 });
                 Ok(())
             }
             Err(e) => {
-                tracing::error!(order_id = %order.order_id, error = %e, "top-up refund not recorded; PayPal will retry");
+                tracing::error!(order_id = %order.order_id, error = %e, "refund not recorded; PayPal will retry");
                 Err(WebhookError::Unavailable)
             }
         };

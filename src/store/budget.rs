@@ -68,11 +68,12 @@ pub fn history(c: &Connection, key_id: &str) -> Result<Vec<BudgetEntry>, StoreEr
     Ok(out)
 }
 
-/// The budget a top-up order added to its key, once paid.
+/// The budget an order (a top-up, or a purchase) added to its key, once paid.
 pub fn granted_by(c: &Connection, order_id: &str) -> Result<Option<Usd>, StoreError> {
     let n: Option<i64> = c
         .query_row(
-            "SELECT amount_nanos FROM budget_history WHERE order_id = ?1 AND kind = 'top_up'",
+            "SELECT amount_nanos FROM budget_history
+             WHERE order_id = ?1 AND kind IN ('top_up', 'purchase')",
             [order_id],
             |r| r.get(0),
         )

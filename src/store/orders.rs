@@ -5,7 +5,8 @@
 //! status, so however many captures, webhooks and reloads race, an order yields one key. A
 //! top-up is paid the same way ([`pay_top_up`]): the key's budget grows in the transaction
 //! that switches the order to `paid`, only from an unpaid status, so it grows once. Its refund
-//! ([`refund_top_up`]) switches the order to `refunded` and takes the budget back together.
+//! ([`refund_credit`], also the refund of a purchase whose key keeps paid top-ups) switches the
+//! order to `refunded` and takes the budget back together.
 //! A paid order's receipt is queued in the same transaction ([`super::mail::queue_receipt`]).
 
 use chrono::{DateTime, Utc};
@@ -266,9 +267,10 @@ pub fn pay_top_up(
     super::mail::rearm(c, &g.key_id)
 }
 
-/// Refund a top-up: mark the order refunded and take `take` back from the key's budget (and
-/// its plan back to `restore_plan`), atomically, only from `paid`.
-pub fn refund_top_up(
+/// Refund a paid order's credit — a top-up, or the purchase of a key that keeps paid top-ups
+/// (its key is not revoked): mark the order refunded and take `take` back from the key's budget
+/// (and its plan back to `restore_plan`), atomically, only from `paid`.
+pub fn refund_credit(
     c: &Connection,
     order_id: &str,
     key_id: &str,
@@ -278,12 +280,12 @@ pub fn refund_top_up(
 ) -> Result<(), StoreError> {
     let n = c.execute(
         "UPDATE orders SET status = 'refunded', refunded_at = ?2
-         WHERE order_id = ?1 AND kind = 'top_up' AND status = 'paid'",
+         WHERE order_id = ?1 AND status = 'paid'",
         params![order_id, at_ms],
     )?;
     if n == 0 {
         return Err(StoreError::Conflict(format!(
-            "order {order_id} is not a paid top-up"
+            "order {order_id} is not a paid order"
         )));
     }
     c.execute(
@@ -298,6 +300,17 @@ pub fn refund_top_up(
         Some(order_id),
         at_ms,
     )
+}
+
+/// Whether a key has a top-up that is paid and not refunded: credit its owner bought apart from
+/// the key's purchase.
+pub fn has_paid_top_ups(c: &Connection, key_id: &str) -> Result<bool, StoreError> {
+    Ok(c.query_row(
+        "SELECT EXISTS (SELECT 1 FROM orders
+                        WHERE kind = 'top_up' AND status = 'paid' AND topup_key_id = ?1)",
+        [key_id],
+        |r| r.get(0),
+    )?)
 }
 
 /// Take `take` more off a key's budget for a refund already recorded (what its requests held

@@ -116,11 +116,12 @@ pub enum Write {
         /// When.
         at_ms: i64,
     },
-    /// A top-up was refunded: the order refunded and `take` taken back, atomically.
-    RefundTopUp {
+    /// A paid order's credit was refunded (a top-up, or the purchase of a key that keeps paid
+    /// top-ups): the order refunded and `take` taken back, atomically.
+    RefundCredit {
         /// Ours.
         order_id: String,
-        /// The topped-up key.
+        /// The key credited.
         key_id: String,
         /// Budget taken back.
         take: Usd,
@@ -258,13 +259,13 @@ fn apply_self_service(tx: &rusqlite::Connection, w: &Write) -> Result<(), StoreE
             take,
             at_ms,
         } => orders::take_back(tx, order_id.as_deref(), key_id, *take, *at_ms),
-        Write::RefundTopUp {
+        Write::RefundCredit {
             order_id,
             key_id,
             take,
             restore_plan,
             at_ms,
-        } => orders::refund_top_up(tx, order_id, key_id, *take, restore_plan.as_deref(), *at_ms),
+        } => orders::refund_credit(tx, order_id, key_id, *take, restore_plan.as_deref(), *at_ms),
         Write::RotateKey {
             key_id,
             hash,

@@ -43,6 +43,7 @@ pub static SELF_EN: SelfTexts = SelfTexts {
     order_note_paid_topup: "Paid. The credit was added to the key above; it keeps working in your tools.",
     order_note_pending_topup: "PayPal is reviewing this payment. The credit is added to the key above as soon as it completes.",
     order_note_refunded_topup: "This top-up was refunded: what was left of its credit was taken back. The key keeps working.",
+    order_note_refunded_kept: "This order was refunded: what was left of its credit was taken back. The key was topped up since, so it is not revoked: it keeps working on the credit of its top-ups.",
     optout_h: "Stop balance notices",
     optout_body: "Stop the low-balance and out-of-credit emails for the key {prefix}? Receipts and notices about a key replacement still come.",
     optout_button: "Stop these notices",
@@ -50,7 +51,7 @@ pub static SELF_EN: SelfTexts = SelfTexts {
     optout_done_body: "You will no longer get balance notices for {prefix}.",
     optout_unknown: "This link is not valid (any more).",
     docs_self_h: "Top-ups, key replacement and emails",
-    docs_topup_p: "Top up the key you have instead of buying a new one: on the dashboard (after entering the key) or from the pricing page, choose a plan and pay. Its budget is added to the same key, which keeps working in every tool; a dearer plan also moves the key to it. A refunded top-up takes back what is left of its credit; the key keeps working.",
+    docs_topup_p: "Top up the key you have instead of buying a new one: on the dashboard (after entering the key) or from the pricing page, choose a plan and pay. Its budget is added to the same key, which keeps working in every tool; a dearer plan also moves the key to it. A refunded top-up takes back what is left of its credit; the key keeps working. A refunded purchase revokes its key, unless the key was topped up since: then only what is left of the purchase's credit is taken back.",
     docs_rotate_p: "If a key leaked, replace it on the dashboard (\"Replace this key\") or with the API below: the new key keeps the id, plan, budget, spend and history, the old one answers 401 at once, and the new key is shown only once (the order look-up does not show it again).",
     docs_email_p: "When the operator has set up email, you get a receipt after each paid order (with a link to your order, never the key), a notice when a key's remaining budget falls below a fifth of its budget and when it runs out (each once; every notice has a one-click link to stop them for that key), and a notice when a key is replaced. Emails are in the language of the page you paid on.",
 };

@@ -163,7 +163,7 @@ async fn a_top_up_is_paid_once_with_one_receipt_and_refunded_once() {
         .unwrap();
     assert_eq!(granted, Some(Usd::from_dollars(50)));
 
-    let refund = |take: i64| Write::RefundTopUp {
+    let refund = |take: i64| Write::RefundCredit {
         order_id: "ord_t".into(),
         key_id: "key_a".into(),
         take: Usd::from_dollars(take),
