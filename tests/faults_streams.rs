@@ -241,3 +241,27 @@ async fn upstream_error_event_mid_stream_becomes_our_error_event() {
     assert_free(&app.wait_ledger_row(&rid).await, Finish::UpstreamError, 200);
     assert_eq!(assert_books(&app, &key), billed);
 }
+
+/// The answer's head waits a moment for the stream's first piece (so both leave in one write),
+/// never for a first piece that is slow to come: a client sees the head at once and the piece
+/// when upstream sends it.
+#[tokio::test]
+async fn a_slow_first_piece_does_not_hold_the_head_back() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key("trial", None).await;
+    let start = std::time::Instant::now();
+    let mut resp = app
+        .chat(&key, &stream_body("[[sim first_delay_ms=800 reply=2]] hi"))
+        .send()
+        .await
+        .expect("send");
+    let head = start.elapsed();
+    assert_eq!(resp.status(), 200);
+    let first = resp.chunk().await.expect("read").expect("a first piece");
+    let piece = start.elapsed();
+    assert!(!first.is_empty());
+    assert!(
+        piece >= head + std::time::Duration::from_millis(500),
+        "the head came at {head:?}, the first piece at {piece:?}"
+    );
+}
