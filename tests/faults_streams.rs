@@ -265,3 +265,31 @@ async fn a_slow_first_piece_does_not_hold_the_head_back() {
         "the head came at {head:?}, the first piece at {piece:?}"
     );
 }
+
+/// The idle timer counts from the last event, not from the stream's start: a stream whose
+/// events come more often than the idle timeout runs on well past it, to its end.
+#[tokio::test]
+async fn a_stream_longer_than_the_idle_timeout_with_steady_events_completes() {
+    let app = TestApp::spawn_with(|c| c.upstream.idle_timeout_secs = 1).await;
+    let key = app.create_key("trial", None).await;
+    let resp = app
+        .chat(&key, &stream_body("[[sim reply=8 delay_ms=300]] hi"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    let events = read_stream(resp).await;
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("data: [DONE]"),
+        "{events:?}"
+    );
+    let chunks: Vec<serde_json::Value> = events
+        .iter()
+        .filter_map(|e| e.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str(d).ok())
+        .collect();
+    assert_eq!(text_deltas(&chunks), 8);
+    assert_eq!(app.sim.wait_outcome(0, WAIT).await, Outcome::Completed);
+    assert_books(&app, &key);
+}

@@ -59,6 +59,10 @@ pub async fn relay<D: Dialect>(
     // and the pending settlement would be held twice for as long as the stream is open.
     if let Some(ctx) = pending.ctx() {
         let state_cut = state.cut.clone().cancelled_owned();
+        // A sender of its own, so the future owns what it waits on; it does not keep the
+        // channel open for the client (only the receiver's end closes it).
+        let watch = tx.clone();
+        let gone: Gone = Box::pin(async move { watch.closed().await });
         let mut relay = Box::new(Relay {
             tally: Tally::new(ctx.started),
             request_id: ctx.request_id.clone(),
@@ -69,6 +73,7 @@ pub async fn relay<D: Dialect>(
             deadline,
             last_progress: Instant::now(),
             cut: Box::pin(state_cut),
+            gone,
         });
         let first = relay.first_piece().await;
         tokio::spawn(pump::<D>(relay, Box::new(pending), first));
@@ -123,7 +128,14 @@ struct Relay<S> {
     /// fresh `cancelled()` per event joined and left the token's waiter list (shared by every
     /// open stream) each time; polling the one future still takes that list's lock briefly.
     cut: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// The client went away (the response body, the channel's receiver, was dropped): made
+    /// once for the same reason as `cut` — a fresh `tx.closed()` per event joined and left the
+    /// channel's waiter list each time (~4k instructions a streamed request).
+    gone: Gone,
 }
+
+/// See [`Relay::gone`].
+type Gone = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Relay the rest of the stream (`first`: how it ended while the first piece was awaited, if it
 /// did), then settle and send the end.
@@ -191,11 +203,17 @@ impl<S: StreamRewrite> Relay<S> {
     /// Relay until the stream ends, one way or another.
     async fn run(&mut self) -> End {
         loop {
+            // Upstream first: while its events are ready, the two waits below are not polled
+            // (each poll takes its waiter list's lock). A client gone meanwhile is found by the
+            // next send; a shutdown, here.
+            if self.state.cut.is_cancelled() {
+                return End::Shutdown;
+            }
             let next = tokio::select! {
                 biased;
-                _ = self.tx.closed() => return End::ClientGone,
-                _ = &mut self.cut => return End::Shutdown,
                 r = self.events.next() => r,
+                () = &mut self.gone => return End::ClientGone,
+                _ = &mut self.cut => return End::Shutdown,
             };
             let out = match self.piece(next) {
                 Piece::Out(out) => out,

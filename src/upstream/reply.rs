@@ -3,6 +3,7 @@
 //! keep-alives do not count) and total (the request's deadline).
 
 use std::collections::VecDeque;
+use std::pin::Pin;
 use std::time::Duration;
 
 use hyper::Response;
@@ -75,11 +76,13 @@ impl Reply {
 
     /// The body as server-sent events.
     pub fn events(self) -> EventStream {
+        let now = Instant::now();
         EventStream {
             resp: self.resp,
             idle: self.idle,
             deadline: self.deadline,
-            last_data: Instant::now(),
+            last_data: now,
+            timer: Box::pin(tokio::time::sleep_until(self.deadline.min(now + self.idle))),
             decoder: SseDecoder::new(self.max_event),
             ready: VecDeque::new(),
             scratch: Vec::new(),
@@ -103,6 +106,10 @@ pub struct EventStream {
     idle: Duration,
     deadline: Instant,
     last_data: Instant,
+    /// The idle and total timers as one, armed for the earlier of the two and moved on only
+    /// when it fires before its time (an event since moved `last_data`, not the timer): a
+    /// timer made for every read was ~8k instructions of a streamed request (bench/PROFILE.md).
+    timer: Pin<Box<tokio::time::Sleep>>,
     decoder: SseDecoder,
     ready: VecDeque<SseItem>,
     scratch: Vec<SseItem>,
@@ -133,18 +140,29 @@ impl EventStream {
             if self.eof {
                 return Ok(None);
             }
-            let wait = self.deadline.min(self.last_data + self.idle);
-            match tokio::time::timeout_at(wait, http::chunk(self.resp.body_mut())).await {
-                Err(_) => return Err(UpstreamError::Timeout),
-                Ok(Err(e)) => return Err(UpstreamError::Malformed(format!("stream cut: {e}"))),
-                Ok(Ok(Some(bytes))) => {
+            let read = tokio::select! {
+                biased;
+                r = http::chunk(self.resp.body_mut()) => Some(r),
+                () = self.timer.as_mut() => None,
+            };
+            let Some(read) = read else {
+                let wait = self.deadline.min(self.last_data + self.idle);
+                if Instant::now() < wait {
+                    self.timer.as_mut().reset(wait);
+                    continue;
+                }
+                return Err(UpstreamError::Timeout);
+            };
+            match read {
+                Err(e) => return Err(UpstreamError::Malformed(format!("stream cut: {e}"))),
+                Ok(Some(bytes)) => {
                     let fed = self.decoder.feed(&bytes, &mut self.scratch);
                     self.ready.extend(self.scratch.drain(..));
                     if let Err(e) = fed {
                         self.failed = Some(e.to_string());
                     }
                 }
-                Ok(Ok(None)) => {
+                Ok(None) => {
                     self.decoder.finish(&mut self.scratch);
                     self.ready.extend(self.scratch.drain(..));
                     self.eof = true;
