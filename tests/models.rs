@@ -469,6 +469,33 @@ async fn subscription_shows_the_budget_as_the_hard_limit() {
     assert_eq!(scaled(lit, 9), 123_456_789, "hard_limit_usd = {lit}");
 }
 
+/// One day of `daily_costs`.
+#[derive(serde::Deserialize)]
+struct Day {
+    timestamp: i64,
+    line_items: Vec<Line>,
+}
+
+/// One model's spend that day, in cents (read as written, not as a float).
+#[derive(serde::Deserialize)]
+struct Line {
+    name: String,
+    cost: Box<RawValue>,
+}
+
+async fn daily_costs(app: &TestApp, key: &str, path: &str) -> Vec<Day> {
+    #[derive(serde::Deserialize)]
+    struct Doc {
+        daily_costs: Vec<Day>,
+    }
+    let resp = app.get(key, path).send().await.expect("send");
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.expect("body");
+    serde_json::from_str::<Doc>(&text)
+        .unwrap_or_else(|e| panic!("{path}: {e}: {text}"))
+        .daily_costs
+}
+
 #[tokio::test]
 async fn usage_is_the_spend_in_cents() {
     let app = TestApp::spawn().await;
@@ -515,6 +542,21 @@ async fn usage_is_the_spend_in_cents() {
     }
     let v = get_json(&app, &key, &queries[1]).await;
     assert!(v["total_usage"].is_number(), "{v}");
+    // Day by day and model by model, in cents, as OpenAI's endpoint gives them: one line for
+    // the one request, on the UTC day it was made (the day's start in seconds).
+    let day_start = day
+        .and_hms_opt(0, 0, 0)
+        .expect("midnight")
+        .and_utc()
+        .timestamp();
+    for q in &queries {
+        let days = daily_costs(&app, &key, q).await;
+        assert_eq!(days.len(), 1, "{q}");
+        assert_eq!(days[0].timestamp, day_start, "{q}");
+        assert_eq!(days[0].line_items.len(), 1, "{q}");
+        assert_eq!(days[0].line_items[0].name, FLASH);
+        assert_eq!(scaled(days[0].line_items[0].cost.get(), 9), want, "{q}");
+    }
     // A range without the request is zero.
     let raw = raw_fields(
         app.get(
@@ -529,6 +571,36 @@ async fn usage_is_the_spend_in_cents() {
     assert_eq!(
         scaled(raw.get("total_usage").expect("total_usage").get(), 9),
         0
+    );
+    let empty = format!("{path}?start_date=2020-01-01&end_date=2020-02-01");
+    assert!(daily_costs(&app, &key, &empty).await.is_empty());
+    // A second request, a second model, the same day: a line each, by name; the first line
+    // sums both of its requests.
+    let pro = app.create_key("pro", None).await;
+    let mut costs = [0i64; 2];
+    for (i, model) in [FLASH, PRO, FLASH].into_iter().enumerate() {
+        let resp = app
+            .chat(&pro, &body(model, "hi [[sim reply=3 prompt=7 hit=0]]"))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), 200, "{i}");
+        let row = app.wait_ledger_row(&request_id(&resp)).await;
+        costs[usize::from(model == PRO)] += row.cost.nanos();
+    }
+    let days = daily_costs(&app, &pro, &queries[1]).await;
+    assert_eq!(days.len(), 1);
+    let lines: Vec<(&str, i128)> = days[0]
+        .line_items
+        .iter()
+        .map(|l| (l.name.as_str(), scaled(l.cost.get(), 9)))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            (FLASH, i128::from(costs[0]) * 100),
+            (PRO, i128::from(costs[1]) * 100)
+        ]
     );
     // Another key's spend is not included.
     let other = app.create_key("trial", None).await;

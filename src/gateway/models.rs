@@ -19,7 +19,6 @@ use super::auth::authenticate;
 use super::dialect::Dialect;
 use super::error::GatewayError;
 use crate::keys::KeyState;
-use crate::money::Usd;
 use crate::state::AppState;
 use crate::store::usage;
 
@@ -209,34 +208,56 @@ pub async fn usage(
             param: None,
         });
     };
-    let spent: Usd = match (&q.start_date, &q.end_date) {
-        (None, None) => key.balance().spent,
-        (start, end) => {
-            let from = start
-                .as_deref()
-                .map(|s| date_ms(s, "start_date"))
-                .transpose()?
-                .unwrap_or(0);
-            let to = end
-                .as_deref()
-                .map(|s| date_ms(s, "end_date"))
-                .transpose()?
-                .unwrap_or(i64::MAX);
-            let id = key.id.clone();
-            state
-                .store
-                .read(move |c| usage::spent_between(c, &id, from, to))
-                .await
-                .map_err(|e| {
-                    tracing::error!(error = %e, "usage query failed");
-                    GatewayError::Internal
-                })?
+    let from = q
+        .start_date
+        .as_deref()
+        .map(|s| date_ms(s, "start_date"))
+        .transpose()?
+        .unwrap_or(0);
+    let to = q
+        .end_date
+        .as_deref()
+        .map(|s| date_ms(s, "end_date"))
+        .transpose()?
+        .unwrap_or(i64::MAX);
+    // All time is the live figure (a row may still be on its way to the ledger); a range is the
+    // ledger's.
+    let all_time = q.start_date.is_none() && q.end_date.is_none();
+    let id = key.id.clone();
+    let (ranged, days) = state
+        .store
+        .read(move |c| {
+            let ranged = if all_time {
+                None
+            } else {
+                Some(usage::spent_between(c, &id, from, to)?)
+            };
+            Ok((ranged, usage::daily_costs(c, &id, from, to)?))
+        })
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "usage query failed");
+            GatewayError::Internal
+        })?;
+    let spent = ranged.unwrap_or_else(|| key.balance().spent);
+    // OpenAI's shape: one entry per UTC day, its timestamp in seconds, a line per model, costs
+    // in cents like `total_usage`.
+    let mut daily: Vec<(i64, Vec<Value>)> = Vec::new();
+    for (day_ms, model, cost) in days {
+        let item = json!({"name": model, "cost": number(cost.cents_string())});
+        match daily.last_mut() {
+            Some((day, items)) if *day == day_ms => items.push(item),
+            _ => daily.push((day_ms, vec![item])),
         }
-    };
+    }
+    let daily: Vec<Value> = daily
+        .into_iter()
+        .map(|(day_ms, items)| json!({"timestamp": day_ms / 1000, "line_items": items}))
+        .collect();
     Ok(Json(json!({
         "object": "list",
         "total_usage": number(spent.cents_string()),
-        "daily_costs": [],
+        "daily_costs": daily,
     }))
     .into_response())
 }

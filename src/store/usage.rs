@@ -222,6 +222,29 @@ pub fn spent_between(
     Ok(Usd::from_nanos(n))
 }
 
+/// A key's spend in `[from_ms, to_ms)` by UTC day and model: `(day's start in ms, model, sum)`,
+/// oldest day first, models by name.
+pub fn daily_costs(
+    c: &Connection,
+    key_id: &str,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<Vec<(i64, String, Usd)>, StoreError> {
+    let mut stmt = c.prepare_cached(
+        "SELECT created_at / 86400000 AS day, model, sum(cost_nanos) FROM usage
+         WHERE key_id = ?1 AND created_at >= ?2 AND created_at < ?3
+         GROUP BY day, model ORDER BY day, model",
+    )?;
+    let rows = stmt.query_map(params![key_id, from_ms, to_ms], |r| {
+        Ok((
+            r.get::<_, i64>(0)? * 86_400_000,
+            r.get::<_, String>(1)?,
+            Usd::from_nanos(r.get::<_, i64>(2)?),
+        ))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// Rows and sum of a key's whole ledger (tests and reconciliation).
 pub fn totals(c: &Connection, key_id: &str) -> Result<(u64, Usd), StoreError> {
     let (n, sum): (i64, i64) = c.query_row(
