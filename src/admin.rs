@@ -333,6 +333,11 @@ pub async fn rotate_key(
 /// (told to the store, the console, the owner and the log once). For changes off the request
 /// path (a refunded top-up); settlement does the same in `gateway::billing`.
 pub fn mark_if_exhausted(state: &AppState, key: &KeyState) {
+    // A revoked key gets no notices: a request that settles after the revocation, or a refund
+    // taking credit back, would otherwise mail "top up" about a key that cannot be used.
+    if key.status() == KeyStatus::Revoked {
+        return;
+    }
     let threshold = state
         .catalog
         .plan(&key.plan())

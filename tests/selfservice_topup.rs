@@ -393,6 +393,57 @@ async fn a_purchase_refund_keeps_a_topped_up_key_and_takes_back_only_its_own_cre
     assert_eq!(denied.status(), 401, "revoked");
 }
 
+/// A bought and topped-up key the operator revoked: its purchase refund takes back what is
+/// left of the purchase's credit and the key stays revoked — with no "low balance" notice about
+/// a key that cannot be used (the refund leaves it below a fifth of its budget).
+#[tokio::test]
+async fn a_revoked_key_stays_revoked_and_gets_no_notice_when_its_purchase_is_refunded() {
+    let app = TestApp::spawn_shop_with(|c| {
+        c.plans.get_mut("trial").unwrap().budget_usd = "0.0001".parse().unwrap();
+        c.plans.get_mut("starter").unwrap().budget_usd = "0.0002".parse().unwrap();
+    })
+    .await;
+    let mut b = Browser::open(&app).await;
+    let (order_p, paypal_p) = b.create_order(&app, "trial", "buyer@example.com").await;
+    assert!(app.pp().approve(&paypal_p));
+    let (_, v) = b.capture(&app, &order_p).await;
+    let key = v["api_key"].as_str().expect("a key").to_string();
+    let (order_t, _) = approved_top_up(&app, &mut b, "starter", &key).await;
+    b.capture(&app, &order_t).await;
+    let ks = app.key_state(&key);
+    // Spend down to between a fifth and a third of the budget (0.0003): not low yet.
+    while ks.balance().remaining().nanos() > 100_000 {
+        let r = app
+            .chat(&key, &body(FLASH, "hi [[sim reply=50 prompt=1]]"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    assert!(
+        ks.balance().remaining().nanos() > 60_000,
+        "{:?}",
+        ks.balance()
+    );
+    assert!(!ks.is_low());
+    match app.admin(Request::KeysRevoke { key: key.clone() }).await {
+        Response::Key { .. } => {}
+        other => panic!("revoke failed: {other:?}"),
+    }
+    let refund = app
+        .pp()
+        .webhook("PAYMENT.CAPTURE.REFUNDED", &paypal_p)
+        .unwrap();
+    assert_eq!(deliver(&app, refund).await, 200);
+    assert_eq!(order_status(&app, &order_p), "refunded");
+    assert_eq!(ks.status().as_str(), "revoked");
+    assert!(ks.is_low(), "{:?}", ks.balance());
+    assert!(
+        ks.first_crossing(modelrelay::keys::Notice::LowBalance),
+        "no low-balance notice was queued for a revoked key"
+    );
+}
+
 /// A refund that arrives while requests hold most of the key's money: it takes what is
 /// available at once, and what the requests give back as they settle (what they do not spend),
 /// until the top-up's credit is all taken back — never more, never what they spend, and the

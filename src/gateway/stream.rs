@@ -228,7 +228,9 @@ impl<S: StreamRewrite> Relay<S> {
 
     /// Wait up to [`FIRST_PIECE_WAIT`] for the first piece and queue it: `Some` if the stream
     /// ended meanwhile, `None` if it goes on (with its first piece queued or still to come).
-    /// The client cannot have left yet: it has not had the answer's head.
+    /// The channel cannot be closed yet (its receiver becomes the answer's body); a client that
+    /// leaves meanwhile drops this wait with the handler, and the pending settlement bills it
+    /// as a client gone before the answer (nothing was relayed).
     async fn first_piece(&mut self) -> Option<End> {
         let until = tokio::time::Instant::now() + FIRST_PIECE_WAIT;
         loop {

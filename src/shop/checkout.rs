@@ -425,7 +425,10 @@ fn capture_message(status: OrderStatus) -> &'static str {
              check the order page with your order id and email."
         }
         OrderStatus::Failed => "The payment did not go through. Nothing was issued.",
-        OrderStatus::Refunded => "This order was refunded; its key is revoked.",
+        OrderStatus::Refunded => {
+            "This order was refunded. Its key is revoked, unless it was topped up since; the order \
+             page says which."
+        }
         OrderStatus::Created => "The payment has not been approved yet.",
     }
 }

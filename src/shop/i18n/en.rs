@@ -125,7 +125,7 @@ pub static EN: Texts = Texts {
     js_paid_elsewhere: "This order is paid. For safety its key is shown only in the browser that paid; look it up with your order ID and email.",
     js_not_approved: "The payment has not been approved at PayPal yet. Please try again.",
     js_declined: "The payment did not go through and no key was issued. You can try again.",
-    js_refunded: "This order was refunded and its key revoked.",
+    js_refunded: "This order was refunded. Its key is revoked, unless it was topped up since: the order page says which.",
     demo_sim_tag: "simulated",
     demo_approve_title: "Approve payment",
     demo_approve_lead: "In demo mode this page stands in for PayPal's approval window.",

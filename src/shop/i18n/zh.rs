@@ -125,7 +125,7 @@ pub static ZH: Texts = Texts {
     js_paid_elsewhere: "该订单已付款。为安全起见，key 只在付款的浏览器中显示；你可以凭订单号和邮箱查看。",
     js_not_approved: "这笔付款尚未在 PayPal 确认，请重试。",
     js_declined: "付款未成功，没有发放 key。你可以重试。",
-    js_refunded: "该订单已退款，对应的 key 已被吊销。",
+    js_refunded: "该订单已退款。除非该 key 之后充值过，否则已被吊销；订单页面会说明。",
     demo_sim_tag: "模拟",
     demo_approve_title: "确认付款",
     demo_approve_lead: "演示模式下，本页代替 PayPal 的付款确认窗口。",
