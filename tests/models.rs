@@ -622,6 +622,9 @@ async fn usage_with_a_bad_date_is_400() {
         ("start_date=2026-02-30&end_date=2026-03-01", "start_date"),
         ("start_date=2026-01-01&end_date=2026/02/01", "end_date"),
         ("end_date=", "end_date"),
+        ("start_date=2026-1-1", "start_date"),
+        ("start_date=%202026-12-01", "start_date"),
+        ("start_date=2026-12-04&end_date=2026-12-03", "end_date"),
     ];
     for (q, param) in cases {
         let resp = app

@@ -185,9 +185,22 @@ pub struct UsageQuery {
 }
 
 fn date_ms(s: &str, param: &'static str) -> Result<i64, GatewayError> {
-    NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .ok()
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
+    // Exactly YYYY-MM-DD: chrono alone also takes `2026-1-1` and leading spaces.
+    let b = s.as_bytes();
+    let shaped = b.len() == 10
+        && b.iter().enumerate().all(|(i, c)| {
+            if i == 4 || i == 7 {
+                *c == b'-'
+            } else {
+                c.is_ascii_digit()
+            }
+        });
+    let date = if shaped {
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()
+    } else {
+        None
+    };
+    date.and_then(|d| d.and_hms_opt(0, 0, 0))
         .map(|d| d.and_utc().timestamp_millis())
         .ok_or(GatewayError::InvalidRequest {
             message: format!("`{param}` must be a date such as 2026-11-01."),
@@ -220,6 +233,12 @@ pub async fn usage(
         .map(|s| date_ms(s, "end_date"))
         .transpose()?
         .unwrap_or(i64::MAX);
+    if from > to {
+        return Err(GatewayError::InvalidRequest {
+            message: "`end_date` must not be before `start_date`.".into(),
+            param: Some("end_date"),
+        });
+    }
     // All time is the live figure (a row may still be on its way to the ledger); a range is the
     // ledger's.
     let all_time = q.start_date.is_none() && q.end_date.is_none();
