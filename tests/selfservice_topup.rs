@@ -289,23 +289,46 @@ async fn a_refunded_top_up_takes_back_what_is_left_of_it_and_keeps_the_key() {
     assert_eq!(spent, bal.spent.nanos());
 }
 
+/// A shop whose trial plan grants 0.0001 and starter 0.0002.
+async fn spawn_small_plans() -> TestApp {
+    TestApp::spawn_shop_with(|c| {
+        c.plans.get_mut("trial").unwrap().budget_usd = "0.0001".parse().unwrap();
+        c.plans.get_mut("starter").unwrap().budget_usd = "0.0002".parse().unwrap();
+    })
+    .await
+}
+
+/// A trial key bought, then topped up with starter (budget 0.0003): `(purchase, its PayPal id,
+/// the key, the top-up)`.
+async fn bought_and_topped_up(app: &TestApp, b: &mut Browser) -> (String, String, String, String) {
+    let (order_p, paypal_p) = b.create_order(app, "trial", "buyer@example.com").await;
+    assert!(app.pp().approve(&paypal_p));
+    let (_, v) = b.capture(app, &order_p).await;
+    let key = v["api_key"].as_str().expect("a key").to_string();
+    let (order_t, _) = approved_top_up(app, b, "starter", &key).await;
+    b.capture(app, &order_t).await;
+    (order_p, paypal_p, key, order_t)
+}
+
+/// PayPal's order id of one of ours.
+fn paypal_of(app: &TestApp, order_id: &str) -> String {
+    app.db()
+        .query_row(
+            "SELECT paypal_order_id FROM orders WHERE order_id = ?1",
+            [order_id],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
 /// A bought key, then topped up: refunding the purchase takes back the purchase's own credit
 /// and leaves the key working with the top-up's (it used to revoke the key, top-up and all).
 /// A purchase whose key has no paid top-up left (its only one refunded) still revokes it.
 #[tokio::test]
 async fn a_purchase_refund_keeps_a_topped_up_key_and_takes_back_only_its_own_credit() {
-    let app = TestApp::spawn_shop_with(|c| {
-        c.plans.get_mut("trial").unwrap().budget_usd = "0.0001".parse().unwrap();
-        c.plans.get_mut("starter").unwrap().budget_usd = "0.0002".parse().unwrap();
-    })
-    .await;
+    let app = spawn_small_plans().await;
     let mut b = Browser::open(&app).await;
-    let (order_p, paypal_p) = b.create_order(&app, "trial", "buyer@example.com").await;
-    assert!(app.pp().approve(&paypal_p));
-    let (_, v) = b.capture(&app, &order_p).await;
-    let key = v["api_key"].as_str().expect("a key").to_string();
-    let (order_t, _) = approved_top_up(&app, &mut b, "starter", &key).await;
-    b.capture(&app, &order_t).await;
+    let (order_p, paypal_p, key, order_t) = bought_and_topped_up(&app, &mut b).await;
     let ks = app.key_state(&key);
     assert_eq!(ks.balance().budget.nanos(), 300_000);
 
@@ -367,12 +390,8 @@ async fn a_purchase_refund_keeps_a_topped_up_key_and_takes_back_only_its_own_cre
     assert!(!html.contains(&revoked));
 
     // A second bought key whose top-up was refunded first: its purchase refund revokes it.
-    let (order_q, paypal_q) = b.create_order(&app, "trial", "buyer@example.com").await;
-    assert!(app.pp().approve(&paypal_q));
-    let (_, v) = b.capture(&app, &order_q).await;
-    let key_q = v["api_key"].as_str().expect("a key").to_string();
-    let (order_u, paypal_u) = approved_top_up(&app, &mut b, "starter", &key_q).await;
-    b.capture(&app, &order_u).await;
+    let (order_q, paypal_q, key_q, order_u) = bought_and_topped_up(&app, &mut b).await;
+    let paypal_u = paypal_of(&app, &order_u);
     for paypal in [&paypal_u, &paypal_q] {
         let refund = app
             .pp()
@@ -398,18 +417,9 @@ async fn a_purchase_refund_keeps_a_topped_up_key_and_takes_back_only_its_own_cre
 /// a key that cannot be used (the refund leaves it below a fifth of its budget).
 #[tokio::test]
 async fn a_revoked_key_stays_revoked_and_gets_no_notice_when_its_purchase_is_refunded() {
-    let app = TestApp::spawn_shop_with(|c| {
-        c.plans.get_mut("trial").unwrap().budget_usd = "0.0001".parse().unwrap();
-        c.plans.get_mut("starter").unwrap().budget_usd = "0.0002".parse().unwrap();
-    })
-    .await;
+    let app = spawn_small_plans().await;
     let mut b = Browser::open(&app).await;
-    let (order_p, paypal_p) = b.create_order(&app, "trial", "buyer@example.com").await;
-    assert!(app.pp().approve(&paypal_p));
-    let (_, v) = b.capture(&app, &order_p).await;
-    let key = v["api_key"].as_str().expect("a key").to_string();
-    let (order_t, _) = approved_top_up(&app, &mut b, "starter", &key).await;
-    b.capture(&app, &order_t).await;
+    let (order_p, paypal_p, key, _) = bought_and_topped_up(&app, &mut b).await;
     let ks = app.key_state(&key);
     // Spend down to between a fifth and a third of the budget (0.0003): not low yet.
     while ks.balance().remaining().nanos() > 100_000 {
