@@ -231,3 +231,51 @@ async fn the_order_look_up_says_a_rotated_key_was_replaced() {
     assert!(html.contains(&crate::pages::esc(se.order_note_paid_replaced)));
     assert!(!html.contains(&crate::pages::esc(en.order_note_paid_nokey)));
 }
+
+async fn rotate_again(app: &TestApp, key: &str, idempotency: &str) -> (u16, Value) {
+    let r = app
+        .http
+        .post(format!("{}/api/keys/rotate", app.base))
+        .bearer_auth(key)
+        .header("idempotency-key", idempotency)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// A rotation whose answer was lost, sent again with the same old key and `Idempotency-Key`,
+/// gets the same new text (it used to get 401: both texts lost). Another idempotency key, or
+/// none, with the old text is still 401; a malformed one is 400; the old text never works again.
+#[tokio::test]
+async fn a_rotation_sent_again_with_its_idempotency_key_gets_the_same_new_key() {
+    let app = TestApp::spawn_shop().await;
+    let old = app.create_key("trial", None).await;
+    let (status, first) = rotate_again(&app, &old, "retry-7f3a").await;
+    assert_eq!(status, 200, "{first}");
+    let new = first["api_key"].as_str().expect("a new key").to_string();
+    assert_ne!(new, old);
+    let (status, again) = rotate_again(&app, &old, "retry-7f3a").await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(
+        again["api_key"].as_str(),
+        Some(new.as_str()),
+        "the same text"
+    );
+    assert_eq!(chat_status(&app, &new).await, 200);
+    assert_eq!(chat_status(&app, &old).await, 401);
+    let (status, other) = rotate_again(&app, &old, "another").await;
+    assert_eq!(status, 401, "{other}");
+    let (status, none) = rotate(&app, &old).await;
+    assert_eq!(status, 401, "{none}");
+    // The new text's own rotation with the same idempotency key is a new rotation.
+    let (status, third) = rotate_again(&app, &new, "retry-7f3a").await;
+    assert_eq!(status, 200, "{third}");
+    assert_ne!(third["api_key"].as_str(), Some(new.as_str()));
+    for bad in ["", &"x".repeat(256), "a b"] {
+        let (status, v) = rotate_again(&app, &new, bad).await;
+        assert_eq!(status, 400, "{bad:?}: {v}");
+        assert_eq!(v["error"]["code"], "invalid_request");
+    }
+}

@@ -78,6 +78,10 @@ pub enum ShopError {
     /// 500: the key could not be replaced (it still works as before).
     #[error("The key could not be replaced; it still works. Please retry later.")]
     RotationFailed,
+
+    /// 400: an `Idempotency-Key` that cannot be one.
+    #[error("`Idempotency-Key` must be 1 to 255 visible ASCII characters.")]
+    BadIdempotencyKey,
 }
 
 impl ShopError {
@@ -89,7 +93,8 @@ impl ShopError {
             ShopError::BadOrderRequest
             | ShopError::InvalidEmail
             | ShopError::UnknownKey
-            | ShopError::KeyRevoked => StatusCode::BAD_REQUEST,
+            | ShopError::KeyRevoked
+            | ShopError::BadIdempotencyKey => StatusCode::BAD_REQUEST,
             ShopError::TooManyRotations => StatusCode::TOO_MANY_REQUESTS,
             ShopError::RotationFailed => StatusCode::INTERNAL_SERVER_ERROR,
             ShopError::PlanNotFound | ShopError::OrderNotFound => StatusCode::NOT_FOUND,
@@ -110,7 +115,7 @@ impl ShopError {
         match self {
             ShopError::CsrfFailed => "csrf_failed",
             ShopError::TooManyOrders | ShopError::TooManyCaptures => "rate_limit_exceeded",
-            ShopError::BadOrderRequest => "invalid_request",
+            ShopError::BadOrderRequest | ShopError::BadIdempotencyKey => "invalid_request",
             ShopError::InvalidEmail => "invalid_email",
             ShopError::PlanNotFound => "plan_not_found",
             ShopError::PaymentsUnavailable => "payments_unavailable",
