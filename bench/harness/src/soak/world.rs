@@ -85,6 +85,19 @@ impl World {
             let log = std::fs::read_to_string(&paths.log).unwrap_or_default();
             bail!("{e}; the daemon's log:\n{log}");
         }
+        // The HTTP port answers before the admin socket listens: the first admin call waits
+        // for it too.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while !matches!(
+            client::call(&paths.socket, &Request::KeysList).await,
+            Ok(Response::Keys { .. })
+        ) {
+            if tokio::time::Instant::now() > deadline {
+                let log = std::fs::read_to_string(&paths.log).unwrap_or_default();
+                bail!("the admin socket did not answer within 60 s; the daemon's log:\n{log}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let http = reqwest::Client::builder()
             .no_proxy()
             .build()
