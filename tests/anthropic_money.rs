@@ -10,6 +10,21 @@ use serde_json::Value;
 use crate::anthropic::{Auth, FLASH, events, msg, post};
 use crate::common::{TestApp, body, expected_cost, request_id};
 
+/// A streamed Messages request for `text` with `max_tokens`, the key as `x-api-key`.
+async fn stream_message(
+    app: &TestApp,
+    key: &str,
+    text: &str,
+    max_tokens: u64,
+) -> reqwest::Response {
+    let mut b = msg("claude-sonnet-4", text, max_tokens);
+    b["stream"] = true.into();
+    post(app, "/v1/messages", key, Auth::ApiKey, &b)
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_nearly_empty_key_under_both_dialects_never_overspends() {
     let app = Arc::new(TestApp::spawn().await);
@@ -84,16 +99,13 @@ async fn a_nearly_empty_key_under_both_dialects_never_overspends() {
 async fn a_client_leaving_mid_stream_is_billed_for_what_was_relayed() {
     let app = TestApp::spawn().await;
     let key = app.create_key("trial", None).await;
-    let mut b = msg(
-        "claude-sonnet-4",
+    let resp = stream_message(
+        &app,
+        &key,
         "[[sim prompt=20 reply=200 delay_ms=20]] go",
         500,
-    );
-    b["stream"] = true.into();
-    let resp = post(&app, "/v1/messages", &key, Auth::ApiKey, &b)
-        .send()
-        .await
-        .unwrap();
+    )
+    .await;
     let rid = request_id(&resp);
     let mut stream = resp.bytes_stream();
     use futures_util::StreamExt;
@@ -125,16 +137,13 @@ async fn a_client_leaving_mid_stream_is_billed_for_what_was_relayed() {
 async fn an_upstream_failure_mid_stream_ends_with_anthropics_error_event() {
     let app = TestApp::spawn().await;
     let key = app.create_key("trial", None).await;
-    let mut b = msg(
-        "claude-sonnet-4",
+    let resp = stream_message(
+        &app,
+        &key,
         "[[sim prompt=20 reply=50 error_after=4]] go",
         100,
-    );
-    b["stream"] = true.into();
-    let resp = post(&app, "/v1/messages", &key, Auth::ApiKey, &b)
-        .send()
-        .await
-        .unwrap();
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     let rid = request_id(&resp);
     let evs = events(resp).await;
@@ -206,16 +215,13 @@ async fn a_usage_with_one_side_bills_that_side_as_reported_and_estimates_the_oth
 async fn a_stream_with_a_mistyped_final_usage_ends_normally_billed_by_what_was_reported() {
     let app = TestApp::spawn().await;
     let key = app.create_key("trial", None).await;
-    let mut b = msg(
-        "claude-sonnet-4",
+    let resp = stream_message(
+        &app,
+        &key,
         "[[sim prompt=60 reply=20 usage_mistyped=1]] go",
         100,
-    );
-    b["stream"] = true.into();
-    let resp = post(&app, "/v1/messages", &key, Auth::ApiKey, &b)
-        .send()
-        .await
-        .unwrap();
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     let rid = request_id(&resp);
     let evs = events(resp).await;
