@@ -19,6 +19,7 @@ use super::auth::authenticate;
 use super::dialect::Dialect;
 use super::error::GatewayError;
 use crate::keys::KeyState;
+use crate::money::Usd;
 use crate::state::AppState;
 use crate::store::usage;
 
@@ -239,26 +240,22 @@ pub async fn usage(
             param: Some("end_date"),
         });
     }
-    // All time is the live figure (a row may still be on its way to the ledger); a range is the
-    // ledger's.
-    let all_time = q.start_date.is_none() && q.end_date.is_none();
     let id = key.id.clone();
-    let (ranged, days) = state
+    let days = state
         .store
-        .read(move |c| {
-            let ranged = if all_time {
-                None
-            } else {
-                Some(usage::spent_between(c, &id, from, to)?)
-            };
-            Ok((ranged, usage::daily_costs(c, &id, from, to)?))
-        })
+        .read(move |c| usage::daily_costs(c, &id, from, to))
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "usage query failed");
             GatewayError::Internal
         })?;
-    let spent = ranged.unwrap_or_else(|| key.balance().spent);
+    // All time is the live figure (a row may still be on its way to the ledger); a range is the
+    // ledger's, the sum of its days.
+    let spent = if q.start_date.is_none() && q.end_date.is_none() {
+        key.balance().spent
+    } else {
+        Usd::from_nanos(days.iter().map(|(_, _, cost)| cost.nanos()).sum())
+    };
     // OpenAI's shape: one entry per UTC day, its timestamp in seconds, a line per model, costs
     // in cents like `total_usage`.
     let mut daily: Vec<(i64, Vec<Value>)> = Vec::new();

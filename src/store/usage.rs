@@ -206,22 +206,6 @@ pub fn by_request_id(c: &Connection, request_id: &str) -> Result<Option<UsageRow
     Ok(rows.next().transpose()?)
 }
 
-/// Sum charged to a key in `[from_ms, to_ms)`.
-pub fn spent_between(
-    c: &Connection,
-    key_id: &str,
-    from_ms: i64,
-    to_ms: i64,
-) -> Result<Usd, StoreError> {
-    let n: i64 = c.query_row(
-        "SELECT coalesce(sum(cost_nanos), 0) FROM usage
-         WHERE key_id = ?1 AND created_at >= ?2 AND created_at < ?3",
-        params![key_id, from_ms, to_ms],
-        |r| r.get(0),
-    )?;
-    Ok(Usd::from_nanos(n))
-}
-
 /// A key's spend in `[from_ms, to_ms)` by UTC day and model: `(day's start in ms, model, sum)`,
 /// oldest day first, models by name.
 pub fn daily_costs(

@@ -81,12 +81,18 @@ async fn ledger_queries_see(store: &Store, [first, second, third]: [&UsageRow; 3
     assert_eq!(latest.len(), 1);
     assert_eq!(latest[0].request_id, "req-2");
 
-    // `[from, to)`.
-    let between = |from, to| store.read(move |c| usage::spent_between(c, "key_a", from, to));
-    assert_eq!(between(0, 10_000).await.unwrap().nanos(), 1_900);
-    assert_eq!(between(1_000, 3_000).await.unwrap().nanos(), 1_300);
-    assert_eq!(between(1_001, 3_001).await.unwrap().nanos(), 666);
-    assert_eq!(between(5_000, 6_000).await.unwrap(), Usd::ZERO);
+    // `[from, to)`, summed over its days and models.
+    let between = |from, to| async move {
+        let days = store
+            .read(move |c| usage::daily_costs(c, "key_a", from, to))
+            .await
+            .unwrap();
+        days.iter().map(|(_, _, cost)| cost.nanos()).sum::<i64>()
+    };
+    assert_eq!(between(0, 10_000).await, 1_900);
+    assert_eq!(between(1_000, 3_000).await, 1_300);
+    assert_eq!(between(1_001, 3_001).await, 666);
+    assert_eq!(between(5_000, 6_000).await, 0);
 
     let totals = store.read(|c| usage::totals(c, "key_a")).await.unwrap();
     assert_eq!(totals, (3, Usd::from_nanos(1_900)));
