@@ -9,8 +9,10 @@
 //! its pruning of missed ends, the console's keys, orders and requests/s. Pure data: it knows
 //! only the wire protocol, money and the shared status enums.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::marker::PhantomData;
+
+use foldhash::{HashMap as FastMap, HashSet as FastSet};
 
 use super::protocol::{ActivityEvent, InFlightView, Snapshot, Totals, UpstreamHealth};
 use crate::money::Usd;
@@ -112,7 +114,7 @@ impl Delivery {
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Ids {
     order: VecDeque<String>,
-    set: HashSet<String>,
+    set: FastSet<String>,
 }
 
 impl Ids {
@@ -144,7 +146,7 @@ impl Ids {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fold<R> {
     /// By request id.
-    in_flight: HashMap<String, InFlightView>,
+    in_flight: FastMap<String, InFlightView>,
     /// Newest first.
     finished: VecDeque<FinishedRow>,
     /// Finished request ids already applied.
@@ -157,7 +159,7 @@ pub struct Fold<R> {
     day: i64,
     today: Totals,
     /// Orders counted in today's revenue.
-    paid_today: HashSet<String>,
+    paid_today: FastSet<String>,
     upstream: UpstreamHealth,
     rules: PhantomData<R>,
 }
@@ -165,14 +167,14 @@ pub struct Fold<R> {
 impl<R> Default for Fold<R> {
     fn default() -> Self {
         Fold {
-            in_flight: HashMap::new(),
+            in_flight: FastMap::default(),
             finished: VecDeque::new(),
             seen: Ids::default(),
             rate_limited: BTreeMap::new(),
             refusals: VecDeque::new(),
             day: 0,
             today: Totals::default(),
-            paid_today: HashSet::new(),
+            paid_today: FastSet::default(),
             upstream: UpstreamHealth::default(),
             rules: PhantomData,
         }

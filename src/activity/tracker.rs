@@ -3,8 +3,9 @@
 //! by a task that follows the bus, and the [`Snapshot`]s built from it.
 //!
 //! The request path does nothing for it beyond the bus send it already does: the task applies
-//! each event under a mutex held for a few field updates, and nothing on the request path ever
-//! takes that mutex.
+//! the events under a mutex held for a few field updates, and nothing on the request path ever
+//! takes that mutex. Woken by an event, the task lets the next ones gather for [`GATHER`] and
+//! applies them together, so a busy daemon wakes it a hundred times a second, not per event.
 //!
 //! **Hand-off.** A snapshot and the subscription that follows it are made together, by the
 //! task, at a moment when it has applied every event sent so far and no event was sent since:
@@ -62,6 +63,14 @@ const SETTLE_MARGIN_MS: i64 = 60_000;
 const RELOADED_KEPT_MS: i64 = 5 * 60_000;
 /// Snapshot requests waiting for the task.
 const PENDING_REQUESTS: usize = 64;
+/// After an event wakes the task, how long it lets the events that follow gather before it
+/// applies them in one turn. Woken for each event, the task was polled three times a request
+/// (started, routed, finished), each turn a trip through the scheduler and the bus's `select!`
+/// (~3k instructions a request, bench/PROFILE.md); now a busy daemon wakes it at most 100
+/// times a second, and an idle one not at all. A snapshot drains the bus first, so nothing a
+/// console sees waits on this; the bus ([`super::BUS_CAPACITY`]) holds far more than a turn's
+/// events at any rate the gateway can serve.
+const GATHER: Duration = Duration::from_millis(10);
 
 /// Why a snapshot could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -220,7 +229,16 @@ impl Runner {
                     let _ = reply.send(answer);
                 }
                 event = self.rx.recv() => match event {
-                    Ok(e) => self.apply(&e),
+                    Ok(e) => {
+                        self.apply(&e);
+                        // Let what follows gather, and apply it in one turn (see GATHER).
+                        tokio::time::sleep(GATHER).await;
+                        match self.drain() {
+                            Drained::Empty => {}
+                            Drained::Lagged(missed) => self.lagged(missed).await,
+                            Drained::Closed => return,
+                        }
+                    }
                     Err(RecvError::Lagged(missed)) => self.lagged(missed).await,
                     Err(RecvError::Closed) => return,
                 },

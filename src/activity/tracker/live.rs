@@ -4,7 +4,7 @@
 //! event by event (each change stamped with the time it is applied at, so the windows and the
 //! UTC day are testable), and by reloads.
 
-use std::collections::HashSet;
+use foldhash::HashSet;
 
 use super::{FINISHED_KEPT, HITS_PER_KEY, REFUSALS_KEPT};
 use crate::activity::ActivityEvent;
@@ -90,7 +90,7 @@ impl Live {
             tracing::debug!(dropped, "requests in flight whose end was missed");
         }
         if now_ms > self.reloaded_until_ms && !self.reloaded.is_empty() {
-            self.reloaded = HashSet::new();
+            self.reloaded = HashSet::default();
         }
     }
 
