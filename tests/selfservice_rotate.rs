@@ -279,3 +279,79 @@ async fn a_rotation_sent_again_with_its_idempotency_key_gets_the_same_new_key() 
         assert_eq!(v["error"]["code"], "invalid_request");
     }
 }
+
+/// A rotation whose client hung up before its answer (the write held up meanwhile: another
+/// connection holds the database's write lock) is still remembered by its idempotency key: the
+/// same request sent again while it is being made waits for it, and once it is made every
+/// sending, concurrent ones included, gets the one new text — none gets a 401 for the old key.
+#[tokio::test]
+async fn a_rotation_whose_client_hung_up_is_remembered_and_retries_wait_for_it() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn_shop().await;
+    let old = app.create_key("trial", Some("1.00")).await;
+    let id = app.key_state(&old).id.clone();
+
+    // Hold the write lock so the rotation's database write waits.
+    let db = app.db();
+    db.execute_batch("BEGIN IMMEDIATE").unwrap();
+
+    // The first sending, over a raw connection that hangs up before any answer.
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let mut first = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let req = format!(
+        "POST /api/keys/rotate HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {old}\r\n\
+         Idempotency-Key: lost-1\r\nContent-Length: 0\r\n\r\n"
+    );
+    first.write_all(req.as_bytes()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut none = [0u8; 1];
+    let read =
+        tokio::time::timeout(std::time::Duration::from_millis(50), first.read(&mut none)).await;
+    assert!(read.is_err(), "no answer while the write is held");
+    drop(first);
+
+    // Retries while it is still being made, concurrently; then let the write through.
+    let retries: Vec<_> = (0..5)
+        .map(|_| {
+            let (http, base, old) = (app.http.clone(), app.base.clone(), old.clone());
+            tokio::spawn(async move {
+                let r = http
+                    .post(format!("{base}/api/keys/rotate"))
+                    .bearer_auth(&old)
+                    .header("idempotency-key", "lost-1")
+                    .send()
+                    .await
+                    .unwrap();
+                (r.status().as_u16(), r.json::<Value>().await.unwrap())
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    db.execute_batch("COMMIT").unwrap();
+    let mut texts = std::collections::HashSet::new();
+    for r in retries {
+        let (status, v) = r.await.unwrap();
+        assert_eq!(status, 200, "{v}");
+        texts.insert(v["api_key"].as_str().unwrap().to_string());
+    }
+    assert_eq!(texts.len(), 1, "one new text for every sending: {texts:?}");
+    let new = texts.into_iter().next().unwrap();
+    assert_ne!(new, old);
+    assert_eq!(app.key_state(&new).id, id, "the same key");
+    assert_eq!(chat_status(&app, &new).await, 200);
+    assert_eq!(chat_status(&app, &old).await, 401);
+    // Sent again later: the same text still.
+    let (status, again) = rotate_again(&app, &old, "lost-1").await;
+    assert_eq!(
+        (status, again["api_key"].as_str()),
+        (200, Some(new.as_str()))
+    );
+
+    // A text made once but replaced since is not handed out again: the request is refused as
+    // the old key deserves.
+    let (status, newer) = rotate(&app, &new).await;
+    assert_eq!(status, 200, "{newer}");
+    let (status, v) = rotate_again(&app, &old, "lost-1").await;
+    assert_eq!(status, 401, "{v}");
+    assert_eq!(v["error"]["code"], "invalid_api_key");
+}

@@ -82,6 +82,13 @@ pub enum ShopError {
     /// 400: an `Idempotency-Key` that cannot be one.
     #[error("`Idempotency-Key` must be 1 to 255 visible ASCII characters.")]
     BadIdempotencyKey,
+    /// 409: the replacement asked with the same key and `Idempotency-Key` is still being made
+    /// (only after waiting for it longer than any replacement takes).
+    #[error(
+        "A replacement of this key with the same Idempotency-Key is still in progress. Send the \
+         same request again in a moment to get its key."
+    )]
+    RotationInProgress,
 }
 
 impl ShopError {
@@ -96,6 +103,7 @@ impl ShopError {
             | ShopError::KeyRevoked
             | ShopError::BadIdempotencyKey => StatusCode::BAD_REQUEST,
             ShopError::TooManyRotations => StatusCode::TOO_MANY_REQUESTS,
+            ShopError::RotationInProgress => StatusCode::CONFLICT,
             ShopError::RotationFailed => StatusCode::INTERNAL_SERVER_ERROR,
             ShopError::PlanNotFound | ShopError::OrderNotFound => StatusCode::NOT_FOUND,
             ShopError::PaymentsUnavailable | ShopError::PaymentNotRecorded => {
@@ -131,6 +139,7 @@ impl ShopError {
             ShopError::KeyRevoked => "key_revoked",
             ShopError::TooManyRotations => "rate_limit_exceeded",
             ShopError::RotationFailed => "internal_error",
+            ShopError::RotationInProgress => "idempotency_key_in_use",
         }
     }
 

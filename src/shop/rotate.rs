@@ -4,7 +4,8 @@
 //! looked at (rotation needs the key, so guessing keys here is as slow as anywhere). A request
 //! with an `Idempotency-Key` header, sent again with the same old key and the same header
 //! within ten minutes (its answer was lost), gets the text the first one made, not a 401 for a
-//! key it can no longer use.
+//! key it can no longer use — also when it comes while the first is still being made, or after
+//! the first one's client hung up (the text is recorded by the rotation's own task).
 //!
 //! The dashboard's "Replace this key" form does the same from a page (`pages/dashboard`).
 
@@ -16,6 +17,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use tokio::sync::watch;
 
 use super::error::ShopError;
 use super::limits::limit_key;
@@ -26,17 +28,26 @@ use crate::state::{AppState, ClientIp};
 
 /// Replace the text of key `key_id`, whose text hashes to `presented` (what the customer
 /// showed), in a task of its own (a client hanging up must not leave the database and the live
-/// table disagreeing), returning the new text. Refused as an unknown key when another rotation
-/// replaced that text first.
+/// table disagreeing), returning the new text. The task also hands the text to `maker` (the
+/// request's claim on [`Recent`]), so a request sent again finds it even when this one's client
+/// hung up before the answer. Refused as an unknown key when another rotation replaced that
+/// text first.
 pub async fn rotate(
     state: &Arc<AppState>,
     key_id: &str,
     presented: [u8; 32],
+    maker: Option<Maker>,
 ) -> Result<String, ShopError> {
     let worker = {
         let state = state.clone();
         let id = key_id.to_string();
-        tokio::spawn(async move { crate::admin::rotate_key(&state, &id, Some(presented)).await })
+        tokio::spawn(async move {
+            let made = crate::admin::rotate_key(&state, &id, Some(presented)).await;
+            if let (Ok((_, text)), Some(maker)) = (&made, maker) {
+                maker.made(text);
+            }
+            made
+        })
     };
     match worker.await {
         Ok(Ok((_, text))) => Ok(text),
@@ -52,6 +63,49 @@ pub async fn rotate(
     }
 }
 
+/// What a request that may have been sent before should do (see [`Recent::claim`]).
+pub enum Claimed {
+    /// Answer with this text: the same request made it already, and it is the key's text now.
+    Made(String),
+    /// Make the replacement, handing the text to this claim.
+    Mine(Maker),
+}
+
+/// Claim the replacement asked for by `who` with `asked` under `scope`, waiting while the same
+/// request sent before is still being made (a retry that came before its first sending ended,
+/// or a double click). A text made before but replaced or revoked since is not given out: the
+/// request then goes on as a new one, and the old key's check refuses it.
+pub async fn claim(
+    state: &AppState,
+    scope: Scope,
+    who: &str,
+    asked: &str,
+) -> Result<Claimed, ShopError> {
+    let until = tokio::time::Instant::now() + CLAIM_WAIT;
+    loop {
+        match state.recent_rotations.claim(scope, who, asked) {
+            Claim::Made(text) => {
+                if authenticate_token(&state.keys, &text).is_ok() {
+                    return Ok(Claimed::Made(text));
+                }
+                // Dead since: answer as the old key now deserves.
+                return Err(ShopError::InvalidApiKey(IdentifyError::Unknown));
+            }
+            Claim::Mine(maker) => return Ok(Claimed::Mine(maker)),
+            // Its maker ends one way or the other (it runs in a task of its own); then look
+            // again: made, or failed and free to try.
+            Claim::Wait(mut made) => {
+                if tokio::time::timeout_at(until, made.changed())
+                    .await
+                    .is_err()
+                {
+                    return Err(ShopError::RotationInProgress);
+                }
+            }
+        }
+    }
+}
+
 /// `POST /api/keys/rotate` (Bearer key) → `{"api_key": "<new key>"}`.
 pub async fn api_rotate(
     State(state): State<Arc<AppState>>,
@@ -62,17 +116,15 @@ pub async fn api_rotate(
         return Err(ShopError::TooManyRotations);
     }
     let token = bearer_token(&headers)?;
-    let again = idempotency_key(&headers)?;
-    if let Some(again) = again
-        && let Some(api_key) = state.recent_rotations.recall(token, again)
-    {
-        return Ok(Json(json!({ "api_key": api_key })));
-    }
+    let maker = match idempotency_key(&headers)? {
+        Some(again) => match claim(&state, Scope::Api, token, again).await? {
+            Claimed::Made(api_key) => return Ok(Json(json!({ "api_key": api_key }))),
+            Claimed::Mine(maker) => Some(maker),
+        },
+        None => None,
+    };
     let key = authenticate_token(&state.keys, token)?;
-    let api_key = rotate(&state, &key.id, hash_key(token)).await?;
-    if let Some(again) = again {
-        state.recent_rotations.remember(token, again, &api_key);
-    }
+    let api_key = rotate(&state, &key.id, hash_key(token), maker).await?;
     Ok(Json(json!({ "api_key": api_key })))
 }
 
@@ -89,48 +141,167 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ShopError> {
     }
 }
 
-/// How long the dashboard remembers a replacement it made, for the same form sent again.
+/// How long a replacement made is remembered, for the same request sent again.
 const RECENT_TTL: Duration = Duration::from_secs(600);
 /// Replacements remembered at most (the oldest go first).
 const RECENT_KEPT: usize = 256;
+/// How long a request sent again waits for its first sending's replacement to be made: far
+/// longer than one takes (a database write), short enough for a client's own timeout.
+const CLAIM_WAIT: Duration = Duration::from_secs(10);
 
-/// New key texts made in the last [`RECENT_TTL`], by who asked: for the dashboard's "Replace
-/// this key", its grant and the browser's CSRF token; for the API, the old key and the
-/// request's `Idempotency-Key` — two parts hashed together. A form sent twice (a double click:
-/// the browser shows only the second answer) gets the text the first one made, instead of "this
-/// page is stale" while the key it replaced is dead and the new one was never seen. Only the
-/// same browser's same form can ask: a grant is sealed to its CSRF token, and a different page
+/// Who asks, so that the two ways in never answer each other's requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// `POST /api/keys/rotate`: the old key and its `Idempotency-Key`.
+    Api,
+    /// The dashboard's form: its grant and the browser's CSRF token.
+    Dashboard,
+}
+
+/// New key texts made in the last [`RECENT_TTL`], and those being made, by who asked: for the
+/// dashboard's "Replace this key", its grant and the browser's CSRF token; for the API, the old
+/// key and the request's `Idempotency-Key` — hashed together with the scope. A request sent
+/// again (a double click: the browser shows only the second answer; a client whose answer was
+/// lost) gets the text the first one made, waiting for it if it is still being made, instead
+/// of a refusal while the key it replaced is dead and the new one was never seen. Only the same
+/// browser's same form can ask: a grant is sealed to its CSRF token, and a different page
 /// (another browser, or one holding the old text) has a grant of its own. On the API, whoever
 /// holds the old key still needs the idempotency key its owner chose.
 #[derive(Default)]
-pub struct Recent(Mutex<Vec<([u8; 32], String, Instant)>>);
+pub struct Recent(Arc<Mutex<Vec<Entry>>>);
+
+/// One request's replacement.
+struct Entry {
+    id: [u8; 32],
+    made: Made,
+    at: Instant,
+}
+
+enum Made {
+    /// Being made: its maker holds the sender, whose drop wakes those waiting.
+    Making(watch::Receiver<()>),
+    Done(String),
+}
+
+/// What [`Recent::claim`] found.
+pub enum Claim {
+    /// Made already: the text.
+    Made(String),
+    /// Being made by the same request sent before: wait for this to change (its maker is
+    /// dropped), then claim again.
+    Wait(watch::Receiver<()>),
+    /// Nobody made it: this request makes it, and hands the text to the maker.
+    Mine(Maker),
+}
+
+/// A claim on making a replacement: [`Maker::made`] records the text; dropped without it (the
+/// rotation failed), the claim is withdrawn and a request sent again may try.
+pub struct Maker {
+    all: Arc<Mutex<Vec<Entry>>>,
+    id: [u8; 32],
+    /// Dropped last: those waiting wake to find the entry made or gone.
+    _wake: watch::Sender<()>,
+}
+
+impl Maker {
+    /// The replacement was made: remember its text.
+    pub fn made(self, text: &str) {
+        let mut all = lock(&self.all);
+        if let Some(e) = all.iter_mut().find(|e| e.id == self.id) {
+            e.made = Made::Done(text.to_string());
+            e.at = Instant::now();
+        }
+    }
+}
+
+impl Drop for Maker {
+    fn drop(&mut self) {
+        // Still making: the rotation failed; withdraw the claim.
+        lock(&self.all).retain(|e| e.id != self.id || matches!(e.made, Made::Done(_)));
+    }
+}
+
+fn lock(all: &Mutex<Vec<Entry>>) -> std::sync::MutexGuard<'_, Vec<Entry>> {
+    all.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 impl Recent {
-    fn id(who: &str, asked: &str) -> [u8; 32] {
+    fn id(scope: Scope, who: &str, asked: &str) -> [u8; 32] {
         let mut h = Sha256::new();
-        for part in [who.trim(), "\n", asked] {
+        let scope = match scope {
+            Scope::Api => "api",
+            Scope::Dashboard => "dashboard",
+        };
+        for part in [scope, "\n", who.trim(), "\n", asked] {
             h.update(part.as_bytes());
         }
         h.finalize().into()
     }
 
-    /// Remember that `who` (a form's grant, or the old key) asking with `asked` (the browser's
-    /// CSRF token, or the `Idempotency-Key`) made `text`.
-    pub fn remember(&self, who: &str, asked: &str, text: &str) {
-        let mut all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        all.retain(|(_, _, at)| at.elapsed() < RECENT_TTL);
-        if all.len() >= RECENT_KEPT {
-            all.remove(0);
+    /// What is known of the replacement `who` asked for with `asked` (a form's grant and the
+    /// browser's CSRF token, or the old key and the `Idempotency-Key`): made, being made, or
+    /// not at all — then it is this caller's to make.
+    pub fn claim(&self, scope: Scope, who: &str, asked: &str) -> Claim {
+        let id = Recent::id(scope, who, asked);
+        let mut all = lock(&self.0);
+        all.retain(|e| matches!(e.made, Made::Making(_)) || e.at.elapsed() < RECENT_TTL);
+        if let Some(e) = all.iter().find(|e| e.id == id) {
+            return match &e.made {
+                Made::Done(text) => Claim::Made(text.clone()),
+                Made::Making(wake) => Claim::Wait(wake.clone()),
+            };
         }
-        all.push((Recent::id(who, asked), text.to_string(), Instant::now()));
+        if all.len() >= RECENT_KEPT
+            && let Some(oldest) = all.iter().position(|e| matches!(e.made, Made::Done(_)))
+        {
+            all.remove(oldest);
+        }
+        let (wake, waiting) = watch::channel(());
+        all.push(Entry {
+            id,
+            made: Made::Making(waiting),
+            at: Instant::now(),
+        });
+        Claim::Mine(Maker {
+            all: self.0.clone(),
+            id,
+            _wake: wake,
+        })
     }
+}
 
-    /// The text `who` asking with `asked` made, if it made one in the last [`RECENT_TTL`].
-    pub fn recall(&self, who: &str, asked: &str) -> Option<String> {
-        let id = Recent::id(who, asked);
-        let all = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        all.iter()
-            .find(|(i, _, at)| *i == id && at.elapsed() < RECENT_TTL)
-            .map(|(_, text, _)| text.clone())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_are_made_waited_for_withdrawn_and_kept_apart_by_scope() {
+        let recent = Recent::default();
+        let Claim::Mine(maker) = recent.claim(Scope::Api, "sk-old", "k1") else {
+            panic!("the first claim makes it");
+        };
+        // The same request again waits; the dashboard's form with the same parts does not.
+        let Claim::Wait(waiting) = recent.claim(Scope::Api, " sk-old ", "k1") else {
+            panic!("the same request waits while it is being made");
+        };
+        let Claim::Mine(other) = recent.claim(Scope::Dashboard, "sk-old", "k1") else {
+            panic!("another scope is another request");
+        };
+        drop(other);
+        maker.made("sk-new");
+        assert!(waiting.has_changed().is_err(), "the waiting one is woken");
+        assert!(matches!(
+            recent.claim(Scope::Api, "sk-old", "k1"),
+            Claim::Made(t) if t == "sk-new"
+        ));
+        // A maker dropped without a text (the rotation failed) withdraws its claim.
+        let Claim::Mine(failed) = recent.claim(Scope::Api, "sk-old", "k2") else {
+            panic!("a new request");
+        };
+        drop(failed);
+        assert!(matches!(
+            recent.claim(Scope::Api, "sk-old", "k2"),
+            Claim::Mine(_)
+        ));
     }
 }

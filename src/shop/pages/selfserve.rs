@@ -23,6 +23,7 @@ use crate::shop::error::ShopError;
 use crate::shop::grant::Granted;
 use crate::shop::guard::Guard;
 use crate::shop::limits::ShopLimits;
+use crate::shop::rotate::{Claimed, Scope};
 use crate::shop::web::PageCtx;
 use crate::state::AppState;
 
@@ -166,17 +167,25 @@ pub async fn rotate(
     State(state): State<Arc<AppState>>,
     Guard((ctx, RotateForm(form))): Guard<FormPost<RotateForm>>,
 ) -> Response {
-    // The same confirmed form again (a double click): the text its first sending made.
-    if form.confirm == "yes"
-        && let Some(api_key) = state.recent_rotations.recall(&form.grant, &ctx.csrf)
-    {
-        return ctx.page(RotateDone { ctx: &ctx, api_key }.render());
-    }
+    // The same confirmed form again (a double click): the text its first sending made, waited
+    // for while it is being made.
+    let maker = if form.confirm == "yes" {
+        match crate::shop::rotate::claim(&state, Scope::Dashboard, &form.grant, &ctx.csrf).await {
+            Ok(Claimed::Made(api_key)) => {
+                return ctx.page(RotateDone { ctx: &ctx, api_key }.render());
+            }
+            Ok(Claimed::Mine(maker)) => Some(maker),
+            Err(ShopError::InvalidApiKey(_)) => return Refused::Stale.page(&ctx),
+            Err(_) => return rotate_failed(&ctx),
+        }
+    } else {
+        None
+    };
     let Granted { key, hash } = match granted_key(&state, &ctx, &form.grant) {
         Ok(g) => g,
         Err(why) => return why.page(&ctx),
     };
-    if form.confirm != "yes" {
+    let Some(maker) = maker else {
         let body = fill(ctx.s.rotate_confirm_body, &[("prefix", &key.prefix())]);
         let page = RotateConfirm {
             ctx: &ctx,
@@ -184,31 +193,22 @@ pub async fn rotate(
             body,
         };
         return ctx.page(page.render());
+    };
+    match crate::shop::rotate::rotate(&state, &key.id, hash, Some(maker)).await {
+        Ok(api_key) => ctx.page(RotateDone { ctx: &ctx, api_key }.render()),
+        // Another rotation replaced the text first (another page, or the API).
+        Err(ShopError::InvalidApiKey(_)) => Refused::Stale.page(&ctx),
+        Err(_) => rotate_failed(&ctx),
     }
-    match crate::shop::rotate::rotate(&state, &key.id, hash).await {
-        Ok(api_key) => {
-            state
-                .recent_rotations
-                .remember(&form.grant, &ctx.csrf, &api_key);
-            ctx.page(RotateDone { ctx: &ctx, api_key }.render())
-        }
-        // Another rotation replaced the text first. If it was this same form sent twice (a
-        // double click), the first sending is just done: show what it made, once it has said.
-        Err(ShopError::InvalidApiKey(_)) => {
-            for _ in 0..25 {
-                if let Some(api_key) = state.recent_rotations.recall(&form.grant, &ctx.csrf) {
-                    return ctx.page(RotateDone { ctx: &ctx, api_key }.render());
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-            Refused::Stale.page(&ctx)
-        }
-        Err(_) => message(
-            &ctx,
-            StatusCode::INTERNAL_SERVER_ERROR,
-            ctx.s.rotate_h,
-            ctx.s.rotate_failed,
-            Some(("/dashboard", ctx.t.nav_dashboard)),
-        ),
-    }
+}
+
+/// The replacement failed (or its first sending is still being made after a long wait).
+fn rotate_failed(ctx: &PageCtx) -> Response {
+    message(
+        ctx,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        ctx.s.rotate_h,
+        ctx.s.rotate_failed,
+        Some(("/dashboard", ctx.t.nav_dashboard)),
+    )
 }
