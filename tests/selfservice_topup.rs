@@ -410,6 +410,24 @@ async fn a_purchase_refund_keeps_a_topped_up_key_and_takes_back_only_its_own_cre
     assert!(!view.key_kept);
     let denied = app.chat(&key_q, &body(FLASH, "hi")).send().await.unwrap();
     assert_eq!(denied.status(), 401, "revoked");
+    // The top-up's own look-up no longer says its key works on.
+    let token = crate::pages::csrf_token(&app.base).await;
+    let (code, html) = crate::pages::post_form(
+        &app.base,
+        "/order?lang=en",
+        Some(&token),
+        &[
+            ("order_id", &order_u),
+            ("email", "buyer@example.com"),
+            ("csrf_token", &token),
+        ],
+    )
+    .await;
+    assert_eq!(code, 200);
+    let se = &modelrelay::shop::i18n::SELF_EN;
+    let revoked = crate::pages::esc(se.order_note_refunded_topup_revoked);
+    assert!(html.contains(&revoked), "{html}");
+    assert!(!html.contains(&crate::pages::esc(se.order_note_refunded_topup)));
 }
 
 /// A bought and topped-up key the operator revoked: its purchase refund takes back what is

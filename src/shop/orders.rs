@@ -43,7 +43,8 @@ pub struct OrderView {
     pub topped_up: Option<String>,
     /// RFC 3339: the key was replaced by its owner then (it is not shown any more).
     pub replaced_at: Option<String>,
-    /// A refunded purchase whose key was not revoked: it had been topped up, and works on.
+    /// A refunded order whose key is not revoked (now): a top-up's key, or a purchase's key
+    /// that had been topped up; it works on.
     pub key_kept: bool,
 }
 
@@ -111,10 +112,12 @@ pub fn order_view(state: &AppState, order: &Order, shown: &KeyShown) -> OrderVie
             .and_then(|id| state.keys.by_id(id))
             .map(|k| k.prefix()),
         replaced_at: shown.replaced_at.map(rfc3339),
+        // The key the order paid for or added credit to, as it is now: a refunded top-up's
+        // key may have been revoked since (its purchase refunded too).
         key_kept: o.status == OrderStatus::Refunded
-            && order.extra.kind == OrderKind::Purchase
             && o.key_id
                 .as_deref()
+                .or(order.extra.topup_key_id.as_deref())
                 .and_then(|id| state.keys.by_id(id))
                 .is_some_and(|k| k.status() != crate::keys::KeyStatus::Revoked),
     }

@@ -82,6 +82,8 @@ texts! {
     order_note_pending_topup,
     /// Order look-up note: a refunded top-up (the key stays).
     order_note_refunded_topup,
+    /// Order look-up note: a refunded top-up whose key was revoked since.
+    order_note_refunded_topup_revoked,
     /// Order look-up note: a refunded purchase whose key was topped up (the key stays).
     order_note_refunded_kept,
     /// Opt-out page heading.

@@ -43,6 +43,7 @@ pub static SELF_EN: SelfTexts = SelfTexts {
     order_note_paid_topup: "Paid. The credit was added to the key above; it keeps working in your tools.",
     order_note_pending_topup: "PayPal is reviewing this payment. The credit is added to the key above as soon as it completes.",
     order_note_refunded_topup: "This top-up was refunded: what was left of its credit was taken back. The key keeps working.",
+    order_note_refunded_topup_revoked: "This top-up was refunded: what was left of its credit was taken back. The key it added credit to has been revoked since.",
     order_note_refunded_kept: "This order was refunded: what was left of its credit was taken back. The key had been topped up since, so it was not revoked.",
     optout_h: "Stop balance notices",
     optout_body: "Stop the low-balance and out-of-credit emails for the key {prefix}? Receipts and notices about a key replacement still come.",

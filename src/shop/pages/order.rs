@@ -61,7 +61,8 @@ impl OrderShown {
         let status_note = match (o.status, o.api_key.is_some(), &o.topped_up) {
             (OrderStatus::Paid, _, Some(_)) => s.order_note_paid_topup,
             (OrderStatus::Pending, _, Some(_)) => s.order_note_pending_topup,
-            (OrderStatus::Refunded, _, Some(_)) => s.order_note_refunded_topup,
+            (OrderStatus::Refunded, _, Some(_)) if o.key_kept => s.order_note_refunded_topup,
+            (OrderStatus::Refunded, _, Some(_)) => s.order_note_refunded_topup_revoked,
             (OrderStatus::Refunded, _, None) if o.key_kept => s.order_note_refunded_kept,
             (OrderStatus::Paid, false, None) if o.replaced_at.is_some() => {
                 s.order_note_paid_replaced
