@@ -293,3 +293,47 @@ async fn a_stream_longer_than_the_idle_timeout_with_steady_events_completes() {
     assert_eq!(app.sim.wait_outcome(0, WAIT).await, Outcome::Completed);
     assert_books(&app, &key);
 }
+
+/// Upstream sent the whole answer, its usage on the last chunk, then the connection broke
+/// where `[DONE]` would be: the answer is complete. The client gets `[DONE]`, not an error
+/// telling it to retry (and pay twice), and the bill is upstream's usage.
+#[tokio::test]
+async fn a_connection_cut_after_the_usage_chunk_ends_the_stream_as_complete() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key("trial", None).await;
+    let mut b = stream_body("[[sim prompt=40 reply=6 drop_at_end=1]] hi");
+    b["stream_options"] = serde_json::json!({"include_usage": true});
+    let resp = app.chat(&key, &b).send().await.expect("send");
+    assert_eq!(resp.status(), 200);
+    let rid = request_id(&resp);
+    let events = read_stream(resp).await;
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("data: [DONE]"),
+        "{events:?}"
+    );
+    assert!(
+        !events.iter().any(|e| e.contains("\"error\"")),
+        "{events:?}"
+    );
+    assert_eq!(app.sim.wait_outcome(0, WAIT).await, Outcome::Dropped);
+    let row = app.wait_ledger_row(&rid).await;
+    assert_eq!(row.finish, Finish::Complete);
+    assert_eq!(row.measured, modelrelay::status::Measured::Provider);
+    assert_eq!((row.prompt_tokens, row.completion_tokens), (40, 6));
+    assert_eq!(row.cost.nanos(), 40 * MISS_NANOS + 6 * OUT_NANOS);
+    assert_eq!(assert_books(&app, &key), row.cost.nanos());
+
+    // Cut before the usage came: still an upstream error, billed by estimate.
+    let text = "[[sim reply=6 no_usage=1 drop_at_end=1]] hi";
+    let resp = app
+        .chat(&key, &stream_body(text))
+        .send()
+        .await
+        .expect("send");
+    let rid = request_id(&resp);
+    let events = read_stream(resp).await;
+    assert_ends_with_error(&events, "upstream_error");
+    let row = app.wait_ledger_row(&rid).await;
+    assert_eq!(row.finish, Finish::UpstreamError);
+}

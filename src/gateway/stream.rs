@@ -250,8 +250,14 @@ impl<S: StreamRewrite> Relay<S> {
     /// What one item read from upstream makes: a piece for the client, nothing, or the end.
     fn piece(&mut self, next: Result<Option<SseItem>, UpstreamError>) -> Piece {
         match next {
-            Err(UpstreamError::Timeout) => Piece::End(End::Timeout),
-            Err(e) => Piece::End(End::UpstreamBroke(e.to_string())),
+            // The answer was whole (its usage came, which upstream sends last) before the
+            // connection broke or went quiet: it ends as complete — told to retry, a client
+            // would pay twice for an answer it has.
+            Err(e) => Piece::End(match self.rewrite.end_at_eof(&self.tally) {
+                Ok(marker) => End::Done(marker),
+                Err(_) if matches!(e, UpstreamError::Timeout) => End::Timeout,
+                Err(_) => End::UpstreamBroke(e.to_string()),
+            }),
             // Upstream closed without its end marker: the dialect says whether what arrived is
             // complete anyway.
             Ok(None) => Piece::End(match self.rewrite.end_at_eof(&self.tally) {

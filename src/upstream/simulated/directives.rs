@@ -44,6 +44,9 @@ pub(super) struct Directives {
     /// `message_delta`).
     pub(super) usage_mistyped: bool,
     pub(super) garbage: bool,
+    /// The whole answer, usage included, then the connection cut where the end marker
+    /// (`[DONE]`, `message_stop`) would be.
+    pub(super) drop_at_end: bool,
 }
 
 impl Directives {
@@ -78,6 +81,10 @@ impl Directives {
                     }
                     "garbage" => {
                         self.garbage = n != 0;
+                        continue;
+                    }
+                    "drop_at_end" => {
+                        self.drop_at_end = n != 0;
                         continue;
                     }
                     "output_usage_only" => {

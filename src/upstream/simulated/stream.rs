@@ -110,7 +110,8 @@ pub(super) trait Wire: Send + Sync {
     fn error(&self) -> &'static str;
     /// Event `i` of a `garbage` stream: SSE framing around a payload that is not JSON.
     fn garbage(&self, i: usize) -> String;
-    /// The end marker after a `garbage` stream's events.
+    /// The wire's end marker (`[DONE]`, `message_stop`): after a `garbage` stream's events, and
+    /// where `drop_at_end` cuts the connection.
     fn garbage_end(&self) -> &'static str;
 }
 
@@ -227,6 +228,12 @@ async fn stream_body(p: &Plan, w: &impl Wire, mut out: Out) -> Result<Outcome, H
         out.send(w.token(p, i)).await?;
     }
     out.sleep(p.chunk_delay).await?;
-    out.send(w.closing(p)).await?;
+    let closing = w.closing(p);
+    if p.d.drop_at_end {
+        let cut = closing.strip_suffix(w.garbage_end()).unwrap_or(&closing);
+        out.send(cut.to_string()).await?;
+        return Ok(out.abort().await);
+    }
+    out.send(closing).await?;
     Ok(Outcome::Completed)
 }
