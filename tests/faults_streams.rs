@@ -337,3 +337,56 @@ async fn a_connection_cut_after_the_usage_chunk_ends_the_stream_as_complete() {
     let row = app.wait_ledger_row(&rid).await;
     assert_eq!(row.finish, Finish::UpstreamError);
 }
+
+/// A client that stops reading a long stream (its socket full) past the request's deadline is
+/// the slow side: the row says `client_abort`, not an upstream timeout, and when it reads again
+/// the stream does not end cleanly (no last chunk of the chunked body, no `[DONE]`): the
+/// connection is cut, so no client takes a cut answer for a whole one.
+#[tokio::test]
+async fn a_client_that_stops_reading_past_the_deadline_gets_a_cut_stream_and_is_billed_as_gone() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn_with(|c| c.upstream.request_timeout_secs = 2).await;
+    let key = app.create_key("starter", None).await;
+    let body = serde_json::to_string(&stream_body("[[sim reply=30000 delay_ms=0]] hi")).unwrap();
+    let addr: std::net::SocketAddr = app.base.trim_start_matches("http://").parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut conn = socket.connect(addr).await.unwrap();
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(req.as_bytes()).await.unwrap();
+    // Read nothing past the deadline and the relay's grace for its last event.
+    tokio::time::sleep(std::time::Duration::from_secs(9)).await;
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        conn.read_to_end(&mut got),
+    )
+    .await
+    .expect("the connection ends");
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.starts_with("HTTP/1.1 200"),
+        "{}",
+        &text[..text.len().min(200)]
+    );
+    assert!(text.contains("transfer-encoding: chunked"));
+    let tail = &text[text.len().saturating_sub(200)..];
+    assert!(
+        read.is_err() || !text.ends_with("0\r\n\r\n"),
+        "cut, not ended cleanly: {tail:?}"
+    );
+    assert!(!text.contains("data: [DONE]"), "{tail:?}");
+    let rid = text
+        .lines()
+        .find_map(|l| l.strip_prefix("x-request-id: "))
+        .expect("request id")
+        .trim()
+        .to_string();
+    let row = app.wait_ledger_row(&rid).await;
+    assert_eq!(row.finish, Finish::ClientAbort);
+    assert_eq!(assert_books(&app, &key), row.cost.nanos());
+}

@@ -8,9 +8,9 @@
 //! that left first gives upstream a moment to send the usage it owes); billing settles and the
 //! ledger row is committed before the final end marker or error event leaves.
 
-use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -54,6 +54,7 @@ pub async fn relay<D: Dialect>(
     deadline: tokio::time::Instant,
 ) -> Response {
     let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
+    let ended = Arc::new(AtomicBool::new(false));
     // The relay is assembled here and handed to the task boxed: an async fn keeps its
     // arguments and its own copies of them side by side in its state, so unboxed, the relay
     // and the pending settlement would be held twice for as long as the stream is open.
@@ -74,12 +75,25 @@ pub async fn relay<D: Dialect>(
             last_progress: Instant::now(),
             cut: Box::pin(state_cut),
             gone,
+            ended: ended.clone(),
         });
         let first = relay.first_piece().await;
         tokio::spawn(pump::<D>(relay, Box::new(pending), first));
     }
-    let body = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
+    // The body ends cleanly only after the stream's end (its marker or error event) was
+    // queued; otherwise (a client too slow to take it, a relay that died) the connection is cut
+    // rather than closed with the last chunk, so that no client takes a cut answer for a whole
+    // one.
+    let body = futures_util::stream::unfold(Some((rx, ended)), |open| async move {
+        let (mut rx, ended) = open?;
+        match rx.recv().await {
+            Some(b) => Some((Ok(b), Some((rx, ended)))),
+            None if ended.load(Ordering::Acquire) => None,
+            None => Some((
+                Err(std::io::Error::other("stream cut before its end")),
+                None,
+            )),
+        }
     });
     let mut resp = Response::new(Body::from_stream(body));
     *resp.status_mut() = StatusCode::OK;
@@ -99,6 +113,9 @@ enum End {
     /// Complete; the end marker to send once settled.
     Done(String),
     ClientGone,
+    /// The client did not take what was relayed before the request's deadline: it is the slow
+    /// side, not upstream, and is treated as gone.
+    ClientStalled,
     Timeout,
     UpstreamBroke(String),
     Shutdown,
@@ -132,6 +149,9 @@ struct Relay<S> {
     /// once for the same reason as `cut` — a fresh `tx.closed()` per event joined and left the
     /// channel's waiter list each time (~4k instructions a streamed request).
     gone: Gone,
+    /// Set once the stream's end (marker or error event) is queued for the client: the body
+    /// then ends cleanly; without it, the connection is cut.
+    ended: Arc<AtomicBool>,
 }
 
 /// See [`Relay::gone`].
@@ -148,7 +168,7 @@ async fn pump<D: Dialect>(
         Some(end) => end,
         None => relay.run().await,
     };
-    if matches!(end, End::ClientGone) && relay.tally.usage.is_none() {
+    if matches!(end, End::ClientGone | End::ClientStalled) && relay.tally.usage.is_none() {
         relay.read_usage().await;
     }
     let Relay {
@@ -157,6 +177,7 @@ async fn pump<D: Dialect>(
         tally,
         request_id,
         deadline,
+        ended,
         ..
     } = *relay;
     // Cancel upstream before settling, so it stops generating as soon as possible.
@@ -164,6 +185,13 @@ async fn pump<D: Dialect>(
     let (finish, final_event) = match end {
         End::Done(marker) => (Finish::Complete, Some(marker)),
         End::ClientGone => (Finish::ClientAbort, None),
+        End::ClientStalled => {
+            tracing::info!(
+                request_id,
+                "the client did not read its stream before the deadline"
+            );
+            (Finish::ClientAbort, None)
+        }
         End::Timeout => {
             tracing::warn!(request_id, "upstream stream timed out");
             let ev = D::error_event(&GatewayError::UpstreamTimeout);
@@ -195,7 +223,9 @@ async fn pump<D: Dialect>(
     if let Some(ev) = final_event {
         // A slow client still gets its terminator, within the request's own deadline.
         let until = deadline.max(tokio::time::Instant::now() + Duration::from_secs(5));
-        let _ = tokio::time::timeout_at(until, tx.send(Bytes::from(ev))).await;
+        if let Ok(Ok(())) = tokio::time::timeout_at(until, tx.send(Bytes::from(ev))).await {
+            ended.store(true, Ordering::Release);
+        }
     }
 }
 
@@ -322,7 +352,7 @@ impl<S: StreamRewrite> Relay<S> {
             Err(TrySendError::Closed(_)) => return Some(End::ClientGone),
             Err(TrySendError::Full(bytes)) => {
                 match tokio::time::timeout_at(self.deadline, self.tx.send(bytes)).await {
-                    Err(_) => return Some(End::Timeout),
+                    Err(_) => return Some(End::ClientStalled),
                     Ok(Err(_)) => return Some(End::ClientGone),
                     Ok(Ok(())) => {}
                 }
