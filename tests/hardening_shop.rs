@@ -197,3 +197,46 @@ async fn what_cannot_be_a_paypal_event_is_refused_without_asking_paypal() {
     assert_eq!(app.pp().counts().verify_calls, 1);
     assert_eq!(order_status(&app, &order_id), "paid");
 }
+
+/// The checkout API answers an oversized body, and a body that is not one, in its own JSON
+/// error shape (413 `request_too_large`, 400 `invalid_request`), never in plain text.
+#[tokio::test]
+async fn the_checkout_api_refuses_an_oversized_body_in_its_json_shape() {
+    let app = TestApp::spawn_shop().await;
+    let page = app
+        .http
+        .get(format!("{}/pricing", app.base))
+        .send()
+        .await
+        .unwrap();
+    let csrf = page
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok()?.strip_prefix("mr_csrf="))
+        .map(|v| v.split(';').next().unwrap().to_string())
+        .next()
+        .expect("the CSRF cookie");
+    let huge = format!(
+        "{{\"plan\":\"trial\",\"email\":\"a@example.com\",\"x\":\"{}\"}}",
+        "a".repeat(9 * 1024 * 1024)
+    );
+    for (body, status, code) in [
+        (huge, 413, "request_too_large"),
+        ("not json".to_string(), 400, "invalid_request"),
+    ] {
+        let r = app
+            .http
+            .post(format!("{}/api/orders", app.base))
+            .header(COOKIE, format!("mr_csrf={csrf}"))
+            .header("x-csrf-token", &csrf)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), status);
+        let v: Value = r.json().await.expect("a JSON error");
+        assert_eq!(v["error"]["code"], code, "{v}");
+    }
+}

@@ -451,6 +451,8 @@ async fn subscription_shows_the_budget_as_the_hard_limit() {
     for field in ["hard_limit_usd", "system_hard_limit_usd"] {
         let lit = raw.get(field).expect(field).get();
         assert_eq!(scaled(lit, 9), 2_500_000_000, "{field} = {lit}");
+        // The exact decimal as written, not a float's `2.5`.
+        assert_eq!(lit, "2.50", "{field}");
     }
     // Spending does not move the hard limit.
     let resp = app
@@ -507,6 +509,18 @@ async fn usage_is_the_spend_in_cents() {
         scaled(raw.get("total_usage").expect("total_usage").get(), 9),
         0
     );
+    // Written from the exact decimal, never through a float (which would write `0.0`).
+    assert_eq!(raw.get("total_usage").expect("total_usage").get(), "0.00");
+    // An end before 1970 alone is a range with nothing in it, not an error about a start
+    // date that was not given.
+    let raw = raw_fields(
+        app.get(&key, &format!("{path}?end_date=1969-12-31"))
+            .send()
+            .await
+            .expect("send"),
+    )
+    .await;
+    assert_eq!(raw.get("total_usage").expect("total_usage").get(), "0.00");
 
     let resp = app
         .chat(&key, &body(FLASH, "hi [[sim reply=5 prompt=10 hit=0]]"))
@@ -539,6 +553,7 @@ async fn usage_is_the_spend_in_cents() {
         let raw = raw_fields(app.get(&key, q).send().await.expect("send")).await;
         let lit = raw.get("total_usage").expect("total_usage").get();
         assert_eq!(scaled(lit, 9), want, "{q}: total_usage = {lit}");
+        assert_eq!(lit, Usd::from_nanos(cost).cents_string(), "{q}");
     }
     let v = get_json(&app, &key, &queries[1]).await;
     assert!(v["total_usage"].is_number(), "{v}");

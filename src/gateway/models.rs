@@ -10,7 +10,7 @@ use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::response::{IntoResponse, Response};
 use chrono::NaiveDate;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
@@ -157,25 +157,79 @@ pub async fn subscription(
         .plan(&key.plan())
         .map_or_else(|| key.plan(), |p| p.name.clone());
     let budget = number(b.budget.to_string());
-    Ok(Json(json!({
-        "object": "billing_subscription",
-        "has_payment_method": true,
-        "canceled": false,
-        "canceled_at": null,
-        "delinquent": null,
-        "access_until": 0,
-        "soft_limit": 0,
-        "hard_limit": 0,
-        "system_hard_limit": 0,
-        "soft_limit_usd": budget,
-        "hard_limit_usd": budget,
-        "system_hard_limit_usd": budget,
-        "plan": {"id": key.plan(), "title": plan_title},
-        "account_name": key.prefix(),
-        "remaining_usd": number(b.remaining().to_string()),
-        "status": key.status(),
-    }))
+    Ok(Json(Subscription {
+        object: "billing_subscription",
+        has_payment_method: true,
+        canceled: false,
+        canceled_at: None,
+        delinquent: None,
+        access_until: 0,
+        soft_limit: 0,
+        hard_limit: 0,
+        system_hard_limit: 0,
+        soft_limit_usd: &budget,
+        hard_limit_usd: &budget,
+        system_hard_limit_usd: &budget,
+        plan: PlanRef {
+            id: key.plan(),
+            title: plan_title,
+        },
+        account_name: key.prefix(),
+        remaining_usd: number(b.remaining().to_string()),
+        status: key.status(),
+    })
     .into_response())
+}
+
+// The two billing answers are structs written straight to bytes: in a `json!` tree their money
+// (raw decimals) would be read back into `f64`s.
+
+/// `GET /v1/dashboard/billing/subscription`'s answer (OpenAI's shape).
+#[derive(Serialize)]
+struct Subscription<'a> {
+    object: &'static str,
+    has_payment_method: bool,
+    canceled: bool,
+    canceled_at: Option<i64>,
+    delinquent: Option<bool>,
+    access_until: i64,
+    soft_limit: i64,
+    hard_limit: i64,
+    system_hard_limit: i64,
+    soft_limit_usd: &'a RawValue,
+    hard_limit_usd: &'a RawValue,
+    system_hard_limit_usd: &'a RawValue,
+    plan: PlanRef,
+    account_name: String,
+    remaining_usd: Box<RawValue>,
+    status: crate::keys::KeyStatus,
+}
+
+#[derive(Serialize)]
+struct PlanRef {
+    id: String,
+    title: String,
+}
+
+/// `GET /v1/dashboard/billing/usage`'s answer: costs in cents.
+#[derive(Serialize)]
+struct UsageAnswer {
+    object: &'static str,
+    total_usage: Box<RawValue>,
+    daily_costs: Vec<UsageDay>,
+}
+
+/// One UTC day: its timestamp in seconds, a line per model.
+#[derive(Serialize)]
+struct UsageDay {
+    timestamp: i64,
+    line_items: Vec<LineItem>,
+}
+
+#[derive(Serialize)]
+struct LineItem {
+    name: String,
+    cost: Box<RawValue>,
 }
 
 /// Query of the usage endpoint: `YYYY-MM-DD`, end exclusive.
@@ -227,7 +281,8 @@ pub async fn usage(
         .as_deref()
         .map(|s| date_ms(s, "start_date"))
         .transpose()?
-        .unwrap_or(0);
+        // No start: from the beginning (an end date before 1970 is then no error).
+        .unwrap_or(i64::MIN);
     let to = q
         .end_date
         .as_deref()
@@ -258,22 +313,24 @@ pub async fn usage(
     };
     // OpenAI's shape: one entry per UTC day, its timestamp in seconds, a line per model, costs
     // in cents like `total_usage`.
-    let mut daily: Vec<(i64, Vec<Value>)> = Vec::new();
+    let mut daily: Vec<UsageDay> = Vec::new();
     for (day_ms, model, cost) in days {
-        let item = json!({"name": model, "cost": number(cost.cents_string())});
+        let item = LineItem {
+            name: model,
+            cost: number(cost.cents_string()),
+        };
         match daily.last_mut() {
-            Some((day, items)) if *day == day_ms => items.push(item),
-            _ => daily.push((day_ms, vec![item])),
+            Some(day) if day.timestamp == day_ms / 1000 => day.line_items.push(item),
+            _ => daily.push(UsageDay {
+                timestamp: day_ms / 1000,
+                line_items: vec![item],
+            }),
         }
     }
-    let daily: Vec<Value> = daily
-        .into_iter()
-        .map(|(day_ms, items)| json!({"timestamp": day_ms / 1000, "line_items": items}))
-        .collect();
-    Ok(Json(json!({
-        "object": "list",
-        "total_usage": number(spent.cents_string()),
-        "daily_costs": daily,
-    }))
+    Ok(Json(UsageAnswer {
+        object: "list",
+        total_usage: number(spent.cents_string()),
+        daily_costs: daily,
+    })
     .into_response())
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Path, Request, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use chrono::Utc;
@@ -67,9 +67,14 @@ impl Guarded for CreateOrder {
         state: &Arc<AppState>,
     ) -> Result<(Bytes, Option<String>), Response> {
         let token = csrf_header(req.headers()).map(str::to_owned);
-        let body = Bytes::from_request(req, state)
-            .await
-            .map_err(IntoResponse::into_response)?;
+        // Refused in the API's own shape, like every other answer of this endpoint.
+        let body = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ShopError::BodyTooLarge.into_response()
+            } else {
+                ShopError::BadOrderRequest.into_response()
+            }
+        })?;
         Ok((body, token))
     }
 

@@ -89,6 +89,9 @@ pub enum ShopError {
          same request again in a moment to get its key."
     )]
     RotationInProgress,
+    /// 413: a JSON call's body over the storefront's limit.
+    #[error("Request body too large.")]
+    BodyTooLarge,
 }
 
 impl ShopError {
@@ -104,6 +107,7 @@ impl ShopError {
             | ShopError::BadIdempotencyKey => StatusCode::BAD_REQUEST,
             ShopError::TooManyRotations => StatusCode::TOO_MANY_REQUESTS,
             ShopError::RotationInProgress => StatusCode::CONFLICT,
+            ShopError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ShopError::RotationFailed => StatusCode::INTERNAL_SERVER_ERROR,
             ShopError::PlanNotFound | ShopError::OrderNotFound => StatusCode::NOT_FOUND,
             ShopError::PaymentsUnavailable | ShopError::PaymentNotRecorded => {
@@ -140,6 +144,7 @@ impl ShopError {
             ShopError::TooManyRotations => "rate_limit_exceeded",
             ShopError::RotationFailed => "internal_error",
             ShopError::RotationInProgress => "idempotency_key_in_use",
+            ShopError::BodyTooLarge => "request_too_large",
         }
     }
 
