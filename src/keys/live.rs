@@ -3,8 +3,8 @@
 //! limiter), the display prefix, the notice bits — plus the stored record it is built from.
 
 use std::num::NonZeroU32;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError};
 
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
@@ -81,8 +81,20 @@ pub struct KeyState {
     /// Budget a refunded top-up could not take back at once because requests in flight held
     /// it: taken from what those holds give back as they settle, never from what they spend.
     owed: AtomicI64,
+    /// Whom `owed` is for, and how long it lasts; changed only under this lock (refunds, and
+    /// settlements while something is owed).
+    owing: std::sync::Mutex<Owing>,
+}
+
+/// See [`KeyState::owe`].
+#[derive(Debug, Default)]
+struct Owing {
     /// The refunded order `owed` is for (its budget-history lines name it).
-    owed_for: std::sync::Mutex<Option<String>>,
+    order_id: Option<String>,
+    /// What the holds in flight at the refund held then, less the holds settled since: once
+    /// that much has settled, every hold the refund could count on has, and what is still owed
+    /// is forgiven — later holds are paid from money the refund never covered (a new top-up).
+    holds: i64,
 }
 
 /// What settling a request did to its key.
@@ -177,7 +189,7 @@ impl KeyState {
             rpm: AtomicU32::new(rpm),
             notices: AtomicU8::new(0),
             owed: AtomicI64::new(0),
-            owed_for: std::sync::Mutex::new(None),
+            owing: std::sync::Mutex::new(Owing::default()),
         }
     }
 
@@ -292,7 +304,7 @@ impl KeyState {
     pub fn settle(&self, hold: Usd, cost: Usd, at: DateTime<Utc>) -> Settled {
         let charge = Usd::from_nanos(cost.nanos().clamp(0, hold.nanos()));
         let released = hold.nanos() - charge.nanos();
-        let clawed = self.claw(released);
+        let clawed = self.claw(hold.nanos(), released);
         if clawed > 0 {
             // Budget first: until `available` grows, nothing can hold the clawed money.
             self.budget.fetch_sub(clawed, Ordering::AcqRel);
@@ -311,35 +323,46 @@ impl KeyState {
         }
     }
 
-    /// Take up to `released` of what a refund is owed; returns what was taken.
-    fn claw(&self, released: i64) -> i64 {
+    /// Take up to `released` of what a refund is owed, from a settling hold of `hold`; returns
+    /// what was taken.
+    fn claw(&self, hold: i64, released: i64) -> i64 {
         // One load when nothing is owed, as almost always: the request path's only cost.
-        let mut owed = self.owed.load(Ordering::Acquire);
-        while owed > 0 && released > 0 {
-            let take = owed.min(released);
-            match self.owed.compare_exchange_weak(
-                owed,
-                owed - take,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return take,
-                Err(now) => owed = now,
-            }
+        if self.owed.load(Ordering::Acquire) <= 0 {
+            return 0;
         }
-        0
+        let mut owing = self.owing.lock().unwrap_or_else(PoisonError::into_inner);
+        let owed = self.owed.load(Ordering::Acquire).max(0);
+        let take = owed.min(released.max(0));
+        owing.holds -= hold;
+        let left = if owing.holds <= 0 {
+            if owed > take {
+                tracing::info!(
+                    key_id = %self.id,
+                    forgiven = %Usd::from_nanos(owed - take),
+                    "the holds in flight at a refund have settled; the rest it was owed is forgiven"
+                );
+            }
+            owing.holds = 0;
+            0
+        } else {
+            owed - take
+        };
+        self.owed.store(left, Ordering::Release);
+        take
     }
 
     /// A refund could take only what was available ([`KeyState::take_back`]); what it could
     /// not, up to what requests in flight hold now, is owed and taken from their holds as they
-    /// settle (what they do not spend). Returns what is owed from now on.
+    /// settle (what they do not spend) — from theirs only: once holds worth what they held now
+    /// have settled, what is still owed is forgiven. Returns what is owed from now on.
     /// `order_id` names the refunded order in what [`KeyState::owed_for`] answers.
     pub fn owe(&self, amount: Usd, order_id: &str) -> Usd {
-        let owe = amount.nanos().clamp(0, self.balance().held.nanos());
+        let mut owing = self.owing.lock().unwrap_or_else(PoisonError::into_inner);
+        let held = self.balance().held.nanos();
+        let owe = amount.nanos().clamp(0, held);
         if owe > 0 {
-            if let Ok(mut o) = self.owed_for.lock() {
-                *o = Some(order_id.to_string());
-            }
+            owing.order_id = Some(order_id.to_string());
+            owing.holds = held;
             self.owed.fetch_add(owe, Ordering::AcqRel);
         }
         Usd::from_nanos(owe)
@@ -347,7 +370,11 @@ impl KeyState {
 
     /// The refunded order the key last owed to (for the lines of what settling takes).
     pub fn owed_for(&self) -> Option<String> {
-        self.owed_for.lock().ok().and_then(|o| o.clone())
+        self.owing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .order_id
+            .clone()
     }
 
     /// Give a hold back untouched (the request never reached upstream).
@@ -597,10 +624,43 @@ mod tests {
         let (c, ()) = k
             .try_hold(|_| Ok::<_, ()>((Usd::from_nanos(100), ())))
             .unwrap();
-        // 50 still owed from before: the next release pays it off, and no more.
+        // The 50 left owed died with the holds in flight at the refund (both settled): a hold
+        // paid from the new top-up gives back all it did not spend.
         let s = k.settle(c, Usd::ZERO, Utc::now());
-        assert_eq!(s.clawed.nanos(), 50);
-        assert_eq!(k.available().nanos(), 50);
+        assert_eq!(s.clawed.nanos(), 0);
+        assert_eq!(k.available().nanos(), 100);
+    }
+
+    /// A refund is owed only by the holds in flight when it came: holds that spend all they
+    /// hold pay nothing back, and once they have settled nothing more is taken from holds made
+    /// since — however many there are.
+    #[test]
+    fn what_a_refund_is_owed_ends_with_the_holds_in_flight_at_the_refund() {
+        let k = KeyState::from_record(record(1000), 60);
+        let (a, ()) = k
+            .try_hold(|_| Ok::<_, ()>((Usd::from_nanos(1000), ())))
+            .unwrap();
+        assert_eq!(k.take_back(Usd::from_nanos(500)).nanos(), 0);
+        assert_eq!(k.owe(Usd::from_nanos(500), "ord_y").nanos(), 500);
+        // A hold made after the refund (credit bought since) settles first: it still pays from
+        // what it gives back while the first is in flight (the two cannot be told apart).
+        k.top_up(Usd::from_nanos(400));
+        let (b, ()) = k
+            .try_hold(|_| Ok::<_, ()>((Usd::from_nanos(400), ())))
+            .unwrap();
+        let s = k.settle(b, Usd::from_nanos(300), Utc::now());
+        assert_eq!(s.clawed.nanos(), 100);
+        // The first spends everything: nothing to give back, and what is owed is forgiven.
+        let s = k.settle(a, Usd::from_nanos(1000), Utc::now());
+        assert_eq!(s.clawed.nanos(), 0);
+        assert_eq!(k.owed_for().as_deref(), Some("ord_y"));
+        for _ in 0..3 {
+            let (h, ()) = k.try_hold(|avail| Ok::<_, ()>((avail, ()))).unwrap();
+            let s = k.settle(h, Usd::ZERO, Utc::now());
+            assert_eq!(s.clawed.nanos(), 0, "nothing more is taken");
+        }
+        let bal = k.balance();
+        assert_eq!((bal.budget.nanos(), bal.spent.nanos()), (1300, 1300));
     }
 
     #[test]
