@@ -541,3 +541,108 @@ async fn a_refund_takes_back_what_requests_in_flight_held_once_they_settle() {
         .unwrap();
     assert_eq!((budget, spent), (100_000, cost));
 }
+
+/// A partial refund (PayPal refunds part of the price) takes back the same share of the
+/// order's credit — rounded down, so the customer keeps any fraction — and nothing else: the
+/// key is not revoked and the order stays paid. A second partial refund takes its share too;
+/// the refund of the rest then does what a whole refund does (the key is revoked: it had no
+/// top-up), and nothing is taken twice. A replayed partial refund changes nothing.
+#[tokio::test]
+async fn a_partial_refund_takes_back_its_share_of_the_credit_and_keeps_the_key() {
+    // Starter: $5.00 paid for a budget of $0.0003 (300 000 nano-USD), so shares are exact
+    // enough to see the rounding.
+    let app = TestApp::spawn_shop_with(|c| {
+        c.plans.get_mut("starter").unwrap().budget_usd = "0.0003".parse().unwrap();
+    })
+    .await;
+    let mut b = Browser::open(&app).await;
+    let (order, paypal) = b.create_order(&app, "starter", "buyer@example.com").await;
+    assert!(app.pp().approve(&paypal));
+    let (_, v) = b.capture(&app, &order).await;
+    let key = v["api_key"].as_str().expect("a key").to_string();
+    let ks = app.key_state(&key);
+    assert_eq!(ks.balance().budget.nanos(), 300_000);
+
+    // $0.30 of $5.00 back: 6 % of the credit, 18 000 nano-USD.
+    let part = app
+        .pp()
+        .refund_part(&paypal, "0.30".parse().unwrap())
+        .expect("a partial refund");
+    assert_eq!(deliver(&app, part.clone()).await, 200);
+    assert_eq!(ks.balance().budget.nanos(), 282_000);
+    assert_eq!(ks.status().as_str(), "active");
+    assert_eq!(order_status(&app, &order), "paid");
+    // The same event again: already processed, nothing more taken.
+    assert_eq!(deliver(&app, part).await, 200);
+    assert_eq!(ks.balance().budget.nanos(), 282_000);
+    let ok = app
+        .chat(&key, &body(FLASH, "hi [[sim reply=1 prompt=1]]"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200, "the key works on");
+    let spent = ks.balance().spent.nanos();
+
+    // $1.33 more: 26.6 % of 300 000 = 79 800 nano-USD.
+    let part = app
+        .pp()
+        .refund_part(&paypal, "1.33".parse().unwrap())
+        .expect("a second partial refund");
+    assert_eq!(deliver(&app, part).await, 200);
+    assert_eq!(ks.balance().budget.nanos(), 202_200);
+    assert_eq!(order_status(&app, &order), "paid");
+    let h = history(&shown(&app, &key).await);
+    assert_eq!(
+        h,
+        [
+            ("purchase".to_string(), "0.0003".to_string()),
+            ("refund".to_string(), "-0.000018".to_string()),
+            ("refund".to_string(), "-0.0000798".to_string()),
+        ]
+    );
+
+    // The rest ($3.37): a whole refund's outcome, the key had no top-up.
+    let rest = app
+        .pp()
+        .webhook("PAYMENT.CAPTURE.REFUNDED", &paypal)
+        .expect("the refund of the rest");
+    assert_eq!(deliver(&app, rest).await, 200);
+    assert_eq!(order_status(&app, &order), "refunded");
+    assert_eq!(ks.status().as_str(), "revoked");
+    assert_eq!(
+        ks.balance().spent.nanos(),
+        spent,
+        "what was spent stays spent"
+    );
+}
+
+/// A partial refund of a topped-up purchase takes its share of the purchase's credit only; the
+/// refund of the rest then takes what is left of it, not the whole credit again, and the key
+/// keeps working on its top-up.
+#[tokio::test]
+async fn after_a_partial_refund_the_rest_takes_only_what_is_left() {
+    let app = spawn_small_plans().await;
+    let mut b = Browser::open(&app).await;
+    let (order_p, paypal_p, key, _order_t) = bought_and_topped_up(&app, &mut b).await;
+    let ks = app.key_state(&key);
+    assert_eq!(ks.balance().budget.nanos(), 300_000);
+    // Trial: $1.00 paid for 100 000 nano-USD of credit; $0.25 back is 25 000.
+    let part = app
+        .pp()
+        .refund_part(&paypal_p, "0.25".parse().unwrap())
+        .expect("a partial refund");
+    assert_eq!(deliver(&app, part).await, 200);
+    assert_eq!(ks.balance().budget.nanos(), 275_000);
+    let rest = app
+        .pp()
+        .webhook("PAYMENT.CAPTURE.REFUNDED", &paypal_p)
+        .expect("the refund of the rest");
+    assert_eq!(deliver(&app, rest).await, 200);
+    assert_eq!(order_status(&app, &order_p), "refunded");
+    assert_eq!(ks.status().as_str(), "active");
+    assert_eq!(
+        ks.balance().budget.nanos(),
+        200_000,
+        "the top-up's credit stays whole"
+    );
+}

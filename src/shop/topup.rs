@@ -153,13 +153,8 @@ pub async fn refund(state: &AppState, order: &Order) -> Result<Usd, RefundError>
     let now_ms = Utc::now().timestamp_millis();
     let order_id = order.record.order_id.clone();
     let key_id = order.key_id().unwrap_or_default().to_string();
-    let id = order_id.clone();
-    let granted = state
-        .store
-        .read(move |c| crate::store::budget::granted_by(c, &id))
-        .await
-        .map_err(|e| RefundError::Read(e.to_string()))?
-        .unwrap_or(Usd::ZERO);
+    // What partial refunds took back already is not taken again.
+    let granted = credit_left(state, &order_id).await?;
     let key = state.keys.by_id(&key_id);
     let take = key.as_ref().map_or(Usd::ZERO, |k| k.take_back(granted));
     let restore_plan = match (&key, &order.extra.upgraded_from) {
@@ -196,5 +191,77 @@ pub async fn refund(state: &AppState, order: &Order) -> Result<Usd, RefundError>
         });
     }
     tracing::info!(order_id, key_id, taken = %take, granted = %granted, "order refunded; its credit taken back");
+    Ok(take)
+}
+
+/// What is left of the credit a paid order added to its key: what it granted, less what its
+/// refunds took back so far.
+async fn credit_left(state: &AppState, order_id: &str) -> Result<Usd, RefundError> {
+    let id = order_id.to_string();
+    state
+        .store
+        .read(move |c| {
+            let granted = crate::store::budget::granted_by(c, &id)?.unwrap_or(Usd::ZERO);
+            let taken = crate::store::budget::taken_back_for(c, &id)?;
+            Ok(granted.saturating_sub(taken).max(Usd::ZERO))
+        })
+        .await
+        .map_err(|e| RefundError::Read(e.to_string()))
+}
+
+/// A partial refund of a paid order (`paid_back` of its price): the same share of the credit
+/// it added is taken back from its key (rounded down, so the customer keeps any fraction), at
+/// most what is left of that credit, on the same terms as a whole refund (what requests in
+/// flight hold stays theirs; what they give back unspent goes to it). The order stays paid and
+/// its key is neither revoked nor moved off its plan: only the refund of the rest does that.
+/// Returns what was taken at once.
+pub async fn refund_part(
+    state: &AppState,
+    order: &Order,
+    refund_id: &str,
+    paid_back: Usd,
+) -> Result<Usd, RefundError> {
+    let now_ms = Utc::now().timestamp_millis();
+    let order_id = order.record.order_id.clone();
+    let key_id = order.key_id().unwrap_or_default().to_string();
+    let left = credit_left(state, &order_id).await?;
+    let id = order_id.clone();
+    let granted = state
+        .store
+        .read(move |c| crate::store::budget::granted_by(c, &id))
+        .await
+        .map_err(|e| RefundError::Read(e.to_string()))?
+        .unwrap_or(Usd::ZERO);
+    let price = order.record.amount.nanos();
+    let share = if price > 0 {
+        let n =
+            i128::from(granted.nanos()) * i128::from(paid_back.nanos().max(0)) / i128::from(price);
+        Usd::from_nanos(i64::try_from(n).unwrap_or(i64::MAX))
+    } else {
+        Usd::ZERO
+    };
+    let want = share.min(left);
+    let Some(key) = state.keys.by_id(&key_id) else {
+        return Ok(Usd::ZERO);
+    };
+    let take = key.take_back(want);
+    let write = Write::PartialRefund {
+        refund_id: refund_id.to_string(),
+        order_id: order_id.clone(),
+        key_id: key_id.clone(),
+        take,
+        at_ms: now_ms,
+    };
+    if let Err(e) = state.store.write(write).await {
+        key.untake(take);
+        return Err(RefundError::Write(e.to_string()));
+    }
+    let owed = key.owe(want.saturating_sub(take), &order_id);
+    crate::admin::mark_if_exhausted(state, &key);
+    state.activity.emit(ActivityEvent::KeyUpdated {
+        key: key_view(&key),
+        at_ms: now_ms,
+    });
+    tracing::info!(order_id, key_id, paid_back = %paid_back, taken = %take, owed = %owed, "order partly refunded; that share of its credit taken back");
     Ok(take)
 }

@@ -30,6 +30,7 @@ use super::fulfil::{Fulfilment, fulfil};
 use super::limits::limit_key;
 use crate::activity::ActivityEvent;
 use crate::kinds::OrderKind;
+use crate::money::Usd;
 use crate::paypal::{CaptureInfo, parse_amount};
 use crate::state::{AppState, ClientIp};
 use crate::store::Write;
@@ -217,6 +218,30 @@ fn refunded_capture_id(resource: &Value) -> Option<String> {
     })
 }
 
+/// What a refund gave back when it is only part of `price`: the refund's own `amount`, when
+/// what the capture's refunds gave back in all (PayPal's `seller_payable_breakdown.
+/// total_refunded_amount`, else this refund's amount) is less than the price. `None` for a
+/// refund of the whole price or of the rest, and for one whose amounts cannot be read (then it
+/// is taken as whole, as before partial refunds were read).
+fn partial_refund(resource: &Value, price: Usd) -> Option<Usd> {
+    let usd = |m: Option<&Value>| -> Option<Usd> {
+        let m = m?;
+        if m.get("currency_code").and_then(Value::as_str) != Some("USD") {
+            return None;
+        }
+        parse_amount(m.get("value")?.as_str()?).ok()
+    };
+    let this = usd(resource.get("amount"))?;
+    let total = match resource
+        .get("seller_payable_breakdown")
+        .and_then(|b| b.get("total_refunded_amount"))
+    {
+        Some(t) => usd(Some(t))?,
+        None => this,
+    };
+    (this > Usd::ZERO && total < price).then_some(this)
+}
+
 /// Find the order an event is about: by our invoice id, PayPal's order id, or the capture id.
 async fn find_order(
     state: &AppState,
@@ -371,6 +396,34 @@ async fn on_refund(
     let order = &full.record;
     if order.status == OrderStatus::Refunded {
         return Ok(());
+    }
+    // A refund of part of the price (a reversal always takes the whole payment back): the same
+    // share of the order's credit goes back, and the order stays paid.
+    // Each refund applies once, by PayPal's id (the event's own id may differ on a resend).
+    if kind == "PAYMENT.CAPTURE.REFUNDED"
+        && let Some(part) = partial_refund(resource, order.amount)
+        && let Some(refund_id) = resource
+            .get("id")
+            .and_then(Value::as_str)
+            .filter(|id| !id.is_empty())
+            .map(str::to_string)
+    {
+        let marker = db::partial_refund_marker(&refund_id);
+        let seen = state
+            .store
+            .read(move |c| db::webhook_seen(c, &marker))
+            .await
+            .map_err(|_| WebhookError::Unavailable)?;
+        if order.status != OrderStatus::Paid || seen {
+            return Ok(());
+        }
+        return match crate::shop::topup::refund_part(state, &full, &refund_id, part).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::error!(order_id = %order.order_id, error = %e, "partial refund not recorded; PayPal will retry");
+                Err(WebhookError::Unavailable)
+            }
+        };
     }
     let keep_key = match full.extra.kind {
         OrderKind::TopUp => order.status == OrderStatus::Paid,

@@ -68,6 +68,18 @@ pub fn history(c: &Connection, key_id: &str) -> Result<Vec<BudgetEntry>, StoreEr
     Ok(out)
 }
 
+/// What refunds of an order took back from its key so far (its `refund` lines: partial refunds,
+/// and what requests in flight gave back to one), as a positive amount.
+pub fn taken_back_for(c: &Connection, order_id: &str) -> Result<Usd, StoreError> {
+    let n: i64 = c.query_row(
+        "SELECT COALESCE(-SUM(amount_nanos), 0) FROM budget_history
+         WHERE order_id = ?1 AND kind = 'refund'",
+        [order_id],
+        |r| r.get(0),
+    )?;
+    Ok(Usd::from_nanos(n.max(0)))
+}
+
 /// The budget an order (a top-up, or a purchase) added to its key, once paid.
 pub fn granted_by(c: &Connection, order_id: &str) -> Result<Option<Usd>, StoreError> {
     let n: Option<i64> = c

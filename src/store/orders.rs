@@ -339,6 +339,37 @@ pub fn take_back(
     )
 }
 
+/// The marker of a partial refund applied, among the webhook events.
+pub fn partial_refund_marker(refund_id: &str) -> String {
+    format!("refund:{refund_id}")
+}
+
+/// Apply a partial refund once: its marker (a second time: a conflict, nothing changed), then
+/// `take` off the key with its budget-history line when there is anything to take.
+pub fn partial_refund(
+    c: &Connection,
+    refund_id: &str,
+    order_id: &str,
+    key_id: &str,
+    take: Usd,
+    at_ms: i64,
+) -> Result<(), StoreError> {
+    let n = c.execute(
+        "INSERT OR IGNORE INTO webhook_events (event_id, event_type, received_at)
+         VALUES (?1, 'PARTIAL_REFUND', ?2)",
+        params![partial_refund_marker(refund_id), at_ms],
+    )?;
+    if n == 0 {
+        return Err(StoreError::Conflict(format!(
+            "refund {refund_id} of order {order_id} was applied already"
+        )));
+    }
+    if take > Usd::ZERO {
+        take_back(c, Some(order_id), key_id, take, at_ms)?;
+    }
+    Ok(())
+}
+
 /// Change an order's status (pending, failed, refunded); a paid order only moves to refunded.
 pub fn set_status(
     c: &Connection,

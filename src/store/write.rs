@@ -116,6 +116,21 @@ pub enum Write {
         /// When.
         at_ms: i64,
     },
+    /// Part of a paid order's price was refunded: `take` of its credit taken back, and the
+    /// refund remembered by PayPal's id (as `refund:<id>` among the webhook events), atomically
+    /// — the same refund again fails as a conflict.
+    PartialRefund {
+        /// PayPal's refund id.
+        refund_id: String,
+        /// The order.
+        order_id: String,
+        /// The key credited.
+        key_id: String,
+        /// Budget taken back (may be zero: requests in flight hold it all).
+        take: Usd,
+        /// When.
+        at_ms: i64,
+    },
     /// A paid order's credit was refunded (a top-up, or the purchase of a key that keeps paid
     /// top-ups): the order refunded and `take` taken back, atomically.
     RefundCredit {
@@ -259,6 +274,13 @@ fn apply_self_service(tx: &rusqlite::Connection, w: &Write) -> Result<(), StoreE
             take,
             at_ms,
         } => orders::take_back(tx, order_id.as_deref(), key_id, *take, *at_ms),
+        Write::PartialRefund {
+            refund_id,
+            order_id,
+            key_id,
+            take,
+            at_ms,
+        } => orders::partial_refund(tx, refund_id, order_id, key_id, *take, *at_ms),
         Write::RefundCredit {
             order_id,
             key_id,

@@ -132,6 +132,20 @@ impl SimulatedPaypal {
         issue_webhook(&self.shared, &mut st, kind, paypal_order_id)
     }
 
+    /// Refund `amount` of an order's completed capture, less than what is left of it (a partial
+    /// refund: the capture turns `PARTIALLY_REFUNDED`), and return that refund's
+    /// `PAYMENT.CAPTURE.REFUNDED` webhook, whose resource carries the refund's `amount` and, in
+    /// `seller_payable_breakdown.total_refunded_amount`, what the capture's refunds gave back in
+    /// all. A later [`SimulatedPaypal::webhook`] of `PAYMENT.CAPTURE.REFUNDED` refunds the rest.
+    pub fn refund_part(
+        &self,
+        paypal_order_id: &str,
+        amount: crate::money::Usd,
+    ) -> Option<(Vec<(String, String)>, String)> {
+        let mut st = lock(&self.shared.state);
+        webhooks::issue_partial_refund(&self.shared, &mut st, paypal_order_id, amount)
+    }
+
     /// Complete a `PENDING` capture (as PayPal does after review) and return its
     /// `PAYMENT.CAPTURE.COMPLETED` webhook; `None` if the order has no pending capture.
     pub fn complete_pending(

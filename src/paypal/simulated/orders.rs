@@ -215,7 +215,7 @@ pub(super) async fn capture_order(
         reply: Value::Null,
         create_time: time.clone(),
         update_time: time,
-        refund: None,
+        refunds: Vec::new(),
     });
     // The reply is rendered once and kept: a replay with the same request id gets it verbatim,
     // even after the capture's state moved on.

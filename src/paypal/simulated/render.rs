@@ -39,13 +39,24 @@ pub(super) struct SimCapture {
     pub reply: Value,
     pub create_time: String,
     pub update_time: String,
-    pub refund: Option<Refund>,
+    /// Its refunds, oldest first: partial ones, then (or only) the one that refunds the rest.
+    pub refunds: Vec<Refund>,
 }
 
-/// A full refund of a capture.
+impl SimCapture {
+    /// What its refunds gave back, in all.
+    pub fn refunded(&self) -> Usd {
+        self.refunds
+            .iter()
+            .fold(Usd::ZERO, |sum, r| sum.saturating_add(r.amount))
+    }
+}
+
+/// A refund of a capture: of all of it, of part, or of what earlier ones left.
 pub(super) struct Refund {
     pub id: String,
     pub create_time: String,
+    pub amount: Usd,
 }
 
 /// Now, as PayPal writes times (`2026-11-04T10:00:00Z`).
@@ -139,8 +150,11 @@ impl SimOrder {
         }
         if let Some(c) = &self.capture {
             let mut payments = json!({"captures": [self.capture_json(base, c)]});
-            if let Some(r) = &c.refund {
-                payments["refunds"] = json!([self.refund_body(base, c, r)]);
+            if !c.refunds.is_empty() {
+                let refunds: Vec<Value> = (0..c.refunds.len())
+                    .map(|i| self.refund_body(base, c, i))
+                    .collect();
+                payments["refunds"] = json!(refunds);
             }
             unit["payments"] = payments;
         }
@@ -233,10 +247,20 @@ impl SimOrder {
         v
     }
 
-    fn refund_body(&self, base: &str, c: &SimCapture, r: &Refund) -> Value {
+    /// Refund `i` of the capture as PayPal shows it: its own amount, and in its breakdown what
+    /// the capture's refunds gave back up to and including it.
+    fn refund_body(&self, base: &str, c: &SimCapture, i: usize) -> Value {
+        let r = &c.refunds[i];
+        let total = c.refunds[..=i]
+            .iter()
+            .fold(Usd::ZERO, |sum, r| sum.saturating_add(r.amount));
         let mut v = json!({
             "id": r.id,
-            "amount": {"currency_code": c.currency, "value": money(c.amount)},
+            "amount": {"currency_code": c.currency, "value": money(r.amount)},
+            "seller_payable_breakdown": {
+                "gross_amount": {"currency_code": c.currency, "value": money(r.amount)},
+                "total_refunded_amount": {"currency_code": c.currency, "value": money(total)},
+            },
             "status": "COMPLETED",
             "invoice_id": self.invoice_id,
             "create_time": r.create_time,
@@ -252,11 +276,11 @@ impl SimOrder {
         v
     }
 
-    /// The refund of the capture as a webhook resource, if there is one.
+    /// The capture's latest refund as a webhook resource, if there is one.
     pub fn refund_json(&self, base: &str) -> Option<Value> {
         let c = self.capture.as_ref()?;
-        let r = c.refund.as_ref()?;
-        Some(self.refund_body(base, c, r))
+        let last = c.refunds.len().checked_sub(1)?;
+        Some(self.refund_body(base, c, last))
     }
 }
 

@@ -16,6 +16,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use crate::money::Usd;
+
 use super::api::{api_error, invalid, reply};
 use super::render::{Refund, SimOrder, event, new_id, now, transmission_id};
 use super::state::{Shared, SimState, Transmission, lock};
@@ -111,6 +113,46 @@ pub(super) fn issue_webhook(
             event
         }
     };
+    Some(signed(s, st, event))
+}
+
+/// Refund `amount` of a completed capture (less than what is left of it: a partial refund) and
+/// return its `PAYMENT.CAPTURE.REFUNDED` webhook; `None` when the order has no such capture or
+/// `amount` is not less than what is left (the full refund is [`issue_webhook`]'s).
+pub(super) fn issue_partial_refund(
+    s: &Shared,
+    st: &mut SimState,
+    order_id: &str,
+    amount: Usd,
+) -> Option<(Vec<(String, String)>, String)> {
+    let order = st.orders.get_mut(order_id)?;
+    let capture = order.capture.as_mut()?;
+    let rest = capture.amount.saturating_sub(capture.refunded());
+    if !matches!(capture.status.as_str(), "COMPLETED" | "PARTIALLY_REFUNDED")
+        || amount <= Usd::ZERO
+        || amount >= rest
+    {
+        return None;
+    }
+    let time = now();
+    let id = new_id(17);
+    capture.refunds.push(Refund {
+        id: id.clone(),
+        create_time: time.clone(),
+        amount,
+    });
+    capture.status = "PARTIALLY_REFUNDED".to_owned();
+    capture.update_time = time;
+    let resource = order.refund_json(&s.base)?;
+    let kind = "PAYMENT.CAPTURE.REFUNDED";
+    let event = event(&s.base, kind, resource, order);
+    st.events
+        .insert((kind.to_owned(), format!("{order_id}/{id}")), event.clone());
+    Some(signed(s, st, event))
+}
+
+/// A transmission of `event`: its headers (signed) and body.
+fn signed(s: &Shared, st: &mut SimState, event: Value) -> (Vec<(String, String)>, String) {
     let raw = event.to_string();
     let transmission_id = transmission_id();
     let time = now();
@@ -143,7 +185,7 @@ pub(super) fn issue_webhook(
             event,
         },
     );
-    Some((headers, raw))
+    (headers, raw)
 }
 
 /// The resource of a `kind` event, after applying the state change the event reports; `None`
@@ -162,13 +204,19 @@ fn webhook_resource(base: &str, order: &mut SimOrder, kind: &str) -> Option<Valu
             capture.update_time = now();
         }
         "PAYMENT.CAPTURE.REFUNDED" | "PAYMENT.CAPTURE.REVERSED"
-            if matches!(capture.status.as_str(), "COMPLETED" | "REFUNDED") =>
+            if matches!(
+                capture.status.as_str(),
+                "COMPLETED" | "PARTIALLY_REFUNDED" | "REFUNDED"
+            ) =>
         {
-            if capture.refund.is_none() {
+            // Whatever earlier (partial) refunds left is refunded now.
+            let rest = capture.amount.saturating_sub(capture.refunded());
+            if capture.status != "REFUNDED" && rest > Usd::ZERO {
                 let time = now();
-                capture.refund = Some(Refund {
+                capture.refunds.push(Refund {
                     id: new_id(17),
                     create_time: time.clone(),
+                    amount: rest,
                 });
                 capture.status = "REFUNDED".to_owned();
                 capture.update_time = time;
