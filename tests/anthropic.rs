@@ -550,3 +550,45 @@ async fn over_the_rate_limit_is_429_with_retry_after() {
     expect_error(r, 429, "rate_limit_error").await;
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
+
+/// Anthropic's keep-alive is a `ping` event, not an SSE comment: a stream that stalls behind
+/// pings times out on the idle timer as one behind comments does (DeepSeek's known fault),
+/// instead of running to the request's deadline while holding the key's money.
+#[tokio::test]
+async fn a_stream_stalled_behind_pings_times_out_on_the_idle_timer() {
+    let app = TestApp::spawn_with(|c| c.upstream.idle_timeout_secs = 1).await;
+    let key = app.create_key("trial", None).await;
+    let mut b = msg(
+        "claude-3-5-haiku",
+        "[[sim reply=10 stall_after=3 keepalive_ms=100 ping_keepalive=1]] hi",
+        100,
+    );
+    b["stream"] = true.into();
+    let started = std::time::Instant::now();
+    let resp = post(&app, "/v1/messages", &key, Auth::ApiKey, &b)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let rid = request_id(&resp);
+    let evs = events(resp).await;
+    let names: Vec<&str> = evs.iter().map(|(n, _)| n.as_str()).collect();
+    let pings_after_text = names
+        .iter()
+        .skip_while(|n| **n != "content_block_delta")
+        .filter(|n| **n == "ping")
+        .count();
+    assert!(
+        pings_after_text >= 2,
+        "pings relayed while stalled: {names:?}"
+    );
+    let (last, data) = evs.last().expect("events");
+    assert_eq!(last, "error", "{names:?}");
+    assert_eq!(data["error"]["type"], "timeout_error", "{data}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "ended by the idle timer, not the request's deadline"
+    );
+    let row = app.wait_ledger_row(&rid).await;
+    assert_eq!(row.finish, modelrelay::store::Finish::UpstreamTimeout);
+}

@@ -123,12 +123,14 @@ pub struct EventStream {
 }
 
 impl EventStream {
-    /// The next item; `Ok(None)` when upstream closed the stream. An event (not a comment)
-    /// restarts the idle timer.
+    /// The next item; `Ok(None)` when upstream closed the stream. An event (not a comment, not
+    /// a `ping`) restarts the idle timer.
     pub async fn next(&mut self) -> Result<Option<SseItem>, UpstreamError> {
         loop {
             if let Some(item) = self.ready.pop_front() {
-                if matches!(item, SseItem::Event(_)) {
+                // Keep-alives (comments; Anthropic's `ping` events) are not data: a stream
+                // stalled behind them still times out.
+                if matches!(&item, SseItem::Event(e) if e.event.as_deref() != Some("ping")) {
                     self.last_data = Instant::now();
                 }
                 return Ok(Some(item));

@@ -6,11 +6,13 @@
 use serde_json::{Value, json};
 
 use super::directives::Plan;
-use super::stream::Wire;
+use super::stream::{KEEPALIVE, Wire};
 
 const ERROR_EVENT: &str = "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\",\
 \"message\":\"Internal server error\"}}\n\n";
 const MESSAGE_STOP: &str = "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+/// Anthropic's keep-alive: an event, not an SSE comment.
+const PING: &str = "event: ping\ndata: {\"type\": \"ping\"}\n\n";
 
 /// DeepSeek's Anthropic-format answer: one `message` body, or the Messages streaming events with
 /// one `thinking_delta` or `text_delta` per token.
@@ -177,5 +179,9 @@ impl Wire for AnthropicWire {
 
     fn garbage_end(&self) -> &'static str {
         MESSAGE_STOP
+    }
+
+    fn keepalive(&self, p: &Plan) -> &'static str {
+        if p.d.ping_keepalive { PING } else { KEEPALIVE }
     }
 }

@@ -47,6 +47,8 @@ pub(super) struct Directives {
     /// The whole answer, usage included, then the connection cut where the end marker
     /// (`[DONE]`, `message_stop`) would be.
     pub(super) drop_at_end: bool,
+    /// Anthropic wire: a stall sends `ping` events rather than SSE comments.
+    pub(super) ping_keepalive: bool,
 }
 
 impl Directives {
@@ -85,6 +87,10 @@ impl Directives {
                     }
                     "drop_at_end" => {
                         self.drop_at_end = n != 0;
+                        continue;
+                    }
+                    "ping_keepalive" => {
+                        self.ping_keepalive = n != 0;
                         continue;
                     }
                     "output_usage_only" => {

@@ -113,6 +113,11 @@ pub(super) trait Wire: Send + Sync {
     /// The wire's end marker (`[DONE]`, `message_stop`): after a `garbage` stream's events, and
     /// where `drop_at_end` cuts the connection.
     fn garbage_end(&self) -> &'static str;
+    /// What is sent while a stream stalls (`stall_after`): an SSE comment, or (Anthropic's
+    /// wire with `ping_keepalive`) `ping` events.
+    fn keepalive(&self, _p: &Plan) -> &'static str {
+        KEEPALIVE
+    }
 }
 
 /// Answer request `index` with `plan` in format `wire`: the body is produced by a task of its own,
@@ -216,7 +221,7 @@ async fn stream_body(p: &Plan, w: &impl Wire, mut out: Out) -> Result<Outcome, H
         }
         if at(p.d.stall_after, i) {
             // Only keep-alives from now on; they also give the disconnect detection a chance to fire.
-            return match out.idle(Duration::MAX, p.keepalive, KEEPALIVE).await {
+            return match out.idle(Duration::MAX, p.keepalive, w.keepalive(p)).await {
                 Ok(()) | Err(Halt::Gone) => Ok(Outcome::Stalled),
                 Err(halt) => Err(halt),
             };
