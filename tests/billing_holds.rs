@@ -280,3 +280,33 @@ async fn a_charge_never_exceeds_its_hold() {
     assert_eq!(app.key_state(&key).status(), KeyStatus::Exhausted);
     assert_eq!(assert_books(&app, &key), hold);
 }
+
+/// A 402 while the key's money is held by its own requests in flight says so, with the amount
+/// held: the dashboard shows that money as the balance, and it comes back as they finish.
+#[tokio::test]
+async fn a_402_while_money_is_held_says_how_much_is_held() {
+    let app = TestApp::spawn().await;
+    let b = with(body(FLASH, "[[sim reply=5]]"), json!({"max_tokens": 5}));
+    // A slow stream holds all of it.
+    let slow = with(
+        body(FLASH, "[[sim reply=5 delay_ms=300]]"),
+        json!({"max_tokens": 5, "stream": true}),
+    );
+    let key = app
+        .create_key("trial", Some(&usd(prompt_hold(&slow) + 5 * OUT_NANOS)))
+        .await;
+    let first = app.chat(&key, &slow).send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    let held = app.key_state(&key).balance().held;
+    assert!(held.nanos() > 0);
+    let (_, status, v) = call(&app, &key, &b).await;
+    assert_eq!(status, 402, "{v}");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!(
+            "${held} more is held by your requests in progress"
+        )),
+        "{message}"
+    );
+    drop(first.text().await);
+}

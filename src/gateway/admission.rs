@@ -127,6 +127,7 @@ async fn checks<D: Dialect>(
     if key.status() == KeyStatus::Exhausted || key.available() < floor {
         return Err(GatewayError::InsufficientBudget {
             available: key.available(),
+            held: key.balance().held,
         });
     }
     let affordable = plan.map_or(usize::MAX, |p| {
@@ -142,6 +143,7 @@ async fn checks<D: Dialect>(
     }
     let unaffordable = || GatewayError::InsufficientBudget {
         available: key.available(),
+        held: key.balance().held,
     };
     if declared.is_some_and(|n| n > affordable) {
         return Err(unaffordable());

@@ -82,6 +82,7 @@ pub fn reserve(
     if key.status() == KeyStatus::Exhausted {
         return Err(GatewayError::InsufficientBudget {
             available: key.available(),
+            held: key.balance().held,
         });
     }
     let prices = *model.prices.get(period);
@@ -98,7 +99,10 @@ pub fn reserve(
         let budget = i128::from(available.nanos()) * 1_000_000;
         let affordable = (budget - prompt_part) / out_price;
         if budget < prompt_part + out_price || affordable < 1 {
-            return Err(GatewayError::InsufficientBudget { available });
+            return Err(GatewayError::InsufficientBudget {
+                available,
+                held: key.balance().held,
+            });
         }
         let max_tokens = (wanted as i128).min(affordable) as u64;
         let worst = prompt_part + i128::from(max_tokens) * out_price;

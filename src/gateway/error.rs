@@ -44,6 +44,9 @@ pub enum GatewayError {
     InsufficientBudget {
         /// What the key could still hold.
         available: Usd,
+        /// What its requests in flight hold now (it comes back as they finish, less what they
+        /// spend): the balance a dashboard shows includes it.
+        held: Usd,
     },
     /// 403: the plan does not include the model: the name the client sent, and the model
     /// that serves it when that is another (an alias such as `claude-opus-4-1`).
@@ -168,7 +171,12 @@ impl GatewayError {
             GatewayError::InvalidRequest { message, .. }
             | GatewayError::UpstreamRejected { message, .. } => message.clone(),
             GatewayError::InvalidApiKey(why) => (*why).to_string(),
-            GatewayError::InsufficientBudget { available } => format!(
+            GatewayError::InsufficientBudget { available, held } if *held > Usd::ZERO => format!(
+                "Your key's remaining budget (${available} available) cannot pay for this request; \
+                 ${held} more is held by your requests in progress and comes back, less what they \
+                 spend, as they finish. Retry then, or top up or buy a new plan."
+            ),
+            GatewayError::InsufficientBudget { available, .. } => format!(
                 "Your key's remaining budget (${available} available) cannot pay for this request. \
                  Top up or buy a new plan."
             ),

@@ -157,6 +157,7 @@ mod tests {
             (
                 GatewayError::InsufficientBudget {
                     available: crate::money::Usd::ZERO,
+                    held: crate::money::Usd::ZERO,
                 },
                 402,
                 "billing_error",
