@@ -646,3 +646,103 @@ async fn after_a_partial_refund_the_rest_takes_only_what_is_left() {
         "the top-up's credit stays whole"
     );
 }
+
+/// A partial refund and then the rest, both while a request holds the key's money: together
+/// they take the purchase's credit exactly once — the rest does not count again what the
+/// partial is still owed by the request in flight.
+#[tokio::test]
+async fn a_partial_refund_and_the_rest_during_a_request_take_the_credit_once() {
+    let app = spawn_small_plans().await;
+    let mut b = Browser::open(&app).await;
+    let (order_p, paypal_p, key, _order_t) = bought_and_topped_up(&app, &mut b).await;
+    let ks = app.key_state(&key);
+    assert_eq!(ks.balance().budget.nanos(), 300_000);
+    // A slow stream holds (nearly) all of it.
+    let slow = json!({"model": FLASH, "stream": true, "max_tokens": 100_000,
+        "messages": [{"role": "user", "content": "[[sim reply=5 delay_ms=300]] hi"}]});
+    let stream = app.chat(&key, &slow).send().await.unwrap();
+    assert_eq!(stream.status(), 200);
+    assert!(ks.available().nanos() < 1_000, "{:?}", ks.balance());
+    let part = app
+        .pp()
+        .refund_part(&paypal_p, "0.50".parse().unwrap())
+        .expect("a partial refund");
+    assert_eq!(deliver(&app, part).await, 200);
+    let rest = app
+        .pp()
+        .webhook("PAYMENT.CAPTURE.REFUNDED", &paypal_p)
+        .expect("the rest");
+    assert_eq!(deliver(&app, rest).await, 200);
+    assert_eq!(order_status(&app, &order_p), "refunded");
+    drop(stream.text().await);
+    // Settled: every line the purchase's refunds wrote adds up to its credit, no more.
+    let taken = || -> i64 {
+        app.db()
+            .query_row(
+                "SELECT -SUM(amount_nanos) FROM budget_history
+                 WHERE order_id = ?1 AND kind = 'refund'",
+                [&order_p],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    for _ in 0..50 {
+        if taken() == 100_000 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(taken(), 100_000);
+    assert_eq!(
+        ks.balance().budget.nanos(),
+        200_000,
+        "the top-up's credit stays whole"
+    );
+}
+
+/// A partial refund that comes before the payment is recorded here (the capture's own event
+/// is late) is refused, so PayPal sends it again; once the payment is recorded it takes its
+/// share. (Acknowledged at once, it was lost: the key later got all its credit.)
+#[tokio::test]
+async fn a_partial_refund_before_the_payment_is_recorded_is_retried_not_lost() {
+    let app = TestApp::spawn_shop_with(|c| {
+        c.plans.get_mut("starter").unwrap().budget_usd = "0.0003".parse().unwrap();
+    })
+    .await;
+    let mut b = Browser::open(&app).await;
+    app.pp()
+        .set_capture_mode(modelrelay::paypal::simulated::CaptureMode::Pending);
+    let (order, paypal) = b.create_order(&app, "starter", "buyer@example.com").await;
+    assert!(app.pp().approve(&paypal));
+    let (_, v) = b.capture(&app, &order).await;
+    assert_eq!(v["status"], "pending", "{v}");
+    // PayPal completes the capture; its event has not arrived when the refund's does.
+    let completed = app.pp().complete_pending(&paypal).expect("completed");
+    let part = app
+        .pp()
+        .refund_part(&paypal, "0.30".parse().unwrap())
+        .expect("a partial refund");
+    assert_ne!(
+        deliver(&app, part.clone()).await,
+        200,
+        "refused: PayPal sends it again"
+    );
+    assert_eq!(deliver(&app, completed).await, 200);
+    assert_eq!(order_status(&app, &order), "paid");
+    assert_eq!(deliver(&app, part).await, 200);
+    let key_id: String = app
+        .db()
+        .query_row("SELECT id FROM keys WHERE order_id = ?1", [&order], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let budget: i64 = app
+        .db()
+        .query_row(
+            "SELECT budget_nanos FROM keys WHERE id = ?1",
+            [&key_id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(budget, 282_000, "6 % of the credit taken back");
+}

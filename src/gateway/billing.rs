@@ -69,6 +69,8 @@ pub struct Hold {
     /// cheaper prompt price (far above any real prompt, and small enough that no count, sum or
     /// counter built from it can overflow).
     pub max_prompt: u64,
+    /// The key's refund epoch when it was taken ([`KeyState::epoch`]): which refunds it pays.
+    pub epoch: u64,
 }
 
 /// Hold the worst case of `req` on `key`, lowering `max_tokens` when needed; 402 when the key
@@ -94,6 +96,8 @@ pub fn reserve(
         .unwrap_or(u64::from(model.max_output_tokens))
         .min(u64::from(model.max_output_tokens))
         .max(1);
+    // Read before the hold is taken: a refund from now on is not this hold's to pay.
+    let epoch = key.epoch();
     let (amount, max_tokens) = key.try_hold(|available| {
         // Work in nano-USD × 1e6 (the unit of price × tokens) so nothing rounds.
         let budget = i128::from(available.nanos()) * 1_000_000;
@@ -119,6 +123,7 @@ pub fn reserve(
         prices,
         max_output: max_tokens.saturating_mul(req.n.max(1)),
         max_prompt: u64::try_from(max_prompt).unwrap_or(u64::MAX),
+        epoch,
     })
 }
 
@@ -248,18 +253,21 @@ pub async fn settle(state: &AppState, ctx: &RequestCtx, o: Outcome) {
     let (usage, measured) = within_hold(ctx, usage, measured);
     let cost = cost_of(usage.hit, usage.miss, usage.completion, &ctx.hold.prices);
     let now = Utc::now();
-    let settled = ctx.key.settle(ctx.hold.amount, cost, now);
+    let settled = ctx
+        .key
+        .settle_from(ctx.hold.amount, ctx.hold.epoch, cost, now);
     let charged = settled.charged;
-    if settled.clawed > Usd::ZERO {
-        // A refunded top-up takes what this request held and did not spend (it is committed
-        // before this request's row: the writer keeps the order of its queue).
+    // Refunds made while this request was in flight take what it held and did not spend,
+    // each under its own order (committed before this request's row: the writer keeps the
+    // order of its queue).
+    for (order_id, take) in settled.clawed_for {
+        tracing::info!(key_id = %ctx.key.id, order_id, taken = %take, "refund taken from a released hold");
         state.store.write_later(Write::TakeBack {
-            order_id: ctx.key.owed_for(),
+            order_id: Some(order_id),
             key_id: ctx.key.id.clone(),
-            take: settled.clawed,
+            take,
             at_ms: now.timestamp_millis(),
         });
-        tracing::info!(key_id = %ctx.key.id, taken = %settled.clawed, "refund taken from a released hold");
     }
     let mut measured = measured;
     if charged < cost {

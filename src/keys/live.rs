@@ -78,35 +78,44 @@ pub struct KeyState {
     rpm: AtomicU32,
     /// The notices of the current crossing already queued ([`Notice`] bits).
     notices: AtomicU8,
-    /// Budget a refunded top-up could not take back at once because requests in flight held
-    /// it: taken from what those holds give back as they settle, never from what they spend.
+    /// Budget refunds could not take back at once because requests in flight held it, in all
+    /// (the request path reads only this): taken from what those holds give back as they
+    /// settle, never from what they spend. What each refund is owed is in `owing`.
     owed: AtomicI64,
-    /// Whom `owed` is for, and how long it lasts; changed only under this lock (refunds, and
-    /// settlements while something is owed).
-    owing: std::sync::Mutex<Owing>,
+    /// Bumped by each refund that leaves something owed: a hold remembers the value it was made
+    /// under ([`KeyState::epoch`]), so only holds made before a refund pay it.
+    epoch: AtomicU64,
+    /// What each refund is owed; changed only under this lock (refunds, and settlements while
+    /// something is owed).
+    owing: std::sync::Mutex<Vec<Debt>>,
 }
 
-/// See [`KeyState::owe`].
-#[derive(Debug, Default)]
-struct Owing {
-    /// The refunded order `owed` is for (its budget-history lines name it).
-    order_id: Option<String>,
-    /// What the holds in flight at the refund held then, less the holds settled since: once
-    /// that much has settled, every hold the refund could count on has, and what is still owed
-    /// is forgiven — later holds are paid from money the refund never covered (a new top-up).
+/// What one refund is still owed by the holds in flight when it came (see [`KeyState::owe`]).
+#[derive(Debug)]
+struct Debt {
+    /// The refunded order (its budget-history lines name it).
+    order_id: String,
+    /// Still owed, in nano-USD.
+    amount: i64,
+    /// Holds made under an epoch below this one were in flight at the refund.
+    epoch: u64,
+    /// What those holds held then, less those of them settled since: once that much has
+    /// settled, every hold the refund could count on has, and what is still owed is forgiven.
     holds: i64,
 }
 
 /// What settling a request did to its key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settled {
     /// Charged (the cost, capped at the hold).
     pub charged: Usd,
     /// Budget − spent after it.
     pub remaining: Usd,
-    /// Taken from the released hold for a refund ([`KeyState::owe`]): the budget is that much
-    /// smaller, and the store must be told.
+    /// Taken from the released hold for refunds ([`KeyState::owe`]), in all: the budget is
+    /// that much smaller, and the store must be told.
     pub clawed: Usd,
+    /// The same, by refunded order (empty when nothing was taken).
+    pub clawed_for: Vec<(String, Usd)>,
 }
 
 /// A notice sent once per crossing of its threshold (a top-up re-arms it).
@@ -189,7 +198,8 @@ impl KeyState {
             rpm: AtomicU32::new(rpm),
             notices: AtomicU8::new(0),
             owed: AtomicI64::new(0),
-            owing: std::sync::Mutex::new(Owing::default()),
+            epoch: AtomicU64::new(0),
+            owing: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -299,12 +309,26 @@ impl KeyState {
         }
     }
 
-    /// Settle a request: charge `cost` (capped at `hold`) and release the rest of the hold,
-    /// less what a refund is still owed ([`KeyState::owe`]), which leaves the budget instead.
+    /// The refund epoch a hold made now is made under: read it before [`KeyState::try_hold`],
+    /// and give it back to [`KeyState::settle_from`].
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// [`KeyState::settle_from`] for a hold made before any refund (tests, and callers that
+    /// never hold across one).
     pub fn settle(&self, hold: Usd, cost: Usd, at: DateTime<Utc>) -> Settled {
+        self.settle_from(hold, 0, cost, at)
+    }
+
+    /// Settle a request whose hold was made under `epoch`: charge `cost` (capped at `hold`) and
+    /// release the rest of the hold, less what refunds made while it was in flight are still
+    /// owed ([`KeyState::owe`]), which leaves the budget instead.
+    pub fn settle_from(&self, hold: Usd, epoch: u64, cost: Usd, at: DateTime<Utc>) -> Settled {
         let charge = Usd::from_nanos(cost.nanos().clamp(0, hold.nanos()));
         let released = hold.nanos() - charge.nanos();
-        let clawed = self.claw(hold.nanos(), released);
+        let clawed_for = self.claw(hold.nanos(), epoch, released);
+        let clawed: i64 = clawed_for.iter().map(|(_, t)| t.nanos()).sum();
         if clawed > 0 {
             // Budget first: until `available` grows, nothing can hold the clawed money.
             self.budget.fetch_sub(clawed, Ordering::AcqRel);
@@ -320,61 +344,81 @@ impl KeyState {
             charged: charge,
             remaining: Usd::from_nanos(budget - spent),
             clawed: Usd::from_nanos(clawed),
+            clawed_for,
         }
     }
 
-    /// Take up to `released` of what a refund is owed, from a settling hold of `hold`; returns
-    /// what was taken.
-    fn claw(&self, hold: i64, released: i64) -> i64 {
+    /// Take from `released` (what a settling hold of `hold`, made under `epoch`, gives back)
+    /// what the refunds made while it was in flight are owed, oldest first; returns what was
+    /// taken for each.
+    fn claw(&self, hold: i64, epoch: u64, released: i64) -> Vec<(String, Usd)> {
         // One load when nothing is owed, as almost always: the request path's only cost.
         if self.owed.load(Ordering::Acquire) <= 0 {
-            return 0;
+            return Vec::new();
         }
-        let mut owing = self.owing.lock().unwrap_or_else(PoisonError::into_inner);
-        let owed = self.owed.load(Ordering::Acquire).max(0);
-        let take = owed.min(released.max(0));
-        owing.holds -= hold;
-        let left = if owing.holds <= 0 {
-            if owed > take {
+        let mut debts = self.owing.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut left = released.max(0);
+        let mut taken = Vec::new();
+        // A hold made after a refund is paid from money that refund never covered.
+        for d in debts.iter_mut().filter(|d| epoch < d.epoch) {
+            let take = d.amount.min(left);
+            if take > 0 {
+                d.amount -= take;
+                left -= take;
+                taken.push((d.order_id.clone(), Usd::from_nanos(take)));
+            }
+            d.holds -= hold;
+            if d.holds <= 0 && d.amount > 0 {
                 tracing::info!(
                     key_id = %self.id,
-                    forgiven = %Usd::from_nanos(owed - take),
+                    order_id = %d.order_id,
+                    forgiven = %Usd::from_nanos(d.amount),
                     "the holds in flight at a refund have settled; the rest it was owed is forgiven"
                 );
+                d.amount = 0;
             }
-            owing.holds = 0;
-            0
-        } else {
-            owed - take
-        };
-        self.owed.store(left, Ordering::Release);
-        take
+        }
+        debts.retain(|d| d.amount > 0);
+        self.owed
+            .store(debts.iter().map(|d| d.amount).sum(), Ordering::Release);
+        taken
     }
 
-    /// A refund could take only what was available ([`KeyState::take_back`]); what it could
-    /// not, up to what requests in flight hold now, is owed and taken from their holds as they
-    /// settle (what they do not spend) — from theirs only: once holds worth what they held now
-    /// have settled, what is still owed is forgiven. Returns what is owed from now on.
-    /// `order_id` names the refunded order in what [`KeyState::owed_for`] answers.
+    /// A refund of `order_id` could take only what was available ([`KeyState::take_back`]);
+    /// what it could not, up to what requests in flight hold now (less what earlier refunds are
+    /// owed by them), is owed, and taken from what those holds give back as they settle (not
+    /// what they spend) — from theirs only, not from holds made later: once holds worth what
+    /// they held now have settled, what is still owed is forgiven. Returns what is owed.
     pub fn owe(&self, amount: Usd, order_id: &str) -> Usd {
-        let mut owing = self.owing.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut debts = self.owing.lock().unwrap_or_else(PoisonError::into_inner);
+        // The new epoch first: a hold that reads the old one is counted in `held` below, or
+        // was made concurrently with this refund (and may pay it).
+        let epoch = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;
         let held = self.balance().held.nanos();
-        let owe = amount.nanos().clamp(0, held);
+        let already: i64 = debts.iter().map(|d| d.amount).sum();
+        let owe = amount.nanos().clamp(0, (held - already).max(0));
         if owe > 0 {
-            owing.order_id = Some(order_id.to_string());
-            owing.holds = held;
+            debts.push(Debt {
+                order_id: order_id.to_string(),
+                amount: owe,
+                epoch,
+                holds: held,
+            });
             self.owed.fetch_add(owe, Ordering::AcqRel);
         }
         Usd::from_nanos(owe)
     }
 
-    /// The refunded order the key last owed to (for the lines of what settling takes).
-    pub fn owed_for(&self) -> Option<String> {
-        self.owing
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .order_id
-            .clone()
+    /// What the refund of `order_id` is still owed by holds in flight.
+    pub fn owed_to(&self, order_id: &str) -> Usd {
+        let debts = self.owing.lock().unwrap_or_else(PoisonError::into_inner);
+        Usd::from_nanos(
+            debts
+                .iter()
+                .filter(|d| d.order_id == order_id)
+                .map(|d| d.amount)
+                .sum(),
+        )
     }
 
     /// Give a hold back untouched (the request never reached upstream).
@@ -631,36 +675,61 @@ mod tests {
         assert_eq!(k.available().nanos(), 100);
     }
 
-    /// A refund is owed only by the holds in flight when it came: holds that spend all they
-    /// hold pay nothing back, and once they have settled nothing more is taken from holds made
-    /// since — however many there are.
+    /// A refund is owed only by the holds in flight when it came: a hold made after it (from
+    /// credit bought since) gives back all it does not spend, holds that spend all they hold
+    /// pay nothing back, and once they have settled nothing more is taken. Two refunds owed at
+    /// once are each paid under their own order, oldest first.
     #[test]
     fn what_a_refund_is_owed_ends_with_the_holds_in_flight_at_the_refund() {
         let k = KeyState::from_record(record(1000), 60);
+        let ea = k.epoch();
         let (a, ()) = k
             .try_hold(|_| Ok::<_, ()>((Usd::from_nanos(1000), ())))
             .unwrap();
         assert_eq!(k.take_back(Usd::from_nanos(500)).nanos(), 0);
         assert_eq!(k.owe(Usd::from_nanos(500), "ord_y").nanos(), 500);
-        // A hold made after the refund (credit bought since) settles first: it still pays from
-        // what it gives back while the first is in flight (the two cannot be told apart).
+        assert_eq!(k.owed_to("ord_y").nanos(), 500);
+        // Credit bought since, held and mostly given back: none of it goes to the refund.
         k.top_up(Usd::from_nanos(400));
+        let eb = k.epoch();
         let (b, ()) = k
             .try_hold(|_| Ok::<_, ()>((Usd::from_nanos(400), ())))
             .unwrap();
-        let s = k.settle(b, Usd::from_nanos(300), Utc::now());
-        assert_eq!(s.clawed.nanos(), 100);
-        // The first spends everything: nothing to give back, and what is owed is forgiven.
-        let s = k.settle(a, Usd::from_nanos(1000), Utc::now());
+        let s = k.settle_from(b, eb, Usd::from_nanos(300), Utc::now());
         assert_eq!(s.clawed.nanos(), 0);
-        assert_eq!(k.owed_for().as_deref(), Some("ord_y"));
-        for _ in 0..3 {
-            let (h, ()) = k.try_hold(|avail| Ok::<_, ()>((avail, ()))).unwrap();
-            let s = k.settle(h, Usd::ZERO, Utc::now());
-            assert_eq!(s.clawed.nanos(), 0, "nothing more is taken");
-        }
+        // The first spends everything: nothing to give back, and what is owed is forgiven.
+        let s = k.settle_from(a, ea, Usd::from_nanos(1000), Utc::now());
+        assert_eq!(s.clawed.nanos(), 0);
+        assert_eq!(k.owed_to("ord_y"), Usd::ZERO);
         let bal = k.balance();
-        assert_eq!((bal.budget.nanos(), bal.spent.nanos()), (1300, 1300));
+        assert_eq!((bal.budget.nanos(), bal.spent.nanos()), (1400, 1300));
+
+        // Two refunds owed at once, by one hold: each gets its share under its own order.
+        let k = KeyState::from_record(record(1000), 60);
+        let e = k.epoch();
+        let (h, ()) = k
+            .try_hold(|_| Ok::<_, ()>((Usd::from_nanos(1000), ())))
+            .unwrap();
+        assert_eq!(k.owe(Usd::from_nanos(300), "ord_1").nanos(), 300);
+        assert_eq!(
+            k.owe(Usd::from_nanos(900), "ord_2").nanos(),
+            700,
+            "at most what is held"
+        );
+        let s = k.settle_from(h, e, Usd::from_nanos(100), Utc::now());
+        assert_eq!(
+            s.clawed_for,
+            vec![
+                ("ord_1".to_string(), Usd::from_nanos(300)),
+                ("ord_2".to_string(), Usd::from_nanos(600)),
+            ]
+        );
+        assert_eq!(s.clawed.nanos(), 900);
+        assert_eq!(
+            k.owed_to("ord_2"),
+            Usd::ZERO,
+            "the rest forgiven with the hold"
+        );
     }
 
     #[test]

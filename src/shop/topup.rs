@@ -154,7 +154,7 @@ pub async fn refund(state: &AppState, order: &Order) -> Result<Usd, RefundError>
     let order_id = order.record.order_id.clone();
     let key_id = order.key_id().unwrap_or_default().to_string();
     // What partial refunds took back already is not taken again.
-    let granted = credit_left(state, &order_id).await?;
+    let granted = credit_left(state, &order_id, &key_id).await?;
     let key = state.keys.by_id(&key_id);
     let take = key.as_ref().map_or(Usd::ZERO, |k| k.take_back(granted));
     let restore_plan = match (&key, &order.extra.upgraded_from) {
@@ -195,18 +195,23 @@ pub async fn refund(state: &AppState, order: &Order) -> Result<Usd, RefundError>
 }
 
 /// What is left of the credit a paid order added to its key: what it granted, less what its
-/// refunds took back so far.
-async fn credit_left(state: &AppState, order_id: &str) -> Result<Usd, RefundError> {
+/// refunds took back so far and what requests in flight still owe them.
+async fn credit_left(state: &AppState, order_id: &str, key_id: &str) -> Result<Usd, RefundError> {
     let id = order_id.to_string();
-    state
+    let written = state
         .store
         .read(move |c| {
             let granted = crate::store::budget::granted_by(c, &id)?.unwrap_or(Usd::ZERO);
             let taken = crate::store::budget::taken_back_for(c, &id)?;
-            Ok(granted.saturating_sub(taken).max(Usd::ZERO))
+            Ok(granted.saturating_sub(taken))
         })
         .await
-        .map_err(|e| RefundError::Read(e.to_string()))
+        .map_err(|e| RefundError::Read(e.to_string()))?;
+    let owed = state
+        .keys
+        .by_id(key_id)
+        .map_or(Usd::ZERO, |k| k.owed_to(order_id));
+    Ok(written.saturating_sub(owed).max(Usd::ZERO))
 }
 
 /// A partial refund of a paid order (`paid_back` of its price): the same share of the credit
@@ -224,7 +229,7 @@ pub async fn refund_part(
     let now_ms = Utc::now().timestamp_millis();
     let order_id = order.record.order_id.clone();
     let key_id = order.key_id().unwrap_or_default().to_string();
-    let left = credit_left(state, &order_id).await?;
+    let left = credit_left(state, &order_id, &key_id).await?;
     let id = order_id.clone();
     let granted = state
         .store

@@ -414,8 +414,15 @@ async fn on_refund(
             .read(move |c| db::webhook_seen(c, &marker))
             .await
             .map_err(|_| WebhookError::Unavailable)?;
-        if order.status != OrderStatus::Paid || seen {
-            return Ok(());
+        match order.status {
+            OrderStatus::Paid if !seen => {}
+            // Paid at PayPal but not recorded here yet (its capture's event is late): refuse,
+            // so PayPal sends this again once the payment — and its credit — is ours to share.
+            OrderStatus::Created | OrderStatus::Pending => {
+                tracing::warn!(order_id = %order.order_id, "partial refund of an order not recorded as paid yet; PayPal will retry");
+                return Err(WebhookError::Unavailable);
+            }
+            _ => return Ok(()),
         }
         return match crate::shop::topup::refund_part(state, &full, &refund_id, part).await {
             Ok(_) => Ok(()),

@@ -50,6 +50,8 @@ texts! {
     rotate_done_body,
     /// The key could not be replaced.
     rotate_failed,
+    /// Replace: the same form's earlier sending is still replacing the key.
+    rotate_pending,
     /// Checkout heading of a top-up.
     checkout_topup_title,
     /// Checkout: which key; {prefix}.

@@ -26,6 +26,7 @@ pub static SELF_EN: SelfTexts = SelfTexts {
     rotate_cancel: "Cancel",
     rotate_done_h: "Your new key",
     rotate_done_body: "Copy it now: it is shown only this once. The old key no longer works; plan, budget and history are unchanged.",
+    rotate_pending: "Your earlier click is still replacing this key. Send the form again in a moment to see the new key; do not rely on the old one.",
     rotate_failed: "The key could not be replaced; it still works as before. Please try again in a minute.",
     checkout_topup_title: "Add credit to your key",
     checkout_topup_for: "Adding credit to {prefix}",

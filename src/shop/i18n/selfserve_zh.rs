@@ -26,6 +26,7 @@ pub static SELF_ZH: SelfTexts = SelfTexts {
     rotate_cancel: "取消",
     rotate_done_h: "您的新密钥",
     rotate_done_body: "请立即复制：它只显示这一次。旧密钥已失效；套餐、额度和记录保持不变。",
+    rotate_pending: "您之前的点击仍在更换此密钥。请稍后再次提交表单以查看新密钥；请勿再依赖旧密钥。",
     rotate_failed: "密钥未能更换，仍可照常使用。请稍后重试。",
     checkout_topup_title: "为您的密钥充值",
     checkout_topup_for: "正在为 {prefix} 充值",

@@ -176,6 +176,15 @@ pub async fn rotate(
             }
             Ok(Claimed::Mine(maker)) => Some(maker),
             Err(ShopError::InvalidApiKey(_)) => return Refused::Stale.page(&ctx),
+            Err(ShopError::RotationInProgress) => {
+                return message(
+                    &ctx,
+                    StatusCode::CONFLICT,
+                    ctx.s.rotate_h,
+                    ctx.s.rotate_pending,
+                    Some(("/dashboard", ctx.t.nav_dashboard)),
+                );
+            }
             Err(_) => return rotate_failed(&ctx),
         }
     } else {
