@@ -104,6 +104,9 @@ pub struct Tally {
     text_bytes: u64,
     /// Time to the first generated output.
     pub first_token: Option<Duration>,
+    /// Upstream said the answer is over (a `finish_reason`, a `stop_reason`): with the usage,
+    /// what arrived is whole even if the connection breaks before the end marker.
+    pub finished: bool,
     started: Instant,
 }
 
@@ -143,6 +146,7 @@ impl Tally {
             chunks_with_text: 0,
             text_bytes: 0,
             first_token: None,
+            finished: false,
             started,
         }
     }

@@ -221,8 +221,14 @@ async fn pump<D: Dialect>(
     }))
     .await;
     if let Some(ev) = final_event {
-        // A slow client still gets its terminator, within the request's own deadline.
-        let until = deadline.max(tokio::time::Instant::now() + Duration::from_secs(5));
+        // A slow client still gets its terminator, within the request's own deadline (at
+        // most a few seconds when the daemon is stopping).
+        let grace = tokio::time::Instant::now() + Duration::from_secs(5);
+        let until = if matches!(finish, Finish::Shutdown) {
+            grace
+        } else {
+            deadline.max(grace)
+        };
         if let Ok(Ok(())) = tokio::time::timeout_at(until, tx.send(Bytes::from(ev))).await {
             ended.store(true, Ordering::Release);
         }
@@ -351,7 +357,14 @@ impl<S: StreamRewrite> Relay<S> {
             Ok(()) => {}
             Err(TrySendError::Closed(_)) => return Some(End::ClientGone),
             Err(TrySendError::Full(bytes)) => {
-                match tokio::time::timeout_at(self.deadline, self.tx.send(bytes)).await {
+                // A client that does not read is waited for until the deadline, or until the
+                // daemon stops: a stream stuck here must still settle when it is cut.
+                let sent = tokio::select! {
+                    biased;
+                    _ = &mut self.cut => return Some(End::Shutdown),
+                    r = tokio::time::timeout_at(self.deadline, self.tx.send(bytes)) => r,
+                };
+                match sent {
                     Err(_) => return Some(End::ClientStalled),
                     Ok(Err(_)) => return Some(End::ClientGone),
                     Ok(Ok(())) => {}

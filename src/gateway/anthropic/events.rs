@@ -246,6 +246,9 @@ impl StreamRewrite for Events {
                 if let Some(u) = &read.usage {
                     self.note(u, true, tally);
                 }
+                if crate::gateway::json::has_non_null(data, "\"stop_reason\"") {
+                    tally.finished = true;
+                }
             }
             "content_block_delta" if read.delta_bytes > 0 => {
                 tally.add(Generated::one(read.delta_bytes));
@@ -260,8 +263,9 @@ impl StreamRewrite for Events {
     }
 
     fn end_at_eof(&mut self, tally: &Tally) -> Result<String, String> {
-        // The final `message_delta` carried the output count: the answer is complete.
-        if tally.usage.is_some() {
+        // The final `message_delta` (with its `stop_reason`) carried the output count: the
+        // answer is complete (a `message_delta` without one may be an interim count).
+        if tally.usage.is_some() && tally.finished {
             Ok(MESSAGE_STOP.to_string())
         } else {
             Err("stream ended without message_stop".into())
@@ -399,7 +403,17 @@ mod tests {
     #[test]
     fn eof_is_complete_only_with_the_output_count() {
         let mut e = Events::new(PublicModel::new("m"));
-        let t = Tally::new(Instant::now());
+        let mut t = Tally::new(Instant::now());
         assert!(e.end_at_eof(&t).is_err());
+        let start = r#"{"type":"message_start","message":{"model":"m","usage":{"input_tokens":10,"output_tokens":1}}}"#;
+        assert!(e.event(&ev(start), &mut t).is_ok());
+        // An interim count (no `stop_reason`): the answer may go on; a break now is a break.
+        let interim = r#"{"type":"message_delta","delta":{},"usage":{"output_tokens":2}}"#;
+        assert!(e.event(&ev(interim), &mut t).is_ok());
+        assert!(t.usage.is_some());
+        assert!(e.end_at_eof(&t).is_err());
+        let last = r#"{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":7}}"#;
+        assert!(e.event(&ev(last), &mut t).is_ok());
+        assert!(e.end_at_eof(&t).is_ok());
     }
 }

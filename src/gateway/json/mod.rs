@@ -25,3 +25,48 @@ pub(super) fn error_text(data: &str) -> String {
         .unwrap_or_else(|| format!("({} bytes, no readable error member)", data.len()));
     error.chars().take(300).collect()
 }
+
+/// Whether `text` (one JSON event) has a member named `key` (given with its quotes, e.g.
+/// `"finish_reason"`) whose value is not `null`: the end of an answer, in a stream that may
+/// break after it. Read from the text, not a tree: inside a JSON string every quote is escaped,
+/// so the key with both its quotes followed by a colon appears only as a member name. Whitespace
+/// around the colon is allowed; anything it cannot read is "no".
+pub(super) fn has_non_null(text: &str, key: &str) -> bool {
+    let b = text.as_bytes();
+    memchr::memmem::find_iter(b, key.as_bytes()).any(|at| {
+        let rest = &b[at + key.len()..];
+        let skip = |s: &[u8]| {
+            s.iter()
+                .position(|c| !c.is_ascii_whitespace())
+                .unwrap_or(s.len())
+        };
+        let rest = &rest[skip(rest)..];
+        let Some(rest) = rest.strip_prefix(b":") else {
+            return false;
+        };
+        let rest = &rest[skip(rest)..];
+        !rest.is_empty() && !rest.starts_with(b"null")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_member_with_a_value_is_found_and_strings_are_not_members() {
+        let has = |t: &str| super::has_non_null(t, "\"finish_reason\"");
+        assert!(has(r#"{"choices":[{"delta":{},"finish_reason":"stop"}]}"#));
+        assert!(has(r#"{"choices":[{"finish_reason" : "length"}]}"#));
+        assert!(has(
+            r#"{"choices":[{"index":0,"finish_reason":null},{"finish_reason":"stop"}]}"#
+        ));
+        assert!(!has(
+            r#"{"choices":[{"delta":{"content":"x"},"finish_reason":null}]}"#
+        ));
+        assert!(!has(r#"{"choices":[{"delta":{"content":"x"}}]}"#));
+        // In a string the quotes are escaped: not a member.
+        assert!(!has(
+            r#"{"choices":[{"delta":{"content":"\"finish_reason\":\"stop\""}}]}"#
+        ));
+        assert!(!has(r#"{"choices":[{"finish_reason":"#));
+    }
+}

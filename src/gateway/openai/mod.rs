@@ -112,6 +112,9 @@ impl StreamRewrite for Chunks {
         if d.trim() == "[DONE]" {
             return Ok(Step::End(DONE.to_string()));
         }
+        if !tally.finished && crate::gateway::json::has_non_null(d, "\"finish_reason\"") {
+            tally.finished = true;
+        }
         match chunk::read(d, &self.public, self.include_usage) {
             Ok(Some(read)) => {
                 tally.add(read.generated);
@@ -130,11 +133,47 @@ impl StreamRewrite for Chunks {
     }
 
     fn end_at_eof(&mut self, tally: &Tally) -> Result<String, String> {
-        // DeepSeek puts the usage on the last chunk: with it, the answer is complete.
-        if tally.usage.is_some() {
+        // DeepSeek puts the usage on the last chunk, the one with a `finish_reason`: with both,
+        // the answer is complete (usage alone may be an interim count).
+        if tally.usage.is_some() && tally.finished {
             Ok(DONE.to_string())
         } else {
             Err("stream ended without [DONE]".into())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::upstream::sse::SseEvent;
+
+    fn ev(data: &str) -> SseEvent {
+        SseEvent {
+            event: None,
+            data: data.into(),
+        }
+    }
+
+    /// A stream that breaks before `[DONE]` is whole only when upstream's usage came with a
+    /// `finish_reason`: usage on a chunk that does not end the answer (an interim count) is not
+    /// the end, and a cut there is a cut.
+    #[test]
+    fn eof_is_complete_only_after_the_finish_and_the_usage() {
+        let mut c = Chunks {
+            public: PublicModel::new("m"),
+            include_usage: true,
+        };
+        let mut t = Tally::new(Instant::now());
+        let interim = r#"{"model":"up","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}],"usage":{"prompt_tokens":5,"completion_tokens":2}}"#;
+        assert!(c.event(&ev(interim), &mut t).is_ok());
+        assert!(t.usage.is_some() && !t.finished);
+        assert!(c.end_at_eof(&t).is_err());
+        let last = r#"{"model":"up","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":3}}"#;
+        assert!(c.event(&ev(last), &mut t).is_ok());
+        assert!(t.finished);
+        assert_eq!(c.end_at_eof(&t), Ok(DONE.to_string()));
     }
 }
