@@ -246,7 +246,9 @@ impl StreamRewrite for Events {
                 if let Some(u) = &read.usage {
                     self.note(u, true, tally);
                 }
-                if crate::gateway::json::has_non_null(data, "\"stop_reason\"") {
+                static STOP: crate::gateway::json::Key =
+                    crate::gateway::json::Key::new("\"stop_reason\"");
+                if crate::gateway::json::has_non_null(data, &STOP) {
                     tally.finished = true;
                 }
             }

@@ -18,7 +18,7 @@ pub use request::{ChatRequest, usage_from_json};
 use super::billing::Reported;
 use super::dialect::{Answer, Dialect, PublicModel, Step, StreamRewrite, Tally};
 use super::error::GatewayError;
-use super::json::error_text;
+use super::json::{Key, error_text, has_non_null};
 use super::pipeline;
 use crate::keys::{KeyState, KeyTable};
 use crate::state::AppState;
@@ -112,11 +112,19 @@ impl StreamRewrite for Chunks {
         if d.trim() == "[DONE]" {
             return Ok(Step::End(DONE.to_string()));
         }
-        if !tally.finished && crate::gateway::json::has_non_null(d, "\"finish_reason\"") {
-            tally.finished = true;
-        }
+        // Whether this chunk ends the answer: looked for only in chunks without output (a
+        // finish chunk's delta is empty), so not in every chunk of the stream.
+        static FINISH: Key = Key::new("\"finish_reason\"");
+        let note_finish = |tally: &mut Tally| {
+            if !tally.finished && has_non_null(d, &FINISH) {
+                tally.finished = true;
+            }
+        };
         match chunk::read(d, &self.public, self.include_usage) {
             Ok(Some(read)) => {
+                if read.generated.deltas == 0 {
+                    note_finish(tally);
+                }
                 tally.add(read.generated);
                 if read.usage.is_some() {
                     tally.usage = read.usage;
@@ -124,8 +132,11 @@ impl StreamRewrite for Chunks {
                 Ok(Step::Send(read.line))
             }
             // Not the plain shape: the tree-based rewrite handles (or reports) it.
-            Ok(None) => tree::rewrite_chunk(d, self.public.name(), self.include_usage, tally)
-                .map(Step::Send),
+            Ok(None) => {
+                note_finish(tally);
+                tree::rewrite_chunk(d, self.public.name(), self.include_usage, tally)
+                    .map(Step::Send)
+            }
             Err(chunk::UpstreamErrorEvent) => {
                 Err(format!("upstream error event: {}", error_text(d)))
             }
