@@ -344,20 +344,11 @@ async fn a_connection_cut_after_the_usage_chunk_ends_the_stream_as_complete() {
 /// connection is cut, so no client takes a cut answer for a whole one.
 #[tokio::test]
 async fn a_client_that_stops_reading_past_the_deadline_gets_a_cut_stream_and_is_billed_as_gone() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
     let app = TestApp::spawn_with(|c| c.upstream.request_timeout_secs = 2).await;
     let key = app.create_key("starter", None).await;
-    let body = serde_json::to_string(&stream_body("[[sim reply=30000 delay_ms=0]] hi")).unwrap();
-    let addr: std::net::SocketAddr = app.base.trim_start_matches("http://").parse().unwrap();
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut conn = socket.connect(addr).await.unwrap();
-    let req = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    conn.write_all(req.as_bytes()).await.unwrap();
+    let body = stream_body("[[sim reply=30000 delay_ms=0]] hi");
+    let mut conn = crate::common::unread_chat(&app.base, &key, &body).await;
     // Read nothing past the deadline and the relay's grace for its last event.
     tokio::time::sleep(std::time::Duration::from_secs(9)).await;
     let mut got = Vec::new();

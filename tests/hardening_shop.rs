@@ -53,8 +53,8 @@ async fn deliver(app: &TestApp, headers: &[(String, String)], raw: String) -> (u
     (resp.status().as_u16(), resp.text().await.unwrap())
 }
 
-/// An order whose capture is pending at PayPal (the buyer approved, PayPal is reviewing).
-async fn pending_order(app: &TestApp) -> (String, String) {
+/// The CSRF cookie a storefront page sets (the API's calls send it back as a header too).
+async fn csrf_cookie(app: &TestApp) -> String {
     let page = app
         .http
         .get(format!("{}/pricing", app.base))
@@ -69,6 +69,12 @@ async fn pending_order(app: &TestApp) -> (String, String) {
         .map(|v| v.split(';').next().unwrap().to_string())
         .next()
         .expect("the CSRF cookie");
+    csrf
+}
+
+/// An order whose capture is pending at PayPal (the buyer approved, PayPal is reviewing).
+async fn pending_order(app: &TestApp) -> (String, String) {
+    let csrf = csrf_cookie(app).await;
     let post = |path: String, body: Value| {
         app.http
             .post(format!("{}{path}", app.base))
@@ -203,20 +209,7 @@ async fn what_cannot_be_a_paypal_event_is_refused_without_asking_paypal() {
 #[tokio::test]
 async fn the_checkout_api_refuses_an_oversized_body_in_its_json_shape() {
     let app = TestApp::spawn_shop().await;
-    let page = app
-        .http
-        .get(format!("{}/pricing", app.base))
-        .send()
-        .await
-        .unwrap();
-    let csrf = page
-        .headers()
-        .get_all(SET_COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok()?.strip_prefix("mr_csrf="))
-        .map(|v| v.split(';').next().unwrap().to_string())
-        .next()
-        .expect("the CSRF cookie");
+    let csrf = csrf_cookie(&app).await;
     let huge = format!(
         "{{\"plan\":\"trial\",\"email\":\"a@example.com\",\"x\":\"{}\"}}",
         "a".repeat(9 * 1024 * 1024)

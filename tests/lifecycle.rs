@@ -676,23 +676,12 @@ async fn demo_data_and_real_data_never_share_a_directory() {
 /// deadline, so the daemon exited with its request never settled and no ledger row.
 #[tokio::test]
 async fn sigterm_bills_a_stream_whose_client_stopped_reading() {
-    use tokio::io::AsyncWriteExt;
     let setup = Setup::new(1).await;
     let mut served = setup.serve().await;
     let key = setup.create_key().await;
-    let body = serde_json::to_string(&json!({"model": "deepseek-v4-flash", "stream": true,
-        "messages": [{"role": "user", "content": "[[sim reply=30000 delay_ms=0]] hi"}]}))
-    .unwrap();
-    let addr: std::net::SocketAddr = served.base.trim_start_matches("http://").parse().unwrap();
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut conn = socket.connect(addr).await.unwrap();
-    let req = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    conn.write_all(req.as_bytes()).await.unwrap();
+    let body = json!({"model": "deepseek-v4-flash", "stream": true,
+        "messages": [{"role": "user", "content": "[[sim reply=30000 delay_ms=0]] hi"}]});
+    let conn = crate::common::unread_chat(&served.base, &key, &body).await;
     // Let the relay fill the socket and block on it, then stop the daemon; read nothing.
     tokio::time::sleep(Duration::from_secs(2)).await;
     served.signal(Signal::SIGTERM);

@@ -293,3 +293,22 @@ pub fn text_deltas(chunks: &[Value]) -> usize {
         })
         .count()
 }
+
+/// A chat request sent by a client that will not read its answer: a raw connection to `base`
+/// with a 4 KiB receive buffer, so the gateway's writes soon block on it. The caller reads (or
+/// not) from the returned connection.
+pub async fn unread_chat(base: &str, key: &str, body: &Value) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let body = serde_json::to_string(body).expect("a body");
+    let addr: std::net::SocketAddr = base.trim_start_matches("http://").parse().expect("addr");
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("a small buffer");
+    let mut conn = socket.connect(addr).await.expect("connect");
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(req.as_bytes()).await.expect("the request");
+    conn
+}
