@@ -61,15 +61,13 @@ async fn csrf_cookie(app: &TestApp) -> String {
         .send()
         .await
         .unwrap();
-    let csrf = page
-        .headers()
+    page.headers()
         .get_all(SET_COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok()?.strip_prefix("mr_csrf="))
         .map(|v| v.split(';').next().unwrap().to_string())
         .next()
-        .expect("the CSRF cookie");
-    csrf
+        .expect("the CSRF cookie")
 }
 
 /// An order whose capture is pending at PayPal (the buyer approved, PayPal is reviewing).
