@@ -409,6 +409,50 @@ impl KeyState {
         Usd::from_nanos(owe)
     }
 
+    /// A refund of `order_id` wanting `want` back: what is available is taken now, and what
+    /// requests in flight hold is owed ([`KeyState::owe`]), in one step under the debts' lock.
+    /// A request that settles meanwhile gives its hold back to `available`, where the next
+    /// look takes it (taken and owed apart, a settlement between the two let it escape both).
+    /// Returns (taken, owed, the debt's epoch for [`KeyState::cancel_debt`]).
+    pub fn take_or_owe(&self, want: Usd, order_id: &str) -> (Usd, Usd, u64) {
+        let mut debts = self.owing.lock().unwrap_or_else(PoisonError::into_inner);
+        let epoch = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;
+        let want = want.nanos().max(0);
+        let already: i64 = debts.iter().map(|d| d.amount).sum();
+        let (mut taken, mut owed, mut held) = (0i64, 0i64, 0i64);
+        for _ in 0..4 {
+            taken += self.take_back(Usd::from_nanos(want - taken - owed)).nanos();
+            if want - taken - owed <= 0 {
+                break;
+            }
+            held = self.balance().held.nanos();
+            owed += (want - taken - owed).clamp(0, (held - already - owed).max(0));
+            // Short still: only if money moved from held to available in between.
+            if want - taken - owed <= 0 || self.available.load(Ordering::Acquire) <= 0 {
+                break;
+            }
+        }
+        if owed > 0 {
+            debts.push(Debt {
+                order_id: order_id.to_string(),
+                amount: owed,
+                epoch,
+                holds: held,
+            });
+            self.owed.fetch_add(owed, Ordering::AcqRel);
+        }
+        (Usd::from_nanos(taken), Usd::from_nanos(owed), epoch)
+    }
+
+    /// Withdraw the debt [`KeyState::take_or_owe`] made under `epoch` (its refund could not be
+    /// recorded); what the debt was already paid stays taken.
+    pub fn cancel_debt(&self, epoch: u64) {
+        let mut debts = self.owing.lock().unwrap_or_else(PoisonError::into_inner);
+        debts.retain(|d| d.epoch != epoch);
+        self.owed
+            .store(debts.iter().map(|d| d.amount).sum(), Ordering::Release);
+    }
+
     /// What the refund of `order_id` is still owed by holds in flight.
     pub fn owed_to(&self, order_id: &str) -> Usd {
         let debts = self.owing.lock().unwrap_or_else(PoisonError::into_inner);
@@ -730,6 +774,30 @@ mod tests {
             Usd::ZERO,
             "the rest forgiven with the hold"
         );
+    }
+
+    /// A refund takes what is available and owes the rest of what it wants up to what is
+    /// held, in one step; a debt whose refund could not be recorded is withdrawn.
+    #[test]
+    fn take_or_owe_takes_what_is_available_and_owes_the_rest() {
+        let k = KeyState::from_record(record(1000), 60);
+        let e = k.epoch();
+        let (h, ()) = k
+            .try_hold(|_| Ok::<_, ()>((Usd::from_nanos(700), ())))
+            .unwrap();
+        let (taken, owed, debt) = k.take_or_owe(Usd::from_nanos(500), "ord_z");
+        assert_eq!((taken.nanos(), owed.nanos()), (300, 200));
+        assert_eq!(k.owed_to("ord_z").nanos(), 200);
+        k.cancel_debt(debt);
+        assert_eq!(k.owed_to("ord_z"), Usd::ZERO);
+        let (_, owed, _) = k.take_or_owe(Usd::from_nanos(1000), "ord_z");
+        assert_eq!(owed.nanos(), 700, "at most what is held");
+        let s = k.settle_from(h, e, Usd::from_nanos(100), Utc::now());
+        assert_eq!(
+            s.clawed_for,
+            vec![("ord_z".to_string(), Usd::from_nanos(600))]
+        );
+        assert_eq!(k.balance().remaining(), Usd::ZERO);
     }
 
     #[test]

@@ -156,7 +156,11 @@ pub async fn refund(state: &AppState, order: &Order) -> Result<Usd, RefundError>
     // What partial refunds took back already is not taken again.
     let granted = credit_left(state, &order_id, &key_id).await?;
     let key = state.keys.by_id(&key_id);
-    let take = key.as_ref().map_or(Usd::ZERO, |k| k.take_back(granted));
+    // What is available now is taken; what requests in flight hold is owed, and taken from
+    // what they give back unspent as they settle.
+    let (take, owed, debt) = key.as_ref().map_or((Usd::ZERO, Usd::ZERO, 0), |k| {
+        k.take_or_owe(granted, &order_id)
+    });
     let restore_plan = match (&key, &order.extra.upgraded_from) {
         (Some(k), Some(before)) if k.plan() == order.record.plan => Some(before.clone()),
         _ => None,
@@ -170,14 +174,12 @@ pub async fn refund(state: &AppState, order: &Order) -> Result<Usd, RefundError>
     };
     if let Err(e) = state.store.write(write).await {
         if let Some(k) = &key {
+            k.cancel_debt(debt);
             k.untake(take);
         }
         return Err(RefundError::Write(e.to_string()));
     }
     if let Some(k) = &key {
-        // What requests in flight hold now is theirs to spend; what they give back goes to
-        // this refund, up to what it could not take now.
-        let owed = k.owe(Usd::from_nanos(granted.nanos() - take.nanos()), &order_id);
         if owed > Usd::ZERO {
             tracing::info!(order_id, key_id, owed = %owed, "the rest of the refund is owed by requests in flight");
         }
@@ -197,6 +199,18 @@ pub async fn refund(state: &AppState, order: &Order) -> Result<Usd, RefundError>
 /// What is left of the credit a paid order added to its key: what it granted, less what its
 /// refunds took back so far and what requests in flight still owe them.
 async fn credit_left(state: &AppState, order_id: &str, key_id: &str) -> Result<Usd, RefundError> {
+    // What is owed first, then every line queued so far committed, then the lines: a debt a
+    // settling request pays meanwhile is then counted twice at worst (a refund short by that
+    // much, in the customer's favour), never in neither place (one taken twice).
+    let owed = state
+        .keys
+        .by_id(key_id)
+        .map_or(Usd::ZERO, |k| k.owed_to(order_id));
+    state
+        .store
+        .write(Write::Barrier)
+        .await
+        .map_err(|e| RefundError::Read(e.to_string()))?;
     let id = order_id.to_string();
     let written = state
         .store
@@ -207,10 +221,6 @@ async fn credit_left(state: &AppState, order_id: &str, key_id: &str) -> Result<U
         })
         .await
         .map_err(|e| RefundError::Read(e.to_string()))?;
-    let owed = state
-        .keys
-        .by_id(key_id)
-        .map_or(Usd::ZERO, |k| k.owed_to(order_id));
     Ok(written.saturating_sub(owed).max(Usd::ZERO))
 }
 
@@ -249,7 +259,7 @@ pub async fn refund_part(
     let Some(key) = state.keys.by_id(&key_id) else {
         return Ok(Usd::ZERO);
     };
-    let take = key.take_back(want);
+    let (take, owed, debt) = key.take_or_owe(want, &order_id);
     let write = Write::PartialRefund {
         refund_id: refund_id.to_string(),
         order_id: order_id.clone(),
@@ -258,10 +268,10 @@ pub async fn refund_part(
         at_ms: now_ms,
     };
     if let Err(e) = state.store.write(write).await {
+        key.cancel_debt(debt);
         key.untake(take);
         return Err(RefundError::Write(e.to_string()));
     }
-    let owed = key.owe(want.saturating_sub(take), &order_id);
     crate::admin::mark_if_exhausted(state, &key);
     state.activity.emit(ActivityEvent::KeyUpdated {
         key: key_view(&key),

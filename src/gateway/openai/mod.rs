@@ -113,7 +113,8 @@ impl StreamRewrite for Chunks {
             return Ok(Step::End(DONE.to_string()));
         }
         // Whether this chunk ends the answer: looked for only in chunks without output (a
-        // finish chunk's delta is empty), so not in every chunk of the stream.
+        // finish chunk's delta is usually empty) or with the usage (DeepSeek's last chunk), so
+        // not in every chunk of the stream.
         static FINISH: Key = Key::new("\"finish_reason\"");
         let note_finish = |tally: &mut Tally| {
             if !tally.finished && has_non_null(d, &FINISH) {
@@ -122,7 +123,7 @@ impl StreamRewrite for Chunks {
         };
         match chunk::read(d, &self.public, self.include_usage) {
             Ok(Some(read)) => {
-                if read.generated.deltas == 0 {
+                if read.generated.deltas == 0 || read.usage.is_some() {
                     note_finish(tally);
                 }
                 tally.add(read.generated);
@@ -182,6 +183,11 @@ mod tests {
         assert!(c.event(&ev(interim), &mut t).is_ok());
         assert!(t.usage.is_some() && !t.finished);
         assert!(c.end_at_eof(&t).is_err());
+        // The finish on a chunk that also carries output and the usage.
+        let mut t2 = Tally::new(Instant::now());
+        let both = r#"{"model":"up","choices":[{"index":0,"delta":{"content":"!"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":3}}"#;
+        assert!(c.event(&ev(both), &mut t2).is_ok());
+        assert!(t2.finished);
         let last = r#"{"model":"up","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":3}}"#;
         assert!(c.event(&ev(last), &mut t).is_ok());
         assert!(t.finished);
