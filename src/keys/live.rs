@@ -90,7 +90,7 @@ pub struct KeyState {
     owing: std::sync::Mutex<Vec<Debt>>,
 }
 
-/// What one refund is still owed by the holds in flight when it came (see [`KeyState::owe`]).
+/// What one refund is still owed by the holds in flight when it came (see [`KeyState::take_or_owe`]).
 #[derive(Debug)]
 struct Debt {
     /// The refunded order (its budget-history lines name it).
@@ -111,7 +111,7 @@ pub struct Settled {
     pub charged: Usd,
     /// Budget − spent after it.
     pub remaining: Usd,
-    /// Taken from the released hold for refunds ([`KeyState::owe`]), in all: the budget is
+    /// Taken from the released hold for refunds ([`KeyState::take_or_owe`]), in all: the budget is
     /// that much smaller, and the store must be told.
     pub clawed: Usd,
     /// The same, by refunded order (empty when nothing was taken).
@@ -315,15 +315,15 @@ impl KeyState {
         self.epoch.load(Ordering::Acquire)
     }
 
-    /// [`KeyState::settle_from`] for a hold made before any refund (tests, and callers that
-    /// never hold across one).
+    /// [`KeyState::settle_from`] for a hold made before any refund (the tests' shorthand).
+    #[cfg(test)]
     pub fn settle(&self, hold: Usd, cost: Usd, at: DateTime<Utc>) -> Settled {
         self.settle_from(hold, 0, cost, at)
     }
 
     /// Settle a request whose hold was made under `epoch`: charge `cost` (capped at `hold`) and
     /// release the rest of the hold, less what refunds made while it was in flight are still
-    /// owed ([`KeyState::owe`]), which leaves the budget instead.
+    /// owed ([`KeyState::take_or_owe`]), which leaves the budget instead.
     pub fn settle_from(&self, hold: Usd, epoch: u64, cost: Usd, at: DateTime<Utc>) -> Settled {
         let charge = Usd::from_nanos(cost.nanos().clamp(0, hold.nanos()));
         let released = hold.nanos() - charge.nanos();
@@ -384,35 +384,13 @@ impl KeyState {
         taken
     }
 
-    /// A refund of `order_id` could take only what was available ([`KeyState::take_back`]);
-    /// what it could not, up to what requests in flight hold now (less what earlier refunds are
-    /// owed by them), is owed, and taken from what those holds give back as they settle (not
-    /// what they spend) — from theirs only, not from holds made later: once holds worth what
-    /// they held now have settled, what is still owed is forgiven. Returns what is owed.
-    pub fn owe(&self, amount: Usd, order_id: &str) -> Usd {
-        let mut debts = self.owing.lock().unwrap_or_else(PoisonError::into_inner);
-        // The new epoch first: a hold that reads the old one is counted in `held` below, or
-        // was made concurrently with this refund (and may pay it).
-        let epoch = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;
-        let held = self.balance().held.nanos();
-        let already: i64 = debts.iter().map(|d| d.amount).sum();
-        let owe = amount.nanos().clamp(0, (held - already).max(0));
-        if owe > 0 {
-            debts.push(Debt {
-                order_id: order_id.to_string(),
-                amount: owe,
-                epoch,
-                holds: held,
-            });
-            self.owed.fetch_add(owe, Ordering::AcqRel);
-        }
-        Usd::from_nanos(owe)
-    }
-
-    /// A refund of `order_id` wanting `want` back: what is available is taken now, and what
-    /// requests in flight hold is owed ([`KeyState::owe`]), in one step under the debts' lock.
-    /// A request that settles meanwhile gives its hold back to `available`, where the next
-    /// look takes it (taken and owed apart, a settlement between the two let it escape both).
+    /// A refund of `order_id` wanting `want` back: what is available is taken now, and the
+    /// rest, up to what requests in flight hold (less what earlier refunds are owed by them), is
+    /// owed — taken from what those holds give back as they settle (not what they spend), from
+    /// theirs only, not from holds made later; once holds worth what they held now have
+    /// settled, what is still owed is forgiven. One step under the debts' lock: a request that
+    /// settles meanwhile gives its hold back to `available`, where the next look takes it
+    /// (taken and owed apart, a settlement between the two let it escape both).
     /// Returns (taken, owed, the debt's epoch for [`KeyState::cancel_debt`]).
     pub fn take_or_owe(&self, want: Usd, order_id: &str) -> (Usd, Usd, u64) {
         let mut debts = self.owing.lock().unwrap_or_else(PoisonError::into_inner);
@@ -691,8 +669,8 @@ mod tests {
             .try_hold(|_| Ok::<_, ()>((Usd::from_nanos(300), ())))
             .unwrap();
         // 100 available, 900 held: a refund of 800 takes 100 now and is owed 700.
-        assert_eq!(k.take_back(Usd::from_nanos(800)).nanos(), 100);
-        assert_eq!(k.owe(Usd::from_nanos(700), "ord_x").nanos(), 700);
+        let (taken, owed, _) = k.take_or_owe(Usd::from_nanos(800), "ord_x");
+        assert_eq!((taken.nanos(), owed.nanos()), (100, 700));
         // The first request spends 50 of its 600: the 550 it gives back go to the refund.
         let s = k.settle(a, Usd::from_nanos(50), Utc::now());
         assert_eq!((s.charged.nanos(), s.clawed.nanos()), (50, 550));
@@ -707,7 +685,8 @@ mod tests {
         );
         assert_eq!(bal.remaining(), Usd::ZERO);
         // Owed no more than what is held: a later hold's release is the customer's again.
-        assert_eq!(k.owe(Usd::from_nanos(1_000), "ord_x"), Usd::ZERO);
+        let (taken, owed, _) = k.take_or_owe(Usd::from_nanos(1_000), "ord_x");
+        assert_eq!((taken, owed), (Usd::ZERO, Usd::ZERO));
         k.top_up(Usd::from_nanos(100));
         let (c, ()) = k
             .try_hold(|_| Ok::<_, ()>((Usd::from_nanos(100), ())))
@@ -730,8 +709,8 @@ mod tests {
         let (a, ()) = k
             .try_hold(|_| Ok::<_, ()>((Usd::from_nanos(1000), ())))
             .unwrap();
-        assert_eq!(k.take_back(Usd::from_nanos(500)).nanos(), 0);
-        assert_eq!(k.owe(Usd::from_nanos(500), "ord_y").nanos(), 500);
+        let (taken, owed, _) = k.take_or_owe(Usd::from_nanos(500), "ord_y");
+        assert_eq!((taken.nanos(), owed.nanos()), (0, 500));
         assert_eq!(k.owed_to("ord_y").nanos(), 500);
         // Credit bought since, held and mostly given back: none of it goes to the refund.
         k.top_up(Usd::from_nanos(400));
@@ -754,9 +733,9 @@ mod tests {
         let (h, ()) = k
             .try_hold(|_| Ok::<_, ()>((Usd::from_nanos(1000), ())))
             .unwrap();
-        assert_eq!(k.owe(Usd::from_nanos(300), "ord_1").nanos(), 300);
+        assert_eq!(k.take_or_owe(Usd::from_nanos(300), "ord_1").1.nanos(), 300);
         assert_eq!(
-            k.owe(Usd::from_nanos(900), "ord_2").nanos(),
+            k.take_or_owe(Usd::from_nanos(900), "ord_2").1.nanos(),
             700,
             "at most what is held"
         );

@@ -154,12 +154,12 @@ pub async fn refund(state: &AppState, order: &Order) -> Result<Usd, RefundError>
     let order_id = order.record.order_id.clone();
     let key_id = order.key_id().unwrap_or_default().to_string();
     // What partial refunds took back already is not taken again.
-    let granted = credit_left(state, &order_id, &key_id).await?;
+    let (_, left) = credit_left(state, &order_id, &key_id).await?;
     let key = state.keys.by_id(&key_id);
     // What is available now is taken; what requests in flight hold is owed, and taken from
     // what they give back unspent as they settle.
     let (take, owed, debt) = key.as_ref().map_or((Usd::ZERO, Usd::ZERO, 0), |k| {
-        k.take_or_owe(granted, &order_id)
+        k.take_or_owe(left, &order_id)
     });
     let restore_plan = match (&key, &order.extra.upgraded_from) {
         (Some(k), Some(before)) if k.plan() == order.record.plan => Some(before.clone()),
@@ -192,13 +192,17 @@ pub async fn refund(state: &AppState, order: &Order) -> Result<Usd, RefundError>
             at_ms: now_ms,
         });
     }
-    tracing::info!(order_id, key_id, taken = %take, granted = %granted, "order refunded; its credit taken back");
+    tracing::info!(order_id, key_id, taken = %take, credit_left = %left, "order refunded; its credit taken back");
     Ok(take)
 }
 
-/// What is left of the credit a paid order added to its key: what it granted, less what its
-/// refunds took back so far and what requests in flight still owe them.
-async fn credit_left(state: &AppState, order_id: &str, key_id: &str) -> Result<Usd, RefundError> {
+/// The credit a paid order added to its key, and what is left of it: what it granted, less
+/// what its refunds took back so far and what requests in flight still owe them.
+async fn credit_left(
+    state: &AppState,
+    order_id: &str,
+    key_id: &str,
+) -> Result<(Usd, Usd), RefundError> {
     // What is owed first, then every line queued so far committed, then the lines: a debt a
     // settling request pays meanwhile is then counted twice at worst (a refund short by that
     // much, in the customer's favour), never in neither place (one taken twice).
@@ -212,16 +216,16 @@ async fn credit_left(state: &AppState, order_id: &str, key_id: &str) -> Result<U
         .await
         .map_err(|e| RefundError::Read(e.to_string()))?;
     let id = order_id.to_string();
-    let written = state
+    let (granted, taken) = state
         .store
         .read(move |c| {
             let granted = crate::store::budget::granted_by(c, &id)?.unwrap_or(Usd::ZERO);
-            let taken = crate::store::budget::taken_back_for(c, &id)?;
-            Ok(granted.saturating_sub(taken))
+            Ok((granted, crate::store::budget::taken_back_for(c, &id)?))
         })
         .await
         .map_err(|e| RefundError::Read(e.to_string()))?;
-    Ok(written.saturating_sub(owed).max(Usd::ZERO))
+    let left = granted.saturating_sub(taken).saturating_sub(owed);
+    Ok((granted, left.max(Usd::ZERO)))
 }
 
 /// A partial refund of a paid order (`paid_back` of its price): the same share of the credit
@@ -239,14 +243,7 @@ pub async fn refund_part(
     let now_ms = Utc::now().timestamp_millis();
     let order_id = order.record.order_id.clone();
     let key_id = order.key_id().unwrap_or_default().to_string();
-    let left = credit_left(state, &order_id, &key_id).await?;
-    let id = order_id.clone();
-    let granted = state
-        .store
-        .read(move |c| crate::store::budget::granted_by(c, &id))
-        .await
-        .map_err(|e| RefundError::Read(e.to_string()))?
-        .unwrap_or(Usd::ZERO);
+    let (granted, left) = credit_left(state, &order_id, &key_id).await?;
     let price = order.record.amount.nanos();
     let share = if price > 0 {
         let n =

@@ -105,7 +105,7 @@ pub enum Write {
         at_ms: i64,
     },
     /// More of a refunded top-up taken back, from a hold its request did not spend
-    /// ([`crate::keys::KeyState::owe`]).
+    /// ([`crate::keys::KeyState::take_or_owe`]).
     TakeBack {
         /// The refunded top-up.
         order_id: Option<String>,
