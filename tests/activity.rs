@@ -252,6 +252,7 @@ fn full_snapshot(key: KeyView, events: &[ActivityEvent]) -> Snapshot {
             paid_at: Some("2026-01-02T03:05:05Z".into()),
             kind: Default::default(),
             topped_up_key_id: None,
+            refunded_usd: Usd::from_dollars(50),
         }],
         rate_limited: vec![RateLimitHits {
             key_id: "key_1".into(),

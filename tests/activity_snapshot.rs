@@ -196,6 +196,7 @@ fn apply_order(s: &mut Snapshot, e: &ActivityEvent) {
                 paid_at: None,
                 kind: Default::default(),
                 topped_up_key_id: None,
+                refunded_usd: Usd::ZERO,
             },
         ),
         ActivityEvent::OrderPaid {
@@ -216,11 +217,13 @@ fn apply_order(s: &mut Snapshot, e: &ActivityEvent) {
             s.today.revenue_usd = s.today.revenue_usd.saturating_add(amount_usd);
         }
         ActivityEvent::OrderRefunded { order_id, .. } => {
-            s.orders
+            let o = s
+                .orders
                 .iter_mut()
                 .find(|o| o.order_id == order_id)
-                .unwrap()
-                .status = OrderStatus::Refunded;
+                .unwrap();
+            o.status = OrderStatus::Refunded;
+            o.refunded_usd = o.amount_usd;
         }
         _ => {}
     }

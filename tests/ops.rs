@@ -291,6 +291,14 @@ async fn metrics_parse_and_move_with_traffic() {
         .text()
         .await
         .expect("body");
+    // Money in USD is written from the integer, exactly (never through a float).
+    assert!(
+        text.contains(&format!(
+            "\nmodelrelay_spend_usd {}\n",
+            modelrelay::money::Usd::from_nanos(want)
+        )),
+        "{text}"
+    );
     let state = app.key_state(&key);
     assert!(!text.contains(&key) && !text.contains(&state.id) && !text.contains("example.com"));
 }

@@ -8,7 +8,10 @@ use modelrelay::activity::protocol::{Request, Response};
 use reqwest::header::COOKIE;
 use serde_json::{Value, json};
 
+use modelrelay::shop::i18n::SELF_EN;
+
 use crate::common::{TestApp, body};
+use crate::pages::{csrf_token, element_text, esc, post_form};
 use crate::shop_orders::{Browser, deliver, order_status};
 
 const FLASH: &str = "deepseek-v4-flash";
@@ -235,6 +238,11 @@ async fn a_refunded_top_up_takes_back_what_is_left_of_it_and_keeps_the_key() {
     assert_eq!(order_status(&app, &order_a), "refunded");
     assert_eq!(ks.balance().budget.nanos(), 100_000);
     assert_eq!(ks.plan(), "trial");
+    assert_eq!(
+        refunded_shown(&app, &order_a).await,
+        "5.00",
+        "the Starter price, all of it"
+    );
     assert_eq!(
         app.chat(&key, &body(FLASH, "hi [[sim reply=1 prompt=1]]"))
             .send()
@@ -575,6 +583,12 @@ async fn a_partial_refund_takes_back_its_share_of_the_credit_and_keeps_the_key()
     // The same event again: already processed, nothing more taken.
     assert_eq!(deliver(&app, part).await, 200);
     assert_eq!(ks.balance().budget.nanos(), 282_000);
+    // What was given back shows: to the operator, in revenue, and to the buyer.
+    assert_eq!(refunded_shown(&app, &order).await, "0.30");
+    assert_eq!(revenue(&app).await, ("4700000000".into(), "4.70".into()));
+    let page = looked_up(&app, &order).await;
+    assert_eq!(element_text(&page, "order-refunded"), Some("$0.30 USD"));
+    assert!(page.contains(&esc(SELF_EN.order_note_partly_refunded)));
     let ok = app
         .chat(&key, &body(FLASH, "hi [[sim reply=1 prompt=1]]"))
         .send()
@@ -591,6 +605,8 @@ async fn a_partial_refund_takes_back_its_share_of_the_credit_and_keeps_the_key()
     assert_eq!(deliver(&app, part).await, 200);
     assert_eq!(ks.balance().budget.nanos(), 202_200);
     assert_eq!(order_status(&app, &order), "paid");
+    assert_eq!(refunded_shown(&app, &order).await, "1.63");
+    assert_eq!(revenue(&app).await, ("3370000000".into(), "3.37".into()));
     let h = history(&shown(&app, &key).await);
     assert_eq!(
         h,
@@ -614,6 +630,63 @@ async fn a_partial_refund_takes_back_its_share_of_the_credit_and_keeps_the_key()
         spent,
         "what was spent stays spent"
     );
+    assert_eq!(refunded_shown(&app, &order).await, "5.00");
+    assert_eq!(revenue(&app).await, ("0".into(), "0.00".into()));
+    let page = looked_up(&app, &order).await;
+    assert_eq!(element_text(&page, "order-refunded"), Some("$5.00 USD"));
+    assert!(!page.contains(&esc(SELF_EN.order_note_partly_refunded)));
+}
+
+/// `orders show --json`'s `refunded_usd` of an order, over the admin socket.
+async fn refunded_shown(app: &TestApp, order_id: &str) -> String {
+    match app
+        .admin(Request::OrdersShow {
+            order_id: order_id.to_string(),
+        })
+        .await
+    {
+        Response::Order { order } => serde_json::to_value(order).unwrap()["refunded_usd"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// `/metrics`' revenue lines: (nano-USD, USD), as written.
+async fn revenue(app: &TestApp) -> (String, String) {
+    let text = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+            .to_string()
+    };
+    (
+        line("modelrelay_revenue_nanousd"),
+        line("modelrelay_revenue_usd"),
+    )
+}
+
+/// The order look-up page of a `buyer@example.com` order.
+async fn looked_up(app: &TestApp, order_id: &str) -> String {
+    let token = csrf_token(&app.base).await;
+    let fields = [
+        ("order_id", order_id),
+        ("email", "buyer@example.com"),
+        ("csrf_token", token.as_str()),
+    ];
+    let (status, html) = post_form(&app.base, "/order", Some(&token), &fields).await;
+    assert_eq!(status, 200);
+    html
 }
 
 /// A partial refund of a topped-up purchase takes its share of the purchase's credit only; the

@@ -397,6 +397,9 @@ pub struct OrderView {
     /// The key a top-up credits.
     #[serde(default)]
     pub topped_up_key_id: Option<String>,
+    /// What PayPal gave back of the price: its partial refunds, or all of it once refunded.
+    #[serde(default)]
+    pub refunded_usd: Usd,
 }
 
 /// Something that happened, for the console.

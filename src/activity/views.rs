@@ -71,6 +71,7 @@ pub fn order_view(order: &Order) -> OrderView {
         paid_at: o.paid_at.map(rfc3339),
         kind: order.extra.kind,
         topped_up_key_id: order.extra.topup_key_id.clone(),
+        refunded_usd: order.extra.refunded,
     }
 }
 

@@ -63,6 +63,7 @@ pub(super) fn order_card(o: &OrderView) -> String {
         ("kind", kind(o.kind).to_string()),
         ("plan", o.plan.clone()),
         ("amount", format!("${}", o.amount_usd)),
+        ("refunded", format!("${}", o.refunded_usd)),
         ("email", o.email.clone()),
         (
             if o.kind == OrderKind::TopUp {

@@ -23,7 +23,7 @@ struct DbFigures {
 async fn db_figures(state: &AppState) -> Option<DbFigures> {
     let read = state.store.read(|c| {
         let revenue_nanos: i64 = c.query_row(
-            "SELECT COALESCE(SUM(amount_nanos), 0) FROM orders WHERE status = 'paid'",
+            "SELECT COALESCE(SUM(amount_nanos - refunded_nanos), 0) FROM orders WHERE status = 'paid'",
             [],
             |r| r.get(0),
         )?;
@@ -117,19 +117,20 @@ fn render_db_figures(out: &mut String, f: &DbFigures) {
         out,
         "modelrelay_revenue_nanousd",
         "gauge",
-        "Paid orders (refunds excluded), nano-USD, all time.",
+        "Paid orders less what was refunded of them, nano-USD, all time.",
     );
     let _ = writeln!(out, "modelrelay_revenue_nanousd {}", f.revenue_nanos);
     head(
         out,
         "modelrelay_revenue_usd",
         "gauge",
-        "Paid orders (refunds excluded), USD, all time.",
+        "Paid orders less what was refunded of them, USD, all time.",
     );
+    // Written from the integer, not through a float: exact to the nano-dollar at any size.
     let _ = writeln!(
         out,
         "modelrelay_revenue_usd {}",
-        f.revenue_nanos as f64 / 1e9
+        crate::money::Usd::from_nanos(f.revenue_nanos)
     );
     head(
         out,

@@ -408,9 +408,13 @@ impl Metrics {
             out,
             "modelrelay_spend_usd",
             "gauge",
-            "Charged to keys since start, USD (the nano-USD counter as a float).",
+            "Charged to keys since start, USD (the nano-USD counter, written exactly).",
         );
-        let _ = writeln!(out, "modelrelay_spend_usd {}", total as f64 / 1e9);
+        let _ = writeln!(
+            out,
+            "modelrelay_spend_usd {}",
+            crate::money::Usd::from_nanos(total)
+        );
     }
 
     /// The upstream latency histogram.

@@ -172,6 +172,7 @@ pub async fn create(
         topup_key_id: topup_key.clone(),
         lang: page_lang(&headers).mail(),
         upgraded_from: None,
+        refunded: crate::money::Usd::ZERO,
     };
     let write = Write::InsertOrderWith {
         order: Box::new(record),

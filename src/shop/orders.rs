@@ -29,6 +29,8 @@ pub struct OrderView {
     pub plan_name: String,
     /// Price paid.
     pub amount_usd: Usd,
+    /// What PayPal gave back of it: its partial refunds, or all of it once refunded.
+    pub refunded_usd: Usd,
     /// created, pending, paid, failed, refunded.
     pub status: OrderStatus,
     /// RFC 3339.
@@ -100,6 +102,7 @@ pub fn order_view(state: &AppState, order: &Order, shown: &KeyShown) -> OrderVie
             .get(&o.plan)
             .map_or_else(|| o.plan.clone(), |p| p.name.clone()),
         amount_usd: o.amount,
+        refunded_usd: order.extra.refunded,
         status: o.status,
         created_at: rfc3339(o.created_at),
         paid_at: o.paid_at.map(rfc3339),

@@ -259,6 +259,7 @@ pub async fn refund_part(
     let (take, owed, debt) = key.take_or_owe(want, &order_id);
     let write = Write::PartialRefund {
         refund_id: refund_id.to_string(),
+        amount: paid_back,
         order_id: order_id.clone(),
         key_id: key_id.clone(),
         take,

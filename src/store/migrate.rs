@@ -17,6 +17,7 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
         7,
         include_str!("migrations/0007_usage_without_time_index.sql"),
     ),
+    (8, include_str!("migrations/0008_order_refunded_amount.sql")),
 ];
 
 /// Apply the migrations not applied yet, each in its own transaction.

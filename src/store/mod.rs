@@ -14,6 +14,7 @@ pub mod mail;
 mod migrate;
 pub mod orders;
 mod record;
+mod refunds;
 mod sync;
 pub mod usage;
 mod write;

@@ -5,7 +5,7 @@
 //! status, so however many captures, webhooks and reloads race, an order yields one key. A
 //! top-up is paid the same way ([`pay_top_up`]): the key's budget grows in the transaction
 //! that switches the order to `paid`, only from an unpaid status, so it grows once. Its refund
-//! ([`refund_credit`], also the refund of a purchase whose key keeps paid top-ups) switches the
+//! ([`refund_credit`], in `refunds.rs` with the other refunds) switches the
 //! order to `refunded` and takes the budget back together.
 //! A paid order's receipt is queued in the same transaction ([`super::mail::queue_receipt`]).
 
@@ -17,6 +17,9 @@ use crate::keys::KeyRecord;
 use crate::kinds::{BudgetKind, MailLang, OrderKind};
 use crate::money::Usd;
 
+pub use super::refunds::{
+    has_paid_top_ups, partial_refund, partial_refund_marker, refund_credit, take_back,
+};
 pub use crate::status::OrderStatus;
 
 /// One order.
@@ -62,6 +65,9 @@ pub struct OrderExtra {
     pub lang: MailLang,
     /// The key's plan before this top-up moved it to the order's (dearer) plan.
     pub upgraded_from: Option<String>,
+    /// What PayPal gave back of the price: its partial refunds, or all of it once refunded.
+    /// Set by refunds only (a new order's is zero, whatever is given here).
+    pub refunded: Usd,
 }
 
 /// An order whole: the record and the rest.
@@ -115,7 +121,7 @@ const COLUMNS: &str = "order_id, plan, email, amount_nanos, currency, status, pa
 /// [`COLUMNS`] and the columns of [`OrderExtra`], for [`full_row`].
 const FULL_COLUMNS: &str = "order_id, plan, email, amount_nanos, currency, status, paypal_order_id,
     paypal_capture_id, key_id, browser_token_hash, created_at, paid_at, refunded_at,
-    kind, topup_key_id, lang, upgraded_from";
+    kind, topup_key_id, lang, upgraded_from, refunded_nanos";
 
 fn full_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Order> {
     let kind: String = r.get(13)?;
@@ -127,6 +133,7 @@ fn full_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Order> {
             topup_key_id: r.get(14)?,
             lang: MailLang::parse(&lang),
             upgraded_from: r.get(16)?,
+            refunded: Usd::from_nanos(r.get(17)?),
         },
     })
 }
@@ -267,109 +274,6 @@ pub fn pay_top_up(
     super::mail::rearm(c, &g.key_id)
 }
 
-/// Refund a paid order's credit — a top-up, or the purchase of a key that keeps paid top-ups
-/// (its key is not revoked): mark the order refunded and take `take` back from the key's budget
-/// (and its plan back to `restore_plan`), atomically, only from `paid`.
-pub fn refund_credit(
-    c: &Connection,
-    order_id: &str,
-    key_id: &str,
-    take: Usd,
-    restore_plan: Option<&str>,
-    at_ms: i64,
-) -> Result<(), StoreError> {
-    let n = c.execute(
-        "UPDATE orders SET status = 'refunded', refunded_at = ?2
-         WHERE order_id = ?1 AND status = 'paid'",
-        params![order_id, at_ms],
-    )?;
-    if n == 0 {
-        return Err(StoreError::Conflict(format!(
-            "order {order_id} is not a paid order"
-        )));
-    }
-    c.execute(
-        "UPDATE keys SET budget_nanos = budget_nanos - ?2, plan = COALESCE(?3, plan) WHERE id = ?1",
-        params![key_id, take.nanos(), restore_plan],
-    )?;
-    super::budget::record(
-        c,
-        key_id,
-        BudgetKind::Refund,
-        Usd::from_nanos(-take.nanos()),
-        Some(order_id),
-        at_ms,
-    )
-}
-
-/// Whether a key has a top-up that is paid and not refunded: credit its owner bought apart from
-/// the key's purchase.
-pub fn has_paid_top_ups(c: &Connection, key_id: &str) -> Result<bool, StoreError> {
-    Ok(c.query_row(
-        "SELECT EXISTS (SELECT 1 FROM orders
-                        WHERE kind = 'top_up' AND status = 'paid' AND topup_key_id = ?1)",
-        [key_id],
-        |r| r.get(0),
-    )?)
-}
-
-/// Take `take` more off a key's budget for a refund already recorded (what its requests held
-/// then and did not spend), with its line in the budget history.
-pub fn take_back(
-    c: &Connection,
-    order_id: Option<&str>,
-    key_id: &str,
-    take: Usd,
-    at_ms: i64,
-) -> Result<(), StoreError> {
-    let n = c.execute(
-        "UPDATE keys SET budget_nanos = budget_nanos - ?2 WHERE id = ?1",
-        params![key_id, take.nanos()],
-    )?;
-    if n == 0 {
-        return Err(StoreError::NoSuchKey(key_id.to_string()));
-    }
-    super::budget::record(
-        c,
-        key_id,
-        BudgetKind::Refund,
-        Usd::from_nanos(-take.nanos()),
-        order_id,
-        at_ms,
-    )
-}
-
-/// The marker of a partial refund applied, among the webhook events.
-pub fn partial_refund_marker(refund_id: &str) -> String {
-    format!("refund:{refund_id}")
-}
-
-/// Apply a partial refund once: its marker (a second time: a conflict, nothing changed), then
-/// `take` off the key with its budget-history line when there is anything to take.
-pub fn partial_refund(
-    c: &Connection,
-    refund_id: &str,
-    order_id: &str,
-    key_id: &str,
-    take: Usd,
-    at_ms: i64,
-) -> Result<(), StoreError> {
-    let n = c.execute(
-        "INSERT OR IGNORE INTO webhook_events (event_id, event_type, received_at)
-         VALUES (?1, 'PARTIAL_REFUND', ?2)",
-        params![partial_refund_marker(refund_id), at_ms],
-    )?;
-    if n == 0 {
-        return Err(StoreError::Conflict(format!(
-            "refund {refund_id} of order {order_id} was applied already"
-        )));
-    }
-    if take > Usd::ZERO {
-        take_back(c, Some(order_id), key_id, take, at_ms)?;
-    }
-    Ok(())
-}
-
 /// Change an order's status (pending, failed, refunded); a paid order only moves to refunded.
 pub fn set_status(
     c: &Connection,
@@ -379,7 +283,8 @@ pub fn set_status(
 ) -> Result<(), StoreError> {
     let n = c.execute(
         "UPDATE orders SET status = ?2,
-                refunded_at = CASE WHEN ?2 = 'refunded' THEN ?3 ELSE refunded_at END
+                refunded_at = CASE WHEN ?2 = 'refunded' THEN ?3 ELSE refunded_at END,
+                refunded_nanos = CASE WHEN ?2 = 'refunded' THEN amount_nanos ELSE refunded_nanos END
          WHERE order_id = ?1 AND (status != 'paid' OR ?2 = 'refunded') AND status != 'refunded'",
         params![order_id, status.as_str(), at_ms],
     )?;

@@ -122,6 +122,8 @@ pub enum Write {
     PartialRefund {
         /// PayPal's refund id.
         refund_id: String,
+        /// What PayPal gave back (added to the order's refunded total).
+        amount: Usd,
         /// The order.
         order_id: String,
         /// The key credited.
@@ -276,11 +278,12 @@ fn apply_self_service(tx: &rusqlite::Connection, w: &Write) -> Result<(), StoreE
         } => orders::take_back(tx, order_id.as_deref(), key_id, *take, *at_ms),
         Write::PartialRefund {
             refund_id,
+            amount,
             order_id,
             key_id,
             take,
             at_ms,
-        } => orders::partial_refund(tx, refund_id, order_id, key_id, *take, *at_ms),
+        } => orders::partial_refund(tx, (refund_id, *amount), order_id, key_id, *take, *at_ms),
         Write::RefundCredit {
             order_id,
             key_id,

@@ -4,6 +4,7 @@
 use super::{Model, rfc3339};
 use crate::activity::protocol::{ActivityEvent, MailView, OrderView};
 use crate::kinds::OrderKind;
+use crate::money::Usd;
 use crate::status::{KeyStatus, OrderStatus};
 
 /// Orders kept for the Orders view.
@@ -62,6 +63,7 @@ impl Model {
                     paid_at: None,
                     kind: order_kind,
                     topped_up_key_id: topped_up,
+                    refunded_usd: Usd::ZERO,
                 };
                 self.orders.insert(0, row);
                 self.orders.truncate(ORDERS_KEPT);
@@ -71,6 +73,7 @@ impl Model {
             } => {
                 if let Some(o) = self.orders.iter_mut().find(|o| o.order_id == order_id) {
                     o.status = OrderStatus::Refunded;
+                    o.refunded_usd = o.amount_usd;
                 }
                 if let Some(k) = key_id {
                     self.revoke(&k);
@@ -141,6 +144,7 @@ impl Model {
                     paid_at,
                     kind: OrderKind::Purchase,
                     topped_up_key_id: None,
+                    refunded_usd: Usd::ZERO,
                 };
                 self.orders.insert(0, row);
                 self.orders.truncate(ORDERS_KEPT);

@@ -132,6 +132,7 @@ fn snapshot_orders() -> Vec<OrderView> {
             paid_at: Some("2026-11-25T11:02:09Z".into()),
             kind: OrderKind::Purchase,
             topped_up_key_id: None,
+            refunded_usd: usd("0"),
         },
         OrderView {
             order_id: "ord_OPENxxxxxxxxxxxxxxxx".into(),
@@ -146,6 +147,7 @@ fn snapshot_orders() -> Vec<OrderView> {
             paid_at: None,
             kind: OrderKind::Purchase,
             topped_up_key_id: None,
+            refunded_usd: usd("0"),
         },
         OrderView {
             order_id: "ord_BACKxxxxxxxxxxxxxxxx".into(),
@@ -160,6 +162,7 @@ fn snapshot_orders() -> Vec<OrderView> {
             paid_at: Some("2026-11-24T09:00:05Z".into()),
             kind: OrderKind::Purchase,
             topped_up_key_id: None,
+            refunded_usd: usd("5"),
         },
     ]
 }

@@ -74,6 +74,10 @@ texts! {
     pricing_topup_link,
     /// Order look-up: label of a top-up's key.
     order_kind_topup,
+    /// Order look-up: label of what was refunded of the price.
+    label_refunded,
+    /// Order look-up note: a paid order of which PayPal refunded a part.
+    order_note_partly_refunded,
     /// Order look-up: the key was replaced; {date}.
     order_replaced,
     /// Order look-up note: a paid order whose key was replaced since (the notice says so).

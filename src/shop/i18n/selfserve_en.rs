@@ -39,6 +39,8 @@ pub static SELF_EN: SelfTexts = SelfTexts {
     pricing_topup_note: "Already have a key? Add a plan's budget to it instead of buying a new key:",
     pricing_topup_link: "Add {name} to my key",
     order_kind_topup: "Credit added to",
+    label_refunded: "Refunded",
+    order_note_partly_refunded: "Part of this payment was refunded, and the same share of its credit was taken back. The key keeps working.",
     order_replaced: "This key was replaced on {date}. The new key was shown once, when it was made; it is not shown here.",
     order_note_paid_replaced: "Paid. The key keeps its balance under its new text.",
     order_note_paid_topup: "Paid. The credit was added to the key above; it keeps working in your tools.",

@@ -42,6 +42,8 @@ struct OrderShown {
     status_note: &'static str,
     plan_name: String,
     amount: Usd,
+    /// What was refunded of `amount`, when anything was.
+    refunded: Option<Usd>,
     created_at: String,
     paid_at: Option<String>,
     api_key: Option<String>,
@@ -58,7 +60,9 @@ impl OrderShown {
             OrderStatus::Created | OrderStatus::Pending => "warn",
             OrderStatus::Failed | OrderStatus::Refunded => "bad",
         };
+        let partly = o.status == OrderStatus::Paid && o.refunded_usd > Usd::ZERO;
         let status_note = match (o.status, o.api_key.is_some(), &o.topped_up) {
+            (OrderStatus::Paid, _, _) if partly => s.order_note_partly_refunded,
             (OrderStatus::Paid, _, Some(_)) => s.order_note_paid_topup,
             (OrderStatus::Pending, _, Some(_)) => s.order_note_pending_topup,
             (OrderStatus::Refunded, _, Some(_)) if o.key_kept => s.order_note_refunded_topup,
@@ -81,6 +85,7 @@ impl OrderShown {
             order_id: o.order_id,
             plan_name: o.plan_name,
             amount: o.amount_usd,
+            refunded: (o.refunded_usd > Usd::ZERO).then_some(o.refunded_usd),
             created_at: display_time(&o.created_at),
             paid_at: o.paid_at.as_deref().map(display_time),
             api_key: o.api_key,

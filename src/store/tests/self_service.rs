@@ -29,6 +29,7 @@ fn top_up_of(key_id: &str, lang: MailLang) -> OrderExtra {
         topup_key_id: Some(key_id.into()),
         lang,
         upgraded_from: None,
+        refunded: crate::money::Usd::ZERO,
     }
 }
 
@@ -376,5 +377,34 @@ async fn the_outbox_retries_gives_up_and_never_resends_a_sent_message() {
     let sent = store.read(move |c| mail::get(c, a)).await.unwrap().unwrap();
     assert_eq!(sent.status, MailStatus::Sent);
     assert_eq!(sent.sent_at.map(|t| t.timestamp_millis()), Some(11));
+    store.close().await;
+}
+
+#[tokio::test]
+async fn migration_8_counts_a_refunded_order_as_refunded_in_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    // Version 7: one order refunded, one paid, one failed.
+    db_at_version(
+        &path,
+        7,
+        "INSERT INTO orders (order_id, plan, email, amount_nanos, status, created_at)
+             VALUES ('ord_back', 'trial', 'a@b.co', 5000000000, 'refunded', 1),
+                    ('ord_paid', 'trial', 'a@b.co', 7000000000, 'paid', 2),
+                    ('ord_fail', 'trial', 'a@b.co', 9000000000, 'failed', 3);",
+    );
+    let (store, _) = Store::open(&path).await.unwrap();
+    for (id, want) in [
+        ("ord_back", 5_000_000_000),
+        ("ord_paid", 0),
+        ("ord_fail", 0),
+    ] {
+        let o = store
+            .read(move |c| crate::store::orders::get_full(c, id))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(o.extra.refunded.nanos(), want, "{id}");
+    }
     store.close().await;
 }
