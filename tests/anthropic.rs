@@ -551,6 +551,42 @@ async fn over_the_rate_limit_is_429_with_retry_after() {
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
 
+/// `count_tokens` has a limit of its own at the key's RPM: it does not use up the key's
+/// requests, and it is not unlimited (it reads bodies up to the body limit for free).
+#[tokio::test]
+async fn count_tokens_has_a_rate_limit_of_its_own() {
+    let app = TestApp::spawn_with(|c| {
+        if let Some(p) = c.plans.get_mut("trial") {
+            p.rpm = 2;
+        }
+    })
+    .await;
+    let key = app.create_key("trial", None).await;
+    let b = json!({"model": "claude-sonnet-4", "messages": [{"role": "user", "content": "hi"}]});
+    for _ in 0..2 {
+        let r = post(&app, "/v1/messages/count_tokens", &key, Auth::ApiKey, &b)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let r = post(&app, "/v1/messages/count_tokens", &key, Auth::ApiKey, &b)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().contains_key("retry-after"));
+    expect_error(r, 429, "rate_limit_error").await;
+    // The key's requests are untouched by the counting.
+    let ok = msg("claude-sonnet-4", "hi [[sim reply=1]]", 10);
+    for _ in 0..2 {
+        let r = post(&app, "/v1/messages", &key, Auth::ApiKey, &ok)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+}
+
 /// Anthropic's keep-alive is a `ping` event, not an SSE comment: a stream that stalls behind
 /// pings times out on the idle timer as one behind comments does (DeepSeek's known fault),
 /// instead of running to the request's deadline while holding the key's money.

@@ -434,3 +434,65 @@ async fn one_account_alone_counts_no_failover() {
     assert_eq!(status.failovers, 0);
     assert_eq!(status.accounts[0].requests, 1);
 }
+
+/// A cooling account's trial that ends without a verdict on the account — the request's own
+/// 400/422, or a client that leaves before the answer — must not leave it cooling for good:
+/// the flag of the trial stayed set, and with another account healthy it never served again.
+#[tokio::test]
+async fn a_trial_that_upstream_refuses_as_the_requests_fault_brings_the_account_back() {
+    let app = two_accounts(|_| {}, |_| {}).await;
+    let key = app.create_key("pro", None).await;
+    let state = app.daemon.as_ref().unwrap().state.clone();
+    let account_state = |i: usize| state.upstream.status().accounts[i].state.as_str();
+    // "first" fails once: it cools, the request fails over.
+    app.sim.set_fault(SIM_KEY, Some(AccountFault::Status(500)));
+    let resp = app
+        .chat(&key, &body("deepseek-v4-flash", "[[sim reply=1]] hi"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(account_state(0), "cooling");
+    app.sim.set_fault(SIM_KEY, None);
+    // "second" busy with a slow stream, so the trial goes to "first" once it is due.
+    let mut slow = body("deepseek-v4-flash", "[[sim reply=40 delay_ms=200]] slow");
+    slow["stream"] = true.into();
+    let slow = app.chat(&key, &slow).send().await.unwrap();
+    assert_eq!(slow.status(), 200);
+    tokio::time::sleep(Duration::from_millis(5_300)).await;
+    // The trial: upstream refuses the request itself.
+    let resp = app
+        .chat(&key, &body("deepseek-v4-flash", "[[sim fail=422]] trial"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 422);
+    let trial = app
+        .sim
+        .requests()
+        .into_iter()
+        .find(|r| r.body.to_string().contains("fail=422"))
+        .expect("the trial reached upstream");
+    assert_eq!(
+        trial.account.as_deref(),
+        Some(SIM_KEY),
+        "the trial went to first"
+    );
+    assert_eq!(account_state(0), "healthy", "it answered: it works");
+    drop(slow);
+    // And it serves again (before, with "second" healthy, it never did).
+    let before = app.sim.requests().len();
+    for _ in 0..6 {
+        let resp = app
+            .chat(&key, &body("deepseek-v4-flash", "[[sim reply=1]] again"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let firsts = app.sim.requests()[before..]
+        .iter()
+        .filter(|r| r.account.as_deref() == Some(SIM_KEY))
+        .count();
+    assert!(firsts >= 2, "first took {firsts} of 6");
+}

@@ -251,6 +251,10 @@ impl Config {
                     e.push(format!("models.{id}.{field}: a price cannot be negative"));
                 }
             }
+            if m.max_in_flight == 0 {
+                // Every request for it would wait out the queue, then get 503 upstream_busy.
+                e.push(format!("models.{id}.max_in_flight must be at least 1"));
+            }
             if m.output.iter().any(|p| p.nanos() == 0) {
                 e.push(format!(
                     "models.{id}.output: an output price of 0 would make every budget endless"

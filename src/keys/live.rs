@@ -75,6 +75,10 @@ pub struct KeyState {
     last_used_ms: AtomicI64,
     /// The plan's RPM, and its limiter (both replaced with the plan).
     limiter: ArcSwap<Limiter>,
+    /// The same RPM for `count_tokens`, apart: counting is free and does not use the key's
+    /// requests (as at Anthropic, where it has limits of its own), but it reads bodies of up to
+    /// the body limit, so it is not unlimited either.
+    count_limiter: ArcSwap<Limiter>,
     rpm: AtomicU32,
     /// The notices of the current crossing already queued ([`Notice`] bits).
     notices: AtomicU8,
@@ -195,6 +199,7 @@ impl KeyState {
             requests: AtomicU64::new(r.requests),
             last_used_ms: AtomicI64::new(r.last_used_at.map_or(0, |t| t.timestamp_millis())),
             limiter: ArcSwap::from_pointee(limiter_of(rpm)),
+            count_limiter: ArcSwap::from_pointee(limiter_of(rpm)),
             rpm: AtomicU32::new(rpm),
             notices: AtomicU8::new(0),
             owed: AtomicI64::new(0),
@@ -223,6 +228,7 @@ impl KeyState {
     pub fn set_plan(&self, plan: String, rpm: u32) {
         let rpm = rpm.max(1);
         self.limiter.store(Arc::new(limiter_of(rpm)));
+        self.count_limiter.store(Arc::new(limiter_of(rpm)));
         self.rpm.store(rpm, Ordering::Release);
         self.plan.store(Arc::new(plan));
     }
@@ -264,7 +270,16 @@ impl KeyState {
 
     /// Take one request from the RPM allowance.
     pub fn check_rate(&self) -> RateCheck {
-        let limiter = self.limiter.load();
+        self.check(&self.limiter.load())
+    }
+
+    /// [`KeyState::check_rate`] for `count_tokens`, which has a limit of its own at the same
+    /// RPM.
+    pub fn check_count_rate(&self) -> RateCheck {
+        self.check(&self.count_limiter.load())
+    }
+
+    fn check(&self, limiter: &Limiter) -> RateCheck {
         let rpm = self.rpm.load(Ordering::Acquire).max(1);
         let per_request = std::time::Duration::from_secs(60) / rpm;
         match limiter.check() {

@@ -184,34 +184,43 @@ impl Account {
         }
     }
 
-    /// Take a slot for model `m` if it is under its cap; a cooling account's slot is its one
-    /// trial.
-    pub(super) fn try_take(&self, m: usize, now: i64) -> bool {
-        let Some(counter) = self.in_flight.get(m) else {
-            return false;
-        };
+    /// Take a slot for model `m` if it is under its cap: `Some(true)` when the slot is a
+    /// cooling account's one trial (its holder must end it: [`Account::end_trial`]),
+    /// `Some(false)` for an ordinary slot, `None` when there is none.
+    pub(super) fn try_take(&self, m: usize, now: i64) -> Option<bool> {
+        let counter = self.in_flight.get(m)?;
         let cap = self.caps.get(m).copied().unwrap_or(0);
-        if self.state() == AccountState::Cooling {
-            if now < self.until_ms.load(Ordering::Acquire)
-                || self
-                    .trial
-                    .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-                    .is_err()
-            {
-                return false;
+        let trial = match self.state() {
+            AccountState::Healthy => false,
+            AccountState::Cooling => {
+                if now < self.until_ms.load(Ordering::Acquire)
+                    || self
+                        .trial
+                        .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                        .is_err()
+                {
+                    return None;
+                }
+                true
             }
-        } else if self.state() == AccountState::Disabled {
-            return false;
-        }
+            AccountState::Disabled => return None,
+        };
         let took = counter
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < cap).then_some(n + 1)
             })
             .is_ok();
-        if !took && self.state() == AccountState::Cooling {
+        if !took && trial {
             self.trial.store(false, Ordering::Release);
         }
-        took
+        took.then_some(trial)
+    }
+
+    /// A trial ended without a verdict (its request was dropped — the client left, the daemon
+    /// stopped): the account stays cooling, and the next request is its trial. Without this,
+    /// the flag stayed set and the account never served again.
+    pub(super) fn end_trial(&self) {
+        self.trial.store(false, Ordering::Release);
     }
 
     /// Take a slot for model `m` under its cap whatever the state but disabled (a cooling
@@ -320,6 +329,12 @@ impl Account {
         *last = Some((why.chars().take(300).collect(), now_ms()));
     }
 
+    /// Tests: a cooling account's rest is over now.
+    #[cfg(test)]
+    pub(super) fn rest_over(&self) {
+        self.until_ms.store(0, Ordering::Release);
+    }
+
     /// The last failure and when (unix ms).
     pub fn last_error(&self) -> Option<(String, i64)> {
         self.last_error
@@ -348,10 +363,10 @@ mod tests {
     fn slots_never_exceed_the_cap() {
         let a = account(2);
         let now = now_ms();
-        assert!(a.try_take(0, now) && a.try_take(0, now));
-        assert!(!a.try_take(0, now), "cap 2");
+        assert!(a.try_take(0, now).is_some() && a.try_take(0, now).is_some());
+        assert!(a.try_take(0, now).is_none(), "cap 2");
         a.give_back(0);
-        assert!(a.try_take(0, now));
+        assert_eq!(a.try_take(0, now), Some(false));
         assert_eq!(a.in_flight(0), 2);
     }
 
@@ -364,8 +379,8 @@ mod tests {
         assert!(!a.usable(now), "resting");
         let later = now + 5_001;
         assert!(a.usable(later));
-        assert!(a.try_take(0, later), "the trial");
-        assert!(!a.try_take(0, later), "one trial at a time");
+        assert_eq!(a.try_take(0, later), Some(true), "the trial");
+        assert_eq!(a.try_take(0, later), None, "one trial at a time");
         assert!(!a.cool("503 again"), "still cooling, for longer");
         // 10 s now.
         let until = a.cooling_until_ms().unwrap();
@@ -374,11 +389,11 @@ mod tests {
             "{}",
             until - now_ms()
         );
-        assert!(a.try_take(0, until + 1));
+        assert_eq!(a.try_take(0, until + 1), Some(true));
         assert!(a.succeeded());
         assert_eq!(a.state(), AccountState::Healthy);
         assert!(
-            a.try_take(0, now) && a.try_take(0, now),
+            a.try_take(0, now) == Some(false) && a.try_take(0, now) == Some(false),
             "healthy: no trial limit"
         );
     }

@@ -126,7 +126,7 @@ impl Upstream {
         let mut tried = Vec::new();
         let mut last: Option<UpstreamError> = None;
         loop {
-            let slot = match self.pool.acquire(m, &tried, self.queue_timeout).await {
+            let mut slot = match self.pool.acquire(m, &tried, self.queue_timeout).await {
                 Ok(s) => s,
                 Err(NoSlot::Busy) => return Err(last.unwrap_or(UpstreamError::Busy)),
                 Err(NoSlot::NoneUsable) => return Err(last.unwrap_or(UpstreamError::NoAccount)),
@@ -143,6 +143,7 @@ impl Upstream {
                     if account.succeeded() {
                         self.announce(&account, "answered again");
                     }
+                    slot.decided();
                     return Ok(Reply::new(
                         resp,
                         self.idle_timeout,
@@ -152,10 +153,18 @@ impl Upstream {
                     ));
                 }
                 Err(e) => {
-                    account.errors.fetch_add(1, Ordering::Relaxed);
-                    if !self.blame(&account, &e) {
+                    let rests = self.blame(&account, &e);
+                    slot.decided();
+                    if !rests {
+                        // The request's own fault (400, 422, …): the account answered it, so
+                        // it works — a cooling account whose trial this was serves again.
+                        if account.succeeded() {
+                            self.announce(&account, "answered again");
+                        }
                         return Err(e);
                     }
+                    // The account's failure (a request's own 400 is not one).
+                    account.errors.fetch_add(1, Ordering::Relaxed);
                     tried.push(slot.index());
                     drop(slot);
                     // Back to the queue: this attempt was refused or never answered, and

@@ -44,6 +44,9 @@ pub struct Slot {
     index: usize,
     model: usize,
     pool: Arc<Pool>,
+    /// The slot is a cooling account's trial, not decided yet: dropped undecided, it frees
+    /// the trial for the next request.
+    trial: bool,
 }
 
 impl Slot {
@@ -56,10 +59,18 @@ impl Slot {
     pub fn index(&self) -> usize {
         self.index
     }
+
+    /// The attempt's outcome was told to the account (which ends a trial either way).
+    pub fn decided(&mut self) {
+        self.trial = false;
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        if self.trial {
+            self.account.end_trial();
+        }
         self.account.give_back(self.model);
         if let Some(n) = self.pool.released.get(self.model) {
             n.notify_waiters();
@@ -135,13 +146,14 @@ impl Pool {
         }
         for (i, _) in candidates {
             let account = &self.accounts[i];
-            if account.try_take(m, now) {
+            if let Some(trial) = account.try_take(m, now) {
                 account.requests.fetch_add(1, Ordering::Relaxed);
                 return Ok(Slot {
                     account: account.clone(),
                     index: i,
                     model: m,
                     pool: self.clone(),
+                    trial,
                 });
             }
         }
@@ -177,28 +189,34 @@ impl Pool {
         best.0
     }
 
-    /// Every account not tried is disabled or resting: the cooling one due back soonest takes
-    /// the request anyway (as its trial), if it has room.
+    /// Every account not tried is disabled or resting: the cooling ones take the request
+    /// anyway, the one due back soonest first and, when it is at its cap, the next — a single
+    /// request that failed on every account (it cools them all) must not leave the pool
+    /// serving through one account's slots while the others' stand free.
     fn soonest_cooling(self: &Arc<Self>, m: usize, tried: &[usize]) -> Result<Slot, NoSlot> {
-        let soonest = self
+        let mut cooling: Vec<(usize, i64)> = self
             .accounts
             .iter()
             .enumerate()
             .filter(|(i, _)| !tried.contains(i))
             .filter_map(|(i, a)| a.cooling_until_ms().map(|until| (i, until)))
-            .min_by_key(|(_, until)| *until);
-        let Some((i, _)) = soonest else {
+            .collect();
+        if cooling.is_empty() {
             return Err(NoSlot::NoneUsable);
-        };
-        let account = &self.accounts[i];
-        if account.take_early(m) {
-            account.requests.fetch_add(1, Ordering::Relaxed);
-            return Ok(Slot {
-                account: account.clone(),
-                index: i,
-                model: m,
-                pool: self.clone(),
-            });
+        }
+        cooling.sort_by_key(|&(i, until)| (until, i));
+        for (i, _) in cooling {
+            let account = &self.accounts[i];
+            if account.take_early(m) {
+                account.requests.fetch_add(1, Ordering::Relaxed);
+                return Ok(Slot {
+                    account: account.clone(),
+                    index: i,
+                    model: m,
+                    pool: self.clone(),
+                    trial: false,
+                });
+            }
         }
         Err(NoSlot::Busy)
     }
@@ -282,6 +300,54 @@ mod tests {
             p.acquire(0, &[0], Duration::ZERO).await.err(),
             Some(NoSlot::NoneUsable),
             "the only account was tried"
+        );
+    }
+
+    /// A trial whose request is dropped before any verdict (the client left) frees the trial:
+    /// the account stays cooling and the next request is its trial. Before, the flag stayed
+    /// set and, with another account healthy, the cooling one was never used again.
+    #[tokio::test]
+    async fn a_trial_dropped_undecided_lets_the_next_request_be_the_trial() {
+        let p = pool(&[(4, 1), (4, 1)]);
+        // a1 carries one request, so a0 (idle) is chosen first whenever it may serve.
+        let _busy = p.acquire(0, &[0], Duration::ZERO).await.unwrap();
+        p.accounts[0].cool("500");
+        p.accounts[0].rest_over();
+        let trial = p.acquire(0, &[], Duration::ZERO).await.unwrap();
+        assert_eq!(trial.index(), 0, "the trial");
+        let other = p.acquire(0, &[], Duration::ZERO).await.unwrap();
+        assert_eq!(other.index(), 1, "one trial at a time");
+        drop(other);
+        drop(trial);
+        let again = p.acquire(0, &[], Duration::ZERO).await.unwrap();
+        assert_eq!(again.index(), 0, "the next request is the trial");
+        // A decided trial leaves the account to its verdict.
+        let mut again = again;
+        p.accounts[0].cool("500 again");
+        again.decided();
+        drop(again);
+        assert_eq!(p.accounts[0].state().as_str(), "cooling");
+        assert!(!p.accounts[0].usable(now_ms()), "resting again");
+    }
+
+    /// With every account cooling (one request that failed on each cools them all), the
+    /// requests go to the one due back soonest and, once it is at its cap, to the next —
+    /// not 503 while the others have room.
+    #[tokio::test]
+    async fn with_every_account_cooling_all_of_their_slots_serve() {
+        let p = pool(&[(2, 1), (3, 1)]);
+        p.accounts[0].cool("500");
+        p.accounts[1].cool("500");
+        let mut slots = Vec::new();
+        for _ in 0..5 {
+            slots.push(p.acquire(0, &[], Duration::ZERO).await.unwrap());
+        }
+        let on = |i| slots.iter().filter(|s| s.index() == i).count();
+        assert_eq!((on(0), on(1)), (2, 3));
+        assert_eq!(
+            p.acquire(0, &[], Duration::ZERO).await.err(),
+            Some(NoSlot::Busy),
+            "every slot taken"
         );
     }
 }

@@ -3,7 +3,7 @@
 use super::*;
 
 /// A file with one problem, and what the message must say about it.
-const INVALID_FILES: [(&str, &str); 21] = [
+const INVALID_FILES: [(&str, &str); 22] = [
     (
         "[plans.trial]\nmodels = [\"gpt-4\"]\n",
         "plans.trial.models names unknown model \"gpt-4\"",
@@ -39,6 +39,10 @@ const INVALID_FILES: [(&str, &str); 21] = [
     (
         "[pricing]\npeak_days = [\"mon\", \"funday\"]\n",
         "pricing.peak_days: \"funday\"",
+    ),
+    (
+        "[models.deepseek-v4-pro]\nmax_in_flight = 0\n",
+        "models.deepseek-v4-pro.max_in_flight must be at least 1",
     ),
     (
         "[plans.trial]\nrpm = 0\n",

@@ -47,6 +47,14 @@ pub async fn count_tokens(State(state): State<Arc<AppState>>, req: Request) -> R
 async fn counted(state: &AppState, req: Request) -> Result<u64, GatewayError> {
     let (parts, body) = req.into_parts();
     let key = Anthropic::authenticate(&state.keys, &parts.headers)?;
+    // A limit of its own at the key's RPM: counting costs the customer nothing, and must not
+    // use up the requests of the conversation it is for, but it reads bodies up to the body
+    // limit, so it is not unlimited either.
+    let rate = key.check_count_rate();
+    if !rate.allowed {
+        state.metrics.rate_limited();
+        return Err(GatewayError::RateLimited(rate));
+    }
     let limit = state.config.server.max_body_bytes;
     let raw = axum::body::to_bytes(body, limit)
         .await
