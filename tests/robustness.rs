@@ -448,3 +448,64 @@ async fn a_revoked_key_still_reads_its_usage_but_cannot_chat() {
         .unwrap();
     assert_eq!(unknown.status(), 401);
 }
+
+/// A database that cannot commit (here: another program holding its write lock, as a
+/// `sqlite3` shell left in a transaction does; a full disk acts the same) must not let answers
+/// out unbilled: with `full` an answer leaves only after its row is on disk, so a whole answer
+/// is refused with 503 and a stream ends with an error event, not its end marker; `/healthz`
+/// says the database is failing until a commit succeeds again.
+#[tokio::test]
+async fn answers_are_withheld_while_the_ledger_cannot_commit() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key("pro", None).await;
+    let lock = rusqlite::Connection::open(&app.db).unwrap();
+    lock.execute_batch("PRAGMA busy_timeout = 5000; BEGIN IMMEDIATE;")
+        .unwrap();
+    let whole = app
+        .chat(&key, &body("deepseek-v4-flash", "[[sim reply=3]] hi"))
+        .timeout(Duration::from_secs(120))
+        .send();
+    let mut b = body("deepseek-v4-flash", "[[sim reply=3]] hi");
+    b["stream"] = true.into();
+    let stream = app.chat(&key, &b).timeout(Duration::from_secs(120)).send();
+    let (whole, stream) = tokio::join!(whole, stream);
+    let whole = whole.unwrap();
+    assert_eq!(whole.status(), 503);
+    let v: Value = whole.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "service_unavailable", "{v}");
+    assert_eq!(v["error"]["type"], "server_error");
+    let stream = stream.unwrap();
+    assert_eq!(stream.status(), 200, "the stream had begun");
+    let events = crate::common::read_stream(stream).await;
+    assert!(!events.iter().any(|e| e == "data: [DONE]"), "{events:?}");
+    let chunks = crate::common::data_chunks(&events);
+    assert!(crate::common::text_deltas(&chunks) > 0, "{events:?}");
+    let last = chunks.last().unwrap();
+    assert_eq!(last["error"]["code"], "service_unavailable", "{events:?}");
+    let health = app
+        .http
+        .get(format!("{}/healthz", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 503);
+    let h: Value = health.json().await.unwrap();
+    assert!(h["database"].as_str().unwrap().starts_with("error:"), "{h}");
+    // The lock goes: the next answer is recorded and delivered, and health is back.
+    lock.execute_batch("ROLLBACK;").unwrap();
+    let ok = app
+        .chat(&key, &body("deepseek-v4-flash", "[[sim reply=3]] hi"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    app.wait_ledger_row(&request_id(&ok)).await;
+    let health = app
+        .http
+        .get(format!("{}/healthz", app.base))
+        .send()
+        .await
+        .unwrap();
+    let h: Value = health.json().await.unwrap();
+    assert_eq!(h["database"], "ok", "{h}");
+}

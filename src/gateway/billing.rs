@@ -248,7 +248,7 @@ fn bill(ctx: &RequestCtx, o: &Outcome) -> (Usage, Measured) {
 /// Settle a request: charge, release the rest of the hold, and record its ledger row. Returns
 /// once the row is as safe as `store.sync` promises (`full`: committed to disk; `normal`: in
 /// the OS, in the journal), so the caller may then send the response's last byte.
-pub async fn settle(state: &AppState, ctx: &RequestCtx, o: Outcome) {
+pub async fn settle(state: &AppState, ctx: &RequestCtx, o: Outcome) -> bool {
     let (usage, measured) = bill(ctx, &o);
     let (usage, measured) = within_hold(ctx, usage, measured);
     let cost = cost_of(usage.hit, usage.miss, usage.completion, &ctx.hold.prices);
@@ -336,11 +336,16 @@ pub async fn settle(state: &AppState, ctx: &RequestCtx, o: Outcome) {
     // Sent after the row is queued: the activity tracker relies on it when it reloads the
     // day's totals from the ledger (see activity::tracker).
     state.activity.emit(finished);
-    if let Err(e) = committed.await {
-        // The in-memory balance is already charged, so the customer cannot overspend; the row
-        // itself is what is lost, and the operator must hear about it.
-        tracing::error!(request_id = %ctx.request_id, error = %e, "ledger row not written");
-    }
+    let recorded = match committed.await {
+        Ok(()) => true,
+        Err(e) => {
+            // The in-memory balance is already charged, so the customer cannot overspend; the
+            // row itself is what is lost, the operator must hear about it, and the answer is
+            // not delivered (the caller's part): nothing leaves unbilled.
+            tracing::error!(request_id = %ctx.request_id, error = %e, "ledger row not written");
+            false
+        }
+    };
     tracing::info!(
         request_id = %ctx.request_id,
         key_id = %ctx.key.id,
@@ -354,6 +359,7 @@ pub async fn settle(state: &AppState, ctx: &RequestCtx, o: Outcome) {
         latency_ms,
         "request settled"
     );
+    recorded
 }
 
 /// Mark a key exhausted once its balance falls below what one more request of its plan needs
@@ -424,12 +430,15 @@ impl Pending {
         self.ctx.as_ref()
     }
 
-    /// Settle now (nothing to settle if it already was).
-    pub async fn settle(mut self, o: Outcome) {
-        let Some(ctx) = self.ctx.take() else { return };
+    /// Settle now (nothing to settle if it already was). False when the ledger row could not
+    /// be recorded as `store.sync` promises: the answer must then not be delivered.
+    pub async fn settle(mut self, o: Outcome) -> bool {
+        let Some(ctx) = self.ctx.take() else {
+            return true;
+        };
         // Leave on every path, including this future being dropped mid-settlement.
         let _leave = Leave(&self.state);
-        settle(&self.state, &ctx, o).await;
+        settle(&self.state, &ctx, o).await
     }
 }
 

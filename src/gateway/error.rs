@@ -85,6 +85,11 @@ pub enum GatewayError {
     /// 503: the server is restarting and cut the request.
     #[error("shutting down")]
     ShuttingDown,
+    /// 503: the answer's ledger row could not be recorded (the database cannot commit: a full
+    /// disk, a lock another program holds), so the answer is withheld — nothing leaves
+    /// unbilled.
+    #[error("ledger row not recorded")]
+    NotRecorded,
 }
 
 #[derive(Serialize)]
@@ -123,7 +128,9 @@ impl GatewayError {
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::UpstreamBusy => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            GatewayError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::ShuttingDown | GatewayError::NotRecorded => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -145,7 +152,7 @@ impl GatewayError {
             GatewayError::UpstreamTimeout => "upstream_timeout",
             GatewayError::UpstreamBusy => "upstream_busy",
             GatewayError::Internal => "internal_error",
-            GatewayError::ShuttingDown => "service_unavailable",
+            GatewayError::ShuttingDown | GatewayError::NotRecorded => "service_unavailable",
         }
     }
 
@@ -160,7 +167,8 @@ impl GatewayError {
             | GatewayError::UpstreamTimeout
             | GatewayError::UpstreamBusy
             | GatewayError::Internal
-            | GatewayError::ShuttingDown => "server_error",
+            | GatewayError::ShuttingDown
+            | GatewayError::NotRecorded => "server_error",
             _ => "invalid_request_error",
         }
     }
@@ -209,6 +217,9 @@ impl GatewayError {
                 "Every upstream account is busy right now. Please retry in a few seconds.".into()
             }
             GatewayError::Internal => "Internal error. Please retry later.".into(),
+            GatewayError::NotRecorded => "The server could not record this request's bill, so \
+                 its answer was withheld. Please retry later."
+                .into(),
             GatewayError::ShuttingDown => {
                 "The server is restarting. Please retry in a few seconds.".into()
             }

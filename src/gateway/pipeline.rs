@@ -203,7 +203,7 @@ async fn whole<D: Dialect>(pending: Pending, raw: &[u8]) -> Response {
         Err(why) => return upstream_failed::<D>(pending, UpstreamError::Malformed(why)).await,
     };
     let ttft = ctx.started.elapsed();
-    pending
+    let recorded = pending
         .settle(Outcome {
             usage: answer.usage,
             output_estimate: answer.output_estimate,
@@ -213,6 +213,11 @@ async fn whole<D: Dialect>(pending: Pending, raw: &[u8]) -> Response {
             ttft: Some(ttft),
         })
         .await;
+    if !recorded {
+        // `full` promises the bill is on disk before the answer leaves, `normal` that it is in
+        // the OS: neither holds, so the answer stays here.
+        return D::error_response(GatewayError::NotRecorded);
+    }
     let mut resp = (StatusCode::OK, answer.body).into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -247,6 +247,15 @@ fn private_files(path: &Path) -> Result<(), StoreError> {
 }
 
 impl Store {
+    /// The last batch of writes could not be committed (retries included); false again once
+    /// one is.
+    pub fn commits_failing(&self) -> bool {
+        self.writer
+            .shared()
+            .failing
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path

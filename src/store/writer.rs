@@ -69,6 +69,9 @@ pub(super) struct Shared {
     pub(super) backlog: AtomicUsize,
     /// The writer has stopped taking work.
     pub(super) stopped: AtomicBool,
+    /// The last batch could not be committed, retries included (a full disk, a lock held by
+    /// another program): `/healthz` says so until a commit succeeds.
+    pub(super) failing: AtomicBool,
 }
 
 impl Handle {
@@ -245,7 +248,9 @@ fn run<'c>(
             .iter()
             .filter(|(_, ack)| matches!(ack, Ack::Journaled(..)))
             .count();
-        commit_batch(conn, &mut stmts, batch, always_sync, &mut on_disk);
+        let retry = !shared.failing.load(Ordering::Acquire);
+        let ok = commit_batch(conn, &mut stmts, batch, always_sync, &mut on_disk, retry);
+        shared.failing.store(!ok, Ordering::Release);
         shared.backlog.fetch_sub(journaled, Ordering::Relaxed);
         shared.commits.fetch_add(1, Ordering::Release);
     }
@@ -263,7 +268,8 @@ fn run<'c>(
     // accepted into a queue nobody reads.
     drop(rx);
     if !rest.is_empty() {
-        commit_batch(conn, &mut stmts, rest, always_sync, &mut on_disk);
+        let retry = !shared.failing.load(Ordering::Acquire);
+        commit_batch(conn, &mut stmts, rest, always_sync, &mut on_disk, retry);
     }
     closing
 }

@@ -43,14 +43,16 @@ impl<'c> Statements<'c> {
 /// FULL`). Otherwise (`normal`) a commit is synced only when a write in the batch was submitted
 /// to be durable ([`Ack::Reply`]: an order, a key, a top-up, a row the journal could not
 /// take): journaled ledger rows are promised only against a killed process, read barriers
-/// nothing, and the sync task syncs the WAL every interval.
+/// nothing, and the sync task syncs the WAL every interval. A failed commit is retried a few
+/// times unless `retry` is false. Returns whether the batch was committed.
 pub(super) fn commit_batch<'c>(
     c: &'c Connection,
     stmts: &mut Statements<'c>,
     batch: Vec<(Write, Ack)>,
     always_sync: bool,
     on_disk: &mut Option<bool>,
-) {
+    retry: bool,
+) -> bool {
     let (writes, acks): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
     let durable = always_sync || acks.iter().any(|ack| matches!(ack, Ack::Reply(_)));
     if *on_disk != Some(durable) {
@@ -70,9 +72,12 @@ pub(super) fn commit_batch<'c>(
         }
     }
     // A failed commit (disk full, I/O error) is retried before the batch is given up: these
-    // rows are bills, and memory has already charged them.
+    // rows are bills, and memory has already charged them. Not when the batch before failed
+    // too (`retry` false): every batch would then take seconds to fail while answers wait on
+    // it (and a stop would take minutes); one attempt each until one succeeds.
     let mut result = try_commit(c, stmts, &writes);
-    for delay_ms in [50, 500, 2000] {
+    let delays: &[u64] = if retry { &[50, 500, 2000] } else { &[] };
+    for &delay_ms in delays {
         if result.is_ok() {
             break;
         }
@@ -100,6 +105,7 @@ pub(super) fn commit_batch<'c>(
                     Ack::None => {}
                 }
             }
+            true
         }
         Err(e) => {
             tracing::error!(
@@ -124,6 +130,7 @@ pub(super) fn commit_batch<'c>(
                     Ack::None => {}
                 }
             }
+            false
         }
     }
 }

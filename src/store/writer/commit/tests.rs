@@ -124,7 +124,7 @@ fn journaled_rows_of_a_batch_that_never_commits_stay_in_their_segment() {
     let other = Connection::open(dir.path().join("modelrelay.db")).unwrap();
     other.execute_batch("BEGIN IMMEDIATE").unwrap();
     let mut on_disk = None;
-    commit_batch(&c, &mut stmts, batch(), false, &mut on_disk);
+    commit_batch(&c, &mut stmts, batch(), false, &mut on_disk, true);
     assert!(
         !Segment::drained(&segment),
         "a row never committed was counted settled"
@@ -133,7 +133,7 @@ fn journaled_rows_of_a_batch_that_never_commits_stay_in_their_segment() {
     assert_eq!(ledger(&c), (0, 0, 0));
 
     // The lock is gone: the refused row and the committed one both settle.
-    commit_batch(&c, &mut stmts, batch(), false, &mut on_disk);
+    commit_batch(&c, &mut stmts, batch(), false, &mut on_disk, true);
     assert_eq!(ledger(&c), (1, 100, 1));
     assert_eq!(Arc::strong_count(&segment), 1);
     assert!(Segment::drained(&segment));
