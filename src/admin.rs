@@ -88,8 +88,7 @@ pub fn is_email(e: &str) -> bool {
             .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
 }
 
-/// Largest single top-up or custom budget (a typo guard).
-const MAX_AMOUNT: Usd = Usd::from_dollars(100_000);
+use crate::money::{MAX_AMOUNT, MAX_BUDGET};
 
 fn check_amount(what: &str, a: Usd) -> Result<(), AdminError> {
     if a.nanos() <= 0 {
@@ -248,6 +247,16 @@ pub async fn top_up_key(
     let key = find_key(state, needle)?;
     if key.status() == KeyStatus::Revoked {
         return Err(AdminError::Revoked(key.id.clone()));
+    }
+    if key
+        .balance()
+        .budget
+        .checked_add(amount)
+        .is_none_or(|b| b > MAX_BUDGET)
+    {
+        return Err(AdminError::BadAmount(format!(
+            "the key's budget would pass ${MAX_BUDGET}"
+        )));
     }
     // The database first: a top-up that is not recorded must not be spendable.
     state

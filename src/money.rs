@@ -11,6 +11,14 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// Nano-dollars in one dollar.
 pub const NANOS_PER_USD: i64 = 1_000_000_000;
 
+/// Largest single amount an operator grants, tops up or prices a plan at (a typo guard).
+pub const MAX_AMOUNT: Usd = Usd::from_dollars(100_000);
+
+/// Largest budget a key may reach through top-ups: far past any real use, and far below where
+/// nano-dollars overflow a 64-bit integer (~$9.2 billion; SQLite would then store the sum as
+/// a float, and the daemon would not start again).
+pub const MAX_BUDGET: Usd = Usd::from_dollars(1_000_000_000);
+
 /// An amount of US dollars, stored as integer nano-dollars (1e-9 USD).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Usd(i64);

@@ -372,7 +372,11 @@ impl ClientIp {
         let peer = parts
             .extensions
             .get::<axum::extract::ConnectInfo<SocketAddr>>()
-            .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+            // A dual-stack listener (`[::]:…`) sees IPv4 peers as `::ffff:a.b.c.d`: as the
+            // IPv4 address they are, a local proxy is loopback and per-IP limits are per client.
+            .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| {
+                c.0.ip().to_canonical()
+            });
         if state.config.server.behind_proxy && peer.is_loopback() {
             let last = parts
                 .headers
@@ -381,7 +385,8 @@ impl ClientIp {
                 .next_back()
                 .map(|v| v.to_str().ok().and_then(|v| v.rsplit(',').next()));
             return match last {
-                Some(Some(entry)) => parse_forwarded(entry).map_or(ClientIp::UNKNOWN, ClientIp),
+                Some(Some(entry)) => parse_forwarded(entry)
+                    .map_or(ClientIp::UNKNOWN, |ip| ClientIp(ip.to_canonical())),
                 // A header that is not text: unknown, like any other unparsable entry.
                 Some(None) => ClientIp::UNKNOWN,
                 // No header: the proxy itself (or a local client) is talking.

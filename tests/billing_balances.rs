@@ -160,3 +160,31 @@ async fn balances_and_status_survive_a_restart() {
     let (_, status, _) = call(&app, &revived, &body(FLASH, "[[sim reply=1]]")).await;
     assert_eq!(status, 200);
 }
+
+/// Top-ups never take a key's budget past `MAX_BUDGET` ($1 billion): the sum would otherwise
+/// wrap to a negative balance and, stored past 64 bits, keep the daemon from starting again.
+#[tokio::test]
+async fn top_ups_stop_at_the_budget_ceiling() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key("pro", Some("100000")).await;
+    let state = app.key_state(&key);
+    // As if after ~10 000 top-ups of the largest amount (memory only: the check reads it).
+    state.top_up(modelrelay::money::Usd::from_dollars(999_800_000));
+    let top = |usd: &'static str| {
+        app.admin(Request::KeysTopup {
+            key: state.id.clone(),
+            usd: usd.parse().expect("usd"),
+        })
+    };
+    match top("100000").await {
+        Response::Key { key } => assert_eq!(key.budget_usd, modelrelay::money::MAX_BUDGET),
+        other => panic!("{other:?}"),
+    }
+    match top("0.01").await {
+        Response::Error { message } => {
+            assert!(message.contains("would pass $1000000000.00"), "{message}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(state.balance().budget, modelrelay::money::MAX_BUDGET);
+}

@@ -682,3 +682,58 @@ async fn a_refusal_before_the_body_was_read_says_connection_close() {
 fn body_of(text: &str) -> serde_json::Value {
     body("deepseek-v4-flash", text)
 }
+
+/// A dual-stack listener (`listen = "[::]:…"`) sees an IPv4 peer as `::ffff:127.0.0.1`: that is
+/// still the local proxy, so its `X-Forwarded-For` names the client, and a local scraper gets
+/// `/metrics`.
+#[tokio::test]
+async fn an_ipv4_proxy_on_a_dual_stack_listener_is_local() {
+    let sim = modelrelay::upstream::simulated::SimulatedDeepSeek::start(
+        modelrelay::upstream::simulated::SimOptions {
+            api_key: SIM_KEY.into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("simulator");
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = test_config(dir.path(), &sim);
+    c.server.behind_proxy = true;
+    let Ok(listener) = tokio::net::TcpListener::bind("[::]:0").await else {
+        eprintln!("no IPv6 on this machine: nothing to check");
+        return;
+    };
+    let port = listener.local_addr().unwrap().port();
+    let socket = c.admin_socket();
+    let daemon = modelrelay::app::Daemon::start(c, listener).await.unwrap();
+    let app = TestApp {
+        daemon: Some(daemon),
+        sim,
+        base: format!("http://127.0.0.1:{port}"),
+        http: reqwest::Client::new(),
+        socket,
+        db: dir.path().join("modelrelay.db"),
+        dir,
+        paypal: None,
+    };
+    let local = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(local.status(), 200, "the operator on the box");
+    let mut sub = subscribe(&app).await;
+    let key = app.create_key("trial", None).await;
+    let resp = app
+        .chat(&key, &body("deepseek-v4-flash", "hi [[sim reply=1]]"))
+        .header("x-forwarded-for", "203.0.113.9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        next_started_client_ip(&mut sub).await.as_deref(),
+        Some("203.0.113.9")
+    );
+}

@@ -153,3 +153,40 @@ async fn a_subscribed_console_that_only_listens_keeps_receiving_events() {
         "{prefix} {key}"
     );
 }
+
+/// A peer opening thousands of connections cannot take the daemon's descriptors: past
+/// `MAX_CONNECTIONS` open at once, a new one waits (in the kernel's backlog) until one closes,
+/// and is then served.
+#[tokio::test]
+async fn admin_connections_past_the_cap_wait_for_a_free_one() {
+    use modelrelay::activity::server::MAX_CONNECTIONS;
+    let app = TestApp::spawn().await;
+    let mut held = Vec::new();
+    for _ in 0..MAX_CONNECTIONS {
+        held.push(UnixStream::connect(&app.socket).await.unwrap());
+    }
+    // Each held connection is served: a ping on the last one is answered.
+    let ping = |s: UnixStream| async move {
+        let mut s = BufReader::new(s);
+        s.get_mut()
+            .write_all(b"{\"cmd\":\"ping\"}\n")
+            .await
+            .unwrap();
+        let mut line = String::new();
+        s.read_line(&mut line).await.unwrap();
+        line
+    };
+    let last = held.pop().unwrap();
+    assert!(ping(last).await.contains("pong"));
+    held.push(UnixStream::connect(&app.socket).await.unwrap());
+    // One past the cap: connected (backlog), not answered while every slot is taken.
+    let extra = tokio::spawn(ping(UnixStream::connect(&app.socket).await.unwrap()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!extra.is_finished(), "served past the cap");
+    held.truncate(MAX_CONNECTIONS - 1);
+    let answer = tokio::time::timeout(Duration::from_secs(5), extra)
+        .await
+        .expect("served once a slot is free")
+        .unwrap();
+    assert!(answer.contains("pong"), "{answer}");
+}

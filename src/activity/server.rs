@@ -32,6 +32,11 @@ use crate::state::AppState;
 /// Longest request line accepted (bytes, without its newline).
 pub const MAX_LINE: usize = 64 * 1024;
 
+/// Most admin connections open at once: consoles and CLI commands need a handful. Past it,
+/// new peers wait in the listen backlog (holding no descriptor of ours) until one closes, so
+/// a peer opening thousands cannot take the descriptors the HTTP side needs.
+pub const MAX_CONNECTIONS: usize = 256;
+
 /// How long a connection may go without starting a request before it is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -171,7 +176,13 @@ pub async fn serve_with(
     timeouts: SocketTimeouts,
 ) {
     let policy = Arc::new(PeerPolicy::from_config(&state.config));
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => p,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let Ok(permit) = permit else { return };
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = stop.wait_for(|s| *s) => return,
@@ -179,7 +190,10 @@ pub async fn serve_with(
         let stream = match accepted {
             Ok((s, _)) => s,
             Err(e) => {
+                // Out of descriptors, most likely: trying again at once would spin (and log)
+                // as fast as the core allows.
                 tracing::warn!(error = %e, "admin socket accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
@@ -212,7 +226,11 @@ pub async fn serve_with(
             );
             continue;
         }
-        tokio::spawn(connection(state.clone(), stream, stop.clone(), timeouts));
+        let conn = connection(state.clone(), stream, stop.clone(), timeouts);
+        tokio::spawn(async move {
+            conn.await;
+            drop(permit);
+        });
     }
 }
 

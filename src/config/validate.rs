@@ -6,6 +6,10 @@ use std::net::SocketAddr;
 
 use super::{Config, ConfigError};
 
+/// Longest timeout accepted: a day is past any request's or connection's real need, and far
+/// from where adding it to a clock overflows (an absurd value made every connection panic).
+const MAX_TIMEOUT_SECS: u64 = 86_400;
+
 impl Config {
     /// No key to call DeepSeek with: every request would fail upstream. Valid for
     /// `serve --demo`, which brings its own; `serve` refuses to start. The one place that says
@@ -106,6 +110,17 @@ impl Config {
         if s.max_body_bytes == 0 {
             e.push("server.max_body_bytes must be greater than 0".into());
         }
+        for (key, v) in [
+            ("header_timeout_secs", s.header_timeout_secs),
+            ("body_timeout_secs", s.body_timeout_secs),
+            ("idle_timeout_secs", s.idle_timeout_secs),
+        ] {
+            if v > MAX_TIMEOUT_SECS {
+                e.push(format!(
+                    "server.{key} = {v} is more than a day ({MAX_TIMEOUT_SECS})"
+                ));
+            }
+        }
         if s.drain_secs > 3600 {
             e.push(format!(
                 "server.drain_secs = {} is more than an hour; systemd would kill the service first",
@@ -144,6 +159,10 @@ impl Config {
         ] {
             if v == 0 {
                 e.push(format!("upstream.{key} must be greater than 0"));
+            } else if v > MAX_TIMEOUT_SECS {
+                e.push(format!(
+                    "upstream.{key} = {v} is more than a day ({MAX_TIMEOUT_SECS})"
+                ));
             }
         }
         self.check_accounts(e);
@@ -314,6 +333,16 @@ impl Config {
             }
             if p.budget_usd.nanos() <= 0 {
                 e.push(format!("plans.{id}.budget_usd must be greater than 0"));
+            }
+            // The same typo guard as the CLI's amounts: a budget past it is a mistake, and
+            // enough top-ups of one near nano-dollars' 64-bit limit would overflow a key.
+            for (field, v) in [("budget_usd", p.budget_usd), ("price_usd", p.price_usd)] {
+                if v > crate::money::MAX_AMOUNT {
+                    e.push(format!(
+                        "plans.{id}.{field} must be at most ${}",
+                        crate::money::MAX_AMOUNT
+                    ));
+                }
             }
             if p.rpm == 0 {
                 e.push(format!("plans.{id}.rpm must be at least 1"));

@@ -500,8 +500,14 @@ impl KeyState {
 
     /// Add budget; an exhausted key becomes active again. Returns the new status.
     pub fn top_up(&self, amount: Usd) -> KeyStatus {
-        self.budget.fetch_add(amount.nanos(), Ordering::AcqRel);
-        self.available.fetch_add(amount.nanos(), Ordering::AcqRel);
+        // Saturating, never wrapping to a negative balance (callers keep budgets far below).
+        let add = |v: i64| Some(v.saturating_add(amount.nanos()));
+        let _ = self
+            .budget
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, add);
+        let _ = self
+            .available
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, add);
         let _ = self.status.compare_exchange(
             KeyStatus::Exhausted.to_u8(),
             KeyStatus::Active.to_u8(),

@@ -3,7 +3,7 @@
 use super::*;
 
 /// A file with one problem, and what the message must say about it.
-const INVALID_FILES: [(&str, &str); 22] = [
+const INVALID_FILES: [(&str, &str); 26] = [
     (
         "[plans.trial]\nmodels = [\"gpt-4\"]\n",
         "plans.trial.models names unknown model \"gpt-4\"",
@@ -43,6 +43,22 @@ const INVALID_FILES: [(&str, &str); 22] = [
     (
         "[models.deepseek-v4-pro]\nmax_in_flight = 0\n",
         "models.deepseek-v4-pro.max_in_flight must be at least 1",
+    ),
+    (
+        "[plans.trial]\nbudget_usd = \"9223372036.85\"\n",
+        "plans.trial.budget_usd must be at most $100000.00",
+    ),
+    (
+        "[plans.trial]\nprice_usd = \"100000.01\"\n",
+        "plans.trial.price_usd must be at most $100000.00",
+    ),
+    (
+        "[server]\nbody_timeout_secs = 9223372036854775807\n",
+        "server.body_timeout_secs = 9223372036854775807 is more than a day (86400)",
+    ),
+    (
+        "[upstream]\nrequest_timeout_secs = 86401\n",
+        "upstream.request_timeout_secs = 86401 is more than a day (86400)",
     ),
     (
         "[plans.trial]\nrpm = 0\n",
