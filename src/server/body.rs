@@ -17,12 +17,16 @@ pub const MIN_RATE: u64 = 1024;
 #[error("the request body did not arrive in time")]
 pub struct TooSlow;
 
-/// A request body with a deadline: `grace`, plus one second per [`MIN_RATE`] bytes received.
+/// A request body with a deadline: `grace`, plus one second per [`MIN_RATE`] bytes received —
+/// and never more than `grace` after the last bytes came. Without that second bound, a client
+/// that sent most of a large body at once and then went quiet was owed one second per KiB
+/// already sent (over two hours for 8 MiB), holding its connection and the buffered body.
 pub struct Deadline {
     inner: hyper::body::Incoming,
     started: Instant,
     grace: Duration,
     received: u64,
+    last_data: Instant,
     sleep: Pin<Box<Sleep>>,
     /// Set once the body was read to its end (or had none).
     ended: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -44,13 +48,15 @@ impl Deadline {
             started,
             grace,
             received: 0,
+            last_data: started,
             sleep: Box::pin(tokio::time::sleep_until(started + grace)),
             ended,
         }
     }
 
     fn deadline(&self) -> Instant {
-        self.started + self.grace + Duration::from_secs(self.received / MIN_RATE)
+        let average = self.started + self.grace + Duration::from_secs(self.received / MIN_RATE);
+        average.min(self.last_data + self.grace)
     }
 }
 
@@ -66,6 +72,7 @@ impl http_body::Body for Deadline {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     self.received += data.len() as u64;
+                    self.last_data = Instant::now();
                     let deadline = self.deadline();
                     self.sleep.as_mut().reset(deadline);
                 }

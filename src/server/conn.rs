@@ -56,7 +56,18 @@ impl Activity {
         }
     }
 
+    /// Bytes moved: activity only while a request is in progress. Between requests, what a
+    /// client sends or is sent is not a request — an HTTP/2 client's PING frames (and the
+    /// server's answers to them) kept a connection with nothing to do open for ever, and with
+    /// enough of them, every slot; an HTTP/1.1 request still being received is the header
+    /// timer's.
     fn touch(&self) {
+        if self.in_progress.load(Ordering::Acquire) > 0 {
+            self.mark();
+        }
+    }
+
+    fn mark(&self) {
         let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_io_ms.store(ms, Ordering::Relaxed);
     }
@@ -66,6 +77,7 @@ impl Activity {
     pub(super) fn begin(self: &Arc<Self>) -> InProgress {
         self.in_progress.fetch_add(1, Ordering::AcqRel);
         self.requests.fetch_add(1, Ordering::Relaxed);
+        self.mark();
         InProgress(self.clone())
     }
 
@@ -88,7 +100,7 @@ pub(super) struct InProgress(Arc<Activity>);
 
 impl Drop for InProgress {
     fn drop(&mut self) {
-        self.0.touch();
+        self.0.mark();
         self.0.in_progress.fetch_sub(1, Ordering::AcqRel);
     }
 }

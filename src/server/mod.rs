@@ -11,7 +11,8 @@
 //!   which for HTTP/1.1 also bounds an idle keep-alive connection), and a connection must start
 //!   its first request within that time too;
 //! - a request body gets `server.body_timeout_secs`, after which it must keep arriving at
-//!   [`body::MIN_RATE`] bytes a second on average ([`body::Deadline`]);
+//!   [`body::MIN_RATE`] bytes a second on average, and never pause longer than that timer
+//!   ([`body::Deadline`]);
 //! - a connection with no request in progress and no traffic for `server.idle_timeout_secs`
 //!   is closed (HTTP/2 has no header timer).
 //!
