@@ -133,6 +133,12 @@ impl Daemon {
         demo: bool,
     ) -> Result<Daemon, StartError> {
         let state = AppState::open(config, demo).await?;
+        // A key whose "exhausted" mark did not reach the disk before the daemon stopped (it is
+        // written behind the answer) is marked now: its requests would be refused with 402,
+        // but it would show `active` and its owner would never get the notice.
+        for key in state.keys.all() {
+            crate::admin::mark_if_exhausted(&state, &key);
+        }
         crate::shop::start_background(&state);
         if state.paypal.is_some() && state.config.paypal.webhook_id.is_empty() {
             tracing::warn!(

@@ -188,3 +188,35 @@ async fn top_ups_stop_at_the_budget_ceiling() {
     }
     assert_eq!(state.balance().budget, modelrelay::money::MAX_BUDGET);
 }
+
+/// A key whose last answer's charge reached the disk but whose "exhausted" mark did not (it is
+/// written behind the answer; a kill -9 in between) is marked at the next start: shown and
+/// stored `exhausted`, not `active` while every request gets 402.
+#[tokio::test]
+async fn an_exhausted_mark_lost_in_a_crash_is_made_at_the_next_start() {
+    let mut app = TestApp::spawn().await;
+    let key = app.create_key("trial", None).await;
+    let id = app.key_state(&key).id.clone();
+    app.shutdown().await;
+    // As the crash left it: charged down to 1 nano-USD, still `active`.
+    app.db()
+        .execute(
+            "UPDATE keys SET spent_nanos = budget_nanos - 1 WHERE id = ?1",
+            [&id],
+        )
+        .unwrap();
+    let TestApp { sim, dir, .. } = app;
+    let config = crate::common::test_config(dir.path(), &sim);
+    let app = TestApp::start(config, sim, dir).await;
+    assert_eq!(app.key_state(&key).status(), KeyStatus::Exhausted);
+    for _ in 0..50 {
+        if db_key(&app, &key).3 == "exhausted" {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "the mark did not reach the database: {:?}",
+        db_key(&app, &key)
+    );
+}

@@ -253,17 +253,27 @@ pub(super) struct Replayed {
     pub torn: usize,
 }
 
-/// The rows of one segment's text, and how many records in it could not be read.
-fn parse(bytes: &[u8]) -> (Vec<UsageRow>, usize) {
+/// The rows of one segment's text, and how many records in it could not be read (or were
+/// followed by bytes no record wrote). A record is read up to its newline, whatever follows:
+/// a whole record followed by the zeros a filesystem may leave past the last write at a power
+/// loss, or by junk, is still a row (it was dropped whole before, with its segment); bytes
+/// between records that are only zeros are that same fill, not a record.
+pub(super) fn parse(bytes: &[u8]) -> (Vec<UsageRow>, usize) {
     let mut rows = Vec::new();
     let mut torn = 0;
     for record in bytes.split(|&b| b == RS).filter(|r| !r.is_empty()) {
-        match record.strip_suffix(b"\n") {
-            Some(json) => match serde_json::from_slice::<UsageRow>(json) {
-                Ok(row) => rows.push(row),
-                Err(_) => torn += 1,
-            },
-            None => torn += 1,
+        let Some(end) = record.iter().position(|&b| b == b'\n') else {
+            if record.iter().any(|&b| b != 0) {
+                torn += 1;
+            }
+            continue;
+        };
+        match serde_json::from_slice::<UsageRow>(&record[..end]) {
+            Ok(row) => rows.push(row),
+            Err(_) => torn += 1,
+        }
+        if record[end + 1..].iter().any(|&b| b != 0) {
+            torn += 1;
         }
     }
     (rows, torn)

@@ -106,7 +106,16 @@ impl Store {
         )
         .await?;
         let writer = Arc::new(writer);
-        if replayed.found > 0 || replayed.torn > 0 {
+        if replayed.torn > 0 {
+            // Each is a row (or part of one) that could not be read and is now gone with its
+            // segment: a torn last write is expected after a crash, more is not.
+            tracing::warn!(
+                found = replayed.found,
+                applied = replayed.applied,
+                torn = replayed.torn,
+                "ledger rows replayed from the journal; some records could not be read"
+            );
+        } else if replayed.found > 0 {
             tracing::info!(
                 found = replayed.found,
                 applied = replayed.applied,

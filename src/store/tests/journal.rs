@@ -134,6 +134,30 @@ async fn start_up_applies_journaled_rows_the_ledger_lacks_exactly_once() {
     store.close().await;
 }
 
+/// What a power loss may leave past the last write — zeros, or junk — does not cost the whole
+/// records before it (they were read as torn, and their segment deleted with them); a record
+/// cut short is still skipped, and counted.
+#[test]
+fn whole_records_are_read_whatever_follows_them() {
+    let record = |row: &crate::store::usage::UsageRow| {
+        let mut r = vec![0x1e];
+        journal::encode(row, &mut r).unwrap();
+        r.push(b'\n');
+        r
+    };
+    let mut text = record(&usage("req-1", "key_a", 100, 1));
+    text.extend_from_slice(&[0; 100]);
+    text.extend(record(&usage("req-2", "key_a", 200, 2)));
+    text.extend_from_slice(b"junk\x00\x00");
+    text.extend(record(&usage("req-3", "key_a", 300, 3)));
+    text.extend_from_slice(b"\x1e{\"request_id\":\"req-cut");
+    text.extend_from_slice(&[0; 4096]);
+    let (rows, torn) = journal::parse(&text);
+    let ids: Vec<_> = rows.iter().map(|r| r.request_id.as_str()).collect();
+    assert_eq!(ids, ["req-1", "req-2", "req-3"]);
+    assert_eq!(torn, 2, "the junk and the cut record");
+}
+
 /// A start that cannot write (here another connection holds the write lock past the busy
 /// timeout; a full disk likewise) fails and keeps the segments, rather than skip their rows
 /// as refused and delete them: they are bills.
