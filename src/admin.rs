@@ -293,6 +293,7 @@ pub async fn rotate_key(
     state: &AppState,
     needle: &str,
     presented: Option<[u8; 32]>,
+    request: Option<[u8; 32]>,
 ) -> Result<(Arc<KeyState>, String), AdminError> {
     let key = find_key(state, needle)?;
     let _serial = state.rotate_lock.lock().await;
@@ -320,6 +321,7 @@ pub async fn rotate_key(
             sealed,
             prefix: prefix.clone(),
             notify: state.mailer.enabled(),
+            request,
             at_ms: now_ms(),
         })
         .await
@@ -440,7 +442,7 @@ async fn retry_mail(state: &AppState, id: i64) -> Result<Response, AdminError> {
 async fn self_service_command(state: &AppState, req: Request) -> Result<Response, AdminError> {
     match req {
         Request::KeysRotate { key } => {
-            rotate_key(state, &key, None)
+            rotate_key(state, &key, None, None)
                 .await
                 .map(|(k, api_key)| Response::Rotated {
                     key: key_view(&k),

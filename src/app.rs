@@ -139,6 +139,7 @@ impl Daemon {
         for key in state.keys.all() {
             crate::admin::mark_if_exhausted(&state, &key);
         }
+        crate::shop::rotate::reload(&state).await;
         crate::shop::start_background(&state);
         if state.paypal.is_some() && state.config.paypal.webhook_id.is_empty() {
             tracing::warn!(

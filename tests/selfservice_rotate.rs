@@ -355,3 +355,36 @@ async fn a_rotation_whose_client_hung_up_is_remembered_and_retries_wait_for_it()
     assert_eq!(status, 401, "{v}");
     assert_eq!(v["error"]["code"], "invalid_api_key");
 }
+
+/// The same, across a restart: a rotation recorded just before the daemon died (its answer
+/// lost) is remembered from the database, so the request sent again gets its text; another
+/// idempotency key is still 401, and a rotation replaced since is not handed out.
+#[tokio::test]
+async fn a_rotation_sent_again_after_a_restart_gets_the_same_new_key() {
+    let mut app = TestApp::spawn().await;
+    let old = app.create_key("trial", None).await;
+    let (status, first) = rotate_again(&app, &old, "lost-at-crash").await;
+    assert_eq!(status, 200, "{first}");
+    let new = first["api_key"].as_str().expect("a new key").to_string();
+    let other = app.create_key("trial", None).await;
+    let (status, o1) = rotate_again(&app, &other, "twice").await;
+    assert_eq!(status, 200);
+    let (status, _) = rotate(&app, o1["api_key"].as_str().unwrap()).await;
+    assert_eq!(status, 200, "rotated again since");
+    app.shutdown().await;
+    let TestApp { sim, dir, .. } = app;
+    let config = crate::common::test_config(dir.path(), &sim);
+    let app = TestApp::start(config, sim, dir).await;
+    let (status, again) = rotate_again(&app, &old, "lost-at-crash").await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(
+        again["api_key"].as_str(),
+        Some(new.as_str()),
+        "the same text"
+    );
+    assert_eq!(chat_status(&app, &new).await, 200);
+    let (status, v) = rotate_again(&app, &old, "another").await;
+    assert_eq!(status, 401, "{v}");
+    let (status, v) = rotate_again(&app, &other, "twice").await;
+    assert_eq!(status, 401, "replaced since: {v}");
+}

@@ -42,7 +42,8 @@ pub async fn rotate(
         let state = state.clone();
         let id = key_id.to_string();
         tokio::spawn(async move {
-            let made = crate::admin::rotate_key(&state, &id, Some(presented)).await;
+            let request = maker.as_ref().map(|m| m.id);
+            let made = crate::admin::rotate_key(&state, &id, Some(presented), request).await;
             if let (Ok((_, text)), Some(maker)) = (&made, maker) {
                 maker.made(text);
             }
@@ -60,6 +61,34 @@ pub async fn rotate(
             Err(ShopError::RotationFailed)
         }
         Err(_) => Err(ShopError::RotationFailed),
+    }
+}
+
+/// At start: remember the replacements made in the last [`RECENT_TTL`] by requests the
+/// database recorded with them, so that one sent again after a restart (its answer lost when
+/// the daemon died) still gets its text. Only a key's latest replacement, of a key not revoked.
+pub async fn reload(state: &AppState) {
+    let now = chrono::Utc::now().timestamp_millis();
+    let since = now.saturating_sub(i64::try_from(RECENT_TTL.as_millis()).unwrap_or(i64::MAX));
+    let found = state
+        .store
+        .read(move |c| crate::store::keys::recent_rotations(c, since))
+        .await;
+    let found = match found {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(error = %e, "recent key rotations not read");
+            return;
+        }
+    };
+    for (id, key_id, at_ms, sealed) in found {
+        match state.sealer.open(&key_id, &sealed) {
+            Ok(text) => {
+                let age = Duration::from_millis(u64::try_from(now - at_ms).unwrap_or(0));
+                state.recent_rotations.remember(id, text, age);
+            }
+            Err(e) => tracing::warn!(key_id, error = %e, "a rotated key's text cannot be opened"),
+        }
     }
 }
 
@@ -226,6 +255,19 @@ fn lock(all: &Mutex<Vec<Entry>>) -> std::sync::MutexGuard<'_, Vec<Entry>> {
 }
 
 impl Recent {
+    /// Remember a replacement made `age` ago by the request known as `id` (read back from the
+    /// database at start: `rotation_requests`).
+    pub fn remember(&self, id: [u8; 32], text: String, age: Duration) {
+        let at = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+        let mut all = lock(&self.0);
+        all.retain(|e| e.id != id);
+        all.push(Entry {
+            id,
+            made: Made::Done(text),
+            at,
+        });
+    }
+
     fn id(scope: Scope, who: &str, asked: &str) -> [u8; 32] {
         let mut h = Sha256::new();
         let scope = match scope {

@@ -197,6 +197,52 @@ pub fn rotate(
     Ok(())
 }
 
+/// How long the requests that replaced keys' texts are kept.
+const ROTATION_REQUESTS_KEPT_MS: i64 = 24 * 3600 * 1000;
+
+/// Remember the request that replaced a key's text (and forget those older than a day).
+pub fn remember_rotation(
+    c: &Connection,
+    request: &[u8; 32],
+    key_id: &str,
+    at_ms: i64,
+) -> Result<(), StoreError> {
+    c.execute(
+        "DELETE FROM rotation_requests WHERE created_at < ?1",
+        [at_ms.saturating_sub(ROTATION_REQUESTS_KEPT_MS)],
+    )?;
+    c.execute(
+        "INSERT OR REPLACE INTO rotation_requests (id, key_id, created_at) VALUES (?1, ?2, ?3)",
+        params![&request[..], key_id, at_ms],
+    )?;
+    Ok(())
+}
+
+/// A request that replaced a key's text: its id, the key, when, and the key's sealed text now.
+pub type RotationRequest = ([u8; 32], String, i64, Vec<u8>);
+
+/// The requests since `since_ms` that made their key's current text (the key's latest
+/// rotation — by any way, the operator's included — and the key not revoked).
+pub fn recent_rotations(c: &Connection, since_ms: i64) -> Result<Vec<RotationRequest>, StoreError> {
+    let mut stmt = c.prepare(
+        "SELECT r.id, r.key_id, r.created_at, k.sealed FROM rotation_requests r
+           JOIN keys k ON k.id = r.key_id
+          WHERE r.created_at >= ?1 AND k.status != 'revoked' AND r.created_at = k.rotated_at",
+    )?;
+    let rows = stmt.query_map([since_ms], |r| {
+        let id: Vec<u8> = r.get(0)?;
+        Ok((id, r.get(1)?, r.get(2)?, r.get(3)?))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, key_id, at, sealed) = row?;
+        if let Ok(id) = <[u8; 32]>::try_from(id) {
+            out.push((id, key_id, at, sealed));
+        }
+    }
+    Ok(out)
+}
+
 /// When a key's text was last replaced, if ever.
 pub fn rotated_at(c: &Connection, key_id: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
     let at: Option<Option<i64>> = c

@@ -18,6 +18,7 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("migrations/0007_usage_without_time_index.sql"),
     ),
     (8, include_str!("migrations/0008_order_refunded_amount.sql")),
+    (9, include_str!("migrations/0009_rotation_requests.sql")),
 ];
 
 /// Apply the migrations not applied yet, each in its own transaction.

@@ -159,6 +159,9 @@ pub enum Write {
         prefix: String,
         /// Queue the rotation notice (email is configured).
         notify: bool,
+        /// The request that asked for it, as `shop::rotate::Recent` knows it (remembered so
+        /// the same request sent again after a restart gets the same text).
+        request: Option<[u8; 32]>,
         /// When.
         at_ms: i64,
     },
@@ -297,9 +300,13 @@ fn apply_self_service(tx: &rusqlite::Connection, w: &Write) -> Result<(), StoreE
             sealed,
             prefix,
             notify,
+            request,
             at_ms,
         } => {
             keys::rotate(tx, key_id, hash, sealed, prefix, *at_ms)?;
+            if let Some(id) = request {
+                keys::remember_rotation(tx, id, key_id, *at_ms)?;
+            }
             if *notify {
                 // A security notice: sent whatever the owner chose for balance notices.
                 mail::queue_key_mail(tx, key_id, MailKind::Rotated, false, *at_ms)?;
