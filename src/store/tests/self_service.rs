@@ -236,6 +236,7 @@ async fn rotation_replaces_the_text_and_keeps_the_rest() {
             sealed: vec![9, 9],
             prefix: "sk-gateway-New…".into(),
             notify: true,
+            request: Some([7; 32]),
             at_ms: 42,
         })
         .await
@@ -243,6 +244,8 @@ async fn rotation_replaces_the_text_and_keeps_the_rest() {
     let (store, keys) = reopen(store, &path).await;
     assert_eq!(keys[0].hash, [9; 32]);
     assert_eq!(keys[0].sealed, [9, 9]);
+    let recent = store.read(|c| keys::recent_rotations(c, 0)).await.unwrap();
+    assert_eq!(recent, [([7; 32], "key_a".to_string(), 42, vec![9, 9])]);
     assert_eq!(keys[0].prefix, "sk-gateway-New…");
     assert_eq!(keys[0].budget, Usd::from_dollars(1));
     let at = store.read(|c| keys::rotated_at(c, "key_a")).await.unwrap();
@@ -318,6 +321,7 @@ async fn the_outbox_retries_gives_up_and_never_resends_a_sent_message() {
                 sealed: vec![],
                 prefix: "p".into(),
                 notify: true,
+                request: None,
                 at_ms,
             })
             .await
