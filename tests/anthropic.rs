@@ -363,6 +363,26 @@ async fn anthropic_clients_list_models_in_anthropics_shape() {
         "not_found_error",
     )
     .await;
+    // A name the messages route serves (an alias) is a model here too, under that name.
+    let alias: Value = get("/v1/models/claude-opus-4-1", &key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(alias["id"], "claude-opus-4-1", "{alias}");
+    assert_eq!(alias["type"], "model", "{alias}");
+    let trial = app.create_key("trial", None).await;
+    expect_error(
+        get("/v1/models/claude-opus-4-1", &trial)
+            .send()
+            .await
+            .unwrap(),
+        403,
+        "permission_error",
+    )
+    .await;
     // Under /anthropic (the base URL DeepSeek documents for Anthropic clients): always
     // Anthropic's shape, with the key either way.
     let resp = app

@@ -126,15 +126,19 @@ fn get_one(
     let Ok(Path(id)) = id else {
         return Err(GatewayError::ModelNotFound("(not valid UTF-8)".into()));
     };
-    if state.catalog.model_by_id(&id).is_none() {
+    // A name the chat routes serve (an alias such as `claude-opus-4-1` included) is a model
+    // here too: a client that checks its model before using it must not be told no for one
+    // that works. It is described under the name asked for.
+    let Some(model) = state.catalog.model(&id) else {
         return Err(GatewayError::ModelNotFound(id));
-    }
+    };
     let allowed = state
         .catalog
         .plan(&key.plan())
-        .is_some_and(|p| p.models.contains(&id));
+        .is_some_and(|p| p.models.contains(&model.name));
     if !allowed {
-        return Err(GatewayError::ModelNotAllowed(id, None));
+        let served = (model.name != id).then(|| model.name.clone());
+        return Err(GatewayError::ModelNotAllowed(id, served));
     }
     Ok(Json(model_object(&id, anthropic)).into_response())
 }

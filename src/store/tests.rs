@@ -177,6 +177,8 @@ async fn open_creates_the_schema_and_reopening_migrates_once() {
             "orders_by_topup_key",
             "outbox",
             "outbox_due",
+            "rotation_requests",
+            "rotation_requests_by_time",
             "schema_migrations",
             "topups",
             "usage",
