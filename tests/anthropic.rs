@@ -300,12 +300,18 @@ async fn aliases_work_in_the_openai_dialect_and_models_lists_real_ids() {
         .filter_map(|m| m["id"].as_str())
         .collect();
     assert_eq!(ids, ["deepseek-v4-flash"]);
+    // The list names real ids; asked by a name the chat routes serve, the model is there
+    // (a client that checks its model first must not be told no for one that works).
     let alias = app
         .get(&key, "/v1/models/claude-3-haiku")
         .send()
         .await
         .unwrap();
-    assert_eq!(alias.status(), 404);
+    assert_eq!(alias.status(), 200);
+    let v: Value = alias.json().await.unwrap();
+    assert_eq!(v["id"], "claude-3-haiku", "{v}");
+    let unknown = app.get(&key, "/v1/models/gpt-4o").send().await.unwrap();
+    assert_eq!(unknown.status(), 404);
 }
 
 /// Anthropic's SDKs list models at `/v1/models` with `x-api-key` and `anthropic-version`:
