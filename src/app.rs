@@ -33,11 +33,29 @@ pub fn app(state: Arc<AppState>) -> Router {
             "/metrics",
             axum::routing::get(crate::metrics::http::metrics),
         )
+        // A wrong method on a route with no 405 of its own (the storefront's JSON API and
+        // pages, `/healthz`, `/metrics`) says so in a body, not an empty 405 (axum keeps the
+        // `Allow` header).
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::state::edge,
         ))
         .with_state(state)
+}
+
+/// A wrong method: the JSON error shape for machine routes, a line of text for pages.
+async fn method_not_allowed(uri: axum::http::Uri) -> Response {
+    use axum::response::IntoResponse;
+    let path = uri.path();
+    if path.starts_with("/api/") || path == "/healthz" || path == "/metrics" {
+        return crate::gateway::error::GatewayError::MethodNotAllowed.into_response();
+    }
+    (
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "Method not allowed.\n",
+    )
+        .into_response()
 }
 
 /// The API's chat routes, answered ahead of the router: the same handlers and the same edge

@@ -175,3 +175,37 @@ async fn rate_limited_and_timed_out_responses_have_a_request_id() {
     assert_ne!(timeout_id, limited_id);
     assert_ne!(rid, limited_id);
 }
+
+/// A wrong method on the storefront's JSON API, `/healthz` or `/metrics` is a 405 in the
+/// JSON error shape (it was an empty body), with `Allow`; on a page, a line of text.
+#[tokio::test]
+async fn wrong_methods_off_the_api_say_so_in_a_body() {
+    let app = TestApp::spawn().await;
+    for (method, path, allow) in [
+        (reqwest::Method::GET, "/api/orders", "POST"),
+        (reqwest::Method::POST, "/healthz", "GET"),
+        (reqwest::Method::DELETE, "/metrics", "GET"),
+    ] {
+        let resp = app
+            .http
+            .request(method.clone(), format!("{}{path}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 405, "{method} {path}");
+        let allowed = resp.headers()["allow"].to_str().unwrap().to_string();
+        assert!(allowed.contains(allow), "{method} {path}: Allow {allowed}");
+        let v: Value = resp.json().await.unwrap();
+        check_shape(&v);
+        assert_eq!(v["error"]["code"], "method_not_allowed", "{method} {path}");
+    }
+    let resp = app
+        .http
+        .delete(format!("{}/pricing", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 405);
+    assert!(resp.headers().contains_key("allow"));
+    assert_eq!(resp.text().await.unwrap(), "Method not allowed.\n");
+}

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
 use super::protocol::{Request, Response};
@@ -29,6 +29,10 @@ pub enum ClientError {
     #[error("the daemon closed the connection or answered garbage: {0}")]
     Protocol(String),
 }
+
+/// Longest answer line read: far past any daemon's (`keys list` of a hundred thousand keys is
+/// tens of MiB), so that a socket that is not the daemon's cannot grow the CLI without bound.
+pub const MAX_ANSWER: u64 = 256 * 1024 * 1024;
 
 /// A connection to the daemon.
 pub struct Client {
@@ -65,13 +69,19 @@ impl Client {
     /// Read the next response line (`None` when the daemon hung up).
     pub async fn recv(&mut self) -> Result<Option<Response>, ClientError> {
         let mut line = String::new();
-        let n = self
-            .reader
+        let n = (&mut self.reader)
+            .take(MAX_ANSWER)
             .read_line(&mut line)
             .await
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
         if n == 0 {
             return Ok(None);
+        }
+        if !line.ends_with('\n') && n as u64 >= MAX_ANSWER {
+            return Err(ClientError::Protocol(format!(
+                "an answer longer than {} MiB",
+                MAX_ANSWER / (1024 * 1024)
+            )));
         }
         serde_json::from_str(line.trim())
             .map(Some)
@@ -90,4 +100,25 @@ impl Client {
 /// Connect, send one request, return the answer.
 pub async fn call(path: &Path, req: &Request) -> Result<Response, ClientError> {
     Client::connect(path).await?.call(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Something that is not the daemon, sending an endless line: the client stops at
+    /// [`MAX_ANSWER`] with an error instead of growing without bound.
+    #[tokio::test]
+    async fn an_endless_answer_is_refused_at_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fake.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let chunk = vec![b'x'; 1 << 20];
+            while s.write_all(&chunk).await.is_ok() {}
+        });
+        let err = call(&path, &Request::Ping).await.unwrap_err();
+        assert!(err.to_string().contains("longer than 256 MiB"), "{err}");
+    }
 }

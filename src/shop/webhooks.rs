@@ -55,7 +55,7 @@ pub enum WebhookError {
     /// 400: JSON without a string `id`, a string `event_type` and an object `resource`.
     #[error("not a PayPal event")]
     NotAnEvent,
-    /// 400: a body over [`MAX_EVENT_BYTES`].
+    /// 413: a body over [`MAX_EVENT_BYTES`].
     #[error("too large")]
     TooLarge,
     /// 400: an event type PayPal does not send.
@@ -85,9 +85,9 @@ impl WebhookError {
             WebhookError::Forged
             | WebhookError::NotJson
             | WebhookError::NotAnEvent
-            | WebhookError::TooLarge
             | WebhookError::UnknownType
             | WebhookError::NoCapture => StatusCode::BAD_REQUEST,
+            WebhookError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             WebhookError::Limited => StatusCode::TOO_MANY_REQUESTS,
             WebhookError::NotConfigured
             | WebhookError::CannotVerify
