@@ -334,14 +334,15 @@ impl Config {
             if p.budget_usd.nanos() <= 0 {
                 e.push(format!("plans.{id}.budget_usd must be greater than 0"));
             }
-            // The same typo guard as the CLI's amounts: a budget past it is a mistake, and
-            // enough top-ups of one near nano-dollars' 64-bit limit would overflow a key.
-            for (field, v) in [("budget_usd", p.budget_usd), ("price_usd", p.price_usd)] {
-                if v > crate::money::MAX_AMOUNT {
-                    e.push(format!(
-                        "plans.{id}.{field} must be at most ${}",
-                        crate::money::MAX_AMOUNT
-                    ));
+            // A price past the CLI's typo guard is a mistake; a budget past a key's ceiling
+            // could not be granted (a few top-ups of one near nano-dollars' 64-bit limit
+            // would overflow a key).
+            for (field, v, max) in [
+                ("budget_usd", p.budget_usd, crate::money::MAX_BUDGET),
+                ("price_usd", p.price_usd, crate::money::MAX_AMOUNT),
+            ] {
+                if v > max {
+                    e.push(format!("plans.{id}.{field} must be at most ${max}"));
                 }
             }
             if p.rpm == 0 {

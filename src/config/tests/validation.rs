@@ -46,7 +46,7 @@ const INVALID_FILES: [(&str, &str); 26] = [
     ),
     (
         "[plans.trial]\nbudget_usd = \"9223372036.85\"\n",
-        "plans.trial.budget_usd must be at most $100000.00",
+        "plans.trial.budget_usd must be at most $1000000000.00",
     ),
     (
         "[plans.trial]\nprice_usd = \"100000.01\"\n",
