@@ -742,7 +742,7 @@ async fn an_ipv4_proxy_on_a_dual_stack_listener_is_local() {
 /// second per KiB received) does not keep the connection, a gap past the body timer ends it.
 #[tokio::test]
 async fn a_body_that_goes_quiet_after_a_burst_is_cut_at_the_body_timer() {
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let app = TestApp::spawn_with(short_timers).await;
     let key = app.create_key("pro", None).await;
     let addr = app.base.trim_start_matches("http://").to_string();
@@ -752,13 +752,35 @@ async fn a_body_that_goes_quiet_after_a_burst_is_cut_at_the_body_timer() {
          Content-Type: application/json\r\nContent-Length: 200000\r\n\r\n"
     );
     s.write_all(head.as_bytes()).await.unwrap();
-    // 190 000 bytes earn 185 s at the average rate; the gap after them is what counts.
+    // 190 000 bytes earned 185 s at an average rate; the stretch after them is what counts.
     s.write_all(&vec![b' '; 190_000]).await.unwrap();
     let until = tokio::time::Instant::now() + Duration::from_secs(5);
     assert!(
         closed_by(&mut s, until).await,
         "still open 5 s after going quiet"
     );
+    // The same burst, then a byte every 300 ms: far below the rate, cut as well.
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&vec![b' '; 190_000]).await.unwrap();
+    let started = tokio::time::Instant::now();
+    let mut cut = false;
+    while started.elapsed() < Duration::from_secs(6) {
+        if s.write_all(b" ").await.is_err() {
+            cut = true;
+            break;
+        }
+        let mut buf = [0u8; 1024];
+        // Anything read (the 408/400 answer) or the close ends the body.
+        if tokio::time::timeout(Duration::from_millis(300), s.read(&mut buf))
+            .await
+            .is_ok()
+        {
+            cut = true;
+            break;
+        }
+    }
+    assert!(cut, "a trickle after a burst kept the body open 6 s");
 }
 
 /// An HTTP/2 connection kept busy with PING frames (a keep-alive that no request needs) is

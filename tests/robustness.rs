@@ -6,6 +6,8 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
+use modelrelay::money::Usd;
+
 use crate::common::{TestApp, body, request_id};
 
 #[tokio::test]
@@ -458,6 +460,7 @@ async fn a_revoked_key_still_reads_its_usage_but_cannot_chat() {
 async fn answers_are_withheld_while_the_ledger_cannot_commit() {
     let app = TestApp::spawn().await;
     let key = app.create_key("pro", None).await;
+    let ks = app.key_state(&key);
     let lock = rusqlite::Connection::open(&app.db).unwrap();
     lock.execute_batch("PRAGMA busy_timeout = 5000; BEGIN IMMEDIATE;")
         .unwrap();
@@ -499,7 +502,11 @@ async fn answers_are_withheld_while_the_ledger_cannot_commit() {
         .await
         .unwrap();
     assert_eq!(ok.status(), 200);
-    app.wait_ledger_row(&request_id(&ok)).await;
+    let row = app.wait_ledger_row(&request_id(&ok)).await;
+    // The withheld whole answer was given back; the stream, whose content went out, and the
+    // last answer are charged (the three asked the same, so cost the same).
+    assert_eq!(ks.balance().spent, Usd::from_nanos(2 * row.cost.nanos()));
+    assert_eq!(ks.requests(), 2);
     let health = app
         .http
         .get(format!("{}/healthz", app.base))

@@ -248,7 +248,7 @@ fn bill(ctx: &RequestCtx, o: &Outcome) -> (Usage, Measured) {
 /// Settle a request: charge, release the rest of the hold, and record its ledger row. Returns
 /// once the row is as safe as `store.sync` promises (`full`: committed to disk; `normal`: in
 /// the OS, in the journal), so the caller may then send the response's last byte.
-pub async fn settle(state: &AppState, ctx: &RequestCtx, o: Outcome) -> bool {
+pub async fn settle(state: &AppState, ctx: &RequestCtx, o: Outcome) -> Billed {
     let (usage, measured) = bill(ctx, &o);
     let (usage, measured) = within_hold(ctx, usage, measured);
     let cost = cost_of(usage.hit, usage.miss, usage.completion, &ctx.hold.prices);
@@ -359,7 +359,7 @@ pub async fn settle(state: &AppState, ctx: &RequestCtx, o: Outcome) -> bool {
         latency_ms,
         "request settled"
     );
-    recorded
+    Billed { recorded, charged }
 }
 
 /// Mark a key exhausted once its balance falls below what one more request of its plan needs
@@ -387,6 +387,21 @@ fn mark_if_exhausted(state: &AppState, key: &KeyState, now: DateTime<Utc>) {
     }
 }
 
+/// Give back what a withheld answer was charged (its row could not be recorded, so the answer
+/// was not delivered): the key's balance and request count as if it had not been made, and a
+/// key that this charge exhausted serves again. Memory then agrees with the disk, which never
+/// had the row.
+pub fn uncharge(state: &AppState, key: &KeyState, charged: Usd) {
+    key.uncharge(charged);
+    let threshold = state
+        .catalog
+        .plan(&key.plan())
+        .map_or(Usd::from_nanos(1), |p| p.exhausted_below);
+    if key.balance().remaining() >= threshold {
+        key.reactivate();
+    }
+}
+
 /// Queue a threshold notice the first time its crossing is seen (the key's notice bits make one
 /// settlement of many racing the one that does): a write for the writer's queue, never awaited
 /// and never a read of SQLite; the mail is rendered and sent by the outbox's own task.
@@ -405,6 +420,16 @@ fn queue_notice(state: &AppState, key: &KeyState, notice: Notice, now: DateTime<
         at_ms: now.timestamp_millis(),
     });
     state.mailer.poke();
+}
+
+/// What settling a request did: what it charged the key, and whether its ledger row is as safe
+/// as `store.sync` promises (if not, the answer must not be delivered).
+#[derive(Debug, Clone, Copy)]
+pub struct Billed {
+    /// The row is committed (`full`) or journaled (`normal`).
+    pub recorded: bool,
+    /// Charged to the key's balance in memory.
+    pub charged: Usd,
 }
 
 /// A request holding money: settled exactly once, by [`Pending::settle`] or, if the request
@@ -430,11 +455,20 @@ impl Pending {
         self.ctx.as_ref()
     }
 
-    /// Settle now (nothing to settle if it already was). False when the ledger row could not
-    /// be recorded as `store.sync` promises: the answer must then not be delivered.
-    pub async fn settle(mut self, o: Outcome) -> bool {
+    /// The daemon's state.
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// Settle now (nothing to settle if it already was). `recorded` is false when the ledger
+    /// row could not be recorded as `store.sync` promises: the answer must then not be
+    /// delivered.
+    pub async fn settle(mut self, o: Outcome) -> Billed {
         let Some(ctx) = self.ctx.take() else {
-            return true;
+            return Billed {
+                recorded: true,
+                charged: Usd::ZERO,
+            };
         };
         // Leave on every path, including this future being dropped mid-settlement.
         let _leave = Leave(&self.state);

@@ -203,7 +203,8 @@ async fn whole<D: Dialect>(pending: Pending, raw: &[u8]) -> Response {
         Err(why) => return upstream_failed::<D>(pending, UpstreamError::Malformed(why)).await,
     };
     let ttft = ctx.started.elapsed();
-    let recorded = pending
+    let (state, key) = (pending.state().clone(), ctx.key.clone());
+    let billed = pending
         .settle(Outcome {
             usage: answer.usage,
             output_estimate: answer.output_estimate,
@@ -213,9 +214,12 @@ async fn whole<D: Dialect>(pending: Pending, raw: &[u8]) -> Response {
             ttft: Some(ttft),
         })
         .await;
-    if !recorded {
+    if !billed.recorded {
         // `full` promises the bill is on disk before the answer leaves, `normal` that it is in
-        // the OS: neither holds, so the answer stays here.
+        // the OS: neither holds, so the answer stays here — and what it was charged goes back
+        // to the key (a client retrying the 503 would otherwise pay again and again for
+        // nothing until a restart read the balance from disk).
+        super::billing::uncharge(&state, &key, billed.charged);
         return D::error_response(GatewayError::NotRecorded);
     }
     let mut resp = (StatusCode::OK, answer.body).into_response();

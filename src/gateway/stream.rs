@@ -211,7 +211,7 @@ async fn pump<D: Dialect>(
     };
     // Boxed: settling is the largest state this task ever awaits (~1.4 KiB), and unboxed it
     // would size the task of every open stream for its whole life, not just its last moment.
-    let recorded = Box::pin(pending.settle(Outcome {
+    let billed = Box::pin(pending.settle(Outcome {
         usage: tally.usage,
         output_estimate: tally.output_estimate(),
         reported: tally.reported,
@@ -223,7 +223,7 @@ async fn pump<D: Dialect>(
     // The bill could not be recorded: the stream does not end as whole (what was relayed is
     // out, but a client is not told the answer completed); it ends with an error event.
     let final_event = match final_event {
-        Some(_) if !recorded => Some(D::error_event(&GatewayError::NotRecorded)),
+        Some(_) if !billed.recorded => Some(D::error_event(&GatewayError::NotRecorded)),
         other => other,
     };
     if let Some(ev) = final_event {

@@ -491,6 +491,28 @@ impl KeyState {
         switched
     }
 
+    /// Undo a settled charge of `charged` whose ledger row could not be recorded (its answer
+    /// was withheld): spent and the request count go back, the money is available again.
+    pub fn uncharge(&self, charged: Usd) {
+        let n = charged.nanos().max(0);
+        self.spent.fetch_sub(n, Ordering::AcqRel);
+        self.available.fetch_add(n, Ordering::AcqRel);
+        let _ = self
+            .requests
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| r.checked_sub(1));
+    }
+
+    /// An exhausted key whose balance came back (a charge undone) is active again; a revoked
+    /// one stays revoked.
+    pub fn reactivate(&self) {
+        let _ = self.status.compare_exchange(
+            KeyStatus::Exhausted.to_u8(),
+            KeyStatus::Active.to_u8(),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
+
     /// Revoke for good; true if it was not already revoked.
     pub fn revoke(&self) -> bool {
         self.status

@@ -8,8 +8,8 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
-/// After the grace time, a request body must keep arriving at this many bytes a second on
-/// average: an honest upload of the largest body allowed is never cut, a trickle is.
+/// A request body must keep arriving at this many bytes a second, measured over each stretch of
+/// the body timer: an honest upload of the largest body allowed is never cut, a trickle is.
 pub const MIN_RATE: u64 = 1024;
 
 /// Why a request body stopped.
@@ -17,16 +17,17 @@ pub const MIN_RATE: u64 = 1024;
 #[error("the request body did not arrive in time")]
 pub struct TooSlow;
 
-/// A request body with a deadline: `grace`, plus one second per [`MIN_RATE`] bytes received —
-/// and never more than `grace` after the last bytes came. Without that second bound, a client
-/// that sent most of a large body at once and then went quiet was owed one second per KiB
-/// already sent (over two hours for 8 MiB), holding its connection and the buffered body.
+/// A request body with deadlines: each stretch of `grace` must bring `grace` × [`MIN_RATE`]
+/// bytes (or the body's end); a stretch that does starts the next. Measured per stretch, not
+/// on average since the start: a client that sent most of a large body at once and then
+/// trickled (or went quiet) was owed one second per KiB already sent — over two hours for
+/// 8 MiB, holding its connection and the buffered body.
 pub struct Deadline {
     inner: hyper::body::Incoming,
-    started: Instant,
     grace: Duration,
+    /// When the current stretch began, and what it brought so far.
+    stretch: Instant,
     received: u64,
-    last_data: Instant,
     sleep: Pin<Box<Sleep>>,
     /// Set once the body was read to its end (or had none).
     ended: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -45,18 +46,23 @@ impl Deadline {
         }
         Deadline {
             inner,
-            started,
             grace,
+            stretch: started,
             received: 0,
-            last_data: started,
             sleep: Box::pin(tokio::time::sleep_until(started + grace)),
             ended,
         }
     }
 
-    fn deadline(&self) -> Instant {
-        let average = self.started + self.grace + Duration::from_secs(self.received / MIN_RATE);
-        average.min(self.last_data + self.grace)
+    /// `n` bytes arrived: a stretch that brought its share is over, and the next begins now.
+    /// Returns when the current stretch must have brought its share.
+    fn arrived(&mut self, n: u64) -> Instant {
+        self.received = self.received.saturating_add(n);
+        if self.received >= MIN_RATE.saturating_mul(self.grace.as_secs().max(1)) {
+            self.stretch = Instant::now();
+            self.received = 0;
+        }
+        self.stretch + self.grace
     }
 }
 
@@ -71,9 +77,7 @@ impl http_body::Body for Deadline {
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    self.received += data.len() as u64;
-                    self.last_data = Instant::now();
-                    let deadline = self.deadline();
+                    let deadline = self.arrived(data.len() as u64);
                     self.sleep.as_mut().reset(deadline);
                 }
                 Poll::Ready(Some(Ok(frame)))

@@ -10,9 +10,8 @@
 //! - a request's headers must arrive within `server.header_timeout_secs` (hyper's own timer,
 //!   which for HTTP/1.1 also bounds an idle keep-alive connection), and a connection must start
 //!   its first request within that time too;
-//! - a request body gets `server.body_timeout_secs`, after which it must keep arriving at
-//!   [`body::MIN_RATE`] bytes a second on average, and never pause longer than that timer
-//!   ([`body::Deadline`]);
+//! - a request body must bring [`body::MIN_RATE`] bytes a second over each stretch of
+//!   `server.body_timeout_secs` (or end within it: [`body::Deadline`]);
 //! - a connection with no request in progress and no traffic for `server.idle_timeout_secs`
 //!   is closed (HTTP/2 has no header timer).
 //!
