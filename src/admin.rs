@@ -245,6 +245,7 @@ pub async fn top_up_key(
 ) -> Result<Arc<KeyState>, AdminError> {
     check_amount("the top-up", amount)?;
     let key = find_key(state, needle)?;
+    let _serial = state.top_up_lock.lock().await;
     if key.status() == KeyStatus::Revoked {
         return Err(AdminError::Revoked(key.id.clone()));
     }

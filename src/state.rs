@@ -67,6 +67,9 @@ pub struct AppState {
     pub mailer: crate::mail::Mailer,
     /// Serialises key rotations (two at once must not both think they replaced the same text).
     pub rotate_lock: tokio::sync::Mutex<()>,
+    /// Serializes the operator's top-ups, so that the check against a key's budget ceiling
+    /// and the top-up it allows are one step (concurrent ones went past it).
+    pub top_up_lock: tokio::sync::Mutex<()>,
     /// The dashboard's replacements of the last minutes, for a form sent twice.
     pub recent_rotations: crate::shop::rotate::Recent,
 }
@@ -346,6 +349,7 @@ impl AppState {
             metrics,
             mailer,
             rotate_lock: tokio::sync::Mutex::new(()),
+            top_up_lock: tokio::sync::Mutex::new(()),
             recent_rotations: Default::default(),
         });
         Ok(state)

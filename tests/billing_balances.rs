@@ -187,6 +187,27 @@ async fn top_ups_stop_at_the_budget_ceiling() {
         other => panic!("expected a refusal, got {other:?}"),
     }
     assert_eq!(state.balance().budget, modelrelay::money::MAX_BUDGET);
+    // Concurrent top-ups: the check and the top-up are one step, so of twenty that would each
+    // fit alone, only one does.
+    let other = app.create_key("pro", Some("100000")).await;
+    let other = app.key_state(&other);
+    other.top_up(modelrelay::money::Usd::from_dollars(999_750_000));
+    let tops = (0..20).map(|_| {
+        app.admin(Request::KeysTopup {
+            key: other.id.clone(),
+            usd: "100000".parse().expect("usd"),
+        })
+    });
+    let answers = futures_util::future::join_all(tops).await;
+    let done = answers
+        .iter()
+        .filter(|a| matches!(a, Response::Key { .. }))
+        .count();
+    assert_eq!(done, 1, "{done} of 20 went through");
+    assert_eq!(
+        other.balance().budget,
+        modelrelay::money::Usd::from_dollars(999_950_000)
+    );
 }
 
 /// A key whose last answer's charge reached the disk but whose "exhausted" mark did not (it is

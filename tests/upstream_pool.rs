@@ -496,3 +496,41 @@ async fn a_trial_that_upstream_refuses_as_the_requests_fault_brings_the_account_
         .count();
     assert!(firsts >= 2, "first took {firsts} of 6");
 }
+
+/// An account that answers every request with an error that is neither the request's fault
+/// nor a reason to rest it (a wrong base URL: 404) stays in service, but the operator sees its
+/// errors and the last one; a request's own 422 is not counted against the account.
+#[tokio::test]
+async fn an_account_failing_in_a_way_that_does_not_rest_it_still_shows_its_errors() {
+    let app = two_accounts(
+        |_| {},
+        |c| {
+            let base = c.upstream.base_url.clone();
+            c.upstream.accounts = vec![account("first", SIM_KEY)];
+            c.upstream.accounts[0].base_url = format!("{base}/wrong");
+        },
+    )
+    .await;
+    let key = app.create_key("trial", None).await;
+    let resp = app
+        .chat(&key, &body("deepseek-v4-flash", "[[sim reply=1]] hi"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    let status = app.daemon.as_ref().unwrap().state.upstream.status();
+    let first = &status.accounts[0];
+    assert_eq!(first.errors, 1);
+    assert!(first.last_error.is_some(), "{first:?}");
+    // A request's own fault, on a working account, is not the account's error.
+    let app = two_accounts(|_| {}, |_| {}).await;
+    let key = app.create_key("trial", None).await;
+    let resp = app
+        .chat(&key, &body("deepseek-v4-flash", "[[sim fail=422]] hi"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 422);
+    let status = app.daemon.as_ref().unwrap().state.upstream.status();
+    assert_eq!(status.accounts.iter().map(|a| a.errors).sum::<u64>(), 0);
+}

@@ -165,6 +165,22 @@ impl Config {
                 ));
             }
         }
+        for (key, v) in [
+            ("probe_secs", u.probe_secs),
+            ("balance_poll_secs", u.balance_poll_secs),
+        ] {
+            if v > MAX_TIMEOUT_SECS {
+                e.push(format!(
+                    "upstream.{key} = {v} is more than a day ({MAX_TIMEOUT_SECS})"
+                ));
+            }
+        }
+        if u.queue_timeout_ms > MAX_TIMEOUT_SECS * 1000 {
+            e.push(format!(
+                "upstream.queue_timeout_ms = {} is more than a day",
+                u.queue_timeout_ms
+            ));
+        }
         self.check_accounts(e);
         // A key DeepSeek could never be sent (a stray line break or control byte from a pasted
         // key or a key file) would fail every request as "unreachable"; say so now, without

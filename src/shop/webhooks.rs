@@ -220,10 +220,11 @@ fn refunded_capture_id(resource: &Value) -> Option<String> {
 
 /// What a refund gave back when it is only part of `price`: the refund's own `amount`, when
 /// what the capture's refunds gave back in all (PayPal's `seller_payable_breakdown.
-/// total_refunded_amount`, else this refund's amount) is less than the price. `None` for a
-/// refund of the whole price or of the rest, and for one whose amounts cannot be read (then it
-/// is taken as whole, as before partial refunds were read).
-fn partial_refund(resource: &Value, price: Usd) -> Option<Usd> {
+/// total_refunded_amount`, else this refund's amount — and never less than `before`, what
+/// this order's earlier refunds were recorded as, plus this one) is less than the price.
+/// `None` for a refund of the whole price or of the rest, and for one whose amounts cannot be
+/// read (then it is taken as whole, as before partial refunds were read).
+fn partial_refund(resource: &Value, price: Usd, before: Usd) -> Option<Usd> {
     let usd = |m: Option<&Value>| -> Option<Usd> {
         let m = m?;
         if m.get("currency_code").and_then(Value::as_str) != Some("USD") {
@@ -239,6 +240,10 @@ fn partial_refund(resource: &Value, price: Usd) -> Option<Usd> {
         Some(t) => usd(Some(t))?,
         None => this,
     };
+    // Without PayPal's running total, partial refunds that add up to the price must still end
+    // as a whole refund (the order `refunded`, its key's fate decided), not a paid order
+    // with nothing left.
+    let total = total.max(before.saturating_add(this));
     (this > Usd::ZERO && total < price).then_some(this)
 }
 
@@ -401,7 +406,7 @@ async fn on_refund(
     // share of the order's credit goes back, and the order stays paid.
     // Each refund applies once, by PayPal's id (the event's own id may differ on a resend).
     if kind == "PAYMENT.CAPTURE.REFUNDED"
-        && let Some(part) = partial_refund(resource, order.amount)
+        && let Some(part) = partial_refund(resource, order.amount, full.extra.refunded)
         && let Some(refund_id) = resource
             .get("id")
             .and_then(Value::as_str)
@@ -490,4 +495,35 @@ async fn on_refund(
     });
     tracing::info!(kind, order_id = %order.order_id, "order refunded; key revoked");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn usd(s: &str) -> Usd {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn partial_refunds_that_add_up_to_the_price_are_whole_even_without_paypals_total() {
+        let refund =
+            |amount: &str| serde_json::json!({"amount": {"currency_code": "USD", "value": amount}});
+        let price = usd("12.34");
+        assert_eq!(
+            partial_refund(&refund("1.11"), price, Usd::ZERO),
+            Some(usd("1.11"))
+        );
+        assert_eq!(
+            partial_refund(&refund("2.22"), price, usd("1.11")),
+            Some(usd("2.22"))
+        );
+        assert_eq!(partial_refund(&refund("9.01"), price, usd("3.33")), None);
+        // PayPal's own running total, when it comes, counts too.
+        let mut with_total = refund("1.00");
+        with_total["seller_payable_breakdown"] = serde_json::json!(
+            {"total_refunded_amount": {"currency_code": "USD", "value": "12.34"}}
+        );
+        assert_eq!(partial_refund(&with_total, price, Usd::ZERO), None);
+    }
 }

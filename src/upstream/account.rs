@@ -321,6 +321,11 @@ impl Account {
         (self.state() == AccountState::Cooling).then(|| self.until_ms.load(Ordering::Acquire))
     }
 
+    /// A failed attempt that does not change the account's state, shown to the operator.
+    pub(super) fn note_failure(&self, why: &str) {
+        self.note_error(why);
+    }
+
     fn note_error(&self, why: &str) {
         let mut last = self
             .last_error

@@ -156,10 +156,18 @@ impl Upstream {
                     let rests = self.blame(&account, &e);
                     slot.decided();
                     if !rests {
-                        // The request's own fault (400, 422, …): the account answered it, so
-                        // it works — a cooling account whose trial this was serves again.
-                        if account.succeeded() {
-                            self.announce(&account, "answered again");
+                        if e.rejects_request() {
+                            // The request's own fault (400, 422): the account answered it, so
+                            // it works — a cooling account whose trial this was serves again.
+                            if account.succeeded() {
+                                self.announce(&account, "answered again");
+                            }
+                        } else {
+                            // Neither the request's nor a reason to rest the account (a 404
+                            // from a wrong base URL, DeepSeek not knowing the configured
+                            // model): the operator's to see, in its errors and last error.
+                            account.errors.fetch_add(1, Ordering::Relaxed);
+                            account.note_failure(&e.to_string());
                         }
                         return Err(e);
                     }

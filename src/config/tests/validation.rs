@@ -3,7 +3,7 @@
 use super::*;
 
 /// A file with one problem, and what the message must say about it.
-const INVALID_FILES: [(&str, &str); 26] = [
+const INVALID_FILES: [(&str, &str); 28] = [
     (
         "[plans.trial]\nmodels = [\"gpt-4\"]\n",
         "plans.trial.models names unknown model \"gpt-4\"",
@@ -55,6 +55,14 @@ const INVALID_FILES: [(&str, &str); 26] = [
     (
         "[server]\nbody_timeout_secs = 9223372036854775807\n",
         "server.body_timeout_secs = 9223372036854775807 is more than a day (86400)",
+    ),
+    (
+        "[upstream]\nprobe_secs = 9223372036854775807\n",
+        "upstream.probe_secs = 9223372036854775807 is more than a day (86400)",
+    ),
+    (
+        "[upstream]\nqueue_timeout_ms = 86400001\n",
+        "upstream.queue_timeout_ms = 86400001 is more than a day",
     ),
     (
         "[upstream]\nrequest_timeout_secs = 86401\n",
