@@ -6,7 +6,9 @@
 //! connection and its file descriptor forever. Here:
 //! - at most `server.max_connections` connections are served at once (clamped to what the
 //!   process's file-descriptor limit allows); over the cap, new connections wait in the
-//!   kernel's backlog until one closes, and those in progress are untouched;
+//!   kernel's backlog until one closes, and those in progress are untouched; one client
+//!   address (not loopback, where a reverse proxy brings everyone from) holds at most a
+//!   quarter of them, and is refused (closed) past that;
 //! - a request's headers must arrive within `server.header_timeout_secs` (hyper's own timer,
 //!   which for HTTP/1.1 also bounds an idle keep-alive connection), and a connection must start
 //!   its first request within that time too;
@@ -109,6 +111,7 @@ pub async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let per_ip = PerIp::new((limits.max_connections / 4).max(1));
     let tracker = TaskTracker::new();
     let closing = CancellationToken::new();
     loop {
@@ -132,6 +135,13 @@ pub async fn serve(
                 continue;
             }
         };
+        let Some(counted) = per_ip.enter(addr.ip()) else {
+            // One address holding a quarter of the slots: refused at once (closed), so that
+            // one client — with no key, sending a request now and then to look busy — cannot
+            // take every slot.
+            tracing::debug!(%addr, "connection refused: too many from this address");
+            continue;
+        };
         // Small writes (SSE chunks, short JSON answers) must leave at once, not wait for the
         // client's delayed ACK (Nagle).
         if let Err(e) = tcp.set_nodelay(true) {
@@ -145,6 +155,7 @@ pub async fn serve(
         };
         tracker.spawn(async move {
             conn.serve(tcp).await;
+            drop(counted);
             drop(slot);
         });
     }
@@ -152,4 +163,91 @@ pub async fn serve(
     tracker.close();
     closing.cancel();
     tracker.wait().await;
+}
+
+/// Connections open per client address, each at most a quarter of the slots. Loopback is not
+/// counted: a reverse proxy on the same machine brings every client from it (it limits them
+/// itself), and so do local tools. Taken once per connection, not per request.
+#[derive(Clone)]
+struct PerIp {
+    open: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    cap: usize,
+}
+
+/// A connection counted against its address; dropped when it closes.
+struct Counted {
+    per_ip: PerIp,
+    ip: std::net::IpAddr,
+}
+
+impl PerIp {
+    fn new(cap: usize) -> PerIp {
+        PerIp {
+            open: Arc::default(),
+            cap,
+        }
+    }
+
+    /// Count a connection from `ip`, or `None` when that address is at its cap. (`Some` with
+    /// nothing counted for loopback.)
+    fn enter(&self, ip: std::net::IpAddr) -> Option<Option<Counted>> {
+        let ip = ip.to_canonical();
+        if ip.is_loopback() {
+            return Some(None);
+        }
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = open.entry(ip).or_insert(0);
+        if *n >= self.cap {
+            return None;
+        }
+        *n += 1;
+        Some(Some(Counted {
+            per_ip: self.clone(),
+            ip,
+        }))
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let mut open = self
+            .per_ip
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_address_holds_at_most_its_share_and_loopback_is_not_counted() {
+        let per_ip = PerIp::new(2);
+        let a: std::net::IpAddr = "203.0.113.9".parse().unwrap();
+        let mapped: std::net::IpAddr = "::ffff:203.0.113.9".parse().unwrap();
+        let first = per_ip.enter(a).unwrap();
+        let second = per_ip.enter(mapped).unwrap();
+        assert!(per_ip.enter(a).is_none(), "a third from the same address");
+        assert!(per_ip.enter("198.51.100.1".parse().unwrap()).is_some());
+        drop(first);
+        assert!(per_ip.enter(a).is_some(), "one closed, one more may open");
+        drop(second);
+        for _ in 0..10 {
+            assert!(matches!(
+                per_ip.enter("127.0.0.1".parse().unwrap()),
+                Some(None)
+            ));
+        }
+    }
 }
