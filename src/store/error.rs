@@ -21,6 +21,10 @@ pub enum StoreError {
     /// A stored value is not one this version understands.
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// The batch holding the write could not be committed, retries included (a full disk, a
+    /// lock another program holds): nothing of it is in the database.
+    #[error("commit failed: {0}")]
+    CommitFailed(String),
 }
 
 impl StoreError {
@@ -52,7 +56,7 @@ impl StoreError {
                     | NoLargeFileSupport
                     | InternalMalfunction
             ),
-            StoreError::Closed | StoreError::Io(_) => true,
+            StoreError::Closed | StoreError::Io(_) | StoreError::CommitFailed(_) => true,
             _ => false,
         }
     }

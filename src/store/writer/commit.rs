@@ -118,13 +118,12 @@ pub(super) fn commit_batch<'c>(
             for ack in acks {
                 match ack {
                     Ack::Reply(tx) | Ack::Settled(tx) => {
-                        let _ = tx.send(Err(StoreError::Corrupt(format!("commit failed: {e}"))));
+                        let _ = tx.send(Err(StoreError::CommitFailed(e.to_string())));
                     }
                     // Not counted settled: the segment stays and the next start replays it.
                     Ack::Journaled(_, reply) => {
                         if let Some(tx) = reply {
-                            let _ =
-                                tx.send(Err(StoreError::Corrupt(format!("commit failed: {e}"))));
+                            let _ = tx.send(Err(StoreError::CommitFailed(e.to_string())));
                         }
                     }
                     Ack::None => {}
