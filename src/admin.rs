@@ -73,7 +73,10 @@ pub struct NewKey {
     pub order_id: Option<String>,
 }
 
-/// A plausible email address: something@something.tld, no spaces, at most 254 bytes.
+/// A plausible email address the mailer can send to: something@something.tld, no spaces, at
+/// most 254 bytes, no invisible or direction-changing characters, and an address lettre reads
+/// (`a,b@…`, `bcc:…@…` or an over-long user were taken, paid for, and their receipt could
+/// never be sent).
 pub fn is_email(e: &str) -> bool {
     let Some((local, domain)) = e.rsplit_once('@') else {
         return false;
@@ -85,7 +88,15 @@ pub fn is_email(e: &str) -> bool {
         && !domain.ends_with('.')
         && !e
             .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
+            .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>' || is_invisible(c))
+        && e.parse::<lettre::Address>().is_ok()
+}
+
+/// Characters that change how text reads without showing (zero-width, direction overrides):
+/// never in an address or a name we store, and never printed raw to an operator.
+pub fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
 }
 
 use crate::money::{MAX_AMOUNT, MAX_BUDGET};
@@ -579,4 +590,30 @@ pub async fn handle_admin(state: &AppState, req: Request) -> Response {
     result.unwrap_or_else(|e| Response::Error {
         message: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_email;
+
+    #[test]
+    fn an_email_is_an_address_the_mailer_can_send_to() {
+        for ok in ["a@b.co", "first.last+tag@example.com", "名@例子.中国"] {
+            assert!(is_email(ok), "{ok}");
+        }
+        for bad in [
+            "not-an-email",
+            "a,b@example.com",
+            "bcc:evil@example.com",
+            "a@b.com;c@example.com",
+            "a(comment)@example.com",
+            "a\\b@example.com",
+            "x@example.com\u{202e}",
+            "ok@ex\u{200b}ample.com",
+            "a@-bad-.com",
+            &format!("{}@example.com", "y".repeat(200)),
+        ] {
+            assert!(!is_email(bad), "{bad}");
+        }
+    }
 }

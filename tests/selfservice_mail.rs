@@ -150,6 +150,10 @@ async fn receipts_and_notices_arrive_once_in_the_buyers_language_with_a_working_
         assert_eq!(m["from"], "billing@relay.test");
         assert!(!m["raw"].as_str().unwrap().contains(&key), "never the key");
         assert!(!m["html"].as_str().unwrap().is_empty());
+        // The sender's domain, never the machine's host name.
+        assert_eq!(m["helo"], "relay.test", "{}", m["raw"]);
+        let id = m["message_id"].as_str().unwrap();
+        assert!(id.starts_with('<') && id.ends_with("@relay.test>"), "{id}");
     }
     let public = app
         .daemon

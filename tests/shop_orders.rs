@@ -399,7 +399,23 @@ async fn bad_checkout_input_is_refused_clearly() {
             "plan_not_found",
         ),
         (json!({"plan": 5}), 400, "invalid_request"),
-    ] {
+    ]
+    .into_iter()
+    // Addresses the mailer could never send a receipt to (they were taken, and paid for).
+    .chain(
+        [
+            "a,b@example.com",
+            "bcc:evil@example.com",
+            "x@example.com\u{202e}",
+        ]
+        .map(|email| {
+            (
+                json!({"plan": "trial", "email": email}),
+                400,
+                "invalid_email",
+            )
+        }),
+    ) {
         let (got, v) = b.post_json(&app, "/api/orders", &body).await;
         assert_eq!(got, status, "{body}: {v}");
         assert_eq!(v["error"]["code"], code, "{body}: {v}");

@@ -32,7 +32,7 @@ pub(super) fn orders_table(orders: &[OrderView]) -> String {
     if orders.is_empty() {
         s.push_str("(no orders yet)\n");
     }
-    s
+    printable(s)
 }
 
 /// `label:      value` lines.
@@ -41,7 +41,7 @@ fn card(fields: &[(&str, String)]) -> String {
     for (label, value) in fields {
         let _ = writeln!(s, "{:<12}{value}", format!("{label}:"));
     }
-    s
+    printable(s)
 }
 
 fn or_dash(v: &Option<String>) -> String {
@@ -105,7 +105,7 @@ pub(super) fn keys_table(keys: &[KeyView]) -> String {
     if keys.is_empty() {
         s.push_str("(no keys yet: `modelrelay keys create --plan trial`)\n");
     }
-    s
+    printable(s)
 }
 
 pub(super) fn key_card(k: &KeyView) -> String {
@@ -137,7 +137,7 @@ pub(super) fn key_card(k: &KeyView) -> String {
             );
         }
     }
-    s
+    printable(s)
 }
 
 pub(super) fn mail_table(mail: &[MailView]) -> String {
@@ -169,5 +169,42 @@ pub(super) fn mail_table(mail: &[MailView]) -> String {
     if mail.is_empty() {
         s.push_str("(no mail yet: receipts and notices are queued once [email] is configured)\n");
     }
-    s
+    printable(s)
+}
+
+/// What the operator's terminal may be sent: a customer's email, an operator's note or an SMTP
+/// server's error text could carry escape sequences (a window title, a cleared screen, a
+/// clipboard write) or characters that reverse or hide text; each such character shows as
+/// `\u{…}` instead. Line breaks of the table itself stay.
+fn printable(s: String) -> String {
+    if !s
+        .chars()
+        .any(|c| (c.is_control() && c != '\n') || crate::admin::is_invisible(c))
+    {
+        return s;
+    }
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if (c.is_control() && c != '\n') || crate::admin::is_invisible(c) {
+            let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_and_invisible_characters_never_reach_the_terminal() {
+        let hostile = "550 \u{1b}]0;PWNED\u{7}\u{1b}[2J evil\u{202e}txt\u{200b}.";
+        assert_eq!(
+            printable(format!("{hostile}\nnext line\n")),
+            "550 \\u{1b}]0;PWNED\\u{7}\\u{1b}[2J evil\\u{202e}txt\\u{200b}.\nnext line\n"
+        );
+        assert_eq!(printable("plain 中文 é\n".into()), "plain 中文 é\n");
+    }
 }

@@ -189,8 +189,9 @@ fn en(kind: MailKind, f: &Facts) -> Body {
                      longer works. Budget and history stay with the new key.",
                     f.at, f.key_prefix
                 ),
-                "If you did not do this, replace the key again from your dashboard with the \
-                 new key, and contact us."
+                "If you did not do this, someone else has your key and now holds its new text: \
+                 reply to this message with your order id, and we will replace the key and send \
+                 the new text to you alone. Until then its balance is at risk."
                     .into(),
             ],
             link: Some(dashboard),
@@ -258,7 +259,7 @@ fn zh(kind: MailKind, f: &Facts) -> Body {
                     "您的 API 密钥已于 {}（UTC）更换。新密钥以 {} 开头，旧密钥已失效；额度和记录均保留在新密钥上。",
                     f.at, f.key_prefix
                 ),
-                "如果这不是您本人的操作，请用新密钥在用量面板再次更换，并与我们联系。".into(),
+                "如果这不是您本人的操作，说明他人持有您的密钥并已拿到新密钥：请回复此邮件并附上订单号，我们会更换密钥并只把新密钥发给您。在此之前，余额有被他人使用的风险。".into(),
             ],
             link: Some(dashboard),
             footer: None,

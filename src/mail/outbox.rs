@@ -7,7 +7,10 @@
 //! Nothing waits on it: requests, payments and pages only queue (in the database, in the
 //! transaction of what caused the message) and poke it. A message is marked sent in the
 //! database right after the SMTP server accepts it; a crash between the two may send that one
-//! message once more after a restart, never more (and never one marked sent).
+//! message once more after a restart (and never one marked sent). A server that takes the whole
+//! message but acknowledges it later than the exchange's bound (3 × `timeout_secs`) is taken
+//! as not having answered, so the message is tried again and may arrive more than once: a
+//! mail that may come twice is preferred to a receipt that never comes from a server that hung.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -48,15 +51,6 @@ pub fn start(state: &Arc<AppState>) {
         return;
     }
     let email = &state.config.email;
-    let transport = match Transport::from_url(email.smtp_url.trim()) {
-        Ok(b) => b
-            .timeout(Some(Duration::from_secs(email.timeout_secs)))
-            .build(),
-        Err(e) => {
-            tracing::error!(error = %e, "email.smtp_url is not usable: mail stays queued");
-            return;
-        }
-    };
     let from = match email.from.trim().parse::<Mailbox>() {
         Ok(f) => f,
         Err(e) => {
@@ -64,10 +58,27 @@ pub fn start(state: &Arc<AppState>) {
             return;
         }
     };
+    // The sender's own domain, not the machine's host name (lettre's default for both the
+    // greeting and Message-ID): an internal name such as `vm` is a detail customers need not
+    // see, and relays refuse a greeting that is not a domain.
+    let domain = from.email.domain().to_string();
+    let transport = match Transport::from_url(email.smtp_url.trim()) {
+        Ok(b) => b
+            .timeout(Some(Duration::from_secs(email.timeout_secs)))
+            .hello_name(lettre::transport::smtp::extension::ClientId::Domain(
+                domain.clone(),
+            ))
+            .build(),
+        Err(e) => {
+            tracing::error!(error = %e, "email.smtp_url is not usable: mail stays queued");
+            return;
+        }
+    };
     let sender = Sender {
         state: Arc::downgrade(state),
         transport,
         from,
+        domain,
         config: email.clone(),
     };
     tokio::spawn(sender.run());
@@ -77,6 +88,8 @@ struct Sender {
     state: Weak<AppState>,
     transport: Transport,
     from: Mailbox,
+    /// `from`'s domain: the SMTP greeting's name and Message-IDs'.
+    domain: String,
     config: EmailConfig,
 }
 
@@ -135,7 +148,11 @@ impl Sender {
             permanent: true,
         })?;
         Message::builder()
-            .message_id(None)
+            .message_id(Some(format!(
+                "<{:032x}@{}>",
+                rand::random::<u128>(),
+                self.domain
+            )))
             .from(self.from.clone())
             .to(to)
             .subject(r.subject)

@@ -85,6 +85,17 @@ pub fn add_key(c: &Connection, key_id: &str) -> Result<(), StoreError> {
 
 /// Re-arm the notices whose threshold the key is above again (after its budget grew).
 pub fn rearm(c: &Connection, key_id: &str) -> Result<(), StoreError> {
+    // A notice still waiting to go (its SMTP server down meanwhile) whose crossing the top-up
+    // undid would tell the owner of a key with money that it has none, or little: dropped.
+    c.execute(
+        "UPDATE outbox SET status = 'failed',
+                last_error = 'not sent: the key was topped up before it could go'
+         WHERE key_id = ?1 AND status = 'queued' AND (
+               (kind = 'low_balance' AND (SELECT (budget_nanos - spent_nanos) * 5 >= budget_nanos
+                                            FROM keys WHERE id = ?1))
+            OR (kind = 'exhausted' AND (SELECT status = 'active' FROM keys WHERE id = ?1)))",
+        [key_id],
+    )?;
     c.execute(
         "UPDATE key_mail SET
              low_sent = CASE WHEN (SELECT (budget_nanos - spent_nanos) * 5 >= budget_nanos
@@ -265,6 +276,19 @@ pub fn mark_failed(
 /// Queue a failed (or waiting) message again, due now, with a fresh count of attempts; a sent
 /// one is never sent again.
 pub fn retry(c: &Connection, id: i64, at_ms: i64) -> Result<(), StoreError> {
+    // A balance notice of a key whose owner opted out stays unsent, whoever asks.
+    let opted_out: bool = c.query_row(
+        "SELECT EXISTS (SELECT 1 FROM outbox o JOIN key_mail m ON m.key_id = o.key_id
+                            WHERE o.id = ?1 AND o.kind IN ('low_balance', 'exhausted')
+                              AND m.opted_out_at IS NOT NULL)",
+        [id],
+        |r| r.get(0),
+    )?;
+    if opted_out {
+        return Err(StoreError::Conflict(format!(
+            "mail {id} is a balance notice its key's owner opted out of"
+        )));
+    }
     let n = c.execute(
         "UPDATE outbox SET status = 'queued', next_attempt_at = ?2, attempts = 0
          WHERE id = ?1 AND status != 'sent'",

@@ -30,6 +30,8 @@ class Sink:
             "text": text.get_content() if text is not None else "",
             "html": html.get_content() if html is not None else "",
             "raw": raw.decode("utf-8", "replace"),
+            "helo": session.host_name,
+            "message_id": str(msg["message-id"]),
         }
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")

@@ -283,6 +283,16 @@ async fn notices_are_queued_once_per_crossing_and_never_after_an_opt_out() {
         })
         .await
         .unwrap();
+    // The notice still waiting (its SMTP server down) no longer holds: it is not sent.
+    assert_eq!(
+        count(
+            &store,
+            "SELECT count(*) FROM outbox WHERE status = 'failed'
+               AND last_error LIKE '%topped up%'"
+        )
+        .await,
+        1
+    );
     store.write(notice(MailKind::LowBalance)).await.unwrap();
     assert_eq!(count(&store, "SELECT count(*) FROM outbox").await, 2);
     // Opted out: the queued ones are dropped, new crossings queue nothing.
@@ -303,6 +313,12 @@ async fn notices_are_queued_once_per_crossing_and_never_after_an_opt_out() {
         0
     );
     assert_eq!(count(&store, "SELECT count(*) FROM outbox").await, 2);
+    // Nor does the operator's retry send a notice its owner opted out of.
+    let refused = store
+        .write(Write::MailRetry { id: 2, at_ms: 4 })
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("opted out"), "{refused}");
     store.close().await;
 }
 
