@@ -78,7 +78,8 @@ impl Body {
         for p in &self.paragraphs {
             text.push_str(p);
             text.push_str("\n\n");
-            html.push_str(&format!("<p>{}</p>", esc(p)));
+            // A paragraph's own lines (a receipt's order, plan, amount) stay lines in HTML.
+            html.push_str(&format!("<p>{}</p>", esc(p).replace('\n', "<br>")));
         }
         if let Some((label, url)) = &self.link {
             text.push_str(&format!("{label}: {url}\n\n"));
@@ -295,6 +296,8 @@ mod tests {
         );
         assert!(r.text.contains("$50.00 USD"));
         assert!(r.html.contains("Pro &lt;b&gt;"), "{}", r.html);
+        // Its order, plan and amount lines stay lines in HTML too.
+        assert!(r.html.contains("ord_1<br>"), "{}", r.html);
         let zh = render(MailKind::Receipt, MailLang::Zh, &facts());
         assert!(zh.subject.contains("收据"));
     }
