@@ -12,9 +12,10 @@ use crate::activity::views::{key_view, key_view_with_history, mail_view, order_v
 use crate::keys::token::{KEY_PREFIX, display_prefix, generate_key, generate_key_id, hash_key};
 use crate::keys::{KeyRecord, KeyState, KeyStatus, Notice};
 use crate::kinds::MailKind;
-use crate::money::Usd;
+use crate::money::{MAX_AMOUNT, MAX_BUDGET, Usd};
 use crate::state::AppState;
 use crate::store::Write;
+use crate::text::is_invisible;
 
 /// Why an admin command failed; the message is shown to the operator as is.
 #[derive(Debug, thiserror::Error)]
@@ -91,15 +92,6 @@ pub fn is_email(e: &str) -> bool {
             .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>' || is_invisible(c))
         && e.parse::<lettre::Address>().is_ok()
 }
-
-/// Characters that change how text reads without showing (zero-width, direction overrides):
-/// never in an address or a name we store, and never printed raw to an operator.
-pub fn is_invisible(c: char) -> bool {
-    matches!(c,
-        '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
-}
-
-use crate::money::{MAX_AMOUNT, MAX_BUDGET};
 
 fn check_amount(what: &str, a: Usd) -> Result<(), AdminError> {
     if a.nanos() <= 0 {

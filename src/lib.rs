@@ -44,4 +44,5 @@ pub mod shop;
 pub mod state;
 pub mod status;
 pub mod store;
+pub mod text;
 pub mod upstream;

@@ -179,13 +179,13 @@ pub(super) fn mail_table(mail: &[MailView]) -> String {
 fn printable(s: String) -> String {
     if !s
         .chars()
-        .any(|c| (c.is_control() && c != '\n') || crate::admin::is_invisible(c))
+        .any(|c| (c.is_control() && c != '\n') || crate::text::is_invisible(c))
     {
         return s;
     }
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
-        if (c.is_control() && c != '\n') || crate::admin::is_invisible(c) {
+        if (c.is_control() && c != '\n') || crate::text::is_invisible(c) {
             let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
         } else {
             out.push(c);

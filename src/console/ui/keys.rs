@@ -113,7 +113,9 @@ fn row(k: &KeyView, app: &App, wide: bool, gauge_w: usize, t: &Theme) -> Row<'st
     if wide {
         cells.push(Cell::from(Line::from(usd(k.budget_usd)).right_aligned()));
         cells.push(Cell::from(k.id.clone()));
-        cells.push(Cell::from(k.email.clone().unwrap_or_default()));
+        cells.push(Cell::from(crate::text::visible(
+            k.email.as_deref().unwrap_or_default(),
+        )));
     }
     Row::new(cells)
 }

@@ -132,7 +132,7 @@ fn order_row<'a>(app: &App, o: &'a OrderView, shape: &Shape, t: &Theme) -> Row<'
         Cell::from(Line::from(usd(o.amount_usd)).right_aligned()),
         Cell::from(Span::styled(o.status.as_str(), status_style)),
         Cell::from(key),
-        Cell::from(clip(&o.email, email_w)),
+        Cell::from(clip(&crate::text::visible(&o.email), email_w)),
     ]);
     Row::new(cells)
 }
