@@ -581,7 +581,7 @@ async fn a_partial_refund_takes_back_its_share_of_the_credit_and_keeps_the_key()
     assert_eq!(ks.status().as_str(), "active");
     assert_eq!(order_status(&app, &order), "paid");
     // The same event again: already processed, nothing more taken.
-    assert_eq!(deliver(&app, part).await, 200);
+    assert_eq!(deliver(&app, part.clone()).await, 200);
     assert_eq!(ks.balance().budget.nanos(), 282_000);
     // What was given back shows: to the operator, in revenue, and to the buyer.
     assert_eq!(refunded_shown(&app, &order).await, "0.30");
@@ -818,4 +818,36 @@ async fn a_partial_refund_before_the_payment_is_recorded_is_retried_not_lost() {
         )
         .unwrap();
     assert_eq!(budget, 282_000, "6 % of the credit taken back");
+}
+
+/// PayPal may deliver a refund again under a new event id: a partial refund already applied
+/// (found by its refund id) is done. Before, counted in the order's refunded total, the resent
+/// refund of more than half the price read as the rest of it: the order was marked refunded
+/// and its key revoked.
+#[tokio::test]
+async fn a_partial_refund_resent_under_a_new_event_id_changes_nothing() {
+    let app = TestApp::spawn_shop_with(|c| {
+        c.plans.get_mut("starter").unwrap().budget_usd = "0.0003".parse().unwrap();
+    })
+    .await;
+    let mut b = Browser::open(&app).await;
+    let (order, paypal) = b.create_order(&app, "starter", "buyer@example.com").await;
+    assert!(app.pp().approve(&paypal));
+    let (_, v) = b.capture(&app, &order).await;
+    let key = v["api_key"].as_str().expect("a key").to_string();
+    let ks = app.key_state(&key);
+    // $3.00 of $5.00: 60 % of 300 000 nano-USD.
+    let part = app
+        .pp()
+        .refund_part(&paypal, "3.00".parse().unwrap())
+        .expect("a partial refund");
+    assert_eq!(deliver(&app, part.clone()).await, 200);
+    assert_eq!(ks.balance().budget.nanos(), 120_000);
+    let again = app.pp().resend_as_new(&part.1).expect("a resend");
+    assert_ne!(again.1, part.1, "a new event id");
+    assert_eq!(deliver(&app, again).await, 200);
+    assert_eq!(order_status(&app, &order), "paid");
+    assert_eq!(ks.status().as_str(), "active");
+    assert_eq!(ks.balance().budget.nanos(), 120_000);
+    assert_eq!(refunded_shown(&app, &order).await, "3.00");
 }

@@ -388,9 +388,13 @@ fn mark_if_exhausted(state: &AppState, key: &KeyState, now: DateTime<Utc>) {
 }
 
 /// Give back what a withheld answer was charged (its row could not be recorded, so the answer
-/// was not delivered): the key's balance and request count as if it had not been made, and a
-/// key that this charge exhausted serves again. Memory then agrees with the disk, which never
-/// had the row.
+/// was not delivered): the key's balance and request count as if it had not been made, a key
+/// that this charge exhausted serves again, and the notices its settlement queued for a
+/// crossing that no longer holds are dropped (the notice bits re-armed in memory, so the real
+/// crossing later is told; on disk, once the database takes writes again). What refunds took
+/// from the request's hold while it settled stays taken in memory; if its write failed with
+/// the row, the disk lacks it until the refund is applied again (a restart gives it back to
+/// the customer).
 pub fn uncharge(state: &AppState, key: &KeyState, charged: Usd) {
     key.uncharge(charged);
     let threshold = state
@@ -400,6 +404,10 @@ pub fn uncharge(state: &AppState, key: &KeyState, charged: Usd) {
     if key.balance().remaining() >= threshold {
         key.reactivate();
     }
+    key.rearm_notices();
+    state.store.write_later(Write::Rearm {
+        key_id: key.id.clone(),
+    });
 }
 
 /// Queue a threshold notice the first time its crossing is seen (the key's notice bits make one

@@ -404,23 +404,34 @@ async fn on_refund(
     }
     // A refund of part of the price (a reversal always takes the whole payment back): the same
     // share of the order's credit goes back, and the order stays paid.
-    // Each refund applies once, by PayPal's id (the event's own id may differ on a resend).
+    // Each refund applies once, by PayPal's id (the event's own id may differ on a resend):
+    // one applied already is done whatever it would read as now — resent, a partial refund
+    // counted in the order's refunded total would read as the rest of the price.
+    let refund_id = resource
+        .get("id")
+        .and_then(Value::as_str)
+        .filter(|id| !id.is_empty())
+        .map(str::to_string);
+    let seen = match (kind, &refund_id) {
+        ("PAYMENT.CAPTURE.REFUNDED", Some(id)) => {
+            let marker = db::partial_refund_marker(id);
+            state
+                .store
+                .read(move |c| db::webhook_seen(c, &marker))
+                .await
+                .map_err(|_| WebhookError::Unavailable)?
+        }
+        _ => false,
+    };
+    if seen {
+        return Ok(());
+    }
     if kind == "PAYMENT.CAPTURE.REFUNDED"
         && let Some(part) = partial_refund(resource, order.amount, full.extra.refunded)
-        && let Some(refund_id) = resource
-            .get("id")
-            .and_then(Value::as_str)
-            .filter(|id| !id.is_empty())
-            .map(str::to_string)
+        && let Some(refund_id) = refund_id
     {
-        let marker = db::partial_refund_marker(&refund_id);
-        let seen = state
-            .store
-            .read(move |c| db::webhook_seen(c, &marker))
-            .await
-            .map_err(|_| WebhookError::Unavailable)?;
         match order.status {
-            OrderStatus::Paid if !seen => {}
+            OrderStatus::Paid => {}
             // Paid at PayPal but not recorded here yet (its capture's event is late): refuse,
             // so PayPal sends this again once the payment — and its credit — is ours to share.
             OrderStatus::Created | OrderStatus::Pending => {

@@ -209,6 +209,12 @@ pub enum Write {
         /// When.
         at_ms: i64,
     },
+    /// A charge was undone (its answer withheld): the key's notices re-armed as a top-up
+    /// re-arms them, and those queued for a crossing that no longer holds dropped.
+    Rearm {
+        /// Which key.
+        key_id: String,
+    },
 }
 
 /// Apply one write inside the writer's transaction.
@@ -328,6 +334,7 @@ fn apply_self_service(tx: &rusqlite::Connection, w: &Write) -> Result<(), StoreE
         } => mail::mark_failed(tx, *id, error, *next_ms, *give_up),
         Write::MailRetry { id, at_ms } => mail::retry(tx, *id, *at_ms),
         Write::OptOut { key_id, at_ms } => mail::opt_out(tx, key_id, *at_ms),
+        Write::Rearm { key_id } => mail::rearm(tx, key_id),
         // The writes of `apply` itself never reach here.
         _ => Err(StoreError::Conflict("not a self-service write".into())),
     }

@@ -146,6 +146,13 @@ impl SimulatedPaypal {
         webhooks::issue_partial_refund(&self.shared, &mut st, paypal_order_id, amount)
     }
 
+    /// Deliver the event `raw` (a body this simulator issued) again under a new event id, as
+    /// PayPal may resend a notification: same resource, new `id`, newly signed.
+    pub fn resend_as_new(&self, raw: &str) -> Option<(Vec<(String, String)>, String)> {
+        let mut st = lock(&self.shared.state);
+        webhooks::resend_as_new(&self.shared, &mut st, raw)
+    }
+
     /// Complete a `PENDING` capture (as PayPal does after review) and return its
     /// `PAYMENT.CAPTURE.COMPLETED` webhook; `None` if the order has no pending capture.
     pub fn complete_pending(

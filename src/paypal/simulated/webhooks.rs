@@ -151,6 +151,19 @@ pub(super) fn issue_partial_refund(
     Some(signed(s, st, event))
 }
 
+/// The event of `raw` delivered again under a new event id, as PayPal may resend a
+/// notification (same resource, new `id`); `None` when `raw` is not an event.
+pub(super) fn resend_as_new(
+    s: &Shared,
+    st: &mut SimState,
+    raw: &str,
+) -> Option<(Vec<(String, String)>, String)> {
+    let mut event: Value = serde_json::from_str(raw).ok()?;
+    event.get("id")?;
+    event["id"] = Value::String(format!("WH-{}", super::render::new_id(17)));
+    Some(signed(s, st, event))
+}
+
 /// A transmission of `event`: its headers (signed) and body.
 fn signed(s: &Shared, st: &mut SimState, event: Value) -> (Vec<(String, String)>, String) {
     let raw = event.to_string();

@@ -428,3 +428,57 @@ async fn migration_8_counts_a_refunded_order_as_refunded_in_full() {
     }
     store.close().await;
 }
+
+#[tokio::test]
+async fn a_charge_undone_drops_the_notices_it_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(&db(&dir)).await.unwrap();
+    let mut k = key("key_a", 1);
+    k.email = Some("a@b.co".into());
+    store.write(insert(k)).await.unwrap();
+    // The withheld answer's settlement queued the notices (the disk, which never had its row,
+    // still shows the key with its whole budget).
+    for kind in [MailKind::LowBalance, MailKind::Exhausted] {
+        store
+            .write(Write::KeyNotice {
+                key_id: "key_a".into(),
+                kind,
+                queue: true,
+                at_ms: 1,
+            })
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        count(
+            &store,
+            "SELECT count(*) FROM outbox WHERE status = 'queued'"
+        )
+        .await,
+        2
+    );
+    store
+        .write(Write::Rearm {
+            key_id: "key_a".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        count(
+            &store,
+            "SELECT count(*) FROM outbox WHERE status = 'queued'"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(
+            &store,
+            "SELECT count(*) FROM key_mail WHERE low_sent = 0 AND exhausted_sent = 0"
+        )
+        .await,
+        1,
+        "re-armed for the real crossing"
+    );
+    store.close().await;
+}
