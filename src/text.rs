@@ -1,11 +1,13 @@
 //! Text that people read: characters that change how text reads without showing.
 
-/// Zero-width characters and direction overrides (U+200B–U+200F, U+202A–U+202E,
-/// U+2060–U+2069, U+FEFF): never in an address we store, and never shown raw to an operator
-/// (one in a customer's email could make the console or the CLI show text reversed or hidden).
+/// Zero-width, direction, line-separating and tag characters (U+00AD, U+061C, U+180E,
+/// U+200B–U+200F, U+2028–U+202E, U+2060–U+206F, U+FEFF, U+FFF9–U+FFFB, U+E0000–U+E007F):
+/// never in an address we store, and never shown raw to an operator (one in a customer's email
+/// could make the console or the CLI show text reversed, hidden or on a forged line).
 pub fn is_invisible(c: char) -> bool {
     matches!(c,
-        '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+        '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}'
+        | '\u{2060}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}' | '\u{E0000}'..='\u{E007F}')
 }
 
 /// `s` with its invisible characters (and control characters) shown as `�`, for a terminal.

@@ -851,3 +851,24 @@ async fn a_partial_refund_resent_under_a_new_event_id_changes_nothing() {
     assert_eq!(ks.balance().budget.nanos(), 120_000);
     assert_eq!(refunded_shown(&app, &order).await, "3.00");
 }
+
+/// A top-up bought in the shop stops at a key's budget ceiling too (only the operator's were
+/// checked): refused before PayPal is asked.
+#[tokio::test]
+async fn a_shop_top_up_past_the_budget_ceiling_is_refused() {
+    let app = TestApp::spawn_shop().await;
+    let key = key_on(&app, "trial", "1").await;
+    let ks = app.key_state(&key);
+    ks.top_up(modelrelay::money::MAX_BUDGET.saturating_sub(ks.balance().budget));
+    let mut b = Browser::open(&app).await;
+    let (status, v) = b
+        .post_json(
+            &app,
+            "/api/orders",
+            &json!({"plan": "starter", "email": "buyer@example.com", "key": key}),
+        )
+        .await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["code"], "key_budget_full", "{v}");
+    assert_eq!(app.pp().counts().create_calls, 0);
+}

@@ -460,7 +460,20 @@ async fn a_trial_that_upstream_refuses_as_the_requests_fault_brings_the_account_
     let slow = app.chat(&key, &slow).send().await.unwrap();
     assert_eq!(slow.status(), 200);
     tokio::time::sleep(Duration::from_millis(5_300)).await;
-    // The trial: upstream refuses the request itself.
+    // A first trial answered with an error that is neither the request's nor a reason to
+    // rest the account (a 404): no verdict, so the trial is freed for the next request.
+    app.sim.set_fault(SIM_KEY, Some(AccountFault::Status(404)));
+    let resp = app
+        .chat(
+            &key,
+            &body("deepseek-v4-flash", "[[sim reply=1]] first trial"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    app.sim.set_fault(SIM_KEY, None);
+    // The next trial: upstream refuses the request itself.
     let resp = app
         .chat(&key, &body("deepseek-v4-flash", "[[sim fail=422]] trial"))
         .send()

@@ -26,7 +26,7 @@ pub(super) fn orders_table(orders: &[OrderView]) -> String {
             o.plan,
             format!("${}", o.amount_usd),
             o.key_id.as_deref().unwrap_or("-"),
-            o.email
+            field(&o.email)
         );
     }
     if orders.is_empty() {
@@ -64,7 +64,7 @@ pub(super) fn order_card(o: &OrderView) -> String {
         ("plan", o.plan.clone()),
         ("amount", format!("${}", o.amount_usd)),
         ("refunded", format!("${}", o.refunded_usd)),
-        ("email", o.email.clone()),
+        ("email", field(&o.email)),
         (
             if o.kind == OrderKind::TopUp {
                 "topped up"
@@ -119,8 +119,8 @@ pub(super) fn key_card(k: &KeyView) -> String {
         ("remaining", format!("${}", k.remaining_usd)),
         ("held", format!("${}", k.held_usd)),
         ("requests", k.requests.to_string()),
-        ("email", or_dash(&k.email)),
-        ("note", or_dash(&k.note)),
+        ("email", field(&or_dash(&k.email))),
+        ("note", field(&or_dash(&k.note))),
         ("created", k.created_at.clone()),
         ("last used", or_dash(&k.last_used_at)),
     ]);
@@ -152,7 +152,7 @@ pub(super) fn mail_table(mail: &[MailView]) -> String {
         let error = m
             .last_error
             .as_deref()
-            .map(|e| format!(" ({e})"))
+            .map(|e| format!(" ({})", field(e)))
             .unwrap_or_default();
         let _ = writeln!(
             s,
@@ -163,7 +163,7 @@ pub(super) fn mail_table(mail: &[MailView]) -> String {
             m.status.as_str(),
             m.lang.as_str(),
             m.attempts,
-            m.recipient,
+            field(&m.recipient),
         );
     }
     if mail.is_empty() {
@@ -177,15 +177,24 @@ pub(super) fn mail_table(mail: &[MailView]) -> String {
 /// clipboard write) or characters that reverse or hide text; each such character shows as
 /// `\u{…}` instead. Line breaks of the table itself stay.
 fn printable(s: String) -> String {
-    if !s
-        .chars()
-        .any(|c| (c.is_control() && c != '\n') || crate::text::is_invisible(c))
-    {
+    escaped(s, true)
+}
+
+/// One field written by someone else (an email, a note, an SMTP server's error): on one line,
+/// its own line breaks escaped too, so it cannot forge lines of the card around it.
+fn field(s: &str) -> String {
+    escaped(s.to_string(), false)
+}
+
+fn escaped(s: String, keep_newlines: bool) -> String {
+    let hidden =
+        |c: char| (c.is_control() && !(keep_newlines && c == '\n')) || crate::text::is_invisible(c);
+    if !s.chars().any(hidden) {
         return s;
     }
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
-        if (c.is_control() && c != '\n') || crate::text::is_invisible(c) {
+        if hidden(c) {
             let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
         } else {
             out.push(c);
@@ -206,5 +215,10 @@ mod tests {
             "550 \\u{1b}]0;PWNED\\u{7}\\u{1b}[2J evil\\u{202e}txt\\u{200b}.\nnext line\n"
         );
         assert_eq!(printable("plain 中文 é\n".into()), "plain 中文 é\n");
+        // A field's own line breaks cannot forge lines of the card around it.
+        assert_eq!(
+            field("hi\nstatus:     revoked\u{2028}x"),
+            "hi\\u{a}status:     revoked\\u{2028}x"
+        );
     }
 }

@@ -139,6 +139,18 @@ pub async fn create(
         .as_ref()
         .ok_or(ShopError::PaymentsUnavailable)?;
     let topup_key = key_to_top_up(&state, &req, &headers)?;
+    // A key's budget stops at `MAX_BUDGET`, as the operator's top-ups do (the sum would
+    // otherwise head for nano-dollars' 64-bit limit).
+    if let Some(id) = &topup_key
+        && let Some(key) = state.keys.by_id(id)
+        && key
+            .balance()
+            .budget
+            .checked_add(plan.budget_usd)
+            .is_none_or(|b| b > crate::money::MAX_BUDGET)
+    {
+        return Err(ShopError::KeyFull);
+    }
     let kind = if topup_key.is_some() {
         OrderKind::TopUp
     } else {

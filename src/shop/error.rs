@@ -72,6 +72,9 @@ pub enum ShopError {
     /// 400: a top-up of a revoked key.
     #[error("This API key has been revoked; credit cannot be added to it.")]
     KeyRevoked,
+    /// 400: a top-up that would take the key past the largest budget a key may have.
+    #[error("This API key cannot take more credit; buy a new key instead.")]
+    KeyFull,
     /// 429: the per-IP limit of key rotations.
     #[error("Too many key replacements from your address. Wait a minute and try again.")]
     TooManyRotations,
@@ -104,6 +107,7 @@ impl ShopError {
             | ShopError::InvalidEmail
             | ShopError::UnknownKey
             | ShopError::KeyRevoked
+            | ShopError::KeyFull
             | ShopError::BadIdempotencyKey => StatusCode::BAD_REQUEST,
             ShopError::TooManyRotations => StatusCode::TOO_MANY_REQUESTS,
             ShopError::RotationInProgress => StatusCode::CONFLICT,
@@ -141,6 +145,7 @@ impl ShopError {
             ShopError::InvalidApiKey(_) => "invalid_api_key",
             ShopError::UnknownKey => "unknown_key",
             ShopError::KeyRevoked => "key_revoked",
+            ShopError::KeyFull => "key_budget_full",
             ShopError::TooManyRotations => "rate_limit_exceeded",
             ShopError::RotationFailed => "internal_error",
             ShopError::RotationInProgress => "idempotency_key_in_use",

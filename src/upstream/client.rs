@@ -154,7 +154,6 @@ impl Upstream {
                 }
                 Err(e) => {
                     let rests = self.blame(&account, &e);
-                    slot.decided();
                     if !rests {
                         if e.rejects_request() {
                             // The request's own fault (400, 422): the account answered it, so
@@ -162,7 +161,10 @@ impl Upstream {
                             if account.succeeded() {
                                 self.announce(&account, "answered again");
                             }
+                            slot.decided();
                         } else {
+                            // No verdict on the account: a trial this was is freed when the
+                            // slot goes (the next request is the trial), not left taken.
                             // Neither the request's nor a reason to rest the account (a 404
                             // from a wrong base URL, DeepSeek not knowing the configured
                             // model): the operator's to see, in its errors and last error.
@@ -171,6 +173,7 @@ impl Upstream {
                         }
                         return Err(e);
                     }
+                    slot.decided();
                     // The account's failure (a request's own 400 is not one).
                     account.errors.fetch_add(1, Ordering::Relaxed);
                     tried.push(slot.index());
