@@ -252,12 +252,7 @@ pub async fn top_up_key(
     if key.status() == KeyStatus::Revoked {
         return Err(AdminError::Revoked(key.id.clone()));
     }
-    if key
-        .balance()
-        .budget
-        .checked_add(amount)
-        .is_none_or(|b| b > MAX_BUDGET)
-    {
+    if !crate::money::fits_budget(key.balance().budget, amount) {
         return Err(AdminError::BadAmount(format!(
             "the key's budget would pass ${MAX_BUDGET}"
         )));
@@ -353,10 +348,7 @@ pub fn mark_if_exhausted(state: &AppState, key: &KeyState) {
     if key.status() == KeyStatus::Revoked {
         return;
     }
-    let threshold = state
-        .catalog
-        .plan(&key.plan())
-        .map_or(Usd::from_nanos(1), |p| p.exhausted_below);
+    let threshold = state.catalog.exhausted_below(&key.plan());
     if key.is_low() {
         notice_if_first(state, key, Notice::LowBalance);
     }

@@ -179,6 +179,13 @@ impl Catalog {
         self.plans.get(id)
     }
 
+    /// Below this remaining balance a key of plan `id` is exhausted (1 nano-USD for a plan the
+    /// config no longer has).
+    pub fn exhausted_below(&self, id: &str) -> Usd {
+        self.plan(id)
+            .map_or(Usd::from_nanos(1), |p| p.exhausted_below)
+    }
+
     /// The price period now.
     pub fn period_now(&self) -> PricePeriod {
         self.schedule.period_at(chrono::Utc::now())

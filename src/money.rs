@@ -19,6 +19,11 @@ pub const MAX_AMOUNT: Usd = Usd::from_dollars(100_000);
 /// a float, and the daemon would not start again).
 pub const MAX_BUDGET: Usd = Usd::from_dollars(1_000_000_000);
 
+/// Whether a key whose budget is `budget` may be given `more` without passing [`MAX_BUDGET`].
+pub fn fits_budget(budget: Usd, more: Usd) -> bool {
+    budget.checked_add(more).is_some_and(|b| b <= MAX_BUDGET)
+}
+
 /// An amount of US dollars, stored as integer nano-dollars (1e-9 USD).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Usd(i64);

@@ -557,17 +557,7 @@ async fn a_refund_takes_back_what_requests_in_flight_held_once_they_settle() {
 /// top-up), and nothing is taken twice. A replayed partial refund changes nothing.
 #[tokio::test]
 async fn a_partial_refund_takes_back_its_share_of_the_credit_and_keeps_the_key() {
-    // Starter: $5.00 paid for a budget of $0.0003 (300 000 nano-USD), so shares are exact
-    // enough to see the rounding.
-    let app = TestApp::spawn_shop_with(|c| {
-        c.plans.get_mut("starter").unwrap().budget_usd = "0.0003".parse().unwrap();
-    })
-    .await;
-    let mut b = Browser::open(&app).await;
-    let (order, paypal) = b.create_order(&app, "starter", "buyer@example.com").await;
-    assert!(app.pp().approve(&paypal));
-    let (_, v) = b.capture(&app, &order).await;
-    let key = v["api_key"].as_str().expect("a key").to_string();
+    let (app, order, paypal, key) = small_starter_bought().await;
     let ks = app.key_state(&key);
     assert_eq!(ks.balance().budget.nanos(), 300_000);
 
@@ -826,15 +816,7 @@ async fn a_partial_refund_before_the_payment_is_recorded_is_retried_not_lost() {
 /// and its key revoked.
 #[tokio::test]
 async fn a_partial_refund_resent_under_a_new_event_id_changes_nothing() {
-    let app = TestApp::spawn_shop_with(|c| {
-        c.plans.get_mut("starter").unwrap().budget_usd = "0.0003".parse().unwrap();
-    })
-    .await;
-    let mut b = Browser::open(&app).await;
-    let (order, paypal) = b.create_order(&app, "starter", "buyer@example.com").await;
-    assert!(app.pp().approve(&paypal));
-    let (_, v) = b.capture(&app, &order).await;
-    let key = v["api_key"].as_str().expect("a key").to_string();
+    let (app, order, paypal, key) = small_starter_bought().await;
     let ks = app.key_state(&key);
     // $3.00 of $5.00: 60 % of 300 000 nano-USD.
     let part = app
@@ -871,4 +853,19 @@ async fn a_shop_top_up_past_the_budget_ceiling_is_refused() {
     assert_eq!(status, 400, "{v}");
     assert_eq!(v["error"]["code"], "key_budget_full", "{v}");
     assert_eq!(app.pp().counts().create_calls, 0);
+}
+
+/// A shop whose Starter is $5.00 for a budget of $0.0003 (300 000 nano-USD, so refund shares
+/// are exact enough to see the rounding), and one bought: (app, order id, PayPal id, key).
+async fn small_starter_bought() -> (TestApp, String, String, String) {
+    let app = TestApp::spawn_shop_with(|c| {
+        c.plans.get_mut("starter").unwrap().budget_usd = "0.0003".parse().unwrap();
+    })
+    .await;
+    let mut b = Browser::open(&app).await;
+    let (order, paypal) = b.create_order(&app, "starter", "buyer@example.com").await;
+    assert!(app.pp().approve(&paypal));
+    let (_, v) = b.capture(&app, &order).await;
+    let key = v["api_key"].as_str().expect("a key").to_string();
+    (app, order, paypal, key)
 }

@@ -366,10 +366,7 @@ pub async fn settle(state: &AppState, ctx: &RequestCtx, o: Outcome) -> Billed {
 /// (told to the store, the console and the log once), and queue the owner's low-balance and
 /// exhausted notices once per crossing.
 fn mark_if_exhausted(state: &AppState, key: &KeyState, now: DateTime<Utc>) {
-    let threshold = state
-        .catalog
-        .plan(&key.plan())
-        .map_or(Usd::from_nanos(1), |p| p.exhausted_below);
+    let threshold = state.catalog.exhausted_below(&key.plan());
     if key.is_low() {
         queue_notice(state, key, Notice::LowBalance, now);
     }
@@ -397,10 +394,7 @@ fn mark_if_exhausted(state: &AppState, key: &KeyState, now: DateTime<Utc>) {
 /// the customer).
 pub fn uncharge(state: &AppState, key: &KeyState, charged: Usd) {
     key.uncharge(charged);
-    let threshold = state
-        .catalog
-        .plan(&key.plan())
-        .map_or(Usd::from_nanos(1), |p| p.exhausted_below);
+    let threshold = state.catalog.exhausted_below(&key.plan());
     if key.balance().remaining() >= threshold {
         key.reactivate();
     }

@@ -143,11 +143,7 @@ pub async fn create(
     // otherwise head for nano-dollars' 64-bit limit).
     if let Some(id) = &topup_key
         && let Some(key) = state.keys.by_id(id)
-        && key
-            .balance()
-            .budget
-            .checked_add(plan.budget_usd)
-            .is_none_or(|b| b > crate::money::MAX_BUDGET)
+        && !crate::money::fits_budget(key.balance().budget, plan.budget_usd)
     {
         return Err(ShopError::KeyFull);
     }
