@@ -179,7 +179,17 @@ async fn upstream_failed<D: Dialect>(pending: Pending, e: UpstreamError) -> Resp
         e if e.rejects_request() => Finish::Rejected,
         _ => Finish::UpstreamError,
     };
-    let client = GatewayError::from(e);
+    let mut client = GatewayError::from(e);
+    // Upstream's message may name the model as DeepSeek knows it: the customer sees the name
+    // they asked for (the operator's mapping stays the operator's).
+    if let (Some(ctx), GatewayError::UpstreamRejected { message, .. }) =
+        (pending.ctx(), &mut client)
+    {
+        let m = &ctx.model;
+        if !m.upstream.is_empty() && m.upstream != m.name && message.contains(&m.upstream) {
+            *message = message.replace(&m.upstream, &m.name);
+        }
+    }
     pending
         .settle(Outcome {
             usage: None,

@@ -60,7 +60,14 @@ impl Reply {
             match tokio::time::timeout_at(wait, http::chunk(self.resp.body_mut())).await {
                 Err(_) => return Err(UpstreamError::Timeout),
                 Ok(Err(e)) => return Err(UpstreamError::Malformed(format!("body cut: {e}"))),
-                Ok(Ok(None)) => return Ok(buf),
+                Ok(Ok(None)) => {
+                    // A byte-order mark before the JSON (serde refuses it; the SSE decoder
+                    // already drops one): a whole answer is not thrown away for it.
+                    if buf.starts_with(b"\xEF\xBB\xBF") {
+                        buf.drain(..3);
+                    }
+                    return Ok(buf);
+                }
                 Ok(Ok(Some(c))) => {
                     if c.iter().any(|b| !b.is_ascii_whitespace()) {
                         last_data = Instant::now();
@@ -130,7 +137,11 @@ impl EventStream {
             if let Some(item) = self.ready.pop_front() {
                 // Keep-alives (comments; Anthropic's `ping` events) are not data: a stream
                 // stalled behind them still times out.
-                if matches!(&item, SseItem::Event(e) if e.event.as_deref() != Some("ping")) {
+                // A `ping` is known by its event name, or by its data where the name is
+                // missing (only the start of the text is looked at: one comparison an event).
+                if matches!(&item, SseItem::Event(e) if e.event.as_deref() != Some("ping")
+                    && !(e.event.is_none() && e.data.starts_with(r#"{"type":"ping""#)))
+                {
                     self.last_data = Instant::now();
                 }
                 return Ok(Some(item));

@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 use crate::gateway::billing::HoldNeeds;
 use crate::gateway::dialect::ClientRequest;
 use crate::gateway::error::GatewayError;
+use crate::gateway::json::case_twin;
 use crate::gateway::json::members::Members;
 
 /// Bytes added to the body length for the prompt's upper bound: the template's special
@@ -44,6 +45,18 @@ enum Body {
     Tree(Map<String, Value>),
 }
 
+/// The top-level members the gateway sets or reads (billing, the hold, the route, the
+/// estimate): one written in another case is refused ([`case_twin`]).
+const OWNED: &[&str] = &[
+    "model",
+    "messages",
+    "system",
+    "tools",
+    "max_tokens",
+    "stream",
+    "metadata",
+];
+
 fn bad(message: impl Into<String>) -> GatewayError {
     GatewayError::InvalidRequest {
         message: message.into(),
@@ -70,7 +83,8 @@ fn block_bytes(b: &Value) -> u64 {
         Some("tool_use") => text("name") + b.get("input").map_or(0, |i| i.to_string().len() as u64),
         Some("tool_result") => content_bytes(b.get("content")),
         Some("thinking") => text("thinking"),
-        _ => text("text"),
+        // Any other block (text, document, search result…): its text and what it contains.
+        _ => text("text") + content_bytes(b.get("content")),
     }
 }
 
@@ -79,7 +93,19 @@ fn object(raw: &[u8]) -> Result<Map<String, Value>, GatewayError> {
     let value: Value = serde_json::from_slice(raw)
         .map_err(|e| bad(format!("The request body is not valid JSON: {e}.")))?;
     match value {
-        Value::Object(body) => Ok(body),
+        Value::Object(body) => {
+            // A member that differs from one the gateway owns only in case: DeepSeek might
+            // read it in place of the gateway's value.
+            if let Some((k, owned)) = body
+                .keys()
+                .find_map(|k| case_twin(k, OWNED).map(|o| (k, o)))
+            {
+                return Err(bad(format!(
+                    "{k}: Extra inputs are not permitted (member names are case-sensitive; did you mean `{owned}`?)"
+                )));
+            }
+            Ok(body)
+        }
         _ => Err(bad("The request body must be a JSON object.")),
     }
 }
@@ -312,5 +338,45 @@ mod tests {
         assert_eq!(r.prompt_estimate, 13 + 8 + 2);
         assert_eq!(r.prompt_upper_bound, raw.len() as u64 + 64);
         assert_eq!(count_tokens(&raw).unwrap().1, r.prompt_estimate);
+    }
+
+    /// As in the OpenAI dialect: case twins of owned members refused by both readings; the
+    /// text of a document or search result block counts toward the estimate.
+    #[test]
+    fn case_twins_are_refused_and_block_text_counts() {
+        for twin in [
+            r#""MAX_TOKENS":30000"#,
+            r#""Model":"deepseek-v4-pro""#,
+            r#""Metadata":{"user_id":"someone"}"#,
+            r#""SYSTEM":"x""#,
+        ] {
+            let raw = format!(
+                r#"{{"model":"m","max_tokens":5,"messages":[{{"role":"user","content":"hi"}}],{twin}}}"#
+            );
+            match MessagesRequest::parse(&Bytes::from(raw.clone())) {
+                Err(GatewayError::InvalidRequest { message, .. }) => {
+                    assert!(message.contains("case-sensitive"), "{message}")
+                }
+                Err(e) => panic!("{raw}: {e:?}"),
+                Ok(_) => panic!("{raw}: accepted"),
+            }
+            assert!(count_tokens(&Bytes::from(raw)).is_err());
+        }
+        let big = "x".repeat(4000);
+        for block in [
+            format!(
+                r#"{{"type":"search_result","source":"s","title":"t","content":[{{"type":"text","text":"{big}"}}]}}"#
+            ),
+            format!(r#"{{"type":"document","content":"{big}"}}"#),
+        ] {
+            let raw = format!(
+                r#"{{"model":"m","max_tokens":5,"messages":[{{"role":"user","content":[{block}]}}]}}"#
+            );
+            let quick = MessagesRequest::parse(&Bytes::from(raw.clone())).unwrap();
+            assert!(matches!(quick.body, Body::View(_)));
+            assert!(quick.prompt_estimate >= 1000, "{}", quick.prompt_estimate);
+            let tree = MessagesRequest::parse_tree(raw.as_bytes()).unwrap();
+            assert_eq!(tree.prompt_estimate, quick.prompt_estimate);
+        }
     }
 }

@@ -35,17 +35,26 @@ pub struct Input {
 #[derive(Debug, Clone, Copy, Default, Deserialize)]
 pub struct Wire {
     /// Not read from the cache.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_count")]
     pub input_tokens: Option<u64>,
     /// Written to the cache.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_count")]
     pub cache_creation_input_tokens: Option<u64>,
     /// Read from the cache.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_count")]
     pub cache_read_input_tokens: Option<u64>,
     /// Generated.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_count")]
     pub output_tokens: Option<u64>,
+}
+
+/// A count of [`Wire`]: absent or null, a whole number (`77.0` too), or an error.
+fn opt_count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    match Option::<Count>::deserialize(d)? {
+        None => Ok(None),
+        Some(Count::Whole(n)) => Ok(Some(n)),
+        Some(Count::Other) => Err(serde::de::Error::custom("not a token count")),
+    }
 }
 
 impl Wire {
@@ -202,7 +211,8 @@ fn lenient(counts: [Result<Option<u64>, ()>; 4]) -> Lenient {
     }))
 }
 
-/// A count as written: a whole number, or anything else (read through and set aside).
+/// A count as written: a whole number (an integer, or a float with a whole value: `77.0`), or
+/// anything else (read through and set aside).
 enum Count {
     Whole(u64),
     Other,
@@ -231,8 +241,8 @@ impl<'de> serde::de::Visitor<'de> for CountVisitor {
         Ok(Count::Other)
     }
 
-    fn visit_f64<E>(self, _: f64) -> Result<Count, E> {
-        Ok(Count::Other)
+    fn visit_f64<E>(self, f: f64) -> Result<Count, E> {
+        Ok(crate::gateway::json::whole_count(f).map_or(Count::Other, Count::Whole))
     }
 
     fn visit_bool<E>(self, _: bool) -> Result<Count, E> {

@@ -16,6 +16,42 @@ pub(super) fn is_json(text: &str) -> bool {
         || serde_json::from_str::<serde_json::Value>(text).is_ok()
 }
 
+/// The member of `owned` that `name` would be read as by a parser that matches member names
+/// regardless of case — Go's `encoding/json` does: ASCII case, and the two non-ASCII letters
+/// that fold to ASCII ones, K (U+212A, Kelvin) for `k` and ſ (U+017F, long s) for `s` — when
+/// `name` is not that member itself. The gateway sets or reads those members (`model`,
+/// `max_tokens`…); a twin such as `MAX_TOKENS` copied upstream after the gateway's own value
+/// could be the one DeepSeek reads, so the request is refused instead. `owned` is in lower-case
+/// ASCII.
+pub(super) fn case_twin(name: &str, owned: &[&'static str]) -> Option<&'static str> {
+    // Quick way out for the members every request has: an exact name is never a twin, and a
+    // name of another length in bytes can only be one through the two multi-byte letters.
+    if owned.contains(&name) {
+        return None;
+    }
+    owned.iter().copied().find(|o| {
+        let mut want = o.bytes();
+        name.chars().all(|c| {
+            let c = match c {
+                '\u{212A}' => 'k',
+                '\u{17F}' => 's',
+                c => c.to_ascii_lowercase(),
+            };
+            want.next().is_some_and(|w| char::from(w) == c)
+        }) && want.next().is_none()
+    })
+}
+
+/// A token count written as a JSON float (`77.0`, `1e2`): its value when it is a whole,
+/// non-negative number, saturating at `u64::MAX` like the integers past it. DeepSeek writes
+/// integers; a relay or a library in front of it may not, and throwing the whole usage away
+/// for such a count billed an estimate instead of the provider's figures. (Token counts, not
+/// money: money never goes through a float.)
+pub(super) fn whole_count(f: f64) -> Option<u64> {
+    // `as` saturates at `u64::MAX`; `-0.0` reads as 0.
+    (f >= 0.0 && f.fract() == 0.0).then_some(f as u64)
+}
+
 /// What the log keeps of an upstream error event: its `error` member only (a chunk may carry
 /// the model's output beside it, which the log does not keep), at most 300 characters.
 pub(super) fn error_text(data: &str) -> String {
@@ -66,8 +102,61 @@ pub(super) fn has_non_null(text: &str, key: &Key) -> bool {
     })
 }
 
+/// Whether `text` (one JSON event) has a member named `key` (with its quotes) whose value is
+/// the empty array: OpenAI's last chunk of a stream, `"choices":[]` beside the usage. Read as
+/// [`has_non_null`] reads.
+pub(super) fn has_empty_array(text: &str, key: &Key) -> bool {
+    let b = text.as_bytes();
+    let finder = key
+        .0
+        .get_or_init(|| memchr::memmem::Finder::new(key.1.as_bytes()));
+    let skip = |s: &[u8]| {
+        s.iter()
+            .position(|c| !c.is_ascii_whitespace())
+            .unwrap_or(s.len())
+    };
+    finder.find_iter(b).any(|at| {
+        let rest = &b[at + key.1.len()..];
+        let rest = &rest[skip(rest)..];
+        let Some(rest) = rest.strip_prefix(b":") else {
+            return false;
+        };
+        let rest = &rest[skip(rest)..];
+        let Some(rest) = rest.strip_prefix(b"[") else {
+            return false;
+        };
+        rest[skip(rest)..].starts_with(b"]")
+    })
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn case_twins_of_owned_members() {
+        use super::case_twin;
+        const OWNED: &[&str] = &["model", "max_tokens", "stream", "n"];
+        assert_eq!(case_twin("MAX_TOKENS", OWNED), Some("max_tokens"));
+        assert_eq!(case_twin("Model", OWNED), Some("model"));
+        assert_eq!(case_twin("N", OWNED), Some("n"));
+        assert_eq!(case_twin("max_to\u{212A}ens", OWNED), Some("max_tokens"));
+        assert_eq!(case_twin("\u{17F}tream", OWNED), Some("stream"));
+        assert_eq!(case_twin("max_tokens", OWNED), None);
+        assert_eq!(case_twin("temperature", OWNED), None);
+        assert_eq!(case_twin("max_token", OWNED), None);
+        assert_eq!(case_twin("max_tokensX", OWNED), None);
+        assert_eq!(case_twin("", OWNED), None);
+    }
+
+    #[test]
+    fn whole_floats_are_counts() {
+        use super::whole_count;
+        assert_eq!(whole_count(77.0), Some(77));
+        assert_eq!(whole_count(-0.0), Some(0));
+        assert_eq!(whole_count(1e300), Some(u64::MAX));
+        assert_eq!(whole_count(2.5), None);
+        assert_eq!(whole_count(-1.0), None);
+    }
+
     #[test]
     fn a_member_with_a_value_is_found_and_strings_are_not_members() {
         static KEY: super::Key = super::Key::new("\"finish_reason\"");
@@ -86,5 +175,17 @@ mod tests {
             r#"{"choices":[{"delta":{"content":"\"finish_reason\":\"stop\""}}]}"#
         ));
         assert!(!has(r#"{"choices":[{"finish_reason":"#));
+    }
+
+    #[test]
+    fn an_empty_array_member_is_found() {
+        static KEY: super::Key = super::Key::new("\"choices\"");
+        let has = |t: &str| super::has_empty_array(t, &KEY);
+        assert!(has(r#"{"choices":[],"usage":{}}"#));
+        assert!(has(r#"{"choices" : [ ] ,"usage":{}}"#));
+        assert!(!has(r#"{"choices":[{}],"usage":{}}"#));
+        assert!(!has(r#"{"choices":null}"#));
+        assert!(!has(r#"{"x":"\"choices\":[]"}"#));
+        assert!(!has(r#"{"choices":["#));
     }
 }

@@ -18,7 +18,7 @@ pub use request::{ChatRequest, usage_from_json};
 use super::billing::Reported;
 use super::dialect::{Answer, Dialect, PublicModel, Step, StreamRewrite, Tally};
 use super::error::GatewayError;
-use super::json::{Key, error_text, has_non_null};
+use super::json::{Key, error_text, has_empty_array, has_non_null};
 use super::pipeline;
 use crate::keys::{KeyState, KeyTable};
 use crate::state::AppState;
@@ -109,8 +109,14 @@ impl StreamRewrite for Chunks {
         } else {
             ev.data.as_str()
         };
-        if d.trim() == "[DONE]" {
+        let trimmed = d.trim();
+        if trimmed == "[DONE]" {
             return Ok(Step::End(DONE.to_string()));
+        }
+        // An event with empty data (a bare `data:` line) carries nothing: the openai SDKs pass
+        // over it, and so does the relay, rather than ending the stream as "not JSON".
+        if trimmed.is_empty() {
+            return Ok(Step::Skip);
         }
         // Whether this chunk ends the answer: looked for only in chunks without output (a
         // finish chunk's delta is usually empty) or with the usage (DeepSeek's last chunk), so
@@ -125,6 +131,12 @@ impl StreamRewrite for Chunks {
             Ok(Some(read)) => {
                 if read.generated.deltas == 0 || read.usage.is_some() {
                     note_finish(tally);
+                }
+                // OpenAI's own last chunk: the usage alone, `choices` empty. It follows every
+                // choice's finish, whichever chunk carried it (one with output is not searched).
+                static CHOICES: Key = Key::new("\"choices\"");
+                if read.usage.is_some() && !tally.finished && has_empty_array(d, &CHOICES) {
+                    tally.finished = true;
                 }
                 tally.add(read.generated);
                 if read.usage.is_some() {
@@ -191,6 +203,27 @@ mod tests {
         let last = r#"{"model":"up","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":3}}"#;
         assert!(c.event(&ev(last), &mut t).is_ok());
         assert!(t.finished);
+        assert_eq!(c.end_at_eof(&t), Ok(DONE.to_string()));
+    }
+
+    /// OpenAI's shape: the finish on the last chunk with output, then the usage alone with
+    /// `choices` empty; a break after it is the end of a whole answer (it was "retry", billed
+    /// in full). A bare `data:` is passed over, not a broken stream.
+    #[test]
+    fn eof_after_openai_usage_chunk_is_complete() {
+        let mut c = Chunks {
+            public: PublicModel::new("m"),
+            include_usage: true,
+        };
+        let mut t = Tally::new(Instant::now());
+        let last = r#"{"model":"up","choices":[{"index":0,"delta":{"content":"END"},"finish_reason":"stop"}]}"#;
+        assert!(c.event(&ev(last), &mut t).is_ok());
+        assert!(matches!(c.event(&ev(""), &mut t), Ok(Step::Skip)));
+        assert!(c.end_at_eof(&t).is_err());
+        let usage =
+            r#"{"model":"up","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":3}}"#;
+        assert!(c.event(&ev(usage), &mut t).is_ok());
+        assert!(t.usage.is_some() && t.finished);
         assert_eq!(c.end_at_eof(&t), Ok(DONE.to_string()));
     }
 }

@@ -11,6 +11,7 @@ pub use super::usage::usage_from_json;
 use crate::gateway::billing::HoldNeeds;
 use crate::gateway::dialect::ClientRequest;
 use crate::gateway::error::GatewayError;
+use crate::gateway::json::case_twin;
 use crate::gateway::json::members::Members;
 
 /// Bytes added to the body length for the prompt upper bound: the chat template's special
@@ -47,6 +48,36 @@ enum Body {
     Tree(Map<String, Value>),
 }
 
+/// The top-level members the gateway sets or reads (billing, the hold, the route, the
+/// estimate): one written in another case is refused ([`case_twin`]).
+const OWNED: &[&str] = &[
+    "model",
+    "messages",
+    "tools",
+    "max_tokens",
+    "max_completion_tokens",
+    "n",
+    "stream",
+    "stream_options",
+    "user_id",
+];
+
+/// A member that differs from one of [`OWNED`] only in case: refused, as DeepSeek might read it
+/// in place of the gateway's value.
+fn refuse_case_twins(body: &Map<String, Value>) -> Result<(), GatewayError> {
+    for k in body.keys() {
+        if let Some(owned) = case_twin(k, OWNED) {
+            return Err(bad(
+                format!(
+                    "Unrecognized request argument `{k}`: member names are case-sensitive (did you mean `{owned}`?)."
+                ),
+                owned,
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn bad(message: impl Into<String>, param: &'static str) -> GatewayError {
     GatewayError::InvalidRequest {
         message: message.into(),
@@ -73,9 +104,12 @@ fn content_bytes(v: Option<&Value>) -> u64 {
         Some(Value::String(s)) => s.len() as u64,
         Some(Value::Array(parts)) => parts
             .iter()
-            .map(|p| match p.get("text") {
-                Some(Value::String(s)) => s.len() as u64,
-                _ => 0,
+            .map(|p| match p {
+                Value::String(s) => s.len() as u64,
+                _ => match p.get("text") {
+                    Some(Value::String(s)) => s.len() as u64,
+                    _ => 0,
+                },
             })
             .sum(),
         _ => 0,
@@ -104,6 +138,8 @@ fn messages_text_bytes(messages: &[Value]) -> Result<u64, GatewayError> {
         }
         text_bytes +=
             content_bytes(obj.get("content")) + content_bytes(obj.get("reasoning_content"));
+        // The participant's name goes upstream with the message: counted as content is.
+        text_bytes += content_bytes(obj.get("name"));
         if let Some(calls) = obj.get("tool_calls") {
             text_bytes += calls.to_string().len() as u64;
         }
@@ -171,6 +207,7 @@ impl ChatRequest {
                 param: None,
             });
         };
+        refuse_case_twins(&body)?;
         let model = match body.get("model") {
             Some(Value::String(m)) if !m.is_empty() => m.clone(),
             None | Some(Value::Null) => {
@@ -379,5 +416,47 @@ mod tests {
         let u = usage_from_json(&json!({"prompt_tokens":100,"completion_tokens":30})).unwrap();
         assert_eq!((u.hit, u.miss), (0, 100));
         assert!(usage_from_json(&Value::Null).is_none());
+    }
+
+    /// A member that differs from one the gateway owns only in case is refused (a Go-style
+    /// reader upstream would take `MAX_TOKENS` over the gateway's `max_tokens`), by both
+    /// readings; text hidden in a message's `name` or in a bare string part counts (found by
+    /// an independent check).
+    #[test]
+    fn case_twins_are_refused_and_hidden_text_counts() {
+        for twin in [
+            r#""MAX_TOKENS":30000"#,
+            r#""Model":"deepseek-v4-pro""#,
+            r#""N":16"#,
+            r#""Stream":true"#,
+            r#""Stream_Options":{"include_usage":false}"#,
+            r#""User_Id":"someone""#,
+            r#""max_toKens":9"#,
+            "\"\u{17f}tream\":true",
+        ] {
+            let raw = format!(
+                r#"{{"model":"m","messages":[{{"role":"user","content":"hi"}}],"max_tokens":5,{twin}}}"#
+            );
+            match ChatRequest::parse(raw.as_bytes()) {
+                Err(GatewayError::InvalidRequest { message, .. }) => {
+                    assert!(message.contains("case-sensitive"), "{message}")
+                }
+                other => panic!("{raw}: {:?}", other.map(|r| r.max_tokens)),
+            }
+        }
+        let big = "x".repeat(4000);
+        for raw in [
+            format!(
+                r#"{{"model":"m","messages":[{{"role":"user","name":"{big}","content":"hi"}}]}}"#
+            ),
+            format!(r#"{{"model":"m","messages":[{{"role":"user","content":["{big}"]}}]}}"#),
+        ] {
+            let quick = ChatRequest::parse(raw.as_bytes()).unwrap();
+            assert!(matches!(quick.body, Body::View(_)));
+            assert!(quick.prompt_estimate >= 1000, "{}", quick.prompt_estimate);
+            // The tree agrees.
+            let tree = ChatRequest::parse_tree(raw.as_bytes()).unwrap();
+            assert_eq!(tree.prompt_estimate, quick.prompt_estimate);
+        }
     }
 }

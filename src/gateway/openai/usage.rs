@@ -20,11 +20,11 @@ use crate::gateway::billing::Usage;
 /// is what the prompt leaves (that half capped at the prompt).
 pub fn usage_from_json(v: &Value) -> Option<Usage> {
     let obj = v.as_object()?;
-    let num = |k: &str| obj.get(k).and_then(Value::as_u64);
+    let num = |k: &str| obj.get(k).and_then(count_of);
     let reasoning = obj
         .get("completion_tokens_details")
         .and_then(|d| d.get("reasoning_tokens"))
-        .and_then(Value::as_u64);
+        .and_then(count_of);
     from_counts(Counts {
         prompt: num("prompt_tokens"),
         completion: num("completion_tokens"),
@@ -50,7 +50,13 @@ pub fn usage_from_text(text: &str) -> Result<Option<Usage>, serde_json::Error> {
     }
 }
 
-/// The counts as read, each `None` when absent or not a non-negative integer.
+/// A count in a tree: a non-negative integer, or a float with a whole value (`77.0`).
+fn count_of(v: &Value) -> Option<u64> {
+    v.as_u64()
+        .or_else(|| v.as_f64().and_then(crate::gateway::json::whole_count))
+}
+
+/// The counts as read, each `None` when absent or not a non-negative whole number.
 struct Counts {
     prompt: Option<u64>,
     completion: Option<u64>,
@@ -59,18 +65,25 @@ struct Counts {
     reasoning: Option<u64>,
 }
 
-/// The billing rules over the counts read.
+/// The billing rules over the counts read. DeepSeek's split adds up to the prompt
+/// (hit + miss = prompt); where one that does not comes, no prompt token goes unbilled: what
+/// the hits leave of the prompt is at least the misses, and the prompt is at least the two
+/// (billed as split). Without a prompt count, the split is the prompt.
 fn from_counts(c: Counts) -> Option<Usage> {
-    let prompt = c.prompt?;
     let completion = c.completion?;
+    let prompt = match (c.prompt, c.hit, c.miss) {
+        (Some(p), _, _) => p,
+        (None, None, None) => return None,
+        (None, h, m) => h.unwrap_or(0).saturating_add(m.unwrap_or(0)),
+    };
     let (hit, miss) = match (c.hit, c.miss) {
-        (Some(h), Some(m)) => (h, m),
+        (Some(h), Some(m)) => (h, m.max(prompt.saturating_sub(h))),
         (Some(h), None) => (h.min(prompt), prompt.saturating_sub(h)),
         (None, Some(m)) => (prompt.saturating_sub(m), m.min(prompt)),
         (None, None) => (0, prompt),
     };
     Some(Usage {
-        prompt,
+        prompt: prompt.max(hit.saturating_add(miss)),
         hit,
         miss,
         completion,
@@ -118,8 +131,8 @@ impl<'de> Visitor<'de> for CountVisitor {
     fn visit_i64<E>(self, n: i64) -> Result<Count, E> {
         Ok(Count(u64::try_from(n).ok()))
     }
-    fn visit_f64<E>(self, _: f64) -> Result<Count, E> {
-        Ok(Count(None))
+    fn visit_f64<E>(self, f: f64) -> Result<Count, E> {
+        Ok(Count(crate::gateway::json::whole_count(f)))
     }
     fn visit_bool<E>(self, _: bool) -> Result<Count, E> {
         Ok(Count(None))
@@ -285,5 +298,70 @@ mod tests {
         let tree = usage_from_json(&serde_json::from_str(text).unwrap());
         assert_eq!(usage_from_text(text).unwrap(), tree);
         assert_eq!(tree.map(|u| u.reasoning), Some(5));
+    }
+
+    /// Counts written as whole floats are counts; a split that does not add up to the prompt
+    /// leaves no prompt token unbilled; without a prompt count the split is the prompt (found
+    /// by an independent check: each of these billed an estimate or let prompt tokens go free).
+    #[test]
+    fn awkward_counts_and_splits() {
+        let read = |t: &str| {
+            let u = usage_from_text(t).unwrap().unwrap();
+            let tree = usage_from_json(&serde_json::from_str(t).unwrap()).unwrap();
+            assert_eq!(u, tree, "{t}");
+            (u.prompt, u.hit, u.miss, u.completion)
+        };
+        assert_eq!(
+            read(
+                r#"{"prompt_tokens":100.0,"prompt_cache_miss_tokens":100,"completion_tokens":12.0}"#
+            ),
+            (100, 0, 100, 12)
+        );
+        assert_eq!(
+            read(r#"{"prompt_tokens":1e2,"completion_tokens":12}"#),
+            (100, 0, 100, 12)
+        );
+        assert!(
+            usage_from_text(r#"{"prompt_tokens":1.5,"completion_tokens":12}"#)
+                .unwrap()
+                .is_none()
+        );
+        // More than 64 bits: the largest count (the hold caps the charge).
+        assert_eq!(
+            read(r#"{"prompt_tokens":10,"completion_tokens":18446744073709551616}"#).3,
+            u64::MAX
+        );
+        // The split short of the prompt: the rest are misses.
+        assert_eq!(
+            read(
+                r#"{"prompt_tokens":1000,"prompt_cache_hit_tokens":0,"prompt_cache_miss_tokens":0,"completion_tokens":10}"#
+            ),
+            (1000, 0, 1000, 10)
+        );
+        assert_eq!(
+            read(
+                r#"{"prompt_tokens":1000,"prompt_cache_hit_tokens":600,"prompt_cache_miss_tokens":100,"completion_tokens":10}"#
+            ),
+            (1000, 600, 400, 10)
+        );
+        // The split past the prompt: billed as split, the prompt read as its sum.
+        assert_eq!(
+            read(
+                r#"{"prompt_tokens":10,"prompt_cache_hit_tokens":500,"prompt_cache_miss_tokens":500,"completion_tokens":1}"#
+            ),
+            (1000, 500, 500, 1)
+        );
+        // No prompt count: the split is the prompt.
+        assert_eq!(
+            read(
+                r#"{"completion_tokens":10,"prompt_cache_hit_tokens":3,"prompt_cache_miss_tokens":7}"#
+            ),
+            (10, 3, 7, 10)
+        );
+        assert!(
+            usage_from_text(r#"{"completion_tokens":10}"#)
+                .unwrap()
+                .is_none()
+        );
     }
 }

@@ -17,6 +17,7 @@ use std::borrow::Cow;
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
+use crate::gateway::json::case_twin;
 use crate::gateway::json::cursor::Cursor;
 use crate::gateway::json::members::{self, Edit, Members, Text, compact_len_next};
 
@@ -51,6 +52,8 @@ pub(super) fn parse(raw: &Bytes) -> Option<Quick> {
                 }
             }
             "tools" => tools = compact_len_next(c)?,
+            // A twin of a member the gateway owns (`MAX_TOKENS`): the tree refuses it.
+            _ if case_twin(name, super::OWNED).is_some() => return None,
             _ => c.skip_value()?,
         }
         Some(())
@@ -141,7 +144,8 @@ fn content(c: &mut Cursor<'_>) -> Option<u64> {
 }
 
 /// A block's bytes of text by its type: a tool use's name and compact input, a tool result's
-/// content, a thinking block's thinking, any other block's `text` (0 for what is not text).
+/// content, a thinking block's thinking, any other block's `text` and `content` (a document's
+/// or a search result's text; 0 for what is not text).
 fn block(c: &mut Cursor<'_>) -> Option<u64> {
     if c.next_byte()? != b'{' {
         return c.skip_value().map(|()| 0);
@@ -173,7 +177,8 @@ fn block(c: &mut Cursor<'_>) -> Option<u64> {
         "tool_use" => name + input,
         "tool_result" => inner,
         "thinking" => thinking,
-        _ => text,
+        // Any other block (text, document, search result…): its text and what it contains.
+        _ => text + inner,
     })
 }
 

@@ -22,7 +22,7 @@ fn field() -> impl Strategy<Value = Option<Value>> {
         1 => Just(Some(Value::Null)),
         4 => (0u64..1_000_000).prop_map(|n| Some(Value::from(n))),
         1 => any::<u64>().prop_map(|n| Some(Value::from(n))),
-        1 => prop_oneof![Just(json!(-1)), Just(json!(2.5)), Just(json!("3")), Just(json!({}))]
+        1 => prop_oneof![Just(json!(-1)), Just(json!(2.5)), Just(json!("3")), Just(json!({})), Just(json!(77.0))]
             .prop_map(Some),
     ]
 }
@@ -48,7 +48,10 @@ proptest! {
             .iter()
             .map(|f| match f {
                 None | Some(Value::Null) => Some(None),
-                Some(v) => v.as_u64().map(Some),
+                Some(v) => v
+                    .as_u64()
+                    .or_else(|| v.as_f64().and_then(crate::gateway::json::whole_count))
+                    .map(Some),
             })
             .collect();
         let Some(counts) = counts else {

@@ -456,8 +456,9 @@ proptest! {
         }
     }
 
-    /// Usage: `None` unless both counts are there; the split is upstream's when it sends both
-    /// halves, else derived so that hit + miss = prompt; absent reasoning counts as zero.
+    /// Usage: `None` without the output count or any prompt count; the split is upstream's
+    /// when it sends both halves (what the hits leave of the prompt at least the misses), else
+    /// derived so that hit + miss = prompt; absent reasoning counts as zero.
     #[test]
     fn usage_reads_counts_with_a_consistent_split(
         fields in prop::collection::vec(count(), 5),
@@ -485,16 +486,34 @@ proptest! {
         if details {
             obj.insert("completion_tokens_details".into(), Value::Object(det));
         }
-        let n = |i: usize| fields[i].as_ref().and_then(Value::as_u64);
+        // A count: a non-negative integer, or a float with a whole value.
+        let n = |i: usize| {
+            fields[i].as_ref().and_then(|v| {
+                v.as_u64()
+                    .or_else(|| v.as_f64().and_then(crate::gateway::json::whole_count))
+            })
+        };
         let got = usage_from_json(&Value::Object(obj));
-        match (n(0), n(1)) {
+        // The prompt: its count, else the split's sum; no usage without the output count or
+        // anything about the prompt.
+        let prompt = match (n(0), n(2), n(3)) {
+            (Some(p), _, _) => Some(p),
+            (None, None, None) => None,
+            (None, h, m) => Some(h.unwrap_or(0).saturating_add(m.unwrap_or(0))),
+        };
+        match (prompt, n(1)) {
             (Some(prompt), Some(completion)) => {
                 let u = got.unwrap();
-                prop_assert_eq!((u.prompt, u.completion), (prompt, completion));
+                prop_assert_eq!(u.completion, completion);
                 prop_assert_eq!(u.reasoning, if details { n(4).unwrap_or(0) } else { 0 });
                 match (n(2), n(3)) {
-                    (Some(h), Some(m)) => prop_assert_eq!((u.hit, u.miss), (h, m)),
+                    // Upstream's split, with no prompt token left out of it.
+                    (Some(h), Some(m)) => {
+                        prop_assert_eq!((u.hit, u.miss), (h, m.max(prompt.saturating_sub(h))));
+                        prop_assert_eq!(u.prompt, prompt.max(h.saturating_add(u.miss)));
+                    }
                     _ => {
+                        prop_assert_eq!(u.prompt, prompt);
                         prop_assert!(u.hit <= prompt);
                         prop_assert_eq!(u.hit + u.miss, prompt);
                     }

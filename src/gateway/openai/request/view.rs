@@ -22,6 +22,7 @@ use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use crate::gateway::json::case_twin;
 use crate::gateway::json::cursor::Cursor;
 use crate::gateway::json::members::{self, Edit, Members, Text, compact_len, compact_len_next};
 use crate::gateway::openai::chunk::Obj;
@@ -51,6 +52,10 @@ struct Message<'a> {
     /// Anything: its text counts only when it is text or parts.
     #[serde(default)]
     reasoning_content: Option<Lenient>,
+    /// The participant's name, sent upstream with the message: its text counts as content
+    /// does (an independent check hid a 400 KB prompt in it).
+    #[serde(default)]
+    name: Option<Lenient>,
     /// `null` included: the tree counts its text (`null`) too.
     #[serde(default, borrow, deserialize_with = "raw_even_null")]
     tool_calls: Option<&'a RawValue>,
@@ -138,7 +143,8 @@ impl ContentVisitor {
 }
 
 /// One part of a content array: the bytes of its `text` when that is a string (the last
-/// `text` member wins, as in a JSON map), 0 for anything else.
+/// `text` member wins, as in a JSON map), of the part itself when it is a string, 0 for
+/// anything else.
 struct Part(u64);
 
 impl<'de> Deserialize<'de> for Part {
@@ -168,8 +174,9 @@ impl<'de> Deserialize<'de> for Part {
                 while seq.next_element::<IgnoredAny>()?.is_some() {}
                 Ok(Part(0))
             }
-            fn visit_str<E>(self, _: &str) -> Result<Part, E> {
-                Ok(Part(0))
+            /// A bare string among the parts is text too.
+            fn visit_str<E>(self, s: &str) -> Result<Part, E> {
+                Ok(Part(s.len() as u64))
             }
             fn visit_bool<E>(self, _: bool) -> Result<Part, E> {
                 Ok(Part(0))
@@ -221,6 +228,8 @@ pub(super) fn parse(raw: &Bytes) -> Option<Read> {
             tools = Some(compact_len_next(c)?);
             Some(())
         }
+        // A twin of a member the gateway owns (`MAX_TOKENS`): the tree refuses it.
+        _ if case_twin(name, super::OWNED).is_some() => None,
         _ => c.skip_value(),
     })?;
     let get = |name: &str| body.get(name);
@@ -237,6 +246,7 @@ pub(super) fn parse(raw: &Bytes) -> Option<Read> {
         m.role.as_ref()?;
         text_bytes += m.content.as_ref().map_or(0, |c| c.0);
         text_bytes += m.reasoning_content.as_ref().map_or(0, |r| r.0);
+        text_bytes += m.name.as_ref().map_or(0, |r| r.0);
         if let Some(calls) = m.tool_calls {
             text_bytes += compact_len(calls.get())?;
         }
