@@ -182,9 +182,10 @@ pub struct RequestCtx {
     pub api: Api,
     /// The upstream account serving it, once its answer began.
     pub account: std::sync::OnceLock<String>,
-    /// Whether it left the pool's queue for an upstream account: until then DeepSeek has not
-    /// seen it, and a client that goes away (or a shutdown) owes nothing for it.
-    pub dispatched: AtomicBool,
+    /// Whether it is being (or was) written to an upstream account's connection: until then
+    /// DeepSeek has not seen it (queued for an account, or connecting), and a client that goes
+    /// away (or a shutdown) owes nothing for it. Shared with the upstream body, which sets it.
+    pub dispatched: std::sync::Arc<AtomicBool>,
 }
 
 /// Counts upstream reported where its usage was not whole: Anthropic's input counts come in
@@ -247,8 +248,9 @@ fn bill(ctx: &RequestCtx, o: &Outcome) -> (Usage, Measured) {
 
 /// Settle a request: charge, release the rest of the hold, and record its ledger row. Returns
 /// once the row is as safe as `store.sync` promises (`full`: committed to disk; `normal`: in
-/// the OS, in the journal), so the caller may then send the response's last byte.
-pub async fn settle(state: &AppState, ctx: &RequestCtx, o: Outcome) -> Billed {
+/// the OS, in the journal), so the caller may then send the response's last byte. `kept`: see
+/// [`crate::store::Store::record_usage`].
+pub async fn settle(state: &AppState, ctx: &RequestCtx, o: Outcome, kept: bool) -> Billed {
     let (usage, measured) = bill(ctx, &o);
     let (usage, measured) = within_hold(ctx, usage, measured);
     let cost = cost_of(usage.hit, usage.miss, usage.completion, &ctx.hold.prices);
@@ -331,7 +333,7 @@ pub async fn settle(state: &AppState, ctx: &RequestCtx, o: Outcome) -> Billed {
         row.completion_tokens,
         row.latency_ms,
     );
-    let committed = state.store.record_usage(row);
+    let committed = state.store.record_usage(row, kept);
     mark_if_exhausted(state, &ctx.key, now);
     // Sent after the row is queued: the activity tracker relies on it when it reloads the
     // day's totals from the ledger (see activity::tracker).
@@ -462,10 +464,22 @@ impl Pending {
         &self.state
     }
 
-    /// Settle now (nothing to settle if it already was). `recorded` is false when the ledger
-    /// row could not be recorded as `store.sync` promises: the answer must then not be
-    /// delivered.
-    pub async fn settle(mut self, o: Outcome) -> Billed {
+    /// Settle now (nothing to settle if it already was), for a request whose charge stands
+    /// whatever the ledger does (a stream, a cut, a failure): a row that cannot be recorded now
+    /// is kept and committed once the database takes writes again. `recorded` says whether it
+    /// is already as safe as `store.sync` promises.
+    pub async fn settle(self, o: Outcome) -> Billed {
+        self.settle_as(o, true).await
+    }
+
+    /// Settle a whole answer not yet sent: when its row cannot be recorded as `store.sync`
+    /// promises (`recorded` false), the caller withholds the answer and gives the charge back,
+    /// so the row is not kept for a later commit.
+    pub async fn settle_before_answer(self, o: Outcome) -> Billed {
+        self.settle_as(o, false).await
+    }
+
+    async fn settle_as(mut self, o: Outcome, kept: bool) -> Billed {
         let Some(ctx) = self.ctx.take() else {
             return Billed {
                 recorded: true,
@@ -474,7 +488,7 @@ impl Pending {
         };
         // Leave on every path, including this future being dropped mid-settlement.
         let _leave = Leave(&self.state);
-        settle(&self.state, &ctx, o).await
+        settle(&self.state, &ctx, o, kept).await
     }
 }
 
@@ -502,7 +516,7 @@ impl Drop for Pending {
                 Ok(rt) => {
                     rt.spawn(async move {
                         let _leave = Leave(&state);
-                        settle(&state, &ctx, o).await;
+                        settle(&state, &ctx, o, true).await;
                     });
                 }
                 Err(_) => {

@@ -85,7 +85,7 @@ fn start<D: Dialect>(
         started_at: Utc::now(),
         api: D::API,
         account: std::sync::OnceLock::new(),
-        dispatched: AtomicBool::new(false),
+        dispatched: Arc::new(AtomicBool::new(false)),
     };
     (Pending::new(state.clone(), ctx), Call { body, stream })
 }
@@ -215,7 +215,7 @@ async fn whole<D: Dialect>(pending: Pending, raw: &[u8]) -> Response {
     let ttft = ctx.started.elapsed();
     let (state, key) = (pending.state().clone(), ctx.key.clone());
     let billed = pending
-        .settle(Outcome {
+        .settle_before_answer(Outcome {
             usage: answer.usage,
             output_estimate: answer.output_estimate,
             reported: answer.reported,

@@ -12,6 +12,13 @@ pub enum BackupError {
     /// The destination exists; a backup never overwrites.
     #[error("{0} already exists; a backup never overwrites a file")]
     Exists(PathBuf),
+    /// The temporary file a backup writes first exists: another backup to the same file is
+    /// running, or one was cut off (then the file can go).
+    #[error(
+        "{0} already exists: another backup to this file is under way, or one was cut off \
+         (then delete it and try again)"
+    )]
+    TempExists(PathBuf),
     /// Creating, syncing or renaming the file.
     #[error("{context}: {source}")]
     Io {
@@ -49,7 +56,7 @@ pub(super) fn backup_blocking(src: &Path, dest: &Path) -> Result<u64, BackupErro
         .open(&tmp)
         .map_err(|e| {
             if e.kind() == std::io::ErrorKind::AlreadyExists {
-                BackupError::Exists(tmp.clone())
+                BackupError::TempExists(tmp.clone())
             } else {
                 BackupError::Io {
                     context: format!("cannot create {}", tmp.display()),

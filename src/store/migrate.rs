@@ -19,6 +19,7 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     ),
     (8, include_str!("migrations/0008_order_refunded_amount.sql")),
     (9, include_str!("migrations/0009_rotation_requests.sql")),
+    (10, include_str!("migrations/0010_upstream_disabled.sql")),
 ];
 
 /// Apply the migrations not applied yet, each in its own transaction.

@@ -5,6 +5,7 @@
 //! where a response must not leave before its bill is durable, await the commit acknowledgement;
 //! one commit serves every row that arrived while the previous one was being written.
 
+pub mod accounts;
 mod backup;
 pub mod budget;
 mod error;

@@ -18,9 +18,15 @@ impl Store {
     /// caller's task (see [`super::journal`]), and committed behind without anyone waiting;
     /// the future waits for the row's commit only when the journal cannot take it or the
     /// writer is more than [`BACKLOG_CAP`] rows behind.
+    ///
+    /// `kept`: the row's charge stands whatever happens to the commit (its answer went out, or
+    /// was cut, before it), so a row whose commit fails is kept and committed with a later
+    /// batch rather than lost; a row whose answer is withheld when it cannot be recorded (a
+    /// whole answer, whose charge is then given back) is not.
     pub fn record_usage(
         &self,
         row: UsageRow,
+        kept: bool,
     ) -> impl Future<Output = Result<(), StoreError>> + use<> {
         let committed = match self.journal.as_deref().map(|j| j.append(&row)) {
             Some(Ok(segment)) => {
@@ -51,9 +57,9 @@ impl Store {
             }
             Some(Err(e)) => {
                 tracing::warn!(error = %e, "journal append failed; committing the row first");
-                self.queue_durable(Write::Usage(Box::new(row)))
+                self.queue_durable(Write::Usage(Box::new(row)), kept)
             }
-            None => self.queue_durable(Write::Usage(Box::new(row))),
+            None => self.queue_durable(Write::Usage(Box::new(row)), kept),
         };
         async move {
             match committed {
@@ -70,10 +76,16 @@ impl Store {
         }
     }
 
-    /// Queue a write to be committed on disk, and how to hear of it.
-    fn queue_durable(&self, w: Write) -> Committed {
+    /// Queue a write to be committed on disk, and how to hear of it (`kept`: see
+    /// [`Store::record_usage`]).
+    fn queue_durable(&self, w: Write, kept: bool) -> Committed {
         let (tx, rx) = oneshot::channel();
-        if !self.writer.send(Job::Write(w, Ack::Reply(tx))) {
+        let ack = if kept {
+            Ack::Kept(Some(tx))
+        } else {
+            Ack::Reply(tx)
+        };
+        if !self.writer.send(Job::Write(w, ack)) {
             return Committed::Closed;
         }
         self.hurry();

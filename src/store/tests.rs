@@ -181,6 +181,7 @@ async fn open_creates_the_schema_and_reopening_migrates_once() {
             "rotation_requests_by_time",
             "schema_migrations",
             "topups",
+            "upstream_disabled",
             "usage",
             "usage_by_key_time_cost",
             "webhook_events"

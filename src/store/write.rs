@@ -1,7 +1,7 @@
 //! The changes the writer applies ([`Write`]), and how each one is applied in a transaction.
 
 use super::error::StoreError;
-use super::{keys, mail, orders, usage};
+use super::{accounts, keys, mail, orders, usage};
 use crate::keys::{KeyRecord, KeyStatus};
 use crate::kinds::MailKind;
 use crate::money::Usd;
@@ -209,6 +209,15 @@ pub enum Write {
         /// When.
         at_ms: i64,
     },
+    /// The operator took an upstream account out of service, or put it back.
+    AccountDisabled {
+        /// The account's name in the config.
+        name: String,
+        /// Out of service (`true`) or back in.
+        disabled: bool,
+        /// When.
+        at_ms: i64,
+    },
     /// A charge was undone (its answer withheld): the key's notices re-armed as a top-up
     /// re-arms them, and those queued for a crossing that no longer holds dropped.
     Rearm {
@@ -255,6 +264,11 @@ pub(super) fn apply(tx: &rusqlite::Connection, w: &Write) -> Result<(), StoreErr
             at_ms,
         } => keys::top_up(tx, key_id, *amount, *at_ms),
         Write::Barrier => Ok(()),
+        Write::AccountDisabled {
+            name,
+            disabled,
+            at_ms,
+        } => accounts::set_disabled(tx, name, *disabled, *at_ms),
         other => apply_self_service(tx, other),
     }
 }

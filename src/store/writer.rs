@@ -39,6 +39,11 @@ pub(super) enum Ack {
     None,
     /// A waiting task, with the write's own result, once the commit is on disk.
     Reply(oneshot::Sender<Result<(), StoreError>>),
+    /// As [`Ack::Reply`], for a ledger row whose charge stands whatever the commit does (the
+    /// answer went out, or was cut, before it): if the commit fails, the waiter hears so and the
+    /// row is kept and committed with a later batch (see [`Retained`]).
+    /// (`None`: the row kept from a failed batch, nobody waiting any more.)
+    Kept(Option<oneshot::Sender<Result<(), StoreError>>>),
     /// A waiting task, once the commit is made (in the OS: a reader sees it).
     Settled(oneshot::Sender<Result<(), StoreError>>),
     /// The row is also in this journal segment (`store.sync = "normal"`), which is held until
@@ -207,6 +212,7 @@ fn run<'c>(
     // NORMAL otherwise (see [`commit_batch`]); unknown at first.
     let mut on_disk: Option<bool> = None;
     let mut previous = 0;
+    let mut retained = Retained::default();
     while closing.is_none() {
         let Ok(first) = rx.recv() else { break };
         let mut batch = Vec::new();
@@ -248,9 +254,22 @@ fn run<'c>(
             .iter()
             .filter(|(_, ack)| matches!(ack, Ack::Journaled(..)))
             .count();
+        // A batch of writes that may change nothing (read barriers, re-arming notices) commits
+        // even on a full disk: it says nothing of whether the database takes writes.
+        let proves = !retained.is_empty()
+            || batch
+                .iter()
+                .any(|(w, _)| !matches!(w, Write::Barrier | Write::Rearm { .. }));
+        retained.prepend_to(&mut batch);
         let retry = !shared.failing.load(Ordering::Acquire);
-        let ok = commit_batch(conn, &mut stmts, batch, always_sync, &mut on_disk, retry);
-        shared.failing.store(!ok, Ordering::Release);
+        let done = commit_batch(conn, &mut stmts, batch, always_sync, &mut on_disk, retry);
+        let ok = done.is_ok();
+        if let Err(kept) = done {
+            retained.keep(kept);
+        }
+        if proves || !ok {
+            shared.failing.store(!ok, Ordering::Release);
+        }
         shared.backlog.fetch_sub(journaled, Ordering::Relaxed);
         shared.commits.fetch_add(1, Ordering::Release);
     }
@@ -267,11 +286,71 @@ fn run<'c>(
     // Refuse what comes after: a send now fails (`write_later` logs it) instead of being
     // accepted into a queue nobody reads.
     drop(rx);
+    let mut rest = rest;
+    retained.prepend_to(&mut rest);
     if !rest.is_empty() {
         let retry = !shared.failing.load(Ordering::Acquire);
-        commit_batch(conn, &mut stmts, rest, always_sync, &mut on_disk, retry);
+        if let Err(kept) = commit_batch(conn, &mut stmts, rest, always_sync, &mut on_disk, retry)
+            && !kept.is_empty()
+        {
+            // Journaled ones are still in the journal for the next start; the others are lost.
+            let lost = kept
+                .iter()
+                .filter(|(_, ack)| !matches!(ack, Ack::Journaled(..)))
+                .count();
+            tracing::error!(
+                rows = kept.len(),
+                lost,
+                "ledger rows still not committed at close; the journaled ones are applied at the next start"
+            );
+        }
     }
     closing
+}
+
+/// Ledger rows whose batch could not be committed (a full disk, a lock held by another
+/// program) though their charge stands: journaled rows (`store.sync = "normal"`) and
+/// [`Ack::Kept`] ones (an answer that went out). Each later batch carries them again until one
+/// commits, so they reach the database — and a backup, and the customer's dashboard — once it
+/// takes writes again, not only at the next start. At most [`RETAINED_MAX`]: past it the
+/// oldest are let go (a journaled row stays in its segment for the next start to apply).
+#[derive(Default)]
+struct Retained(std::collections::VecDeque<(Write, Ack)>);
+
+/// How many retained rows the writer holds (~1 KiB each).
+const RETAINED_MAX: usize = 65_536;
+
+impl Retained {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Put them before `batch`'s own writes (their rows settled first).
+    fn prepend_to(&mut self, batch: &mut Vec<(Write, Ack)>) {
+        if !self.0.is_empty() {
+            let own = std::mem::take(batch);
+            batch.extend(self.0.drain(..));
+            batch.extend(own);
+        }
+    }
+
+    fn keep(&mut self, rows: Vec<(Write, Ack)>) {
+        self.0.extend(rows);
+        let over = self.0.len().saturating_sub(RETAINED_MAX);
+        if over > 0 {
+            let lost = self
+                .0
+                .drain(..over)
+                .filter(|(_, ack)| !matches!(ack, Ack::Journaled(..)))
+                .count();
+            tracing::error!(
+                dropped = over,
+                lost,
+                "too many ledger rows waiting for the database to take writes; the oldest are \
+                 let go (journaled ones are applied at the next start)"
+            );
+        }
+    }
 }
 
 /// Move everything in the WAL into the database file and empty the WAL, at a clean close:

@@ -111,15 +111,16 @@ impl Upstream {
     /// came back — unreachable, timed out, 429, 5xx, or the account refused (401/403/402) —
     /// is tried again on another account, at most once per account; upstream's 400/422 (the
     /// request's own fault) is not. Every account at its cap for the whole queue timeout is
-    /// [`UpstreamError::Busy`]. `dispatched` is set once the request leaves the queue for an
-    /// account (a client that goes away before then owes nothing).
+    /// [`UpstreamError::Busy`]. `dispatched` is set once the request is being written to an
+    /// account's open connection (a client that goes away before then owes nothing: queued,
+    /// or connecting).
     pub async fn send(
         &self,
         endpoint: Endpoint,
         model: &str,
         body: Vec<u8>,
         deadline: tokio::time::Instant,
-        dispatched: &AtomicBool,
+        dispatched: &Arc<AtomicBool>,
     ) -> Result<Reply, UpstreamError> {
         let m = self.pool.model_slot(model).unwrap_or(0);
         let body = Bytes::from(body);
@@ -133,10 +134,10 @@ impl Upstream {
             };
             // (The pool counted the attempt in `account.requests` when it gave the slot.)
             let account = slot.account().clone();
-            // Out of the queue: from here on DeepSeek may see (and charge for) the prompt.
-            dispatched.store(true, Ordering::Release);
+            // Out of the queue; `dispatched` is set once the request is on the wire (from then
+            // on DeepSeek may see, and charge for, the prompt).
             match self
-                .attempt(&account, endpoint, body.clone(), deadline)
+                .attempt(&account, endpoint, body.clone(), deadline, dispatched)
                 .await
             {
                 Ok(resp) => {
@@ -203,6 +204,7 @@ impl Upstream {
         endpoint: Endpoint,
         body: Bytes,
         deadline: tokio::time::Instant,
+        sent: &Arc<AtomicBool>,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let url = match endpoint {
             Endpoint::ChatCompletions => &account.chat_url,
@@ -213,11 +215,14 @@ impl Upstream {
             UpstreamError::Unreachable("the upstream key holds bytes an HTTP header cannot".into())
         })?;
         let wait = deadline.min(tokio::time::Instant::now() + self.idle_timeout);
-        let resp = match tokio::time::timeout_at(wait, self.http.post_json(uri, auth, body)).await {
-            Err(_) | Ok(Err(SendError::ConnectTimeout)) => return Err(UpstreamError::Timeout),
-            Ok(Err(SendError::Failed(why))) => return Err(UpstreamError::Unreachable(why)),
-            Ok(Ok(r)) => r,
-        };
+        let resp =
+            match tokio::time::timeout_at(wait, self.http.post_json(uri, auth, body, sent.clone()))
+                .await
+            {
+                Err(_) | Ok(Err(SendError::ConnectTimeout)) => return Err(UpstreamError::Timeout),
+                Ok(Err(SendError::Failed(why))) => return Err(UpstreamError::Unreachable(why)),
+                Ok(Ok(r)) => r,
+            };
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);

@@ -15,7 +15,10 @@
 //! `HTTP(S)_PROXY` environment variables are not read.
 
 use std::error::Error as _;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -54,7 +57,39 @@ pub enum SendError {
 /// A pooled HTTP client for DeepSeek.
 #[derive(Clone)]
 pub struct HttpClient {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Told>,
+}
+
+/// A request body that says when hyper first takes it (`sent`): a connection is then open and
+/// the request is being written, so DeepSeek may see — and charge for — the prompt. Until then
+/// (connecting, or a connection that never opens) a client that goes away owes nothing.
+pub struct Told {
+    body: Full<Bytes>,
+    sent: Option<Arc<AtomicBool>>,
+}
+
+impl hyper::body::Body for Told {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        if let Some(sent) = this.sent.take() {
+            sent.store(true, Ordering::Release);
+        }
+        Pin::new(&mut this.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// The `User-Agent` sent upstream.
@@ -85,14 +120,18 @@ impl HttpClient {
     }
 
     /// POST `body` as JSON to `uri` with `authorization`; resolves when the response head
-    /// arrives.
+    /// arrives. `sent` is set once the request is being written on an open connection.
     pub async fn post_json(
         &self,
         uri: &Uri,
         authorization: &HeaderValue,
         body: Bytes,
+        sent: Arc<AtomicBool>,
     ) -> Result<Response<Incoming>, SendError> {
-        let mut req = Request::new(Full::new(body));
+        let mut req = Request::new(Told {
+            body: Full::new(body),
+            sent: Some(sent),
+        });
         *req.method_mut() = Method::POST;
         *req.uri_mut() = uri.clone();
         let h = req.headers_mut();
@@ -170,13 +209,65 @@ mod tests {
         let uri: Uri = format!("http://127.0.0.1:{port}/chat/completions")
             .parse()
             .expect("uri");
+        let sent = Arc::new(AtomicBool::new(false));
         let e = c
-            .post_json(&uri, &HeaderValue::from_static("Bearer x"), Bytes::new())
+            .post_json(
+                &uri,
+                &HeaderValue::from_static("Bearer x"),
+                Bytes::from_static(b"{}"),
+                sent.clone(),
+            )
             .await
             .expect_err("nothing listens");
         let text = e.to_string();
         assert!(matches!(e, SendError::Failed(_)), "{e:?}");
         assert!(text.to_lowercase().contains("refused"), "{text}");
+        assert!(
+            !sent.load(Ordering::Acquire),
+            "never on the wire: a client that leaves owes nothing"
+        );
+    }
+
+    /// The request counts as sent once it is written on an open connection (found by an
+    /// independent check: it counted as sent from the moment it left the queue, so a client
+    /// that went away while the gateway was still connecting paid for its prompt).
+    #[tokio::test]
+    async fn a_request_on_an_open_connection_is_sent() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let server = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.expect("accept");
+            let mut got = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !got.ends_with(b"{}") {
+                let n = sock.read(&mut buf).await.expect("read");
+                assert!(n > 0, "closed before the body");
+                got.extend_from_slice(&buf[..n]);
+            }
+            sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                .await
+                .expect("write");
+        });
+        let c = HttpClient::new(Duration::from_secs(5), Duration::from_secs(90)).expect("client");
+        let uri: Uri = format!("http://127.0.0.1:{port}/chat/completions")
+            .parse()
+            .expect("uri");
+        let sent = Arc::new(AtomicBool::new(false));
+        let r = c
+            .post_json(
+                &uri,
+                &HeaderValue::from_static("Bearer x"),
+                Bytes::from_static(b"{}"),
+                sent.clone(),
+            )
+            .await
+            .expect("answered");
+        assert_eq!(r.status(), 200);
+        assert!(sent.load(Ordering::Acquire));
+        server.await.expect("server");
     }
 
     /// An https URL is spoken to in TLS, naming the host (SNI) and offering HTTP/2 and
@@ -200,7 +291,12 @@ mod tests {
             .parse()
             .expect("uri");
         let e = c
-            .post_json(&uri, &HeaderValue::from_static("Bearer x"), Bytes::new())
+            .post_json(
+                &uri,
+                &HeaderValue::from_static("Bearer x"),
+                Bytes::new(),
+                Arc::new(AtomicBool::new(false)),
+            )
             .await
             .expect_err("no TLS server");
         assert!(matches!(e, SendError::Failed(_)), "{e:?}");

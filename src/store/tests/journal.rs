@@ -36,7 +36,7 @@ fn segment_texts(path: &Path) -> Vec<(PathBuf, String)> {
 async fn record_rows(store: &Store, prefix: &str, n: i64, cost: i64) {
     for i in 0..n {
         store
-            .record_usage(usage(&format!("{prefix}{i}"), "key_a", cost, i))
+            .record_usage(usage(&format!("{prefix}{i}"), "key_a", cost, i), true)
             .await
             .unwrap();
     }
@@ -51,7 +51,7 @@ async fn a_row_recorded_in_normal_mode_is_in_the_journal_when_recording_returns(
     store.write(insert(key("key_a", 1))).await.unwrap();
 
     store
-        .record_usage(usage("req-journaled", "key_a", 150, 1))
+        .record_usage(usage("req-journaled", "key_a", 150, 1), true)
         .await
         .unwrap();
     let texts = segment_texts(&path);
@@ -318,7 +318,7 @@ async fn past_the_backlog_cap_an_answer_waits_for_its_rows_commit() {
     // All queued before any is awaited: the writer is behind by more than the cap (4 in
     // tests), so the rows past it wait for their commits, which take the rows before them too.
     let recorded: Vec<_> = (0..50)
-        .map(|i| store.record_usage(usage(&format!("req-cap{i}"), "key_a", 10, i)))
+        .map(|i| store.record_usage(usage(&format!("req-cap{i}"), "key_a", 10, i), true))
         .collect();
     for r in futures_util::future::join_all(recorded).await {
         r.unwrap();

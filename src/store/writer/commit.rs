@@ -44,7 +44,9 @@ impl<'c> Statements<'c> {
 /// to be durable ([`Ack::Reply`]: an order, a key, a top-up, a row the journal could not
 /// take): journaled ledger rows are promised only against a killed process, read barriers
 /// nothing, and the sync task syncs the WAL every interval. A failed commit is retried a few
-/// times unless `retry` is false. Returns whether the batch was committed.
+/// times unless `retry` is false. `Ok` when the batch was committed; if not, `Err` with the
+/// writes to keep for a later batch: its ledger rows whose charge stands (journaled, or
+/// [`Ack::Kept`]), their waiters told of the failure.
 pub(super) fn commit_batch<'c>(
     c: &'c Connection,
     stmts: &mut Statements<'c>,
@@ -52,9 +54,12 @@ pub(super) fn commit_batch<'c>(
     always_sync: bool,
     on_disk: &mut Option<bool>,
     retry: bool,
-) -> bool {
+) -> Result<(), Vec<(Write, Ack)>> {
     let (writes, acks): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-    let durable = always_sync || acks.iter().any(|ack| matches!(ack, Ack::Reply(_)));
+    let durable = always_sync
+        || acks
+            .iter()
+            .any(|ack| matches!(ack, Ack::Reply(_) | Ack::Kept(_)));
     if *on_disk != Some(durable) {
         let pragma = if durable {
             "PRAGMA synchronous = FULL;"
@@ -89,10 +94,21 @@ pub(super) fn commit_batch<'c>(
         Ok(results) => {
             for (r, ack) in results.into_iter().zip(acks) {
                 if let Err(e) = &r {
-                    tracing::error!(error = %e, "database write refused");
+                    // A conflict someone waits on is an answer to them (`mail retry` of a
+                    // message already sent), told to the operator who asked; not an error of
+                    // the daemon's.
+                    let told = matches!(
+                        ack,
+                        Ack::Reply(_) | Ack::Kept(_) | Ack::Journaled(_, Some(_))
+                    );
+                    if told && matches!(e, StoreError::Conflict(_)) {
+                        tracing::info!(error = %e, "database write refused");
+                    } else {
+                        tracing::error!(error = %e, "database write refused");
+                    }
                 }
                 match ack {
-                    Ack::Reply(tx) | Ack::Settled(tx) => {
+                    Ack::Reply(tx) | Ack::Kept(Some(tx)) | Ack::Settled(tx) => {
                         let _ = tx.send(r);
                     }
                     // Committed (or refused for good): the segment may go once drained.
@@ -102,34 +118,44 @@ pub(super) fn commit_batch<'c>(
                             let _ = tx.send(r);
                         }
                     }
-                    Ack::None => {}
+                    Ack::Kept(None) | Ack::None => {}
                 }
             }
-            true
+            Ok(())
         }
         Err(e) => {
             tracing::error!(
                 error = %e,
                 writes = writes.len(),
                 "DATABASE COMMIT FAILED after retries: none of this batch's writes is in the \
-                 database; those waited on failed, and journaled ledger rows stay in the \
-                 journal for the next start to apply"
+                 database; those waited on failed, and ledger rows whose charge stands are \
+                 kept for the next batch (journaled ones are also applied at the next start)"
             );
-            for ack in acks {
+            let failed = || Err(StoreError::CommitFailed(e.to_string()));
+            let mut kept = Vec::new();
+            for (w, ack) in writes.into_iter().zip(acks) {
                 match ack {
                     Ack::Reply(tx) | Ack::Settled(tx) => {
-                        let _ = tx.send(Err(StoreError::CommitFailed(e.to_string())));
+                        let _ = tx.send(failed());
                     }
-                    // Not counted settled: the segment stays and the next start replays it.
-                    Ack::Journaled(_, reply) => {
+                    Ack::Kept(reply) => {
                         if let Some(tx) = reply {
-                            let _ = tx.send(Err(StoreError::CommitFailed(e.to_string())));
+                            let _ = tx.send(failed());
                         }
+                        kept.push((w, Ack::Kept(None)));
+                    }
+                    // Not counted settled: the segment stays (the next start replays it) and
+                    // the row is tried again with the next batch.
+                    Ack::Journaled(segment, reply) => {
+                        if let Some(tx) = reply {
+                            let _ = tx.send(failed());
+                        }
+                        kept.push((w, Ack::Journaled(segment, None)));
                     }
                     Ack::None => {}
                 }
             }
-            false
+            Err(kept)
         }
     }
 }

@@ -124,7 +124,14 @@ fn journaled_rows_of_a_batch_that_never_commits_stay_in_their_segment() {
     let other = Connection::open(dir.path().join("modelrelay.db")).unwrap();
     other.execute_batch("BEGIN IMMEDIATE").unwrap();
     let mut on_disk = None;
-    commit_batch(&c, &mut stmts, batch(), false, &mut on_disk, true);
+    let Err(kept) = commit_batch(&c, &mut stmts, batch(), false, &mut on_disk, true) else {
+        panic!("committed through the lock");
+    };
+    assert_eq!(
+        kept.len(),
+        2,
+        "both journaled rows are kept for a later batch"
+    );
     assert!(
         !Segment::drained(&segment),
         "a row never committed was counted settled"
@@ -132,8 +139,9 @@ fn journaled_rows_of_a_batch_that_never_commits_stay_in_their_segment() {
     other.execute_batch("COMMIT").unwrap();
     assert_eq!(ledger(&c), (0, 0, 0));
 
-    // The lock is gone: the refused row and the committed one both settle.
-    commit_batch(&c, &mut stmts, batch(), false, &mut on_disk, true);
+    // The lock is gone: the kept rows go with the next batch, and the refused row and the
+    // committed one both settle.
+    assert!(commit_batch(&c, &mut stmts, kept, false, &mut on_disk, true).is_ok());
     assert_eq!(ledger(&c), (1, 100, 1));
     assert_eq!(Arc::strong_count(&segment), 1);
     assert!(Segment::drained(&segment));
