@@ -492,10 +492,43 @@ fn upstream_answer(state: &AppState) -> Response {
 }
 
 /// The operator turns an upstream account on or off.
-fn set_upstream(state: &AppState, name: &str, enabled: bool) -> Result<Response, AdminError> {
-    match state.upstream.set_enabled(name, enabled) {
-        Some(_) => Ok(upstream_answer(state)),
-        None => Err(AdminError::NoSuchAccount(name.to_string())),
+async fn set_upstream(state: &AppState, name: &str, enabled: bool) -> Result<Response, AdminError> {
+    if state.upstream.set_enabled(name, enabled).is_none() {
+        return Err(AdminError::NoSuchAccount(name.to_string()));
+    }
+    // Kept across restarts: an account the operator took out stays out until enabled (it was
+    // back in service after the next start).
+    state
+        .store
+        .write(Write::AccountDisabled {
+            name: name.to_string(),
+            disabled: !enabled,
+            at_ms: now_ms(),
+        })
+        .await
+        .map_err(|e| {
+            AdminError::Internal(format!(
+                "the account is {} until the daemon restarts, but that could not be recorded: {e}",
+                if enabled { "enabled" } else { "disabled" }
+            ))
+        })?;
+    Ok(upstream_answer(state))
+}
+
+/// At start: the accounts the operator disabled stay disabled (a name no longer in the config
+/// is kept in the database, and applies again if the account comes back under that name).
+pub async fn restore_disabled_accounts(state: &AppState) {
+    let names = match state.store.read(crate::store::accounts::disabled).await {
+        Ok(names) => names,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the disabled upstream accounts");
+            return;
+        }
+    };
+    for name in names {
+        if state.upstream.set_enabled(&name, false).is_some() {
+            tracing::info!(account = %name, "upstream account stays disabled by the operator");
+        }
     }
 }
 
@@ -567,8 +600,8 @@ pub async fn handle_admin(state: &AppState, req: Request) -> Response {
         Request::Subscribe => Ok(Response::Subscribed),
         Request::Backup { path } => backup(state, path).await,
         Request::UpstreamStatus => Ok(upstream_answer(state)),
-        Request::UpstreamEnable { name } => set_upstream(state, &name, true),
-        Request::UpstreamDisable { name } => set_upstream(state, &name, false),
+        Request::UpstreamEnable { name } => set_upstream(state, &name, true).await,
+        Request::UpstreamDisable { name } => set_upstream(state, &name, false).await,
         other => self_service_command(state, other).await,
     };
     result.unwrap_or_else(|e| Response::Error {

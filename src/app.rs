@@ -158,6 +158,7 @@ impl Daemon {
             crate::admin::mark_if_exhausted(&state, &key);
         }
         crate::shop::rotate::reload(&state).await;
+        crate::admin::restore_disabled_accounts(&state).await;
         crate::shop::start_background(&state);
         if state.paypal.is_some() && state.config.paypal.webhook_id.is_empty() {
             tracing::warn!(

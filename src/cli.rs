@@ -365,7 +365,22 @@ async fn keys(path: &Path, args: KeysArgs) -> ExitCode {
     }
 }
 
+/// A list cut at its limit says so on stderr (the table alone read as "every order").
+fn note_if_cut(shown: usize, limit: Option<u32>, what: &str) {
+    if let Some(limit) = limit
+        && shown >= limit.clamp(1, 10_000) as usize
+    {
+        eprintln!(
+            "note: the newest {shown} {what} are shown; `--limit N` shows more (up to 10000)"
+        );
+    }
+}
+
 async fn orders(path: &Path, args: OrdersArgs) -> ExitCode {
+    let limit = match &args.command {
+        OrdersCommand::List { limit } => Some(*limit),
+        OrdersCommand::Show { .. } => None,
+    };
     let req = match &args.command {
         OrdersCommand::List { limit } => Request::OrdersList {
             limit: Some(*limit),
@@ -377,8 +392,14 @@ async fn orders(path: &Path, args: OrdersArgs) -> ExitCode {
     match client::call(path, &req).await {
         Err(e) => fail(e),
         Ok(Response::Error { message }) => fail(message),
-        Ok(Response::Orders { orders }) if args.json => print_json(&orders),
-        Ok(Response::Orders { orders }) => output(&orders_table(&orders)),
+        Ok(Response::Orders { orders }) => {
+            note_if_cut(orders.len(), limit, "orders");
+            if args.json {
+                print_json(&orders)
+            } else {
+                output(&orders_table(&orders))
+            }
+        }
         Ok(Response::Order { order }) if args.json => print_json(&order),
         Ok(Response::Order { order }) => output(&order_card(&order)),
         Ok(other) => fail(format_args!("unexpected answer from the daemon: {other:?}")),
@@ -386,6 +407,10 @@ async fn orders(path: &Path, args: OrdersArgs) -> ExitCode {
 }
 
 async fn mail(path: &Path, args: MailArgs) -> ExitCode {
+    let limit = match &args.command {
+        MailCommand::List { limit } => Some(*limit),
+        MailCommand::Retry { .. } => None,
+    };
     let req = match &args.command {
         MailCommand::List { limit } => Request::MailList {
             limit: Some(*limit),
@@ -395,8 +420,14 @@ async fn mail(path: &Path, args: MailArgs) -> ExitCode {
     match client::call(path, &req).await {
         Err(e) => fail(e),
         Ok(Response::Error { message }) => fail(message),
-        Ok(Response::Mail { mail }) if args.json => print_json(&mail),
-        Ok(Response::Mail { mail }) => output(&mail_table(&mail)),
+        Ok(Response::Mail { mail }) => {
+            note_if_cut(mail.len(), limit, "messages");
+            if args.json {
+                print_json(&mail)
+            } else {
+                output(&mail_table(&mail))
+            }
+        }
         Ok(Response::MailRetried { mail }) if args.json => print_json(&mail),
         Ok(Response::MailRetried { mail }) => output(&mail_table(&[mail])),
         Ok(other) => fail(format_args!("unexpected answer from the daemon: {other:?}")),

@@ -380,3 +380,36 @@ async fn an_unknown_account_is_exit_1_with_a_clear_message() {
     assert_eq!(v["accounts"][0]["state"], "healthy");
     assert_eq!(v["accounts"][1]["state"], "healthy");
 }
+
+/// An account the operator disabled stays disabled after a restart, until enabled (it was back
+/// in service at the next start; found by an independent check); enabling is kept too.
+#[tokio::test]
+async fn a_disabled_account_stays_disabled_across_restarts() {
+    async fn restart(mut app: TestApp) -> TestApp {
+        app.shutdown().await;
+        let TestApp { sim, dir, .. } = app;
+        let mut c = crate::common::test_config(dir.path(), &sim);
+        c.upstream.api_key = String::new();
+        c.upstream.accounts = vec![
+            crate::upstream_pool::account("first", SIM_KEY),
+            crate::upstream_pool::account("second", SECOND),
+        ];
+        TestApp::start(c, sim, dir).await
+    }
+    let app = two_accounts(|_| {}, |_| {}).await;
+    let run = upstream(&app, &["disable", "first"]).await;
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    let app = restart(app).await;
+    let v = status_json(&app).await;
+    assert_eq!(v["accounts"][0]["state"], "disabled", "{v}");
+    assert_eq!(v["accounts"][0]["disabled_by_operator"], true);
+    assert_eq!(v["accounts"][1]["state"], "healthy");
+    let key = app.create_key("trial", None).await;
+    assert_eq!(served(&app, &key, 3).await, ["second"; 3]);
+    let run = upstream(&app, &["enable", "first"]).await;
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    let app = restart(app).await;
+    let v = status_json(&app).await;
+    assert_eq!(v["accounts"][0]["state"], "healthy", "{v}");
+    assert_eq!(v["accounts"][0]["disabled_by_operator"], false);
+}

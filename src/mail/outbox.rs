@@ -170,7 +170,10 @@ impl Sender {
         match tokio::time::timeout(limit, self.transport.send(m)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(Failure {
-                permanent: e.is_permanent(),
+                // A non-ASCII address needs SMTPUTF8, which this server does not offer: no
+                // later attempt can send it (lettre says so only in its message).
+                permanent: e.is_permanent()
+                    || (e.is_client() && e.to_string().contains("SMTPUTF8")),
                 why: e.to_string(),
             }),
             Err(_) => Err(Failure {

@@ -87,8 +87,9 @@ impl Limits {
                     configured = max_connections,
                     fd_limit = soft,
                     using = fits,
-                    "server.max_connections is more than the file-descriptor limit allows; \
-                     raise LimitNOFILE (the systemd unit sets 65536) to serve more"
+                    "server.max_connections is more than the file-descriptor limit allows \
+                     (two descriptors a connection, 128 kept for the daemon); raise \
+                     LimitNOFILE (the systemd unit sets 65536) to serve more"
                 );
                 max_connections = fits;
             }

@@ -193,7 +193,17 @@ impl ShopError {
 
 impl IntoResponse for ShopError {
     fn into_response(self) -> Response {
-        (self.status(), Json(self.body())).into_response()
+        let status = self.status();
+        let mut r = (status, Json(self.body())).into_response();
+        // The message says "wait a minute"; clients that retry read it here (the per-address
+        // limits refill within a minute).
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            r.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("60"),
+            );
+        }
+        r
     }
 }
 

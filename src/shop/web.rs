@@ -33,6 +33,8 @@ pub struct PageCtx {
     pub csrf: String,
     /// Running with simulated upstream and PayPal.
     pub demo: bool,
+    /// The daemon sends mail (receipts, balance notices): the pages say where an address goes.
+    pub mail: bool,
     /// `server.public_url`, no trailing slash.
     pub public_url: String,
     /// The path of this page (for the language switch links).
@@ -167,6 +169,7 @@ impl FromRequestParts<Arc<AppState>> for PageCtx {
             s: lang.self_texts(),
             csrf,
             demo: state.demo,
+            mail: state.mailer.enabled(),
             public_url: state.config.server.public_url.clone(),
             path: parts.uri.path().to_string(),
             query: parts.uri.query().unwrap_or("").to_string(),

@@ -172,10 +172,12 @@ fn finished_columns(width: u16, model: u16, account_w: u16) -> (Vec<u16>, Vec<&'
         }
         fits
     };
+    // How each ended first (an operator's first question about a finished request), then the
+    // dialect and the account, then the request id.
+    let end = room(16);
     let api = room(API_W);
     let account = room(account_w);
     let request = room(REQUEST_MIN);
-    let end = room(16);
     // What is left after the others widens the request id, up to its whole length.
     let request_w = REQUEST_MIN + spare.min(REQUEST_FULL - REQUEST_MIN);
     for (on, w, head) in [

@@ -219,7 +219,9 @@ fn draw_status(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
 /// The key hints of a view, for the status line.
 fn hints(view: View) -> &'static str {
     match view {
-        View::Keys => " ↑↓ select  / filter  s sort  r revoke  t top up  n new key  Tab view",
+        View::Keys => {
+            " ↑↓ select  / filter  s sort  r revoke  t top up  R replace  n new  Tab view"
+        }
         View::Live => " ↑↓ scroll finished  Tab/1-5 view  ? help  q quit",
         View::Orders | View::Limits => " ↑↓ scroll  Tab/1-5 view  ? help  q quit",
         View::Upstream => " ↑↓ select  e enable  d disable  Tab/1-5 view  ? help  q quit",

@@ -120,6 +120,9 @@ fn live_view_lists_streams_and_finished_requests() {
     }
     let wide = screen(&view(View::Live), LARGE);
     assert_has(&wide, &["req_stream", "REQUEST", "END"]);
+    // From 100 columns, how each ended (README), before the other optional columns.
+    let hundred = screen(&view(View::Live), (100, 30));
+    assert_has(&hundred, &["END"]);
     assert!(line_with(&wide, "11:59:30").contains("req_a"));
 }
 
@@ -166,8 +169,9 @@ fn live_view_keeps_model_names_whole_from_80_to_120_columns() {
             );
         }
     }
-    // At 120 columns the request id is there too, by the tail that tells it apart.
-    let lines = screen(&a, (120, 24));
+    // From 140 columns the request id is there too (after how each ended, the dialect and the
+    // account), by the tail that tells it apart.
+    let lines = screen(&a, (140, 24));
     assert!(line_with(&lines, "11:59:55").contains("FiNiShPrO001"));
 }
 

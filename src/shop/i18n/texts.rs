@@ -196,6 +196,8 @@ texts! {
     checkout_pay_h,
     /// Checkout: what the email is for.
     checkout_email_hint,
+    /// Checkout: what the email is for, when the daemon sends mail (receipts).
+    checkout_email_hint_mail,
     /// Checkout: "Total:".
     checkout_total,
     /// Checkout: the demo pay button.
@@ -570,6 +572,12 @@ texts! {
     err_502_what,
     /// 504: meaning.
     err_504_what,
+    /// Error table: 503 `upstream_busy`, what it means.
+    err_503_busy_what,
+    /// Error table: 503 `upstream_busy`, what to do.
+    err_503_busy_todo,
+    /// Error table: 503 `service_unavailable`, what it means.
+    err_503_unavailable_what,
     /// 5xx: what to do.
     err_5xx_todo,
     /// Docs: errors mid-stream.

@@ -147,6 +147,8 @@ struct DashView {
     spent: Usd,
     remaining: Usd,
     spent_permille: i64,
+    /// The same share in whole per cent, for a browser that shows the bar as text.
+    spent_percent: i64,
     requests: u64,
     tokens: TokenTotals,
     rpm: u32,
@@ -177,6 +179,7 @@ impl DashView {
             status_class,
             status_note,
             spent_permille: permille(s.spent_usd, s.budget_usd),
+            spent_percent: permille(s.spent_usd, s.budget_usd) / 10,
             rpm: state.catalog.rpm_of(&s.plan),
             models: state
                 .catalog
