@@ -25,7 +25,7 @@ pub async fn relay(State(state): State<Arc<AppState>>, body: Bytes) -> Response 
             "",
             body.to_vec(),
             deadline,
-            &AtomicBool::new(false),
+            &Arc::new(AtomicBool::new(false)),
         )
         .await;
     match sent {
