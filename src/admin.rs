@@ -493,6 +493,7 @@ fn upstream_answer(state: &AppState) -> Response {
 
 /// The operator turns an upstream account on or off.
 async fn set_upstream(state: &AppState, name: &str, enabled: bool) -> Result<Response, AdminError> {
+    let _one_at_a_time = state.upstream_lock.lock().await;
     if state.upstream.set_enabled(name, enabled).is_none() {
         return Err(AdminError::NoSuchAccount(name.to_string()));
     }
@@ -525,10 +526,21 @@ pub async fn restore_disabled_accounts(state: &AppState) {
             return;
         }
     };
+    let _one_at_a_time = state.upstream_lock.lock().await;
     for name in names {
         if state.upstream.set_enabled(&name, false).is_some() {
-            tracing::info!(account = %name, "upstream account stays disabled by the operator");
+            tracing::warn!(
+                account = %name,
+                "upstream account stays disabled by the operator (`modelrelay upstream enable {name}`)"
+            );
         }
+    }
+    let pool = state.upstream.status();
+    if !pool.accounts.is_empty() && pool.accounts.iter().all(|a| a.by_operator) {
+        tracing::error!(
+            "every upstream account is disabled by the operator: no request can be served until \
+             one is enabled (`modelrelay upstream enable NAME`)"
+        );
     }
 }
 

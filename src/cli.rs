@@ -117,8 +117,8 @@ pub struct MailArgs {
 pub enum MailCommand {
     /// The newest messages: queued, sent, failed.
     List {
-        /// How many.
-        #[arg(long, default_value_t = 100)]
+        /// How many (1 to 10000).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
         limit: u32,
     },
     /// Queue a failed (or waiting) message again, now (a sent one is never sent again).
@@ -133,8 +133,8 @@ pub enum MailCommand {
 pub enum OrdersCommand {
     /// The newest orders.
     List {
-        /// How many.
-        #[arg(long, default_value_t = 100)]
+        /// How many (1 to 10000).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
         limit: u32,
     },
     /// One order.
@@ -365,14 +365,25 @@ async fn keys(path: &Path, args: KeysArgs) -> ExitCode {
     }
 }
 
-/// A list cut at its limit says so on stderr (the table alone read as "every order").
-fn note_if_cut(shown: usize, limit: Option<u32>, what: &str) {
-    if let Some(limit) = limit
-        && shown >= limit.clamp(1, 10_000) as usize
-    {
-        eprintln!(
-            "note: the newest {shown} {what} are shown; `--limit N` shows more (up to 10000)"
-        );
+/// The most `--limit` may ask for (the daemon's own cap).
+const LIST_MAX: u32 = 10_000;
+
+/// What a list asks the daemon for: one more than it shows, to tell a cut list from a whole one.
+fn ask_for(limit: u32) -> u32 {
+    limit.clamp(1, LIST_MAX).saturating_add(1).min(LIST_MAX)
+}
+
+/// Cut a list to `limit` and say so on stderr when there was more (the table alone read as
+/// "every order").
+fn cut_to<T>(items: &mut Vec<T>, limit: Option<u32>, what: &str) {
+    if let Some(limit) = limit {
+        let limit = limit.clamp(1, LIST_MAX) as usize;
+        if items.len() > limit || (items.len() == limit && limit == LIST_MAX as usize) {
+            items.truncate(limit);
+            eprintln!(
+                "note: the newest {limit} {what} are shown; there may be more (`--limit N`, up to {LIST_MAX})"
+            );
+        }
     }
 }
 
@@ -383,7 +394,7 @@ async fn orders(path: &Path, args: OrdersArgs) -> ExitCode {
     };
     let req = match &args.command {
         OrdersCommand::List { limit } => Request::OrdersList {
-            limit: Some(*limit),
+            limit: Some(ask_for(*limit)),
         },
         OrdersCommand::Show { order_id } => Request::OrdersShow {
             order_id: order_id.clone(),
@@ -392,8 +403,8 @@ async fn orders(path: &Path, args: OrdersArgs) -> ExitCode {
     match client::call(path, &req).await {
         Err(e) => fail(e),
         Ok(Response::Error { message }) => fail(message),
-        Ok(Response::Orders { orders }) => {
-            note_if_cut(orders.len(), limit, "orders");
+        Ok(Response::Orders { mut orders }) => {
+            cut_to(&mut orders, limit, "orders");
             if args.json {
                 print_json(&orders)
             } else {
@@ -413,15 +424,15 @@ async fn mail(path: &Path, args: MailArgs) -> ExitCode {
     };
     let req = match &args.command {
         MailCommand::List { limit } => Request::MailList {
-            limit: Some(*limit),
+            limit: Some(ask_for(*limit)),
         },
         MailCommand::Retry { id } => Request::MailRetry { id: *id },
     };
     match client::call(path, &req).await {
         Err(e) => fail(e),
         Ok(Response::Error { message }) => fail(message),
-        Ok(Response::Mail { mail }) => {
-            note_if_cut(mail.len(), limit, "messages");
+        Ok(Response::Mail { mut mail }) => {
+            cut_to(&mut mail, limit, "messages");
             if args.json {
                 print_json(&mail)
             } else {

@@ -70,6 +70,10 @@ pub struct AppState {
     /// Serializes the operator's top-ups, so that the check against a key's budget ceiling
     /// and the top-up it allows are one step (concurrent ones went past it).
     pub top_up_lock: tokio::sync::Mutex<()>,
+    /// Serializes the operator's upstream enable/disable, so the account's state in memory and
+    /// the one recorded for the next start are changed as one step (an enable and a disable
+    /// sent at once could leave them disagreeing, and a restart flipped the account).
+    pub upstream_lock: tokio::sync::Mutex<()>,
     /// The dashboard's replacements of the last minutes, for a form sent twice.
     pub recent_rotations: crate::shop::rotate::Recent,
 }
@@ -350,6 +354,7 @@ impl AppState {
             mailer,
             rotate_lock: tokio::sync::Mutex::new(()),
             top_up_lock: tokio::sync::Mutex::new(()),
+            upstream_lock: tokio::sync::Mutex::new(()),
             recent_rotations: Default::default(),
         });
         Ok(state)

@@ -138,9 +138,9 @@ impl EventStream {
                 // Keep-alives (comments; Anthropic's `ping` events) are not data: a stream
                 // stalled behind them still times out.
                 // A `ping` is known by its event name, or by its data where the name is
-                // missing (only the start of the text is looked at: one comparison an event).
+                // missing (only the start of the text is looked at).
                 if matches!(&item, SseItem::Event(e) if e.event.as_deref() != Some("ping")
-                    && !(e.event.is_none() && e.data.starts_with(r#"{"type":"ping""#)))
+                    && !(e.event.is_none() && is_ping_data(&e.data)))
                 {
                     self.last_data = Instant::now();
                 }
@@ -181,6 +181,63 @@ impl EventStream {
                     self.eof = true;
                 }
             }
+        }
+    }
+}
+
+/// Whether an event's data is Anthropic's keep-alive, `{"type": "ping"}` however it is spaced
+/// (or with its `type` escaped): an event without a name that is only a ping must not keep a
+/// stalled stream alive. Reads only the start of the text (a chunk of another kind fails at
+/// its first member).
+fn is_ping_data(data: &str) -> bool {
+    let b = data.trim_start().as_bytes();
+    let Some(rest) = b.strip_prefix(b"{") else {
+        return false;
+    };
+    let rest = rest.trim_ascii_start();
+    // The first member's name: `type` (written plainly, which is how every event has it).
+    let Some(rest) = rest.strip_prefix(br#""type""#) else {
+        return false;
+    };
+    let rest = rest.trim_ascii_start();
+    let Some(rest) = rest.strip_prefix(b":") else {
+        return false;
+    };
+    let rest = rest.trim_ascii_start();
+    if rest.starts_with(br#""ping""#) {
+        return true;
+    }
+    // An escaped value (rare): decoded as JSON.
+    rest.starts_with(b"\"")
+        && rest.contains(&b'\\')
+        && serde_json::from_slice::<serde_json::Value>(data.trim().as_bytes())
+            .ok()
+            .is_some_and(|v| v.get("type").and_then(serde_json::Value::as_str) == Some("ping"))
+}
+
+#[cfg(test)]
+mod ping_tests {
+    use super::is_ping_data;
+
+    #[test]
+    fn pings_however_spaced() {
+        for ping in [
+            r#"{"type":"ping"}"#,
+            r#"{"type": "ping"}"#,
+            r#" { "type" : "ping" } "#,
+            r#"{"type":"p\u0069ng"}"#,
+        ] {
+            assert!(is_ping_data(ping), "{ping}");
+        }
+        for other in [
+            r#"{"type":"content_block_delta","delta":{"text":"ping"}}"#,
+            r#"{"id":"x","type":"ping"}"#,
+            r#"{"type":"pingx"}"#,
+            r#"{"type":"p\u0069ngx"}"#,
+            "[DONE]",
+            "",
+        ] {
+            assert!(!is_ping_data(other), "{other}");
         }
     }
 }

@@ -229,18 +229,20 @@ fn confirm_account(app: &App, name: &str, enable: bool, t: &Theme) -> Dialog {
             60,
         );
     }
-    let mut lines = vec![
-        question("Disable", "?"),
-        Line::raw(
-            "Requests go to the other accounts until you enable it; no probe brings it back.",
-        ),
-    ];
     let others_serving = app.model.upstream_pool.view.as_ref().is_some_and(|v| {
         v.accounts
             .iter()
             .any(|a| a.name != name && a.state != "disabled")
     });
-    if !others_serving {
+    let mut lines = vec![question("Disable", "?")];
+    if others_serving {
+        lines.push(Line::raw(
+            "Requests go to the other accounts until you enable it; no probe brings it back.",
+        ));
+    } else {
+        lines.push(Line::raw(
+            "It stays out of service until you enable it, restarts included.",
+        ));
         lines.push(Line::from(Span::styled(
             "No other account is in service: every request will fail until one is enabled.",
             t.bad,

@@ -230,7 +230,17 @@ impl StreamRewrite for Events {
         } else {
             ev.data.as_str()
         };
-        let read = read(data)?;
+        // An event that carries nothing (a bare `data:`), or a keep-alive whose data is not
+        // Anthropic's (`event: ping` with `{}`): passed over, not a broken stream. The SDKs
+        // pass over the first too.
+        if data.trim().is_empty() {
+            return Ok(Step::Skip);
+        }
+        let read = match read(data) {
+            Ok(r) => r,
+            Err(_) if ev.event.as_deref() == Some("ping") => return Ok(Step::Skip),
+            Err(e) => return Err(e),
+        };
         match read.kind.as_ref() {
             "error" => return Err(format!("upstream error event: {}", error_text(data))),
             "message_start" => {
@@ -417,5 +427,26 @@ mod tests {
         let last = r#"{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":7}}"#;
         assert!(e.event(&ev(last), &mut t).is_ok());
         assert!(e.end_at_eof(&t).is_ok());
+    }
+
+    /// A bare `data:` and a `ping` whose data is not Anthropic's are passed over, not the end
+    /// of the stream (found by an independent check: the stream ended with an error and was
+    /// billed by estimate); an unreadable event of another name still ends it.
+    #[test]
+    fn empty_events_and_odd_pings_are_passed_over() {
+        let mut e = Events::new(PublicModel::new("m"));
+        let mut t = Tally::new(Instant::now());
+        assert!(matches!(e.event(&ev(""), &mut t), Ok(Step::Skip)));
+        assert!(matches!(e.event(&ev(" "), &mut t), Ok(Step::Skip)));
+        let odd_ping = SseEvent {
+            event: Some("ping".into()),
+            data: "{}".into(),
+        };
+        assert!(matches!(e.event(&odd_ping, &mut t), Ok(Step::Skip)));
+        let odd_delta = SseEvent {
+            event: Some("content_block_delta".into()),
+            data: "{}".into(),
+        };
+        assert!(e.event(&odd_delta, &mut t).is_err());
     }
 }

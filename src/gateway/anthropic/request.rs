@@ -264,6 +264,9 @@ impl ClientRequest for MessagesRequest {
             Some(Value::Object(m)) => m,
             _ => Map::new(),
         };
+        // A twin of `user_id` (`USER_ID`) goes: an upstream reading names regardless of case
+        // could take it over ours.
+        metadata.retain(|k, _| case_twin(k, &["user_id"]).is_none());
         metadata.insert("user_id".into(), Value::String(user_id.into()));
         body.insert("metadata".into(), Value::Object(metadata));
         serde_json::to_vec(&body).unwrap_or_default()
@@ -377,6 +380,20 @@ mod tests {
             assert!(quick.prompt_estimate >= 1000, "{}", quick.prompt_estimate);
             let tree = MessagesRequest::parse_tree(raw.as_bytes()).unwrap();
             assert_eq!(tree.prompt_estimate, quick.prompt_estimate);
+        }
+    }
+
+    /// A twin of `user_id` inside `metadata` does not reach upstream (found by an independent
+    /// check: `{"user_id":"spoof","USER_ID":"spoof2"}` went up after the gateway's `user_id`).
+    #[test]
+    fn a_nested_user_id_twin_is_dropped() {
+        let raw = r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}],"metadata":{"user_id":"spoof","USER_ID":"spoof2","User_Id":"s3","x":1}}"#;
+        for r in [
+            MessagesRequest::parse(&Bytes::from(raw)).unwrap(),
+            MessagesRequest::parse_tree(raw.as_bytes()).unwrap(),
+        ] {
+            let up: Value = serde_json::from_slice(&r.upstream_body("m", "key_x", 9)).unwrap();
+            assert_eq!(up["metadata"], json!({"x": 1, "user_id": "key_x"}), "{up}");
         }
     }
 }

@@ -24,9 +24,13 @@ pub(super) fn is_json(text: &str) -> bool {
 /// could be the one DeepSeek reads, so the request is refused instead. `owned` is in lower-case
 /// ASCII.
 pub(super) fn case_twin(name: &str, owned: &[&'static str]) -> Option<&'static str> {
-    // Quick way out for the members every request has: an exact name is never a twin, and a
-    // name of another length in bytes can only be one through the two multi-byte letters.
-    if owned.contains(&name) {
+    // Quick way out for the names every request has: one with no upper-case ASCII letter and
+    // no byte past ASCII is either an owned name itself or no twin of one (the owned names
+    // are lower-case ASCII): a pass over a few bytes, not a comparison with each.
+    if name
+        .bytes()
+        .all(|b| b.is_ascii() && !b.is_ascii_uppercase())
+    {
         return None;
     }
     owned.iter().copied().find(|o| {

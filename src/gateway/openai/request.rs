@@ -300,6 +300,9 @@ impl ClientRequest for ChatRequest {
                 Some(Value::Object(o)) => o,
                 _ => Map::new(),
             };
+            // A twin (`INCLUDE_USAGE`) goes: an upstream reading names regardless of case
+            // could take it over ours.
+            opts.retain(|k, _| case_twin(k, &["include_usage"]).is_none());
             opts.insert("include_usage".into(), Value::Bool(true));
             body.insert("stream_options".into(), Value::Object(opts));
         }
@@ -457,6 +460,24 @@ mod tests {
             // The tree agrees.
             let tree = ChatRequest::parse_tree(raw.as_bytes()).unwrap();
             assert_eq!(tree.prompt_estimate, quick.prompt_estimate);
+        }
+    }
+
+    /// A twin of `include_usage` inside `stream_options` does not reach upstream (the
+    /// gateway's `include_usage` is the one a case-insensitive reader would take).
+    #[test]
+    fn a_nested_include_usage_twin_is_dropped() {
+        let raw = br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":false,"INCLUDE_USAGE":false,"x":1}}"#;
+        for r in [
+            ChatRequest::parse(raw).unwrap(),
+            ChatRequest::parse_tree(raw).unwrap(),
+        ] {
+            let up: Value = serde_json::from_slice(&r.upstream_body("m", "key_x", 9)).unwrap();
+            assert_eq!(
+                up["stream_options"],
+                serde_json::json!({"include_usage": true, "x": 1}),
+                "{up}"
+            );
         }
     }
 }

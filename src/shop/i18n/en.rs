@@ -219,6 +219,7 @@ pub static EN: Texts = Texts {
     docs_buy_h: "Buying a key",
     docs_buy_1: "Choose a plan.",
     docs_buy_2: "On the checkout page, enter your email. It is only used to find your order again.",
+    docs_buy_2_mail: "On the checkout page, enter your email: your receipt is sent there, and it finds your order again.",
     docs_buy_3: "Pay with PayPal. Prices are in US dollars.",
     docs_buy_4: "As soon as the payment completes, your API key and order ID appear on the page. Copy both and keep them safe.",
     docs_buy_5: "Closed the page too early? Your order ID and email show the key again.",

@@ -434,6 +434,8 @@ texts! {
     docs_buy_1,
     /// Buying step 2.
     docs_buy_2,
+    /// Docs, how to buy, step 2, when the daemon sends mail (receipts).
+    docs_buy_2_mail,
     /// Buying step 3.
     docs_buy_3,
     /// Buying step 4.

@@ -219,6 +219,7 @@ pub static ZH: Texts = Texts {
     docs_buy_h: "购买 key",
     docs_buy_1: "选择套餐。",
     docs_buy_2: "在结账页填写邮箱，它只用于日后查询订单。",
+    docs_buy_2_mail: "在结账页填写邮箱：收据会发送到该邮箱，日后也可凭它查询订单。",
     docs_buy_3: "使用 PayPal 付款，金额以美元计。",
     docs_buy_4: "付款完成后，API key 和订单号会立即显示在页面上。请把两者都复制下来并妥善保存。",
     docs_buy_5: "页面关得太早？凭订单号和邮箱可以再次查看 key。",

@@ -64,16 +64,21 @@ pub(super) fn csrf_refused(ctx: &PageCtx, back: &str) -> Response {
     )
 }
 
-/// 429 for a per-IP limit.
+/// 429 for a per-IP limit, with `Retry-After` (the limits refill within a minute).
 pub(super) fn too_many(ctx: &PageCtx, back: &str) -> Response {
     let t = ctx.t;
-    message(
+    let mut r = message(
         ctx,
         StatusCode::TOO_MANY_REQUESTS,
         t.limit_h,
         t.limit_body,
         Some((back, t.back_to_form)),
-    )
+    );
+    r.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from_static("60"),
+    );
+    r
 }
 
 /// 400 for a form that does not parse.

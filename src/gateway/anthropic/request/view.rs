@@ -198,6 +198,9 @@ pub(super) fn upstream_body(
             Ok(Value::Object(m)) => m,
             _ => Map::new(),
         };
+        // A twin of `user_id` (`USER_ID`) goes: an upstream reading names regardless of case
+        // could take it over ours.
+        m.retain(|k, _| case_twin(k, &["user_id"]).is_none());
         m.insert("user_id".into(), Value::String(user_id.into()));
         // Writing a map of JSON values into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut *out, &m);

@@ -324,6 +324,9 @@ fn stream_options(out: &mut Vec<u8>, value: &[u8]) {
         Ok(Value::Object(o)) => o,
         _ => Map::new(),
     };
+    // A twin (`INCLUDE_USAGE`) goes: an upstream reading names regardless of case could take
+    // it over ours.
+    opts.retain(|k, _| case_twin(k, &["include_usage"]).is_none());
     opts.insert("include_usage".into(), Value::Bool(true));
     let _ = serde_json::to_writer(&mut *out, &opts);
 }
