@@ -143,10 +143,12 @@ impl Sender {
     async fn message(&self, state: &AppState, row: &OutboxRow) -> Result<Message, Failure> {
         let facts = facts(state, row).await?;
         let r = render(row.kind, row.lang, &facts);
-        let to = row.recipient.parse::<Mailbox>().map_err(|e| Failure {
-            why: format!("recipient: {e}"),
-            permanent: true,
-        })?;
+        let to = ascii_domain(&row.recipient)
+            .parse::<Mailbox>()
+            .map_err(|e| Failure {
+                why: format!("recipient: {e}"),
+                permanent: true,
+            })?;
         Message::builder()
             .message_id(Some(format!(
                 "<{:032x}@{}>",
@@ -300,6 +302,23 @@ async fn facts(state: &AppState, row: &OutboxRow) -> Result<Facts, Failure> {
     Ok(f)
 }
 
+/// The address with its domain in ASCII (IDNA, `bücher.example` → `xn--bcher-kva.example`):
+/// an ASCII name at such a domain can then go to a server without SMTPUTF8, as mail clients
+/// send it. An address that does not convert is left as it is (the server decides).
+fn ascii_domain(address: &str) -> std::borrow::Cow<'_, str> {
+    use std::borrow::Cow;
+    let Some((local, domain)) = address.rsplit_once('@') else {
+        return Cow::Borrowed(address);
+    };
+    if domain.is_ascii() {
+        return Cow::Borrowed(address);
+    }
+    match idna::domain_to_ascii(domain) {
+        Ok(ascii) => Cow::Owned(format!("{local}@{ascii}")),
+        Err(_) => Cow::Borrowed(address),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -307,5 +326,22 @@ mod tests {
         let s = |a| super::backoff(60, a).as_secs();
         assert_eq!([s(1), s(2), s(3), s(7), s(30)], [60, 120, 240, 3600, 3600]);
         assert_eq!(super::backoff(1, 0).as_secs(), 1);
+    }
+
+    /// An ASCII name at an internationalized domain goes out in the domain's ASCII form (found
+    /// by an independent check: `joerg@bücher.example` failed for good on a server without
+    /// SMTPUTF8).
+    #[test]
+    fn internationalized_domains_go_out_in_ascii() {
+        assert_eq!(
+            super::ascii_domain("joerg@bücher.example"),
+            "joerg@xn--bcher-kva.example"
+        );
+        assert_eq!(super::ascii_domain("a@b.co"), "a@b.co");
+        assert_eq!(super::ascii_domain("ü@example.com"), "ü@example.com");
+        assert_eq!(
+            super::ascii_domain("名@例子.中国"),
+            "名@xn--fsqu00a.xn--fiqs8s"
+        );
     }
 }
