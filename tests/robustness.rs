@@ -525,7 +525,9 @@ async fn answers_are_withheld_while_the_ledger_cannot_commit() {
 }
 
 /// While the ledger cannot commit, `/healthz` keeps saying so even when the only answers are
-/// whole ones (withheld, their charges given back, their notices re-armed). On a full disk the
+/// whole ones (withheld, their charges given back, their notices re-armed); an answer whose
+/// client gave up while it waited keeps its row; once the lock goes, with no other traffic,
+/// the writer's probe commits that row and health comes back. On a full disk the
 /// re-arming write, which changes nothing, still commits and cleared the failure (found by an
 /// independent check: "database ok" in 39 of 40 polls); a lock, as here, refuses it too, so
 /// this test holds the outcome, and the writer's rule (a batch that may change nothing does
@@ -537,6 +539,15 @@ async fn health_stays_failing_while_only_whole_answers_are_withheld() {
     let lock = rusqlite::Connection::open(&app.db).unwrap();
     lock.execute_batch("PRAGMA busy_timeout = 5000; BEGIN IMMEDIATE;")
         .unwrap();
+    // One client gives up while its answer waits for the commit: nobody is left to give its
+    // charge back, so its row is kept (found by an independent check: charged in memory, no
+    // row, lost at the next restart).
+    let gone = app
+        .chat(&key, &body("deepseek-v4-flash", "[[sim reply=3]] hi"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await;
+    assert!(gone.is_err(), "the client gave up");
     for _ in 0..2 {
         let whole = app
             .chat(&key, &body("deepseek-v4-flash", "[[sim reply=3]] hi"))
@@ -558,6 +569,42 @@ async fn health_stays_failing_while_only_whole_answers_are_withheld() {
     let h: Value = health.json().await.unwrap();
     assert_eq!(status, 503, "{h}");
     assert!(h["database"].as_str().unwrap().starts_with("error:"), "{h}");
+    // The re-arming writes queued meanwhile each wait out the lock's busy timeout (5 s) and
+    // fail; once they are done nothing else is queued, so what follows is the probe's doing.
+    tokio::time::sleep(Duration::from_secs(11)).await;
     lock.execute_batch("ROLLBACK;").unwrap();
-    assert_eq!(app.ledger_totals(&key).0, 0, "withheld answers have no row");
+    // With no other traffic, the writer's probe finds the database writable again: the kept
+    // row is committed and health comes back (it stayed failing until some write arrived).
+    let ks = app.key_state(&key);
+    let mut rows = (0, Usd::ZERO);
+    for _ in 0..100 {
+        rows = app.ledger_totals(&key);
+        if rows.0 > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        rows,
+        (1, ks.balance().spent),
+        "only the abandoned answer's row"
+    );
+    assert_eq!(ks.requests(), 1);
+    let mut h = Value::Null;
+    for _ in 0..50 {
+        h = app
+            .http
+            .get(format!("{}/healthz", app.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if h["database"] == "ok" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(h["database"], "ok", "{h}");
 }

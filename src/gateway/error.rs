@@ -90,6 +90,11 @@ pub enum GatewayError {
     /// unbilled.
     #[error("ledger row not recorded")]
     NotRecorded,
+    /// 503, as the error event that ends a stream whose content went out but whose ledger row
+    /// could not be recorded yet: the row is kept and committed once the database takes
+    /// writes again, so the customer is told not to send it again (they would pay twice).
+    #[error("ledger row not recorded yet")]
+    NotRecordedYet,
 }
 
 #[derive(Serialize)]
@@ -128,9 +133,9 @@ impl GatewayError {
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::UpstreamBusy => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            GatewayError::ShuttingDown | GatewayError::NotRecorded => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            GatewayError::ShuttingDown
+            | GatewayError::NotRecorded
+            | GatewayError::NotRecordedYet => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -152,7 +157,9 @@ impl GatewayError {
             GatewayError::UpstreamTimeout => "upstream_timeout",
             GatewayError::UpstreamBusy => "upstream_busy",
             GatewayError::Internal => "internal_error",
-            GatewayError::ShuttingDown | GatewayError::NotRecorded => "service_unavailable",
+            GatewayError::ShuttingDown
+            | GatewayError::NotRecorded
+            | GatewayError::NotRecordedYet => "service_unavailable",
         }
     }
 
@@ -168,7 +175,8 @@ impl GatewayError {
             | GatewayError::UpstreamBusy
             | GatewayError::Internal
             | GatewayError::ShuttingDown
-            | GatewayError::NotRecorded => "server_error",
+            | GatewayError::NotRecorded
+            | GatewayError::NotRecordedYet => "server_error",
             _ => "invalid_request_error",
         }
     }
@@ -219,6 +227,10 @@ impl GatewayError {
             GatewayError::Internal => "Internal error. Please retry later.".into(),
             GatewayError::NotRecorded => "The server could not record this request's bill, so \
                  its answer was withheld. Please retry later."
+                .into(),
+            GatewayError::NotRecordedYet => "The server could not record this answer's bill \
+                 yet. What was sent is all there is, and it is billed once recording resumes: \
+                 do not send the request again for it."
                 .into(),
             GatewayError::ShuttingDown => {
                 "The server is restarting. Please retry in a few seconds.".into()

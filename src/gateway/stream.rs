@@ -223,7 +223,7 @@ async fn pump<D: Dialect>(
     // The bill could not be recorded: the stream does not end as whole (what was relayed is
     // out, but a client is not told the answer completed); it ends with an error event.
     let final_event = match final_event {
-        Some(_) if !billed.recorded => Some(D::error_event(&GatewayError::NotRecorded)),
+        Some(_) if !billed.recorded => Some(D::error_event(&GatewayError::NotRecordedYet)),
         other => other,
     };
     if let Some(ev) = final_event {

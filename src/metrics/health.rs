@@ -112,7 +112,7 @@ pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     let database = match tokio::time::timeout(Duration::from_secs(5), db).await {
         // Reading works, but the ledger cannot be written: answers are refused meanwhile.
         Ok(Ok(1)) if state.store.commits_failing() => Err(
-            "the last commit failed (see the log); answers are refused until one succeeds".into(),
+            "the last commit failed (see the log); answers are withheld until one succeeds".into(),
         ),
         Ok(Ok(1)) => Ok(()),
         Ok(Ok(n)) => Err(format!("SELECT 1 returned {n}")),

@@ -209,8 +209,13 @@ impl Store {
         &self,
         f: impl FnOnce(&rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        if self.journal.is_some() {
-            self.settle().await?;
+        // A barrier that cannot commit (the database refuses writes) still lets the read go
+        // on: what is committed is better than an error (`keys show` failed during a full
+        // disk), and the kept rows come in once the database takes writes again.
+        if self.journal.is_some()
+            && let Err(e) = self.settle().await
+        {
+            tracing::debug!(error = %e, "read barrier not committed; reading what is");
         }
         Ok(self.reader.call(move |c| f(c)).await?)
     }

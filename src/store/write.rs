@@ -209,6 +209,10 @@ pub enum Write {
         /// When.
         at_ms: i64,
     },
+    /// A write that changes nothing a reader sees but does write to the database (its header's
+    /// `user_version`, set to what it is): the writer's probe, while commits fail, of whether
+    /// the database takes writes again.
+    Probe,
     /// The operator took an upstream account out of service, or put it back.
     AccountDisabled {
         /// The account's name in the config.
@@ -264,6 +268,11 @@ pub(super) fn apply(tx: &rusqlite::Connection, w: &Write) -> Result<(), StoreErr
             at_ms,
         } => keys::top_up(tx, key_id, *amount, *at_ms),
         Write::Barrier => Ok(()),
+        Write::Probe => {
+            let v: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            tx.execute_batch(&format!("PRAGMA user_version = {v}"))?;
+            Ok(())
+        }
         Write::AccountDisabled {
             name,
             disabled,

@@ -214,11 +214,27 @@ fn run<'c>(
     let mut previous = 0;
     let mut retained = Retained::default();
     while closing.is_none() {
-        let Ok(first) = rx.recv() else { break };
+        // While commits fail, the writer does not wait for new work to try again: kept rows
+        // must reach the database once it takes writes (and `/healthz` must see it does) even
+        // if nothing else is written — a probe write every second.
+        let failing = shared.failing.load(Ordering::Acquire) || !retained.is_empty();
+        let first = if failing {
+            match rx.recv_timeout(RETRY_EVERY) {
+                Ok(job) => Some(job),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            match rx.recv() {
+                Ok(job) => Some(job),
+                Err(_) => break,
+            }
+        };
         let mut batch = Vec::new();
         match first {
-            Job::Write(w, ack) => batch.push((w, ack)),
-            Job::Close(done) => closing = Some(done),
+            Some(Job::Write(w, ack)) => batch.push((w, ack)),
+            Some(Job::Close(done)) => closing = Some(done),
+            None => batch.push((Write::Probe, Ack::None)),
         }
         let mut lingered = false;
         loop {
@@ -262,7 +278,15 @@ fn run<'c>(
                 .any(|(w, _)| !matches!(w, Write::Barrier | Write::Rearm { .. }));
         retained.prepend_to(&mut batch);
         let retry = !shared.failing.load(Ordering::Acquire);
-        let done = commit_batch(conn, &mut stmts, batch, always_sync, &mut on_disk, retry);
+        let done = commit_batch(
+            conn,
+            &mut stmts,
+            batch,
+            always_sync,
+            &mut on_disk,
+            retry,
+            &shared.failing,
+        );
         let ok = done.is_ok();
         if let Err(kept) = done {
             retained.keep(kept);
@@ -290,8 +314,15 @@ fn run<'c>(
     retained.prepend_to(&mut rest);
     if !rest.is_empty() {
         let retry = !shared.failing.load(Ordering::Acquire);
-        if let Err(kept) = commit_batch(conn, &mut stmts, rest, always_sync, &mut on_disk, retry)
-            && !kept.is_empty()
+        if let Err(kept) = commit_batch(
+            conn,
+            &mut stmts,
+            rest,
+            always_sync,
+            &mut on_disk,
+            retry,
+            &shared.failing,
+        ) && !kept.is_empty()
         {
             // Journaled ones are still in the journal for the next start; the others are lost.
             let lost = kept
@@ -316,6 +347,9 @@ fn run<'c>(
 /// oldest are let go (a journaled row stays in its segment for the next start to apply).
 #[derive(Default)]
 struct Retained(std::collections::VecDeque<(Write, Ack)>);
+
+/// While commits fail, how often the writer tries again with nothing new to write.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
 
 /// How many retained rows the writer holds (~1 KiB each).
 const RETAINED_MAX: usize = 65_536;

@@ -54,6 +54,7 @@ pub(super) fn commit_batch<'c>(
     always_sync: bool,
     on_disk: &mut Option<bool>,
     retry: bool,
+    failing: &std::sync::atomic::AtomicBool,
 ) -> Result<(), Vec<(Write, Ack)>> {
     let (writes, acks): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
     let durable = always_sync
@@ -81,6 +82,10 @@ pub(super) fn commit_batch<'c>(
     // too (`retry` false): every batch would then take seconds to fail while answers wait on
     // it (and a stop would take minutes); one attempt each until one succeeds.
     let mut result = try_commit(c, stmts, &writes);
+    if result.is_err() {
+        // Told at once, not after the retries' seconds: answers are waiting meanwhile.
+        failing.store(true, std::sync::atomic::Ordering::Release);
+    }
     let delays: &[u64] = if retry { &[50, 500, 2000] } else { &[] };
     for &delay_ms in delays {
         if result.is_ok() {
@@ -135,7 +140,15 @@ pub(super) fn commit_batch<'c>(
             let mut kept = Vec::new();
             for (w, ack) in writes.into_iter().zip(acks) {
                 match ack {
-                    Ack::Reply(tx) | Ack::Settled(tx) => {
+                    Ack::Reply(tx) => {
+                        // A ledger row whose waiter is gone (a whole answer's client left while
+                        // it waited): nobody gives its charge back, so the row is kept for the
+                        // charge that stands.
+                        if tx.send(failed()).is_err() && matches!(w, Write::Usage(_)) {
+                            kept.push((w, Ack::Kept(None)));
+                        }
+                    }
+                    Ack::Settled(tx) => {
                         let _ = tx.send(failed());
                     }
                     Ack::Kept(reply) => {

@@ -124,13 +124,19 @@ fn journaled_rows_of_a_batch_that_never_commits_stay_in_their_segment() {
     let other = Connection::open(dir.path().join("modelrelay.db")).unwrap();
     other.execute_batch("BEGIN IMMEDIATE").unwrap();
     let mut on_disk = None;
-    let Err(kept) = commit_batch(&c, &mut stmts, batch(), false, &mut on_disk, true) else {
+    let failing = std::sync::atomic::AtomicBool::new(false);
+    let Err(kept) = commit_batch(&c, &mut stmts, batch(), false, &mut on_disk, true, &failing)
+    else {
         panic!("committed through the lock");
     };
     assert_eq!(
         kept.len(),
         2,
         "both journaled rows are kept for a later batch"
+    );
+    assert!(
+        failing.load(std::sync::atomic::Ordering::Acquire),
+        "told at the first failed attempt"
     );
     assert!(
         !Segment::drained(&segment),
@@ -141,7 +147,7 @@ fn journaled_rows_of_a_batch_that_never_commits_stay_in_their_segment() {
 
     // The lock is gone: the kept rows go with the next batch, and the refused row and the
     // committed one both settle.
-    assert!(commit_batch(&c, &mut stmts, kept, false, &mut on_disk, true).is_ok());
+    assert!(commit_batch(&c, &mut stmts, kept, false, &mut on_disk, true, &failing).is_ok());
     assert_eq!(ledger(&c), (1, 100, 1));
     assert_eq!(Arc::strong_count(&segment), 1);
     assert!(Segment::drained(&segment));
