@@ -277,7 +277,8 @@ fn run<'c>(
                 .iter()
                 .any(|(w, _)| !matches!(w, Write::Barrier | Write::Rearm { .. }));
         retained.prepend_to(&mut batch);
-        let retry = !shared.failing.load(Ordering::Acquire);
+        let was_failing = shared.failing.load(Ordering::Acquire);
+        let retry = !was_failing;
         let done = commit_batch(
             conn,
             &mut stmts,
@@ -291,9 +292,10 @@ fn run<'c>(
         if let Err(kept) = done {
             retained.keep(kept);
         }
-        if proves || !ok {
-            shared.failing.store(!ok, Ordering::Release);
-        }
+        // (`commit_batch` sets it at a first failed attempt; a batch that then commits but
+        // proves nothing leaves it as it was before.)
+        let failing_now = if proves || !ok { !ok } else { was_failing };
+        shared.failing.store(failing_now, Ordering::Release);
         shared.backlog.fetch_sub(journaled, Ordering::Relaxed);
         shared.commits.fetch_add(1, Ordering::Release);
     }
