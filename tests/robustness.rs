@@ -485,14 +485,8 @@ async fn answers_are_withheld_while_the_ledger_cannot_commit() {
     assert!(crate::common::text_deltas(&chunks) > 0, "{events:?}");
     let last = chunks.last().unwrap();
     assert_eq!(last["error"]["code"], "service_unavailable", "{events:?}");
-    let health = app
-        .http
-        .get(format!("{}/healthz", app.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(health.status(), 503);
-    let h: Value = health.json().await.unwrap();
+    let (status, h) = health(&app).await;
+    assert_eq!(status, 503, "{h}");
     assert!(h["database"].as_str().unwrap().starts_with("error:"), "{h}");
     // The lock goes: the next answer is recorded and delivered, and health is back.
     lock.execute_batch("ROLLBACK;").unwrap();
@@ -514,13 +508,7 @@ async fn answers_are_withheld_while_the_ledger_cannot_commit() {
         app.ledger_totals(&key),
         (2, Usd::from_nanos(2 * row.cost.nanos()))
     );
-    let health = app
-        .http
-        .get(format!("{}/healthz", app.base))
-        .send()
-        .await
-        .unwrap();
-    let h: Value = health.json().await.unwrap();
+    let (_, h) = health(&app).await;
     assert_eq!(h["database"], "ok", "{h}");
 }
 
@@ -559,14 +547,7 @@ async fn health_stays_failing_while_only_whole_answers_are_withheld() {
     }
     // Let the re-arming writes queued by the withheld answers be committed first.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let health = app
-        .http
-        .get(format!("{}/healthz", app.base))
-        .send()
-        .await
-        .unwrap();
-    let status = health.status();
-    let h: Value = health.json().await.unwrap();
+    let (status, h) = health(&app).await;
     assert_eq!(status, 503, "{h}");
     assert!(h["database"].as_str().unwrap().starts_with("error:"), "{h}");
     // The re-arming writes queued meanwhile each wait out the lock's busy timeout (5 s) and
@@ -592,19 +573,22 @@ async fn health_stays_failing_while_only_whole_answers_are_withheld() {
     assert_eq!(ks.requests(), 1);
     let mut h = Value::Null;
     for _ in 0..50 {
-        h = app
-            .http
-            .get(format!("{}/healthz", app.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        h = health(&app).await.1;
         if h["database"] == "ok" {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(h["database"], "ok", "{h}");
+}
+
+/// `GET /healthz`: its status and body.
+async fn health(app: &TestApp) -> (u16, Value) {
+    let r = app
+        .http
+        .get(format!("{}/healthz", app.base))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
 }

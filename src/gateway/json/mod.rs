@@ -80,56 +80,40 @@ impl Key {
     }
 }
 
-/// Whether `text` (one JSON event) has a member named `key` (given with its quotes, e.g.
-/// `"finish_reason"`) whose value is not `null`: the end of an answer, in a stream that may
-/// break after it. Read from the text, not a tree: inside a JSON string every quote is escaped,
-/// so the key with both its quotes followed by a colon appears only as a member name. Whitespace
-/// around the colon is allowed; anything it cannot read is "no".
-pub(super) fn has_non_null(text: &str, key: &Key) -> bool {
+/// The text after each `key:` in `text` (one JSON event; `key` given with its quotes, e.g.
+/// `"finish_reason"`), from the value's first byte on. Read from the text, not a tree: inside
+/// a JSON string every quote is escaped, so the key with both its quotes followed by a colon
+/// appears only as a member name. Whitespace around the colon is allowed.
+fn member_values<'t>(text: &'t str, key: &Key) -> impl Iterator<Item = &'t [u8]> {
     let b = text.as_bytes();
     let finder = key
         .0
         .get_or_init(|| memchr::memmem::Finder::new(key.1.as_bytes()));
-    finder.find_iter(b).any(|at| {
-        let rest = &b[at + key.1.len()..];
-        let skip = |s: &[u8]| {
-            s.iter()
-                .position(|c| !c.is_ascii_whitespace())
-                .unwrap_or(s.len())
-        };
-        let rest = &rest[skip(rest)..];
-        let Some(rest) = rest.strip_prefix(b":") else {
-            return false;
-        };
-        let rest = &rest[skip(rest)..];
-        !rest.is_empty() && !rest.starts_with(b"null")
+    finder.find_iter(b).filter_map(move |at| {
+        let rest = skip_space(&b[at + key.1.len()..]);
+        rest.strip_prefix(b":").map(skip_space)
     })
 }
 
-/// Whether `text` (one JSON event) has a member named `key` (with its quotes) whose value is
-/// the empty array: OpenAI's last chunk of a stream, `"choices":[]` beside the usage. Read as
-/// [`has_non_null`] reads.
+fn skip_space(s: &[u8]) -> &[u8] {
+    &s[s.iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(s.len())..]
+}
+
+/// Whether `text` (one JSON event) has a member named `key` whose value is not `null`: the end
+/// of an answer, in a stream that may break after it (see [`member_values`]); anything it
+/// cannot read is "no".
+pub(super) fn has_non_null(text: &str, key: &Key) -> bool {
+    member_values(text, key).any(|v| !v.is_empty() && !v.starts_with(b"null"))
+}
+
+/// Whether `text` (one JSON event) has a member named `key` whose value is the empty array:
+/// OpenAI's last chunk of a stream, `"choices":[]` beside the usage (see [`member_values`]).
 pub(super) fn has_empty_array(text: &str, key: &Key) -> bool {
-    let b = text.as_bytes();
-    let finder = key
-        .0
-        .get_or_init(|| memchr::memmem::Finder::new(key.1.as_bytes()));
-    let skip = |s: &[u8]| {
-        s.iter()
-            .position(|c| !c.is_ascii_whitespace())
-            .unwrap_or(s.len())
-    };
-    finder.find_iter(b).any(|at| {
-        let rest = &b[at + key.1.len()..];
-        let rest = &rest[skip(rest)..];
-        let Some(rest) = rest.strip_prefix(b":") else {
-            return false;
-        };
-        let rest = &rest[skip(rest)..];
-        let Some(rest) = rest.strip_prefix(b"[") else {
-            return false;
-        };
-        rest[skip(rest)..].starts_with(b"]")
+    member_values(text, key).any(|v| {
+        v.strip_prefix(b"[")
+            .is_some_and(|r| skip_space(r).starts_with(b"]"))
     })
 }
 
