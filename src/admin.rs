@@ -189,7 +189,14 @@ pub fn prepare_key(state: &AppState, new: NewKey) -> Result<(KeyRecord, String),
         sealed,
         prefix: display_prefix(&key),
         plan: plan.id.clone(),
-        status: KeyStatus::Active,
+        // A budget below what one smallest request of the plan costs (the operator's own
+        // figure: a plan's budget is dollars) makes the key exhausted from the start, as
+        // settlement would mark it, rather than `active` with every request refused 402.
+        status: if budget < plan.exhausted_below {
+            KeyStatus::Exhausted
+        } else {
+            KeyStatus::Active
+        },
         budget,
         spent: Usd::ZERO,
         requests: 0,

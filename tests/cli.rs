@@ -312,6 +312,29 @@ async fn keys_create_refuses_a_zero_budget() {
 }
 
 #[tokio::test]
+async fn a_budget_below_one_request_makes_the_key_exhausted_until_topped_up() {
+    let app = TestApp::spawn().await;
+    // One nano-dollar pays for no request of the trial plan: the key says so from the start.
+    let run = keys(
+        &app,
+        &["create", "--plan", "trial", "--budget", "0.000000001"],
+    )
+    .await;
+    let key = run.ok().trim().to_string();
+    let k = show(&app, &key).await;
+    assert_eq!(k["status"], "exhausted", "{k:#}");
+    assert_eq!(chat_status(&app, &key).await.0, 402);
+    // A top-up brings it back, as for any exhausted key.
+    keys(&app, &["topup", &key, "--usd", "1.00"]).await.ok();
+    assert_eq!(show(&app, &key).await["status"], "active");
+    assert_eq!(chat_status(&app, &key).await.0, 200);
+    // A budget that pays for a request stays active.
+    let run = keys(&app, &["create", "--plan", "trial", "--budget", "0.01"]).await;
+    let key = run.ok().trim().to_string();
+    assert_eq!(show(&app, &key).await["status"], "active");
+}
+
+#[tokio::test]
 async fn keys_without_a_daemon_fail_with_one_line() {
     let dir = tempfile::tempdir().expect("temp dir");
     let socket = dir.path().join("nobody-listens.sock");
