@@ -213,6 +213,7 @@ async fn connection_refused_is_502_and_costs_nothing() {
         assert_error(resp, 502, "upstream_error").await;
         let row = app.ledger_row(&rid).expect("row");
         assert_free(&row, Finish::UpstreamError, 502);
+        assert_eq!(row.account, "", "no account was reached");
     }
     assert_eq!(assert_books(&app, &key), 0);
 }
@@ -244,6 +245,7 @@ async fn upstream_that_accepts_but_never_answers_is_504_and_costs_nothing() {
         assert_error(resp, 504, "upstream_timeout").await;
         let row = app.ledger_row(&rid).expect("row");
         assert_free(&row, Finish::UpstreamTimeout, 504);
+        assert_eq!(row.account, "default", "the request reached it");
     }
     assert_eq!(assert_books(&app, &key), 0);
     holder.abort();

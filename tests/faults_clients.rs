@@ -195,3 +195,44 @@ async fn client_leaving_while_upstream_queues_cancels_it_and_pays_the_prompt_onl
         row.cost.nanos() + row2.cost.nanos()
     );
 }
+
+/// A client that leaves after its request reached upstream but before any answer came (no
+/// head yet) pays its prompt, and the row names the account the request reached (it was
+/// empty: the account was noted only when an answer's head arrived).
+#[tokio::test]
+async fn a_client_leaving_before_upstream_answers_pays_its_prompt_under_the_account_reached() {
+    // A black hole: connections are accepted and read, nothing is ever sent back.
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = hole.local_addr().expect("addr").port();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = hole.accept().await {
+            held.push(socket);
+        }
+    });
+    let app =
+        TestApp::spawn_with(|c| c.upstream.base_url = format!("http://127.0.0.1:{port}")).await;
+    let key = app.create_key("trial", None).await;
+    let text = "is anyone there?";
+    let resp = app
+        .chat(&key, &body(FLASH, text))
+        .timeout(Duration::from_millis(500))
+        .send()
+        .await;
+    assert!(resp.is_err_and(|e| e.is_timeout()));
+    let id = app.key_state(&key).id.clone();
+    let mut rows = Vec::new();
+    for _ in 0..200 {
+        rows = modelrelay::store::usage::recent(&app.db(), &id, 10).expect("query");
+        if !rows.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let row = rows.first().expect("a row for the abandoned request");
+    assert_estimated(row, text, Finish::ClientAbort, 0..=0);
+    assert_eq!(row.account, "default", "{row:?}");
+    holder.abort();
+}

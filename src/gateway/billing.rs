@@ -9,7 +9,7 @@
 //! balance cannot go below zero.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -24,6 +24,7 @@ use crate::pricing::PricePeriod;
 use crate::state::AppState;
 use crate::status::Api;
 use crate::store::{Finish, Measured, UsageRow, Write};
+use crate::upstream::Dispatch;
 
 /// Token counts from upstream's usage, in DeepSeek's terms (every dialect maps its own usage
 /// onto these).
@@ -180,12 +181,11 @@ pub struct RequestCtx {
     pub started_at: DateTime<Utc>,
     /// The API dialect it was made in.
     pub api: Api,
-    /// The upstream account serving it, once its answer began.
-    pub account: std::sync::OnceLock<String>,
-    /// Whether it is being (or was) written to an upstream account's connection: until then
+    /// Whether it is being (or was) written to an upstream account's connection — until then
     /// DeepSeek has not seen it (queued for an account, or connecting), and a client that goes
-    /// away (or a shutdown) owes nothing for it. Shared with the upstream body, which sets it.
-    pub dispatched: std::sync::Arc<AtomicBool>,
+    /// away (or a shutdown) owes nothing for it — and the account of its latest attempt (the
+    /// one serving it once its answer began). Shared with the upstream client, which sets both.
+    pub dispatch: Dispatch,
 }
 
 /// Counts upstream reported where its usage was not whole: Anthropic's input counts come in
@@ -228,7 +228,7 @@ fn bill(ctx: &RequestCtx, o: &Outcome) -> (Usage, Measured) {
         return (u, Measured::Provider);
     }
     let charge = match o.finish {
-        Finish::ClientAbort | Finish::Shutdown => ctx.dispatched.load(Ordering::Acquire),
+        Finish::ClientAbort | Finish::Shutdown => ctx.dispatch.sent.load(Ordering::Acquire),
         Finish::Complete => true,
         _ => o.output_estimate > 0,
     };
@@ -303,7 +303,11 @@ pub async fn settle(state: &AppState, ctx: &RequestCtx, o: Outcome, kept: bool) 
         ttft_ms: o.ttft.map(|d| d.as_millis() as u64),
         created_at_ms: ctx.started_at.timestamp_millis(),
         api: ctx.api,
-        account: ctx.account.get().cloned().unwrap_or_default(),
+        account: ctx
+            .dispatch
+            .reached()
+            .map(|a| a.to_string())
+            .unwrap_or_default(),
     };
     state.metrics.settled(&row.model, row.status, &row);
     let finished = ActivityEvent::RequestFinished {

@@ -4,7 +4,6 @@
 //! Measured beside the real route, it shows what those layers cost.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -13,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::error::GatewayError;
 use crate::state::AppState;
-use crate::upstream::Endpoint;
+use crate::upstream::{Dispatch, Endpoint};
 
 /// The handler.
 pub async fn relay(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
@@ -25,7 +24,7 @@ pub async fn relay(State(state): State<Arc<AppState>>, body: Bytes) -> Response 
             "",
             body.to_vec(),
             deadline,
-            &Arc::new(AtomicBool::new(false)),
+            &Dispatch::default(),
         )
         .await;
     match sent {

@@ -6,7 +6,6 @@
 //! ledger row is committed before the answer's last byte leaves.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use axum::extract::Request;
@@ -23,7 +22,7 @@ use super::stream;
 use crate::activity::ActivityEvent;
 use crate::state::{AppState, ClientIp, RequestId};
 use crate::store::Finish;
-use crate::upstream::{EventStream, UpstreamError};
+use crate::upstream::{Dispatch, EventStream, UpstreamError};
 
 /// Serve one request of dialect `D`.
 pub async fn handle<D: Dialect>(state: Arc<AppState>, req: Request) -> Response {
@@ -84,8 +83,7 @@ fn start<D: Dialect>(
         started: Instant::now(),
         started_at: Utc::now(),
         api: D::API,
-        account: std::sync::OnceLock::new(),
-        dispatched: Arc::new(AtomicBool::new(false)),
+        dispatch: Dispatch::default(),
     };
     (Pending::new(state.clone(), ctx), Call { body, stream })
 }
@@ -111,7 +109,7 @@ async fn relay<D: Dialect>(state: Arc<AppState>, pending: Pending, call: Call<D>
                 &ctx.model.name,
                 call.body,
                 deadline,
-                &ctx.dispatched,
+                &ctx.dispatch,
             )
             .await;
         if matches!(&up, Ok(_) | Err(UpstreamError::Status { .. })) {
@@ -142,9 +140,9 @@ async fn relay<D: Dialect>(state: Arc<AppState>, pending: Pending, call: Call<D>
     }
 }
 
-/// Note the account that serves a request: its ledger row and the console say so.
+/// Tell the console which account serves a request (its ledger row has it from the
+/// request's dispatch).
 fn routed(state: &AppState, ctx: &RequestCtx, account: &str) {
-    let _ = ctx.account.set(account.to_string());
     state.activity.emit(ActivityEvent::RequestRouted {
         request_id: ctx.request_id.clone(),
         account: account.to_string(),

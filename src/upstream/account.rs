@@ -88,6 +88,8 @@ impl Prepared {
 pub struct Account {
     /// Its name.
     pub name: String,
+    /// The same, shared with the requests it serves (no copy a request).
+    pub label: std::sync::Arc<str>,
     /// `Bearer <key>`.
     pub(super) auth: String,
     /// The same as a header value, built once. Configuration refuses a key a header cannot
@@ -129,6 +131,7 @@ impl Account {
     pub fn new(a: &crate::config::Account, caps: Vec<u32>) -> Account {
         Account {
             name: a.name.clone(),
+            label: a.name.as_str().into(),
             auth: format!("Bearer {}", a.api_key),
             auth_header: hyper::header::HeaderValue::try_from(format!("Bearer {}", a.api_key))
                 .ok()

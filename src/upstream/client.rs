@@ -18,6 +18,59 @@ use super::watch;
 use crate::activity::Activity;
 use crate::config::Config;
 
+/// Where one request stands on its way upstream, shared by the request's pending settlement
+/// and [`Upstream::send`]: whether DeepSeek may have seen it, and on which account.
+#[derive(Debug, Default)]
+pub struct Dispatch {
+    /// Set once the request is being written to an account's open connection (the upstream
+    /// body sets it when hyper takes it); cleared when an attempt fails over, as DeepSeek
+    /// bills nothing for a refused one. Until then a client that goes away owes nothing.
+    pub sent: Arc<AtomicBool>,
+    /// The accounts of the latest attempt and of the latest one that reached its account.
+    accounts: std::sync::Mutex<Accounts>,
+}
+
+#[derive(Debug, Default)]
+struct Accounts {
+    attempting: Option<Arc<str>>,
+    reached: Option<Arc<str>>,
+}
+
+impl Dispatch {
+    /// The account the request last reached (its ledger row names it): the latest attempt's
+    /// once that attempt is on the wire, else the latest earlier attempt that was (an attempt
+    /// still connecting, or refused a connection, reached none).
+    pub fn reached(&self) -> Option<Arc<str>> {
+        let sent = self.sent.load(Ordering::Acquire);
+        let a = self.accounts();
+        if sent {
+            a.attempting.clone()
+        } else {
+            a.reached.clone()
+        }
+    }
+
+    fn attempting(&self, name: &Arc<str>) {
+        self.accounts().attempting = Some(name.clone());
+    }
+
+    /// The latest attempt failed: the request is back in the queue, not sent.
+    fn failed_over(&self) {
+        if self.sent.swap(false, Ordering::AcqRel) {
+            let mut a = self.accounts();
+            a.reached = a.attempting.clone();
+        }
+    }
+
+    fn accounts(&self) -> std::sync::MutexGuard<'_, Accounts> {
+        // A poisoned lock still holds the last names written (plain stores).
+        match self.accounts.lock() {
+            Ok(a) => a,
+            Err(p) => p.into_inner(),
+        }
+    }
+}
+
 /// How long an unused connection to upstream stays in a client's pool.
 const POOL_IDLE: Duration = Duration::from_secs(90);
 
@@ -111,16 +164,16 @@ impl Upstream {
     /// came back — unreachable, timed out, 429, 5xx, or the account refused (401/403/402) —
     /// is tried again on another account, at most once per account; upstream's 400/422 (the
     /// request's own fault) is not. Every account at its cap for the whole queue timeout is
-    /// [`UpstreamError::Busy`]. `dispatched` is set once the request is being written to an
-    /// account's open connection (a client that goes away before then owes nothing: queued,
-    /// or connecting).
+    /// [`UpstreamError::Busy`]. `dispatch` tells the caller whether the request may have
+    /// reached DeepSeek (a client that goes away before then owes nothing: queued, or
+    /// connecting) and on which account.
     pub async fn send(
         &self,
         endpoint: Endpoint,
         model: &str,
         body: Vec<u8>,
         deadline: tokio::time::Instant,
-        dispatched: &Arc<AtomicBool>,
+        dispatch: &Dispatch,
     ) -> Result<Reply, UpstreamError> {
         let m = self.pool.model_slot(model).unwrap_or(0);
         let body = Bytes::from(body);
@@ -134,10 +187,11 @@ impl Upstream {
             };
             // (The pool counted the attempt in `account.requests` when it gave the slot.)
             let account = slot.account().clone();
-            // Out of the queue; `dispatched` is set once the request is on the wire (from then
-            // on DeepSeek may see, and charge for, the prompt).
+            // Out of the queue; `dispatch.sent` is set once the request is on the wire (from
+            // then on DeepSeek may see, and charge for, the prompt).
+            dispatch.attempting(&account.label);
             match self
-                .attempt(&account, endpoint, body.clone(), deadline, dispatched)
+                .attempt(&account, endpoint, body.clone(), deadline, &dispatch.sent)
                 .await
             {
                 Ok(resp) => {
@@ -181,7 +235,7 @@ impl Upstream {
                     drop(slot);
                     // Back to the queue: this attempt was refused or never answered, and
                     // DeepSeek bills nothing for it.
-                    dispatched.store(false, Ordering::Release);
+                    dispatch.failed_over();
                     // Every account tried (one alone, always): there is nothing to fail over to,
                     // and the log and `upstream status` should not say there was.
                     if tokio::time::Instant::now() >= deadline

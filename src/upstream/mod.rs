@@ -20,7 +20,7 @@ pub mod sse;
 pub mod status;
 mod watch;
 
-pub use client::{Endpoint, Upstream};
+pub use client::{Dispatch, Endpoint, Upstream};
 pub use error::UpstreamError;
 pub use http::BuildError;
 pub use reply::{EventStream, Reply};
