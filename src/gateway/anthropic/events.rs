@@ -363,6 +363,40 @@ mod tests {
         assert_eq!((u.hit, u.miss, u.completion), (64, 12, 9));
     }
 
+    /// A later reading that moves input tokens into the cache read, same total, is the count:
+    /// 800 hit + 200 miss, not 800 hit + 1 000 miss (each field's larger, as it was read).
+    #[test]
+    fn input_counts_moved_between_fields_are_not_counted_twice() {
+        let mut e = Events::new(PublicModel::new("m"));
+        let mut t = Tally::new(Instant::now());
+        let start = r#"{"type":"message_start","message":{"model":"m","usage":{"input_tokens":1000,"cache_read_input_tokens":0,"output_tokens":1}}}"#;
+        assert!(e.event(&ev(start), &mut t).is_ok());
+        assert_eq!(t.reported.prompt, Some((0, 1000)));
+        let delta = r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":10,"input_tokens":200,"cache_read_input_tokens":800,"cache_creation_input_tokens":0}}"#;
+        assert!(e.event(&ev(delta), &mut t).is_ok());
+        let u = t.usage.unwrap();
+        assert_eq!(
+            (u.prompt, u.hit, u.miss, u.completion),
+            (1000, 800, 200, 10)
+        );
+    }
+
+    /// A `message_start` whose input counts are all zero (the real ones to come at the end)
+    /// reports no prompt: a stream cut before the end bills the estimate, labelled so, not
+    /// a prompt of 0 tokens.
+    #[test]
+    fn zero_input_counts_are_a_placeholder() {
+        let mut e = Events::new(PublicModel::new("m"));
+        let mut t = Tally::new(Instant::now());
+        let start = r#"{"type":"message_start","message":{"model":"m","usage":{"input_tokens":0,"cache_read_input_tokens":0,"cache_creation_input_tokens":0,"output_tokens":1}}}"#;
+        assert!(e.event(&ev(start), &mut t).is_ok());
+        assert_eq!(t.reported.prompt, None);
+        let delta = r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":5,"input_tokens":30,"cache_read_input_tokens":10}}"#;
+        assert!(e.event(&ev(delta), &mut t).is_ok());
+        let u = t.usage.unwrap();
+        assert_eq!((u.hit, u.miss, u.completion), (10, 30, 5));
+    }
+
     /// A `type` that is not a name (a line break, escaped in its JSON) would end our `event:`
     /// line and pass the rest off as events of its own: refused, not relayed.
     #[test]

@@ -58,32 +58,52 @@ fn opt_count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::E
 }
 
 impl Wire {
-    /// Take the input counts `other` has, keeping those it lacks, and the larger of two:
-    /// a stream's input counts do not shrink, so a smaller one (a `0` placeholder in a later
-    /// event) is not a correction.
+    /// Take a later event's input counts over this one's, as a whole reading: the fields it
+    /// has over this one's (one it lacks keeps its value), when that reading's total is at
+    /// least this one's. Input counts are cumulative like the output count, and a later
+    /// reading may move tokens between fields (`input_tokens` → `cache_read_input_tokens`):
+    /// each field's larger counted those twice (found by an independent check: 4.1× the
+    /// bill). A reading with a smaller total is a placeholder (a `0` for a field it repeats),
+    /// not a correction, and is passed over. Either way the total billed is one a reading said.
     pub fn merge_input(&mut self, other: &Wire) {
-        for (mine, theirs) in [
-            (&mut self.input_tokens, other.input_tokens),
-            (
-                &mut self.cache_creation_input_tokens,
+        let overlay = |mine: Option<u64>, theirs: Option<u64>| theirs.or(mine);
+        let later = Wire {
+            input_tokens: overlay(self.input_tokens, other.input_tokens),
+            cache_creation_input_tokens: overlay(
+                self.cache_creation_input_tokens,
                 other.cache_creation_input_tokens,
             ),
-            (
-                &mut self.cache_read_input_tokens,
+            cache_read_input_tokens: overlay(
+                self.cache_read_input_tokens,
                 other.cache_read_input_tokens,
             ),
-        ] {
-            if theirs > *mine {
-                *mine = theirs;
-            }
+            output_tokens: self.output_tokens,
+        };
+        if later.input_total() >= self.input_total() {
+            *self = later;
         }
     }
 
-    /// The input counts, if the object has any of them.
+    /// The sum of the input counts (saturating; absent ones are zero).
+    fn input_total(&self) -> u64 {
+        [
+            self.input_tokens,
+            self.cache_creation_input_tokens,
+            self.cache_read_input_tokens,
+        ]
+        .into_iter()
+        .flatten()
+        .fold(0u64, u64::saturating_add)
+    }
+
+    /// The input counts, if the object has any that is not zero: no request reaches DeepSeek
+    /// without input tokens, so all zeros are a placeholder (a `message_start` whose real
+    /// counts come at the end), and the prompt is billed from the estimate, labelled so,
+    /// rather than as none (found by an independent check: a cut stream paid no prompt).
     pub fn input(&self) -> Option<Input> {
-        if self.input_tokens.is_none()
-            && self.cache_creation_input_tokens.is_none()
-            && self.cache_read_input_tokens.is_none()
+        if self.input_tokens.unwrap_or(0) == 0
+            && self.cache_creation_input_tokens.unwrap_or(0) == 0
+            && self.cache_read_input_tokens.unwrap_or(0) == 0
         {
             return None;
         }

@@ -61,7 +61,7 @@ proptest! {
         let w = parsed.unwrap();
         let zero = |i: usize| counts[i].unwrap_or(0);
         let input = w.input();
-        prop_assert_eq!(input.is_some(), counts[..3].iter().any(Option::is_some));
+        prop_assert_eq!(input.is_some(), counts[..3].iter().any(|c| c.is_some_and(|n| n > 0)));
         if let Some(i) = input {
             prop_assert_eq!(
                 (i.input_tokens, i.cache_creation_input_tokens, i.cache_read_input_tokens),
