@@ -389,6 +389,28 @@ async fn sigterm_cuts_a_stream_after_the_drain_time_and_bills_it() {
     assert_eq!(spent_total(&db), cost);
 }
 
+/// SIGHUP (an SSH session that dropped, an operator expecting a reload) is logged and
+/// ignored: its default action killed the daemon at once, with a stream's delivered output
+/// never billed. The stream goes on to its end and is billed; SIGTERM still stops the daemon.
+#[tokio::test]
+async fn sighup_is_ignored_and_the_stream_goes_on() {
+    let setup = Setup::new(30).await;
+    let mut served = setup.serve().await;
+    let key = setup.create_key().await;
+    let (rid, text, stream) = start_stream(&served, &key, "[[sim reply=20 delay_ms=50]]").await;
+    served.signal(Signal::SIGHUP);
+    served.wait_log("SIGHUP ignored").await;
+    let text = finish_stream(text, stream).await;
+    assert!(text.contains("[DONE]"), "{text}");
+    served.signal(Signal::SIGTERM);
+    let status = served.exit().await;
+    assert!(status.success(), "exit {status:?}; log:\n{}", served.log());
+    let db = setup.db();
+    let (finish, cost) = ledger_row(&db, &rid).expect("ledger row written");
+    assert_eq!(finish, "complete");
+    assert!(cost > 0);
+}
+
 #[tokio::test]
 async fn a_second_sigterm_cuts_the_drain_at_once_and_bills() {
     let setup = Setup::new(30).await;

@@ -105,7 +105,10 @@ fn demo_accounts(config: &mut Config, sim: &SimulatedDeepSeek) {
         .collect();
 }
 
-/// SIGTERM and SIGINT (Ctrl-C), either one.
+/// SIGTERM and SIGINT (Ctrl-C), either one. SIGHUP is caught too, and only logged: its default
+/// action killed the daemon at once (a foreground daemon whose SSH session dropped, an
+/// operator expecting a reload), with no drain and no ledger rows for the requests in flight.
+/// There is no reload; a restart reads the configuration.
 struct Signals {
     unix: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
 }
@@ -120,6 +123,19 @@ impl Signals {
             (Ok(term), Ok(int)) => Some((term, int)),
             _ => None,
         };
+        match signal(SignalKind::hangup()) {
+            Ok(mut hup) => {
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        tracing::warn!(
+                            "SIGHUP ignored: modelrelay has no reload; restart it to read its \
+                             configuration (SIGTERM stops it after draining)"
+                        );
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot catch SIGHUP"),
+        }
         Signals { unix }
     }
 

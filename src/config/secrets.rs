@@ -51,7 +51,8 @@ impl Config {
                 return Ok(None);
             }
             match std::fs::read_to_string(path) {
-                Ok(text) => Ok(Some(text.trim().to_string())),
+                // A byte-order mark (Notepad's) is not part of the secret.
+                Ok(text) => Ok(Some(text.trim_start_matches('\u{feff}').trim().to_string())),
                 Err(e)
                     if mode == SecretFiles::Check
                         && path.starts_with(SYSTEMD_CREDENTIALS)

@@ -24,6 +24,13 @@ pub enum SealError {
     /// The secret file holds something other than 64 hex characters.
     #[error("secret file {0} must hold 64 hex characters (32 bytes)")]
     BadSecret(PathBuf),
+    /// The secret file is empty: never written (an earlier version's first start on a full
+    /// disk left it so), so no key can have been sealed with it.
+    #[error(
+        "secret file {0} is empty: it was never written (a first start that failed, e.g. on a \
+         full disk); delete it and start again to have a new one made"
+    )]
+    EmptySecret(PathBuf),
     /// The OS RNG failed.
     #[error("random number generator failed: {0}")]
     Rng(String),
@@ -55,6 +62,32 @@ fn warn_if_open(path: &Path) {
     }
 }
 
+/// Create `path` (mode 0600) holding `bytes`, whole or not at all: written and synced under a
+/// temporary name, then linked in place (which fails if `path` exists). A first start that
+/// failed half-way (a full disk) left an empty secret that refused every later start.
+fn create_whole(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".new");
+    let tmp = PathBuf::from(tmp);
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::hard_link(&tmp, path)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    written
+}
+
 impl Sealer {
     /// Load the secret from `path`, creating it (mode 0600, 32 random bytes as hex) if absent.
     pub fn load_or_create(path: &Path) -> Result<Sealer, SealError> {
@@ -71,20 +104,17 @@ impl Sealer {
                 let mut secret = [0u8; 32];
                 getrandom::fill(&mut secret).map_err(|e| SealError::Rng(e.to_string()))?;
                 let hex = hex::encode(secret);
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(path)
-                    .map_err(io)?;
-                f.write_all(format!("{hex}\n").as_bytes()).map_err(io)?;
-                f.sync_all().map_err(io)?;
+                create_whole(path, format!("{hex}\n").as_bytes()).map_err(io)?;
                 hex
             }
             Err(e) => return Err(io(e)),
         };
-        let bytes =
-            hex::decode(text.trim()).map_err(|_| SealError::BadSecret(path.to_path_buf()))?;
+        // A byte-order mark (an editor's) is not part of the secret.
+        let text = text.trim_start_matches('\u{feff}').trim();
+        if text.is_empty() {
+            return Err(SealError::EmptySecret(path.to_path_buf()));
+        }
+        let bytes = hex::decode(text).map_err(|_| SealError::BadSecret(path.to_path_buf()))?;
         let secret: [u8; 32] = bytes
             .try_into()
             .map_err(|_| SealError::BadSecret(path.to_path_buf()))?;
@@ -170,5 +200,42 @@ mod tests {
             Sealer::load_or_create(&path),
             Err(SealError::BadSecret(_))
         ));
+        // Empty (an earlier version's first start on a full disk): said so.
+        std::fs::write(&path, "").unwrap();
+        let e = Sealer::load_or_create(&path).err().unwrap();
+        assert!(matches!(e, SealError::EmptySecret(_)), "{e}");
+        assert!(e.to_string().contains("delete it"), "{e}");
+    }
+
+    /// A secret written by an editor that adds a byte-order mark still reads.
+    #[test]
+    fn a_byte_order_mark_is_not_part_of_the_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret.key");
+        let hex = "ab".repeat(32);
+        std::fs::write(&path, format!("\u{feff}{hex}\r\n")).unwrap();
+        let s = Sealer::load_or_create(&path).unwrap();
+        let sealed = s.seal("k", "text").unwrap();
+        let same = Sealer::from_secret(&[0xab; 32]);
+        assert_eq!(same.open("k", &sealed).unwrap(), "text");
+    }
+
+    /// Creating the secret is whole or nothing: a failure leaves no file (an empty one
+    /// refused every later start), and no temporary file either.
+    #[test]
+    fn a_failed_creation_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        // A directory where the temporary file would go makes the write fail.
+        let path = dir.path().join("secret.key");
+        std::fs::create_dir(dir.path().join("secret.key.new")).unwrap();
+        assert!(matches!(
+            Sealer::load_or_create(&path),
+            Err(SealError::Io { .. })
+        ));
+        assert!(!path.exists());
+        std::fs::remove_dir(dir.path().join("secret.key.new")).unwrap();
+        Sealer::load_or_create(&path).unwrap();
+        assert!(path.exists());
+        assert!(!dir.path().join("secret.key.new").exists());
     }
 }

@@ -8,7 +8,8 @@ fn secret_files_are_read_and_trimmed() {
     jailed(|jail| {
         jail.create_file("deepseek_api_key", "  sk-from-credential\n\n")
             .unwrap();
-        jail.create_file("paypal_client_secret", "pp-secret\r\n")
+        // Notepad's byte-order mark and line ending: neither is part of the secret.
+        jail.create_file("paypal_client_secret", "\u{feff}pp-secret\r\n")
             .unwrap();
         let dir = jail.directory().to_path_buf();
         let c = load_file(
