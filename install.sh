@@ -192,6 +192,13 @@ else
   fi
 fi
 
+# An earlier install (the binary already in place): an upgrade, whose next step is a restart.
+UPGRADE=0
+BINARY_CHANGED=1
+if [ -f "$BIN_DEST" ]; then
+  UPGRADE=1
+  cmp -s "$BINARY" "$BIN_DEST" && BINARY_CHANGED=0
+fi
 install_file 0755 "$BINARY" "$BIN_DEST"
 install_file 0644 "$SRC_DIR/systemd/$NAME.service" "$UNIT_DEST"
 
@@ -213,6 +220,21 @@ elif [ "$STAGING" -eq 1 ]; then
   say "staging, would run: systemctl daemon-reload"
 else
   say "systemd is not running here: skipped systemctl daemon-reload"
+fi
+
+if [ "$UPGRADE" -eq 1 ]; then
+  if [ "$BINARY_CHANGED" -eq 1 ]; then
+    cat <<EOF
+
+modelrelay is upgraded. A running service still runs the old binary until restarted:
+  systemctl restart $NAME        # drains requests in flight first (server.drain_secs)
+  journalctl -u $NAME -f         # a new version may migrate the database at its first start
+EOF
+  else
+    echo
+    say "the installed binary is already this one: nothing to restart."
+  fi
+  exit 0
 fi
 
 cat <<EOF

@@ -145,15 +145,38 @@ fn install_into_a_staging_root_twice_then_uninstall() {
     edited.push_str("\n# edited by the operator\n");
     std::fs::write(&config, &edited).expect("edit config");
     std::fs::write(state.join("modelrelay.db"), b"data").expect("fake database");
-    let before = listing(&root);
+    let unchanged = listing(&root);
     let out = install(&root, &["--binary", BIN]);
-    assert_eq!(listing(&root), before, "second run changed the tree");
+    assert_eq!(listing(&root), unchanged, "second run changed the tree");
     assert_eq!(std::fs::read_to_string(&config).expect("config"), edited);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("kept the existing config"),
         "second run: {stdout}"
     );
+    // Not the first install's steps again: the binary is the same, nothing to restart.
+    assert!(
+        !stdout.contains("systemctl enable --now") && stdout.contains("nothing to restart"),
+        "second run: {stdout}"
+    );
+
+    // An upgrade (another binary) says the running service needs a restart.
+    let other = tmp.path().join("modelrelay-new");
+    std::fs::copy(BIN, &other).expect("copy");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&other)
+        .expect("open copy");
+    std::io::Write::write_all(&mut f, b"\0").expect("change the copy");
+    drop(f);
+    let out = install(&root, &["--binary", other.to_str().expect("utf-8")]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("systemctl restart modelrelay") && !stdout.contains("enable --now"),
+        "upgrade: {stdout}"
+    );
+    install(&root, &["--binary", BIN]);
+    let before = listing(&root);
 
     // DESTDIR works like --root.
     run_ok(
@@ -378,10 +401,28 @@ fn serve_notifies_systemd_when_ready() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("start modelrelay serve --demo");
+    // A fresh database is migrated first: before each migration systemd is asked to wait
+    // longer (a migration of a large ledger takes minutes), then READY=1.
+    let mut got = Vec::new();
     let mut buf = [0u8; 256];
-    let got = sock.recv(&mut buf);
+    let ready = loop {
+        match sock.recv(&mut buf) {
+            Ok(n) if &buf[..n] == b"READY=1" => break Ok(()),
+            Ok(n) => got.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+            Err(e) => break Err(e),
+        }
+    };
     let _ = child.kill();
     let _ = child.wait();
-    let n = got.expect("READY=1 within 60 s");
-    assert_eq!(&buf[..n], b"READY=1");
+    ready.expect("READY=1 within 60 s");
+    assert!(!got.is_empty(), "no notice before the migrations");
+    for (i, m) in got.iter().enumerate() {
+        assert_eq!(
+            m,
+            &format!(
+                "EXTEND_TIMEOUT_USEC=900000000\nSTATUS=applying database migration {}",
+                i + 1
+            )
+        );
+    }
 }

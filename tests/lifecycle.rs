@@ -389,6 +389,28 @@ async fn sigterm_cuts_a_stream_after_the_drain_time_and_bills_it() {
     assert_eq!(spent_total(&db), cost);
 }
 
+/// A database a newer modelrelay migrated (then rolled back to this binary) is refused at
+/// start, saying so, instead of being read by a version that does not know what changed.
+#[tokio::test]
+async fn a_database_from_a_newer_version_is_refused() {
+    let setup = Setup::new(5).await;
+    let mut served = setup.serve().await;
+    served.signal(Signal::SIGTERM);
+    assert!(served.exit().await.success());
+    {
+        let db = rusqlite::Connection::open(setup.dir.path().join("modelrelay.db")).expect("open");
+        db.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES (999, 0)",
+            [],
+        )
+        .expect("insert");
+    }
+    let (status, stderr) = setup.serve_refused(&setup.config(), &[]).await;
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("newer modelrelay"), "{stderr}");
+    assert!(stderr.contains("migration 999"), "{stderr}");
+}
+
 /// SIGHUP (an SSH session that dropped, an operator expecting a reload) is logged and
 /// ignored: its default action killed the daemon at once, with a stream's delivered output
 /// never billed. The stream goes on to its end and is billed; SIGTERM still stops the daemon.

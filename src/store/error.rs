@@ -21,6 +21,17 @@ pub enum StoreError {
     /// A stored value is not one this version understands.
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// The database has migrations this version does not know: a newer modelrelay wrote it.
+    #[error(
+        "the database was written by a newer modelrelay (migration {found}; this version knows \
+         up to {known}): run the newer binary, or restore a backup taken before the upgrade"
+    )]
+    NewerDatabase {
+        /// The newest migration applied to the database.
+        found: i64,
+        /// The newest this version has.
+        known: i64,
+    },
     /// The batch holding the write could not be committed, retries included (a full disk, a
     /// lock another program holds): nothing of it is in the database.
     #[error("commit failed: {0}")]

@@ -22,12 +22,25 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     (10, include_str!("migrations/0010_upstream_disabled.sql")),
 ];
 
-/// Apply the migrations not applied yet, each in its own transaction.
+/// How much longer systemd is asked to wait for the start, before each migration.
+const MIGRATION_GRACE: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// Apply the migrations not applied yet, each in its own transaction. A database that has
+/// migrations this version does not know (written by a newer modelrelay, then rolled back)
+/// is refused: this version would misread what those changed.
 pub(super) fn migrate(c: &mut rusqlite::Connection) -> Result<(), StoreError> {
     c.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
              version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
     )?;
+    let newest: Option<i64> =
+        c.query_row("SELECT MAX(version) FROM schema_migrations", [], |r| {
+            r.get(0)
+        })?;
+    let known = MIGRATIONS.last().map_or(0, |&(v, _)| v);
+    if let Some(found) = newest.filter(|&v| v > known) {
+        return Err(StoreError::NewerDatabase { found, known });
+    }
     for &(version, sql) in MIGRATIONS {
         let tx = c.transaction()?;
         let done: bool = tx.query_row(
@@ -36,6 +49,17 @@ pub(super) fn migrate(c: &mut rusqlite::Connection) -> Result<(), StoreError> {
             |r| r.get(0),
         )?;
         if !done {
+            // Some rebuild the ledger: minutes on millions of rows. Said before, not only
+            // after, and systemd (Type=notify) is asked to wait for it rather than kill a
+            // start that is working.
+            tracing::info!(
+                version,
+                "applying database migration (on a large ledger this can take minutes)"
+            );
+            crate::notify::send(&format!(
+                "EXTEND_TIMEOUT_USEC={}\nSTATUS=applying database migration {version}",
+                MIGRATION_GRACE.as_micros()
+            ));
             tx.execute_batch(sql)?;
             tx.execute(
                 "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
