@@ -461,8 +461,8 @@ async fn a_trial_that_upstream_refuses_as_the_requests_fault_brings_the_account_
     assert_eq!(slow.status(), 200);
     tokio::time::sleep(Duration::from_millis(5_300)).await;
     // A first trial answered with an error that is neither the request's nor a reason to
-    // rest the account (a 404): no verdict, so the trial is freed for the next request.
-    app.sim.set_fault(SIM_KEY, Some(AccountFault::Status(404)));
+    // rest the account (a 413): no verdict, so the trial is freed for the next request.
+    app.sim.set_fault(SIM_KEY, Some(AccountFault::Status(413)));
     let resp = app
         .chat(
             &key,
@@ -510,31 +510,44 @@ async fn a_trial_that_upstream_refuses_as_the_requests_fault_brings_the_account_
     assert!(firsts >= 2, "first took {firsts} of 6");
 }
 
-/// An account that answers every request with an error that is neither the request's fault
-/// nor a reason to rest it (a wrong base URL: 404) stays in service, but the operator sees its
-/// errors and the last one; a request's own 422 is not counted against the account.
+/// An account whose base URL is not DeepSeek's API (a mistyped path: 404) rests like a
+/// failing one, and the request fails over to another (it kept its share of every request
+/// for good, each a 502); the operator sees its errors and the last one. A request's own 422
+/// is not counted against the account.
 #[tokio::test]
-async fn an_account_failing_in_a_way_that_does_not_rest_it_still_shows_its_errors() {
+async fn an_account_answering_404_rests_and_the_request_fails_over() {
     let app = two_accounts(
         |_| {},
         |c| {
             let base = c.upstream.base_url.clone();
-            c.upstream.accounts = vec![account("first", SIM_KEY)];
             c.upstream.accounts[0].base_url = format!("{base}/wrong");
         },
     )
     .await;
     let key = app.create_key("trial", None).await;
-    let resp = app
-        .chat(&key, &body("deepseek-v4-flash", "[[sim reply=1]] hi"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 502);
+    for _ in 0..4 {
+        let resp = app
+            .chat(&key, &body("deepseek-v4-flash", "[[sim reply=1]] hi"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
     let status = app.daemon.as_ref().unwrap().state.upstream.status();
     let first = &status.accounts[0];
-    assert_eq!(first.errors, 1);
-    assert!(first.last_error.is_some(), "{first:?}");
+    assert_eq!(first.state.as_str(), "cooling", "{first:?}");
+    assert_eq!(first.errors, 1, "rested after its first 404: {first:?}");
+    assert!(
+        first
+            .last_error
+            .as_ref()
+            .is_some_and(|e| e.0.contains("404")),
+        "{first:?}"
+    );
+    assert!(
+        served_by(&app).iter().all(|a| a.as_deref() == Some(SECOND)),
+        "every request answered by second"
+    );
     // A request's own fault, on a working account, is not the account's error.
     let app = two_accounts(|_| {}, |_| {}).await;
     let key = app.create_key("trial", None).await;

@@ -263,12 +263,19 @@ impl Account {
     }
 
     /// An attempt failed in a way that rests the account (429, 5xx, timeout, unreachable):
-    /// cooling, for twice as long as the last time (5 s first, 5 min at most). True when its
-    /// state changed.
+    /// cooling, for twice as long as the last time (5 s first, 5 min at most). A failure
+    /// while it already rests (requests sent before the rest began, or taken early because
+    /// no account could serve) counts as an error but does not lengthen the rest: each one
+    /// doubled it, so a burst of a dozen 429s rested an account for minutes, not 5 s. True
+    /// when its state changed.
     pub(super) fn cool(&self, why: &str) -> bool {
         self.note_error(why);
-        if self.state() == AccountState::Disabled {
-            return false;
+        match self.state() {
+            AccountState::Disabled => return false,
+            AccountState::Cooling if now_ms() < self.until_ms.load(Ordering::Acquire) => {
+                return false;
+            }
+            _ => {}
         }
         let first = u64::try_from(FIRST_BACKOFF.as_millis()).unwrap_or(5000);
         let max = u64::try_from(MAX_BACKOFF.as_millis()).unwrap_or(300_000);
@@ -389,6 +396,16 @@ mod tests {
         assert!(a.usable(later));
         assert_eq!(a.try_take(0, later), Some(true), "the trial");
         assert_eq!(a.try_take(0, later), None, "one trial at a time");
+        // A failure of a request sent before the rest: noted, not a longer rest.
+        let until = a.cooling_until_ms().unwrap();
+        assert!(!a.cool("503 from before"));
+        assert_eq!(a.cooling_until_ms(), Some(until));
+        assert_eq!(
+            a.last_error().map(|e| e.0),
+            Some("503 from before".to_string())
+        );
+        // The trial's own failure, once the rest is over, doubles it.
+        a.rest_over();
         assert!(!a.cool("503 again"), "still cooling, for longer");
         // 10 s now.
         let until = a.cooling_until_ms().unwrap();

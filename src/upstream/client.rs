@@ -220,9 +220,9 @@ impl Upstream {
                         } else {
                             // No verdict on the account: a trial this was is freed when the
                             // slot goes (the next request is the trial), not left taken.
-                            // Neither the request's nor a reason to rest the account (a 404
-                            // from a wrong base URL, DeepSeek not knowing the configured
-                            // model): the operator's to see, in its errors and last error.
+                            // Neither the request's nor a reason to rest the account
+                            // (DeepSeek not knowing the configured model, an upstream 413):
+                            // the operator's to see, in its errors and last error.
                             account.errors.fetch_add(1, Ordering::Relaxed);
                             account.note_failure(&e.to_string());
                         }

@@ -59,13 +59,19 @@ impl UpstreamError {
                 || *status == StatusCode::FORBIDDEN)
     }
 
-    /// A failure of the account's moment, not of the request: unreachable, timed out, rate
-    /// limited (429) or failing (5xx). The account rests; another may serve.
+    /// A failure of the account, not of the request: unreachable, timed out, rate limited
+    /// (429), failing (5xx), or not DeepSeek's API where its base URL says (404, 405, 410: a
+    /// mistyped `base_url`, a proxy's page). The account rests; another may serve. A pool
+    /// with one such account in it lost its share of every request for good.
     pub fn rests_account(&self) -> bool {
         match self {
             UpstreamError::Unreachable(_) | UpstreamError::Timeout => true,
             UpstreamError::Status { status, .. } => {
-                *status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
+                *status == StatusCode::TOO_MANY_REQUESTS
+                    || *status == StatusCode::NOT_FOUND
+                    || *status == StatusCode::METHOD_NOT_ALLOWED
+                    || *status == StatusCode::GONE
+                    || status.is_server_error()
             }
             _ => false,
         }
