@@ -297,6 +297,61 @@ async fn a_refunded_top_up_takes_back_what_is_left_of_it_and_keeps_the_key() {
     assert_eq!(spent, bal.spent.nanos());
 }
 
+/// Refunding an upgrading top-up moves the key to the dearest plan still paid for: not to the
+/// plan of the refunded top-up's own "before" when that was itself refunded, and not off a
+/// plan another top-up still pays for (found by an independent check: a key kept `standard`
+/// after both upgrades were refunded, and lost `standard` while a second one was paid).
+#[tokio::test]
+async fn a_refunded_upgrade_leaves_the_key_on_the_dearest_plan_still_paid() {
+    let app = TestApp::spawn_shop().await;
+    let mut b = Browser::open(&app).await;
+    let refund = |paypal: String| {
+        let app = &app;
+        async move {
+            let event = app
+                .pp()
+                .webhook("PAYMENT.CAPTURE.REFUNDED", &paypal)
+                .unwrap();
+            assert_eq!(deliver(app, event).await, 200);
+        }
+    };
+
+    // trial → standard → pro; the standard top-up refunded first, then the pro one.
+    let key = key_on(&app, "trial", "0.01").await;
+    let ks = app.key_state(&key);
+    let (standard, paypal_standard) = approved_top_up(&app, &mut b, "standard", &key).await;
+    b.capture(&app, &standard).await;
+    let (pro, paypal_pro) = approved_top_up(&app, &mut b, "pro", &key).await;
+    b.capture(&app, &pro).await;
+    assert_eq!(ks.plan(), "pro");
+    refund(paypal_standard).await;
+    assert_eq!(ks.plan(), "pro", "pro is still paid for");
+    refund(paypal_pro).await;
+    assert_eq!(
+        ks.plan(),
+        "trial",
+        "nothing above trial is paid for any more"
+    );
+    assert_eq!(
+        shown(&app, &key).await["plan"],
+        "trial",
+        "the database agrees"
+    );
+
+    // trial → standard, standard again; the first refunded: the second still pays for it.
+    let key = key_on(&app, "trial", "0.01").await;
+    let ks = app.key_state(&key);
+    let (first, paypal_first) = approved_top_up(&app, &mut b, "standard", &key).await;
+    b.capture(&app, &first).await;
+    let (second, paypal_second) = approved_top_up(&app, &mut b, "standard", &key).await;
+    b.capture(&app, &second).await;
+    refund(paypal_first).await;
+    assert_eq!(ks.plan(), "standard", "the second top-up still pays for it");
+    refund(paypal_second).await;
+    assert_eq!(ks.plan(), "trial");
+    assert_eq!(shown(&app, &key).await["plan"], "trial");
+}
+
 /// A shop whose trial plan grants 0.0001 and starter 0.0002.
 async fn spawn_small_plans() -> TestApp {
     TestApp::spawn_shop_with(|c| {

@@ -161,9 +161,9 @@ pub async fn refund(state: &AppState, order: &Order) -> Result<Usd, RefundError>
     let (take, owed, debt) = key.as_ref().map_or((Usd::ZERO, Usd::ZERO, 0), |k| {
         k.take_or_owe(left, &order_id)
     });
-    let restore_plan = match (&key, &order.extra.upgraded_from) {
-        (Some(k), Some(before)) if k.plan() == order.record.plan => Some(before.clone()),
-        _ => None,
+    let restore_plan = match &key {
+        Some(k) => plan_without(state, k, order).await?,
+        None => None,
     };
     let write = Write::RefundCredit {
         order_id: order_id.clone(),
@@ -194,6 +194,43 @@ pub async fn refund(state: &AppState, order: &Order) -> Result<Usd, RefundError>
     }
     tracing::info!(order_id, key_id, taken = %take, credit_left = %left, "order refunded; its credit taken back");
     Ok(take)
+}
+
+/// The plan `key` moves back to when `order` is refunded, if any: the dearest of the plan it
+/// had before its first upgrading top-up and of the plans of its other orders still paid — not
+/// simply this order's plan before (a refund of the upgrade under a later, dearer one put the
+/// key on the refunded plan; a refund of one of two top-ups of a plan took the plan the other
+/// still paid for). Never a dearer plan than the key's now.
+async fn plan_without(
+    state: &AppState,
+    key: &KeyState,
+    order: &Order,
+) -> Result<Option<String>, RefundError> {
+    let key_id = key.id.clone();
+    let orders = state
+        .store
+        .read(move |c| crate::store::orders::of_key(c, &key_id))
+        .await
+        .map_err(|e| RefundError::Read(e.to_string()))?;
+    let first_upgrade = orders
+        .iter()
+        .filter(|o| o.extra.upgraded_from.is_some())
+        .min_by_key(|o| o.record.paid_at);
+    let Some(base) = first_upgrade.and_then(|o| o.extra.upgraded_from.clone()) else {
+        // No order ever moved the key: its plan is its own.
+        return Ok(None);
+    };
+    let still_paid = orders.iter().filter(|o| {
+        o.record.order_id != order.record.order_id && o.record.status == OrderStatus::Paid
+    });
+    let mut keep = base;
+    for o in still_paid {
+        if is_dearer(state, &o.record.plan, &keep) {
+            keep = o.record.plan.clone();
+        }
+    }
+    let now = key.plan();
+    Ok((keep != now && is_dearer(state, &now, &keep)).then_some(keep))
 }
 
 /// The credit a paid order added to its key, and what is left of it: what it granted, less

@@ -325,6 +325,16 @@ pub fn get_full(c: &Connection, order_id: &str) -> Result<Option<Order>, StoreEr
     Ok(stmt.query_row([order_id], full_row).optional()?)
 }
 
+/// Every order that credited or made `key_id` (its purchase and its top-ups), oldest first.
+pub fn of_key(c: &Connection, key_id: &str) -> Result<Vec<Order>, StoreError> {
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {FULL_COLUMNS} FROM orders WHERE topup_key_id = ?1 OR key_id = ?1
+         ORDER BY created_at, order_id"
+    ))?;
+    let rows = stmt.query_map([key_id], full_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// The newest orders, whole.
 pub fn recent_full(c: &Connection, limit: u32) -> Result<Vec<Order>, StoreError> {
     let mut stmt = c.prepare_cached(&format!(
