@@ -114,8 +114,12 @@ pub enum OrderStatus {
     Pending,
     /// Paid: its key exists.
     Paid,
-    /// Declined, or PayPal's answer did not match the order (amount, currency).
+    /// Declined, or never created at PayPal: no money was taken.
     Failed,
+    /// Captured — PayPal holds the buyer's money — but not given: the capture does not match
+    /// the order (amount, currency, invoice), or a top-up's key was revoked meanwhile. The
+    /// operator settles it by hand (a refund in PayPal, or a key).
+    Review,
     /// Refunded or reversed: its key is revoked.
     Refunded,
 }
@@ -128,6 +132,7 @@ impl OrderStatus {
             OrderStatus::Pending => "pending",
             OrderStatus::Paid => "paid",
             OrderStatus::Failed => "failed",
+            OrderStatus::Review => "review",
             OrderStatus::Refunded => "refunded",
         }
     }
@@ -139,6 +144,7 @@ impl OrderStatus {
             "pending" => OrderStatus::Pending,
             "paid" => OrderStatus::Paid,
             "failed" => OrderStatus::Failed,
+            "review" => OrderStatus::Review,
             "refunded" => OrderStatus::Refunded,
             _ => return None,
         })

@@ -272,8 +272,48 @@ async fn a_capture_that_does_not_match_the_order_grants_nothing() {
         assert_eq!(v["status"], expected, "{mode:?}: {v}");
         assert!(v["api_key"].is_null());
         assert_eq!(keys_of_order(&app, &order_id), 0, "{mode:?}");
-        assert_eq!(order_status(&app, &order_id), "failed");
+        // The order says so too: a review is not a failed payment (the buyer was told the
+        // payment had not gone through and to buy again, with PayPal holding the money),
+        // and it keeps the capture's id for the operator's refund.
+        assert_eq!(order_status(&app, &order_id), expected, "{mode:?}");
+        let capture: Option<String> = app
+            .db()
+            .query_row(
+                "SELECT paypal_capture_id FROM orders WHERE order_id = ?1",
+                [&order_id],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(capture.is_some(), expected == "review", "{mode:?}");
         assert_eq!(app.daemon.as_ref().unwrap().state.keys.len(), 0);
+        let state = &app.daemon.as_ref().unwrap().state;
+        let shown = modelrelay::shop::orders::lookup_order(state, &order_id, "a@b.co")
+            .await
+            .unwrap();
+        assert_eq!(shown.status.as_str(), expected, "{mode:?}");
+        if expected == "review" {
+            // Capturing again, or PayPal's COMPLETED event, leaves it held.
+            let hook = app
+                .pp()
+                .webhook("PAYMENT.CAPTURE.COMPLETED", &paypal_id)
+                .unwrap();
+            assert_eq!(deliver(&app, hook).await, 200);
+            let (_, v) = b.capture(&app, &order_id).await;
+            assert_eq!(v["status"], "review", "{v}");
+            assert!(
+                v["message"].as_str().unwrap().contains("do not pay again"),
+                "{v}"
+            );
+            assert_eq!(order_status(&app, &order_id), "review");
+            // The operator refunds it in PayPal: refunded, and still no key.
+            let refund = app
+                .pp()
+                .webhook("PAYMENT.CAPTURE.REFUNDED", &paypal_id)
+                .unwrap();
+            assert_eq!(deliver(&app, refund).await, 200);
+            assert_eq!(order_status(&app, &order_id), "refunded");
+            assert_eq!(keys_of_order(&app, &order_id), 0);
+        }
     }
 }
 

@@ -394,6 +394,11 @@ async fn capture_top_up(state: &Arc<AppState>, order: &Order) -> Result<Response
     .into_response())
 }
 
+/// What the buyer is told about a payment PayPal took that is held for the operator's review.
+const REVIEW_MESSAGE: &str = "PayPal took the payment, but it does not match this order, so it is \
+     held for review: nothing was issued yet. Please contact us with your order id; do not pay \
+     again.";
+
 /// What the capture answer tells the buyer about a top-up in `status`.
 fn top_up_message(status: OrderStatus) -> &'static str {
     match status {
@@ -402,6 +407,7 @@ fn top_up_message(status: OrderStatus) -> &'static str {
             "PayPal is still processing the payment. The credit is added when it completes."
         }
         OrderStatus::Failed => "The payment did not go through. Nothing was added.",
+        OrderStatus::Review => REVIEW_MESSAGE,
         OrderStatus::Refunded => "This top-up was refunded; its credit was taken back.",
         OrderStatus::Created => "The payment has not been approved yet.",
     }
@@ -439,6 +445,7 @@ fn capture_message(status: OrderStatus) -> &'static str {
              check the order page with your order id and email."
         }
         OrderStatus::Failed => "The payment did not go through. Nothing was issued.",
+        OrderStatus::Review => REVIEW_MESSAGE,
         OrderStatus::Refunded => {
             "This order was refunded. Its key is revoked, unless it was topped up since; the order \
              page says which."

@@ -82,7 +82,11 @@ pub async fn fulfil(state: &Arc<AppState>, order_id: &str, capture: &CaptureInfo
     if let Some(why) = mismatch(order, capture) {
         let _ = state
             .store
-            .write(set_status(order_id, OrderStatus::Failed, now_ms))
+            .write(Write::OrderReview {
+                order_id: order_id.to_string(),
+                capture_id: capture.id.clone(),
+                at_ms: now_ms,
+            })
             .await;
         tracing::error!(
             order_id,

@@ -136,6 +136,7 @@ impl Texts {
             OrderStatus::Pending => self.order_pending,
             OrderStatus::Paid => self.order_paid,
             OrderStatus::Failed => self.order_failed,
+            OrderStatus::Review => self.order_review,
             OrderStatus::Refunded => self.order_refunded,
         }
     }
@@ -147,6 +148,7 @@ impl Texts {
             OrderStatus::Pending => self.order_note_pending,
             OrderStatus::Paid => self.order_note_paid,
             OrderStatus::Failed => self.order_note_failed,
+            OrderStatus::Review => self.order_note_review,
             OrderStatus::Refunded => self.order_note_refunded,
         }
     }

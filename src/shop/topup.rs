@@ -68,11 +68,14 @@ pub async fn credit(
                 order_id,
                 "TOP-UP PAID FOR A KEY THAT IS REVOKED OR GONE: nothing credited; refund it in PayPal"
             );
-            state.store.write_later(Write::OrderStatus {
-                order_id: order_id.to_string(),
-                status: OrderStatus::Failed,
-                at_ms: now_ms,
-            });
+            let _ = state
+                .store
+                .write(Write::OrderReview {
+                    order_id: order_id.to_string(),
+                    capture_id: capture.id.clone(),
+                    at_ms: now_ms,
+                })
+                .await;
             return Fulfilment::Mismatch("the key to top up is revoked".into());
         }
     };

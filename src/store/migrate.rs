@@ -20,6 +20,7 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("migrations/0008_order_refunded_amount.sql")),
     (9, include_str!("migrations/0009_rotation_requests.sql")),
     (10, include_str!("migrations/0010_upstream_disabled.sql")),
+    (11, include_str!("migrations/0011_order_review.sql")),
 ];
 
 /// How much longer systemd is asked to wait for the start, before each migration.

@@ -297,6 +297,26 @@ pub fn set_status(
     Ok(())
 }
 
+/// Hold an order for review (its capture completed but cannot be given), keeping the capture's
+/// id unless another order has it; a paid or refunded order is left as it is.
+pub fn hold_for_review(c: &Connection, order_id: &str, capture_id: &str) -> Result<(), StoreError> {
+    let n = c.execute(
+        "UPDATE orders SET status = 'review',
+                paypal_capture_id = CASE
+                    WHEN paypal_capture_id IS NOT NULL THEN paypal_capture_id
+                    WHEN EXISTS (SELECT 1 FROM orders WHERE paypal_capture_id = ?2) THEN NULL
+                    ELSE ?2 END
+         WHERE order_id = ?1 AND status NOT IN ('paid', 'refunded')",
+        params![order_id, capture_id],
+    )?;
+    if n == 0 {
+        return Err(StoreError::Conflict(format!(
+            "order {order_id} cannot be held for review"
+        )));
+    }
+    Ok(())
+}
+
 /// Record PayPal's order id on an order.
 pub fn set_paypal_order(
     c: &Connection,

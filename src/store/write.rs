@@ -62,6 +62,16 @@ pub enum Write {
         /// When.
         at_ms: i64,
     },
+    /// A completed capture that cannot be given (it does not match the order, or a top-up's
+    /// key was revoked): the order held for review, with the capture's id.
+    OrderReview {
+        /// Ours.
+        order_id: String,
+        /// PayPal's capture id (the operator refunds by it).
+        capture_id: String,
+        /// When.
+        at_ms: i64,
+    },
     /// A processed webhook event.
     WebhookSeen {
         /// PayPal's event id.
@@ -257,6 +267,11 @@ pub(super) fn apply(tx: &rusqlite::Connection, w: &Write) -> Result<(), StoreErr
             status,
             at_ms,
         } => orders::set_status(tx, order_id, *status, *at_ms),
+        Write::OrderReview {
+            order_id,
+            capture_id,
+            at_ms: _,
+        } => orders::hold_for_review(tx, order_id, capture_id),
         Write::WebhookSeen {
             event_id,
             event_type,

@@ -96,7 +96,7 @@ fn order_row<'a>(app: &App, o: &'a OrderView, shape: &Shape, t: &Theme) -> Row<'
     } = *shape;
     let status_style = match o.status {
         OrderStatus::Paid => t.good,
-        OrderStatus::Created | OrderStatus::Pending => t.warn,
+        OrderStatus::Created | OrderStatus::Pending | OrderStatus::Review => t.warn,
         OrderStatus::Failed | OrderStatus::Refunded => t.bad,
     };
     let kind = match o.kind {

@@ -292,6 +292,8 @@ texts! {
     order_paid,
     /// Order status: failed.
     order_failed,
+    /// Order status: held for review.
+    order_review,
     /// Order status: refunded.
     order_refunded,
     /// Order note: created.
@@ -304,6 +306,8 @@ texts! {
     order_note_paid_nokey,
     /// Order note: failed.
     order_note_failed,
+    /// Order note: held for review.
+    order_note_review,
     /// Order note: refunded.
     order_note_refunded,
 

@@ -57,7 +57,7 @@ impl OrderShown {
     fn new(o: OrderView, t: &Texts, s: &SelfTexts) -> OrderShown {
         let status_class = match o.status {
             OrderStatus::Paid => "good",
-            OrderStatus::Created | OrderStatus::Pending => "warn",
+            OrderStatus::Created | OrderStatus::Pending | OrderStatus::Review => "warn",
             OrderStatus::Failed | OrderStatus::Refunded => "bad",
         };
         let partly = o.status == OrderStatus::Paid && o.refunded_usd > Usd::ZERO;
