@@ -317,6 +317,39 @@ async fn a_capture_that_does_not_match_the_order_grants_nothing() {
     }
 }
 
+/// PayPal declining the buyer's payment method at capture (`INSTRUMENT_DECLINED`) is told as
+/// such — 402 `payment_declined`, "choose another way to pay" — not as PayPal not answering
+/// (a retry of which could never work); once the buyer approves another method, the same
+/// order is captured and paid.
+#[tokio::test]
+async fn a_declined_payment_method_is_said_and_another_one_pays_the_same_order() {
+    let app = TestApp::spawn_shop().await;
+    let mut b = Browser::open(&app).await;
+    let (order_id, paypal_id) = b.create_order(&app, "trial", "a@b.co").await;
+    app.pp().set_capture_mode(CaptureMode::InstrumentDeclined);
+    assert!(app.pp().approve(&paypal_id));
+    let (status, v) = b.capture(&app, &order_id).await;
+    assert_eq!(status, 402, "{v}");
+    assert_eq!(v["error"]["code"], "payment_declined", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("another way to pay"),
+        "{v}"
+    );
+    assert_eq!(order_status(&app, &order_id), "created");
+    assert_eq!(keys_of_order(&app, &order_id), 0);
+    // Another method, approved in PayPal's window again.
+    app.pp().set_capture_mode(CaptureMode::Completed);
+    assert!(app.pp().approve(&paypal_id));
+    let (status, v) = b.capture(&app, &order_id).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["status"], "paid");
+    assert!(v["api_key"].as_str().is_some());
+    assert_eq!(keys_of_order(&app, &order_id), 1);
+}
+
 #[tokio::test]
 async fn a_forged_webhook_changes_nothing_and_a_refund_revokes_the_key() {
     let app = TestApp::spawn_shop().await;

@@ -36,7 +36,9 @@
       return resp.json().catch(function () { return {}; }).then(function (data) {
         if (!resp.ok) {
           var m = data && data.error && data.error.message;
-          throw new Error(m || (msg('failed') + ' (HTTP ' + resp.status + ')'));
+          var err = new Error(m || (msg('failed') + ' (HTTP ' + resp.status + ')'));
+          err.code = data && data.error && data.error.code;
+          throw err;
         }
         return data;
       });
@@ -91,7 +93,9 @@
     pendingBox.hidden = false;
   }
 
-  function capture(orderId) {
+  // `actions`: PayPal's, when the capture follows its window's approval (a declined payment
+  // method then reopens it for another).
+  function capture(orderId, actions) {
     clearError();
     payBox.hidden = true;
     busy(msg('capturing'));
@@ -114,9 +118,14 @@
         showError(known ? msg(known) : (data.message || msg('failed')));
       }
     }, function (e) {
+      busy('');
+      if (e.code === 'payment_declined' && actions && actions.restart) {
+        // Nothing was taken: PayPal's window opens again to choose another way to pay.
+        showError(e.message);
+        return actions.restart();
+      }
       // The buyer has approved: never offer to pay again for this order. The URL carries the
       // order id, so a reload retries the capture of the same order.
-      busy('');
       showError(e.message);
       document.getElementById('order-id').textContent = orderId;
     });
@@ -164,9 +173,9 @@
             throw e;
           });
         },
-        onApprove: function () {
+        onApprove: function (data, actions) {
           rememberApproved(orderId);
-          return capture(orderId);
+          return capture(orderId, actions);
         },
         onCancel: function () { showError(msg('cancelled')); },
         onError: function () { if (errorBox.hidden) showError(msg('failed')); }

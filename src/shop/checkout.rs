@@ -475,6 +475,12 @@ async fn capture_at_paypal(
         Err(PaypalError::Api { name, .. }) if name == "ORDER_NOT_APPROVED" => {
             Err(ShopError::NotApproved)
         }
+        // PayPal's "funding failure": the buyer's card or balance was refused. Retrying the
+        // same capture can never work; PayPal's window is restarted for another method.
+        Err(PaypalError::Api { name, .. }) if name == "INSTRUMENT_DECLINED" => {
+            tracing::info!(order_id = %order.order_id, "PayPal declined the buyer's payment method");
+            Err(ShopError::PaymentDeclined)
+        }
         Err(e) => {
             tracing::error!(order_id = %order.order_id, error = %e, "PayPal capture failed");
             Err(ShopError::PaypalCaptureFailed)

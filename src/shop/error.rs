@@ -48,6 +48,13 @@ pub enum ShopError {
     /// 502: PayPal did not capture (unreachable, or an error other than "not approved").
     #[error("PayPal is not answering right now. Please retry in a moment.")]
     PaypalCaptureFailed,
+    /// 402: PayPal declined the buyer's funding source at capture (`INSTRUMENT_DECLINED`):
+    /// nothing was taken, and the buyer picks another way to pay in PayPal's window.
+    #[error(
+        "PayPal declined this payment method; nothing was charged. Choose another way to pay in \
+         PayPal and try again."
+    )]
+    PaymentDeclined,
     /// 502: PayPal's capture answer held no capture.
     #[error("PayPal gave an incomplete answer. Please retry.")]
     PaypalIncomplete,
@@ -118,6 +125,7 @@ impl ShopError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ShopError::NotApproved => StatusCode::CONFLICT,
+            ShopError::PaymentDeclined => StatusCode::PAYMENT_REQUIRED,
             ShopError::PaypalCreateFailed
             | ShopError::PaypalCaptureFailed
             | ShopError::PaypalIncomplete => StatusCode::BAD_GATEWAY,
@@ -137,6 +145,7 @@ impl ShopError {
             ShopError::PaymentsUnavailable => "payments_unavailable",
             ShopError::OrderNotFound => "order_not_found",
             ShopError::NotApproved => "not_approved",
+            ShopError::PaymentDeclined => "payment_declined",
             ShopError::PaypalCreateFailed
             | ShopError::PaypalCaptureFailed
             | ShopError::PaypalIncomplete => "payment_provider_error",

@@ -201,6 +201,15 @@ pub(super) async fn capture_order(
             "USD",
         ),
         CaptureMode::WrongCurrency => ("COMPLETED", order.amount, "EUR"),
+        CaptureMode::InstrumentDeclined => {
+            // PayPal's funding failure: the buyer chooses another way to pay and approves again.
+            order.status = "CREATED".to_owned();
+            return unprocessable(
+                "INSTRUMENT_DECLINED",
+                "The instrument presented was either declined by the processor or bank, or it \
+                 can't be used for this payment.",
+            );
+        }
     };
     let time = now();
     order.status = "COMPLETED".to_owned();

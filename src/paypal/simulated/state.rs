@@ -44,6 +44,9 @@ pub enum CaptureMode {
     WrongAmount,
     /// Capture `COMPLETED` in `EUR`: must not be granted.
     WrongCurrency,
+    /// The capture refused with 422 `INSTRUMENT_DECLINED` (the buyer's card or balance was
+    /// refused): no capture, and the order needs the buyer's approval again (another method).
+    InstrumentDeclined,
 }
 
 /// What the simulator has been asked, for assertions.
