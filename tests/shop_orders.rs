@@ -579,6 +579,39 @@ async fn a_lost_webhook_is_recovered_by_the_order_look_up() {
     assert_eq!(ok.status(), 200);
 }
 
+/// A buyer who approved in PayPal's window but whose tab closed before our capture: the order
+/// look-up captures it (as the checkout would have) and shows the key — it said "awaiting
+/// payment, wait a minute" for good. An order not approved is not captured.
+#[tokio::test]
+async fn an_approved_order_never_captured_is_captured_by_the_look_up() {
+    let app = TestApp::spawn_shop().await;
+    let mut b = Browser::open(&app).await;
+    let state = &app.daemon.as_ref().unwrap().state;
+    let (unapproved, _) = b.create_order(&app, "trial", "late@example.com").await;
+    let view = modelrelay::shop::orders::lookup_order(state, &unapproved, "late@example.com")
+        .await
+        .unwrap();
+    assert_eq!(view.status, OrderStatus::Created);
+    assert_eq!(app.pp().counts().completed_captures, 0);
+
+    let (order_id, paypal_id) = b.create_order(&app, "trial", "late@example.com").await;
+    assert!(app.pp().approve(&paypal_id));
+    // The tab closed here: no capture call from the browser.
+    let view = modelrelay::shop::orders::lookup_order(state, &order_id, "late@example.com")
+        .await
+        .unwrap();
+    assert_eq!(view.status, OrderStatus::Paid);
+    assert!(view.api_key.is_some());
+    assert_eq!(keys_of_order(&app, &order_id), 1);
+    assert_eq!(app.pp().counts().completed_captures, 1);
+    // Looking again changes nothing.
+    let again = modelrelay::shop::orders::lookup_order(state, &order_id, "late@example.com")
+        .await
+        .unwrap();
+    assert_eq!(again.api_key, view.api_key);
+    assert_eq!(app.pp().counts().completed_captures, 1);
+}
+
 /// What `checkout.js` and API clients read, byte for byte: `{"error":{message,type,param,code}}`.
 fn error_body(message: &str, kind: &str, code: &str) -> String {
     json!({"error": {"message": message, "type": kind, "param": null, "code": code}}).to_string()

@@ -455,7 +455,7 @@ fn capture_message(status: OrderStatus) -> &'static str {
 }
 
 /// Capture at PayPal (idempotent on our request id) and fulfil from the answer.
-async fn capture_at_paypal(
+pub(crate) async fn capture_at_paypal(
     state: &Arc<AppState>,
     order: &OrderRecord,
 ) -> Result<Fulfilment, ShopError> {

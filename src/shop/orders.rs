@@ -205,7 +205,7 @@ pub async fn lookup_order(state: &Arc<AppState>, order_id: &str, email: &str) ->
     if matches
         && let Some((o, _)) = &found
         && matches!(o.record.status, OrderStatus::Created | OrderStatus::Pending)
-        && reconcile(state, &o.record).await
+        && reconcile(state, o).await
     {
         found = load_shown(state, order_id).await;
     }
@@ -217,31 +217,54 @@ pub async fn lookup_order(state: &Arc<AppState>, order_id: &str, email: &str) ->
 
 /// Ask PayPal where an unpaid order stands and fulfil it if PayPal holds a completed
 /// capture: the recovery for a payment whose capture answer and webhook both went missing.
-/// True when something was done.
-async fn reconcile(state: &Arc<AppState>, o: &OrderRecord) -> bool {
-    let (Some(paypal), Some(paypal_id)) = (state.paypal.as_ref(), o.paypal_order_id.as_deref())
+/// An order the buyer approved but that was never captured (the tab closed between PayPal's
+/// window and our capture) is captured now, as the checkout would have: it said "wait a
+/// minute" for good. A top-up is not, if its key was revoked since (no money is taken for a
+/// key that cannot use it). True when something was done.
+async fn reconcile(state: &Arc<AppState>, o: &Order) -> bool {
+    let (Some(paypal), Some(paypal_id)) =
+        (state.paypal.as_ref(), o.record.paypal_order_id.as_deref())
     else {
         return false;
     };
-    match paypal.get_order(paypal_id).await {
-        Ok(info) => match info.capture {
-            Some(c) => {
-                let state = state.clone();
-                let order_id = o.order_id.clone();
-                // Its own task: the look-up's visitor leaving must not cut it short.
-                let done = tokio::spawn(async move {
-                    crate::shop::fulfil::fulfil(&state, &order_id, &c).await
-                })
-                .await;
-                tracing::info!(order_id = %o.order_id, ?done, "order reconciled with PayPal");
-                true
-            }
-            None => false,
-        },
+    let info = match paypal.get_order(paypal_id).await {
+        Ok(info) => info,
         Err(e) => {
-            tracing::warn!(order_id = %o.order_id, error = %e, "cannot ask PayPal about an order");
-            false
+            tracing::warn!(order_id = %o.record.order_id, error = %e, "cannot ask PayPal about an order");
+            return false;
         }
+    };
+    let state = state.clone();
+    let record = o.record.clone();
+    let order_id = o.record.order_id.clone();
+    // Its own task: the look-up's visitor leaving must not cut it short.
+    let done = match info.capture {
+        Some(c) => {
+            tokio::spawn(async move { crate::shop::fulfil::fulfil(&state, &order_id, &c).await })
+                .await
+                .map(|f| format!("{f:?}"))
+        }
+        None if info.status == "APPROVED" && may_take_money(&state, o) => tokio::spawn(
+            async move { crate::shop::checkout::capture_at_paypal(&state, &record).await },
+        )
+        .await
+        .map(|f| format!("{f:?}")),
+        None => return false,
+    };
+    tracing::info!(order_id = %o.record.order_id, ?done, "order reconciled with PayPal");
+    true
+}
+
+/// Whether the order may still be paid: a purchase, or a top-up of a key that can use it.
+fn may_take_money(state: &AppState, o: &Order) -> bool {
+    match o.extra.kind {
+        OrderKind::Purchase => true,
+        OrderKind::TopUp => o
+            .extra
+            .topup_key_id
+            .as_deref()
+            .and_then(|id| state.keys.by_id(id))
+            .is_some_and(|k| k.status() != crate::keys::KeyStatus::Revoked),
     }
 }
 
