@@ -305,7 +305,7 @@ async fn facts(state: &AppState, row: &OutboxRow) -> Result<Facts, Failure> {
 /// The address with its domain in ASCII (IDNA, `bücher.example` → `xn--bcher-kva.example`):
 /// an ASCII name at such a domain can then go to a server without SMTPUTF8, as mail clients
 /// send it. An address that does not convert is left as it is (the server decides).
-fn ascii_domain(address: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn ascii_domain(address: &str) -> std::borrow::Cow<'_, str> {
     use std::borrow::Cow;
     let Some((local, domain)) = address.rsplit_once('@') else {
         return Cow::Borrowed(address);
