@@ -45,7 +45,7 @@ async fn form_posts_need_the_csrf_token() {
         ],
     )
     .await;
-    assert_eq!(status, 200);
+    assert_eq!(status, 404, "not found, and the page says so");
     assert!(html.contains("id=\"order-not-found\"") && html.contains(&esc(EN.order_not_found)));
     // …and for an unknown key.
     let (status, html) = post_form(
@@ -58,7 +58,7 @@ async fn form_posts_need_the_csrf_token() {
         ],
     )
     .await;
-    assert_eq!(status, 200);
+    assert_eq!(status, 404);
     assert!(html.contains("id=\"key-not-found\""));
     // A form that does not parse is a 400 page, not a crash.
     let resp = reqwest::Client::new()
@@ -155,7 +155,7 @@ async fn order_lookup_is_rate_limited_per_ip() {
     ];
     for i in 0..10 {
         let (status, html) = post_form(&app.base, "/order", Some(&token), &fields).await;
-        assert_eq!(status, 200, "attempt {}", i + 1);
+        assert_eq!(status, 404, "attempt {}", i + 1);
         assert!(html.contains(&esc(EN.order_not_found)));
     }
     let (status, html) = post_form(&app.base, "/order?lang=zh", Some(&token), &fields).await;
@@ -181,7 +181,7 @@ async fn user_input_is_escaped() {
         ],
     )
     .await;
-    assert_eq!(status, 200);
+    assert_eq!(status, 404, "no such order");
     assert!(!html.contains("<script>alert(1)"), "email echoed raw");
     assert!(!html.contains("<img src=x"), "order id echoed raw");
     assert!(!html.contains("\"><img"), "attribute broken out of");

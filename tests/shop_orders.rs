@@ -404,6 +404,20 @@ async fn a_forged_webhook_changes_nothing_and_a_refund_revokes_the_key() {
         .await
         .unwrap();
     assert_eq!(denied.status(), 401);
+    // The customer's own view says nothing is left to spend (it showed the refunded budget
+    // as remaining).
+    let usage: Value = app
+        .http
+        .get(format!("{}/api/usage", app.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(usage["status"], "revoked", "{usage}");
+    assert_eq!(usage["remaining_usd"], "0.00", "{usage}");
 }
 
 #[tokio::test]

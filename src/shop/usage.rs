@@ -99,7 +99,8 @@ pub struct UsageSummary {
     pub budget_usd: Usd,
     /// Charged in total.
     pub spent_usd: Usd,
-    /// budget − spent.
+    /// budget − spent; 0 for a revoked key (nothing of it can be spent: a refund that revoked
+    /// it showed the refunded money as still there).
     pub remaining_usd: Usd,
     /// Requests settled.
     pub requests: u64,
@@ -153,7 +154,11 @@ pub async fn summary(state: &AppState, key: &KeyState) -> Result<UsageSummary, S
         status: key.status(),
         budget_usd: b.budget,
         spent_usd: b.spent,
-        remaining_usd: b.remaining(),
+        remaining_usd: if key.status() == KeyStatus::Revoked {
+            Usd::ZERO
+        } else {
+            b.remaining()
+        },
         requests: key.requests(),
         tokens,
         recent: recent.into_iter().map(RecentRequest::from).collect(),

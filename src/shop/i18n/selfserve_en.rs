@@ -38,7 +38,7 @@ pub static SELF_EN: SelfTexts = SelfTexts {
     checkout_topped_up: "The credit was added to {prefix}. It keeps working in your tools; there is nothing to change.",
     pricing_topup_note: "Already have a key? Add a plan's budget to it instead of buying a new key:",
     pricing_topup_link: "Add {name} to my key",
-    order_kind_topup: "Credit added to",
+    order_kind_topup: "A top-up of the key",
     label_refunded: "Refunded",
     order_note_partly_refunded: "Part of this payment was refunded, and the same share of its credit was taken back. The key keeps working.",
     order_replaced: "This key was replaced on {date}. The new key was shown once, when it was made; it is not shown here.",

@@ -38,7 +38,7 @@ pub static SELF_ZH: SelfTexts = SelfTexts {
     checkout_topped_up: "额度已充入 {prefix}。您的工具无需任何改动即可继续使用。",
     pricing_topup_note: "已有密钥？可将套餐额度充入现有密钥，无需购买新密钥：",
     pricing_topup_link: "将 {name} 充入我的密钥",
-    order_kind_topup: "已充值到",
+    order_kind_topup: "充值对象 key：",
     label_refunded: "已退款",
     order_note_partly_refunded: "这笔付款已部分退款，其额度已按相同比例收回。该 key 仍可继续使用。",
     order_replaced: "此密钥已于 {date} 更换。新密钥仅在生成时显示过一次，此处不再显示。",

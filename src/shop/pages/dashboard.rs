@@ -275,7 +275,13 @@ pub async fn dashboard(
             }
         }
     };
-    ctx.page(DashboardPage { ctx: &ctx, view }.render())
+    let found = matches!(view, DashOutcome::Found(_));
+    let mut resp = ctx.page(DashboardPage { ctx: &ctx, view }.render());
+    // The page says "no key matches"; its status says so too (it was 200).
+    if !found {
+        *resp.status_mut() = axum::http::StatusCode::NOT_FOUND;
+    }
+    resp
 }
 
 /// The plans on sale as "Add credit" buttons.

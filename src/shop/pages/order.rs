@@ -160,11 +160,17 @@ pub async fn order_lookup(
         Some(o) => LookupOutcome::Found(Box::new(OrderShown::new(o, ctx.t, ctx.s))),
         None => LookupOutcome::NotFound,
     };
+    let found = matches!(outcome, LookupOutcome::Found(_));
     let page = OrderPage {
         ctx: &ctx,
         outcome,
         form_order_id: clip(&form.order_id, 64),
         form_email: clip(&form.email, 254),
     };
-    ctx.page(page.render())
+    let mut resp = ctx.page(page.render());
+    // The page says "no order matches"; its status says so too (it was 200).
+    if !found {
+        *resp.status_mut() = axum::http::StatusCode::NOT_FOUND;
+    }
+    resp
 }
