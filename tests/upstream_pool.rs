@@ -560,3 +560,83 @@ async fn an_account_answering_404_rests_and_the_request_fails_over() {
     let status = app.daemon.as_ref().unwrap().state.upstream.status();
     assert_eq!(status.accounts.iter().map(|a| a.errors).sum::<u64>(), 0);
 }
+
+/// An account whose 200 is followed by nothing usable — only keep-alives until the idle
+/// timeout, or a page that is no answer — rests as one failing before its head does, and its
+/// trial is judged by the answer, not by the head (a 200 alone brought a cooling account back,
+/// and a stalled account kept its share of every request, each failing, for good; found by an
+/// independent check).
+#[tokio::test]
+async fn an_account_whose_200_brings_no_answer_rests_and_its_trial_needs_an_answer() {
+    let app = two_accounts(|_| {}, |c| c.upstream.idle_timeout_secs = 1).await;
+    let key = app.create_key("pro", None).await;
+    let state = app.daemon.as_ref().unwrap().state.clone();
+    let status_of = |name: &str| {
+        state
+            .upstream
+            .status()
+            .accounts
+            .into_iter()
+            .find(|a| a.name == name)
+            .unwrap()
+    };
+    // A stream whose head comes, then only keep-alives: the client gets its error event.
+    let mut stalled = body(
+        "deepseek-v4-flash",
+        "[[sim reply=3 first_delay_ms=60000 keepalive_ms=50]] hi",
+    );
+    stalled["stream"] = true.into();
+    let resp = app.chat(&key, &stalled).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    assert!(text.contains("upstream_timeout"), "{text}");
+    let bad = app.sim.requests()[0].account.clone().expect("an account");
+    let (bad_name, good) = if bad == SIM_KEY {
+        ("first", SECOND)
+    } else {
+        ("second", SIM_KEY)
+    };
+    let s = status_of(bad_name);
+    assert_eq!(s.state.as_str(), "cooling", "{s:?}");
+    assert_eq!(s.errors, 1, "{s:?}");
+    // The others go to the account that works.
+    let before = app.sim.requests().len();
+    for _ in 0..4 {
+        let resp = app
+            .chat(&key, &body("deepseek-v4-flash", "[[sim reply=1]] ok"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    assert!(
+        app.sim.requests()[before..]
+            .iter()
+            .all(|r| r.account.as_deref() == Some(good)),
+        "served by the working account"
+    );
+
+    // Its trial, once due (the working account busy with a slow stream): a 200 whose body is
+    // a proxy's page is no answer, so the account stays cooling, for longer.
+    let mut slow = body("deepseek-v4-flash", "[[sim reply=40 delay_ms=200]] slow");
+    slow["stream"] = true.into();
+    let slow = app.chat(&key, &slow).send().await.unwrap();
+    assert_eq!(slow.status(), 200);
+    tokio::time::sleep(Duration::from_millis(5_300)).await;
+    let resp = app
+        .chat(&key, &body("deepseek-v4-flash", "[[sim garbage=1]] trial"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    let trial = app.sim.requests().last().unwrap().account.clone();
+    assert_eq!(trial.as_deref(), Some(bad.as_str()), "the trial went to it");
+    let s = status_of(bad_name);
+    assert_eq!(
+        s.state.as_str(),
+        "cooling",
+        "no answer, no verdict of health: {s:?}"
+    );
+    assert_eq!(s.errors, 2, "{s:?}");
+    drop(slow);
+}

@@ -183,18 +183,22 @@ pub fn rotate(
     sealed: &[u8],
     prefix: &str,
     at_ms: i64,
-) -> Result<(), StoreError> {
-    let n = c.execute(
-        "UPDATE keys SET hash = ?2, sealed = ?3, prefix = ?4, rotated_at = ?5
-         WHERE id = ?1 AND status != 'revoked'",
-        params![key_id, &hash[..], sealed, prefix, at_ms],
-    )?;
-    if n == 0 {
-        return Err(StoreError::Conflict(format!(
-            "key {key_id} is revoked or unknown"
-        )));
-    }
-    Ok(())
+) -> Result<i64, StoreError> {
+    // Each rotation of a key is stamped later than the one before (by a millisecond if they
+    // fall in the same one): the request that made a key's current text is found at start-up
+    // by its stamp equal to the key's, and two rotations in one millisecond both matched —
+    // the first one's request, sent again, was given the second one's text.
+    let stamped = c
+        .query_row(
+            "UPDATE keys SET hash = ?2, sealed = ?3, prefix = ?4,
+                    rotated_at = MAX(?5, COALESCE(rotated_at, ?5 - 1) + 1)
+             WHERE id = ?1 AND status != 'revoked'
+             RETURNING rotated_at",
+            params![key_id, &hash[..], sealed, prefix, at_ms],
+            |r| r.get(0),
+        )
+        .optional()?;
+    stamped.ok_or_else(|| StoreError::Conflict(format!("key {key_id} is revoked or unknown")))
 }
 
 /// How long the requests that replaced keys' texts are kept.

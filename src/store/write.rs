@@ -347,9 +347,9 @@ fn apply_self_service(tx: &rusqlite::Connection, w: &Write) -> Result<(), StoreE
             request,
             at_ms,
         } => {
-            keys::rotate(tx, key_id, hash, sealed, prefix, *at_ms)?;
+            let stamped = keys::rotate(tx, key_id, hash, sealed, prefix, *at_ms)?;
             if let Some(id) = request {
-                keys::remember_rotation(tx, id, key_id, *at_ms)?;
+                keys::remember_rotation(tx, id, key_id, stamped)?;
             }
             if *notify {
                 // A security notice: sent whatever the owner chose for balance notices.

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use hyper::Response;
 use hyper::body::Incoming;
 
-use super::account::{self, Account, DisabledBy};
+use super::account::{Account, DisabledBy};
 use super::error::{self, UpstreamError};
 use super::http::{self, BuildError, HttpClient, SendError};
 use super::pool::{NoSlot, Pool};
@@ -138,7 +138,7 @@ impl Upstream {
         Ok(Upstream {
             http,
             watch_http,
-            pool: Arc::new(Pool::new(accounts, models)),
+            pool: Arc::new(Pool::new(accounts, models, activity.clone())),
             idle_timeout: Duration::from_secs(u.idle_timeout_secs),
             request_timeout: Duration::from_secs(u.request_timeout_secs),
             max_event: u.max_event_bytes,
@@ -195,10 +195,8 @@ impl Upstream {
                 .await
             {
                 Ok(resp) => {
-                    if account.succeeded() {
-                        self.announce(&account, "answered again");
-                    }
-                    slot.decided();
+                    // No verdict on the account yet: a head is not an answer. The reply tells
+                    // the slot once content comes, or how it failed (`Slot::worked`/`failed`).
                     return Ok(Reply::new(
                         resp,
                         self.idle_timeout,
@@ -316,13 +314,7 @@ impl Upstream {
 
     /// Tell the console (and the log) that an account changed state.
     fn announce(&self, account: &Account, reason: &str) {
-        self.activity
-            .emit(crate::activity::ActivityEvent::AccountChanged {
-                account: account.name.clone(),
-                state: account.state().as_str().to_string(),
-                reason: reason.chars().take(200).collect(),
-                at_ms: account::now_ms(),
-            });
+        self.pool.announce(account, reason);
     }
 
     /// Start watching the accounts' balances and probing the refused ones (ends with the

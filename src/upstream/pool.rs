@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::account::{Account, now_ms};
+use crate::activity::{Activity, ActivityEvent};
 
 /// Why no slot was given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +37,8 @@ pub struct Pool {
     pub models: Vec<String>,
     /// One per model slot: a slot was given back.
     released: Vec<Notify>,
+    /// Where an account's change of state is told (the console, the log's readers).
+    activity: Activity,
 }
 
 /// A request's place on an account; given back when dropped (the stream's end included).
@@ -47,6 +50,9 @@ pub struct Slot {
     /// The slot is a cooling account's trial, not decided yet: dropped undecided, it frees
     /// the trial for the next request.
     trial: bool,
+    /// The account was told how its 2xx answer turned out ([`Slot::worked`],
+    /// [`Slot::failed`]).
+    judged: bool,
 }
 
 impl Slot {
@@ -62,6 +68,35 @@ impl Slot {
 
     /// The attempt's outcome was told to the account (which ends a trial either way).
     pub fn decided(&mut self) {
+        self.trial = false;
+    }
+
+    /// The account's 2xx answer brought content: it works (a cooling account is healthy
+    /// again, its trial decided). Said once; a head alone is no verdict (a 200 followed by
+    /// nothing, an error event or a proxy's page brought a cooling account back).
+    pub fn worked(&mut self) {
+        if std::mem::replace(&mut self.judged, true) {
+            return;
+        }
+        if self.account.succeeded() {
+            self.pool.announce(&self.account, "answered again");
+        }
+        self.trial = false;
+    }
+
+    /// The account's 2xx answer failed: counted as its error and, when no content had come
+    /// yet (it stalled, broke, sent an error or no answer at all), the account rests as for
+    /// a failure before the head — it kept its share of requests, each failing, for good.
+    pub fn failed(&mut self, why: &str) {
+        self.account.errors.fetch_add(1, Ordering::Relaxed);
+        if std::mem::replace(&mut self.judged, true) {
+            self.account.note_failure(why);
+            return;
+        }
+        if self.account.cool(why) {
+            tracing::warn!(account = %self.account.name, error = why, "upstream account cooling");
+            self.pool.announce(&self.account, why);
+        }
         self.trial = false;
     }
 }
@@ -80,13 +115,24 @@ impl Drop for Slot {
 
 impl Pool {
     /// A pool of `accounts` serving `models`.
-    pub fn new(accounts: Vec<Arc<Account>>, models: Vec<String>) -> Pool {
+    pub fn new(accounts: Vec<Arc<Account>>, models: Vec<String>, activity: Activity) -> Pool {
         let released = models.iter().map(|_| Notify::new()).collect();
         Pool {
             accounts,
             models,
             released,
+            activity,
         }
+    }
+
+    /// Tell the console that `account` changed state, and why.
+    pub fn announce(&self, account: &Account, reason: &str) {
+        self.activity.emit(ActivityEvent::AccountChanged {
+            account: account.name.clone(),
+            state: account.state().as_str().to_string(),
+            reason: reason.chars().take(200).collect(),
+            at_ms: now_ms(),
+        });
     }
 
     /// The slot of a model id.
@@ -154,6 +200,7 @@ impl Pool {
                     model: m,
                     pool: self.clone(),
                     trial,
+                    judged: false,
                 });
             }
         }
@@ -215,6 +262,7 @@ impl Pool {
                     model: m,
                     pool: self.clone(),
                     trial: false,
+                    judged: false,
                 });
             }
         }
@@ -241,7 +289,7 @@ mod tests {
                 Arc::new(Account::new(&cfg, vec![*cap]))
             })
             .collect();
-        Arc::new(Pool::new(accounts, vec!["m".into()]))
+        Arc::new(Pool::new(accounts, vec!["m".into()], Activity::default()))
     }
 
     #[tokio::test]

@@ -51,8 +51,24 @@ impl Reply {
     }
 
     /// The whole body of a non-stream answer. DeepSeek sends blank lines while a request waits
-    /// in its queue; those do not count as data for the idle timer.
+    /// in its queue; those do not count as data for the idle timer. The account is told how
+    /// it went: a body that never came whole, or is no JSON object (a proxy's page, nothing),
+    /// is its failure.
     pub async fn json(mut self) -> Result<Vec<u8>, UpstreamError> {
+        let read = self.read_whole().await;
+        match &read {
+            Ok(body) if body.trim_ascii_start().starts_with(b"{") => self.slot.worked(),
+            Ok(_) => {
+                let e = UpstreamError::Malformed("the answer is not a JSON object".into());
+                self.slot.failed(&e.to_string());
+                return Err(e);
+            }
+            Err(e) => self.slot.failed(&e.to_string()),
+        }
+        read
+    }
+
+    async fn read_whole(&mut self) -> Result<Vec<u8>, UpstreamError> {
         let mut buf = Vec::new();
         let mut last_data = Instant::now();
         loop {
@@ -95,7 +111,8 @@ impl Reply {
             scratch: Vec::new(),
             eof: false,
             failed: None,
-            _slot: self.slot,
+            content: false,
+            slot: self.slot,
         }
     }
 
@@ -125,23 +142,52 @@ pub struct EventStream {
     /// may hold whole events and then the start of one over the cap, and those events must
     /// still reach the client (and its bill), as they would had they come in a read of their own.
     failed: Option<String>,
-    /// The account's slot, given back when the stream ends (this is dropped).
-    _slot: Slot,
+    /// An event that is not a keep-alive came: the account was told it works.
+    content: bool,
+    /// The account's slot, given back when the stream ends (this is dropped); told how the
+    /// answer went.
+    slot: Slot,
 }
 
 impl EventStream {
     /// The next item; `Ok(None)` when upstream closed the stream. An event (not a comment, not
-    /// a `ping`) restarts the idle timer.
+    /// a `ping`) restarts the idle timer. The account is told how its answer went: the first
+    /// event that is not an error means it works; a stream that fails, or ends, before one
+    /// (a 200 and then silence, an error event, nothing at all) is its failure.
     pub async fn next(&mut self) -> Result<Option<SseItem>, UpstreamError> {
+        let next = self.read_next().await;
+        match &next {
+            Ok(Some(SseItem::Event(e))) if !self.content && self.is_data(e) => {
+                self.content = true;
+                if is_error_event(e) {
+                    self.slot.failed("an error event before any answer");
+                } else {
+                    self.slot.worked();
+                }
+            }
+            Ok(Some(_)) => {}
+            Ok(None) if !self.content => {
+                self.slot.failed("the stream ended before any answer");
+            }
+            Ok(None) => {}
+            Err(e) => self.slot.failed(&e.to_string()),
+        }
+        next
+    }
+
+    /// Whether an event is data (not a `ping`, by its name or, unnamed, by its data).
+    fn is_data(&self, e: &super::sse::SseEvent) -> bool {
+        e.event.as_deref() != Some("ping") && !(e.event.is_none() && is_ping_data(&e.data))
+    }
+
+    async fn read_next(&mut self) -> Result<Option<SseItem>, UpstreamError> {
         loop {
             if let Some(item) = self.ready.pop_front() {
                 // Keep-alives (comments; Anthropic's `ping` events) are not data: a stream
                 // stalled behind them still times out.
                 // A `ping` is known by its event name, or by its data where the name is
                 // missing (only the start of the text is looked at).
-                if matches!(&item, SseItem::Event(e) if e.event.as_deref() != Some("ping")
-                    && !(e.event.is_none() && is_ping_data(&e.data)))
-                {
+                if matches!(&item, SseItem::Event(e) if self.is_data(e)) {
                     self.last_data = Instant::now();
                 }
                 return Ok(Some(item));
@@ -183,6 +229,16 @@ impl EventStream {
             }
         }
     }
+}
+
+/// Whether an event is upstream's error: Anthropic's `error` event, or an OpenAI-format chunk
+/// that is an error object (only the start of the text is looked at).
+fn is_error_event(e: &super::sse::SseEvent) -> bool {
+    e.event.as_deref() == Some("error")
+        || e.data
+            .trim_start()
+            .strip_prefix('{')
+            .is_some_and(|rest| rest.trim_start().starts_with("\"error\""))
 }
 
 /// Whether an event's data is Anthropic's keep-alive, `{"type": "ping"}` however it is spaced

@@ -254,6 +254,26 @@ async fn rotation_replaces_the_text_and_keeps_the_rest() {
     assert_eq!(mail.len(), 1);
     assert_eq!(mail[0].kind, MailKind::Rotated);
     assert_eq!(mail[0].recipient, "a@b.co");
+
+    // Rotated twice in the same millisecond: the later is stamped a millisecond on, and only
+    // its request made the current text (the first one's, sent again after a restart, was
+    // given the second one's text).
+    for (request, text) in [([5; 32], 5u8), ([6; 32], 6)] {
+        store
+            .write(Write::RotateKey {
+                key_id: "key_a".into(),
+                hash: [text; 32],
+                sealed: vec![text],
+                prefix: "sk-gateway-Twice…".into(),
+                notify: false,
+                request: Some(request),
+                at_ms: 100,
+            })
+            .await
+            .unwrap();
+    }
+    let recent = store.read(|c| keys::recent_rotations(c, 0)).await.unwrap();
+    assert_eq!(recent, [([6; 32], "key_a".to_string(), 101, vec![6])]);
     store.close().await;
 }
 
