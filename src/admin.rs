@@ -546,6 +546,14 @@ pub async fn restore_disabled_accounts(state: &AppState) {
                 account = %name,
                 "upstream account stays disabled by the operator (`modelrelay upstream enable {name}`)"
             );
+        } else {
+            // Renamed or removed from the config since: said, since an account given that
+            // name again (another key, even) would start disabled.
+            tracing::warn!(
+                account = %name,
+                "an upstream account the operator disabled is no longer configured; an account \
+                 given this name again starts disabled"
+            );
         }
     }
     let pool = state.upstream.status();

@@ -531,8 +531,8 @@ pub enum ConfigError {
     /// A `*_file` secret that cannot be read.
     #[error("cannot read {key} = {path}: {source}")]
     SecretFile {
-        /// The config key naming the file.
-        key: &'static str,
+        /// The config key naming the file (and, for a pool account, the account).
+        key: String,
         /// The path given.
         path: PathBuf,
         /// What went wrong.

@@ -247,6 +247,23 @@ async fn caps_are_never_exceeded_and_a_full_pool_queues_then_answers_503() {
         (a.unwrap().status().as_u16(), b.unwrap().status().as_u16()),
         (200, 200)
     );
+
+    // One account failing (500), the other full for the whole queue timeout: busy too, with
+    // Retry-After — what a retry should wait for — not the failure's 502.
+    app.sim.set_fault(SECOND, Some(AccountFault::Status(500)));
+    let holder = slow(&app);
+    let holder = tokio::spawn(holder);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let resp = app
+        .chat(&key, &body("deepseek-v4-flash", "[[sim reply=1]] late"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert!(resp.headers().contains_key("retry-after"));
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "upstream_busy", "{v}");
+    assert_eq!(holder.await.unwrap().unwrap().status(), 200);
 }
 
 #[tokio::test]

@@ -42,6 +42,11 @@ pub(super) async fn serve(mut config: Config, demo: bool) -> ExitCode {
                 config.missing_key_text()
             ));
         }
+        // What `check-config` warns about, in the log too (the operator of a service reads
+        // the journal, not a check they may never have run).
+        for warning in config.warnings() {
+            tracing::warn!("configuration: {warning}");
+        }
         None
     };
     let listener = match tokio::net::TcpListener::bind(&config.server.listen).await {

@@ -33,7 +33,7 @@ fn without_userinfo(url: &str) -> String {
 
 /// What `check-config` puts in place of a systemd credential it cannot read: set, and shaped
 /// to pass every check a real value must pass (an SMTP URL's scheme, a header-safe key).
-const UNREAD_PLACEHOLDER: &str = "smtps://systemd-credential.invalid";
+pub(super) const UNREAD_PLACEHOLDER: &str = "smtps://systemd-credential.invalid";
 
 /// Where systemd's `LoadCredential=` puts a service's credentials.
 const SYSTEMD_CREDENTIALS: &str = "/run/credentials/";
@@ -46,7 +46,7 @@ impl Config {
         // The file's trimmed text; `None` when the mode leaves it unread (`Skip`: not even
         // opened). A systemd credential `check-config` cannot reach stands in as a placeholder
         // that passes for a set secret, so the rest is checked as `serve` will check it.
-        let mut text_of = |key: &'static str, path: &Path| -> Result<Option<String>, ConfigError> {
+        let mut text_of = |key: &str, path: &Path| -> Result<Option<String>, ConfigError> {
             if mode == SecretFiles::Skip {
                 return Ok(None);
             }
@@ -73,7 +73,7 @@ impl Config {
                     Ok(Some(UNREAD_PLACEHOLDER.to_string()))
                 }
                 Err(source) => Err(ConfigError::SecretFile {
-                    key,
+                    key: key.to_string(),
                     path: path.to_path_buf(),
                     source,
                 }),
@@ -123,7 +123,8 @@ impl Config {
                 ));
                 continue;
             }
-            if let Some(text) = text_of("upstream.accounts.api_key_file", path)? {
+            let key = format!("upstream.accounts {:?} api_key_file", a.name);
+            if let Some(text) = text_of(&key, path)? {
                 a.api_key = text;
             }
         }

@@ -59,6 +59,23 @@ impl Config {
             ));
         }
         w.extend(self.unread_secrets.iter().cloned());
+        // Two accounts with one key are one DeepSeek account: its concurrency limit and
+        // balance are shared, so the caps and coverage counted twice would be wrong.
+        let accounts = self.upstream.resolved_accounts();
+        for (i, a) in accounts.iter().enumerate() {
+            let key = a.api_key.trim();
+            if key.is_empty() || key == super::secrets::UNREAD_PLACEHOLDER {
+                continue;
+            }
+            if let Some(b) = accounts[..i].iter().find(|b| b.api_key.trim() == key) {
+                w.push(format!(
+                    "upstream accounts {:?} and {:?} use the same api_key: they are one DeepSeek \
+                     account, whose concurrency limit and balance they share (caps and \
+                     coverage would count it twice)",
+                    b.name, a.name
+                ));
+            }
+        }
         w
     }
 

@@ -142,7 +142,7 @@ pub fn render(out: &mut String, state: &AppState) {
         out,
         "modelrelay_upstream_balance_usd",
         "gauge",
-        "USD across the upstream accounts' latest balance readings.",
+        "USD across the latest balance readings of the upstream accounts not disabled.",
     );
     let _ = writeln!(
         out,

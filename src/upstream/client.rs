@@ -9,7 +9,7 @@ use bytes::Bytes;
 use hyper::Response;
 use hyper::body::Incoming;
 
-use super::account::{Account, DisabledBy};
+use super::account::{self, Account, DisabledBy};
 use super::error::{self, UpstreamError};
 use super::http::{self, BuildError, HttpClient, SendError};
 use super::pool::{NoSlot, Pool};
@@ -182,7 +182,10 @@ impl Upstream {
         loop {
             let mut slot = match self.pool.acquire(m, &tried, self.queue_timeout).await {
                 Ok(s) => s,
-                Err(NoSlot::Busy) => return Err(last.unwrap_or(UpstreamError::Busy)),
+                // The others stayed full for the whole queue timeout: busy (503 with
+                // Retry-After), which is what a retry should wait for, even after a failure
+                // on one account (its error is in the log and `upstream status`).
+                Err(NoSlot::Busy) => return Err(UpstreamError::Busy),
                 Err(NoSlot::NoneUsable) => return Err(last.unwrap_or(UpstreamError::NoAccount)),
             };
             // (The pool counted the attempt in `account.requests` when it gave the slot.)
@@ -212,6 +215,7 @@ impl Upstream {
                             // The request's own fault (400, 422): the account answered it, so
                             // it works — a cooling account whose trial this was serves again.
                             if account.succeeded() {
+                                tracing::info!(account = %account.name, "upstream account healthy again");
                                 self.announce(&account, "answered again");
                             }
                             slot.decided();
@@ -236,9 +240,10 @@ impl Upstream {
                     dispatch.failed_over();
                     // Every account tried (one alone, always): there is nothing to fail over to,
                     // and the log and `upstream status` should not say there was.
-                    if tokio::time::Instant::now() >= deadline
-                        || tried.len() >= self.pool.accounts.len()
-                    {
+                    let untried_usable = self.pool.accounts.iter().enumerate().any(|(i, a)| {
+                        !tried.contains(&i) && a.state() != account::AccountState::Disabled
+                    });
+                    if tokio::time::Instant::now() >= deadline || !untried_usable {
                         return Err(e);
                     }
                     tracing::info!(account = %account.name, error = %e, "failing over to another upstream account");

@@ -79,6 +79,7 @@ impl Slot {
             return;
         }
         if self.account.succeeded() {
+            tracing::info!(account = %self.account.name, "upstream account healthy again");
             self.pool.announce(&self.account, "answered again");
         }
         self.trial = false;

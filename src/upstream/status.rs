@@ -54,10 +54,13 @@ pub struct PoolStatus {
 }
 
 impl PoolStatus {
-    /// The USD held across the accounts' latest readings.
+    /// The USD held across the latest readings of the accounts that may serve (not disabled):
+    /// a revoked key's last reading, or an account the operator turned off, pays for no
+    /// request, and counting it made the coverage of what keys may spend look safe.
     pub fn usd_balance(&self) -> Usd {
         self.accounts
             .iter()
+            .filter(|a| a.state != AccountState::Disabled)
             .filter_map(|a| a.balance.as_ref())
             .fold(Usd::ZERO, |sum, b| sum.saturating_add(b.usd()))
     }
@@ -74,5 +77,50 @@ impl PoolStatus {
         self.accounts
             .iter()
             .any(|a| a.state != AccountState::Healthy)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::balance::BalanceInfo;
+
+    fn account(name: &str, state: AccountState, usd: i64) -> AccountStatus {
+        AccountStatus {
+            name: name.into(),
+            state,
+            cooling_until_ms: None,
+            weight: 1,
+            models: Vec::new(),
+            balance: Some(Balance {
+                is_available: true,
+                infos: vec![BalanceInfo {
+                    currency: "USD".into(),
+                    total: Usd::from_dollars(usd),
+                    granted: Usd::ZERO,
+                    topped_up: Usd::from_dollars(usd),
+                }],
+                at_ms: 0,
+            }),
+            by_operator: false,
+            last_error: None,
+            requests: 0,
+            errors: 0,
+        }
+    }
+
+    /// A disabled account's last reading (a key DeepSeek refused since) pays for nothing.
+    #[test]
+    fn the_balance_counts_the_accounts_that_may_serve() {
+        let pool = PoolStatus {
+            accounts: vec![
+                account("a", AccountState::Healthy, 100),
+                account("b", AccountState::Cooling, 20),
+                account("c", AccountState::Disabled, 300),
+            ],
+            failovers: 0,
+            low_balance: Usd::ZERO,
+        };
+        assert_eq!(pool.usd_balance(), Usd::from_dollars(120));
     }
 }

@@ -75,7 +75,7 @@ fn a_missing_secret_file_is_an_error() {
         let err =
             load_file(jail, &format!("[upstream]\napi_key_file = {missing:?}\n")).unwrap_err();
         assert!(
-            matches!(&err, ConfigError::SecretFile { key: "upstream.api_key_file", path, .. } if path == &missing),
+            matches!(&err, ConfigError::SecretFile { key, path, .. } if key == "upstream.api_key_file" && path == &missing),
             "{err:?}"
         );
         assert!(err.to_string().contains("no-such-credential"), "{err}");
@@ -87,10 +87,7 @@ fn a_missing_secret_file_is_an_error() {
         assert!(
             matches!(
                 &err,
-                ConfigError::SecretFile {
-                    key: "paypal.client_secret_file",
-                    ..
-                }
+                ConfigError::SecretFile { key, .. } if key == "paypal.client_secret_file"
             ),
             "{err:?}"
         );
@@ -222,5 +219,38 @@ fn a_key_a_header_cannot_carry_is_refused_without_printing_it() {
         // A key a header carries is not refused.
         let c = load_file(jail, "[upstream]\napi_key = \"sk-abc_DEF-123\"\n").unwrap();
         assert_eq!(c.upstream.api_key, "sk-abc_DEF-123");
+    });
+}
+
+#[test]
+fn an_accounts_key_file_that_cannot_be_read_names_the_account() {
+    jailed(|jail| {
+        let missing = jail.directory().join("gone");
+        let err = load_file(
+            jail,
+            &format!("[[upstream.accounts]]\nname = \"spare\"\napi_key_file = {missing:?}\n"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("\"spare\""), "{err}");
+    });
+}
+
+#[test]
+fn two_accounts_with_one_key_are_warned_about() {
+    jailed(|jail| {
+        jail.create_file("k", "sk-same\n").unwrap();
+        let path = jail.directory().join("k");
+        let c = load_file(
+            jail,
+            &format!(
+                "[[upstream.accounts]]\nname = \"a\"\napi_key = \"sk-same\"\n\
+                 [[upstream.accounts]]\nname = \"b\"\napi_key_file = {path:?}\n\
+                 [[upstream.accounts]]\nname = \"c\"\napi_key = \"sk-other\"\n"
+            ),
+        )
+        .unwrap();
+        let w = c.warnings();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("\"a\" and \"b\""), "{w:?}");
     });
 }
