@@ -149,6 +149,36 @@ impl PeerPolicy {
         }
     }
 
+    /// Whether a peer that is not the daemon's user, root or of the group as its primary one
+    /// is in the admin group all the same: as a supplementary group of its process (what
+    /// `usermod -aG` gives at the next login; it was refused with "the daemon closed the
+    /// connection"), or listed in the group database as it is now (read at each connection,
+    /// not once at start). Blocking (NSS, /proc): off the async threads.
+    pub fn allows_member(&self, uid: u32, pid: Option<i32>) -> bool {
+        let Some((group_gid, members)) = &self.group else {
+            return false;
+        };
+        if pid.is_some_and(|pid| supplementary_groups(pid).contains(group_gid)) {
+            return true;
+        }
+        let Some(name) = User::from_uid(Uid::from_raw(uid))
+            .ok()
+            .flatten()
+            .map(|u| u.name)
+        else {
+            return false;
+        };
+        let listed_now = Group::from_gid(nix::unistd::Gid::from_raw(*group_gid))
+            .ok()
+            .flatten()
+            .map(|g| g.mem);
+        listed_now
+            .as_ref()
+            .unwrap_or(members)
+            .iter()
+            .any(|m| *m == name)
+    }
+
     /// Same uid as the daemon, root, or (with a group) in the group.
     pub fn allows(&self, uid: u32, gid: u32, user_name: Option<&str>) -> bool {
         if uid == self.daemon_uid || uid == 0 {
@@ -161,6 +191,21 @@ impl PeerPolicy {
             None => false,
         }
     }
+}
+
+/// The supplementary groups of process `pid` (its `Groups:` line in /proc), empty when they
+/// cannot be read.
+fn supplementary_groups(pid: i32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("Groups:")).map(|g| {
+                g.split_whitespace()
+                    .filter_map(|n| n.parse().ok())
+                    .collect()
+            })
+        })
+        .unwrap_or_default()
 }
 
 /// Accept connections until `stop` turns true, with the default [`SocketTimeouts`].
@@ -206,19 +251,14 @@ pub async fn serve_with(
         };
         // The user database is only consulted for a peer that is neither us nor root, and off
         // the async threads (NSS look-ups can block).
-        let (uid, gid) = (cred.uid(), cred.gid());
+        let (uid, gid, pid) = (cred.uid(), cred.gid(), cred.pid());
         let allowed = policy.allows(uid, gid, None)
-            || (policy.group.is_some()
-                && tokio::task::spawn_blocking(move || {
-                    User::from_uid(Uid::from_raw(uid))
-                        .ok()
-                        .flatten()
-                        .map(|u| u.name)
-                })
-                .await
-                .ok()
-                .flatten()
-                .is_some_and(|name| policy.allows(uid, gid, Some(&name))));
+            || (policy.group.is_some() && {
+                let policy = policy.clone();
+                tokio::task::spawn_blocking(move || policy.allows_member(uid, pid))
+                    .await
+                    .unwrap_or(false)
+            });
         if !allowed {
             tracing::warn!(
                 uid = cred.uid(),
@@ -432,5 +472,39 @@ mod tests {
         assert!(g.allows(1002, 1002, Some("alice")), "listed member");
         assert!(!g.allows(1003, 1003, Some("mallory")));
         assert!(!g.allows(1003, 1003, None));
+    }
+
+    /// A peer whose process holds the admin group as a supplementary group is a member (it was
+    /// refused: only the primary group and the database's list, read at start, counted).
+    #[test]
+    fn a_supplementary_group_of_the_peer_counts() {
+        let me = i32::try_from(std::process::id()).unwrap();
+        let mine: Vec<u32> = nix::unistd::getgroups()
+            .unwrap()
+            .iter()
+            .map(|g| g.as_raw())
+            .collect();
+        let mut read = supplementary_groups(me);
+        let mut expected = mine.clone();
+        read.sort_unstable();
+        expected.sort_unstable();
+        expected.dedup();
+        read.dedup();
+        assert_eq!(read, expected, "the Groups: line of /proc/PID/status");
+        // A uid no database knows, so only the process's groups can say yes.
+        let nobody_known = 4_000_000_000;
+        for gid in mine {
+            let p = PeerPolicy {
+                daemon_uid: 1,
+                group: Some((gid, Vec::new())),
+            };
+            assert!(p.allows_member(nobody_known, Some(me)), "gid {gid}");
+        }
+        let p = PeerPolicy {
+            daemon_uid: 1,
+            group: Some((4_000_000_001, Vec::new())),
+        };
+        assert!(!p.allows_member(nobody_known, Some(me)));
+        assert!(!p.allows_member(nobody_known, None));
     }
 }
