@@ -10,6 +10,46 @@ use modelrelay::money::Usd;
 
 use crate::common::{TestApp, body, request_id};
 
+/// A whole answer still awaited when the daemon stops is cut with 503 "retry": nothing reached
+/// the client, so nothing is charged (its prompt was, and a client that retried as told paid
+/// twice; found by an independent check). The row says so.
+#[tokio::test]
+async fn shutdown_cuts_a_whole_answer_and_charges_nothing() {
+    let mut app = TestApp::spawn().await;
+    let key = app.create_key("trial", None).await;
+    let id = app.key_state(&key).id.clone();
+    let pending = app
+        .chat(
+            &key,
+            &body(
+                "deepseek-v4-flash",
+                "a long question [[sim reply=5 first_delay_ms=60000 keepalive_ms=50]]",
+            ),
+        )
+        .send();
+    let pending = tokio::spawn(pending);
+    for _ in 0..400 {
+        if !app.sim.requests().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(app.sim.requests().len(), 1, "the request reached upstream");
+    let db = app.db();
+    let daemon = app.daemon.take().unwrap();
+    daemon.shutdown_within(Duration::ZERO).await;
+    let resp = pending.await.unwrap().unwrap();
+    assert_eq!(resp.status(), 503);
+    let rows = modelrelay::store::usage::recent(&db, &id, 10).expect("query");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].finish.as_str(), "shutdown");
+    assert_eq!(rows[0].cost, Usd::ZERO, "{rows:?}");
+    let spent: i64 = db
+        .query_row("SELECT spent_nanos FROM keys", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(spent, 0);
+}
+
 #[tokio::test]
 async fn shutdown_cuts_a_stream_with_an_error_event_and_bills_it() {
     let mut app = TestApp::spawn().await;

@@ -220,15 +220,17 @@ pub struct Outcome {
 ///
 /// With upstream's usage: exactly that. Without it, an estimate, labelled so (what upstream
 /// did report of it, one side, counts as reported): a client that
-/// went away (or was cut by a shutdown) pays for its prompt and the output generated so far —
-/// unless the request was still queued for an upstream account, never sent; after an upstream
-/// failure the customer pays for what reached them, and nothing when nothing did.
+/// went away pays for its prompt and the output generated so far — unless the request was
+/// still queued for an upstream account, never sent; after an upstream failure, or a cut by
+/// the daemon's own shutdown, the customer pays for what reached them, and nothing when
+/// nothing did (a whole answer cut by a restart was charged its prompt while the client was
+/// told to retry: it paid twice).
 fn bill(ctx: &RequestCtx, o: &Outcome) -> (Usage, Measured) {
     if let Some(u) = o.usage {
         return (u, Measured::Provider);
     }
     let charge = match o.finish {
-        Finish::ClientAbort | Finish::Shutdown => ctx.dispatch.sent.load(Ordering::Acquire),
+        Finish::ClientAbort => ctx.dispatch.sent.load(Ordering::Acquire),
         Finish::Complete => true,
         _ => o.output_estimate > 0,
     };
