@@ -111,6 +111,8 @@ impl Config {
 
     /// `[server]`: the listener, public URL, body limit, drain time and log filter.
     fn check_server(&self, e: &mut Vec<String>) {
+        /// `sun_path`'s size on Linux, its terminating NUL included.
+        const MAX_SOCKET_PATH: usize = 108;
         let s = &self.server;
         if s.listen.parse::<SocketAddr>().is_err() {
             e.push(format!(
@@ -127,16 +129,55 @@ impl Config {
         if s.max_body_bytes == 0 {
             e.push("server.max_body_bytes must be greater than 0".into());
         }
+        // Refused rather than run as 1 without a word (`max_connections = 0` served one
+        // connection at a time).
+        if s.max_connections == 0 {
+            e.push("server.max_connections must be at least 1".into());
+        }
         for (key, v) in [
             ("header_timeout_secs", s.header_timeout_secs),
             ("body_timeout_secs", s.body_timeout_secs),
             ("idle_timeout_secs", s.idle_timeout_secs),
         ] {
-            if v > MAX_TIMEOUT_SECS {
+            if v == 0 {
+                e.push(format!("server.{key} must be at least 1"));
+            } else if v > MAX_TIMEOUT_SECS {
                 e.push(format!(
                     "server.{key} = {v} is more than a day ({MAX_TIMEOUT_SECS})"
                 ));
             }
+        }
+        // What `serve` would refuse at start, said by `check-config` too.
+        let socket = self.admin_socket();
+        if socket.as_os_str().len() >= MAX_SOCKET_PATH {
+            e.push(format!(
+                "the admin socket path {} is {} bytes; a Unix socket's must be shorter than {} \
+                 (set server.admin_socket to a shorter one)",
+                socket.display(),
+                socket.as_os_str().len(),
+                MAX_SOCKET_PATH
+            ));
+        }
+        // A secret file that exists must hold what `serve` reads from it (one it cannot read
+        // here is `serve`'s to report; one that does not exist is created at the first start).
+        if let Some(path) = &s.secret_file
+            && let Ok(text) = std::fs::read_to_string(path)
+        {
+            let t = text.trim_start_matches('\u{feff}').trim();
+            if t.len() != 64 || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
+                e.push(format!(
+                    "server.secret_file = {} must hold 64 hex characters (32 bytes)",
+                    path.display()
+                ));
+            }
+        }
+        if let Some(group) = s.admin_group.as_deref()
+            && !matches!(nix::unistd::Group::from_name(group), Ok(Some(_)))
+        {
+            e.push(format!(
+                "server.admin_group = {group:?}: no such group on this machine (create it with \
+                 groupadd, or leave admin_group unset)"
+            ));
         }
         if s.drain_secs > 3600 {
             e.push(format!(

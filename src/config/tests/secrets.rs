@@ -254,3 +254,18 @@ fn two_accounts_with_one_key_are_warned_about() {
         assert!(w[0].contains("\"a\" and \"b\""), "{w:?}");
     });
 }
+
+#[test]
+fn a_secret_file_that_serve_would_refuse_is_refused_by_the_check() {
+    jailed(|jail| {
+        jail.create_file("short", &"ab".repeat(31)).unwrap();
+        let path = jail.directory().join("short");
+        let err = error_of(jail, &format!("[server]\nsecret_file = {path:?}\n"));
+        assert!(err.contains("must hold 64 hex characters"), "{err}");
+        // With a byte-order mark and a line end, a good one passes.
+        jail.create_file("good", &format!("\u{feff}{}\r\n", "ab".repeat(32)))
+            .unwrap();
+        let path = jail.directory().join("good");
+        load_file(jail, &format!("[server]\nsecret_file = {path:?}\n")).unwrap();
+    });
+}

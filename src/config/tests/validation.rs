@@ -3,7 +3,27 @@
 use super::*;
 
 /// A file with one problem, and what the message must say about it.
-const INVALID_FILES: [(&str, &str); 28] = [
+const INVALID_FILES: [(&str, &str); 33] = [
+    (
+        "[server]\nmax_connections = 0\n",
+        "server.max_connections must be at least 1",
+    ),
+    (
+        "[server]\nidle_timeout_secs = 0\n",
+        "server.idle_timeout_secs must be at least 1",
+    ),
+    (
+        "[server]\nheader_timeout_secs = 0\n",
+        "server.header_timeout_secs must be at least 1",
+    ),
+    (
+        "[server]\nadmin_group = \"no-such-group-here\"\n",
+        "server.admin_group = \"no-such-group-here\": no such group",
+    ),
+    (
+        "[server]\nadmin_socket = \"/tmp/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.sock\"\n",
+        "a Unix socket's must be shorter than 108",
+    ),
     (
         "[plans.trial]\nmodels = [\"gpt-4\"]\n",
         "plans.trial.models names unknown model \"gpt-4\"",
