@@ -133,6 +133,10 @@ pub struct Daemon {
     /// The admin socket.
     pub socket_path: PathBuf,
     stop: watch::Sender<bool>,
+    /// The admin socket's own stop, sent after the drain: the operator can still watch the
+    /// requests finish, list keys and take a backup while the daemon drains (the socket was
+    /// closed at the signal, and a scheduled backup then failed with "no daemon").
+    admin_stop: watch::Sender<bool>,
     http: JoinHandle<()>,
     admin: JoinHandle<()>,
 }
@@ -169,6 +173,7 @@ impl Daemon {
         let http_addr = listener.local_addr().map_err(io("listener address"))?;
         let socket_path = state.config.admin_socket();
         let (stop, stopped) = watch::channel(false);
+        let (admin_stop, admin_stopped) = watch::channel(false);
         let admin_listener = crate::activity::server::bind(&state.config).map_err(io(format!(
             "cannot bind admin socket {}",
             socket_path.display()
@@ -176,7 +181,7 @@ impl Daemon {
         let admin = tokio::spawn(crate::activity::server::serve(
             state.clone(),
             admin_listener,
-            stopped.clone(),
+            admin_stopped,
         ));
         let served = crate::server::App {
             router: app(state.clone()),
@@ -190,6 +195,7 @@ impl Daemon {
             http_addr,
             socket_path,
             stop,
+            admin_stop,
             http,
             admin,
         })
@@ -226,6 +232,7 @@ impl Daemon {
                 "requests did not settle in time"
             );
         }
+        let _ = self.admin_stop.send(true);
         let mut http = self.http;
         if tokio::time::timeout(Duration::from_secs(5), &mut http)
             .await

@@ -441,6 +441,13 @@ async fn a_second_sigterm_cuts_the_drain_at_once_and_bills() {
     let (rid, text, stream) = start_stream(&served, &key, "[[sim reply=1000 delay_ms=50]]").await;
     served.signal(Signal::SIGTERM);
     served.wait_log("shutting down").await;
+    // While it drains, the admin socket still answers (the operator watches the requests
+    // finish, lists keys, takes a backup; it was closed at the signal).
+    let listed = setup.keys(&["list", "--json"]).await;
+    assert!(
+        listed.contains(&key[..15]) || listed.contains("\"plan\""),
+        "{listed}"
+    );
     served.signal(Signal::SIGTERM);
     // The stream would take 50 s and the drain 30 s; both bounds are far above "at once".
     let text = tokio::time::timeout(Duration::from_secs(20), finish_stream(text, stream))
