@@ -240,7 +240,7 @@ async fn assert_the_stream_finished(
                     .any(|l| l.contains(shown) && l.contains(&cost) && l.contains(" 300 "))
         })
         .await;
-    assert!(done.contains("streams 0"), "{done}");
+    assert!(done.contains("in flight 0"), "{done}");
 }
 
 /// Keys view: filter down to `key` (shown as `shown`), revoke it, confirm; its row says so.

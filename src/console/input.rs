@@ -63,8 +63,26 @@ impl App {
         match code {
             KeyCode::Char('/') => self.modal = Some(Modal::Filter),
             KeyCode::Char('s') => self.sort = self.sort.next(),
+            // On a revoked key the key's actions say why they do nothing (they did nothing
+            // and said nothing, while `R` opened a dialog that then failed).
+            KeyCode::Char(c @ ('r' | 't' | 'R'))
+                if self
+                    .selected()
+                    .is_some_and(|k| k.status == KeyStatus::Revoked) =>
+            {
+                let prefix = self
+                    .selected()
+                    .map(|k| k.prefix.clone())
+                    .unwrap_or_default();
+                let what = match c {
+                    'r' => "revoked already",
+                    't' => "revoked: credit cannot be added",
+                    _ => "revoked: its text cannot be replaced",
+                };
+                self.say(format!("{prefix} is {what}"));
+            }
             KeyCode::Char('r') => {
-                if let Some(k) = self.selected().filter(|k| k.status != KeyStatus::Revoked) {
+                if let Some(k) = self.selected() {
                     self.modal = Some(Modal::ConfirmRevoke {
                         key_id: k.id.clone(),
                         prefix: k.prefix.clone(),
@@ -72,7 +90,7 @@ impl App {
                 }
             }
             KeyCode::Char('t') => {
-                if let Some(k) = self.selected().filter(|k| k.status != KeyStatus::Revoked) {
+                if let Some(k) = self.selected() {
                     self.modal = Some(Modal::TopUpAmount {
                         key_id: k.id.clone(),
                         prefix: k.prefix.clone(),
@@ -245,7 +263,10 @@ impl App {
                 input.pop();
                 error = None;
             }
-            KeyCode::Char(c) if (c.is_ascii_digit() || c == '.') && input.len() < 16 => {
+            // Whatever is typed shows, and Enter says what is wrong with it: dropping the
+            // characters that are not part of an amount turned "5,50" into $550 and "1e3" into
+            // $13, with only the confirmation to tell.
+            KeyCode::Char(c) if !c.is_control() && input.chars().count() < 16 => {
                 input.push(c);
                 error = None;
             }

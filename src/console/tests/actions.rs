@@ -104,6 +104,16 @@ fn revoke_asks_first_then_sends_the_socket_command() {
     assert_eq!(app.status_message(), Some("revoked sk-gateway-PrOo…"));
     press(&mut app, KeyCode::Char('r'));
     assert_eq!(app.modal, None, "a revoked key cannot be revoked again");
+    assert_eq!(
+        app.status_message(),
+        Some("sk-gateway-PrOo… is revoked already"),
+        "and says so"
+    );
+    for (c, says) in [('t', "credit cannot be added"), ('R', "cannot be replaced")] {
+        press(&mut app, KeyCode::Char(c));
+        assert_eq!(app.modal, None);
+        assert!(app.status_message().unwrap().contains(says), "{c}");
+    }
 }
 
 #[test]
@@ -122,7 +132,27 @@ fn top_up_takes_an_amount_then_confirmation() {
     for _ in 0..5 {
         press(&mut app, KeyCode::Backspace);
     }
-    type_str(&mut app, "x2.5");
+    // A character that is not part of an amount is shown and refused, not dropped ("5,50"
+    // became $550).
+    for typed in ["5,50", "1e3", "x2.5"] {
+        type_str(&mut app, typed);
+        press(&mut app, KeyCode::Enter);
+        match &app.modal {
+            Some(Modal::TopUpAmount {
+                input,
+                error: Some(e),
+                ..
+            }) => {
+                assert_eq!(input, typed);
+                assert!(e.contains(typed), "{e}");
+            }
+            other => panic!("{typed}: {other:?}"),
+        }
+        for _ in 0..typed.len() {
+            press(&mut app, KeyCode::Backspace);
+        }
+    }
+    type_str(&mut app, "2.5");
     press(&mut app, KeyCode::Enter);
     let confirm = Modal::ConfirmTopUp {
         key_id: "key_trial".into(),

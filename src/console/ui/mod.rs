@@ -108,7 +108,7 @@ fn draw_header(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
         Span::raw(uptime),
         Span::styled("  req/s ", t.dim),
         Span::raw(format!("{rps:.2}")),
-        Span::styled("  streams ", t.dim),
+        Span::styled("  in flight ", t.dim),
         Span::raw(m.in_flight_count().to_string()),
         Span::raw("  "),
     ];

@@ -69,7 +69,7 @@ fn header_on_every_view() {
                     "modelrelay 0.1.0",
                     "up 2h07m",
                     "req/s 0.03",
-                    "streams 1",
+                    "in flight 1",
                     "● live",
                     "spend $1.25",
                     "revenue $20.00",
