@@ -409,6 +409,42 @@ async fn anthropic_clients_list_models_in_anthropics_shape() {
         .await
         .unwrap();
     expect_error(resp, 404, "not_found_error").await;
+    // Paths and methods the gateway does not serve, asked by an Anthropic client, answer in
+    // Anthropic's shape (its SDK reads no other); an OpenAI client's in OpenAI's.
+    for (method, path) in [
+        (reqwest::Method::POST, "/v1/messages/batches"),
+        (reqwest::Method::POST, "/v1/messages/"),
+        (reqwest::Method::POST, "/v1/complete"),
+    ] {
+        let resp = app
+            .http
+            .request(method, format!("{}{path}", app.base))
+            .header("x-api-key", &key)
+            .header("anthropic-version", "2023-06-01")
+            .json(&serde_json::json!({}))
+            .send()
+            .await
+            .unwrap();
+        expect_error(resp, 404, "not_found_error").await;
+    }
+    let resp = app
+        .http
+        .post(format!("{}/v1/models", app.base))
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .unwrap();
+    expect_error(resp, 405, "invalid_request_error").await;
+    let resp = app
+        .http
+        .get(format!("{}/v1/nothing", app.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "not_found", "OpenAI's shape: {v}");
     // Claude Code's way without the version header: x-api-key alone is Anthropic's too.
     let resp = app
         .http

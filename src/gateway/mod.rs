@@ -58,7 +58,7 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/v1", axum::routing::any(not_found))
         .route("/v1/", axum::routing::any(not_found))
         .route("/v1/{*rest}", axum::routing::any(not_found))
-        .method_not_allowed_fallback(|| async { GatewayError::MethodNotAllowed })
+        .method_not_allowed_fallback(method_not_allowed)
         // Browser-based chat front-ends call the API directly; keys travel in a header, never
         // a cookie, so any origin may. The headers a preflight asks for are allowed by name:
         // `Access-Control-Allow-Headers: *` never covers `Authorization` (Fetch standard;
@@ -107,6 +107,41 @@ fn count_tokens() -> axum::routing::MethodRouter<Arc<AppState>> {
     post(anthropic::count_tokens).fallback(anthropic::method_not_allowed)
 }
 
-async fn not_found() -> GatewayError {
-    GatewayError::NotFound
+/// An unknown path under `/v1`: in Anthropic's error shape for an Anthropic client (it sends
+/// `anthropic-version` or `x-api-key` alone, as `/v1/models` tells them apart, or asks for a
+/// Messages path such as `/v1/messages/batches` or `/v1/complete`), whose SDK reads that shape
+/// only; in the OpenAI shape otherwise.
+async fn not_found(
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    api_error(&uri, &headers, GatewayError::NotFound)
+}
+
+/// A wrong method on an API route, in the shape its client reads (as for [`not_found`]).
+async fn method_not_allowed(
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    api_error(&uri, &headers, GatewayError::MethodNotAllowed)
+}
+
+fn api_error(
+    uri: &axum::http::Uri,
+    headers: &axum::http::HeaderMap,
+    e: GatewayError,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let path = uri.path();
+    let anthropic = headers.contains_key("anthropic-version")
+        || (headers.contains_key("x-api-key") && !headers.contains_key(header::AUTHORIZATION))
+        || path.starts_with("/v1/messages")
+        || path.starts_with("/v1/complete")
+        || path.starts_with("/anthropic");
+    if anthropic {
+        use dialect::Dialect;
+        anthropic::Anthropic::error_response(e)
+    } else {
+        e.into_response()
+    }
 }
