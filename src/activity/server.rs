@@ -172,11 +172,7 @@ impl PeerPolicy {
             .ok()
             .flatten()
             .map(|g| g.mem);
-        listed_now
-            .as_ref()
-            .unwrap_or(members)
-            .iter()
-            .any(|m| *m == name)
+        listed_now.as_ref().unwrap_or(members).contains(&name)
     }
 
     /// Same uid as the daemon, root, or (with a group) in the group.
