@@ -254,7 +254,7 @@ pub static ZH: Texts = Texts {
     docs_billing_round: "单价以每百万 token 计，费用向上取整到十亿分之一美元。当前价格：",
     docs_billing_period: "适用哪个时段的价格在请求开始时确定：跨过高峰时段结束时间的请求仍按开始时的价格计费。",
     docs_hold_h: "预扣与 max_tokens",
-    docs_hold_p1: "请求发往 DeepSeek 之前，会先从余额中预留它可能产生的最高费用：输入（从宽估算）加上 max_tokens 个输出 token。未设置 max_tokens 时，按模型的最大输出计算（见“模型与套餐”）。回答结束后只扣实际费用，其余部分立即退回。",
+    docs_hold_p1: "请求发往 DeepSeek 之前，会先从余额中预留它可能产生的最高费用：输入（从宽估算：请求的每个字节最多按一个 token 计，因此以 base64 发送的图片在回答结束前会按其大小和输入价格预留）加上 max_tokens 个输出 token。未设置 max_tokens 时，按模型的最大输出计算（见“模型与套餐”）。回答结束后只扣实际费用，其余部分立即退回。",
     docs_hold_p2: "如果余额不足以支付 max_tokens，max_tokens 会被调低到余额能支付的数量，因此余额不多的 key 仍能得到较短的回答，而不是直接报错。同时进行的多个请求加起来也绝不会超出余额。",
     docs_empty_h: "预算用完时",
     docs_empty_p: "余额永远不会低于 $0。若余额连某个请求的输入（按宽松方式计算，见“预扣与 max_tokens”）都付不起，该请求会返回 HTTP 402（insufficient_budget），SDK 不会重试 402；当余额连一个输出 token 都付不起时，key 变为“已耗尽”，之后的请求都会返回 402。要继续使用，可在该 key 的用量页面为同一个 key 充值（工具无需任何改动），或购买新套餐（附带新的 key）。",
