@@ -110,9 +110,17 @@ async fn fetch(http: &reqwest::Client, a: &Account) -> Result<Balance, String> {
     balance::parse(&body, now_ms())
 }
 
+/// Every account's balance, asked of all at once: one account whose endpoint hangs (up to the
+/// balance timeout) no longer delays the others' readings and probes by that much each round.
 async fn read_balances(http: &reqwest::Client, pool: &Pool, watch: &Watch) {
-    for a in &pool.accounts {
-        match fetch(http, a).await {
+    let readings = futures_util::future::join_all(
+        pool.accounts
+            .iter()
+            .map(|a| async move { (a, fetch(http, a).await) }),
+    )
+    .await;
+    for (a, reading) in readings {
+        match reading {
             Ok(b) => {
                 if b.usd() < watch.low_balance && b.infos.iter().any(|i| i.currency == "USD") {
                     tracing::warn!(account = %a.name, usd = %b.usd(), "DeepSeek balance is low");
@@ -129,8 +137,15 @@ async fn read_balances(http: &reqwest::Client, pool: &Pool, watch: &Watch) {
 /// Bring back the accounts DeepSeek refused once their balance endpoint accepts the key and
 /// says they are available with money on them.
 async fn probe(http: &reqwest::Client, pool: &Pool, watch: &Watch, activity: &Activity) {
-    for a in pool.accounts.iter().filter(|a| a.disabled_by_upstream()) {
-        let Ok(b) = fetch(http, a).await else {
+    let readings = futures_util::future::join_all(
+        pool.accounts
+            .iter()
+            .filter(|a| a.disabled_by_upstream())
+            .map(|a| async move { (a, fetch(http, a).await) }),
+    )
+    .await;
+    for (a, reading) in readings {
+        let Ok(b) = reading else {
             continue;
         };
         let funded = b.infos.iter().any(|i| i.total > Usd::ZERO);
