@@ -34,6 +34,32 @@ pub fn usd(u: Usd) -> String {
     }
 }
 
+/// [`usd`] in at most `width` columns: an amount too wide is shortened to thousands, millions
+/// or billions (`$100.0k`, `$1.2M`) rather than cut by the table, which dropped its leading
+/// digits (`$100002.00` showed as `100002.00`, `$20.00` in a narrow column as `0.00`).
+pub fn usd_in(u: Usd, width: usize) -> String {
+    let full = usd(u);
+    if full.len() <= width {
+        return full;
+    }
+    let n = i128::from(u.nanos());
+    let per = i128::from(NANOS_PER_USD);
+    for (scale, suffix) in [(1_000_000_000, "B"), (1_000_000, "M"), (1_000, "k")] {
+        let unit = per * scale;
+        if n.abs() >= unit {
+            // One decimal, rounded half-up, in tenths of the unit.
+            let tenths = (n.abs() * 10 + unit / 2) / unit;
+            let sign = if n < 0 { "-" } else { "" };
+            let short = format!("{sign}${}.{}{suffix}", tenths / 10, tenths % 10);
+            if short.len() <= width {
+                return short;
+            }
+        }
+    }
+    // Nothing shorter says it truly: a mark that the column is too narrow, never wrong digits.
+    "…".repeat(width.min(1))
+}
+
 /// An amount in a currency DeepSeek reports (`USD 110.00`, `CNY 50.00`): rounded like
 /// [`usd`], the currency's code in front (an amount in nano-units of that currency).
 pub fn money(currency: &str, amount: Usd) -> String {
@@ -151,6 +177,18 @@ mod tests {
 
     fn u(s: &str) -> Usd {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn amounts_too_wide_are_shortened_never_cut() {
+        let d = |s: &str| s.parse::<Usd>().unwrap();
+        assert_eq!(usd_in(d("20.00"), 9), "$20.00");
+        assert_eq!(usd_in(d("100002.000000001"), 9), "$100.0k");
+        assert_eq!(usd_in(d("1234567.89"), 9), "$1.2M");
+        assert_eq!(usd_in(d("999999999.99"), 9), "$1000.0M");
+        assert_eq!(usd_in(d("1000000000"), 9), "$1.0B");
+        assert_eq!(usd_in(d("20.00"), 4), "…");
+        assert_eq!(usd_in(d("20.00"), 0), "");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, TableState};
 
 use super::Theme;
-use super::format::{ago, clip, gauge, parse_ms, usd};
+use super::format::{ago, clip, gauge, parse_ms, usd_in};
 use crate::activity::protocol::KeyView;
 use crate::console::app::App;
 use crate::status::KeyStatus;
@@ -105,13 +105,15 @@ fn row(k: &KeyView, app: &App, wide: bool, gauge_w: usize, t: &Theme) -> Row<'st
             },
             status_style,
         )),
-        Cell::from(Line::from(usd(k.spent_usd)).right_aligned()),
-        Cell::from(Line::from(usd(k.remaining_usd)).right_aligned()),
+        Cell::from(Line::from(usd_in(k.spent_usd, 9)).right_aligned()),
+        Cell::from(Line::from(usd_in(k.remaining_usd, 9)).right_aligned()),
         Cell::from(Line::from(k.requests.to_string()).right_aligned()),
         Cell::from(Line::from(used).right_aligned()),
     ];
     if wide {
-        cells.push(Cell::from(Line::from(usd(k.budget_usd)).right_aligned()));
+        cells.push(Cell::from(
+            Line::from(usd_in(k.budget_usd, 9)).right_aligned(),
+        ));
         cells.push(Cell::from(k.id.clone()));
         cells.push(Cell::from(crate::text::visible(
             k.email.as_deref().unwrap_or_default(),
