@@ -282,6 +282,8 @@ pub async fn top_up_key(
         .map_err(|e| AdminError::Internal(e.to_string()))?;
     key.top_up(amount);
     key.rearm_notices();
+    // Still too little for one request: exhausted again, not `active` refusing every request.
+    mark_if_exhausted(state, &key);
     state.activity.emit(ActivityEvent::KeyToppedUp {
         key_id: key.id.clone(),
         amount_usd: amount,

@@ -324,6 +324,11 @@ async fn a_budget_below_one_request_makes_the_key_exhausted_until_topped_up() {
     let k = show(&app, &key).await;
     assert_eq!(k["status"], "exhausted", "{k:#}");
     assert_eq!(chat_status(&app, &key).await.0, 402);
+    // A top-up that still leaves too little for a request leaves it exhausted.
+    keys(&app, &["topup", &key, "--usd", "0.000000001"])
+        .await
+        .ok();
+    assert_eq!(show(&app, &key).await["status"], "exhausted");
     // A top-up brings it back, as for any exhausted key.
     keys(&app, &["topup", &key, "--usd", "1.00"]).await.ok();
     assert_eq!(show(&app, &key).await["status"], "active");

@@ -350,6 +350,20 @@ async fn a_refunded_upgrade_leaves_the_key_on_the_dearest_plan_still_paid() {
     refund(paypal_second).await;
     assert_eq!(ks.plan(), "trial");
     assert_eq!(shown(&app, &key).await["plan"], "trial");
+
+    // A bought pro key topped up with trial credit: its purchase refunded (the key kept for
+    // the paid top-up), it is on trial — it kept pro's models for $1.
+    let (bought, paypal_bought) = b.create_order(&app, "pro", "buyer@example.com").await;
+    assert!(app.pp().approve(&paypal_bought));
+    let (_, v) = b.capture(&app, &bought).await;
+    let key = v["api_key"].as_str().unwrap().to_string();
+    let ks = app.key_state(&key);
+    let (small, _) = approved_top_up(&app, &mut b, "trial", &key).await;
+    b.capture(&app, &small).await;
+    assert_eq!(ks.plan(), "pro");
+    refund(paypal_bought).await;
+    assert_eq!(ks.plan(), "trial", "only the trial top-up is paid");
+    assert_eq!(shown(&app, &key).await["plan"], "trial");
 }
 
 /// A shop whose trial plan grants 0.0001 and starter 0.0002.

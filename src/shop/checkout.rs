@@ -454,6 +454,14 @@ fn capture_message(status: OrderStatus) -> &'static str {
     }
 }
 
+/// The declined captures per order ([`AppState::capture_declines`]).
+fn declines(state: &AppState) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, u32>> {
+    state
+        .capture_declines
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Capture at PayPal (idempotent on our request id) and fulfil from the answer.
 pub(crate) async fn capture_at_paypal(
     state: &Arc<AppState>,
@@ -463,7 +471,12 @@ pub(crate) async fn capture_at_paypal(
     else {
         return Err(ShopError::NotApproved);
     };
-    let request_id = format!("capture-{}", order.order_id);
+    let attempt = declines(state).get(&order.order_id).copied().unwrap_or(0);
+    let request_id = if attempt == 0 {
+        format!("capture-{}", order.order_id)
+    } else {
+        format!("capture-{}-{attempt}", order.order_id)
+    };
     match paypal.capture_order(paypal_id, &request_id).await {
         Ok(result) => match result.capture {
             Some(c) => Ok(fulfil(state, &order.order_id, &c).await),
@@ -479,6 +492,11 @@ pub(crate) async fn capture_at_paypal(
         // same capture can never work; PayPal's window is restarted for another method.
         Err(PaypalError::Api { name, .. }) if name == "INSTRUMENT_DECLINED" => {
             tracing::info!(order_id = %order.order_id, "PayPal declined the buyer's payment method");
+            let mut m = declines(state);
+            // Bounded: past this many declined orders a new one keeps its first request id.
+            if m.len() < 10_000 || m.contains_key(&order.order_id) {
+                *m.entry(order.order_id.clone()).or_insert(0) += 1;
+            }
             Err(ShopError::PaymentDeclined)
         }
         Err(e) => {

@@ -122,6 +122,9 @@ fn apply_in_memory(state: &AppState, key: &KeyState, g: &TopUpGrant) {
         key.set_plan(plan.clone(), state.catalog.rpm_of(plan));
     }
     key.rearm_notices();
+    // Still too little for one request of its plan: exhausted again, not `active` with every
+    // request refused (found by an independent check).
+    crate::admin::mark_if_exhausted(state, key);
     let now_ms = Utc::now().timestamp_millis();
     state.activity.emit(ActivityEvent::KeyToppedUp {
         key_id: key.id.clone(),
@@ -199,11 +202,13 @@ pub async fn refund(state: &AppState, order: &Order) -> Result<Usd, RefundError>
     Ok(take)
 }
 
-/// The plan `key` moves back to when `order` is refunded, if any: the dearest of the plan it
-/// had before its first upgrading top-up and of the plans of its other orders still paid — not
-/// simply this order's plan before (a refund of the upgrade under a later, dearer one put the
-/// key on the refunded plan; a refund of one of two top-ups of a plan took the plan the other
-/// still paid for). Never a dearer plan than the key's now.
+/// The plan `key` moves to when `order` is refunded, if another: the plan of its dearest order
+/// still paid — its purchase or a top-up, by what was paid for it, not by today's prices —
+/// or, when none is, the plan it had before its first upgrading top-up. Not simply this
+/// order's plan before: a refund of the upgrade under a later, dearer one put the key on the
+/// refunded plan; a refund of one of two top-ups of a plan took the plan the other still paid
+/// for; a refunded purchase left a key on its dearer plan with only a cheaper top-up paid
+/// (found by independent checks). A key whose plan no order gave (the operator's) keeps it.
 async fn plan_without(
     state: &AppState,
     key: &KeyState,
@@ -219,21 +224,29 @@ async fn plan_without(
         .iter()
         .filter(|o| o.extra.upgraded_from.is_some())
         .min_by_key(|o| o.record.paid_at);
-    let Some(base) = first_upgrade.and_then(|o| o.extra.upgraded_from.clone()) else {
-        // No order ever moved the key: its plan is its own.
+    let base = first_upgrade.and_then(|o| o.extra.upgraded_from.clone());
+    let purchased = orders
+        .iter()
+        .any(|o| o.extra.kind == crate::kinds::OrderKind::Purchase && o.record.paid_at.is_some());
+    if base.is_none() && !purchased {
+        // No order ever gave the key its plan: it is the operator's to keep.
         return Ok(None);
-    };
-    let still_paid = orders.iter().filter(|o| {
-        o.record.order_id != order.record.order_id && o.record.status == OrderStatus::Paid
-    });
-    let mut keep = base;
-    for o in still_paid {
-        if is_dearer(state, &o.record.plan, &keep) {
-            keep = o.record.plan.clone();
-        }
     }
-    let now = key.plan();
-    Ok((keep != now && is_dearer(state, &now, &keep)).then_some(keep))
+    // The dearest still paid; among equals, the latest paid.
+    let still_paid = orders
+        .iter()
+        .filter(|o| {
+            o.record.order_id != order.record.order_id && o.record.status == OrderStatus::Paid
+        })
+        .max_by_key(|o| (o.record.amount, o.record.paid_at));
+    let keep = match (still_paid, base) {
+        (Some(o), _) => o.record.plan.clone(),
+        (None, Some(base)) => base,
+        // A bought key with nothing left paid and no upgrade: its plan stays (it holds no
+        // credit any more).
+        (None, None) => return Ok(None),
+    };
+    Ok((keep != key.plan()).then_some(keep))
 }
 
 /// The credit a paid order added to its key, and what is left of it: what it granted, less

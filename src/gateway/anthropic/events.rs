@@ -83,7 +83,10 @@ impl Events {
             let b = to_billing(input, 0);
             tally.reported.prompt = Some((b.hit, b.miss));
         }
+        // Cumulative, so it never shrinks: a later smaller count (a final `0` after an interim
+        // 500, with the text relayed) is not taken (found by an independent check).
         if final_output && let Some(out) = usage.output_tokens {
+            let out = self.output.map_or(out, |before| before.max(out));
             self.output = Some(out);
             tally.reported.output = Some(out);
         }
@@ -276,8 +279,10 @@ impl StreamRewrite for Events {
 
     fn end_at_eof(&mut self, tally: &Tally) -> Result<String, String> {
         // The final `message_delta` (with its `stop_reason`) carried the output count: the
-        // answer is complete (a `message_delta` without one may be an interim count).
-        if tally.usage.is_some() && tally.finished {
+        // answer is complete (a `message_delta` without one may be an interim count), also
+        // when its input counts never came (all zeros: the prompt is then billed from the
+        // estimate, labelled so — not the client told to retry and pay twice).
+        if tally.finished && tally.reported.output.is_some() {
             Ok(MESSAGE_STOP.to_string())
         } else {
             Err("stream ended without message_stop".into())
@@ -355,12 +360,70 @@ mod tests {
         assert!(e.event(&ev(delta), &mut t).is_ok());
         let u = t.usage.unwrap();
         assert_eq!((u.hit, u.miss, u.completion), (64, 10, 7));
-        // A later count of a field is the count (cumulative, as output is).
+        // A later reading of one field that, with the other's earlier count, would make a
+        // total no reading said (12 + 64): the larger single reading stands.
         let delta =
             r#"{"type":"message_delta","delta":{},"usage":{"input_tokens":12,"output_tokens":9}}"#;
         assert!(e.event(&ev(delta), &mut t).is_ok());
         let u = t.usage.unwrap();
-        assert_eq!((u.hit, u.miss, u.completion), (64, 12, 9));
+        assert_eq!((u.hit, u.miss, u.completion), (64, 10, 9));
+        // A later reading of every field is the count, smaller or not (a correction).
+        let delta = r#"{"type":"message_delta","delta":{},"usage":{"input_tokens":5,"cache_read_input_tokens":60,"output_tokens":9}}"#;
+        assert!(e.event(&ev(delta), &mut t).is_ok());
+        let u = t.usage.unwrap();
+        assert_eq!((u.hit, u.miss, u.completion), (60, 5, 9));
+    }
+
+    /// Readings whose fields would add up to more than any single reading said: the larger
+    /// reading alone (`{input: 1000}` then `{cache_read: 800}` was billed as 1 800).
+    #[test]
+    fn the_input_billed_is_never_more_than_one_reading_said() {
+        for (start, delta, want) in [
+            (
+                r#"{"input_tokens":1000}"#,
+                r#"{"cache_read_input_tokens":800}"#,
+                (0, 1000),
+            ),
+            (
+                r#"{"input_tokens":5,"cache_read_input_tokens":995}"#,
+                r#"{"input_tokens":1000}"#,
+                (0, 1000),
+            ),
+            (
+                r#"{"input_tokens":1000,"cache_read_input_tokens":0}"#,
+                r#"{"input_tokens":199,"cache_read_input_tokens":800}"#,
+                (800, 199),
+            ),
+        ] {
+            let mut e = Events::new(PublicModel::new("m"));
+            let mut t = Tally::new(Instant::now());
+            let start =
+                format!(r#"{{"type":"message_start","message":{{"model":"m","usage":{start}}}}}"#);
+            assert!(e.event(&ev(&start), &mut t).is_ok());
+            let delta = format!(
+                r#"{{"type":"message_delta","delta":{{"stop_reason":"end_turn"}},"usage":{{"output_tokens":3,{}}}}}"#,
+                &delta[1..delta.len() - 1]
+            );
+            assert!(e.event(&ev(&delta), &mut t).is_ok());
+            let u = t.usage.unwrap();
+            assert_eq!((u.hit, u.miss), want, "{start} then {delta}");
+        }
+    }
+
+    /// The output count never shrinks: a final `0` after an interim 500 is not the count.
+    #[test]
+    fn the_output_count_never_shrinks() {
+        let mut e = Events::new(PublicModel::new("m"));
+        let mut t = Tally::new(Instant::now());
+        let start = r#"{"type":"message_start","message":{"model":"m","usage":{"input_tokens":1000,"output_tokens":1}}}"#;
+        assert!(e.event(&ev(start), &mut t).is_ok());
+        for delta in [
+            r#"{"type":"message_delta","delta":{"stop_reason":null},"usage":{"output_tokens":500}}"#,
+            r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":0}}"#,
+        ] {
+            assert!(e.event(&ev(delta), &mut t).is_ok());
+        }
+        assert_eq!(t.usage.unwrap().completion, 500);
     }
 
     /// A later reading that moves input tokens into the cache read, same total, is the count:
@@ -391,6 +454,16 @@ mod tests {
         let start = r#"{"type":"message_start","message":{"model":"m","usage":{"input_tokens":0,"cache_read_input_tokens":0,"cache_creation_input_tokens":0,"output_tokens":1}}}"#;
         assert!(e.event(&ev(start), &mut t).is_ok());
         assert_eq!(t.reported.prompt, None);
+        // Finished with its output count but input counts still zero, then cut before
+        // message_stop: a whole answer (its prompt estimated), not an error to retry.
+        let mut cut = Events::new(PublicModel::new("m"));
+        let mut ct = Tally::new(Instant::now());
+        assert!(cut.event(&ev(start), &mut ct).is_ok());
+        let end = r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":10,"input_tokens":0}}"#;
+        assert!(cut.event(&ev(end), &mut ct).is_ok());
+        assert!(ct.usage.is_none());
+        assert_eq!(ct.reported.output, Some(10));
+        assert!(cut.end_at_eof(&ct).is_ok());
         let delta = r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":5,"input_tokens":30,"cache_read_input_tokens":10}}"#;
         assert!(e.event(&ev(delta), &mut t).is_ok());
         let u = t.usage.unwrap();

@@ -58,30 +58,57 @@ fn opt_count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::E
 }
 
 impl Wire {
-    /// Take a later event's input counts over this one's, as a whole reading: the fields it
-    /// has over this one's (one it lacks keeps its value), when that reading's total is at
-    /// least this one's. Input counts are cumulative like the output count, and a later
-    /// reading may move tokens between fields (`input_tokens` → `cache_read_input_tokens`):
-    /// each field's larger counted those twice (found by an independent check: 4.1× the
-    /// bill). A reading with a smaller total is a placeholder (a `0` for a field it repeats),
-    /// not a correction, and is passed over. Either way the total billed is one a reading said.
+    /// Take a later event's input counts over this one's. Input counts are cumulative like
+    /// the output count, so the latest reading is the count — and a later reading may move
+    /// tokens between fields (`input_tokens` → `cache_read_input_tokens`): each field's larger
+    /// counted those twice (found by an independent check: 4.1× the bill). So the later
+    /// reading is taken, its fields over this one's (a field it lacks keeps its value), with
+    /// two exceptions. A reading that puts a `0` where a count was and lowers the total is a
+    /// placeholder, not a correction, and is passed over. And where taking some fields of
+    /// each would make a total no reading said (`{input: 1000}` then `{cache_read: 800}`:
+    /// 1 800), the reading with the larger total is taken alone. The total billed is never
+    /// more than one reading said.
     pub fn merge_input(&mut self, other: &Wire) {
-        let overlay = |mine: Option<u64>, theirs: Option<u64>| theirs.or(mine);
-        let later = Wire {
-            input_tokens: overlay(self.input_tokens, other.input_tokens),
-            cache_creation_input_tokens: overlay(
-                self.cache_creation_input_tokens,
-                other.cache_creation_input_tokens,
-            ),
-            cache_read_input_tokens: overlay(
-                self.cache_read_input_tokens,
-                other.cache_read_input_tokens,
-            ),
+        let fields = |w: &Wire| {
+            [
+                w.input_tokens,
+                w.cache_creation_input_tokens,
+                w.cache_read_input_tokens,
+            ]
+        };
+        let (mine, theirs) = (fields(self), fields(other));
+        let overlay = Wire {
+            input_tokens: other.input_tokens.or(self.input_tokens),
+            cache_creation_input_tokens: other
+                .cache_creation_input_tokens
+                .or(self.cache_creation_input_tokens),
+            cache_read_input_tokens: other
+                .cache_read_input_tokens
+                .or(self.cache_read_input_tokens),
             output_tokens: self.output_tokens,
         };
-        if later.input_total() >= self.input_total() {
-            *self = later;
+        let (before, after, alone) = (
+            self.input_total(),
+            overlay.input_total(),
+            other.input_total(),
+        );
+        let zeroes_a_count = mine
+            .iter()
+            .zip(&theirs)
+            .any(|(m, t)| *t == Some(0) && m.is_some_and(|m| m > 0));
+        if zeroes_a_count && after < before {
+            return;
         }
+        if after > before.max(alone) {
+            if alone >= before {
+                *self = Wire {
+                    output_tokens: self.output_tokens,
+                    ..*other
+                };
+            }
+            return;
+        }
+        *self = overlay;
     }
 
     /// The sum of the input counts (saturating; absent ones are zero).

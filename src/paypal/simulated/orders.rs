@@ -129,6 +129,7 @@ fn validate_create(req: &Value) -> Result<SimOrder, Refusal> {
         create_time: time.clone(),
         update_time: time,
         capture: None,
+        declined_requests: Vec::new(),
     })
 }
 
@@ -146,6 +147,15 @@ pub(super) async fn get_order(
         Some(o) => reply(StatusCode::OK, o.to_json(&s.base)),
         None => not_found(&id),
     }
+}
+
+/// PayPal's answer to a capture whose funding source was refused.
+fn declined() -> Response {
+    unprocessable(
+        "INSTRUMENT_DECLINED",
+        "The instrument presented was either declined by the processor or bank, or it can't be \
+         used for this payment.",
+    )
 }
 
 /// `POST /v2/checkout/orders/{id}/capture`.
@@ -183,6 +193,9 @@ pub(super) async fn capture_order(
             "Order already captured. If 'intent=CAPTURE' only one capture per order is allowed.",
         );
     }
+    if request_id.is_some_and(|r| order.declined_requests.iter().any(|d| d == r)) {
+        return declined();
+    }
     if order.status != "APPROVED" {
         return unprocessable(
             "ORDER_NOT_APPROVED",
@@ -204,11 +217,10 @@ pub(super) async fn capture_order(
         CaptureMode::InstrumentDeclined => {
             // PayPal's funding failure: the buyer chooses another way to pay and approves again.
             order.status = "CREATED".to_owned();
-            return unprocessable(
-                "INSTRUMENT_DECLINED",
-                "The instrument presented was either declined by the processor or bank, or it \
-                 can't be used for this payment.",
-            );
+            if let Some(r) = request_id {
+                order.declined_requests.push(r.to_owned());
+            }
+            return declined();
         }
     };
     let time = now();

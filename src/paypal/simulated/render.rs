@@ -23,6 +23,9 @@ pub(super) struct SimOrder {
     pub create_time: String,
     pub update_time: String,
     pub capture: Option<SimCapture>,
+    /// The `PayPal-Request-Id`s of captures declined (`INSTRUMENT_DECLINED`): PayPal answers a
+    /// request id it has seen with that request's outcome, the decline included.
+    pub declined_requests: Vec<String>,
 }
 
 /// The one capture of an order.
