@@ -657,3 +657,58 @@ async fn an_account_whose_200_brings_no_answer_rests_and_its_trial_needs_an_answ
     assert_eq!(s.errors, 2, "{s:?}");
     drop(slow);
 }
+
+/// A stream's opening alone (the role-only first chunk, then only keep-alives) is no answer:
+/// the account rests. A whole answer that keeps sending its blank lines past the idle timeout
+/// is a long answer, not a dead account: counted as an error, not rested (a customer's large
+/// `max_tokens` rested accounts at will). Both found by an independent re-check.
+#[tokio::test]
+async fn an_opening_alone_rests_an_account_and_a_slow_whole_answer_does_not() {
+    let app = two_accounts(|_| {}, |c| c.upstream.idle_timeout_secs = 1).await;
+    let key = app.create_key("pro", None).await;
+    let state = app.daemon.as_ref().unwrap().state.clone();
+    let status_of = |account: &str| {
+        let name = if account == SIM_KEY {
+            "first"
+        } else {
+            "second"
+        };
+        state
+            .upstream
+            .status()
+            .accounts
+            .into_iter()
+            .find(|a| a.name == name)
+            .unwrap()
+    };
+    // Slow whole answer: blank lines for longer than the idle timeout.
+    let resp = app
+        .chat(
+            &key,
+            &body(
+                "deepseek-v4-flash",
+                "[[sim reply=3 first_delay_ms=60000 keepalive_ms=50]] long",
+            ),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 504);
+    let slow = app.sim.requests()[0].account.clone().unwrap();
+    let s = status_of(&slow);
+    assert_eq!(s.state.as_str(), "healthy", "{s:?}");
+    assert_eq!(s.errors, 1, "{s:?}");
+    // A stream that opens, then only keep-alives.
+    let mut opened = body(
+        "deepseek-v4-flash",
+        "[[sim reply=3 stall_after=0 keepalive_ms=50]] hi",
+    );
+    opened["stream"] = true.into();
+    let resp = app.chat(&key, &opened).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    assert!(text.contains("upstream_timeout"), "{text}");
+    let stalled = app.sim.requests()[1].account.clone().unwrap();
+    let s = status_of(&stalled);
+    assert_eq!(s.state.as_str(), "cooling", "{s:?}");
+}

@@ -109,6 +109,11 @@ pub struct Account {
     /// In flight per model slot.
     in_flight: Vec<AtomicU32>,
     state: AtomicU8,
+    /// Moved on at every change of state or rest: a request's verdict counts only if its slot
+    /// was taken in the epoch it is given in. Requests sent before a rest (or before the
+    /// recovery after it) ended that rest within a second when their answers came, or began
+    /// a new one with their failures (found by an independent check).
+    epoch: AtomicU64,
     /// While cooling: when a trial may go.
     until_ms: AtomicI64,
     backoff_ms: AtomicU64,
@@ -146,6 +151,7 @@ impl Account {
             in_flight: caps.iter().map(|_| AtomicU32::new(0)).collect(),
             caps,
             state: AtomicU8::new(0),
+            epoch: AtomicU64::new(0),
             until_ms: AtomicI64::new(0),
             backoff_ms: AtomicU64::new(0),
             trial: AtomicBool::new(false),
@@ -249,6 +255,11 @@ impl Account {
         }
     }
 
+    /// The current epoch (see the field).
+    pub(super) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
     /// An attempt succeeded: a cooling account is healthy again. True when its state changed.
     pub(super) fn succeeded(&self) -> bool {
         self.trial.store(false, Ordering::Release);
@@ -258,6 +269,7 @@ impl Account {
             .is_ok();
         if was {
             self.backoff_ms.store(0, Ordering::Release);
+            self.epoch.fetch_add(1, Ordering::AcqRel);
         }
         was
     }
@@ -284,6 +296,7 @@ impl Account {
             b => b.saturating_mul(2).min(max),
         };
         self.backoff_ms.store(backoff, Ordering::Release);
+        self.epoch.fetch_add(1, Ordering::AcqRel);
         self.until_ms.store(
             now_ms().saturating_add(i64::try_from(backoff).unwrap_or(i64::MAX)),
             Ordering::Release,
@@ -301,6 +314,7 @@ impl Account {
             DisabledBy::Upstream => self.note_error(why),
         }
         self.trial.store(false, Ordering::Release);
+        self.epoch.fetch_add(1, Ordering::AcqRel);
         self.state.swap(2, Ordering::AcqRel) != 2
     }
 
@@ -313,6 +327,7 @@ impl Account {
         self.disabled_by_operator.store(false, Ordering::Release);
         self.backoff_ms.store(0, Ordering::Release);
         self.trial.store(false, Ordering::Release);
+        self.epoch.fetch_add(1, Ordering::AcqRel);
         self.state.swap(0, Ordering::AcqRel) != 0
     }
 

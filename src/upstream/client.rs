@@ -209,7 +209,7 @@ impl Upstream {
                     ));
                 }
                 Err(e) => {
-                    let rests = self.blame(&account, &e);
+                    let rests = self.blame(&account, &e, slot.current());
                     if !rests {
                         if e.rejects_request() {
                             // The request's own fault (400, 422): the account answered it, so
@@ -293,7 +293,10 @@ impl Upstream {
     /// What a failed attempt says about its account: true when another account should be
     /// tried (the account was disabled or rests now), false when the failure is the
     /// request's own.
-    fn blame(&self, account: &Account, e: &UpstreamError) -> bool {
+    /// `current`: the attempt began in the account's present epoch; an older one's failure
+    /// (sent before the account's last rest or recovery) does not rest it again, though the
+    /// request still goes elsewhere.
+    fn blame(&self, account: &Account, e: &UpstreamError, current: bool) -> bool {
         if e.refuses_account() {
             if account.disable(DisabledBy::Upstream, &e.to_string()) {
                 tracing::error!(
@@ -308,6 +311,10 @@ impl Upstream {
             return true;
         }
         if e.rests_account() {
+            if !current {
+                account.note_failure(&e.to_string());
+                return true;
+            }
             if account.cool(&e.to_string()) {
                 tracing::warn!(account = %account.name, error = %e, "upstream account cooling");
                 self.announce(account, &e.to_string());

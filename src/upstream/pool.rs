@@ -53,6 +53,9 @@ pub struct Slot {
     /// The account was told how its 2xx answer turned out ([`Slot::worked`],
     /// [`Slot::failed`]).
     judged: bool,
+    /// The account's epoch when the slot was taken: a verdict from an older one changes no
+    /// state (it is about the account as it was).
+    epoch: u64,
 }
 
 impl Slot {
@@ -64,6 +67,22 @@ impl Slot {
     /// Its index in the pool.
     pub fn index(&self) -> usize {
         self.index
+    }
+
+    /// Whether the account is in the epoch the slot was taken in.
+    pub fn current(&self) -> bool {
+        self.account.epoch() == self.epoch
+    }
+
+    /// A failure that is no verdict on the account (a slow answer outlasting the request's
+    /// own limit, a whole answer that kept sending its keep-alives): counted and noted for
+    /// the operator, the account's state left as it is.
+    pub fn noted(&mut self, why: &str) {
+        if std::mem::replace(&mut self.judged, true) {
+            return;
+        }
+        self.account.errors.fetch_add(1, Ordering::Relaxed);
+        self.account.note_failure(why);
     }
 
     /// The attempt's outcome was told to the account (which ends a trial either way).
@@ -78,6 +97,10 @@ impl Slot {
         if std::mem::replace(&mut self.judged, true) {
             return;
         }
+        if !self.current() {
+            // Sent before the account's last change: about the account as it was then.
+            return;
+        }
         if self.account.succeeded() {
             tracing::info!(account = %self.account.name, "upstream account healthy again");
             self.pool.announce(&self.account, "answered again");
@@ -90,7 +113,7 @@ impl Slot {
     /// a failure before the head — it kept its share of requests, each failing, for good.
     pub fn failed(&mut self, why: &str) {
         self.account.errors.fetch_add(1, Ordering::Relaxed);
-        if std::mem::replace(&mut self.judged, true) {
+        if std::mem::replace(&mut self.judged, true) || !self.current() {
             self.account.note_failure(why);
             return;
         }
@@ -202,6 +225,7 @@ impl Pool {
                     pool: self.clone(),
                     trial,
                     judged: false,
+                    epoch: account.epoch(),
                 });
             }
         }
@@ -264,6 +288,7 @@ impl Pool {
                     pool: self.clone(),
                     trial: false,
                     judged: false,
+                    epoch: account.epoch(),
                 });
             }
         }
@@ -328,6 +353,39 @@ mod tests {
             on[slot.index()] += 1;
         }
         assert_eq!(on, [2, 4]);
+    }
+
+    /// Verdicts of requests sent before an account's last change of state change nothing:
+    /// answers of requests in flight when a rest began ended it within a second, and their
+    /// failures after the recovery began a new one (found by an independent check).
+    #[tokio::test]
+    async fn only_requests_sent_since_the_last_change_decide_the_state() {
+        use crate::upstream::account::AccountState;
+        let p = pool(&[(10, 1)]);
+        let account = p.accounts[0].clone();
+        let (mut early, mut early2, mut failing) = (
+            p.acquire(0, &[], Duration::ZERO).await.unwrap(),
+            p.acquire(0, &[], Duration::ZERO).await.unwrap(),
+            p.acquire(0, &[], Duration::ZERO).await.unwrap(),
+        );
+        failing.failed("429");
+        assert_eq!(account.state(), AccountState::Cooling);
+        let until = account.cooling_until_ms();
+        // An answer of a request sent before the rest: still resting.
+        early.worked();
+        assert_eq!(account.state(), AccountState::Cooling);
+        // A failure of one: the rest is not lengthened.
+        early2.failed("429 too");
+        assert_eq!(account.cooling_until_ms(), until);
+        assert_eq!(account.errors.load(Ordering::Relaxed), 2, "both counted");
+        // The trial, once due, decides; then an older failure does not rest it again.
+        let mut before_recovery = p.acquire(0, &[], Duration::ZERO).await.unwrap();
+        account.rest_over();
+        let mut trial = p.acquire(0, &[], Duration::ZERO).await.unwrap();
+        trial.worked();
+        assert_eq!(account.state(), AccountState::Healthy);
+        before_recovery.failed("timed out");
+        assert_eq!(account.state(), AccountState::Healthy);
     }
 
     #[tokio::test]

@@ -52,23 +52,38 @@ impl Reply {
 
     /// The whole body of a non-stream answer. DeepSeek sends blank lines while a request waits
     /// in its queue; those do not count as data for the idle timer. The account is told how
-    /// it went: a body that never came whole, or is no JSON object (a proxy's page, nothing),
-    /// is its failure.
+    /// it went: a body that is no JSON object (a proxy's page, nothing), an error object, or
+    /// silence after the head is its failure; running out of time while its blank lines kept
+    /// coming is not (a long answer is written only when done: a customer's large
+    /// `max_tokens` rested accounts at will), nor is the request's own total limit.
     pub async fn json(mut self) -> Result<Vec<u8>, UpstreamError> {
-        let read = self.read_whole().await;
+        let mut alive = false;
+        let read = self.read_whole(&mut alive).await;
         match &read {
-            Ok(body) if body.trim_ascii_start().starts_with(b"{") => self.slot.worked(),
-            Ok(_) => {
-                let e = UpstreamError::Malformed("the answer is not a JSON object".into());
-                self.slot.failed(&e.to_string());
-                return Err(e);
+            Ok(body) => {
+                let body = body.trim_ascii_start();
+                if !body.starts_with(b"{") {
+                    let e = UpstreamError::Malformed("the answer is not a JSON object".into());
+                    self.slot.failed(&e.to_string());
+                    return Err(e);
+                }
+                if starts_with_member(body, b"error") {
+                    self.slot.failed("a 200 whose body is an error object");
+                } else {
+                    self.slot.worked();
+                }
+            }
+            Err(UpstreamError::Timeout) if alive || Instant::now() >= self.deadline => {
+                self.slot
+                    .noted("timed out while the answer was being written");
             }
             Err(e) => self.slot.failed(&e.to_string()),
         }
         read
     }
 
-    async fn read_whole(&mut self) -> Result<Vec<u8>, UpstreamError> {
+    /// `alive`: set once a byte came after the head (blank lines included).
+    async fn read_whole(&mut self, alive: &mut bool) -> Result<Vec<u8>, UpstreamError> {
         let mut buf = Vec::new();
         let mut last_data = Instant::now();
         loop {
@@ -85,6 +100,7 @@ impl Reply {
                     return Ok(buf);
                 }
                 Ok(Ok(Some(c))) => {
+                    *alive |= !c.is_empty();
                     if c.iter().any(|b| !b.is_ascii_whitespace()) {
                         last_data = Instant::now();
                     }
@@ -112,6 +128,7 @@ impl Reply {
             eof: false,
             failed: None,
             content: false,
+            preamble_seen: false,
             slot: self.slot,
         }
     }
@@ -142,8 +159,10 @@ pub struct EventStream {
     /// may hold whole events and then the start of one over the cap, and those events must
     /// still reach the client (and its bill), as they would had they come in a read of their own.
     failed: Option<String>,
-    /// An event that is not a keep-alive came: the account was told it works.
+    /// The account was told how its answer went (an event of the answer came, or an error).
     content: bool,
+    /// An opening event came ([`EventStream::is_preamble`]).
+    preamble_seen: bool,
     /// The account's slot, given back when the stream ends (this is dropped); told how the
     /// answer went.
     slot: Slot,
@@ -158,10 +177,18 @@ impl EventStream {
         let next = self.read_next().await;
         match &next {
             Ok(Some(SseItem::Event(e))) if !self.content && self.is_data(e) => {
-                self.content = true;
                 if is_error_event(e) {
+                    self.content = true;
                     self.slot.failed("an error event before any answer");
+                } else if !is_answer_data(&e.data) {
+                    self.content = true;
+                    self.slot.failed("a stream whose data is not JSON");
+                } else if self.is_preamble(e) {
+                    // The opening (`message_start`, a block's start, a role-only first
+                    // chunk) is no answer yet: one followed by only keep-alives is a stall.
+                    self.preamble_seen = true;
                 } else {
+                    self.content = true;
                     self.slot.worked();
                 }
             }
@@ -170,9 +197,24 @@ impl EventStream {
                 self.slot.failed("the stream ended before any answer");
             }
             Ok(None) => {}
+            // The request's own total limit is not the account's failure.
+            Err(UpstreamError::Timeout) if Instant::now() >= self.deadline => {
+                self.slot.noted("the request's time ran out");
+            }
             Err(e) => self.slot.failed(&e.to_string()),
         }
         next
+    }
+
+    /// An event that opens an answer without being any of it: Anthropic's `message_start`
+    /// and `content_block_start`, or an unnamed stream's first data event (OpenAI's first
+    /// chunk carries only the role).
+    fn is_preamble(&self, e: &super::sse::SseEvent) -> bool {
+        match e.event.as_deref() {
+            Some("message_start" | "content_block_start") => true,
+            Some(_) => false,
+            None => !self.preamble_seen && e.data.trim() != "[DONE]",
+        }
     }
 
     /// Whether an event is data (not a `ping`, by its name or, unnamed, by its data).
@@ -235,10 +277,24 @@ impl EventStream {
 /// that is an error object (only the start of the text is looked at).
 fn is_error_event(e: &super::sse::SseEvent) -> bool {
     e.event.as_deref() == Some("error")
-        || e.data
-            .trim_start()
-            .strip_prefix('{')
-            .is_some_and(|rest| rest.trim_start().starts_with("\"error\""))
+        || starts_with_member(e.data.trim_start().as_bytes(), b"error")
+}
+
+/// Whether `json` (an object's text) begins with the member `name` (only its start is read).
+fn starts_with_member(json: &[u8], name: &[u8]) -> bool {
+    json.strip_prefix(b"{").is_some_and(|rest| {
+        rest.trim_ascii_start()
+            .strip_prefix(b"\"")
+            .and_then(|r| r.strip_prefix(name))
+            .is_some_and(|r| r.starts_with(b"\""))
+    })
+}
+
+/// Whether an event's data can be part of an answer: a JSON object, or OpenAI's `[DONE]` (an
+/// HTML page framed as SSE cannot).
+fn is_answer_data(data: &str) -> bool {
+    let d = data.trim();
+    d.starts_with('{') || d == "[DONE]"
 }
 
 /// Whether an event's data is Anthropic's keep-alive, `{"type": "ping"}` however it is spaced
