@@ -73,7 +73,9 @@ impl Reply {
                     self.slot.worked();
                 }
             }
-            Err(UpstreamError::Timeout) if alive || Instant::now() >= self.deadline => {
+            // The request's own total limit says nothing about the account.
+            Err(UpstreamError::Timeout) if Instant::now() >= self.deadline => {}
+            Err(UpstreamError::Timeout) if alive => {
                 self.slot
                     .noted("timed out while the answer was being written");
             }
@@ -197,10 +199,8 @@ impl EventStream {
                 self.slot.failed("the stream ended before any answer");
             }
             Ok(None) => {}
-            // The request's own total limit is not the account's failure.
-            Err(UpstreamError::Timeout) if Instant::now() >= self.deadline => {
-                self.slot.noted("the request's time ran out");
-            }
+            // The request's own total limit says nothing about the account.
+            Err(UpstreamError::Timeout) if Instant::now() >= self.deadline => {}
             Err(e) => self.slot.failed(&e.to_string()),
         }
         next
