@@ -199,6 +199,11 @@ if [ -f "$BIN_DEST" ]; then
   UPGRADE=1
   cmp -s "$BINARY" "$BIN_DEST" && BINARY_CHANGED=0
 fi
+# A new unit applies at the next start too.
+UNIT_CHANGED=1
+if [ -f "$UNIT_DEST" ] && cmp -s "$SRC_DIR/systemd/$NAME.service" "$UNIT_DEST"; then
+  UNIT_CHANGED=0
+fi
 install_file 0755 "$BINARY" "$BIN_DEST"
 install_file 0644 "$SRC_DIR/systemd/$NAME.service" "$UNIT_DEST"
 
@@ -223,16 +228,16 @@ else
 fi
 
 if [ "$UPGRADE" -eq 1 ]; then
-  if [ "$BINARY_CHANGED" -eq 1 ]; then
+  if [ "$BINARY_CHANGED" -eq 1 ] || [ "$UNIT_CHANGED" -eq 1 ]; then
     cat <<EOF
 
-modelrelay is upgraded. A running service still runs the old binary until restarted:
+modelrelay is upgraded. A running service still runs the old binary and unit until restarted:
   systemctl restart $NAME        # drains requests in flight first (server.drain_secs)
   journalctl -u $NAME -f         # a new version may migrate the database at its first start
 EOF
   else
     echo
-    say "the installed binary is already this one: nothing to restart."
+    say "the installed binary and unit are already these: nothing to restart."
   fi
   exit 0
 fi

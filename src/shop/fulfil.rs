@@ -73,6 +73,9 @@ pub async fn fulfil(state: &Arc<AppState>, order_id: &str, capture: &CaptureInfo
             return Fulfilment::Paid(key_id);
         }
         OrderStatus::Refunded => return Fulfilment::NotApplicable,
+        // Held for the operator: a later event about the same capture (pending, denied, a
+        // resend) does not move it (a late PENDING made it pending, a DENIED failed).
+        OrderStatus::Review => return Fulfilment::Mismatch("held for review".into()),
         _ => {}
     }
     let now_ms = Utc::now().timestamp_millis();
@@ -183,16 +186,27 @@ async fn issue_key(
     now_ms: i64,
 ) -> Fulfilment {
     let order_id = order.order_id.as_str();
-    let (record, _key) = match crate::admin::prepare_key(
-        state,
-        NewKey {
-            plan: order.plan.clone(),
-            email: Some(order.email.clone()),
-            budget: None,
-            note: None,
-            order_id: Some(order.order_id.clone()),
-        },
-    ) {
+    let new_key = |email: Option<String>| NewKey {
+        plan: order.plan.clone(),
+        email,
+        budget: None,
+        note: None,
+        order_id: Some(order.order_id.clone()),
+    };
+    let prepared = match crate::admin::prepare_key(state, new_key(Some(order.email.clone()))) {
+        // An address taken at checkout that today's rules refuse (an order placed before
+        // they tightened): the key is made without it rather than never (PayPal has the
+        // money). The order keeps the address for its look-up; no mail can go to it anyway.
+        Err(crate::admin::AdminError::BadEmail(_)) => {
+            tracing::warn!(
+                order_id,
+                "the order's address cannot be mailed; the key is made without it"
+            );
+            crate::admin::prepare_key(state, new_key(None))
+        }
+        other => other,
+    };
+    let (record, _key) = match prepared {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(order_id, error = %e, "cannot mint the key of a paid order");

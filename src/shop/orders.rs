@@ -204,7 +204,10 @@ pub async fn lookup_order(state: &Arc<AppState>, order_id: &str, email: &str) ->
     let matches = same_email(stored, email);
     if matches
         && let Some((o, _)) = &found
-        && matches!(o.record.status, OrderStatus::Created | OrderStatus::Pending)
+        && matches!(
+            o.record.status,
+            OrderStatus::Created | OrderStatus::Pending | OrderStatus::Failed
+        )
         && reconcile(state, o).await
     {
         found = load_shown(state, order_id).await;
@@ -244,11 +247,18 @@ async fn reconcile(state: &Arc<AppState>, o: &Order) -> bool {
                 .await
                 .map(|f| format!("{f:?}"))
         }
-        None if info.status == "APPROVED" && may_take_money(&state, o) => tokio::spawn(
-            async move { crate::shop::checkout::capture_at_paypal(&state, &record).await },
-        )
-        .await
-        .map(|f| format!("{f:?}")),
+        // A failed order is only brought up to date (a payment recorded `failed` by an earlier
+        // version while PayPal held it comes out as held for review), never captured now.
+        None if info.status == "APPROVED"
+            && o.record.status != OrderStatus::Failed
+            && may_take_money(&state, o) =>
+        {
+            tokio::spawn(
+                async move { crate::shop::checkout::capture_at_paypal(&state, &record).await },
+            )
+            .await
+            .map(|f| format!("{f:?}"))
+        }
         None => return false,
     };
     tracing::info!(order_id = %o.record.order_id, ?done, "order reconciled with PayPal");

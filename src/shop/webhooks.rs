@@ -402,6 +402,10 @@ async fn on_refund(
     if order.status == OrderStatus::Refunded {
         return Ok(());
     }
+    // A held payment (nothing was given for it) is settled by any refund of it: the
+    // operator's way to close a review. Its captured amount may be any, so "part of the
+    // price" means nothing here (a full refund of an under-amount capture was dropped).
+    let held = order.status == OrderStatus::Review;
     // A refund of part of the price (a reversal always takes the whole payment back): the same
     // share of the order's credit goes back, and the order stays paid.
     // Each refund applies once, by PayPal's id (the event's own id may differ on a resend):
@@ -427,6 +431,7 @@ async fn on_refund(
         return Ok(());
     }
     if kind == "PAYMENT.CAPTURE.REFUNDED"
+        && !held
         && let Some(part) = partial_refund(resource, order.amount, full.extra.refunded)
         && let Some(refund_id) = refund_id
     {

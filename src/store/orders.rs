@@ -274,7 +274,8 @@ pub fn pay_top_up(
     super::mail::rearm(c, &g.key_id)
 }
 
-/// Change an order's status (pending, failed, refunded); a paid order only moves to refunded.
+/// Change an order's status (pending, failed, refunded); a paid order, or one held for review,
+/// only moves to refunded.
 pub fn set_status(
     c: &Connection,
     order_id: &str,
@@ -285,7 +286,8 @@ pub fn set_status(
         "UPDATE orders SET status = ?2,
                 refunded_at = CASE WHEN ?2 = 'refunded' THEN ?3 ELSE refunded_at END,
                 refunded_nanos = CASE WHEN ?2 = 'refunded' THEN amount_nanos ELSE refunded_nanos END
-         WHERE order_id = ?1 AND (status != 'paid' OR ?2 = 'refunded') AND status != 'refunded'",
+         WHERE order_id = ?1 AND (status NOT IN ('paid', 'review') OR ?2 = 'refunded')
+           AND status != 'refunded'",
         params![order_id, status.as_str(), at_ms],
     )?;
     if n == 0 {

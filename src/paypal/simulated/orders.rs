@@ -214,6 +214,11 @@ pub(super) async fn capture_order(
             "USD",
         ),
         CaptureMode::WrongCurrency => ("COMPLETED", order.amount, "EUR"),
+        CaptureMode::ShortAmount => (
+            "COMPLETED",
+            order.amount.saturating_sub(Usd::from_nanos(10_000_000)),
+            "USD",
+        ),
         CaptureMode::InstrumentDeclined => {
             // PayPal's funding failure: the buyer chooses another way to pay and approves again.
             order.status = "CREATED".to_owned();

@@ -44,6 +44,8 @@ pub enum CaptureMode {
     WrongAmount,
     /// Capture `COMPLETED` in `EUR`: must not be granted.
     WrongCurrency,
+    /// Capture `COMPLETED` for a cent less than the order's amount: must not be granted.
+    ShortAmount,
     /// The capture refused with 422 `INSTRUMENT_DECLINED` (the buyer's card or balance was
     /// refused): no capture, and the order needs the buyer's approval again (another method).
     InstrumentDeclined,
