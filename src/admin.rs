@@ -290,6 +290,11 @@ pub async fn top_up_key(
         budget_usd: key.balance().budget,
         at_ms: now_ms(),
     });
+    // The key as it now stands (the console read "topped up" as active).
+    state.activity.emit(ActivityEvent::KeyUpdated {
+        key: key_view(&key),
+        at_ms: now_ms(),
+    });
     tracing::info!(key_id = %key.id, amount = %amount, "key topped up");
     Ok(key)
 }

@@ -59,12 +59,12 @@ pub struct AppState {
     pub paypal: Option<crate::paypal::PayPal>,
     /// Serialises order state changes (payments are rare; the request path never takes it).
     pub fulfil_lock: tokio::sync::Mutex<()>,
-    /// Orders whose capture PayPal declined (`INSTRUMENT_DECLINED`), and how many times: the
-    /// next capture, after the buyer approved another way to pay, goes under a new
+    /// Orders whose capture PayPal declined (`INSTRUMENT_DECLINED`), each with a fresh random
+    /// suffix: the next capture, after the buyer approved another way to pay, goes under a new
     /// `PayPal-Request-Id` (PayPal may answer a repeated one with the stored decline). In
-    /// memory: after a restart the first capture may meet the old decline once more, which
-    /// counts it again.
-    pub capture_declines: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+    /// memory: after a restart the first capture may meet the old decline once more, and the
+    /// next one has a new id.
+    pub capture_declines: std::sync::Mutex<std::collections::HashMap<String, u64>>,
     /// Cancelled when shutdown stops waiting: requests still in flight end, billed, at once.
     pub cut: tokio_util::sync::CancellationToken,
     /// Counters for `/metrics` (atomics; the request path takes no lock).

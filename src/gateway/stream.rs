@@ -311,7 +311,12 @@ impl<S: StreamRewrite> Relay<S> {
                 Ok(Step::Send(out)) => Piece::Out(out),
                 Ok(Step::Skip) => Piece::Skip,
                 Ok(Step::End(marker)) => Piece::End(End::Done(marker)),
-                Err(why) => Piece::End(End::UpstreamBroke(why)),
+                // An error after the answer was whole (its finish and usage came) ends it as
+                // complete, as a break there does: told to retry, a client would pay twice.
+                Err(why) => Piece::End(match self.rewrite.end_at_eof(&self.tally) {
+                    Ok(marker) => End::Done(marker),
+                    Err(_) => End::UpstreamBroke(why),
+                }),
             },
         }
     }

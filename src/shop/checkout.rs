@@ -455,7 +455,7 @@ fn capture_message(status: OrderStatus) -> &'static str {
 }
 
 /// The declined captures per order ([`AppState::capture_declines`]).
-fn declines(state: &AppState) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, u32>> {
+fn declines(state: &AppState) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, u64>> {
     state
         .capture_declines
         .lock()
@@ -471,15 +471,17 @@ pub(crate) async fn capture_at_paypal(
     else {
         return Err(ShopError::NotApproved);
     };
-    let attempt = declines(state).get(&order.order_id).copied().unwrap_or(0);
-    let request_id = if attempt == 0 {
-        format!("capture-{}", order.order_id)
-    } else {
-        format!("capture-{}-{attempt}", order.order_id)
+    let retry = declines(state).get(&order.order_id).copied();
+    let request_id = match retry {
+        None => format!("capture-{}", order.order_id),
+        Some(nonce) => format!("capture-{}-{nonce:016x}", order.order_id),
     };
     match paypal.capture_order(paypal_id, &request_id).await {
         Ok(result) => match result.capture {
-            Some(c) => Ok(fulfil(state, &order.order_id, &c).await),
+            Some(c) => {
+                declines(state).remove(&order.order_id);
+                Ok(fulfil(state, &order.order_id, &c).await)
+            }
             None => {
                 tracing::warn!(order_id = %order.order_id, status = %result.order_status, "capture without a capture record");
                 Err(ShopError::PaypalIncomplete)
@@ -493,10 +495,12 @@ pub(crate) async fn capture_at_paypal(
         Err(PaypalError::Api { name, .. }) if name == "INSTRUMENT_DECLINED" => {
             tracing::info!(order_id = %order.order_id, "PayPal declined the buyer's payment method");
             let mut m = declines(state);
-            // Bounded: past this many declined orders a new one keeps its first request id.
-            if m.len() < 10_000 || m.contains_key(&order.order_id) {
-                *m.entry(order.order_id.clone()).or_insert(0) += 1;
+            // Bounded, and forgotten once the order is captured: full, it starts afresh (an
+            // order declined before then may meet its old decline once more, and counts it).
+            if m.len() >= 10_000 && !m.contains_key(&order.order_id) {
+                m.clear();
             }
+            m.insert(order.order_id.clone(), rand::random::<u64>());
             Err(ShopError::PaymentDeclined)
         }
         Err(e) => {

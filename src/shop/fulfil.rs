@@ -136,6 +136,26 @@ async fn record_unfinished(
             );
             Some(Fulfilment::Pending)
         }
+        // Captured, then (part of it) refunded before we recorded the payment: PayPal took
+        // money, so it is not a declined payment (recorded `failed`, its refund was dropped and
+        // a late COMPLETED then gave the whole credit; found by an independent check). Held
+        // for the operator, who sees what PayPal gave back.
+        "REFUNDED" | "PARTIALLY_REFUNDED" => {
+            let _ = state
+                .store
+                .write(Write::OrderReview {
+                    order_id: order_id.to_string(),
+                    capture_id: capture.id.clone(),
+                    at_ms: now_ms,
+                })
+                .await;
+            tracing::error!(
+                order_id,
+                status = %capture.status,
+                "PAYPAL CAPTURE REFUNDED BEFORE THE PAYMENT WAS RECORDED: held for review; check it in PayPal"
+            );
+            Some(Fulfilment::Mismatch(format!("capture {}", capture.status)))
+        }
         other => {
             let _ = state
                 .store

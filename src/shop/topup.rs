@@ -240,6 +240,10 @@ async fn plan_without(
         })
         .max_by_key(|o| (o.record.amount, o.record.paid_at));
     let keep = match (still_paid, base) {
+        // A key the operator made: its plan before the first upgrade is the operator's to
+        // give, and stands beside what is still paid (a refund of the upgrade put an
+        // operator's `standard` key on a `trial` top-up's plan).
+        (Some(o), Some(base)) if !purchased && is_dearer(state, &base, &o.record.plan) => base,
         (Some(o), _) => o.record.plan.clone(),
         (None, Some(base)) => base,
         // A bought key with nothing left paid and no upgrade: its plan stays (it holds no

@@ -209,12 +209,21 @@ impl Upstream {
                     ));
                 }
                 Err(e) => {
+                    // The request's own time ran out: no verdict on the account (it rested an
+                    // account that would have answered within its idle timeout).
+                    if matches!(e, UpstreamError::Timeout)
+                        && tokio::time::Instant::now() >= deadline
+                    {
+                        return Err(e);
+                    }
                     let rests = self.blame(&account, &e, slot.current());
                     if !rests {
                         if e.rejects_request() {
                             // The request's own fault (400, 422): the account answered it, so
-                            // it works — a cooling account whose trial this was serves again.
-                            if account.succeeded() {
+                            // it works — a cooling account whose trial this was serves again
+                            // (an answer to a request sent before its last change says nothing
+                            // about it now).
+                            if slot.current() && account.succeeded() {
                                 tracing::info!(account = %account.name, "upstream account healthy again");
                                 self.announce(&account, "answered again");
                             }
@@ -297,6 +306,12 @@ impl Upstream {
     /// (sent before the account's last rest or recovery) does not rest it again, though the
     /// request still goes elsewhere.
     fn blame(&self, account: &Account, e: &UpstreamError, current: bool) -> bool {
+        if e.refuses_account() && !current {
+            // Sent before the account's last change (an operator's enable since): noted, the
+            // request goes elsewhere, the account is left as it is now.
+            account.note_failure(&e.to_string());
+            return true;
+        }
         if e.refuses_account() {
             if account.disable(DisabledBy::Upstream, &e.to_string()) {
                 tracing::error!(

@@ -38,9 +38,19 @@ impl UpstreamError {
     /// Upstream refused the request itself (400/422): its fault is the customer's, and its
     /// message is theirs to read — unless it is about the model name, which is the operator's.
     pub fn rejects_request(&self) -> bool {
-        matches!(self, UpstreamError::Status { status, .. }
-            if *status == StatusCode::BAD_REQUEST || *status == StatusCode::UNPROCESSABLE_ENTITY)
+        matches!(self, UpstreamError::Status { status, message, .. }
+            if (*status == StatusCode::BAD_REQUEST || *status == StatusCode::UNPROCESSABLE_ENTITY)
+                && !message.is_empty())
             && !self.is_unknown_model()
+    }
+
+    /// A 400/422 that is not DeepSeek's: no JSON error object with a message (a proxy's page,
+    /// "plain HTTP request was sent to HTTPS port") — the account's address is wrong, not the
+    /// request (it passed for the request's fault: never rested, and it ended rests).
+    fn is_foreign_rejection(&self) -> bool {
+        matches!(self, UpstreamError::Status { status, message, .. }
+            if (*status == StatusCode::BAD_REQUEST || *status == StatusCode::UNPROCESSABLE_ENTITY)
+                && message.is_empty())
     }
 
     /// DeepSeek's 400 "Model Not Exist": the request named a model we sell, so the fault is the
@@ -67,7 +77,8 @@ impl UpstreamError {
         match self {
             UpstreamError::Unreachable(_) | UpstreamError::Timeout => true,
             UpstreamError::Status { status, .. } => {
-                *status == StatusCode::TOO_MANY_REQUESTS
+                self.is_foreign_rejection()
+                    || *status == StatusCode::TOO_MANY_REQUESTS
                     || *status == StatusCode::NOT_FOUND
                     || *status == StatusCode::METHOD_NOT_ALLOWED
                     || *status == StatusCode::GONE
@@ -175,6 +186,23 @@ fn looks_like_key(word: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A 400 that is DeepSeek's (a JSON error with a message) is the request's fault; one that
+    /// is a proxy's page is the account's address being wrong: it rests the account (it passed
+    /// for the request's fault, so the account was never rested and its 400s ended rests).
+    #[test]
+    fn a_400_that_is_not_deepseeks_rests_the_account() {
+        let ours = status_error(
+            StatusCode::BAD_REQUEST,
+            br#"{"error":{"message":"Invalid request format","type":"invalid_request_error"}}"#,
+        );
+        assert!(ours.rejects_request() && !ours.rests_account());
+        let page = status_error(
+            StatusCode::BAD_REQUEST,
+            b"<html><body>The plain HTTP request was sent to HTTPS port</body></html>",
+        );
+        assert!(!page.rejects_request() && page.rests_account());
+    }
 
     #[test]
     fn keys_are_redacted_from_messages() {

@@ -67,7 +67,7 @@ impl Reply {
                     self.slot.failed(&e.to_string());
                     return Err(e);
                 }
-                if starts_with_member(body, b"error") {
+                if is_error_object(body) {
                     self.slot.failed("a 200 whose body is an error object");
                 } else {
                     self.slot.worked();
@@ -84,14 +84,19 @@ impl Reply {
         read
     }
 
-    /// `alive`: set once a byte came after the head (blank lines included).
+    /// `alive`: set when it timed out while bytes (its blank lines) were still coming — one
+    /// within the last half of the idle timeout; a blank line and then silence is a stall.
     async fn read_whole(&mut self, alive: &mut bool) -> Result<Vec<u8>, UpstreamError> {
         let mut buf = Vec::new();
         let mut last_data = Instant::now();
+        let mut last_byte: Option<Instant> = None;
         loop {
             let wait = self.deadline.min(last_data + self.idle);
             match tokio::time::timeout_at(wait, http::chunk(self.resp.body_mut())).await {
-                Err(_) => return Err(UpstreamError::Timeout),
+                Err(_) => {
+                    *alive = last_byte.is_some_and(|t| t.elapsed() < self.idle / 2);
+                    return Err(UpstreamError::Timeout);
+                }
                 Ok(Err(e)) => return Err(UpstreamError::Malformed(format!("body cut: {e}"))),
                 Ok(Ok(None)) => {
                     // A byte-order mark before the JSON (serde refuses it; the SSE decoder
@@ -102,7 +107,9 @@ impl Reply {
                     return Ok(buf);
                 }
                 Ok(Ok(Some(c))) => {
-                    *alive |= !c.is_empty();
+                    if !c.is_empty() {
+                        last_byte = Some(Instant::now());
+                    }
                     if c.iter().any(|b| !b.is_ascii_whitespace()) {
                         last_data = Instant::now();
                     }
@@ -276,8 +283,21 @@ impl EventStream {
 /// Whether an event is upstream's error: Anthropic's `error` event, or an OpenAI-format chunk
 /// that is an error object (only the start of the text is looked at).
 fn is_error_event(e: &super::sse::SseEvent) -> bool {
-    e.event.as_deref() == Some("error")
-        || starts_with_member(e.data.trim_start().as_bytes(), b"error")
+    e.event.as_deref() == Some("error") || is_error_object(e.data.trim_start().as_bytes())
+}
+
+/// Whether `json` (an object's text) is an error: OpenAI's `{"error": …}` or Anthropic's
+/// `{"type": "error", …}` (only its start is read).
+fn is_error_object(json: &[u8]) -> bool {
+    if starts_with_member(json, b"error") {
+        return true;
+    }
+    // `{"type":"error"` however spaced.
+    starts_with_member(json, b"type")
+        && json
+            .splitn(2, |&b| b == b':')
+            .nth(1)
+            .is_some_and(|rest| rest.trim_ascii_start().starts_with(b"\"error\""))
 }
 
 /// Whether `json` (an object's text) begins with the member `name` (only its start is read).
@@ -329,7 +349,27 @@ fn is_ping_data(data: &str) -> bool {
 
 #[cfg(test)]
 mod ping_tests {
-    use super::is_ping_data;
+    use super::{is_error_object, is_ping_data};
+
+    #[test]
+    fn error_objects_of_both_dialects() {
+        for e in [
+            r#"{"error":{"message":"x"}}"#,
+            r#"{ "error" : 1}"#,
+            r#"{"type":"error","error":{"type":"overloaded_error"}}"#,
+            r#"{"type" : "error"}"#,
+        ] {
+            assert!(is_error_object(e.as_bytes()), "{e}");
+        }
+        for other in [
+            r#"{"type":"message","content":[]}"#,
+            r#"{"id":"x","choices":[]}"#,
+            r#"{"type":"errorx"}"#,
+            "",
+        ] {
+            assert!(!is_error_object(other.as_bytes()), "{other}");
+        }
+    }
 
     #[test]
     fn pings_however_spaced() {

@@ -348,51 +348,65 @@ mod tests {
         assert!(e.event(&ev("not json"), &mut t).is_err());
     }
 
-    /// A `message_delta` whose usage repeats only some input counts, or a zero placeholder for
-    /// one, keeps what `message_start` gave: none is dropped to zero.
+    /// A `message_delta` whose usage repeats only some input counts keeps the others from
+    /// `message_start` (as the SDKs read it); one whose counts are all zero is a placeholder.
     #[test]
     fn input_counts_are_merged_field_by_field() {
         let mut e = Events::new(PublicModel::new("m"));
         let mut t = Tally::new(Instant::now());
         let start = r#"{"type":"message_start","message":{"model":"m","usage":{"input_tokens":10,"cache_read_input_tokens":64,"output_tokens":1}}}"#;
         assert!(e.event(&ev(start), &mut t).is_ok());
-        let delta = r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"input_tokens":0,"cache_read_input_tokens":64,"output_tokens":7}}"#;
+        let delta = r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"input_tokens":0,"cache_read_input_tokens":0,"output_tokens":7}}"#;
         assert!(e.event(&ev(delta), &mut t).is_ok());
         let u = t.usage.unwrap();
-        assert_eq!((u.hit, u.miss, u.completion), (64, 10, 7));
-        // A later reading of one field that, with the other's earlier count, would make a
-        // total no reading said (12 + 64): the larger single reading stands.
+        assert_eq!(
+            (u.hit, u.miss, u.completion),
+            (64, 10, 7),
+            "zeros: a placeholder"
+        );
+        // A later count of a field is the count (cumulative, as output is).
         let delta =
             r#"{"type":"message_delta","delta":{},"usage":{"input_tokens":12,"output_tokens":9}}"#;
         assert!(e.event(&ev(delta), &mut t).is_ok());
         let u = t.usage.unwrap();
-        assert_eq!((u.hit, u.miss, u.completion), (64, 10, 9));
-        // A later reading of every field is the count, smaller or not (a correction).
-        let delta = r#"{"type":"message_delta","delta":{},"usage":{"input_tokens":5,"cache_read_input_tokens":60,"output_tokens":9}}"#;
+        assert_eq!((u.hit, u.miss, u.completion), (64, 12, 9));
+        // A full later reading is the count, smaller or not (a correction), a 0 in it too.
+        let delta = r#"{"type":"message_delta","delta":{},"usage":{"input_tokens":0,"cache_read_input_tokens":60,"output_tokens":9}}"#;
         assert!(e.event(&ev(delta), &mut t).is_ok());
         let u = t.usage.unwrap();
-        assert_eq!((u.hit, u.miss, u.completion), (60, 5, 9));
+        assert_eq!((u.hit, u.miss, u.completion), (60, 0, 9));
     }
 
-    /// Readings whose fields would add up to more than any single reading said: the larger
-    /// reading alone (`{input: 1000}` then `{cache_read: 800}` was billed as 1 800).
+    /// Readings as the SDK reads them (a field a later event lacks keeps its value): the
+    /// bill is the usage the customer's own SDK reports. A ±1 in a partial reading moved the
+    /// bill 17× when one reading was taken alone (found by an independent check).
     #[test]
-    fn the_input_billed_is_never_more_than_one_reading_said() {
+    fn the_input_billed_is_what_the_sdk_reports() {
         for (start, delta, want) in [
             (
                 r#"{"input_tokens":1000}"#,
-                r#"{"cache_read_input_tokens":800}"#,
-                (0, 1000),
+                r#"{"cache_read_input_tokens":1000}"#,
+                (1000, 1000),
+            ),
+            (
+                r#"{"input_tokens":1000}"#,
+                r#"{"cache_read_input_tokens":999}"#,
+                (999, 1000),
             ),
             (
                 r#"{"input_tokens":5,"cache_read_input_tokens":995}"#,
                 r#"{"input_tokens":1000}"#,
-                (0, 1000),
+                (995, 1000),
             ),
             (
                 r#"{"input_tokens":1000,"cache_read_input_tokens":0}"#,
                 r#"{"input_tokens":199,"cache_read_input_tokens":800}"#,
                 (800, 199),
+            ),
+            (
+                r#"{"input_tokens":1000,"cache_read_input_tokens":500}"#,
+                r#"{"input_tokens":0,"cache_creation_input_tokens":0,"cache_read_input_tokens":1400}"#,
+                (1400, 0),
             ),
         ] {
             let mut e = Events::new(PublicModel::new("m"));

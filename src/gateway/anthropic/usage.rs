@@ -58,57 +58,33 @@ fn opt_count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::E
 }
 
 impl Wire {
-    /// Take a later event's input counts over this one's. Input counts are cumulative like
-    /// the output count, so the latest reading is the count — and a later reading may move
-    /// tokens between fields (`input_tokens` → `cache_read_input_tokens`): each field's larger
-    /// counted those twice (found by an independent check: 4.1× the bill). So the later
-    /// reading is taken, its fields over this one's (a field it lacks keeps its value), with
-    /// two exceptions. A reading that puts a `0` where a count was and lowers the total is a
-    /// placeholder, not a correction, and is passed over. And where taking some fields of
-    /// each would make a total no reading said (`{input: 1000}` then `{cache_read: 800}`:
-    /// 1 800), the reading with the larger total is taken alone. The total billed is never
-    /// more than one reading said.
+    /// Take a later event's input counts over this one's, as the SDKs read them: counts are
+    /// cumulative (the latest is the count), and a field the later event has replaces this
+    /// one's while a field it lacks keeps its value — so the bill is the usage the customer's
+    /// own SDK reports. A later reading may move tokens between fields (`input_tokens` →
+    /// `cache_read_input_tokens`); each field's larger counted those twice (found by an
+    /// independent check: 4.1× the bill). One exception: a later reading whose counts are all
+    /// `0` while this one had some is a placeholder, not a correction, and is passed over
+    /// (no request reaches DeepSeek without input tokens).
     pub fn merge_input(&mut self, other: &Wire) {
-        let fields = |w: &Wire| {
-            [
-                w.input_tokens,
-                w.cache_creation_input_tokens,
-                w.cache_read_input_tokens,
-            ]
-        };
-        let (mine, theirs) = (fields(self), fields(other));
-        let overlay = Wire {
-            input_tokens: other.input_tokens.or(self.input_tokens),
-            cache_creation_input_tokens: other
-                .cache_creation_input_tokens
-                .or(self.cache_creation_input_tokens),
-            cache_read_input_tokens: other
-                .cache_read_input_tokens
-                .or(self.cache_read_input_tokens),
-            output_tokens: self.output_tokens,
-        };
-        let (before, after, alone) = (
-            self.input_total(),
-            overlay.input_total(),
-            other.input_total(),
-        );
-        let zeroes_a_count = mine
-            .iter()
-            .zip(&theirs)
-            .any(|(m, t)| *t == Some(0) && m.is_some_and(|m| m > 0));
-        if zeroes_a_count && after < before {
+        let present = [
+            other.input_tokens,
+            other.cache_creation_input_tokens,
+            other.cache_read_input_tokens,
+        ];
+        if present.iter().all(Option::is_none) {
             return;
         }
-        if after > before.max(alone) {
-            if alone >= before {
-                *self = Wire {
-                    output_tokens: self.output_tokens,
-                    ..*other
-                };
-            }
+        if other.input_total() == 0 && self.input_total() > 0 {
             return;
         }
-        *self = overlay;
+        self.input_tokens = other.input_tokens.or(self.input_tokens);
+        self.cache_creation_input_tokens = other
+            .cache_creation_input_tokens
+            .or(self.cache_creation_input_tokens);
+        self.cache_read_input_tokens = other
+            .cache_read_input_tokens
+            .or(self.cache_read_input_tokens);
     }
 
     /// The sum of the input counts (saturating; absent ones are zero).
