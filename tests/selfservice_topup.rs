@@ -364,6 +364,24 @@ async fn a_refunded_upgrade_leaves_the_key_on_the_dearest_plan_still_paid() {
     refund(paypal_bought).await;
     assert_eq!(ks.plan(), "trial", "only the trial top-up is paid");
     assert_eq!(shown(&app, &key).await["plan"], "trial");
+
+    // A bought standard key upgraded to pro, both refunded (nothing paid, no credit left),
+    // then topped up with trial credit: on trial, not on the refunded pro.
+    let (bought, paypal_bought) = b.create_order(&app, "standard", "buyer@example.com").await;
+    assert!(app.pp().approve(&paypal_bought));
+    let (_, v) = b.capture(&app, &bought).await;
+    let key = v["api_key"].as_str().unwrap().to_string();
+    let ks = app.key_state(&key);
+    let (pro, paypal_pro) = approved_top_up(&app, &mut b, "pro", &key).await;
+    b.capture(&app, &pro).await;
+    refund(paypal_bought).await;
+    assert_eq!(ks.plan(), "pro");
+    refund(paypal_pro).await;
+    assert_eq!(ks.balance().remaining().nanos(), 0);
+    let (small, _) = approved_top_up(&app, &mut b, "trial", &key).await;
+    b.capture(&app, &small).await;
+    assert_eq!(ks.plan(), "trial", "the only order paid");
+    assert_eq!(shown(&app, &key).await["plan"], "trial");
 }
 
 /// A shop whose trial plan grants 0.0001 and starter 0.0002.

@@ -85,10 +85,16 @@ pub async fn credit(
     };
     let current = key.plan();
     let upgrade = is_dearer(state, &order.record.plan, &current);
+    // A bought key none of whose other orders is still paid (all refunded) takes this
+    // top-up's plan even when it is cheaper: it kept a refunded plan's models and rate for
+    // the price of a trial top-up (found by an independent check).
+    let settle_down = !upgrade
+        && order.record.plan != current
+        && nothing_else_paid(state, &key.id, &order.record.order_id).await;
     let grant = TopUpGrant {
         key_id: key.id.clone(),
         amount: plan.budget_usd,
-        new_plan: upgrade.then(|| order.record.plan.clone()),
+        new_plan: (upgrade || settle_down).then(|| order.record.plan.clone()),
         upgraded_from: upgrade.then_some(current),
     };
     let write = Write::Pay {
@@ -113,6 +119,30 @@ pub async fn credit(
     });
     tracing::info!(order_id, key_id = %key.id, amount = %grant.amount, upgraded = upgrade, "top-up paid; key credited");
     Fulfilment::Paid(key.id.clone())
+}
+
+/// Whether `key_id` was bought and none of its orders but `this` is paid now. A read that
+/// fails answers no (the plan is then left as a plain top-up leaves it).
+async fn nothing_else_paid(state: &AppState, key_id: &str, this: &str) -> bool {
+    let key_id = key_id.to_string();
+    let orders = match state
+        .store
+        .read(move |c| crate::store::orders::of_key(c, &key_id))
+        .await
+    {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the key's orders");
+            return false;
+        }
+    };
+    let bought = orders
+        .iter()
+        .any(|o| o.extra.kind == crate::kinds::OrderKind::Purchase && o.record.paid_at.is_some());
+    bought
+        && !orders
+            .iter()
+            .any(|o| o.record.order_id != this && o.record.status == OrderStatus::Paid)
 }
 
 /// The committed top-up, in the key's live state (its balance, plan, notices), announced.
@@ -245,6 +275,9 @@ async fn plan_without(
         // operator's `standard` key on a `trial` top-up's plan).
         (Some(o), Some(base)) if !purchased && is_dearer(state, &base, &o.record.plan) => base,
         (Some(o), _) => o.record.plan.clone(),
+        // A bought key with nothing left paid keeps its plan (no credit left; its next
+        // top-up sets it); an operator's goes back to the operator's plan.
+        (None, _) if purchased => return Ok(None),
         (None, Some(base)) => base,
         // A bought key with nothing left paid and no upgrade: its plan stays (it holds no
         // credit any more).
