@@ -386,6 +386,28 @@ pub fn mark_if_exhausted(state: &AppState, key: &KeyState) {
     }
 }
 
+/// An exhausted key whose balance pays for one request of its plan again — a charge undone, a
+/// refund that moved it to a cheaper plan, a mark left by a crash — is active again, in memory
+/// and on disk (it was in memory only: after a restart it refused, 402, a balance it had).
+pub fn reactivate_if_funded(state: &AppState, key: &KeyState) {
+    if key.status() != KeyStatus::Exhausted {
+        return;
+    }
+    let threshold = state.catalog.exhausted_below(&key.plan());
+    if key.balance().remaining() < threshold {
+        return;
+    }
+    key.reactivate();
+    state.store.write_later(Write::Reactivate {
+        key_id: key.id.clone(),
+        below: threshold,
+    });
+    state.activity.emit(ActivityEvent::KeyUpdated {
+        key: key_view(key),
+        at_ms: now_ms(),
+    });
+}
+
 /// Queue a threshold notice for `key` the first time its current crossing is seen (through
 /// the writer, not awaited).
 pub fn notice_if_first(state: &AppState, key: &KeyState, notice: Notice) {

@@ -158,8 +158,11 @@ impl Daemon {
         // A key whose "exhausted" mark did not reach the disk before the daemon stopped (it is
         // written behind the answer) is marked now: its requests would be refused with 402,
         // but it would show `active` and its owner would never get the notice.
+        // And one left exhausted on disk while its balance pays for a request (reactivated in
+        // memory only before a restart) is active.
         for key in state.keys.all() {
             crate::admin::mark_if_exhausted(&state, &key);
+            crate::admin::reactivate_if_funded(&state, &key);
         }
         crate::shop::rotate::reload(&state).await;
         crate::admin::restore_disabled_accounts(&state).await;

@@ -369,3 +369,31 @@ async fn keys_without_a_daemon_fail_with_one_line() {
     let line = run.failed_with_one_line();
     assert!(line.contains("daemon"), "{run:#?}");
 }
+
+/// A key left `exhausted` on disk while its balance pays for a request (reactivated in memory
+/// only, e.g. a charge undone during a database outage) is active after a restart: it refused,
+/// 402, a balance it had.
+#[tokio::test]
+async fn an_exhausted_key_with_money_is_active_after_a_restart() {
+    let mut app = TestApp::spawn().await;
+    let key = keys(
+        &app,
+        &["create", "--plan", "trial", "--budget", "0.000000001"],
+    )
+    .await
+    .ok()
+    .trim()
+    .to_string();
+    assert_eq!(show(&app, &key).await["status"], "exhausted");
+    app.shutdown().await;
+    let TestApp { sim, dir, .. } = app;
+    // The money is there, the mark is not undone (as a reactivation in memory left it).
+    rusqlite::Connection::open(dir.path().join("modelrelay.db"))
+        .unwrap()
+        .execute("UPDATE keys SET budget_nanos = 1000000000", [])
+        .unwrap();
+    let config = crate::common::test_config(dir.path(), &sim);
+    let app = TestApp::start(config, sim, dir).await;
+    assert_eq!(show(&app, &key).await["status"], "active");
+    assert_eq!(chat_status(&app, &key).await.0, 200);
+}

@@ -402,10 +402,7 @@ fn mark_if_exhausted(state: &AppState, key: &KeyState, now: DateTime<Utc>) {
 /// the customer).
 pub fn uncharge(state: &AppState, key: &KeyState, charged: Usd) {
     key.uncharge(charged);
-    let threshold = state.catalog.exhausted_below(&key.plan());
-    if key.balance().remaining() >= threshold {
-        key.reactivate();
-    }
+    crate::admin::reactivate_if_funded(state, key);
     key.rearm_notices();
     state.store.write_later(Write::Rearm {
         key_id: key.id.clone(),

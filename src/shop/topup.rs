@@ -223,6 +223,8 @@ pub async fn refund(state: &AppState, order: &Order) -> Result<Usd, RefundError>
             k.set_plan(plan.clone(), state.catalog.rpm_of(plan));
         }
         crate::admin::mark_if_exhausted(state, k);
+        // A cheaper plan's floor the balance clears: usable again.
+        crate::admin::reactivate_if_funded(state, k);
         state.activity.emit(ActivityEvent::KeyUpdated {
             key: key_view(k),
             at_ms: now_ms,

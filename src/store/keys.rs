@@ -155,6 +155,16 @@ pub fn mark_exhausted(c: &Connection, key_id: &str, below: Usd) -> Result<(), St
     Ok(())
 }
 
+/// An exhausted key whose remaining budget is `below` or more is active again.
+pub fn reactivate(c: &Connection, key_id: &str, below: Usd) -> Result<(), StoreError> {
+    c.execute(
+        "UPDATE keys SET status = 'active'
+         WHERE id = ?1 AND status = 'exhausted' AND budget_nanos - spent_nanos >= ?2",
+        params![key_id, below.nanos()],
+    )?;
+    Ok(())
+}
+
 /// Add budget to a key and record the top-up.
 pub fn top_up(c: &Connection, key_id: &str, amount: Usd, at_ms: i64) -> Result<(), StoreError> {
     let n = c.execute(

@@ -33,6 +33,14 @@ pub enum Write {
         /// The plan's exhaustion threshold.
         below: Usd,
     },
+    /// An exhausted key whose balance pays for a request again (a charge undone, a cheaper
+    /// plan after a refund) is active, on disk too.
+    Reactivate {
+        /// Which key.
+        key_id: String,
+        /// The plan's exhaustion threshold.
+        below: Usd,
+    },
     /// A new order.
     InsertOrder(Box<orders::OrderRecord>),
     /// PayPal's order id for an order.
@@ -251,6 +259,7 @@ pub(super) fn apply(tx: &rusqlite::Connection, w: &Write) -> Result<(), StoreErr
             at_ms,
         } => keys::set_status(tx, key_id, *status, *at_ms),
         Write::MarkExhausted { key_id, below } => keys::mark_exhausted(tx, key_id, *below),
+        Write::Reactivate { key_id, below } => keys::reactivate(tx, key_id, *below),
         Write::InsertOrder(o) => orders::insert(tx, o),
         Write::SetPaypalOrder {
             order_id,
