@@ -218,9 +218,9 @@ async fn connection_refused_is_502_and_costs_nothing() {
     assert_eq!(assert_books(&app, &key), 0);
 }
 
-#[tokio::test]
-async fn upstream_that_accepts_but_never_answers_is_504_and_costs_nothing() {
-    // A black hole: connections are accepted and held open, nothing is ever sent.
+/// A black hole upstream: connections are accepted and held open, nothing is ever sent. Its
+/// port, and the task holding them (abort it when done).
+pub(super) async fn black_hole() -> (u16, tokio::task::JoinHandle<()>) {
     let hole = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -231,6 +231,12 @@ async fn upstream_that_accepts_but_never_answers_is_504_and_costs_nothing() {
             held.push(socket);
         }
     });
+    (port, holder)
+}
+
+#[tokio::test]
+async fn upstream_that_accepts_but_never_answers_is_504_and_costs_nothing() {
+    let (port, holder) = black_hole().await;
     let app = TestApp::spawn_with(|c| {
         c.upstream.base_url = format!("http://127.0.0.1:{port}");
         c.upstream.idle_timeout_secs = 1;

@@ -201,17 +201,7 @@ async fn client_leaving_while_upstream_queues_cancels_it_and_pays_the_prompt_onl
 /// empty: the account was noted only when an answer's head arrived).
 #[tokio::test]
 async fn a_client_leaving_before_upstream_answers_pays_its_prompt_under_the_account_reached() {
-    // A black hole: connections are accepted and read, nothing is ever sent back.
-    let hole = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = hole.local_addr().expect("addr").port();
-    let holder = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((socket, _)) = hole.accept().await {
-            held.push(socket);
-        }
-    });
+    let (port, holder) = crate::faults::black_hole().await;
     let app =
         TestApp::spawn_with(|c| c.upstream.base_url = format!("http://127.0.0.1:{port}")).await;
     let key = app.create_key("trial", None).await;

@@ -49,6 +49,24 @@ pub(super) async fn two_accounts(
     TestApp::start(c, sim, dir).await
 }
 
+/// The status of the account the simulator knows by `sim_key` (`first` is [`SIM_KEY`],
+/// `second` [`SECOND`]).
+fn status_by_key(app: &TestApp, sim_key: &str) -> modelrelay::upstream::status::AccountStatus {
+    let name = if sim_key == SIM_KEY {
+        "first"
+    } else {
+        "second"
+    };
+    let state = &app.daemon.as_ref().expect("running").state;
+    state
+        .upstream
+        .status()
+        .accounts
+        .into_iter()
+        .find(|a| a.name == name)
+        .expect("the account")
+}
+
 /// The accounts the simulator saw requests from, in order.
 fn served_by(app: &TestApp) -> Vec<Option<String>> {
     app.sim
@@ -587,16 +605,6 @@ async fn an_account_answering_404_rests_and_the_request_fails_over() {
 async fn an_account_whose_200_brings_no_answer_rests_and_its_trial_needs_an_answer() {
     let app = two_accounts(|_| {}, |c| c.upstream.idle_timeout_secs = 1).await;
     let key = app.create_key("pro", None).await;
-    let state = app.daemon.as_ref().unwrap().state.clone();
-    let status_of = |name: &str| {
-        state
-            .upstream
-            .status()
-            .accounts
-            .into_iter()
-            .find(|a| a.name == name)
-            .unwrap()
-    };
     // A stream whose head comes, then only keep-alives: the client gets its error event.
     let mut stalled = body(
         "deepseek-v4-flash",
@@ -608,12 +616,8 @@ async fn an_account_whose_200_brings_no_answer_rests_and_its_trial_needs_an_answ
     let text = resp.text().await.unwrap();
     assert!(text.contains("upstream_timeout"), "{text}");
     let bad = app.sim.requests()[0].account.clone().expect("an account");
-    let (bad_name, good) = if bad == SIM_KEY {
-        ("first", SECOND)
-    } else {
-        ("second", SIM_KEY)
-    };
-    let s = status_of(bad_name);
+    let good = if bad == SIM_KEY { SECOND } else { SIM_KEY };
+    let s = status_by_key(&app, &bad);
     assert_eq!(s.state.as_str(), "cooling", "{s:?}");
     assert_eq!(s.errors, 1, "{s:?}");
     // The others go to the account that works.
@@ -648,7 +652,7 @@ async fn an_account_whose_200_brings_no_answer_rests_and_its_trial_needs_an_answ
     assert_eq!(resp.status(), 502);
     let trial = app.sim.requests().last().unwrap().account.clone();
     assert_eq!(trial.as_deref(), Some(bad.as_str()), "the trial went to it");
-    let s = status_of(bad_name);
+    let s = status_by_key(&app, &bad);
     assert_eq!(
         s.state.as_str(),
         "cooling",
@@ -666,21 +670,6 @@ async fn an_account_whose_200_brings_no_answer_rests_and_its_trial_needs_an_answ
 async fn an_opening_alone_rests_an_account_and_a_slow_whole_answer_does_not() {
     let app = two_accounts(|_| {}, |c| c.upstream.idle_timeout_secs = 1).await;
     let key = app.create_key("pro", None).await;
-    let state = app.daemon.as_ref().unwrap().state.clone();
-    let status_of = |account: &str| {
-        let name = if account == SIM_KEY {
-            "first"
-        } else {
-            "second"
-        };
-        state
-            .upstream
-            .status()
-            .accounts
-            .into_iter()
-            .find(|a| a.name == name)
-            .unwrap()
-    };
     // Slow whole answer: blank lines for longer than the idle timeout.
     let resp = app
         .chat(
@@ -695,7 +684,7 @@ async fn an_opening_alone_rests_an_account_and_a_slow_whole_answer_does_not() {
         .unwrap();
     assert_eq!(resp.status(), 504);
     let slow = app.sim.requests()[0].account.clone().unwrap();
-    let s = status_of(&slow);
+    let s = status_by_key(&app, &slow);
     assert_eq!(s.state.as_str(), "healthy", "{s:?}");
     assert_eq!(s.errors, 1, "{s:?}");
     // A stream that opens, then only keep-alives.
@@ -709,6 +698,6 @@ async fn an_opening_alone_rests_an_account_and_a_slow_whole_answer_does_not() {
     let text = resp.text().await.unwrap();
     assert!(text.contains("upstream_timeout"), "{text}");
     let stalled = app.sim.requests()[1].account.clone().unwrap();
-    let s = status_of(&stalled);
+    let s = status_by_key(&app, &stalled);
     assert_eq!(s.state.as_str(), "cooling", "{s:?}");
 }

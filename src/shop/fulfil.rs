@@ -83,14 +83,7 @@ pub async fn fulfil(state: &Arc<AppState>, order_id: &str, capture: &CaptureInfo
         return unfinished;
     }
     if let Some(why) = mismatch(order, capture) {
-        let _ = state
-            .store
-            .write(Write::OrderReview {
-                order_id: order_id.to_string(),
-                capture_id: capture.id.clone(),
-                at_ms: now_ms,
-            })
-            .await;
+        hold_for_review(state, order_id, capture, now_ms).await;
         tracing::error!(
             order_id,
             why,
@@ -101,6 +94,25 @@ pub async fn fulfil(state: &Arc<AppState>, order_id: &str, capture: &CaptureInfo
     match full.extra.kind {
         OrderKind::Purchase => issue_key(state, order, capture, now_ms).await,
         OrderKind::TopUp => super::topup::credit(state, &full, capture, now_ms).await,
+    }
+}
+
+/// Hold an order for the operator's review: PayPal has the money (a completed capture that
+/// cannot be given), with the capture's id kept for the refund. A write that fails leaves the
+/// order as it was; the next capture, webhook or look-up holds it again.
+pub(super) async fn hold_for_review(
+    state: &AppState,
+    order_id: &str,
+    capture: &CaptureInfo,
+    now_ms: i64,
+) {
+    let write = Write::OrderReview {
+        order_id: order_id.to_string(),
+        capture_id: capture.id.clone(),
+        at_ms: now_ms,
+    };
+    if let Err(e) = state.store.write(write).await {
+        tracing::warn!(order_id, error = %e, "order not held for review by this call");
     }
 }
 
@@ -141,14 +153,7 @@ async fn record_unfinished(
         // a late COMPLETED then gave the whole credit; found by an independent check). Held
         // for the operator, who sees what PayPal gave back.
         "REFUNDED" | "PARTIALLY_REFUNDED" => {
-            let _ = state
-                .store
-                .write(Write::OrderReview {
-                    order_id: order_id.to_string(),
-                    capture_id: capture.id.clone(),
-                    at_ms: now_ms,
-                })
-                .await;
+            hold_for_review(state, order_id, capture, now_ms).await;
             tracing::error!(
                 order_id,
                 status = %capture.status,

@@ -68,14 +68,7 @@ pub async fn credit(
                 order_id,
                 "TOP-UP PAID FOR A KEY THAT IS REVOKED OR GONE: nothing credited; refund it in PayPal"
             );
-            let _ = state
-                .store
-                .write(Write::OrderReview {
-                    order_id: order_id.to_string(),
-                    capture_id: capture.id.clone(),
-                    at_ms: now_ms,
-                })
-                .await;
+            super::fulfil::hold_for_review(state, order_id, capture, now_ms).await;
             return Fulfilment::Mismatch("the key to top up is revoked".into());
         }
     };
