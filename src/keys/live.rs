@@ -3,8 +3,8 @@
 //! limiter), the display prefix, the notice bits — plus the stored record it is built from.
 
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError};
 
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
@@ -14,6 +14,12 @@ use governor::{Quota, RateLimiter, clock::DefaultClock, state::InMemoryState, st
 use crate::money::Usd;
 
 use crate::status::KeyStatus;
+
+mod refunds;
+#[cfg(test)]
+mod tests;
+
+use refunds::Debt;
 
 /// A key as stored: what is needed to rebuild its in-memory state.
 #[derive(Debug, Clone)]
@@ -92,20 +98,6 @@ pub struct KeyState {
     /// What each refund is owed; changed only under this lock (refunds, and settlements while
     /// something is owed).
     owing: std::sync::Mutex<Vec<Debt>>,
-}
-
-/// What one refund is still owed by the holds in flight when it came (see [`KeyState::take_or_owe`]).
-#[derive(Debug)]
-struct Debt {
-    /// The refunded order (its budget-history lines name it).
-    order_id: String,
-    /// Still owed, in nano-USD.
-    amount: i64,
-    /// Holds made under an epoch below this one were in flight at the refund.
-    epoch: u64,
-    /// What those holds held then, less those of them settled since: once that much has
-    /// settled, every hold the refund could count on has, and what is still owed is forgiven.
-    holds: i64,
 }
 
 /// What settling a request did to its key.
@@ -363,101 +355,6 @@ impl KeyState {
         }
     }
 
-    /// Take from `released` (what a settling hold of `hold`, made under `epoch`, gives back)
-    /// what the refunds made while it was in flight are owed, oldest first; returns what was
-    /// taken for each.
-    fn claw(&self, hold: i64, epoch: u64, released: i64) -> Vec<(String, Usd)> {
-        // One load when nothing is owed, as almost always: the request path's only cost.
-        if self.owed.load(Ordering::Acquire) <= 0 {
-            return Vec::new();
-        }
-        let mut debts = self.owing.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut left = released.max(0);
-        let mut taken = Vec::new();
-        // A hold made after a refund is paid from money that refund never covered.
-        for d in debts.iter_mut().filter(|d| epoch < d.epoch) {
-            let take = d.amount.min(left);
-            if take > 0 {
-                d.amount -= take;
-                left -= take;
-                taken.push((d.order_id.clone(), Usd::from_nanos(take)));
-            }
-            d.holds -= hold;
-            if d.holds <= 0 && d.amount > 0 {
-                tracing::info!(
-                    key_id = %self.id,
-                    order_id = %d.order_id,
-                    forgiven = %Usd::from_nanos(d.amount),
-                    "the holds in flight at a refund have settled; the rest it was owed is forgiven"
-                );
-                d.amount = 0;
-            }
-        }
-        debts.retain(|d| d.amount > 0);
-        self.owed
-            .store(debts.iter().map(|d| d.amount).sum(), Ordering::Release);
-        taken
-    }
-
-    /// A refund of `order_id` wanting `want` back: what is available is taken now, and the
-    /// rest, up to what requests in flight hold (less what earlier refunds are owed by them), is
-    /// owed — taken from what those holds give back as they settle (not what they spend), from
-    /// theirs only, not from holds made later; once holds worth what they held now have
-    /// settled, what is still owed is forgiven. One step under the debts' lock: a request that
-    /// settles meanwhile gives its hold back to `available`, where the next look takes it
-    /// (taken and owed apart, a settlement between the two let it escape both).
-    /// Returns (taken, owed, the debt's epoch for [`KeyState::cancel_debt`]).
-    pub fn take_or_owe(&self, want: Usd, order_id: &str) -> (Usd, Usd, u64) {
-        let mut debts = self.owing.lock().unwrap_or_else(PoisonError::into_inner);
-        let epoch = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;
-        let want = want.nanos().max(0);
-        let already: i64 = debts.iter().map(|d| d.amount).sum();
-        let (mut taken, mut owed, mut held) = (0i64, 0i64, 0i64);
-        for _ in 0..4 {
-            taken += self.take_back(Usd::from_nanos(want - taken - owed)).nanos();
-            if want - taken - owed <= 0 {
-                break;
-            }
-            held = self.balance().held.nanos();
-            owed += (want - taken - owed).clamp(0, (held - already - owed).max(0));
-            // Short still: only if money moved from held to available in between.
-            if want - taken - owed <= 0 || self.available.load(Ordering::Acquire) <= 0 {
-                break;
-            }
-        }
-        if owed > 0 {
-            debts.push(Debt {
-                order_id: order_id.to_string(),
-                amount: owed,
-                epoch,
-                holds: held,
-            });
-            self.owed.fetch_add(owed, Ordering::AcqRel);
-        }
-        (Usd::from_nanos(taken), Usd::from_nanos(owed), epoch)
-    }
-
-    /// Withdraw the debt [`KeyState::take_or_owe`] made under `epoch` (its refund could not be
-    /// recorded); what the debt was already paid stays taken.
-    pub fn cancel_debt(&self, epoch: u64) {
-        let mut debts = self.owing.lock().unwrap_or_else(PoisonError::into_inner);
-        debts.retain(|d| d.epoch != epoch);
-        self.owed
-            .store(debts.iter().map(|d| d.amount).sum(), Ordering::Release);
-    }
-
-    /// What the refund of `order_id` is still owed by holds in flight.
-    pub fn owed_to(&self, order_id: &str) -> Usd {
-        let debts = self.owing.lock().unwrap_or_else(PoisonError::into_inner);
-        Usd::from_nanos(
-            debts
-                .iter()
-                .filter(|d| d.order_id == order_id)
-                .map(|d| d.amount)
-                .sum(),
-        )
-    }
-
     /// Give a hold back untouched (the request never reached upstream).
     pub fn release(&self, hold: Usd) {
         self.available.fetch_add(hold.nanos(), Ordering::AcqRel);
@@ -539,35 +436,6 @@ impl KeyState {
         self.status()
     }
 
-    /// Take back up to `amount` of budget (a refunded top-up), never more than is available
-    /// now: money held by requests in flight stays theirs, so the balance cannot go below zero
-    /// when they settle. Returns what was taken.
-    pub fn take_back(&self, amount: Usd) -> Usd {
-        let want = amount.nanos().max(0);
-        let mut current = self.available.load(Ordering::Acquire);
-        loop {
-            let take = want.min(current.max(0));
-            match self.available.compare_exchange_weak(
-                current,
-                current - take,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => {
-                    self.budget.fetch_sub(take, Ordering::AcqRel);
-                    return Usd::from_nanos(take);
-                }
-                Err(now) => current = now,
-            }
-        }
-    }
-
-    /// Give back what [`KeyState::take_back`] took (its record could not be written).
-    pub fn untake(&self, amount: Usd) {
-        self.budget.fetch_add(amount.nanos(), Ordering::AcqRel);
-        self.available.fetch_add(amount.nanos(), Ordering::AcqRel);
-    }
-
     /// Is the remaining balance below a fifth of the budget?
     pub fn is_low(&self) -> bool {
         let b = self.balance();
@@ -602,280 +470,5 @@ impl KeyState {
             bits |= Notice::Exhausted.bit();
         }
         self.notices.store(bits, Ordering::Release);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn record(budget: i64) -> KeyRecord {
-        KeyRecord {
-            id: "key_test".into(),
-            hash: [1; 32],
-            sealed: vec![],
-            prefix: "sk-gateway-Test…".into(),
-            plan: "trial".into(),
-            status: KeyStatus::Active,
-            budget: Usd::from_nanos(budget),
-            spent: Usd::ZERO,
-            requests: 0,
-            email: None,
-            note: None,
-            order_id: None,
-            created_at: Utc::now(),
-            last_used_at: None,
-        }
-    }
-
-    #[test]
-    fn holds_never_exceed_the_balance_under_contention() {
-        let k = Arc::new(KeyState::from_record(record(1_000_000), 60));
-        let threads: Vec<_> = (0..8)
-            .map(|_| {
-                let k = k.clone();
-                std::thread::spawn(move || {
-                    let mut got = 0i64;
-                    for _ in 0..10_000 {
-                        let r: Result<(Usd, ()), ()> = k.try_hold(|avail| {
-                            if avail.nanos() >= 7 {
-                                Ok((Usd::from_nanos(7), ()))
-                            } else {
-                                Err(())
-                            }
-                        });
-                        if let Ok((h, ())) = r {
-                            got += h.nanos();
-                            let charged = k.settle(h, Usd::from_nanos(5), Utc::now()).charged;
-                            assert_eq!(charged.nanos(), 5);
-                        }
-                    }
-                    got
-                })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap();
-        }
-        let b = k.balance();
-        assert!(b.remaining().nanos() >= 0);
-        assert_eq!(b.held, Usd::ZERO);
-        assert!(k.available().nanos() >= 0);
-        assert_eq!(k.available(), b.remaining());
-    }
-
-    #[test]
-    fn settle_caps_at_the_hold_and_topup_reactivates() {
-        let k = KeyState::from_record(record(1000), 60);
-        let (h, ()) = k.try_hold(|a| Ok::<_, ()>((a, ()))).unwrap();
-        assert_eq!(h.nanos(), 1000);
-        let Settled {
-            charged, remaining, ..
-        } = k.settle(h, Usd::from_nanos(5000), Utc::now());
-        assert_eq!(charged.nanos(), 1000);
-        assert_eq!(remaining, Usd::ZERO);
-        assert!(k.mark_exhausted_below(Usd::from_nanos(600)));
-        assert!(!k.mark_exhausted_below(Usd::from_nanos(600)));
-        assert_eq!(k.status(), KeyStatus::Exhausted);
-        assert_eq!(k.top_up(Usd::from_nanos(10)), KeyStatus::Active);
-        assert_eq!(k.available().nanos(), 10);
-        assert!(k.revoke());
-        assert_eq!(k.top_up(Usd::from_nanos(10)), KeyStatus::Revoked);
-    }
-
-    #[test]
-    fn take_back_never_takes_what_requests_hold() {
-        let k = KeyState::from_record(record(1000), 60);
-        let (h, ()) = k
-            .try_hold(|_| Ok::<_, ()>((Usd::from_nanos(300), ())))
-            .unwrap();
-        // 700 available, 300 held: a refund of 900 takes the 700 only.
-        assert_eq!(k.take_back(Usd::from_nanos(900)).nanos(), 700);
-        assert_eq!(k.available(), Usd::ZERO);
-        let Settled {
-            charged, remaining, ..
-        } = k.settle(h, Usd::from_nanos(300), Utc::now());
-        assert_eq!((charged.nanos(), remaining.nanos()), (300, 0));
-        k.untake(Usd::from_nanos(50));
-        assert_eq!(k.balance().remaining().nanos(), 50);
-    }
-
-    /// What a refund could not take because requests held it is owed: taken from what those
-    /// holds give back, never from what they spend, and never more than was owed.
-    #[test]
-    fn a_refund_owed_is_taken_from_released_holds_only() {
-        let k = KeyState::from_record(record(1000), 60);
-        let (a, ()) = k
-            .try_hold(|_| Ok::<_, ()>((Usd::from_nanos(600), ())))
-            .unwrap();
-        let (b, ()) = k
-            .try_hold(|_| Ok::<_, ()>((Usd::from_nanos(300), ())))
-            .unwrap();
-        // 100 available, 900 held: a refund of 800 takes 100 now and is owed 700.
-        let (taken, owed, _) = k.take_or_owe(Usd::from_nanos(800), "ord_x");
-        assert_eq!((taken.nanos(), owed.nanos()), (100, 700));
-        // The first request spends 50 of its 600: the 550 it gives back go to the refund.
-        let s = k.settle(a, Usd::from_nanos(50), Utc::now());
-        assert_eq!((s.charged.nanos(), s.clawed.nanos()), (50, 550));
-        assert_eq!(k.available(), Usd::ZERO);
-        // The second spends 200 of 300: the 100 it gives back go too (50 left owed).
-        let s = k.settle(b, Usd::from_nanos(200), Utc::now());
-        assert_eq!((s.charged.nanos(), s.clawed.nanos()), (200, 100));
-        let bal = k.balance();
-        assert_eq!(
-            (bal.budget.nanos(), bal.spent.nanos(), bal.held.nanos()),
-            (250, 250, 0)
-        );
-        assert_eq!(bal.remaining(), Usd::ZERO);
-        // Owed no more than what is held: a later hold's release is the customer's again.
-        let (taken, owed, _) = k.take_or_owe(Usd::from_nanos(1_000), "ord_x");
-        assert_eq!((taken, owed), (Usd::ZERO, Usd::ZERO));
-        k.top_up(Usd::from_nanos(100));
-        let (c, ()) = k
-            .try_hold(|_| Ok::<_, ()>((Usd::from_nanos(100), ())))
-            .unwrap();
-        // The 50 left owed died with the holds in flight at the refund (both settled): a hold
-        // paid from the new top-up gives back all it did not spend.
-        let s = k.settle(c, Usd::ZERO, Utc::now());
-        assert_eq!(s.clawed.nanos(), 0);
-        assert_eq!(k.available().nanos(), 100);
-    }
-
-    /// A refund is owed only by the holds in flight when it came: a hold made after it (from
-    /// credit bought since) gives back all it does not spend, holds that spend all they hold
-    /// pay nothing back, and once they have settled nothing more is taken. Two refunds owed at
-    /// once are each paid under their own order, oldest first.
-    #[test]
-    fn what_a_refund_is_owed_ends_with_the_holds_in_flight_at_the_refund() {
-        let k = KeyState::from_record(record(1000), 60);
-        let ea = k.epoch();
-        let (a, ()) = k
-            .try_hold(|_| Ok::<_, ()>((Usd::from_nanos(1000), ())))
-            .unwrap();
-        let (taken, owed, _) = k.take_or_owe(Usd::from_nanos(500), "ord_y");
-        assert_eq!((taken.nanos(), owed.nanos()), (0, 500));
-        assert_eq!(k.owed_to("ord_y").nanos(), 500);
-        // Credit bought since, held and mostly given back: none of it goes to the refund.
-        k.top_up(Usd::from_nanos(400));
-        let eb = k.epoch();
-        let (b, ()) = k
-            .try_hold(|_| Ok::<_, ()>((Usd::from_nanos(400), ())))
-            .unwrap();
-        let s = k.settle_from(b, eb, Usd::from_nanos(300), Utc::now());
-        assert_eq!(s.clawed.nanos(), 0);
-        // The first spends everything: nothing to give back, and what is owed is forgiven.
-        let s = k.settle_from(a, ea, Usd::from_nanos(1000), Utc::now());
-        assert_eq!(s.clawed.nanos(), 0);
-        assert_eq!(k.owed_to("ord_y"), Usd::ZERO);
-        let bal = k.balance();
-        assert_eq!((bal.budget.nanos(), bal.spent.nanos()), (1400, 1300));
-
-        // Two refunds owed at once, by one hold: each gets its share under its own order.
-        let k = KeyState::from_record(record(1000), 60);
-        let e = k.epoch();
-        let (h, ()) = k
-            .try_hold(|_| Ok::<_, ()>((Usd::from_nanos(1000), ())))
-            .unwrap();
-        assert_eq!(k.take_or_owe(Usd::from_nanos(300), "ord_1").1.nanos(), 300);
-        assert_eq!(
-            k.take_or_owe(Usd::from_nanos(900), "ord_2").1.nanos(),
-            700,
-            "at most what is held"
-        );
-        let s = k.settle_from(h, e, Usd::from_nanos(100), Utc::now());
-        assert_eq!(
-            s.clawed_for,
-            vec![
-                ("ord_1".to_string(), Usd::from_nanos(300)),
-                ("ord_2".to_string(), Usd::from_nanos(600)),
-            ]
-        );
-        assert_eq!(s.clawed.nanos(), 900);
-        assert_eq!(
-            k.owed_to("ord_2"),
-            Usd::ZERO,
-            "the rest forgiven with the hold"
-        );
-    }
-
-    /// A refund takes what is available and owes the rest of what it wants up to what is
-    /// held, in one step; a debt whose refund could not be recorded is withdrawn.
-    #[test]
-    fn take_or_owe_takes_what_is_available_and_owes_the_rest() {
-        let k = KeyState::from_record(record(1000), 60);
-        let e = k.epoch();
-        let (h, ()) = k
-            .try_hold(|_| Ok::<_, ()>((Usd::from_nanos(700), ())))
-            .unwrap();
-        let (taken, owed, debt) = k.take_or_owe(Usd::from_nanos(500), "ord_z");
-        assert_eq!((taken.nanos(), owed.nanos()), (300, 200));
-        assert_eq!(k.owed_to("ord_z").nanos(), 200);
-        k.cancel_debt(debt);
-        assert_eq!(k.owed_to("ord_z"), Usd::ZERO);
-        let (_, owed, _) = k.take_or_owe(Usd::from_nanos(1000), "ord_z");
-        assert_eq!(owed.nanos(), 700, "at most what is held");
-        let s = k.settle_from(h, e, Usd::from_nanos(100), Utc::now());
-        assert_eq!(
-            s.clawed_for,
-            vec![("ord_z".to_string(), Usd::from_nanos(600))]
-        );
-        assert_eq!(k.balance().remaining(), Usd::ZERO);
-    }
-
-    #[test]
-    fn notices_fire_once_per_crossing_and_rearm_above_the_threshold() {
-        let k = KeyState::from_record(record(1000), 60);
-        assert!(!k.is_low());
-        let (h, ()) = k
-            .try_hold(|_| Ok::<_, ()>((Usd::from_nanos(900), ())))
-            .unwrap();
-        k.settle(h, Usd::from_nanos(900), Utc::now());
-        assert!(k.is_low());
-        assert!(k.first_crossing(Notice::LowBalance));
-        assert!(!k.first_crossing(Notice::LowBalance));
-        assert!(k.first_crossing(Notice::Exhausted));
-        k.rearm_notices();
-        assert!(
-            !k.first_crossing(Notice::LowBalance),
-            "still low: not re-armed"
-        );
-        k.top_up(Usd::from_nanos(1000));
-        k.rearm_notices();
-        assert!(k.first_crossing(Notice::LowBalance));
-        assert!(k.first_crossing(Notice::Exhausted));
-    }
-
-    #[test]
-    fn a_plan_change_brings_its_rpm_and_a_rekey_keeps_the_state() {
-        let k = Arc::new(KeyState::from_record(record(1000), 1));
-        assert!(k.check_rate().allowed);
-        assert!(!k.check_rate().allowed);
-        k.set_plan("pro".into(), 3);
-        assert_eq!(k.plan(), "pro");
-        let c = k.check_rate();
-        assert!(c.allowed);
-        assert_eq!((c.limit, c.remaining), (3, 2));
-
-        let table = crate::keys::KeyTable::new([([1; 32], KeyState::from_record(record(5), 60))]);
-        let before = table.by_hash(&[1; 32]).unwrap();
-        assert!(table.rekey("key_test", [2; 32]));
-        assert!(table.by_hash(&[1; 32]).is_none());
-        let after = table.by_hash(&[2; 32]).unwrap();
-        assert!(Arc::ptr_eq(&before, &after));
-        assert!(!table.rekey("key_none", [3; 32]));
-        assert_eq!(table.len(), 1);
-    }
-
-    #[test]
-    fn rate_limit_allows_rpm_then_refuses() {
-        let k = KeyState::from_record(record(1000), 3);
-        for left in [2, 1, 0] {
-            let c = k.check_rate();
-            assert!(c.allowed);
-            assert_eq!(c.remaining, left);
-        }
-        let c = k.check_rate();
-        assert!(!c.allowed);
-        assert!(c.reset > std::time::Duration::from_secs(10));
     }
 }

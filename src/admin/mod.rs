@@ -1,14 +1,16 @@
 //! Key administration: mint, find, revoke, top up, rotate, and what follows a change of a
 //! key's balance (exhaustion and its notice). Used by the admin socket and the storefront.
-//! Every change is committed to the database before it is reported done.
+//! Every change is committed to the database before it is reported done. The admin socket's
+//! commands themselves are answered in [`socket`].
+
+mod socket;
 
 use std::sync::Arc;
 
 use chrono::Utc;
 
 use crate::activity::ActivityEvent;
-use crate::activity::protocol::{Request, Response};
-use crate::activity::views::{key_view, key_view_with_history, mail_view, order_view};
+use crate::activity::views::key_view;
 use crate::keys::token::{KEY_PREFIX, display_prefix, generate_key, generate_key_id, hash_key};
 use crate::keys::{KeyRecord, KeyState, KeyStatus, Notice};
 use crate::kinds::MailKind;
@@ -16,6 +18,8 @@ use crate::money::{MAX_AMOUNT, MAX_BUDGET, Usd};
 use crate::state::AppState;
 use crate::store::Write;
 use crate::text::is_invisible;
+
+pub use socket::{backup, handle_admin, restore_disabled_accounts};
 
 /// Why an admin command failed; the message is shown to the operator as is.
 #[derive(Debug, thiserror::Error)]
@@ -425,250 +429,6 @@ pub fn notice_if_first(state: &AppState, key: &KeyState, notice: Notice) {
         at_ms: now_ms(),
     });
     state.mailer.poke();
-}
-
-/// A key with its budget history.
-async fn show_key(state: &AppState, needle: &str) -> Result<Response, AdminError> {
-    let key = find_key(state, needle)?;
-    let id = key.id.clone();
-    let history = state
-        .store
-        .read(move |c| crate::store::budget::history(c, &id))
-        .await
-        .map_err(|e| AdminError::Internal(e.to_string()))?;
-    Ok(Response::Key {
-        key: key_view_with_history(&key, &history),
-    })
-}
-
-/// Queue a message of the outbox again.
-async fn retry_mail(state: &AppState, id: i64) -> Result<Response, AdminError> {
-    match state
-        .store
-        .write(Write::MailRetry {
-            id,
-            at_ms: now_ms(),
-        })
-        .await
-    {
-        Ok(()) => {}
-        Err(crate::store::StoreError::Conflict(_)) => return Err(AdminError::NoSuchMail(id)),
-        Err(e) => return Err(AdminError::Internal(e.to_string())),
-    }
-    state.mailer.poke();
-    let row = state
-        .store
-        .read(move |c| crate::store::mail::get(c, id))
-        .await
-        .map_err(|e| AdminError::Internal(e.to_string()))?
-        .ok_or(AdminError::NoSuchMail(id))?;
-    let mail = mail_view(&row);
-    state.activity.emit(ActivityEvent::MailChanged {
-        mail: mail.clone(),
-        at_ms: now_ms(),
-    });
-    if !state.mailer.enabled() {
-        tracing::warn!(
-            id,
-            "mail queued again, but email is off ([email] smtp_url): it waits"
-        );
-    }
-    Ok(Response::MailRetried { mail })
-}
-
-/// Answer a self-service command of the admin socket (rotation, the outbox).
-async fn self_service_command(state: &AppState, req: Request) -> Result<Response, AdminError> {
-    match req {
-        Request::KeysRotate { key } => {
-            rotate_key(state, &key, None, None)
-                .await
-                .map(|(k, api_key)| Response::Rotated {
-                    key: key_view(&k),
-                    api_key,
-                })
-        }
-        Request::MailList { limit } => {
-            let limit = limit.unwrap_or(100).clamp(1, 10_000);
-            state
-                .store
-                .read(move |c| crate::store::mail::list(c, limit))
-                .await
-                .map(|rows| Response::Mail {
-                    mail: rows.iter().map(mail_view).collect(),
-                })
-                .map_err(|e| AdminError::Internal(e.to_string()))
-        }
-        Request::MailRetry { id } => retry_mail(state, id).await,
-        other => Err(AdminError::Internal(format!(
-            "{other:?} is not a self-service command"
-        ))),
-    }
-}
-
-/// Back the database up to `path` (absolute; see [`crate::store::Store::backup`]).
-pub async fn backup(state: &AppState, path: std::path::PathBuf) -> Result<Response, AdminError> {
-    if !path.is_absolute() {
-        return Err(AdminError::Internal(format!(
-            "backup path {} must be absolute (the daemon's working directory is not yours)",
-            path.display()
-        )));
-    }
-    let started = std::time::Instant::now();
-    match state.store.backup(&path).await {
-        Ok(bytes) => {
-            tracing::info!(path = %path.display(), bytes, ms = started.elapsed().as_millis() as u64, "database backed up");
-            Ok(Response::BackedUp { path, bytes })
-        }
-        Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "backup failed");
-            Err(AdminError::Internal(e.to_string()))
-        }
-    }
-}
-
-/// The pool, as `upstream_status` answers it.
-fn upstream_answer(state: &AppState) -> Response {
-    Response::Upstream {
-        upstream: Box::new(crate::activity::upstream_view::upstream_view(state)),
-    }
-}
-
-/// The operator turns an upstream account on or off.
-async fn set_upstream(state: &AppState, name: &str, enabled: bool) -> Result<Response, AdminError> {
-    let _one_at_a_time = state.upstream_lock.lock().await;
-    if state.upstream.set_enabled(name, enabled).is_none() {
-        return Err(AdminError::NoSuchAccount(name.to_string()));
-    }
-    // Kept across restarts: an account the operator took out stays out until enabled (it was
-    // back in service after the next start).
-    state
-        .store
-        .write(Write::AccountDisabled {
-            name: name.to_string(),
-            disabled: !enabled,
-            at_ms: now_ms(),
-        })
-        .await
-        .map_err(|e| {
-            AdminError::Internal(format!(
-                "the account is {} until the daemon restarts, but that could not be recorded: {e}",
-                if enabled { "enabled" } else { "disabled" }
-            ))
-        })?;
-    Ok(upstream_answer(state))
-}
-
-/// At start: the accounts the operator disabled stay disabled (a name no longer in the config
-/// is kept in the database, and applies again if the account comes back under that name).
-pub async fn restore_disabled_accounts(state: &AppState) {
-    let names = match state.store.read(crate::store::accounts::disabled).await {
-        Ok(names) => names,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot read the disabled upstream accounts");
-            return;
-        }
-    };
-    let _one_at_a_time = state.upstream_lock.lock().await;
-    for name in names {
-        if state.upstream.set_enabled(&name, false).is_some() {
-            tracing::warn!(
-                account = %name,
-                "upstream account stays disabled by the operator (`modelrelay upstream enable {name}`)"
-            );
-        } else {
-            // Renamed or removed from the config since: said, since an account given that
-            // name again (another key, even) would start disabled.
-            tracing::warn!(
-                account = %name,
-                "an upstream account the operator disabled is no longer configured; an account \
-                 given this name again starts disabled"
-            );
-        }
-    }
-    let pool = state.upstream.status();
-    if !pool.accounts.is_empty() && pool.accounts.iter().all(|a| a.by_operator) {
-        tracing::error!(
-            "every upstream account is disabled by the operator: no request can be served until \
-             one is enabled (`modelrelay upstream enable NAME`)"
-        );
-    }
-}
-
-/// Answer one admin-socket command (`subscribe` is handled by the socket itself).
-pub async fn handle_admin(state: &AppState, req: Request) -> Response {
-    let result = match req {
-        Request::Ping => Ok(Response::Pong {
-            version: env!("CARGO_PKG_VERSION").into(),
-        }),
-        Request::KeysList => Ok(Response::Keys {
-            keys: state.keys.all().iter().map(|k| key_view(k)).collect(),
-        }),
-        Request::KeysShow { key } => show_key(state, &key).await,
-        Request::KeysCreate {
-            plan,
-            email,
-            budget_usd,
-            note,
-        } => create_key(
-            state,
-            NewKey {
-                plan,
-                email,
-                budget: budget_usd,
-                note,
-                order_id: None,
-            },
-        )
-        .await
-        .map(|(k, api_key)| Response::Created {
-            key: key_view(&k),
-            api_key,
-        }),
-        Request::KeysRevoke { key } => revoke_key(state, &key)
-            .await
-            .map(|k| Response::Key { key: key_view(&k) }),
-        Request::KeysTopup { key, usd } => top_up_key(state, &key, usd)
-            .await
-            .map(|k| Response::Key { key: key_view(&k) }),
-        Request::OrdersList { limit } => {
-            let limit = limit.unwrap_or(100).clamp(1, 10_000);
-            state
-                .store
-                .read(move |c| crate::store::orders::recent_full(c, limit))
-                .await
-                .map(|orders| Response::Orders {
-                    orders: orders.iter().map(order_view).collect(),
-                })
-                .map_err(|e| AdminError::Internal(e.to_string()))
-        }
-        Request::OrdersShow { order_id } => {
-            let id = order_id.trim().to_string();
-            let found = if id.is_empty() || id.len() > 64 {
-                Ok(None)
-            } else {
-                state
-                    .store
-                    .read(move |c| crate::store::orders::get_full(c, &id))
-                    .await
-            };
-            match found {
-                Ok(Some(o)) => Ok(Response::Order {
-                    order: order_view(&o),
-                }),
-                Ok(None) => Err(AdminError::NoSuchOrder(order_id)),
-                Err(e) => Err(AdminError::Internal(e.to_string())),
-            }
-        }
-        Request::Subscribe => Ok(Response::Subscribed),
-        Request::Backup { path } => backup(state, path).await,
-        Request::UpstreamStatus => Ok(upstream_answer(state)),
-        Request::UpstreamEnable { name } => set_upstream(state, &name, true).await,
-        Request::UpstreamDisable { name } => set_upstream(state, &name, false).await,
-        other => self_service_command(state, other).await,
-    };
-    result.unwrap_or_else(|e| Response::Error {
-        message: e.to_string(),
-    })
 }
 
 #[cfg(test)]

@@ -17,6 +17,8 @@
 //! Answers are for PayPal, not for people: a short plain-text word with the status that
 //! matters (2xx done, anything else delivered again later), in [`WebhookError`].
 
+mod refund;
+
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
@@ -28,13 +30,10 @@ use serde_json::Value;
 
 use super::fulfil::{Fulfilment, fulfil};
 use super::limits::limit_key;
-use crate::activity::ActivityEvent;
-use crate::kinds::OrderKind;
-use crate::money::Usd;
 use crate::paypal::{CaptureInfo, parse_amount};
 use crate::state::{AppState, ClientIp};
 use crate::store::Write;
-use crate::store::orders::{self as db, OrderRecord, OrderStatus};
+use crate::store::orders::{self as db, OrderRecord};
 
 /// Why a notification was not taken (PayPal only looks at the status: it delivers an event
 /// again until it gets a 2xx).
@@ -197,58 +196,8 @@ fn capture_of(resource: &Value) -> Option<CaptureInfo> {
     })
 }
 
-/// The capture id a refund or reversal refers to: its `up` link, else the resource itself.
-fn refunded_capture_id(resource: &Value) -> Option<String> {
-    let up = resource
-        .get("links")
-        .and_then(Value::as_array)
-        .and_then(|links| {
-            links
-                .iter()
-                .find(|l| l.get("rel").and_then(Value::as_str) == Some("up"))
-        })
-        .and_then(|l| l.get("href").and_then(Value::as_str))
-        .and_then(|href| href.trim_end_matches('/').rsplit('/').next())
-        .map(str::to_string);
-    up.or_else(|| {
-        resource
-            .get("id")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    })
-}
-
-/// What a refund gave back when it is only part of `price`: the refund's own `amount`, when
-/// what the capture's refunds gave back in all (PayPal's `seller_payable_breakdown.
-/// total_refunded_amount`, else this refund's amount — and never less than `before`, what
-/// this order's earlier refunds were recorded as, plus this one) is less than the price.
-/// `None` for a refund of the whole price or of the rest, and for one whose amounts cannot be
-/// read (then it is taken as whole, as before partial refunds were read).
-fn partial_refund(resource: &Value, price: Usd, before: Usd) -> Option<Usd> {
-    let usd = |m: Option<&Value>| -> Option<Usd> {
-        let m = m?;
-        if m.get("currency_code").and_then(Value::as_str) != Some("USD") {
-            return None;
-        }
-        parse_amount(m.get("value")?.as_str()?).ok()
-    };
-    let this = usd(resource.get("amount"))?;
-    let total = match resource
-        .get("seller_payable_breakdown")
-        .and_then(|b| b.get("total_refunded_amount"))
-    {
-        Some(t) => usd(Some(t))?,
-        None => this,
-    };
-    // Without PayPal's running total, partial refunds that add up to the price must still end
-    // as a whole refund (the order `refunded`, its key's fate decided), not a paid order
-    // with nothing left.
-    let total = total.max(before.saturating_add(this));
-    (this > Usd::ZERO && total < price).then_some(this)
-}
-
 /// Find the order an event is about: by our invoice id, PayPal's order id, or the capture id.
-async fn find_order(
+pub(super) async fn find_order(
     state: &AppState,
     resource: &Value,
     capture_id: Option<String>,
@@ -349,7 +298,7 @@ async fn handle(state: &Arc<AppState>, kind: &str, resource: &Value) -> Result<(
             on_capture(state, kind, resource).await
         }
         "PAYMENT.CAPTURE.REFUNDED" | "PAYMENT.CAPTURE.REVERSED" => {
-            on_refund(state, kind, resource).await
+            refund::on_refund(state, kind, resource).await
         }
         _ => {
             tracing::debug!(kind, "PayPal event ignored");
@@ -377,169 +326,4 @@ async fn on_capture(
         return Err(WebhookError::NotRecorded);
     }
     Ok(())
-}
-
-/// Money went back to the buyer: the order's key is revoked (or, for a top-up or a purchase
-/// whose key keeps paid top-ups, the order's credit taken back) and the order marked refunded.
-async fn on_refund(
-    state: &Arc<AppState>,
-    kind: &str,
-    resource: &Value,
-) -> Result<(), WebhookError> {
-    let now_ms = Utc::now().timestamp_millis();
-    let capture_id = refunded_capture_id(resource);
-    let Some(found) = find_order(state, resource, capture_id).await else {
-        tracing::warn!(kind, "refund of an order we do not have");
-        return Ok(());
-    };
-    // Serialised with fulfilment, and re-read under the lock: a payment being recorded right
-    // now is seen, and its key revoked.
-    let _serial = state.fulfil_lock.lock().await;
-    let full = crate::shop::orders::load_full(state, &found.order_id)
-        .await
-        .ok_or(WebhookError::Unavailable)?;
-    let order = &full.record;
-    if order.status == OrderStatus::Refunded {
-        return Ok(());
-    }
-    // A held payment (nothing was given for it) is settled by any refund of it: the
-    // operator's way to close a review. Its captured amount may be any, so "part of the
-    // price" means nothing here (a full refund of an under-amount capture was dropped).
-    let held = order.status == OrderStatus::Review;
-    // A refund of part of the price (a reversal always takes the whole payment back): the same
-    // share of the order's credit goes back, and the order stays paid.
-    // Each refund applies once, by PayPal's id (the event's own id may differ on a resend):
-    // one applied already is done whatever it would read as now — resent, a partial refund
-    // counted in the order's refunded total would read as the rest of the price.
-    let refund_id = resource
-        .get("id")
-        .and_then(Value::as_str)
-        .filter(|id| !id.is_empty())
-        .map(str::to_string);
-    let seen = match (kind, &refund_id) {
-        ("PAYMENT.CAPTURE.REFUNDED", Some(id)) => {
-            let marker = db::partial_refund_marker(id);
-            state
-                .store
-                .read(move |c| db::webhook_seen(c, &marker))
-                .await
-                .map_err(|_| WebhookError::Unavailable)?
-        }
-        _ => false,
-    };
-    if seen {
-        return Ok(());
-    }
-    if kind == "PAYMENT.CAPTURE.REFUNDED"
-        && !held
-        && let Some(part) = partial_refund(resource, order.amount, full.extra.refunded)
-        && let Some(refund_id) = refund_id
-    {
-        match order.status {
-            OrderStatus::Paid => {}
-            // Paid at PayPal but not recorded here yet (its capture's event is late): refuse,
-            // so PayPal sends this again once the payment — and its credit — is ours to share.
-            OrderStatus::Created | OrderStatus::Pending => {
-                tracing::warn!(order_id = %order.order_id, "partial refund of an order not recorded as paid yet; PayPal will retry");
-                return Err(WebhookError::Unavailable);
-            }
-            _ => return Ok(()),
-        }
-        return match crate::shop::topup::refund_part(state, &full, &refund_id, part).await {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                tracing::error!(order_id = %order.order_id, error = %e, "partial refund not recorded; PayPal will retry");
-                Err(WebhookError::Unavailable)
-            }
-        };
-    }
-    let keep_key = match full.extra.kind {
-        OrderKind::TopUp => order.status == OrderStatus::Paid,
-        // A purchase whose key was topped up since: the top-ups were paid apart, so only the
-        // purchase's own credit goes back, as for a top-up.
-        OrderKind::Purchase => match (&order.key_id, order.status) {
-            (Some(key_id), OrderStatus::Paid) => {
-                let id = key_id.clone();
-                state
-                    .store
-                    .read(move |c| crate::store::orders::has_paid_top_ups(c, &id))
-                    .await
-                    .map_err(|e| {
-                        tracing::error!(order_id = %order.order_id, error = %e, "cannot read the key's top-ups; PayPal will retry");
-                        WebhookError::Unavailable
-                    })?
-            }
-            _ => false,
-        },
-    };
-    if keep_key {
-        return match crate::shop::topup::refund(state, &full).await {
-            Ok(_) => {
-                state.activity.emit(ActivityEvent::OrderRefunded {
-                    order_id: order.order_id.clone(),
-                    // The key is not revoked: only the order's credit is taken back.
-                    key_id: None,
-                    at_ms: now_ms,
-                });
-                Ok(())
-            }
-            Err(e) => {
-                tracing::error!(order_id = %order.order_id, error = %e, "refund not recorded; PayPal will retry");
-                Err(WebhookError::Unavailable)
-            }
-        };
-    }
-    if let Some(key_id) = &order.key_id
-        && let Err(e) = crate::admin::revoke_key(state, key_id).await
-    {
-        tracing::error!(order_id = %order.order_id, error = %e, "cannot revoke a refunded order's key");
-        return Err(WebhookError::Failed);
-    }
-    let write = Write::OrderStatus {
-        order_id: order.order_id.clone(),
-        status: OrderStatus::Refunded,
-        at_ms: now_ms,
-    };
-    if let Err(e) = state.store.write(write).await {
-        tracing::error!(order_id = %order.order_id, error = %e, "order not marked refunded; PayPal will retry");
-        return Err(WebhookError::Unavailable);
-    }
-    state.activity.emit(ActivityEvent::OrderRefunded {
-        order_id: order.order_id.clone(),
-        key_id: order.key_id.clone(),
-        at_ms: now_ms,
-    });
-    tracing::info!(kind, order_id = %order.order_id, "order refunded; key revoked");
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn usd(s: &str) -> Usd {
-        s.parse().unwrap()
-    }
-
-    #[test]
-    fn partial_refunds_that_add_up_to_the_price_are_whole_even_without_paypals_total() {
-        let refund =
-            |amount: &str| serde_json::json!({"amount": {"currency_code": "USD", "value": amount}});
-        let price = usd("12.34");
-        assert_eq!(
-            partial_refund(&refund("1.11"), price, Usd::ZERO),
-            Some(usd("1.11"))
-        );
-        assert_eq!(
-            partial_refund(&refund("2.22"), price, usd("1.11")),
-            Some(usd("2.22"))
-        );
-        assert_eq!(partial_refund(&refund("9.01"), price, usd("3.33")), None);
-        // PayPal's own running total, when it comes, counts too.
-        let mut with_total = refund("1.00");
-        with_total["seller_payable_breakdown"] = serde_json::json!(
-            {"total_refunded_amount": {"currency_code": "USD", "value": "12.34"}}
-        );
-        assert_eq!(partial_refund(&with_total, price, Usd::ZERO), None);
-    }
 }
