@@ -46,5 +46,6 @@ mod selfservice_pages;
 mod selfservice_rotate;
 mod selfservice_topup;
 mod shop_orders;
+mod shop_review;
 mod upstream_ops;
 mod upstream_pool;

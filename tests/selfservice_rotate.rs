@@ -388,3 +388,67 @@ async fn a_rotation_sent_again_after_a_restart_gets_the_same_new_key() {
     let (status, v) = rotate_again(&app, &other, "twice").await;
     assert_eq!(status, 401, "replaced since: {v}");
 }
+
+/// Whoever made a top-up order of a key (anyone who had its text then) learns nothing of the
+/// text its owner replaced it with: the order's look-up and its capture answer showed the
+/// new text's prefix (found by an independent check). A top-up ordered after the rotation
+/// shows the key as it is.
+#[tokio::test]
+async fn a_top_up_order_shows_nothing_of_a_key_replaced_since() {
+    let app = TestApp::spawn_shop().await;
+    let key = app.create_key("trial", None).await;
+    let mut other = Browser::open(&app).await;
+    let (status, v) = other
+        .post_json(
+            &app,
+            "/api/orders",
+            &serde_json::json!({"plan": "trial", "email": "someone@example.com", "key": key}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let order_id = v["order_id"].as_str().unwrap().to_string();
+    let paypal_id = v["paypal_order_id"].as_str().unwrap().to_string();
+    let state = &app.daemon.as_ref().unwrap().state;
+    let view = modelrelay::shop::orders::lookup_order(state, &order_id, "someone@example.com")
+        .await
+        .unwrap();
+    let old_prefix = view.topped_up.clone().unwrap();
+    assert!(
+        key.starts_with(old_prefix.trim_end_matches('…')),
+        "{old_prefix}"
+    );
+
+    let (status, v) = rotate(&app, &key).await;
+    assert_eq!(status, 200, "{v}");
+    let new_key = v["api_key"].as_str().unwrap().to_string();
+    let new_prefix = &new_key[..15];
+    let view = modelrelay::shop::orders::lookup_order(state, &order_id, "someone@example.com")
+        .await
+        .unwrap();
+    assert_eq!(view.topped_up.as_deref(), Some("sk-gateway-…"));
+    assert!(view.replaced_at.is_some());
+    // Paid now: the credit goes to the same key; the answer names no text of it.
+    assert!(app.pp().approve(&paypal_id));
+    let (status, v) = other.capture(&app, &order_id).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["status"], "paid", "{v}");
+    assert_eq!(v["topped_up"], "sk-gateway-…", "{v}");
+    assert!(!v.to_string().contains(new_prefix), "{v}");
+    // The owner's own top-up after the rotation shows the key as it is.
+    let mut owner = Browser::open(&app).await;
+    let (_, v) = owner
+        .post_json(
+            &app,
+            "/api/orders",
+            &serde_json::json!({"plan": "trial", "email": "me@example.com", "key": new_key}),
+        )
+        .await;
+    let mine = v["order_id"].as_str().unwrap().to_string();
+    let view = modelrelay::shop::orders::lookup_order(state, &mine, "me@example.com")
+        .await
+        .unwrap();
+    assert_eq!(
+        view.topped_up.as_deref().map(|p| p.trim_end_matches('…')),
+        Some(new_prefix)
+    );
+}

@@ -318,8 +318,7 @@ pub async fn capture(
             return Ok(Json(json!({
                 "status": "review",
                 "order_id": order.order_id,
-                "message": "PayPal reported a payment that does not match this order, so it is \
-                            held for review. Please contact us with your order id; do not pay again.",
+                "message": REVIEW_MESSAGE,
                 "api_key": null,
             }))
             .into_response());
@@ -345,6 +344,7 @@ pub async fn capture(
             "Payment received, but the key cannot be shown right now. Please contact the \
              operator with your order id."
         }
+        (OrderStatus::Refunded, _) if order.paid_at.is_none() => REFUNDED_UNGIVEN_MESSAGE,
         (status, _) => capture_message(status),
     };
     Ok(Json(json!({
@@ -377,27 +377,39 @@ async fn capture_top_up(state: &Arc<AppState>, order: &Order) -> Result<Response
     if let Some(Fulfilment::Failed(_)) = outcome {
         return Err(ShopError::PaymentNotRecorded);
     }
-    let (record, _) = crate::shop::orders::load_order(state, &order.record.order_id)
+    // The key as the order's look-up shows it (not its prefix if it was replaced since the
+    // order was made: the order may be anyone's who had the key's text then).
+    let (full, shown) = crate::shop::orders::load_shown(state, &order.record.order_id)
         .await
         .ok_or(ShopError::Internal)?;
+    let view = crate::shop::orders::order_view(state, &full, &shown);
+    let record = full.record;
     let status = match outcome {
         Some(Fulfilment::Mismatch(_)) => "review".to_string(),
         _ => record.status.as_str().to_string(),
     };
+    let message = match record.status {
+        OrderStatus::Refunded if record.paid_at.is_none() => REFUNDED_UNGIVEN_MESSAGE,
+        status => top_up_message(status),
+    };
     Ok(Json(json!({
         "status": status,
         "order_id": record.order_id,
-        "message": top_up_message(record.status),
+        "message": message,
         "api_key": null,
-        "topped_up": key.map(|k| k.prefix()),
+        "topped_up": view.topped_up,
     }))
     .into_response())
 }
 
 /// What the buyer is told about a payment PayPal took that is held for the operator's review.
-const REVIEW_MESSAGE: &str = "PayPal took the payment, but it does not match this order, so it is \
-     held for review: nothing was issued yet. Please contact us with your order id; do not pay \
-     again.";
+const REVIEW_MESSAGE: &str = "PayPal took the payment, but it cannot be given as ordered (it does \
+     not match this order, or what it was for is no longer available), so it is held for review: \
+     nothing was issued yet. Please contact us with your order id; do not pay again.";
+
+/// What the capture answer tells the buyer about an order refunded before anything was given
+/// for it (held for review, or its payment not recorded yet).
+const REFUNDED_UNGIVEN_MESSAGE: &str = "This payment was refunded. Nothing had been issued for it, so no key or credit was taken back.";
 
 /// What the capture answer tells the buyer about a top-up in `status`.
 fn top_up_message(status: OrderStatus) -> &'static str {
@@ -430,6 +442,8 @@ async fn settle(
                 Ok(None)
             }
             (OrderStatus::Paid | OrderStatus::Refunded, _) => Ok(None),
+            // Held: nothing to ask PayPal (its capture is done), nothing to give.
+            (OrderStatus::Review, _) => Ok(Some(Fulfilment::Mismatch("held for review".into()))),
             _ => capture_at_paypal(&state, &order).await.map(Some),
         }
     });
@@ -471,6 +485,16 @@ pub(crate) async fn capture_at_paypal(
     else {
         return Err(ShopError::NotApproved);
     };
+    // Never take money for what can no longer be given: a plan the operator took out of the
+    // config since the order was made (its capture went through and was then never recorded,
+    // the buyer told to reload while PayPal held the money; found by an independent check).
+    // A pending capture has been taken already: asked again, PayPal says how it ended.
+    if matches!(order.status, OrderStatus::Created | OrderStatus::Failed)
+        && !state.config.plans.contains_key(&order.plan)
+    {
+        tracing::warn!(order_id = %order.order_id, plan = %order.plan, "order of a plan no longer in the config: not captured");
+        return Err(ShopError::PlanWithdrawn);
+    }
     let retry = declines(state).get(&order.order_id).copied();
     let request_id = match retry {
         None => format!("capture-{}", order.order_id),

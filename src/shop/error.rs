@@ -58,6 +58,13 @@ pub enum ShopError {
     /// 502: PayPal's capture answer held no capture.
     #[error("PayPal gave an incomplete answer. Please retry.")]
     PaypalIncomplete,
+    /// 409: the order's plan is no longer sold (the operator took it out of the config): it is
+    /// not captured, so nothing is charged.
+    #[error(
+        "This plan is no longer sold, so this order cannot be paid; you have not been charged. \
+         Please choose another plan."
+    )]
+    PlanWithdrawn,
     /// 503: PayPal took the money but we could not record it yet (a retry converges).
     #[error(
         "Your payment went through but could not be recorded yet. Reload this page in a minute; \
@@ -124,7 +131,7 @@ impl ShopError {
             ShopError::PaymentsUnavailable | ShopError::PaymentNotRecorded => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            ShopError::NotApproved => StatusCode::CONFLICT,
+            ShopError::NotApproved | ShopError::PlanWithdrawn => StatusCode::CONFLICT,
             ShopError::PaymentDeclined => StatusCode::PAYMENT_REQUIRED,
             ShopError::PaypalCreateFailed
             | ShopError::PaypalCaptureFailed
@@ -145,6 +152,7 @@ impl ShopError {
             ShopError::PaymentsUnavailable => "payments_unavailable",
             ShopError::OrderNotFound => "order_not_found",
             ShopError::NotApproved => "not_approved",
+            ShopError::PlanWithdrawn => "plan_withdrawn",
             ShopError::PaymentDeclined => "payment_declined",
             ShopError::PaypalCreateFailed
             | ShopError::PaypalCaptureFailed

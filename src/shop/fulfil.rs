@@ -91,6 +91,19 @@ pub async fn fulfil(state: &Arc<AppState>, order_id: &str, capture: &CaptureInfo
         );
         return Fulfilment::Mismatch(why);
     }
+    // Captured while the plan was sold, recorded after the operator took it out of the config:
+    // PayPal has the money and the order cannot be given as it was (its budget, its models).
+    // Held like a mismatch: it was `Failed`, so the payment stayed unrecorded, the buyer was
+    // told to reload, and PayPal's webhook was refused for days.
+    if !state.config.plans.contains_key(&order.plan) {
+        hold_for_review(state, order_id, capture, now_ms).await;
+        tracing::error!(
+            order_id,
+            plan = %order.plan,
+            "PAID ORDER OF A PLAN NO LONGER IN THE CONFIG: held for review; refund it in PayPal, or give the buyer a key by hand"
+        );
+        return Fulfilment::Mismatch(format!("plan {} is not in the config", order.plan));
+    }
     match full.extra.kind {
         OrderKind::Purchase => issue_key(state, order, capture, now_ms).await,
         OrderKind::TopUp => super::topup::credit(state, &full, capture, now_ms).await,
@@ -135,6 +148,12 @@ async fn record_unfinished(
     let order_id = order.order_id.as_str();
     match capture.status.as_str() {
         "COMPLETED" => None,
+        // A capture PayPal denied is over (`PENDING` ends as `COMPLETED` or `DENIED`): a
+        // `PENDING` after that is an old event delivered late, and made a failed order pending.
+        "PENDING" if order.status == OrderStatus::Failed => {
+            tracing::info!(order_id, "late PENDING event of a failed capture ignored");
+            Some(Fulfilment::Declined("capture denied".into()))
+        }
         "PENDING" => {
             if order.status != OrderStatus::Pending {
                 let _ = state

@@ -13,6 +13,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::keys::token::KEY_PREFIX;
 use crate::kinds::OrderKind;
 use crate::money::Usd;
 use crate::state::AppState;
@@ -113,7 +114,10 @@ pub fn order_view(state: &AppState, order: &Order, shown: &KeyShown) -> OrderVie
             .topup_key_id
             .as_deref()
             .and_then(|id| state.keys.by_id(id))
-            .map(|k| k.prefix()),
+            .map(|k| match shown.replaced_at {
+                None => k.prefix(),
+                Some(_) => format!("{KEY_PREFIX}…"),
+            }),
         replaced_at: shown.replaced_at.map(rfc3339),
         // The key the order paid for or added credit to, as it is now: a refunded top-up's
         // key may have been revoked since (its purchase refunded too).
@@ -143,12 +147,20 @@ pub async fn load_shown(state: &AppState, order_id: &str) -> Option<(Order, KeyS
             let Some(o) = db::get_full(c, &id)? else {
                 return Ok(None);
             };
-            let shown = match &o.record.key_id {
-                Some(k) => KeyShown {
+            let shown = match (&o.record.key_id, &o.extra.topup_key_id) {
+                (Some(k), _) => KeyShown {
                     sealed: crate::store::keys::sealed(c, k)?,
                     replaced_at: crate::store::keys::rotated_at(c, k)?,
                 },
-                None => KeyShown::default(),
+                // A top-up's key replaced since the order was made: whoever made the order
+                // (anyone who had the key's text then) must not learn anything of the new text
+                // (its prefix was shown; found by an independent check).
+                (None, Some(k)) => KeyShown {
+                    sealed: None,
+                    replaced_at: crate::store::keys::rotated_at(c, k)?
+                        .filter(|at| *at > o.record.created_at),
+                },
+                (None, None) => KeyShown::default(),
             };
             Ok(Some((o, shown)))
         })

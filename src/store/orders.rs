@@ -275,7 +275,7 @@ pub fn pay_top_up(
 }
 
 /// Change an order's status (pending, failed, refunded); a paid order, or one held for review,
-/// only moves to refunded.
+/// only moves to refunded, and a failed one never back to pending (a denied capture is over).
 pub fn set_status(
     c: &Connection,
     order_id: &str,
@@ -287,13 +287,45 @@ pub fn set_status(
                 refunded_at = CASE WHEN ?2 = 'refunded' THEN ?3 ELSE refunded_at END,
                 refunded_nanos = CASE WHEN ?2 = 'refunded' THEN amount_nanos ELSE refunded_nanos END
          WHERE order_id = ?1 AND (status NOT IN ('paid', 'review') OR ?2 = 'refunded')
-           AND status != 'refunded'",
+           AND status != 'refunded'
+           AND NOT (status = 'failed' AND ?2 = 'pending')",
         params![order_id, status.as_str(), at_ms],
     )?;
     if n == 0 {
         return Err(StoreError::Conflict(format!(
             "order {order_id} cannot become {}",
             status.as_str()
+        )));
+    }
+    Ok(())
+}
+
+/// A refund of an order nothing was given for (see [`crate::store::Write::RefundUngiven`]):
+/// an unpaid or held order becomes refunded with `refunded` (the price when `None`); one
+/// refunded so already (never paid) has its figure raised to `refunded`, never lowered. A paid
+/// order is refused (its refund takes back credit elsewhere).
+pub fn refund_ungiven(
+    c: &Connection,
+    order_id: &str,
+    refunded: Option<Usd>,
+    at_ms: i64,
+) -> Result<(), StoreError> {
+    let refunded = refunded.map(|u| u.nanos().max(0));
+    let n = c.execute(
+        "UPDATE orders SET
+                refunded_nanos = CASE WHEN status = 'refunded'
+                    THEN MAX(refunded_nanos, COALESCE(?2, refunded_nanos))
+                    ELSE COALESCE(?2, amount_nanos) END,
+                refunded_at = COALESCE(refunded_at, ?3),
+                status = 'refunded'
+         WHERE order_id = ?1
+           AND (status IN ('created', 'pending', 'failed', 'review')
+                OR (status = 'refunded' AND paid_at IS NULL))",
+        params![order_id, refunded, at_ms],
+    )?;
+    if n == 0 {
+        return Err(StoreError::Conflict(format!(
+            "order {order_id} was paid; its refund is not one of nothing given"
         )));
     }
     Ok(())

@@ -80,6 +80,18 @@ pub enum Write {
         /// When.
         at_ms: i64,
     },
+    /// A refund of an order nothing was given for (held for review, or not recorded as paid
+    /// yet): it becomes refunded with what PayPal gave back; one refunded so already has that
+    /// raised to PayPal's running total.
+    RefundUngiven {
+        /// Ours.
+        order_id: String,
+        /// What PayPal reports given back of the capture in all (its running total, else this
+        /// refund's amount); the price when it cannot be read.
+        refunded: Option<Usd>,
+        /// When.
+        at_ms: i64,
+    },
     /// A processed webhook event.
     WebhookSeen {
         /// PayPal's event id.
@@ -281,6 +293,11 @@ pub(super) fn apply(tx: &rusqlite::Connection, w: &Write) -> Result<(), StoreErr
             capture_id,
             at_ms: _,
         } => orders::hold_for_review(tx, order_id, capture_id),
+        Write::RefundUngiven {
+            order_id,
+            refunded,
+            at_ms,
+        } => orders::refund_ungiven(tx, order_id, *refunded, *at_ms),
         Write::WebhookSeen {
             event_id,
             event_type,

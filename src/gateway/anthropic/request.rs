@@ -46,7 +46,9 @@ enum Body {
 }
 
 /// The top-level members the gateway sets or reads (billing, the hold, the route, the
-/// estimate): one written in another case is refused ([`case_twin`]).
+/// estimate): one written in another case is refused ([`case_twin`]). `user_id` is not
+/// Anthropic's, but it is how DeepSeek's OpenAI endpoint isolates users: a client's is dropped,
+/// so that the identity upstream is only ever the key's (`metadata.user_id`).
 const OWNED: &[&str] = &[
     "model",
     "messages",
@@ -55,6 +57,7 @@ const OWNED: &[&str] = &[
     "max_tokens",
     "stream",
     "metadata",
+    "user_id",
 ];
 
 fn bad(message: impl Into<String>) -> GatewayError {
@@ -260,6 +263,7 @@ impl ClientRequest for MessagesRequest {
         };
         body.insert("model".into(), Value::String(upstream_model.into()));
         body.insert("max_tokens".into(), Value::from(max_tokens));
+        body.remove("user_id");
         let mut metadata = match body.remove("metadata") {
             Some(Value::Object(m)) => m,
             _ => Map::new(),
@@ -395,5 +399,28 @@ mod tests {
             let up: Value = serde_json::from_slice(&r.upstream_body("m", "key_x", 9)).unwrap();
             assert_eq!(up["metadata"], json!({"x": 1, "user_id": "key_x"}), "{up}");
         }
+    }
+
+    /// A client's top-level `user_id` (DeepSeek's OpenAI endpoint isolates users by it) does
+    /// not reach upstream in either reading, and a twin of it is refused (found by an
+    /// independent check: `"user_id":"attacker"` went up beside the key's `metadata.user_id`).
+    #[test]
+    fn a_top_level_user_id_is_dropped_and_its_twin_refused() {
+        let raw = r#"{"user_id":"attacker","model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}],"user_id":"again"}"#;
+        for r in [
+            MessagesRequest::parse(&Bytes::from(raw)).unwrap(),
+            MessagesRequest::parse_tree(raw.as_bytes()).unwrap(),
+        ] {
+            let text = String::from_utf8(r.upstream_body("m", "key_x", 9)).unwrap();
+            let up: Value = serde_json::from_str(&text).unwrap();
+            assert!(up.get("user_id").is_none(), "{up}");
+            assert_eq!(up["metadata"], json!({"user_id": "key_x"}), "{up}");
+            assert!(
+                !text.contains("attacker") && !text.contains("again"),
+                "{text}"
+            );
+        }
+        let twin = r#"{"User_Id":"attacker","model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#;
+        assert!(MessagesRequest::parse(&Bytes::from(twin)).is_err());
     }
 }

@@ -155,7 +155,7 @@ pub static EN: Texts = Texts {
     order_note_paid: "Paid. The key above is yours.",
     order_note_paid_nokey: "Paid, but the key cannot be shown right now. Please contact the operator with your order ID.",
     order_note_failed: "The payment did not go through. You can start a new purchase from the pricing page.",
-    order_note_review: "PayPal took the payment, but it does not match this order, so it is held for review and nothing was issued yet. Please contact us with your order ID; do not pay again.",
+    order_note_review: "PayPal took the payment, but it cannot be given as ordered (it does not match this order, or what it was for is no longer available), so it is held for review and nothing was issued yet. Please contact us with your order ID; do not pay again.",
     order_note_refunded: "This order was refunded and its key revoked.",
 
     dash_title: "Usage dashboard",

@@ -92,6 +92,9 @@ texts! {
     order_note_refunded_topup_revoked,
     /// Order look-up note: a refunded purchase whose key was topped up (the key stays).
     order_note_refunded_kept,
+    /// Order look-up note: a refunded order nothing had been given for (held for review, or
+    /// refunded before its payment was recorded).
+    order_note_refunded_ungiven,
     /// Opt-out page heading.
     optout_h,
     /// Opt-out confirmation; {prefix}.

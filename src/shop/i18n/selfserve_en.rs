@@ -48,6 +48,7 @@ pub static SELF_EN: SelfTexts = SelfTexts {
     order_note_refunded_topup: "This top-up was refunded: what was left of its credit was taken back. The key keeps working.",
     order_note_refunded_topup_revoked: "This top-up was refunded: what was left of its credit was taken back. The key it added credit to has been revoked since.",
     order_note_refunded_kept: "This order was refunded: what was left of its credit was taken back. The key had been topped up since, so it was not revoked.",
+    order_note_refunded_ungiven: "This payment was refunded. Nothing had been issued for it, so no key or credit was taken back.",
     optout_h: "Stop balance notices",
     optout_body: "Stop the low-balance and out-of-credit emails for the key {prefix}? Receipts and notices about a key replacement still come.",
     optout_button: "Stop these notices",

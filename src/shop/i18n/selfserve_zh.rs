@@ -48,6 +48,7 @@ pub static SELF_ZH: SelfTexts = SelfTexts {
     order_note_refunded_topup: "这笔充值已退款，其剩余额度已收回。该 key 仍可继续使用。",
     order_note_refunded_topup_revoked: "这笔充值已退款，其剩余额度已收回。该充值对应的 key 之后已被吊销。",
     order_note_refunded_kept: "该订单已退款，其剩余额度已收回。该 key 之后充值过，因此未被吊销。",
+    order_note_refunded_ungiven: "这笔付款已退款。此前未为其发放任何内容，因此没有收回任何 key 或额度。",
     optout_h: "停止余额提醒",
     optout_body: "停止向您发送密钥 {prefix} 的余额不足和额度用完邮件？收据和密钥更换通知仍会发送。",
     optout_button: "停止这些提醒",

@@ -155,7 +155,7 @@ pub static ZH: Texts = Texts {
     order_note_paid: "已付款，上方即为你的 key。",
     order_note_paid_nokey: "已付款，但暂时无法显示 key。请带上订单号联系站长。",
     order_note_failed: "付款未成功。你可以在价格页面重新购买。",
-    order_note_review: "PayPal 已收款，但付款与此订单不符，已转人工审核，暂未发放任何内容。请带上订单号联系我们，请勿重复付款。",
+    order_note_review: "PayPal 已收款，但无法按订单发放（付款与此订单不符，或所购内容已不再提供），已转人工审核，暂未发放任何内容。请带上订单号联系我们，请勿重复付款。",
     order_note_refunded: "该订单已退款，对应的 key 已被吊销。",
 
     dash_title: "用量查询",

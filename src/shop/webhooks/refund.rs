@@ -44,13 +44,7 @@ fn refunded_capture_id(resource: &Value) -> Option<String> {
 /// `None` for a refund of the whole price or of the rest, and for one whose amounts cannot be
 /// read (then it is taken as whole, as before partial refunds were read).
 fn partial_refund(resource: &Value, price: Usd, before: Usd) -> Option<Usd> {
-    let usd = |m: Option<&Value>| -> Option<Usd> {
-        let m = m?;
-        if m.get("currency_code").and_then(Value::as_str) != Some("USD") {
-            return None;
-        }
-        parse_amount(m.get("value")?.as_str()?).ok()
-    };
+    let usd = |m: Option<&Value>| usd_amount(m?);
     let this = usd(resource.get("amount"))?;
     let total = match resource
         .get("seller_payable_breakdown")
@@ -64,6 +58,53 @@ fn partial_refund(resource: &Value, price: Usd, before: Usd) -> Option<Usd> {
     // with nothing left.
     let total = total.max(before.saturating_add(this));
     (this > Usd::ZERO && total < price).then_some(this)
+}
+
+/// What PayPal reports given back of a capture in all, in USD: the refund's running total
+/// (`seller_payable_breakdown.total_refunded_amount`).
+fn paypal_total(resource: &Value) -> Option<Usd> {
+    usd_amount(
+        resource
+            .get("seller_payable_breakdown")?
+            .get("total_refunded_amount")?,
+    )
+}
+
+/// A PayPal money object in USD.
+fn usd_amount(m: &Value) -> Option<Usd> {
+    if m.get("currency_code").and_then(Value::as_str) != Some("USD") {
+        return None;
+    }
+    parse_amount(m.get("value")?.as_str()?).ok()
+}
+
+/// The refund of an order nothing was given for (held for review, or its payment not recorded
+/// yet): no key to revoke, no credit to take back; the order shows what PayPal gave back (it
+/// showed the price, whatever the refund was).
+async fn refund_ungiven(
+    state: &AppState,
+    kind: &str,
+    order: &crate::store::orders::OrderRecord,
+    resource: &Value,
+    now_ms: i64,
+) -> Result<(), WebhookError> {
+    let refunded = paypal_total(resource).or_else(|| resource.get("amount").and_then(usd_amount));
+    let write = Write::RefundUngiven {
+        order_id: order.order_id.clone(),
+        refunded,
+        at_ms: now_ms,
+    };
+    if let Err(e) = state.store.write(write).await {
+        tracing::error!(order_id = %order.order_id, error = %e, "order not marked refunded; PayPal will retry");
+        return Err(WebhookError::Unavailable);
+    }
+    state.activity.emit(ActivityEvent::OrderRefunded {
+        order_id: order.order_id.clone(),
+        key_id: None,
+        at_ms: now_ms,
+    });
+    tracing::info!(kind, order_id = %order.order_id, refunded = ?refunded.map(|u| u.to_string()), "refund of an order nothing was given for");
+    Ok(())
 }
 
 /// Money went back to the buyer: the order's key is revoked (or, for a top-up or a purchase
@@ -87,6 +128,21 @@ pub(super) async fn on_refund(
         .ok_or(WebhookError::Unavailable)?;
     let order = &full.record;
     if order.status == OrderStatus::Refunded {
+        // Refunded before anything was given for it: a later refund of the same capture
+        // raises what it shows as given back to PayPal's running total.
+        if order.paid_at.is_none()
+            && kind == "PAYMENT.CAPTURE.REFUNDED"
+            && let Some(total) = paypal_total(resource)
+        {
+            let write = Write::RefundUngiven {
+                order_id: order.order_id.clone(),
+                refunded: Some(total),
+                at_ms: now_ms,
+            };
+            if let Err(e) = state.store.write(write).await {
+                tracing::warn!(order_id = %order.order_id, error = %e, "refunded total not raised");
+            }
+        }
         return Ok(());
     }
     // A held payment (nothing was given for it) is settled by any refund of it: the
@@ -139,6 +195,9 @@ pub(super) async fn on_refund(
                 Err(WebhookError::Unavailable)
             }
         };
+    }
+    if order.status != OrderStatus::Paid {
+        return refund_ungiven(state, kind, order, resource, now_ms).await;
     }
     let keep_key = match full.extra.kind {
         OrderKind::TopUp => order.status == OrderStatus::Paid,

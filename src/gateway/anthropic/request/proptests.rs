@@ -87,8 +87,14 @@ fn message() -> impl Strategy<Value = Value> {
 /// Client fields passed on untouched.
 fn extra_key() -> impl Strategy<Value = String> {
     prop_oneof![
-        prop::sample::select(vec!["temperature", "top_k", "thinking", "stop_sequences"])
-            .prop_map(String::from),
+        prop::sample::select(vec![
+            "temperature",
+            "top_k",
+            "thinking",
+            "stop_sequences",
+            "user_id"
+        ])
+        .prop_map(String::from),
         text(8).prop_filter(
             "not a field the parser reads, nor one in another case",
             |k| {
@@ -185,7 +191,7 @@ proptest! {
         let r = MessagesRequest::parse(&Bytes::from(serde_json::to_vec(&a.body).unwrap())).unwrap();
         let up: Map<String, Value> =
             serde_json::from_slice(&r.upstream_body(&up_model, &user_id, max_tokens)).unwrap();
-        for (k, v) in a.body.iter().filter(|(k, _)| !["model", "max_tokens", "metadata"].contains(&k.as_str())) {
+        for (k, v) in a.body.iter().filter(|(k, _)| !["model", "max_tokens", "metadata", "user_id"].contains(&k.as_str())) {
             prop_assert_eq!(up.get(k), Some(v), "{}", k);
         }
         prop_assert_eq!(&up["model"], &Value::String(up_model));
@@ -198,6 +204,8 @@ proptest! {
         prop_assert_eq!(&up["metadata"], &Value::Object(metadata));
         let mut keys: BTreeSet<&str> = a.body.keys().map(String::as_str).collect();
         keys.insert("metadata");
+        // A client's top-level `user_id` never reaches DeepSeek: the key's is in `metadata`.
+        keys.remove("user_id");
         prop_assert_eq!(up.keys().map(String::as_str).collect::<BTreeSet<_>>(), keys);
     }
 

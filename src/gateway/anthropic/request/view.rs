@@ -209,5 +209,6 @@ pub(super) fn upstream_body(
         ("model", Edit::Set(&model)),
         ("max_tokens", Edit::Set(max.as_bytes())),
         ("metadata", Edit::Merge(&metadata)),
+        ("user_id", Edit::Drop),
     ])
 }
