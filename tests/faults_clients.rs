@@ -226,3 +226,63 @@ async fn a_client_leaving_before_upstream_answers_pays_its_prompt_under_the_acco
     assert_eq!(row.account, "default", "{row:?}");
     holder.abort();
 }
+
+/// A client that hangs up while its whole answer is being made is noticed even when its
+/// connection holds bytes past the request (a pipelined request, or a CRLF some clients add):
+/// hyper does not read such a connection until it answers, so the hang-up went unseen, the
+/// answer ran to its end upstream and was billed as delivered (found by an independent check).
+#[tokio::test]
+async fn a_client_hanging_up_with_bytes_after_its_request_is_noticed() {
+    use tokio::io::AsyncWriteExt;
+    let app = TestApp::spawn().await;
+    let key = app.create_key("trial", None).await;
+    let text = "[[sim reply=5 first_delay_ms=60000 keepalive_ms=50]] hi";
+    for (i, extra) in ["\r\n", "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"]
+        .into_iter()
+        .enumerate()
+    {
+        let payload = serde_json::to_string(&body(FLASH, text)).unwrap();
+        let addr = app.base.trim_start_matches("http://");
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            payload.len()
+        );
+        tcp.write_all(format!("{head}{payload}{extra}").as_bytes())
+            .await
+            .unwrap();
+        // Upstream has it (the simulator saw the request), then the client leaves.
+        for _ in 0..200 {
+            if app.sim.requests().len() > i {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        drop(tcp);
+        assert_eq!(
+            app.sim.wait_outcome(i, WAIT).await,
+            Outcome::ClientDisconnected,
+            "{extra:?}: upstream is cancelled"
+        );
+    }
+    let id = app.key_state(&key).id.clone();
+    let mut rows = Vec::new();
+    for _ in 0..200 {
+        rows = modelrelay::store::usage::recent(&app.db(), &id, 10).expect("query");
+        if rows.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(rows.len(), 2);
+    for row in &rows {
+        assert_estimated(row, text, Finish::ClientAbort, 0..=0);
+        assert_eq!(row.status, 499);
+    }
+    assert_eq!(
+        assert_books(&app, &key),
+        rows.iter().map(|r| r.cost.nanos()).sum::<i64>()
+    );
+}

@@ -47,5 +47,6 @@ mod selfservice_rotate;
 mod selfservice_topup;
 mod shop_orders;
 mod shop_review;
+mod upstream_faults;
 mod upstream_ops;
 mod upstream_pool;

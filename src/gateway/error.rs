@@ -270,6 +270,11 @@ impl From<UpstreamError> for GatewayError {
         match e {
             UpstreamError::Timeout => GatewayError::UpstreamTimeout,
             UpstreamError::Busy => GatewayError::UpstreamBusy,
+            // DeepSeek's 429 is the operator's account at its limit (requests in flight): busy,
+            // with the Retry-After a client should wait, not a failure it retries at once.
+            UpstreamError::Status { status, .. } if status.as_u16() == 429 => {
+                GatewayError::UpstreamBusy
+            }
             UpstreamError::Status {
                 status, message, ..
             } if rejects => GatewayError::UpstreamRejected {

@@ -1,8 +1,10 @@
 //! One client connection: hyper (HTTP/1.1 or HTTP/2) with the timers of [`super::Limits`], the
-//! client's address for the handlers, and a watchdog for connections that idle.
+//! client's address for the handlers, and a watchdog for connections that idle and for clients
+//! that hang up while hyper is not reading.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -81,6 +83,11 @@ impl Activity {
         InProgress(self.clone())
     }
 
+    /// Whether a request is in progress.
+    fn busy(&self) -> bool {
+        self.in_progress.load(Ordering::Acquire) > 0
+    }
+
     /// Why the connection should be closed now, if it should.
     fn verdict(&self, limits: &Limits) -> Option<&'static str> {
         if self.in_progress.load(Ordering::Acquire) > 0 {
@@ -109,6 +116,12 @@ impl Connection {
     /// Serve until the client or hyper closes the connection, the watchdog closes it, or the
     /// daemon stops (then gracefully: requests in progress finish).
     pub(super) async fn serve(self, tcp: TcpStream) {
+        // A second handle on the socket, to see the client hang up while hyper does not read:
+        // an HTTP/1 connection holding bytes past the request's body (a pipelined request, or
+        // a mere CRLF) is not read again until the answer is sent, so a client that left was
+        // never noticed — its whole answer ran to its end upstream and was billed as
+        // delivered (found by an independent check).
+        let peer = tcp.as_fd().try_clone_to_owned().ok();
         let activity = Arc::new(Activity::new());
         let io = TokioIo::new(Watched {
             inner: tcp,
@@ -179,10 +192,33 @@ impl Connection {
                         tracing::debug!(%addr, why, "closing connection");
                         return;
                     }
+                    // Dropping the connection drops its requests in progress: each ends as its
+                    // client's abort, as when hyper sees the hang-up itself.
+                    if activity.busy() && peer.as_ref().is_some_and(hung_up) {
+                        tracing::debug!(%addr, "client hung up with a request in progress");
+                        return;
+                    }
                 }
             }
         }
     }
+}
+
+/// Whether the client closed its side of the connection (or it broke): `poll` with
+/// `POLLRDHUP`, which the kernel reports once the client's FIN is in, whatever unread bytes
+/// come before it. Half-closing and waiting for the answer is not supported, as in hyper,
+/// which also ends a request whose client it sees half-close.
+fn hung_up(fd: &OwnedFd) -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec};
+    let mut fds = [PollFd::new(fd, PollFlags::RDHUP)];
+    let now = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    matches!(rustix::event::poll(&mut fds, Some(&now)), Ok(n) if n > 0)
+        && fds[0]
+            .revents()
+            .intersects(PollFlags::RDHUP | PollFlags::HUP | PollFlags::ERR)
 }
 
 /// The TCP stream, noting when bytes move.

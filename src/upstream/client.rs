@@ -248,9 +248,12 @@ impl Upstream {
                     // DeepSeek bills nothing for it.
                     dispatch.failed_over();
                     // Every account tried (one alone, always): there is nothing to fail over to,
-                    // and the log and `upstream status` should not say there was.
+                    // and the log and `upstream status` should not say there was. Nor to an
+                    // account that rests: while all do, one request is one attempt (each went
+                    // to every resting account in turn, multiplying a 429 storm by the pool's
+                    // size; found by an independent check).
                     let untried_usable = self.pool.accounts.iter().enumerate().any(|(i, a)| {
-                        !tried.contains(&i) && a.state() != account::AccountState::Disabled
+                        !tried.contains(&i) && a.state() == account::AccountState::Healthy
                     });
                     if tokio::time::Instant::now() >= deadline || !untried_usable {
                         return Err(e);

@@ -70,19 +70,22 @@ impl UpstreamError {
     }
 
     /// A failure of the account, not of the request: unreachable, timed out, rate limited
-    /// (429), failing (5xx), or not DeepSeek's API where its base URL says (404, 405, 410: a
-    /// mistyped `base_url`, a proxy's page). The account rests; another may serve. A pool
-    /// with one such account in it lost its share of every request for good.
+    /// (429), failing (5xx), or not DeepSeek's API where its base URL says — any status
+    /// DeepSeek does not answer a request with (a redirect of `http://` to `https://`, 404,
+    /// 405, 408, 409, 410, a proxy's page). The account rests; another may serve. A pool with
+    /// one such account in it lost its share of every request for good. Not: what DeepSeek
+    /// says of the request (400, 422, with its JSON) or of the account (401, 402, 403: it is
+    /// disabled instead), and 413 — a request's own size, which a customer could otherwise
+    /// send to rest every account.
     pub fn rests_account(&self) -> bool {
         match self {
             UpstreamError::Unreachable(_) | UpstreamError::Timeout => true,
             UpstreamError::Status { status, .. } => {
                 self.is_foreign_rejection()
-                    || *status == StatusCode::TOO_MANY_REQUESTS
-                    || *status == StatusCode::NOT_FOUND
-                    || *status == StatusCode::METHOD_NOT_ALLOWED
-                    || *status == StatusCode::GONE
-                    || status.is_server_error()
+                    || !matches!(
+                        status.as_u16(),
+                        400 | 401 | 402 | 403 | 413 | 422 | 200..=299
+                    )
             }
             _ => false,
         }
@@ -202,6 +205,25 @@ mod tests {
             b"<html><body>The plain HTTP request was sent to HTTPS port</body></html>",
         );
         assert!(!page.rejects_request() && page.rests_account());
+    }
+
+    /// Any status DeepSeek does not answer a request with rests the account (a 301 from an
+    /// `http://` base URL, 408, 409 were relayed as 502 with the account kept in the pool;
+    /// found by an independent check); what DeepSeek says of the request or the account, and
+    /// a request's own size, do not.
+    #[test]
+    fn a_status_deepseek_never_sends_rests_the_account() {
+        let json = br#"{"error":{"message":"x","type":"invalid_request_error"}}"#;
+        for code in [
+            301, 302, 307, 404, 405, 408, 409, 410, 421, 429, 500, 502, 503, 504,
+        ] {
+            let e = status_error(StatusCode::from_u16(code).unwrap(), json);
+            assert!(e.rests_account(), "{code}");
+        }
+        for code in [400, 401, 402, 403, 413, 422] {
+            let e = status_error(StatusCode::from_u16(code).unwrap(), json);
+            assert!(!e.rests_account(), "{code}");
+        }
     }
 
     #[test]

@@ -125,6 +125,26 @@ impl Slot {
     }
 }
 
+impl Slot {
+    /// The account's answer broke after it had begun (an error event, a cut, a stall, an end
+    /// before DeepSeek's end of stream): counted, and the account rests as for a failure
+    /// before any answer — one whose every stream broke after its first words stayed healthy,
+    /// kept its share of requests, and its errors did not even count (found by an
+    /// independent check). Told once a stream.
+    pub fn broke(&mut self, why: &str) {
+        self.account.errors.fetch_add(1, Ordering::Relaxed);
+        if !self.current() {
+            self.account.note_failure(why);
+            return;
+        }
+        if self.account.cool(why) {
+            tracing::warn!(account = %self.account.name, error = why, "upstream account cooling");
+            self.pool.announce(&self.account, why);
+        }
+        self.trial = false;
+    }
+}
+
 impl Drop for Slot {
     fn drop(&mut self) {
         if self.trial {

@@ -138,6 +138,7 @@ impl Reply {
             failed: None,
             content: false,
             preamble_seen: false,
+            ended: false,
             slot: self.slot,
         }
     }
@@ -172,6 +173,9 @@ pub struct EventStream {
     content: bool,
     /// An opening event came ([`EventStream::is_preamble`]).
     preamble_seen: bool,
+    /// After the answer began: DeepSeek's end of stream came (`[DONE]`, `message_stop`), or
+    /// the account was told the stream broke ([`Slot::broke`], once).
+    ended: bool,
     /// The account's slot, given back when the stream ends (this is dropped); told how the
     /// answer went.
     slot: Slot,
@@ -187,10 +191,10 @@ impl EventStream {
         match &next {
             Ok(Some(SseItem::Event(e))) if !self.content && self.is_data(e) => {
                 if is_error_event(e) {
-                    self.content = true;
+                    (self.content, self.ended) = (true, true);
                     self.slot.failed("an error event before any answer");
                 } else if !is_answer_data(&e.data) {
-                    self.content = true;
+                    (self.content, self.ended) = (true, true);
                     self.slot.failed("a stream whose data is not JSON");
                 } else if self.is_preamble(e) {
                     // The opening (`message_start`, a block's start, a role-only first
@@ -201,16 +205,31 @@ impl EventStream {
                     self.slot.worked();
                 }
             }
+            Ok(Some(SseItem::Event(e))) if !self.ended && self.is_data(e) => {
+                if is_end_of_stream(e) {
+                    self.ended = true;
+                } else if is_error_event(e) {
+                    self.broke("an error event during the answer");
+                }
+            }
             Ok(Some(_)) => {}
             Ok(None) if !self.content => {
                 self.slot.failed("the stream ended before any answer");
             }
-            Ok(None) => {}
+            Ok(None) => self.broke("the stream ended before its end"),
             // The request's own total limit says nothing about the account.
             Err(UpstreamError::Timeout) if Instant::now() >= self.deadline => {}
-            Err(e) => self.slot.failed(&e.to_string()),
+            Err(e) if !self.content => self.slot.failed(&e.to_string()),
+            Err(e) => self.broke(&e.to_string()),
         }
         next
+    }
+
+    /// The answer broke after it began: the account is told once ([`Slot::broke`]).
+    fn broke(&mut self, why: &str) {
+        if !std::mem::replace(&mut self.ended, true) {
+            self.slot.broke(why);
+        }
     }
 
     /// An event that opens an answer without being any of it: Anthropic's `message_start`
@@ -277,6 +296,15 @@ impl EventStream {
                 }
             }
         }
+    }
+}
+
+/// Whether an event is DeepSeek's end of a stream: OpenAI's `[DONE]`, Anthropic's
+/// `message_stop`.
+fn is_end_of_stream(e: &super::sse::SseEvent) -> bool {
+    match e.event.as_deref() {
+        Some(name) => name == "message_stop",
+        None => e.data.trim() == "[DONE]",
     }
 }
 
