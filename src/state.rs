@@ -491,8 +491,8 @@ pub fn new_request_id() -> String {
 /// profile); its work is [`around`], which the chat routes answered ahead of the router
 /// (`crate::app::shortcut`) run too:
 /// - every response gets an `x-request-id` (and handlers the same id, as [`RequestId`]);
-///   Anthropic's routes also as `request-id`, where the `anthropic` SDKs read it
-///   (`message._request_id`);
+///   Anthropic's routes (and `/v1/models` asked by an Anthropic client) also as `request-id`,
+///   where the `anthropic` SDKs read it (`message._request_id`);
 /// - it is counted by route template and status for `/metrics`;
 /// - headers every response carries, API and storefront alike: `X-Content-Type-Options:
 ///   nosniff` (a JSON error must never be sniffed into HTML), and — when `server.public_url` is
@@ -522,7 +522,13 @@ pub async fn around<F: Future<Output = Response>>(
 ) -> Response {
     let id = new_request_id();
     let path = req.uri().path();
-    let anthropic = path.starts_with("/v1/messages") || path.starts_with("/anthropic");
+    // Anthropic's SDKs list and look models up on `/v1/models` too (their exceptions carried
+    // no request id there).
+    let anthropic = path.starts_with("/v1/messages")
+        || path.starts_with("/anthropic")
+        || (path.starts_with("/v1/models")
+            && (req.headers().contains_key("anthropic-version")
+                || req.headers().contains_key("x-api-key")));
     let header = HeaderValue::from_str(&id).ok();
     req.extensions_mut().insert(RequestId(id));
     let mut resp = handler(req).await;

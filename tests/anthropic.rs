@@ -328,6 +328,8 @@ async fn anthropic_clients_list_models_in_anthropics_shape() {
     };
     let resp = get("/v1/models", &key).send().await.unwrap();
     assert_eq!(resp.status(), 200);
+    // The request id where the anthropic SDKs read it (their exceptions had none here).
+    assert_eq!(resp.headers()["request-id"], resp.headers()["x-request-id"]);
     let v: Value = resp.json().await.unwrap();
     let ids: Vec<&str> = v["data"]
         .as_array()

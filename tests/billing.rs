@@ -344,3 +344,68 @@ pub(super) fn body_priced_at_its_bound() -> (Value, u64) {
     }
     panic!("no fixed point");
 }
+
+/// The period is the one of the request's start, once its body is in: a body sent slowly from
+/// before a peak window into it was billed off-peak (the period was read before the body;
+/// found by an independent check), and its row said off-peak with a peak-time `created_at`.
+/// The window here starts at the next whole minute; the body's first half goes before it,
+/// the rest after.
+#[tokio::test]
+async fn a_body_sent_into_a_peak_window_is_billed_at_peak() {
+    use chrono::Timelike;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // The next minute boundary at least 3 s away.
+    let now = chrono::Utc::now();
+    let mut boundary = now
+        .with_second(0)
+        .and_then(|t| t.with_nanosecond(0))
+        .unwrap()
+        + chrono::Duration::minutes(1);
+    if boundary - now < chrono::Duration::seconds(3) {
+        boundary += chrono::Duration::minutes(1);
+    }
+    let window = format!(
+        "{}-{}",
+        boundary.format("%H:%M"),
+        (boundary + chrono::Duration::minutes(2)).format("%H:%M")
+    );
+    let app = TestApp::spawn_with(move |c| {
+        c.pricing.peak_hours_utc = vec![window];
+        c.pricing.peak_days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+            .map(String::from)
+            .to_vec();
+    })
+    .await;
+    let key = app.create_key("trial", None).await;
+    let payload = serde_json::to_string(&body(FLASH, "[[sim prompt=100 reply=10]] hi")).unwrap();
+    let (first, rest) = payload.split_at(payload.len() / 2);
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let sleep_until = |t: chrono::DateTime<chrono::Utc>| {
+        let wait = (t - chrono::Utc::now()).to_std().unwrap_or_default();
+        tokio::time::sleep(wait)
+    };
+    sleep_until(boundary - chrono::Duration::milliseconds(1500)).await;
+    let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        payload.len()
+    );
+    tcp.write_all(format!("{head}{first}").as_bytes())
+        .await
+        .unwrap();
+    sleep_until(boundary + chrono::Duration::milliseconds(500)).await;
+    tcp.write_all(rest.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let rid = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("x-request-id: "))
+        .expect("a request id")
+        .trim()
+        .to_string();
+    let row = app.wait_ledger_row(&rid).await;
+    assert_eq!(row.period, PricePeriod::Peak, "{row:?}");
+    assert_eq!(row.cost.nanos(), 100 * 300 + 10 * 1200, "{row:?}");
+}

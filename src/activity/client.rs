@@ -28,6 +28,13 @@ pub enum ClientError {
     /// The daemon hung up or sent something unreadable.
     #[error("the daemon closed the connection or answered garbage: {0}")]
     Protocol(String),
+    /// The daemon went away after the command was sent and before it answered (stopped,
+    /// killed): a change may have been made all the same.
+    #[error(
+        "the daemon went away before answering (stopped or restarted?); what was asked may have \
+         been done all the same: look (e.g. `modelrelay keys show KEY`) before asking again"
+    )]
+    Unanswered,
 }
 
 /// Longest answer line read: far past any daemon's (`keys list` of a hundred thousand keys is
@@ -91,9 +98,9 @@ impl Client {
     /// Send one request and read its answer.
     pub async fn call(&mut self, req: &Request) -> Result<Response, ClientError> {
         self.send(req).await?;
-        self.recv()
-            .await?
-            .ok_or_else(|| ClientError::Protocol("connection closed before an answer".into()))
+        // A top-up the daemon made just before a kill was reported as failed with no hint it
+        // went through, so a retry doubled the credit (found by an independent check).
+        self.recv().await?.ok_or(ClientError::Unanswered)
     }
 }
 
@@ -120,5 +127,27 @@ mod tests {
         });
         let err = call(&path, &Request::Ping).await.unwrap_err();
         assert!(err.to_string().contains("longer than 256 MiB"), "{err}");
+    }
+
+    /// A daemon that takes the command and goes away before answering (killed mid-command):
+    /// the operator is told it may have been done, not that it failed.
+    #[tokio::test]
+    async fn a_daemon_gone_before_answering_may_have_done_it() {
+        use tokio::io::AsyncBufReadExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gone.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        tokio::spawn(async move {
+            let (s, _) = listener.accept().await.unwrap();
+            let mut line = String::new();
+            let _ = BufReader::new(s).read_line(&mut line).await;
+        });
+        let req = Request::KeysTopup {
+            key: "key_x".into(),
+            usd: "1".parse().unwrap(),
+        };
+        let err = call(&path, &req).await.unwrap_err();
+        assert!(matches!(err, ClientError::Unanswered), "{err}");
+        assert!(err.to_string().contains("may have been done"), "{err}");
     }
 }

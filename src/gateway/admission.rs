@@ -119,9 +119,11 @@ async fn checks<D: Dialect>(
 ) -> Result<(D::Request, Model, Hold), GatewayError> {
     // A key that cannot pay for the smallest request is told so before its body is read, and
     // a body whose bytes alone (each may be a prompt token) it could not pay for even on the
-    // plan's cheapest model is refused without reading it into memory; the model the body
-    // names is priced by the hold once it is read.
-    let period = state.catalog.period_now();
+    // plan's cheapest model, at the cheaper period, is refused without reading it into memory;
+    // the model the body names is priced by the hold once it is read, at the period of that
+    // moment — the request's start, as its row says (the period read before the body let a
+    // body sent slowly from before a peak window be billed off-peak inside it; found by an
+    // independent check).
     let plan = state.catalog.plan(&key.plan());
     let floor = plan.map_or(Usd::from_nanos(1), |p| p.exhausted_below);
     if key.status() == KeyStatus::Exhausted || key.available() < floor {
@@ -131,7 +133,8 @@ async fn checks<D: Dialect>(
         });
     }
     let affordable = plan.map_or(usize::MAX, |p| {
-        affordable_bytes(key.available(), p.min_prompt_price[period as usize])
+        let [off_peak, peak] = p.min_prompt_price;
+        affordable_bytes(key.available(), off_peak.min(peak))
     });
     // The body limit is the request's own property, so 413 comes first whatever the
     // balance; then a body the key could never pay for is refused (unread when its length
@@ -165,7 +168,7 @@ async fn checks<D: Dialect>(
             served,
         ));
     }
-    let hold = reserve(key, model, period, req.hold_needs())?;
+    let hold = reserve(key, model, state.catalog.period_now(), req.hold_needs())?;
     Ok((req, model.clone(), hold))
 }
 
