@@ -579,6 +579,15 @@ async fn every_error_in_anthropics_shape() {
         .await
         .unwrap();
     expect_error(unknown, 404, "not_found_error").await;
+    for path in ["/anthropic/", "//anthropic/v1/messages", "/V1/messages"] {
+        let unknown = app
+            .http
+            .post(format!("{}{path}", app.base))
+            .send()
+            .await
+            .unwrap();
+        expect_error(unknown, 404, "not_found_error").await;
+    }
     let get = app
         .http
         .get(format!("{}/v1/messages", app.base))

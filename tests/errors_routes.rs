@@ -73,7 +73,15 @@ async fn the_bare_v1_prefix_is_a_json_404() {
     // A customer who pastes the base URL itself into curl or a browser.
     let app = TestApp::spawn().await;
     let key = app.create_key("trial", None).await;
-    for path in ["/v1", "/v1/"] {
+    // And an API path written another way: the API's shape, not the storefront's HTML page
+    // (found by an independent check).
+    for path in [
+        "/v1",
+        "/v1/",
+        "//v1/chat/completions",
+        "/V1/chat/completions",
+        "/V1",
+    ] {
         let resp = app.get(&key, path).send().await.expect("send");
         let status = resp.status().as_u16();
         let rid = request_id(&resp);

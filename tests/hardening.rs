@@ -847,3 +847,67 @@ async fn http2_pings_do_not_keep_an_idle_connection_open() {
     let (closed, got) = reader.await.unwrap();
     assert!(closed && got > 0, "answered, then closed ({got} bytes)");
 }
+
+/// A body that stops arriving is told so (it was "could not be read"), on both dialects and
+/// on `count_tokens` (which answered 413); a body in a content coding the gateway does not
+/// take is refused, not read (a gzipped body was "not valid JSON", and a plain one labelled
+/// `br` went through as if unlabelled; both found by an independent check).
+#[tokio::test]
+async fn a_stalled_or_encoded_body_is_refused_with_a_clear_message() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn_with(short_timers).await;
+    let key = app.create_key("trial", None).await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    for path in [
+        "/v1/chat/completions",
+        "/v1/messages",
+        "/v1/messages/count_tokens",
+    ] {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        s.write_all(
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\
+                 Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"model\":"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(8), s.read_to_end(&mut answer)).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 400"), "{path}: {answer}");
+        assert!(
+            answer.contains("did not arrive in time"),
+            "{path}: {answer}"
+        );
+    }
+    let json = serde_json::to_vec(&body("deepseek-v4-flash", "hi [[sim reply=2]]")).unwrap();
+    for coding in ["gzip", "br", "deflate"] {
+        let resp = app
+            .chat(&key, &body("deepseek-v4-flash", "unused"))
+            .header("content-encoding", coding)
+            .body(json.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{coding}");
+        let v: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "invalid_request", "{v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("uncompressed"),
+            "{v}"
+        );
+    }
+    assert!(app.sim.requests().is_empty(), "nothing reached upstream");
+    let resp = app
+        .chat(&key, &body("deepseek-v4-flash", "hi [[sim reply=2]]"))
+        .header("content-encoding", "identity")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}

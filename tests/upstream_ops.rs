@@ -413,3 +413,27 @@ async fn a_disabled_account_stays_disabled_across_restarts() {
     assert_eq!(v["accounts"][0]["state"], "healthy", "{v}");
     assert_eq!(v["accounts"][0]["disabled_by_operator"], false);
 }
+
+/// Two accounts with one DeepSeek key are one DeepSeek account: `upstream status` says so in
+/// its warnings and counts the balance once (it was said only at start and counted twice;
+/// found by an independent check).
+#[tokio::test]
+async fn accounts_sharing_a_key_are_one_balance_and_a_warning() {
+    let app = two_accounts(
+        |o| o.balance = Some(SimBalance::usd(Usd::from_dollars(40))),
+        |c| {
+            c.upstream.accounts[1].api_key = crate::common::SIM_KEY.into();
+        },
+    )
+    .await;
+    let v = wait_pool(&app, "both balances read", balances_read).await;
+    assert_eq!(v["usd_balance"], "40.00", "{v:#}");
+    assert_eq!(
+        v["warnings"],
+        json!([
+            "accounts first and second use the same DeepSeek key: one DeepSeek account, one \
+             balance (counted once) and one limit of requests in flight"
+        ]),
+        "{v:#}"
+    );
+}

@@ -81,6 +81,13 @@ fn account_view(a: &AccountStatus) -> AccountView {
 fn warnings(pool: &PoolStatus, usd: Usd, liability: Usd, coverage: Option<u64>) -> Vec<String> {
     let mut w = Vec::new();
     for a in &pool.accounts {
+        if let Some(first) = &a.same_key_as {
+            w.push(format!(
+                "accounts {first} and {} use the same DeepSeek key: one DeepSeek account, one \
+                 balance (counted once) and one limit of requests in flight",
+                a.name
+            ));
+        }
         if a.state == AccountState::Disabled && a.by_operator {
             w.push(format!(
                 "account {} is disabled by the operator (`modelrelay upstream enable {}`)",

@@ -151,7 +151,7 @@ async fn checks<D: Dialect>(
     if declared.is_some_and(|n| n > affordable) {
         return Err(unaffordable());
     }
-    let raw = read_body(body, max_body).await?;
+    let raw = read_body(&parts.headers, body, max_body).await?;
     if raw.len() > affordable {
         return Err(unaffordable());
     }
@@ -190,16 +190,52 @@ fn declared_length(headers: &HeaderMap) -> Option<usize> {
         .and_then(|v| v.parse::<usize>().ok())
 }
 
-/// Read the body, enforcing `limit` (413 in our error shape, not axum's).
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, GatewayError> {
+/// Read the body, enforcing `limit` (413 in our error shape, not axum's). A body in a coding
+/// other than `identity` is refused, not read (a gzipped body was refused as "not valid
+/// JSON", and a plain one labelled `br` went through as if unlabelled); one that stopped
+/// arriving says so.
+pub(super) async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, GatewayError> {
+    if let Some(coding) = headers.get(header::CONTENT_ENCODING)
+        && !coding
+            .as_bytes()
+            .trim_ascii()
+            .eq_ignore_ascii_case(b"identity")
+    {
+        return Err(GatewayError::InvalidRequest {
+            message: format!(
+                "Content-Encoding {:?} is not supported: send the request body uncompressed.",
+                String::from_utf8_lossy(coding.as_bytes())
+            ),
+            param: None,
+        });
+    }
     match axum::body::to_bytes(body, limit).await {
         Ok(b) => Ok(b),
         Err(e) => {
-            let too_large = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-                || e.to_string().contains("length limit");
+            // What the body's error came from, however deep axum wrapped it.
+            let (mut too_large, mut too_slow) = (false, false);
+            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            while let Some(c) = cause {
+                too_large |= c.is::<http_body_util::LengthLimitError>();
+                too_slow |= c.is::<crate::server::TooSlow>();
+                cause = c.source();
+            }
+            let too_large = too_large || e.to_string().contains("length limit");
             if too_large {
                 Err(GatewayError::RequestTooLarge { limit })
+            } else if too_slow {
+                Err(GatewayError::InvalidRequest {
+                    message: format!(
+                        "The request body did not arrive in time (it must keep coming at \
+                         {} KiB/s or more).",
+                        crate::server::MIN_RATE / 1024
+                    ),
+                    param: None,
+                })
             } else {
                 Err(GatewayError::InvalidRequest {
                     message: "The request body could not be read.".into(),

@@ -126,6 +126,26 @@ async fn method_not_allowed(
     api_error(&uri, &headers, GatewayError::MethodNotAllowed)
 }
 
+/// An unknown path that looks like the API's (see [`looks_like_api`]), in its client's shape.
+pub fn api_not_found(
+    uri: &axum::http::Uri,
+    headers: &axum::http::HeaderMap,
+) -> axum::response::Response {
+    api_error(uri, headers, GatewayError::NotFound)
+}
+
+/// Whether a path the router does not know is meant for the API: `/v1` or `/anthropic`
+/// after any leading slashes, in any case.
+pub fn looks_like_api(path: &str) -> bool {
+    let p = path.trim_start_matches('/').as_bytes();
+    let starts = |prefix: &[u8]| {
+        p.len() >= prefix.len()
+            && p[..prefix.len()].eq_ignore_ascii_case(prefix)
+            && p.get(prefix.len()).is_none_or(|&b| b == b'/')
+    };
+    starts(b"v1") || starts(b"anthropic")
+}
+
 fn api_error(
     uri: &axum::http::Uri,
     headers: &axum::http::HeaderMap,
@@ -137,7 +157,8 @@ fn api_error(
         || (headers.contains_key("x-api-key") && !headers.contains_key(header::AUTHORIZATION))
         || path.starts_with("/v1/messages")
         || path.starts_with("/v1/complete")
-        || path.starts_with("/anthropic");
+        || path.trim_start_matches('/').starts_with("anthropic")
+        || looks_like_api(path) && path.to_ascii_lowercase().contains("/messages");
     if anthropic {
         use dialect::Dialect;
         anthropic::Anthropic::error_response(e)

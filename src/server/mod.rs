@@ -21,6 +21,8 @@
 //! thinking counts as in progress until its response body has been sent.
 
 mod body;
+
+pub use body::{MIN_RATE, TooSlow};
 mod conn;
 
 use std::net::SocketAddr;

@@ -399,7 +399,8 @@ impl Upstream {
         let accounts = pool
             .accounts
             .iter()
-            .map(|a| super::status::AccountStatus {
+            .enumerate()
+            .map(|(i, a)| super::status::AccountStatus {
                 name: a.name.clone(),
                 state: a.state(),
                 cooling_until_ms: a.cooling_until_ms(),
@@ -419,6 +420,10 @@ impl Upstream {
                 last_error: a.last_error(),
                 requests: a.requests.load(Ordering::Relaxed),
                 errors: a.errors.load(Ordering::Relaxed),
+                same_key_as: pool.accounts[..i]
+                    .iter()
+                    .find(|b| b.auth_header.is_some() && b.auth_header == a.auth_header)
+                    .map(|b| b.name.clone()),
             })
             .collect();
         super::status::PoolStatus {

@@ -40,6 +40,9 @@ pub struct AccountStatus {
     pub requests: u64,
     /// Of which failed.
     pub errors: u64,
+    /// An earlier account with the same DeepSeek key, if any: the two are one DeepSeek account
+    /// (one balance, one limit).
+    pub same_key_as: Option<String>,
 }
 
 /// The whole pool.
@@ -57,12 +60,24 @@ impl PoolStatus {
     /// The USD held across the latest readings of the accounts that may serve (not disabled):
     /// a revoked key's last reading, or an account the operator turned off, pays for no
     /// request, and counting it made the coverage of what keys may spend look safe.
+    /// Accounts with one key are one DeepSeek account: its balance counts once (it counted
+    /// once per account; found by an independent check).
     pub fn usd_balance(&self) -> Usd {
-        self.accounts
+        let mut counted: Vec<&str> = Vec::new();
+        let mut sum = Usd::ZERO;
+        for a in self
+            .accounts
             .iter()
             .filter(|a| a.state != AccountState::Disabled)
-            .filter_map(|a| a.balance.as_ref())
-            .fold(Usd::ZERO, |sum, b| sum.saturating_add(b.usd()))
+        {
+            let Some(b) = &a.balance else { continue };
+            let key = a.same_key_as.as_deref().unwrap_or(&a.name);
+            if !counted.contains(&key) {
+                counted.push(key);
+                sum = sum.saturating_add(b.usd());
+            }
+        }
+        sum
     }
 
     /// True when no account can take requests now.
@@ -106,6 +121,7 @@ mod tests {
             last_error: None,
             requests: 0,
             errors: 0,
+            same_key_as: None,
         }
     }
 
@@ -122,5 +138,34 @@ mod tests {
             low_balance: Usd::ZERO,
         };
         assert_eq!(pool.usd_balance(), Usd::from_dollars(120));
+    }
+
+    /// Two accounts with one key hold one balance: it counts once, whichever of them serves.
+    #[test]
+    fn accounts_sharing_a_key_count_their_balance_once() {
+        let twin = |name: &str, state, of: &str| AccountStatus {
+            same_key_as: Some(of.into()),
+            ..account(name, state, 50)
+        };
+        let pool = PoolStatus {
+            accounts: vec![
+                account("a", AccountState::Healthy, 50),
+                twin("c", AccountState::Healthy, "a"),
+                account("d", AccountState::Healthy, 100),
+            ],
+            failovers: 0,
+            low_balance: Usd::ZERO,
+        };
+        assert_eq!(pool.usd_balance(), Usd::from_dollars(150));
+        // The first one disabled by the operator: its twin still holds that balance.
+        let pool = PoolStatus {
+            accounts: vec![
+                account("a", AccountState::Disabled, 50),
+                twin("c", AccountState::Healthy, "a"),
+            ],
+            failovers: 0,
+            low_balance: Usd::ZERO,
+        };
+        assert_eq!(pool.usd_balance(), Usd::from_dollars(50));
     }
 }

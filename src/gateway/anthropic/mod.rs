@@ -56,9 +56,7 @@ async fn counted(state: &AppState, req: Request) -> Result<u64, GatewayError> {
         return Err(GatewayError::RateLimited(rate));
     }
     let limit = state.config.server.max_body_bytes;
-    let raw = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| GatewayError::RequestTooLarge { limit })?;
+    let raw = crate::gateway::admission::read_body(&parts.headers, body, limit).await?;
     let (asked, n) = request::count_tokens(&raw)?;
     let Some(model) = state.catalog.model(&asked) else {
         return Err(GatewayError::ModelNotFound(asked));

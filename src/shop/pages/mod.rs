@@ -25,6 +25,15 @@ pub use selfserve::{checkout_topup, rotate};
 use super::web::PageCtx;
 
 /// A storefront 404 page in the site's layout, for use as the router's fallback on non-API paths.
-pub async fn not_found_page(ctx: PageCtx) -> Response {
+pub async fn not_found_page(
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+    ctx: PageCtx,
+) -> Response {
+    // An API path written another way (`//v1/chat/completions`, `/V1/…`, `/anthropic/`):
+    // an SDK reads the API's error shape, not a page (they got the storefront's HTML 404).
+    if crate::gateway::looks_like_api(uri.path()) {
+        return crate::gateway::api_not_found(&uri, &headers);
+    }
     notice::not_found(&ctx, ctx.t.notfound_page)
 }
