@@ -347,3 +347,57 @@ async fn smtp_down_delays_nothing_and_mail_goes_once_it_is_back_never_twice_afte
     assert_eq!(sink.messages().len(), 1);
     assert_eq!(status(&app).0, "sent");
 }
+
+/// A top-up's receipt goes to whoever made the order, who had the key's text then: once the
+/// owner replaced the text, the receipt names none of the new one (it named its prefix; found
+/// by an independent check).
+#[tokio::test]
+async fn a_top_up_receipt_names_nothing_of_a_key_replaced_since_the_order() {
+    let port = free_port();
+    let app = TestApp::spawn_shop_with(|c| email_on(c, port)).await;
+    let sink = Sink::start(port, app.dir.path()).await;
+    let mut owner = Browser::open(&app).await;
+    let (_, key) = buy(&app, &mut owner, "trial", "owner@example.com").await;
+    let mut other = Browser::open(&app).await;
+    let (status, v) = other
+        .post_json(
+            &app,
+            "/api/orders",
+            &serde_json::json!({"plan": "trial", "email": "other@example.com", "key": key}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let order_id = v["order_id"].as_str().unwrap().to_string();
+    let paypal_id = v["paypal_order_id"].as_str().unwrap().to_string();
+    let r = app
+        .http
+        .post(format!("{}/api/keys/rotate", app.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let new_key = r.json::<Value>().await.unwrap()["api_key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(app.pp().approve(&paypal_id));
+    let (status, v) = other.capture(&app, &order_id).await;
+    assert_eq!((status, v["status"].as_str()), (200, Some("paid")), "{v}");
+    // The owner's receipt and rotation notice, and the other buyer's receipt.
+    let got = sink.wait_for(3).await;
+    let receipt = got
+        .iter()
+        .find(|m| m["to"][0] == "other@example.com")
+        .expect("the top-up's receipt");
+    let text = receipt["text"].as_str().unwrap();
+    assert!(text.contains(&order_id), "{text}");
+    assert!(text.contains("sk-gateway-…"), "{text}");
+    assert!(!text.contains(&new_key[..15]), "{text}");
+    assert!(
+        !receipt["html"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&new_key[..15])
+    );
+}

@@ -263,15 +263,32 @@ async fn facts(state: &AppState, row: &OutboxRow) -> Result<Facts, Failure> {
     match row.kind {
         MailKind::Receipt => {
             let id = row.order_id.clone().ok_or_else(|| gone("the order"))?;
-            let order = state
+            let (order, rotated_at) = state
                 .store
-                .read(move |c| crate::store::orders::get_full(c, &id))
+                .read(move |c| {
+                    let Some(o) = crate::store::orders::get_full(c, &id)? else {
+                        return Ok(None);
+                    };
+                    let rotated = match &o.extra.topup_key_id {
+                        Some(k) => crate::store::keys::rotated_at(c, k)?,
+                        None => None,
+                    };
+                    Ok(Some((o, rotated)))
+                })
                 .await
                 .map_err(|e| Failure {
                     why: e.to_string(),
                     permanent: false,
                 })?
                 .ok_or_else(|| gone("the order"))?;
+            // A top-up's receipt goes to whoever made the order, who had the key's text then:
+            // a text its owner replaced since is none of theirs (the receipt named the new
+            // text's prefix; found by an independent check).
+            if order.extra.kind == crate::kinds::OrderKind::TopUp
+                && rotated_at.is_some_and(|at| at > order.record.created_at)
+            {
+                f.key_prefix = format!("{}…", crate::keys::token::KEY_PREFIX);
+            }
             f.plan_name = state
                 .config
                 .plans

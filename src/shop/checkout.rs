@@ -485,15 +485,32 @@ pub(crate) async fn capture_at_paypal(
     else {
         return Err(ShopError::NotApproved);
     };
-    // Never take money for what can no longer be given: a plan the operator took out of the
-    // config since the order was made (its capture went through and was then never recorded,
-    // the buyer told to reload while PayPal held the money; found by an independent check).
-    // A pending capture has been taken already: asked again, PayPal says how it ended.
-    if matches!(order.status, OrderStatus::Created | OrderStatus::Failed)
-        && !state.config.plans.contains_key(&order.plan)
-    {
-        tracing::warn!(order_id = %order.order_id, plan = %order.plan, "order of a plan no longer in the config: not captured");
-        return Err(ShopError::PlanWithdrawn);
+    // Never take money for what can no longer be given or is no longer sold: a plan the
+    // operator took out of the config (its capture went through and was then never recorded,
+    // the buyer told to reload while PayPal held the money) or withdrew from sale
+    // (`enabled = false`) since the order was made (found by independent checks). A capture
+    // made before, whose answer was lost, is PayPal's to tell: fulfilment decides from it (a
+    // removed plan's payment is held for review). A pending capture has been taken already:
+    // asked again, PayPal says how it ended.
+    let withdrawn = state
+        .config
+        .plans
+        .get(&order.plan)
+        .is_none_or(|p| !p.enabled);
+    if matches!(order.status, OrderStatus::Created | OrderStatus::Failed) && withdrawn {
+        return match paypal.get_order(paypal_id).await {
+            Ok(info) => match info.capture {
+                Some(c) => Ok(fulfil(state, &order.order_id, &c).await),
+                None => {
+                    tracing::warn!(order_id = %order.order_id, plan = %order.plan, "order of a plan no longer sold: not captured");
+                    Err(ShopError::PlanWithdrawn)
+                }
+            },
+            Err(e) => {
+                tracing::error!(order_id = %order.order_id, error = %e, "cannot ask PayPal about an order of a plan no longer sold");
+                Err(ShopError::PaypalCaptureFailed)
+            }
+        };
     }
     let retry = declines(state).get(&order.order_id).copied();
     let request_id = match retry {

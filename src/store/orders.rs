@@ -303,13 +303,26 @@ pub fn set_status(
 /// A refund of an order nothing was given for (see [`crate::store::Write::RefundUngiven`]):
 /// an unpaid or held order becomes refunded with `refunded` (the price when `None`); one
 /// refunded so already (never paid) has its figure raised to `refunded`, never lowered. A paid
-/// order is refused (its refund takes back credit elsewhere).
+/// order is refused (its refund takes back credit elsewhere). A refund whose id was counted
+/// already changes nothing.
 pub fn refund_ungiven(
     c: &Connection,
     order_id: &str,
     refunded: Option<Usd>,
+    refund_id: Option<&str>,
     at_ms: i64,
 ) -> Result<(), StoreError> {
+    if let Some(id) = refund_id {
+        let new = c.execute(
+            "INSERT OR IGNORE INTO webhook_events (event_id, event_type, received_at)
+             VALUES (?1, 'PARTIAL_REFUND', ?2)",
+            params![partial_refund_marker(id), at_ms],
+        )?;
+        if new == 0 {
+            // Counted already (the same refund delivered again).
+            return Ok(());
+        }
+    }
     let refunded = refunded.map(|u| u.nanos().max(0));
     let n = c.execute(
         "UPDATE orders SET

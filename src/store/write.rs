@@ -86,9 +86,11 @@ pub enum Write {
     RefundUngiven {
         /// Ours.
         order_id: String,
-        /// What PayPal reports given back of the capture in all (its running total, else this
-        /// refund's amount); the price when it cannot be read.
+        /// What PayPal reports given back of the capture in all, this refund included; the
+        /// price when it cannot be read.
         refunded: Option<Usd>,
+        /// PayPal's refund id: a refund already counted is not counted again.
+        refund_id: Option<String>,
         /// When.
         at_ms: i64,
     },
@@ -296,8 +298,9 @@ pub(super) fn apply(tx: &rusqlite::Connection, w: &Write) -> Result<(), StoreErr
         Write::RefundUngiven {
             order_id,
             refunded,
+            refund_id,
             at_ms,
-        } => orders::refund_ungiven(tx, order_id, *refunded, *at_ms),
+        } => orders::refund_ungiven(tx, order_id, *refunded, refund_id.as_deref(), *at_ms),
         Write::WebhookSeen {
             event_id,
             event_type,

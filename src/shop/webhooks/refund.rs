@@ -60,14 +60,23 @@ fn partial_refund(resource: &Value, price: Usd, before: Usd) -> Option<Usd> {
     (this > Usd::ZERO && total < price).then_some(this)
 }
 
-/// What PayPal reports given back of a capture in all, in USD: the refund's running total
-/// (`seller_payable_breakdown.total_refunded_amount`).
-fn paypal_total(resource: &Value) -> Option<Usd> {
-    usd_amount(
-        resource
-            .get("seller_payable_breakdown")?
-            .get("total_refunded_amount")?,
-    )
+/// What PayPal has given back, after this refund (or reversal), of a capture nothing was given
+/// for: its running total (`seller_payable_breakdown.total_refunded_amount`) when it says it,
+/// else `before` plus this refund's `amount` — in USD; `before` when the amounts are in
+/// another currency (the order's figure is in dollars: a refund in euros was shown as the
+/// whole price); `None` when the event gives no amount at all (then the price).
+fn given_back(resource: &Value, before: Usd) -> Option<Usd> {
+    let total = resource
+        .get("seller_payable_breakdown")
+        .and_then(|b| b.get("total_refunded_amount"));
+    let this = resource.get("amount");
+    if let Some(t) = total.and_then(usd_amount) {
+        return Some(t.max(before));
+    }
+    if let Some(a) = this.and_then(usd_amount) {
+        return Some(before.saturating_add(a));
+    }
+    (total.is_some() || this.is_some()).then_some(before)
 }
 
 /// A PayPal money object in USD.
@@ -79,19 +88,27 @@ fn usd_amount(m: &Value) -> Option<Usd> {
 }
 
 /// The refund of an order nothing was given for (held for review, or its payment not recorded
-/// yet): no key to revoke, no credit to take back; the order shows what PayPal gave back (it
-/// showed the price, whatever the refund was).
+/// yet), or a later refund of one refunded so: no key to revoke, no credit to take back; the
+/// order shows what PayPal gave back (it showed the price, whatever the refund was). Each
+/// refund counts once, by PayPal's id.
 async fn refund_ungiven(
     state: &AppState,
     kind: &str,
-    order: &crate::store::orders::OrderRecord,
+    full: &crate::store::orders::Order,
     resource: &Value,
     now_ms: i64,
 ) -> Result<(), WebhookError> {
-    let refunded = paypal_total(resource).or_else(|| resource.get("amount").and_then(usd_amount));
+    let order = &full.record;
+    let refund_id = resource
+        .get("id")
+        .and_then(Value::as_str)
+        .filter(|id| !id.is_empty())
+        .map(str::to_string);
+    let refunded = given_back(resource, full.extra.refunded);
     let write = Write::RefundUngiven {
         order_id: order.order_id.clone(),
         refunded,
+        refund_id,
         at_ms: now_ms,
     };
     if let Err(e) = state.store.write(write).await {
@@ -128,20 +145,10 @@ pub(super) async fn on_refund(
         .ok_or(WebhookError::Unavailable)?;
     let order = &full.record;
     if order.status == OrderStatus::Refunded {
-        // Refunded before anything was given for it: a later refund of the same capture
-        // raises what it shows as given back to PayPal's running total.
-        if order.paid_at.is_none()
-            && kind == "PAYMENT.CAPTURE.REFUNDED"
-            && let Some(total) = paypal_total(resource)
-        {
-            let write = Write::RefundUngiven {
-                order_id: order.order_id.clone(),
-                refunded: Some(total),
-                at_ms: now_ms,
-            };
-            if let Err(e) = state.store.write(write).await {
-                tracing::warn!(order_id = %order.order_id, error = %e, "refunded total not raised");
-            }
+        // Refunded before anything was given for it: a later refund (or reversal) of the same
+        // capture raises what it shows as given back.
+        if order.paid_at.is_none() {
+            return refund_ungiven(state, kind, &full, resource, now_ms).await;
         }
         return Ok(());
     }
@@ -197,7 +204,7 @@ pub(super) async fn on_refund(
         };
     }
     if order.status != OrderStatus::Paid {
-        return refund_ungiven(state, kind, order, resource, now_ms).await;
+        return refund_ungiven(state, kind, &full, resource, now_ms).await;
     }
     let keep_key = match full.extra.kind {
         OrderKind::TopUp => order.status == OrderStatus::Paid,
