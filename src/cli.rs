@@ -40,7 +40,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon (HTTP gateway and admin socket).
     Serve {
-        /// Use a simulated DeepSeek on loopback instead of the real API (no account needed).
+        /// Use a simulated DeepSeek and a simulated PayPal on loopback instead of the real
+        /// APIs (no account needed).
         #[arg(long)]
         demo: bool,
     },

@@ -30,7 +30,9 @@ fn served(app: &TestApp) -> Vec<Option<String>> {
 
 /// A status DeepSeek never answers a request with (a 301 from an `http://` base URL, 408,
 /// 409) means the account's address is wrong: it rests and the request fails over (each was
-/// relayed as 502 while the account kept its share). A request's own size (413) rests nothing.
+/// relayed as 502 while the account kept its share). A request's own size (413) rests nothing
+/// and counts as no error of the account's: the customer gets 413 (it was a 502 the SDKs
+/// retried; found by an independent re-check).
 #[tokio::test]
 async fn a_status_deepseek_never_sends_rests_the_account_and_fails_over() {
     for code in [301u16, 408, 409] {
@@ -66,10 +68,13 @@ async fn a_status_deepseek_never_sends_rests_the_account_and_fails_over() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 502);
+    assert_eq!(resp.status(), 413);
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "request_too_large", "{v}");
     assert_eq!(app.sim.requests().len(), 1, "not retried elsewhere");
     for name in ["first", "second"] {
-        assert_eq!(account(&app, name).state.as_str(), "healthy", "{name}");
+        let a = account(&app, name);
+        assert_eq!((a.state.as_str(), a.errors), ("healthy", 0), "{name}");
     }
 }
 
@@ -79,7 +84,7 @@ async fn a_status_deepseek_never_sends_rests_the_account_and_fails_over() {
 /// not even count). The customer pays what reached them, once.
 #[tokio::test]
 async fn a_stream_that_breaks_after_its_first_words_rests_its_account() {
-    for fault in ["error_after=2", "drop_after=2"] {
+    for fault in ["error_after=2", "drop_after=2", "garbage_after=2"] {
         let app = two_accounts(|_| {}, |_| {}).await;
         let key = app.create_key("trial", None).await;
         let mut b = body("deepseek-v4-flash", &format!("[[sim reply=6 {fault}]] hi"));
@@ -168,4 +173,98 @@ async fn deepseeks_429_everywhere_is_busy_and_resting_accounts_are_not_tried_in_
         0,
         "nothing charged"
     );
+}
+
+/// A whole answer (its usage came) whose connection is cut before the end marker is complete
+/// for the customer and no failure of the account's: both say the same (the row said
+/// complete while the account rested; found by an independent re-check).
+#[tokio::test]
+async fn a_whole_answer_cut_before_its_end_marker_rests_nothing() {
+    let app = two_accounts(|_| {}, |_| {}).await;
+    let key = app.create_key("trial", None).await;
+    let mut b = body("deepseek-v4-flash", "[[sim reply=3 drop_at_end=1]] hi");
+    b["stream"] = true.into();
+    b["stream_options"] = serde_json::json!({"include_usage": true});
+    let resp = app.chat(&key, &b).send().await.unwrap();
+    let rid = request_id(&resp);
+    let text = resp.text().await.unwrap();
+    assert!(text.contains("[DONE]"), "{text}");
+    let row = app.wait_ledger_row(&rid).await;
+    assert_eq!(row.finish.as_str(), "complete", "{row:?}");
+    for name in ["first", "second"] {
+        let a = account(&app, name);
+        assert_eq!(
+            (a.state.as_str(), a.errors),
+            ("healthy", 0),
+            "{name}: {a:?}"
+        );
+    }
+}
+
+/// A resting account's trial is decided by the whole answer: a trial stream that breaks after
+/// its first words leaves it resting, for longer (its first words brought it back, the break
+/// counted for nothing, and the next request broke again every few seconds; found by an
+/// independent re-check).
+#[tokio::test]
+async fn a_trial_whose_stream_breaks_keeps_the_account_resting_for_longer() {
+    let app = two_accounts(|_| {}, |_| {}).await;
+    let key = app.create_key("pro", None).await;
+    let mut broken = body("deepseek-v4-flash", "[[sim reply=6 error_after=2]] hi");
+    broken["stream"] = true.into();
+    let resp = app.chat(&key, &broken).send().await.unwrap();
+    resp.text().await.unwrap();
+    let bad = app.sim.requests()[0].account.clone().expect("an account");
+    let name = if bad == SIM_KEY { "first" } else { "second" };
+    assert_eq!(account(&app, name).state.as_str(), "cooling");
+    // The other account busy with a slow stream, so that the trial goes to the resting one
+    // once its rest is over.
+    let mut slow = body("deepseek-v4-flash", "[[sim reply=40 delay_ms=200]] slow");
+    slow["stream"] = true.into();
+    let slow = app.chat(&key, &slow).send().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(5_300)).await;
+    let resp = app.chat(&key, &broken).send().await.unwrap();
+    resp.text().await.unwrap();
+    let trial = app.sim.requests().last().unwrap().account.clone();
+    assert_eq!(trial.as_deref(), Some(bad.as_str()), "the trial went to it");
+    let s = account(&app, name);
+    assert_eq!(s.state.as_str(), "cooling", "{s:?}");
+    assert_eq!(s.errors, 2, "{s:?}");
+    // Resting for the doubled backoff (10 s), not 5 s again.
+    let left = s.cooling_until_ms.unwrap() - chrono::Utc::now().timestamp_millis();
+    assert!(left > 7_000, "rests {left} ms more: {s:?}");
+    drop(slow);
+}
+
+/// A failure fails over to an account whose rest is over (it takes the request as its trial):
+/// only accounts still resting are skipped (a request failed with 502 where it was served
+/// before; found by an independent re-check).
+#[tokio::test]
+async fn a_failure_fails_over_to_an_account_due_its_trial() {
+    // Weights make `second` first whenever both may serve.
+    let app = two_accounts(|_| {}, |c| c.upstream.accounts[1].weight = 100).await;
+    let key = app.create_key("trial", None).await;
+    app.sim.set_fault(SIM_KEY, Some(AccountFault::Status(500)));
+    app.sim.set_fault(SECOND, Some(AccountFault::Status(500)));
+    let resp = app
+        .chat(&key, &body("deepseek-v4-flash", "[[sim reply=1]] one"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    app.sim.set_fault(SIM_KEY, None);
+    tokio::time::sleep(std::time::Duration::from_millis(5_300)).await;
+    let before = app.sim.requests().len();
+    let resp = app
+        .chat(&key, &body("deepseek-v4-flash", "[[sim reply=1]] two"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let seen: Vec<_> = served(&app)[before..].to_vec();
+    assert_eq!(
+        seen,
+        [Some(SECOND.to_string()), Some(SIM_KEY.to_string())],
+        "second failed, first took it as its trial"
+    );
+    assert_eq!(account(&app, "first").state.as_str(), "healthy");
 }

@@ -475,7 +475,18 @@ async fn one_account_alone_counts_no_failover() {
 /// the flag of the trial stayed set, and with another account healthy it never served again.
 #[tokio::test]
 async fn a_trial_that_upstream_refuses_as_the_requests_fault_brings_the_account_back() {
-    let app = two_accounts(|_| {}, |_| {}).await;
+    // A model DeepSeek does not know (the operator's `upstream_model` mistyped).
+    let app = two_accounts(
+        |_| {},
+        |c| {
+            let mut ghost = c.models["deepseek-v4-flash"].clone();
+            ghost.upstream_model = "deepseek-ghost".into();
+            ghost.aliases.clear();
+            c.models.insert("ghost".into(), ghost);
+            c.plans.get_mut("pro").unwrap().models.push("ghost".into());
+        },
+    )
+    .await;
     let key = app.create_key("pro", None).await;
     let state = app.daemon.as_ref().unwrap().state.clone();
     let account_state = |i: usize| state.upstream.status().accounts[i].state.as_str();
@@ -496,18 +507,15 @@ async fn a_trial_that_upstream_refuses_as_the_requests_fault_brings_the_account_
     assert_eq!(slow.status(), 200);
     tokio::time::sleep(Duration::from_millis(5_300)).await;
     // A first trial answered with an error that is neither the request's nor a reason to
-    // rest the account (a 413): no verdict, so the trial is freed for the next request.
-    app.sim.set_fault(SIM_KEY, Some(AccountFault::Status(413)));
+    // rest the account (DeepSeek does not know the configured model): no verdict, so the
+    // trial is freed for the next request.
     let resp = app
-        .chat(
-            &key,
-            &body("deepseek-v4-flash", "[[sim reply=1]] first trial"),
-        )
+        .chat(&key, &body("ghost", "[[sim reply=1]] first trial"))
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 502);
-    app.sim.set_fault(SIM_KEY, None);
+    assert_eq!(account_state(0), "cooling");
     // The next trial: upstream refuses the request itself.
     let resp = app
         .chat(&key, &body("deepseek-v4-flash", "[[sim fail=422]] trial"))

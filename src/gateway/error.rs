@@ -31,7 +31,7 @@ pub enum GatewayError {
     /// 400/422 from upstream about the request, passed on with its message.
     #[error("{message}")]
     UpstreamRejected {
-        /// 400 or 422.
+        /// 400, 413 or 422.
         status: StatusCode,
         /// Upstream's message.
         message: String,
@@ -142,6 +142,9 @@ impl GatewayError {
     /// `error.code`.
     pub fn code(&self) -> &'static str {
         match self {
+            GatewayError::UpstreamRejected { status, .. } if status.as_u16() == 413 => {
+                "request_too_large"
+            }
             GatewayError::InvalidRequest { .. } | GatewayError::UpstreamRejected { .. } => {
                 "invalid_request"
             }
@@ -280,7 +283,9 @@ impl From<UpstreamError> for GatewayError {
             } if rejects => GatewayError::UpstreamRejected {
                 status: StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_REQUEST),
                 // Only DeepSeek's own JSON message, made safe; for anything else, ours.
-                message: if message.is_empty() {
+                message: if message.is_empty() && status.as_u16() == 413 {
+                    "The upstream provider rejected the request as too large.".into()
+                } else if message.is_empty() {
                     "The upstream provider rejected the request as invalid.".into()
                 } else {
                     message

@@ -172,7 +172,7 @@ async fn pump<D: Dialect>(
         relay.read_usage().await;
     }
     let Relay {
-        events,
+        mut events,
         tx,
         tally,
         request_id,
@@ -180,6 +180,14 @@ async fn pump<D: Dialect>(
         ended,
         ..
     } = *relay;
+    // The account is told how its answer ended: whole (a trial it was brings it back), or
+    // broken after it began (it rests). A client that left, a stop, is no verdict.
+    match &end {
+        End::Done(_) => events.finished(),
+        End::UpstreamBroke(why) => events.broke(why),
+        End::Timeout => events.broke("the stream stalled"),
+        End::ClientGone | End::ClientStalled | End::Shutdown => {}
+    }
     // Cancel upstream before settling, so it stops generating as soon as possible.
     drop(events);
     let (finish, final_event) = match end {

@@ -251,10 +251,15 @@ impl Upstream {
                     // and the log and `upstream status` should not say there was. Nor to an
                     // account that rests: while all do, one request is one attempt (each went
                     // to every resting account in turn, multiplying a 429 storm by the pool's
-                    // size; found by an independent check).
-                    let untried_usable = self.pool.accounts.iter().enumerate().any(|(i, a)| {
-                        !tried.contains(&i) && a.state() == account::AccountState::Healthy
-                    });
+                    // size; found by an independent check) — but one whose rest is over takes
+                    // it as its trial.
+                    let now = account::now_ms();
+                    let untried_usable = self
+                        .pool
+                        .accounts
+                        .iter()
+                        .enumerate()
+                        .any(|(i, a)| !tried.contains(&i) && a.usable(now));
                     if tokio::time::Instant::now() >= deadline || !untried_usable {
                         return Err(e);
                     }

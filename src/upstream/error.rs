@@ -39,8 +39,11 @@ impl UpstreamError {
     /// message is theirs to read — unless it is about the model name, which is the operator's.
     pub fn rejects_request(&self) -> bool {
         matches!(self, UpstreamError::Status { status, message, .. }
-            if (*status == StatusCode::BAD_REQUEST || *status == StatusCode::UNPROCESSABLE_ENTITY)
+            if ((*status == StatusCode::BAD_REQUEST || *status == StatusCode::UNPROCESSABLE_ENTITY)
                 && !message.is_empty())
+                // Too large for upstream, whatever its body: the request's size, not the
+                // account (it was a 502 the SDKs retried, counted as the account's error).
+                || *status == StatusCode::PAYLOAD_TOO_LARGE)
             && !self.is_unknown_model()
     }
 

@@ -56,6 +56,8 @@ pub struct Slot {
     /// The account's epoch when the slot was taken: a verdict from an older one changes no
     /// state (it is about the account as it was).
     epoch: u64,
+    /// A trial whose stream began: decided when it ends ([`Slot::began`]).
+    awaiting_end: bool,
 }
 
 impl Slot {
@@ -126,12 +128,35 @@ impl Slot {
 }
 
 impl Slot {
+    /// A stream's first content. An account serving as usual works; a cooling account's trial
+    /// is decided by the whole answer ([`Slot::finished`] or [`Slot::broke`]): decided at its
+    /// first words, a trial whose stream then broke brought the account back — its backoff
+    /// reset, its break a request of the past — and the next request broke again, every
+    /// few seconds for good (found by an independent re-check).
+    pub fn began(&mut self) {
+        // A resting account's request (its trial, or one taken early while every account
+        // rests) would bring it back: that waits for the end too.
+        if self.trial || self.account.state() != super::account::AccountState::Healthy {
+            self.awaiting_end = true;
+        } else {
+            self.worked();
+        }
+    }
+
+    /// A stream ended whole: the trial waiting for it ([`Slot::began`]) brings the account back.
+    pub fn finished(&mut self) {
+        if std::mem::take(&mut self.awaiting_end) {
+            self.worked();
+        }
+    }
+
     /// The account's answer broke after it had begun (an error event, a cut, a stall, an end
-    /// before DeepSeek's end of stream): counted, and the account rests as for a failure
-    /// before any answer — one whose every stream broke after its first words stayed healthy,
-    /// kept its share of requests, and its errors did not even count (found by an
-    /// independent check). Told once a stream.
+    /// before the answer was whole): counted, and the account rests as for a failure before
+    /// any answer — one whose every stream broke after its first words stayed healthy, kept
+    /// its share of requests, and its errors did not even count (found by an independent
+    /// check). A trial's break rests it for longer, as any failed trial. Told once a stream.
     pub fn broke(&mut self, why: &str) {
+        self.awaiting_end = false;
         self.account.errors.fetch_add(1, Ordering::Relaxed);
         if !self.current() {
             self.account.note_failure(why);
@@ -246,6 +271,7 @@ impl Pool {
                     trial,
                     judged: false,
                     epoch: account.epoch(),
+                    awaiting_end: false,
                 });
             }
         }
@@ -309,6 +335,7 @@ impl Pool {
                     trial: false,
                     judged: false,
                     epoch: account.epoch(),
+                    awaiting_end: false,
                 });
             }
         }

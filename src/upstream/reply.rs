@@ -173,8 +173,8 @@ pub struct EventStream {
     content: bool,
     /// An opening event came ([`EventStream::is_preamble`]).
     preamble_seen: bool,
-    /// After the answer began: DeepSeek's end of stream came (`[DONE]`, `message_stop`), or
-    /// the account was told the stream broke ([`Slot::broke`], once).
+    /// After the answer began: the account was told how it ended ([`EventStream::finished`]
+    /// or [`EventStream::broke`], once).
     ended: bool,
     /// The account's slot, given back when the stream ends (this is dropped); told how the
     /// answer went.
@@ -202,13 +202,11 @@ impl EventStream {
                     self.preamble_seen = true;
                 } else {
                     self.content = true;
-                    self.slot.worked();
+                    self.slot.began();
                 }
             }
             Ok(Some(SseItem::Event(e))) if !self.ended && self.is_data(e) => {
-                if is_end_of_stream(e) {
-                    self.ended = true;
-                } else if is_error_event(e) {
+                if is_error_event(e) {
                     self.broke("an error event during the answer");
                 }
             }
@@ -216,19 +214,35 @@ impl EventStream {
             Ok(None) if !self.content => {
                 self.slot.failed("the stream ended before any answer");
             }
-            Ok(None) => self.broke("the stream ended before its end"),
+            // After the answer began, the relay says how it ended (whole or broken), since
+            // only the dialect knows whether what came is whole ([`EventStream::finished`],
+            // [`EventStream::broke`]).
+            Ok(None) => {}
             // The request's own total limit says nothing about the account.
             Err(UpstreamError::Timeout) if Instant::now() >= self.deadline => {}
             Err(e) if !self.content => self.slot.failed(&e.to_string()),
-            Err(e) => self.broke(&e.to_string()),
+            Err(_) => {}
         }
         next
     }
 
-    /// The answer broke after it began: the account is told once ([`Slot::broke`]).
-    fn broke(&mut self, why: &str) {
+    /// The answer broke after it began (an error event, a cut, a stall, an event the dialect
+    /// cannot read, an end before the answer was whole): the account is told once
+    /// ([`Slot::broke`]); past the request's own deadline, not at all.
+    pub fn broke(&mut self, why: &str) {
+        if !self.content || Instant::now() >= self.deadline {
+            return;
+        }
         if !std::mem::replace(&mut self.ended, true) {
             self.slot.broke(why);
+        }
+    }
+
+    /// The answer ended whole: a cooling account's trial it was brings it back
+    /// ([`Slot::finished`]).
+    pub fn finished(&mut self) {
+        if self.content && !std::mem::replace(&mut self.ended, true) {
+            self.slot.finished();
         }
     }
 
@@ -296,15 +310,6 @@ impl EventStream {
                 }
             }
         }
-    }
-}
-
-/// Whether an event is DeepSeek's end of a stream: OpenAI's `[DONE]`, Anthropic's
-/// `message_stop`.
-fn is_end_of_stream(e: &super::sse::SseEvent) -> bool {
-    match e.event.as_deref() {
-        Some(name) => name == "message_stop",
-        None => e.data.trim() == "[DONE]",
     }
 }
 

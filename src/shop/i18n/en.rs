@@ -87,6 +87,8 @@ pub static EN: Texts = Texts {
     period_peak: "Peak",
     peak_rule: "Peak prices apply {windows} UTC, {days}; every other hour is off-peak.",
     peak_none: "No peak hours are set: off-peak prices apply at all times.",
+    peak_wrap: "A window that runs past midnight counts from the day it starts on.",
+    peak_off_dates: "Off-peak all day on {dates}.",
     days_weekdays: "Monday to Friday",
     days_every: "every day",
     day_mon: "Monday",

@@ -170,6 +170,10 @@ texts! {
     peak_rule,
     /// No peak windows configured.
     peak_none,
+    /// Peak rule: a window past midnight belongs to the day it starts.
+    peak_wrap,
+    /// Peak rule: dates off-peak all day; {dates}.
+    peak_off_dates,
     /// Monday to Friday.
     days_weekdays,
     /// Every day.

@@ -87,6 +87,8 @@ pub static ZH: Texts = Texts {
     period_peak: "高峰",
     peak_rule: "高峰价适用于 UTC 时间{days}的 {windows}；其余时间均按低谷价计费。",
     peak_none: "未设置高峰时段：任何时间都按低谷价计费。",
+    peak_wrap: "跨过午夜的时段按其开始的那一天计算。",
+    peak_off_dates: "以下日期全天按低谷价计费：{dates}。",
     days_weekdays: "周一至周五",
     days_every: "每天",
     day_mon: "周一",

@@ -185,10 +185,29 @@ pub(super) fn peak_rule(config: &Config, t: &Texts) -> String {
     } else {
         days.join(t.list_sep)
     };
-    fill(
+    let mut rule = fill(
         t.peak_rule,
         &[("windows", &windows.join(t.list_sep)), ("days", &days_text)],
-    )
+    );
+    // What the schedule does that the line above does not say (a Saturday 03:00 inside a
+    // Friday 22:00–05:00 window is peak; found by an independent check).
+    let wraps = config.pricing.peak_hours_utc.iter().any(|w| {
+        w.split_once('-')
+            .is_some_and(|(start, end)| end.trim() < start.trim())
+    });
+    if wraps {
+        rule.push(' ');
+        rule.push_str(t.peak_wrap);
+    }
+    let dates = &config.pricing.off_peak_dates;
+    if !dates.is_empty() {
+        rule.push(' ');
+        rule.push_str(&fill(
+            t.peak_off_dates,
+            &[("dates", &dates.join(t.list_sep))],
+        ));
+    }
+    rule
 }
 
 /// A byte count for people: `8 MiB`, `512 KiB`, `1000 bytes`.
@@ -248,6 +267,13 @@ mod tests {
         c.pricing.peak_days = vec!["sat".into(), "sun".into()];
         let s = peak_rule(&c, &ZH);
         assert!(s.contains(ZH.day_sat) && s.contains(ZH.day_sun), "{s}");
+        assert!(!s.contains(ZH.peak_wrap), "{s}");
+        // A window past midnight, and dates off-peak all day, are said.
+        c.pricing.peak_hours_utc = vec!["22:00-05:00".into()];
+        c.pricing.off_peak_dates = vec!["2026-12-25".into(), "2027-01-01".into()];
+        let s = peak_rule(&c, &EN);
+        assert!(s.contains(EN.peak_wrap), "{s}");
+        assert!(s.contains("2026-12-25, 2027-01-01"), "{s}");
         c.pricing.peak_hours_utc.clear();
         assert_eq!(peak_rule(&c, &EN), EN.peak_none);
     }

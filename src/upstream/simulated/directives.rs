@@ -37,6 +37,8 @@ pub(super) struct Directives {
     pub(super) stall_after: Option<u64>,
     pub(super) drop_after: Option<u64>,
     pub(super) error_after: Option<u64>,
+    /// Stream: after this many tokens, an event that is not JSON, then the end marker.
+    pub(super) garbage_after: Option<u64>,
     pub(super) no_usage: bool,
     /// Anthropic wire: usage objects carry `output_tokens` and no input counts.
     pub(super) output_usage_only: bool,
@@ -77,6 +79,7 @@ impl Directives {
                     "stall_after" => &mut self.stall_after,
                     "drop_after" => &mut self.drop_after,
                     "error_after" => &mut self.error_after,
+                    "garbage_after" => &mut self.garbage_after,
                     "no_usage" => {
                         self.no_usage = n != 0;
                         continue;

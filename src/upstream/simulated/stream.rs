@@ -215,6 +215,11 @@ async fn stream_body(p: &Plan, w: &impl Wire, mut out: Out) -> Result<Outcome, H
         if at(p.d.drop_after, i) {
             return Ok(out.abort().await);
         }
+        if at(p.d.garbage_after, i) {
+            out.send(w.garbage(i)).await?;
+            out.send(w.garbage_end().to_string()).await?;
+            return Ok(Outcome::Completed);
+        }
         if at(p.d.error_after, i) {
             out.send(w.error()).await?;
             return Ok(Outcome::Failed(500));
