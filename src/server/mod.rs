@@ -73,24 +73,35 @@ pub type Answer = Pin<Box<dyn Future<Output = Response> + Send>>;
 /// admin socket, logs, upstream connections that are not per-stream).
 const FD_RESERVE: u64 = 128;
 
+/// File descriptors a client connection may hold: its socket, the watchdog's second handle on
+/// it (`conn.rs::hung_up`), and one upstream connection (at two, a full house of connections
+/// ran out of descriptors for upstream: its accounts rested on "too many open files"; found
+/// by an independent check).
+const FDS_PER_CONNECTION: u64 = 3;
+
+/// The client connections `fd_limit` descriptors serve at once.
+fn connections_for(fd_limit: u64) -> usize {
+    usize::try_from(fd_limit.saturating_sub(FD_RESERVE) / FDS_PER_CONNECTION)
+        .unwrap_or(usize::MAX)
+        .max(1)
+}
+
 impl Limits {
-    /// From the config; `max_connections` clamped to the file-descriptor limit (each client
-    /// connection may also hold one upstream connection, so two descriptors each).
+    /// From the config; `max_connections` clamped to the file-descriptor limit
+    /// ([`FDS_PER_CONNECTION`] each, [`FD_RESERVE`] kept).
     pub fn from_config(s: &ServerConfig) -> Limits {
         let mut max_connections = s.max_connections.max(1);
         if let Ok((soft, _)) =
             nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
         {
-            let fits = usize::try_from(soft.saturating_sub(FD_RESERVE) / 2)
-                .unwrap_or(usize::MAX)
-                .max(1);
+            let fits = connections_for(soft);
             if fits < max_connections {
                 tracing::warn!(
                     configured = max_connections,
                     fd_limit = soft,
                     using = fits,
                     "server.max_connections is more than the file-descriptor limit allows \
-                     (two descriptors a connection, 128 kept for the daemon); raise \
+                     (three descriptors a connection, 128 kept for the daemon); raise \
                      LimitNOFILE (the systemd unit sets 65536) to serve more"
                 );
                 max_connections = fits;
@@ -252,5 +263,14 @@ mod tests {
                 Some(None)
             ));
         }
+    }
+
+    /// Three descriptors a connection, 128 kept: under `ulimit -n 1024` (a shell's default)
+    /// 298 connections, under the unit's 65536 more than the default 10 000.
+    #[test]
+    fn connections_fit_the_descriptors_they_need() {
+        assert_eq!(connections_for(1024), 298);
+        assert_eq!(connections_for(65_536), 21_802);
+        assert_eq!(connections_for(100), 1);
     }
 }
