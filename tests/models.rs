@@ -442,6 +442,15 @@ async fn subscription_shows_the_budget_as_the_hard_limit() {
     let app = TestApp::spawn().await;
     let key = app.create_key("trial", Some("2.50")).await;
     let path = "/v1/dashboard/billing/subscription";
+    // A key's balance is never kept by a cache on the way, nor its spending.
+    for p in [
+        path,
+        "/v1/dashboard/billing/usage?start_date=2026-01-01&end_date=2026-02-01",
+    ] {
+        let resp = app.get(&key, p).send().await.expect("send");
+        assert_eq!(resp.status(), 200, "{p}");
+        assert_eq!(resp.headers()["cache-control"], "no-store", "{p}");
+    }
     let v = get_json(&app, &key, path).await;
     for field in ["hard_limit_usd", "system_hard_limit_usd"] {
         assert!(v[field].is_number(), "{field} must be a JSON number: {v}");

@@ -446,6 +446,20 @@ async fn unknown_pages_get_the_sites_404_page() {
         .unwrap();
     let html = resp.text().await.unwrap();
     assert!(!html.contains("href=\"//evil.example"), "{html}");
+    // Nor one with a backslash, which browsers read as a slash (sent raw: an HTTP client
+    // would turn it into a slash itself).
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(app.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    tcp.write_all(b"GET /\\evil.example/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut raw = String::new();
+    tcp.read_to_string(&mut raw).await.unwrap();
+    assert!(raw.starts_with("HTTP/1.1 404"), "{raw}");
+    assert!(!raw.contains("href=\"/\\"), "{raw}");
+    assert!(raw.contains("href=\"/evil.example/x?lang="), "{raw}");
 }
 
 #[tokio::test]

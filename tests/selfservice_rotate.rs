@@ -452,3 +452,40 @@ async fn a_top_up_order_shows_nothing_of_a_key_replaced_since() {
         Some(new_prefix)
     );
 }
+
+/// A rotation sent again with its idempotency key gets its text even after a flood of other
+/// rotations pushed it out of memory (the daemon keeps the last 256 there): the database has
+/// every request of the last ten minutes (it answered 401, the new text never seen; found by
+/// an independent check).
+#[tokio::test]
+async fn a_rotation_sent_again_after_a_flood_of_others_gets_the_same_new_key() {
+    let app = TestApp::spawn_shop_with(|c| c.server.behind_proxy = true).await;
+    let old = app.create_key("trial", None).await;
+    let (status, first) = rotate_again(&app, &old, "victim-retry-1").await;
+    assert_eq!(status, 200, "{first}");
+    let new = first["api_key"].as_str().unwrap().to_string();
+    // Someone else rotates their own key 300 times, from as many addresses.
+    let mut theirs = app.create_key("trial", None).await;
+    for i in 0..300u32 {
+        let r = app
+            .http
+            .post(format!("{}/api/keys/rotate", app.base))
+            .bearer_auth(&theirs)
+            .header("Idempotency-Key", format!("flood-{i}"))
+            .header(
+                "X-Forwarded-For",
+                format!("10.61.{}.{}", i / 250, i % 250 + 1),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{i}");
+        theirs = r.json::<Value>().await.unwrap()["api_key"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    }
+    let (status, again) = rotate_again(&app, &old, "victim-retry-1").await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["api_key"].as_str(), Some(new.as_str()));
+}

@@ -161,28 +161,30 @@ pub async fn subscription(
         .plan(&key.plan())
         .map_or_else(|| key.plan(), |p| p.name.clone());
     let budget = number(b.budget.to_string());
-    Ok(Json(Subscription {
-        object: "billing_subscription",
-        has_payment_method: true,
-        canceled: false,
-        canceled_at: None,
-        delinquent: None,
-        access_until: 0,
-        soft_limit: 0,
-        hard_limit: 0,
-        system_hard_limit: 0,
-        soft_limit_usd: &budget,
-        hard_limit_usd: &budget,
-        system_hard_limit_usd: &budget,
-        plan: PlanRef {
-            id: key.plan(),
-            title: plan_title,
-        },
-        account_name: key.prefix(),
-        remaining_usd: number(b.remaining().to_string()),
-        status: key.status(),
-    })
-    .into_response())
+    Ok(private(
+        Json(Subscription {
+            object: "billing_subscription",
+            has_payment_method: true,
+            canceled: false,
+            canceled_at: None,
+            delinquent: None,
+            access_until: 0,
+            soft_limit: 0,
+            hard_limit: 0,
+            system_hard_limit: 0,
+            soft_limit_usd: &budget,
+            hard_limit_usd: &budget,
+            system_hard_limit_usd: &budget,
+            plan: PlanRef {
+                id: key.plan(),
+                title: plan_title,
+            },
+            account_name: key.prefix(),
+            remaining_usd: number(b.remaining().to_string()),
+            status: key.status(),
+        })
+        .into_response(),
+    ))
 }
 
 // The two billing answers are structs written straight to bytes: in a `json!` tree their money
@@ -331,10 +333,22 @@ pub async fn usage(
             }),
         }
     }
-    Ok(Json(UsageAnswer {
-        object: "list",
-        total_usage: number(spent.cents_string()),
-        daily_costs: daily,
-    })
-    .into_response())
+    Ok(private(
+        Json(UsageAnswer {
+            object: "list",
+            total_usage: number(spent.cents_string()),
+            daily_costs: daily,
+        })
+        .into_response(),
+    ))
+}
+
+/// A key's balance or spending is for its holder only: never kept by a cache on the way
+/// (`/api/usage` said so; these two did not).
+fn private(mut r: Response) -> Response {
+    r.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    r
 }

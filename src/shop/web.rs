@@ -67,8 +67,9 @@ impl PageCtx {
             .collect();
         let wanted = format!("lang={lang}");
         query.push(&wanted);
-        // A path such as `//evil.example/x` must not become a protocol-relative link.
-        let path = format!("/{}", self.path.trim_start_matches('/'));
+        // A path such as `//evil.example/x` (or `/\evil.example/x`, which browsers read the
+        // same way) must not become a protocol-relative link.
+        let path = format!("/{}", self.path.trim_start_matches(['/', '\\']));
         format!("{path}?{}", query.join("&"))
     }
 

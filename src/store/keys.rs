@@ -257,6 +257,24 @@ pub fn recent_rotations(c: &Connection, since_ms: i64) -> Result<Vec<RotationReq
     Ok(out)
 }
 
+/// The request `id` (see [`recent_rotations`]), if it was made since `since_ms` and made its
+/// key's current text: the key's id and its sealed text.
+pub fn rotation_of_request(
+    c: &Connection,
+    id: &[u8; 32],
+    since_ms: i64,
+) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+    Ok(c.query_row(
+        "SELECT r.key_id, k.sealed FROM rotation_requests r
+           JOIN keys k ON k.id = r.key_id
+          WHERE r.id = ?1 AND r.created_at >= ?2 AND k.status != 'revoked'
+            AND r.created_at = k.rotated_at",
+        params![id.as_slice(), since_ms],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()?)
+}
+
 /// When a key's text was last replaced, if ever.
 pub fn rotated_at(c: &Connection, key_id: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
     let at: Option<Option<i64>> = c

@@ -205,11 +205,6 @@ impl EventStream {
                     self.slot.began();
                 }
             }
-            Ok(Some(SseItem::Event(e))) if !self.ended && self.is_data(e) => {
-                if is_error_event(e) {
-                    self.broke("an error event during the answer");
-                }
-            }
             Ok(Some(_)) => {}
             Ok(None) if !self.content => {
                 self.slot.failed("the stream ended before any answer");
