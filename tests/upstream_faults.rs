@@ -180,25 +180,109 @@ async fn deepseeks_429_everywhere_is_busy_and_resting_accounts_are_not_tried_in_
 /// complete while the account rested; found by an independent re-check).
 #[tokio::test]
 async fn a_whole_answer_cut_before_its_end_marker_rests_nothing() {
-    let app = two_accounts(|_| {}, |_| {}).await;
-    let key = app.create_key("trial", None).await;
-    let mut b = body("deepseek-v4-flash", "[[sim reply=3 drop_at_end=1]] hi");
-    b["stream"] = true.into();
-    b["stream_options"] = serde_json::json!({"include_usage": true});
-    let resp = app.chat(&key, &b).send().await.unwrap();
-    let rid = request_id(&resp);
-    let text = resp.text().await.unwrap();
-    assert!(text.contains("[DONE]"), "{text}");
-    let row = app.wait_ledger_row(&rid).await;
-    assert_eq!(row.finish.as_str(), "complete", "{row:?}");
-    for name in ["first", "second"] {
-        let a = account(&app, name);
+    // Cut, or an error event in place of the end marker (it rested the account: found by an
+    // independent re-check).
+    for fault in ["drop_at_end=1", "error_at_end=1"] {
+        let app = two_accounts(|_| {}, |_| {}).await;
+        let key = app.create_key("trial", None).await;
+        let mut b = body("deepseek-v4-flash", &format!("[[sim reply=3 {fault}]] hi"));
+        b["stream"] = true.into();
+        b["stream_options"] = serde_json::json!({"include_usage": true});
+        let resp = app.chat(&key, &b).send().await.unwrap();
+        let rid = request_id(&resp);
+        let text = resp.text().await.unwrap();
+        assert!(text.contains("[DONE]"), "{fault}: {text}");
+        let row = app.wait_ledger_row(&rid).await;
+        assert_eq!(row.finish.as_str(), "complete", "{fault}: {row:?}");
+        for name in ["first", "second"] {
+            let a = account(&app, name);
+            assert_eq!(
+                (a.state.as_str(), a.errors),
+                ("healthy", 0),
+                "{fault} {name}: {a:?}"
+            );
+        }
+    }
+}
+
+/// A stream whose first event cannot be read (taken for its opening: no answer yet), or whose
+/// event after the opening cannot, is the account's failure: it rests (the first was told
+/// nothing, and kept its share; found by an independent re-check).
+#[tokio::test]
+async fn a_stream_broken_at_its_opening_rests_its_account() {
+    for fault in ["garbage=1", "garbage_after=0"] {
+        let app = two_accounts(|_| {}, |_| {}).await;
+        let key = app.create_key("trial", None).await;
+        let mut b = body("deepseek-v4-flash", &format!("[[sim reply=3 {fault}]] hi"));
+        b["stream"] = true.into();
+        let resp = app.chat(&key, &b).send().await.unwrap();
+        let text = resp.text().await.unwrap();
+        assert!(text.contains("upstream_error"), "{fault}: {text}");
+        let broke = app.sim.requests()[0].account.clone().expect("an account");
+        let name = if broke == SIM_KEY { "first" } else { "second" };
+        let s = account(&app, name);
         assert_eq!(
-            (a.state.as_str(), a.errors),
-            ("healthy", 0),
-            "{name}: {a:?}"
+            (s.state.as_str(), s.errors),
+            ("cooling", 1),
+            "{fault}: {s:?}"
         );
     }
+}
+
+/// A resting account whose trial stream has begun serves again while it runs (on probation:
+/// a break would rest it for longer): held out until a long trial ended, a working account
+/// left customers with 503 while the other was full (found by an independent re-check).
+#[tokio::test]
+async fn a_trial_under_way_lets_its_account_serve_again() {
+    use futures_util::StreamExt;
+    let app = two_accounts(
+        |_| {},
+        |c| {
+            c.upstream.accounts[1]
+                .max_in_flight
+                .insert("deepseek-v4-flash".into(), 1);
+            c.upstream.queue_timeout_ms = 500;
+        },
+    )
+    .await;
+    let key = app.create_key("pro", None).await;
+    app.sim.set_fault(SIM_KEY, Some(AccountFault::Status(500)));
+    let resp = app
+        .chat(
+            &key,
+            &body("deepseek-v4-flash", "[[sim reply=1]] rest first"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(account(&app, "first").state.as_str(), "cooling");
+    app.sim.set_fault(SIM_KEY, None);
+    // `second` full with a long stream; once `first` may be tried, its trial is a long one.
+    let mut long = body("deepseek-v4-flash", "[[sim reply=60 delay_ms=100]] long");
+    long["stream"] = true.into();
+    let busy = app.chat(&key, &long).send().await.unwrap();
+    assert_eq!(busy.status(), 200);
+    tokio::time::sleep(std::time::Duration::from_millis(5_300)).await;
+    let mut trial = app.chat(&key, &long).send().await.unwrap().bytes_stream();
+    let first = trial.next().await.expect("the trial streams").unwrap();
+    assert!(!first.is_empty());
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // While the trial streams, `first` takes other requests.
+    for _ in 0..3 {
+        let resp = app
+            .chat(
+                &key,
+                &body("deepseek-v4-flash", "[[sim reply=1]] meanwhile"),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    assert_eq!(account(&app, "first").state.as_str(), "healthy");
+    drop(trial);
+    drop(busy);
 }
 
 /// A resting account's trial is decided by the whole answer: a trial stream that breaks after

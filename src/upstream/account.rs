@@ -228,6 +228,17 @@ impl Account {
     /// A trial ended without a verdict (its request was dropped — the client left, the daemon
     /// stopped): the account stays cooling, and the next request is its trial. Without this,
     /// the flag stayed set and the account never served again.
+    /// The rest a next failure doubles (0: none since the last success).
+    pub(super) fn backoff(&self) -> u64 {
+        self.backoff_ms.load(Ordering::Acquire)
+    }
+
+    /// A trial whose success reset the backoff failed after all: its next rest doubles the
+    /// one before the trial, as any failed trial's does.
+    pub(super) fn keep_backoff(&self, before: u64) {
+        self.backoff_ms.fetch_max(before, Ordering::AcqRel);
+    }
+
     pub(super) fn end_trial(&self) {
         self.trial.store(false, Ordering::Release);
     }

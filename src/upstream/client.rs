@@ -218,16 +218,21 @@ impl Upstream {
                     }
                     let rests = self.blame(&account, &e, slot.current());
                     if !rests {
-                        if e.rejects_request() {
-                            // The request's own fault (400, 422): the account answered it, so
-                            // it works — a cooling account whose trial this was serves again
-                            // (an answer to a request sent before its last change says nothing
-                            // about it now).
+                        if e.rejects_request() && e.is_deepseeks() {
+                            // The request's own fault (400, 413, 422, in DeepSeek's words): the
+                            // account answered it, so it works — a cooling account whose trial
+                            // this was serves again (an answer to a request sent before its
+                            // last change says nothing about it now).
                             if slot.current() && account.succeeded() {
                                 tracing::info!(account = %account.name, "upstream account healthy again");
                                 self.announce(&account, "answered again");
                             }
                             slot.decided();
+                        } else if e.rejects_request() {
+                            // Too large for whatever answered (a 413 that is not DeepSeek's
+                            // JSON, a proxy's page): the customer's, but no sign the account
+                            // works (it ended rests; found by an independent re-check) — no
+                            // verdict, a trial this was is freed with the slot.
                         } else {
                             // No verdict on the account: a trial this was is freed when the
                             // slot goes (the next request is the trial), not left taken.

@@ -47,6 +47,11 @@ impl UpstreamError {
             && !self.is_unknown_model()
     }
 
+    /// An error DeepSeek wrote: a JSON error object with a message.
+    pub fn is_deepseeks(&self) -> bool {
+        matches!(self, UpstreamError::Status { message, .. } if !message.is_empty())
+    }
+
     /// A 400/422 that is not DeepSeek's: no JSON error object with a message (a proxy's page,
     /// "plain HTTP request was sent to HTTPS port") — the account's address is wrong, not the
     /// request (it passed for the request's fault: never rested, and it ended rests).

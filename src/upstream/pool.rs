@@ -56,8 +56,9 @@ pub struct Slot {
     /// The account's epoch when the slot was taken: a verdict from an older one changes no
     /// state (it is about the account as it was).
     epoch: u64,
-    /// A trial whose stream began: decided when it ends ([`Slot::began`]).
-    awaiting_end: bool,
+    /// A resting account brought back by this stream's first words ([`Slot::began`]): the
+    /// backoff it had, restored if the stream breaks.
+    probation: Option<u64>,
 }
 
 impl Slot {
@@ -128,26 +129,27 @@ impl Slot {
 }
 
 impl Slot {
-    /// A stream's first content. An account serving as usual works; a cooling account's trial
-    /// is decided by the whole answer ([`Slot::finished`] or [`Slot::broke`]): decided at its
-    /// first words, a trial whose stream then broke brought the account back — its backoff
-    /// reset, its break a request of the past — and the next request broke again, every
-    /// few seconds for good (found by an independent re-check).
+    /// A stream's first content: the account works. A resting account's request (its trial,
+    /// or one taken early while every account rests) brings it back on probation until the
+    /// stream ends: it serves again at once (held out of service for a long trial, a working
+    /// account left customers with 503), but a break of this stream rests it as a failed
+    /// trial, for twice its last rest ([`Slot::broke`]) — brought back for good at the first
+    /// words, a trial whose stream then broke let the next request break again every few
+    /// seconds (both found by independent re-checks).
     pub fn began(&mut self) {
-        // A resting account's request (its trial, or one taken early while every account
-        // rests) would bring it back: that waits for the end too.
-        if self.trial || self.account.state() != super::account::AccountState::Healthy {
-            self.awaiting_end = true;
-        } else {
-            self.worked();
+        let resting = self.trial || self.account.state() != super::account::AccountState::Healthy;
+        let (before, current) = (self.account.backoff(), self.current());
+        self.worked();
+        if resting && current {
+            self.probation = Some(before);
+            // Its own recovery moved the account's epoch on: this stream still speaks for it.
+            self.epoch = self.account.epoch();
         }
     }
 
-    /// A stream ended whole: the trial waiting for it ([`Slot::began`]) brings the account back.
+    /// A stream ended whole: its account's probation ([`Slot::began`]) is over.
     pub fn finished(&mut self) {
-        if std::mem::take(&mut self.awaiting_end) {
-            self.worked();
-        }
+        self.probation = None;
     }
 
     /// The account's answer broke after it had begun (an error event, a cut, a stall, an end
@@ -156,7 +158,9 @@ impl Slot {
     /// its share of requests, and its errors did not even count (found by an independent
     /// check). A trial's break rests it for longer, as any failed trial. Told once a stream.
     pub fn broke(&mut self, why: &str) {
-        self.awaiting_end = false;
+        if let Some(before) = self.probation.take() {
+            self.account.keep_backoff(before);
+        }
         self.account.errors.fetch_add(1, Ordering::Relaxed);
         if !self.current() {
             self.account.note_failure(why);
@@ -271,7 +275,7 @@ impl Pool {
                     trial,
                     judged: false,
                     epoch: account.epoch(),
-                    awaiting_end: false,
+                    probation: None,
                 });
             }
         }
@@ -335,7 +339,7 @@ impl Pool {
                     trial: false,
                     judged: false,
                     epoch: account.epoch(),
-                    awaiting_end: false,
+                    probation: None,
                 });
             }
         }

@@ -207,6 +207,7 @@ impl EventStream {
             }
             Ok(Some(_)) => {}
             Ok(None) if !self.content => {
+                self.ended = true;
                 self.slot.failed("the stream ended before any answer");
             }
             // After the answer began, the relay says how it ended (whole or broken), since
@@ -215,7 +216,10 @@ impl EventStream {
             Ok(None) => {}
             // The request's own total limit says nothing about the account.
             Err(UpstreamError::Timeout) if Instant::now() >= self.deadline => {}
-            Err(e) if !self.content => self.slot.failed(&e.to_string()),
+            Err(e) if !self.content => {
+                self.ended = true;
+                self.slot.failed(&e.to_string());
+            }
             Err(_) => {}
         }
         next
@@ -225,11 +229,16 @@ impl EventStream {
     /// cannot read, an end before the answer was whole): the account is told once
     /// ([`Slot::broke`]); past the request's own deadline, not at all.
     pub fn broke(&mut self, why: &str) {
-        if !self.content || Instant::now() >= self.deadline {
+        if Instant::now() >= self.deadline || std::mem::replace(&mut self.ended, true) {
             return;
         }
-        if !std::mem::replace(&mut self.ended, true) {
+        if self.content {
             self.slot.broke(why);
+        } else {
+            // Broken before any answer (an opening event the dialect cannot read): a failure
+            // of the account's like a stall or an error event there (it was told nothing;
+            // found by an independent re-check).
+            self.slot.failed(why);
         }
     }
 

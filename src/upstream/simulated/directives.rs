@@ -49,6 +49,8 @@ pub(super) struct Directives {
     /// The whole answer, usage included, then the connection cut where the end marker
     /// (`[DONE]`, `message_stop`) would be.
     pub(super) drop_at_end: bool,
+    /// Stream: the whole answer, usage included, then an error event in place of the end marker.
+    pub(super) error_at_end: bool,
     /// Anthropic wire: a stall sends `ping` events rather than SSE comments.
     pub(super) ping_keepalive: bool,
 }
@@ -86,6 +88,10 @@ impl Directives {
                     }
                     "garbage" => {
                         self.garbage = n != 0;
+                        continue;
+                    }
+                    "error_at_end" => {
+                        self.error_at_end = n != 0;
                         continue;
                     }
                     "drop_at_end" => {

@@ -240,7 +240,8 @@ pub fn list_cost(model: &str, peak: bool, hit: u64, miss: u64, output: u64) -> U
 /// later wins): `reply`, `reasoning`, `prompt`, `hit`, `delay_ms`, `first_delay_ms`,
 /// `keepalive_ms`, `fail`, `stall_after`, `drop_after`, `error_after`, `garbage_after` (an
 /// event that is not JSON after that many tokens, then the end marker), `no_usage`, `garbage`,
-/// `drop_at_end` (the whole answer, usage included, then the connection cut before its end marker);
+/// `drop_at_end` (the whole answer, usage included, then the connection cut before its end marker),
+/// `error_at_end` (the same, then an error event in place of the end marker);
 /// on the Anthropic route also `ping_keepalive` (a stall sends `ping` events, not comments),
 /// `output_usage_only` (usage without its input counts) and
 /// `usage_mistyped` (counts written as strings: a whole answer's, a stream's `message_delta`).

@@ -239,9 +239,13 @@ async fn stream_body(p: &Plan, w: &impl Wire, mut out: Out) -> Result<Outcome, H
     }
     out.sleep(p.chunk_delay).await?;
     let closing = w.closing(p);
-    if p.d.drop_at_end {
+    if p.d.drop_at_end || p.d.error_at_end {
         let cut = closing.strip_suffix(w.garbage_end()).unwrap_or(&closing);
         out.send(cut.to_string()).await?;
+        if p.d.error_at_end {
+            out.send(w.error()).await?;
+            return Ok(Outcome::Failed(500));
+        }
         return Ok(out.abort().await);
     }
     out.send(closing).await?;
