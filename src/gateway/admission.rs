@@ -209,6 +209,9 @@ pub(super) async fn read_body(
             message: format!(
                 "Content-Encoding {:?} is not supported: send the request body uncompressed.",
                 String::from_utf8_lossy(coding.as_bytes())
+                    .chars()
+                    .take(40)
+                    .collect::<String>()
             ),
             param: None,
         });

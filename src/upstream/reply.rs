@@ -173,8 +173,8 @@ pub struct EventStream {
     content: bool,
     /// An opening event came ([`EventStream::is_preamble`]).
     preamble_seen: bool,
-    /// After the answer began: the account was told how it ended ([`EventStream::finished`]
-    /// or [`EventStream::broke`], once).
+    /// The account was told how the stream ended: failed before any answer, or, after the
+    /// answer began, whole or broken ([`EventStream::finished`], [`EventStream::broke`]); once.
     ended: bool,
     /// The account's slot, given back when the stream ends (this is dropped); told how the
     /// answer went.
@@ -242,8 +242,7 @@ impl EventStream {
         }
     }
 
-    /// The answer ended whole: a cooling account's trial it was brings it back
-    /// ([`Slot::finished`]).
+    /// The answer ended whole: a probation its first words began is over ([`Slot::finished`]).
     pub fn finished(&mut self) {
         if self.content && !std::mem::replace(&mut self.ended, true) {
             self.slot.finished();

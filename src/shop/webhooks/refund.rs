@@ -115,11 +115,14 @@ async fn refund_ungiven(
         tracing::error!(order_id = %order.order_id, error = %e, "order not marked refunded; PayPal will retry");
         return Err(WebhookError::Unavailable);
     }
-    state.activity.emit(ActivityEvent::OrderRefunded {
-        order_id: order.order_id.clone(),
-        key_id: None,
-        at_ms: now_ms,
-    });
+    // Said once: a later refund of an order refunded so only raises its figure.
+    if order.status != OrderStatus::Refunded {
+        state.activity.emit(ActivityEvent::OrderRefunded {
+            order_id: order.order_id.clone(),
+            key_id: None,
+            at_ms: now_ms,
+        });
+    }
     tracing::info!(kind, order_id = %order.order_id, refunded = ?refunded.map(|u| u.to_string()), "refund of an order nothing was given for");
     Ok(())
 }
