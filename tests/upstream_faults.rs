@@ -5,7 +5,7 @@
 use modelrelay::upstream::simulated::AccountFault;
 
 use crate::common::{SIM_KEY, TestApp, body, request_id};
-use crate::upstream_pool::{SECOND, two_accounts};
+use crate::upstream_pool::{SECOND, served_by, two_accounts};
 
 /// The pool's view of one account, by name.
 fn account(app: &TestApp, name: &str) -> modelrelay::upstream::status::AccountStatus {
@@ -17,15 +17,6 @@ fn account(app: &TestApp, name: &str) -> modelrelay::upstream::status::AccountSt
         .into_iter()
         .find(|a| a.name == name)
         .expect("the account")
-}
-
-/// Which account (by the simulator's key) served each request, in order.
-fn served(app: &TestApp) -> Vec<Option<String>> {
-    app.sim
-        .requests()
-        .iter()
-        .map(|r| r.account.clone())
-        .collect()
 }
 
 /// A status DeepSeek never answers a request with (a 301 from an `http://` base URL, 408,
@@ -50,7 +41,7 @@ async fn a_status_deepseek_never_sends_rests_the_account_and_fails_over() {
         let first = account(&app, "first");
         assert_eq!(first.state.as_str(), "cooling", "{code}: {first:?}");
         assert_eq!(first.errors, 1, "{code}: {first:?}");
-        let seen = served(&app);
+        let seen = served_by(&app);
         assert_eq!(
             seen.iter()
                 .filter(|a| a.as_deref() == Some(SIM_KEY))
@@ -114,11 +105,11 @@ async fn a_stream_that_breaks_after_its_first_words_rests_its_account() {
             assert_eq!(resp.status(), 200);
         }
         assert!(
-            served(&app)[1..]
+            served_by(&app)[1..]
                 .iter()
                 .all(|a| a.as_deref() == Some(other)),
             "{fault}: {:?}",
-            served(&app)
+            served_by(&app)
         );
         // A stream that ends as DeepSeek ends one rests nothing.
         let mut whole = body("deepseek-v4-flash", "[[sim reply=3]] fine");
@@ -167,7 +158,7 @@ async fn deepseeks_429_everywhere_is_busy_and_resting_accounts_are_not_tried_in_
         .await
         .unwrap();
     assert_eq!(resp.status(), 503);
-    assert_eq!(app.sim.requests().len(), 3, "{:?}", served(&app));
+    assert_eq!(app.sim.requests().len(), 3, "{:?}", served_by(&app));
     assert_eq!(
         app.key_state(&key).balance().spent.nanos(),
         0,
@@ -344,7 +335,7 @@ async fn a_failure_fails_over_to_an_account_due_its_trial() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let seen: Vec<_> = served(&app)[before..].to_vec();
+    let seen: Vec<_> = served_by(&app)[before..].to_vec();
     assert_eq!(
         seen,
         [Some(SECOND.to_string()), Some(SIM_KEY.to_string())],

@@ -68,7 +68,7 @@ fn status_by_key(app: &TestApp, sim_key: &str) -> modelrelay::upstream::status::
 }
 
 /// The accounts the simulator saw requests from, in order.
-fn served_by(app: &TestApp) -> Vec<Option<String>> {
+pub(super) fn served_by(app: &TestApp) -> Vec<Option<String>> {
     app.sim
         .requests()
         .iter()
