@@ -343,3 +343,93 @@ async fn a_failure_fails_over_to_an_account_due_its_trial() {
     );
     assert_eq!(account(&app, "first").state.as_str(), "healthy");
 }
+
+/// While a trial's stream runs (its account back on probation), a request of the account's
+/// that breaks rests it for twice its last rest, not from the first backoff again (an account
+/// whose streams broke rested 5 s at a time for ever); a request taken early while the only
+/// account rests brings it back only once its stream ends whole (it flapped twice a second).
+/// Both found by an independent re-check.
+#[tokio::test]
+async fn probation_keeps_the_backoff_and_early_requests_wait_for_the_end() {
+    use futures_util::StreamExt;
+    let app = two_accounts(
+        |_| {},
+        |c| {
+            c.upstream.accounts[1]
+                .max_in_flight
+                .insert("deepseek-v4-flash".into(), 1);
+            c.upstream.queue_timeout_ms = 500;
+        },
+    )
+    .await;
+    let key = app.create_key("pro", None).await;
+    app.sim.set_fault(SIM_KEY, Some(AccountFault::Status(500)));
+    let resp = app
+        .chat(
+            &key,
+            &body("deepseek-v4-flash", "[[sim reply=1]] rest first"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    app.sim.set_fault(SIM_KEY, None);
+    let mut long = body("deepseek-v4-flash", "[[sim reply=60 delay_ms=100]] long");
+    long["stream"] = true.into();
+    let busy = app.chat(&key, &long).send().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(5_300)).await;
+    let mut trial = app.chat(&key, &long).send().await.unwrap().bytes_stream();
+    trial.next().await.expect("the trial streams").unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(account(&app, "first").state.as_str(), "healthy");
+    // Another request on `first` breaks after its first words: 10 s, not 5.
+    let mut broken = body("deepseek-v4-flash", "[[sim reply=6 error_after=2]] breaks");
+    broken["stream"] = true.into();
+    app.chat(&key, &broken)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let s = account(&app, "first");
+    assert_eq!(s.state.as_str(), "cooling", "{s:?}");
+    let left = s.cooling_until_ms.unwrap() - chrono::Utc::now().timestamp_millis();
+    assert!(left > 7_000, "rests {left} ms: {s:?}");
+    drop(trial);
+    drop(busy);
+
+    // One account alone, resting: a request taken early does not bring it back at its first
+    // words, only at its whole end.
+    let app = TestApp::spawn().await;
+    let key = app.create_key("pro", None).await;
+    app.chat(&key, &broken)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let state = |app: &TestApp| {
+        app.daemon
+            .as_ref()
+            .unwrap()
+            .state
+            .upstream
+            .status()
+            .accounts[0]
+            .state
+            .as_str()
+            .to_string()
+    };
+    assert_eq!(state(&app), "cooling");
+    let mut short = body("deepseek-v4-flash", "[[sim reply=10 delay_ms=100]] early");
+    short["stream"] = true.into();
+    let mut early = app.chat(&key, &short).send().await.unwrap().bytes_stream();
+    early.next().await.expect("it streams").unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(state(&app), "cooling", "not at its first words");
+    while early.next().await.is_some() {}
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(state(&app), "healthy", "at its whole end");
+}

@@ -228,15 +228,28 @@ impl Account {
     /// A trial ended without a verdict (its request was dropped — the client left, the daemon
     /// stopped): the account stays cooling, and the next request is its trial. Without this,
     /// the flag stayed set and the account never served again.
-    /// The rest a next failure doubles (0: none since the last success).
-    pub(super) fn backoff(&self) -> u64 {
-        self.backoff_ms.load(Ordering::Acquire)
+    /// A cooling account whose trial stream began is back in service on probation: healthy,
+    /// its backoff kept until an answer of it ends whole ([`Account::clear_backoff`]), so
+    /// that a break of the trial, or of any request it takes meanwhile, rests it for twice
+    /// as long. True when its state changed.
+    pub(super) fn back_on_probation(&self) -> bool {
+        self.trial.store(false, Ordering::Release);
+        let was = self
+            .state
+            .compare_exchange(1, 0, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if was {
+            self.epoch.fetch_add(1, Ordering::AcqRel);
+        }
+        was
     }
 
-    /// A trial whose success reset the backoff failed after all: its next rest doubles the
-    /// one before the trial, as any failed trial's does.
-    pub(super) fn keep_backoff(&self, before: u64) {
-        self.backoff_ms.fetch_max(before, Ordering::AcqRel);
+    /// An answer ended whole on a healthy account: the next failure rests it from the first
+    /// backoff again.
+    pub(super) fn clear_backoff(&self) {
+        if self.state() == AccountState::Healthy && self.backoff_ms.load(Ordering::Acquire) != 0 {
+            self.backoff_ms.store(0, Ordering::Release);
+        }
     }
 
     pub(super) fn end_trial(&self) {

@@ -56,9 +56,9 @@ pub struct Slot {
     /// The account's epoch when the slot was taken: a verdict from an older one changes no
     /// state (it is about the account as it was).
     epoch: u64,
-    /// A resting account brought back by this stream's first words ([`Slot::began`]): the
-    /// backoff it had, restored if the stream breaks.
-    probation: Option<u64>,
+    /// A request taken early while every account rests, whose stream began: the account
+    /// comes back only if it ends whole ([`Slot::finished`]).
+    awaiting_end: bool,
 }
 
 impl Slot {
@@ -129,27 +129,39 @@ impl Slot {
 }
 
 impl Slot {
-    /// A stream's first content: the account works. A resting account's request (its trial,
-    /// or one taken early while every account rests) brings it back on probation until the
-    /// stream ends: it serves again at once (held out of service for a long trial, a working
-    /// account left customers with 503), but a break of this stream rests it as a failed
-    /// trial, for twice its last rest ([`Slot::broke`]) — brought back for good at the first
-    /// words, a trial whose stream then broke let the next request break again every few
-    /// seconds (both found by independent re-checks).
+    /// A stream's first content: the account works. A cooling account's trial brings it back
+    /// on probation ([`Account::back_on_probation`]): it serves again at once (held out of
+    /// service for a long trial, a working account left customers with 503) with its backoff
+    /// kept until an answer ends whole, so a break of the trial or of any request it takes
+    /// meanwhile rests it for twice as long (brought back for good at the first words, an
+    /// account whose streams broke rested 5 s at a time for ever). A request taken early while
+    /// every account rests brings it back only once its stream ends whole (it flapped twice a
+    /// second). All found by independent re-checks.
     pub fn began(&mut self) {
-        let resting = self.trial || self.account.state() != super::account::AccountState::Healthy;
-        let (before, current) = (self.account.backoff(), self.current());
-        self.worked();
-        if resting && current {
-            self.probation = Some(before);
+        if self.account.state() == super::account::AccountState::Healthy && !self.trial {
+            self.worked();
+        } else if !self.trial {
+            self.awaiting_end = true;
+        } else if !std::mem::replace(&mut self.judged, true) && self.current() {
+            if self.account.back_on_probation() {
+                tracing::info!(account = %self.account.name, "upstream account healthy again (on probation)");
+                self.pool.announce(&self.account, "answered again");
+            }
+            self.trial = false;
             // Its own recovery moved the account's epoch on: this stream still speaks for it.
             self.epoch = self.account.epoch();
         }
     }
 
-    /// A stream ended whole: its account's probation ([`Slot::began`]) is over.
+    /// An answer ended whole: a request taken early brings its account back; and the account
+    /// works, so its next failure rests it from the first backoff again.
     pub fn finished(&mut self) {
-        self.probation = None;
+        if std::mem::take(&mut self.awaiting_end) {
+            self.worked();
+        }
+        if self.current() {
+            self.account.clear_backoff();
+        }
     }
 
     /// The account's answer broke after it had begun (an error event, a cut, a stall, an end
@@ -158,9 +170,7 @@ impl Slot {
     /// its share of requests, and its errors did not even count (found by an independent
     /// check). A trial's break rests it for longer, as any failed trial. Told once a stream.
     pub fn broke(&mut self, why: &str) {
-        if let Some(before) = self.probation.take() {
-            self.account.keep_backoff(before);
-        }
+        self.awaiting_end = false;
         self.account.errors.fetch_add(1, Ordering::Relaxed);
         if !self.current() {
             self.account.note_failure(why);
@@ -275,7 +285,7 @@ impl Pool {
                     trial,
                     judged: false,
                     epoch: account.epoch(),
-                    probation: None,
+                    awaiting_end: false,
                 });
             }
         }
@@ -339,7 +349,7 @@ impl Pool {
                     trial: false,
                     judged: false,
                     epoch: account.epoch(),
-                    probation: None,
+                    awaiting_end: false,
                 });
             }
         }

@@ -71,6 +71,7 @@ impl Reply {
                     self.slot.failed("a 200 whose body is an error object");
                 } else {
                     self.slot.worked();
+                    self.slot.finished();
                 }
             }
             // The request's own total limit says nothing about the account.
