@@ -220,11 +220,15 @@ async fn a_stream_broken_at_its_opening_rests_its_account() {
     }
 }
 
-/// A resting account whose trial stream has begun serves again while it runs (on probation:
-/// a break would rest it for longer): held out until a long trial ended, a working account
-/// left customers with 503 while the other was full (found by an independent re-check).
-#[tokio::test]
-async fn a_trial_under_way_lets_its_account_serve_again() {
+/// Two accounts, `second` capped at one flash request and busy with a long stream, `first`
+/// rested once (5 s) and then given its trial, a long stream whose first words came:
+/// `(app, key, the trial's stream, the busy stream's response)`.
+async fn trial_under_way() -> (
+    TestApp,
+    String,
+    impl futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin,
+    reqwest::Response,
+) {
     use futures_util::StreamExt;
     let app = two_accounts(
         |_| {},
@@ -258,6 +262,15 @@ async fn a_trial_under_way_lets_its_account_serve_again() {
     let mut trial = app.chat(&key, &long).send().await.unwrap().bytes_stream();
     let first = trial.next().await.expect("the trial streams").unwrap();
     assert!(!first.is_empty());
+    (app, key, trial, busy)
+}
+
+/// A resting account whose trial stream has begun serves again while it runs (on probation:
+/// a break would rest it for longer): held out until a long trial ended, a working account
+/// left customers with 503 while the other was full (found by an independent re-check).
+#[tokio::test]
+async fn a_trial_under_way_lets_its_account_serve_again() {
+    let (app, key, trial, busy) = trial_under_way().await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     // While the trial streams, `first` takes other requests.
     for _ in 0..3 {
@@ -352,34 +365,7 @@ async fn a_failure_fails_over_to_an_account_due_its_trial() {
 #[tokio::test]
 async fn probation_keeps_the_backoff_and_early_requests_wait_for_the_end() {
     use futures_util::StreamExt;
-    let app = two_accounts(
-        |_| {},
-        |c| {
-            c.upstream.accounts[1]
-                .max_in_flight
-                .insert("deepseek-v4-flash".into(), 1);
-            c.upstream.queue_timeout_ms = 500;
-        },
-    )
-    .await;
-    let key = app.create_key("pro", None).await;
-    app.sim.set_fault(SIM_KEY, Some(AccountFault::Status(500)));
-    let resp = app
-        .chat(
-            &key,
-            &body("deepseek-v4-flash", "[[sim reply=1]] rest first"),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    app.sim.set_fault(SIM_KEY, None);
-    let mut long = body("deepseek-v4-flash", "[[sim reply=60 delay_ms=100]] long");
-    long["stream"] = true.into();
-    let busy = app.chat(&key, &long).send().await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(5_300)).await;
-    let mut trial = app.chat(&key, &long).send().await.unwrap().bytes_stream();
-    trial.next().await.expect("the trial streams").unwrap();
+    let (app, key, trial, busy) = trial_under_way().await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(account(&app, "first").state.as_str(), "healthy");
     // Another request on `first` breaks after its first words: 10 s, not 5.
