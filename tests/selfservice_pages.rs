@@ -287,3 +287,40 @@ async fn pricing_links_to_top_ups_and_the_order_look_up_names_the_credited_key()
     assert!(html.contains(&esc(SELF_EN.order_note_paid_topup)));
     assert!(!html.contains(&esc(EN.order_note_paid)));
 }
+
+/// A dashboard opened before the operator revoked its key: each form's refusal names what it
+/// asked for — the replacement form says a revoked key cannot be replaced (it said "Add
+/// credit to this key"), the top-up form that it cannot get credit.
+#[tokio::test]
+async fn a_revoked_keys_forms_say_what_cannot_be_done() {
+    let app = TestApp::spawn_shop().await;
+    let key = app.create_key("trial", None).await;
+    let token = csrf_token(&app.base).await;
+    let grant = dashboard_grant(&app, &key, &token).await;
+    app.admin(modelrelay::activity::protocol::Request::KeysRevoke { key: key.clone() })
+        .await;
+    for (path, heading, body) in [
+        (
+            "/dashboard/rotate?lang=en",
+            SELF_EN.rotate_h,
+            SELF_EN.rotate_revoked,
+        ),
+        (
+            "/checkout/pro?lang=en",
+            SELF_EN.topup_h,
+            SELF_EN.topup_revoked,
+        ),
+    ] {
+        let (status, page) = post_form(
+            &app.base,
+            path,
+            Some(&token),
+            &[("grant", &grant), ("csrf_token", &token), ("confirm", "")],
+        )
+        .await;
+        assert_eq!(status, 400, "{path}");
+        assert!(page.contains(&esc(heading)), "{path}: {page}");
+        assert!(page.contains(&esc(body)), "{path}: {page}");
+        assert!(!page.contains("id=\"api-key\""), "{path}: no key shown");
+    }
+}

@@ -51,7 +51,7 @@ pub fn rewrite_chunk(
             crate::gateway::json::error_text(data)
         ));
     }
-    if let Some(Value::Array(choices)) = chunk.get("choices") {
+    if let Some(Value::Array(choices)) = choices_of(&chunk)? {
         for c in choices {
             let Some(delta) = c.get("delta") else {
                 continue;
@@ -86,6 +86,7 @@ pub fn rewrite_answer(
         Value::Object(o) if o.contains_key("choices") => o,
         _ => return Err("no choices".into()),
     };
+    choices_of(&answer)?;
     let usage = answer.get("usage").and_then(usage_from_json);
     let output_estimate = output_text_bytes(&answer).div_ceil(4);
     // Renamed where upstream named it, as the splicing fast path does.
@@ -94,6 +95,17 @@ pub fn rewrite_answer(
     }
     let body = serde_json::to_vec(&answer).unwrap_or_default();
     Ok((usage, output_estimate, body))
+}
+
+/// The `choices` member when it has the shape of choices: absent, `null`, or a list of objects.
+/// Anything else (`"choices": 5`, a list of strings) is not something a client's SDK can read,
+/// so the chunk or answer is refused as upstream's error rather than relayed as if it were one.
+fn choices_of(obj: &Map<String, Value>) -> Result<Option<&Value>, String> {
+    match obj.get("choices") {
+        None | Some(Value::Null) => Ok(None),
+        Some(v @ Value::Array(cs)) if cs.iter().all(Value::is_object) => Ok(Some(v)),
+        Some(_) => Err("choices is not a list of objects".into()),
+    }
 }
 
 /// Bytes of generated text in a non-stream answer (for the estimate when usage is missing).
@@ -122,5 +134,35 @@ mod tests {
             3
         );
         assert_eq!(generated_bytes(&json!({})), 0);
+    }
+
+    /// A chunk or answer whose `choices` is not a list of objects is upstream's error, not
+    /// relayed (an SDK indexing `choices[0]` would fail on it).
+    #[test]
+    fn choices_of_the_wrong_shape_are_refused() {
+        let mut tally = Tally::new(std::time::Instant::now());
+        for bad in [
+            r#"{"model":"m","choices":5}"#,
+            r#"{"choices":"x"}"#,
+            r#"{"choices":[1]}"#,
+            r#"{"choices":{"index":0}}"#,
+        ] {
+            assert!(
+                rewrite_chunk(bad, "pub", true, &mut tally).is_err(),
+                "{bad}"
+            );
+            assert!(rewrite_answer(bad.as_bytes(), "pub").is_err(), "{bad}");
+        }
+        for good in [
+            r#"{"choices":null}"#,
+            r#"{"choices":[]}"#,
+            r#"{"choices":[{}]}"#,
+        ] {
+            assert!(
+                rewrite_chunk(good, "pub", true, &mut tally).is_ok(),
+                "{good}"
+            );
+            assert!(rewrite_answer(good.as_bytes(), "pub").is_ok(), "{good}");
+        }
     }
 }

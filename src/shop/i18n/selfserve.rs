@@ -36,6 +36,8 @@ texts! {
     rotate_lead,
     /// Dashboard: the button that asks to replace the key.
     rotate_button,
+    /// Dashboard: a revoked key cannot be replaced.
+    rotate_revoked,
     /// Confirmation page heading.
     rotate_confirm_h,
     /// Confirmation page text; {prefix}.

@@ -20,6 +20,7 @@ pub static SELF_EN: SelfTexts = SelfTexts {
     rotate_h: "Replace this key",
     rotate_lead: "If the key may have leaked, replace it: the new key keeps this key's plan, budget, spend and history, and the old one stops working at once. The new key is shown only once.",
     rotate_button: "Replace this key…",
+    rotate_revoked: "A revoked key cannot be replaced.",
     rotate_confirm_h: "Replace this key?",
     rotate_confirm_body: "The key {prefix} stops working the moment you confirm. Every tool that uses it then needs the new key, which is shown only once.",
     rotate_confirm_button: "Yes, replace it now",

@@ -20,6 +20,7 @@ pub static SELF_ZH: SelfTexts = SelfTexts {
     rotate_h: "更换此密钥",
     rotate_lead: "如果密钥可能已泄露，请更换：新密钥保留此密钥的套餐、额度、消费和记录，旧密钥立即失效。新密钥只显示一次。",
     rotate_button: "更换此密钥…",
+    rotate_revoked: "已吊销的密钥无法更换。",
     rotate_confirm_h: "确定更换此密钥？",
     rotate_confirm_body: "确认后，密钥 {prefix} 将立即失效。所有使用它的工具都需要改用新密钥，新密钥只显示一次。",
     rotate_confirm_button: "是的，立即更换",

@@ -89,12 +89,20 @@ enum Refused {
     Stale,
 }
 
+/// Which form a refusal answers: its page names what a revoked key cannot have.
+#[derive(Clone, Copy)]
+enum Form {
+    TopUp,
+    Rotate,
+}
+
 impl Refused {
     /// The page that says so.
-    fn page(self, ctx: &PageCtx) -> Response {
-        let (heading, body) = match self {
-            Refused::Revoked => (ctx.s.topup_h, ctx.s.topup_revoked),
-            Refused::Stale => (ctx.t.csrf_h, ctx.t.csrf_body),
+    fn page(self, ctx: &PageCtx, form: Form) -> Response {
+        let (heading, body) = match (self, form) {
+            (Refused::Revoked, Form::TopUp) => (ctx.s.topup_h, ctx.s.topup_revoked),
+            (Refused::Revoked, Form::Rotate) => (ctx.s.rotate_h, ctx.s.rotate_revoked),
+            (Refused::Stale, _) => (ctx.t.csrf_h, ctx.t.csrf_body),
         };
         message(
             ctx,
@@ -133,7 +141,7 @@ pub async fn checkout_topup(
     };
     let key = match granted_key(&state, &ctx, &form.grant) {
         Ok(g) => g.key,
-        Err(why) => return why.page(&ctx),
+        Err(why) => return why.page(&ctx, Form::TopUp),
     };
     let topup = TopUpMode::new(&ctx, &plan, Some(form.grant), key.prefix());
     let page = Checkout {
@@ -175,7 +183,7 @@ pub async fn rotate(
                 return ctx.page(RotateDone { ctx: &ctx, api_key }.render());
             }
             Ok(Claimed::Mine(maker)) => Some(maker),
-            Err(ShopError::InvalidApiKey(_)) => return Refused::Stale.page(&ctx),
+            Err(ShopError::InvalidApiKey(_)) => return Refused::Stale.page(&ctx, Form::Rotate),
             Err(ShopError::RotationInProgress) => {
                 return message(
                     &ctx,
@@ -192,7 +200,7 @@ pub async fn rotate(
     };
     let Granted { key, hash } = match granted_key(&state, &ctx, &form.grant) {
         Ok(g) => g,
-        Err(why) => return why.page(&ctx),
+        Err(why) => return why.page(&ctx, Form::Rotate),
     };
     let Some(maker) = maker else {
         let body = fill(ctx.s.rotate_confirm_body, &[("prefix", &key.prefix())]);
@@ -206,7 +214,7 @@ pub async fn rotate(
     match crate::shop::rotate::rotate(&state, &key.id, hash, Some(maker)).await {
         Ok(api_key) => ctx.page(RotateDone { ctx: &ctx, api_key }.render()),
         // Another rotation replaced the text first (another page, or the API).
-        Err(ShopError::InvalidApiKey(_)) => Refused::Stale.page(&ctx),
+        Err(ShopError::InvalidApiKey(_)) => Refused::Stale.page(&ctx, Form::Rotate),
         Err(_) => rotate_failed(&ctx),
     }
 }
