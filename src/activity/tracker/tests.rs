@@ -510,3 +510,45 @@ async fn a_restarted_daemon_starts_from_todays_ledger_and_orders() {
     let snap = state.tracker.snapshot().await.unwrap();
     assert_eq!(snap.today.revenue_usd, Usd::from_dollars(1));
 }
+
+/// A long gather is applied in turns of [`TURN`] events, other tasks running between them
+/// (applied in one go, a busy 10 ms held the worker for ~100 µs and a request arriving then
+/// waited for all of it), and to the end: nothing is left on the bus.
+#[tokio::test]
+async fn a_long_gather_is_applied_in_turns_to_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = open(&dir).await;
+    let now = now_ms();
+    let n = 20 * TURN;
+    assert!(
+        n < crate::activity::BUS_CAPACITY / 4,
+        "turns yield below this"
+    );
+    for i in 0..n {
+        state.activity.emit(started(&format!("r{i}"), now));
+    }
+    // This runtime has one thread: what the probe sees between its own turns is what the
+    // tracker left on the bus at each of its turns.
+    let activity = state.activity.clone();
+    let probe = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        loop {
+            let held = activity.queued();
+            if seen.last() != Some(&held) {
+                seen.push(held);
+            }
+            if held == 0 {
+                return seen;
+            }
+            tokio::task::yield_now().await;
+        }
+    });
+    let seen = tokio::time::timeout(GATHER * 100, probe)
+        .await
+        .expect("the bus is drained")
+        .unwrap();
+    let between = seen.iter().filter(|&&h| h > 0 && h < n).count();
+    assert!(between >= 5, "other tasks ran between turns: {seen:?}");
+    let snap = state.tracker.snapshot().await.unwrap();
+    assert_eq!(snap.in_flight.len(), n);
+}
