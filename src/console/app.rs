@@ -210,6 +210,10 @@ pub struct App {
     pub mail_asked_ms: i64,
     /// Reading the upstream pool: when, and whether an answer is awaited.
     pub upstream_poll: UpstreamPoll,
+    /// The key of the open shown-once dialog was drawn whole: set by drawing, read by Enter
+    /// and Esc, which close that dialog only then (in a window too small for it, closing would
+    /// lose the key for good).
+    pub key_seen: std::cell::Cell<bool>,
 }
 
 /// How often the Orders view re-reads the outbox (events also keep it current).
@@ -249,6 +253,7 @@ impl App {
             lagged: None,
             mail_asked_ms: 0,
             upstream_poll: UpstreamPoll::default(),
+            key_seen: std::cell::Cell::new(false),
         }
     }
 
@@ -375,6 +380,7 @@ impl App {
             }
             (Command::Rotate { prefix, .. }, Response::Rotated { key, api_key }) => {
                 self.model.upsert_key(key);
+                self.key_seen.set(false);
                 self.modal = Some(Modal::ReplacedKey {
                     api_key,
                     old_prefix: prefix,
@@ -385,12 +391,15 @@ impl App {
                 self.say(format!("revoked {prefix}"));
             }
             (Command::TopUp { prefix, usd, .. }, Response::Key { key }) => {
-                let left = super::ui::format::usd(key.remaining_usd);
+                // Exact amounts: rounded to cents, a tiny top-up read "added $0.00".
+                let left = key.remaining_usd;
+                let exhausted = if key.status == crate::status::KeyStatus::Exhausted {
+                    " (still exhausted)"
+                } else {
+                    ""
+                };
                 self.model.upsert_key(key);
-                self.say(format!(
-                    "added {} to {prefix}; {left} left",
-                    super::ui::format::usd(usd)
-                ));
+                self.say(format!("added ${usd} to {prefix}; ${left} left{exhausted}"));
             }
             (Command::SetAccount { name, enable }, Response::Upstream { upstream }) => {
                 self.model.upstream_pool.apply(*upstream, self.now_ms);
@@ -400,6 +409,7 @@ impl App {
             (Command::Create { plan }, Response::Created { key, api_key }) => {
                 self.selected_key = Some(key.id.clone());
                 self.model.upsert_key(key);
+                self.key_seen.set(false);
                 self.modal = Some(Modal::NewKey { api_key, plan });
             }
             (_, other) => {

@@ -149,7 +149,7 @@ impl App {
             Modal::Working(_) if key.code == KeyCode::Esc => None,
             Modal::Working(_) => keep(self, modal),
             Modal::NewKey { .. } | Modal::ReplacedKey { .. }
-                if matches!(key.code, KeyCode::Enter | KeyCode::Esc) =>
+                if matches!(key.code, KeyCode::Enter | KeyCode::Esc) && self.key_seen.get() =>
             {
                 None
             }

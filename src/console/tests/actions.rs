@@ -190,6 +190,21 @@ fn top_up_takes_an_amount_then_confirmation() {
         app.status_message(),
         Some("added $2.50 to sk-gateway-TrIa…; $3.49 left")
     );
+    // A tiny top-up is said exactly (it read "added $0.00 …; $0.00 left"), and a key it
+    // leaves exhausted is said to be.
+    let tiny = Command::TopUp {
+        key_id: "key_trial".into(),
+        prefix: "sk-gateway-TrIa…".into(),
+        usd: usd("0.000001"),
+    };
+    let mut still = app.model.keys["key_trial"].clone();
+    still.remaining_usd = usd("0.00001244");
+    still.status = KeyStatus::Exhausted;
+    app.handle(Event::Reply(tiny, Ok(Response::Key { key: still })));
+    assert_eq!(
+        app.status_message(),
+        Some("added $0.000001 to sk-gateway-TrIa…; $0.00001244 left (still exhausted)")
+    );
 }
 
 #[test]
@@ -231,6 +246,7 @@ fn a_comp_key_is_minted_on_a_chosen_plan_and_shown_once() {
         })
     );
     assert_eq!(app.selected().map(|k| k.id.as_str()), Some("key_comp"));
+    drawn(&app);
     press(&mut app, KeyCode::Char('q'));
     assert!(app.modal.is_some(), "only Enter or Esc closes the key");
     press(&mut app, KeyCode::Enter);
@@ -309,6 +325,7 @@ fn rotating_a_key_shows_its_new_text_once() {
         Some(Modal::ReplacedKey { api_key, old_prefix })
             if api_key.starts_with("sk-gateway-NeW1") && old_prefix == "sk-gateway-PrOo…"
     ));
+    drawn(&app);
     assert_eq!(press(&mut app, KeyCode::Esc), None);
     assert_eq!(app.modal, None, "shown once");
 }

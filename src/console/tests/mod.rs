@@ -314,6 +314,12 @@ pub(crate) fn app() -> App {
     app
 }
 
+/// Draw one frame at 80×24, as the console does before it reads the next key.
+pub(crate) fn drawn(app: &App) {
+    let mut term = ratatui::Terminal::new(ratatui::backend::TestBackend::new(80, 24)).unwrap();
+    term.draw(|f| crate::console::ui::draw(f, app)).unwrap();
+}
+
 pub(crate) fn press(app: &mut App, code: KeyCode) -> Option<Action> {
     app.on_key(KeyEvent::new(code, KeyModifiers::NONE))
 }

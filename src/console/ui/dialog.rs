@@ -25,18 +25,51 @@ fn centered(area: Rect, width: u16, height: u16) -> Rect {
 /// A dialog's title, lines and width.
 type Dialog = (&'static str, Vec<Line<'static>>, u16);
 
-/// Paint `modal` over `area`.
+/// Paint `modal` over `area` (a key shown once: over the whole screen if `area` is too small).
 pub fn draw(frame: &mut Frame, area: Rect, app: &App, modal: &Modal, t: &Theme) {
     let Some((title, lines, width)) = dialog(app, modal, t) else {
         return;
     };
-    // Long lines wrap; room for them (and the border) is estimated from the width.
+    let api_key = match modal {
+        Modal::NewKey { api_key, .. } | Modal::ReplacedKey { api_key, .. } => api_key,
+        _ => return paint(frame, area, (title, lines, width), t),
+    };
+    // A key shown once must be seen whole: the dialog as it is where it fits, else just the
+    // key and how to close, else a request to enlarge the window (and Enter or Esc do not
+    // close it until the key was drawn whole, see `App::key_seen`).
+    let screen = frame.area();
+    if let Some(room) = [area, screen]
+        .into_iter()
+        .find(|a| height_of(&lines, width, *a) <= a.height)
+    {
+        app.key_seen.set(true);
+        return paint(frame, room, (title, lines, width), t);
+    }
+    let compact = vec![
+        Line::from(Span::styled(api_key.clone(), t.accent)),
+        Line::from(Span::styled("Copy it now · Enter closes", t.dim)),
+    ];
+    if height_of(&compact, width, screen) <= screen.height {
+        app.key_seen.set(true);
+        return paint(frame, screen, (title, compact, width), t);
+    }
+    let enlarge = vec![Line::raw("Enlarge the window to see the new key.")];
+    paint(frame, screen, (" Key ", enlarge, width), t);
+}
+
+/// Rows a dialog of `lines` takes in `area` with its border: long lines wrap at the width.
+fn height_of(lines: &[Line], width: u16, area: Rect) -> u16 {
     let inner_w = width.min(area.width).saturating_sub(4).max(1) as usize;
-    let height = lines
+    lines
         .iter()
         .map(|l| l.width().div_ceil(inner_w).max(1) as u16)
         .sum::<u16>()
-        + 2;
+        + 2
+}
+
+/// Paint one dialog, centred in `area`.
+fn paint(frame: &mut Frame, area: Rect, (title, lines, width): Dialog, t: &Theme) {
+    let height = height_of(&lines, width, area);
     let rect = centered(area, width, height);
     frame.render_widget(Clear, rect);
     let block = Block::new()

@@ -435,6 +435,45 @@ fn the_new_key_is_shown_in_full_once() {
     }
 }
 
+/// In a window too small for the dialog, the new key is still drawn whole (wrapped, over the
+/// whole screen, with only how to close it); in one too small even for that, the console asks
+/// for a larger window and Enter does not close the dialog (closing would lose the key: it was
+/// shown cut, 36 of its 51 characters, at 40×10).
+#[test]
+fn a_key_shown_once_is_never_cut_by_a_small_window() {
+    let api_key = "sk-gateway-NeWwAbCdEfGhIjKlMnOpQrStUvWxYz0123456789ab";
+    for (w, h) in [(40, 10), (30, 8), (60, 9)] {
+        let mut a = view(View::Keys);
+        a.modal = Some(crate::console::app::Modal::NewKey {
+            api_key: api_key.into(),
+            plan: "trial".into(),
+        });
+        let text: String = screen(&a, (w, h))
+            .iter()
+            .map(|l| l.replace(['│', ' '], ""))
+            .collect();
+        assert!(text.contains(api_key), "{w}x{h}: {text}");
+        press(&mut a, KeyCode::Enter);
+        assert!(a.modal.is_none(), "{w}x{h}: closed once seen");
+    }
+    let mut a = view(View::Keys);
+    a.modal = Some(crate::console::app::Modal::ReplacedKey {
+        api_key: api_key.into(),
+        old_prefix: "sk-gateway-OlDd".into(),
+    });
+    assert_has(&screen(&a, (20, 5)), &["Enlarge"]);
+    press(&mut a, KeyCode::Enter);
+    press(&mut a, KeyCode::Esc);
+    assert!(a.modal.is_some(), "not closed before the key was seen");
+    let text: String = screen(&a, (40, 10))
+        .iter()
+        .map(|l| l.replace(['│', ' '], ""))
+        .collect();
+    assert!(text.contains(api_key), "{text}");
+    press(&mut a, KeyCode::Esc);
+    assert!(a.modal.is_none());
+}
+
 #[test]
 fn disconnection_is_said_on_screen() {
     let mut a = view(View::Live);
