@@ -334,6 +334,15 @@ async fn keys(path: &Path, args: KeysArgs) -> ExitCode {
         },
         KeysCommand::Rotate { key } => Request::KeysRotate { key: key.clone() },
     };
+    let secret = matches!(
+        args.command,
+        KeysCommand::Create { .. } | KeysCommand::Rotate { .. }
+    );
+    if secret && out::stdout_goes_nowhere() {
+        return fail(
+            "stdout is /dev/null or closed: the new key would be printed nowhere; nothing was done",
+        );
+    }
     let resp = match client::call(path, &req).await {
         Ok(r) => r,
         Err(e) => return fail(e),
@@ -341,12 +350,16 @@ async fn keys(path: &Path, args: KeysArgs) -> ExitCode {
     match resp {
         Response::Error { message } => fail(message),
         Response::Created { key, api_key } | Response::Rotated { key, api_key } => {
-            if args.json {
+            let text = if args.json {
                 let doc = serde_json::json!({"api_key": api_key, "key": key});
-                print_json(&doc)
+                match serde_json::to_string_pretty(&doc) {
+                    Ok(s) => s + "\n",
+                    Err(e) => return fail(e),
+                }
             } else {
-                output(&format!("{api_key}\n"))
-            }
+                format!("{api_key}\n")
+            };
+            out::secret_output(&text, &key.id)
         }
         Response::Keys { keys } => {
             if args.json {

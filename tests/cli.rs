@@ -397,3 +397,71 @@ async fn an_exhausted_key_with_money_is_active_after_a_restart() {
     assert_eq!(show(&app, &key).await["status"], "active");
     assert_eq!(chat_status(&app, &key).await.0, 200);
 }
+
+/// `keys create`/`keys rotate` print a key that is shown this once: with stdout closed (`>&-`:
+/// the binary then writes to `/dev/null` unawares) or `/dev/null`, nothing is done, and a write
+/// that fails (`> /dev/full`) is an error naming the key made, with what to do — both exited 0,
+/// or 1 without the key's id, leaving an active key whose text nobody had.
+#[tokio::test]
+async fn a_new_keys_text_printed_nowhere_is_an_error() {
+    let app = TestApp::spawn().await;
+    let socket = app.socket.to_str().expect("utf-8 socket path").to_string();
+    let before = key_count(&app).await;
+    let old = cli_create(&app).await;
+    let shell = |args: String| format!("exec {BIN} {args} --socket '{socket}'");
+    for args in [
+        "keys create --plan trial".to_string(),
+        format!("keys rotate {old}"),
+    ] {
+        for nowhere in [">&-", "> /dev/null"] {
+            let run = sh_run(
+                app.dir.path(),
+                &format!("{} {nowhere}", shell(args.clone())),
+            )
+            .await;
+            assert_eq!(run.code, Some(1), "{args} {nowhere}: {run:#?}");
+            assert!(
+                run.stderr.contains("printed nowhere; nothing was done"),
+                "{args} {nowhere}: {run:#?}"
+            );
+        }
+    }
+    assert_eq!(key_count(&app).await, before + 1, "nothing minted");
+    assert_eq!(chat_status(&app, &old).await.0, 200, "nothing rotated");
+
+    let run = sh_run(
+        app.dir.path(),
+        &format!("{} > /dev/full", shell("keys create --plan trial".into())),
+    )
+    .await;
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert!(
+        run.stderr
+            .contains("was made but its text could not be written")
+            && run.stderr.contains("modelrelay keys rotate key_"),
+        "{run:#?}"
+    );
+}
+
+/// How many keys `keys list` shows.
+async fn key_count(app: &TestApp) -> usize {
+    let list = keys(app, &["list", "--json"]).await.json();
+    list.as_array().expect("a list").len()
+}
+
+/// `sh -c LINE` in `cwd`.
+async fn sh_run(cwd: &Path, line: &str) -> Run {
+    let out = tokio::process::Command::new("sh")
+        .args(["-c", line])
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("sh runs");
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}

@@ -97,7 +97,14 @@ impl Client {
 
     /// Send one request and read its answer.
     pub async fn call(&mut self, req: &Request) -> Result<Response, ClientError> {
-        self.send(req).await?;
+        if let Err(e) = self.send(req).await {
+            // A daemon that refuses this peer says why and closes, perhaps before the request
+            // went out: its line may be waiting all the same.
+            return match self.recv().await {
+                Ok(Some(answer)) => Ok(answer),
+                _ => Err(e),
+            };
+        }
         // A top-up the daemon made just before a kill was reported as failed with no hint it
         // went through, so a retry doubled the credit (found by an independent check).
         self.recv().await?.ok_or(ClientError::Unanswered)
@@ -127,6 +134,35 @@ mod tests {
         });
         let err = call(&path, &Request::Ping).await.unwrap_err();
         assert!(err.to_string().contains("longer than 256 MiB"), "{err}");
+    }
+
+    /// A daemon that refuses the peer writes why and closes without reading the request: the
+    /// client gives that reason, whether its request went out or not.
+    #[tokio::test]
+    async fn a_refusal_written_before_the_request_is_read_is_the_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("refusing.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let line = b"{\"type\":\"error\",\"message\":\"not allowed: uid 65534\"}\n";
+                s.write_all(line).await.unwrap();
+            }
+        });
+        // A request larger than the socket's buffer cannot all go out before the close.
+        let big = Request::KeysCreate {
+            plan: "trial".into(),
+            email: None,
+            budget_usd: None,
+            note: Some("x".repeat(4 << 20)),
+        };
+        for req in [Request::Ping, big] {
+            match call(&path, &req).await {
+                Ok(Response::Error { message }) => assert!(message.contains("not allowed")),
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     /// A daemon that takes the command and goes away before answering (killed mid-command):

@@ -260,6 +260,20 @@ pub async fn serve_with(
                 uid = cred.uid(),
                 "admin socket peer refused: not the daemon's user, root, or the admin group"
             );
+            // Said to the peer too (it saw "closed the connection or answered garbage"); off
+            // the accept loop, and never waiting on a peer that does not read.
+            let refusal = Response::Error {
+                message: format!(
+                    "not allowed: the daemon answers its own user, root and the members of \
+                     server.admin_group on this socket, not uid {uid}"
+                ),
+            };
+            tokio::spawn(async move {
+                let mut stream = stream;
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(1), write_line(&mut stream, &refusal))
+                        .await;
+            });
             continue;
         }
         let conn = connection(state.clone(), stream, stop.clone(), timeouts);

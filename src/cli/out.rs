@@ -21,6 +21,34 @@ pub(super) fn output(text: &str) -> ExitCode {
     }
 }
 
+/// Whether stdout leads nowhere: `/dev/null`, or closed (`>&-`: Rust's runtime opens
+/// `/dev/null` in place of a closed standard descriptor at start, so writes "succeed").
+pub(super) fn stdout_goes_nowhere() -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    match (
+        std::fs::metadata("/dev/stdout"),
+        std::fs::metadata("/dev/null"),
+    ) {
+        (Ok(out), Ok(null)) => out.file_type().is_char_device() && out.rdev() == null.rdev(),
+        _ => false,
+    }
+}
+
+/// Write a new key's text, shown this once: unlike [`output`], a reader that closed the pipe did
+/// not take it, and any failure names the key that was made (it exists, and whoever has its
+/// text is unknown), with what to do.
+pub(super) fn secret_output(text: &str, key_id: &str) -> ExitCode {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(format_args!(
+            "key {key_id} was made but its text could not be written ({e}); replace it \
+             (`modelrelay keys rotate {key_id}`) or revoke it"
+        )),
+    }
+}
+
 /// One value as pretty JSON on stdout.
 pub(super) fn print_json(v: &impl serde::Serialize) -> ExitCode {
     match serde_json::to_string_pretty(v) {
