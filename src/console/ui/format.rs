@@ -60,6 +60,28 @@ pub fn usd_in(u: Usd, width: usize) -> String {
     "…".repeat(width.min(1))
 }
 
+/// The width each column gets when a `Table` lays out `constraints` in `width` cells with
+/// `selection` cells for its highlight symbol: ratatui's own layout, as the table makes it (one
+/// cell between columns, `Flex::Start`). In a window narrower than the columns ask for, the
+/// table shrinks them, and a right-aligned amount written for its asked width loses its first
+/// digits (`$20000.00` read `0.00` at 40 columns): an amount is written for the width it gets.
+pub fn column_widths(
+    constraints: &[ratatui::layout::Constraint],
+    width: u16,
+    selection: u16,
+) -> Vec<u16> {
+    use ratatui::layout::{Constraint, Flex, Layout, Rect};
+    let [_, columns] = Layout::horizontal([Constraint::Length(selection), Constraint::Fill(0)])
+        .areas(Rect::new(0, 0, width, 1));
+    Layout::horizontal(constraints)
+        .flex(Flex::Start)
+        .spacing(1)
+        .split(columns)
+        .iter()
+        .map(|r| r.width)
+        .collect()
+}
+
 /// An amount in a currency DeepSeek reports (`USD 110.00`, `CNY 50.00`): rounded like
 /// [`usd`], the currency's code in front (an amount in nano-units of that currency).
 pub fn money(currency: &str, amount: Usd) -> String {

@@ -7,7 +7,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, TableState};
 
 use super::Theme;
-use super::format::{ago, clip, gauge, parse_ms, usd_in};
+use super::format::{ago, clip, column_widths, gauge, parse_ms, usd_in};
 use crate::activity::protocol::KeyView;
 use crate::console::app::App;
 use crate::status::KeyStatus;
@@ -49,18 +49,21 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
         heads.extend(["BUDGET", "ID"]);
         heads.push("EMAIL");
     }
-    let gauge_w = widths[3] as usize;
-    let rows = visible.iter().map(|k| row(k, app, wide, gauge_w, t));
     let mut constraints: Vec<Constraint> = widths.into_iter().map(Constraint::Length).collect();
     if wide {
         constraints.push(Constraint::Min(10));
     }
+    let selected = app.selected_key_index(&visible);
+    // What each column gets in this window (narrow, less than it asks for).
+    let got = column_widths(&constraints, area.width, u16::from(selected.is_some()));
+    let got = |i: usize| got.get(i).copied().unwrap_or(0) as usize;
+    let rows = visible.iter().map(|k| row(k, app, wide, &got, t));
     let table = Table::new(rows, constraints)
         .header(Row::new(heads).style(t.heading))
         .row_highlight_style(t.selected)
         .highlight_symbol("▸")
         .block(block);
-    let mut state = TableState::default().with_selected(app.selected_key_index(&visible));
+    let mut state = TableState::default().with_selected(selected);
     frame.render_stateful_widget(table, area, &mut state);
 }
 
@@ -81,8 +84,15 @@ fn title(app: &App, shown: usize, total: usize, t: &Theme) -> Line<'static> {
     Line::from(title)
 }
 
-/// One key's row; `wide` adds its budget, id and email.
-fn row(k: &KeyView, app: &App, wide: bool, gauge_w: usize, t: &Theme) -> Row<'static> {
+/// One key's row; `wide` adds its budget, id and email; `got(i)`: column `i`'s width.
+fn row(
+    k: &KeyView,
+    app: &App,
+    wide: bool,
+    got: &impl Fn(usize) -> usize,
+    t: &Theme,
+) -> Row<'static> {
+    let gauge_w = got(3);
     let status_style = match k.status {
         KeyStatus::Active => t.good,
         KeyStatus::Exhausted => t.warn,
@@ -105,14 +115,14 @@ fn row(k: &KeyView, app: &App, wide: bool, gauge_w: usize, t: &Theme) -> Row<'st
             },
             status_style,
         )),
-        Cell::from(Line::from(usd_in(k.spent_usd, 9)).right_aligned()),
-        Cell::from(Line::from(usd_in(k.remaining_usd, 9)).right_aligned()),
-        Cell::from(Line::from(k.requests.to_string()).right_aligned()),
-        Cell::from(Line::from(used).right_aligned()),
+        Cell::from(Line::from(usd_in(k.spent_usd, got(4))).right_aligned()),
+        Cell::from(Line::from(usd_in(k.remaining_usd, got(5))).right_aligned()),
+        Cell::from(Line::from(whole(k.requests.to_string(), got(6))).right_aligned()),
+        Cell::from(Line::from(whole(used, got(7))).right_aligned()),
     ];
     if wide {
         cells.push(Cell::from(
-            Line::from(usd_in(k.budget_usd, 9)).right_aligned(),
+            Line::from(usd_in(k.budget_usd, got(8))).right_aligned(),
         ));
         cells.push(Cell::from(k.id.clone()));
         cells.push(Cell::from(crate::text::visible(
@@ -120,4 +130,14 @@ fn row(k: &KeyView, app: &App, wide: bool, gauge_w: usize, t: &Theme) -> Row<'st
         )));
     }
     Row::new(cells)
+}
+
+/// `text` if it fits in `width` cells, else the mark of a column too narrow: right-aligned, a
+/// cut text loses its start (`never` read `ever`).
+fn whole(text: String, width: usize) -> String {
+    if text.chars().count() <= width {
+        text
+    } else {
+        "…".repeat(width.min(1))
+    }
 }

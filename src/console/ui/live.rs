@@ -11,7 +11,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, TableState};
 
 use super::Theme;
-use super::format::{clip, clip_start, clock, cost, millis};
+use super::format::{clip, clip_start, clock, column_widths, cost, millis};
 use crate::console::app::App;
 use crate::status::{Finish, Measured};
 
@@ -219,6 +219,11 @@ fn draw_finished(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
         .iter()
         .position(|h| *h == "REQUEST")
         .map(|i| widths[i] as usize);
+    let constraints: Vec<Constraint> = widths.into_iter().map(Constraint::Length).collect();
+    let selected = (app.row[0] > 0).then_some(app.row[0]);
+    // The cost is written for the width its column gets (narrow, less than it asks for).
+    let got = column_widths(&constraints, area.width, u16::from(selected.is_some()));
+    let cost_w = got.get(4).copied().unwrap_or(0) as usize;
     let rows = m.finished().iter().map(|r| {
         let status_style = match r.status {
             200..=299 => t.good,
@@ -235,7 +240,7 @@ fn draw_finished(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
             Cell::from(r.key_prefix.clone().unwrap_or_else(|| clip(&r.key_id, 16))),
             Cell::from(clip(&r.model, model_w as usize)),
             Cell::from(Span::styled(r.status.to_string(), status_style)),
-            Cell::from(Line::from(format!("{estimated}{}", cost(r.cost_usd))).right_aligned()),
+            Cell::from(Line::from(cost_in_marked(r.cost_usd, estimated, cost_w)).right_aligned()),
             Cell::from(Line::from(millis(r.latency_ms)).right_aligned()),
             Cell::from(Line::from(r.ttft_ms.map_or_else(|| "-".into(), millis)).right_aligned()),
             Cell::from(Line::from(r.completion_tokens.to_string()).right_aligned()),
@@ -259,10 +264,21 @@ fn draw_finished(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
         }
         Row::new(cells)
     });
-    let table = Table::new(rows, widths.into_iter().map(Constraint::Length))
+    let table = Table::new(rows, constraints)
         .header(Row::new(heads).style(t.heading))
         .row_highlight_style(t.selected)
         .block(block);
-    let mut state = TableState::default().with_selected((app.row[0] > 0).then_some(app.row[0]));
+    let mut state = TableState::default().with_selected(selected);
     frame.render_stateful_widget(table, area, &mut state);
+}
+
+/// A finished request's cost in `width` cells, `~` in front when it was estimated; the mark of a
+/// column too narrow rather than cut digits.
+fn cost_in_marked(u: crate::money::Usd, estimated: &str, width: usize) -> String {
+    let text = format!("{estimated}{}", cost(u));
+    if text.chars().count() <= width {
+        text
+    } else {
+        "…".repeat(width.min(1))
+    }
 }

@@ -7,7 +7,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, TableState};
 
 use super::Theme;
-use super::format::{clip, short_time, usd};
+use super::format::{clip, column_widths, short_time, usd_in};
 use crate::activity::protocol::OrderView;
 use crate::console::app::App;
 use crate::kinds::{MailStatus, OrderKind};
@@ -53,15 +53,20 @@ fn draw_orders(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
         .collect();
     let fixed: u16 = widths.iter().sum::<u16>() + widths.len() as u16;
     let email_w = area.width.saturating_sub(fixed).max(8) as usize;
+    let mut constraints: Vec<Constraint> = widths.into_iter().map(Constraint::Length).collect();
+    constraints.push(Constraint::Min(8));
+    let selected = (app.row[2] > 0).then_some(app.row[2]);
+    // The amount is written for the width its column gets (narrow, less than it asks for).
+    let got = column_widths(&constraints, area.width, u16::from(selected.is_some()));
+    let amount_w = got.get(if wide { 4 } else { 3 }).copied().unwrap_or(0) as usize;
     let shape = Shape {
         wide,
         id_w,
         key_w,
         email_w,
+        amount_w,
     };
     let rows = m.orders.iter().map(|o| order_row(app, o, &shape, t));
-    let mut constraints: Vec<Constraint> = widths.into_iter().map(Constraint::Length).collect();
-    constraints.push(Constraint::Min(8));
     let heads: Vec<&str> = [
         "ORDER", "TIME", "KIND", "PLAN", "AMOUNT", "STATUS", "KEY", "EMAIL",
     ]
@@ -72,7 +77,7 @@ fn draw_orders(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
         .header(Row::new(heads).style(t.heading))
         .row_highlight_style(t.selected)
         .block(block);
-    let mut state = TableState::default().with_selected((app.row[2] > 0).then_some(app.row[2]));
+    let mut state = TableState::default().with_selected(selected);
     frame.render_stateful_widget(table, area, &mut state);
 }
 
@@ -83,6 +88,7 @@ struct Shape {
     id_w: u16,
     key_w: u16,
     email_w: usize,
+    amount_w: usize,
 }
 
 /// One order's row.
@@ -93,6 +99,7 @@ fn order_row<'a>(app: &App, o: &'a OrderView, shape: &Shape, t: &Theme) -> Row<'
         id_w,
         key_w,
         email_w,
+        amount_w,
     } = *shape;
     let status_style = match o.status {
         OrderStatus::Paid => t.good,
@@ -129,7 +136,7 @@ fn order_row<'a>(app: &App, o: &'a OrderView, shape: &Shape, t: &Theme) -> Row<'
     }
     cells.extend([
         Cell::from(plan),
-        Cell::from(Line::from(usd(o.amount_usd)).right_aligned()),
+        Cell::from(Line::from(usd_in(o.amount_usd, amount_w)).right_aligned()),
         Cell::from(Span::styled(o.status.as_str(), status_style)),
         Cell::from(key),
         Cell::from(clip(&crate::text::visible(&o.email), email_w)),

@@ -435,6 +435,46 @@ fn the_new_key_is_shown_in_full_once() {
     }
 }
 
+/// In a window narrower than the tables ask for, an amount is whole or marked `…`, never cut
+/// on its left (`$20000.00` read `0000.00` at 60 columns, `0.00` at 40; `$20.00` read `20.00`
+/// on the Orders view at 45; `never` read `ever`).
+#[test]
+fn narrow_windows_never_cut_an_amount() {
+    let mut a = view(View::Keys);
+    let mut big = crate::console::tests::key("key_big", "sk-gateway-BiGg…", "pro", "20000", "0");
+    big.last_used_at = None;
+    a.model.upsert_key(big);
+    // The Live view's costs ($0.000182, $0.01): no tail of one may show without its `$`.
+    let cut_costs: Vec<String> = ["0.000182", "0.01"]
+        .iter()
+        .flat_map(|c| (0..c.len() - 1).map(move |i| c[i..].to_string()))
+        .collect();
+    for v in [View::Keys, View::Orders, View::Live] {
+        a.view = v;
+        for w in 20..=130 {
+            let lines = screen(&a, (w, 24));
+            for line in &lines[3..23] {
+                for token in line.split(['│', ' ']).filter(|t| !t.is_empty()) {
+                    let amount = v != View::Live
+                        && token.matches('.').count() == 1
+                        && token.chars().any(|c| c.is_ascii_digit());
+                    assert!(
+                        !amount || token.trim_start_matches(['+', '~']).starts_with('$'),
+                        "{v:?} at {w} columns: {token:?} in {line:?}\n{}",
+                        lines.join("\n")
+                    );
+                    assert!(
+                        v != View::Live || !cut_costs.iter().any(|c| c == token),
+                        "{v:?} at {w} columns: {token:?} in {line:?}\n{}",
+                        lines.join("\n")
+                    );
+                    assert_ne!(token, "ever", "{v:?} at {w}: {line:?}");
+                }
+            }
+        }
+    }
+}
+
 /// In a window too small for the dialog, the new key is still drawn whole (wrapped, over the
 /// whole screen, with only how to close it); in one too small even for that, the console asks
 /// for a larger window and Enter does not close the dialog (closing would lose the key: it was
