@@ -56,7 +56,8 @@ fn draw_hits(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
     let total: usize = m.rate_limited().values().map(|h| h.hits_ms.len()).sum();
     let block = Block::new().borders(Borders::TOP).title(Span::styled(
         format!(
-            " Rate-limit hits, last hour: {total} on {} key{} ",
+            " Rate-limit hits, {}: {total} on {} key{} ",
+            window(app),
             m.rate_limited().len(),
             if m.rate_limited().len() == 1 { "" } else { "s" }
         ),
@@ -87,7 +88,7 @@ fn draw_hits(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
     );
     if m.rate_limited().is_empty() {
         let p = Paragraph::new(Line::from(Span::styled(
-            " no key hit its rate limit in the last hour",
+            format!(" no key hit its rate limit ({})", window(app)),
             t.dim,
         )));
         frame.render_widget(p, Rect::new(inner.x, inner.y + 1, inner.width, 1));
@@ -130,7 +131,8 @@ fn draw_refusals(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
     let m = &app.model;
     let count = |s: u16| m.refusals().iter().filter(|r| r.status == s).count();
     let title = format!(
-        " Refusals, last hour: 402 (no budget) ×{} · 403 (model not in plan) ×{} ",
+        " Refusals, {}: 402 (no budget) ×{} · 403 (model not in plan) ×{} ",
+        window(app),
         count(402),
         count(403),
     );
@@ -169,4 +171,15 @@ fn draw_refusals(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
     .header(Row::new(["TIME", "STATUS", "CODE", "KEY"]).style(t.heading))
     .block(block);
     frame.render_widget(table, area);
+}
+
+/// The span the view covers: the last hour, or, for a daemon up for less, since it started —
+/// what it counts lives in the daemon's memory, so a restart begins it afresh.
+fn window(app: &App) -> String {
+    match app.model.uptime_secs(app.now_ms) {
+        Some(up) if up < 3600 => {
+            format!("since the daemon started {} ago", super::format::secs(up))
+        }
+        _ => "last hour".to_string(),
+    }
 }

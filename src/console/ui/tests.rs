@@ -557,7 +557,23 @@ fn empty_daemon_and_connecting() {
     a.view = View::Limits;
     assert_has(
         &screen(&a, SMALL),
-        &["no key hit its rate limit in the last hour", "no refusals"],
+        &["no key hit its rate limit (last hour)", "no refusals"],
+    );
+    // A daemon up for less than an hour: its counts begin at its start, and the view says so.
+    let mut snap = crate::console::tests::snapshot();
+    snap.uptime_secs = 300;
+    a.handle(Event::Connected);
+    a.handle(Event::Socket(
+        crate::activity::protocol::Response::Snapshot {
+            snapshot: Box::new(snap),
+        },
+    ));
+    assert_has(
+        &screen(&a, SMALL),
+        &[
+            "Rate-limit hits, since the daemon started 5m00s ago",
+            "Refusals, since the daemon started",
+        ],
     );
     a.view = View::Upstream;
     assert_has(&screen(&a, SMALL), &["reading the upstream pool…"]);
