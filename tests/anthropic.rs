@@ -102,6 +102,17 @@ async fn a_message_with_x_api_key_is_relayed_natively_and_billed_exactly() {
     let want = expected_cost(640, 360, 50, FLASH[0], FLASH[1], FLASH[2]);
     assert_eq!(row.cost.nanos(), want);
     assert_eq!(app.key_state(&key).balance().spent.nanos(), want);
+    // The customer's usage page names the dialect of each request (SPEC §7), as the ledger does.
+    let usage: Value = app
+        .get(&key, "/api/usage")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(usage["recent"][0]["request_id"], rid.as_str());
+    assert_eq!(usage["recent"][0]["api"], "anthropic");
     // What went upstream: DeepSeek's Anthropic endpoint, the operator's key, the upstream model
     // name, the key's id as the end user; the customer's key never.
     let sent = app.sim.requests().last().cloned().unwrap();

@@ -31,6 +31,8 @@ pub struct RecentRequest {
     pub created_at: String,
     /// Public model name.
     pub model: String,
+    /// The API it was made in: `openai` or `anthropic` (SPEC §7: ledger rows carry it).
+    pub api: &'static str,
     /// Streamed?
     pub stream: bool,
     /// off_peak or peak.
@@ -61,6 +63,7 @@ impl From<UsageRow> for RecentRequest {
                 .unwrap_or_default()
                 .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             model: r.model,
+            api: r.api.as_str(),
             stream: r.stream,
             period: r.period.as_str(),
             prompt_tokens: r.prompt_tokens,
