@@ -21,6 +21,6 @@ pub static AGENTS_EN: AgentTexts = AgentTexts {
     col_served: "Served by",
     names_none: "No other names are configured here: use the model names above.",
     sample_hello: "Hello!",
-    count_p: "POST /v1/messages/count_tokens answers with our own estimate (DeepSeek has no counting endpoint): about a quarter of the text's bytes plus a few tokens per message. The charge always uses DeepSeek's real counts.",
+    count_p: "POST /v1/messages/count_tokens answers with our own estimate (DeepSeek has no counting endpoint): about a quarter of the text's bytes plus a few tokens per message. The charge uses DeepSeek's real counts, not this estimate (and never more than the request held when it started — its body's size as prompt, its max_tokens as output — should DeepSeek report more; the row then says capped).",
     errors_p: "Errors come in Anthropic's shape, {\"type\": \"error\", \"error\": {\"type\": …, \"message\": …}}, with the statuses of the table below: 400 invalid_request_error, 401 authentication_error, 402 billing_error, 403 permission_error, 404 not_found_error, 413 request_too_large, 429 rate_limit_error, 502 api_error, 503 overloaded_error, 504 timeout_error. The SDKs raise their matching exceptions; a stream that fails midway ends with an error event.",
 };
