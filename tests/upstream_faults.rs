@@ -419,3 +419,110 @@ async fn probation_keeps_the_backoff_and_early_requests_wait_for_the_end() {
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     assert_eq!(state(&app), "healthy", "at its whole end");
 }
+
+/// While every account rests, a request goes to the one due soonest; when that one fails again,
+/// its rest starts again from now, so the next request goes to the other — which may have
+/// recovered (the failing account stayed first in line and took every request, each failing,
+/// for as long as its rest lasted; found by an independent re-check).
+#[tokio::test]
+async fn a_resting_account_that_fails_again_goes_to_the_back_of_the_line() {
+    let app = two_accounts(|_| {}, |_| {}).await;
+    let key = app.create_key("trial", None).await;
+    app.sim.set_fault(SIM_KEY, Some(AccountFault::Status(503)));
+    app.sim.set_fault(SECOND, Some(AccountFault::Status(503)));
+    let resp = app
+        .chat(
+            &key,
+            &body("deepseek-v4-flash", "[[sim reply=1]] both fail"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_server_error());
+    // The account tried first rests until a little sooner: it is first in line. It still
+    // fails; the other has recovered.
+    let first_in_line = served_by(&app)[0].clone().expect("an account");
+    let recovered = if first_in_line == SIM_KEY {
+        SECOND
+    } else {
+        SIM_KEY
+    };
+    app.sim.set_fault(recovered, None);
+    let mut statuses = Vec::new();
+    for i in 0..3 {
+        let resp = app
+            .chat(
+                &key,
+                &body("deepseek-v4-flash", &format!("[[sim reply=1]] r{i}")),
+            )
+            .send()
+            .await
+            .unwrap();
+        statuses.push(resp.status().as_u16());
+    }
+    let served = served_by(&app);
+    assert_eq!(
+        served[2].as_deref(),
+        Some(first_in_line.as_str()),
+        "{served:?}"
+    );
+    assert_eq!(&statuses[1..], [200, 200], "{statuses:?} {served:?}");
+    assert!(
+        served[3..].iter().all(|a| a.as_deref() == Some(recovered)),
+        "{served:?}"
+    );
+}
+
+/// A trial DeepSeek answers with its 400 (the customer's request at fault) brings the account
+/// back on probation, its backoff kept: a break then rests it for twice as long (the 400 wiped
+/// the backoff, and any customer could turn a 40 s rest back into 5 s; found by an independent
+/// re-check).
+#[tokio::test]
+async fn a_trial_answered_with_deepseeks_400_keeps_the_backoff() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key("pro", None).await;
+    let only = |app: &TestApp| {
+        app.daemon
+            .as_ref()
+            .expect("running")
+            .state
+            .upstream
+            .status()
+            .accounts[0]
+            .clone()
+    };
+    let mut broken = body("deepseek-v4-flash", "[[sim reply=6 error_after=2]] hi");
+    broken["stream"] = true.into();
+    app.chat(&key, &broken)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(only(&app).state.as_str(), "cooling");
+    tokio::time::sleep(std::time::Duration::from_millis(5_300)).await;
+    app.sim.set_fault(SIM_KEY, Some(AccountFault::Status(400)));
+    let resp = app
+        .chat(
+            &key,
+            &body("deepseek-v4-flash", "[[sim reply=1]] the trial"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(only(&app).state.as_str(), "healthy", "it answered");
+    app.sim.set_fault(SIM_KEY, None);
+    app.chat(&key, &broken)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let s = only(&app);
+    assert_eq!(s.state.as_str(), "cooling", "{s:?}");
+    let left = s.cooling_until_ms.unwrap() - chrono::Utc::now().timestamp_millis();
+    assert!(left > 7_000, "rests {left} ms: {s:?}");
+}

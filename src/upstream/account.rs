@@ -301,20 +301,25 @@ impl Account {
     /// An attempt failed in a way that rests the account (429, 5xx, timeout, unreachable):
     /// cooling, for twice as long as the last time (5 s first, 5 min at most). A failure
     /// while it already rests (requests sent before the rest began, or taken early because
-    /// no account could serve) counts as an error but does not lengthen the rest: each one
-    /// doubled it, so a burst of a dozen 429s rested an account for minutes, not 5 s. True
-    /// when its state changed.
+    /// no account could serve) counts as an error and starts the rest again from now, its
+    /// length kept: doubled, a burst of a dozen 429s rested an account for minutes, not 5 s;
+    /// left as it was, the failing account stayed first in line while every account rested
+    /// and took every request, each failing, while another had recovered (found by an
+    /// independent re-check). True when its state changed.
     pub(super) fn cool(&self, why: &str) -> bool {
         self.note_error(why);
+        let first = u64::try_from(FIRST_BACKOFF.as_millis()).unwrap_or(5000);
+        let max = u64::try_from(MAX_BACKOFF.as_millis()).unwrap_or(300_000);
         match self.state() {
             AccountState::Disabled => return false,
             AccountState::Cooling if now_ms() < self.until_ms.load(Ordering::Acquire) => {
+                let rest = self.backoff_ms.load(Ordering::Acquire).max(first);
+                let until = now_ms().saturating_add(i64::try_from(rest).unwrap_or(i64::MAX));
+                self.until_ms.fetch_max(until, Ordering::AcqRel);
                 return false;
             }
             _ => {}
         }
-        let first = u64::try_from(FIRST_BACKOFF.as_millis()).unwrap_or(5000);
-        let max = u64::try_from(MAX_BACKOFF.as_millis()).unwrap_or(300_000);
         let backoff = match self.backoff_ms.load(Ordering::Acquire) {
             0 => first,
             b => b.saturating_mul(2).min(max),

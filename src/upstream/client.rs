@@ -220,11 +220,13 @@ impl Upstream {
                     if !rests {
                         if e.rejects_request() && e.is_deepseeks() {
                             // The request's own fault (400, 413, 422, in DeepSeek's words): the
-                            // account answered it, so it works — a cooling account whose trial
-                            // this was serves again (an answer to a request sent before its
-                            // last change says nothing about it now).
-                            if slot.current() && account.succeeded() {
-                                tracing::info!(account = %account.name, "upstream account healthy again");
+                            // account answered it, so it serves again — on probation, its backoff
+                            // kept until an answer of it ends whole (a customer's 400 wiped it,
+                            // and an account whose streams broke rested 5 s at a time again;
+                            // found by an independent re-check). An answer to a request sent
+                            // before its last change says nothing about it now.
+                            if slot.current() && account.back_on_probation() {
+                                tracing::info!(account = %account.name, "upstream account healthy again (on probation)");
                                 self.announce(&account, "answered again");
                             }
                             slot.decided();
