@@ -25,6 +25,9 @@ pub enum ClientError {
          who may enter the socket's directory"
     )]
     Denied(PathBuf),
+    /// The daemon said no, in its own words (a peer it does not serve).
+    #[error("{0}")]
+    Refused(String),
     /// The daemon hung up or sent something unreadable.
     #[error("the daemon closed the connection or answered garbage: {0}")]
     Protocol(String),

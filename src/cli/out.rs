@@ -43,8 +43,8 @@ pub(super) fn secret_output(text: &str, key_id: &str) -> ExitCode {
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(format_args!(
-            "key {key_id} was made but its text could not be written ({e}); replace it \
-             (`modelrelay keys rotate {key_id}`) or revoke it"
+            "the new text of key {key_id} could not be written ({e}); the key has it all the \
+             same: replace it (`modelrelay keys rotate {key_id}`) or revoke it"
         )),
     }
 }

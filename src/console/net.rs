@@ -21,13 +21,18 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(15);
 /// Connect and subscribe; returns once the daemon said `subscribed`.
 pub async fn subscribe(path: &Path) -> Result<Client, ClientError> {
     let mut client = Client::connect(path).await?;
+    // A daemon that refuses this peer says why and closes, perhaps before the request went
+    // out: its line may be waiting all the same.
     let answer = match client.send(&Request::Subscribe).await {
         Ok(()) => client.recv().await,
-        Err(e) => Err(e),
+        Err(e) => match client.recv().await {
+            Ok(Some(r)) => Ok(Some(r)),
+            _ => Err(e),
+        },
     };
     match answer {
         Ok(Some(Response::Subscribed)) => Ok(client),
-        Ok(Some(Response::Error { message })) => Err(ClientError::Protocol(message)),
+        Ok(Some(Response::Error { message })) => Err(ClientError::Refused(message)),
         Ok(Some(other)) => Err(ClientError::Protocol(format!(
             "expected `subscribed`, got {other:?}"
         ))),
@@ -133,6 +138,35 @@ async fn call_once(
                 "the daemon did not answer within {} s; check the key before retrying",
                 COMMAND_TIMEOUT.as_secs()
             ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+
+    /// A daemon that refuses this peer writes why and closes: the console says that, not
+    /// "closed the connection or answered garbage" (or, in a race, "permission denied").
+    #[tokio::test]
+    async fn a_refusal_is_said_in_the_daemons_words() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("refusing.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let line = b"{\"type\":\"error\",\"message\":\"not allowed: not uid 65534\"}\n";
+                s.write_all(line).await.unwrap();
+            }
+        });
+        for _ in 0..20 {
+            match subscribe(&path).await {
+                Err(e) => assert_eq!(e.to_string(), "not allowed: not uid 65534"),
+                Ok(_) => panic!("subscribed"),
+            }
         }
     }
 }

@@ -7,7 +7,6 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Padding, Paragraph, Wrap};
 
 use super::Theme;
-use super::format::usd;
 use crate::console::app::{App, Modal};
 
 /// A `width`×`height` box centred in `area` (shrunk to fit).
@@ -199,7 +198,8 @@ fn confirmation(modal: &Modal, t: &Theme) -> Option<Dialog> {
             vec![
                 Line::from(vec![
                     Span::raw("Add "),
-                    Span::styled(usd(*u), t.accent),
+                    // Exact: rounded to cents, 0.000001 read "$0.00" and 0.00005 "$0.0001".
+                    Span::styled(format!("${u}"), t.accent),
                     Span::raw(" to "),
                     Span::styled(prefix.clone(), t.accent),
                     Span::raw("?"),

@@ -82,6 +82,16 @@ pub fn column_widths(
         .collect()
 }
 
+/// `text` if it fits in `width` cells, else the mark of a column too narrow: right-aligned, a
+/// cut text loses its start (`never` read `ever`, `32768` read `2768`, `13.2s` read `.2s`).
+pub fn whole(text: String, width: usize) -> String {
+    if text.chars().count() <= width {
+        text
+    } else {
+        "…".repeat(width.min(1))
+    }
+}
+
 /// An amount in a currency DeepSeek reports (`USD 110.00`, `CNY 50.00`): rounded like
 /// [`usd`], the currency's code in front (an amount in nano-units of that currency).
 pub fn money(currency: &str, amount: Usd) -> String {

@@ -7,7 +7,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, TableState};
 
 use super::Theme;
-use super::format::{ago, clip, column_widths, gauge, parse_ms, usd_in};
+use super::format::{ago, clip, column_widths, gauge, parse_ms, usd_in, whole};
 use crate::activity::protocol::KeyView;
 use crate::console::app::App;
 use crate::status::KeyStatus;
@@ -111,7 +111,8 @@ fn row(
             if k.status == KeyStatus::Revoked {
                 format!("{:─<gauge_w$}", "")
             } else {
-                gauge(k.remaining_usd, k.budget_usd, gauge_w)
+                // Too narrow for its percentage, the gauge is the mark (`100%` read `10`).
+                whole(gauge(k.remaining_usd, k.budget_usd, gauge_w), gauge_w)
             },
             status_style,
         )),
@@ -130,14 +131,4 @@ fn row(
         )));
     }
     Row::new(cells)
-}
-
-/// `text` if it fits in `width` cells, else the mark of a column too narrow: right-aligned, a
-/// cut text loses its start (`never` read `ever`).
-fn whole(text: String, width: usize) -> String {
-    if text.chars().count() <= width {
-        text
-    } else {
-        "…".repeat(width.min(1))
-    }
 }

@@ -11,7 +11,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, TableState};
 
 use super::Theme;
-use super::format::{clip, clip_start, clock, column_widths, cost, millis};
+use super::format::{clip, clip_start, clock, column_widths, cost, millis, whole};
 use crate::console::app::App;
 use crate::status::{Finish, Measured};
 
@@ -104,6 +104,11 @@ fn draw_in_flight(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
     let fixed: u16 = widths.iter().sum::<u16>() + widths.len() as u16;
     let ip_width = area.width.saturating_sub(fixed).max(7);
     heads.push("CLIENT");
+    let mut constraints: Vec<Constraint> = widths.into_iter().map(Constraint::Length).collect();
+    constraints.push(Constraint::Min(7));
+    // Numbers are written for the width their column gets (narrow, less than it asks for).
+    let got = column_widths(&constraints, area.width, 0);
+    let got = |i: usize| got.get(i).copied().unwrap_or(0) as usize;
     let rows = in_flight.into_iter().map(|r| {
         let elapsed = (app.now_ms - r.started_ms).max(0) as u64;
         let rate = if elapsed > 0 {
@@ -115,9 +120,9 @@ fn draw_in_flight(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
             Cell::from(r.key_prefix.clone()),
             Cell::from(r.plan.clone()),
             Cell::from(clip(&r.model, model_w as usize)),
-            Cell::from(Line::from(millis(elapsed)).right_aligned()),
-            Cell::from(Line::from(r.output_tokens.to_string()).right_aligned()),
-            Cell::from(Line::from(format!("{rate:.1}")).right_aligned()),
+            Cell::from(Line::from(whole(millis(elapsed), got(3))).right_aligned()),
+            Cell::from(Line::from(whole(r.output_tokens.to_string(), got(4))).right_aligned()),
+            Cell::from(Line::from(whole(format!("{rate:.1}"), got(5))).right_aligned()),
         ];
         if api {
             cells.push(Cell::from(r.api.as_str()));
@@ -132,8 +137,6 @@ fn draw_in_flight(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
         cells.push(Cell::from(clip(ip, ip_width as usize)));
         Row::new(cells)
     });
-    let mut constraints: Vec<Constraint> = widths.into_iter().map(Constraint::Length).collect();
-    constraints.push(Constraint::Min(7));
     let table = Table::new(rows, constraints)
         .header(Row::new(heads).style(t.heading))
         .block(block);
@@ -223,7 +226,8 @@ fn draw_finished(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
     let selected = (app.row[0] > 0).then_some(app.row[0]);
     // The cost is written for the width its column gets (narrow, less than it asks for).
     let got = column_widths(&constraints, area.width, u16::from(selected.is_some()));
-    let cost_w = got.get(4).copied().unwrap_or(0) as usize;
+    let got = |i: usize| got.get(i).copied().unwrap_or(0) as usize;
+    let cost_w = got(4);
     let rows = m.finished().iter().map(|r| {
         let status_style = match r.status {
             200..=299 => t.good,
@@ -241,9 +245,12 @@ fn draw_finished(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
             Cell::from(clip(&r.model, model_w as usize)),
             Cell::from(Span::styled(r.status.to_string(), status_style)),
             Cell::from(Line::from(cost_in_marked(r.cost_usd, estimated, cost_w)).right_aligned()),
-            Cell::from(Line::from(millis(r.latency_ms)).right_aligned()),
-            Cell::from(Line::from(r.ttft_ms.map_or_else(|| "-".into(), millis)).right_aligned()),
-            Cell::from(Line::from(r.completion_tokens.to_string()).right_aligned()),
+            Cell::from(Line::from(whole(millis(r.latency_ms), got(5))).right_aligned()),
+            Cell::from(
+                Line::from(whole(r.ttft_ms.map_or_else(|| "-".into(), millis), got(6)))
+                    .right_aligned(),
+            ),
+            Cell::from(Line::from(whole(r.completion_tokens.to_string(), got(7))).right_aligned()),
         ];
         if api {
             cells.push(Cell::from(r.api.as_str()));

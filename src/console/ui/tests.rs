@@ -405,6 +405,12 @@ fn confirmation_dialogs() {
             &["Add $2.50 to sk-gateway-PrOo…?", "y top up"],
         );
         press(&mut a, KeyCode::Esc);
+        // The amount as typed, not rounded to cents ("Add $0.00", "Add $0.0001" for 0.00005).
+        press(&mut a, KeyCode::Char('t'));
+        type_str(&mut a, "0.00005");
+        press(&mut a, KeyCode::Enter);
+        assert_has(&screen(&a, size), &["Add $0.00005 to sk-gateway-PrOo…?"]);
+        press(&mut a, KeyCode::Esc);
         press(&mut a, KeyCode::Char('n'));
         let lines = screen(&a, size);
         assert_has(&lines, &["New comp key", "▸pro", "starter", "trial"]);
@@ -445,10 +451,12 @@ fn narrow_windows_never_cut_an_amount() {
     big.last_used_at = None;
     a.model.upsert_key(big);
     // The Live view's costs ($0.000182, $0.01): no tail of one may show without its `$`.
-    let cut_costs: Vec<String> = ["0.000182", "0.01"]
+    let mut cut_costs: Vec<String> = ["0.000182", "0.01"]
         .iter()
         .flat_map(|c| (0..c.len() - 1).map(move |i| c[i..].to_string()))
         .collect();
+    // Nor a tail of the finished requests' latency (1.2s), TTFT (87ms) or output (300).
+    cut_costs.extend([".2s", "2s", "7ms", "00"].map(String::from));
     for v in [View::Keys, View::Orders, View::Live] {
         a.view = v;
         for w in 20..=130 {
