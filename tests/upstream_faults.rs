@@ -526,3 +526,41 @@ async fn a_trial_answered_with_deepseeks_400_keeps_the_backoff() {
     let left = s.cooling_until_ms.unwrap() - chrono::Utc::now().timestamp_millis();
     assert!(left > 7_000, "rests {left} ms: {s:?}");
 }
+
+/// While every account rests, the one whose last failure is oldest takes the next request: an
+/// account back from a longer rest is found at once, not after the one failing again with a
+/// short backoff (ordered by the end of their rests, the failing one stayed first in line and
+/// took every request — 74 failures in 15 s; found by an independent re-check).
+#[tokio::test]
+async fn while_all_rest_the_account_that_failed_longest_ago_is_tried_first() {
+    // Weights make `first` the one taken whenever both may serve.
+    let app = two_accounts(|_| {}, |c| c.upstream.accounts[0].weight = 100).await;
+    let key = app.create_key("trial", None).await;
+    let ask = |note: &'static str| {
+        let (app, key) = (&app, &key);
+        async move {
+            let b = body("deepseek-v4-flash", &format!("[[sim reply=1]] {note}"));
+            app.chat(key, &b).send().await.unwrap().status().as_u16()
+        }
+    };
+    // `first` fails twice (its trial too): it rests 10 s. `second` serves meanwhile.
+    app.sim.set_fault(SIM_KEY, Some(AccountFault::Status(503)));
+    assert_eq!(ask("one").await, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(5_300)).await;
+    assert_eq!(ask("two").await, 200);
+    let s = account(&app, "first");
+    let left = s.cooling_until_ms.unwrap() - chrono::Utc::now().timestamp_millis();
+    assert!(left > 8_000, "{s:?}");
+    // Now `first` has recovered and `second` fails (5 s rest): both rest.
+    app.sim.set_fault(SIM_KEY, None);
+    app.sim.set_fault(SECOND, Some(AccountFault::Status(503)));
+    assert_eq!(ask("three").await, 502);
+    let before = app.sim.requests().len();
+    assert_eq!(ask("four").await, 200);
+    assert_eq!(ask("five").await, 200);
+    let served = served_by(&app)[before..].to_vec();
+    assert_eq!(
+        served,
+        [Some(SIM_KEY.to_string()), Some(SIM_KEY.to_string())]
+    );
+}

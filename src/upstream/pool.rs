@@ -322,22 +322,30 @@ impl Pool {
     }
 
     /// Every account not tried is disabled or resting: the cooling ones take the request
-    /// anyway, the one due back soonest first and, when it is at its cap, the next — a single
+    /// anyway, the one that failed longest ago first and, when it is at its cap, the next — a single
     /// request that failed on every account (it cools them all) must not leave the pool
     /// serving through one account's slots while the others' stand free.
     fn soonest_cooling(self: &Arc<Self>, m: usize, tried: &[usize]) -> Result<Slot, NoSlot> {
-        let mut cooling: Vec<(usize, i64)> = self
+        // The one whose last failure is oldest first, then the one due back soonest: each
+        // request here is a probe, and in turn they find a recovered account within one
+        // request per resting account (by the rest's end alone, an account failing again with
+        // a short backoff stayed first in line and took every request — 74 failures in 15 s —
+        // while one with a longer rest had recovered; found by independent re-checks).
+        let mut cooling: Vec<(usize, i64, i64)> = self
             .accounts
             .iter()
             .enumerate()
             .filter(|(i, _)| !tried.contains(i))
-            .filter_map(|(i, a)| a.cooling_until_ms().map(|until| (i, until)))
+            .filter_map(|(i, a)| {
+                let failed = a.last_error().map_or(0, |(_, at)| at);
+                a.cooling_until_ms().map(|until| (i, failed, until))
+            })
             .collect();
         if cooling.is_empty() {
             return Err(NoSlot::NoneUsable);
         }
-        cooling.sort_by_key(|&(i, until)| (until, i));
-        for (i, _) in cooling {
+        cooling.sort_by_key(|&(i, failed, until)| (failed, until, i));
+        for (i, _, _) in cooling {
             let account = &self.accounts[i];
             if account.take_early(m) {
                 account.requests.fetch_add(1, Ordering::Relaxed);
