@@ -326,26 +326,29 @@ impl Pool {
     /// request that failed on every account (it cools them all) must not leave the pool
     /// serving through one account's slots while the others' stand free.
     fn soonest_cooling(self: &Arc<Self>, m: usize, tried: &[usize]) -> Result<Slot, NoSlot> {
-        // The one whose last failure is oldest first, then the one due back soonest: each
-        // request here is a probe, and in turn they find a recovered account within one
-        // request per resting account (by the rest's end alone, an account failing again with
-        // a short backoff stayed first in line and took every request — 74 failures in 15 s —
-        // while one with a longer rest had recovered; found by independent re-checks).
-        let mut cooling: Vec<(usize, i64, i64)> = self
+        // The one with the fewest requests in flight first, then the one whose last failure is oldest,
+        // then the one due back soonest: each request here is a probe, and in turn they find a
+        // recovered account within one request per resting account (by the rest's end alone,
+        // an account failing again with a short backoff stayed first in line and took every
+        // request — 74 failures in 15 s — while one with a longer rest had recovered; and a
+        // burst went whole to one account, each request failing; found by independent
+        // re-checks).
+        let mut cooling: Vec<(usize, u32, i64, i64)> = self
             .accounts
             .iter()
             .enumerate()
             .filter(|(i, _)| !tried.contains(i))
             .filter_map(|(i, a)| {
+                let busy = a.in_flight(m);
                 let failed = a.last_error().map_or(0, |(_, at)| at);
-                a.cooling_until_ms().map(|until| (i, failed, until))
+                a.cooling_until_ms().map(|until| (i, busy, failed, until))
             })
             .collect();
         if cooling.is_empty() {
             return Err(NoSlot::NoneUsable);
         }
-        cooling.sort_by_key(|&(i, failed, until)| (failed, until, i));
-        for (i, _, _) in cooling {
+        cooling.sort_by_key(|&(i, busy, failed, until)| (busy, failed, until, i));
+        for (i, _, _, _) in cooling {
             let account = &self.accounts[i];
             if account.take_early(m) {
                 account.requests.fetch_add(1, Ordering::Relaxed);
@@ -385,6 +388,26 @@ mod tests {
             })
             .collect();
         Arc::new(Pool::new(accounts, vec!["m".into()], Activity::default()))
+    }
+
+    /// While every account rests, requests arriving together are spread over them, as many in
+    /// flight on each (a burst went whole to the account whose failure
+    /// was oldest, each request failing when it still failed and the other had recovered), and
+    /// the account that failed longest ago goes first.
+    #[tokio::test]
+    async fn while_all_rest_a_burst_probes_each_account() {
+        let p = pool(&[(10, 1), (10, 1), (10, 1)]);
+        // All rest; a2 failed first, then a0, then a1.
+        for i in [2, 0, 1] {
+            p.accounts[i].cool("503");
+            std::thread::sleep(Duration::from_millis(3));
+        }
+        let mut slots = Vec::new();
+        for _ in 0..6 {
+            slots.push(p.acquire(0, &[], Duration::ZERO).await.unwrap());
+        }
+        let order: Vec<usize> = slots.iter().map(Slot::index).collect();
+        assert_eq!(order, [2, 0, 1, 2, 0, 1]);
     }
 
     #[tokio::test]
