@@ -322,16 +322,17 @@ impl Pool {
     }
 
     /// Every account not tried is disabled or resting: the cooling ones take the request
-    /// anyway, the one that failed longest ago first and, when it is at its cap, the next — a single
-    /// request that failed on every account (it cools them all) must not leave the pool
-    /// serving through one account's slots while the others' stand free.
+    /// anyway, the one with the fewest requests in flight and of those the one that failed
+    /// longest ago first, skipping any at its cap — a single request that failed on every
+    /// account (it cools them all) must not leave the pool serving through one account's slots
+    /// while the others' stand free.
     fn soonest_cooling(self: &Arc<Self>, m: usize, tried: &[usize]) -> Result<Slot, NoSlot> {
-        // The one with the fewest requests in flight first, then the one whose last failure is oldest,
-        // then the one due back soonest: each request here is a probe, and in turn they find a
-        // recovered account within one request per resting account (by the rest's end alone,
-        // an account failing again with a short backoff stayed first in line and took every
-        // request — 74 failures in 15 s — while one with a longer rest had recovered; and a
-        // burst went whole to one account, each request failing; found by independent
+        // The one with the fewest requests in flight first, then the one whose last failure is
+        // oldest, then the one due back soonest: each request here is a probe, and in turn they
+        // find a recovered account within one request per resting account (by the rest's end
+        // alone, an account failing again with a short backoff stayed first in line and took
+        // every request — 74 failures in 15 s — while one with a longer rest had recovered; and
+        // a burst went whole to one account, each request failing; found by independent
         // re-checks).
         let mut cooling: Vec<(usize, u32, i64, i64)> = self
             .accounts
@@ -391,9 +392,9 @@ mod tests {
     }
 
     /// While every account rests, requests arriving together are spread over them, as many in
-    /// flight on each (a burst went whole to the account whose failure
-    /// was oldest, each request failing when it still failed and the other had recovered), and
-    /// the account that failed longest ago goes first.
+    /// flight on each (a burst went whole to the account whose failure was oldest, each request
+    /// failing when it still failed and the other had recovered), and the account that failed
+    /// longest ago goes first.
     #[tokio::test]
     async fn while_all_rest_a_burst_probes_each_account() {
         let p = pool(&[(10, 1), (10, 1), (10, 1)]);
