@@ -512,7 +512,12 @@ async fn a_trial_answered_with_deepseeks_400_keeps_the_backoff() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 400);
-    assert_eq!(only(&app).state.as_str(), "healthy", "it answered");
+    let s = only(&app);
+    assert_eq!(s.state.as_str(), "healthy", "it answered");
+    assert_eq!(
+        s.backoff_ms, 5_000,
+        "on probation, its last rest kept: {s:?}"
+    );
     app.sim.set_fault(SIM_KEY, None);
     app.chat(&key, &broken)
         .send()

@@ -45,6 +45,7 @@ fn account_view(a: &AccountStatus) -> AccountView {
         name: a.name.clone(),
         state: a.state.as_str().to_string(),
         cooling_until_ms: a.cooling_until_ms,
+        backoff_ms: a.backoff_ms,
         weight: a.weight,
         models: a
             .models

@@ -86,7 +86,7 @@ fn table(u: &UpstreamView) -> String {
             s,
             "{:<16} {:<9} {:>7} {:>7}  {:<28} {:<26} {}",
             a.name,
-            a.state,
+            state_word(a),
             a.requests,
             a.errors,
             load.join(", "),
@@ -111,4 +111,14 @@ fn table(u: &UpstreamView) -> String {
 /// `deepseek-v4-flash` → `flash`.
 fn short(model: &str) -> &str {
     model.rsplit('-').next().unwrap_or(model)
+}
+
+/// The state column: `probation` for a healthy account whose last rest is kept (a failure
+/// rests it for twice as long), else the state as it is.
+fn state_word(a: &crate::activity::protocol::AccountView) -> &str {
+    if a.state == "healthy" && a.backoff_ms > 0 {
+        "probation"
+    } else {
+        &a.state
+    }
 }

@@ -370,6 +370,12 @@ impl Account {
         self.disabled_by_operator.load(Ordering::Acquire)
     }
 
+    /// The length of its last rest (ms) while it is kept: resting, or back on probation (a
+    /// failure then rests it for twice this); 0 once an answer ended whole.
+    pub fn backoff_ms(&self) -> u64 {
+        self.backoff_ms.load(Ordering::Acquire)
+    }
+
     /// When a cooling account may be tried again (unix ms).
     pub fn cooling_until_ms(&self) -> Option<i64> {
         (self.state() == AccountState::Cooling).then(|| self.until_ms.load(Ordering::Acquire))

@@ -416,6 +416,7 @@ impl Upstream {
                 name: a.name.clone(),
                 state: a.state(),
                 cooling_until_ms: a.cooling_until_ms(),
+                backoff_ms: a.backoff_ms(),
                 weight: a.weight,
                 models: pool
                     .models

@@ -26,6 +26,9 @@ pub struct AccountStatus {
     pub state: AccountState,
     /// While cooling: when it is tried again (unix ms).
     pub cooling_until_ms: Option<i64>,
+    /// Its last rest's length (ms) while kept: resting, or healthy on probation (a failure
+    /// rests it for twice this); 0 once an answer of it ended whole.
+    pub backoff_ms: u64,
     /// Its weight.
     pub weight: u32,
     /// Load per model.
@@ -105,6 +108,7 @@ mod tests {
             name: name.into(),
             state,
             cooling_until_ms: None,
+            backoff_ms: 0,
             weight: 1,
             models: Vec::new(),
             balance: Some(Balance {

@@ -34,6 +34,10 @@ pub struct AccountView {
     pub state: String,
     /// While cooling: when it is tried again (unix ms).
     pub cooling_until_ms: Option<i64>,
+    /// Its last rest's length (ms) while kept: resting, or `healthy` on probation (a failure
+    /// rests it for twice this); 0 once an answer of it ended whole.
+    #[serde(default)]
+    pub backoff_ms: u64,
     /// Its weight.
     pub weight: u32,
     /// Load per model.

@@ -245,6 +245,7 @@ pub(crate) fn upstream_view() -> UpstreamView {
         name: "primary".into(),
         state: "healthy".into(),
         cooling_until_ms: None,
+        backoff_ms: 0,
         weight: 1,
         models: vec![
             load("deepseek-v4-flash", 3, 2500),

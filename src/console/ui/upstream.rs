@@ -236,9 +236,11 @@ fn detail_lines(balance: BalanceCells, error: Span<'static>, t: &Theme) -> [Line
     ]
 }
 
-/// `healthy`, `cooling 12s` (the seconds until the trial request), `disabled`.
+/// `healthy`, `probation`, `cooling 12s` (the seconds until the trial request), `disabled`.
 fn state_text(a: &AccountView, now_ms: i64, t: &Theme) -> (String, Style) {
     match a.state.as_str() {
+        // Back from a rest with its backoff kept: a failure rests it for twice as long.
+        "healthy" if a.backoff_ms > 0 => ("probation".into(), t.good),
         "healthy" => ("healthy".into(), t.good),
         "cooling" => {
             // Whole seconds left, rounded up: `0s` only once the trial is due.

@@ -206,3 +206,19 @@ fn upstream_confirmation_dialogs() {
         assert_has(&screen(&a, size), &["enabling upstream account secondary…"]);
     }
 }
+
+/// A healthy account whose last rest is kept (back on probation: a failure rests it for
+/// twice as long) reads `probation`, not `healthy`.
+#[test]
+fn an_account_on_probation_says_so() {
+    let mut a = view(View::Upstream);
+    with_pool(&mut a, |v| v.accounts[0].backoff_ms = 10_000);
+    assert!(line_with(&screen(&a, LARGE), "primary").contains("probation"));
+    with_pool(&mut a, |v| v.accounts[0].backoff_ms = 0);
+    let lines = screen(&a, LARGE);
+    let line = line_with(&lines, "primary");
+    assert!(
+        line.contains("healthy") && !line.contains("probation"),
+        "{line}"
+    );
+}
