@@ -98,19 +98,24 @@ impl Client {
             .map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
+    /// Send one request and read the line that answers it (`None`: the daemon closed first).
+    /// A daemon that refuses this peer says why and closes, perhaps before the request went
+    /// out: its line may be waiting all the same, and is the answer.
+    pub async fn ask(&mut self, req: &Request) -> Result<Option<Response>, ClientError> {
+        match self.send(req).await {
+            Ok(()) => self.recv().await,
+            Err(e) => match self.recv().await {
+                Ok(Some(answer)) => Ok(Some(answer)),
+                _ => Err(e),
+            },
+        }
+    }
+
     /// Send one request and read its answer.
     pub async fn call(&mut self, req: &Request) -> Result<Response, ClientError> {
-        if let Err(e) = self.send(req).await {
-            // A daemon that refuses this peer says why and closes, perhaps before the request
-            // went out: its line may be waiting all the same.
-            return match self.recv().await {
-                Ok(Some(answer)) => Ok(answer),
-                _ => Err(e),
-            };
-        }
         // A top-up the daemon made just before a kill was reported as failed with no hint it
         // went through, so a retry doubled the credit (found by an independent check).
-        self.recv().await?.ok_or(ClientError::Unanswered)
+        self.ask(req).await?.ok_or(ClientError::Unanswered)
     }
 }
 

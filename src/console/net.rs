@@ -21,16 +21,7 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(15);
 /// Connect and subscribe; returns once the daemon said `subscribed`.
 pub async fn subscribe(path: &Path) -> Result<Client, ClientError> {
     let mut client = Client::connect(path).await?;
-    // A daemon that refuses this peer says why and closes, perhaps before the request went
-    // out: its line may be waiting all the same.
-    let answer = match client.send(&Request::Subscribe).await {
-        Ok(()) => client.recv().await,
-        Err(e) => match client.recv().await {
-            Ok(Some(r)) => Ok(Some(r)),
-            _ => Err(e),
-        },
-    };
-    match answer {
+    match client.ask(&Request::Subscribe).await {
         Ok(Some(Response::Subscribed)) => Ok(client),
         Ok(Some(Response::Error { message })) => Err(ClientError::Refused(message)),
         Ok(Some(other)) => Err(ClientError::Protocol(format!(

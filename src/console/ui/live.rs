@@ -244,7 +244,10 @@ fn draw_finished(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
             Cell::from(r.key_prefix.clone().unwrap_or_else(|| clip(&r.key_id, 16))),
             Cell::from(clip(&r.model, model_w as usize)),
             Cell::from(Span::styled(r.status.to_string(), status_style)),
-            Cell::from(Line::from(cost_in_marked(r.cost_usd, estimated, cost_w)).right_aligned()),
+            Cell::from(
+                Line::from(whole(format!("{estimated}{}", cost(r.cost_usd)), cost_w))
+                    .right_aligned(),
+            ),
             Cell::from(Line::from(whole(millis(r.latency_ms), got(5))).right_aligned()),
             Cell::from(
                 Line::from(whole(r.ttft_ms.map_or_else(|| "-".into(), millis), got(6)))
@@ -277,15 +280,4 @@ fn draw_finished(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
         .block(block);
     let mut state = TableState::default().with_selected(selected);
     frame.render_stateful_widget(table, area, &mut state);
-}
-
-/// A finished request's cost in `width` cells, `~` in front when it was estimated; the mark of a
-/// column too narrow rather than cut digits.
-fn cost_in_marked(u: crate::money::Usd, estimated: &str, width: usize) -> String {
-    let text = format!("{estimated}{}", cost(u));
-    if text.chars().count() <= width {
-        text
-    } else {
-        "…".repeat(width.min(1))
-    }
 }
