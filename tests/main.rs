@@ -45,6 +45,7 @@ mod selfservice_mail;
 mod selfservice_pages;
 mod selfservice_rotate;
 mod selfservice_topup;
+mod shop_foreign;
 mod shop_orders;
 mod shop_review;
 mod upstream_faults;

@@ -17,7 +17,7 @@ async fn restart_without(app: TestApp, plan: &str) -> TestApp {
 
 /// Capture an order at the simulated PayPal as the daemon would (same request id), with the
 /// answer never reaching the daemon: a capture whose answer was lost.
-async fn capture_answer_lost(app: &TestApp, order_id: &str, paypal_id: &str) {
+pub(crate) async fn capture_answer_lost(app: &TestApp, order_id: &str, paypal_id: &str) {
     let opts = SimPaypalOptions::default();
     let base = app.pp().base_url();
     let token: serde_json::Value = app

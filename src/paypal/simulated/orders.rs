@@ -45,7 +45,9 @@ pub(super) async fn create_order(
         Ok(o) => o,
         Err((issue, description)) => return invalid(issue, description),
     };
-    if st.invoices.contains_key(&order.invoice_id) {
+    if let Some(invoice) = &order.invoice_id
+        && st.invoices.contains_key(invoice)
+    {
         return unprocessable(
             "DUPLICATE_INVOICE_ID",
             "Duplicate Invoice ID detected. To avoid a potential duplicate transaction your account \
@@ -53,8 +55,9 @@ pub(super) async fn create_order(
         );
     }
     let created = order.created_reply(&s.base);
-    st.invoices
-        .insert(order.invoice_id.clone(), order.id.clone());
+    if let Some(invoice) = &order.invoice_id {
+        st.invoices.insert(invoice.clone(), order.id.clone());
+    }
     if let Some(r) = request_id {
         st.create_requests.insert(r.to_owned(), order.id.clone());
     }
@@ -110,12 +113,18 @@ fn validate_create(req: &Value) -> Result<SimOrder, Refusal> {
             return Err(("MISSING_REQUIRED_PARAMETER", "amount.value is required."));
         }
     };
-    let invoice_id = text("invoice_id")
-        .filter(|i| !i.is_empty() && i.chars().count() <= 127)
-        .ok_or((
-            "MISSING_REQUIRED_PARAMETER",
-            "invoice_id (1 to 127 characters) is required.",
-        ))?;
+    // Optional, as at PayPal (an order made in a browser with the JS SDK often has none); one
+    // given must be 1 to 127 characters.
+    let invoice_id = match text("invoice_id") {
+        None => None,
+        Some(i) if !i.is_empty() && i.chars().count() <= 127 => Some(i),
+        Some(_) => {
+            return Err((
+                "INVALID_STRING_LENGTH",
+                "invoice_id must be 1 to 127 characters.",
+            ));
+        }
+    };
     let time = now();
     Ok(SimOrder {
         id: new_id(17),

@@ -15,7 +15,7 @@ pub(super) struct SimOrder {
     pub status: String,
     pub reference_id: String,
     pub custom_id: Option<String>,
-    pub invoice_id: String,
+    pub invoice_id: Option<String>,
     pub description: Option<String>,
     pub amount: Usd,
     /// The buyer went through the approval (a payer is shown from then on).
@@ -143,8 +143,10 @@ impl SimOrder {
             "reference_id": self.reference_id,
             "amount": {"currency_code": "USD", "value": money(self.amount)},
             "payee": {"email_address": "merchant@example.com", "merchant_id": "SIMMERCHANT01"},
-            "invoice_id": self.invoice_id,
         });
+        if let Some(invoice) = &self.invoice_id {
+            unit["invoice_id"] = json!(invoice);
+        }
         if let Some(d) = &self.description {
             unit["description"] = json!(d);
         }
@@ -196,7 +198,6 @@ impl SimOrder {
                 "status": "ELIGIBLE",
                 "dispute_categories": ["ITEM_NOT_RECEIVED", "UNAUTHORIZED_TRANSACTION"],
             },
-            "invoice_id": self.invoice_id,
             "links": [
                 link(me.clone(), "self", "GET"),
                 link(format!("{me}/refund"), "refund", "POST"),
@@ -207,6 +208,9 @@ impl SimOrder {
         });
         if let Some(custom) = &self.custom_id {
             v["custom_id"] = json!(custom);
+        }
+        if let Some(invoice) = &self.invoice_id {
+            v["invoice_id"] = json!(invoice);
         }
         if let Some(d) = &c.status_details {
             v["status_details"] = d.clone();
@@ -265,7 +269,6 @@ impl SimOrder {
                 "total_refunded_amount": {"currency_code": c.currency, "value": money(total)},
             },
             "status": "COMPLETED",
-            "invoice_id": self.invoice_id,
             "create_time": r.create_time,
             "update_time": r.create_time,
             "links": [
@@ -275,6 +278,9 @@ impl SimOrder {
         });
         if let Some(custom) = &self.custom_id {
             v["custom_id"] = json!(custom);
+        }
+        if let Some(invoice) = &self.invoice_id {
+            v["invoice_id"] = json!(invoice);
         }
         v
     }

@@ -231,8 +231,8 @@ async fn create_refuses_bad_amounts() {
             "INVALID_PARAMETER_VALUE",
         ),
         (
-            json!({"intent": "CAPTURE", "purchase_units": [{"amount": {"currency_code": "USD", "value": "1.00"}}]}),
-            "MISSING_REQUIRED_PARAMETER",
+            json!({"intent": "CAPTURE", "purchase_units": [{"invoice_id": "", "amount": {"currency_code": "USD", "value": "1.00"}}]}),
+            "INVALID_STRING_LENGTH",
         ),
     ] {
         let r = reqwest::Client::new()

@@ -32,8 +32,8 @@ use super::fulfil::{Fulfilment, fulfil};
 use super::limits::limit_key;
 use crate::paypal::{CaptureInfo, parse_amount};
 use crate::state::{AppState, ClientIp};
-use crate::store::Write;
 use crate::store::orders::{self as db, OrderRecord};
+use crate::store::{StoreError, Write};
 
 /// Why a notification was not taken (PayPal only looks at the status: it delivers an event
 /// again until it gets a 2xx).
@@ -196,41 +196,82 @@ fn capture_of(resource: &Value) -> Option<CaptureInfo> {
     })
 }
 
-/// Find the order an event is about: by our invoice id, PayPal's order id, or the capture id.
-pub(super) async fn find_order(
+/// The order a capture event is about, as PayPal binds it: the PayPal order the capture
+/// belongs to (`supplementary_data.related_ids.order_id`), else a capture we recorded. Never
+/// by the `custom_id` / `invoice_id` the capture carries: anyone can create a PayPal order on
+/// the merchant's account with the storefront's public client id, write another order's id
+/// there, and pay it (found by an independent check: a foreign $0.01 capture put a buyer's
+/// order into review before they paid). A capture of a PayPal order we did not create is not
+/// ours, whatever it says.
+pub(super) async fn order_of_capture(
     state: &AppState,
     resource: &Value,
-    capture_id: Option<String>,
+    capture_id: String,
 ) -> Option<OrderRecord> {
-    let invoice = resource
-        .get("invoice_id")
-        .or_else(|| resource.get("custom_id"))
-        .and_then(Value::as_str)
-        .map(str::to_string);
     let paypal_order = resource
         .pointer("/supplementary_data/related_ids/order_id")
         .and_then(Value::as_str)
         .map(str::to_string);
-    let found = state
-        .store
-        .read(move |c| {
-            if let Some(id) = &invoice
-                && let Some(o) = db::get(c, id)?
-            {
-                return Ok(Some(o));
-            }
-            if let Some(id) = &paypal_order
-                && let Some(o) = db::by_paypal_order(c, id)?
-            {
-                return Ok(Some(o));
-            }
-            match &capture_id {
-                Some(id) => db::by_capture(c, id),
-                None => Ok(None),
-            }
-        })
-        .await;
-    found.unwrap_or_else(|e| {
+    read_order(state, move |c| match &paypal_order {
+        Some(id) => db::by_paypal_order(c, id),
+        None => db::by_capture(c, &capture_id),
+    })
+    .await
+}
+
+/// The order a refund (or reversal) is about, as PayPal binds it: the one whose capture it
+/// refunds (`links[rel=up]`). An order that names itself in the refund's `custom_id` /
+/// `invoice_id` but has no capture recorded yet (its payment not recorded when the refund came)
+/// is the refund's only if PayPal says that capture is its PayPal order's: anyone can pay a
+/// PayPal order of their own making with another order's id in it and have it refunded (found
+/// by an independent check: such a refund revoked a customer's key). `Err` when PayPal could
+/// not be asked (the delivery is then retried).
+pub(super) async fn order_of_refund(
+    state: &AppState,
+    resource: &Value,
+    capture_id: Option<String>,
+) -> Result<Option<OrderRecord>, WebhookError> {
+    let Some(capture_id) = capture_id else {
+        return Ok(None);
+    };
+    let recorded = capture_id.clone();
+    if let Some(o) = read_order(state, move |c| db::by_capture(c, &recorded)).await {
+        return Ok(Some(o));
+    }
+    let Some(claimed) = resource
+        .get("invoice_id")
+        .or_else(|| resource.get("custom_id"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+    else {
+        return Ok(None);
+    };
+    let Some(order) = read_order(state, move |c| db::get(c, &claimed)).await else {
+        return Ok(None);
+    };
+    // One with a capture recorded was paid by that capture, not this one.
+    let (Some(paypal_order), None) = (&order.paypal_order_id, &order.paypal_capture_id) else {
+        return Ok(None);
+    };
+    let paypal = state.paypal.as_ref().ok_or(WebhookError::NotConfigured)?;
+    match paypal.get_order(paypal_order).await {
+        Ok(info) if info.capture.as_ref().is_some_and(|c| c.id == capture_id) => Ok(Some(order)),
+        Ok(_) => Ok(None),
+        Err(e) => {
+            tracing::error!(order_id = %order.order_id, error = %e, "cannot ask PayPal whose capture a refund is; PayPal will retry");
+            Err(WebhookError::Unavailable)
+        }
+    }
+}
+
+/// One order, read; `None` when there is none (or it could not be read: logged).
+async fn read_order(
+    state: &AppState,
+    query: impl FnOnce(&rusqlite::Connection) -> Result<Option<OrderRecord>, StoreError>
+    + Send
+    + 'static,
+) -> Option<OrderRecord> {
+    state.store.read(query).await.unwrap_or_else(|e| {
         tracing::error!(error = %e, "order query failed");
         None
     })
@@ -314,8 +355,8 @@ async fn on_capture(
     resource: &Value,
 ) -> Result<(), WebhookError> {
     let capture = capture_of(resource).ok_or(WebhookError::NoCapture)?;
-    let Some(order) = find_order(state, resource, Some(capture.id.clone())).await else {
-        tracing::warn!(kind, capture_id = %capture.id, "webhook about an order we do not have");
+    let Some(order) = order_of_capture(state, resource, capture.id.clone()).await else {
+        tracing::warn!(kind, capture_id = %capture.id, "webhook about an order we do not have (or a PayPal order we did not create)");
         return Ok(());
     };
     let result = fulfil(state, &order.order_id, &capture).await;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use serde_json::Value;
 
-use super::{WebhookError, find_order};
+use super::{WebhookError, order_of_refund};
 use crate::activity::ActivityEvent;
 use crate::kinds::OrderKind;
 use crate::money::Usd;
@@ -136,8 +136,8 @@ pub(super) async fn on_refund(
 ) -> Result<(), WebhookError> {
     let now_ms = Utc::now().timestamp_millis();
     let capture_id = refunded_capture_id(resource);
-    let Some(found) = find_order(state, resource, capture_id).await else {
-        tracing::warn!(kind, "refund of an order we do not have");
+    let Some(found) = order_of_refund(state, resource, capture_id).await? else {
+        tracing::warn!(kind, "refund of a capture we do not have");
         return Ok(());
     };
     // Serialised with fulfilment, and re-read under the lock: a payment being recorded right
