@@ -1,14 +1,17 @@
 //! Persistence: SQLite in WAL mode, embedded migrations, one writer thread that commits in
 //! batches (group commit), and a read connection through tokio-rusqlite.
 //!
-//! Nothing on the request path reads SQLite. Requests hand their ledger rows to the writer and,
-//! where a response must not leave before its bill is durable, await the commit acknowledgement;
-//! one commit serves every row that arrived while the previous one was being written.
+//! Nothing on the request path reads SQLite. Requests append their ledger rows to a journal
+//! (synced to disk before the answer's last byte with `store.sync = "full"`) and hand them to
+//! the writer, which commits them behind in batches; other writes (orders, keys, top-ups) await
+//! their commit, and one commit serves every write that arrived while the previous one was
+//! being written.
 
 pub mod accounts;
 mod backup;
 pub mod budget;
 mod error;
+mod fsync;
 mod journal;
 pub mod keys;
 pub mod mail;
@@ -43,9 +46,11 @@ pub struct Store {
     writer: Arc<writer::Handle>,
     reader: tokio_rusqlite::Connection,
     path: PathBuf,
-    /// `store.sync = "normal"`: where settled rows go before the writer commits them (see
-    /// [`journal`]).
-    journal: Option<Arc<Journal>>,
+    /// Where settled rows go before the writer commits them (see [`journal`]).
+    journal: Arc<Journal>,
+    /// `store.sync = "full"`: puts the journal on disk before an answer's last byte (see
+    /// [`fsync`]).
+    syncer: Option<Arc<fsync::Syncer>>,
 }
 
 /// Journaled rows the writer may have queued before an answer waits for its row's commit as
@@ -124,13 +129,17 @@ impl Store {
                 "ledger rows replayed from the journal"
             );
         }
-        let journal = match sync {
-            SyncMode::Full => None,
-            SyncMode::Normal => {
-                Some(Arc::new(Journal::start(&journal_dir).map_err(|e| {
-                    StoreError::Io(format!("{}: {e}", journal_dir.display()))
+        let journal = Arc::new(
+            Journal::start(&journal_dir)
+                .map_err(|e| StoreError::Io(format!("{}: {e}", journal_dir.display())))?,
+        );
+        let syncer = match sync {
+            SyncMode::Full => {
+                Some(Arc::new(fsync::Syncer::start().map_err(|e| {
+                    StoreError::Io(format!("ledger journal's sync thread: {e}"))
                 })?))
             }
+            SyncMode::Normal => None,
         };
         let reader = tokio_rusqlite::Connection::open(path).await?;
         reader
@@ -139,20 +148,19 @@ impl Store {
                 Ok(())
             })
             .await?;
-        if let Some(journal) = &journal {
-            tokio::spawn(sync::every(
-                path.to_path_buf(),
-                interval,
-                Arc::downgrade(&writer),
-                journal.clone(),
-            ));
-        }
+        tokio::spawn(sync::every(
+            path.to_path_buf(),
+            interval,
+            Arc::downgrade(&writer),
+            journal.clone(),
+        ));
         Ok((
             Store {
                 writer,
                 reader,
                 path: path.to_path_buf(),
                 journal,
+                syncer,
             },
             keys,
         ))
@@ -179,10 +187,7 @@ impl Store {
 
     /// Someone waits on what was just queued: the writer must not linger over journaled rows.
     fn hurry(&self) {
-        // Only a writer lingering over journaled rows needs hurrying.
-        if self.journal.is_some() {
-            self.writer.hurry();
-        }
+        self.writer.hurry();
     }
 
     /// Queue a write without waiting (it is still committed in order).
@@ -201,10 +206,10 @@ impl Store {
         }
     }
 
-    /// Run a read-only query on the reader connection. With `store.sync = "normal"` it first
-    /// waits for everything queued before it to be committed: settled rows are committed a few
-    /// milliseconds after their answers there (see [`journal`]), and a customer who looks at
-    /// their usage right after a request, or an operator at a key, expects to see it.
+    /// Run a read-only query on the reader connection. It first waits for everything queued
+    /// before it to be committed: settled rows are committed a few milliseconds after their
+    /// answers (see [`journal`]), and a customer who looks at their usage right after a
+    /// request, or an operator at a key, expects to see it.
     pub async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
@@ -212,9 +217,7 @@ impl Store {
         // A barrier that cannot commit (the database refuses writes) still lets the read go
         // on: what is committed is better than an error (`keys show` failed during a full
         // disk), and the kept rows come in once the database takes writes again.
-        if self.journal.is_some()
-            && let Err(e) = self.settle().await
-        {
+        if let Err(e) = self.settle().await {
             tracing::debug!(error = %e, "read barrier not committed; reading what is");
         }
         Ok(self.reader.call(move |c| f(c)).await?)

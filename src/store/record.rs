@@ -13,10 +13,11 @@ use super::{BACKLOG_CAP, Store};
 
 impl Store {
     /// Record a settled request's ledger row; the returned future resolves when the row is as
-    /// safe as `store.sync` promises before an answer's last byte. `full`: committed and on
-    /// disk ([`Store::submit`]). `normal`: in the OS — appended to the journal at once, in the
-    /// caller's task (see [`super::journal`]), and committed behind without anyone waiting;
-    /// the future waits for the row's commit only when the journal cannot take it or the
+    /// safe as `store.sync` promises before an answer's last byte. The row is appended to the
+    /// journal at once, in the caller's task (see [`super::journal`]), and committed behind
+    /// without anyone waiting for the commit; `normal`: then it is in the OS, and that is all;
+    /// `full`: the future also waits for the journal's sync (see [`super::fsync`]). It waits
+    /// for the row's commit instead when the journal cannot take it, and as well when the
     /// writer is more than [`BACKLOG_CAP`] rows behind.
     ///
     /// `kept`: the row's charge stands whatever happens to the commit (its answer went out, or
@@ -28,8 +29,8 @@ impl Store {
         row: UsageRow,
         kept: bool,
     ) -> impl Future<Output = Result<(), StoreError>> + use<> {
-        let committed = match self.journal.as_deref().map(|j| j.append(&row)) {
-            Some(Ok(segment)) => {
+        let committed = match self.journal.append(&row) {
+            Ok(segment) => {
                 let over =
                     self.writer.shared().backlog.fetch_add(1, Ordering::Relaxed) >= BACKLOG_CAP;
                 // The writer is behind (the core is busy): this answer waits for its row's
@@ -40,6 +41,8 @@ impl Store {
                 } else {
                     (None, None)
                 };
+                // `full`: the row must be on disk before the answer's last byte.
+                let synced = self.syncer.as_ref().map(|s| s.sync(segment.clone()));
                 let job = Job::Write(Write::Usage(Box::new(row)), Ack::Journaled(segment, reply));
                 if !self.writer.send(job) {
                     // The store is closing: never settled, the row stays in the journal for
@@ -47,19 +50,17 @@ impl Store {
                     tracing::warn!(
                         "row recorded after the store closed; the next start applies it"
                     );
-                    Committed::Now
-                } else if let Some(rx) = committed {
-                    self.hurry();
-                    Committed::Paced(rx)
-                } else {
-                    Committed::Now
+                }
+                let paced = committed.inspect(|_| self.hurry());
+                match synced {
+                    Some(synced) => Committed::Synced(synced, paced, self.clone()),
+                    None => paced.map_or(Committed::Now, Committed::Paced),
                 }
             }
-            Some(Err(e)) => {
+            Err(e) => {
                 tracing::warn!(error = %e, "journal append failed; committing the row first");
                 self.queue_durable(Write::Usage(Box::new(row)), kept)
             }
-            None => self.queue_durable(Write::Usage(Box::new(row)), kept),
         };
         async move {
             match committed {
@@ -72,6 +73,26 @@ impl Store {
                     Ok(())
                 }
                 Committed::Closed => Err(StoreError::Closed),
+                Committed::Synced(synced, paced, store) => {
+                    let on_disk = match synced {
+                        Some(rx) => rx.await.unwrap_or_else(|_| Err(super::fsync::gone())),
+                        None => Err(super::fsync::gone()),
+                    };
+                    if let Some(rx) = paced {
+                        let _ = rx.await;
+                    }
+                    match on_disk {
+                        Ok(()) => Ok(()),
+                        // The journal could not be synced (an I/O error): the row is on disk
+                        // once its commit is, which a durable write queued after it waits for
+                        // (queue order is commit order; every `full` batch holding it is
+                        // synced).
+                        Err(e) => {
+                            tracing::warn!(error = %e, "journal not synced; waiting for the row's commit");
+                            store.write(Write::Barrier).await
+                        }
+                    }
+                }
             }
         }
     }
@@ -103,4 +124,10 @@ enum Committed {
     Paced(oneshot::Receiver<Result<(), StoreError>>),
     /// The store is closed.
     Closed,
+    /// `full`: the journal's sync (see [`super::fsync`]), and the commit if paced.
+    Synced(
+        Option<oneshot::Receiver<std::io::Result<()>>>,
+        Option<oneshot::Receiver<Result<(), StoreError>>>,
+        Store,
+    ),
 }

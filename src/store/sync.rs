@@ -1,11 +1,13 @@
-//! `store.sync = "normal"`: commits are acknowledged once in the OS (SQLite's `synchronous =
-//! NORMAL` in WAL mode), and this task syncs the WAL file to disk every interval when there
-//! were commits since the last sync — so a power loss drops at most an interval of rows,
-//! while a crashed or killed process drops none.
+//! Commits of journaled rows (and, with `store.sync = "normal"`, of every write nobody waits on)
+//! are acknowledged once in the OS (SQLite's `synchronous = NORMAL` in WAL mode), and this task
+//! syncs the WAL file to disk every interval when there were commits since the last sync — so
+//! with `normal` a power loss drops at most an interval of rows, while a crashed or killed
+//! process drops none (with `full` the rows were on disk in the journal before their answers).
 //!
 //! It also keeps the ledger's journal short (see [`super::journal`]): every interval it starts
 //! a new segment, syncs the one retired if some of its rows are not committed yet, and deletes
-//! the retired segments whose rows are all committed, once the WAL holding them is synced.
+//! the retired segments whose rows are all committed (or keeps them to reuse), once the WAL
+//! holding them is synced.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -65,7 +67,7 @@ pub(super) async fn every(
 }
 
 /// One tick, on a blocking thread: retire the journal's segment, sync the WAL if there were
-/// commits or segments are ready to go, delete those. `Ok(true)` when the WAL was synced.
+/// commits or segments are ready to go, retire those. `Ok(true)` when the WAL was synced.
 fn turn(
     wal: &Path,
     committed: bool,
@@ -99,11 +101,11 @@ fn turn(
         return Err(e);
     }
     for segment in ready {
-        match std::fs::remove_file(segment.path()) {
+        match journal.retire(&segment) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
-                tracing::warn!(error = %e, path = %segment.path().display(), "journal segment not deleted");
+                tracing::warn!(error = %e, path = %segment.path().display(), "journal segment not retired");
                 retired.push(segment);
             }
         }

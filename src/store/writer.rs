@@ -200,16 +200,11 @@ fn run<'c>(
     shared: &Shared,
     always_sync: bool,
 ) -> Option<oneshot::Sender<()>> {
-    // Only when answers do not wait for commits (`normal`): with `full` every answer waits for
-    // the writer, which would then queue behind the very answers it holds up (measured: no
-    // gain at one connection).
-    if !always_sync {
-        yield_core_to_answers();
-    }
+    // Answers do not wait for its commits (in both modes their rows are in the journal first).
+    yield_core_to_answers();
     let mut closing: Option<oneshot::Sender<()>> = None;
-    // What the connection's `synchronous` is set to: FULL (`Some(true)`) for a batch someone
-    // waits on to be on disk, and for every batch when `always_sync` (`store.sync = "full"`);
-    // NORMAL otherwise (see [`commit_batch`]); unknown at first.
+    // What the connection's `synchronous` is set to: FULL (`Some(true)`) for a batch that must
+    // be on disk once committed, NORMAL otherwise (see [`commit_batch`]); unknown at first.
     let mut on_disk: Option<bool> = None;
     let mut previous = 0;
     let mut retained = Retained::default();
@@ -471,8 +466,7 @@ fn linger(urgent: &AtomicBool) {
     }
 }
 
-/// Run the calling thread (the writer's SQLite thread) at the lowest priority, `nice` 19
-/// (`store.sync = "normal"` only).
+/// Run the calling thread (the writer's SQLite thread) at the lowest priority, `nice` 19.
 ///
 /// Its commits share the core with the tokio workers answering requests; at normal priority a
 /// batch commit that starts just before an answer's bytes arrive delays that answer by the

@@ -190,9 +190,31 @@ impl TestApp {
             .expect("key exists")
     }
 
-    /// Read the database directly (a separate connection, as an auditor would).
+    /// Read the database directly (a separate connection, as an auditor would), once what the
+    /// daemon queued so far is committed: a settled request's row is in the journal first and
+    /// committed a few milliseconds behind its answer.
     pub fn db(&self) -> rusqlite::Connection {
+        self.settle_ledger();
         rusqlite::Connection::open(&self.db).expect("open db")
+    }
+
+    /// Wait (blocking) until everything the running daemon queued so far is committed. The
+    /// writer is a thread of its own, so blocking this test's runtime does not hold it up.
+    pub fn settle_ledger(&self) {
+        let Some(d) = &self.daemon else { return };
+        let store = d.state.store.clone();
+        let settled = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("runtime")
+                .block_on(store.settle())
+        })
+        .join()
+        .expect("settle thread");
+        if let Err(e) = settled {
+            // A database that refuses writes (a test holding its lock): read what is there.
+            eprintln!("ledger not settled: {e}");
+        }
     }
 
     /// The ledger row of a request id.

@@ -1,81 +1,127 @@
-//! `store.sync = "normal"`: the ledger's journal, so an answer waits for neither the writer
-//! thread nor SQLite's commit.
+//! The ledger's journal, so an answer waits for neither the writer thread nor SQLite's commit.
 //!
-//! A settled request's row is appended, in the request's own task, to a segment file under
-//! `<data dir>/journal/` with one `write(2)`: once that returns the row is in the OS, which is
-//! all `normal` promises before the last byte (a killed process loses nothing). The row then
-//! goes to the writer like any other write, without anyone waiting, and is committed in batches
-//! behind. Start-up replays every segment into SQLite before keys are loaded (rows whose
-//! `request_id` is already in the ledger are skipped, so a row is never applied twice), then
-//! deletes the segments.
+//! A settled request's row is written, in the request's own task, to a segment file under
+//! `<data dir>/journal/` with one `pwrite(2)`: once that returns the row is in the OS, which is
+//! all `store.sync = "normal"` promises before the last byte (a killed process loses nothing);
+//! `full` then has the segment synced to disk (see [`super::fsync`]). The row then goes to the
+//! writer like any other write, without anyone waiting, and is committed in batches behind.
+//! Start-up replays every segment into SQLite before keys are loaded (rows whose `request_id`
+//! is already in the ledger are skipped, so a row is never applied twice), then deletes the
+//! segments.
 //!
-//! Hand-written because it is small and tied to our rows: a record is `0x1E`, the row as
-//! JSON, `\n`. JSON escapes control characters, so `0x1E` only ever starts a record, and a
-//! record torn by a power loss or a short write is told apart from the next one by it.
+//! Segments are written over, not appended to: a new one is a file of zeros written and synced
+//! before use, and one whose rows are all committed is kept as a spare and reused. Syncing a
+//! write into blocks the file already has is a data flush; syncing an append also commits the
+//! file's new size to the filesystem's own journal, which cost `full` ~100 µs more per answer
+//! here (bench/PROFILE.md). PostgreSQL recycles its WAL segments for the same reason.
 //!
-//! A segment is deleted only when it can no longer hold the only copy of a row: every row
-//! appended to it carries the segment (an `Arc`) to the writer, which counts it settled once
-//! committed; a segment nobody else holds whose rows are all settled is [`Segment::drained`],
-//! and the sync task then syncs the WAL and deletes it (see [`super::sync`]). A row whose
-//! commit failed, or that was dropped unprocessed when the process stopped, is never counted,
-//! so its segment stays for the next start. The sync task also starts a new segment every
-//! interval, so the journal holds about one interval of rows.
+//! Hand-written because it is small and tied to our rows (see [`record`] for the format). A
+//! segment is deleted (or kept as a spare) only when it can no longer hold the only copy of a
+//! row: every row written to it carries the segment (an `Arc`) to the writer, which counts it
+//! settled once committed; a segment nobody else holds whose rows are all settled is
+//! [`Segment::drained`], and the sync task then syncs the WAL and retires it (see
+//! [`super::sync`]). A row whose commit failed, or that was dropped unprocessed when the
+//! process stopped, is never counted, so its segment stays for the next start. The sync task
+//! also starts a new segment every interval, so the journal holds about one interval of rows.
 
 use std::fs::File;
-use std::io::Write as _;
+use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
-use super::error::StoreError;
-use super::usage::{self, UsageRow};
+use super::usage::UsageRow;
 
-/// Starts a record.
-const RS: u8 = 0x1E;
+mod record;
+
+pub(super) use record::replay;
+#[cfg(test)]
+pub(super) use record::{encode, frame, parse};
+
 /// A segment file's extension.
 const EXT: &str = "rows";
+/// A spare's: a retired segment whose rows are all committed, to be reused.
+const SPARE: &str = "spare";
+/// A new segment's size, written with zeros before use. One interval of rows at a few thousand
+/// answers a second; a busier segment grows past it (then its syncs cost what appends do) and
+/// is reused at its grown size.
+const NEW_SIZE: usize = 512 * 1024;
+/// Spares kept: a segment retires every interval and drains by the next, so two or three are
+/// in use at a time.
+const MAX_SPARES: usize = 4;
 
-/// The journal of `normal` mode: the segment being appended to, and where new ones go.
+/// The ledger's journal: the segment rows are written to, where new ones go, and spares.
 pub(super) struct Journal {
     dir: PathBuf,
     current: ArcSwap<Segment>,
     next_seq: AtomicU64,
+    /// Retired segments to reuse, by path (only the sync task's thread and start-up use it).
+    spares: Mutex<Vec<PathBuf>>,
 }
 
-/// One segment file. Rows appended to it hold it until they are committed.
+/// One segment file. Rows written to it hold it until they are committed.
 pub(super) struct Segment {
     file: File,
     path: PathBuf,
-    /// Something was appended.
+    /// Its number: the file's name, and the mark of every record written to it (a reused
+    /// file's older records carry another).
+    seq: u64,
+    /// Where the next record goes.
+    end: AtomicU64,
+    /// Something was written.
     written: AtomicBool,
-    /// Rows appended whole.
+    /// Rows written whole.
     appended: AtomicU64,
     /// Of which the writer has committed (or refused for good). A row whose commit failed, or
     /// that was dropped unprocessed when the process stopped, is never counted: its segment
     /// stays for the next start's replay.
     settled: AtomicU64,
+    /// Rows written whole before the last sync that succeeded began: on disk.
+    synced: AtomicU64,
 }
 
 impl Segment {
-    fn create(dir: &Path, seq: u64) -> std::io::Result<Segment> {
+    /// A new segment numbered `seq`: a spare renamed, else a file of zeros. Either way its
+    /// blocks are written and synced, and its name is on disk, before a row goes in.
+    fn create(dir: &Path, seq: u64, spare: Option<PathBuf>) -> std::io::Result<Segment> {
         use std::os::unix::fs::OpenOptionsExt;
         let path = dir.join(format!("{seq:020}.{EXT}"));
-        // Append-only: each record lands whole at the end, whichever task writes it.
+        let reused = match spare {
+            Some(spare) => match std::fs::rename(&spare, &path) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(error = %e, spare = %spare.display(), "journal spare not reused");
+                    let _ = std::fs::remove_file(&spare);
+                    false
+                }
+            },
+            None => false,
+        };
+        // A reused file keeps its blocks (and older records, told apart by their number).
         let file = std::fs::OpenOptions::new()
             .create(true)
-            .append(true)
+            .truncate(!reused)
+            .read(true)
+            .write(true)
             .mode(0o600)
             .open(&path)?;
+        if !reused {
+            file.write_all_at(&vec![0u8; NEW_SIZE], 0)?;
+            file.sync_data()?;
+        }
         // The file's name must survive a power loss as well as what is synced into it.
         File::open(dir)?.sync_all()?;
         Ok(Segment {
             file,
             path,
+            seq,
+            end: AtomicU64::new(0),
             written: AtomicBool::new(false),
             appended: AtomicU64::new(0),
             settled: AtomicU64::new(0),
+            synced: AtomicU64::new(0),
         })
     }
 
@@ -97,9 +143,25 @@ impl Segment {
         &self.path
     }
 
-    /// Flush the segment to disk.
+    /// Flush the segment to disk: every row appended so far is then on disk (see
+    /// [`Segment::synced`]).
     pub(super) fn sync(&self) -> std::io::Result<()> {
-        self.file.sync_data()
+        let appended = self.appended.load(Ordering::Acquire);
+        self.file.sync_data()?;
+        self.synced.fetch_max(appended, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// How many of the rows appended are known to be on disk.
+    #[cfg(test)]
+    pub(super) fn synced(&self) -> u64 {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    /// How many rows were appended whole.
+    #[cfg(test)]
+    pub(super) fn appended(&self) -> u64 {
+        self.appended.load(Ordering::Acquire)
     }
 }
 
@@ -109,35 +171,52 @@ pub(super) fn dir_of(db: &Path) -> PathBuf {
 }
 
 impl Journal {
-    /// Start a journal in `dir` (created 0700 if missing) after the segments already there.
+    /// Start a journal in `dir` (created 0700 if missing) after the segments already there,
+    /// with the spares left there to reuse. (Replay has run: segments still there are ones it
+    /// kept, numbered before the new ones.)
     pub(super) fn start(dir: &Path) -> std::io::Result<Journal> {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)?;
-        let seq = segments(dir)?.last().map_or(0, |(seq, _)| seq + 1);
-        let first = Segment::create(dir, seq)?;
+        let kept = record::segments(dir, EXT)?;
+        let spares = record::segments(dir, SPARE)?;
+        // After every number a file here was ever given: a spare holds records of its earlier
+        // lives, numbered at most its own number, and a reused file's new records must not be
+        // mistaken for them.
+        let seq = kept
+            .iter()
+            .chain(&spares)
+            .map(|(seq, _)| seq + 1)
+            .max()
+            .unwrap_or(0);
+        let mut spares: Vec<PathBuf> = spares.into_iter().map(|(_, p)| p).collect();
+        for extra in spares.split_off(spares.len().min(MAX_SPARES)) {
+            std::fs::remove_file(extra)?;
+        }
+        let first = Segment::create(dir, seq, spares.pop())?;
         Ok(Journal {
             dir: dir.to_path_buf(),
             current: ArcSwap::from_pointee(first),
             next_seq: AtomicU64::new(seq + 1),
+            spares: Mutex::new(spares),
         })
     }
 
-    /// Append a row with one `write(2)`; the segment it went to is returned, to be held until
+    /// Write a row with one `pwrite(2)`; the segment it went to is returned, to be held until
     /// the row is committed. An error (disk full, a short write) means the caller must get the
     /// row into the database another way.
     pub(super) fn append(&self, row: &UsageRow) -> std::io::Result<Arc<Segment>> {
-        let mut record = Vec::with_capacity(512);
-        record.push(RS);
-        encode(row, &mut record)?;
-        record.push(b'\n');
         let segment = self.current.load_full();
-        let n = (&segment.file).write(&record)?;
+        let record = record::frame(segment.seq, row)?;
+        let at = segment
+            .end
+            .fetch_add(record.len() as u64, Ordering::Relaxed);
+        let n = segment.file.write_at(&record, at)?;
         segment.written.store(true, Ordering::Release);
         if n != record.len() {
-            // The torn record is skipped by replay; the next one starts with its own `RS`.
+            // The torn record is skipped by replay (its checksum fails).
             return Err(std::io::Error::new(
                 std::io::ErrorKind::WriteZero,
                 "short write to the journal",
@@ -153,196 +232,31 @@ impl Journal {
             return Ok(None);
         }
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
-        let fresh = Arc::new(Segment::create(&self.dir, seq)?);
+        let spare = self.spares.lock().ok().and_then(|mut s| s.pop());
+        let fresh = Arc::new(Segment::create(&self.dir, seq, spare)?);
         Ok(Some(self.current.swap(fresh)))
     }
-}
 
-/// The row as the JSON object `serde_json::to_writer` writes for it (same members, same order,
-/// same values; replay reads it with serde), written directly.
-///
-/// Hand-written for speed, in every `normal` answer's path: serde's map serialiser escaped each
-/// of the nineteen member names byte by byte and formatted the cost through `collect_str`
-/// (~7.7k instructions per row, callgrind; bench/PROFILE.md), and `write!` with a dozen
-/// arguments costs ~4.6k in `core::fmt`. Names here are literals and numbers go through `itoa`;
-/// the four strings still go through serde_json's escaping. A property test checks the text is
-/// serde's, byte for byte.
-pub(super) fn encode(row: &UsageRow, out: &mut Vec<u8>) -> std::io::Result<()> {
-    let mut n = itoa::Buffer::new();
-    let string = |out: &mut Vec<u8>, name: &[u8], v: &str| -> std::io::Result<()> {
-        out.extend_from_slice(name);
-        serde_json::to_writer(&mut *out, v)?;
-        Ok(())
-    };
-    string(out, b"{\"request_id\":", &row.request_id)?;
-    string(out, b",\"key_id\":", &row.key_id)?;
-    string(out, b",\"model\":", &row.model)?;
-    out.extend_from_slice(if row.stream {
-        b",\"stream\":true"
-    } else {
-        b",\"stream\":false"
-    });
-    let word = |out: &mut Vec<u8>, name: &[u8], v: &str| {
-        // Our own names (`as_str`): nothing in them to escape.
-        out.extend_from_slice(name);
-        out.push(b'"');
-        out.extend_from_slice(v.as_bytes());
-        out.push(b'"');
-    };
-    word(out, b",\"period\":", row.period.as_str());
-    for (name, v) in [
-        (&b",\"prompt_tokens\":"[..], row.prompt_tokens),
-        (b",\"cache_hit_tokens\":", row.cache_hit_tokens),
-        (b",\"cache_miss_tokens\":", row.cache_miss_tokens),
-        (b",\"completion_tokens\":", row.completion_tokens),
-        (b",\"reasoning_tokens\":", row.reasoning_tokens),
-    ] {
-        out.extend_from_slice(name);
-        out.extend_from_slice(n.format(v).as_bytes());
-    }
-    out.extend_from_slice(b",\"cost\":\"");
-    write!(out, "{}", row.cost)?;
-    out.push(b'"');
-    word(out, b",\"measured\":", row.measured.as_str());
-    out.extend_from_slice(b",\"status\":");
-    out.extend_from_slice(n.format(row.status).as_bytes());
-    word(out, b",\"finish\":", row.finish.as_str());
-    out.extend_from_slice(b",\"latency_ms\":");
-    out.extend_from_slice(n.format(row.latency_ms).as_bytes());
-    out.extend_from_slice(b",\"ttft_ms\":");
-    match row.ttft_ms {
-        Some(ms) => out.extend_from_slice(n.format(ms).as_bytes()),
-        None => out.extend_from_slice(b"null"),
-    }
-    out.extend_from_slice(b",\"created_at_ms\":");
-    out.extend_from_slice(n.format(row.created_at_ms).as_bytes());
-    word(out, b",\"api\":", row.api.as_str());
-    string(out, b",\"account\":", &row.account)?;
-    out.push(b'}');
-    Ok(())
-}
-
-/// The segment files in `dir`, in the order they were written.
-fn segments(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.extension().and_then(|e| e.to_str()) != Some(EXT) {
-            continue;
-        }
-        if let Some(seq) = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .and_then(|s| s.parse::<u64>().ok())
-        {
-            found.push((seq, path));
-        }
-    }
-    found.sort();
-    Ok(found)
-}
-
-/// What a replay did.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub(super) struct Replayed {
-    /// Rows found in the journal.
-    pub found: usize,
-    /// Of which applied (the rest were already in the ledger or refused).
-    pub applied: usize,
-    /// Records that could not be read (torn by a power loss or a short write).
-    pub torn: usize,
-}
-
-/// The rows of one segment's text, and how many records in it could not be read (or were
-/// followed by bytes no record wrote). A record is read up to its newline, whatever follows:
-/// a whole record followed by the zeros a filesystem may leave past the last write at a power
-/// loss, or by junk, is still a row (it was dropped whole before, with its segment); bytes
-/// between records that are only zeros are that same fill, not a record.
-pub(super) fn parse(bytes: &[u8]) -> (Vec<UsageRow>, usize) {
-    let mut rows = Vec::new();
-    let mut torn = 0;
-    for record in bytes.split(|&b| b == RS).filter(|r| !r.is_empty()) {
-        let Some(end) = record.iter().position(|&b| b == b'\n') else {
-            if record.iter().any(|&b| b != 0) {
-                torn += 1;
-            }
-            continue;
+    /// A drained segment (see [`Segment::drained`]) leaves the journal: renamed a spare to be
+    /// reused, or deleted when there are spares enough.
+    pub(super) fn retire(&self, segment: &Segment) -> std::io::Result<()> {
+        let Ok(mut spares) = self.spares.lock() else {
+            return std::fs::remove_file(segment.path());
         };
-        match serde_json::from_slice::<UsageRow>(&record[..end]) {
-            Ok(row) => rows.push(row),
-            Err(_) => torn += 1,
+        if spares.len() >= MAX_SPARES {
+            return std::fs::remove_file(segment.path());
         }
-        if record[end + 1..].iter().any(|&b| b != 0) {
-            torn += 1;
-        }
+        // No sync of the directory: if the rename is lost to a power loss, the start replays
+        // the segment, whose rows are all in the ledger already.
+        let spare = segment.path().with_extension(SPARE);
+        std::fs::rename(segment.path(), &spare)?;
+        spares.push(spare);
+        Ok(())
     }
-    (rows, torn)
-}
 
-/// Apply every segment in `dir` to the database in one durable transaction (rows already in
-/// the ledger are skipped), then delete the segments. Runs before the writer starts.
-pub(super) fn replay(c: &mut rusqlite::Connection, dir: &Path) -> Result<Replayed, StoreError> {
-    let io = |e: std::io::Error| StoreError::Io(format!("{}: {e}", dir.display()));
-    let files = match segments(dir) {
-        Ok(files) => files,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Replayed::default()),
-        Err(e) => return Err(io(e)),
-    };
-    let mut done = Replayed::default();
-    if files.is_empty() {
-        return Ok(done);
+    /// The segment rows are written to now.
+    #[cfg(test)]
+    pub(super) fn current(&self) -> Arc<Segment> {
+        self.current.load_full()
     }
-    // Durable before the segments go, whatever `store.sync` says for ordinary commits.
-    c.execute_batch("PRAGMA synchronous = FULL;")?;
-    let mut tx = c.transaction()?;
-    for (_, path) in &files {
-        let bytes = std::fs::read(path).map_err(io)?;
-        let (rows, torn) = parse(&bytes);
-        done.found += rows.len();
-        done.torn += torn;
-        for row in rows {
-            let known: bool = tx
-                .prepare_cached("SELECT EXISTS (SELECT 1 FROM usage WHERE request_id = ?1)")?
-                .query_row([&row.request_id], |r| r.get(0))?;
-            if known {
-                continue;
-            }
-            // A savepoint each: a row the database refuses (an unknown key) is skipped whole,
-            // counters included, and does not keep the daemon from starting.
-            let sp = tx.savepoint()?;
-            match usage::insert(&sp, &row) {
-                Ok(()) => {
-                    sp.commit()?;
-                    done.applied += 1;
-                }
-                // Disk full, an I/O error, a lock: nothing is applied and the segments stay,
-                // so the start fails rather than drop the rows (the next start replays them).
-                Err(e) if e.is_transient() => {
-                    tracing::error!(
-                        journal = %dir.display(),
-                        segments = files.len(),
-                        error = %e,
-                        "cannot apply the ledger journal now (disk full? another program \
-                         holding the database's write lock?); its rows are kept: fix that and \
-                         start again"
-                    );
-                    return Err(e);
-                }
-                Err(e) => {
-                    drop(sp);
-                    tracing::error!(
-                        request_id = %row.request_id,
-                        key_id = %row.key_id,
-                        error = %e,
-                        "journal row refused by the database; not applied"
-                    );
-                }
-            }
-        }
-    }
-    tx.commit()?;
-    for (_, path) in &files {
-        std::fs::remove_file(path).map_err(io)?;
-    }
-    Ok(done)
 }

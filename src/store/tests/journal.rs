@@ -1,5 +1,6 @@
-//! `store.sync = "normal"`'s journal: a row is in it when `record_usage` returns, start-up
-//! replays what the ledger lacks exactly once, and segments go once their rows are committed.
+//! The ledger's journal: a row is in it when `record_usage` returns (and on disk with `full`),
+//! start-up replays what the ledger lacks exactly once, and segments go once their rows are
+//! committed.
 
 use std::time::Duration;
 
@@ -17,19 +18,31 @@ async fn open_normal_result(
     Store::open_with(path, SyncMode::Normal, Duration::from_millis(interval_ms)).await
 }
 
-/// Every segment file in the journal, with its text.
+/// Every segment file in the journal, with its text (zeros left out).
 fn segment_texts(path: &Path) -> Vec<(PathBuf, String)> {
     let mut found: Vec<_> = std::fs::read_dir(journal::dir_of(path))
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "rows"))
         .map(|p| {
-            let text = std::fs::read_to_string(&p).unwrap();
+            // Without the zeros a new segment is written with.
+            let text = std::fs::read_to_string(&p).unwrap().replace('\0', "");
             (p, text)
         })
         .collect();
     found.sort();
     found
+}
+
+/// The rows the journal's segments hold (what a start would replay), by request id.
+fn live_rows(path: &Path) -> Vec<String> {
+    let mut ids = Vec::new();
+    for (file, _) in segment_texts(path) {
+        let seq: u64 = file.file_stem().unwrap().to_str().unwrap().parse().unwrap();
+        let (rows, _) = journal::parse(&std::fs::read(&file).unwrap(), seq);
+        ids.extend(rows.into_iter().map(|r| r.request_id));
+    }
+    ids
 }
 
 /// Record `n` ledger rows of `key_a`, `cost` nano-USD each, one after another.
@@ -64,6 +77,52 @@ async fn a_row_recorded_in_normal_mode_is_in_the_journal_when_recording_returns(
     assert_eq!(keys[0].spent.nanos(), 150);
     assert_eq!(keys[0].requests, 1);
     assert_eq!(count(&store, "SELECT count(*) FROM usage").await, 1);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_row_recorded_in_full_mode_is_synced_in_the_journal_when_recording_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let (store, _) = Store::open_with(&path, SyncMode::Full, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    store.write(insert(key("key_a", 1))).await.unwrap();
+    let segment = store.journal.current();
+    assert_eq!((segment.appended(), segment.synced()), (0, 0));
+
+    // Recorded together, synced together or one by one: each is on disk when its own
+    // recording returns.
+    let recorded: Vec<_> = (0..20)
+        .map(|i| store.record_usage(usage(&format!("req-{i}"), "key_a", 10, i), true))
+        .collect();
+    for (i, r) in recorded.into_iter().enumerate() {
+        r.await.unwrap();
+        assert!(
+            segment.synced() > i as u64,
+            "row {i} returned before its sync"
+        );
+    }
+    assert_eq!((segment.appended(), segment.synced()), (20, 20));
+    let text: String = segment_texts(&path).into_iter().map(|(_, t)| t).collect();
+    assert_eq!(text.matches("\"request_id\":\"req-").count(), 20, "{text}");
+
+    // Committed behind: a read sees every row, counters moved once each.
+    assert_eq!(count(&store, "SELECT count(*) FROM usage").await, 20);
+    let (store, keys) = reopen(store, &path).await;
+    assert_eq!((keys[0].spent.nanos(), keys[0].requests), (200, 20));
+    store.close().await;
+}
+
+#[tokio::test]
+async fn a_row_recorded_in_normal_mode_is_not_waited_for_to_be_synced() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let (store, _) = open_normal(&path, 3_600_000).await;
+    store.write(insert(key("key_a", 1))).await.unwrap();
+    record_rows(&store, "req-", 3, 10).await;
+    let segment = store.journal.current();
+    assert_eq!((segment.appended(), segment.synced()), (3, 0));
     store.close().await;
 }
 
@@ -112,9 +171,8 @@ async fn start_up_applies_journaled_rows_the_ledger_lacks_exactly_once() {
     let totals = store.read(|c| usage::totals(c, "key_a")).await.unwrap();
     assert_eq!(totals, (3, Usd::from_nanos(600)));
     // The replayed segments are gone; the new journal starts empty.
-    let texts = segment_texts(&path);
-    assert_eq!(texts.len(), 1);
-    assert_eq!(texts[0].1, "");
+    assert_eq!(segment_texts(&path).len(), 1);
+    assert_eq!(live_rows(&path), Vec::<String>::new());
     let replayed = store
         .read(|c| {
             Ok(c.query_row(
@@ -134,11 +192,11 @@ async fn start_up_applies_journaled_rows_the_ledger_lacks_exactly_once() {
     store.close().await;
 }
 
-/// What a power loss may leave past the last write — zeros, or junk — does not cost the whole
-/// records before it (they were read as torn, and their segment deleted with them); a record
-/// cut short is still skipped, and counted.
+/// A journal of the version before segments were reused (records without a number): what a
+/// power loss may leave past the last write — zeros, or junk — does not cost the whole records
+/// before it; a record cut short is still skipped, and counted.
 #[test]
-fn whole_records_are_read_whatever_follows_them() {
+fn whole_records_of_an_older_version_are_read_whatever_follows_them() {
     let record = |row: &crate::store::usage::UsageRow| {
         let mut r = vec![0x1e];
         journal::encode(row, &mut r).unwrap();
@@ -152,10 +210,46 @@ fn whole_records_are_read_whatever_follows_them() {
     text.extend(record(&usage("req-3", "key_a", 300, 3)));
     text.extend_from_slice(b"\x1e{\"request_id\":\"req-cut");
     text.extend_from_slice(&[0; 4096]);
-    let (rows, torn) = journal::parse(&text);
+    let (rows, torn) = journal::parse(&text, 5);
     let ids: Vec<_> = rows.iter().map(|r| r.request_id.as_str()).collect();
     assert_eq!(ids, ["req-1", "req-2", "req-3"]);
     assert_eq!(torn, 2, "the junk and the cut record");
+}
+
+/// A reused segment: only the records of its own number are rows. An older life's records
+/// after them are passed over, and a record torn by a power loss is caught by its checksum
+/// even when the older record under it completes it into valid JSON (here: this life's
+/// request id with the older row's cost).
+#[test]
+fn a_reused_segment_reads_only_its_own_whole_records() {
+    let frame = |seq, id: &str, cost| journal::frame(seq, &usage(id, "key_a", cost, 1)).unwrap();
+    let older: Vec<u8> = (0..4).flat_map(|_| frame(7, "req-o", 900)).collect();
+    let mut text = older.clone();
+    let first = frame(9, "req-a", 100);
+    text[..first.len()].copy_from_slice(&first);
+    let (rows, torn) = journal::parse(&text, 9);
+    let got: Vec<_> = rows
+        .iter()
+        .map(|r| (r.request_id.as_str(), r.cost.nanos()))
+        .collect();
+    assert_eq!(got, [("req-a", 100)]);
+    assert_eq!(torn, 0, "the older records are not torn ones");
+
+    // The second record torn after its request id: the rest is the older record's.
+    let second = frame(9, "req-b", 100);
+    let at = first.len();
+    let cut = second.windows(5).position(|w| w == b"req-b").unwrap() + 5;
+    text[at..at + cut].copy_from_slice(&second[..cut]);
+    let mixed = &text[at + 1 + 24..];
+    let end = mixed.iter().position(|&b| b == b'\n').unwrap();
+    let row: crate::store::usage::UsageRow = serde_json::from_slice(&mixed[..end]).unwrap();
+    assert_eq!((row.request_id.as_str(), row.cost.nanos()), ("req-b", 900));
+    let (rows, torn) = journal::parse(&text, 9);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(torn, 1, "the torn record, caught by its checksum");
+    // Read as another segment's, none of it is a row.
+    let (rows, torn) = journal::parse(&text, 8);
+    assert_eq!((rows.len(), torn), (0, 0));
 }
 
 /// A start that cannot write (here another connection holds the write lock past the busy
@@ -190,25 +284,23 @@ async fn a_replay_that_cannot_write_now_keeps_the_rows_for_the_next_start() {
 }
 
 #[tokio::test]
-async fn segments_are_deleted_once_their_rows_are_committed() {
+async fn segments_are_retired_once_their_rows_are_committed() {
     let dir = tempfile::tempdir().unwrap();
     let path = db(&dir);
     let (store, _) = open_normal(&path, 20).await;
     store.write(insert(key("key_a", 1))).await.unwrap();
     record_rows(&store, "req-", 50, 10).await;
-    // Within a few ticks: a new segment, the WAL synced, the old one deleted.
-    let mut left = segment_texts(&path);
+    // Within a few ticks: a new segment, the WAL synced, the old one retired (deleted or kept
+    // as a spare: a reused one's older records are not its rows).
+    let mut left = live_rows(&path);
     for _ in 0..250 {
-        if left.iter().all(|(_, text)| text.is_empty()) {
+        if left.is_empty() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
-        left = segment_texts(&path);
+        left = live_rows(&path);
     }
-    assert!(
-        left.iter().all(|(_, text)| text.is_empty()),
-        "segments still holding rows: {left:?}"
-    );
+    assert!(left.is_empty(), "segments still holding rows: {left:?}");
     assert_eq!(count(&store, "SELECT count(*) FROM usage").await, 50);
     assert_eq!(
         count(&store, "SELECT spent_nanos FROM keys WHERE id = 'key_a'").await,
@@ -228,6 +320,61 @@ async fn a_settled_read_sees_the_rows_recorded_before_it() {
     let totals = store.read(|c| usage::totals(c, "key_a")).await.unwrap();
     assert_eq!(totals, (3, Usd::from_nanos(300)));
     store.close().await;
+}
+
+/// A retired segment is kept and reused as a later one (no new file, no zeros to write), and
+/// what it held before is not read back as rows of its new life; a restart reuses the spares
+/// left and numbers its segments after them.
+#[test]
+fn retired_segments_are_reused_and_their_old_rows_are_not_read_again() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let jdir = dir.path().join("journal");
+    let rows_of = |jdir: &Path| -> Vec<String> {
+        let mut ids = Vec::new();
+        for entry in std::fs::read_dir(jdir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "rows") {
+                let seq: u64 = path.file_stem().unwrap().to_str().unwrap().parse().unwrap();
+                let (rows, torn) = journal::parse(&std::fs::read(&path).unwrap(), seq);
+                assert_eq!(torn, 0);
+                ids.extend(rows.into_iter().map(|r| r.request_id));
+            }
+        }
+        ids.sort();
+        ids
+    };
+    let journal = Journal::start(&jdir).unwrap();
+    let first = journal.current();
+    let inode = std::fs::metadata(first.path()).unwrap().ino();
+    for i in 0..3 {
+        journal
+            .append(&usage(&format!("req-old-{i}"), "key_a", 1, i))
+            .unwrap();
+    }
+    drop(first);
+    let old = journal.rotate().unwrap().unwrap();
+    journal.retire(&old).unwrap();
+    drop(old);
+    journal.append(&usage("req-mid", "key_a", 1, 3)).unwrap();
+    let mid = journal.rotate().unwrap().unwrap();
+    let reused = journal.current();
+    assert_eq!(
+        std::fs::metadata(reused.path()).unwrap().ino(),
+        inode,
+        "the spare, reused"
+    );
+    journal.append(&usage("req-new", "key_a", 1, 4)).unwrap();
+    assert_eq!(rows_of(&jdir), ["req-mid", "req-new"]);
+
+    // Restarted: the spare left behind is reused, numbered after every name it ever had.
+    journal.retire(&mid).unwrap();
+    drop((journal, mid, reused));
+    let again = Journal::start(&jdir).unwrap();
+    let seq_of = |p: &Path| -> u64 { p.file_stem().unwrap().to_str().unwrap().parse().unwrap() };
+    assert_eq!(seq_of(again.current().path()), 3);
+    again.append(&usage("req-after", "key_a", 1, 5)).unwrap();
+    assert_eq!(rows_of(&jdir), ["req-after", "req-new"]);
 }
 
 #[test]

@@ -39,11 +39,13 @@ impl<'c> Statements<'c> {
 /// Apply writes in one transaction, each as if in a savepoint of its own (one bad write cannot
 /// sink the others; see [`try_commit`]), commit, and acknowledge each with its own result.
 ///
-/// With `always_sync` (`store.sync = "full"`) every commit is synced to disk (`synchronous =
-/// FULL`). Otherwise (`normal`) a commit is synced only when a write in the batch was submitted
-/// to be durable ([`Ack::Reply`]: an order, a key, a top-up, a row the journal could not
-/// take): journaled ledger rows are promised only against a killed process, read barriers
-/// nothing, and the sync task syncs the WAL every interval. A failed commit is retried a few
+/// A commit is synced to disk (`synchronous = FULL`) when a write in the batch was submitted to
+/// be durable ([`Ack::Reply`]: an order, a key, a top-up, a row the journal could not take),
+/// and with `always_sync` (`store.sync = "full"`) when it holds any other write but a
+/// journaled ledger row or a read barrier: journaled rows are in the journal until the WAL is
+/// synced (with `full` the journal was synced before their answers; with `normal` they are
+/// promised only against a killed process), read barriers promise nothing, and the sync task
+/// syncs the WAL every interval. A failed commit is retried a few
 /// times unless `retry` is false. `Ok` when the batch was committed; if not, `Err` with the
 /// writes to keep for a later batch: its ledger rows whose charge stands (journaled, or
 /// [`Ack::Kept`]), their waiters told of the failure.
@@ -57,10 +59,13 @@ pub(super) fn commit_batch<'c>(
     failing: &std::sync::atomic::AtomicBool,
 ) -> Result<(), Vec<(Write, Ack)>> {
     let (writes, acks): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-    let durable = always_sync
-        || acks
-            .iter()
-            .any(|ack| matches!(ack, Ack::Reply(_) | Ack::Kept(_)));
+    let durable = acks.iter().any(|ack| match ack {
+        Ack::Reply(_) | Ack::Kept(_) => true,
+        Ack::None => always_sync,
+        // On disk in the journal already (synced there with `full`), and a read barrier
+        // promises nothing.
+        Ack::Journaled(..) | Ack::Settled(_) => false,
+    });
     if *on_disk != Some(durable) {
         let pragma = if durable {
             "PRAGMA synchronous = FULL;"
