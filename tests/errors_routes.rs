@@ -81,6 +81,9 @@ async fn the_bare_v1_prefix_is_a_json_404() {
         "//v1/chat/completions",
         "/V1/chat/completions",
         "/V1",
+        // A base URL without its /v1 (DeepSeek's docs give both).
+        "/chat/completions",
+        "/models",
     ] {
         let resp = app.get(&key, path).send().await.expect("send");
         let status = resp.status().as_u16();
@@ -91,6 +94,13 @@ async fn the_bare_v1_prefix_is_a_json_404() {
         let v: Value = serde_json::from_str(&text)
             .unwrap_or_else(|e| panic!("GET {path}: not JSON ({e}): {text:?}"));
         check_shape(&v);
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("/v1/chat/completions"),
+            "GET {path}: the message says where the API is: {v}"
+        );
     }
 }
 

@@ -200,15 +200,26 @@ impl GatewayError {
                  Top up or buy a new plan."
             ),
             GatewayError::ModelNotAllowed(m, None) => {
-                format!("The model `{m}` is not included in your key's plan.")
+                format!(
+                    "The model `{}` is not included in your key's plan.",
+                    echoed(m)
+                )
             }
             GatewayError::ModelNotAllowed(m, Some(served)) => format!(
-                "The model `{m}` (served by `{served}`) is not included in your key's plan."
+                "The model `{}` (served by `{served}`) is not included in your key's plan.",
+                echoed(m)
             ),
             GatewayError::ModelNotFound(m) => {
-                format!("The model `{m}` does not exist or you do not have access to it.")
+                format!(
+                    "The model `{}` does not exist or you do not have access to it.",
+                    echoed(m)
+                )
             }
-            GatewayError::NotFound => "Unknown endpoint.".into(),
+            GatewayError::NotFound => {
+                "Unknown endpoint. The API's paths start with /v1 (OpenAI's, \
+                 e.g. /v1/chat/completions: a client's base URL ends in /v1) or /anthropic/v1."
+                    .into()
+            }
             GatewayError::MethodNotAllowed => "Method not allowed on this endpoint.".into(),
             GatewayError::RequestTooLarge { limit } => {
                 format!("Request body is larger than the limit of {limit} bytes.")
@@ -362,6 +373,18 @@ impl IntoResponse for GatewayError {
     }
 }
 
+/// A name the client sent, as an error message repeats it: at most [`ECHOED`] characters, then
+/// `…` (a megabyte of model name came back whole in a 404: found by an independent check).
+fn echoed(name: &str) -> std::borrow::Cow<'_, str> {
+    match name.char_indices().nth(ECHOED) {
+        Some((cut, _)) => format!("{}…", &name[..cut]).into(),
+        None => name.into(),
+    }
+}
+
+/// Most characters of a client's name an error message repeats.
+const ECHOED: usize = 100;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -384,5 +407,15 @@ mod tests {
         assert_eq!(v["error"]["type"], "authentication_error");
         assert!(v["error"]["param"].is_null());
         assert_eq!(v["error"]["message"], "Invalid API key.");
+    }
+
+    #[test]
+    fn a_long_model_name_is_echoed_cut() {
+        let long = "é".repeat(1000);
+        let msg = GatewayError::ModelNotFound(long).message();
+        assert!(msg.chars().count() < 200, "{msg}");
+        assert!(msg.contains(&format!("`{}…`", "é".repeat(100))), "{msg}");
+        let short = GatewayError::ModelNotFound("gpt-4".into()).message();
+        assert!(short.contains("`gpt-4`"), "{short}");
     }
 }

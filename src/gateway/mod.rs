@@ -135,7 +135,8 @@ pub fn api_not_found(
 }
 
 /// Whether a path the router does not know is meant for the API: `/v1` or `/anthropic`
-/// after any leading slashes, in any case.
+/// after any leading slashes, in any case, or an API path without its `/v1` (a base URL
+/// copied from DeepSeek's docs, which serve both: the SDK read the storefront's HTML 404).
 pub fn looks_like_api(path: &str) -> bool {
     let p = path.trim_start_matches('/').as_bytes();
     let starts = |prefix: &[u8]| {
@@ -143,7 +144,13 @@ pub fn looks_like_api(path: &str) -> bool {
             && p[..prefix.len()].eq_ignore_ascii_case(prefix)
             && p.get(prefix.len()).is_none_or(|&b| b == b'/')
     };
-    starts(b"v1") || starts(b"anthropic")
+    starts(b"v1")
+        || starts(b"anthropic")
+        || starts(b"chat")
+        || starts(b"completions")
+        || starts(b"embeddings")
+        || starts(b"messages")
+        || starts(b"models")
 }
 
 fn api_error(

@@ -49,10 +49,10 @@ impl IdentifyError {
 }
 
 /// The token of `Authorization: Bearer <token>` (the scheme in any case, the token trimmed).
+/// Two `Authorization` headers are malformed, not the first one's: a proxy that added one may
+/// have meant the other (found by an independent check: the first was billed).
 pub fn bearer_token(headers: &HeaderMap) -> Result<&str, IdentifyError> {
-    let value = headers
-        .get(header::AUTHORIZATION)
-        .ok_or(IdentifyError::Missing)?;
+    let value = only(headers, header::AUTHORIZATION.as_str())?.ok_or(IdentifyError::Missing)?;
     value
         .to_str()
         .ok()
@@ -67,16 +67,36 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<&str, IdentifyError> {
 /// formed (Bearer wins when both are sent, as at DeepSeek), else `x-api-key: <token>`.
 pub fn bearer_or_api_key(headers: &HeaderMap) -> Result<&str, IdentifyError> {
     let bearer = bearer_token(headers);
-    if bearer.is_ok() {
+    // Two Authorization headers are refused, whatever else is sent.
+    if bearer.is_ok()
+        || headers
+            .get_all(header::AUTHORIZATION)
+            .iter()
+            .nth(1)
+            .is_some()
+    {
         return bearer;
     }
-    match headers.get("x-api-key") {
+    match only(headers, "x-api-key")? {
         Some(v) => v
             .to_str()
             .map(str::trim)
             .map_err(|_| IdentifyError::Unknown),
         None => bearer,
     }
+}
+
+/// The one value of header `name`, if any; more than one is [`IdentifyError::Malformed`].
+fn only<'h>(
+    headers: &'h HeaderMap,
+    name: &str,
+) -> Result<Option<&'h header::HeaderValue>, IdentifyError> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(IdentifyError::Malformed);
+    }
+    Ok(first)
 }
 
 /// The key `token` stands for, whatever its status. A token without the shape of our keys is
@@ -213,5 +233,26 @@ mod tests {
             bearer_or_api_key(&HeaderMap::new()),
             Err(IdentifyError::Missing)
         );
+    }
+
+    #[test]
+    fn two_keys_in_one_request_are_malformed_whichever_comes_first() {
+        let keys = table();
+        let good = HeaderValue::from_str(&format!("Bearer {KEY}")).unwrap();
+        let bad = HeaderValue::from_static("Bearer sk-gateway-00000000000000000000000000000000");
+        for pair in [[good.clone(), bad.clone()], [bad.clone(), good.clone()]] {
+            let mut h = HeaderMap::new();
+            for v in pair {
+                h.append(header::AUTHORIZATION, v);
+            }
+            assert_eq!(identify(&keys, &h).err(), Some(IdentifyError::Malformed));
+            // An x-api-key beside them does not settle it.
+            h.insert("x-api-key", HeaderValue::from_static(KEY));
+            assert_eq!(bearer_or_api_key(&h), Err(IdentifyError::Malformed));
+        }
+        let mut h = HeaderMap::new();
+        h.append("x-api-key", HeaderValue::from_static(KEY));
+        h.append("x-api-key", HeaderValue::from_static(KEY));
+        assert_eq!(bearer_or_api_key(&h), Err(IdentifyError::Malformed));
     }
 }
