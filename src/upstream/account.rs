@@ -117,6 +117,11 @@ pub struct Account {
     /// While cooling: when a trial may go.
     until_ms: AtomicI64,
     backoff_ms: AtomicU64,
+    /// Its kept backoff was earned by a stream that broke after it began: only a stream that
+    /// ends whole clears it. A whole non-stream answer says nothing of its streams (with mixed
+    /// traffic, an account whose every stream broke rested 5 s at a time for ever, each
+    /// non-stream answer wiping its backoff: found by an independent re-check).
+    streams_broke: AtomicBool,
     /// A half-open trial is under way.
     trial: AtomicBool,
     disabled_by_operator: AtomicBool,
@@ -154,6 +159,7 @@ impl Account {
             epoch: AtomicU64::new(0),
             until_ms: AtomicI64::new(0),
             backoff_ms: AtomicU64::new(0),
+            streams_broke: AtomicBool::new(false),
             trial: AtomicBool::new(false),
             disabled_by_operator: AtomicBool::new(false),
             requests: AtomicU64::new(0),
@@ -244,12 +250,26 @@ impl Account {
         was
     }
 
-    /// An answer ended whole on a healthy account: the next failure rests it from the first
-    /// backoff again.
-    pub(super) fn clear_backoff(&self) {
-        if self.state() == AccountState::Healthy && self.backoff_ms.load(Ordering::Acquire) != 0 {
+    /// An answer ended whole on a healthy account (a `stream`, or a whole answer): the next
+    /// failure rests it from the first backoff again — unless the backoff is a broken
+    /// stream's and the answer was not a stream ([`Account::streams_broke`]).
+    pub(super) fn clear_backoff(&self, stream: bool) {
+        if self.state() != AccountState::Healthy {
+            return;
+        }
+        if stream {
+            self.streams_broke.store(false, Ordering::Release);
+        } else if self.streams_broke.load(Ordering::Acquire) {
+            return;
+        }
+        if self.backoff_ms.load(Ordering::Acquire) != 0 {
             self.backoff_ms.store(0, Ordering::Release);
         }
+    }
+
+    /// A stream of it broke after it began: its backoff (about to be set) is a stream's.
+    pub(super) fn stream_broke(&self) {
+        self.streams_broke.store(true, Ordering::Release);
     }
 
     pub(super) fn end_trial(&self) {
@@ -284,7 +304,9 @@ impl Account {
         self.epoch.load(Ordering::Acquire)
     }
 
-    /// An attempt succeeded: a cooling account is healthy again. True when its state changed.
+    /// An attempt succeeded: a cooling account is healthy again (on probation, its backoff
+    /// kept, when the rest was a broken stream's: see [`Account::clear_backoff`]). True when
+    /// its state changed.
     pub(super) fn succeeded(&self) -> bool {
         self.trial.store(false, Ordering::Release);
         let was = self
@@ -292,7 +314,9 @@ impl Account {
             .compare_exchange(1, 0, Ordering::AcqRel, Ordering::Acquire)
             .is_ok();
         if was {
-            self.backoff_ms.store(0, Ordering::Release);
+            if !self.streams_broke.load(Ordering::Acquire) {
+                self.backoff_ms.store(0, Ordering::Release);
+            }
             self.epoch.fetch_add(1, Ordering::AcqRel);
         }
         was
@@ -355,6 +379,7 @@ impl Account {
         }
         self.disabled_by_operator.store(false, Ordering::Release);
         self.backoff_ms.store(0, Ordering::Release);
+        self.streams_broke.store(false, Ordering::Release);
         self.trial.store(false, Ordering::Release);
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.state.swap(0, Ordering::AcqRel) != 0

@@ -153,14 +153,16 @@ impl Slot {
         }
     }
 
-    /// An answer ended whole: a request taken early brings its account back; and the account
-    /// works, so its next failure rests it from the first backoff again.
-    pub fn finished(&mut self) {
+    /// An answer ended whole (a `stream`, or a whole answer): a request taken early brings
+    /// its account back; and the account works, so its next failure rests it from the first
+    /// backoff again (a whole answer does not clear a broken stream's: see
+    /// [`Account::clear_backoff`]).
+    pub fn finished(&mut self, stream: bool) {
         if std::mem::take(&mut self.awaiting_end) {
             self.worked();
         }
         if self.current() {
-            self.account.clear_backoff();
+            self.account.clear_backoff(stream);
         }
     }
 
@@ -176,6 +178,7 @@ impl Slot {
             self.account.note_failure(why);
             return;
         }
+        self.account.stream_broke();
         if self.account.cool(why) {
             tracing::warn!(account = %self.account.name, error = why, "upstream account cooling");
             self.pool.announce(&self.account, why);
@@ -548,6 +551,61 @@ mod tests {
             p.acquire(0, &[], Duration::ZERO).await.err(),
             Some(NoSlot::Busy),
             "every slot taken"
+        );
+    }
+
+    /// An account whose streams break while its whole answers work: with mixed traffic its
+    /// rests still double (a whole answer does not wipe a broken stream's backoff, nor does a
+    /// whole answer as its trial), until a stream of it ends whole.
+    #[tokio::test]
+    async fn only_a_whole_stream_clears_a_broken_streams_backoff() {
+        use crate::upstream::account::AccountState;
+        let p = pool(&[(10, 1)]);
+        let account = p.accounts[0].clone();
+        let mut stream = p.acquire(0, &[], Duration::ZERO).await.unwrap();
+        stream.began();
+        stream.broke("cut after its first words");
+        assert_eq!(account.state(), AccountState::Cooling);
+        assert_eq!(account.backoff_ms(), 5_000);
+        // Its trial is a whole answer, which works: back, its backoff kept.
+        account.rest_over();
+        let mut whole = p.acquire(0, &[], Duration::ZERO).await.unwrap();
+        whole.worked();
+        whole.finished(false);
+        assert_eq!(account.state(), AccountState::Healthy);
+        assert_eq!(account.backoff_ms(), 5_000, "kept after the whole trial");
+        let mut whole = p.acquire(0, &[], Duration::ZERO).await.unwrap();
+        whole.worked();
+        whole.finished(false);
+        assert_eq!(
+            account.backoff_ms(),
+            5_000,
+            "kept after another whole answer"
+        );
+        // The next stream breaks: twice as long.
+        let mut stream = p.acquire(0, &[], Duration::ZERO).await.unwrap();
+        stream.began();
+        stream.broke("cut again");
+        assert_eq!(account.backoff_ms(), 10_000);
+        // A stream that ends whole (its trial, on probation) clears it, and a later whole
+        // answer's failure rests it from the first backoff.
+        account.rest_over();
+        let mut stream = p.acquire(0, &[], Duration::ZERO).await.unwrap();
+        stream.began();
+        assert_eq!(account.state(), AccountState::Healthy);
+        stream.finished(true);
+        assert_eq!(account.backoff_ms(), 0);
+        let mut whole = p.acquire(0, &[], Duration::ZERO).await.unwrap();
+        whole.failed("503");
+        assert_eq!(account.backoff_ms(), 5_000);
+        account.rest_over();
+        let mut whole = p.acquire(0, &[], Duration::ZERO).await.unwrap();
+        whole.worked();
+        whole.finished(false);
+        assert_eq!(
+            account.backoff_ms(),
+            0,
+            "a whole answer's own rest is cleared by one"
         );
     }
 }

@@ -71,7 +71,7 @@ impl Reply {
                     self.slot.failed("a 200 whose body is an error object");
                 } else {
                     self.slot.worked();
-                    self.slot.finished();
+                    self.slot.finished(false);
                 }
             }
             // The request's own total limit says nothing about the account.
@@ -246,7 +246,7 @@ impl EventStream {
     /// The answer ended whole: a probation its first words began is over ([`Slot::finished`]).
     pub fn finished(&mut self) {
         if self.content && !std::mem::replace(&mut self.ended, true) {
-            self.slot.finished();
+            self.slot.finished(true);
         }
     }
 
