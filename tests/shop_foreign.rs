@@ -166,3 +166,26 @@ async fn a_refund_before_the_payment_was_recorded_is_bound_by_asking_paypal() {
         .unwrap();
     assert_eq!(keys, 0);
 }
+
+/// A foreign refund naming an order whose PayPal order PayPal no longer knows (404): not that
+/// order's, acknowledged (PayPal redelivered it for days, an error logged each time).
+#[tokio::test]
+async fn a_foreign_refund_naming_an_order_paypal_does_not_know_is_acknowledged() {
+    let app = TestApp::spawn_shop().await;
+    let mut b = Browser::open(&app).await;
+    let (order_id, _) = b.create_order(&app, "trial", "gone@b.co").await;
+    // As if PayPal had forgotten the order (an old one never approved).
+    app.db()
+        .execute(
+            "UPDATE orders SET paypal_order_id = 'NOSUCHORDER00000' WHERE order_id = ?1",
+            [&order_id],
+        )
+        .unwrap();
+    let foreign = foreign_paid_order(&app, &order_id, "1.00").await;
+    let refund = app
+        .pp()
+        .webhook("PAYMENT.CAPTURE.REFUNDED", &foreign)
+        .unwrap();
+    assert_eq!(deliver(&app, refund).await, 200);
+    assert_eq!(order_status(&app, &order_id), "created");
+}

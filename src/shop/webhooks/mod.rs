@@ -30,7 +30,7 @@ use serde_json::Value;
 
 use super::fulfil::{Fulfilment, fulfil};
 use super::limits::limit_key;
-use crate::paypal::{CaptureInfo, parse_amount};
+use crate::paypal::{CaptureInfo, PaypalError, parse_amount};
 use crate::state::{AppState, ClientIp};
 use crate::store::orders::{self as db, OrderRecord};
 use crate::store::{StoreError, Write};
@@ -257,6 +257,9 @@ pub(super) async fn order_of_refund(
     match paypal.get_order(paypal_order).await {
         Ok(info) if info.capture.as_ref().is_some_and(|c| c.id == capture_id) => Ok(Some(order)),
         Ok(_) => Ok(None),
+        // No such PayPal order (any more): it owns no capture. Retried, such a refund came
+        // back for days, an error logged each time (found by an independent re-check).
+        Err(PaypalError::Api { status: 404, .. }) => Ok(None),
         Err(e) => {
             tracing::error!(order_id = %order.order_id, error = %e, "cannot ask PayPal whose capture a refund is; PayPal will retry");
             Err(WebhookError::Unavailable)

@@ -136,8 +136,13 @@ pub(super) async fn on_refund(
 ) -> Result<(), WebhookError> {
     let now_ms = Utc::now().timestamp_millis();
     let capture_id = refunded_capture_id(resource);
+    let named = capture_id.clone().unwrap_or_default();
     let Some(found) = order_of_refund(state, resource, capture_id).await? else {
-        tracing::warn!(kind, "refund of a capture we do not have");
+        let refund_id = resource
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        tracing::warn!(kind, capture_id = %named, refund_id, "refund of a capture we do not have");
         return Ok(());
     };
     // Serialised with fulfilment, and re-read under the lock: a payment being recorded right
