@@ -223,6 +223,17 @@ fn lock_dir(dir: &std::path::Path) -> Result<std::fs::File, StartError> {
     }
 }
 
+/// Whether another daemon holds the data directory's lock now (checked, then let go).
+pub fn data_dir_in_use(dir: &std::path::Path) -> bool {
+    let Ok(file) = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("modelrelay.lock"))
+    else {
+        return false;
+    };
+    matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock))
+}
+
 /// The file that marks a data directory as the demo's.
 const DEMO_MARKER: &str = "DEMO";
 /// What it says to whoever opens it.

@@ -651,6 +651,20 @@ async fn one_daemon_per_data_dir_and_a_clean_stop_leaves_the_database_file_whole
         "{err}"
     );
     assert!(!second_socket.exists());
+    // The very same config again (same port): the data directory is named, not only the port.
+    let same = setup.dir.path().join("same.toml");
+    let addr = served.base.trim_start_matches("http://").to_string();
+    let toml = std::fs::read_to_string(&second)
+        .expect("read config")
+        .replace("listen = \"127.0.0.1:0\"", &format!("listen = {addr:?}"));
+    assert!(toml.contains(&addr));
+    std::fs::write(&same, toml).expect("write config");
+    let (status, err) = setup.serve_refused(&same, &[]).await;
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains("another modelrelay daemon is using the data directory"),
+        "{err}"
+    );
     // The first daemon is untouched.
     let resp = served
         .chat(

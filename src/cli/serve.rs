@@ -52,6 +52,15 @@ pub(super) async fn serve(mut config: Config, demo: bool) -> ExitCode {
     let listener = match tokio::net::TcpListener::bind(&config.server.listen).await {
         Ok(l) => l,
         Err(e) => {
+            // The same config started twice: the port is taken by the daemon that holds the
+            // data directory, which is what the operator needs to hear.
+            if e.kind() == std::io::ErrorKind::AddrInUse
+                && crate::state::data_dir_in_use(&config.server.data_dir)
+            {
+                return fail(crate::state::StartError::DataDirBusy(
+                    config.server.data_dir.display().to_string(),
+                ));
+            }
             return fail(format_args!(
                 "cannot listen on {}: {e}",
                 config.server.listen
