@@ -343,10 +343,22 @@ async fn keys(path: &Path, args: KeysArgs) -> ExitCode {
             "stdout is /dev/null or closed: the new key would be printed nowhere; nothing was done",
         );
     }
+    // Revoking a revoked key changes nothing: said so, rather than the card alone as if it had
+    // just been revoked (the console says it too).
+    let revoked_before = match &args.command {
+        KeysCommand::Revoke { key } => matches!(
+            client::call(path, &Request::KeysShow { key: key.clone() }).await,
+            Ok(Response::Key { key }) if key.status == crate::keys::KeyStatus::Revoked
+        ),
+        _ => false,
+    };
     let resp = match client::call(path, &req).await {
         Ok(r) => r,
         Err(e) => return fail(e),
     };
+    if revoked_before {
+        eprintln!("modelrelay: that key was revoked already; nothing changed");
+    }
     match resp {
         Response::Error { message } => fail(message),
         Response::Created { key, api_key } | Response::Rotated { key, api_key } => {

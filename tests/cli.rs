@@ -270,6 +270,11 @@ async fn keys_revoke_makes_the_key_fail_with_401() {
         .to_string();
     let run = keys(&app, &["revoke", &id]).await;
     assert_eq!(run.code, Some(0), "{run:#?}");
+    assert!(!run.stderr.contains("already"), "{run:#?}");
+    // Again: it says nothing changed (it printed the card alone, as if just revoked).
+    let again = keys(&app, &["revoke", &id]).await;
+    assert_eq!(again.code, Some(0), "{again:#?}");
+    assert!(again.stderr.contains("revoked already"), "{again:#?}");
     let (status, v) = chat_status(&app, &key).await;
     assert_eq!(status, 401, "{v:#}");
     assert_eq!(v["error"]["code"], "invalid_api_key", "{v:#}");
