@@ -214,6 +214,8 @@ pub struct App {
     /// and Esc, which close that dialog only then (in a window too small for it, closing would
     /// lose the key for good).
     pub key_seen: std::cell::Cell<bool>,
+    /// A Ctrl-C came while a key shown once was not yet drawn whole: the next one quits.
+    pub quit_armed: std::cell::Cell<bool>,
 }
 
 /// How often the Orders view re-reads the outbox (events also keep it current).
@@ -254,6 +256,7 @@ impl App {
             mail_asked_ms: 0,
             upstream_poll: UpstreamPoll::default(),
             key_seen: std::cell::Cell::new(false),
+            quit_armed: std::cell::Cell::new(false),
         }
     }
 
@@ -381,6 +384,7 @@ impl App {
             (Command::Rotate { prefix, .. }, Response::Rotated { key, api_key }) => {
                 self.model.upsert_key(key);
                 self.key_seen.set(false);
+                self.quit_armed.set(false);
                 self.modal = Some(Modal::ReplacedKey {
                     api_key,
                     old_prefix: prefix,
@@ -410,6 +414,7 @@ impl App {
                 self.selected_key = Some(key.id.clone());
                 self.model.upsert_key(key);
                 self.key_seen.set(false);
+                self.quit_armed.set(false);
                 self.modal = Some(Modal::NewKey { api_key, plan });
             }
             (_, other) => {

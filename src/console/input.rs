@@ -26,6 +26,16 @@ impl App {
             return None;
         }
         if key.modifiers.contains(KeyModifiers::CONTROL) && key.code == KeyCode::Char('c') {
+            // A key shown once but not yet drawn whole is lost with the console: the first
+            // Ctrl-C says so, a second one quits (found by an independent check: a rotated
+            // key's text was lost at a Ctrl-C in a small window).
+            let unseen = matches!(
+                self.modal,
+                Some(Modal::NewKey { .. } | Modal::ReplacedKey { .. })
+            ) && !self.key_seen.get();
+            if unseen && !self.quit_armed.replace(true) {
+                return None;
+            }
             return Some(Action::Quit);
         }
         if let Some(modal) = self.modal.take() {

@@ -52,7 +52,11 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, modal: &Modal, t: &Theme) 
         app.key_seen.set(true);
         return paint(frame, screen, (title, compact, width), t);
     }
-    let enlarge = vec![Line::raw("Enlarge the window to see the new key.")];
+    let enlarge = if app.quit_armed.get() {
+        vec![Line::styled("Ctrl-C again quits; the key is lost", t.warn)]
+    } else {
+        vec![Line::raw("Enlarge the window to see the new key.")]
+    };
     paint(frame, screen, (" Key ", enlarge, width), t);
 }
 

@@ -2,7 +2,7 @@
 //! smallest supported terminal) and 200×50, asserting what the operator reads. The Upstream
 //! view and the header's alert line are in `upstream`.
 
-use crossterm::event::KeyCode;
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::buffer::Buffer;
@@ -513,6 +513,12 @@ fn a_key_shown_once_is_never_cut_by_a_small_window() {
     press(&mut a, KeyCode::Enter);
     press(&mut a, KeyCode::Esc);
     assert!(a.modal.is_some(), "not closed before the key was seen");
+    // Ctrl-C: the first one warns that the key would be lost (it quit at once).
+    let ctrl_c = || KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
+    assert_eq!(a.on_key(ctrl_c()), None, "the first Ctrl-C does not quit");
+    assert!(a.modal.is_some());
+    assert_has(&screen(&a, (20, 5)), &["Ctrl-C again"]);
+    assert!(a.on_key(ctrl_c()).is_some(), "a second one quits");
     let text: String = screen(&a, (40, 10))
         .iter()
         .map(|l| l.replace(['│', ' '], ""))
