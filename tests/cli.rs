@@ -418,7 +418,7 @@ async fn a_new_keys_text_printed_nowhere_is_an_error() {
         "keys create --plan trial".to_string(),
         format!("keys rotate {old}"),
     ] {
-        for nowhere in [">&-", "> /dev/null"] {
+        for nowhere in [">&-", "> /dev/null", "> /dev/zero"] {
             let run = sh_run(
                 app.dir.path(),
                 &format!("{} {nowhere}", shell(args.clone())),

@@ -21,17 +21,18 @@ pub(super) fn output(text: &str) -> ExitCode {
     }
 }
 
-/// Whether stdout leads nowhere: `/dev/null`, or closed (`>&-`: Rust's runtime opens
+/// Whether stdout leads nowhere: `/dev/null` or `/dev/zero`, or closed (`>&-`: Rust's runtime opens
 /// `/dev/null` in place of a closed standard descriptor at start, so writes "succeed").
 pub(super) fn stdout_goes_nowhere() -> bool {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    match (
-        std::fs::metadata("/dev/stdout"),
-        std::fs::metadata("/dev/null"),
-    ) {
-        (Ok(out), Ok(null)) => out.file_type().is_char_device() && out.rdev() == null.rdev(),
-        _ => false,
-    }
+    let Ok(out) = std::fs::metadata("/dev/stdout") else {
+        return false;
+    };
+    // `/dev/zero` swallows writes just as `/dev/null` does.
+    out.file_type().is_char_device()
+        && ["/dev/null", "/dev/zero"]
+            .iter()
+            .any(|sink| std::fs::metadata(sink).is_ok_and(|m| m.rdev() == out.rdev()))
 }
 
 /// Write a new key's text, shown this once: unlike [`output`], a reader that closed the pipe did
