@@ -225,7 +225,7 @@ async fn status_table_and_the_warnings_follow_the_balances() {
     assert_eq!(lines[3], "");
     assert_eq!(
         lines[4],
-        "USD balance $50.00, customers may still spend $100.00 (coverage 50%); failovers 0"
+        "USD balance $50.00 (accounts in service), customers may still spend $100.00 (coverage 50%); failovers 0"
     );
     assert_eq!(
         lines[5..],

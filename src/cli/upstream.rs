@@ -99,7 +99,7 @@ fn table(u: &UpstreamView) -> String {
         .map_or_else(|| "nothing owed".to_string(), |p| format!("coverage {p}%"));
     let _ = writeln!(
         s,
-        "\nUSD balance ${}, customers may still spend ${} ({coverage}); failovers {}",
+        "\nUSD balance ${} (accounts in service), customers may still spend ${} ({coverage}); failovers {}",
         u.usd_balance, u.liability_usd, u.failovers
     );
     for w in &u.warnings {
