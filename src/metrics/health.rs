@@ -105,14 +105,17 @@ fn why_not(a: &crate::upstream::status::AccountStatus) -> Option<String> {
 
 /// `GET /healthz`.
 pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
-    let db = state.store.read(|c| {
+    let db = state.store.read_committed(|c| {
         let one: i64 = c.query_row("SELECT 1", [], |r| r.get(0))?;
         Ok(one)
     });
     let database = match tokio::time::timeout(Duration::from_secs(5), db).await {
-        // Reading works, but the ledger cannot be written: answers are refused meanwhile.
+        // Reading works, but the ledger cannot be written: answered requests' rows wait in
+        // the journal (and answers the journal cannot take either are withheld).
         Ok(Ok(1)) if state.store.commits_failing() => Err(
-            "the last commit failed (see the log); answers are withheld until one succeeds".into(),
+            "the last commit failed (see the log); rows wait in the ledger's journal until one \
+             succeeds"
+                .into(),
         ),
         Ok(Ok(1)) => Ok(()),
         Ok(Ok(n)) => Err(format!("SELECT 1 returned {n}")),

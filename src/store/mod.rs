@@ -59,6 +59,10 @@ pub struct Store {
 /// any rate where the core still has time to spare.
 const BACKLOG_CAP: usize = if cfg!(test) { 4 } else { 8192 };
 
+/// How long a read waits for what was queued before it to be committed (a few milliseconds
+/// normally) before it reads what is committed.
+const BARRIER_WAIT: Duration = Duration::from_secs(1);
+
 impl Store {
     /// Open (creating) `<data_dir>/modelrelay.db` with full durability, migrate, start the
     /// writer; returns the keys.
@@ -216,10 +220,25 @@ impl Store {
     ) -> Result<T, StoreError> {
         // A barrier that cannot commit (the database refuses writes) still lets the read go
         // on: what is committed is better than an error (`keys show` failed during a full
-        // disk), and the kept rows come in once the database takes writes again.
-        if let Err(e) = self.settle().await {
-            tracing::debug!(error = %e, "read barrier not committed; reading what is");
+        // disk), and the kept rows come in once the database takes writes again. Nor is it
+        // waited for long: a commit held up by another program's lock waits out its retries
+        // (`/api/usage` and `keys show` took up to 22 s; found by an independent check).
+        match tokio::time::timeout(BARRIER_WAIT, self.settle()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "read barrier not committed; reading what is")
+            }
+            Err(_) => tracing::debug!("read barrier not committed in time; reading what is"),
         }
+        self.read_committed(f).await
+    }
+
+    /// Run a read-only query on what is committed now, without waiting for what is queued
+    /// (`/healthz`: it must answer at once, whatever the writer is doing).
+    pub async fn read_committed<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
         Ok(self.reader.call(move |c| f(c)).await?)
     }
 

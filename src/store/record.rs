@@ -31,10 +31,13 @@ impl Store {
     ) -> impl Future<Output = Result<(), StoreError>> + use<> {
         let committed = match self.journal.append(&row) {
             Ok(segment) => {
-                let over =
-                    self.writer.shared().backlog.fetch_add(1, Ordering::Relaxed) >= BACKLOG_CAP;
+                let shared = self.writer.shared();
                 // The writer is behind (the core is busy): this answer waits for its row's
-                // commit, which leaves the core to the writer.
+                // commit, which leaves the core to the writer. Not while commits fail (a lock
+                // another program holds, a full disk): the row is safe in the journal, and each
+                // answer would wait out a failing commit's seconds.
+                let over = shared.backlog.fetch_add(1, Ordering::Relaxed) >= BACKLOG_CAP
+                    && !shared.failing.load(Ordering::Acquire);
                 let (reply, committed) = if over {
                     let (tx, rx) = oneshot::channel();
                     (Some(tx), Some(rx))

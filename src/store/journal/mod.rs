@@ -70,6 +70,8 @@ pub(super) struct Segment {
     seq: u64,
     /// Where the next record goes.
     end: AtomicU64,
+    /// Its size when it began: the room written ahead (a record past it grows the file).
+    room: u64,
     /// Something was written.
     written: AtomicBool,
     /// Rows written whole.
@@ -113,11 +115,13 @@ impl Segment {
         }
         // The file's name must survive a power loss as well as what is synced into it.
         File::open(dir)?.sync_all()?;
+        let room = file.metadata()?.len();
         Ok(Segment {
             file,
             path,
             seq,
             end: AtomicU64::new(0),
+            room,
             written: AtomicBool::new(false),
             appended: AtomicU64::new(0),
             settled: AtomicU64::new(0),
@@ -150,6 +154,11 @@ impl Segment {
         self.file.sync_data()?;
         self.synced.fetch_max(appended, Ordering::AcqRel);
         Ok(())
+    }
+
+    /// Whether every row written to it is on disk (as far as its syncs know).
+    fn all_synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire) >= self.appended.load(Ordering::Acquire)
     }
 
     /// How many of the rows appended are known to be on disk.
@@ -235,6 +244,21 @@ impl Journal {
         let spare = self.spares.lock().ok().and_then(|mut s| s.pop());
         let fresh = Arc::new(Segment::create(&self.dir, seq, spare)?);
         Ok(Some(self.current.swap(fresh)))
+    }
+
+    /// Whether the current segment has no room left in the blocks written ahead for it.
+    pub(super) fn current_full(&self) -> bool {
+        let current = self.current.load();
+        current.end.load(Ordering::Relaxed) >= current.room
+    }
+
+    /// Sync the current segment if rows written to it are not known to be on disk.
+    pub(super) fn sync_current_if_behind(&self) -> std::io::Result<()> {
+        let current = self.current.load_full();
+        if current.all_synced() {
+            return Ok(());
+        }
+        current.sync()
     }
 
     /// A drained segment (see [`Segment::drained`]) leaves the journal: renamed a spare to be

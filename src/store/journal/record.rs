@@ -107,8 +107,11 @@ pub(crate) fn encode(row: &UsageRow, out: &mut Vec<u8>) -> std::io::Result<()> {
 pub(super) fn segments(dir: &Path, ext: &str) -> std::io::Result<Vec<(u64, PathBuf)>> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.extension().and_then(|e| e.to_str()) != Some(ext) {
+        let entry = entry?;
+        let path = entry.path();
+        // Only files: anything else named so is not ours (a directory stopped the start with
+        // an error naming the journal directory).
+        if path.extension().and_then(|e| e.to_str()) != Some(ext) || !entry.file_type()?.is_file() {
             continue;
         }
         if let Some(seq) = path
@@ -136,13 +139,23 @@ pub(crate) struct Replayed {
 
 /// The rows of segment `seq`'s text, and how many of its records could not be read. What is
 /// not a record of this segment is passed over: the zeros of a new segment, an older life's
-/// records and their pieces. A record of an older version (no number) is read up to its
-/// newline, whatever follows; one cut short, or followed by anything but zeros, counts as torn.
+/// records and their pieces. A record of an older version (no number; only in a segment that
+/// version wrote) is read up to its newline, whatever follows; one cut short, or followed by
+/// anything but zeros, counts as torn.
 pub(crate) fn parse(bytes: &[u8], seq: u64) -> (Vec<UsageRow>, usize) {
     let mut rows = Vec::new();
     let mut torn = 0;
     let mark = format!("{seq:016x}");
+    // Records without a number only in a segment an older version wrote (it begins with one;
+    // this version's begin with zeros or a numbered record): elsewhere one is no row of this
+    // segment's life (found by an independent check: one written into a new segment's zeros
+    // was applied).
+    let older_version = bytes.starts_with(&[RS, b'{']);
     for record in bytes.split(|&b| b == RS).filter(|r| !r.is_empty()) {
+        if record[0] == b'{' && !older_version {
+            torn += 1;
+            continue;
+        }
         if record[0] == b'{' {
             let Some(end) = record.iter().position(|&b| b == b'\n') else {
                 torn += 1;

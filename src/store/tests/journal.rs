@@ -250,6 +250,85 @@ fn a_reused_segment_reads_only_its_own_whole_records() {
     // Read as another segment's, none of it is a row.
     let (rows, torn) = journal::parse(&text, 8);
     assert_eq!((rows.len(), torn), (0, 0));
+    // A record of the older version's shape (no number) in this version's segment is none of
+    // its rows, valid JSON as it is.
+    let mut legacy = vec![0x1e];
+    journal::encode(&usage("req-forged", "key_a", 500, 1), &mut legacy).unwrap();
+    legacy.push(b'\n');
+    let mut forged = first.clone();
+    forged.extend(&legacy);
+    forged.extend_from_slice(&[0; 64]);
+    let (rows, torn) = journal::parse(&forged, 9);
+    let ids: Vec<_> = rows.iter().map(|r| r.request_id.as_str()).collect();
+    assert_eq!((ids, torn), (vec!["req-a"], 1));
+}
+
+/// While the database cannot commit nothing drains, and the journal does not start a new
+/// segment every interval (each one 512 KiB written ahead: 150 files for 150 rows in 30 s of a
+/// locked database, found by an independent check); reads meanwhile wait for the commit only a
+/// moment (they took up to 22 s); once the lock goes every row is committed.
+#[tokio::test]
+async fn a_database_that_cannot_commit_does_not_fill_the_journal_nor_hold_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let (store, _) = open_normal(&path, 20).await;
+    store.write(insert(key("key_a", 1))).await.unwrap();
+    let lock = rusqlite::Connection::open(&path).unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    // The first row's commit waits out the lock's busy timeout (5 s), and fails.
+    store
+        .record_usage(usage("req-first", "key_a", 10, 0), true)
+        .await
+        .unwrap();
+    for _ in 0..200 {
+        if store.commits_failing() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(store.commits_failing());
+    // Past the backlog cap answers do not wait for failing commits (each waited seconds).
+    let recording = std::time::Instant::now();
+    for i in 1..12 {
+        store
+            .record_usage(usage(&format!("req-{i}"), "key_a", 10, i), true)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        recording.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        recording.elapsed()
+    );
+    let files = segment_texts(&path).len();
+    assert!(
+        files <= 3,
+        "{files} segments for 12 rows over ~30 intervals"
+    );
+    let asked = std::time::Instant::now();
+    let seen = count(&store, "SELECT count(*) FROM usage").await;
+    assert!(
+        asked.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(seen, 0, "nothing committed yet");
+    // The rows are on disk in the journal meanwhile (`normal` syncs within the interval).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let current = store.journal.current();
+    assert_eq!(current.synced(), current.appended());
+    lock.execute_batch("ROLLBACK").unwrap();
+    let mut committed = 0;
+    for _ in 0..100 {
+        committed = count(&store, "SELECT count(*) FROM usage").await;
+        if committed == 12 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(committed, 12);
+    store.close().await;
 }
 
 /// A start that cannot write (here another connection holds the write lock past the busy
