@@ -27,6 +27,10 @@ fn decimal(u: Usd, max_dec: u32, symbol: &str) -> String {
 /// A balance, budget, price or total: cents, with up to four decimals below $10 so that small
 /// test budgets stay readable (`$0.99`, `$0.0123`, `$20.00`).
 pub fn usd(u: Usd) -> String {
+    // A balance left below half a hundredth of a cent is not nothing (it read `$0.00`).
+    if u.nanos() > 0 && u.nanos() < NANOS_PER_USD / 20_000 {
+        return "<$0.0001".into();
+    }
     if u.nanos().abs() >= 10 * NANOS_PER_USD {
         dollars(u, 2)
     } else {
@@ -232,6 +236,9 @@ mod tests {
         assert_eq!(usd(u("20")), "$20.00");
         assert_eq!(usd(u("1234.567")), "$1234.57");
         assert_eq!(usd(u("-0.5")), "-$0.50");
+        assert_eq!(usd(u("0.000002")), "<$0.0001");
+        assert_eq!(usd(u("0.00005")), "$0.0001");
+        assert_eq!(usd(Usd::ZERO), "$0.00");
         assert_eq!(super::money("USD", u("110")), "USD 110.00");
         assert_eq!(super::money("CNY", u("3.14159")), "CNY 3.1416");
         assert_eq!(super::money("USD", u("-2")), "USD -2.00");
