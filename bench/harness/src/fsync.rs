@@ -1,10 +1,11 @@
 //! The disk's own fsync latency, measured in the same run as the gateway: the physical floor of
-//! a durable answer. With `store.sync = "full"` every answer waits for its ledger row's WAL
-//! commit, one `fdatasync` of the WAL file; nothing on this disk can answer durably faster.
+//! a durable answer. With `store.sync = "full"` every answer waits for its ledger row's record
+//! in the journal to be synced, one `fdatasync` of a segment written ahead; nothing on this
+//! disk can answer durably faster.
 //!
-//! What is timed mirrors that commit: a 4 KiB page written into a preallocated file (SQLite
-//! reuses its WAL from the start after each checkpoint, so most commits overwrite, not append),
-//! then `fdatasync`. The file sits in the gateway's data directory, on the same filesystem.
+//! What is timed mirrors that sync: a 4 KiB page written into a preallocated file (the
+//! journal's segments are written over, not appended to), then `fdatasync`. The file sits in
+//! the gateway's data directory, on the same filesystem.
 
 use std::fs::OpenOptions;
 use std::io::{Seek, SeekFrom, Write};

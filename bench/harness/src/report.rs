@@ -218,8 +218,9 @@ fn durability(s: &mut String, r: &Results) {
     let _ = writeln!(
         s,
         "`full` (the default) sends an answer's last byte only after its ledger row is on disk \
-         (one WAL commit, one fdatasync, shared by the answers that settle together); `normal` \
-         hands the row to the OS before the last byte and syncs every `store.sync_interval_ms`. \
+         (written to the ledger's journal and synced there, one fdatasync shared by the answers \
+         that settle together; committed to SQLite behind); `normal` hands the row to the OS \
+         before the last byte and syncs every `store.sync_interval_ms`. \
          The disk's fsync is a 4 KiB write + fdatasync in the gateway's data directory, timed \
          in the same run between latency repeats.\n"
     );
