@@ -5,7 +5,6 @@
 //! (found by an independent check: such a refund revoked a paid customer's key, and such a
 //! capture put a buyer's order into review before they paid).
 
-use modelrelay::paypal::simulated::SimPaypalOptions;
 use serde_json::{Value, json};
 
 use crate::common::{TestApp, body};
@@ -14,20 +13,8 @@ use crate::shop_orders::{Browser, deliver, order_status};
 /// An order made and paid at the (simulated) PayPal by someone else, as the JS SDK makes one:
 /// no invoice id, `custom_id` naming `victim`'s order. Returns its PayPal order id.
 async fn foreign_paid_order(app: &TestApp, victim: &str, value: &str) -> String {
-    let opts = SimPaypalOptions::default();
     let base = app.pp().base_url();
-    let token: Value = app
-        .http
-        .post(format!("{base}/v1/oauth2/token"))
-        .basic_auth(&opts.client_id, Some(&opts.client_secret))
-        .form(&[("grant_type", "client_credentials")])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = token["access_token"].as_str().unwrap().to_string();
+    let token = crate::shop_review::paypal_token(app).await;
     let created = app
         .http
         .post(format!("{base}/v2/checkout/orders"))

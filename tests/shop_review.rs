@@ -15,14 +15,12 @@ async fn restart_without(app: TestApp, plan: &str) -> TestApp {
     restart_with(app, move |c| assert!(c.plans.remove(&plan).is_some())).await
 }
 
-/// Capture an order at the simulated PayPal as the daemon would (same request id), with the
-/// answer never reaching the daemon: a capture whose answer was lost.
-pub(crate) async fn capture_answer_lost(app: &TestApp, order_id: &str, paypal_id: &str) {
+/// An access token of the simulated PayPal, with the merchant's credentials.
+pub(crate) async fn paypal_token(app: &TestApp) -> String {
     let opts = SimPaypalOptions::default();
-    let base = app.pp().base_url();
     let token: serde_json::Value = app
         .http
-        .post(format!("{base}/v1/oauth2/token"))
+        .post(format!("{}/v1/oauth2/token", app.pp().base_url()))
         .basic_auth(&opts.client_id, Some(&opts.client_secret))
         .form(&[("grant_type", "client_credentials")])
         .send()
@@ -31,10 +29,18 @@ pub(crate) async fn capture_answer_lost(app: &TestApp, order_id: &str, paypal_id
         .json()
         .await
         .unwrap();
+    token["access_token"].as_str().unwrap().to_string()
+}
+
+/// Capture an order at the simulated PayPal as the daemon would (same request id), with the
+/// answer never reaching the daemon: a capture whose answer was lost.
+pub(crate) async fn capture_answer_lost(app: &TestApp, order_id: &str, paypal_id: &str) {
+    let base = app.pp().base_url();
+    let token = paypal_token(app).await;
     let resp = app
         .http
         .post(format!("{base}/v2/checkout/orders/{paypal_id}/capture"))
-        .bearer_auth(token["access_token"].as_str().unwrap())
+        .bearer_auth(token)
         .header("PayPal-Request-Id", format!("capture-{order_id}"))
         .header("Content-Type", "application/json")
         .body("{}")

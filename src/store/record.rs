@@ -56,7 +56,7 @@ impl Store {
                 }
                 let paced = committed.inspect(|_| self.hurry());
                 match synced {
-                    Some(synced) => Committed::Synced(synced, paced, self.clone()),
+                    Some(synced) => Committed::Synced(synced, paced, self.writer.clone()),
                     None => paced.map_or(Committed::Now, Committed::Paced),
                 }
             }
@@ -76,7 +76,7 @@ impl Store {
                     Ok(())
                 }
                 Committed::Closed => Err(StoreError::Closed),
-                Committed::Synced(synced, paced, store) => {
+                Committed::Synced(synced, paced, writer) => {
                     let on_disk = match synced {
                         Some(rx) => rx.await.unwrap_or_else(|_| Err(super::fsync::gone())),
                         None => Err(super::fsync::gone()),
@@ -87,12 +87,17 @@ impl Store {
                     match on_disk {
                         Ok(()) => Ok(()),
                         // The journal could not be synced (an I/O error): the row is on disk
-                        // once its commit is, which a durable write queued after it waits for
-                        // (queue order is commit order; every `full` batch holding it is
-                        // synced).
+                        // once a durable write queued after it is committed (queue order is
+                        // commit order, and that commit's sync puts every earlier one in the
+                        // WAL on disk).
                         Err(e) => {
                             tracing::warn!(error = %e, "journal not synced; waiting for the row's commit");
-                            store.write(Write::Barrier).await
+                            let (tx, rx) = oneshot::channel();
+                            if !writer.send(Job::Write(Write::Barrier, Ack::Reply(tx))) {
+                                return Err(StoreError::Closed);
+                            }
+                            writer.hurry();
+                            rx.await.map_err(|_| StoreError::Closed)?
                         }
                     }
                 }
@@ -127,10 +132,11 @@ enum Committed {
     Paced(oneshot::Receiver<Result<(), StoreError>>),
     /// The store is closed.
     Closed,
-    /// `full`: the journal's sync (see [`super::fsync`]), and the commit if paced.
+    /// `full`: the journal's sync (see [`super::fsync`]), the commit if paced, and the writer
+    /// to wait on should the sync fail.
     Synced(
         Option<oneshot::Receiver<std::io::Result<()>>>,
         Option<oneshot::Receiver<Result<(), StoreError>>>,
-        Store,
+        std::sync::Arc<super::writer::Handle>,
     ),
 }
