@@ -140,7 +140,7 @@ pub enum StartError {
         source: std::io::Error,
     },
     /// The database.
-    #[error("database: {0}")]
+    #[error("{0}")]
     Store(#[from] crate::store::StoreError),
     /// The server secret.
     #[error("{0}")]

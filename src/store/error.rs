@@ -15,8 +15,9 @@ pub enum StoreError {
     /// The change does not apply to the row's current state (e.g. paying a paid order).
     #[error("conflict: {0}")]
     Conflict(String),
-    /// The database file could not be created or its mode set.
-    #[error("database file {0}")]
+    /// A file the store needs could not be made or used (the database file, the ledger's
+    /// journal), or a thread of its own could not start; the text says which.
+    #[error("{0}")]
     Io(String),
     /// A stored value is not one this version understands.
     #[error("corrupt row: {0}")]

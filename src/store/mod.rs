@@ -133,10 +133,9 @@ impl Store {
                 "ledger rows replayed from the journal"
             );
         }
-        let journal = Arc::new(
-            Journal::start(&journal_dir)
-                .map_err(|e| StoreError::Io(format!("{}: {e}", journal_dir.display())))?,
-        );
+        let journal = Arc::new(Journal::start(&journal_dir).map_err(|e| {
+            StoreError::Io(format!("ledger journal {}: {e}", journal_dir.display()))
+        })?);
         let syncer = match sync {
             SyncMode::Full => {
                 Some(Arc::new(fsync::Syncer::start().map_err(|e| {
@@ -263,7 +262,7 @@ impl Store {
 /// left looser by an older version are tightened.
 fn private_files(path: &Path) -> Result<(), StoreError> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let io = |e: std::io::Error| StoreError::Io(format!("{}: {e}", path.display()));
+    let io = |e: std::io::Error| StoreError::Io(format!("database file {}: {e}", path.display()));
     std::fs::OpenOptions::new()
         .create(true)
         .append(true)

@@ -189,17 +189,12 @@ impl Journal {
             .recursive(true)
             .mode(0o700)
             .create(dir)?;
-        let kept = record::segments(dir, EXT)?;
         let spares = record::segments(dir, SPARE)?;
         // After every number a file here was ever given: a spare holds records of its earlier
         // lives, numbered at most its own number, and a reused file's new records must not be
-        // mistaken for them.
-        let seq = kept
-            .iter()
-            .chain(&spares)
-            .map(|(seq, _)| seq + 1)
-            .max()
-            .unwrap_or(0);
+        // mistaken for them. (After anything named so, too: a directory named as the next
+        // segment stopped the start.)
+        let seq = record::highest_number(dir, &[EXT, SPARE])?.map_or(0, |n| n + 1);
         let mut spares: Vec<PathBuf> = spares.into_iter().map(|(_, p)| p).collect();
         for extra in spares.split_off(spares.len().min(MAX_SPARES)) {
             std::fs::remove_file(extra)?;

@@ -126,6 +126,28 @@ pub(super) fn segments(dir: &Path, ext: &str) -> std::io::Result<Vec<(u64, PathB
     Ok(found)
 }
 
+/// The highest number of anything in `dir` named `<number>.<ext>` for one of `exts`, whatever
+/// it is.
+pub(super) fn highest_number(dir: &Path, exts: &[&str]) -> std::io::Result<Option<u64>> {
+    let mut highest = None;
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let named = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| exts.contains(&e));
+        if let Some(n) = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .and_then(|s| s.parse::<u64>().ok())
+            .filter(|_| named)
+        {
+            highest = highest.max(Some(n));
+        }
+    }
+    Ok(highest)
+}
+
 /// What a replay did.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Replayed {
@@ -193,7 +215,7 @@ pub(crate) fn parse(bytes: &[u8], seq: u64) -> (Vec<UsageRow>, usize) {
 /// Apply every segment in `dir` to the database in one durable transaction (rows already in
 /// the ledger are skipped), then delete the segments. Runs before the writer starts.
 pub(crate) fn replay(c: &mut rusqlite::Connection, dir: &Path) -> Result<Replayed, StoreError> {
-    let io = |e: std::io::Error| StoreError::Io(format!("{}: {e}", dir.display()));
+    let io = |e: std::io::Error| StoreError::Io(format!("ledger journal {}: {e}", dir.display()));
     let files = match segments(dir, super::EXT) {
         Ok(files) => files,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Replayed::default()),

@@ -456,6 +456,34 @@ fn retired_segments_are_reused_and_their_old_rows_are_not_read_again() {
     assert_eq!(rows_of(&jdir), ["req-after", "req-new"]);
 }
 
+/// Anything named like a segment but no file is passed over, also when it bears the number the
+/// next segment would take (a directory `0.rows`, or one numbered after the last spare, stopped
+/// the start: found by independent checks).
+#[tokio::test]
+async fn a_directory_named_like_a_segment_does_not_stop_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let jdir = journal::dir_of(&path);
+    std::fs::create_dir_all(jdir.join("00000000000000000000.rows")).unwrap();
+    let (store, _) = open_normal(&path, 3_600_000).await;
+    store.write(insert(key("key_a", 1))).await.unwrap();
+    record_rows(&store, "req-", 2, 10).await;
+    store.close().await;
+    drop(store);
+    // A spare left, and a directory numbered after it.
+    std::fs::write(jdir.join("00000000000000000005.spare"), vec![0u8; 4096]).unwrap();
+    std::fs::create_dir_all(jdir.join("00000000000000000006.rows")).unwrap();
+    let (store, keys) = open_normal(&path, 3_600_000).await;
+    assert_eq!(keys[0].requests, 2);
+    let current = store.journal.current();
+    assert!(
+        current.path().ends_with("00000000000000000007.rows"),
+        "{}",
+        current.path().display()
+    );
+    store.close().await;
+}
+
 #[test]
 fn a_segment_is_drained_only_when_every_row_appended_is_settled_and_nobody_holds_it() {
     let dir = tempfile::tempdir().unwrap();
