@@ -305,8 +305,7 @@ impl Store {
     /// to `dest.tmp` (mode 0600), synced, and only then linked to `dest`, which is never
     /// overwritten.
     pub async fn backup(&self, dest: &Path) -> Result<u64, BackupError> {
-        // Rows answered before the backup was asked for are in it, not only in the journal
-        // (`store.sync = "normal"`).
+        // Rows answered before the backup was asked for are in it, not only in the journal.
         self.settle().await.map_err(BackupError::Store)?;
         let src = self.path.clone();
         let dest = dest.to_path_buf();
