@@ -340,7 +340,7 @@ async fn keys(path: &Path, args: KeysArgs) -> ExitCode {
     );
     if secret && out::stdout_goes_nowhere() {
         return fail(
-            "stdout is /dev/null or closed: the new key would be printed nowhere; nothing was done",
+            "stdout leads nowhere (/dev/null, /dev/zero or closed): the new key would be printed nowhere; nothing was done",
         );
     }
     // Revoking a revoked key changes nothing: said so, rather than the card alone as if it had

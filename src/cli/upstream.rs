@@ -95,8 +95,8 @@ fn table(u: &UpstreamView) -> String {
         );
     }
     let coverage = u
-        .coverage_percent
-        .map_or_else(|| "nothing owed".to_string(), |p| format!("coverage {p}%"));
+        .coverage_text()
+        .map_or_else(|| "nothing owed".to_string(), |p| format!("coverage {p}"));
     let _ = writeln!(
         s,
         "\nUSD balance ${} (accounts in service), customers may still spend ${} ({coverage}); failovers {}",

@@ -112,3 +112,17 @@ fn self_service_requests_and_views_round_trip() {
     .unwrap();
     assert!(top_up.contains(r#""order_kind":"top_up""#), "{top_up}");
 }
+
+#[test]
+fn coverage_reads_below_one_percent_rather_than_nothing() {
+    use crate::money::Usd;
+    let view = |pct: Option<u64>, usd: &str| UpstreamView {
+        coverage_percent: pct,
+        usd_balance: usd.parse::<Usd>().unwrap(),
+        ..UpstreamView::default()
+    };
+    assert_eq!(view(Some(0), "110").coverage_text().as_deref(), Some("<1%"));
+    assert_eq!(view(Some(0), "0").coverage_text().as_deref(), Some("0%"));
+    assert_eq!(view(Some(271), "135").coverage_text().as_deref(), Some("271%"));
+    assert_eq!(view(None, "135").coverage_text(), None);
+}

@@ -25,6 +25,20 @@ pub struct UpstreamView {
     pub warnings: Vec<String>,
 }
 
+impl UpstreamView {
+    /// The coverage as the operator reads it: whole percent rounded down, but `<1%` while
+    /// some balance is there (`$110` against `$20 003` read `0%`); `None` when nothing is owed.
+    pub fn coverage_text(&self) -> Option<String> {
+        self.coverage_percent.map(|p| {
+            if p == 0 && self.usd_balance > Usd::ZERO {
+                "<1%".into()
+            } else {
+                format!("{p}%")
+            }
+        })
+    }
+}
+
 /// One account.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AccountView {

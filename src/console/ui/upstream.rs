@@ -355,7 +355,10 @@ fn draw_pool(frame: &mut Frame, area: Rect, view: &UpstreamView, t: &Theme) {
         .borders(Borders::TOP)
         .title(Span::styled(" Pool ", t.accent));
     let coverage = match view.coverage_percent {
-        Some(p) => Span::styled(format!("{p}%"), if p < 100 { t.bad } else { t.good }),
+        Some(p) => Span::styled(
+            view.coverage_text().unwrap_or_default(),
+            if p < 100 { t.bad } else { t.good },
+        ),
         None => Span::styled("- (nothing owed)", t.dim),
     };
     let mut lines = vec![Line::from(vec![
