@@ -123,6 +123,9 @@ fn coverage_reads_below_one_percent_rather_than_nothing() {
     };
     assert_eq!(view(Some(0), "110").coverage_text().as_deref(), Some("<1%"));
     assert_eq!(view(Some(0), "0").coverage_text().as_deref(), Some("0%"));
-    assert_eq!(view(Some(271), "135").coverage_text().as_deref(), Some("271%"));
+    assert_eq!(
+        view(Some(271), "135").coverage_text().as_deref(),
+        Some("271%")
+    );
     assert_eq!(view(None, "135").coverage_text(), None);
 }
