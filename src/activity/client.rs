@@ -124,6 +124,20 @@ pub async fn call(path: &Path, req: &Request) -> Result<Response, ClientError> {
     Client::connect(path).await?.call(req).await
 }
 
+/// Tests: a daemon at `path` that refuses every peer, writing `message` as its error line and
+/// closing without reading the request (as the admin socket does to a uid it does not allow).
+#[cfg(test)]
+pub(crate) fn refusing_daemon(path: &Path, message: &'static str) {
+    let listener = tokio::net::UnixListener::bind(path).unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let line = format!("{{\"type\":\"error\",\"message\":\"{message}\"}}\n");
+            s.write_all(line.as_bytes()).await.unwrap();
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,14 +164,7 @@ mod tests {
     async fn a_refusal_written_before_the_request_is_read_is_the_answer() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("refusing.sock");
-        let listener = tokio::net::UnixListener::bind(&path).unwrap();
-        tokio::spawn(async move {
-            loop {
-                let (mut s, _) = listener.accept().await.unwrap();
-                let line = b"{\"type\":\"error\",\"message\":\"not allowed: uid 65534\"}\n";
-                s.write_all(line).await.unwrap();
-            }
-        });
+        refusing_daemon(&path, "not allowed: uid 65534");
         // A request larger than the socket's buffer cannot all go out before the close.
         let big = Request::KeysCreate {
             plan: "trial".into(),

@@ -135,8 +135,6 @@ async fn call_once(
 
 #[cfg(test)]
 mod tests {
-    use tokio::io::AsyncWriteExt;
-
     use super::*;
 
     /// A daemon that refuses this peer writes why and closes: the console says that, not
@@ -145,14 +143,7 @@ mod tests {
     async fn a_refusal_is_said_in_the_daemons_words() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("refusing.sock");
-        let listener = tokio::net::UnixListener::bind(&path).unwrap();
-        tokio::spawn(async move {
-            loop {
-                let (mut s, _) = listener.accept().await.unwrap();
-                let line = b"{\"type\":\"error\",\"message\":\"not allowed: not uid 65534\"}\n";
-                s.write_all(line).await.unwrap();
-            }
-        });
+        crate::activity::client::refusing_daemon(&path, "not allowed: not uid 65534");
         for _ in 0..20 {
             match subscribe(&path).await {
                 Err(e) => assert_eq!(e.to_string(), "not allowed: not uid 65534"),
