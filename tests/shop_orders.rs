@@ -13,20 +13,28 @@ use crate::common::{TestApp, body};
 pub(crate) struct Browser {
     pub(crate) cookies: Vec<(String, String)>,
     pub(crate) csrf: String,
+    /// The address a reverse proxy says it is at (`X-Forwarded-For`), if any.
+    pub(crate) forwarded_for: Option<String>,
 }
 
 impl Browser {
     /// Open a page to get the CSRF cookie and token, as the checkout page does.
     pub(crate) async fn open(app: &TestApp) -> Browser {
-        let resp = app
-            .http
-            .get(format!("{}/pricing", app.base))
-            .send()
-            .await
-            .unwrap();
+        Browser::open_from(app, None).await
+    }
+
+    /// [`Browser::open`], every request as from `ip` behind the daemon's reverse proxy
+    /// (`server.behind_proxy`): per-IP limits count it apart.
+    pub(crate) async fn open_from(app: &TestApp, ip: Option<String>) -> Browser {
+        let mut get = app.http.get(format!("{}/pricing", app.base));
+        if let Some(ip) = &ip {
+            get = get.header("X-Forwarded-For", ip);
+        }
+        let resp = get.send().await.unwrap();
         let mut b = Browser {
             cookies: vec![],
             csrf: String::new(),
+            forwarded_for: ip,
         };
         b.take_cookies(&resp);
         let html = resp.text().await.unwrap();
@@ -74,15 +82,16 @@ impl Browser {
         path: &str,
         body: &Value,
     ) -> (u16, Value) {
-        let resp = app
+        let mut post = app
             .http
             .post(format!("{}{path}", app.base))
             .header(COOKIE, self.cookie_header())
             .header("x-csrf-token", &self.csrf)
-            .json(body)
-            .send()
-            .await
-            .unwrap();
+            .json(body);
+        if let Some(ip) = &self.forwarded_for {
+            post = post.header("X-Forwarded-For", ip);
+        }
+        let resp = post.send().await.unwrap();
         self.take_cookies(&resp);
         let status = resp.status().as_u16();
         (status, resp.json().await.unwrap_or(Value::Null))
