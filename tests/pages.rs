@@ -84,18 +84,40 @@ pub(crate) async fn csrf_token(base: &str) -> String {
         .to_string()
 }
 
-/// POST a form with an optional CSRF cookie.
+/// The secret cookie (`mr_browser`, which no page prints) of the test browser whose CSRF token
+/// is `csrf`: tests name a browser by its token, and a browser has both cookies.
+pub(crate) fn browser_secret(csrf: &str) -> String {
+    format!("b{csrf}")
+}
+
+/// POST a form as the browser whose CSRF token is `cookie` (both its cookies), or with none.
 pub(crate) async fn post_form(
     base: &str,
     path: &str,
     cookie: Option<&str>,
     fields: &[(&str, &str)],
 ) -> (StatusCode, String) {
+    post_form_with(
+        base,
+        path,
+        cookie.map(|c| format!("mr_csrf={c}; mr_browser={}", browser_secret(c))),
+        fields,
+    )
+    .await
+}
+
+/// POST a form with exactly the `Cookie` header given.
+pub(crate) async fn post_form_with(
+    base: &str,
+    path: &str,
+    cookies: Option<String>,
+    fields: &[(&str, &str)],
+) -> (StatusCode, String) {
     let mut req = reqwest::Client::new()
         .post(format!("{base}{path}"))
         .form(fields);
-    if let Some(c) = cookie {
-        req = req.header(COOKIE, format!("mr_csrf={c}"));
+    if let Some(c) = cookies {
+        req = req.header(COOKIE, c);
     }
     let resp = req.send().await.unwrap();
     let status = resp.status();

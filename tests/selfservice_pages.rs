@@ -8,7 +8,7 @@ use modelrelay::shop::i18n::{EN, SELF_EN, SELF_ZH, ZH};
 use reqwest::StatusCode;
 
 use crate::common::TestApp;
-use crate::pages::{csrf_token, esc, get, post_form};
+use crate::pages::{browser_secret, csrf_token, esc, get, post_form, post_form_with};
 use crate::shop_orders::Browser;
 
 /// The value of the hidden input `name` in a form.
@@ -323,4 +323,89 @@ async fn a_revoked_keys_forms_say_what_cannot_be_done() {
         assert!(page.contains(&esc(body)), "{path}: {page}");
         assert!(!page.contains("id=\"api-key\""), "{path}: no key shown");
     }
+}
+
+/// The HTML of someone's dashboard (a saved or shared page prints its CSRF token and the
+/// grant) neither replaces the key, nor shows the text a replacement already made, nor tops
+/// the key up from another browser, even one that sets the printed token as its own cookie:
+/// the grant is also sealed to a cookie no page prints (found by an independent check: such a
+/// page replaced the key from any browser and showed the new text).
+#[tokio::test]
+async fn a_dashboards_html_alone_does_nothing_in_another_browser() {
+    let app = TestApp::spawn_shop().await;
+    let key = app.create_key("trial", Some("3.00")).await;
+    let owner = csrf_token(&app.base).await;
+    let (status, html) = post_form(
+        &app.base,
+        "/dashboard?lang=en",
+        Some(&owner),
+        &[("key", &key), ("csrf_token", &owner)],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let grant = hidden(&html, "grant");
+    assert!(html.contains(&owner), "the page prints its CSRF token");
+    assert!(!html.contains(&browser_secret(&owner)), "never the secret");
+    let theirs = [
+        format!("mr_csrf={owner}"),
+        format!(
+            "mr_csrf={owner}; mr_browser={}",
+            browser_secret("another-browser-0000000000000000")
+        ),
+    ];
+    let attempt = |cookies: String, path: &'static str, confirm: &'static str| {
+        let (app, grant, owner) = (&app, grant.clone(), owner.clone());
+        async move {
+            post_form_with(
+                &app.base,
+                path,
+                Some(cookies),
+                &[
+                    ("grant", &grant),
+                    ("csrf_token", &owner),
+                    ("confirm", confirm),
+                ],
+            )
+            .await
+        }
+    };
+    for cookies in &theirs {
+        for (path, confirm) in [
+            ("/dashboard/rotate?lang=en", "yes"),
+            ("/dashboard/rotate?lang=en", ""),
+            ("/checkout/pro", ""),
+        ] {
+            let (status, page) = attempt(cookies.clone(), path, confirm).await;
+            assert_eq!(status, 400, "{cookies} {path} {confirm}");
+            assert!(!page.contains("id=\"api-key\""), "{path}: no key shown");
+        }
+        // The checkout's JSON call with the grant: no top-up order for the key.
+        let r = app
+            .http
+            .post(format!("{}/api/orders", app.base))
+            .header("Cookie", cookies)
+            .header("x-csrf-token", &owner)
+            .json(&serde_json::json!({"plan": "pro", "email": "x@b.co", "key_grant": grant}))
+            .send()
+            .await
+            .unwrap();
+        assert_ne!(r.status(), 200, "{cookies}: a top-up order from the grant");
+    }
+    let usage = |k: String| {
+        let app = &app;
+        async move { app.get(&k, "/api/usage").send().await.unwrap().status() }
+    };
+    assert_eq!(usage(key.clone()).await, 200, "the key was not replaced");
+
+    // The owner's own browser replaces it; the same form from the other browser afterwards
+    // does not get the new text.
+    let (status, done) = confirm_replacement(&app, &owner, &grant).await;
+    assert_eq!(status, 200);
+    let new = shown_key(&done).unwrap().to_string();
+    for cookies in &theirs {
+        let (_, page) = attempt(cookies.clone(), "/dashboard/rotate?lang=en", "yes").await;
+        assert!(!page.contains(&new), "{cookies}: the new text shown");
+        assert!(!page.contains("id=\"api-key\""), "{cookies}: a key shown");
+    }
+    assert_eq!(usage(new).await, 200);
 }

@@ -218,8 +218,8 @@ fn key_to_top_up(
     Ok(match (token, grant) {
         (Some(token), _) => Some(super::topup::key_to_top_up(state, token)?.id.clone()),
         (None, Some(grant)) => {
-            let csrf = csrf_header(headers).unwrap_or_default();
-            let key = super::grant::redeem(state, grant, csrf)
+            let binding = super::web::grant_binding_of(headers);
+            let key = super::grant::redeem(state, grant, &binding)
                 .ok_or(ShopError::UnknownKey)?
                 .key;
             if key.status() == KeyStatus::Revoked {

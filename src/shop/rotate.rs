@@ -225,18 +225,21 @@ const CLAIM_WAIT: Duration = Duration::from_secs(10);
 pub enum Scope {
     /// `POST /api/keys/rotate`: the old key and its `Idempotency-Key`.
     Api,
-    /// The dashboard's form: its grant and the browser's CSRF token.
+    /// The dashboard's form: its grant and the browser's grant binding (its CSRF token and
+    /// secret cookie, `PageCtx::grant_binding`).
     Dashboard,
 }
 
 /// New key texts made in the last [`RECENT_TTL`], and those being made, by who asked: for the
-/// dashboard's "Replace this key", its grant and the browser's CSRF token; for the API, the old
+/// dashboard's "Replace this key", its grant and the browser's grant binding; for the API, the old
 /// key and the request's `Idempotency-Key` — hashed together with the scope. A request sent
 /// again (a double click: the browser shows only the second answer; a client whose answer was
 /// lost) gets the text the first one made, waiting for it if it is still being made, instead
 /// of a refusal while the key it replaced is dead and the new one was never seen. Only the same
-/// browser's same form can ask: a grant is sealed to its CSRF token, and a different page
-/// (another browser, or one holding the old text) has a grant of its own. On the API, whoever
+/// browser's same form can ask: a grant is sealed to its CSRF token and secret cookie (the
+/// page's HTML alone, without the cookie, neither redeems the grant nor gets the text it
+/// made), and a different page (another browser, or one holding the old text) has a grant of
+/// its own. On the API, whoever
 /// holds the old key still needs the idempotency key its owner chose.
 #[derive(Default)]
 pub struct Recent(Arc<Mutex<Vec<Entry>>>);
@@ -323,7 +326,7 @@ impl Recent {
     }
 
     /// What is known of the replacement `who` asked for with `asked` (a form's grant and the
-    /// browser's CSRF token, or the old key and the `Idempotency-Key`): made, being made, or
+    /// browser's grant binding, or the old key and the `Idempotency-Key`): made, being made, or
     /// not at all — then it is this caller's to make.
     pub fn claim(&self, scope: Scope, who: &str, asked: &str) -> Claim {
         let id = Recent::id(scope, who, asked);

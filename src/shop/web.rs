@@ -20,6 +20,11 @@ use crate::state::AppState;
 pub const CSRF_COOKIE: &str = "mr_csrf";
 /// Cookie holding the chosen language.
 pub const LANG_COOKIE: &str = "mr_lang";
+/// Cookie holding a secret of this browser that no page prints (`HttpOnly`): dashboard grants
+/// are sealed to it as well as to the CSRF token, which every page prints — with the token
+/// alone, the HTML of someone's dashboard (a saved or shared page) replaced their key from any
+/// browser (found by an independent check).
+pub const BROWSER_COOKIE: &str = "mr_browser";
 
 /// The per-request page context handed to every template.
 pub struct PageCtx {
@@ -41,6 +46,8 @@ pub struct PageCtx {
     pub path: String,
     /// Its query string, without the `?`.
     query: String,
+    /// This browser's [`BROWSER_COOKIE`]: never handed to a template.
+    browser: String,
     cookies: CookieJar,
     set_cookies: bool,
 }
@@ -77,6 +84,24 @@ impl PageCtx {
     pub fn sets_cookies(&self) -> bool {
         self.set_cookies
     }
+
+    /// What this browser's dashboard grants are sealed to (see [`crate::shop::grant`]).
+    pub fn grant_binding(&self) -> String {
+        binding(&self.csrf, &self.browser)
+    }
+}
+
+/// A grant's binding: the CSRF token pages print and the browser secret they never do.
+fn binding(csrf: &str, browser: &str) -> String {
+    format!("{csrf}|{browser}")
+}
+
+/// [`PageCtx::grant_binding`] of the browser making a page's JSON call: its `x-csrf-token`
+/// (the guard checked it against the cookie) and its [`BROWSER_COOKIE`].
+pub fn grant_binding_of(headers: &HeaderMap) -> String {
+    let jar = CookieJar::from_headers(headers);
+    let browser = jar.get(BROWSER_COOKIE).map(|c| c.value()).unwrap_or("");
+    binding(csrf_header(headers).unwrap_or(""), browser)
 }
 
 fn secure(state: &AppState) -> bool {
@@ -164,6 +189,15 @@ impl FromRequestParts<Arc<AppState>> for PageCtx {
                 t
             }
         };
+        let browser = match jar.get(BROWSER_COOKIE).map(|c| c.value().to_string()) {
+            Some(t) if t.len() >= 32 => t,
+            _ => {
+                let t = crate::keys::token::random_base62(32).unwrap_or_default();
+                jar = jar.add(cookie(state, BROWSER_COOKIE, t.clone()));
+                set_cookies = true;
+                t
+            }
+        };
         Ok(PageCtx {
             lang,
             t: lang.texts(),
@@ -174,6 +208,7 @@ impl FromRequestParts<Arc<AppState>> for PageCtx {
             public_url: state.config.server.public_url.clone(),
             path: parts.uri.path().to_string(),
             query: parts.uri.query().unwrap_or("").to_string(),
+            browser,
             cookies: if set_cookies { jar } else { CookieJar::new() },
             set_cookies,
         })

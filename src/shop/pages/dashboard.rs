@@ -260,7 +260,7 @@ pub async fn dashboard(
                             &state,
                             &key.id,
                             &crate::keys::token::hash_key(form.key.trim()),
-                            &ctx.csrf,
+                            &ctx.grant_binding(),
                         ),
                         plans: top_up_buttons(&state, ctx.s),
                         history: history.iter().map(|e| HistoryRow::new(e, ctx.s)).collect(),

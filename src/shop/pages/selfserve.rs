@@ -116,7 +116,7 @@ impl Refused {
 
 /// The key of a form's grant, if it is usable (not revoked).
 fn granted_key(state: &AppState, ctx: &PageCtx, grant: &str) -> Result<Granted, Refused> {
-    match crate::shop::grant::redeem(state, grant, &ctx.csrf) {
+    match crate::shop::grant::redeem(state, grant, &ctx.grant_binding()) {
         Some(g) if g.key.status() != KeyStatus::Revoked => Ok(g),
         Some(_) => Err(Refused::Revoked),
         None => Err(Refused::Stale),
@@ -178,7 +178,14 @@ pub async fn rotate(
     // The same confirmed form again (a double click): the text its first sending made, waited
     // for while it is being made.
     let maker = if form.confirm == "yes" {
-        match crate::shop::rotate::claim(&state, Scope::Dashboard, &form.grant, &ctx.csrf).await {
+        match crate::shop::rotate::claim(
+            &state,
+            Scope::Dashboard,
+            &form.grant,
+            &ctx.grant_binding(),
+        )
+        .await
+        {
             Ok(Claimed::Made(api_key)) => {
                 return ctx.page(RotateDone { ctx: &ctx, api_key }.render());
             }
