@@ -3,6 +3,7 @@
 
 mod common;
 mod smoke;
+mod topup_revoked;
 
 mod activity;
 mod activity_snapshot;

@@ -363,17 +363,24 @@ async fn capture_top_up(state: &Arc<AppState>, order: &Order) -> Result<Response
         .topup_key_id
         .as_deref()
         .and_then(|id| state.keys.by_id(id));
-    // Never take money for a key that cannot use it.
-    if matches!(
+    // Never take money for a key that cannot use it. PayPal may have taken it already (a
+    // capture whose answer was lost, then the key revoked): asked, such a capture is held for
+    // review, and the buyer told so — not that the credit cannot be added, as if nothing had
+    // been taken (found by an independent check).
+    let outcome = if matches!(
         order.record.status,
         OrderStatus::Created | OrderStatus::Pending | OrderStatus::Failed
     ) && key
         .as_ref()
         .is_none_or(|k| k.status() == KeyStatus::Revoked)
     {
-        return Err(ShopError::KeyRevoked);
-    }
-    let outcome = settle(state, &order.record).await?;
+        match captured_before(state, &order.record).await? {
+            Some(held) => Some(held),
+            None => return Err(ShopError::KeyRevoked),
+        }
+    } else {
+        settle(state, &order.record).await?
+    };
     if let Some(Fulfilment::Failed(_)) = outcome {
         return Err(ShopError::PaymentNotRecorded);
     }
@@ -445,6 +452,35 @@ async fn settle(
             // Held: nothing to ask PayPal (its capture is done), nothing to give.
             (OrderStatus::Review, _) => Ok(Some(Fulfilment::Mismatch("held for review".into()))),
             _ => capture_at_paypal(&state, &order).await.map(Some),
+        }
+    });
+    worker.await.map_err(|_| ShopError::Internal)?
+}
+
+/// The fulfilment of a capture PayPal made of `order` already, if it made one (asked, not
+/// captured); in a task of its own, as [`settle`].
+async fn captured_before(
+    state: &Arc<AppState>,
+    order: &OrderRecord,
+) -> Result<Option<Fulfilment>, ShopError> {
+    let (state, order) = (state.clone(), order.clone());
+    let worker = tokio::spawn(async move {
+        let (Some(paypal), Some(paypal_id)) =
+            (state.paypal.as_ref(), order.paypal_order_id.as_deref())
+        else {
+            return Ok(None);
+        };
+        match paypal.get_order(paypal_id).await {
+            Ok(info) => match info.capture {
+                Some(c) => Ok(Some(fulfil(&state, &order.order_id, &c).await)),
+                None => Ok(None),
+            },
+            // PayPal no longer knows the order: nothing of it was captured.
+            Err(PaypalError::Api { status: 404, .. }) => Ok(None),
+            Err(e) => {
+                tracing::error!(order_id = %order.order_id, error = %e, "cannot ask PayPal about a top-up of a revoked key");
+                Err(ShopError::PaypalCaptureFailed)
+            }
         }
     });
     worker.await.map_err(|_| ShopError::Internal)?

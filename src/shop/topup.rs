@@ -98,6 +98,19 @@ pub async fn credit(
         at_ms: now_ms,
     };
     if let Err(e) = state.store.write(write).await {
+        // Revoked since the check above (the operator's `keys revoke` racing this payment):
+        // PayPal holds the money as for a key revoked before, so the order is held for review
+        // — left unpaid without its capture, the buyer was told to retry a capture that then
+        // refused, as if nothing had been taken (found by an independent check).
+        if matches!(e, crate::store::StoreError::Conflict(_)) && revoked_since(state, &key.id).await
+        {
+            tracing::error!(
+                order_id,
+                "TOP-UP PAID FOR A KEY REVOKED WHILE IT WAS RECORDED: nothing credited; refund it in PayPal"
+            );
+            super::fulfil::hold_for_review(state, order_id, capture, now_ms).await;
+            return Fulfilment::Mismatch("the key to top up was revoked".into());
+        }
         tracing::warn!(order_id, error = %e, "top-up not paid by this call");
         return Fulfilment::Failed(e.to_string());
     }
@@ -112,6 +125,17 @@ pub async fn credit(
     });
     tracing::info!(order_id, key_id = %key.id, amount = %grant.amount, upgraded = upgrade, "top-up paid; key credited");
     Fulfilment::Paid(key.id.clone())
+}
+
+/// Whether the database says `key_id` is revoked (or gone); the read waits for the writes
+/// queued before it, a revocation's among them. A read that fails answers no.
+async fn revoked_since(state: &AppState, key_id: &str) -> bool {
+    let id = key_id.to_string();
+    state
+        .store
+        .read(move |c| crate::store::keys::load_one(c, &id))
+        .await
+        .is_ok_and(|k| k.is_none_or(|k| k.status == KeyStatus::Revoked))
 }
 
 /// Whether `key_id` was bought and none of its orders but `this` is paid now. A read that

@@ -1,0 +1,115 @@
+//! A top-up whose key is revoked while PayPal takes the money: the payment is held for review
+//! (PayPal has it, nothing is credited, the buyer is told so), never left unrecorded with the
+//! buyer told that nothing could be added (found by an independent check).
+
+use modelrelay::activity::protocol::{Request, Response};
+use serde_json::json;
+
+use crate::common::TestApp;
+use crate::shop_orders::{Browser, order_status};
+
+/// A top-up of `key` on `plan`, created and approved: `(order id, PayPal id)`.
+async fn approved_top_up(app: &TestApp, b: &mut Browser, key: &str) -> (String, String) {
+    let (status, v) = b
+        .post_json(
+            app,
+            "/api/orders",
+            &json!({"plan": "pro", "email": "buyer@example.com", "key": key}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let order_id = v["order_id"].as_str().unwrap().to_string();
+    let paypal_id = v["paypal_order_id"].as_str().unwrap().to_string();
+    assert!(app.pp().approve(&paypal_id));
+    (order_id, paypal_id)
+}
+
+/// The order's recorded capture id.
+fn capture_of(app: &TestApp, order_id: &str) -> Option<String> {
+    app.db()
+        .query_row(
+            "SELECT paypal_capture_id FROM orders WHERE order_id = ?1",
+            [order_id],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
+/// The budget in nano-USD of the test's one key, from the database.
+fn budget(app: &TestApp) -> i64 {
+    app.db()
+        .query_row("SELECT budget_nanos FROM keys", [], |r| r.get(0))
+        .unwrap()
+}
+
+/// PayPal captured (its answer lost), then the operator revoked the key: the buyer's capture
+/// call asks PayPal, holds the payment for review and says so.
+#[tokio::test]
+async fn a_capture_taken_before_the_key_was_revoked_is_held_for_review() {
+    let app = TestApp::spawn_shop().await;
+    let key = app.create_key("trial", Some("1.00")).await;
+    let mut b = Browser::open(&app).await;
+    let (order_id, paypal_id) = approved_top_up(&app, &mut b, &key).await;
+    crate::shop_review::capture_answer_lost(&app, &order_id, &paypal_id).await;
+    match app.admin(Request::KeysRevoke { key: key.clone() }).await {
+        Response::Key { .. } => {}
+        other => panic!("{other:?}"),
+    }
+    let (status, v) = b.capture(&app, &order_id).await;
+    assert_eq!((status, v["status"].as_str()), (200, Some("review")), "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("held for review"),
+        "{v}"
+    );
+    assert_eq!(order_status(&app, &order_id), "review");
+    assert!(
+        capture_of(&app, &order_id).is_some(),
+        "its capture recorded"
+    );
+    assert_eq!(budget(&app), 1_000_000_000, "nothing credited");
+}
+
+/// Nothing captured and the key revoked: refused before PayPal takes anything.
+#[tokio::test]
+async fn an_uncaptured_top_up_of_a_revoked_key_is_refused_and_not_captured() {
+    let app = TestApp::spawn_shop().await;
+    let key = app.create_key("trial", Some("1.00")).await;
+    let mut b = Browser::open(&app).await;
+    let (order_id, _) = approved_top_up(&app, &mut b, &key).await;
+    match app.admin(Request::KeysRevoke { key: key.clone() }).await {
+        Response::Key { .. } => {}
+        other => panic!("{other:?}"),
+    }
+    let (status, v) = b.capture(&app, &order_id).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (400, Some("key_revoked")),
+        "{v}"
+    );
+    assert_eq!(order_status(&app, &order_id), "created");
+    assert_eq!(capture_of(&app, &order_id), None);
+}
+
+/// The key revoked in the database while the payment is being recorded (the operator's
+/// revocation has written it, and the key in memory is not revoked yet): the payment's write
+/// is refused, and the order is held for review with its capture instead of left unpaid.
+#[tokio::test]
+async fn a_key_revoked_while_its_top_up_is_recorded_holds_the_payment_for_review() {
+    let app = TestApp::spawn_shop().await;
+    let key = app.create_key("trial", Some("1.00")).await;
+    let mut b = Browser::open(&app).await;
+    let (order_id, _) = approved_top_up(&app, &mut b, &key).await;
+    let revoked = app
+        .db()
+        .execute("UPDATE keys SET status = 'revoked'", [])
+        .unwrap();
+    assert_eq!(revoked, 1);
+    let (status, v) = b.capture(&app, &order_id).await;
+    assert_eq!((status, v["status"].as_str()), (200, Some("review")), "{v}");
+    assert_eq!(order_status(&app, &order_id), "review");
+    assert!(
+        capture_of(&app, &order_id).is_some(),
+        "its capture recorded"
+    );
+    assert_eq!(budget(&app), 1_000_000_000, "nothing credited");
+}
