@@ -166,6 +166,25 @@ async fn an_upstream_failure_mid_stream_ends_with_anthropics_error_event() {
     let _: Value = Value::Null;
 }
 
+/// Upstream's stream failing at its first word (before anything was relayed, the head not
+/// sent): a 502 in Anthropic's shape, which the SDKs retry (a 200 whose stream is one error
+/// event they never retry; found by an independent check), billed nothing.
+#[tokio::test]
+async fn an_upstream_stream_failing_at_its_first_word_is_a_502_and_free() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key("trial", None).await;
+    let resp = stream_message(&app, &key, "[[sim reply=3 garbage=1]] go", 100).await;
+    assert_eq!(resp.status(), 502);
+    let rid = request_id(&resp);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["type"], "error", "{v}");
+    assert_eq!(v["error"]["type"], "api_error", "{v}");
+    let row = app.wait_ledger_row(&rid).await;
+    assert_eq!(row.finish.as_str(), "upstream_error");
+    assert_eq!(row.status, 502);
+    assert_eq!(row.cost.nanos(), 0);
+}
+
 /// Prompt tokens the gateway estimates for a one-message request of `text` (README: a token
 /// per four bytes of text, four a message, two more).
 fn prompt_estimate(text: &str) -> u64 {

@@ -78,6 +78,9 @@ pub async fn relay<D: Dialect>(
             ended: ended.clone(),
         });
         let first = relay.first_piece().await;
+        if let Some(End::UpstreamBroke(why)) = first {
+            return failed_before_head::<D>(relay, pending, why).await;
+        }
         tokio::spawn(pump::<D>(relay, Box::new(pending), first));
     }
     // The body ends cleanly only after the stream's end (its marker or error event) was
@@ -106,6 +109,41 @@ pub async fn relay<D: Dialect>(
     // Tells nginx not to buffer the stream.
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     resp
+}
+
+/// Upstream's stream failed before anything of it was relayed (an error event, or a body that
+/// is not a stream, as its first word) and the head is not sent yet: the failure is the
+/// answer's status, as it is for a whole answer. A 200 whose stream is one error event was
+/// an error the SDKs never retry (they retry a 502; found by an independent check).
+async fn failed_before_head<D: Dialect>(
+    relay: Box<Relay<D::Stream>>,
+    pending: Pending,
+    why: String,
+) -> Response {
+    let Relay {
+        mut events,
+        tally,
+        request_id,
+        ..
+    } = *relay;
+    tracing::warn!(
+        request_id,
+        why,
+        "upstream stream failed before its first event"
+    );
+    events.broke(&why);
+    drop(events);
+    let e = GatewayError::Upstream;
+    Box::pin(pending.settle(Outcome {
+        usage: tally.usage,
+        output_estimate: tally.output_estimate(),
+        reported: tally.reported,
+        finish: Finish::UpstreamError,
+        status: e.status().as_u16(),
+        ttft: tally.first_token,
+    }))
+    .await;
+    D::error_response(e)
 }
 
 /// How the relay loop ended.
