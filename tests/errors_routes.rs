@@ -101,7 +101,27 @@ async fn the_bare_v1_prefix_is_a_json_404() {
                 .contains("/v1/chat/completions"),
             "GET {path}: the message says where the API is: {v}"
         );
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("without /v1"),
+            "GET {path}: and what an Anthropic client's base URL is: {v}"
+        );
     }
+    // An Anthropic client's base URL ending in /v1 (it adds /v1 itself): a 404 in Anthropic's
+    // shape whose message says that base URL goes without /v1.
+    let resp = app.get(&key, "/v1/v1/messages").send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["type"], "error", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("without /v1"),
+        "{v}"
+    );
 }
 
 #[tokio::test]

@@ -216,8 +216,13 @@ impl GatewayError {
                 )
             }
             GatewayError::NotFound => {
-                "Unknown endpoint. The API's paths start with /v1 (OpenAI's, \
-                 e.g. /v1/chat/completions: a client's base URL ends in /v1) or /anthropic/v1."
+                // Both kinds of client: an OpenAI SDK's base URL ends in /v1, an Anthropic
+                // one's does not (it adds /v1 itself: a base URL ending in /v1 asked for
+                // /v1/v1/messages, and was told to end it in /v1; found by an independent check).
+                "Unknown endpoint. OpenAI clients: set the base URL to this server's address \
+                 followed by /v1 (requests go to /v1/chat/completions). Anthropic clients such as \
+                 Claude Code: set the base URL to this server's address, without /v1 (requests go \
+                 to /v1/messages)."
                     .into()
             }
             GatewayError::MethodNotAllowed => "Method not allowed on this endpoint.".into(),

@@ -22,6 +22,10 @@ pub enum IdentifyError {
     /// An `Authorization` header that is not `Bearer <token>`.
     #[error("{}", self.message())]
     Malformed,
+    /// The key's header (`Authorization` or `x-api-key`) sent twice: which is meant is not ours
+    /// to guess (a proxy that added one may have meant the other).
+    #[error("{}", self.message())]
+    Twice,
     /// A token that is not one of our keys (badly shaped or unknown: the same answer, so the
     /// shape of a guess teaches nothing).
     #[error("{}", self.message())]
@@ -41,6 +45,10 @@ impl IdentifyError {
             }
             IdentifyError::Malformed => {
                 "Malformed Authorization header. Send `Authorization: Bearer sk-gateway-…`."
+            }
+            IdentifyError::Twice => {
+                "The API key's header (`Authorization` or `x-api-key`) was sent more than once. \
+                 Send one key, once."
             }
             IdentifyError::Unknown => "Invalid API key.",
             IdentifyError::Revoked => "This API key has been revoked.",
@@ -86,7 +94,7 @@ pub fn bearer_or_api_key(headers: &HeaderMap) -> Result<&str, IdentifyError> {
     }
 }
 
-/// The one value of header `name`, if any; more than one is [`IdentifyError::Malformed`].
+/// The one value of header `name`, if any; more than one is [`IdentifyError::Twice`].
 fn only<'h>(
     headers: &'h HeaderMap,
     name: &str,
@@ -94,7 +102,7 @@ fn only<'h>(
     let mut values = headers.get_all(name).iter();
     let first = values.next();
     if values.next().is_some() {
-        return Err(IdentifyError::Malformed);
+        return Err(IdentifyError::Twice);
     }
     Ok(first)
 }
@@ -236,7 +244,7 @@ mod tests {
     }
 
     #[test]
-    fn two_keys_in_one_request_are_malformed_whichever_comes_first() {
+    fn two_keys_in_one_request_are_refused_whichever_comes_first() {
         let keys = table();
         let good = HeaderValue::from_str(&format!("Bearer {KEY}")).unwrap();
         let bad = HeaderValue::from_static("Bearer sk-gateway-00000000000000000000000000000000");
@@ -245,14 +253,16 @@ mod tests {
             for v in pair {
                 h.append(header::AUTHORIZATION, v);
             }
-            assert_eq!(identify(&keys, &h).err(), Some(IdentifyError::Malformed));
+            assert_eq!(identify(&keys, &h).err(), Some(IdentifyError::Twice));
             // An x-api-key beside them does not settle it.
             h.insert("x-api-key", HeaderValue::from_static(KEY));
-            assert_eq!(bearer_or_api_key(&h), Err(IdentifyError::Malformed));
+            assert_eq!(bearer_or_api_key(&h), Err(IdentifyError::Twice));
         }
         let mut h = HeaderMap::new();
         h.append("x-api-key", HeaderValue::from_static(KEY));
         h.append("x-api-key", HeaderValue::from_static(KEY));
-        assert_eq!(bearer_or_api_key(&h), Err(IdentifyError::Malformed));
+        assert_eq!(bearer_or_api_key(&h), Err(IdentifyError::Twice));
+        // Its message names both headers, not only Authorization.
+        assert!(IdentifyError::Twice.message().contains("x-api-key"));
     }
 }
