@@ -15,7 +15,7 @@ use modelrelay::store::{Finish, Measured, UsageRow};
 use modelrelay::upstream::simulated::Outcome;
 use serde_json::{Value, json};
 
-use crate::common::{TestApp, body, data_chunks, read_stream, request_id};
+use crate::common::{TestApp, body, data_chunks, request_id};
 
 /// The model of every request here.
 pub(super) const FLASH: &str = "deepseek-v4-flash";
