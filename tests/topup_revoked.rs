@@ -1,11 +1,14 @@
 //! A top-up whose key is revoked while PayPal takes the money: the payment is held for review
 //! (PayPal has it, nothing is credited, the buyer is told so), never left unrecorded with the
-//! buyer told that nothing could be added (found by an independent check).
+//! buyer told that nothing could be added (found by an independent check); and the order
+//! look-up of a paid order whose key was revoked since says so.
 
 use modelrelay::activity::protocol::{Request, Response};
+use modelrelay::shop::i18n::{EN, SELF_EN};
 use serde_json::json;
 
 use crate::common::TestApp;
+use crate::pages::{csrf_token, esc, post_form};
 use crate::shop_orders::{Browser, order_status};
 
 /// A top-up of `key` on `plan`, created and approved: `(order id, PayPal id)`.
@@ -112,4 +115,57 @@ async fn a_key_revoked_while_its_top_up_is_recorded_holds_the_payment_for_review
         "its capture recorded"
     );
     assert_eq!(budget(&app), 1_000_000_000, "nothing credited");
+}
+
+/// The order look-up of `order_id` bought with `email`: its page.
+async fn looked_up(app: &TestApp, order_id: &str, email: &str) -> String {
+    let token = csrf_token(&app.base).await;
+    let fields = [
+        ("order_id", order_id),
+        ("email", email),
+        ("csrf_token", token.as_str()),
+    ];
+    let (status, html) = post_form(&app.base, "/order", Some(&token), &fields).await;
+    assert_eq!(status, 200);
+    html
+}
+
+/// A paid purchase, and a paid top-up, whose key the operator revoked since: the look-up says
+/// the key no longer works, not "the key above is yours" or "it keeps working" (found by an
+/// independent check).
+#[tokio::test]
+async fn the_look_up_of_a_paid_order_says_its_key_was_revoked_since() {
+    let app = TestApp::spawn_shop().await;
+    let mut b = Browser::open(&app).await;
+    let (bought, paypal_id) = b.create_order(&app, "trial", "owner@b.co").await;
+    assert!(app.pp().approve(&paypal_id));
+    let (status, v) = b.capture(&app, &bought).await;
+    assert_eq!(status, 200, "{v}");
+    let key = v["api_key"].as_str().unwrap().to_string();
+    let (topped, _) = approved_top_up(&app, &mut b, &key).await;
+    let (status, v) = b.capture(&app, &topped).await;
+    assert_eq!((status, v["status"].as_str()), (200, Some("paid")), "{v}");
+    for (order, email) in [(&bought, "owner@b.co"), (&topped, "buyer@example.com")] {
+        let html = looked_up(&app, order, email).await;
+        assert!(
+            !html.contains(&esc(SELF_EN.order_note_paid_revoked)),
+            "{order}"
+        );
+    }
+    match app.admin(Request::KeysRevoke { key: key.clone() }).await {
+        Response::Key { .. } => {}
+        other => panic!("{other:?}"),
+    }
+    for (order, email) in [(&bought, "owner@b.co"), (&topped, "buyer@example.com")] {
+        let html = looked_up(&app, order, email).await;
+        assert!(
+            html.contains(&esc(SELF_EN.order_note_paid_revoked)),
+            "{order}"
+        );
+        assert!(!html.contains(&esc(EN.order_note_paid)), "{order}");
+        assert!(
+            !html.contains(&esc(SELF_EN.order_note_paid_topup)),
+            "{order}"
+        );
+    }
 }

@@ -49,6 +49,9 @@ pub struct OrderView {
     /// A refunded order whose key is not revoked (now): a top-up's key, or a purchase's key
     /// that had been topped up; it works on.
     pub key_kept: bool,
+    /// The key the order paid for or added credit to is revoked now (by the operator, or by a
+    /// refund of the purchase that made it).
+    pub key_revoked: bool,
 }
 
 /// What the look-up shows besides the order: the key's sealed copy and when it was replaced.
@@ -94,6 +97,15 @@ pub fn order_view(state: &AppState, order: &Order, shown: &KeyShown) -> OrderVie
         },
         _ => None,
     };
+    // The key the order paid for or added credit to, as it is now: a refunded top-up's key may
+    // have been revoked since (its purchase refunded too), a paid order's by the operator.
+    let key_status = o
+        .key_id
+        .as_deref()
+        .or(order.extra.topup_key_id.as_deref())
+        .and_then(|id| state.keys.by_id(id))
+        .map(|k| k.status());
+    let revoked = crate::keys::KeyStatus::Revoked;
     OrderView {
         order_id: o.order_id.clone(),
         plan: o.plan.clone(),
@@ -119,14 +131,8 @@ pub fn order_view(state: &AppState, order: &Order, shown: &KeyShown) -> OrderVie
                 Some(_) => format!("{KEY_PREFIX}…"),
             }),
         replaced_at: shown.replaced_at.map(rfc3339),
-        // The key the order paid for or added credit to, as it is now: a refunded top-up's
-        // key may have been revoked since (its purchase refunded too).
-        key_kept: o.status == OrderStatus::Refunded
-            && o.key_id
-                .as_deref()
-                .or(order.extra.topup_key_id.as_deref())
-                .and_then(|id| state.keys.by_id(id))
-                .is_some_and(|k| k.status() != crate::keys::KeyStatus::Revoked),
+        key_kept: o.status == OrderStatus::Refunded && key_status.is_some_and(|s| s != revoked),
+        key_revoked: key_status == Some(revoked),
     }
 }
 

@@ -92,6 +92,8 @@ texts! {
     order_note_refunded_topup,
     /// Order look-up note: a refunded top-up whose key was revoked since.
     order_note_refunded_topup_revoked,
+    /// Order look-up note: a paid order (a purchase or a top-up) whose key was revoked since.
+    order_note_paid_revoked,
     /// Order look-up note: a refunded purchase whose key was topped up (the key stays).
     order_note_refunded_kept,
     /// Order look-up note: a refunded order nothing had been given for (held for review, or

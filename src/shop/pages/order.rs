@@ -62,6 +62,7 @@ impl OrderShown {
         };
         let partly = o.status == OrderStatus::Paid && o.refunded_usd > Usd::ZERO;
         let status_note = match (o.status, o.api_key.is_some(), &o.topped_up) {
+            (OrderStatus::Paid, _, _) if o.key_revoked => s.order_note_paid_revoked,
             (OrderStatus::Paid, _, _) if partly => s.order_note_partly_refunded,
             (OrderStatus::Refunded, _, _) if o.paid_at.is_none() => s.order_note_refunded_ungiven,
             (OrderStatus::Paid, _, Some(_)) => s.order_note_paid_topup,
