@@ -264,6 +264,23 @@ impl StreamRewrite for Events {
                 if crate::gateway::json::has_non_null(data, &STOP) {
                     tally.finished = true;
                 }
+                // DeepSeek sends its usage here; one without it made the SDKs fail on the
+                // final message (`usage.output_tokens` of nothing) of an answer billed whole
+                // (found by an independent check): the output as billed, our estimate.
+                if read.usage.is_none()
+                    && let Some(open) = read
+                        .rewritten
+                        .as_deref()
+                        .unwrap_or(data)
+                        .trim_end()
+                        .strip_suffix('}')
+                {
+                    let with = format!(
+                        "{open},\"usage\":{{\"output_tokens\":{}}}}}",
+                        tally.output_estimate()
+                    );
+                    return Ok(Step::Send(render("message_delta", &with)));
+                }
             }
             "content_block_delta" if read.delta_bytes > 0 => {
                 tally.add(Generated::one(read.delta_bytes));
@@ -346,6 +363,35 @@ mod tests {
             .is_err()
         );
         assert!(e.event(&ev("not json"), &mut t).is_err());
+    }
+
+    /// A final `message_delta` without usage (DeepSeek always sends one) reaches the client
+    /// with the output count as billed, our estimate: without it the SDKs failed reading the
+    /// final message. One with usage passes as it came.
+    #[test]
+    fn a_message_delta_without_usage_gets_the_billed_output_count() {
+        let mut e = Events::new(PublicModel::new("m"));
+        let mut t = Tally::new(Instant::now());
+        let start = r#"{"type":"message_start","message":{"model":"m","usage":{"input_tokens":10,"output_tokens":1}}}"#;
+        assert!(e.event(&ev(start), &mut t).is_ok());
+        for _ in 0..3 {
+            let d = r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}"#;
+            assert!(e.event(&ev(d), &mut t).is_ok());
+        }
+        let delta =
+            r#"{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null}}"#;
+        let Ok(Step::Send(out)) = e.event(&ev(delta), &mut t) else {
+            panic!()
+        };
+        let data = out
+            .strip_prefix("event: message_delta\ndata: ")
+            .and_then(|d| d.strip_suffix("\n\n"))
+            .unwrap_or_else(|| panic!("{out}"));
+        let v: serde_json::Value = serde_json::from_str(data).unwrap();
+        assert!(t.output_estimate() > 0);
+        assert_eq!(v["usage"]["output_tokens"], t.output_estimate(), "{v}");
+        assert_eq!(v["delta"]["stop_reason"], "end_turn", "{v}");
+        assert!(t.finished);
     }
 
     /// A `message_delta` whose usage repeats only some input counts keeps the others from
