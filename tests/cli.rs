@@ -441,7 +441,8 @@ async fn a_new_keys_text_printed_nowhere_is_an_error() {
     .await;
     assert_eq!(run.code, Some(1), "{run:#?}");
     assert!(
-        run.stderr.contains("the new text of key key_")
+        run.stderr.contains("key key_")
+            && run.stderr.contains("could not be written")
             && run.stderr.contains("modelrelay keys rotate key_"),
         "{run:#?}"
     );

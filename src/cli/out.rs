@@ -44,8 +44,8 @@ pub(super) fn secret_output(text: &str, key_id: &str) -> ExitCode {
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(format_args!(
-            "the new text of key {key_id} could not be written ({e}); the key has it all the \
-             same: replace it (`modelrelay keys rotate {key_id}`) or revoke it"
+            "key {key_id} exists, but its text (shown only once) could not be written ({e}): \
+             give it a new text (`modelrelay keys rotate {key_id}`) or revoke it"
         )),
     }
 }
