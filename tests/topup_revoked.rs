@@ -169,3 +169,45 @@ async fn the_look_up_of_a_paid_order_says_its_key_was_revoked_since() {
         );
     }
 }
+
+/// A top-up PayPal is still processing (a pending capture made before the key was revoked):
+/// the buyer is told nothing can be added and the payment will be held for review, not that
+/// the credit comes when it completes (found by an independent re-check); once it completes,
+/// it is held.
+#[tokio::test]
+async fn a_pending_top_up_of_a_revoked_key_does_not_promise_the_credit() {
+    let app = TestApp::spawn_shop().await;
+    let key = app.create_key("trial", Some("1.00")).await;
+    let mut b = Browser::open(&app).await;
+    let (order_id, paypal_id) = approved_top_up(&app, &mut b, &key).await;
+    app.pp()
+        .set_capture_mode(modelrelay::paypal::simulated::CaptureMode::Pending);
+    crate::shop_review::capture_answer_lost(&app, &order_id, &paypal_id).await;
+    match app.admin(Request::KeysRevoke { key: key.clone() }).await {
+        Response::Key { .. } => {}
+        other => panic!("{other:?}"),
+    }
+    let (status, v) = b.capture(&app, &order_id).await;
+    assert_eq!(
+        (status, v["status"].as_str()),
+        (200, Some("pending")),
+        "{v}"
+    );
+    let message = v["message"].as_str().unwrap();
+    assert!(
+        message.contains("revoked") && message.contains("held for review"),
+        "{v}"
+    );
+    let html = looked_up(&app, &order_id, "buyer@example.com").await;
+    assert!(html.contains(&esc(SELF_EN.order_note_pending_revoked)));
+    assert!(!html.contains(&esc(SELF_EN.order_note_pending_topup)));
+
+    // PayPal completes it: held for review, nothing credited.
+    let completed = app
+        .pp()
+        .complete_pending(&paypal_id)
+        .expect("a completion event");
+    assert_eq!(crate::shop_orders::deliver(&app, completed).await, 200);
+    assert_eq!(order_status(&app, &order_id), "review");
+    assert_eq!(budget(&app), 1_000_000_000, "nothing credited");
+}

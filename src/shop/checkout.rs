@@ -397,6 +397,8 @@ async fn capture_top_up(state: &Arc<AppState>, order: &Order) -> Result<Response
     };
     let message = match record.status {
         OrderStatus::Refunded if record.paid_at.is_none() => REFUNDED_UNGIVEN_MESSAGE,
+        // Its key revoked since: when PayPal completes it, it is held for review.
+        OrderStatus::Pending if view.key_revoked => PENDING_REVOKED_MESSAGE,
         status => top_up_message(status),
     };
     Ok(Json(json!({
@@ -417,6 +419,12 @@ const REVIEW_MESSAGE: &str = "PayPal took the payment, but it cannot be given as
 /// What the capture answer tells the buyer about an order refunded before anything was given
 /// for it (held for review, or its payment not recorded yet).
 const REFUNDED_UNGIVEN_MESSAGE: &str = "This payment was refunded. Nothing had been issued for it, so no key or credit was taken back.";
+
+/// What the capture answer tells the buyer about a top-up PayPal is still processing whose key
+/// was revoked since (it promised the credit; found by an independent re-check).
+const PENDING_REVOKED_MESSAGE: &str = "PayPal is still processing the payment, but the key it \
+     was for has been revoked since: nothing can be added to it, so once PayPal completes the \
+     payment it is held for review. Please contact us with your order id; do not pay again.";
 
 /// What the capture answer tells the buyer about a top-up in `status`.
 fn top_up_message(status: OrderStatus) -> &'static str {

@@ -88,6 +88,8 @@ texts! {
     order_note_paid_topup,
     /// Order look-up note: a top-up PayPal is still reviewing.
     order_note_pending_topup,
+    /// Order look-up note: a top-up PayPal is still reviewing whose key was revoked since.
+    order_note_pending_revoked,
     /// Order look-up note: a refunded top-up (the key stays).
     order_note_refunded_topup,
     /// Order look-up note: a refunded top-up whose key was revoked since.

@@ -46,6 +46,7 @@ pub static SELF_EN: SelfTexts = SelfTexts {
     order_note_paid_replaced: "Paid. The key keeps its balance under its new text.",
     order_note_paid_topup: "Paid. The credit was added to the key above; it keeps working in your tools.",
     order_note_pending_topup: "PayPal is reviewing this payment. The credit is added to the key above as soon as it completes.",
+    order_note_pending_revoked: "PayPal is reviewing this payment, but the key it was for has been revoked since: nothing can be added to it, so once the payment completes it is held for review. Please contact the operator with your order ID; do not pay again.",
     order_note_refunded_topup: "This top-up was refunded: what was left of its credit was taken back. The key is not revoked: it keeps the rest of its balance.",
     order_note_refunded_topup_revoked: "This top-up was refunded: what was left of its credit was taken back. The key it added credit to has been revoked since.",
     order_note_paid_revoked: "Paid. The key has been revoked since and no longer works. Please contact the operator with your order ID if you did not expect this.",

@@ -66,6 +66,7 @@ impl OrderShown {
             (OrderStatus::Paid, _, _) if partly => s.order_note_partly_refunded,
             (OrderStatus::Refunded, _, _) if o.paid_at.is_none() => s.order_note_refunded_ungiven,
             (OrderStatus::Paid, _, Some(_)) => s.order_note_paid_topup,
+            (OrderStatus::Pending, _, Some(_)) if o.key_revoked => s.order_note_pending_revoked,
             (OrderStatus::Pending, _, Some(_)) => s.order_note_pending_topup,
             (OrderStatus::Refunded, _, Some(_)) if o.key_kept => s.order_note_refunded_topup,
             (OrderStatus::Refunded, _, Some(_)) => s.order_note_refunded_topup_revoked,
