@@ -414,6 +414,37 @@ async fn anthropic_clients_list_models_in_anthropics_shape() {
     assert_eq!(resp.status(), 200);
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["last_id"], "deepseek-v4-pro", "{v}");
+    // Anthropic's paging, as its SDKs page on: `limit`, then `after_id` while `has_more`.
+    let v: Value = get("/v1/models?limit=1", &key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (v["data"][0]["id"].as_str(), v["has_more"].as_bool()),
+        (Some("deepseek-v4-flash"), Some(true)),
+        "{v}"
+    );
+    let v: Value = get("/v1/models?limit=1&after_id=deepseek-v4-flash", &key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (v["data"][0]["id"].as_str(), v["has_more"].as_bool()),
+        (Some("deepseek-v4-pro"), Some(false)),
+        "{v}"
+    );
+    expect_error(
+        get("/v1/models?limit=0", &key).send().await.unwrap(),
+        400,
+        "invalid_request_error",
+    )
+    .await;
     let resp = app
         .http
         .get(format!("{}/anthropic/v1/models/nope", app.base))

@@ -39,18 +39,81 @@ fn is_anthropic(headers: &HeaderMap) -> bool {
         || (headers.contains_key("x-api-key") && !headers.contains_key(AUTHORIZATION))
 }
 
+/// Anthropic's paging of the model list: `limit` (1 to 1 000, 20 by default), and the page
+/// right after `after_id` or right before `before_id`. Its SDKs page on with `after_id` while
+/// `has_more`; OpenAI's list has no pages.
+#[derive(Debug, Default, Deserialize)]
+pub struct Page {
+    limit: Option<String>,
+    after_id: Option<String>,
+    before_id: Option<String>,
+}
+
+impl Page {
+    /// The page of `ids`, and whether more lie beyond it in the direction asked.
+    fn of<'a>(&self, ids: &'a [&'a String]) -> Result<(&'a [&'a String], bool), GatewayError> {
+        let bad = |message: &str, param| GatewayError::InvalidRequest {
+            message: message.into(),
+            param: Some(param),
+        };
+        let limit = match self.limit.as_deref() {
+            None => 20,
+            Some(l) => l
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=1000).contains(n))
+                .ok_or_else(|| bad("limit: an integer from 1 to 1000.", "limit"))?,
+        };
+        // A cursor that names no model of the list: an empty page.
+        let at = |id: &str| ids.iter().position(|m| m.as_str() == id);
+        Ok(match (&self.after_id, &self.before_id) {
+            (Some(_), Some(_)) => {
+                return Err(bad("Give after_id or before_id, not both.", "before_id"));
+            }
+            (Some(after), None) => {
+                let start = at(after).map_or(ids.len(), |i| i + 1);
+                let end = start.saturating_add(limit).min(ids.len());
+                (&ids[start..end], end < ids.len())
+            }
+            (None, Some(before)) => {
+                let end = at(before).unwrap_or(0);
+                let start = end.saturating_sub(limit);
+                (&ids[start..end], start > 0)
+            }
+            (None, None) => {
+                let end = limit.min(ids.len());
+                (&ids[..end], end < ids.len())
+            }
+        })
+    }
+}
+
 /// The models the key's plan allows.
-pub async fn list(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    page: Result<Query<Page>, QueryRejection>,
+) -> Response {
     let anthropic = is_anthropic(&headers);
-    list_as(&state, &headers, anthropic)
+    list_as(&state, &headers, anthropic, page)
 }
 
 /// [`list`] under `/anthropic`: Anthropic's shape whatever the headers.
-pub async fn list_anthropic(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    list_as(&state, &headers, true)
+pub async fn list_anthropic(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    page: Result<Query<Page>, QueryRejection>,
+) -> Response {
+    list_as(&state, &headers, true, page)
 }
 
-fn list_as(state: &AppState, headers: &HeaderMap, anthropic: bool) -> Response {
+fn list_as(
+    state: &AppState,
+    headers: &HeaderMap,
+    anthropic: bool,
+    page: Result<Query<Page>, QueryRejection>,
+) -> Response {
     let key = match key_of(state, headers, anthropic) {
         Ok(k) => k,
         Err(e) => return respond_error(e, anthropic),
@@ -60,12 +123,19 @@ fn list_as(state: &AppState, headers: &HeaderMap, anthropic: bool) -> Response {
         .plan(&key.plan())
         .map(|p| p.models.iter().collect())
         .unwrap_or_default();
-    let data: Vec<Value> = ids.iter().map(|m| model_object(m, anthropic)).collect();
     if anthropic {
-        return Json(json!({"data": data, "has_more": false,
+        // A query that is not one (`?limit=%ZZ`): as if there were none.
+        let page = page.map(|Query(p)| p).unwrap_or_default();
+        let (ids, has_more) = match page.of(&ids) {
+            Ok(p) => p,
+            Err(e) => return respond_error(e, true),
+        };
+        let data: Vec<Value> = ids.iter().map(|m| model_object(m, true)).collect();
+        return Json(json!({"data": data, "has_more": has_more,
             "first_id": ids.first(), "last_id": ids.last()}))
         .into_response();
     }
+    let data: Vec<Value> = ids.iter().map(|m| model_object(m, false)).collect();
     Json(json!({"object": "list", "data": data})).into_response()
 }
 
@@ -351,4 +421,60 @@ fn private(mut r: Response) -> Response {
         axum::http::HeaderValue::from_static("no-store"),
     );
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(limit: Option<&str>, after: Option<&str>, before: Option<&str>) -> Page {
+        Page {
+            limit: limit.map(Into::into),
+            after_id: after.map(Into::into),
+            before_id: before.map(Into::into),
+        }
+    }
+
+    /// Anthropic's paging over a list of three: the first page, the one after a cursor, the
+    /// one before, an unknown cursor, and the limits refused.
+    #[test]
+    fn the_model_list_pages_as_anthropics_does() {
+        let names = ["a".to_string(), "b".to_string(), "c".to_string()];
+        let ids: Vec<&String> = names.iter().collect();
+        let got = |p: Page| {
+            p.of(&ids)
+                .map(|(page, more)| (page.iter().map(|s| s.as_str()).collect::<Vec<_>>(), more))
+        };
+        assert_eq!(
+            got(page(None, None, None)).unwrap(),
+            (vec!["a", "b", "c"], false)
+        );
+        assert_eq!(
+            got(page(Some("2"), None, None)).unwrap(),
+            (vec!["a", "b"], true)
+        );
+        assert_eq!(
+            got(page(Some("2"), Some("b"), None)).unwrap(),
+            (vec!["c"], false)
+        );
+        assert_eq!(
+            got(page(Some("1"), Some("a"), None)).unwrap(),
+            (vec!["b"], true)
+        );
+        assert_eq!(
+            got(page(Some("1"), None, Some("c"))).unwrap(),
+            (vec!["b"], true)
+        );
+        assert_eq!(
+            got(page(None, None, Some("b"))).unwrap(),
+            (vec!["a"], false)
+        );
+        assert_eq!(got(page(None, Some("zz"), None)).unwrap(), (vec![], false));
+        assert_eq!(got(page(None, None, Some("zz"))).unwrap(), (vec![], false));
+        assert_eq!(got(page(Some("1000"), None, None)).unwrap().0.len(), 3);
+        for bad in ["0", "1001", "-1", "x", "1.5", ""] {
+            assert!(got(page(Some(bad), None, None)).is_err(), "{bad}");
+        }
+        assert!(got(page(None, Some("a"), Some("c"))).is_err());
+    }
 }
