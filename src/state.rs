@@ -288,13 +288,23 @@ impl AppState {
             .secret_file
             .clone()
             .unwrap_or_else(|| data_dir.join("secret.key"));
-        let sealer = Sealer::load_or_create(&secret_path)?;
         let (store, records) = Store::open_with(
             &data_dir.join("modelrelay.db"),
             config.store.sync,
             Duration::from_millis(config.store.sync_interval_ms),
         )
         .await?;
+        // A first start makes the secret; a later one without it would make another, and keys
+        // sealed since would not open with the old one put back.
+        if !records.is_empty() && matches!(secret_path.try_exists(), Ok(false)) {
+            store.close().await;
+            return Err(crate::keys::seal::SealError::Missing {
+                path: secret_path,
+                keys: records.len(),
+            }
+            .into());
+        }
+        let sealer = Sealer::load_or_create(&secret_path)?;
         if mark_demo {
             // Once the store opened: a start that fails before leaves the directory unmarked.
             let marker = data_dir.join(DEMO_MARKER);

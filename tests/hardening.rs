@@ -911,3 +911,36 @@ async fn a_stalled_or_encoded_body_is_refused_with_a_clear_message() {
         .unwrap();
     assert_eq!(resp.status(), 200);
 }
+
+/// A start whose secret file is gone while the database holds keys sealed with it refuses,
+/// naming the file and what to do: it made a new secret silently, keys sold after a restore
+/// that forgot the file were sealed with that one, and the old one put back would not open
+/// them (found by an independent check). The old secret put back, it starts.
+#[tokio::test]
+async fn a_start_without_the_secret_its_keys_were_sealed_with_refuses() {
+    let mut app = TestApp::spawn_with(|c| c.server.secret_file = None).await;
+    app.create_key("trial", None).await;
+    app.shutdown().await;
+    let secret = app.dir.path().join("secret.key");
+    let kept = std::fs::read(&secret).unwrap();
+    std::fs::remove_file(&secret).unwrap();
+    let config = || {
+        let mut c = test_config(app.dir.path(), &app.sim);
+        c.server.secret_file = None;
+        c
+    };
+    let err = match modelrelay::state::AppState::open(config(), false).await {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("started without its secret"),
+    };
+    assert!(
+        err.contains("secret.key") && err.contains("is missing") && err.contains("1 keys"),
+        "{err}"
+    );
+    assert!(!secret.exists(), "no new secret made");
+    std::fs::write(&secret, kept).unwrap();
+    let state = modelrelay::state::AppState::open(config(), false)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(state.keys.len(), 1);
+}

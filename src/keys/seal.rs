@@ -31,6 +31,21 @@ pub enum SealError {
          full disk); delete it and start again to have a new one made"
     )]
     EmptySecret(PathBuf),
+    /// The secret file is missing while the database holds keys sealed with a secret: a new
+    /// one made in its place (as a first start does) seals new keys with it, and the old one
+    /// put back later would not open those (found by an independent check of a restore).
+    #[error(
+        "secret file {path} is missing, but the database holds {keys} keys sealed with it: put \
+         it back (from your backup of the data directory). If it is lost for good, make a new \
+         one to go on — `head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n' > {path}; chmod 600 \
+         {path}` — and the order look-up will no longer show the keys sold before"
+    )]
+    Missing {
+        /// The file.
+        path: PathBuf,
+        /// Keys in the database.
+        keys: usize,
+    },
     /// The OS RNG failed.
     #[error("random number generator failed: {0}")]
     Rng(String),
