@@ -347,6 +347,21 @@ async fn disable_moves_every_request_to_the_other_account_and_enable_brings_it_b
     )
     .await;
 
+    // The last one too: the status says plainly that nothing is in service, and requests fail.
+    let out = switch(&app, "disable", "second", "disabled").await;
+    assert!(
+        out.contains("warning: no account is in service: every request fails"),
+        "{out}"
+    );
+    let resp = app
+        .chat(&key, &body("deepseek-v4-flash", "hi"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    let out = switch(&app, "enable", "second", "healthy").await;
+    assert!(!out.contains("no account is in service"), "{out}");
+
     let out = switch(&app, "enable", "first", "healthy").await;
     assert!(!out.contains("warning"), "{out}");
     // Back: the turns of equal weights alternate again, its first.

@@ -81,6 +81,20 @@ fn account_view(a: &AccountStatus) -> AccountView {
 /// Disabled accounts, low balances and low coverage, one line each.
 fn warnings(pool: &PoolStatus, usd: Usd, liability: Usd, coverage: Option<u64>) -> Vec<String> {
     let mut w = Vec::new();
+    // Said first and plainly: the per-account lines alone did not say that nothing is left
+    // (found by an independent check, after disabling the last account).
+    if !pool.accounts.is_empty()
+        && pool
+            .accounts
+            .iter()
+            .all(|a| a.state == AccountState::Disabled)
+    {
+        w.push(
+            "no account is in service: every request fails (502) until one is enabled \
+             (`modelrelay upstream enable NAME`) or fixed"
+                .into(),
+        );
+    }
     for a in &pool.accounts {
         if let Some(first) = &a.same_key_as {
             w.push(format!(
