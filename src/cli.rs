@@ -457,16 +457,16 @@ async fn mail(path: &Path, args: MailArgs) -> ExitCode {
     match client::call(path, &req).await {
         Err(e) => fail(e),
         Ok(Response::Error { message }) => fail(message),
-        Ok(Response::Mail { mut mail }) => {
+        Ok(Response::Mail { mut mail, sending }) => {
             cut_to(&mut mail, limit, "messages");
             if args.json {
                 print_json(&mail)
             } else {
-                output(&mail_table(&mail))
+                output(&mail_table(&mail, sending))
             }
         }
         Ok(Response::MailRetried { mail }) if args.json => print_json(&mail),
-        Ok(Response::MailRetried { mail }) => output(&mail_table(&[mail])),
+        Ok(Response::MailRetried { mail }) => output(&mail_table(&[mail], true)),
         Ok(other) => fail(format_args!("unexpected answer from the daemon: {other:?}")),
     }
 }

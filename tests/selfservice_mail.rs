@@ -401,3 +401,35 @@ async fn a_top_up_receipt_names_nothing_of_a_key_replaced_since_the_order() {
             .contains(&new_key[..15])
     );
 }
+
+/// `mail list` of an empty outbox says what that means: nothing due yet when the daemon sends
+/// mail, mail off otherwise (it said "once [email] is configured" with email on; found by an
+/// independent check).
+#[tokio::test]
+async fn an_empty_outbox_says_whether_mail_is_on() {
+    for on in [true, false] {
+        let port = free_port();
+        let app = TestApp::spawn_with(|c| {
+            if on {
+                email_on(c, port);
+            }
+        })
+        .await;
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_modelrelay"))
+            .args(["mail", "list", "--socket"])
+            .arg(&app.socket)
+            .env_remove("MODELRELAY_CONFIG")
+            .current_dir(app.dir.path())
+            .output()
+            .await
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            text.contains("once [email] is configured"),
+            !on,
+            "email on: {on}: {text}"
+        );
+        assert!(text.contains("(no mail yet"), "{text}");
+    }
+}

@@ -191,6 +191,10 @@ pub enum Response {
     Mail {
         /// Newest first.
         mail: Vec<MailView>,
+        /// Whether the daemon sends mail (`[email]` configured): an empty outbox then means
+        /// nothing was due yet, not that mail is off.
+        #[serde(default)]
+        sending: bool,
     },
     /// Answer to `mail_retry`.
     MailRetried {

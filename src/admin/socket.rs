@@ -77,6 +77,7 @@ async fn self_service_command(state: &AppState, req: Request) -> Result<Response
                 .await
                 .map(|rows| Response::Mail {
                     mail: rows.iter().map(mail_view).collect(),
+                    sending: state.mailer.enabled(),
                 })
                 .map_err(|e| AdminError::Internal(e.to_string()))
         }

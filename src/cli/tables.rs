@@ -140,7 +140,8 @@ pub(super) fn key_card(k: &KeyView) -> String {
     printable(s)
 }
 
-pub(super) fn mail_table(mail: &[MailView]) -> String {
+/// The outbox for people; `sending`: the daemon sends mail (what an empty outbox means).
+pub(super) fn mail_table(mail: &[MailView], sending: bool) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -166,7 +167,11 @@ pub(super) fn mail_table(mail: &[MailView]) -> String {
             field(&m.recipient),
         );
     }
-    if mail.is_empty() {
+    if mail.is_empty() && sending {
+        s.push_str(
+            "(no mail yet: receipts and notices are queued as orders and balances call for them)\n",
+        );
+    } else if mail.is_empty() {
         s.push_str("(no mail yet: receipts and notices are queued once [email] is configured)\n");
     }
     printable(s)

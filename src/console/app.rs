@@ -378,7 +378,7 @@ impl App {
             (Command::OrdersList, Response::Orders { orders }) => {
                 self.model.apply_orders_list(orders);
             }
-            (Command::MailList, Response::Mail { mail }) => {
+            (Command::MailList, Response::Mail { mail, .. }) => {
                 self.model.apply_mail_list(mail);
             }
             (Command::Rotate { prefix, .. }, Response::Rotated { key, api_key }) => {
