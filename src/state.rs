@@ -177,6 +177,14 @@ pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartErr
 fn private_dir(dir: &std::path::Path) -> Result<(), StartError> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     if let Ok(meta) = std::fs::metadata(dir) {
+        // A file where the directory should be: said as such (it was warned about as a
+        // directory open to everyone, then failed as "Not a directory").
+        if !meta.is_dir() {
+            return Err(StartError::Io {
+                context: format!("data dir {}", dir.display()),
+                source: std::io::Error::other("it is a file, not a directory"),
+            });
+        }
         if meta.permissions().mode() & 0o007 != 0 {
             tracing::warn!(
                 dir = %dir.display(),

@@ -944,3 +944,22 @@ async fn a_start_without_the_secret_its_keys_were_sealed_with_refuses() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(state.keys.len(), 1);
 }
+
+/// A data directory that is a file is refused as such (it was warned about as a directory open
+/// to every user, then failed with "Not a directory"; found by an independent check).
+#[tokio::test]
+async fn a_data_dir_that_is_a_file_is_refused_as_such() {
+    let app = TestApp::spawn().await;
+    let file = app.dir.path().join("not-a-dir");
+    std::fs::write(&file, "x").unwrap();
+    let mut c = test_config(app.dir.path(), &app.sim);
+    c.server.data_dir = file;
+    let err = match modelrelay::state::AppState::open(c, false).await {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("started"),
+    };
+    assert!(
+        err.contains("not-a-dir") && err.contains("it is a file, not a directory"),
+        "{err}"
+    );
+}

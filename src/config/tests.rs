@@ -356,6 +356,11 @@ fn wrong_types_are_refused() {
         assert!(err.contains("1.5.0"), "{err}");
         let err = error_of(jail, "[plans.trial]\nprice_usd = \"0.0000000001\"\n");
         assert!(err.contains("more than 9 decimal places"), "{err}");
+        let err = error_of(jail, "[upstream]\nlow_balance_usd = \"-5\"\n");
+        assert!(
+            err.contains("upstream.low_balance_usd") && err.contains("negative"),
+            "{err}"
+        );
     });
 }
 

@@ -210,6 +210,13 @@ impl Config {
                 u.base_url
             ));
         }
+        // A threshold below $0 never warns (it was accepted; found by an independent check).
+        if u.low_balance_usd.is_negative() {
+            e.push(format!(
+                "upstream.low_balance_usd = \"{}\" cannot be negative (0 turns the warning off)",
+                u.low_balance_usd
+            ));
+        }
         for (key, v) in [
             ("connect_timeout_secs", u.connect_timeout_secs),
             ("idle_timeout_secs", u.idle_timeout_secs),
