@@ -3,14 +3,19 @@
 //! first — instead of figment's own text, which names the profile (`default.`), Rust types
 //! (`usize`) and nests backticks.
 
-use figment::error::Kind;
+use figment::error::{Actual, Kind};
 use figment::{Error, Source};
 
 use super::ENV_PREFIX;
 
 /// Every error `e` holds, one per line.
 pub(super) fn describe(e: &Error) -> String {
-    let lines: Vec<String> = e.clone().into_iter().map(|e| one(&e)).collect();
+    // TOML's syntax errors end with a line break of their own (a blank line before the prompt).
+    let lines: Vec<String> = e
+        .clone()
+        .into_iter()
+        .map(|e| one(&e).trim_end().to_string())
+        .collect();
     match lines.as_slice() {
         [one] => one.clone(),
         _ => format!("invalid configuration:\n  - {}", lines.join("\n  - ")),
@@ -55,11 +60,8 @@ fn one(e: &Error) -> String {
                 plain(expected)
             )
         }
-        Kind::InvalidType(actual, expected) => {
-            format!("expected {}, found {actual}", plain(expected))
-        }
-        Kind::InvalidValue(actual, expected) => {
-            format!("expected {}, found {actual}", plain(expected))
+        Kind::InvalidType(actual, expected) | Kind::InvalidValue(actual, expected) => {
+            format!("expected {}, found {}", plain(expected), found(actual))
         }
         Kind::MissingField(name) => {
             let key = if key.is_empty() {
@@ -103,6 +105,23 @@ fn shown(path: &str, name: &str) -> String {
         name.to_string()
     } else {
         format!("{path}.{name}")
+    }
+}
+
+/// What was found, as the operator wrote it (`-3`, `"lots"`, a table) rather than in serde's
+/// terms (`signed int \`-3\``; found by an independent check).
+fn found(actual: &Actual) -> String {
+    match actual {
+        Actual::Bool(v) => v.to_string(),
+        Actual::Unsigned(v) => v.to_string(),
+        Actual::Signed(v) => v.to_string(),
+        Actual::Float(v) => v.to_string(),
+        Actual::Char(v) => format!("{:?}", v.to_string()),
+        Actual::Str(v) => format!("{v:?}"),
+        Actual::Seq => "a list".into(),
+        Actual::Map => "a table".into(),
+        Actual::Unit | Actual::Option => "nothing".into(),
+        other => other.to_string(),
     }
 }
 

@@ -356,6 +356,11 @@ fn wrong_types_are_refused() {
         assert!(err.contains("1.5.0"), "{err}");
         let err = error_of(jail, "[plans.trial]\nprice_usd = \"0.0000000001\"\n");
         assert!(err.contains("more than 9 decimal places"), "{err}");
+        // What was found, as written: not serde's "signed int `-3`".
+        let err = error_of(jail, "[server]\nmax_connections = -3\n");
+        assert!(err.ends_with("found -3"), "{err}");
+        let err = error_of(jail, "[server]\nlisten = 8080\n");
+        assert!(err.ends_with("found 8080"), "{err}");
         let err = error_of(jail, "[upstream]\nlow_balance_usd = \"-5\"\n");
         assert!(
             err.contains("upstream.low_balance_usd") && err.contains("negative"),
