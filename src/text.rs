@@ -23,9 +23,34 @@ pub fn visible(s: &str) -> String {
         .collect()
 }
 
+/// At most `max` characters of `s` (then `…`): what an error message repeats of someone's
+/// input, which may be a megabyte.
+pub fn clipped(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match s.char_indices().nth(max) {
+        Some((cut, _)) => format!("{}…", &s[..cut]).into(),
+        None => s.into(),
+    }
+}
+
+/// Most characters of someone's input an error message repeats.
+pub const ECHOED: usize = 100;
+
+/// [`clipped`] to [`ECHOED`] characters.
+pub fn echoed(s: &str) -> std::borrow::Cow<'_, str> {
+    clipped(s, ECHOED)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn echoes_are_clipped_at_a_character_boundary() {
+        assert_eq!(clipped("abc", 3), "abc");
+        assert_eq!(clipped("abcd", 3), "abc…");
+        assert_eq!(clipped("ééé", 2), "éé…");
+        assert_eq!(echoed(&"x".repeat(10_000)).chars().count(), ECHOED + 1);
+    }
 
     #[test]
     fn invisible_and_control_characters_are_shown() {

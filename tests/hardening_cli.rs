@@ -122,3 +122,71 @@ async fn check_config_warns_when_no_upstream_key_is_configured_and_serve_refuses
         "{serve:#?}"
     );
 }
+
+/// What the operator mistypes is answered by name and repeated clipped: a note over the limit
+/// is refused as such (it met the socket's line limit as "request line too long"), and a
+/// 10 000-character key, plan or email comes back as 100 characters and `…`, not whole
+/// (found by an independent check).
+#[tokio::test]
+async fn long_operator_input_is_refused_by_name_and_echoed_clipped() {
+    let app = TestApp::spawn().await;
+    let socket = app.socket.to_str().expect("utf-8 socket path");
+    let dir = app.dir.path();
+    let run = async |args: Vec<String>| {
+        let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
+        all.extend(["--socket", socket]);
+        run_in(dir, &all, &[]).await
+    };
+    let note = "n".repeat(501);
+    let r = run(vec![
+        "keys".into(),
+        "create".into(),
+        "--plan".into(),
+        "trial".into(),
+        "--note".into(),
+        note,
+    ])
+    .await;
+    assert_eq!(r.code, Some(1), "{r:#?}");
+    assert!(
+        r.stderr
+            .contains("the note is 501 characters long; at most 500"),
+        "{r:#?}"
+    );
+    let ok = run(vec![
+        "keys".into(),
+        "create".into(),
+        "--plan".into(),
+        "trial".into(),
+        "--note".into(),
+        "n".repeat(500),
+    ])
+    .await;
+    assert_eq!(ok.code, Some(0), "{ok:#?}");
+    let long = "x".repeat(10_000);
+    for args in [
+        vec!["keys".to_string(), "show".into(), long.clone()],
+        vec![
+            "keys".to_string(),
+            "create".into(),
+            "--plan".into(),
+            long.clone(),
+        ],
+        vec![
+            "keys".to_string(),
+            "create".into(),
+            "--plan".into(),
+            "trial".into(),
+            "--email".into(),
+            long.clone(),
+        ],
+    ] {
+        let r = run(args).await;
+        assert_eq!(r.code, Some(1), "{r:#?}");
+        assert!(
+            r.stderr.contains(&format!("{}…", "x".repeat(100))),
+            "{r:#?}"
+        );
+        assert!(r.stderr.len() < 600, "{}", r.stderr.len());
+    }
+}

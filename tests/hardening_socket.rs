@@ -80,7 +80,7 @@ async fn an_endless_request_line_is_cut_at_the_cap_and_answered_with_an_error() 
     assert!(accepted > MAX_LINE, "the cap itself is taken: {accepted}");
     assert_eq!(
         rest_until_closed(&mut stream).await,
-        error_line("request line too long")
+        error_line("command too long for the admin socket (over 64 KiB)")
     );
     // The daemon is unharmed.
     let pong = app

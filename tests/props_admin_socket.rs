@@ -1,7 +1,7 @@
 //! Issue 11, a property over the real admin socket: whatever line a peer sends (arbitrary
 //! bytes, JSON with a `cmd` right or wrong, real requests, lines over the cap), the daemon
 //! answers it with exactly one `Response` line — an error saying `bad request` for what is
-//! not a request, `request line too long` past `MAX_LINE` — and keeps serving.
+//! not a request, `command too long for the admin socket` past `MAX_LINE` — and keeps serving.
 //! (`backup` is left out of the real requests: it writes a file wherever it is told.)
 
 use modelrelay::activity::client;
@@ -149,7 +149,7 @@ fn every_line_gets_one_answer_and_the_daemon_keeps_serving() {
             matches!(r, Response::Error { message } if message.starts_with(what))
         };
         if line.len() > MAX_LINE {
-            prop_assert!(bad(&resp, "request line too long"), "{:?}", resp);
+            prop_assert!(bad(&resp, "command too long for the admin socket"), "{:?}", resp);
         } else {
             match serde_json::from_slice::<Request>(&line) {
                 Err(_) => prop_assert!(bad(&resp, "bad request"), "{}: {:?}", short, resp),

@@ -367,7 +367,7 @@ async fn connection(
             // A client keeping a connection for later must not find a stray answer on it.
             Err(LineError::Closed | LineError::Idle) => return,
             Err(LineError::Slow) => Some("request line not completed in time"),
-            Err(LineError::TooLong) => Some("request line too long"),
+            Err(LineError::TooLong) => Some("command too long for the admin socket (over 64 KiB)"),
         };
         if let Some(message) = refusal {
             let message = message.into();

@@ -17,7 +17,7 @@ use crate::kinds::MailKind;
 use crate::money::{MAX_AMOUNT, MAX_BUDGET, Usd};
 use crate::state::AppState;
 use crate::store::Write;
-use crate::text::is_invisible;
+use crate::text::{echoed, is_invisible};
 
 pub use socket::{backup, handle_admin, restore_disabled_accounts};
 
@@ -26,25 +26,29 @@ pub use socket::{backup, handle_admin, restore_disabled_accounts};
 pub enum AdminError {
     /// No key matches.
     #[error(
-        "no key matches {0:?}: give the whole key, its id (key_…) or its prefix as `keys list` \
-         shows it (sk-gateway- and four more characters; only those are kept)"
+        "no key matches {:?}: give the whole key, its id (key_…) or its prefix as `keys list` \
+         shows it (sk-gateway- and four more characters; only those are kept)",
+        echoed(.0)
     )]
     NoSuchKey(String),
     /// No order has this id.
-    #[error("no order {0:?}")]
+    #[error("no order {:?}", echoed(.0))]
     NoSuchOrder(String),
     /// A prefix that matches several keys.
-    #[error("{0:?} matches {1} keys; give the key id")]
+    #[error("{:?} matches {} keys; give the key id", echoed(.0), .1)]
     Ambiguous(String, usize),
     /// Unknown plan.
-    #[error("no plan {0:?} (plans: {1})")]
+    #[error("no plan {:?} (plans: {})", echoed(.0), .1)]
     NoSuchPlan(String, String),
     /// A bad amount.
     #[error("{0}")]
     BadAmount(String),
     /// A bad email.
-    #[error("{0:?} is not an email address")]
+    #[error("{:?} is not an email address", echoed(.0))]
     BadEmail(String),
+    /// An operator's note over [`MAX_NOTE`] characters.
+    #[error("the note is {0} characters long; at most {MAX_NOTE}")]
+    NoteTooLong(usize),
     /// The key is revoked.
     #[error("key {0} is revoked")]
     Revoked(String),
@@ -56,12 +60,15 @@ pub enum AdminError {
     #[error("no mail {0} waiting or failed (a sent message is never sent again)")]
     NoSuchMail(i64),
     /// No upstream account has this name.
-    #[error("no upstream account {0:?}")]
+    #[error("no upstream account {:?}", echoed(.0))]
     NoSuchAccount(String),
     /// Storage or RNG failure.
     #[error("{0}")]
     Internal(String),
 }
+
+/// Most characters of an operator's note on a key (it is shown in every listing).
+pub const MAX_NOTE: usize = 500;
 
 /// What a new key is minted with.
 #[derive(Debug, Clone, Default)]
@@ -189,6 +196,14 @@ pub fn prepare_key(state: &AppState, new: NewKey) -> Result<(KeyRecord, String),
         Some(e) => return Err(AdminError::BadEmail(e)),
         None => None,
     };
+    // A note of 60 000 characters met the socket's line limit as "request line too long"
+    // (found by an independent check); one over this is refused by name.
+    let note = new.note.filter(|n| !n.trim().is_empty());
+    if let Some(n) = &note
+        && n.chars().count() > MAX_NOTE
+    {
+        return Err(AdminError::NoteTooLong(n.chars().count()));
+    }
     let internal = |e: &dyn std::fmt::Display| AdminError::Internal(e.to_string());
     let key = generate_key().map_err(|e| internal(&e))?;
     let id = generate_key_id().map_err(|e| internal(&e))?;
@@ -211,7 +226,7 @@ pub fn prepare_key(state: &AppState, new: NewKey) -> Result<(KeyRecord, String),
         spent: Usd::ZERO,
         requests: 0,
         email,
-        note: new.note.filter(|n| !n.trim().is_empty()),
+        note,
         order_id: new.order_id,
         created_at: Utc::now(),
         last_used_at: None,

@@ -12,6 +12,9 @@ use serde::Serialize;
 use crate::keys::RateCheck;
 use crate::keys::identify::IdentifyError;
 use crate::money::Usd;
+// A name the client sent is repeated clipped (a megabyte of model name came back whole in a
+// 404: found by an independent check).
+use crate::text::echoed;
 use crate::upstream::UpstreamError;
 
 /// `Retry-After` of a 503 `upstream_busy`: slots free up as requests finish, within seconds.
@@ -377,18 +380,6 @@ impl IntoResponse for GatewayError {
         self.respond_with(self.body_json())
     }
 }
-
-/// A name the client sent, as an error message repeats it: at most [`ECHOED`] characters, then
-/// `…` (a megabyte of model name came back whole in a 404: found by an independent check).
-fn echoed(name: &str) -> std::borrow::Cow<'_, str> {
-    match name.char_indices().nth(ECHOED) {
-        Some((cut, _)) => format!("{}…", &name[..cut]).into(),
-        None => name.into(),
-    }
-}
-
-/// Most characters of a client's name an error message repeats.
-const ECHOED: usize = 100;
 
 #[cfg(test)]
 mod tests {
