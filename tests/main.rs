@@ -52,3 +52,4 @@ mod shop_review;
 mod upstream_faults;
 mod upstream_ops;
 mod upstream_pool;
+mod upstream_rests;

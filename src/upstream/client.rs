@@ -225,7 +225,11 @@ impl Upstream {
                             // and an account whose streams broke rested 5 s at a time again;
                             // found by an independent re-check). An answer to a request sent
                             // before its last change says nothing about it now.
-                            if slot.current() && account.back_on_probation() {
+                            // A trial's only: a request taken early while every account rests
+                            // brings its account back only by an answer that ends whole (a
+                            // 400 brought it back, and its next failure doubled the rest;
+                            // found by an independent check).
+                            if slot.current() && slot.is_trial() && account.back_on_probation() {
                                 tracing::info!(account = %account.name, "upstream account healthy again (on probation)");
                                 self.announce(&account, "answered again");
                             }

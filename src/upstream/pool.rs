@@ -159,11 +159,24 @@ impl Slot {
     /// [`Account::clear_backoff`]).
     pub fn finished(&mut self, stream: bool) {
         if std::mem::take(&mut self.awaiting_end) {
+            let current = self.current();
             self.worked();
+            // Its own recovery moved the account's epoch on: this answer still speaks for it.
+            // Left behind, the backoff was never cleared, and each later failure doubled it:
+            // 5 s to 5 min within seconds while every account rested (found by an
+            // independent check).
+            if current {
+                self.epoch = self.account.epoch();
+            }
         }
         if self.current() {
             self.account.clear_backoff(stream);
         }
+    }
+
+    /// Whether the slot is a cooling account's trial, not decided yet.
+    pub fn is_trial(&self) -> bool {
+        self.trial
     }
 
     /// The account's answer broke after it had begun (an error event, a cut, a stall, an end

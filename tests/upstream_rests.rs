@@ -1,0 +1,91 @@
+//! How long accounts rest after every one of them failed (found by an independent check: a
+//! rest doubled from 5 s to 5 minutes within seconds while every account rested, and healthy
+//! accounts then sat out of service): an answer that ends whole on an account taken early
+//! clears its backoff, and a request's own 400 on one brings it back no more than any answer
+//! that is not whole.
+
+use modelrelay::upstream::account::AccountState;
+use modelrelay::upstream::status::AccountStatus;
+
+use crate::common::{TestApp, body, request_id};
+use crate::upstream_pool::two_accounts;
+
+/// The account named `name`, as `upstream status` shows it.
+fn status(app: &TestApp, name: &str) -> AccountStatus {
+    let state = &app.daemon.as_ref().expect("running").state;
+    state
+        .upstream
+        .status()
+        .accounts
+        .into_iter()
+        .find(|a| a.name == name)
+        .expect("the account")
+}
+
+/// A streamed chat request for `text`; returns the account that served it, once settled.
+async fn stream(app: &TestApp, key: &str, text: &str) -> String {
+    let mut b = body("deepseek-v4-flash", text);
+    b["stream"] = true.into();
+    let resp = app.chat(key, &b).send().await.unwrap();
+    let rid = request_id(&resp);
+    let _ = resp.text().await;
+    app.wait_ledger_row(&rid).await.account
+}
+
+/// Both accounts' streams break (both rest, 5 s); a short stream then ends whole on one taken
+/// early: that account is back with its backoff cleared, so its next failure rests it 5 s, not
+/// 10 (it kept 5 s, "on probation", and every short/long pair doubled it).
+#[tokio::test]
+async fn a_whole_stream_on_an_account_taken_early_clears_its_backoff() {
+    let app = two_accounts(|_| {}, |_| {}).await;
+    let key = app.create_key("trial", None).await;
+    let cut = "[[sim reply=10 drop_after=3]] go";
+    let a = stream(&app, &key, cut).await;
+    let b = stream(&app, &key, cut).await;
+    assert_ne!(a, b, "the second went to the account still in service");
+    for name in ["first", "second"] {
+        let s = status(&app, name);
+        assert_eq!(
+            (s.state, s.backoff_ms),
+            (AccountState::Cooling, 5000),
+            "{s:?}"
+        );
+    }
+    let whole = stream(&app, &key, "[[sim reply=2]] go").await;
+    let s = status(&app, &whole);
+    assert_eq!((s.state, s.backoff_ms), (AccountState::Healthy, 0), "{s:?}");
+    // Its next broken stream rests it from the first backoff again.
+    let again = stream(&app, &key, cut).await;
+    assert_eq!(again, whole);
+    let s = status(&app, &whole);
+    assert_eq!(
+        (s.state, s.backoff_ms),
+        (AccountState::Cooling, 5000),
+        "{s:?}"
+    );
+}
+
+/// While both accounts rest, a request that DeepSeek refuses as the request's own fault (a
+/// 400 in its JSON) on one taken early is no answer that ends whole: the account rests on.
+#[tokio::test]
+async fn a_requests_own_400_on_an_account_taken_early_does_not_bring_it_back() {
+    let app = two_accounts(|_| {}, |_| {}).await;
+    let key = app.create_key("trial", None).await;
+    let cut = "[[sim reply=10 drop_after=3]] go";
+    stream(&app, &key, cut).await;
+    stream(&app, &key, cut).await;
+    let resp = app
+        .chat(&key, &body("deepseek-v4-flash", "[[sim fail=400]] go"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    for name in ["first", "second"] {
+        let s = status(&app, name);
+        assert_eq!(
+            (s.state, s.backoff_ms),
+            (AccountState::Cooling, 5000),
+            "{s:?}"
+        );
+    }
+}
