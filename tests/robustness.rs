@@ -40,6 +40,8 @@ async fn shutdown_cuts_a_whole_answer_and_charges_nothing() {
     daemon.shutdown_within(Duration::ZERO).await;
     let resp = pending.await.unwrap().unwrap();
     assert_eq!(resp.status(), 503);
+    // When to retry, as the message says ("in a few seconds"): the SDKs read it here.
+    assert_eq!(resp.headers()["retry-after"], "5");
     let rows = modelrelay::store::usage::recent(&db, &id, 10).expect("query");
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0].finish.as_str(), "shutdown");

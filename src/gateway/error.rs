@@ -19,6 +19,8 @@ use crate::upstream::UpstreamError;
 
 /// `Retry-After` of a 503 `upstream_busy`: slots free up as requests finish, within seconds.
 const BUSY_RETRY_AFTER_SECS: u64 = 2;
+/// `Retry-After` of a 503 cut by a shutdown: a restart (an upgrade, systemd's) takes seconds.
+const RESTART_RETRY_AFTER_SECS: u64 = 5;
 
 /// What a client is told went wrong.
 #[derive(Debug, thiserror::Error)]
@@ -370,6 +372,12 @@ impl GatewayError {
         if matches!(self, GatewayError::UpstreamBusy) {
             resp.headers_mut()
                 .insert("retry-after", HeaderValue::from(BUSY_RETRY_AFTER_SECS));
+        }
+        // Its message says to retry in a few seconds; the SDKs read when from here (found by
+        // an independent check: none was sent).
+        if matches!(self, GatewayError::ShuttingDown) {
+            resp.headers_mut()
+                .insert("retry-after", HeaderValue::from(RESTART_RETRY_AFTER_SECS));
         }
         resp
     }
