@@ -216,15 +216,19 @@ impl Daemon {
     pub async fn shutdown_within(self, drain: Duration) {
         let _ = self.stop.send(true);
         let state = &self.state;
-        let idle = tokio::select! {
-            idle = state.in_flight.wait_idle(drain) => idle,
-            () = state.cut.cancelled() => state.in_flight.get() == 0,
+        let (idle, second_signal) = tokio::select! {
+            idle = state.in_flight.wait_idle(drain) => (idle, false),
+            () = state.cut.cancelled() => (state.in_flight.get() == 0, true),
         };
         if !idle {
-            tracing::warn!(
-                in_flight = state.in_flight.get(),
+            // Said as it happened: a second signal cut the drain short (the log spoke of the
+            // drain time; found by an independent check).
+            let why = if second_signal {
+                "a second signal ends the drain; cutting the requests still in flight (they are billed)"
+            } else {
                 "requests still in flight after the drain time; cutting them (they are billed)"
-            );
+            };
+            tracing::warn!(in_flight = state.in_flight.get(), "{why}");
         }
         // Every request still running now ends itself: streams send a final error event,
         // settle as `shutdown` and commit their ledger rows.

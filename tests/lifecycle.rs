@@ -461,6 +461,13 @@ async fn a_second_sigterm_cuts_the_drain_at_once_and_bills() {
         .expect("exits without waiting out the drain");
     assert!(status.success(), "exit {status:?}; log:\n{}", served.log());
     assert!(served.log().contains("second signal"), "{}", served.log());
+    // Said as it happened, not as a drain time that ran out.
+    assert!(
+        served.log().contains("a second signal ends the drain")
+            && !served.log().contains("after the drain time"),
+        "{}",
+        served.log()
+    );
     let db = setup.db();
     let (finish, cost) = ledger_row(&db, &rid).expect("ledger row written");
     assert_eq!(finish, "shutdown");
