@@ -157,7 +157,8 @@ pub enum KeysCommand {
         #[arg(long)]
         email: Option<String>,
         /// Budget in USD instead of the plan's, e.g. 2.50.
-        #[arg(long, value_name = "USD")]
+        // A negative figure reaches the amount's own message ("-5" was taken for an option).
+        #[arg(long, value_name = "USD", allow_negative_numbers = true)]
         budget: Option<Usd>,
         /// A note for yourself.
         #[arg(long)]
@@ -180,7 +181,7 @@ pub enum KeysCommand {
         /// Key, id or prefix.
         key: String,
         /// Amount in USD, e.g. 5.00.
-        #[arg(long, value_name = "AMOUNT")]
+        #[arg(long, value_name = "AMOUNT", allow_negative_numbers = true)]
         usd: Usd,
     },
     /// Replace a key's text (same id, plan, budget, history); prints the new key alone on
