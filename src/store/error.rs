@@ -4,7 +4,7 @@
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// SQLite said no.
-    #[error("database: {0}")]
+    #[error("database: {}{}", .0, damaged_hint(.0))]
     Sqlite(#[from] rusqlite::Error),
     /// The writer's thread or the reader's is gone (shutting down).
     #[error("database is closed")]
@@ -37,6 +37,19 @@ pub enum StoreError {
     /// lock another program holds): nothing of it is in the database.
     #[error("commit failed: {0}")]
     CommitFailed(String),
+}
+
+/// What to look at when SQLite finds the file damaged: the likeliest cause on an appliance is
+/// a restore that left the old database's `-wal` beside the backup (it failed as "database
+/// disk image is malformed" alone; found by an independent check).
+fn damaged_hint(e: &rusqlite::Error) -> &'static str {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) => {
+            " (the database file is damaged: after a restore, the old modelrelay.db-wal and \
+             modelrelay.db-shm must be removed — README, \"Restore\"; else restore a backup)"
+        }
+        _ => "",
+    }
 }
 
 impl StoreError {
@@ -80,5 +93,27 @@ impl From<tokio_rusqlite::Error<StoreError>> for StoreError {
             tokio_rusqlite::Error::Error(e) => e,
             _ => StoreError::Closed,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A damaged database says where to look; other SQLite errors say only what they are.
+    #[test]
+    fn a_damaged_database_points_at_the_restore_steps() {
+        let sqlite = |code| {
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(code),
+                None,
+            ))
+        };
+        for code in [rusqlite::ffi::SQLITE_CORRUPT, rusqlite::ffi::SQLITE_NOTADB] {
+            let text = sqlite(code).to_string();
+            assert!(text.contains("README, \"Restore\""), "{text}");
+        }
+        let busy = sqlite(rusqlite::ffi::SQLITE_BUSY).to_string();
+        assert!(!busy.contains("Restore"), "{busy}");
     }
 }
