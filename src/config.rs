@@ -538,6 +538,15 @@ pub enum ConfigError {
         /// What went wrong.
         source: std::io::Error,
     },
+    /// A `*_file` secret that holds nothing (it was read as no secret at all: "no upstream key
+    /// configured", naming no file; found by an independent check).
+    #[error("{key} = {} is empty: it must hold the secret itself", .path.display())]
+    EmptySecretFile {
+        /// The config key naming the file.
+        key: String,
+        /// The path given.
+        path: PathBuf,
+    },
     /// Values that parse but make no sense, one line each.
     #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
     Invalid(Vec<String>),

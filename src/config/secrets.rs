@@ -52,7 +52,13 @@ impl Config {
             }
             match std::fs::read_to_string(path) {
                 // A byte-order mark (Notepad's) is not part of the secret.
-                Ok(text) => Ok(Some(text.trim_start_matches('\u{feff}').trim().to_string())),
+                Ok(text) => match text.trim_start_matches('\u{feff}').trim() {
+                    "" => Err(ConfigError::EmptySecretFile {
+                        key: key.to_string(),
+                        path: path.to_path_buf(),
+                    }),
+                    secret => Ok(Some(secret.to_string())),
+                },
                 Err(e)
                     if mode == SecretFiles::Check
                         && path.starts_with(SYSTEMD_CREDENTIALS)
@@ -86,7 +92,15 @@ impl Config {
          -> Result<(), ConfigError> {
             let Some(path) = path else { return Ok(()) };
             if !inline.is_empty() {
-                errors.push(format!("set {inline_key} or {key}, not both"));
+                // The inline value may have come from the environment, not the file.
+                let env = format!(
+                    "{}{}",
+                    super::ENV_PREFIX,
+                    inline_key.replace('.', "__").to_uppercase()
+                );
+                errors.push(format!(
+                    "set {inline_key} or {key}, not both ({inline_key} may come from {env})"
+                ));
                 return Ok(());
             }
             if let Some(text) = text_of(key, path)? {

@@ -65,6 +65,24 @@ fn a_secret_and_its_file_together_are_an_error() {
         );
         assert!(err.contains("paypal.client_secret_file"), "{err}");
         assert!(err.contains("not both"), "{err}");
+        // Where the inline one may have come from.
+        assert!(err.contains("MODELRELAY_PAYPAL__CLIENT_SECRET"), "{err}");
+    });
+}
+
+/// An empty secret file (whitespace, a byte-order mark) is refused by name: it was read as no
+/// secret at all ("no upstream key configured", naming no file).
+#[test]
+fn an_empty_secret_file_is_an_error_naming_it() {
+    jailed(|jail| {
+        jail.create_file("empty", " \n").unwrap();
+        let empty = jail.directory().join("empty");
+        let err = load_file(jail, &format!("[upstream]\napi_key_file = {empty:?}\n")).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::EmptySecretFile { key, path } if key == "upstream.api_key_file" && path == &empty),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("is empty"), "{err}");
     });
 }
 
