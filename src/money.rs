@@ -84,6 +84,17 @@ impl Usd {
         self.0.checked_add(other.0).map(Usd)
     }
 
+    /// Dollars rounded half-up to the cent (`4.50` for 4.50011475): how a customer's message
+    /// shows a balance or a budget, which after a partial refund or a request's charge carry
+    /// nano-dollars that read as an error in an email.
+    pub fn to_cents(self) -> String {
+        let cent = NANOS_PER_USD / 100;
+        let n = i128::from(self.0);
+        let cents = (n.abs() + i128::from(cent) / 2) / i128::from(cent);
+        let sign = if n < 0 && cents != 0 { "-" } else { "" };
+        format!("{sign}{}.{:02}", cents / 100, cents % 100)
+    }
+
     /// The amount in US cents as an exact decimal string (legacy OpenAI billing endpoints).
     pub fn cents_string(self) -> String {
         // nanos * 100 nano-cents keep every digit; formatting then reads as cents.
@@ -243,6 +254,16 @@ mod tests {
         assert_eq!(usd("0.000000001").nanos(), 1);
         assert_eq!(usd("-2.25").nanos(), -2_250_000_000);
         assert_eq!(usd(" 3.10 ").nanos(), 3_100_000_000);
+    }
+
+    #[test]
+    fn cents_for_people_round_half_up() {
+        assert_eq!(usd("4.50011475").to_cents(), "4.50");
+        assert_eq!(usd("0.005").to_cents(), "0.01");
+        assert_eq!(usd("0.004999999").to_cents(), "0.00");
+        assert_eq!(usd("12").to_cents(), "12.00");
+        assert_eq!(usd("-1.235").to_cents(), "-1.24");
+        assert_eq!(usd("-0.001").to_cents(), "0.00");
     }
 
     #[test]

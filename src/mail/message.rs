@@ -154,7 +154,9 @@ fn en(kind: MailKind, f: &Facts) -> Body {
             paragraphs: vec![
                 format!(
                     "Your API key {} has ${} left of its ${} budget.",
-                    f.key_prefix, f.remaining, f.budget
+                    f.key_prefix,
+                    f.remaining.to_cents(),
+                    f.budget.to_cents()
                 ),
                 "You can add credit to the same key on your dashboard; your tools keep working \
                  without any change."
@@ -172,7 +174,8 @@ fn en(kind: MailKind, f: &Facts) -> Body {
                 format!(
                     "Your API key {} has used its ${} budget; requests are refused until \
                      credit is added.",
-                    f.key_prefix, f.budget
+                    f.key_prefix,
+                    f.budget.to_cents()
                 ),
                 "Add credit to the same key on your dashboard and it works again at once.".into(),
             ],
@@ -234,7 +237,9 @@ fn zh(kind: MailKind, f: &Facts) -> Body {
             paragraphs: vec![
                 format!(
                     "您的 API 密钥 {} 的额度 ${} 仅剩 ${}。",
-                    f.key_prefix, f.budget, f.remaining
+                    f.key_prefix,
+                    f.budget.to_cents(),
+                    f.remaining.to_cents()
                 ),
                 "您可以在用量面板为同一个密钥充值，工具无需任何改动。".into(),
             ],
@@ -246,7 +251,8 @@ fn zh(kind: MailKind, f: &Facts) -> Body {
             paragraphs: vec![
                 format!(
                     "您的 API 密钥 {} 已用完 ${} 的额度，充值前请求将被拒绝。",
-                    f.key_prefix, f.budget
+                    f.key_prefix,
+                    f.budget.to_cents()
                 ),
                 "在用量面板为同一个密钥充值后即可立即恢复使用。".into(),
             ],
@@ -313,5 +319,30 @@ mod tests {
         }
         let r = render(MailKind::Rotated, MailLang::En, &facts());
         assert!(!r.text.contains("opt-out"));
+    }
+
+    /// A balance or budget with nano-dollars (after a partial refund, a request's charge)
+    /// reads in cents in a notice ("$4.50011475" read as an error; found by an independent
+    /// check).
+    #[test]
+    fn notices_show_amounts_in_cents() {
+        let mut f = facts();
+        f.remaining = "0.45011475".parse().unwrap();
+        f.budget = "4.50011475".parse().unwrap();
+        for lang in [MailLang::En, MailLang::Zh] {
+            let low = render(MailKind::LowBalance, lang, &f);
+            assert!(
+                low.text.contains("$0.45") && low.text.contains("$4.50"),
+                "{}",
+                low.text
+            );
+            assert!(!low.text.contains("011475"), "{}", low.text);
+            let out = render(MailKind::Exhausted, lang, &f);
+            assert!(
+                out.text.contains("$4.50") && !out.text.contains("011475"),
+                "{}",
+                out.text
+            );
+        }
     }
 }
