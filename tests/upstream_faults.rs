@@ -8,7 +8,7 @@ use crate::common::{SIM_KEY, TestApp, body, request_id};
 use crate::upstream_pool::{SECOND, served_by, two_accounts};
 
 /// The pool's view of one account, by name.
-fn account(app: &TestApp, name: &str) -> modelrelay::upstream::status::AccountStatus {
+pub(super) fn account(app: &TestApp, name: &str) -> modelrelay::upstream::status::AccountStatus {
     let state = &app.daemon.as_ref().expect("running").state;
     state
         .upstream

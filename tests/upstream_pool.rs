@@ -57,14 +57,7 @@ fn status_by_key(app: &TestApp, sim_key: &str) -> modelrelay::upstream::status::
     } else {
         "second"
     };
-    let state = &app.daemon.as_ref().expect("running").state;
-    state
-        .upstream
-        .status()
-        .accounts
-        .into_iter()
-        .find(|a| a.name == name)
-        .expect("the account")
+    crate::upstream_faults::account(app, name)
 }
 
 /// The accounts the simulator saw requests from, in order.

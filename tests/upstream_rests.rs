@@ -5,22 +5,10 @@
 //! that is not whole.
 
 use modelrelay::upstream::account::AccountState;
-use modelrelay::upstream::status::AccountStatus;
 
 use crate::common::{TestApp, body, request_id};
+use crate::upstream_faults::account as status;
 use crate::upstream_pool::two_accounts;
-
-/// The account named `name`, as `upstream status` shows it.
-fn status(app: &TestApp, name: &str) -> AccountStatus {
-    let state = &app.daemon.as_ref().expect("running").state;
-    state
-        .upstream
-        .status()
-        .accounts
-        .into_iter()
-        .find(|a| a.name == name)
-        .expect("the account")
-}
 
 /// A streamed chat request for `text`; returns the account that served it, once settled.
 async fn stream(app: &TestApp, key: &str, text: &str) -> String {
