@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use modelrelay::shop::i18n::SELF_EN;
 
 use crate::common::{TestApp, body};
-use crate::pages::{csrf_token, element_text, esc, post_form};
+use crate::pages::{element_text, esc};
 use crate::shop_orders::{Browser, deliver, order_status};
 
 const FLASH: &str = "deepseek-v4-flash";
@@ -23,7 +23,7 @@ async fn key_on(app: &TestApp, plan: &str, budget: &str) -> String {
 }
 
 /// Create a top-up order of `key` on `plan`, approved at PayPal: `(order id, PayPal id)`.
-async fn approved_top_up(
+pub(crate) async fn approved_top_up(
     app: &TestApp,
     b: &mut Browser,
     plan: &str,
@@ -755,15 +755,7 @@ async fn revenue(app: &TestApp) -> (String, String) {
 
 /// The order look-up page of a `buyer@example.com` order.
 async fn looked_up(app: &TestApp, order_id: &str) -> String {
-    let token = csrf_token(&app.base).await;
-    let fields = [
-        ("order_id", order_id),
-        ("email", "buyer@example.com"),
-        ("csrf_token", token.as_str()),
-    ];
-    let (status, html) = post_form(&app.base, "/order", Some(&token), &fields).await;
-    assert_eq!(status, 200);
-    html
+    crate::topup_revoked::looked_up(app, order_id, "buyer@example.com").await
 }
 
 /// A partial refund of a topped-up purchase takes its share of the purchase's credit only; the

@@ -5,26 +5,14 @@
 
 use modelrelay::activity::protocol::{Request, Response};
 use modelrelay::shop::i18n::{EN, SELF_EN};
-use serde_json::json;
 
 use crate::common::TestApp;
 use crate::pages::{csrf_token, esc, post_form};
 use crate::shop_orders::{Browser, order_status};
 
-/// A top-up of `key` on `plan`, created and approved: `(order id, PayPal id)`.
+/// A top-up of `key` on the pro plan, created and approved: `(order id, PayPal id)`.
 async fn approved_top_up(app: &TestApp, b: &mut Browser, key: &str) -> (String, String) {
-    let (status, v) = b
-        .post_json(
-            app,
-            "/api/orders",
-            &json!({"plan": "pro", "email": "buyer@example.com", "key": key}),
-        )
-        .await;
-    assert_eq!(status, 200, "{v}");
-    let order_id = v["order_id"].as_str().unwrap().to_string();
-    let paypal_id = v["paypal_order_id"].as_str().unwrap().to_string();
-    assert!(app.pp().approve(&paypal_id));
-    (order_id, paypal_id)
+    crate::selfservice_topup::approved_top_up(app, b, "pro", key).await
 }
 
 /// The order's recorded capture id.
@@ -118,7 +106,7 @@ async fn a_key_revoked_while_its_top_up_is_recorded_holds_the_payment_for_review
 }
 
 /// The order look-up of `order_id` bought with `email`: its page.
-async fn looked_up(app: &TestApp, order_id: &str, email: &str) -> String {
+pub(crate) async fn looked_up(app: &TestApp, order_id: &str, email: &str) -> String {
     let token = csrf_token(&app.base).await;
     let fields = [
         ("order_id", order_id),
