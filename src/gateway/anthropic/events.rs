@@ -264,22 +264,15 @@ impl StreamRewrite for Events {
                 if crate::gateway::json::has_non_null(data, &STOP) {
                     tally.finished = true;
                 }
-                // DeepSeek sends its usage here; one without it made the SDKs fail on the
-                // final message (`usage.output_tokens` of nothing) of an answer billed whole
-                // (found by an independent check): the output as billed, our estimate.
-                if read.usage.is_none()
-                    && let Some(open) = read
-                        .rewritten
-                        .as_deref()
-                        .unwrap_or(data)
-                        .trim_end()
-                        .strip_suffix('}')
-                {
-                    let with = format!(
-                        "{open},\"usage\":{{\"output_tokens\":{}}}}}",
-                        tally.output_estimate()
-                    );
-                    return Ok(Step::Send(render("message_delta", &with)));
+                // DeepSeek sends its output count here; one without it (no usage, a usage
+                // without a readable `output_tokens`) made the SDKs fail on the final message
+                // of an answer billed whole (found by independent checks): the output as
+                // billed, our estimate, written in through a tree (rare: never DeepSeek's).
+                if read.usage.as_ref().and_then(|u| u.output_tokens).is_none() {
+                    let text = read.rewritten.as_deref().unwrap_or(data);
+                    if let Some(with) = with_output_count(text, tally.output_estimate()) {
+                        return Ok(Step::Send(render("message_delta", &with)));
+                    }
                 }
             }
             "content_block_delta" if read.delta_bytes > 0 => {
@@ -305,6 +298,23 @@ impl StreamRewrite for Events {
             Err("stream ended without message_stop".into())
         }
     }
+}
+
+/// `message_delta`'s `data` with `usage.output_tokens` set to `output` (its other counts kept;
+/// a `usage` that is no object replaced), or `None` if it is no JSON object.
+fn with_output_count(data: &str, output: u64) -> Option<String> {
+    let mut v: serde_json::Value = serde_json::from_str(data).ok()?;
+    let event = v.as_object_mut()?;
+    let usage = event
+        .entry("usage")
+        .or_insert_with(|| serde_json::Value::Object(Default::default()));
+    if !usage.is_object() {
+        *usage = serde_json::Value::Object(Default::default());
+    }
+    if let Some(u) = usage.as_object_mut() {
+        u.insert("output_tokens".into(), output.into());
+    }
+    serde_json::to_string(&v).ok()
 }
 
 #[cfg(test)]
@@ -392,6 +402,37 @@ mod tests {
         assert_eq!(v["usage"]["output_tokens"], t.output_estimate(), "{v}");
         assert_eq!(v["delta"]["stop_reason"], "end_turn", "{v}");
         assert!(t.finished);
+        // A usage without a readable output count: the count written in, the rest kept, one
+        // `usage` member (it was appended as a second one, or passed without a count).
+        for usage in [
+            "{}",
+            r#"{"input_tokens":20}"#,
+            r#"{"output_tokens":null}"#,
+            "null",
+            r#"{"output_tokens":"7"}"#,
+            r#"{"output_tokens":-3}"#,
+        ] {
+            let delta = format!(
+                r#"{{"type":"message_delta","delta":{{"stop_reason":"end_turn"}},"usage":{usage}}}"#
+            );
+            let Ok(Step::Send(out)) = e.event(&ev(&delta), &mut t) else {
+                panic!("{delta}")
+            };
+            let data = out
+                .strip_prefix("event: message_delta\ndata: ")
+                .and_then(|d| d.strip_suffix("\n\n"))
+                .unwrap_or_else(|| panic!("{out}"));
+            assert_eq!(data.matches("\"usage\"").count(), 1, "{data}");
+            let v: serde_json::Value = serde_json::from_str(data).unwrap();
+            assert_eq!(
+                v["usage"]["output_tokens"],
+                t.output_estimate(),
+                "{usage}: {v}"
+            );
+            if usage.contains("input_tokens") {
+                assert_eq!(v["usage"]["input_tokens"], 20, "{v}");
+            }
+        }
     }
 
     /// A `message_delta` whose usage repeats only some input counts keeps the others from
