@@ -276,6 +276,16 @@ fn demo_marker(dir: &std::path::Path, demo: bool) -> Result<bool, StartError> {
     }
 }
 
+/// The id of the newest key, when `sealer` does not open it (another secret than the one it
+/// was sealed with).
+fn newest_unopened(sealer: &Sealer, records: &[crate::keys::KeyRecord]) -> Option<String> {
+    let newest = records.iter().max_by_key(|r| r.created_at)?;
+    sealer
+        .open(&newest.id, &newest.sealed)
+        .is_err()
+        .then(|| newest.id.clone())
+}
+
 impl AppState {
     /// Let another daemon open the data directory (the end of a clean shutdown, once the
     /// database is closed; an in-process restart needs it before this state is dropped).
@@ -313,6 +323,19 @@ impl AppState {
             .into());
         }
         let sealer = Sealer::load_or_create(&secret_path)?;
+        // Another secret than the one the database was made with (a wrong file put back): the
+        // keys sold from now on would not open with the right one (found by an independent
+        // re-check). Said, not refused: a secret made anew on purpose, after the old one was
+        // lost for good, opens no older key either, until the next key is sold.
+        if let Some(key_id) = newest_unopened(&sealer, &records) {
+            tracing::error!(
+                path = %secret_path.display(),
+                %key_id,
+                "the secret file does not open the newest key in the database: if it is not the \
+                 one the database was made with, stop the daemon and put that one back (keys \
+                 sold from now on are sealed with this one)"
+            );
+        }
         if mark_demo {
             // Once the store opened: a start that fails before leaves the directory unmarked.
             let marker = data_dir.join(DEMO_MARKER);
@@ -584,6 +607,38 @@ pub async fn around<F: Future<Output = Response>>(
 
 #[cfg(test)]
 mod tests {
+    /// The newest key opens with the secret it was sealed with, and only with it; an older
+    /// key sealed with another secret (one replaced on purpose) is not what is checked.
+    #[test]
+    fn a_secret_that_does_not_open_the_newest_key_is_named() {
+        use crate::keys::KeyRecord;
+        use crate::keys::seal::Sealer;
+        let (old, new) = (Sealer::from_secret(&[1; 32]), Sealer::from_secret(&[2; 32]));
+        let key = |id: &str, by: &Sealer, at: i64| KeyRecord {
+            id: id.into(),
+            hash: [0; 32],
+            sealed: by.seal(id, "sk-gateway-x").unwrap(),
+            prefix: "sk-gateway-x…".into(),
+            plan: "trial".into(),
+            status: crate::keys::KeyStatus::Active,
+            budget: crate::money::Usd::ZERO,
+            spent: crate::money::Usd::ZERO,
+            requests: 0,
+            email: None,
+            note: None,
+            order_id: None,
+            created_at: chrono::DateTime::from_timestamp(at, 0).unwrap(),
+            last_used_at: None,
+        };
+        let records = vec![key("key_a", &old, 1), key("key_b", &new, 2)];
+        assert_eq!(super::newest_unopened(&new, &records), None);
+        assert_eq!(
+            super::newest_unopened(&old, &records).as_deref(),
+            Some("key_b")
+        );
+        assert_eq!(super::newest_unopened(&old, &[]), None);
+    }
+
     #[test]
     fn forwarded_entries() {
         use std::net::IpAddr;

@@ -934,7 +934,7 @@ async fn a_start_without_the_secret_its_keys_were_sealed_with_refuses() {
         Ok(_) => panic!("started without its secret"),
     };
     assert!(
-        err.contains("secret.key") && err.contains("is missing") && err.contains("1 keys"),
+        err.contains("secret.key") && err.contains("is missing") && err.contains("1 key sealed"),
         "{err}"
     );
     assert!(!secret.exists(), "no new secret made");

@@ -28,17 +28,19 @@ pub enum SealError {
     /// disk left it so), so no key can have been sealed with it.
     #[error(
         "secret file {0} is empty: it was never written (a first start that failed, e.g. on a \
-         full disk); delete it and start again to have a new one made"
+         full disk) — delete it and start again to have a new one made — or it was emptied: \
+         then, if the database holds keys, put back the secret from your backup"
     )]
     EmptySecret(PathBuf),
     /// The secret file is missing while the database holds keys sealed with a secret: a new
     /// one made in its place (as a first start does) seals new keys with it, and the old one
     /// put back later would not open those (found by an independent check of a restore).
     #[error(
-        "secret file {path} is missing, but the database holds {keys} keys sealed with it: put \
+        "secret file {path} is missing, but the database holds {keys} key{} sealed with it: put \
          it back (from your backup of the data directory). If it is lost for good, make a new \
          one to go on — `head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n' > {path}; chmod 600 \
-         {path}` — and the order look-up will no longer show the keys sold before"
+         {path}` — and the order look-up will no longer show the keys sold before",
+        if *keys == 1 { "" } else { "s" }
     )]
     Missing {
         /// The file.
