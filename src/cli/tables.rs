@@ -173,6 +173,11 @@ pub(super) fn mail_table(mail: &[MailView], sending: bool) -> String {
         );
     } else if mail.is_empty() {
         s.push_str("(no mail yet: receipts and notices are queued once [email] is configured)\n");
+    } else if !sending {
+        // Queued while it was on (found by an independent re-check: they looked on their way).
+        s.push_str(
+            "(mail is off: [email] is not configured, so nothing queued is sent until it is)\n",
+        );
     }
     printable(s)
 }
@@ -211,6 +216,32 @@ fn escaped(s: String, keep_newlines: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The outbox says what its state means: nothing due yet, or mail off (then also beside
+    /// messages queued while it was on).
+    #[test]
+    fn the_outbox_says_whether_mail_goes_out() {
+        use crate::kinds::{MailKind, MailLang, MailStatus};
+        let queued = MailView {
+            id: 1,
+            kind: MailKind::LowBalance,
+            recipient: "a@b.co".into(),
+            lang: MailLang::En,
+            key_id: None,
+            order_id: None,
+            status: MailStatus::Queued,
+            attempts: 0,
+            last_error: None,
+            created_at: "2026-12-05T12:00:00Z".into(),
+            next_attempt_at: None,
+            sent_at: None,
+        };
+        let off = "mail is off";
+        assert!(mail_table(std::slice::from_ref(&queued), false).contains(off));
+        assert!(!mail_table(std::slice::from_ref(&queued), true).contains(off));
+        assert!(mail_table(&[], false).contains("once [email] is configured"));
+        assert!(!mail_table(&[], true).contains("[email]"));
+    }
 
     #[test]
     fn escapes_and_invisible_characters_never_reach_the_terminal() {

@@ -361,6 +361,11 @@ fn wrong_types_are_refused() {
         assert!(err.ends_with("found -3"), "{err}");
         let err = error_of(jail, "[server]\nlisten = 8080\n");
         assert!(err.ends_with("found 8080"), "{err}");
+        let err = error_of(jail, "[server]\ndata_dir = \"\"\n");
+        assert!(err.contains("server.data_dir must not be empty"), "{err}");
+        jail.create_file("afile", "x").unwrap();
+        let err = error_of(jail, "[server]\ndata_dir = \"afile\"\n");
+        assert!(err.contains("is a file, not a directory"), "{err}");
         let err = error_of(jail, "[upstream]\nlow_balance_usd = \"-5\"\n");
         assert!(
             err.contains("upstream.low_balance_usd") && err.contains("negative"),

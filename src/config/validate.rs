@@ -129,6 +129,15 @@ impl Config {
         if s.max_body_bytes == 0 {
             e.push("server.max_body_bytes must be greater than 0".into());
         }
+        // What `serve` would refuse, `check-config` says first (found by an independent check).
+        if s.data_dir.as_os_str().is_empty() {
+            e.push("server.data_dir must not be empty".into());
+        } else if std::fs::metadata(&s.data_dir).is_ok_and(|m| !m.is_dir()) {
+            e.push(format!(
+                "server.data_dir = {:?} is a file, not a directory",
+                s.data_dir.display().to_string()
+            ));
+        }
         // Refused rather than run as 1 without a word (`max_connections = 0` served one
         // connection at a time).
         if s.max_connections == 0 {
