@@ -361,6 +361,15 @@ fn wrong_types_are_refused() {
         assert!(err.ends_with("found -3"), "{err}");
         let err = error_of(jail, "[server]\nlisten = 8080\n");
         assert!(err.ends_with("found 8080"), "{err}");
+        // A name too long says so, and is repeated clipped (it said only which characters).
+        let long = "p".repeat(400);
+        let err = error_of(
+            jail,
+            &format!(
+                "[plans.{long}]\nname = \"x\"\nprice_usd = \"1\"\nbudget_usd = \"1\"\nrpm = 1\nmodels = [\"deepseek-v4-flash\"]\n"
+            ),
+        );
+        assert!(err.contains("1 to 64") && !err.contains(&long), "{err}");
         let err = error_of(jail, "[server]\ndata_dir = \"\"\n");
         assert!(err.contains("server.data_dir must not be empty"), "{err}");
         jail.create_file("afile", "x").unwrap();

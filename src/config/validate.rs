@@ -296,8 +296,9 @@ impl Config {
         for a in &u.accounts {
             if a.name.trim().is_empty() || !is_ident(&a.name) {
                 e.push(format!(
-                    "upstream.accounts: the name {:?} must use letters, digits, '.', '-' and '_'",
-                    a.name
+                    "upstream.accounts: the name {:?} must be 1 to 64 letters, digits, '.', '-' \
+                     and '_'",
+                    crate::text::echoed(&a.name)
                 ));
             }
             if !names.insert(a.name.as_str()) {
@@ -343,7 +344,8 @@ impl Config {
         for (id, m) in &self.models {
             if !is_ident(id) {
                 e.push(format!(
-                    "models.{id}: a model name may use letters, digits, '.', '-' and '_'"
+                    "models.{}: a model name is 1 to 64 letters, digits, '.', '-' and '_'",
+                    crate::text::echoed(id)
                 ));
             }
             if m.max_output_tokens == 0 {
@@ -407,7 +409,8 @@ impl Config {
         for (id, p) in &self.plans {
             if !is_ident(id) {
                 e.push(format!(
-                    "plans.{id}: a plan id may use letters, digits, '.', '-' and '_'"
+                    "plans.{}: a plan id is 1 to 64 letters, digits, '.', '-' and '_'",
+                    crate::text::echoed(id)
                 ));
             }
             if p.name.trim().is_empty() {
