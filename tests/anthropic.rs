@@ -439,12 +439,17 @@ async fn anthropic_clients_list_models_in_anthropics_shape() {
         (Some("deepseek-v4-pro"), Some(false)),
         "{v}"
     );
-    expect_error(
-        get("/v1/models?limit=0", &key).send().await.unwrap(),
-        400,
-        "invalid_request_error",
-    )
-    .await;
+    for bad in ["limit=0", "limit=1&limit=2"] {
+        expect_error(
+            get(&format!("/v1/models?{bad}"), &key)
+                .send()
+                .await
+                .unwrap(),
+            400,
+            "invalid_request_error",
+        )
+        .await;
+    }
     let resp = app
         .http
         .get(format!("{}/anthropic/v1/models/nope", app.base))

@@ -124,8 +124,17 @@ fn list_as(
         .map(|p| p.models.iter().collect())
         .unwrap_or_default();
     if anthropic {
-        // A query that is not one (`?limit=%ZZ`): as if there were none.
-        let page = page.map(|Query(p)| p).unwrap_or_default();
+        // A query that cannot be read (a parameter twice, bad escapes): said, not taken for
+        // none (found by an independent re-check).
+        let Ok(Query(page)) = page else {
+            let e = GatewayError::InvalidRequest {
+                message: "The query could not be read: give limit, after_id and before_id at \
+                          most once each."
+                    .into(),
+                param: None,
+            };
+            return respond_error(e, true);
+        };
         let (ids, has_more) = match page.of(&ids) {
             Ok(p) => p,
             Err(e) => return respond_error(e, true),
