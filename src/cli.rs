@@ -466,8 +466,9 @@ async fn mail(path: &Path, args: MailArgs) -> ExitCode {
                 output(&mail_table(&mail, sending))
             }
         }
-        Ok(Response::MailRetried { mail }) if args.json => print_json(&mail),
-        Ok(Response::MailRetried { mail }) => output(&mail_table(&[mail], true)),
+        Ok(Response::MailRetried { mail, .. }) if args.json => print_json(&mail),
+        // With mail off, the table says it waits (found by an independent re-check).
+        Ok(Response::MailRetried { mail, sending }) => output(&mail_table(&[mail], sending)),
         Ok(other) => fail(format_args!("unexpected answer from the daemon: {other:?}")),
     }
 }

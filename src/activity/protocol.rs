@@ -200,6 +200,9 @@ pub enum Response {
     MailRetried {
         /// The message, queued again.
         mail: MailView,
+        /// Whether the daemon sends mail: with `[email]` off it waits (see [`Response::Mail`]).
+        #[serde(default)]
+        sending: bool,
     },
 }
 

@@ -55,7 +55,10 @@ async fn retry_mail(state: &AppState, id: i64) -> Result<Response, AdminError> {
             "mail queued again, but email is off ([email] smtp_url): it waits"
         );
     }
-    Ok(Response::MailRetried { mail })
+    Ok(Response::MailRetried {
+        mail,
+        sending: state.mailer.enabled(),
+    })
 }
 
 /// Answer a self-service command of the admin socket (rotation, the outbox).
