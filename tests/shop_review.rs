@@ -417,3 +417,28 @@ async fn a_refund_racing_the_payments_recording_is_never_dropped() {
         assert_eq!(working, 0, "round {round}: a key of a refunded order works");
     }
 }
+
+/// An order stored but never opened at PayPal (the daemon killed between the two steps) is
+/// failed at the next start, rather than `created` for ever (found by an independent check); an
+/// order opened at PayPal and not paid yet stays `created`, payable.
+#[tokio::test]
+async fn an_order_never_opened_at_paypal_is_failed_at_the_next_start() {
+    let app = TestApp::spawn_shop().await;
+    let mut b = Browser::open(&app).await;
+    let (orphan, _) = b.create_order(&app, "trial", "kill@b.co").await;
+    let (open, paypal_id) = b.create_order(&app, "trial", "kill@b.co").await;
+    // As a kill between storing the order and recording PayPal's left it.
+    app.db()
+        .execute(
+            "UPDATE orders SET paypal_order_id = NULL WHERE order_id = ?1",
+            [&orphan],
+        )
+        .unwrap();
+    let app = restart_with(app, |_| {}).await;
+    assert_eq!(order_status(&app, &orphan), "failed");
+    assert_eq!(order_status(&app, &open), "created");
+    assert!(app.pp().approve(&paypal_id));
+    let mut b = Browser::open(&app).await;
+    let (status, v) = b.capture(&app, &open).await;
+    assert_eq!((status, v["status"].as_str()), (200, Some("paid")), "{v}");
+}

@@ -108,6 +108,13 @@ impl Store {
                 )?;
                 migrate::migrate(&mut c)?;
                 let replayed = journal::replay(&mut c, &dir)?;
+                let unopened = orders::fail_unopened(&c)?;
+                if unopened > 0 {
+                    tracing::info!(
+                        orders = unopened,
+                        "orders stored before a stop but never opened at PayPal marked failed"
+                    );
+                }
                 c.execute_batch(&format!("PRAGMA synchronous = {synchronous};"))?;
                 let keys = keys::load_all(&mut c)?;
                 Ok((c, (keys, replayed)))

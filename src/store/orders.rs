@@ -474,3 +474,15 @@ pub fn paid_between(
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
+
+/// Orders a stopped daemon left between their two steps: stored, PayPal's order never recorded
+/// (killed in between). Nobody can pay one (its buyer never got its id, nor PayPal's), and no
+/// path would ever close it: failed, as an order PayPal did not create is (found by an
+/// independent check: `created` for ever). Only at start, when no order is being made.
+pub fn fail_unopened(c: &Connection) -> Result<usize, StoreError> {
+    Ok(c.execute(
+        "UPDATE orders SET status = 'failed'
+         WHERE status = 'created' AND paypal_order_id IS NULL",
+        [],
+    )?)
+}
