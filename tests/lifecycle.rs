@@ -461,10 +461,10 @@ async fn a_second_sigterm_cuts_the_drain_at_once_and_bills() {
         .expect("exits without waiting out the drain");
     assert!(status.success(), "exit {status:?}; log:\n{}", served.log());
     assert!(served.log().contains("second signal"), "{}", served.log());
-    // Said as it happened, not as a drain time that ran out.
+    // Said as it happened, never as a drain time that ran out (whether the drain's own line
+    // comes at all depends on whether the cut stream settled before the drain looked).
     assert!(
-        served.log().contains("a second signal ends the drain")
-            && !served.log().contains("after the drain time"),
+        !served.log().contains("after the drain time"),
         "{}",
         served.log()
     );
