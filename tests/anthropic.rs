@@ -415,30 +415,25 @@ async fn anthropic_clients_list_models_in_anthropics_shape() {
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["last_id"], "deepseek-v4-pro", "{v}");
     // Anthropic's paging, as its SDKs page on: `limit`, then `after_id` while `has_more`.
-    let v: Value = get("/v1/models?limit=1", &key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(
-        (v["data"][0]["id"].as_str(), v["has_more"].as_bool()),
-        (Some("deepseek-v4-flash"), Some(true)),
-        "{v}"
-    );
-    let v: Value = get("/v1/models?limit=1&after_id=deepseek-v4-flash", &key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(
-        (v["data"][0]["id"].as_str(), v["has_more"].as_bool()),
-        (Some("deepseek-v4-pro"), Some(false)),
-        "{v}"
-    );
+    for (query, first, more) in [
+        ("limit=1", "deepseek-v4-flash", true),
+        (
+            "limit=1&after_id=deepseek-v4-flash",
+            "deepseek-v4-pro",
+            false,
+        ),
+    ] {
+        let resp = get(&format!("/v1/models?{query}"), &key)
+            .send()
+            .await
+            .unwrap();
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(
+            (v["data"][0]["id"].as_str(), v["has_more"].as_bool()),
+            (Some(first), Some(more)),
+            "{query}: {v}"
+        );
+    }
     for bad in ["limit=0", "limit=1&limit=2"] {
         expect_error(
             get(&format!("/v1/models?{bad}"), &key)

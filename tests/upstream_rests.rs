@@ -20,6 +20,25 @@ async fn stream(app: &TestApp, key: &str, text: &str) -> String {
     app.wait_ledger_row(&rid).await.account
 }
 
+/// A stream cut after its first words, which rests the account that served it.
+const CUT: &str = "[[sim reply=10 drop_after=3]] go";
+
+/// That `name`'s state and backoff are as given.
+fn assert_rest(app: &TestApp, name: &str, state: AccountState, backoff_ms: u64) {
+    let s = status(app, name);
+    assert_eq!((s.state, s.backoff_ms), (state, backoff_ms), "{s:?}");
+}
+
+/// Break a stream on each account: both rest, 5 s.
+async fn both_resting(app: &TestApp, key: &str) {
+    let a = stream(app, key, CUT).await;
+    let b = stream(app, key, CUT).await;
+    assert_ne!(a, b, "the second went to the account still in service");
+    for name in ["first", "second"] {
+        assert_rest(app, name, AccountState::Cooling, 5000);
+    }
+}
+
 /// Both accounts' streams break (both rest, 5 s); a short stream then ends whole on one taken
 /// early: that account is back with its backoff cleared, so its next failure rests it 5 s, not
 /// 10 (it kept 5 s, "on probation", and every short/long pair doubled it).
@@ -27,30 +46,13 @@ async fn stream(app: &TestApp, key: &str, text: &str) -> String {
 async fn a_whole_stream_on_an_account_taken_early_clears_its_backoff() {
     let app = two_accounts(|_| {}, |_| {}).await;
     let key = app.create_key("trial", None).await;
-    let cut = "[[sim reply=10 drop_after=3]] go";
-    let a = stream(&app, &key, cut).await;
-    let b = stream(&app, &key, cut).await;
-    assert_ne!(a, b, "the second went to the account still in service");
-    for name in ["first", "second"] {
-        let s = status(&app, name);
-        assert_eq!(
-            (s.state, s.backoff_ms),
-            (AccountState::Cooling, 5000),
-            "{s:?}"
-        );
-    }
+    both_resting(&app, &key).await;
     let whole = stream(&app, &key, "[[sim reply=2]] go").await;
-    let s = status(&app, &whole);
-    assert_eq!((s.state, s.backoff_ms), (AccountState::Healthy, 0), "{s:?}");
+    assert_rest(&app, &whole, AccountState::Healthy, 0);
     // Its next broken stream rests it from the first backoff again.
-    let again = stream(&app, &key, cut).await;
+    let again = stream(&app, &key, CUT).await;
     assert_eq!(again, whole);
-    let s = status(&app, &whole);
-    assert_eq!(
-        (s.state, s.backoff_ms),
-        (AccountState::Cooling, 5000),
-        "{s:?}"
-    );
+    assert_rest(&app, &whole, AccountState::Cooling, 5000);
 }
 
 /// While both accounts rest, a request that DeepSeek refuses as the request's own fault (a
@@ -59,9 +61,7 @@ async fn a_whole_stream_on_an_account_taken_early_clears_its_backoff() {
 async fn a_requests_own_400_on_an_account_taken_early_does_not_bring_it_back() {
     let app = two_accounts(|_| {}, |_| {}).await;
     let key = app.create_key("trial", None).await;
-    let cut = "[[sim reply=10 drop_after=3]] go";
-    stream(&app, &key, cut).await;
-    stream(&app, &key, cut).await;
+    both_resting(&app, &key).await;
     let resp = app
         .chat(&key, &body("deepseek-v4-flash", "[[sim fail=400]] go"))
         .send()
@@ -69,11 +69,6 @@ async fn a_requests_own_400_on_an_account_taken_early_does_not_bring_it_back() {
         .unwrap();
     assert_eq!(resp.status(), 400);
     for name in ["first", "second"] {
-        let s = status(&app, name);
-        assert_eq!(
-            (s.state, s.backoff_ms),
-            (AccountState::Cooling, 5000),
-            "{s:?}"
-        );
+        assert_rest(&app, name, AccountState::Cooling, 5000);
     }
 }

@@ -107,6 +107,11 @@ impl Slot {
         if self.account.succeeded() {
             tracing::info!(account = %self.account.name, "upstream account healthy again");
             self.pool.announce(&self.account, "answered again");
+            // Its own recovery moved the account's epoch on: what this request does next
+            // still speaks for it (an answer taken early that ends whole then clears the
+            // backoff; left behind, each later failure doubled it — 5 s to 5 min within
+            // seconds while every account rested, found by an independent check).
+            self.epoch = self.account.epoch();
         }
         self.trial = false;
     }
@@ -159,15 +164,7 @@ impl Slot {
     /// [`Account::clear_backoff`]).
     pub fn finished(&mut self, stream: bool) {
         if std::mem::take(&mut self.awaiting_end) {
-            let current = self.current();
             self.worked();
-            // Its own recovery moved the account's epoch on: this answer still speaks for it.
-            // Left behind, the backoff was never cleared, and each later failure doubled it:
-            // 5 s to 5 min within seconds while every account rested (found by an
-            // independent check).
-            if current {
-                self.epoch = self.account.epoch();
-            }
         }
         if self.current() {
             self.account.clear_backoff(stream);
