@@ -63,7 +63,8 @@ async fn a_nearly_empty_key_under_both_dialects_never_overspends() {
     let mut served = Vec::new();
     for t in tasks {
         let (status, rid) = t.await.unwrap();
-        assert!(status == 200 || status == 402, "{status}");
+        // 429: refused while the others held the money (`budget_held`), to be retried.
+        assert!([200, 402, 429].contains(&status), "{status}");
         if status == 200 {
             served.push(rid);
         }

@@ -1,5 +1,6 @@
 //! Holds (SPEC §4): `max_tokens` is lowered to what the key can pay, a key that cannot pay one
-//! output token gets 402, a charge never exceeds its hold, and concurrent streams on one key
+//! output token gets 402 (429 `budget_held` while its own requests in flight hold the money
+//! that would pay), a charge never exceeds its hold, and concurrent streams on one key
 //! never spend more than its budget.
 
 use futures_util::future::join_all;
@@ -162,6 +163,12 @@ fn check_storm(
                 assert_eq!(v["error"]["code"], "insufficient_budget");
                 assert!(app.ledger_row(rid).is_none());
             }
+            // Refused while the others held the money: to be retried.
+            429 => {
+                let v: Value = serde_json::from_str(&events[0]).expect("error JSON");
+                assert_eq!(v["error"]["code"], "budget_held");
+                assert!(app.ledger_row(rid).is_none());
+            }
             200 => {
                 ok += 1;
                 assert_eq!(
@@ -281,32 +288,57 @@ async fn a_charge_never_exceeds_its_hold() {
     assert_eq!(assert_books(&app, &key), hold);
 }
 
-/// A 402 while the key's money is held by its own requests in flight says so, with the amount
-/// held: the dashboard shows that money as the balance, and it comes back as they finish.
+/// A request the key could pay for but for what its own requests in flight hold is a 429
+/// `budget_held` with `Retry-After` (the SDKs and Claude Code retry a 429; a 402 ends them),
+/// saying how much is held; once they finish it goes through. One that the held money would
+/// not pay for either is a 402, naming the held money too.
 #[tokio::test]
-async fn a_402_while_money_is_held_says_how_much_is_held() {
+async fn a_request_blocked_by_its_keys_own_holds_is_a_retryable_429() {
     let app = TestApp::spawn().await;
     let b = with(body(FLASH, "[[sim reply=5]]"), json!({"max_tokens": 5}));
-    // A slow stream holds all of it.
     let slow = with(
         body(FLASH, "[[sim reply=5 delay_ms=300]]"),
         json!({"max_tokens": 5, "stream": true}),
     );
-    let key = app
-        .create_key("trial", Some(&usd(prompt_hold(&slow) + 5 * OUT_NANOS)))
-        .await;
+    // The slow stream holds all but half of what `b` needs.
+    let budget = prompt_hold(&slow) + 5 * OUT_NANOS + prompt_hold(&b) / 2;
+    let key = app.create_key("trial", Some(&usd(budget))).await;
     let first = app.chat(&key, &slow).send().await.unwrap();
     assert_eq!(first.status(), 200);
     let held = app.key_state(&key).balance().held;
-    assert!(held.nanos() > 0);
-    let (_, status, v) = call(&app, &key, &b).await;
-    assert_eq!(status, 402, "{v}");
+    assert_eq!(held.nanos(), prompt_hold(&slow) + 5 * OUT_NANOS);
+    let resp = app.chat(&key, &b).send().await.unwrap();
+    assert_eq!(resp.status(), 429);
+    assert_eq!(resp.headers()["retry-after"], "2");
+    assert!(resp.headers().contains_key("x-ratelimit-limit-requests"));
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "budget_held", "{v}");
+    assert_eq!(v["error"]["type"], "rate_limit_error");
     let message = v["error"]["message"].as_str().unwrap();
     assert!(
-        message.contains(&format!(
-            "${held} more is held by your requests in progress"
-        )),
+        message.contains(&format!("hold ${held} of your key's budget")),
         "{message}"
     );
+    assert_eq!(app.sim.requests().len(), 1, "nothing more went upstream");
+
+    // Even the held money would not pay for a request this long: 402.
+    let long = with(body(FLASH, &"word ".repeat(2000)), json!({"max_tokens": 5}));
+    assert!(prompt_hold(&long) > budget);
+    let (_, status, v) = call(&app, &key, &long).await;
+    assert_eq!(status, 402, "{v}");
+    assert_eq!(v["error"]["code"], "insufficient_budget");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("${held} held by your requests in progress")),
+        "{message}"
+    );
+
+    // The slow stream ends: its hold comes back less what it spent, and `b` goes through.
     drop(first.text().await);
+    let bal = app.key_state(&key).balance();
+    assert_eq!(bal.held.nanos(), 0);
+    assert!(bal.remaining().nanos() >= prompt_hold(&b) + OUT_NANOS);
+    let (_, status, v) = call(&app, &key, &b).await;
+    assert_eq!(status, 200, "{v}");
+    assert_books(&app, &key);
 }

@@ -13,6 +13,7 @@ mod billing;
 mod billing_balances;
 mod billing_holds;
 mod browser;
+mod browser_checkout;
 mod browser_selfservice;
 mod claude_code;
 mod cli;

@@ -16,11 +16,22 @@
   var errorBox = document.getElementById('checkout-error');
   var resultBox = document.getElementById('checkout-result');
   var pendingBox = document.getElementById('checkout-pending');
+  var retryBox = document.getElementById('checkout-retry');
   var demoButton = document.getElementById('pay-demo');
   var topupGrant = document.getElementById('topup-grant');
   var topupKey = document.getElementById('topup-key');
 
   function msg(name) { return root.getAttribute('data-msg-' + name) || ''; }
+  // The page's own wording (in its language) of the API's errors it knows; the API's message
+  // (English) for the others.
+  var CODES = {
+    payment_provider_error: 'provider', payment_declined: 'declined-method',
+    not_approved: 'not-approved', payment_not_recorded: 'not-recorded',
+    plan_withdrawn: 'plan-withdrawn', rate_limit_exceeded: 'too-many', csrf_failed: 'reload',
+    grant_expired: 'reload', invalid_email: 'email', unknown_key: 'key-unknown',
+    key_revoked: 'key-revoked', key_budget_full: 'key-full'
+  };
+  function errorText(e) { return (e.code && CODES[e.code] && msg(CODES[e.code])) || e.message; }
   function showError(text) { errorBox.textContent = text; errorBox.hidden = false; }
   function clearError() { errorBox.textContent = ''; errorBox.hidden = true; }
   function busy(text) { statusBox.textContent = text || ''; statusBox.hidden = !text; }
@@ -57,6 +68,7 @@
 
   function createOrder() {
     clearError();
+    retryBox.hidden = true;
     var body = { plan: plan, email: email.value.trim() };
     // The key travels in this request's body only, never in a URL.
     if (topupGrant) body.key_grant = topupGrant.value;
@@ -98,6 +110,7 @@
   function capture(orderId, actions) {
     clearError();
     payBox.hidden = true;
+    retryBox.hidden = true;
     busy(msg('capturing'));
     return api('/api/orders/' + encodeURIComponent(orderId) + '/capture', {}).then(function (data) {
       busy('');
@@ -121,15 +134,29 @@
       busy('');
       if (e.code === 'payment_declined' && actions && actions.restart) {
         // Nothing was taken: PayPal's window opens again to choose another way to pay.
-        showError(e.message);
+        showError(errorText(e));
         return actions.restart();
       }
-      // The buyer has approved: never offer to pay again for this order. The URL carries the
-      // order id, so a reload retries the capture of the same order.
-      showError(e.message);
-      document.getElementById('order-id').textContent = orderId;
+      showError(errorText(e));
+      if (e.code === 'not_approved' || e.code === 'payment_declined' || e.code === 'plan_withdrawn') {
+        // Nothing was taken and this order cannot be captured as it is: pay again (a new
+        // order), or choose another plan.
+        payBox.hidden = false;
+        return;
+      }
+      // The buyer has approved: never offer to pay again for this order, but to try its
+      // capture again, with its id to look it up by. (The URL carries the id too, so a reload
+      // retries the same capture.)
+      retrying = orderId;
+      document.getElementById('retry-order-id').textContent = orderId;
+      retryBox.hidden = false;
     });
   }
+
+  var retrying = null;
+  document.getElementById('retry-capture').addEventListener('click', function () {
+    if (retrying) capture(retrying);
+  });
 
   // Remember the approved order in the URL before capturing, so a reload or a failed capture
   // resumes this order instead of paying again.
@@ -150,7 +177,7 @@
     }, function (e) {
       busy('');
       demoButton.disabled = false;
-      showError(e.message);
+      showError(errorText(e));
     });
   });
 
@@ -169,7 +196,7 @@
             orderId = d.order_id;
             return d.paypal_order_id;
           }, function (e) {
-            showError(e.message);
+            showError(errorText(e));
             throw e;
           });
         },
@@ -177,7 +204,12 @@
           rememberApproved(orderId);
           return capture(orderId, actions);
         },
-        onCancel: function () { showError(msg('cancelled')); },
+        // Also after a declined method reopened PayPal's window: nothing was taken, so the
+        // buyer may pay again.
+        onCancel: function () {
+          showError(msg('cancelled'));
+          if (resultBox.hidden && pendingBox.hidden) payBox.hidden = false;
+        },
         onError: function () { if (errorBox.hidden) showError(msg('failed')); }
       }).render('#paypal-buttons');
     }

@@ -320,7 +320,9 @@ impl<R: Rules> Fold<R> {
             } => self.hit(key_id, key_prefix, *limit, *at_ms, d.may_repeat),
             // Only the refusals for money and plan are shown.
             ActivityEvent::Refused {
-                status: 402 | 403, ..
+                // 429 here is `budget_held` (a rate-limit hit is its own event).
+                status: 402 | 403 | 429,
+                ..
             } => self.refuse(e, d.may_repeat),
             ActivityEvent::OrderPaid {
                 order_id,

@@ -126,15 +126,21 @@ async fn checks<D: Dialect>(
     // independent check).
     let plan = state.catalog.plan(&key.plan());
     let floor = plan.map_or(Usd::from_nanos(1), |p| p.exhausted_below);
-    if key.status() == KeyStatus::Exhausted || key.available() < floor {
-        return Err(GatewayError::InsufficientBudget {
-            available: key.available(),
-            held: key.balance().held,
-        });
+    // What the key could pay once its requests in flight finish, at most: the early refusals
+    // are for requests even that would not pay for (402); one that only the holds stand in
+    // the way of goes on to the hold, which tells the two apart exactly (`reserve`: 429
+    // `budget_held` or 402).
+    let reach = key.available().saturating_add(key.balance().held);
+    let refused = || GatewayError::InsufficientBudget {
+        available: key.available(),
+        held: key.balance().held,
+    };
+    if key.status() == KeyStatus::Exhausted || reach < floor {
+        return Err(refused());
     }
     let affordable = plan.map_or(usize::MAX, |p| {
         let [off_peak, peak] = p.min_prompt_price;
-        affordable_bytes(key.available(), off_peak.min(peak))
+        affordable_bytes(reach, off_peak.min(peak))
     });
     // The body limit is the request's own property, so 413 comes first whatever the
     // balance; then a body the key could never pay for is refused (unread when its length
@@ -144,16 +150,12 @@ async fn checks<D: Dialect>(
     if declared.is_some_and(|n| n > max_body) {
         return Err(GatewayError::RequestTooLarge { limit: max_body });
     }
-    let unaffordable = || GatewayError::InsufficientBudget {
-        available: key.available(),
-        held: key.balance().held,
-    };
     if declared.is_some_and(|n| n > affordable) {
-        return Err(unaffordable());
+        return Err(refused());
     }
     let raw = read_body(&parts.headers, body, max_body).await?;
     if raw.len() > affordable {
-        return Err(unaffordable());
+        return Err(refused());
     }
     let req = D::parse(&raw)?;
     let model = state

@@ -99,15 +99,13 @@ pub fn reserve(
         .max(1);
     // Read before the hold is taken: a refund from now on is not this hold's to pay.
     let epoch = key.epoch();
+    // Work in nano-USD × 1e6 (the unit of price × tokens) so nothing rounds.
+    let pays = |money: Usd| i128::from(money.nanos()) * 1_000_000 >= prompt_part + out_price;
     let (amount, max_tokens) = key.try_hold(|available| {
-        // Work in nano-USD × 1e6 (the unit of price × tokens) so nothing rounds.
         let budget = i128::from(available.nanos()) * 1_000_000;
         let affordable = (budget - prompt_part) / out_price;
-        if budget < prompt_part + out_price || affordable < 1 {
-            return Err(GatewayError::InsufficientBudget {
-                available,
-                held: key.balance().held,
-            });
+        if !pays(available) || affordable < 1 {
+            return Err(unaffordable(key, available, pays));
         }
         let max_tokens = (wanted as i128).min(affordable) as u64;
         let worst = prompt_part + i128::from(max_tokens) * out_price;
@@ -126,6 +124,21 @@ pub fn reserve(
         max_prompt: u64::try_from(max_prompt).unwrap_or(u64::MAX),
         epoch,
     })
+}
+
+/// The refusal of a request `key` cannot pay for with `available`: 429 `budget_held` when
+/// what its own requests in flight hold would pay for it (`pays`) — it may be retried once they
+/// finish — and 402 `insufficient_budget` otherwise.
+fn unaffordable(key: &KeyState, available: Usd, pays: impl FnOnce(Usd) -> bool) -> GatewayError {
+    let held = key.balance().held;
+    if key.status() != KeyStatus::Exhausted
+        && held > Usd::ZERO
+        && pays(available.saturating_add(held))
+    {
+        GatewayError::BudgetHeld { available, held }
+    } else {
+        GatewayError::InsufficientBudget { available, held }
+    }
 }
 
 /// Counts upstream reported beyond what the request could have used are a malformed answer:
@@ -606,11 +619,22 @@ mod tests {
         let h = reserve(&k, &model(), PricePeriod::OffPeak, r).unwrap();
         assert_eq!(h.max_tokens, 20);
         assert_eq!(h.amount.nanos(), prompt + 20 * 600);
-        // What is left (300 nano) cannot pay for one token.
-        assert!(matches!(
-            reserve(&k, &model(), PricePeriod::OffPeak, r),
-            Err(GatewayError::InsufficientBudget { .. })
-        ));
+        // What is left (300 nano) cannot pay for one token, but what the first request holds
+        // would: a wait (429), not a want of money.
+        let refused = reserve(&k, &model(), PricePeriod::OffPeak, r).unwrap_err();
+        assert!(
+            matches!(refused, GatewayError::BudgetHeld { available, held }
+                if available.nanos() == 300 && held == h.amount),
+            "{refused:?}"
+        );
+        // With nothing held, the same 300 nano is a 402.
+        let k = key(300);
+        let refused = reserve(&k, &model(), PricePeriod::OffPeak, r).unwrap_err();
+        assert!(
+            matches!(refused, GatewayError::InsufficientBudget { available, held }
+                if available.nanos() == 300 && held == Usd::ZERO),
+            "{refused:?}"
+        );
     }
 
     #[test]

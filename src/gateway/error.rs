@@ -17,7 +17,8 @@ use crate::money::Usd;
 use crate::text::echoed;
 use crate::upstream::UpstreamError;
 
-/// `Retry-After` of a 503 `upstream_busy`: slots free up as requests finish, within seconds.
+/// `Retry-After` of a 503 `upstream_busy` and a 429 `budget_held`: slots and holds free up as
+/// requests finish, within seconds.
 const BUSY_RETRY_AFTER_SECS: u64 = 2;
 /// `Retry-After` of a 503 cut by a shutdown: a restart (an upgrade, systemd's) takes seconds.
 const RESTART_RETRY_AFTER_SECS: u64 = 5;
@@ -51,6 +52,17 @@ pub enum GatewayError {
         available: Usd,
         /// What its requests in flight hold now (it comes back as they finish, less what they
         /// spend): the balance a dashboard shows includes it.
+        held: Usd,
+    },
+    /// 429: the key's remaining budget would pay for the request, but its own requests in
+    /// flight hold part of it until they finish: a wait, not a want of money (a 402 is fatal
+    /// to the SDKs and to Claude Code, a 429 is retried; found by an independent check with
+    /// parallel agents on a key with money left).
+    #[error("budget held by requests in flight")]
+    BudgetHeld {
+        /// What the key could still hold.
+        available: Usd,
+        /// What its requests in flight hold now.
         held: Usd,
     },
     /// 403: the plan does not include the model: the name the client sent, and the model
@@ -133,7 +145,9 @@ impl GatewayError {
             GatewayError::ModelNotFound(_) | GatewayError::NotFound => StatusCode::NOT_FOUND,
             GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::RequestTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            GatewayError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            GatewayError::RateLimited(_) | GatewayError::BudgetHeld { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             GatewayError::Upstream => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::UpstreamBusy => StatusCode::SERVICE_UNAVAILABLE,
@@ -161,6 +175,7 @@ impl GatewayError {
             GatewayError::MethodNotAllowed => "method_not_allowed",
             GatewayError::RequestTooLarge { .. } => "request_too_large",
             GatewayError::RateLimited(_) => "rate_limit_exceeded",
+            GatewayError::BudgetHeld { .. } => "budget_held",
             GatewayError::Upstream => "upstream_error",
             GatewayError::UpstreamTimeout => "upstream_timeout",
             GatewayError::UpstreamBusy => "upstream_busy",
@@ -177,7 +192,7 @@ impl GatewayError {
             GatewayError::InvalidApiKey(_) => "authentication_error",
             GatewayError::InsufficientBudget { .. } => "insufficient_quota",
             GatewayError::ModelNotAllowed(..) => "permission_error",
-            GatewayError::RateLimited(_) => "rate_limit_error",
+            GatewayError::RateLimited(_) | GatewayError::BudgetHeld { .. } => "rate_limit_error",
             GatewayError::Upstream
             | GatewayError::UpstreamTimeout
             | GatewayError::UpstreamBusy
@@ -196,9 +211,14 @@ impl GatewayError {
             | GatewayError::UpstreamRejected { message, .. } => message.clone(),
             GatewayError::InvalidApiKey(why) => (*why).to_string(),
             GatewayError::InsufficientBudget { available, held } if *held > Usd::ZERO => format!(
-                "Your key's remaining budget (${available} available) cannot pay for this request; \
-                 ${held} more is held by your requests in progress and comes back, less what they \
-                 spend, as they finish. Retry then, or top up or buy a new plan."
+                "Your key's remaining budget (${available} available, and ${held} held by your \
+                 requests in progress until they finish) cannot pay for this request. Top up or \
+                 buy a new plan."
+            ),
+            GatewayError::BudgetHeld { available, held } => format!(
+                "Your requests in progress hold ${held} of your key's budget until they finish, \
+                 leaving ${available}: not enough for this request. Retry in a few seconds, or \
+                 send fewer requests at once or a smaller max_tokens."
             ),
             GatewayError::InsufficientBudget { available, .. } => format!(
                 "Your key's remaining budget (${available} available) cannot pay for this request. \
@@ -369,7 +389,10 @@ impl GatewayError {
             let secs = c.reset.as_secs() + u64::from(c.reset.subsec_nanos() > 0);
             h.insert("retry-after", HeaderValue::from(secs.max(1)));
         }
-        if matches!(self, GatewayError::UpstreamBusy) {
+        if matches!(
+            self,
+            GatewayError::UpstreamBusy | GatewayError::BudgetHeld { .. }
+        ) {
             resp.headers_mut()
                 .insert("retry-after", HeaderValue::from(BUSY_RETRY_AFTER_SECS));
         }

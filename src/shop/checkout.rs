@@ -220,7 +220,7 @@ fn key_to_top_up(
         (None, Some(grant)) => {
             let binding = super::web::grant_binding_of(headers);
             let key = super::grant::redeem(state, grant, &binding)
-                .ok_or(ShopError::UnknownKey)?
+                .ok_or(ShopError::GrantExpired)?
                 .key;
             if key.status() == KeyStatus::Revoked {
                 return Err(ShopError::KeyRevoked);

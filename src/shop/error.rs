@@ -83,6 +83,10 @@ pub enum ShopError {
     /// 400: a top-up of a key that is not one of ours.
     #[error("That is not one of our API keys. Check the key you want to add credit to.")]
     UnknownKey,
+    /// 400: a top-up through a dashboard's grant that no longer holds (expired, the key
+    /// replaced since, or another browser's): the page is stale, not the key wrong.
+    #[error("This page has expired. Reload the dashboard and try again.")]
+    GrantExpired,
     /// 400: a top-up of a revoked key.
     #[error("This API key has been revoked; credit cannot be added to it.")]
     KeyRevoked,
@@ -120,6 +124,7 @@ impl ShopError {
             ShopError::BadOrderRequest
             | ShopError::InvalidEmail
             | ShopError::UnknownKey
+            | ShopError::GrantExpired
             | ShopError::KeyRevoked
             | ShopError::KeyFull
             | ShopError::BadIdempotencyKey => StatusCode::BAD_REQUEST,
@@ -161,6 +166,7 @@ impl ShopError {
             ShopError::Internal | ShopError::UsageUnavailable => "internal_error",
             ShopError::InvalidApiKey(_) => "invalid_api_key",
             ShopError::UnknownKey => "unknown_key",
+            ShopError::GrantExpired => "grant_expired",
             ShopError::KeyRevoked => "key_revoked",
             ShopError::KeyFull => "key_budget_full",
             ShopError::TooManyRotations => "rate_limit_exceeded",

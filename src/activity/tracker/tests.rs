@@ -214,12 +214,14 @@ fn rate_limit_hits_cover_the_last_hour_and_are_bounded_per_key() {
 }
 
 #[test]
-fn refusals_keep_the_last_hours_402s_and_403s_bounded() {
+fn refusals_keep_the_last_hours_402s_403s_and_budget_held_429s_bounded() {
     let mut l = live();
     l.apply(&refused(401, T0), T0);
     l.apply(&refused(404, T0), T0);
     l.apply(&refused(402, T0), T0);
     l.apply(&refused(403, T0 + 1), T0 + 1);
+    // A 429 refusal is `budget_held` (a rate-limit hit is an event of its own).
+    l.apply(&refused(429, T0 + 1), T0 + 1);
     let s = l.view(T0 + 2);
     let statuses: Vec<u16> = s
         .refusals
@@ -229,7 +231,7 @@ fn refusals_keep_the_last_hours_402s_and_403s_bounded() {
             _ => None,
         })
         .collect();
-    assert_eq!(statuses, [402, 403]);
+    assert_eq!(statuses, [402, 403, 429]);
     for i in 0..300 {
         l.apply(&refused(402, T0 + 10 + i), T0 + 10 + i);
     }

@@ -169,6 +169,14 @@ mod tests {
                 "billing_error",
             ),
             (
+                GatewayError::BudgetHeld {
+                    available: crate::money::Usd::ZERO,
+                    held: crate::money::Usd::from_nanos(5),
+                },
+                429,
+                "rate_limit_error",
+            ),
+            (
                 GatewayError::ModelNotAllowed("m".into(), None),
                 403,
                 "permission_error",

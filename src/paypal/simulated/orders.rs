@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use super::api::{header_str, invalid, not_found, reply, unprocessable};
+use super::api::{api_error, header_str, invalid, not_found, reply, unprocessable};
 use super::render::{SimCapture, SimOrder, new_id, now};
 use super::state::{CaptureMode, Shared, approve, lock};
 use crate::money::Usd;
@@ -228,6 +228,14 @@ pub(super) async fn capture_order(
             order.amount.saturating_sub(Usd::from_nanos(10_000_000)),
             "USD",
         ),
+        CaptureMode::Unavailable => {
+            return api_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "SERVICE_UNAVAILABLE",
+                "Service Unavailable.",
+                None,
+            );
+        }
         CaptureMode::InstrumentDeclined => {
             // PayPal's funding failure: the buyer chooses another way to pay and approves again.
             order.status = "CREATED".to_owned();

@@ -70,6 +70,14 @@ texts! {
     checkout_topped_up_h,
     /// Checkout result of a top-up; {prefix}.
     checkout_topped_up,
+    /// Checkout of a top-up: what PayPal's window does.
+    checkout_topup_paypal_hint,
+    /// Checkout script: a top-up of a key that is not ours.
+    js_key_unknown,
+    /// Checkout script: a top-up of a revoked key.
+    js_key_revoked,
+    /// Checkout script: a top-up past the largest budget.
+    js_key_full,
     /// Pricing: for customers who already have a key.
     pricing_topup_note,
     /// Pricing: link to top up with a plan; {name}.

@@ -254,6 +254,24 @@ texts! {
     js_declined,
     /// Checkout script: order refunded.
     js_refunded,
+    /// Checkout script: PayPal did not answer (creating or capturing).
+    js_provider,
+    /// Checkout script: PayPal declined the payment method at capture.
+    js_declined_method,
+    /// Checkout script: paid, but not recorded yet.
+    js_not_recorded,
+    /// Checkout script: the order's plan is no longer sold.
+    js_plan_withdrawn,
+    /// Checkout script: the per-address limit.
+    js_too_many,
+    /// Checkout script: the page's form or grant expired.
+    js_reload,
+    /// Checkout script: the email is not valid.
+    js_email,
+    /// Checkout: the button that tries the capture of an approved order again.
+    checkout_retry,
+    /// Checkout: before the order id when a capture failed.
+    checkout_retry_note,
     /// Demo approval: "simulated" tag.
     demo_sim_tag,
     /// Demo approval: heading.
@@ -578,6 +596,10 @@ texts! {
     err_429_what,
     /// 429: what to do.
     err_429_todo,
+    /// Errors table: 429 budget_held, meaning.
+    err_429_held_what,
+    /// Errors table: 429 budget_held, what to do.
+    err_429_held_todo,
     /// 502: meaning.
     err_502_what,
     /// 504: meaning.
