@@ -1,11 +1,11 @@
 //! `store.sync = "full"`: the journal's group sync, so an answer waits for its ledger row to be
 //! on disk but not for SQLite's commit.
 //!
-//! A settled row is appended to the journal in the request's task (see [`super::journal`]) and
+//! A settled row's journal record is handed to this thread (see [`super::journal`]) and the row
 //! goes to the writer to be committed behind, in batches, as with `normal`; the answer's last
-//! byte then waits for this thread to `fdatasync` the segment the row went to. One sync serves
-//! every row appended before it started: whoever asks while a sync runs is answered by the next
-//! one (group commit), so under load a sync covers many answers.
+//! byte then waits for this thread to write the record to the segment and sync it. One write
+//! serves every record handed over before it started: whoever asks while one runs is answered
+//! by the next (group commit), so under load a sync covers many answers.
 //!
 //! A plain thread blocking on its queue, as the writer is: `fdatasync` blocks, and a row goes
 //! from the answer's task straight to the thread that syncs it and the word straight back. Before
@@ -18,8 +18,13 @@ use tokio::sync::oneshot;
 
 use super::journal::Segment;
 
-/// A request to sync: the segment a row was appended to, and who waits for the sync.
-type Ask = (Arc<Segment>, oneshot::Sender<std::io::Result<()>>);
+/// A request to sync: the segment a row was appended to, its record (see
+/// [`super::journal::Appended`]), and who waits for the sync.
+type Ask = (
+    Arc<Segment>,
+    Option<Vec<u8>>,
+    oneshot::Sender<std::io::Result<()>>,
+);
 
 /// The store's side of the sync thread. Dropped, the thread ends once its queue is empty.
 pub(super) struct Syncer {
@@ -36,15 +41,17 @@ impl Syncer {
         Ok(Syncer { asks })
     }
 
-    /// Ask for everything appended to `segment` so far to be put on disk: the receiver hears
-    /// when it is, or the error the sync met (the caller must then get its row onto disk
-    /// another way). `None` once the thread has stopped.
+    /// Ask for `record` (when the segment's records are written here), and everything
+    /// appended to `segment` so far, to be put on disk: the receiver hears when it is, or the
+    /// error the write or sync met (the caller must then get its row onto disk another way).
+    /// `None` once the thread has stopped.
     pub(super) fn sync(
         &self,
         segment: Arc<Segment>,
+        record: Option<Vec<u8>>,
     ) -> Option<oneshot::Receiver<std::io::Result<()>>> {
         let (tx, rx) = oneshot::channel();
-        self.asks.send((segment, tx)).ok().map(|()| rx)
+        self.asks.send((segment, record, tx)).ok().map(|()| rx)
     }
 }
 
@@ -53,8 +60,8 @@ pub(super) fn gone() -> std::io::Error {
     std::io::Error::other("the journal's sync thread has stopped")
 }
 
-/// Take every ask queued, sync each segment they name once, answer them all; again until the
-/// store drops its [`Syncer`].
+/// Take every ask queued, put each segment they name on disk once with the records they bring,
+/// answer them all; again until the store drops its [`Syncer`].
 fn run(rx: &mpsc::Receiver<Ask>) {
     while let Ok(first) = rx.recv() {
         // Everything queued by now was appended before this sync starts: one sync covers it.
@@ -62,16 +69,22 @@ fn run(rx: &mpsc::Receiver<Ask>) {
         asks.extend(rx.try_iter());
         // Nearly always one segment; two around a turn of the journal (see `super::sync`).
         let mut segments: Vec<(Arc<Segment>, std::io::Result<()>)> = Vec::new();
-        for (segment, _) in &asks {
+        for (segment, _, _) in &asks {
             if !segments.iter().any(|(s, _)| Arc::ptr_eq(s, segment)) {
-                let synced = segment.sync();
+                // In the order they were asked: the order they go into the segment.
+                let records: Vec<&[u8]> = asks
+                    .iter()
+                    .filter(|(s, _, _)| Arc::ptr_eq(s, segment))
+                    .filter_map(|(_, record, _)| record.as_deref())
+                    .collect();
+                let synced = segment.put(&records);
                 if let Err(e) = &synced {
                     tracing::warn!(error = %e, path = %segment.path().display(), "journal sync failed");
                 }
                 segments.push((segment.clone(), synced));
             }
         }
-        for (segment, reply) in asks {
+        for (segment, _, reply) in asks {
             let outcome = match segments.iter().find(|(s, _)| Arc::ptr_eq(s, &segment)) {
                 Some((_, Ok(()))) => Ok(()),
                 Some((_, Err(e))) => Err(std::io::Error::new(e.kind(), e.to_string())),

@@ -140,7 +140,8 @@ impl Store {
                 "ledger rows replayed from the journal"
             );
         }
-        let journal = Arc::new(Journal::start(&journal_dir).map_err(|e| {
+        let staged = matches!(sync, SyncMode::Full);
+        let journal = Arc::new(Journal::start(&journal_dir, staged).map_err(|e| {
             StoreError::Io(format!("ledger journal {}: {e}", journal_dir.display()))
         })?);
         let syncer = match sync {

@@ -30,7 +30,7 @@ impl Store {
         kept: bool,
     ) -> impl Future<Output = Result<(), StoreError>> + use<> {
         let committed = match self.journal.append(&row) {
-            Ok(segment) => {
+            Ok(super::journal::Appended { segment, record }) => {
                 let shared = self.writer.shared();
                 // The writer is behind (the core is busy): this answer waits for its row's
                 // commit, which leaves the core to the writer. Not while commits fail (a lock
@@ -45,7 +45,10 @@ impl Store {
                     (None, None)
                 };
                 // `full`: the row must be on disk before the answer's last byte.
-                let synced = self.syncer.as_ref().map(|s| s.sync(segment.clone()));
+                let synced = self
+                    .syncer
+                    .as_ref()
+                    .map(|s| s.sync(segment.clone(), record));
                 let job = Job::Write(Write::Usage(Box::new(row)), Ack::Journaled(segment, reply));
                 if !self.writer.send(job) {
                     // The store is closing: never settled, the row stays in the journal for

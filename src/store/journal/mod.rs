@@ -1,10 +1,12 @@
 //! The ledger's journal, so an answer waits for neither the writer thread nor SQLite's commit.
 //!
-//! A settled request's row is written, in the request's own task, to a segment file under
-//! `<data dir>/journal/` with one `pwrite(2)`: once that returns the row is in the OS, which is
-//! all `store.sync = "normal"` promises before the last byte (a killed process loses nothing);
-//! `full` then has the segment synced to disk (see [`super::fsync`]). The row then goes to the
-//! writer like any other write, without anyone waiting, and is committed in batches behind.
+//! With `store.sync = "normal"` a settled request's row is written, in the request's own task,
+//! to a segment file under `<data dir>/journal/` with one `pwrite(2)`: once that returns the
+//! row is in the OS, which is all `normal` promises before the last byte (a killed process
+//! loses nothing). With `full` the record is handed to the sync thread (see [`super::fsync`]),
+//! which writes it with the others that came meanwhile and syncs them in one call (see
+//! [`staged`]). The row then goes to the writer like any other write, without anyone waiting,
+//! and is committed in batches behind.
 //! Start-up replays every segment into SQLite before keys are loaded (rows whose `request_id`
 //! is already in the ledger are skipped, so a row is never applied twice), then deletes the
 //! segments.
@@ -35,10 +37,13 @@ use arc_swap::ArcSwap;
 use super::usage::UsageRow;
 
 mod record;
+mod staged;
 
 pub(super) use record::replay;
 #[cfg(test)]
 pub(super) use record::{encode, frame, parse};
+#[cfg(test)]
+pub(super) use staged::takes_direct;
 
 /// A segment file's extension.
 const EXT: &str = "rows";
@@ -59,6 +64,16 @@ pub(super) struct Journal {
     next_seq: AtomicU64,
     /// Retired segments to reuse, by path (only the sync task's thread and start-up use it).
     spares: Mutex<Vec<PathBuf>>,
+    /// `full`: records are written by the sync thread, not the request's task.
+    staged: bool,
+}
+
+/// A row appended to the journal.
+pub(super) struct Appended {
+    /// The segment it went to, to be held until the row is committed.
+    pub segment: Arc<Segment>,
+    /// `full`: its record, not written yet — the sync thread writes it ([`Segment::put`]).
+    pub record: Option<Vec<u8>>,
 }
 
 /// One segment file. Rows written to it hold it until they are committed.
@@ -82,12 +97,20 @@ pub(super) struct Segment {
     settled: AtomicU64,
     /// Rows written whole before the last sync that succeeded began: on disk.
     synced: AtomicU64,
+    /// `full`: the records the sync thread has not written whole blocks of yet.
+    stage: Option<Mutex<staged::Stage>>,
 }
 
 impl Segment {
     /// A new segment numbered `seq`: a spare renamed, else a file of zeros. Either way its
     /// blocks are written and synced, and its name is on disk, before a row goes in.
-    fn create(dir: &Path, seq: u64, spare: Option<PathBuf>) -> std::io::Result<Segment> {
+    /// `staged`: its records are written by the sync thread (see [`staged`]).
+    fn create(
+        dir: &Path,
+        seq: u64,
+        spare: Option<PathBuf>,
+        staged: bool,
+    ) -> std::io::Result<Segment> {
         use std::os::unix::fs::OpenOptionsExt;
         let path = dir.join(format!("{seq:020}.{EXT}"));
         let reused = match spare {
@@ -109,10 +132,16 @@ impl Segment {
             .write(true)
             .mode(0o600)
             .open(&path)?;
-        if !reused {
-            file.write_all_at(&vec![0u8; NEW_SIZE], 0)?;
-            file.sync_data()?;
-        }
+        let fill = (!reused).then_some(NEW_SIZE);
+        let stage = if staged {
+            Some(Mutex::new(staged::Stage::open(&path, &file, true, fill)?))
+        } else {
+            if let Some(size) = fill {
+                file.write_all_at(&vec![0u8; size], 0)?;
+                file.sync_data()?;
+            }
+            None
+        };
         // The file's name must survive a power loss as well as what is synced into it.
         File::open(dir)?.sync_all()?;
         let room = file.metadata()?.len();
@@ -126,6 +155,7 @@ impl Segment {
             appended: AtomicU64::new(0),
             settled: AtomicU64::new(0),
             synced: AtomicU64::new(0),
+            stage,
         })
     }
 
@@ -148,12 +178,41 @@ impl Segment {
     }
 
     /// Flush the segment to disk: every row appended so far is then on disk (see
-    /// [`Segment::synced`]).
+    /// [`Segment::synced`]). With `full` there is nothing to flush: the sync thread writes
+    /// each record synced, and the row's answer waits for it.
     pub(super) fn sync(&self) -> std::io::Result<()> {
+        if self.stage.is_some() {
+            return Ok(());
+        }
         let appended = self.appended.load(Ordering::Acquire);
         self.file.sync_data()?;
         self.synced.fetch_max(appended, Ordering::AcqRel);
         Ok(())
+    }
+
+    /// The sync thread's part: put on disk the `records` handed with rows appended to this
+    /// segment (with `full`; see [`staged`]), or else everything written to it so far.
+    pub(super) fn put(&self, records: &[&[u8]]) -> std::io::Result<()> {
+        let Some(stage) = &self.stage else {
+            return self.sync();
+        };
+        let mut stage = stage
+            .lock()
+            .map_err(|_| std::io::Error::other("the journal's stage was poisoned"))?;
+        let end = stage.write(&self.file, records.iter().copied())?;
+        self.end.store(end, Ordering::Release);
+        self.synced
+            .fetch_add(records.len() as u64, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Whether this segment's records go straight to the device (tests).
+    #[cfg(test)]
+    pub(super) fn is_direct(&self) -> bool {
+        self.stage
+            .as_ref()
+            .and_then(|s| s.lock().ok().map(|s| s.is_direct()))
+            .unwrap_or(false)
     }
 
     /// Whether every row written to it is on disk (as far as its syncs know).
@@ -182,8 +241,9 @@ pub(super) fn dir_of(db: &Path) -> PathBuf {
 impl Journal {
     /// Start a journal in `dir` (created 0700 if missing) after the segments already there,
     /// with the spares left there to reuse. (Replay has run: segments still there are ones it
-    /// kept, numbered before the new ones.)
-    pub(super) fn start(dir: &Path) -> std::io::Result<Journal> {
+    /// kept, numbered before the new ones.) `staged` (`full`): records are written by the
+    /// sync thread ([`Segment::put`]), not by [`Journal::append`].
+    pub(super) fn start(dir: &Path, staged: bool) -> std::io::Result<Journal> {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -199,21 +259,30 @@ impl Journal {
         for extra in spares.split_off(spares.len().min(MAX_SPARES)) {
             std::fs::remove_file(extra)?;
         }
-        let first = Segment::create(dir, seq, spares.pop())?;
+        let first = Segment::create(dir, seq, spares.pop(), staged)?;
         Ok(Journal {
             dir: dir.to_path_buf(),
             current: ArcSwap::from_pointee(first),
             next_seq: AtomicU64::new(seq + 1),
             spares: Mutex::new(spares),
+            staged,
         })
     }
 
-    /// Write a row with one `pwrite(2)`; the segment it went to is returned, to be held until
-    /// the row is committed. An error (disk full, a short write) means the caller must get the
-    /// row into the database another way.
-    pub(super) fn append(&self, row: &UsageRow) -> std::io::Result<Arc<Segment>> {
+    /// Write a row with one `pwrite(2)` (`normal`), or frame its record for the sync thread to
+    /// write (`full`). An error (disk full, a short write) means the caller must get the row
+    /// into the database another way.
+    pub(super) fn append(&self, row: &UsageRow) -> std::io::Result<Appended> {
         let segment = self.current.load_full();
         let record = record::frame(segment.seq, row)?;
+        if segment.stage.is_some() {
+            segment.written.store(true, Ordering::Release);
+            segment.appended.fetch_add(1, Ordering::AcqRel);
+            return Ok(Appended {
+                segment,
+                record: Some(record),
+            });
+        }
         let at = segment
             .end
             .fetch_add(record.len() as u64, Ordering::Relaxed);
@@ -227,7 +296,10 @@ impl Journal {
             ));
         }
         segment.appended.fetch_add(1, Ordering::AcqRel);
-        Ok(segment)
+        Ok(Appended {
+            segment,
+            record: None,
+        })
     }
 
     /// Start a new segment if the current one was written to; returns the one retired.
@@ -237,7 +309,7 @@ impl Journal {
         }
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let spare = self.spares.lock().ok().and_then(|mut s| s.pop());
-        let fresh = Arc::new(Segment::create(&self.dir, seq, spare)?);
+        let fresh = Arc::new(Segment::create(&self.dir, seq, spare, self.staged)?);
         Ok(Some(self.current.swap(fresh)))
     }
 

@@ -104,6 +104,11 @@ async fn a_row_recorded_in_full_mode_is_synced_in_the_journal_when_recording_ret
         );
     }
     assert_eq!((segment.appended(), segment.synced()), (20, 20));
+    // Written straight to the device wherever the filesystem allows it (`journal/staged.rs`).
+    assert_eq!(
+        segment.is_direct(),
+        journal::takes_direct(&journal::dir_of(&path))
+    );
     let text: String = segment_texts(&path).into_iter().map(|(_, t)| t).collect();
     assert_eq!(text.matches("\"request_id\":\"req-").count(), 20, "{text}");
 
@@ -142,7 +147,7 @@ async fn start_up_applies_journaled_rows_the_ledger_lacks_exactly_once() {
     // What a killed daemon leaves: a row that was committed, two that were not, one of a key
     // the ledger does not know, and a record cut short by a power loss, over two segments.
     let jdir = journal::dir_of(&path);
-    let journal = Journal::start(&jdir).unwrap();
+    let journal = Journal::start(&jdir, false).unwrap();
     journal.append(&usage("req-1", "key_a", 100, 1)).unwrap();
     journal.append(&usage("req-2", "key_a", 200, 2)).unwrap();
     let old = journal
@@ -342,7 +347,7 @@ async fn a_replay_that_cannot_write_now_keeps_the_rows_for_the_next_start() {
     store.write(insert(key("key_a", 1))).await.unwrap();
     store.close().await;
     drop(store);
-    let journal = Journal::start(&journal::dir_of(&path)).unwrap();
+    let journal = Journal::start(&journal::dir_of(&path), false).unwrap();
     journal.append(&usage("req-1", "key_a", 100, 1)).unwrap();
     drop(journal);
 
@@ -423,7 +428,7 @@ fn retired_segments_are_reused_and_their_old_rows_are_not_read_again() {
         ids.sort();
         ids
     };
-    let journal = Journal::start(&jdir).unwrap();
+    let journal = Journal::start(&jdir, false).unwrap();
     let first = journal.current();
     let inode = std::fs::metadata(first.path()).unwrap().ino();
     for i in 0..3 {
@@ -449,7 +454,7 @@ fn retired_segments_are_reused_and_their_old_rows_are_not_read_again() {
     // Restarted: the spare left behind is reused, numbered after every name it ever had.
     journal.retire(&mid).unwrap();
     drop((journal, mid, reused));
-    let again = Journal::start(&jdir).unwrap();
+    let again = Journal::start(&jdir, false).unwrap();
     let seq_of = |p: &Path| -> u64 { p.file_stem().unwrap().to_str().unwrap().parse().unwrap() };
     assert_eq!(seq_of(again.current().path()), 3);
     again.append(&usage("req-after", "key_a", 1, 5)).unwrap();
@@ -487,9 +492,15 @@ async fn a_directory_named_like_a_segment_does_not_stop_the_start() {
 #[test]
 fn a_segment_is_drained_only_when_every_row_appended_is_settled_and_nobody_holds_it() {
     let dir = tempfile::tempdir().unwrap();
-    let journal = Journal::start(dir.path()).unwrap();
-    let first = journal.append(&usage("req-1", "key_a", 1, 1)).unwrap();
-    let second = journal.append(&usage("req-2", "key_a", 1, 2)).unwrap();
+    let journal = Journal::start(dir.path(), false).unwrap();
+    let first = journal
+        .append(&usage("req-1", "key_a", 1, 1))
+        .unwrap()
+        .segment;
+    let second = journal
+        .append(&usage("req-2", "key_a", 1, 2))
+        .unwrap()
+        .segment;
     let retired = journal.rotate().unwrap().expect("written to");
     assert!(!journal::Segment::drained(&retired), "rows still queued");
     first.settle_one();

@@ -99,13 +99,13 @@ fn journaled_rows_of_a_batch_that_never_commits_stay_in_their_segment() {
     let dir = tempfile::tempdir().unwrap();
     let c = open(&dir);
     let mut stmts = Statements::prepare(&c).unwrap();
-    let journal = Journal::start(&dir.path().join("journal")).unwrap();
+    let journal = Journal::start(&dir.path().join("journal"), false).unwrap();
     // A row the database refuses for good (no such key) first: the batch is then replayed
     // with a savepoint per write, where the lock is met again.
     let rows = [row("req_ghost", "key_ghost", 5), row("req_1", "key_a", 100)];
     let segment = rows
         .iter()
-        .map(|r| journal.append(r).unwrap())
+        .map(|r| journal.append(r).unwrap().segment)
         .last()
         .unwrap();
     // Only this test's handle on the segment is left besides the batch's.
