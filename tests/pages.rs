@@ -277,6 +277,34 @@ async fn pricing_and_home_show_the_configured_plans_and_prices() {
     }
 }
 
+/// With no peak hours set, one price a model: no off-peak – peak range on the home page and
+/// no Peak rows in the price table (they showed prices never charged).
+#[tokio::test]
+async fn without_peak_hours_one_price_is_shown() {
+    let app = TestApp::spawn_with(|c| {
+        custom(c);
+        c.pricing.peak_hours_utc = vec![];
+    })
+    .await;
+    let (_, _, home) = get(&app.base, "/?lang=en", None).await;
+    assert!(
+        home.contains("<dd>$0.70</dd>"),
+        "home shows one output price"
+    );
+    assert!(!home.contains("$1.40"), "no peak price shown");
+    for lang in ["en", "zh"] {
+        let (_, _, html) = get(&app.base, &format!("/pricing?lang={lang}"), None).await;
+        assert!(!html.contains("$1.40"), "/pricing?lang={lang}");
+        let (t_all, t_peak) = if lang == "en" {
+            (EN.period_all, EN.period_peak)
+        } else {
+            (ZH.period_all, ZH.period_peak)
+        };
+        assert!(html.contains(&format!("<td>{t_all}</td>")), "{lang}");
+        assert!(!html.contains(&format!("<td>{t_peak}</td>")), "{lang}");
+    }
+}
+
 #[tokio::test]
 async fn docs_are_generated_from_the_config() {
     let app = custom_app().await;

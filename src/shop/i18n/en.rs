@@ -85,6 +85,7 @@ pub static EN: Texts = Texts {
     col_output: "Output",
     period_off_peak: "Off-peak",
     period_peak: "Peak",
+    period_all: "All hours",
     peak_rule: "Peak prices apply {windows} UTC, {days}; every other hour is off-peak.",
     peak_none: "No peak hours are set: off-peak prices apply at all times.",
     peak_wrap: "A window that runs past midnight counts from the day it starts on.",

@@ -166,6 +166,8 @@ texts! {
     period_off_peak,
     /// Peak.
     period_peak,
+    /// Price table: the one period when no peak hours are set.
+    period_all,
     /// When peak prices apply: `{windows}`, `{days}`.
     peak_rule,
     /// No peak windows configured.

@@ -85,6 +85,7 @@ pub static ZH: Texts = Texts {
     col_output: "输出",
     period_off_peak: "低谷",
     period_peak: "高峰",
+    period_all: "全天",
     peak_rule: "高峰价适用于 UTC 时间{days}的 {windows}；其余时间均按低谷价计费。",
     peak_none: "未设置高峰时段：任何时间都按低谷价计费。",
     peak_wrap: "跨过午夜的时段按其开始的那一天计算。",

@@ -48,6 +48,7 @@ pub(super) fn plans_on_sale(config: &Config) -> Vec<PlanView> {
 }
 
 /// One period's prices of a model, USD per 1M tokens.
+#[derive(PartialEq, Eq)]
 pub(super) struct PriceRow {
     /// Prompt tokens served from cache.
     pub hit: Usd,
@@ -67,6 +68,9 @@ pub(super) struct ModelView {
     pub off_peak: PriceRow,
     /// Peak prices.
     pub peak: PriceRow,
+    /// Whether peak prices ever apply and differ from off-peak ones (else one price is shown;
+    /// with no peak hours set, the pages showed a range up to prices never charged).
+    pub peaks: bool,
     /// Names of the plans on sale that include it.
     pub plans: Vec<String>,
     /// The same, joined for prose.
@@ -90,19 +94,22 @@ pub(super) fn models(
                 .filter(|p| p.models.iter().any(|x| x == name))
                 .map(|p| p.name.clone())
                 .collect();
+            let off_peak = PriceRow {
+                hit: m.input_cache_hit[0],
+                miss: m.input_cache_miss[0],
+                out: m.output[0],
+            };
+            let peak = PriceRow {
+                hit: m.input_cache_hit[1],
+                miss: m.input_cache_miss[1],
+                out: m.output[1],
+            };
             ModelView {
                 name: name.clone(),
                 max_output: m.max_output_tokens,
-                off_peak: PriceRow {
-                    hit: m.input_cache_hit[0],
-                    miss: m.input_cache_miss[0],
-                    out: m.output[0],
-                },
-                peak: PriceRow {
-                    hit: m.input_cache_hit[1],
-                    miss: m.input_cache_miss[1],
-                    out: m.output[1],
-                },
+                peaks: has_peak_hours(config) && peak != off_peak,
+                off_peak,
+                peak,
                 plans_text: in_plans.join(t.list_sep),
                 plans: in_plans,
             }
@@ -159,6 +166,11 @@ pub(super) fn fill(template: &str, vars: &[(&str, &str)]) -> String {
         out = out.replace(&format!("{{{name}}}"), value);
     }
     out
+}
+
+/// Whether `[pricing]` names peak hours on some day.
+fn has_peak_hours(config: &Config) -> bool {
+    !config.pricing.peak_hours_utc.is_empty() && !config.pricing.peak_days.is_empty()
 }
 
 /// The sentence saying when peak prices apply, from `[pricing]`.
