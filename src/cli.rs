@@ -402,6 +402,16 @@ fn ask_for(limit: u32) -> u32 {
 
 /// Cut a list to `limit` and say so on stderr when there was more (the table alone read as
 /// "every order").
+/// With `--json`, what the table says of mail being off goes to stderr (the JSON stays the
+/// outbox alone; found by an independent re-check).
+fn mail_off_note(sending: bool) {
+    if !sending {
+        eprintln!(
+            "note: email is off ([email] smtp_url is not set): queued messages wait until it is configured"
+        );
+    }
+}
+
 fn cut_to<T>(items: &mut Vec<T>, limit: Option<u32>, what: &str) {
     if let Some(limit) = limit {
         let limit = limit.clamp(1, LIST_MAX) as usize;
@@ -461,12 +471,16 @@ async fn mail(path: &Path, args: MailArgs) -> ExitCode {
         Ok(Response::Mail { mut mail, sending }) => {
             cut_to(&mut mail, limit, "messages");
             if args.json {
+                mail_off_note(sending);
                 print_json(&mail)
             } else {
                 output(&mail_table(&mail, sending))
             }
         }
-        Ok(Response::MailRetried { mail, .. }) if args.json => print_json(&mail),
+        Ok(Response::MailRetried { mail, sending }) if args.json => {
+            mail_off_note(sending);
+            print_json(&mail)
+        }
         // With mail off, the table says it waits (found by an independent re-check).
         Ok(Response::MailRetried { mail, sending }) => output(&mail_table(&[mail], sending)),
         Ok(other) => fail(format_args!("unexpected answer from the daemon: {other:?}")),

@@ -50,8 +50,18 @@ impl Sub {
         }
     }
 
-    /// The next line (a stuck daemon fails the test instead of hanging it).
+    /// The next line but heartbeats (a stuck daemon fails the test instead of hanging it).
     pub(crate) async fn next(&mut self) -> Response {
+        loop {
+            match self.next_line().await {
+                Response::Heartbeat => continue,
+                other => return other,
+            }
+        }
+    }
+
+    /// The next line, whatever it is.
+    pub(crate) async fn next_line(&mut self) -> Response {
         let line = tokio::time::timeout(Duration::from_secs(30), self.lines.next_line())
             .await
             .expect("the daemon sends a line")
@@ -67,6 +77,23 @@ impl Sub {
             other => panic!("expected an event, got {other:?}"),
         }
     }
+}
+
+/// A subscription with nothing to tell hears a heartbeat every few seconds, so a console can
+/// tell a stuck daemon from an idle one.
+#[tokio::test]
+async fn an_idle_subscription_hears_heartbeats() {
+    let app = TestApp::spawn().await;
+    let (mut sub, _) = Sub::connect(&app).await;
+    let started = std::time::Instant::now();
+    for _ in 0..2 {
+        assert!(matches!(sub.next_line().await, Response::Heartbeat));
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= modelrelay::activity::protocol::HEARTBEAT,
+        "two heartbeats came within {took:?}"
+    );
 }
 
 /// A snapshot from a connection of its own.
@@ -338,6 +365,7 @@ fn every_event_and_a_full_snapshot_round_trip_as_json_lines() {
     }
     for (r, want) in [
         (Response::Subscribed, json!({"type": "subscribed"})),
+        (Response::Heartbeat, json!({"type": "heartbeat"})),
         (
             Response::Lagged { missed: 17 },
             json!({"type": "lagged", "missed": 17}),

@@ -45,6 +45,11 @@ fn apply(s: &mut Snapshot, e: &ActivityEvent) {
         }
         // The outbox is not in the snapshot.
         ActivityEvent::MailChanged { .. } => {}
+        ActivityEvent::OrderChanged { order, .. } => {
+            if let Some(o) = s.orders.iter_mut().find(|o| o.order_id == order.order_id) {
+                *o = order.clone();
+            }
+        }
     }
 }
 

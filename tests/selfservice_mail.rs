@@ -403,7 +403,7 @@ async fn a_top_up_receipt_names_nothing_of_a_key_replaced_since_the_order() {
 }
 
 /// `mail list` of an empty outbox says what that means: nothing due yet when the daemon sends
-/// mail, mail off otherwise (it said "once [email] is configured" with email on; found by an
+/// mail, mail off otherwise (with `--json`, on stderr) (it said "once [email] is configured" with email on; found by an
 /// independent check).
 #[tokio::test]
 async fn an_empty_outbox_says_whether_mail_is_on() {
@@ -431,5 +431,21 @@ async fn an_empty_outbox_says_whether_mail_is_on() {
             "email on: {on}: {text}"
         );
         assert!(text.contains("(no mail yet"), "{text}");
+        // With --json the outbox alone goes to stdout, the note to stderr.
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_modelrelay"))
+            .args(["mail", "list", "--json", "--socket"])
+            .arg(&app.socket)
+            .env_remove("MODELRELAY_CONFIG")
+            .current_dir(app.dir.path())
+            .output()
+            .await
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert_eq!(
+            serde_json::from_slice::<Value>(&out.stdout).unwrap(),
+            serde_json::json!([])
+        );
+        let note = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(note.contains("email is off"), !on, "email on: {on}: {note}");
     }
 }

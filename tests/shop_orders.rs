@@ -760,3 +760,34 @@ async fn the_storefronts_json_refusals_keep_their_exact_bodies() {
     assert_eq!(resp.status(), 400);
     assert_eq!(resp.text().await.unwrap(), "signature not verified");
 }
+
+/// An attached console hears an order that goes pending, is held for review or fails, as the
+/// order is stored (its Orders view kept showing `created`; found by an independent check).
+#[tokio::test]
+async fn an_attached_console_hears_orders_going_pending_to_review_or_failed() {
+    let app = TestApp::spawn_shop().await;
+    let (mut sub, _) = crate::activity::Sub::connect(&app).await;
+    let mut b = Browser::open(&app).await;
+    for (mode, want) in [
+        (CaptureMode::Pending, OrderStatus::Pending),
+        (CaptureMode::WrongAmount, OrderStatus::Review),
+        (CaptureMode::Declined, OrderStatus::Failed),
+    ] {
+        let (order_id, paypal_id) = b.create_order(&app, "trial", "a@b.co").await;
+        app.pp().set_capture_mode(mode);
+        assert!(app.pp().approve(&paypal_id));
+        let _ = b.capture(&app, &order_id).await;
+        let order = loop {
+            if let modelrelay::activity::ActivityEvent::OrderChanged { order, .. } =
+                sub.event().await
+                && order.order_id == order_id
+            {
+                break order;
+            }
+        };
+        assert_eq!(order.status, want, "{mode:?}");
+        assert_eq!(order.paypal_order_id.as_deref(), Some(paypal_id.as_str()));
+        assert_eq!(order_status(&app, &order_id), want.as_str());
+        assert_eq!(keys_of_order(&app, &order_id), 0);
+    }
+}

@@ -38,6 +38,23 @@ pub enum ClientError {
          been done all the same: look (e.g. `modelrelay keys show KEY`) before asking again"
     )]
     Unanswered,
+    /// The daemon took the connection but said nothing in time (stopped with SIGSTOP, frozen,
+    /// or far behind): a change asked may be made when it resumes.
+    #[error(
+        "the daemon on {0} did not answer within {1} s (stopped, frozen or overloaded?); if a \
+         change was asked, look (e.g. `modelrelay keys show KEY`) before asking again"
+    )]
+    Silent(PathBuf, u64),
+}
+
+/// How long a CLI command waits for the daemon's answer: a backup copies the whole database,
+/// everything else answers in well under a second on a working daemon (waiting for ever on a
+/// frozen one left scripts and cron jobs hanging; found by an independent check).
+fn answer_within(req: &Request) -> std::time::Duration {
+    match req {
+        Request::Backup { .. } => std::time::Duration::from_secs(3600),
+        _ => std::time::Duration::from_secs(60),
+    }
 }
 
 /// Longest answer line read: far past any daemon's (`keys list` of a hundred thousand keys is
@@ -119,9 +136,27 @@ impl Client {
     }
 }
 
-/// Connect, send one request, return the answer.
+/// Connect, send one request, return the answer (or [`ClientError::Silent`] when it does not
+/// come in time).
 pub async fn call(path: &Path, req: &Request) -> Result<Response, ClientError> {
-    Client::connect(path).await?.call(req).await
+    let within = answer_within(req);
+    let asked = async { Client::connect(path).await?.call(req).await };
+    tokio::time::timeout(within, asked)
+        .await
+        .unwrap_or_else(|_| Err(ClientError::Silent(path.to_path_buf(), within.as_secs())))
+}
+
+/// Tests: a socket at `path` that takes every connection and never answers (a daemon stopped
+/// with SIGSTOP).
+#[cfg(test)]
+pub(crate) fn silent_daemon(path: &Path) {
+    let listener = tokio::net::UnixListener::bind(path).unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
 }
 
 /// Tests: a daemon at `path` that refuses every peer, writing `message` as its error line and
@@ -156,6 +191,31 @@ mod tests {
         });
         let err = call(&path, &Request::Ping).await.unwrap_err();
         assert!(err.to_string().contains("longer than 256 MiB"), "{err}");
+    }
+
+    /// A socket that takes the connection and never answers (a daemon stopped with SIGSTOP):
+    /// the call gives up with a one-line reason, after a minute for a command and an hour for
+    /// a backup (time is paused: the test takes no minute).
+    #[tokio::test(start_paused = true)]
+    async fn a_daemon_that_never_answers_is_given_up_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("silent.sock");
+        silent_daemon(&path);
+        let asked = tokio::time::Instant::now();
+        let err = call(&path, &Request::Ping).await.unwrap_err();
+        assert!(matches!(err, ClientError::Silent(_, 60)), "{err:?}");
+        assert!(
+            err.to_string().contains("did not answer within 60 s"),
+            "{err}"
+        );
+        assert_eq!(asked.elapsed().as_secs(), 60);
+        let asked = tokio::time::Instant::now();
+        let backup = Request::Backup {
+            path: dir.path().join("copy.db"),
+        };
+        let err = call(&path, &backup).await.unwrap_err();
+        assert!(matches!(err, ClientError::Silent(_, 3600)), "{err:?}");
+        assert_eq!(asked.elapsed().as_secs(), 3600);
     }
 
     /// A daemon that refuses the peer writes why and closes without reading the request: the

@@ -19,6 +19,9 @@ use crate::status::{Api, Finish, KeyStatus, Measured, OrderStatus};
 pub use upstream::{AccountView, BalanceView, CurrencyBalance, ModelLoadView, UpstreamView};
 
 /// A command from a client.
+/// How often a subscription hears [`Response::Heartbeat`].
+pub const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(5);
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Request {
@@ -158,6 +161,10 @@ pub enum Response {
         /// What happened.
         event: ActivityEvent,
     },
+    /// Sent on a subscription every [`HEARTBEAT`]: a console that hears nothing for much
+    /// longer knows the daemon is stuck, not idle (it kept saying `live` on a frozen daemon;
+    /// found by an independent check).
+    Heartbeat,
     /// Some events were dropped because this client read too slowly.
     Lagged {
         /// How many.
@@ -602,6 +609,14 @@ pub enum ActivityEvent {
     MailChanged {
         /// The message now.
         mail: MailView,
+        /// Unix ms.
+        at_ms: i64,
+    },
+    /// An order changed in a way no other event tells: pending, failed, or held for review
+    /// (an attached console kept showing `created`; found by an independent check).
+    OrderChanged {
+        /// The order as stored now.
+        order: OrderView,
         /// Unix ms.
         at_ms: i64,
     },

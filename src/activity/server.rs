@@ -426,10 +426,20 @@ async fn subscription(
     if !send(write, &snapshot, &mut stop).await {
         return;
     }
+    let heartbeat = super::protocol::HEARTBEAT;
+    let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let next = tokio::select! {
-            e = events.recv() => e,
+            e = events.recv() => Some(e),
+            _ = beat.tick() => None,
             _ = stop.wait_for(|s| *s) => return,
+        };
+        let Some(next) = next else {
+            if !send(write, &Response::Heartbeat, &mut stop).await {
+                return;
+            }
+            continue;
         };
         let resp = match next {
             Ok(ev) => Response::Event {

@@ -375,6 +375,10 @@ fn wrong_types_are_refused() {
         jail.create_file("afile", "x").unwrap();
         let err = error_of(jail, "[server]\ndata_dir = \"afile\"\n");
         assert!(err.contains("is a file, not a directory"), "{err}");
+        let err = error_of(jail, "[server]\ndata_dir = \"afile/sub/dir\"\n");
+        assert!(err.contains("cannot be made: \"afile\" is a file"), "{err}");
+        let err = error_of(jail, "[server]\ndata_dir = \" \"\n");
+        assert!(err.contains("server.data_dir must not be empty"), "{err}");
         let err = error_of(jail, "[upstream]\nlow_balance_usd = \"-5\"\n");
         assert!(
             err.contains("upstream.low_balance_usd") && err.contains("negative"),

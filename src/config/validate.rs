@@ -130,13 +130,23 @@ impl Config {
             e.push("server.max_body_bytes must be greater than 0".into());
         }
         // What `serve` would refuse, `check-config` says first (found by an independent check).
-        if s.data_dir.as_os_str().is_empty() {
+        // Blank too: `" "` made a directory named by a space where the daemon was started.
+        let dir = &s.data_dir;
+        let existing = dir
+            .ancestors()
+            .find(|a| !a.as_os_str().is_empty() && std::fs::metadata(a).is_ok());
+        if dir.to_str().is_some_and(|d| d.trim().is_empty()) {
             e.push("server.data_dir must not be empty".into());
-        } else if std::fs::metadata(&s.data_dir).is_ok_and(|m| !m.is_dir()) {
-            e.push(format!(
-                "server.data_dir = {:?} is a file, not a directory",
-                s.data_dir.display().to_string()
-            ));
+        } else if let Some(found) = existing.filter(|a| !a.is_dir()) {
+            let shown = dir.display().to_string();
+            e.push(if found == dir.as_path() {
+                format!("server.data_dir = {shown:?} is a file, not a directory")
+            } else {
+                format!(
+                    "server.data_dir = {shown:?} cannot be made: {:?} is a file",
+                    found.display().to_string()
+                )
+            });
         }
         // Refused rather than run as 1 without a word (`max_connections = 0` served one
         // connection at a time).
@@ -296,7 +306,7 @@ impl Config {
         for a in &u.accounts {
             if a.name.trim().is_empty() || !is_ident(&a.name) {
                 e.push(format!(
-                    "upstream.accounts: the name {:?} must be 1 to 64 letters, digits, '.', '-' \
+                    "upstream.accounts: the name {:?} must be 1 to 64 ASCII letters, digits, '.', '-' \
                      and '_'",
                     crate::text::echoed(&a.name)
                 ));
@@ -344,7 +354,7 @@ impl Config {
         for (id, m) in &self.models {
             if !is_ident(id) {
                 e.push(format!(
-                    "models.{}: a model name is 1 to 64 letters, digits, '.', '-' and '_'",
+                    "models.{}: a model name is 1 to 64 ASCII letters, digits, '.', '-' and '_'",
                     crate::text::echoed(id)
                 ));
             }
@@ -383,7 +393,7 @@ impl Config {
                 let stem = alias.strip_suffix('*').unwrap_or(alias);
                 if stem.is_empty() || !is_ident(stem) {
                     e.push(format!(
-                        "models.{id}.aliases: {alias:?} must be a name of letters, digits, \
+                        "models.{id}.aliases: {alias:?} must be a name of ASCII letters, digits, \
                          '.', '-' and '_', optionally ending in '*'"
                     ));
                 }
@@ -409,7 +419,7 @@ impl Config {
         for (id, p) in &self.plans {
             if !is_ident(id) {
                 e.push(format!(
-                    "plans.{}: a plan id is 1 to 64 letters, digits, '.', '-' and '_'",
+                    "plans.{}: a plan id is 1 to 64 ASCII letters, digits, '.', '-' and '_'",
                     crate::text::echoed(id)
                 ));
             }

@@ -17,19 +17,33 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(3);
 /// How long a command may wait for its answer.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(15);
+/// A subscription silent this long is taken for a stuck daemon: the daemon says something at
+/// least every [`HEARTBEAT`](crate::activity::protocol::HEARTBEAT).
+const SILENT: Duration = Duration::from_secs(15);
 
-/// Connect and subscribe; returns once the daemon said `subscribed`.
+/// Connect and subscribe; returns once the daemon said `subscribed`, or an error when it does
+/// not within [`SILENT`].
 pub async fn subscribe(path: &Path) -> Result<Client, ClientError> {
-    let mut client = Client::connect(path).await?;
-    match client.ask(&Request::Subscribe).await {
-        Ok(Some(Response::Subscribed)) => Ok(client),
-        Ok(Some(Response::Error { message })) => Err(ClientError::Refused(message)),
-        Ok(Some(other)) => Err(ClientError::Protocol(format!(
-            "expected `subscribed`, got {other:?}"
-        ))),
-        // The daemon hangs up on a peer whose credentials it refuses, before reading a line.
-        Ok(None) | Err(_) => Err(ClientError::Denied(path.to_path_buf())),
-    }
+    let asked = async {
+        let mut client = Client::connect(path).await?;
+        match client.ask(&Request::Subscribe).await {
+            Ok(Some(Response::Subscribed)) => Ok(client),
+            Ok(Some(Response::Error { message })) => Err(ClientError::Refused(message)),
+            Ok(Some(other)) => Err(ClientError::Protocol(format!(
+                "expected `subscribed`, got {other:?}"
+            ))),
+            // A daemon that refuses a peer says why first (the case above); closing without
+            // a word is something else at the socket (it was called "permission denied";
+            // found by an independent check).
+            Ok(None) => Err(ClientError::Protocol(
+                "it closed the connection without answering".into(),
+            )),
+            Err(e) => Err(e),
+        }
+    };
+    tokio::time::timeout(SILENT, asked)
+        .await
+        .unwrap_or_else(|_| Err(ClientError::Silent(path.to_path_buf(), SILENT.as_secs())))
 }
 
 /// Keep a subscription up for as long as the console runs, starting with `first`.
@@ -57,14 +71,20 @@ pub async fn subscription(path: PathBuf, first: Client, tx: mpsc::Sender<Event>)
             return;
         }
         let why = loop {
-            match client.recv().await {
-                Ok(Some(r)) => {
+            match tokio::time::timeout(SILENT, client.recv()).await {
+                Ok(Ok(Some(r))) => {
                     if tx.send(Event::Socket(r)).await.is_err() {
                         return;
                     }
                 }
-                Ok(None) => break "the daemon closed the connection".to_string(),
-                Err(e) => break e.to_string(),
+                Ok(Ok(None)) => break "the daemon closed the connection".to_string(),
+                Ok(Err(e)) => break e.to_string(),
+                Err(_) => {
+                    break format!(
+                        "the daemon has said nothing for {} s (stopped, frozen or overloaded?)",
+                        SILENT.as_secs()
+                    );
+                }
             }
         };
         if tx.send(Event::Disconnected(why)).await.is_err() {
@@ -136,6 +156,34 @@ async fn call_once(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A daemon that takes the connection and says nothing (stopped with SIGSTOP): the console
+    /// gives up in [`SILENT`] with a reason, instead of a blank screen for ever; a socket that
+    /// closes without a word is not called "permission denied".
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_or_closing_socket_is_said_for_what_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("silent.sock");
+        crate::activity::client::silent_daemon(&path);
+        let err = subscribe(&path).await.err().expect("not subscribed");
+        assert!(
+            err.to_string().contains("did not answer within 15 s"),
+            "{err}"
+        );
+        let closing = dir.path().join("closing.sock");
+        let listener = tokio::net::UnixListener::bind(&closing).unwrap();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                drop(s);
+            }
+        });
+        let err = subscribe(&closing).await.err().expect("not subscribed");
+        let said = err.to_string();
+        assert!(
+            said.contains("closed the connection") && !said.contains("permission denied"),
+            "{said}"
+        );
+    }
 
     /// A daemon that refuses this peer writes why and closes: the console says that, not
     /// "closed the connection or answered garbage" (or, in a race, "permission denied").

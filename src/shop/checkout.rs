@@ -256,6 +256,7 @@ async fn open_at_paypal(
                 status: OrderStatus::Failed,
                 at_ms: Utc::now().timestamp_millis(),
             });
+            super::fulfil::announce(state, order_id).await;
             return Err(ShopError::PaypalCreateFailed);
         }
     };

@@ -124,8 +124,27 @@ pub(super) async fn hold_for_review(
         capture_id: capture.id.clone(),
         at_ms: now_ms,
     };
-    if let Err(e) = state.store.write(write).await {
-        tracing::warn!(order_id, error = %e, "order not held for review by this call");
+    match state.store.write(write).await {
+        Ok(()) => announce(state, order_id).await,
+        Err(e) => tracing::warn!(order_id, error = %e, "order not held for review by this call"),
+    }
+}
+
+/// Tell attached consoles an order's new status that no other event tells (pending, failed,
+/// held for review): the order as stored now.
+pub(super) async fn announce(state: &AppState, order_id: &str) {
+    let id = order_id.to_string();
+    match state
+        .store
+        .read(move |c| crate::store::orders::get_full(c, &id))
+        .await
+    {
+        Ok(Some(order)) => state.activity.emit(ActivityEvent::OrderChanged {
+            order: crate::activity::views::order_view(&order),
+            at_ms: Utc::now().timestamp_millis(),
+        }),
+        Ok(None) => {}
+        Err(e) => tracing::debug!(order_id, error = %e, "order change not announced"),
     }
 }
 
@@ -155,11 +174,14 @@ async fn record_unfinished(
             Some(Fulfilment::Declined("capture denied".into()))
         }
         "PENDING" => {
-            if order.status != OrderStatus::Pending {
-                let _ = state
+            if order.status != OrderStatus::Pending
+                && state
                     .store
                     .write(set_status(order_id, OrderStatus::Pending, now_ms))
-                    .await;
+                    .await
+                    .is_ok()
+            {
+                announce(state, order_id).await;
             }
             tracing::info!(
                 order_id,
@@ -181,10 +203,14 @@ async fn record_unfinished(
             Some(Fulfilment::Mismatch(format!("capture {}", capture.status)))
         }
         other => {
-            let _ = state
+            if state
                 .store
                 .write(set_status(order_id, OrderStatus::Failed, now_ms))
-                .await;
+                .await
+                .is_ok()
+            {
+                announce(state, order_id).await;
+            }
             tracing::warn!(
                 order_id,
                 status = other,

@@ -254,7 +254,8 @@ pub fn event_ms(e: &ActivityEvent) -> Option<i64> {
         | ActivityEvent::OrderRefunded { at_ms, .. }
         | ActivityEvent::KeyToppedUp { at_ms, .. }
         | ActivityEvent::KeyUpdated { at_ms, .. }
-        | ActivityEvent::MailChanged { at_ms, .. } => *at_ms,
+        | ActivityEvent::MailChanged { at_ms, .. }
+        | ActivityEvent::OrderChanged { at_ms, .. } => *at_ms,
         ActivityEvent::KeyCreated { .. } => return None,
     })
 }

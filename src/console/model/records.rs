@@ -84,6 +84,19 @@ impl Model {
                 self.keys.insert(key.id.clone(), key);
             }
             ActivityEvent::MailChanged { mail, .. } => self.upsert_mail(mail),
+            ActivityEvent::OrderChanged { order, .. } => {
+                match self
+                    .orders
+                    .iter_mut()
+                    .find(|o| o.order_id == order.order_id)
+                {
+                    Some(o) => *o = order,
+                    None => {
+                        self.orders.insert(0, order);
+                        self.orders.truncate(ORDERS_KEPT);
+                    }
+                }
+            }
             _ => {}
         }
     }

@@ -204,7 +204,11 @@ pub(super) async fn on_refund(
             _ => return Ok(()),
         }
         return match crate::shop::topup::refund_part(state, &full, &refund_id, part).await {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                // What was refunded of it, for an attached console's Orders view.
+                crate::shop::fulfil::announce(state, &order.order_id).await;
+                Ok(())
+            }
             Err(e) => {
                 tracing::error!(order_id = %order.order_id, error = %e, "partial refund not recorded; PayPal will retry");
                 Err(WebhookError::Unavailable)
