@@ -134,8 +134,8 @@ impl Stage {
 
 /// The segment at `path` opened for direct, synchronous writes, if the filesystem allows it.
 fn open_direct(path: &Path) -> Option<File> {
-    use std::os::unix::fs::OpenOptionsExt as _;
     use nix::fcntl::OFlag;
+    use std::os::unix::fs::OpenOptionsExt as _;
     match std::fs::OpenOptions::new()
         .write(true)
         .custom_flags((OFlag::O_DIRECT | OFlag::O_DSYNC).bits())
