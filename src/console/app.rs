@@ -172,6 +172,20 @@ pub enum Modal {
     Failed(String),
 }
 
+impl Modal {
+    /// A question `y` answers (revoke, top up, mint, replace, enable or disable an account).
+    pub fn is_confirmation(&self) -> bool {
+        matches!(
+            self,
+            Modal::ConfirmRevoke { .. }
+                | Modal::ConfirmTopUp { .. }
+                | Modal::ConfirmCreate { .. }
+                | Modal::ConfirmRotate { .. }
+                | Modal::ConfirmAccount { .. }
+        )
+    }
+}
+
 /// The console's whole state.
 #[derive(Debug, Clone)]
 pub struct App {
@@ -216,6 +230,10 @@ pub struct App {
     pub key_seen: std::cell::Cell<bool>,
     /// A Ctrl-C came while a key shown once was not yet drawn whole: the next one quits.
     pub quit_armed: std::cell::Cell<bool>,
+    /// The open confirmation was drawn with what it acts on (the key, the account): set by
+    /// drawing, read by `y`, which does nothing until then (a window too small for the dialog
+    /// showed "Revoke" alone, and `y` revoked; found by an independent check).
+    pub confirm_seen: std::cell::Cell<bool>,
 }
 
 /// How often the Orders view re-reads the outbox (events also keep it current).
@@ -257,6 +275,7 @@ impl App {
             upstream_poll: UpstreamPoll::default(),
             key_seen: std::cell::Cell::new(false),
             quit_armed: std::cell::Cell::new(false),
+            confirm_seen: std::cell::Cell::new(false),
         }
     }
 
@@ -264,6 +283,10 @@ impl App {
     pub fn handle(&mut self, event: Event) -> Vec<Action> {
         match event {
             Event::Key(k) => self.on_key(k).into_iter().collect(),
+            Event::Paste(text) => {
+                self.on_paste(&text);
+                Vec::new()
+            }
             Event::Tick(now) => {
                 self.now_ms = now;
                 self.model.tick(now);

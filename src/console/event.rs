@@ -12,6 +12,10 @@ use crate::money::Usd;
 pub enum Event {
     /// A key was pressed.
     Key(KeyEvent),
+    /// Text pasted (bracketed paste): typed into a field that takes text (the filter, a top-up
+    /// amount), ignored elsewhere — a paste is never a string of commands (a pasted "ry" on
+    /// the Keys view revoked the selected key).
+    Paste(String),
     /// The clock moved on (unix ms); drives elapsed times, rates and expiry of old data.
     Tick(i64),
     /// A line from the subscription connection (`subscribed`, `snapshot`, `event`, `lagged`).

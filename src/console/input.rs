@@ -19,6 +19,9 @@ pub fn parse_amount(input: &str) -> Result<Usd, String> {
     }
 }
 
+/// Characters of a paste taken: more than any filter or amount needs.
+const MAX_PASTE: usize = 200;
+
 impl App {
     /// Turn a key press into a state change, and maybe an action.
     pub fn on_key(&mut self, key: KeyEvent) -> Option<Action> {
@@ -37,6 +40,10 @@ impl App {
                 return None;
             }
             return Some(Action::Quit);
+        }
+        if !matches!(self.modal, Some(ref m) if m.is_confirmation()) {
+            // A confirmation this key opens is unseen until it is drawn.
+            self.confirm_seen.set(false);
         }
         if let Some(modal) = self.modal.take() {
             return self.on_modal_key(modal, key);
@@ -181,6 +188,17 @@ impl App {
     }
 
     /// Typing the Keys view's filter.
+    /// Pasted text: typed into the filter or a top-up amount, one character at a time as if
+    /// typed (control characters, newlines included, left out); ignored anywhere else.
+    pub fn on_paste(&mut self, text: &str) {
+        for c in text.chars().filter(|c| !c.is_control()).take(MAX_PASTE) {
+            if !matches!(self.modal, Some(Modal::Filter | Modal::TopUpAmount { .. })) {
+                return;
+            }
+            let _ = self.on_key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE));
+        }
+    }
+
     fn on_filter_key(&mut self, code: KeyCode) -> Option<Action> {
         match code {
             KeyCode::Enter => return None,
@@ -207,7 +225,7 @@ impl App {
         if no {
             return None;
         }
-        if !yes {
+        if !yes || !self.confirm_seen.get() {
             return keep(self, modal);
         }
         let (working, command) = match modal {

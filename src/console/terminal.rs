@@ -5,6 +5,7 @@ use std::io::{self, Stdout, stdout};
 use std::sync::Once;
 
 use crossterm::cursor::{Hide, Show};
+use crossterm::event::{DisableBracketedPaste, EnableBracketedPaste};
 use crossterm::execute;
 use crossterm::terminal::{
     EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode,
@@ -21,7 +22,7 @@ pub struct TerminalGuard {
 /// Put the terminal back: cooked mode, main screen, visible cursor. Safe to call twice.
 pub fn restore() {
     let _ = disable_raw_mode();
-    let _ = execute!(stdout(), LeaveAlternateScreen, Show);
+    let _ = execute!(stdout(), DisableBracketedPaste, LeaveAlternateScreen, Show);
 }
 
 fn install_panic_hook() {
@@ -36,13 +37,14 @@ fn install_panic_hook() {
     });
 }
 
-/// Enter raw mode and the alternate screen.
+/// Enter raw mode, the alternate screen and bracketed paste.
 pub fn enter() -> io::Result<TerminalGuard> {
     install_panic_hook();
     enable_raw_mode()?;
     // From here on every early return must restore, which the guard's Drop does.
     let guard = |terminal| TerminalGuard { terminal };
-    if let Err(e) = execute!(stdout(), EnterAlternateScreen, Hide) {
+    // Bracketed paste: a paste arrives as one event, never as key presses (see `Event::Paste`).
+    if let Err(e) = execute!(stdout(), EnterAlternateScreen, Hide, EnableBracketedPaste) {
         restore();
         return Err(e);
     }

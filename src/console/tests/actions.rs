@@ -83,7 +83,7 @@ fn revoke_asks_first_then_sends_the_socket_command() {
     assert_eq!(press(&mut app, KeyCode::Char('n')), None);
     assert_eq!(app.modal, None, "n cancels");
     press(&mut app, KeyCode::Char('r'));
-    let action = press(&mut app, KeyCode::Char('y'));
+    let action = yes(&mut app);
     let cmd = Command::Revoke {
         key_id: "key_pro".into(),
         prefix: "sk-gateway-PrOo…".into(),
@@ -165,10 +165,7 @@ fn top_up_takes_an_amount_then_confirmation() {
         prefix: "sk-gateway-TrIa…".into(),
         usd: usd("2.5"),
     };
-    assert_eq!(
-        press(&mut app, KeyCode::Char('y')),
-        Some(Action::Send(cmd.clone()))
-    );
+    assert_eq!(yes(&mut app), Some(Action::Send(cmd.clone())));
     app.handle(Event::Reply(
         cmd.clone(),
         Ok(Response::Error {
@@ -226,10 +223,7 @@ fn a_comp_key_is_minted_on_a_chosen_plan_and_shown_once() {
     let cmd = Command::Create {
         plan: "trial".into(),
     };
-    assert_eq!(
-        press(&mut app, KeyCode::Char('y')),
-        Some(Action::Send(cmd.clone()))
-    );
+    assert_eq!(yes(&mut app), Some(Action::Send(cmd.clone())));
     let api_key = "sk-gateway-NeWwAbCdEfGhIjKlMnOpQrStUvWxYz0123456789ab";
     app.handle(Event::Reply(
         cmd,
@@ -263,7 +257,7 @@ fn a_failed_command_connection_is_reported() {
     app.view = View::Keys;
     press(&mut app, KeyCode::Char('j'));
     press(&mut app, KeyCode::Char('r'));
-    let Some(Action::Send(cmd)) = press(&mut app, KeyCode::Char('y')) else {
+    let Some(Action::Send(cmd)) = yes(&mut app) else {
         panic!("no command");
     };
     app.handle(Event::Reply(
@@ -298,7 +292,7 @@ fn rotating_a_key_shows_its_new_text_once() {
     assert_eq!(app.selected().map(|k| k.id.as_str()), Some("key_pro"));
     press(&mut app, KeyCode::Char('R'));
     assert!(matches!(app.modal, Some(Modal::ConfirmRotate { .. })));
-    let action = press(&mut app, KeyCode::Char('y'));
+    let action = yes(&mut app);
     let cmd = Command::Rotate {
         key_id: "key_pro".into(),
         prefix: "sk-gateway-PrOo…".into(),

@@ -321,6 +321,12 @@ pub(crate) fn drawn(app: &App) {
     term.draw(|f| crate::console::ui::draw(f, app)).unwrap();
 }
 
+/// Answer the open confirmation `y` once it was drawn (before, `y` does nothing).
+pub(crate) fn yes(app: &mut App) -> Option<Action> {
+    drawn(app);
+    press(app, KeyCode::Char('y'))
+}
+
 pub(crate) fn press(app: &mut App, code: KeyCode) -> Option<Action> {
     app.on_key(KeyEvent::new(code, KeyModifiers::NONE))
 }

@@ -163,10 +163,7 @@ fn disable_asks_first_then_sends_upstream_disable_and_shows_the_outcome() {
         name: "primary".into(),
         enable: false,
     };
-    assert_eq!(
-        press(&mut app, KeyCode::Char('y')),
-        Some(Action::Send(cmd.clone()))
-    );
+    assert_eq!(yes(&mut app), Some(Action::Send(cmd.clone())));
     assert!(matches!(app.modal, Some(Modal::Working(_))));
     assert_eq!(
         cmd.request(),
@@ -218,10 +215,7 @@ fn enable_sends_upstream_enable_and_a_refusal_is_shown() {
         name: "secondary".into(),
         enable: true,
     };
-    assert_eq!(
-        press(&mut app, KeyCode::Char('y')),
-        Some(Action::Send(cmd.clone()))
-    );
+    assert_eq!(yes(&mut app), Some(Action::Send(cmd.clone())));
     assert_eq!(
         cmd.request(),
         crate::activity::protocol::Request::UpstreamEnable {

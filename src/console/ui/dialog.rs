@@ -29,6 +29,9 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, modal: &Modal, t: &Theme) 
     let Some((title, lines, width)) = dialog(app, modal, t) else {
         return;
     };
+    if modal.is_confirmation() {
+        return confirm(frame, area, app, (title, lines, width), t);
+    }
     let api_key = match modal {
         Modal::NewKey { api_key, .. } | Modal::ReplacedKey { api_key, .. } => api_key,
         _ => return paint(frame, area, (title, lines, width), t),
@@ -58,6 +61,33 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, modal: &Modal, t: &Theme) 
         vec![Line::raw("Enlarge the window to see the new key.")]
     };
     paint(frame, screen, (" Key ", enlarge, width), t);
+}
+
+/// A confirmation must show what `y` acts on: the dialog where it fits, else its question and
+/// answer lines alone, else a request to enlarge the window — and `y` does nothing until one of
+/// the first two was drawn (see `App::confirm_seen`).
+fn confirm(frame: &mut Frame, area: Rect, app: &App, (title, lines, width): Dialog, t: &Theme) {
+    let screen = frame.area();
+    if let Some(room) = [area, screen]
+        .into_iter()
+        .find(|a| height_of(&lines, width, *a) <= a.height)
+    {
+        app.confirm_seen.set(true);
+        return paint(frame, room, (title, lines, width), t);
+    }
+    let compact: Vec<Line<'static>> = lines
+        .first()
+        .into_iter()
+        .chain(lines.last())
+        .cloned()
+        .collect();
+    if height_of(&compact, width, screen) <= screen.height {
+        app.confirm_seen.set(true);
+        return paint(frame, screen, (title, compact, width), t);
+    }
+    app.confirm_seen.set(false);
+    let enlarge = vec![Line::raw("Enlarge the window to confirm.")];
+    paint(frame, screen, (title, enlarge, width), t);
 }
 
 /// Rows a dialog of `lines` takes in `area` with its border: long lines wrap at the width.

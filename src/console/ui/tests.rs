@@ -13,6 +13,7 @@ use crate::console::app::{App, View};
 use crate::console::event::Event;
 use crate::console::tests::{NOW, app, press, type_str};
 
+mod small;
 mod upstream;
 
 const SMALL: (u16, u16) = (80, 24);
