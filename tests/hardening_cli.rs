@@ -10,6 +10,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use modelrelay::activity::protocol::{Request, Response};
+use modelrelay::keys::KeyStatus;
 use tokio::io::AsyncReadExt;
 
 use crate::cli::run_in;
@@ -200,4 +201,54 @@ async fn long_operator_input_is_refused_by_name_and_echoed_clipped() {
         );
         assert!(r.stderr.len() < 600, "{}", r.stderr.len());
     }
+}
+
+/// What an operator types comes back harmless, a prefix must be the four characters a key
+/// shows, and a revoked key lists nothing left to spend (found by an independent check of the
+/// operator's view: escape sequences in a `--socket` path reached the terminal raw, `keys
+/// revoke sk-gateway-Z` revoked the one key starting with Z, `keys list` showed a revoked key's
+/// remaining as if it could be spent).
+#[tokio::test]
+async fn typed_input_is_echoed_harmless_prefixes_are_whole_and_revoked_keys_keep_nothing() {
+    let app = TestApp::spawn().await;
+    let socket = app.socket.to_str().expect("utf-8 socket path");
+    let dir = app.dir.path();
+    let evil = dir.join("x\u{1b}]0;pwned\u{7}\u{1b}[2Jy.sock");
+    let r = run_in(
+        dir,
+        &["keys", "list", "--socket", evil.to_str().unwrap()],
+        &[],
+    )
+    .await;
+    assert_eq!(r.code, Some(1), "{r:#?}");
+    assert!(
+        !r.stderr.contains('\u{1b}') && !r.stderr.contains('\u{7}'),
+        "{r:#?}"
+    );
+    assert!(r.stderr.contains("\u{FFFD}]0;pwned"), "{r:#?}");
+
+    let key = app.create_key("trial", None).await;
+    let prefix = app.key_state(&key).prefix();
+    let short = &prefix[.."sk-gateway-".len() + 1];
+    let r = run_in(dir, &["keys", "revoke", short, "--socket", socket], &[]).await;
+    assert_eq!(r.code, Some(1), "{r:#?}");
+    assert!(r.stderr.contains("four more characters"), "{r:#?}");
+    assert_eq!(app.key_state(&key).status(), KeyStatus::Active);
+    let r = run_in(dir, &["keys", "revoke", &prefix, "--socket", socket], &[]).await;
+    assert_eq!(r.code, Some(0), "{r:#?}");
+    let r = run_in(dir, &["keys", "list", "--socket", socket], &[]).await;
+    let row = r
+        .stdout
+        .lines()
+        .find(|l| l.contains(&prefix[..15]))
+        .unwrap();
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    // ID PREFIX PLAN STATUS BUDGET SPENT REMAINING REQS CREATED
+    assert_eq!(
+        (cols[3], cols[4], cols[6]),
+        ("revoked", "$1.00", "-"),
+        "{row}"
+    );
+    let r = run_in(dir, &["keys", "show", &prefix, "--socket", socket], &[]).await;
+    assert!(r.stdout.contains("- (revoked; $1.00 was left)"), "{r:#?}");
 }

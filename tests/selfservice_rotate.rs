@@ -489,3 +489,36 @@ async fn a_rotation_sent_again_after_a_flood_of_others_gets_the_same_new_key() {
     assert_eq!(status, 200, "{again}");
     assert_eq!(again["api_key"].as_str(), Some(new.as_str()));
 }
+
+/// The look-up of a paid top-up whose key's text was replaced since says the credit is on the
+/// key under its new text, not "the key above keeps working in your tools" beside "this key was
+/// replaced" (found by an independent check).
+#[tokio::test]
+async fn the_look_up_of_a_top_up_whose_key_was_replaced_says_so() {
+    let app = TestApp::spawn_shop().await;
+    let key = app.create_key("trial", None).await;
+    let mut b = Browser::open(&app).await;
+    let (order_id, _) =
+        crate::selfservice_topup::approved_top_up(&app, &mut b, "trial", &key).await;
+    let (_, v) = b.capture(&app, &order_id).await;
+    assert_eq!(v["status"], "paid", "{v}");
+    let (status, _) = rotate(&app, &key).await;
+    assert_eq!(status, 200);
+    let token = crate::pages::csrf_token(&app.base).await;
+    let (status, html) = crate::pages::post_form(
+        &app.base,
+        "/order?lang=en",
+        Some(&token),
+        &[
+            ("order_id", &order_id),
+            ("email", "buyer@example.com"),
+            ("csrf_token", &token),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let se = &modelrelay::shop::i18n::SELF_EN;
+    assert!(html.contains("id=\"order-replaced\""), "{html}");
+    assert!(html.contains(&crate::pages::esc(se.order_note_paid_topup_replaced)));
+    assert!(!html.contains(&crate::pages::esc(se.order_note_paid_topup)));
+}

@@ -131,6 +131,12 @@ fn warnings(pool: &PoolStatus, usd: Usd, liability: Usd, coverage: Option<u64>) 
         }
     }
     if let Some(pct) = coverage.filter(|p| *p < 100) {
+        // As the pool line says it: a balance that covers under 1% is not nothing.
+        let pct = if pct == 0 && usd > Usd::ZERO {
+            "<1".to_string()
+        } else {
+            pct.to_string()
+        };
         w.push(format!(
             "DeepSeek balance ${usd} covers {pct}% of what customers may still spend (${liability})"
         ));

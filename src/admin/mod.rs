@@ -140,7 +140,9 @@ pub fn find_key(state: &AppState, needle: &str) -> Result<Arc<KeyState>, AdminEr
         return Ok(k);
     }
     let stem = needle.trim_end_matches('…');
-    if stem.len() > KEY_PREFIX.len() && stem.starts_with(KEY_PREFIX) {
+    // At least the four characters a prefix shows: one or two matched whichever key had them
+    // (`keys revoke sk-gateway-Z`; found by an independent check).
+    if stem.len() >= KEY_PREFIX.len() + 4 && stem.starts_with(KEY_PREFIX) {
         let hits: Vec<_> = state
             .keys
             .all()

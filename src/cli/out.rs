@@ -3,9 +3,13 @@
 
 use std::process::ExitCode;
 
-/// Say why a command failed, on stderr, and fail.
+/// Say why a command failed, on stderr, and fail. Control characters but line breaks are
+/// shown as `�`: a message may repeat what was typed (a `--socket` path holding terminal escape
+/// sequences was written raw; found by an independent check).
 pub(super) fn fail(msg: impl std::fmt::Display) -> ExitCode {
-    eprintln!("modelrelay: {msg}");
+    let text = msg.to_string();
+    let safe: Vec<String> = text.split('\n').map(crate::text::visible).collect();
+    eprintln!("modelrelay: {}", safe.join("\n"));
     ExitCode::FAILURE
 }
 

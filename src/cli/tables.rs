@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use crate::activity::protocol::{KeyView, MailView, OrderView};
 use crate::kinds::OrderKind;
+use crate::status::KeyStatus;
 
 // Writing to a String cannot fail: the `fmt::Result`s below are always `Ok`.
 
@@ -97,7 +98,7 @@ pub(super) fn keys_table(keys: &[KeyView]) -> String {
             k.status.as_str(),
             format!("${}", k.budget_usd),
             format!("${}", k.spent_usd),
-            format!("${}", k.remaining_usd),
+            remaining(k),
             k.requests,
             k.created_at
         );
@@ -108,6 +109,17 @@ pub(super) fn keys_table(keys: &[KeyView]) -> String {
     printable(s)
 }
 
+/// What a key can still spend: nothing once revoked (what it had left is not owed to anyone;
+/// `keys list` showed it as if it could be spent, beside the dashboard's $0.00 and the
+/// liability that leaves it out; found by independent checks).
+fn remaining(k: &KeyView) -> String {
+    if k.status == KeyStatus::Revoked {
+        "-".into()
+    } else {
+        format!("${}", k.remaining_usd)
+    }
+}
+
 pub(super) fn key_card(k: &KeyView) -> String {
     let mut s = card(&[
         ("id", k.id.clone()),
@@ -116,7 +128,14 @@ pub(super) fn key_card(k: &KeyView) -> String {
         ("status", k.status.as_str().to_string()),
         ("budget", format!("${}", k.budget_usd)),
         ("spent", format!("${}", k.spent_usd)),
-        ("remaining", format!("${}", k.remaining_usd)),
+        (
+            "remaining",
+            if k.status == KeyStatus::Revoked {
+                format!("- (revoked; ${} was left)", k.remaining_usd)
+            } else {
+                remaining(k)
+            },
+        ),
         ("held", format!("${}", k.held_usd)),
         ("requests", k.requests.to_string()),
         ("email", field(&or_dash(&k.email))),

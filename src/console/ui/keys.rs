@@ -132,9 +132,9 @@ fn row(
             Line::from(usd_in(k.budget_usd, got(8))).right_aligned(),
         ));
         cells.push(Cell::from(k.id.clone()));
-        cells.push(Cell::from(crate::text::visible(
-            k.email.as_deref().unwrap_or_default(),
-        )));
+        // Cut with a mark: `op@example.com` cut to `op@example` read as another address.
+        let email = crate::text::visible(k.email.as_deref().unwrap_or_default());
+        cells.push(Cell::from(clip(&email, got(10))));
     }
     Row::new(cells)
 }

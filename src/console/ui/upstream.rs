@@ -236,7 +236,8 @@ fn detail_lines(balance: BalanceCells, error: Span<'static>, t: &Theme) -> [Line
     ]
 }
 
-/// `healthy`, `probation`, `cooling 12s` (the seconds until the trial request), `disabled`.
+/// `healthy`, `probation`, `cooling 12s` (the seconds until the trial request), `trial due`,
+/// `disabled`.
 fn state_text(a: &AccountView, now_ms: i64, t: &Theme) -> (String, Style) {
     match a.state.as_str() {
         // Back from a rest with its backoff kept: a failure rests it for twice as long.
@@ -248,7 +249,13 @@ fn state_text(a: &AccountView, now_ms: i64, t: &Theme) -> (String, Style) {
                 .cooling_until_ms
                 .map_or(0, |until| (until - now_ms).max(0));
             let left = u64::try_from(left).unwrap_or(0).div_ceil(1000);
-            (format!("cooling {}", secs(left)), t.warn)
+            if left == 0 {
+                // Its trial goes with the next request that needs it ("cooling 0s" stayed
+                // on screen for as long as no request came).
+                ("trial due".into(), t.warn)
+            } else {
+                (format!("cooling {}", secs(left)), t.warn)
+            }
         }
         "disabled" => ("disabled".into(), t.bad),
         other => (other.to_string(), t.warn),

@@ -94,6 +94,8 @@ texts! {
     order_note_paid_replaced,
     /// Order look-up note: a paid top-up (its key shown by prefix only).
     order_note_paid_topup,
+    /// Order look-up: a paid top-up whose key's text was replaced since.
+    order_note_paid_topup_replaced,
     /// Order look-up note: a top-up PayPal is still reviewing.
     order_note_pending_topup,
     /// Order look-up note: a top-up PayPal is still reviewing whose key was revoked since.

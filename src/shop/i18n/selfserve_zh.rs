@@ -49,6 +49,7 @@ pub static SELF_ZH: SelfTexts = SelfTexts {
     order_replaced: "此密钥已于 {date} 更换。新密钥仅在生成时显示过一次，此处不再显示。",
     order_note_paid_replaced: "已付款。更换后的新密钥沿用原有余额。",
     order_note_paid_topup: "已付款。额度已充值到上方的 key，你的工具无需任何改动。",
+    order_note_paid_topup_replaced: "已付款。额度已充入该 key；更换后的新 key 沿用其余额，旧 key 已失效。",
     order_note_pending_topup: "PayPal 正在审核这笔付款，完成后额度会立即充值到上方的 key。",
     order_note_pending_revoked: "PayPal 正在审核这笔付款，但它对应的 key 之后已被吊销，无法再充值；付款完成后将转为人工审核。请带上订单号联系站长，不要重复付款。",
     order_note_refunded_topup: "这笔充值已退款，其剩余额度已收回。该 key 未被吊销，保留其余余额。",

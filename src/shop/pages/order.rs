@@ -65,6 +65,9 @@ impl OrderShown {
             (OrderStatus::Paid, _, _) if o.key_revoked => s.order_note_paid_revoked,
             (OrderStatus::Paid, _, _) if partly => s.order_note_partly_refunded,
             (OrderStatus::Refunded, _, _) if o.paid_at.is_none() => s.order_note_refunded_ungiven,
+            (OrderStatus::Paid, _, Some(_)) if o.replaced_at.is_some() => {
+                s.order_note_paid_topup_replaced
+            }
             (OrderStatus::Paid, _, Some(_)) => s.order_note_paid_topup,
             (OrderStatus::Pending, _, Some(_)) if o.key_revoked => s.order_note_pending_revoked,
             (OrderStatus::Pending, _, Some(_)) => s.order_note_pending_topup,

@@ -94,7 +94,7 @@ fn upstream_view_counts_cooling_down_and_shows_requests_per_minute() {
         assert!(secondary.contains(" 0.0 "), "{secondary}");
     }
     a.handle(Event::Tick(NOW + 70_000));
-    assert!(line_with(&screen(&a, SMALL), "secondary ").contains("cooling 0s "));
+    assert!(line_with(&screen(&a, SMALL), "secondary ").contains("trial due "));
     // The operator's switch and a disabled account read as such.
     with_pool(&mut a, |v| {
         v.accounts[0].state = "disabled".into();
