@@ -212,24 +212,30 @@ async fn the_order_look_up_says_a_rotated_key_was_replaced() {
     let message = v["message"].as_str().unwrap();
     assert!(message.contains("replaced"), "{message}");
     // And the look-up page says the order is paid and its key replaced, nothing contradictory.
+    let html = looked_up(&app, &order_id, "me@example.com").await;
+    let en = &modelrelay::shop::i18n::EN;
+    let se = &modelrelay::shop::i18n::SELF_EN;
+    assert!(html.contains("id=\"order-replaced\""), "{html}");
+    assert!(html.contains(&crate::pages::esc(se.order_note_paid_replaced)));
+    assert!(!html.contains(&crate::pages::esc(en.order_note_paid_nokey)));
+}
+
+/// The order look-up page for `order_id` and `email`, in English.
+async fn looked_up(app: &TestApp, order_id: &str, email: &str) -> String {
     let token = crate::pages::csrf_token(&app.base).await;
     let (status, html) = crate::pages::post_form(
         &app.base,
         "/order?lang=en",
         Some(&token),
         &[
-            ("order_id", &order_id),
-            ("email", "me@example.com"),
+            ("order_id", order_id),
+            ("email", email),
             ("csrf_token", &token),
         ],
     )
     .await;
     assert_eq!(status, 200);
-    let en = &modelrelay::shop::i18n::EN;
-    let se = &modelrelay::shop::i18n::SELF_EN;
-    assert!(html.contains("id=\"order-replaced\""), "{html}");
-    assert!(html.contains(&crate::pages::esc(se.order_note_paid_replaced)));
-    assert!(!html.contains(&crate::pages::esc(en.order_note_paid_nokey)));
+    html
 }
 
 async fn rotate_again(app: &TestApp, key: &str, idempotency: &str) -> (u16, Value) {
@@ -504,19 +510,7 @@ async fn the_look_up_of_a_top_up_whose_key_was_replaced_says_so() {
     assert_eq!(v["status"], "paid", "{v}");
     let (status, _) = rotate(&app, &key).await;
     assert_eq!(status, 200);
-    let token = crate::pages::csrf_token(&app.base).await;
-    let (status, html) = crate::pages::post_form(
-        &app.base,
-        "/order?lang=en",
-        Some(&token),
-        &[
-            ("order_id", &order_id),
-            ("email", "buyer@example.com"),
-            ("csrf_token", &token),
-        ],
-    )
-    .await;
-    assert_eq!(status, 200);
+    let html = looked_up(&app, &order_id, "buyer@example.com").await;
     let se = &modelrelay::shop::i18n::SELF_EN;
     assert!(html.contains("id=\"order-replaced\""), "{html}");
     assert!(html.contains(&crate::pages::esc(se.order_note_paid_topup_replaced)));
