@@ -65,6 +65,9 @@ pub struct AppState {
     /// memory: after a restart the first capture may meet the old decline once more, and the
     /// next one has a new id.
     pub capture_declines: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    /// Captures at PayPal in progress, per order: another capture of the same order waits for
+    /// the first (see `shop::checkout::capture_at_paypal`).
+    pub capturing: crate::shop::checkout::Capturing,
     /// Cancelled when shutdown stops waiting: requests still in flight end, billed, at once.
     pub cut: tokio_util::sync::CancellationToken,
     /// Counters for `/metrics` (atomics; the request path takes no lock).
@@ -420,6 +423,7 @@ impl AppState {
             paypal,
             fulfil_lock: tokio::sync::Mutex::new(()),
             capture_declines: std::sync::Mutex::default(),
+            capturing: crate::shop::checkout::Capturing::default(),
             cut: tokio_util::sync::CancellationToken::new(),
             metrics,
             mailer,

@@ -791,3 +791,34 @@ async fn an_attached_console_hears_orders_going_pending_to_review_or_failed() {
         assert_eq!(keys_of_order(&app, &order_id), 0);
     }
 }
+
+/// Two captures of one order at once (the return page reloaded while the first is at PayPal):
+/// the second waits for the first and gets its answer, the key; PayPal never sees the two
+/// overlap (it may fail the second, and the buyer read "PayPal is not answering" while the
+/// first went through; found by an independent check).
+#[tokio::test]
+async fn two_captures_of_one_order_at_once_both_show_the_key() {
+    let app = TestApp::spawn_shop().await;
+    let mut b = Browser::open(&app).await;
+    let (order_id, paypal_id) = b.create_order(&app, "trial", "a@b.co").await;
+    assert!(app.pp().approve(&paypal_id));
+    app.pp()
+        .set_capture_delay(std::time::Duration::from_millis(400));
+    // The same browser twice (two tabs, or a reload).
+    let mut again = Browser {
+        cookies: b.cookies.clone(),
+        csrf: b.csrf.clone(),
+        forwarded_for: None,
+    };
+    let ((s1, v1), (s2, v2)) =
+        tokio::join!(b.capture(&app, &order_id), again.capture(&app, &order_id));
+    assert_eq!((s1, s2), (200, 200), "{v1} {v2}");
+    assert_eq!(v1["status"], "paid", "{v1}");
+    assert_eq!(v2["status"], "paid", "{v2}");
+    assert!(v1["api_key"].as_str().is_some());
+    assert_eq!(v1["api_key"], v2["api_key"]);
+    assert_eq!(keys_of_order(&app, &order_id), 1);
+    let counts = app.pp().counts();
+    assert_eq!(counts.completed_captures, 1);
+    assert_eq!(counts.captures, 2, "both asked PayPal, one after the other");
+}

@@ -521,11 +521,67 @@ fn declines(state: &AppState) -> std::sync::MutexGuard<'_, std::collections::Has
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Per order, the lock its capture holds while at PayPal (an entry lives while someone holds or
+/// waits for it).
+#[derive(Default)]
+pub struct Capturing(
+    std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+);
+
+/// This order's turn to capture: dropped, the next capture of the same order goes.
+struct CaptureTurn<'a> {
+    all: &'a Capturing,
+    order_id: String,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Capturing {
+    /// Wait until no other capture of `order_id` is at PayPal from here.
+    async fn turn(&self, order_id: &str) -> CaptureTurn<'_> {
+        let lock = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(order_id.to_string())
+            .or_default()
+            .clone();
+        CaptureTurn {
+            all: self,
+            order_id: order_id.to_string(),
+            guard: Some(lock.lock_owned().await),
+        }
+    }
+}
+
+impl Drop for CaptureTurn<'_> {
+    fn drop(&mut self) {
+        let mut all = self
+            .all
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // The map's handle and our guard's: nobody else waits, the entry goes.
+        if let Some(guard) = self.guard.take()
+            && Arc::strong_count(tokio::sync::OwnedMutexGuard::mutex(&guard)) <= 2
+        {
+            drop(guard);
+            all.remove(&self.order_id);
+        }
+    }
+}
+
 /// Capture at PayPal (idempotent on our request id) and fulfil from the answer.
+///
+/// One capture of an order at a time from here: a reload of the return page while the first
+/// is at PayPal, the order look-up or a webhook's recovery would send PayPal the same request
+/// id at once, and PayPal "processes the first request and might fail the second" (its
+/// idempotency guide; the buyer read "PayPal is not answering" while the first went through;
+/// found by an independent check). The second waits, then gets the first's answer again.
 pub(crate) async fn capture_at_paypal(
     state: &Arc<AppState>,
     order: &OrderRecord,
 ) -> Result<Fulfilment, ShopError> {
+    let _turn = state.capturing.turn(&order.order_id).await;
     let (Some(paypal), Some(paypal_id)) = (state.paypal.as_ref(), order.paypal_order_id.as_deref())
     else {
         return Err(ShopError::NotApproved);

@@ -94,6 +94,12 @@ impl SimulatedPaypal {
         lock(&self.shared.state).mode = m;
     }
 
+    /// Make each capture take `d` before it is decided; a second capture with the same
+    /// `PayPal-Request-Id` arriving meanwhile fails with a 500, as PayPal may fail it.
+    pub fn set_capture_delay(&self, d: std::time::Duration) {
+        lock(&self.shared.state).capture_delay = d;
+    }
+
     /// Make every issued access token invalid, as when PayPal revokes tokens early: the next
     /// API call gets 401 and a client must fetch a new token.
     pub fn revoke_tokens(&self) {

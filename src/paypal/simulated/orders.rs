@@ -167,6 +167,15 @@ fn declined() -> Response {
     )
 }
 
+/// A capture being worked on under its request id (see `SimState::capturing`); done when dropped.
+struct Working<'a>(&'a Shared, String);
+
+impl Drop for Working<'_> {
+    fn drop(&mut self) {
+        lock(&self.0.state).capturing.remove(&self.1);
+    }
+}
+
 /// `POST /v2/checkout/orders/{id}/capture`.
 pub(super) async fn capture_order(
     State(s): State<Arc<Shared>>,
@@ -178,6 +187,23 @@ pub(super) async fn capture_order(
         return refused;
     }
     let request_id = header_str(&headers, "paypal-request-id");
+    let delay = lock(&s.state).capture_delay;
+    let _working = match request_id {
+        Some(r) if !delay.is_zero() => {
+            if !lock(&s.state).capturing.insert(r.to_owned()) {
+                lock(&s.state).counts.captures += 1;
+                return api_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "INTERNAL_SERVER_ERROR",
+                    "An internal server error occurred.",
+                    None,
+                );
+            }
+            tokio::time::sleep(delay).await;
+            Some(Working(&s, r.to_owned()))
+        }
+        _ => None,
+    };
     // The whole decision happens under one lock: concurrent captures create exactly one capture.
     let mut st = lock(&s.state);
     st.counts.captures += 1;

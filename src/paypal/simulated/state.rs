@@ -99,6 +99,12 @@ pub(super) struct SimState {
     /// `invoice_id` → order id: PayPal refuses an invoice id twice.
     pub(super) invoices: HashMap<String, String>,
     pub(super) mode: CaptureMode,
+    /// How long a capture takes before it is decided (0: at once).
+    pub(super) capture_delay: std::time::Duration,
+    /// Captures being worked on, by `PayPal-Request-Id`: PayPal processes the first of two
+    /// simultaneous requests with the same id "and might fail the second" (its idempotency
+    /// guide); this one fails it with a 500.
+    pub(super) capturing: HashSet<String>,
     pub(super) counts: SimCounts,
     /// `(event type, order id)` → the event, so redelivery repeats the event id as PayPal does.
     pub(super) events: HashMap<(String, String), Value>,
