@@ -117,3 +117,28 @@ async fn an_order_never_approved_offers_to_pay_again_in_the_pages_language() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_order_paypal_no_longer_knows_offers_to_pay_again_not_to_retry() {
+    let app = demo_shop().await;
+    let artifacts = artifacts_dir_named("browser-checkout-expired");
+    let (base, shots) = (app.base.clone(), artifacts.clone());
+    app.pp().set_capture_mode(CaptureMode::Expired);
+    let app = &app;
+    with_browser(&artifacts, "expired", async move |c: Client| {
+        let _ = to_the_approval_page(&c, &base, "en").await;
+        click(&c, "#approve").await;
+        wait_for_path(&c, "/checkout/trial").await;
+        // Expired at PayPal: trying this order again can never work, so no "Try again"; the
+        // buyer pays again with a new order.
+        assert_eq!(
+            visible_text(&c, "#checkout-error").await,
+            EN.js_order_expired
+        );
+        assert!(shown(&c, "#checkout-pay").await, "the pay form is back");
+        assert!(!shown(&c, "#checkout-retry").await);
+        assert_eq!(keys(app), 0);
+        screenshot(&c, &shots, "4-expired").await;
+    })
+    .await;
+}

@@ -948,3 +948,49 @@ async fn small_starter_bought() -> (TestApp, String, String, String) {
     let key = v["api_key"].as_str().expect("a key").to_string();
     (app, order, paypal, key)
 }
+
+/// The return page of a top-up's order (a reload after PayPal) is a top-up's page again, asking
+/// for the key, not a purchase's offering a new one; the capture answer says it is a top-up, so
+/// the page words a pending or failed one for credit, not a key (found by an independent check).
+#[tokio::test]
+async fn a_top_up_come_back_to_is_a_top_up_page_and_its_capture_says_so() {
+    let app = TestApp::spawn_shop().await;
+    let key = key_on(&app, "pro", "2.00").await;
+    let mut b = Browser::open(&app).await;
+    let (order_id, _) = approved_top_up(&app, &mut b, "trial", &key).await;
+    let page = |id: &str| {
+        let url = format!(
+            "{}/checkout/trial?lang=en&order_id={id}&approved=1",
+            app.base
+        );
+        let http = app.http.clone();
+        async move { http.get(url).send().await.unwrap().text().await.unwrap() }
+    };
+    let html = page(&order_id).await;
+    assert!(html.contains(&esc(SELF_EN.checkout_topup_title)), "{html}");
+    assert!(html.contains("id=\"topup-key\""), "the key is asked for");
+    assert!(!html.contains(&esc(modelrelay::shop::i18n::EN.checkout_paypal_hint)));
+    app.pp()
+        .set_capture_mode(modelrelay::paypal::simulated::CaptureMode::Pending);
+    let (status, v) = b.capture(&app, &order_id).await;
+    assert_eq!(
+        (status, v["status"].as_str()),
+        (200, Some("pending")),
+        "{v}"
+    );
+    assert_eq!(v["top_up"], true, "{v}");
+
+    // A purchase's return page stays a purchase's; its capture says it is not a top-up.
+    app.pp()
+        .set_capture_mode(modelrelay::paypal::simulated::CaptureMode::Completed);
+    let (purchase, paypal_id) = b.create_order(&app, "trial", "a@b.co").await;
+    let html = page(&purchase).await;
+    assert!(!html.contains(&esc(SELF_EN.checkout_topup_title)));
+    assert!(app.pp().approve(&paypal_id));
+    let (_, v) = b.capture(&app, &purchase).await;
+    assert_eq!(
+        (v["status"].as_str(), &v["top_up"]),
+        (Some("paid"), &json!(false)),
+        "{v}"
+    );
+}

@@ -27,10 +27,17 @@
   var CODES = {
     payment_provider_error: 'provider', payment_declined: 'declined-method',
     not_approved: 'not-approved', payment_not_recorded: 'not-recorded',
-    plan_withdrawn: 'plan-withdrawn', rate_limit_exceeded: 'too-many', csrf_failed: 'reload',
-    grant_expired: 'reload', invalid_email: 'email', unknown_key: 'key-unknown',
-    key_revoked: 'key-revoked', key_budget_full: 'key-full'
+    plan_withdrawn: 'plan-withdrawn', plan_not_found: 'plan-withdrawn', rate_limit_exceeded: 'too-many',
+    csrf_failed: 'reload', grant_expired: 'reload', invalid_email: 'email',
+    unknown_key: 'key-unknown', key_revoked: 'key-revoked', key_budget_full: 'key-full',
+    order_expired: 'order-expired', order_not_found: 'order-expired'
   };
+  // After a failed capture: nothing was taken and this order cannot be paid as it is, so the
+  // buyer pays again (a new order) ...
+  var PAY_AGAIN = { not_approved: 1, payment_declined: 1, order_expired: 1, order_not_found: 1 };
+  // ... or nothing more can be done here (another plan, a reload, the key is revoked) ...
+  var FINAL = { plan_withdrawn: 1, plan_not_found: 1, key_revoked: 1, csrf_failed: 1 };
+  // ... else the approved order's capture may still go through: offer to try it again.
   function errorText(e) { return (e.code && CODES[e.code] && msg(CODES[e.code])) || e.message; }
   function showError(text) { errorBox.textContent = text; errorBox.hidden = false; }
   function clearError() { errorBox.textContent = ''; errorBox.hidden = true; }
@@ -107,12 +114,18 @@
 
   // `actions`: PayPal's, when the capture follows its window's approval (a declined payment
   // method then reopens it for another).
+  var capturing = false;
   function capture(orderId, actions) {
+    // One at a time: the server serialises them anyway, but a burst of clicks spent the
+    // address's attempts and left an error beside the key.
+    if (capturing) return Promise.resolve();
+    capturing = true;
     clearError();
     payBox.hidden = true;
     retryBox.hidden = true;
     busy(msg('capturing'));
     return api('/api/orders/' + encodeURIComponent(orderId) + '/capture', {}).then(function (data) {
+      capturing = false;
       busy('');
       var id = data.order_id || orderId;
       if (data.status === 'paid' && data.topped_up) {
@@ -122,15 +135,19 @@
       } else if (data.status === 'paid') {
         showPending(msg('paid-elsewhere'), id, msg('paid-h'));
       } else if (data.status === 'pending') {
-        showPending(msg('pending'), id);
+        showPending(msg(data.top_up ? 'pending-topup' : 'pending'), id);
       } else if (data.status === 'review') {
         showPending(data.message || msg('failed'), id);
       } else {
         payBox.hidden = false;
-        var known = { created: 'not-approved', failed: 'declined', refunded: 'refunded' }[data.status];
+        var known = {
+          created: 'not-approved', failed: data.top_up ? 'declined-topup' : 'declined',
+          refunded: 'refunded'
+        }[data.status];
         showError(known ? msg(known) : (data.message || msg('failed')));
       }
     }, function (e) {
+      capturing = false;
       busy('');
       if (e.code === 'payment_declined' && actions && actions.restart) {
         // Nothing was taken: PayPal's window opens again to choose another way to pay.
@@ -138,12 +155,11 @@
         return actions.restart();
       }
       showError(errorText(e));
-      if (e.code === 'not_approved' || e.code === 'payment_declined' || e.code === 'plan_withdrawn') {
-        // Nothing was taken and this order cannot be captured as it is: pay again (a new
-        // order), or choose another plan.
+      if (PAY_AGAIN[e.code]) {
         payBox.hidden = false;
         return;
       }
+      if (FINAL[e.code]) return;
       // The buyer has approved: never offer to pay again for this order, but to try its
       // capture again, with its id to look it up by. (The URL carries the id too, so a reload
       // retries the same capture.)

@@ -353,6 +353,7 @@ pub async fn capture(
         "order_id": order.order_id,
         "message": message,
         "api_key": api_key,
+        "top_up": false,
     }))
     .into_response())
 }
@@ -408,6 +409,7 @@ async fn capture_top_up(state: &Arc<AppState>, order: &Order) -> Result<Response
         "message": message,
         "api_key": null,
         "topped_up": view.topped_up,
+        "top_up": true,
     }))
     .into_response())
 }
@@ -631,6 +633,15 @@ pub(crate) async fn capture_at_paypal(
         },
         Err(PaypalError::Api { name, .. }) if name == "ORDER_NOT_APPROVED" => {
             Err(ShopError::NotApproved)
+        }
+        // Expired unpaid (PayPal keeps an unapproved order ~3 hours) or unknown there: no
+        // capture can ever follow, so the buyer is not offered to try this one again (it was
+        // "PayPal is not answering" for ever; found by an independent check).
+        Err(PaypalError::Api { name, .. })
+            if name == "ORDER_EXPIRED" || name == "RESOURCE_NOT_FOUND" =>
+        {
+            tracing::info!(order_id = %order.order_id, %name, "PayPal no longer knows the order");
+            Err(ShopError::OrderExpired)
         }
         // PayPal's "funding failure": the buyer's card or balance was refused. Retrying the
         // same capture can never work; PayPal's window is restarted for another method.

@@ -45,6 +45,13 @@ pub enum ShopError {
     /// 502: PayPal did not create its order.
     #[error("PayPal is not answering right now. Please try again in a moment.")]
     PaypalCreateFailed,
+    /// 409: PayPal no longer knows the order (expired unpaid, or unknown there): nothing was
+    /// taken, and the buyer pays again with a new order.
+    #[error(
+        "This order can no longer be paid at PayPal (it expired or is unknown there); nothing \
+         was charged. Please pay again."
+    )]
+    OrderExpired,
     /// 502: PayPal did not capture (unreachable, or an error other than "not approved").
     #[error("PayPal is not answering right now. Please retry in a moment.")]
     PaypalCaptureFailed,
@@ -136,7 +143,9 @@ impl ShopError {
             ShopError::PaymentsUnavailable | ShopError::PaymentNotRecorded => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            ShopError::NotApproved | ShopError::PlanWithdrawn => StatusCode::CONFLICT,
+            ShopError::NotApproved | ShopError::PlanWithdrawn | ShopError::OrderExpired => {
+                StatusCode::CONFLICT
+            }
             ShopError::PaymentDeclined => StatusCode::PAYMENT_REQUIRED,
             ShopError::PaypalCreateFailed
             | ShopError::PaypalCaptureFailed
@@ -157,6 +166,7 @@ impl ShopError {
             ShopError::PaymentsUnavailable => "payments_unavailable",
             ShopError::OrderNotFound => "order_not_found",
             ShopError::NotApproved => "not_approved",
+            ShopError::OrderExpired => "order_expired",
             ShopError::PlanWithdrawn => "plan_withdrawn",
             ShopError::PaymentDeclined => "payment_declined",
             ShopError::PaypalCreateFailed

@@ -254,6 +254,12 @@ pub(super) async fn capture_order(
             order.amount.saturating_sub(Usd::from_nanos(10_000_000)),
             "USD",
         ),
+        CaptureMode::Expired => {
+            return unprocessable(
+                "ORDER_EXPIRED",
+                "The order has expired and can no longer be captured.",
+            );
+        }
         CaptureMode::Unavailable => {
             return api_error(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -49,6 +49,9 @@ pub enum CaptureMode {
     /// The capture refused with 422 `INSTRUMENT_DECLINED` (the buyer's card or balance was
     /// refused): no capture, and the order needs the buyer's approval again (another method).
     InstrumentDeclined,
+    /// The capture refused with 422 `ORDER_EXPIRED`: the order can no longer be paid (PayPal
+    /// keeps an unpaid order for hours); nothing changed.
+    Expired,
     /// The capture answered 503 `SERVICE_UNAVAILABLE` (PayPal overloaded), nothing changed:
     /// the same capture succeeds once the mode is set back.
     Unavailable,

@@ -39,7 +39,7 @@ pub static SELF_EN: SelfTexts = SelfTexts {
     checkout_topped_up: "Your key {prefix} has the credit now. It keeps working in your tools; there is nothing to change.",
     checkout_topup_paypal_hint: "PayPal opens a window to approve the payment; the credit is added to your key when it completes.",
     js_key_unknown: "That is not one of our API keys. Check the key you want to add credit to.",
-    js_key_revoked: "This API key has been revoked; credit cannot be added to it.",
+    js_key_revoked: "This API key has been revoked; credit cannot be added to it. Nothing was charged.",
     js_key_full: "This API key cannot take more credit; buy a new key instead.",
     pricing_topup_note: "Already have a key? Add a plan's budget to it instead of buying a new key:",
     pricing_topup_link: "Add {name} to my key",

@@ -256,6 +256,12 @@ texts! {
     js_declined,
     /// Checkout script: order refunded.
     js_refunded,
+    /// Checkout script: a top-up's capture pending.
+    js_pending_topup,
+    /// Checkout script: a top-up's payment declined.
+    js_declined_topup,
+    /// Checkout script: PayPal no longer knows the order (expired or unknown).
+    js_order_expired,
     /// Checkout script: PayPal did not answer (creating or capturing).
     js_provider,
     /// Checkout script: PayPal declined the payment method at capture.

@@ -84,12 +84,21 @@ pub async fn checkout(
         return not_found(&ctx, ctx.t.notfound_plan);
     };
     let query = query.map(|Query(q)| q).unwrap_or_default();
-    let topup = (query.topup == "1").then(|| TopUpMode::new(&ctx, &plan, None, String::new()));
+    let resuming = query.approved == "1" && !query.order_id.trim().is_empty();
+    // Come back to a top-up's order (a reload), the page is a top-up's again: it was a
+    // purchase's, offering a new key if that order could not be paid (found by an independent
+    // check). The dashboard's grant is not in the URL: the key is asked for.
+    let resumes_top_up = resuming
+        && crate::shop::orders::load_full(&state, &query.order_id)
+            .await
+            .is_some_and(|o| o.extra.kind == crate::kinds::OrderKind::TopUp);
+    let topup = (query.topup == "1" || resumes_top_up)
+        .then(|| TopUpMode::new(&ctx, &plan, None, String::new()));
     let page = Checkout {
         ctx: &ctx,
         plan,
         client_id: url_encode(state.config.paypal.client_id.trim()),
-        resuming: query.approved == "1" && !query.order_id.trim().is_empty(),
+        resuming,
         topup,
     };
     ctx.page(page.render())

@@ -76,6 +76,8 @@ struct Docs<'a> {
     models: Vec<ModelView>,
     restricted: Vec<RestrictedModel>,
     peak_rule: String,
+    /// Peak hours are set: the billing section says how a request's period is chosen.
+    peaks: bool,
     first_model: String,
     err_413: String,
     /// The Anthropic clients section's strings.
@@ -121,6 +123,7 @@ pub async fn docs(State(state): State<Arc<AppState>>, ctx: PageCtx) -> Response 
         ctx: &ctx,
         restricted: restricted(&models, &plans, ctx.t),
         peak_rule: peak_rule(config, ctx.t),
+        peaks: super::view::has_peak_hours(config),
         first_model: sample_model(config, &plans),
         err_413: fill(
             ctx.t.err_413_what,

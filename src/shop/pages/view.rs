@@ -169,7 +169,7 @@ pub(super) fn fill(template: &str, vars: &[(&str, &str)]) -> String {
 }
 
 /// Whether `[pricing]` names peak hours on some day.
-fn has_peak_hours(config: &Config) -> bool {
+pub(super) fn has_peak_hours(config: &Config) -> bool {
     !config.pricing.peak_hours_utc.is_empty() && !config.pricing.peak_days.is_empty()
 }
 
