@@ -404,10 +404,14 @@ fn ask_for(limit: u32) -> u32 {
 /// "every order").
 /// With `--json`, what the table says of mail being off goes to stderr (the JSON stays the
 /// outbox alone; found by an independent re-check).
-fn mail_off_note(sending: bool) {
-    if !sending {
+fn mail_off_note(sending: bool, empty: bool) {
+    if !sending && empty {
         eprintln!(
-            "note: email is off ([email] smtp_url is not set): queued messages wait until it is configured"
+            "note: email is off ([email] smtp_url is not set): receipts and notices are queued once it is configured"
+        );
+    } else if !sending {
+        eprintln!(
+            "note: email is off ([email] smtp_url is not set): these messages wait until it is configured"
         );
     }
 }
@@ -471,14 +475,14 @@ async fn mail(path: &Path, args: MailArgs) -> ExitCode {
         Ok(Response::Mail { mut mail, sending }) => {
             cut_to(&mut mail, limit, "messages");
             if args.json {
-                mail_off_note(sending);
+                mail_off_note(sending, mail.is_empty());
                 print_json(&mail)
             } else {
                 output(&mail_table(&mail, sending))
             }
         }
         Ok(Response::MailRetried { mail, sending }) if args.json => {
-            mail_off_note(sending);
+            mail_off_note(sending, false);
             print_json(&mail)
         }
         // With mail off, the table says it waits (found by an independent re-check).

@@ -254,6 +254,8 @@ async fn revoke_from_the_keys_view(tmux: &Tmux, key: &str, shown: &str) {
         .await;
     tmux.keys(&["r"]).await;
     tmux.wait_text(&format!("Revoke {shown}"), 10).await;
+    // An operator reads the question first: `y` within 250 ms of it is not taken.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     tmux.keys(&["y"]).await;
     let after = tmux.wait_text(&format!("revoked {shown}"), 10).await;
     let row = after
@@ -417,6 +419,7 @@ async fn switch_account(tmux: &Tmux, name: &str, down: usize, enable: bool) {
     };
     tmux.keys(&[key]).await;
     tmux.wait_text(&question, 10).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     tmux.keys(&["y"]).await;
     tmux.wait_text(&format!("upstream account {name} {done}"), 10)
         .await;

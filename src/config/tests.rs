@@ -379,6 +379,8 @@ fn wrong_types_are_refused() {
         assert!(err.contains("cannot be made: \"afile\" is a file"), "{err}");
         let err = error_of(jail, "[server]\ndata_dir = \" \"\n");
         assert!(err.contains("server.data_dir must not be empty"), "{err}");
+        let err = error_of(jail, "[server]\ndata_dir = \"data \"\n");
+        assert!(err.contains("begins or ends with a space"), "{err}");
         let err = error_of(jail, "[upstream]\nlow_balance_usd = \"-5\"\n");
         assert!(
             err.contains("upstream.low_balance_usd") && err.contains("negative"),

@@ -137,6 +137,12 @@ impl Config {
             .find(|a| !a.as_os_str().is_empty() && std::fs::metadata(a).is_ok());
         if dir.to_str().is_some_and(|d| d.trim().is_empty()) {
             e.push("server.data_dir must not be empty".into());
+        } else if dir.to_str().is_some_and(|d| d.trim() != d) {
+            // "/var/lib/modelrelay " started a new, empty database beside the real one.
+            e.push(format!(
+                "server.data_dir = {:?} begins or ends with a space",
+                crate::text::echoed(&dir.display().to_string())
+            ));
         } else if let Some(found) = existing.filter(|a| !a.is_dir()) {
             let shown = dir.display().to_string();
             e.push(if found == dir.as_path() {

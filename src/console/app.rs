@@ -230,11 +230,17 @@ pub struct App {
     pub key_seen: std::cell::Cell<bool>,
     /// A Ctrl-C came while a key shown once was not yet drawn whole: the next one quits.
     pub quit_armed: std::cell::Cell<bool>,
-    /// The open confirmation was drawn with what it acts on (the key, the account): set by
-    /// drawing, read by `y`, which does nothing until then (a window too small for the dialog
-    /// showed "Revoke" alone, and `y` revoked; found by an independent check).
-    pub confirm_seen: std::cell::Cell<bool>,
+    /// When the open confirmation was first drawn with what it acts on (the key, the account):
+    /// set by drawing, read by `y`, which does nothing until [`CONFIRM_READ`] after it (a window
+    /// too small for the dialog showed "Revoke" alone and `y` revoked; a paste of "ry" without
+    /// bracketed paste drew the dialog and confirmed it in the same burst; found by independent
+    /// checks).
+    pub confirm_seen: std::cell::Cell<Option<std::time::Instant>>,
 }
+
+/// How long a confirmation must have been on screen before `y` answers it: longer than the
+/// keys of a paste or a held key take to arrive, shorter than anyone reads the question.
+pub const CONFIRM_READ: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// How often the Orders view re-reads the outbox (events also keep it current).
 const MAIL_REFRESH_MS: i64 = 10_000;
@@ -275,7 +281,7 @@ impl App {
             upstream_poll: UpstreamPoll::default(),
             key_seen: std::cell::Cell::new(false),
             quit_armed: std::cell::Cell::new(false),
-            confirm_seen: std::cell::Cell::new(false),
+            confirm_seen: std::cell::Cell::new(None),
         }
     }
 

@@ -43,7 +43,7 @@ impl App {
         }
         if !matches!(self.modal, Some(ref m) if m.is_confirmation()) {
             // A confirmation this key opens is unseen until it is drawn.
-            self.confirm_seen.set(false);
+            self.confirm_seen.set(None);
         }
         if let Some(modal) = self.modal.take() {
             return self.on_modal_key(modal, key);
@@ -225,7 +225,11 @@ impl App {
         if no {
             return None;
         }
-        if !yes || !self.confirm_seen.get() {
+        let read = self
+            .confirm_seen
+            .get()
+            .is_some_and(|at| at.elapsed() >= super::app::CONFIRM_READ);
+        if !yes || !read {
             return keep(self, modal);
         }
         let (working, command) = match modal {

@@ -321,10 +321,21 @@ pub(crate) fn drawn(app: &App) {
     term.draw(|f| crate::console::ui::draw(f, app)).unwrap();
 }
 
-/// Answer the open confirmation `y` once it was drawn (before, `y` does nothing).
+/// Answer the open confirmation `y` once it was drawn and read (before, `y` does nothing).
 pub(crate) fn yes(app: &mut App) -> Option<Action> {
     drawn(app);
+    read_the_confirmation(app);
     press(app, KeyCode::Char('y'))
+}
+
+/// As if the confirmation on screen had been there for [`crate::console::app::CONFIRM_READ`].
+pub(crate) fn read_the_confirmation(app: &App) {
+    let long_ago = std::time::Instant::now()
+        .checked_sub(crate::console::app::CONFIRM_READ)
+        .expect("the clock is past 250 ms");
+    if app.confirm_seen.get().is_some() {
+        app.confirm_seen.set(Some(long_ago));
+    }
 }
 
 pub(crate) fn press(app: &mut App, code: KeyCode) -> Option<Action> {

@@ -68,36 +68,60 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, modal: &Modal, t: &Theme) 
 /// the first two was drawn (see `App::confirm_seen`).
 fn confirm(frame: &mut Frame, area: Rect, app: &App, (title, lines, width): Dialog, t: &Theme) {
     let screen = frame.area();
+    let seen = || {
+        if app.confirm_seen.get().is_none() {
+            app.confirm_seen.set(Some(std::time::Instant::now()));
+        }
+    };
     if let Some(room) = [area, screen]
         .into_iter()
         .find(|a| height_of(&lines, width, *a) <= a.height)
     {
-        app.confirm_seen.set(true);
+        seen();
         return paint(frame, room, (title, lines, width), t);
     }
+    // The question, any warning of harm (disabling the last account in service), the answer.
+    let last = lines.len().saturating_sub(1);
     let compact: Vec<Line<'static>> = lines
-        .first()
-        .into_iter()
-        .chain(lines.last())
-        .cloned()
+        .iter()
+        .enumerate()
+        .filter(|(i, l)| *i == 0 || *i == last || l.spans.iter().any(|s| s.style == t.bad))
+        .map(|(_, l)| l.clone())
         .collect();
     if height_of(&compact, width, screen) <= screen.height {
-        app.confirm_seen.set(true);
+        seen();
         return paint(frame, screen, (title, compact, width), t);
     }
-    app.confirm_seen.set(false);
+    app.confirm_seen.set(None);
     let enlarge = vec![Line::raw("Enlarge the window to confirm.")];
     paint(frame, screen, (title, enlarge, width), t);
 }
 
-/// Rows a dialog of `lines` takes in `area` with its border: long lines wrap at the width.
+/// Rows a dialog of `lines` takes in `area` with its border: long lines wrap at the width, by
+/// words as the paragraph wraps them (counting by characters said a dialog fitted whose last
+/// line was then cut; found by an independent check).
 fn height_of(lines: &[Line], width: u16, area: Rect) -> u16 {
     let inner_w = width.min(area.width).saturating_sub(4).max(1) as usize;
-    lines
-        .iter()
-        .map(|l| l.width().div_ceil(inner_w).max(1) as u16)
-        .sum::<u16>()
-        + 2
+    let rows = |line: &Line| -> usize {
+        let text: String = line.spans.iter().map(|s| s.content.as_ref()).collect();
+        let (mut rows, mut used) = (1, 0);
+        for word in text.split(' ') {
+            let w = word.chars().count();
+            if used > 0 && used + 1 + w <= inner_w {
+                used += 1 + w;
+                continue;
+            }
+            if used > 0 {
+                rows += 1;
+            }
+            // A word longer than the width is broken over whole rows.
+            rows += w.saturating_sub(1) / inner_w;
+            used = if w == 0 { 0 } else { (w - 1) % inner_w + 1 };
+        }
+        rows
+    };
+    let total: usize = lines.iter().map(rows).sum();
+    u16::try_from(total + 2).unwrap_or(u16::MAX)
 }
 
 /// Paint one dialog, centred in `area`.

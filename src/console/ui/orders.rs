@@ -101,7 +101,10 @@ fn order_row<'a>(app: &App, o: &'a OrderView, shape: &Shape, t: &Theme) -> Row<'
         email_w,
         amount_w,
     } = *shape;
+    // Part of the price refunded (the order stays paid): said, or the view showed no change.
+    let partly = o.status == OrderStatus::Paid && o.refunded_usd > crate::money::Usd::ZERO;
     let status_style = match o.status {
+        OrderStatus::Paid if partly => t.warn,
         OrderStatus::Paid => t.good,
         OrderStatus::Created | OrderStatus::Pending | OrderStatus::Review => t.warn,
         OrderStatus::Failed | OrderStatus::Refunded => t.bad,
@@ -137,7 +140,14 @@ fn order_row<'a>(app: &App, o: &'a OrderView, shape: &Shape, t: &Theme) -> Row<'
     cells.extend([
         Cell::from(plan),
         Cell::from(Line::from(usd_in(o.amount_usd, amount_w)).right_aligned()),
-        Cell::from(Span::styled(o.status.as_str(), status_style)),
+        Cell::from(Span::styled(
+            if partly {
+                "part-ref"
+            } else {
+                o.status.as_str()
+            },
+            status_style,
+        )),
         Cell::from(key),
         Cell::from(clip(&crate::text::visible(&o.email), email_w)),
     ]);

@@ -115,7 +115,8 @@ async fn refund_ungiven(
         tracing::error!(order_id = %order.order_id, error = %e, "order not marked refunded; PayPal will retry");
         return Err(WebhookError::Unavailable);
     }
-    // Said once: a later refund of an order refunded so only raises its figure.
+    // Said once: a later refund of an order refunded so only raises its figure, which the
+    // order as stored tells (a console showed the whole price refunded, then no change).
     if order.status != OrderStatus::Refunded {
         state.activity.emit(ActivityEvent::OrderRefunded {
             order_id: order.order_id.clone(),
@@ -123,6 +124,7 @@ async fn refund_ungiven(
             at_ms: now_ms,
         });
     }
+    crate::shop::fulfil::announce(state, &order.order_id).await;
     tracing::info!(kind, order_id = %order.order_id, refunded = ?refunded.map(|u| u.to_string()), "refund of an order nothing was given for");
     Ok(())
 }
@@ -246,6 +248,7 @@ pub(super) async fn on_refund(
                     key_id: None,
                     at_ms: now_ms,
                 });
+                crate::shop::fulfil::announce(state, &order.order_id).await;
                 Ok(())
             }
             Err(e) => {

@@ -8,7 +8,7 @@ use crossterm::event::KeyCode;
 use super::{screen, view};
 use crate::console::app::{Modal, View};
 use crate::console::event::{Action, Command, Event};
-use crate::console::tests::{key, press};
+use crate::console::tests::{key, press, read_the_confirmation};
 
 #[test]
 fn a_confirmation_acts_only_once_what_it_acts_on_was_drawn() {
@@ -26,6 +26,10 @@ fn a_confirmation_acts_only_once_what_it_acts_on_was_drawn() {
             .collect();
         assert_eq!(text.contains("sk-gateway-PrOo…"), shown, "{w}x{h}: {text}");
         assert_eq!(!shown, text.contains("Enlarge"), "{w}x{h}: {text}");
+        // Drawn a moment ago: a `y` already on its way (a paste of "ry" without bracketed
+        // paste, keys held down) is not an answer.
+        assert_eq!(press(&mut a, KeyCode::Char('y')), None, "{w}x{h}");
+        read_the_confirmation(&a);
         let answer = press(&mut a, KeyCode::Char('y'));
         if shown {
             assert_eq!(
@@ -41,6 +45,30 @@ fn a_confirmation_acts_only_once_what_it_acts_on_was_drawn() {
             assert!(matches!(a.modal, Some(Modal::ConfirmRevoke { .. })));
         }
     }
+}
+
+/// Cut down to fit, a confirmation keeps its warning of harm: disabling the last account in
+/// service said only "Disable upstream account primary?" at 40x8, and `y` took the service down.
+#[test]
+fn a_small_confirmation_keeps_its_warning() {
+    let mut a = view(View::Upstream);
+    let pool = a.model.upstream_pool.view.as_mut().expect("a pool read");
+    pool.accounts.retain(|acc| acc.name == "primary");
+    press(&mut a, KeyCode::Char('d'));
+    assert!(
+        matches!(a.modal, Some(Modal::ConfirmAccount { .. })),
+        "{:?}",
+        a.modal
+    );
+    let text: String = screen(&a, (40, 8))
+        .iter()
+        .map(|l| l.replace('│', ""))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let said = words.join(" ");
+    assert!(said.contains("every request will fail"), "{said}");
+    assert!(said.contains("y disable"), "{said}");
 }
 
 #[test]

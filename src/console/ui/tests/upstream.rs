@@ -202,6 +202,7 @@ fn upstream_confirmation_dialogs() {
                 "y enable · n or Esc cancel",
             ],
         );
+        crate::console::tests::read_the_confirmation(&a);
         press(&mut a, KeyCode::Char('y'));
         assert_has(&screen(&a, size), &["enabling upstream account secondary…"]);
     }
