@@ -53,11 +53,11 @@ impl Refusal {
         }
     }
 
-    /// The answer in the dialect's shape; refusals about the key, its money, its plan or the
-    /// model are also told to the console.
+    /// The answer in the dialect's shape; refusals about the key, its money (402, and 429
+    /// `budget_held`), its plan or the model are also told to the console.
     pub fn respond<D: Dialect>(self, state: &AppState) -> Response {
         let status = self.error.status().as_u16();
-        if matches!(status, 401..=404) {
+        if matches!(status, 401..=404) || matches!(self.error, GatewayError::BudgetHeld { .. }) {
             state.activity.emit(ActivityEvent::Refused {
                 key_id: self.key_id,
                 status,

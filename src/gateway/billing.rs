@@ -101,11 +101,20 @@ pub fn reserve(
     let epoch = key.epoch();
     // Work in nano-USD × 1e6 (the unit of price × tokens) so nothing rounds.
     let pays = |money: Usd| i128::from(money.nanos()) * 1_000_000 >= prompt_part + out_price;
+    let affords = |money: Usd| (i128::from(money.nanos()) * 1_000_000 - prompt_part) / out_price;
     let (amount, max_tokens) = key.try_hold(|available| {
-        let budget = i128::from(available.nanos()) * 1_000_000;
-        let affordable = (budget - prompt_part) / out_price;
+        let affordable = affords(available);
         if !pays(available) || affordable < 1 {
             return Err(unaffordable(key, available, pays));
+        }
+        // Lowered only for want of money, never because the key's own requests in flight hold
+        // it for now: a cut answer (13 tokens of an agent's 32 000) is not retried by anyone,
+        // a 429 is, and the answer is whole once they finish (found by an independent check).
+        if affordable < wanted as i128 {
+            let held = key.balance().held;
+            if held > Usd::ZERO && affords(available.saturating_add(held)) > affordable {
+                return Err(GatewayError::BudgetHeld { available, held });
+            }
         }
         let max_tokens = (wanted as i128).min(affordable) as u64;
         let worst = prompt_part + i128::from(max_tokens) * out_price;

@@ -49,7 +49,10 @@ impl Store {
                     .syncer
                     .as_ref()
                     .map(|s| s.sync(segment.clone(), record));
-                let job = Job::Write(Write::Usage(Box::new(row)), Ack::Journaled(segment, reply));
+                let job = Job::Write(
+                    Write::Usage(Box::new(row)),
+                    Ack::Journaled(segment, reply, kept),
+                );
                 if !self.writer.send(job) {
                     // The store is closing: never settled, the row stays in the journal for
                     // the next start.

@@ -46,12 +46,15 @@ pub(super) enum Ack {
     Kept(Option<oneshot::Sender<Result<(), StoreError>>>),
     /// A waiting task, once the commit is made (in the OS: a reader sees it).
     Settled(oneshot::Sender<Result<(), StoreError>>),
-    /// The row is also in this journal segment (`store.sync = "normal"`), which is held until
-    /// the row is committed (see [`super::journal`]). Nobody waits, unless the writer was too
-    /// far behind (see [`super::Store::record_usage`]): then the sender hears of the commit.
+    /// The row is also in this journal segment, which is held until the row is committed
+    /// (see [`super::journal`]). Nobody waits, unless the writer was too far behind (see
+    /// [`super::Store::record_usage`]): then the sender hears of the commit. The flag: its
+    /// charge stands whatever happens (as [`Ack::Kept`]), which matters when its segment's
+    /// write failed (see `Retained::prepend_to`).
     Journaled(
         Arc<Segment>,
         Option<oneshot::Sender<Result<(), StoreError>>>,
+        bool,
     ),
 }
 
@@ -241,7 +244,7 @@ fn run<'c>(
             }
             let nobody_waits = batch
                 .iter()
-                .all(|(_, ack)| matches!(ack, Ack::Journaled(_, None)));
+                .all(|(_, ack)| matches!(ack, Ack::Journaled(_, None, _)));
             if always_sync
                 && !nobody_waits
                 && !lingered
@@ -356,8 +359,22 @@ impl Retained {
         self.0.is_empty()
     }
 
-    /// Put them before `batch`'s own writes (their rows settled first).
+    /// Put them before `batch`'s own writes (their rows settled first). Journaled rows of a
+    /// segment whose write failed are let go unless their charge stands: their record may not
+    /// be in it, so their answer may have been withheld and its charge given back — committed
+    /// now, they billed it (found by an independent check, on a full disk); those whose record
+    /// did go in are applied at the next start, from the segment (never settled, it stays).
     fn prepend_to(&mut self, batch: &mut Vec<(Write, Ack)>) {
+        let before = self.0.len();
+        self.0.retain(
+            |(_, ack)| !matches!(ack, Ack::Journaled(segment, _, false) if segment.is_broken()),
+        );
+        if self.0.len() < before {
+            tracing::warn!(
+                rows = before - self.0.len(),
+                "ledger rows whose journal write failed are not retried; those the journal holds are applied at the next start"
+            );
+        }
         if !self.0.is_empty() {
             let own = std::mem::take(batch);
             batch.extend(self.0.drain(..));

@@ -1,5 +1,5 @@
 //! The Limits view: rate-limit hits per key over the last hour, each with a sparkline of hits per
-//! time slice, and the 402/403 refusals of the last hour.
+//! time slice, and the 402/403 refusals (and 429 `budget_held`) of the last hour.
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -130,8 +130,13 @@ fn draw_hits(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
 fn draw_refusals(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
     let m = &app.model;
     let count = |s: u16| m.refusals().iter().filter(|r| r.status == s).count();
+    // 429 here is `budget_held` (the key's own requests hold its money), said once there is one.
+    let held = match count(429) {
+        0 => String::new(),
+        n => format!("· 429 (held) ×{n} "),
+    };
     let title = format!(
-        " Refusals, {}: 402 (no budget) ×{} · 403 (model not in plan) ×{} ",
+        " Refusals, {}: 402 (no budget) ×{} · 403 (not in plan) ×{} {held}",
         window(app),
         count(402),
         count(403),

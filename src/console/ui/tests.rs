@@ -332,7 +332,7 @@ fn limits_view_draws_hits_per_key_with_a_sparkline() {
             &[
                 "Rate-limit hits, last hour: 4 on 1 key",
                 "402 (no budget) ×1",
-                "403 (model not in plan) ×1",
+                "403 (not in plan) ×1",
             ],
         );
         let row = line_with(&lines, "sk-gateway-TrIa…    30     4");

@@ -66,6 +66,9 @@ pub(super) struct Journal {
     spares: Mutex<Vec<PathBuf>>,
     /// `full`: records are written by the sync thread, not the request's task.
     staged: bool,
+    /// Tests: writes of staged records fail, in every segment.
+    #[cfg(test)]
+    fail_writes: Arc<AtomicBool>,
 }
 
 /// A row appended to the journal.
@@ -99,6 +102,14 @@ pub(super) struct Segment {
     synced: AtomicU64,
     /// `full`: the records the sync thread has not written whole blocks of yet.
     stage: Option<Mutex<staged::Stage>>,
+    /// `full`: a write of its records failed (a full disk). Rows whose record was in it are not
+    /// in the journal, and their answers may have been withheld for it: the writer must not
+    /// keep them for a later batch when their own fails (see `writer::Retained`). Those whose
+    /// record did go in are replayed at the next start.
+    broken: AtomicBool,
+    /// Tests: writes of staged records fail, as on a full disk (the journal's flag, shared).
+    #[cfg(test)]
+    fail_writes: Arc<AtomicBool>,
 }
 
 impl Segment {
@@ -133,18 +144,26 @@ impl Segment {
             .mode(0o600)
             .open(&path)?;
         let fill = (!reused).then_some(NEW_SIZE);
-        let stage = if staged {
-            Some(Mutex::new(staged::Stage::open(&path, &file, true, fill)?))
-        } else {
-            if let Some(size) = fill {
-                file.write_all_at(&vec![0u8; size], 0)?;
-                file.sync_data()?;
-            }
-            None
+        let ready = || -> std::io::Result<(Option<Mutex<staged::Stage>>, u64)> {
+            let stage = if staged {
+                Some(Mutex::new(staged::Stage::open(&path, &file, true, fill)?))
+            } else {
+                if let Some(size) = fill {
+                    file.write_all_at(&vec![0u8; size], 0)?;
+                    file.sync_data()?;
+                }
+                None
+            };
+            // The file's name must survive a power loss as well as what is synced into it.
+            File::open(dir)?.sync_all()?;
+            Ok((stage, file.metadata()?.len()))
         };
-        // The file's name must survive a power loss as well as what is synced into it.
-        File::open(dir)?.sync_all()?;
-        let room = file.metadata()?.len();
+        // A segment that could not be made ready (a full disk) holds nothing: it goes, or one
+        // empty file was left for every interval the disk stayed full (found by an
+        // independent check).
+        let (stage, room) = ready().inspect_err(|_| {
+            let _ = std::fs::remove_file(&path);
+        })?;
         Ok(Segment {
             file,
             path,
@@ -156,7 +175,15 @@ impl Segment {
             settled: AtomicU64::new(0),
             synced: AtomicU64::new(0),
             stage,
+            broken: AtomicBool::new(false),
+            #[cfg(test)]
+            fail_writes: Arc::default(),
         })
+    }
+
+    /// Whether a write of its records failed (see `Segment::broken`'s field).
+    pub(super) fn is_broken(&self) -> bool {
+        self.broken.load(Ordering::Acquire)
     }
 
     /// The writer committed (or refused for good) one of this segment's rows.
@@ -196,10 +223,17 @@ impl Segment {
         let Some(stage) = &self.stage else {
             return self.sync();
         };
+        #[cfg(test)]
+        if self.fail_writes.load(Ordering::Acquire) {
+            self.broken.store(true, Ordering::Release);
+            return Err(std::io::Error::other("test: no space left on the device"));
+        }
         let mut stage = stage
             .lock()
             .map_err(|_| std::io::Error::other("the journal's stage was poisoned"))?;
-        let end = stage.write(&self.file, records.iter().copied())?;
+        let end = stage
+            .write(&self.file, records.iter().copied())
+            .inspect_err(|_| self.broken.store(true, Ordering::Release))?;
         self.end.store(end, Ordering::Release);
         self.synced
             .fetch_add(records.len() as u64, Ordering::AcqRel);
@@ -266,6 +300,8 @@ impl Journal {
             next_seq: AtomicU64::new(seq + 1),
             spares: Mutex::new(spares),
             staged,
+            #[cfg(test)]
+            fail_writes: Arc::default(),
         })
     }
 
@@ -309,7 +345,13 @@ impl Journal {
         }
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let spare = self.spares.lock().ok().and_then(|mut s| s.pop());
-        let fresh = Arc::new(Segment::create(&self.dir, seq, spare, self.staged)?);
+        let fresh = Segment::create(&self.dir, seq, spare, self.staged)?;
+        #[cfg(test)]
+        let fresh = Segment {
+            fail_writes: self.fail_writes.clone(),
+            ..fresh
+        };
+        let fresh = Arc::new(fresh);
         Ok(Some(self.current.swap(fresh)))
     }
 
@@ -343,6 +385,16 @@ impl Journal {
         std::fs::rename(segment.path(), &spare)?;
         spares.push(spare);
         Ok(())
+    }
+
+    /// Tests: make writes of staged records fail from now on, in this segment and the next.
+    #[cfg(test)]
+    pub(super) fn fail_writes(&self) {
+        self.fail_writes.store(true, Ordering::Release);
+        self.current
+            .load()
+            .fail_writes
+            .store(true, Ordering::Release);
     }
 
     /// The segment rows are written to now.

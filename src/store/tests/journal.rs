@@ -119,6 +119,64 @@ async fn a_row_recorded_in_full_mode_is_synced_in_the_journal_when_recording_ret
     store.close().await;
 }
 
+/// `full`: a row whose journal record cannot be written (a full disk) is committed before its
+/// answer is let go; when that commit fails too, the answer is withheld and its charge given
+/// back, so the row must never be committed later. It was: queued as a journaled row before
+/// the record's write failed, it was kept and committed behind, billing the 503'd answer
+/// (found by an independent check).
+#[tokio::test]
+async fn a_row_whose_record_cannot_be_written_is_committed_first_or_never() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let (store, _) = Store::open_with(&path, SyncMode::Full, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    store.write(insert(key("key_a", 1))).await.unwrap();
+    store.journal.fail_writes();
+    // The database takes it: committed before recording returns.
+    store
+        .record_usage(usage("req-committed", "key_a", 10, 1), false)
+        .await
+        .unwrap();
+    assert_eq!(count(&store, "SELECT count(*) FROM usage").await, 1);
+    // Nor does the database (another program holds its lock): recording fails...
+    let lock = rusqlite::Connection::open(&path).unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let refused = store
+        .record_usage(usage("req-withheld", "key_a", 20, 2), false)
+        .await;
+    assert!(refused.is_err(), "{refused:?}");
+    // A row whose charge stands (its answer went out) is kept for when the database takes
+    // writes again, whatever its recording said.
+    let _ = store
+        .record_usage(usage("req-kept", "key_a", 40, 3), true)
+        .await;
+    lock.execute_batch("ROLLBACK").unwrap();
+    // ... and the withheld one never comes in behind, though the database takes writes again.
+    store.write(insert(key("key_b", 2))).await.unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..100 {
+        ids = store
+            .read(|c| {
+                let mut q = c.prepare("SELECT request_id FROM usage ORDER BY request_id")?;
+                let rows = q.query_map([], |r| r.get::<_, String>(0))?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+            .unwrap();
+        if ids.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(ids, ["req-committed", "req-kept"]);
+    let (store, keys) = reopen(store, &path).await;
+    let a = keys.iter().find(|k| k.id == "key_a").unwrap();
+    assert_eq!((a.spent.nanos(), a.requests), (50, 2));
+    assert_eq!(count(&store, "SELECT count(*) FROM usage").await, 2);
+    store.close().await;
+}
+
 #[tokio::test]
 async fn a_row_recorded_in_normal_mode_is_not_waited_for_to_be_synced() {
     let dir = tempfile::tempdir().unwrap();
