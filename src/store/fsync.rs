@@ -16,13 +16,13 @@ use std::sync::{Arc, mpsc};
 
 use tokio::sync::oneshot;
 
-use super::journal::Segment;
+use super::journal::{Fate, Segment};
 
 /// A request to sync: the segment a row was appended to, its record (see
 /// [`super::journal::Appended`]), and who waits for the sync.
 type Ask = (
     Arc<Segment>,
-    Option<Vec<u8>>,
+    Option<(Vec<u8>, Arc<Fate>)>,
     oneshot::Sender<std::io::Result<()>>,
 );
 
@@ -48,7 +48,7 @@ impl Syncer {
     pub(super) fn sync(
         &self,
         segment: Arc<Segment>,
-        record: Option<Vec<u8>>,
+        record: Option<(Vec<u8>, Arc<Fate>)>,
     ) -> Option<oneshot::Receiver<std::io::Result<()>>> {
         let (tx, rx) = oneshot::channel();
         self.asks.send((segment, record, tx)).ok().map(|()| rx)
@@ -75,9 +75,18 @@ fn run(rx: &mpsc::Receiver<Ask>) {
                 let records: Vec<&[u8]> = asks
                     .iter()
                     .filter(|(s, _, _)| Arc::ptr_eq(s, segment))
-                    .filter_map(|(_, record, _)| record.as_deref())
+                    .filter_map(|(_, record, _)| record.as_ref().map(|(r, _)| r.as_slice()))
                     .collect();
                 let synced = segment.put(&records);
+                // Each row's word, for the writer (see `writer::Retained`).
+                for (_, record, _) in asks.iter().filter(|(s, _, _)| Arc::ptr_eq(s, segment)) {
+                    if let Some((_, fate)) = record {
+                        match &synced {
+                            Ok(()) => fate.written(),
+                            Err(_) => fate.failed(),
+                        }
+                    }
+                }
                 if let Err(e) = &synced {
                     tracing::warn!(error = %e, path = %segment.path().display(), "journal sync failed");
                 }

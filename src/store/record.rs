@@ -45,13 +45,14 @@ impl Store {
                     (None, None)
                 };
                 // `full`: the row must be on disk before the answer's last byte.
+                let fate = record.as_ref().map(|(_, fate)| fate.clone());
                 let synced = self
                     .syncer
                     .as_ref()
                     .map(|s| s.sync(segment.clone(), record));
                 let job = Job::Write(
                     Write::Usage(Box::new(row)),
-                    Ack::Journaled(segment, reply, kept),
+                    Ack::Journaled(segment, reply, kept, fate),
                 );
                 if !self.writer.send(job) {
                     // The store is closing: never settled, the row stays in the journal for

@@ -17,7 +17,7 @@ use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 use super::error::StoreError;
-use super::journal::Segment;
+use super::journal::{Fate, Segment};
 use super::write::Write;
 
 mod commit;
@@ -48,13 +48,14 @@ pub(super) enum Ack {
     Settled(oneshot::Sender<Result<(), StoreError>>),
     /// The row is also in this journal segment, which is held until the row is committed
     /// (see [`super::journal`]). Nobody waits, unless the writer was too far behind (see
-    /// [`super::Store::record_usage`]): then the sender hears of the commit. The flag: its
-    /// charge stands whatever happens (as [`Ack::Kept`]), which matters when its segment's
-    /// write failed (see `Retained::prepend_to`).
+    /// [`super::Store::record_usage`]): then the sender hears of the commit. Then: its charge
+    /// stands whatever happens (as [`Ack::Kept`]), and, with `full`, whether its record did
+    /// reach the segment (see `Retained::prepend_to`).
     Journaled(
         Arc<Segment>,
         Option<oneshot::Sender<Result<(), StoreError>>>,
         bool,
+        Option<Arc<Fate>>,
     ),
 }
 
@@ -244,7 +245,7 @@ fn run<'c>(
             }
             let nobody_waits = batch
                 .iter()
-                .all(|(_, ack)| matches!(ack, Ack::Journaled(_, None, _)));
+                .all(|(_, ack)| matches!(ack, Ack::Journaled(_, None, ..)));
             if always_sync
                 && !nobody_waits
                 && !lingered
@@ -325,10 +326,7 @@ fn run<'c>(
         ) && !kept.is_empty()
         {
             // Journaled ones are still in the journal for the next start; the others are lost.
-            let lost = kept
-                .iter()
-                .filter(|(_, ack)| !matches!(ack, Ack::Journaled(..)))
-                .count();
+            let lost = kept.iter().filter(|(_, ack)| !in_journal(ack)).count();
             tracing::error!(
                 rows = kept.len(),
                 lost,
@@ -337,6 +335,12 @@ fn run<'c>(
         }
     }
     closing
+}
+
+/// Whether the row of `ack` is safe in the journal (its record written, or being written by
+/// the sync thread for an answer that waits for it).
+fn in_journal(ack: &Ack) -> bool {
+    matches!(ack, Ack::Journaled(_, _, _, fate) if fate.as_ref().is_none_or(|f| !f.has_failed()))
 }
 
 /// Ledger rows whose batch could not be committed (a full disk, a lock held by another
@@ -359,20 +363,35 @@ impl Retained {
         self.0.is_empty()
     }
 
-    /// Put them before `batch`'s own writes (their rows settled first). Journaled rows of a
-    /// segment whose write failed are let go unless their charge stands: their record may not
-    /// be in it, so their answer may have been withheld and its charge given back — committed
-    /// now, they billed it (found by an independent check, on a full disk); those whose record
-    /// did go in are applied at the next start, from the segment (never settled, it stays).
+    /// Put them before `batch`'s own writes (their rows settled first). A journaled row whose
+    /// record could not be written is not in the journal: kept as an [`Ack::Kept`] row when its
+    /// charge stands, let go otherwise — its answer was withheld for it and its charge given
+    /// back, and committed now it billed the withheld answer (found by an independent check, on
+    /// a full disk). Rows whose record did go in stay journaled, retried until committed.
     fn prepend_to(&mut self, batch: &mut Vec<(Write, Ack)>) {
-        let before = self.0.len();
-        self.0.retain(
-            |(_, ack)| !matches!(ack, Ack::Journaled(segment, _, false) if segment.is_broken()),
-        );
-        if self.0.len() < before {
+        let mut let_go = 0;
+        for (_, ack) in &mut self.0 {
+            let Ack::Journaled(segment, _, stands, Some(fate)) = ack else {
+                continue;
+            };
+            if !fate.has_failed() {
+                continue;
+            }
+            // Not in the journal: its segment does not hold it.
+            segment.settle_one();
+            if *stands {
+                *ack = Ack::Kept(None);
+            } else {
+                *ack = Ack::None;
+                let_go += 1;
+            }
+        }
+        if let_go > 0 {
+            self.0
+                .retain(|(w, ack)| !(matches!(ack, Ack::None) && matches!(w, Write::Usage(_))));
             tracing::warn!(
-                rows = before - self.0.len(),
-                "ledger rows whose journal write failed are not retried; those the journal holds are applied at the next start"
+                rows = let_go,
+                "ledger rows whose journal record could not be written, and whose answers were withheld, are not committed"
             );
         }
         if !self.0.is_empty() {
@@ -389,7 +408,7 @@ impl Retained {
             let lost = self
                 .0
                 .drain(..over)
-                .filter(|(_, ack)| !matches!(ack, Ack::Journaled(..)))
+                .filter(|(_, ack)| !in_journal(ack))
                 .count();
             tracing::error!(
                 dropped = over,

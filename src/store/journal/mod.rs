@@ -29,7 +29,7 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -71,12 +71,39 @@ pub(super) struct Journal {
     fail_writes: Arc<AtomicBool>,
 }
 
+/// Whether a `full` row's record reached the journal, as the sync thread tells it: a row whose
+/// record did not is not in the journal (its segment does not hold it), and its answer may
+/// have been withheld for it.
+#[derive(Debug, Default)]
+pub(super) struct Fate(AtomicU8);
+
+impl Fate {
+    const WRITTEN: u8 = 1;
+    const FAILED: u8 = 2;
+
+    /// The record is on disk in its segment.
+    pub(super) fn written(&self) {
+        self.0.store(Self::WRITTEN, Ordering::Release);
+    }
+
+    /// The record could not be written.
+    pub(super) fn failed(&self) {
+        self.0.store(Self::FAILED, Ordering::Release);
+    }
+
+    /// Whether the record could not be written (`false` while not known yet).
+    pub(super) fn has_failed(&self) -> bool {
+        self.0.load(Ordering::Acquire) == Self::FAILED
+    }
+}
+
 /// A row appended to the journal.
 pub(super) struct Appended {
     /// The segment it went to, to be held until the row is committed.
     pub segment: Arc<Segment>,
-    /// `full`: its record, not written yet — the sync thread writes it ([`Segment::put`]).
-    pub record: Option<Vec<u8>>,
+    /// `full`: its record, not written yet — the sync thread writes it ([`Segment::put`]),
+    /// and says in its fate whether it did.
+    pub record: Option<(Vec<u8>, Arc<Fate>)>,
 }
 
 /// One segment file. Rows written to it hold it until they are committed.
@@ -102,11 +129,6 @@ pub(super) struct Segment {
     synced: AtomicU64,
     /// `full`: the records the sync thread has not written whole blocks of yet.
     stage: Option<Mutex<staged::Stage>>,
-    /// `full`: a write of its records failed (a full disk). Rows whose record was in it are not
-    /// in the journal, and their answers may have been withheld for it: the writer must not
-    /// keep them for a later batch when their own fails (see `writer::Retained`). Those whose
-    /// record did go in are replayed at the next start.
-    broken: AtomicBool,
     /// Tests: writes of staged records fail, as on a full disk (the journal's flag, shared).
     #[cfg(test)]
     fail_writes: Arc<AtomicBool>,
@@ -175,15 +197,9 @@ impl Segment {
             settled: AtomicU64::new(0),
             synced: AtomicU64::new(0),
             stage,
-            broken: AtomicBool::new(false),
             #[cfg(test)]
             fail_writes: Arc::default(),
         })
-    }
-
-    /// Whether a write of its records failed (see `Segment::broken`'s field).
-    pub(super) fn is_broken(&self) -> bool {
-        self.broken.load(Ordering::Acquire)
     }
 
     /// The writer committed (or refused for good) one of this segment's rows.
@@ -225,15 +241,12 @@ impl Segment {
         };
         #[cfg(test)]
         if self.fail_writes.load(Ordering::Acquire) {
-            self.broken.store(true, Ordering::Release);
             return Err(std::io::Error::other("test: no space left on the device"));
         }
         let mut stage = stage
             .lock()
             .map_err(|_| std::io::Error::other("the journal's stage was poisoned"))?;
-        let end = stage
-            .write(&self.file, records.iter().copied())
-            .inspect_err(|_| self.broken.store(true, Ordering::Release))?;
+        let end = stage.write(&self.file, records.iter().copied())?;
         self.end.store(end, Ordering::Release);
         self.synced
             .fetch_add(records.len() as u64, Ordering::AcqRel);
@@ -316,7 +329,7 @@ impl Journal {
             segment.appended.fetch_add(1, Ordering::AcqRel);
             return Ok(Appended {
                 segment,
-                record: Some(record),
+                record: Some((record, Arc::default())),
             });
         }
         let at = segment

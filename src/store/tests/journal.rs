@@ -119,11 +119,24 @@ async fn a_row_recorded_in_full_mode_is_synced_in_the_journal_when_recording_ret
     store.close().await;
 }
 
-/// `full`: a row whose journal record cannot be written (a full disk) is committed before its
-/// answer is let go; when that commit fails too, the answer is withheld and its charge given
-/// back, so the row must never be committed later. It was: queued as a journaled row before
-/// the record's write failed, it was kept and committed behind, billing the 503'd answer
-/// (found by an independent check).
+/// The ledger's request ids, in order.
+async fn ids(store: &Store) -> Vec<String> {
+    store
+        .read(|c| {
+            let mut q = c.prepare("SELECT request_id FROM usage ORDER BY request_id")?;
+            let rows = q.query_map([], |r| r.get::<_, String>(0))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+        .unwrap()
+}
+
+/// `full` on a full disk: a row whose record cannot be written is committed before its answer
+/// is let go; when that commit fails too, the answer is withheld and its charge given back, so
+/// the row must never be committed later (it was: queued as a journaled row before its write
+/// failed, it was kept and committed behind, billing the 503; found by an independent check).
+/// Rows whose record did go in, or whose charge stands, reach the database once it takes
+/// writes again, without a restart (a first fix left delivered rows out until one).
 #[tokio::test]
 async fn a_row_whose_record_cannot_be_written_is_committed_first_or_never() {
     let dir = tempfile::tempdir().unwrap();
@@ -132,48 +145,51 @@ async fn a_row_whose_record_cannot_be_written_is_committed_first_or_never() {
         .await
         .unwrap();
     store.write(insert(key("key_a", 1))).await.unwrap();
-    store.journal.fail_writes();
-    // The database takes it: committed before recording returns.
-    store
-        .record_usage(usage("req-committed", "key_a", 10, 1), false)
-        .await
-        .unwrap();
-    assert_eq!(count(&store, "SELECT count(*) FROM usage").await, 1);
-    // Nor does the database (another program holds its lock): recording fails...
+    // The database cannot commit (another program holds its lock).
     let lock = rusqlite::Connection::open(&path).unwrap();
     lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    // Its record written, the answer goes out; the row waits for the database.
+    store
+        .record_usage(usage("req-delivered", "key_a", 10, 1), false)
+        .await
+        .unwrap();
+    // Now the journal cannot take records either: a whole answer's recording fails (its
+    // answer is withheld); a row whose charge stands is kept.
+    store.journal.fail_writes();
     let refused = store
         .record_usage(usage("req-withheld", "key_a", 20, 2), false)
         .await;
     assert!(refused.is_err(), "{refused:?}");
-    // A row whose charge stands (its answer went out) is kept for when the database takes
-    // writes again, whatever its recording said.
     let _ = store
         .record_usage(usage("req-kept", "key_a", 40, 3), true)
         .await;
     lock.execute_batch("ROLLBACK").unwrap();
-    // ... and the withheld one never comes in behind, though the database takes writes again.
+    // The database takes writes again: the delivered and the kept rows come in, the withheld
+    // one never does.
     store.write(insert(key("key_b", 2))).await.unwrap();
-    let mut ids = Vec::new();
+
+    let mut seen = Vec::new();
     for _ in 0..100 {
-        ids = store
-            .read(|c| {
-                let mut q = c.prepare("SELECT request_id FROM usage ORDER BY request_id")?;
-                let rows = q.query_map([], |r| r.get::<_, String>(0))?;
-                Ok(rows.collect::<Result<Vec<_>, _>>()?)
-            })
-            .await
-            .unwrap();
-        if ids.len() >= 2 {
+        seen = ids(&store).await;
+        if seen.len() >= 2 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(ids, ["req-committed", "req-kept"]);
+    assert_eq!(seen, ["req-delivered", "req-kept"]);
+    // With the journal still failing, a whole answer's row is committed before it is let go.
+    store
+        .record_usage(usage("req-committed", "key_a", 80, 4), false)
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&store).await,
+        ["req-committed", "req-delivered", "req-kept"]
+    );
     let (store, keys) = reopen(store, &path).await;
     let a = keys.iter().find(|k| k.id == "key_a").unwrap();
-    assert_eq!((a.spent.nanos(), a.requests), (50, 2));
-    assert_eq!(count(&store, "SELECT count(*) FROM usage").await, 2);
+    assert_eq!((a.spent.nanos(), a.requests), (130, 3));
+    assert_eq!(count(&store, "SELECT count(*) FROM usage").await, 3);
     store.close().await;
 }
 

@@ -109,7 +109,7 @@ pub(super) fn commit_batch<'c>(
                     // the daemon's.
                     let told = matches!(
                         ack,
-                        Ack::Reply(_) | Ack::Kept(_) | Ack::Journaled(_, Some(_), _)
+                        Ack::Reply(_) | Ack::Kept(_) | Ack::Journaled(_, Some(_), ..)
                     );
                     if told && matches!(e, StoreError::Conflict(_)) {
                         tracing::info!(error = %e, "database write refused");
@@ -122,7 +122,7 @@ pub(super) fn commit_batch<'c>(
                         let _ = tx.send(r);
                     }
                     // Committed (or refused for good): the segment may go once drained.
-                    Ack::Journaled(segment, reply, _) => {
+                    Ack::Journaled(segment, reply, ..) => {
                         segment.settle_one();
                         if let Some(tx) = reply {
                             let _ = tx.send(r);
@@ -164,11 +164,11 @@ pub(super) fn commit_batch<'c>(
                     }
                     // Not counted settled: the segment stays (the next start replays it) and
                     // the row is tried again with the next batch.
-                    Ack::Journaled(segment, reply, stands) => {
+                    Ack::Journaled(segment, reply, stands, fate) => {
                         if let Some(tx) = reply {
                             let _ = tx.send(failed());
                         }
-                        kept.push((w, Ack::Journaled(segment, None, stands)));
+                        kept.push((w, Ack::Journaled(segment, None, stands, fate)));
                     }
                     Ack::None => {}
                 }

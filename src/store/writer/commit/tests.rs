@@ -113,7 +113,7 @@ fn journaled_rows_of_a_batch_that_never_commits_stay_in_their_segment() {
     let batch = || {
         rows.iter()
             .map(|u| {
-                let ack = Ack::Journaled(segment.clone(), None, true);
+                let ack = Ack::Journaled(segment.clone(), None, true, None);
                 (Write::Usage(Box::new(u.clone())), ack)
             })
             .collect::<Vec<_>>()
