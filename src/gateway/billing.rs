@@ -110,9 +110,11 @@ pub fn reserve(
         // Lowered only for want of money, never because the key's own requests in flight hold
         // it for now: a cut answer (13 tokens of an agent's 32 000) is not retried by anyone,
         // a 429 is, and the answer is whole once they finish (found by an independent check).
+        // One that even the held money would not make whole is lowered now, as before (a 429
+        // then only delayed a cut answer).
         if affordable < wanted as i128 {
             let held = key.balance().held;
-            if held > Usd::ZERO && affords(available.saturating_add(held)) > affordable {
+            if held > Usd::ZERO && affords(available.saturating_add(held)) >= wanted as i128 {
                 return Err(GatewayError::BudgetHeld { available, held });
             }
         }
@@ -643,6 +645,30 @@ mod tests {
             matches!(refused, GatewayError::InsufficientBudget { available, held }
                 if available.nanos() == 300 && held == Usd::ZERO),
             "{refused:?}"
+        );
+    }
+
+    /// Held money stands in the way only of what it would make whole: a request that even the
+    /// key's whole balance could not pay in full is lowered at once, not told to wait.
+    #[test]
+    fn a_request_the_held_money_would_not_make_whole_is_lowered_now() {
+        let r = req(Some(1000));
+        let prompt = r.prompt_upper_bound as i64 * 150;
+        // Room for two requests of 20 tokens each, nowhere near 1000.
+        let first_prompt = req(Some(20)).prompt_upper_bound as i64 * 150;
+        let k = key(first_prompt + 20 * 600 + prompt + 20 * 600);
+        let first = reserve(&k, &model(), PricePeriod::OffPeak, req(Some(20))).unwrap();
+        assert_eq!(first.max_tokens, 20);
+        let second = reserve(&k, &model(), PricePeriod::OffPeak, r).unwrap();
+        assert_eq!(second.max_tokens, 20, "lowered now");
+        // One that the held money would make whole waits instead.
+        let first_prompt = req(Some(20)).prompt_upper_bound as i64 * 150;
+        let k = key(first_prompt + 20 * 600 + prompt + 999 * 600 + 300);
+        reserve(&k, &model(), PricePeriod::OffPeak, req(Some(20))).unwrap();
+        let waits = reserve(&k, &model(), PricePeriod::OffPeak, r).unwrap_err();
+        assert!(
+            matches!(waits, GatewayError::BudgetHeld { .. }),
+            "{waits:?}"
         );
     }
 
