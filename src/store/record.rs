@@ -46,6 +46,7 @@ impl Store {
                 };
                 // `full`: the row must be on disk before the answer's last byte.
                 let fate = record.as_ref().map(|(_, fate)| fate.clone());
+                let told = fate.clone();
                 let synced = self
                     .syncer
                     .as_ref()
@@ -63,7 +64,7 @@ impl Store {
                 }
                 let paced = committed.inspect(|_| self.hurry());
                 match synced {
-                    Some(synced) => Committed::Synced(synced, paced, self.writer.clone()),
+                    Some(synced) => Committed::Synced(synced, paced, self.writer.clone(), told),
                     None => paced.map_or(Committed::Now, Committed::Paced),
                 }
             }
@@ -83,7 +84,7 @@ impl Store {
                     Ok(())
                 }
                 Committed::Closed => Err(StoreError::Closed),
-                Committed::Synced(synced, paced, writer) => {
+                Committed::Synced(synced, paced, writer, fate) => {
                     let on_disk = match synced {
                         Some(rx) => rx.await.unwrap_or_else(|_| Err(super::fsync::gone())),
                         None => Err(super::fsync::gone()),
@@ -100,11 +101,22 @@ impl Store {
                         Err(e) => {
                             tracing::warn!(error = %e, "journal not synced; waiting for the row's commit");
                             let (tx, rx) = oneshot::channel();
-                            if !writer.send(Job::Write(Write::Barrier, Ack::Reply(tx))) {
-                                return Err(StoreError::Closed);
+                            let outcome = if writer.send(Job::Write(Write::Barrier, Ack::Reply(tx)))
+                            {
+                                writer.hurry();
+                                rx.await.unwrap_or(Err(StoreError::Closed))
+                            } else {
+                                Err(StoreError::Closed)
+                            };
+                            // The writer keeps the row or lets it go by this (see
+                            // `writer::Retained::prepend_to`).
+                            if let Some(fate) = &fate {
+                                match &outcome {
+                                    Ok(()) => fate.delivered(),
+                                    Err(_) => fate.withheld(),
+                                }
                             }
-                            writer.hurry();
-                            rx.await.map_err(|_| StoreError::Closed)?
+                            outcome
                         }
                     }
                 }
@@ -139,11 +151,12 @@ enum Committed {
     Paced(oneshot::Receiver<Result<(), StoreError>>),
     /// The store is closed.
     Closed,
-    /// `full`: the journal's sync (see [`super::fsync`]), the commit if paced, and the writer
-    /// to wait on should the sync fail.
+    /// `full`: the journal's sync (see [`super::fsync`]), the commit if paced, the writer to
+    /// wait on should the sync fail, and the row's fate to tell how that ended.
     Synced(
         Option<oneshot::Receiver<std::io::Result<()>>>,
         Option<oneshot::Receiver<Result<(), StoreError>>>,
         std::sync::Arc<super::writer::Handle>,
+        Option<std::sync::Arc<super::journal::Fate>>,
     ),
 }

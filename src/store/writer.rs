@@ -374,12 +374,15 @@ impl Retained {
             let Ack::Journaled(segment, _, stands, Some(fate)) = ack else {
                 continue;
             };
-            if !fate.has_failed() {
+            // Its answer's fate is decided by a durable write behind it: until then the row
+            // waits here (let go as soon as its record failed, a row whose barrier then
+            // committed in a later batch left a delivered answer unbilled).
+            if !fate.has_failed() || (!*stands && fate.undecided()) {
                 continue;
             }
             // Not in the journal: its segment does not hold it.
             segment.settle_one();
-            if *stands {
+            if *stands || !fate.was_withheld() {
                 *ack = Ack::Kept(None);
             } else {
                 *ack = Ack::None;

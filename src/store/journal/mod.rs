@@ -80,6 +80,11 @@ pub(super) struct Fate(AtomicU8);
 impl Fate {
     const WRITTEN: u8 = 1;
     const FAILED: u8 = 2;
+    /// Failed, and the answer went out all the same (the database took the row's batch and a
+    /// durable write after it): the row is owed.
+    const DELIVERED: u8 = 3;
+    /// Failed, and the answer was withheld for it, its charge given back: the row is not owed.
+    const WITHHELD: u8 = 4;
 
     /// The record is on disk in its segment.
     pub(super) fn written(&self) {
@@ -91,8 +96,29 @@ impl Fate {
         self.0.store(Self::FAILED, Ordering::Release);
     }
 
+    /// The record failed, and the answer went out all the same.
+    pub(super) fn delivered(&self) {
+        self.0.store(Self::DELIVERED, Ordering::Release);
+    }
+
+    /// The record failed, and the answer was withheld for it.
+    pub(super) fn withheld(&self) {
+        self.0.store(Self::WITHHELD, Ordering::Release);
+    }
+
     /// Whether the record could not be written (`false` while not known yet).
     pub(super) fn has_failed(&self) -> bool {
+        self.0.load(Ordering::Acquire) >= Self::FAILED
+    }
+
+    /// Whether the record failed and its answer was withheld: the only rows let go.
+    pub(super) fn was_withheld(&self) -> bool {
+        self.0.load(Ordering::Acquire) == Self::WITHHELD
+    }
+
+    /// Whether the record failed and its answer is not decided yet (its recording still
+    /// waits for a durable write behind it).
+    pub(super) fn undecided(&self) -> bool {
         self.0.load(Ordering::Acquire) == Self::FAILED
     }
 }
