@@ -374,9 +374,9 @@ impl Retained {
             let Ack::Journaled(segment, _, stands, Some(fate)) = ack else {
                 continue;
             };
-            // Its answer's fate is decided by a durable write behind it: until then the row
-            // waits here (let go as soon as its record failed, a row whose barrier then
-            // committed in a later batch left a delivered answer unbilled).
+            // Its answer's fate is decided by a durable write behind it: until then the row is
+            // retried as it is, never let go (let go as soon as its record failed, a row whose
+            // barrier then committed in a later batch left a delivered answer unbilled).
             if !fate.has_failed() || (!*stands && fate.undecided()) {
                 continue;
             }
