@@ -415,14 +415,21 @@ async fn an_empty_outbox_says_whether_mail_is_on() {
             }
         })
         .await;
-        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_modelrelay"))
-            .args(["mail", "list", "--socket"])
-            .arg(&app.socket)
-            .env_remove("MODELRELAY_CONFIG")
-            .current_dir(app.dir.path())
-            .output()
-            .await
-            .unwrap();
+        let mail_list = async |json: bool| {
+            let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_modelrelay"));
+            cmd.args(["mail", "list"]);
+            if json {
+                cmd.arg("--json");
+            }
+            cmd.arg("--socket")
+                .arg(&app.socket)
+                .env_remove("MODELRELAY_CONFIG")
+                .current_dir(app.dir.path())
+                .output()
+                .await
+                .unwrap()
+        };
+        let out = mail_list(false).await;
         assert!(out.status.success(), "{out:?}");
         let text = String::from_utf8_lossy(&out.stdout);
         assert_eq!(
@@ -432,14 +439,7 @@ async fn an_empty_outbox_says_whether_mail_is_on() {
         );
         assert!(text.contains("(no mail yet"), "{text}");
         // With --json the outbox alone goes to stdout, the note to stderr.
-        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_modelrelay"))
-            .args(["mail", "list", "--json", "--socket"])
-            .arg(&app.socket)
-            .env_remove("MODELRELAY_CONFIG")
-            .current_dir(app.dir.path())
-            .output()
-            .await
-            .unwrap();
+        let out = mail_list(true).await;
         assert!(out.status.success(), "{out:?}");
         assert_eq!(
             serde_json::from_slice::<Value>(&out.stdout).unwrap(),
