@@ -91,17 +91,38 @@ pub struct AppState {
 #[derive(Default)]
 pub struct InFlight {
     count: std::sync::atomic::AtomicUsize,
+    /// Of which not streamed, shared with the store, whose `full` syncs wait a little for them
+    /// ([`Store::answers_in_flight`]).
+    answers: Arc<std::sync::atomic::AtomicUsize>,
     idle: tokio::sync::Notify,
 }
 
 impl InFlight {
-    /// One more request.
-    pub fn enter(&self) {
+    /// A count whose requests not streamed are also kept in `answers` (the store's
+    /// [`Store::answers_in_flight`]).
+    pub fn counting(answers: Arc<std::sync::atomic::AtomicUsize>) -> InFlight {
+        InFlight {
+            count: std::sync::atomic::AtomicUsize::new(0),
+            answers,
+            idle: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// One more request (`stream`: streamed).
+    pub fn enter(&self, stream: bool) {
+        if !stream {
+            self.answers
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        }
         self.count.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 
-    /// One request settled.
-    pub fn leave(&self) {
+    /// One request settled (`stream`: as it entered).
+    pub fn leave(&self, stream: bool) {
+        if !stream {
+            self.answers
+                .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        }
         if self.count.fetch_sub(1, std::sync::atomic::Ordering::AcqRel) == 1 {
             self.idle.notify_waiters();
         }
@@ -406,6 +427,7 @@ impl AppState {
         let tracker = ActivityTracker::start(parts, upstream.request_timeout).await?;
         let metrics = crate::metrics::Metrics::new(config.models.keys().cloned());
         let mailer = crate::mail::Mailer::new(config.email.enabled());
+        let in_flight = InFlight::counting(store.answers_in_flight());
         let state = Arc::new(AppState {
             config: Arc::new(config),
             catalog,
@@ -417,7 +439,7 @@ impl AppState {
             tracker,
             upstream,
             started,
-            in_flight: InFlight::default(),
+            in_flight,
             demo,
             shop_limits: crate::shop::limits::ShopLimits::default(),
             paypal,
@@ -623,6 +645,24 @@ pub async fn around<F: Future<Output = Response>>(
 
 #[cfg(test)]
 mod tests {
+    /// The store's `full` syncs wait for answers in flight, never for streams (each stream's
+    /// last event would carry the wait), and the drain counts both.
+    #[test]
+    fn the_store_sees_answers_in_flight_and_not_streams() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let answers = std::sync::Arc::new(AtomicUsize::new(0));
+        let in_flight = super::InFlight::counting(answers.clone());
+        in_flight.enter(false);
+        in_flight.enter(true);
+        in_flight.enter(false);
+        assert_eq!((in_flight.get(), answers.load(Ordering::Acquire)), (3, 2));
+        in_flight.leave(true);
+        in_flight.leave(false);
+        assert_eq!((in_flight.get(), answers.load(Ordering::Acquire)), (1, 1));
+        in_flight.leave(false);
+        assert_eq!((in_flight.get(), answers.load(Ordering::Acquire)), (0, 0));
+    }
+
     /// The newest key opens with the secret it was sealed with, and only with it; an older
     /// key sealed with another secret (one replaced on purpose) is not what is checked.
     #[test]

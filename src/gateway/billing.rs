@@ -474,7 +474,7 @@ pub struct Pending {
 impl Pending {
     /// Wrap a request that holds money.
     pub fn new(state: Arc<AppState>, ctx: RequestCtx) -> Pending {
-        state.in_flight.enter();
+        state.in_flight.enter(ctx.stream);
         Pending {
             state,
             ctx: Some(ctx),
@@ -514,16 +514,17 @@ impl Pending {
             };
         };
         // Leave on every path, including this future being dropped mid-settlement.
-        let _leave = Leave(&self.state);
+        let _leave = Leave(&self.state, ctx.stream);
         settle(&self.state, &ctx, o, kept).await
     }
 }
 
-struct Leave<'a>(&'a AppState);
+/// Leaves the count of requests in flight when dropped (`.1`: the request is streamed).
+struct Leave<'a>(&'a AppState, bool);
 
 impl Drop for Leave<'_> {
     fn drop(&mut self) {
-        self.0.in_flight.leave();
+        self.0.in_flight.leave(self.1);
     }
 }
 
@@ -542,12 +543,12 @@ impl Drop for Pending {
             match tokio::runtime::Handle::try_current() {
                 Ok(rt) => {
                     rt.spawn(async move {
-                        let _leave = Leave(&state);
+                        let _leave = Leave(&state, ctx.stream);
                         settle(&state, &ctx, o, true).await;
                     });
                 }
                 Err(_) => {
-                    state.in_flight.leave();
+                    state.in_flight.leave(ctx.stream);
                     tracing::error!(
                         request_id = %ctx.request_id,
                         "request dropped outside the runtime; its hold stays until restart"

@@ -51,6 +51,8 @@ pub struct Store {
     /// `store.sync = "full"`: puts the journal on disk before an answer's last byte (see
     /// [`fsync`]).
     syncer: Option<Arc<fsync::Syncer>>,
+    /// The gateway's requests in flight not streamed (see [`Store::answers_in_flight`]).
+    coming: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Journaled rows the writer may have queued before an answer waits for its row's commit as
@@ -144,12 +146,12 @@ impl Store {
         let journal = Arc::new(Journal::start(&journal_dir, staged).map_err(|e| {
             StoreError::Io(format!("ledger journal {}: {e}", journal_dir.display()))
         })?);
+        let coming = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let syncer = match sync {
-            SyncMode::Full => {
-                Some(Arc::new(fsync::Syncer::start().map_err(|e| {
-                    StoreError::Io(format!("ledger journal's sync thread: {e}"))
-                })?))
-            }
+            SyncMode::Full => Some(Arc::new(
+                fsync::Syncer::start(coming.clone())
+                    .map_err(|e| StoreError::Io(format!("ledger journal's sync thread: {e}")))?,
+            )),
             SyncMode::Normal => None,
         };
         let reader = tokio_rusqlite::Connection::open(path).await?;
@@ -172,9 +174,17 @@ impl Store {
                 path: path.to_path_buf(),
                 journal,
                 syncer,
+                coming,
             },
             keys,
         ))
+    }
+
+    /// The count of requests in flight not streamed, each of which records a row when it
+    /// settles, for the gateway to keep (`crate::state::InFlight`): with `full`, a sync waits a
+    /// little for those that have not asked yet (see [`fsync`]).
+    pub fn answers_in_flight(&self) -> Arc<std::sync::atomic::AtomicUsize> {
+        self.coming.clone()
     }
 
     /// Queue a write and wait until it is committed.
