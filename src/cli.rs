@@ -13,6 +13,7 @@ use crate::activity::client;
 use crate::activity::protocol::{Request, Response};
 use crate::config::{Config, SecretFiles};
 use crate::money::Usd;
+pub use out::command_line_error;
 use out::{fail, output, print_json};
 use tables::{key_card, keys_table, mail_table, order_card, orders_table};
 

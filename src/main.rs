@@ -17,5 +17,8 @@ fn main() -> std::process::ExitCode {
     // (bench/PROFILE.md). The daemon's memory is many small buffers, not a large heap that
     // huge pages would speed up. Failing (an old kernel) only leaves the system's default.
     let _ = nix::sys::prctl::set_thp_disable(true);
-    modelrelay::cli::run(modelrelay::cli::Cli::parse())
+    match modelrelay::cli::Cli::try_parse() {
+        Ok(cli) => modelrelay::cli::run(cli),
+        Err(e) => modelrelay::cli::command_line_error(&e),
+    }
 }

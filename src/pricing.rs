@@ -134,6 +134,17 @@ impl PeakSchedule {
         self
     }
 
+    /// Whether every minute of every day is peak: windows covering the whole day, on every
+    /// day, and no off-peak dates. Then there is no off-peak price to show.
+    pub fn always_peak(&self) -> bool {
+        use chrono::Weekday::{Fri, Mon, Sat, Sun, Thu, Tue, Wed};
+        self.off_peak_dates.is_empty()
+            && [Mon, Tue, Wed, Thu, Fri, Sat, Sun]
+                .iter()
+                .all(|d| self.days.iter().any(|w| w.0 == *d))
+            && (0..24 * 60).all(|m| self.windows.iter().any(|w| w.contains(m)))
+    }
+
     /// The period at an instant. A wrapping window belongs to the day it starts on.
     pub fn period_at(&self, at: DateTime<Utc>) -> PricePeriod {
         let minute = (at.hour() * 60 + at.minute()) as u16;

@@ -252,3 +252,32 @@ async fn typed_input_is_echoed_harmless_prefixes_are_whole_and_revoked_keys_keep
     let r = run_in(dir, &["keys", "show", &prefix, "--socket", socket], &[]).await;
     assert!(r.stdout.contains("- (revoked; $1.00 was left)"), "{r:#?}");
 }
+
+/// What clap refuses on the command line comes back harmless and clipped, as the commands' own
+/// errors do: a 10 000-character `--limit` was repeated whole, and an escape sequence typed as
+/// a subcommand reached the terminal raw (the first found by an independent check). Help is
+/// untouched.
+#[tokio::test]
+async fn command_line_errors_are_echoed_harmless_and_clipped() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let long = "7x".repeat(5_000);
+    let r = run_in(dir.path(), &["orders", "list", "--limit", &long], &[]).await;
+    assert_eq!(r.code, Some(2), "{r:#?}");
+    assert!(r.stderr.contains("--limit"), "{r:#?}");
+    // The word clap quotes it in, `'7x7x…`, clipped to 200 characters.
+    assert!(
+        r.stderr.contains(&format!("'{}7…", "7x".repeat(99))),
+        "{r:#?}"
+    );
+    assert!(r.stderr.len() < 1_000, "{}", r.stderr.len());
+    let r = run_in(dir.path(), &["\u{1b}]0;pwned\u{7}\u{1b}[2J"], &[]).await;
+    assert_eq!(r.code, Some(2), "{r:#?}");
+    assert!(
+        !r.stderr.contains('\u{1b}') && !r.stderr.contains('\u{7}'),
+        "{r:#?}"
+    );
+    assert!(r.stderr.contains("unrecognized subcommand"), "{r:#?}");
+    let r = run_in(dir.path(), &["--help"], &[]).await;
+    assert_eq!(r.code, Some(0), "{r:#?}");
+    assert!(r.stdout.contains("keys"), "{r:#?}");
+}

@@ -61,3 +61,31 @@ pub(super) fn print_json(v: &impl serde::Serialize) -> ExitCode {
         Err(e) => fail(e),
     }
 }
+
+/// The longest word of a command-line error shown whole: clap repeats the value it refused, and
+/// one may be a megabyte.
+const LONGEST_WORD: usize = 200;
+
+/// Say what clap found wrong with the command line (or print the help and version it was asked
+/// for), and the exit code. Clap repeats what was typed, and writes it raw on a terminal: its
+/// errors are written here without colours, with control characters shown harmless and each
+/// word clipped (a value may be a megabyte).
+pub fn command_line_error(e: &clap::Error) -> ExitCode {
+    if !e.use_stderr() {
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    let safe: Vec<String> = e
+        .render()
+        .to_string()
+        .lines()
+        .map(|line| {
+            line.split(' ')
+                .map(|w| crate::text::visible(&crate::text::clipped(w, LONGEST_WORD)))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    eprintln!("{}", safe.join("\n"));
+    ExitCode::from(2)
+}

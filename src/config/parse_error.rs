@@ -60,6 +60,15 @@ fn one(e: &Error) -> String {
                 plain(expected)
             )
         }
+        // TOML's dates and times come through figment as tables: `off_peak_dates =
+        // [2026-12-25]` said "found a table" (found by an independent check).
+        Kind::InvalidType(Actual::Map, expected) if expected.contains("string") => {
+            format!(
+                "expected {}, found a table (a date or time written without quotes is read as \
+                 one: put it in quotes, as in \"2026-12-25\")",
+                plain(expected)
+            )
+        }
         Kind::InvalidType(actual, expected) | Kind::InvalidValue(actual, expected) => {
             format!("expected {}, found {}", plain(expected), found(actual))
         }

@@ -361,6 +361,12 @@ fn wrong_types_are_refused() {
         assert!(err.ends_with("found -3"), "{err}");
         let err = error_of(jail, "[server]\nlisten = 8080\n");
         assert!(err.ends_with("found 8080"), "{err}");
+        // A date without quotes is a TOML date, which comes through as a table: said so.
+        let err = error_of(jail, "[pricing]\noff_peak_dates = [2026-12-25]\n");
+        assert!(
+            err.contains("off_peak_dates") && err.contains("put it in quotes"),
+            "{err}"
+        );
         // A name too long says so, and is repeated clipped (it said only which characters).
         let long = "p".repeat(400);
         let err = error_of(

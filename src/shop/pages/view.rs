@@ -48,7 +48,7 @@ pub(super) fn plans_on_sale(config: &Config) -> Vec<PlanView> {
 }
 
 /// One period's prices of a model, USD per 1M tokens.
-#[derive(PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub(super) struct PriceRow {
     /// Prompt tokens served from cache.
     pub hit: Usd,
@@ -85,6 +85,8 @@ pub(super) fn models(
     t: &Texts,
     on_sale_only: bool,
 ) -> Vec<ModelView> {
+    let periods = has_peak_hours(config);
+    let always_peak = always_peak(config);
     let all: Vec<ModelView> = config
         .models
         .iter()
@@ -94,20 +96,25 @@ pub(super) fn models(
                 .filter(|p| p.models.iter().any(|x| x == name))
                 .map(|p| p.name.clone())
                 .collect();
-            let off_peak = PriceRow {
-                hit: m.input_cache_hit[0],
-                miss: m.input_cache_miss[0],
-                out: m.output[0],
-            };
             let peak = PriceRow {
                 hit: m.input_cache_hit[1],
                 miss: m.input_cache_miss[1],
                 out: m.output[1],
             };
+            // Peak all the time: the one price shown is the peak one.
+            let off_peak = if always_peak {
+                peak.clone()
+            } else {
+                PriceRow {
+                    hit: m.input_cache_hit[0],
+                    miss: m.input_cache_miss[0],
+                    out: m.output[0],
+                }
+            };
             ModelView {
                 name: name.clone(),
                 max_output: m.max_output_tokens,
-                peaks: has_peak_hours(config) && peak != off_peak,
+                peaks: periods && peak != off_peak,
                 off_peak,
                 peak,
                 plans_text: in_plans.join(t.list_sep),
@@ -168,9 +175,17 @@ pub(super) fn fill(template: &str, vars: &[(&str, &str)]) -> String {
     out
 }
 
-/// Whether `[pricing]` names peak hours on some day.
+/// Whether `[pricing]` makes two periods: peak hours on some day, and not every hour of every
+/// day (that is one period, peak).
 pub(super) fn has_peak_hours(config: &Config) -> bool {
-    !config.pricing.peak_hours_utc.is_empty() && !config.pricing.peak_days.is_empty()
+    !config.pricing.peak_hours_utc.is_empty()
+        && !config.pricing.peak_days.is_empty()
+        && !always_peak(config)
+}
+
+/// Whether `[pricing]` makes every hour of every day peak.
+fn always_peak(config: &Config) -> bool {
+    config.peak_schedule().is_ok_and(|s| s.always_peak())
 }
 
 /// The sentence saying when peak prices apply, from `[pricing]`.
@@ -300,6 +315,50 @@ mod tests {
         assert_eq!(display_time("nonsense"), "nonsense");
         assert_eq!(clip("  abcdef ", 3), "abc");
         assert_eq!(fill("a {x} b {y}", &[("x", "1"), ("y", "2")]), "a 1 b 2");
+    }
+
+    /// Peak hours covering every hour of every day make one period: the peak prices, shown as
+    /// the only price (an off-peak row was shown that no request was ever charged).
+    #[test]
+    fn peak_all_the_time_shows_the_peak_price_alone() {
+        let every_day: Vec<String> = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
+        let shown = |windows: &[&str], days: &[String], dates: &[&str]| {
+            let mut c = Config::default();
+            c.pricing.peak_hours_utc = windows.iter().map(|w| w.to_string()).collect();
+            c.pricing.peak_days = days.to_vec();
+            c.pricing.off_peak_dates = dates.iter().map(|d| d.to_string()).collect();
+            let plans = plans_on_sale(&c);
+            let m = models(&c, &plans, &EN, true).remove(0);
+            let peak_price = c.models[&m.name].output[1];
+            (m.peaks, m.off_peak.out == peak_price, has_peak_hours(&c))
+        };
+        for windows in [
+            &["00:00-24:00"][..],
+            &["00:00-12:00", "12:00-24:00"],
+            &["06:00-02:00", "01:00-06:00"],
+        ] {
+            assert_eq!(
+                shown(windows, &every_day, &[]),
+                (false, true, false),
+                "{windows:?}"
+            );
+        }
+        // Six days, a minute left out, or a date off-peak: two periods, both shown.
+        assert_eq!(
+            shown(&["00:00-24:00"], &every_day[..6], &[]),
+            (true, false, true)
+        );
+        assert_eq!(
+            shown(&["00:00-23:59"], &every_day, &[]),
+            (true, false, true)
+        );
+        assert_eq!(
+            shown(&["00:00-24:00"], &every_day, &["2026-12-25"]),
+            (true, false, true)
+        );
     }
 
     #[test]
