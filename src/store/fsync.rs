@@ -37,7 +37,7 @@ type Ask = (
     oneshot::Sender<std::io::Result<()>>,
 );
 
-/// The longest a sync waits for requests in flight to ask too: about one sync's own time on
+/// The longest a sync waits for answers in flight to ask too: about one sync's own time on
 /// a virtual disk, so an answer waits at most twice what its sync alone would take, and far
 /// less than what it took DeepSeek to write it.
 const GROUP_WAIT: Duration = Duration::from_micros(150);
@@ -73,8 +73,9 @@ impl Syncer {
 }
 
 /// The asks one sync serves: `first`, what is queued behind it, and what comes while answers in
-/// flight that have not asked yet may (up to `wait` after `first`). An ask not counted in
-/// `coming` (a stream's, or a test's store with no gateway) never makes it wait.
+/// flight that have not asked yet may (up to `wait` after `first`). It waits only while
+/// `coming` counts more answers in flight than there are asks: never with none counted (only
+/// streams in flight, or a test's store with no gateway).
 fn gather<T>(rx: &mpsc::Receiver<T>, first: T, coming: &AtomicUsize, wait: Duration) -> Vec<T> {
     let mut asks = vec![first];
     asks.extend(rx.try_iter());
