@@ -167,12 +167,6 @@ impl Daemon {
         crate::shop::rotate::reload(&state).await;
         crate::admin::restore_disabled_accounts(&state).await;
         crate::shop::start_background(&state);
-        if state.paypal.is_some() && state.config.paypal.webhook_id.is_empty() {
-            tracing::warn!(
-                "paypal.webhook_id is empty: PayPal webhooks cannot be verified, so pending \
-                 payments and refunds are never processed"
-            );
-        }
         let http_addr = listener.local_addr().map_err(io("listener address"))?;
         let socket_path = state.config.admin_socket();
         let (stop, stopped) = watch::channel(false);

@@ -379,7 +379,10 @@ impl AppState {
                 .map_err(io(format!("cannot write {}", marker.display())))?;
         }
         tracing::info!(
-            sync = ?config.store.sync,
+            sync = match config.store.sync {
+                crate::config::SyncMode::Full => "full",
+                crate::config::SyncMode::Normal => "normal",
+            },
             interval_ms = config.store.sync_interval_ms,
             "ledger durability"
         );
@@ -399,8 +402,8 @@ impl AppState {
                 k.restore_notices(low, exhausted);
             }
         }
+        // An empty client id is one of `Config::warnings`, logged by `serve`.
         let paypal = if config.paypal.client_id.is_empty() {
-            tracing::warn!("paypal.client_id is empty: the storefront cannot take payments");
             None
         } else {
             let settings = crate::paypal::PaypalSettings {
@@ -483,7 +486,16 @@ impl ClientIp {
             .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| {
                 c.0.ip().to_canonical()
             });
-        if state.config.server.behind_proxy && peer.is_loopback() {
+        if !state.config.server.behind_proxy {
+            if peer.is_loopback()
+                && !PROXY_WARNED.load(std::sync::atomic::Ordering::Relaxed)
+                && parts.headers.contains_key("x-forwarded-for")
+            {
+                warn_proxy_unset(peer);
+            }
+            return ClientIp(peer);
+        }
+        if peer.is_loopback() {
             let last = parts
                 .headers
                 .get_all("x-forwarded-for")
@@ -522,6 +534,22 @@ impl ClientIp {
             }
             std::net::IpAddr::V6(_) => self.0.to_string(),
         }
+    }
+}
+
+/// Whether [`warn_proxy_unset`] has spoken (then requests skip the header look-up).
+static PROXY_WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Say once, at the first request that shows it, that a local proxy is in front while
+/// `server.behind_proxy` is off: every customer then shares the proxy's address for per-client
+/// limits, so one visitor's failed look-ups lock every buyer out (found by an independent check).
+fn warn_proxy_unset(peer: std::net::IpAddr) {
+    if !PROXY_WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::warn!(
+            %peer,
+            "requests from a local proxy carry X-Forwarded-For but server.behind_proxy is false: \
+             every customer counts as {peer} for per-client limits; set server.behind_proxy = true"
+        );
     }
 }
 

@@ -100,11 +100,23 @@ async fn check_config_redacts_a_secret_read_from_a_file() {
     let out = run.ok();
     assert!(!out.contains(SECRET), "{run:#?}");
     let v: toml::Table = toml::from_str(out).unwrap_or_else(|e| panic!("not TOML ({e}): {out}"));
+    // Shown as its file alone: with the value beside it the printed config was one `serve`
+    // refuses ("set upstream.api_key or upstream.api_key_file, not both").
+    assert_eq!(v["upstream"]["api_key"].as_str(), Some(""), "{out}");
     assert_eq!(
-        v["upstream"]["api_key"].as_str(),
-        Some("<redacted>"),
+        v["upstream"]["api_key_file"].as_str(),
+        secret_file.to_str(),
         "{out}"
     );
+    let printed = dir.path().join("printed.toml");
+    std::fs::write(&printed, out).expect("write the printed config");
+    let again = run_in(
+        dir.path(),
+        &["check-config", "--config", printed.to_str().expect("utf-8")],
+        &[],
+    )
+    .await;
+    assert_eq!(again.code, Some(0), "{again:#?}");
 }
 
 #[tokio::test]

@@ -90,7 +90,12 @@ async fn check_config_warns_when_no_upstream_key_is_configured_and_serve_refuses
         toml.contains("[upstream]"),
         "the config is still printed: {run:#?}"
     );
-    let warnings: Vec<&str> = run.stderr.lines().collect();
+    // Its other warnings (no PayPal client id) are for another test.
+    let warnings: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("upstream"))
+        .collect();
     assert_eq!(warnings.len(), 1, "{run:#?}");
     assert!(
         warnings[0].starts_with("modelrelay: warning: no upstream key configured"),
@@ -98,7 +103,7 @@ async fn check_config_warns_when_no_upstream_key_is_configured_and_serve_refuses
     );
     assert!(warnings[0].contains("upstream.api_key_file"), "{run:#?}");
 
-    // With a key from the environment, nothing to warn about.
+    // With a key from the environment, nothing to warn about upstream.
     let keyed = run_in(
         dir.path(),
         &["check-config", "--config", config],
@@ -106,7 +111,7 @@ async fn check_config_warns_when_no_upstream_key_is_configured_and_serve_refuses
     )
     .await;
     keyed.ok();
-    assert_eq!(keyed.stderr, "", "{keyed:#?}");
+    assert!(!keyed.stderr.contains("upstream"), "{keyed:#?}");
 
     // `serve` does not start a daemon whose every request would fail upstream.
     let serve = tokio::time::timeout(

@@ -452,3 +452,31 @@ async fn accounts_sharing_a_key_are_one_balance_and_a_warning() {
         "{v:#}"
     );
 }
+
+/// A key DeepSeek refuses is taken out of service by the balance check at start, before any
+/// customer's request meets it (found by an independent check: a mistyped key showed as
+/// healthy until the first customer got a 502); requests go to the accounts that work.
+#[tokio::test]
+async fn a_key_deepseek_refuses_at_the_balance_check_is_disabled_before_any_request() {
+    let app = two_accounts(
+        |_| {},
+        |c| c.upstream.accounts[1].api_key = "sk-mistyped".into(),
+    )
+    .await;
+    let v = wait_pool(&app, "the mistyped account disabled", |v| {
+        v["accounts"][1]["state"] == "disabled"
+    })
+    .await;
+    let second = &v["accounts"][1];
+    assert_eq!(second["disabled_by_operator"], false, "{v:#}");
+    assert!(
+        second["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("401")),
+        "{v:#}"
+    );
+    assert_eq!(v["accounts"][0]["state"], "healthy", "{v:#}");
+    assert!(app.sim.requests().is_empty(), "no chat request was sent");
+    let key = app.create_key("trial", None).await;
+    assert_eq!(served(&app, &key, 3).await, ["first"; 3]);
+}

@@ -153,16 +153,28 @@ impl Config {
     /// The effective configuration as TOML, with every secret replaced by `<redacted>`.
     pub fn redacted_toml(&self) -> String {
         let mut c = self.clone();
-        let accounts = c.upstream.accounts.iter_mut().map(|a| &mut a.api_key);
-        for secret in [
-            &mut c.upstream.api_key,
-            &mut c.paypal.client_secret,
-            &mut c.email.smtp_url,
+        let accounts = c
+            .upstream
+            .accounts
+            .iter_mut()
+            .map(|a| (&mut a.api_key, a.api_key_file.is_some()));
+        for (secret, from_file) in [
+            (&mut c.upstream.api_key, c.upstream.api_key_file.is_some()),
+            (
+                &mut c.paypal.client_secret,
+                c.paypal.client_secret_file.is_some(),
+            ),
+            (&mut c.email.smtp_url, c.email.smtp_url_file.is_some()),
         ]
         .into_iter()
         .chain(accounts)
         {
-            if !secret.is_empty() {
+            // A secret read from its file is shown as the file alone: the value next to it
+            // made the printed config one `serve` refuses ("not both"; found by an
+            // independent check).
+            if from_file {
+                secret.clear();
+            } else if !secret.is_empty() {
                 *secret = "<redacted>".into();
             }
         }

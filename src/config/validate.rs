@@ -76,6 +76,27 @@ impl Config {
                 ));
             }
         }
+        // What `serve` would only say in its log (found by an independent check: a newcomer's
+        // `check-config` was clean while the storefront could not take a payment).
+        if self.paypal.client_id.trim().is_empty() {
+            w.push("paypal.client_id is empty: the storefront cannot take payments".into());
+        } else if self.paypal.webhook_id.trim().is_empty() {
+            w.push(
+                "paypal.webhook_id is empty: PayPal webhooks cannot be verified, so pending \
+                 payments and refunds are never processed"
+                    .into(),
+            );
+        }
+        if !self.email.enabled()
+            && self.email.smtp_url_file.is_none()
+            && !self.email.from.trim().is_empty()
+        {
+            w.push(
+                "email.from is set but email.smtp_url is empty: mail is off (no receipts or \
+                 notices are sent)"
+                    .into(),
+            );
+        }
         w
     }
 

@@ -495,10 +495,18 @@ impl App {
                 .cmp(&b.created_at)
                 .then_with(|| a.id.cmp(&b.id))
         };
+        // A revoked key has nothing left to spend, as its row says.
+        let left = |k: &KeyView| {
+            if k.status == crate::status::KeyStatus::Revoked {
+                crate::money::Usd::ZERO
+            } else {
+                k.remaining_usd
+            }
+        };
         keys.sort_by(|a, b| {
             match self.sort {
                 KeySort::Created => std::cmp::Ordering::Equal,
-                KeySort::Remaining => a.remaining_usd.cmp(&b.remaining_usd),
+                KeySort::Remaining => left(a).cmp(&left(b)),
                 KeySort::Spent => b.spent_usd.cmp(&a.spent_usd),
                 KeySort::Requests => b.requests.cmp(&a.requests),
                 KeySort::LastUsed => b.last_used_at.cmp(&a.last_used_at),

@@ -13,8 +13,10 @@
 //! to [`GROUP_WAIT`] for them before it writes — PostgreSQL's `commit_delay` with
 //! `commit_siblings`. With no other answer in flight (a lone client) it writes at once; with
 //! others the wait ends as soon as every one of them has asked. Streams are not waited for: each
-//! ends when its upstream ends it, and each stream's last event would carry the wait.
-//! bench/PROFILE.md has the figures.
+//! ends when its upstream ends it, and each stream's last event would carry the wait. Answers in
+//! flight may also be seconds from settling (DeepSeek still writing them): a wait that gathers
+//! nothing makes the next syncs skip waiting, for longer each time ([`Pacing`]), so with slow
+//! answers in flight nearly every sync goes ahead at once. bench/PROFILE.md has the figures.
 //!
 //! A plain thread blocking on its queue, as the writer is: `fdatasync` blocks, and a row goes
 //! from the answer's task straight to the thread that syncs it and the word straight back. Before
@@ -72,13 +74,64 @@ impl Syncer {
     }
 }
 
+/// Whether a sync waits for answers in flight, learnt from how the last waits went: answers in
+/// flight may be minutes from settling (DeepSeek writing a long answer, a request queued for an
+/// account), and a wait for them is then time lost on every answer (found by an independent
+/// check: one slow answer in flight put ~0.23 ms on every other one, and no wait ever gathered
+/// a row). After a wait that gathered nothing, the next 1, 2, 4, … up to [`MAX_SKIP`] syncs do
+/// not wait; one that gathers something makes them wait again.
+#[derive(Debug, Default)]
+struct Pacing {
+    /// Syncs left that do not wait.
+    skip: u32,
+    /// How many the next wait that gathers nothing makes skip.
+    backoff: u32,
+}
+
+/// The most syncs in a row that do not wait after waits that gathered nothing: one answer in a
+/// thousand still tries, so a burst is found within a few milliseconds at any busy rate.
+const MAX_SKIP: u32 = 1024;
+
+impl Pacing {
+    /// Whether this sync may wait.
+    fn may_wait(&mut self) -> bool {
+        if self.skip > 0 {
+            self.skip -= 1;
+            return false;
+        }
+        true
+    }
+
+    /// A wait ended, having gathered `more` asks.
+    fn waited(&mut self, more: usize) {
+        if more > 0 {
+            self.backoff = 0;
+            self.skip = 0;
+        } else {
+            self.backoff = (self.backoff * 2).clamp(1, MAX_SKIP);
+            self.skip = self.backoff;
+        }
+    }
+}
+
 /// The asks one sync serves: `first`, what is queued behind it, and what comes while answers in
 /// flight that have not asked yet may (up to `wait` after `first`). It waits only while
-/// `coming` counts more answers in flight than there are asks: never with none counted (only
-/// streams in flight, or a test's store with no gateway).
-fn gather<T>(rx: &mpsc::Receiver<T>, first: T, coming: &AtomicUsize, wait: Duration) -> Vec<T> {
+/// `coming` counts more answers in flight than there are asks — never with none counted (only
+/// streams in flight, or a test's store with no gateway) — and only when `pacing` says recent
+/// waits gathered something.
+fn gather<T>(
+    rx: &mpsc::Receiver<T>,
+    first: T,
+    coming: &AtomicUsize,
+    wait: Duration,
+    pacing: &mut Pacing,
+) -> Vec<T> {
     let mut asks = vec![first];
     asks.extend(rx.try_iter());
+    if coming.load(Ordering::Acquire) <= asks.len() || !pacing.may_wait() {
+        return asks;
+    }
+    let before = asks.len();
     let deadline = Instant::now() + wait;
     while coming.load(Ordering::Acquire) > asks.len() {
         let Some(left) = deadline.checked_duration_since(Instant::now()) else {
@@ -92,6 +145,7 @@ fn gather<T>(rx: &mpsc::Receiver<T>, first: T, coming: &AtomicUsize, wait: Durat
             Err(_) => break,
         }
     }
+    pacing.waited(asks.len() - before);
     asks
 }
 
@@ -104,9 +158,10 @@ pub(super) fn gone() -> std::io::Error {
 /// segment they name on disk once with the records they bring, answer them all; again until
 /// the store drops its [`Syncer`].
 fn run(rx: &mpsc::Receiver<Ask>, coming: &AtomicUsize) {
+    let mut pacing = Pacing::default();
     while let Ok(first) = rx.recv() {
         // Everything queued by now was appended before this sync starts: one sync covers it.
-        let asks = gather(rx, first, coming, GROUP_WAIT);
+        let asks = gather(rx, first, coming, GROUP_WAIT, &mut pacing);
         // Nearly always one segment; two around a turn of the journal (see `super::sync`).
         let mut segments: Vec<(Arc<Segment>, std::io::Result<()>)> = Vec::new();
         for (segment, _, _) in &asks {
@@ -156,7 +211,10 @@ mod tests {
         let (tx, rx) = mpsc::channel::<u32>();
         let coming = AtomicUsize::new(1);
         let started = Instant::now();
-        assert_eq!(gather(&rx, 1, &coming, LONG), vec![1]);
+        assert_eq!(
+            gather(&rx, 1, &coming, LONG, &mut Pacing::default()),
+            vec![1]
+        );
         assert!(started.elapsed() < LONG / 2, "it waited for nobody");
         drop(tx);
     }
@@ -173,7 +231,10 @@ mod tests {
             std::thread::sleep(Duration::from_millis(500));
         });
         let started = Instant::now();
-        assert_eq!(gather(&rx, 1, &coming, LONG), vec![1, 2, 3]);
+        assert_eq!(
+            gather(&rx, 1, &coming, LONG, &mut Pacing::default()),
+            vec![1, 2, 3]
+        );
         assert!(started.elapsed() < LONG / 2);
         late.join().ok();
     }
@@ -183,7 +244,16 @@ mod tests {
         let (tx, rx) = mpsc::channel::<u32>();
         // Streams that go on for minutes: the sync goes ahead after the wait.
         let coming = AtomicUsize::new(40);
-        assert_eq!(gather(&rx, 1, &coming, Duration::from_millis(30)), vec![1]);
+        assert_eq!(
+            gather(
+                &rx,
+                1,
+                &coming,
+                Duration::from_millis(30),
+                &mut Pacing::default()
+            ),
+            vec![1]
+        );
         drop(tx);
     }
 
@@ -194,7 +264,38 @@ mod tests {
         drop(tx);
         let coming = AtomicUsize::new(10);
         let started = Instant::now();
-        assert_eq!(gather(&rx, 1, &coming, LONG), vec![1, 2]);
+        assert_eq!(
+            gather(&rx, 1, &coming, LONG, &mut Pacing::default()),
+            vec![1, 2]
+        );
         assert!(started.elapsed() < LONG / 2);
+    }
+
+    /// Waits that gather nothing (answers in flight that take seconds) stop being made, for
+    /// longer each time; one that gathers something brings them back.
+    #[test]
+    fn futile_waits_back_off_and_a_fruitful_one_resumes_them() {
+        let mut pacing = Pacing::default();
+        let (tx, rx) = mpsc::channel::<u32>();
+        let coming = AtomicUsize::new(5);
+        let short = Duration::from_millis(5);
+        // Which of the next syncs wait (an ask that finds the wait skipped is served alone).
+        let mut waited = Vec::new();
+        for _ in 0..8 {
+            let before = pacing.skip;
+            gather(&rx, 1, &coming, short, &mut pacing);
+            waited.push(before == 0);
+        }
+        // Wait, skip 1, wait, skip 2, wait, skip 4 (one of them left over).
+        assert_eq!(
+            waited,
+            [true, false, true, false, false, true, false, false]
+        );
+        assert_eq!((pacing.skip, pacing.backoff), (2, 4));
+        // A wait that gathers an ask resets the backoff: the next sync waits again.
+        pacing.waited(1);
+        assert_eq!((pacing.skip, pacing.backoff), (0, 0));
+        assert!(pacing.may_wait());
+        drop(tx);
     }
 }

@@ -42,6 +42,12 @@ pub(super) fn migrate(c: &mut rusqlite::Connection) -> Result<(), StoreError> {
     if let Some(found) = newest.filter(|&v| v > known) {
         return Err(StoreError::NewerDatabase { found, known });
     }
+    // A new database takes every migration in a moment: said once, not once a migration
+    // (eleven lines on a first start, each warning of minutes; found by an independent check).
+    let fresh = newest.is_none();
+    if fresh {
+        tracing::info!(migrations = MIGRATIONS.len(), "creating the database");
+    }
     for &(version, sql) in MIGRATIONS {
         let tx = c.transaction()?;
         let done: bool = tx.query_row(
@@ -53,10 +59,12 @@ pub(super) fn migrate(c: &mut rusqlite::Connection) -> Result<(), StoreError> {
             // Some rebuild the ledger: minutes on millions of rows. Said before, not only
             // after, and systemd (Type=notify) is asked to wait for it rather than kill a
             // start that is working.
-            tracing::info!(
-                version,
-                "applying database migration (on a large ledger this can take minutes)"
-            );
+            if !fresh {
+                tracing::info!(
+                    version,
+                    "applying database migration (on a large ledger this can take minutes)"
+                );
+            }
             crate::notify::send(&format!(
                 "EXTEND_TIMEOUT_USEC={}\nSTATUS=applying database migration {version}",
                 MIGRATION_GRACE.as_micros()
@@ -66,7 +74,9 @@ pub(super) fn migrate(c: &mut rusqlite::Connection) -> Result<(), StoreError> {
                 "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
                 rusqlite::params![version, chrono::Utc::now().timestamp_millis()],
             )?;
-            tracing::info!(version, "applied database migration");
+            if !fresh {
+                tracing::info!(version, "applied database migration");
+            }
         }
         tx.commit()?;
     }

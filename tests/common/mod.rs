@@ -79,14 +79,24 @@ impl TestApp {
 
     /// Start a daemon on an existing data dir and simulator (restarts).
     pub async fn start(config: Config, sim: SimulatedDeepSeek, dir: tempfile::TempDir) -> TestApp {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
         let socket = config.admin_socket();
         let db = config.server.data_dir.join("modelrelay.db");
-        let daemon = Daemon::start(config, listener)
-            .await
-            .expect("daemon starts");
+        // A restart in the same test process can find the directory's lock still held for a
+        // moment: another test forking a CLI child shares every descriptor until its `exec`
+        // closes them (`flock` is let go only when the last one goes). Tried again briefly.
+        let mut tries = 0;
+        let daemon = loop {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            match Daemon::start(config.clone(), listener).await {
+                Err(modelrelay::state::StartError::DataDirBusy(_)) if tries < 40 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                started => break started.expect("daemon starts"),
+            }
+        };
         let base = format!("http://{}", daemon.http_addr);
         TestApp {
             daemon: Some(daemon),

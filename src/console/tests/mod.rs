@@ -102,9 +102,9 @@ fn snapshot_in_flight() -> InFlightView {
     }
 }
 
-/// The Pro key, a Trial key created an hour ago and a revoked, spent Starter key.
+/// The Pro key, a Trial key created an hour ago and a revoked Starter key ($1 of it unspent).
 fn snapshot_keys() -> Vec<KeyView> {
-    let mut revoked = key("key_old", "sk-gateway-OlDd…", "starter", "5", "5");
+    let mut revoked = key("key_old", "sk-gateway-OlDd…", "starter", "5", "4");
     revoked.status = KeyStatus::Revoked;
     revoked.requests = 40;
     let mut trial = key("key_trial", "sk-gateway-TrIa…", "trial", "1", "0.01");

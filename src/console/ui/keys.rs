@@ -123,7 +123,16 @@ fn row(
             status_style,
         )),
         Cell::from(Line::from(usd_in(k.spent_usd, got(4))).right_aligned()),
-        Cell::from(Line::from(usd_in(k.remaining_usd, got(5))).right_aligned()),
+        // A revoked key has nothing left to spend, as `keys list` says (found by an
+        // independent check: the view showed what was left when it was revoked).
+        Cell::from(
+            Line::from(if k.status == KeyStatus::Revoked {
+                "-".to_string()
+            } else {
+                usd_in(k.remaining_usd, got(5))
+            })
+            .right_aligned(),
+        ),
         Cell::from(Line::from(whole(k.requests.to_string(), got(6))).right_aligned()),
         Cell::from(Line::from(whole(used, got(7))).right_aligned()),
     ];

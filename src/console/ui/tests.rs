@@ -257,7 +257,12 @@ fn keys_view_shows_budgets() {
         let pro = line_with(&lines, "sk-gateway-PrOo…");
         assert!(pro.contains("$48.76") && pro.contains("$1.24"), "{pro}");
         let old = line_with(&lines, "sk-gateway-OlDd…");
-        assert!(old.contains("revoked") && old.contains("$0.00") && old.contains("40"));
+        // Nothing left to spend on a revoked key, whatever it had when revoked.
+        assert!(
+            old.contains("revoked") && old.contains("$4.00") && old.contains("40"),
+            "{old}"
+        );
+        assert!(!old.contains("$1.00") && old.contains(" - "), "{old}");
         assert!(old.starts_with('▸'), "the first key is selected: {old}");
     }
     let wide = screen(&view(View::Keys), LARGE);

@@ -294,7 +294,7 @@ pub static EN: Texts = Texts {
     err_400_todo: "Fix the request; the message says what is wrong and param names the field.",
     err_401_what: "The key is missing, malformed, unknown or revoked.",
     err_401_todo: "Send the header Authorization: Bearer sk-gateway-… with the whole key. A key revoked after a refund does not come back.",
-    err_402_what: "Your budget is used up: the balance cannot pay for one more output token.",
+    err_402_what: "The balance cannot pay for this request: its prompt (counted generously, see Holds and max_tokens) costs more than what is left, or the budget is used up.",
     err_402_todo: "Check the dashboard, then top up your key there or buy a new plan:",
     err_403_what: "The model exists, but your plan does not include it.",
     err_403_todo: "Use a model from your plan (GET /v1/models), or buy a plan that includes it:",

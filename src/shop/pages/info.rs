@@ -6,6 +6,7 @@ use std::sync::Arc;
 use askama::Template;
 use axum::extract::State;
 use axum::response::Response;
+use chrono::Datelike as _;
 
 use super::view::{
     ModelView, PlanView, RestrictedModel, fill, human_bytes, models, peak_rule, plans_on_sale,
@@ -84,6 +85,9 @@ struct Docs<'a> {
     a: &'static AgentTexts,
     /// The other names models answer to, longest pattern first.
     aliases: Vec<AliasView>,
+    /// The legacy usage example's range: this month (a fixed one showed nothing once past).
+    usage_from: String,
+    usage_to: String,
 }
 
 /// A name (or pattern) a model also answers to, for the docs.
@@ -119,6 +123,11 @@ pub async fn docs(State(state): State<Arc<AppState>>, ctx: PageCtx) -> Response 
     let config = &state.config;
     let plans = plans_on_sale(config);
     let models = models(config, &plans, ctx.t, false);
+    let today = chrono::Utc::now().date_naive();
+    let this_month = today.with_day(1).unwrap_or(today);
+    let next_month = this_month
+        .checked_add_months(chrono::Months::new(1))
+        .unwrap_or(this_month);
     let page = Docs {
         ctx: &ctx,
         restricted: restricted(&models, &plans, ctx.t),
@@ -133,6 +142,8 @@ pub async fn docs(State(state): State<Arc<AppState>>, ctx: PageCtx) -> Response 
         aliases: aliases(config, &models),
         models,
         plans,
+        usage_from: this_month.format("%Y-%m-%d").to_string(),
+        usage_to: next_month.format("%Y-%m-%d").to_string(),
     };
     ctx.page(page.render())
 }
