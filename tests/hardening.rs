@@ -963,3 +963,48 @@ async fn a_data_dir_that_is_a_file_is_refused_as_such() {
         "{err}"
     );
 }
+
+/// A request refused before its body is read (a bad key, no money) still has its body read and
+/// thrown away while the client sends it, as a reverse proxy does — it writes the whole body
+/// before it reads the answer. Dropped unread, the body made the connection close under the
+/// client's writes: the proxy's write failed (broken pipe) and it answered 502 instead of the
+/// 401 or 402, which SDKs and Claude Code retry (found by an independent check through nginx
+/// and Caddy).
+#[tokio::test]
+async fn a_refused_request_is_answered_after_the_client_sends_its_whole_body() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn().await;
+    let poor = app.create_key("trial", Some("0.0000001")).await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    // Just under the body limit: more than loopback's buffers hold unread.
+    let n = 8 * 1024 * 1024 - 4096;
+    for (key, status, code) in [
+        ("sk-gateway-nosuchkey", "401", "invalid_api_key"),
+        (poor.as_str(), "402", "insufficient_budget"),
+    ] {
+        let mut s = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        let head = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\
+             Content-Type: application/json\r\nContent-Length: {n}\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).await.expect("head");
+        let body = vec![b' '; n];
+        let sent = tokio::time::timeout(Duration::from_secs(30), s.write_all(&body)).await;
+        assert!(
+            matches!(sent, Ok(Ok(()))),
+            "the whole body could be sent ({status}): {sent:?}"
+        );
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut answer))
+            .await
+            .expect("the answer in time")
+            .expect("read the answer, not a reset");
+        let text = String::from_utf8_lossy(&answer);
+        assert!(
+            text.starts_with(&format!("HTTP/1.1 {status}")) && text.contains(code),
+            "{text}"
+        );
+    }
+}
