@@ -76,6 +76,17 @@ impl Config {
                 ));
             }
         }
+        // The pages, the checkout and every mail name `public_url`: left at its default while
+        // `listen` moved, they name a port nothing answers on (found by an independent check).
+        let defaults = super::ServerConfig::default();
+        if self.server.public_url == defaults.public_url && self.server.listen != defaults.listen {
+            w.push(format!(
+                "server.public_url is still {:?} while server.listen is {:?}: the docs, the \
+                 checkout and mails give customers that address; set server.public_url to the \
+                 one they use",
+                defaults.public_url, self.server.listen
+            ));
+        }
         // What `serve` would only say in its log (found by an independent check: a newcomer's
         // `check-config` was clean while the storefront could not take a payment).
         if self.paypal.client_id.trim().is_empty() {

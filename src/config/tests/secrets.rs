@@ -318,3 +318,28 @@ fn a_secret_file_that_serve_would_refuse_is_refused_by_the_check() {
         load_file(jail, &format!("[server]\nsecret_file = {path:?}\n")).unwrap();
     });
 }
+
+/// `listen` moved and `public_url` left at its default: the pages would name a port nothing
+/// answers on, so it is warned about; set together, nothing is said.
+#[test]
+fn a_public_url_left_behind_by_listen_is_warned_about() {
+    jailed(|jail| {
+        let says = |toml: &str| -> Vec<String> {
+            let c = load_file(jail, &format!("[upstream]\napi_key = \"sk-x\"\n{toml}")).unwrap();
+            c.warnings()
+                .into_iter()
+                .filter(|w| w.contains("public_url"))
+                .collect()
+        };
+        let w = says("[server]\nlisten = \"127.0.0.1:9999\"\n");
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("\"127.0.0.1:9999\""), "{w:?}");
+        assert!(says("").is_empty());
+        assert!(
+            says(
+                "[server]\nlisten = \"127.0.0.1:9999\"\npublic_url = \"https://api.example.com\"\n"
+            )
+            .is_empty()
+        );
+    });
+}
