@@ -186,7 +186,7 @@ impl Daemon {
         };
         let limits = crate::server::Limits::from_config(&state.config.server);
         let http = tokio::spawn(crate::server::serve(listener, served, limits, stopped));
-        tracing::info!(%http_addr, socket = %socket_path.display(), keys = state.keys.len(), "modelrelay started");
+        tracing::info!(%http_addr, socket = %socket_path.display(), keys = state.keys.len(), version = crate::cli::VERSION, "modelrelay started");
         Ok(Daemon {
             state,
             http_addr,

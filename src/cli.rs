@@ -24,9 +24,17 @@ mod upstream;
 
 pub use upstream::{UpstreamArgs, UpstreamCommand};
 
+/// The version and the commit it was built from (see `build.rs`).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("MODELRELAY_COMMIT"),
+    ")"
+);
+
 /// modelrelay: sell DeepSeek through an OpenAI-compatible API on prepaid keys.
 #[derive(Debug, Parser)]
-#[command(name = "modelrelay", version, about)]
+#[command(name = "modelrelay", version = VERSION, about)]
 pub struct Cli {
     /// Config file (default: $MODELRELAY_CONFIG, else ./modelrelay.toml if present).
     #[arg(long, global = true, value_name = "FILE")]

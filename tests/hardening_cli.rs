@@ -285,4 +285,11 @@ async fn command_line_errors_are_echoed_harmless_and_clipped() {
     let r = run_in(dir.path(), &["--help"], &[]).await;
     assert_eq!(r.code, Some(0), "{r:#?}");
     assert!(r.stdout.contains("keys"), "{r:#?}");
+    // The version names the commit the binary was built from (every build said `0.1.0`).
+    let r = run_in(dir.path(), &["--version"], &[]).await;
+    assert_eq!(r.code, Some(0), "{r:#?}");
+    assert!(
+        r.stdout.starts_with("modelrelay 0.1.0 (commit ") && r.stdout.trim_end().ends_with(')'),
+        "{r:#?}"
+    );
 }
