@@ -17,7 +17,9 @@ fn main() {
     let modified =
         git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
     let suffix = if modified { "-modified" } else { "" };
-    println!("cargo:rustc-env=MODELRELAY_COMMIT={commit}{suffix}");
+    // Not `MODELRELAY_…`: cargo also sets it when it runs tests, and the daemon reads every
+    // `MODELRELAY_` variable as configuration.
+    println!("cargo:rustc-env=RELAY_BUILD_COMMIT={commit}{suffix}");
     // Built again when HEAD moves (a commit, a checkout) or the index changes.
     if let Some(dir) = git(&["rev-parse", "--git-dir"]) {
         println!("cargo:rerun-if-changed={dir}/HEAD");

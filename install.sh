@@ -263,3 +263,12 @@ modelrelay is installed. Next steps:
   4. To use 'modelrelay console' and 'modelrelay keys' without root: set
      server.admin_group = "$NAME" and add yourself to that group (usermod -aG $NAME YOU).
 EOF
+if ! systemd_running && [ "$STAGING" -eq 0 ]; then
+  cat <<EOF
+
+systemd is not running on this machine, so step 2 does not apply: start the daemon as its user
+under whatever supervises services here, with the secrets set in the config or in files it can
+read (LoadCredential is systemd's), e.g.
+       sudo -u $NAME $BIN_DEST serve --config $CONF_DEST
+EOF
+fi

@@ -28,7 +28,7 @@ pub use upstream::{UpstreamArgs, UpstreamCommand};
 pub const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     " (commit ",
-    env!("MODELRELAY_COMMIT"),
+    env!("RELAY_BUILD_COMMIT"),
     ")"
 );
 
