@@ -76,6 +76,25 @@ impl Config {
                 ));
             }
         }
+        // Holidays are listed a year at a time (the example file's are one year's): once all
+        // are past, peak prices apply on next year's (found by an independent check in December).
+        let today = chrono::Utc::now().date_naive();
+        let dates: Vec<chrono::NaiveDate> = self
+            .pricing
+            .off_peak_dates
+            .iter()
+            .filter_map(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+            .collect();
+        if !dates.is_empty() && dates.iter().all(|d| *d < today) {
+            w.push(format!(
+                "pricing.off_peak_dates are all past (the last is {}): add the coming year's \
+                 Chinese public holidays, or peak prices apply on them",
+                dates
+                    .iter()
+                    .max()
+                    .map_or_else(String::new, ToString::to_string)
+            ));
+        }
         // The pages, the checkout and every mail name `public_url`: left at its default while
         // `listen` moved, they name a port nothing answers on (found by an independent check).
         let defaults = super::ServerConfig::default();

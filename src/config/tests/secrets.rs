@@ -343,3 +343,27 @@ fn a_public_url_left_behind_by_listen_is_warned_about() {
         );
     });
 }
+
+/// Holidays all in the past are warned about (peak prices would apply on next year's); one to
+/// come is enough to say nothing.
+#[test]
+fn off_peak_dates_all_past_are_warned_about() {
+    jailed(|jail| {
+        let says = |dates: &str| -> Vec<String> {
+            let c = load_file(
+                jail,
+                &format!("[upstream]\napi_key = \"sk-x\"\n[pricing]\noff_peak_dates = [{dates}]\n"),
+            )
+            .unwrap();
+            c.warnings()
+                .into_iter()
+                .filter(|w| w.contains("off_peak_dates"))
+                .collect()
+        };
+        let w = says("\"2020-01-01\", \"2020-10-01\"");
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("the last is 2020-10-01"), "{w:?}");
+        assert!(says("\"2020-01-01\", \"2999-01-01\"").is_empty());
+        assert!(says("").is_empty());
+    });
+}
