@@ -96,14 +96,28 @@ impl Limits {
         {
             let fits = connections_for(soft);
             if fits < max_connections {
-                tracing::warn!(
-                    configured = max_connections,
-                    fd_limit = soft,
-                    using = fits,
-                    "server.max_connections is more than the file-descriptor limit allows \
-                     (three descriptors a connection, 128 kept for the daemon); raise \
-                     LimitNOFILE (the systemd unit sets 65536) to serve more"
-                );
+                // The default asks for more than a shell's usual limit allows: said, not
+                // warned, unless the operator chose the number (every start outside systemd
+                // warned with default settings; found by an independent check).
+                let chosen = s.max_connections != ServerConfig::default().max_connections;
+                let why = "server.max_connections is more than the file-descriptor limit \
+                           allows (three descriptors a connection, 128 kept for the daemon); \
+                           raise LimitNOFILE (the systemd unit sets 65536) to serve more";
+                if chosen {
+                    tracing::warn!(
+                        configured = max_connections,
+                        fd_limit = soft,
+                        using = fits,
+                        "{why}"
+                    );
+                } else {
+                    tracing::info!(
+                        configured = max_connections,
+                        fd_limit = soft,
+                        using = fits,
+                        "{why}"
+                    );
+                }
                 max_connections = fits;
             }
         }
