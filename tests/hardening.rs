@@ -964,29 +964,58 @@ async fn a_data_dir_that_is_a_file_is_refused_as_such() {
     );
 }
 
-/// A request refused before its body is read (a bad key, no money) still has its body read and
-/// thrown away while the client sends it, as a reverse proxy does — it writes the whole body
-/// before it reads the answer. Dropped unread, the body made the connection close under the
-/// client's writes: the proxy's write failed (broken pipe) and it answered 502 instead of the
-/// 401 or 402, which SDKs and Claude Code retry (found by an independent check through nginx
-/// and Caddy).
+/// A request refused before its body is read (a bad key, no money, too large, an unknown route)
+/// still has its body read and thrown away while the client sends it, as a reverse proxy does —
+/// it writes the whole body before it reads the answer. Dropped unread, the body made the
+/// connection close under the client's writes: the proxy's write failed (broken pipe) and it
+/// answered 502 instead of the 401, 402, 413 or 404, which SDKs and Claude Code retry (found by
+/// two independent checks through nginx and Caddy).
 #[tokio::test]
 async fn a_refused_request_is_answered_after_the_client_sends_its_whole_body() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let app = TestApp::spawn().await;
     let poor = app.create_key("trial", Some("0.0000001")).await;
+    let rich = app.create_key("pro", None).await;
     let addr = app.base.trim_start_matches("http://").to_string();
-    // Just under the body limit: more than loopback's buffers hold unread.
-    let n = 8 * 1024 * 1024 - 4096;
-    for (key, status, code) in [
-        ("sk-gateway-nosuchkey", "401", "invalid_api_key"),
-        (poor.as_str(), "402", "insufficient_budget"),
+    // Bodies near the body limit (8 MiB): more than loopback's buffers hold unread.
+    let (under, over) = (8 * 1024 * 1024 - 4096, 12 * 1024 * 1024);
+    let nobody = "sk-gateway-nosuchkey";
+    for (path, key, n, status, code) in [
+        (
+            "/v1/chat/completions",
+            nobody,
+            under,
+            "401",
+            "invalid_api_key",
+        ),
+        (
+            "/v1/chat/completions",
+            &poor,
+            under,
+            "402",
+            "insufficient_budget",
+        ),
+        (
+            "/v1/chat/completions",
+            &rich,
+            over,
+            "413",
+            "request_too_large",
+        ),
+        (
+            "/v1/messages/count_tokens",
+            nobody,
+            under,
+            "401",
+            "authentication_error",
+        ),
+        ("/v1/embeddings", &rich, under, "404", "not_found"),
     ] {
         let mut s = tokio::net::TcpStream::connect(&addr)
             .await
             .expect("connect");
         let head = format!(
-            "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\
+            "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\
              Content-Type: application/json\r\nContent-Length: {n}\r\n\r\n"
         );
         s.write_all(head.as_bytes()).await.expect("head");
@@ -994,7 +1023,7 @@ async fn a_refused_request_is_answered_after_the_client_sends_its_whole_body() {
         let sent = tokio::time::timeout(Duration::from_secs(30), s.write_all(&body)).await;
         assert!(
             matches!(sent, Ok(Ok(()))),
-            "the whole body could be sent ({status}): {sent:?}"
+            "the whole body could be sent ({path} {status}): {sent:?}"
         );
         let mut answer = Vec::new();
         tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut answer))
@@ -1004,7 +1033,7 @@ async fn a_refused_request_is_answered_after_the_client_sends_its_whole_body() {
         let text = String::from_utf8_lossy(&answer);
         assert!(
             text.starts_with(&format!("HTTP/1.1 {status}")) && text.contains(code),
-            "{text}"
+            "{path}: {text}"
         );
     }
 }

@@ -79,16 +79,12 @@ pub async fn admit<D: Dialect>(
     parts: &Parts,
     body: Body,
 ) -> Result<Admitted<D::Request>, Refusal> {
-    let key = match D::authenticate(&state.keys, &parts.headers) {
-        Ok(key) => key,
-        Err(e) => {
-            linger(state, body);
-            return Err(Refusal::new(e, None, None));
-        }
-    };
+    // A body left unread by a refusal is read to its end in the background
+    // (`server::body::linger`).
+    let key =
+        D::authenticate(&state.keys, &parts.headers).map_err(|e| Refusal::new(e, None, None))?;
     let rate = key.check_rate();
     if !rate.allowed {
-        linger(state, body);
         state.metrics.rate_limited();
         state.activity.emit(ActivityEvent::RateLimited {
             key_id: key.id.clone(),
@@ -142,7 +138,6 @@ async fn checks<D: Dialect>(
         held: key.balance().held,
     };
     if key.status() == KeyStatus::Exhausted || reach < floor {
-        linger(state, body);
         return Err(refused());
     }
     let affordable = plan.map_or(usize::MAX, |p| {
@@ -155,11 +150,9 @@ async fn checks<D: Dialect>(
     let max_body = state.config.server.max_body_bytes;
     let declared = declared_length(&parts.headers);
     if declared.is_some_and(|n| n > max_body) {
-        linger(state, body);
         return Err(GatewayError::RequestTooLarge { limit: max_body });
     }
     if declared.is_some_and(|n| n > affordable) {
-        linger(state, body);
         return Err(refused());
     }
     let raw = read_body(&parts.headers, body, max_body).await?;
@@ -181,35 +174,6 @@ async fn checks<D: Dialect>(
     }
     let hold = reserve(key, model, state.catalog.period_now(), req.hold_needs())?;
     Ok((req, model.clone(), hold))
-}
-
-/// The most a refused request's unread body is read and thrown away for (see [`linger`]).
-const LINGER_FOR: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Read and throw away, in a task of its own, the body of a request refused before it was read
-/// (a bad key, the rate limit, no money, a declared length too large), up to the body limit
-/// and [`LINGER_FOR`]: the refusal goes out at once, and the connection stays open until the
-/// client has sent what it was sending. Dropped unread, the body made hyper close the connection
-/// under a client still writing it: the kernel then resets it, and a reverse proxy in front
-/// (nginx, Caddy) answered 502 instead of the 401 or 402 — which SDKs and Claude Code retry
-/// (found by an independent check: 3 MB prompts through either proxy). nginx and Apache do the
-/// same ("lingering close"). Past the limit or the time the body is dropped, as before.
-fn linger(state: &AppState, body: Body) {
-    use http_body_util::BodyExt as _;
-    let limit = state.config.server.max_body_bytes.saturating_add(64 * 1024);
-    tokio::spawn(async move {
-        let mut body = body;
-        let mut read = 0usize;
-        let drained = tokio::time::timeout(LINGER_FOR, async {
-            while let Some(Ok(frame)) = body.frame().await {
-                read += frame.data_ref().map_or(0, Bytes::len);
-                if read > limit {
-                    break;
-                }
-            }
-        });
-        let _ = drained.await;
-    });
 }
 
 /// How many body bytes `available` can pay for as prompt at `price` per 1M tokens (each byte

@@ -23,7 +23,12 @@ pub struct TooSlow;
 /// trickled (or went quiet) was owed one second per KiB already sent — over two hours for
 /// 8 MiB, holding its connection and the buffered body.
 pub struct Deadline {
-    inner: hyper::body::Incoming,
+    /// `None` once handed to [`linger`] (on drop).
+    inner: Option<hyper::body::Incoming>,
+    /// HTTP/1: a body dropped unread is read to its end in the background (see [`linger`]).
+    lingers: bool,
+    /// The body failed (an error, or too slow): nothing more is read from it.
+    failed: bool,
     grace: Duration,
     /// When the current stretch began, and what it brought so far.
     stretch: Instant,
@@ -35,17 +40,21 @@ pub struct Deadline {
 
 impl Deadline {
     /// Wrap `inner`, starting the clock now; `ended` is set when it has been read whole.
+    /// `lingers`: an HTTP/1 body, read to its end in the background if dropped unread.
     pub fn new(
         inner: hyper::body::Incoming,
         grace: Duration,
         ended: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        lingers: bool,
     ) -> Deadline {
         let started = Instant::now();
         if http_body::Body::is_end_stream(&inner) {
             ended.store(true, std::sync::atomic::Ordering::Release);
         }
         Deadline {
-            inner,
+            inner: Some(inner),
+            lingers,
+            failed: false,
             grace,
             stretch: started,
             received: 0,
@@ -74,7 +83,10 @@ impl http_body::Body for Deadline {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        match Pin::new(&mut self.inner).poll_frame(cx) {
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     let deadline = self.arrived(data.len() as u64);
@@ -82,23 +94,75 @@ impl http_body::Body for Deadline {
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(Some(Err(e))) => {
+                self.failed = true;
+                Poll::Ready(Some(Err(e.into())))
+            }
             Poll::Ready(None) => {
                 self.ended.store(true, std::sync::atomic::Ordering::Release);
                 Poll::Ready(None)
             }
             Poll::Pending => match self.sleep.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(TooSlow.into()))),
+                Poll::Ready(()) => {
+                    self.failed = true;
+                    Poll::Ready(Some(Err(TooSlow.into())))
+                }
                 Poll::Pending => Poll::Pending,
             },
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner
+            .as_ref()
+            .is_none_or(http_body::Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), http_body::Body::size_hint)
     }
+}
+
+impl Drop for Deadline {
+    fn drop(&mut self) {
+        let unread =
+            self.lingers && !self.failed && !self.ended.load(std::sync::atomic::Ordering::Acquire);
+        if unread && let Some(inner) = self.inner.take() {
+            linger(inner);
+        }
+    }
+}
+
+/// The most a body dropped unread is read and thrown away for, in time and in bytes.
+const LINGER_FOR: Duration = Duration::from_secs(10);
+const LINGER_BYTES: usize = 64 * 1024 * 1024;
+
+/// Read and throw away, in a task of its own, the rest of an HTTP/1 request body its handler
+/// dropped unread (a request refused before its body was read: a bad key, the rate limit, no
+/// money, too large, an unknown route, a wrong method), up to [`LINGER_BYTES`] and
+/// [`LINGER_FOR`]. The answer goes out at once, and the connection closes once the client has
+/// sent what it was sending. Dropped unread, the body made hyper close the connection under a
+/// client still writing it: the kernel then reset it, and a reverse proxy in front (nginx,
+/// Caddy) answered 502 instead of the 401, 402 or 413 — which SDKs and Claude Code retry
+/// (found by two independent checks, bodies of 3–19 MB). nginx and Apache do the same
+/// ("lingering close"). Past either bound the body is dropped, as before.
+fn linger(mut body: hyper::body::Incoming) {
+    use http_body_util::BodyExt as _;
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        let mut read = 0usize;
+        let drain = async {
+            while let Some(Ok(frame)) = body.frame().await {
+                read += frame.data_ref().map_or(0, Bytes::len);
+                if read > LINGER_BYTES {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER_FOR, drain).await;
+    });
 }

@@ -134,7 +134,7 @@ impl Connection {
             let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let http1 = req.version() < axum::http::Version::HTTP_2;
             let mut req =
-                req.map(|b| Body::new(Deadline::new(b, limits.body_timeout, ended.clone())));
+                req.map(|b| Body::new(Deadline::new(b, limits.body_timeout, ended.clone(), http1)));
             req.extensions_mut().insert(ConnectInfo(addr));
             let routed = match (app.shortcut)(req) {
                 Ok(answer) => Ok(answer),
