@@ -79,23 +79,39 @@ impl Syncer {
 /// account), and a wait for them is then time lost on every answer (found by an independent
 /// check: one slow answer in flight put ~0.23 ms on every other one, and no wait ever gathered
 /// a row). After a wait that gathered nothing, the next 1, 2, 4, … up to [`MAX_SKIP`] syncs do
-/// not wait; one that gathers something makes them wait again.
+/// not wait; one that gathers something, or [`FORGET_AFTER`] since the last futile one, makes
+/// them wait again.
 #[derive(Debug, Default)]
 struct Pacing {
     /// Syncs left that do not wait.
     skip: u32,
     /// How many the next wait that gathers nothing makes skip.
     backoff: u32,
+    /// When the last wait gathered nothing.
+    futile_at: Option<Instant>,
 }
 
 /// The most syncs in a row that do not wait after waits that gathered nothing: one answer in a
-/// thousand still tries, so a burst is found within a few milliseconds at any busy rate.
+/// thousand still tries.
 const MAX_SKIP: u32 = 1024;
+
+/// How long what the waits learnt holds: past it, the next sync may wait again whatever the
+/// skip count says (a skip of 1 024 at a few answers a second lasted minutes after the slow
+/// answers had gone; found by an independent re-check).
+const FORGET_AFTER: Duration = Duration::from_secs(1);
 
 impl Pacing {
     /// Whether this sync may wait.
     fn may_wait(&mut self) -> bool {
         if self.skip > 0 {
+            if self
+                .futile_at
+                .is_some_and(|at| at.elapsed() >= FORGET_AFTER)
+            {
+                self.skip = 0;
+                self.backoff = 0;
+                return true;
+            }
             self.skip -= 1;
             return false;
         }
@@ -110,6 +126,7 @@ impl Pacing {
         } else {
             self.backoff = (self.backoff * 2).clamp(1, MAX_SKIP);
             self.skip = self.backoff;
+            self.futile_at = Some(Instant::now());
         }
     }
 }
@@ -296,6 +313,12 @@ mod tests {
         pacing.waited(1);
         assert_eq!((pacing.skip, pacing.backoff), (0, 0));
         assert!(pacing.may_wait());
+        // What futile waits taught is forgotten after a while, however many skips were left.
+        pacing.waited(0);
+        pacing.skip = MAX_SKIP;
+        pacing.futile_at = Instant::now().checked_sub(FORGET_AFTER);
+        assert!(pacing.may_wait());
+        assert_eq!((pacing.skip, pacing.backoff), (0, 0));
         drop(tx);
     }
 }
