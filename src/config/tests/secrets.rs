@@ -319,28 +319,28 @@ fn a_secret_file_that_serve_would_refuse_is_refused_by_the_check() {
     });
 }
 
+/// The warnings about `topic` of a config with an upstream key and `toml`.
+fn warnings_about(jail: &Jail, toml: &str, topic: &str) -> Vec<String> {
+    let c = load_file(jail, &format!("[upstream]\napi_key = \"sk-x\"\n{toml}")).unwrap();
+    c.warnings()
+        .into_iter()
+        .filter(|w| w.contains(topic))
+        .collect()
+}
+
 /// `listen` moved and `public_url` left at its default: the pages would name a port nothing
 /// answers on, so it is warned about; set together, nothing is said.
 #[test]
 fn a_public_url_left_behind_by_listen_is_warned_about() {
     jailed(|jail| {
-        let says = |toml: &str| -> Vec<String> {
-            let c = load_file(jail, &format!("[upstream]\napi_key = \"sk-x\"\n{toml}")).unwrap();
-            c.warnings()
-                .into_iter()
-                .filter(|w| w.contains("public_url"))
-                .collect()
-        };
+        let says = |toml: &str| warnings_about(jail, toml, "public_url");
         let w = says("[server]\nlisten = \"127.0.0.1:9999\"\n");
         assert_eq!(w.len(), 1, "{w:?}");
         assert!(w[0].contains("\"127.0.0.1:9999\""), "{w:?}");
         assert!(says("").is_empty());
-        assert!(
-            says(
-                "[server]\nlisten = \"127.0.0.1:9999\"\npublic_url = \"https://api.example.com\"\n"
-            )
-            .is_empty()
-        );
+        let both =
+            "[server]\nlisten = \"127.0.0.1:9999\"\npublic_url = \"https://api.example.com\"\n";
+        assert!(says(both).is_empty());
     });
 }
 
@@ -349,16 +349,9 @@ fn a_public_url_left_behind_by_listen_is_warned_about() {
 #[test]
 fn off_peak_dates_all_past_are_warned_about() {
     jailed(|jail| {
-        let says = |dates: &str| -> Vec<String> {
-            let c = load_file(
-                jail,
-                &format!("[upstream]\napi_key = \"sk-x\"\n[pricing]\noff_peak_dates = [{dates}]\n"),
-            )
-            .unwrap();
-            c.warnings()
-                .into_iter()
-                .filter(|w| w.contains("off_peak_dates"))
-                .collect()
+        let says = |dates: &str| {
+            let toml = format!("[pricing]\noff_peak_dates = [{dates}]\n");
+            warnings_about(jail, &toml, "off_peak_dates")
         };
         let w = says("\"2020-01-01\", \"2020-10-01\"");
         assert_eq!(w.len(), 1, "{w:?}");
