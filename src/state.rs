@@ -403,7 +403,7 @@ impl AppState {
             }
         }
         // An empty client id is one of `Config::warnings`, logged by `serve`.
-        let paypal = if config.paypal.client_id.is_empty() {
+        let paypal = if config.paypal.client_id.trim().is_empty() {
             None
         } else {
             let settings = crate::paypal::PaypalSettings {

@@ -282,6 +282,11 @@ async fn command_line_errors_are_echoed_harmless_and_clipped() {
         "{r:#?}"
     );
     assert!(r.stderr.contains("unrecognized subcommand"), "{r:#?}");
+    // A value of many short words is clipped as a whole.
+    let words = "ab ".repeat(40_000);
+    let r = run_in(dir.path(), &["orders", "list", "--limit", &words], &[]).await;
+    assert_eq!(r.code, Some(2), "{r:#?}");
+    assert!(r.stderr.len() < 3_000, "{}", r.stderr.len());
     let r = run_in(dir.path(), &["--help"], &[]).await;
     assert_eq!(r.code, Some(0), "{r:#?}");
     assert!(r.stdout.contains("keys"), "{r:#?}");

@@ -453,30 +453,26 @@ async fn accounts_sharing_a_key_are_one_balance_and_a_warning() {
     );
 }
 
-/// A key DeepSeek refuses is taken out of service by the balance check at start, before any
-/// customer's request meets it (found by an independent check: a mistyped key showed as
-/// healthy until the first customer got a 502); requests go to the accounts that work.
+/// A 401 from the balance endpoint alone does not take an account out of service (it is said
+/// loudly in the log): one passing 401 there took a working account out until the next probe,
+/// every request a 502 with one account (found by an independent re-check). A chat request's
+/// 401 still disables the account, and requests go to the accounts that work.
 #[tokio::test]
-async fn a_key_deepseek_refuses_at_the_balance_check_is_disabled_before_any_request() {
+async fn a_balance_check_401_alone_leaves_the_account_in_service() {
     let app = two_accounts(
         |_| {},
         |c| c.upstream.accounts[1].api_key = "sk-mistyped".into(),
     )
     .await;
-    let v = wait_pool(&app, "the mistyped account disabled", |v| {
-        v["accounts"][1]["state"] == "disabled"
+    // Both balances are asked for at once: once the first is read, the second was refused.
+    let v = wait_pool(&app, "the first balance read", |v| {
+        v["accounts"][0]["balance"].is_object()
     })
     .await;
-    let second = &v["accounts"][1];
-    assert_eq!(second["disabled_by_operator"], false, "{v:#}");
-    assert!(
-        second["last_error"]
-            .as_str()
-            .is_some_and(|e| e.contains("401")),
-        "{v:#}"
-    );
-    assert_eq!(v["accounts"][0]["state"], "healthy", "{v:#}");
-    assert!(app.sim.requests().is_empty(), "no chat request was sent");
+    assert_eq!(v["accounts"][1]["state"], "healthy", "{v:#}");
     let key = app.create_key("trial", None).await;
-    assert_eq!(served(&app, &key, 3).await, ["first"; 3]);
+    let served = served(&app, &key, 4).await;
+    assert!(served.iter().all(|a| a == "first"), "{served:?}");
+    let v = status_json(&app).await;
+    assert_eq!(v["accounts"][1]["state"], "disabled", "{v:#}");
 }

@@ -66,6 +66,9 @@ pub(super) fn print_json(v: &impl serde::Serialize) -> ExitCode {
 /// one may be a megabyte.
 const LONGEST_WORD: usize = 200;
 
+/// The longest command-line error shown whole.
+const LONGEST_MESSAGE: usize = 2_000;
+
 /// Say what clap found wrong with the command line (or print the help and version it was asked
 /// for), and the exit code. Clap repeats what was typed, and writes it raw on a terminal: its
 /// errors are written here without colours, with control characters shown harmless and each
@@ -86,6 +89,11 @@ pub fn command_line_error(e: &clap::Error) -> ExitCode {
                 .join(" ")
         })
         .collect();
-    eprintln!("{}", safe.join("\n"));
+    // The whole message is clipped too: a value of many short words (or lines) is repeated in
+    // full by clap, twice (found by an independent re-check: 240 KB on stderr).
+    eprintln!(
+        "{}",
+        crate::text::clipped(&safe.join("\n"), LONGEST_MESSAGE)
+    );
     ExitCode::from(2)
 }

@@ -110,6 +110,14 @@ impl Config {
         // `check-config` was clean while the storefront could not take a payment).
         if self.paypal.client_id.trim().is_empty() {
             w.push("paypal.client_id is empty: the storefront cannot take payments".into());
+        } else if self.paypal.client_secret.trim().is_empty()
+            && self.paypal.client_secret_file.is_none()
+        {
+            w.push(
+                "paypal.client_secret is empty (and no client_secret_file): PayPal refuses every \
+                 call, so the storefront cannot take payments"
+                    .into(),
+            );
         } else if self.paypal.webhook_id.trim().is_empty() {
             w.push(
                 "paypal.webhook_id is empty: PayPal webhooks cannot be verified, so pending \

@@ -293,6 +293,10 @@ fn a_storefront_that_cannot_take_payments_or_send_mail_is_warned_about() {
         let w = says("");
         assert_eq!(w.len(), 1, "{w:?}");
         assert!(w[0].contains("paypal.client_id is empty"), "{w:?}");
+        // A client id without its secret: PayPal refuses every call.
+        let w = says("[paypal]\nclient_id = \"id\"\nwebhook_id = \"W\"\n");
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("paypal.client_secret is empty"), "{w:?}");
         let w = says("[paypal]\nclient_id = \"id\"\nclient_secret = \"s\"\n");
         assert_eq!(w.len(), 1, "{w:?}");
         assert!(w[0].contains("paypal.webhook_id is empty"), "{w:?}");
