@@ -275,20 +275,10 @@ async fn smtp_down_delays_nothing_and_mail_goes_once_it_is_back_never_twice_afte
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(status(&app), ("failed".to_string(), 2));
-    let cli = async |args: &[&str]| {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_modelrelay"))
-            .args(args)
-            .arg("--socket")
-            .arg(&app.socket)
-            .env_remove("MODELRELAY_CONFIG")
-            .current_dir(app.dir.path())
-            .output()
-            .await
-            .unwrap()
-    };
+    let cli = async |args: &[&str]| mail_cli(&app, args).await;
     let out = cli(&["mail", "list", "--json"]).await;
-    assert!(out.status.success(), "{out:?}");
-    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let list: Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(list[0]["kind"], "receipt");
     assert_eq!(list[0]["status"], "failed");
     assert_eq!(
@@ -316,7 +306,7 @@ async fn smtp_down_delays_nothing_and_mail_goes_once_it_is_back_never_twice_afte
     // The server is back: `mail retry` queues it again and it goes, once.
     let sink = Sink::start(port, app.dir.path()).await;
     let out = cli(&["mail", "retry", &id.to_string()]).await;
-    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.code, Some(0), "{out:?}");
     let got = sink.wait_for(1).await;
     assert!(got[0]["subject"].as_str().unwrap().contains(&order_id));
     assert_eq!(status(&app).0, "sent");
@@ -334,7 +324,7 @@ async fn smtp_down_delays_nothing_and_mail_goes_once_it_is_back_never_twice_afte
         "{metrics}"
     );
     let out = cli(&["mail", "retry", &id.to_string()]).await;
-    assert!(!out.status.success(), "a sent message is never sent again");
+    assert_ne!(out.code, Some(0), "a sent message is never sent again");
 
     // A restart sends nothing again.
     let mut app = app;
@@ -416,22 +406,16 @@ async fn an_empty_outbox_says_whether_mail_is_on() {
         })
         .await;
         let mail_list = async |json: bool| {
-            let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_modelrelay"));
-            cmd.args(["mail", "list"]);
-            if json {
-                cmd.arg("--json");
-            }
-            cmd.arg("--socket")
-                .arg(&app.socket)
-                .env_remove("MODELRELAY_CONFIG")
-                .current_dir(app.dir.path())
-                .output()
-                .await
-                .unwrap()
+            let args: &[&str] = if json {
+                &["mail", "list", "--json"]
+            } else {
+                &["mail", "list"]
+            };
+            mail_cli(&app, args).await
         };
         let out = mail_list(false).await;
-        assert!(out.status.success(), "{out:?}");
-        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.code, Some(0), "{out:?}");
+        let text = &out.stdout;
         assert_eq!(
             text.contains("once [email] is configured"),
             !on,
@@ -440,12 +424,20 @@ async fn an_empty_outbox_says_whether_mail_is_on() {
         assert!(text.contains("(no mail yet"), "{text}");
         // With --json the outbox alone goes to stdout, the note to stderr.
         let out = mail_list(true).await;
-        assert!(out.status.success(), "{out:?}");
+        assert_eq!(out.code, Some(0), "{out:?}");
         assert_eq!(
-            serde_json::from_slice::<Value>(&out.stdout).unwrap(),
+            serde_json::from_str::<Value>(&out.stdout).unwrap(),
             serde_json::json!([])
         );
-        let note = String::from_utf8_lossy(&out.stderr);
+        let note = &out.stderr;
         assert_eq!(note.contains("email is off"), !on, "email on: {on}: {note}");
     }
+}
+
+/// `modelrelay ARGS… --socket <the app's socket>`, run in its data directory.
+async fn mail_cli(app: &TestApp, args: &[&str]) -> crate::cli::Run {
+    let socket = app.socket.to_str().expect("utf-8 socket path");
+    let mut all = args.to_vec();
+    all.extend_from_slice(&["--socket", socket]);
+    crate::cli::run_in(app.dir.path(), &all, &[]).await
 }

@@ -85,8 +85,9 @@ pub(super) fn models(
     t: &Texts,
     on_sale_only: bool,
 ) -> Vec<ModelView> {
-    let periods = has_peak_hours(config);
+    // The schedule parsed once (`has_peak_hours` would parse it again).
     let always_peak = always_peak(config);
+    let periods = two_periods(config, always_peak);
     let all: Vec<ModelView> = config
         .models
         .iter()
@@ -178,9 +179,14 @@ pub(super) fn fill(template: &str, vars: &[(&str, &str)]) -> String {
 /// Whether `[pricing]` makes two periods: peak hours on some day, and not every hour of every
 /// day (that is one period, peak).
 pub(super) fn has_peak_hours(config: &Config) -> bool {
+    two_periods(config, always_peak(config))
+}
+
+/// [`has_peak_hours`], given whether every hour of every day is peak.
+fn two_periods(config: &Config, always_peak: bool) -> bool {
     !config.pricing.peak_hours_utc.is_empty()
         && !config.pricing.peak_days.is_empty()
-        && !always_peak(config)
+        && !always_peak
 }
 
 /// Whether `[pricing]` makes every hour of every day peak.
