@@ -29,6 +29,7 @@ mod faults_streams;
 mod faults_usage;
 mod hardening;
 mod hardening_cli;
+mod hardening_heads;
 mod hardening_shop;
 mod hardening_socket;
 mod install;

@@ -31,6 +31,15 @@ use super::{App, Limits};
 /// How often the watchdog looks at a connection.
 const WATCH_EVERY: Duration = Duration::from_secs(1);
 
+/// The most an HTTP/1 connection buffers while it reads a request's head (request line and
+/// headers; longer is answered 431 or 414 and closed), and the size of its reads of a body.
+/// hyper's default, ~408 KiB, let a client park that much in every connection it opened and
+/// never finished a header of: 1 000 connections held 400 MiB until the header timeout, and the
+/// default cap on connections is 10 000 (found by an independent check). nginx's default
+/// allows 32 KiB of headers too (`large_client_header_buffers 4 8k`); HTTP/2 heads are held
+/// to hyper's 16 KiB.
+const MAX_HEAD_BYTES: usize = 32 * 1024;
+
 /// A connection to serve.
 pub(super) struct Connection {
     pub(super) app: App,
@@ -164,6 +173,7 @@ impl Connection {
         let mut builder = Builder::new(TokioExecutor::new());
         builder
             .http1()
+            .max_buf_size(MAX_HEAD_BYTES)
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_timeout);
         builder
