@@ -3,6 +3,7 @@
 
 mod common;
 mod smoke;
+mod topup_cap;
 mod topup_revoked;
 
 mod activity;

@@ -51,7 +51,7 @@ pub(crate) async fn capture_answer_lost(app: &TestApp, order_id: &str, paypal_id
 }
 
 /// Restart the daemon on the same data dir and simulators, its config changed by `f`.
-async fn restart_with(
+pub(crate) async fn restart_with(
     mut app: TestApp,
     f: impl FnOnce(&mut modelrelay::config::Config),
 ) -> TestApp {

@@ -369,16 +369,35 @@ async fn capture_top_up(state: &Arc<AppState>, order: &Order) -> Result<Response
     // capture whose answer was lost, then the key revoked): asked, such a capture is held for
     // review, and the buyer told so — not that the credit cannot be added, as if nothing had
     // been taken (found by an independent check).
-    let outcome = if matches!(
+    let unpaid = matches!(
         order.record.status,
         OrderStatus::Created | OrderStatus::Pending | OrderStatus::Failed
-    ) && key
-        .as_ref()
-        .is_none_or(|k| k.status() == KeyStatus::Revoked)
+    );
+    // Nor for a key this credit would take past its budget's cap (other top-ups of it paid
+    // since this order was made): checked when the order was made, checked again here.
+    let full = || {
+        let budget = state
+            .config
+            .plans
+            .get(&order.record.plan)
+            .map(|p| p.budget_usd);
+        key.as_ref()
+            .zip(budget)
+            .is_some_and(|(k, b)| !crate::money::fits_budget(k.balance().budget, b))
+    };
+    let outcome = if unpaid
+        && key
+            .as_ref()
+            .is_none_or(|k| k.status() == KeyStatus::Revoked)
     {
         match captured_before(state, &order.record).await? {
             Some(held) => Some(held),
             None => return Err(ShopError::KeyRevoked),
+        }
+    } else if unpaid && full() {
+        match captured_before(state, &order.record).await? {
+            Some(held) => Some(held),
+            None => return Err(ShopError::KeyFull),
         }
     } else {
         settle(state, &order.record).await?
@@ -489,7 +508,7 @@ async fn captured_before(
             // PayPal no longer knows the order: nothing of it was captured.
             Err(PaypalError::Api { status: 404, .. }) => Ok(None),
             Err(e) => {
-                tracing::error!(order_id = %order.order_id, error = %e, "cannot ask PayPal about a top-up of a revoked key");
+                tracing::error!(order_id = %order.order_id, error = %e, "cannot ask PayPal whether it captured a top-up it may not credit");
                 Err(ShopError::PaypalCaptureFailed)
             }
         }

@@ -76,6 +76,13 @@ pub async fn credit(
         tracing::error!(order_id, plan = %order.record.plan, "a paid top-up's plan is not in the config");
         return Fulfilment::Failed(format!("no plan {}", order.record.plan));
     };
+    if !crate::money::fits_budget(key.balance().budget, plan.budget_usd) {
+        // Checked when the order was made and before its capture, but other top-ups of the
+        // key may have been paid in between (found by an independent check: seventeen orders
+        // made while the key was small, captured one after another, took its budget past
+        // 2^63 nano-dollars, and the daemon would not start again).
+        return over_the_cap(state, order_id, capture, now_ms).await;
+    }
     let current = key.plan();
     let upgrade = is_dearer(state, &order.record.plan, &current);
     // A bought key none of whose other orders is still paid (all refunded) takes this
@@ -111,6 +118,12 @@ pub async fn credit(
             super::fulfil::hold_for_review(state, order_id, capture, now_ms).await;
             return Fulfilment::Mismatch("the key to top up was revoked".into());
         }
+        // The operator's top-up of the same key, in between, took it to the cap.
+        if matches!(e, crate::store::StoreError::Conflict(_))
+            && !crate::money::fits_budget(key.balance().budget, plan.budget_usd)
+        {
+            return over_the_cap(state, order_id, capture, now_ms).await;
+        }
         tracing::warn!(order_id, error = %e, "top-up not paid by this call");
         return Fulfilment::Failed(e.to_string());
     }
@@ -125,6 +138,23 @@ pub async fn credit(
     });
     tracing::info!(order_id, key_id = %key.id, amount = %grant.amount, upgraded = upgrade, "top-up paid; key credited");
     Fulfilment::Paid(key.id.clone())
+}
+
+/// A paid top-up that would take its key's budget past [`crate::money::MAX_BUDGET`]: nothing
+/// is credited, the order is held for the operator's review (PayPal holds the money).
+async fn over_the_cap(
+    state: &Arc<AppState>,
+    order_id: &str,
+    capture: &CaptureInfo,
+    now_ms: i64,
+) -> Fulfilment {
+    tracing::error!(
+        order_id,
+        cap = %crate::money::MAX_BUDGET,
+        "TOP-UP PAID THAT WOULD TAKE ITS KEY PAST THE BUDGET CAP: nothing credited; refund it in PayPal"
+    );
+    super::fulfil::hold_for_review(state, order_id, capture, now_ms).await;
+    Fulfilment::Mismatch("the key's budget would pass its cap".into())
 }
 
 /// Whether the database says `key_id` is revoked (or gone); the read waits for the writes

@@ -167,14 +167,31 @@ pub fn reactivate(c: &Connection, key_id: &str, below: Usd) -> Result<(), StoreE
 
 /// Add budget to a key and record the top-up.
 pub fn top_up(c: &Connection, key_id: &str, amount: Usd, at_ms: i64) -> Result<(), StoreError> {
+    // The budget stops at `MAX_BUDGET` (see `orders::pay_top_up`), checked here too: the
+    // operator's top-ups and the customers' are serialised apart.
     let n = c.execute(
         "UPDATE keys SET budget_nanos = budget_nanos + ?2,
                 status = CASE WHEN status = 'exhausted' THEN 'active' ELSE status END
-         WHERE id = ?1",
-        params![key_id, amount.nanos()],
+         WHERE id = ?1 AND budget_nanos <= ?3",
+        params![
+            key_id,
+            amount.nanos(),
+            crate::money::MAX_BUDGET.nanos() - amount.nanos()
+        ],
     )?;
     if n == 0 {
-        return Err(StoreError::NoSuchKey(key_id.to_string()));
+        let known = c
+            .query_row("SELECT 1 FROM keys WHERE id = ?1", [key_id], |_| Ok(()))
+            .optional()?
+            .is_some();
+        return Err(if known {
+            StoreError::Conflict(format!(
+                "key {key_id}'s budget would pass ${}",
+                crate::money::MAX_BUDGET
+            ))
+        } else {
+            StoreError::NoSuchKey(key_id.to_string())
+        });
     }
     c.execute(
         "INSERT INTO topups (key_id, amount_nanos, created_at) VALUES (?1, ?2, ?3)",

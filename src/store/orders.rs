@@ -245,18 +245,26 @@ pub fn pay_top_up(
             "order {order_id} is already paid, unknown or not a top-up"
         )));
     }
+    // The budget stops at `MAX_BUDGET` here too, whatever was checked before: past 2^63
+    // nano-dollars SQLite stores the sum as a float, and the daemon would not start again.
     let n = c.execute(
         "UPDATE keys SET budget_nanos = budget_nanos + ?2,
                 status = CASE WHEN status = 'exhausted' THEN 'active' ELSE status END,
                 plan = COALESCE(?3, plan)
-         WHERE id = ?1 AND status != 'revoked'",
-        params![g.key_id, g.amount.nanos(), g.new_plan],
+         WHERE id = ?1 AND status != 'revoked' AND budget_nanos <= ?4",
+        params![
+            g.key_id,
+            g.amount.nanos(),
+            g.new_plan,
+            crate::money::MAX_BUDGET.nanos() - g.amount.nanos()
+        ],
     )?;
     if n == 0 {
         // The caller's savepoint rolls the order back with this error.
         return Err(StoreError::Conflict(format!(
-            "key {} is revoked or unknown",
-            g.key_id
+            "key {} is revoked or unknown, or its budget would pass ${}",
+            g.key_id,
+            crate::money::MAX_BUDGET
         )));
     }
     super::budget::record(

@@ -195,3 +195,39 @@ async fn mark_exhausted_is_decided_by_the_committed_balance() {
     assert_eq!(keys[1].status, KeyStatus::Revoked);
     store.close().await;
 }
+
+/// The database itself keeps a key's budget at most `MAX_BUDGET`, whichever top-up comes
+/// (the operator's and the customers' are serialised apart): past 2^63 nano-dollars SQLite
+/// would store the sum as a float and the daemon would not start again.
+#[tokio::test]
+async fn no_top_up_takes_a_budget_past_the_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let (store, _) = Store::open(&path).await.unwrap();
+    store.write(insert(key("key_a", 1))).await.unwrap();
+    let top_up = |dollars: i64| Write::TopUp {
+        key_id: "key_a".into(),
+        amount: Usd::from_dollars(dollars),
+        at_ms: 6_000,
+    };
+    // To the cap exactly: $1 + $999 999 999.
+    store.write(top_up(999_999_999)).await.unwrap();
+    let refused = store.write(top_up(1)).await;
+    assert!(
+        matches!(refused, Err(StoreError::Conflict(_))),
+        "{refused:?}"
+    );
+    let unknown = store
+        .write(Write::TopUp {
+            key_id: "key_nope".into(),
+            amount: Usd::from_dollars(1),
+            at_ms: 6_000,
+        })
+        .await;
+    assert!(
+        matches!(unknown, Err(StoreError::NoSuchKey(_))),
+        "{unknown:?}"
+    );
+    let (_, keys) = reopen(store, &path).await;
+    assert_eq!(keys[0].budget, crate::money::MAX_BUDGET);
+}
