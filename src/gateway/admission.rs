@@ -83,6 +83,10 @@ pub async fn admit<D: Dialect>(
     // (`server::body::linger`).
     let key =
         D::authenticate(&state.keys, &parts.headers).map_err(|e| Refusal::new(e, None, None))?;
+    // Before the rate check: a refusal that is the server's fault uses none of the key's RPM.
+    if state.store.cannot_record() {
+        return Err(Refusal::new(GatewayError::NotRecording, Some(&key), None));
+    }
     let rate = key.check_rate();
     if !rate.allowed {
         state.metrics.rate_limited();

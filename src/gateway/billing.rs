@@ -335,7 +335,12 @@ pub async fn settle(state: &AppState, ctx: &RequestCtx, o: Outcome, kept: bool) 
             .map(|a| a.to_string())
             .unwrap_or_default(),
     };
-    state.metrics.settled(&row.model, row.status, &row);
+    // A whole answer not sent yet is counted once its row is recorded (it is withheld
+    // otherwise); one whose content went out, now.
+    let figures = crate::metrics::Settled::of(&row);
+    if kept {
+        state.metrics.settled(&ctx.model.name, &figures);
+    }
     let finished = ActivityEvent::RequestFinished {
         request_id: row.request_id.clone(),
         key_id: row.key_id.clone(),
@@ -378,6 +383,17 @@ pub async fn settle(state: &AppState, ctx: &RequestCtx, o: Outcome, kept: bool) 
             false
         }
     };
+    if !kept && recorded {
+        state.metrics.settled(&ctx.model.name, &figures);
+    }
+    if !kept && !recorded {
+        tracing::warn!(
+            request_id = %ctx.request_id,
+            key_id = %ctx.key.id,
+            "answer withheld and its charge given back: its row could not be recorded"
+        );
+        return Billed { recorded, charged };
+    }
     tracing::info!(
         request_id = %ctx.request_id,
         key_id = %ctx.key.id,

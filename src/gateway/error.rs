@@ -22,6 +22,8 @@ use crate::upstream::UpstreamError;
 const BUSY_RETRY_AFTER_SECS: u64 = 2;
 /// `Retry-After` of a 503 cut by a shutdown: a restart (an upgrade, systemd's) takes seconds.
 const RESTART_RETRY_AFTER_SECS: u64 = 5;
+/// `Retry-After` of a 503 refused while no ledger row can be recorded (a full disk).
+const NOT_RECORDING_RETRY_AFTER_SECS: u64 = 30;
 
 /// What a client is told went wrong.
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +114,10 @@ pub enum GatewayError {
     /// writes again, so the customer is told not to send it again (they would pay twice).
     #[error("ledger row not recorded yet")]
     NotRecordedYet,
+    /// 503: no request's ledger row can be recorded now (see `Store::cannot_record`), so the
+    /// request is refused before DeepSeek is asked for an answer that would be withheld.
+    #[error("not recording")]
+    NotRecording,
 }
 
 #[derive(Serialize)]
@@ -154,7 +160,8 @@ impl GatewayError {
             GatewayError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             GatewayError::ShuttingDown
             | GatewayError::NotRecorded
-            | GatewayError::NotRecordedYet => StatusCode::SERVICE_UNAVAILABLE,
+            | GatewayError::NotRecordedYet
+            | GatewayError::NotRecording => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -182,7 +189,8 @@ impl GatewayError {
             GatewayError::Internal => "internal_error",
             GatewayError::ShuttingDown
             | GatewayError::NotRecorded
-            | GatewayError::NotRecordedYet => "service_unavailable",
+            | GatewayError::NotRecordedYet
+            | GatewayError::NotRecording => "service_unavailable",
         }
     }
 
@@ -199,7 +207,8 @@ impl GatewayError {
             | GatewayError::Internal
             | GatewayError::ShuttingDown
             | GatewayError::NotRecorded
-            | GatewayError::NotRecordedYet => "server_error",
+            | GatewayError::NotRecordedYet
+            | GatewayError::NotRecording => "server_error",
             _ => "invalid_request_error",
         }
     }
@@ -279,6 +288,9 @@ impl GatewayError {
             GatewayError::ShuttingDown => {
                 "The server is restarting. Please retry in a few seconds.".into()
             }
+            GatewayError::NotRecording => "The server cannot record bills right now, so it \
+                 takes no requests. Nothing was charged. Please retry in a minute."
+                .into(),
         }
     }
 
@@ -401,6 +413,14 @@ impl GatewayError {
         if matches!(self, GatewayError::ShuttingDown) {
             resp.headers_mut()
                 .insert("retry-after", HeaderValue::from(RESTART_RETRY_AFTER_SECS));
+        }
+        // An operator freeing disk space takes a while; an SDK retrying at once only adds
+        // refusals.
+        if matches!(self, GatewayError::NotRecording) {
+            resp.headers_mut().insert(
+                "retry-after",
+                HeaderValue::from(NOT_RECORDING_RETRY_AFTER_SECS),
+            );
         }
         resp
     }

@@ -190,15 +190,11 @@ impl Metrics {
     }
 
     /// A settled chat request: its model, final status, tokens and charge.
-    pub fn settled(&self, model: &str, status: u16, row: &crate::store::UsageRow) {
+    pub fn settled(&self, model: &str, row: &Settled) {
+        let status = row.status;
         let m = self.model(model);
         m.requests[status_slot(status)].fetch_add(1, Ordering::Relaxed);
-        let kinds = [
-            row.cache_hit_tokens,
-            row.cache_miss_tokens,
-            row.completion_tokens,
-            row.reasoning_tokens,
-        ];
+        let kinds = row.tokens;
         for (counter, n) in m.tokens.iter().zip(kinds) {
             // Saturating, not wrapping: a counter that wrapped would read as a reset.
             let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
@@ -211,7 +207,40 @@ impl Metrics {
         self.by_api[a][status_slot(status)].fetch_add(1, Ordering::Relaxed);
         self.spend_by_api[a].fetch_add(row.cost.nanos().max(0), Ordering::Relaxed);
     }
+}
 
+/// What the metrics count of a settled request (a copy of its ledger row's figures, so that
+/// the row itself can go to the store before they are counted).
+#[derive(Clone, Copy, Debug)]
+pub struct Settled {
+    /// Final HTTP status.
+    pub status: u16,
+    /// Cache-hit, cache-miss, completion and reasoning tokens.
+    pub tokens: [u64; 4],
+    /// What the key was charged.
+    pub cost: crate::money::Usd,
+    /// The API dialect it came through.
+    pub api: crate::status::Api,
+}
+
+impl Settled {
+    /// The figures of `row`.
+    pub fn of(row: &crate::store::UsageRow) -> Settled {
+        Settled {
+            status: row.status,
+            tokens: [
+                row.cache_hit_tokens,
+                row.cache_miss_tokens,
+                row.completion_tokens,
+                row.reasoning_tokens,
+            ],
+            cost: row.cost,
+            api: row.api,
+        }
+    }
+}
+
+impl Metrics {
     /// One HTTP response to the route template in slot `route` (see [`route_slot`]).
     pub(crate) fn http_response(&self, route: usize, status: u16) {
         let r = route.min(ROUTES.len() - 1);

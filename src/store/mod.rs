@@ -53,6 +53,8 @@ pub struct Store {
     syncer: Option<Arc<fsync::Syncer>>,
     /// The gateway's requests in flight not streamed (see [`Store::answers_in_flight`]).
     coming: Arc<std::sync::atomic::AtomicUsize>,
+    /// The last row recorded could not be made safe (see [`Store::cannot_record`]).
+    unrecorded: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Journaled rows the writer may have queued before an answer waits for its row's commit as
@@ -175,6 +177,7 @@ impl Store {
                 journal,
                 syncer,
                 coming,
+                unrecorded: Arc::default(),
             },
             keys,
         ))
@@ -308,6 +311,16 @@ impl Store {
             .shared()
             .failing
             .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// No request's row can be recorded now: the last one could not be (neither the journal
+    /// nor the database took it: a full disk) and commits still fail. The gateway then
+    /// refuses requests before asking DeepSeek, whose answers it would have to withhold
+    /// (found by an independent check: a full disk sent every request upstream and withheld
+    /// every answer, which the SDKs' retries tripled). False again once a commit succeeds
+    /// (the writer retries every second) or a row is recorded.
+    pub fn cannot_record(&self) -> bool {
+        self.unrecorded.load(std::sync::atomic::Ordering::Acquire) && self.commits_failing()
     }
 
     /// The database file.

@@ -73,57 +73,69 @@ impl Store {
                 self.queue_durable(Write::Usage(Box::new(row)), kept)
             }
         };
+        let unrecorded = self.unrecorded.clone();
         async move {
-            match committed {
-                Committed::Now => Ok(()),
-                Committed::Later(rx) => rx.await.map_err(|_| StoreError::Closed)?,
-                // Safe in the journal already, whatever the commit's outcome (a failed commit
-                // keeps the row's segment for the next start); the wait was only for pace.
-                Committed::Paced(rx) => {
-                    let _ = rx.await;
-                    Ok(())
-                }
-                Committed::Closed => Err(StoreError::Closed),
-                Committed::Synced(synced, paced, writer, fate) => {
-                    let on_disk = match synced {
-                        Some(rx) => rx.await.unwrap_or_else(|_| Err(super::fsync::gone())),
-                        None => Err(super::fsync::gone()),
+            let outcome = settled(committed).await;
+            // Closing is not the disk's fault: the next start applies the journal.
+            if !matches!(outcome, Err(StoreError::Closed)) {
+                unrecorded.store(outcome.is_err(), Ordering::Release);
+            }
+            outcome
+        }
+    }
+}
+
+/// Wait for what `committed` says the row's answer waits for.
+async fn settled(committed: Committed) -> Result<(), StoreError> {
+    match committed {
+        Committed::Now => Ok(()),
+        Committed::Later(rx) => rx.await.map_err(|_| StoreError::Closed)?,
+        // Safe in the journal already, whatever the commit's outcome (a failed commit
+        // keeps the row's segment for the next start); the wait was only for pace.
+        Committed::Paced(rx) => {
+            let _ = rx.await;
+            Ok(())
+        }
+        Committed::Closed => Err(StoreError::Closed),
+        Committed::Synced(synced, paced, writer, fate) => {
+            let on_disk = match synced {
+                Some(rx) => rx.await.unwrap_or_else(|_| Err(super::fsync::gone())),
+                None => Err(super::fsync::gone()),
+            };
+            if let Some(rx) = paced {
+                let _ = rx.await;
+            }
+            match on_disk {
+                Ok(()) => Ok(()),
+                // The journal could not be synced (an I/O error): the row is on disk
+                // once a durable write queued after it is committed (queue order is
+                // commit order, and that commit's sync puts every earlier one in the
+                // WAL on disk).
+                Err(e) => {
+                    tracing::warn!(error = %e, "journal not synced; waiting for the row's commit");
+                    let (tx, rx) = oneshot::channel();
+                    let outcome = if writer.send(Job::Write(Write::Barrier, Ack::Reply(tx))) {
+                        writer.hurry();
+                        rx.await.unwrap_or(Err(StoreError::Closed))
+                    } else {
+                        Err(StoreError::Closed)
                     };
-                    if let Some(rx) = paced {
-                        let _ = rx.await;
-                    }
-                    match on_disk {
-                        Ok(()) => Ok(()),
-                        // The journal could not be synced (an I/O error): the row is on disk
-                        // once a durable write queued after it is committed (queue order is
-                        // commit order, and that commit's sync puts every earlier one in the
-                        // WAL on disk).
-                        Err(e) => {
-                            tracing::warn!(error = %e, "journal not synced; waiting for the row's commit");
-                            let (tx, rx) = oneshot::channel();
-                            let outcome = if writer.send(Job::Write(Write::Barrier, Ack::Reply(tx)))
-                            {
-                                writer.hurry();
-                                rx.await.unwrap_or(Err(StoreError::Closed))
-                            } else {
-                                Err(StoreError::Closed)
-                            };
-                            // The writer keeps the row or lets it go by this (see
-                            // `writer::Retained::prepend_to`).
-                            if let Some(fate) = &fate {
-                                match &outcome {
-                                    Ok(()) => fate.delivered(),
-                                    Err(_) => fate.withheld(),
-                                }
-                            }
-                            outcome
+                    // The writer keeps the row or lets it go by this (see
+                    // `writer::Retained::prepend_to`).
+                    if let Some(fate) = &fate {
+                        match &outcome {
+                            Ok(()) => fate.delivered(),
+                            Err(_) => fate.withheld(),
                         }
                     }
+                    outcome
                 }
             }
         }
     }
+}
 
+impl Store {
     /// Queue a write to be committed on disk, and how to hear of it (`kept`: see
     /// [`Store::record_usage`]).
     fn queue_durable(&self, w: Write, kept: bool) -> Committed {

@@ -10,7 +10,7 @@
 //! holding them is synced.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -105,7 +105,7 @@ fn turn(
                 tracing::warn!(error = %e, "journal sync failed");
             }
         }
-        Err(e) => tracing::warn!(error = %e, "could not start a new journal segment"),
+        Err(e) => warn_now_and_then(&e),
     }
     if !committed && ready.is_empty() {
         return Ok(false);
@@ -125,6 +125,26 @@ fn turn(
         }
     }
     Ok(true)
+}
+
+/// When a failed start of a segment was last logged, in seconds since the Unix epoch.
+static TURN_WARNED_AT: AtomicU64 = AtomicU64::new(0);
+
+/// Log a failed start of a journal segment at most once a minute: on a full disk it fails
+/// every tick, and `normal`'s ticks (200 ms) wrote ~18 000 warnings an hour while the database's
+/// own errors already said why (found by an independent check).
+fn warn_now_and_then(e: &std::io::Error) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = TURN_WARNED_AT.load(Ordering::Relaxed);
+    if now.saturating_sub(last) >= 60
+        && TURN_WARNED_AT
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::warn!(error = %e, "could not start a new journal segment (said at most once a minute)");
+    }
 }
 
 /// fsync is per file, whoever opened it: this flushes what SQLite's writer wrote.

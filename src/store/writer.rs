@@ -295,6 +295,11 @@ fn run<'c>(
         // proves nothing leaves it as it was before.)
         let failing_now = if proves || !ok { !ok } else { was_failing };
         shared.failing.store(failing_now, Ordering::Release);
+        // The failures were logged loudly; their end is said too (an operator who freed disk
+        // space otherwise saw the errors merely stop).
+        if was_failing && !failing_now {
+            tracing::info!("database commits succeed again; the ledger's waiting rows are in");
+        }
         shared.backlog.fetch_sub(journaled, Ordering::Relaxed);
         shared.commits.fetch_add(1, Ordering::Release);
     }

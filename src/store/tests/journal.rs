@@ -153,6 +153,7 @@ async fn a_row_whose_record_cannot_be_written_is_committed_first_or_never() {
         .record_usage(usage("req-delivered", "key_a", 10, 1), false)
         .await
         .unwrap();
+    assert!(!store.cannot_record(), "its row is safe in the journal");
     // Now the journal cannot take records either: a whole answer's recording fails (its
     // answer is withheld); a row whose charge stands is kept.
     store.journal.fail_writes();
@@ -160,6 +161,8 @@ async fn a_row_whose_record_cannot_be_written_is_committed_first_or_never() {
         .record_usage(usage("req-withheld", "key_a", 20, 2), false)
         .await;
     assert!(refused.is_err(), "{refused:?}");
+    // The gateway refuses requests up front now (`Store::cannot_record`).
+    assert!(store.cannot_record());
     let _ = store
         .record_usage(usage("req-kept", "key_a", 40, 3), true)
         .await;
@@ -177,6 +180,8 @@ async fn a_row_whose_record_cannot_be_written_is_committed_first_or_never() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(seen, ["req-delivered", "req-kept"]);
+    // The commits succeed again: requests are taken again, before any row is recorded.
+    assert!(!store.cannot_record());
     // With the journal still failing, a whole answer's row is committed before it is let go.
     store
         .record_usage(usage("req-committed", "key_a", 80, 4), false)
@@ -736,4 +741,25 @@ mod encoding {
             prop_assert_eq!(serde_json::to_vec(&back).unwrap(), serdes);
         }
     }
+}
+
+/// `full`: a segment whose records could not be written counts as full, so the next tick moves
+/// on to a spare even while retired segments wait for commits: a write past the room written
+/// ahead needs new blocks, and on a full disk the segment took no more rows while a spare sat
+/// unused (found by an independent check).
+#[test]
+fn a_segment_whose_write_failed_counts_as_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let jdir = dir.path().join("journal");
+    let journal = Journal::start(&jdir, true).unwrap();
+    let put = |id: &str| {
+        let appended = journal.append(&usage(id, "key_a", 1, 1)).unwrap();
+        let (record, _) = appended.record.expect("staged: the record is handed over");
+        appended.segment.put(&[record.as_slice()])
+    };
+    put("req-ok").unwrap();
+    assert!(!journal.current_full());
+    journal.fail_writes();
+    assert!(put("req-refused").is_err());
+    assert!(journal.current_full());
 }

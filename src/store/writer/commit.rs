@@ -96,7 +96,9 @@ pub(super) fn commit_batch<'c>(
         if result.is_ok() {
             break;
         }
-        tracing::warn!(delay_ms, "database commit failed; retrying");
+        if let Err(e) = &result {
+            tracing::warn!(delay_ms, error = %e, "database commit failed; retrying");
+        }
         std::thread::sleep(Duration::from_millis(delay_ms));
         result = try_commit(c, stmts, &writes);
     }
