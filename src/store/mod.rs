@@ -53,8 +53,6 @@ pub struct Store {
     syncer: Option<Arc<fsync::Syncer>>,
     /// The gateway's requests in flight not streamed (see [`Store::answers_in_flight`]).
     coming: Arc<std::sync::atomic::AtomicUsize>,
-    /// The last row recorded could not be made safe (see [`Store::cannot_record`]).
-    unrecorded: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Journaled rows the writer may have queued before an answer waits for its row's commit as
@@ -177,7 +175,6 @@ impl Store {
                 journal,
                 syncer,
                 coming,
-                unrecorded: Arc::default(),
             },
             keys,
         ))
@@ -318,9 +315,10 @@ impl Store {
     /// refuses requests before asking DeepSeek, whose answers it would have to withhold
     /// (found by an independent check: a full disk sent every request upstream and withheld
     /// every answer, which the SDKs' retries tripled). False again once a commit succeeds
-    /// (the writer retries every second) or a row is recorded.
+    /// (the writer retries every second), the journal moves on to another segment (a spare
+    /// may take rows where the last segment could not grow), or a row is recorded.
     pub fn cannot_record(&self) -> bool {
-        self.unrecorded.load(std::sync::atomic::Ordering::Acquire) && self.commits_failing()
+        self.journal.stuck() && self.commits_failing()
     }
 
     /// The database file.

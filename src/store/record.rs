@@ -29,8 +29,12 @@ impl Store {
         row: UsageRow,
         kept: bool,
     ) -> impl Future<Output = Result<(), StoreError>> + use<> {
+        // The segment the row goes to (or the current one, when it cannot): if the row cannot be
+        // recorded, requests are refused while that segment is the current one.
+        let mut seq = self.journal.current_seq();
         let committed = match self.journal.append(&row) {
             Ok(super::journal::Appended { segment, record }) => {
+                seq = segment.seq();
                 let shared = self.writer.shared();
                 // The writer is behind (the core is busy): this answer waits for its row's
                 // commit, which leaves the core to the writer. Not while commits fail (a lock
@@ -73,12 +77,12 @@ impl Store {
                 self.queue_durable(Write::Usage(Box::new(row)), kept)
             }
         };
-        let unrecorded = self.unrecorded.clone();
+        let journal = self.journal.clone();
         async move {
             let outcome = settled(committed).await;
             // Closing is not the disk's fault: the next start applies the journal.
             if !matches!(outcome, Err(StoreError::Closed)) {
-                unrecorded.store(outcome.is_err(), Ordering::Release);
+                journal.set_stuck(outcome.is_err().then_some(seq));
             }
             outcome
         }

@@ -66,6 +66,10 @@ pub(super) struct Journal {
     spares: Mutex<Vec<PathBuf>>,
     /// `full`: records are written by the sync thread, not the request's task.
     staged: bool,
+    /// The segment the last row recorded went to when it could be neither journaled nor
+    /// committed (see `Store::cannot_record`), `u64::MAX` when it could; the journal is stuck
+    /// while that segment is the current one.
+    stuck_on: AtomicU64,
     /// Tests: writes of staged records fail, in every segment.
     #[cfg(test)]
     fail_writes: Arc<AtomicBool>,
@@ -289,6 +293,11 @@ impl Segment {
         Ok(())
     }
 
+    /// The segment's number.
+    pub(super) fn seq(&self) -> u64 {
+        self.seq
+    }
+
     /// Whether this segment's records go straight to the device (tests).
     #[cfg(test)]
     pub(super) fn is_direct(&self) -> bool {
@@ -349,6 +358,7 @@ impl Journal {
             next_seq: AtomicU64::new(seq + 1),
             spares: Mutex::new(spares),
             staged,
+            stuck_on: AtomicU64::new(u64::MAX),
             #[cfg(test)]
             fail_writes: Arc::default(),
         })
@@ -402,6 +412,25 @@ impl Journal {
         };
         let fresh = Arc::new(fresh);
         Ok(Some(self.current.swap(fresh)))
+    }
+
+    /// Whether the last row recorded could be neither journaled nor committed, and the journal
+    /// has not moved on to another segment since (a new one, a spare's blocks on a full disk,
+    /// may take the rows the last one could not).
+    pub(super) fn stuck(&self) -> bool {
+        self.stuck_on.load(Ordering::Acquire) == self.current.load().seq
+    }
+
+    /// Tell how the last row recorded went: `Some(seq)`, the segment it went to, when it could
+    /// be neither journaled nor committed.
+    pub(super) fn set_stuck(&self, on: Option<u64>) {
+        self.stuck_on
+            .store(on.unwrap_or(u64::MAX), Ordering::Release);
+    }
+
+    /// The number of the segment rows are written to now.
+    pub(super) fn current_seq(&self) -> u64 {
+        self.current.load().seq
     }
 
     /// Whether the current segment has no room left in the blocks written ahead for it.

@@ -145,6 +145,11 @@ async fn a_row_whose_record_cannot_be_written_is_committed_first_or_never() {
         .await
         .unwrap();
     store.write(insert(key("key_a", 1))).await.unwrap();
+    // The sync task's first tick comes at once (the next in an hour): let it pass before any
+    // row is written, so that the journal stays on its first segment (a turn to another one
+    // would end the refusals checked below, as it should).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let first = store.journal.current_seq();
     // The database cannot commit (another program holds its lock).
     let lock = rusqlite::Connection::open(&path).unwrap();
     lock.execute_batch("BEGIN IMMEDIATE").unwrap();
@@ -161,7 +166,9 @@ async fn a_row_whose_record_cannot_be_written_is_committed_first_or_never() {
         .record_usage(usage("req-withheld", "key_a", 20, 2), false)
         .await;
     assert!(refused.is_err(), "{refused:?}");
-    // The gateway refuses requests up front now (`Store::cannot_record`).
+    // The gateway refuses requests up front now (`Store::cannot_record`), while the journal
+    // is on the segment that failed.
+    assert_eq!(store.journal.current_seq(), first);
     assert!(store.cannot_record());
     let _ = store
         .record_usage(usage("req-kept", "key_a", 40, 3), true)
@@ -762,4 +769,10 @@ fn a_segment_whose_write_failed_counts_as_full() {
     journal.fail_writes();
     assert!(put("req-refused").is_err());
     assert!(journal.current_full());
+    // Its row not recorded: the journal is stuck while that segment is the current one, and
+    // not once the next tick has moved on to another.
+    journal.set_stuck(Some(journal.current_seq()));
+    assert!(journal.stuck());
+    let _old = journal.rotate().unwrap().expect("written to");
+    assert!(!journal.stuck());
 }
