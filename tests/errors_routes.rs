@@ -247,3 +247,31 @@ async fn wrong_methods_off_the_api_say_so_in_a_body() {
     assert!(resp.headers().contains_key("allow"));
     assert_eq!(resp.text().await.unwrap(), "Method not allowed.\n");
 }
+
+/// A path under the storefront's `/api/` that is none of its endpoints (a trailing slash, a
+/// mistyped name) answers in its JSON error shape, not the HTML page (found by an independent
+/// check).
+#[tokio::test]
+async fn an_unknown_storefront_api_path_is_a_json_404() {
+    let app = TestApp::spawn().await;
+    for (method, path) in [
+        (reqwest::Method::POST, "/api/orders/"),
+        (reqwest::Method::GET, "/api/nothing"),
+        (reqwest::Method::GET, "/api"),
+    ] {
+        let resp = app
+            .http
+            .request(method.clone(), format!("{}{path}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 404, "{method} {path}");
+        assert!(!request_id(&resp).is_empty());
+        let v: Value = resp.json().await.expect("JSON");
+        assert_eq!(v["error"]["code"], "not_found", "{method} {path}: {v}");
+        assert_eq!(
+            v["error"]["message"], "There is no such storefront API endpoint.",
+            "{v}"
+        );
+    }
+}

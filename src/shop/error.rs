@@ -39,6 +39,9 @@ pub enum ShopError {
     /// 404: no such order.
     #[error("No such order.")]
     OrderNotFound,
+    /// 404: a path under `/api/` that is none of the storefront's endpoints.
+    #[error("There is no such storefront API endpoint.")]
+    NoSuchEndpoint,
     /// 409: the buyer has not approved the payment at PayPal yet.
     #[error("The payment has not been approved yet.")]
     NotApproved,
@@ -139,7 +142,9 @@ impl ShopError {
             ShopError::RotationInProgress => StatusCode::CONFLICT,
             ShopError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ShopError::RotationFailed => StatusCode::INTERNAL_SERVER_ERROR,
-            ShopError::PlanNotFound | ShopError::OrderNotFound => StatusCode::NOT_FOUND,
+            ShopError::PlanNotFound | ShopError::OrderNotFound | ShopError::NoSuchEndpoint => {
+                StatusCode::NOT_FOUND
+            }
             ShopError::PaymentsUnavailable | ShopError::PaymentNotRecorded => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -165,6 +170,7 @@ impl ShopError {
             ShopError::PlanNotFound => "plan_not_found",
             ShopError::PaymentsUnavailable => "payments_unavailable",
             ShopError::OrderNotFound => "order_not_found",
+            ShopError::NoSuchEndpoint => "not_found",
             ShopError::NotApproved => "not_approved",
             ShopError::OrderExpired => "order_expired",
             ShopError::PlanWithdrawn => "plan_withdrawn",

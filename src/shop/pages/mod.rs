@@ -35,5 +35,12 @@ pub async fn not_found_page(
     if crate::gateway::looks_like_api(uri.path()) {
         return crate::gateway::api_not_found(&uri, &headers);
     }
+    // The storefront's JSON API (`/api/orders/` with a trailing slash, a mistyped name): its
+    // clients read JSON, as a wrong method there already answers (found by an independent
+    // check: the HTML page).
+    if uri.path() == "/api" || uri.path().starts_with("/api/") {
+        use axum::response::IntoResponse;
+        return crate::shop::error::ShopError::NoSuchEndpoint.into_response();
+    }
     notice::not_found(&ctx, ctx.t.notfound_page)
 }
