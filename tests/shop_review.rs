@@ -366,6 +366,13 @@ async fn an_order_of_a_plan_withdrawn_from_sale_is_not_captured() {
     assert_eq!(v["error"]["code"], "plan_withdrawn", "{v}");
     assert_eq!(app.pp().counts().captures, 0);
     assert_eq!(order_status(&app, &order_id), "created");
+    // The look-up says it can no longer be paid, not "wait a minute and look again".
+    let html = crate::topup_revoked::looked_up(&app, &order_id, "a@b.co").await;
+    assert!(
+        html.contains(&esc(SELF_EN.order_note_unpaid_withdrawn)),
+        "{html}"
+    );
+    assert!(!html.contains(&esc(modelrelay::shop::i18n::EN.order_note_created)));
 }
 
 /// A refund whose event races the recording of the payment it refunds (the buyer's capture

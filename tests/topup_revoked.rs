@@ -79,6 +79,13 @@ async fn an_uncaptured_top_up_of_a_revoked_key_is_refused_and_not_captured() {
     );
     assert_eq!(order_status(&app, &order_id), "created");
     assert_eq!(capture_of(&app, &order_id), None);
+    // The look-up says it can no longer be paid, not "wait a minute and look again".
+    let html = looked_up(&app, &order_id, "buyer@example.com").await;
+    assert!(
+        html.contains(&esc(SELF_EN.order_note_unpaid_revoked)),
+        "{html}"
+    );
+    assert!(!html.contains(&esc(EN.order_note_created)));
 }
 
 /// The key revoked in the database while the payment is being recorded (the operator's

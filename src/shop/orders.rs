@@ -52,6 +52,9 @@ pub struct OrderView {
     /// The key the order paid for or added credit to is revoked now (by the operator, or by a
     /// refund of the purchase that made it).
     pub key_revoked: bool,
+    /// The order's plan is no longer on sale (taken out of the config or disabled): unpaid,
+    /// it can no longer be paid.
+    pub plan_withdrawn: bool,
 }
 
 /// What the look-up shows besides the order: the key's sealed copy and when it was replaced.
@@ -133,6 +136,7 @@ pub fn order_view(state: &AppState, order: &Order, shown: &KeyShown) -> OrderVie
         replaced_at: shown.replaced_at.map(rfc3339),
         key_kept: o.status == OrderStatus::Refunded && key_status.is_some_and(|s| s != revoked),
         key_revoked: key_status == Some(revoked),
+        plan_withdrawn: state.config.plans.get(&o.plan).is_none_or(|p| !p.enabled),
     }
 }
 

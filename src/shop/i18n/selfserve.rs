@@ -100,6 +100,10 @@ texts! {
     order_note_pending_topup,
     /// Order look-up note: a top-up PayPal is still reviewing whose key was revoked since.
     order_note_pending_revoked,
+    /// Order look-up note: an unpaid top-up whose key was revoked since (it cannot be paid).
+    order_note_unpaid_revoked,
+    /// Order look-up note: an unpaid order whose plan is no longer sold (it cannot be paid).
+    order_note_unpaid_withdrawn,
     /// Order look-up note: a refunded top-up (the key stays).
     order_note_refunded_topup,
     /// Order look-up note: a refunded top-up whose key was revoked since.

@@ -51,6 +51,8 @@ pub static SELF_ZH: SelfTexts = SelfTexts {
     order_note_paid_topup: "已付款。额度已充值到上方的 key，你的工具无需任何改动。",
     order_note_paid_topup_replaced: "已付款。额度已充入该 key；更换后的新 key 沿用其余额，旧 key 已失效。",
     order_note_pending_topup: "PayPal 正在审核这笔付款，完成后额度会立即充值到上方的 key。",
+    order_note_unpaid_revoked: "这笔充值尚未付款，也已无法再付款：它对应的 key 已被吊销。未扣任何款项。",
+    order_note_unpaid_withdrawn: "该订单尚未付款，也已无法再付款：它的套餐已停止销售。未扣任何款项。",
     order_note_pending_revoked: "PayPal 正在审核这笔付款，但它对应的 key 之后已被吊销，无法再充值；付款完成后将转为人工审核。请带上订单号联系站长，不要重复付款。",
     order_note_refunded_topup: "这笔充值已退款，其剩余额度已收回。该 key 未被吊销，保留其余余额。",
     order_note_refunded_topup_revoked: "这笔充值已退款，其剩余额度已收回。该充值对应的 key 之后已被吊销。",

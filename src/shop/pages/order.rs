@@ -70,6 +70,16 @@ impl OrderShown {
             }
             (OrderStatus::Paid, _, Some(_)) => s.order_note_paid_topup,
             (OrderStatus::Pending, _, Some(_)) if o.key_revoked => s.order_note_pending_revoked,
+            // What could still be paid, and no longer can (a capture would be refused); not
+            // "wait a minute and look again" (found by an independent check).
+            (OrderStatus::Created | OrderStatus::Failed, _, _)
+                if o.kind == crate::kinds::OrderKind::TopUp && o.key_revoked =>
+            {
+                s.order_note_unpaid_revoked
+            }
+            (OrderStatus::Created | OrderStatus::Failed, _, _) if o.plan_withdrawn => {
+                s.order_note_unpaid_withdrawn
+            }
             (OrderStatus::Pending, _, Some(_)) => s.order_note_pending_topup,
             (OrderStatus::Refunded, _, Some(_)) if o.key_kept => s.order_note_refunded_topup,
             (OrderStatus::Refunded, _, Some(_)) => s.order_note_refunded_topup_revoked,
