@@ -166,6 +166,15 @@ pub enum StartError {
     /// The database.
     #[error("{0}")]
     Store(#[from] crate::store::StoreError),
+    /// The database file could not be opened, migrated or brought up to date from the
+    /// ledger's journal: which file, and why.
+    #[error("{path}: {source}")]
+    Database {
+        /// The database file.
+        path: String,
+        /// Why.
+        source: crate::store::StoreError,
+    },
     /// The server secret.
     #[error("{0}")]
     Seal(#[from] crate::keys::seal::SealError),
@@ -338,12 +347,23 @@ impl AppState {
             .secret_file
             .clone()
             .unwrap_or_else(|| data_dir.join("secret.key"));
+        let db_path = data_dir.join("modelrelay.db");
         let (store, records) = Store::open_with(
-            &data_dir.join("modelrelay.db"),
+            &db_path,
             config.store.sync,
             Duration::from_millis(config.store.sync_interval_ms),
         )
-        .await?;
+        .await
+        .map_err(|e| match e {
+            // Its text names the file already (the journal's directory, the database's).
+            e @ crate::store::StoreError::Io(_) => StartError::Store(e),
+            // "database: database or disk is full" named neither (found by an independent
+            // check).
+            source => StartError::Database {
+                path: db_path.display().to_string(),
+                source,
+            },
+        })?;
         // A first start makes the secret; a later one without it would make another, and keys
         // sealed since would not open with the old one put back.
         if !records.is_empty() && matches!(secret_path.try_exists(), Ok(false)) {

@@ -409,6 +409,9 @@ async fn a_database_from_a_newer_version_is_refused() {
     assert!(!status.success(), "{stderr}");
     assert!(stderr.contains("newer modelrelay"), "{stderr}");
     assert!(stderr.contains("migration 999"), "{stderr}");
+    // Which file, too.
+    let db = setup.dir.path().join("modelrelay.db");
+    assert!(stderr.contains(&db.display().to_string()), "{stderr}");
 }
 
 /// SIGHUP (an SSH session that dropped, an operator expecting a reload) is logged and
