@@ -315,7 +315,18 @@ async fn backup(socket_path: &Path, file: PathBuf) -> ExitCode {
     match client::call(socket_path, &Request::Backup { path: file }).await {
         Err(e) => fail(e),
         Ok(Response::Error { message }) => fail(message),
-        Ok(Response::BackedUp { path, bytes }) => {
+        Ok(Response::BackedUp {
+            path,
+            bytes,
+            behind,
+        }) => {
+            if behind {
+                eprintln!(
+                    "modelrelay: the database cannot commit right now (see the daemon's log; a \
+                     full disk?): this copy lacks the rows waiting for a commit, which are in \
+                     the data directory's journal/ — copy that directory too"
+                );
+            }
             output(&format!("{} ({bytes} bytes)\n", path.display()))
         }
         Ok(other) => fail(format_args!("unexpected answer from the daemon: {other:?}")),

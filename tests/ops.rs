@@ -418,8 +418,13 @@ async fn backup_during_load_is_consistent_and_complete() {
     let dest = app.dir.path().join("backups-test.db");
     let resp = app.admin(Request::Backup { path: dest.clone() }).await;
     let bytes = match resp {
-        Response::BackedUp { path, bytes } => {
+        Response::BackedUp {
+            path,
+            bytes,
+            behind,
+        } => {
             assert_eq!(path, dest);
+            assert!(!behind, "every row answered before it is in it");
             bytes
         }
         other => panic!("backup failed: {other:?}"),

@@ -560,6 +560,17 @@ async fn answers_go_out_while_the_ledger_cannot_commit_their_rows_wait_in_the_jo
     assert_eq!(ks.requests(), 2);
     let spent = ks.balance().spent;
     assert!(spent.nanos() > 0);
+    // A backup still copies what is committed, and says the rows waiting are not in it (an
+    // operator copying the database off a full disk; it was refused).
+    let copy = app.dir.path().join("during.db");
+    match app
+        .admin(modelrelay::activity::protocol::Request::Backup { path: copy.clone() })
+        .await
+    {
+        modelrelay::activity::protocol::Response::BackedUp { behind, .. } => assert!(behind),
+        other => panic!("{other:?}"),
+    }
+    assert!(copy.exists());
     // The lock goes: the kept rows are committed, the ledger holds what memory charged, and
     // health is back.
     lock.execute_batch("ROLLBACK;").unwrap();

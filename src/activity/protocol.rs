@@ -176,6 +176,10 @@ pub enum Response {
         path: std::path::PathBuf,
         /// Its size in bytes.
         bytes: u64,
+        /// The database could not commit when it was taken: rows waiting for a commit (in the
+        /// ledger's journal) are not in the copy.
+        #[serde(default)]
+        behind: bool,
     },
     /// Answer to `upstream_status`, `upstream_enable`, `upstream_disable`.
     Upstream {

@@ -101,9 +101,13 @@ pub async fn backup(state: &AppState, path: std::path::PathBuf) -> Result<Respon
     }
     let started = std::time::Instant::now();
     match state.store.backup(&path).await {
-        Ok(bytes) => {
-            tracing::info!(path = %path.display(), bytes, ms = started.elapsed().as_millis() as u64, "database backed up");
-            Ok(Response::BackedUp { path, bytes })
+        Ok(crate::store::Backup { bytes, behind }) => {
+            tracing::info!(path = %path.display(), bytes, behind, ms = started.elapsed().as_millis() as u64, "database backed up");
+            Ok(Response::BackedUp {
+                path,
+                bytes,
+                behind,
+            })
         }
         Err(e) => {
             tracing::warn!(path = %path.display(), error = %e, "backup failed");

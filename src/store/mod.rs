@@ -333,15 +333,37 @@ impl Store {
     /// backup, so commits made meanwhile are neither half-copied nor restart it). It is written
     /// to `dest.tmp` (mode 0600), synced, and only then linked to `dest`, which is never
     /// overwritten.
-    pub async fn backup(&self, dest: &Path) -> Result<u64, BackupError> {
-        // Rows answered before the backup was asked for are in it, not only in the journal.
-        self.settle().await.map_err(BackupError::Store)?;
+    ///
+    /// Rows answered before the backup was asked for are committed first, so they are in it;
+    /// when the database cannot commit (a full disk), the copy holds what is committed and
+    /// `behind` is true: an operator copying the database off a full disk still gets it
+    /// (found by an independent check: the backup was refused).
+    pub async fn backup(&self, dest: &Path) -> Result<Backup, BackupError> {
+        let behind = match self.settle().await {
+            Ok(()) => false,
+            Err(e @ StoreError::Closed) => return Err(BackupError::Store(e)),
+            Err(e) => {
+                tracing::warn!(error = %e, "backup taken of what is committed: the rows waiting for a commit are not in it");
+                true
+            }
+        };
         let src = self.path.clone();
         let dest = dest.to_path_buf();
-        tokio::task::spawn_blocking(move || backup::backup_blocking(&src, &dest))
+        let bytes = tokio::task::spawn_blocking(move || backup::backup_blocking(&src, &dest))
             .await
-            .map_err(|_| BackupError::Task)?
+            .map_err(|_| BackupError::Task)??;
+        Ok(Backup { bytes, behind })
     }
+}
+
+/// A backup made (see [`Store::backup`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Backup {
+    /// The copy's size in bytes.
+    pub bytes: u64,
+    /// Rows the database could not commit yet are not in it (they wait in the ledger's
+    /// journal and in memory, and go in once it commits again).
+    pub behind: bool,
 }
 
 #[cfg(test)]
