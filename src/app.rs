@@ -200,14 +200,15 @@ impl Daemon {
 
     /// Stop accepting, let requests in flight finish (up to `server.drain_secs`, by default
     /// [`crate::config::DEFAULT_DRAIN_SECS`]), cut and bill the rest, flush the ledger and close the database.
-    pub async fn shutdown(self) {
+    /// Returns how many ledger rows were lost (see [`crate::store::Store::close`]).
+    pub async fn shutdown(self) -> usize {
         let drain = Duration::from_secs(self.state.config.server.drain_secs);
-        self.shutdown_within(drain).await;
+        self.shutdown_within(drain).await
     }
 
     /// [`Daemon::shutdown`] with a given drain time. Cancelling `state.cut` meanwhile (a
     /// second signal) ends the drain at once.
-    pub async fn shutdown_within(self, drain: Duration) {
+    pub async fn shutdown_within(self, drain: Duration) -> usize {
         let _ = self.stop.send(true);
         let state = &self.state;
         let (idle, second_signal) = tokio::select! {
@@ -243,8 +244,9 @@ impl Daemon {
         }
         self.admin.abort();
         let _ = std::fs::remove_file(&self.socket_path);
-        state.store.close().await;
+        let lost = state.store.close().await;
         state.release_data_dir();
         tracing::info!("modelrelay stopped");
+        lost
     }
 }

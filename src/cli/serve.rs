@@ -86,13 +86,22 @@ pub(super) async fn serve(mut config: Config, demo: bool) -> ExitCode {
     let cut = daemon.state.cut.clone();
     let stopping = daemon.shutdown_within(drain);
     tokio::pin!(stopping);
-    tokio::select! {
-        () = &mut stopping => {}
+    let lost = tokio::select! {
+        lost = &mut stopping => lost,
         () = signals.recv() => {
             tracing::warn!("second signal: cutting requests in flight now (they are billed)");
             cut.cancel();
-            stopping.await;
+            stopping.await
         }
+    };
+    // Bills were lost (the database could not take them, nor the journal: a full disk): not
+    // a clean stop, for systemd and whoever reads its status.
+    if lost > 0 {
+        tracing::error!(
+            lost,
+            "stopped with ledger rows lost (each is logged above as LEDGER ROW LOST)"
+        );
+        return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
 }

@@ -219,12 +219,19 @@ impl Store {
     }
 
     /// Commit everything queued so far, then stop the writer.
-    pub async fn close(&self) {
+    ///
+    /// Returns how many ledger rows were lost: neither committed nor in the journal (the
+    /// database could not commit them, and the journal could not take them; each is logged).
+    pub async fn close(&self) -> usize {
         let (tx, rx) = oneshot::channel();
         if self.writer.send(Job::Close(tx)) {
             self.hurry();
             let _ = rx.await;
         }
+        self.writer
+            .shared()
+            .lost_at_close
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Run a read-only query on the reader connection. It first waits for everything queued

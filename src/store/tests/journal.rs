@@ -776,3 +776,29 @@ fn a_segment_whose_write_failed_counts_as_full() {
     let _old = journal.rotate().unwrap().expect("written to");
     assert!(!journal.stuck());
 }
+
+/// A row whose charge stands, neither journaled nor committed when the store closes (a full
+/// disk throughout), is counted as lost by `close` (the daemon then exits 1, each such row
+/// logged), not dropped with a count in the log and a clean exit.
+#[tokio::test]
+async fn a_row_neither_journaled_nor_committed_at_close_is_counted_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let (store, _) = Store::open_with(&path, SyncMode::Full, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    store.write(insert(key("key_a", 1))).await.unwrap();
+    store
+        .record_usage(usage("req-safe", "key_a", 10, 1), true)
+        .await
+        .unwrap();
+    let lock = rusqlite::Connection::open(&path).unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+    store.journal.fail_writes();
+    let kept = store
+        .record_usage(usage("req-kept", "key_a", 20, 2), true)
+        .await;
+    assert!(kept.is_err(), "{kept:?}");
+    assert_eq!(store.close().await, 1);
+    lock.execute_batch("ROLLBACK").unwrap();
+}
