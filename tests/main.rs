@@ -33,6 +33,7 @@ mod hardening_cli;
 mod hardening_heads;
 mod hardening_shop;
 mod hardening_socket;
+mod hardening_stalls;
 mod install;
 mod lifecycle;
 mod models;

@@ -55,6 +55,11 @@ pub(super) struct Activity {
     last_io_ms: AtomicU64,
     in_progress: AtomicUsize,
     requests: AtomicU64,
+    /// Answers in progress whose next bytes wait for the client to take them (see
+    /// [`Finished`]): handed to hyper and not asked for since.
+    on_client: AtomicUsize,
+    /// Milliseconds after `opened` when an answer last moved on (a piece of it taken).
+    progress_ms: AtomicU64,
 }
 
 impl Activity {
@@ -64,7 +69,14 @@ impl Activity {
             last_io_ms: AtomicU64::new(0),
             in_progress: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
+            on_client: AtomicUsize::new(0),
+            progress_ms: AtomicU64::new(0),
         }
+    }
+
+    /// Milliseconds since the connection opened.
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     /// Bytes moved: activity only while a request is in progress. Between requests, what a
@@ -79,8 +91,12 @@ impl Activity {
     }
 
     fn mark(&self) {
-        let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_io_ms.store(ms, Ordering::Relaxed);
+        self.last_io_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// An answer moved on: a piece of it was taken (or it was handed over).
+    fn progressed(&self) {
+        self.progress_ms.store(self.now_ms(), Ordering::Relaxed);
     }
 
     /// A request began; it is in progress until the returned guard is dropped (with the
@@ -99,7 +115,23 @@ impl Activity {
 
     /// Why the connection should be closed now, if it should.
     fn verdict(&self, limits: &Limits) -> Option<&'static str> {
-        if self.in_progress.load(Ordering::Acquire) > 0 {
+        let in_progress = self.in_progress.load(Ordering::Acquire);
+        if in_progress > 0 {
+            // Every request in progress has its answer ready and waiting for the client, and
+            // the client took none of any of them for the idle timeout: an HTTP/2 client that
+            // keeps its flow-control window shut (answering PINGs meanwhile) held a slot and
+            // its answers' memory for ever, unauthenticated (found by an independent check:
+            // ~6 MiB a connection); an HTTP/1 client that stopped reading likewise. A request
+            // still being handled, or a stream waiting for DeepSeek's next words, is ours to
+            // wait for, and keeps the connection.
+            let on_client = self.on_client.load(Ordering::Acquire);
+            let still = Duration::from_millis(
+                self.now_ms()
+                    .saturating_sub(self.progress_ms.load(Ordering::Relaxed)),
+            );
+            if on_client >= in_progress && still > limits.idle_timeout {
+                return Some("the client took none of its answers within the idle timeout");
+            }
             return None;
         }
         let now = self.opened.elapsed();
@@ -294,15 +326,46 @@ impl AsyncWrite for Watched {
 struct Finished {
     inner: Body,
     in_progress: Option<InProgress>,
+    /// Counted in the connection's `on_client`: handed to hyper, or a piece of it given, and
+    /// not asked for again since (hyper asks for the next piece once the client has room for
+    /// it). A poll that finds nothing ready yet (a stream waiting for DeepSeek) clears it.
+    on_client: bool,
 }
 
 impl Finished {
-    /// Wrap `inner`.
+    /// Wrap `inner`, the answer to the request `in_progress`, now handed to hyper.
     fn new(inner: Body, in_progress: InProgress) -> Finished {
-        Finished {
+        let mut f = Finished {
             inner,
             in_progress: Some(in_progress),
+            on_client: false,
+        };
+        f.wait_on_client(true);
+        f
+    }
+
+    /// Whether the answer's next bytes now wait for the client.
+    fn wait_on_client(&mut self, waits: bool) {
+        let Some(InProgress(activity)) = &self.in_progress else {
+            return;
+        };
+        if waits {
+            activity.progressed();
         }
+        if waits != self.on_client {
+            if waits {
+                activity.on_client.fetch_add(1, Ordering::AcqRel);
+            } else {
+                activity.on_client.fetch_sub(1, Ordering::AcqRel);
+            }
+            self.on_client = waits;
+        }
+    }
+}
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        self.wait_on_client(false);
     }
 }
 
@@ -315,8 +378,13 @@ impl http_body::Body for Finished {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(None) = polled {
-            self.in_progress = None;
+        match &polled {
+            Poll::Ready(Some(Ok(_))) => self.wait_on_client(true),
+            Poll::Pending | Poll::Ready(Some(Err(_))) => self.wait_on_client(false),
+            Poll::Ready(None) => {
+                self.wait_on_client(false);
+                self.in_progress = None;
+            }
         }
         polled
     }

@@ -1,0 +1,93 @@
+//! Clients that stop taking their answers: the connection goes after the idle timeout, as an
+//! idle one does, instead of holding its slot and its answers' memory for ever.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::common::TestApp;
+
+/// An HTTP/2 frame.
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let n = payload.len();
+    let mut f = vec![(n >> 16) as u8, (n >> 8) as u8, n as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// An HTTP/2 client with no key keeps its flow-control window at 0 (so no answer's body can
+/// be sent) and answers with PINGs: before, its requests stayed in progress for ever and so did
+/// the connection (found by an independent check: ~6 MiB held a connection, every slot taken
+/// by a few). Now the connection is closed once the idle timeout passes with nothing taken.
+#[tokio::test]
+async fn an_http2_client_that_takes_no_answer_is_closed_after_the_idle_timeout() {
+    let app = TestApp::spawn_with(|c| {
+        c.server.header_timeout_secs = 1;
+        c.server.body_timeout_secs = 1;
+        c.server.idle_timeout_secs = 1;
+    })
+    .await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    // SETTINGS_INITIAL_WINDOW_SIZE = 0: no DATA on any stream until a WINDOW_UPDATE.
+    hello.extend(frame(4, 0, 0, &[0x00, 0x04, 0, 0, 0, 0]));
+    // Three requests without a key: GET /v1/models, each answered 401 with a JSON body.
+    for stream in [1u32, 3, 5] {
+        let mut headers = vec![0x82, 0x86, 0x04, 10];
+        headers.extend_from_slice(b"/v1/models");
+        headers.extend_from_slice(&[0x01, 1, b'x']);
+        hello.extend(frame(1, 0x5, stream, &headers)); // HEADERS, END_STREAM | END_HEADERS
+    }
+    wr.write_all(&hello).await.unwrap();
+    let reader = tokio::spawn(async move {
+        let mut buf = [0u8; 16384];
+        let mut got = Vec::new();
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => return got,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    });
+    // The server's SETTINGS acknowledged, then a PING every 300 ms for up to 8 s (the idle
+    // timer is 1 s, looked at every second).
+    let _ = wr.write_all(&frame(4, 1, 0, &[])).await;
+    for i in 0..27u64 {
+        if reader.is_finished() {
+            break;
+        }
+        if wr
+            .write_all(&frame(6, 0, 0, &i.to_be_bytes()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(
+        reader.is_finished(),
+        "still open after 8 s with no answer taken"
+    );
+    // The answers' heads did come (HEADERS frames: a flow-controlled window holds back only
+    // DATA), so the requests were in progress, waiting on the client.
+    let got = reader.await.unwrap();
+    let headers_frames = frames_of(&got).filter(|(kind, _)| *kind == 1).count();
+    assert_eq!(headers_frames, 3, "{got:?}");
+    assert_eq!(frames_of(&got).filter(|(kind, _)| *kind == 0).count(), 0);
+}
+
+/// The (type, stream) of each whole frame in `bytes`.
+fn frames_of(bytes: &[u8]) -> impl Iterator<Item = (u8, u32)> + '_ {
+    let mut at = 0usize;
+    std::iter::from_fn(move || {
+        let head = bytes.get(at..at + 9)?;
+        let len = (usize::from(head[0]) << 16) | (usize::from(head[1]) << 8) | usize::from(head[2]);
+        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        at += 9 + len;
+        Some((head[3], stream))
+    })
+}
