@@ -61,6 +61,34 @@ async fn client_disconnect_mid_stream_bills_the_generated_output_and_cancels_ups
     assert_eq!(assert_books(&app, &key), row.cost.nanos());
 }
 
+/// A client that hangs up mid-stream pays the output the gateway received from DeepSeek, not
+/// only what it had relayed: the relay reads on for a moment for the usage, and the deltas it
+/// reads meanwhile were generated (DeepSeek bills them) — SPEC §4, "output from the deltas
+/// received". They were left out, so a client that stopped reading (its answer backed up in
+/// the gateway and DeepSeek writing on) paid a fraction of what it had made DeepSeek write
+/// (found by an independent check). Tokens come every 5 ms here: ~50 in the relay's 250 ms.
+#[tokio::test]
+async fn a_client_hanging_up_pays_the_deltas_received_after_it_left() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key("trial", None).await;
+    let text = "[[sim reply=2000 delay_ms=5 no_usage=1]] tell me a long story";
+    let resp = app
+        .chat(&key, &stream_body(text))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    let rid = request_id(&resp);
+    let mut stream = resp.bytes_stream();
+    let (_, seen) = read_deltas(&mut stream, 3).await;
+    drop(stream);
+    let row = app.wait_ledger_row(&rid).await;
+    // Far more than were read: the relay read on after the hang-up (a few were in flight to
+    // the client too, hence the margin).
+    assert_estimated(&row, text, Finish::ClientAbort, seen as u64 + 15..=1999);
+    assert_eq!(assert_books(&app, &key), row.cost.nanos());
+}
+
 /// A client that reads every token of an answer and hangs up before the last chunk (which
 /// alone carries DeepSeek's usage, the prompt's count included) pays the prompt DeepSeek
 /// counted, not the gateway's estimate of it: the relay reads on for a moment after the client

@@ -161,17 +161,6 @@ impl Tally {
         }
     }
 
-    /// The counts behind [`Tally::output_estimate`], to put back with [`Tally::restore`].
-    pub fn output_counts(&self) -> (u64, u64) {
-        (self.chunks_with_text, self.text_bytes)
-    }
-
-    /// Put back counts taken with [`Tally::output_counts`].
-    pub fn restore(&mut self, (chunks, bytes): (u64, u64)) {
-        self.chunks_with_text = chunks;
-        self.text_bytes = bytes;
-    }
-
     /// DeepSeek streams one token per delta, so the delta count is the estimate; an upstream
     /// that batches (over 12 bytes a delta on average) is estimated at 4 bytes a token instead.
     pub fn output_estimate(&self) -> u64 {

@@ -372,14 +372,12 @@ impl<S: StreamRewrite> Relay<S> {
     /// the prompt only in its last chunk, so a client that reads every token of a capped
     /// answer and hangs up before that chunk would otherwise pay for its prompt by our
     /// estimate, which text dense in tokens (digits, rare characters) beats by up to four
-    /// times. When the usage does not come, the estimate stays what it was when the client
-    /// left: the output estimated is what was relayed (SPEC §4), not what came after.
+    /// times. When the usage does not come, the output estimated counts the deltas read
+    /// meanwhile too: DeepSeek generated them and bills them (SPEC §4: "output from the deltas
+    /// received"). Counting only what was relayed let a client that stopped reading pay a
+    /// fraction of what it made DeepSeek write (found by an independent check).
     async fn read_usage(&mut self) {
-        let relayed = self.tally.output_counts();
         self.read_on().await;
-        if self.tally.usage.is_none() {
-            self.tally.restore(relayed);
-        }
     }
 
     /// [`Relay::read_usage`]'s reading.
