@@ -34,22 +34,27 @@ async fn read_deltas(
     (raw, seen)
 }
 
-#[tokio::test]
-async fn client_disconnect_mid_stream_bills_the_generated_output_and_cancels_upstream() {
-    let app = TestApp::spawn().await;
-    let key = app.create_key("trial", None).await;
-    let text = "[[sim reply=200 delay_ms=20]] tell me a long story";
+/// Stream `text`, read `n` text deltas and hang up: the request's id, and the deltas read.
+async fn hang_up_after(app: &TestApp, key: &str, text: &str, n: usize) -> (String, usize) {
     let resp = app
-        .chat(&key, &stream_body(text))
+        .chat(key, &stream_body(text))
         .send()
         .await
         .expect("send");
     assert_eq!(resp.status(), 200);
     let rid = request_id(&resp);
     let mut stream = resp.bytes_stream();
-    let (_, seen) = read_deltas(&mut stream, 3).await;
+    let (_, seen) = read_deltas(&mut stream, n).await;
     drop(stream);
+    (rid, seen)
+}
 
+#[tokio::test]
+async fn client_disconnect_mid_stream_bills_the_generated_output_and_cancels_upstream() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key("trial", None).await;
+    let text = "[[sim reply=200 delay_ms=20]] tell me a long story";
+    let (rid, seen) = hang_up_after(&app, &key, text, 3).await;
     assert_eq!(
         app.sim.wait_outcome(0, WAIT).await,
         Outcome::ClientDisconnected,
@@ -72,16 +77,7 @@ async fn a_client_hanging_up_pays_the_deltas_received_after_it_left() {
     let app = TestApp::spawn().await;
     let key = app.create_key("trial", None).await;
     let text = "[[sim reply=2000 delay_ms=5 no_usage=1]] tell me a long story";
-    let resp = app
-        .chat(&key, &stream_body(text))
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(resp.status(), 200);
-    let rid = request_id(&resp);
-    let mut stream = resp.bytes_stream();
-    let (_, seen) = read_deltas(&mut stream, 3).await;
-    drop(stream);
+    let (rid, seen) = hang_up_after(&app, &key, text, 3).await;
     let row = app.wait_ledger_row(&rid).await;
     // Far more than were read: the relay read on after the hang-up (a few were in flight to
     // the client too, hence the margin).

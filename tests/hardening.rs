@@ -794,58 +794,16 @@ async fn a_body_that_goes_quiet_after_a_burst_is_cut_at_the_body_timer() {
 /// with no key could hold every connection slot that way.
 #[tokio::test]
 async fn http2_pings_do_not_keep_an_idle_connection_open() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use crate::hardening_stalls::{frame, h2_get, pinging};
     let app = TestApp::spawn_with(short_timers).await;
-    let addr = app.base.trim_start_matches("http://").to_string();
-    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let frame = |kind: u8, flags: u8, stream: u32, payload: &[u8]| {
-        let n = payload.len();
-        let mut f = vec![(n >> 16) as u8, (n >> 8) as u8, n as u8, kind, flags];
-        f.extend_from_slice(&stream.to_be_bytes());
-        f.extend_from_slice(payload);
-        f
-    };
-    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-    hello.extend(frame(4, 0, 0, &[])); // SETTINGS
-    // One request, so the connection is past its "no request yet" timer: GET /healthz.
-    let mut headers = vec![0x82, 0x86, 0x04, 8];
-    headers.extend_from_slice(b"/healthz");
-    headers.extend_from_slice(&[0x01, 1, b'x']);
-    hello.extend(frame(1, 0x5, 1, &headers)); // HEADERS, END_STREAM | END_HEADERS
-    s.write_all(&hello).await.unwrap();
-    let (mut rd, mut wr) = s.into_split();
-    let reader = tokio::spawn(async move {
-        let mut buf = [0u8; 16384];
-        let mut got = 0usize;
-        loop {
-            match rd.read(&mut buf).await {
-                Ok(0) | Err(_) => return (true, got),
-                Ok(n) => got += n,
-            }
-        }
-    });
-    // A PING every 300 ms for up to 6 s (the idle timer is 1 s, looked at every second); the
-    // server's SETTINGS are acknowledged too.
-    let _ = wr.write_all(&frame(4, 1, 0, &[])).await;
-    for i in 0..20u64 {
-        if reader.is_finished() {
-            break;
-        }
-        if wr
-            .write_all(&frame(6, 0, 0, &i.to_be_bytes()))
-            .await
-            .is_err()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    assert!(
-        reader.is_finished(),
-        "still open after 6 s of PINGs with nothing in progress"
-    );
-    let (closed, got) = reader.await.unwrap();
-    assert!(closed && got > 0, "answered, then closed ({got} bytes)");
+    // One request, so the connection is past its "no request yet" timer: GET /healthz; then a
+    // PING every 300 ms for up to 6 s (the idle timer is 1 s, looked at every second).
+    let mut hello = frame(4, 0, 0, &[]);
+    hello.extend(h2_get(1, "/healthz"));
+    let got = pinging(&app, &hello, 20)
+        .await
+        .expect("closed within 6 s of PINGs with nothing in progress");
+    assert!(!got.is_empty(), "answered, then closed");
 }
 
 /// A body that stops arriving is told so (it was "could not be read"), on both dialects and

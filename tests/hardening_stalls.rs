@@ -8,12 +8,61 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::common::TestApp;
 
 /// An HTTP/2 frame.
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     let n = payload.len();
     let mut f = vec![(n >> 16) as u8, (n >> 8) as u8, n as u8, kind, flags];
     f.extend_from_slice(&stream.to_be_bytes());
     f.extend_from_slice(payload);
     f
+}
+
+/// A GET of `path` on stream `stream`, with no key: HEADERS with END_STREAM | END_HEADERS.
+pub(crate) fn h2_get(stream: u32, path: &str) -> Vec<u8> {
+    let mut headers = vec![0x82, 0x86, 0x04, path.len() as u8];
+    headers.extend_from_slice(path.as_bytes());
+    headers.extend_from_slice(&[0x01, 1, b'x']);
+    frame(1, 0x5, stream, &headers)
+}
+
+/// Open an HTTP/2 connection to `app` with `hello` (after the preface), acknowledge the
+/// server's SETTINGS, then send a PING every 300 ms, `pings` times at most: everything the
+/// server sent if it closed the connection meanwhile, `None` if it is still open.
+pub(crate) async fn pinging(app: &TestApp, hello: &[u8], pings: u64) -> Option<Vec<u8>> {
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let mut first = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    first.extend_from_slice(hello);
+    wr.write_all(&first).await.unwrap();
+    let reader = tokio::spawn(async move {
+        let mut buf = [0u8; 16384];
+        let mut got = Vec::new();
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => return got,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    });
+    let _ = wr.write_all(&frame(4, 1, 0, &[])).await;
+    for i in 0..pings {
+        if reader.is_finished() {
+            break;
+        }
+        if wr
+            .write_all(&frame(6, 0, 0, &i.to_be_bytes()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    if !reader.is_finished() {
+        reader.abort();
+        return None;
+    }
+    Some(reader.await.unwrap())
 }
 
 /// An HTTP/2 client with no key keeps its flow-control window at 0 (so no answer's body can
@@ -28,53 +77,18 @@ async fn an_http2_client_that_takes_no_answer_is_closed_after_the_idle_timeout()
         c.server.idle_timeout_secs = 1;
     })
     .await;
-    let addr = app.base.trim_start_matches("http://").to_string();
-    let s = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let (mut rd, mut wr) = s.into_split();
-    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-    // SETTINGS_INITIAL_WINDOW_SIZE = 0: no DATA on any stream until a WINDOW_UPDATE.
-    hello.extend(frame(4, 0, 0, &[0x00, 0x04, 0, 0, 0, 0]));
-    // Three requests without a key: GET /v1/models, each answered 401 with a JSON body.
+    // SETTINGS_INITIAL_WINDOW_SIZE = 0: no DATA on any stream until a WINDOW_UPDATE; then three
+    // requests without a key (GET /v1/models, each answered 401 with a JSON body).
+    let mut hello = frame(4, 0, 0, &[0x00, 0x04, 0, 0, 0, 0]);
     for stream in [1u32, 3, 5] {
-        let mut headers = vec![0x82, 0x86, 0x04, 10];
-        headers.extend_from_slice(b"/v1/models");
-        headers.extend_from_slice(&[0x01, 1, b'x']);
-        hello.extend(frame(1, 0x5, stream, &headers)); // HEADERS, END_STREAM | END_HEADERS
+        hello.extend(h2_get(stream, "/v1/models"));
     }
-    wr.write_all(&hello).await.unwrap();
-    let reader = tokio::spawn(async move {
-        let mut buf = [0u8; 16384];
-        let mut got = Vec::new();
-        loop {
-            match rd.read(&mut buf).await {
-                Ok(0) | Err(_) => return got,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-            }
-        }
-    });
-    // The server's SETTINGS acknowledged, then a PING every 300 ms for up to 8 s (the idle
-    // timer is 1 s, looked at every second).
-    let _ = wr.write_all(&frame(4, 1, 0, &[])).await;
-    for i in 0..27u64 {
-        if reader.is_finished() {
-            break;
-        }
-        if wr
-            .write_all(&frame(6, 0, 0, &i.to_be_bytes()))
-            .await
-            .is_err()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    assert!(
-        reader.is_finished(),
-        "still open after 8 s with no answer taken"
-    );
+    // A PING every 300 ms for up to 8 s (the idle timer is 1 s, looked at every second).
+    let got = pinging(&app, &hello, 27)
+        .await
+        .expect("closed within 8 s with no answer taken");
     // The answers' heads did come (HEADERS frames: a flow-controlled window holds back only
     // DATA), so the requests were in progress, waiting on the client.
-    let got = reader.await.unwrap();
     let headers_frames = frames_of(&got).filter(|(kind, _)| *kind == 1).count();
     assert_eq!(headers_frames, 3, "{got:?}");
     assert_eq!(frames_of(&got).filter(|(kind, _)| *kind == 0).count(), 0);

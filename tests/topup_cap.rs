@@ -7,6 +7,7 @@
 use crate::common::TestApp;
 use crate::selfservice_topup::approved_top_up;
 use crate::shop_orders::{Browser, order_status};
+use crate::topup_revoked::{budget, capture_of};
 
 /// $600 000 000 on the pro plan: two of them pass the cap.
 async fn spawn_whale_plan() -> TestApp {
@@ -14,22 +15,6 @@ async fn spawn_whale_plan() -> TestApp {
         c.plans.get_mut("pro").unwrap().budget_usd = "600000000".parse().unwrap();
     })
     .await
-}
-
-fn budget(app: &TestApp) -> i64 {
-    app.db()
-        .query_row("SELECT budget_nanos FROM keys", [], |r| r.get(0))
-        .unwrap()
-}
-
-fn capture_of(app: &TestApp, order_id: &str) -> Option<String> {
-    app.db()
-        .query_row(
-            "SELECT paypal_capture_id FROM orders WHERE order_id = ?1",
-            [order_id],
-            |r| r.get(0),
-        )
-        .unwrap()
 }
 
 const AFTER_ONE: i64 = 600_000_001_000_000_000;

@@ -16,7 +16,7 @@ async fn approved_top_up(app: &TestApp, b: &mut Browser, key: &str) -> (String, 
 }
 
 /// The order's recorded capture id.
-fn capture_of(app: &TestApp, order_id: &str) -> Option<String> {
+pub(crate) fn capture_of(app: &TestApp, order_id: &str) -> Option<String> {
     app.db()
         .query_row(
             "SELECT paypal_capture_id FROM orders WHERE order_id = ?1",
@@ -27,7 +27,7 @@ fn capture_of(app: &TestApp, order_id: &str) -> Option<String> {
 }
 
 /// The budget in nano-USD of the test's one key, from the database.
-fn budget(app: &TestApp) -> i64 {
+pub(crate) fn budget(app: &TestApp) -> i64 {
     app.db()
         .query_row("SELECT budget_nanos FROM keys", [], |r| r.get(0))
         .unwrap()
