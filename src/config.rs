@@ -133,7 +133,9 @@ pub struct ServerConfig {
     pub header_timeout_secs: u64,
     /// Seconds a request body may take before it must keep arriving at 1 KiB/s on average.
     pub body_timeout_secs: u64,
-    /// Seconds a connection with no request in progress and no traffic is kept (HTTP/2).
+    /// Seconds a connection with no request in progress and no traffic is kept (HTTP/2), and
+    /// how long a client may take none of its answers while every request it has in progress
+    /// waits on it (see `server::conn`).
     pub idle_timeout_secs: u64,
 }
 

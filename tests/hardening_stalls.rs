@@ -105,3 +105,45 @@ fn frames_of(bytes: &[u8]) -> impl Iterator<Item = (u8, u32)> + '_ {
         Some((head[3], stream))
     })
 }
+
+/// A client reading a long, fast stream slowly but steadily is not taken for a stalled one:
+/// the gateway sees its answer move on each time the socket has room again, which with the
+/// kernel's autotuned send buffer (MiBs on loopback) came too seldom, and such a reader was
+/// cut (found by an independent check). Here the answer runs far ahead of a reader taking
+/// ~100 KB/s, for 8 s against a 3 s idle timeout.
+#[tokio::test]
+async fn a_slow_but_steady_reader_of_a_long_stream_is_not_cut() {
+    let app = TestApp::spawn_with(|c| c.server.idle_timeout_secs = 3).await;
+    let key = app.create_key("pro", None).await;
+    let body = serde_json::json!({
+        "model": "deepseek-v4-flash",
+        "stream": true,
+        "max_tokens": 30000,
+        "messages": [{"role": "user", "content": "[[sim reply=30000]] a long story"}],
+    })
+    .to_string();
+    let addr: std::net::SocketAddr = app.base.trim_start_matches("http://").parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(16 * 1024).unwrap();
+    let mut s = socket.connect(addr).await.unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(body.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 10 * 1024];
+    let mut got = 0usize;
+    let until = tokio::time::Instant::now() + Duration::from_secs(8);
+    while tokio::time::Instant::now() < until {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("bytes keep coming")
+            .unwrap();
+        assert!(n > 0, "closed after {got} bytes");
+        got += n;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(got > 100_000, "{got}");
+}

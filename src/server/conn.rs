@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -60,6 +60,9 @@ pub(super) struct Activity {
     on_client: AtomicUsize,
     /// Milliseconds after `opened` when an answer last moved on (a piece of it taken).
     progress_ms: AtomicU64,
+    /// The connection speaks HTTP/2 (its writes are not all answers: PING acknowledgements,
+    /// SETTINGS, window updates).
+    http2: AtomicBool,
 }
 
 impl Activity {
@@ -71,6 +74,7 @@ impl Activity {
             requests: AtomicU64::new(0),
             on_client: AtomicUsize::new(0),
             progress_ms: AtomicU64::new(0),
+            http2: AtomicBool::new(false),
         }
     }
 
@@ -97,6 +101,19 @@ impl Activity {
     /// An answer moved on: a piece of it was taken (or it was handed over).
     fn progressed(&self) {
         self.progress_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// Bytes were written to the socket. On HTTP/1 they are all the answer's: the client took
+    /// some, so its answer moved on — hyper asks for an answer's next piece only once the
+    /// socket has room again, which with the kernel's buffers (MiBs on loopback, where a proxy
+    /// sits) could be minutes for a slow but steady reader, and one was cut (found by an
+    /// independent check). On HTTP/2 the server also writes frames of its own (a PING's
+    /// answer kept a connection of unread answers alive), so there only the answers count.
+    fn wrote(&self) {
+        self.touch();
+        if !self.http2.load(Ordering::Relaxed) {
+            self.progressed();
+        }
     }
 
     /// A request began; it is in progress until the returned guard is dropped (with the
@@ -174,6 +191,9 @@ impl Connection {
             let in_progress = watched.begin();
             let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let http1 = req.version() < axum::http::Version::HTTP_2;
+            if !http1 {
+                watched.http2.store(true, Ordering::Relaxed);
+            }
             let mut req =
                 req.map(|b| Body::new(Deadline::new(b, limits.body_timeout, ended.clone(), http1)));
             req.extensions_mut().insert(ConnectInfo(addr));
@@ -292,7 +312,7 @@ impl AsyncWrite for Watched {
     ) -> Poll<std::io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
         if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
+            self.activity.wrote();
         }
         polled
     }
@@ -312,7 +332,7 @@ impl AsyncWrite for Watched {
     ) -> Poll<std::io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
+            self.activity.wrote();
         }
         polled
     }

@@ -79,6 +79,10 @@ const FD_RESERVE: u64 = 128;
 /// by an independent check).
 const FDS_PER_CONNECTION: u64 = 3;
 
+/// `SO_SNDBUF` of an accepted connection (the kernel doubles it for its own bookkeeping): a
+/// stalled client is then seen within the idle timeout down to ~3 KiB/s of reading.
+const SEND_BUFFER: usize = 256 * 1024;
+
 /// The client connections `fd_limit` descriptors serve at once.
 fn connections_for(fd_limit: u64) -> usize {
     usize::try_from(fd_limit.saturating_sub(FD_RESERVE) / FDS_PER_CONNECTION)
@@ -174,6 +178,15 @@ pub async fn serve(
         // client's delayed ACK (Nagle).
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+        // A send buffer of a fixed, modest size rather than the kernel's autotuned one (up to
+        // 4 MiB): a client that stops taking its answer is seen by how far its answer moves on
+        // (`conn.rs`, `Finished`), and an answer moves on each time the socket has room for
+        // more, which the kernel says once a third of the buffer has drained — with 4 MiB, a
+        // minute and more for a slow but steady reader, who was cut as stalled (found by an
+        // independent check). Plenty for answers of an LLM's pace, and for pages.
+        if let Err(e) = rustix::net::sockopt::set_socket_send_buffer_size(&tcp, SEND_BUFFER) {
+            tracing::debug!(error = %e, "cannot set SO_SNDBUF");
         }
         let conn = conn::Connection {
             app: app.clone(),
