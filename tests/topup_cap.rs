@@ -40,6 +40,10 @@ async fn a_top_up_past_the_cap_is_refused_before_paypal_captures_it() {
     );
     assert_eq!(app.pp().counts().captures, captures, "PayPal not asked");
     assert_eq!(order_status(&app, &second), "created");
+    // Nor does its look-up, which brings approved orders up to date with PayPal, capture it.
+    crate::topup_revoked::looked_up(&app, &second, "buyer@example.com").await;
+    assert_eq!(app.pp().counts().captures, captures, "PayPal not asked");
+    assert_eq!(order_status(&app, &second), "created");
     assert_eq!(capture_of(&app, &second), None);
     assert_eq!(budget(&app), AFTER_ONE);
     assert_eq!(

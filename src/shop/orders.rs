@@ -292,16 +292,24 @@ async fn reconcile(state: &Arc<AppState>, o: &Order) -> bool {
     true
 }
 
-/// Whether the order may still be paid: a purchase, or a top-up of a key that can use it.
+/// Whether the order may still be paid: a purchase, or a top-up of a key that can use it and
+/// take its credit under the budget cap (the look-up captured one that no longer fitted, and
+/// PayPal's money was then held for review; found by an independent check).
 fn may_take_money(state: &AppState, o: &Order) -> bool {
     match o.extra.kind {
         OrderKind::Purchase => true,
-        OrderKind::TopUp => o
-            .extra
-            .topup_key_id
-            .as_deref()
-            .and_then(|id| state.keys.by_id(id))
-            .is_some_and(|k| k.status() != crate::keys::KeyStatus::Revoked),
+        OrderKind::TopUp => {
+            let budget = state.config.plans.get(&o.record.plan).map(|p| p.budget_usd);
+            o.extra
+                .topup_key_id
+                .as_deref()
+                .and_then(|id| state.keys.by_id(id))
+                .zip(budget)
+                .is_some_and(|(k, b)| {
+                    k.status() != crate::keys::KeyStatus::Revoked
+                        && crate::money::fits_budget(k.balance().budget, b)
+                })
+        }
     }
 }
 
