@@ -424,8 +424,11 @@ impl Journal {
     /// Tell how the last row recorded went: `Some(seq)`, the segment it went to, when it could
     /// be neither journaled nor committed.
     pub(super) fn set_stuck(&self, on: Option<u64>) {
-        self.stuck_on
-            .store(on.unwrap_or(u64::MAX), Ordering::Release);
+        // Every answer tells: written only when it changes, the line stays shared.
+        let on = on.unwrap_or(u64::MAX);
+        if self.stuck_on.load(Ordering::Relaxed) != on {
+            self.stuck_on.store(on, Ordering::Release);
+        }
     }
 
     /// The number of the segment rows are written to now.
