@@ -147,3 +147,57 @@ async fn a_slow_but_steady_reader_of_a_long_stream_is_not_cut() {
     }
     assert!(got > 100_000, "{got}");
 }
+
+/// One answer left untaken is enough on HTTP/2, whatever else moves on the connection: a
+/// client that keeps one stream's window shut while it sends a cheap request now and then
+/// (each answered in full) kept the connection, and every answer it left untaken, open (found
+/// by an independent re-check).
+#[tokio::test]
+async fn an_http2_answer_left_untaken_closes_the_connection_whatever_else_moves() {
+    let app = TestApp::spawn_with(|c| {
+        c.server.header_timeout_secs = 1;
+        c.server.body_timeout_secs = 1;
+        c.server.idle_timeout_secs = 1;
+    })
+    .await;
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend(frame(4, 0, 0, &[0x00, 0x04, 0, 0, 0, 0])); // every stream's window: 0
+    hello.extend(h2_get(1, "/v1/models")); // never given a window: its answer is never taken
+    wr.write_all(&hello).await.unwrap();
+    let reader = tokio::spawn(async move {
+        let mut buf = [0u8; 16384];
+        let mut got = Vec::new();
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => return got,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    });
+    let _ = wr.write_all(&frame(4, 1, 0, &[])).await;
+    // A new request every 300 ms, its window opened so that its answer comes whole, for up to
+    // 8 s (the idle timer is 1 s, looked at every second).
+    let mut stream = 3u32;
+    for _ in 0..27 {
+        if reader.is_finished() {
+            break;
+        }
+        let mut next = h2_get(stream, "/v1/models");
+        next.extend(frame(8, 0, stream, &65_535u32.to_be_bytes())); // WINDOW_UPDATE
+        if wr.write_all(&next).await.is_err() {
+            break;
+        }
+        stream += 2;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(
+        reader.is_finished(),
+        "still open after 8 s with one answer never taken"
+    );
+    let got = reader.await.unwrap();
+    // The cheap requests were answered whole meanwhile (DATA frames came).
+    assert!(frames_of(&got).any(|(kind, _)| kind == 0), "{got:?}");
+}

@@ -63,6 +63,9 @@ pub(super) struct Activity {
     /// The connection speaks HTTP/2 (its writes are not all answers: PING acknowledgements,
     /// SETTINGS, window updates).
     http2: AtomicBool,
+    /// Each answer's own clock (see [`Finished`]): since when (ms after `opened`) it has
+    /// waited on the client, `u64::MAX` while it does not. Registered once per answer.
+    waits: std::sync::Mutex<Vec<std::sync::Weak<AtomicU64>>>,
 }
 
 impl Activity {
@@ -75,6 +78,7 @@ impl Activity {
             on_client: AtomicUsize::new(0),
             progress_ms: AtomicU64::new(0),
             http2: AtomicBool::new(false),
+            waits: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -116,6 +120,21 @@ impl Activity {
         }
     }
 
+    /// How long the answer waiting longest on the client has waited, if one does (answers
+    /// gone are forgotten here).
+    fn longest_wait_ms(&self) -> Option<u64> {
+        let now = self.now_ms();
+        let mut waits = self.waits.lock().ok()?;
+        waits.retain(|w| w.strong_count() > 0);
+        waits
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .map(|since| since.load(Ordering::Relaxed))
+            .filter(|&since| since != u64::MAX)
+            .map(|since| now.saturating_sub(since))
+            .max()
+    }
+
     /// A request began; it is in progress until the returned guard is dropped (with the
     /// response body, once sent).
     pub(super) fn begin(self: &Arc<Self>) -> InProgress {
@@ -132,6 +151,12 @@ impl Activity {
 
     /// Why the connection should be closed now, if it should.
     fn verdict(&self, limits: &Limits) -> Option<&'static str> {
+        // Looked at every tick on HTTP/2 (it also forgets the answers gone since).
+        let longest_wait = if self.http2.load(Ordering::Relaxed) {
+            self.longest_wait_ms()
+        } else {
+            None
+        };
         let in_progress = self.in_progress.load(Ordering::Acquire);
         if in_progress > 0 {
             // Every request in progress has its answer ready and waiting for the client, and
@@ -148,6 +173,12 @@ impl Activity {
             );
             if on_client >= in_progress && still > limits.idle_timeout {
                 return Some("the client took none of its answers within the idle timeout");
+            }
+            // HTTP/2: one answer left untaken that long is enough, whatever the others do — a
+            // client sending a cheap request now and then kept a connection of answers it
+            // never took (its window shut) open (found by an independent re-check).
+            if longest_wait.is_some_and(|ms| Duration::from_millis(ms) > limits.idle_timeout) {
+                return Some("the client took none of an answer within the idle timeout");
             }
             return None;
         }
@@ -350,15 +381,30 @@ struct Finished {
     /// not asked for again since (hyper asks for the next piece once the client has room for
     /// it). A poll that finds nothing ready yet (a stream waiting for DeepSeek) clears it.
     on_client: bool,
+    /// This answer's own clock, in the connection's `waits`: since when it has waited on the
+    /// client, `u64::MAX` while it does not.
+    since: Arc<AtomicU64>,
 }
 
 impl Finished {
     /// Wrap `inner`, the answer to the request `in_progress`, now handed to hyper.
     fn new(inner: Body, in_progress: InProgress) -> Finished {
+        let since = Arc::new(AtomicU64::new(u64::MAX));
+        // HTTP/2 only (one answer at a time on HTTP/1: the connection's clock is the answer's).
+        if in_progress.0.http2.load(Ordering::Relaxed)
+            && let Ok(mut waits) = in_progress.0.waits.lock()
+        {
+            // Bounded between the watchdog's looks, whatever the request rate.
+            if waits.len() >= 1024 {
+                waits.retain(|w| w.strong_count() > 0);
+            }
+            waits.push(Arc::downgrade(&since));
+        }
         let mut f = Finished {
             inner,
             in_progress: Some(in_progress),
             on_client: false,
+            since,
         };
         f.wait_on_client(true);
         f
@@ -371,6 +417,9 @@ impl Finished {
         };
         if waits {
             activity.progressed();
+            self.since.store(activity.now_ms(), Ordering::Relaxed);
+        } else {
+            self.since.store(u64::MAX, Ordering::Relaxed);
         }
         if waits != self.on_client {
             if waits {
