@@ -88,3 +88,48 @@ async fn a_top_up_past_the_cap_that_paypal_took_is_held_for_review() {
     .await;
     assert_eq!(app.key_state(&key).balance().budget.nanos(), AFTER_ONE);
 }
+
+/// Captures of several top-ups of one key sent at the same time: those that fit are paid, the
+/// rest refused before PayPal captures them — not captured and then held for review, as when
+/// each passed the check before the others were credited (found by an independent re-check).
+#[tokio::test]
+async fn top_ups_of_one_key_captured_at_once_are_refused_past_the_cap_before_paypal() {
+    let app = spawn_whale_plan().await;
+    let key = app.create_key("trial", Some("1.00")).await;
+    let mut b = Browser::open(&app).await;
+    let mut orders = Vec::new();
+    for _ in 0..4 {
+        orders.push(approved_top_up(&app, &mut b, "pro", &key).await.0);
+    }
+    let captures = app.pp().counts().captures;
+    let (cookies, csrf) = (b.cookie_header(), b.csrf.clone());
+    let answers = futures_util::future::join_all(orders.iter().map(|id| {
+        app.http
+            .post(format!("{}/api/orders/{id}/capture", app.base))
+            .header(reqwest::header::COOKIE, &cookies)
+            .header("x-csrf-token", &csrf)
+            .json(&serde_json::json!({}))
+            .send()
+    }))
+    .await;
+    let mut paid = 0;
+    let mut full = 0;
+    for answer in answers {
+        let answer = answer.unwrap();
+        let status = answer.status().as_u16();
+        let v: serde_json::Value = answer.json().await.unwrap();
+        match (status, v["status"].as_str(), v["error"]["code"].as_str()) {
+            (200, Some("paid"), _) => paid += 1,
+            (400, _, Some("key_budget_full")) => full += 1,
+            other => panic!("{other:?}: {v}"),
+        }
+    }
+    // $1 + $600 000 000 fits once; a second would pass the cap.
+    assert_eq!((paid, full), (1, 3));
+    assert_eq!(
+        app.pp().counts().captures,
+        captures + 1,
+        "PayPal captured one"
+    );
+    assert_eq!(budget(&app), AFTER_ONE);
+}

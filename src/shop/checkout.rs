@@ -369,6 +369,13 @@ async fn capture_top_up(state: &Arc<AppState>, order: &Order) -> Result<Response
     // capture whose answer was lost, then the key revoked): asked, such a capture is held for
     // review, and the buyer told so — not that the credit cannot be added, as if nothing had
     // been taken (found by an independent check).
+    // One top-up capture of a key at a time, from its check to its credit: captures of two
+    // orders sent at once each passed the check below, and the one past the cap was captured
+    // and then held for review (found by an independent re-check).
+    let _key_turn = match &key {
+        Some(k) => Some(state.capturing.turn(&format!("key {}", k.id)).await),
+        None => None,
+    };
     let unpaid = matches!(
         order.record.status,
         OrderStatus::Created | OrderStatus::Pending | OrderStatus::Failed
