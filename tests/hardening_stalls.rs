@@ -28,6 +28,16 @@ pub(crate) fn h2_get(stream: u32, path: &str) -> Vec<u8> {
 /// server's SETTINGS, then send a PING every 300 ms, `pings` times at most: everything the
 /// server sent if it closed the connection meanwhile, `None` if it is still open.
 pub(crate) async fn pinging(app: &TestApp, hello: &[u8], pings: u64) -> Option<Vec<u8>> {
+    talking(app, hello, pings, |i| frame(6, 0, 0, &i.to_be_bytes())).await
+}
+
+/// [`pinging`] with `next(i)` sent every 300 ms in place of the PING.
+async fn talking(
+    app: &TestApp,
+    hello: &[u8],
+    times: u64,
+    mut next: impl FnMut(u64) -> Vec<u8>,
+) -> Option<Vec<u8>> {
     let addr = app.base.trim_start_matches("http://").to_string();
     let s = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let (mut rd, mut wr) = s.into_split();
@@ -45,15 +55,8 @@ pub(crate) async fn pinging(app: &TestApp, hello: &[u8], pings: u64) -> Option<V
         }
     });
     let _ = wr.write_all(&frame(4, 1, 0, &[])).await;
-    for i in 0..pings {
-        if reader.is_finished() {
-            break;
-        }
-        if wr
-            .write_all(&frame(6, 0, 0, &i.to_be_bytes()))
-            .await
-            .is_err()
-        {
+    for i in 0..times {
+        if reader.is_finished() || wr.write_all(&next(i)).await.is_err() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -160,44 +163,18 @@ async fn an_http2_answer_left_untaken_closes_the_connection_whatever_else_moves(
         c.server.idle_timeout_secs = 1;
     })
     .await;
-    let addr = app.base.trim_start_matches("http://").to_string();
-    let s = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let (mut rd, mut wr) = s.into_split();
-    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-    hello.extend(frame(4, 0, 0, &[0x00, 0x04, 0, 0, 0, 0])); // every stream's window: 0
+    let mut hello = frame(4, 0, 0, &[0x00, 0x04, 0, 0, 0, 0]); // every stream's window: 0
     hello.extend(h2_get(1, "/v1/models")); // never given a window: its answer is never taken
-    wr.write_all(&hello).await.unwrap();
-    let reader = tokio::spawn(async move {
-        let mut buf = [0u8; 16384];
-        let mut got = Vec::new();
-        loop {
-            match rd.read(&mut buf).await {
-                Ok(0) | Err(_) => return got,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-            }
-        }
-    });
-    let _ = wr.write_all(&frame(4, 1, 0, &[])).await;
     // A new request every 300 ms, its window opened so that its answer comes whole, for up to
     // 8 s (the idle timer is 1 s, looked at every second).
-    let mut stream = 3u32;
-    for _ in 0..27 {
-        if reader.is_finished() {
-            break;
-        }
+    let got = talking(&app, &hello, 27, |i| {
+        let stream = 3 + 2 * u32::try_from(i).unwrap();
         let mut next = h2_get(stream, "/v1/models");
         next.extend(frame(8, 0, stream, &65_535u32.to_be_bytes())); // WINDOW_UPDATE
-        if wr.write_all(&next).await.is_err() {
-            break;
-        }
-        stream += 2;
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    assert!(
-        reader.is_finished(),
-        "still open after 8 s with one answer never taken"
-    );
-    let got = reader.await.unwrap();
+        next
+    })
+    .await
+    .expect("closed within 8 s with one answer never taken");
     // The cheap requests were answered whole meanwhile (DATA frames came).
     assert!(frames_of(&got).any(|(kind, _)| kind == 0), "{got:?}");
 }

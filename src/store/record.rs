@@ -31,7 +31,7 @@ impl Store {
     ) -> impl Future<Output = Result<(), StoreError>> + use<> {
         // The segment the row goes to (or the current one, when it cannot): if the row cannot be
         // recorded, requests are refused while that segment is the current one.
-        let mut seq = self.journal.current_seq();
+        let seq;
         let committed = match self.journal.append(&row) {
             Ok(super::journal::Appended { segment, record }) => {
                 seq = segment.seq();
@@ -73,6 +73,7 @@ impl Store {
                 }
             }
             Err(e) => {
+                seq = self.journal.current_seq();
                 tracing::warn!(error = %e, "journal append failed; committing the row first");
                 self.queue_durable(Write::Usage(Box::new(row)), kept)
             }
