@@ -153,8 +153,10 @@ fn prompt_text_bytes(body: &Map<String, Value>) -> Result<(u64, u64), GatewayErr
         _ => return Err(bad("system: must be a string or a list of text blocks")),
     }
     bytes += content_bytes(body.get("system"));
-    if let Some(tools) = body.get("tools") {
-        bytes += tools.to_string().len() as u64;
+    match body.get("tools") {
+        None => {}
+        Some(tools @ (Value::Array(_) | Value::Null)) => bytes += tools.to_string().len() as u64,
+        Some(_) => return Err(bad("tools: Input should be a valid list")),
     }
     Ok((bytes, messages.len() as u64))
 }
@@ -302,6 +304,8 @@ mod tests {
             ("system", json!(5)),
             ("stream", json!("yes")),
             ("metadata", json!("x")),
+            ("tools", json!("x")),
+            ("tools", json!({"name": "bash"})),
         ] {
             let mut b = ok.clone();
             b[field] = v;

@@ -229,8 +229,14 @@ impl ChatRequest {
             }
         };
         let mut text_bytes = messages_text_bytes(messages)?;
-        if let Some(tools) = body.get("tools") {
-            text_bytes += tools.to_string().len() as u64;
+        match body.get("tools") {
+            None => {}
+            Some(tools @ (Value::Array(_) | Value::Null)) => {
+                text_bytes += tools.to_string().len() as u64;
+            }
+            Some(_) => {
+                return Err(bad("`tools` must be an array of tool objects.", "tools"));
+            }
         }
         let (stream, include_usage) = stream_flags(&body)?;
         let max_tokens = match optional_count(&body, "max_tokens")? {
@@ -355,6 +361,14 @@ mod tests {
             (
                 json!({"model":"m","messages":[{"role":"user","content":"hi"}],"stream_options":1}),
                 Some("stream_options"),
+            ),
+            (
+                json!({"model":"m","messages":[{"role":"user","content":"hi"}],"tools":"x"}),
+                Some("tools"),
+            ),
+            (
+                json!({"model":"m","messages":[{"role":"user","content":"hi"}],"tools":{"type":"function"}}),
+                Some("tools"),
             ),
             (json!([1, 2]), None),
         ];

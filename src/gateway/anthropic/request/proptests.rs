@@ -116,7 +116,7 @@ fn valid() -> impl Strategy<Value = Asked> {
             Just(Some(Value::Null)),
             content().prop_map(Some)
         ],
-        prop::option::of(part()),
+        prop::option::of(tools()),
         prop_oneof![
             Just(None),
             Just(Some(Value::Null)),
@@ -162,6 +162,14 @@ fn valid() -> impl Strategy<Value = Asked> {
 /// A small piece of arbitrary JSON, for the parts of a generated request.
 fn part() -> impl Strategy<Value = Value> {
     json_sized(KEYS, 2, 8)
+}
+
+/// A tool list as a request may carry it: a list of anything, or null.
+fn tools() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(Value::Null),
+        prop::collection::vec(part(), 0..4).prop_map(Value::Array)
+    ]
 }
 
 proptest! {
@@ -262,6 +270,8 @@ const MEMBER_EDITS: &[&str] = &[
     "\"system\":\"s\",",
     "\"tools\":[1.0],",
     "\"tools\":null,",
+    "\"tools\":\"x\",",
+    "\"tools\":{},",
     "\"metadata\":[],",
     "\"metadata\":{\"user_id\":1},",
     "\"stream\":1,",

@@ -51,7 +51,13 @@ pub(super) fn parse(raw: &Bytes) -> Option<Quick> {
                     _ => return None,
                 }
             }
-            "tools" => tools = compact_len_next(c)?,
+            "tools" => {
+                // A list (or null); anything else the tree refuses.
+                if !matches!(c.next_byte()?, b'[' | b'n') {
+                    return None;
+                }
+                tools = compact_len_next(c)?
+            }
             // A twin of a member the gateway owns (`MAX_TOKENS`): the tree refuses it.
             _ if case_twin(name, super::OWNED).is_some() => return None,
             _ => c.skip_value()?,

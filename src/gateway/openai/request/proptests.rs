@@ -126,7 +126,7 @@ fn valid() -> impl Strategy<Value = Asked> {
             prop_oneof![Just("deepseek-v4-flash".to_string()), text(16)]
                 .prop_filter("non-empty", |m| !m.is_empty()),
             prop::collection::vec(message(), 1..5),
-            prop::option::of(part()),
+            prop::option::of(tools()),
             maybe(any::<bool>()),
             maybe((maybe(any::<bool>()), part())),
         ),
@@ -211,6 +211,14 @@ fn part() -> impl Strategy<Value = Value> {
     json_sized(KEYS, 2, 8)
 }
 
+/// A tool list as a request may carry it: a list of anything, or null.
+fn tools() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(Value::Null),
+        prop::collection::vec(part(), 0..4).prop_map(Value::Array)
+    ]
+}
+
 /// Members of a request put in again, of the wrong type, or behind an escaped name; with
 /// [`JSON_EDITS`], the edits the top-level walk and the quick reading are tried with.
 const MEMBER_EDITS: &[&str] = &[
@@ -225,6 +233,8 @@ const MEMBER_EDITS: &[&str] = &[
     "\"reasoning_content\":{},",
     "\"tool_calls\":[1.5],",
     "\"tool_calls\":null,",
+    "\"tools\":\"x\",",
+    "\"tools\":{},",
     "\"max_tokens\":0,",
     "\"max_completion_tokens\":7,",
     "\"stream_options\":[],",

@@ -225,6 +225,10 @@ pub(super) fn parse(raw: &Bytes) -> Option<Read> {
     let mut tools = None;
     let body = members::read_walking(raw, |c, name| match name {
         "tools" => {
+            // A list (or null); anything else the tree refuses.
+            if !matches!(c.next_byte()?, b'[' | b'n') {
+                return None;
+            }
             tools = Some(compact_len_next(c)?);
             Some(())
         }
