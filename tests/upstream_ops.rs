@@ -326,6 +326,16 @@ async fn disable_moves_every_request_to_the_other_account_and_enable_brings_it_b
     );
     assert_eq!(first["requests"], 1);
     assert_eq!(v["accounts"][1]["requests"], 6);
+    // A choice, not a fault: /healthz stays `ok` while the other account serves, and names
+    // the account set aside.
+    let h = healthz(&app).await;
+    assert_eq!(h["status"], "ok", "{h}");
+    assert_eq!(h["upstream"]["status"], "ok", "{h}");
+    assert_eq!(h["upstream"]["accounts"][0]["serving"], false, "{h}");
+    assert_eq!(
+        h["upstream"]["accounts"][0]["error"], "disabled by the operator",
+        "{h}"
+    );
     // The liability is what the active keys still have, to the nano-dollar.
     let remaining = app.key_state(&key).balance().remaining();
     assert!(remaining < Usd::from_dollars(1));
@@ -375,6 +385,17 @@ async fn disable_moves_every_request_to_the_other_account_and_enable_brings_it_b
         ],
     )
     .await;
+}
+
+/// `GET /healthz`'s JSON (200 or 503).
+async fn healthz(app: &TestApp) -> Value {
+    let resp = app
+        .http
+        .get(format!("{}/healthz", app.base))
+        .send()
+        .await
+        .expect("send");
+    resp.json().await.expect("JSON")
 }
 
 #[tokio::test]

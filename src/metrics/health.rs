@@ -1,8 +1,8 @@
 //! `GET /healthz`: the database answers, and upstream can serve — each account probed with a
 //! free `GET <base_url>/models` under its own key (cached 30 s, so probes cannot hammer
-//! DeepSeek), read together with the pool's own view of its accounts. Every account fine:
-//! `ok`; some down but one serving: `degraded` (still 200: customers are served); none can
-//! serve: 503.
+//! DeepSeek), read together with the pool's own view of its accounts. Every account fine
+//! (those the operator disabled left out): `ok`; some down but one serving: `degraded` (still
+//! 200: customers are served); none can serve: 503.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -140,9 +140,19 @@ pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
         })
         .collect();
     let serving = accounts.iter().filter(|a| a["serving"] == true).count();
+    // An account the operator set aside is a choice, not a fault: the others being fine is
+    // `ok` (a monitor would otherwise alert for as long as the choice stands).
+    let set_aside = |a: &crate::upstream::status::AccountStatus| {
+        a.state == AccountState::Disabled && a.by_operator
+    };
+    let expected = pool.accounts.iter().filter(|a| !set_aside(a)).count();
+    let all_healthy = pool
+        .accounts
+        .iter()
+        .all(|a| a.state == AccountState::Healthy || set_aside(a));
     let upstream_status = match serving {
         0 => "error",
-        n if n == accounts.len() && !pool.degraded() => "ok",
+        n if n == expected && all_healthy => "ok",
         _ => "degraded",
     };
     let ok = database.is_ok() && serving > 0;

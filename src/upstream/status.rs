@@ -89,13 +89,6 @@ impl PoolStatus {
             .iter()
             .all(|a| a.state == AccountState::Disabled)
     }
-
-    /// True when some account is not healthy.
-    pub fn degraded(&self) -> bool {
-        self.accounts
-            .iter()
-            .any(|a| a.state != AccountState::Healthy)
-    }
 }
 
 #[cfg(test)]
