@@ -318,7 +318,10 @@ impl Config {
             ("probe_secs", u.probe_secs),
             ("balance_poll_secs", u.balance_poll_secs),
         ] {
-            if v > MAX_TIMEOUT_SECS {
+            // 0 would mean asking DeepSeek as often as the daemon can: refused, not guessed.
+            if v == 0 {
+                e.push(format!("upstream.{key} must be at least 1"));
+            } else if v > MAX_TIMEOUT_SECS {
                 e.push(format!(
                     "upstream.{key} = {v} is more than a day ({MAX_TIMEOUT_SECS})"
                 ));

@@ -3,7 +3,7 @@
 use super::*;
 
 /// A file with one problem, and what the message must say about it.
-const INVALID_FILES: [(&str, &str); 33] = [
+const INVALID_FILES: [(&str, &str); 35] = [
     (
         "[server]\nmax_connections = 0\n",
         "server.max_connections must be at least 1",
@@ -79,6 +79,14 @@ const INVALID_FILES: [(&str, &str); 33] = [
     (
         "[upstream]\nprobe_secs = 9223372036854775807\n",
         "upstream.probe_secs = 9223372036854775807 is more than a day (86400)",
+    ),
+    (
+        "[upstream]\nprobe_secs = 0\n",
+        "upstream.probe_secs must be at least 1",
+    ),
+    (
+        "[upstream]\nbalance_poll_secs = 0\n",
+        "upstream.balance_poll_secs must be at least 1",
     ),
     (
         "[upstream]\nqueue_timeout_ms = 86400001\n",
