@@ -245,6 +245,40 @@ async fn status_table_and_the_warnings_follow_the_balances() {
     let out = upstream(&app, &["status"]).await;
     assert!(!out.ok().contains("warning"), "{out:#?}");
     assert!(out.ok().contains("(coverage 102%)"), "{out:#?}");
+
+    // The balance endpoint fails: the status says so, with the age of the figure it keeps
+    // (found by an independent check: only the log said it, and the stale $60 passed for
+    // today's); a good reading clears it.
+    app.sim.set_fault(
+        SECOND,
+        Some(modelrelay::upstream::simulated::AccountFault::Status(500)),
+    );
+    let v = wait_pool(&app, "the failed reading", |v| {
+        v["warnings"].as_array().is_some_and(|w| !w.is_empty())
+    })
+    .await;
+    let warning = v["warnings"][0].as_str().expect("a warning");
+    assert!(
+        warning.starts_with("account second: cannot read its DeepSeek balance since 20"),
+        "{warning}"
+    );
+    assert!(
+        warning.contains("balance request answered 500"),
+        "{warning}"
+    );
+    assert!(
+        warning.contains("; the balance shown was read 20"),
+        "{warning}"
+    );
+    let out = upstream(&app, &["status"]).await;
+    assert!(
+        out.ok()
+            .contains("warning: account second: cannot read its DeepSeek balance"),
+        "{out:#?}"
+    );
+    app.sim.set_fault(SECOND, None);
+    let v = wait_pool(&app, "a good reading again", |v| v["warnings"] == json!([])).await;
+    assert_eq!(v["usd_balance"], "102.00");
 }
 
 /// Send `n` requests; the accounts their ledger rows name, in order.

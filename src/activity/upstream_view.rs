@@ -130,6 +130,19 @@ fn warnings(pool: &PoolStatus, usd: Usd, liability: Usd, coverage: Option<u64>) 
             }
         }
     }
+    for a in &pool.accounts {
+        if let Some((why, since)) = &a.balance_unread {
+            let kept = a.balance.as_ref().map_or_else(
+                || "no reading yet".to_string(),
+                |b| format!("the balance shown was read {}", utc(b.at_ms)),
+            );
+            w.push(format!(
+                "account {}: cannot read its DeepSeek balance since {} ({why}); {kept}",
+                a.name,
+                utc(*since)
+            ));
+        }
+    }
     if let Some(pct) = coverage.filter(|p| *p < 100) {
         // As the pool line says it: a balance that covers under 1% is not nothing.
         let pct = if pct == 0 && usd > Usd::ZERO {
@@ -142,4 +155,12 @@ fn warnings(pool: &PoolStatus, usd: Usd, liability: Usd, coverage: Option<u64>) 
         ));
     }
     w
+}
+
+/// A moment (unix ms) as the operator reads it in a warning.
+fn utc(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).map_or_else(
+        || ms.to_string(),
+        |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+    )
 }

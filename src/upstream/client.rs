@@ -433,6 +433,7 @@ impl Upstream {
                     })
                     .collect(),
                 balance: self.watch.balance(&a.name),
+                balance_unread: self.watch.unread(&a.name),
                 by_operator: a.disabled_by_operator(),
                 last_error: a.last_error(),
                 requests: a.requests.load(Ordering::Relaxed),

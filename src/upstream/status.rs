@@ -35,6 +35,8 @@ pub struct AccountStatus {
     pub models: Vec<ModelLoad>,
     /// The latest balance reading.
     pub balance: Option<Balance>,
+    /// Why the balance could not be read lately, and since when (unix ms).
+    pub balance_unread: Option<(String, i64)>,
     /// Turned off by the operator (rather than by DeepSeek's refusal).
     pub by_operator: bool,
     /// The last failure and when (unix ms).
@@ -114,6 +116,7 @@ mod tests {
                 }],
                 at_ms: 0,
             }),
+            balance_unread: None,
             by_operator: false,
             last_error: None,
             requests: 0,

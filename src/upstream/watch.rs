@@ -25,6 +25,9 @@ const SOON: Duration = Duration::from_secs(2);
 pub struct Watch {
     /// The latest reading per account name.
     balances: Mutex<HashMap<String, Balance>>,
+    /// Accounts whose balance the last read could not get: why, and since when (unix ms) it
+    /// has failed (the reading above, if any, is older than that).
+    unread: Mutex<HashMap<String, (String, i64)>>,
     poll: Notify,
     balance_every: Duration,
     probe_every: Duration,
@@ -36,6 +39,7 @@ impl Watch {
     pub(super) fn new(u: &UpstreamConfig) -> Watch {
         Watch {
             balances: Mutex::new(HashMap::new()),
+            unread: Mutex::new(HashMap::new()),
             poll: Notify::new(),
             balance_every: Duration::from_secs(u.balance_poll_secs.max(1)),
             probe_every: Duration::from_secs(u.probe_secs.max(1)),
@@ -51,6 +55,16 @@ impl Watch {
     /// The latest balance reading of an account.
     pub fn balance(&self, account: &str) -> Option<Balance> {
         self.lock().get(account).cloned()
+    }
+
+    /// Why an account's balance could not be read, and since when (unix ms); `None` once a
+    /// read succeeds.
+    pub fn unread(&self, account: &str) -> Option<(String, i64)> {
+        self.unread_lock().get(account).cloned()
+    }
+
+    fn unread_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, i64)>> {
+        self.unread.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Balance>> {
@@ -137,9 +151,15 @@ async fn read_balances(http: &reqwest::Client, pool: &Pool, watch: &Watch) {
                     tracing::warn!(account = %a.name, usd = %b.usd(), "DeepSeek balance is low");
                 }
                 watch.lock().insert(a.name.clone(), b);
+                watch.unread_lock().remove(&a.name);
             }
             Err(e) => {
-                tracing::warn!(account = %a.name, error = %e, "cannot read the DeepSeek balance")
+                tracing::warn!(account = %a.name, error = %e, "cannot read the DeepSeek balance");
+                // The operator sees it in `upstream status`, not only in the log: a reading
+                // kept from before would otherwise pass for today's.
+                let mut unread = watch.unread_lock();
+                let since = unread.get(&a.name).map_or_else(now_ms, |(_, since)| *since);
+                unread.insert(a.name.clone(), (e.to_string(), since));
             }
         }
     }
