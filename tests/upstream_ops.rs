@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use modelrelay::money::Usd;
-use modelrelay::upstream::simulated::{CnyBalance, SimBalance};
+use modelrelay::upstream::simulated::{AccountFault, CnyBalance, SimBalance};
 use serde_json::{Value, json};
 
 use crate::cli::{Run, run_in};
@@ -419,6 +419,49 @@ async fn disable_moves_every_request_to_the_other_account_and_enable_brings_it_b
         ],
     )
     .await;
+}
+
+/// A request queued for a slot when the operator disables the last account in service gets
+/// the 502 of "no account in service", not the queue's 503 "busy, retry soon" at the queue's
+/// end (found by an independent check: it waited out the queue timeout, then said busy).
+#[tokio::test]
+async fn a_request_queued_when_the_last_account_is_disabled_gets_502() {
+    let app = two_accounts(
+        |_| {},
+        |c| {
+            for a in &mut c.upstream.accounts {
+                a.max_in_flight.insert("deepseek-v4-flash".into(), 1);
+            }
+            c.upstream.queue_timeout_ms = 1_000;
+        },
+    )
+    .await;
+    let key = app.create_key("trial", None).await;
+    switch(&app, "disable", "second", "disabled").await;
+    app.sim
+        .set_fault(SIM_KEY, Some(AccountFault::Delay(Duration::from_secs(2))));
+    let chat = |text: &str| {
+        app.chat(
+            &key,
+            &body("deepseek-v4-flash", &format!("[[sim reply=1]] {text}")),
+        )
+        .send()
+    };
+    let held = chat("holds the only slot");
+    let queued = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        chat("queued").await
+    };
+    let disable = async {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        switch(&app, "disable", "first", "disabled").await
+    };
+    let (held, queued, _) = tokio::join!(held, queued, disable);
+    assert_eq!(held.expect("answered").status(), 200, "in flight: it ends");
+    let queued = queued.expect("answered");
+    assert_eq!(queued.status(), 502);
+    let v: Value = queued.json().await.expect("JSON");
+    assert_eq!(v["error"]["code"], "upstream_error", "{v}");
 }
 
 /// `GET /healthz`'s JSON (200 or 503).

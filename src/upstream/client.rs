@@ -390,6 +390,8 @@ impl Upstream {
             };
             tracing::warn!(account = %account.name, why, "upstream account changed");
             self.announce(&account, why);
+            // Requests queued for a slot see the change now, not at their next look.
+            self.pool.wake_waiters();
         }
         Some(account)
     }

@@ -253,14 +253,24 @@ impl Pool {
                 Err(NoSlot::NoneUsable) => return Err(NoSlot::NoneUsable),
                 Err(NoSlot::Busy) => {}
             }
+            // Busy only after a look made once the wait was over: an account disabled while
+            // we waited makes it "none usable" (502), not "busy" (503, come back soon).
+            if Instant::now() >= until {
+                return Err(NoSlot::Busy);
+            }
             let Some(released) = released else {
                 return Err(NoSlot::NoneUsable);
             };
             // A cooling account's trial time may come while we wait: look again each second.
             let wake = until.min(Instant::now() + Duration::from_secs(1));
-            if tokio::time::timeout_at(wake, released).await.is_err() && Instant::now() >= until {
-                return Err(NoSlot::Busy);
-            }
+            let _ = tokio::time::timeout_at(wake, released).await;
+        }
+    }
+
+    /// Wake every request waiting for a slot, to look again (an account left service).
+    pub fn wake_waiters(&self) {
+        for r in &self.released {
+            r.notify_waiters();
         }
     }
 
