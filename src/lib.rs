@@ -26,6 +26,7 @@ pub mod admin;
 pub mod app;
 pub mod catalog;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod console;
 pub mod gateway;

@@ -30,7 +30,6 @@ mod live;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -122,7 +121,7 @@ fn lock(live: &Mutex<Live>) -> MutexGuard<'_, Live> {
 }
 
 fn now_ms() -> i64 {
-    Utc::now().timestamp_millis()
+    crate::clock::now_ms()
 }
 
 impl ActivityTracker {

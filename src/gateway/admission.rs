@@ -11,7 +11,6 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use axum::response::Response;
 use bytes::Bytes;
-use chrono::Utc;
 
 use super::billing::{Hold, reserve};
 use super::dialect::{ClientRequest, Dialect};
@@ -62,7 +61,7 @@ impl Refusal {
                 key_id: self.key_id,
                 status,
                 code: self.error.code().to_string(),
-                at_ms: Utc::now().timestamp_millis(),
+                at_ms: crate::clock::now_ms(),
             });
         }
         let mut resp = D::error_response(self.error);
@@ -94,7 +93,7 @@ pub async fn admit<D: Dialect>(
             key_id: key.id.clone(),
             key_prefix: key.prefix(),
             limit: rate.limit,
-            at_ms: Utc::now().timestamp_millis(),
+            at_ms: crate::clock::now_ms(),
         });
         // The error carries its own rate headers (and `retry-after`); no `refused` event.
         return Err(Refusal {

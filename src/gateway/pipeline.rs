@@ -62,6 +62,7 @@ fn start<D: Dialect>(
     let prompt_estimate = req.prompt_estimate();
     // The parsed body (many times the raw size) is consumed into upstream's body here.
     let body = req.upstream_body(&a.model.upstream, &a.key.id, a.hold.max_tokens);
+    let started_at = Utc::now();
     state.activity.emit(ActivityEvent::RequestStarted {
         request_id: request_id.clone(),
         key_id: a.key.id.clone(),
@@ -71,7 +72,7 @@ fn start<D: Dialect>(
         stream: stream.is_some(),
         client_ip: Some(ClientIp::of(state, parts).label()),
         api: D::API,
-        at_ms: Utc::now().timestamp_millis(),
+        at_ms: started_at.timestamp_millis(),
     });
     let ctx = RequestCtx {
         request_id,
@@ -81,7 +82,7 @@ fn start<D: Dialect>(
         stream: stream.is_some(),
         prompt_estimate,
         started: Instant::now(),
-        started_at: Utc::now(),
+        started_at,
         api: D::API,
         dispatch: Dispatch::default(),
     };
@@ -146,7 +147,7 @@ fn routed(state: &AppState, ctx: &RequestCtx, account: &str) {
     state.activity.emit(ActivityEvent::RequestRouted {
         request_id: ctx.request_id.clone(),
         account: account.to_string(),
-        at_ms: Utc::now().timestamp_millis(),
+        at_ms: crate::clock::now_ms(),
     });
 }
 

@@ -17,7 +17,6 @@ use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use bytes::Bytes;
-use chrono::Utc;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::WaitForCancellationFutureOwned;
@@ -431,7 +430,7 @@ impl<S: StreamRewrite> Relay<S> {
             self.state.activity.emit(ActivityEvent::RequestProgress {
                 request_id: self.request_id.clone(),
                 output_tokens: self.tally.output_estimate(),
-                at_ms: Utc::now().timestamp_millis(),
+                at_ms: crate::clock::now_ms(),
             });
         }
         None

@@ -59,7 +59,7 @@ pub enum DisabledBy {
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+    crate::clock::now_ms()
 }
 
 /// An upstream URL parsed once: parsing it on every request (IDNA host processing included)

@@ -4,6 +4,7 @@
 
 use super::live::*;
 use super::*;
+use chrono::Utc;
 use crate::activity::fold::HOUR_MS;
 use crate::activity::protocol::Totals;
 use crate::activity::views::finished_event;

@@ -203,6 +203,26 @@ impl<'a> Cursor<'a> {
         Some(())
     }
 
+    /// A non-negative integer of at most 19 digits (so it fits in 64 bits) as JSON writes
+    /// one; `None` for anything else (a sign, a fraction, an exponent, more digits, a leading
+    /// zero, another kind of value), which the caller leaves to serde.
+    pub(in crate::gateway) fn plain_count(&mut self) -> Option<u64> {
+        self.ws();
+        let rest = &self.b[self.i..];
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        if digits == 0 || digits > 19 || (digits > 1 && rest[0] == b'0') {
+            return None;
+        }
+        if matches!(rest.get(digits), Some(b'.' | b'e' | b'E')) {
+            return None;
+        }
+        let n = rest[..digits]
+            .iter()
+            .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+        self.i += digits;
+        Some(n)
+    }
+
     /// Any value, checked and passed over.
     pub(in crate::gateway) fn skip_value(&mut self) -> Option<()> {
         match self.peek()? {
