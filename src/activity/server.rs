@@ -89,18 +89,46 @@ pub fn bind(config: &Config) -> std::io::Result<UnixListener> {
     }
     let listener = UnixListener::bind(&path)?;
     let mode = match &config.server.admin_group {
-        Some(name) => {
-            let group = Group::from_name(name)
-                .map_err(std::io::Error::other)?
-                .ok_or_else(|| std::io::Error::other(format!("no group {name:?}")))?;
-            nix::unistd::chown(&path, None, Some(group.gid)).map_err(std::io::Error::other)?;
-            warn_if_closed_to(&path, name, group.gid.as_raw());
-            0o660
-        }
+        Some(name) => match give_to_group(&path, name) {
+            Ok(gid) => {
+                warn_if_closed_to(&path, name, gid);
+                0o660
+            }
+            // The daemon still starts (customers go on being served): the socket stays its
+            // user's and root's, and the log says why the group cannot use it. It used to stop
+            // the daemon with "cannot bind admin socket: EPERM", naming no group (found by an
+            // independent check: a start loop under `Restart=on-failure`).
+            Err(why) => {
+                tracing::warn!(
+                    socket = %path.display(),
+                    group = %name,
+                    "server.admin_group: {why}; the admin socket is open to the daemon's user \
+                     and root only"
+                );
+                0o600
+            }
+        },
         None => 0o600,
     };
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
     Ok(listener)
+}
+
+/// Give the socket to the group named; its gid, or why not.
+fn give_to_group(path: &std::path::Path, name: &str) -> Result<u32, String> {
+    let group = match Group::from_name(name) {
+        Ok(Some(g)) => g,
+        Ok(None) => return Err("no such group on this machine".into()),
+        Err(e) => return Err(format!("cannot look the group up: {e}")),
+    };
+    match nix::unistd::chown(path, None, Some(group.gid)) {
+        Ok(()) => Ok(group.gid.as_raw()),
+        Err(nix::errno::Errno::EPERM) => Err(format!(
+            "the daemon's user is not a member of {name:?}, so it cannot give the socket to \
+             it (add it: `usermod -aG {name} <the service's user>`, then restart)"
+        )),
+        Err(e) => Err(format!("cannot give the socket to the group: {e}")),
+    }
 }
 
 /// Warn when the group cannot reach the socket for its directory: a 0660 socket in a 0700

@@ -4,7 +4,6 @@
 
 use super::live::*;
 use super::*;
-use chrono::Utc;
 use crate::activity::fold::HOUR_MS;
 use crate::activity::protocol::Totals;
 use crate::activity::views::finished_event;
@@ -16,6 +15,7 @@ use crate::state::AppState;
 use crate::status::{Finish, Measured, OrderStatus};
 use crate::store::UsageRow;
 use crate::store::orders::OrderRecord;
+use chrono::Utc;
 
 const T0: i64 = 1_760_000_000_000;
 
