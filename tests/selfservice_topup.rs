@@ -193,6 +193,10 @@ async fn a_cheaper_top_up_keeps_the_plan_and_bad_keys_are_refused_before_paypal(
             "unknown_key",
         ),
         ("not a key".to_string(), "unknown_key"),
+        // Left blank: a top-up without its key, not a purchase (found by an independent
+        // check: it was sold as a new key).
+        (String::new(), "unknown_key"),
+        ("   ".to_string(), "unknown_key"),
         (revoked, "key_revoked"),
     ] {
         let (status, v) = b

@@ -68,6 +68,11 @@
       topupKey.reportValidity();
       return false;
     }
+    // Only spaces pass `required`: said before PayPal opens (the server refuses it too).
+    if (topupKey && !topupKey.value.trim()) {
+      showError(msg('key-unknown'));
+      return false;
+    }
     if (email.checkValidity()) return true;
     email.reportValidity();
     return false;
@@ -137,7 +142,8 @@
       } else if (data.status === 'pending') {
         showPending(msg(data.top_up ? 'pending-topup' : 'pending'), id);
       } else if (data.status === 'review') {
-        showPending(data.message || msg('failed'), id);
+        // In the page's language (the answer's message is English).
+        showPending(msg('review') || data.message || msg('failed'), id);
       } else {
         payBox.hidden = false;
         var known = {

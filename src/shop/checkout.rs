@@ -213,7 +213,12 @@ fn key_to_top_up(
     req: &CreateBody,
     headers: &HeaderMap,
 ) -> Result<Option<String>, ShopError> {
-    let token = req.key.as_deref().map(str::trim).filter(|k| !k.is_empty());
+    // A `key` sent blank is a top-up whose key was not filled in, not a purchase: bought as a
+    // new key, the customer paid for credit they did not get (found by an independent check).
+    let token = match req.key.as_deref().map(str::trim) {
+        Some("") => return Err(ShopError::UnknownKey),
+        token => token,
+    };
     let grant = req.key_grant.as_deref().filter(|g| !g.is_empty());
     Ok(match (token, grant) {
         (Some(token), _) => Some(super::topup::key_to_top_up(state, token)?.id.clone()),
