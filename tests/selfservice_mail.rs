@@ -395,6 +395,53 @@ async fn a_top_up_receipt_names_nothing_of_a_key_replaced_since_the_order() {
 /// `mail list` of an empty outbox says what that means: nothing due yet when the daemon sends
 /// mail, mail off otherwise (with `--json`, on stderr) (it said "once [email] is configured" with email on; found by an
 /// independent check).
+/// Each rotation notice names the text its own rotation made, however late it goes out (found
+/// by an independent check: three rotations in a row sent three notices naming the last, the
+/// key's text at sending).
+#[tokio::test]
+async fn each_rotation_notice_names_the_text_its_rotation_made() {
+    let port = free_port();
+    let app = TestApp::spawn_shop_with(|c| email_on(c, port)).await;
+    let mut b = Browser::open(&app).await;
+    let (_, mut key) = buy(&app, &mut b, "trial", "turns@example.com").await;
+    let mut made = Vec::new();
+    for _ in 0..3 {
+        let r = app
+            .http
+            .post(format!("{}/api/keys/rotate", app.base))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        key = r.json::<Value>().await.unwrap()["api_key"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        made.push(modelrelay::keys::token::display_prefix(&key));
+    }
+    // The mail server comes up only now: every notice is sent after the last rotation.
+    let sink = Sink::start(port, app.dir.path()).await;
+    let got = sink.wait_for(4).await;
+    let mut named: Vec<String> = got
+        .iter()
+        .filter_map(|m| {
+            m["subject"]
+                .as_str()
+                .unwrap()
+                .strip_prefix("Your API key was replaced: ")
+                .map(str::to_string)
+        })
+        .collect();
+    named.sort();
+    let mut want = made.clone();
+    want.sort();
+    assert_eq!(
+        named, want,
+        "one notice per rotation, each naming its own text"
+    );
+}
+
 #[tokio::test]
 async fn an_empty_outbox_says_whether_mail_is_on() {
     for on in [true, false] {

@@ -256,7 +256,11 @@ async fn facts(state: &AppState, row: &OutboxRow) -> Result<Facts, Failure> {
     let key = row.key_id.as_deref().and_then(|id| state.keys.by_id(id));
     if let Some(k) = &key {
         let b = k.balance();
-        f.key_prefix = k.prefix();
+        // The key as it was when the mail was queued: a rotation notice names the text that
+        // rotation made, however late it is sent (it named the key's text at sending, so
+        // three rotations in a row sent three notices naming the last; found by an
+        // independent check).
+        f.key_prefix = row.key_prefix.clone().unwrap_or_else(|| k.prefix());
         f.remaining = b.remaining();
         f.budget = b.budget;
     }

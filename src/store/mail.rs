@@ -39,6 +39,8 @@ pub struct OutboxRow {
     pub created_at: DateTime<Utc>,
     /// Accepted by the SMTP server at.
     pub sent_at: Option<DateTime<Utc>>,
+    /// The key's display prefix when it was queued (key mails queued since migration 12).
+    pub key_prefix: Option<String>,
 }
 
 fn time(ms: i64) -> DateTime<Utc> {
@@ -46,7 +48,7 @@ fn time(ms: i64) -> DateTime<Utc> {
 }
 
 const COLUMNS: &str = "id, kind, recipient, lang, key_id, order_id, status, attempts,
-    next_attempt_at, last_error, created_at, sent_at";
+    next_attempt_at, last_error, created_at, sent_at, key_prefix";
 
 fn row_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
     let kind: String = r.get(1)?;
@@ -70,6 +72,7 @@ fn row_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
         last_error: r.get(9)?,
         created_at: time(r.get(10)?),
         sent_at: r.get::<_, Option<i64>>(11)?.map(time),
+        key_prefix: r.get(12)?,
     })
 }
 
@@ -130,8 +133,9 @@ pub fn queue_key_mail(
     at_ms: i64,
 ) -> Result<(), StoreError> {
     c.execute(
-        "INSERT INTO outbox (kind, recipient, lang, key_id, status, next_attempt_at, created_at)
-         SELECT ?2, k.email, m.lang, k.id, 'queued', ?4, ?4
+        "INSERT INTO outbox (kind, recipient, lang, key_id, status, next_attempt_at, created_at,
+                             key_prefix)
+         SELECT ?2, k.email, m.lang, k.id, 'queued', ?4, ?4, k.prefix
          FROM keys k JOIN key_mail m ON m.key_id = k.id
          WHERE k.id = ?1 AND k.email IS NOT NULL AND k.email != ''
                AND (?3 = 0 OR m.opted_out_at IS NULL)",

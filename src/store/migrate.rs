@@ -21,6 +21,7 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     (9, include_str!("migrations/0009_rotation_requests.sql")),
     (10, include_str!("migrations/0010_upstream_disabled.sql")),
     (11, include_str!("migrations/0011_order_review.sql")),
+    (12, include_str!("migrations/0012_outbox_key_prefix.sql")),
 ];
 
 /// How much longer systemd is asked to wait for the start, before each migration.
