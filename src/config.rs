@@ -318,7 +318,8 @@ pub struct EmailConfig {
     pub retry_secs: u64,
     /// Attempts before a message is given up (`modelrelay mail retry ID` queues it again).
     pub max_attempts: u32,
-    /// Seconds an SMTP connection or command may take.
+    /// Seconds the SMTP server may take to connect and to answer each read; a whole attempt
+    /// is bounded by three times this.
     pub timeout_secs: u64,
 }
 

@@ -202,7 +202,9 @@ impl Sender {
                 let attempts = row.attempts.saturating_add(1);
                 let give_up = f.permanent || attempts >= self.config.max_attempts;
                 let wait = backoff(self.config.retry_secs, attempts);
-                tracing::warn!(id = row.id, kind = row.kind.as_str(), attempts, give_up, error = %f.why, "mail not sent");
+                // `?`: the SMTP server's text, escaped (its control characters would reach the
+                // terminal of whoever reads the log; found by an independent check).
+                tracing::warn!(id = row.id, kind = row.kind.as_str(), attempts, give_up, error = ?f.why, "mail not sent");
                 Write::MailFailed {
                     id: row.id,
                     error: f.why.chars().take(500).collect(),
