@@ -232,11 +232,29 @@ pub fn run(cli: Cli) -> ExitCode {
         _ => "warn".to_string(),
     };
     init_logging(&filter);
-    let config = match loaded {
-        Ok(c) => c,
-        Err(e) => return fail(format_args!("configuration: {e}")),
+    // What an admin command needs: the socket and the plans' ids.
+    let (config, socket, plans) = match loaded {
+        Ok(c) => {
+            let (socket, plans) = (c.admin_socket(), c.plans.keys().cloned().collect());
+            (Some(c), socket, plans)
+        }
+        Err(e) => match (&cli.command, Config::admin_reach(cli.config.as_deref())) {
+            // An admin command needs only the socket: a mistake elsewhere in the file is a
+            // warning (the running daemon read the file as it was when it started).
+            (Command::Serve { .. } | Command::CheckConfig, _) | (_, None) => {
+                return fail(format_args!("configuration: {e}"));
+            }
+            (_, Some((socket, plans))) => {
+                eprintln!(
+                    "modelrelay: warning: the configuration has an error (`modelrelay \
+                     check-config` shows it); reaching the daemon at {} all the same\n  {e}",
+                    socket.display()
+                );
+                (None, socket, plans)
+            }
+        },
     };
-    if let Command::CheckConfig = cli.command {
+    if let (Command::CheckConfig, Some(config)) = (&cli.command, &config) {
         for warning in config.warnings() {
             eprintln!("modelrelay: warning: {warning}");
         }
@@ -255,34 +273,39 @@ pub fn run(cli: Cli) -> ExitCode {
         Err(e) => return fail(format_args!("cannot start the async runtime: {e}")),
     };
     match cli.command {
-        Command::Serve { demo } => runtime.block_on(serve::serve(config, demo)),
-        Command::Console { socket } => {
-            let path = socket.unwrap_or_else(|| config.admin_socket());
-            let plans = config.plans.keys().cloned().collect();
+        Command::Serve { demo } => match config {
+            Some(config) => runtime.block_on(serve::serve(config, demo)),
+            None => fail("configuration: not loaded"),
+        },
+        Command::Console { socket: given } => {
+            let path = given.unwrap_or(socket);
             match runtime.block_on(crate::console::run(path, plans)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e),
             }
         }
         Command::Keys(args) => {
-            let path = args.socket.clone().unwrap_or_else(|| config.admin_socket());
+            let path = args.socket.clone().unwrap_or(socket);
             runtime.block_on(keys(&path, args))
         }
         Command::Orders(args) => {
-            let path = args.socket.clone().unwrap_or_else(|| config.admin_socket());
+            let path = args.socket.clone().unwrap_or(socket);
             runtime.block_on(orders(&path, args))
         }
         Command::Mail(args) => {
-            let path = args.socket.clone().unwrap_or_else(|| config.admin_socket());
+            let path = args.socket.clone().unwrap_or(socket);
             runtime.block_on(mail(&path, args))
         }
         Command::Upstream(args) => {
-            let path = args.socket.clone().unwrap_or_else(|| config.admin_socket());
+            let path = args.socket.clone().unwrap_or(socket);
             runtime.block_on(upstream::upstream(&path, args))
         }
         Command::CheckConfig => ExitCode::SUCCESS,
-        Command::Backup { file, socket } => {
-            let path = socket.unwrap_or_else(|| config.admin_socket());
+        Command::Backup {
+            file,
+            socket: given,
+        } => {
+            let path = given.unwrap_or(socket);
             runtime.block_on(backup(&path, file))
         }
     }

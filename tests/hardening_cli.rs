@@ -298,3 +298,52 @@ async fn command_line_errors_are_echoed_harmless_and_clipped() {
         "{r:#?}"
     );
 }
+
+/// A mistake in the file (a typo'd key, a bad value) no longer stops the admin commands, which
+/// need only the socket: they warn and reach the daemon the file names (found by an
+/// independent check: an operator halfway through an edit could not list keys or take a
+/// backup). `serve` and `check-config` still refuse it; a file that is not TOML stops all.
+#[tokio::test]
+async fn admin_commands_reach_the_daemon_through_a_config_with_a_mistake() {
+    let app = TestApp::spawn().await;
+    let socket = app.socket.to_str().expect("utf-8 socket path");
+    let file = app.dir.path().join("edited.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[server]\nadmin_socket = \"{socket}\"\nbehind_proxi = true\n\n\
+             [plans.trial]\nprice_usd = \"1.001\"\n"
+        ),
+    )
+    .expect("write the config");
+    let config = file.to_str().expect("utf-8 path");
+    let run = run_in(
+        app.dir.path(),
+        &["keys", "list", "--json", "--config", config],
+        &[],
+    )
+    .await;
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    assert!(run.stdout.trim_start().starts_with('['), "{run:#?}");
+    assert!(
+        run.stderr
+            .contains("warning: the configuration has an error")
+            && run.stderr.contains("behind_proxi"),
+        "{run:#?}"
+    );
+    let copy = app.dir.path().join("copy.db");
+    let copy = copy.to_str().expect("utf-8 path");
+    let run = run_in(app.dir.path(), &["backup", copy, "--config", config], &[]).await;
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    for refused in [
+        &["check-config", "--config", config][..],
+        &["serve", "--config", config],
+    ] {
+        let run = run_in(app.dir.path(), refused, &[]).await;
+        assert_eq!(run.code, Some(1), "{run:#?}");
+        assert!(run.stderr.contains("behind_proxi"), "{run:#?}");
+    }
+    std::fs::write(&file, "[server\n").expect("write the config");
+    let run = run_in(app.dir.path(), &["keys", "list", "--config", config], &[]).await;
+    assert_eq!(run.code, Some(1), "{run:#?}");
+}

@@ -36,6 +36,38 @@ impl Config {
         )
     }
 
+    /// Where the admin socket is and which plans exist, read from the same layers as the
+    /// whole configuration but only those keys: an admin command (keys, backup, the console)
+    /// still reaches the daemon while the file holds a mistake elsewhere — an operator
+    /// halfway through an edit, a nightly backup (found by an independent check: every admin
+    /// command failed on a typo the running daemon never read). `None` when even these cannot
+    /// be read (the file missing or not TOML, one of these keys of the wrong type).
+    pub fn admin_reach(explicit: Option<&Path>) -> Option<(PathBuf, Vec<String>)> {
+        #[derive(serde::Deserialize, Default)]
+        #[serde(default)]
+        struct Server {
+            data_dir: PathBuf,
+            admin_socket: Option<PathBuf>,
+        }
+        #[derive(serde::Deserialize, Default)]
+        #[serde(default)]
+        struct Few {
+            server: Server,
+            plans: std::collections::BTreeMap<String, serde::de::IgnoredAny>,
+        }
+        let file = Config::locate(explicit);
+        if file.as_ref().is_some_and(|p| !p.exists()) {
+            return None;
+        }
+        let few: Few = Config::figment(file.as_deref()).extract().ok()?;
+        let socket = few
+            .server
+            .admin_socket
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| few.server.data_dir.join("modelrelay.sock"));
+        Some((socket, few.plans.into_keys().collect()))
+    }
+
     /// Load, read secret files and validate.
     pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
         Config::load_with(explicit, SecretFiles::Read)
