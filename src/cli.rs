@@ -350,6 +350,18 @@ async fn backup(socket_path: &Path, file: PathBuf) -> ExitCode {
                      the data directory's journal/ — copy that directory too"
                 );
             }
+            // The daemon wrote the file in its own view of the filesystem: under the unit's
+            // `PrivateTmp=yes` its /tmp is not this shell's, so a copy "made" in /tmp is out of
+            // reach here and goes when the service stops (found by an independent check).
+            if path.symlink_metadata().is_err() {
+                return fail(format_args!(
+                    "the daemon wrote {} ({bytes} bytes), but this shell cannot see that file: \
+                     the service has a private /tmp (systemd's PrivateTmp) or another view of \
+                     that directory; back up into one it shares with you (under the systemd unit: \
+                     /var/lib/modelrelay/backups/, see README \"Backups and restore\")",
+                    path.display()
+                ));
+            }
             output(&format!("{} ({bytes} bytes)\n", path.display()))
         }
         Ok(other) => fail(format_args!("unexpected answer from the daemon: {other:?}")),
