@@ -95,6 +95,16 @@ impl Config {
                     .map_or_else(String::new, ToString::to_string)
             ));
         }
+        // The unit gives the service `TimeoutStopSec=90s` to stop: a drain as long would be
+        // cut by SIGKILL (found by an independent check).
+        if self.server.drain_secs >= 80 {
+            w.push(format!(
+                "server.drain_secs = {} is near or past the unit's TimeoutStopSec=90s: systemd \
+                 would kill the daemon before its drain ends; keep it below 80 or raise \
+                 TimeoutStopSec in a drop-in",
+                self.server.drain_secs
+            ));
+        }
         // The pages, the checkout and every mail name `public_url`: left at its default while
         // `listen` moved, they name a port nothing answers on (found by an independent check).
         let defaults = super::ServerConfig::default();

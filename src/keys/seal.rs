@@ -39,7 +39,8 @@ pub enum SealError {
         "secret file {path} is missing, but the database holds {keys} key{} sealed with it: put \
          it back (from your backup of the data directory). If it is lost for good, make a new \
          one to go on — `head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n' > {path}; chmod 600 \
-         {path}` — and the order look-up will no longer show the keys sold before",
+         {path}`, owned by the service's user (`chown modelrelay:modelrelay {path}` under the \
+         unit) — and the order look-up will no longer show the keys sold before",
         if *keys == 1 { "" } else { "s" }
     )]
     Missing {

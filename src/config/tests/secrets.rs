@@ -348,6 +348,18 @@ fn a_public_url_left_behind_by_listen_is_warned_about() {
     });
 }
 
+/// A drain as long as the unit's stop timeout is warned about (systemd would kill the daemon
+/// mid-drain); the default says nothing.
+#[test]
+fn a_drain_past_the_units_stop_timeout_is_warned_about() {
+    jailed(|jail| {
+        let says = |toml: &str| warnings_about(jail, toml, "drain_secs");
+        assert_eq!(says("[server]\ndrain_secs = 100\n").len(), 1);
+        assert!(says("[server]\ndrain_secs = 79\n").is_empty());
+        assert!(says("").is_empty());
+    });
+}
+
 /// Holidays all in the past are warned about (peak prices would apply on next year's); one to
 /// come is enough to say nothing.
 #[test]
