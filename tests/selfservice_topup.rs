@@ -209,6 +209,17 @@ async fn a_cheaper_top_up_keeps_the_plan_and_bad_keys_are_refused_before_paypal(
         assert_eq!(status, 400, "{v}");
         assert_eq!(v["error"]["code"], code, "{v}");
     }
+    for grant in ["", "  "] {
+        let (status, v) = b
+            .post_json(
+                &app,
+                "/api/orders",
+                &json!({"plan": "trial", "email": "a@b.co", "key_grant": grant}),
+            )
+            .await;
+        assert_eq!(status, 400, "{v}");
+        assert_eq!(v["error"]["code"], "grant_expired", "{v}");
+    }
     assert_eq!(
         app.pp().counts().create_calls,
         creates,

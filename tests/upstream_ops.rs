@@ -365,6 +365,7 @@ async fn disable_moves_every_request_to_the_other_account_and_enable_brings_it_b
     let h = healthz(&app).await;
     assert_eq!(h["status"], "ok", "{h}");
     assert_eq!(h["upstream"]["status"], "ok", "{h}");
+    assert_eq!(h["upstream"]["error"], Value::Null, "{h}");
     assert_eq!(h["upstream"]["accounts"][0]["serving"], false, "{h}");
     assert_eq!(
         h["upstream"]["accounts"][0]["error"], "disabled by the operator",

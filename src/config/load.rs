@@ -23,7 +23,11 @@ impl Config {
 
     /// The layered figment: defaults, then the file (if any), then the environment.
     pub fn figment(file: Option<&Path>) -> Figment {
-        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        Config::given(Figment::from(Serialized::defaults(Config::default())), file)
+    }
+
+    /// `fig`, then the file (if any), then the environment: what the operator wrote.
+    fn given(mut fig: Figment, file: Option<&Path>) -> Figment {
         if let Some(path) = file {
             fig = fig.merge(Toml::file_exact(path));
         }
@@ -41,12 +45,16 @@ impl Config {
     /// still reaches the daemon while the file holds a mistake elsewhere — an operator
     /// halfway through an edit, a nightly backup (found by an independent check: every admin
     /// command failed on a typo the running daemon never read). `None` when even these cannot
-    /// be read (the file missing or not TOML, one of these keys of the wrong type).
+    /// be read (the file missing or not TOML, one of these keys of the wrong type), and when
+    /// neither the file nor the environment names the socket's place (`server.data_dir` or
+    /// `server.admin_socket`): a mistyped `[server]` table would otherwise send the command
+    /// to the default `data/modelrelay.sock` under the working directory — another daemon,
+    /// perhaps (found by an independent re-check).
     pub fn admin_reach(explicit: Option<&Path>) -> Option<(PathBuf, Vec<String>)> {
         #[derive(serde::Deserialize, Default)]
         #[serde(default)]
         struct Server {
-            data_dir: PathBuf,
+            data_dir: Option<PathBuf>,
             admin_socket: Option<PathBuf>,
         }
         #[derive(serde::Deserialize, Default)]
@@ -59,13 +67,20 @@ impl Config {
         if file.as_ref().is_some_and(|p| !p.exists()) {
             return None;
         }
-        let few: Few = Config::figment(file.as_deref()).extract().ok()?;
-        let socket = few
-            .server
-            .admin_socket
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or_else(|| few.server.data_dir.join("modelrelay.sock"));
-        Some((socket, few.plans.into_keys().collect()))
+        let few: Few = Config::given(Figment::new(), file.as_deref())
+            .extract()
+            .ok()?;
+        let socket = match (few.server.admin_socket, few.server.data_dir) {
+            (Some(socket), _) if !socket.as_os_str().is_empty() => socket,
+            (_, Some(dir)) => dir.join("modelrelay.sock"),
+            _ => return None,
+        };
+        let plans = if few.plans.is_empty() {
+            Config::default().plans.into_keys().collect()
+        } else {
+            few.plans.into_keys().collect()
+        };
+        Some((socket, plans))
     }
 
     /// Load, read secret files and validate.

@@ -95,13 +95,25 @@ impl Config {
                     .map_or_else(String::new, ToString::to_string)
             ));
         }
+        // A warning, not an error: the daemon still serves (its socket then its user's and
+        // root's only); a group deleted after install, or a typo, stopped it in a start loop
+        // (found by an independent re-check).
+        if let Some(group) = self.server.admin_group.as_deref()
+            && !matches!(nix::unistd::Group::from_name(group), Ok(Some(_)))
+        {
+            w.push(format!(
+                "server.admin_group = {group:?}: no such group on this machine (create it with \
+                 groupadd, or leave admin_group unset); the admin socket stays the daemon's \
+                 user's and root's"
+            ));
+        }
         // The unit gives the service `TimeoutStopSec=90s` to stop: a drain as long would be
         // cut by SIGKILL (found by an independent check).
         if self.server.drain_secs >= 80 {
             w.push(format!(
-                "server.drain_secs = {} is near or past the unit's TimeoutStopSec=90s: systemd \
-                 would kill the daemon before its drain ends; keep it below 80 or raise \
-                 TimeoutStopSec in a drop-in",
+                "server.drain_secs = {} is near or past the example unit's TimeoutStopSec=90s: \
+                 systemd would kill the daemon before its drain ends; keep it below 80 (if \
+                 you raised TimeoutStopSec in a drop-in, this does not apply)",
                 self.server.drain_secs
             ));
         }
@@ -264,14 +276,6 @@ impl Config {
                     path.display()
                 ));
             }
-        }
-        if let Some(group) = s.admin_group.as_deref()
-            && !matches!(nix::unistd::Group::from_name(group), Ok(Some(_)))
-        {
-            e.push(format!(
-                "server.admin_group = {group:?}: no such group on this machine (create it with \
-                 groupadd, or leave admin_group unset)"
-            ));
         }
         if s.drain_secs > 3600 {
             e.push(format!(

@@ -177,7 +177,9 @@ pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
             "status": upstream_status,
             "http_status": first.and_then(|h| h.status),
             "latency_ms": first.map(|h| h.latency_ms),
-            "error": first_error,
+            // Nothing wrong to report when all is well (an account the operator set aside
+            // is named under `accounts`): a monitor reading this field alerted on it.
+            "error": if upstream_status == "ok" { None } else { first_error },
             "accounts": accounts,
         },
     });

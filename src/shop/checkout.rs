@@ -219,7 +219,11 @@ fn key_to_top_up(
         Some("") => return Err(ShopError::UnknownKey),
         token => token,
     };
-    let grant = req.key_grant.as_deref().filter(|g| !g.is_empty());
+    // The same for a blank grant (found by an independent re-check).
+    let grant = match req.key_grant.as_deref().map(str::trim) {
+        Some("") => return Err(ShopError::GrantExpired),
+        grant => grant,
+    };
     Ok(match (token, grant) {
         (Some(token), _) => Some(super::topup::key_to_top_up(state, token)?.id.clone()),
         (None, Some(grant)) => {

@@ -112,12 +112,27 @@ async fn fetch(http: &reqwest::Client, a: &Account) -> Result<Balance, String> {
         .timeout(BALANCE_TIMEOUT)
         .send()
         .await
-        .map_err(|e| format!("balance request failed: {e}"))?;
+        .map_err(|e| {
+            if e.is_timeout() {
+                format!(
+                    "balance request timed out after {}s",
+                    BALANCE_TIMEOUT.as_secs()
+                )
+            } else {
+                format!("balance request failed: {e}")
+            }
+        })?;
     let status = resp.status();
-    let body = resp
-        .bytes()
-        .await
-        .map_err(|e| format!("balance answer cut: {e}"))?;
+    let body = resp.bytes().await.map_err(|e| {
+        if e.is_timeout() {
+            format!(
+                "balance answer timed out after {}s",
+                BALANCE_TIMEOUT.as_secs()
+            )
+        } else {
+            format!("balance answer cut: {e}")
+        }
+    })?;
     if status == reqwest::StatusCode::UNAUTHORIZED {
         // Said loudly (a mistyped key otherwise showed as healthy until a customer's 502; found
         // by an independent check), but not acted on: a balance endpoint's passing 401 took a
@@ -181,6 +196,8 @@ async fn probe(http: &reqwest::Client, pool: &Pool, watch: &Watch, activity: &Ac
         };
         let funded = b.infos.iter().any(|i| i.total > Usd::ZERO);
         watch.lock().insert(a.name.clone(), b.clone());
+        // A good reading here ends a "cannot read" warning as the poll's would.
+        watch.unread_lock().remove(&a.name);
         if b.is_available && funded && a.enable(DisabledBy::Upstream) {
             tracing::warn!(account = %a.name, "upstream account back in service (probe)");
             activity.emit(ActivityEvent::AccountChanged {

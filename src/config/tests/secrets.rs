@@ -348,6 +348,20 @@ fn a_public_url_left_behind_by_listen_is_warned_about() {
     });
 }
 
+/// An admin group that does not exist is a warning (the daemon still serves), not an error.
+#[test]
+fn an_unknown_admin_group_is_warned_about() {
+    jailed(|jail| {
+        let w = warnings_about(
+            jail,
+            "[server]\nadmin_group = \"no-such-group-here\"\n",
+            "admin_group",
+        );
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("no such group"), "{w:?}");
+    });
+}
+
 /// A drain as long as the unit's stop timeout is warned about (systemd would kill the daemon
 /// mid-drain); the default says nothing.
 #[test]
