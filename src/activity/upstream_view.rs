@@ -143,7 +143,24 @@ fn warnings(pool: &PoolStatus, usd: Usd, liability: Usd, coverage: Option<u64>) 
             ));
         }
     }
-    if let Some(pct) = coverage.filter(|p| *p < 100) {
+    // An account in service whose balance was never read counts as $0 in the sum: the
+    // coverage is not known yet, and is not said as if it were (found by an independent
+    // re-check: "$0.00 covers 0%" next to "no reading yet").
+    let unread: Vec<&str> = pool
+        .accounts
+        .iter()
+        .filter(|a| a.state != AccountState::Disabled && a.balance.is_none())
+        .map(|a| a.name.as_str())
+        .collect();
+    if !unread.is_empty() {
+        if coverage.is_some() {
+            w.push(format!(
+                "how much of what customers may still spend (${liability}) the DeepSeek balance \
+                 covers is not known yet: no balance read yet for {}",
+                unread.join(", ")
+            ));
+        }
+    } else if let Some(pct) = coverage.filter(|p| *p < 100) {
         // As the pool line says it: a balance that covers under 1% is not nothing.
         let pct = if pct == 0 && usd > Usd::ZERO {
             "<1".to_string()
@@ -163,4 +180,59 @@ fn utc(ms: i64) -> String {
         || ms.to_string(),
         |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account(name: &str, read: bool) -> AccountStatus {
+        AccountStatus {
+            name: name.into(),
+            state: AccountState::Healthy,
+            cooling_until_ms: None,
+            backoff_ms: 0,
+            weight: 1,
+            models: Vec::new(),
+            balance: read.then(|| crate::upstream::balance::Balance {
+                is_available: true,
+                infos: vec![crate::upstream::balance::BalanceInfo {
+                    currency: "USD".into(),
+                    total: Usd::from_dollars(5),
+                    granted: Usd::ZERO,
+                    topped_up: Usd::from_dollars(5),
+                }],
+                at_ms: 0,
+            }),
+            balance_unread: None,
+            by_operator: false,
+            last_error: None,
+            requests: 0,
+            errors: 0,
+            same_key_as: None,
+        }
+    }
+
+    /// An account whose balance was never read makes the coverage unknown, not "$0 covers 0%";
+    /// once every one is read, the coverage is said.
+    #[test]
+    fn coverage_is_not_said_while_a_balance_is_unread() {
+        let pool = |read_b: bool| PoolStatus {
+            accounts: vec![account("a", true), account("b", read_b)],
+            failovers: 0,
+            low_balance: Usd::ZERO,
+        };
+        let liability = Usd::from_dollars(100);
+        let w = warnings(&pool(false), Usd::from_dollars(5), liability, Some(5));
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains("not known yet: no balance read yet for b"),
+            "{w:?}"
+        );
+        let w = warnings(&pool(true), Usd::from_dollars(10), liability, Some(10));
+        assert_eq!(
+            w,
+            ["DeepSeek balance $10.00 covers 10% of what customers may still spend ($100.00)"]
+        );
+    }
 }
