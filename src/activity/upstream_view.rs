@@ -187,30 +187,11 @@ mod tests {
     use super::*;
 
     fn account(name: &str, read: bool) -> AccountStatus {
-        AccountStatus {
-            name: name.into(),
-            state: AccountState::Healthy,
-            cooling_until_ms: None,
-            backoff_ms: 0,
-            weight: 1,
-            models: Vec::new(),
-            balance: read.then(|| crate::upstream::balance::Balance {
-                is_available: true,
-                infos: vec![crate::upstream::balance::BalanceInfo {
-                    currency: "USD".into(),
-                    total: Usd::from_dollars(5),
-                    granted: Usd::ZERO,
-                    topped_up: Usd::from_dollars(5),
-                }],
-                at_ms: 0,
-            }),
-            balance_unread: None,
-            by_operator: false,
-            last_error: None,
-            requests: 0,
-            errors: 0,
-            same_key_as: None,
+        let mut a = crate::upstream::status::tests::account(name, AccountState::Healthy, 5);
+        if !read {
+            a.balance = None;
         }
+        a
     }
 
     /// An account whose balance was never read makes the coverage unknown, not "$0 covers 0%";

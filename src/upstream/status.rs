@@ -94,11 +94,12 @@ impl PoolStatus {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::upstream::balance::BalanceInfo;
 
-    fn account(name: &str, state: AccountState, usd: i64) -> AccountStatus {
+    /// An account of `state` holding `usd` dollars (read at the epoch), for tests.
+    pub(crate) fn account(name: &str, state: AccountState, usd: i64) -> AccountStatus {
         AccountStatus {
             name: name.into(),
             state,
