@@ -90,6 +90,22 @@ fn email_on(c: &mut Config, port: u16) {
     c.email.retry_secs = 1;
 }
 
+/// `POST /api/keys/rotate` with `key`; the new key.
+async fn rotate(app: &TestApp, key: &str) -> String {
+    let r = app
+        .http
+        .post(format!("{}/api/keys/rotate", app.base))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json::<Value>().await.unwrap()["api_key"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 /// Buy a plan in the browser `b`; returns (order id, key).
 async fn buy(app: &TestApp, b: &mut Browser, plan: &str, email: &str) -> (String, String) {
     let (order_id, paypal_id) = b.create_order(app, plan, email).await;
@@ -214,18 +230,7 @@ async fn receipts_and_notices_arrive_once_in_the_buyers_language_with_a_working_
     assert_eq!(sink.messages().len(), 3);
 
     // A replacement is told whatever the opt-out (it is about security), in Chinese too.
-    let r = app
-        .http
-        .post(format!("{}/api/keys/rotate", app.base))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let new_key = r.json::<Value>().await.unwrap()["api_key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let new_key = rotate(&app, &key).await;
     let got = sink.wait_for(4).await;
     let notice = &got[3];
     assert!(
@@ -359,18 +364,7 @@ async fn a_top_up_receipt_names_nothing_of_a_key_replaced_since_the_order() {
     assert_eq!(status, 200, "{v}");
     let order_id = v["order_id"].as_str().unwrap().to_string();
     let paypal_id = v["paypal_order_id"].as_str().unwrap().to_string();
-    let r = app
-        .http
-        .post(format!("{}/api/keys/rotate", app.base))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let new_key = r.json::<Value>().await.unwrap()["api_key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let new_key = rotate(&app, &key).await;
     assert!(app.pp().approve(&paypal_id));
     let (status, v) = other.capture(&app, &order_id).await;
     assert_eq!((status, v["status"].as_str()), (200, Some("paid")), "{v}");
@@ -406,18 +400,7 @@ async fn each_rotation_notice_names_the_text_its_rotation_made() {
     let (_, mut key) = buy(&app, &mut b, "trial", "turns@example.com").await;
     let mut made = Vec::new();
     for _ in 0..3 {
-        let r = app
-            .http
-            .post(format!("{}/api/keys/rotate", app.base))
-            .bearer_auth(&key)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        key = r.json::<Value>().await.unwrap()["api_key"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        key = rotate(&app, &key).await;
         made.push(modelrelay::keys::token::display_prefix(&key));
     }
     // The mail server comes up only now: every notice is sent after the last rotation.
