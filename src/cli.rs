@@ -353,7 +353,11 @@ async fn backup(socket_path: &Path, file: PathBuf) -> ExitCode {
             // The daemon wrote the file in its own view of the filesystem: under the unit's
             // `PrivateTmp=yes` its /tmp is not this shell's, so a copy "made" in /tmp is out of
             // reach here and goes when the service stops (found by an independent check).
-            if path.symlink_metadata().is_err() {
+            // (A directory this shell may not look into is not that: only "not found" is.)
+            if path
+                .symlink_metadata()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+            {
                 return fail(format_args!(
                     "the daemon wrote {} ({bytes} bytes), but this shell cannot see that file: \
                      the service has a private /tmp (systemd's PrivateTmp) or another view of \
