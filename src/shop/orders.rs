@@ -75,10 +75,25 @@ pub fn normalize_email(e: &str) -> String {
     e.trim().to_lowercase()
 }
 
+/// An email as the look-up compares it: normalised, its domain in ASCII as mail carries it
+/// (IDNA: `bücher.example` and `xn--bcher-kva.example` are one domain, whatever the Unicode
+/// form typed); a receipt's `To:` shows the ASCII form, which a customer may copy (found by an
+/// independent check: it did not find the order).
+fn comparable_email(e: &str) -> String {
+    let e = normalize_email(e);
+    match e.rsplit_once('@') {
+        Some((local, domain)) => match idna::domain_to_ascii(domain) {
+            Ok(ascii) => format!("{local}@{ascii}"),
+            Err(_) => e,
+        },
+        None => e,
+    }
+}
+
 /// Compare two emails in constant time (over their hashes, so length does not leak either).
 fn same_email(a: &str, b: &str) -> bool {
-    let ha = Sha256::digest(normalize_email(a).as_bytes());
-    let hb = Sha256::digest(normalize_email(b).as_bytes());
+    let ha = Sha256::digest(comparable_email(a).as_bytes());
+    let hb = Sha256::digest(comparable_email(b).as_bytes());
     bool::from(ha.as_slice().ct_eq(hb.as_slice()))
 }
 
@@ -338,5 +353,29 @@ pub async fn demo_approve(state: &Arc<AppState>, order_id: &str) -> Option<Strin
             tracing::warn!(error = %e, "simulated PayPal unreachable");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_email;
+
+    /// Case, spaces and the domain's forms (Unicode as typed, composed or not, and the ASCII
+    /// form a receipt's `To:` shows) are one address; another local part or domain is not.
+    #[test]
+    fn emails_compare_by_their_mail_form() {
+        let stored = "Jörg@Bücher.example";
+        for typed in [
+            " jörg@bücher.example ",
+            "jörg@xn--bcher-kva.example",
+            "JÖRG@XN--BCHER-KVA.EXAMPLE",
+            "jörg@bu\u{308}cher.example",
+        ] {
+            assert!(same_email(stored, typed), "{typed}");
+        }
+        for other in ["jorg@bücher.example", "jörg@bucher.example", "jörg", ""] {
+            assert!(!same_email(stored, other), "{other}");
+        }
+        assert!(same_email("a@b.co", "A@B.CO"));
     }
 }
