@@ -92,18 +92,9 @@ fn email_on(c: &mut Config, port: u16) {
 
 /// `POST /api/keys/rotate` with `key`; the new key.
 async fn rotate(app: &TestApp, key: &str) -> String {
-    let r = app
-        .http
-        .post(format!("{}/api/keys/rotate", app.base))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r.json::<Value>().await.unwrap()["api_key"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    let (status, v) = crate::selfservice_rotate::rotate(app, key).await;
+    assert_eq!(status, 200, "{v}");
+    v["api_key"].as_str().unwrap().to_string()
 }
 
 /// Buy a plan in the browser `b`; returns (order id, key).

@@ -12,7 +12,8 @@ use crate::shop_orders::Browser;
 
 const FLASH: &str = "deepseek-v4-flash";
 
-async fn rotate(app: &TestApp, key: &str) -> (u16, Value) {
+/// `POST /api/keys/rotate` with `key` as Bearer: the status and the JSON answer.
+pub(super) async fn rotate(app: &TestApp, key: &str) -> (u16, Value) {
     let r = app
         .http
         .post(format!("{}/api/keys/rotate", app.base))

@@ -39,6 +39,7 @@ use super::fold::{DAY_MS, day_of};
 use super::protocol::Snapshot;
 use super::views::{key_view, order_view};
 use super::{Activity, ActivityEvent};
+use crate::clock::now_ms;
 use crate::keys::KeyTable;
 use crate::store::{Store, StoreError, Write};
 
@@ -118,10 +119,6 @@ fn lock(live: &Mutex<Live>) -> MutexGuard<'_, Live> {
     // The state stays consistent through a panic mid-update (plain field writes), so a
     // poisoned lock is used as is rather than taking the console down with it.
     live.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn now_ms() -> i64 {
-    crate::clock::now_ms()
 }
 
 impl ActivityTracker {

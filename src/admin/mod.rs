@@ -11,6 +11,7 @@ use chrono::Utc;
 
 use crate::activity::ActivityEvent;
 use crate::activity::views::key_view;
+use crate::clock::now_ms;
 use crate::keys::token::{KEY_PREFIX, display_prefix, generate_key, generate_key_id, hash_key};
 use crate::keys::{KeyRecord, KeyState, KeyStatus, Notice};
 use crate::kinds::MailKind;
@@ -122,10 +123,6 @@ fn check_amount(what: &str, a: Usd) -> Result<(), AdminError> {
         )));
     }
     Ok(())
-}
-
-fn now_ms() -> i64 {
-    Utc::now().timestamp_millis()
 }
 
 /// A key by full key, id, or display prefix (with or without the trailing `…`).

@@ -30,6 +30,7 @@ mod tests;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::clock::now_ms;
 use crossterm::event::{Event as TermEvent, EventStream};
 use futures_util::StreamExt;
 use tokio::signal::unix::{SignalKind, signal};
@@ -53,10 +54,6 @@ const FRAME: Duration = Duration::from_millis(50);
 /// between frames instead of each drawing one (a 6 000-character paste took ~50 s of frames
 /// on a Keys view of 2 300 keys; found by an independent check).
 const KEY_FRAME: Duration = Duration::from_millis(16);
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
 
 /// True when `NO_COLOR` is set to anything non-empty (<https://no-color.org>).
 pub fn no_color() -> bool {

@@ -80,14 +80,7 @@ pub fn normalize_email(e: &str) -> String {
 /// form typed); a receipt's `To:` shows the ASCII form, which a customer may copy (found by an
 /// independent check: it did not find the order).
 fn comparable_email(e: &str) -> String {
-    let e = normalize_email(e);
-    match e.rsplit_once('@') {
-        Some((local, domain)) => match idna::domain_to_ascii(domain) {
-            Ok(ascii) => format!("{local}@{ascii}"),
-            Err(_) => e,
-        },
-        None => e,
-    }
+    crate::mail::outbox::ascii_domain(&normalize_email(e)).into_owned()
 }
 
 /// Compare two emails in constant time (over their hashes, so length does not leak either).

@@ -57,10 +57,7 @@ pub enum DisabledBy {
     Operator,
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    crate::clock::now_ms()
-}
+pub use crate::clock::now_ms;
 
 /// An upstream URL parsed once: parsing it on every request (IDNA host processing included)
 /// showed in the profile. Keeps the text, for the error of a URL that does not parse (the

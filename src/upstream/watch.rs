@@ -105,6 +105,16 @@ pub fn start(http: reqwest::Client, pool: Weak<Pool>, watch: Arc<Watch>, activit
 }
 
 /// Ask DeepSeek for one account's balance.
+/// Why a balance read failed: "timed out" said as such (reqwest's text for it reads like a
+/// refused connection).
+fn failed(what: &str, e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        format!("{what}: timed out after {}s", BALANCE_TIMEOUT.as_secs())
+    } else {
+        format!("{what}: {e}")
+    }
+}
+
 async fn fetch(http: &reqwest::Client, a: &Account) -> Result<Balance, String> {
     let resp = http
         .get(&a.balance_url)
@@ -112,27 +122,12 @@ async fn fetch(http: &reqwest::Client, a: &Account) -> Result<Balance, String> {
         .timeout(BALANCE_TIMEOUT)
         .send()
         .await
-        .map_err(|e| {
-            if e.is_timeout() {
-                format!(
-                    "balance request timed out after {}s",
-                    BALANCE_TIMEOUT.as_secs()
-                )
-            } else {
-                format!("balance request failed: {e}")
-            }
-        })?;
+        .map_err(|e| failed("balance request failed", &e))?;
     let status = resp.status();
-    let body = resp.bytes().await.map_err(|e| {
-        if e.is_timeout() {
-            format!(
-                "balance answer timed out after {}s",
-                BALANCE_TIMEOUT.as_secs()
-            )
-        } else {
-            format!("balance answer cut: {e}")
-        }
-    })?;
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| failed("balance answer cut", &e))?;
     if status == reqwest::StatusCode::UNAUTHORIZED {
         // Said loudly (a mistyped key otherwise showed as healthy until a customer's 502; found
         // by an independent check), but not acted on: a balance endpoint's passing 401 took a
