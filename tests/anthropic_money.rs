@@ -167,6 +167,38 @@ async fn an_upstream_failure_mid_stream_ends_with_anthropics_error_event() {
     let _: Value = Value::Null;
 }
 
+/// Upstream saying mid-stream that it is overloaded: the client is told `overloaded_error`
+/// (found by an independent check: it was `api_error`), billed as any broken stream.
+#[tokio::test]
+async fn an_upstream_overloaded_mid_stream_is_told_as_overloaded() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key("trial", None).await;
+    let resp = stream_message(
+        &app,
+        &key,
+        "[[sim prompt=20 reply=50 overloaded_after=3]] go",
+        100,
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let rid = request_id(&resp);
+    let evs = events(resp).await;
+    let (name, data) = evs.last().unwrap();
+    assert_eq!(name, "error");
+    assert_eq!(data["error"]["type"], "overloaded_error", "{data}");
+    assert!(
+        !data["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Overloaded"),
+        "our own words, not upstream's: {data}"
+    );
+    let row = app.wait_ledger_row(&rid).await;
+    assert_eq!(row.finish.as_str(), "upstream_error");
+    assert_eq!(row.completion_tokens, 3);
+    assert!(row.cost.nanos() > 0);
+}
+
 /// Upstream's stream failing at its first word (before anything was relayed, the head not
 /// sent): a 502 in Anthropic's shape, which the SDKs retry (a 200 whose stream is one error
 /// event they never retry; found by an independent check), billed nothing.

@@ -92,6 +92,12 @@ pub trait StreamRewrite: Send + 'static {
     /// Upstream closed without the dialect's end marker: the end to send when what arrived
     /// is complete anyway, else why the stream broke.
     fn end_at_eof(&mut self, tally: &Tally) -> Result<String, String>;
+    /// What the client is told when the stream broke (an `Err` from [`StreamRewrite::event`]
+    /// or [`StreamRewrite::end_at_eof`]): a plain upstream error, unless the dialect read a
+    /// more telling reason in upstream's own error event.
+    fn failure(&self) -> GatewayError {
+        GatewayError::Upstream
+    }
 }
 
 /// What a stream relay has seen so far.

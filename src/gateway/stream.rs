@@ -210,6 +210,7 @@ async fn pump<D: Dialect>(
     }
     let Relay {
         mut events,
+        rewrite,
         tx,
         tally,
         request_id,
@@ -250,7 +251,7 @@ async fn pump<D: Dialect>(
             tracing::warn!(request_id, why, "upstream stream failed");
             (
                 Finish::UpstreamError,
-                Some(D::error_event(&GatewayError::Upstream)),
+                Some(D::error_event(&rewrite.failure())),
             )
         }
     };

@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use super::usage::{self, Wire, to_billing};
 use crate::gateway::dialect::{Generated, PublicModel, Step, StreamRewrite, Tally};
+use crate::gateway::error::GatewayError;
 use crate::gateway::json::{error_text, is_json};
 use crate::upstream::sse::SseEvent;
 
@@ -63,6 +64,10 @@ pub struct Events {
     /// some of them (or none) keeps the others.
     input: Wire,
     output: Option<u64>,
+    /// Upstream's error event said it was overloaded: the client is told so in Anthropic's
+    /// words (`overloaded_error`, which Claude Code and the SDKs know to retry later), not
+    /// as a plain `api_error`.
+    overloaded: bool,
 }
 
 impl Events {
@@ -72,6 +77,7 @@ impl Events {
             public,
             input: Wire::default(),
             output: None,
+            overloaded: false,
         }
     }
 
@@ -245,7 +251,10 @@ impl StreamRewrite for Events {
             Err(e) => return Err(e),
         };
         match read.kind.as_ref() {
-            "error" => return Err(format!("upstream error event: {}", error_text(data))),
+            "error" => {
+                self.overloaded = says_overloaded(data);
+                return Err(format!("upstream error event: {}", error_text(data)));
+            }
             "message_start" => {
                 if let Some(u) = &read.start_usage {
                     self.note(u, false, tally);
@@ -287,6 +296,14 @@ impl StreamRewrite for Events {
         )))
     }
 
+    fn failure(&self) -> GatewayError {
+        if self.overloaded {
+            GatewayError::UpstreamBusy
+        } else {
+            GatewayError::Upstream
+        }
+    }
+
     fn end_at_eof(&mut self, tally: &Tally) -> Result<String, String> {
         // The final `message_delta` (with its `stop_reason`) carried the output count: the
         // answer is complete (a `message_delta` without one may be an interim count), also
@@ -298,6 +315,21 @@ impl StreamRewrite for Events {
             Err("stream ended without message_stop".into())
         }
     }
+}
+
+/// Whether an `error` event's `error.type` is `overloaded_error`.
+fn says_overloaded(data: &str) -> bool {
+    #[derive(Deserialize)]
+    struct Event<'a> {
+        #[serde(borrow)]
+        error: Inner<'a>,
+    }
+    #[derive(Deserialize)]
+    struct Inner<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: Cow<'a, str>,
+    }
+    serde_json::from_str::<Event<'_>>(data).is_ok_and(|e| e.error.kind == "overloaded_error")
 }
 
 /// `message_delta`'s `data` with `usage.output_tokens` set to `output` (its other counts kept;
@@ -373,6 +405,41 @@ mod tests {
             .is_err()
         );
         assert!(e.event(&ev("not json"), &mut t).is_err());
+    }
+
+    /// Upstream's own `overloaded_error` mid-stream reaches the client as `overloaded_error`
+    /// (which the SDKs and Claude Code retry later); any other error event, or none, as a
+    /// plain upstream error (found by an independent check: all were `api_error`).
+    #[test]
+    fn an_overloaded_error_event_is_told_as_overloaded() {
+        for (data, busy) in [
+            (
+                r#"{"type":"error","error":{"type":"overloaded_error","message":"x"}}"#,
+                true,
+            ),
+            (
+                r#"{"type":"error","error":{"message":"x","type":"overloaded_error"}}"#,
+                true,
+            ),
+            (
+                r#"{"type":"error","error":{"type":"api_error","message":"x"}}"#,
+                false,
+            ),
+            (
+                r#"{"type":"error","error":{"type":"rate_limit_error"}}"#,
+                false,
+            ),
+            (r#"{"type":"error","error":"overloaded_error"}"#, false),
+            (r#"{"type":"error"}"#, false),
+        ] {
+            let mut e = Events::new(PublicModel::new("m"));
+            let mut t = Tally::new(Instant::now());
+            assert!(matches!(e.failure(), GatewayError::Upstream));
+            assert!(e.event(&ev(data), &mut t).is_err(), "{data}");
+            let told = e.failure();
+            assert_eq!(matches!(told, GatewayError::UpstreamBusy), busy, "{data}");
+            assert_eq!(matches!(told, GatewayError::Upstream), !busy, "{data}");
+        }
     }
 
     /// A final `message_delta` without usage (DeepSeek always sends one) reaches the client

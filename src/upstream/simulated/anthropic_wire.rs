@@ -10,6 +10,9 @@ use super::stream::{KEEPALIVE, Wire};
 
 const ERROR_EVENT: &str = "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\",\
 \"message\":\"Internal server error\"}}\n\n";
+/// Anthropic's words for an overloaded server, mid-stream.
+const OVERLOADED_EVENT: &str = "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\
+\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";
 const MESSAGE_STOP: &str = "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
 /// Anthropic's keep-alive: an event, not an SSE comment.
 const PING: &str = "event: ping\ndata: {\"type\": \"ping\"}\n\n";
@@ -171,6 +174,10 @@ impl Wire for AnthropicWire {
 
     fn error(&self) -> &'static str {
         ERROR_EVENT
+    }
+
+    fn overloaded(&self) -> &'static str {
+        OVERLOADED_EVENT
     }
 
     fn garbage(&self, i: usize) -> String {

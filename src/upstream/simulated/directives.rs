@@ -37,6 +37,9 @@ pub(super) struct Directives {
     pub(super) stall_after: Option<u64>,
     pub(super) drop_after: Option<u64>,
     pub(super) error_after: Option<u64>,
+    /// Stream: after this many tokens, an error event saying upstream is overloaded
+    /// (Anthropic's `overloaded_error`), then the end.
+    pub(super) overloaded_after: Option<u64>,
     /// Stream: after this many tokens, an event that is not JSON, then the end marker.
     pub(super) garbage_after: Option<u64>,
     pub(super) no_usage: bool,
@@ -81,6 +84,7 @@ impl Directives {
                     "stall_after" => &mut self.stall_after,
                     "drop_after" => &mut self.drop_after,
                     "error_after" => &mut self.error_after,
+                    "overloaded_after" => &mut self.overloaded_after,
                     "garbage_after" => &mut self.garbage_after,
                     "no_usage" => {
                         self.no_usage = n != 0;

@@ -238,7 +238,8 @@ pub fn list_cost(model: &str, peak: bool, hit: u64, miss: u64, output: u64) -> U
 /// Directives `[[sim key=value …]]` anywhere in any message text (on the Anthropic route also in
 /// `system` and in text, thinking, tool_use and tool_result blocks) steer a request (several merge,
 /// later wins): `reply`, `reasoning`, `prompt`, `hit`, `delay_ms`, `first_delay_ms`,
-/// `keepalive_ms`, `fail`, `stall_after`, `drop_after`, `error_after`, `garbage_after` (an
+/// `keepalive_ms`, `fail`, `stall_after`, `drop_after`, `error_after`, `overloaded_after` (an
+/// error event saying upstream is overloaded: Anthropic's `overloaded_error`), `garbage_after` (an
 /// event that is not JSON after that many tokens, then the end marker), `no_usage`, `garbage`,
 /// `drop_at_end` (the whole answer, usage included, then the connection cut before its end marker),
 /// `error_at_end` (the same, then an error event in place of the end marker);

@@ -108,6 +108,11 @@ pub(super) trait Wire: Send + Sync {
     fn closing(&self, p: &Plan) -> String;
     /// The error event sent mid-stream by `error_after`.
     fn error(&self) -> &'static str;
+    /// The error event sent mid-stream by `overloaded_after`: upstream saying it is
+    /// overloaded, where the format has words for it.
+    fn overloaded(&self) -> &'static str {
+        self.error()
+    }
     /// Event `i` of a `garbage` stream: SSE framing around a payload that is not JSON.
     fn garbage(&self, i: usize) -> String;
     /// The wire's end marker (`[DONE]`, `message_stop`): after a `garbage` stream's events, and
@@ -223,6 +228,10 @@ async fn stream_body(p: &Plan, w: &impl Wire, mut out: Out) -> Result<Outcome, H
         if at(p.d.error_after, i) {
             out.send(w.error()).await?;
             return Ok(Outcome::Failed(500));
+        }
+        if at(p.d.overloaded_after, i) {
+            out.send(w.overloaded()).await?;
+            return Ok(Outcome::Failed(529));
         }
         if at(p.d.stall_after, i) {
             // Only keep-alives from now on; they also give the disconnect detection a chance to fire.
