@@ -194,6 +194,16 @@ pub fn clip(s: &str, width: usize) -> String {
     out
 }
 
+/// A key's display prefix (`sk-gateway-PrOo…`) for a column of `width`: whole when it fits,
+/// else without the `sk-gateway-` every key shares, so that a narrow window still tells keys
+/// apart (at 50 columns every key read `sk-ga`: found by an independent check).
+pub fn key_in(prefix: &str, width: usize) -> String {
+    if prefix.chars().count() <= width {
+        return prefix.to_string();
+    }
+    clip(prefix.strip_prefix("sk-gateway-").unwrap_or(prefix), width)
+}
+
 /// `s` cut to `width` characters keeping its end, with `…` in front when cut: for ids whose
 /// tail tells them apart (a request id starts with the time, and ends with its random part).
 pub fn clip_start(s: &str, width: usize) -> String {
@@ -210,6 +220,15 @@ pub fn clip_start(s: &str, width: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_prefix_too_wide_for_its_column_keeps_what_tells_keys_apart() {
+        assert_eq!(key_in("sk-gateway-PrOo…", 16), "sk-gateway-PrOo…");
+        assert_eq!(key_in("sk-gateway-PrOo…", 5), "PrOo…");
+        assert_eq!(key_in("sk-gateway-PrOo…", 3), "Pr…");
+        assert_eq!(key_in("sk-gateway-PrOo…", 0), "…");
+        assert_eq!(key_in("other-key-prefix", 6), "other…");
+    }
 
     fn u(s: &str) -> Usd {
         s.parse().unwrap()

@@ -7,7 +7,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, TableState};
 
 use super::Theme;
-use super::format::{ago, clip, column_widths, gauge, parse_ms, usd_in, whole};
+use super::format::{ago, clip, column_widths, gauge, key_in, parse_ms, usd_in, whole};
 use crate::activity::protocol::KeyView;
 use crate::console::app::App;
 use crate::status::KeyStatus;
@@ -110,7 +110,7 @@ fn row(
         .and_then(parse_ms)
         .map_or_else(|| "never".to_string(), |at| ago(at, app.now_ms));
     let mut cells = vec![
-        Cell::from(k.prefix.clone()),
+        Cell::from(key_in(&k.prefix, got(0))),
         Cell::from(clip(&k.plan, 8)),
         Cell::from(Span::styled(k.status.as_str(), status_style)),
         Cell::from(Span::styled(

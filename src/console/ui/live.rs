@@ -11,7 +11,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, TableState};
 
 use super::Theme;
-use super::format::{clip, clip_start, clock, column_widths, cost, millis, whole};
+use super::format::{clip, clip_start, clock, column_widths, cost, key_in, millis, whole};
 use crate::console::app::App;
 use crate::status::{Finish, Measured};
 
@@ -117,7 +117,7 @@ fn draw_in_flight(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
             0.0
         };
         let mut cells = vec![
-            Cell::from(r.key_prefix.clone()),
+            Cell::from(key_in(&r.key_prefix, got(0))),
             Cell::from(r.plan.clone()),
             Cell::from(clip(&r.model, model_w as usize)),
             Cell::from(Line::from(whole(millis(elapsed), got(3))).right_aligned()),
@@ -241,7 +241,11 @@ fn draw_finished(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
         };
         let mut cells = vec![
             Cell::from(clock(r.at_ms)),
-            Cell::from(r.key_prefix.clone().unwrap_or_else(|| clip(&r.key_id, 16))),
+            Cell::from(
+                r.key_prefix
+                    .as_deref()
+                    .map_or_else(|| clip(&r.key_id, 16), |p| key_in(p, got(1))),
+            ),
             Cell::from(clip(&r.model, model_w as usize)),
             Cell::from(Span::styled(r.status.to_string(), status_style)),
             Cell::from(

@@ -7,7 +7,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, TableState};
 
 use super::Theme;
-use super::format::{clip, column_widths, short_time, usd_in};
+use super::format::{clip, column_widths, key_in, short_time, usd_in};
 use crate::activity::protocol::OrderView;
 use crate::console::app::App;
 use crate::kinds::{MailStatus, OrderKind};
@@ -59,10 +59,12 @@ fn draw_orders(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
     // The amount is written for the width its column gets (narrow, less than it asks for).
     let got = column_widths(&constraints, area.width, u16::from(selected.is_some()));
     let amount_w = got.get(if wide { 4 } else { 3 }).copied().unwrap_or(0) as usize;
+    // The key is written for the width its column gets, too.
+    let key_got = got.get(if wide { 6 } else { 5 }).copied().unwrap_or(key_w);
     let shape = Shape {
         wide,
         id_w,
-        key_w,
+        key_w: key_got,
         email_w,
         amount_w,
     };
@@ -120,9 +122,10 @@ fn order_row<'a>(app: &App, o: &'a OrderView, shape: &Shape, t: &Theme) -> Row<'
             if wide {
                 id.to_string()
             } else {
-                m.keys
-                    .get(id)
-                    .map_or_else(|| clip(id, key_w as usize), |k| k.prefix.clone())
+                m.keys.get(id).map_or_else(
+                    || clip(id, key_w as usize),
+                    |k| key_in(&k.prefix, key_w as usize),
+                )
             }
         },
     );

@@ -489,6 +489,29 @@ fn narrow_windows_never_cut_an_amount() {
     }
 }
 
+/// A narrow window still tells keys apart: what is left of the KEY column shows the part of
+/// each prefix after the `sk-gateway-` all keys share (at 50 columns every key read `sk-ga`).
+#[test]
+fn narrow_windows_tell_keys_apart() {
+    for (v, marks) in [
+        (View::Keys, &["TrIa", "PrOo", "OlDd"][..]),
+        (View::Live, &["PrOo"][..]),
+    ] {
+        for w in [40, 50, 60] {
+            let lines = screen(&view(v), (w, 24));
+            for mark in marks {
+                // At 40 columns the column has room for three characters and the `…`.
+                let mark = if w < 50 { &mark[..3] } else { mark };
+                assert!(
+                    lines.iter().any(|l| l.contains(mark)),
+                    "{v:?} at {w} columns: no {mark:?}\n{}",
+                    lines.join("\n")
+                );
+            }
+        }
+    }
+}
+
 /// In a window too small for the dialog, the new key is still drawn whole (wrapped, over the
 /// whole screen, with only how to close it); in one too small even for that, the console asks
 /// for a larger window and Enter does not close the dialog (closing would lose the key: it was
