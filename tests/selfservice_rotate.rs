@@ -254,16 +254,17 @@ async fn rotate_again(app: &TestApp, key: &str, idempotency: &str) -> (u16, Valu
 
 /// A rotation whose answer was lost, sent again with the same old key and `Idempotency-Key`,
 /// gets the same new text (it used to get 401: both texts lost). Another idempotency key, or
-/// none, with the old text is still 401; a malformed one is 400; the old text never works again.
+/// none, with the old text is still 401; a malformed or short one is 400; the old text never
+/// works again.
 #[tokio::test]
 async fn a_rotation_sent_again_with_its_idempotency_key_gets_the_same_new_key() {
     let app = TestApp::spawn_shop().await;
     let old = app.create_key("trial", None).await;
-    let (status, first) = rotate_again(&app, &old, "retry-7f3a").await;
+    let (status, first) = rotate_again(&app, &old, "retry-7f3a-5b1c9e2d").await;
     assert_eq!(status, 200, "{first}");
     let new = first["api_key"].as_str().expect("a new key").to_string();
     assert_ne!(new, old);
-    let (status, again) = rotate_again(&app, &old, "retry-7f3a").await;
+    let (status, again) = rotate_again(&app, &old, "retry-7f3a-5b1c9e2d").await;
     assert_eq!(status, 200, "{again}");
     assert_eq!(
         again["api_key"].as_str(),
@@ -272,15 +273,23 @@ async fn a_rotation_sent_again_with_its_idempotency_key_gets_the_same_new_key() 
     );
     assert_eq!(chat_status(&app, &new).await, 200);
     assert_eq!(chat_status(&app, &old).await, 401);
-    let (status, other) = rotate_again(&app, &old, "another").await;
+    let (status, other) = rotate_again(&app, &old, "another-4c0d2e7f19").await;
     assert_eq!(status, 401, "{other}");
     let (status, none) = rotate(&app, &old).await;
     assert_eq!(status, 401, "{none}");
     // The new text's own rotation with the same idempotency key is a new rotation.
-    let (status, third) = rotate_again(&app, &new, "retry-7f3a").await;
+    let (status, third) = rotate_again(&app, &new, "retry-7f3a-5b1c9e2d").await;
     assert_eq!(status, 200, "{third}");
     assert_ne!(third["api_key"].as_str(), Some(new.as_str()));
-    for bad in ["", &"x".repeat(256), "a b"] {
+    // Too short to be unguessable: with the old key (leaked: why it is being replaced), a
+    // guessed one would hand out the new key (found by an independent check).
+    for bad in [
+        "",
+        "1",
+        &"x".repeat(15),
+        &"x".repeat(256),
+        "a b c d e f g h i",
+    ] {
         let (status, v) = rotate_again(&app, &new, bad).await;
         assert_eq!(status, 400, "{bad:?}: {v}");
         assert_eq!(v["error"]["code"], "invalid_request");
@@ -307,7 +316,7 @@ async fn a_rotation_whose_client_hung_up_is_remembered_and_retries_wait_for_it()
     let mut first = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let req = format!(
         "POST /api/keys/rotate HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {old}\r\n\
-         Idempotency-Key: lost-1\r\nContent-Length: 0\r\n\r\n"
+         Idempotency-Key: lost-1-9a8b7c6d5e4f\r\nContent-Length: 0\r\n\r\n"
     );
     first.write_all(req.as_bytes()).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
@@ -325,7 +334,7 @@ async fn a_rotation_whose_client_hung_up_is_remembered_and_retries_wait_for_it()
                 let r = http
                     .post(format!("{base}/api/keys/rotate"))
                     .bearer_auth(&old)
-                    .header("idempotency-key", "lost-1")
+                    .header("idempotency-key", "lost-1-9a8b7c6d5e4f")
                     .send()
                     .await
                     .unwrap();
@@ -348,7 +357,7 @@ async fn a_rotation_whose_client_hung_up_is_remembered_and_retries_wait_for_it()
     assert_eq!(chat_status(&app, &new).await, 200);
     assert_eq!(chat_status(&app, &old).await, 401);
     // Sent again later: the same text still.
-    let (status, again) = rotate_again(&app, &old, "lost-1").await;
+    let (status, again) = rotate_again(&app, &old, "lost-1-9a8b7c6d5e4f").await;
     assert_eq!(
         (status, again["api_key"].as_str()),
         (200, Some(new.as_str()))
@@ -358,7 +367,7 @@ async fn a_rotation_whose_client_hung_up_is_remembered_and_retries_wait_for_it()
     // the old key deserves.
     let (status, newer) = rotate(&app, &new).await;
     assert_eq!(status, 200, "{newer}");
-    let (status, v) = rotate_again(&app, &old, "lost-1").await;
+    let (status, v) = rotate_again(&app, &old, "lost-1-9a8b7c6d5e4f").await;
     assert_eq!(status, 401, "{v}");
     assert_eq!(v["error"]["code"], "invalid_api_key");
 }
@@ -370,11 +379,11 @@ async fn a_rotation_whose_client_hung_up_is_remembered_and_retries_wait_for_it()
 async fn a_rotation_sent_again_after_a_restart_gets_the_same_new_key() {
     let mut app = TestApp::spawn().await;
     let old = app.create_key("trial", None).await;
-    let (status, first) = rotate_again(&app, &old, "lost-at-crash").await;
+    let (status, first) = rotate_again(&app, &old, "lost-at-crash-0e1f2a").await;
     assert_eq!(status, 200, "{first}");
     let new = first["api_key"].as_str().expect("a new key").to_string();
     let other = app.create_key("trial", None).await;
-    let (status, o1) = rotate_again(&app, &other, "twice").await;
+    let (status, o1) = rotate_again(&app, &other, "twice-3d4e5f6a7b8c").await;
     assert_eq!(status, 200);
     let (status, _) = rotate(&app, o1["api_key"].as_str().unwrap()).await;
     assert_eq!(status, 200, "rotated again since");
@@ -382,7 +391,7 @@ async fn a_rotation_sent_again_after_a_restart_gets_the_same_new_key() {
     let TestApp { sim, dir, .. } = app;
     let config = crate::common::test_config(dir.path(), &sim);
     let app = TestApp::start(config, sim, dir).await;
-    let (status, again) = rotate_again(&app, &old, "lost-at-crash").await;
+    let (status, again) = rotate_again(&app, &old, "lost-at-crash-0e1f2a").await;
     assert_eq!(status, 200, "{again}");
     assert_eq!(
         again["api_key"].as_str(),
@@ -390,9 +399,9 @@ async fn a_rotation_sent_again_after_a_restart_gets_the_same_new_key() {
         "the same text"
     );
     assert_eq!(chat_status(&app, &new).await, 200);
-    let (status, v) = rotate_again(&app, &old, "another").await;
+    let (status, v) = rotate_again(&app, &old, "another-4c0d2e7f19").await;
     assert_eq!(status, 401, "{v}");
-    let (status, v) = rotate_again(&app, &other, "twice").await;
+    let (status, v) = rotate_again(&app, &other, "twice-3d4e5f6a7b8c").await;
     assert_eq!(status, 401, "replaced since: {v}");
 }
 
@@ -468,7 +477,7 @@ async fn a_top_up_order_shows_nothing_of_a_key_replaced_since() {
 async fn a_rotation_sent_again_after_a_flood_of_others_gets_the_same_new_key() {
     let app = TestApp::spawn_shop_with(|c| c.server.behind_proxy = true).await;
     let old = app.create_key("trial", None).await;
-    let (status, first) = rotate_again(&app, &old, "victim-retry-1").await;
+    let (status, first) = rotate_again(&app, &old, "victim-retry-1-aa55bb").await;
     assert_eq!(status, 200, "{first}");
     let new = first["api_key"].as_str().unwrap().to_string();
     // Someone else rotates their own key 300 times, from as many addresses.
@@ -478,7 +487,7 @@ async fn a_rotation_sent_again_after_a_flood_of_others_gets_the_same_new_key() {
             .http
             .post(format!("{}/api/keys/rotate", app.base))
             .bearer_auth(&theirs)
-            .header("Idempotency-Key", format!("flood-{i}"))
+            .header("Idempotency-Key", format!("flood-{i}-0123456789ab"))
             .header(
                 "X-Forwarded-For",
                 format!("10.61.{}.{}", i / 250, i % 250 + 1),
@@ -492,7 +501,7 @@ async fn a_rotation_sent_again_after_a_flood_of_others_gets_the_same_new_key() {
             .unwrap()
             .to_string();
     }
-    let (status, again) = rotate_again(&app, &old, "victim-retry-1").await;
+    let (status, again) = rotate_again(&app, &old, "victim-retry-1-aa55bb").await;
     assert_eq!(status, 200, "{again}");
     assert_eq!(again["api_key"].as_str(), Some(new.as_str()));
 }

@@ -111,7 +111,10 @@ pub enum ShopError {
     RotationFailed,
 
     /// 400: an `Idempotency-Key` that cannot be one.
-    #[error("`Idempotency-Key` must be 1 to 255 visible ASCII characters.")]
+    #[error(
+        "`Idempotency-Key` must be 16 to 255 visible ASCII characters, and hard to guess \
+         (a random UUID is fine)."
+    )]
     BadIdempotencyKey,
     /// 409: the replacement asked with the same key and `Idempotency-Key` is still being made
     /// (only after waiting for it longer than any replacement takes).

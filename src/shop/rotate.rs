@@ -199,13 +199,22 @@ pub async fn api_rotate(
     Ok(Json(json!({ "api_key": api_key })))
 }
 
-/// The request's `Idempotency-Key`, if it has one: 1 to 255 visible ASCII characters.
+/// The request's `Idempotency-Key`, if it has one: 16 to 255 visible ASCII characters. With the
+/// old key it hands out the new one for ten minutes, and the old key is being replaced because
+/// it may have leaked: one short enough to guess (`1`, `retry`) would give a thief holding the
+/// old key the new one (found by an independent check). A UUID is 36.
+const IDEMPOTENCY_KEY_LEN: std::ops::RangeInclusive<usize> = 16..=255;
+
+/// The request's `Idempotency-Key`, if it has one (see [`IDEMPOTENCY_KEY_LEN`]).
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ShopError> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
     };
     match value.to_str() {
-        Ok(k) if (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()) => {
+        Ok(k)
+            if IDEMPOTENCY_KEY_LEN.contains(&k.len())
+                && k.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
             Ok(Some(k))
         }
         _ => Err(ShopError::BadIdempotencyKey),
