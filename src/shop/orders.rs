@@ -75,12 +75,14 @@ pub fn normalize_email(e: &str) -> String {
     e.trim().to_lowercase()
 }
 
-/// An email as the look-up compares it: normalised, its domain in ASCII as mail carries it
-/// (IDNA: `bücher.example` and `xn--bcher-kva.example` are one domain, whatever the Unicode
-/// form typed); a receipt's `To:` shows the ASCII form, which a customer may copy (found by an
-/// independent check: it did not find the order).
+/// An email as the look-up compares it: normalised, in Unicode's composed form (NFC: `zoë`
+/// typed as `e` + a combining diaeresis, as some keyboards and macOS file names give it, is
+/// `zoë`; found by an independent check: the order was not found), its domain in ASCII as mail
+/// carries it (IDNA: `bücher.example` and `xn--bcher-kva.example` are one domain); a receipt's
+/// `To:` shows the ASCII form, which a customer may copy (found by an independent check too).
 fn comparable_email(e: &str) -> String {
-    crate::mail::outbox::ascii_domain(&normalize_email(e)).into_owned()
+    let nfc = icu_normalizer::ComposingNormalizerBorrowed::new_nfc().normalize(e);
+    crate::mail::outbox::ascii_domain(&normalize_email(&nfc)).into_owned()
 }
 
 /// Compare two emails in constant time (over their hashes, so length does not leak either).
@@ -353,8 +355,8 @@ pub async fn demo_approve(state: &Arc<AppState>, order_id: &str) -> Option<Strin
 mod tests {
     use super::same_email;
 
-    /// Case, spaces and the domain's forms (Unicode as typed, composed or not, and the ASCII
-    /// form a receipt's `To:` shows) are one address; another local part or domain is not.
+    /// Case, spaces, Unicode's composed and decomposed forms and the domain's ASCII form (what a
+    /// receipt's `To:` shows) are one address; another local part or domain is not.
     #[test]
     fn emails_compare_by_their_mail_form() {
         let stored = "Jörg@Bücher.example";
@@ -363,6 +365,9 @@ mod tests {
             "jörg@xn--bcher-kva.example",
             "JÖRG@XN--BCHER-KVA.EXAMPLE",
             "jörg@bu\u{308}cher.example",
+            // The local part decomposed too.
+            "jo\u{308}rg@bu\u{308}cher.example",
+            "JO\u{308}RG@bücher.example",
         ] {
             assert!(same_email(stored, typed), "{typed}");
         }
@@ -370,5 +375,7 @@ mod tests {
             assert!(!same_email(stored, other), "{other}");
         }
         assert!(same_email("a@b.co", "A@B.CO"));
+        // Stored decomposed (checkout takes the address as typed), looked up composed.
+        assert!(same_email("zoe\u{308}@example.com", "zoë@example.com"));
     }
 }
