@@ -116,6 +116,13 @@ async fn a_top_up_grows_the_same_key_once_whatever_repeats_and_upgrades_its_plan
     }
     assert_eq!(app.pp().counts().completed_captures, 1);
     assert_eq!(order_status(&app, &order_id), "paid");
+    // Another browser that learnt the order id sees the status, not which key was credited
+    // (found by an independent check: it saw the key's prefix).
+    let mut other = Browser::open(&app).await;
+    let (status, v) = other.capture(&app, &order_id).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["status"], "paid", "{v}");
+    assert!(v["topped_up"].is_null() && v["api_key"].is_null(), "{v}");
 
     let ks = app.key_state(&key);
     assert_eq!(ks.balance().budget.to_string(), "51.00");

@@ -307,7 +307,7 @@ fn created_here(headers: &HeaderMap, order: &OrderRecord) -> bool {
 
 /// `POST /api/orders/{order_id}/capture` → `{status, order_id, message, api_key}` (the key only
 /// for the browser that created the order); a top-up answers `api_key: null` and
-/// `topped_up`, the credited key's display prefix (never the key).
+/// `topped_up`, the credited key's display prefix (never the key; also only for that browser).
 pub async fn capture(
     State(state): State<Arc<AppState>>,
     Path(order_id): Path<String>,
@@ -319,7 +319,7 @@ pub async fn capture(
         .ok_or(ShopError::OrderNotFound)?;
     let may_see_key = created_here(&headers, &order.record);
     if order.extra.kind == OrderKind::TopUp {
-        return capture_top_up(&state, &order).await;
+        return capture_top_up(&state, &order, may_see_key).await;
     }
     let order = order.record;
     match settle(&state, &order).await? {
@@ -367,8 +367,14 @@ pub async fn capture(
     .into_response())
 }
 
-/// The capture of a top-up: `{status, order_id, message, api_key: null, topped_up}`.
-async fn capture_top_up(state: &Arc<AppState>, order: &Order) -> Result<Response, ShopError> {
+/// The capture of a top-up: `{status, order_id, message, api_key: null, topped_up}`, the key
+/// credited (`topped_up`) named only to the browser that made the order (`created_here`), as a
+/// purchase's key is shown: another who learnt the order id learns its status, not which key.
+async fn capture_top_up(
+    state: &Arc<AppState>,
+    order: &Order,
+    created_here: bool,
+) -> Result<Response, ShopError> {
     let key = order
         .extra
         .topup_key_id
@@ -443,7 +449,7 @@ async fn capture_top_up(state: &Arc<AppState>, order: &Order) -> Result<Response
         "order_id": record.order_id,
         "message": message,
         "api_key": null,
-        "topped_up": view.topped_up,
+        "topped_up": view.topped_up.filter(|_| created_here),
         "top_up": true,
     }))
     .into_response())
