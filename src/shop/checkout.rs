@@ -625,6 +625,17 @@ pub(crate) async fn capture_at_paypal(
     order: &OrderRecord,
 ) -> Result<Fulfilment, ShopError> {
     let _turn = state.capturing.turn(&order.order_id).await;
+    // A capture of this order that went first while this one waited for its turn decided it:
+    // that is the answer, and PayPal is not asked again (every waiter captured again, under
+    // the same PayPal-Request-Id: harmless, but a call to PayPal each; found by an independent
+    // check). The order as it is now, not as it was before the wait.
+    let now = crate::shop::orders::load_full(state, &order.order_id).await;
+    if let Some(now) = &now
+        && let Some(decided) = crate::shop::fulfil::decided(state, now).await
+    {
+        return Ok(decided);
+    }
+    let order = now.as_ref().map_or(order, |o| &o.record);
     let (Some(paypal), Some(paypal_id)) = (state.paypal.as_ref(), order.paypal_order_id.as_deref())
     else {
         return Err(ShopError::NotApproved);

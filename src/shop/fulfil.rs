@@ -55,6 +55,26 @@ async fn load(state: &AppState, order_id: &str) -> Option<Order> {
     }
 }
 
+/// What an order already paid, refunded or held for review is, whatever PayPal says of it now;
+/// `None` while it may still be paid.
+pub(crate) async fn decided(state: &Arc<AppState>, full: &Order) -> Option<Fulfilment> {
+    match full.record.status {
+        OrderStatus::Paid => {
+            let key_id = full.key_id().unwrap_or_default().to_string();
+            // A top-up's credit is in memory from its commit on (and loaded at start-up).
+            if full.extra.kind == OrderKind::Purchase {
+                ensure_installed(state, &key_id).await;
+            }
+            Some(Fulfilment::Paid(key_id))
+        }
+        OrderStatus::Refunded => Some(Fulfilment::NotApplicable),
+        // Held for the operator: a later event about the same capture (pending, denied, a
+        // resend) does not move it (a late PENDING made it pending, a DENIED failed).
+        OrderStatus::Review => Some(Fulfilment::Mismatch("held for review".into())),
+        _ => None,
+    }
+}
+
 /// Grant the order's key if `capture` is `COMPLETED` for exactly the order's amount, in USD,
 /// for this order. Safe to call any number of times, concurrently, from capture and webhooks.
 pub async fn fulfil(state: &Arc<AppState>, order_id: &str, capture: &CaptureInfo) -> Fulfilment {
@@ -62,22 +82,10 @@ pub async fn fulfil(state: &Arc<AppState>, order_id: &str, capture: &CaptureInfo
     let Some(full) = load(state, order_id).await else {
         return Fulfilment::NotApplicable;
     };
-    let order = &full.record;
-    match order.status {
-        OrderStatus::Paid => {
-            let key_id = full.key_id().unwrap_or_default().to_string();
-            // A top-up's credit is in memory from its commit on (and loaded at start-up).
-            if full.extra.kind == OrderKind::Purchase {
-                ensure_installed(state, &key_id).await;
-            }
-            return Fulfilment::Paid(key_id);
-        }
-        OrderStatus::Refunded => return Fulfilment::NotApplicable,
-        // Held for the operator: a later event about the same capture (pending, denied, a
-        // resend) does not move it (a late PENDING made it pending, a DENIED failed).
-        OrderStatus::Review => return Fulfilment::Mismatch("held for review".into()),
-        _ => {}
+    if let Some(decided) = decided(state, &full).await {
+        return decided;
     }
+    let order = &full.record;
     let now_ms = Utc::now().timestamp_millis();
     if let Some(unfinished) = record_unfinished(state, order, capture, now_ms).await {
         return unfinished;
