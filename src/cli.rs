@@ -233,10 +233,10 @@ pub fn run(cli: Cli) -> ExitCode {
     };
     init_logging(&filter);
     // What an admin command needs: the socket and the plans' ids.
-    let (config, socket, plans) = match loaded {
+    let (config, socket, plans, mistake) = match loaded {
         Ok(c) => {
             let (socket, plans) = (c.admin_socket(), c.plans.keys().cloned().collect());
-            (Some(c), socket, plans)
+            (Some(c), socket, plans, None)
         }
         Err(e) => match (&cli.command, Config::admin_reach(cli.config.as_deref())) {
             // An admin command needs only the socket: a mistake elsewhere in the file is a
@@ -250,7 +250,7 @@ pub fn run(cli: Cli) -> ExitCode {
                      check-config` shows it); reaching the daemon at {} all the same\n  {e}",
                     socket.display()
                 );
-                (None, socket, plans)
+                (None, socket, plans, Some(e.to_string()))
             }
         },
     };
@@ -279,7 +279,14 @@ pub fn run(cli: Cli) -> ExitCode {
         },
         Command::Console { socket: given } => {
             let path = given.unwrap_or(socket);
-            match runtime.block_on(crate::console::run(path, plans)) {
+            // Printed above, then hidden by the console's screen: said there too.
+            let warning = mistake.map(|e| {
+                let first = e.lines().next().unwrap_or_default().to_string();
+                format!(
+                    "the configuration has an error (`modelrelay check-config` shows it): {first}"
+                )
+            });
+            match runtime.block_on(crate::console::run(path, plans, warning)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e),
             }

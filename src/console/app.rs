@@ -9,6 +9,8 @@ use crate::money::Usd;
 
 /// How long an outcome message stays in the status line.
 const MESSAGE_MS: i64 = 8_000;
+/// How long a warning the console started with stays on the status line.
+const START_WARNING_MS: i64 = 30_000;
 
 /// The five views.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -534,6 +536,13 @@ impl App {
     pub fn selected(&self) -> Option<&KeyView> {
         let visible = self.visible_keys();
         self.selected_key_index(&visible).map(|i| visible[i])
+    }
+
+    /// Show `text` on the status line for [`START_WARNING_MS`] from `now` (unix ms): a warning
+    /// the console was started with (the configuration's mistake), which the terminal's
+    /// alternate screen hid as soon as it was printed (found by an independent check).
+    pub fn warn_at_start(&mut self, text: String, now: i64) {
+        self.message = Some((text, now + START_WARNING_MS - MESSAGE_MS));
     }
 
     /// The status line's message: disconnection first, then a recent outcome.

@@ -60,13 +60,21 @@ pub fn no_color() -> bool {
     std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
 }
 
-/// Run the console against the daemon at `socket`; `plans` are offered for comp keys.
+/// Run the console against the daemon at `socket`; `plans` are offered for comp keys;
+/// `warning`, if any, is shown on the status line for its first half minute.
 ///
 /// Fails before touching the terminal when no daemon answers or the socket refuses this user;
 /// afterwards a lost daemon is waited for and reconnected to.
-pub async fn run(socket: PathBuf, plans: Vec<String>) -> Result<(), String> {
+pub async fn run(
+    socket: PathBuf,
+    plans: Vec<String>,
+    warning: Option<String>,
+) -> Result<(), String> {
     let first = net::subscribe(&socket).await.map_err(|e| e.to_string())?;
     let mut app = App::new(socket.display().to_string(), plans, no_color());
+    if let Some(w) = warning {
+        app.warn_at_start(w, now_ms());
+    }
     let mut guard = terminal::enter().map_err(|e| format!("cannot take over the terminal: {e}"))?;
 
     let (tx, mut rx) = mpsc::channel::<Event>(4096);

@@ -323,3 +323,22 @@ fn rotating_a_key_shows_its_new_text_once() {
     assert_eq!(press(&mut app, KeyCode::Esc), None);
     assert_eq!(app.modal, None, "shown once");
 }
+
+/// A warning the console was started with (a mistake in the configuration file) stays on the
+/// status line for half a minute, then the hints come back; an outcome in between replaces it.
+#[test]
+fn a_warning_at_start_stays_half_a_minute() {
+    let mut app = App::new("/tmp/s.sock", vec![], true);
+    app.handle(Event::Tick(NOW));
+    app.warn_at_start("the configuration has an error".into(), NOW);
+    for after in [0, 8_001, 29_000] {
+        app.handle(Event::Tick(NOW + after));
+        assert_eq!(
+            app.status_message(),
+            Some("the configuration has an error"),
+            "{after} ms"
+        );
+    }
+    app.handle(Event::Tick(NOW + 30_001));
+    assert_eq!(app.status_message(), None);
+}
