@@ -108,6 +108,11 @@ impl Store {
                     "PRAGMA cache_size = -32768;
                      PRAGMA wal_autocheckpoint = 10000;",
                 )?;
+                // A large WAL (an unclean stop, a full disk) folded first: the space it
+                // frees may be what the replay below needs (see `writer::Compaction`).
+                if writer::wal_bytes(&c) >= writer::COMPACT_ABOVE {
+                    writer::checkpoint(&c, "at start");
+                }
                 migrate::migrate(&mut c)?;
                 let replayed = journal::replay(&mut c, &dir)?;
                 let unopened = orders::fail_unopened(&c)?;

@@ -140,7 +140,7 @@ pub(super) async fn start<T: Send + 'static>(
                 }
             };
             if closing.is_some() {
-                checkpoint(&conn);
+                checkpoint(&conn, "closing");
             }
             if let Err((_, e)) = conn.close() {
                 tracing::warn!(error = %e, "database close failed");
@@ -215,6 +215,7 @@ fn run<'c>(
     let mut on_disk: Option<bool> = None;
     let mut previous = 0;
     let mut retained = Retained::default();
+    let mut compaction = Compaction::default();
     while closing.is_none() {
         // While commits fail, the writer does not wait for new work to try again: kept rows
         // must reach the database once it takes writes (and `/healthz` must see it does) even
@@ -280,6 +281,9 @@ fn run<'c>(
                 .any(|(w, _)| !matches!(w, Write::Barrier | Write::Rearm { .. }));
         retained.prepend_to(&mut batch);
         let was_failing = shared.failing.load(Ordering::Acquire);
+        if was_failing {
+            compaction.before_retry(conn);
+        }
         let retry = !was_failing;
         let done = commit_batch(
             conn,
@@ -291,6 +295,9 @@ fn run<'c>(
             &shared.failing,
         );
         let ok = done.is_ok();
+        // Set by `commit_batch` at a failed attempt: a batch that failed and then committed on
+        // a retry is a failure that ended too.
+        let failed = was_failing || shared.failing.load(Ordering::Acquire);
         if let Err(kept) = done {
             retained.keep(kept);
         }
@@ -300,8 +307,9 @@ fn run<'c>(
         shared.failing.store(failing_now, Ordering::Release);
         // The failures were logged loudly; their end is said too (an operator who freed disk
         // space otherwise saw the errors merely stop).
-        if was_failing && !failing_now {
+        if failed && !failing_now {
             tracing::info!("database commits succeed again; the ledger's waiting rows are in");
+            compaction.recovered(conn);
         }
         shared.backlog.fetch_sub(journaled, Ordering::Relaxed);
         shared.commits.fetch_add(1, Ordering::Release);
@@ -457,11 +465,12 @@ impl Retained {
     }
 }
 
-/// Move everything in the WAL into the database file and empty the WAL, at a clean close:
-/// the reader connection stays open to the end, so SQLite's own checkpoint on the last close
-/// never runs, and `modelrelay.db` copied alone after `systemctl stop` would miss every row
-/// since the last automatic checkpoint (up to ~40 MiB of them).
-fn checkpoint(conn: &rusqlite::Connection) {
+/// Move everything in the WAL into the database file and empty the WAL (`when` names the
+/// moment, for the log). At a clean close: the reader connection stays open to the end, so
+/// SQLite's own checkpoint on the last close never runs, and `modelrelay.db` copied alone
+/// after `systemctl stop` would miss every row since the last automatic checkpoint (up to
+/// ~40 MiB of them). After a full disk: see [`Compaction`].
+pub(super) fn checkpoint(conn: &rusqlite::Connection, when: &str) {
     let done = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
         Ok((
             r.get::<_, i64>(0)?,
@@ -474,10 +483,71 @@ fn checkpoint(conn: &rusqlite::Connection) {
         // A reader in the middle of a read (an online backup) keeps its frames: the next
         // start's first checkpoint moves them.
         Ok((busy, log, moved)) => {
-            tracing::warn!(busy, log, moved, "the closing checkpoint was not complete");
+            tracing::warn!(busy, log, moved, when, "the checkpoint was not complete");
         }
-        Err(e) => tracing::warn!(error = %e, "the closing checkpoint failed"),
+        Err(e) => tracing::warn!(error = %e, when, "the checkpoint failed"),
     }
+}
+
+/// The WAL folded into the database file while commits fail and once they succeed again.
+///
+/// Why: until its first automatic checkpoint (every ~40 MiB, for the writer's speed) the WAL
+/// holds many copies of the same few pages and the database file almost nothing. On a full
+/// disk the space an operator freed was taken again by the next commits' WAL frames within
+/// seconds — the failure came back, and a restart could not even open the database (found by
+/// an independent check). Folded, the WAL's copies become the one page each they stand for
+/// in the database file, and the WAL's file is emptied: the space comes back.
+#[derive(Default)]
+pub(super) struct Compaction {
+    last: Option<std::time::Instant>,
+    /// The WAL was made small after a failure (see [`Compaction::recovered`]).
+    small_wal: bool,
+}
+
+/// A WAL smaller than this is not worth folding while commits fail (each try copies it).
+pub(super) const COMPACT_ABOVE: u64 = 4 << 20;
+/// While commits fail, the WAL is folded at most this often (each try is that much I/O).
+const COMPACT_EVERY: Duration = Duration::from_secs(10);
+
+impl Compaction {
+    /// Before a retry of a failed commit: fold a large WAL, at most every [`COMPACT_EVERY`].
+    pub(super) fn before_retry(&mut self, conn: &rusqlite::Connection) {
+        if self.last.is_some_and(|at| at.elapsed() < COMPACT_EVERY)
+            || wal_bytes(conn) < COMPACT_ABOVE
+        {
+            return;
+        }
+        self.last = Some(std::time::Instant::now());
+        checkpoint(conn, "while commits fail");
+    }
+
+    /// Commits succeed again: fold what the failure's backlog added, and from now on keep the
+    /// WAL at SQLite's default size (~4 MiB before each checkpoint, its file cut back to that)
+    /// rather than ~40 MiB: on a disk that filled once, the WAL's growth between checkpoints
+    /// filled the space freed again within seconds under load.
+    pub(super) fn recovered(&mut self, conn: &rusqlite::Connection) {
+        self.last = None;
+        if !self.small_wal {
+            self.small_wal = true;
+            match conn.execute_batch(
+                "PRAGMA wal_autocheckpoint = 1000; PRAGMA journal_size_limit = 4194304;",
+            ) {
+                Ok(()) => tracing::warn!(
+                    "the database's WAL is now checkpointed every ~4 MiB (not ~40 MiB) until the \
+                     next start, since the disk once could not take a commit"
+                ),
+                Err(e) => tracing::warn!(error = %e, "cannot make the WAL smaller"),
+            }
+        }
+        checkpoint(conn, "after commits failed");
+    }
+}
+
+/// The size of the database's WAL file (0 when it cannot be read).
+pub(super) fn wal_bytes(conn: &rusqlite::Connection) -> u64 {
+    conn.path()
+        .and_then(|p| std::fs::metadata(format!("{p}-wal")).ok())
+        .map_or(0, |m| m.len())
 }
 
 /// Gather the writes that arrive while the answers already waiting are kept waiting a little
