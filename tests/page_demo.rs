@@ -80,6 +80,15 @@ struct Buyer {
 impl Buyer {
     /// Create a Trial order with the CSRF header, keeping the cookies the answer sets.
     async fn create_order(base: &str) -> Buyer {
+        Buyer::create(
+            base,
+            serde_json::json!({"plan": "trial", "email": "Buyer@Example.com"}),
+        )
+        .await
+    }
+
+    /// Create the order `body` asks for (as `Buyer::create_order`).
+    async fn create(base: &str, body: serde_json::Value) -> Buyer {
         let token = csrf_token(base).await;
         let client = reqwest::Client::builder()
             .redirect(redirect::Policy::none())
@@ -89,7 +98,7 @@ impl Buyer {
             .post(format!("{base}/api/orders"))
             .header(COOKIE, format!("mr_csrf={token}"))
             .header("x-csrf-token", &token)
-            .json(&serde_json::json!({"plan": "trial", "email": "Buyer@Example.com"}))
+            .json(&body)
             .send()
             .await
             .unwrap();
@@ -147,6 +156,11 @@ impl Buyer {
             html.contains("id=\"approve\"") && html.contains("$1.00 USD") && html.contains("Trial")
         );
         assert!(html.contains(&format!("name=\"order_id\" value=\"{order_id}\"")));
+        // Cancelling goes back to the plan's checkout, which says nothing was taken.
+        assert!(
+            html.contains("href=\"/checkout/trial?cancelled=1\" id=\"approve-cancel\""),
+            "{html}"
+        );
         let resp = self
             .client
             .post(format!("{}/demo/paypal/approve", self.base))
@@ -266,6 +280,26 @@ async fn demo_mode_banner_and_purchase_through_the_pages() {
 
     buyer.assert_order_look_up(&key).await;
     buyer.assert_dashboard(&key).await;
+
+    // A top-up's approval page says the credit is added, and its "Cancel" goes back to the
+    // top-up's checkout, not a purchase's (found by an independent check: paying there bought
+    // a new key).
+    let topup = Buyer::create(
+        &base,
+        serde_json::json!({"plan": "trial", "email": "buyer@example.com", "key": key}),
+    )
+    .await;
+    let html = topup
+        .get(&format!("/demo/paypal/approve?order_id={}", topup.order_id))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains("href=\"/checkout/trial?cancelled=1&amp;topup=1\" id=\"approve-cancel\""),
+        "{html}"
+    );
+    assert!(html.contains("adds the credit to your key"), "{html}");
 
     // Approving the same order again is refused with a page, not a crash.
     let resp = buyer.approve().await;

@@ -242,5 +242,8 @@
   var returning = params.get('order_id');
   if (returning && params.get('approved') === '1') {
     capture(returning);
+  } else if (params.get('cancelled') === '1') {
+    // Back from the (demo) approval page's "Cancel": nothing was taken.
+    showError(msg('cancelled'));
   }
 })();

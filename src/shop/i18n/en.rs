@@ -195,7 +195,7 @@ pub static EN: Texts = Texts {
     key_revoked: "Revoked",
     chart_h: "Daily spend",
     chart_title: "Spend per day over the last 30 days, in USD",
-    chart_caption: "Last 30 days, UTC. Hover over a bar for the exact amount.",
+    chart_caption: "Last 30 days, UTC, today on the right. On a computer, hover over a bar for the exact amount; the requests below show each cost.",
     chart_empty: "Nothing spent in this period yet.",
     recent_h: "Recent requests",
     recent_empty: "No requests yet. Your first one will show up here.",

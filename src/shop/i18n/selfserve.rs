@@ -135,4 +135,6 @@ texts! {
     docs_rotate_p,
     /// Docs: the emails.
     docs_email_p,
+    /// Demo approval page, for a top-up: what approving does.
+    demo_approve_hint_topup,
 }

@@ -112,6 +112,9 @@ struct DemoApprove<'a> {
     plan_id: String,
     plan_name: String,
     amount: Usd,
+    /// A top-up's order: approving adds credit (no key is shown), and cancelling goes back
+    /// to the top-up's checkout, not a purchase's.
+    topup: bool,
 }
 
 /// The order to approve.
@@ -132,10 +135,13 @@ pub async fn demo_approve_page(
         return not_found(&ctx, t.notfound_page);
     }
     let order_id = query.map(|Query(q)| q.order_id).unwrap_or_default();
-    let Some((order, _)) = crate::shop::orders::load_order(&state, &order_id).await else {
+    let Some(full) = crate::shop::orders::load_full(&state, order_id.trim()).await else {
         return not_found(&ctx, t.notfound_order);
     };
+    let topup = full.extra.kind == crate::kinds::OrderKind::TopUp;
+    let order = full.record;
     let page = DemoApprove {
+        topup,
         ctx: &ctx,
         plan_name: state
             .config
