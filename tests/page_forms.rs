@@ -93,8 +93,18 @@ async fn dashboard_shows_a_real_keys_usage() {
         let resp = reqwest::Client::new()
             .post(format!("{}/dashboard?lang={lang}", app.base))
             .header(COOKIE, format!("mr_csrf={token}"))
+            // Pasted with spaces around it, or (zh) as copied out of a header and wrapped
+            // in two (it was "no key matches": found by an independent check).
             .form(&[
-                ("key", format!("  {key}  ").as_str()),
+                (
+                    "key",
+                    if lang == "zh" {
+                        format!("Bearer {}\n{}", &key[..20], &key[20..])
+                    } else {
+                        format!("  {key}  ")
+                    }
+                    .as_str(),
+                ),
                 ("csrf_token", &token),
             ])
             .send()

@@ -53,6 +53,19 @@ pub fn is_well_formed(s: &str) -> bool {
     })
 }
 
+/// A key as a person pasted it into a page: without the whitespace a copy picks up (a line
+/// break a narrow window wrapped it at, spaces around it; a key has none), the quotes it was
+/// written in, or the `Bearer ` of the header it was copied from (found by an independent
+/// check: such a paste was "no key matches"). What is left is looked up as it is.
+pub fn as_pasted(s: &str) -> String {
+    let s = s.trim().trim_matches(|c| matches!(c, '"' | '\'' | '`'));
+    let s = match s.get(..7) {
+        Some(b) if b.eq_ignore_ascii_case("bearer ") => &s[7..],
+        _ => s,
+    };
+    s.chars().filter(|c| !c.is_whitespace()).collect()
+}
+
 /// The part of a key that may be shown: `sk-gateway-AbCd…`.
 pub fn display_prefix(key: &str) -> String {
     let shown: String = key.chars().take(KEY_PREFIX.len() + SHOWN_CHARS).collect();
@@ -62,6 +75,25 @@ pub fn display_prefix(key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pasted_key_loses_what_a_copy_picked_up() {
+        let k = "sk-gateway-AbCdEfGh";
+        for pasted in [
+            k,
+            " sk-gateway-AbCdEfGh\n",
+            "sk-gateway-AbCd\nEfGh",
+            "sk-gateway-AbCd EfGh",
+            "\"sk-gateway-AbCdEfGh\"",
+            "Bearer sk-gateway-AbCdEfGh",
+            "bearer  sk-gateway-AbCdEfGh",
+            "'Bearer sk-gateway-AbCdEfGh'",
+        ] {
+            assert_eq!(as_pasted(pasted), k, "{pasted:?}");
+        }
+        assert_eq!(as_pasted("Bear"), "Bear");
+        assert_eq!(as_pasted("sk-gateway-é x"), "sk-gateway-éx");
+    }
 
     #[test]
     fn keys_have_the_documented_shape() {

@@ -215,7 +215,8 @@ fn key_to_top_up(
 ) -> Result<Option<String>, ShopError> {
     // A `key` sent blank is a top-up whose key was not filled in, not a purchase: bought as a
     // new key, the customer paid for credit they did not get (found by an independent check).
-    let token = match req.key.as_deref().map(str::trim) {
+    let pasted = req.key.as_deref().map(crate::keys::token::as_pasted);
+    let token = match pasted.as_deref() {
         Some("") => return Err(ShopError::UnknownKey),
         token => token,
     };

@@ -244,7 +244,8 @@ pub async fn dashboard(
     State(state): State<Arc<AppState>>,
     Guard((ctx, form)): Guard<FormPost<KeyForm>>,
 ) -> Response {
-    let key = look_up(&state.keys, form.key.trim()).ok();
+    let pasted = crate::keys::token::as_pasted(&form.key);
+    let key = look_up(&state.keys, &pasted).ok();
     let view = match key {
         None => DashOutcome::NotFound,
         Some(key) => {
@@ -259,7 +260,7 @@ pub async fn dashboard(
                         grant: crate::shop::grant::issue(
                             &state,
                             &key.id,
-                            &crate::keys::token::hash_key(form.key.trim()),
+                            &crate::keys::token::hash_key(&pasted),
                             &ctx.grant_binding(),
                         ),
                         plans: top_up_buttons(&state, ctx.s),
