@@ -278,6 +278,24 @@ mod tests {
         }
     }
 
+    /// The Chinese pages speak one way: `你` (not `您`) and "key" (not `密钥`), as most of
+    /// them did — a page mixed both (found by an independent check in a browser). The
+    /// emails keep their own, more formal register.
+    #[test]
+    fn the_chinese_pages_use_one_register() {
+        let all = ZH
+            .entries()
+            .into_iter()
+            .chain(SELF_ZH.entries())
+            .chain(AGENTS_ZH.entries());
+        for (name, text) in all {
+            assert!(
+                !text.contains('您') && !text.contains("密钥"),
+                "{name}: {text}"
+            );
+        }
+    }
+
     #[test]
     fn language_parsing() {
         assert_eq!(Lang::parse("zh-CN"), Some(Lang::Zh));

@@ -5,10 +5,10 @@ use super::AgentTexts;
 /// The docs section on Anthropic clients, in Chinese.
 pub static AGENTS_ZH: AgentTexts = AgentTexts {
     h: "Claude Code 与其他 Anthropic 客户端",
-    lead: "您的密钥同样支持 Anthropic 的 Messages API，因此 Claude Code 和官方 anthropic SDK 都可以直接使用。两种格式的请求从同一余额扣费，按相同的每 token 价格计费，合计永远不会超过密钥的余额。",
+    lead: "你的 key 同样支持 Anthropic 的 Messages API，因此 Claude Code 和官方 anthropic SDK 都可以直接使用。两种格式的请求从同一余额扣费，按相同的每 token 价格计费，合计永远不会超过 key 的余额。",
     ep_messages: "Anthropic 的 Messages API，支持流式（供 Claude Code 和 anthropic SDK 使用）；/anthropic 下也可访问",
     ep_count: "估算一个 Messages 请求的输入 token 数",
-    auth_p: "请将密钥放在 x-api-key 请求头中，或使用 Authorization: Bearer。客户端的 base URL 请填写本站地址，不带 /v1（SDK 会自行加上 /v1/messages）；在地址后加 /anthropic 也可以。",
+    auth_p: "请将 key 放在 x-api-key 请求头中，或使用 Authorization: Bearer。客户端的 base URL 请填写本站地址，不带 /v1（SDK 会自行加上 /v1/messages）；在地址后加 /anthropic 也可以。",
     cc_h: "在 Claude Code 中使用",
     cc_p: "在启动 claude 的终端中设置以下环境变量：",
     cc_models: "ANTHROPIC_MODEL 是对话所用的模型；ANTHROPIC_SMALL_FAST_MODEL（较新版本为 ANTHROPIC_DEFAULT_HAIKU_MODEL）用于简短的后台任务。Claude Code 自行选择的 Claude 模型名同样可用：见下方的名称表。",
@@ -16,8 +16,8 @@ pub static AGENTS_ZH: AgentTexts = AgentTexts {
     py_p: "安装 SDK：",
     py_stream: "流式输出：",
     names_h: "模型名称",
-    names_p: "除上面的模型名外，以下名称也可使用，并由其右侧的模型提供服务（* 匹配任意结尾；以最长匹配为准）。您的套餐必须包含提供服务的那个模型。",
-    col_name: "您发送的名称",
+    names_p: "除上面的模型名外，以下名称也可使用，并由其右侧的模型提供服务（* 匹配任意结尾；以最长匹配为准）。你的套餐必须包含提供服务的那个模型。",
+    col_name: "你发送的名称",
     col_served: "实际模型",
     names_none: "本站未配置其他名称：请使用上面的模型名。",
     sample_hello: "你好！",

@@ -137,4 +137,8 @@ texts! {
     docs_email_p,
     /// Demo approval page, for a top-up: what approving does.
     demo_approve_hint_topup,
+    /// Docs: the rotation example's comment on keeping the Idempotency-Key.
+    docs_rotate_keep,
+    /// Docs: the rotation example's comment on its answer.
+    docs_rotate_after,
 }

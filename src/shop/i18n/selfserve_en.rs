@@ -70,4 +70,6 @@ pub static SELF_EN: SelfTexts = SelfTexts {
     docs_rotate_p: "If a key leaked, replace it on the dashboard (\"Replace this key\") or with the API below: the new key keeps the id, plan, budget, spend and history, the old one answers 401 at once, and the new key is shown only once (the order look-up does not show it again). Send an Idempotency-Key that nobody could guess (16 to 255 characters, e.g. a random UUID): if the answer is lost, the same request sent again within ten minutes gets the same new key.",
     docs_email_p: "When the operator has set up email, you get a receipt after each paid order (with a link to your order, never the key), a notice when a key's remaining budget falls below a fifth of its budget and when it runs out (each once; every notice has a one-click link to stop them for that key), and a notice when a key is replaced. Emails are in the language of the page you paid on.",
     demo_approve_hint_topup: "Approving takes you back to the checkout, which completes the payment and adds the credit to your key.",
+    docs_rotate_keep: "keep it to send the same request again",
+    docs_rotate_after: "the old key answers 401 from now on",
 };

@@ -295,7 +295,7 @@ pub static ZH: Texts = Texts {
     err_401_what: "key 缺失、格式错误、不存在或已被吊销。",
     err_401_todo: "发送请求头 Authorization: Bearer sk-gateway-…，并确认 key 完整。因退款而吊销的 key 无法恢复。",
     err_402_what: "余额不足以支付此请求：其提示（按宽松方式计算，见“预扣与 max_tokens”一节）的费用超过剩余额度，或预算已用完。",
-    err_402_todo: "在用量查询页确认后，在该页为密钥充值，或购买新套餐：",
+    err_402_todo: "在用量查询页确认后，在该页为 key 充值，或购买新套餐：",
     err_403_what: "模型存在，但你的套餐不包含它。",
     err_403_todo: "改用套餐内的模型（GET /v1/models），或购买包含该模型的套餐：",
     err_404_what: "没有这个名称的模型。",
