@@ -180,6 +180,46 @@ async fn healthz_is_503_when_upstream_is_unreachable() {
     assert_ne!(v["status"], "ok", "{v}");
 }
 
+/// An account cooling after a failure is probed again within seconds: an upstream that went
+/// down turns `/healthz` to 503 soon, not after the 30 s its last good probe was kept (found
+/// by an independent check: 200 with the account "serving" while every request got 502).
+#[tokio::test]
+async fn healthz_turns_503_soon_after_upstream_goes_down() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key("pro", None).await;
+    let health = || async {
+        let r = app
+            .http
+            .get(format!("{}/healthz", app.base))
+            .send()
+            .await
+            .expect("send");
+        let status = r.status().as_u16();
+        (status, r.json::<Value>().await.expect("JSON"))
+    };
+    assert_eq!(health().await.0, 200);
+    app.sim.set_fault(
+        crate::common::SIM_KEY,
+        Some(modelrelay::upstream::simulated::AccountFault::Status(500)),
+    );
+    let resp = app
+        .chat(&key, &body(FLASH, "hi"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 502);
+    let mut last = health().await;
+    for _ in 0..40 {
+        if last.0 == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        last = health().await;
+    }
+    assert_eq!(last.0, 503, "{}", last.1);
+    assert_eq!(last.1["upstream"]["status"], "error", "{}", last.1);
+}
+
 /// One paid request (10 prompt tokens, 5 output, priced exactly) and one refused with 401;
 /// returns the paid one's cache hit and miss tokens and its cost in nano-USD.
 async fn one_paid_one_refused(app: &TestApp, key: &str) -> (u64, u64, i64) {

@@ -1,6 +1,6 @@
 //! `GET /healthz`: the database answers, and upstream can serve — each account probed with a
 //! free `GET <base_url>/models` under its own key (cached 30 s, so probes cannot hammer
-//! DeepSeek), read together with the pool's own view of its accounts. Every account fine
+//! DeepSeek; 5 s while an account is cooling after a failure), read together with the pool's own view of its accounts. Every account fine
 //! (those the operator disabled left out): `ok`; some down but one serving: `degraded` (still
 //! 200: customers are served); none can serve: 503.
 
@@ -16,11 +16,16 @@ use super::{UPSTREAM_CHECK_TTL, UpstreamHealth};
 use crate::state::AppState;
 use crate::upstream::account::AccountState;
 
-/// Each account's reachability, probed at most every 30 s.
-pub async fn upstream_health(state: &AppState) -> Vec<(String, UpstreamHealth)> {
+/// How old a probe may be while an account is cooling: a reading from before it failed said
+/// "serving" for up to 30 s of a total outage, every request a 502 meanwhile (found by an
+/// independent check).
+const COOLING_CHECK_TTL: Duration = Duration::from_secs(5);
+
+/// Each account's reachability, probed at most every `ttl`.
+pub async fn upstream_health(state: &AppState, ttl: Duration) -> Vec<(String, UpstreamHealth)> {
     let mut cached = state.metrics.upstream_check.lock().await;
     if let Some((at, h)) = cached.as_ref()
-        && at.elapsed() < UPSTREAM_CHECK_TTL
+        && at.elapsed() < ttl
     {
         return h.clone();
     }
@@ -122,8 +127,19 @@ pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err("timed out".to_string()),
     };
-    let probes = upstream_health(&state).await;
     let pool = state.upstream.status();
+    // Probed again sooner while an account rests after a failure: is upstream down, or was
+    // it one error?
+    let cooling = pool
+        .accounts
+        .iter()
+        .any(|a| a.state == AccountState::Cooling);
+    let ttl = if cooling {
+        COOLING_CHECK_TTL
+    } else {
+        UPSTREAM_CHECK_TTL
+    };
+    let probes = upstream_health(&state, ttl).await;
     let accounts: Vec<Value> = pool
         .accounts
         .iter()
