@@ -68,6 +68,10 @@ pub struct Model {
     live: Fold<ConsoleRules>,
     /// When requests finished (unix ms, oldest first), for requests/s.
     finished_times: VecDeque<i64>,
+    /// Since when `finished_times` holds every request that finished (unix ms): a snapshot
+    /// carries only the latest [`crate::activity::tracker::FINISHED_KEPT`], so on a busy
+    /// daemon what came before its oldest is unknown, not zero.
+    rate_known_since: i64,
     /// Keys by id.
     pub keys: BTreeMap<String, KeyView>,
     /// Orders, newest first.
@@ -93,11 +97,17 @@ impl Model {
         for row in live.finished() {
             requests::note_time(&mut finished_times, row.at_ms);
         }
+        let rate_known_since = if finished_times.len() >= crate::activity::tracker::FINISHED_KEPT {
+            finished_times.front().copied().unwrap_or(i64::MIN)
+        } else {
+            i64::MIN
+        };
         *self = Model {
             version: Some(s.version),
             uptime_at: Some((s.uptime_secs, s.at_ms)),
             live,
             finished_times,
+            rate_known_since,
             keys: s.keys.into_iter().map(|k| (k.id.clone(), k)).collect(),
             orders: s.orders,
             // The snapshot does not carry the outbox; `mail_list` answers keep it.

@@ -34,13 +34,28 @@ pub(super) fn finished(
 }
 
 impl Model {
-    /// Requests finished per second over the last 60 s.
+    /// Requests finished per second over the last 60 s — or, for a console that attached to
+    /// a busy daemon less than a minute ago, over the time it knows every request of (it
+    /// showed 0.83 req/s for a minute at 2.2: found by an independent check).
     pub fn requests_per_sec(&self, now_ms: i64) -> f64 {
-        let n = self
-            .finished_times
-            .iter()
-            .filter(|t| **t > now_ms - RATE_WINDOW_MS && **t <= now_ms)
-            .count();
-        n as f64 / (RATE_WINDOW_MS as f64 / 1000.0)
+        let window_start = now_ms - RATE_WINDOW_MS;
+        let (from, n) = if self.rate_known_since > window_start {
+            let n = self
+                .finished_times
+                .iter()
+                .filter(|t| **t >= self.rate_known_since && **t <= now_ms)
+                .count();
+            (self.rate_known_since, n)
+        } else {
+            let n = self
+                .finished_times
+                .iter()
+                .filter(|t| **t > window_start && **t <= now_ms)
+                .count();
+            (window_start, n)
+        };
+        // At least a second: a span of a few ms would make a rate of noise.
+        let secs = ((now_ms - from).max(1000)) as f64 / 1000.0;
+        n as f64 / secs
     }
 }

@@ -244,6 +244,29 @@ fn without_a_snapshot_the_console_builds_from_events_and_look_ups() {
     );
 }
 
+/// A snapshot of a busy daemon carries only its latest finished requests: the rate is read
+/// over the time they cover until a whole minute is known (it read 50 requests over 60 s for
+/// a minute after attaching; found by an independent check).
+#[test]
+fn requests_per_second_of_a_busy_snapshot_counts_what_it_covers() {
+    let mut s = snapshot();
+    // 50 requests in the last 20 s (2.5 a second), and more before that the snapshot lacks.
+    s.finished = (0..crate::activity::tracker::FINISHED_KEPT as i64)
+        .map(|i| finished(&format!("r{i}"), "key_pro", "0", NOW - 20_000 + i * 400))
+        .collect();
+    let mut app = App::new("/tmp/s.sock", vec![], true);
+    app.handle(Event::Tick(NOW));
+    app.handle(Event::Connected);
+    app.handle(Event::Socket(Response::Subscribed));
+    app.handle(Event::Socket(Response::Snapshot {
+        snapshot: Box::new(s),
+    }));
+    assert!((app.model.requests_per_sec(NOW) - 2.5).abs() < 1e-9);
+    // Once a minute has passed since the oldest, the window is the minute again: at
+    // NOW + 45 s it holds the 37 newer than NOW - 15 s.
+    assert!((app.model.requests_per_sec(NOW + 45_000) - 37.0 / 60.0).abs() < 1e-9);
+}
+
 #[test]
 fn requests_per_second_counts_the_last_minute() {
     let mut app = app();
