@@ -474,12 +474,16 @@ impl App {
     /// The keys the Keys view shows: filtered, sorted.
     pub fn visible_keys(&self) -> Vec<&KeyView> {
         let needle = self.filter.to_lowercase();
+        let typed = self.filter.trim();
         let mut keys: Vec<&KeyView> = self
             .model
             .keys
             .values()
             .filter(|k| {
                 needle.is_empty()
+                    // A whole key pasted in finds its key by its shown beginning (it found
+                    // none: found by an independent check).
+                    || typed.starts_with(k.prefix.trim_end_matches('…'))
                     || [
                         k.prefix.as_str(),
                         k.id.as_str(),

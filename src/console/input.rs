@@ -13,6 +13,12 @@ const VIEWS: usize = View::ALL.len();
 /// A typed top-up amount, in dollars (a leading `$` is allowed).
 pub fn parse_amount(input: &str) -> Result<Usd, String> {
     match input.trim().trim_start_matches('$').parse::<Usd>() {
+        // The daemon's own cap, said before the confirmation rather than after it (found by
+        // an independent check).
+        Ok(usd) if usd > crate::money::MAX_AMOUNT => Err(format!(
+            "the top-up must be at most ${}",
+            crate::money::MAX_AMOUNT
+        )),
         Ok(usd) if usd.nanos() > 0 => Ok(usd),
         Ok(_) => Err("the amount must be greater than 0".into()),
         Err(e) => Err(e.to_string()),

@@ -65,6 +65,13 @@ fn keys_filter_sort_and_selection() {
     press(&mut app, KeyCode::Esc);
     assert_eq!(app.filter, "");
     assert_eq!(ids(&app).len(), 3);
+    // A whole key pasted in finds its key (the console knows its shown beginning).
+    press(&mut app, KeyCode::Char('/'));
+    app.handle(Event::Paste(
+        "sk-gateway-TrIaxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx".into(),
+    ));
+    press(&mut app, KeyCode::Enter);
+    assert_eq!(ids(&app), ["key_trial"]);
 }
 
 #[test]
@@ -281,6 +288,11 @@ fn amounts() {
     assert_eq!(crate::console::parse_amount("$5"), Ok(usd("5")));
     assert_eq!(crate::console::parse_amount(" 2.50 "), Ok(usd("2.5")));
     assert!(crate::console::parse_amount("0").is_err());
+    assert_eq!(crate::console::parse_amount("100000"), Ok(usd("100000")));
+    assert_eq!(
+        crate::console::parse_amount("100000.01"),
+        Err("the top-up must be at most $100000.00".into())
+    );
     assert!(crate::console::parse_amount("").is_err());
 }
 

@@ -138,6 +138,8 @@ fn draw_header(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
         let ago = up.last_error_ms.map(|at| format::ago(at, now));
         let used: usize = second.iter().map(Span::width).sum();
         let full = match &ago {
+            // "now", not "now ago" (found by an independent check).
+            Some(ago) if ago == "now" => format!("  last error {err} just now"),
             Some(ago) => format!("  last error {err} {ago} ago"),
             None => format!("  last error {err}"),
         };

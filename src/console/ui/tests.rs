@@ -87,6 +87,15 @@ fn header_on_every_view() {
             wide[1]
         );
     }
+    // An error of this very moment is "just now", not "now ago".
+    let mut a = view(View::Live);
+    a.handle(Event::Tick(NOW - 299_500));
+    let wide = screen(&a, LARGE);
+    assert!(
+        wide[1].contains("last error upstream_error 502 just now"),
+        "{}",
+        wide[1]
+    );
 }
 
 #[test]
