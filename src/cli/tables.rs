@@ -82,23 +82,45 @@ pub(super) fn order_card(o: &OrderView) -> String {
 }
 
 pub(super) fn keys_table(keys: &[KeyView]) -> String {
+    // The amounts' columns as wide as their widest (at least 12): an amount to the
+    // nano-dollar (`$19.994391077`) overflowed a fixed 12 and shifted the columns after it
+    // (found by an independent check).
+    let money: Vec<[String; 3]> = keys
+        .iter()
+        .map(|k| {
+            [
+                format!("${}", k.budget_usd),
+                format!("${}", k.spent_usd),
+                remaining(k),
+            ]
+        })
+        .collect();
+    let w = |i: usize| {
+        money
+            .iter()
+            .map(|m| m[i].chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(12)
+    };
+    let (bw, sw, rw) = (w(0), w(1), w(2));
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<21} {:<20} {:<10} {:<9} {:>12} {:>12} {:>12} {:>8}  CREATED",
+        "{:<21} {:<20} {:<10} {:<9} {:>bw$} {:>sw$} {:>rw$} {:>8}  CREATED",
         "ID", "PREFIX", "PLAN", "STATUS", "BUDGET", "SPENT", "REMAINING", "REQS"
     );
-    for k in keys {
+    for (k, [budget, spent, left]) in keys.iter().zip(&money) {
         let _ = writeln!(
             s,
-            "{:<21} {:<20} {:<10} {:<9} {:>12} {:>12} {:>12} {:>8}  {}",
+            "{:<21} {:<20} {:<10} {:<9} {:>bw$} {:>sw$} {:>rw$} {:>8}  {}",
             k.id,
             k.prefix,
             k.plan,
             k.status.as_str(),
-            format!("${}", k.budget_usd),
-            format!("${}", k.spent_usd),
-            remaining(k),
+            budget,
+            spent,
+            left,
             k.requests,
             k.created_at
         );
@@ -235,6 +257,30 @@ fn escaped(s: String, keep_newlines: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Amounts to the nano-dollar keep the columns after them in line.
+    #[test]
+    fn the_keys_table_stays_aligned_with_long_amounts() {
+        use crate::console::tests::key;
+        let keys = [
+            key("key_a", "sk-gateway-AaAa…", "pro", "20", "0.005608923"),
+            key("key_b", "sk-gateway-BbBb…", "trial", "1", "0"),
+        ];
+        let table = keys_table(&keys);
+        assert!(table.contains("$19.994391077"), "{table}");
+        // Where each line's REQS column ends, in characters (the prefixes' `…` is one).
+        let ends: Vec<usize> = table
+            .lines()
+            .map(|l| {
+                let at = l
+                    .find("REQS")
+                    .map(|i| i + 4)
+                    .or_else(|| l.find(" 3  ").map(|i| i + 2));
+                l[..at.unwrap()].chars().count()
+            })
+            .collect();
+        assert!(ends.windows(2).all(|w| w[0] == w[1]), "{table}");
+    }
 
     /// The outbox says what its state means: nothing due yet, or mail off (then also beside
     /// messages queued while it was on).

@@ -25,7 +25,7 @@ pub mod ui;
 mod upstream;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::path::PathBuf;
 use std::time::Duration;
