@@ -352,6 +352,28 @@ async fn no_daemon_is_a_one_line_error_and_exit_1() {
     );
 }
 
+/// Without a terminal on both ends (piped, or run from a script) the console says it needs
+/// one, and leaves the daemon alone: piped, it drew its screen into the pipe (found by an
+/// independent check).
+#[tokio::test]
+async fn without_a_terminal_the_console_says_it_needs_one() {
+    let app = TestApp::spawn().await;
+    let out = tokio::process::Command::new(BIN)
+        .args(["console", "--socket"])
+        .arg(&app.socket)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("the binary runs");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        out.stdout.is_empty(),
+        "nothing drawn into the pipe: {out:?}"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("the console needs a terminal"), "{err}");
+}
+
 #[tokio::test]
 async fn a_socket_that_closes_or_refuses_is_a_one_line_error_and_exit_1() {
     // The daemon refuses a peer it does not serve with a line saying why; something else at

@@ -39,6 +39,16 @@ fn install_panic_hook() {
 
 /// Enter raw mode, the alternate screen and bracketed paste.
 pub fn enter() -> io::Result<TerminalGuard> {
+    use std::io::IsTerminal;
+    // Both ends a terminal: piped, the screen's escape codes went into the pipe and the
+    // terminal stayed blank; with no terminal on stdin, the error read "No such device or
+    // address" (found by an independent check).
+    if !io::stdin().is_terminal() || !io::stdout().is_terminal() {
+        return Err(io::Error::other(
+            "the console needs a terminal on its input and output (not a pipe or a file); \
+             for a script, use `modelrelay keys list --json` and the other commands",
+        ));
+    }
     install_panic_hook();
     enable_raw_mode()?;
     // From here on every early return must restore, which the guard's Drop does.
