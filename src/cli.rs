@@ -429,6 +429,16 @@ async fn keys(path: &Path, args: KeysArgs) -> ExitCode {
     match resp {
         Response::Error { message } => fail(message),
         Response::Created { key, api_key } | Response::Rotated { key, api_key } => {
+            // A budget too small for the plan's smallest request makes a key that cannot be
+            // used until topped up: said, not left for the customer to find (an independent
+            // check).
+            if key.status == crate::keys::KeyStatus::Exhausted {
+                eprintln!(
+                    "modelrelay: warning: this key's remaining ${} cannot pay for a request of \
+                     its plan: it is `exhausted` until topped up (`modelrelay keys topup`)",
+                    key.remaining_usd
+                );
+            }
             let text = if args.json {
                 let doc = serde_json::json!({"api_key": api_key, "key": key});
                 match serde_json::to_string_pretty(&doc) {

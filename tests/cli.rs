@@ -325,6 +325,11 @@ async fn a_budget_below_one_request_makes_the_key_exhausted_until_topped_up() {
         &["create", "--plan", "trial", "--budget", "0.000000001"],
     )
     .await;
+    assert!(
+        run.stderr.contains("it is `exhausted` until topped up"),
+        "said at once: {}",
+        run.stderr
+    );
     let key = run.ok().trim().to_string();
     let k = show(&app, &key).await;
     assert_eq!(k["status"], "exhausted", "{k:#}");
@@ -340,6 +345,7 @@ async fn a_budget_below_one_request_makes_the_key_exhausted_until_topped_up() {
     assert_eq!(chat_status(&app, &key).await.0, 200);
     // A budget that pays for a request stays active.
     let run = keys(&app, &["create", "--plan", "trial", "--budget", "0.01"]).await;
+    assert!(!run.stderr.contains("exhausted"), "{}", run.stderr);
     let key = run.ok().trim().to_string();
     assert_eq!(show(&app, &key).await["status"], "active");
 }
