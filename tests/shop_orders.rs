@@ -498,6 +498,16 @@ async fn the_key_is_shown_only_to_the_browser_that_bought_it_or_with_the_email()
             .await
             .is_none()
     );
+    // The id typed without its `ord_` finds it too.
+    let bare = order_id.strip_prefix("ord_").unwrap();
+    assert_eq!(
+        modelrelay::shop::orders::lookup_order(state, bare, "me@example.com")
+            .await
+            .unwrap()
+            .api_key
+            .as_deref(),
+        Some(key.as_str())
+    );
     assert!(
         modelrelay::shop::orders::lookup_order(state, "ord_doesnotexist", "me@example.com")
             .await

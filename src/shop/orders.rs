@@ -233,6 +233,15 @@ pub async fn load_order(
 /// Look an order up by id and email. An unknown id and a wrong email give the same `None`,
 /// and the email comparison takes the same time either way.
 pub async fn lookup_order(state: &Arc<AppState>, order_id: &str, email: &str) -> Option<OrderView> {
+    // Typed without its `ord_` (found by an independent check: "no order matches").
+    let order_id = order_id.trim();
+    let with_prefix;
+    let order_id = if order_id.starts_with("ord_") || order_id.is_empty() {
+        order_id
+    } else {
+        with_prefix = format!("ord_{order_id}");
+        with_prefix.as_str()
+    };
     let mut found = load_shown(state, order_id).await;
     // Compare against a dummy when the order does not exist, so both paths do the same work.
     let stored = found
