@@ -189,6 +189,19 @@
     }
   }
 
+  // The buyer closed PayPal's window (also after a declined method reopened it): a reload
+  // must not try to capture that order again and say it is not approved (found by an
+  // independent check); the page's other parameters (`topup`) stay.
+  function forgetApproved() {
+    if (window.history && window.history.replaceState) {
+      var p = new URLSearchParams(window.location.search);
+      p.delete('order_id');
+      p.delete('approved');
+      var q = p.toString();
+      window.history.replaceState(null, '', window.location.pathname + (q ? '?' + q : ''));
+    }
+  }
+
   form.addEventListener('submit', function (ev) {
     ev.preventDefault();
     if (!demoButton || !emailValid()) return;
@@ -229,6 +242,7 @@
         // Also after a declined method reopened PayPal's window: nothing was taken, so the
         // buyer may pay again.
         onCancel: function () {
+          forgetApproved();
           showError(msg('cancelled'));
           if (resultBox.hidden && pendingBox.hidden) payBox.hidden = false;
         },
