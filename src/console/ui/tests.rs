@@ -689,10 +689,18 @@ fn orders_view_shows_top_ups_and_the_outbox() {
         next_attempt_at: Some("2026-11-25T11:31:00Z".into()),
         sent_at: None,
     };
-    a.model.apply_mail_list(vec![
-        mail(7, MailStatus::Failed, Some("connection refused")),
-        mail(6, MailStatus::Sent, None),
-    ]);
+    // Through the console's own handling of the daemon's answer, as it arrives (an
+    // independent check saw no outbox once and nothing tested this path).
+    a.handle(Event::Reply(
+        crate::console::event::Command::MailList,
+        Ok(crate::activity::protocol::Response::Mail {
+            mail: vec![
+                mail(7, MailStatus::Failed, Some("connection refused")),
+                mail(6, MailStatus::Sent, None),
+            ],
+            sending: true,
+        }),
+    ));
     let wide = screen(&a, LARGE);
     assert_has(&wide, &["KIND", "Outbox (0 queued, 1 failed"]);
     assert!(line_with(&wide, "key_trial             bob@").contains("top-up"));
