@@ -320,7 +320,12 @@ pub async fn capture(
         .ok_or(ShopError::OrderNotFound)?;
     let may_see_key = created_here(&headers, &order.record);
     if order.extra.kind == OrderKind::TopUp {
-        return capture_top_up(&state, &order, may_see_key).await;
+        // In a task of its own, as `settle`'s capture is: a buyer who hangs up mid-capture
+        // must not release the key's turn (below) while the capture goes on without it.
+        let state = state.clone();
+        let worker =
+            tokio::spawn(async move { capture_top_up(&state, &order, may_see_key).await });
+        return worker.await.map_err(|_| ShopError::Internal)?;
     }
     let order = order.record;
     match settle(&state, &order).await? {
