@@ -134,69 +134,50 @@ async fn a_client_leaving_mid_stream_is_billed_for_what_was_relayed() {
     assert!(format!("{outcome:?}").contains("Disconnect"), "{outcome:?}");
 }
 
-#[tokio::test]
-async fn an_upstream_failure_mid_stream_ends_with_anthropics_error_event() {
+/// A stream that upstream breaks after `after` tokens with its error event (`directive`:
+/// `error_after` or `overloaded_after`): the events relayed, and the error event's `error`
+/// object, after checking it is the last event, that `after` deltas came before it, and that
+/// the row bills them as a broken stream.
+async fn broken_stream(directive: &str, after: u64) -> Value {
     let app = TestApp::spawn().await;
     let key = app.create_key("trial", None).await;
-    let resp = stream_message(
-        &app,
-        &key,
-        "[[sim prompt=20 reply=50 error_after=4]] go",
-        100,
-    )
-    .await;
+    let prompt = format!("[[sim prompt=20 reply=50 {directive}={after}]] go");
+    let resp = stream_message(&app, &key, &prompt, 100).await;
     assert_eq!(resp.status(), 200);
     let rid = request_id(&resp);
     let evs = events(resp).await;
     let (name, data) = evs.last().unwrap();
     assert_eq!(name, "error");
     assert_eq!(data["type"], "error");
-    assert_eq!(data["error"]["type"], "api_error");
     let deltas = evs
         .iter()
         .filter(|(n, _)| n == "content_block_delta")
         .count();
-    assert_eq!(deltas, 4);
+    assert_eq!(deltas as u64, after);
     let row = app.wait_ledger_row(&rid).await;
     assert_eq!(row.finish.as_str(), "upstream_error");
     assert_eq!(row.measured.as_str(), "estimated");
-    // Billed for the prompt (estimated from the request? no: upstream's message_start gave it)
-    // and the four tokens relayed.
-    assert_eq!(row.completion_tokens, 4);
+    // Billed for the prompt (upstream's message_start gave it) and the tokens relayed.
+    assert_eq!(row.completion_tokens, after);
     assert!(row.cost.nanos() > 0);
-    let _: Value = Value::Null;
+    data["error"].clone()
+}
+
+#[tokio::test]
+async fn an_upstream_failure_mid_stream_ends_with_anthropics_error_event() {
+    let error = broken_stream("error_after", 4).await;
+    assert_eq!(error["type"], "api_error");
 }
 
 /// Upstream saying mid-stream that it is overloaded: the client is told `overloaded_error`
-/// (found by an independent check: it was `api_error`), billed as any broken stream.
+/// (found by an independent check: it was `api_error`), in our own words, billed as any
+/// broken stream.
 #[tokio::test]
 async fn an_upstream_overloaded_mid_stream_is_told_as_overloaded() {
-    let app = TestApp::spawn().await;
-    let key = app.create_key("trial", None).await;
-    let resp = stream_message(
-        &app,
-        &key,
-        "[[sim prompt=20 reply=50 overloaded_after=3]] go",
-        100,
-    )
-    .await;
-    assert_eq!(resp.status(), 200);
-    let rid = request_id(&resp);
-    let evs = events(resp).await;
-    let (name, data) = evs.last().unwrap();
-    assert_eq!(name, "error");
-    assert_eq!(data["error"]["type"], "overloaded_error", "{data}");
-    assert!(
-        !data["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("Overloaded"),
-        "our own words, not upstream's: {data}"
-    );
-    let row = app.wait_ledger_row(&rid).await;
-    assert_eq!(row.finish.as_str(), "upstream_error");
-    assert_eq!(row.completion_tokens, 3);
-    assert!(row.cost.nanos() > 0);
+    let error = broken_stream("overloaded_after", 3).await;
+    assert_eq!(error["type"], "overloaded_error", "{error}");
+    let message = error["message"].as_str().unwrap();
+    assert!(!message.contains("Overloaded"), "not upstream's: {error}");
 }
 
 /// Upstream's stream failing at its first word (before anything was relayed, the head not

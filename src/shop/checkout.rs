@@ -323,8 +323,7 @@ pub async fn capture(
         // In a task of its own, as `settle`'s capture is: a buyer who hangs up mid-capture
         // must not release the key's turn (below) while the capture goes on without it.
         let state = state.clone();
-        let worker =
-            tokio::spawn(async move { capture_top_up(&state, &order, may_see_key).await });
+        let worker = tokio::spawn(async move { capture_top_up(&state, &order, may_see_key).await });
         return worker.await.map_err(|_| ShopError::Internal)?;
     }
     let order = order.record;
