@@ -521,13 +521,15 @@ impl Compaction {
         checkpoint(conn, "while commits fail");
     }
 
-    /// Commits succeed again: fold what the failure's backlog added, and from now on keep the
-    /// WAL at SQLite's default size (~4 MiB before each checkpoint, its file cut back to that)
-    /// rather than ~40 MiB: on a disk that filled once, the WAL's growth between checkpoints
-    /// filled the space freed again within seconds under load.
+    /// Commits succeed again: fold what the failure's backlog added, and, when the disk has
+    /// little room left, from now on keep the WAL at SQLite's default size (~4 MiB before each
+    /// checkpoint, its file cut back to that) rather than ~40 MiB: on a disk that filled once,
+    /// the WAL's growth between checkpoints filled the space freed again within seconds.
     pub(super) fn recovered(&mut self, conn: &rusqlite::Connection) {
         self.last = None;
-        if !self.small_wal {
+        // Only where the disk is short of room for the large WAL: a failure that was a lock
+        // another program held says nothing about space, and the large WAL is the faster.
+        if !self.small_wal && free_bytes(conn).is_some_and(|free| free < TIGHT_BELOW) {
             self.small_wal = true;
             match conn.execute_batch(
                 "PRAGMA wal_autocheckpoint = 1000; PRAGMA journal_size_limit = 4194304;",
@@ -541,6 +543,16 @@ impl Compaction {
         }
         checkpoint(conn, "after commits failed");
     }
+}
+
+/// Free space under which, after commits failed, the WAL is kept small: room for a few of the
+/// large WAL's ~40 MiB.
+const TIGHT_BELOW: u64 = 160 << 20;
+
+/// Bytes free for the daemon on the database's filesystem, if it can tell.
+fn free_bytes(conn: &rusqlite::Connection) -> Option<u64> {
+    let vfs = nix::sys::statvfs::statvfs(conn.path()?).ok()?;
+    Some(u64::from(vfs.blocks_available()).saturating_mul(u64::from(vfs.fragment_size())))
 }
 
 /// The size of the database's WAL file (0 when it cannot be read).
