@@ -552,7 +552,7 @@ const TIGHT_BELOW: u64 = 160 << 20;
 /// Bytes free for the daemon on the database's filesystem, if it can tell.
 fn free_bytes(conn: &rusqlite::Connection) -> Option<u64> {
     let vfs = nix::sys::statvfs::statvfs(conn.path()?).ok()?;
-    Some(u64::from(vfs.blocks_available()).saturating_mul(u64::from(vfs.fragment_size())))
+    Some(vfs.blocks_available().saturating_mul(vfs.fragment_size()))
 }
 
 /// The size of the database's WAL file (0 when it cannot be read).
