@@ -109,9 +109,15 @@ impl Store {
                      PRAGMA wal_autocheckpoint = 10000;",
                 )?;
                 // A large WAL (an unclean stop, a full disk) folded first: the space it
-                // frees may be what the replay below needs (see `writer::Compaction`).
+                // frees may be what the replay below needs; and on a disk short of room the
+                // WAL is kept small from the start — a restart is the usual way out of a full
+                // disk under systemd, and the large WAL filled it again within seconds (found
+                // by an independent check). See `writer::Compaction`.
                 if writer::wal_bytes(&c) >= writer::COMPACT_ABOVE {
                     writer::checkpoint(&c, "at start");
+                }
+                if writer::disk_is_tight(&c) {
+                    writer::keep_wal_small(&c);
                 }
                 migrate::migrate(&mut c)?;
                 let replayed = journal::replay(&mut c, &dir)?;

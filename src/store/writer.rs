@@ -529,21 +529,42 @@ impl Compaction {
         self.last = None;
         // Only where the disk is short of room for the large WAL: a failure that was a lock
         // another program held says nothing about space, and the large WAL is the faster.
-        if !self.small_wal && free_bytes(conn).is_some_and(|free| free < TIGHT_BELOW) {
+        if !self.small_wal && disk_is_tight(conn) {
             self.small_wal = true;
-            match conn.execute_batch(
-                "PRAGMA wal_autocheckpoint = 1000; PRAGMA journal_size_limit = 4194304;",
-            ) {
-                Ok(()) => tracing::warn!(
-                    "the database's WAL is now checkpointed every ~4 MiB (not ~40 MiB) until the \
-                     next start, since the disk once could not take a commit"
-                ),
-                Err(e) => tracing::warn!(error = %e, "cannot make the WAL smaller"),
-            }
+            keep_wal_small(conn);
         }
         checkpoint(conn, "after commits failed");
     }
 }
+
+/// Whether the database's disk is short of room for the large WAL (free space under
+/// [`TIGHT_BELOW`]).
+pub(super) fn disk_is_tight(conn: &rusqlite::Connection) -> bool {
+    free_bytes(conn).is_some_and(|free| free < TIGHT_BELOW)
+}
+
+/// Checkpoint the WAL every ~4 MiB (SQLite's default) and cut its file back to that, not
+/// ~40 MiB, on this connection (unless it does already): for a disk short of room.
+pub(super) fn keep_wal_small(conn: &rusqlite::Connection) {
+    let now: Result<i64, _> = conn.query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0));
+    if now.is_ok_and(|pages| pages <= SMALL_WAL_PAGES) {
+        return;
+    }
+    let set = format!(
+        "PRAGMA wal_autocheckpoint = {SMALL_WAL_PAGES}; PRAGMA journal_size_limit = {};",
+        SMALL_WAL_PAGES * 4096
+    );
+    match conn.execute_batch(&set) {
+        Ok(()) => tracing::warn!(
+            "the disk has little room left: the database's WAL is checkpointed every ~4 MiB \
+             (not ~40 MiB) until the next start"
+        ),
+        Err(e) => tracing::warn!(error = %e, "cannot make the WAL smaller"),
+    }
+}
+
+/// Pages of WAL between checkpoints on a disk short of room (SQLite's default).
+const SMALL_WAL_PAGES: i64 = 1000;
 
 /// Free space under which, after commits failed, the WAL is kept small: room for a few of the
 /// large WAL's ~40 MiB.
