@@ -282,9 +282,9 @@ pub fn run(cli: Cli) -> ExitCode {
             // Printed above, then hidden by the console's screen: said there too.
             let warning = mistake.map(|e| {
                 let first = e.lines().next().unwrap_or_default().to_string();
-                format!(
-                    "the configuration has an error (`modelrelay check-config` shows it): {first}"
-                )
+                // The mistake first: a narrow status line cut it off behind the fixed words
+                // (found by an independent re-check).
+                format!("config error: {first} (see `modelrelay check-config`)")
             });
             match runtime.block_on(crate::console::run(path, plans, warning)) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -474,7 +474,8 @@ impl App {
     /// The keys the Keys view shows: filtered, sorted.
     pub fn visible_keys(&self) -> Vec<&KeyView> {
         let needle = self.filter.to_lowercase();
-        let typed = self.filter.trim();
+        // As the web pages take a pasted key: `Bearer `, quotes and line breaks dropped.
+        let typed = crate::keys::token::as_pasted(&self.filter);
         let mut keys: Vec<&KeyView> = self
             .model
             .keys

@@ -72,6 +72,14 @@ fn keys_filter_sort_and_selection() {
     ));
     press(&mut app, KeyCode::Enter);
     assert_eq!(ids(&app), ["key_trial"]);
+    // Also as copied out of a header.
+    press(&mut app, KeyCode::Esc);
+    press(&mut app, KeyCode::Char('/'));
+    app.handle(Event::Paste(
+        "Bearer sk-gateway-PrOoxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx".into(),
+    ));
+    press(&mut app, KeyCode::Enter);
+    assert_eq!(ids(&app), ["key_pro"]);
 }
 
 #[test]
