@@ -98,6 +98,10 @@ pub enum GatewayError {
     /// 503: every upstream account stayed at its cap for the whole queue timeout.
     #[error("upstream busy")]
     UpstreamBusy,
+    /// 503: DeepSeek said, in its own error event, that it is overloaded (a stream broken
+    /// after it began: Anthropic's `overloaded_error`).
+    #[error("upstream overloaded")]
+    UpstreamOverloaded,
     /// 500: our own fault (the database); details are in the log.
     #[error("internal error")]
     Internal,
@@ -156,7 +160,9 @@ impl GatewayError {
             }
             GatewayError::Upstream => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            GatewayError::UpstreamBusy => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::UpstreamBusy | GatewayError::UpstreamOverloaded => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             GatewayError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             GatewayError::ShuttingDown
             | GatewayError::NotRecorded
@@ -185,7 +191,7 @@ impl GatewayError {
             GatewayError::BudgetHeld { .. } => "budget_held",
             GatewayError::Upstream => "upstream_error",
             GatewayError::UpstreamTimeout => "upstream_timeout",
-            GatewayError::UpstreamBusy => "upstream_busy",
+            GatewayError::UpstreamBusy | GatewayError::UpstreamOverloaded => "upstream_busy",
             GatewayError::Internal => "internal_error",
             GatewayError::ShuttingDown
             | GatewayError::NotRecorded
@@ -204,6 +210,7 @@ impl GatewayError {
             GatewayError::Upstream
             | GatewayError::UpstreamTimeout
             | GatewayError::UpstreamBusy
+            | GatewayError::UpstreamOverloaded
             | GatewayError::Internal
             | GatewayError::ShuttingDown
             | GatewayError::NotRecorded
@@ -277,6 +284,9 @@ impl GatewayError {
             GatewayError::UpstreamBusy => {
                 "Every upstream account is busy right now. Please retry in a few seconds.".into()
             }
+            GatewayError::UpstreamOverloaded => "The upstream model provider is overloaded and \
+                 stopped this answer. Please retry in a few seconds."
+                .into(),
             GatewayError::Internal => "Internal error. Please retry later.".into(),
             GatewayError::NotRecorded => "The server could not record this request's bill, so \
                  its answer was withheld. Please retry later."
@@ -403,7 +413,9 @@ impl GatewayError {
         }
         if matches!(
             self,
-            GatewayError::UpstreamBusy | GatewayError::BudgetHeld { .. }
+            GatewayError::UpstreamBusy
+                | GatewayError::UpstreamOverloaded
+                | GatewayError::BudgetHeld { .. }
         ) {
             resp.headers_mut()
                 .insert("retry-after", HeaderValue::from(BUSY_RETRY_AFTER_SECS));

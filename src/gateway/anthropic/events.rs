@@ -298,7 +298,7 @@ impl StreamRewrite for Events {
 
     fn failure(&self) -> GatewayError {
         if self.overloaded {
-            GatewayError::UpstreamBusy
+            GatewayError::UpstreamOverloaded
         } else {
             GatewayError::Upstream
         }
@@ -437,7 +437,11 @@ mod tests {
             assert!(matches!(e.failure(), GatewayError::Upstream));
             assert!(e.event(&ev(data), &mut t).is_err(), "{data}");
             let told = e.failure();
-            assert_eq!(matches!(told, GatewayError::UpstreamBusy), busy, "{data}");
+            assert_eq!(
+                matches!(told, GatewayError::UpstreamOverloaded),
+                busy,
+                "{data}"
+            );
             assert_eq!(matches!(told, GatewayError::Upstream), !busy, "{data}");
         }
     }

@@ -193,6 +193,7 @@ mod tests {
             ),
             (GatewayError::Upstream, 502, "api_error"),
             (GatewayError::ShuttingDown, 503, "overloaded_error"),
+            (GatewayError::UpstreamOverloaded, 503, "overloaded_error"),
             (GatewayError::UpstreamTimeout, 504, "timeout_error"),
         ] {
             assert_eq!(e.status().as_u16(), status);
