@@ -220,11 +220,11 @@ fn zh(kind: MailKind, f: &Facts) -> Body {
                 ),
                 match f.order_kind {
                     OrderKind::Purchase => {
-                        "凭订单号和本邮箱地址可在订单页面查看您的 API 密钥。密钥不会通过邮件发送。"
+                        "凭订单号和本邮箱地址可在订单页面查看您的 API key。key 不会通过邮件发送。"
                             .to_string()
                     }
                     OrderKind::TopUp => format!(
-                        "套餐额度已充入您的密钥 {}，您的工具无需任何改动即可继续使用。",
+                        "套餐额度已充入您的 key {}，您的工具无需任何改动即可继续使用。",
                         f.key_prefix
                     ),
                 },
@@ -233,40 +233,40 @@ fn zh(kind: MailKind, f: &Facts) -> Body {
             footer: None,
         },
         MailKind::LowBalance => Body {
-            subject: format!("您的密钥 {} 余额不足", f.key_prefix),
+            subject: format!("您的 key {} 余额不足", f.key_prefix),
             paragraphs: vec![
                 format!(
-                    "您的 API 密钥 {} 的额度 ${} 仅剩 ${}。",
+                    "您的 API key {} 的额度 ${} 仅剩 ${}。",
                     f.key_prefix,
                     f.budget.to_cents(),
                     f.remaining.to_cents()
                 ),
-                "您可以在用量面板为同一个密钥充值，工具无需任何改动。".into(),
+                "您可以在用量面板为同一个 key 充值，工具无需任何改动。".into(),
             ],
             link: Some(dashboard),
-            footer: Some(("不再接收此密钥的余额提醒".into(), f.opt_out_url.clone())),
+            footer: Some(("不再接收此 key 的余额提醒".into(), f.opt_out_url.clone())),
         },
         MailKind::Exhausted => Body {
-            subject: format!("您的密钥 {} 额度已用完", f.key_prefix),
+            subject: format!("您的 key {} 额度已用完", f.key_prefix),
             paragraphs: vec![
                 format!(
-                    "您的 API 密钥 {} 已用完 ${} 的额度，充值前请求将被拒绝。",
+                    "您的 API key {} 已用完 ${} 的额度，充值前请求将被拒绝。",
                     f.key_prefix,
                     f.budget.to_cents()
                 ),
-                "在用量面板为同一个密钥充值后即可立即恢复使用。".into(),
+                "在用量面板为同一个 key 充值后即可立即恢复使用。".into(),
             ],
             link: Some(dashboard),
-            footer: Some(("不再接收此密钥的余额提醒".into(), f.opt_out_url.clone())),
+            footer: Some(("不再接收此 key 的余额提醒".into(), f.opt_out_url.clone())),
         },
         MailKind::Rotated => Body {
-            subject: format!("您的 API 密钥已更换：{}", f.key_prefix),
+            subject: format!("您的 API key 已更换：{}", f.key_prefix),
             paragraphs: vec![
                 format!(
-                    "您的 API 密钥已于 {}（UTC）更换。新密钥以 {} 开头，旧密钥已失效；额度和记录均保留在新密钥上。",
+                    "您的 API key 已于 {}（UTC）更换。新 key 以 {} 开头，旧 key 已失效；额度和记录均保留在新 key 上。",
                     f.at, f.key_prefix
                 ),
-                "如果这不是您本人的操作，说明他人持有您的密钥并已拿到新密钥：请回复此邮件并附上订单号，我们会更换密钥并只把新密钥发给您。在此之前，余额有被他人使用的风险。".into(),
+                "如果这不是您本人的操作，说明他人持有您的 key 并已拿到新 key：请回复此邮件并附上订单号，我们会更换 key 并只把新 key 发给您。在此之前，余额有被他人使用的风险。".into(),
             ],
             link: Some(dashboard),
             footer: None,
