@@ -137,7 +137,10 @@ fn found(actual: &Actual) -> String {
 /// Serde's expectation in plain terms (Rust's integer types as "a whole number").
 fn plain(expected: &str) -> String {
     match expected {
-        "u8" | "u16" | "u32" | "u64" | "usize" => "a whole number of 0 or more".into(),
+        // Not "0 or more": many of these keys refuse 0 too, which the checks after parsing
+        // say (`probe_secs = -1` was told "0 or more", then 0 was refused: an independent
+        // check).
+        "u8" | "u16" | "u32" | "u64" | "usize" => "a whole number, not negative".into(),
         "i8" | "i16" | "i32" | "i64" | "isize" => "a whole number".into(),
         "f32" | "f64" => "a number".into(),
         "a boolean" | "bool" => "true or false".into(),

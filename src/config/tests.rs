@@ -359,6 +359,12 @@ fn wrong_types_are_refused() {
         // What was found, as written: not serde's "signed int `-3`".
         let err = error_of(jail, "[server]\nmax_connections = -3\n");
         assert!(err.ends_with("found -3"), "{err}");
+        // Not "0 or more": 0 is refused for this key too.
+        let err = error_of(jail, "[upstream]\nprobe_secs = -1\n");
+        assert!(
+            err.contains("expected a whole number, not negative, found -1"),
+            "{err}"
+        );
         let err = error_of(jail, "[server]\nlisten = 8080\n");
         assert!(err.ends_with("found 8080"), "{err}");
         // A date without quotes is a TOML date, which comes through as a table: said so.
