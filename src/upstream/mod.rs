@@ -21,6 +21,6 @@ pub mod status;
 mod watch;
 
 pub use client::{Dispatch, Endpoint, Upstream};
-pub use error::UpstreamError;
+pub use error::{UpstreamError, redact};
 pub use http::BuildError;
 pub use reply::{EventStream, Reply};

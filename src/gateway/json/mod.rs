@@ -57,13 +57,15 @@ pub(super) fn whole_count(f: f64) -> Option<u64> {
 }
 
 /// What the log keeps of an upstream error event: its `error` member only (a chunk may carry
-/// the model's output beside it, which the log does not keep), at most 300 characters.
+/// the model's output beside it, which the log does not keep), at most 300 characters, with
+/// key-shaped words redacted as in upstream's error answers (an event echoing the operator's
+/// key was logged verbatim: found by an independent check).
 pub(super) fn error_text(data: &str) -> String {
     let error = serde_json::from_str::<serde_json::Value>(data)
         .ok()
         .and_then(|v| v.get("error").map(ToString::to_string))
         .unwrap_or_else(|| format!("({} bytes, no readable error member)", data.len()));
-    error.chars().take(300).collect()
+    crate::upstream::redact(&error, 300)
 }
 
 /// A member name for [`has_non_null`], with its quotes (`"finish_reason"`), and its searcher,
@@ -119,6 +121,20 @@ pub(super) fn has_empty_array(text: &str, key: &Key) -> bool {
 
 #[cfg(test)]
 mod tests {
+    /// What the log keeps of an upstream error event: its `error` member, key-shaped words
+    /// redacted, never the rest of the chunk.
+    #[test]
+    fn an_error_event_is_logged_without_keys() {
+        let data = r#"{"error":{"message":"internal at /srv/x.py key sk-UPSTREAMSECRET0123456789abcdef"},"choices":[{"delta":{"content":"private text"}}]}"#;
+        let text = super::error_text(data);
+        assert!(!text.contains("UPSTREAMSECRET"), "{text}");
+        assert!(
+            text.contains("[redacted]") && text.contains("/srv/x.py"),
+            "{text}"
+        );
+        assert!(!text.contains("private text"), "{text}");
+    }
+
     #[test]
     fn case_twins_of_owned_members() {
         use super::case_twin;
