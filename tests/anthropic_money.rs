@@ -184,6 +184,23 @@ async fn an_upstream_overloaded_mid_stream_is_told_as_overloaded() {
     );
 }
 
+/// Upstream overloaded as the stream's very first event (before anything was relayed): a 503
+/// `overloaded_error`, which the SDKs retry, free — not a 502 `api_error` (found by a review).
+#[tokio::test]
+async fn an_upstream_overloaded_at_the_first_event_is_a_503_overloaded_and_free() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key("trial", None).await;
+    let resp = stream_message(&app, &key, "[[sim reply=3 overloaded_after=0]] go", 100).await;
+    assert_eq!(resp.status(), 503);
+    assert!(resp.headers().contains_key("retry-after"));
+    let rid = request_id(&resp);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "overloaded_error", "{v}");
+    let row = app.wait_ledger_row(&rid).await;
+    assert_eq!(row.finish.as_str(), "upstream_error");
+    assert_eq!(row.cost.nanos(), 0);
+}
+
 /// Upstream's stream failing at its first word (before anything was relayed, the head not
 /// sent): a 502 in Anthropic's shape, which the SDKs retry (a 200 whose stream is one error
 /// event they never retry; found by an independent check), billed nothing.

@@ -137,6 +137,9 @@
         showToppedUp(data.topped_up, id);
       } else if (data.status === 'paid' && data.api_key) {
         showKey(data.api_key, id);
+      } else if (data.status === 'paid' && data.top_up) {
+        // Captured in another browser: the credit is in, which key is not said here.
+        showPending(msg('topped-up').replace('{prefix}', 'sk-gateway-…'), id, msg('paid-h'));
       } else if (data.status === 'paid') {
         showPending(msg('paid-elsewhere'), id, msg('paid-h'));
       } else if (data.status === 'pending') {
@@ -182,9 +185,13 @@
 
   // Remember the approved order in the URL before capturing, so a reload or a failed capture
   // resumes this order instead of paying again.
+  // A top-up's page says so in its address too, so that a reload stays a top-up's page (a
+  // purchase's would sell a new key; found by a review).
+  var isTopUp = !!(topupKey || topupGrant);
   function rememberApproved(orderId) {
     if (window.history && window.history.replaceState) {
-      var q = '?order_id=' + encodeURIComponent(orderId) + '&approved=1';
+      var q = '?order_id=' + encodeURIComponent(orderId) + '&approved=1' +
+        (isTopUp ? '&topup=1' : '');
       window.history.replaceState(null, '', window.location.pathname + q);
     }
   }
@@ -193,8 +200,10 @@
   // must not try to capture that order again and say it is not approved (found by an
   // independent check); the page's other parameters (`topup`) stay.
   function forgetApproved() {
-    if (window.history && window.history.replaceState) {
-      var p = new URLSearchParams(window.location.search);
+    var p = new URLSearchParams(window.location.search);
+    // Only an address that names an order changes: a page reached by a form (the dashboard's
+    // top-up) keeps its own, so a reload posts it again rather than turning into another page.
+    if (p.get('order_id') && window.history && window.history.replaceState) {
       p.delete('order_id');
       p.delete('approved');
       var q = p.toString();

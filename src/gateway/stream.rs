@@ -121,6 +121,7 @@ async fn failed_before_head<D: Dialect>(
 ) -> Response {
     let Relay {
         mut events,
+        rewrite,
         tally,
         request_id,
         ..
@@ -132,7 +133,9 @@ async fn failed_before_head<D: Dialect>(
     );
     events.broke(&why);
     drop(events);
-    let e = GatewayError::Upstream;
+    // What the dialect read in upstream's own error event (an overloaded DeepSeek as the first
+    // event is a 503 `overloaded_error`, not a 502; found by a review).
+    let e = rewrite.failure();
     Box::pin(pending.settle(Outcome {
         usage: tally.usage,
         output_estimate: tally.output_estimate(),

@@ -58,12 +58,16 @@ pub fn is_well_formed(s: &str) -> bool {
 /// written in, or the `Bearer ` of the header it was copied from (found by an independent
 /// check: such a paste was "no key matches"). What is left is looked up as it is.
 pub fn as_pasted(s: &str) -> String {
-    let s = s.trim().trim_matches(|c| matches!(c, '"' | '\'' | '`'));
-    let s = match s.get(..7) {
-        Some(b) if b.eq_ignore_ascii_case("bearer ") => &s[7..],
-        _ => s,
+    let quote = |c: char| matches!(c, '"' | '\'' | '`');
+    // Whitespace first (a line break or tab after `Bearer`, a space inside the quotes), then
+    // the quotes and the word, in either order (found by a review).
+    let bare: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+    let t = bare.trim_matches(quote);
+    let t = match t.get(..6) {
+        Some(b) if b.eq_ignore_ascii_case("bearer") => &t[6..],
+        _ => t,
     };
-    s.chars().filter(|c| !c.is_whitespace()).collect()
+    t.trim_matches(quote).to_string()
 }
 
 /// The part of a key that may be shown: `sk-gateway-AbCd…`.
@@ -88,6 +92,10 @@ mod tests {
             "Bearer sk-gateway-AbCdEfGh",
             "bearer  sk-gateway-AbCdEfGh",
             "'Bearer sk-gateway-AbCdEfGh'",
+            "Bearer\nsk-gateway-AbCdEfGh",
+            "Bearer\tsk-gateway-AbCdEfGh",
+            "' Bearer sk-gateway-AbCdEfGh '",
+            "Bearer \"sk-gateway-AbCdEfGh\"",
         ] {
             assert_eq!(as_pasted(pasted), k, "{pasted:?}");
         }

@@ -199,7 +199,7 @@ pub async fn api_rotate(
     Ok(Json(json!({ "api_key": api_key })))
 }
 
-/// The request's `Idempotency-Key`, if it has one: 16 to 255 visible ASCII characters. With the
+/// How long an `Idempotency-Key` may be: 16 to 255 visible ASCII characters. With the
 /// old key it hands out the new one for ten minutes, and the old key is being replaced because
 /// it may have leaked: one short enough to guess (`1`, `retry`) would give a thief holding the
 /// old key the new one (found by an independent check). A UUID is 36.

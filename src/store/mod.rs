@@ -114,7 +114,7 @@ impl Store {
                 // disk under systemd, and the large WAL filled it again within seconds (found
                 // by an independent check). See `writer::Compaction`.
                 if writer::wal_bytes(&c) >= writer::COMPACT_ABOVE {
-                    writer::checkpoint(&c, "at start");
+                    writer::checkpoint(&c, "at start", false);
                 }
                 if writer::disk_is_tight(&c) {
                     writer::keep_wal_small(&c);

@@ -140,7 +140,7 @@ pub(super) async fn start<T: Send + 'static>(
                 }
             };
             if closing.is_some() {
-                checkpoint(&conn, "closing");
+                checkpoint(&conn, "closing", true);
             }
             if let Err((_, e)) = conn.close() {
                 tracing::warn!(error = %e, "database close failed");
@@ -470,7 +470,15 @@ impl Retained {
 /// SQLite's own checkpoint on the last close never runs, and `modelrelay.db` copied alone
 /// after `systemctl stop` would miss every row since the last automatic checkpoint (up to
 /// ~40 MiB of them). After a full disk: see [`Compaction`].
-pub(super) fn checkpoint(conn: &rusqlite::Connection, when: &str) {
+pub(super) fn checkpoint(conn: &rusqlite::Connection, when: &str, wait: bool) {
+    // Only the closing one waits for readers as long as a commit would (`wait`): the others
+    // run on the writer's thread while answers may wait on its commits, and a reader that
+    // holds on (a backup, another program) stalled it 5 s a time (found by a review); a
+    // reader's moment passes within [`HURRIED_BUSY`]. What a reader keeps is folded later.
+    let hurry = !wait;
+    if hurry {
+        let _ = conn.busy_timeout(HURRIED_BUSY);
+    }
     let done = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
         Ok((
             r.get::<_, i64>(0)?,
@@ -486,6 +494,9 @@ pub(super) fn checkpoint(conn: &rusqlite::Connection, when: &str) {
             tracing::warn!(busy, log, moved, when, "the checkpoint was not complete");
         }
         Err(e) => tracing::warn!(error = %e, when, "the checkpoint failed"),
+    }
+    if hurry && let Err(e) = conn.busy_timeout(BUSY_TIMEOUT) {
+        tracing::warn!(error = %e, "cannot set the busy timeout back");
     }
 }
 
@@ -518,7 +529,7 @@ impl Compaction {
             return;
         }
         self.last = Some(std::time::Instant::now());
-        checkpoint(conn, "while commits fail");
+        checkpoint(conn, "while commits fail", false);
     }
 
     /// Commits succeed again: fold what the failure's backlog added, and, when the disk has
@@ -533,7 +544,7 @@ impl Compaction {
             self.small_wal = true;
             keep_wal_small(conn);
         }
-        checkpoint(conn, "after commits failed");
+        checkpoint(conn, "after commits failed", false);
     }
 }
 
@@ -562,6 +573,11 @@ pub(super) fn keep_wal_small(conn: &rusqlite::Connection) {
         Err(e) => tracing::warn!(error = %e, "cannot make the WAL smaller"),
     }
 }
+
+/// The connection's busy timeout, as set when the store opens it (`store/mod.rs`).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a checkpoint on the writer's way waits for readers.
+const HURRIED_BUSY: Duration = Duration::from_millis(100);
 
 /// Pages of WAL between checkpoints on a disk short of room (SQLite's default).
 const SMALL_WAL_PAGES: i64 = 1000;

@@ -345,7 +345,7 @@ fn rotating_a_key_shows_its_new_text_once() {
 }
 
 /// A warning the console was started with (a mistake in the configuration file) stays on the
-/// status line for half a minute, then the hints come back; an outcome in between replaces it.
+/// status line for half a minute, then the hints come back.
 #[test]
 fn a_warning_at_start_stays_half_a_minute() {
     let mut app = App::new("/tmp/s.sock", vec![], true);

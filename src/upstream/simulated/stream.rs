@@ -212,6 +212,11 @@ async fn stream_body(p: &Plan, w: &impl Wire, mut out: Out) -> Result<Outcome, H
         out.send(w.garbage_end()).await?;
         return Ok(Outcome::Completed);
     }
+    // `overloaded_after=0`: the error event is the stream's first, before its opening.
+    if p.d.overloaded_after == Some(0) {
+        out.send(w.overloaded()).await?;
+        return Ok(Outcome::Failed(529));
+    }
     out.send(w.opening(p)).await?;
     let at = |n: Option<u64>, i: usize| {
         n.is_some_and(|n| usize::try_from(n).unwrap_or(usize::MAX).min(total) == i)
