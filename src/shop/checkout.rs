@@ -577,7 +577,7 @@ pub struct Capturing(
 );
 
 /// This order's turn to capture: dropped, the next capture of the same order goes.
-struct CaptureTurn<'a> {
+pub(crate) struct CaptureTurn<'a> {
     all: &'a Capturing,
     order_id: String,
     guard: Option<tokio::sync::OwnedMutexGuard<()>>,
@@ -585,7 +585,7 @@ struct CaptureTurn<'a> {
 
 impl Capturing {
     /// Wait until no other capture of `order_id` is at PayPal from here.
-    async fn turn(&self, order_id: &str) -> CaptureTurn<'_> {
+    pub(crate) async fn turn(&self, order_id: &str) -> CaptureTurn<'_> {
         let lock = self
             .0
             .lock()

@@ -295,15 +295,29 @@ async fn reconcile(state: &Arc<AppState>, o: &Order) -> bool {
         }
         // A failed order is only brought up to date (a payment recorded `failed` by an earlier
         // version while PayPal held it comes out as held for review), never captured now.
-        None if info.status == "APPROVED"
-            && o.record.status != OrderStatus::Failed
-            && may_take_money(&state, o) =>
-        {
-            tokio::spawn(
-                async move { crate::shop::checkout::capture_at_paypal(&state, &record).await },
-            )
-            .await
-            .map(|f| format!("{f:?}"))
+        None if info.status == "APPROVED" && o.record.status != OrderStatus::Failed => {
+            let order = o.clone();
+            let taken = tokio::spawn(async move {
+                // A top-up's key's turn, as the checkout's capture takes it, from the check to
+                // the credit: a top-up of the same key captured beside this one could pass the
+                // budget-cap check too (found by a review).
+                let _key_turn = match order.extra.topup_key_id.as_deref() {
+                    Some(id) if order.extra.kind == OrderKind::TopUp => {
+                        Some(state.capturing.turn(&format!("key {id}")).await)
+                    }
+                    _ => None,
+                };
+                if !may_take_money(&state, &order) {
+                    return None;
+                }
+                Some(crate::shop::checkout::capture_at_paypal(&state, &record).await)
+            })
+            .await;
+            match taken {
+                Ok(None) => return false,
+                Ok(Some(f)) => Ok(format!("{f:?}")),
+                Err(e) => Err(e),
+            }
         }
         None => return false,
     };
