@@ -511,8 +511,6 @@ pub(super) fn checkpoint(conn: &rusqlite::Connection, when: &str, wait: bool) {
 #[derive(Default)]
 pub(super) struct Compaction {
     last: Option<std::time::Instant>,
-    /// The WAL was made small after a failure (see [`Compaction::recovered`]).
-    small_wal: bool,
 }
 
 /// A WAL smaller than this is not worth folding while commits fail (each try copies it).
@@ -540,8 +538,8 @@ impl Compaction {
         self.last = None;
         // Only where the disk is short of room for the large WAL: a failure that was a lock
         // another program held says nothing about space, and the large WAL is the faster.
-        if !self.small_wal && disk_is_tight(conn) {
-            self.small_wal = true;
+        // `keep_wal_small` does nothing when the WAL is small already.
+        if disk_is_tight(conn) {
             keep_wal_small(conn);
         }
         checkpoint(conn, "after commits failed", false);

@@ -39,21 +39,12 @@ impl Model {
     /// showed 0.83 req/s for a minute at 2.2: found by an independent check).
     pub fn requests_per_sec(&self, now_ms: i64) -> f64 {
         let window_start = now_ms - RATE_WINDOW_MS;
-        let (from, n) = if self.rate_known_since > window_start {
-            let n = self
-                .finished_times
-                .iter()
-                .filter(|t| **t >= self.rate_known_since && **t <= now_ms)
-                .count();
-            (self.rate_known_since, n)
-        } else {
-            let n = self
-                .finished_times
-                .iter()
-                .filter(|t| **t > window_start && **t <= now_ms)
-                .count();
-            (window_start, n)
-        };
+        let from = self.rate_known_since.max(window_start);
+        let n = self
+            .finished_times
+            .iter()
+            .filter(|t| **t > window_start && **t >= self.rate_known_since && **t <= now_ms)
+            .count();
         // At least a second: a span of a few ms would make a rate of noise.
         let secs = ((now_ms - from).max(1000)) as f64 / 1000.0;
         n as f64 / secs
