@@ -1,0 +1,224 @@
+//! The data directory at start: made owner-only, locked against a second daemon, marked as
+//! the demo's or not, and the secret checked against the keys it must open; and
+//! [`StartError`], every way a start can fail.
+
+use crate::activity::tracker::TrackerError;
+use crate::keys::seal::Sealer;
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Files or sockets.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The database.
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+    /// The database file could not be opened, migrated or brought up to date from the
+    /// ledger's journal: which file, and why.
+    #[error("{path}: {source}")]
+    Database {
+        /// The database file.
+        path: String,
+        /// Why.
+        source: crate::store::StoreError,
+    },
+    /// The server secret.
+    #[error("{0}")]
+    Seal(#[from] crate::keys::seal::SealError),
+    /// The upstream HTTP clients.
+    #[error("HTTP client: {0}")]
+    Http(#[from] crate::upstream::BuildError),
+    /// The configuration.
+    #[error("{0}")]
+    Config(String),
+    /// The data directory holds demo data and this is not a demo, or the other way round.
+    #[error("{0}")]
+    DemoMix(String),
+    /// Another daemon holds the data directory.
+    #[error(
+        "another modelrelay daemon is using the data directory {0} (it holds {0}/modelrelay.lock); \
+         stop it first: two daemons on one database would each keep their own balances"
+    )]
+    DataDirBusy(String),
+    /// The activity tracker could not load today's state.
+    #[error("{0}")]
+    Tracker(#[from] TrackerError),
+}
+
+/// Wrap an I/O error with what was being done.
+pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
+    let context = context.into();
+    move |source| StartError::Io { context, source }
+}
+
+/// Create the data directory owner-only (0700, whatever the umask). An existing one is left
+/// as the operator made it (systemd's `StateDirectory` decides its mode), with a warning when
+/// anyone may list it; the files inside are 0600 either way.
+pub(super) fn private_dir(dir: &std::path::Path) -> Result<(), StartError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if let Ok(meta) = std::fs::metadata(dir) {
+        // A file where the directory should be: said as such (it was warned about as a
+        // directory open to everyone, then failed as "Not a directory").
+        if !meta.is_dir() {
+            return Err(StartError::Io {
+                context: format!("data dir {}", dir.display()),
+                source: std::io::Error::other("it is a file, not a directory"),
+            });
+        }
+        if meta.permissions().mode() & 0o007 != 0 {
+            tracing::warn!(
+                dir = %dir.display(),
+                "the data directory is open to every local user; chmod 700 it (the database \
+                 files inside are 0600 regardless)"
+            );
+        }
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io(format!("cannot create data dir {}", dir.display())))?;
+    // `mode` is filtered by the umask; set it exactly.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io(format!(
+        "cannot set the mode of data dir {}",
+        dir.display()
+    )))
+}
+
+/// Lock the data directory for this daemon (an exclusive `flock` on `modelrelay.lock`, which
+/// the kernel drops with the process however it ends). Checked before the secret and the
+/// database are touched: a second daemon on the same directory would load the same keys
+/// into balances of its own, so a key revoked or spent on one would still pay on the other.
+pub(super) fn lock_dir(dir: &std::path::Path) -> Result<std::fs::File, StartError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("modelrelay.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io(format!("cannot open {}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(StartError::DataDirBusy(dir.display().to_string()))
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(io(format!("cannot lock {}", path.display()))(e))
+        }
+    }
+}
+
+/// Whether another daemon holds the data directory's lock now (checked, then let go).
+pub fn data_dir_in_use(dir: &std::path::Path) -> bool {
+    let Ok(file) = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("modelrelay.lock"))
+    else {
+        return false;
+    };
+    matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock))
+}
+
+/// The file that marks a data directory as the demo's.
+pub(super) const DEMO_MARKER: &str = "DEMO";
+/// What it says to whoever opens it.
+pub(super) const DEMO_TEXT: &str = "This data directory was made by `modelrelay serve --demo` (a simulated \
+DeepSeek and PayPal).\nA real `modelrelay serve` refuses it: delete the directory to start afresh.\n";
+
+/// Keep demo data and real data apart. `serve --demo` marks the directory it creates (a
+/// `DEMO` file), and a real `serve` refuses a marked one: its keys were sold through the
+/// simulated PayPal, and would spend the operator's real DeepSeek balance. A demo refuses a
+/// directory that already holds a real database, whose orders and keys it would add to.
+/// Returns whether the directory is to be marked (once the database is open). Directories a
+/// demo made before this check existed carry no mark, and a real `serve` takes them.
+pub(super) fn demo_marker(dir: &std::path::Path, demo: bool) -> Result<bool, StartError> {
+    let marker = dir.join(DEMO_MARKER);
+    let marked = marker.exists();
+    let has_db = dir.join("modelrelay.db").exists();
+    match (demo, marked) {
+        (true, true) | (false, false) => Ok(false),
+        (true, false) if has_db => Err(StartError::DemoMix(format!(
+            "the data directory {} holds a real database; `serve --demo` would sell keys into \
+             it through its simulated PayPal. Give the demo a data directory of its own \
+             (server.data_dir, or MODELRELAY_SERVER__DATA_DIR)",
+            dir.display()
+        ))),
+        (true, false) => Ok(true),
+        (false, true) => Err(StartError::DemoMix(format!(
+            "the data directory {} holds demo data (made by `serve --demo`: keys sold through \
+             the simulated PayPal, which would spend your real DeepSeek balance). Point \
+             server.data_dir elsewhere, or delete that directory to start afresh",
+            dir.display()
+        ))),
+    }
+}
+
+/// How many keys `sealer` does not open (sealed with another secret), and the newest of them;
+/// `None` when it opens every one. All are tried, not only the newest: a key sold under a wrong
+/// secret became the newest, and the next start said nothing of the older keys it could not
+/// open (found by an independent re-check). Opening one is a few microseconds.
+pub(super) fn unopened(
+    sealer: &Sealer,
+    records: &[crate::keys::KeyRecord],
+) -> Option<(usize, String)> {
+    let mut count = 0;
+    let mut newest: Option<&crate::keys::KeyRecord> = None;
+    for r in records {
+        if sealer.open(&r.id, &r.sealed).is_err() {
+            count += 1;
+            if newest.is_none_or(|n| r.created_at > n.created_at) {
+                newest = Some(r);
+            }
+        }
+    }
+    newest.map(|r| (count, r.id.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    /// The newest key opens with the secret it was sealed with, and only with it; an older
+    /// key sealed with another secret (one replaced on purpose) is not what is checked.
+    #[test]
+    fn the_keys_a_secret_does_not_open_are_counted_with_the_newest_named() {
+        use crate::keys::KeyRecord;
+        use crate::keys::seal::Sealer;
+        let (old, new) = (Sealer::from_secret(&[1; 32]), Sealer::from_secret(&[2; 32]));
+        let key = |id: &str, by: &Sealer, at: i64| KeyRecord {
+            id: id.into(),
+            hash: [0; 32],
+            sealed: by.seal(id, "sk-gateway-x").unwrap(),
+            prefix: "sk-gateway-x…".into(),
+            plan: "trial".into(),
+            status: crate::keys::KeyStatus::Active,
+            budget: crate::money::Usd::ZERO,
+            spent: crate::money::Usd::ZERO,
+            requests: 0,
+            email: None,
+            note: None,
+            order_id: None,
+            created_at: chrono::DateTime::from_timestamp(at, 0).unwrap(),
+            last_used_at: None,
+        };
+        let records = vec![
+            key("key_a", &old, 1),
+            key("key_b", &new, 2),
+            key("key_c", &old, 3),
+            key("key_d", &new, 4),
+            key("key_e", &old, 5),
+        ];
+        // Each secret misses the other's keys, whichever sealed the newest.
+        assert_eq!(super::unopened(&new, &records), Some((3, "key_e".into())));
+        assert_eq!(super::unopened(&old, &records), Some((2, "key_d".into())));
+        assert_eq!(super::unopened(&old, &records[..1]), None);
+        assert_eq!(super::unopened(&old, &[]), None);
+    }
+}
