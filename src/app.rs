@@ -154,6 +154,13 @@ impl Daemon {
         listener: TcpListener,
         demo: bool,
     ) -> Result<Daemon, StartError> {
+        // A daemon answering on the admin socket is refused before the database is opened:
+        // one older than the data directory's lock (before 2026-12-05) does not take it, and
+        // the start went on to migrate the database under it, then failed at the socket (found
+        // by an independent check of an upgrade).
+        let socket = config.admin_socket();
+        crate::activity::server::not_answering(&socket)
+            .map_err(io(format!("cannot bind admin socket {}", socket.display())))?;
         let state = AppState::open(config, demo).await?;
         // A key whose "exhausted" mark did not reach the disk before the daemon stopped (it is
         // written behind the answer) is marked now: its requests would be refused with 402,

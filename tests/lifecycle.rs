@@ -781,3 +781,31 @@ async fn sigterm_bills_a_stream_whose_client_stopped_reading() {
     assert_eq!(spent_total(&db), rows[0].1);
     drop(conn);
 }
+
+/// A daemon from before the data directory's lock (it does not take it) answers on the admin
+/// socket: a new one started on the same directory is refused before it opens, let alone
+/// migrates, the database under it (it migrated, then failed at the socket; found by an
+/// independent check of an upgrade from the first release).
+#[tokio::test]
+async fn a_daemon_answering_on_the_admin_socket_stops_a_start_before_the_database_is_opened() {
+    let setup = Setup::new(10).await;
+    let older = std::os::unix::net::UnixListener::bind(setup.socket()).expect("bind");
+    let (status, err) = setup.serve_refused(&setup.config(), &[]).await;
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains("another modelrelay daemon is already listening there"),
+        "{err}"
+    );
+    assert!(
+        !setup.dir.path().join("modelrelay.db").exists(),
+        "the database was opened: {err}"
+    );
+    // Gone (a socket file left behind by a daemon that died), the start goes on.
+    drop(older);
+    let mut served = setup.serve().await;
+    let key = setup.create_key().await;
+    assert!(key.starts_with("sk-gateway-"), "{key}");
+    served.signal(Signal::SIGTERM);
+    let status = served.exit().await;
+    assert!(status.success(), "exit {status:?}; log:\n{}", served.log());
+}

@@ -64,6 +64,19 @@ impl Default for SocketTimeouts {
     }
 }
 
+/// Refused when a daemon answers on the admin socket at `path` (nothing there, or a socket
+/// left by a daemon that died, is fine). Checked before the database is opened too (see
+/// `app::Daemon::start_with`).
+pub fn not_answering(path: &std::path::Path) -> std::io::Result<()> {
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            "another modelrelay daemon is already listening there",
+        ));
+    }
+    Ok(())
+}
+
 /// Bind the socket: refuse if a daemon already answers there, replace a stale file, set the
 /// mode and group.
 pub fn bind(config: &Config) -> std::io::Result<UnixListener> {
@@ -79,12 +92,7 @@ pub fn bind(config: &Config) -> std::io::Result<UnixListener> {
                 "a file that is not a socket is in the way; remove it or set server.admin_socket",
             ));
         }
-        if std::os::unix::net::UnixStream::connect(&path).is_ok() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::AddrInUse,
-                "another modelrelay daemon is already listening there",
-            ));
-        }
+        not_answering(&path)?;
         std::fs::remove_file(&path)?;
     }
     let listener = UnixListener::bind(&path)?;
