@@ -60,6 +60,11 @@ const OWNED: &[&str] = &[
     "user_id",
 ];
 
+/// OpenAI's members that would lengthen or multiply an answer beyond what the hold covers
+/// (`max_tokens` × 1): not Anthropic's, so never sent on, in case DeepSeek's endpoint read them
+/// as its OpenAI one does (found by an independent check: forwarded as written).
+const NOT_ANTHROPIC: &[&str] = &["max_completion_tokens", "n"];
+
 fn bad(message: impl Into<String>) -> GatewayError {
     GatewayError::InvalidRequest {
         message: message.into(),
@@ -266,6 +271,9 @@ impl ClientRequest for MessagesRequest {
         body.insert("model".into(), Value::String(upstream_model.into()));
         body.insert("max_tokens".into(), Value::from(max_tokens));
         body.remove("user_id");
+        for other in NOT_ANTHROPIC {
+            body.remove(*other);
+        }
         let mut metadata = match body.remove("metadata") {
             Some(Value::Object(m)) => m,
             _ => Map::new(),
@@ -314,6 +322,28 @@ mod tests {
         let mut b = ok.clone();
         b.as_object_mut().unwrap().remove("max_tokens");
         assert!(parse(b).is_err(), "max_tokens is required");
+    }
+
+    /// `n` and `max_completion_tokens` (OpenAI's) do not reach DeepSeek, whichever reading
+    /// took the body (an escaped key sends it to the tree).
+    #[test]
+    fn openai_members_that_lengthen_an_answer_are_not_sent_on() {
+        for model_key in ["model", r"mod\u0065l"] {
+            let raw = format!(
+                r#"{{"{model_key}":"claude-opus-4-1","max_tokens":1,"max_completion_tokens":32000,"n":16,"top_k":5,"messages":[{{"role":"user","content":"hi"}}]}}"#
+            );
+            let r = MessagesRequest::parse(&Bytes::from(raw)).unwrap();
+            let up: Value =
+                serde_json::from_slice(&r.upstream_body("deepseek-v4-pro", "key_x", 1)).unwrap();
+            let up = up.as_object().unwrap();
+            assert!(
+                !up.contains_key("max_completion_tokens"),
+                "{model_key}: {up:?}"
+            );
+            assert!(!up.contains_key("n"), "{model_key}: {up:?}");
+            assert_eq!(up["top_k"], 5, "{model_key}: {up:?}");
+            assert_eq!(up["max_tokens"], 1, "{model_key}: {up:?}");
+        }
     }
 
     #[test]

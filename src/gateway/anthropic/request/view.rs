@@ -189,7 +189,9 @@ fn block(c: &mut Cursor<'_>) -> Option<u64> {
 }
 
 /// The body for upstream: every member as the client wrote it, except `model`, `max_tokens` and
-/// `metadata.user_id`, which take the gateway's values, in their place or at the end.
+/// `metadata.user_id`, which take the gateway's values, in their place or at the end, and
+/// those left out (`user_id`, and OpenAI's `max_completion_tokens` and `n`: see
+/// `super::NOT_ANTHROPIC`).
 pub(super) fn upstream_body(
     members: &Members,
     upstream_model: &str,
@@ -216,5 +218,7 @@ pub(super) fn upstream_body(
         ("max_tokens", Edit::Set(max.as_bytes())),
         ("metadata", Edit::Merge(&metadata)),
         ("user_id", Edit::Drop),
+        ("max_completion_tokens", Edit::Drop),
+        ("n", Edit::Drop),
     ])
 }
