@@ -26,6 +26,7 @@ pub use secrets::SecretFiles;
 #[cfg(test)]
 mod tests;
 mod validate;
+mod warnings;
 
 /// Prefix of every environment override.
 pub const ENV_PREFIX: &str = "MODELRELAY_";

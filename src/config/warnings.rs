@@ -1,0 +1,155 @@
+//! The warnings about a valid configuration that cannot do its job as it stands (`check-config`
+//! and `serve` print them), and what counts as a missing upstream key.
+
+use super::Config;
+
+impl Config {
+    /// No key to call DeepSeek with: every request would fail upstream. Valid for
+    /// `serve --demo`, which brings its own; `serve` refuses to start. The one place that says
+    /// what counts as an upstream key.
+    pub fn upstream_key_missing(&self) -> bool {
+        !self.accounts_without_key().is_empty()
+    }
+
+    /// The upstream accounts that have no key (`default` when no pool is configured).
+    pub fn accounts_without_key(&self) -> Vec<String> {
+        self.upstream
+            .resolved_accounts()
+            .into_iter()
+            .filter(|a| a.api_key.trim().is_empty())
+            .map(|a| a.name)
+            .collect()
+    }
+
+    /// What [`Config::upstream_key_missing`] means, in the operator's words.
+    pub fn missing_key_text(&self) -> String {
+        if self.upstream.accounts.is_empty() {
+            return "no upstream key configured (upstream.api_key, upstream.api_key_file or \
+                    MODELRELAY_UPSTREAM__API_KEY)"
+                .to_string();
+        }
+        let names: Vec<String> = self
+            .accounts_without_key()
+            .iter()
+            .map(|n| format!("{n:?}"))
+            .collect();
+        format!(
+            "upstream account {} has no key (set its api_key or api_key_file)",
+            names.join(", ")
+        )
+    }
+
+    /// What a valid configuration cannot do as it stands, one line each.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        // A key systemd will provide is not missing (it stands in as a placeholder), and
+        // `unread_secrets` says it could not be read from here.
+        if self.upstream_key_missing() {
+            w.push(format!(
+                "{}: `serve` refuses to start without it, every request would fail upstream; \
+                 `serve --demo` brings its own",
+                self.missing_key_text()
+            ));
+        }
+        w.extend(self.unread_secrets.iter().cloned());
+        // Two accounts with one key are one DeepSeek account: its concurrency limit and
+        // balance are shared, so the caps and coverage counted twice would be wrong.
+        let accounts = self.upstream.resolved_accounts();
+        for (i, a) in accounts.iter().enumerate() {
+            let key = a.api_key.trim();
+            if key.is_empty() || key == super::secrets::UNREAD_PLACEHOLDER {
+                continue;
+            }
+            if let Some(b) = accounts[..i].iter().find(|b| b.api_key.trim() == key) {
+                w.push(format!(
+                    "upstream accounts {:?} and {:?} use the same api_key: they are one DeepSeek \
+                     account, whose concurrency limit and balance they share (caps and \
+                     coverage would count it twice)",
+                    b.name, a.name
+                ));
+            }
+        }
+        // Holidays are listed a year at a time (the example file's are one year's): once all
+        // are past, peak prices apply on next year's (found by an independent check in December).
+        let today = chrono::Utc::now().date_naive();
+        let dates: Vec<chrono::NaiveDate> = self
+            .pricing
+            .off_peak_dates
+            .iter()
+            .filter_map(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+            .collect();
+        if !dates.is_empty() && dates.iter().all(|d| *d < today) {
+            w.push(format!(
+                "pricing.off_peak_dates are all past (the last is {}): add the coming year's \
+                 Chinese public holidays, or peak prices apply on them",
+                dates
+                    .iter()
+                    .max()
+                    .map_or_else(String::new, ToString::to_string)
+            ));
+        }
+        // A warning, not an error: the daemon still serves (its socket then its user's and
+        // root's only); a group deleted after install, or a typo, stopped it in a start loop
+        // (found by an independent re-check).
+        if let Some(group) = self.server.admin_group.as_deref()
+            && !matches!(nix::unistd::Group::from_name(group), Ok(Some(_)))
+        {
+            w.push(format!(
+                "server.admin_group = {group:?}: no such group on this machine (create it with \
+                 groupadd, or leave admin_group unset); the admin socket stays the daemon's \
+                 user's and root's"
+            ));
+        }
+        // The unit gives the service `TimeoutStopSec=90s` to stop: a drain as long would be
+        // cut by SIGKILL (found by an independent check).
+        if self.server.drain_secs >= 80 {
+            w.push(format!(
+                "server.drain_secs = {} is near or past the example unit's TimeoutStopSec=90s: \
+                 systemd would kill the daemon before its drain ends; keep it below 80 (if \
+                 you raised TimeoutStopSec in a drop-in, this does not apply)",
+                self.server.drain_secs
+            ));
+        }
+        // The pages, the checkout and every mail name `public_url`: left at its default while
+        // `listen` moved, they name a port nothing answers on (found by an independent check).
+        let defaults = super::ServerConfig::default();
+        if self.server.public_url == defaults.public_url && self.server.listen != defaults.listen {
+            w.push(format!(
+                "server.public_url is still {:?} while server.listen is {:?}: the docs, the \
+                 checkout and mails give customers that address; set server.public_url to the \
+                 one they use",
+                defaults.public_url, self.server.listen
+            ));
+        }
+        // What `serve` would only say in its log (found by an independent check: a newcomer's
+        // `check-config` was clean while the storefront could not take a payment).
+        if self.paypal.client_id.trim().is_empty() {
+            w.push("paypal.client_id is empty: the storefront cannot take payments".into());
+        } else if self.paypal.client_secret.trim().is_empty()
+            && self.paypal.client_secret_file.is_none()
+        {
+            w.push(
+                "paypal.client_secret is empty (and no client_secret_file): PayPal refuses every \
+                 call, so the storefront cannot take payments"
+                    .into(),
+            );
+        } else if self.paypal.webhook_id.trim().is_empty() {
+            w.push(
+                "paypal.webhook_id is empty: PayPal webhooks cannot be verified, so pending \
+                 payments and refunds are never processed"
+                    .into(),
+            );
+        }
+        if !self.email.enabled()
+            && self.email.smtp_url_file.is_none()
+            && !self.email.from.trim().is_empty()
+        {
+            w.push(
+                "email.from is set but email.smtp_url is empty: mail is off (no receipts or \
+                 notices are sent)"
+                    .into(),
+            );
+        }
+        w
+    }
+}
