@@ -1,6 +1,6 @@
 //! The usage ledger: one row per request that reached upstream, and the queries over it.
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension as _, params};
 use serde::{Deserialize, Serialize};
 
 use super::error::StoreError;
@@ -60,52 +60,95 @@ fn i(v: u64) -> i64 {
 /// Move the key's counters and insert the row, in the caller's transaction (the key first, so
 /// an unknown key is `NoSuchKey`, not a foreign-key failure).
 pub fn insert(c: &Connection, u: &UsageRow) -> Result<(), StoreError> {
-    add_to_key(c, &u.key_id, u.cost.nanos(), 1, u.created_at_ms)?;
+    let mut add = KeyAdd::default();
+    add.count(u);
+    add_to_key_with(&mut *c.prepare_cached(ADD_TO_KEY)?, &u.key_id, &add)?;
     insert_row(c, u)
 }
 
-/// Move a key's counters by `requests` settled requests costing `cost_nanos` together, the
-/// last at `last_used_ms`. The writer calls it once per key per batch rather than once per
-/// row (`writer::commit::KeyTotals`): the sums are the same, and at load one batch holds many rows of
-/// the same few keys.
-pub(super) fn add_to_key(
-    c: &Connection,
-    key_id: &str,
-    cost_nanos: i64,
-    requests: i64,
-    last_used_ms: i64,
-) -> Result<(), StoreError> {
-    add_to_key_with(
-        &mut *c.prepare_cached(ADD_TO_KEY)?,
-        key_id,
-        cost_nanos,
-        requests,
-        last_used_ms,
-    )
+/// The most a key's token total reaches (2^62): it stops there rather than overflow.
+const KEY_TOKENS_CAP: i64 = 1 << 62;
+
+/// What settled rows add to their key's counters: the writer sums a batch's rows per key
+/// (`writer::commit::KeyTotals`) and moves each key's counters once, rather than once per
+/// row: the sums are the same, and at load one batch holds many rows of the same few keys.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct KeyAdd {
+    /// Charged, in nano-dollars.
+    pub cost_nanos: i64,
+    /// Requests settled.
+    pub requests: i64,
+    /// The latest row's start, unix ms.
+    pub last_used_ms: i64,
+    /// Prompt, cache hit, cache miss, completion and reasoning tokens, each row's counted up
+    /// to [`ROW_TOKENS_CAP`] as the ledger's sums count them.
+    pub tokens: [i64; 5],
 }
 
-/// The statement behind [`add_to_key`]; the writer prepares it once for its thread's life.
+impl KeyAdd {
+    /// Whether adding `u` would overflow what is counted (then the counters are moved first).
+    pub fn would_overflow(&self, u: &UsageRow) -> bool {
+        self.cost_nanos.checked_add(u.cost.nanos()).is_none()
+    }
+
+    /// Count a row.
+    pub fn count(&mut self, u: &UsageRow) {
+        self.cost_nanos += u.cost.nanos();
+        self.requests += 1;
+        self.last_used_ms = self.last_used_ms.max(u.created_at_ms);
+        let row = [
+            u.prompt_tokens,
+            u.cache_hit_tokens,
+            u.cache_miss_tokens,
+            u.completion_tokens,
+            u.reasoning_tokens,
+        ];
+        for (total, n) in self.tokens.iter_mut().zip(row) {
+            *total = total
+                .saturating_add(i(n).min(ROW_TOKENS_CAP))
+                .min(KEY_TOKENS_CAP);
+        }
+    }
+}
+
+/// The statement behind [`add_to_key_with`]; the writer prepares it once for its thread's life.
+/// Token totals stop at 2^62 (`min` of the sum: the sum of two values below 2^62 cannot
+/// overflow).
 pub(super) const ADD_TO_KEY: &str =
     "UPDATE keys SET spent_nanos = spent_nanos + ?2, requests = requests + ?3,
-    last_used_at = max(coalesce(last_used_at, 0), ?4)
+    last_used_at = max(coalesce(last_used_at, 0), ?4),
+    prompt_tokens = min(prompt_tokens + ?5, 4611686018427387904),
+    cache_hit_tokens = min(cache_hit_tokens + ?6, 4611686018427387904),
+    cache_miss_tokens = min(cache_miss_tokens + ?7, 4611686018427387904),
+    completion_tokens = min(completion_tokens + ?8, 4611686018427387904),
+    reasoning_tokens = min(reasoning_tokens + ?9, 4611686018427387904)
  WHERE id = ?1";
 
-/// [`add_to_key`] with [`ADD_TO_KEY`] already prepared.
+/// Move a key's counters by `add`, with [`ADD_TO_KEY`] prepared.
 pub(super) fn add_to_key_with(
     stmt: &mut rusqlite::Statement<'_>,
     key_id: &str,
-    cost_nanos: i64,
-    requests: i64,
-    last_used_ms: i64,
+    add: &KeyAdd,
 ) -> Result<(), StoreError> {
-    let n = stmt.execute(params![key_id, cost_nanos, requests, last_used_ms])?;
+    let [p, h, m, o, r] = add.tokens;
+    let n = stmt.execute(params![
+        key_id,
+        add.cost_nanos,
+        add.requests,
+        add.last_used_ms,
+        p,
+        h,
+        m,
+        o,
+        r
+    ])?;
     if n == 0 {
         return Err(StoreError::NoSuchKey(key_id.to_string()));
     }
     Ok(())
 }
 
-/// Insert the ledger row alone (its key's counters are moved by [`add_to_key`]).
+/// Insert the ledger row alone (its key's counters are moved by [`add_to_key_with`]).
 pub(super) fn insert_row(c: &Connection, u: &UsageRow) -> Result<(), StoreError> {
     insert_row_with(&mut *c.prepare_cached(INSERT_ROW)?, u)
 }
@@ -244,7 +287,7 @@ pub fn totals(c: &Connection, key_id: &str) -> Result<(u64, Usd), StoreError> {
 pub const ROW_TOKENS_CAP: i64 = 1 << 40;
 
 /// A key's token totals over its whole ledger.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct TokenTotals {
     /// Prompt tokens.
     pub prompt: u64,
@@ -258,11 +301,34 @@ pub struct TokenTotals {
     pub reasoning: u64,
 }
 
-/// Token totals of a key.
+/// Token totals of a key: its counters, kept with its spend by the writer (migration 13), not
+/// a sum over its whole ledger (seconds for a busy key's; see the migration). A key unknown
+/// to the database has none.
 pub fn token_totals(c: &Connection, key_id: &str) -> Result<TokenTotals, StoreError> {
     let u = |v: i64| u64::try_from(v).unwrap_or(0);
-    // Each row counts for at most ROW_TOKENS_CAP (rows written before counts were capped at
-    // settlement may hold anything up to i64::MAX), so the sums cannot overflow.
+    let mut stmt = c.prepare_cached(
+        "SELECT prompt_tokens, cache_hit_tokens, cache_miss_tokens, completion_tokens,
+                reasoning_tokens
+         FROM keys WHERE id = ?1",
+    )?;
+    let totals = stmt
+        .query_row([key_id], |r| {
+            Ok(TokenTotals {
+                prompt: u(r.get(0)?),
+                cache_hit: u(r.get(1)?),
+                cache_miss: u(r.get(2)?),
+                completion: u(r.get(3)?),
+                reasoning: u(r.get(4)?),
+            })
+        })
+        .optional()?;
+    Ok(totals.unwrap_or_default())
+}
+
+/// Token totals summed over a key's ledger rows, each counted up to [`ROW_TOKENS_CAP`]: what
+/// the key's counters hold (tests and reconciliation).
+pub fn token_sums(c: &Connection, key_id: &str) -> Result<TokenTotals, StoreError> {
+    let u = |v: i64| u64::try_from(v).unwrap_or(0);
     Ok(c.query_row(
         "SELECT coalesce(sum(min(prompt_tokens, ?2)), 0), coalesce(sum(min(cache_hit_tokens, ?2)), 0),
                 coalesce(sum(min(cache_miss_tokens, ?2)), 0),

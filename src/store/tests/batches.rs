@@ -204,7 +204,11 @@ async fn a_batch_moves_each_keys_counters_by_the_sum_of_its_rows() {
         amount: Usd::from_dollars(1),
         at_ms: 60,
     });
-    store.write_later(used(usage("req-4", "key_a", 300, 40)));
+    let mut big = usage("req-4", "key_a", 300, 40);
+    // Counted up to 2^40 tokens, as the ledger's sums count a row.
+    big.completion_tokens = u64::MAX;
+    big.reasoning_tokens = 5;
+    store.write_later(used(big));
     store
         .write(used(usage("req-5", "key_b", 11, 20)))
         .await
@@ -220,6 +224,29 @@ async fn a_batch_moves_each_keys_counters_by_the_sum_of_its_rows() {
     assert_eq!(a.last_used_at, Some(time(50)));
     assert_eq!(b.last_used_at, Some(time(20)));
     assert_eq!(count(&store, "SELECT count(*) FROM usage").await, 5);
+    // Token totals move with the other counters: what the ledger's rows sum to.
+    let tokens = |id: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .read(move |c| Ok((usage::token_totals(c, id)?, usage::token_sums(c, id)?)))
+                .await
+                .unwrap()
+        }
+    };
+    let (a_kept, a_summed) = tokens("key_a").await;
+    assert_eq!(a_kept, a_summed);
+    assert_eq!(
+        (a_kept.prompt, a_kept.cache_hit, a_kept.cache_miss),
+        (90, 30, 60)
+    );
+    assert_eq!(
+        (a_kept.completion, a_kept.reasoning),
+        (7 + 7 + (1 << 40), 5)
+    );
+    let (b_kept, b_summed) = tokens("key_b").await;
+    assert_eq!(b_kept, b_summed);
+    assert_eq!((b_kept.prompt, b_kept.completion), (60, 14));
     store.close().await;
 }
 

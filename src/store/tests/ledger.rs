@@ -48,6 +48,27 @@ async fn usage_adds_a_ledger_row_and_moves_the_key_counters() {
     assert!(matches!(err, StoreError::Sqlite(_)), "{err:?}");
     let totals = store.read(|c| usage::totals(c, "key_a")).await.unwrap();
     assert_eq!(totals, (3, Usd::from_nanos(1_900)));
+    // The key's token totals, kept with its counters, are its three rows' (the duplicate
+    // moved nothing).
+    let tokens = store
+        .read(|c| usage::token_totals(c, "key_a"))
+        .await
+        .unwrap();
+    assert_eq!(
+        tokens,
+        usage::TokenTotals {
+            prompt: 90,
+            cache_hit: 30,
+            cache_miss: 60,
+            completion: 21,
+            reasoning: 3
+        }
+    );
+    let none = store
+        .read(|c| usage::token_totals(c, "key_none"))
+        .await
+        .unwrap();
+    assert_eq!(none, usage::TokenTotals::default());
     let (store, keys) = reopen(store, &path).await;
     let a = keys.iter().find(|k| k.id == "key_a").unwrap();
     assert_eq!((a.spent.nanos(), a.requests), (1_900, 3));
@@ -227,4 +248,67 @@ async fn migration_6_keeps_every_ledger_row_and_checks_measured_without_a_tempor
     let err = c.execute(insert, ["bogus"]).unwrap_err();
     assert!(err.to_string().contains("CHECK constraint failed"), "{err}");
     c.execute(insert, ["estimated"]).unwrap();
+}
+
+/// Migration 13 gives every key the token totals of its ledger rows (each counted up to 2^40),
+/// which the dashboard then reads instead of summing the ledger.
+#[tokio::test]
+async fn migration_13_gives_each_key_its_ledgers_token_totals() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    db_at_version(
+        &path,
+        12,
+        "INSERT INTO keys (id, hash, sealed, prefix, plan, status, budget_nanos, spent_nanos,
+                 requests, created_at)
+                 VALUES ('key_a', zeroblob(32), x'00', 'p', 'pro', 'active', 9000, 3703, 3, 1),
+                        ('key_b', randomblob(32), x'00', 'q', 'pro', 'active', 9000, 0, 0, 1);
+             INSERT INTO usage (request_id, key_id, model, stream, period, prompt_tokens,
+                 cache_hit_tokens, cache_miss_tokens, completion_tokens, reasoning_tokens,
+                 cost_nanos, measured, status, finish, latency_ms, ttft_ms, created_at, api,
+                 account)
+             VALUES ('req_a', 'key_a', 'm', 1, 'peak', 10, 2, 8, 5, 1, 1234, 'provider', 200,
+                     'stop', 99, 12, 1000, 'openai', ''),
+                    ('req_b', 'key_a', 'm', 0, 'peak', 3, 0, 3, 9223372036854775807, 0, 2000,
+                     'clamped', 200, 'length', 50, NULL, 2000, 'openai', ''),
+                    ('req_c', 'key_a', 'm', 1, 'peak', 1, 0, 1, 1, 0, 469, 'estimated', 499,
+                     'client_abort', 5, 4, 3000, 'anthropic', '');",
+    );
+    let (store, _) = Store::open(&path).await.unwrap();
+    let (a, a_sums, b) = store
+        .read(|c| {
+            Ok((
+                usage::token_totals(c, "key_a")?,
+                usage::token_sums(c, "key_a")?,
+                usage::token_totals(c, "key_b")?,
+            ))
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        a,
+        usage::TokenTotals {
+            prompt: 14,
+            cache_hit: 2,
+            cache_miss: 12,
+            completion: 5 + (1 << 40) + 1,
+            reasoning: 1
+        }
+    );
+    assert_eq!(a, a_sums);
+    assert_eq!(b, usage::TokenTotals::default());
+    // And the writer moves them from there.
+    store
+        .write(used(usage("req_d", "key_a", 10, 4_000)))
+        .await
+        .unwrap();
+    let after = store
+        .read(|c| usage::token_totals(c, "key_a"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (after.prompt, after.completion),
+        (44, 5 + (1 << 40) + 1 + 7)
+    );
+    store.close().await;
 }

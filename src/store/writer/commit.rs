@@ -290,45 +290,27 @@ impl Drop for Batch<'_, '_> {
 /// end of the batch, so nothing in the transaction sees counters that lag its rows.
 #[derive(Default)]
 struct KeyTotals<'a> {
-    keys: HashMap<&'a str, Total>,
-}
-
-/// One key's share of a batch.
-#[derive(Default)]
-struct Total {
-    cost_nanos: i64,
-    requests: i64,
-    last_used_ms: i64,
+    keys: HashMap<&'a str, usage::KeyAdd>,
 }
 
 impl<'a> KeyTotals<'a> {
     /// Count a row; a sum that would overflow moves the counters first.
     fn add(&mut self, stmts: &mut Statements<'_>, u: &'a UsageRow) -> Result<(), StoreError> {
-        let cost = u.cost.nanos();
         if self
             .keys
             .get(u.key_id.as_str())
-            .is_some_and(|t| t.cost_nanos.checked_add(cost).is_none())
+            .is_some_and(|t| t.would_overflow(u))
         {
             self.flush(stmts)?;
         }
-        let t = self.keys.entry(u.key_id.as_str()).or_default();
-        t.cost_nanos += cost;
-        t.requests += 1;
-        t.last_used_ms = t.last_used_ms.max(u.created_at_ms);
+        self.keys.entry(u.key_id.as_str()).or_default().count(u);
         Ok(())
     }
 
     /// Move every key's counters by what was counted, and start again.
     fn flush(&mut self, stmts: &mut Statements<'_>) -> Result<(), StoreError> {
-        for (key_id, t) in self.keys.drain() {
-            usage::add_to_key_with(
-                &mut stmts.add_to_key,
-                key_id,
-                t.cost_nanos,
-                t.requests,
-                t.last_used_ms,
-            )?;
+        for (key_id, add) in self.keys.drain() {
+            usage::add_to_key_with(&mut stmts.add_to_key, key_id, &add)?;
         }
         Ok(())
     }
