@@ -995,3 +995,44 @@ async fn a_refused_request_is_answered_after_the_client_sends_its_whole_body() {
         );
     }
 }
+
+/// The usage look-ups by key (`GET /api/usage`, `GET /v1/dashboard/billing/usage`) share a
+/// limit of their own at the key's RPM: each reads the key's ledger on the one read
+/// connection, and unlimited, a busy key's look-ups held it for every other customer and
+/// `/healthz` (found by an independent check). The key's requests are untouched by them, and
+/// the balance from memory (`billing/subscription`) is not limited.
+#[tokio::test]
+async fn usage_look_ups_by_key_have_a_rate_limit_of_their_own() {
+    let app = TestApp::spawn_with(|c| {
+        if let Some(p) = c.plans.get_mut("trial") {
+            p.rpm = 2;
+        }
+    })
+    .await;
+    let key = app.create_key("trial", None).await;
+    for path in ["/api/usage", "/v1/dashboard/billing/usage"] {
+        let r = app.get(&key, path).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+    }
+    for path in ["/api/usage", "/v1/dashboard/billing/usage"] {
+        let r = app.get(&key, path).send().await.unwrap();
+        assert_eq!(r.status(), 429, "{path}");
+        assert!(r.headers().contains_key("retry-after"), "{path}");
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "rate_limit_exceeded", "{path}: {v}");
+    }
+    let r = app
+        .get(&key, "/v1/dashboard/billing/subscription")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    for _ in 0..2 {
+        let resp = app
+            .chat(&key, &body("deepseek-v4-flash", "hi [[sim reply=1]]"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+}

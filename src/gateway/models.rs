@@ -355,6 +355,12 @@ pub async fn usage(
     q: Result<Query<UsageQuery>, QueryRejection>,
 ) -> Result<Response, GatewayError> {
     let key = authenticate(&state, &headers)?;
+    // Free, but it reads the key's ledger: a limit of its own at the key's RPM.
+    let rate = key.check_usage_rate();
+    if !rate.allowed {
+        state.metrics.rate_limited();
+        return Err(GatewayError::RateLimited(rate));
+    }
     let Ok(Query(q)) = q else {
         return Err(GatewayError::InvalidRequest {
             message: "Give `start_date` and `end_date` at most once each, as YYYY-MM-DD.".into(),

@@ -85,6 +85,11 @@ pub struct KeyState {
     /// requests (as at Anthropic, where it has limits of its own), but it reads bodies of up to
     /// the body limit, so it is not unlimited either.
     count_limiter: ArcSwap<Limiter>,
+    /// The same RPM for the usage look-ups by key (`GET /api/usage`, `GET
+    /// /v1/dashboard/billing/usage`): free, but each reads the key's ledger on the one read
+    /// connection, so unlimited they held it for every other customer and `/healthz` (found by
+    /// an independent check at a year's scale).
+    usage_limiter: ArcSwap<Limiter>,
     rpm: AtomicU32,
     /// The notices of the current crossing already queued ([`Notice`] bits).
     notices: AtomicU8,
@@ -192,6 +197,7 @@ impl KeyState {
             last_used_ms: AtomicI64::new(r.last_used_at.map_or(0, |t| t.timestamp_millis())),
             limiter: ArcSwap::from_pointee(limiter_of(rpm)),
             count_limiter: ArcSwap::from_pointee(limiter_of(rpm)),
+            usage_limiter: ArcSwap::from_pointee(limiter_of(rpm)),
             rpm: AtomicU32::new(rpm),
             notices: AtomicU8::new(0),
             owed: AtomicI64::new(0),
@@ -221,6 +227,7 @@ impl KeyState {
         let rpm = rpm.max(1);
         self.limiter.store(Arc::new(limiter_of(rpm)));
         self.count_limiter.store(Arc::new(limiter_of(rpm)));
+        self.usage_limiter.store(Arc::new(limiter_of(rpm)));
         self.rpm.store(rpm, Ordering::Release);
         self.plan.store(Arc::new(plan));
     }
@@ -269,6 +276,12 @@ impl KeyState {
     /// RPM.
     pub fn check_count_rate(&self) -> RateCheck {
         self.check(&self.count_limiter.load())
+    }
+
+    /// [`KeyState::check_rate`] for the usage look-ups by key, which have a limit of their own
+    /// at the same RPM.
+    pub fn check_usage_rate(&self) -> RateCheck {
+        self.check(&self.usage_limiter.load())
     }
 
     fn check(&self, limiter: &Limiter) -> RateCheck {

@@ -126,6 +126,9 @@ pub enum ShopError {
     /// 413: a JSON call's body over the storefront's limit.
     #[error("Request body too large.")]
     BodyTooLarge,
+    /// 429: the key's own limit of usage look-ups (its plan's RPM).
+    #[error("Too many usage look-ups for this key. Wait a minute and try again.")]
+    TooManyUsageReads,
 }
 
 impl ShopError {
@@ -141,7 +144,9 @@ impl ShopError {
             | ShopError::KeyRevoked
             | ShopError::KeyFull
             | ShopError::BadIdempotencyKey => StatusCode::BAD_REQUEST,
-            ShopError::TooManyRotations => StatusCode::TOO_MANY_REQUESTS,
+            ShopError::TooManyRotations | ShopError::TooManyUsageReads => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ShopError::RotationInProgress => StatusCode::CONFLICT,
             ShopError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ShopError::RotationFailed => StatusCode::INTERNAL_SERVER_ERROR,
@@ -188,7 +193,7 @@ impl ShopError {
             ShopError::GrantExpired => "grant_expired",
             ShopError::KeyRevoked => "key_revoked",
             ShopError::KeyFull => "key_budget_full",
-            ShopError::TooManyRotations => "rate_limit_exceeded",
+            ShopError::TooManyRotations | ShopError::TooManyUsageReads => "rate_limit_exceeded",
             ShopError::RotationFailed => "internal_error",
             ShopError::RotationInProgress => "idempotency_key_in_use",
             ShopError::BodyTooLarge => "request_too_large",

@@ -176,6 +176,10 @@ pub async fn api_usage(
 ) -> Result<Json<UsageSummary>, ShopError> {
     // A revoked key may still look at its history.
     let key = identify(&state.keys, &headers)?;
+    if !key.check_usage_rate().allowed {
+        state.metrics.rate_limited();
+        return Err(ShopError::TooManyUsageReads);
+    }
     summary(&state, &key).await.map(Json).map_err(|e| {
         tracing::error!(error = %e, "usage query failed");
         ShopError::UsageUnavailable
