@@ -39,12 +39,17 @@ pub use usage::{Finish, Measured, UsageRow};
 pub use write::Write;
 use writer::{Ack, Job};
 
-/// The database: a writer queue and a read connection. Clones share both.
+/// The database: a writer queue and two read connections (one for `/healthz`). Clones share
+/// them.
 #[derive(Clone)]
 pub struct Store {
     /// The writer's queue (see [`writer`]); the last clone gone, the writer finishes and stops.
     writer: Arc<writer::Handle>,
     reader: tokio_rusqlite::Connection,
+    /// A second read connection, for `/healthz` alone: a customer's long read (a busy key's
+    /// ledger) on `reader` made the probe time out and say the service was down (found by an
+    /// independent check at a year's scale).
+    probe: tokio_rusqlite::Connection,
     path: PathBuf,
     /// Where settled rows go before the writer commits them (see [`journal`]).
     journal: Arc<Journal>,
@@ -165,13 +170,8 @@ impl Store {
             )),
             SyncMode::Normal => None,
         };
-        let reader = tokio_rusqlite::Connection::open(path).await?;
-        reader
-            .call(|c| -> Result<(), StoreError> {
-                c.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;")?;
-                Ok(())
-            })
-            .await?;
+        let reader = read_only(path).await?;
+        let probe = read_only(path).await?;
         tokio::spawn(sync::every(
             path.to_path_buf(),
             interval,
@@ -182,6 +182,7 @@ impl Store {
             Store {
                 writer,
                 reader,
+                probe,
                 path: path.to_path_buf(),
                 journal,
                 syncer,
@@ -265,16 +266,17 @@ impl Store {
             }
             Err(_) => tracing::debug!("read barrier not committed in time; reading what is"),
         }
-        self.read_committed(f).await
+        Ok(self.reader.call(move |c| f(c)).await?)
     }
 
-    /// Run a read-only query on what is committed now, without waiting for what is queued
-    /// (`/healthz`: it must answer at once, whatever the writer is doing).
+    /// Run a read-only query on what is committed now, without waiting for what is queued, on
+    /// a connection of its own (`/healthz`: it must answer at once, whatever the writer or
+    /// the other readers are doing).
     pub async fn read_committed<T: Send + 'static>(
         &self,
         f: impl FnOnce(&rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        Ok(self.reader.call(move |c| f(c)).await?)
+        Ok(self.probe.call(move |c| f(c)).await?)
     }
 
     /// Resolves once everything queued before it is committed (not necessarily synced: a
@@ -290,6 +292,17 @@ impl Store {
         self.hurry();
         rx.await.map_err(|_| StoreError::Closed)?
     }
+}
+
+/// A read connection to `path` (queries only, waiting up to 5 s for a lock).
+async fn read_only(path: &Path) -> Result<tokio_rusqlite::Connection, StoreError> {
+    let c = tokio_rusqlite::Connection::open(path).await?;
+    c.call(|c| -> Result<(), StoreError> {
+        c.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;")?;
+        Ok(())
+    })
+    .await?;
+    Ok(c)
 }
 
 /// The database holds customers' emails and every request: it, its WAL and its shared-memory

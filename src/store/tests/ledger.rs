@@ -312,3 +312,42 @@ async fn migration_13_gives_each_key_its_ledgers_token_totals() {
     );
     store.close().await;
 }
+
+/// `/healthz`'s read has a connection of its own: it answers while a customer's long read
+/// holds the other one (a busy key's ledger made the probe time out).
+#[tokio::test]
+async fn the_health_probe_reads_beside_a_read_in_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let (store, _) = Store::open(&path).await.unwrap();
+    store.write(insert(key("key_a", 1))).await.unwrap();
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let (started, running) = tokio::sync::oneshot::channel::<()>();
+    let long = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .read(move |c| {
+                    let _ = started.send(());
+                    // Held until the probe below has answered.
+                    let _ = held.recv();
+                    usage::totals(c, "key_a")
+                })
+                .await
+        })
+    };
+    running.await.unwrap();
+    let n = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        store.read_committed(|c| {
+            Ok(c.query_row("SELECT count(*) FROM keys", [], |r| r.get::<_, i64>(0))?)
+        }),
+    )
+    .await
+    .expect("the probe waited for the other read")
+    .unwrap();
+    assert_eq!(n, 1);
+    release.send(()).unwrap();
+    assert_eq!(long.await.unwrap().unwrap().0, 0);
+    store.close().await;
+}
