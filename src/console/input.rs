@@ -47,6 +47,14 @@ impl App {
             }
             return Some(Action::Quit);
         }
+        // Ctrl or Alt with a letter is not the letter: Ctrl-R opened the revoke confirmation,
+        // Ctrl-U typed a `u` into the filter (found by an independent check). Both together is
+        // AltGr on some systems, which types a character of its own.
+        let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
+        let alt = key.modifiers.contains(KeyModifiers::ALT);
+        if ctrl != alt && matches!(key.code, KeyCode::Char(_)) {
+            return None;
+        }
         if !matches!(self.modal, Some(ref m) if m.is_confirmation()) {
             // A confirmation this key opens is unseen until it is drawn.
             self.confirm_seen.set(None);

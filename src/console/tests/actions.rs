@@ -82,6 +82,29 @@ fn keys_filter_sort_and_selection() {
     assert_eq!(ids(&app), ["key_pro"]);
 }
 
+/// Ctrl or Alt with a letter is not the letter (Ctrl-R opened the revoke confirmation, Ctrl-U
+/// typed into the filter); Ctrl and Alt together (AltGr on some systems) types its character.
+#[test]
+fn ctrl_and_alt_letters_are_not_the_letters() {
+    let mut app = app();
+    press(&mut app, KeyCode::Char('2'));
+    for m in [KeyModifiers::CONTROL, KeyModifiers::ALT] {
+        for c in ['r', 't', 'q', 'j'] {
+            assert_eq!(app.on_key(KeyEvent::new(KeyCode::Char(c), m)), None);
+            assert_eq!(app.modal, None, "{m:?}-{c}");
+        }
+    }
+    assert_eq!(app.view, View::Keys);
+    press(&mut app, KeyCode::Char('/'));
+    app.on_key(KeyEvent::new(KeyCode::Char('u'), KeyModifiers::CONTROL));
+    app.on_key(KeyEvent::new(
+        KeyCode::Char('@'),
+        KeyModifiers::CONTROL | KeyModifiers::ALT,
+    ));
+    type_str(&mut app, "pro");
+    assert_eq!(app.filter, "@pro");
+}
+
 #[test]
 fn revoke_asks_first_then_sends_the_socket_command() {
     let mut app = app();

@@ -96,6 +96,29 @@ pub fn whole(text: String, width: usize) -> String {
     }
 }
 
+/// A count in `width` columns: whole when it fits, else shortened to thousands, millions or
+/// billions (`469k`, `1.2M`), `…` only when not even that fits. A key's requests reach six
+/// digits on a busy key, whose count the column cut to `…` (found by an independent check).
+pub fn count_in(n: u64, width: usize) -> String {
+    let whole_text = n.to_string();
+    if whole_text.len() <= width {
+        return whole_text;
+    }
+    let short = [(1_000_000_000, 'B'), (1_000_000, 'M'), (1_000, 'k')]
+        .into_iter()
+        .find(|&(unit, _)| n >= unit)
+        .map(|(unit, mark)| {
+            let tenths = n / (unit / 10);
+            if tenths < 100 {
+                format!("{}.{}{mark}", tenths / 10, tenths % 10)
+            } else {
+                format!("{}{mark}", n / unit)
+            }
+        })
+        .unwrap_or(whole_text);
+    whole(short, width)
+}
+
 /// An amount in a currency DeepSeek reports (`USD 110.00`, `CNY 50.00`): rounded like
 /// [`usd`], the currency's code in front (an amount in nano-units of that currency).
 pub fn money(currency: &str, amount: Usd) -> String {
@@ -244,6 +267,19 @@ mod tests {
         assert_eq!(usd_in(d("1000000000"), 9), "$1.0B");
         assert_eq!(usd_in(d("20.00"), 4), "…");
         assert_eq!(usd_in(d("20.00"), 0), "");
+    }
+
+    #[test]
+    fn counts_too_wide_are_shortened_never_cut() {
+        assert_eq!(count_in(21_516, 5), "21516");
+        assert_eq!(count_in(469_123, 5), "469k");
+        assert_eq!(count_in(100_000, 5), "100k");
+        assert_eq!(count_in(1_234_567, 5), "1.2M");
+        assert_eq!(count_in(9_999_999, 5), "9.9M");
+        assert_eq!(count_in(12_345_678, 5), "12M");
+        assert_eq!(count_in(3_000_000_000, 5), "3.0B");
+        assert_eq!(count_in(123_456, 3), "…");
+        assert_eq!(count_in(7, 0), "");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, TableState};
 
 use super::Theme;
-use super::format::{ago, clip, column_widths, gauge, key_in, parse_ms, usd_in, whole};
+use super::format::{ago, clip, column_widths, count_in, gauge, key_in, parse_ms, usd_in, whole};
 use crate::activity::protocol::KeyView;
 use crate::console::app::App;
 use crate::status::KeyStatus;
@@ -45,6 +45,8 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
     ];
     if wide {
         widths[3] = 16;
+        // Room for a busy key's whole count (shortened to `469k` in the narrow layout).
+        widths[6] = 7;
         widths.extend([9, 21]);
         heads.extend(["BUDGET", "ID"]);
         heads.push("EMAIL");
@@ -133,7 +135,7 @@ fn row(
             })
             .right_aligned(),
         ),
-        Cell::from(Line::from(whole(k.requests.to_string(), got(6))).right_aligned()),
+        Cell::from(Line::from(count_in(k.requests, got(6))).right_aligned()),
         Cell::from(Line::from(whole(used, got(7))).right_aligned()),
     ];
     if wide {

@@ -280,6 +280,22 @@ fn keys_view_shows_budgets() {
     assert_has(&wide, &["BUDGET", "EMAIL"]);
 }
 
+/// A busy key's request count is shortened in a narrow window (it was cut to `…`), whole in a
+/// wide one.
+#[test]
+fn a_busy_keys_request_count_is_shortened_not_cut() {
+    let mut a = view(View::Keys);
+    if let Some(k) = a.model.keys.get_mut("key_pro") {
+        k.requests = 469_123;
+    }
+    let lines = screen(&a, SMALL);
+    let small = line_with(&lines, "sk-gateway-PrOo…");
+    assert!(small.contains("469k"), "{small}");
+    let lines = screen(&a, LARGE);
+    let large = line_with(&lines, "sk-gateway-PrOo…");
+    assert!(large.contains("469123"), "{large}");
+}
+
 #[test]
 fn keys_view_filter_and_sort_are_shown() {
     let mut a = view(View::Keys);
