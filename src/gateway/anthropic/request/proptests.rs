@@ -188,7 +188,8 @@ proptest! {
     }
 
     /// The upstream body has every client field as sent, except the model, `max_tokens` and
-    /// `metadata.user_id` (the client's other metadata kept), and nothing else.
+    /// `metadata.user_id` (the client's other metadata kept) and the members left out
+    /// (`user_id`, OpenAI's `n` and `max_completion_tokens`), and nothing else.
     #[test]
     fn the_upstream_body_keeps_every_client_field(
         a in valid(),
@@ -199,7 +200,11 @@ proptest! {
         let r = MessagesRequest::parse(&Bytes::from(serde_json::to_vec(&a.body).unwrap())).unwrap();
         let up: Map<String, Value> =
             serde_json::from_slice(&r.upstream_body(&up_model, &user_id, max_tokens)).unwrap();
-        for (k, v) in a.body.iter().filter(|(k, _)| !["model", "max_tokens", "metadata", "user_id"].contains(&k.as_str())) {
+        let dropped = super::NOT_ANTHROPIC;
+        for (k, v) in a.body.iter().filter(|(k, _)| {
+            !["model", "max_tokens", "metadata", "user_id"].contains(&k.as_str())
+                && !dropped.contains(&k.as_str())
+        }) {
             prop_assert_eq!(up.get(k), Some(v), "{}", k);
         }
         prop_assert_eq!(&up["model"], &Value::String(up_model));
@@ -214,6 +219,10 @@ proptest! {
         keys.insert("metadata");
         // A client's top-level `user_id` never reaches DeepSeek: the key's is in `metadata`.
         keys.remove("user_id");
+        for k in dropped {
+            prop_assert!(!up.contains_key(*k), "{} went upstream", k);
+            keys.remove(k);
+        }
         prop_assert_eq!(up.keys().map(String::as_str).collect::<BTreeSet<_>>(), keys);
     }
 
