@@ -21,7 +21,7 @@ use modelrelay::config::Config;
 use modelrelay::keys::KeyStatus;
 use modelrelay::money::Usd;
 use modelrelay::paypal::simulated::{SimPaypalOptions, SimulatedPaypal};
-use modelrelay::shop::i18n::EN;
+use modelrelay::shop::i18n::{A11Y_EN, EN};
 use modelrelay::upstream::simulated::{SimOptions, SimulatedDeepSeek};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -305,6 +305,40 @@ pub(crate) async fn type_into(c: &Client, css: &str, text: &str) {
         .unwrap_or_else(|e| panic!("typing into {css}: {e}"));
 }
 
+/// The `id` of the element that has the focus (empty for none, or one without an id).
+pub(crate) async fn focused(c: &Client) -> String {
+    c.execute("return document.activeElement.id", vec![])
+        .await
+        .expect("read the focus")
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Wait until the element with `id` has the focus.
+pub(crate) async fn wait_for_focus(c: &Client, id: &str) {
+    wait_until(&format!("#{id} to have the focus"), async || {
+        let now = focused(c).await;
+        if now == id {
+            Ok(Some(()))
+        } else {
+            Err(format!("the focus is on #{now}"))
+        }
+    })
+    .await
+}
+
+/// The attribute `name` of the element `css` (`None` when it has none).
+pub(crate) async fn attr(c: &Client, css: &str, name: &str) -> Option<String> {
+    let el = c
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"));
+    el.attr(name)
+        .await
+        .unwrap_or_else(|e| panic!("{css}[{name}]: {e}"))
+}
+
 /// Wait until the page at `path` (and nothing else) is loaded.
 pub(crate) async fn wait_for_path(c: &Client, path: &str) {
     wait_until(&format!("the browser to reach {path}"), async || {
@@ -432,6 +466,39 @@ async fn buy_the_trial(c: &Client, base: &str, price: Usd, shots: &Path) -> (Str
     assert_eq!(url.path(), "/checkout/trial");
     let order_id = visible_text(c, "#order-id").await;
     assert!(order_id.starts_with("ord_"), "order id {order_id:?}");
+    // The result is said and its heading has the focus (found by an accessibility audit: the
+    // focus stayed on the page and nothing was heard); the key itself is not said aloud.
+    wait_for_focus(c, "result-heading").await;
+    let said = wait_until("the result to be said", async || {
+        let el = c
+            .find(Locator::Css("#checkout-announce"))
+            .await
+            .map_err(|e| e.to_string())?;
+        let text = el.text().await.map_err(|e| e.to_string())?;
+        Ok((!text.is_empty()).then_some(text))
+    })
+    .await;
+    assert_eq!(said, EN.checkout_paid_h);
+    // The copy button's outcome is said too: copied, or (where the clipboard is refused) the
+    // key selected with the keys to press.
+    click(c, ".copy-btn").await;
+    let note = wait_until("the copy to be said", async || {
+        let el = c
+            .find(Locator::Css("#api-key-copy-note"))
+            .await
+            .map_err(|e| e.to_string())?;
+        let text = el.prop("textContent").await.map_err(|e| e.to_string())?;
+        Ok(text.filter(|t| !t.is_empty()))
+    })
+    .await;
+    assert!(
+        note == EN.copied || note == A11Y_EN.copy_select_key,
+        "{note}"
+    );
+    assert_eq!(
+        attr(c, "#api-key-copy-note", "role").await.as_deref(),
+        Some("status")
+    );
     screenshot(c, shots, "1-checkout-key").await;
     (key, order_id)
 }

@@ -1,16 +1,17 @@
 //! The headless browser (see tests/browser.rs) at checkout when the capture does not go
 //! through: PayPal not answering leaves the approved order's id on the page and a button that
 //! tries its capture again (which then shows the key); an order that was never approved, come
-//! back to as if it were, offers to pay again. Messages are the page's own, in its language.
-//! Screenshots go to `<target>/test-artifacts/browser-checkout-*/`.
+//! back to as if it were, offers to pay again; a top-up of a key we do not know puts the focus
+//! back on the key's field. Messages are the page's own, in its language, and the focus goes
+//! where the buyer must act. Screenshots go to `<target>/test-artifacts/browser-checkout-*/`.
 
 use fantoccini::{Client, Locator};
 use modelrelay::paypal::simulated::CaptureMode;
-use modelrelay::shop::i18n::{EN, ZH};
+use modelrelay::shop::i18n::{EN, SELF_ZH, ZH};
 
 use crate::browser::{
-    artifacts_dir_named, click, demo_shop, screenshot, type_into, visible_text, wait_for_path,
-    wait_until, with_browser,
+    artifacts_dir_named, attr, click, demo_shop, screenshot, type_into, visible_text,
+    wait_for_focus, wait_for_path, wait_until, with_browser,
 };
 use crate::common::TestApp;
 
@@ -61,6 +62,7 @@ async fn a_capture_paypal_does_not_answer_can_be_tried_again_and_then_shows_the_
         // PayPal answered 503: the page says so in its own words, keeps the order's id in
         // sight and offers to try again; it never offers to pay again for an approved order.
         assert_eq!(visible_text(&c, "#checkout-error").await, EN.js_provider);
+        wait_for_focus(&c, "checkout-error").await;
         assert_eq!(visible_text(&c, "#retry-order-id").await, order_id);
         assert!(
             !shown(&c, "#checkout-pay").await,
@@ -79,6 +81,7 @@ async fn a_capture_paypal_does_not_answer_can_be_tried_again_and_then_shows_the_
         })
         .await;
         assert_eq!(visible_text(&c, "#order-id").await, order_id);
+        wait_for_focus(&c, "result-heading").await;
         assert!(!shown(&c, "#checkout-retry").await);
         assert!(!shown(&c, "#checkout-error").await);
         let ks = app.key_state(&key);
@@ -139,6 +142,56 @@ async fn an_order_paypal_no_longer_knows_offers_to_pay_again_not_to_retry() {
         assert!(!shown(&c, "#checkout-retry").await);
         assert_eq!(keys(app), 0);
         screenshot(&c, &shots, "4-expired").await;
+    })
+    .await;
+}
+
+/// A top-up of a key we do not know is refused before PayPal: the refusal is shown and the
+/// focus goes back to the key's field, marked wrong and described by the refusal (found by an
+/// accessibility audit: the pressed button was disabled, and the focus fell to the page). The
+/// right key then goes on to the approval.
+#[tokio::test]
+async fn a_top_up_of_an_unknown_key_leads_back_to_the_key_field() {
+    let app = demo_shop().await;
+    let artifacts = artifacts_dir_named("browser-checkout-unknown-key");
+    let (base, shots) = (app.base.clone(), artifacts.clone());
+    let key = app.create_key("trial", None).await;
+    with_browser(&artifacts, "unknown-key", async move |c: Client| {
+        c.goto(&format!("{base}/checkout/starter?topup=1&lang=zh"))
+            .await
+            .expect("open the top-up page");
+        type_into(
+            &c,
+            "#topup-key",
+            "sk-gateway-thisisnotakeyofoursatallthisisnot",
+        )
+        .await;
+        type_into(&c, "#email", EMAIL).await;
+        click(&c, "#pay-demo").await;
+        assert_eq!(
+            visible_text(&c, "#checkout-error").await,
+            SELF_ZH.js_key_unknown
+        );
+        wait_for_focus(&c, "topup-key").await;
+        assert_eq!(
+            attr(&c, "#topup-key", "aria-invalid").await.as_deref(),
+            Some("true")
+        );
+        assert_eq!(
+            attr(&c, "#topup-key", "aria-describedby").await.as_deref(),
+            Some("topup-key-hint checkout-error")
+        );
+        screenshot(&c, &shots, "5-unknown-key").await;
+
+        // The right key: on to the approval page.
+        let field = c
+            .find(Locator::Css("#topup-key"))
+            .await
+            .expect("the key field");
+        field.clear().await.expect("clear the field");
+        field.send_keys(&key).await.expect("type the key");
+        click(&c, "#pay-demo").await;
+        wait_for_path(&c, "/demo/paypal/approve").await;
     })
     .await;
 }

@@ -1,7 +1,7 @@
 //! Form posts of the storefront pages over real HTTP: CSRF on every post, the dashboard with a
 //! real key's usage, per-IP limits, and escaping of what visitors type.
 
-use modelrelay::shop::i18n::{EN, ZH};
+use modelrelay::shop::i18n::{A11Y_EN, A11Y_ZH, EN, ZH};
 use reqwest::header::COOKIE;
 
 use crate::common::{TestApp, body};
@@ -132,6 +132,27 @@ async fn dashboard_shows_a_real_keys_usage() {
             html.contains(&format!("${spent}</title>")),
             "tooltip of today's bar"
         );
+        // The amounts as a table too, today's last and marked; the title names the key.
+        let a = if lang == "zh" { &A11Y_ZH } else { &A11Y_EN };
+        assert!(html.contains("id=\"spend-table\"") && html.contains(&esc(a.chart_table_show)));
+        assert!(
+            html.contains(&format!(
+                " ({})</th><td class=\"num\">${spent}</td></tr>",
+                esc(a.chart_today)
+            )),
+            "today's row"
+        );
+        let title = a
+            .dash_found_title
+            .replace("{prefix}", &app.key_state(&key).prefix());
+        assert!(
+            html.contains(&format!(
+                "<title>{} — {} · ",
+                esc(&title),
+                esc(t.dash_title)
+            )),
+            "the title names the key"
+        );
         assert!(!html.contains(&key), "the key itself is never echoed");
         assert!(html.contains(&key[..15]), "its prefix is shown");
     }
@@ -152,6 +173,71 @@ async fn dashboard_shows_a_real_keys_usage() {
         }
     }
     assert!(limited);
+}
+
+/// A look-up that finds nothing says so in the page's title, and puts the buyer back on the
+/// field to correct: marked wrong, described by the message and its hint, focused (found by
+/// an accessibility audit: focus stayed at the top of the page, the title unchanged).
+#[tokio::test]
+async fn a_look_up_that_finds_nothing_leads_back_to_its_field() {
+    let app = custom_app().await;
+    let token = csrf_token(&app.base).await;
+    for (lang, t, a) in [("en", &EN, &A11Y_EN), ("zh", &ZH, &A11Y_ZH)] {
+        let (status, html) = post_form(
+            &app.base,
+            &format!("/order?lang={lang}"),
+            Some(&token),
+            &[
+                ("order_id", "ord_nothing"),
+                ("email", "a@b.c"),
+                ("csrf_token", &token),
+            ],
+        )
+        .await;
+        assert_eq!(status, 404);
+        assert!(html.contains(&format!(
+            "<title>{} — {} · ",
+            esc(a.order_not_found_title),
+            esc(t.order_title)
+        )));
+        let invalid = "aria-describedby=\"order-not-found order-hint\" aria-invalid=\"true\"";
+        assert!(
+            html.contains(&format!("value=\"ord_nothing\" {invalid} autofocus>")),
+            "{html}"
+        );
+        assert!(
+            html.contains(&format!("value=\"a@b.c\" {invalid}>")),
+            "{html}"
+        );
+        assert!(html.contains("<script src=\"/assets/js/focus.js\" defer></script>"));
+
+        let (status, html) = post_form(
+            &app.base,
+            &format!("/dashboard?lang={lang}"),
+            Some(&token),
+            &[("key", "sk-gateway-nothing"), ("csrf_token", &token)],
+        )
+        .await;
+        assert_eq!(status, 404);
+        assert!(html.contains(&format!(
+            "<title>{} — {} · ",
+            esc(a.dash_not_found_title),
+            esc(t.dash_title)
+        )));
+        assert!(html.contains(
+            "aria-describedby=\"key-not-found key-hint\" aria-invalid=\"true\" autofocus>"
+        ));
+        assert!(html.contains("id=\"key-not-found\""));
+    }
+    // The forms alone mark nothing wrong.
+    for path in ["/order", "/dashboard"] {
+        let (_, _, html) = get(&app.base, path, None).await;
+        assert!(
+            !html.contains("aria-invalid") && !html.contains("autofocus"),
+            "{path}"
+        );
+        assert!(!html.contains("focus.js"), "{path}");
+    }
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 //! `page_forms.rs`, the demo flow in `page_demo.rs`; both use the helpers here.
 
 use modelrelay::config::{Config, PlanConfig};
-use modelrelay::shop::i18n::{AGENTS_EN, AGENTS_ZH, EN, ZH};
+use modelrelay::shop::i18n::{A11Y_EN, A11Y_ZH, AGENTS_EN, AGENTS_ZH, EN, ZH};
 use reqwest::StatusCode;
 use reqwest::header::{ACCEPT_LANGUAGE, CONTENT_SECURITY_POLICY, COOKIE, SET_COOKIE};
 
@@ -217,6 +217,111 @@ async fn every_page_renders_in_both_languages() {
         .await
         .unwrap();
     assert!(resp.text().await.unwrap().contains(&esc(ZH.docs_title)));
+}
+
+/// The levels of a page's headings, in order.
+fn heading_levels(html: &str) -> Vec<u8> {
+    html.match_indices("<h")
+        .filter_map(|(at, _)| {
+            let level = html.as_bytes().get(at + 2)?;
+            let after = html.as_bytes().get(at + 3)?;
+            (level.is_ascii_digit() && matches!(after, b'>' | b' ')).then(|| level - b'0')
+        })
+        .collect()
+}
+
+/// Every opening tag that contains `needle`.
+fn tags_with<'a>(html: &'a str, needle: &str) -> Vec<&'a str> {
+    html.match_indices(needle)
+        .map(|(at, _)| {
+            let start = html[..at].rfind('<').unwrap();
+            &html[start..at + html[at..].find('>').unwrap()]
+        })
+        .collect()
+}
+
+/// What an accessibility audit found missing, on every page in both languages: a skip link to
+/// `main`, the language switch as a labelled navigation, headings that never skip a level
+/// (pricing went from h1 to h3), scrolling code and tables reachable by keyboard with a name,
+/// and the form hints tied to their fields.
+#[tokio::test]
+async fn every_page_carries_its_accessibility_aids() {
+    let app = custom_app().await;
+    let pages = PAGES.iter().copied().chain(["/checkout/trial?topup=1"]);
+    for path in pages {
+        for (lang, a) in [("en", &A11Y_EN), ("zh", &A11Y_ZH)] {
+            let sep = if path.contains('?') { '&' } else { '?' };
+            let (status, _, html) = get(&app.base, &format!("{path}{sep}lang={lang}"), None).await;
+            assert_eq!(status, 200, "{path}");
+            assert!(
+                html.contains(&format!(
+                    "<body>\n<a class=\"skip-link\" href=\"#main\">{}</a>",
+                    esc(a.skip_link)
+                )),
+                "{path} {lang}: the skip link comes first"
+            );
+            assert!(html.contains("<main class=\"container\" id=\"main\" tabindex=\"-1\">"));
+            assert!(
+                html.contains("<nav class=\"lang-switch\" id=\"lang-switch\" aria-label="),
+                "{path}: the switch is a navigation"
+            );
+            let levels = heading_levels(&html);
+            assert_eq!(levels.first(), Some(&1), "{path}: {levels:?}");
+            for pair in levels.windows(2) {
+                assert!(
+                    pair[1] <= pair[0] + 1,
+                    "{path}: a level skipped in {levels:?}"
+                );
+            }
+            for tag in tags_with(&html, "<pre class=\"code\"") {
+                assert!(
+                    tag.contains("tabindex=\"0\"")
+                        && tag.contains(&format!("aria-label=\"{}\"", esc(a.code_label))),
+                    "{path}: {tag}"
+                );
+            }
+            for tag in tags_with(&html, "class=\"table-wrap\"") {
+                assert!(
+                    tag.contains("role=\"region\" tabindex=\"0\""),
+                    "{path}: {tag}"
+                );
+                let label = tag.split("aria-labelledby=\"").nth(1).unwrap();
+                let label = &label[..label.find('"').unwrap()];
+                assert!(html.contains(&format!("id=\"{label}\"")), "{path}: {tag}");
+            }
+            // Each field's hint is read with it.
+            let described: &[(&str, &str)] = match path {
+                "/order" => &[("order_id", "order-hint"), ("email", "order-hint")],
+                "/dashboard" => &[("key", "key-hint")],
+                "/checkout/trial?topup=1" => {
+                    &[("topup-key", "topup-key-hint"), ("email", "email-hint")]
+                }
+                p if p.starts_with("/checkout/") => &[("email", "email-hint")],
+                _ => &[],
+            };
+            for (field, hint) in described {
+                let tag = tags_with(&html, &format!("id=\"{field}\""))
+                    .into_iter()
+                    .find(|t| t.starts_with("<input"))
+                    .unwrap_or_else(|| panic!("{path}: no #{field}"));
+                assert!(
+                    tag.contains(&format!("aria-describedby=\"{hint}\"")),
+                    "{tag}"
+                );
+                assert!(!tag.contains("aria-invalid"), "{tag}");
+                assert!(
+                    html.contains(&format!("<p class=\"hint\" id=\"{hint}\">")),
+                    "{path}"
+                );
+            }
+        }
+    }
+    // The plans on the pricing page are headings of the page's second level.
+    let (_, _, html) = get(&app.base, "/pricing", None).await;
+    assert!(
+        html.contains("<h2 class=\"plan-name\">Taster</h2>"),
+        "{html}"
+    );
 }
 
 #[tokio::test]

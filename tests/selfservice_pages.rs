@@ -2,7 +2,8 @@
 //! forms (a grant, never the key), the checkout in top-up mode from the pricing page and from
 //! the dashboard (a grant from another browser or an altered one is refused), the order
 //! look-up of a top-up (the key's prefix only) with the id filled in from a receipt's link, and
-//! the replacement form's confirmation step.
+//! the replacement form's confirmation step, and where the language switch of each posted page
+//! leads.
 
 use modelrelay::shop::i18n::{EN, SELF_EN, SELF_ZH, ZH};
 use reqwest::StatusCode;
@@ -232,6 +233,79 @@ async fn a_replacement_form_sent_twice_shows_the_one_new_key() {
     };
     assert_eq!(status(a).await, 200);
     assert_eq!(status(key).await, 401);
+}
+
+/// The language switch's links of a page (`&` as written in HTML undone).
+fn switch_links(html: &str) -> Vec<String> {
+    let Some(at) = html.find("id=\"lang-switch\"") else {
+        return Vec::new();
+    };
+    let nav = &html[at..at + html[at..].find("</nav>").unwrap()];
+    nav.split("href=\"")
+        .skip(1)
+        .map(|h| h[..h.find('"').unwrap()].replace("&#38;", "&"))
+        .collect()
+}
+
+/// A page reached by a form's POST has no address to show again: its language switch leads to
+/// the form's own page — the dashboard from a replacement's confirmation (`GET
+/// /dashboard/rotate` was a bare 405), the top-up page that asks for the key from the
+/// dashboard's top-up (the plan's plain address sells a new key) — each answering in the
+/// language asked for; the page showing a new key has no switch, which would lose it (found by
+/// an accessibility audit).
+#[tokio::test]
+async fn a_posted_pages_language_switch_leads_to_a_page_of_the_same_kind() {
+    let app = TestApp::spawn_shop().await;
+    let key = app.create_key("trial", None).await;
+    let token = csrf_token(&app.base).await;
+    let grant = dashboard_grant(&app, &key, &token).await;
+    let key_form = [("key", key.as_str()), ("csrf_token", token.as_str())];
+    let grant_form = [("grant", grant.as_str()), ("csrf_token", token.as_str())];
+    let lookup = [
+        ("order_id", "ord_nothing"),
+        ("email", "a@b.c"),
+        ("csrf_token", token.as_str()),
+    ];
+    // (the page posted to, its form, where its switch leads)
+    type Fields<'a> = &'a [(&'a str, &'a str)];
+    let cases: [(&str, Fields, &str); 5] = [
+        ("/dashboard?lang=en", &key_form, "/dashboard?"),
+        (
+            "/checkout/pro?lang=en",
+            &grant_form,
+            "/checkout/pro?topup=1&",
+        ),
+        ("/dashboard/rotate?lang=en", &grant_form, "/dashboard?"),
+        ("/order?lang=en", &lookup, "/order?"),
+        // A refusal of a posted form (no CSRF token) too.
+        (
+            "/dashboard/rotate?lang=en",
+            &[("grant", grant.as_str())],
+            "/dashboard?",
+        ),
+    ];
+    for (path, fields, to) in cases {
+        let (_, page) = post_form(&app.base, path, Some(&token), fields).await;
+        let links = switch_links(&page);
+        assert_eq!(
+            links,
+            [format!("{to}lang=en"), format!("{to}lang=zh")],
+            "{path}"
+        );
+        let (status, _, html) = get(&app.base, &links[1], None).await;
+        assert_eq!(status, 200, "{}", links[1]);
+        assert!(html.contains("<html lang=\"zh-CN\">"), "{}", links[1]);
+        if to.starts_with("/checkout/") {
+            // Still a top-up: the key is asked for; nothing offers a new key.
+            assert!(html.contains("id=\"topup-key\""));
+            assert!(html.contains(&format!("<h1>{}</h1>", esc(SELF_ZH.checkout_topup_title))));
+        }
+    }
+    // The new key, shown once: no switch to lose it by.
+    let (status, done) = confirm_replacement(&app, &token, &grant).await;
+    assert_eq!(status, 200);
+    assert!(shown_key(&done).is_some());
+    assert!(switch_links(&done).is_empty() && !done.contains("lang-switch"));
 }
 
 #[tokio::test]

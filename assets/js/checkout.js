@@ -20,6 +20,7 @@
   var demoButton = document.getElementById('pay-demo');
   var topupGrant = document.getElementById('topup-grant');
   var topupKey = document.getElementById('topup-key');
+  var announcer = document.getElementById('checkout-announce');
 
   function msg(name) { return root.getAttribute('data-msg-' + name) || ''; }
   // The page's own wording (in its language) of the API's errors it knows; the API's message
@@ -39,9 +40,73 @@
   var FINAL = { plan_withdrawn: 1, plan_not_found: 1, key_revoked: 1, csrf_failed: 1 };
   // ... else the approved order's capture may still go through: offer to try it again.
   function errorText(e) { return (e.code && CODES[e.code] && msg(CODES[e.code])) || e.message; }
-  function showError(text) { errorBox.textContent = text; errorBox.hidden = false; }
-  function clearError() { errorBox.textContent = ''; errorBox.hidden = true; }
+  // An error the buyer must act on takes the focus (the button they pressed is disabled
+  // meanwhile, and focus fell to the page): `field`, marked wrong and described by the error,
+  // or with `focus` the error itself. Errors nobody asked for (on arriving) leave it.
+  var invalid = null;
+  function unmark() {
+    if (!invalid) return;
+    invalid.removeAttribute('aria-invalid');
+    var hint = invalid.getAttribute('data-hint');
+    if (hint) invalid.setAttribute('aria-describedby', hint);
+    else invalid.removeAttribute('aria-describedby');
+    invalid = null;
+  }
+  function showError(text, field, focus) {
+    unmark();
+    errorBox.textContent = text;
+    errorBox.hidden = false;
+    if (field) {
+      invalid = field;
+      field.setAttribute('aria-invalid', 'true');
+      var hint = field.getAttribute('data-hint');
+      if (hint === null) {
+        hint = field.getAttribute('aria-describedby') || '';
+        field.setAttribute('data-hint', hint);
+      }
+      field.setAttribute('aria-describedby', (hint + ' checkout-error').trim());
+      field.focus();
+    } else if (focus) {
+      errorBox.focus();
+    }
+  }
+  function clearError() {
+    errorBox.textContent = '';
+    errorBox.hidden = true;
+    unmark();
+  }
+  // The field an API error is about, if the page has it.
+  var KEY_CODES = { unknown_key: 1, key_revoked: 1, key_budget_full: 1 };
+  function fieldOf(e) {
+    if (KEY_CODES[e.code] && topupKey) return topupKey;
+    if (e.code === 'invalid_email') return email;
+    return null;
+  }
+  function refused(e) { showError(errorText(e), fieldOf(e), true); }
   function busy(text) { statusBox.textContent = text || ''; statusBox.hidden = !text; }
+
+  // A result is said (the live region, present from the start) and its heading takes the
+  // focus, so that the next Tab goes on from it; the busy line was hidden just before.
+  function reveal(box, headingId, said) {
+    box.hidden = false;
+    var heading = document.getElementById(headingId);
+    box.scrollIntoView({ block: 'start' });
+    if (heading) heading.focus({ preventScroll: true });
+    if (announcer) {
+      announcer.textContent = '';
+      var text = ((heading ? spoken(heading) : '') + ' ' + (said || '')).trim();
+      setTimeout(function () { announcer.textContent = text; }, 100);
+    }
+  }
+  // An element's text without its marks hidden from screen readers (the heading's ✓).
+  function spoken(el) {
+    var text = '';
+    Array.prototype.forEach.call(el.childNodes, function (n) {
+      if (n.nodeType === 3) text += n.textContent;
+      else if (n.nodeType === 1 && n.getAttribute('aria-hidden') !== 'true') text += spoken(n);
+    });
+    return text.trim();
+  }
 
   // POST JSON to our API; resolves with the body, rejects with an Error carrying the message.
   function api(path, body) {
@@ -70,7 +135,7 @@
     }
     // Only spaces pass `required`: said before PayPal opens (the server refuses it too).
     if (topupKey && !topupKey.value.trim()) {
-      showError(msg('key-unknown'));
+      showError(msg('key-unknown'), topupKey);
       return false;
     }
     if (email.checkValidity()) return true;
@@ -94,9 +159,8 @@
     document.getElementById('topped-up-order-id').textContent = orderId;
     payBox.hidden = true;
     pendingBox.hidden = true;
-    var box = document.getElementById('checkout-topped-up');
-    box.hidden = false;
-    box.scrollIntoView({ block: 'start' });
+    reveal(document.getElementById('checkout-topped-up'), 'topped-up-heading',
+      document.getElementById('topped-up-message').textContent);
   }
 
   function showKey(key, orderId) {
@@ -104,8 +168,7 @@
     document.getElementById('order-id').textContent = orderId;
     payBox.hidden = true;
     pendingBox.hidden = true;
-    resultBox.hidden = false;
-    resultBox.scrollIntoView({ block: 'start' });
+    reveal(resultBox, 'result-heading');
   }
 
   // A paid order whose key this browser may not see, or a payment PayPal is still reviewing.
@@ -114,7 +177,7 @@
     document.getElementById('pending-message').textContent = text;
     document.getElementById('pending-order-id').textContent = orderId;
     payBox.hidden = true;
-    pendingBox.hidden = false;
+    reveal(pendingBox, 'pending-heading', text);
   }
 
   // `actions`: PayPal's, when the capture follows its window's approval (a declined payment
@@ -153,7 +216,7 @@
           created: 'not-approved', failed: data.top_up ? 'declined-topup' : 'declined',
           refunded: 'refunded'
         }[data.status];
-        showError(known ? msg(known) : (data.message || msg('failed')));
+        showError(known ? msg(known) : (data.message || msg('failed')), null, true);
       }
     }, function (e) {
       capturing = false;
@@ -163,7 +226,7 @@
         showError(errorText(e));
         return actions.restart();
       }
-      showError(errorText(e));
+      refused(e);
       if (PAY_AGAIN[e.code]) {
         payBox.hidden = false;
         return;
@@ -190,11 +253,48 @@
   var isTopUp = !!(topupKey || topupGrant);
   function rememberApproved(orderId) {
     if (window.history && window.history.replaceState) {
-      var q = '?order_id=' + encodeURIComponent(orderId) + '&approved=1' +
+      var q = 'order_id=' + encodeURIComponent(orderId) + '&approved=1' +
         (isTopUp ? '&topup=1' : '');
-      window.history.replaceState(null, '', window.location.pathname + q);
+      window.history.replaceState(null, '', window.location.pathname + '?' + q);
+      relink(q);
     }
   }
+
+  // The language switch's links were made for the address the page was served at: once the
+  // address names another state, they follow it (else the other language lost an approved
+  // order's result). `repost`: the dashboard's top-up page came by POST with the key's grant,
+  // which no link carries; its switch posts the form again in the other language, its links
+  // leading to the top-up page that asks for the key (found by an accessibility audit: they
+  // led to a purchase's page).
+  var switchLinks = document.querySelectorAll('#lang-switch a[hreflang]');
+  var repost = !!topupGrant;
+  function relink(query) {
+    repost = false;
+    var kept = query.split('&').filter(function (kv) { return kv && kv.indexOf('lang=') !== 0; });
+    Array.prototype.forEach.call(switchLinks, function (a) {
+      var lang = 'lang=' + encodeURIComponent(a.getAttribute('hreflang'));
+      a.setAttribute('href', window.location.pathname + '?' + kept.concat([lang]).join('&'));
+    });
+  }
+  Array.prototype.forEach.call(switchLinks, function (a) {
+    a.addEventListener('click', function (ev) {
+      // A new tab or window (a modifier, another button) gets the link as it is.
+      if (!repost || ev.button || ev.ctrlKey || ev.metaKey || ev.shiftKey || ev.altKey) return;
+      ev.preventDefault();
+      var f = document.createElement('form');
+      f.method = 'post';
+      f.action = window.location.pathname + '?lang=' + encodeURIComponent(a.getAttribute('hreflang'));
+      [['csrf_token', csrf], ['grant', topupGrant.value]].forEach(function (kv) {
+        var input = document.createElement('input');
+        input.type = 'hidden';
+        input.name = kv[0];
+        input.value = kv[1];
+        f.appendChild(input);
+      });
+      document.body.appendChild(f);
+      f.submit();
+    });
+  });
 
   // The buyer closed PayPal's window (also after a declined method reopened it): a reload
   // must not try to capture that order again and say it is not approved (found by an
@@ -208,6 +308,7 @@
       p.delete('approved');
       var q = p.toString();
       window.history.replaceState(null, '', window.location.pathname + (q ? '?' + q : ''));
+      relink(q);
     }
   }
 
@@ -221,7 +322,7 @@
     }, function (e) {
       busy('');
       demoButton.disabled = false;
-      showError(errorText(e));
+      refused(e);
     });
   });
 
@@ -240,7 +341,7 @@
             orderId = d.order_id;
             return d.paypal_order_id;
           }, function (e) {
-            showError(errorText(e));
+            refused(e);
             throw e;
           });
         },
@@ -255,7 +356,7 @@
           showError(msg('cancelled'));
           if (resultBox.hidden && pendingBox.hidden) payBox.hidden = false;
         },
-        onError: function () { if (errorBox.hidden) showError(msg('failed')); }
+        onError: function () { if (errorBox.hidden) showError(msg('failed'), null, true); }
       }).render('#paypal-buttons');
     }
   }

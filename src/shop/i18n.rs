@@ -25,6 +25,9 @@ macro_rules! texts {
     };
 }
 
+mod a11y;
+mod a11y_en;
+mod a11y_zh;
 mod agents;
 mod agents_en;
 mod agents_zh;
@@ -35,6 +38,9 @@ mod selfserve_zh;
 mod texts;
 mod zh;
 
+pub use a11y::A11yTexts;
+pub use a11y_en::A11Y_EN;
+pub use a11y_zh::A11Y_ZH;
 pub use agents::AgentTexts;
 pub use agents_en::AGENTS_EN;
 pub use agents_zh::AGENTS_ZH;
@@ -116,6 +122,14 @@ impl Lang {
         match self {
             Lang::En => &AGENTS_EN,
             Lang::Zh => &AGENTS_ZH,
+        }
+    }
+
+    /// The pages' accessibility aids in this language (skip link, titles of states, …).
+    pub fn a11y_texts(self) -> &'static A11yTexts {
+        match self {
+            Lang::En => &A11Y_EN,
+            Lang::Zh => &A11Y_ZH,
         }
     }
 
@@ -226,6 +240,7 @@ mod tests {
     fn both_languages_of_self_service_are_complete() {
         both_complete(SELF_EN.entries(), SELF_ZH.entries());
         both_complete(AGENTS_EN.entries(), AGENTS_ZH.entries());
+        both_complete(A11Y_EN.entries(), A11Y_ZH.entries());
     }
 
     fn both_complete(en: Vec<(&str, &str)>, zh: Vec<(&str, &str)>) {
@@ -287,7 +302,8 @@ mod tests {
             .entries()
             .into_iter()
             .chain(SELF_ZH.entries())
-            .chain(AGENTS_ZH.entries());
+            .chain(AGENTS_ZH.entries())
+            .chain(A11Y_ZH.entries());
         for (name, text) in all {
             assert!(
                 !text.contains('您') && !text.contains("密钥"),

@@ -1,7 +1,7 @@
 //! What every storefront page shares: the language (`?lang=`, cookie, `Accept-Language`), the
 //! CSRF token (double-submit: an `HttpOnly; SameSite=Lax` cookie — see `cookie` for why Lax —
 //! echoed by forms as `csrf_token` and by the pages' JSON calls as `x-csrf-token`), the DEMO
-//! flag, and the security headers.
+//! flag, the language switch's links, and the security headers.
 
 use std::sync::Arc;
 
@@ -13,7 +13,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use subtle::ConstantTimeEq;
 
-use super::i18n::{Lang, SelfTexts, Texts};
+use super::i18n::{A11yTexts, Lang, SelfTexts, Texts};
 use crate::state::AppState;
 
 /// Cookie holding the CSRF token.
@@ -34,6 +34,8 @@ pub struct PageCtx {
     pub t: &'static Texts,
     /// Its self-service strings (top-ups, key replacement, notices).
     pub s: &'static SelfTexts,
+    /// Its accessibility aids (skip link, titles of states, the chart's table…).
+    pub a11y: &'static A11yTexts,
     /// This browser's CSRF token (for `<meta name="csrf-token">` and hidden form fields).
     pub csrf: String,
     /// Running with simulated upstream and PayPal.
@@ -46,6 +48,10 @@ pub struct PageCtx {
     pub path: String,
     /// Its query string, without the `?`.
     query: String,
+    /// Reached by a form's POST: the language switch leads to the page's GET form instead.
+    posted: bool,
+    /// Whether the header shows the language switch (see [`PageCtx::hide_lang_switch`]).
+    lang_switch: bool,
     /// This browser's [`BROWSER_COOKIE`]: never handed to a template.
     browser: String,
     cookies: CookieJar,
@@ -65,10 +71,16 @@ impl PageCtx {
     }
 
     /// The URL of this page in another language (its other query parameters kept, so a
-    /// checkout result survives the switch).
+    /// checkout result survives the switch). A page reached by POST has no address of its own
+    /// to show again (`GET /dashboard/rotate` was a bare 405, found by an accessibility
+    /// audit): its switch leads to its form's page ([`get_form_of`]).
     pub fn lang_link(&self, lang: &str) -> String {
-        let mut query: Vec<&str> = self
-            .query
+        let (path, query) = if self.posted {
+            get_form_of(&self.path)
+        } else {
+            (self.path.as_str(), self.query.as_str())
+        };
+        let mut query: Vec<&str> = query
             .split('&')
             .filter(|kv| !kv.is_empty() && !kv.starts_with("lang="))
             .collect();
@@ -76,8 +88,19 @@ impl PageCtx {
         query.push(&wanted);
         // A path such as `//evil.example/x` (or `/\evil.example/x`, which browsers read the
         // same way) must not become a protocol-relative link.
-        let path = format!("/{}", self.path.trim_start_matches(['/', '\\']));
+        let path = format!("/{}", path.trim_start_matches(['/', '\\']));
         format!("{path}?{}", query.join("&"))
+    }
+
+    /// Leave the language switch out of this page: one that shows a new key once, which a
+    /// click on the switch would lose without a word.
+    pub fn hide_lang_switch(&mut self) {
+        self.lang_switch = false;
+    }
+
+    /// Whether the header shows the language switch.
+    pub fn shows_lang_switch(&self) -> bool {
+        self.lang_switch
     }
 
     /// True when the cookies changed (a new CSRF token or language).
@@ -88,6 +111,19 @@ impl PageCtx {
     /// What this browser's dashboard grants are sealed to (see [`crate::shop::grant`]).
     pub fn grant_binding(&self) -> String {
         binding(&self.csrf, &self.browser)
+    }
+}
+
+/// The page a language switch leads to from a page reached by POST at `path`, as a path and
+/// a query: the form's own page. The dashboard's top-up checkout (`POST /checkout/{plan}`)
+/// leads to the top-up page that asks for the key: its grant came in the form, and the plan's
+/// plain address sells a new key (`checkout.js` posts the grant again instead, where it can).
+fn get_form_of(path: &str) -> (&str, &'static str) {
+    match path {
+        "/dashboard/rotate" => ("/dashboard", ""),
+        "/demo/paypal/approve" => ("/pricing", ""),
+        p if p.starts_with("/checkout/") => (p, "topup=1"),
+        p => (p, ""),
     }
 }
 
@@ -202,12 +238,15 @@ impl FromRequestParts<Arc<AppState>> for PageCtx {
             lang,
             t: lang.texts(),
             s: lang.self_texts(),
+            a11y: lang.a11y_texts(),
             csrf,
             demo: state.demo,
             mail: state.mailer.enabled(),
             public_url: state.config.server.public_url.clone(),
             path: parts.uri.path().to_string(),
             query: parts.uri.query().unwrap_or("").to_string(),
+            posted: parts.method == axum::http::Method::POST,
+            lang_switch: true,
             browser,
             cookies: if set_cookies { jar } else { CookieJar::new() },
             set_cookies,
@@ -268,4 +307,68 @@ pub async fn security_headers(req: Request, next: Next) -> Response {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A page's context as the extractor makes it, for `path?query` reached by `posted`.
+    fn ctx(path: &str, query: &str, posted: bool) -> PageCtx {
+        PageCtx {
+            lang: Lang::En,
+            t: Lang::En.texts(),
+            s: Lang::En.self_texts(),
+            a11y: Lang::En.a11y_texts(),
+            csrf: String::new(),
+            demo: false,
+            mail: false,
+            public_url: String::new(),
+            path: path.into(),
+            query: query.into(),
+            posted,
+            lang_switch: true,
+            browser: String::new(),
+            cookies: CookieJar::new(),
+            set_cookies: false,
+        }
+    }
+
+    /// A page's own address keeps its query; a posted page's switch leads to its form's page,
+    /// never to a path that answers `GET` with 405 nor to a purchase instead of a top-up.
+    #[test]
+    fn the_language_switch_leads_to_a_page_that_exists() {
+        let cases = [
+            (
+                "/checkout/trial",
+                "order_id=ord_x&approved=1&lang=en",
+                false,
+                "/checkout/trial?order_id=ord_x&approved=1&lang=zh",
+            ),
+            ("/dashboard", "", false, "/dashboard?lang=zh"),
+            ("/dashboard", "lang=en", true, "/dashboard?lang=zh"),
+            ("/dashboard/rotate", "lang=en", true, "/dashboard?lang=zh"),
+            (
+                "/checkout/pro",
+                "lang=en",
+                true,
+                "/checkout/pro?topup=1&lang=zh",
+            ),
+            ("/order", "", true, "/order?lang=zh"),
+            ("/demo/paypal/approve", "", true, "/pricing?lang=zh"),
+            ("/mail/opt-out/abc", "", true, "/mail/opt-out/abc?lang=zh"),
+            ("//evil.example/x", "", true, "/evil.example/x?lang=zh"),
+        ];
+        for (path, query, posted, want) in cases {
+            assert_eq!(
+                ctx(path, query, posted).lang_link("zh"),
+                want,
+                "{path}?{query}"
+            );
+        }
+        let mut done = ctx("/dashboard/rotate", "", true);
+        assert!(done.shows_lang_switch());
+        done.hide_lang_switch();
+        assert!(!done.shows_lang_switch());
+    }
 }

@@ -195,7 +195,7 @@ pub static EN: Texts = Texts {
     key_revoked: "Revoked",
     chart_h: "Daily spend",
     chart_title: "Spend per day over the last 30 days, in USD",
-    chart_caption: "Last 30 days, UTC, today on the right. On a computer, hover over a bar for the exact amount; the requests below show each cost.",
+    chart_caption: "Last 30 days, UTC, today on the right in a darker blue. Each day's amount is in the table below (Show as a table); the requests further down show each cost.",
     chart_empty: "Nothing spent in this period yet.",
     recent_h: "Recent requests",
     recent_empty: "No requests yet. Your first one will show up here.",

@@ -195,7 +195,7 @@ pub static ZH: Texts = Texts {
     key_revoked: "已吊销",
     chart_h: "每日消费",
     chart_title: "最近 30 天每日消费（美元）",
-    chart_caption: "最近 30 天，按 UTC 日期统计，今天在最右边。在电脑上将鼠标悬停在柱子上可查看准确金额；下方的请求列表列出每次费用。",
+    chart_caption: "最近 30 天，按 UTC 日期统计，今天是最右边颜色较深的柱子。每天的金额见下方的表格（以表格显示）；再往下的请求列表列出每次费用。",
     chart_empty: "此期间暂无消费。",
     recent_h: "最近请求",
     recent_empty: "还没有请求，你的第一个请求会显示在这里。",

@@ -1,11 +1,12 @@
-//! The dashboard's daily-spend chart as server-rendered SVG geometry: integer math on
-//! nano-dollars, no floats, no JavaScript.
+//! The dashboard's daily-spend chart as server-rendered SVG geometry — integer math on
+//! nano-dollars, no floats, no JavaScript — and the same days as the rows of a table (the
+//! bars' amounts were in tooltips only, out of reach of a keyboard or a screen reader).
 
 use crate::money::Usd;
 use crate::shop::usage::DailySpend;
 
-/// Left edge of the plot (room for the money labels).
-const LEFT: i64 = 84;
+/// Left edge of the plot (room for the money labels, `$0.0000025` at the labels' size).
+const LEFT: i64 = 96;
 /// Top margin.
 const TOP: i64 = 12;
 /// Plot height in SVG units.
@@ -17,7 +18,7 @@ const BAR_W: i64 = 18;
 /// Right margin.
 const RIGHT_PAD: i64 = 10;
 /// Room under the baseline for the date labels.
-const BOTTOM: i64 = 28;
+const BOTTOM: i64 = 30;
 
 /// One day's bar.
 pub(super) struct Bar {
@@ -43,7 +44,17 @@ pub(super) struct XLabel {
     pub text: String,
 }
 
-/// Everything the SVG needs.
+/// One day as a row of the chart's table.
+pub(super) struct DayRow {
+    /// `YYYY-MM-DD` (UTC).
+    pub date: String,
+    /// Charged that day.
+    pub spent: Usd,
+    /// The last (current) day.
+    pub today: bool,
+}
+
+/// Everything the SVG and its table need.
 pub(super) struct Chart {
     pub width: i64,
     pub height: i64,
@@ -53,6 +64,8 @@ pub(super) struct Chart {
     pub bars: Vec<Bar>,
     pub grid: Vec<GridLine>,
     pub x_labels: Vec<XLabel>,
+    /// The days, oldest first, for the table.
+    pub days: Vec<DayRow>,
     /// Nothing spent in the whole range.
     pub empty: bool,
 }
@@ -123,6 +136,15 @@ pub(super) fn build(days: &[DailySpend]) -> Chart {
             text: d.date.get(5..).unwrap_or(&d.date).to_string(),
         })
         .collect();
+    let days = days
+        .iter()
+        .enumerate()
+        .map(|(i, d)| DayRow {
+            date: d.date.clone(),
+            spent: d.spent_usd,
+            today: i + 1 == days.len(),
+        })
+        .collect();
     Chart {
         width: right + RIGHT_PAD,
         height: baseline + BOTTOM,
@@ -132,6 +154,7 @@ pub(super) fn build(days: &[DailySpend]) -> Chart {
         bars,
         grid,
         x_labels,
+        days,
         empty: max <= 0,
     }
 }
@@ -185,6 +208,11 @@ mod tests {
         assert!(last.title.contains("2026-11-30: $0.02"));
         assert!(!c.empty);
         assert_eq!(c.x_labels.last().map(|l| l.text.as_str()), Some("11-30"));
+        // The table has every day, in order, today last and marked.
+        assert_eq!(c.days.len(), 30);
+        assert_eq!(c.days[1].date, "2026-11-02");
+        assert_eq!(c.days[1].spent, Usd::from_nanos(1));
+        assert!(c.days[29].today && c.days.iter().filter(|d| d.today).count() == 1);
         for b in &c.bars {
             assert!(b.y >= TOP && b.y + b.h == c.baseline);
         }
@@ -193,7 +221,7 @@ mod tests {
     #[test]
     fn empty_and_odd_inputs() {
         let c = build(&[]);
-        assert!(c.empty && c.bars.is_empty());
+        assert!(c.empty && c.bars.is_empty() && c.days.is_empty());
         let c = build(&[day("x", -5), day("2026-01-01", i64::MAX)]);
         assert_eq!(c.bars[0].h, 0);
         assert_eq!(c.bars[1].h, PLOT_H);

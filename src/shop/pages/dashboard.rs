@@ -138,6 +138,8 @@ struct SelfServe {
 /// A key's usage as shown.
 struct DashView {
     selfserve: SelfServe,
+    /// "Usage of {prefix}", filled: what the page's title says it shows.
+    title_state: String,
     prefix: String,
     plan_name: String,
     status_text: &'static str,
@@ -167,7 +169,8 @@ fn permille(spent: Usd, budget: Usd) -> i64 {
 }
 
 impl DashView {
-    fn new(s: UsageSummary, state: &AppState, t: &Texts, selfserve: SelfServe) -> DashView {
+    fn new(s: UsageSummary, state: &AppState, ctx: &PageCtx, selfserve: SelfServe) -> DashView {
+        let t = ctx.t;
         let (status_class, status_note) = match s.status {
             KeyStatus::Active => ("good", None),
             KeyStatus::Exhausted => ("warn", Some(t.dash_note_exhausted)),
@@ -175,6 +178,7 @@ impl DashView {
         };
         DashView {
             selfserve,
+            title_state: fill(ctx.a11y.dash_found_title, &[("prefix", &s.prefix)]),
             status_text: t.key_status(s.status),
             status_class,
             status_note,
@@ -204,6 +208,8 @@ impl DashView {
 struct DashboardPage<'a> {
     ctx: &'a PageCtx,
     view: DashOutcome,
+    /// No key matched: the field is marked wrong, and focus starts on it.
+    not_found: bool,
 }
 
 /// `GET /dashboard`: the key form.
@@ -212,6 +218,7 @@ pub async fn dashboard_form(ctx: PageCtx) -> Response {
         DashboardPage {
             ctx: &ctx,
             view: DashOutcome::Empty,
+            not_found: false,
         }
         .render(),
     )
@@ -267,7 +274,7 @@ pub async fn dashboard(
                         history: history.iter().map(|e| HistoryRow::new(e, ctx.s)).collect(),
                         revoked: key.status() == KeyStatus::Revoked,
                     };
-                    DashOutcome::Found(Box::new(DashView::new(s, &state, ctx.t, selfserve)))
+                    DashOutcome::Found(Box::new(DashView::new(s, &state, &ctx, selfserve)))
                 }
                 (Err(e), _) | (_, Err(e)) => {
                     tracing::error!(key_id = %key.id, error = %e, "usage query failed");
@@ -277,7 +284,12 @@ pub async fn dashboard(
         }
     };
     let found = matches!(view, DashOutcome::Found(_));
-    let mut resp = ctx.page(DashboardPage { ctx: &ctx, view }.render());
+    let page = DashboardPage {
+        ctx: &ctx,
+        view,
+        not_found: !found,
+    };
+    let mut resp = ctx.page(page.render());
     // The page says "no key matches"; its status says so too (it was 200).
     if !found {
         *resp.status_mut() = axum::http::StatusCode::NOT_FOUND;

@@ -116,6 +116,8 @@ impl OrderShown {
 struct OrderPage<'a> {
     ctx: &'a PageCtx,
     outcome: LookupOutcome,
+    /// Nothing matched: the fields are marked wrong, and focus starts on them.
+    not_found: bool,
     form_order_id: String,
     form_email: String,
 }
@@ -136,6 +138,7 @@ pub async fn order_form(
     let page = OrderPage {
         ctx: &ctx,
         outcome: LookupOutcome::Empty,
+        not_found: false,
         form_order_id: clip(order_id.trim(), 64),
         form_email: String::new(),
     };
@@ -180,6 +183,7 @@ pub async fn order_lookup(
     let page = OrderPage {
         ctx: &ctx,
         outcome,
+        not_found: !found,
         form_order_id: clip(&form.order_id, 64),
         form_email: clip(&form.email, 254),
     };

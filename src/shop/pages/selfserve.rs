@@ -186,9 +186,7 @@ pub async fn rotate(
         )
         .await
         {
-            Ok(Claimed::Made(api_key)) => {
-                return ctx.page(RotateDone { ctx: &ctx, api_key }.render());
-            }
+            Ok(Claimed::Made(api_key)) => return rotate_done(ctx, api_key),
             Ok(Claimed::Mine(maker)) => Some(maker),
             Err(ShopError::InvalidApiKey(_)) => return Refused::Stale.page(&ctx, Form::Rotate),
             Err(ShopError::RotationInProgress) => {
@@ -219,11 +217,19 @@ pub async fn rotate(
         return ctx.page(page.render());
     };
     match crate::shop::rotate::rotate(&state, &key.id, hash, Some(maker)).await {
-        Ok(api_key) => ctx.page(RotateDone { ctx: &ctx, api_key }.render()),
+        Ok(api_key) => rotate_done(ctx, api_key),
         // Another rotation replaced the text first (another page, or the API).
         Err(ShopError::InvalidApiKey(_)) => Refused::Stale.page(&ctx, Form::Rotate),
         Err(_) => rotate_failed(&ctx),
     }
+}
+
+/// The new key, shown this once. The page has no language switch: a click on it would lose
+/// the key without a word (it led to `GET /dashboard/rotate`, a bare 405; found by an
+/// accessibility audit), and the page is already in the language of the dashboard it came from.
+fn rotate_done(mut ctx: PageCtx, api_key: String) -> Response {
+    ctx.hide_lang_switch();
+    ctx.page(RotateDone { ctx: &ctx, api_key }.render())
 }
 
 /// The replacement failed (or its first sending is still being made after a long wait).
