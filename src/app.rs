@@ -155,7 +155,7 @@ impl Daemon {
         demo: bool,
     ) -> Result<Daemon, StartError> {
         // A daemon answering on the admin socket is refused before the database is opened:
-        // one older than the data directory's lock (before 2026-12-05) does not take it, and
+        // one older than the data directory's lock (before 2026-12-03) does not take it, and
         // the start went on to migrate the database under it, then failed at the socket (found
         // by an independent check of an upgrade).
         let socket = config.admin_socket();

@@ -35,7 +35,7 @@ pub struct AppState {
     pub catalog: Catalog,
     /// Keys and balances in memory: the request path never reads SQLite.
     pub keys: Arc<KeyTable>,
-    /// The database (one writer, one reader).
+    /// The database (one writer, two read connections: one for `/healthz` alone).
     pub store: Store,
     /// Seals keys at rest with the server secret.
     pub sealer: Sealer,

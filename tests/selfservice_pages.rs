@@ -483,3 +483,21 @@ async fn a_dashboards_html_alone_does_nothing_in_another_browser() {
     }
     assert_eq!(usage(new).await, 200);
 }
+
+/// `GET /dashboard/rotate` (typed, or from the history) goes to the dashboard's form: the
+/// replacement is a POST, and its address alone was a bare 405.
+#[tokio::test]
+async fn the_rotation_address_alone_leads_to_the_dashboard() {
+    let app = TestApp::spawn_shop().await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let resp = http
+        .get(format!("{}/dashboard/rotate?lang=zh", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    assert_eq!(resp.headers()["location"], "/dashboard");
+}

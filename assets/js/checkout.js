@@ -309,6 +309,8 @@
       var q = p.toString();
       window.history.replaceState(null, '', window.location.pathname + (q ? '?' + q : ''));
       relink(q);
+      // Back to the page as served: a dashboard top-up's grant is still in the form.
+      repost = !!topupGrant;
     }
   }
 

@@ -6,7 +6,10 @@
   'use strict';
   function land() {
     var field = document.querySelector('[autofocus]');
-    if (field && document.activeElement !== field) field.focus();
+    // Not once the visitor has moved on: typing in another field would land here (found by a
+    // re-check with the script delayed, as on a slow phone).
+    var at = document.activeElement;
+    if (field && (!at || at === document.body)) field.focus();
   }
   if (document.readyState === 'complete') setTimeout(land, 0);
   else window.addEventListener('load', function () { setTimeout(land, 0); });

@@ -361,6 +361,12 @@ pub async fn usage(
         state.metrics.rate_limited();
         return Err(GatewayError::RateLimited(rate));
     }
+    // One at a time: a burst of all-time look-ups held the read connection for most of a
+    // minute.
+    let Some(_turn) = key.usage_turn() else {
+        state.metrics.rate_limited();
+        return Err(GatewayError::RateLimited(rate));
+    };
     let Ok(Query(q)) = q else {
         return Err(GatewayError::InvalidRequest {
             message: "Give `start_date` and `end_date` at most once each, as YYYY-MM-DD.".into(),

@@ -4,7 +4,7 @@
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
@@ -90,6 +90,10 @@ pub struct KeyState {
     /// connection, so unlimited they held it for every other customer and `/healthz` (found by
     /// an independent check at a year's scale).
     usage_limiter: ArcSwap<Limiter>,
+    /// A usage look-up of this key is running: one at a time (a burst of a minute's allowance
+    /// of all-time look-ups, each a scan of a busy key's ledger, held the read connection for
+    /// most of a minute; found by a review and a re-check).
+    looking: AtomicBool,
     rpm: AtomicU32,
     /// The notices of the current crossing already queued ([`Notice`] bits).
     notices: AtomicU8,
@@ -145,6 +149,15 @@ fn limiter_of(rpm: u32) -> Limiter {
     RateLimiter::direct(quota).with_middleware::<StateInformationMiddleware>()
 }
 
+/// A key's running usage look-up ([`KeyState::usage_turn`]); dropped, the next may run.
+pub struct UsageTurn<'a>(&'a AtomicBool);
+
+impl Drop for UsageTurn<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
 /// A consistent-enough reading of a key's money (each field is read once, atomically).
 #[derive(Debug, Clone, Copy)]
 pub struct Balance {
@@ -198,6 +211,7 @@ impl KeyState {
             limiter: ArcSwap::from_pointee(limiter_of(rpm)),
             count_limiter: ArcSwap::from_pointee(limiter_of(rpm)),
             usage_limiter: ArcSwap::from_pointee(limiter_of(rpm)),
+            looking: AtomicBool::new(false),
             rpm: AtomicU32::new(rpm),
             notices: AtomicU8::new(0),
             owed: AtomicI64::new(0),
@@ -282,6 +296,11 @@ impl KeyState {
     /// at the same RPM.
     pub fn check_usage_rate(&self) -> RateCheck {
         self.check(&self.usage_limiter.load())
+    }
+
+    /// This key's turn to look its usage up, `None` while another look-up of it runs.
+    pub fn usage_turn(&self) -> Option<UsageTurn<'_>> {
+        (!self.looking.swap(true, Ordering::AcqRel)).then_some(UsageTurn(&self.looking))
     }
 
     fn check(&self, limiter: &Limiter) -> RateCheck {

@@ -61,7 +61,11 @@ pub fn router() -> Router<Arc<AppState>> {
             "/dashboard",
             get(pages::dashboard_form).post(pages::dashboard),
         )
-        .route("/dashboard/rotate", post(pages::rotate))
+        // Its GET (typed, from history) goes to the dashboard's form: it was a bare 405.
+        .route(
+            "/dashboard/rotate",
+            get(|| async { axum::response::Redirect::to("/dashboard") }).post(pages::rotate),
+        )
         .route(
             "/demo/paypal/approve",
             get(pages::demo_approve_page).post(pages::demo_approve_submit),

@@ -180,6 +180,10 @@ pub async fn api_usage(
         state.metrics.rate_limited();
         return Err(ShopError::TooManyUsageReads);
     }
+    let Some(_turn) = key.usage_turn() else {
+        state.metrics.rate_limited();
+        return Err(ShopError::TooManyUsageReads);
+    };
     summary(&state, &key).await.map(Json).map_err(|e| {
         tracing::error!(error = %e, "usage query failed");
         ShopError::UsageUnavailable

@@ -1,5 +1,6 @@
 //! Persistence: SQLite in WAL mode, embedded migrations, one writer thread that commits in
-//! batches (group commit), and a read connection through tokio-rusqlite.
+//! batches (group commit), and two read connections through tokio-rusqlite (the second for
+//! `/healthz` alone).
 //!
 //! Nothing on the request path reads SQLite. Requests append their ledger rows to a journal
 //! (synced to disk before the answer's last byte with `store.sync = "full"`) and hand them to

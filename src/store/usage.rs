@@ -112,8 +112,8 @@ impl KeyAdd {
 }
 
 /// The statement behind [`add_to_key_with`]; the writer prepares it once for its thread's life.
-/// Token totals stop at 2^62 (`min` of the sum: the sum of two values below 2^62 cannot
-/// overflow).
+/// Token totals stop at 2^62 (`min` of the sum; a sum past `i64::MAX` becomes a float in
+/// SQLite, which `min` then gives as the integer cap).
 pub(super) const ADD_TO_KEY: &str =
     "UPDATE keys SET spent_nanos = spent_nanos + ?2, requests = requests + ?3,
     last_used_at = max(coalesce(last_used_at, 0), ?4),
@@ -326,7 +326,8 @@ pub fn token_totals(c: &Connection, key_id: &str) -> Result<TokenTotals, StoreEr
 }
 
 /// Token totals summed over a key's ledger rows, each counted up to [`ROW_TOKENS_CAP`]: what
-/// the key's counters hold (tests and reconciliation).
+/// the key's counters hold (tests).
+#[cfg(test)]
 pub fn token_sums(c: &Connection, key_id: &str) -> Result<TokenTotals, StoreError> {
     let u = |v: i64| u64::try_from(v).unwrap_or(0);
     Ok(c.query_row(

@@ -466,7 +466,7 @@ impl Retained {
 }
 
 /// Move everything in the WAL into the database file and empty the WAL (`when` names the
-/// moment, for the log). At a clean close: the reader connection stays open to the end, so
+/// moment, for the log). At a clean close: the read connections stay open to the end, so
 /// SQLite's own checkpoint on the last close never runs, and `modelrelay.db` copied alone
 /// after `systemctl stop` would miss every row since the last automatic checkpoint (up to
 /// ~40 MiB of them). After a full disk: see [`Compaction`].

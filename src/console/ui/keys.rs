@@ -45,8 +45,11 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
     ];
     if wide {
         widths[3] = 16;
-        // Room for a busy key's whole count (shortened to `469k` in the narrow layout).
-        widths[6] = 7;
+        // Room for a busy key's whole count (shortened to `469k` otherwise) once the id
+        // keeps its whole width: at 120 columns the wider count cut the id with no mark.
+        if area.width >= 124 {
+            widths[6] = 7;
+        }
         widths.extend([9, 21]);
         heads.extend(["BUDGET", "ID"]);
         heads.push("EMAIL");

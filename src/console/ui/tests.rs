@@ -294,6 +294,13 @@ fn a_busy_keys_request_count_is_shortened_not_cut() {
     let lines = screen(&a, LARGE);
     let large = line_with(&lines, "sk-gateway-PrOo…");
     assert!(large.contains("469123"), "{large}");
+    // At 120 columns, the wide layout's first width, the id stays whole.
+    let lines = screen(&a, (120, 30));
+    let at_120 = line_with(&lines, "sk-gateway-PrOo…");
+    assert!(
+        at_120.contains("key_pro") && at_120.contains("469k"),
+        "{at_120}"
+    );
 }
 
 #[test]

@@ -58,6 +58,10 @@ const OWNED: &[&str] = &[
     "stream",
     "metadata",
     "user_id",
+    // Dropped (see `NOT_ANTHROPIC`): a twin (`N`) would reach an upstream that reads names
+    // regardless of case (found by a review).
+    "max_completion_tokens",
+    "n",
 ];
 
 /// OpenAI's members that would lengthen or multiply an answer beyond what the hold covers
@@ -343,6 +347,19 @@ mod tests {
             assert!(!up.contains_key("n"), "{model_key}: {up:?}");
             assert_eq!(up["top_k"], 5, "{model_key}: {up:?}");
             assert_eq!(up["max_tokens"], 1, "{model_key}: {up:?}");
+        }
+        // Written in another case they are refused, as the gateway's own members are.
+        for twin in [r#""N":16"#, r#""Max_Completion_Tokens":32000"#] {
+            for model_key in ["model", r"mod\u0065l"] {
+                let raw = format!(
+                    r#"{{"{model_key}":"claude-opus-4-1","max_tokens":1,{twin},"messages":[{{"role":"user","content":"hi"}}]}}"#
+                );
+                let err = MessagesRequest::parse(&Bytes::from(raw)).unwrap_err();
+                assert!(
+                    matches!(err, GatewayError::InvalidRequest { .. }),
+                    "{twin} {model_key}: {err:?}"
+                );
+            }
         }
     }
 

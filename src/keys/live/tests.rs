@@ -260,6 +260,21 @@ fn a_plan_change_brings_its_rpm_and_a_rekey_keeps_the_state() {
     assert_eq!(table.len(), 1);
 }
 
+/// Usage look-ups of a key run one at a time, apart from its requests.
+#[test]
+fn usage_look_ups_run_one_at_a_time() {
+    let k = KeyState::from_record(record(1000), 60);
+    let turn = k.usage_turn();
+    assert!(turn.is_some());
+    assert!(
+        k.usage_turn().is_none(),
+        "a second look-up beside the first"
+    );
+    drop(turn);
+    assert!(k.usage_turn().is_some(), "the next one after it");
+    assert!(k.check_rate().allowed);
+}
+
 #[test]
 fn rate_limit_allows_rpm_then_refuses() {
     let k = KeyState::from_record(record(1000), 3);

@@ -322,7 +322,7 @@ pub static EN: Texts = Texts {
     notfound_plan: "This plan does not exist or is no longer on sale.",
     notfound_order: "There is no such order.",
     csrf_h: "Form expired",
-    csrf_body: "This form could not be verified: its security token is missing or stale. Reload the page and send it again.",
+    csrf_body: "This form could not be verified: its security token is missing or stale. Open the page again from its address (a top-up or a key replacement: from the dashboard, with your key) and send the form again.",
     limit_h: "Too many attempts",
     limit_body: "Too many look-ups from your network in a short time. Please wait a minute and try again.",
     badform_h: "Invalid form",

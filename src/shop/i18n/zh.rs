@@ -322,7 +322,7 @@ pub static ZH: Texts = Texts {
     notfound_plan: "该套餐不存在或已停止销售。",
     notfound_order: "没有这个订单。",
     csrf_h: "表单已过期",
-    csrf_body: "无法验证此表单：安全令牌缺失或已失效。请刷新页面后重新提交。",
+    csrf_body: "无法验证此表单：安全令牌缺失或已失效。请从地址重新打开该页面（充值或更换 key：请在用量面板中用你的 key 重新打开），再提交表单。",
     limit_h: "尝试次数过多",
     limit_body: "你的网络在短时间内查询过于频繁，请等待一分钟后再试。",
     badform_h: "表单无效",
