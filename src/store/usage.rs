@@ -305,31 +305,32 @@ pub struct TokenTotals {
 /// a sum over its whole ledger (seconds for a busy key's; see the migration). A key unknown
 /// to the database has none.
 pub fn token_totals(c: &Connection, key_id: &str) -> Result<TokenTotals, StoreError> {
-    let u = |v: i64| u64::try_from(v).unwrap_or(0);
     let mut stmt = c.prepare_cached(
         "SELECT prompt_tokens, cache_hit_tokens, cache_miss_tokens, completion_tokens,
                 reasoning_tokens
          FROM keys WHERE id = ?1",
     )?;
-    let totals = stmt
-        .query_row([key_id], |r| {
-            Ok(TokenTotals {
-                prompt: u(r.get(0)?),
-                cache_hit: u(r.get(1)?),
-                cache_miss: u(r.get(2)?),
-                completion: u(r.get(3)?),
-                reasoning: u(r.get(4)?),
-            })
-        })
-        .optional()?;
+    let totals = stmt.query_row([key_id], totals_of).optional()?;
     Ok(totals.unwrap_or_default())
+}
+
+/// The five counts of a row (prompt, cache hit, cache miss, completion, reasoning).
+fn totals_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenTotals> {
+    let u =
+        |i: usize| -> rusqlite::Result<u64> { Ok(u64::try_from(r.get::<_, i64>(i)?).unwrap_or(0)) };
+    Ok(TokenTotals {
+        prompt: u(0)?,
+        cache_hit: u(1)?,
+        cache_miss: u(2)?,
+        completion: u(3)?,
+        reasoning: u(4)?,
+    })
 }
 
 /// Token totals summed over a key's ledger rows, each counted up to [`ROW_TOKENS_CAP`]: what
 /// the key's counters hold (tests).
 #[cfg(test)]
 pub fn token_sums(c: &Connection, key_id: &str) -> Result<TokenTotals, StoreError> {
-    let u = |v: i64| u64::try_from(v).unwrap_or(0);
     Ok(c.query_row(
         "SELECT coalesce(sum(min(prompt_tokens, ?2)), 0), coalesce(sum(min(cache_hit_tokens, ?2)), 0),
                 coalesce(sum(min(cache_miss_tokens, ?2)), 0),
@@ -337,15 +338,7 @@ pub fn token_sums(c: &Connection, key_id: &str) -> Result<TokenTotals, StoreErro
                 coalesce(sum(min(reasoning_tokens, ?2)), 0)
          FROM usage WHERE key_id = ?1",
         params![key_id, ROW_TOKENS_CAP],
-        |r| {
-            Ok(TokenTotals {
-                prompt: u(r.get(0)?),
-                cache_hit: u(r.get(1)?),
-                cache_miss: u(r.get(2)?),
-                completion: u(r.get(3)?),
-                reasoning: u(r.get(4)?),
-            })
-        },
+        totals_of,
     )?)
 }
 
