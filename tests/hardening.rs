@@ -1020,6 +1020,7 @@ async fn usage_look_ups_by_key_have_a_rate_limit_of_their_own() {
         assert!(r.headers().contains_key("retry-after"), "{path}");
         let v: serde_json::Value = r.json().await.unwrap();
         assert_eq!(v["error"]["code"], "rate_limit_exceeded", "{path}: {v}");
+        assert_eq!(v["error"]["type"], "rate_limit_error", "{path}: {v}");
     }
     let r = app
         .get(&key, "/v1/dashboard/billing/subscription")

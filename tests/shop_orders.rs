@@ -735,7 +735,7 @@ async fn the_storefronts_json_refusals_keep_their_exact_bodies() {
         v.to_string(),
         error_body(
             "Too many orders from your address. Wait a minute and try again.",
-            "invalid_request_error",
+            "rate_limit_error",
             "rate_limit_exceeded"
         )
     );

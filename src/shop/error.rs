@@ -204,6 +204,8 @@ impl ShopError {
     pub fn kind(self) -> &'static str {
         match self {
             ShopError::InvalidApiKey(_) => "authentication_error",
+            // As the gateway's own 429s (a look-up refused read like a malformed request).
+            e if e.status() == StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
             e if e.status().is_server_error() => "server_error",
             _ => "invalid_request_error",
         }
