@@ -355,18 +355,11 @@ pub async fn usage(
     q: Result<Query<UsageQuery>, QueryRejection>,
 ) -> Result<Response, GatewayError> {
     let key = authenticate(&state, &headers)?;
-    // Free, but it reads the key's ledger: a limit of its own at the key's RPM.
-    let rate = key.check_usage_rate();
-    if !rate.allowed {
+    // Free, but it reads the key's ledger: a limit of its own at the key's RPM, one at a time.
+    let _turn = key.start_usage_look_up().map_err(|rate| {
         state.metrics.rate_limited();
-        return Err(GatewayError::RateLimited(rate));
-    }
-    // One at a time: a burst of all-time look-ups held the read connection for most of a
-    // minute.
-    let Some(_turn) = key.usage_turn() else {
-        state.metrics.rate_limited();
-        return Err(GatewayError::RateLimited(rate));
-    };
+        GatewayError::RateLimited(rate)
+    })?;
     let Ok(Query(q)) = q else {
         return Err(GatewayError::InvalidRequest {
             message: "Give `start_date` and `end_date` at most once each, as YYYY-MM-DD.".into(),

@@ -86,8 +86,8 @@ pub struct KeyState {
     /// the body limit, so it is not unlimited either.
     count_limiter: ArcSwap<Limiter>,
     /// The same RPM for the usage look-ups by key (`GET /api/usage`, `GET
-    /// /v1/dashboard/billing/usage`): free, but each reads the key's ledger on the one read
-    /// connection, so unlimited they held it for every other customer and `/healthz` (found by
+    /// /v1/dashboard/billing/usage`): free, but each reads the key's ledger on the customers'
+    /// read connection, so unlimited they held it for every other customer and `/healthz` (found by
     /// an independent check at a year's scale).
     usage_limiter: ArcSwap<Limiter>,
     /// A usage look-up of this key is running: one at a time (a burst of a minute's allowance
@@ -292,14 +292,18 @@ impl KeyState {
         self.check(&self.count_limiter.load())
     }
 
-    /// [`KeyState::check_rate`] for the usage look-ups by key, which have a limit of their own
-    /// at the same RPM.
-    pub fn check_usage_rate(&self) -> RateCheck {
-        self.check(&self.usage_limiter.load())
+    /// Start a usage look-up of this key (`GET /api/usage`, `/v1/dashboard/billing/usage`):
+    /// within its own limit at the key's RPM, and one at a time. Refused, the limit's reading.
+    pub fn start_usage_look_up(&self) -> Result<UsageTurn<'_>, RateCheck> {
+        let rate = self.check(&self.usage_limiter.load());
+        if !rate.allowed {
+            return Err(rate);
+        }
+        self.usage_turn().ok_or(rate)
     }
 
     /// This key's turn to look its usage up, `None` while another look-up of it runs.
-    pub fn usage_turn(&self) -> Option<UsageTurn<'_>> {
+    fn usage_turn(&self) -> Option<UsageTurn<'_>> {
         (!self.looking.swap(true, Ordering::AcqRel)).then_some(UsageTurn(&self.looking))
     }
 

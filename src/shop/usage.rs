@@ -176,11 +176,7 @@ pub async fn api_usage(
 ) -> Result<Json<UsageSummary>, ShopError> {
     // A revoked key may still look at its history.
     let key = identify(&state.keys, &headers)?;
-    if !key.check_usage_rate().allowed {
-        state.metrics.rate_limited();
-        return Err(ShopError::TooManyUsageReads);
-    }
-    let Some(_turn) = key.usage_turn() else {
+    let Ok(_turn) = key.start_usage_look_up() else {
         state.metrics.rate_limited();
         return Err(ShopError::TooManyUsageReads);
     };
