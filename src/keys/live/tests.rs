@@ -264,14 +264,14 @@ fn a_plan_change_brings_its_rpm_and_a_rekey_keeps_the_state() {
 #[test]
 fn usage_look_ups_run_one_at_a_time() {
     let k = KeyState::from_record(record(1000), 60);
-    let turn = k.usage_turn();
-    assert!(turn.is_some());
+    let turn = k.start_usage_look_up();
+    assert!(turn.is_ok());
     assert!(
-        k.usage_turn().is_none(),
+        k.start_usage_look_up().is_err(),
         "a second look-up beside the first"
     );
     drop(turn);
-    assert!(k.usage_turn().is_some(), "the next one after it");
+    assert!(k.start_usage_look_up().is_ok(), "the next one after it");
     assert!(k.check_rate().allowed);
 }
 
