@@ -23,6 +23,10 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     (11, include_str!("migrations/0011_order_review.sql")),
     (12, include_str!("migrations/0012_outbox_key_prefix.sql")),
     (13, include_str!("migrations/0013_key_token_totals.sql")),
+    (
+        14,
+        include_str!("migrations/0014_usage_index_with_model.sql"),
+    ),
 ];
 
 /// How much longer systemd is asked to wait for the start, before each migration.

@@ -183,7 +183,7 @@ async fn open_creates_the_schema_and_reopening_migrates_once() {
             "topups",
             "upstream_disabled",
             "usage",
-            "usage_by_key_time_cost",
+            "usage_by_key_time_cost_model",
             "webhook_events"
         ]
     );

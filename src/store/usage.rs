@@ -249,6 +249,13 @@ pub fn by_request_id(c: &Connection, request_id: &str) -> Result<Option<UsageRow
     Ok(rows.next().transpose()?)
 }
 
+/// [`daily_costs`]'s query: read from `usage_by_key_time_cost_model` alone (migration 14), never
+/// the table, since chat front-ends ask it for a key's whole history.
+pub(super) const DAILY_COSTS: &str =
+    "SELECT created_at / 86400000 AS day, model, sum(cost_nanos) FROM usage
+     WHERE key_id = ?1 AND created_at >= ?2 AND created_at < ?3
+     GROUP BY day, model ORDER BY day, model";
+
 /// A key's spend in `[from_ms, to_ms)` by UTC day and model: `(day's start in ms, model, sum)`,
 /// oldest day first, models by name.
 pub fn daily_costs(
@@ -257,11 +264,7 @@ pub fn daily_costs(
     from_ms: i64,
     to_ms: i64,
 ) -> Result<Vec<(i64, String, Usd)>, StoreError> {
-    let mut stmt = c.prepare_cached(
-        "SELECT created_at / 86400000 AS day, model, sum(cost_nanos) FROM usage
-         WHERE key_id = ?1 AND created_at >= ?2 AND created_at < ?3
-         GROUP BY day, model ORDER BY day, model",
-    )?;
+    let mut stmt = c.prepare_cached(DAILY_COSTS)?;
     let rows = stmt.query_map(params![key_id, from_ms, to_ms], |r| {
         Ok((
             r.get::<_, i64>(0)? * 86_400_000,
@@ -360,7 +363,7 @@ pub fn daily_spend(
 }
 
 // The reads of every key's rows by time (the two below) walk the keys and, for each, the range
-// of its rows in `usage_by_key_time_cost` (which also holds the cost, so the day's totals never
+// of its rows in `usage_by_key_time_cost_model` (which also holds the cost, so the day's totals never
 // read the table itself): one index seek per key, `CROSS JOIN` fixing `keys` as the
 // outer loop. The ledger has no index on `created_at` alone any more (migration 7: every row
 // paid for it on the request path, for these two rare reads). Every row is counted once: its

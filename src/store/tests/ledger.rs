@@ -114,6 +114,23 @@ async fn ledger_queries_see(store: &Store, [first, second, third]: [&UsageRow; 3
     assert_eq!(between(1_000, 3_000).await, 1_300);
     assert_eq!(between(1_001, 3_001).await, 666);
     assert_eq!(between(5_000, 6_000).await, 0);
+    // By day and model from the index alone: a key's whole history is asked for by chat
+    // front-ends, and a table read per row took a second on a busy key's.
+    let plan = store
+        .read(|c| {
+            let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {}", usage::DAILY_COSTS))?;
+            let rows = stmt.query_map(["key_a", "0", "0"], |r| r.get::<_, String>(3))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+        .unwrap()
+        .join("; ");
+    assert!(
+        plan.starts_with(
+            "SEARCH usage USING COVERING INDEX usage_by_key_time_cost_model (key_id=? AND created_at>? AND created_at<?)"
+        ),
+        "{plan}"
+    );
 
     let totals = store.read(|c| usage::totals(c, "key_a")).await.unwrap();
     assert_eq!(totals, (3, Usd::from_nanos(1_900)));
@@ -126,7 +143,7 @@ async fn ledger_queries_see(store: &Store, [first, second, third]: [&UsageRow; 3
 /// The reads of every key's rows by time (the console's day totals, the tracker's reload) over
 /// key_a's rows at 1 000, 2 000 and 3 000 ms and key_b's at 2 500 (each 120 ms long): exact
 /// counts and sums across keys, and a plan that seeks each key's range in
-/// `usage_by_key_time_cost` (the totals from the index alone) rather than scanning the ledger (there is no index on `created_at` alone since migration 7).
+/// `usage_by_key_time_cost_model` (the totals from the index alone) rather than scanning the ledger (there is no index on `created_at` alone since migration 7).
 async fn every_keys_rows_by_time(store: &Store) {
     let all = |from, to| store.read(move |c| usage::totals_between(c, from, to));
     assert_eq!(all(0, 10_000).await.unwrap(), (4, Usd::from_nanos(1_905)));
@@ -160,12 +177,14 @@ async fn every_keys_rows_by_time(store: &Store) {
     };
     assert!(
         totals.contains(
-            "SEARCH u USING COVERING INDEX usage_by_key_time_cost (key_id=? AND created_at>? AND created_at<?)"
+            "SEARCH u USING COVERING INDEX usage_by_key_time_cost_model (key_id=? AND created_at>? AND created_at<?)"
         ),
         "{totals}"
     );
     assert!(
-        settled.contains("SEARCH u USING INDEX usage_by_key_time_cost (key_id=? AND created_at>?)"),
+        settled.contains(
+            "SEARCH u USING INDEX usage_by_key_time_cost_model (key_id=? AND created_at>?)"
+        ),
         "{settled}"
     );
     for plan in &plans {
