@@ -1017,7 +1017,23 @@ async fn usage_look_ups_by_key_have_a_rate_limit_of_their_own() {
     for path in ["/api/usage", "/v1/dashboard/billing/usage"] {
         let r = app.get(&key, path).send().await.unwrap();
         assert_eq!(r.status(), 429, "{path}");
-        assert!(r.headers().contains_key("retry-after"), "{path}");
+        // The limit's own headers, as the API's 429s carry them, and a Retry-After of when
+        // the next look-up is let through: at 2 a minute, within 30 s (not a flat minute).
+        let header = |name: &str| {
+            r.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+                .unwrap_or_else(|| panic!("{path}: no {name}"))
+        };
+        let retry: u64 = header("retry-after").parse().unwrap();
+        assert!((1..=30).contains(&retry), "{path}: retry-after {retry}");
+        assert_eq!(header("x-ratelimit-limit-requests"), "2", "{path}");
+        assert_eq!(header("x-ratelimit-remaining-requests"), "0", "{path}");
+        assert!(
+            header("x-ratelimit-reset-requests").ends_with('s'),
+            "{path}"
+        );
         let v: serde_json::Value = r.json().await.unwrap();
         assert_eq!(v["error"]["code"], "rate_limit_exceeded", "{path}: {v}");
         assert_eq!(v["error"]["type"], "rate_limit_error", "{path}: {v}");

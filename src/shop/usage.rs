@@ -5,13 +5,17 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::header::RETRY_AFTER;
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::error::ShopError;
+use crate::gateway::error::rate_headers;
 use crate::keys::identify::identify;
-use crate::keys::{KeyState, KeyStatus};
+
+use crate::keys::{KeyState, KeyStatus, RateCheck};
 use crate::money::Usd;
 use crate::state::AppState;
 use crate::store::usage::{self, TokenTotals, UsageRow};
@@ -173,15 +177,29 @@ pub async fn summary(state: &AppState, key: &KeyState) -> Result<UsageSummary, S
 pub async fn api_usage(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-) -> Result<Json<UsageSummary>, ShopError> {
+) -> Result<Json<UsageSummary>, Response> {
     // A revoked key may still look at its history.
-    let key = identify(&state.keys, &headers)?;
-    let Ok(_turn) = key.start_usage_look_up() else {
+    let key = identify(&state.keys, &headers).map_err(|e| ShopError::from(e).into_response())?;
+    let _turn = key.start_usage_look_up().map_err(|rate| {
         state.metrics.rate_limited();
-        return Err(ShopError::TooManyUsageReads);
-    };
+        refused(&rate)
+    })?;
     summary(&state, &key).await.map(Json).map_err(|e| {
         tracing::error!(error = %e, "usage query failed");
-        ShopError::UsageUnavailable
+        ShopError::UsageUnavailable.into_response()
     })
+}
+
+/// A look-up refused by the key's look-up limit: the storefront's 429, with the limit's own
+/// headers as the API's 429s carry them, and a `Retry-After` of when the limit (or the look-up
+/// in progress) lets the next one through rather than the storefront's minute.
+fn refused(rate: &RateCheck) -> Response {
+    let mut r = ShopError::TooManyUsageReads.into_response();
+    let h = r.headers_mut();
+    rate_headers(rate, h);
+    let secs = rate.reset.as_secs() + u64::from(rate.reset.subsec_nanos() > 0);
+    // Refused with the limit not reached: another look-up of the key is running.
+    let secs = if rate.allowed { 1 } else { secs.max(1) };
+    h.insert(RETRY_AFTER, HeaderValue::from(secs));
+    r
 }
