@@ -24,7 +24,7 @@ mod start;
 
 pub use client_ip::ClientIp;
 pub use edge::{RequestId, around, edge, new_request_id};
-use start::{DEMO_MARKER, DEMO_TEXT, demo_marker, lock_dir, private_dir, unopened};
+use start::{DEMO_MARKER, DEMO_TEXT, demo_marker, lock_dir, plans_in_use, private_dir, unopened};
 pub use start::{StartError, data_dir_in_use, io};
 
 /// Everything a handler may need, shared behind an `Arc`.
@@ -228,11 +228,7 @@ impl AppState {
             "ledger durability"
         );
         let catalog = Catalog::from_config(&config).map_err(StartError::Config)?;
-        for r in &records {
-            if catalog.plan(&r.plan).is_none() {
-                tracing::warn!(key_id = %r.id, plan = %r.plan, "key's plan is no longer in the config");
-            }
-        }
+        plans_in_use(&catalog, &records)?;
         let keys = Arc::new(KeyTable::new(records.into_iter().map(|r| {
             let rpm = catalog.rpm_of(&r.plan);
             (r.hash, KeyState::from_record(r, rpm))

@@ -409,6 +409,47 @@ async fn an_exhausted_key_with_money_is_active_after_a_restart() {
     assert_eq!(chat_status(&app, &key).await.0, 200);
 }
 
+/// A start with keys in service on a plan the config no longer has is refused, naming the plan
+/// and the keys (each such key answered 403 for every model while its dashboard said active,
+/// and no command moves a key to another plan; found by an independent check). A revoked key
+/// on such a plan does not stop the start, and the others keep working.
+#[tokio::test]
+async fn a_start_is_refused_while_keys_in_service_are_on_a_plan_taken_out_of_the_config() {
+    let mut app = TestApp::spawn().await;
+    let starter = keys(&app, &["create", "--plan", "starter"])
+        .await
+        .ok()
+        .trim()
+        .to_string();
+    let trial = app.create_key("trial", None).await;
+    let id = app.key_state(&starter).id.clone();
+    app.shutdown().await;
+    let TestApp { sim, dir, .. } = app;
+    let mut config = crate::common::test_config(dir.path(), &sim);
+    assert!(config.plans.remove("starter").is_some());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let refused = modelrelay::app::Daemon::start(config, listener).await;
+    let Err(modelrelay::state::StartError::Config(why)) = refused else {
+        panic!("the start should be refused: {:?}", refused.err());
+    };
+    assert!(
+        why.contains(&format!("plan `starter`, used by 1 key(s) ({id})")),
+        "{why}"
+    );
+    assert!(why.contains("enabled = false"), "{why}");
+
+    // With the plan back, the key is revoked; then the plan may go.
+    let config = crate::common::test_config(dir.path(), &sim);
+    let mut app = TestApp::start(config, sim, dir).await;
+    assert_eq!(keys(&app, &["revoke", &id]).await.code, Some(0));
+    app.shutdown().await;
+    let TestApp { sim, dir, .. } = app;
+    let mut config = crate::common::test_config(dir.path(), &sim);
+    assert!(config.plans.remove("starter").is_some());
+    let app = TestApp::start(config, sim, dir).await;
+    assert_eq!(chat_status(&app, &trial).await.0, 200);
+}
+
 /// `keys create`/`keys rotate` print a key that is shown this once: with stdout closed (`>&-`:
 /// the binary then writes to `/dev/null` unawares) or `/dev/null`, nothing is done, and a write
 /// that fails (`> /dev/full`) is an error naming the key made, with what to do — both exited 0,

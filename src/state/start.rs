@@ -183,6 +183,45 @@ pub(super) fn unopened(
     newest.map(|r| (count, r.id.clone()))
 }
 
+/// Refuse a start where keys in service are on a plan the config no longer has: such a key
+/// has no models and no rate limit of its own, so every request of it was a 403 on a model its
+/// plan had while the dashboard said it was active, and no command moves a key to another plan
+/// (found by an independent check). Revoked keys only read their history: they are logged.
+pub(super) fn plans_in_use(
+    catalog: &crate::catalog::Catalog,
+    records: &[crate::keys::KeyRecord],
+) -> Result<(), StartError> {
+    use std::collections::BTreeMap;
+    let mut missing: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for r in records.iter().filter(|r| catalog.plan(&r.plan).is_none()) {
+        if r.status == crate::keys::KeyStatus::Revoked {
+            tracing::warn!(key_id = %r.id, plan = %r.plan, "revoked key's plan is no longer in the config");
+        } else {
+            missing.entry(&r.plan).or_default().push(&r.id);
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let each: Vec<String> = missing
+        .iter()
+        .map(|(plan, ids)| {
+            let named = ids.iter().take(3).copied().collect::<Vec<_>>().join(", ");
+            let more = if ids.len() > 3 { ", …" } else { "" };
+            format!(
+                "plan `{plan}`, used by {} key(s) ({named}{more})",
+                ids.len()
+            )
+        })
+        .collect();
+    Err(StartError::Config(format!(
+        "keys in service are on plans the config no longer has: {}. A key's plan gives its \
+         models and rate limit: put each `[plans.<id>]` back, with `enabled = false` to stop \
+         selling it (keys already sold keep working), or revoke those keys",
+        each.join("; ")
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     /// The newest key opens with the secret it was sealed with, and only with it; an older
