@@ -189,9 +189,12 @@ impl AppState {
         // sealed since would not open with the old one put back.
         if !records.is_empty() && matches!(secret_path.try_exists(), Ok(false)) {
             store.close().await;
+            let own = data_dir.join("secret.key");
+            let elsewhere = (own != secret_path && own.exists()).then_some(own);
             return Err(crate::keys::seal::SealError::Missing {
                 path: secret_path,
                 keys: records.len(),
+                elsewhere,
             }
             .into());
         }

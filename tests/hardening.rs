@@ -896,7 +896,25 @@ async fn a_start_without_the_secret_its_keys_were_sealed_with_refuses() {
         "{err}"
     );
     assert!(!secret.exists(), "no new secret made");
-    std::fs::write(&secret, kept).unwrap();
+    assert!(!err.contains("server.secret_file"), "{err}");
+    std::fs::write(&secret, &kept).unwrap();
+    // A mistyped `server.secret_file` beside the data directory's own secret: the message
+    // points at the one that is there, not only at making a new one.
+    let typo = app.dir.path().join("secret-key");
+    let mut c = config();
+    c.server.secret_file = Some(typo.clone());
+    let err = match modelrelay::state::AppState::open(c, false).await {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("started without its secret"),
+    };
+    assert!(
+        err.contains(&format!(
+            "if it is the one at {} (the data directory's own",
+            secret.display()
+        )) && err.contains("set `server.secret_file` to that path or remove the setting"),
+        "{err}"
+    );
+    assert!(!typo.exists(), "no new secret made");
     let state = modelrelay::state::AppState::open(config(), false)
         .await
         .unwrap_or_else(|e| panic!("{e}"));

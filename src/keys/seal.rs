@@ -37,17 +37,27 @@ pub enum SealError {
     /// put back later would not open those (found by an independent check of a restore).
     #[error(
         "secret file {path} is missing, but the database holds {keys} key{} sealed with it: put \
-         it back (from your backup of the data directory). If it is lost for good, make a new \
+         it back (from your backup of the data directory){}. If it is lost for good, make a new \
          one to go on — `head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n' > {path}; chmod 600 \
          {path}`, owned by the service's user (`chown modelrelay:modelrelay {path}` under the \
          unit) — and the order look-up will no longer show the keys sold before",
-        if *keys == 1 { "" } else { "s" }
+        if *keys == 1 { "" } else { "s" },
+        elsewhere.as_ref().map(|o| format!(
+            " — or, if it is the one at {} (the data directory's own, which `server.secret_file` \
+             replaces), set `server.secret_file` to that path or remove the setting",
+            o.display()
+        )).unwrap_or_default()
     )]
     Missing {
         /// The file.
         path: PathBuf,
         /// Keys in the database.
         keys: usize,
+        /// A secret file that exists where the data directory keeps one, when the config names
+        /// another (a mistyped `server.secret_file`: making a new secret, as the message says
+        /// to do when the old one is lost, would have been the wrong fix; found by an
+        /// independent check).
+        elsewhere: Option<PathBuf>,
     },
     /// The OS RNG failed.
     #[error("random number generator failed: {0}")]
