@@ -140,6 +140,31 @@ impl Config {
                     .into(),
             );
         }
+        // Accepted (a positive number) but a chat of a few turns is larger: every request of a
+        // coding agent (50–200 KB) would be a 413 (found by an independent check).
+        if self.server.max_body_bytes > 0 && self.server.max_body_bytes < MIN_SENSIBLE_BODY {
+            w.push(format!(
+                "server.max_body_bytes = {} is below {MIN_SENSIBLE_BODY}: longer conversations \
+                 and every coding agent's request (50–200 KB) would be refused with 413 (the \
+                 default is 8388608)",
+                self.server.max_body_bytes
+            ));
+        }
+        // Two plans on sale under one name look like one plan on the storefront.
+        let on_sale: Vec<(&String, &super::PlanConfig)> =
+            self.plans.iter().filter(|(_, p)| p.enabled).collect();
+        for (i, (id, p)) in on_sale.iter().enumerate() {
+            let name = p.name.trim();
+            if let Some((other, _)) = on_sale[..i]
+                .iter()
+                .find(|(_, q)| q.name.trim().eq_ignore_ascii_case(name))
+            {
+                w.push(format!(
+                    "plans.{other} and plans.{id} are both on sale as {name:?}: customers \
+                     cannot tell them apart on the storefront"
+                ));
+            }
+        }
         if !self.email.enabled()
             && self.email.smtp_url_file.is_none()
             && !self.email.from.trim().is_empty()
@@ -153,3 +178,7 @@ impl Config {
         w
     }
 }
+
+/// Below this `server.max_body_bytes` is warned about: a conversation of a few turns, or any
+/// request of a coding agent, is larger.
+const MIN_SENSIBLE_BODY: usize = 65_536;

@@ -390,3 +390,25 @@ fn off_peak_dates_all_past_are_warned_about() {
         assert!(says("").is_empty());
     });
 }
+
+/// A body limit no real conversation fits in, and two plans on sale under one name, are warned
+/// about (both were accepted in silence; found by an independent check); the defaults, and a
+/// twin name on a plan withdrawn from sale, say nothing.
+#[test]
+fn a_tiny_body_limit_and_twin_plan_names_are_warned_about() {
+    jailed(|jail| {
+        let w = warnings_about(jail, "[server]\nmax_body_bytes = 10\n", "max_body_bytes");
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("max_body_bytes = 10 is below 65536"), "{w:?}");
+        assert!(
+            warnings_about(jail, "[server]\nmax_body_bytes = 65536\n", "max_body_bytes").is_empty()
+        );
+        assert!(warnings_about(jail, "", "max_body_bytes").is_empty());
+        let w = warnings_about(jail, "[plans.trial]\nname = \"starter\"\n", "both on sale");
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("plans.starter and plans.trial"), "{w:?}");
+        let withdrawn = "[plans.trial]\nname = \"Starter\"\nenabled = false\n";
+        assert!(warnings_about(jail, withdrawn, "both on sale").is_empty());
+        assert!(warnings_about(jail, "", "both on sale").is_empty());
+    });
+}
