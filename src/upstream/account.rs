@@ -57,7 +57,7 @@ pub enum DisabledBy {
     Operator,
 }
 
-pub use crate::clock::now_ms;
+pub use crate::clock::{mono_ms, now_ms};
 
 /// An upstream URL parsed once: parsing it on every request (IDNA host processing included)
 /// showed in the profile. Keeps the text, for the error of a URL that does not parse (the
@@ -111,7 +111,8 @@ pub struct Account {
     /// recovery after it) ended that rest within a second when their answers came, or began
     /// a new one with their failures (found by an independent check).
     epoch: AtomicU64,
-    /// While cooling: when a trial may go.
+    /// While cooling: when a trial may go, on the monotonic clock ([`mono_ms`]): kept on the
+    /// wall clock, a step of it back (NTP) kept the account resting as long as the step.
     until_ms: AtomicI64,
     backoff_ms: AtomicU64,
     /// Its kept backoff was earned by a stream that broke after it began: only a stream that
@@ -184,8 +185,8 @@ impl Account {
         f64::from(self.in_flight(m)) / (cap * f64::from(self.weight))
     }
 
-    /// May it take a request now? Healthy, or cooling with its backoff over and no trial
-    /// under way (then this request is the trial).
+    /// May it take a request now (`now`: [`mono_ms`])? Healthy, or cooling with its backoff
+    /// over and no trial under way (then this request is the trial).
     pub(super) fn usable(&self, now: i64) -> bool {
         match self.state() {
             AccountState::Healthy => true,
@@ -333,9 +334,9 @@ impl Account {
         let max = u64::try_from(MAX_BACKOFF.as_millis()).unwrap_or(300_000);
         match self.state() {
             AccountState::Disabled => return false,
-            AccountState::Cooling if now_ms() < self.until_ms.load(Ordering::Acquire) => {
+            AccountState::Cooling if mono_ms() < self.until_ms.load(Ordering::Acquire) => {
                 let rest = self.backoff_ms.load(Ordering::Acquire).max(first);
-                let until = now_ms().saturating_add(i64::try_from(rest).unwrap_or(i64::MAX));
+                let until = mono_ms().saturating_add(i64::try_from(rest).unwrap_or(i64::MAX));
                 self.until_ms.fetch_max(until, Ordering::AcqRel);
                 return false;
             }
@@ -348,7 +349,7 @@ impl Account {
         self.backoff_ms.store(backoff, Ordering::Release);
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.until_ms.store(
-            now_ms().saturating_add(i64::try_from(backoff).unwrap_or(i64::MAX)),
+            mono_ms().saturating_add(i64::try_from(backoff).unwrap_or(i64::MAX)),
             Ordering::Release,
         );
         self.trial.store(false, Ordering::Release);
@@ -398,9 +399,13 @@ impl Account {
         self.backoff_ms.load(Ordering::Acquire)
     }
 
-    /// When a cooling account may be tried again (unix ms).
+    /// When a cooling account may be tried again (unix ms, for display: its rest left, from
+    /// now on the wall clock).
     pub fn cooling_until_ms(&self) -> Option<i64> {
-        (self.state() == AccountState::Cooling).then(|| self.until_ms.load(Ordering::Acquire))
+        (self.state() == AccountState::Cooling).then(|| {
+            let left = self.until_ms.load(Ordering::Acquire) - mono_ms();
+            now_ms().saturating_add(left)
+        })
     }
 
     /// A failed attempt that does not change the account's state, shown to the operator.
@@ -414,6 +419,14 @@ impl Account {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         *last = Some((why.chars().take(300).collect(), now_ms()));
+    }
+
+    /// Tests: when a cooling account's rest ends, on the monotonic clock (the wall-clock
+    /// reading of [`Account::cooling_until_ms`] may differ by a millisecond from one call to
+    /// the next).
+    #[cfg(test)]
+    pub(super) fn rest_until(&self) -> Option<i64> {
+        (self.state() == AccountState::Cooling).then(|| self.until_ms.load(Ordering::Acquire))
     }
 
     /// Tests: a cooling account's rest is over now.
@@ -449,7 +462,7 @@ mod tests {
     #[test]
     fn slots_never_exceed_the_cap() {
         let a = account(2);
-        let now = now_ms();
+        let now = mono_ms();
         assert!(a.try_take(0, now).is_some() && a.try_take(0, now).is_some());
         assert!(a.try_take(0, now).is_none(), "cap 2");
         a.give_back(0);
@@ -462,7 +475,8 @@ mod tests {
         let a = account(10);
         assert!(a.cool("503"));
         assert_eq!(a.state(), AccountState::Cooling);
-        let now = now_ms();
+        // On the monotonic clock (a step of the wall clock does not move a rest).
+        let now = mono_ms();
         assert!(!a.usable(now), "resting");
         let later = now + 5_001;
         assert!(a.usable(later));
@@ -474,7 +488,11 @@ mod tests {
         assert!(!a.cool("503 from before"));
         let again = a.cooling_until_ms().unwrap();
         let left = again - now_ms();
-        assert!(again >= until && left > 4_000 && left <= 5_000, "{left}");
+        // Shown on the wall clock, read apart from the monotonic one: a millisecond either way.
+        assert!(
+            again + 1 >= until && left > 4_000 && left <= 5_001,
+            "{left}"
+        );
         assert_eq!(
             a.last_error().map(|e| e.0),
             Some("503 from before".to_string())
@@ -485,7 +503,7 @@ mod tests {
         // 10 s now.
         let until = a.cooling_until_ms().unwrap();
         assert!(
-            until - now_ms() > 9_000 && until - now_ms() <= 10_000,
+            until - now_ms() > 9_000 && until - now_ms() <= 10_001,
             "{}",
             until - now_ms()
         );

@@ -264,7 +264,7 @@ impl Upstream {
                     // to every resting account in turn, multiplying a 429 storm by the pool's
                     // size; found by an independent check) — but one whose rest is over takes
                     // it as its trial.
-                    let now = account::now_ms();
+                    let now = account::mono_ms();
                     let untried_usable = self
                         .pool
                         .accounts

@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::account::{Account, now_ms};
+use super::account::{Account, mono_ms, now_ms};
 use crate::activity::{Activity, ActivityEvent};
 
 /// Why no slot was given.
@@ -276,7 +276,7 @@ impl Pool {
 
     /// One look: the least full usable account with room.
     fn try_acquire(self: &Arc<Self>, m: usize, tried: &[usize]) -> Result<Slot, NoSlot> {
-        let now = now_ms();
+        let now = mono_ms();
         let mut candidates: Vec<(usize, f64)> = self
             .accounts
             .iter()

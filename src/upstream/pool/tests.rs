@@ -92,13 +92,13 @@ async fn only_requests_sent_since_the_last_change_decide_the_state() {
     );
     failing.failed("429");
     assert_eq!(account.state(), AccountState::Cooling);
-    let until = account.cooling_until_ms();
+    let until = account.rest_until();
     // An answer of a request sent before the rest: still resting.
     early.worked();
     assert_eq!(account.state(), AccountState::Cooling);
     // A failure of one: the rest is not lengthened.
     early2.failed("429 too");
-    assert_eq!(account.cooling_until_ms(), until);
+    assert_eq!(account.rest_until(), until);
     assert_eq!(account.errors.load(Ordering::Relaxed), 2, "both counted");
     // The trial, once due, decides; then an older failure does not rest it again.
     let mut before_recovery = p.acquire(0, &[], Duration::ZERO).await.unwrap();
@@ -156,7 +156,7 @@ async fn a_trial_dropped_undecided_lets_the_next_request_be_the_trial() {
     again.decided();
     drop(again);
     assert_eq!(p.accounts[0].state().as_str(), "cooling");
-    assert!(!p.accounts[0].usable(now_ms()), "resting again");
+    assert!(!p.accounts[0].usable(mono_ms()), "resting again");
 }
 
 /// With every account cooling (one request that failed on each cools them all), the
