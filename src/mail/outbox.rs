@@ -35,6 +35,9 @@ const POLL: Duration = Duration::from_secs(2);
 const BATCH: u32 = 20;
 /// The longest wait between two attempts at a message.
 const MAX_BACKOFF_SECS: u64 = 3600;
+/// The longest any queued message waits for its next attempt (the longest backoff, and a
+/// minute's slack): one set for later was set before the clock stepped back.
+const MAX_WAIT_MS: i64 = (MAX_BACKOFF_SECS as i64 + 60) * 1000;
 
 type Transport = AsyncSmtpTransport<Tokio1Executor>;
 
@@ -117,7 +120,7 @@ impl Sender {
         let now = Utc::now().timestamp_millis();
         let due = match state
             .store
-            .read(move |c| crate::store::mail::due(c, now, BATCH))
+            .read(move |c| crate::store::mail::due(c, now, MAX_WAIT_MS, BATCH))
             .await
         {
             Ok(d) => d,

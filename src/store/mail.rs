@@ -215,13 +215,23 @@ pub fn opt_out(c: &Connection, key_id: &str, at_ms: i64) -> Result<(), StoreErro
     Ok(())
 }
 
-/// Messages due for an attempt at `now_ms`, oldest first.
-pub fn due(c: &Connection, now_ms: i64, limit: u32) -> Result<Vec<OutboxRow>, StoreError> {
+/// Messages due for an attempt at `now_ms`, oldest first. One set for later than `now_ms` +
+/// `max_wait_ms` (no retry waits that long) was set by a clock since stepped back: due too
+/// (it waited out the step — a day's — after the SMTP server was back; found by an
+/// independent check).
+pub fn due(
+    c: &Connection,
+    now_ms: i64,
+    max_wait_ms: i64,
+    limit: u32,
+) -> Result<Vec<OutboxRow>, StoreError> {
     let mut stmt = c.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM outbox WHERE status = 'queued' AND next_attempt_at <= ?1
+        "SELECT {COLUMNS} FROM outbox
+         WHERE status = 'queued' AND (next_attempt_at <= ?1 OR next_attempt_at > ?3)
          ORDER BY next_attempt_at, id LIMIT ?2"
     ))?;
-    let rows = stmt.query_map(params![now_ms, limit], row_of)?;
+    let latest = now_ms.saturating_add(max_wait_ms);
+    let rows = stmt.query_map(params![now_ms, limit, latest], row_of)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 

@@ -363,7 +363,7 @@ async fn the_outbox_retries_gives_up_and_never_resends_a_sent_message() {
             .await
             .unwrap();
     }
-    let due = store.read(|c| mail::due(c, 10, 10)).await.unwrap();
+    let due = store.read(|c| mail::due(c, 10, 1_000, 10)).await.unwrap();
     assert_eq!(due.len(), 2);
     let (a, b) = (due[0].id, due[1].id);
     store
@@ -381,11 +381,14 @@ async fn the_outbox_retries_gives_up_and_never_resends_a_sent_message() {
         .unwrap();
     assert!(
         store
-            .read(|c| mail::due(c, 50, 10))
+            .read(|c| mail::due(c, 50, 1_000, 10))
             .await
             .unwrap()
             .is_empty()
     );
+    // Set for later than any retry waits: the clock stepped back since; due now.
+    let stepped = store.read(|c| mail::due(c, 50, 40, 10)).await.unwrap();
+    assert_eq!(stepped.iter().map(|r| r.id).collect::<Vec<_>>(), [b]);
     assert_eq!(store.read(mail::next_due).await.unwrap(), Some(100));
     store
         .write(Write::MailFailed {
