@@ -35,6 +35,7 @@ api_key = "sk-bench-upstream"
 [plans.pro]
 budget_usd = "1000000"
 rpm = 1000000000
+max_in_flight = 1000000000
 C
 "$mock" mock --listen "127.0.0.1:$up" >"$work/mock.log" 2>&1 & mock_pid=$!
 valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" "$bin" serve --config "$work/gw.toml" \

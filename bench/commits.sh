@@ -29,6 +29,7 @@ api_key = "sk-bench-upstream"
 [plans.pro]
 budget_usd = "1000000"
 rpm = 1000000000
+max_in_flight = 1000000000
 [models.deepseek-v4-flash]
 max_in_flight = 1000000
 C

@@ -33,6 +33,8 @@ pub struct Plan {
     pub name: String,
     /// Requests per minute per key.
     pub rpm: u32,
+    /// Requests of one key in flight at once.
+    pub max_in_flight: u32,
     /// Public model names included.
     pub models: BTreeSet<String>,
     /// Below this remaining balance a key of this plan is `exhausted`: the cost of the smallest
@@ -119,6 +121,7 @@ impl Catalog {
                         id: id.clone(),
                         name: p.name.clone(),
                         rpm: p.rpm,
+                        max_in_flight: p.max_in_flight,
                         models: p.models.iter().cloned().collect(),
                         exhausted_below,
                         min_prompt_price,

@@ -389,9 +389,24 @@ pub struct PlanConfig {
     pub rpm: u32,
     /// Public model names the plan includes.
     pub models: Vec<String>,
+    /// Requests one key of the plan may have in flight at once, streams included: past it,
+    /// 429 `too_many_in_flight`. Every account's limit of requests in flight is shared by all
+    /// keys; without this, one key holding long streams could take it all and leave every
+    /// other customer a 503.
+    #[serde(default = "default_key_in_flight")]
+    pub max_in_flight: u32,
     /// False withdraws the plan from sale; existing keys keep working.
     #[serde(default = "yes")]
     pub enabled: bool,
+}
+
+/// A plan's default `max_in_flight` per key: far above what one person's client or agent
+/// keeps open (SillyTavern one, Claude Code's parallel sub-agents about ten), and a sixteenth of
+/// an account's 500 `deepseek-v4-pro` requests.
+pub const DEFAULT_KEY_IN_FLIGHT: u32 = 32;
+
+fn default_key_in_flight() -> u32 {
+    DEFAULT_KEY_IN_FLIGHT
 }
 
 fn default_max_output_tokens() -> u32 {
@@ -501,6 +516,7 @@ impl Default for Config {
             budget_usd: Usd::from_dollars(dollars),
             rpm,
             models: models.iter().map(|m| m.to_string()).collect(),
+            max_in_flight: DEFAULT_KEY_IN_FLIGHT,
             enabled: true,
         };
         let f = "deepseek-v4-flash";

@@ -13,6 +13,7 @@ mod anthropic_money;
 mod billing;
 mod billing_balances;
 mod billing_holds;
+mod billing_in_flight;
 mod browser;
 mod browser_checkout;
 mod browser_selfservice;

@@ -36,6 +36,7 @@ fn custom(c: &mut Config) {
             budget_usd: "120.00".parse().unwrap(),
             rpm: 77,
             models: vec!["deepseek-v4-flash".into(), "deepseek-v4-pro".into()],
+            max_in_flight: 12,
             enabled: true,
         },
     );
@@ -427,6 +428,10 @@ async fn docs_are_generated_from_the_config() {
             format!("Taster{}<strong>45 {}</strong>", t.label_sep, t.rpm_unit),
             format!("Team Max{}<strong>77 {}</strong>", t.label_sep, t.rpm_unit),
             format!("Standard{}<strong>60 {}</strong>", t.label_sep, t.rpm_unit),
+            // Each plan's requests in progress at once, under `too_many_in_flight`.
+            format!("Team Max{}<strong>12</strong>", t.label_sep),
+            format!("Standard{}<strong>32</strong>", t.label_sep),
+            esc(t.err_429_flight_what),
             "4 MiB".to_string(),
             "stream=True".to_string(),
             "\"stream\": true".to_string(),

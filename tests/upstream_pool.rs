@@ -194,6 +194,8 @@ async fn caps_are_never_exceeded_and_a_full_pool_queues_then_answers_503() {
                 c.upstream.queue_timeout_ms = 20_000;
                 if let Some(p) = c.plans.get_mut("trial") {
                     p.rpm = 1000;
+                    // 50 at once from one key: the pool's caps are what is tested here.
+                    p.max_in_flight = 100;
                 }
             },
         )

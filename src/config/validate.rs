@@ -384,6 +384,9 @@ impl Config {
             if p.rpm == 0 {
                 e.push(format!("plans.{id}.rpm must be at least 1"));
             }
+            if p.max_in_flight == 0 {
+                e.push(format!("plans.{id}.max_in_flight must be at least 1"));
+            }
             if p.models.is_empty() {
                 e.push(format!("plans.{id}.models must name at least one model"));
             }

@@ -1,5 +1,6 @@
 //! Admission: everything a request must pass before it may go upstream, in this order — the
-//! key (401), its rate limit (429), a balance that can pay for anything at all (402), the body
+//! key (401), its rate limit (429), a balance that can pay for anything at all (402), a place
+//! among the key's requests in flight (429 `too_many_in_flight`), the body
 //! (413, or 402 when the key could never pay for that many bytes), the request itself (400),
 //! the model (404) and the plan (403), and finally the hold on the key's balance, which may
 //! lower `max_tokens` to what the key can pay for (402 below one output token).
@@ -17,7 +18,7 @@ use super::dialect::{ClientRequest, Dialect};
 use super::error::{GatewayError, rate_headers};
 use crate::activity::ActivityEvent;
 use crate::catalog::Model;
-use crate::keys::{KeyState, KeyStatus, RateCheck};
+use crate::keys::{KeySlot, KeyState, KeyStatus, RateCheck};
 use crate::money::Usd;
 use crate::state::AppState;
 
@@ -31,6 +32,8 @@ pub struct Admitted<R> {
     pub model: Model,
     /// The money held.
     pub hold: Hold,
+    /// Its place among the key's requests in flight, until it settles.
+    pub slot: KeySlot,
     /// The parsed request.
     pub request: R,
 }
@@ -53,10 +56,15 @@ impl Refusal {
     }
 
     /// The answer in the dialect's shape; refusals about the key, its money (402, and 429
-    /// `budget_held`), its plan or the model are also told to the console.
+    /// `budget_held`), its requests in flight, its plan or the model are also told to the
+    /// console.
     pub fn respond<D: Dialect>(self, state: &AppState) -> Response {
         let status = self.error.status().as_u16();
-        if matches!(status, 401..=404) || matches!(self.error, GatewayError::BudgetHeld { .. }) {
+        let held = matches!(
+            self.error,
+            GatewayError::BudgetHeld { .. } | GatewayError::TooManyInFlight { .. }
+        );
+        if matches!(status, 401..=404) || held {
             state.activity.emit(ActivityEvent::Refused {
                 key_id: self.key_id,
                 status,
@@ -103,7 +111,7 @@ pub async fn admit<D: Dialect>(
         });
     }
     let refuse = |e: GatewayError| Refusal::new(e, Some(&key), Some(rate));
-    let (request, model, hold) = checks::<D>(state, &key, parts, body)
+    let (request, model, hold, slot) = checks::<D>(state, &key, parts, body)
         .await
         .map_err(refuse)?;
     Ok(Admitted {
@@ -111,17 +119,19 @@ pub async fn admit<D: Dialect>(
         rate,
         model,
         hold,
+        slot,
         request,
     })
 }
 
-/// The checks after the key and its rate: money, body, request, model, plan, hold.
+/// The checks after the key and its rate: money, a place in flight, body, request, model, plan,
+/// hold.
 async fn checks<D: Dialect>(
     state: &AppState,
-    key: &KeyState,
+    key: &Arc<KeyState>,
     parts: &Parts,
     body: Body,
-) -> Result<(D::Request, Model, Hold), GatewayError> {
+) -> Result<(D::Request, Model, Hold, KeySlot), GatewayError> {
     // A key that cannot pay for the smallest request is told so before its body is read, and
     // a body whose bytes alone (each may be a prompt token) it could not pay for even on the
     // plan's cheapest model, at the cheaper period, is refused without reading it into memory;
@@ -143,6 +153,13 @@ async fn checks<D: Dialect>(
     if key.status() == KeyStatus::Exhausted || reach < floor {
         return Err(refused());
     }
+    // Before the body is read: a key at its limit is told so at once, and holds no more
+    // memory or upstream capacity. The place is given back when the request settles, or here
+    // if a later check refuses it.
+    let cap = plan.map_or(crate::config::DEFAULT_KEY_IN_FLIGHT, |p| p.max_in_flight);
+    let slot = key
+        .enter(cap)
+        .ok_or(GatewayError::TooManyInFlight { limit: cap })?;
     let affordable = plan.map_or(usize::MAX, |p| {
         let [off_peak, peak] = p.min_prompt_price;
         affordable_bytes(reach, off_peak.min(peak))
@@ -176,7 +193,7 @@ async fn checks<D: Dialect>(
         ));
     }
     let hold = reserve(key, model, state.catalog.period_now(), req.hold_needs())?;
-    Ok((req, model.clone(), hold))
+    Ok((req, model.clone(), hold, slot))
 }
 
 /// How many body bytes `available` can pay for as prompt at `price` per 1M tokens (each byte

@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use super::error::GatewayError;
 use crate::activity::ActivityEvent;
 use crate::catalog::Model;
-use crate::keys::{KeyState, KeyStatus, Notice};
+use crate::keys::{KeySlot, KeyState, KeyStatus, Notice};
 use crate::kinds::MailKind;
 use crate::money::{TokenPrices, Usd, cost_of};
 use crate::pricing::PricePeriod;
@@ -195,6 +195,9 @@ pub struct RequestCtx {
     pub model: Model,
     /// The hold.
     pub hold: Hold,
+    /// Its place among the key's requests in flight: given back when this is dropped, after
+    /// the settlement.
+    pub slot: KeySlot,
     /// Streamed?
     pub stream: bool,
     /// Prompt estimate, for when upstream reports no usage.

@@ -67,6 +67,13 @@ pub enum GatewayError {
         /// What its requests in flight hold now.
         held: Usd,
     },
+    /// 429: the key has its plan's `max_in_flight` requests in progress (the upstream
+    /// accounts' limits of requests in flight are shared by every key).
+    #[error("too many requests in flight")]
+    TooManyInFlight {
+        /// The plan's limit.
+        limit: u32,
+    },
     /// 403: the plan does not include the model: the name the client sent, and the model
     /// that serves it when that is another (an alias such as `claude-opus-4-1`).
     #[error("model {0} not in plan")]
@@ -155,9 +162,9 @@ impl GatewayError {
             GatewayError::ModelNotFound(_) | GatewayError::NotFound => StatusCode::NOT_FOUND,
             GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::RequestTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            GatewayError::RateLimited(_) | GatewayError::BudgetHeld { .. } => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            GatewayError::RateLimited(_)
+            | GatewayError::BudgetHeld { .. }
+            | GatewayError::TooManyInFlight { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::Upstream => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::UpstreamBusy | GatewayError::UpstreamOverloaded => {
@@ -189,6 +196,7 @@ impl GatewayError {
             GatewayError::RequestTooLarge { .. } => "request_too_large",
             GatewayError::RateLimited(_) => "rate_limit_exceeded",
             GatewayError::BudgetHeld { .. } => "budget_held",
+            GatewayError::TooManyInFlight { .. } => "too_many_in_flight",
             GatewayError::Upstream => "upstream_error",
             GatewayError::UpstreamTimeout => "upstream_timeout",
             GatewayError::UpstreamBusy | GatewayError::UpstreamOverloaded => "upstream_busy",
@@ -206,7 +214,9 @@ impl GatewayError {
             GatewayError::InvalidApiKey(_) => "authentication_error",
             GatewayError::InsufficientBudget { .. } => "insufficient_quota",
             GatewayError::ModelNotAllowed(..) => "permission_error",
-            GatewayError::RateLimited(_) | GatewayError::BudgetHeld { .. } => "rate_limit_error",
+            GatewayError::RateLimited(_)
+            | GatewayError::BudgetHeld { .. }
+            | GatewayError::TooManyInFlight { .. } => "rate_limit_error",
             GatewayError::Upstream
             | GatewayError::UpstreamTimeout
             | GatewayError::UpstreamBusy
@@ -230,6 +240,10 @@ impl GatewayError {
                 "Your key's remaining budget (${available} available, and ${held} held by your \
                  requests in progress until they finish) cannot pay for this request. Top up or \
                  buy a new plan."
+            ),
+            GatewayError::TooManyInFlight { limit } => format!(
+                "Your key has {limit} requests in progress, as many as its plan allows at once. \
+                 Retry when one of them has finished."
             ),
             GatewayError::BudgetHeld { available, held } => format!(
                 "Your requests in progress hold ${held} of your key's budget until they finish, \
@@ -416,6 +430,7 @@ impl GatewayError {
             GatewayError::UpstreamBusy
                 | GatewayError::UpstreamOverloaded
                 | GatewayError::BudgetHeld { .. }
+                | GatewayError::TooManyInFlight { .. }
         ) {
             resp.headers_mut()
                 .insert("retry-after", HeaderValue::from(BUSY_RETRY_AFTER_SECS));

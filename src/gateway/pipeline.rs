@@ -79,6 +79,7 @@ fn start<D: Dialect>(
         key: a.key,
         model: a.model,
         hold: a.hold,
+        slot: a.slot,
         stream: stream.is_some(),
         prompt_estimate,
         started: Instant::now(),

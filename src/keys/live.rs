@@ -94,6 +94,8 @@ pub struct KeyState {
     /// of all-time look-ups, each a scan of a busy key's ledger, held the read connection for
     /// most of a minute; found by a review and a re-check).
     looking: AtomicBool,
+    /// Its requests in flight, each counted by a [`super::in_flight::KeySlot`].
+    pub(super) in_flight: AtomicU32,
     rpm: AtomicU32,
     /// The notices of the current crossing already queued ([`Notice`] bits).
     notices: AtomicU8,
@@ -212,6 +214,7 @@ impl KeyState {
             count_limiter: ArcSwap::from_pointee(limiter_of(rpm)),
             usage_limiter: ArcSwap::from_pointee(limiter_of(rpm)),
             looking: AtomicBool::new(false),
+            in_flight: AtomicU32::new(0),
             rpm: AtomicU32::new(rpm),
             notices: AtomicU8::new(0),
             owed: AtomicI64::new(0),

@@ -12,11 +12,13 @@
 //! on the same balance throughout.
 
 pub mod identify;
+mod in_flight;
 mod live;
 pub mod seal;
 mod table;
 pub mod token;
 
 pub use crate::status::KeyStatus;
+pub use in_flight::KeySlot;
 pub use live::{Balance, KeyRecord, KeyState, LOW_BALANCE_DIVISOR, Notice, RateCheck, Settled};
 pub use table::KeyTable;

@@ -108,6 +108,7 @@ api_key = "sk-bench-upstream"
 [plans.pro]
 budget_usd = "1000000"
 rpm = 1000000000
+max_in_flight = 1000000000
 
 # The mock has no limit on requests in flight; DeepSeek caps an account at 2 500 flash
 # requests, and so does the pool by default, which the 10 000-stream step would hit (the rest

@@ -304,6 +304,8 @@ pub static EN: Texts = Texts {
     err_413_todo: "Shorten the conversation or the attached content.",
     err_429_what: "More requests per minute than your plan allows:",
     err_429_todo: "Wait the number of seconds in the Retry-After header. The openai SDKs wait and retry on their own.",
+    err_429_flight_what: "Your key already has as many requests in progress (streams included, until they end) as its plan allows at once:",
+    err_429_flight_todo: "Retry after the Retry-After header's seconds (the SDKs and Claude Code do it on their own), or send fewer requests at once.",
     err_429_held_what: "Your balance would pay for this request, but your requests in progress hold part of it until they finish (see Holds).",
     err_429_held_todo: "Retry after the Retry-After header's seconds (the SDKs and Claude Code do it on their own), send fewer requests at once, or set a smaller max_tokens.",
     err_502_what: "DeepSeek could not be reached or answered with an error.",

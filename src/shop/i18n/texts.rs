@@ -604,6 +604,10 @@ texts! {
     err_429_what,
     /// 429: what to do.
     err_429_todo,
+    /// Errors table: 429 too_many_in_flight, meaning (the plans' limits follow).
+    err_429_flight_what,
+    /// Errors table: 429 too_many_in_flight, what to do.
+    err_429_flight_todo,
     /// Errors table: 429 budget_held, meaning.
     err_429_held_what,
     /// Errors table: 429 budget_held, what to do.

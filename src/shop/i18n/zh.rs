@@ -304,6 +304,8 @@ pub static ZH: Texts = Texts {
     err_413_todo: "缩短对话或附带的内容。",
     err_429_what: "每分钟请求数超过了套餐的限制：",
     err_429_todo: "等待 Retry-After 响应头给出的秒数后再试。openai SDK 会自动等待并重试。",
+    err_429_flight_what: "你的 key 进行中的请求（包括流式请求，直到其结束）已达到套餐允许的同时请求数：",
+    err_429_flight_todo: "等待 Retry-After 头给出的秒数后重试（SDK 和 Claude Code 会自动重试），或减少同时发出的请求。",
     err_429_held_what: "余额足以支付这个请求，但你进行中的请求在结束前预留了其中一部分（见“预扣与 max_tokens”）。",
     err_429_held_todo: "等待 Retry-After 头给出的秒数后重试（SDK 和 Claude Code 会自动重试），减少同时发出的请求，或设置较小的 max_tokens。",
     err_502_what: "无法连接 DeepSeek，或 DeepSeek 返回了错误。",

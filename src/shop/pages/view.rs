@@ -17,6 +17,8 @@ pub(super) struct PlanView {
     pub budget: Usd,
     /// Requests per minute.
     pub rpm: u32,
+    /// Requests of one key in progress at once.
+    pub max_in_flight: u32,
     /// Public model names.
     pub models: Vec<String>,
 }
@@ -30,6 +32,7 @@ impl PlanView {
             price: p.price_usd,
             budget: p.budget_usd,
             rpm: p.rpm,
+            max_in_flight: p.max_in_flight,
             models: p.models.clone(),
         }
     }

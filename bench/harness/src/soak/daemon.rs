@@ -97,15 +97,18 @@ peak_hours_utc = []
 [plans.trial]
 budget_usd = "{TRIAL_BUDGET}"
 rpm = 100000
+max_in_flight = 100000
 
 [plans.starter]
 rpm = 30
 
 [plans.standard]
 rpm = 100000
+max_in_flight = 100000
 
 [plans.pro]
 rpm = 100000
+max_in_flight = 100000
 "#,
         data = paths.data.display().to_string(),
         socket = paths.socket.display().to_string(),

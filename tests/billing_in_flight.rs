@@ -1,0 +1,129 @@
+//! A key's requests in flight at once are bounded by its plan's `max_in_flight`: every upstream
+//! account's limit of requests in flight is shared by all keys, and without a bound of its own
+//! one key holding long requests could take it all and leave every other customer a 503.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::anthropic::{Auth, msg, post};
+use crate::common::{TestApp, body, request_id};
+
+const FLASH: &str = "deepseek-v4-flash";
+
+/// Wait until `key` has `n` requests in flight (their upstream answers are held back).
+async fn wait_in_flight(app: &TestApp, key: &str, n: u32) {
+    let state = app.key_state(key);
+    for _ in 0..200 {
+        if state.in_flight() == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{} requests in flight, not {n}", state.in_flight());
+}
+
+/// At its plan's limit a key's next request is a 429 `too_many_in_flight` in either dialect,
+/// retried after `Retry-After: 2` by the SDKs, charged nothing and with no ledger row; another
+/// key is not held back by it; the places come back when the requests finish, when a client
+/// goes away mid-request, and when a request is refused after taking one.
+#[tokio::test]
+async fn a_key_at_its_plans_requests_in_flight_gets_429_and_its_places_come_back() {
+    let app = TestApp::spawn_with(|c| {
+        if let Some(p) = c.plans.get_mut("trial") {
+            p.max_in_flight = 2;
+        }
+    })
+    .await;
+    let key = app.create_key("trial", None).await;
+    let other = app.create_key("trial", None).await;
+    let slow = body(FLASH, "hi [[sim first_delay_ms=1500 reply=3]]");
+    let held: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(app.chat(&key, &slow).send()))
+        .collect();
+    wait_in_flight(&app, &key, 2).await;
+    let spent_before = app.key_state(&key).balance().spent;
+
+    let resp = app
+        .chat(&key, &body(FLASH, "hi [[sim reply=1]]"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 429);
+    assert_eq!(resp.headers()["retry-after"], "2");
+    assert!(resp.headers().contains_key("x-request-id"));
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "too_many_in_flight", "{v}");
+    assert_eq!(v["error"]["type"], "rate_limit_error", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("2 requests in progress"),
+        "{v}"
+    );
+    // The same in Anthropic's shape.
+    let resp = post(
+        &app,
+        "/anthropic/v1/messages",
+        &key,
+        Auth::ApiKey,
+        &msg("claude-sonnet-4", "hi [[sim reply=1]]", 10),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 429);
+    assert_eq!(resp.headers()["retry-after"], "2");
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["type"], "error", "{v}");
+    assert_eq!(v["error"]["type"], "rate_limit_error", "{v}");
+    // Another key of the same plan is served meanwhile.
+    let resp = app
+        .chat(&other, &body(FLASH, "hi [[sim reply=1]]"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(app.key_state(&key).balance().spent, spent_before);
+
+    for h in held {
+        assert_eq!(h.await.unwrap().unwrap().status(), 200);
+    }
+    wait_in_flight(&app, &key, 0).await;
+    let resp = app
+        .chat(&key, &body(FLASH, "hi [[sim reply=1]]"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let last = request_id(&resp);
+    app.wait_ledger_row(&last).await;
+    // The two held and the one after: the refusals left no row.
+    assert_eq!(app.ledger_totals(&key).0, 3);
+
+    // Refused after taking a place (a bad body, an unknown model): the place comes back.
+    for bad in [json!({"model": FLASH}), body("no-such-model", "hi")] {
+        let resp = app.chat(&key, &bad).send().await.unwrap();
+        assert!(resp.status().is_client_error(), "{}", resp.status());
+    }
+    assert_eq!(app.key_state(&key).in_flight(), 0);
+
+    // A client that goes away while its request waits upstream gives its place back.
+    let stream = json!({"model": FLASH, "stream": true,
+        "messages": [{"role": "user", "content": "hi [[sim first_delay_ms=1500 reply=3]]"}]});
+    let gone: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(app.chat(&key, &stream).send()))
+        .collect();
+    wait_in_flight(&app, &key, 2).await;
+    for g in gone {
+        g.abort();
+    }
+    wait_in_flight(&app, &key, 0).await;
+    let resp = app
+        .chat(&key, &body(FLASH, "hi [[sim reply=1]]"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
