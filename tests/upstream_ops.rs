@@ -496,19 +496,24 @@ async fn an_unknown_account_is_exit_1_with_a_clear_message() {
 }
 
 /// An account the operator disabled stays disabled after a restart, until enabled (it was back
-/// in service at the next start; found by an independent check); enabling is kept too.
+/// in service at the next start; found by an independent check); enabling is kept too. The
+/// flag is for the account's DeepSeek key: given a new key under the same name (the usual fix
+/// for the key that made the operator disable it), the account serves, and the flag is gone.
 #[tokio::test]
 async fn a_disabled_account_stays_disabled_across_restarts() {
-    async fn restart(mut app: TestApp) -> TestApp {
+    async fn restart_keyed(mut app: TestApp, first_key: &str) -> TestApp {
         app.shutdown().await;
         let TestApp { sim, dir, .. } = app;
         let mut c = crate::common::test_config(dir.path(), &sim);
         c.upstream.api_key = String::new();
         c.upstream.accounts = vec![
-            crate::upstream_pool::account("first", SIM_KEY),
+            crate::upstream_pool::account("first", first_key),
             crate::upstream_pool::account("second", SECOND),
         ];
         TestApp::start(c, sim, dir).await
+    }
+    async fn restart(app: TestApp) -> TestApp {
+        restart_keyed(app, SIM_KEY).await
     }
     let app = two_accounts(|_| {}, |_| {}).await;
     let run = upstream(&app, &["disable", "first"]).await;
@@ -526,6 +531,16 @@ async fn a_disabled_account_stays_disabled_across_restarts() {
     let v = status_json(&app).await;
     assert_eq!(v["accounts"][0]["state"], "healthy", "{v}");
     assert_eq!(v["accounts"][0]["disabled_by_operator"], false);
+
+    // Disabled again, then given another key: in service, and the flag is gone for good.
+    let run = upstream(&app, &["disable", "first"]).await;
+    assert_eq!(run.code, Some(0), "{run:#?}");
+    let app = restart_keyed(app, SECOND).await;
+    let v = status_json(&app).await;
+    assert_eq!(v["accounts"][0]["disabled_by_operator"], false, "{v}");
+    let app = restart(app).await;
+    let v = status_json(&app).await;
+    assert_eq!(v["accounts"][0]["disabled_by_operator"], false, "{v}");
 }
 
 /// Two accounts with one DeepSeek key are one DeepSeek account: `upstream status` says so in

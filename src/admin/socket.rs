@@ -126,15 +126,16 @@ fn upstream_answer(state: &AppState) -> Response {
 /// The operator turns an upstream account on or off.
 async fn set_upstream(state: &AppState, name: &str, enabled: bool) -> Result<Response, AdminError> {
     let _one_at_a_time = state.upstream_lock.lock().await;
-    if state.upstream.set_enabled(name, enabled).is_none() {
+    let Some(account) = state.upstream.set_enabled(name, enabled) else {
         return Err(AdminError::NoSuchAccount(name.to_string()));
-    }
+    };
     // Kept across restarts: an account the operator took out stays out until enabled (it was
     // back in service after the next start).
     state
         .store
         .write(Write::AccountDisabled {
             name: name.to_string(),
+            key_sha256: account.key_sha256.clone(),
             disabled: !enabled,
             at_ms: now_ms(),
         })
@@ -149,17 +150,40 @@ async fn set_upstream(state: &AppState, name: &str, enabled: bool) -> Result<Res
 }
 
 /// At start: the accounts the operator disabled stay disabled (a name no longer in the config
-/// is kept in the database, and applies again if the account comes back under that name).
+/// is kept in the database, and applies again if the account comes back under that name with
+/// the same key). An account under that name with another key is not the one disabled: it
+/// serves, and the flag is dropped.
 pub async fn restore_disabled_accounts(state: &AppState) {
-    let names = match state.store.read(crate::store::accounts::disabled).await {
-        Ok(names) => names,
+    let flags = match state.store.read(crate::store::accounts::disabled).await {
+        Ok(flags) => flags,
         Err(e) => {
             tracing::error!(error = %e, "cannot read the disabled upstream accounts");
             return;
         }
     };
     let _one_at_a_time = state.upstream_lock.lock().await;
-    for name in names {
+    for flag in flags {
+        let name = flag.name;
+        let current = state.upstream.account(&name).map(|a| a.key_sha256.clone());
+        if let (Some(was), Some(current)) = (&flag.key_sha256, &current)
+            && was != current
+        {
+            tracing::warn!(
+                account = %name,
+                "upstream account was disabled by the operator with another DeepSeek key; its \
+                 key has changed since, so it is in service"
+            );
+            let cleared = state.store.write(Write::AccountDisabled {
+                name: name.clone(),
+                key_sha256: current.clone(),
+                disabled: false,
+                at_ms: now_ms(),
+            });
+            if let Err(e) = cleared.await {
+                tracing::error!(account = %name, error = %e, "cannot clear the disabled flag");
+            }
+            continue;
+        }
         if state.upstream.set_enabled(&name, false).is_some() {
             tracing::warn!(
                 account = %name,
@@ -167,11 +191,11 @@ pub async fn restore_disabled_accounts(state: &AppState) {
             );
         } else {
             // Renamed or removed from the config since: said, since an account given that
-            // name again (another key, even) would start disabled.
+            // name again with the same key would start disabled.
             tracing::warn!(
                 account = %name,
                 "an upstream account the operator disabled is no longer configured; an account \
-                 given this name again starts disabled"
+                 given this name again with the same DeepSeek key starts disabled"
             );
         }
     }

@@ -27,6 +27,10 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
         14,
         include_str!("migrations/0014_usage_index_with_model.sql"),
     ),
+    (
+        15,
+        include_str!("migrations/0015_upstream_disabled_key.sql"),
+    ),
 ];
 
 /// How much longer systemd is asked to wait for the start, before each migration.

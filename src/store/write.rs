@@ -249,6 +249,8 @@ pub enum Write {
     AccountDisabled {
         /// The account's name in the config.
         name: String,
+        /// SHA-256 of its DeepSeek key, hex: the flag is for that key.
+        key_sha256: String,
         /// Out of service (`true`) or back in.
         disabled: bool,
         /// When.
@@ -319,9 +321,10 @@ pub(super) fn apply(tx: &rusqlite::Connection, w: &Write) -> Result<(), StoreErr
         }
         Write::AccountDisabled {
             name,
+            key_sha256,
             disabled,
             at_ms,
-        } => accounts::set_disabled(tx, name, *disabled, *at_ms),
+        } => accounts::set_disabled(tx, name, key_sha256, *disabled, *at_ms),
         other => apply_self_service(tx, other),
     }
 }

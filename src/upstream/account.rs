@@ -89,6 +89,9 @@ pub struct Account {
     pub label: std::sync::Arc<str>,
     /// `Bearer <key>`.
     pub(super) auth: String,
+    /// SHA-256 of its key, hex: what the operator's "disabled" flag is kept for (a new key
+    /// under the same name is not the account that was disabled).
+    pub key_sha256: String,
     /// The same as a header value, built once. Configuration refuses a key a header cannot
     /// carry; `None` is only for an account built from an unvalidated config (each request
     /// then fails as unreachable, with that reason in the log, rather than panicking).
@@ -141,6 +144,10 @@ impl Account {
             name: a.name.clone(),
             label: a.name.as_str().into(),
             auth: format!("Bearer {}", a.api_key),
+            key_sha256: {
+                use sha2::Digest;
+                hex::encode(sha2::Sha256::digest(a.api_key.trim().as_bytes()))
+            },
             auth_header: hyper::header::HeaderValue::try_from(format!("Bearer {}", a.api_key))
                 .ok()
                 .map(|mut v| {

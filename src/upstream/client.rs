@@ -374,6 +374,11 @@ impl Upstream {
         );
     }
 
+    /// The account named `name` in the config.
+    pub fn account(&self, name: &str) -> Option<Arc<Account>> {
+        self.pool.accounts.iter().find(|a| a.name == name).cloned()
+    }
+
     /// The operator turns an account on or off. `None` when there is no such account.
     pub fn set_enabled(&self, name: &str, enabled: bool) -> Option<Arc<Account>> {
         let account = self.pool.accounts.iter().find(|a| a.name == name)?.clone();
