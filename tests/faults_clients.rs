@@ -1,6 +1,8 @@
 //! Clients that go away or wait (SPEC §4): a client leaving mid-stream pays for the prompt and
 //! what was generated, one leaving while upstream queues pays the prompt only, and upstream is
-//! cancelled either way; keep-alive comments reach a waiting client.
+//! cancelled either way; a whole (non-stream) answer is read to its end and billed at
+//! DeepSeek's count whether or not its client waits, unless it never reached DeepSeek;
+//! keep-alive comments reach a waiting client.
 
 use std::time::Duration;
 
@@ -158,41 +160,35 @@ async fn keep_alive_comments_reach_the_client_while_upstream_queues() {
     assert_books(&app, &key);
 }
 
+/// A whole (non-stream) answer whose client gives up is still read to its end and billed at
+/// DeepSeek's own count, marked a client abort (DeepSeek makes the whole answer, and bills it,
+/// all the same: a client hanging up just before the end paid only its prompt; found by a
+/// white-box review). A stream's client that leaves while upstream queues cancels it and pays
+/// the prompt only.
 #[tokio::test]
-async fn client_leaving_while_upstream_queues_cancels_it_and_pays_the_prompt_only() {
+async fn a_whole_answer_left_is_billed_in_full_and_a_stream_left_while_queued_is_cancelled() {
     let app = TestApp::spawn().await;
     let key = app.create_key("trial", None).await;
-    let text = "[[sim reply=5 first_delay_ms=60000 keepalive_ms=50]] hi";
 
-    // Not streamed: the client gives up waiting for the answer.
+    // Not streamed: the client gives up while DeepSeek queues (keep-alives), then thinks.
+    let whole = "[[sim reply=5 first_delay_ms=1500 keepalive_ms=50]] hi";
     let resp = app
-        .chat(&key, &body(FLASH, text))
+        .chat(&key, &body(FLASH, whole))
         .timeout(Duration::from_millis(300))
         .send()
         .await;
     assert!(resp.is_err_and(|e| e.is_timeout()));
     assert_eq!(
         app.sim.wait_outcome(0, WAIT).await,
-        Outcome::ClientDisconnected,
-        "upstream is cancelled"
+        Outcome::Completed,
+        "upstream answers to the end"
     );
-    let mut rows = Vec::new();
-    for _ in 0..200 {
-        rows = modelrelay::store::usage::recent(&app.db(), &app.key_state(&key).id, 10)
-            .expect("query");
-        if !rows.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    let row = rows
-        .first()
-        .expect("a ledger row for the abandoned request");
-    assert_estimated(row, text, Finish::ClientAbort, 0..=0);
-    assert_eq!(row.status, 499);
+    let row = wait_rows(&app, &key, 1).await.remove(0);
+    assert_whole_left(&row);
     assert!(!row.stream);
 
     // Streamed: the client leaves after the first keep-alive.
+    let text = "[[sim reply=5 first_delay_ms=60000 keepalive_ms=50]] hi";
     let resp = app
         .chat(&key, &stream_body(text))
         .send()
@@ -220,47 +216,112 @@ async fn client_leaving_while_upstream_queues_cancels_it_and_pays_the_prompt_onl
     );
 }
 
-/// A client that leaves after its request reached upstream but before any answer came (no
-/// head yet) pays its prompt, and the row names the account the request reached (it was
-/// empty: the account was noted only when an answer's head arrived).
-#[tokio::test]
-async fn a_client_leaving_before_upstream_answers_pays_its_prompt_under_the_account_reached() {
-    let (port, holder) = crate::faults::black_hole().await;
-    let app =
-        TestApp::spawn_with(|c| c.upstream.base_url = format!("http://127.0.0.1:{port}")).await;
-    let key = app.create_key("trial", None).await;
-    let text = "is anyone there?";
-    let resp = app
-        .chat(&key, &body(FLASH, text))
-        .timeout(Duration::from_millis(500))
-        .send()
-        .await;
-    assert!(resp.is_err_and(|e| e.is_timeout()));
-    let id = app.key_state(&key).id.clone();
+/// The newest `n` ledger rows of `key`, once there are `n`.
+async fn wait_rows(app: &TestApp, key: &str, n: usize) -> Vec<modelrelay::store::UsageRow> {
+    let id = app.key_state(key).id.clone();
     let mut rows = Vec::new();
-    for _ in 0..200 {
+    for _ in 0..400 {
         rows = modelrelay::store::usage::recent(&app.db(), &id, 10).expect("query");
-        if !rows.is_empty() {
+        if rows.len() >= n {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    let row = rows.first().expect("a row for the abandoned request");
-    assert_estimated(row, text, Finish::ClientAbort, 0..=0);
+    assert_eq!(rows.len(), n, "{rows:?}");
+    rows
+}
+
+/// A whole answer of `[[sim reply=5]]` whose client left: DeepSeek's own count, priced
+/// exactly, marked a client abort.
+fn assert_whole_left(row: &modelrelay::store::UsageRow) {
+    assert_eq!(row.finish, Finish::ClientAbort, "{row:?}");
+    assert_eq!(row.status, 499);
+    assert_eq!(
+        row.measured,
+        modelrelay::store::Measured::Provider,
+        "{row:?}"
+    );
+    assert_eq!(row.completion_tokens, 5);
+    assert!(row.prompt_tokens > 0);
+    let want = row.cache_miss_tokens as i64 * MISS_NANOS
+        + row.cache_hit_tokens as i64 * 3
+        + row.completion_tokens as i64 * OUT_NANOS;
+    assert_eq!(row.cost.nanos(), want, "{row:?}");
+}
+
+/// A whole answer whose client left while it waited for an upstream slot (every account at
+/// its cap) is never sent and costs nothing (it was sent once a slot freed, and billed).
+#[tokio::test]
+async fn a_whole_answer_left_before_it_reached_upstream_is_not_sent() {
+    let app = TestApp::spawn_with(|c| {
+        if let Some(m) = c.models.get_mut(FLASH) {
+            m.max_in_flight = 1;
+        }
+        c.upstream.queue_timeout_ms = 5_000;
+    })
+    .await;
+    let key = app.create_key("trial", None).await;
+    let busy = tokio::spawn(
+        app.chat(&key, &body(FLASH, "[[sim reply=2 first_delay_ms=1500]] hi"))
+            .send(),
+    );
+    for _ in 0..200 {
+        if !app.sim.requests().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let resp = app
+        .chat(&key, &body(FLASH, "[[sim reply=2]] queued"))
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(resp.is_err_and(|e| e.is_timeout()));
+    assert_eq!(busy.await.unwrap().unwrap().status(), 200);
+    let rows = wait_rows(&app, &key, 2).await;
+    let left = rows
+        .iter()
+        .find(|r| r.status == 499)
+        .expect("the left one's row");
+    assert_eq!(left.cost.nanos(), 0, "{left:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        app.sim.requests().len(),
+        1,
+        "the left request never went upstream"
+    );
+    assert_books(&app, &key);
+}
+
+/// A client that leaves after its request reached upstream but before any answer came (no
+/// head yet) is billed what DeepSeek then reports, and the row names the account the request
+/// reached (it was empty: the account was noted only when an answer's head arrived).
+#[tokio::test]
+async fn a_client_leaving_before_upstream_answers_is_billed_under_the_account_reached() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key("trial", None).await;
+    let resp = app
+        .chat(&key, &body(FLASH, "[[sim reply=5 first_delay_ms=1000]] hi"))
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(resp.is_err_and(|e| e.is_timeout()));
+    let row = wait_rows(&app, &key, 1).await.remove(0);
+    assert_whole_left(&row);
     assert_eq!(row.account, "default", "{row:?}");
-    holder.abort();
 }
 
 /// A client that hangs up while its whole answer is being made is noticed even when its
 /// connection holds bytes past the request (a pipelined request, or a CRLF some clients add):
-/// hyper does not read such a connection until it answers, so the hang-up went unseen, the
-/// answer ran to its end upstream and was billed as delivered (found by an independent check).
+/// hyper does not read such a connection until it answers, so the hang-up went unseen and the
+/// answer was billed as delivered (found by an independent check). Now it is billed at
+/// DeepSeek's count, as a client abort.
 #[tokio::test]
 async fn a_client_hanging_up_with_bytes_after_its_request_is_noticed() {
     use tokio::io::AsyncWriteExt;
     let app = TestApp::spawn().await;
     let key = app.create_key("trial", None).await;
-    let text = "[[sim reply=5 first_delay_ms=60000 keepalive_ms=50]] hi";
+    let text = "[[sim reply=5 first_delay_ms=1500 keepalive_ms=50]] hi";
     for (i, extra) in ["\r\n", "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"]
         .into_iter()
         .enumerate()
@@ -287,23 +348,13 @@ async fn a_client_hanging_up_with_bytes_after_its_request_is_noticed() {
         drop(tcp);
         assert_eq!(
             app.sim.wait_outcome(i, WAIT).await,
-            Outcome::ClientDisconnected,
-            "{extra:?}: upstream is cancelled"
+            Outcome::Completed,
+            "{extra:?}: upstream answers to the end"
         );
     }
-    let id = app.key_state(&key).id.clone();
-    let mut rows = Vec::new();
-    for _ in 0..200 {
-        rows = modelrelay::store::usage::recent(&app.db(), &id, 10).expect("query");
-        if rows.len() == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert_eq!(rows.len(), 2);
+    let rows = wait_rows(&app, &key, 2).await;
     for row in &rows {
-        assert_estimated(row, text, Finish::ClientAbort, 0..=0);
-        assert_eq!(row.status, 499);
+        assert_whole_left(row);
     }
     assert_eq!(
         assert_books(&app, &key),

@@ -33,10 +33,45 @@ pub async fn handle<D: Dialect>(state: Arc<AppState>, req: Request) -> Response 
     };
     let rate = admitted.rate;
     let (pending, call) = start::<D>(&state, &parts, admitted);
-    let mut resp = relay::<D>(state, pending, call).await;
+    let mut resp = if call.stream.is_some() {
+        relay::<D>(state, pending, call, None).await
+    } else {
+        detached::<D>(state, pending, call).await
+    };
     rate_headers(&rate, resp.headers_mut());
     resp
 }
+
+/// A whole (non-stream) answer is read to its end and billed by its usage whether or not its
+/// client waits for it: DeepSeek generates it, and bills the operator for it, all the same —
+/// a client that hung up just before the end paid only for its prompt, so a script hanging
+/// up each request of a large `max_tokens` cost the operator its output for nothing (found by
+/// a white-box review). The relay runs in a task of its own, which the handler's being
+/// dropped (its client gone) does not cancel; that it was is told through `here`'s closing.
+/// A stream's client that goes away stops it instead (DeepSeek stops generating then).
+async fn detached<D: Dialect>(state: Arc<AppState>, pending: Pending, call: Call<D>) -> Response {
+    let (here, gone) = tokio::sync::oneshot::channel::<std::convert::Infallible>();
+    let task = tokio::spawn(relay::<D>(state, pending, call, Some(gone)));
+    let resp = task.await;
+    drop(here);
+    resp.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "the relay of a whole answer failed");
+        D::error_response(GatewayError::Internal)
+    })
+}
+
+/// Whether the client of a detached whole answer went away (its handler was dropped).
+fn client_gone(client: &mut Option<ClientWatch>) -> bool {
+    client.as_mut().is_some_and(|c| {
+        matches!(
+            c.try_recv(),
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed)
+        )
+    })
+}
+
+/// Closed when the handler waiting for a detached whole answer is dropped.
+type ClientWatch = tokio::sync::oneshot::Receiver<std::convert::Infallible>;
 
 /// What goes upstream for an admitted request.
 struct Call<D: Dialect> {
@@ -96,8 +131,14 @@ enum Arrived<S> {
     Whole(Result<Vec<u8>, UpstreamError>),
 }
 
-/// Send the request upstream and answer the client from what comes back.
-async fn relay<D: Dialect>(state: Arc<AppState>, pending: Pending, call: Call<D>) -> Response {
+/// Send the request upstream and answer the client from what comes back (`client`: for a
+/// detached whole answer, whether its client still waits).
+async fn relay<D: Dialect>(
+    state: Arc<AppState>,
+    pending: Pending,
+    call: Call<D>,
+    mut client: Option<ClientWatch>,
+) -> Response {
     let deadline = tokio::time::Instant::now() + state.upstream.request_timeout;
     let answer = async {
         let sent = Instant::now();
@@ -126,19 +167,34 @@ async fn relay<D: Dialect>(state: Arc<AppState>, pending: Pending, call: Call<D>
         })
     };
     // Shutdown cuts a request that is still waiting on upstream; it is billed like a client
-    // that went away, and told to retry.
+    // that went away, and told to retry. A detached whole answer whose client went away
+    // before the request reached DeepSeek (queued for an account's slot, or connecting) is
+    // not sent at all.
+    let sent = pending.ctx().map(|c| c.dispatch.sent.clone());
+    let gone_unsent = async {
+        if let (Some(c), Some(sent)) = (client.as_mut(), &sent) {
+            // Resolves only when the handler is dropped: nothing is ever sent on it.
+            let _closed = c.await;
+            if !sent.load(std::sync::atomic::Ordering::Acquire) {
+                return;
+            }
+        }
+        std::future::pending::<()>().await;
+    };
     let answer = tokio::select! {
-        a = answer => Some(a),
-        _ = state.cut.cancelled() => None,
+        a = answer => Ok(a),
+        _ = state.cut.cancelled() => Err(Finish::Shutdown),
+        () = gone_unsent => Err(Finish::ClientAbort),
     };
     match answer {
-        None => cut_short::<D>(pending).await,
-        Some(Err(e)) => upstream_failed::<D>(pending, e).await,
-        Some(Ok(Arrived::Stream(events, rewrite))) => {
+        Err(Finish::ClientAbort) => left_unsent::<D>(pending).await,
+        Err(_) => cut_short::<D>(pending).await,
+        Ok(Err(e)) => upstream_failed::<D>(pending, e).await,
+        Ok(Ok(Arrived::Stream(events, rewrite))) => {
             stream::relay::<D>(state, pending, *events, rewrite, deadline).await
         }
-        Some(Ok(Arrived::Whole(Err(e)))) => upstream_failed::<D>(pending, e).await,
-        Some(Ok(Arrived::Whole(Ok(raw)))) => whole::<D>(pending, &raw).await,
+        Ok(Ok(Arrived::Whole(Err(e)))) => upstream_failed::<D>(pending, e).await,
+        Ok(Ok(Arrived::Whole(Ok(raw)))) => whole::<D>(pending, &raw, client).await,
     }
 }
 
@@ -150,6 +206,22 @@ fn routed(state: &AppState, ctx: &RequestCtx, account: &str) {
         account: account.to_string(),
         at_ms: crate::clock::now_ms(),
     });
+}
+
+/// The client of a detached whole answer went away before the request reached DeepSeek: it
+/// owes nothing (unless it reached DeepSeek meanwhile: then its prompt, as any client gone).
+async fn left_unsent<D: Dialect>(pending: Pending) -> Response {
+    pending
+        .settle(Outcome {
+            usage: None,
+            output_estimate: 0,
+            reported: Reported::default(),
+            finish: Finish::ClientAbort,
+            status: 499,
+            ttft: None,
+        })
+        .await;
+    D::error_response(GatewayError::Upstream)
 }
 
 /// The daemon is shutting down and could not wait for this request.
@@ -203,8 +275,13 @@ async fn upstream_failed<D: Dialect>(pending: Pending, e: UpstreamError) -> Resp
     D::error_response(client)
 }
 
-/// A whole (non-stream) answer: settle (the ledger row is committed), then hand it over.
-async fn whole<D: Dialect>(pending: Pending, raw: &[u8]) -> Response {
+/// A whole (non-stream) answer: settle (the ledger row is committed), then hand it over — or,
+/// its client gone meanwhile, bill it as a client abort with the answer's own usage.
+async fn whole<D: Dialect>(
+    pending: Pending,
+    raw: &[u8],
+    mut client: Option<ClientWatch>,
+) -> Response {
     let Some(ctx) = pending.ctx() else {
         return D::error_response(GatewayError::Upstream);
     };
@@ -213,6 +290,19 @@ async fn whole<D: Dialect>(pending: Pending, raw: &[u8]) -> Response {
         Err(why) => return upstream_failed::<D>(pending, UpstreamError::Malformed(why)).await,
     };
     let ttft = ctx.started.elapsed();
+    if client_gone(&mut client) {
+        pending
+            .settle(Outcome {
+                usage: answer.usage,
+                output_estimate: answer.output_estimate,
+                reported: answer.reported,
+                finish: Finish::ClientAbort,
+                status: 499,
+                ttft: None,
+            })
+            .await;
+        return D::error_response(GatewayError::Upstream);
+    }
     let (state, key) = (pending.state().clone(), ctx.key.clone());
     let billed = pending
         .settle_before_answer(Outcome {

@@ -274,7 +274,7 @@ pub static ZH: Texts = Texts {
     docs_empty_h: "预算用完时",
     docs_empty_p: "余额永远不会低于 $0。若余额连某个请求的输入（按宽松方式计算，见“预扣与 max_tokens”）都付不起，该请求会返回 HTTP 402（insufficient_budget），SDK 不会重试 402；当余额连最小的请求（最短的输入加一个输出 token）都付不起时，key 变为“已耗尽”，之后的请求都会返回 402；在此之前，输入费用超过剩余余额的请求也已会返回 402。要继续使用，可在该 key 的用量页面为同一个 key 充值（工具无需任何改动），或购买新套餐（附带新的 key）。",
     docs_abort_h: "中途停止或断开的流式请求",
-    docs_abort_p: "如果你中途停止流式请求，或者连接断开，你只需支付输入以及截至那一刻已生成的输出，发往 DeepSeek 的请求也会被取消（在四分之一秒内取消，以便正在传来的 DeepSeek 计数能够到达，届时按该计数收费）；若请求在等待空闲上游通道时就被你停止，则不收取任何费用。若 DeepSeek 未能报告 token 数，则根据文本估算，用量查询页会把这些请求标为“估算”。如果是 DeepSeek 出错，你只为已经收到的内容付费。",
+    docs_abort_p: "如果你中途停止流式请求，或者连接断开，你只需支付输入以及截至那一刻已生成的输出，发往 DeepSeek 的请求也会被取消（在四分之一秒内取消，以便正在传来的 DeepSeek 计数能够到达，届时按该计数收费）；若请求在等待空闲上游通道时就被你停止，则不收取任何费用。非流式请求一旦到达 DeepSeek 便无法中途停止：DeepSeek 仍会生成完整回答，因此即使你在回答到达前离开，也按 DeepSeek 报告的用量计费；如需能够中途停止回答，请使用流式请求。若 DeepSeek 未能报告 token 数，则根据文本估算，用量查询页会把这些请求标为“估算”。如果是 DeepSeek 出错，你只为已经收到的内容付费。",
     docs_st_h: "SillyTavern 酒馆接入",
     docs_st_1: "打开“API 连接”（顶部的插头图标）。",
     docs_st_2: "API 选择 Chat Completion，Chat Completion 来源选择 Custom (OpenAI-compatible)。",
