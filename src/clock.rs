@@ -3,6 +3,7 @@
 //! call under callgrind), and a request read the clock this way some eight times.
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Now, in unix milliseconds (0 for a clock set before 1970).
@@ -24,6 +25,51 @@ pub fn mono_ms() -> i64 {
         .saturating_add(1)
 }
 
+/// A log line that may repeat many times a second (an accept failing while descriptors are
+/// exhausted, a file that cannot be renamed every tick) said at most once a minute, with how
+/// many times it was held back: 39 lines a second filled the journal while the daemon was out
+/// of descriptors (found by an independent check).
+pub struct Rationed {
+    /// When last said ([`mono_ms`]; 0: never).
+    said_ms: AtomicI64,
+    held: AtomicU64,
+}
+
+impl Rationed {
+    /// Never said yet.
+    pub const fn new() -> Rationed {
+        Rationed {
+            said_ms: AtomicI64::new(0),
+            held: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether to say it now (`Some`: how many times it was held back since last said).
+    pub fn due(&self) -> Option<u64> {
+        self.due_at(mono_ms())
+    }
+
+    fn due_at(&self, now: i64) -> Option<u64> {
+        let last = self.said_ms.load(Ordering::Acquire);
+        if last != 0 && now.saturating_sub(last) < 60_000
+            || self
+                .said_ms
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+        {
+            self.held.fetch_add(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(self.held.swap(0, Ordering::AcqRel))
+    }
+}
+
+impl Default for Rationed {
+    fn default() -> Rationed {
+        Rationed::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     /// The same moment as chrono's reading, to the millisecond (a few apart at most: two
@@ -34,6 +80,18 @@ mod tests {
         let now = super::now_ms();
         let after = chrono::Utc::now().timestamp_millis();
         assert!(before <= now && now <= after, "{before} {now} {after}");
+    }
+
+    /// Said the first time, then once a minute with the count held back meanwhile.
+    #[test]
+    fn a_rationed_line_is_said_once_a_minute_with_what_was_held_back() {
+        let r = super::Rationed::new();
+        assert_eq!(r.due_at(1_000), Some(0));
+        assert_eq!(r.due_at(1_001), None);
+        assert_eq!(r.due_at(60_999), None);
+        assert_eq!(r.due_at(61_000), Some(2));
+        assert_eq!(r.due_at(61_001), None);
+        assert_eq!(r.due_at(200_000), Some(1));
     }
 
     /// Positive from the first reading, and never going back.

@@ -269,7 +269,10 @@ pub async fn serve_with(
             Err(e) => {
                 // Out of descriptors, most likely: trying again at once would spin (and log)
                 // as fast as the core allows.
-                tracing::warn!(error = %e, "admin socket accept failed");
+                static SAID: crate::clock::Rationed = crate::clock::Rationed::new();
+                if let Some(held) = SAID.due() {
+                    tracing::warn!(error = %e, since_last_said = held, "admin socket accept failed (said at most once a minute)");
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }

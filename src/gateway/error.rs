@@ -349,7 +349,7 @@ impl From<UpstreamError> for GatewayError {
         let rejects = e.rejects_request();
         match e {
             UpstreamError::Timeout => GatewayError::UpstreamTimeout,
-            UpstreamError::Busy => GatewayError::UpstreamBusy,
+            UpstreamError::Busy | UpstreamError::OutOfResources(_) => GatewayError::UpstreamBusy,
             // DeepSeek's 429 is the operator's account at its limit (requests in flight): busy,
             // with the Retry-After a client should wait, not a failure it retries at once.
             UpstreamError::Status { status, .. } if status.as_u16() == 429 => {

@@ -161,8 +161,11 @@ pub async fn serve(
             Ok(a) => a,
             Err(e) => {
                 // Out of descriptors or a connection reset before accept: back off a little
-                // rather than spin.
-                tracing::warn!(error = %e, "accept failed");
+                // rather than spin, and say it once a minute, not at every try.
+                static SAID: crate::clock::Rationed = crate::clock::Rationed::new();
+                if let Some(held) = SAID.due() {
+                    tracing::warn!(error = %e, since_last_said = held, "accept failed (said at most once a minute)");
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }

@@ -173,12 +173,13 @@ impl Store {
         };
         let reader = read_only(path).await?;
         let probe = read_only(path).await?;
-        tokio::spawn(sync::every(
+        sync::start(
             path.to_path_buf(),
             interval,
             Arc::downgrade(&writer),
             journal.clone(),
-        ));
+        )
+        .map_err(|e| StoreError::Io(format!("ledger sync thread: {e}")))?;
         Ok((
             Store {
                 writer,

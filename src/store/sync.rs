@@ -1,5 +1,5 @@
 //! Commits of journaled rows (and, with `store.sync = "normal"`, of every write nobody waits on)
-//! are acknowledged once in the OS (SQLite's `synchronous = NORMAL` in WAL mode), and this task
+//! are acknowledged once in the OS (SQLite's `synchronous = NORMAL` in WAL mode), and this thread
 //! syncs the WAL file to disk every interval when there were commits since the last sync — so
 //! with `normal` a power loss drops at most an interval of rows, while a crashed or killed
 //! process drops none (with `full` the rows were on disk in the journal before their answers).
@@ -10,9 +10,9 @@
 //! holding them is synced.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::journal::{Journal, Segment};
 use super::writer::Handle;
@@ -20,21 +20,33 @@ use super::writer::Handle;
 /// A retired journal segment, deleted once [`Segment::drained`].
 type Retired = Arc<Segment>;
 
-/// Every `interval`, until the store is gone: turn the journal over and sync `<db>-wal` if
-/// the writer committed since the last sync (it counts its commits).
-pub(super) async fn every(
+/// Start the thread that, every `interval` until the store is gone, turns the journal over and
+/// syncs `<db>-wal` if the writer committed since the last sync (it counts its commits). A
+/// thread of its own, started with the store: as a task handing each tick to tokio's blocking
+/// pool, a machine short of threads made the hand-off panic, and the daemon served on with
+/// nothing synced (found by an independent check); now such a start is refused.
+pub(super) fn start(
     db: PathBuf,
     interval: Duration,
     store: Weak<Handle>,
     journal: Arc<Journal>,
-) {
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("ledger-sync".into())
+        .spawn(move || every(&db, interval, &store, &journal))
+        .map(drop)
+}
+
+/// The thread's loop.
+fn every(db: &Path, interval: Duration, store: &Weak<Handle>, journal: &Journal) {
     let wal = PathBuf::from(format!("{}-wal", db.display()));
     let mut synced = 0u64;
     let mut retired: Vec<Retired> = Vec::new();
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next = Instant::now() + interval;
     loop {
-        tick.tick().await;
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        // A tick that ran late delays the next rather than bunching them up.
+        next = (next + interval).max(Instant::now());
         let Some(writer) = store.upgrade() else {
             return;
         };
@@ -44,29 +56,27 @@ pub(super) async fn every(
             return;
         }
         let now = shared.commits.load(Ordering::Acquire);
-        let (wal, journal) = (wal.clone(), journal.clone());
-        let mut held = std::mem::take(&mut retired);
-        let done = tokio::task::spawn_blocking(move || {
-            let outcome = turn(&wal, now != synced, &journal, &mut held);
-            (outcome, held)
-        })
-        .await;
-        match done {
-            Ok((outcome, held)) => {
-                retired = held;
-                match outcome {
-                    Ok(true) => synced = now,
-                    Ok(false) => {}
-                    // A checkpoint may have truncated or recreated the WAL meanwhile; next tick.
-                    Err(e) => tracing::debug!(error = %e, "WAL sync skipped"),
+        match turn(&wal, now != synced, journal, &mut retired) {
+            Ok(true) => synced = now,
+            Ok(false) => {}
+            // A checkpoint may have truncated or recreated the WAL meanwhile; next tick.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::debug!(error = %e, "WAL sync skipped");
+            }
+            // Anything else (out of descriptors): rows committed since the last sync
+            // are not on disk, which `store.sync = "normal"` promises within the
+            // interval — said (it was only at debug; found by an independent check).
+            Err(e) => {
+                static SAID: crate::clock::Rationed = crate::clock::Rationed::new();
+                if let Some(held) = SAID.due() {
+                    tracing::warn!(error = %e, since_last_said = held, "WAL not synced to disk (said at most once a minute)");
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "store sync task failed"),
         }
     }
 }
 
-/// One tick, on a blocking thread: retire the journal's segment, sync the WAL if there were
+/// One tick, on the sync thread: retire the journal's segment, sync the WAL if there were
 /// commits or segments are ready to go, retire those. `Ok(true)` when the WAL was synced.
 fn turn(
     wal: &Path,
@@ -105,7 +115,15 @@ fn turn(
                 tracing::warn!(error = %e, "journal sync failed");
             }
         }
-        Err(e) => warn_now_and_then(&e),
+        Err(e) => {
+            warn_now_and_then(&e);
+            // The segment kept on is open already: its rows not on disk yet are synced within
+            // the interval all the same (they were not while a new one could not be opened,
+            // e.g. out of descriptors; found by an independent check).
+            if let Err(e) = journal.sync_current_if_behind() {
+                tracing::warn!(error = %e, "journal sync failed");
+            }
+        }
     }
     if !committed && ready.is_empty() {
         return Ok(false);
@@ -119,7 +137,10 @@ fn turn(
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => {
-                tracing::warn!(error = %e, path = %segment.path().display(), "journal segment not retired");
+                static SAID: crate::clock::Rationed = crate::clock::Rationed::new();
+                if let Some(held) = SAID.due() {
+                    tracing::warn!(error = %e, path = %segment.path().display(), since_last_said = held, "journal segment not retired (said at most once a minute)");
+                }
                 retired.push(segment);
             }
         }
@@ -127,23 +148,13 @@ fn turn(
     Ok(true)
 }
 
-/// When a failed start of a segment was last logged, in seconds since the Unix epoch.
-static TURN_WARNED_AT: AtomicU64 = AtomicU64::new(0);
-
 /// Log a failed start of a journal segment at most once a minute: on a full disk it fails
 /// every tick, and `normal`'s ticks (200 ms) wrote ~18 000 warnings an hour while the database's
 /// own errors already said why (found by an independent check).
 fn warn_now_and_then(e: &std::io::Error) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let last = TURN_WARNED_AT.load(Ordering::Relaxed);
-    if now.saturating_sub(last) >= 60
-        && TURN_WARNED_AT
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    {
-        tracing::warn!(error = %e, "could not start a new journal segment (said at most once a minute)");
+    static SAID: crate::clock::Rationed = crate::clock::Rationed::new();
+    if let Some(held) = SAID.due() {
+        tracing::warn!(error = %e, since_last_said = held, "could not start a new journal segment (said at most once a minute)");
     }
 }
 

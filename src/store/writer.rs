@@ -120,7 +120,7 @@ pub(super) async fn start<T: Send + 'static>(
     let thread = std::thread::Builder::new()
         .name("ledger-writer".into())
         .spawn(move || {
-            // Set however the thread ends, a panic included: the sync task stops with it.
+            // Set however the thread ends, a panic included: the sync thread stops with it.
             let stopped = StopsOnDrop(theirs.clone());
             let (conn, out) = match setup() {
                 Ok(opened) => opened,

@@ -239,6 +239,9 @@ impl Upstream {
                             // JSON, a proxy's page): the customer's, but no sign the account
                             // works (it ended rests; found by an independent re-check) — no
                             // verdict, a trial this was is freed with the slot.
+                        } else if matches!(e, UpstreamError::OutOfResources(_)) {
+                            // This machine's failure, not the account's: nothing counted
+                            // against it (the log says it loudly).
                         } else {
                             // No verdict on the account: a trial this was is freed when the
                             // slot goes (the next request is the trial), not left taken.
@@ -306,6 +309,9 @@ impl Upstream {
             {
                 Err(_) | Ok(Err(SendError::ConnectTimeout)) => return Err(UpstreamError::Timeout),
                 Ok(Err(SendError::Failed(why))) => return Err(UpstreamError::Unreachable(why)),
+                Ok(Err(SendError::OutOfResources(why))) => {
+                    return Err(UpstreamError::OutOfResources(why));
+                }
                 Ok(Ok(r)) => r,
             };
         let status = resp.status();

@@ -29,6 +29,10 @@ pub enum UpstreamError {
     /// Every usable account stayed at its cap for the whole queue timeout.
     #[error("every upstream account is at its cap")]
     Busy,
+    /// This machine could not open a connection to DeepSeek (out of file descriptors or socket
+    /// memory): not the account's failure; the customer is told to retry, as when busy.
+    #[error("cannot open a connection to upstream on this machine: {0}")]
+    OutOfResources(String),
     /// No account may take requests (all disabled or cooling).
     #[error("no upstream account can serve (all disabled or cooling)")]
     NoAccount,
@@ -119,6 +123,12 @@ impl UpstreamError {
             UpstreamError::Status { status, .. } if status.is_client_error() => {
                 tracing::info!(request_id, error = %self, "upstream refused the request");
             }
+            UpstreamError::OutOfResources(_) => tracing::error!(
+                request_id,
+                error = %self,
+                "OUT OF FILE DESCRIPTORS (or socket memory): raise LimitNOFILE (the unit sets \
+                 65536) or lower server.max_connections and the accounts' max_in_flight"
+            ),
             _ => tracing::warn!(request_id, error = %self, "upstream failed"),
         }
     }

@@ -14,7 +14,6 @@
 //! error like any other status, where reqwest would have re-sent the POST as a GET), and the
 //! `HTTP(S)_PROXY` environment variables are not read.
 
-use std::error::Error as _;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,6 +51,10 @@ pub enum SendError {
     /// chain, for the log).
     #[error("{0}")]
     Failed(String),
+    /// This machine could not open a connection: out of file descriptors (the process's or
+    /// the system's) or of socket memory. Not DeepSeek's failure (the cause chain, for the log).
+    #[error("{0}")]
+    OutOfResources(String),
 }
 
 /// A pooled HTTP client for DeepSeek.
@@ -152,15 +155,42 @@ fn classify(e: hyper_util::client::legacy::Error) -> SendError {
     if times_out(&e) {
         return SendError::ConnectTimeout;
     }
-    let mut text = e.to_string();
-    let mut cause = e.source();
+    let (text, local) = spelled_out(&e);
+    if local {
+        SendError::OutOfResources(text)
+    } else {
+        SendError::Failed(text)
+    }
+}
+
+/// `e` with its causes, and whether one of them is this machine running out of resources.
+fn spelled_out(e: &(dyn std::error::Error + 'static)) -> (String, bool) {
+    let mut text = String::new();
+    let mut local = false;
+    let mut cause = Some(e);
     while let Some(c) = cause {
-        text.push_str(": ");
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
         text.push_str(&c.to_string());
+        local |= c
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::raw_os_error)
+            .is_some_and(|n| OUT_OF_RESOURCES.contains(&n));
         cause = c.source();
     }
-    SendError::Failed(text)
+    (text, local)
 }
+
+/// `EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`: the errors of a connection this machine could not
+/// open. Taken for DeepSeek's, they rested every account one after the other (a flood of
+/// HTTP/2 streams under a low descriptor limit; found by an independent check).
+const OUT_OF_RESOURCES: [i32; 4] = [
+    nix::libc::EMFILE,
+    nix::libc::ENFILE,
+    nix::libc::ENOBUFS,
+    nix::libc::ENOMEM,
+];
 
 /// Whether an I/O error of kind `TimedOut` is among `e`'s causes (hyper-util's connect
 /// timeout is one, under its "tcp connect error").
@@ -197,6 +227,22 @@ pub async fn chunk(body: &mut Incoming) -> Result<Option<Bytes>, hyper::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An error caused, somewhere down its chain, by running out of descriptors is this
+    /// machine's; a refused connection is not.
+    #[test]
+    fn out_of_descriptors_is_told_apart_from_upstream_failures() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("tcp open error")]
+        struct Outer(#[source] std::io::Error);
+        let emfile = Outer(std::io::Error::from_raw_os_error(nix::libc::EMFILE));
+        let (text, local) = spelled_out(&emfile);
+        assert!(local, "{text}");
+        assert!(text.starts_with("tcp open error: "), "{text}");
+        let refused = Outer(std::io::Error::from_raw_os_error(nix::libc::ECONNREFUSED));
+        assert!(!spelled_out(&refused).1);
+        assert!(!spelled_out(&std::io::Error::other("x")).1);
+    }
 
     /// A port nothing listens on: connecting is refused, with the cause in the text.
     #[tokio::test]
