@@ -48,6 +48,12 @@ fn damaged_hint(e: &rusqlite::Error) -> &'static str {
             " (the database file is damaged: after a restore, the old modelrelay.db-wal and \
              modelrelay.db-shm must be removed — README, \"Restore\"; else restore a backup)"
         }
+        // SQLite names neither the directory nor the user (found by an independent check: an
+        // existing database in a directory the daemon's user could not write).
+        Some(rusqlite::ErrorCode::ReadOnly) => {
+            " (the daemon's user must be able to write the database file and its directory, \
+             where SQLite keeps the -wal and -shm files beside it)"
+        }
         _ => "",
     }
 }
@@ -115,5 +121,11 @@ mod tests {
         }
         let busy = sqlite(rusqlite::ffi::SQLITE_BUSY).to_string();
         assert!(!busy.contains("Restore"), "{busy}");
+        assert!(!busy.contains("directory"), "{busy}");
+        let readonly = sqlite(rusqlite::ffi::SQLITE_READONLY).to_string();
+        assert!(
+            readonly.contains("write the database file and its directory"),
+            "{readonly}"
+        );
     }
 }
