@@ -46,18 +46,59 @@ pub async fn handle<D: Dialect>(state: Arc<AppState>, req: Request) -> Response 
 /// client waits for it: DeepSeek generates it, and bills the operator for it, all the same —
 /// a client that hung up just before the end paid only for its prompt, so a script hanging
 /// up each request of a large `max_tokens` cost the operator its output for nothing (found by
-/// a white-box review). The relay runs in a task of its own, which the handler's being
-/// dropped (its client gone) does not cancel; that it was is told through `here`'s closing.
+/// a white-box review). The relay is polled in place while the client waits; dropped before
+/// its end (the client gone), it is handed to a task of its own to finish (a task for every
+/// request cost ~4 % more instructions per request), and told so by `here`'s closing.
 /// A stream's client that goes away stops it instead (DeepSeek stops generating then).
 async fn detached<D: Dialect>(state: Arc<AppState>, pending: Pending, call: Call<D>) -> Response {
     let (here, gone) = tokio::sync::oneshot::channel::<std::convert::Infallible>();
-    let task = tokio::spawn(relay::<D>(state, pending, call, Some(gone)));
-    let resp = task.await;
-    drop(here);
-    resp.unwrap_or_else(|e| {
-        tracing::error!(error = %e, "the relay of a whole answer failed");
-        D::error_response(GatewayError::Internal)
-    })
+    Detachable {
+        relay: Some(Box::pin(relay::<D>(state, pending, call, Some(gone)))),
+        here: Some(here),
+    }
+    .await
+}
+
+/// A relay that finishes on a task of its own if it is dropped before its end.
+struct Detachable {
+    relay: Option<std::pin::Pin<Box<dyn Future<Output = Response> + Send>>>,
+    /// Dropped when the relay is handed over: its client went away.
+    here: Option<tokio::sync::oneshot::Sender<std::convert::Infallible>>,
+}
+
+impl Future for Detachable {
+    type Output = Response;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Response> {
+        // Not polled again once done (a future's contract); if it were, it stays done.
+        let Some(relay) = self.relay.as_mut() else {
+            return std::task::Poll::Pending;
+        };
+        let done = relay.as_mut().poll(cx);
+        if done.is_ready() {
+            self.relay = None;
+        }
+        done
+    }
+}
+
+impl Drop for Detachable {
+    fn drop(&mut self) {
+        if let Some(relay) = self.relay.take() {
+            drop(self.here.take());
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => {
+                    rt.spawn(async move {
+                        let _unheard = relay.await;
+                    });
+                }
+                Err(_) => tracing::error!("a whole answer's relay could not be finished"),
+            }
+        }
+    }
 }
 
 /// Whether the client of a detached whole answer went away (its handler was dropped).
