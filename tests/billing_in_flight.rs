@@ -78,6 +78,20 @@ async fn a_key_at_its_plans_requests_in_flight_gets_429_and_its_places_come_back
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["type"], "error", "{v}");
     assert_eq!(v["error"]["type"], "rate_limit_error", "{v}");
+    // Both counted among the keys' limit refusals.
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.lines().any(|l| l == "modelrelay_rate_limited_total 2"),
+        "{metrics}"
+    );
     // Another key of the same plan is served meanwhile.
     let resp = app
         .chat(&other, &body(FLASH, "hi [[sim reply=1]]"))

@@ -150,6 +150,35 @@ impl Config {
                 self.server.max_body_bytes
             ));
         }
+        // A key may hold at most its plan's `max_in_flight` of the accounts' room for a model:
+        // at or above all of it, one key fills the pool and every other customer gets 503s
+        // (found by an independent check).
+        for (id, p) in &self.plans {
+            for model in &p.models {
+                let Some(m) = self.models.get(model) else {
+                    continue;
+                };
+                let room: u64 = accounts
+                    .iter()
+                    .map(|a| {
+                        u64::from(
+                            a.max_in_flight
+                                .get(model)
+                                .copied()
+                                .unwrap_or(m.max_in_flight),
+                        )
+                    })
+                    .sum();
+                if room > 0 && u64::from(p.max_in_flight) >= room {
+                    w.push(format!(
+                        "plans.{id}.max_in_flight = {} is at least the upstream accounts' room \
+                         for {model} ({room} in all): one key of this plan can take all of it \
+                         and leave every other customer 503 upstream_busy; lower it",
+                        p.max_in_flight
+                    ));
+                }
+            }
+        }
         // Two plans on sale under one name look like one plan on the storefront.
         let on_sale: Vec<(&String, &super::PlanConfig)> =
             self.plans.iter().filter(|(_, p)| p.enabled).collect();

@@ -64,6 +64,9 @@ impl Refusal {
             self.error,
             GatewayError::BudgetHeld { .. } | GatewayError::TooManyInFlight { .. }
         );
+        if matches!(self.error, GatewayError::TooManyInFlight { .. }) {
+            state.metrics.rate_limited();
+        }
         if matches!(status, 401..=404) || held {
             state.activity.emit(ActivityEvent::Refused {
                 key_id: self.key_id,

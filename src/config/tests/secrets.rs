@@ -412,3 +412,30 @@ fn a_tiny_body_limit_and_twin_plan_names_are_warned_about() {
         assert!(warnings_about(jail, "", "both on sale").is_empty());
     });
 }
+
+/// A plan whose one key may take all the accounts' room for one of its models is warned about;
+/// the defaults (32 against 2 500 and 500) say nothing.
+#[test]
+fn a_plan_whose_one_key_can_fill_the_accounts_is_warned_about() {
+    jailed(|jail| {
+        let w = warnings_about(
+            jail,
+            "[models.deepseek-v4-flash]\nmax_in_flight = 20\n",
+            "is at least the upstream accounts' room",
+        );
+        // Every built-in plan includes flash.
+        assert_eq!(w.len(), 4, "{w:?}");
+        assert!(
+            w.iter().any(|w| w.starts_with(
+                "plans.trial.max_in_flight = 32 is at least the upstream accounts' room for \
+             deepseek-v4-flash (20 in all)"
+            )),
+            "{w:?}"
+        );
+        assert!(warnings_about(jail, "", "upstream accounts' room").is_empty());
+        let lowered = "[models.deepseek-v4-flash]\nmax_in_flight = 20\n\
+                       [plans.trial]\nmax_in_flight = 19\n[plans.starter]\nmax_in_flight = 19\n\
+                       [plans.standard]\nmax_in_flight = 19\n[plans.pro]\nmax_in_flight = 19\n";
+        assert!(warnings_about(jail, lowered, "upstream accounts' room").is_empty());
+    });
+}
