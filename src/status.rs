@@ -66,7 +66,8 @@ impl Measured {
 pub enum Finish {
     /// Upstream finished and the client got everything.
     Complete,
-    /// The client went away mid-stream; upstream was cancelled.
+    /// The client went away: a stream was cancelled upstream, a whole answer that had
+    /// reached DeepSeek was read to its end (and billed at its count).
     ClientAbort,
     /// Upstream failed (status, malformed answer, cut stream).
     UpstreamError,
