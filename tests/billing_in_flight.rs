@@ -89,7 +89,9 @@ async fn a_key_at_its_plans_requests_in_flight_gets_429_and_its_places_come_back
         .await
         .unwrap();
     assert!(
-        metrics.lines().any(|l| l == "modelrelay_rate_limited_total 2"),
+        metrics
+            .lines()
+            .any(|l| l == "modelrelay_rate_limited_total 2"),
         "{metrics}"
     );
     // Another key of the same plan is served meanwhile.

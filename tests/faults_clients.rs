@@ -361,3 +361,63 @@ async fn a_client_hanging_up_with_bytes_after_its_request_is_noticed() {
         rows.iter().map(|r| r.cost.nanos()).sum::<i64>()
     );
 }
+
+/// A client that gave up while its connection waited in the listen backlog (every connection
+/// slot taken) is not served once accepted: its request was sent upstream and its whole answer
+/// billed to a client long gone (found by an independent check).
+#[tokio::test]
+async fn a_request_left_in_the_backlog_is_not_served() {
+    use tokio::io::AsyncWriteExt;
+    let app = TestApp::spawn_with(|c| c.server.max_connections = 1).await;
+    let key = app.create_key("trial", None).await;
+    // Its connection closes with its answer, freeing the slot.
+    let busy = tokio::spawn(
+        app.chat(&key, &body(FLASH, "[[sim reply=2 first_delay_ms=1000]] hi"))
+            .header("connection", "close")
+            .send(),
+    );
+    for _ in 0..200 {
+        if !app.sim.requests().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Into the backlog: the whole request, then the client leaves.
+    let payload = serde_json::to_string(&body(FLASH, "[[sim reply=2]] gone")).unwrap();
+    let addr = app.base.trim_start_matches("http://");
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        payload.len()
+    );
+    tcp.write_all(format!("{head}{payload}").as_bytes())
+        .await
+        .unwrap();
+    drop(tcp);
+    assert_eq!(busy.await.unwrap().unwrap().status(), 200);
+    // The slot is free: a request now is served (the left one was accepted before it).
+    let after = app
+        .chat(&key, &body(FLASH, "[[sim reply=2]] after"))
+        .header("connection", "close")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status(), 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent: Vec<String> = app
+        .sim
+        .requests()
+        .iter()
+        .map(|r| r.body.to_string())
+        .collect();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(!sent.iter().any(|b| b.contains("gone")), "{sent:?}");
+    assert!(
+        wait_rows(&app, &key, 2)
+            .await
+            .iter()
+            .all(|r| r.status == 200)
+    );
+    assert_books(&app, &key);
+}

@@ -76,7 +76,7 @@ fn sample<'a>(text: &'a str, series: &str) -> &'a str {
 /// The table's row of one account, as `upstream status` lays it out.
 fn row(name: &str, state: &str, reqs: u64, errors: u64, balance: &str, error: &str) -> String {
     format!(
-        "{name:<16} {state:<9} {reqs:>7} {errors:>7}  {:<28} {balance:<26} {error}",
+        "{name:<16} {state:<12} {reqs:>7} {errors:>7}  {:<28} {balance:<26} {error}",
         "flash 0/2500, pro 0/500"
     )
 }
@@ -212,7 +212,7 @@ async fn status_table_and_the_warnings_follow_the_balances() {
     assert_eq!(
         lines[0],
         format!(
-            "{:<16} {:<9} {:>7} {:>7}  {:<28} {:<26} LAST ERROR",
+            "{:<16} {:<12} {:>7} {:>7}  {:<28} {:<26} LAST ERROR",
             "ACCOUNT", "STATE", "REQS", "ERRORS", "IN FLIGHT / CAP", "BALANCE"
         ),
         "{run:#?}"

@@ -184,6 +184,19 @@ pub async fn restore_disabled_accounts(state: &AppState) {
             }
             continue;
         }
+        // A flag recorded before fingerprints were (migration 15) takes the key the account
+        // has now: from here on, a new key under that name brings it back too.
+        if let (None, Some(current)) = (&flag.key_sha256, &current) {
+            let fingerprinted = state.store.write(Write::AccountDisabled {
+                name: name.clone(),
+                key_sha256: current.clone(),
+                disabled: true,
+                at_ms: now_ms(),
+            });
+            if let Err(e) = fingerprinted.await {
+                tracing::warn!(account = %name, error = %e, "cannot record the disabled account's key");
+            }
+        }
         if state.upstream.set_enabled(&name, false).is_some() {
             tracing::warn!(
                 account = %name,

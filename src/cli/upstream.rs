@@ -61,10 +61,11 @@ pub(super) async fn upstream(path: &Path, args: UpstreamArgs) -> ExitCode {
 
 /// The pool for people.
 fn table(u: &UpstreamView) -> String {
+    let now = crate::clock::now_ms();
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<16} {:<9} {:>7} {:>7}  {:<28} {:<26} LAST ERROR",
+        "{:<16} {:<12} {:>7} {:>7}  {:<28} {:<26} LAST ERROR",
         "ACCOUNT", "STATE", "REQS", "ERRORS", "IN FLIGHT / CAP", "BALANCE"
     );
     for a in &u.accounts {
@@ -84,9 +85,9 @@ fn table(u: &UpstreamView) -> String {
         };
         let _ = writeln!(
             s,
-            "{:<16} {:<9} {:>7} {:>7}  {:<28} {:<26} {}",
+            "{:<16} {:<12} {:>7} {:>7}  {:<28} {:<26} {}",
             a.name,
-            state_word(a),
+            state_word(a, now),
             a.requests,
             a.errors,
             load.join(", "),
@@ -114,11 +115,66 @@ fn short(model: &str) -> &str {
 }
 
 /// The state column: `probation` for a healthy account whose last rest is kept (a failure
-/// rests it for twice as long), else the state as it is.
-fn state_word(a: &crate::activity::protocol::AccountView) -> &str {
-    if a.state == "healthy" && a.backoff_ms > 0 {
-        "probation"
-    } else {
-        &a.state
+/// rests it for twice as long), `cooling 12s` with the seconds until its trial request, `trial
+/// due` once its rest is over (it stayed `cooling` for as long as no request came; found by an
+/// independent check), else the state as it is.
+fn state_word(a: &crate::activity::protocol::AccountView, now_ms: i64) -> String {
+    match a.state.as_str() {
+        "healthy" if a.backoff_ms > 0 => "probation".into(),
+        "cooling" => {
+            let left = a
+                .cooling_until_ms
+                .map_or(0, |until| (until - now_ms).max(0));
+            match u64::try_from(left).unwrap_or(0).div_ceil(1000) {
+                0 => "trial due".into(),
+                secs => format!("cooling {secs}s"),
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::activity::protocol::AccountView;
+
+    /// A rest's seconds left, rounded up, then `trial due`.
+    #[test]
+    fn a_cooling_account_shows_its_rest_then_trial_due() {
+        let a = |state: &str, until: Option<i64>, backoff_ms: u64| AccountView {
+            name: "a".into(),
+            state: state.into(),
+            cooling_until_ms: until,
+            backoff_ms,
+            weight: 1,
+            models: vec![],
+            balance: None,
+            disabled_by_operator: false,
+            last_error: None,
+            last_error_ms: None,
+            requests: 0,
+            errors: 0,
+        };
+        assert_eq!(
+            super::state_word(&a("cooling", Some(12_500), 5_000), 1_000),
+            "cooling 12s"
+        );
+        assert_eq!(
+            super::state_word(&a("cooling", Some(1_000), 5_000), 1_000),
+            "trial due"
+        );
+        assert_eq!(
+            super::state_word(&a("cooling", Some(500), 5_000), 1_000),
+            "trial due"
+        );
+        assert_eq!(
+            super::state_word(&a("healthy", None, 5_000), 1_000),
+            "probation"
+        );
+        assert_eq!(super::state_word(&a("healthy", None, 0), 1_000), "healthy");
+        assert_eq!(
+            super::state_word(&a("disabled", None, 0), 1_000),
+            "disabled"
+        );
     }
 }

@@ -184,13 +184,14 @@ impl Config {
             self.plans.iter().filter(|(_, p)| p.enabled).collect();
         for (i, (id, p)) in on_sale.iter().enumerate() {
             let name = p.name.trim();
-            if let Some((other, _)) = on_sale[..i]
+            if let Some((other, q)) = on_sale[..i]
                 .iter()
                 .find(|(_, q)| q.name.trim().eq_ignore_ascii_case(name))
             {
                 w.push(format!(
-                    "plans.{other} and plans.{id} are both on sale as {name:?}: customers \
-                     cannot tell them apart on the storefront"
+                    "plans.{other} ({:?}) and plans.{id} ({name:?}) are both on sale under one \
+                     name: customers cannot tell them apart on the storefront",
+                    q.name.trim()
                 ));
             }
         }

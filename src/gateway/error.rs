@@ -241,9 +241,11 @@ impl GatewayError {
                  requests in progress until they finish) cannot pay for this request. Top up or \
                  buy a new plan."
             ),
+            // Whole answers whose client left count until they end (they are read on).
             GatewayError::TooManyInFlight { limit } => format!(
-                "Your key has {limit} requests in progress, as many as its plan allows at once. \
-                 Retry when one of them has finished."
+                "Your key has {limit} request{} in progress, as many as its plan allows at once. \
+                 Retry when one of them has finished.",
+                if *limit == 1 { "" } else { "s" }
             ),
             GatewayError::BudgetHeld { available, held } => format!(
                 "Your requests in progress hold ${held} of your key's budget until they finish, \

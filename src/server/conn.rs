@@ -211,6 +211,14 @@ impl Connection {
         // never noticed — its whole answer ran to its end upstream and was billed as
         // delivered (found by an independent check).
         let peer = tcp.as_fd().try_clone_to_owned().ok();
+        // A client that gave up while its connection waited in the listen backlog (every slot
+        // taken) has its hang-up in already: its request is not served — sent upstream, a
+        // whole answer was billed in full to a client long gone (found by an independent
+        // check). One `poll` a connection.
+        if peer.as_ref().is_some_and(hung_up) {
+            tracing::debug!(addr = %self.addr, "client hung up before its connection was served");
+            return;
+        }
         let activity = Arc::new(Activity::new());
         let io = TokioIo::new(Watched {
             inner: tcp,

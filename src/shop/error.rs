@@ -127,7 +127,10 @@ pub enum ShopError {
     #[error("Request body too large.")]
     BodyTooLarge,
     /// 429: the key's own limit of usage look-ups (its plan's RPM).
-    #[error("Too many usage look-ups for this key. Wait a minute and try again.")]
+    #[error(
+        "Too many usage look-ups for this key. Try again after the seconds the Retry-After \
+         header gives."
+    )]
     TooManyUsageReads,
 }
 

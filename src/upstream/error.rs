@@ -123,12 +123,20 @@ impl UpstreamError {
             UpstreamError::Status { status, .. } if status.is_client_error() => {
                 tracing::info!(request_id, error = %self, "upstream refused the request");
             }
-            UpstreamError::OutOfResources(_) => tracing::error!(
-                request_id,
-                error = %self,
-                "OUT OF FILE DESCRIPTORS (or socket memory): raise LimitNOFILE (the unit sets \
-                 65536) or lower server.max_connections and the accounts' max_in_flight"
-            ),
+            UpstreamError::OutOfResources(_) => {
+                // Every request refused meanwhile says the same: once a minute, with a count.
+                static SAID: crate::clock::Rationed = crate::clock::Rationed::new();
+                if let Some(held) = SAID.due() {
+                    tracing::error!(
+                        request_id,
+                        error = %self,
+                        since_last_said = held,
+                        "OUT OF FILE DESCRIPTORS (or socket memory): raise LimitNOFILE (the unit \
+                         sets 65536) or lower server.max_connections and the accounts' \
+                         max_in_flight (said at most once a minute)"
+                    );
+                }
+            }
             _ => tracing::warn!(request_id, error = %self, "upstream failed"),
         }
     }
