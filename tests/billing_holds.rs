@@ -217,7 +217,10 @@ fn check_storm(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fifty_concurrent_streams_never_overspend() {
     let app = TestApp::spawn_with(|c| {
-        c.plans.get_mut("trial").expect("trial plan").rpm = 10_000;
+        let trial = c.plans.get_mut("trial").expect("trial plan");
+        trial.rpm = 10_000;
+        // Fifty at once from one key: the holds are what is tested here.
+        trial.max_in_flight = 100;
     })
     .await;
     let b = with(
@@ -245,7 +248,10 @@ async fn fifty_concurrent_streams_never_overspend() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_streams_share_a_budget_of_a_few_requests_exactly() {
     let app = TestApp::spawn_with(|c| {
-        c.plans.get_mut("trial").expect("trial plan").rpm = 10_000;
+        let trial = c.plans.get_mut("trial").expect("trial plan");
+        trial.rpm = 10_000;
+        // Fifty at once from one key: the holds are what is tested here.
+        trial.max_in_flight = 100;
     })
     .await;
     let b = with(

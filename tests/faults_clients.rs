@@ -421,3 +421,28 @@ async fn a_request_left_in_the_backlog_is_not_served() {
     );
     assert_books(&app, &key);
 }
+
+/// A whole answer whose client left while its attempt was on the wire is not tried again on
+/// another account when that attempt fails: it was, and the new attempt's answer billed to a
+/// client long gone (found by a review).
+#[tokio::test]
+async fn a_left_whole_answer_is_not_failed_over() {
+    use modelrelay::upstream::simulated::AccountFault;
+    let app =
+        crate::upstream_pool::two_accounts(|_| {}, |c| c.upstream.idle_timeout_secs = 1).await;
+    for k in [crate::common::SIM_KEY, crate::upstream_pool::SECOND] {
+        app.sim.set_fault(k, Some(AccountFault::Hang));
+    }
+    let key = app.create_key("trial", None).await;
+    let resp = app
+        .chat(&key, &body(FLASH, "[[sim reply=5]] hi"))
+        .timeout(Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(resp.is_err_and(|e| e.is_timeout()));
+    let row = wait_rows(&app, &key, 1).await.remove(0);
+    assert_eq!(app.sim.requests().len(), 1, "one attempt, not failed over");
+    assert_eq!(row.finish, Finish::UpstreamTimeout, "{row:?}");
+    assert_eq!(row.cost.nanos(), 0, "{row:?}");
+    assert_books(&app, &key);
+}

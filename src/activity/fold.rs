@@ -320,7 +320,8 @@ impl<R: Rules> Fold<R> {
             } => self.hit(key_id, key_prefix, *limit, *at_ms, d.may_repeat),
             // Only the refusals for money and plan are shown.
             ActivityEvent::Refused {
-                // 429 here is `budget_held` (a rate-limit hit is its own event).
+                // 429 here is `budget_held` or `too_many_in_flight` (a rate-limit hit is its own
+                // event).
                 status: 402 | 403 | 429,
                 ..
             } => self.refuse(e, d.may_repeat),

@@ -13,15 +13,16 @@ pub struct KeySlot(Arc<KeyState>);
 
 impl KeyState {
     /// Take one of at most `cap` places for a request of this key; `None` when all are taken.
-    /// Never more than `cap` at once, whatever the concurrency: a place is taken first and
-    /// given back if it was one too many.
+    /// Never more than `cap` at once, whatever the concurrency, and never a refusal while one
+    /// is free (a compare-and-swap: adding first and giving back showed the count above the
+    /// cap for a moment, and refused a request meanwhile; found by a review).
     pub fn enter(self: &Arc<Self>, cap: u32) -> Option<KeySlot> {
-        let before = self.in_flight.fetch_add(1, Ordering::AcqRel);
-        if before >= cap {
-            self.in_flight.fetch_sub(1, Ordering::AcqRel);
-            return None;
-        }
-        Some(KeySlot(Arc::clone(self)))
+        self.in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < cap).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| KeySlot(Arc::clone(self)))
     }
 
     /// Its requests in flight now.

@@ -514,7 +514,11 @@ mod tests {
             "{}",
             until - now_ms()
         );
-        assert_eq!(a.try_take(0, until + 1), Some(true));
+        // Not before those 10 s (on the monotonic clock), then the trial.
+        let rest_ends = a.rest_until().unwrap();
+        assert!(rest_ends - mono_ms() > 9_000, "{}", rest_ends - mono_ms());
+        assert_eq!(a.try_take(0, rest_ends - 1), None);
+        assert_eq!(a.try_take(0, rest_ends), Some(true));
         assert!(a.succeeded());
         assert_eq!(a.state(), AccountState::Healthy);
         assert!(

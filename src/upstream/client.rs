@@ -26,6 +26,10 @@ pub struct Dispatch {
     /// body sets it when hyper takes it); cleared when an attempt fails over, as DeepSeek
     /// bills nothing for a refused one. Until then a client that goes away owes nothing.
     pub sent: Arc<AtomicBool>,
+    /// Its client went away (a whole answer read on without it): an attempt that fails is not
+    /// tried again elsewhere — that would send a request nobody waits for, and bill it (found
+    /// by a review).
+    pub abandoned: Arc<AtomicBool>,
     /// The accounts of the latest attempt and of the latest one that reached its account.
     accounts: std::sync::Mutex<Accounts>,
 }
@@ -267,6 +271,9 @@ impl Upstream {
                     // to every resting account in turn, multiplying a 429 storm by the pool's
                     // size; found by an independent check) — but one whose rest is over takes
                     // it as its trial.
+                    if dispatch.abandoned.load(Ordering::Acquire) {
+                        return Err(e);
+                    }
                     let now = account::mono_ms();
                     let untried_usable = self
                         .pool

@@ -130,11 +130,16 @@ fn draw_hits(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
 fn draw_refusals(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
     let m = &app.model;
     let count = |s: u16| m.refusals().iter().filter(|r| r.status == s).count();
-    // 429 here is `budget_held` (the key's own requests hold its money), said once there is one.
-    let held = match count(429) {
+    let coded = |c: &str| m.refusals().iter().filter(|r| r.code == c).count();
+    // 429 here is `budget_held` (the key's own requests hold its money) or `too_many_in_flight`
+    // (its plan's requests at once), each said once there is one.
+    let mut held = match coded("budget_held") {
         0 => String::new(),
         n => format!("· 429 (held) ×{n} "),
     };
+    if let n @ 1.. = coded("too_many_in_flight") {
+        held.push_str(&format!("· 429 (at once) ×{n} "));
+    }
     let title = format!(
         " Refusals, {}: 402 (no budget) ×{} · 403 (not in plan) ×{} {held}",
         window(app),

@@ -391,6 +391,27 @@ fn limits_view_draws_hits_per_key_with_a_sparkline() {
         "sk-gateway-TrIa…    30",
     );
     assert_eq!(large, format!("{}▄{}▄█", "·".repeat(19), "·".repeat(38)));
+
+    // The two kinds of 429 refusal are told apart in the title.
+    use crate::activity::protocol::{ActivityEvent, Response};
+    let mut a = view(View::Limits);
+    for (i, code) in ["budget_held", "too_many_in_flight", "too_many_in_flight"]
+        .into_iter()
+        .enumerate()
+    {
+        a.handle(Event::Socket(Response::Event {
+            event: ActivityEvent::Refused {
+                key_id: Some("key_pro".into()),
+                status: 429,
+                code: code.into(),
+                at_ms: NOW - 1_000 - i as i64,
+            },
+        }));
+    }
+    assert_has(
+        &screen(&a, LARGE),
+        &["429 (held) ×1 · 429 (at once) ×2", "too_many_in_flight"],
+    );
 }
 
 #[test]
