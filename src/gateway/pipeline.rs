@@ -73,7 +73,7 @@ impl Future for Detachable {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Response> {
-        // Not polled again once done (a future's contract); if it were, it stays done.
+        // Not polled again once done (a future's contract); if it were, it stays pending.
         let Some(relay) = self.relay.as_mut() else {
             return std::task::Poll::Pending;
         };
