@@ -367,7 +367,6 @@ async fn a_client_hanging_up_with_bytes_after_its_request_is_noticed() {
 /// billed to a client long gone (found by an independent check).
 #[tokio::test]
 async fn a_request_left_in_the_backlog_is_not_served() {
-    use tokio::io::AsyncWriteExt;
     let app = TestApp::spawn_with(|c| c.server.max_connections = 1).await;
     let key = app.create_key("trial", None).await;
     // Its connection closes with its answer, freeing the slot.
@@ -383,17 +382,8 @@ async fn a_request_left_in_the_backlog_is_not_served() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // Into the backlog: the whole request, then the client leaves.
-    let payload = serde_json::to_string(&body(FLASH, "[[sim reply=2]] gone")).unwrap();
-    let addr = app.base.trim_start_matches("http://");
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let head = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        payload.len()
-    );
-    tcp.write_all(format!("{head}{payload}").as_bytes())
-        .await
-        .unwrap();
+    let tcp =
+        crate::common::unread_chat(&app.base, &key, &body(FLASH, "[[sim reply=2]] gone")).await;
     drop(tcp);
     assert_eq!(busy.await.unwrap().unwrap().status(), 200);
     // The slot is free: a request now is served (the left one was accepted before it).

@@ -547,18 +547,26 @@ impl Drop for Leave<'_> {
     }
 }
 
+impl Outcome {
+    /// A client that went away before any answer reached it: billed by [`bill`]'s rule for
+    /// an abort (its prompt once the request reached DeepSeek, else nothing).
+    pub fn client_gone() -> Outcome {
+        Outcome {
+            usage: None,
+            output_estimate: 0,
+            reported: Reported::default(),
+            finish: Finish::ClientAbort,
+            status: 499,
+            ttft: None,
+        }
+    }
+}
+
 impl Drop for Pending {
     fn drop(&mut self) {
         if let Some(ctx) = self.ctx.take() {
             let state = self.state.clone();
-            let o = Outcome {
-                usage: None,
-                output_estimate: 0,
-                reported: Reported::default(),
-                finish: Finish::ClientAbort,
-                status: 499,
-                ttft: None,
-            };
+            let o = Outcome::client_gone();
             match tokio::runtime::Handle::try_current() {
                 Ok(rt) => {
                     rt.spawn(async move {

@@ -256,16 +256,7 @@ fn routed(state: &AppState, ctx: &RequestCtx, account: &str) {
 /// The client of a detached whole answer went away before the request reached DeepSeek: it
 /// owes nothing (unless it reached DeepSeek meanwhile: then its prompt, as any client gone).
 async fn left_unsent<D: Dialect>(pending: Pending) -> Response {
-    pending
-        .settle(Outcome {
-            usage: None,
-            output_estimate: 0,
-            reported: Reported::default(),
-            finish: Finish::ClientAbort,
-            status: 499,
-            ttft: None,
-        })
-        .await;
+    pending.settle(Outcome::client_gone()).await;
     D::error_response(GatewayError::Upstream)
 }
 
