@@ -476,6 +476,32 @@ async fn healthz(app: &TestApp) -> Value {
     resp.json().await.expect("JSON")
 }
 
+/// An account cooling after a failure makes `/healthz` `degraded` while it rests, and `ok`
+/// again once its rest is over and its probe answers, though no request has tried it yet (on
+/// an idle gateway it stayed `degraded` until a customer came; found by an independent check).
+#[tokio::test]
+async fn healthz_is_ok_again_once_a_rest_is_over() {
+    let app = two_accounts(|_| {}, |_| {}).await;
+    let key = app.create_key("trial", None).await;
+    app.sim.set_fault(SIM_KEY, Some(AccountFault::Status(503)));
+    app.sim.set_fault(SECOND, Some(AccountFault::Status(503)));
+    let resp = app
+        .chat(&key, &body("deepseek-v4-flash", "[[sim reply=1]] hi"))
+        .send()
+        .await
+        .expect("answered");
+    assert!(resp.status().is_server_error());
+    app.sim.set_fault(SIM_KEY, None);
+    app.sim.set_fault(SECOND, None);
+    let h = healthz(&app).await;
+    assert_eq!(h["status"], "degraded", "{h}");
+    // The first rest is 5 s.
+    tokio::time::sleep(Duration::from_millis(5_300)).await;
+    let h = healthz(&app).await;
+    assert_eq!(h["status"], "ok", "{h}");
+    assert_eq!(h["upstream"]["status"], "ok", "{h}");
+}
+
 #[tokio::test]
 async fn an_unknown_account_is_exit_1_with_a_clear_message() {
     let app = two_accounts(|_| {}, |_| {}).await;

@@ -164,10 +164,17 @@ pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
         a.state == AccountState::Disabled && a.by_operator
     };
     let expected = pool.accounts.iter().filter(|a| !set_aside(a)).count();
+    // An account whose rest is over waits for a request to try it: with its probe answering,
+    // nothing says it is down — on an idle gateway it stayed `degraded` until a customer came
+    // (found by an independent check).
+    let now = crate::clock::now_ms();
+    let rested = |a: &crate::upstream::status::AccountStatus| {
+        a.state == AccountState::Cooling && a.cooling_until_ms.is_some_and(|u| u <= now)
+    };
     let all_healthy = pool
         .accounts
         .iter()
-        .all(|a| a.state == AccountState::Healthy || set_aside(a));
+        .all(|a| a.state == AccountState::Healthy || rested(a) || set_aside(a));
     let upstream_status = match serving {
         0 => "error",
         n if n == expected && all_healthy => "ok",
