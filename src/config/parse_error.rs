@@ -78,9 +78,10 @@ fn one(e: &Error) -> String {
             } else {
                 format!("{key}.{name}")
             };
+            let why = new_entry_hint(&e.path);
             return match file {
-                Some(f) => format!("{f}: missing key {key}"),
-                None => format!("missing key {key}"),
+                Some(f) => format!("{f}: missing key {key}{why}"),
+                None => format!("missing key {key}{why}"),
             };
         }
         other => other.to_string(),
@@ -94,6 +95,27 @@ fn one(e: &Error) -> String {
         Some(f) => format!("{f}: {key}: {what}"),
         None => format!("{key}: {what}"),
     }
+}
+
+/// A plan or model the built-in ones do not have must set its fields in full: said with the
+/// ids that are built in, since a typo in one (`MODELRELAY_PLANS__TRAIL__RPM`) makes a new
+/// entry, and "missing key …name" alone did not say so (found by an independent check).
+fn new_entry_hint(path: &[String]) -> String {
+    let defaults = super::Config::default();
+    let (what, known): (&str, Vec<&String>) = match path.first().map(String::as_str) {
+        Some("plans") => ("plan", defaults.plans.keys().collect()),
+        Some("models") => ("model", defaults.models.keys().collect()),
+        _ => return String::new(),
+    };
+    let Some(id) = path.get(1) else {
+        return String::new();
+    };
+    let known: Vec<&str> = known.iter().map(|k| k.as_str()).collect();
+    format!(
+        " ({what} {id:?} is not a built-in one ({}), so it must set every field; a typo in its \
+         id makes a new {what})",
+        known.join(", ")
+    )
 }
 
 /// Whether the value at `path` is one of the secrets (`check-config` redacts them too).

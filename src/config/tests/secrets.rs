@@ -442,3 +442,18 @@ fn a_plan_whose_one_key_can_fill_the_accounts_is_warned_about() {
         assert!(warnings_about(jail, lowered, "upstream accounts' room").is_empty());
     });
 }
+
+/// A plan id typed wrong (here through the environment) is a new plan lacking its fields: the
+/// error says so and names the built-in plans.
+#[test]
+fn a_mistyped_plan_id_says_it_made_a_new_plan() {
+    jailed(|jail| {
+        jail.set_env("MODELRELAY_PLANS__TRAIL__RPM", "10");
+        let err = error_of(jail, "[upstream]\napi_key = \"sk-x\"\n");
+        assert!(err.contains("missing key"), "{err}");
+        assert!(
+            err.contains("plan \"trail\" is not a built-in one (pro, standard, starter, trial)"),
+            "{err}"
+        );
+    });
+}
