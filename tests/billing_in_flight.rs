@@ -23,6 +23,17 @@ async fn wait_in_flight(app: &TestApp, key: &str, n: u32) {
     panic!("{} requests in flight, not {n}", state.in_flight());
 }
 
+/// A short request of `key`, served (200): its request id.
+async fn served(app: &TestApp, key: &str) -> String {
+    let resp = app
+        .chat(key, &body(FLASH, "hi [[sim reply=1]]"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    request_id(&resp)
+}
+
 /// At its plan's limit a key's next request is a 429 `too_many_in_flight` in either dialect,
 /// retried after `Retry-After: 2` by the SDKs, charged nothing and with no ledger row; another
 /// key is not held back by it; the places come back when the requests finish, when a client
@@ -79,41 +90,20 @@ async fn a_key_at_its_plans_requests_in_flight_gets_429_and_its_places_come_back
     assert_eq!(v["type"], "error", "{v}");
     assert_eq!(v["error"]["type"], "rate_limit_error", "{v}");
     // Both counted among the keys' limit refusals.
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l == "modelrelay_rate_limited_total 2"),
-        "{metrics}"
+    let metrics = crate::ops::scrape(&app).await;
+    assert_eq!(
+        crate::ops::get(&metrics, "modelrelay_rate_limited_total"),
+        2.0
     );
     // Another key of the same plan is served meanwhile.
-    let resp = app
-        .chat(&other, &body(FLASH, "hi [[sim reply=1]]"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    served(&app, &other).await;
     assert_eq!(app.key_state(&key).balance().spent, spent_before);
 
     for h in held {
         assert_eq!(h.await.unwrap().unwrap().status(), 200);
     }
     wait_in_flight(&app, &key, 0).await;
-    let resp = app
-        .chat(&key, &body(FLASH, "hi [[sim reply=1]]"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let last = request_id(&resp);
+    let last = served(&app, &key).await;
     app.wait_ledger_row(&last).await;
     // The two held and the one after: the refusals left no row.
     assert_eq!(app.ledger_totals(&key).0, 3);
@@ -136,10 +126,5 @@ async fn a_key_at_its_plans_requests_in_flight_gets_429_and_its_places_come_back
         g.abort();
     }
     wait_in_flight(&app, &key, 0).await;
-    let resp = app
-        .chat(&key, &body(FLASH, "hi [[sim reply=1]]"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    served(&app, &key).await;
 }

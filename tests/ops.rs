@@ -90,7 +90,7 @@ fn parse_prometheus(text: &str) -> BTreeMap<String, f64> {
     out
 }
 
-async fn scrape(app: &TestApp) -> BTreeMap<String, f64> {
+pub(super) async fn scrape(app: &TestApp) -> BTreeMap<String, f64> {
     let resp = app
         .http
         .get(format!("{}/metrics", app.base))
@@ -106,7 +106,7 @@ async fn scrape(app: &TestApp) -> BTreeMap<String, f64> {
     parse_prometheus(&resp.text().await.expect("body"))
 }
 
-fn get(m: &BTreeMap<String, f64>, series: &str) -> f64 {
+pub(super) fn get(m: &BTreeMap<String, f64>, series: &str) -> f64 {
     m.get(series).copied().unwrap_or(0.0)
 }
 

@@ -211,16 +211,16 @@ async fn relay<D: Dialect>(
     // that went away, and told to retry. A detached whole answer whose client went away
     // before the request reached DeepSeek (queued for an account's slot, or connecting) is
     // not sent at all.
-    let dispatch = pending
-        .ctx()
-        .map(|c| (c.dispatch.sent.clone(), c.dispatch.abandoned.clone()));
+    let dispatch = pending.ctx().map(|c| &c.dispatch);
     let gone_unsent = async {
-        if let (Some(c), Some((sent, abandoned))) = (client.as_mut(), &dispatch) {
+        if let (Some(c), Some(dispatch)) = (client.as_mut(), dispatch) {
             // Resolves only when the handler is dropped: nothing is ever sent on it.
             let _closed = c.await;
             // From now on a failed attempt is not tried again on another account.
-            abandoned.store(true, std::sync::atomic::Ordering::Release);
-            if !sent.load(std::sync::atomic::Ordering::Acquire) {
+            dispatch
+                .abandoned
+                .store(true, std::sync::atomic::Ordering::Release);
+            if !dispatch.sent.load(std::sync::atomic::Ordering::Acquire) {
                 return;
             }
         }

@@ -151,20 +151,9 @@ mod tests {
 
     fn table() -> KeyTable {
         let record = KeyRecord {
-            id: "key_test".into(),
             hash: hash_key(KEY),
-            sealed: vec![],
             prefix: "sk-gateway-0123…".into(),
-            plan: "trial".into(),
-            status: KeyStatus::Active,
-            budget: Usd::from_dollars(1),
-            spent: Usd::ZERO,
-            requests: 0,
-            email: None,
-            note: None,
-            order_id: None,
-            created_at: chrono::Utc::now(),
-            last_used_at: None,
+            ..KeyRecord::for_tests("key_test", Usd::from_dollars(1))
         };
         KeyTable::new([(record.hash, KeyState::from_record(record, 60))])
     }

@@ -44,22 +44,7 @@ mod tests {
     /// At most `cap` places, under any concurrency, each given back when dropped.
     #[test]
     fn a_key_never_has_more_places_than_its_cap() {
-        let record = crate::keys::KeyRecord {
-            id: "key_a".into(),
-            hash: [1; 32],
-            sealed: vec![],
-            prefix: "sk-gateway-Test…".into(),
-            plan: "trial".into(),
-            status: crate::keys::KeyStatus::Active,
-            budget: crate::money::Usd::from_dollars(1),
-            spent: crate::money::Usd::ZERO,
-            requests: 0,
-            email: None,
-            note: None,
-            order_id: None,
-            created_at: chrono::Utc::now(),
-            last_used_at: None,
-        };
+        let record = crate::keys::KeyRecord::for_tests("key_a", crate::money::Usd::from_dollars(1));
         let key = Arc::new(KeyState::from_record(record, 60));
         let first = key.enter(2).unwrap();
         let second = key.enter(2).unwrap();

@@ -54,6 +54,29 @@ pub struct KeyRecord {
     pub last_used_at: Option<DateTime<Utc>>,
 }
 
+#[cfg(test)]
+impl KeyRecord {
+    /// An active Trial key `id` holding `budget`, nothing spent (tests).
+    pub(crate) fn for_tests(id: &str, budget: Usd) -> KeyRecord {
+        KeyRecord {
+            id: id.into(),
+            hash: [1; 32],
+            sealed: vec![],
+            prefix: "sk-gateway-Test…".into(),
+            plan: "trial".into(),
+            status: KeyStatus::Active,
+            budget,
+            spent: Usd::ZERO,
+            requests: 0,
+            email: None,
+            note: None,
+            order_id: None,
+            created_at: Utc::now(),
+            last_used_at: None,
+        }
+    }
+}
+
 type Limiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
 
 /// A key's live state. Money fields are nano-USD atomics; `available` is what new requests

@@ -232,20 +232,9 @@ mod tests {
         use crate::keys::seal::Sealer;
         let (old, new) = (Sealer::from_secret(&[1; 32]), Sealer::from_secret(&[2; 32]));
         let key = |id: &str, by: &Sealer, at: i64| KeyRecord {
-            id: id.into(),
-            hash: [0; 32],
             sealed: by.seal(id, "sk-gateway-x").unwrap(),
-            prefix: "sk-gateway-x…".into(),
-            plan: "trial".into(),
-            status: crate::keys::KeyStatus::Active,
-            budget: crate::money::Usd::ZERO,
-            spent: crate::money::Usd::ZERO,
-            requests: 0,
-            email: None,
-            note: None,
-            order_id: None,
             created_at: chrono::DateTime::from_timestamp(at, 0).unwrap(),
-            last_used_at: None,
+            ..KeyRecord::for_tests(id, crate::money::Usd::ZERO)
         };
         let records = vec![
             key("key_a", &old, 1),

@@ -29,7 +29,7 @@ pub struct Dispatch {
     /// Its client went away (a whole answer read on without it): an attempt that fails is not
     /// tried again elsewhere — that would send a request nobody waits for, and bill it (found
     /// by a review).
-    pub abandoned: Arc<AtomicBool>,
+    pub abandoned: AtomicBool,
     /// The accounts of the latest attempt and of the latest one that reached its account.
     accounts: std::sync::Mutex<Accounts>,
 }

@@ -4,22 +4,7 @@
 use super::*;
 
 fn record(budget: i64) -> KeyRecord {
-    KeyRecord {
-        id: "key_test".into(),
-        hash: [1; 32],
-        sealed: vec![],
-        prefix: "sk-gateway-Test…".into(),
-        plan: "trial".into(),
-        status: KeyStatus::Active,
-        budget: Usd::from_nanos(budget),
-        spent: Usd::ZERO,
-        requests: 0,
-        email: None,
-        note: None,
-        order_id: None,
-        created_at: Utc::now(),
-        last_used_at: None,
-    }
+    KeyRecord::for_tests("key_test", Usd::from_nanos(budget))
 }
 
 #[test]
