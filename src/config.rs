@@ -152,7 +152,8 @@ pub struct UpstreamConfig {
     pub api_key_file: Option<PathBuf>,
     /// TCP + TLS connect timeout.
     pub connect_timeout_secs: u64,
-    /// Longest silence allowed from upstream; keep-alive comments do not count as data.
+    /// Longest silence allowed from upstream; a stream's keep-alive comments do not count as
+    /// data, a whole answer's blank lines do.
     pub idle_timeout_secs: u64,
     /// Longest a whole request may take.
     pub request_timeout_secs: u64,

@@ -122,8 +122,11 @@ async fn upstream_400_and_422_are_passed_on_with_their_message() {
     assert_eq!(app.key_state(&key).balance().spent, Usd::ZERO);
 }
 
+/// A whole answer is written only when done; the blank lines DeepSeek sends until then are its
+/// only sign of life, so they keep the request waiting past the idle timer (a thinking model's
+/// long answer was cut at it, paid to DeepSeek and never delivered), and the answer is billed.
 #[tokio::test]
-async fn keep_alive_blank_lines_do_not_reset_the_idle_timer_504() {
+async fn blank_lines_keep_a_whole_answer_waiting_past_the_idle_timer() {
     let app = TestApp::spawn_with(|c| c.upstream.idle_timeout_secs = 1).await;
     let key = app.create_key("trial", None).await;
     let resp = app
@@ -131,7 +134,47 @@ async fn keep_alive_blank_lines_do_not_reset_the_idle_timer_504() {
             &key,
             &body(
                 FLASH,
-                "hi [[sim first_delay_ms=3000 keepalive_ms=200 reply=2]]",
+                "hi [[sim first_delay_ms=3000 keepalive_ms=200 prompt=7 reply=2]]",
+            ),
+        )
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.expect("json");
+    assert_eq!(v["usage"]["completion_tokens"], 2, "{v}");
+    let outcome = app.sim.wait_outcome(0, Duration::from_secs(5)).await;
+    assert_eq!(outcome, Outcome::Completed);
+    let n = |f: &str| {
+        v["usage"][f]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{f} in {v}"))
+    };
+    let want = crate::common::expected_cost(
+        n("prompt_cache_hit_tokens"),
+        n("prompt_cache_miss_tokens"),
+        2,
+        3_000_000,
+        150_000_000,
+        600_000_000,
+    );
+    assert_eq!(n("prompt_tokens"), 7, "{v}");
+    let b = app.key_state(&key).balance();
+    assert_eq!(b.spent.nanos(), want, "the answer is billed at its usage");
+    assert_eq!(b.held, Usd::ZERO);
+}
+
+/// Silence after the head, not even a blank line, for the idle timeout: a hung path, 504, free.
+#[tokio::test]
+async fn a_whole_answer_silent_for_the_idle_timeout_is_504() {
+    let app = TestApp::spawn_with(|c| c.upstream.idle_timeout_secs = 1).await;
+    let key = app.create_key("trial", None).await;
+    let resp = app
+        .chat(
+            &key,
+            &body(
+                FLASH,
+                "hi [[sim first_delay_ms=3000 keepalive_ms=60000 reply=2]]",
             ),
         )
         .send()

@@ -96,7 +96,8 @@ pub struct Upstream {
     /// nothing there).
     pub(super) watch_http: reqwest::Client,
     pub(super) pool: Arc<Pool>,
-    /// No data for this long (keep-alive comments do not count) ends a request.
+    /// No data for this long ends a request (a stream's keep-alive comments do not count; a
+    /// whole answer's blank lines do, being all it sends until it is done).
     pub idle_timeout: Duration,
     /// A whole request may take this long.
     pub request_timeout: Duration,

@@ -9,7 +9,8 @@ pub enum UpstreamError {
     /// Could not connect or send (why, with its causes, for the log).
     #[error("upstream unreachable: {0}")]
     Unreachable(String),
-    /// Nothing arrived in time (the idle timer — keep-alives do not count — or the total one).
+    /// Nothing arrived in time (the idle timer — a stream's keep-alives do not count — or the
+    /// total one).
     #[error("upstream timed out")]
     Timeout,
     /// A non-2xx status.

@@ -1,6 +1,7 @@
 //! Reading an upstream answer that arrived with a 2xx: a whole JSON body, or an event stream,
-//! each under the request's two timers — idle (no data for `idle_timeout`; DeepSeek's queue
-//! keep-alives do not count) and total (the request's deadline).
+//! each under the request's two timers — idle (no data for `idle_timeout`: in a stream,
+//! DeepSeek's keep-alive comments do not count; a whole answer's blank lines do, being its only
+//! sign of life) and total (the request's deadline).
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -50,15 +51,17 @@ impl Reply {
         &self.slot.account().name
     }
 
-    /// The whole body of a non-stream answer. DeepSeek sends blank lines while a request waits
-    /// in its queue; those do not count as data for the idle timer. The account is told how
-    /// it went: a body that is no JSON object (a proxy's page, nothing), an error object, or
-    /// silence after the head is its failure; running out of time while its blank lines kept
-    /// coming is not (a long answer is written only when done: a customer's large
-    /// `max_tokens` rested accounts at will), nor is the request's own total limit.
+    /// The whole body of a non-stream answer. DeepSeek writes it only when it is done and
+    /// sends blank lines meanwhile (while it queues, and while it generates): those are its
+    /// only sign of life, so they count for the idle timer here — a thinking model's long
+    /// answer is waited for up to the request's total limit, where ignoring them cut every
+    /// answer that took longer than the idle timeout, paid to DeepSeek and, with the SDKs'
+    /// retries, paid three times (found by an independent check). Silence (not even a blank
+    /// line) for the idle timeout is a hung path. The account is told how it went: a body that
+    /// is no JSON object (a proxy's page, nothing), an error object, or silence after the head
+    /// is its failure; the request's own total limit is not.
     pub async fn json(mut self) -> Result<Vec<u8>, UpstreamError> {
-        let mut alive = false;
-        let read = self.read_whole(&mut alive).await;
+        let read = self.read_whole().await;
         match &read {
             Ok(body) => {
                 let body = body.trim_ascii_start();
@@ -76,28 +79,18 @@ impl Reply {
             }
             // The request's own total limit says nothing about the account.
             Err(UpstreamError::Timeout) if Instant::now() >= self.deadline => {}
-            Err(UpstreamError::Timeout) if alive => {
-                self.slot
-                    .noted("timed out while the answer was being written");
-            }
             Err(e) => self.slot.failed(&e.to_string()),
         }
         read
     }
 
-    /// `alive`: set when it timed out while bytes (its blank lines) were still coming — one
-    /// within the last half of the idle timeout; a blank line and then silence is a stall.
-    async fn read_whole(&mut self, alive: &mut bool) -> Result<Vec<u8>, UpstreamError> {
+    async fn read_whole(&mut self) -> Result<Vec<u8>, UpstreamError> {
         let mut buf = Vec::new();
-        let mut last_data = Instant::now();
-        let mut last_byte: Option<Instant> = None;
+        let mut last_byte = Instant::now();
         loop {
-            let wait = self.deadline.min(last_data + self.idle);
+            let wait = self.deadline.min(last_byte + self.idle);
             match tokio::time::timeout_at(wait, http::chunk(self.resp.body_mut())).await {
-                Err(_) => {
-                    *alive = last_byte.is_some_and(|t| t.elapsed() < self.idle / 2);
-                    return Err(UpstreamError::Timeout);
-                }
+                Err(_) => return Err(UpstreamError::Timeout),
                 Ok(Err(e)) => return Err(UpstreamError::Malformed(format!("body cut: {e}"))),
                 Ok(Ok(None)) => {
                     // A byte-order mark before the JSON (serde refuses it; the SSE decoder
@@ -109,12 +102,16 @@ impl Reply {
                 }
                 Ok(Ok(Some(c))) => {
                     if !c.is_empty() {
-                        last_byte = Some(Instant::now());
+                        last_byte = Instant::now();
                     }
-                    if c.iter().any(|b| !b.is_ascii_whitespace()) {
-                        last_data = Instant::now();
-                    }
-                    buf.extend_from_slice(&c);
+                    // The blank lines before the JSON are not kept: hours of them would
+                    // otherwise count against the answer's size limit.
+                    let c = if buf.is_empty() {
+                        c.trim_ascii_start()
+                    } else {
+                        &c[..]
+                    };
+                    buf.extend_from_slice(c);
                     if buf.len() > MAX_ANSWER {
                         return Err(UpstreamError::Malformed("answer too large".into()));
                     }
