@@ -462,3 +462,61 @@ async fn mail_cli(app: &TestApp, args: &[&str]) -> crate::cli::Run {
     all.extend_from_slice(&["--socket", socket]);
     crate::cli::run_in(app.dir.path(), &all, &[]).await
 }
+
+/// Outbox rows of `kind` for `key_id` (written by the ledger writer: waited for).
+async fn notices(app: &TestApp, kind: &str) -> i64 {
+    let count = || -> i64 {
+        app.db()
+            .query_row("SELECT count(*) FROM outbox WHERE kind = ?1", [kind], |r| {
+                r.get(0)
+            })
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while count() == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    count()
+}
+
+/// Each request holds its prompt's bound in bytes, so a key spent by use keeps a little more
+/// than the smallest request costs and stays `active`: a client that always sends a long
+/// conversation gets 402 from then on, and its owner is told the key ran out — once, while
+/// short requests still go through.
+#[tokio::test]
+async fn a_low_key_refused_for_want_of_money_tells_its_owner_once() {
+    let app = TestApp::spawn_with(|c| email_on(c, free_port())).await;
+    let key = app.create_key("trial", Some("0.001")).await;
+    // 600 750 then 300 750 nano-USD of 1 000 000: 98 500 left, below a fifth (low).
+    for directive in ["[[sim reply=1000 prompt=5]]", "[[sim reply=500 prompt=5]]"] {
+        let r = app
+            .chat(&key, &body(FLASH, directive))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!(app.key_state(&key).balance().spent.nanos(), 901_500);
+    assert_eq!(notices(&app, "low_balance").await, 1);
+    assert_eq!(notices(&app, "exhausted").await, 0, "not run out yet");
+    let long = format!(
+        "{} [[sim reply=3 prompt=5]]",
+        "a long conversation ".repeat(50)
+    );
+    for _ in 0..2 {
+        let r = app.chat(&key, &body(FLASH, &long)).send().await.unwrap();
+        assert_eq!(r.status(), 402);
+        let short = app
+            .chat(&key, &body(FLASH, "[[sim reply=3 prompt=5]]"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(short.status(), 200, "a short request still goes through");
+    }
+    assert_eq!(notices(&app, "exhausted").await, 1, "told once");
+    let status: String = app
+        .db()
+        .query_row("SELECT status FROM keys", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(status, "active");
+}

@@ -114,9 +114,15 @@ pub async fn admit<D: Dialect>(
         });
     }
     let refuse = |e: GatewayError| Refusal::new(e, Some(&key), Some(rate));
-    let (request, model, hold, slot) = checks::<D>(state, &key, parts, body)
-        .await
-        .map_err(refuse)?;
+    let (request, model, hold, slot) =
+        checks::<D>(state, &key, parts, body).await.map_err(|e| {
+            if let GatewayError::InsufficientBudget { held, .. } = e
+                && held == Usd::ZERO
+            {
+                super::billing::refused_for_money(state, &key);
+            }
+            refuse(e)
+        })?;
     Ok(Admitted {
         key,
         rate,

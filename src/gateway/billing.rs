@@ -435,6 +435,19 @@ fn mark_if_exhausted(state: &AppState, key: &KeyState, now: DateTime<Utc>) {
     }
 }
 
+/// A request refused with 402 while the key held nothing in flight: if the key is low, its
+/// owner is told it has run out, once per crossing, as when the balance crosses the exhausted
+/// threshold. Each request holds its prompt's bound in bytes, so what is left after the last
+/// answer is usually more than the smallest request costs, and the key stays `active` (a short
+/// request still goes through) — yet a client that always sends a long conversation can use
+/// none of it, and without this its owner would never hear that it ran out (found by an
+/// independent check).
+pub fn refused_for_money(state: &AppState, key: &KeyState) {
+    if key.status() == KeyStatus::Active && key.is_low() {
+        queue_notice(state, key, Notice::Exhausted, Utc::now());
+    }
+}
+
 /// Give back what a withheld answer was charged (its row could not be recorded, so the answer
 /// was not delivered): the key's balance and request count as if it had not been made, a key
 /// that this charge exhausted serves again, and the notices its settlement queued for a
