@@ -342,3 +342,33 @@ async fn a_whole_answer_with_a_mistyped_usage_is_relayed_and_billed_by_estimate(
         row.cost.nanos()
     );
 }
+
+/// Zeros in Anthropic's usage (`message_start`'s input, `message_delta`'s output, a whole
+/// answer's) are no counts either: both sides estimated, streamed or not.
+#[tokio::test]
+async fn a_usage_of_zeros_is_estimated_not_free() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key("trial", None).await;
+    let text = "[[sim prompt=900 reply=20 zero_usage=1]] go";
+    for stream in [false, true] {
+        let mut b = msg("claude-sonnet-4", text, 100);
+        b["stream"] = stream.into();
+        let resp = post(&app, "/v1/messages", &key, Auth::ApiKey, &b)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "stream {stream}");
+        let rid = request_id(&resp);
+        let _ = resp.text().await.unwrap();
+        let row = app.wait_ledger_row(&rid).await;
+        assert_eq!(row.finish.as_str(), "complete");
+        assert_eq!(row.measured.as_str(), "estimated", "stream {stream}");
+        let miss = prompt_estimate(text);
+        assert_eq!((row.cache_hit_tokens, row.cache_miss_tokens), (0, miss));
+        assert!(row.completion_tokens > 0, "stream {stream}: {row:?}");
+        assert_eq!(
+            row.cost.nanos(),
+            expected_cost(0, miss, row.completion_tokens, FLASH[0], FLASH[1], FLASH[2])
+        );
+    }
+}

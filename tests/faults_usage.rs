@@ -125,3 +125,29 @@ async fn usage_rides_on_the_last_chunk_when_asked() {
     assert_eq!(row.cost.nanos(), 60 + 20 * MISS_NANOS + 8 * OUT_NANOS);
     assert_books(&app, &key);
 }
+
+/// A usage of zeros (every request has a prompt; an answer that brought text has output) is no
+/// count: the answer is billed by estimate, as without a usage, streamed or not — it was served
+/// free, labelled `provider`.
+#[tokio::test]
+async fn a_usage_of_zeros_is_estimated_not_free() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key("trial", None).await;
+    let text = "[[sim reply=5 zero_usage=1]] hi";
+    let mut total = 0;
+    for stream in [true, false] {
+        let b = if stream {
+            stream_body(text)
+        } else {
+            body(FLASH, text)
+        };
+        let resp = app.chat(&key, &b).send().await.expect("send");
+        assert_eq!(resp.status(), 200);
+        let rid = request_id(&resp);
+        let _ = resp.bytes().await.expect("body");
+        let row = app.wait_ledger_row(&rid).await;
+        assert_estimated(&row, text, Finish::Complete, 5..=reply_bytes(5).div_ceil(4));
+        total += row.cost.nanos();
+    }
+    assert_eq!(assert_books(&app, &key), total);
+}

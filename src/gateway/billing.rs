@@ -252,10 +252,27 @@ pub struct Outcome {
 /// the daemon's own shutdown, the customer pays for what reached them, and nothing when
 /// nothing did (a whole answer cut by a restart was charged its prompt while the client was
 /// told to retry: it paid twice).
+///
+/// A count of 0 where there must be one is no count: every request has a prompt, and an answer
+/// that brought text has output. Upstream's zeros (a broken proxy's, or a stream's usage
+/// before its end) made a delivered answer free; the side they stand for is estimated instead,
+/// as if it were missing (found by an independent check).
 fn bill(ctx: &RequestCtx, o: &Outcome) -> (Usage, Measured) {
+    let mut reported = o.reported;
     if let Some(u) = o.usage {
-        return (u, Measured::Provider);
+        let no_output = u.completion == 0 && o.output_estimate > 0;
+        if u.prompt > 0 && !no_output {
+            return (u, Measured::Provider);
+        }
+        reported = Reported {
+            prompt: (u.prompt > 0).then_some((u.hit, u.miss)),
+            output: (!no_output).then_some(u.completion),
+        };
     }
+    reported.prompt = reported
+        .prompt
+        .filter(|(hit, miss)| hit.saturating_add(*miss) > 0);
+    reported.output = reported.output.filter(|&n| n > 0 || o.output_estimate == 0);
     let charge = match o.finish {
         Finish::ClientAbort => ctx.dispatch.sent.load(Ordering::Acquire),
         Finish::Complete => true,
@@ -264,12 +281,12 @@ fn bill(ctx: &RequestCtx, o: &Outcome) -> (Usage, Measured) {
     if !charge {
         return (Usage::default(), Measured::Estimated);
     }
-    let (hit, miss) = o.reported.prompt.unwrap_or((0, ctx.prompt_estimate));
+    let (hit, miss) = reported.prompt.unwrap_or((0, ctx.prompt_estimate));
     let usage = Usage {
         prompt: hit.saturating_add(miss),
         hit,
         miss,
-        completion: o.reported.output.unwrap_or(o.output_estimate),
+        completion: reported.output.unwrap_or(o.output_estimate),
         reasoning: 0,
     };
     (usage, Measured::Estimated)

@@ -94,7 +94,9 @@ impl Wire for AnthropicWire {
         }
         let mut body = message(p, Value::Array(content), Some(stop_reason(p)));
         if !p.d.no_usage {
-            let usage = if p.d.output_usage_only {
+            let usage = if p.d.zero_usage {
+                json!({"input_tokens": 0, "output_tokens": 0})
+            } else if p.d.output_usage_only {
                 json!({"output_tokens": p.output()})
             } else if p.d.usage_mistyped {
                 json!({"input_tokens": (p.prompt - p.hit).to_string(),
@@ -111,7 +113,9 @@ impl Wire for AnthropicWire {
     fn opening(&self, p: &Plan) -> String {
         let mut start = message(p, json!([]), None);
         if !p.d.no_usage {
-            let usage = if p.d.output_usage_only {
+            let usage = if p.d.zero_usage {
+                json!({"input_tokens": 0, "output_tokens": 0})
+            } else if p.d.output_usage_only {
                 json!({"output_tokens": 1})
             } else {
                 json!({"input_tokens": p.prompt - p.hit, "cache_read_input_tokens": p.hit,
@@ -166,6 +170,8 @@ impl Wire for AnthropicWire {
                 "usage",
                 json!({"output_tokens": p.output().to_string()}),
             );
+        } else if p.d.zero_usage {
+            insert(&mut delta, "usage", json!({"output_tokens": 0}));
         } else if !p.d.no_usage {
             insert(&mut delta, "usage", json!({"output_tokens": p.output()}));
         }

@@ -45,6 +45,8 @@ pub(super) struct Directives {
     pub(super) no_usage: bool,
     /// Anthropic wire: usage objects carry `output_tokens` and no input counts.
     pub(super) output_usage_only: bool,
+    /// Every count in the usage reported as 0 (a broken upstream's).
+    pub(super) zero_usage: bool,
     /// Anthropic wire: usage counts written as strings (a whole answer's; a stream's in
     /// `message_delta`).
     pub(super) usage_mistyped: bool,
@@ -108,6 +110,10 @@ impl Directives {
                     }
                     "output_usage_only" => {
                         self.output_usage_only = n != 0;
+                        continue;
+                    }
+                    "zero_usage" => {
+                        self.zero_usage = n != 0;
                         continue;
                     }
                     "usage_mistyped" => {

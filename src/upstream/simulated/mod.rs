@@ -244,7 +244,7 @@ pub fn list_cost(model: &str, peak: bool, hit: u64, miss: u64, output: u64) -> U
 /// `drop_at_end` (the whole answer, usage included, then the connection cut before its end marker),
 /// `error_at_end` (the same, then an error event in place of the end marker);
 /// on the Anthropic route also `ping_keepalive` (a stall sends `ping` events, not comments),
-/// `output_usage_only` (usage without its input counts) and
+/// `output_usage_only` (usage without its input counts), `zero_usage` (every count 0, both routes) and
 /// `usage_mistyped` (counts written as strings: a whole answer's, a stream's `message_delta`).
 ///
 /// Accounts are steered from the test through methods: [`SimulatedDeepSeek::set_balance`],

@@ -156,6 +156,9 @@ fn max_tokens(obj: &Map<String, Value>) -> Result<Option<u64>, ApiError> {
 fn usage(p: &Plan) -> Option<Value> {
     let (prompt, hit, out, r) = (p.prompt, p.hit, p.output(), p.reasoning.len() as u64);
     (!p.d.no_usage).then(|| {
+        if p.d.zero_usage {
+            return json!({"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0});
+        }
         json!({"prompt_tokens": prompt, "completion_tokens": out, "total_tokens": prompt + out,
             "prompt_tokens_details": {"cached_tokens": hit}, "prompt_cache_hit_tokens": hit,
             "prompt_cache_miss_tokens": prompt - hit, "completion_tokens_details": {"reasoning_tokens": r}})
