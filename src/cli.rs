@@ -17,6 +17,7 @@ pub use out::command_line_error;
 use out::{fail, output, print_json};
 use tables::{key_card, keys_table, mail_table, order_card, orders_table};
 
+mod log_line;
 mod out;
 mod serve;
 mod tables;
@@ -202,15 +203,15 @@ pub enum KeysCommand {
 }
 
 /// Structured logs to stderr (the journal under systemd): `RUST_LOG` if set and valid, else
-/// `filter`, else info.
+/// `filter`, else info. One line per event, escaped (`log_line`), without colours.
 fn init_logging(filter: &str) {
     let env_filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(env_filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(log_line::SafeStderr)
+        .with_ansi(false)
         .try_init();
 }
 

@@ -1,13 +1,25 @@
 //! Text that people read: characters that change how text reads without showing.
 
-/// Zero-width, direction, line-separating and tag characters (U+00AD, U+061C, U+180E,
-/// U+200B–U+200F, U+2028–U+202E, U+2060–U+206F, U+FEFF, U+FFF9–U+FFFB, U+E0000–U+E007F):
-/// never in an address we store, and never shown raw to an operator (one in a customer's email
-/// could make the console or the CLI show text reversed, hidden or on a forged line).
+/// Characters that change how text reads without showing, or show as nothing: Unicode's
+/// default-ignorable code points (soft hyphen, zero-width and joiner characters, direction
+/// marks and overrides, the combining grapheme joiner, Hangul fillers, variation selectors,
+/// Mongolian and Khmer format characters, musical and shorthand format controls, tags), the
+/// other format characters (Arabic number signs, interlinear annotation, Egyptian hieroglyph
+/// format controls), line and paragraph separators, and the blank braille pattern: never in an
+/// address we store, and never shown raw to an operator (one in a customer's email could make
+/// the console or the CLI show text reversed, hidden, shifted or on a forged line, or make two
+/// addresses look alike). Hand-listed from Unicode 16's DerivedCoreProperties
+/// (`Default_Ignorable_Code_Point`) and general category `Cf`: no crate in our tree carries
+/// them, and the list is small and stable.
 pub fn is_invisible(c: char) -> bool {
     matches!(c,
-        '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}'
-        | '\u{2060}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}' | '\u{E0000}'..='\u{E007F}')
+        '\u{00AD}' | '\u{034F}' | '\u{0600}'..='\u{0605}' | '\u{061C}' | '\u{06DD}' | '\u{070F}'
+        | '\u{0890}'..='\u{0891}' | '\u{08E2}' | '\u{115F}'..='\u{1160}' | '\u{17B4}'..='\u{17B5}'
+        | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}'
+        | '\u{2060}'..='\u{206F}' | '\u{2800}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}'
+        | '\u{FFA0}' | '\u{FFF0}'..='\u{FFFB}' | '\u{110BD}' | '\u{110CD}'
+        | '\u{13430}'..='\u{1345F}' | '\u{1BCA0}'..='\u{1BCA3}' | '\u{1D173}'..='\u{1D17A}'
+        | '\u{E0000}'..='\u{E0FFF}')
 }
 
 /// `s` with its invisible characters (and control characters) shown as `�`, for a terminal.
@@ -50,6 +62,33 @@ mod tests {
         assert_eq!(clipped("abcd", 3), "abc…");
         assert_eq!(clipped("ééé", 2), "éé…");
         assert_eq!(echoed(&"x".repeat(10_000)).chars().count(), ECHOED + 1);
+    }
+
+    #[test]
+    fn default_ignorable_and_format_characters_are_invisible() {
+        // Each one an independent check got through checkout into the console and the CLI.
+        for c in [
+            '\u{034F}',
+            '\u{3164}',
+            '\u{115F}',
+            '\u{1160}',
+            '\u{FFA0}',
+            '\u{FE0F}',
+            '\u{180B}',
+            '\u{17B4}',
+            '\u{1D173}',
+            '\u{1BCA0}',
+            '\u{13430}',
+            '\u{0600}',
+            '\u{2800}',
+            '\u{E0100}',
+        ] {
+            assert!(is_invisible(c), "U+{:04X}", c as u32);
+            assert_eq!(visible(&format!("a{c}b")), "a\u{FFFD}b");
+        }
+        for c in ['a', 'é', '名', '@', '\u{0301}', '\u{FF20}', '😀'] {
+            assert!(!is_invisible(c), "U+{:04X}", c as u32);
+        }
     }
 
     #[test]

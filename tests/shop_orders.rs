@@ -553,6 +553,10 @@ async fn bad_checkout_input_is_refused_clearly() {
             "a,b@example.com",
             "bcc:evil@example.com",
             "x@example.com\u{202e}",
+            // Invisible in a terminal, or looking like another address.
+            "a\u{034f}b@example.com",
+            "a\u{3164}b@example.com",
+            "a@ex\u{180b}ample.com",
         ]
         .map(|email| {
             (

@@ -233,7 +233,7 @@ fn printable(s: String) -> String {
 
 /// One field written by someone else (an email, a note, an SMTP server's error): on one line,
 /// its own line breaks escaped too, so it cannot forge lines of the card around it.
-fn field(s: &str) -> String {
+pub(super) fn field(s: &str) -> String {
     escaped(s.to_string(), false)
 }
 

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 
 use super::out::{fail, output, print_json};
+use super::tables::field;
 use crate::activity::client;
 use crate::activity::protocol::{Request, Response, UpstreamView};
 
@@ -59,7 +60,10 @@ pub(super) async fn upstream(path: &Path, args: UpstreamArgs) -> ExitCode {
     }
 }
 
-/// The pool for people.
+/// The pool for people. What DeepSeek (or whatever answers at an account's `base_url`) wrote
+/// — a balance's currency and amount, an error's text — is escaped like every field written
+/// by someone else: raw, a currency could set the terminal's title or clear it (found by an
+/// independent check).
 fn table(u: &UpstreamView) -> String {
     let now = crate::clock::now_ms();
     let mut s = String::new();
@@ -78,7 +82,7 @@ fn table(u: &UpstreamView) -> String {
             Some(b) => b
                 .currencies
                 .iter()
-                .map(|c| format!("{} {}", c.currency, c.total))
+                .map(|c| format!("{} {}", field(&c.currency), c.total))
                 .collect::<Vec<_>>()
                 .join(", "),
             None => "not read yet".into(),
@@ -86,13 +90,13 @@ fn table(u: &UpstreamView) -> String {
         let _ = writeln!(
             s,
             "{:<16} {:<12} {:>7} {:>7}  {:<28} {:<26} {}",
-            a.name,
+            field(&a.name),
             state_word(a, now),
             a.requests,
             a.errors,
             load.join(", "),
             balance,
-            a.last_error.as_deref().unwrap_or("-")
+            field(a.last_error.as_deref().unwrap_or("-"))
         );
     }
     let coverage = u
@@ -104,7 +108,7 @@ fn table(u: &UpstreamView) -> String {
         u.usd_balance, u.liability_usd, u.failovers
     );
     for w in &u.warnings {
-        let _ = writeln!(s, "warning: {w}");
+        let _ = writeln!(s, "warning: {}", field(w));
     }
     s
 }
@@ -136,7 +140,56 @@ fn state_word(a: &crate::activity::protocol::AccountView, now_ms: i64) -> String
 
 #[cfg(test)]
 mod tests {
-    use crate::activity::protocol::AccountView;
+    use crate::activity::protocol::{AccountView, BalanceView, CurrencyBalance, UpstreamView};
+    use crate::money::Usd;
+
+    /// What DeepSeek wrote (a currency, an error) reaches the terminal escaped: no escape
+    /// sequence, no forged line.
+    #[test]
+    fn what_upstream_wrote_is_escaped_in_the_table() {
+        let hostile = "X\u{1b}]0;TITLE\u{7}\u{1b}[2J\nforged line\u{202e}\u{3164}";
+        let account = AccountView {
+            name: "a".into(),
+            state: "healthy".into(),
+            cooling_until_ms: None,
+            backoff_ms: 0,
+            weight: 1,
+            models: vec![],
+            balance: Some(BalanceView {
+                is_available: true,
+                at_ms: 0,
+                currencies: vec![CurrencyBalance {
+                    currency: hostile.into(),
+                    total: Usd::from_dollars(1),
+                    granted: Usd::ZERO,
+                    topped_up: Usd::ZERO,
+                }],
+            }),
+            disabled_by_operator: false,
+            last_error: Some(hostile.into()),
+            last_error_ms: None,
+            requests: 0,
+            errors: 0,
+        };
+        let view = UpstreamView {
+            accounts: vec![account],
+            usd_balance: Usd::ZERO,
+            liability_usd: Usd::ZERO,
+            coverage_percent: None,
+            low_balance_usd: Usd::ZERO,
+            failovers: 0,
+            warnings: vec![hostile.into()],
+        };
+        let text = super::table(&view);
+        assert!(
+            !text
+                .chars()
+                .any(|c| (c.is_control() && c != '\n') || crate::text::is_invisible(c)),
+            "{text:?}"
+        );
+        assert!(!text.lines().any(|l| l.starts_with("forged")), "{text}");
+        assert!(text.contains("X\\u{1b}]0;TITLE\\u{7}"), "{text}");
+    }
 
     /// A rest's seconds left, rounded up, then `trial due`.
     #[test]

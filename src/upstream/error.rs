@@ -168,14 +168,21 @@ pub(super) fn status_error(status: StatusCode, body: &[u8]) -> UpstreamError {
     }
 }
 
-/// `text` cut to `cap` characters, with control characters turned into spaces and every word
+/// `text` cut to `cap` characters, with control and invisible characters (`text::is_invisible`:
+/// direction overrides, zero-width ones) turned into spaces and every word
 /// that looks like a credential replaced by `[redacted]`: an upstream (or a proxy in front of
 /// it) that echoes the request's headers must not hand the operator's key to a customer.
 pub fn redact(text: &str, cap: usize) -> String {
     let clean: String = text
         .chars()
         .take(cap)
-        .map(|c| if c.is_control() { ' ' } else { c })
+        .map(|c| {
+            if c.is_control() || crate::text::is_invisible(c) {
+                ' '
+            } else {
+                c
+            }
+        })
         .collect();
     let mut out = String::with_capacity(clean.len());
     let mut word = String::new();
@@ -275,6 +282,7 @@ mod tests {
             "Invalid request format"
         );
         assert_eq!(redact("a\nb\u{0}c", 300), "a b c");
+        assert_eq!(redact("a\u{202e}b\u{2028}c\u{200b}d", 300), "a b c d");
         assert_eq!(redact("x".repeat(500).as_str(), 300).len(), 300);
     }
 

@@ -2,6 +2,7 @@
 //! is concerned (rounding only for display, never floats on the amounts themselves).
 
 use crate::money::{NANOS_PER_USD, Usd};
+use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
 /// `$` and the amount rounded half-up to at most `max_dec` decimals, at least two.
 fn dollars(u: Usd, max_dec: u32) -> String {
@@ -207,12 +208,24 @@ pub fn gauge(remaining: Usd, budget: Usd, width: usize) -> String {
     format!("{}{} {pct}", "█".repeat(full), "░".repeat(bar - full))
 }
 
-/// Cut `s` to `width` characters, ending with `…` when cut.
+/// Cut `s` to `width` terminal columns, ending with `…` when cut. Columns, not characters: a
+/// CJK or emoji character takes two, and a cut by characters let a Chinese address overrun its
+/// column with no `…` (found by an independent check).
 pub fn clip(s: &str, width: usize) -> String {
-    if s.chars().count() <= width {
+    if s.width() <= width {
         return s.to_string();
     }
-    let mut out: String = s.chars().take(width.saturating_sub(1)).collect();
+    let room = width.saturating_sub(1);
+    let mut used = 0;
+    let mut out = String::new();
+    for c in s.chars() {
+        let w = c.width().unwrap_or(0);
+        if used + w > room {
+            break;
+        }
+        used += w;
+        out.push(c);
+    }
     out.push('…');
     out
 }
@@ -227,22 +240,43 @@ pub fn key_in(prefix: &str, width: usize) -> String {
     clip(prefix.strip_prefix("sk-gateway-").unwrap_or(prefix), width)
 }
 
-/// `s` cut to `width` characters keeping its end, with `…` in front when cut: for ids whose
+/// `s` cut to `width` columns keeping its end, with `…` in front when cut: for ids whose
 /// tail tells them apart (a request id starts with the time, and ends with its random part).
 pub fn clip_start(s: &str, width: usize) -> String {
-    let len = s.chars().count();
-    if len <= width {
+    if s.width() <= width {
         return s.to_string();
     }
-    let keep = width.saturating_sub(1);
+    let room = width.saturating_sub(1);
+    let mut used = 0;
+    let mut tail = Vec::new();
+    for c in s.chars().rev() {
+        let w = c.width().unwrap_or(0);
+        if used + w > room {
+            break;
+        }
+        used += w;
+        tail.push(c);
+    }
     let mut out = String::from("…");
-    out.extend(s.chars().skip(len - keep));
+    out.extend(tail.into_iter().rev());
     out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clipping_counts_columns_not_characters() {
+        assert_eq!(clip("abcdef", 4), "abc…");
+        assert_eq!(clip("abc", 3), "abc");
+        // Two columns each: "名字" is 4 columns, and the `…` needs one.
+        assert_eq!(clip("名字@例子.中国", 6), "名字@…");
+        assert_eq!(clip("名字@例子.中国", 5), "名字…");
+        assert_eq!(clip("名字@例子.中国", 4), "名…");
+        assert_eq!(clip_start("例子.中国", 5), "…中国");
+        assert_eq!(clip_start("req_0123", 5), "…0123");
+    }
 
     #[test]
     fn a_key_prefix_too_wide_for_its_column_keeps_what_tells_keys_apart() {

@@ -191,7 +191,7 @@ fn draw_mail(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
             Cell::from(m.kind.as_str()),
             Cell::from(Span::styled(m.status.as_str(), style)),
             Cell::from(m.lang.as_str()),
-            Cell::from(clip(&m.recipient, 26)),
+            Cell::from(clip(&crate::text::visible(&m.recipient), 26)),
             Cell::from(clip(&note, rest)),
         ])
     });
