@@ -178,22 +178,52 @@ fn lang_from_accept(headers: &HeaderMap) -> Lang {
         .get(header::ACCEPT_LANGUAGE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    // The first language the browser lists that we have wins.
+    lang_of_accept(accept)
+}
+
+/// The language we have that `accept` (an `Accept-Language` value) weighs highest (RFC 9110
+/// §12.5.4: `q` from 0 to 1, 1 when absent, 0 for "not this one"; of equal weights the first
+/// listed); English when it names neither. The first listed used to win whatever its weight
+/// (`zh;q=0.1, en;q=0.9` was shown Chinese; found by an independent check).
+fn lang_of_accept(accept: &str) -> Lang {
+    let mut best: Option<(u32, Lang)> = None;
     for part in accept.split(',') {
-        let tag = part
-            .split(';')
+        let mut fields = part.split(';');
+        let tag = fields.next().unwrap_or("").trim().to_ascii_lowercase();
+        let lang = if tag == "zh" || tag.starts_with("zh-") {
+            Lang::Zh
+        } else if tag == "en" || tag.starts_with("en-") {
+            Lang::En
+        } else {
+            continue;
+        };
+        let q = fields
+            .filter_map(|f| f.trim().strip_prefix("q="))
             .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        if tag.starts_with("zh") {
-            return Lang::Zh;
-        }
-        if tag.starts_with("en") {
-            return Lang::En;
+            .map_or(Some(1000), weight);
+        let Some(q) = q.filter(|&q| q > 0) else {
+            continue;
+        };
+        if best.is_none_or(|(b, _)| q > b) {
+            best = Some((q, lang));
         }
     }
-    Lang::En
+    best.map_or(Lang::En, |(_, lang)| lang)
+}
+
+/// A `q` value in thousandths (`0.8` → 800); `None` when it is not one.
+fn weight(q: &str) -> Option<u32> {
+    let q = q.trim();
+    let (whole, frac) = q.split_once('.').unwrap_or((q, ""));
+    if frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let frac_value = format!("{frac:0<3}").parse::<u32>().ok()?;
+    match whole {
+        "0" => Some(frac_value),
+        "1" if frac_value == 0 => Some(1000),
+        _ => None,
+    }
 }
 
 impl FromRequestParts<Arc<AppState>> for PageCtx {
@@ -336,6 +366,30 @@ mod tests {
 
     /// A page's own address keeps its query; a posted page's switch leads to its form's page,
     /// never to a path that answers `GET` with 405 nor to a purchase instead of a top-up.
+    #[test]
+    fn accept_language_is_read_by_weight() {
+        for (accept, want) in [
+            ("", Lang::En),
+            ("zh-CN,zh;q=0.9,en;q=0.8", Lang::Zh),
+            ("en-US,en;q=0.9,zh-CN;q=0.8", Lang::En),
+            ("zh;q=0.1,en;q=0.9", Lang::En),
+            ("fr, zh;q=0.5", Lang::Zh),
+            ("zh;q=0, en;q=0.1", Lang::En),
+            ("zh;q=0", Lang::En),
+            ("de, fr;q=0.8", Lang::En),
+            ("zh-TW;q=0.7, en;q=0.7", Lang::Zh),
+            ("en;q=bogus, zh;q=0.2", Lang::Zh),
+            ("zhx, ZH-hk", Lang::Zh),
+            ("enx", Lang::En),
+        ] {
+            assert_eq!(lang_of_accept(accept), want, "{accept}");
+        }
+        assert_eq!(weight("0.125"), Some(125));
+        assert_eq!(weight("1.000"), Some(1000));
+        assert_eq!(weight("1.5"), None);
+        assert_eq!(weight("0.1234"), None);
+    }
+
     #[test]
     fn the_language_switch_leads_to_a_page_that_exists() {
         let cases = [
