@@ -24,7 +24,7 @@ impl Config {
         }
         if !self.paypal.api_base.is_empty() && !is_http_url(&self.paypal.api_base) {
             e.push(format!(
-                "paypal.api_base = {:?} must start with http:// or https://",
+                "paypal.api_base = {:?} must be an http:// or https:// URL with a host (and nothing else: no spaces or line breaks)",
                 self.paypal.api_base
             ));
         }
@@ -54,7 +54,7 @@ impl Config {
         }
         if !is_http_url(&s.public_url) {
             e.push(format!(
-                "server.public_url = {:?} must start with http:// or https://",
+                "server.public_url = {:?} must be an http:// or https:// URL with a host (and nothing else: no spaces or line breaks)",
                 s.public_url
             ));
         }
@@ -155,7 +155,7 @@ impl Config {
         let u = &self.upstream;
         if !is_http_url(&u.base_url) {
             e.push(format!(
-                "upstream.base_url = {:?} must start with http:// or https://",
+                "upstream.base_url = {:?} must be an http:// or https:// URL with a host (and nothing else: no spaces or line breaks)",
                 u.base_url
             ));
         }
@@ -258,7 +258,7 @@ impl Config {
             }
             if !a.base_url.is_empty() && !is_http_url(&a.base_url) {
                 e.push(format!(
-                    "upstream.accounts {:?}: base_url = {:?} must start with http:// or https://",
+                    "upstream.accounts {:?}: base_url = {:?} must be an http:// or https:// URL with a host (and nothing else: no spaces or line breaks)",
                     a.name, a.base_url
                 ));
             }
