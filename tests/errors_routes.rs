@@ -196,7 +196,7 @@ async fn rate_limited_and_timed_out_responses_have_a_request_id() {
     let resp = app
         .chat(
             &key,
-            &body(FLASH, "[[sim first_delay_ms=3000 keepalive_ms=100]]"),
+            &body(FLASH, "[[sim first_delay_ms=3000 keepalive_ms=60000]]"),
         )
         .send()
         .await

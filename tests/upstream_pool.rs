@@ -666,12 +666,20 @@ async fn an_account_whose_200_brings_no_answer_rests_and_its_trial_needs_an_answ
 }
 
 /// A stream's opening alone (the role-only first chunk, then only keep-alives) is no answer:
-/// the account rests. A whole answer that keeps sending its blank lines past the idle timeout
-/// is a long answer, not a dead account: counted as an error, not rested (a customer's large
-/// `max_tokens` rested accounts at will). Both found by an independent re-check.
+/// the account rests. A whole answer that keeps sending its blank lines is a long answer, not a
+/// dead account: waited for past the idle timeout, and cut only by the request's own total
+/// limit, which is no verdict on the account (a customer's large `max_tokens` rested accounts
+/// at will). Both found by independent re-checks.
 #[tokio::test]
 async fn an_opening_alone_rests_an_account_and_a_slow_whole_answer_does_not() {
-    let app = two_accounts(|_| {}, |c| c.upstream.idle_timeout_secs = 1).await;
+    let app = two_accounts(
+        |_| {},
+        |c| {
+            c.upstream.idle_timeout_secs = 1;
+            c.upstream.request_timeout_secs = 3;
+        },
+    )
+    .await;
     let key = app.create_key("pro", None).await;
     // Slow whole answer: blank lines for longer than the idle timeout.
     let resp = app
@@ -689,7 +697,7 @@ async fn an_opening_alone_rests_an_account_and_a_slow_whole_answer_does_not() {
     let slow = app.sim.requests()[0].account.clone().unwrap();
     let s = status_by_key(&app, &slow);
     assert_eq!(s.state.as_str(), "healthy", "{s:?}");
-    assert_eq!(s.errors, 1, "{s:?}");
+    assert_eq!(s.errors, 0, "{s:?}");
     // A stream that opens, then only keep-alives.
     let mut opened = body(
         "deepseek-v4-flash",
