@@ -20,6 +20,16 @@ pub fn is_invisible(c: char) -> bool {
         | '\u{FFA0}' | '\u{FFF0}'..='\u{FFFB}' | '\u{110BD}' | '\u{110CD}'
         | '\u{13430}'..='\u{1345F}' | '\u{1BCA0}'..='\u{1BCA3}' | '\u{1D173}'..='\u{1D17A}'
         | '\u{E0000}'..='\u{E0FFF}')
+        || is_blank_or_nonchar(c)
+}
+
+/// Noncharacters (U+FDD0–U+FDEF, and the last two code points of every plane), the object
+/// replacement character and the symbols drawn as nothing (a musical null notehead, the Khitan
+/// filler): a terminal draws no cell for some of them while the console counts one, which
+/// shifted a row and left a stale cell beside it (found by an independent check).
+fn is_blank_or_nonchar(c: char) -> bool {
+    let n = u32::from(c);
+    matches!(n, 0xFDD0..=0xFDEF | 0xFFFC | 0x1D159 | 0x16FE4) || n & 0xFFFE == 0xFFFE
 }
 
 /// `s` with its invisible characters (and control characters) shown as `�`, for a terminal.
@@ -82,6 +92,12 @@ mod tests {
             '\u{0600}',
             '\u{2800}',
             '\u{E0100}',
+            '\u{FDD0}',
+            '\u{FFFF}',
+            '\u{1FFFE}',
+            '\u{FFFC}',
+            '\u{1D159}',
+            '\u{16FE4}',
         ] {
             assert!(is_invisible(c), "U+{:04X}", c as u32);
             assert_eq!(visible(&format!("a{c}b")), "a\u{FFFD}b");

@@ -86,6 +86,30 @@ pub struct NewKey {
     pub order_id: Option<String>,
 }
 
+/// A private-use character: it means what a font makes of it, nothing in an address.
+fn is_private_use(c: char) -> bool {
+    matches!(u32::from(c), 0xE000..=0xF8FF | 0xF0000..=0xFFFFD | 0x100000..=0x10FFFD)
+}
+
+/// More than two zero-width characters (combining marks) in a row: text piled on one cell
+/// ("Zalgo"), which overdraws the rows around it in a terminal (found by an independent
+/// check); an address in any script needs at most two.
+fn stacks_marks(e: &str) -> bool {
+    use unicode_width::UnicodeWidthChar;
+    let mut run = 0;
+    for c in e.chars() {
+        if c.width() == Some(0) {
+            run += 1;
+            if run > 2 {
+                return true;
+            }
+        } else {
+            run = 0;
+        }
+    }
+    false
+}
+
 /// A plausible email address the mailer can send to: something@something.tld, no spaces, at
 /// most 254 bytes, no invisible or direction-changing characters, and an address lettre reads
 /// (`a,b@…`, `bcc:…@…` or an over-long user were taken, paid for, and their receipt could
@@ -102,6 +126,8 @@ pub fn is_email(e: &str) -> bool {
         && !e
             .chars()
             .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>' || is_invisible(c))
+        && !e.chars().any(is_private_use)
+        && !stacks_marks(e)
         && e.parse::<lettre::Address>().is_ok()
         // What the outbox parses the recipient as (a mailbox, its domain in ASCII): an address
         // that passes for an `Address` but not for that (`"a\"b"@…`, `x@[127.0.0.1]`) was
@@ -451,7 +477,13 @@ mod tests {
 
     #[test]
     fn an_email_is_an_address_the_mailer_can_send_to() {
-        for ok in ["a@b.co", "first.last+tag@example.com", "名@例子.中国"] {
+        for ok in [
+            "a@b.co",
+            "first.last+tag@example.com",
+            "名@例子.中国",
+            // Decomposed: a letter and two marks (Vietnamese writes as many).
+            "nguye\u{302}\u{303}n@example.com",
+        ] {
             assert!(is_email(ok), "{ok}");
         }
         for bad in [
@@ -467,6 +499,11 @@ mod tests {
             "\"a\\\"b\"@example.com",
             "x@[127.0.0.1]",
             &format!("{}@example.com", "y".repeat(200)),
+            "ab\u{fdd0}cd@example.com",
+            "ab\u{ffff}cd@example.com",
+            "ab\u{e000}cd@example.com",
+            "ab\u{1d159}cd@example.com",
+            "e\u{301}\u{301}\u{301}x@example.com",
         ] {
             assert!(!is_email(bad), "{bad}");
         }

@@ -252,9 +252,14 @@ impl GatewayError {
                  leaving ${available}: not enough for this request. Retry in a few seconds, or \
                  send fewer requests at once or a smaller max_tokens."
             ),
+            // What the hold counts is said: a coding agent's long conversation was refused with
+            // cents left, and nothing told its user why (found by an independent check).
             GatewayError::InsufficientBudget { available, .. } => format!(
                 "Your key's remaining budget (${available} available) cannot pay for this request. \
-                 Top up or buy a new plan."
+                 Before it is sent, a request holds the most it could cost: its prompt counted as \
+                 one token per byte of the body at the uncached price, and at least one output \
+                 token; so a long conversation or a large attachment needs more than it will be \
+                 charged. Top up or buy a new plan."
             ),
             GatewayError::ModelNotAllowed(m, None) => {
                 format!(

@@ -186,29 +186,55 @@ fn lang_from_accept(headers: &HeaderMap) -> Lang {
 /// listed); English when it names neither. The first listed used to win whatever its weight
 /// (`zh;q=0.1, en;q=0.9` was shown Chinese; found by an independent check).
 fn lang_of_accept(accept: &str) -> Lang {
-    let mut best: Option<(u32, Lang)> = None;
+    // The weight given to each of ours by name (the highest, if named twice), and to `*`.
+    let (mut named, mut any): ([Option<u32>; 2], Option<u32>) = ([None, None], None);
     for part in accept.split(',') {
         let mut fields = part.split(';');
         let tag = fields.next().unwrap_or("").trim().to_ascii_lowercase();
-        let lang = if tag == "zh" || tag.starts_with("zh-") {
-            Lang::Zh
+        let slot = if tag == "zh" || tag.starts_with("zh-") {
+            &mut named[1]
         } else if tag == "en" || tag.starts_with("en-") {
-            Lang::En
+            &mut named[0]
+        } else if tag == "*" {
+            &mut any
         } else {
             continue;
         };
         let q = fields
-            .filter_map(|f| f.trim().strip_prefix("q="))
+            .map(str::trim)
+            .find(|f| f.len() >= 2 && f[..2].eq_ignore_ascii_case("q="))
+            .map_or(Some(1000), |f| weight(&f[2..]));
+        let Some(q) = q else { continue };
+        *slot = Some(slot.map_or(q, |was| was.max(q)));
+    }
+    // `*` stands for each of ours the header does not name; of equal weights English, the
+    // default, unless Chinese was named first.
+    let en = named[0].or(any).unwrap_or(0);
+    let zh = named[1].or(any).unwrap_or(0);
+    if zh > en || (zh == en && zh > 0 && zh_first(accept)) {
+        Lang::Zh
+    } else {
+        Lang::En
+    }
+}
+
+/// Whether a Chinese tag comes before any English one in `accept`.
+fn zh_first(accept: &str) -> bool {
+    for part in accept.split(',') {
+        let tag = part
+            .split(';')
             .next()
-            .map_or(Some(1000), weight);
-        let Some(q) = q.filter(|&q| q > 0) else {
-            continue;
-        };
-        if best.is_none_or(|(b, _)| q > b) {
-            best = Some((q, lang));
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if tag == "zh" || tag.starts_with("zh-") {
+            return true;
+        }
+        if tag == "en" || tag.starts_with("en-") {
+            return false;
         }
     }
-    best.map_or(Lang::En, |(_, lang)| lang)
+    false
 }
 
 /// A `q` value in thousandths (`0.8` → 800); `None` when it is not one.
@@ -381,6 +407,11 @@ mod tests {
             ("en;q=bogus, zh;q=0.2", Lang::Zh),
             ("zhx, ZH-hk", Lang::Zh),
             ("enx", Lang::En),
+            ("en;q=0, *;q=0.5", Lang::Zh),
+            ("*;q=0.9, en;q=0", Lang::Zh),
+            ("*", Lang::En),
+            ("en;Q=0.1,zh;q=0.2", Lang::Zh),
+            ("zh-CN;q=0, zh;q=0.9, en;q=0.8", Lang::Zh),
         ] {
             assert_eq!(lang_of_accept(accept), want, "{accept}");
         }
