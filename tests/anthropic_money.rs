@@ -372,3 +372,47 @@ async fn a_usage_of_zeros_is_estimated_not_free() {
         );
     }
 }
+
+/// A client that leaves an Anthropic stream while DeepSeek still queues it (only keep-alives
+/// so far: a coding agent's Esc) is billed the prompt `message_start` then reports, cache hits
+/// included — not our estimate of it as cache misses — and the gateway hangs up right after.
+#[tokio::test]
+async fn a_client_leaving_before_the_opening_pays_the_prompt_deepseek_reports() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key("trial", None).await;
+    let resp = stream_message(
+        &app,
+        &key,
+        "[[sim prompt=9000 hit=8000 reply=50 delay_ms=300 first_delay_ms=1500 keepalive_ms=50]] go",
+        500,
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let rid = request_id(&resp);
+    let mut stream = resp.bytes_stream();
+    use futures_util::StreamExt;
+    let first = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("a keep-alive comes")
+        .expect("a chunk")
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&first).contains("message_start"));
+    drop(stream);
+    let row = app.wait_ledger_row(&rid).await;
+    assert_eq!(row.finish.as_str(), "client_abort");
+    assert_eq!((row.cache_hit_tokens, row.cache_miss_tokens), (8000, 1000));
+    assert!(row.completion_tokens <= 2, "{row:?}");
+    assert_eq!(
+        row.cost.nanos(),
+        expected_cost(
+            8000,
+            1000,
+            row.completion_tokens,
+            FLASH[0],
+            FLASH[1],
+            FLASH[2]
+        )
+    );
+    let outcome = app.sim.wait_outcome(0, Duration::from_secs(5)).await;
+    assert!(format!("{outcome:?}").contains("Disconnect"), "{outcome:?}");
+}

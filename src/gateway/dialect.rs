@@ -98,6 +98,11 @@ pub trait StreamRewrite: Send + 'static {
     fn failure(&self) -> GatewayError {
         GatewayError::Upstream
     }
+    /// Whether the stream's opening event reports the prompt's counts (Anthropic's
+    /// `message_start` does; DeepSeek's OpenAI stream reports them only in its last chunk).
+    fn prompt_at_opening(&self) -> bool {
+        false
+    }
 }
 
 /// What a stream relay has seen so far.

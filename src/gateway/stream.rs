@@ -383,9 +383,24 @@ impl<S: StreamRewrite> Relay<S> {
         self.read_on().await;
     }
 
-    /// [`Relay::read_usage`]'s reading.
+    /// [`Relay::read_usage`]'s reading. A stream whose opening reports the prompt's counts
+    /// (Anthropic's `message_start`) and whose client left before it came — while DeepSeek
+    /// still queued the request or read its prompt, only keep-alives relayed: a coding agent's
+    /// Esc — is read on until that opening (as long as a silent upstream would be waited
+    /// for), then for the grace: its prompt is billed at DeepSeek's count, cache hits
+    /// included, not at our estimate of it as cache misses, which cost ~34 times more on an
+    /// agent's long cached conversation (found by an independent check). DeepSeek reads the
+    /// prompt, and bills it, whether or not the client waits.
     async fn read_on(&mut self) {
-        let until = tokio::time::Instant::now() + USAGE_GRACE;
+        let now = tokio::time::Instant::now();
+        let mut opening = self.rewrite.prompt_at_opening() && self.tally.reported.prompt.is_none();
+        let mut until = if opening {
+            self.deadline
+                .min(now + self.state.upstream.idle_timeout)
+                .max(now + USAGE_GRACE)
+        } else {
+            now + USAGE_GRACE
+        };
         while self.tally.usage.is_none() {
             let next = tokio::select! {
                 biased;
@@ -399,6 +414,10 @@ impl<S: StreamRewrite> Relay<S> {
                         Ok(Step::Send(_) | Step::Skip)
                     ) {
                         return;
+                    }
+                    if opening && self.tally.reported.prompt.is_some() {
+                        opening = false;
+                        until = until.min(tokio::time::Instant::now() + USAGE_GRACE);
                     }
                 }
                 Ok(Ok(Some(SseItem::Comment(_)))) => {}

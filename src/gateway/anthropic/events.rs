@@ -230,6 +230,10 @@ impl Delta<'_> {
 }
 
 impl StreamRewrite for Events {
+    fn prompt_at_opening(&self) -> bool {
+        true
+    }
+
     fn event(&mut self, ev: &SseEvent, tally: &mut Tally) -> Result<Step, String> {
         // Multi-line data arrives joined by LF; in JSON an LF is whitespace between tokens.
         let joined;
