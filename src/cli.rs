@@ -19,6 +19,7 @@ use tables::{key_card, keys_table, mail_table, order_card, orders_table};
 
 mod log_line;
 mod out;
+mod requests;
 mod serve;
 mod tables;
 mod upstream;
@@ -65,6 +66,9 @@ pub enum Command {
     Keys(KeysArgs),
     /// Look at orders on the running daemon.
     Orders(OrdersArgs),
+    /// A key's latest requests (or one, by its id) as the ledger has them: tokens, cost, how
+    /// each ended.
+    Requests(requests::RequestsArgs),
     /// The outbox of receipts and notices on the running daemon.
     Mail(MailArgs),
     /// The pool of DeepSeek accounts on the running daemon.
@@ -299,6 +303,10 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Orders(args) => {
             let path = args.socket.clone().unwrap_or(socket);
             runtime.block_on(orders(&path, args))
+        }
+        Command::Requests(args) => {
+            let path = args.socket.clone().unwrap_or(socket);
+            runtime.block_on(requests::requests(&path, args))
         }
         Command::Mail(args) => {
             let path = args.socket.clone().unwrap_or(socket);

@@ -21,6 +21,7 @@ mod claude_code;
 mod cli;
 mod cli_admin_socket;
 mod cli_check_config;
+mod cli_requests;
 mod console;
 mod errors;
 mod errors_routes;

@@ -96,6 +96,18 @@ pub enum Request {
         /// The message's number.
         id: i64,
     },
+    /// A key's latest requests (its ledger rows), or one request by its id.
+    Requests {
+        /// Key, id or prefix (as `keys show` takes it).
+        #[serde(default)]
+        key: Option<String>,
+        /// A request's `x-request-id` (instead of a key).
+        #[serde(default)]
+        request_id: Option<String>,
+        /// How many of the key's (default 20).
+        #[serde(default)]
+        limit: Option<u32>,
+    },
     /// The upstream pool: accounts, load, balances, liability.
     UpstreamStatus,
     /// Put an upstream account back in service.
@@ -197,6 +209,11 @@ pub enum Response {
         key: KeyView,
         /// The new `sk-gateway-…`.
         api_key: String,
+    },
+    /// Answer to `requests`: ledger rows, newest first.
+    Requests {
+        /// The rows.
+        requests: Vec<crate::store::UsageRow>,
     },
     /// Answer to `mail_list`.
     Mail {

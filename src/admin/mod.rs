@@ -60,6 +60,9 @@ pub enum AdminError {
     /// No message of the outbox has this number, or it was sent already.
     #[error("no mail {0} waiting or failed (a sent message is never sent again)")]
     NoSuchMail(i64),
+    /// No request has this id.
+    #[error("no request {:?} (its id is the x-request-id header of its answer, req_…)", echoed(.0))]
+    NoSuchRequest(String),
     /// No upstream account has this name.
     #[error("no upstream account {:?}", echoed(.0))]
     NoSuchAccount(String),

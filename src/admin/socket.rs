@@ -23,6 +23,46 @@ async fn show_key(state: &AppState, needle: &str) -> Result<Response, AdminError
     })
 }
 
+/// A key's latest ledger rows, or one row by its request id: what an operator answers a
+/// customer's question about a charge with (the ledger was only readable with `sqlite3`).
+async fn requests(
+    state: &AppState,
+    key: Option<String>,
+    request_id: Option<String>,
+    limit: Option<u32>,
+) -> Result<Response, AdminError> {
+    let rows = match (key, request_id) {
+        (_, Some(id)) => {
+            let needle = id.trim().to_string();
+            let found = if needle.is_empty() || needle.len() > 128 {
+                None
+            } else {
+                state
+                    .store
+                    .read(move |c| crate::store::usage::by_request_id(c, &needle))
+                    .await
+                    .map_err(|e| AdminError::Internal(e.to_string()))?
+            };
+            vec![found.ok_or(AdminError::NoSuchRequest(id))?]
+        }
+        (Some(needle), None) => {
+            let key_id = find_key(state, &needle)?.id.clone();
+            let limit = limit.unwrap_or(20).clamp(1, 10_000);
+            state
+                .store
+                .read(move |c| crate::store::usage::recent(c, &key_id, limit))
+                .await
+                .map_err(|e| AdminError::Internal(e.to_string()))?
+        }
+        (None, None) => {
+            return Err(AdminError::Internal(
+                "give a key (or its id or prefix) or a request id".into(),
+            ));
+        }
+    };
+    Ok(Response::Requests { requests: rows })
+}
+
 /// Queue a message of the outbox again.
 async fn retry_mail(state: &AppState, id: i64) -> Result<Response, AdminError> {
     match state
@@ -288,6 +328,11 @@ pub async fn handle_admin(state: &AppState, req: Request) -> Response {
         }
         Request::Subscribe => Ok(Response::Subscribed),
         Request::Backup { path } => backup(state, path).await,
+        Request::Requests {
+            key,
+            request_id,
+            limit,
+        } => requests(state, key, request_id, limit).await,
         Request::UpstreamStatus => Ok(upstream_answer(state)),
         Request::UpstreamEnable { name } => set_upstream(state, &name, true).await,
         Request::UpstreamDisable { name } => set_upstream(state, &name, false).await,

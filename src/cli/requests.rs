@@ -1,0 +1,222 @@
+//! `modelrelay requests KEY-OR-ID [--limit N]`, `requests --request ID`: a key's latest
+//! requests, or one request, as the ledger has them — what an operator answers a customer's
+//! question about a charge with (before this, only `sqlite3` read the ledger).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use chrono::{DateTime, SecondsFormat};
+use clap::Args;
+use serde::Serialize;
+
+use super::out::{fail, output, print_json};
+use super::tables::field;
+use crate::activity::client;
+use crate::activity::protocol::{Request, Response};
+use crate::money::Usd;
+use crate::store::UsageRow;
+
+/// `requests …`
+#[derive(Debug, Args)]
+pub struct RequestsArgs {
+    /// Key, key id or prefix: its latest requests, newest first.
+    #[arg(required_unless_present = "request", conflicts_with = "request")]
+    pub key: Option<String>,
+    /// One request, by its id (the `x-request-id` header of its answer, `req_…`).
+    #[arg(long, value_name = "REQUEST-ID")]
+    pub request: Option<String>,
+    /// How many of the key's latest requests (1 to 10000).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub limit: u32,
+    /// Admin socket (default: from config).
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Print one JSON document (an array; one object with --request).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Run `requests` against the daemon at `path`.
+pub(super) async fn requests(path: &Path, args: RequestsArgs) -> ExitCode {
+    let one = args.request.is_some();
+    let req = Request::Requests {
+        key: args.key,
+        request_id: args.request,
+        limit: Some(args.limit),
+    };
+    match client::call(path, &req).await {
+        Err(e) => fail(e),
+        Ok(Response::Error { message }) => fail(message),
+        Ok(Response::Requests { requests }) => {
+            let views: Vec<RequestJson> = requests.iter().map(RequestJson::of).collect();
+            match (args.json, one) {
+                (true, true) => views
+                    .first()
+                    .map_or_else(|| fail("no such request"), print_json),
+                (true, false) => print_json(&views),
+                (false, true) => requests
+                    .first()
+                    .map_or_else(|| fail("no such request"), |r| output(&card(r))),
+                (false, false) => output(&table(&requests)),
+            }
+        }
+        Ok(other) => fail(format_args!("unexpected answer from the daemon: {other:?}")),
+    }
+}
+
+/// A ledger row in JSON: money as decimal strings in USD, the time in RFC 3339 (UTC).
+#[derive(Debug, Serialize)]
+struct RequestJson {
+    request_id: String,
+    key_id: String,
+    created_at: String,
+    api: &'static str,
+    model: String,
+    stream: bool,
+    period: &'static str,
+    prompt_tokens: u64,
+    cache_hit_tokens: u64,
+    cache_miss_tokens: u64,
+    completion_tokens: u64,
+    reasoning_tokens: u64,
+    cost_usd: Usd,
+    measured: &'static str,
+    status: u16,
+    finish: &'static str,
+    latency_ms: u64,
+    ttft_ms: Option<u64>,
+    account: String,
+}
+
+impl RequestJson {
+    fn of(r: &UsageRow) -> RequestJson {
+        RequestJson {
+            request_id: r.request_id.clone(),
+            key_id: r.key_id.clone(),
+            created_at: time(r.created_at_ms, SecondsFormat::Millis),
+            api: r.api.as_str(),
+            model: r.model.clone(),
+            stream: r.stream,
+            period: r.period.as_str(),
+            prompt_tokens: r.prompt_tokens,
+            cache_hit_tokens: r.cache_hit_tokens,
+            cache_miss_tokens: r.cache_miss_tokens,
+            completion_tokens: r.completion_tokens,
+            reasoning_tokens: r.reasoning_tokens,
+            cost_usd: r.cost,
+            measured: r.measured.as_str(),
+            status: r.status,
+            finish: r.finish.as_str(),
+            latency_ms: r.latency_ms,
+            ttft_ms: r.ttft_ms,
+            account: r.account.clone(),
+        }
+    }
+}
+
+fn time(ms: i64, format: SecondsFormat) -> String {
+    DateTime::from_timestamp_millis(ms)
+        .map_or_else(|| ms.to_string(), |t| t.to_rfc3339_opts(format, true))
+}
+
+/// A key's requests for people, newest first, with their sum.
+fn table(rows: &[UsageRow]) -> String {
+    if rows.is_empty() {
+        return "(no requests yet)\n".into();
+    }
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<20} {:<28} {:<9} {:<17} {:<3} {:<8} {:>9} {:>9} {:>7} {:>13} {:<9} {:>6} {:<16} {:>8}",
+        "TIME (UTC)",
+        "REQUEST",
+        "API",
+        "MODEL",
+        "STR",
+        "PERIOD",
+        "HIT",
+        "MISS",
+        "OUT",
+        "COST USD",
+        "MEASURED",
+        "STATUS",
+        "FINISH",
+        "MS"
+    );
+    let mut total = Usd::ZERO;
+    for r in rows {
+        total = total.saturating_add(r.cost);
+        let _ = writeln!(
+            s,
+            "{:<20} {:<28} {:<9} {:<17} {:<3} {:<8} {:>9} {:>9} {:>7} {:>13} {:<9} {:>6} {:<16} {:>8}",
+            time(r.created_at_ms, SecondsFormat::Secs)
+                .trim_end_matches('Z')
+                .replace('T', " "),
+            field(&r.request_id),
+            r.api.as_str(),
+            field(&r.model),
+            if r.stream { "yes" } else { "no" },
+            r.period.as_str(),
+            r.cache_hit_tokens,
+            r.cache_miss_tokens,
+            r.completion_tokens,
+            r.cost,
+            r.measured.as_str(),
+            r.status,
+            r.finish.as_str(),
+            r.latency_ms
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\n{} request{}, ${total} in all (newest first; --limit for more)",
+        rows.len(),
+        if rows.len() == 1 { "" } else { "s" }
+    );
+    s
+}
+
+/// One request, every field.
+fn card(r: &UsageRow) -> String {
+    let mut s = String::new();
+    let mut line = |k: &str, v: String| {
+        let _ = writeln!(s, "{k:<18} {v}");
+    };
+    line("request", field(&r.request_id));
+    line("key", field(&r.key_id));
+    line("time", time(r.created_at_ms, SecondsFormat::Millis));
+    line("api", r.api.as_str().into());
+    line("model", field(&r.model));
+    line("stream", if r.stream { "yes" } else { "no" }.into());
+    line("period", r.period.as_str().into());
+    line(
+        "prompt tokens",
+        format!(
+            "{} ({} cache hit, {} cache miss)",
+            r.prompt_tokens, r.cache_hit_tokens, r.cache_miss_tokens
+        ),
+    );
+    line(
+        "output tokens",
+        format!("{} ({} reasoning)", r.completion_tokens, r.reasoning_tokens),
+    );
+    line("cost", format!("${}", r.cost));
+    line("measured", r.measured.as_str().into());
+    line("status", r.status.to_string());
+    line("finish", r.finish.as_str().into());
+    line("latency", format!("{} ms", r.latency_ms));
+    line(
+        "first token",
+        r.ttft_ms.map_or_else(|| "-".into(), |t| format!("{t} ms")),
+    );
+    line(
+        "account",
+        if r.account.is_empty() {
+            "- (never reached DeepSeek)".into()
+        } else {
+            field(&r.account)
+        },
+    );
+    s
+}
