@@ -15,6 +15,7 @@ use super::tables::field;
 use crate::activity::client;
 use crate::activity::protocol::{Request, Response};
 use crate::money::Usd;
+use crate::shop::usage::RecentRequest;
 use crate::store::UsageRow;
 
 /// `requests …`
@@ -65,25 +66,14 @@ pub(super) async fn requests(path: &Path, args: RequestsArgs) -> ExitCode {
     }
 }
 
-/// A ledger row in JSON: money as decimal strings in USD, the time in RFC 3339 (UTC).
+/// A ledger row in JSON: what the customer's `/api/usage` says of it (money as decimal strings
+/// in USD, the time in RFC 3339, UTC), and what only the operator sees.
 #[derive(Debug, Serialize)]
 struct RequestJson {
-    request_id: String,
+    #[serde(flatten)]
+    row: RecentRequest,
     key_id: String,
-    created_at: String,
-    api: &'static str,
-    model: String,
-    stream: bool,
-    period: &'static str,
-    prompt_tokens: u64,
-    cache_hit_tokens: u64,
-    cache_miss_tokens: u64,
-    completion_tokens: u64,
-    reasoning_tokens: u64,
-    cost_usd: Usd,
-    measured: &'static str,
     status: u16,
-    finish: &'static str,
     latency_ms: u64,
     ttft_ms: Option<u64>,
     account: String,
@@ -92,25 +82,12 @@ struct RequestJson {
 impl RequestJson {
     fn of(r: &UsageRow) -> RequestJson {
         RequestJson {
-            request_id: r.request_id.clone(),
             key_id: r.key_id.clone(),
-            created_at: time(r.created_at_ms, SecondsFormat::Millis),
-            api: r.api.as_str(),
-            model: r.model.clone(),
-            stream: r.stream,
-            period: r.period.as_str(),
-            prompt_tokens: r.prompt_tokens,
-            cache_hit_tokens: r.cache_hit_tokens,
-            cache_miss_tokens: r.cache_miss_tokens,
-            completion_tokens: r.completion_tokens,
-            reasoning_tokens: r.reasoning_tokens,
-            cost_usd: r.cost,
-            measured: r.measured.as_str(),
             status: r.status,
-            finish: r.finish.as_str(),
             latency_ms: r.latency_ms,
             ttft_ms: r.ttft_ms,
             account: r.account.clone(),
+            row: RecentRequest::from(r.clone()),
         }
     }
 }
