@@ -198,14 +198,14 @@ pub(super) fn mail_table(mail: &[MailView], sending: bool) -> String {
             .unwrap_or_default();
         let _ = writeln!(
             s,
-            "{:>6} {:<20} {:<11} {:<7} {:<3} {:>4}  {:<30} {about}{error}",
+            "{:>6} {:<20} {:<11} {:<7} {:<3} {:>4}  {} {about}{error}",
             m.id,
             m.created_at,
             m.kind.as_str(),
             m.status.as_str(),
             m.lang.as_str(),
             m.attempts,
-            field(&m.recipient),
+            column(&field(&m.recipient), 30),
         );
     }
     if mail.is_empty() && sending {
@@ -221,6 +221,28 @@ pub(super) fn mail_table(mail: &[MailView], sending: bool) -> String {
         );
     }
     printable(s)
+}
+
+/// `s` in a column `width` terminal cells wide: padded, or cut with `…`. Cells, not characters:
+/// a CJK address takes two a character, and padded by characters it pushed the rest of its row
+/// out of line (found by an independent check).
+fn column(s: &str, width: usize) -> String {
+    use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
+    let w = s.width();
+    if w <= width {
+        return format!("{s}{}", " ".repeat(width - w));
+    }
+    let mut out = String::new();
+    let mut used = 0;
+    for c in s.chars() {
+        let cw = c.width().unwrap_or(0);
+        if used + cw > width - 1 {
+            break;
+        }
+        used += cw;
+        out.push(c);
+    }
+    format!("{out}…{}", " ".repeat(width - 1 - used))
 }
 
 /// What the operator's terminal may be sent: a customer's email, an operator's note or an SMTP
@@ -304,6 +326,11 @@ mod tests {
         let off = "mail is off";
         assert!(mail_table(std::slice::from_ref(&queued), false).contains(off));
         assert!(!mail_table(std::slice::from_ref(&queued), true).contains(off));
+        assert_eq!(column("ab", 4), "ab  ");
+        assert_eq!(column("すずき@example.com", 8), "すずき@…");
+        assert_eq!(column("すずき@example.com", 7), "すずき…");
+        // A wide character that does not fit leaves a cell of padding.
+        assert_eq!(column("すずき@example.com", 6), "すず… ");
         assert!(mail_table(&[], false).contains("once [email] is configured"));
         assert!(!mail_table(&[], true).contains("[email]"));
     }
