@@ -236,13 +236,13 @@ fn column(s: &str, width: usize) -> String {
     let mut used = 0;
     for c in s.chars() {
         let cw = c.width().unwrap_or(0);
-        if used + cw > width - 1 {
+        if used + cw > width.saturating_sub(1) {
             break;
         }
         used += cw;
         out.push(c);
     }
-    format!("{out}…{}", " ".repeat(width - 1 - used))
+    format!("{out}…{}", " ".repeat(width.saturating_sub(1 + used)))
 }
 
 /// What the operator's terminal may be sent: a customer's email, an operator's note or an SMTP
