@@ -218,6 +218,7 @@ impl Daemon {
     pub async fn shutdown_within(self, drain: Duration) -> usize {
         let _ = self.stop.send(true);
         let state = &self.state;
+        state.stopping.cancel();
         let (idle, second_signal) = tokio::select! {
             idle = state.in_flight.wait_idle(drain) => (idle, false),
             () = state.cut.cancelled() => (state.in_flight.get() == 0, true),

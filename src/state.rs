@@ -70,6 +70,9 @@ pub struct AppState {
     pub capturing: crate::shop::checkout::Capturing,
     /// Cancelled when shutdown stops waiting: requests still in flight end, billed, at once.
     pub cut: tokio_util::sync::CancellationToken,
+    /// Cancelled when shutdown begins (before the drain): work done only for a client that is
+    /// gone (a stream read on for its usage) ends then rather than holding the drain.
+    pub stopping: tokio_util::sync::CancellationToken,
     /// Counters for `/metrics` (atomics; the request path takes no lock).
     pub metrics: crate::metrics::Metrics,
     /// Receipts and notices: whether email is on, and the outbox sender's wake-up.
@@ -290,6 +293,7 @@ impl AppState {
             capture_declines: std::sync::Mutex::default(),
             capturing: crate::shop::checkout::Capturing::default(),
             cut: tokio_util::sync::CancellationToken::new(),
+            stopping: tokio_util::sync::CancellationToken::new(),
             metrics,
             mailer,
             rotate_lock: tokio::sync::Mutex::new(()),

@@ -416,3 +416,54 @@ async fn a_client_leaving_before_the_opening_pays_the_prompt_deepseek_reports() 
     let outcome = app.sim.wait_outcome(0, Duration::from_secs(5)).await;
     assert!(format!("{outcome:?}").contains("Disconnect"), "{outcome:?}");
 }
+
+/// The opening without counts (or with zeros) ends the wait all the same: the gateway hangs up
+/// ~250 ms after it, and the prompt is estimated — it read on, and billed, the whole answer
+/// nobody read (found by an independent re-check). A stop does not wait for such a read-on.
+#[tokio::test]
+async fn an_opening_without_counts_ends_the_read_on_and_a_stop_does_not_wait_for_it() {
+    let mut app = TestApp::spawn_with(|c| {
+        c.server.drain_secs = 30;
+        c.upstream.idle_timeout_secs = 60;
+    })
+    .await;
+    let key = app.create_key("trial", None).await;
+    let leave_early = |text: &'static str| {
+        let (app, key) = (&app, &key);
+        async move {
+            let resp = stream_message(app, key, text, 500).await;
+            assert_eq!(resp.status(), 200);
+            let rid = request_id(&resp);
+            let mut stream = resp.bytes_stream();
+            use futures_util::StreamExt;
+            let _first = tokio::time::timeout(Duration::from_secs(5), stream.next())
+                .await
+                .expect("a keep-alive comes");
+            drop(stream);
+            rid
+        }
+    };
+    let text = "[[sim prompt=9000 hit=8000 reply=50 delay_ms=100 first_delay_ms=1000 keepalive_ms=50 zero_usage=1]] go";
+    let rid = leave_early(text).await;
+    let row = app.wait_ledger_row(&rid).await;
+    assert_eq!(row.finish.as_str(), "client_abort");
+    assert!(
+        row.completion_tokens <= 5,
+        "read on past the opening: {row:?}"
+    );
+    assert_eq!(row.cache_hit_tokens, 0, "no counts came: estimated");
+    let outcome = app.sim.wait_outcome(0, Duration::from_secs(5)).await;
+    assert!(format!("{outcome:?}").contains("Disconnect"), "{outcome:?}");
+
+    // An upstream that never opens: a stop begins, and does not wait the 30 s drain for it.
+    let rid = leave_early("[[sim first_delay_ms=600000 keepalive_ms=50]] go").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stopped = std::time::Instant::now();
+    app.shutdown().await;
+    assert!(
+        stopped.elapsed() < Duration::from_secs(5),
+        "the stop waited {:?} for a client that is gone",
+        stopped.elapsed()
+    );
+    let _ = rid;
+}

@@ -155,11 +155,13 @@ async fn checks<D: Dialect>(
     // the way of goes on to the hold, which tells the two apart exactly (`reserve`: 429
     // `budget_held` or 402).
     let reach = key.available().saturating_add(key.balance().held);
+    let spent = key.status() == KeyStatus::Exhausted || reach < floor;
     let refused = || GatewayError::InsufficientBudget {
         available: key.available(),
         held: key.balance().held,
+        spent,
     };
-    if key.status() == KeyStatus::Exhausted || reach < floor {
+    if spent {
         return Err(refused());
     }
     // Before the body is read: a key at its limit is told so at once, and holds no more

@@ -86,6 +86,7 @@ pub fn reserve(
         return Err(GatewayError::InsufficientBudget {
             available: key.available(),
             held: key.balance().held,
+            spent: true,
         });
     }
     let prices = *model.prices.get(period);
@@ -148,7 +149,11 @@ fn unaffordable(key: &KeyState, available: Usd, pays: impl FnOnce(Usd) -> bool) 
     {
         GatewayError::BudgetHeld { available, held }
     } else {
-        GatewayError::InsufficientBudget { available, held }
+        GatewayError::InsufficientBudget {
+            available,
+            held,
+            spent: false,
+        }
     }
 }
 
@@ -700,7 +705,7 @@ mod tests {
         let k = key(300);
         let refused = reserve(&k, &model(), PricePeriod::OffPeak, r).unwrap_err();
         assert!(
-            matches!(refused, GatewayError::InsufficientBudget { available, held }
+            matches!(refused, GatewayError::InsufficientBudget { available, held, .. }
                 if available.nanos() == 300 && held == Usd::ZERO),
             "{refused:?}"
         );

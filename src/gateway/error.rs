@@ -25,6 +25,12 @@ const RESTART_RETRY_AFTER_SECS: u64 = 5;
 /// `Retry-After` of a 503 refused while no ledger row can be recorded (a full disk).
 const NOT_RECORDING_RETRY_AFTER_SECS: u64 = 30;
 
+/// What a 402 says a request holds before it is sent, so that a refusal with money left reads
+/// as what it is.
+const HOLD_RULE: &str = "Before it is sent, a request holds the most it could cost: its prompt \
+     counted as one token per byte of the body at the uncached price, and at least one output \
+     token; so a long conversation or a large attachment needs more than it will be charged.";
+
 /// What a client is told went wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -55,6 +61,9 @@ pub enum GatewayError {
         /// What its requests in flight hold now (it comes back as they finish, less what they
         /// spend): the balance a dashboard shows includes it.
         held: Usd,
+        /// The key cannot pay for the smallest request (it is `exhausted`): no request, however
+        /// short, goes through, which the message then says instead of what a request holds.
+        spent: bool,
     },
     /// 429: the key's remaining budget would pay for the request, but its own requests in
     /// flight hold part of it until they finish: a wait, not a want of money (a 402 is fatal
@@ -236,10 +245,20 @@ impl GatewayError {
             GatewayError::InvalidRequest { message, .. }
             | GatewayError::UpstreamRejected { message, .. } => message.clone(),
             GatewayError::InvalidApiKey(why) => (*why).to_string(),
-            GatewayError::InsufficientBudget { available, held } if *held > Usd::ZERO => format!(
+            GatewayError::InsufficientBudget {
+                available,
+                spent: true,
+                ..
+            } => format!(
+                "Your key's budget is used up (${available} available): it cannot pay for even \
+                 the smallest request. Top up or buy a new plan."
+            ),
+            GatewayError::InsufficientBudget {
+                available, held, ..
+            } if *held > Usd::ZERO => format!(
                 "Your key's remaining budget (${available} available, and ${held} held by your \
-                 requests in progress until they finish) cannot pay for this request. Top up or \
-                 buy a new plan."
+                 requests in progress until they finish) cannot pay for this request. {HOLD_RULE} \
+                 Top up or buy a new plan."
             ),
             // Whole answers whose client left count until they end (they are read on).
             GatewayError::TooManyInFlight { limit } => format!(
@@ -256,10 +275,7 @@ impl GatewayError {
             // cents left, and nothing told its user why (found by an independent check).
             GatewayError::InsufficientBudget { available, .. } => format!(
                 "Your key's remaining budget (${available} available) cannot pay for this request. \
-                 Before it is sent, a request holds the most it could cost: its prompt counted as \
-                 one token per byte of the body at the uncached price, and at least one output \
-                 token; so a long conversation or a large attachment needs more than it will be \
-                 charged. Top up or buy a new plan."
+                 {HOLD_RULE} Top up or buy a new plan."
             ),
             GatewayError::ModelNotAllowed(m, None) => {
                 format!(
@@ -488,6 +504,30 @@ mod tests {
         assert_eq!(v["error"]["type"], "authentication_error");
         assert!(v["error"]["param"].is_null());
         assert_eq!(v["error"]["message"], "Invalid API key.");
+    }
+
+    #[test]
+    fn a_402_says_whether_the_key_is_spent_or_what_a_request_holds() {
+        let m = |held: i64, spent: bool| {
+            GatewayError::InsufficientBudget {
+                available: Usd::from_nanos(70_000_000),
+                held: Usd::from_nanos(held),
+                spent,
+            }
+            .message()
+        };
+        assert!(m(0, true).contains("used up"), "{}", m(0, true));
+        assert!(!m(0, true).contains("holds the most"), "{}", m(0, true));
+        for held in [0, 5_000_000] {
+            let text = m(held, false);
+            assert!(text.contains("$0.07 available"), "{text}");
+            assert!(text.contains("holds the most it could cost"), "{text}");
+        }
+        assert!(
+            m(5_000_000, false).contains("$0.005 held"),
+            "{}",
+            m(5_000_000, false)
+        );
     }
 
     #[test]

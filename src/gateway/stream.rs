@@ -28,7 +28,7 @@ use crate::activity::ActivityEvent;
 use crate::state::AppState;
 use crate::store::Finish;
 use crate::upstream::sse::SseItem;
-use crate::upstream::{EventStream, UpstreamError};
+use crate::upstream::{EventStream, UpstreamError, is_data_event};
 
 /// Chunks buffered toward a slow client before upstream reading pauses.
 const CHANNEL_DEPTH: usize = 64;
@@ -37,6 +37,9 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 /// How long a stream the client left goes on reading upstream, relaying nothing, for the
 /// usage that may already be on its way (see [`Relay::read_usage`]).
 const USAGE_GRACE: Duration = Duration::from_millis(250);
+/// Longest a stream whose client left before its opening is read on for the opening's counts
+/// (see [`Relay::read_on`]): DeepSeek reads a long prompt in seconds.
+const OPENING_WAIT: Duration = Duration::from_secs(10);
 /// How long the answer's head waits for the stream's first piece, so that the two leave in one
 /// write: upstream often sends its first event with its head, and a head sent alone costs the
 /// client's first byte a `write(2)` and a task switch more (bench/PROFILE.md). Past this, the
@@ -75,6 +78,7 @@ pub async fn relay<D: Dialect>(
             cut: Box::pin(state_cut),
             gone,
             ended: ended.clone(),
+            opened: false,
         });
         let first = relay.first_piece().await;
         if let Some(End::UpstreamBroke(why)) = first {
@@ -192,6 +196,8 @@ struct Relay<S> {
     /// Set once the stream's end (marker or error event) is queued for the client: the body
     /// then ends cleanly; without it, the connection is cut.
     ended: Arc<AtomicBool>,
+    /// A data event (not a keep-alive) has come: the stream has opened.
+    opened: bool,
 }
 
 /// See [`Relay::gone`].
@@ -356,17 +362,22 @@ impl<S: StreamRewrite> Relay<S> {
                 Err(why) => End::UpstreamBroke(why),
             }),
             Ok(Some(SseItem::Comment(c))) => Piece::Out(format!(":{c}\n\n")),
-            Ok(Some(SseItem::Event(ev))) => match self.rewrite.event(&ev, &mut self.tally) {
-                Ok(Step::Send(out)) => Piece::Out(out),
-                Ok(Step::Skip) => Piece::Skip,
-                Ok(Step::End(marker)) => Piece::End(End::Done(marker)),
-                // An error after the answer was whole (its finish and usage came) ends it as
-                // complete, as a break there does: told to retry, a client would pay twice.
-                Err(why) => Piece::End(match self.rewrite.end_at_eof(&self.tally) {
-                    Ok(marker) => End::Done(marker),
-                    Err(_) => End::UpstreamBroke(why),
-                }),
-            },
+            Ok(Some(SseItem::Event(ev))) => {
+                if !self.opened && is_data_event(&ev) {
+                    self.opened = true;
+                }
+                match self.rewrite.event(&ev, &mut self.tally) {
+                    Ok(Step::Send(out)) => Piece::Out(out),
+                    Ok(Step::Skip) => Piece::Skip,
+                    Ok(Step::End(marker)) => Piece::End(End::Done(marker)),
+                    // An error after the answer was whole (its finish and usage came) ends it as
+                    // complete, as a break there does: told to retry, a client would pay twice.
+                    Err(why) => Piece::End(match self.rewrite.end_at_eof(&self.tally) {
+                        Ok(marker) => End::Done(marker),
+                        Err(_) => End::UpstreamBroke(why),
+                    }),
+                }
+            }
         }
     }
 
@@ -386,25 +397,32 @@ impl<S: StreamRewrite> Relay<S> {
     /// [`Relay::read_usage`]'s reading. A stream whose opening reports the prompt's counts
     /// (Anthropic's `message_start`) and whose client left before it came — while DeepSeek
     /// still queued the request or read its prompt, only keep-alives relayed: a coding agent's
-    /// Esc — is read on until that opening (as long as a silent upstream would be waited
-    /// for), then for the grace: its prompt is billed at DeepSeek's count, cache hits
+    /// Esc — is read on until that opening (for at most [`OPENING_WAIT`], and not once the
+    /// daemon begins to stop), then for the grace: its prompt is billed at DeepSeek's count, cache hits
     /// included, not at our estimate of it as cache misses, which cost ~34 times more on an
     /// agent's long cached conversation (found by an independent check). DeepSeek reads the
     /// prompt, and bills it, whether or not the client waits.
     async fn read_on(&mut self) {
         let now = tokio::time::Instant::now();
-        let mut opening = self.rewrite.prompt_at_opening() && self.tally.reported.prompt.is_none();
+        // Waiting for the opening ends with it, whether or not it carries counts (one without
+        // them must not keep the relay reading, and billing, the answer nobody reads; found by
+        // an independent re-check), and at most after OPENING_WAIT: the key's place and hold
+        // stay taken meanwhile.
+        let mut opening = self.rewrite.prompt_at_opening() && !self.opened;
         let mut until = if opening {
             self.deadline
-                .min(now + self.state.upstream.idle_timeout)
+                .min(now + self.state.upstream.idle_timeout.min(OPENING_WAIT))
                 .max(now + USAGE_GRACE)
         } else {
             now + USAGE_GRACE
         };
+        // A stop does not wait for a client that is gone (it delayed the drain).
+        let stopping = self.state.stopping.clone();
         while self.tally.usage.is_none() {
             let next = tokio::select! {
                 biased;
                 _ = &mut self.cut => return,
+                () = stopping.cancelled() => return,
                 r = tokio::time::timeout_at(until, self.events.next()) => r,
             };
             match next {
@@ -415,8 +433,9 @@ impl<S: StreamRewrite> Relay<S> {
                     ) {
                         return;
                     }
-                    if opening && self.tally.reported.prompt.is_some() {
+                    if opening && is_data_event(&ev) {
                         opening = false;
+                        self.opened = true;
                         until = until.min(tokio::time::Instant::now() + USAGE_GRACE);
                     }
                 }

@@ -23,4 +23,5 @@ mod watch;
 pub use client::{Dispatch, Endpoint, Upstream};
 pub use error::{UpstreamError, redact};
 pub use http::BuildError;
+pub use reply::is_data_event;
 pub use reply::{EventStream, Reply};

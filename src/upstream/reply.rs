@@ -260,7 +260,7 @@ impl EventStream {
 
     /// Whether an event is data (not a `ping`, by its name or, unnamed, by its data).
     fn is_data(&self, e: &super::sse::SseEvent) -> bool {
-        e.event.as_deref() != Some("ping") && !(e.event.is_none() && is_ping_data(&e.data))
+        is_data_event(e)
     }
 
     async fn read_next(&mut self) -> Result<Option<SseItem>, UpstreamError> {
@@ -349,6 +349,12 @@ fn starts_with_member(json: &[u8], name: &[u8]) -> bool {
 fn is_answer_data(data: &str) -> bool {
     let d = data.trim();
     d.starts_with('{') || d == "[DONE]"
+}
+
+/// Whether an event is data, not a keep-alive (Anthropic's `ping`, known by its name or,
+/// unnamed, by its data).
+pub fn is_data_event(e: &super::sse::SseEvent) -> bool {
+    e.event.as_deref() != Some("ping") && !(e.event.is_none() && is_ping_data(&e.data))
 }
 
 /// Whether an event's data is Anthropic's keep-alive, `{"type": "ping"}` however it is spaced

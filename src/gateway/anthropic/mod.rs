@@ -164,6 +164,7 @@ mod tests {
                 GatewayError::InsufficientBudget {
                     available: crate::money::Usd::ZERO,
                     held: crate::money::Usd::ZERO,
+                    spent: false,
                 },
                 402,
                 "billing_error",
