@@ -398,10 +398,10 @@ impl<S: StreamRewrite> Relay<S> {
     /// (Anthropic's `message_start`) and whose client left before it came — while DeepSeek
     /// still queued the request or read its prompt, only keep-alives relayed: a coding agent's
     /// Esc — is read on until that opening (for at most [`OPENING_WAIT`], and not once the
-    /// daemon begins to stop), then for the grace: its prompt is billed at DeepSeek's count, cache hits
-    /// included, not at our estimate of it as cache misses, which cost ~34 times more on an
-    /// agent's long cached conversation (found by an independent check). DeepSeek reads the
-    /// prompt, and bills it, whether or not the client waits.
+    /// daemon begins to stop), then for the grace: its prompt is billed at DeepSeek's count,
+    /// cache hits included, not at our estimate of it as cache misses, which cost ~34 times
+    /// more on an agent's long cached conversation (found by an independent check). DeepSeek
+    /// reads the prompt, and bills it, whether or not the client waits.
     async fn read_on(&mut self) {
         let now = tokio::time::Instant::now();
         // Waiting for the opening ends with it, whether or not it carries counts (one without
