@@ -54,6 +54,22 @@ pub fn clipped(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// The longest start of `s` that fits in `cells` terminal cells, and the cells it takes (a
+/// CJK or emoji character takes two): for columns cut by what a terminal shows, not by
+/// characters.
+pub fn fitting(s: &str, cells: usize) -> (&str, usize) {
+    use unicode_width::UnicodeWidthChar;
+    let mut used = 0;
+    for (i, c) in s.char_indices() {
+        let w = c.width().unwrap_or(0);
+        if used + w > cells {
+            return (&s[..i], used);
+        }
+        used += w;
+    }
+    (s, used)
+}
+
 /// Most characters of someone's input an error message repeats.
 pub const ECHOED: usize = 100;
 
@@ -105,6 +121,14 @@ mod tests {
         for c in ['a', 'é', '名', '@', '\u{0301}', '\u{FF20}', '😀'] {
             assert!(!is_invisible(c), "U+{:04X}", c as u32);
         }
+    }
+
+    #[test]
+    fn fitting_counts_cells() {
+        assert_eq!(fitting("abc", 2), ("ab", 2));
+        assert_eq!(fitting("名字x", 3), ("名", 2));
+        assert_eq!(fitting("名字x", 5), ("名字x", 5));
+        assert_eq!(fitting("", 3), ("", 0));
     }
 
     #[test]

@@ -227,22 +227,12 @@ pub(super) fn mail_table(mail: &[MailView], sending: bool) -> String {
 /// a CJK address takes two a character, and padded by characters it pushed the rest of its row
 /// out of line (found by an independent check).
 fn column(s: &str, width: usize) -> String {
-    use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
-    let w = s.width();
-    if w <= width {
+    let (whole, w) = crate::text::fitting(s, width);
+    if whole.len() == s.len() {
         return format!("{s}{}", " ".repeat(width - w));
     }
-    let mut out = String::new();
-    let mut used = 0;
-    for c in s.chars() {
-        let cw = c.width().unwrap_or(0);
-        if used + cw > width.saturating_sub(1) {
-            break;
-        }
-        used += cw;
-        out.push(c);
-    }
-    format!("{out}…{}", " ".repeat(width.saturating_sub(1 + used)))
+    let (start, used) = crate::text::fitting(s, width.saturating_sub(1));
+    format!("{start}…{}", " ".repeat(width.saturating_sub(1 + used)))
 }
 
 /// What the operator's terminal may be sent: a customer's email, an operator's note or an SMTP

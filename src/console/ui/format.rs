@@ -215,19 +215,8 @@ pub fn clip(s: &str, width: usize) -> String {
     if s.width() <= width {
         return s.to_string();
     }
-    let room = width.saturating_sub(1);
-    let mut used = 0;
-    let mut out = String::new();
-    for c in s.chars() {
-        let w = c.width().unwrap_or(0);
-        if used + w > room {
-            break;
-        }
-        used += w;
-        out.push(c);
-    }
-    out.push('…');
-    out
+    let (start, _) = crate::text::fitting(s, width.saturating_sub(1));
+    format!("{start}…")
 }
 
 /// A key's display prefix (`sk-gateway-PrOo…`) for a column of `width`: whole when it fits,
