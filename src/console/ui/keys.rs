@@ -52,7 +52,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
         }
         widths.extend([9, 21]);
         heads.extend(["BUDGET", "ID"]);
-        heads.push("EMAIL");
+        heads.push("EMAIL · NOTE");
     }
     let mut constraints: Vec<Constraint> = widths.into_iter().map(Constraint::Length).collect();
     if wide {
@@ -147,8 +147,15 @@ fn row(
         ));
         cells.push(Cell::from(k.id.clone()));
         // Cut with a mark: `op@example.com` cut to `op@example` read as another address.
+        // The operator's note after it: which agent or customer a hand-made key is for
+        // (found by an independent check: keys made for a team's agents looked alike).
         let email = crate::text::visible(k.email.as_deref().unwrap_or_default());
-        cells.push(Cell::from(clip(&email, got(10))));
+        let who = match k.note.as_deref().map(crate::text::visible) {
+            Some(note) if email.is_empty() => note,
+            Some(note) => format!("{email} · {note}"),
+            None => email,
+        };
+        cells.push(Cell::from(clip(&who, got(10))));
     }
     Row::new(cells)
 }

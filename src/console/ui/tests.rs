@@ -277,7 +277,21 @@ fn keys_view_shows_budgets() {
     let wide = screen(&view(View::Keys), LARGE);
     let trial = line_with(&wide, "sk-gateway-TrIa…");
     assert!(trial.contains("key_trial@example.com") && trial.contains("$1.00"));
-    assert_has(&wide, &["BUDGET", "EMAIL"]);
+    assert_has(&wide, &["BUDGET", "EMAIL · NOTE"]);
+    // A hand-made key's note follows its email, or stands alone.
+    let mut a = view(View::Keys);
+    if let Some(k) = a.model.keys.get_mut("key_pro") {
+        k.note = Some("agent 3".into());
+    }
+    if let Some(k) = a.model.keys.get_mut("key_trial") {
+        k.email = None;
+        k.note = Some("comp for Ana".into());
+    }
+    let wide = screen(&a, LARGE);
+    let pro = line_with(&wide, "sk-gateway-PrOo…");
+    assert!(pro.contains("@example.com · agent 3"), "{pro}");
+    let trial = line_with(&wide, "sk-gateway-TrIa…");
+    assert!(trial.contains("comp for Ana"), "{trial}");
 }
 
 /// A busy key's request count is shortened in a narrow window (it was cut to `…`), whole in a
