@@ -226,6 +226,29 @@ fn prompt_estimate(text: &str) -> u64 {
     (text.len() as u64).div_ceil(4) + 4 + 2
 }
 
+/// Send `text` as a Messages request (streamed or not), expect a 200, and return its ledger
+/// row, checked to be complete and labelled `estimated`.
+async fn estimated_row(
+    app: &TestApp,
+    key: &str,
+    text: &str,
+    stream: bool,
+) -> modelrelay::store::UsageRow {
+    let mut b = msg("claude-sonnet-4", text, 100);
+    b["stream"] = stream.into();
+    let resp = post(app, "/v1/messages", key, Auth::ApiKey, &b)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "stream {stream}");
+    let rid = request_id(&resp);
+    let _ = resp.text().await.unwrap();
+    let row = app.wait_ledger_row(&rid).await;
+    assert_eq!(row.finish.as_str(), "complete");
+    assert_eq!(row.measured.as_str(), "estimated", "stream {stream}");
+    row
+}
+
 #[tokio::test]
 async fn a_usage_with_one_side_bills_that_side_as_reported_and_estimates_the_other() {
     let app = TestApp::spawn().await;
@@ -234,18 +257,7 @@ async fn a_usage_with_one_side_bills_that_side_as_reported_and_estimates_the_oth
     // estimate from it (text ÷ 4) would say 30.
     for stream in [false, true] {
         let text = "[[sim prompt=900 reply=20 output_usage_only=1]] go";
-        let mut b = msg("claude-sonnet-4", text, 100);
-        b["stream"] = stream.into();
-        let resp = post(&app, "/v1/messages", &key, Auth::ApiKey, &b)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200, "stream {stream}");
-        let rid = request_id(&resp);
-        let _ = resp.text().await.unwrap();
-        let row = app.wait_ledger_row(&rid).await;
-        assert_eq!(row.finish.as_str(), "complete");
-        assert_eq!(row.measured.as_str(), "estimated", "stream {stream}");
+        let row = estimated_row(&app, &key, text, stream).await;
         let miss = prompt_estimate(text);
         assert_eq!(
             (
@@ -351,18 +363,7 @@ async fn a_usage_of_zeros_is_estimated_not_free() {
     let key = app.create_key("trial", None).await;
     let text = "[[sim prompt=900 reply=20 zero_usage=1]] go";
     for stream in [false, true] {
-        let mut b = msg("claude-sonnet-4", text, 100);
-        b["stream"] = stream.into();
-        let resp = post(&app, "/v1/messages", &key, Auth::ApiKey, &b)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200, "stream {stream}");
-        let rid = request_id(&resp);
-        let _ = resp.text().await.unwrap();
-        let row = app.wait_ledger_row(&rid).await;
-        assert_eq!(row.finish.as_str(), "complete");
-        assert_eq!(row.measured.as_str(), "estimated", "stream {stream}");
+        let row = estimated_row(&app, &key, text, stream).await;
         let miss = prompt_estimate(text);
         assert_eq!((row.cache_hit_tokens, row.cache_miss_tokens), (0, miss));
         assert!(row.completion_tokens > 0, "stream {stream}: {row:?}");

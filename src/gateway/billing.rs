@@ -630,25 +630,7 @@ mod tests {
     use crate::keys::KeyRecord;
 
     fn key(budget: i64) -> KeyState {
-        KeyState::from_record(
-            KeyRecord {
-                id: "key_t".into(),
-                hash: [0; 32],
-                sealed: vec![],
-                prefix: "p".into(),
-                plan: "trial".into(),
-                status: KeyStatus::Active,
-                budget: Usd::from_nanos(budget),
-                spent: Usd::ZERO,
-                requests: 0,
-                email: None,
-                note: None,
-                order_id: None,
-                created_at: Utc::now(),
-                last_used_at: None,
-            },
-            30,
-        )
+        KeyState::from_record(KeyRecord::for_tests("key_t", Usd::from_nanos(budget)), 30)
     }
 
     fn model() -> Model {
