@@ -128,3 +128,45 @@ async fn a_key_at_its_plans_requests_in_flight_gets_429_and_its_places_come_back
     wait_in_flight(&app, &key, 0).await;
     served(&app, &key).await;
 }
+
+/// A refusal for want of a place in flight uses none of the key's RPM: an agent retrying
+/// while its requests run (the SDKs retry this 429; Claude Code up to ten times) still has
+/// its whole rate left when a place frees. At 3 RPM with one place: one request held, ten
+/// refused for the place, then the next two are served and only the third after them meets
+/// the rate limit.
+#[tokio::test]
+async fn refusals_for_a_place_in_flight_use_none_of_the_keys_rpm() {
+    let app = TestApp::spawn_with(|c| {
+        if let Some(p) = c.plans.get_mut("trial") {
+            p.max_in_flight = 1;
+            p.rpm = 3;
+        }
+    })
+    .await;
+    let key = app.create_key("trial", None).await;
+    let slow = body(FLASH, "hi [[sim first_delay_ms=1000 reply=3]]");
+    let held = tokio::spawn(app.chat(&key, &slow).send());
+    wait_in_flight(&app, &key, 1).await;
+    for _ in 0..10 {
+        let resp = app
+            .chat(&key, &body(FLASH, "hi [[sim reply=1]]"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 429);
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "too_many_in_flight", "{v}");
+    }
+    assert_eq!(held.await.unwrap().unwrap().status(), 200);
+    wait_in_flight(&app, &key, 0).await;
+    served(&app, &key).await;
+    served(&app, &key).await;
+    let resp = app
+        .chat(&key, &body(FLASH, "hi [[sim reply=1]]"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 429);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "rate_limit_exceeded", "{v}");
+}

@@ -1,6 +1,6 @@
 //! Admission: everything a request must pass before it may go upstream, in this order — the
-//! key (401), its rate limit (429), a balance that can pay for anything at all (402), a place
-//! among the key's requests in flight (429 `too_many_in_flight`), the body
+//! key (401), a place among the key's requests in flight (429 `too_many_in_flight`, using none
+//! of its RPM), its rate limit (429), a balance that can pay for anything at all (402), the body
 //! (413, or 402 when the key could never pay for that many bytes), the request itself (400),
 //! the model (404) and the plan (403), and finally the hold on the key's balance, which may
 //! lower `max_tokens` to what the key can pay for (402 below one output token).
@@ -97,6 +97,22 @@ pub async fn admit<D: Dialect>(
     if state.store.cannot_record() {
         return Err(Refusal::new(GatewayError::NotRecording, Some(&key), None));
     }
+    // A place among the key's requests in flight before its rate: the refusal is cheap (no
+    // body read) and retried by the SDKs (`Retry-After: 2`; Claude Code up to ten times), and
+    // each retry used one of the key's RPM, so agents waiting for a place then met 429
+    // `rate_limit_exceeded` too (found by an independent check). The place is given back when
+    // the request settles, or as soon as a later check refuses it.
+    let cap = state
+        .catalog
+        .plan(&key.plan())
+        .map_or(crate::config::DEFAULT_KEY_IN_FLIGHT, |p| p.max_in_flight);
+    let slot = key.enter(cap).ok_or_else(|| {
+        Refusal::new(
+            GatewayError::TooManyInFlight { limit: cap },
+            Some(&key),
+            None,
+        )
+    })?;
     let rate = key.check_rate();
     if !rate.allowed {
         state.metrics.rate_limited();
@@ -114,15 +130,14 @@ pub async fn admit<D: Dialect>(
         });
     }
     let refuse = |e: GatewayError| Refusal::new(e, Some(&key), Some(rate));
-    let (request, model, hold, slot) =
-        checks::<D>(state, &key, parts, body).await.map_err(|e| {
-            if let GatewayError::InsufficientBudget { held, .. } = e
-                && held == Usd::ZERO
-            {
-                super::billing::refused_for_money(state, &key);
-            }
-            refuse(e)
-        })?;
+    let (request, model, hold) = checks::<D>(state, &key, parts, body).await.map_err(|e| {
+        if let GatewayError::InsufficientBudget { held, .. } = e
+            && held == Usd::ZERO
+        {
+            super::billing::refused_for_money(state, &key);
+        }
+        refuse(e)
+    })?;
     Ok(Admitted {
         key,
         rate,
@@ -133,14 +148,14 @@ pub async fn admit<D: Dialect>(
     })
 }
 
-/// The checks after the key and its rate: money, a place in flight, body, request, model, plan,
-/// hold.
+/// The checks after the key, its place in flight and its rate: money, body, request, model,
+/// plan, hold.
 async fn checks<D: Dialect>(
     state: &AppState,
     key: &Arc<KeyState>,
     parts: &Parts,
     body: Body,
-) -> Result<(D::Request, Model, Hold, KeySlot), GatewayError> {
+) -> Result<(D::Request, Model, Hold), GatewayError> {
     // A key that cannot pay for the smallest request is told so before its body is read, and
     // a body whose bytes alone (each may be a prompt token) it could not pay for even on the
     // plan's cheapest model, at the cheaper period, is refused without reading it into memory;
@@ -164,13 +179,6 @@ async fn checks<D: Dialect>(
     if spent {
         return Err(refused());
     }
-    // Before the body is read: a key at its limit is told so at once, and holds no more
-    // memory or upstream capacity. The place is given back when the request settles, or here
-    // if a later check refuses it.
-    let cap = plan.map_or(crate::config::DEFAULT_KEY_IN_FLIGHT, |p| p.max_in_flight);
-    let slot = key
-        .enter(cap)
-        .ok_or(GatewayError::TooManyInFlight { limit: cap })?;
     let affordable = plan.map_or(usize::MAX, |p| {
         let [off_peak, peak] = p.min_prompt_price;
         affordable_bytes(reach, off_peak.min(peak))
@@ -204,7 +212,7 @@ async fn checks<D: Dialect>(
         ));
     }
     let hold = reserve(key, model, state.catalog.period_now(), req.hold_needs())?;
-    Ok((req, model.clone(), hold, slot))
+    Ok((req, model.clone(), hold))
 }
 
 /// How many body bytes `available` can pay for as prompt at `price` per 1M tokens (each byte
