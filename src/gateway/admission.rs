@@ -175,6 +175,7 @@ async fn checks<D: Dialect>(
         available: key.available(),
         held: key.balance().held,
         spent,
+        needs: None,
     };
     if spent {
         return Err(refused());

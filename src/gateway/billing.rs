@@ -87,6 +87,7 @@ pub fn reserve(
             available: key.available(),
             held: key.balance().held,
             spent: true,
+            needs: None,
         });
     }
     let prices = *model.prices.get(period);
@@ -103,10 +104,15 @@ pub fn reserve(
     // Work in nano-USD × 1e6 (the unit of price × tokens) so nothing rounds.
     let pays = |money: Usd| i128::from(money.nanos()) * 1_000_000 >= prompt_part + out_price;
     let affords = |money: Usd| (i128::from(money.nanos()) * 1_000_000 - prompt_part) / out_price;
+    // The least this request holds: its prompt's bound and one output token, rounded up as
+    // the hold is.
+    let needs = Usd::from_nanos(
+        i64::try_from((prompt_part + out_price + 999_999) / 1_000_000).unwrap_or(i64::MAX),
+    );
     let (amount, max_tokens) = key.try_hold(|available| {
         let affordable = affords(available);
         if !pays(available) || affordable < 1 {
-            return Err(unaffordable(key, available, pays));
+            return Err(unaffordable(key, available, needs, pays));
         }
         // Lowered only for want of money, never because the key's own requests in flight hold
         // it for now: a cut answer (13 tokens of an agent's 32 000) is not retried by anyone,
@@ -141,7 +147,12 @@ pub fn reserve(
 /// The refusal of a request `key` cannot pay for with `available`: 429 `budget_held` when
 /// what its own requests in flight hold would pay for it (`pays`) — it may be retried once they
 /// finish — and 402 `insufficient_budget` otherwise.
-fn unaffordable(key: &KeyState, available: Usd, pays: impl FnOnce(Usd) -> bool) -> GatewayError {
+fn unaffordable(
+    key: &KeyState,
+    available: Usd,
+    needs: Usd,
+    pays: impl FnOnce(Usd) -> bool,
+) -> GatewayError {
     let held = key.balance().held;
     if key.status() != KeyStatus::Exhausted
         && held > Usd::ZERO
@@ -153,6 +164,7 @@ fn unaffordable(key: &KeyState, available: Usd, pays: impl FnOnce(Usd) -> bool) 
             available,
             held,
             spent: false,
+            needs: Some(needs),
         }
     }
 }
@@ -683,12 +695,31 @@ mod tests {
                 if available.nanos() == 300 && held == h.amount),
             "{refused:?}"
         );
-        // With nothing held, the same 300 nano is a 402.
+        // With nothing held, the same 300 nano is a 402, which says what the request needs:
+        // its prompt's bound and one output token.
         let k = key(300);
         let refused = reserve(&k, &model(), PricePeriod::OffPeak, r).unwrap_err();
         assert!(
-            matches!(refused, GatewayError::InsufficientBudget { available, held, .. }
-                if available.nanos() == 300 && held == Usd::ZERO),
+            matches!(refused, GatewayError::InsufficientBudget { available, held, needs, .. }
+                if available.nanos() == 300 && held == Usd::ZERO
+                    && needs == Some(Usd::from_nanos(prompt + 600))),
+            "{refused:?}"
+        );
+        assert!(
+            refused.message().contains(&format!(
+                "which needs ${} held",
+                Usd::from_nanos(prompt + 600)
+            )),
+            "{}",
+            refused.message()
+        );
+        // Exactly that much is enough (one output token); a nano less is not.
+        let h = reserve(&key(prompt + 600), &model(), PricePeriod::OffPeak, r).unwrap();
+        assert_eq!((h.max_tokens, h.amount.nanos()), (1, prompt + 600));
+        let refused = reserve(&key(prompt + 599), &model(), PricePeriod::OffPeak, r).unwrap_err();
+        assert!(
+            matches!(refused, GatewayError::InsufficientBudget { needs, .. }
+                if needs == Some(Usd::from_nanos(prompt + 600))),
             "{refused:?}"
         );
     }

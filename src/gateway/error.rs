@@ -31,6 +31,13 @@ const HOLD_RULE: &str = "Before it is sent, a request holds the most it could co
      counted as one token per byte of the body at the uncached price, and at least one output \
      token; so a long conversation or a large attachment needs more than it will be charged.";
 
+/// What a 402's message adds when the hold refused the request: how much it needed.
+fn needing(needs: Option<Usd>) -> String {
+    needs.map_or_else(String::new, |n| {
+        format!(", which needs ${n} held before it is sent")
+    })
+}
+
 /// What a client is told went wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -64,6 +71,10 @@ pub enum GatewayError {
         /// The key cannot pay for the smallest request (it is `exhausted`): no request, however
         /// short, goes through, which the message then says instead of what a request holds.
         spent: bool,
+        /// The least this request would hold (its prompt's bound and one output token), when
+        /// the hold was what refused it: told to the customer, who otherwise cannot tell a
+        /// cent short from dollars short.
+        needs: Option<Usd>,
     },
     /// 429: the key's remaining budget would pay for the request, but its own requests in
     /// flight hold part of it until they finish: a wait, not a want of money (a 402 is fatal
@@ -254,11 +265,15 @@ impl GatewayError {
                  the smallest request. Top up or buy a new plan."
             ),
             GatewayError::InsufficientBudget {
-                available, held, ..
+                available,
+                held,
+                needs,
+                ..
             } if *held > Usd::ZERO => format!(
                 "Your key's remaining budget (${available} available, and ${held} held by your \
-                 requests in progress until they finish) cannot pay for this request. {HOLD_RULE} \
-                 Top up or buy a new plan."
+                 requests in progress until they finish) cannot pay for this request{}. \
+                 {HOLD_RULE} Top up or buy a new plan.",
+                needing(*needs)
             ),
             // Whole answers whose client left count until they end (they are read on).
             GatewayError::TooManyInFlight { limit } => format!(
@@ -273,9 +288,12 @@ impl GatewayError {
             ),
             // What the hold counts is said: a coding agent's long conversation was refused with
             // cents left, and nothing told its user why (found by an independent check).
-            GatewayError::InsufficientBudget { available, .. } => format!(
-                "Your key's remaining budget (${available} available) cannot pay for this request. \
-                 {HOLD_RULE} Top up or buy a new plan."
+            GatewayError::InsufficientBudget {
+                available, needs, ..
+            } => format!(
+                "Your key's remaining budget (${available} available) cannot pay for this \
+                 request{}. {HOLD_RULE} Top up or buy a new plan.",
+                needing(*needs)
             ),
             GatewayError::ModelNotAllowed(m, None) => {
                 format!(
@@ -513,6 +531,7 @@ mod tests {
                 available: Usd::from_nanos(70_000_000),
                 held: Usd::from_nanos(held),
                 spent,
+                needs: (!spent).then(|| Usd::from_nanos(412_345_678)),
             }
             .message()
         };
@@ -522,7 +541,12 @@ mod tests {
             let text = m(held, false);
             assert!(text.contains("$0.07 available"), "{text}");
             assert!(text.contains("holds the most it could cost"), "{text}");
+            assert!(
+                text.contains("cannot pay for this request, which needs $0.412345678 held"),
+                "{text}"
+            );
         }
+        assert!(!m(0, true).contains("needs"), "{}", m(0, true));
         assert!(
             m(5_000_000, false).contains("$0.005 held"),
             "{}",

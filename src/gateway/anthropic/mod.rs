@@ -165,6 +165,7 @@ mod tests {
                     available: crate::money::Usd::ZERO,
                     held: crate::money::Usd::ZERO,
                     spent: false,
+                    needs: None,
                 },
                 402,
                 "billing_error",
