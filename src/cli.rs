@@ -450,8 +450,8 @@ async fn keys(path: &Path, args: KeysArgs) -> ExitCode {
             }
             let text = if args.json {
                 let doc = serde_json::json!({"api_key": api_key, "key": key});
-                match serde_json::to_string_pretty(&doc) {
-                    Ok(s) => s + "\n",
+                match out::json_text(&doc) {
+                    Ok(s) => s,
                     Err(e) => return fail(e),
                 }
             } else {

@@ -56,10 +56,35 @@ pub(super) fn secret_output(text: &str, key_id: &str) -> ExitCode {
 
 /// One value as pretty JSON on stdout.
 pub(super) fn print_json(v: &impl serde::Serialize) -> ExitCode {
-    match serde_json::to_string_pretty(v) {
-        Ok(s) => output(&(s + "\n")),
+    match json_text(v) {
+        Ok(s) => output(&s),
         Err(e) => fail(e),
     }
+}
+
+/// `v` as pretty JSON and a line break, its strings' invisible characters escaped (`\u202e`):
+/// the same value to a JSON reader, but a bidi override a customer or DeepSeek wrote (an
+/// email, a currency) no longer reorders the operator's terminal when the JSON itself is
+/// shown (serde_json escapes only control characters; found by an independent check). A
+/// reader that decodes the strings (`jq -r`) gets them back as they are.
+pub(super) fn json_text(v: &impl serde::Serialize) -> serde_json::Result<String> {
+    let text = serde_json::to_string_pretty(v)?;
+    // Invisible characters are never structural: each stands inside a string.
+    if text.is_ascii() || !text.chars().any(crate::text::is_invisible) {
+        return Ok(text + "\n");
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if crate::text::is_invisible(c) {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Ok(out + "\n")
 }
 
 /// The longest word of a command-line error shown whole: clap repeats the value it refused, and
@@ -96,4 +121,32 @@ pub fn command_line_error(e: &clap::Error) -> ExitCode {
         crate::text::clipped(&safe.join("\n"), LONGEST_MESSAGE)
     );
     ExitCode::from(2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Invisible characters come out escaped, astral ones as a surrogate pair, and the text
+    /// reads back as the same value; plain text is left as serde writes it.
+    #[test]
+    fn json_output_escapes_invisible_characters_and_keeps_the_value() {
+        let v = serde_json::json!({
+            "email": "a\u{202E}moc.evil@b.example",
+            "tag": "x\u{E0041}y",
+            "name": "Zoë 李",
+        });
+        let text = json_text(&v).unwrap();
+        assert!(text.contains("a\\u202emoc"), "{text}");
+        assert!(text.contains("x\\udb40\\udc41y"), "{text}");
+        assert!(text.contains("Zoë 李"), "{text}");
+        assert!(!text.chars().any(crate::text::is_invisible), "{text}");
+        let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, v);
+        let plain = serde_json::json!({"a": 1, "b": "é"});
+        assert_eq!(
+            json_text(&plain).unwrap(),
+            serde_json::to_string_pretty(&plain).unwrap() + "\n"
+        );
+    }
 }
