@@ -156,7 +156,14 @@ if [ "$UNINSTALL" -eq 1 ]; then
     systemctl daemon-reload
   fi
   say "kept the config ($CONF_DIR), the data ($STATE_DIR) and the user '$NAME'."
-  say "to remove them too: rm -r $CONF_DIR $STATE_DIR; userdel $NAME"
+  dropins="$ROOT/etc/systemd/system/$NAME.service.d"
+  if [ -d "$dropins" ]; then
+    # `systemctl edit` made it (the credentials): the operator's, so kept, and named here.
+    say "kept the unit's drop-ins ($dropins): remove them with the rest"
+    say "to remove them too: rm -r $CONF_DIR $STATE_DIR $dropins; systemctl daemon-reload; userdel $NAME"
+  else
+    say "to remove them too: rm -r $CONF_DIR $STATE_DIR; userdel $NAME"
+  fi
   exit 0
 fi
 
@@ -268,7 +275,9 @@ if ! systemd_running && [ "$STAGING" -eq 0 ]; then
 
 systemd is not running on this machine, so step 2 does not apply: start the daemon as its user
 under whatever supervises services here, with the secrets set in the config or in files it can
-read (LoadCredential is systemd's), e.g.
+read (LoadCredential is systemd's). The admin socket's directory is systemd's to make too
+(RuntimeDirectory=), and /run is emptied at every boot, so make it before each start, e.g.
+       install -d -o $NAME -g $NAME -m 0750 /run/$NAME
        sudo -u $NAME $BIN_DEST serve --config $CONF_DEST
 EOF
 fi

@@ -426,6 +426,14 @@ fn limits_view_draws_hits_per_key_with_a_sparkline() {
         &screen(&a, LARGE),
         &["429 (held) ×1 · 429 (at once) ×2", "too_many_in_flight"],
     );
+    // At 80 columns the counts alone, the 429s included (the words cut them off).
+    assert_has(
+        &screen(&a, SMALL),
+        &[
+            "Refusals (last 1h): 402 ×",
+            "· 429 held ×1 · 429 at once ×2",
+        ],
+    );
 }
 
 #[test]
@@ -682,8 +690,12 @@ fn empty_daemon_and_connecting() {
         &screen(&a, SMALL),
         &[
             "Rate-limit hits, since the daemon started 5m00s ago",
-            "Refusals, since the daemon started",
+            "Refusals (last 5m00s): 402 ×",
         ],
+    );
+    assert_has(
+        &screen(&a, LARGE),
+        &["Refusals, since the daemon started 5m00s ago"],
     );
     a.view = View::Upstream;
     assert_has(&screen(&a, SMALL), &["reading the upstream pool…"]);

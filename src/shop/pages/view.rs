@@ -199,6 +199,13 @@ fn always_peak(config: &Config) -> bool {
 
 /// The sentence saying when peak prices apply, from `[pricing]`.
 pub(super) fn peak_rule(config: &Config, t: &Texts) -> String {
+    peak_rule_on(config, t, chrono::Utc::now().date_naive())
+}
+
+/// [`peak_rule`] as of `today` (UTC): off-peak dates before it are not listed (a year's
+/// holidays, all past by December, were listed to customers as if to come; found by an
+/// independent check).
+fn peak_rule_on(config: &Config, t: &Texts, today: chrono::NaiveDate) -> String {
     let windows: Vec<String> = config
         .pricing
         .peak_hours_utc
@@ -235,7 +242,15 @@ pub(super) fn peak_rule(config: &Config, t: &Texts) -> String {
         rule.push(' ');
         rule.push_str(t.peak_wrap);
     }
-    let dates = &config.pricing.off_peak_dates;
+    let dates: Vec<&str> = config
+        .pricing
+        .off_peak_dates
+        .iter()
+        .map(|d| d.trim())
+        .filter(|d| {
+            chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").is_ok_and(|date| date >= today)
+        })
+        .collect();
     if !dates.is_empty() {
         rule.push(' ');
         rule.push_str(&fill(
@@ -306,10 +321,21 @@ mod tests {
         assert!(!s.contains(ZH.peak_wrap), "{s}");
         // A window past midnight, and dates off-peak all day, are said.
         c.pricing.peak_hours_utc = vec!["22:00-05:00".into()];
-        c.pricing.off_peak_dates = vec!["2026-12-25".into(), "2027-01-01".into()];
-        let s = peak_rule(&c, &EN);
+        c.pricing.off_peak_dates = vec![
+            "2026-10-01".into(),
+            "2026-12-25".into(),
+            "2027-01-01".into(),
+        ];
+        let day = |d: &str| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").unwrap();
+        let s = peak_rule_on(&c, &EN, day("2026-12-06"));
         assert!(s.contains(EN.peak_wrap), "{s}");
         assert!(s.contains("2026-12-25, 2027-01-01"), "{s}");
+        // Past dates are not listed; today's is; none left, no sentence about dates.
+        assert!(!s.contains("2026-10-01"), "{s}");
+        let s = peak_rule_on(&c, &EN, day("2027-01-01"));
+        assert!(s.contains("2027-01-01") && !s.contains("2026-12-25"), "{s}");
+        let s = peak_rule_on(&c, &EN, day("2027-01-02"));
+        assert!(!s.contains("2027"), "{s}");
         c.pricing.peak_hours_utc.clear();
         assert_eq!(peak_rule(&c, &EN), EN.peak_none);
     }
