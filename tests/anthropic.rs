@@ -743,3 +743,45 @@ async fn a_stream_stalled_behind_pings_times_out_on_the_idle_timer() {
     let row = app.wait_ledger_row(&rid).await;
     assert_eq!(row.finish, modelrelay::store::Finish::UpstreamTimeout);
 }
+
+/// DeepSeek serves its Messages API at `/anthropic/messages` too, which a client that adds only
+/// `/messages` (the Vercel AI SDK) reaches with a base URL copied from DeepSeek's docs: so does
+/// the gateway, billed as any Messages request; `count_tokens` beside it as well.
+#[tokio::test]
+async fn the_messages_api_answers_at_anthropic_messages_as_deepseek_does() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key("trial", None).await;
+    let b = msg(
+        "claude-sonnet-4-5",
+        "[[sim prompt=100 hit=0 reply=7]] hi",
+        50,
+    );
+    let resp = post(&app, "/anthropic/messages", &key, Auth::ApiKey, &b)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let rid = request_id(&resp);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["type"], "message", "{v}");
+    let row = app.wait_ledger_row(&rid).await;
+    assert_eq!(row.api.as_str(), "anthropic");
+    assert_eq!((row.cache_miss_tokens, row.completion_tokens), (100, 7));
+    assert_eq!(
+        row.cost.nanos(),
+        expected_cost(0, 100, 7, FLASH[0], FLASH[1], FLASH[2])
+    );
+    let resp = post(
+        &app,
+        "/anthropic/messages/count_tokens",
+        &key,
+        Auth::Bearer,
+        &json!({"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert!(v["input_tokens"].as_u64().unwrap() > 0, "{v}");
+}

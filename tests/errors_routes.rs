@@ -275,3 +275,61 @@ async fn an_unknown_storefront_api_path_is_a_json_404() {
         );
     }
 }
+
+/// A path under the API's own prefix that is not one of its endpoints (OpenAI's Responses API,
+/// which the Vercel AI SDK and LangChain call by default or for reasoning; embeddings; the
+/// Anthropic batches and files APIs) is told as not offered, in its client's shape, naming the
+/// path and what is served — not as a wrong base URL, which it is not. A path that does point
+/// at a wrong base URL (the root's `/messages`, as the Vercel AI SDK's Anthropic client asks
+/// for with the bare address) keeps the base URL advice, for that client too.
+#[tokio::test]
+async fn an_endpoint_not_offered_is_named_and_not_blamed_on_the_base_url() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key("trial", None).await;
+    for (path, anthropic) in [
+        ("/v1/responses", false),
+        ("/v1/embeddings", false),
+        ("/v1/messages/batches", true),
+        ("/anthropic/v1/files", true),
+    ] {
+        let mut req = app
+            .http
+            .post(format!("{}{path}", app.base))
+            .bearer_auth(&key)
+            .json(&json!({"model": FLASH, "input": "hi"}));
+        if anthropic {
+            req = req.header("anthropic-version", "2023-06-01");
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 404, "{path}");
+        let v: Value = resp.json().await.unwrap();
+        if anthropic {
+            assert_eq!(v["type"], "error", "{path}: {v}");
+            assert_eq!(v["error"]["type"], "not_found_error", "{path}: {v}");
+        } else {
+            check_shape(&v);
+            assert_eq!(v["error"]["code"], "not_found", "{path}: {v}");
+        }
+        let m = v["error"]["message"].as_str().unwrap();
+        assert!(m.contains(&format!("does not offer `{path}`")), "{m}");
+        assert!(m.contains("POST /v1/chat/completions"), "{m}");
+        assert!(m.contains("openai.chat(…)"), "{m}");
+        assert!(!m.contains("base URL"), "{m}");
+    }
+    let resp = app
+        .http
+        .post(format!("{}/messages", app.base))
+        .header("anthropic-version", "2023-06-01")
+        .header("x-api-key", &key)
+        .json(&json!({"model": FLASH, "max_tokens": 5, "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["type"], "error", "{v}");
+    let m = v["error"]["message"].as_str().unwrap();
+    assert!(m.contains("base URL"), "{m}");
+    assert!(m.contains("adds only /messages"), "{m}");
+    assert!(app.sim.requests().is_empty());
+}

@@ -101,9 +101,11 @@ pub enum GatewayError {
     /// 404: no such model.
     #[error("no model {0}")]
     ModelNotFound(String),
-    /// 404: no such route.
+    /// 404: no such route. With the path when it is under the API's own prefix (`/v1/…`, the
+    /// base URL right): an endpoint this server does not offer, such as OpenAI's Responses
+    /// API; without, a path that points at a wrong base URL.
     #[error("not found")]
-    NotFound,
+    NotFound(Option<String>),
     /// 405: wrong method on a known route.
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -179,7 +181,7 @@ impl GatewayError {
             GatewayError::InvalidApiKey(_) => StatusCode::UNAUTHORIZED,
             GatewayError::InsufficientBudget { .. } => StatusCode::PAYMENT_REQUIRED,
             GatewayError::ModelNotAllowed(..) => StatusCode::FORBIDDEN,
-            GatewayError::ModelNotFound(_) | GatewayError::NotFound => StatusCode::NOT_FOUND,
+            GatewayError::ModelNotFound(_) | GatewayError::NotFound(_) => StatusCode::NOT_FOUND,
             GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::RequestTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::RateLimited(_)
@@ -211,7 +213,7 @@ impl GatewayError {
             GatewayError::InsufficientBudget { .. } => "insufficient_budget",
             GatewayError::ModelNotAllowed(..) => "model_not_allowed",
             GatewayError::ModelNotFound(_) => "model_not_found",
-            GatewayError::NotFound => "not_found",
+            GatewayError::NotFound(_) => "not_found",
             GatewayError::MethodNotAllowed => "method_not_allowed",
             GatewayError::RequestTooLarge { .. } => "request_too_large",
             GatewayError::RateLimited(_) => "rate_limit_exceeded",
@@ -311,14 +313,28 @@ impl GatewayError {
                     echoed(m)
                 )
             }
-            GatewayError::NotFound => {
+            // The base URL was right and the endpoint is not one of ours: said so, with what is
+            // (the Vercel AI SDK and LangChain call OpenAI's Responses API by default or for
+            // reasoning, and were told to fix a base URL that was right; found by an
+            // independent check).
+            GatewayError::NotFound(Some(path)) => format!(
+                "This server does not offer `{}`. It serves OpenAI's Chat Completions (POST \
+                 /v1/chat/completions) and model list (GET /v1/models), and Anthropic's Messages \
+                 (POST /v1/messages and /v1/messages/count_tokens). A client calling OpenAI's \
+                 Responses API must be set to Chat Completions (the Vercel AI SDK: \
+                 openai.chat(…); LangChain: without use_responses_api or reasoning).",
+                echoed(path)
+            ),
+            GatewayError::NotFound(None) => {
                 // Both kinds of client: an OpenAI SDK's base URL ends in /v1, an Anthropic
                 // one's does not (it adds /v1 itself: a base URL ending in /v1 asked for
-                // /v1/v1/messages, and was told to end it in /v1; found by an independent check).
+                // /v1/v1/messages, and was told to end it in /v1; found by an independent check)
+                // — unless it adds only /messages, as the Vercel AI SDK's does.
                 "Unknown endpoint. OpenAI clients: set the base URL to this server's address \
                  followed by /v1 (requests go to /v1/chat/completions). Anthropic clients such as \
-                 Claude Code: set the base URL to this server's address, without /v1 (requests go \
-                 to /v1/messages)."
+                 Claude Code and the anthropic SDKs: set the base URL to this server's address, \
+                 without /v1 (requests go to /v1/messages); a client that adds only /messages \
+                 (the Vercel AI SDK) needs it with /v1."
                     .into()
             }
             GatewayError::MethodNotAllowed => "Method not allowed on this endpoint.".into(),

@@ -40,6 +40,10 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/v1/messages/count_tokens", count_tokens())
         .route("/anthropic/v1/messages", messages())
         .route("/anthropic/v1/messages/count_tokens", count_tokens())
+        // DeepSeek serves these too: a base URL copied from its docs for a client that adds
+        // only /messages (the Vercel AI SDK) reaches them.
+        .route("/anthropic/messages", messages())
+        .route("/anthropic/messages/count_tokens", count_tokens())
         .route("/anthropic/v1/models", get(models::list_anthropic))
         .route("/anthropic/v1/models/{id}", get(models::get_anthropic))
         .route("/anthropic", axum::routing::any(anthropic::not_found))
@@ -115,7 +119,11 @@ async fn not_found(
     uri: axum::http::Uri,
     headers: axum::http::HeaderMap,
 ) -> axum::response::Response {
-    api_error(&uri, &headers, GatewayError::NotFound)
+    api_error(
+        &uri,
+        &headers,
+        GatewayError::NotFound(not_offered(uri.path())),
+    )
 }
 
 /// A wrong method on an API route, in the shape its client reads (as for [`not_found`]).
@@ -131,7 +139,24 @@ pub fn api_not_found(
     uri: &axum::http::Uri,
     headers: &axum::http::HeaderMap,
 ) -> axum::response::Response {
-    api_error(uri, headers, GatewayError::NotFound)
+    api_error(
+        uri,
+        headers,
+        GatewayError::NotFound(not_offered(uri.path())),
+    )
+}
+
+/// The path, when it is under the API's own prefix (`/v1/` or `/anthropic/v1/`, written as
+/// the SDKs write it) and so an endpoint this server does not offer rather than a wrong base
+/// URL (`/v1/v1/…` is one: an Anthropic client's base URL ending in /v1).
+fn not_offered(path: &str) -> Option<String> {
+    let rest = path
+        .strip_prefix("/v1/")
+        .or_else(|| path.strip_prefix("/anthropic/v1/"))?;
+    let again = rest.len() >= 2
+        && rest.as_bytes()[..2].eq_ignore_ascii_case(b"v1")
+        && rest.as_bytes().get(2).is_none_or(|&b| b == b'/');
+    (!rest.is_empty() && !again).then(|| path.to_string())
 }
 
 /// Whether a path the router does not know is meant for the API: `/v1` or `/anthropic`

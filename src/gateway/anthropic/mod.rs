@@ -73,8 +73,8 @@ async fn counted(state: &AppState, req: Request) -> Result<u64, GatewayError> {
 }
 
 /// Unknown paths under `/anthropic`, in this dialect's shape.
-pub async fn not_found() -> Response {
-    Anthropic::error_response(GatewayError::NotFound)
+pub async fn not_found(uri: axum::http::Uri) -> Response {
+    Anthropic::error_response(GatewayError::NotFound(super::not_offered(uri.path())))
 }
 
 /// Wrong method on a Messages route.

@@ -8,7 +8,7 @@ pub static AGENTS_EN: AgentTexts = AgentTexts {
     lead: "Your key also speaks Anthropic's Messages API, so Claude Code and the official anthropic SDKs work with it. Requests in either format are charged to the same balance at the same per-token prices, and together they can never spend more than the key has.",
     ep_messages: "Anthropic's Messages API, streaming included (for Claude Code and the anthropic SDKs); also under /anthropic",
     ep_count: "An estimate of a Messages request's input tokens",
-    auth_p: "Send the key in the x-api-key header or as Authorization: Bearer. Give clients the site's address without /v1 as the base URL (the SDKs add /v1/messages themselves); the address followed by /anthropic works too.",
+    auth_p: "Send the key in the x-api-key header or as Authorization: Bearer. Give clients the site's address without /v1 as the base URL (the SDKs add /v1/messages themselves); the address followed by /anthropic works too. A client that adds only /messages (the Vercel AI SDK's Anthropic provider) needs the address followed by /v1 or /anthropic.",
     cc_h: "Claude Code",
     cc_p: "Set these variables in the shell that starts claude:",
     cc_models: "ANTHROPIC_MODEL is the model of the conversation; ANTHROPIC_SMALL_FAST_MODEL (ANTHROPIC_DEFAULT_HAIKU_MODEL in newer versions) is used for short background tasks. The Claude names Claude Code picks by itself work too: see the table of names below.",

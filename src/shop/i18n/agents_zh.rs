@@ -8,7 +8,7 @@ pub static AGENTS_ZH: AgentTexts = AgentTexts {
     lead: "你的 key 同样支持 Anthropic 的 Messages API，因此 Claude Code 和官方 anthropic SDK 都可以直接使用。两种格式的请求从同一余额扣费，按相同的每 token 价格计费，合计永远不会超过 key 的余额。",
     ep_messages: "Anthropic 的 Messages API，支持流式（供 Claude Code 和 anthropic SDK 使用）；/anthropic 下也可访问",
     ep_count: "估算一个 Messages 请求的输入 token 数",
-    auth_p: "请将 key 放在 x-api-key 请求头中，或使用 Authorization: Bearer。客户端的 base URL 请填写本站地址，不带 /v1（SDK 会自行加上 /v1/messages）；在地址后加 /anthropic 也可以。",
+    auth_p: "请将 key 放在 x-api-key 请求头中，或使用 Authorization: Bearer。客户端的 base URL 请填写本站地址，不带 /v1（SDK 会自行加上 /v1/messages）；在地址后加 /anthropic 也可以。只会自行加上 /messages 的客户端（Vercel AI SDK 的 Anthropic provider）需要填写本站地址加 /v1 或 /anthropic。",
     cc_h: "在 Claude Code 中使用",
     cc_p: "在启动 claude 的终端中设置以下环境变量：",
     cc_models: "ANTHROPIC_MODEL 是对话所用的模型；ANTHROPIC_SMALL_FAST_MODEL（较新版本为 ANTHROPIC_DEFAULT_HAIKU_MODEL）用于简短的后台任务。Claude Code 自行选择的 Claude 模型名同样可用：见下方的名称表。",
