@@ -280,10 +280,21 @@ impl StreamRewrite for Events {
                 // DeepSeek sends its output count here; one without it (no usage, a usage
                 // without a readable `output_tokens`) made the SDKs fail on the final message
                 // of an answer billed whole (found by independent checks): the output as
-                // billed, our estimate, written in through a tree (rare: never DeepSeek's).
-                if read.usage.as_ref().and_then(|u| u.output_tokens).is_none() {
+                // billed, our estimate, written in (rare: never DeepSeek's).
+                let output = read
+                    .usage
+                    .as_ref()
+                    .and_then(|u| u.output_tokens)
+                    .is_none()
+                    .then(|| tally.output_estimate());
+                // And the input counts as billed (`message_start`'s): DeepSeek sends only the
+                // output here, where Anthropic's API repeats the input counts, and clients
+                // that read usage from this event alone (LangChain's ChatAnthropic) reported
+                // a streamed prompt as 0 tokens (found by an independent check).
+                let input = self.input_to_repeat(read.usage.as_ref());
+                if output.is_some() || input.is_some() {
                     let text = read.rewritten.as_deref().unwrap_or(data);
-                    if let Some(with) = with_output_count(text, tally.output_estimate()) {
+                    if let Some(with) = with_counts(text, output, input.as_ref()) {
                         return Ok(Step::Send(render("message_delta", &with)));
                     }
                 }
@@ -336,9 +347,29 @@ fn says_overloaded(data: &str) -> bool {
     serde_json::from_str::<Event<'_>>(data).is_ok_and(|e| e.error.kind == "overloaded_error")
 }
 
-/// `message_delta`'s `data` with `usage.output_tokens` set to `output` (its other counts kept;
-/// a `usage` that is no object replaced), or `None` if it is no JSON object.
-fn with_output_count(data: &str, output: u64) -> Option<String> {
+impl Events {
+    /// The input counts a `message_delta` whose usage is `usage` should carry and does not:
+    /// those billed (`message_start`'s, merged), when there are any and the event's own
+    /// differ from them.
+    fn input_to_repeat(&self, usage: Option<&Wire>) -> Option<Wire> {
+        self.input.input()?;
+        let billed = &self.input;
+        let has = usage.cloned().unwrap_or_default();
+        let differs = |want: Option<u64>, have: Option<u64>| want.is_some() && want != have;
+        (differs(billed.input_tokens, has.input_tokens)
+            || differs(
+                billed.cache_creation_input_tokens,
+                has.cache_creation_input_tokens,
+            )
+            || differs(billed.cache_read_input_tokens, has.cache_read_input_tokens))
+        .then(|| billed.clone())
+    }
+}
+
+/// `message_delta`'s `data` with `usage.output_tokens` set to `output` and the input counts of
+/// `input` that it has (each other member kept; a `usage` that is no object replaced), or
+/// `None` if it is no JSON object. Through a tree: once a stream, at its end.
+fn with_counts(data: &str, output: Option<u64>, input: Option<&Wire>) -> Option<String> {
     let mut v: serde_json::Value = serde_json::from_str(data).ok()?;
     let event = v.as_object_mut()?;
     let usage = event
@@ -348,7 +379,23 @@ fn with_output_count(data: &str, output: u64) -> Option<String> {
         *usage = serde_json::Value::Object(Default::default());
     }
     if let Some(u) = usage.as_object_mut() {
-        u.insert("output_tokens".into(), output.into());
+        if let Some(input) = input {
+            for (name, count) in [
+                ("input_tokens", input.input_tokens),
+                (
+                    "cache_creation_input_tokens",
+                    input.cache_creation_input_tokens,
+                ),
+                ("cache_read_input_tokens", input.cache_read_input_tokens),
+            ] {
+                if let Some(n) = count {
+                    u.insert(name.into(), n.into());
+                }
+            }
+        }
+        if let Some(out) = output {
+            u.insert("output_tokens".into(), out.into());
+        }
     }
     serde_json::to_string(&v).ok()
 }

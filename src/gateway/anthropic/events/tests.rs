@@ -30,13 +30,23 @@ fn a_stream_is_read_renamed_and_ended() {
         r#"{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"hmm"}}"#,
         r#"{"type":"ping"}"#,
         r#"{"type":"content_block_delta","index":1,"delta":{"type":"text_delta","text":"Hi"}}"#,
-        r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":7}}"#,
     ] {
         let Ok(Step::Send(out)) = e.event(&ev(d), &mut t) else {
             panic!("{d}")
         };
         assert!(out.ends_with("\n\n") && out.contains(d), "{out}");
     }
+    // DeepSeek's final count carries the output alone: the input counts billed are written
+    // in, as Anthropic's API repeats them there.
+    let d = r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":7}}"#;
+    let Ok(Step::Send(out)) = e.event(&ev(d), &mut t) else {
+        panic!("{d}")
+    };
+    assert_eq!(
+        out,
+        "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\
+         \"usage\":{\"output_tokens\":7,\"input_tokens\":10,\"cache_read_input_tokens\":64}}\n\n"
+    );
     let u = t.usage.unwrap();
     assert_eq!((u.hit, u.miss, u.completion), (64, 10, 7));
     assert_eq!(t.output_estimate(), 2);
@@ -375,4 +385,46 @@ fn empty_events_and_odd_pings_are_passed_over() {
         data: "{}".into(),
     };
     assert!(e.event(&odd_delta, &mut t).is_err());
+}
+
+/// `message_delta` carries the input counts billed, as Anthropic's API sends them there and
+/// as clients that read usage from this event alone need (LangChain's ChatAnthropic reported a
+/// streamed prompt as 0): written in when missing or different (a delta of zeros after real
+/// counts, which the bill does not take), left as it is when it has them, and nothing added
+/// when no input count came at all.
+#[test]
+fn the_final_count_repeats_the_input_counts_billed() {
+    let start = r#"{"type":"message_start","message":{"model":"m","usage":{"input_tokens":10,"cache_read_input_tokens":64,"cache_creation_input_tokens":0,"output_tokens":1}}}"#;
+    let run = |start: &str, delta: &str| -> (String, Option<(u64, u64, u64)>) {
+        let mut e = Events::new(PublicModel::new("deepseek-v4-flash"));
+        let mut t = Tally::new(Instant::now());
+        assert!(matches!(e.event(&ev(start), &mut t), Ok(Step::Send(_))));
+        let Ok(Step::Send(out)) = e.event(&ev(delta), &mut t) else {
+            panic!("{delta}")
+        };
+        let data = out.lines().nth(1).unwrap().strip_prefix("data: ").unwrap();
+        (
+            data.to_string(),
+            t.usage.map(|u| (u.hit, u.miss, u.completion)),
+        )
+    };
+    let usage_of = |data: &str| serde_json::from_str::<Value>(data).unwrap()["usage"].clone();
+    let billed = serde_json::json!({"input_tokens": 10, "cache_read_input_tokens": 64,
+        "cache_creation_input_tokens": 0, "output_tokens": 9});
+    for delta in [
+        r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":9}}"#,
+        r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"input_tokens":0,"cache_read_input_tokens":0,"output_tokens":9}}"#,
+        r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":9,"input_tokens":10}}"#,
+    ] {
+        let (data, usage) = run(start, delta);
+        assert_eq!(usage_of(&data), billed, "{delta} -> {data}");
+        assert_eq!(usage, Some((64, 10, 9)), "{delta}");
+    }
+    // Already whole: passed on as it came, byte for byte.
+    let whole = r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"cache_creation_input_tokens":0,"output_tokens":9,"input_tokens":10,"cache_read_input_tokens":64}}"#;
+    assert_eq!(run(start, whole).0, whole);
+    // No input count at all (zeros): nothing to repeat.
+    let none = r#"{"type":"message_start","message":{"model":"m","usage":{"input_tokens":0,"output_tokens":1}}}"#;
+    let delta = r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":9}}"#;
+    assert_eq!(run(none, delta).0, delta);
 }
