@@ -354,7 +354,7 @@ impl Events {
     fn input_to_repeat(&self, usage: Option<&Wire>) -> Option<Wire> {
         self.input.input()?;
         let billed = &self.input;
-        let has = usage.cloned().unwrap_or_default();
+        let has = usage.copied().unwrap_or_default();
         let differs = |want: Option<u64>, have: Option<u64>| want.is_some() && want != have;
         (differs(billed.input_tokens, has.input_tokens)
             || differs(
@@ -362,7 +362,7 @@ impl Events {
                 has.cache_creation_input_tokens,
             )
             || differs(billed.cache_read_input_tokens, has.cache_read_input_tokens))
-        .then(|| billed.clone())
+        .then_some(*billed)
     }
 }
 
