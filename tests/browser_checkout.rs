@@ -195,3 +195,111 @@ async fn a_top_up_of_an_unknown_key_leads_back_to_the_key_field() {
     })
     .await;
 }
+
+/// A loopback proxy in front of `target` that passes everything through, except that the
+/// answer to the first capture request (`POST /api/orders/…/capture`) is cut inside its body:
+/// its head and a few bytes, then the connection closes — the server did capture, the browser
+/// cannot read what it said. Its address.
+async fn cutting_proxy(target: std::net::SocketAddr) -> std::net::SocketAddr {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the proxy");
+    let addr = listener.local_addr().expect("proxy address");
+    let cut_done = Arc::new(AtomicBool::new(false));
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let cut_done = cut_done.clone();
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(target).await else {
+                    return;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let cut_next = Arc::new(AtomicBool::new(false));
+                let cut_flag = cut_next.clone();
+                let up = tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n @ 1..) = cr.read(&mut buf).await {
+                        let text = String::from_utf8_lossy(&buf[..n]);
+                        if text.starts_with("POST /api/orders/")
+                            && text.contains("/capture HTTP/1.1")
+                            && !cut_done.swap(true, Ordering::SeqCst)
+                        {
+                            cut_flag.store(true, Ordering::SeqCst);
+                        }
+                        if sw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut head = Vec::new();
+                while let Ok(n @ 1..) = sr.read(&mut buf).await {
+                    if cut_next.load(Ordering::SeqCst) {
+                        head.extend_from_slice(&buf[..n]);
+                        if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let keep = (end + 4 + 5).min(head.len());
+                            let _ = cw.write_all(&head[..keep]).await;
+                            break;
+                        }
+                        continue;
+                    }
+                    if cw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+                up.abort();
+            });
+        }
+    });
+    addr
+}
+
+/// A capture that went through but whose answer the browser could not read (the connection
+/// cut inside it) is not told as a failed payment: the page keeps the order's id and offers to
+/// try its capture again — never to pay again (it showed the pay button, and a second payment
+/// made a second order and a second key; found by an independent check) — and trying again
+/// shows the one key of the one order.
+#[tokio::test]
+async fn a_capture_whose_answer_is_cut_is_tried_again_never_paid_twice() {
+    let app = demo_shop().await;
+    let artifacts = artifacts_dir_named("browser-checkout-cut");
+    let target: std::net::SocketAddr = app
+        .base
+        .trim_start_matches("http://")
+        .parse()
+        .expect("the app's address");
+    let base = format!("http://{}", cutting_proxy(target).await);
+    let shots = artifacts.clone();
+    let app = &app;
+    with_browser(&artifacts, "cut", async move |c: Client| {
+        let order_id = to_the_approval_page(&c, &base, "zh").await;
+        click(&c, "#approve").await;
+        wait_for_path(&c, "/checkout/trial").await;
+        assert_eq!(visible_text(&c, "#checkout-error").await, ZH.js_network);
+        assert_eq!(visible_text(&c, "#retry-order-id").await, order_id);
+        assert!(
+            !shown(&c, "#checkout-pay").await,
+            "no second payment offered"
+        );
+        screenshot(&c, &shots, "6-capture-cut").await;
+        // The server captured meanwhile: one key, for this order.
+        assert_eq!(keys(app), 1);
+        click(&c, "#retry-capture").await;
+        let key = wait_until("the key after trying again", async || {
+            let text = visible_text(&c, "#api-key").await;
+            Ok(text.starts_with("sk-gateway-").then_some(text))
+        })
+        .await;
+        assert_eq!(
+            app.key_state(&key).order_id.as_deref(),
+            Some(order_id.as_str())
+        );
+        assert_eq!(keys(app), 1, "one key for the order");
+        assert_eq!(app.pp().counts().completed_captures, 1);
+    })
+    .await;
+}

@@ -684,3 +684,36 @@ async fn security_headers_and_csrf_cookie() {
     let html = resp.text().await.unwrap();
     assert!(html.contains(&format!("name=\"csrf_token\" value=\"{token}\"")));
 }
+
+/// Checkout without JavaScript: the email field has no name, so the form's fallback reload
+/// never puts the address into the URL (history, logs); a top-up's form reloads as a top-up's
+/// page (it became a purchase's, selling a new key to a buyer who then turned scripts on);
+/// and the page come back to from PayPal, which only the script can finish, says where to
+/// finish it without one — the order page, with the order's id — instead of waiting for ever.
+#[tokio::test]
+async fn checkout_without_javascript_leaks_no_email_and_says_how_to_finish() {
+    let app = custom_app().await;
+    let (status, _, html) = get(&app.base, "/checkout/trial?lang=en", None).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("id=\"email\""), "{html}");
+    assert!(!html.contains("name=\"email\""), "{html}");
+    assert!(!html.contains("name=\"topup\""), "{html}");
+    assert!(!html.contains(&esc(EN.checkout_resume_noscript)), "{html}");
+    let (_, _, html) = get(&app.base, "/checkout/trial?topup=1&lang=en", None).await;
+    assert!(
+        html.contains("<input type=\"hidden\" name=\"topup\" value=\"1\">"),
+        "{html}"
+    );
+    let (_, _, html) = get(
+        &app.base,
+        "/checkout/trial?order_id=ord_Ab3%3Cx&approved=1&lang=zh",
+        None,
+    )
+    .await;
+    assert!(html.contains(&esc(ZH.checkout_resume_noscript)), "{html}");
+    assert!(html.contains("<code>ord_Ab3&#60;x</code>"), "{html}");
+    assert!(
+        html.contains("href=\"/order?order_id=ord_Ab3%3Cx\""),
+        "{html}"
+    );
+}

@@ -193,6 +193,7 @@ async fn the_order_look_up_says_a_rotated_key_was_replaced() {
     assert!(app.pp().approve(&paypal_id));
     let (_, v) = b.capture(&app, &order_id).await;
     let key = v["api_key"].as_str().unwrap().to_string();
+    assert_eq!(v["key_replaced"], false, "{v}");
     let state = &app.daemon.as_ref().unwrap().state;
     let view = modelrelay::shop::orders::lookup_order(state, &order_id, "me@example.com")
         .await
@@ -212,6 +213,9 @@ async fn the_order_look_up_says_a_rotated_key_was_replaced() {
     assert!(v["api_key"].is_null(), "{v}");
     let message = v["message"].as_str().unwrap();
     assert!(message.contains("replaced"), "{message}");
+    // Said apart too, for the page to tell it in its own language (it said "shown only in
+    // the browser that paid", to that browser).
+    assert_eq!(v["key_replaced"], true, "{v}");
     // And the look-up page says the order is paid and its key replaced, nothing contradictory.
     let html = looked_up(&app, &order_id, "me@example.com").await;
     let en = &modelrelay::shop::i18n::EN;

@@ -116,7 +116,14 @@
       headers: { 'content-type': 'application/json', 'x-csrf-token': csrf },
       body: JSON.stringify(body)
     }).then(function (resp) {
-      return resp.json().catch(function () { return {}; }).then(function (data) {
+      return resp.json().catch(function () {
+        // A success whose body did not arrive whole (the connection cut inside it): what the
+        // server did is unknown, so it is told as a network failure — a capture is then tried
+        // again, never paid a second time (as `{}` it read as a failed payment and offered
+        // the pay button; found by an independent check: two orders paid, two keys).
+        if (resp.ok) throw new Error(msg('network'));
+        return {};
+      }).then(function (data) {
         if (!resp.ok) {
           var m = data && data.error && data.error.message;
           var err = new Error(m || (msg('failed') + ' (HTTP ' + resp.status + ')'));
@@ -203,6 +210,8 @@
       } else if (data.status === 'paid' && data.top_up) {
         // Captured in another browser: the credit is in, which key is not said here.
         showPending(msg('topped-up').replace('{prefix}', 'sk-gateway-…'), id, msg('paid-h'));
+      } else if (data.status === 'paid' && data.key_replaced) {
+        showPending(msg('key-replaced'), id, msg('paid-h'));
       } else if (data.status === 'paid') {
         showPending(msg('paid-elsewhere'), id, msg('paid-h'));
       } else if (data.status === 'pending') {
@@ -210,13 +219,18 @@
       } else if (data.status === 'review') {
         // In the page's language (the answer's message is English).
         showPending(msg('review') || data.message || msg('failed'), id);
-      } else {
+      } else if (data.status === 'created' || data.status === 'failed' ||
+                 data.status === 'refunded') {
         payBox.hidden = false;
         var known = {
           created: 'not-approved', failed: data.top_up ? 'declined-topup' : 'declined',
           refunded: 'refunded'
         }[data.status];
-        showError(known ? msg(known) : (data.message || msg('failed')), null, true);
+        showError(msg(known), null, true);
+      } else {
+        // An answer this page cannot read: the order's state is unknown, so its capture is
+        // offered again, never a new payment.
+        offerRetry(orderId, data.message || msg('network'));
       }
     }, function (e) {
       capturing = false;
@@ -232,13 +246,18 @@
         return;
       }
       if (FINAL[e.code]) return;
-      // The buyer has approved: never offer to pay again for this order, but to try its
-      // capture again, with its id to look it up by. (The URL carries the id too, so a reload
-      // retries the same capture.)
-      retrying = orderId;
-      document.getElementById('retry-order-id').textContent = orderId;
-      retryBox.hidden = false;
+      offerRetry(orderId);
     });
+  }
+
+  // The buyer has approved: never offer to pay again for this order, but to try its capture
+  // again, with its id to look it up by. (The URL carries the id too, so a reload retries the
+  // same capture.) `said`: a message to show first, when none is shown yet.
+  function offerRetry(orderId, said) {
+    if (said) showError(said, null, true);
+    retrying = orderId;
+    document.getElementById('retry-order-id').textContent = orderId;
+    retryBox.hidden = false;
   }
 
   var retrying = null;

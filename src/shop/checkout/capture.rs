@@ -122,6 +122,9 @@ pub async fn capture(
         "message": message,
         "api_key": api_key,
         "top_up": false,
+        // Said apart, so the page tells it in its own language (it said "shown only in the
+        // browser that paid", to that browser; found by an independent check).
+        "key_replaced": api_key.is_none() && view.replaced_at.is_some(),
     }))
     .into_response())
 }

@@ -216,6 +216,8 @@ texts! {
     checkout_paypal_hint,
     /// Checkout: JavaScript disabled.
     checkout_noscript,
+    /// Checkout, back from PayPal with JavaScript disabled: finish on the order page.
+    checkout_resume_noscript,
     /// Checkout: success heading.
     checkout_paid_h,
     /// "Your API key:".
@@ -250,6 +252,8 @@ texts! {
     js_paid_h,
     /// Checkout script: paid, key shown only to the buying browser or at the look-up.
     js_paid_elsewhere,
+    /// Checkout script: the order is paid and its key was replaced since (shown once, then).
+    js_key_replaced,
     /// Checkout script: not approved at PayPal yet.
     js_not_approved,
     /// Checkout script: payment declined.

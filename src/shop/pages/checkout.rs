@@ -25,6 +25,9 @@ pub(super) struct Checkout<'a> {
     pub plan: PlanView,
     pub client_id: String,
     pub resuming: bool,
+    /// The order come back to (`resuming`), as shown and as a query value.
+    pub resume_order: String,
+    pub resume_order_q: String,
     /// A top-up instead of a purchase.
     pub topup: Option<TopUpMode>,
 }
@@ -98,6 +101,8 @@ pub async fn checkout(
         ctx: &ctx,
         plan,
         client_id: url_encode(state.config.paypal.client_id.trim()),
+        resume_order: clip(&query.order_id, 64),
+        resume_order_q: url_encode(&clip(&query.order_id, 64)),
         resuming,
         topup,
     };

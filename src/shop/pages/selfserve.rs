@@ -149,6 +149,8 @@ pub async fn checkout_topup(
         plan,
         client_id: url_encode(state.config.paypal.client_id.trim()),
         resuming: false,
+        resume_order: String::new(),
+        resume_order_q: String::new(),
         topup: Some(topup),
     };
     ctx.page(page.render())
