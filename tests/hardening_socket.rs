@@ -190,3 +190,36 @@ async fn admin_connections_past_the_cap_wait_for_a_free_one() {
         .unwrap();
     assert!(answer.contains("pong"), "{answer}");
 }
+
+/// The socket's file removed while the daemon runs (a cleanup of `/run`) is made again within
+/// seconds, so the CLI and the console reach the daemon without a restart (they were told "no
+/// modelrelay daemon is answering" until one, which drains the customers' requests).
+#[tokio::test]
+async fn a_socket_file_removed_while_running_is_made_again() {
+    use modelrelay::activity::client;
+    use modelrelay::activity::protocol::{Request, Response};
+    use std::os::unix::fs::PermissionsExt;
+    let app = TestApp::spawn().await;
+    // Past the daemon's first look at the file (at its start).
+    assert!(matches!(
+        app.admin(Request::KeysList).await,
+        Response::Keys { .. }
+    ));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    std::fs::remove_file(&app.socket).expect("remove the socket file");
+    assert!(client::call(&app.socket, &Request::KeysList).await.is_err());
+    let started = Instant::now();
+    let answer = loop {
+        match client::call(&app.socket, &Request::KeysList).await {
+            Ok(r) => break r,
+            Err(e) if started.elapsed() < Duration::from_secs(10) => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("the socket was not made again: {e}"),
+        }
+    };
+    assert!(matches!(answer, Response::Keys { .. }), "{answer:?}");
+    let mode = std::fs::metadata(&app.socket).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+}

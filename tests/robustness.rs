@@ -556,6 +556,13 @@ async fn answers_go_out_while_the_ledger_cannot_commit_their_rows_wait_in_the_jo
         "{}",
         h.1
     );
+    // And `/metrics` says it, for an operator's alerts (it showed nothing).
+    let metrics = crate::ops::scrape(&app).await;
+    assert_eq!(
+        crate::ops::get(&metrics, "modelrelay_database_commits_failing"),
+        1.0
+    );
+    assert!(crate::ops::get(&metrics, "modelrelay_database_wal_bytes") > 0.0);
     // Charged in memory as answered; the ledger has no row yet.
     assert_eq!(ks.requests(), 2);
     let spent = ks.balance().spent;
@@ -589,6 +596,11 @@ async fn answers_go_out_while_the_ledger_cannot_commit_their_rows_wait_in_the_jo
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(h["database"], "ok", "{h}");
+    let metrics = crate::ops::scrape(&app).await;
+    assert_eq!(
+        crate::ops::get(&metrics, "modelrelay_database_commits_failing"),
+        0.0
+    );
 }
 
 /// While the ledger cannot commit, `/healthz` keeps saying so; once the lock goes, with no

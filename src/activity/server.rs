@@ -43,6 +43,9 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a request line may take from its first byte to its newline.
 pub const LINE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How often the daemon looks whether its socket's file is still there (see [`made_again`]).
+const RECHECK_EVERY: Duration = Duration::from_secs(2);
+
 /// How long the socket waits for a peer that is not subscribed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SocketTimeouts {
@@ -120,6 +123,33 @@ pub fn bind(config: &Config) -> std::io::Result<UnixListener> {
     };
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
     Ok(listener)
+}
+
+/// A new listener when the socket's file was removed while the daemon ran (an operator
+/// tidying `/run`, a cleanup script): every CLI command and the console were told "no
+/// modelrelay daemon is answering" until a restart, which drains the customers' requests
+/// (found by an independent check). A file put there by someone else is left alone.
+fn made_again(config: &Config) -> Option<UnixListener> {
+    let path = config.admin_socket();
+    match std::fs::symlink_metadata(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => match bind(config) {
+            Ok(listener) => {
+                tracing::warn!(
+                    socket = %path.display(),
+                    "the admin socket's file was removed while the daemon ran: made again"
+                );
+                Some(listener)
+            }
+            Err(e) => {
+                static SAID: crate::clock::Rationed = crate::clock::Rationed::new();
+                if let Some(held) = SAID.due() {
+                    tracing::warn!(error = %e, socket = %path.display(), since_last_said = held, "the admin socket's file was removed and cannot be made again (said at most once a minute)");
+                }
+                None
+            }
+        },
+        _ => None,
+    }
 }
 
 /// Give the socket to the group named; its gid, or why not.
@@ -248,12 +278,14 @@ pub async fn serve(state: Arc<AppState>, listener: UnixListener, stop: watch::Re
 /// Accept connections until `stop` turns true, timing out peers after `timeouts`.
 pub async fn serve_with(
     state: Arc<AppState>,
-    listener: UnixListener,
+    mut listener: UnixListener,
     mut stop: watch::Receiver<bool>,
     timeouts: SocketTimeouts,
 ) {
     let policy = Arc::new(PeerPolicy::from_config(&state.config));
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut recheck = tokio::time::interval(RECHECK_EVERY);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let permit = tokio::select! {
             p = slots.clone().acquire_owned() => p,
@@ -262,6 +294,12 @@ pub async fn serve_with(
         let Ok(permit) = permit else { return };
         let accepted = tokio::select! {
             a = listener.accept() => a,
+            _ = recheck.tick() => {
+                if let Some(again) = made_again(&state.config) {
+                    listener = again;
+                }
+                continue;
+            }
             _ = stop.wait_for(|s| *s) => return,
         };
         let stream = match accepted {

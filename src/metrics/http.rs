@@ -65,6 +65,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>, ip: ClientIp) -> Respon
         "modelrelay_requests_in_flight {}",
         state.in_flight.get()
     );
+    render_store(&mut out, &state);
     render_keys(&mut out, &state);
     super::upstream::render(&mut out, &state);
     if let Some(f) = db_figures(&state).await {
@@ -89,6 +90,35 @@ pub async fn metrics(State(state): State<Arc<AppState>>, ip: ClientIp) -> Respon
         out,
     )
         .into_response()
+}
+
+/// The ledger's database: whether it takes commits, and its WAL's size (an operator's
+/// `sqlite3` left in a transaction, or a lock another program holds, showed only in the log
+/// and `/healthz`; found by an independent check).
+fn render_store(out: &mut String, state: &AppState) {
+    head(
+        out,
+        "modelrelay_database_commits_failing",
+        "gauge",
+        "1 while the database takes no commits (a full disk, a lock another program holds).",
+    );
+    let _ = writeln!(
+        out,
+        "modelrelay_database_commits_failing {}",
+        u8::from(state.store.commits_failing())
+    );
+    head(
+        out,
+        "modelrelay_database_wal_bytes",
+        "gauge",
+        "Size of the database's WAL file (usually under ~40 MiB; growing past that: another \
+         program holds a read transaction open).",
+    );
+    let _ = writeln!(
+        out,
+        "modelrelay_database_wal_bytes {}",
+        state.store.wal_bytes()
+    );
 }
 
 /// API keys by status, counted from the live key table.

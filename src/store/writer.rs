@@ -22,6 +22,7 @@ use super::usage::UsageRow;
 use super::write::Write;
 
 mod commit;
+mod wal_watch;
 
 use commit::{Statements, commit_batch};
 
@@ -216,6 +217,7 @@ fn run<'c>(
     let mut previous = 0;
     let mut retained = Retained::default();
     let mut compaction = Compaction::default();
+    let mut wal_watch = wal_watch::WalWatch::default();
     while closing.is_none() {
         // While commits fail, the writer does not wait for new work to try again: kept rows
         // must reach the database once it takes writes (and `/healthz` must see it does) even
@@ -313,6 +315,7 @@ fn run<'c>(
         }
         shared.backlog.fetch_sub(journaled, Ordering::Relaxed);
         shared.commits.fetch_add(1, Ordering::Release);
+        wal_watch.after_commit(conn);
     }
     // Finish what was queued before the close request took effect. What is queued after is
     // dropped with the queue: its waiters hear the store is closed, and a journaled row stays

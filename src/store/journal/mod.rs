@@ -404,7 +404,27 @@ impl Journal {
         }
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let spare = self.spares.lock().ok().and_then(|mut s| s.pop());
-        let fresh = Segment::create(&self.dir, seq, spare, self.staged)?;
+        let fresh = match Segment::create(&self.dir, seq, spare, self.staged) {
+            // The directory was removed while the daemon ran (an operator tidying up): made
+            // again, or every row went on into the removed segment, out of sight and out of
+            // reach of the next start's replay, with a warning a minute as the only sign
+            // (found by an independent check). The spares went with it.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !self.dir.exists() => {
+                use std::os::unix::fs::DirBuilderExt;
+                std::fs::DirBuilder::new().mode(0o700).create(&self.dir)?;
+                if let Ok(mut spares) = self.spares.lock() {
+                    spares.clear();
+                }
+                tracing::warn!(
+                    dir = %self.dir.display(),
+                    "the ledger journal's directory was removed while the daemon ran: made \
+                     again (rows journaled before are in the database once committed; do not \
+                     remove it)"
+                );
+                Segment::create(&self.dir, seq, None, self.staged)?
+            }
+            r => r?,
+        };
         #[cfg(test)]
         let fresh = Segment {
             fail_writes: self.fail_writes.clone(),

@@ -606,6 +606,28 @@ fn a_segment_is_drained_only_when_every_row_appended_is_settled_and_nobody_holds
     );
 }
 
+/// The journal's directory removed while the daemon runs is made again at the next new
+/// segment, so rows go on into a file the next start can replay (they went into the removed
+/// segment, out of sight; found by an independent check).
+#[test]
+fn a_journal_directory_removed_while_running_is_made_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let jdir = dir.path().join("journal");
+    let journal = Journal::start(&jdir, false).unwrap();
+    journal.append(&usage("req-1", "key_a", 1, 1)).unwrap();
+    std::fs::remove_dir_all(&jdir).unwrap();
+    let _old = journal.rotate().unwrap().expect("written to");
+    let appended = journal.append(&usage("req-2", "key_a", 1, 2)).unwrap();
+    assert!(appended.segment.path().starts_with(&jdir));
+    assert!(
+        appended.segment.path().exists(),
+        "the new segment is on disk"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&jdir).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700);
+}
+
 #[tokio::test]
 async fn a_backup_holds_the_rows_recorded_before_it_was_asked_for() {
     let dir = tempfile::tempdir().unwrap();
