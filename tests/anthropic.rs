@@ -595,7 +595,9 @@ async fn every_error_in_anthropics_shape() {
             &key,
             &msg(
                 "claude-sonnet-4",
-                "hi [[sim first_delay_ms=3000 reply=2]]",
+                // No blank line before the idle timeout (1 s): they would reset it, and the
+                // first, at 1 s, raced it.
+                "hi [[sim first_delay_ms=3000 keepalive_ms=5000 reply=2]]",
                 10,
             ),
         )
@@ -784,4 +786,10 @@ async fn the_messages_api_answers_at_anthropic_messages_as_deepseek_does() {
     assert_eq!(resp.status(), 200);
     let v: Value = resp.json().await.unwrap();
     assert!(v["input_tokens"].as_u64().unwrap() > 0, "{v}");
+    // Counted under their own routes, not `other`.
+    let metrics = crate::ops::scrape(&app).await;
+    for route in ["/anthropic/messages", "/anthropic/messages/count_tokens"] {
+        let series = format!("modelrelay_http_requests_total{{route=\"{route}\",status=\"200\"}}");
+        assert_eq!(crate::ops::get(&metrics, &series), 1.0, "{series}");
+    }
 }

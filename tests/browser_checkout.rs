@@ -262,7 +262,8 @@ async fn cutting_proxy(target: std::net::SocketAddr) -> std::net::SocketAddr {
 /// cut inside it) is not told as a failed payment: the page keeps the order's id and offers to
 /// try its capture again — never to pay again (it showed the pay button, and a second payment
 /// made a second order and a second key; found by an independent check) — and trying again
-/// shows the one key of the one order.
+/// shows the one key of the one order; so does coming back to the plan's checkout later (Back
+/// twice showed a ready pay form, and a second order was paid; found by a re-check).
 #[tokio::test]
 async fn a_capture_whose_answer_is_cut_is_tried_again_never_paid_twice() {
     let app = demo_shop().await;
@@ -288,12 +289,40 @@ async fn a_capture_whose_answer_is_cut_is_tried_again_never_paid_twice() {
         screenshot(&c, &shots, "6-capture-cut").await;
         // The server captured meanwhile: one key, for this order.
         assert_eq!(keys(app), 1);
-        click(&c, "#retry-capture").await;
+        // The buyer goes back to the plan's checkout (Back twice, a bookmark): the order not
+        // seen settled is resumed, not a second payment offered.
+        c.goto(&format!("{base}/checkout/trial?lang=zh"))
+            .await
+            .expect("open the checkout again");
+        let key = wait_until("the key, resumed", async || {
+            let text = visible_text(&c, "#api-key").await;
+            Ok(text.starts_with("sk-gateway-").then_some(text))
+        })
+        .await;
+        assert!(!shown(&c, "#checkout-pay").await, "no second payment");
+        assert_eq!(visible_text(&c, "#order-id").await, order_id);
+        // Settled now: the next visit offers a new purchase.
+        c.goto(&format!("{base}/checkout/trial?lang=zh"))
+            .await
+            .expect("open the checkout once more");
+        wait_until("the pay form", async || {
+            Ok(shown(&c, "#checkout-pay").await.then_some(()))
+        })
+        .await;
+        assert!(!shown(&c, "#checkout-result").await);
+        // And the retry of the first page would have given the same key.
+        let resumed = key;
+        c.goto(&format!(
+            "{base}/checkout/trial?lang=zh&order_id={order_id}&approved=1"
+        ))
+        .await
+        .expect("open the return URL");
         let key = wait_until("the key after trying again", async || {
             let text = visible_text(&c, "#api-key").await;
             Ok(text.starts_with("sk-gateway-").then_some(text))
         })
         .await;
+        assert_eq!(key, resumed);
         assert_eq!(
             app.key_state(&key).order_id.as_deref(),
             Some(order_id.as_str())

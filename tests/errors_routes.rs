@@ -331,5 +331,14 @@ async fn an_endpoint_not_offered_is_named_and_not_blamed_on_the_base_url() {
     let m = v["error"]["message"].as_str().unwrap();
     assert!(m.contains("base URL"), "{m}");
     assert!(m.contains("adds only /messages"), "{m}");
+    // A base URL with a trailing slash (`…/v1/` + `/chat/completions`): base URL advice.
+    let resp = app.get(&key, "/v1//chat/completions").send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+    let v: Value = resp.json().await.unwrap();
+    let m = v["error"]["message"].as_str().unwrap();
+    assert!(
+        m.contains("base URL") && !m.contains("does not offer"),
+        "{m}"
+    );
     assert!(app.sim.requests().is_empty());
 }

@@ -199,10 +199,17 @@
     payBox.hidden = true;
     retryBox.hidden = true;
     busy(msg('capturing'));
+    storeUnfinished(orderId);
     return api('/api/orders/' + encodeURIComponent(orderId) + '/capture', {}).then(function (data) {
       capturing = false;
       busy('');
       var id = data.order_id || orderId;
+      // Settled for this browser: paid (its result shown), or never to be (pay again). A
+      // payment PayPal still holds, or an answer not understood, stays to be resumed.
+      if (data.status === 'paid' || data.status === 'created' || data.status === 'failed' ||
+          data.status === 'refunded') {
+        clearUnfinished();
+      }
       if (data.status === 'paid' && data.topped_up) {
         showToppedUp(data.topped_up, id);
       } else if (data.status === 'paid' && data.api_key) {
@@ -230,7 +237,7 @@
       } else {
         // An answer this page cannot read: the order's state is unknown, so its capture is
         // offered again, never a new payment.
-        offerRetry(orderId, data.message || msg('network'));
+        offerRetry(orderId, msg('network'));
       }
     }, function (e) {
       capturing = false;
@@ -242,10 +249,14 @@
       }
       refused(e);
       if (PAY_AGAIN[e.code]) {
+        clearUnfinished();
         payBox.hidden = false;
         return;
       }
-      if (FINAL[e.code]) return;
+      if (FINAL[e.code]) {
+        clearUnfinished();
+        return;
+      }
       offerRetry(orderId);
     });
   }
@@ -270,6 +281,28 @@
   // A top-up's page says so in its address too, so that a reload stays a top-up's page (a
   // purchase's would sell a new key; found by a review).
   var isTopUp = !!(topupKey || topupGrant);
+
+  // An approved order whose capture this browser has not seen settle (an answer cut short, the
+  // page left meanwhile) is remembered for its plan's checkout: coming back to it resumes that
+  // order — its capture tried again — instead of offering a second payment (found by an
+  // independent check: Back twice after a cut capture showed the pay form, and a second order
+  // was paid). Forgotten once settled, cancelled, or after a day.
+  var UNFINISHED = 'modelrelay-unfinished-' + plan + (isTopUp ? '-topup' : '');
+  function storeUnfinished(orderId) {
+    try {
+      window.localStorage.setItem(UNFINISHED, JSON.stringify({ order: orderId, at: Date.now() }));
+    } catch (e) { /* storage off: the address still resumes it */ }
+  }
+  function clearUnfinished() {
+    try { window.localStorage.removeItem(UNFINISHED); } catch (e) { /* storage off */ }
+  }
+  function unfinished() {
+    try {
+      var v = JSON.parse(window.localStorage.getItem(UNFINISHED) || 'null');
+      return v && typeof v.order === 'string' && Date.now() - v.at < 86400000 ? v.order : null;
+    } catch (e) { return null; }
+  }
+
   function rememberApproved(orderId) {
     if (window.history && window.history.replaceState) {
       var q = 'order_id=' + encodeURIComponent(orderId) + '&approved=1' +
@@ -319,6 +352,7 @@
   // must not try to capture that order again and say it is not approved (found by an
   // independent check); the page's other parameters (`topup`) stay.
   function forgetApproved() {
+    clearUnfinished();
     var p = new URLSearchParams(window.location.search);
     // Only an address that names an order changes: a page reached by a form (the dashboard's
     // top-up) keeps its own, so a reload posts it again rather than turning into another page.
@@ -385,10 +419,16 @@
   // Back from the approval step (demo page, or a reload after paying): finish the capture.
   var params = new URLSearchParams(window.location.search);
   var returning = params.get('order_id');
+  var pending = unfinished();
   if (returning && params.get('approved') === '1') {
     capture(returning);
   } else if (params.get('cancelled') === '1') {
     // Back from the (demo) approval page's "Cancel": nothing was taken.
+    clearUnfinished();
     showError(msg('cancelled'));
+  } else if (pending) {
+    // An approved order not seen settled: resumed, as its own address would.
+    rememberApproved(pending);
+    capture(pending);
   }
 })();

@@ -69,13 +69,17 @@ pub(super) fn print_json(v: &impl serde::Serialize) -> ExitCode {
 /// reader that decodes the strings (`jq -r`) gets them back as they are.
 pub(super) fn json_text(v: &impl serde::Serialize) -> serde_json::Result<String> {
     let text = serde_json::to_string_pretty(v)?;
-    // Invisible characters are never structural: each stands inside a string.
-    if text.is_ascii() || !text.chars().any(crate::text::is_invisible) {
+    // Invisible characters are never structural: each stands inside a string. Nor are DEL and
+    // the C1 controls, which serde_json leaves raw too (U+009B and U+009D begin terminal
+    // commands on some terminals; found by a re-check). A raw line break is the layout's:
+    // serde writes one inside a string as `\n`.
+    let escaped = |c: char| crate::text::is_invisible(c) || (c.is_control() && c != '\n');
+    if !text.chars().any(escaped) {
         return Ok(text + "\n");
     }
     let mut out = String::with_capacity(text.len() + 16);
     for c in text.chars() {
-        if crate::text::is_invisible(c) {
+        if escaped(c) {
             let mut units = [0u16; 2];
             for unit in c.encode_utf16(&mut units) {
                 out.push_str(&format!("\\u{unit:04x}"));
@@ -134,11 +138,14 @@ mod tests {
         let v = serde_json::json!({
             "email": "a\u{202E}moc.evil@b.example",
             "tag": "x\u{E0041}y",
+            "c1": "a\u{9B}31m\u{9D}0;t\u{7F}",
             "name": "Zoë 李",
         });
         let text = json_text(&v).unwrap();
         assert!(text.contains("a\\u202emoc"), "{text}");
         assert!(text.contains("x\\udb40\\udc41y"), "{text}");
+        assert!(text.contains("a\\u009b31m\\u009d0;t\\u007f"), "{text}");
+        assert!(!text.chars().any(|c| c.is_control() && c != '\n'), "{text}");
         assert!(text.contains("Zoë 李"), "{text}");
         assert!(!text.chars().any(crate::text::is_invisible), "{text}");
         let back: serde_json::Value = serde_json::from_str(&text).unwrap();

@@ -148,8 +148,12 @@ pub fn api_not_found(
 
 /// The path, when it is under the API's own prefix (`/v1/` or `/anthropic/v1/`, written as
 /// the SDKs write it) and so an endpoint this server does not offer rather than a wrong base
-/// URL (`/v1/v1/…` is one: an Anthropic client's base URL ending in /v1).
+/// URL (`/v1/v1/…` is one: an Anthropic client's base URL ending in /v1; so is `/v1//…`).
 fn not_offered(path: &str) -> Option<String> {
+    // An empty segment is a base URL's trailing slash (`…/v1/` + `/chat/completions`).
+    if path.contains("//") {
+        return None;
+    }
     let rest = path
         .strip_prefix("/v1/")
         .or_else(|| path.strip_prefix("/anthropic/v1/"))?;
