@@ -148,25 +148,23 @@ async fn refusals_for_a_place_in_flight_use_none_of_the_keys_rpm() {
     let held = tokio::spawn(app.chat(&key, &slow).send());
     wait_in_flight(&app, &key, 1).await;
     for _ in 0..10 {
-        let resp = app
-            .chat(&key, &body(FLASH, "hi [[sim reply=1]]"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 429);
-        let v: Value = resp.json().await.unwrap();
-        assert_eq!(v["error"]["code"], "too_many_in_flight", "{v}");
+        assert_eq!(refused_429(&app, &key).await, "too_many_in_flight");
     }
     assert_eq!(held.await.unwrap().unwrap().status(), 200);
     wait_in_flight(&app, &key, 0).await;
     served(&app, &key).await;
     served(&app, &key).await;
+    assert_eq!(refused_429(&app, &key).await, "rate_limit_exceeded");
+}
+
+/// A short request of `key`, refused with 429: its error code.
+async fn refused_429(app: &TestApp, key: &str) -> String {
     let resp = app
-        .chat(&key, &body(FLASH, "hi [[sim reply=1]]"))
+        .chat(key, &body(FLASH, "hi [[sim reply=1]]"))
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 429);
     let v: Value = resp.json().await.unwrap();
-    assert_eq!(v["error"]["code"], "rate_limit_exceeded", "{v}");
+    v["error"]["code"].as_str().unwrap_or_default().to_string()
 }
