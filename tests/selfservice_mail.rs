@@ -150,8 +150,8 @@ async fn receipts_and_notices_arrive_once_in_the_buyers_language_with_a_working_
         subjects[0].contains("收据") && subjects[0].contains(&order_id),
         "{subjects:?}"
     );
-    assert!(subjects[1].contains("余额不足"), "{subjects:?}");
-    assert!(subjects[2].contains("额度已用完"), "{subjects:?}");
+    assert!(subjects[1].contains("余额即将用完"), "{subjects:?}");
+    assert!(subjects[2].contains("预算已用完"), "{subjects:?}");
     for m in &got {
         assert_eq!(m["to"][0], "buyer@example.com");
         assert_eq!(m["from"], "billing@relay.test");

@@ -31,7 +31,10 @@
     plan_withdrawn: 'plan-withdrawn', plan_not_found: 'plan-withdrawn', rate_limit_exceeded: 'too-many',
     csrf_failed: 'reload', grant_expired: 'reload', invalid_email: 'email',
     unknown_key: 'key-unknown', key_revoked: 'key-revoked', key_budget_full: 'key-full',
-    order_expired: 'order-expired', order_not_found: 'order-expired'
+    order_expired: 'order-expired', order_not_found: 'order-expired',
+    // Else the server's English message showed on the Chinese page (found by a review of the
+    // Chinese texts).
+    internal_error: 'server-error', payments_unavailable: 'unconfigured'
   };
   // After a failed capture: nothing was taken and this order cannot be paid as it is, so the
   // buyer pays again (a new order) ...

@@ -206,7 +206,7 @@ fn en(kind: MailKind, f: &Facts) -> Body {
 
 fn zh(kind: MailKind, f: &Facts) -> Body {
     let dashboard = (
-        "您的用量面板".to_string(),
+        "您的“用量查询”页面".to_string(),
         format!("{}/dashboard", f.public_url),
     );
     match kind {
@@ -233,28 +233,28 @@ fn zh(kind: MailKind, f: &Facts) -> Body {
             footer: None,
         },
         MailKind::LowBalance => Body {
-            subject: format!("您的 key {} 余额不足", f.key_prefix),
+            subject: format!("您的 key {} 余额即将用完", f.key_prefix),
             paragraphs: vec![
                 format!(
-                    "您的 API key {} 的额度 ${} 仅剩 ${}。",
+                    "您的 API key {} 的预算 ${} 仅剩 ${}。",
                     f.key_prefix,
                     f.budget.to_cents(),
                     f.remaining.to_cents()
                 ),
-                "您可以在用量面板为同一个 key 充值，工具无需任何改动。".into(),
+                "您可以在“用量查询”页面为同一个 key 充值，工具无需任何改动。".into(),
             ],
             link: Some(dashboard),
             footer: Some(("不再接收此 key 的余额提醒".into(), f.opt_out_url.clone())),
         },
         MailKind::Exhausted => Body {
-            subject: format!("您的 key {} 额度已用完", f.key_prefix),
+            subject: format!("您的 key {} 预算已用完", f.key_prefix),
             paragraphs: vec![
                 format!(
-                    "您的 API key {} 已用完 ${} 的额度，充值前请求将被拒绝。",
+                    "您的 API key {} 已用完 ${} 的预算，充值前请求将被拒绝。",
                     f.key_prefix,
                     f.budget.to_cents()
                 ),
-                "在用量面板为同一个 key 充值后即可立即恢复使用。".into(),
+                "在“用量查询”页面为同一个 key 充值后即可立即恢复使用。".into(),
             ],
             link: Some(dashboard),
             footer: Some(("不再接收此 key 的余额提醒".into(), f.opt_out_url.clone())),
@@ -263,7 +263,7 @@ fn zh(kind: MailKind, f: &Facts) -> Body {
             subject: format!("您的 API key 已更换：{}", f.key_prefix),
             paragraphs: vec![
                 format!(
-                    "您的 API key 已于 {}（UTC）更换。新 key 以 {} 开头，旧 key 已失效；额度和记录均保留在新 key 上。",
+                    "您的 API key 已于 {}（UTC）更换。新 key 以 {} 开头，旧 key 已失效；预算和记录均保留在新 key 上。",
                     f.at, f.key_prefix
                 ),
                 "如果这不是您本人的操作，说明他人持有您的 key 并已拿到新 key：请回复此邮件并附上订单号，我们会更换 key 并只把新 key 发给您。在此之前，余额有被他人使用的风险。".into(),

@@ -21,6 +21,6 @@ pub static AGENTS_ZH: AgentTexts = AgentTexts {
     col_served: "实际模型",
     names_none: "本站未配置其他名称：请使用上面的模型名。",
     sample_hello: "你好！",
-    count_p: "POST /v1/messages/count_tokens 返回的是我们自己的估算（DeepSeek 没有计数接口）：约为文本字节数的四分之一，每条消息再加几个 token。实际扣费以 DeepSeek 返回的真实用量为准，而不是这个估算（且不超过请求开始时预留的金额——按请求体大小计提示、按 max_tokens 计输出——若 DeepSeek 报告的用量更多，则按预留计费，记录中标为 capped）。",
+    count_p: "POST /v1/messages/count_tokens 返回的是我们自己的估算（DeepSeek 没有计数接口）：约为文本字节数的四分之一，每条消息再加几个 token。实际扣费以 DeepSeek 返回的真实用量为准，而不是这个估算（且不超过请求开始时预留的金额——按请求体大小计输入、按 max_tokens 计输出——若 DeepSeek 报告的用量更多，则按预留计费，记录的计量方式标为“已封顶”）。",
     errors_p: "错误采用 Anthropic 的格式：{\"type\": \"error\", \"error\": {\"type\": …, \"message\": …}}，状态码与下表相同：400 invalid_request_error、401 authentication_error、402 billing_error、403 permission_error、404 not_found_error、413 request_too_large、429 rate_limit_error、500 与 502 api_error、503 overloaded_error、504 timeout_error。SDK 会抛出对应的异常；流式请求中途失败时以一个 error 事件结束。",
 };

@@ -254,6 +254,8 @@ texts! {
     js_paid_elsewhere,
     /// Checkout script: the order is paid and its key was replaced since (shown once, then).
     js_key_replaced,
+    /// Checkout script: the server failed (500): try again.
+    js_server_error,
     /// Checkout script: not approved at PayPal yet.
     js_not_approved,
     /// Checkout script: payment declined.

@@ -239,7 +239,7 @@ fn peak_rule_on(config: &Config, t: &Texts, today: chrono::NaiveDate) -> String 
             .is_some_and(|(start, end)| end.trim() < start.trim())
     });
     if wraps {
-        rule.push(' ');
+        next_sentence(&mut rule);
         rule.push_str(t.peak_wrap);
     }
     let dates: Vec<&str> = config
@@ -252,13 +252,21 @@ fn peak_rule_on(config: &Config, t: &Texts, today: chrono::NaiveDate) -> String 
         })
         .collect();
     if !dates.is_empty() {
-        rule.push(' ');
+        next_sentence(&mut rule);
         rule.push_str(&fill(
             t.peak_off_dates,
             &[("dates", &dates.join(t.list_sep))],
         ));
     }
     rule
+}
+
+/// A space before the next sentence, unless the last ends with a full-width stop (Chinese
+/// sets none after `。`).
+fn next_sentence(text: &mut String) {
+    if !text.ends_with('。') {
+        text.push(' ');
+    }
 }
 
 /// A byte count for people: `8 MiB`, `512 KiB`, `1000 bytes`.
