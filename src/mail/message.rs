@@ -115,6 +115,13 @@ pub fn render(kind: MailKind, lang: MailLang, f: &Facts) -> Rendered {
     .render()
 }
 
+/// A link of a Chinese mail, asking for the Chinese page (opened where the browser prefers
+/// English, it showed the English one; found by a review of the Chinese texts).
+fn in_chinese(url: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}lang=zh")
+}
+
 fn order_link(f: &Facts) -> String {
     format!("{}/order?order_id={}", f.public_url, f.order_id)
 }
@@ -207,7 +214,7 @@ fn en(kind: MailKind, f: &Facts) -> Body {
 fn zh(kind: MailKind, f: &Facts) -> Body {
     let dashboard = (
         "您的“用量查询”页面".to_string(),
-        format!("{}/dashboard", f.public_url),
+        in_chinese(&format!("{}/dashboard", f.public_url)),
     );
     match kind {
         MailKind::Receipt => Body {
@@ -229,7 +236,7 @@ fn zh(kind: MailKind, f: &Facts) -> Body {
                     ),
                 },
             ],
-            link: Some(("查看订单".into(), order_link(f))),
+            link: Some(("查看订单".into(), in_chinese(&order_link(f)))),
             footer: None,
         },
         MailKind::LowBalance => Body {
@@ -244,7 +251,10 @@ fn zh(kind: MailKind, f: &Facts) -> Body {
                 "您可以在“用量查询”页面为同一个 key 充值，工具无需任何改动。".into(),
             ],
             link: Some(dashboard),
-            footer: Some(("不再接收此 key 的余额提醒".into(), f.opt_out_url.clone())),
+            footer: Some((
+                "不再接收此 key 的余额提醒".into(),
+                in_chinese(&f.opt_out_url),
+            )),
         },
         MailKind::Exhausted => Body {
             subject: format!("您的 key {} 预算已用完", f.key_prefix),
@@ -257,7 +267,10 @@ fn zh(kind: MailKind, f: &Facts) -> Body {
                 "在“用量查询”页面为同一个 key 充值后即可立即恢复使用。".into(),
             ],
             link: Some(dashboard),
-            footer: Some(("不再接收此 key 的余额提醒".into(), f.opt_out_url.clone())),
+            footer: Some((
+                "不再接收此 key 的余额提醒".into(),
+                in_chinese(&f.opt_out_url),
+            )),
         },
         MailKind::Rotated => Body {
             subject: format!("您的 API key 已更换：{}", f.key_prefix),
@@ -306,6 +319,17 @@ mod tests {
         assert!(r.html.contains("ord_1<br>"), "{}", r.html);
         let zh = render(MailKind::Receipt, MailLang::Zh, &facts());
         assert!(zh.subject.contains("收据"));
+        // A Chinese mail's links ask for the Chinese pages.
+        assert!(
+            zh.text
+                .contains("https://relay.example/order?order_id=ord_1&lang=zh"),
+            "{}",
+            zh.text
+        );
+        assert!(!r.text.contains("lang=zh"));
+        let zh = render(MailKind::LowBalance, MailLang::Zh, &facts());
+        assert!(zh.text.contains("/mail/opt-out/tok?lang=zh"), "{}", zh.text);
+        assert!(zh.text.contains("/dashboard?lang=zh"), "{}", zh.text);
     }
 
     #[test]
