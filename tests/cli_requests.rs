@@ -78,6 +78,14 @@ async fn an_operator_reads_a_keys_requests_and_one_by_its_id() {
     let out = requests(&app, &[&key, "--limit", "1", "--json"]).await;
     let rows: Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(rows.as_array().unwrap().len(), 1);
+    // Cut there, and said so on stderr (the JSON stays the list alone); whole, nothing said.
+    assert!(
+        out.stderr.contains("the newest 1 requests are shown"),
+        "{}",
+        out.stderr
+    );
+    let out = requests(&app, &[&key, "--limit", "2", "--json"]).await;
+    assert_eq!(out.stderr, "", "{out:?}");
 
     // One request by its id: an object, and a card.
     let out = requests(&app, &["--request", &ids[0], "--json"]).await;

@@ -44,12 +44,17 @@ pub(super) async fn requests(path: &Path, args: RequestsArgs) -> ExitCode {
     let req = Request::Requests {
         key: args.key,
         request_id: args.request,
-        limit: Some(args.limit),
+        limit: Some(super::ask_for(args.limit)),
     };
     match client::call(path, &req).await {
         Err(e) => fail(e),
         Ok(Response::Error { message }) => fail(message),
-        Ok(Response::Requests { requests }) => {
+        Ok(Response::Requests { mut requests }) => {
+            // Said on stderr when there were more, as `orders list` and `mail list` say it (a
+            // script read a cut list as whole; found by an independent check).
+            if !one {
+                super::cut_to(&mut requests, Some(args.limit), "requests");
+            }
             let views: Vec<RequestJson> = requests.iter().map(RequestJson::of).collect();
             match (args.json, one) {
                 (true, true) => views
