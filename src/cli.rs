@@ -266,7 +266,7 @@ pub fn run(cli: Cli) -> ExitCode {
         return output(&config.redacted_toml());
     }
     // A new key's text is printed once: a `keys create` or `keys rotate` interrupted after its
-    // request left (Ctrl-C, `timeout`'s SIGTERM, a closed terminal) made a key nobody had the
+    // request left (Ctrl-C or Ctrl-\, `timeout`'s SIGTERM, a hang-up) made a key nobody had the
     // text of — a rotated customer locked out (found by an independent check). Those signals
     // wait until the text is out; blocked before the runtime starts any thread, so every
     // thread inherits it. (The wait is bounded by the answer's own 60 s.)
@@ -278,7 +278,12 @@ pub fn run(cli: Cli) -> ExitCode {
     {
         use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
         let mut held = SigSet::empty();
-        for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        for s in [
+            Signal::SIGINT,
+            Signal::SIGTERM,
+            Signal::SIGHUP,
+            Signal::SIGQUIT,
+        ] {
             held.add(s);
         }
         if let Err(e) = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&held), None) {

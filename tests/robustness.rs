@@ -6,6 +6,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
+use modelrelay::config::SyncMode;
 use modelrelay::money::Usd;
 
 use crate::common::{TestApp, body, request_id};
@@ -703,4 +704,59 @@ async fn health(app: &TestApp) -> (u16, Value) {
         .await
         .unwrap();
     (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// The journal's directory removed while the database cannot commit (another program's write
+/// lock) — when the journal holds the only copy of the answers' rows — is made again within
+/// seconds, and the rows of the answers after it are in it: they went into the removed
+/// segment until it filled, lost to a crash (found by an independent check: 0 of 60 rows).
+#[tokio::test]
+async fn a_journal_directory_removed_while_commits_fail_is_made_again_for_the_rows_after() {
+    for sync in [SyncMode::Full, SyncMode::Normal] {
+        journal_removed_while_commits_fail(sync).await;
+    }
+}
+
+async fn journal_removed_while_commits_fail(sync: SyncMode) {
+    let app = TestApp::spawn_with(|c| c.store.sync = sync).await;
+    let key = app.create_key("pro", None).await;
+    let lock = rusqlite::Connection::open(&app.db).unwrap();
+    lock.execute_batch("PRAGMA busy_timeout = 5000; BEGIN IMMEDIATE;")
+        .unwrap();
+    // Segments turned over and not drained (their rows wait for a commit).
+    for _ in 0..5 {
+        let first = app
+            .chat(&key, &body("deepseek-v4-flash", "[[sim reply=1]] hi"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(first.status(), 200);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let journal = app.dir.path().join("journal");
+    std::fs::remove_dir_all(&journal).unwrap();
+    // Made again within a second or two of the sync thread's turns.
+    for _ in 0..50 {
+        if journal.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        journal.exists(),
+        "{sync:?}: the journal's directory was not made again"
+    );
+    let after = app
+        .chat(&key, &body("deepseek-v4-flash", "[[sim reply=1]] hi"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status(), 200);
+    let after_id = request_id(&after);
+    assert!(
+        journal_text(&app).contains(&after_id),
+        "{sync:?}: the row is on disk"
+    );
+    lock.execute_batch("ROLLBACK;").unwrap();
+    app.wait_ledger_row(&after_id).await;
 }

@@ -211,7 +211,7 @@
       // payment PayPal still holds, or an answer not understood, stays to be resumed.
       if (data.status === 'paid' || data.status === 'created' || data.status === 'failed' ||
           data.status === 'refunded') {
-        clearUnfinished();
+        clearUnfinished(orderId);
       }
       if (data.status === 'paid' && data.topped_up) {
         showToppedUp(data.topped_up, id);
@@ -240,7 +240,7 @@
       } else {
         // An answer this page cannot read: the order's state is unknown, so its capture is
         // offered again, never a new payment.
-        offerRetry(orderId, msg('network'));
+        offerRetry(orderId, msg('server-error'));
       }
     }, function (e) {
       capturing = false;
@@ -252,12 +252,12 @@
       }
       refused(e);
       if (PAY_AGAIN[e.code]) {
-        clearUnfinished();
+        clearUnfinished(orderId);
         payBox.hidden = false;
         return;
       }
       if (FINAL[e.code]) {
-        clearUnfinished();
+        clearUnfinished(orderId);
         return;
       }
       offerRetry(orderId);
@@ -289,21 +289,53 @@
   // page left meanwhile) is remembered for its plan's checkout: coming back to it resumes that
   // order — its capture tried again — instead of offering a second payment (found by an
   // independent check: Back twice after a cut capture showed the pay form, and a second order
-  // was paid). Forgotten once settled, cancelled, or after a day.
+  // was paid). Each order apart, from its first capture: one order's settling or cancel never
+  // forgets another's (a second tab's cancel did; found by a re-check). Forgotten once
+  // settled, cancelled, or a day after its first capture.
   var UNFINISHED = 'modelrelay-unfinished-' + plan + (isTopUp ? '-topup' : '');
-  function storeUnfinished(orderId) {
+  var DAY_MS = 86400000;
+  function entries() {
     try {
-      window.localStorage.setItem(UNFINISHED, JSON.stringify({ order: orderId, at: Date.now() }));
+      var v = JSON.parse(window.localStorage.getItem(UNFINISHED) || '{}');
+      return v && typeof v === 'object' && !Array.isArray(v) ? v : {};
+    } catch (e) { return {}; }
+  }
+  function saveEntries(v) {
+    try {
+      if (Object.keys(v).length) window.localStorage.setItem(UNFINISHED, JSON.stringify(v));
+      else window.localStorage.removeItem(UNFINISHED);
     } catch (e) { /* storage off: the address still resumes it */ }
   }
-  function clearUnfinished() {
-    try { window.localStorage.removeItem(UNFINISHED); } catch (e) { /* storage off */ }
+  function storeUnfinished(orderId) {
+    var v = entries();
+    if (typeof v[orderId] !== 'number') {
+      v[orderId] = Date.now();
+      saveEntries(v);
+    }
   }
+  function clearUnfinished(orderId) {
+    var v = entries();
+    if (orderId && Object.prototype.hasOwnProperty.call(v, orderId)) {
+      delete v[orderId];
+      saveEntries(v);
+    }
+  }
+  // The latest order not seen settled, the expired ones forgotten.
   function unfinished() {
-    try {
-      var v = JSON.parse(window.localStorage.getItem(UNFINISHED) || 'null');
-      return v && typeof v.order === 'string' && Date.now() - v.at < 86400000 ? v.order : null;
-    } catch (e) { return null; }
+    var v = entries();
+    var now = Date.now();
+    var latest = null;
+    var changed = false;
+    Object.keys(v).forEach(function (id) {
+      if (typeof v[id] !== 'number' || now - v[id] >= DAY_MS) {
+        delete v[id];
+        changed = true;
+      } else if (latest === null || v[id] > v[latest]) {
+        latest = id;
+      }
+    });
+    if (changed) saveEntries(v);
+    return latest;
   }
 
   function rememberApproved(orderId) {
@@ -354,8 +386,8 @@
   // The buyer closed PayPal's window (also after a declined method reopened it): a reload
   // must not try to capture that order again and say it is not approved (found by an
   // independent check); the page's other parameters (`topup`) stay.
-  function forgetApproved() {
-    clearUnfinished();
+  function forgetApproved(cancelled) {
+    clearUnfinished(cancelled);
     var p = new URLSearchParams(window.location.search);
     // Only an address that names an order changes: a page reached by a form (the dashboard's
     // top-up) keeps its own, so a reload posts it again rather than turning into another page.
@@ -410,7 +442,7 @@
         // Also after a declined method reopened PayPal's window: nothing was taken, so the
         // buyer may pay again.
         onCancel: function () {
-          forgetApproved();
+          forgetApproved(orderId);
           showError(msg('cancelled'));
           if (resultBox.hidden && pendingBox.hidden) payBox.hidden = false;
         },
@@ -425,9 +457,9 @@
   var pending = unfinished();
   if (returning && params.get('approved') === '1') {
     capture(returning);
-  } else if (params.get('cancelled') === '1') {
-    // Back from the (demo) approval page's "Cancel": nothing was taken.
-    clearUnfinished();
+  } else if (params.get('cancelled') === '1' && !pending) {
+    // Back from the (demo) approval page's "Cancel": nothing was taken (and that order,
+    // never approved, was never remembered).
     showError(msg('cancelled'));
   } else if (pending) {
     // An approved order not seen settled: resumed, as its own address would.

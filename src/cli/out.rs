@@ -7,9 +7,12 @@ use std::process::ExitCode;
 /// shown as `�`: a message may repeat what was typed (a `--socket` path holding terminal escape
 /// sequences was written raw; found by an independent check).
 pub(super) fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    use std::io::Write;
     let text = msg.to_string();
     let safe: Vec<String> = text.split('\n').map(crate::text::visible).collect();
-    eprintln!("modelrelay: {}", safe.join("\n"));
+    // Written, not `eprintln!`: a stderr that is gone (a closed terminal: EIO) panicked
+    // (found by an independent check).
+    let _ = writeln!(std::io::stderr(), "modelrelay: {}", safe.join("\n"));
     ExitCode::FAILURE
 }
 

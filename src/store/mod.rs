@@ -112,12 +112,13 @@ impl Store {
                 // than every ~4 MiB copies a page rewritten by many commits once, not each time.
                 // A WAL that grew past that (another program's read transaction kept
                 // checkpoints from folding it: 560 MB in six minutes, found by an independent
-                // check) is cut back to 64 MiB when the next commit starts it over, instead of
-                // keeping its size until the next start (`writer::wal_watch` says it grows).
+                // check) is cut back to 40 MiB, its usual size, when the next commit starts it
+                // over, instead of keeping its size until the next start (`writer::wal_watch`
+                // says it grows).
                 c.execute_batch(
                     "PRAGMA cache_size = -32768;
                      PRAGMA wal_autocheckpoint = 10000;
-                     PRAGMA journal_size_limit = 67108864;",
+                     PRAGMA journal_size_limit = 41943040;",
                 )?;
                 // A large WAL (an unclean stop, a full disk) folded first: the space it
                 // frees may be what the replay below needs; and on a disk short of room the

@@ -94,7 +94,9 @@ fn turn(
     // while commits fail nothing drains, and a new segment every tick wrote 512 KiB of zeros
     // a tick until the disk filled (found by an independent check: 150 files, 76 MB, for 150
     // rows in 30 s of a locked database).
-    let turn_over = retired.is_empty() || journal.current_full();
+    // And at once when the directory was removed: its rows would go on into the removed
+    // segment until it filled, the one copy of them while commits fail.
+    let turn_over = retired.is_empty() || journal.current_full() || journal.dir_gone();
     match if turn_over {
         journal.rotate()
     } else {

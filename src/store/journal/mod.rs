@@ -29,7 +29,7 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -66,6 +66,8 @@ pub(super) struct Journal {
     spares: Mutex<Vec<PathBuf>>,
     /// `full`: records are written by the sync thread, not the request's task.
     staged: bool,
+    /// When [`Journal::dir_gone`] last looked (unix ms).
+    dir_looked_ms: AtomicI64,
     /// The segment the last row recorded went to when it could be neither journaled nor
     /// committed (see `Store::cannot_record`), `u64::MAX` when it could; the journal is stuck
     /// while that segment is the current one.
@@ -358,6 +360,7 @@ impl Journal {
             next_seq: AtomicU64::new(seq + 1),
             spares: Mutex::new(spares),
             staged,
+            dir_looked_ms: AtomicI64::new(0),
             stuck_on: AtomicU64::new(u64::MAX),
             #[cfg(test)]
             fail_writes: Arc::default(),
@@ -402,29 +405,10 @@ impl Journal {
         if !self.current.load().written.load(Ordering::Acquire) {
             return Ok(None);
         }
+        self.make_again_if_gone()?;
         let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
         let spare = self.spares.lock().ok().and_then(|mut s| s.pop());
-        let fresh = match Segment::create(&self.dir, seq, spare, self.staged) {
-            // The directory was removed while the daemon ran (an operator tidying up): made
-            // again, or every row went on into the removed segment, out of sight and out of
-            // reach of the next start's replay, with a warning a minute as the only sign
-            // (found by an independent check). The spares went with it.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !self.dir.exists() => {
-                use std::os::unix::fs::DirBuilderExt;
-                std::fs::DirBuilder::new().mode(0o700).create(&self.dir)?;
-                if let Ok(mut spares) = self.spares.lock() {
-                    spares.clear();
-                }
-                tracing::warn!(
-                    dir = %self.dir.display(),
-                    "the ledger journal's directory was removed while the daemon ran: made \
-                     again (rows journaled before are in the database once committed; do not \
-                     remove it)"
-                );
-                Segment::create(&self.dir, seq, None, self.staged)?
-            }
-            r => r?,
-        };
+        let fresh = Segment::create(&self.dir, seq, spare, self.staged)?;
         #[cfg(test)]
         let fresh = Segment {
             fail_writes: self.fail_writes.clone(),
@@ -432,6 +416,40 @@ impl Journal {
         };
         let fresh = Arc::new(fresh);
         Ok(Some(self.current.swap(fresh)))
+    }
+
+    /// Whether the journal's directory is gone (removed while the daemon ran): then a new
+    /// segment is due at once, whatever is still to drain. Looked at once a second at most
+    /// (a `stat`; the sync thread asks at every turn).
+    pub(super) fn dir_gone(&self) -> bool {
+        let now = crate::clock::now_ms();
+        let last = self.dir_looked_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < 1_000 {
+            return false;
+        }
+        self.dir_looked_ms.store(now, Ordering::Relaxed);
+        !self.dir.exists()
+    }
+
+    /// The directory removed while the daemon ran (an operator tidying up) is made again, or
+    /// every row went on into the removed segment, out of sight and out of reach of the next
+    /// start's replay — while commits failed, the one copy of those rows (found by two
+    /// independent checks). Its spares went with it.
+    fn make_again_if_gone(&self) -> std::io::Result<()> {
+        if self.dir.exists() {
+            return Ok(());
+        }
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new().mode(0o700).create(&self.dir)?;
+        if let Ok(mut spares) = self.spares.lock() {
+            spares.clear();
+        }
+        tracing::warn!(
+            dir = %self.dir.display(),
+            "the ledger journal's directory was removed while the daemon ran: made again (do \
+             not remove it: rows not yet committed are only there)"
+        );
+        Ok(())
     }
 
     /// Whether the last row recorded could be neither journaled nor committed, and the journal
