@@ -322,6 +322,16 @@ pub fn run(cli: Cli) -> ExitCode {
             }
         }
         Command::Keys(args) => {
+            // A key of a plan withdrawn from sale is the operator's to make (a comp key), and
+            // said, as the shop would not sell it (found by an independent check).
+            if let (KeysCommand::Create { plan, .. }, Some(c)) = (&args.command, &config)
+                && c.plans.get(plan).is_some_and(|p| !p.enabled)
+            {
+                eprintln!(
+                    "modelrelay: note: plan {plan} is withdrawn from sale (enabled = false); the \
+                     key works as that plan's keys do"
+                );
+            }
             let path = args.socket.clone().unwrap_or(socket);
             runtime.block_on(keys(&path, args))
         }

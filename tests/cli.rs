@@ -570,3 +570,31 @@ async fn an_interrupted_keys_create_never_leaves_a_key_without_its_text() {
         .count();
     assert_eq!(made, printed, "every key made was printed");
 }
+
+/// `keys create` of a plan withdrawn from sale (in the config the CLI reads) makes the key and
+/// says so on stderr; stdout stays the key alone.
+#[tokio::test]
+async fn a_key_of_a_withdrawn_plan_is_made_with_a_note() {
+    let app = TestApp::spawn().await;
+    let config = app.dir.path().join("cli.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nadmin_socket = \"{}\"\n\n[plans.trial]\nenabled = false\n",
+            app.socket.display()
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let run = run_in(
+        app.dir.path(),
+        &["keys", "create", "--plan", "trial", "--config", config],
+        &[],
+    )
+    .await;
+    assert!(is_full_key(run.ok().trim()), "{run:#?}");
+    assert!(
+        run.stderr.contains("plan trial is withdrawn from sale"),
+        "{run:#?}"
+    );
+}
