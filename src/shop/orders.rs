@@ -155,13 +155,38 @@ pub async fn load_full(state: &AppState, order_id: &str) -> Option<Order> {
     Some(load_shown(state, order_id).await?.0)
 }
 
-/// An order whole and what its look-up shows of its key, by our id.
+/// An order whole and what its look-up shows of its key, by our id (`None` too when the
+/// database could not be read: logged).
 pub async fn load_shown(state: &AppState, order_id: &str) -> Option<(Order, KeyShown)> {
+    match try_load_shown(state, order_id).await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(error = %e, "order query failed");
+            None
+        }
+    }
+}
+
+/// [`load_full`], telling an order that does not exist from a database that could not be
+/// read: a capture must not answer "no such order" (the page then offers to pay again) for
+/// an order it could not look at.
+pub async fn try_load_full(
+    state: &AppState,
+    order_id: &str,
+) -> Result<Option<Order>, crate::store::StoreError> {
+    Ok(try_load_shown(state, order_id).await?.map(|(o, _)| o))
+}
+
+/// [`load_shown`], its read error kept.
+async fn try_load_shown(
+    state: &AppState,
+    order_id: &str,
+) -> Result<Option<(Order, KeyShown)>, crate::store::StoreError> {
     let id = order_id.trim().to_string();
     if id.is_empty() || id.len() > 64 {
-        return None;
+        return Ok(None);
     }
-    let loaded = state
+    state
         .store
         .read(move |c| {
             let Some(o) = db::get_full(c, &id)? else {
@@ -189,14 +214,7 @@ pub async fn load_shown(state: &AppState, order_id: &str) -> Option<(Order, KeyS
             };
             Ok(Some((o, shown)))
         })
-        .await;
-    match loaded {
-        Ok(v) => v,
-        Err(e) => {
-            tracing::error!(error = %e, "order query failed");
-            None
-        }
-    }
+        .await
 }
 
 /// An order and its sealed key, by our id.

@@ -69,8 +69,12 @@ pub async fn capture(
     headers: HeaderMap,
     Guard(()): Guard<CaptureOrder>,
 ) -> Result<Response, ShopError> {
-    let order = crate::shop::orders::load_full(&state, &order_id)
+    let order = crate::shop::orders::try_load_full(&state, &order_id)
         .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "order query failed");
+            ShopError::Internal
+        })?
         .ok_or(ShopError::OrderNotFound)?;
     let may_see_key = created_here(&headers, &order.record);
     if order.extra.kind == OrderKind::TopUp {
