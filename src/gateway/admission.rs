@@ -17,7 +17,7 @@ use super::billing::{Hold, reserve};
 use super::dialect::{ClientRequest, Dialect};
 use super::error::{GatewayError, rate_headers};
 use crate::activity::ActivityEvent;
-use crate::catalog::Model;
+use crate::catalog::{Model, Plan};
 use crate::keys::{KeySlot, KeyState, KeyStatus, RateCheck};
 use crate::money::Usd;
 use crate::state::AppState;
@@ -102,10 +102,8 @@ pub async fn admit<D: Dialect>(
     // each retry used one of the key's RPM, so agents waiting for a place then met 429
     // `rate_limit_exceeded` too (found by an independent check). The place is given back when
     // the request settles, or as soon as a later check refuses it.
-    let cap = state
-        .catalog
-        .plan(&key.plan())
-        .map_or(crate::config::DEFAULT_KEY_IN_FLIGHT, |p| p.max_in_flight);
+    let plan = state.catalog.plan(&key.plan());
+    let cap = plan.map_or(crate::config::DEFAULT_KEY_IN_FLIGHT, |p| p.max_in_flight);
     let slot = key.enter(cap).ok_or_else(|| {
         Refusal::new(
             GatewayError::TooManyInFlight { limit: cap },
@@ -130,14 +128,17 @@ pub async fn admit<D: Dialect>(
         });
     }
     let refuse = |e: GatewayError| Refusal::new(e, Some(&key), Some(rate));
-    let (request, model, hold) = checks::<D>(state, &key, parts, body).await.map_err(|e| {
-        if let GatewayError::InsufficientBudget { held, .. } = e
-            && held == Usd::ZERO
-        {
-            super::billing::refused_for_money(state, &key);
-        }
-        refuse(e)
-    })?;
+    let (request, model, hold) =
+        checks::<D>(state, &key, plan, parts, body)
+            .await
+            .map_err(|e| {
+                if let GatewayError::InsufficientBudget { held, .. } = e
+                    && held == Usd::ZERO
+                {
+                    super::billing::refused_for_money(state, &key);
+                }
+                refuse(e)
+            })?;
     Ok(Admitted {
         key,
         rate,
@@ -153,6 +154,7 @@ pub async fn admit<D: Dialect>(
 async fn checks<D: Dialect>(
     state: &AppState,
     key: &Arc<KeyState>,
+    plan: Option<&Plan>,
     parts: &Parts,
     body: Body,
 ) -> Result<(D::Request, Model, Hold), GatewayError> {
@@ -163,7 +165,6 @@ async fn checks<D: Dialect>(
     // moment — the request's start, as its row says (the period read before the body let a
     // body sent slowly from before a peak window be billed off-peak inside it; found by an
     // independent check).
-    let plan = state.catalog.plan(&key.plan());
     let floor = plan.map_or(Usd::from_nanos(1), |p| p.exhausted_below);
     // What the key could pay once its requests in flight finish, at most: the early refusals
     // are for requests even that would not pay for (402); one that only the holds stand in

@@ -367,9 +367,7 @@ impl Store {
 
     /// The size of the database's WAL file now (0 when there is none).
     pub fn wal_bytes(&self) -> u64 {
-        let mut wal = self.path.clone().into_os_string();
-        wal.push("-wal");
-        std::fs::metadata(wal).map_or(0, |m| m.len())
+        writer::wal_bytes_of(&self.path)
     }
 
     /// A consistent copy of the live database at `dest`, taken with SQLite's online backup API

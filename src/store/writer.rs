@@ -596,8 +596,14 @@ fn free_bytes(conn: &rusqlite::Connection) -> Option<u64> {
 /// The size of the database's WAL file (0 when it cannot be read).
 pub(super) fn wal_bytes(conn: &rusqlite::Connection) -> u64 {
     conn.path()
-        .and_then(|p| std::fs::metadata(format!("{p}-wal")).ok())
-        .map_or(0, |m| m.len())
+        .map_or(0, |p| wal_bytes_of(std::path::Path::new(p)))
+}
+
+/// The size of the WAL file of the database at `db` (0 when there is none).
+pub(super) fn wal_bytes_of(db: &std::path::Path) -> u64 {
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    std::fs::metadata(wal).map_or(0, |m| m.len())
 }
 
 /// Gather the writes that arrive while the answers already waiting are kept waiting a little
