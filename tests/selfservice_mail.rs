@@ -200,6 +200,9 @@ async fn receipts_and_notices_arrive_once_in_the_buyers_language_with_a_working_
     let done = app.http.post(&link).send().await.unwrap();
     assert_eq!(done.status(), 200);
     assert!(opted(&app));
+    // A done page shows no status number (a bare "200" read as a stray line); errors do.
+    let done = done.text().await.unwrap();
+    assert!(done.contains("id=\"message\"") && !done.contains("status-code"));
     let bogus = app
         .http
         .get(format!("{}/mail/opt-out/{}", app.base, "0".repeat(48)))
@@ -207,6 +210,7 @@ async fn receipts_and_notices_arrive_once_in_the_buyers_language_with_a_working_
         .await
         .unwrap();
     assert_eq!(bogus.status(), 404);
+    assert!(bogus.text().await.unwrap().contains("<p class=\"status-code\">404</p>"));
 
     // Re-armed by a top-up, crossed again: no notice for an opted-out key.
     let before = outbox_count(&app);
