@@ -210,7 +210,13 @@ async fn receipts_and_notices_arrive_once_in_the_buyers_language_with_a_working_
         .await
         .unwrap();
     assert_eq!(bogus.status(), 404);
-    assert!(bogus.text().await.unwrap().contains("<p class=\"status-code\">404</p>"));
+    assert!(
+        bogus
+            .text()
+            .await
+            .unwrap()
+            .contains("<p class=\"status-code\">404</p>")
+    );
 
     // Re-armed by a top-up, crossed again: no notice for an opted-out key.
     let before = outbox_count(&app);

@@ -34,7 +34,9 @@
     order_expired: 'order-expired', order_not_found: 'order-expired',
     // Else the server's English message showed on the Chinese page (found by a review of the
     // Chinese texts).
-    internal_error: 'server-error', payments_unavailable: 'unconfigured'
+    internal_error: 'server-error', payments_unavailable: 'unconfigured',
+    // Not sent for what this page posts; a reload gets a page that posts it right.
+    invalid_request: 'reload', request_too_large: 'reload', not_found: 'reload'
   };
   // After a failed capture: nothing was taken and this order cannot be paid as it is, so the
   // buyer pays again (a new order) ...

@@ -280,4 +280,46 @@ mod tests {
         );
         assert_eq!(ShopError::PaypalIncomplete.kind(), "server_error");
     }
+
+    /// Every error the checkout's calls (order creation, capture) can answer has the page's
+    /// own wording in checkout.js, so a Chinese page never shows the server's English.
+    #[test]
+    fn checkout_page_words_every_error_of_its_calls() {
+        let js = include_str!("../../assets/js/checkout.js");
+        let start = js.find("var CODES = {").unwrap();
+        let codes = &js[start..start + js[start..].find("};").unwrap()];
+        use ShopError::*;
+        for e in [
+            CsrfFailed,
+            TooManyOrders,
+            TooManyCaptures,
+            BadOrderRequest,
+            BadIdempotencyKey,
+            InvalidEmail,
+            PlanNotFound,
+            PaymentsUnavailable,
+            OrderNotFound,
+            NoSuchEndpoint,
+            NotApproved,
+            PaypalCreateFailed,
+            OrderExpired,
+            PaypalCaptureFailed,
+            PaymentDeclined,
+            PaypalIncomplete,
+            PlanWithdrawn,
+            PaymentNotRecorded,
+            Internal,
+            UnknownKey,
+            GrantExpired,
+            KeyRevoked,
+            KeyFull,
+            BodyTooLarge,
+        ] {
+            assert!(
+                codes.contains(&format!("{}:", e.code())),
+                "{e:?} ({})",
+                e.code()
+            );
+        }
+    }
 }
