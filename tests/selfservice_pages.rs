@@ -235,6 +235,31 @@ async fn a_replacement_form_sent_twice_shows_the_one_new_key() {
     assert_eq!(status(key).await, 401);
 }
 
+/// A key replaced its five times in a row by the API: the dashboard's replacement says so in a
+/// page (429, how long to wait), and the key still works.
+#[tokio::test]
+async fn a_key_replaced_too_often_is_told_so_on_the_dashboard() {
+    let app = TestApp::spawn_shop().await;
+    let mut key = app.create_key("trial", None).await;
+    for _ in 0..5 {
+        let (status, v) = crate::selfservice_rotate::rotate(&app, &key).await;
+        assert_eq!(status, 200, "{v}");
+        key = v["api_key"].as_str().unwrap().to_string();
+    }
+    let token = csrf_token(&app.base).await;
+    let grant = dashboard_grant(&app, &key, &token).await;
+    let (status, page) = confirm_replacement(&app, &token, &grant).await;
+    assert_eq!(status, 429, "{page}");
+    assert!(
+        page.contains("replaced too many times in the last hour")
+            && page.contains("again in 12 min"),
+        "{page}"
+    );
+    assert!(shown_key(&page).is_none());
+    let usage = app.get(&key, "/api/usage").send().await.unwrap();
+    assert_eq!(usage.status(), 200, "the key still works");
+}
+
 /// The language switch's links of a page (`&` as written in HTML undone).
 fn switch_links(html: &str) -> Vec<String> {
     let Some(at) = html.find("id=\"lang-switch\"") else {

@@ -57,6 +57,10 @@ pub enum AdminError {
     /// rotation replaced it first.
     #[error("key {0}'s text was replaced meanwhile")]
     TextReplaced(String),
+    /// A self-service rotation of a key replaced too often lately
+    /// ([`crate::shop::limits::ROTATIONS_PER_HOUR`]); the seconds until the next may be.
+    #[error("key {0} was replaced too often lately; next in {1} s")]
+    TooManyRotations(String, u64),
     /// No message of the outbox has this number, or it was sent already.
     #[error("no mail {0} waiting or failed (a sent message is never sent again)")]
     NoSuchMail(i64),
@@ -371,6 +375,20 @@ pub async fn rotate_key(
     // the first replaces it; the others find it gone, as a request with it would.
     if presented.is_some_and(|h| state.keys.hash_of(&key.id) != Some(h)) {
         return Err(AdminError::TextReplaced(key.id.clone()));
+    }
+    // A customer's replacement (with the key's text; the operator's `keys rotate` has none) is
+    // counted against the key's own limit — here, so that only one that would be made counts
+    // (of simultaneous ones with one text, the losers are told the text is gone, as before).
+    if presented.is_some() {
+        let limiter = &state.shop_limits.rotate_key;
+        if let Err(not_until) = limiter.check_key(&key.id) {
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(limiter.clock()));
+            tracing::warn!(key_id = %key.id, "key replacement refused: too many for this key lately");
+            return Err(AdminError::TooManyRotations(
+                key.id.clone(),
+                wait.as_secs() + 1,
+            ));
+        }
     }
     let internal = |e: &dyn std::fmt::Display| AdminError::Internal(e.to_string());
     let text = generate_key().map_err(|e| internal(&e))?;

@@ -106,6 +106,10 @@ pub enum ShopError {
     /// 429: the per-IP limit of key rotations.
     #[error("Too many key replacements from your address. Wait a minute and try again.")]
     TooManyRotations,
+    /// 429: the key was replaced [`super::limits::ROTATIONS_PER_HOUR`] times lately; the
+    /// seconds until it may be again (`Retry-After`).
+    #[error("This key has been replaced too many times in the last hour. Try again later.")]
+    TooManyKeyRotations(u64),
     /// 500: the key could not be replaced (it still works as before).
     #[error("The key could not be replaced; it still works. Please retry later.")]
     RotationFailed,
@@ -147,9 +151,9 @@ impl ShopError {
             | ShopError::KeyRevoked
             | ShopError::KeyFull
             | ShopError::BadIdempotencyKey => StatusCode::BAD_REQUEST,
-            ShopError::TooManyRotations | ShopError::TooManyUsageReads => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            ShopError::TooManyRotations
+            | ShopError::TooManyKeyRotations(_)
+            | ShopError::TooManyUsageReads => StatusCode::TOO_MANY_REQUESTS,
             ShopError::RotationInProgress => StatusCode::CONFLICT,
             ShopError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ShopError::RotationFailed => StatusCode::INTERNAL_SERVER_ERROR,
@@ -196,7 +200,9 @@ impl ShopError {
             ShopError::GrantExpired => "grant_expired",
             ShopError::KeyRevoked => "key_revoked",
             ShopError::KeyFull => "key_budget_full",
-            ShopError::TooManyRotations | ShopError::TooManyUsageReads => "rate_limit_exceeded",
+            ShopError::TooManyRotations
+            | ShopError::TooManyKeyRotations(_)
+            | ShopError::TooManyUsageReads => "rate_limit_exceeded",
             ShopError::RotationFailed => "internal_error",
             ShopError::RotationInProgress => "idempotency_key_in_use",
             ShopError::BodyTooLarge => "request_too_large",
@@ -248,12 +254,14 @@ impl IntoResponse for ShopError {
         let status = self.status();
         let mut r = (status, Json(self.body())).into_response();
         // The message says "wait a minute"; clients that retry read it here (the per-address
-        // limits refill within a minute).
+        // limits refill within a minute; a key's replacements, when its next one is allowed).
         if status == StatusCode::TOO_MANY_REQUESTS {
-            r.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from_static("60"),
-            );
+            let wait = match self {
+                ShopError::TooManyKeyRotations(secs) => secs.max(1),
+                _ => 60,
+            };
+            r.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, wait.into());
         }
         r
     }

@@ -23,7 +23,15 @@ pub struct ShopLimits {
     pub rotate: DefaultKeyedRateLimiter<IpAddr>,
     /// The opt-out links of notices (token guessing).
     pub opt_out: DefaultKeyedRateLimiter<IpAddr>,
+    /// Replacements of one key (by its id), whatever the addresses they come from: each one
+    /// mails the key's owner, so a $1 key replaced from many addresses was a way to flood any
+    /// address with notices (found by an independent check). [`ROTATIONS_PER_HOUR`].
+    pub rotate_key: DefaultKeyedRateLimiter<String>,
 }
+
+/// Replacements of one key allowed in a row, and again per hour after them: a customer
+/// replacing a key that leaked (and once more for a slip) is far inside it.
+pub const ROTATIONS_PER_HOUR: u32 = 5;
 
 /// Webhook deliveries taken per address and minute. PayPal delivers a few a minute from any one
 /// of its addresses, retries included; a burst of a hundred from one address is not PayPal.
@@ -39,6 +47,7 @@ impl ShopLimits {
         self.webhook.retain_recent();
         self.rotate.retain_recent();
         self.opt_out.retain_recent();
+        self.rotate_key.retain_recent();
     }
 }
 
@@ -71,6 +80,9 @@ impl Default for ShopLimits {
             webhook: per_minute(WEBHOOKS_PER_MINUTE),
             rotate: per_minute(10),
             opt_out: per_minute(20),
+            rotate_key: DefaultKeyedRateLimiter::keyed(Quota::per_hour(
+                NonZeroU32::new(ROTATIONS_PER_HOUR).unwrap_or(NonZeroU32::MIN),
+            )),
         }
     }
 }

@@ -53,6 +53,7 @@ pub async fn rotate(
     match worker.await {
         Ok(Ok((_, text))) => Ok(text),
         Ok(Err(AdminError::Revoked(_))) => Err(ShopError::InvalidApiKey(IdentifyError::Revoked)),
+        Ok(Err(AdminError::TooManyRotations(_, secs))) => Err(ShopError::TooManyKeyRotations(secs)),
         Ok(Err(AdminError::TextReplaced(_))) => {
             Err(ShopError::InvalidApiKey(IdentifyError::Unknown))
         }

@@ -123,8 +123,16 @@ pub fn queue_receipt(c: &Connection, order_id: &str, at_ms: i64) -> Result<(), S
     Ok(())
 }
 
+/// How long after a key's replacement notice was sent the next one waits (folding the
+/// replacements made meanwhile into one): a key replaced again and again (each replacement
+/// needs the key; a $1 key bought with a stranger's address will do) must not flood an
+/// address, nor queue ahead of everyone's receipts.
+pub const ROTATED_NOTICE_SPACING_MS: i64 = 60 * 60 * 1000;
+
 /// Queue a mail about a key to its owner, if it has an email (and, when `respect_opt_out`,
-/// has not opted out of notices).
+/// has not opted out of notices). A replacement's notice (`Rotated`) goes at once when the
+/// key had none lately; one following another waits [`ROTATED_NOTICE_SPACING_MS`] after it,
+/// and the replacements made meanwhile are folded into it (its time and prefix the latest's).
 pub fn queue_key_mail(
     c: &Connection,
     key_id: &str,
@@ -132,14 +140,42 @@ pub fn queue_key_mail(
     respect_opt_out: bool,
     at_ms: i64,
 ) -> Result<(), StoreError> {
+    let mut due_ms = at_ms;
+    if kind == MailKind::Rotated {
+        // Only into one not due within the minute: a due one may be in the sender's hands,
+        // and would go out naming an older replacement as the latest.
+        let now_ms = chrono::Utc::now().timestamp_millis().max(at_ms);
+        let folded = c.execute(
+            "UPDATE outbox SET created_at = ?2,
+                               key_prefix = (SELECT prefix FROM keys WHERE id = ?1)
+             WHERE key_id = ?1 AND kind = 'rotated' AND status = 'queued'
+                   AND next_attempt_at > ?3",
+            params![key_id, at_ms, now_ms.saturating_add(60_000)],
+        )?;
+        if folded > 0 {
+            return Ok(());
+        }
+        let last: Option<i64> = c.query_row(
+            "SELECT max(CASE status WHEN 'sent' THEN sent_at ELSE next_attempt_at END)
+             FROM outbox
+             WHERE key_id = ?1 AND kind = 'rotated' AND status IN ('queued', 'sent')",
+            [key_id],
+            |r| r.get(0),
+        )?;
+        if let Some(last) = last {
+            // Never further than the spacing (a clock stepped back leaves `last` ahead).
+            let spaced = last.saturating_add(ROTATED_NOTICE_SPACING_MS);
+            due_ms = spaced.clamp(at_ms, at_ms.saturating_add(ROTATED_NOTICE_SPACING_MS));
+        }
+    }
     c.execute(
         "INSERT INTO outbox (kind, recipient, lang, key_id, status, next_attempt_at, created_at,
                              key_prefix)
-         SELECT ?2, k.email, m.lang, k.id, 'queued', ?4, ?4, k.prefix
+         SELECT ?2, k.email, m.lang, k.id, 'queued', ?5, ?4, k.prefix
          FROM keys k JOIN key_mail m ON m.key_id = k.id
          WHERE k.id = ?1 AND k.email IS NOT NULL AND k.email != ''
                AND (?3 = 0 OR m.opted_out_at IS NULL)",
-        params![key_id, kind.as_str(), respect_opt_out, at_ms],
+        params![key_id, kind.as_str(), respect_opt_out, at_ms, due_ms],
     )?;
     Ok(())
 }
@@ -215,7 +251,8 @@ pub fn opt_out(c: &Connection, key_id: &str, at_ms: i64) -> Result<(), StoreErro
     Ok(())
 }
 
-/// Messages due for an attempt at `now_ms`, oldest first. One set for later than `now_ms` +
+/// Messages due for an attempt at `now_ms`, receipts first (a buyer waits for theirs; notices
+/// queued in numbers must not hold it up), then oldest first. One set for later than `now_ms` +
 /// `max_wait_ms` (no retry waits that long) was set by a clock since stepped back: due too
 /// (it waited out the step — a day's — after the SMTP server was back; found by an
 /// independent check).
@@ -228,7 +265,7 @@ pub fn due(
     let mut stmt = c.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM outbox
          WHERE status = 'queued' AND (next_attempt_at <= ?1 OR next_attempt_at > ?3)
-         ORDER BY next_attempt_at, id LIMIT ?2"
+         ORDER BY kind = 'receipt' DESC, next_attempt_at, id LIMIT ?2"
     ))?;
     let latest = now_ms.saturating_add(max_wait_ms);
     let rows = stmt.query_map(params![now_ms, limit, latest], row_of)?;

@@ -31,6 +31,7 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
         15,
         include_str!("migrations/0015_upstream_disabled_key.sql"),
     ),
+    (16, include_str!("migrations/0016_outbox_by_key.sql")),
 ];
 
 /// How much longer systemd is asked to wait for the start, before each migration.

@@ -14,6 +14,7 @@ mod batches;
 mod journal;
 mod key_changes;
 mod ledger;
+mod notices;
 mod self_service;
 
 fn db(dir: &tempfile::TempDir) -> PathBuf {
@@ -176,6 +177,7 @@ async fn open_creates_the_schema_and_reopening_migrates_once() {
             "orders_by_time",
             "orders_by_topup_key",
             "outbox",
+            "outbox_by_key",
             "outbox_due",
             "rotation_requests",
             "rotation_requests_by_time",

@@ -54,6 +54,8 @@ texts! {
     rotate_failed,
     /// Replace: the same form's earlier sending is still replacing the key.
     rotate_pending,
+    /// Replace: the key was replaced too often lately; {minutes} until the next may be.
+    rotate_too_often,
     /// Checkout heading of a top-up.
     checkout_topup_title,
     /// Checkout: which key; {prefix}.

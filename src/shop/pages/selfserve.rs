@@ -222,6 +222,17 @@ pub async fn rotate(
         Ok(api_key) => rotate_done(ctx, api_key),
         // Another rotation replaced the text first (another page, or the API).
         Err(ShopError::InvalidApiKey(_)) => Refused::Stale.page(&ctx, Form::Rotate),
+        Err(ShopError::TooManyKeyRotations(secs)) => {
+            let minutes = secs.div_ceil(60).to_string();
+            let body = fill(ctx.s.rotate_too_often, &[("minutes", &minutes)]);
+            message(
+                &ctx,
+                StatusCode::TOO_MANY_REQUESTS,
+                ctx.s.rotate_h,
+                &body,
+                Some(("/dashboard", ctx.t.nav_dashboard)),
+            )
+        }
         Err(_) => rotate_failed(&ctx),
     }
 }
