@@ -536,7 +536,7 @@ fn mail_off_note(sending: bool, empty: bool) {
     }
 }
 
-fn cut_to<T>(items: &mut Vec<T>, limit: Option<u32>, what: &str) {
+fn cut_to<T>(items: &mut Vec<T>, limit: Option<u32>, what: &str) -> bool {
     if let Some(limit) = limit {
         let limit = limit.clamp(1, LIST_MAX) as usize;
         if items.len() > limit || (items.len() == limit && limit == LIST_MAX as usize) {
@@ -544,8 +544,10 @@ fn cut_to<T>(items: &mut Vec<T>, limit: Option<u32>, what: &str) {
             eprintln!(
                 "note: the newest {limit} {what} are shown; there may be more (`--limit N`, up to {LIST_MAX})"
             );
+            return true;
         }
     }
+    false
 }
 
 async fn orders(path: &Path, args: OrdersArgs) -> ExitCode {

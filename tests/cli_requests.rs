@@ -71,7 +71,8 @@ async fn an_operator_reads_a_keys_requests_and_one_by_its_id() {
         out.stdout
     );
     assert!(
-        out.stdout.contains("2 requests, $0.00001506 in all"),
+        out.stdout
+            .contains("2 requests shown, $0.00001506 for these (newest first)\n"),
         "{}",
         out.stdout
     );
@@ -86,6 +87,15 @@ async fn an_operator_reads_a_keys_requests_and_one_by_its_id() {
     );
     let out = requests(&app, &[&key, "--limit", "2", "--json"]).await;
     assert_eq!(out.stderr, "", "{out:?}");
+    // The table's last line counts the rows shown, and says when the key has more.
+    let out = requests(&app, &[&key, "--limit", "1"]).await;
+    assert!(
+        out.stdout.contains(
+            "1 request shown, $0.00000753 for these (newest first; the key has more: --limit N)"
+        ),
+        "{}",
+        out.stdout
+    );
 
     // One request by its id: an object, and a card.
     let out = requests(&app, &["--request", &ids[0], "--json"]).await;
@@ -100,6 +110,29 @@ async fn an_operator_reads_a_keys_requests_and_one_by_its_id() {
         out.stdout
     );
     assert!(out.stdout.contains("$0.00000753"), "{}", out.stdout);
+    // A row without an account: served by a version from before accounts were recorded when
+    // DeepSeek's counts (or an answer) are in it, else one that never reached DeepSeek (an
+    // upgraded database's rows read "never reached DeepSeek"; found by an upgrade check).
+    let account_of = async |sql: &str| {
+        app.db().execute(sql, [&ids[0]]).unwrap();
+        let out = requests(&app, &["--request", &ids[0]]).await;
+        let line = out
+            .stdout
+            .lines()
+            .find(|l| l.starts_with("account"))
+            .unwrap();
+        line.to_string()
+    };
+    assert!(
+        account_of("UPDATE usage SET account = '' WHERE request_id = ?1")
+            .await
+            .ends_with("- (not recorded: served by an older version)")
+    );
+    assert!(
+        account_of("UPDATE usage SET measured = 'estimated', status = 502 WHERE request_id = ?1")
+            .await
+            .ends_with("- (never reached DeepSeek)")
+    );
 
     // Mistakes: exit 1 with one line, or clap's 2.
     let out = requests(&app, &["--request", "req_nosuch"]).await;

@@ -141,9 +141,29 @@ impl Client {
 pub async fn call(path: &Path, req: &Request) -> Result<Response, ClientError> {
     let within = answer_within(req);
     let asked = async { Client::connect(path).await?.call(req).await };
-    tokio::time::timeout(within, asked)
-        .await
-        .unwrap_or_else(|_| Err(ClientError::Silent(path.to_path_buf(), within.as_secs())))
+    match tokio::time::timeout(within, asked).await {
+        Ok(Ok(Response::Error { message })) => Ok(Response::Error {
+            message: older_daemon(message),
+        }),
+        Ok(answer) => answer,
+        Err(_) => Err(ClientError::Silent(path.to_path_buf(), within.as_secs())),
+    }
+}
+
+/// A command a daemon older than this binary does not know is refused with serde's words
+/// ("unknown variant `requests`"): say what it means — the binary was replaced and the daemon
+/// not restarted (found by an upgrade check).
+fn older_daemon(message: String) -> String {
+    if message.starts_with("bad request: unknown variant")
+        || message.starts_with("bad request: unknown field")
+    {
+        format!(
+            "{message} — the running daemon is older than this command: restart it to run the \
+             new binary (systemctl restart modelrelay)"
+        )
+    } else {
+        message
+    }
 }
 
 /// Tests: a socket at `path` that takes every connection and never answers (a daemon stopped
@@ -237,6 +257,28 @@ mod tests {
                 Ok(Response::Error { message }) => assert!(message.contains("not allowed")),
                 other => panic!("{other:?}"),
             }
+        }
+    }
+
+    /// A daemon older than the command (the binary replaced, the daemon not restarted): its
+    /// refusal says to restart it.
+    #[tokio::test]
+    async fn a_command_an_older_daemon_does_not_know_says_to_restart_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.sock");
+        refusing_daemon(
+            &path,
+            "bad request: unknown variant `requests`, expected one of `ping`",
+        );
+        match call(&path, &Request::Ping).await {
+            Ok(Response::Error { message }) => {
+                assert!(message.starts_with("bad request: unknown variant `requests`"));
+                assert!(
+                    message.contains("older than this command: restart it"),
+                    "{message}"
+                );
+            }
+            other => panic!("{other:?}"),
         }
     }
 

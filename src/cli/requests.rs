@@ -16,6 +16,7 @@ use crate::activity::client;
 use crate::activity::protocol::{Request, Response};
 use crate::money::Usd;
 use crate::shop::usage::RecentRequest;
+use crate::status::Measured;
 use crate::store::UsageRow;
 
 /// `requests …`
@@ -52,9 +53,7 @@ pub(super) async fn requests(path: &Path, args: RequestsArgs) -> ExitCode {
         Ok(Response::Requests { mut requests }) => {
             // Said on stderr when there were more, as `orders list` and `mail list` say it (a
             // script read a cut list as whole; found by an independent check).
-            if !one {
-                super::cut_to(&mut requests, Some(args.limit), "requests");
-            }
+            let cut = !one && super::cut_to(&mut requests, Some(args.limit), "requests");
             let views: Vec<RequestJson> = requests.iter().map(RequestJson::of).collect();
             match (args.json, one) {
                 (true, true) => views
@@ -64,7 +63,7 @@ pub(super) async fn requests(path: &Path, args: RequestsArgs) -> ExitCode {
                 (false, true) => requests
                     .first()
                     .map_or_else(|| fail("no such request"), |r| output(&card(r))),
-                (false, false) => output(&table(&requests)),
+                (false, false) => output(&table(&requests, cut)),
             }
         }
         Ok(other) => fail(format_args!("unexpected answer from the daemon: {other:?}")),
@@ -103,7 +102,9 @@ fn time(ms: i64, format: SecondsFormat) -> String {
 }
 
 /// A key's requests for people, newest first, with their sum.
-fn table(rows: &[UsageRow]) -> String {
+/// The rows, and a last line with their count and sum — of these rows, not the key's whole
+/// spend (`keys show` has that); `cut` when the key has more than were asked for.
+fn table(rows: &[UsageRow], cut: bool) -> String {
     if rows.is_empty() {
         return "(no requests yet)\n".into();
     }
@@ -152,9 +153,14 @@ fn table(rows: &[UsageRow]) -> String {
     }
     let _ = writeln!(
         s,
-        "\n{} request{}, ${total} in all (newest first; --limit for more)",
+        "\n{} request{} shown, ${total} for these (newest first{})",
         rows.len(),
-        if rows.len() == 1 { "" } else { "s" }
+        if rows.len() == 1 { "" } else { "s" },
+        if cut {
+            "; the key has more: --limit N"
+        } else {
+            ""
+        }
     );
     s
 }
@@ -194,7 +200,11 @@ fn card(r: &UsageRow) -> String {
     );
     line(
         "account",
-        if r.account.is_empty() {
+        if r.account.is_empty() && (r.measured != Measured::Estimated || r.status == 200) {
+            // DeepSeek's counts, or an answer: it was reached, by a version from before
+            // accounts were recorded (a database upgraded from it; found by an upgrade check).
+            "- (not recorded: served by an older version)".into()
+        } else if r.account.is_empty() {
             "- (never reached DeepSeek)".into()
         } else {
             field(&r.account)
