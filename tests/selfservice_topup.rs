@@ -624,10 +624,26 @@ async fn a_refund_takes_back_what_requests_in_flight_held_once_they_settle() {
     assert_eq!(deliver(&app, refund).await, 200);
     assert_eq!(ks.balance().budget.nanos(), 20_100_000 - available);
     assert_eq!(ks.available().nanos(), 0);
+    // A console attached now hears the rest taken back when the stream settles.
+    let (mut console, _) = crate::activity::Sub::connect(&app).await;
 
     let rid = crate::common::request_id(&resp);
     let _ = resp.text().await.unwrap();
     let row = app.wait_ledger_row(&rid).await;
+    let heard = async {
+        loop {
+            if let modelrelay::activity::protocol::ActivityEvent::KeyUpdated { key, .. } =
+                console.event().await
+                && key.budget_usd.nanos() == 100_000
+            {
+                return key.spent_usd.nanos();
+            }
+        }
+    };
+    let spent = tokio::time::timeout(std::time::Duration::from_secs(10), heard)
+        .await
+        .expect("consoles hear the budget the refund left");
+    assert_eq!(spent, row.cost.nanos(), "its spend with this charge");
     assert_eq!(row.measured.as_str(), "provider");
     let cost = row.cost.nanos();
     assert!(cost > 0 && cost < 100_000, "{cost}");

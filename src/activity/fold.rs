@@ -32,18 +32,6 @@ pub fn day_of(ms: i64) -> i64 {
     ms.div_euclid(DAY_MS)
 }
 
-/// Which day a request or a payment counts toward in today's totals.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DayRule {
-    /// The ledger's: a request counts toward the UTC day it started, a payment toward the day
-    /// it was made, and either only while that day is today (the daemon, whose totals must
-    /// match the ledger's after a reload).
-    Ledger,
-    /// Toward whatever day the totals are on when the event arrives (the console, which rolls
-    /// its day by the time stamps of the events it receives).
-    Received,
-}
-
 /// How a finished request reads for upstream's health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpstreamRule {
@@ -85,8 +73,6 @@ pub trait Rules {
     const REFUSALS_KEPT: usize;
     /// Rate-limit hits kept per key.
     const HITS_PER_KEY: usize;
-    /// Which day totals count toward.
-    const DAY: DayRule;
     /// How upstream's health reads.
     const UPSTREAM: UpstreamRule;
 }
@@ -442,15 +428,14 @@ impl<R: Rules> Fold<R> {
         self.roll(day_of(ms));
     }
 
-    /// Whether something of `day` counts today, under the day rule (rolling to it first).
+    /// Whether something of `day` counts today (rolling to it first), as the ledger counts it:
+    /// a request toward the UTC day it started, a payment toward the day it was made, and
+    /// either only while that day is today — under every rule, so the daemon's totals match
+    /// the ledger's after a reload and a console's match the daemon's (a console counted an
+    /// event toward the day it arrived in; found by an independent check).
     fn counts_on(&mut self, day: i64) -> bool {
-        match R::DAY {
-            DayRule::Ledger => {
-                self.roll(day);
-                day == self.day
-            }
-            DayRule::Received => true,
-        }
+        self.roll(day);
+        day == self.day
     }
 
     fn count_request(&mut self, cost: Usd, at_ms: i64, latency_ms: u64) {

@@ -322,6 +322,7 @@ pub async fn settle(state: &AppState, ctx: &RequestCtx, o: Outcome, kept: bool) 
         .key
         .settle_from(ctx.hold.amount, ctx.hold.epoch, cost, now);
     let charged = settled.charged;
+    let took_back = !settled.clawed_for.is_empty();
     // Refunds made while this request was in flight take what it held and did not spend,
     // each under its own order (committed before this request's row: the writer keeps the
     // order of its queue).
@@ -410,6 +411,15 @@ pub async fn settle(state: &AppState, ctx: &RequestCtx, o: Outcome, kept: bool) 
     // Sent after the row is queued: the activity tracker relies on it when it reloads the
     // day's totals from the ledger (see activity::tracker).
     state.activity.emit(finished);
+    if took_back {
+        // The key's budget went down by what the refunds took: consoles hear it (they kept the
+        // budget from before until a reconnect; found by an independent check). After the
+        // finish, whose cost they add to the key's spend, which this view already holds.
+        state.activity.emit(ActivityEvent::KeyUpdated {
+            key: crate::activity::views::key_view(&ctx.key),
+            at_ms: now.timestamp_millis(),
+        });
+    }
     let recorded = match committed.await {
         Ok(()) => true,
         Err(e) => {

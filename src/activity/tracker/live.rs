@@ -8,7 +8,7 @@ use foldhash::HashSet;
 
 use super::{FINISHED_KEPT, HITS_PER_KEY, REFUSALS_KEPT};
 use crate::activity::ActivityEvent;
-use crate::activity::fold::{DayRule, Delivery, FinishedRow, Fold, Rules, UpstreamRule};
+use crate::activity::fold::{Delivery, FinishedRow, Fold, Rules, UpstreamRule};
 use crate::activity::protocol::{Snapshot, Totals};
 use crate::activity::views::finished_event;
 use crate::money::Usd;
@@ -25,7 +25,6 @@ impl Rules for DaemonRules {
     const IDS_KEPT: usize = FINISHED_KEPT;
     const REFUSALS_KEPT: usize = REFUSALS_KEPT;
     const HITS_PER_KEY: usize = HITS_PER_KEY;
-    const DAY: DayRule = DayRule::Ledger;
     const UPSTREAM: UpstreamRule = UpstreamRule::Latest;
 }
 

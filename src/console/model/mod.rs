@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use crate::activity::fold::{DayRule, Delivery, Fold, Hits, Rules, UpstreamRule};
+use crate::activity::fold::{Delivery, Fold, Hits, Rules, UpstreamRule};
 use crate::activity::protocol::{
     ActivityEvent, InFlightView, KeyView, MailView, OrderView, Snapshot, Totals, UpstreamHealth,
 };
@@ -35,8 +35,11 @@ const REFUSALS_KEPT: usize = 500;
 /// The window requests/s is computed over.
 pub(crate) const RATE_WINDOW_MS: i64 = 60_000;
 
-/// The console's rules: it keeps more than the daemon sends in a snapshot, counts an event
-/// toward the day it arrives in, and shows the last failure it heard of.
+/// The console's rules: it keeps more than the daemon sends in a snapshot, counts a request
+/// toward the day it started and a payment toward the day it was made, as the ledger and the
+/// daemon's snapshot do (it counted an event toward the day it arrived in, so a request
+/// started before midnight and finished after moved to the new day, and left it again at a
+/// reconnect; found by an independent check), and shows the last failure it heard of.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ConsoleRules;
 
@@ -46,7 +49,6 @@ impl Rules for ConsoleRules {
     const REFUSALS_KEPT: usize = REFUSALS_KEPT;
     // No bound of its own: the hour's window is the bound.
     const HITS_PER_KEY: usize = usize::MAX;
-    const DAY: DayRule = DayRule::Received;
     const UPSTREAM: UpstreamRule = UpstreamRule::Received;
 }
 
