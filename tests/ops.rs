@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use modelrelay::activity::protocol::{Request, Response};
+use modelrelay::activity::protocol::{ActivityEvent, Request, Response};
 use serde_json::Value;
 
 use crate::common::{TestApp, body, expected_cost, request_id};
@@ -352,6 +352,7 @@ async fn metrics_count_rate_limit_hits() {
     })
     .await;
     let key = app.create_key("trial", None).await;
+    let (mut console, _) = crate::activity::Sub::connect(&app).await;
     let mut limited = 0;
     for _ in 0..3 {
         let resp = app
@@ -364,8 +365,37 @@ async fn metrics_count_rate_limit_hits() {
         }
     }
     assert!(limited >= 1);
+    // The key's other limits (token counts, usage look-ups) count as hits too, in both.
+    let count = serde_json::json!({"model": FLASH, "max_tokens": 5,
+        "messages": [{"role": "user", "content": "hi"}]});
+    for _ in 0..3 {
+        for resp in [
+            app.http
+                .post(format!("{}/anthropic/v1/messages/count_tokens", app.base))
+                .header("x-api-key", &key)
+                .json(&count)
+                .send(),
+            app.get(&key, "/api/usage").send(),
+            app.get(&key, "/v1/dashboard/billing/usage").send(),
+        ] {
+            if resp.await.expect("send").status() == 429 {
+                limited += 1;
+            }
+        }
+    }
+    assert!(limited >= 4, "{limited}");
     let m = scrape(&app).await;
     assert_eq!(get(&m, "modelrelay_rate_limited_total"), limited as f64);
+    // Each one a hit in the console (it heard only the chats'; found by an independent check).
+    let mut heard = 0;
+    while heard < limited {
+        let event = tokio::time::timeout(Duration::from_secs(10), console.event())
+            .await
+            .unwrap_or_else(|_| panic!("{heard} hits heard of {limited}"));
+        if matches!(event, ActivityEvent::RateLimited { .. }) {
+            heard += 1;
+        }
+    }
 }
 
 #[tokio::test]

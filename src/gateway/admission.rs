@@ -113,13 +113,7 @@ pub async fn admit<D: Dialect>(
     })?;
     let rate = key.check_rate();
     if !rate.allowed {
-        state.metrics.rate_limited();
-        state.activity.emit(ActivityEvent::RateLimited {
-            key_id: key.id.clone(),
-            key_prefix: key.prefix(),
-            limit: rate.limit,
-            at_ms: crate::clock::now_ms(),
-        });
+        rate_limited(state, &key, &rate);
         // The error carries its own rate headers (and `retry-after`); no `refused` event.
         return Err(Refusal {
             error: GatewayError::RateLimited(rate),
@@ -292,4 +286,17 @@ pub(super) async fn read_body(
             }
         }
     }
+}
+
+/// A key refused by one of its rate limits (its requests, its token counts, its usage
+/// look-ups): counted in `/metrics` and told to consoles, which count the same hits (they
+/// left out all but the requests'; found by an independent check).
+pub fn rate_limited(state: &AppState, key: &KeyState, rate: &crate::keys::RateCheck) {
+    state.metrics.rate_limited();
+    state.activity.emit(ActivityEvent::RateLimited {
+        key_id: key.id.clone(),
+        key_prefix: key.prefix(),
+        limit: rate.limit,
+        at_ms: crate::clock::now_ms(),
+    });
 }

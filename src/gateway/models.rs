@@ -357,7 +357,7 @@ pub async fn usage(
     let key = authenticate(&state, &headers)?;
     // Free, but it reads the key's ledger: a limit of its own at the key's RPM, one at a time.
     let _turn = key.start_usage_look_up().map_err(|rate| {
-        state.metrics.rate_limited();
+        crate::gateway::admission::rate_limited(&state, &key, &rate);
         GatewayError::RateLimited(rate)
     })?;
     let Ok(Query(q)) = q else {

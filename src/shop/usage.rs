@@ -181,7 +181,7 @@ pub async fn api_usage(
     // A revoked key may still look at its history.
     let key = identify(&state.keys, &headers).map_err(|e| ShopError::from(e).into_response())?;
     let _turn = key.start_usage_look_up().map_err(|rate| {
-        state.metrics.rate_limited();
+        crate::gateway::admission::rate_limited(&state, &key, &rate);
         refused(&rate)
     })?;
     summary(&state, &key).await.map(Json).map_err(|e| {

@@ -261,7 +261,11 @@ fn a_request_counts_on_the_day_it_started_under_every_rule() {
     let mut console: Fold<Consolish> = Fold::default();
     console.roll_to(midnight + 60);
     console.apply(&late, Delivery::FRESH);
-    assert_eq!(console.today().requests, 0, "yesterday's, as the daemon says");
+    assert_eq!(
+        console.today().requests,
+        0,
+        "yesterday's, as the daemon says"
+    );
 
     // A payment counts once, and for the ledger only on its own day.
     let paid = |at_ms| ActivityEvent::OrderPaid {

@@ -52,7 +52,7 @@ async fn counted(state: &AppState, req: Request) -> Result<u64, GatewayError> {
     // limit, so it is not unlimited either.
     let rate = key.check_count_rate();
     if !rate.allowed {
-        state.metrics.rate_limited();
+        crate::gateway::admission::rate_limited(state, &key, &rate);
         return Err(GatewayError::RateLimited(rate));
     }
     let limit = state.config.server.max_body_bytes;
