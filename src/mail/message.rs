@@ -160,10 +160,10 @@ fn en(kind: MailKind, f: &Facts) -> Body {
             subject: format!("Your key {} is running low", f.key_prefix),
             paragraphs: vec![
                 format!(
-                    "Your API key {} has ${} left of its ${} budget.",
+                    "Your API key {} has {} left of its {} budget.",
                     f.key_prefix,
-                    f.remaining.to_cents(),
-                    f.budget.to_cents()
+                    dollars(f.remaining, MailLang::En),
+                    dollars(f.budget, MailLang::En)
                 ),
                 "You can add credit to the same key on your dashboard; your tools keep working \
                  without any change."
@@ -178,11 +178,20 @@ fn en(kind: MailKind, f: &Facts) -> Body {
         MailKind::Exhausted => Body {
             subject: format!("Your key {} has run out of credit", f.key_prefix),
             paragraphs: vec![
+                // Not "refused" alone: a very short request may still be paid for by what is
+                // left, and went through after the notice (found by independent checks).
                 format!(
-                    "Your API key {} has used its ${} budget; requests are refused until \
-                     credit is added.",
+                    "Your API key {} has run out of credit: {} is left of its {} budget, too \
+                     little for its requests, which are refused (HTTP 402) until credit is \
+                     added{}.",
                     f.key_prefix,
-                    f.budget.to_cents()
+                    dollars(f.remaining, MailLang::En),
+                    dollars(f.budget, MailLang::En),
+                    if f.remaining > Usd::ZERO {
+                        "; a very short one may still go through"
+                    } else {
+                        ""
+                    }
                 ),
                 "Add credit to the same key on your dashboard and it works again at once.".into(),
             ],
@@ -208,6 +217,18 @@ fn en(kind: MailKind, f: &Facts) -> Body {
             link: Some(dashboard),
             footer: None,
         },
+    }
+}
+
+/// An amount in a notice: in cents ("$4.50011475" read as an error; found by an independent
+/// check), and one that rounds to no cent but is not nothing said as less than a cent
+/// ("$0.00 left" beside $0.000072 on every other page; found by an independent check).
+fn dollars(u: Usd, lang: MailLang) -> String {
+    let cents = u.to_cents();
+    match (cents.as_str(), lang) {
+        ("0.00", MailLang::En) if u > Usd::ZERO => "less than $0.01".into(),
+        ("0.00", MailLang::Zh) if u > Usd::ZERO => "不足 $0.01".into(),
+        _ => format!("${cents}"),
     }
 }
 
@@ -243,10 +264,10 @@ fn zh(kind: MailKind, f: &Facts) -> Body {
             subject: format!("您的 key {} 余额即将用完", f.key_prefix),
             paragraphs: vec![
                 format!(
-                    "您的 API key {} 的预算 ${} 仅剩 ${}。",
+                    "您的 API key {} 的预算 {} 仅剩 {}。",
                     f.key_prefix,
-                    f.budget.to_cents(),
-                    f.remaining.to_cents()
+                    dollars(f.budget, MailLang::Zh),
+                    dollars(f.remaining, MailLang::Zh)
                 ),
                 "您可以在“用量查询”页面为同一个 key 充值，工具无需任何改动。".into(),
             ],
@@ -260,9 +281,15 @@ fn zh(kind: MailKind, f: &Facts) -> Body {
             subject: format!("您的 key {} 预算已用完", f.key_prefix),
             paragraphs: vec![
                 format!(
-                    "您的 API key {} 已用完 ${} 的预算，充值前请求将被拒绝。",
+                    "您的 API key {} 的预算 {} 已用完，仅剩 {}，不足以支付其请求：充值前请求将被拒绝（HTTP 402）{}。",
                     f.key_prefix,
-                    f.budget.to_cents()
+                    dollars(f.budget, MailLang::Zh),
+                    dollars(f.remaining, MailLang::Zh),
+                    if f.remaining > Usd::ZERO {
+                        "，很短的请求可能仍可完成"
+                    } else {
+                        ""
+                    }
                 ),
                 "在“用量查询”页面为同一个 key 充值后即可立即恢复使用。".into(),
             ],
@@ -368,5 +395,36 @@ mod tests {
                 out.text
             );
         }
+        // Less than a cent left, but not nothing; nothing.
+        f.remaining = Usd::from_nanos(72_000);
+        let low = render(MailKind::LowBalance, MailLang::En, &f);
+        assert!(
+            low.text
+                .contains("has less than $0.01 left of its $4.50 budget"),
+            "{}",
+            low.text
+        );
+        let out = render(MailKind::Exhausted, MailLang::Zh, &f);
+        assert!(out.text.contains("仅剩 不足 $0.01"), "{}", out.text);
+        assert!(out.text.contains("很短的请求可能仍可完成"), "{}", out.text);
+        let out = render(MailKind::Exhausted, MailLang::En, &f);
+        assert!(
+            out.text
+                .contains("less than $0.01 is left of its $4.50 budget")
+                && out
+                    .text
+                    .contains("; a very short one may still go through."),
+            "{}",
+            out.text
+        );
+        f.remaining = Usd::ZERO;
+        let out = render(MailKind::Exhausted, MailLang::En, &f);
+        assert!(
+            out.text.contains("$0.00 is left of its $4.50 budget")
+                && out.text.contains("until credit is added.")
+                && !out.text.contains("short one"),
+            "{}",
+            out.text
+        );
     }
 }
