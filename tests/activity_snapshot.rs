@@ -118,7 +118,7 @@ fn apply_request(s: &mut Snapshot, e: &ActivityEvent) {
             }
             let k = s.keys.iter_mut().find(|k| &k.id == key_id).unwrap();
             k.spent_usd = k.spent_usd.saturating_add(cost_usd);
-            k.remaining_usd = k.budget_usd.saturating_sub(k.spent_usd);
+            k.remaining_usd = remaining(k);
             k.requests += 1;
             k.last_used_at = Some(rfc3339(at_ms));
         }
@@ -160,14 +160,16 @@ fn apply_key(s: &mut Snapshot, e: &ActivityEvent) {
             s.keys.iter_mut().find(|k| k.id == key_id).unwrap().status = KeyStatus::Exhausted;
         }
         ActivityEvent::KeyRevoked { key_id, .. } => {
-            s.keys.iter_mut().find(|k| k.id == key_id).unwrap().status = KeyStatus::Revoked;
+            let k = s.keys.iter_mut().find(|k| k.id == key_id).unwrap();
+            k.status = KeyStatus::Revoked;
+            k.remaining_usd = remaining(k);
         }
         ActivityEvent::KeyToppedUp {
             key_id, budget_usd, ..
         } => {
             let k = s.keys.iter_mut().find(|k| k.id == key_id).unwrap();
             k.budget_usd = budget_usd;
-            k.remaining_usd = budget_usd.saturating_sub(k.spent_usd);
+            k.remaining_usd = remaining(k);
             if k.status == KeyStatus::Exhausted {
                 k.status = KeyStatus::Active;
             }
@@ -528,4 +530,13 @@ fn check_totals(app: &TestApp, model: &Snapshot, now: &Snapshot) {
     );
     assert_eq!(model.upstream, now.upstream);
     assert!(now.upstream.last_latency_ms.is_some());
+}
+
+/// What a key has left: nothing once revoked.
+fn remaining(k: &modelrelay::activity::protocol::KeyView) -> Usd {
+    if k.status == KeyStatus::Revoked {
+        Usd::ZERO
+    } else {
+        k.budget_usd.saturating_sub(k.spent_usd)
+    }
 }

@@ -280,6 +280,11 @@ async fn keys_revoke_makes_the_key_fail_with_401() {
     assert_eq!(v["error"]["code"], "invalid_api_key", "{v:#}");
     let k = show(&app, &id).await;
     assert_eq!(k["status"], "revoked", "{k:#}");
+    // Nothing of it can be used: 0 left, as its owner's page and `/metrics` say (it was
+    // budget − spent; found by an independent check); budget and spend stay as they were.
+    assert_eq!(k["remaining_usd"], "0.00", "{k:#}");
+    assert_eq!(k["budget_usd"], "1.00", "{k:#}");
+    assert_ne!(k["spent_usd"], "0.00", "{k:#}");
 
     // A revoked key cannot be topped up back to life.
     let run = keys(&app, &["topup", &id, "--usd", "1.00"]).await;

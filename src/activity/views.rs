@@ -25,7 +25,14 @@ pub fn key_view(k: &KeyState) -> KeyView {
         status: k.status(),
         budget_usd: b.budget,
         spent_usd: b.spent,
-        remaining_usd: b.remaining(),
+        // Nothing of a revoked key's budget can be used: 0, as its owner's page, the console
+        // and `/metrics`' liability have it (`keys list --json` said budget − spent; found by
+        // an independent check).
+        remaining_usd: if k.status() == crate::status::KeyStatus::Revoked {
+            crate::money::Usd::ZERO
+        } else {
+            b.remaining()
+        },
         held_usd: b.held,
         requests: k.requests(),
         email: k.email.clone(),
@@ -35,6 +42,16 @@ pub fn key_view(k: &KeyState) -> KeyView {
         last_used_at: k.last_used_at().map(rfc3339),
         budget_history: None,
     }
+}
+
+/// A key view's `remaining_usd` after its budget, spend or status changed: budget − spent, and
+/// 0 for a revoked key (as [`key_view`] has it).
+pub fn recount_remaining(k: &mut KeyView) {
+    k.remaining_usd = if k.status == crate::status::KeyStatus::Revoked {
+        crate::money::Usd::ZERO
+    } else {
+        k.budget_usd.saturating_sub(k.spent_usd)
+    };
 }
 
 /// A view of a live key with its budget history.

@@ -34,7 +34,7 @@ impl Model {
             } => {
                 if let Some(k) = self.keys.get_mut(&key_id).filter(|_| key_news) {
                     k.budget_usd = budget_usd;
-                    k.remaining_usd = budget_usd.saturating_sub(k.spent_usd);
+                    crate::activity::views::recount_remaining(k);
                     if k.status == KeyStatus::Exhausted {
                         k.status = KeyStatus::Active;
                     }
@@ -116,6 +116,7 @@ impl Model {
     fn revoke(&mut self, key_id: &str) {
         if let Some(k) = self.keys.get_mut(key_id) {
             k.status = KeyStatus::Revoked;
+            crate::activity::views::recount_remaining(k);
         }
     }
 

@@ -27,7 +27,7 @@ pub(super) fn finished(
     note_time(times, row.at_ms);
     if let Some(k) = keys.get_mut(&row.key_id).filter(|_| key_news) {
         k.spent_usd = k.spent_usd.saturating_add(row.cost_usd);
-        k.remaining_usd = k.budget_usd.saturating_sub(k.spent_usd);
+        crate::activity::views::recount_remaining(k);
         k.requests += 1;
         k.last_used_at = Some(rfc3339(row.at_ms));
     }
