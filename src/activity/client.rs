@@ -25,6 +25,10 @@ pub enum ClientError {
          who may enter the socket's directory"
     )]
     Denied(PathBuf),
+    /// Another user could stand in for the daemon at this socket: what the CLI would send
+    /// (whole keys, with `keys show KEY`) is not sent there.
+    #[error("not using the admin socket {0}: {1}")]
+    Untrusted(PathBuf, String),
     /// The daemon said no, in its own words (a peer it does not serve).
     #[error("{0}")]
     Refused(String),
@@ -68,8 +72,9 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connect to the socket at `path`.
+    /// Connect to the socket at `path`, if no other user could have put it there.
     pub async fn connect(path: &Path) -> Result<Client, ClientError> {
+        trusted_place(path)?;
         let stream = UnixStream::connect(path)
             .await
             .map_err(|e| match e.kind() {
@@ -134,6 +139,45 @@ impl Client {
         // went through, so a retry doubled the credit (found by an independent check).
         self.ask(req).await?.ok_or(ClientError::Unanswered)
     }
+}
+
+/// Refuse a socket another user could have put in the daemon's place: one in a directory
+/// others may write to (a daemon under umask 000 made its socket's directory 0777, and another
+/// user's socket there took `keys show`'s whole key; found by an independent check), or one
+/// found from the current directory (no `--config`, `--socket` or absolute path) in a
+/// directory of another user's — as git refuses a repository another user owns.
+fn trusted_place(path: &Path) -> Result<(), ClientError> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    // Nothing there: connecting says so.
+    let Ok(meta) = std::fs::metadata(dir) else {
+        return Ok(());
+    };
+    let untrusted = |why: String| Err(ClientError::Untrusted(path.to_path_buf(), why));
+    let mode = meta.mode();
+    // The sticky bit (as on /tmp) keeps others from replacing a file that is there.
+    if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+        return untrusted(format!(
+            "its directory {} is writable by other users (mode {:o}), who could put a socket \
+             of their own there; make it 0700 (0711 with server.admin_group)",
+            dir.display(),
+            mode & 0o7777
+        ));
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if path.is_relative() && meta.uid() != me && meta.uid() != 0 {
+        return untrusted(format!(
+            "it was found from the current directory, and {} belongs to another user (uid {}); \
+             give the daemon's config with --config, or its socket with --socket and an \
+             absolute path",
+            dir.display(),
+            meta.uid()
+        ));
+    }
+    Ok(())
 }
 
 /// Connect, send one request, return the answer (or [`ClientError::Silent`] when it does not
@@ -258,6 +302,64 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
+    }
+
+    /// A socket another user could have put there is not used: in a directory others may
+    /// write to (unless sticky, as /tmp), or found from the current directory in another
+    /// user's directory; nothing is sent to it.
+    #[tokio::test]
+    async fn a_socket_another_user_could_have_placed_is_not_used() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let open = tmp.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        let path = open.join("admin.sock");
+        refusing_daemon(&path, "an impostor");
+        for (mode, used) in [
+            (0o777, false),
+            (0o775, false),
+            (0o1777, true),
+            (0o755, true),
+        ] {
+            std::fs::set_permissions(&open, std::fs::Permissions::from_mode(mode)).unwrap();
+            match call(&path, &Request::Ping).await {
+                Err(ClientError::Untrusted(_, why)) => {
+                    assert!(!used, "{mode:o}");
+                    assert!(why.contains("writable by other users"), "{why}");
+                }
+                Ok(Response::Error { message }) => {
+                    assert!(used, "{mode:o}");
+                    assert_eq!(message, "an impostor");
+                }
+                other => panic!("{mode:o}: {other:?}"),
+            }
+        }
+        // Found from the current directory, in a directory of another user's (as root only:
+        // only root gives a directory away).
+        let theirs = tmp.path().join("theirs");
+        std::fs::create_dir(&theirs).unwrap();
+        let nobody = nix::unistd::Uid::from_raw(65534);
+        if nix::unistd::chown(&theirs, Some(nobody), None).is_err() {
+            return;
+        }
+        let cwd = std::env::current_dir().unwrap();
+        let mut relative = PathBuf::new();
+        for _ in 1..cwd.components().count() {
+            relative.push("..");
+        }
+        relative.push(theirs.strip_prefix("/").unwrap());
+        relative.push("admin.sock");
+        match call(&relative, &Request::Ping).await {
+            Err(ClientError::Untrusted(_, why)) => {
+                assert!(why.contains("belongs to another user (uid 65534)"), "{why}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // Named by an absolute path, it is the operator's choice.
+        assert!(matches!(
+            call(&theirs.join("admin.sock"), &Request::Ping).await,
+            Err(ClientError::NoDaemon(_))
+        ));
     }
 
     /// A daemon older than the command (the binary replaced, the daemon not restarted): its

@@ -85,7 +85,19 @@ pub fn not_answering(path: &std::path::Path) -> std::io::Result<()> {
 pub fn bind(config: &Config) -> std::io::Result<UnixListener> {
     let path = config.admin_socket();
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
+        // Made closed whatever the umask (it was 0777 under umask 000, and another user could
+        // put a socket of their own in the daemon's place; found by an independent check):
+        // only the group's members need to reach the socket, and they only pass through.
+        let mode = if config.server.admin_group.is_some() {
+            0o711
+        } else {
+            0o700
+        };
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(mode)
+            .create(dir)?;
     }
     if let Ok(meta) = std::fs::symlink_metadata(&path) {
         use std::os::unix::fs::FileTypeExt;
@@ -569,6 +581,23 @@ mod tests {
         assert!(g.allows(1002, 1002, Some("alice")), "listed member");
         assert!(!g.allows(1003, 1003, Some("mallory")));
         assert!(!g.allows(1003, 1003, None));
+    }
+
+    /// The socket's directory, when the daemon makes it, is closed whatever the umask: 0700,
+    /// 0711 when a group uses the socket (it was 0777 under umask 000).
+    #[tokio::test]
+    async fn the_sockets_directory_is_made_closed() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        for (group, want) in [(None, 0o700), (Some("root"), 0o711)] {
+            let dir = tmp.path().join(format!("run-{want:o}")).join("inner");
+            let mut config = Config::default();
+            config.server.admin_socket = Some(dir.join("admin.sock"));
+            config.server.admin_group = group.map(str::to_string);
+            let _listener = bind(&config).unwrap();
+            let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o7777;
+            assert_eq!(mode, want, "{group:?}");
+        }
     }
 
     /// A peer whose process holds the admin group as a supplementary group is a member (it was

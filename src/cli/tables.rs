@@ -153,7 +153,11 @@ pub(super) fn key_card(k: &KeyView) -> String {
         (
             "remaining",
             if k.status == KeyStatus::Revoked {
-                format!("- (revoked; ${} was left)", k.remaining_usd)
+                // What it had when revoked (its JSON's remaining is 0: none of it can be used).
+                format!(
+                    "- (revoked; ${} was left)",
+                    k.budget_usd.saturating_sub(k.spent_usd)
+                )
             } else {
                 remaining(k)
             },
