@@ -16,10 +16,46 @@ pub(super) fn describe(e: &Error) -> String {
         .into_iter()
         .map(|e| one(&e).trim_end().to_string())
         .collect();
-    match lines.as_slice() {
+    let text = match lines.as_slice() {
         [one] => one.clone(),
         _ => format!("invalid configuration:\n  - {}", lines.join("\n  - ")),
+    };
+    scrub(&text)
+}
+
+/// `text` without the secrets it may quote: TOML's syntax errors show the line they are on
+/// (`2 | api_key = "sk-…`), and a value that did not parse is quoted whole (an accounts list in
+/// an environment variable) — said at every start, into the journal (found by an independent
+/// check). What follows a secret's key on its line goes, and any `sk-…` word.
+fn scrub(text: &str) -> String {
+    const SECRET_KEYS: [&str; 3] = ["api_key", "client_secret", "smtp_url"];
+    let mut out = Vec::new();
+    for line in text.split('\n') {
+        let lower = line.to_ascii_lowercase();
+        let cut = SECRET_KEYS.iter().find_map(|k| {
+            let at = lower.find(k)?;
+            let rest = &lower[at + k.len()..];
+            // `api_key =` or `api_key=\"`, not `api_key_file` (a path, not a secret).
+            let gap = rest.len() - rest.trim_start_matches([' ', '\t', '\\', '"']).len();
+            rest[gap..]
+                .starts_with('=')
+                .then_some(at + k.len() + gap + 1)
+        });
+        let line = match cut {
+            Some(at) => format!("{} [not shown: a secret]", &line[..at]),
+            None => line.to_string(),
+        };
+        out.push(
+            line.split(' ')
+                .map(|w| match w.find("sk-") {
+                    Some(at) if w.len() - at >= 11 => format!("{}[redacted]", &w[..at]),
+                    _ => w.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(" "),
+        );
     }
+    out.join("\n")
 }
 
 fn one(e: &Error) -> String {

@@ -211,7 +211,10 @@ impl PayPal {
         if matches!(status.as_u16(), 400 | 401 | 403) {
             tracing::error!(
                 status = status.as_u16(),
-                body = %String::from_utf8_lossy(&bytes),
+                // Keys and tokens redacted: whatever stands between us and PayPal (a proxy at
+                // `paypal.api_base`) may echo the credentials back (found by an independent
+                // check), as DeepSeek's errors are redacted.
+                body = %crate::upstream::redact(&String::from_utf8_lossy(&bytes), 500),
                 "PayPal refused the client credentials"
             );
             return Err(PaypalError::Auth);

@@ -82,6 +82,19 @@ fn error_bodies_expose_the_issue() {
     assert_eq!(e.api_name(), Some("invalid_client"));
     let e = api_error(502, b"<html>bad gateway</html>");
     assert_eq!(e.api_name(), Some("HTTP_502"));
+
+    // Credentials echoed back (by a proxy at `paypal.api_base`) are not kept to be logged.
+    for body in [
+        &b"<html>upstream error; Authorization was Basic QWNMSUVOVGlkOnNlY3JldDEyMzQ1Njc4OQ==</html>"[..],
+        br#"{"name":"AUTHENTICATION_FAILURE","message":"token A21AAHbQ9x8fK3mZpL2vN7tR4wY6cE1uJ0sD5gB rejected"}"#,
+    ] {
+        let PaypalError::Api { message, name, .. } = api_error(401, body) else {
+            panic!("not an Api error")
+        };
+        assert!(message.contains("[redacted]"), "{message}");
+        assert!(!message.contains("QWNMSUVO") && !message.contains("A21AAHbQ"), "{message}");
+        assert!(name == "HTTP_401" || name == "AUTHENTICATION_FAILURE");
+    }
 }
 
 #[test]

@@ -92,7 +92,13 @@ impl PayPal {
                 name,
                 message,
             }) if (400..500).contains(&status) && status != 429 => {
-                tracing::warn!(status, %name, %message, "PayPal refused to verify a webhook");
+                // Not a field named `message`: it would stand in for the line's own words.
+                tracing::warn!(
+                    status,
+                    %name,
+                    paypal_message = %message,
+                    "PayPal refused to verify a webhook"
+                );
                 Ok(false)
             }
             Err(e) => Err(e),

@@ -46,10 +46,13 @@ pub(super) fn api_error(status: u16, body: &[u8]) -> PaypalError {
     if let Some(debug_id) = str_at(&v, &["debug_id"]) {
         message = format!("{message} (debug_id {debug_id})");
     }
+    // Logged and kept: keys and tokens an echoing proxy (or PayPal) put in it are redacted,
+    // as DeepSeek's errors are (an echoed `Authorization: Basic …` reached the journal; found
+    // by an independent check).
     PaypalError::Api {
         status,
-        name,
-        message,
+        name: crate::upstream::redact(&name, 100),
+        message: crate::upstream::redact(&message, 400),
     }
 }
 

@@ -457,3 +457,34 @@ fn a_mistyped_plan_id_says_it_made_a_new_plan() {
         );
     });
 }
+
+/// A line TOML cannot read, or a value that did not parse, is quoted in the error — never a
+/// secret on it (the journal got the DeepSeek key at every restart; found by an independent
+/// check). A `*_file` path is not a secret and stays.
+#[test]
+fn parse_errors_show_no_secret_they_quote() {
+    jailed(|jail| {
+        for toml in [
+            "[upstream]\napi_key = \"sk-a1b2c3d4e5f60718293a4b5c6d7e8f90\n",
+            "[paypal]\nclient_secret = \"EPPSECRETa1b2c3\" extra\n",
+            "[email]\nsmtp_url = smtps://user:hunter2@mail.example:465\n",
+        ] {
+            let e = error_of(jail, toml);
+            for secret in ["a1b2c3d4e5f6", "EPPSECRET", "hunter2"] {
+                assert!(!e.contains(secret), "{e}");
+            }
+            assert!(e.contains("[not shown: a secret]"), "{e}");
+        }
+        let e = error_of(
+            jail,
+            "[upstream]\napi_key_file = \"/run/credentials/x\" oops\n",
+        );
+        assert!(e.contains("/run/credentials/x"), "{e}");
+        jail.set_env(
+            "MODELRELAY_UPSTREAM__ACCOUNTS",
+            r#"[{name="z",api_key="sk-a1b2c3d4e5f60718293a4b5c6d7e8f90" weight=2}]"#,
+        );
+        let e = error_of(jail, "");
+        assert!(!e.contains("a1b2c3d4e5f6"), "{e}");
+    });
+}
