@@ -242,6 +242,23 @@ async fn anthropic_sdk_messages_streams_and_count_tokens() {
     assert_eq!(total, message_cost + stream_cost + create_cost);
 }
 
+/// The /docs page's Anthropic Python example runs as written on an answer that thinks before
+/// it answers, as DeepSeek's models do by default: it prints the answer's text (it printed
+/// `content[0].text`, a thinking block's, and failed; found by an independent check).
+#[tokio::test]
+async fn the_docs_python_example_prints_an_answer_that_thought_first() {
+    let python = venv_python().await;
+    let app = TestApp::spawn().await;
+    let key = app.create_key("trial", None).await;
+    let r = run_checks(&python, &app, &json!({"main": key}), &["docs_snippet"]).await;
+    let printed = r["docs_snippet"].as_array().expect("lines printed");
+    assert_eq!(printed[0], "alpha bravo charlie", "{printed:?}");
+    assert!(
+        printed[1].as_str().unwrap().contains("output_tokens=8"),
+        "{printed:?}"
+    );
+}
+
 /// The SDK raised `class` for a gateway error of `status` with Anthropic's error `kind`.
 fn assert_sdk_error(what: &str, e: &Value, class: &str, status: u64, kind: &str) {
     assert_eq!(e["class"], class, "{what}: exception class; got {e:#}");

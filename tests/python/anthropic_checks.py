@@ -279,6 +279,27 @@ def check_overloaded(base, keys):
     )
 
 
+def check_docs_snippet(base, keys):
+    """The /docs page's Anthropic Python example, run as written (its key and base URL filled
+    in, its question given the simulator's markers) on an answer that thinks first: what it
+    printed. It read ``content[0].text``, a ThinkingBlock's, and raised AttributeError."""
+    import contextlib
+    import html
+    import io
+    import re
+    import urllib.request
+
+    page = urllib.request.urlopen(base + "/docs").read().decode()
+    found = re.search(r'id="anthropic-python"><code>(.*?)</code>', page, re.S)
+    code = html.unescape(found.group(1)).replace("sk-gateway-…", keys["main"])
+    code = re.sub(r'base_url="[^"]*"', f'base_url="{base}/anthropic"', code)
+    code = re.sub(r'"content": "[^"]*"', '"content": "[[sim reasoning=5 reply=3]] hi"', code)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(code, {})
+    return out.getvalue().splitlines()
+
+
 CHECKS = {
     "message": check_message,
     "stream": check_stream,
@@ -288,6 +309,7 @@ CHECKS = {
     "rate_limit": check_rate_limit,
     "retries": check_retries,
     "overloaded": check_overloaded,
+    "docs_snippet": check_docs_snippet,
 }
 
 
