@@ -700,6 +700,12 @@ async fn a_partial_refund_takes_back_its_share_of_the_credit_and_keeps_the_key()
     assert_eq!(ks.balance().budget.nanos(), 282_000);
     // What was given back shows: to the operator, in revenue, and to the buyer.
     assert_eq!(refunded_shown(&app, &order).await, "0.30");
+    let socket = app.socket.to_str().unwrap();
+    let listed = crate::cli::run_in(app.dir.path(), &["orders", "list", "--socket", socket], &[])
+        .await
+        .stdout;
+    let row = listed.lines().find(|l| l.starts_with(&order)).unwrap();
+    assert!(row.contains(" part-ref "), "{row}");
     assert_eq!(revenue(&app).await, ("4700000000".into(), "4.70".into()));
     let page = looked_up(&app, &order).await;
     assert_eq!(element_text(&page, "order-refunded"), Some("$0.30 USD"));
