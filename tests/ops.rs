@@ -148,6 +148,33 @@ async fn healthz_says_why_when_every_account_is_disabled() {
         v["upstream"]["accounts"][0]["error"], "disabled by the operator",
         "{v}"
     );
+    assert_eq!(v["upstream"]["accounts"][0]["name"], "default", "{v}");
+}
+
+/// The accounts are named only to whom `/metrics` is served: behind the proxy, the public
+/// sees them by their place (found by an independent check).
+#[tokio::test]
+async fn healthz_names_accounts_only_to_loopback() {
+    for public in [false, true] {
+        let app = TestApp::spawn_with(|c| {
+            c.server.behind_proxy = true;
+            c.server.metrics_public = public;
+        })
+        .await;
+        let v: Value = app
+            .http
+            .get(format!("{}/healthz", app.base))
+            .header("X-Forwarded-For", "203.0.113.7")
+            .send()
+            .await
+            .expect("send")
+            .json()
+            .await
+            .expect("JSON");
+        let want = if public { "default" } else { "account 1" };
+        assert_eq!(v["upstream"]["accounts"][0]["name"], want, "{v}");
+        assert_eq!(v["upstream"]["accounts"][0]["state"], "healthy", "{v}");
+    }
 }
 
 #[tokio::test]

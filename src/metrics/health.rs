@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::{UPSTREAM_CHECK_TTL, UpstreamHealth};
-use crate::state::AppState;
+use crate::state::{AppState, ClientIp};
 use crate::upstream::account::AccountState;
 
 /// How old a probe may be while an account is cooling: a reading from before it failed said
@@ -108,8 +108,12 @@ fn why_not(a: &crate::upstream::status::AccountStatus) -> Option<String> {
     }
 }
 
-/// `GET /healthz`.
-pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+/// `GET /healthz`. The accounts are named, as the operator named them, only to whom
+/// `/metrics` is served (loopback, or anyone with `server.metrics_public`); to others, by
+/// their place (`account 1`, …): the page is public behind the proxy, and how the operator
+/// named its DeepSeek accounts is not the public's (found by an independent check).
+pub async fn healthz(State(state): State<Arc<AppState>>, ip: ClientIp) -> Response {
+    let named = state.config.server.metrics_public || ip.0.is_loopback();
     let db = state.store.read_committed(|c| {
         // A table, not a bare `SELECT 1`: that opens no read transaction and reads nothing
         // of the file (found by a review).
@@ -145,11 +149,17 @@ pub async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     let accounts: Vec<Value> = pool
         .accounts
         .iter()
-        .map(|a| {
+        .enumerate()
+        .map(|(i, a)| {
             let probe = probes.iter().find(|(n, _)| *n == a.name).map(|(_, h)| h);
             let serving = a.state != AccountState::Disabled && probe.is_some_and(|h| h.ok);
+            let name = if named {
+                a.name.clone()
+            } else {
+                format!("account {}", i + 1)
+            };
             json!({
-                "name": a.name,
+                "name": name,
                 "state": a.state.as_str(),
                 "serving": serving,
                 "http_status": probe.and_then(|h| h.status),
