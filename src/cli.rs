@@ -228,6 +228,11 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::CheckConfig => SecretFiles::Check,
         _ => SecretFiles::Skip,
     };
+    if !matches!(cli.command, Command::Serve { .. } | Command::CheckConfig)
+        && let Some(why) = Config::foreign_local_file(cli.config.as_deref())
+    {
+        return fail(why);
+    }
     let loaded = Config::load_with(cli.config.as_deref(), secrets);
     // `serve` logs at `server.log_level` (default info), the client commands at warn;
     // RUST_LOG, when set, wins over both.

@@ -223,3 +223,49 @@ async fn a_socket_file_removed_while_running_is_made_again() {
     let mode = std::fs::metadata(&app.socket).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600);
 }
+
+/// An admin command run in another user's directory reads no `./modelrelay.toml` of theirs (the
+/// socket it names got `keys show`'s whole key; found by an independent re-check), says why and
+/// sends nothing; with `--config` the operator chose it. (As root only: only root gives a file
+/// away.)
+#[tokio::test]
+async fn an_admin_command_reads_no_config_another_user_left_in_the_current_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let theirs = dir.path().join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    let listened = dir.path().join("listened.sock");
+    let file = theirs.join("modelrelay.toml");
+    std::fs::write(
+        &file,
+        format!("[server]\nadmin_socket = \"{}\"\n", listened.display()),
+    )
+    .unwrap();
+    let nobody = nix::unistd::Uid::from_raw(65534);
+    if nix::unistd::chown(&file, Some(nobody), None).is_err() {
+        return;
+    }
+    let heard = UnixListener::bind(&listened).unwrap();
+    let key = "sk-gateway-AbCdEfGhIjKlMnOpQrStUvWxYz0123456789abcd";
+    let run = crate::cli::run_in(&theirs, &["keys", "show", key], &[]).await;
+    assert_eq!(run.code, Some(1), "{run:#?}");
+    assert!(
+        run.stderr.contains("belongs to another user (uid 65534)")
+            && run.stderr.contains("--config"),
+        "{run:#?}"
+    );
+    let accepted = tokio::time::timeout(Duration::from_millis(300), heard.accept()).await;
+    assert!(
+        accepted.is_err(),
+        "nothing connected to the socket it names"
+    );
+    // Named with --config, it is read (and its socket asked).
+    // (Taken and dropped at once: the command then says the daemon went away.)
+    let asked = tokio::spawn(async move { heard.accept().await.is_ok() });
+    let run = crate::cli::run_in(
+        &theirs,
+        &["keys", "list", "--config", "modelrelay.toml"],
+        &[],
+    )
+    .await;
+    assert!(asked.await.unwrap(), "{run:#?}");
+}

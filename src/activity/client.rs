@@ -143,9 +143,12 @@ impl Client {
 
 /// Refuse a socket another user could have put in the daemon's place: one in a directory
 /// others may write to (a daemon under umask 000 made its socket's directory 0777, and another
-/// user's socket there took `keys show`'s whole key; found by an independent check), or one
-/// found from the current directory (no `--config`, `--socket` or absolute path) in a
-/// directory of another user's — as git refuses a repository another user owns.
+/// user's socket there took `keys show`'s whole key; found by an independent check); one of
+/// another user's in a sticky directory anyone may add to (as /tmp: others cannot replace a
+/// file there, but can put theirs there first); or one found from the current directory (a
+/// relative path) in a directory of another user's — as git refuses a repository another user
+/// owns. The directory is looked at where its symlinks lead (`data -> /tmp` passed as a
+/// directory of one's own; found by an independent re-check).
 fn trusted_place(path: &Path) -> Result<(), ClientError> {
     use std::os::unix::fs::MetadataExt;
     let dir = path
@@ -153,27 +156,43 @@ fn trusted_place(path: &Path) -> Result<(), ClientError> {
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     // Nothing there: connecting says so.
-    let Ok(meta) = std::fs::metadata(dir) else {
+    let Some((real, meta)) = std::fs::canonicalize(dir)
+        .ok()
+        .and_then(|real| std::fs::metadata(&real).ok().map(|m| (real, m)))
+    else {
         return Ok(());
     };
     let untrusted = |why: String| Err(ClientError::Untrusted(path.to_path_buf(), why));
+    let me = nix::unistd::geteuid().as_raw();
+    let mine = |uid: u32| uid == me || uid == 0;
     let mode = meta.mode();
-    // The sticky bit (as on /tmp) keeps others from replacing a file that is there.
-    if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+    let writable = mode & 0o022 != 0;
+    if writable && mode & 0o1000 == 0 {
         return untrusted(format!(
             "its directory {} is writable by other users (mode {:o}), who could put a socket \
              of their own there; make it 0700 (0711 with server.admin_group)",
-            dir.display(),
+            real.display(),
             mode & 0o7777
         ));
     }
-    let me = nix::unistd::geteuid().as_raw();
-    if path.is_relative() && meta.uid() != me && meta.uid() != 0 {
+    if writable
+        && let Some(name) = path.file_name()
+        && let Ok(file) = std::fs::symlink_metadata(real.join(name))
+        && !mine(file.uid())
+    {
+        return untrusted(format!(
+            "it belongs to another user (uid {}), in {}, a directory anyone may add to; put \
+             the daemon's socket in a directory of its own (server.admin_socket)",
+            file.uid(),
+            real.display()
+        ));
+    }
+    if path.is_relative() && !mine(meta.uid()) {
         return untrusted(format!(
             "it was found from the current directory, and {} belongs to another user (uid {}); \
              give the daemon's config with --config, or its socket with --socket and an \
              absolute path",
-            dir.display(),
+            real.display(),
             meta.uid()
         ));
     }
@@ -335,12 +354,26 @@ mod tests {
             }
         }
         // Found from the current directory, in a directory of another user's (as root only:
-        // only root gives a directory away).
+        // only root gives a directory or a file away).
         let theirs = tmp.path().join("theirs");
         std::fs::create_dir(&theirs).unwrap();
         let nobody = nix::unistd::Uid::from_raw(65534);
         if nix::unistd::chown(&theirs, Some(nobody), None).is_err() {
             return;
+        }
+        // Another user's socket in a sticky directory anyone may add to, also reached through
+        // a symlink of one's own.
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        nix::unistd::chown(&path, Some(nobody), None).unwrap();
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&open, &link).unwrap();
+        for reached in [path.clone(), link.join("admin.sock")] {
+            match call(&reached, &Request::Ping).await {
+                Err(ClientError::Untrusted(_, why)) => {
+                    assert!(why.contains("another user (uid 65534)"), "{why}");
+                }
+                other => panic!("{reached:?}: {other:?}"),
+            }
         }
         let cwd = std::env::current_dir().unwrap();
         let mut relative = PathBuf::new();

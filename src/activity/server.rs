@@ -93,11 +93,15 @@ pub fn bind(config: &Config) -> std::io::Result<UnixListener> {
         } else {
             0o700
         };
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(mode)
-            .create(dir)?;
+        // Each directory made here gets its mode exactly: the umask would take the group's
+        // passage away (0700 under umask 077; found by an independent re-check).
+        let missing: Vec<&std::path::Path> =
+            dir.ancestors().take_while(|d| !d.exists()).collect();
+        std::fs::create_dir_all(dir)?;
+        for made in missing {
+            std::fs::set_permissions(made, std::fs::Permissions::from_mode(mode))?;
+        }
+        warn_if_open(dir);
     }
     if let Ok(meta) = std::fs::symlink_metadata(&path) {
         use std::os::unix::fs::FileTypeExt;
@@ -135,6 +139,24 @@ pub fn bind(config: &Config) -> std::io::Result<UnixListener> {
     };
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
     Ok(listener)
+}
+
+/// Say so when the socket's directory (one that was there before) lets other users put a
+/// socket of their own in the daemon's place: the CLI and the console refuse it.
+fn warn_if_open(dir: &std::path::Path) {
+    use std::os::unix::fs::MetadataExt;
+    if let Ok(meta) = std::fs::metadata(dir)
+        && meta.mode() & 0o022 != 0
+        && meta.mode() & 0o1000 == 0
+    {
+        tracing::warn!(
+            dir = %dir.display(),
+            mode = format!("{:o}", meta.mode() & 0o7777),
+            "the admin socket's directory is writable by other users, who could put a socket \
+             of their own there: the CLI and the console refuse it; make it 0700 (0711 with \
+             server.admin_group)"
+        );
+    }
 }
 
 /// A new listener when the socket's file was removed while the daemon ran (an operator
@@ -595,8 +617,10 @@ mod tests {
             config.server.admin_socket = Some(dir.join("admin.sock"));
             config.server.admin_group = group.map(str::to_string);
             let _listener = bind(&config).unwrap();
-            let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o7777;
-            assert_eq!(mode, want, "{group:?}");
+            for made in [&dir, dir.parent().unwrap()] {
+                let mode = std::fs::metadata(made).unwrap().permissions().mode() & 0o7777;
+                assert_eq!(mode, want, "{group:?} {made:?}");
+            }
         }
     }
 

@@ -21,6 +21,29 @@ impl Config {
         local.exists().then_some(local)
     }
 
+    /// Why `./modelrelay.toml` is not to be read for an admin command: found in the current
+    /// directory (no `--config`, no `$MODELRELAY_CONFIG`) and another user's. The socket it
+    /// names would get what the command sends — whole keys with `keys show KEY` (found by an
+    /// independent check: root in another user's directory sent a key to that user's socket).
+    pub fn foreign_local_file(explicit: Option<&Path>) -> Option<String> {
+        use std::os::unix::fs::MetadataExt;
+        let local = Config::locate(explicit).filter(|p| p.is_relative() && explicit.is_none())?;
+        if std::env::var_os(ENV_CONFIG_FILE).is_some_and(|p| !p.is_empty()) {
+            return None;
+        }
+        let owner = std::fs::metadata(&local).ok()?.uid();
+        let me = nix::unistd::geteuid().as_raw();
+        (owner != me && owner != 0).then(|| {
+            format!(
+                "./{} belongs to another user (uid {owner}); an admin command does not read a \
+                 configuration another user wrote in the current directory (the socket it \
+                 names would get what you send). Pass it with --config if you trust it, or run \
+                 the command elsewhere",
+                local.display()
+            )
+        })
+    }
+
     /// The layered figment: defaults, then the file (if any), then the environment.
     pub fn figment(file: Option<&Path>) -> Figment {
         Config::given(Figment::from(Serialized::defaults(Config::default())), file)
