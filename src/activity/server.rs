@@ -95,8 +95,7 @@ pub fn bind(config: &Config) -> std::io::Result<UnixListener> {
         };
         // Each directory made here gets its mode exactly: the umask would take the group's
         // passage away (0700 under umask 077; found by an independent re-check).
-        let missing: Vec<&std::path::Path> =
-            dir.ancestors().take_while(|d| !d.exists()).collect();
+        let missing: Vec<&std::path::Path> = dir.ancestors().take_while(|d| !d.exists()).collect();
         std::fs::create_dir_all(dir)?;
         for made in missing {
             std::fs::set_permissions(made, std::fs::Permissions::from_mode(mode))?;

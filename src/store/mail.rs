@@ -129,6 +129,12 @@ pub fn queue_receipt(c: &Connection, order_id: &str, at_ms: i64) -> Result<(), S
 /// address, nor queue ahead of everyone's receipts.
 pub const ROTATED_NOTICE_SPACING_MS: i64 = 60 * 60 * 1000;
 
+/// Replacement notices one address gets in a day, whatever keys they are about: the spacing
+/// above is per key, and keys bought with someone else's address ($1 each) each mailed it
+/// once an hour (found by an independent re-check). Past it, a replacement is logged, not
+/// mailed.
+pub const ROTATED_NOTICES_PER_ADDRESS_PER_DAY: i64 = 24;
+
 /// Queue a mail about a key to its owner, if it has an email (and, when `respect_opt_out`,
 /// has not opted out of notices). A replacement's notice (`Rotated`) goes at once when the
 /// key had none lately; one following another waits [`ROTATED_NOTICE_SPACING_MS`] after it,
@@ -153,6 +159,21 @@ pub fn queue_key_mail(
             params![key_id, at_ms, now_ms.saturating_add(60_000)],
         )?;
         if folded > 0 {
+            return Ok(());
+        }
+        let today: i64 = c.query_row(
+            "SELECT count(*) FROM outbox
+             WHERE recipient = (SELECT email FROM keys WHERE id = ?1) AND kind = 'rotated'
+                   AND created_at > ?2",
+            params![key_id, at_ms.saturating_sub(24 * 60 * 60 * 1000)],
+            |r| r.get(0),
+        )?;
+        if today >= ROTATED_NOTICES_PER_ADDRESS_PER_DAY {
+            tracing::warn!(
+                key_id,
+                "key replaced; no notice mailed: its address had {today} replacement notices \
+                 in the last day"
+            );
             return Ok(());
         }
         let last: Option<i64> = c.query_row(

@@ -114,3 +114,31 @@ async fn replacements_in_a_row_make_one_notice_an_hour() {
     assert_eq!(kinds, [MailKind::Receipt, MailKind::Rotated]);
     store.close().await;
 }
+
+/// Keys bought with one address (each replaced) mail it at most a day's worth of notices.
+#[tokio::test]
+async fn an_address_gets_at_most_a_days_worth_of_replacement_notices() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(&db(&dir)).await.unwrap();
+    let t0 = chrono::Utc::now().timestamp_millis();
+    for n in 0..30u8 {
+        let mut k = key(&format!("key_{n}"), n);
+        k.email = Some("victim@example.com".into());
+        store.write(insert(k)).await.unwrap();
+        store
+            .write(Write::RotateKey {
+                key_id: format!("key_{n}"),
+                hash: [n.wrapping_add(100); 32],
+                sealed: vec![n],
+                prefix: format!("sk-gateway-K{n}…"),
+                notify: true,
+                request: None,
+                at_ms: t0 + i64::from(n),
+            })
+            .await
+            .unwrap();
+    }
+    let queued = count(&store, "SELECT count(*) FROM outbox WHERE kind = 'rotated'").await;
+    assert_eq!(queued, mail::ROTATED_NOTICES_PER_ADDRESS_PER_DAY);
+    store.close().await;
+}
