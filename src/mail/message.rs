@@ -163,7 +163,7 @@ fn en(kind: MailKind, f: &Facts) -> Body {
                     "Your API key {} has {} left of its {} budget.",
                     f.key_prefix,
                     dollars(f.remaining, MailLang::En),
-                    dollars(f.budget, MailLang::En)
+                    budget(f.budget)
                 ),
                 "You can add credit to the same key on your dashboard; your tools keep working \
                  without any change."
@@ -175,18 +175,39 @@ fn en(kind: MailKind, f: &Facts) -> Body {
                 f.opt_out_url.clone(),
             )),
         },
+        // Sent also when a request too large for what is left was refused: then cents may be
+        // left, and shorter requests go on — said so, not "run out" (found by independent
+        // checks: "refused" alone, then "run out" with a fifth of the budget left).
+        MailKind::Exhausted if short_of_credit(f) => Body {
+            subject: format!("Your key {} is short of credit", f.key_prefix),
+            paragraphs: vec![
+                format!(
+                    "Your API key {} has {} left of its {} budget: too little for requests like \
+                     the one it was sent last, which are refused (HTTP 402) until credit is \
+                     added. Shorter ones still go through.",
+                    f.key_prefix,
+                    dollars(f.remaining, MailLang::En),
+                    budget(f.budget),
+                ),
+                "Add credit to the same key on your dashboard and it takes them again at once."
+                    .into(),
+            ],
+            link: Some(dashboard),
+            footer: Some((
+                "Stop balance notices for this key".into(),
+                f.opt_out_url.clone(),
+            )),
+        },
         MailKind::Exhausted => Body {
             subject: format!("Your key {} has run out of credit", f.key_prefix),
             paragraphs: vec![
-                // Not "refused" alone: a very short request may still be paid for by what is
-                // left, and went through after the notice (found by independent checks).
                 format!(
                     "Your API key {} has run out of credit: {} is left of its {} budget, too \
                      little for its requests, which are refused (HTTP 402) until credit is \
                      added{}.",
                     f.key_prefix,
                     dollars(f.remaining, MailLang::En),
-                    dollars(f.budget, MailLang::En),
+                    budget(f.budget),
                     if f.remaining > Usd::ZERO {
                         "; a very short one may still go through"
                     } else {
@@ -220,6 +241,12 @@ fn en(kind: MailKind, f: &Facts) -> Body {
     }
 }
 
+/// A run-out notice about a key that still has a cent or more: one of its requests was refused
+/// for being larger than what is left, not the key emptied.
+fn short_of_credit(f: &Facts) -> bool {
+    f.remaining >= Usd::from_nanos(10_000_000)
+}
+
 /// An amount in a notice: in cents ("$4.50011475" read as an error; found by an independent
 /// check), and one that rounds to no cent but is not nothing said as less than a cent
 /// ("$0.00 left" beside $0.000072 on every other page; found by an independent check).
@@ -229,6 +256,15 @@ fn dollars(u: Usd, lang: MailLang) -> String {
         ("0.00", MailLang::En) if u > Usd::ZERO => "less than $0.01".into(),
         ("0.00", MailLang::Zh) if u > Usd::ZERO => "不足 $0.01".into(),
         _ => format!("${cents}"),
+    }
+}
+
+/// A key's budget in a notice: in cents, or exactly when under a cent (an operator's
+/// sub-cent comp key read "less than $0.01 left of its less than $0.01 budget").
+fn budget(u: Usd) -> String {
+    match u.to_cents().as_str() {
+        "0.00" if u > Usd::ZERO => format!("${u}"),
+        cents => format!("${cents}"),
     }
 }
 
@@ -266,10 +302,27 @@ fn zh(kind: MailKind, f: &Facts) -> Body {
                 format!(
                     "您的 API key {} 的预算 {} 仅剩 {}。",
                     f.key_prefix,
-                    dollars(f.budget, MailLang::Zh),
+                    budget(f.budget),
                     dollars(f.remaining, MailLang::Zh)
                 ),
                 "您可以在“用量查询”页面为同一个 key 充值，工具无需任何改动。".into(),
+            ],
+            link: Some(dashboard),
+            footer: Some((
+                "不再接收此 key 的余额提醒".into(),
+                in_chinese(&f.opt_out_url),
+            )),
+        },
+        MailKind::Exhausted if short_of_credit(f) => Body {
+            subject: format!("您的 key {} 余额不足", f.key_prefix),
+            paragraphs: vec![
+                format!(
+                    "您的 API key {} 的预算 {} 仅剩 {}，不足以支付与最近一次类似的请求：充值前此类请求将被拒绝（HTTP 402），较短的请求仍可完成。",
+                    f.key_prefix,
+                    budget(f.budget),
+                    dollars(f.remaining, MailLang::Zh),
+                ),
+                "在“用量查询”页面为同一个 key 充值后即可立即恢复。".into(),
             ],
             link: Some(dashboard),
             footer: Some((
@@ -283,7 +336,7 @@ fn zh(kind: MailKind, f: &Facts) -> Body {
                 format!(
                     "您的 API key {} 的预算 {} 已用完，仅剩 {}，不足以支付其请求：充值前请求将被拒绝（HTTP 402）{}。",
                     f.key_prefix,
-                    dollars(f.budget, MailLang::Zh),
+                    budget(f.budget),
                     dollars(f.remaining, MailLang::Zh),
                     if f.remaining > Usd::ZERO {
                         "，很短的请求可能仍可完成"
@@ -416,6 +469,41 @@ mod tests {
                     .contains("; a very short one may still go through."),
             "{}",
             out.text
+        );
+        assert!(
+            out.subject.ends_with("has run out of credit"),
+            "{}",
+            out.subject
+        );
+        // A cent or more left: a request too large for it was refused, not the key emptied.
+        let mut short = f.clone();
+        short.remaining = "0.19".parse().unwrap();
+        let out = render(MailKind::Exhausted, MailLang::En, &short);
+        assert!(
+            out.subject.ends_with("is short of credit"),
+            "{}",
+            out.subject
+        );
+        assert!(
+            out.text.contains("has $0.19 left of its $4.50 budget")
+                && out.text.contains("Shorter ones still go through."),
+            "{}",
+            out.text
+        );
+        let zh = render(MailKind::Exhausted, MailLang::Zh, &short);
+        assert!(
+            zh.subject.ends_with("余额不足") && zh.text.contains("仅剩 $0.19"),
+            "{}",
+            zh.text
+        );
+        // A budget under a cent, exactly.
+        let mut comp = f.clone();
+        comp.budget = "0.001".parse().unwrap();
+        let low = render(MailKind::LowBalance, MailLang::En, &comp);
+        assert!(
+            low.text.contains("left of its $0.001 budget"),
+            "{}",
+            low.text
         );
         f.remaining = Usd::ZERO;
         let out = render(MailKind::Exhausted, MailLang::En, &f);
