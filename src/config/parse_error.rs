@@ -26,17 +26,30 @@ pub(super) fn describe(e: &Error) -> String {
 /// `text` without the secrets it may quote: TOML's syntax errors show the line they are on
 /// (`2 | api_key = "sk-…`), and a value that did not parse is quoted whole (an accounts list in
 /// an environment variable) — said at every start, into the journal (found by an independent
-/// check). What follows a secret's key on its line goes, and any `sk-…` word.
+/// check). What follows a secret's key on its line goes, and any `sk-…` word; a quoted line
+/// that is no `key = value` nor a `[table]` (the inside of a multi-line string or list: a
+/// secret's own line, with its key lines above) is not shown.
 fn scrub(text: &str) -> String {
     const SECRET_KEYS: [&str; 3] = ["api_key", "client_secret", "smtp_url"];
     let mut out = Vec::new();
     for line in text.split('\n') {
+        // TOML's quoted source lines: `12 | text`.
+        if let Some((number, source)) = line.split_once(" | ")
+            && !number.trim().is_empty()
+            && number.trim().chars().all(|c| c.is_ascii_digit())
+            && !source.contains('=')
+            && !source.trim_start().starts_with('[')
+            && !source.trim().is_empty()
+        {
+            out.push(format!("{number} | [line not shown: it may hold a secret]"));
+            continue;
+        }
         let lower = line.to_ascii_lowercase();
         let cut = SECRET_KEYS.iter().find_map(|k| {
             let at = lower.find(k)?;
             let rest = &lower[at + k.len()..];
             // `api_key =` or `api_key=\"`, not `api_key_file` (a path, not a secret).
-            let gap = rest.len() - rest.trim_start_matches([' ', '\t', '\\', '"']).len();
+            let gap = rest.len() - rest.trim_start_matches([' ', '\t', '\\', '"', '\'']).len();
             rest[gap..]
                 .starts_with('=')
                 .then_some(at + k.len() + gap + 1)

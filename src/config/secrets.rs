@@ -20,7 +20,7 @@ pub enum SecretFiles {
 }
 
 /// `url` with the user and password it may carry (`https://user:pass@host/`) redacted.
-fn without_userinfo(url: &str) -> String {
+pub(super) fn without_userinfo(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };

@@ -25,7 +25,7 @@ impl Config {
         if !self.paypal.api_base.is_empty() && !is_http_url(&self.paypal.api_base) {
             e.push(format!(
                 "paypal.api_base = {:?} must be an http:// or https:// URL with a host (and nothing else: no spaces or line breaks)",
-                self.paypal.api_base
+                super::secrets::without_userinfo(&self.paypal.api_base)
             ));
         }
         if let Err(msgs) = self.peak_schedule_all() {
@@ -156,7 +156,7 @@ impl Config {
         if !is_http_url(&u.base_url) {
             e.push(format!(
                 "upstream.base_url = {:?} must be an http:// or https:// URL with a host (and nothing else: no spaces or line breaks)",
-                u.base_url
+                super::secrets::without_userinfo(&u.base_url)
             ));
         }
         // A threshold below $0 never warns (it was accepted; found by an independent check).
@@ -259,7 +259,8 @@ impl Config {
             if !a.base_url.is_empty() && !is_http_url(&a.base_url) {
                 e.push(format!(
                     "upstream.accounts {:?}: base_url = {:?} must be an http:// or https:// URL with a host (and nothing else: no spaces or line breaks)",
-                    a.name, a.base_url
+                    a.name,
+                    super::secrets::without_userinfo(&a.base_url)
                 ));
             }
             for (model, cap) in &a.max_in_flight {
