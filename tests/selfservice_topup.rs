@@ -706,6 +706,25 @@ async fn a_partial_refund_takes_back_its_share_of_the_credit_and_keeps_the_key()
         .stdout;
     let row = listed.lines().find(|l| l.starts_with(&order)).unwrap();
     assert!(row.contains(" part-ref "), "{row}");
+    let order_card = crate::cli::run_in(
+        app.dir.path(),
+        &["orders", "show", &order, "--socket", socket],
+        &[],
+    )
+    .await
+    .stdout;
+    assert!(order_card.contains("paid (part refunded)"), "{order_card}");
+    let card = crate::cli::run_in(
+        app.dir.path(),
+        &["keys", "show", &key, "--socket", socket],
+        &[],
+    )
+    .await
+    .stdout;
+    assert!(
+        card.contains("-$0.000018") && !card.contains("$-"),
+        "{card}"
+    );
     assert_eq!(revenue(&app).await, ("4700000000".into(), "4.70".into()));
     let page = looked_up(&app, &order).await;
     assert_eq!(element_text(&page, "order-refunded"), Some("$0.30 USD"));

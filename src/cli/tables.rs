@@ -66,7 +66,14 @@ fn kind(k: OrderKind) -> &'static str {
 pub(super) fn order_card(o: &OrderView) -> String {
     card(&[
         ("order", o.order_id.clone()),
-        ("status", o.status.as_str().to_string()),
+        (
+            "status",
+            if o.status == OrderStatus::Paid && o.refunded_usd > crate::money::Usd::ZERO {
+                "paid (part refunded)".to_string()
+            } else {
+                o.status.as_str().to_string()
+            },
+        ),
         ("kind", kind(o.kind).to_string()),
         ("plan", o.plan.clone()),
         ("amount", format!("${}", o.amount_usd)),
@@ -183,7 +190,12 @@ pub(super) fn key_card(k: &KeyView) -> String {
                 "  {:<20} {:<16} {:>12}  {}",
                 e.at,
                 e.kind.as_str(),
-                format!("${}", e.amount_usd),
+                // A refund's is negative: `-$0.40`, not `$-0.40`.
+                if e.amount_usd < crate::money::Usd::ZERO {
+                    format!("-${}", crate::money::Usd::ZERO.saturating_sub(e.amount_usd))
+                } else {
+                    format!("${}", e.amount_usd)
+                },
                 e.order_id.as_deref().unwrap_or("")
             );
         }
