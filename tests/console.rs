@@ -537,3 +537,33 @@ async fn the_upstream_view_disables_and_enables_an_account_with_the_alert_in_the
     deepseek_refuses_the_first_account(&app, &tmux).await;
     quit_restores_the_terminal(&tmux).await;
 }
+
+/// `kill -INT` or `kill -QUIT` from outside (`timeout -s INT`) ends the console with the
+/// terminal restored, as SIGTERM and SIGHUP do (it was left raw, on the alternate screen;
+/// found by an independent check).
+#[tokio::test]
+async fn sigint_and_sigquit_from_outside_restore_the_terminal() {
+    let app = TestApp::spawn().await;
+    for signal in ["INT", "QUIT"] {
+        let tmux = Tmux::start(&console_line(&app.socket), app.dir.path()).await;
+        tmux.wait_text("● live", 30).await;
+        let shell = tmux
+            .tmux(&["display-message", "-p", "-t", &tmux.session, "#{pane_pid}"])
+            .await;
+        let killed = tokio::process::Command::new("pkill")
+            .args([&format!("-{signal}"), "-P", shell.trim()])
+            .status()
+            .await
+            .expect("pkill runs");
+        assert!(killed.success(), "the console is the shell's child");
+        let end = tmux
+            .wait_for("the shell after the console", 10, |s| {
+                s.contains("console-exited-0") && s.contains("icanon")
+            })
+            .await;
+        assert!(
+            end.contains(" icanon") && end.contains(" echo "),
+            "stty after SIG{signal}: {end}"
+        );
+    }
+}

@@ -232,6 +232,10 @@ pub struct App {
     pub key_seen: std::cell::Cell<bool>,
     /// A Ctrl-C came while a key shown once was not yet drawn whole: the next one quits.
     pub quit_armed: std::cell::Cell<bool>,
+    /// Dialogs the answers of actions brought while a key shown once was open, shown after it
+    /// closes, in order: an answer that replaced the open dialog lost a new key's text for
+    /// good (found by an independent check: a second replacement's answer wiped the first's).
+    pub waiting: std::collections::VecDeque<Modal>,
     /// When the open confirmation was first drawn with what it acts on (the key, the account):
     /// set by drawing, read by `y`, which does nothing until [`CONFIRM_READ`] after it (a window
     /// too small for the dialog showed "Revoke" alone and `y` revoked; a paste of "ry" without
@@ -283,6 +287,7 @@ impl App {
             upstream_poll: UpstreamPoll::default(),
             key_seen: std::cell::Cell::new(false),
             quit_armed: std::cell::Cell::new(false),
+            waiting: std::collections::VecDeque::new(),
             confirm_seen: std::cell::Cell::new(None),
         }
     }
@@ -382,6 +387,31 @@ impl App {
         Vec::new()
     }
 
+    /// Open `modal` as an action's outcome: after the open key shown once, if one is open.
+    fn show(&mut self, modal: Modal) {
+        if matches!(
+            self.modal,
+            Some(Modal::NewKey { .. } | Modal::ReplacedKey { .. })
+        ) {
+            self.waiting.push_back(modal);
+            return;
+        }
+        if matches!(modal, Modal::NewKey { .. } | Modal::ReplacedKey { .. }) {
+            self.key_seen.set(false);
+            self.quit_armed.set(false);
+        }
+        self.modal = Some(modal);
+    }
+
+    /// The next outcome that waited, once no dialog is open.
+    pub(super) fn show_waiting(&mut self) {
+        if self.modal.is_none()
+            && let Some(next) = self.waiting.pop_front()
+        {
+            self.show(next);
+        }
+    }
+
     fn on_reply(&mut self, cmd: Command, result: Result<Response, String>) {
         let operator = cmd.is_operator_action();
         if operator && matches!(self.modal, Some(Modal::Working(_))) {
@@ -390,7 +420,7 @@ impl App {
         let resp = match result {
             Ok(Response::Error { message }) | Err(message) => {
                 if operator {
-                    self.modal = Some(Modal::Failed(message));
+                    self.show(Modal::Failed(message));
                 }
                 return;
             }
@@ -414,9 +444,7 @@ impl App {
             }
             (Command::Rotate { prefix, .. }, Response::Rotated { key, api_key }) => {
                 self.model.upsert_key(key);
-                self.key_seen.set(false);
-                self.quit_armed.set(false);
-                self.modal = Some(Modal::ReplacedKey {
+                self.show(Modal::ReplacedKey {
                     api_key,
                     old_prefix: prefix,
                 });
@@ -444,13 +472,11 @@ impl App {
             (Command::Create { plan }, Response::Created { key, api_key }) => {
                 self.selected_key = Some(key.id.clone());
                 self.model.upsert_key(key);
-                self.key_seen.set(false);
-                self.quit_armed.set(false);
-                self.modal = Some(Modal::NewKey { api_key, plan });
+                self.show(Modal::NewKey { api_key, plan });
             }
             (_, other) => {
                 if operator {
-                    self.modal = Some(Modal::Failed(format!(
+                    self.show(Modal::Failed(format!(
                         "unexpected answer from the daemon: {other:?}"
                     )));
                 }

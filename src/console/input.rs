@@ -38,10 +38,9 @@ impl App {
             // A key shown once but not yet drawn whole is lost with the console: the first
             // Ctrl-C says so, a second one quits (found by an independent check: a rotated
             // key's text was lost at a Ctrl-C in a small window).
-            let unseen = matches!(
-                self.modal,
-                Some(Modal::NewKey { .. } | Modal::ReplacedKey { .. })
-            ) && !self.key_seen.get();
+            let is_key = |m: &Modal| matches!(m, Modal::NewKey { .. } | Modal::ReplacedKey { .. });
+            let unseen = (self.modal.as_ref().is_some_and(is_key) && !self.key_seen.get())
+                || self.waiting.iter().any(is_key);
             if unseen && !self.quit_armed.replace(true) {
                 return None;
             }
@@ -60,7 +59,9 @@ impl App {
             self.confirm_seen.set(None);
         }
         if let Some(modal) = self.modal.take() {
-            return self.on_modal_key(modal, key);
+            let action = self.on_modal_key(modal, key);
+            self.show_waiting();
+            return action;
         }
         match key.code {
             KeyCode::Char('q') => return Some(Action::Quit),

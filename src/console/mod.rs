@@ -97,12 +97,19 @@ async fn event_loop(
     let mut keys = EventStream::new();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let (mut term, mut hup) = match (
+    // SIGINT and SIGQUIT too: in raw mode Ctrl-C is a key, but `kill -INT` or `timeout -s
+    // INT` from outside killed the console and left the terminal raw, on the alternate screen
+    // (found by an independent check).
+    let (mut term, mut hup, mut int, mut quit) = match (
         signal(SignalKind::terminate()),
         signal(SignalKind::hangup()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::quit()),
     ) {
-        (Ok(t), Ok(h)) => (t, h),
-        (Err(e), _) | (_, Err(e)) => return Err(format!("cannot watch signals: {e}")),
+        (Ok(t), Ok(h), Ok(i), Ok(q)) => (t, h, i, q),
+        (Err(e), ..) | (_, Err(e), ..) | (.., Err(e), _) | (.., Err(e)) => {
+            return Err(format!("cannot watch signals: {e}"));
+        }
     };
     app.handle(Event::Tick(now_ms()));
     // Something changed since the last frame; `now`: draw it without waiting for `FRAME`.
@@ -145,6 +152,8 @@ async fn event_loop(
             },
             _ = term.recv() => return Ok(()),
             _ = hup.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            _ = quit.recv() => return Ok(()),
         };
         dirty = true;
         let mut actions = app.handle(event);

@@ -367,6 +367,56 @@ fn rotating_a_key_shows_its_new_text_once() {
     assert_eq!(app.modal, None, "shown once");
 }
 
+/// Answers of actions queued behind a "Working…" dialog closed with Esc, coming while a key
+/// shown once is open, wait for it to close: none replaces it (a second replacement's answer,
+/// or a failure, wiped the first key's text; found by an independent check), and a Ctrl-C asks
+/// twice while one still waits.
+#[test]
+fn answers_that_come_while_a_new_key_is_shown_wait_for_it() {
+    let mut app = app();
+    let rotate = |id: &str, prefix: &str| Command::Rotate {
+        key_id: id.into(),
+        prefix: prefix.into(),
+    };
+    let rotated = |app: &App, id: &str, text: &str| Response::Rotated {
+        key: app.model.keys[id].clone(),
+        api_key: text.into(),
+    };
+    let first = "sk-gateway-FiRsTxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
+    let second = "sk-gateway-SeCoNdxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx";
+    let r1 = rotated(&app, "key_pro", first);
+    app.handle(Event::Reply(rotate("key_pro", "sk-gateway-PrOo…"), Ok(r1)));
+    let r2 = rotated(&app, "key_trial", second);
+    app.handle(Event::Reply(
+        rotate("key_trial", "sk-gateway-TrIa…"),
+        Ok(r2),
+    ));
+    app.handle(Event::Reply(
+        rotate("key_trial", "sk-gateway-TrIa…"),
+        Err("key key_trial is revoked".into()),
+    ));
+    let shown = |app: &App| match &app.modal {
+        Some(Modal::ReplacedKey { api_key, .. }) => api_key.clone(),
+        other => format!("{other:?}"),
+    };
+    assert_eq!(shown(&app), first);
+    drawn(&app);
+    let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
+    assert_eq!(app.on_key(ctrl_c), None, "a key still waits to be shown");
+    press(&mut app, KeyCode::Enter);
+    assert_eq!(shown(&app), second, "the next waited");
+    press(&mut app, KeyCode::Enter);
+    assert!(app.modal.is_some(), "not closed before it was drawn");
+    drawn(&app);
+    press(&mut app, KeyCode::Enter);
+    assert_eq!(
+        app.modal,
+        Some(Modal::Failed("key key_trial is revoked".into()))
+    );
+    press(&mut app, KeyCode::Enter);
+    assert_eq!(app.modal, None);
+}
+
 /// A warning the console was started with (a mistake in the configuration file) stays on the
 /// status line for half a minute, then the hints come back.
 #[test]
