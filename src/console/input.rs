@@ -249,7 +249,7 @@ impl App {
         }
         let (working, command) = match modal {
             Modal::ConfirmRevoke { key_id, prefix } => (
-                format!("revoking {prefix}…"),
+                format!("revoking {}…", prefix.trim_end_matches('…')),
                 Command::Revoke { key_id, prefix },
             ),
             Modal::ConfirmTopUp {
@@ -257,7 +257,7 @@ impl App {
                 prefix,
                 usd,
             } => (
-                format!("topping up {prefix}…"),
+                format!("topping up {}…", prefix.trim_end_matches('…')),
                 Command::TopUp {
                     key_id,
                     prefix,
@@ -268,7 +268,7 @@ impl App {
                 (format!("minting a {plan} key…"), Command::Create { plan })
             }
             Modal::ConfirmRotate { key_id, prefix } => (
-                format!("replacing {prefix}…"),
+                format!("replacing {}…", prefix.trim_end_matches('…')),
                 Command::Rotate { key_id, prefix },
             ),
             Modal::ConfirmAccount { name, enable } => (

@@ -127,7 +127,11 @@ fn revoke_asks_first_then_sends_the_socket_command() {
         prefix: "sk-gateway-PrOo…".into(),
     };
     assert_eq!(action, Some(Action::Send(cmd.clone())));
-    assert!(matches!(app.modal, Some(Modal::Working(_))));
+    assert_eq!(
+        app.modal,
+        Some(Modal::Working("revoking sk-gateway-PrOo…".into())),
+        "one ellipsis"
+    );
     assert_eq!(
         cmd.request(),
         crate::activity::protocol::Request::KeysRevoke {
