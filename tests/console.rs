@@ -268,6 +268,11 @@ async fn revoke_from_the_keys_view(tmux: &Tmux, key: &str, shown: &str) {
 /// q leaves the console with the terminal restored (cooked mode, echo on).
 async fn quit_restores_the_terminal(tmux: &Tmux) {
     tmux.keys(&["q"]).await;
+    terminal_is_back(tmux, "q").await;
+}
+
+/// The console exited 0 and the shell's `stty -a` after it shows cooked mode with echo on.
+async fn terminal_is_back(tmux: &Tmux, after: &str) {
     let end = tmux
         .wait_for("the shell after the console", 10, |s| {
             s.contains("console-exited-0") && s.contains("icanon")
@@ -275,7 +280,7 @@ async fn quit_restores_the_terminal(tmux: &Tmux) {
         .await;
     assert!(
         end.contains(" icanon") && end.contains(" echo "),
-        "stty after the console: {end}"
+        "stty after {after}: {end}"
     );
 }
 
@@ -556,14 +561,6 @@ async fn sigint_and_sigquit_from_outside_restore_the_terminal() {
             .await
             .expect("pkill runs");
         assert!(killed.success(), "the console is the shell's child");
-        let end = tmux
-            .wait_for("the shell after the console", 10, |s| {
-                s.contains("console-exited-0") && s.contains("icanon")
-            })
-            .await;
-        assert!(
-            end.contains(" icanon") && end.contains(" echo "),
-            "stty after SIG{signal}: {end}"
-        );
+        terminal_is_back(&tmux, &format!("SIG{signal}")).await;
     }
 }

@@ -18,21 +18,15 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 /// A view of a live key (never the full key).
 pub fn key_view(k: &KeyState) -> KeyView {
     let b = k.balance();
-    KeyView {
+    let mut view = KeyView {
         id: k.id.clone(),
         prefix: k.prefix(),
         plan: k.plan(),
         status: k.status(),
         budget_usd: b.budget,
         spent_usd: b.spent,
-        // Nothing of a revoked key's budget can be used: 0, as its owner's page, the console
-        // and `/metrics`' liability have it (`keys list --json` said budget − spent; found by
-        // an independent check).
-        remaining_usd: if k.status() == crate::status::KeyStatus::Revoked {
-            crate::money::Usd::ZERO
-        } else {
-            b.remaining()
-        },
+        // Set below by the one rule for it (a revoked key's is 0).
+        remaining_usd: b.remaining(),
         held_usd: b.held,
         requests: k.requests(),
         email: k.email.clone(),
@@ -41,11 +35,20 @@ pub fn key_view(k: &KeyState) -> KeyView {
         created_at: rfc3339(k.created_at),
         last_used_at: k.last_used_at().map(rfc3339),
         budget_history: None,
-    }
+    };
+    recount_remaining(&mut view);
+    view
+}
+
+/// Paid, with part of its price refunded (the order stays paid): the CLI's tables and the
+/// console say so alike (`part-ref`).
+pub fn partly_refunded(o: &OrderView) -> bool {
+    o.status == crate::status::OrderStatus::Paid && o.refunded_usd > crate::money::Usd::ZERO
 }
 
 /// A key view's `remaining_usd` after its budget, spend or status changed: budget − spent, and
-/// 0 for a revoked key (as [`key_view`] has it).
+/// 0 for a revoked key — nothing of it can be used, as its owner's page and `/metrics`'
+/// liability have it (`keys list --json` said budget − spent; found by an independent check).
 pub fn recount_remaining(k: &mut KeyView) {
     k.remaining_usd = if k.status == crate::status::KeyStatus::Revoked {
         crate::money::Usd::ZERO

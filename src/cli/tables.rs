@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use crate::activity::protocol::{KeyView, MailView, OrderView};
 use crate::kinds::OrderKind;
-use crate::status::{KeyStatus, OrderStatus};
+use crate::status::KeyStatus;
 
 // Writing to a String cannot fail: the `fmt::Result`s below are always `Ok`.
 
@@ -24,7 +24,7 @@ pub(super) fn orders_table(orders: &[OrderView]) -> String {
             o.created_at,
             // Paid, part of it refunded: said, as the console says it (the table showed plain
             // "paid"; found by an independent check). `orders show` has the amount.
-            if o.status == OrderStatus::Paid && o.refunded_usd > crate::money::Usd::ZERO {
+            if crate::activity::views::partly_refunded(o) {
                 "part-ref"
             } else {
                 o.status.as_str()
@@ -68,7 +68,7 @@ pub(super) fn order_card(o: &OrderView) -> String {
         ("order", o.order_id.clone()),
         (
             "status",
-            if o.status == OrderStatus::Paid && o.refunded_usd > crate::money::Usd::ZERO {
+            if crate::activity::views::partly_refunded(o) {
                 "paid (part refunded)".to_string()
             } else {
                 o.status.as_str().to_string()

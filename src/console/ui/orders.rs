@@ -104,7 +104,7 @@ fn order_row<'a>(app: &App, o: &'a OrderView, shape: &Shape, t: &Theme) -> Row<'
         amount_w,
     } = *shape;
     // Part of the price refunded (the order stays paid): said, or the view showed no change.
-    let partly = o.status == OrderStatus::Paid && o.refunded_usd > crate::money::Usd::ZERO;
+    let partly = crate::activity::views::partly_refunded(o);
     let status_style = match o.status {
         OrderStatus::Paid if partly => t.warn,
         OrderStatus::Paid => t.good,
