@@ -270,7 +270,11 @@ impl AppState {
             keys: keys.clone(),
             started,
         };
-        let tracker = ActivityTracker::start(parts, upstream.request_timeout).await?;
+        // A whole answer is waited for past the request timeout (see `WHOLE_ANSWER_LIMIT`).
+        let longest = upstream
+            .request_timeout
+            .max(crate::upstream::WHOLE_ANSWER_LIMIT);
+        let tracker = ActivityTracker::start(parts, longest).await?;
         let metrics = crate::metrics::Metrics::new(config.models.keys().cloned());
         let mailer = crate::mail::Mailer::new(config.email.enabled());
         let in_flight = InFlight::counting(store.answers_in_flight());

@@ -7,10 +7,12 @@
 use std::time::Duration;
 
 use modelrelay::money::Usd;
-use modelrelay::upstream::simulated::Outcome;
+use modelrelay::store::{Finish, Measured};
+use modelrelay::upstream::account::AccountState;
+use modelrelay::upstream::simulated::{AccountFault, Outcome};
 use serde_json::{Value, json};
 
-use crate::common::{TestApp, body};
+use crate::common::{SIM_KEY, TestApp, body};
 use crate::errors::{FLASH, expect_error};
 
 // ---------------------------------------------------------------------------------------------
@@ -189,6 +191,9 @@ async fn a_whole_answer_silent_for_the_idle_timeout_is_504() {
     assert_eq!(app.key_state(&key).balance().held, Usd::ZERO);
 }
 
+/// No answer at all (not even its head) by the request's deadline: 504, free. (Once DeepSeek
+/// answered a whole request's head and keeps it alive, it is waited for past the deadline:
+/// `faults_streams`.)
 #[tokio::test]
 async fn the_total_request_timeout_is_504() {
     let app = TestApp::spawn_with(|c| {
@@ -196,19 +201,16 @@ async fn the_total_request_timeout_is_504() {
         c.upstream.request_timeout_secs = 1;
     })
     .await;
+    app.sim.set_fault(SIM_KEY, Some(AccountFault::Hang));
     let key = app.create_key("trial", None).await;
     let resp = app
-        .chat(
-            &key,
-            &body(
-                FLASH,
-                "hi [[sim first_delay_ms=3000 keepalive_ms=200 reply=2]]",
-            ),
-        )
+        .chat(&key, &body(FLASH, "hi [[sim reply=2]]"))
         .send()
         .await
         .expect("send");
     expect_error(resp, 504, "upstream_timeout", "server_error").await;
+    assert_eq!(app.key_state(&key).balance().spent, Usd::ZERO);
+    assert_eq!(app.key_state(&key).balance().held, Usd::ZERO);
 }
 
 #[tokio::test]
@@ -236,4 +238,68 @@ async fn a_misconfigured_upstream_model_is_502_not_the_customers_400() {
     assert!(!err.to_string().contains("Not Exist"), "{err}");
     assert_eq!(app.sim.requests()[0].body["model"], "deepseek-nope");
     assert_eq!(app.key_state(&key).balance().spent, Usd::ZERO);
+}
+
+/// A whole answer over 64 MiB (`top_logprobs` on a long answer makes one) cannot be relayed:
+/// DeepSeek wrote it and bills it, so it is read to its end and billed at its usage (free, it
+/// cost the operator its output for nothing, and the SDKs asked for it three times: found by
+/// an independent check); the client gets a 502 that says why and not to retry it, and the
+/// account that wrote it is not rested for the size the customer asked for.
+#[tokio::test]
+async fn a_whole_answer_over_64_mib_is_billed_and_refused_without_a_retry() {
+    let app = TestApp::spawn_with(|c| {
+        if let Some(m) = c.models.get_mut(FLASH) {
+            m.max_output_tokens = 200_000;
+        }
+    })
+    .await;
+    let key = app.create_key("trial", Some("5")).await;
+    let mut b = body(FLASH, "list [[sim prompt=100 reply=100000]]");
+    b["logprobs"] = true.into();
+    b["top_logprobs"] = 20.into();
+    let resp = app.chat(&key, &b).send().await.expect("send");
+    let rid = crate::common::request_id(&resp);
+    assert_eq!(
+        resp.headers()
+            .get("x-should-retry")
+            .and_then(|v| v.to_str().ok()),
+        Some("false")
+    );
+    let (_, err) = expect_error(resp, 502, "upstream_error", "server_error").await;
+    let message = err["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("64 MiB") && message.contains("stream"),
+        "{err}"
+    );
+    assert_eq!(
+        app.sim.wait_outcome(0, Duration::from_secs(30)).await,
+        Outcome::Completed
+    );
+    let row = app.wait_ledger_row(&rid).await;
+    assert_eq!(
+        (row.finish, row.measured, row.status),
+        (Finish::UpstreamError, Measured::Provider, 502)
+    );
+    assert_eq!(
+        (
+            row.prompt_tokens,
+            row.cache_miss_tokens,
+            row.completion_tokens
+        ),
+        (100, 100, 100_000)
+    );
+    let want = crate::common::expected_cost(0, 100, 100_000, 3_000_000, 150_000_000, 600_000_000);
+    assert_eq!(row.cost.nanos(), want);
+    let b = app.key_state(&key).balance();
+    assert_eq!((b.spent.nanos(), b.held), (want, Usd::ZERO));
+    // The account served it well: it is not resting, and the next request goes through.
+    let state = &app.daemon.as_ref().expect("running").state;
+    let account = &state.upstream.status().accounts[0];
+    assert_eq!(account.state, AccountState::Healthy, "{account:?}");
+    let resp = app
+        .chat(&key, &body(FLASH, "hi"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 200);
 }

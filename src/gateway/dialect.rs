@@ -39,6 +39,9 @@ pub trait Dialect: Send + Sync + 'static {
     /// Read a whole (non-stream) answer: its usage, and the body for the client. `Err` says
     /// why it is not a usable answer (for the log).
     fn answer(raw: &[u8], public: &PublicModel) -> Result<Answer, String>;
+    /// The usage of a whole answer too large to keep, read from its last bytes (`tail`):
+    /// upstream's counts, or one side of them.
+    fn usage_at_end(tail: &[u8]) -> (Option<Usage>, Reported);
     /// The rewriter for one stream of `req`, answering as model `public`.
     fn stream(req: &Self::Request, public: PublicModel) -> Self::Stream;
     /// An error as this dialect's clients expect it.

@@ -124,6 +124,11 @@ pub enum GatewayError {
     /// 504: upstream idle or total timeout.
     #[error("upstream timeout")]
     UpstreamTimeout,
+    /// 502: a whole answer too large to relay (over 64 MiB): DeepSeek wrote it, and it is
+    /// billed; the client is told to ask for it as a stream, and not to send it again as it is
+    /// (`x-should-retry: false`: the SDKs would retry a 502 twice, each paid).
+    #[error("answer too large")]
+    AnswerTooLarge,
     /// 503: every upstream account stayed at its cap for the whole queue timeout.
     #[error("upstream busy")]
     UpstreamBusy,
@@ -187,7 +192,7 @@ impl GatewayError {
             GatewayError::RateLimited(_)
             | GatewayError::BudgetHeld { .. }
             | GatewayError::TooManyInFlight { .. } => StatusCode::TOO_MANY_REQUESTS,
-            GatewayError::Upstream => StatusCode::BAD_GATEWAY,
+            GatewayError::Upstream | GatewayError::AnswerTooLarge => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::UpstreamBusy | GatewayError::UpstreamOverloaded => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -219,7 +224,7 @@ impl GatewayError {
             GatewayError::RateLimited(_) => "rate_limit_exceeded",
             GatewayError::BudgetHeld { .. } => "budget_held",
             GatewayError::TooManyInFlight { .. } => "too_many_in_flight",
-            GatewayError::Upstream => "upstream_error",
+            GatewayError::Upstream | GatewayError::AnswerTooLarge => "upstream_error",
             GatewayError::UpstreamTimeout => "upstream_timeout",
             GatewayError::UpstreamBusy | GatewayError::UpstreamOverloaded => "upstream_busy",
             GatewayError::Internal => "internal_error",
@@ -240,6 +245,7 @@ impl GatewayError {
             | GatewayError::BudgetHeld { .. }
             | GatewayError::TooManyInFlight { .. } => "rate_limit_error",
             GatewayError::Upstream
+            | GatewayError::AnswerTooLarge
             | GatewayError::UpstreamTimeout
             | GatewayError::UpstreamBusy
             | GatewayError::UpstreamOverloaded
@@ -352,6 +358,11 @@ impl GatewayError {
             GatewayError::UpstreamTimeout => {
                 "The upstream model provider did not answer in time. Please retry.".into()
             }
+            GatewayError::AnswerTooLarge => "The answer is too large to send as one response \
+                 (over 64 MiB), and was billed as the upstream provider wrote it. Do not send \
+                 the same request again: ask for it with \"stream\": true, or with a lower \
+                 max_tokens, fewer choices (n) or fewer top_logprobs."
+                .into(),
             GatewayError::UpstreamBusy => {
                 "Every upstream account is busy right now. Please retry in a few seconds.".into()
             }
@@ -497,6 +508,10 @@ impl GatewayError {
         if matches!(self, GatewayError::ShuttingDown) {
             resp.headers_mut()
                 .insert("retry-after", HeaderValue::from(RESTART_RETRY_AFTER_SECS));
+        }
+        if matches!(self, GatewayError::AnswerTooLarge) {
+            resp.headers_mut()
+                .insert("x-should-retry", HeaderValue::from_static("false"));
         }
         // An operator freeing disk space takes a while; an SDK retrying at once only adds
         // refusals.

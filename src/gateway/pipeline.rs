@@ -22,7 +22,7 @@ use super::stream;
 use crate::activity::ActivityEvent;
 use crate::state::{AppState, ClientIp, RequestId};
 use crate::store::Finish;
-use crate::upstream::{Dispatch, EventStream, UpstreamError};
+use crate::upstream::{Dispatch, EventStream, UpstreamError, Whole};
 
 /// Serve one request of dialect `D`.
 pub async fn handle<D: Dialect>(state: Arc<AppState>, req: Request) -> Response {
@@ -169,7 +169,7 @@ fn start<D: Dialect>(
 /// What upstream sent back, ready to relay.
 enum Arrived<S> {
     Stream(Box<EventStream>, S),
-    Whole(Result<Vec<u8>, UpstreamError>),
+    Whole(Result<Whole, UpstreamError>),
 }
 
 /// Send the request upstream and answer the client from what comes back (`client`: for a
@@ -239,7 +239,10 @@ async fn relay<D: Dialect>(
             stream::relay::<D>(state, pending, *events, rewrite, deadline).await
         }
         Ok(Ok(Arrived::Whole(Err(e)))) => upstream_failed::<D>(pending, e).await,
-        Ok(Ok(Arrived::Whole(Ok(raw)))) => whole::<D>(pending, &raw, client).await,
+        Ok(Ok(Arrived::Whole(Ok(Whole::Body(raw))))) => whole::<D>(pending, &raw, client).await,
+        Ok(Ok(Arrived::Whole(Ok(Whole::TooLarge { tail })))) => {
+            too_large::<D>(pending, &tail).await
+        }
     }
 }
 
@@ -309,6 +312,33 @@ async fn upstream_failed<D: Dialect>(pending: Pending, e: UpstreamError) -> Resp
         })
         .await;
     D::error_response(client)
+}
+
+/// A whole answer too large to relay (over [`crate::upstream::MAX_ANSWER`]: `n` choices with
+/// `top_logprobs` and no `max_tokens` make one of over 100 MB): DeepSeek wrote it and bills it,
+/// so it is billed by its usage, read from its end — free, it cost the operator its output for
+/// nothing, and the SDKs retried the 502 twice, three times over (found by an independent
+/// check). The client is told to ask for it as a stream, and not to retry it as it is.
+async fn too_large<D: Dialect>(pending: Pending, tail: &[u8]) -> Response {
+    let (usage, reported) = D::usage_at_end(tail);
+    if let Some(ctx) = pending.ctx() {
+        tracing::warn!(
+            request_id = %ctx.request_id,
+            provider_usage = usage.is_some(),
+            "a whole answer over 64 MiB was billed and not relayed"
+        );
+    }
+    pending
+        .settle(Outcome {
+            usage,
+            output_estimate: 0,
+            reported,
+            finish: Finish::UpstreamError,
+            status: 502,
+            ttft: None,
+        })
+        .await;
+    D::error_response(GatewayError::AnswerTooLarge)
 }
 
 /// A whole (non-stream) answer: settle (the ledger row is committed), then hand it over — or,

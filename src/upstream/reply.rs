@@ -1,7 +1,7 @@
 //! Reading an upstream answer that arrived with a 2xx: a whole JSON body, or an event stream,
-//! each under the request's two timers — idle (no data for `idle_timeout`: in a stream,
-//! DeepSeek's keep-alive comments do not count; a whole answer's blank lines do, being its only
-//! sign of life) and total (the request's deadline).
+//! each under two timers — idle (no data for `idle_timeout`: in a stream, DeepSeek's
+//! keep-alive comments do not count; a whole answer's blank lines do, being its only sign of
+//! life) and total (a stream's: the request's deadline; a whole answer's: [`WHOLE_ANSWER_LIMIT`]).
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -16,8 +16,32 @@ use super::http;
 use super::pool::Slot;
 use super::sse::{SseDecoder, SseItem};
 
-/// Largest non-stream answer read from upstream.
-const MAX_ANSWER: usize = 64 * 1024 * 1024;
+/// Largest non-stream answer kept to relay; a larger one is read to its end for its usage
+/// and not relayed ([`Whole::TooLarge`]).
+pub const MAX_ANSWER: usize = 64 * 1024 * 1024;
+/// How much of the end of a too large answer is kept: its `usage` is among its last members.
+const KEPT_TAIL: usize = 1024 * 1024;
+/// Longest a whole (non-stream) answer is waited for once upstream took it (its 2xx head
+/// came), in place of the request's deadline, while upstream keeps the connection alive (the
+/// idle timer still cuts a silent one). DeepSeek writes a whole answer only when it is done,
+/// and bills it whole: one cut at the request's deadline (900 s: ~27k tokens at DeepSeek's
+/// slowest) was generated, billed to the operator, and free to the customer, who could ask
+/// for it again and again (found by an independent check). Six hours cover the longest output
+/// DeepSeek writes (384K tokens) at under 18 tokens a second.
+pub const WHOLE_ANSWER_LIMIT: Duration = Duration::from_secs(6 * 3600);
+
+/// A whole (non-stream) answer as read.
+#[derive(Debug)]
+pub enum Whole {
+    /// The body.
+    Body(Vec<u8>),
+    /// Over [`MAX_ANSWER`]: read to its end (DeepSeek generated it and bills it), and only
+    /// its last bytes kept — where its usage is.
+    TooLarge {
+        /// The answer's last bytes (at most 1 MiB).
+        tail: Vec<u8>,
+    },
+}
 
 /// A 2xx answer whose body is still to be read.
 pub struct Reply {
@@ -54,16 +78,18 @@ impl Reply {
     /// The whole body of a non-stream answer. DeepSeek writes it only when it is done and
     /// sends blank lines meanwhile (while it queues, and while it generates): those are its
     /// only sign of life, so they count for the idle timer here — a thinking model's long
-    /// answer is waited for up to the request's total limit, where ignoring them cut every
-    /// answer that took longer than the idle timeout, paid to DeepSeek and, with the SDKs'
-    /// retries, paid three times (found by an independent check). Silence (not even a blank
-    /// line) for the idle timeout is a hung path. The account is told how it went: a body that
-    /// is no JSON object (a proxy's page, nothing), an error object, or silence after the head
-    /// is its failure; the request's own total limit is not.
-    pub async fn json(mut self) -> Result<Vec<u8>, UpstreamError> {
+    /// answer is waited for (up to [`WHOLE_ANSWER_LIMIT`], not the request's deadline), where
+    /// ignoring them cut every answer that took longer than the idle timeout, paid to DeepSeek
+    /// and, with the SDKs' retries, paid three times (found by an independent check). Silence
+    /// (not even a blank line) for the idle timeout is a hung path. The account is told how it
+    /// went: a body that is no JSON object (a proxy's page, nothing), an error object, or
+    /// silence after the head is its failure; the limit on a whole answer, or on its size
+    /// (the customer's asking), is not.
+    pub async fn json(mut self) -> Result<Whole, UpstreamError> {
+        self.deadline = self.deadline.max(Instant::now() + WHOLE_ANSWER_LIMIT);
         let read = self.read_whole().await;
         match &read {
-            Ok(body) => {
+            Ok(Whole::Body(body)) => {
                 let body = body.trim_ascii_start();
                 if !body.starts_with(b"{") {
                     let e = UpstreamError::Malformed("the answer is not a JSON object".into());
@@ -77,28 +103,35 @@ impl Reply {
                     self.slot.finished(false);
                 }
             }
-            // The request's own total limit says nothing about the account.
+            // Megabytes of answer: the account works; the size was the customer's asking.
+            Ok(Whole::TooLarge { .. }) => {
+                self.slot.worked();
+                self.slot.finished(false);
+            }
+            // The limit on a whole answer says nothing about the account.
             Err(UpstreamError::Timeout) if Instant::now() >= self.deadline => {}
             Err(e) => self.slot.failed(&e.to_string()),
         }
         read
     }
 
-    async fn read_whole(&mut self) -> Result<Vec<u8>, UpstreamError> {
+    async fn read_whole(&mut self) -> Result<Whole, UpstreamError> {
         let mut buf = Vec::new();
+        let mut too_large = false;
         let mut last_byte = Instant::now();
         loop {
             let wait = self.deadline.min(last_byte + self.idle);
             match tokio::time::timeout_at(wait, http::chunk(self.resp.body_mut())).await {
                 Err(_) => return Err(UpstreamError::Timeout),
                 Ok(Err(e)) => return Err(UpstreamError::Malformed(format!("body cut: {e}"))),
+                Ok(Ok(None)) if too_large => return Ok(Whole::TooLarge { tail: buf }),
                 Ok(Ok(None)) => {
                     // A byte-order mark before the JSON (serde refuses it; the SSE decoder
                     // already drops one): a whole answer is not thrown away for it.
                     if buf.starts_with(b"\xEF\xBB\xBF") {
                         buf.drain(..3);
                     }
-                    return Ok(buf);
+                    return Ok(Whole::Body(buf));
                 }
                 Ok(Ok(Some(c))) => {
                     if !c.is_empty() {
@@ -113,7 +146,10 @@ impl Reply {
                     };
                     buf.extend_from_slice(c);
                     if buf.len() > MAX_ANSWER {
-                        return Err(UpstreamError::Malformed("answer too large".into()));
+                        too_large = true;
+                    }
+                    if too_large && buf.len() > 2 * KEPT_TAIL {
+                        buf.drain(..buf.len() - KEPT_TAIL);
                     }
                 }
             }

@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::usage;
+use crate::gateway::billing::{Reported, Usage};
 use crate::gateway::dialect::{Answer, PublicModel};
 use crate::gateway::json::cursor::Cursor;
 use crate::gateway::json::members::{self, Edit, compact_len_next};
@@ -24,6 +25,18 @@ pub(super) fn read(raw: &[u8], public: &PublicModel) -> Result<Answer, String> {
         Some(a) => Ok(a),
         None => read_tree(raw, public),
     }
+}
+
+/// The usage of an answer too large to keep, from its last bytes (see
+/// [`crate::gateway::dialect::Dialect::usage_at_end`]).
+pub(super) fn usage_at_end(tail: &[u8]) -> (Option<Usage>, Reported) {
+    let wire = crate::gateway::json::last_object_member(tail, "usage")
+        .and_then(|text| serde_json::from_str::<usage::Lenient>(text).ok())
+        .and_then(|l| l.0);
+    (
+        wire.as_ref().and_then(usage::of_wire),
+        wire.as_ref().map(usage::reported).unwrap_or_default(),
+    )
 }
 
 /// [`read`] without a tree, or `None` for the tree to decide.
@@ -142,5 +155,18 @@ mod tests {
         assert_eq!(v["model"], "deepseek-v4-flash");
         assert_eq!(v["content"][1]["text"], "Hello there");
         assert!(read(br#"{"id":"x"}"#, &PublicModel::new("m")).is_err());
+    }
+
+    #[test]
+    fn the_usage_at_the_end_of_an_answer_too_large_to_keep() {
+        let tail = br#"xt":"end"}],"stop_reason":"max_tokens","usage":{"input_tokens":5,"cache_read_input_tokens":64,"output_tokens":9}}"#;
+        let (u, r) = usage_at_end(tail);
+        let u = u.unwrap();
+        assert_eq!((u.prompt, u.hit, u.miss, u.completion), (69, 64, 5, 9));
+        assert_eq!((r.prompt, r.output), (Some((64, 5)), Some(9)));
+        let (u, r) = usage_at_end(br#"],"usage":{"output_tokens":9}}"#);
+        assert!(u.is_none());
+        assert_eq!((r.prompt, r.output), (None, Some(9)));
+        assert!(usage_at_end(b"no usage here").0.is_none());
     }
 }

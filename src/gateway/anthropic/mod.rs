@@ -19,6 +19,7 @@ use serde_json::json;
 pub use events::Events;
 pub use request::MessagesRequest;
 
+use super::billing::{Reported, Usage};
 use super::dialect::{Answer, Dialect, PublicModel};
 use super::error::GatewayError;
 use super::pipeline;
@@ -109,6 +110,10 @@ impl Dialect for Anthropic {
 
     fn answer(raw: &[u8], public: &PublicModel) -> Result<Answer, String> {
         answer::read(raw, public)
+    }
+
+    fn usage_at_end(tail: &[u8]) -> (Option<Usage>, Reported) {
+        answer::usage_at_end(tail)
     }
 
     fn stream(_req: &MessagesRequest, public: PublicModel) -> Events {

@@ -46,6 +46,38 @@ pub(super) fn case_twin(name: &str, owned: &[&'static str]) -> Option<&'static s
     })
 }
 
+/// The text of the last object member named `name` in `tail`, the end of a JSON text whose
+/// start is gone (a whole answer too large to keep: its `usage` is among its last members).
+/// A member's name is found by its quotes: inside a JSON string a quote is escaped, so
+/// `"usage"` followed by a colon is always a member's name, never text. The object it
+/// names is read by serde up to its close (what follows it is not looked at).
+pub(super) fn last_object_member<'t>(tail: &'t [u8], name: &str) -> Option<&'t str> {
+    let quoted = format!("\"{name}\"");
+    let mut end = tail.len();
+    while let Some(at) = find_last(&tail[..end], quoted.as_bytes()) {
+        end = at;
+        let rest = tail[at + quoted.len()..].trim_ascii_start();
+        let Some(value) = rest.strip_prefix(b":").map(<[u8]>::trim_ascii_start) else {
+            continue;
+        };
+        if !value.starts_with(b"{") {
+            continue;
+        }
+        let mut de = serde_json::Deserializer::from_slice(value);
+        let Ok(raw) = <&serde_json::value::RawValue as serde::Deserialize>::deserialize(&mut de)
+        else {
+            continue;
+        };
+        return Some(raw.get());
+    }
+    None
+}
+
+/// Where `needle` last occurs in `hay`.
+fn find_last(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).rposition(|w| w == needle)
+}
+
 /// A token count written as a JSON float (`77.0`, `1e2`): its value when it is a whole,
 /// non-negative number, saturating at `u64::MAX` like the integers past it. DeepSeek writes
 /// integers; a relay or a library in front of it may not, and throwing the whole usage away
@@ -121,6 +153,33 @@ pub(super) fn has_empty_array(text: &str, key: &Key) -> bool {
 
 #[cfg(test)]
 mod tests {
+    /// The last `usage` member of a text's end: never one quoted inside a string, never one
+    /// that is no object, the last of two (an Anthropic tool's input may hold its own).
+    #[test]
+    fn the_last_object_member_of_a_tail() {
+        fn find(t: &str) -> Option<&str> {
+            super::last_object_member(t.as_bytes(), "usage")
+        }
+        let tail = r#"ps":[1,2]}],"usage":{"prompt_tokens":3,"completion_tokens":4},"system_fingerprint":"fp"}"#;
+        assert_eq!(
+            find(tail),
+            Some(r#"{"prompt_tokens":3,"completion_tokens":4}"#)
+        );
+        // Cut anywhere before: the start of the text is gone, not the usage.
+        assert_eq!(find(&tail[5..]), find(tail));
+        let quoted = r#"{"content":"say \"usage\":{\"x\":1}","usage" : {"a":1}}"#;
+        assert_eq!(find(quoted), Some(r#"{"a":1}"#));
+        let nested = r#"{"input":{"usage":{"fake":9}}}],"usage":{"output_tokens":7}}"#;
+        assert_eq!(find(nested), Some(r#"{"output_tokens":7}"#));
+        assert_eq!(find(r#"{"usage":null,"x":1}"#), None);
+        assert_eq!(find(r#"{"usage":{"cut"#), None);
+        assert_eq!(
+            find(r#""x":{"usage":{"a":2}},"usage":5}"#),
+            Some(r#"{"a":2}"#)
+        );
+        assert_eq!(find(""), None);
+    }
+
     /// What the log keeps of an upstream error event: its `error` member, key-shaped words
     /// redacted, never the rest of the chunk.
     #[test]

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 
 pub use request::{ChatRequest, usage_from_json};
 
-use super::billing::Reported;
+use super::billing::{Reported, Usage};
 use super::dialect::{Answer, Dialect, PublicModel, Step, StreamRewrite, Tally};
 use super::error::GatewayError;
 use super::json::{Key, error_text, has_empty_array, has_non_null};
@@ -71,6 +71,12 @@ impl Dialect for OpenAi {
             reported: Reported::default(),
             body,
         })
+    }
+
+    fn usage_at_end(tail: &[u8]) -> (Option<Usage>, Reported) {
+        let usage = crate::gateway::json::last_object_member(tail, "usage")
+            .and_then(|text| usage::usage_from_text(text).ok().flatten());
+        (usage, Reported::default())
     }
 
     fn stream(req: &ChatRequest, public: PublicModel) -> Chunks {

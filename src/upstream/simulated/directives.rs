@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::Shared;
 const DEFAULT_REPLY: &str = "Hello! This is a simulated DeepSeek answer from the modelrelay demo upstream; \
 no real model was called, so the reply is always the same.";
-const WORDS: &[&str] = &[
+pub(super) const WORDS: &[&str] = &[
     "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel",
 ];
 const THOUGHTS: &[&str] = &[
@@ -182,6 +182,9 @@ pub(super) struct Plan {
     pub(super) chunk_delay: Duration,
     pub(super) first_delay: Duration,
     pub(super) keepalive: Duration,
+    /// OpenAI wire, whole answers: `logprobs: true` asked, with this many `top_logprobs`
+    /// for each token.
+    pub(super) logprobs: Option<usize>,
     pub(super) d: Directives,
 }
 
@@ -245,6 +248,7 @@ pub(super) fn answer(sh: &Shared, req: Prompt<'_>) -> Result<Plan, u16> {
         first_delay: ms(d.first_delay_ms, Duration::ZERO),
         // A zero interval would spin; one millisecond is as eager as anyone needs.
         keepalive: ms(d.keepalive_ms, Duration::from_secs(1)).max(Duration::from_millis(1)),
+        logprobs: None,
         d,
     })
 }

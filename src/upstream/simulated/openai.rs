@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use super::accounts::Ticket;
-use super::directives::{Plan, Prompt, answer};
+use super::directives::{Plan, Prompt, WORDS, answer};
 use super::errors::{ApiError, bearer_key, check_auth};
 use super::gate::{admit, fault, refuse};
 use super::stream::{Wire, respond};
@@ -95,6 +95,14 @@ fn plan(
         .and_then(|o| o.get("include_usage"))
         == Some(&Value::Bool(true));
     plan.include_usage = include_usage && !plan.d.no_usage;
+    if obj.get("logprobs") == Some(&Value::Bool(true)) {
+        let top = obj.get("top_logprobs").and_then(Value::as_u64).unwrap_or(0);
+        if top > 20 {
+            let message = "Invalid top_logprobs value, the valid range of top_logprobs is [0, 20]";
+            return Err(ApiError::new(422, message, "invalid_request_error"));
+        }
+        plan.logprobs = usize::try_from(top).ok();
+    }
     Ok(plan)
 }
 
@@ -179,6 +187,39 @@ fn chunk(p: &Plan, delta: Value, finish: Option<&str>, usage: Option<Value>) -> 
     format!("data: {c}\n\n")
 }
 
+/// A whole answer's `"logprobs"` member: each content token with its log probability, its
+/// bytes and its `top` alternatives.
+fn logprobs(p: &Plan, top: usize) -> String {
+    use std::fmt::Write as _;
+    let entry = |out: &mut String, token: &str, logprob: &str| {
+        let bytes: Vec<String> = token.bytes().map(|b| b.to_string()).collect();
+        let _ = write!(
+            out,
+            "{{\"token\":{},\"logprob\":{logprob},\"bytes\":[{}]",
+            Value::String(token.to_owned()),
+            bytes.join(",")
+        );
+    };
+    let mut out = String::from("\"logprobs\":{\"content\":[");
+    for (i, token) in p.content.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        entry(&mut out, token, "-0.125");
+        out.push_str(",\"top_logprobs\":[");
+        for (j, alt) in WORDS.iter().cycle().take(top).enumerate() {
+            if j > 0 {
+                out.push(',');
+            }
+            entry(&mut out, alt, "-2.5");
+            out.push('}');
+        }
+        out.push_str("]}");
+    }
+    out.push_str("]}");
+    out
+}
+
 /// DeepSeek's OpenAI-format answer: one `chat.completion` body, or `data:` chunks ending in
 /// `[DONE]` with the usage on the last content chunk.
 pub(super) struct OpenAiWire;
@@ -202,7 +243,13 @@ impl Wire for OpenAiWire {
         if let Some(b) = body.as_object_mut() {
             b.insert("system_fingerprint".to_owned(), json!("fp_sim"));
         }
-        body.to_string()
+        match p.logprobs {
+            // Written as text: an answer with 20 alternatives a token runs to megabytes.
+            Some(top) => body
+                .to_string()
+                .replacen("\"logprobs\":null", &logprobs(p, top), 1),
+            None => body.to_string(),
+        }
     }
 
     fn opening(&self, p: &Plan) -> String {
