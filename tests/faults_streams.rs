@@ -371,3 +371,98 @@ async fn a_client_that_stops_reading_past_the_deadline_gets_a_cut_stream_and_is_
     assert_eq!(row.finish, Finish::ClientAbort);
     assert_eq!(assert_books(&app, &key), row.cost.nanos());
 }
+
+/// A client that reads slowly does not slow the reading of upstream: DeepSeek goes on writing
+/// (and billing) a stream whatever the client's pace, so the relay reads on into a backlog and
+/// bills what DeepSeek wrote, not what the client took. Paused behind such a client, the relay
+/// billed what it had read by the deadline: a fraction of what DeepSeek wrote (found by an
+/// independent check). Here a client that reads nothing past the deadline pays the whole
+/// answer upstream finished meanwhile, at DeepSeek's count.
+#[tokio::test]
+async fn a_stream_is_read_from_upstream_at_its_pace_not_the_clients_and_billed_whole() {
+    use tokio::io::AsyncReadExt;
+    let app = TestApp::spawn_with(|c| c.upstream.request_timeout_secs = 3).await;
+    let key = app.create_key("starter", None).await;
+    let body = stream_body("[[sim prompt=50 reply=12000 delay_ms=0]] hi");
+    let mut conn = crate::common::unread_chat(&app.base, &key, &body).await;
+    // Upstream hands over the whole answer while the client has taken nothing (its 4 KiB
+    // receive window is full after the head).
+    assert_eq!(app.sim.wait_outcome(0, WAIT).await, Outcome::Completed);
+    tokio::time::sleep(std::time::Duration::from_secs(7)).await;
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        conn.read_to_end(&mut got),
+    )
+    .await
+    .expect("the connection ends");
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        read.is_err() || !text.ends_with("0\r\n\r\n"),
+        "cut, not ended cleanly"
+    );
+    assert!(!text.contains("data: [DONE]"));
+    let rid = text
+        .lines()
+        .find_map(|l| l.strip_prefix("x-request-id: "))
+        .expect("request id")
+        .trim()
+        .to_string();
+    let row = app.wait_ledger_row(&rid).await;
+    assert_eq!(
+        (row.finish, row.measured, row.completion_tokens),
+        (Finish::ClientAbort, Measured::Provider, 12_000)
+    );
+    assert_eq!(row.cost.nanos(), 50 * MISS_NANOS + 12_000 * OUT_NANOS);
+    assert_eq!(assert_books(&app, &key), row.cost.nanos());
+}
+
+/// A slow client that takes its answer in the end gets all of it, in order, and its end.
+#[tokio::test]
+async fn a_client_behind_upstream_gets_the_whole_stream_in_order() {
+    use tokio::io::AsyncReadExt;
+    let app = TestApp::spawn().await;
+    let key = app.create_key("starter", None).await;
+    let body = stream_body("[[sim prompt=50 reply=12000 delay_ms=0]] hi");
+    let mut conn = crate::common::unread_chat(&app.base, &key, &body).await;
+    assert_eq!(app.sim.wait_outcome(0, WAIT).await, Outcome::Completed);
+    // Read up to the chunked body's last chunk (the connection is kept alive).
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    while !got.ends_with(b"\r\n0\r\n\r\n") {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(20), conn.read(&mut buf))
+            .await
+            .expect("the answer goes on")
+            .expect("read");
+        assert!(n > 0, "closed before its end");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got);
+    // The body is chunked: the words are counted in the text, chunk sizes and all.
+    let words = [
+        "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel",
+    ];
+    let order: Vec<&str> = text
+        .split("\"content\":\"")
+        .skip(1)
+        .filter_map(|rest| rest.split(|c: char| !c.is_ascii_lowercase()).next())
+        .filter(|w| words.contains(w))
+        .collect();
+    assert_eq!(order.len(), 12_000);
+    assert!(
+        order.iter().zip(words.iter().cycle()).all(|(a, b)| a == b),
+        "in order"
+    );
+    assert!(text.contains("data: [DONE]"));
+    let rid = text
+        .lines()
+        .find_map(|l| l.strip_prefix("x-request-id: "))
+        .expect("request id")
+        .trim()
+        .to_string();
+    let row = app.wait_ledger_row(&rid).await;
+    assert_eq!(
+        (row.finish, row.completion_tokens),
+        (Finish::Complete, 12_000)
+    );
+}

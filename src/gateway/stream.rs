@@ -6,7 +6,10 @@
 //! count — or total), or the client going away (the response body is dropped, so the channel
 //! closes). Upstream's connection is then dropped, which cancels the request there (a client
 //! that left first gives upstream a moment to send the usage it owes); billing settles and the
-//! ledger row is committed before the final end marker or error event leaves.
+//! ledger row is committed before the final end marker or error event leaves. Upstream is read
+//! at its own pace, not the client's: what a slow client has not taken waits in a bounded
+//! backlog ([`backlog`]), since DeepSeek writes, and bills, the stream whatever the client
+//! does.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -20,6 +23,10 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::WaitForCancellationFutureOwned;
+
+mod backlog;
+
+use backlog::Backlog;
 
 use super::billing::{Outcome, Pending};
 use super::dialect::{Dialect, Step, StreamRewrite, Tally};
@@ -79,6 +86,7 @@ pub async fn relay<D: Dialect>(
             gone,
             ended: ended.clone(),
             opened: false,
+            backlog: Backlog::default(),
         });
         let first = relay.first_piece().await;
         if let Some(End::UpstreamBroke(why)) = first {
@@ -198,6 +206,8 @@ struct Relay<S> {
     ended: Arc<AtomicBool>,
     /// A data event (not a keep-alive) has come: the stream has opened.
     opened: bool,
+    /// What the client has not taken yet past the channel's depth (see [`backlog`]).
+    backlog: Backlog,
 }
 
 /// See [`Relay::gone`].
@@ -225,6 +235,7 @@ async fn pump<D: Dialect>(
         request_id,
         deadline,
         ended,
+        mut backlog,
         ..
     } = *relay;
     // The account is told how its answer ended: whole (a trial it was brings it back), or
@@ -237,6 +248,32 @@ async fn pump<D: Dialect>(
     }
     // Cancel upstream before settling, so it stops generating as soon as possible.
     drop(events);
+    // A slow client still gets what was relayed and its terminator within the request's own
+    // deadline (at most a few seconds when the daemon is stopping).
+    let grace = tokio::time::Instant::now() + Duration::from_secs(5);
+    let until = if matches!(end, End::Shutdown) {
+        grace
+    } else {
+        deadline.max(grace)
+    };
+    // What the client has not taken yet goes before the end, which waits for settlement; a
+    // client that does not take it in time is the slow side, and is billed as gone.
+    let end = match end {
+        End::ClientGone | End::ClientStalled => end,
+        end => {
+            let flushed = async {
+                while let Some(piece) = backlog.pop() {
+                    tx.send(piece).await?;
+                }
+                Ok::<(), mpsc::error::SendError<Bytes>>(())
+            };
+            match tokio::time::timeout_at(until, flushed).await {
+                Ok(Ok(())) => end,
+                Ok(Err(_)) => End::ClientGone,
+                Err(_) => End::ClientStalled,
+            }
+        }
+    };
     let (finish, final_event) = match end {
         End::Done(marker) => (Finish::Complete, Some(marker)),
         End::ClientGone => (Finish::ClientAbort, None),
@@ -281,18 +318,10 @@ async fn pump<D: Dialect>(
         Some(_) if !billed.recorded => Some(D::error_event(&GatewayError::NotRecordedYet)),
         other => other,
     };
-    if let Some(ev) = final_event {
-        // A slow client still gets its terminator, within the request's own deadline (at
-        // most a few seconds when the daemon is stopping).
-        let grace = tokio::time::Instant::now() + Duration::from_secs(5);
-        let until = if matches!(finish, Finish::Shutdown) {
-            grace
-        } else {
-            deadline.max(grace)
-        };
-        if let Ok(Ok(())) = tokio::time::timeout_at(until, tx.send(Bytes::from(ev))).await {
-            ended.store(true, Ordering::Release);
-        }
+    if let Some(ev) = final_event
+        && let Ok(Ok(())) = tokio::time::timeout_at(until, tx.send(Bytes::from(ev))).await
+    {
+        ended.store(true, Ordering::Release);
     }
 }
 
@@ -306,11 +335,37 @@ impl<S: StreamRewrite> Relay<S> {
             if self.state.cut.is_cancelled() {
                 return End::Shutdown;
             }
-            let next = tokio::select! {
-                biased;
-                r = self.events.next() => r,
-                () = &mut self.gone => return End::ClientGone,
-                _ = &mut self.cut => return End::Shutdown,
+            let next = if self.backlog.is_empty() {
+                tokio::select! {
+                    biased;
+                    r = self.events.next() => r,
+                    () = &mut self.gone => return End::ClientGone,
+                    _ = &mut self.cut => return End::Shutdown,
+                }
+            } else {
+                // A client behind: what it can take now goes first, upstream is read on.
+                let room = tokio::select! {
+                    biased;
+                    _ = &mut self.cut => return End::Shutdown,
+                    room = self.tx.reserve() => Ok(room),
+                    r = self.events.next() => Err(r),
+                };
+                match room {
+                    Ok(Ok(permit)) => {
+                        if let Some(piece) = self.backlog.pop() {
+                            permit.send(piece);
+                        }
+                        continue;
+                    }
+                    Ok(Err(_)) => return End::ClientGone,
+                    // The deadline with the client still behind: it is the slow side.
+                    Err(Err(UpstreamError::Timeout))
+                        if tokio::time::Instant::now() >= self.deadline =>
+                    {
+                        return End::ClientStalled;
+                    }
+                    Err(next) => next,
+                }
             };
             let out = match self.piece(next) {
                 Piece::Out(out) => out,
@@ -416,6 +471,8 @@ impl<S: StreamRewrite> Relay<S> {
         } else {
             now + USAGE_GRACE
         };
+        // At the deadline, the read goes on for the grace all the same.
+        self.events.read_until(until);
         // A stop does not wait for a client that is gone (it delayed the drain).
         let stopping = self.state.stopping.clone();
         while self.tally.usage.is_none() {
@@ -446,27 +503,47 @@ impl<S: StreamRewrite> Relay<S> {
         }
     }
 
-    /// Send one piece to the client, and a progress event now and then.
+    /// Send one piece to the client (behind what it has not taken yet), and a progress event
+    /// now and then. A client too far behind is waited for, until the deadline.
     async fn send(&mut self, out: String) -> Option<End> {
-        // Almost always there is room: no timer is armed for a send that cannot wait.
-        match self.tx.try_send(Bytes::from(out)) {
-            Ok(()) => {}
-            Err(TrySendError::Closed(_)) => return Some(End::ClientGone),
-            Err(TrySendError::Full(bytes)) => {
-                // A client that does not read is waited for until the deadline, or until the
-                // daemon stops: a stream stuck here must still settle when it is cut.
-                let sent = tokio::select! {
-                    biased;
-                    _ = &mut self.cut => return Some(End::Shutdown),
-                    r = tokio::time::timeout_at(self.deadline, self.tx.send(bytes)) => r,
-                };
-                match sent {
-                    Err(_) => return Some(End::ClientStalled),
-                    Ok(Err(_)) => return Some(End::ClientGone),
-                    Ok(Ok(())) => {}
+        let mut piece = Bytes::from(out);
+        if self.backlog.is_empty() {
+            // Almost always there is room: no timer is armed for a send that cannot wait.
+            match self.tx.try_send(piece) {
+                Ok(()) => return self.progress(),
+                Err(TrySendError::Closed(_)) => return Some(End::ClientGone),
+                Err(TrySendError::Full(p)) => piece = p,
+            }
+        }
+        while let Err(p) = self.backlog.push(piece) {
+            piece = p;
+            // Too far behind: upstream waits until the client takes the oldest piece, or
+            // until the deadline, or until the daemon stops (a stream stuck here must still
+            // settle when it is cut).
+            let room = tokio::select! {
+                biased;
+                _ = &mut self.cut => return Some(End::Shutdown),
+                r = tokio::time::timeout_at(self.deadline, self.tx.reserve()) => r,
+            };
+            let permit = match room {
+                Err(_) => return Some(End::ClientStalled),
+                Ok(Err(_)) => return Some(End::ClientGone),
+                Ok(Ok(permit)) => permit,
+            };
+            match self.backlog.pop() {
+                Some(oldest) => permit.send(oldest),
+                // A piece larger than any backlog goes as soon as there is room.
+                None => {
+                    permit.send(piece);
+                    break;
                 }
             }
         }
+        self.progress()
+    }
+
+    /// A progress event now and then (never an end).
+    fn progress(&mut self) -> Option<End> {
         if self.last_progress.elapsed() >= PROGRESS_EVERY {
             self.last_progress = Instant::now();
             self.state.activity.emit(ActivityEvent::RequestProgress {

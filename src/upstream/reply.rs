@@ -259,6 +259,17 @@ impl EventStream {
         next
     }
 
+    /// Let the stream be read until `until`, past the request's deadline if need be (the idle
+    /// rule still holds): a client gone or stalled at the deadline is billed what upstream had
+    /// already sent, read for a moment after it — with the timer armed for the deadline, that
+    /// read stopped at once, and what DeepSeek wrote went unbilled (found by an independent
+    /// check).
+    pub fn read_until(&mut self, until: Instant) {
+        self.deadline = self.deadline.max(until);
+        let wait = self.deadline.min(self.last_data + self.idle);
+        self.timer.as_mut().reset(wait);
+    }
+
     /// The answer broke after it began (an error event, a cut, a stall, an event the dialect
     /// cannot read, an end before the answer was whole): the account is told once
     /// ([`Slot::broke`]); past the request's own deadline, not at all.

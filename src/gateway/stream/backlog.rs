@@ -1,0 +1,93 @@
+//! What a stream's client has not taken yet, past the channel's few chunks: upstream is read
+//! on meanwhile, so what DeepSeek generates (and bills the operator for) is what the relay
+//! reads and bills, whatever the client's pace.
+//!
+//! Why: paused behind a client that read slowly (a small receive window, a read every 50 s,
+//! never idle long enough to be cut), the relay stopped reading upstream while DeepSeek went
+//! on generating; at the deadline the client was billed what it had read — 0.57 of what
+//! DeepSeek wrote, 0.07 with `top_logprobs` (found by an independent check). Bounded: a
+//! client more than [`MAX_BACKLOG`] behind, or one whose backlog would take every lagging
+//! stream's together past [`MAX_BACKLOG_TOTAL`], is waited for again (upstream paused) until
+//! it takes the oldest piece — a slow reader is not cut for being slow, and one that takes
+//! nothing is cut by the request's deadline or the connection's idle timer.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+
+/// Most a stream's client may lag behind upstream, in bytes of relayed events: ~20k tokens of
+/// chat chunks, minutes of a slow reader's lag.
+pub const MAX_BACKLOG: usize = 4 * 1024 * 1024;
+/// Most every stream's backlog may hold together: a memory bound however many clients lag.
+pub const MAX_BACKLOG_TOTAL: usize = 256 * 1024 * 1024;
+
+/// Bytes held in every stream's backlog.
+static TOTAL: AtomicUsize = AtomicUsize::new(0);
+
+/// One stream's pieces waiting for room in its channel, in order.
+#[derive(Default)]
+pub struct Backlog {
+    items: VecDeque<Bytes>,
+    bytes: usize,
+}
+
+impl Backlog {
+    /// Nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Queue a piece behind the others; given back when the client is too far behind, or
+    /// every lagging stream together holds too much.
+    pub fn push(&mut self, piece: Bytes) -> Result<(), Bytes> {
+        let n = piece.len();
+        if self.bytes + n > MAX_BACKLOG {
+            return Err(piece);
+        }
+        let before = TOTAL.fetch_add(n, Ordering::Relaxed);
+        if before + n > MAX_BACKLOG_TOTAL {
+            TOTAL.fetch_sub(n, Ordering::Relaxed);
+            return Err(piece);
+        }
+        self.bytes += n;
+        self.items.push_back(piece);
+        Ok(())
+    }
+
+    /// The oldest piece waiting.
+    pub fn pop(&mut self) -> Option<Bytes> {
+        let piece = self.items.pop_front()?;
+        self.bytes -= piece.len();
+        TOTAL.fetch_sub(piece.len(), Ordering::Relaxed);
+        Some(piece)
+    }
+}
+
+impl Drop for Backlog {
+    fn drop(&mut self) {
+        TOTAL.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backlog_keeps_order_and_its_bound() {
+        let mut b = Backlog::default();
+        assert!(b.push(Bytes::from_static(b"one")).is_ok());
+        assert!(b.push(Bytes::from_static(b"two")).is_ok());
+        assert_eq!(b.pop().as_deref(), Some(&b"one"[..]));
+        let big = b.push(Bytes::from(vec![0; MAX_BACKLOG]));
+        assert_eq!(big.map_err(|p| p.len()), Err(MAX_BACKLOG), "past the bound");
+        assert_eq!(b.pop().as_deref(), Some(&b"two"[..]));
+        assert!(b.pop().is_none() && b.is_empty());
+        assert!(
+            b.push(Bytes::from(vec![0; MAX_BACKLOG])).is_ok(),
+            "exactly the bound"
+        );
+        assert!(b.push(Bytes::from_static(b"x")).is_err());
+    }
+}
