@@ -61,7 +61,8 @@ impl Sink {
         std::fs::read_to_string(&self.file)
             .unwrap_or_default()
             .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
+            // The sink may be writing its last line as it is read: only whole lines count.
+            .filter_map(|l| serde_json::from_str(l).ok())
             .collect()
     }
 

@@ -667,9 +667,9 @@ async fn an_account_whose_200_brings_no_answer_rests_and_its_trial_needs_an_answ
 
 /// A stream's opening alone (the role-only first chunk, then only keep-alives) is no answer:
 /// the account rests. A whole answer that keeps sending its blank lines is a long answer, not a
-/// dead account: waited for past the idle timeout, and cut only by the request's own total
-/// limit, which is no verdict on the account (a customer's large `max_tokens` rested accounts
-/// at will). Both found by independent re-checks.
+/// dead account: waited for past the idle timeout and past the request's own total limit, and
+/// no verdict on the account (a customer's large `max_tokens` rested accounts at will). Both
+/// found by independent re-checks.
 #[tokio::test]
 async fn an_opening_alone_rests_an_account_and_a_slow_whole_answer_does_not() {
     let app = two_accounts(
@@ -687,13 +687,13 @@ async fn an_opening_alone_rests_an_account_and_a_slow_whole_answer_does_not() {
             &key,
             &body(
                 "deepseek-v4-flash",
-                "[[sim reply=3 first_delay_ms=60000 keepalive_ms=50]] long",
+                "[[sim reply=3 first_delay_ms=4000 keepalive_ms=50]] long",
             ),
         )
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 504);
+    assert_eq!(resp.status(), 200);
     let slow = app.sim.requests()[0].account.clone().unwrap();
     let s = status_by_key(&app, &slow);
     assert_eq!(s.state.as_str(), "healthy", "{s:?}");

@@ -236,6 +236,7 @@ async fn pump<D: Dialect>(
         deadline,
         ended,
         mut backlog,
+        mut cut,
         ..
     } = *relay;
     // The account is told how its answer ended: whole (a trial it was brings it back), or
@@ -257,7 +258,8 @@ async fn pump<D: Dialect>(
         deadline.max(grace)
     };
     // What the client has not taken yet goes before the end, which waits for settlement; a
-    // client that does not take it in time is the slow side, and is billed as gone.
+    // client that does not take it in time is the slow side, and is billed as gone; a stop
+    // does not wait for it.
     let end = match end {
         End::ClientGone | End::ClientStalled => end,
         end => {
@@ -267,10 +269,14 @@ async fn pump<D: Dialect>(
                 }
                 Ok::<(), mpsc::error::SendError<Bytes>>(())
             };
-            match tokio::time::timeout_at(until, flushed).await {
-                Ok(Ok(())) => end,
-                Ok(Err(_)) => End::ClientGone,
-                Err(_) => End::ClientStalled,
+            tokio::select! {
+                biased;
+                r = tokio::time::timeout_at(until, flushed) => match r {
+                    Ok(Ok(())) => end,
+                    Ok(Err(_)) => End::ClientGone,
+                    Err(_) => End::ClientStalled,
+                },
+                _ = &mut cut => End::Shutdown,
             }
         }
     };
