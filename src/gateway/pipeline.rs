@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 
 use super::admission::{Admitted, admit};
-use super::billing::{Outcome, Pending, Reported, RequestCtx};
+use super::billing::{Outcome, Pending, PromptSource, Reported, RequestCtx};
 use super::dialect::{ClientRequest, Dialect, PublicModel};
 use super::error::{GatewayError, rate_headers};
 use super::stream;
@@ -158,6 +158,10 @@ fn start<D: Dialect>(
         slot: a.slot,
         stream: stream.is_some(),
         prompt_estimate,
+        prompt: Some(PromptSource {
+            raw: a.raw,
+            pieces: D::prompt_pieces,
+        }),
         started: Instant::now(),
         started_at,
         api: D::API,

@@ -20,7 +20,7 @@ pub use events::Events;
 pub use request::MessagesRequest;
 
 use super::billing::{Reported, Usage};
-use super::dialect::{Answer, Dialect, PublicModel};
+use super::dialect::{Answer, Dialect, PromptPieces, PublicModel};
 use super::error::GatewayError;
 use super::pipeline;
 use crate::keys::identify::{self, IdentifyError};
@@ -110,6 +110,10 @@ impl Dialect for Anthropic {
 
     fn answer(raw: &[u8], public: &PublicModel) -> Result<Answer, String> {
         answer::read(raw, public)
+    }
+
+    fn prompt_pieces(raw: &[u8]) -> Option<PromptPieces> {
+        request::prompt_pieces(raw)
     }
 
     fn usage_at_end(tail: &[u8]) -> (Option<Usage>, Reported) {

@@ -100,6 +100,56 @@ fn block_bytes(b: &Value) -> u64 {
     }
 }
 
+/// The texts [`content_bytes`] counts the bytes of (messages, system) and the tools, with the
+/// number of messages (see [`crate::gateway::dialect::Dialect::prompt_pieces`]).
+pub(super) fn prompt_pieces(raw: &[u8]) -> Option<crate::gateway::dialect::PromptPieces> {
+    let body: Value = serde_json::from_slice(raw).ok()?;
+    let messages = body.get("messages")?.as_array()?;
+    let mut pieces = Vec::new();
+    for m in messages {
+        content_pieces(m.get("content"), &mut pieces);
+    }
+    content_pieces(body.get("system"), &mut pieces);
+    if let Some(tools @ Value::Array(_)) = body.get("tools") {
+        pieces.push(tools.to_string());
+    }
+    Some(crate::gateway::dialect::PromptPieces {
+        texts: pieces,
+        messages: messages.len() as u64,
+    })
+}
+
+/// The texts of a content, as [`content_bytes`] and [`block_bytes`] count them.
+fn content_pieces(v: Option<&Value>, out: &mut Vec<String>) {
+    match v {
+        Some(Value::String(s)) => out.push(s.clone()),
+        Some(Value::Array(blocks)) => {
+            for b in blocks {
+                let mut text = |k: &str| {
+                    if let Some(Value::String(s)) = b.get(k) {
+                        out.push(s.clone());
+                    }
+                };
+                match b.get("type").and_then(Value::as_str) {
+                    Some("tool_use") => {
+                        text("name");
+                        if let Some(input) = b.get("input") {
+                            out.push(input.to_string());
+                        }
+                    }
+                    Some("tool_result") => content_pieces(b.get("content"), out),
+                    Some("thinking") => text("thinking"),
+                    _ => {
+                        text("text");
+                        content_pieces(b.get("content"), out);
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 /// The whole body as a JSON object.
 fn object(raw: &[u8]) -> Result<Map<String, Value>, GatewayError> {
     let value: Value = serde_json::from_slice(raw)

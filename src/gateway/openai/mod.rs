@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 pub use request::{ChatRequest, usage_from_json};
 
 use super::billing::{Reported, Usage};
-use super::dialect::{Answer, Dialect, PublicModel, Step, StreamRewrite, Tally};
+use super::dialect::{Answer, Dialect, PromptPieces, PublicModel, Step, StreamRewrite, Tally};
 use super::error::GatewayError;
 use super::json::{Key, error_text, has_empty_array, has_non_null};
 use super::pipeline;
@@ -71,6 +71,10 @@ impl Dialect for OpenAi {
             reported: Reported::default(),
             body,
         })
+    }
+
+    fn prompt_pieces(raw: &[u8]) -> Option<PromptPieces> {
+        request::prompt_pieces(raw)
     }
 
     fn usage_at_end(tail: &[u8]) -> (Option<Usage>, Reported) {

@@ -116,6 +116,49 @@ fn content_bytes(v: Option<&Value>) -> u64 {
     }
 }
 
+/// The texts [`content_bytes`] and [`messages_text_bytes`] count the bytes of, and the tools,
+/// with the number of messages (see [`crate::gateway::dialect::Dialect::prompt_pieces`]).
+pub(super) fn prompt_pieces(raw: &[u8]) -> Option<crate::gateway::dialect::PromptPieces> {
+    let body: Value = serde_json::from_slice(raw).ok()?;
+    let messages = body.get("messages")?.as_array()?;
+    let mut pieces = Vec::new();
+    for m in messages {
+        for k in ["content", "reasoning_content", "name"] {
+            content_pieces(m.get(k), &mut pieces);
+        }
+        if let Some(calls) = m.get("tool_calls") {
+            pieces.push(calls.to_string());
+        }
+    }
+    if let Some(tools @ Value::Array(_)) = body.get("tools") {
+        pieces.push(tools.to_string());
+    }
+    Some(crate::gateway::dialect::PromptPieces {
+        texts: pieces,
+        messages: messages.len() as u64,
+    })
+}
+
+/// The texts of a content (a string, or parts with `text`), as [`content_bytes`] counts them.
+fn content_pieces(v: Option<&Value>, out: &mut Vec<String>) {
+    match v {
+        Some(Value::String(s)) => out.push(s.clone()),
+        Some(Value::Array(parts)) => {
+            for p in parts {
+                match p {
+                    Value::String(s) => out.push(s.clone()),
+                    _ => {
+                        if let Some(Value::String(s)) = p.get("text") {
+                            out.push(s.clone());
+                        }
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Check each message's shape and count the bytes of text in them (content, reasoning and
 /// tool calls), for the prompt estimate.
 fn messages_text_bytes(messages: &[Value]) -> Result<u64, GatewayError> {
