@@ -458,3 +458,78 @@ async fn a_left_whole_answer_is_not_failed_over() {
     assert_eq!(row.cost.nanos(), 0, "{row:?}");
     assert_books(&app, &key);
 }
+
+/// A stream cut before DeepSeek's usage came, of a conversation whose start the key sent in a
+/// stream before, is billed that start as DeepSeek's cache hits (DeepSeek caches it for the
+/// key's `user_id`): all of it was billed as misses, ~50 times the hit price, to anyone
+/// pressing "stop" in a long chat (found by an independent check). Another key sending the
+/// same conversation has no such start cached. Counts by DeepSeek's tokenizer; hits in whole
+/// units of 64 tokens.
+#[tokio::test]
+async fn a_cut_stream_pays_the_start_its_key_sent_before_as_cache_hits() {
+    use modelrelay::gateway::tokens::count;
+    let app = TestApp::spawn().await;
+    let key = app.create_key("starter", None).await;
+    let system = "You are a careful assistant who answers in full sentences. ".repeat(60);
+    let q1 = "[[sim reply=3]] What is a prefix cache?";
+    let first = serde_json::json!({"model": FLASH, "stream": true, "messages": [
+        {"role": "system", "content": system}, {"role": "user", "content": q1}]});
+    let resp = app.chat(&key, &first).send().await.expect("send");
+    let events = read_stream(resp).await;
+    assert!(events.iter().any(|e| e == "data: [DONE]"), "{events:?}");
+    // The first prompt is remembered in the background, once it settled.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (a1, q2) = (
+        "alpha bravo charlie",
+        "[[sim reply=200 delay_ms=20]] And then?",
+    );
+    let mut second = first.clone();
+    second["messages"] = serde_json::json!([
+        {"role": "system", "content": system}, {"role": "user", "content": q1},
+        {"role": "assistant", "content": a1}, {"role": "user", "content": q2}]);
+    let cut = |key: String| {
+        let (app, second) = (&app, second.clone());
+        async move {
+            let resp = app.chat(&key, &second).send().await.expect("send");
+            let rid = request_id(&resp);
+            let mut stream = resp.bytes_stream();
+            read_deltas(&mut stream, 3).await;
+            drop(stream);
+            app.wait_ledger_row(&rid).await
+        }
+    };
+    let row = cut(key.clone()).await;
+    let n = |t: &str| count(t).expect("the tokenizer");
+    let total = n(&system) + n(q1) + n(a1) + n(q2) + 4 * 4 + 2;
+    let hit = (n(&system) + n(q1)) / 64 * 64;
+    assert!(hit >= 640, "{hit}");
+    assert_eq!(row.measured, modelrelay::store::Measured::Estimated);
+    assert_eq!(
+        (
+            row.prompt_tokens,
+            row.cache_hit_tokens,
+            row.cache_miss_tokens
+        ),
+        (total, hit, total - hit)
+    );
+    let want = crate::common::expected_cost(
+        hit,
+        total - hit,
+        row.completion_tokens,
+        3_000_000,
+        150_000_000,
+        600_000_000,
+    );
+    assert_eq!(row.cost.nanos(), want);
+    // Another key never sent it: every prompt token a miss.
+    let other = app.create_key("starter", None).await;
+    let row = cut(other).await;
+    assert_eq!(
+        (
+            row.prompt_tokens,
+            row.cache_hit_tokens,
+            row.cache_miss_tokens
+        ),
+        (total, 0, total)
+    );
+}

@@ -14,6 +14,10 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
+mod prompt;
+
+pub use prompt::PromptSource;
+
 use super::error::GatewayError;
 use crate::activity::ActivityEvent;
 use crate::catalog::Model;
@@ -202,34 +206,6 @@ fn within_hold(ctx: &RequestCtx, u: Usage, measured: Measured) -> (Usage, Measur
     (capped, Measured::Clamped)
 }
 
-/// A request's body and its dialect's reading of the prompt's texts in it
-/// ([`crate::gateway::dialect::Dialect::prompt_pieces`]).
-pub struct PromptSource {
-    /// The body as the client sent it.
-    pub raw: bytes::Bytes,
-    /// The texts of its prompt, and its number of messages.
-    pub pieces: fn(&[u8]) -> Option<crate::gateway::dialect::PromptPieces>,
-}
-
-impl PromptSource {
-    /// The prompt's tokens as DeepSeek counts them, with the estimate's few tokens of template
-    /// a message; `None` if it cannot be counted. CPU work: on a blocking thread.
-    async fn count(&self) -> Option<u64> {
-        let (raw, pieces) = (self.raw.clone(), self.pieces);
-        tokio::task::spawn_blocking(move || {
-            let prompt = pieces(&raw)?;
-            let mut tokens = 4 * prompt.messages + 2;
-            for t in &prompt.texts {
-                tokens = tokens.saturating_add(crate::gateway::tokens::count(t)?);
-            }
-            Some(tokens)
-        })
-        .await
-        .ok()
-        .flatten()
-    }
-}
-
 /// What one request is, from the moment it holds money until it settles.
 pub struct RequestCtx {
     /// `x-request-id`.
@@ -305,7 +281,7 @@ pub struct Outcome {
 /// that brought text has output. Upstream's zeros (a broken proxy's, or a stream's usage
 /// before its end) made a delivered answer free; the side they stand for is estimated instead,
 /// as if it were missing (found by an independent check).
-fn bill(ctx: &RequestCtx, o: &Outcome, prompt_estimate: u64) -> (Usage, Measured) {
+fn bill(ctx: &RequestCtx, o: &Outcome, prompt_estimate: (u64, u64)) -> (Usage, Measured) {
     let mut reported = o.reported;
     if let Some(u) = o.usage {
         let no_output = u.completion == 0 && o.output_estimate > 0;
@@ -329,7 +305,7 @@ fn bill(ctx: &RequestCtx, o: &Outcome, prompt_estimate: u64) -> (Usage, Measured
     if !charge {
         return (Usage::default(), Measured::Estimated);
     }
-    let (hit, miss) = reported.prompt.unwrap_or((0, prompt_estimate));
+    let (hit, miss) = reported.prompt.unwrap_or(prompt_estimate);
     let usage = Usage {
         prompt: hit.saturating_add(miss),
         hit,
@@ -347,12 +323,19 @@ fn bill(ctx: &RequestCtx, o: &Outcome, prompt_estimate: u64) -> (Usage, Measured
 pub async fn settle(state: &AppState, ctx: &RequestCtx, o: Outcome, kept: bool) -> Billed {
     // The estimate would bill the prompt: DeepSeek's tokenizer counts it (a probe bill with
     // no estimate says whether it would).
-    let mut prompt_estimate = ctx.prompt_estimate;
-    if bill(ctx, &o, u64::MAX).0.miss == u64::MAX
+    let mut prompt_estimate = (0, ctx.prompt_estimate);
+    if bill(ctx, &o, (0, u64::MAX)).0.miss == u64::MAX
         && let Some(source) = &ctx.prompt
-        && let Some(counted) = source.count().await
+        && let Some(counted) = source.count(&ctx.key, ctx.api).await
     {
         prompt_estimate = counted;
+    }
+    // A stream's prompt DeepSeek read may be in its cache for the key's next one.
+    if ctx.stream
+        && (o.usage.is_some() || o.reported.prompt.is_some() || o.output_estimate > 0)
+        && let Some(source) = &ctx.prompt
+    {
+        source.remember(&ctx.key, ctx.api);
     }
     let (usage, measured) = bill(ctx, &o, prompt_estimate);
     let (usage, measured) = within_hold(ctx, usage, measured);

@@ -122,6 +122,8 @@ pub struct KeyState {
     rpm: AtomicU32,
     /// The notices of the current crossing already queued ([`Notice`] bits).
     notices: AtomicU8,
+    /// Its streams' recent prompts, for the cache hits of one cut before DeepSeek's usage.
+    pub prompts: super::prompts::RecentPrompts,
     /// Budget refunds could not take back at once because requests in flight held it, in all
     /// (the request path reads only this): taken from what those holds give back as they
     /// settle, never from what they spend. What each refund is owed is in `owing`.
@@ -240,6 +242,7 @@ impl KeyState {
             in_flight: AtomicU32::new(0),
             rpm: AtomicU32::new(rpm),
             notices: AtomicU8::new(0),
+            prompts: super::prompts::RecentPrompts::default(),
             owed: AtomicI64::new(0),
             epoch: AtomicU64::new(0),
             owing: std::sync::Mutex::new(Vec::new()),

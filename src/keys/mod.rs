@@ -14,6 +14,7 @@
 pub mod identify;
 mod in_flight;
 mod live;
+pub mod prompts;
 pub mod seal;
 mod table;
 pub mod token;

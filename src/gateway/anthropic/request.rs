@@ -105,13 +105,15 @@ fn block_bytes(b: &Value) -> u64 {
 pub(super) fn prompt_pieces(raw: &[u8]) -> Option<crate::gateway::dialect::PromptPieces> {
     let body: Value = serde_json::from_slice(raw).ok()?;
     let messages = body.get("messages")?.as_array()?;
+    // In the order DeepSeek's template reads them: a prompt's cached prefix is a prefix of
+    // these ([`crate::keys::prompts`]).
     let mut pieces = Vec::new();
-    for m in messages {
-        content_pieces(m.get("content"), &mut pieces);
-    }
-    content_pieces(body.get("system"), &mut pieces);
     if let Some(tools @ Value::Array(_)) = body.get("tools") {
         pieces.push(tools.to_string());
+    }
+    content_pieces(body.get("system"), &mut pieces);
+    for m in messages {
+        content_pieces(m.get("content"), &mut pieces);
     }
     Some(crate::gateway::dialect::PromptPieces {
         texts: pieces,

@@ -121,7 +121,12 @@ fn content_bytes(v: Option<&Value>) -> u64 {
 pub(super) fn prompt_pieces(raw: &[u8]) -> Option<crate::gateway::dialect::PromptPieces> {
     let body: Value = serde_json::from_slice(raw).ok()?;
     let messages = body.get("messages")?.as_array()?;
+    // In the order DeepSeek's template reads them (the tools first, in its system prompt): a
+    // prompt's cached prefix is a prefix of these ([`crate::keys::prompts`]).
     let mut pieces = Vec::new();
+    if let Some(tools @ Value::Array(_)) = body.get("tools") {
+        pieces.push(tools.to_string());
+    }
     for m in messages {
         for k in ["content", "reasoning_content", "name"] {
             content_pieces(m.get(k), &mut pieces);
@@ -129,9 +134,6 @@ pub(super) fn prompt_pieces(raw: &[u8]) -> Option<crate::gateway::dialect::Promp
         if let Some(calls) = m.get("tool_calls") {
             pieces.push(calls.to_string());
         }
-    }
-    if let Some(tools @ Value::Array(_)) = body.get("tools") {
-        pieces.push(tools.to_string());
     }
     Some(crate::gateway::dialect::PromptPieces {
         texts: pieces,
