@@ -270,11 +270,10 @@ impl AppState {
             keys: keys.clone(),
             started,
         };
-        // A whole answer is waited for past the request timeout (see `WHOLE_ANSWER_LIMIT`).
-        let longest = upstream
-            .request_timeout
-            .max(crate::upstream::WHOLE_ANSWER_LIMIT);
-        let tracker = ActivityTracker::start(parts, longest).await?;
+        // A whole answer waited for past the request timeout (`WHOLE_ANSWER_LIMIT`) drops out
+        // of the console's requests in flight then (its end is counted all the same): a bound
+        // of hours made a console's reload read hours of ledger rows.
+        let tracker = ActivityTracker::start(parts, upstream.request_timeout).await?;
         let metrics = crate::metrics::Metrics::new(config.models.keys().cloned());
         let mailer = crate::mail::Mailer::new(config.email.enabled());
         let in_flight = InFlight::counting(store.answers_in_flight());

@@ -463,13 +463,14 @@ async fn a_left_whole_answer_is_not_failed_over() {
 /// stream before, is billed that start as DeepSeek's cache hits (DeepSeek caches it for the
 /// key's `user_id`): all of it was billed as misses, ~50 times the hit price, to anyone
 /// pressing "stop" in a long chat (found by an independent check). Another key sending the
-/// same conversation has no such start cached. Counts by DeepSeek's tokenizer; hits in whole
-/// units of 64 tokens.
+/// same conversation, or the same key on another model, has no such start cached (matched by
+/// dialect alone, a prompt sent to flash was billed as hits on pro; found by a review). Counts
+/// by DeepSeek's tokenizer; hits in whole units of 64 tokens.
 #[tokio::test]
 async fn a_cut_stream_pays_the_start_its_key_sent_before_as_cache_hits() {
     use modelrelay::gateway::tokens::count;
     let app = TestApp::spawn().await;
-    let key = app.create_key("starter", None).await;
+    let key = app.create_key("pro", None).await;
     let system = "You are a careful assistant who answers in full sentences. ".repeat(60);
     let q1 = "[[sim reply=3]] What is a prefix cache?";
     let first = serde_json::json!({"model": FLASH, "stream": true, "messages": [
@@ -487,8 +488,9 @@ async fn a_cut_stream_pays_the_start_its_key_sent_before_as_cache_hits() {
     second["messages"] = serde_json::json!([
         {"role": "system", "content": system}, {"role": "user", "content": q1},
         {"role": "assistant", "content": a1}, {"role": "user", "content": q2}]);
-    let cut = |key: String| {
-        let (app, second) = (&app, second.clone());
+    let cut = |key: String, model: &str| {
+        let (app, mut second) = (&app, second.clone());
+        second["model"] = model.into();
         async move {
             let resp = app.chat(&key, &second).send().await.expect("send");
             let rid = request_id(&resp);
@@ -498,7 +500,7 @@ async fn a_cut_stream_pays_the_start_its_key_sent_before_as_cache_hits() {
             app.wait_ledger_row(&rid).await
         }
     };
-    let row = cut(key.clone()).await;
+    let row = cut(key.clone(), FLASH).await;
     let n = |t: &str| count(t).expect("the tokenizer");
     let total = n(&system) + n(q1) + n(a1) + n(q2) + 4 * 4 + 2;
     let hit = (n(&system) + n(q1)) / 64 * 64;
@@ -523,7 +525,16 @@ async fn a_cut_stream_pays_the_start_its_key_sent_before_as_cache_hits() {
     assert_eq!(row.cost.nanos(), want);
     // Another key never sent it: every prompt token a miss.
     let other = app.create_key("starter", None).await;
-    let row = cut(other).await;
+    let row = cut(other, FLASH).await;
+    assert_eq!(
+        (
+            row.prompt_tokens,
+            row.cache_hit_tokens,
+            row.cache_miss_tokens
+        ),
+        (total, 0, total)
+    );
+    let row = cut(key, "deepseek-v4-pro").await;
     assert_eq!(
         (
             row.prompt_tokens,

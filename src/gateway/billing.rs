@@ -323,19 +323,26 @@ fn bill(ctx: &RequestCtx, o: &Outcome, prompt_estimate: (u64, u64)) -> (Usage, M
 pub async fn settle(state: &AppState, ctx: &RequestCtx, o: Outcome, kept: bool) -> Billed {
     // The estimate would bill the prompt: DeepSeek's tokenizer counts it (a probe bill with
     // no estimate says whether it would).
+    // Not while the daemon stops: what is still settling then has seconds before the
+    // database closes, and a count takes a second or two a MiB (the estimate stands).
+    let stopping = state.stopping.is_cancelled() || state.cut.is_cancelled();
+    let scope = || crate::keys::prompts::Scope {
+        api: ctx.api,
+        model: ctx.model.upstream.clone(),
+        account: ctx.dispatch.reached(),
+    };
     let mut prompt_estimate = (0, ctx.prompt_estimate);
     if bill(ctx, &o, (0, u64::MAX)).0.miss == u64::MAX
+        && !stopping
         && let Some(source) = &ctx.prompt
-        && let Some(counted) = source.count(&ctx.key, ctx.api).await
+        && let Some(counted) = source.count(&ctx.key, scope(), ctx.started).await
     {
         prompt_estimate = counted;
     }
-    // A stream's prompt DeepSeek read may be in its cache for the key's next one.
-    if ctx.stream
-        && (o.usage.is_some() || o.reported.prompt.is_some() || o.output_estimate > 0)
-        && let Some(source) = &ctx.prompt
-    {
-        source.remember(&ctx.key, ctx.api);
+    // A stream's prompt DeepSeek read (by its first token) may be in its cache for the key's
+    // next one.
+    if let (true, Some(ttft), Some(source)) = (ctx.stream, o.ttft, &ctx.prompt) {
+        source.remember(&ctx.key, scope(), ctx.started + ttft);
     }
     let (usage, measured) = bill(ctx, &o, prompt_estimate);
     let (usage, measured) = within_hold(ctx, usage, measured);

@@ -76,6 +76,9 @@ pub trait ClientRequest: Send + Sized + 'static {
 pub struct PromptPieces {
     /// Each text as it goes into DeepSeek's template.
     pub texts: Vec<String>,
+    /// What each text is (`user.content`, `tools`…): the same text in another role is
+    /// another prompt to DeepSeek's cache.
+    pub labels: Vec<String>,
     /// Messages.
     pub messages: u64,
 }

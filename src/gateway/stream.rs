@@ -258,8 +258,10 @@ async fn pump<D: Dialect>(
         deadline.max(grace)
     };
     // What the client has not taken yet goes before the end, which waits for settlement; a
-    // client that does not take it in time is the slow side, and is billed as gone; a stop
-    // does not wait for it.
+    // client that does not take it in time is the slow side, and is billed as gone. A stop
+    // cuts the wait to the grace, but what was relayed still goes first: it is billed (a stop
+    // that dropped it at once billed a customer for up to 4 MiB it never got; found by a
+    // review).
     let end = match end {
         End::ClientGone | End::ClientStalled => end,
         end => {
@@ -269,14 +271,26 @@ async fn pump<D: Dialect>(
                 }
                 Ok::<(), mpsc::error::SendError<Bytes>>(())
             };
-            tokio::select! {
+            tokio::pin!(flushed);
+            let stopped_already = matches!(end, End::Shutdown);
+            let before_stop = tokio::select! {
                 biased;
-                r = tokio::time::timeout_at(until, flushed) => match r {
-                    Ok(Ok(())) => end,
-                    Ok(Err(_)) => End::ClientGone,
-                    Err(_) => End::ClientStalled,
-                },
-                _ = &mut cut => End::Shutdown,
+                r = tokio::time::timeout_at(until, &mut flushed) => Some(r),
+                _ = &mut cut, if !stopped_already => None,
+            };
+            let stopped = stopped_already || before_stop.is_none();
+            let flushed = match before_stop {
+                Some(r) => r,
+                None => {
+                    let grace = tokio::time::Instant::now() + Duration::from_secs(5);
+                    tokio::time::timeout_at(until.min(grace), &mut flushed).await
+                }
+            };
+            match flushed {
+                Ok(Ok(())) => end,
+                Ok(Err(_)) => End::ClientGone,
+                Err(_) if stopped => End::Shutdown,
+                Err(_) => End::ClientStalled,
             }
         }
     };

@@ -10,6 +10,12 @@
 //! recent prompt of the key began with are billed as hits: a conversation resent with one more
 //! message starts with the whole of the last one.
 //!
+//! A prompt counts only for a later one in the same scope ([`Scope`]: dialect, DeepSeek's
+//! model, the upstream account — each has a cache of its own) that started after DeepSeek had
+//! read it (its first token came): a first version matched by dialect alone, so a long prompt
+//! sent to flash, or sent at the same moment, was billed as hits on pro (found by a review).
+//! Each piece's fingerprint covers what it is (its role) as well as its text.
+//!
 //! Kept in memory with the key (a restart forgets them: the next cut is billed as misses), the
 //! last [`KEPT`] for at most [`CACHE_LIFE`] (DeepSeek keeps its cache for hours, "best effort").
 
@@ -24,11 +30,22 @@ pub const KEPT: usize = 8;
 /// How long a prompt is taken to stay in DeepSeek's cache.
 pub const CACHE_LIFE: Duration = Duration::from_secs(3600);
 
-/// One prompt: its dialect (each has its own template, so its own cache entries), when it was
-/// sent, and a fingerprint of each piece.
+/// Where DeepSeek's cache of a prompt is: the dialect (each has its own template), the
+/// model as DeepSeek knows it, and the upstream account that served it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    /// The dialect.
+    pub api: Api,
+    /// DeepSeek's model name.
+    pub model: String,
+    /// The upstream account (`None`: unknown, which matches nothing).
+    pub account: Option<std::sync::Arc<str>>,
+}
+
+/// One prompt: its scope, when DeepSeek had read it, and a fingerprint of each piece.
 struct Recent {
-    api: Api,
-    at: Instant,
+    scope: Scope,
+    read_at: Instant,
     pieces: Vec<u64>,
 }
 
@@ -42,24 +59,33 @@ pub struct RecentPrompts {
 }
 
 impl RecentPrompts {
-    /// A prompt DeepSeek read (so it may have cached its prefix).
-    pub fn remember(&self, api: Api, pieces: Vec<u64>) {
+    /// A prompt DeepSeek had read by `read_at` (so it may have cached its prefix).
+    pub fn remember(&self, scope: Scope, read_at: Instant, pieces: Vec<u64>) {
+        if scope.account.is_none() {
+            return;
+        }
         let mut kept = self.lock();
         if kept.len() >= KEPT {
             kept.pop_front();
         }
         kept.push_back(Recent {
-            api,
-            at: Instant::now(),
+            scope,
+            read_at,
             pieces,
         });
     }
 
-    /// How many leading pieces of `pieces` a recent prompt of the same dialect began with.
-    pub fn shared_prefix(&self, api: Api, pieces: &[u64]) -> usize {
+    /// How many leading pieces of `pieces` a recent prompt in the same scope, read before
+    /// `started`, began with.
+    pub fn shared_prefix(&self, scope: &Scope, started: Instant, pieces: &[u64]) -> usize {
+        if scope.account.is_none() {
+            return 0;
+        }
         let kept = self.lock();
         kept.iter()
-            .filter(|r| r.api == api && r.at.elapsed() < CACHE_LIFE)
+            .filter(|r| {
+                r.scope == *scope && r.read_at <= started && r.read_at.elapsed() < CACHE_LIFE
+            })
             .map(|r| {
                 r.pieces
                     .iter()
@@ -71,10 +97,10 @@ impl RecentPrompts {
             .unwrap_or(0)
     }
 
-    /// A piece's fingerprint, for this key's prompts.
-    pub fn fingerprint(&self, text: &str) -> u64 {
+    /// A piece's fingerprint (what it is, and its text), for this key's prompts.
+    pub fn fingerprint(&self, label: &str, text: &str) -> u64 {
         use std::hash::BuildHasher;
-        self.hasher.hash_one(text)
+        self.hasher.hash_one((label, text))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Recent>> {
@@ -90,23 +116,57 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_longest_prefix_of_a_recent_prompt_of_the_same_dialect() {
+    fn the_longest_prefix_of_a_prompt_read_before_in_the_same_scope() {
         let r = RecentPrompts::default();
-        let p = |t: &[&str]| t.iter().map(|s| r.fingerprint(s)).collect::<Vec<_>>();
-        assert_eq!(r.shared_prefix(Api::OpenAi, &p(&["a"])), 0);
-        r.remember(Api::OpenAi, p(&["sys", "q1", "a1"]));
-        r.remember(Api::OpenAi, p(&["sys", "other"]));
+        let p = |t: &[&str]| {
+            t.iter()
+                .map(|s| r.fingerprint("user", s))
+                .collect::<Vec<_>>()
+        };
+        let scope = |api, model: &str, account: Option<&str>| Scope {
+            api,
+            model: model.into(),
+            account: account.map(Into::into),
+        };
+        let flash = scope(Api::OpenAi, "flash", Some("a"));
+        let (read, later) = (Instant::now(), Instant::now() + Duration::from_secs(1));
+        assert_eq!(r.shared_prefix(&flash, later, &p(&["a"])), 0);
+        r.remember(flash.clone(), read, p(&["sys", "q1", "a1"]));
+        r.remember(flash.clone(), read, p(&["sys", "other"]));
         assert_eq!(
-            r.shared_prefix(Api::OpenAi, &p(&["sys", "q1", "a1", "q2"])),
+            r.shared_prefix(&flash, later, &p(&["sys", "q1", "a1", "q2"])),
             3
         );
-        assert_eq!(r.shared_prefix(Api::OpenAi, &p(&["sys", "q9"])), 1);
-        assert_eq!(r.shared_prefix(Api::Anthropic, &p(&["sys", "q1"])), 0);
+        assert_eq!(r.shared_prefix(&flash, later, &p(&["sys", "q9"])), 1);
+        // Another dialect, model or account has its own cache; one started before the prompt
+        // was read found none; another role is another piece; an unknown account, nothing.
+        for other in [
+            scope(Api::Anthropic, "flash", Some("a")),
+            scope(Api::OpenAi, "pro", Some("a")),
+            scope(Api::OpenAi, "flash", Some("b")),
+            scope(Api::OpenAi, "flash", None),
+        ] {
+            assert_eq!(
+                r.shared_prefix(&other, later, &p(&["sys", "q1"])),
+                0,
+                "{other:?}"
+            );
+        }
+        let earlier = read.checked_sub(Duration::from_millis(1)).unwrap();
+        assert_eq!(r.shared_prefix(&flash, earlier, &p(&["sys", "q1"])), 0);
+        let as_system = vec![r.fingerprint("system", "sys")];
+        assert_eq!(r.shared_prefix(&flash, later, &as_system), 0);
+        r.remember(scope(Api::OpenAi, "flash", None), read, p(&["x"]));
+        assert_eq!(
+            r.shared_prefix(&flash, later, &p(&["x"])),
+            0,
+            "not remembered"
+        );
         for i in 0..KEPT {
-            r.remember(Api::OpenAi, p(&[&format!("x{i}")]));
+            r.remember(flash.clone(), read, p(&[&format!("x{i}")]));
         }
         assert_eq!(
-            r.shared_prefix(Api::OpenAi, &p(&["sys", "q1"])),
+            r.shared_prefix(&flash, later, &p(&["sys", "q1"])),
             0,
             "forgotten"
         );

@@ -107,16 +107,21 @@ pub(super) fn prompt_pieces(raw: &[u8]) -> Option<crate::gateway::dialect::Promp
     let messages = body.get("messages")?.as_array()?;
     // In the order DeepSeek's template reads them: a prompt's cached prefix is a prefix of
     // these ([`crate::keys::prompts`]).
-    let mut pieces = Vec::new();
+    let (mut pieces, mut labels) = (Vec::new(), Vec::new());
     if let Some(tools @ Value::Array(_)) = body.get("tools") {
         pieces.push(tools.to_string());
+        labels.push("tools".to_string());
     }
     content_pieces(body.get("system"), &mut pieces);
+    labels.resize(pieces.len(), "system".to_string());
     for m in messages {
         content_pieces(m.get("content"), &mut pieces);
+        let role = m.get("role").and_then(Value::as_str).unwrap_or_default();
+        labels.resize(pieces.len(), role.to_string());
     }
     Some(crate::gateway::dialect::PromptPieces {
         texts: pieces,
+        labels,
         messages: messages.len() as u64,
     })
 }

@@ -3,14 +3,19 @@
 //! recent prompt of the key began with taken as DeepSeek's cache hits
 //! ([`crate::keys::prompts`]).
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
 
 use bytes::Bytes;
 
 use crate::gateway::dialect::PromptPieces;
 use crate::gateway::tokens;
 use crate::keys::KeyState;
-use crate::status::Api;
+use crate::keys::prompts::Scope;
 
 /// DeepSeek's prefix cache works in units of 64 tokens: a prefix shorter than a unit, and the
 /// part of one past its last whole unit, are read as misses.
@@ -25,49 +30,144 @@ pub struct PromptSource {
     pub pieces: fn(&[u8]) -> Option<PromptPieces>,
 }
 
+/// Longest a bill waits for its prompt's count (counts run one a core at a time): past it, the
+/// estimate from the prompt's bytes is billed.
+const COUNT_WAIT: Duration = Duration::from_secs(30);
+
+/// Counts running at once, at most: one a core. Each takes a core for a second or two a MiB,
+/// and memory for its encoding; unbounded, a customer's burst of cut streams of large prompts
+/// took every core and gigabytes (found by a review).
+fn counting() -> &'static Semaphore {
+    static COUNTING: OnceLock<Semaphore> = OnceLock::new();
+    COUNTING.get_or_init(|| {
+        Semaphore::new(std::thread::available_parallelism().map_or(1, std::num::NonZero::get))
+    })
+}
+
 impl PromptSource {
     /// The prompt's tokens as DeepSeek counts them (with the estimate's few tokens of template
-    /// a message), as (cache hits, misses); `None` if it cannot be counted. CPU work: on a
-    /// blocking thread.
-    pub async fn count(&self, key: &Arc<KeyState>, api: Api) -> Option<(u64, u64)> {
+    /// a message), as (cache hits, misses), for a request in `scope` that started at `started`;
+    /// `None` if it cannot be counted within [`COUNT_WAIT`]. CPU work: on a blocking thread.
+    pub async fn count(
+        &self,
+        key: &Arc<KeyState>,
+        scope: Scope,
+        started: Instant,
+    ) -> Option<(u64, u64)> {
         let (raw, pieces, key) = (self.raw.clone(), self.pieces, key.clone());
-        tokio::task::spawn_blocking(move || {
-            let prompt = pieces(&raw)?;
-            let counts = prompt
-                .texts
-                .iter()
-                .map(|t| tokens::count(t))
-                .collect::<Option<Vec<u64>>>()?;
-            let prints: Vec<u64> = prompt
-                .texts
-                .iter()
-                .map(|t| key.prompts.fingerprint(t))
-                .collect();
-            let shared = key.prompts.shared_prefix(api, &prints);
-            let template = 4 * prompt.messages + 2;
-            let total = counts.iter().sum::<u64>().saturating_add(template);
-            let cached: u64 = counts[..shared].iter().sum();
-            let hit = (cached / CACHE_UNIT * CACHE_UNIT).min(total);
-            Some((hit, total - hit))
-        })
-        .await
-        .ok()
-        .flatten()
+        let counted = async {
+            let _turn = counting().acquire().await.ok()?;
+            tokio::task::spawn_blocking(move || {
+                let prompt = pieces(&raw)?;
+                let counts = prompt
+                    .texts
+                    .iter()
+                    .map(|t| tokens::count(t))
+                    .collect::<Option<Vec<u64>>>()?;
+                let shared =
+                    key.prompts
+                        .shared_prefix(&scope, started, &fingerprints(&key, &prompt));
+                let template = 4 * prompt.messages + 2;
+                let total = counts.iter().sum::<u64>().saturating_add(template);
+                let cached: u64 = counts[..shared].iter().sum();
+                let hit = (cached / CACHE_UNIT * CACHE_UNIT).min(total);
+                Some((hit, total - hit))
+            })
+            .await
+            .ok()
+            .flatten()
+        };
+        tokio::time::timeout(COUNT_WAIT, counted)
+            .await
+            .ok()
+            .flatten()
     }
 
     /// Remember this prompt with the key, in the background (DeepSeek read it, so it may have
-    /// cached it for the key's next one).
-    pub fn remember(&self, key: &Arc<KeyState>, api: Api) {
-        let (raw, pieces, key) = (self.raw.clone(), self.pieces, key.clone());
-        drop(tokio::task::spawn_blocking(move || {
-            if let Some(prompt) = pieces(&raw) {
-                let prints = prompt
-                    .texts
-                    .iter()
-                    .map(|t| key.prompts.fingerprint(t))
-                    .collect();
-                key.prompts.remember(api, prints);
-            }
-        }));
+    /// cached it for the key's next one): on one thread of its own, behind a queue bounded
+    /// in prompts and in bytes — not a task on the blocking pool for every stream that ends,
+    /// which thousands of streams ending at once would make as many threads; a prompt the
+    /// queue cannot take is not remembered (its key's next cut stream is billed as misses).
+    pub fn remember(&self, key: &Arc<KeyState>, scope: Scope, read_at: Instant) {
+        let Some(queue) = recorder() else {
+            return;
+        };
+        let size = self.raw.len();
+        if QUEUED_BYTES.fetch_add(size, Ordering::Relaxed) + size > RECORDER_BYTES {
+            QUEUED_BYTES.fetch_sub(size, Ordering::Relaxed);
+            tracing::debug!("the prompt recorder is behind; a prompt is not remembered");
+            return;
+        }
+        let job = Remember {
+            raw: self.raw.clone(),
+            pieces: self.pieces,
+            key: key.clone(),
+            scope,
+            read_at,
+        };
+        if queue.try_send(job).is_err() {
+            QUEUED_BYTES.fetch_sub(size, Ordering::Relaxed);
+            tracing::debug!("the prompt recorder is behind; a prompt is not remembered");
+        }
     }
+}
+
+/// Prompts waiting to be remembered, at most.
+const RECORDER_QUEUE: usize = 1024;
+/// Bytes of bodies waiting to be remembered, at most: the queue keeps them in memory.
+const RECORDER_BYTES: usize = 64 * 1024 * 1024;
+
+/// Bytes of the bodies in the queue.
+static QUEUED_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+/// One prompt to remember.
+struct Remember {
+    raw: Bytes,
+    pieces: fn(&[u8]) -> Option<PromptPieces>,
+    key: Arc<KeyState>,
+    scope: Scope,
+    read_at: Instant,
+}
+
+impl Remember {
+    fn run(self) {
+        let prompt = (self.pieces)(&self.raw);
+        QUEUED_BYTES.fetch_sub(self.raw.len(), Ordering::Relaxed);
+        if let Some(prompt) = prompt {
+            let prints = fingerprints(&self.key, &prompt);
+            self.key.prompts.remember(self.scope, self.read_at, prints);
+        }
+    }
+}
+
+/// Each piece's fingerprint, for `key`'s prompts.
+fn fingerprints(key: &KeyState, prompt: &PromptPieces) -> Vec<u64> {
+    prompt
+        .texts
+        .iter()
+        .zip(&prompt.labels)
+        .map(|(text, label)| key.prompts.fingerprint(label, text))
+        .collect()
+}
+
+static RECORDER: OnceLock<Option<SyncSender<Remember>>> = OnceLock::new();
+
+/// The queue of the thread that remembers prompts, started at the first use; `None` if the
+/// thread could not be started (logged once; nothing is remembered).
+fn recorder() -> Option<&'static SyncSender<Remember>> {
+    RECORDER
+        .get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Remember>(RECORDER_QUEUE);
+            let started = std::thread::Builder::new()
+                .name("prompt-recorder".into())
+                .spawn(move || rx.into_iter().for_each(Remember::run));
+            match started {
+                Ok(_) => Some(tx),
+                Err(e) => {
+                    tracing::error!(error = %e, "the prompt recorder did not start");
+                    None
+                }
+            }
+        })
+        .as_ref()
 }

@@ -49,13 +49,20 @@ pub(super) fn case_twin(name: &str, owned: &[&'static str]) -> Option<&'static s
 /// The text of the last object member named `name` in `tail`, the end of a JSON text whose
 /// start is gone (a whole answer too large to keep: its `usage` is among its last members).
 /// A member's name is found by its quotes: inside a JSON string a quote is escaped, so
-/// `"usage"` followed by a colon is always a member's name, never text. The object it
-/// names is read by serde up to its close (what follows it is not looked at).
+/// `"usage"` whose opening quote is not escaped, followed by a colon, is a member's name,
+/// never text (a name ending in `\"usage` is passed over). A member of that name nested in
+/// something else (an Anthropic tool's input) is not the last one, since DeepSeek writes the
+/// answer's `usage` after its content. The object it names is read by serde up to its close
+/// (what follows it is not looked at).
 pub(super) fn last_object_member<'t>(tail: &'t [u8], name: &str) -> Option<&'t str> {
     let quoted = format!("\"{name}\"");
     let mut end = tail.len();
     while let Some(at) = find_last(&tail[..end], quoted.as_bytes()) {
         end = at;
+        let backslashes = tail[..at].iter().rev().take_while(|&&b| b == b'\\').count();
+        if backslashes % 2 == 1 {
+            continue;
+        }
         let rest = tail[at + quoted.len()..].trim_ascii_start();
         let Some(value) = rest.strip_prefix(b":").map(<[u8]>::trim_ascii_start) else {
             continue;
@@ -178,6 +185,8 @@ mod tests {
             Some(r#"{"a":2}"#)
         );
         assert_eq!(find(""), None);
+        let escaped = r#"{"usage":{"a":3},"input":{"x\"usage":{"b":4}}}"#;
+        assert_eq!(find(escaped), Some(r#"{"a":3}"#));
     }
 
     /// What the log keeps of an upstream error event: its `error` member, key-shaped words

@@ -123,20 +123,25 @@ pub(super) fn prompt_pieces(raw: &[u8]) -> Option<crate::gateway::dialect::Promp
     let messages = body.get("messages")?.as_array()?;
     // In the order DeepSeek's template reads them (the tools first, in its system prompt): a
     // prompt's cached prefix is a prefix of these ([`crate::keys::prompts`]).
-    let mut pieces = Vec::new();
+    let (mut pieces, mut labels) = (Vec::new(), Vec::new());
     if let Some(tools @ Value::Array(_)) = body.get("tools") {
         pieces.push(tools.to_string());
+        labels.push("tools".to_string());
     }
     for m in messages {
+        let role = m.get("role").and_then(Value::as_str).unwrap_or_default();
         for k in ["content", "reasoning_content", "name"] {
             content_pieces(m.get(k), &mut pieces);
+            labels.resize(pieces.len(), format!("{role}.{k}"));
         }
         if let Some(calls) = m.get("tool_calls") {
             pieces.push(calls.to_string());
+            labels.push(format!("{role}.tool_calls"));
         }
     }
     Some(crate::gateway::dialect::PromptPieces {
         texts: pieces,
+        labels,
         messages: messages.len() as u64,
     })
 }
