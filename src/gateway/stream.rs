@@ -264,7 +264,9 @@ async fn pump<D: Dialect>(
     // that dropped it at once billed a customer for up to 4 MiB it never got; found by a
     // review).
     let end = match end {
+        // Nothing waits (almost always): no timer is armed.
         End::ClientGone | End::ClientStalled => end,
+        end if backlog.is_empty() => end,
         end => {
             let flushed = async {
                 while let Some(piece) = backlog.pop() {
