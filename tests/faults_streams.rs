@@ -466,3 +466,45 @@ async fn a_client_behind_upstream_gets_the_whole_stream_in_order() {
         (Finish::Complete, 12_000)
     );
 }
+
+/// A client still taking its stream, slowly, when the request's deadline passes gets the rest
+/// of what DeepSeek wrote, and its end: it is billed for it (cut at the deadline, a slow
+/// reader paid for all and lost the tail; found by an independent re-check).
+#[tokio::test]
+async fn a_slow_reader_past_the_deadline_still_gets_what_it_pays_for() {
+    use tokio::io::AsyncReadExt;
+    let app = TestApp::spawn_with(|c| c.upstream.request_timeout_secs = 2).await;
+    let key = app.create_key("starter", None).await;
+    let body = stream_body("[[sim prompt=50 reply=12000 delay_ms=0]] hi");
+    let mut conn = crate::common::unread_chat(&app.base, &key, &body).await;
+    assert_eq!(app.sim.wait_outcome(0, WAIT).await, Outcome::Completed);
+    // ~2.8 MB through a 4 KiB receive window, a read every 20 ms: well past the 2 s deadline.
+    let started = std::time::Instant::now();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    while !got.ends_with(b"\r\n0\r\n\r\n") {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(20), conn.read(&mut buf))
+            .await
+            .expect("the answer goes on")
+            .expect("read");
+        assert!(n > 0, "cut after {} bytes", got.len());
+        got.extend_from_slice(&buf[..n]);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(started.elapsed() > std::time::Duration::from_secs(3));
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.contains("data: [DONE]"));
+    // Every token, the opening's empty content and the last chunk's.
+    assert_eq!(text.matches("\"content\":\"").count(), 12_000 + 2);
+    let rid = text
+        .lines()
+        .find_map(|l| l.strip_prefix("x-request-id: "))
+        .expect("request id")
+        .trim()
+        .to_string();
+    let row = app.wait_ledger_row(&rid).await;
+    assert_eq!(
+        (row.finish, row.measured, row.completion_tokens),
+        (Finish::Complete, Measured::Provider, 12_000)
+    );
+}

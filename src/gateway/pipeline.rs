@@ -208,7 +208,13 @@ async fn relay<D: Dialect>(
         }
         Ok(match (up?, call.stream) {
             (reply, Some(rewrite)) => Arrived::Stream(Box::new(reply.events()), rewrite),
-            (reply, None) => Arrived::Whole(reply.json().await),
+            (reply, None) => {
+                let wait = crate::upstream::whole_answer_wait(
+                    ctx.hold.max_tokens,
+                    state.upstream.request_timeout,
+                );
+                Arrived::Whole(reply.json(wait).await)
+            }
         })
     };
     // Shutdown cuts a request that is still waiting on upstream; it is billed like a client

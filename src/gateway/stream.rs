@@ -38,8 +38,14 @@ use crate::store::Finish;
 use crate::upstream::sse::SseItem;
 use crate::upstream::{EventStream, UpstreamError, is_data_event};
 
-/// Chunks buffered toward a slow client before upstream reading pauses.
+/// Chunks buffered toward a slow client before its backlog ([`backlog`]) takes them.
 const CHANNEL_DEPTH: usize = 64;
+/// Longest a client may take nothing of what is left of its stream once upstream's part is
+/// over, before it is taken to have stopped reading.
+const BACKLOG_PIECE_WAIT: Duration = Duration::from_secs(60);
+/// The slowest reader waited for, in bytes a second (a poor mobile link), for what is left of
+/// its stream once upstream's part is over.
+const SLOWEST_READER: usize = 16 * 1024;
 /// Least time between two progress events of one stream.
 const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 /// How long a stream the client left goes on reading upstream, relaying nothing, for the
@@ -238,6 +244,7 @@ async fn pump<D: Dialect>(
         ended,
         mut backlog,
         mut cut,
+        state,
         ..
     } = *relay;
     // The account is told how its answer ended: whole (a trial it was brings it back), or
@@ -250,17 +257,13 @@ async fn pump<D: Dialect>(
     }
     // Cancel upstream before settling, so it stops generating as soon as possible.
     drop(events);
-    // A slow client still gets what was relayed and its terminator within the request's own
-    // deadline (at most a few seconds when the daemon is stopping).
-    let grace = tokio::time::Instant::now() + Duration::from_secs(5);
-    let until = if matches!(end, End::Shutdown) {
-        grace
-    } else {
-        deadline.max(grace)
-    };
-    // What the client has not taken yet goes before the end, which waits for settlement; a
-    // client that does not take it in time is the slow side, and is billed as gone. A stop
-    // cuts the wait to the grace, but what was relayed still goes first: it is billed (a stop
+    // What the client has not taken yet goes before the end, which waits for settlement: it
+    // is billed, so a client still taking it gets all of it, past the deadline (as long as it
+    // takes a piece every [`BACKLOG_PIECE_WAIT`], for what the backlog takes at
+    // [`SLOWEST_READER`] or a request timeout, whichever is longer; cut
+    // at the deadline, a slow reader paid for all DeepSeek wrote and lost the tail, found by an
+    // independent re-check). One that stops taking it is the slow side, and is billed as gone.
+    // A stop cuts the wait to a few seconds, but what was relayed still goes first (a stop
     // that dropped it at once billed a customer for up to 4 MiB it never got; found by a
     // review).
     let end = match end {
@@ -268,14 +271,27 @@ async fn pump<D: Dialect>(
         End::ClientGone | End::ClientStalled => end,
         end if backlog.is_empty() => end,
         end => {
+            let waiting = backlog.bytes();
             let flushed = async {
                 while let Some(piece) = backlog.pop() {
-                    tx.send(piece).await?;
+                    match tokio::time::timeout(BACKLOG_PIECE_WAIT, tx.send(piece)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => return Err(End::ClientGone),
+                        Err(_) => return Err(End::ClientStalled),
+                    }
                 }
-                Ok::<(), mpsc::error::SendError<Bytes>>(())
+                Ok(())
             };
             tokio::pin!(flushed);
+            let now = tokio::time::Instant::now();
+            let stop_grace = || tokio::time::Instant::now() + Duration::from_secs(5);
             let stopped_already = matches!(end, End::Shutdown);
+            let until = if stopped_already {
+                stop_grace()
+            } else {
+                let reading = Duration::from_secs((waiting / SLOWEST_READER) as u64);
+                deadline.max(now + state.upstream.request_timeout.max(reading))
+            };
             let before_stop = tokio::select! {
                 biased;
                 r = tokio::time::timeout_at(until, &mut flushed) => Some(r),
@@ -284,14 +300,11 @@ async fn pump<D: Dialect>(
             let stopped = stopped_already || before_stop.is_none();
             let flushed = match before_stop {
                 Some(r) => r,
-                None => {
-                    let grace = tokio::time::Instant::now() + Duration::from_secs(5);
-                    tokio::time::timeout_at(until.min(grace), &mut flushed).await
-                }
+                None => tokio::time::timeout_at(stop_grace(), &mut flushed).await,
             };
             match flushed {
                 Ok(Ok(())) => end,
-                Ok(Err(_)) => End::ClientGone,
+                Ok(Err(end)) => end,
                 Err(_) if stopped => End::Shutdown,
                 Err(_) => End::ClientStalled,
             }
@@ -340,6 +353,14 @@ async fn pump<D: Dialect>(
     let final_event = match final_event {
         Some(_) if !billed.recorded => Some(D::error_event(&GatewayError::NotRecordedYet)),
         other => other,
+    };
+    // A slow client still gets its terminator within the request's own deadline (at most a
+    // few seconds when the daemon is stopping).
+    let grace = tokio::time::Instant::now() + Duration::from_secs(5);
+    let until = if matches!(finish, Finish::Shutdown) {
+        grace
+    } else {
+        deadline.max(grace)
     };
     if let Some(ev) = final_event
         && let Ok(Ok(())) = tokio::time::timeout_at(until, tx.send(Bytes::from(ev))).await

@@ -21,14 +21,32 @@ use super::sse::{SseDecoder, SseItem};
 pub const MAX_ANSWER: usize = 64 * 1024 * 1024;
 /// How much of the end of a too large answer is kept: its `usage` is among its last members.
 const KEPT_TAIL: usize = 1024 * 1024;
-/// Longest a whole (non-stream) answer is waited for once upstream took it (its 2xx head
+/// Longest a whole (non-stream) answer is ever waited for once upstream took it (its 2xx head
 /// came), in place of the request's deadline, while upstream keeps the connection alive (the
-/// idle timer still cuts a silent one). DeepSeek writes a whole answer only when it is done,
-/// and bills it whole: one cut at the request's deadline (900 s: ~27k tokens at DeepSeek's
-/// slowest) was generated, billed to the operator, and free to the customer, who could ask
-/// for it again and again (found by an independent check). Six hours cover the longest output
-/// DeepSeek writes (384K tokens) at under 18 tokens a second.
+/// idle timer still cuts a silent one): see [`whole_answer_wait`]. DeepSeek writes a whole
+/// answer only when it is done, and bills it whole: one cut at the request's deadline (900 s:
+/// ~27k tokens at DeepSeek's slowest) was generated, billed to the operator, and free to the
+/// customer, who could ask for it again and again (found by an independent check). Six hours
+/// cover the longest output DeepSeek writes (384K tokens) at under 18 tokens a second.
 pub const WHOLE_ANSWER_LIMIT: Duration = Duration::from_secs(6 * 3600);
+/// The slowest DeepSeek is taken to write, in tokens a second, for [`whole_answer_wait`].
+const SLOWEST_TOKENS_PER_SEC: u64 = 10;
+/// How long DeepSeek may keep a request queued before it starts (it closes one not started
+/// after 10 minutes).
+const LONGEST_QUEUE: Duration = Duration::from_secs(600);
+
+/// How long a whole answer of at most `max_tokens` output tokens is waited for once upstream
+/// took it: what DeepSeek needs to queue it and write it at its slowest, at least the
+/// request's own timeout, at most [`WHOLE_ANSWER_LIMIT`]. A bound from the answer's size, not
+/// six hours for every request: an upstream that sends only blank lines (queued, or stalled
+/// behind them) held an account's and a key's places for the whole six hours (found by an
+/// independent re-check).
+pub fn whole_answer_wait(max_tokens: u64, request_timeout: Duration) -> Duration {
+    let writing = Duration::from_secs(max_tokens.div_ceil(SLOWEST_TOKENS_PER_SEC));
+    (LONGEST_QUEUE + writing)
+        .max(request_timeout)
+        .min(WHOLE_ANSWER_LIMIT)
+}
 
 /// A whole (non-stream) answer as read.
 #[derive(Debug)]
@@ -78,15 +96,18 @@ impl Reply {
     /// The whole body of a non-stream answer. DeepSeek writes it only when it is done and
     /// sends blank lines meanwhile (while it queues, and while it generates): those are its
     /// only sign of life, so they count for the idle timer here — a thinking model's long
-    /// answer is waited for (up to [`WHOLE_ANSWER_LIMIT`], not the request's deadline), where
+    /// answer is waited for (`wait` from its head, see [`whole_answer_wait`], not the request's
+    /// deadline), where
     /// ignoring them cut every answer that took longer than the idle timeout, paid to DeepSeek
     /// and, with the SDKs' retries, paid three times (found by an independent check). Silence
     /// (not even a blank line) for the idle timeout is a hung path. The account is told how it
     /// went: a body that is no JSON object (a proxy's page, nothing), an error object, or
     /// silence after the head is its failure; the limit on a whole answer, or on its size
     /// (the customer's asking), is not.
-    pub async fn json(mut self) -> Result<Whole, UpstreamError> {
-        self.deadline = self.deadline.max(Instant::now() + WHOLE_ANSWER_LIMIT);
+    pub async fn json(mut self, wait: Duration) -> Result<Whole, UpstreamError> {
+        self.deadline = self
+            .deadline
+            .max(Instant::now() + wait.min(WHOLE_ANSWER_LIMIT));
         let read = self.read_whole().await;
         match &read {
             Ok(Whole::Body(body)) => {
@@ -145,8 +166,11 @@ impl Reply {
                         &c[..]
                     };
                     buf.extend_from_slice(c);
-                    if buf.len() > MAX_ANSWER {
+                    if buf.len() > MAX_ANSWER && !too_large {
+                        // From here only the tail is kept, in an allocation of its own: the
+                        // 64 MiB one (128 MiB of capacity) was kept to the answer's end.
                         too_large = true;
+                        buf = buf[buf.len() - KEPT_TAIL..].to_vec();
                     }
                     if too_large && buf.len() > 2 * KEPT_TAIL {
                         buf.drain(..buf.len() - KEPT_TAIL);
@@ -437,6 +461,20 @@ fn is_ping_data(data: &str) -> bool {
 #[cfg(test)]
 mod ping_tests {
     use super::{is_error_object, is_ping_data};
+
+    /// A whole answer is waited for as long as DeepSeek could need to queue it and write its
+    /// `max_tokens` at its slowest: at least the request's timeout, at most six hours.
+    #[test]
+    fn a_whole_answers_wait_follows_its_size() {
+        use super::{WHOLE_ANSWER_LIMIT, whole_answer_wait};
+        use std::time::Duration;
+        let secs = Duration::from_secs;
+        assert_eq!(whole_answer_wait(32_768, secs(900)), secs(600 + 3277));
+        assert_eq!(whole_answer_wait(100, secs(900)), secs(900));
+        assert_eq!(whole_answer_wait(100, secs(1)), secs(610));
+        assert_eq!(whole_answer_wait(393_216, secs(900)), WHOLE_ANSWER_LIMIT);
+        assert_eq!(whole_answer_wait(u64::MAX, secs(900)), WHOLE_ANSWER_LIMIT);
+    }
 
     #[test]
     fn error_objects_of_both_dialects() {

@@ -38,6 +38,11 @@ impl Backlog {
         self.items.is_empty()
     }
 
+    /// Bytes waiting.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     /// Queue a piece behind the others; given back when the client is too far behind, or
     /// every lagging stream together holds too much.
     pub fn push(&mut self, piece: Bytes) -> Result<(), Bytes> {
