@@ -399,12 +399,7 @@ async fn a_body_sent_into_a_peak_window_is_billed_at_peak() {
     let mut answer = String::new();
     tcp.read_to_string(&mut answer).await.unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    let rid = answer
-        .lines()
-        .find_map(|l| l.strip_prefix("x-request-id: "))
-        .expect("a request id")
-        .trim()
-        .to_string();
+    let rid = crate::common::raw_request_id(&answer);
     let row = app.wait_ledger_row(&rid).await;
     assert_eq!(row.period, PricePeriod::Peak, "{row:?}");
     assert_eq!(row.cost.nanos(), 100 * 300 + 10 * 1200, "{row:?}");

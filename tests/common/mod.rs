@@ -287,6 +287,37 @@ pub fn expected_cost(hit: u64, miss: u64, out: u64, p_hit: i64, p_miss: i64, p_o
     ((sum + 999_999) / 1_000_000) as i64
 }
 
+/// The `x-request-id` of a raw HTTP/1.1 answer read off a socket.
+pub fn raw_request_id(answer: &str) -> String {
+    answer
+        .lines()
+        .find_map(|l| l.strip_prefix("x-request-id: "))
+        .expect("a request id")
+        .trim()
+        .to_string()
+}
+
+/// Read a raw chunked answer off `conn` up to its last chunk (the connection is kept alive),
+/// waiting `pause` after each read; fails if it is cut or stops for 20 s.
+pub async fn read_to_last_chunk(
+    conn: &mut tokio::net::TcpStream,
+    pause: std::time::Duration,
+) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    while !got.ends_with(b"\r\n0\r\n\r\n") {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(20), conn.read(&mut buf))
+            .await
+            .expect("the answer goes on")
+            .expect("read");
+        assert!(n > 0, "cut after {} bytes", got.len());
+        got.extend_from_slice(&buf[..n]);
+        tokio::time::sleep(pause).await;
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
 /// Read a whole streamed answer through `bytes_stream()`; fails instead of hanging.
 pub async fn read_stream(resp: reqwest::Response) -> Vec<String> {
     let mut stream = resp.bytes_stream();
