@@ -107,53 +107,78 @@ pub(super) fn prompt_pieces(raw: &[u8]) -> Option<crate::gateway::dialect::Promp
     let messages = body.get("messages")?.as_array()?;
     // In the order DeepSeek's template reads them: a prompt's cached prefix is a prefix of
     // these ([`crate::keys::prompts`]).
-    let (mut pieces, mut labels) = (Vec::new(), Vec::new());
+    // Each piece is labelled with its message's place and role and its block's type: the
+    // same texts grouped into other messages, or as another kind of block (a tool's result),
+    // are another prompt to DeepSeek's template, so to its cache (found by an independent
+    // re-check).
+    let mut p = Pieces::default();
     if let Some(tools @ Value::Array(_)) = body.get("tools") {
-        pieces.push(tools.to_string());
-        labels.push("tools".to_string());
+        p.push(tools.to_string(), "tools");
     }
-    content_pieces(body.get("system"), &mut pieces);
-    labels.resize(pieces.len(), "system".to_string());
-    for m in messages {
-        content_pieces(m.get("content"), &mut pieces);
+    p.content(body.get("system"), "system");
+    for (i, m) in messages.iter().enumerate() {
         let role = m.get("role").and_then(Value::as_str).unwrap_or_default();
-        labels.resize(pieces.len(), role.to_string());
+        p.content(m.get("content"), &format!("{i}:{role}"));
     }
     Some(crate::gateway::dialect::PromptPieces {
-        texts: pieces,
-        labels,
+        texts: p.texts,
+        labels: p.labels,
         messages: messages.len() as u64,
     })
 }
 
-/// The texts of a content, as [`content_bytes`] and [`block_bytes`] count them.
-fn content_pieces(v: Option<&Value>, out: &mut Vec<String>) {
-    match v {
-        Some(Value::String(s)) => out.push(s.clone()),
-        Some(Value::Array(blocks)) => {
-            for b in blocks {
-                let mut text = |k: &str| {
-                    if let Some(Value::String(s)) = b.get(k) {
-                        out.push(s.clone());
-                    }
-                };
-                match b.get("type").and_then(Value::as_str) {
-                    Some("tool_use") => {
-                        text("name");
-                        if let Some(input) = b.get("input") {
-                            out.push(input.to_string());
+/// The texts of a prompt as [`content_bytes`] and [`block_bytes`] count them, each with its
+/// label.
+#[derive(Default)]
+struct Pieces {
+    texts: Vec<String>,
+    labels: Vec<String>,
+}
+
+impl Pieces {
+    fn push(&mut self, text: String, label: &str) {
+        self.texts.push(text);
+        self.labels.push(label.to_string());
+    }
+
+    /// A content (a string, or blocks), under `at` (the message's place and role).
+    fn content(&mut self, v: Option<&Value>, at: &str) {
+        match v {
+            Some(Value::String(s)) => self.push(s.clone(), &format!("{at}.text")),
+            Some(Value::Array(blocks)) => {
+                for b in blocks {
+                    let kind = b.get("type").and_then(Value::as_str).unwrap_or("text");
+                    let label = format!("{at}.{kind}");
+                    let text = |k: &str| match b.get(k) {
+                        Some(Value::String(s)) => Some(s.clone()),
+                        _ => None,
+                    };
+                    match kind {
+                        "tool_use" => {
+                            if let Some(name) = text("name") {
+                                self.push(name, &label);
+                            }
+                            if let Some(input) = b.get("input") {
+                                self.push(input.to_string(), &label);
+                            }
                         }
-                    }
-                    Some("tool_result") => content_pieces(b.get("content"), out),
-                    Some("thinking") => text("thinking"),
-                    _ => {
-                        text("text");
-                        content_pieces(b.get("content"), out);
+                        "tool_result" => self.content(b.get("content"), &label),
+                        "thinking" => {
+                            if let Some(t) = text("thinking") {
+                                self.push(t, &label);
+                            }
+                        }
+                        _ => {
+                            if let Some(t) = text("text") {
+                                self.push(t, &label);
+                            }
+                            self.content(b.get("content"), &label);
+                        }
                     }
                 }
             }
+            _ => {}
         }
-        _ => {}
     }
 }
 

@@ -171,3 +171,42 @@ fn recorder() -> Option<&'static SyncSender<Remember>> {
         })
         .as_ref()
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::gateway::anthropic::Anthropic;
+    use crate::gateway::dialect::Dialect;
+    use crate::gateway::openai::OpenAi;
+
+    /// (label, text) of each piece.
+    fn labelled<D: Dialect>(body: serde_json::Value) -> Vec<(String, String)> {
+        let p = D::prompt_pieces(body.to_string().as_bytes()).unwrap();
+        p.labels.into_iter().zip(p.texts).collect()
+    }
+
+    /// The same texts in other messages, roles or kinds of block are other pieces: DeepSeek's
+    /// template, and so its cache, sees another prompt. The same start keeps its pieces.
+    #[test]
+    fn pieces_say_where_their_text_stands() {
+        let parts = labelled::<OpenAi>(serde_json::json!({"messages": [
+            {"role": "user", "content": [{"type": "text", "text": "B"}, {"type": "text", "text": "C"}]}]}));
+        let messages = labelled::<OpenAi>(serde_json::json!({"messages": [
+            {"role": "user", "content": "B"}, {"role": "user", "content": "C"}]}));
+        assert_eq!(parts[0], messages[0]);
+        assert_ne!(parts[1], messages[1]);
+        let as_system = labelled::<OpenAi>(serde_json::json!({"messages": [
+            {"role": "system", "content": "B"}]}));
+        assert_ne!(as_system[0], messages[0]);
+
+        let text = labelled::<Anthropic>(serde_json::json!({"system": "S", "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "D"}, {"type": "text", "text": "E"}]}]}));
+        let result = labelled::<Anthropic>(serde_json::json!({"system": "S", "messages": [
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": "D"},
+                {"type": "text", "text": "E"}]}]}));
+        assert_eq!(text[0], result[0], "the system prompt");
+        assert_ne!(text[1], result[1], "a tool's result is not a text");
+        let plain = labelled::<Anthropic>(serde_json::json!({"system": "S", "messages": [
+            {"role": "user", "content": "D"}]}));
+        assert_eq!(plain[1], text[1], "a string is a text block");
+    }
+}

@@ -128,15 +128,18 @@ pub(super) fn prompt_pieces(raw: &[u8]) -> Option<crate::gateway::dialect::Promp
         pieces.push(tools.to_string());
         labels.push("tools".to_string());
     }
-    for m in messages {
+    // Each piece is labelled with its message's place and role: the same texts grouped into
+    // other messages (two parts of one, or two messages) are another prompt to DeepSeek's
+    // template, so to its cache (found by an independent re-check).
+    for (i, m) in messages.iter().enumerate() {
         let role = m.get("role").and_then(Value::as_str).unwrap_or_default();
         for k in ["content", "reasoning_content", "name"] {
             content_pieces(m.get(k), &mut pieces);
-            labels.resize(pieces.len(), format!("{role}.{k}"));
+            labels.resize(pieces.len(), format!("{i}:{role}.{k}"));
         }
         if let Some(calls) = m.get("tool_calls") {
             pieces.push(calls.to_string());
-            labels.push(format!("{role}.tool_calls"));
+            labels.push(format!("{i}:{role}.tool_calls"));
         }
     }
     Some(crate::gateway::dialect::PromptPieces {
