@@ -270,9 +270,9 @@ impl AppState {
             keys: keys.clone(),
             started,
         };
-        // A whole answer waited for past the request timeout (`WHOLE_ANSWER_LIMIT`) drops out
-        // of the console's requests in flight then (its end is counted all the same): a bound
-        // of hours made a console's reload read hours of ledger rows.
+        // A whole answer waited for past the request timeout (`upstream::whole_answer_wait`)
+        // drops out of the console's requests in flight then (its end is counted all the
+        // same): a bound of hours made a console's reload read hours of ledger rows.
         let tracker = ActivityTracker::start(parts, upstream.request_timeout).await?;
         let metrics = crate::metrics::Metrics::new(config.models.keys().cloned());
         let mailer = crate::mail::Mailer::new(config.email.enabled());

@@ -24,4 +24,4 @@ pub use client::{Dispatch, Endpoint, Upstream};
 pub use error::{UpstreamError, redact};
 pub use http::BuildError;
 pub use reply::is_data_event;
-pub use reply::{EventStream, MAX_ANSWER, Reply, WHOLE_ANSWER_LIMIT, Whole, whole_answer_wait};
+pub use reply::{EventStream, MAX_ANSWER, Reply, Whole, whole_answer_wait};
