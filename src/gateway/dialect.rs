@@ -14,6 +14,7 @@ use axum::response::Response;
 
 use super::billing::{HoldNeeds, Reported, Usage};
 use super::error::GatewayError;
+pub use super::pieces::PromptPieces;
 use crate::keys::{KeyState, KeyTable};
 use crate::status::Api;
 use crate::upstream::Endpoint;
@@ -44,9 +45,11 @@ pub trait Dialect: Send + Sync + 'static {
     fn usage_at_end(tail: &[u8]) -> (Option<Usage>, Reported);
     /// The texts of a request body's prompt, each as it goes into DeepSeek's template (what
     /// the prompt estimate counts the bytes of), and its number of messages: for a count by
-    /// DeepSeek's tokenizer when a bill needs one ([`super::tokens`]). `None` for a body that
-    /// is not one (it was parsed already, so never in practice).
-    fn prompt_pieces(raw: &[u8]) -> Option<PromptPieces>;
+    /// DeepSeek's tokenizer when a bill needs one ([`super::tokens`]), and for the key's
+    /// recent prompts ([`crate::keys::prompts`]). Borrowed from the body where it can be
+    /// ([`super::pieces`]). `None` for a body that is not one (it was parsed already, so
+    /// never in practice).
+    fn prompt_pieces(raw: &[u8]) -> Option<PromptPieces<'_>>;
     /// The rewriter for one stream of `req`, answering as model `public`.
     fn stream(req: &Self::Request, public: PublicModel) -> Self::Stream;
     /// An error as this dialect's clients expect it.
@@ -69,18 +72,6 @@ pub trait ClientRequest: Send + Sized + 'static {
     /// (model, the key's id as the end-user id, the budget-lowered `max_tokens`).
     /// Consumes the request: its parsed body is edited in place, not copied.
     fn upstream_body(self, upstream_model: &str, user_id: &str, max_tokens: u64) -> Vec<u8>;
-}
-
-/// The texts of a request's prompt and its number of messages (see
-/// [`Dialect::prompt_pieces`]).
-pub struct PromptPieces {
-    /// Each text as it goes into DeepSeek's template.
-    pub texts: Vec<String>,
-    /// What each text is (`user.content`, `tools`…): the same text in another role is
-    /// another prompt to DeepSeek's cache.
-    pub labels: Vec<String>,
-    /// Messages.
-    pub messages: u64,
 }
 
 /// A whole answer, read.

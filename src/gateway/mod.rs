@@ -13,6 +13,7 @@ pub mod models;
 pub mod openai;
 #[cfg(feature = "bench-passthrough")]
 pub mod passthrough;
+pub mod pieces;
 pub mod pipeline;
 pub mod stream;
 pub mod tokens;

@@ -97,10 +97,18 @@ impl RecentPrompts {
             .unwrap_or(0)
     }
 
-    /// A piece's fingerprint (what it is, and its text), for this key's prompts.
-    pub fn fingerprint(&self, label: &str, text: &str) -> u64 {
-        use std::hash::BuildHasher;
-        self.hasher.hash_one((label, text))
+    /// A piece's fingerprint, for this key's prompts: what it is (`label`), and what `feed`
+    /// gives the hasher of its text (`None`: it has none).
+    pub fn fingerprint(
+        &self,
+        label: &str,
+        feed: impl FnOnce(&mut std::hash::DefaultHasher) -> Option<()>,
+    ) -> Option<u64> {
+        use std::hash::{BuildHasher, Hash, Hasher};
+        let mut h = self.hasher.build_hasher();
+        label.hash(&mut h);
+        feed(&mut h)?;
+        Some(h.finish())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Recent>> {
@@ -115,12 +123,20 @@ impl RecentPrompts {
 mod tests {
     use super::*;
 
+    fn text_print(r: &RecentPrompts, label: &str, text: &str) -> u64 {
+        r.fingerprint(label, |h| {
+            std::hash::Hasher::write(h, text.as_bytes());
+            Some(())
+        })
+        .unwrap()
+    }
+
     #[test]
     fn the_longest_prefix_of_a_prompt_read_before_in_the_same_scope() {
         let r = RecentPrompts::default();
         let p = |t: &[&str]| {
             t.iter()
-                .map(|s| r.fingerprint("user", s))
+                .map(|s| text_print(&r, "user", s))
                 .collect::<Vec<_>>()
         };
         let scope = |api, model: &str, account: Option<&str>| Scope {
@@ -154,7 +170,7 @@ mod tests {
         }
         let earlier = read.checked_sub(Duration::from_millis(1)).unwrap();
         assert_eq!(r.shared_prefix(&flash, earlier, &p(&["sys", "q1"])), 0);
-        let as_system = vec![r.fingerprint("system", "sys")];
+        let as_system = vec![text_print(&r, "system", "sys")];
         assert_eq!(r.shared_prefix(&flash, later, &as_system), 0);
         r.remember(scope(Api::OpenAi, "flash", None), read, p(&["x"]));
         assert_eq!(

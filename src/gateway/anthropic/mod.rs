@@ -112,7 +112,7 @@ impl Dialect for Anthropic {
         answer::read(raw, public)
     }
 
-    fn prompt_pieces(raw: &[u8]) -> Option<PromptPieces> {
+    fn prompt_pieces(raw: &[u8]) -> Option<PromptPieces<'_>> {
         request::prompt_pieces(raw)
     }
 

@@ -5,7 +5,10 @@
 //! ([`view`]: byte spans, no tree) when it can be, and as a JSON map otherwise (which also
 //! gives each error).
 
+mod pieces;
 mod view;
+
+pub(super) use pieces::prompt_pieces;
 
 use bytes::Bytes;
 use serde_json::{Map, Value};
@@ -97,88 +100,6 @@ fn block_bytes(b: &Value) -> u64 {
         Some("thinking") => text("thinking"),
         // Any other block (text, document, search result…): its text and what it contains.
         _ => text("text") + content_bytes(b.get("content")),
-    }
-}
-
-/// The texts [`content_bytes`] counts the bytes of (messages, system) and the tools, with the
-/// number of messages (see [`crate::gateway::dialect::Dialect::prompt_pieces`]).
-pub(super) fn prompt_pieces(raw: &[u8]) -> Option<crate::gateway::dialect::PromptPieces> {
-    let body: Value = serde_json::from_slice(raw).ok()?;
-    let messages = body.get("messages")?.as_array()?;
-    // In the order DeepSeek's template reads them: a prompt's cached prefix is a prefix of
-    // these ([`crate::keys::prompts`]).
-    // Each piece is labelled with its message's place and role and its block's type: the
-    // same texts grouped into other messages, or as another kind of block (a tool's result),
-    // are another prompt to DeepSeek's template, so to its cache (found by an independent
-    // re-check).
-    let mut p = Pieces::default();
-    if let Some(tools @ Value::Array(_)) = body.get("tools") {
-        p.push(tools.to_string(), "tools");
-    }
-    p.content(body.get("system"), "system");
-    for (i, m) in messages.iter().enumerate() {
-        let role = m.get("role").and_then(Value::as_str).unwrap_or_default();
-        p.content(m.get("content"), &format!("{i}:{role}"));
-    }
-    Some(crate::gateway::dialect::PromptPieces {
-        texts: p.texts,
-        labels: p.labels,
-        messages: messages.len() as u64,
-    })
-}
-
-/// The texts of a prompt as [`content_bytes`] and [`block_bytes`] count them, each with its
-/// label.
-#[derive(Default)]
-struct Pieces {
-    texts: Vec<String>,
-    labels: Vec<String>,
-}
-
-impl Pieces {
-    fn push(&mut self, text: String, label: &str) {
-        self.texts.push(text);
-        self.labels.push(label.to_string());
-    }
-
-    /// A content (a string, or blocks), under `at` (the message's place and role).
-    fn content(&mut self, v: Option<&Value>, at: &str) {
-        match v {
-            Some(Value::String(s)) => self.push(s.clone(), &format!("{at}.text")),
-            Some(Value::Array(blocks)) => {
-                for b in blocks {
-                    let kind = b.get("type").and_then(Value::as_str).unwrap_or("text");
-                    let label = format!("{at}.{kind}");
-                    let text = |k: &str| match b.get(k) {
-                        Some(Value::String(s)) => Some(s.clone()),
-                        _ => None,
-                    };
-                    match kind {
-                        "tool_use" => {
-                            if let Some(name) = text("name") {
-                                self.push(name, &label);
-                            }
-                            if let Some(input) = b.get("input") {
-                                self.push(input.to_string(), &label);
-                            }
-                        }
-                        "tool_result" => self.content(b.get("content"), &label),
-                        "thinking" => {
-                            if let Some(t) = text("thinking") {
-                                self.push(t, &label);
-                            }
-                        }
-                        _ => {
-                            if let Some(t) = text("text") {
-                                self.push(t, &label);
-                            }
-                            self.content(b.get("content"), &label);
-                        }
-                    }
-                }
-            }
-            _ => {}
-        }
     }
 }
 

@@ -27,8 +27,12 @@ pub struct PromptSource {
     /// The body as the client sent it.
     pub raw: Bytes,
     /// The texts of its prompt, and its number of messages.
-    pub pieces: fn(&[u8]) -> Option<PromptPieces>,
+    pub pieces: PiecesOf,
 }
+
+/// A dialect's reading of a body's prompt
+/// ([`crate::gateway::dialect::Dialect::prompt_pieces`]).
+pub type PiecesOf = for<'a> fn(&'a [u8]) -> Option<PromptPieces<'a>>;
 
 /// Longest a bill waits for its prompt's count (counts run one a core at a time): past it, the
 /// estimate from the prompt's bytes is billed.
@@ -60,13 +64,13 @@ impl PromptSource {
             tokio::task::spawn_blocking(move || {
                 let prompt = pieces(&raw)?;
                 let counts = prompt
-                    .texts
+                    .pieces
                     .iter()
-                    .map(|t| tokens::count(t))
+                    .map(|p| tokens::count(&p.text.text()?))
                     .collect::<Option<Vec<u64>>>()?;
                 let shared =
                     key.prompts
-                        .shared_prefix(&scope, started, &fingerprints(&key, &prompt));
+                        .shared_prefix(&scope, started, &fingerprints(&key, &prompt)?);
                 let template = 4 * prompt.messages + 2;
                 let total = counts.iter().sum::<u64>().saturating_add(template);
                 let cached: u64 = counts[..shared].iter().sum();
@@ -123,7 +127,7 @@ static QUEUED_BYTES: AtomicUsize = AtomicUsize::new(0);
 /// One prompt to remember.
 struct Remember {
     raw: Bytes,
-    pieces: fn(&[u8]) -> Option<PromptPieces>,
+    pieces: PiecesOf,
     key: Arc<KeyState>,
     scope: Scope,
     read_at: Instant,
@@ -133,20 +137,18 @@ impl Remember {
     fn run(self) {
         let prompt = (self.pieces)(&self.raw);
         QUEUED_BYTES.fetch_sub(self.raw.len(), Ordering::Relaxed);
-        if let Some(prompt) = prompt {
-            let prints = fingerprints(&self.key, &prompt);
+        if let Some(prints) = prompt.and_then(|p| fingerprints(&self.key, &p)) {
             self.key.prompts.remember(self.scope, self.read_at, prints);
         }
     }
 }
 
 /// Each piece's fingerprint, for `key`'s prompts.
-fn fingerprints(key: &KeyState, prompt: &PromptPieces) -> Vec<u64> {
+fn fingerprints(key: &KeyState, prompt: &PromptPieces) -> Option<Vec<u64>> {
     prompt
-        .texts
+        .pieces
         .iter()
-        .zip(&prompt.labels)
-        .map(|(text, label)| key.prompts.fingerprint(label, text))
+        .map(|p| key.prompts.fingerprint(&p.label, |h| p.text.feed(h)))
         .collect()
 }
 
@@ -180,8 +182,12 @@ mod tests {
 
     /// (label, text) of each piece.
     fn labelled<D: Dialect>(body: serde_json::Value) -> Vec<(String, String)> {
-        let p = D::prompt_pieces(body.to_string().as_bytes()).unwrap();
-        p.labels.into_iter().zip(p.texts).collect()
+        let raw = body.to_string();
+        let p = D::prompt_pieces(raw.as_bytes()).unwrap();
+        p.pieces
+            .into_iter()
+            .map(|p| (p.label, p.text.text().unwrap().into_owned()))
+            .collect()
     }
 
     /// The same texts in other messages, roles or kinds of block are other pieces: DeepSeek's

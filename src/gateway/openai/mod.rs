@@ -73,7 +73,7 @@ impl Dialect for OpenAi {
         })
     }
 
-    fn prompt_pieces(raw: &[u8]) -> Option<PromptPieces> {
+    fn prompt_pieces(raw: &[u8]) -> Option<PromptPieces<'_>> {
         request::prompt_pieces(raw)
     }
 

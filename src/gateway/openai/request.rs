@@ -2,7 +2,10 @@
 //! read the quick way ([`view`]: byte spans, no tree) when it can be, and as a JSON map
 //! otherwise (which also gives each error).
 
+mod pieces;
 mod view;
+
+pub(super) use pieces::prompt_pieces;
 
 use bytes::Bytes;
 use serde_json::{Map, Value};
@@ -113,59 +116,6 @@ fn content_bytes(v: Option<&Value>) -> u64 {
             })
             .sum(),
         _ => 0,
-    }
-}
-
-/// The texts [`content_bytes`] and [`messages_text_bytes`] count the bytes of, and the tools,
-/// with the number of messages (see [`crate::gateway::dialect::Dialect::prompt_pieces`]).
-pub(super) fn prompt_pieces(raw: &[u8]) -> Option<crate::gateway::dialect::PromptPieces> {
-    let body: Value = serde_json::from_slice(raw).ok()?;
-    let messages = body.get("messages")?.as_array()?;
-    // In the order DeepSeek's template reads them (the tools first, in its system prompt): a
-    // prompt's cached prefix is a prefix of these ([`crate::keys::prompts`]).
-    let (mut pieces, mut labels) = (Vec::new(), Vec::new());
-    if let Some(tools @ Value::Array(_)) = body.get("tools") {
-        pieces.push(tools.to_string());
-        labels.push("tools".to_string());
-    }
-    // Each piece is labelled with its message's place and role: the same texts grouped into
-    // other messages (two parts of one, or two messages) are another prompt to DeepSeek's
-    // template, so to its cache (found by an independent re-check).
-    for (i, m) in messages.iter().enumerate() {
-        let role = m.get("role").and_then(Value::as_str).unwrap_or_default();
-        for k in ["content", "reasoning_content", "name"] {
-            content_pieces(m.get(k), &mut pieces);
-            labels.resize(pieces.len(), format!("{i}:{role}.{k}"));
-        }
-        if let Some(calls) = m.get("tool_calls") {
-            pieces.push(calls.to_string());
-            labels.push(format!("{i}:{role}.tool_calls"));
-        }
-    }
-    Some(crate::gateway::dialect::PromptPieces {
-        texts: pieces,
-        labels,
-        messages: messages.len() as u64,
-    })
-}
-
-/// The texts of a content (a string, or parts with `text`), as [`content_bytes`] counts them.
-fn content_pieces(v: Option<&Value>, out: &mut Vec<String>) {
-    match v {
-        Some(Value::String(s)) => out.push(s.clone()),
-        Some(Value::Array(parts)) => {
-            for p in parts {
-                match p {
-                    Value::String(s) => out.push(s.clone()),
-                    _ => {
-                        if let Some(Value::String(s)) = p.get("text") {
-                            out.push(s.clone());
-                        }
-                    }
-                }
-            }
-        }
-        _ => {}
     }
 }
 

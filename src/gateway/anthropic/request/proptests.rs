@@ -19,7 +19,7 @@ use crate::proptest_support::{
 };
 
 /// The keys the parser reads, for arbitrary JSON to hit them often.
-const KEYS: &[&str] = &[
+pub(super) const KEYS: &[&str] = &[
     "model",
     "messages",
     "max_tokens",
@@ -41,8 +41,8 @@ const KEYS: &[&str] = &[
 
 /// What a generated valid request asked for.
 #[derive(Debug, Clone)]
-struct Asked {
-    body: Map<String, Value>,
+pub(super) struct Asked {
+    pub(super) body: Map<String, Value>,
     model: String,
     stream: bool,
     max_tokens: u64,
@@ -105,7 +105,7 @@ fn extra_key() -> impl Strategy<Value = String> {
     ]
 }
 
-fn valid() -> impl Strategy<Value = Asked> {
+pub(super) fn valid() -> impl Strategy<Value = Asked> {
     (
         prop_oneof![Just("claude-sonnet-4".to_string()), text(16)]
             .prop_filter("non-empty", |m| !m.is_empty()),
@@ -251,7 +251,7 @@ proptest! {
 
 /// Members put into a body by an edit: each field the quick reading reads, of the wrong type,
 /// repeated, escaped, or with a value whose compact length it cannot count.
-const MEMBER_EDITS: &[&str] = &[
+pub(super) const MEMBER_EDITS: &[&str] = &[
     "\"role\":1,",
     "\"role\":\"x\",",
     "\"content\":5,",

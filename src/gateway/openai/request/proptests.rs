@@ -18,7 +18,7 @@ use crate::proptest_support::{
 };
 
 /// The keys the parser reads, for arbitrary JSON to hit them often.
-const KEYS: &[&str] = &[
+pub(super) const KEYS: &[&str] = &[
     "model",
     "messages",
     "role",
@@ -37,8 +37,8 @@ const KEYS: &[&str] = &[
 
 /// What a generated valid request asked for.
 #[derive(Debug, Clone)]
-struct Asked {
-    body: Map<String, Value>,
+pub(super) struct Asked {
+    pub(super) body: Map<String, Value>,
     model: String,
     stream: bool,
     include_usage: bool,
@@ -120,7 +120,7 @@ fn extra_key() -> impl Strategy<Value = String> {
     ]
 }
 
-fn valid() -> impl Strategy<Value = Asked> {
+pub(super) fn valid() -> impl Strategy<Value = Asked> {
     (
         (
             prop_oneof![Just("deepseek-v4-flash".to_string()), text(16)]
@@ -221,7 +221,7 @@ fn tools() -> impl Strategy<Value = Value> {
 
 /// Members of a request put in again, of the wrong type, or behind an escaped name; with
 /// [`JSON_EDITS`], the edits the top-level walk and the quick reading are tried with.
-const MEMBER_EDITS: &[&str] = &[
+pub(super) const MEMBER_EDITS: &[&str] = &[
     "\"model\":\"m\",",
     "\"stream\":true,",
     "\"n\":2,",

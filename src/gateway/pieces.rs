@@ -1,0 +1,218 @@
+//! A request's prompt in pieces — each text as it goes into DeepSeek's template, with what it
+//! is (its message's place and role, its kind of block) — for the two things that read it:
+//! a cut stream's count by DeepSeek's tokenizer ([`super::tokens`]), and the fingerprints
+//! of the key's recent prompts ([`crate::keys::prompts`]) that say which part was cached.
+//!
+//! Why pieces borrow the body's text: every stream's prompt is fingerprinted when it ends,
+//! and reading the body into a `serde_json::Value` for that cost a Claude Code-shaped request
+//! ~2.2M instructions on top of its ~0.86M (bench/PROFILE.md). So each dialect walks the body
+//! once with the cursor (a tree only where the walk is not sure), a string is hashed as
+//! written, and a text is decoded only when a count needs it.
+
+use std::borrow::Cow;
+use std::hash::Hasher;
+
+/// One piece's text.
+pub enum PieceText<'a> {
+    /// A JSON string as written in the body, quotes included.
+    Written(&'a str),
+    /// A text, decoded already.
+    Decoded(String),
+    /// A JSON value (a tool list, a tool's input or calls), as written or as serde_json writes
+    /// it compactly: it goes into DeepSeek's template as compact JSON.
+    Json(Cow<'a, str>),
+}
+
+/// One piece of a prompt.
+pub struct Piece<'a> {
+    /// What the text is (`3:user.content`, `tools`…): the same text in another role, message
+    /// or kind of block is another prompt to DeepSeek's template, so to its cache.
+    pub label: String,
+    /// The text.
+    pub text: PieceText<'a>,
+}
+
+/// A request's prompt: its pieces in the order DeepSeek's template reads them (a cached
+/// prefix of a prompt is a prefix of these), and its number of messages.
+pub struct PromptPieces<'a> {
+    /// The pieces.
+    pub pieces: Vec<Piece<'a>>,
+    /// Messages.
+    pub messages: u64,
+}
+
+impl PieceText<'_> {
+    /// The text as DeepSeek's tokenizer reads it: a string decoded, a JSON value as
+    /// serde_json writes it compactly. `None` if it is not what it says (never for a body
+    /// that was parsed).
+    pub fn text(&self) -> Option<Cow<'_, str>> {
+        match self {
+            PieceText::Written(w) => string(w),
+            PieceText::Decoded(s) => Some(Cow::Borrowed(s)),
+            PieceText::Json(j) => serde_json::from_str::<serde_json::Value>(j)
+                .ok()
+                .map(|v| Cow::Owned(v.to_string())),
+        }
+    }
+
+    /// Feeds what identifies the text to `h`: a string as written between its quotes (a
+    /// client writes the same text the same way each time: decoding every escape of a long
+    /// prompt for its fingerprint cost more than all the rest, bench/PROFILE.md), a decoded
+    /// text as it is (the same as a string written without escapes), a JSON value's text
+    /// without the whitespace between its tokens. `None` if it is not what it says.
+    pub fn feed(&self, h: &mut impl Hasher) -> Option<()> {
+        match self {
+            PieceText::Written(w) => {
+                h.write_u8(0);
+                h.write(w.strip_prefix('"')?.strip_suffix('"')?.as_bytes());
+            }
+            PieceText::Decoded(s) => {
+                h.write_u8(0);
+                h.write(s.as_bytes());
+            }
+            PieceText::Json(j) => {
+                h.write_u8(1);
+                without_whitespace(j, |run| h.write(run));
+            }
+        }
+        h.write_u8(0xff);
+        Some(())
+    }
+}
+
+/// A JSON string's text (`written`: as written, quotes included): borrowed unless it holds
+/// an escape.
+pub fn string(written: &str) -> Option<Cow<'_, str>> {
+    match plain(written) {
+        Some(inner) => Some(Cow::Borrowed(inner)),
+        None => serde_json::from_str::<String>(written).ok().map(Cow::Owned),
+    }
+}
+
+/// A JSON string's text between its quotes, if it holds no escape (so it is its text).
+fn plain(written: &str) -> Option<&str> {
+    let inner = written.strip_prefix('"')?.strip_suffix('"')?;
+    (memchr::memchr(b'\\', inner.as_bytes()).is_none()).then_some(inner)
+}
+
+/// `json`'s text in runs, leaving out JSON's whitespace between tokens (inside strings it
+/// stays).
+fn without_whitespace(json: &str, mut run: impl FnMut(&[u8])) {
+    let b = json.as_bytes();
+    let (mut i, mut from) = (0, 0);
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                // To the string's closing quote, passing over escapes.
+                i += 1;
+                while let Some(k) = b.get(i..).and_then(|r| memchr::memchr2(b'"', b'\\', r)) {
+                    i += k + 1;
+                    if b[i - 1] == b'"' {
+                        break;
+                    }
+                    i += 1;
+                }
+            }
+            b' ' | b'\n' | b'\r' | b'\t' => {
+                if from < i {
+                    run(&b[from..i]);
+                }
+                i += 1;
+                from = i;
+            }
+            _ => i += 1,
+        }
+    }
+    if from < b.len() {
+        run(&b[from..]);
+    }
+}
+
+/// For the dialects' property tests: whether the walk's pieces are the tree's — the same
+/// labels and messages, the same text for the tokenizer, and for a string written without
+/// escapes the same fingerprint (a string with escapes is fingerprinted as written, a JSON
+/// value's text may differ where its writing does in more than whitespace).
+#[cfg(test)]
+pub(crate) fn same_as_tree(walked: &PromptPieces, tree: &PromptPieces) -> Result<(), String> {
+    let print = |t: &PieceText| {
+        let mut h = std::hash::DefaultHasher::new();
+        t.feed(&mut h).map(|()| h.finish())
+    };
+    if walked.messages != tree.messages || walked.pieces.len() != tree.pieces.len() {
+        return Err(format!(
+            "{} messages, {} pieces walked; {} and {} in the tree",
+            walked.messages,
+            walked.pieces.len(),
+            tree.messages,
+            tree.pieces.len()
+        ));
+    }
+    for (w, t) in walked.pieces.iter().zip(&tree.pieces) {
+        let (wt, tt) = (w.text.text(), t.text.text());
+        if w.label != t.label || wt.is_none() || wt != tt {
+            return Err(format!(
+                "{}: {wt:?} walked, {}: {tt:?} in the tree",
+                w.label, t.label
+            ));
+        }
+        let json = |p: &Piece| matches!(p.text, PieceText::Json(_));
+        let escaped = matches!(w.text, PieceText::Written(s) if plain(s).is_none());
+        if json(w) != json(t) || (!json(w) && !escaped && print(&w.text) != print(&t.text)) {
+            return Err(format!("{}: not the same fingerprint", w.label));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn print(t: &PieceText) -> u64 {
+        // The same keys each time.
+        let mut h = std::hash::DefaultHasher::new();
+        t.feed(&mut h).unwrap();
+        h.finish()
+    }
+
+    /// A string is identified by its text as written (a text without escapes as the same
+    /// text decoded); a JSON value by its text without the whitespace between tokens (but
+    /// not inside strings).
+    #[test]
+    fn the_same_text_written_the_same_way_is_the_same_piece() {
+        let a = print(&PieceText::Written(r#""café \"x\"""#));
+        assert_eq!(a, print(&PieceText::Written(r#""café \"x\"""#)));
+        assert_ne!(a, print(&PieceText::Written(r#""café \"y\"""#)));
+        assert_eq!(
+            print(&PieceText::Written(r#""café x""#)),
+            print(&PieceText::Decoded("café x".into()))
+        );
+        let compact = r#"[{"a":"b c","d":[1,2]}]"#;
+        let spaced = "[ {\"a\" : \"b c\",\n\t\"d\": [1, 2] } ]";
+        let (c, s) = (
+            PieceText::Json(compact.into()),
+            PieceText::Json(spaced.into()),
+        );
+        assert_eq!(print(&c), print(&s));
+        assert_ne!(
+            print(&c),
+            print(&PieceText::Json(r#"[{"a":"bc","d":[1,2]}]"#.into())),
+            "whitespace inside a string is text"
+        );
+        let escaped = r#"[{"a":"b\" c","d":1}]"#;
+        let escaped_spaced = "[{\"a\": \"b\\\" c\", \"d\": 1}]";
+        assert_eq!(
+            print(&PieceText::Json(escaped.into())),
+            print(&PieceText::Json(escaped_spaced.into())),
+            "an escaped quote does not end the string"
+        );
+        assert_ne!(
+            print(&PieceText::Json(r#""x""#.into())),
+            print(&PieceText::Decoded("\"x\"".into())),
+            "a JSON value is not a text"
+        );
+        // What a count reads: the decoded text, compact JSON.
+        assert_eq!(PieceText::Written(r#""caf\u00e9""#).text().unwrap(), "café");
+        assert_eq!(s.text().unwrap(), compact);
+    }
+}
