@@ -503,7 +503,8 @@ async fn a_cut_stream_pays_the_start_its_key_sent_before_as_cache_hits() {
     let row = cut(key.clone(), FLASH).await;
     let n = |t: &str| count(t).expect("the tokenizer");
     let total = n(&system) + n(q1) + n(a1) + n(q2) + 4 * 4 + 2;
-    let hit = (n(&system) + n(q1)) / 64 * 64;
+    // The system prompt and the first question, with their two messages' template tokens.
+    let hit = (n(&system) + n(q1) + 2 * 4) / 64 * 64;
     assert!(hit >= 640, "{hit}");
     assert_eq!(row.measured, modelrelay::store::Measured::Estimated);
     assert_eq!(
@@ -543,4 +544,63 @@ async fn a_cut_stream_pays_the_start_its_key_sent_before_as_cache_hits() {
         ),
         (total, 0, total)
     );
+}
+
+/// A cut stream's cache hits need the same texts written the same way, however the body is
+/// read: an escaped member name elsewhere keeps them (it sent the body through the JSON tree,
+/// whose strings were fingerprinted otherwise); another text whose bytes are the first one's
+/// as written (a backslash and an `n` where it had line breaks), read through the tree (deep
+/// nesting), gets none (it got the first text's hits: found by an independent re-check).
+#[tokio::test]
+async fn a_cut_streams_cache_hits_need_the_same_texts_however_the_body_is_read() {
+    use modelrelay::gateway::tokens::count;
+    let app = TestApp::spawn().await;
+    let key = app.create_key("pro", None).await;
+    let system = "Answer in full sentences.\nName your sources.\n".repeat(60);
+    let q1 = "[[sim reply=3]] What is a prefix cache?";
+    let prime = serde_json::json!({"model": FLASH, "stream": true, "messages": [
+        {"role": "system", "content": system}, {"role": "user", "content": q1}]});
+    let events = read_stream(app.chat(&key, &prime).send().await.expect("send")).await;
+    assert!(events.iter().any(|e| e == "data: [DONE]"), "{events:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let q2 = "[[sim reply=200 delay_ms=20]] And then?";
+    let body = |system: &str, extra: &str| {
+        let b = serde_json::json!({"model": FLASH, "stream": true, "messages": [
+            {"role": "system", "content": system}, {"role": "user", "content": q1},
+            {"role": "assistant", "content": "alpha"}, {"role": "user", "content": q2}]});
+        format!("{{{extra}{}", &b.to_string()[1..])
+    };
+    let cut = |raw: String| {
+        let app = &app;
+        let key = key.clone();
+        async move {
+            let resp = app
+                .http
+                .post(format!("{}/v1/chat/completions", app.base))
+                .bearer_auth(&key)
+                .header("content-type", "application/json")
+                .body(raw)
+                .send()
+                .await
+                .expect("send");
+            assert_eq!(resp.status(), 200);
+            let rid = request_id(&resp);
+            let mut stream = resp.bytes_stream();
+            read_deltas(&mut stream, 3).await;
+            drop(stream);
+            app.wait_ledger_row(&rid).await
+        }
+    };
+    let n = |t: &str| count(t).expect("the tokenizer");
+    let row = cut(body(&system, r#""temperatur\u0065":1.0,"#)).await;
+    assert_eq!(
+        row.cache_hit_tokens,
+        (n(&system) + n(q1) + 2 * 4) / 64 * 64,
+        "the same texts"
+    );
+    let literal = system.replace('\n', "\\n");
+    let deep = format!("\"x\":{}0{},", "[".repeat(70), "]".repeat(70));
+    let row = cut(body(&literal, &deep)).await;
+    assert_eq!(row.measured, modelrelay::store::Measured::Estimated);
+    assert_eq!(row.cache_hit_tokens, 0, "another text");
 }

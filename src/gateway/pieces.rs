@@ -28,6 +28,8 @@ pub struct Piece<'a> {
     /// What the text is (`3:user.content`, `tools`…): the same text in another role, message
     /// or kind of block is another prompt to DeepSeek's template, so to its cache.
     pub label: String,
+    /// The message it is in (`None`: the tools or the system prompt).
+    pub message: Option<u64>,
     /// The text.
     pub text: PieceText<'a>,
 }
@@ -58,13 +60,22 @@ impl PieceText<'_> {
     /// Feeds what identifies the text to `h`: a string as written between its quotes (a
     /// client writes the same text the same way each time: decoding every escape of a long
     /// prompt for its fingerprint cost more than all the rest, bench/PROFILE.md), a decoded
-    /// text as it is (the same as a string written without escapes), a JSON value's text
-    /// without the whitespace between its tokens. `None` if it is not what it says.
+    /// text as it is (the same as a string written without escapes; never the same as one
+    /// written with them), a JSON value's text without the whitespace between its tokens.
+    /// Equal fingerprints mean equal texts; the same text written two ways may differ (billed
+    /// as misses). `None` if it is not what it says.
     pub fn feed(&self, h: &mut impl Hasher) -> Option<()> {
         match self {
             PieceText::Written(w) => {
-                h.write_u8(0);
-                h.write(w.strip_prefix('"')?.strip_suffix('"')?.as_bytes());
+                let inner = w.strip_prefix('"')?.strip_suffix('"')?;
+                // Written without an escape, a string's bytes are its text: the same as a
+                // decoded text's. Written with escapes, they are not, and must never match a
+                // decoded text (a tree's reading) with those bytes: `a\nb` written with its
+                // escape is a line break, the same bytes decoded are a backslash and an `n`
+                // (found by an independent re-check: new text billed as cache hits).
+                let escaped = memchr::memchr(b'\\', inner.as_bytes()).is_some();
+                h.write_u8(if escaped { 2 } else { 0 });
+                h.write(inner.as_bytes());
             }
             PieceText::Decoded(s) => {
                 h.write_u8(0);
@@ -138,6 +149,14 @@ pub(crate) fn same_as_tree(walked: &PromptPieces, tree: &PromptPieces) -> Result
         let mut h = std::hash::DefaultHasher::new();
         t.feed(&mut h).map(|()| h.finish())
     };
+    let at = |p: &PromptPieces| p.pieces.iter().map(|p| p.message).collect::<Vec<_>>();
+    if at(walked) != at(tree) {
+        return Err(format!(
+            "messages {:?} walked, {:?} in the tree",
+            at(walked),
+            at(tree)
+        ));
+    }
     if walked.messages != tree.messages || walked.pieces.len() != tree.pieces.len() {
         return Err(format!(
             "{} messages, {} pieces walked; {} and {} in the tree",
@@ -186,6 +205,16 @@ mod tests {
         assert_eq!(
             print(&PieceText::Written(r#""café x""#)),
             print(&PieceText::Decoded("café x".into()))
+        );
+        // Written with an escape, a line break; decoded, a backslash and an `n`: other texts.
+        assert_ne!(
+            print(&PieceText::Written(r#""a\nb""#)),
+            print(&PieceText::Decoded(r"a\nb".into()))
+        );
+        assert_ne!(
+            print(&PieceText::Written(r#""a\nb""#)),
+            print(&PieceText::Decoded("a\nb".into())),
+            "the same text written with an escape, as misses"
         );
         let compact = r#"[{"a":"b c","d":[1,2]}]"#;
         let spaced = "[ {\"a\" : \"b c\",\n\t\"d\": [1, 2] } ]";

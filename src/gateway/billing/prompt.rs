@@ -13,6 +13,7 @@ use tokio::sync::Semaphore;
 use bytes::Bytes;
 
 use crate::gateway::dialect::PromptPieces;
+use crate::gateway::pieces::Piece;
 use crate::gateway::tokens;
 use crate::keys::KeyState;
 use crate::keys::prompts::Scope;
@@ -73,7 +74,11 @@ impl PromptSource {
                         .shared_prefix(&scope, started, &fingerprints(&key, &prompt)?);
                 let template = 4 * prompt.messages + 2;
                 let total = counts.iter().sum::<u64>().saturating_add(template);
-                let cached: u64 = counts[..shared].iter().sum();
+                // The template's tokens of a message whose every piece was cached are cached
+                // too (found by an independent re-check: a resent conversation of many short
+                // messages was billed their template's tokens as misses).
+                let cached = counts[..shared].iter().sum::<u64>()
+                    + TEMPLATE_PER_MESSAGE * whole_messages(&prompt.pieces, shared);
                 let hit = (cached / CACHE_UNIT * CACHE_UNIT).min(total);
                 Some((hit, total - hit))
             })
@@ -114,6 +119,26 @@ impl PromptSource {
             tracing::debug!("the prompt recorder is behind; a prompt is not remembered");
         }
     }
+}
+
+/// The template's tokens a message, as the estimate counts them (`4 × messages + 2`).
+const TEMPLATE_PER_MESSAGE: u64 = 4;
+
+/// Messages all of whose pieces are among the first `shared` (a message without pieces is
+/// not one: nothing says a recent prompt had it).
+fn whole_messages(pieces: &[Piece], shared: usize) -> u64 {
+    let open = pieces.get(shared).and_then(|p| p.message);
+    let (mut last, mut whole) = (None, 0);
+    for m in pieces[..shared.min(pieces.len())]
+        .iter()
+        .filter_map(|p| p.message)
+    {
+        if last != Some(m) && open != Some(m) {
+            whole += 1;
+        }
+        last = Some(m);
+    }
+    whole
 }
 
 /// Prompts waiting to be remembered, at most.
@@ -180,6 +205,22 @@ mod tests {
     use crate::gateway::dialect::Dialect;
     use crate::gateway::openai::OpenAi;
 
+    /// Only messages whose every piece is cached count: not the one the first new piece is
+    /// in, nor the tools or the system prompt, nor a message without pieces.
+    #[test]
+    fn whole_messages_are_those_all_of_whose_pieces_are_cached() {
+        use super::{Piece, whole_messages};
+        use crate::gateway::pieces::PieceText;
+        let at = |m: Option<u64>| Piece {
+            label: String::new(),
+            message: m,
+            text: PieceText::Decoded(String::new()),
+        };
+        let p = [None, Some(0), Some(0), Some(2), Some(3), Some(3)].map(at);
+        let whole: Vec<u64> = (0..=p.len()).map(|s| whole_messages(&p, s)).collect();
+        assert_eq!(whole, [0, 0, 0, 1, 2, 2, 3]);
+    }
+
     /// (label, text) of each piece.
     fn labelled<D: Dialect>(body: serde_json::Value) -> Vec<(String, String)> {
         let raw = body.to_string();
@@ -200,6 +241,20 @@ mod tests {
             {"role": "user", "content": "B"}, {"role": "user", "content": "C"}]}));
         assert_eq!(parts[0], messages[0]);
         assert_ne!(parts[1], messages[1]);
+        // An assistant's reasoning before its answer, as DeepSeek's template writes them:
+        // a changed reasoning leaves the answer after it uncached.
+        let turn = labelled::<OpenAi>(serde_json::json!({"messages": [{"role": "assistant",
+            "tool_calls": [], "content": "C", "reasoning_content": "R", "name": "N"}]}));
+        let order: Vec<&str> = turn.iter().map(|(l, _)| l.as_str()).collect();
+        assert_eq!(
+            order,
+            [
+                "0:assistant.name",
+                "0:assistant.reasoning_content",
+                "0:assistant.content",
+                "0:assistant.tool_calls"
+            ]
+        );
         let as_system = labelled::<OpenAi>(serde_json::json!({"messages": [
             {"role": "system", "content": "B"}]}));
         assert_ne!(as_system[0], messages[0]);

@@ -137,6 +137,23 @@ impl<'a> Cursor<'a> {
         })
     }
 
+    /// An object; `f` reads each member's value, given its key decoded — an escaped key too
+    /// (decoded by serde: rare), as a JSON map names it.
+    pub(in crate::gateway) fn members_decoded(
+        &mut self,
+        mut f: impl FnMut(&mut Self, &str) -> Option<()>,
+    ) -> Option<()> {
+        self.object::<true>(|c, key| {
+            let s = c.s;
+            let inner = s.get(key.clone())?;
+            if memchr::memchr(b'\\', inner.as_bytes()).is_none() {
+                return f(c, inner);
+            }
+            let name: String = serde_json::from_str(s.get(key.start - 1..key.end + 1)?).ok()?;
+            f(c, &name)
+        })
+    }
+
     /// An object; `f` reads each member's value, given where its key is as written (between
     /// its quotes, escapes and all) when `ESCAPED_KEYS`, else only where no key holds an escape.
     /// The key is passed as a range, not a `&str`: a `str` slice checks both ends for a

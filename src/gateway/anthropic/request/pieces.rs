@@ -1,7 +1,7 @@
 //! A Messages request's prompt in pieces ([`crate::gateway::pieces`]): the texts the
 //! estimate counts the bytes of (`content_bytes`, `block_bytes`: messages and system) and the
 //! tools, with the number of messages. Walked by the cursor, borrowing the body's text; read
-//! through a tree only where the walk is not sure (an escaped name, deep nesting).
+//! through a tree only where the walk is not sure (deep nesting).
 
 use std::borrow::Cow;
 
@@ -23,7 +23,7 @@ pub(in crate::gateway::anthropic) fn prompt_pieces(raw: &[u8]) -> Option<PromptP
 fn walked(text: &str) -> Option<PromptPieces<'_>> {
     let mut c = Cursor::new(text);
     let (mut tools, mut system, mut messages) = (None, Vec::new(), None);
-    c.members(|c, key| {
+    c.members_decoded(|c, key| {
         match key {
             "tools" => tools = Some(c.raw_value()?),
             "system" => {
@@ -54,6 +54,7 @@ fn walked(text: &str) -> Option<PromptPieces<'_>> {
     let mut out = Vec::with_capacity(1 + system.len() + said.len());
     if let Some(t) = tools.filter(|t| t.starts_with('[')) {
         out.push(Piece {
+            message: None,
             label: "tools".into(),
             text: PieceText::Json(Cow::Borrowed(t)),
         });
@@ -80,7 +81,7 @@ fn message<'a>(c: &mut Cursor<'a>, i: u64, out: &mut Vec<Piece<'a>>) -> Option<(
         return c.skip_value();
     }
     let (mut role, mut said) = (None, Vec::new());
-    c.members(|c, key| {
+    c.members_decoded(|c, key| {
         match key {
             "role" => role = Some(c.raw_value()?),
             "content" => {
@@ -95,7 +96,10 @@ fn message<'a>(c: &mut Cursor<'a>, i: u64, out: &mut Vec<Piece<'a>>) -> Option<(
         Some(r) if r.starts_with('"') => pieces::string(r)?,
         _ => Cow::Borrowed(""),
     };
-    out.extend(under(&format!("{i}:{role}"), said));
+    out.extend(under(&format!("{i}:{role}"), said).map(|mut p| {
+        p.message = Some(i);
+        p
+    }));
     Some(())
 }
 
@@ -104,6 +108,7 @@ fn message<'a>(c: &mut Cursor<'a>, i: u64, out: &mut Vec<Piece<'a>>) -> Option<(
 fn content<'a>(c: &mut Cursor<'a>, out: &mut Vec<Piece<'a>>) -> Option<()> {
     match c.next_byte()? {
         b'"' => out.push(Piece {
+            message: None,
             label: ".text".into(),
             text: PieceText::Written(c.raw_value()?),
         }),
@@ -121,7 +126,7 @@ fn block<'a>(c: &mut Cursor<'a>, out: &mut Vec<Piece<'a>>) -> Option<()> {
     }
     let (mut kind, mut name, mut input, mut thinking, mut text) = (None, None, None, None, None);
     let mut inner = Vec::new();
-    c.members(|c, key| {
+    c.members_decoded(|c, key| {
         let slot = match key {
             "type" => &mut kind,
             "name" => &mut name,
@@ -145,6 +150,7 @@ fn block<'a>(c: &mut Cursor<'a>, out: &mut Vec<Piece<'a>>) -> Option<()> {
     let label = format!(".{kind}");
     let mut push = |text| {
         out.push(Piece {
+            message: None,
             label: label.clone(),
             text,
         });
@@ -181,14 +187,15 @@ fn by_tree(raw: &[u8]) -> Option<PromptPieces<'static>> {
     let mut out = Vec::new();
     if let Some(tools @ Value::Array(_)) = body.get("tools") {
         out.push(Piece {
+            message: None,
             label: "tools".into(),
             text: PieceText::Json(Cow::Owned(tools.to_string())),
         });
     }
-    tree_content(body.get("system"), "system", &mut out);
-    for (i, m) in messages.iter().enumerate() {
+    tree_content(body.get("system"), "system", None, &mut out);
+    for (i, m) in (0u64..).zip(messages) {
         let role = m.get("role").and_then(Value::as_str).unwrap_or_default();
-        tree_content(m.get("content"), &format!("{i}:{role}"), &mut out);
+        tree_content(m.get("content"), &format!("{i}:{role}"), Some(i), &mut out);
     }
     Some(PromptPieces {
         pieces: out,
@@ -197,9 +204,10 @@ fn by_tree(raw: &[u8]) -> Option<PromptPieces<'static>> {
 }
 
 /// A content in a tree (a string, or blocks), under `at`.
-fn tree_content(v: Option<&Value>, at: &str, out: &mut Vec<Piece<'static>>) {
+fn tree_content(v: Option<&Value>, at: &str, message: Option<u64>, out: &mut Vec<Piece<'static>>) {
     match v {
         Some(Value::String(s)) => out.push(Piece {
+            message,
             label: format!("{at}.text"),
             text: PieceText::Decoded(s.clone()),
         }),
@@ -212,21 +220,24 @@ fn tree_content(v: Option<&Value>, at: &str, out: &mut Vec<Piece<'static>>) {
                     "tool_use" => {
                         if let Some(name) = text("name") {
                             out.push(Piece {
+                                message,
                                 label: label.clone(),
                                 text: PieceText::Decoded(name),
                             });
                         }
                         if let Some(input) = b.get("input") {
                             out.push(Piece {
+                                message,
                                 label,
                                 text: PieceText::Json(Cow::Owned(input.to_string())),
                             });
                         }
                     }
-                    "tool_result" => tree_content(b.get("content"), &label, out),
+                    "tool_result" => tree_content(b.get("content"), &label, message, out),
                     "thinking" => {
                         if let Some(t) = text("thinking") {
                             out.push(Piece {
+                                message,
                                 label,
                                 text: PieceText::Decoded(t),
                             });
@@ -235,11 +246,12 @@ fn tree_content(v: Option<&Value>, at: &str, out: &mut Vec<Piece<'static>>) {
                     _ => {
                         if let Some(t) = text("text") {
                             out.push(Piece {
+                                message,
                                 label: label.clone(),
                                 text: PieceText::Decoded(t),
                             });
                         }
-                        tree_content(b.get("content"), &label, out);
+                        tree_content(b.get("content"), &label, message, out);
                     }
                 }
             }

@@ -1,7 +1,7 @@
 //! A chat request's prompt in pieces ([`crate::gateway::pieces`]): the texts the estimate
 //! counts the bytes of (`content_bytes`, `messages_text_bytes`), and the tools, with the
 //! number of messages. Walked by the cursor, borrowing the body's text; read through a tree
-//! only where the walk is not sure (an escaped name, deep nesting).
+//! only where the walk is not sure (deep nesting).
 
 use std::borrow::Cow;
 
@@ -22,7 +22,7 @@ pub(in crate::gateway::openai) fn prompt_pieces(raw: &[u8]) -> Option<PromptPiec
 fn walked(text: &str) -> Option<PromptPieces<'_>> {
     let mut c = Cursor::new(text);
     let (mut tools, mut messages) = (None, None);
-    c.members(|c, key| {
+    c.members_decoded(|c, key| {
         match key {
             "tools" => tools = Some(c.raw_value()?),
             "messages" => {
@@ -46,6 +46,7 @@ fn walked(text: &str) -> Option<PromptPieces<'_>> {
     if let Some(t) = tools.filter(|t| t.starts_with('[')) {
         out.push(Piece {
             label: "tools".into(),
+            message: None,
             text: PieceText::Json(Cow::Borrowed(t)),
         });
     }
@@ -61,17 +62,17 @@ fn message<'a>(c: &mut Cursor<'a>, i: u64, out: &mut Vec<Piece<'a>>) -> Option<(
     if c.next_byte()? != b'{' {
         return c.skip_value();
     }
-    // The texts of `content`, `reasoning_content` and `name`, in that order; the last of a
-    // member named twice, as in a JSON map.
+    // The texts of `name`, `reasoning_content` and `content`, in [`PARTS`]' order; the last
+    // of a member named twice, as in a JSON map.
     let mut texts: [Vec<&'a str>; 3] = Default::default();
     let (mut role, mut calls) = (None, None);
-    c.members(|c, key| {
+    c.members_decoded(|c, key| {
         let k = match key {
             "role" => return c.raw_value().map(|r| role = Some(r)),
             "tool_calls" => return c.raw_value().map(|t| calls = Some(t)),
-            "content" => 0,
+            "name" => 0,
             "reasoning_content" => 1,
-            "name" => 2,
+            "content" => 2,
             _ => return c.skip_value(),
         };
         texts[k].clear();
@@ -84,20 +85,31 @@ fn message<'a>(c: &mut Cursor<'a>, i: u64, out: &mut Vec<Piece<'a>>) -> Option<(
     // Each piece is labelled with its message's place and role: the same texts grouped into
     // other messages (two parts of one, or two messages) are another prompt to DeepSeek's
     // template, so to its cache (found by an independent re-check).
-    for (k, texts) in ["content", "reasoning_content", "name"].iter().zip(texts) {
+    for (k, texts) in PARTS.iter().zip(texts) {
         out.extend(texts.into_iter().map(|w| Piece {
             label: format!("{i}:{role}.{k}"),
+            message: Some(i),
             text: PieceText::Written(w),
         }));
     }
     if let Some(calls) = calls {
         out.push(Piece {
             label: format!("{i}:{role}.tool_calls"),
+            message: Some(i),
             text: PieceText::Json(Cow::Borrowed(calls)),
         });
     }
     Some(())
 }
+
+/// A message's members of text, in the order its pieces are compared (its tool calls come
+/// last). A later piece counts as cached only if every one before it is the same, so this
+/// order must not put a piece before one that DeepSeek's template writes ahead of it: the
+/// template writes an assistant's reasoning before its answer (found by an independent
+/// re-check: with the answer first, a conversation resent with the reasoning changed had its
+/// answer billed as hits that DeepSeek does not give). A name, which the template may not
+/// write at all, goes first: a changed name costs misses, never hits DeepSeek does not give.
+const PARTS: [&str; 3] = ["name", "reasoning_content", "content"];
 
 /// The texts of a content as written (a string, or parts: strings and objects with `text`).
 fn content<'a>(c: &mut Cursor<'a>, out: &mut Vec<&'a str>) -> Option<()> {
@@ -107,7 +119,7 @@ fn content<'a>(c: &mut Cursor<'a>, out: &mut Vec<&'a str>) -> Option<()> {
             b'"' => c.raw_value().map(|w| out.push(w)),
             b'{' => {
                 let mut text = None;
-                c.members(|c, key| {
+                c.members_decoded(|c, key| {
                     if key == "text" {
                         text = Some(c.raw_value()?);
                         Some(())
@@ -132,23 +144,27 @@ fn by_tree(raw: &[u8]) -> Option<PromptPieces<'static>> {
     let body: Value = serde_json::from_slice(raw).ok()?;
     let messages = body.get("messages")?.as_array()?;
     let mut out = Vec::new();
-    let mut push = |label: String, text: PieceText<'static>| out.push(Piece { label, text });
+    let mut push = |label: String, message, text: PieceText<'static>| {
+        out.push(Piece {
+            label,
+            message,
+            text,
+        });
+    };
     if let Some(tools @ Value::Array(_)) = body.get("tools") {
-        push(
-            "tools".into(),
-            PieceText::Json(Cow::Owned(tools.to_string())),
-        );
+        let tools = PieceText::Json(Cow::Owned(tools.to_string()));
+        push("tools".into(), None, tools);
     }
-    for (i, m) in messages.iter().enumerate() {
+    for (i, m) in (0u64..).zip(messages) {
         let role = m.get("role").and_then(Value::as_str).unwrap_or_default();
-        for k in ["content", "reasoning_content", "name"] {
+        for k in PARTS {
             for text in content_texts(m.get(k)) {
-                push(format!("{i}:{role}.{k}"), PieceText::Decoded(text));
+                push(format!("{i}:{role}.{k}"), Some(i), PieceText::Decoded(text));
             }
         }
         if let Some(calls) = m.get("tool_calls") {
             let calls = PieceText::Json(Cow::Owned(calls.to_string()));
-            push(format!("{i}:{role}.tool_calls"), calls);
+            push(format!("{i}:{role}.tool_calls"), Some(i), calls);
         }
     }
     Some(PromptPieces {
