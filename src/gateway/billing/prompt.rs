@@ -266,6 +266,12 @@ mod tests {
                 {"type": "text", "text": "E"}]}]}));
         assert_eq!(text[0], result[0], "the system prompt");
         assert_ne!(text[1], result[1], "a tool's result is not a text");
+        // Thinking before the rest of its turn, whatever the blocks' order.
+        let turn = labelled::<Anthropic>(serde_json::json!({"messages": [{"role": "assistant",
+            "content": [{"type": "text", "text": "C"}, {"type": "thinking", "thinking": "R"},
+                {"type": "tool_use", "id": "t", "name": "f", "input": {}}]}]}));
+        let order: Vec<&str> = turn.iter().map(|(_, t)| t.as_str()).collect();
+        assert_eq!(order, ["R", "C", "f", "{}"]);
         let plain = labelled::<Anthropic>(serde_json::json!({"system": "S", "messages": [
             {"role": "user", "content": "D"}]}));
         assert_eq!(plain[1], text[1], "a string is a text block");

@@ -96,11 +96,22 @@ fn message<'a>(c: &mut Cursor<'a>, i: u64, out: &mut Vec<Piece<'a>>) -> Option<(
         Some(r) if r.starts_with('"') => pieces::string(r)?,
         _ => Cow::Borrowed(""),
     };
+    thinking_first(&mut said, ".thinking");
     out.extend(under(&format!("{i}:{role}"), said).map(|mut p| {
         p.message = Some(i);
         p
     }));
     Some(())
+}
+
+/// A message's thinking put before its other pieces (each kind in its order), as DeepSeek's
+/// template writes a turn's reasoning ahead of its answer whatever the blocks' order: a later
+/// piece counts as cached only if every one before it is the same, so a thinking block after
+/// a text must not let that text be billed as cached when the thinking changed (OpenAI's
+/// `reasoning_content` likewise, found by an independent re-check). `label`: a thinking
+/// block's label in `pieces`.
+fn thinking_first(pieces: &mut [Piece], label: &str) {
+    pieces.sort_by_key(|p| p.label != label);
 }
 
 /// A content's pieces (a string, or blocks), labelled from the block on (`.text`,
@@ -195,7 +206,9 @@ fn by_tree(raw: &[u8]) -> Option<PromptPieces<'static>> {
     tree_content(body.get("system"), "system", None, &mut out);
     for (i, m) in (0u64..).zip(messages) {
         let role = m.get("role").and_then(Value::as_str).unwrap_or_default();
-        tree_content(m.get("content"), &format!("{i}:{role}"), Some(i), &mut out);
+        let (at, from) = (format!("{i}:{role}"), out.len());
+        tree_content(m.get("content"), &at, Some(i), &mut out);
+        thinking_first(&mut out[from..], &format!("{at}.thinking"));
     }
     Some(PromptPieces {
         pieces: out,
