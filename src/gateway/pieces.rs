@@ -21,6 +21,88 @@ pub enum PieceText<'a> {
     /// A JSON value (a tool list, a tool's input or calls), as written or as serde_json writes
     /// it compactly: it goes into DeepSeek's template as compact JSON.
     Json(Cow<'a, str>),
+    /// What else a message, part or block says (its other members, as a JSON object; an image
+    /// as it is): no text the estimate counts, but another prompt to DeepSeek's template when
+    /// it changes — a message without text whose role changed, an image replaced (found by an
+    /// independent re-check: they left no trace, and what came after them was billed as
+    /// cached). Counted as no tokens.
+    Other(Cow<'a, str>),
+}
+
+/// The members of an object that its pieces do not hold (as written), for its
+/// [`PieceText::Other`] piece: the last of a name given twice, in the place of its first, as
+/// in a JSON map.
+#[derive(Default)]
+pub struct Others<'a>(Vec<(String, &'a str)>);
+
+impl<'a> Others<'a> {
+    /// Member `name` is `raw`.
+    pub fn put(&mut self, name: &str, raw: &'a str) {
+        match self.0.iter_mut().find(|(n, _)| n == name) {
+            Some(m) => m.1 = raw,
+            None => self.0.push((name.to_owned(), raw)),
+        }
+    }
+
+    /// Member `name`, taken out (a piece of its own holds it).
+    pub fn take(&mut self, name: &str) -> Option<&'a str> {
+        let at = self.0.iter().position(|(n, _)| n == name)?;
+        Some(self.0.remove(at).1)
+    }
+
+    /// Member `name`, if it is a string: taken out.
+    pub fn take_string(&mut self, name: &str) -> Option<&'a str> {
+        let at = self
+            .0
+            .iter()
+            .position(|(n, v)| n == name && v.starts_with('"'))?;
+        Some(self.0.remove(at).1)
+    }
+
+    /// Takes member `name` out if `held(its text)`; whether it did.
+    pub fn take_if(&mut self, name: &str, held: impl Fn(&str) -> bool) -> bool {
+        let at = self.0.iter().position(|(n, v)| n == name && held(v));
+        at.map(|at| self.0.remove(at)).is_some()
+    }
+
+    /// The piece of what is left.
+    pub fn piece(self, label: String, message: Option<u64>) -> Piece<'a> {
+        let mut text = String::from("{");
+        for (i, (name, raw)) in self.0.iter().enumerate() {
+            if i > 0 {
+                text.push(',');
+            }
+            text.push_str(&serde_json::Value::from(name.as_str()).to_string());
+            text.push(':');
+            text.push_str(raw);
+        }
+        text.push('}');
+        Piece {
+            label,
+            message,
+            text: PieceText::Other(Cow::Owned(text)),
+        }
+    }
+}
+
+/// The piece of what else `obj` (read through a tree) says: its members but those `held`
+/// says its pieces hold.
+pub fn others_of_tree(
+    obj: &serde_json::Map<String, serde_json::Value>,
+    held: impl Fn(&str, &serde_json::Value) -> bool,
+    label: String,
+    message: Option<u64>,
+) -> Piece<'static> {
+    let rest: serde_json::Map<_, _> = obj
+        .iter()
+        .filter(|(k, v)| !held(k, v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Piece {
+        label,
+        message,
+        text: PieceText::Other(Cow::Owned(serde_json::Value::Object(rest).to_string())),
+    }
 }
 
 /// One piece of a prompt.
@@ -54,6 +136,7 @@ impl PieceText<'_> {
             PieceText::Json(j) => serde_json::from_str::<serde_json::Value>(j)
                 .ok()
                 .map(|v| Cow::Owned(v.to_string())),
+            PieceText::Other(_) => Some(Cow::Borrowed("")),
         }
     }
 
@@ -84,6 +167,10 @@ impl PieceText<'_> {
             PieceText::Json(j) => {
                 h.write_u8(1);
                 without_whitespace(j, |run| h.write(run));
+            }
+            PieceText::Other(o) => {
+                h.write_u8(3);
+                without_whitespace(o, |run| h.write(run));
             }
         }
         h.write_u8(0xff);
@@ -174,7 +261,14 @@ pub(crate) fn same_as_tree(walked: &PromptPieces, tree: &PromptPieces) -> Result
                 w.label, t.label
             ));
         }
-        let json = |p: &Piece| matches!(p.text, PieceText::Json(_));
+        if let (PieceText::Other(wo), PieceText::Other(to)) = (&w.text, &t.text) {
+            let value = |o: &str| serde_json::from_str::<serde_json::Value>(o).ok();
+            if value(wo).is_none() || value(wo) != value(to) {
+                return Err(format!("{}: {wo} walked, {to} in the tree", w.label));
+            }
+            continue;
+        }
+        let json = |p: &Piece| matches!(p.text, PieceText::Json(_) | PieceText::Other(_));
         let escaped = matches!(w.text, PieceText::Written(s) if plain(s).is_none());
         if json(w) != json(t) || (!json(w) && !escaped && print(&w.text) != print(&t.text)) {
             return Err(format!("{}: not the same fingerprint", w.label));

@@ -204,6 +204,7 @@ mod tests {
     use crate::gateway::anthropic::Anthropic;
     use crate::gateway::dialect::Dialect;
     use crate::gateway::openai::OpenAi;
+    use crate::gateway::pieces::PieceText;
 
     /// Only messages whose every piece is cached count: not the one the first new piece is
     /// in, nor the tools or the system prompt, nor a message without pieces.
@@ -221,14 +222,79 @@ mod tests {
         assert_eq!(whole, [0, 0, 0, 1, 2, 2, 3]);
     }
 
-    /// (label, text) of each piece.
+    /// (label, text) of each piece of text (not what else a message or block says).
     fn labelled<D: Dialect>(body: serde_json::Value) -> Vec<(String, String)> {
         let raw = body.to_string();
         let p = D::prompt_pieces(raw.as_bytes()).unwrap();
         p.pieces
             .into_iter()
+            .filter(|p| !matches!(p.text, PieceText::Other(_)))
             .map(|p| (p.label, p.text.text().unwrap().into_owned()))
             .collect()
+    }
+
+    /// Each piece's fingerprint, by one key's prompts (each key's are keyed at random).
+    fn prints<D: Dialect>(body: serde_json::Value) -> Vec<u64> {
+        use std::sync::LazyLock;
+        static KEY: LazyLock<crate::keys::prompts::RecentPrompts> = LazyLock::new(Default::default);
+        let raw = body.to_string();
+        let p = D::prompt_pieces(raw.as_bytes()).unwrap();
+        let key = &*KEY;
+        p.pieces
+            .iter()
+            .map(|p| key.fingerprint(&p.label, |h| p.text.feed(h)).unwrap())
+            .collect()
+    }
+
+    /// A message without text, an image, a tool use's id are pieces too: when they change,
+    /// what comes after them is not the same prompt (they left no trace, found by an
+    /// independent re-check); a cache mark that moved is the same prompt.
+    #[test]
+    fn what_else_a_message_or_block_says_is_a_piece() {
+        let empty = |role: &str, content: serde_json::Value| {
+            serde_json::json!({"messages": [{"role": "user", "content": "A"},
+                {"role": role, "content": content}, {"role": "user", "content": "B"}]})
+        };
+        for content in [serde_json::Value::Null, serde_json::json!([])] {
+            let (a, b) = (
+                prints::<OpenAi>(empty("assistant", content.clone())),
+                prints::<OpenAi>(empty("user", content.clone())),
+            );
+            assert_eq!(a.len(), b.len());
+            assert_ne!(a[2], b[2], "{content}");
+            let (a, b) = (
+                prints::<Anthropic>(empty("assistant", serde_json::json!([]))),
+                prints::<Anthropic>(empty("user", serde_json::json!([]))),
+            );
+            assert_ne!(a[2], b[2]);
+        }
+        let image = |data: &str, mark: bool| {
+            let mut text = serde_json::json!({"type": "text", "text": "T"});
+            if mark {
+                text["cache_control"] = serde_json::json!({"type": "ephemeral"});
+            }
+            prints::<Anthropic>(
+                serde_json::json!({"messages": [{"role": "user", "content": [
+                {"type": "image", "source": {"type": "base64", "data": data}}, text]}]}),
+            )
+        };
+        let a = image("AAAA", false);
+        assert_ne!(a[1], image("BBBB", false)[1], "another image");
+        assert_eq!(a, image("AAAA", true), "a cache mark is not the prompt");
+        let call = |id: &str| {
+            prints::<Anthropic>(
+                serde_json::json!({"messages": [{"role": "assistant", "content": [
+                {"type": "tool_use", "id": id, "name": "f", "input": {}}]}]}),
+            )
+        };
+        assert_ne!(call("t1")[1], call("t2")[1]);
+        let part = |kind: &str| {
+            prints::<OpenAi>(
+                serde_json::json!({"messages": [{"role": "user", "content": [
+                {"type": kind, "text": "T"}]}]}),
+            )
+        };
+        assert_ne!(part("text")[1], part("image_url")[1]);
     }
 
     /// The same texts in other messages, roles or kinds of block are other pieces: DeepSeek's

@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use serde_json::Value;
 
 use crate::gateway::json::cursor::Cursor;
-use crate::gateway::pieces::{self, Piece, PieceText, PromptPieces};
+use crate::gateway::pieces::{self, Others, Piece, PieceText, PromptPieces, others_of_tree};
 
 /// The prompt's pieces (see [`crate::gateway::dialect::Dialect::prompt_pieces`]).
 pub(in crate::gateway::anthropic) fn prompt_pieces(raw: &[u8]) -> Option<PromptPieces<'_>> {
@@ -75,12 +75,19 @@ fn under<'a>(at: &str, pieces: Vec<Piece<'a>>) -> impl Iterator<Item = Piece<'a>
     })
 }
 
-/// Message `i`'s pieces (its content's, under its place and role).
+/// Message `i`'s pieces: what else it says (with its place and role), then its content's.
 fn message<'a>(c: &mut Cursor<'a>, i: u64, out: &mut Vec<Piece<'a>>) -> Option<()> {
     if c.next_byte()? != b'{' {
-        return c.skip_value();
+        // Not a message (the parse refuses it): its place and text, so it is never skipped.
+        let raw = c.raw_value()?;
+        out.push(Piece {
+            message: Some(i),
+            label: format!("{i}:"),
+            text: PieceText::Other(Cow::Borrowed(raw)),
+        });
+        return Some(());
     }
-    let (mut role, mut said) = (None, Vec::new());
+    let (mut role, mut said, mut others) = (None, Vec::new(), Others::default());
     c.members_decoded(|c, key| {
         match key {
             "role" => role = Some(c.raw_value()?),
@@ -88,7 +95,7 @@ fn message<'a>(c: &mut Cursor<'a>, i: u64, out: &mut Vec<Piece<'a>>) -> Option<(
                 said.clear();
                 content(c, &mut said)?;
             }
-            _ => c.skip_value()?,
+            _ => others.put(key, c.raw_value()?),
         }
         Some(())
     })?;
@@ -97,7 +104,10 @@ fn message<'a>(c: &mut Cursor<'a>, i: u64, out: &mut Vec<Piece<'a>>) -> Option<(
         _ => Cow::Borrowed(""),
     };
     thinking_first(&mut said, ".thinking");
-    out.extend(under(&format!("{i}:{role}"), said).map(|mut p| {
+    // The message's own piece first: a message with no text is still there.
+    let at = format!("{i}:{role}");
+    out.push(others.piece(at.clone(), Some(i)));
+    out.extend(under(&at, said).map(|mut p| {
         p.message = Some(i);
         p
     }));
@@ -129,66 +139,71 @@ fn content<'a>(c: &mut Cursor<'a>, out: &mut Vec<Piece<'a>>) -> Option<()> {
     Some(())
 }
 
-/// A block's pieces by its type: a tool use's name and input, a tool result's content, a
-/// thinking block's thinking, any other block's `text` and `content`.
+/// A block's pieces by its type: what else it says (an image, a tool use's id…), then a
+/// tool use's name and input, a tool result's content, a thinking block's thinking, any
+/// other block's `text` and `content`.
 fn block<'a>(c: &mut Cursor<'a>, out: &mut Vec<Piece<'a>>) -> Option<()> {
     if c.next_byte()? != b'{' {
-        return c.skip_value();
+        out.push(Piece {
+            message: None,
+            label: ".text".into(),
+            text: PieceText::Other(Cow::Borrowed(c.raw_value()?)),
+        });
+        return Some(());
     }
-    let (mut kind, mut name, mut input, mut thinking, mut text) = (None, None, None, None, None);
-    let mut inner = Vec::new();
+    let (mut others, mut inner) = (Others::default(), Vec::new());
     c.members_decoded(|c, key| {
-        let slot = match key {
-            "type" => &mut kind,
-            "name" => &mut name,
-            "input" => &mut input,
-            "thinking" => &mut thinking,
-            "text" => &mut text,
-            "content" => {
-                inner.clear();
-                return content(c, &mut inner);
-            }
-            _ => return c.skip_value(),
+        let raw = if key == "content" {
+            inner.clear();
+            c.value_with(|c| content(c, &mut inner))?
+        } else {
+            c.raw_value()?
         };
-        *slot = Some(c.raw_value()?);
+        others.put(key, raw);
         Some(())
     })?;
-    let string = |s: Option<&'a str>| s.filter(|s| s.starts_with('"'));
-    let kind = match string(kind) {
+    let kind = match others.take_string("type") {
         Some(k) => pieces::string(k)?,
         None => Cow::Borrowed("text"),
     };
+    // Claude Code moves its cache marks from block to block as a conversation grows; DeepSeek
+    // ignores them.
+    others.take("cache_control");
     let label = format!(".{kind}");
-    let mut push = |text| {
-        out.push(Piece {
-            message: None,
-            label: label.clone(),
-            text,
-        });
-    };
+    let mut texts = Vec::new();
+    let mut inner = Some(inner);
     match &*kind {
         "tool_use" => {
-            if let Some(n) = string(name) {
-                push(PieceText::Written(n));
-            }
-            if let Some(i) = input {
-                push(PieceText::Json(Cow::Borrowed(i)));
-            }
+            texts.extend(others.take_string("name").map(PieceText::Written));
+            texts.extend(
+                others
+                    .take("input")
+                    .map(|i| PieceText::Json(Cow::Borrowed(i))),
+            );
+            inner = None;
         }
         "thinking" => {
-            if let Some(t) = string(thinking) {
-                push(PieceText::Written(t));
-            }
+            texts.extend(others.take_string("thinking").map(PieceText::Written));
+            inner = None;
         }
-        "tool_result" => out.extend(under(&label, inner)),
-        _ => {
-            if let Some(t) = string(text) {
-                push(PieceText::Written(t));
-            }
-            out.extend(under(&label, inner));
-        }
+        "tool_result" => {}
+        _ => texts.extend(others.take_string("text").map(PieceText::Written)),
     }
+    // A content read into pieces of its own is not part of what else the block says.
+    let inner = inner.filter(|_| take_content(&mut others));
+    out.push(others.piece(label.clone(), None));
+    out.extend(texts.into_iter().map(|text| Piece {
+        message: None,
+        label: label.clone(),
+        text,
+    }));
+    out.extend(under(&label, inner.unwrap_or_default()));
     Some(())
+}
+
+/// Takes out a block's `content` if it is one whose pieces are read (a string or blocks).
+fn take_content(others: &mut Others) -> bool {
+    others.take_if("content", |v| v.starts_with(['"', '[']))
 }
 
 /// The same pieces read through a tree.
@@ -205,8 +220,19 @@ fn by_tree(raw: &[u8]) -> Option<PromptPieces<'static>> {
     }
     tree_content(body.get("system"), "system", None, &mut out);
     for (i, m) in (0u64..).zip(messages) {
+        let Some(obj) = m.as_object() else {
+            out.push(Piece {
+                message: Some(i),
+                label: format!("{i}:"),
+                text: PieceText::Other(Cow::Owned(m.to_string())),
+            });
+            continue;
+        };
         let role = m.get("role").and_then(Value::as_str).unwrap_or_default();
-        let (at, from) = (format!("{i}:{role}"), out.len());
+        let at = format!("{i}:{role}");
+        let held = |k: &str, _: &Value| k == "role" || k == "content";
+        out.push(others_of_tree(obj, held, at.clone(), Some(i)));
+        let from = out.len();
         tree_content(m.get("content"), &at, Some(i), &mut out);
         thinking_first(&mut out[from..], &format!("{at}.thinking"));
     }
@@ -226,43 +252,56 @@ fn tree_content(v: Option<&Value>, at: &str, message: Option<u64>, out: &mut Vec
         }),
         Some(Value::Array(blocks)) => {
             for b in blocks {
+                let Some(obj) = b.as_object() else {
+                    out.push(Piece {
+                        message,
+                        label: format!("{at}.text"),
+                        text: PieceText::Other(Cow::Owned(b.to_string())),
+                    });
+                    continue;
+                };
                 let kind = b.get("type").and_then(Value::as_str).unwrap_or("text");
                 let label = format!("{at}.{kind}");
+                let string = |k: &str, v: &Value, name: &str| k == name && v.is_string();
+                let content =
+                    |k: &str, v: &Value| k == "content" && (v.is_string() || v.is_array());
+                let held = |k: &str, v: &Value| {
+                    string(k, v, "type")
+                        || k == "cache_control"
+                        || match kind {
+                            "tool_use" => string(k, v, "name") || k == "input",
+                            "thinking" => string(k, v, "thinking"),
+                            "tool_result" => content(k, v),
+                            _ => string(k, v, "text") || content(k, v),
+                        }
+                };
+                out.push(others_of_tree(obj, held, label.clone(), message));
                 let text = |k: &str| b.get(k).and_then(Value::as_str).map(str::to_owned);
+                let mut push = |text| {
+                    out.push(Piece {
+                        message,
+                        label: label.clone(),
+                        text,
+                    });
+                };
                 match kind {
                     "tool_use" => {
                         if let Some(name) = text("name") {
-                            out.push(Piece {
-                                message,
-                                label: label.clone(),
-                                text: PieceText::Decoded(name),
-                            });
+                            push(PieceText::Decoded(name));
                         }
                         if let Some(input) = b.get("input") {
-                            out.push(Piece {
-                                message,
-                                label,
-                                text: PieceText::Json(Cow::Owned(input.to_string())),
-                            });
+                            push(PieceText::Json(Cow::Owned(input.to_string())));
                         }
                     }
                     "tool_result" => tree_content(b.get("content"), &label, message, out),
                     "thinking" => {
                         if let Some(t) = text("thinking") {
-                            out.push(Piece {
-                                message,
-                                label,
-                                text: PieceText::Decoded(t),
-                            });
+                            push(PieceText::Decoded(t));
                         }
                     }
                     _ => {
                         if let Some(t) = text("text") {
-                            out.push(Piece {
-                                message,
-                                label: label.clone(),
-                                text: PieceText::Decoded(t),
-                            });
+                            push(PieceText::Decoded(t));
                         }
                         tree_content(b.get("content"), &label, message, out);
                     }

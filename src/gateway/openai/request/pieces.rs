@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use serde_json::Value;
 
 use crate::gateway::json::cursor::Cursor;
-use crate::gateway::pieces::{self, Piece, PieceText, PromptPieces};
+use crate::gateway::pieces::{self, Others, Piece, PieceText, PromptPieces, others_of_tree};
 
 /// The prompt's pieces (see [`crate::gateway::dialect::Dialect::prompt_pieces`]).
 pub(in crate::gateway::openai) fn prompt_pieces(raw: &[u8]) -> Option<PromptPieces<'_>> {
@@ -57,15 +57,23 @@ fn walked(text: &str) -> Option<PromptPieces<'_>> {
     })
 }
 
-/// Message `i`'s pieces: its content's, reasoning's and name's texts, and its tool calls.
+/// Message `i`'s pieces: what else it says (with its place and role), its name's,
+/// reasoning's and content's texts, and its tool calls.
 fn message<'a>(c: &mut Cursor<'a>, i: u64, out: &mut Vec<Piece<'a>>) -> Option<()> {
     if c.next_byte()? != b'{' {
-        return c.skip_value();
+        // Not a message (the parse refuses it): its place and text, so it is never skipped.
+        let raw = c.raw_value()?;
+        out.push(Piece {
+            label: format!("{i}:"),
+            message: Some(i),
+            text: PieceText::Other(Cow::Borrowed(raw)),
+        });
+        return Some(());
     }
     // The texts of `name`, `reasoning_content` and `content`, in [`PARTS`]' order; the last
     // of a member named twice, as in a JSON map.
-    let mut texts: [Vec<&'a str>; 3] = Default::default();
-    let (mut role, mut calls) = (None, None);
+    let mut texts: [Vec<Part<'a>>; 3] = Default::default();
+    let (mut role, mut calls, mut others) = (None, None, Others::default());
     c.members_decoded(|c, key| {
         let k = match key {
             "role" => return c.raw_value().map(|r| role = Some(r)),
@@ -73,7 +81,7 @@ fn message<'a>(c: &mut Cursor<'a>, i: u64, out: &mut Vec<Piece<'a>>) -> Option<(
             "name" => 0,
             "reasoning_content" => 1,
             "content" => 2,
-            _ => return c.skip_value(),
+            _ => return c.raw_value().map(|v| others.put(key, v)),
         };
         texts[k].clear();
         content(c, &mut texts[k])
@@ -84,12 +92,17 @@ fn message<'a>(c: &mut Cursor<'a>, i: u64, out: &mut Vec<Piece<'a>>) -> Option<(
     };
     // Each piece is labelled with its message's place and role: the same texts grouped into
     // other messages (two parts of one, or two messages) are another prompt to DeepSeek's
-    // template, so to its cache (found by an independent re-check).
+    // template, so to its cache (found by an independent re-check). The message's own piece
+    // first: a message with no text is still there.
+    out.push(others.piece(format!("{i}:{role}"), Some(i)));
     for (k, texts) in PARTS.iter().zip(texts) {
-        out.extend(texts.into_iter().map(|w| Piece {
+        out.extend(texts.into_iter().map(|p| Piece {
             label: format!("{i}:{role}.{k}"),
             message: Some(i),
-            text: PieceText::Written(w),
+            text: match p {
+                Part::Text(w) => PieceText::Written(w),
+                Part::Other(o) => o,
+            },
         }));
     }
     if let Some(calls) = calls {
@@ -111,28 +124,32 @@ fn message<'a>(c: &mut Cursor<'a>, i: u64, out: &mut Vec<Piece<'a>>) -> Option<(
 /// write at all, goes first: a changed name costs misses, never hits DeepSeek does not give.
 const PARTS: [&str; 3] = ["name", "reasoning_content", "content"];
 
-/// The texts of a content as written (a string, or parts: strings and objects with `text`).
-fn content<'a>(c: &mut Cursor<'a>, out: &mut Vec<&'a str>) -> Option<()> {
+/// One piece of a content: a text as written, or what else a part says.
+enum Part<'a> {
+    Text(&'a str),
+    Other(PieceText<'a>),
+}
+
+/// The pieces of a content as written (a string, or parts: strings, and objects with what
+/// else they say before their `text`; anything else as it is).
+fn content<'a>(c: &mut Cursor<'a>, out: &mut Vec<Part<'a>>) -> Option<()> {
     match c.next_byte()? {
-        b'"' => out.push(c.raw_value()?),
+        b'"' => out.push(Part::Text(c.raw_value()?)),
         b'[' => c.elements(|c| match c.next_byte()? {
-            b'"' => c.raw_value().map(|w| out.push(w)),
+            b'"' => c.raw_value().map(|w| out.push(Part::Text(w))),
             b'{' => {
-                let mut text = None;
-                c.members_decoded(|c, key| {
-                    if key == "text" {
-                        text = Some(c.raw_value()?);
-                        Some(())
-                    } else {
-                        c.skip_value()
-                    }
-                })?;
-                if let Some(t) = text.filter(|t| t.starts_with('"')) {
-                    out.push(t);
+                let mut others = Others::default();
+                c.members_decoded(|c, key| c.raw_value().map(|v| others.put(key, v)))?;
+                let text = others.take_string("text");
+                out.push(Part::Other(others.piece(String::new(), None).text));
+                if let Some(t) = text {
+                    out.push(Part::Text(t));
                 }
                 Some(())
             }
-            _ => c.skip_value(),
+            _ => c
+                .raw_value()
+                .map(|v| out.push(Part::Other(PieceText::Other(Cow::Borrowed(v))))),
         })?,
         _ => c.skip_value()?,
     }
@@ -144,27 +161,40 @@ fn by_tree(raw: &[u8]) -> Option<PromptPieces<'static>> {
     let body: Value = serde_json::from_slice(raw).ok()?;
     let messages = body.get("messages")?.as_array()?;
     let mut out = Vec::new();
-    let mut push = |label: String, message, text: PieceText<'static>| {
-        out.push(Piece {
-            label,
-            message,
-            text,
-        });
-    };
     if let Some(tools @ Value::Array(_)) = body.get("tools") {
-        let tools = PieceText::Json(Cow::Owned(tools.to_string()));
-        push("tools".into(), None, tools);
+        out.push(Piece {
+            label: "tools".into(),
+            message: None,
+            text: PieceText::Json(Cow::Owned(tools.to_string())),
+        });
     }
     for (i, m) in (0u64..).zip(messages) {
+        let Some(obj) = m.as_object() else {
+            out.push(Piece {
+                label: format!("{i}:"),
+                message: Some(i),
+                text: PieceText::Other(Cow::Owned(m.to_string())),
+            });
+            continue;
+        };
         let role = m.get("role").and_then(Value::as_str).unwrap_or_default();
+        let held = |k: &str, _: &Value| OWN.contains(&k);
+        out.push(others_of_tree(obj, held, format!("{i}:{role}"), Some(i)));
         for k in PARTS {
             for text in content_texts(m.get(k)) {
-                push(format!("{i}:{role}.{k}"), Some(i), PieceText::Decoded(text));
+                out.push(Piece {
+                    label: format!("{i}:{role}.{k}"),
+                    message: Some(i),
+                    text,
+                });
             }
         }
         if let Some(calls) = m.get("tool_calls") {
-            let calls = PieceText::Json(Cow::Owned(calls.to_string()));
-            push(format!("{i}:{role}.tool_calls"), Some(i), calls);
+            out.push(Piece {
+                label: format!("{i}:{role}.tool_calls"),
+                message: Some(i),
+                text: PieceText::Json(Cow::Owned(calls.to_string())),
+            });
         }
     }
     Some(PromptPieces {
@@ -173,15 +203,27 @@ fn by_tree(raw: &[u8]) -> Option<PromptPieces<'static>> {
     })
 }
 
-/// The texts of a content in a tree (a string, or parts with `text`).
-fn content_texts(v: Option<&Value>) -> Vec<String> {
+/// A message's members that pieces of their own hold.
+const OWN: [&str; 5] = ["role", "name", "reasoning_content", "content", "tool_calls"];
+
+/// The pieces of a content in a tree (a string, or parts: strings, and objects with what
+/// else they say before their `text`; anything else as it is).
+fn content_texts(v: Option<&Value>) -> Vec<PieceText<'static>> {
     match v {
-        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::String(s)) => vec![PieceText::Decoded(s.clone())],
         Some(Value::Array(parts)) => parts
             .iter()
-            .filter_map(|p| match p {
-                Value::String(s) => Some(s.clone()),
-                _ => p.get("text").and_then(Value::as_str).map(str::to_owned),
+            .flat_map(|p| match p {
+                Value::String(s) => vec![PieceText::Decoded(s.clone())],
+                Value::Object(o) => {
+                    let text = |k: &str, v: &Value| k == "text" && v.is_string();
+                    let mut both = vec![others_of_tree(o, text, String::new(), None).text];
+                    if let Some(t) = p.get("text").and_then(Value::as_str) {
+                        both.push(PieceText::Decoded(t.to_owned()));
+                    }
+                    both
+                }
+                _ => vec![PieceText::Other(Cow::Owned(p.to_string()))],
             })
             .collect(),
         _ => Vec::new(),
