@@ -44,6 +44,11 @@ impl<'a> Others<'a> {
         }
     }
 
+    /// Member `name`, as written.
+    pub fn get(&self, name: &str) -> Option<&'a str> {
+        self.0.iter().find(|(n, _)| n == name).map(|m| m.1)
+    }
+
     /// Member `name`, taken out (a piece of its own holds it).
     pub fn take(&mut self, name: &str) -> Option<&'a str> {
         let at = self.0.iter().position(|(n, _)| n == name)?;
@@ -123,6 +128,32 @@ pub struct PromptPieces<'a> {
     pub pieces: Vec<Piece<'a>>,
     /// Messages.
     pub messages: u64,
+    /// The last message that is a user's turn (not a tool's result): see
+    /// [`PromptPieces::turn_end`].
+    pub last_user: Option<u64>,
+}
+
+/// Top-level members that change how DeepSeek's template writes the whole prompt (the tools,
+/// written into its system prompt; a response format; thinking on or off, or its effort): a
+/// prompt's first piece holds them, so a recent prompt counts only if they were the same
+/// (found by an independent re-check: a response format added, or thinking turned off, left
+/// the rest billed as hits DeepSeek does not give).
+pub const FRAME: [&str; 4] = ["tools", "response_format", "thinking", "output_config"];
+
+impl PromptPieces<'_> {
+    /// How many leading pieces end with the last user's turn: DeepSeek's template writes a
+    /// user's last turn, and the turns after it (reasoning, tool calls and results), otherwise
+    /// once another user's turn follows, so a recent prompt's cache counts past this point
+    /// only for a prompt that has no user's turn after it (found by an independent re-check:
+    /// a new question after an agent's tool loop had the loop billed as hits).
+    pub fn turn_end(&self) -> usize {
+        self.last_user.map_or(0, |m| {
+            self.pieces
+                .iter()
+                .rposition(|p| p.message == Some(m))
+                .map_or(0, |i| i + 1)
+        })
+    }
 }
 
 impl PieceText<'_> {
@@ -242,6 +273,12 @@ pub(crate) fn same_as_tree(walked: &PromptPieces, tree: &PromptPieces) -> Result
             "messages {:?} walked, {:?} in the tree",
             at(walked),
             at(tree)
+        ));
+    }
+    if walked.last_user != tree.last_user {
+        return Err(format!(
+            "last user's turn {:?} walked, {:?} in the tree",
+            walked.last_user, tree.last_user
         ));
     }
     if walked.messages != tree.messages || walked.pieces.len() != tree.pieces.len() {

@@ -47,6 +47,19 @@ struct Recent {
     scope: Scope,
     read_at: Instant,
     pieces: Vec<u64>,
+    turn: Turn,
+}
+
+/// Where a prompt's last user's turn is: its message, and how many leading pieces end with
+/// it. A later prompt with a user's turn after that message shares at most those pieces
+/// (DeepSeek's template writes what came after a user's last turn otherwise once another
+/// follows: `crate::gateway::pieces::PromptPieces::turn_end`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Turn {
+    /// The message.
+    pub message: Option<u64>,
+    /// Pieces up to the end of it.
+    pub end: usize,
 }
 
 /// A key's recent prompts, newest last.
@@ -60,7 +73,7 @@ pub struct RecentPrompts {
 
 impl RecentPrompts {
     /// A prompt DeepSeek had read by `read_at` (so it may have cached its prefix).
-    pub fn remember(&self, scope: Scope, read_at: Instant, pieces: Vec<u64>) {
+    pub fn remember(&self, scope: Scope, read_at: Instant, pieces: Vec<u64>, turn: Turn) {
         if scope.account.is_none() {
             return;
         }
@@ -72,12 +85,19 @@ impl RecentPrompts {
             scope,
             read_at,
             pieces,
+            turn,
         });
     }
 
-    /// How many leading pieces of `pieces` a recent prompt in the same scope, read before
-    /// `started`, began with.
-    pub fn shared_prefix(&self, scope: &Scope, started: Instant, pieces: &[u64]) -> usize {
+    /// How many leading pieces of `pieces` (whose last user's turn is in message
+    /// `last_user`) a recent prompt in the same scope, read before `started`, began with.
+    pub fn shared_prefix(
+        &self,
+        scope: &Scope,
+        started: Instant,
+        pieces: &[u64],
+        last_user: Option<u64>,
+    ) -> usize {
         if scope.account.is_none() {
             return 0;
         }
@@ -87,11 +107,17 @@ impl RecentPrompts {
                 r.scope == *scope && r.read_at <= started && r.read_at.elapsed() < CACHE_LIFE
             })
             .map(|r| {
-                r.pieces
+                let shared = r
+                    .pieces
                     .iter()
                     .zip(pieces)
                     .take_while(|(a, b)| a == b)
-                    .count()
+                    .count();
+                if last_user > r.turn.message {
+                    shared.min(r.turn.end)
+                } else {
+                    shared
+                }
             })
             .max()
             .unwrap_or(0)
@@ -146,14 +172,19 @@ mod tests {
         };
         let flash = scope(Api::OpenAi, "flash", Some("a"));
         let (read, later) = (Instant::now(), Instant::now() + Duration::from_secs(1));
-        assert_eq!(r.shared_prefix(&flash, later, &p(&["a"])), 0);
-        r.remember(flash.clone(), read, p(&["sys", "q1", "a1"]));
-        r.remember(flash.clone(), read, p(&["sys", "other"]));
+        assert_eq!(r.shared_prefix(&flash, later, &p(&["a"]), None), 0);
+        r.remember(
+            flash.clone(),
+            read,
+            p(&["sys", "q1", "a1"]),
+            Turn::default(),
+        );
+        r.remember(flash.clone(), read, p(&["sys", "other"]), Turn::default());
         assert_eq!(
-            r.shared_prefix(&flash, later, &p(&["sys", "q1", "a1", "q2"])),
+            r.shared_prefix(&flash, later, &p(&["sys", "q1", "a1", "q2"]), None),
             3
         );
-        assert_eq!(r.shared_prefix(&flash, later, &p(&["sys", "q9"])), 1);
+        assert_eq!(r.shared_prefix(&flash, later, &p(&["sys", "q9"]), None), 1);
         // Another dialect, model or account has its own cache; one started before the prompt
         // was read found none; another role is another piece; an unknown account, nothing.
         for other in [
@@ -163,28 +194,65 @@ mod tests {
             scope(Api::OpenAi, "flash", None),
         ] {
             assert_eq!(
-                r.shared_prefix(&other, later, &p(&["sys", "q1"])),
+                r.shared_prefix(&other, later, &p(&["sys", "q1"]), None),
                 0,
                 "{other:?}"
             );
         }
         let earlier = read.checked_sub(Duration::from_millis(1)).unwrap();
-        assert_eq!(r.shared_prefix(&flash, earlier, &p(&["sys", "q1"])), 0);
-        let as_system = vec![text_print(&r, "system", "sys")];
-        assert_eq!(r.shared_prefix(&flash, later, &as_system), 0);
-        r.remember(scope(Api::OpenAi, "flash", None), read, p(&["x"]));
         assert_eq!(
-            r.shared_prefix(&flash, later, &p(&["x"])),
+            r.shared_prefix(&flash, earlier, &p(&["sys", "q1"]), None),
+            0
+        );
+        let as_system = vec![text_print(&r, "system", "sys")];
+        assert_eq!(r.shared_prefix(&flash, later, &as_system, None), 0);
+        r.remember(
+            scope(Api::OpenAi, "flash", None),
+            read,
+            p(&["x"]),
+            Turn::default(),
+        );
+        assert_eq!(
+            r.shared_prefix(&flash, later, &p(&["x"]), None),
             0,
             "not remembered"
         );
         for i in 0..KEPT {
-            r.remember(flash.clone(), read, p(&[&format!("x{i}")]));
+            r.remember(flash.clone(), read, p(&[&format!("x{i}")]), Turn::default());
         }
         assert_eq!(
-            r.shared_prefix(&flash, later, &p(&["sys", "q1"])),
+            r.shared_prefix(&flash, later, &p(&["sys", "q1"]), None),
             0,
             "forgotten"
         );
+    }
+
+    /// Past a recent prompt's last user's turn, only a prompt with no user's turn after it
+    /// shares pieces: the same agent loop going on, not a new question after it.
+    #[test]
+    fn a_new_users_turn_shares_nothing_past_the_last_one() {
+        let r = RecentPrompts::default();
+        let p = |t: &[&str]| t.iter().map(|s| text_print(&r, "x", s)).collect::<Vec<_>>();
+        let flash = Scope {
+            api: Api::OpenAi,
+            model: "flash".into(),
+            account: Some("a".into()),
+        };
+        let (read, later) = (Instant::now(), Instant::now() + Duration::from_secs(1));
+        // System, question (message 1, ending at piece 2), call, result.
+        let turn = Turn {
+            message: Some(1),
+            end: 2,
+        };
+        r.remember(
+            flash.clone(),
+            read,
+            p(&["sys", "q", "call", "result"]),
+            turn,
+        );
+        let going_on = p(&["sys", "q", "call", "result", "call2"]);
+        assert_eq!(r.shared_prefix(&flash, later, &going_on, Some(1)), 4);
+        let asked_again = p(&["sys", "q", "call", "result", "done", "q2"]);
+        assert_eq!(r.shared_prefix(&flash, later, &asked_again, Some(5)), 2);
     }
 }

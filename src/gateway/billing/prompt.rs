@@ -16,7 +16,7 @@ use crate::gateway::dialect::PromptPieces;
 use crate::gateway::pieces::Piece;
 use crate::gateway::tokens;
 use crate::keys::KeyState;
-use crate::keys::prompts::Scope;
+use crate::keys::prompts::{Scope, Turn};
 
 /// DeepSeek's prefix cache works in units of 64 tokens: a prefix shorter than a unit, and the
 /// part of one past its last whole unit, are read as misses.
@@ -69,9 +69,10 @@ impl PromptSource {
                     .iter()
                     .map(|p| tokens::count(&p.text.text()?))
                     .collect::<Option<Vec<u64>>>()?;
-                let shared =
-                    key.prompts
-                        .shared_prefix(&scope, started, &fingerprints(&key, &prompt)?);
+                let prints = fingerprints(&key, &prompt)?;
+                let shared = key
+                    .prompts
+                    .shared_prefix(&scope, started, &prints, prompt.last_user);
                 let template = 4 * prompt.messages + 2;
                 let total = counts.iter().sum::<u64>().saturating_add(template);
                 // The template's tokens of a message whose every piece was cached are cached
@@ -162,8 +163,16 @@ impl Remember {
     fn run(self) {
         let prompt = (self.pieces)(&self.raw);
         QUEUED_BYTES.fetch_sub(self.raw.len(), Ordering::Relaxed);
-        if let Some(prints) = prompt.and_then(|p| fingerprints(&self.key, &p)) {
-            self.key.prompts.remember(self.scope, self.read_at, prints);
+        if let Some(p) = prompt
+            && let Some(prints) = fingerprints(&self.key, &p)
+        {
+            let turn = Turn {
+                message: p.last_user,
+                end: p.turn_end(),
+            };
+            self.key
+                .prompts
+                .remember(self.scope, self.read_at, prints, turn);
         }
     }
 }
@@ -261,12 +270,12 @@ mod tests {
                 prints::<OpenAi>(empty("user", content.clone())),
             );
             assert_eq!(a.len(), b.len());
-            assert_ne!(a[2], b[2], "{content}");
+            assert_ne!(a[3], b[3], "{content}");
             let (a, b) = (
                 prints::<Anthropic>(empty("assistant", serde_json::json!([]))),
                 prints::<Anthropic>(empty("user", serde_json::json!([]))),
             );
-            assert_ne!(a[2], b[2]);
+            assert_ne!(a[3], b[3]);
         }
         let image = |data: &str, mark: bool| {
             let mut text = serde_json::json!({"type": "text", "text": "T"});
@@ -279,7 +288,7 @@ mod tests {
             )
         };
         let a = image("AAAA", false);
-        assert_ne!(a[1], image("BBBB", false)[1], "another image");
+        assert_ne!(a[2], image("BBBB", false)[2], "another image");
         assert_eq!(a, image("AAAA", true), "a cache mark is not the prompt");
         let call = |id: &str| {
             prints::<Anthropic>(
@@ -287,14 +296,25 @@ mod tests {
                 {"type": "tool_use", "id": id, "name": "f", "input": {}}]}]}),
             )
         };
-        assert_ne!(call("t1")[1], call("t2")[1]);
+        assert_ne!(call("t1")[2], call("t2")[2]);
         let part = |kind: &str| {
             prints::<OpenAi>(
                 serde_json::json!({"messages": [{"role": "user", "content": [
                 {"type": kind, "text": "T"}]}]}),
             )
         };
-        assert_ne!(part("text")[1], part("image_url")[1]);
+        assert_ne!(part("text")[2], part("image_url")[2]);
+        // What frames the prompt comes first: the same messages with a response format added
+        // share nothing.
+        let framed = |extra: serde_json::Value| {
+            let mut body = serde_json::json!({"messages": [{"role": "user", "content": "A"}]});
+            body.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            prints::<OpenAi>(body)
+        };
+        let json_mode = serde_json::json!({"response_format": {"type": "json_object"}});
+        assert_ne!(framed(serde_json::json!({}))[0], framed(json_mode)[0]);
     }
 
     /// The same texts in other messages, roles or kinds of block are other pieces: DeepSeek's
@@ -332,6 +352,19 @@ mod tests {
                 {"type": "text", "text": "E"}]}]}));
         assert_eq!(text[0], result[0], "the system prompt");
         assert_ne!(text[1], result[1], "a tool's result is not a text");
+        // The tools after the system prompt, where the template writes them.
+        let tools = serde_json::json!([{"type": "function", "function": {"name": "f"}}]);
+        let with_system = labelled::<OpenAi>(serde_json::json!({"tools": tools, "messages": [
+            {"role": "system", "content": "S"}, {"role": "user", "content": "Q"}]}));
+        let order: Vec<&str> = with_system.iter().map(|(l, _)| l.as_str()).collect();
+        assert_eq!(order, ["0:system.content", "tools", "1:user.content"]);
+        let without = labelled::<OpenAi>(serde_json::json!({"tools": tools, "messages": [
+            {"role": "user", "content": "Q"}]}));
+        assert_eq!(without[0].0, "tools");
+        let system = labelled::<Anthropic>(serde_json::json!({"tools": tools, "system": "S",
+            "messages": [{"role": "user", "content": "Q"}]}));
+        let order: Vec<&str> = system.iter().map(|(l, _)| l.as_str()).collect();
+        assert_eq!(order, ["system.text", "tools", "0:user.text"]);
         // Thinking before the rest of its turn, whatever the blocks' order.
         let turn = labelled::<Anthropic>(serde_json::json!({"messages": [{"role": "assistant",
             "content": [{"type": "text", "text": "C"}, {"type": "thinking", "thinking": "R"},

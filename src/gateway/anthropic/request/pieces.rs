@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use serde_json::Value;
 
 use crate::gateway::json::cursor::Cursor;
-use crate::gateway::pieces::{self, Others, Piece, PieceText, PromptPieces, others_of_tree};
+use crate::gateway::pieces::{self, FRAME, Others, Piece, PieceText, PromptPieces, others_of_tree};
 
 /// The prompt's pieces (see [`crate::gateway::dialect::Dialect::prompt_pieces`]).
 pub(in crate::gateway::anthropic) fn prompt_pieces(raw: &[u8]) -> Option<PromptPieces<'_>> {
@@ -22,22 +22,22 @@ pub(in crate::gateway::anthropic) fn prompt_pieces(raw: &[u8]) -> Option<PromptP
 /// may come after the ones it names.
 fn walked(text: &str) -> Option<PromptPieces<'_>> {
     let mut c = Cursor::new(text);
-    let (mut tools, mut system, mut messages) = (None, Vec::new(), None);
+    let (mut frame, mut system, mut messages) = (Others::default(), Vec::new(), None);
     c.members_decoded(|c, key| {
         match key {
-            "tools" => tools = Some(c.raw_value()?),
             "system" => {
                 system.clear();
                 content(c, &mut system)?;
             }
             "messages" => {
-                let (mut out, mut n) = (Vec::new(), 0u64);
+                let (mut out, mut n, mut user) = (Vec::new(), 0u64, None);
                 c.elements(|c| {
                     n += 1;
-                    message(c, n - 1, &mut out)
+                    message(c, n - 1, &mut out, &mut user)
                 })?;
-                messages = Some((out, n));
+                messages = Some((out, n, user));
             }
+            k if FRAME.contains(&k) => frame.put(k, c.raw_value()?),
             _ => c.skip_value()?,
         }
         Some(())
@@ -45,26 +45,40 @@ fn walked(text: &str) -> Option<PromptPieces<'_>> {
     if !c.at_end() {
         return None;
     }
-    let (said, n) = messages?;
+    let (said, n, last_user) = messages?;
+    let tools = frame.get("tools").filter(|t| t.starts_with('['));
     // In the order DeepSeek's template reads them: a prompt's cached prefix is a prefix of
     // these ([`crate::keys::prompts`]). Each piece is labelled with its message's place and
     // role and its block's type: the same texts grouped into other messages, or as another
     // kind of block (a tool's result), are another prompt to DeepSeek's template, so to its
     // cache (found by an independent re-check).
-    let mut out = Vec::with_capacity(1 + system.len() + said.len());
-    if let Some(t) = tools.filter(|t| t.starts_with('[')) {
-        out.push(Piece {
-            message: None,
-            label: "tools".into(),
-            text: PieceText::Json(Cow::Borrowed(t)),
-        });
-    }
+    let mut out = Vec::with_capacity(2 + system.len() + said.len());
+    out.push(frame.piece("frame".into(), None));
     out.extend(under("system", system));
+    out.extend(tools.map(|t| tools_piece(Cow::Borrowed(t))));
     out.extend(said);
     Some(PromptPieces {
         pieces: out,
         messages: n,
+        last_user,
     })
+}
+
+/// The tools' piece: after the system prompt, where DeepSeek's template writes them (found by
+/// an independent re-check: with the tools first, a changed system prompt left them billed as
+/// hits).
+fn tools_piece(tools: Cow<'_, str>) -> Piece<'_> {
+    Piece {
+        message: None,
+        label: "tools".into(),
+        text: PieceText::Json(tools),
+    }
+}
+
+/// Whether a message's pieces (labelled from the block on) are a user's turn: a text, an
+/// image… — not only tools' results, which DeepSeek's template writes as a tool's turn.
+fn a_turn(pieces: &[Piece]) -> bool {
+    pieces.iter().any(|p| !p.label.starts_with(".tool_result"))
 }
 
 /// `pieces` with `at` put before each label.
@@ -76,7 +90,12 @@ fn under<'a>(at: &str, pieces: Vec<Piece<'a>>) -> impl Iterator<Item = Piece<'a>
 }
 
 /// Message `i`'s pieces: what else it says (with its place and role), then its content's.
-fn message<'a>(c: &mut Cursor<'a>, i: u64, out: &mut Vec<Piece<'a>>) -> Option<()> {
+fn message<'a>(
+    c: &mut Cursor<'a>,
+    i: u64,
+    out: &mut Vec<Piece<'a>>,
+    user: &mut Option<u64>,
+) -> Option<()> {
     if c.next_byte()? != b'{' {
         // Not a message (the parse refuses it): its place and text, so it is never skipped.
         let raw = c.raw_value()?;
@@ -103,6 +122,9 @@ fn message<'a>(c: &mut Cursor<'a>, i: u64, out: &mut Vec<Piece<'a>>) -> Option<(
         Some(r) if r.starts_with('"') => pieces::string(r)?,
         _ => Cow::Borrowed(""),
     };
+    if role == "user" && a_turn(&said) {
+        *user = Some(i);
+    }
     thinking_first(&mut said, ".thinking");
     // The message's own piece first: a message with no text is still there.
     let at = format!("{i}:{role}");
@@ -210,15 +232,18 @@ fn take_content(others: &mut Others) -> bool {
 fn by_tree(raw: &[u8]) -> Option<PromptPieces<'static>> {
     let body: Value = serde_json::from_slice(raw).ok()?;
     let messages = body.get("messages")?.as_array()?;
-    let mut out = Vec::new();
-    if let Some(tools @ Value::Array(_)) = body.get("tools") {
-        out.push(Piece {
-            message: None,
-            label: "tools".into(),
-            text: PieceText::Json(Cow::Owned(tools.to_string())),
-        });
-    }
+    let held = |k: &str, _: &Value| !FRAME.contains(&k);
+    let mut out = vec![others_of_tree(
+        body.as_object()?,
+        held,
+        "frame".into(),
+        None,
+    )];
     tree_content(body.get("system"), "system", None, &mut out);
+    if let Some(tools @ Value::Array(_)) = body.get("tools") {
+        out.push(tools_piece(Cow::Owned(tools.to_string())));
+    }
+    let mut last_user = None;
     for (i, m) in (0u64..).zip(messages) {
         let Some(obj) = m.as_object() else {
             out.push(Piece {
@@ -234,11 +259,23 @@ fn by_tree(raw: &[u8]) -> Option<PromptPieces<'static>> {
         out.push(others_of_tree(obj, held, at.clone(), Some(i)));
         let from = out.len();
         tree_content(m.get("content"), &at, Some(i), &mut out);
+        let own: Vec<Piece> = out[from..]
+            .iter()
+            .map(|p| Piece {
+                label: p.label.get(at.len()..).unwrap_or_default().to_owned(),
+                message: None,
+                text: PieceText::Decoded(String::new()),
+            })
+            .collect();
+        if role == "user" && a_turn(&own) {
+            last_user = Some(i);
+        }
         thinking_first(&mut out[from..], &format!("{at}.thinking"));
     }
     Some(PromptPieces {
         pieces: out,
         messages: messages.len() as u64,
+        last_user,
     })
 }
 

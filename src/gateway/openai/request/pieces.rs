@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use serde_json::Value;
 
 use crate::gateway::json::cursor::Cursor;
-use crate::gateway::pieces::{self, Others, Piece, PieceText, PromptPieces, others_of_tree};
+use crate::gateway::pieces::{self, FRAME, Others, Piece, PieceText, PromptPieces, others_of_tree};
 
 /// The prompt's pieces (see [`crate::gateway::dialect::Dialect::prompt_pieces`]).
 pub(in crate::gateway::openai) fn prompt_pieces(raw: &[u8]) -> Option<PromptPieces<'_>> {
@@ -21,18 +21,18 @@ pub(in crate::gateway::openai) fn prompt_pieces(raw: &[u8]) -> Option<PromptPiec
 /// place and role once both are known (`role` may come after `content`).
 fn walked(text: &str) -> Option<PromptPieces<'_>> {
     let mut c = Cursor::new(text);
-    let (mut tools, mut messages) = (None, None);
+    let (mut frame, mut messages) = (Others::default(), None);
     c.members_decoded(|c, key| {
         match key {
-            "tools" => tools = Some(c.raw_value()?),
             "messages" => {
-                let (mut out, mut n) = (Vec::new(), 0u64);
+                let (mut out, mut n, mut user) = (Vec::new(), 0u64, None);
                 c.elements(|c| {
                     n += 1;
-                    message(c, n - 1, &mut out)
+                    message(c, n - 1, &mut out, &mut user)
                 })?;
-                messages = Some((out, n));
+                messages = Some((out, n, user));
             }
+            k if FRAME.contains(&k) => frame.put(k, c.raw_value()?),
             _ => c.skip_value()?,
         }
         Some(())
@@ -40,26 +40,57 @@ fn walked(text: &str) -> Option<PromptPieces<'_>> {
     if !c.at_end() {
         return None;
     }
-    let (said, n) = messages?;
-    // In the order DeepSeek's template reads them (the tools first, in its system prompt).
-    let mut out = Vec::with_capacity(1 + said.len());
-    if let Some(t) = tools.filter(|t| t.starts_with('[')) {
+    let (said, n, last_user) = messages?;
+    let tools = frame.get("tools").filter(|t| t.starts_with('['));
+    Some(PromptPieces {
+        pieces: in_order(
+            frame.piece("frame".into(), None),
+            tools.map(Cow::Borrowed),
+            said,
+        ),
+        messages: n,
+        last_user,
+    })
+}
+
+/// The pieces in the order DeepSeek's template reads them: what frames the prompt, then the
+/// messages, with the tools after the first message's text if it is a system prompt (where
+/// the template writes them), before the messages otherwise (found by an independent
+/// re-check: with the tools first, a changed system prompt left them billed as hits).
+fn in_order<'a>(
+    frame: Piece<'a>,
+    tools: Option<Cow<'a, str>>,
+    said: Vec<Piece<'a>>,
+) -> Vec<Piece<'a>> {
+    let mut out = Vec::with_capacity(2 + said.len());
+    out.push(frame);
+    let system = said.first().is_some_and(|p| p.label == "0:system");
+    let at = if system {
+        said.iter().take_while(|p| p.message == Some(0)).count()
+    } else {
+        0
+    };
+    let mut said = said.into_iter();
+    out.extend(said.by_ref().take(at));
+    if let Some(t) = tools {
         out.push(Piece {
             label: "tools".into(),
             message: None,
-            text: PieceText::Json(Cow::Borrowed(t)),
+            text: PieceText::Json(t),
         });
     }
     out.extend(said);
-    Some(PromptPieces {
-        pieces: out,
-        messages: n,
-    })
+    out
 }
 
 /// Message `i`'s pieces: what else it says (with its place and role), its name's,
 /// reasoning's and content's texts, and its tool calls.
-fn message<'a>(c: &mut Cursor<'a>, i: u64, out: &mut Vec<Piece<'a>>) -> Option<()> {
+fn message<'a>(
+    c: &mut Cursor<'a>,
+    i: u64,
+    out: &mut Vec<Piece<'a>>,
+    user: &mut Option<u64>,
+) -> Option<()> {
     if c.next_byte()? != b'{' {
         // Not a message (the parse refuses it): its place and text, so it is never skipped.
         let raw = c.raw_value()?;
@@ -90,6 +121,9 @@ fn message<'a>(c: &mut Cursor<'a>, i: u64, out: &mut Vec<Piece<'a>>) -> Option<(
         Some(r) if r.starts_with('"') => pieces::string(r)?,
         _ => Cow::Borrowed(""),
     };
+    if role == "user" {
+        *user = Some(i);
+    }
     // Each piece is labelled with its message's place and role: the same texts grouped into
     // other messages (two parts of one, or two messages) are another prompt to DeepSeek's
     // template, so to its cache (found by an independent re-check). The message's own piece
@@ -160,14 +194,7 @@ fn content<'a>(c: &mut Cursor<'a>, out: &mut Vec<Part<'a>>) -> Option<()> {
 fn by_tree(raw: &[u8]) -> Option<PromptPieces<'static>> {
     let body: Value = serde_json::from_slice(raw).ok()?;
     let messages = body.get("messages")?.as_array()?;
-    let mut out = Vec::new();
-    if let Some(tools @ Value::Array(_)) = body.get("tools") {
-        out.push(Piece {
-            label: "tools".into(),
-            message: None,
-            text: PieceText::Json(Cow::Owned(tools.to_string())),
-        });
-    }
+    let (mut out, mut last_user) = (Vec::new(), None);
     for (i, m) in (0u64..).zip(messages) {
         let Some(obj) = m.as_object() else {
             out.push(Piece {
@@ -178,6 +205,9 @@ fn by_tree(raw: &[u8]) -> Option<PromptPieces<'static>> {
             continue;
         };
         let role = m.get("role").and_then(Value::as_str).unwrap_or_default();
+        if role == "user" {
+            last_user = Some(i);
+        }
         let held = |k: &str, _: &Value| OWN.contains(&k);
         out.push(others_of_tree(obj, held, format!("{i}:{role}"), Some(i)));
         for k in PARTS {
@@ -197,9 +227,20 @@ fn by_tree(raw: &[u8]) -> Option<PromptPieces<'static>> {
             });
         }
     }
+    let frame = others_of_tree(
+        body.as_object()?,
+        |k, _| !FRAME.contains(&k),
+        "frame".into(),
+        None,
+    );
+    let tools = match body.get("tools") {
+        Some(t @ Value::Array(_)) => Some(Cow::Owned(t.to_string())),
+        _ => None,
+    };
     Some(PromptPieces {
-        pieces: out,
+        pieces: in_order(frame, tools, out),
         messages: messages.len() as u64,
+        last_user,
     })
 }
 
