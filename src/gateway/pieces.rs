@@ -257,6 +257,23 @@ fn without_whitespace(json: &str, mut run: impl FnMut(&[u8])) {
     }
 }
 
+/// For the dialects' property tests: where `walked` answers for `text`, `by_tree` reads the
+/// same pieces ([`same_as_tree`]).
+#[cfg(test)]
+pub(crate) fn same_walk_as_tree(
+    text: &str,
+    walked: fn(&str) -> Option<PromptPieces<'_>>,
+    by_tree: fn(&[u8]) -> Option<PromptPieces<'static>>,
+) -> Result<(), String> {
+    let Some(w) = walked(text) else {
+        return Ok(());
+    };
+    let Some(t) = by_tree(text.as_bytes()) else {
+        return Err(format!("walked, not in the tree: {text}"));
+    };
+    same_as_tree(&w, &t).map_err(|e| format!("{e}: {text}"))
+}
+
 /// For the dialects' property tests: whether the walk's pieces are the tree's — the same
 /// labels and messages, the same text for the tokenizer, and for a string written without
 /// escapes the same fingerprint (a string with escapes is fingerprinted as written, a JSON

@@ -8,20 +8,12 @@ use serde_json::Value;
 
 use super::super::proptests::{KEYS, MEMBER_EDITS, valid};
 use super::{by_tree, walked};
-use crate::gateway::pieces::same_as_tree;
+use crate::gateway::pieces::same_walk_as_tree;
 use crate::proptest_support::{every_edit, json, style, write, write_plain_names};
 
 /// Where the walk answers for `text`, the tree reads the same pieces.
 fn walked_as_tree(text: &str) -> Result<(), TestCaseError> {
-    if let Some(w) = walked(text) {
-        let Some(t) = by_tree(text.as_bytes()) else {
-            return Err(TestCaseError::fail(format!(
-                "walked, not in the tree: {text}"
-            )));
-        };
-        same_as_tree(&w, &t).map_err(|e| TestCaseError::fail(format!("{e}: {text}")))?;
-    }
-    Ok(())
+    same_walk_as_tree(text, walked, by_tree).map_err(TestCaseError::fail)
 }
 
 proptest! {
