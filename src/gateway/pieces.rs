@@ -134,11 +134,18 @@ pub struct PromptPieces<'a> {
 }
 
 /// Top-level members that change how DeepSeek's template writes the whole prompt (the tools,
-/// written into its system prompt; a response format; thinking on or off, or its effort): a
-/// prompt's first piece holds them, so a recent prompt counts only if they were the same
-/// (found by an independent re-check: a response format added, or thinking turned off, left
-/// the rest billed as hits DeepSeek does not give).
-pub const FRAME: [&str; 4] = ["tools", "response_format", "thinking", "output_config"];
+/// written into its system prompt; a response format; thinking on or off, or its effort —
+/// V4's template writes a text at the very start for the maximum effort): a prompt's first
+/// piece holds them, so a recent prompt counts only if they were the same (found by
+/// independent re-checks: a response format added, thinking turned off, or the effort set to
+/// the maximum, left the rest billed as hits DeepSeek does not give).
+pub const FRAME: [&str; 5] = [
+    "tools",
+    "response_format",
+    "thinking",
+    "reasoning_effort",
+    "output_config",
+];
 
 impl PromptPieces<'_> {
     /// How many leading pieces end with the last user's turn: DeepSeek's template writes a

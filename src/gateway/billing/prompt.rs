@@ -315,6 +315,14 @@ mod tests {
         };
         let json_mode = serde_json::json!({"response_format": {"type": "json_object"}});
         assert_ne!(framed(serde_json::json!({}))[0], framed(json_mode)[0]);
+        let max = serde_json::json!({"reasoning_effort": "max"});
+        assert_ne!(framed(serde_json::json!({}))[0], framed(max)[0]);
+        // A developer's message is a user's turn, as to DeepSeek's template.
+        let raw = serde_json::json!({"messages": [{"role": "user", "content": "Q"},
+            {"role": "assistant", "content": "A"}, {"role": "developer", "content": "D"}]})
+        .to_string();
+        let p = OpenAi::prompt_pieces(raw.as_bytes()).unwrap();
+        assert_eq!(p.last_user, Some(2));
     }
 
     /// The same texts in other messages, roles or kinds of block are other pieces: DeepSeek's

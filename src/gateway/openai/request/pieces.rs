@@ -121,7 +121,7 @@ fn message<'a>(
         Some(r) if r.starts_with('"') => pieces::string(r)?,
         _ => Cow::Borrowed(""),
     };
-    if role == "user" {
+    if USER_TURNS.contains(&&*role) {
         *user = Some(i);
     }
     // Each piece is labelled with its message's place and role: the same texts grouped into
@@ -205,7 +205,7 @@ fn by_tree(raw: &[u8]) -> Option<PromptPieces<'static>> {
             continue;
         };
         let role = m.get("role").and_then(Value::as_str).unwrap_or_default();
-        if role == "user" {
+        if USER_TURNS.contains(&role) {
             last_user = Some(i);
         }
         let held = |k: &str, _: &Value| OWN.contains(&k);
@@ -243,6 +243,10 @@ fn by_tree(raw: &[u8]) -> Option<PromptPieces<'static>> {
         last_user,
     })
 }
+
+/// Roles whose message is a user's turn to DeepSeek's template (`developer` as well as
+/// `user`; found by an independent re-check).
+const USER_TURNS: [&str; 2] = ["user", "developer"];
 
 /// A message's members that pieces of their own hold.
 const OWN: [&str; 5] = ["role", "name", "reasoning_content", "content", "tool_calls"];
