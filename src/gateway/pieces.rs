@@ -90,6 +90,29 @@ impl<'a> Others<'a> {
     }
 }
 
+/// How a dialect reads message `i` at the cursor: its pieces into `out`, and `i` into
+/// `last_user` if it is a user's turn.
+pub(in crate::gateway) type ReadMessage<'a> = fn(
+    c: &mut crate::gateway::json::cursor::Cursor<'a>,
+    i: u64,
+    out: &mut Vec<Piece<'a>>,
+    last_user: &mut Option<u64>,
+) -> Option<()>;
+
+/// The request's messages at the cursor, each read by `message`: their pieces, their number,
+/// and the last user's turn.
+pub(in crate::gateway) fn messages<'a>(
+    c: &mut crate::gateway::json::cursor::Cursor<'a>,
+    message: ReadMessage<'a>,
+) -> Option<(Vec<Piece<'a>>, u64, Option<u64>)> {
+    let (mut out, mut n, mut user) = (Vec::new(), 0u64, None);
+    c.elements(|c| {
+        n += 1;
+        message(c, n - 1, &mut out, &mut user)
+    })?;
+    Some((out, n, user))
+}
+
 /// The piece of what else `obj` (read through a tree) says: its members but those `held`
 /// says its pieces hold.
 pub fn others_of_tree(

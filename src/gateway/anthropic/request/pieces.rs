@@ -29,14 +29,7 @@ fn walked(text: &str) -> Option<PromptPieces<'_>> {
                 system.clear();
                 content(c, &mut system)?;
             }
-            "messages" => {
-                let (mut out, mut n, mut user) = (Vec::new(), 0u64, None);
-                c.elements(|c| {
-                    n += 1;
-                    message(c, n - 1, &mut out, &mut user)
-                })?;
-                messages = Some((out, n, user));
-            }
+            "messages" => messages = Some(pieces::messages(c, message)?),
             k if FRAME.contains(&k) => frame.put(k, c.raw_value()?),
             _ => c.skip_value()?,
         }
