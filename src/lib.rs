@@ -19,11 +19,13 @@
 //! - [`activity`]: the event bus, the admin socket (wire protocol, server, client), the fold of
 //!   events into a live view shared with the console; [`admin`]: key administration.
 //! - [`metrics`]: `/healthz` and the Prometheus `/metrics` page.
-//! - [`notify`]: systemd readiness notification (`Type=notify`).
+//! - [`notify`]: systemd readiness notification (`Type=notify`); [`background`]: the priority
+//!   of threads no answer waits for.
 
 pub mod activity;
 pub mod admin;
 pub mod app;
+pub mod background;
 pub mod catalog;
 pub mod cli;
 pub mod clock;

@@ -208,8 +208,11 @@ fn run<'c>(
     shared: &Shared,
     always_sync: bool,
 ) -> Option<oneshot::Sender<()>> {
-    // Answers do not wait for its commits (in both modes their rows are in the journal first).
-    yield_core_to_answers();
+    // Answers do not wait for its commits (in both modes their rows are in the journal first);
+    // a waited write loses only the time the core spends answering others. It cannot starve
+    // for long: past `BACKLOG_CAP` queued rows each new answer waits for its commit, which
+    // idles the workers.
+    crate::background::yield_core_to_answers("ledger writer");
     let mut closing: Option<oneshot::Sender<()>> = None;
     // What the connection's `synchronous` is set to: FULL (`Some(true)`) for a batch that must
     // be on disk once committed, NORMAL otherwise (see [`commit_batch`]); unknown at first.
@@ -662,23 +665,5 @@ fn linger(urgent: &AtomicBool) {
         }
         // Returns early when hurried (or spuriously): the flag says which.
         std::thread::park_timeout(deadline - now);
-    }
-}
-
-/// Run the calling thread (the writer's SQLite thread) at the lowest priority, `nice` 19.
-///
-/// Its commits share the core with the tokio workers answering requests; at normal priority a
-/// batch commit that starts just before an answer's bytes arrive delays that answer by the
-/// commit's length (the added p99 at one connection in bench/PROFILE.md). At nice 19 the
-/// scheduler gives the core to a woken worker first. Nobody waits for journaled rows, and a
-/// waited write loses only the time the core spends answering others; at saturation the writer
-/// cannot starve for long, because past [`super::BACKLOG_CAP`] queued rows each new answer waits
-/// for its commit, which idles the workers.
-fn yield_core_to_answers() {
-    // On Linux nice is per thread and a thread id names that one thread; raising one's own
-    // nice needs no privilege.
-    let tid = rustix::thread::gettid();
-    if let Err(e) = rustix::process::setpriority_process(Some(tid), 19) {
-        tracing::warn!(error = %e, "ledger writer left at normal priority");
     }
 }

@@ -196,7 +196,12 @@ fn recorder() -> Option<&'static SyncSender<Remember>> {
             let (tx, rx) = std::sync::mpsc::sync_channel::<Remember>(RECORDER_QUEUE);
             let started = std::thread::Builder::new()
                 .name("prompt-recorder".into())
-                .spawn(move || rx.into_iter().for_each(Remember::run));
+                .spawn(move || {
+                    // Nothing waits for it, and its walk of an agent's large body would
+                    // otherwise delay the answers sharing the core.
+                    crate::background::yield_core_to_answers("prompt recorder");
+                    rx.into_iter().for_each(Remember::run)
+                });
             match started {
                 Ok(_) => Some(tx),
                 Err(e) => {
@@ -214,6 +219,14 @@ mod tests {
     use crate::gateway::dialect::Dialect;
     use crate::gateway::openai::OpenAi;
     use crate::gateway::pieces::PieceText;
+
+    /// The recorder's walk of a finished stream's body gives the core to answers first.
+    #[test]
+    fn the_prompt_recorder_runs_at_the_lowest_priority() {
+        assert!(super::recorder().is_some());
+        let nice = crate::background::nice_of_threads("prompt-recorder");
+        assert_eq!(nice, [19], "the recorder thread's nice");
+    }
 
     /// Only messages whose every piece is cached count: not the one the first new piece is
     /// in, nor the tools or the system prompt, nor a message without pieces.
