@@ -234,6 +234,16 @@ async fn pump<D: Dialect>(
     if matches!(end, End::ClientGone | End::ClientStalled) && relay.tally.usage.is_none() {
         relay.read_usage().await;
     }
+    // Boxed: the end's state (the relay's parts moved out, the backlog's flush, settlement)
+    // is the largest this task ever holds, and unboxed it would size the task of every open
+    // stream for its whole life, not just its last moment (the task cell grew past an
+    // allocator size class: ~0.5 KiB more a stream at 10 000 streams, bench/PROFILE.md).
+    Box::pin(end_stream::<D>(relay, pending, end)).await;
+}
+
+/// The end of a stream: upstream's account told, what the client has not taken flushed,
+/// the request settled, and the end (marker or error event) sent.
+async fn end_stream<D: Dialect>(relay: Box<Relay<D::Stream>>, pending: Box<Pending>, end: End) {
     let Relay {
         mut events,
         rewrite,
@@ -337,17 +347,16 @@ async fn pump<D: Dialect>(
             )
         }
     };
-    // Boxed: settling is the largest state this task ever awaits (~1.4 KiB), and unboxed it
-    // would size the task of every open stream for its whole life, not just its last moment.
-    let billed = Box::pin(pending.settle(Outcome {
-        usage: tally.usage,
-        output_estimate: tally.output_estimate(),
-        reported: tally.reported,
-        finish,
-        status: 200,
-        ttft: tally.first_token,
-    }))
-    .await;
+    let billed = pending
+        .settle(Outcome {
+            usage: tally.usage,
+            output_estimate: tally.output_estimate(),
+            reported: tally.reported,
+            finish,
+            status: 200,
+            ttft: tally.first_token,
+        })
+        .await;
     // The bill could not be recorded: the stream does not end as whole (what was relayed is
     // out, but a client is not told the answer completed); it ends with an error event.
     let final_event = match final_event {
