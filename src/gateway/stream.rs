@@ -26,6 +26,8 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 
 mod backlog;
 mod read_on;
+#[cfg(test)]
+mod tests;
 
 use backlog::Backlog;
 
