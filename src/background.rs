@@ -21,26 +21,34 @@ pub fn yield_core_to_answers(what: &str) {
     }
 }
 
-/// The nice value of each of this process's threads named `name` (Linux `/proc`), waiting up
-/// to 5 s for one whose nice is 19 (a thread sets its own priority once it runs).
+/// This process's threads as (id, name, nice), read from Linux's `/proc`.
+#[cfg(test)]
+pub(crate) fn threads() -> Vec<(String, String, i32)> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|e| {
+            let tid = e.ok()?.file_name().into_string().ok()?;
+            let comm = std::fs::read_to_string(format!("/proc/self/task/{tid}/comm")).ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+            // After the command name's closing parenthesis: state is field 3, nice field 19.
+            let rest = &stat[stat.rfind(')')? + 2..];
+            let nice = rest.split(' ').nth(16)?.parse().ok()?;
+            Some((tid, comm.trim_end().to_string(), nice))
+        })
+        .collect()
+}
+
+/// The nice value of each of this process's threads named `name`, waiting up to 5 s for one
+/// whose nice is 19 (a thread sets its own priority once it runs).
 #[cfg(test)]
 pub(crate) fn nice_of_threads(name: &str) -> Vec<i32> {
     let read = || -> Vec<i32> {
-        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-            return Vec::new();
-        };
-        tasks
-            .filter_map(|e| {
-                let tid = e.ok()?.file_name().into_string().ok()?;
-                let comm = std::fs::read_to_string(format!("/proc/self/task/{tid}/comm")).ok()?;
-                if comm.trim_end() != name {
-                    return None;
-                }
-                let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
-                // After the command name's closing parenthesis: state is field 3, nice field 19.
-                let rest = &stat[stat.rfind(')')? + 2..];
-                rest.split(' ').nth(16)?.parse().ok()
-            })
+        threads()
+            .into_iter()
+            .filter(|(_, comm, _)| comm == name)
+            .map(|(_, _, nice)| nice)
             .collect()
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);

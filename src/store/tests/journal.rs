@@ -682,18 +682,12 @@ async fn the_ledger_writer_runs_at_the_lowest_priority() {
     store.close().await;
 }
 
-/// This process's threads at nice 19 (field 19 of `/proc/self/task/TID/stat`).
+/// This process's threads at nice 19.
 fn niced_threads() -> Vec<String> {
-    std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .filter_map(|e| {
-            let tid = e.ok()?.file_name().into_string().ok()?;
-            let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
-            // After the command name's closing parenthesis: state is field 3, nice field 19.
-            let rest = &stat[stat.rfind(')')? + 2..];
-            let nice: i32 = rest.split(' ').nth(16)?.parse().ok()?;
-            (nice == 19).then_some(tid)
-        })
+    crate::background::threads()
+        .into_iter()
+        .filter(|(_, _, nice)| *nice == 19)
+        .map(|(tid, _, _)| tid)
         .collect()
 }
 
