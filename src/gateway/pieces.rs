@@ -90,8 +90,8 @@ impl<'a> Others<'a> {
     }
 }
 
-/// How a dialect reads message `i` at the cursor: its pieces into `out`, and `i` into
-/// `last_user` if it is a user's turn.
+/// How a dialect reads message `i` at the cursor (an object): its pieces into `out`, and `i`
+/// into `last_user` if it is a user's turn.
 pub(in crate::gateway) type ReadMessage<'a> = fn(
     c: &mut crate::gateway::json::cursor::Cursor<'a>,
     i: u64,
@@ -99,8 +99,8 @@ pub(in crate::gateway) type ReadMessage<'a> = fn(
     last_user: &mut Option<u64>,
 ) -> Option<()>;
 
-/// The request's messages at the cursor, each read by `message`: their pieces, their number,
-/// and the last user's turn.
+/// The request's messages at the cursor, each object read by `message`: their pieces, their
+/// number, and the last user's turn.
 pub(in crate::gateway) fn messages<'a>(
     c: &mut crate::gateway::json::cursor::Cursor<'a>,
     message: ReadMessage<'a>,
@@ -108,7 +108,18 @@ pub(in crate::gateway) fn messages<'a>(
     let (mut out, mut n, mut user) = (Vec::new(), 0u64, None);
     c.elements(|c| {
         n += 1;
-        message(c, n - 1, &mut out, &mut user)
+        let i = n - 1;
+        if c.next_byte()? != b'{' {
+            // Not a message (the parse refuses it): its place and text, so it is never skipped.
+            let raw = c.raw_value()?;
+            out.push(Piece {
+                label: format!("{i}:"),
+                message: Some(i),
+                text: PieceText::Other(Cow::Borrowed(raw)),
+            });
+            return Some(());
+        }
+        message(c, i, &mut out, &mut user)
     })?;
     Some((out, n, user))
 }

@@ -89,16 +89,6 @@ fn message<'a>(
     out: &mut Vec<Piece<'a>>,
     user: &mut Option<u64>,
 ) -> Option<()> {
-    if c.next_byte()? != b'{' {
-        // Not a message (the parse refuses it): its place and text, so it is never skipped.
-        let raw = c.raw_value()?;
-        out.push(Piece {
-            message: Some(i),
-            label: format!("{i}:"),
-            text: PieceText::Other(Cow::Borrowed(raw)),
-        });
-        return Some(());
-    }
     let (mut role, mut said, mut others) = (None, Vec::new(), Others::default());
     c.members_decoded(|c, key| {
         match key {

@@ -84,16 +84,6 @@ fn message<'a>(
     out: &mut Vec<Piece<'a>>,
     user: &mut Option<u64>,
 ) -> Option<()> {
-    if c.next_byte()? != b'{' {
-        // Not a message (the parse refuses it): its place and text, so it is never skipped.
-        let raw = c.raw_value()?;
-        out.push(Piece {
-            label: format!("{i}:"),
-            message: Some(i),
-            text: PieceText::Other(Cow::Borrowed(raw)),
-        });
-        return Some(());
-    }
     // The texts of `name`, `reasoning_content` and `content`, in [`PARTS`]' order; the last
     // of a member named twice, as in a JSON map.
     let mut texts: [Vec<Part<'a>>; 3] = Default::default();
