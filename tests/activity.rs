@@ -286,8 +286,10 @@ fn full_snapshot(key: KeyView, events: &[ActivityEvent]) -> Snapshot {
             key_prefix: "sk-gateway-AbCd…".into(),
             limit: 30,
             hits_ms: vec![1, 2, 3],
+            pushed_out_ms: Some(0),
         }],
         refusals: vec![events[4].clone()],
+        refusals_pushed_out_ms: Some(0),
         today: Totals {
             requests: 9,
             spend_usd: Usd::from_nanos(123_456_789),

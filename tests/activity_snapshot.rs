@@ -141,6 +141,7 @@ fn apply_limit(s: &mut Snapshot, e: &ActivityEvent) {
                 key_prefix,
                 limit,
                 hits_ms: vec![at_ms],
+                pushed_out_ms: None,
             }),
         },
         ActivityEvent::Refused { status, .. } => {

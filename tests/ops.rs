@@ -425,6 +425,78 @@ async fn metrics_count_rate_limit_hits() {
     }
 }
 
+/// A client hammering its limits: the console's snapshot keeps the newest 1 000 hits of a key
+/// and 200 refusals, and says that what it shows is a floor (`/metrics` has the totals).
+#[tokio::test]
+async fn a_snapshot_says_when_hits_and_refusals_fell_out_of_view() {
+    let app = TestApp::spawn_with(|c| {
+        if let Some(p) = c.plans.get_mut("trial") {
+            p.rpm = 1;
+        }
+        if let Some(p) = c.plans.get_mut("starter") {
+            p.rpm = 1_000;
+        }
+    })
+    .await;
+    let fast = app.create_key("trial", None).await;
+    let broke = app.create_key("starter", Some("0.000000001")).await;
+    let mut limited = 0;
+    for _ in 0..1_003 {
+        let resp = app
+            .chat(&fast, &body(FLASH, "[[sim reply=1]] hi"))
+            .send()
+            .await;
+        if resp.expect("send").status() == 429 {
+            limited += 1;
+        }
+    }
+    assert_eq!(limited, 1_002);
+    // A key under the bound: nothing of its fell out.
+    let few = app.create_key("trial", None).await;
+    for _ in 0..2 {
+        let _ = app
+            .chat(&few, &body(FLASH, "[[sim reply=1]] hi"))
+            .send()
+            .await;
+    }
+    for _ in 0..201 {
+        let resp = app.chat(&broke, &body(FLASH, "hi")).send().await;
+        assert_eq!(resp.expect("send").status(), 402);
+    }
+    let m = scrape(&app).await;
+    assert_eq!(get(&m, "modelrelay_rate_limited_total"), 1_003.0);
+    // The tracker hears the events on a channel: wait for the last of them.
+    let mut snap = crate::activity::snapshot(&app).await;
+    for _ in 0..100 {
+        if snap.refusals.len() == 200 && snap.refusals_pushed_out_ms.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        snap = crate::activity::snapshot(&app).await;
+    }
+    let fast_id = app.key_state(&fast).id.clone();
+    let hits = snap
+        .rate_limited
+        .iter()
+        .find(|h| h.key_id == fast_id)
+        .expect("the key's hits");
+    assert_eq!(hits.hits_ms.len(), 1_000);
+    let pushed_out = hits.pushed_out_ms.expect("hits fell out of view");
+    assert!(
+        pushed_out <= hits.hits_ms[0],
+        "{pushed_out} {:?}",
+        &hits.hits_ms[..2]
+    );
+    assert_eq!(snap.refusals.len(), 200);
+    assert!(snap.refusals_pushed_out_ms.is_some());
+    let few_id = app.key_state(&few).id.clone();
+    let few_hits = snap.rate_limited.iter().find(|h| h.key_id == few_id);
+    assert_eq!(
+        few_hits.map(|h| (h.hits_ms.len(), h.pushed_out_ms)),
+        Some((1, None))
+    );
+}
+
 #[tokio::test]
 async fn metrics_are_loopback_only_unless_public() {
     // Behind a proxy, the forwarded client address decides.

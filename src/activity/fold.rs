@@ -141,6 +141,8 @@ pub struct Fold<R> {
     rate_limited: BTreeMap<String, Hits>,
     /// Newest first.
     refusals: VecDeque<Refusal>,
+    /// The newest refusal of the last hour pushed out of `refusals` by newer ones.
+    refusals_pushed_out_ms: Option<i64>,
     /// The UTC day `today` counts.
     day: i64,
     today: Totals,
@@ -158,6 +160,7 @@ impl<R> Default for Fold<R> {
             seen: Ids::default(),
             rate_limited: BTreeMap::new(),
             refusals: VecDeque::new(),
+            refusals_pushed_out_ms: None,
             day: 0,
             today: Totals::default(),
             paid_today: FastSet::default(),
@@ -179,6 +182,7 @@ impl<R: Rules> Fold<R> {
                 .map(|r| (r.request_id.clone(), r.clone()))
                 .collect(),
             rate_limited: s.rate_limited.iter().map(Hits::of).collect(),
+            refusals_pushed_out_ms: s.refusals_pushed_out_ms,
             day: day_of(s.at_ms),
             today: s.today.clone(),
             upstream: s.upstream.clone(),
@@ -208,7 +212,7 @@ impl<R: Rules> Fold<R> {
                 f.refusals.push_front(r);
             }
         }
-        f.refusals.truncate(R::REFUSALS_KEPT);
+        f.keep_refusals();
         f
     }
 
@@ -231,6 +235,7 @@ impl<R: Rules> Fold<R> {
                 .collect(),
             rate_limited,
             refusals: self.refusals.iter().rev().map(Refusal::to_event).collect(),
+            refusals_pushed_out_ms: self.refusals_pushed_out_ms,
             today: self.today.clone(),
             upstream: self.upstream.clone(),
             ..Snapshot::default()
@@ -262,6 +267,12 @@ impl<R: Rules> Fold<R> {
     /// 402/403 refusals, newest first.
     pub fn refusals(&self) -> &VecDeque<Refusal> {
         &self.refusals
+    }
+
+    /// Whether refusals of the last hour were pushed out of [`Fold::refusals`] by newer ones
+    /// (its counts are then a floor).
+    pub fn refusals_pushed_out(&self) -> bool {
+        self.refusals_pushed_out_ms.is_some()
     }
 
     /// Today's totals.
@@ -391,6 +402,7 @@ impl<R: Rules> Fold<R> {
                 key_prefix: key_prefix.to_string(),
                 limit,
                 hits_ms: VecDeque::new(),
+                pushed_out_ms: None,
             });
         hits.limit = limit;
         if may_repeat && hits.hits_ms.contains(&at_ms) {
@@ -398,8 +410,11 @@ impl<R: Rules> Fold<R> {
         }
         hits.hits_ms.push_back(at_ms);
         // A client hammering a 429 only pushes the oldest hits out of view.
+        // A client hammering a 429 only pushes the oldest hits out of view; the newest one
+        // pushed out is kept so that the view says its count is a floor.
         while hits.hits_ms.len() > R::HITS_PER_KEY {
-            hits.hits_ms.pop_front();
+            let out = hits.hits_ms.pop_front();
+            hits.pushed_out_ms = hits.pushed_out_ms.max(out);
         }
     }
 
@@ -411,7 +426,16 @@ impl<R: Rules> Fold<R> {
             return;
         }
         self.refusals.push_front(refusal);
-        self.refusals.truncate(R::REFUSALS_KEPT);
+        self.keep_refusals();
+    }
+
+    /// Cut the refusals to the newest [`Rules::REFUSALS_KEPT`], remembering the newest one
+    /// cut so that the view says its counts are a floor.
+    fn keep_refusals(&mut self) {
+        while self.refusals.len() > R::REFUSALS_KEPT {
+            let out = self.refusals.pop_back().map(|r| r.at_ms);
+            self.refusals_pushed_out_ms = self.refusals_pushed_out_ms.max(out);
+        }
     }
 
     /// Start a new day's totals when `day` is later than the one counted.
@@ -519,13 +543,16 @@ impl<R: Rules> Fold<R> {
     pub fn expire(&mut self, now_ms: i64) {
         self.roll_to(now_ms);
         let hour_ago = now_ms - HOUR_MS;
+        let within = |t: Option<i64>| t.filter(|t| *t > hour_ago);
         for hits in self.rate_limited.values_mut() {
             hits.hits_ms.retain(|t| *t > hour_ago);
+            hits.pushed_out_ms = within(hits.pushed_out_ms);
         }
         self.rate_limited.retain(|_, h| !h.hits_ms.is_empty());
         while self.refusals.back().is_some_and(|r| r.at_ms <= hour_ago) {
             self.refusals.pop_back();
         }
+        self.refusals_pushed_out_ms = within(self.refusals_pushed_out_ms);
     }
 }
 

@@ -333,6 +333,10 @@ pub struct Snapshot {
     pub rate_limited: Vec<RateLimitHits>,
     /// 402/403 refusals in the last hour (`Refused` events), newest last.
     pub refusals: Vec<ActivityEvent>,
+    /// The newest refusal of the last hour no longer in `refusals` (pushed out by newer ones):
+    /// the counts `refusals` gives are then a floor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusals_pushed_out_ms: Option<i64>,
     /// Today's totals (UTC day).
     pub today: Totals,
     /// How upstream has been doing.
@@ -379,6 +383,10 @@ pub struct RateLimitHits {
     pub limit: u32,
     /// Unix ms of each hit in the last hour, oldest first.
     pub hits_ms: Vec<i64>,
+    /// The newest hit of the last hour no longer in `hits_ms` (pushed out by newer ones): the
+    /// count `hits_ms` gives is then a floor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pushed_out_ms: Option<i64>,
 }
 
 /// Today's totals.

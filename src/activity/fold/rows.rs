@@ -156,6 +156,9 @@ pub struct Hits {
     pub limit: u32,
     /// Unix ms of each hit, in the order they came.
     pub hits_ms: VecDeque<i64>,
+    /// The newest hit of the last hour pushed out of `hits_ms` by newer ones: its length is
+    /// then a floor of the hour's hits.
+    pub pushed_out_ms: Option<i64>,
 }
 
 impl Hits {
@@ -165,6 +168,7 @@ impl Hits {
             key_prefix: r.key_prefix.clone(),
             limit: r.limit,
             hits_ms: r.hits_ms.iter().copied().collect(),
+            pushed_out_ms: r.pushed_out_ms,
         };
         (r.key_id.clone(), hits)
     }
@@ -176,6 +180,7 @@ impl Hits {
             key_prefix: self.key_prefix.clone(),
             limit: self.limit,
             hits_ms: self.hits_ms.iter().copied().collect(),
+            pushed_out_ms: self.pushed_out_ms,
         }
     }
 }

@@ -124,8 +124,10 @@ fn full_snapshot() -> Snapshot {
             key_prefix: "sk-gateway-Abcd…".into(),
             limit: 30,
             hits_ms: vec![T0 - 20, T0 - 5],
+            pushed_out_ms: Some(T0 - 21),
         }],
         refusals: vec![refused(402, T0 - 40), refused(403, T0 - 30)],
+        refusals_pushed_out_ms: Some(T0 - 41),
         today: Totals {
             requests: 7,
             spend_usd: Usd::from_nanos(70),
@@ -240,8 +242,17 @@ fn bounds_and_windows() {
     }
     assert_eq!(f.rate_limited()["key_a"].hits_ms, [T0 + 3, T0 + 4]);
     assert_eq!(f.refusals().len(), 2);
+    // What fell out is remembered by its newest stamp: the counts kept are a floor.
+    assert_eq!(f.rate_limited()["key_a"].pushed_out_ms, Some(T0 + 2));
+    assert_eq!(f.snapshot().refusals_pushed_out_ms, Some(T0 + 2));
+    assert!(f.refusals_pushed_out());
     let kept: Vec<_> = f.finished().iter().map(|r| r.request_id.as_str()).collect();
     assert_eq!(kept, ["r4", "r3", "r2"]);
+    // Out of the hour, what fell out is no longer in the window.
+    f.expire(T0 + 2 + HOUR_MS);
+    assert_eq!(f.rate_limited()["key_a"].hits_ms, [T0 + 3, T0 + 4]);
+    assert_eq!(f.rate_limited()["key_a"].pushed_out_ms, None);
+    assert!(!f.refusals_pushed_out());
     f.expire(T0 + 3 + HOUR_MS);
     assert_eq!(f.rate_limited()["key_a"].hits_ms, [T0 + 4]);
     assert_eq!(f.refusals().len(), 1);

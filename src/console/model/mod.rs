@@ -237,6 +237,11 @@ impl Model {
         self.live.refusals()
     }
 
+    /// Whether refusals of the last hour fell out of [`Model::refusals`] (counts are a floor).
+    pub fn refusals_pushed_out(&self) -> bool {
+        self.live.refusals_pushed_out()
+    }
+
     /// Today's totals (UTC day).
     pub fn today(&self) -> &Totals {
         self.live.today()

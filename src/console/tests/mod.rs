@@ -204,8 +204,10 @@ pub(crate) fn snapshot() -> Snapshot {
             key_prefix: "sk-gateway-TrIa…".into(),
             limit: 30,
             hits_ms: vec![NOW - 2_400_000, NOW - 60_000, NOW - 59_000, NOW - 1_000],
+            pushed_out_ms: None,
         }],
         refusals: snapshot_refusals(),
+        refusals_pushed_out_ms: None,
         today: Totals {
             requests: 2,
             spend_usd: usd("1.25"),

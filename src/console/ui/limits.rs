@@ -37,6 +37,13 @@ pub fn buckets<'a>(
     out
 }
 
+/// `+` after a count when older events of the hour fell out of what is kept (the daemon keeps
+/// the newest 1 000 hits a key and 200 refusals), so the count is a floor: `/metrics` has the
+/// exact totals.
+fn floor_mark(pushed_out: bool) -> &'static str {
+    if pushed_out { "+" } else { "" }
+}
+
 /// Paint the Limits view into `area`.
 pub fn draw(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
     let m = &app.model;
@@ -54,9 +61,10 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
 fn draw_hits(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
     let m = &app.model;
     let total: usize = m.rate_limited().values().map(|h| h.hits_ms.len()).sum();
+    let more = floor_mark(m.rate_limited().values().any(|h| h.pushed_out_ms.is_some()));
     let block = Block::new().borders(Borders::TOP).title(Span::styled(
         format!(
-            " Rate-limit hits, {}: {total} on {} key{} ",
+            " Rate-limit hits, {}: {total}{more} on {} key{} ",
             window(app),
             m.rate_limited().len(),
             if m.rate_limited().len() == 1 { "" } else { "s" }
@@ -103,11 +111,16 @@ fn draw_hits(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
             .iter()
             .max()
             .map_or_else(|| "-".to_string(), |at| ago(*at, app.now_ms));
+        let count = format!(
+            "{}{}",
+            hits.hits_ms.len(),
+            floor_mark(hits.pushed_out_ms.is_some())
+        );
         let label = format!(
             "{:<16} {:>5} {:>5} {:>5} ",
             clip(&hits.key_prefix, 16),
             hits.limit,
-            hits.hits_ms.len(),
+            count,
             last
         );
         let style = if i == app.row[3] && app.row[3] > 0 {
@@ -129,16 +142,20 @@ fn draw_hits(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
 
 fn draw_refusals(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
     let m = &app.model;
-    let count = |s: u16| m.refusals().iter().filter(|r| r.status == s).count();
+    let more = floor_mark(m.refusals_pushed_out());
+    let count = |s: u16| {
+        let n = m.refusals().iter().filter(|r| r.status == s).count();
+        format!("{n}{more}")
+    };
     let coded = |c: &str| m.refusals().iter().filter(|r| r.code == c).count();
     // 429 here is `budget_held` (the key's own requests hold its money) or `too_many_in_flight`
     // (its plan's requests at once), each said once there is one.
     let mut held = match coded("budget_held") {
         0 => String::new(),
-        n => format!("· 429 (held) ×{n} "),
+        n => format!("· 429 (held) ×{n}{more} "),
     };
     if let n @ 1.. = coded("too_many_in_flight") {
-        held.push_str(&format!("· 429 (at once) ×{n} "));
+        held.push_str(&format!("· 429 (at once) ×{n}{more} "));
     }
     let mut title = format!(
         " Refusals, {}: 402 (no budget) ×{} · 403 (not in plan) ×{} {held}",

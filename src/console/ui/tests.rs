@@ -437,6 +437,32 @@ fn limits_view_draws_hits_per_key_with_a_sparkline() {
 }
 
 #[test]
+fn limits_view_marks_counts_that_are_a_floor() {
+    // The daemon keeps the newest hits a key and refusals; a snapshot saying older ones of the
+    // hour fell out is drawn with `+` after each count they may belong to.
+    let mut snap = crate::console::tests::snapshot();
+    snap.rate_limited[0].pushed_out_ms = Some(NOW - 2_500_000);
+    snap.refusals_pushed_out_ms = Some(NOW - 3_000_000);
+    let mut a = view(View::Limits);
+    a.handle(Event::Socket(
+        crate::activity::protocol::Response::Snapshot {
+            snapshot: Box::new(snap),
+        },
+    ));
+    for size in [SMALL, LARGE] {
+        let lines = screen(&a, size);
+        assert_has(
+            &lines,
+            &[
+                "Rate-limit hits, last hour: 4+ on 1 key",
+                "402 (no budget) ×1+ · 403 (not in plan) ×1+",
+            ],
+        );
+        line_with(&lines, "sk-gateway-TrIa…    30    4+");
+    }
+}
+
+#[test]
 fn help_overlay() {
     for size in [SMALL, LARGE] {
         let mut a = view(View::Keys);
