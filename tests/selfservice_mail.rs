@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use modelrelay::activity::protocol::Request;
 use modelrelay::config::Config;
+use modelrelay::status::KeyStatus;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -545,4 +546,38 @@ async fn a_low_key_refused_for_want_of_money_tells_its_owner_once() {
         .query_row("SELECT status FROM keys", [], |r| r.get(0))
         .unwrap();
     assert_eq!(status, "active");
+}
+
+/// One request that takes a key past both lines (low, then out) tells its owner once, that the
+/// key ran out: the low notice counts as had, without a mail (both came in the same second;
+/// found by an independent check).
+#[tokio::test]
+async fn a_key_that_runs_out_in_one_step_gets_one_notice() {
+    let app = TestApp::spawn_with(|c| email_on(c, free_port())).await;
+    let key = app.create_key("trial", Some("0.001")).await;
+    // A long prompt and more output than the key pays for: the answer is cut at what the
+    // balance pays once the prompt's bound is held (its `max_tokens` set from it).
+    let text = format!("{} [[sim reply=99999 prompt=6170]]", "a".repeat(6_000));
+    let r = app.chat(&key, &body(FLASH, &text)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // 999 450 nano-USD of 1 000 000: 550 left, too little for any request.
+    assert_eq!(app.key_state(&key).balance().spent.nanos(), 999_450);
+    assert_eq!(app.key_state(&key).status(), KeyStatus::Exhausted);
+    assert_eq!(notices(&app, "exhausted").await, 1);
+    let flags: (i64, i64) = app
+        .db()
+        .query_row("SELECT low_sent, exhausted_sent FROM key_mail", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(flags, (1, 1), "the low notice is remembered as had");
+    let low: i64 = app
+        .db()
+        .query_row(
+            "SELECT count(*) FROM outbox WHERE kind = 'low_balance'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(low, 0, "no low-balance mail beside the exhausted one");
 }

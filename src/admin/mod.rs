@@ -426,8 +426,10 @@ pub async fn rotate_key(
 }
 
 /// Mark a key exhausted once its balance is below what one more request of its plan needs
-/// (told to the store, the console, the owner and the log once). For changes off the request
-/// path (a refunded top-up); settlement does the same in `gateway::billing`.
+/// (told to the store, the console, the owner and the log once), and queue the owner's
+/// low-balance and exhausted notices once per crossing. Settlement calls it after each request
+/// (never a read of SQLite: writes for the writer's queue, not awaited); so do changes off the
+/// request path (a refunded top-up).
 pub fn mark_if_exhausted(state: &AppState, key: &KeyState) {
     // A revoked key gets no notices: a request that settles after the revocation, or a refund
     // taking credit back, would otherwise mail "top up" about a key that cannot be used.
@@ -435,15 +437,20 @@ pub fn mark_if_exhausted(state: &AppState, key: &KeyState) {
         return;
     }
     let threshold = state.catalog.exhausted_below(&key.plan());
+    let switched = key.mark_exhausted_below(threshold);
     if key.is_low() {
-        notice_if_first(state, key, Notice::LowBalance);
+        // A key that is out is told that, once: its low notice counts as had, without a mail
+        // (one step that took a key past both lines mailed "running low, $0.00 left" and
+        // "has run out" in the same second; found by an independent check).
+        let mail = key.status() != KeyStatus::Exhausted;
+        notice_if_first(state, key, Notice::LowBalance, mail);
     }
-    if key.mark_exhausted_below(threshold) {
+    if switched {
         state.store.write_later(Write::MarkExhausted {
             key_id: key.id.clone(),
             below: threshold,
         });
-        notice_if_first(state, key, Notice::Exhausted);
+        notice_if_first(state, key, Notice::Exhausted, true);
         state.activity.emit(ActivityEvent::KeyExhausted {
             key_id: key.id.clone(),
             at_ms: now_ms(),
@@ -475,8 +482,9 @@ pub fn reactivate_if_funded(state: &AppState, key: &KeyState) {
 }
 
 /// Queue a threshold notice for `key` the first time its current crossing is seen (through
-/// the writer, not awaited).
-pub fn notice_if_first(state: &AppState, key: &KeyState, notice: Notice) {
+/// the writer, not awaited; the key's notice bits make one settlement of many racing the one
+/// that does). Without `mail` the crossing is only remembered as told.
+pub fn notice_if_first(state: &AppState, key: &KeyState, notice: Notice, mail: bool) {
     if !key.first_crossing(notice) {
         return;
     }
@@ -484,13 +492,16 @@ pub fn notice_if_first(state: &AppState, key: &KeyState, notice: Notice) {
         Notice::LowBalance => MailKind::LowBalance,
         Notice::Exhausted => MailKind::Exhausted,
     };
+    let queue = mail && state.mailer.enabled();
     state.store.write_later(Write::KeyNotice {
         key_id: key.id.clone(),
         kind,
-        queue: state.mailer.enabled(),
+        queue,
         at_ms: now_ms(),
     });
-    state.mailer.poke();
+    if queue {
+        state.mailer.poke();
+    }
 }
 
 #[cfg(test)]

@@ -24,7 +24,6 @@ use super::error::GatewayError;
 use crate::activity::ActivityEvent;
 use crate::catalog::Model;
 use crate::keys::{KeySlot, KeyState, KeyStatus, Notice};
-use crate::kinds::MailKind;
 use crate::money::{TokenPrices, Usd, cost_of};
 use crate::pricing::PricePeriod;
 use crate::state::AppState;
@@ -439,7 +438,7 @@ pub async fn settle(state: &AppState, ctx: &RequestCtx, o: Outcome, kept: bool) 
         row.latency_ms,
     );
     let committed = state.store.record_usage(row, kept);
-    mark_if_exhausted(state, &ctx.key, now);
+    crate::admin::mark_if_exhausted(state, &ctx.key);
     // Sent after the row is queued: the activity tracker relies on it when it reloads the
     // day's totals from the ledger (see activity::tracker).
     state.activity.emit(finished);
@@ -489,28 +488,6 @@ pub async fn settle(state: &AppState, ctx: &RequestCtx, o: Outcome, kept: bool) 
     Billed { recorded, charged }
 }
 
-/// Mark a key exhausted once its balance falls below what one more request of its plan needs
-/// (told to the store, the console and the log once), and queue the owner's low-balance and
-/// exhausted notices once per crossing.
-fn mark_if_exhausted(state: &AppState, key: &KeyState, now: DateTime<Utc>) {
-    let threshold = state.catalog.exhausted_below(&key.plan());
-    if key.is_low() {
-        queue_notice(state, key, Notice::LowBalance, now);
-    }
-    if key.mark_exhausted_below(threshold) {
-        state.store.write_later(Write::MarkExhausted {
-            key_id: key.id.clone(),
-            below: threshold,
-        });
-        queue_notice(state, key, Notice::Exhausted, now);
-        state.activity.emit(ActivityEvent::KeyExhausted {
-            key_id: key.id.clone(),
-            at_ms: now.timestamp_millis(),
-        });
-        tracing::info!(key_id = %key.id, "key exhausted");
-    }
-}
-
 /// A request refused with 402 while the key held nothing in flight: if the key is low, its
 /// owner is told it has run out, once per crossing, as when the balance crosses the exhausted
 /// threshold. Each request holds its prompt's bound in bytes, so what is left after the last
@@ -520,7 +497,7 @@ fn mark_if_exhausted(state: &AppState, key: &KeyState, now: DateTime<Utc>) {
 /// independent check).
 pub fn refused_for_money(state: &AppState, key: &KeyState) {
     if key.status() == KeyStatus::Active && key.is_low() {
-        queue_notice(state, key, Notice::Exhausted, Utc::now());
+        crate::admin::notice_if_first(state, key, Notice::Exhausted, true);
     }
 }
 
@@ -539,26 +516,6 @@ pub fn uncharge(state: &AppState, key: &KeyState, charged: Usd) {
     state.store.write_later(Write::Rearm {
         key_id: key.id.clone(),
     });
-}
-
-/// Queue a threshold notice the first time its crossing is seen (the key's notice bits make one
-/// settlement of many racing the one that does): a write for the writer's queue, never awaited
-/// and never a read of SQLite; the mail is rendered and sent by the outbox's own task.
-fn queue_notice(state: &AppState, key: &KeyState, notice: Notice, now: DateTime<Utc>) {
-    if !key.first_crossing(notice) {
-        return;
-    }
-    let kind = match notice {
-        Notice::LowBalance => MailKind::LowBalance,
-        Notice::Exhausted => MailKind::Exhausted,
-    };
-    state.store.write_later(Write::KeyNotice {
-        key_id: key.id.clone(),
-        kind,
-        queue: state.mailer.enabled(),
-        at_ms: now.timestamp_millis(),
-    });
-    state.mailer.poke();
 }
 
 #[cfg(test)]

@@ -66,7 +66,7 @@ pub static EN: Texts = Texts {
     pricing_title: "Pricing",
     pricing_lead: "Pay once for a plan; its budget is then spent by your requests, each at its token price. No subscription, nothing renews.",
     pricing_none: "No plans are on sale right now. Please come back later.",
-    pricing_how: "The plan price buys the budget. Requests draw it down at the per-token prices below; when it reaches $0 the key stops (HTTP 402) and you can buy another plan.",
+    pricing_how: "The plan price buys the budget. Requests draw it down at the per-token prices below; once what is left cannot pay for a request, the key answers HTTP 402 until you top it up (below) or buy another plan.",
     plan_price_unit: "USD, one-time",
     plan_budget: "API budget",
     plan_models: "Models",

@@ -66,7 +66,7 @@ pub static ZH: Texts = Texts {
     pricing_title: "价格",
     pricing_lead: "套餐一次付款，所得预算由你的请求按 token 单价逐次扣除。没有订阅，不会自动续费。",
     pricing_none: "目前没有在售套餐，请稍后再来。",
-    pricing_how: "套餐价格换取对应的 API 预算。请求按下方 token 单价扣减预算；预算用完后 key 停止服务（HTTP 402），可再购买新套餐。",
+    pricing_how: "套餐价格换取对应的 API 预算。请求按下方 token 单价扣减预算；剩余预算不足以支付一次请求时，key 返回 HTTP 402，直到你为它充值（见下方）或购买新套餐。",
     plan_price_unit: "美元，一次性",
     plan_budget: "API 预算",
     plan_models: "模型",
