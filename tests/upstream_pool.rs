@@ -712,3 +712,71 @@ async fn an_opening_alone_rests_an_account_and_a_slow_whole_answer_does_not() {
     let s = status_by_key(&app, &stalled);
     assert_eq!(s.state.as_str(), "cooling", "{s:?}");
 }
+
+/// An account whose `base_url` leads to a DeepSeek (a proxy, say) that does not know a model
+/// the others serve: its 400 "Model Not Exist" moves the request to another account, and the
+/// account is not rested — it serves its other models (it failed its whole share of the
+/// model's requests, 502, while status said all was well; found by an independent check).
+#[tokio::test]
+async fn an_account_that_does_not_know_the_model_fails_over_without_resting() {
+    let pro_only = SimulatedDeepSeek::start(SimOptions {
+        api_key: SIM_KEY.into(),
+        models: vec!["deepseek-v4-pro".into()],
+        ..SimOptions::default()
+    })
+    .await
+    .expect("simulator");
+    let app = two_accounts(
+        |_| {},
+        |c| c.upstream.accounts[0].base_url = pro_only.base_url(),
+    )
+    .await;
+    let key = app.create_key("pro", None).await;
+    for stream in [false, true] {
+        for _ in 0..2 {
+            let mut b = body("deepseek-v4-flash", "[[sim prompt=10 reply=3]] hi");
+            b["stream"] = stream.into();
+            let resp = app.chat(&key, &b).send().await.unwrap();
+            assert_eq!(resp.status(), 200);
+            let rid = request_id(&resp);
+            let _ = resp.text().await;
+            assert_eq!(app.wait_ledger_row(&rid).await.account, "second");
+        }
+    }
+    // "first" was asked (idle accounts take turns) and refused each time.
+    let asked = pro_only.requests().len();
+    assert!(asked >= 2, "{asked}");
+    let (rows, spent) = app.ledger_totals(&key);
+    assert_eq!(rows, 4);
+    assert_eq!(app.key_state(&key).balance().spent, spent);
+    let first = crate::upstream_faults::account(&app, "first");
+    assert_eq!(first.state.as_str(), "healthy");
+    assert_eq!(first.errors, asked as u64);
+    let (last, _) = first.last_error.expect("its last error");
+    assert!(last.contains("Model Not Exist"), "{last}");
+    // It still serves the model it knows.
+    let mut served = Vec::new();
+    for _ in 0..2 {
+        let resp = app
+            .chat(
+                &key,
+                &body("deepseek-v4-pro", "[[sim prompt=10 reply=3]] hi"),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        served.push(app.wait_ledger_row(&request_id(&resp)).await.account);
+    }
+    assert!(served.iter().any(|a| a == "first"), "{served:?}");
+    // When no account knows it, the customer gets one 502 and pays nothing.
+    app.sim.set_fault(SECOND, Some(AccountFault::Status(500)));
+    let before = app.key_state(&key).balance().spent;
+    let resp = app
+        .chat(&key, &body("deepseek-v4-flash", "[[sim reply=3]] hi"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    assert_eq!(app.key_state(&key).balance().spent, before);
+}

@@ -166,9 +166,10 @@ impl Upstream {
 
     /// POST a JSON body for `model` (a model id) to `endpoint` on the least busy healthy
     /// account; resolves when response headers arrive. An attempt that fails before any byte
-    /// came back — unreachable, timed out, 429, 5xx, or the account refused (401/403/402) —
-    /// is tried again on another account, at most once per account; upstream's 400/422 (the
-    /// request's own fault) is not. Every account at its cap for the whole queue timeout is
+    /// came back — unreachable, timed out, 429, 5xx, the account refused (401/403/402), or
+    /// DeepSeek's "Model Not Exist" (the account's, not the request's) — is tried again on
+    /// another account, at most once per account; upstream's 400/422 (the request's own
+    /// fault) is not. Every account at its cap for the whole queue timeout is
     /// [`UpstreamError::Busy`]. `dispatch` tells the caller whether the request may have
     /// reached DeepSeek (a client that goes away before then owes nothing: queued, or
     /// connecting) and on which account.
@@ -222,7 +223,13 @@ impl Upstream {
                         return Err(e);
                     }
                     let rests = self.blame(&account, &e, slot.current());
-                    if !rests {
+                    // DeepSeek's "Model Not Exist" from one account: an account with a base URL
+                    // of its own (a proxy) may not serve a model the others do, so another is
+                    // tried — without resting this one, which may serve the other models (it
+                    // failed its whole share of the model's requests, 502, while `/healthz`
+                    // and `upstream status` said all was well; found by an independent check).
+                    let unknown_model = !rests && e.is_unknown_model();
+                    if !rests && !unknown_model {
                         if e.rejects_request() && e.is_deepseeks() {
                             // The request's own fault (400, 413, 422, in DeepSeek's words): the
                             // account answered it, so it serves again — on probation, its backoff
@@ -250,15 +257,21 @@ impl Upstream {
                         } else {
                             // No verdict on the account: a trial this was is freed when the
                             // slot goes (the next request is the trial), not left taken.
-                            // Neither the request's nor a reason to rest the account
-                            // (DeepSeek not knowing the configured model, an upstream 413):
-                            // the operator's to see, in its errors and last error.
+                            // Neither the request's nor a reason to rest the account: the
+                            // operator's to see, in its errors and last error.
                             account.errors.fetch_add(1, Ordering::Relaxed);
                             account.note_failure(&e.to_string());
                         }
                         return Err(e);
                     }
-                    slot.decided();
+                    if unknown_model {
+                        // No verdict on the account (a trial this was is freed with the slot);
+                        // its last error says which model it does not know.
+                        account.note_failure(&e.to_string());
+                        tracing::error!(account = %account.name, model, error = %e, "UPSTREAM ACCOUNT DOES NOT KNOW THE MODEL: check models.<name>.upstream_model and the account's base_url; trying another account");
+                    } else {
+                        slot.decided();
+                    }
                     // The account's failure (a request's own 400 is not one).
                     account.errors.fetch_add(1, Ordering::Relaxed);
                     tried.push(slot.index());
