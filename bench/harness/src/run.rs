@@ -334,7 +334,11 @@ pub async fn run(o: Opts) -> anyhow::Result<Results> {
         eprintln!("  {:?}", r.cpu_us);
     }
 
-    // 5. Many concurrent slow streams.
+    // 5. Many concurrent slow streams, through the `full` gateway alone: the others, idle, are
+    // stopped first, since they share its core (an idle gateway's sync thread was once seen
+    // on it for 33 ms in the middle of a step, every stream's chunk waiting).
+    drop(gwn);
+    drop(nginx);
     let rss_idle = procs::rss_kib(gw.pid());
     for &n in o.streams.iter().filter(|_| on("streams")) {
         eprintln!("streams: {n}");
@@ -343,7 +347,11 @@ pub async fn run(o: Opts) -> anyhow::Result<Results> {
         // A proxied HTTP/1.1 stream holds two descriptors in the gateway; past the process's
         // limit, clients share HTTP/2 connections instead (as behind Caddy or nginx).
         let limit = procs::fd_limit(gw.pid());
-        let h2 = if 2 * n as u64 + 512 > limit { 100 } else { 0 };
+        let h2 = match std::env::var("MRB_H2").ok().and_then(|v| v.parse().ok()) {
+            Some(forced) => forced,
+            None if 2 * n as u64 + 512 > limit => 100,
+            None => 0,
+        };
         let d = streams::run(&direct, n, chunks, interval, None, 0, 0).await?;
         let g = streams::run(&gateway, n, chunks, interval, Some(gw.pid()), rss_idle, h2).await?;
         eprintln!("  direct {d:?}\n  gateway {g:?}");
@@ -352,8 +360,6 @@ pub async fn run(o: Opts) -> anyhow::Result<Results> {
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
     drop(gw);
-    drop(gwn);
-    drop(nginx);
 
     // 6. LiteLLM, measured by the same code (fewer requests: it is ~100× slower).
     if !o.litellm.is_empty() && on("litellm") {

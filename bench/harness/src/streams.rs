@@ -87,17 +87,29 @@ pub async fn run(
     let mut gaps = Vec::new();
     let mut stalls = 0;
     let stall = interval + Duration::from_secs(1);
+    // MRB_DUMP=path: every gap's end (ms since the ramp began) and excess (µs), to see when
+    // the large ones happen.
+    let mut dump = std::env::var("MRB_DUMP")
+        .ok()
+        .filter(|_| watch_pid.is_some())
+        .map(|_| format!("# ramp start {ramp_start:?}\n"));
     for task in tasks {
         match task.await? {
             Ok(s) => {
                 ttfb.push(us(s.ttfb));
                 let mut bad = !s.done;
-                for w in s.frames.windows(2) {
+                let last = s.frames.len().saturating_sub(2);
+                for (k, w) in s.frames.windows(2).enumerate() {
                     let gap = w[1] - w[0];
                     if gap > stall {
                         bad = true;
                     }
                     gaps.push(us(gap) - us(interval));
+                    if let Some(d) = dump.as_mut() {
+                        let at = w[1].saturating_duration_since(ramp_start).as_secs_f64() * 1e3;
+                        let end = if k == last { " last" } else { "" };
+                        d.push_str(&format!("{at:.1} {:.0}{end}\n", us(gap) - us(interval)));
+                    }
                 }
                 stalls += usize::from(bad);
             }
@@ -106,6 +118,9 @@ pub async fn run(
                 stalls += 1;
             }
         }
+    }
+    if let (Some(d), Ok(path)) = (dump, std::env::var("MRB_DUMP")) {
+        std::fs::write(path, d)?;
     }
     eprintln!(
         "  {} streams to {}: ramp {:.1}s",
