@@ -66,7 +66,9 @@ impl PoolStatus {
     /// a revoked key's last reading, or an account the operator turned off, pays for no
     /// request, and counting it made the coverage of what keys may spend look safe.
     /// Accounts with one key are one DeepSeek account: its balance counts once (it counted
-    /// once per account; found by an independent check).
+    /// once per account; found by an independent check). A reading DeepSeek marks not
+    /// available for API calls (`is_available: false`) pays for nothing either, and an
+    /// overdrawn account's negative balance counts as nothing, not against the others' money.
     pub fn usd_balance(&self) -> Usd {
         let mut counted: Vec<&str> = Vec::new();
         let mut sum = Usd::ZERO;
@@ -79,7 +81,9 @@ impl PoolStatus {
             let key = a.same_key_as.as_deref().unwrap_or(&a.name);
             if !counted.contains(&key) {
                 counted.push(key);
-                sum = sum.saturating_add(b.usd());
+                if b.is_available {
+                    sum = sum.saturating_add(b.usd().max(Usd::ZERO));
+                }
             }
         }
         sum
@@ -139,6 +143,31 @@ pub(crate) mod tests {
             low_balance: Usd::ZERO,
         };
         assert_eq!(pool.usd_balance(), Usd::from_dollars(120));
+    }
+
+    /// An account DeepSeek says cannot serve (`is_available: false`) holds nothing for the
+    /// coverage, and an overdrawn one takes nothing from the others (found by an independent
+    /// check: a balance of -0.37 was subtracted from the pool's money).
+    #[test]
+    fn unavailable_or_overdrawn_accounts_add_nothing() {
+        let mut unavailable = account("b", AccountState::Healthy, 30);
+        if let Some(b) = unavailable.balance.as_mut() {
+            b.is_available = false;
+        }
+        let mut overdrawn = account("c", AccountState::Healthy, 0);
+        if let Some(b) = overdrawn.balance.as_mut() {
+            b.infos[0].total = Usd::from_nanos(-370_000_000);
+        }
+        let pool = PoolStatus {
+            accounts: vec![
+                account("a", AccountState::Healthy, 100),
+                unavailable,
+                overdrawn,
+            ],
+            failovers: 0,
+            low_balance: Usd::ZERO,
+        };
+        assert_eq!(pool.usd_balance(), Usd::from_dollars(100));
     }
 
     /// Two accounts with one key hold one balance: it counts once, whichever of them serves.
