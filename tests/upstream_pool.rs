@@ -780,3 +780,55 @@ async fn an_account_that_does_not_know_the_model_fails_over_without_resting() {
     assert_eq!(resp.status(), 502);
     assert_eq!(app.key_state(&key).balance().spent, before);
 }
+
+/// The one account that serves a model rests: a request for it, refused "Model Not Exist" by
+/// the accounts that do not serve it, takes that account as its one attempt, as while every
+/// account rests (it was a 502 until the rest was over; found by an independent check).
+#[tokio::test]
+async fn the_resting_account_that_knows_the_model_takes_the_request() {
+    let flash_only = SimulatedDeepSeek::start(SimOptions {
+        api_key: SECOND.into(),
+        models: vec!["deepseek-v4-flash".into()],
+        ..SimOptions::default()
+    })
+    .await
+    .expect("simulator");
+    let app = two_accounts(
+        |_| {},
+        |c| c.upstream.accounts[1].base_url = flash_only.base_url(),
+    )
+    .await;
+    let key = app.create_key("pro", None).await;
+    // "first" (the only one serving pro) fails once and rests.
+    app.sim.set_fault(SIM_KEY, Some(AccountFault::Status(500)));
+    let resp = app
+        .chat(&key, &body("deepseek-v4-pro", "[[sim reply=3]] hi"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    assert_eq!(
+        crate::upstream_faults::account(&app, "first")
+            .state
+            .as_str(),
+        "cooling"
+    );
+    app.sim.set_fault(SIM_KEY, None);
+    let resp = app
+        .chat(
+            &key,
+            &body("deepseek-v4-pro", "[[sim prompt=10 reply=3]] hi"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let row = app.wait_ledger_row(&request_id(&resp)).await;
+    assert_eq!(row.account, "first");
+    assert_eq!(row.completion_tokens, 3);
+    // One charge: the answer's (the 502 is a row of $0).
+    let (rows, spent) = app.ledger_totals(&key);
+    assert_eq!(rows, 2);
+    assert_eq!(spent, row.cost);
+    assert_eq!(app.key_state(&key).balance().spent, spent);
+}

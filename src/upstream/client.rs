@@ -288,13 +288,20 @@ impl Upstream {
                     if dispatch.abandoned.load(Ordering::Acquire) {
                         return Err(e);
                     }
+                    // After "Model Not Exist" the request has not had its attempt at an account
+                    // that serves the model: one that rests takes it, as while every account
+                    // rests (the model failed, 502, while the one account serving it rested;
+                    // found by an independent check).
                     let now = account::mono_ms();
+                    let may_take = |a: &Account| {
+                        a.usable(now) || (unknown_model && a.cooling_until_ms().is_some())
+                    };
                     let untried_usable = self
                         .pool
                         .accounts
                         .iter()
                         .enumerate()
-                        .any(|(i, a)| !tried.contains(&i) && a.usable(now));
+                        .any(|(i, a)| !tried.contains(&i) && may_take(a));
                     if tokio::time::Instant::now() >= deadline || !untried_usable {
                         return Err(e);
                     }

@@ -67,11 +67,14 @@ impl UpstreamError {
     }
 
     /// DeepSeek's 400 "Model Not Exist": the request named a model we sell, so the fault is the
-    /// operator's `upstream_model`, not the customer's request.
+    /// operator's `upstream_model`, not the customer's request. The whole message, not a part
+    /// of it: DeepSeek's other 400s quote the customer's own values back (a message role named
+    /// "Model Not Exist", quoted as an unknown variant, made every account look misconfigured
+    /// and each one tried; found by an independent check).
     pub fn is_unknown_model(&self) -> bool {
-        matches!(self, UpstreamError::Status { status, detail, .. }
+        matches!(self, UpstreamError::Status { status, message, .. }
             if *status == StatusCode::BAD_REQUEST
-                && detail.to_ascii_lowercase().contains("model not exist"))
+                && message.trim().trim_end_matches('.').eq_ignore_ascii_case("model not exist"))
     }
 
     /// Upstream refused the operator's account (401/403 key, 402 balance).
@@ -239,6 +242,33 @@ mod tests {
             b"<html><body>The plain HTTP request was sent to HTTPS port</body></html>",
         );
         assert!(!page.rejects_request() && page.rests_account());
+    }
+
+    /// DeepSeek's "Model Not Exist" is the operator's model name, in either dialect's shape;
+    /// a 400 that only quotes the customer's text saying so is the request's own (a role named
+    /// so set off every account's alarm and was tried on each; found by an independent check).
+    #[test]
+    fn only_deepseeks_whole_message_says_the_model_is_unknown() {
+        for body in [
+            &br#"{"error":{"message":"Model Not Exist","type":"invalid_request_error"}}"#[..],
+            br#"{"type":"error","error":{"type":"invalid_request_error","message":"Model Not Exist"}}"#,
+        ] {
+            let e = status_error(StatusCode::BAD_REQUEST, body);
+            assert!(e.is_unknown_model() && !e.rejects_request(), "{e}");
+        }
+        for body in [
+            &br#"{"error":{"message":"Failed to deserialize the JSON body into the target type: messages[0].role: unknown variant `Model Not Exist`, expected one of `system`, `user`, `assistant`, `tool`","type":"invalid_request_error"}}"#[..],
+            br#"{"error":{"message":"tools[0]: unknown variant `MODEL NOT EXIST`","type":"invalid_request_error"}}"#,
+            b"<html>Model Not Exist</html>",
+        ] {
+            let e = status_error(StatusCode::BAD_REQUEST, body);
+            assert!(!e.is_unknown_model(), "{e}");
+        }
+        let quoted = status_error(
+            StatusCode::BAD_REQUEST,
+            br#"{"error":{"message":"unknown variant `Model Not Exist`"}}"#,
+        );
+        assert!(quoted.rejects_request(), "the customer's to read");
     }
 
     /// Any status DeepSeek does not answer a request with rests the account (a 301 from an
