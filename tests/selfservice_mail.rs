@@ -581,3 +581,38 @@ async fn a_key_that_runs_out_in_one_step_gets_one_notice() {
         .unwrap();
     assert_eq!(low, 0, "no low-balance mail beside the exhausted one");
 }
+
+/// A balance notice still waiting to go (its SMTP server down) when its key is revoked is not
+/// sent: it would tell the owner to add credit to a key that can take none (found by an
+/// independent check: mailed on its third attempt, after the revocation).
+#[tokio::test]
+async fn a_balance_notice_waiting_to_go_is_dropped_when_its_key_is_revoked() {
+    let app = TestApp::spawn_with(|c| email_on(c, free_port())).await;
+    let key = app.create_key("trial", Some("0.001")).await;
+    let text = format!("{} [[sim reply=99999 prompt=6170]]", "a".repeat(6_000));
+    let r = app.chat(&key, &body(FLASH, &text)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(app.key_state(&key).status(), KeyStatus::Exhausted);
+    assert_eq!(notices(&app, "exhausted").await, 1);
+    let status = |app: &TestApp| -> (String, Option<String>) {
+        app.db()
+            .query_row(
+                "SELECT status, last_error FROM outbox WHERE kind = 'exhausted'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap()
+    };
+    assert_eq!(status(&app).0, "queued", "the SMTP server is down");
+    let id = app.key_state(&key).id.clone();
+    match app.admin(Request::KeysRevoke { key: id }).await {
+        modelrelay::activity::protocol::Response::Key { .. } => {}
+        other => panic!("{other:?}"),
+    }
+    let (st, why) = status(&app);
+    assert_eq!(st, "failed");
+    assert_eq!(
+        why.as_deref(),
+        Some("not sent: the key was revoked before it could go")
+    );
+}

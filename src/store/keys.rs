@@ -142,6 +142,13 @@ pub fn set_status(
     if n == 0 {
         return Err(StoreError::NoSuchKey(key_id.to_string()));
     }
+    if status == KeyStatus::Revoked {
+        super::mail::drop_balance_notices(
+            c,
+            key_id,
+            "not sent: the key was revoked before it could go",
+        )?;
+    }
     Ok(())
 }
 

@@ -111,6 +111,18 @@ pub fn rearm(c: &Connection, key_id: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Drop the balance notices (low, exhausted) still waiting to go for `key_id`, saying `why`: a
+/// notice queued before its key was revoked (its SMTP server down, or a backlog) told the owner
+/// to add credit to a key that can no longer take any (found by an independent check).
+pub fn drop_balance_notices(c: &Connection, key_id: &str, why: &str) -> Result<(), StoreError> {
+    c.execute(
+        "UPDATE outbox SET status = 'failed', last_error = ?2
+         WHERE key_id = ?1 AND status = 'queued' AND kind IN ('low_balance', 'exhausted')",
+        params![key_id, why],
+    )?;
+    Ok(())
+}
+
 /// Queue the receipt of a paid order, to its buyer, in the order's language.
 pub fn queue_receipt(c: &Connection, order_id: &str, at_ms: i64) -> Result<(), StoreError> {
     c.execute(
@@ -264,12 +276,7 @@ pub fn opt_out(c: &Connection, key_id: &str, at_ms: i64) -> Result<(), StoreErro
         "UPDATE key_mail SET opted_out_at = COALESCE(opted_out_at, ?2) WHERE key_id = ?1",
         params![key_id, at_ms],
     )?;
-    c.execute(
-        "UPDATE outbox SET status = 'failed', last_error = 'opted out'
-         WHERE key_id = ?1 AND status = 'queued' AND kind IN ('low_balance', 'exhausted')",
-        [key_id],
-    )?;
-    Ok(())
+    drop_balance_notices(c, key_id, "opted out")
 }
 
 /// Messages due for an attempt at `now_ms`, receipts first (a buyer waits for theirs; notices
