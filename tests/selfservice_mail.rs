@@ -580,6 +580,51 @@ async fn a_key_that_runs_out_in_one_step_gets_one_notice() {
         )
         .unwrap();
     assert_eq!(low, 0, "no low-balance mail beside the exhausted one");
+
+    // A top-up too small to pay for a request leaves the key exhausted, in the same crossing:
+    // no second "has run out" (the key was `active` for a moment and its notice re-armed).
+    let id = app.key_state(&key).id.clone();
+    let topup = Request::KeysTopup {
+        key: id.clone(),
+        usd: "0.000001".parse().expect("usd"),
+    };
+    match app.admin(topup).await {
+        modelrelay::activity::protocol::Response::Key { key } => {
+            assert_eq!(key.status, KeyStatus::Exhausted)
+        }
+        other => panic!("{other:?}"),
+    }
+    let flags = |app: &TestApp| -> (i64, i64) {
+        app.db()
+            .query_row("SELECT low_sent, exhausted_sent FROM key_mail", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap()
+    };
+    // The store has it had again once the writer is through (the top-up re-armed it there).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while flags(&app) != (1, 1) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(flags(&app), (1, 1));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        notices(&app, "exhausted").await,
+        1,
+        "told once for the crossing"
+    );
+    // One that pays for requests again re-arms it: the next run-out is told.
+    let topup = Request::KeysTopup {
+        key: id,
+        usd: "0.01".parse().expect("usd"),
+    };
+    match app.admin(topup).await {
+        modelrelay::activity::protocol::Response::Key { key } => {
+            assert_eq!(key.status, KeyStatus::Active)
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(app.key_state(&key).status(), KeyStatus::Active);
 }
 
 /// A balance notice still waiting to go (its SMTP server down) when its key is revoked is not

@@ -333,9 +333,7 @@ pub async fn top_up_key(
         .await
         .map_err(|e| AdminError::Internal(e.to_string()))?;
     key.top_up(amount);
-    key.rearm_notices();
-    // Still too little for one request: exhausted again, not `active` refusing every request.
-    mark_if_exhausted(state, &key);
+    after_top_up(state, &key);
     state.activity.emit(ActivityEvent::KeyToppedUp {
         key_id: key.id.clone(),
         amount_usd: amount,
@@ -456,6 +454,24 @@ pub fn mark_if_exhausted(state: &AppState, key: &KeyState) {
             at_ms: now_ms(),
         });
         tracing::info!(key_id = %key.id, "key exhausted");
+    }
+}
+
+/// A top-up's live part, once it is added to the key: a key still short of one request of its
+/// plan is exhausted again (not `active` refusing every request), and only the notices whose
+/// line the balance is above again are re-armed — the key was `active` for a moment, and the
+/// exhausted notice re-armed then went out a second time for the same crossing (found by an
+/// independent check). The store re-armed it with the top-up: told again that it was had.
+pub fn after_top_up(state: &AppState, key: &KeyState) {
+    mark_if_exhausted(state, key);
+    key.rearm_notices();
+    if key.status() == KeyStatus::Exhausted {
+        state.store.write_later(Write::KeyNotice {
+            key_id: key.id.clone(),
+            kind: MailKind::Exhausted,
+            queue: false,
+            at_ms: now_ms(),
+        });
     }
 }
 

@@ -198,10 +198,9 @@ fn apply_in_memory(state: &AppState, key: &KeyState, g: &TopUpGrant) {
     if let Some(plan) = &g.new_plan {
         key.set_plan(plan.clone(), state.catalog.rpm_of(plan));
     }
-    key.rearm_notices();
     // Still too little for one request of its plan: exhausted again, not `active` with every
-    // request refused (found by an independent check).
-    crate::admin::mark_if_exhausted(state, key);
+    // request refused (found by an independent check), and its notice not sent again.
+    crate::admin::after_top_up(state, key);
     let now_ms = Utc::now().timestamp_millis();
     state.activity.emit(ActivityEvent::KeyToppedUp {
         key_id: key.id.clone(),
