@@ -283,6 +283,37 @@ fn requests_per_second_counts_the_last_minute() {
     assert_eq!(app.model.requests_per_sec(NOW + 70_000), 0.0);
 }
 
+/// An attached console keeps what the daemon's snapshot keeps — the newest 1 000 hits of a key
+/// and 200 refusals — so its counts agree with a console attached later (one attached through
+/// a flood counted 5 055 hits of a key, one attached after it "1114+"; found by an
+/// independent check).
+#[test]
+fn an_attached_console_keeps_what_a_snapshot_keeps() {
+    let mut app = app();
+    for i in 0..1_500 {
+        app.handle(ev(ActivityEvent::RateLimited {
+            key_id: "key_pro".into(),
+            key_prefix: "sk-gateway-PrOo…".into(),
+            limit: 60,
+            at_ms: NOW + i,
+        }));
+        app.handle(ev(ActivityEvent::Refused {
+            key_id: Some("key_pro".into()),
+            status: 402,
+            code: "insufficient_budget".into(),
+            at_ms: NOW + i,
+        }));
+    }
+    let hits = &app.model.rate_limited()["key_pro"];
+    assert_eq!(hits.hits_ms.len(), crate::activity::tracker::HITS_PER_KEY);
+    assert_eq!(hits.pushed_out_ms, Some(NOW + 499));
+    assert_eq!(
+        app.model.refusals().len(),
+        crate::activity::tracker::REFUSALS_KEPT
+    );
+    assert!(app.model.refusals_pushed_out());
+}
+
 #[test]
 fn old_hits_and_refusals_expire_and_totals_restart_at_midnight() {
     let mut app = app();

@@ -37,9 +37,9 @@ pub fn buckets<'a>(
     out
 }
 
-/// `+` after a count when older events of the hour fell out of what is kept (the daemon keeps
-/// the newest 1 000 hits a key and 200 refusals), so the count is a floor: `/metrics` has the
-/// exact totals.
+/// `+` after a key's count of hits when older ones of the hour fell out of what is kept (the
+/// newest 1 000 a key), so the count is a floor (`modelrelay_rate_limited_total` in `/metrics`
+/// counts every hit, of all keys together).
 fn floor_mark(pushed_out: bool) -> &'static str {
     if pushed_out { "+" } else { "" }
 }
@@ -142,23 +142,27 @@ fn draw_hits(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
 
 fn draw_refusals(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
     let m = &app.model;
-    let more = floor_mark(m.refusals_pushed_out());
-    let count = |s: u16| {
-        let n = m.refusals().iter().filter(|r| r.status == s).count();
-        format!("{n}{more}")
+    // Older refusals of the hour fell out of what is kept: the counts are of the newest ones,
+    // and the title says so (a "+" on each count read "403 ×0+" for a code never seen).
+    let (kept, short_kept) = if m.refusals_pushed_out() {
+        let n = crate::activity::tracker::REFUSALS_KEPT;
+        (format!(", the newest {n}"), format!(", newest {n}"))
+    } else {
+        (String::new(), String::new())
     };
+    let count = |s: u16| m.refusals().iter().filter(|r| r.status == s).count();
     let coded = |c: &str| m.refusals().iter().filter(|r| r.code == c).count();
     // 429 here is `budget_held` (the key's own requests hold its money) or `too_many_in_flight`
     // (its plan's requests at once), each said once there is one.
     let mut held = match coded("budget_held") {
         0 => String::new(),
-        n => format!("· 429 (held) ×{n}{more} "),
+        n => format!("· 429 (held) ×{n} "),
     };
     if let n @ 1.. = coded("too_many_in_flight") {
-        held.push_str(&format!("· 429 (at once) ×{n}{more} "));
+        held.push_str(&format!("· 429 (at once) ×{n} "));
     }
     let mut title = format!(
-        " Refusals, {}: 402 (no budget) ×{} · 403 (not in plan) ×{} {held}",
+        " Refusals, {}{kept}: 402 (no budget) ×{} · 403 (not in plan) ×{} {held}",
         window(app),
         count(402),
         count(403),
@@ -167,7 +171,7 @@ fn draw_refusals(frame: &mut Frame, area: Rect, app: &App, t: &Theme) {
     // counts alone, the table below says what each code is.
     if title.chars().count() > usize::from(area.width) {
         title = format!(
-            " Refusals ({}): 402 ×{} · 403 ×{} {}",
+            " Refusals ({}{short_kept}): 402 ×{} · 403 ×{} {}",
             short_window(app),
             count(402),
             count(403),

@@ -451,14 +451,15 @@ fn limits_view_marks_counts_that_are_a_floor() {
     ));
     for size in [SMALL, LARGE] {
         let lines = screen(&a, size);
-        assert_has(
-            &lines,
-            &[
-                "Rate-limit hits, last hour: 4+ on 1 key",
-                "402 (no budget) ×1+ · 403 (not in plan) ×1+",
-            ],
-        );
+        assert_has(&lines, &["Rate-limit hits, last hour: 4+ on 1 key"]);
         line_with(&lines, "sk-gateway-TrIa…    30    4+");
+    }
+    // The refusals' counts are of the newest kept, and the title says so.
+    for size in [SMALL, LARGE] {
+        assert_has(
+            &screen(&a, size),
+            &["Refusals, last hour, the newest 200: 402 (no budget) ×1 · 403 (not in plan) ×1"],
+        );
     }
 }
 
