@@ -661,3 +661,47 @@ async fn a_balance_notice_waiting_to_go_is_dropped_when_its_key_is_revoked() {
         Some("not sent: the key was revoked before it could go")
     );
 }
+
+/// The sender reads the messages due and sends them paced: one dropped meanwhile (its key
+/// revoked) is not sent (three went after the revocation had dropped them, while the outbox
+/// said they had not; found by an independent check), and `mail retry` does not send it
+/// either.
+#[tokio::test]
+async fn a_notice_dropped_while_the_sender_paces_is_not_sent() {
+    let port = free_port();
+    let app = TestApp::spawn_with(|c| {
+        email_on(c, port);
+        c.email.send_per_minute = 12;
+    })
+    .await;
+    let sink = Sink::start(port, app.dir.path()).await;
+    let text = format!("{} [[sim reply=99999 prompt=6170]]", "a".repeat(6_000));
+    let first = app.create_key("trial", Some("0.001")).await;
+    let r = app.chat(&first, &body(FLASH, &text)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    sink.wait_for(1).await;
+    // The next one waits for its turn (5 s apart); its key is revoked meanwhile.
+    let second = app.create_key("trial", Some("0.001")).await;
+    let r = app.chat(&second, &body(FLASH, &text)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(notices(&app, "exhausted").await, 2);
+    let id = app.key_state(&second).id.clone();
+    match app.admin(Request::KeysRevoke { key: id.clone() }).await {
+        modelrelay::activity::protocol::Response::Key { .. } => {}
+        other => panic!("{other:?}"),
+    }
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!(sink.messages().len(), 1, "{:#?}", sink.messages());
+    let (mail_id, status): (i64, String) = app
+        .db()
+        .query_row(
+            "SELECT id, status FROM outbox WHERE key_id = ?1",
+            [&id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(status, "failed");
+    let run = mail_cli(&app, &["mail", "retry", &mail_id.to_string()]).await;
+    assert_ne!(run.code, Some(0), "{}", run.stderr);
+    assert!(run.stderr.contains("revoked"), "{}", run.stderr);
+}

@@ -64,6 +64,10 @@ pub enum AdminError {
     /// No message of the outbox has this number, or it was sent already.
     #[error("no mail {0} waiting or failed (a sent message is never sent again)")]
     NoSuchMail(i64),
+    /// A balance notice that is not sent whoever asks: its key's owner opted out, or the key
+    /// is revoked.
+    #[error("{0}")]
+    MailWithheld(String),
     /// No request has this id.
     #[error("no request {:?} (its id is the x-request-id header of its answer, req_…)", echoed(.0))]
     NoSuchRequest(String),

@@ -74,7 +74,22 @@ async fn retry_mail(state: &AppState, id: i64) -> Result<Response, AdminError> {
         .await
     {
         Ok(()) => {}
-        Err(crate::store::StoreError::Conflict(_)) => return Err(AdminError::NoSuchMail(id)),
+        // Either no such message waiting or failed, or a balance notice that must not go (its
+        // owner opted out, its key revoked): said as such, not as a missing message.
+        Err(crate::store::StoreError::Conflict(why)) => {
+            let row = state
+                .store
+                .read(move |c| crate::store::mail::get(c, id))
+                .await
+                .ok()
+                .flatten();
+            return Err(match row {
+                Some(r) if r.status != crate::kinds::MailStatus::Sent => {
+                    AdminError::MailWithheld(why)
+                }
+                _ => AdminError::NoSuchMail(id),
+            });
+        }
         Err(e) => return Err(AdminError::Internal(e.to_string())),
     }
     state.mailer.poke();

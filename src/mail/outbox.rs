@@ -134,6 +134,20 @@ impl Sender {
                 return;
             }
             pace.tick().await;
+            // Dropped since the batch was read (paced, a batch takes up to ~40 s): not sent.
+            let id = row.id;
+            match state
+                .store
+                .read(move |c| crate::store::mail::still_queued(c, id))
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the outbox");
+                    return;
+                }
+            }
             let outcome = match self.message(state, &row).await {
                 Ok(m) => self.deliver(m).await,
                 Err(f) => Err(f),

@@ -335,6 +335,18 @@ pub fn mark_sent(c: &Connection, id: i64, at_ms: i64) -> Result<(), StoreError> 
     Ok(())
 }
 
+/// Whether message `id` is still waiting to go: the sender reads a batch of due messages and
+/// sends them paced, and one dropped meanwhile (its key revoked, topped up or opted out) must
+/// not go (three went after a revocation had dropped them, and the outbox said they had not;
+/// found by an independent check).
+pub fn still_queued(c: &Connection, id: i64) -> Result<bool, StoreError> {
+    Ok(c.query_row(
+        "SELECT EXISTS (SELECT 1 FROM outbox WHERE id = ?1 AND status = 'queued')",
+        [id],
+        |r| r.get(0),
+    )?)
+}
+
 /// An attempt failed: try again at `next_ms`, or give up.
 pub fn mark_failed(
     c: &Connection,
@@ -366,6 +378,20 @@ pub fn retry(c: &Connection, id: i64, at_ms: i64) -> Result<(), StoreError> {
     if opted_out {
         return Err(StoreError::Conflict(format!(
             "mail {id} is a balance notice its key's owner opted out of"
+        )));
+    }
+    // Nor one of a revoked key: it would tell the owner to add credit to a key that takes none
+    // (found by an independent check: retried and sent after the revocation dropped it).
+    let revoked: bool = c.query_row(
+        "SELECT EXISTS (SELECT 1 FROM outbox o JOIN keys k ON k.id = o.key_id
+                            WHERE o.id = ?1 AND o.kind IN ('low_balance', 'exhausted')
+                              AND k.status = 'revoked')",
+        [id],
+        |r| r.get(0),
+    )?;
+    if revoked {
+        return Err(StoreError::Conflict(format!(
+            "mail {id} is a balance notice of a revoked key"
         )));
     }
     let n = c.execute(
