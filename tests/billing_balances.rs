@@ -169,7 +169,10 @@ async fn top_ups_stop_at_the_budget_ceiling() {
     let key = app.create_key("pro", Some("100000")).await;
     let state = app.key_state(&key);
     // As if after ~10 000 top-ups of the largest amount (memory only: the check reads it).
-    state.top_up(modelrelay::money::Usd::from_dollars(999_800_000));
+    state.top_up(
+        modelrelay::money::Usd::from_dollars(999_800_000),
+        modelrelay::money::Usd::ZERO,
+    );
     let top = |usd: &'static str| {
         app.admin(Request::KeysTopup {
             key: state.id.clone(),
@@ -191,7 +194,10 @@ async fn top_ups_stop_at_the_budget_ceiling() {
     // fit alone, only one does.
     let other = app.create_key("pro", Some("100000")).await;
     let other = app.key_state(&other);
-    other.top_up(modelrelay::money::Usd::from_dollars(999_750_000));
+    other.top_up(
+        modelrelay::money::Usd::from_dollars(999_750_000),
+        modelrelay::money::Usd::ZERO,
+    );
     let tops = (0..20).map(|_| {
         app.admin(Request::KeysTopup {
             key: other.id.clone(),

@@ -983,7 +983,10 @@ async fn a_shop_top_up_past_the_budget_ceiling_is_refused() {
     let app = TestApp::spawn_shop().await;
     let key = key_on(&app, "trial", "1").await;
     let ks = app.key_state(&key);
-    ks.top_up(modelrelay::money::MAX_BUDGET.saturating_sub(ks.balance().budget));
+    ks.top_up(
+        modelrelay::money::MAX_BUDGET.saturating_sub(ks.balance().budget),
+        modelrelay::money::Usd::ZERO,
+    );
     let mut b = Browser::open(&app).await;
     let (status, v) = b
         .post_json(

@@ -326,17 +326,19 @@ pub async fn top_up_key(
             "the key's budget would pass ${MAX_BUDGET}"
         )));
     }
+    let below = state.catalog.exhausted_below(&key.plan());
     // The database first: a top-up that is not recorded must not be spendable.
     state
         .store
         .write(Write::TopUp {
             key_id: key.id.clone(),
             amount,
+            below,
             at_ms: now_ms(),
         })
         .await
         .map_err(|e| AdminError::Internal(e.to_string()))?;
-    key.top_up(amount);
+    key.top_up(amount, below);
     after_top_up(state, &key);
     state.activity.emit(ActivityEvent::KeyToppedUp {
         key_id: key.id.clone(),
@@ -461,22 +463,14 @@ pub fn mark_if_exhausted(state: &AppState, key: &KeyState) {
     }
 }
 
-/// A top-up's live part, once it is added to the key: a key still short of one request of its
-/// plan is exhausted again (not `active` refusing every request), and only the notices whose
-/// line the balance is above again are re-armed — the key was `active` for a moment, and the
-/// exhausted notice re-armed then went out a second time for the same crossing (found by an
-/// independent check). The store re-armed it with the top-up: told again that it was had.
+/// A top-up's live part, once it is added to the key (which it made `active` only if it pays
+/// for a request again: a key active for a moment had its exhausted notice re-armed, and sent
+/// again, for a crossing that had not ended; found by an independent check): a key whose new
+/// plan needs more than it has is exhausted, and the notices whose line the balance is above
+/// again are re-armed.
 pub fn after_top_up(state: &AppState, key: &KeyState) {
     mark_if_exhausted(state, key);
     key.rearm_notices();
-    if key.status() == KeyStatus::Exhausted {
-        state.store.write_later(Write::KeyNotice {
-            key_id: key.id.clone(),
-            kind: MailKind::Exhausted,
-            queue: false,
-            at_ms: now_ms(),
-        });
-    }
 }
 
 /// An exhausted key whose balance pays for one request of its plan again — a charge undone, a

@@ -482,8 +482,9 @@ impl KeyState {
             != KeyStatus::Revoked.to_u8()
     }
 
-    /// Add budget; an exhausted key becomes active again. Returns the new status.
-    pub fn top_up(&self, amount: Usd) -> KeyStatus {
+    /// Add budget; an exhausted key that then has at least `below` left (what one request of
+    /// its plan needs) becomes active again. Returns the new status.
+    pub fn top_up(&self, amount: Usd, below: Usd) -> KeyStatus {
         // Saturating, never wrapping to a negative balance (callers keep budgets far below).
         let add = |v: i64| Some(v.saturating_add(amount.nanos()));
         let _ = self
@@ -492,12 +493,16 @@ impl KeyState {
         let _ = self
             .available
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, add);
-        let _ = self.status.compare_exchange(
-            KeyStatus::Exhausted.to_u8(),
-            KeyStatus::Active.to_u8(),
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        );
+        // Active again only if it pays for a request (as the store decides): a key made active
+        // for a moment had its exhausted notice re-armed and sent again.
+        if self.balance().remaining() >= below {
+            let _ = self.status.compare_exchange(
+                KeyStatus::Exhausted.to_u8(),
+                KeyStatus::Active.to_u8(),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+        }
         self.status()
     }
 

@@ -91,11 +91,16 @@ pub async fn credit(
     let settle_down = !upgrade
         && order.record.plan != current
         && nothing_else_paid(state, &key.id, &order.record.order_id).await;
+    let new_plan = (upgrade || settle_down).then(|| order.record.plan.clone());
+    let below = state
+        .catalog
+        .exhausted_below(new_plan.as_deref().unwrap_or(&current));
     let grant = TopUpGrant {
         key_id: key.id.clone(),
         amount: plan.budget_usd,
-        new_plan: (upgrade || settle_down).then(|| order.record.plan.clone()),
+        new_plan,
         upgraded_from: upgrade.then_some(current),
+        below,
     };
     let write = Write::Pay {
         order_id: order_id.to_string(),
@@ -194,7 +199,7 @@ async fn nothing_else_paid(state: &AppState, key_id: &str, this: &str) -> bool {
 
 /// The committed top-up, in the key's live state (its balance, plan, notices), announced.
 fn apply_in_memory(state: &AppState, key: &KeyState, g: &TopUpGrant) {
-    key.top_up(g.amount);
+    key.top_up(g.amount, g.below);
     if let Some(plan) = &g.new_plan {
         key.set_plan(plan.clone(), state.catalog.rpm_of(plan));
     }

@@ -172,18 +172,30 @@ pub fn reactivate(c: &Connection, key_id: &str, below: Usd) -> Result<(), StoreE
     Ok(())
 }
 
-/// Add budget to a key and record the top-up.
-pub fn top_up(c: &Connection, key_id: &str, amount: Usd, at_ms: i64) -> Result<(), StoreError> {
+/// Add budget to a key and record the top-up; an exhausted key that then has at least `below`
+/// left is `active` again.
+pub fn top_up(
+    c: &Connection,
+    key_id: &str,
+    amount: Usd,
+    below: Usd,
+    at_ms: i64,
+) -> Result<(), StoreError> {
     // The budget stops at `MAX_BUDGET` (see `orders::pay_top_up`), checked here too: the
-    // operator's top-ups and the customers' are serialised apart.
+    // operator's top-ups and the customers' are serialised apart. A top-up too small for one
+    // request leaves an exhausted key as it is: made `active` for a moment, its exhausted
+    // notice was re-armed (and a queued one dropped) for a crossing that had not ended (found
+    // by an independent check).
     let n = c.execute(
         "UPDATE keys SET budget_nanos = budget_nanos + ?2,
-                status = CASE WHEN status = 'exhausted' THEN 'active' ELSE status END
+                status = CASE WHEN status = 'exhausted' AND budget_nanos + ?2 - spent_nanos >= ?4
+                              THEN 'active' ELSE status END
          WHERE id = ?1 AND budget_nanos <= ?3",
         params![
             key_id,
             amount.nanos(),
-            crate::money::MAX_BUDGET.nanos() - amount.nanos()
+            crate::money::MAX_BUDGET.nanos() - amount.nanos(),
+            below.nanos()
         ],
     )?;
     if n == 0 {

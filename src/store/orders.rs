@@ -109,6 +109,9 @@ pub struct TopUpGrant {
     pub new_plan: Option<String>,
     /// The key's plan before the move.
     pub upgraded_from: Option<String>,
+    /// What one request of the key's plan (after the move) needs: an exhausted key is
+    /// `active` again only if it then has at least this left.
+    pub below: Usd,
 }
 
 fn time(ms: i64) -> DateTime<Utc> {
@@ -249,14 +252,16 @@ pub fn pay_top_up(
     // nano-dollars SQLite stores the sum as a float, and the daemon would not start again.
     let n = c.execute(
         "UPDATE keys SET budget_nanos = budget_nanos + ?2,
-                status = CASE WHEN status = 'exhausted' THEN 'active' ELSE status END,
+                status = CASE WHEN status = 'exhausted' AND budget_nanos + ?2 - spent_nanos >= ?5
+                              THEN 'active' ELSE status END,
                 plan = COALESCE(?3, plan)
          WHERE id = ?1 AND status != 'revoked' AND budget_nanos <= ?4",
         params![
             g.key_id,
             g.amount.nanos(),
             g.new_plan,
-            crate::money::MAX_BUDGET.nanos() - g.amount.nanos()
+            crate::money::MAX_BUDGET.nanos() - g.amount.nanos(),
+            g.below.nanos()
         ],
     )?;
     if n == 0 {

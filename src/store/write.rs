@@ -109,6 +109,9 @@ pub enum Write {
         key_id: String,
         /// How much.
         amount: Usd,
+        /// An exhausted key is `active` again only if what it has left then is at least this
+        /// (what one request of its plan needs).
+        below: Usd,
         /// When.
         at_ms: i64,
     },
@@ -311,8 +314,9 @@ pub(super) fn apply(tx: &rusqlite::Connection, w: &Write) -> Result<(), StoreErr
         Write::TopUp {
             key_id,
             amount,
+            below,
             at_ms,
-        } => keys::top_up(tx, key_id, *amount, *at_ms),
+        } => keys::top_up(tx, key_id, *amount, *below, *at_ms),
         Write::Barrier => Ok(()),
         Write::Probe => {
             let v: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;

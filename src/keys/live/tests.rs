@@ -56,10 +56,10 @@ fn settle_caps_at_the_hold_and_topup_reactivates() {
     assert!(k.mark_exhausted_below(Usd::from_nanos(600)));
     assert!(!k.mark_exhausted_below(Usd::from_nanos(600)));
     assert_eq!(k.status(), KeyStatus::Exhausted);
-    assert_eq!(k.top_up(Usd::from_nanos(10)), KeyStatus::Active);
+    assert_eq!(k.top_up(Usd::from_nanos(10), Usd::ZERO), KeyStatus::Active);
     assert_eq!(k.available().nanos(), 10);
     assert!(k.revoke());
-    assert_eq!(k.top_up(Usd::from_nanos(10)), KeyStatus::Revoked);
+    assert_eq!(k.top_up(Usd::from_nanos(10), Usd::ZERO), KeyStatus::Revoked);
 }
 
 #[test]
@@ -109,7 +109,7 @@ fn a_refund_owed_is_taken_from_released_holds_only() {
     // Owed no more than what is held: a later hold's release is the customer's again.
     let (taken, owed, _) = k.take_or_owe(Usd::from_nanos(1_000), "ord_x");
     assert_eq!((taken, owed), (Usd::ZERO, Usd::ZERO));
-    k.top_up(Usd::from_nanos(100));
+    k.top_up(Usd::from_nanos(100), Usd::ZERO);
     let (c, ()) = k
         .try_hold(|_| Ok::<_, ()>((Usd::from_nanos(100), ())))
         .unwrap();
@@ -135,7 +135,7 @@ fn what_a_refund_is_owed_ends_with_the_holds_in_flight_at_the_refund() {
     assert_eq!((taken.nanos(), owed.nanos()), (0, 500));
     assert_eq!(k.owed_to("ord_y").nanos(), 500);
     // Credit bought since, held and mostly given back: none of it goes to the refund.
-    k.top_up(Usd::from_nanos(400));
+    k.top_up(Usd::from_nanos(400), Usd::ZERO);
     let eb = k.epoch();
     let (b, ()) = k
         .try_hold(|_| Ok::<_, ()>((Usd::from_nanos(400), ())))
@@ -218,7 +218,7 @@ fn notices_fire_once_per_crossing_and_rearm_above_the_threshold() {
         !k.first_crossing(Notice::LowBalance),
         "still low: not re-armed"
     );
-    k.top_up(Usd::from_nanos(1000));
+    k.top_up(Usd::from_nanos(1000), Usd::ZERO);
     k.rearm_notices();
     assert!(k.first_crossing(Notice::LowBalance));
     assert!(k.first_crossing(Notice::Exhausted));

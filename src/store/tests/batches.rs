@@ -15,6 +15,7 @@ async fn a_bad_write_does_not_sink_the_rest_of_its_batch() {
     store.write_later(Write::TopUp {
         key_id: "key_ghost".into(),
         amount: Usd::from_dollars(1),
+        below: Usd::ZERO,
         at_ms: 2,
     });
     store.write_later(used(usage("req-2", "key_a", 200, 3)));
@@ -28,6 +29,7 @@ async fn a_bad_write_does_not_sink_the_rest_of_its_batch() {
     store.write_later(Write::TopUp {
         key_id: "key_a".into(),
         amount: Usd::from_dollars(1),
+        below: Usd::ZERO,
         at_ms: 6,
     });
     store
@@ -93,6 +95,7 @@ async fn each_write_of_a_failed_batch_gets_its_own_result_and_lands_once() {
         store.submit(Write::TopUp {
             key_id: "key_a".into(),
             amount: Usd::from_dollars(1),
+            below: Usd::ZERO,
             at_ms: 6,
         }),
     ];
@@ -202,6 +205,7 @@ async fn a_batch_moves_each_keys_counters_by_the_sum_of_its_rows() {
     store.write_later(Write::TopUp {
         key_id: "key_a".into(),
         amount: Usd::from_dollars(1),
+        below: Usd::ZERO,
         at_ms: 60,
     });
     let mut big = usage("req-4", "key_a", 300, 40);

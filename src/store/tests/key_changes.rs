@@ -29,6 +29,7 @@ async fn status_changes_and_top_ups_update_the_key() {
         .write(Write::TopUp {
             key_id: "key_a".into(),
             amount: Usd::from_nanos(2_500_000_000),
+            below: Usd::ZERO,
             at_ms: 6_000,
         })
         .await
@@ -46,6 +47,7 @@ async fn status_changes_and_top_ups_update_the_key() {
         .write(Write::TopUp {
             key_id: "key_r".into(),
             amount: Usd::from_dollars(1),
+            below: Usd::ZERO,
             at_ms: 8_000,
         })
         .await
@@ -93,6 +95,7 @@ async fn status_and_top_up_of_an_unknown_key_fail_with_no_such_key() {
         .write(Write::TopUp {
             key_id: "key_ghost".into(),
             amount: Usd::from_dollars(1),
+            below: Usd::ZERO,
             at_ms: 1,
         })
         .await
@@ -159,6 +162,7 @@ async fn mark_exhausted_is_decided_by_the_committed_balance() {
         .write(Write::TopUp {
             key_id: "key_b".into(),
             amount: Usd::from_dollars(1),
+            below: Usd::ZERO,
             at_ms: 2,
         })
         .await
@@ -208,6 +212,7 @@ async fn no_top_up_takes_a_budget_past_the_cap() {
     let top_up = |dollars: i64| Write::TopUp {
         key_id: "key_a".into(),
         amount: Usd::from_dollars(dollars),
+        below: Usd::ZERO,
         at_ms: 6_000,
     };
     // To the cap exactly: $1 + $999 999 999.
@@ -221,6 +226,7 @@ async fn no_top_up_takes_a_budget_past_the_cap() {
         .write(Write::TopUp {
             key_id: "key_nope".into(),
             amount: Usd::from_dollars(1),
+            below: Usd::ZERO,
             at_ms: 6_000,
         })
         .await;

@@ -42,6 +42,7 @@ fn pay_top_up(order_id: &str, key_id: &str, dollars: i64, new_plan: Option<&str>
             amount: Usd::from_dollars(dollars),
             new_plan: new_plan.map(str::to_string),
             upgraded_from: new_plan.map(|_| "trial".to_string()),
+            below: Usd::ZERO,
         }),
         receipt: true,
         at_ms: 1_800_000_000_000,
@@ -299,6 +300,7 @@ async fn notices_are_queued_once_per_crossing_and_never_after_an_opt_out() {
         .write(Write::TopUp {
             key_id: "key_a".into(),
             amount: Usd::from_dollars(1),
+            below: Usd::ZERO,
             at_ms: 2,
         })
         .await
