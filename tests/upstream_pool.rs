@@ -713,24 +713,28 @@ async fn an_opening_alone_rests_an_account_and_a_slow_whole_answer_does_not() {
     assert_eq!(s.state.as_str(), "cooling", "{s:?}");
 }
 
+/// [`two_accounts`] with account `index` (0: `first`, 1: `second`) behind a DeepSeek of its own
+/// that knows only `model` (a proxy, say), returned to keep it running.
+async fn knowing_one_model(index: usize, model: &str) -> (SimulatedDeepSeek, TestApp) {
+    let sim = SimulatedDeepSeek::start(SimOptions {
+        api_key: [SIM_KEY, SECOND][index].into(),
+        models: vec![model.into()],
+        ..SimOptions::default()
+    })
+    .await
+    .expect("simulator");
+    let base_url = sim.base_url();
+    let app = two_accounts(|_| {}, |c| c.upstream.accounts[index].base_url = base_url).await;
+    (sim, app)
+}
+
 /// An account whose `base_url` leads to a DeepSeek (a proxy, say) that does not know a model
 /// the others serve: its 400 "Model Not Exist" moves the request to another account, and the
 /// account is not rested — it serves its other models (it failed its whole share of the
 /// model's requests, 502, while status said all was well; found by an independent check).
 #[tokio::test]
 async fn an_account_that_does_not_know_the_model_fails_over_without_resting() {
-    let pro_only = SimulatedDeepSeek::start(SimOptions {
-        api_key: SIM_KEY.into(),
-        models: vec!["deepseek-v4-pro".into()],
-        ..SimOptions::default()
-    })
-    .await
-    .expect("simulator");
-    let app = two_accounts(
-        |_| {},
-        |c| c.upstream.accounts[0].base_url = pro_only.base_url(),
-    )
-    .await;
+    let (pro_only, app) = knowing_one_model(0, "deepseek-v4-pro").await;
     let key = app.create_key("pro", None).await;
     for stream in [false, true] {
         for _ in 0..2 {
@@ -786,18 +790,7 @@ async fn an_account_that_does_not_know_the_model_fails_over_without_resting() {
 /// account rests (it was a 502 until the rest was over; found by an independent check).
 #[tokio::test]
 async fn the_resting_account_that_knows_the_model_takes_the_request() {
-    let flash_only = SimulatedDeepSeek::start(SimOptions {
-        api_key: SECOND.into(),
-        models: vec!["deepseek-v4-flash".into()],
-        ..SimOptions::default()
-    })
-    .await
-    .expect("simulator");
-    let app = two_accounts(
-        |_| {},
-        |c| c.upstream.accounts[1].base_url = flash_only.base_url(),
-    )
-    .await;
+    let (_flash_only, app) = knowing_one_model(1, "deepseek-v4-flash").await;
     let key = app.create_key("pro", None).await;
     // "first" (the only one serving pro) fails once and rests.
     app.sim.set_fault(SIM_KEY, Some(AccountFault::Status(500)));
