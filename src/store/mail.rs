@@ -367,32 +367,30 @@ pub fn mark_failed(
 /// Queue a failed (or waiting) message again, due now, with a fresh count of attempts; a sent
 /// one is never sent again.
 pub fn retry(c: &Connection, id: i64, at_ms: i64) -> Result<(), StoreError> {
-    // A balance notice of a key whose owner opted out stays unsent, whoever asks.
-    let opted_out: bool = c.query_row(
-        "SELECT EXISTS (SELECT 1 FROM outbox o JOIN key_mail m ON m.key_id = o.key_id
-                            WHERE o.id = ?1 AND o.kind IN ('low_balance', 'exhausted')
-                              AND m.opted_out_at IS NOT NULL)",
-        [id],
-        |r| r.get(0),
-    )?;
-    if opted_out {
-        return Err(StoreError::Conflict(format!(
-            "mail {id} is a balance notice its key's owner opted out of"
-        )));
-    }
-    // Nor one of a revoked key: it would tell the owner to add credit to a key that takes none
-    // (found by an independent check: retried and sent after the revocation dropped it).
-    let revoked: bool = c.query_row(
-        "SELECT EXISTS (SELECT 1 FROM outbox o JOIN keys k ON k.id = o.key_id
-                            WHERE o.id = ?1 AND o.kind IN ('low_balance', 'exhausted')
-                              AND k.status = 'revoked')",
-        [id],
-        |r| r.get(0),
-    )?;
-    if revoked {
-        return Err(StoreError::Conflict(format!(
-            "mail {id} is a balance notice of a revoked key"
-        )));
+    // A balance notice of a key whose owner opted out stays unsent, whoever asks; nor one of a
+    // revoked key: it would tell the owner to add credit to a key that takes none (found by an
+    // independent check: retried and sent after the revocation dropped it).
+    let withheld: Option<(bool, bool)> = c
+        .query_row(
+            "SELECT m.opted_out_at IS NOT NULL, k.status = 'revoked'
+             FROM outbox o JOIN key_mail m ON m.key_id = o.key_id JOIN keys k ON k.id = o.key_id
+             WHERE o.id = ?1 AND o.kind IN ('low_balance', 'exhausted')",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    match withheld {
+        Some((true, _)) => {
+            return Err(StoreError::Conflict(format!(
+                "mail {id} is a balance notice its key's owner opted out of"
+            )));
+        }
+        Some((_, true)) => {
+            return Err(StoreError::Conflict(format!(
+                "mail {id} is a balance notice of a revoked key"
+            )));
+        }
+        _ => {}
     }
     let n = c.execute(
         "UPDATE outbox SET status = 'queued', next_attempt_at = ?2, attempts = 0
