@@ -35,21 +35,24 @@ pub fn day_of(ms: i64) -> i64 {
 /// How a finished request reads for upstream's health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpstreamRule {
-    /// The daemon's: the failure stamped latest wins, one after the 200 went out reads
-    /// `… mid-stream`, and every report counts, repeats included (they restate the request).
+    /// The daemon's: the failure stamped latest wins, and every report counts, repeats
+    /// included (they restate the request).
     Latest,
-    /// The console's: the failure received last wins, named with its status; a repeat of a
-    /// finished request changes nothing.
+    /// The console's: the failure received last wins; a repeat of a finished request changes
+    /// nothing.
     Received,
 }
 
 impl UpstreamRule {
-    /// What a failure is shown as.
-    fn label(self, finish: Finish, status: u16) -> String {
-        match self {
-            // A stream that failed after its 200 went out has no error status.
-            UpstreamRule::Latest if status < 400 => format!("{} mid-stream", finish.as_str()),
-            _ => format!("{} {status}", finish.as_str()),
+    /// What a failure is shown as, under either rule: its status, or `… mid-stream` for one
+    /// after the 200 went out, which has no error status (the console named it with its 200,
+    /// `upstream_error 200`, until a re-attach showed the daemon's `mid-stream`; found by an
+    /// independent check).
+    fn label(finish: Finish, status: u16) -> String {
+        if status < 400 {
+            format!("{} mid-stream", finish.as_str())
+        } else {
+            format!("{} {status}", finish.as_str())
         }
     }
 
@@ -494,7 +497,7 @@ impl<R: Rules> Fold<R> {
             Finish::UpstreamError | Finish::UpstreamTimeout
                 if R::UPSTREAM.replaces(self.upstream.last_error_ms, *at_ms) =>
             {
-                self.upstream.last_error = Some(R::UPSTREAM.label(*finish, *status));
+                self.upstream.last_error = Some(UpstreamRule::label(*finish, *status));
                 self.upstream.last_error_ms = Some(*at_ms);
             }
             Finish::Complete => self.upstream.last_latency_ms = Some(*latency_ms),

@@ -316,6 +316,16 @@ fn upstream_health_under_each_rule() {
     assert_eq!(up.last_error.as_deref(), Some("upstream_timeout 504"));
     assert_eq!(up.last_error_ms, Some(T0 + 10));
     assert_eq!(up.last_latency_ms, None);
+    // A stream broken after its 200 reads the same under both rules (the console named it
+    // `upstream_error 200` until a re-attach; found by an independent check).
+    received.apply(
+        &finished("e", T0 + 35, Finish::UpstreamError, 200),
+        Delivery::FRESH,
+    );
+    assert_eq!(
+        received.upstream().last_error.as_deref(),
+        Some("upstream_error mid-stream")
+    );
 
     // The daemon's rule restates a repeat; the console's ignores it.
     let mut e = ok("d", T0 + 40);
