@@ -255,10 +255,11 @@ impl Upstream {
                             // This machine's failure, not the account's: nothing counted
                             // against it (the log says it loudly).
                         } else {
-                            // No verdict on the account: a trial this was is freed when the
-                            // slot goes (the next request is the trial), not left taken.
-                            // Neither the request's nor a reason to rest the account: the
-                            // operator's to see, in its errors and last error.
+                            // Any other failure that neither rests the account nor is the
+                            // request's (none today: "Model Not Exist", the last, now moves
+                            // on above): no verdict on the account — a trial this was is freed
+                            // when the slot goes — and the operator's to see, in its errors
+                            // and last error.
                             account.errors.fetch_add(1, Ordering::Relaxed);
                             account.note_failure(&e.to_string());
                         }
