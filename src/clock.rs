@@ -3,7 +3,7 @@
 //! call under callgrind), and a request read the clock this way some eight times.
 
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Now, in unix milliseconds (0 for a clock set before 1970).
@@ -70,6 +70,60 @@ impl Default for Rationed {
     }
 }
 
+/// How far apart the machine's clock and DeepSeek's may be before the log says so: a `Date`
+/// header is to the second and written before the answer travels, so a few seconds apart is
+/// nothing; a minute is a clock that is not kept in time.
+const SKEW_TOLERATED_MS: i64 = 60_000;
+
+/// How far the machine's clock is ahead of the one that wrote `date` (an HTTP `Date` header,
+/// read at `now_ms`), in ms (behind: negative), when more than [`SKEW_TOLERATED_MS`]; `None`
+/// when they agree or the header cannot be read.
+pub fn skew_beyond_tolerance(date: &str, now_ms: i64) -> Option<i64> {
+    let theirs = httpdate::parse_http_date(date.trim()).ok()?;
+    let theirs_ms = i64::try_from(theirs.duration_since(UNIX_EPOCH).ok()?.as_millis()).ok()?;
+    let skew = now_ms.saturating_sub(theirs_ms);
+    // Their header drops the milliseconds: up to a second of ours is theirs rounded down.
+    (skew.saturating_sub(999).abs() > SKEW_TOLERATED_MS && skew.abs() > SKEW_TOLERATED_MS)
+        .then_some(skew)
+}
+
+/// The machine's clock checked against DeepSeek's `Date` header (with each balance reading).
+/// Peak and off-peak prices, day totals, usage dates and order times all follow the machine's
+/// clock, and a VPS whose time is not synchronised (or whose hardware clock is kept in local
+/// time) bills every request of the hours it is off at the other period's price, silently
+/// (found by an independent check). Said at error level when first seen and then once an
+/// hour while it lasts, and once when the clocks agree again.
+pub fn check_against_upstream(date: Option<&str>) {
+    static OFF: AtomicBool = AtomicBool::new(false);
+    /// When last said ([`mono_ms`]).
+    static SAID_MS: AtomicI64 = AtomicI64::new(0);
+    let Some(date) = date else { return };
+    match skew_beyond_tolerance(date, now_ms()) {
+        Some(skew_ms) => {
+            let first = !OFF.swap(true, Ordering::AcqRel);
+            let now = mono_ms();
+            if first || now.saturating_sub(SAID_MS.load(Ordering::Acquire)) >= 3_600_000 {
+                SAID_MS.store(now, Ordering::Release);
+                tracing::error!(
+                    ahead_secs = skew_ms / 1000,
+                    deepseek_date = date,
+                    "this machine's clock is off DeepSeek's by more than a minute (ahead_secs < 0: \
+                     behind): peak and off-peak prices are chosen by it, so a request made \
+                     within that much of a period's start or end is billed at the other \
+                     period's price; turn on time sync \
+                     (`timedatectl set-ntp true`) and check `timedatectl` says the clock is \
+                     synchronised"
+                );
+            }
+        }
+        None => {
+            if httpdate::parse_http_date(date.trim()).is_ok() && OFF.swap(false, Ordering::AcqRel) {
+                tracing::warn!("this machine's clock agrees with DeepSeek's again");
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     /// The same moment as chrono's reading, to the millisecond (a few apart at most: two
@@ -92,6 +146,25 @@ mod tests {
         assert_eq!(r.due_at(61_000), Some(2));
         assert_eq!(r.due_at(61_001), None);
         assert_eq!(r.due_at(200_000), Some(1));
+    }
+
+    /// A clock a minute or less from DeepSeek's `Date` passes (the header's second rounded
+    /// down); more, either way, is told with how far ahead; an unreadable header says nothing.
+    #[test]
+    fn a_clock_more_than_a_minute_off_the_upstream_date_is_told() {
+        // Sun, 06 Nov 1994 08:49:37 GMT (RFC 9110's example).
+        let date = "Sun, 06 Nov 1994 08:49:37 GMT";
+        let theirs = 784_111_777_000;
+        let skew = |ms: i64| super::skew_beyond_tolerance(date, theirs + ms);
+        assert_eq!(skew(0), None);
+        assert_eq!(skew(999), None);
+        assert_eq!(skew(60_999), None);
+        assert_eq!(skew(-60_000), None);
+        assert_eq!(skew(61_000), Some(61_000));
+        assert_eq!(skew(-60_001), Some(-60_001));
+        assert_eq!(skew(8 * 3_600_000), Some(8 * 3_600_000));
+        assert_eq!(super::skew_beyond_tolerance("yesterday", theirs), None);
+        assert_eq!(super::skew_beyond_tolerance("", theirs), None);
     }
 
     /// Positive from the first reading, and never going back.

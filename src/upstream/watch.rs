@@ -124,6 +124,11 @@ async fn fetch(http: &reqwest::Client, a: &Account) -> Result<Balance, String> {
         .await
         .map_err(|e| failed("balance request failed", &e))?;
     let status = resp.status();
+    crate::clock::check_against_upstream(
+        resp.headers()
+            .get(reqwest::header::DATE)
+            .and_then(|d| d.to_str().ok()),
+    );
     let body = resp
         .bytes()
         .await

@@ -422,7 +422,9 @@ impl Journal {
     /// segment is due at once, whatever is still to drain. Looked at once a second at most
     /// (a `stat`; the sync thread asks at every turn).
     pub(super) fn dir_gone(&self) -> bool {
-        let now = crate::clock::now_ms();
+        // The monotonic clock: a step back of the wall clock left the directory unwatched for
+        // the step's length (found by an independent check).
+        let now = crate::clock::mono_ms();
         let last = self.dir_looked_ms.load(Ordering::Relaxed);
         if now.saturating_sub(last) < 1_000 {
             return false;
