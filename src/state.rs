@@ -51,6 +51,8 @@ pub struct AppState {
     pub started: Instant,
     /// Requests holding money right now; shutdown waits for them to settle.
     pub in_flight: InFlight,
+    /// Bytes of request bodies being read, per key and in all (bounded).
+    pub bodies: crate::gateway::bodies::Bodies,
     /// Running with simulated upstream and PayPal (`serve --demo`): pages show a DEMO banner.
     pub demo: bool,
     /// Per-IP limits of the storefront.
@@ -277,6 +279,7 @@ impl AppState {
         let metrics = crate::metrics::Metrics::new(config.models.keys().cloned());
         let mailer = crate::mail::Mailer::new(config.email.enabled());
         let in_flight = InFlight::counting(store.answers_in_flight());
+        let bodies = crate::gateway::bodies::Bodies::new(config.server.max_body_bytes);
         let state = Arc::new(AppState {
             config: Arc::new(config),
             catalog,
@@ -289,6 +292,7 @@ impl AppState {
             upstream,
             started,
             in_flight,
+            bodies,
             demo,
             shop_limits: crate::shop::limits::ShopLimits::default(),
             paypal,

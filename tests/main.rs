@@ -31,6 +31,7 @@ mod faults_clients;
 mod faults_streams;
 mod faults_usage;
 mod hardening;
+mod hardening_bodies;
 mod hardening_cli;
 mod hardening_heads;
 mod hardening_shop;

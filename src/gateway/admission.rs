@@ -1,7 +1,8 @@
 //! Admission: everything a request must pass before it may go upstream, in this order — the
 //! key (401), a place among the key's requests in flight (429 `too_many_in_flight`, using none
 //! of its RPM), its rate limit (429), a balance that can pay for anything at all (402), the body
-//! (413, or 402 when the key could never pay for that many bytes), the request itself (400),
+//! (413, or 402 when the key could never pay for that many bytes; 429/503 past the bounds of
+//! what bodies being sent may hold, `bodies.rs`), the request itself (400),
 //! the model (404) and the plan (403), and finally the hold on the key's balance, which may
 //! lower `max_tokens` to what the key can pay for (402 below one output token).
 
@@ -194,7 +195,7 @@ async fn checks<D: Dialect>(
     if declared.is_some_and(|n| n > affordable) {
         return Err(refused());
     }
-    let raw = read_body(&parts.headers, body, max_body).await?;
+    let raw = super::bodies::read(state, key, &parts.headers, body, max_body).await?;
     if raw.len() > affordable {
         return Err(refused());
     }
@@ -231,65 +232,6 @@ fn declared_length(headers: &HeaderMap) -> Option<usize> {
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok())
-}
-
-/// Read the body, enforcing `limit` (413 in our error shape, not axum's). A body in a coding
-/// other than `identity` is refused, not read (a gzipped body was refused as "not valid
-/// JSON", and a plain one labelled `br` went through as if unlabelled); one that stopped
-/// arriving says so.
-pub(super) async fn read_body(
-    headers: &HeaderMap,
-    body: Body,
-    limit: usize,
-) -> Result<Bytes, GatewayError> {
-    if let Some(coding) = headers.get(header::CONTENT_ENCODING)
-        && !coding
-            .as_bytes()
-            .trim_ascii()
-            .eq_ignore_ascii_case(b"identity")
-    {
-        return Err(GatewayError::InvalidRequest {
-            message: format!(
-                "Content-Encoding {:?} is not supported: send the request body uncompressed.",
-                String::from_utf8_lossy(coding.as_bytes())
-                    .chars()
-                    .take(40)
-                    .collect::<String>()
-            ),
-            param: None,
-        });
-    }
-    match axum::body::to_bytes(body, limit).await {
-        Ok(b) => Ok(b),
-        Err(e) => {
-            // What the body's error came from, however deep axum wrapped it.
-            let (mut too_large, mut too_slow) = (false, false);
-            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-            while let Some(c) = cause {
-                too_large |= c.is::<http_body_util::LengthLimitError>();
-                too_slow |= c.is::<crate::server::TooSlow>();
-                cause = c.source();
-            }
-            let too_large = too_large || e.to_string().contains("length limit");
-            if too_large {
-                Err(GatewayError::RequestTooLarge { limit })
-            } else if too_slow {
-                Err(GatewayError::InvalidRequest {
-                    message: format!(
-                        "The request body did not arrive in time (it must keep coming at \
-                         {} KiB/s or more).",
-                        crate::server::MIN_RATE / 1024
-                    ),
-                    param: None,
-                })
-            } else {
-                Err(GatewayError::InvalidRequest {
-                    message: "The request body could not be read.".into(),
-                    param: None,
-                })
-            }
-        }
-    }
 }
 
 /// A key refused by one of its rate limits (its requests, its token counts, its usage

@@ -94,6 +94,17 @@ pub enum GatewayError {
         /// The plan's limit.
         limit: u32,
     },
+    /// 429: the key is sending as many bytes of request bodies at once as it may
+    /// ([`super::bodies`]).
+    #[error("too many request bodies being sent")]
+    TooMuchUploading {
+        /// The key's bound, in bytes.
+        limit: usize,
+    },
+    /// 503: all keys together are sending as many bytes of request bodies at once as the
+    /// server holds ([`super::bodies`]).
+    #[error("too many request bodies being read")]
+    UploadsFull,
     /// 403: the plan does not include the model: the name the client sent, and the model
     /// that serves it when that is another (an alias such as `claude-opus-4-1`).
     #[error("model {0} not in plan")]
@@ -191,12 +202,13 @@ impl GatewayError {
             GatewayError::RequestTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::RateLimited(_)
             | GatewayError::BudgetHeld { .. }
-            | GatewayError::TooManyInFlight { .. } => StatusCode::TOO_MANY_REQUESTS,
+            | GatewayError::TooManyInFlight { .. }
+            | GatewayError::TooMuchUploading { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::Upstream | GatewayError::AnswerTooLarge => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            GatewayError::UpstreamBusy | GatewayError::UpstreamOverloaded => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            GatewayError::UpstreamBusy
+            | GatewayError::UpstreamOverloaded
+            | GatewayError::UploadsFull => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             GatewayError::ShuttingDown
             | GatewayError::NotRecorded
@@ -223,7 +235,9 @@ impl GatewayError {
             GatewayError::RequestTooLarge { .. } => "request_too_large",
             GatewayError::RateLimited(_) => "rate_limit_exceeded",
             GatewayError::BudgetHeld { .. } => "budget_held",
-            GatewayError::TooManyInFlight { .. } => "too_many_in_flight",
+            GatewayError::TooManyInFlight { .. } | GatewayError::TooMuchUploading { .. } => {
+                "too_many_in_flight"
+            }
             GatewayError::Upstream | GatewayError::AnswerTooLarge => "upstream_error",
             GatewayError::UpstreamTimeout => "upstream_timeout",
             GatewayError::UpstreamBusy | GatewayError::UpstreamOverloaded => "upstream_busy",
@@ -231,7 +245,8 @@ impl GatewayError {
             GatewayError::ShuttingDown
             | GatewayError::NotRecorded
             | GatewayError::NotRecordedYet
-            | GatewayError::NotRecording => "service_unavailable",
+            | GatewayError::NotRecording
+            | GatewayError::UploadsFull => "service_unavailable",
         }
     }
 
@@ -243,7 +258,8 @@ impl GatewayError {
             GatewayError::ModelNotAllowed(..) => "permission_error",
             GatewayError::RateLimited(_)
             | GatewayError::BudgetHeld { .. }
-            | GatewayError::TooManyInFlight { .. } => "rate_limit_error",
+            | GatewayError::TooManyInFlight { .. }
+            | GatewayError::TooMuchUploading { .. } => "rate_limit_error",
             GatewayError::Upstream
             | GatewayError::AnswerTooLarge
             | GatewayError::UpstreamTimeout
@@ -253,7 +269,8 @@ impl GatewayError {
             | GatewayError::ShuttingDown
             | GatewayError::NotRecorded
             | GatewayError::NotRecordedYet
-            | GatewayError::NotRecording => "server_error",
+            | GatewayError::NotRecording
+            | GatewayError::UploadsFull => "server_error",
             _ => "invalid_request_error",
         }
     }
@@ -288,6 +305,10 @@ impl GatewayError {
                 "Your key has {limit} request{} in progress, as many as its plan allows at once. \
                  Retry when one of them has finished.",
                 if *limit == 1 { "" } else { "s" }
+            ),
+            GatewayError::TooMuchUploading { limit } => format!(
+                "Your key is already sending {limit} bytes of request bodies at once, as much \
+                 as it may. Retry when they have arrived."
             ),
             GatewayError::BudgetHeld { available, held } => format!(
                 "Your requests in progress hold ${held} of your key's budget until they finish, \
@@ -380,6 +401,9 @@ impl GatewayError {
             GatewayError::ShuttingDown => {
                 "The server is restarting. Please retry in a few seconds.".into()
             }
+            GatewayError::UploadsFull => "The server is receiving as many request bodies at \
+                 once as it holds. Please retry in a few seconds."
+                .into(),
             GatewayError::NotRecording => "The server cannot record bills right now, so it \
                  takes no requests. Nothing was charged. Please retry in a minute."
                 .into(),
@@ -499,6 +523,8 @@ impl GatewayError {
                 | GatewayError::UpstreamOverloaded
                 | GatewayError::BudgetHeld { .. }
                 | GatewayError::TooManyInFlight { .. }
+                | GatewayError::TooMuchUploading { .. }
+                | GatewayError::UploadsFull
         ) {
             resp.headers_mut()
                 .insert("retry-after", HeaderValue::from(BUSY_RETRY_AFTER_SECS));

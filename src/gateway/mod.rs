@@ -6,6 +6,7 @@ pub mod admission;
 pub mod anthropic;
 pub mod auth;
 pub mod billing;
+pub mod bodies;
 pub mod dialect;
 pub mod error;
 mod json;

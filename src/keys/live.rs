@@ -119,6 +119,8 @@ pub struct KeyState {
     looking: AtomicBool,
     /// Its requests in flight, each counted by a [`super::in_flight::KeySlot`].
     pub(super) in_flight: AtomicU32,
+    /// Bytes of its request bodies being read now (see [`crate::gateway::bodies`]).
+    pub(crate) reading: std::sync::atomic::AtomicUsize,
     rpm: AtomicU32,
     /// The notices of the current crossing already queued ([`Notice`] bits).
     notices: AtomicU8,
@@ -240,6 +242,7 @@ impl KeyState {
             usage_limiter: ArcSwap::from_pointee(limiter_of(rpm)),
             looking: AtomicBool::new(false),
             in_flight: AtomicU32::new(0),
+            reading: std::sync::atomic::AtomicUsize::new(0),
             rpm: AtomicU32::new(rpm),
             notices: AtomicU8::new(0),
             prompts: super::prompts::RecentPrompts::default(),

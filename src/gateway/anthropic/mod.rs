@@ -57,7 +57,7 @@ async fn counted(state: &AppState, req: Request) -> Result<u64, GatewayError> {
         return Err(GatewayError::RateLimited(rate));
     }
     let limit = state.config.server.max_body_bytes;
-    let raw = crate::gateway::admission::read_body(&parts.headers, body, limit).await?;
+    let raw = crate::gateway::bodies::read(state, &key, &parts.headers, body, limit).await?;
     let (asked, n) = request::count_tokens(&raw)?;
     let Some(model) = state.catalog.model(&asked) else {
         return Err(GatewayError::ModelNotFound(asked));

@@ -1,0 +1,341 @@
+//! Bytes of request bodies being read, per key and in all. A body is read whole before it is
+//! checked, and the body timer asks only 1 KiB/s of it ([`crate::server::MIN_RATE`]), so an
+//! upload that trickles holds what it has sent for as long as it takes — two hours and more
+//! for 8 MiB. Unbounded, a key starting uploads at its rate grew the daemon without limit:
+//! `count_tokens` takes no place in flight, the chat routes up to `max_in_flight` ×
+//! `server.max_body_bytes` a key (found by an independent check: 22 → 752 MB in 200 s from one
+//! spent Trial key, nothing charged, nothing on the console; a few keys more and the OOM
+//! killer takes every customer's streams with the daemon). So one key may be sending at most
+//! [`PER_KEY`] bodies of the largest size at once, and all keys together [`IN_ALL`].
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use axum::body::Body;
+use axum::http::{HeaderMap, header};
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
+
+use super::error::GatewayError;
+use crate::activity::ActivityEvent;
+use crate::keys::KeyState;
+use crate::state::AppState;
+
+/// How many bodies of the largest size (`server.max_body_bytes`) one key may be sending at
+/// once: a coding agent's few requests at once are far smaller, and an honest client sends a
+/// body in moments.
+pub const PER_KEY: usize = 2;
+
+/// How many bodies of the largest size all keys together may be sending at once (256 MiB at
+/// the default 8 MiB limit, beside the 256 MiB streams may keep for slow readers).
+pub const IN_ALL: usize = 32;
+
+/// The bytes of bodies being read, in all; each key's are on the key.
+#[derive(Debug)]
+pub struct Bodies {
+    in_all: AtomicUsize,
+    key_cap: usize,
+    all_cap: usize,
+}
+
+/// Which bound a body would pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Full {
+    /// The key's: it is sending this many bytes of bodies at most.
+    Key(usize),
+    /// The server's, all keys together.
+    Server,
+}
+
+impl Bodies {
+    /// The bounds for bodies of at most `max_body_bytes`.
+    pub fn new(max_body_bytes: usize) -> Bodies {
+        Bodies {
+            in_all: AtomicUsize::new(0),
+            key_cap: max_body_bytes.saturating_mul(PER_KEY),
+            all_cap: max_body_bytes.saturating_mul(IN_ALL),
+        }
+    }
+
+    /// A body of `key` begins: nothing counted yet.
+    pub fn start<'a>(&'a self, key: &'a KeyState) -> Reading<'a> {
+        Reading {
+            bodies: self,
+            key,
+            bytes: 0,
+        }
+    }
+
+    /// Bytes being read now, in all.
+    pub fn in_all(&self) -> usize {
+        self.in_all.load(Ordering::Acquire)
+    }
+}
+
+/// Add `n` to `counter` unless that takes it past `cap` (a compare-and-swap: never over the
+/// cap under any concurrency, never a refusal while there is room).
+fn take(counter: &AtomicUsize, n: usize, cap: usize) -> bool {
+    counter
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |have| {
+            have.checked_add(n).filter(|total| *total <= cap)
+        })
+        .is_ok()
+}
+
+/// One body's bytes, counted while it is read; given back when dropped (read, refused, or its
+/// request gone).
+pub struct Reading<'a> {
+    bodies: &'a Bodies,
+    key: &'a KeyState,
+    bytes: usize,
+}
+
+impl Reading<'_> {
+    /// Count this body as `total` bytes (its declared length up front, or what has arrived):
+    /// refused, nothing more is counted, when the key's or the server's bound would be passed.
+    pub fn grow_to(&mut self, total: usize) -> Result<(), Full> {
+        let Some(more) = total.checked_sub(self.bytes).filter(|n| *n > 0) else {
+            return Ok(());
+        };
+        let Bodies {
+            in_all,
+            key_cap,
+            all_cap,
+        } = self.bodies;
+        if !take(&self.key.reading, more, *key_cap) {
+            return Err(Full::Key(*key_cap));
+        }
+        if !take(in_all, more, *all_cap) {
+            self.key.reading.fetch_sub(more, Ordering::AcqRel);
+            return Err(Full::Server);
+        }
+        self.bytes = total;
+        Ok(())
+    }
+}
+
+impl Drop for Reading<'_> {
+    fn drop(&mut self) {
+        self.key.reading.fetch_sub(self.bytes, Ordering::AcqRel);
+        self.bodies.in_all.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+/// Read `key`'s request body, enforcing `limit` (413 in our error shape, not axum's) and the
+/// bounds above (429 `too_many_in_flight` for the key's, 503 for the server's; told to the
+/// console, and the server's to the log, as a refusal). A body in a coding other than
+/// `identity` is refused, not read (a gzipped body was refused as "not valid JSON", and a
+/// plain one labelled `br` went through as if unlabelled); one that stopped arriving says so.
+/// A body left unread by a refusal is read to its end in the background
+/// (`server::body::linger`), not kept.
+pub async fn read(
+    state: &AppState,
+    key: &KeyState,
+    headers: &HeaderMap,
+    mut body: Body,
+    limit: usize,
+) -> Result<Bytes, GatewayError> {
+    if let Some(coding) = headers.get(header::CONTENT_ENCODING)
+        && !coding
+            .as_bytes()
+            .trim_ascii()
+            .eq_ignore_ascii_case(b"identity")
+    {
+        return Err(GatewayError::InvalidRequest {
+            message: format!(
+                "Content-Encoding {:?} is not supported: send the request body uncompressed.",
+                String::from_utf8_lossy(coding.as_bytes())
+                    .chars()
+                    .take(40)
+                    .collect::<String>()
+            ),
+            param: None,
+        });
+    }
+    let mut reading = state.bodies.start(key);
+    let refused = |full: Full| refuse(state, key, full);
+    // A declared length is counted whole before a byte is read: a body that trickles holds
+    // what it declared from the start, and one that cannot fit is refused at once.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if let Some(n) = declared {
+        if n > limit {
+            return Err(GatewayError::RequestTooLarge { limit });
+        }
+        reading.grow_to(n).map_err(refused)?;
+    }
+    // The pieces as they came: one piece (most bodies) is the body itself, not a copy.
+    let mut pieces: Vec<Bytes> = Vec::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(unread)?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        total = total.saturating_add(data.len());
+        if total > limit {
+            return Err(GatewayError::RequestTooLarge { limit });
+        }
+        reading.grow_to(total).map_err(refused)?;
+        if !data.is_empty() {
+            pieces.push(data);
+        }
+    }
+    Ok(match pieces.len() {
+        0 => Bytes::new(),
+        1 => pieces.swap_remove(0),
+        _ => {
+            let mut whole = BytesMut::with_capacity(total);
+            for p in &pieces {
+                whole.extend_from_slice(p);
+            }
+            whole.freeze()
+        }
+    })
+}
+
+/// A body refused by a bound: the console is told whose it was (the uploads that fill a bound
+/// do not finish, so nothing else would show them), and a full server is said in the log.
+fn refuse(state: &AppState, key: &KeyState, full: Full) -> GatewayError {
+    static SAID: crate::clock::Rationed = crate::clock::Rationed::new();
+    let error = match full {
+        Full::Key(limit) => {
+            state.metrics.rate_limited();
+            GatewayError::TooMuchUploading { limit }
+        }
+        Full::Server => {
+            if let Some(held_back) = SAID.due() {
+                // Whose bodies fill it (the refused are others): the keys sending the most,
+                // found by a walk of the keys once a minute at most.
+                let mut senders: Vec<(usize, String)> = state
+                    .keys
+                    .all()
+                    .iter()
+                    .map(|k| (k.reading.load(Ordering::Acquire), k.id.clone()))
+                    .filter(|(bytes, _)| *bytes > 0)
+                    .collect();
+                senders.sort_unstable_by(|a, b| b.cmp(a));
+                senders.truncate(5);
+                let senders = senders
+                    .iter()
+                    .map(|(bytes, id)| format!("{id} {bytes}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                tracing::warn!(
+                    bytes = state.bodies.in_all(),
+                    held_back,
+                    senders = %senders,
+                    "request bodies being read fill the server's bound ({IN_ALL} × \
+                     server.max_body_bytes): new ones are refused (503) until they arrive; \
+                     `senders` are the keys sending the most (bytes)"
+                );
+            }
+            GatewayError::UploadsFull
+        }
+    };
+    state.activity.emit(ActivityEvent::Refused {
+        key_id: Some(key.id.clone()),
+        status: error.status().as_u16(),
+        code: error.code().to_string(),
+        at_ms: crate::clock::now_ms(),
+    });
+    error
+}
+
+/// A body that could not be read: one that stopped arriving in time says so.
+fn unread(e: axum::Error) -> GatewayError {
+    let mut too_slow = false;
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(c) = cause {
+        too_slow |= c.is::<crate::server::TooSlow>();
+        cause = c.source();
+    }
+    GatewayError::InvalidRequest {
+        message: if too_slow {
+            format!(
+                "The request body did not arrive in time (it must keep coming at {} KiB/s or \
+                 more).",
+                crate::server::MIN_RATE / 1024
+            )
+        } else {
+            "The request body could not be read.".into()
+        },
+        param: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::KeyRecord;
+    use crate::money::Usd;
+
+    fn key(id: &str) -> KeyState {
+        KeyState::from_record(KeyRecord::for_tests(id, Usd::from_dollars(1)), 60)
+    }
+
+    /// A key may be sending two bodies of the largest size, all keys together thirty-two;
+    /// past either the body is refused and counts nothing; what is read is given back.
+    #[test]
+    fn bodies_are_bounded_per_key_and_in_all_and_given_back() {
+        let bodies = Bodies::new(100);
+        let a = key("key_a");
+        let mut first = bodies.start(&a);
+        first.grow_to(60).unwrap();
+        first.grow_to(100).unwrap();
+        first.grow_to(100).unwrap();
+        let mut second = bodies.start(&a);
+        second.grow_to(100).unwrap();
+        let mut third = bodies.start(&a);
+        assert_eq!(third.grow_to(1), Err(Full::Key(200)));
+        assert_eq!(bodies.in_all(), 200);
+        drop(second);
+        third.grow_to(100).unwrap();
+        assert_eq!(first.grow_to(101), Err(Full::Key(200)));
+        drop((first, third));
+        assert_eq!(bodies.in_all(), 0);
+        assert_eq!(a.reading.load(Ordering::Acquire), 0);
+
+        let keys: Vec<KeyState> = (0..17).map(|i| key(&format!("key_{i}"))).collect();
+        let mut held = Vec::new();
+        for k in &keys[..16] {
+            for _ in 0..2 {
+                let mut r = bodies.start(k);
+                r.grow_to(100).unwrap();
+                held.push(r);
+            }
+        }
+        let mut last = bodies.start(&keys[16]);
+        assert_eq!(last.grow_to(1), Err(Full::Server));
+        // The key's count was given back with the refusal.
+        assert_eq!(keys[16].reading.load(Ordering::Acquire), 0);
+        held.pop();
+        last.grow_to(100).unwrap();
+        drop((held, last));
+        assert_eq!(bodies.in_all(), 0);
+    }
+
+    /// Under any concurrency the bound holds and every byte is given back.
+    #[test]
+    fn the_bound_holds_under_concurrency() {
+        let bodies = Bodies::new(10);
+        let a = key("key_a");
+        let peak = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for i in 0..2_000 {
+                        let mut r = bodies.start(&a);
+                        if r.grow_to(1 + i % 10).is_ok() {
+                            peak.fetch_max(a.reading.load(Ordering::Acquire), Ordering::AcqRel);
+                        }
+                    }
+                });
+            }
+        });
+        assert!(peak.load(Ordering::Acquire) <= 20);
+        assert_eq!(a.reading.load(Ordering::Acquire), 0);
+        assert_eq!(bodies.in_all(), 0);
+    }
+}

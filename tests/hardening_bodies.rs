@@ -1,0 +1,203 @@
+//! Request bodies that trickle in: what they hold while being read is bounded per key and in
+//! all (an independent check grew the daemon from 22 to 752 MB in 200 s with one spent Trial
+//! key's `count_tokens` uploads, nothing charged).
+
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::common::TestApp;
+
+/// The body limit of these tests: a key may be sending two such bodies at once, all keys
+/// together thirty-two.
+const LIMIT: usize = 64 * 1024;
+
+/// A connection that sent a request's head and `first` bytes of its body, and waits.
+struct Held(TcpStream);
+
+/// Begin `path` with `key`: a declared body of `declared` bytes (chunked when `None`), of which
+/// `first` are sent.
+async fn begin(
+    app: &TestApp,
+    path: &str,
+    key: &str,
+    declared: Option<usize>,
+    first: usize,
+) -> Held {
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let mut s = TcpStream::connect(&addr).await.unwrap();
+    let framing = match declared {
+        Some(n) => format!("Content-Length: {n}\r\n"),
+        None => "Transfer-Encoding: chunked\r\n".to_string(),
+    };
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\n{framing}\r\n"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let data = vec![b' '; first];
+    match declared {
+        Some(_) => s.write_all(&data).await.unwrap(),
+        None => {
+            s.write_all(format!("{first:x}\r\n").as_bytes())
+                .await
+                .unwrap();
+            s.write_all(&data).await.unwrap();
+            s.write_all(b"\r\n").await.unwrap();
+        }
+    }
+    Held(s)
+}
+
+impl Held {
+    /// The status line and the JSON body of the answer the server sent (a refusal).
+    async fn answer(mut self) -> (u16, Value, String) {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        let read = async {
+            loop {
+                match self.0.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+                let text = String::from_utf8_lossy(&got);
+                if let Some(at) = text.find("\r\n\r\n")
+                    && serde_json::from_str::<Value>(&text[at + 4..]).is_ok()
+                {
+                    break;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), read)
+            .await
+            .expect("an answer");
+        let text = String::from_utf8_lossy(&got).to_string();
+        let status = text[9..12].parse().unwrap();
+        let at = text.find("\r\n\r\n").unwrap();
+        let body = serde_json::from_str(&text[at + 4..]).unwrap();
+        (status, body, text[..at].to_ascii_lowercase())
+    }
+}
+
+/// Wait until the server counts `bytes` of bodies being read.
+async fn reading(app: &TestApp, bytes: usize) {
+    let bodies = &app.daemon.as_ref().unwrap().state.bodies;
+    for _ in 0..400 {
+        if bodies.in_all() == bytes {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{} bytes being read, not {bytes}", bodies.in_all());
+}
+
+const COUNT: &str = "/v1/messages/count_tokens";
+const CHAT: &str = "/v1/chat/completions";
+
+/// A key sending two bodies of the largest size is refused a third, on any route, with 429
+/// `too_many_in_flight` and `Retry-After` (`count_tokens`, free and taking no place in flight,
+/// included); a body with no declared length is counted as it arrives; what is read, or
+/// refused, is given back.
+#[tokio::test]
+async fn a_key_may_be_sending_two_largest_bodies_at_once() {
+    let app = TestApp::spawn_with(|c| c.server.max_body_bytes = LIMIT).await;
+    let key = app.create_key("trial", None).await;
+    let first = begin(&app, COUNT, &key, Some(LIMIT), 1024).await;
+    let second = begin(&app, COUNT, &key, Some(LIMIT), 10).await;
+    reading(&app, 2 * LIMIT).await;
+
+    let (status, body, head) = begin(&app, COUNT, &key, Some(100), 0).await.answer().await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["type"], "rate_limit_error", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("131072 bytes of request bodies"),
+        "{message}"
+    );
+    assert!(head.contains("retry-after: 2"), "{head}");
+    // The chat route shares the key's bound: refused before its body is read, in its shape.
+    let (status, body, _) = begin(&app, CHAT, &key, Some(100), 0).await.answer().await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "too_many_in_flight", "{body}");
+
+    // One body gone: a chunked body is counted as its pieces arrive.
+    drop(first);
+    reading(&app, LIMIT).await;
+    let chunked = begin(&app, COUNT, &key, None, 40 * 1024).await;
+    reading(&app, LIMIT + 40 * 1024).await;
+    let mut over = begin(&app, COUNT, &key, None, 20 * 1024).await;
+    reading(&app, LIMIT + 60 * 1024).await;
+    let more = vec![b' '; 10 * 1024];
+    over.0
+        .write_all(format!("{:x}\r\n", more.len()).as_bytes())
+        .await
+        .unwrap();
+    over.0.write_all(&more).await.unwrap();
+    over.0.write_all(b"\r\n").await.unwrap();
+    let (status, body, _) = over.answer().await;
+    assert_eq!(status, 429, "{body}");
+    // The refused body's bytes were given back at once; the others still count.
+    reading(&app, LIMIT + 40 * 1024).await;
+    drop((second, chunked));
+    reading(&app, 0).await;
+
+    // With room again, the key's count is answered.
+    let resp = app
+        .http
+        .post(format!("{}{COUNT}", app.base))
+        .header("x-api-key", &key)
+        .json(&serde_json::json!({
+            "model": "deepseek-v4-flash",
+            "messages": [{"role": "user", "content": "hello"}],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.json::<Value>().await.unwrap()["input_tokens"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+}
+
+/// All keys together may be sending thirty-two bodies of the largest size: past that any body
+/// is refused with 503 `service_unavailable` and `Retry-After`, charged nothing, and taken
+/// again once room is made.
+#[tokio::test]
+async fn all_keys_together_may_be_sending_thirty_two_largest_bodies() {
+    let app = TestApp::spawn_with(|c| c.server.max_body_bytes = LIMIT).await;
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        let key = app.create_key("trial", None).await;
+        for _ in 0..2 {
+            held.push(begin(&app, COUNT, &key, Some(LIMIT), 100).await);
+        }
+    }
+    reading(&app, 32 * LIMIT).await;
+    let other = app.create_key("starter", None).await;
+    let (status, body, head) = begin(&app, CHAT, &other, Some(100), 0).await.answer().await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "service_unavailable", "{body}");
+    assert!(head.contains("retry-after: 2"), "{head}");
+    assert_eq!(app.sim.requests().len(), 0, "nothing reached DeepSeek");
+    let other_state = app.key_state(&other);
+    assert_eq!(other_state.balance().spent.nanos(), 0);
+
+    held.pop();
+    reading(&app, 31 * LIMIT).await;
+    let resp = app
+        .chat(
+            &other,
+            &crate::common::body("deepseek-v4-flash", "hi [[sim reply=3]]"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    drop(held);
+    reading(&app, 0).await;
+}
