@@ -1,6 +1,7 @@
 //! Request bodies that trickle in: what they hold while being read is bounded per key and in
 //! all (an independent check grew the daemon from 22 to 752 MB in 200 s with one spent Trial
-//! key's `count_tokens` uploads, nothing charged).
+//! key's `count_tokens` uploads, nothing charged), counted as it arrives, and a revoked key's
+//! bodies stop being read.
 
 use std::time::Duration;
 
@@ -10,8 +11,8 @@ use tokio::net::TcpStream;
 
 use crate::common::TestApp;
 
-/// The body limit of these tests: a key may be sending two such bodies at once, all keys
-/// together thirty-two.
+/// The body limit of these tests: a key's bodies being read may hold four such bodies at
+/// once, all keys' together thirty-two.
 const LIMIT: usize = 64 * 1024;
 
 /// A connection that sent a request's head and `first` bytes of its body, and waits.
@@ -52,6 +53,11 @@ async fn begin(
 }
 
 impl Held {
+    /// Send `n` more bytes of a declared body.
+    async fn send(&mut self, n: usize) {
+        self.0.write_all(&vec![b' '; n]).await.unwrap();
+    }
+
     /// The status line and the JSON body of the answer the server sent (a refusal).
     async fn answer(mut self) -> (u16, Value, String) {
         let mut got = Vec::new();
@@ -95,52 +101,49 @@ async fn reading(app: &TestApp, bytes: usize) {
 
 const COUNT: &str = "/v1/messages/count_tokens";
 const CHAT: &str = "/v1/chat/completions";
+const KIB: usize = 1024;
 
-/// A key sending two bodies of the largest size is refused a third, on any route, with 429
-/// `too_many_in_flight` and `Retry-After` (`count_tokens`, free and taking no place in flight,
-/// included); a body with no declared length is counted as it arrives; what is read, or
-/// refused, is given back.
+/// A key whose bodies being read hold four of the largest size has the next one refused as
+/// it arrives, on any route, with 429 `too_many_in_flight` and `Retry-After` (`count_tokens`,
+/// free and taking no place in flight, included); bodies are counted as they arrive, with or
+/// without a declared length (a declared one is not counted whole: it holds only what came);
+/// what is read, or refused, is given back.
 #[tokio::test]
-async fn a_key_may_be_sending_two_largest_bodies_at_once() {
+async fn a_keys_bodies_being_read_hold_four_of_the_largest_at_most() {
     let app = TestApp::spawn_with(|c| c.server.max_body_bytes = LIMIT).await;
     let key = app.create_key("trial", None).await;
-    let first = begin(&app, COUNT, &key, Some(LIMIT), 1024).await;
-    let second = begin(&app, COUNT, &key, Some(LIMIT), 10).await;
-    reading(&app, 2 * LIMIT).await;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(begin(&app, COUNT, &key, Some(LIMIT), 60 * KIB).await);
+    }
+    reading(&app, 240 * KIB).await;
+    // Declared but not sent counts nothing.
+    let mut waiting = begin(&app, COUNT, &key, Some(LIMIT), 0).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    reading(&app, 240 * KIB).await;
+    waiting.send(10 * KIB).await;
+    reading(&app, 250 * KIB).await;
 
-    let (status, body, head) = begin(&app, COUNT, &key, Some(100), 0).await.answer().await;
+    waiting.send(10 * KIB).await;
+    let (status, body, head) = waiting.answer().await;
     assert_eq!(status, 429, "{body}");
     assert_eq!(body["error"]["type"], "rate_limit_error", "{body}");
     let message = body["error"]["message"].as_str().unwrap();
-    assert!(
-        message.contains("131072 bytes of request bodies"),
-        "{message}"
-    );
+    assert!(message.contains("reached 262144 bytes"), "{message}");
     assert!(head.contains("retry-after: 2"), "{head}");
-    // The chat route shares the key's bound: refused before its body is read, in its shape.
-    let (status, body, _) = begin(&app, CHAT, &key, Some(100), 0).await.answer().await;
+    // The refused body's bytes were given back at once; the others still count.
+    reading(&app, 240 * KIB).await;
+    // The chat route shares the key's bound, in its shape; a chunked body is counted as its
+    // pieces arrive.
+    let (status, body, _) = begin(&app, CHAT, &key, None, 20 * KIB).await.answer().await;
     assert_eq!(status, 429, "{body}");
     assert_eq!(body["error"]["code"], "too_many_in_flight", "{body}");
-
-    // One body gone: a chunked body is counted as its pieces arrive.
-    drop(first);
-    reading(&app, LIMIT).await;
-    let chunked = begin(&app, COUNT, &key, None, 40 * 1024).await;
-    reading(&app, LIMIT + 40 * 1024).await;
-    let mut over = begin(&app, COUNT, &key, None, 20 * 1024).await;
-    reading(&app, LIMIT + 60 * 1024).await;
-    let more = vec![b' '; 10 * 1024];
-    over.0
-        .write_all(format!("{:x}\r\n", more.len()).as_bytes())
-        .await
-        .unwrap();
-    over.0.write_all(&more).await.unwrap();
-    over.0.write_all(b"\r\n").await.unwrap();
-    let (status, body, _) = over.answer().await;
-    assert_eq!(status, 429, "{body}");
-    // The refused body's bytes were given back at once; the others still count.
-    reading(&app, LIMIT + 40 * 1024).await;
-    drop((second, chunked));
+    reading(&app, 240 * KIB).await;
+    held.pop();
+    reading(&app, 180 * KIB).await;
+    let chunked = begin(&app, CHAT, &key, None, 40 * KIB).await;
+    reading(&app, 220 * KIB).await;
+    drop((held, chunked));
     reading(&app, 0).await;
 
     // With room again, the key's count is answered.
@@ -164,31 +167,34 @@ async fn a_key_may_be_sending_two_largest_bodies_at_once() {
     );
 }
 
-/// All keys together may be sending thirty-two bodies of the largest size: past that any body
-/// is refused with 503 `service_unavailable` and `Retry-After`, charged nothing, and taken
-/// again once room is made.
+/// All keys' bodies being read may hold thirty-two of the largest size: past that any body is
+/// refused as it arrives with 503 `service_unavailable` and `Retry-After`, charged nothing,
+/// and taken again once room is made.
 #[tokio::test]
-async fn all_keys_together_may_be_sending_thirty_two_largest_bodies() {
+async fn all_keys_bodies_being_read_hold_thirty_two_of_the_largest_at_most() {
     let app = TestApp::spawn_with(|c| c.server.max_body_bytes = LIMIT).await;
     let mut held = Vec::new();
-    for _ in 0..16 {
+    for _ in 0..8 {
         let key = app.create_key("trial", None).await;
-        for _ in 0..2 {
-            held.push(begin(&app, COUNT, &key, Some(LIMIT), 100).await);
+        for _ in 0..4 {
+            held.push(begin(&app, COUNT, &key, Some(LIMIT), 63 * KIB).await);
         }
     }
-    reading(&app, 32 * LIMIT).await;
+    reading(&app, 32 * 63 * KIB).await;
     let other = app.create_key("starter", None).await;
-    let (status, body, head) = begin(&app, CHAT, &other, Some(100), 0).await.answer().await;
+    let (status, body, head) = begin(&app, CHAT, &other, Some(LIMIT), 33 * KIB)
+        .await
+        .answer()
+        .await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"]["code"], "service_unavailable", "{body}");
     assert!(head.contains("retry-after: 2"), "{head}");
     assert_eq!(app.sim.requests().len(), 0, "nothing reached DeepSeek");
-    let other_state = app.key_state(&other);
-    assert_eq!(other_state.balance().spent.nanos(), 0);
+    assert_eq!(app.key_state(&other).balance().spent.nanos(), 0);
+    reading(&app, 32 * 63 * KIB).await;
 
     held.pop();
-    reading(&app, 31 * LIMIT).await;
+    reading(&app, 31 * 63 * KIB).await;
     let resp = app
         .chat(
             &other,
@@ -199,5 +205,27 @@ async fn all_keys_together_may_be_sending_thirty_two_largest_bodies() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     drop(held);
+    reading(&app, 0).await;
+}
+
+/// A key revoked while its bodies arrive: each is refused (401) at its next piece and what it
+/// held is given back — the revocation that ends a flood of trickled bodies ends them too
+/// (they went on for hours at the body timer's rate; found by a re-check).
+#[tokio::test]
+async fn a_revoked_keys_bodies_stop_being_read_at_their_next_piece() {
+    let app = TestApp::spawn_with(|c| c.server.max_body_bytes = LIMIT).await;
+    let key = app.create_key("trial", None).await;
+    let mut count = begin(&app, COUNT, &key, Some(LIMIT), 30 * KIB).await;
+    let mut chat = begin(&app, CHAT, &key, Some(LIMIT), 30 * KIB).await;
+    reading(&app, 60 * KIB).await;
+    let id = app.key_state(&key).id.clone();
+    app.admin(modelrelay::activity::protocol::Request::KeysRevoke { key: id })
+        .await;
+    count.send(KIB).await;
+    chat.send(KIB).await;
+    for held in [count, chat] {
+        let (status, body, _) = held.answer().await;
+        assert_eq!(status, 401, "{body}");
+    }
     reading(&app, 0).await;
 }

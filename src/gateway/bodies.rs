@@ -5,8 +5,14 @@
 //! `count_tokens` takes no place in flight, the chat routes up to `max_in_flight` ×
 //! `server.max_body_bytes` a key (found by an independent check: 22 → 752 MB in 200 s from one
 //! spent Trial key, nothing charged, nothing on the console; a few keys more and the OOM
-//! killer takes every customer's streams with the daemon). So one key may be sending at most
-//! [`PER_KEY`] bodies of the largest size at once, and all keys together [`IN_ALL`].
+//! killer takes every customer's streams with the daemon). So one key's bodies may hold at most
+//! [`PER_KEY`] bodies of the largest size at once, and all keys' together [`IN_ALL`].
+//!
+//! What is counted is what has arrived — the memory — not what a body declares: counted
+//! declared, sixteen Trial keys trickling bodies that declared 8 MiB filled the server's bound
+//! while the daemon held ~30 MB, and every customer met 503 for hours (a re-check). And a
+//! revoked key's bodies stop being read at their next piece: the revocation that ends such an
+//! attack ended none of the bodies already arriving, two hours each at the body timer's rate.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -20,14 +26,18 @@ use crate::activity::ActivityEvent;
 use crate::keys::KeyState;
 use crate::state::AppState;
 
-/// How many bodies of the largest size (`server.max_body_bytes`) one key may be sending at
-/// once: a coding agent's few requests at once are far smaller, and an honest client sends a
-/// body in moments.
-pub const PER_KEY: usize = 2;
+/// How many bodies of the largest size (`server.max_body_bytes`) one key's bodies being read
+/// may hold at once: room for a coding agent's subagents sending large contexts together (six
+/// 5 MB bodies at once met the bound at two; a re-check), while fewer than eight keys cannot
+/// fill the server's bound alone.
+pub const PER_KEY: usize = 4;
 
-/// How many bodies of the largest size all keys together may be sending at once (256 MiB at
+/// How many bodies of the largest size all keys' bodies being read may hold at once (256 MiB at
 /// the default 8 MiB limit, beside the 256 MiB streams may keep for slow readers).
 pub const IN_ALL: usize = 32;
+
+/// How many of the keys sending the most the log names when the server's bound is reached.
+const SENDERS_NAMED: usize = 32;
 
 /// The bytes of bodies being read, in all; each key's are on the key.
 #[derive(Debug)]
@@ -90,8 +100,7 @@ pub struct Reading<'a> {
 }
 
 impl Reading<'_> {
-    /// Count this body as `total` bytes (its declared length up front, or what has arrived):
-    /// refused, nothing more is counted, when the key's or the server's bound would be passed.
+    /// Count this body as `total` bytes (what has arrived): refused, nothing more is counted, when the key's or the server's bound would be passed.
     pub fn grow_to(&mut self, total: usize) -> Result<(), Full> {
         let Some(more) = total.checked_sub(self.bytes).filter(|n| *n > 0) else {
             return Ok(());
@@ -153,23 +162,24 @@ pub async fn read(
     }
     let mut reading = state.bodies.start(key);
     let refused = |full: Full| refuse(state, key, full);
-    // A declared length is counted whole before a byte is read: a body that trickles holds
-    // what it declared from the start, and one that cannot fit is refused at once.
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    if let Some(n) = declared {
-        if n > limit {
-            return Err(GatewayError::RequestTooLarge { limit });
-        }
-        reading.grow_to(n).map_err(refused)?;
+    if declared.is_some_and(|n| n > limit) {
+        return Err(GatewayError::RequestTooLarge { limit });
     }
     // The pieces as they came: one piece (most bodies) is the body itself, not a copy.
     let mut pieces: Vec<Bytes> = Vec::new();
     let mut total = 0usize;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(unread)?;
+        // Revoked meanwhile: read no more of it (one atomic load a piece).
+        if key.status() == crate::keys::KeyStatus::Revoked {
+            return Err(GatewayError::InvalidApiKey(
+                crate::keys::identify::IdentifyError::Revoked.message(),
+            ));
+        }
         let Ok(data) = frame.into_data() else {
             continue;
         };
@@ -216,7 +226,7 @@ fn refuse(state: &AppState, key: &KeyState, full: Full) -> GatewayError {
                     .filter(|(bytes, _)| *bytes > 0)
                     .collect();
                 senders.sort_unstable_by(|a, b| b.cmp(a));
-                senders.truncate(5);
+                senders.truncate(SENDERS_NAMED);
                 let senders = senders
                     .iter()
                     .map(|(bytes, id)| format!("{id} {bytes}"))
@@ -275,8 +285,8 @@ mod tests {
         KeyState::from_record(KeyRecord::for_tests(id, Usd::from_dollars(1)), 60)
     }
 
-    /// A key may be sending two bodies of the largest size, all keys together thirty-two;
-    /// past either the body is refused and counts nothing; what is read is given back.
+    /// A key's bodies may hold four of the largest size, all keys' thirty-two; past either the
+    /// body is refused and counts nothing more; what is read is given back.
     #[test]
     fn bodies_are_bounded_per_key_and_in_all_and_given_back() {
         let bodies = Bodies::new(100);
@@ -285,31 +295,33 @@ mod tests {
         first.grow_to(60).unwrap();
         first.grow_to(100).unwrap();
         first.grow_to(100).unwrap();
-        let mut second = bodies.start(&a);
-        second.grow_to(100).unwrap();
-        let mut third = bodies.start(&a);
-        assert_eq!(third.grow_to(1), Err(Full::Key(200)));
-        assert_eq!(bodies.in_all(), 200);
-        drop(second);
-        third.grow_to(100).unwrap();
-        assert_eq!(first.grow_to(101), Err(Full::Key(200)));
-        drop((first, third));
+        let mut others: Vec<Reading<'_>> = (0..3).map(|_| bodies.start(&a)).collect();
+        for r in &mut others {
+            r.grow_to(100).unwrap();
+        }
+        let mut fifth = bodies.start(&a);
+        assert_eq!(fifth.grow_to(1), Err(Full::Key(400)));
+        assert_eq!(bodies.in_all(), 400);
+        others.pop();
+        fifth.grow_to(100).unwrap();
+        assert_eq!(first.grow_to(101), Err(Full::Key(400)));
+        drop((first, others, fifth));
         assert_eq!(bodies.in_all(), 0);
         assert_eq!(a.reading.load(Ordering::Acquire), 0);
 
-        let keys: Vec<KeyState> = (0..17).map(|i| key(&format!("key_{i}"))).collect();
+        let keys: Vec<KeyState> = (0..9).map(|i| key(&format!("key_{i}"))).collect();
         let mut held = Vec::new();
-        for k in &keys[..16] {
-            for _ in 0..2 {
+        for k in &keys[..8] {
+            for _ in 0..4 {
                 let mut r = bodies.start(k);
                 r.grow_to(100).unwrap();
                 held.push(r);
             }
         }
-        let mut last = bodies.start(&keys[16]);
+        let mut last = bodies.start(&keys[8]);
         assert_eq!(last.grow_to(1), Err(Full::Server));
         // The key's count was given back with the refusal.
-        assert_eq!(keys[16].reading.load(Ordering::Acquire), 0);
+        assert_eq!(keys[8].reading.load(Ordering::Acquire), 0);
         held.pop();
         last.grow_to(100).unwrap();
         drop((held, last));
@@ -334,7 +346,7 @@ mod tests {
                 });
             }
         });
-        assert!(peak.load(Ordering::Acquire) <= 20);
+        assert!(peak.load(Ordering::Acquire) <= 40);
         assert_eq!(a.reading.load(Ordering::Acquire), 0);
         assert_eq!(bodies.in_all(), 0);
     }

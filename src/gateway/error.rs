@@ -307,8 +307,8 @@ impl GatewayError {
                 if *limit == 1 { "" } else { "s" }
             ),
             GatewayError::TooMuchUploading { limit } => format!(
-                "Your key is already sending {limit} bytes of request bodies at once, as much \
-                 as it may. Retry when they have arrived."
+                "Your key's request bodies being sent at once have reached {limit} bytes, as \
+                 much as they may hold. Retry when they have arrived."
             ),
             GatewayError::BudgetHeld { available, held } => format!(
                 "Your requests in progress hold ${held} of your key's budget until they finish, \
