@@ -79,12 +79,21 @@ const SKEW_TOLERATED_MS: i64 = 60_000;
 /// read at `now_ms`), in ms (behind: negative), when more than [`SKEW_TOLERATED_MS`]; `None`
 /// when they agree or the header cannot be read.
 pub fn skew_beyond_tolerance(date: &str, now_ms: i64) -> Option<i64> {
+    skew_of(date, now_ms).filter(|skew| !tolerated(*skew))
+}
+
+/// How far the machine's clock (at `now_ms`) is ahead of the one that wrote `date`, in ms;
+/// `None` when the header cannot be read.
+fn skew_of(date: &str, now_ms: i64) -> Option<i64> {
     let theirs = httpdate::parse_http_date(date.trim()).ok()?;
     let theirs_ms = i64::try_from(theirs.duration_since(UNIX_EPOCH).ok()?.as_millis()).ok()?;
-    let skew = now_ms.saturating_sub(theirs_ms);
-    // Their header drops the milliseconds: up to a second of ours is theirs rounded down.
-    (skew.saturating_sub(999).abs() > SKEW_TOLERATED_MS && skew.abs() > SKEW_TOLERATED_MS)
-        .then_some(skew)
+    Some(now_ms.saturating_sub(theirs_ms))
+}
+
+/// Whether a skew is within [`SKEW_TOLERATED_MS`]. Their header drops the milliseconds: up to
+/// a second of ours is theirs rounded down.
+fn tolerated(skew: i64) -> bool {
+    skew.saturating_sub(999).abs() <= SKEW_TOLERATED_MS || skew.abs() <= SKEW_TOLERATED_MS
 }
 
 /// The machine's clock checked against DeepSeek's `Date` header (with each balance reading).
@@ -98,29 +107,28 @@ pub fn check_against_upstream(date: Option<&str>) {
     /// When last said ([`mono_ms`]).
     static SAID_MS: AtomicI64 = AtomicI64::new(0);
     let Some(date) = date else { return };
-    match skew_beyond_tolerance(date, now_ms()) {
-        Some(skew_ms) => {
-            let first = !OFF.swap(true, Ordering::AcqRel);
-            let now = mono_ms();
-            if first || now.saturating_sub(SAID_MS.load(Ordering::Acquire)) >= 3_600_000 {
-                SAID_MS.store(now, Ordering::Release);
-                tracing::error!(
-                    ahead_secs = skew_ms / 1000,
-                    deepseek_date = date,
-                    "this machine's clock is off DeepSeek's by more than a minute (ahead_secs < 0: \
-                     behind): peak and off-peak prices are chosen by it, so a request made \
-                     within that much of a period's start or end is billed at the other \
-                     period's price; turn on time sync \
-                     (`timedatectl set-ntp true`) and check `timedatectl` says the clock is \
-                     synchronised"
-                );
-            }
+    let Some(skew_ms) = skew_of(date, now_ms()) else {
+        return;
+    };
+    if tolerated(skew_ms) {
+        if OFF.swap(false, Ordering::AcqRel) {
+            tracing::warn!("this machine's clock agrees with DeepSeek's again");
         }
-        None => {
-            if httpdate::parse_http_date(date.trim()).is_ok() && OFF.swap(false, Ordering::AcqRel) {
-                tracing::warn!("this machine's clock agrees with DeepSeek's again");
-            }
-        }
+        return;
+    }
+    let first = !OFF.swap(true, Ordering::AcqRel);
+    let now = mono_ms();
+    if first || now.saturating_sub(SAID_MS.load(Ordering::Acquire)) >= 3_600_000 {
+        SAID_MS.store(now, Ordering::Release);
+        tracing::error!(
+            ahead_secs = skew_ms / 1000,
+            deepseek_date = date,
+            "this machine's clock is off DeepSeek's by more than a minute (ahead_secs < 0: \
+             behind): peak and off-peak prices are chosen by it, so a request made within that \
+             much of a period's start or end is billed at the other period's price; turn on \
+             time sync (`timedatectl set-ntp true`) and check `timedatectl` says the clock is \
+             synchronised"
+        );
     }
 }
 

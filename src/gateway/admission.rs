@@ -227,7 +227,7 @@ fn affordable_bytes(available: Usd, price: Usd) -> usize {
 }
 
 /// The body length the client declared, if it did.
-fn declared_length(headers: &HeaderMap) -> Option<usize> {
+pub(super) fn declared_length(headers: &HeaderMap) -> Option<usize> {
     headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())

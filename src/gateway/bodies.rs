@@ -162,10 +162,7 @@ pub async fn read(
     }
     let mut reading = state.bodies.start(key);
     let refused = |full: Full| refuse(state, key, full);
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
+    let declared = super::admission::declared_length(headers);
     if declared.is_some_and(|n| n > limit) {
         return Err(GatewayError::RequestTooLarge { limit });
     }
