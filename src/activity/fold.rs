@@ -534,6 +534,19 @@ impl<R: Rules> Fold<R> {
         before - self.in_flight.len()
     }
 
+    /// Move the start of every request in flight by `by_ms`: they all started before a step of
+    /// the wall clock of that size, and their stamps are of the clock before it.
+    pub fn shift_in_flight(&mut self, by_ms: i64) {
+        for r in self.in_flight.values_mut() {
+            r.started_ms = r.started_ms.saturating_add(by_ms);
+        }
+    }
+
+    /// The UTC day (days since the epoch) that today's totals count.
+    pub fn day(&self) -> i64 {
+        self.day
+    }
+
     /// Replace today's totals (the UTC `day`'s) and the orders counted in its revenue.
     pub fn set_today(&mut self, day: i64, today: Totals, paid: impl IntoIterator<Item = String>) {
         self.day = day;

@@ -39,7 +39,7 @@ use super::fold::{DAY_MS, day_of};
 use super::protocol::Snapshot;
 use super::views::{key_view, order_view};
 use super::{Activity, ActivityEvent};
-use crate::clock::now_ms;
+use crate::clock::{mono_ms, now_ms};
 use crate::keys::KeyTable;
 use crate::store::{Store, StoreError, Write};
 
@@ -232,7 +232,13 @@ impl Runner {
                 }
                 event = self.rx.recv() => match event {
                     Ok(e) => {
+                        // The clocks before the event (a step moves what was in flight before
+                        // it), the reload after it (the ledger's totals replace the fold's).
+                        let back = self.observe_clocks();
                         self.apply(&e);
+                        if back {
+                            self.stepped_back().await;
+                        }
                         // Let what follows gather, and apply it in one turn (see GATHER).
                         tokio::time::sleep(GATHER).await;
                         match self.drain_in_turns().await {
@@ -250,6 +256,23 @@ impl Runner {
 
     fn apply(&self, e: &ActivityEvent) {
         lock(&self.live).apply(e, now_ms());
+    }
+
+    /// Look at the clocks ([`Live::observe_clocks`]): whether the wall clock stepped back to an
+    /// earlier day than today's totals count.
+    fn observe_clocks(&self) -> bool {
+        lock(&self.live).observe_clocks(now_ms(), mono_ms())
+    }
+
+    /// After a step back across midnight, today (the earlier day) is reloaded from the ledger.
+    async fn stepped_back(&mut self) {
+        tracing::warn!("the wall clock stepped back to an earlier day; reloading its totals");
+        match reload(&self.parts, &self.live).await {
+            Ok(rx) => self.rx = rx,
+            Err(e) => {
+                tracing::error!(error = %e, "activity tracker could not reload; totals may be short")
+            }
+        }
     }
 
     /// Apply everything sent so far.
@@ -306,6 +329,9 @@ impl Runner {
 
     /// A snapshot and a subscription that starts exactly where the snapshot ends.
     async fn handoff(&mut self) -> Result<(Snapshot, Events), TrackerError> {
+        if self.observe_clocks() {
+            self.stepped_back().await;
+        }
         let mut tries = 0;
         loop {
             match self.drain() {

@@ -8,7 +8,7 @@ use foldhash::HashSet;
 
 use super::{FINISHED_KEPT, HITS_PER_KEY, REFUSALS_KEPT};
 use crate::activity::ActivityEvent;
-use crate::activity::fold::{Delivery, FinishedRow, Fold, Rules, UpstreamRule};
+use crate::activity::fold::{Delivery, FinishedRow, Fold, Rules, UpstreamRule, day_of};
 use crate::activity::protocol::{Snapshot, Totals};
 use crate::activity::views::finished_event;
 use crate::money::Usd;
@@ -56,7 +56,13 @@ pub(super) struct Live {
     reloaded_until_ms: i64,
     /// No request lasts longer than this.
     pub(super) max_request_ms: i64,
+    /// The wall clock and the monotonic one at the last look, to notice a step of the first.
+    clocks: Option<(i64, i64)>,
 }
+
+/// A difference between how far the wall clock and the monotonic clock moved since the last
+/// look that counts as a step (NTP slews both alike; only a step moves one alone).
+const STEP_MS: i64 = 1_000;
 
 impl Live {
     /// Nothing tracked yet, for requests that last at most `max_request_ms`.
@@ -78,6 +84,29 @@ impl Live {
             ..Delivery::FRESH
         };
         self.fold.apply(e, delivery);
+    }
+
+    /// Look at both clocks (`wall_ms` unix, `mono_ms` monotonic). When the wall clock stepped
+    /// since the last look, the requests in flight — all started before the step, stamped by
+    /// the clock before it — have their starts moved by the step: their age on the console
+    /// stays true, and a step forward longer than a request can last no longer drops them as
+    /// ended unseen (found by an independent check). Returns whether the wall clock now falls
+    /// on an earlier UTC day than today's totals count: a step back across midnight, after
+    /// which the caller reloads the day from the ledger (the totals only roll forward).
+    pub(super) fn observe_clocks(&mut self, wall_ms: i64, mono_ms: i64) -> bool {
+        if let Some((wall_was, mono_was)) = self.clocks {
+            let step = (wall_ms - wall_was) - (mono_ms - mono_was);
+            if step.abs() > STEP_MS {
+                self.fold.shift_in_flight(step);
+                tracing::info!(
+                    step_ms = step,
+                    in_flight = self.fold.in_flight_count(),
+                    "the wall clock stepped; the starts of the requests in flight follow it"
+                );
+            }
+        }
+        self.clocks = Some((wall_ms, mono_ms));
+        day_of(wall_ms) < self.fold.day()
     }
 
     /// Forget what fell out of the windows.

@@ -87,6 +87,10 @@ fn paid(order_id: &str, dollars: i64, at_ms: i64) -> ActivityEvent {
     }
 }
 
+fn ids_in_flight(s: &Snapshot) -> Vec<&str> {
+    s.in_flight.iter().map(|r| r.request_id.as_str()).collect()
+}
+
 fn ids(events: &[ActivityEvent]) -> Vec<String> {
     events
         .iter()
@@ -132,6 +136,65 @@ fn in_flight_is_oldest_first_and_forgets_requests_older_than_any_can_be() {
     // Their ends were missed (a lag): past the longest possible request they are dropped.
     let s = l.view(T0 + 10 + l.max_request_ms);
     assert!(s.in_flight.is_empty());
+}
+
+#[test]
+fn a_step_of_the_wall_clock_moves_the_starts_of_requests_in_flight() {
+    let mut l = live();
+    let mono = 5_000;
+    assert!(
+        !l.observe_clocks(T0, mono),
+        "the first look only notes the clocks"
+    );
+    l.apply(&started("r1", T0), T0);
+    // Two hours forward in 10 ms of real time: r1 is 10 ms old, not two hours, and is kept
+    // past the longest a request can last as measured by the stepped clock.
+    let step = 2 * HOUR_MS;
+    assert!(!l.observe_clocks(T0 + 10 + step, mono + 10));
+    let s = l.view(T0 + 20 + step);
+    assert_eq!(ids_in_flight(&s), ["r1"]);
+    assert_eq!(s.in_flight[0].started_ms, T0 + step);
+    // A request started after the step keeps its stamp; the monotonic rule still drops both
+    // once they are older than any request can be.
+    l.apply(&started("r2", T0 + 30 + step), T0 + 30 + step);
+    assert!(!l.observe_clocks(T0 + 40 + step, mono + 40));
+    assert_eq!(
+        l.view(T0 + 40 + step).in_flight[1].started_ms,
+        T0 + 30 + step
+    );
+    assert!(
+        l.view(T0 + 30 + step + l.max_request_ms)
+            .in_flight
+            .is_empty()
+    );
+    // Drift within a second is not a step.
+    let mut l = live();
+    l.observe_clocks(T0, mono);
+    l.apply(&started("r3", T0), T0);
+    l.observe_clocks(T0 + 60_900, mono + 60_000);
+    assert_eq!(l.view(T0 + 60_900).in_flight[0].started_ms, T0);
+}
+
+#[test]
+fn a_step_back_across_midnight_asks_for_the_day_again() {
+    let midnight = (day_of(T0) + 1) * DAY_MS;
+    let mut l = live();
+    l.observe_clocks(midnight + 5 * 60_000, 1);
+    l.apply(
+        &finished("a", 100, midnight + 5 * 60_000),
+        midnight + 5 * 60_000,
+    );
+    assert_eq!(l.view(midnight + 5 * 60_000).today.requests, 1);
+    // Ten minutes back: the clock is on yesterday, whose totals the fold rolled past.
+    assert!(l.observe_clocks(midnight - 5 * 60_000, 2));
+    // A step back within the day asks nothing.
+    let mut l = live();
+    l.observe_clocks(midnight + 20 * 60_000, 1);
+    l.apply(
+        &finished("b", 100, midnight + 20 * 60_000),
+        midnight + 20 * 60_000,
+    );
+    assert!(!l.observe_clocks(midnight + 10 * 60_000, 2));
 }
 
 #[test]
