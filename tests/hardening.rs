@@ -49,10 +49,22 @@ async fn the_forwarded_address_keeps_its_port_off_and_garbage_is_unknown() {
         ("198.51.100.7, 203.0.113.9:5555", "203.0.113.9"),
         ("198.51.100.7, [2001:db8::1]:443", "2001:db8::1"),
         ("198.51.100.7, unknown", "unknown"),
+        // Bytes that are not text before the proxy's entry leave the proxy's entry readable;
+        // in it, the client is unknown.
+        ("\u{ff}, 203.0.113.9", "203.0.113.9"),
+        ("198.51.100.7, \u{ff}", "unknown"),
     ] {
+        // `\u{ff}` stands for the raw byte 0xff (a header value is bytes, not text).
+        let raw: Vec<u8> = xff
+            .chars()
+            .map(|c| u8::try_from(u32::from(c)).unwrap())
+            .collect();
         let resp = app
             .chat(&key, &body("deepseek-v4-flash", "hi [[sim reply=1]]"))
-            .header("x-forwarded-for", xff)
+            .header(
+                "x-forwarded-for",
+                reqwest::header::HeaderValue::from_bytes(&raw).unwrap(),
+            )
             .send()
             .await
             .unwrap();

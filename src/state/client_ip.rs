@@ -46,15 +46,28 @@ impl ClientIp {
                 .get_all("x-forwarded-for")
                 .iter()
                 .next_back()
-                .map(|v| v.to_str().ok().and_then(|v| v.rsplit(',').next()));
+                // The last entry alone is decoded: bytes that are not text in what the client
+                // wrote before it made the whole header unreadable, and the client unknown —
+                // another allowance of the per-client limits (found by an independent check).
+                .map(|v| {
+                    v.as_bytes()
+                        .rsplit(|b| *b == b',')
+                        .next()
+                        .and_then(|entry| std::str::from_utf8(entry).ok())
+                });
             return match last {
                 Some(Some(entry)) => parse_forwarded(entry)
                     .map_or(ClientIp::UNKNOWN, |ip| ClientIp(ip.to_canonical())),
-                // A header that is not text: unknown, like any other unparsable entry.
+                // A last entry that is not text: unknown, like any other unparsable entry.
                 Some(None) => ClientIp::UNKNOWN,
                 // No header: the proxy itself (or a local client) is talking.
                 None => ClientIp(peer),
             };
+        }
+        if !FOREIGN_WARNED.load(std::sync::atomic::Ordering::Relaxed)
+            && parts.headers.contains_key("x-forwarded-for")
+        {
+            warn_proxy_not_local(peer);
         }
         ClientIp(peer)
     }
@@ -94,6 +107,26 @@ fn warn_proxy_unset(peer: std::net::IpAddr) {
             %peer,
             "requests from a local proxy carry X-Forwarded-For but server.behind_proxy is false: \
              every customer counts as {peer} for per-client limits; set server.behind_proxy = true"
+        );
+    }
+}
+
+/// Whether [`warn_proxy_not_local`] has spoken.
+static FOREIGN_WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Say once, at the first request that shows it, that `X-Forwarded-For` came from a peer that
+/// is not loopback while `server.behind_proxy` is on: the header is not believed from there, so
+/// if that peer is the operator's proxy (in a container, or connecting to the machine's public
+/// address) every customer counts as the proxy's one address, silently (found by an
+/// independent check). A client reaching the daemon directly shows the same, hence "if".
+fn warn_proxy_not_local(peer: std::net::IpAddr) {
+    if !FOREIGN_WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::warn!(
+            %peer,
+            "a request from {peer}, which is not loopback, carries X-Forwarded-For: it is believed \
+             only from a proxy on loopback. If {peer} is your reverse proxy (in a container, or \
+             connecting to this machine's public address), every customer counts as {peer} for \
+             per-client limits: have it connect to 127.0.0.1 (host networking)"
         );
     }
 }
