@@ -216,6 +216,9 @@ fn init_logging(filter: &str) {
         .with_env_filter(env_filter)
         .with_writer(log_line::SafeStderr)
         .with_ansi(false)
+        // Its own failures would go to stderr with `eprintln!`, which panics when stderr fails
+        // (see `log_line::SafeLine`, which takes every line anyway).
+        .log_internal_errors(false)
         .try_init();
 }
 

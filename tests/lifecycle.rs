@@ -351,6 +351,105 @@ async fn sigterm_lets_a_slow_stream_finish_and_exits_0() {
     assert_eq!(spent_total(&db), cost);
 }
 
+/// A daemon whose log cannot be written (stderr a file on a full disk) serves and bills as
+/// ever, and stops cleanly: the formatter's report of a failed write panicked the thread that
+/// logged (the ledger's writer among them), so the daemon served answers it could not bill
+/// (found by an independent check; before the fix, `serve 2>/dev/full` exited at once).
+#[tokio::test]
+async fn a_daemon_whose_log_cannot_be_written_serves_bills_and_stops_cleanly() {
+    let setup = Setup::new(5).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let toml = std::fs::read_to_string(setup.config())
+        .expect("read config")
+        .replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+        );
+    std::fs::write(setup.config(), toml).expect("write config");
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("open /dev/full");
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .arg("--config")
+        .arg(setup.config())
+        .env_remove("RUST_LOG")
+        .env_remove("MODELRELAY_CONFIG")
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(full))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn modelrelay serve");
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            if let Some(status) = child.try_wait().expect("poll the daemon") {
+                panic!("the daemon exited at start: {status:?}");
+            }
+            if let Ok(r) = http.get(format!("{base}/healthz")).send().await
+                && r.status() == 200
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the daemon serves");
+    let key = setup.create_key().await;
+    let mut rids = Vec::new();
+    for stream in [false, true, false, true] {
+        let mut b = body("deepseek-v4-flash", "hi [[sim reply=5]]");
+        b["stream"] = json!(stream);
+        let resp = http
+            .post(format!("{base}/v1/chat/completions"))
+            .bearer_auth(&key)
+            .json(&b)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), 200);
+        rids.push(request_id(&resp));
+        let text = resp.text().await.expect("the whole answer");
+        assert!(!text.contains("\"error\""), "{text}");
+    }
+    // A request refused with a warning in the log, for a line from the request path.
+    let refused = http
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth("sk-gateway-nosuchkeynosuchkeynosuchkey00")
+        .json(&body("deepseek-v4-flash", "hi"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(refused.status(), 401);
+    kill(
+        Pid::from_raw(child.id().expect("child pid") as i32),
+        Signal::SIGTERM,
+    )
+    .expect("SIGTERM");
+    let status = tokio::time::timeout(PATIENCE, child.wait())
+        .await
+        .expect("the daemon stops")
+        .expect("wait for the daemon");
+    assert!(status.success(), "exit {status:?}");
+    let db = setup.db();
+    let mut sum = 0;
+    for rid in &rids {
+        let (finish, cost) = ledger_row(&db, rid).expect("every answer billed");
+        assert_eq!(finish, "complete", "{rid}");
+        assert!(cost > 0, "{rid}");
+        sum += cost;
+    }
+    assert_eq!(spent_total(&db), sum);
+}
+
 /// The daemon turns transparent huge pages off for itself: with them, the allocator's 2 MiB
 /// arenas made RSS per open stream ~50 % larger and stepped a soak's memory up mid-run.
 #[tokio::test]

@@ -26,16 +26,34 @@ impl<'a> MakeWriter<'a> for SafeStderr {
 }
 
 /// Writes each buffer it is given (the formatter gives one whole event) escaped to `W`.
+///
+/// A line that cannot be written (stderr a file on a full disk, a closed pipe) is dropped, and
+/// the write still reports success: told of the failure, the formatter reports it with
+/// `eprintln!`, which panics when stderr fails, in whichever thread logged — the ledger's
+/// writer died that way on a full disk, and the daemon went on serving answers it could not
+/// bill (found by an independent check).
 #[derive(Debug)]
 pub struct SafeLine<W>(pub W);
 
 impl<W: Write> Write for SafeLine<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // Whatever the line's fate, it is taken.
+        let _ = self.write_escaped(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let _ = self.0.flush();
+        Ok(())
+    }
+}
+
+impl<W: Write> SafeLine<W> {
+    fn write_escaped(&mut self, buf: &[u8]) -> io::Result<()> {
         // Most lines are printable ASCII: a byte test, then no copy.
         let body = buf.strip_suffix(b"\n").unwrap_or(buf);
         if body.iter().all(|b| (0x20..0x7f).contains(b)) {
-            self.0.write_all(buf)?;
-            return Ok(buf.len());
+            return self.0.write_all(buf);
         }
         let text = String::from_utf8_lossy(buf);
         let (body, end) = match text.strip_suffix('\n') {
@@ -43,8 +61,7 @@ impl<W: Write> Write for SafeLine<W> {
             None => (&*text, ""),
         };
         if !body.chars().any(hidden) {
-            self.0.write_all(buf)?;
-            return Ok(buf.len());
+            return self.0.write_all(buf);
         }
         let mut out = String::with_capacity(buf.len() + 16);
         for c in body.chars() {
@@ -55,12 +72,7 @@ impl<W: Write> Write for SafeLine<W> {
             }
         }
         out.push_str(end);
-        self.0.write_all(out.as_bytes())?;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.0.flush()
+        self.0.write_all(out.as_bytes())
     }
 }
 
@@ -76,6 +88,29 @@ mod tests {
         let mut w = SafeLine(Vec::new());
         w.write_all(s.as_bytes()).unwrap();
         String::from_utf8(w.0).unwrap()
+    }
+
+    /// A log destination on a full disk.
+    struct Full;
+
+    impl Write for Full {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::Error::from_raw_os_error(28))
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Err(io::Error::from_raw_os_error(28))
+        }
+    }
+
+    #[test]
+    fn a_line_that_cannot_be_written_is_dropped_not_an_error() {
+        let mut w = SafeLine(Full);
+        for text in ["plain\n", "with \u{1b} escape\n", "名\n"] {
+            assert_eq!(w.write(text.as_bytes()).unwrap(), text.len(), "{text:?}");
+        }
+        w.write_all(b"whole line\n").unwrap();
+        w.flush().unwrap();
     }
 
     #[test]

@@ -10,8 +10,36 @@ use crate::config::{AccountConfig, Config};
 use crate::paypal::simulated::{SimPaypalOptions, SimulatedPaypal};
 use crate::upstream::simulated::{SimOptions, SimulatedDeepSeek};
 
+/// The threads the ledger lives on: its writer (commits), the journal's sync (`full`'s
+/// answers wait on it) and the periodic sync (`normal`).
+const LEDGER_THREADS: [&str; 3] = ["ledger-writer", "ledger-fsync", "ledger-sync"];
+
+/// Exit code of a daemon stopped because a ledger thread died (`EX_SOFTWARE`).
+const LEDGER_DIED: i32 = 70;
+
+/// A panic on a ledger thread ends the process, as a `kill -9` would: left running, the
+/// daemon went on serving answers it could no longer bill (found by an independent check,
+/// whose panic came from a log that could not be written). Every row a client has is in the
+/// journal, which the next start replays; systemd starts it again (`Restart=on-failure`).
+fn exit_when_a_ledger_thread_panics() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        previous(info);
+        let thread = std::thread::current();
+        if let Some(name) = thread.name().filter(|n| LEDGER_THREADS.contains(n)) {
+            tracing::error!(
+                thread = name,
+                "a ledger thread stopped: no answer could be billed; exiting, so that the service \
+                 starts again and replays the ledger's journal"
+            );
+            std::process::exit(LEDGER_DIED);
+        }
+    }));
+}
+
 /// `serve [--demo]`: run the daemon until SIGTERM/SIGINT, then drain.
 pub(super) async fn serve(mut config: Config, demo: bool) -> ExitCode {
+    exit_when_a_ledger_thread_panics();
     let _sim = if demo {
         let sim = match SimulatedDeepSeek::start(SimOptions::demo()).await {
             Ok(s) => s,
