@@ -35,6 +35,10 @@ pub(super) struct Stage {
     bytes: Vec<u8>,
     /// Where the aligned copy is made for a direct write (kept to be reused).
     scratch: Vec<u8>,
+    /// Tests: the next write puts its records on disk and then fails, as a write that ran out
+    /// of room part of the way through.
+    #[cfg(test)]
+    tear_next: bool,
 }
 
 impl Stage {
@@ -54,6 +58,8 @@ impl Stage {
             base: 0,
             bytes: Vec::new(),
             scratch: Vec::new(),
+            #[cfg(test)]
+            tear_next: false,
         };
         if let Some(size) = fill {
             let zeros = vec![0u8; size];
@@ -74,7 +80,11 @@ impl Stage {
     /// Put `records` on disk after those written before, in `file` (the segment's own
     /// descriptor, for when direct writes are refused). On an error nothing new is kept: the
     /// caller's rows must reach the disk another way, and the next write starts where this one
-    /// did. Returns where the next record goes.
+    /// did. Nor is anything new left in the file: a write that ran out of room part of the way
+    /// (a segment grown past the blocks written ahead, on a full disk) left the records before
+    /// the tear whole on disk, and the next start applied them — a row whose answer was
+    /// withheld, and its charge given back, was billed (found by an independent check). So the
+    /// file is cut back to the records written before. Returns where the next record goes.
     pub(super) fn write<'a>(
         &mut self,
         file: &File,
@@ -92,9 +102,24 @@ impl Stage {
                 .and_then(|()| file.sync_data()),
             Err(e) => Err(e),
         };
+        #[cfg(test)]
+        let outcome = match std::mem::take(&mut self.tear_next) {
+            true => outcome.and(Err(std::io::Error::from_raw_os_error(28))),
+            false => outcome,
+        };
         self.bytes = bytes;
         if let Err(e) = outcome {
             self.bytes.truncate(kept);
+            let end = self.base + kept as u64;
+            // Cutting a file back takes no new blocks; it is synced like the records are.
+            if let Err(cut) = file.set_len(end).and_then(|()| file.sync_data()) {
+                tracing::error!(
+                    error = %cut,
+                    path = ?file,
+                    "a failed journal write could not be cut back: rows whose answers were \
+                     withheld may be billed at the next start"
+                );
+            }
             return Err(e);
         }
         let end = self.base + self.bytes.len() as u64;
@@ -192,6 +217,49 @@ mod tests {
             end = stage.write(&file, batch.iter().map(Vec::as_slice)).unwrap();
         }
         (std::fs::read(&path).unwrap(), stage.is_direct(), end)
+    }
+
+    #[test]
+    fn a_write_that_fails_part_way_leaves_no_record_of_it_behind() {
+        for direct in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("1.rows");
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .read(true)
+                .write(true)
+                .open(&path)
+                .unwrap();
+            let mut stage = Stage::open(&path, &file, direct, Some(4096)).unwrap();
+            let first = b"first record\n".to_vec();
+            assert_eq!(
+                stage.write(&file, [first.as_slice()].into_iter()).unwrap(),
+                13
+            );
+            // Records past a block, all on disk before the write "fails".
+            let torn = vec![b'x'; 6000];
+            stage.tear_next = true;
+            assert!(
+                stage
+                    .write(&file, [torn.as_slice(), b"y\n"].into_iter())
+                    .is_err()
+            );
+            let bytes = std::fs::read(&path).unwrap();
+            assert_eq!(
+                bytes, first,
+                "direct {direct}: cut back to the first record"
+            );
+            // The next write goes on from the first record.
+            let next = b"next\n".to_vec();
+            assert_eq!(
+                stage.write(&file, [next.as_slice()].into_iter()).unwrap(),
+                18
+            );
+            let bytes = std::fs::read(&path).unwrap();
+            assert_eq!(&bytes[..18], b"first record\nnext\n");
+            assert!(bytes[18..].iter().all(|&b| b == 0), "direct {direct}");
+        }
     }
 
     #[test]
