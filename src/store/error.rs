@@ -48,6 +48,12 @@ fn damaged_hint(e: &rusqlite::Error) -> &'static str {
             " (the database file is damaged: after a restore, the old modelrelay.db-wal and \
              modelrelay.db-shm must be removed — README, \"Restore\"; else restore a backup)"
         }
+        // A start on a full disk with no WAL to read said only "disk I/O error", which reads
+        // as a failing disk (found by an independent check).
+        Some(rusqlite::ErrorCode::SystemIoFailure) => {
+            " (SQLite could not read or write the file: a full disk does this too — see `df -h` \
+             for the data directory — as does a failing one)"
+        }
         // SQLite names neither the directory nor the user (found by an independent check: an
         // existing database in a directory the daemon's user could not write).
         Some(rusqlite::ErrorCode::ReadOnly) => {
@@ -127,5 +133,8 @@ mod tests {
             readonly.contains("write the database file and its directory"),
             "{readonly}"
         );
+        let io = sqlite(rusqlite::ffi::SQLITE_IOERR).to_string();
+        assert!(io.contains("a full disk does this too"), "{io}");
+        assert!(!busy.contains("full disk"), "{busy}");
     }
 }
