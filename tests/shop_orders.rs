@@ -656,6 +656,41 @@ async fn a_lost_webhook_is_recovered_by_the_order_look_up() {
     assert_eq!(ok.status(), 200);
 }
 
+/// A look-up that finds PayPal holding the order's completed payment while this server cannot
+/// record it (here another program holds the database's write lock; a full disk does the same)
+/// says the payment is pending, not that the order is unpaid; once the database takes writes,
+/// the next look-up issues the one key (found by an independent check: "This order has not
+/// been paid" to a buyer who had).
+#[tokio::test]
+async fn a_payment_found_but_not_recorded_is_not_shown_as_unpaid() {
+    let app = TestApp::spawn_shop().await;
+    let mut b = Browser::open(&app).await;
+    let (order_id, paypal_id) = b.create_order(&app, "trial", "full@example.com").await;
+    app.pp().set_capture_mode(CaptureMode::Pending);
+    assert!(app.pp().approve(&paypal_id));
+    let (_, v) = b.capture(&app, &order_id).await;
+    assert_eq!(v["status"], "pending", "{v}");
+    let _undelivered = app.pp().complete_pending(&paypal_id).unwrap();
+    let state = &app.daemon.as_ref().unwrap().state;
+    let lock = rusqlite::Connection::open(&app.db).unwrap();
+    lock.execute_batch("PRAGMA busy_timeout = 5000; BEGIN IMMEDIATE;")
+        .unwrap();
+    let view = modelrelay::shop::orders::lookup_order(state, &order_id, "full@example.com")
+        .await
+        .unwrap();
+    assert!(view.unrecorded_payment, "{view:?}");
+    assert!(view.api_key.is_none());
+    lock.execute_batch("ROLLBACK;").unwrap();
+    drop(lock);
+    let view = modelrelay::shop::orders::lookup_order(state, &order_id, "full@example.com")
+        .await
+        .unwrap();
+    assert!(!view.unrecorded_payment);
+    assert_eq!(view.status, OrderStatus::Paid);
+    assert!(view.api_key.is_some());
+    assert_eq!(keys_of_order(&app, &order_id), 1);
+}
+
 /// A buyer who approved in PayPal's window but whose tab closed before our capture: the order
 /// look-up captures it (as the checkout would have) and shows the key — it said "awaiting
 /// payment, wait a minute" for good. An order not approved is not captured.

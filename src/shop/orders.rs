@@ -55,6 +55,9 @@ pub struct OrderView {
     /// The order's plan is no longer on sale (taken out of the config or disabled): unpaid,
     /// it can no longer be paid.
     pub plan_withdrawn: bool,
+    /// The look-up found PayPal holding this order's completed payment and could not record
+    /// it now (a full disk): it is not unpaid, and is recorded at a later look-up or webhook.
+    pub unrecorded_payment: bool,
 }
 
 /// What the look-up shows besides the order: the key's sealed copy and when it was replaced.
@@ -147,6 +150,7 @@ pub fn order_view(state: &AppState, order: &Order, shown: &KeyShown) -> OrderVie
         key_kept: o.status == OrderStatus::Refunded && key_status.is_some_and(|s| s != revoked),
         key_revoked: key_status == Some(revoked),
         plan_withdrawn: state.config.plans.get(&o.plan).is_none_or(|p| !p.enabled),
+        unrecorded_payment: false,
     }
 }
 
@@ -266,20 +270,39 @@ pub async fn lookup_order(state: &Arc<AppState>, order_id: &str, email: &str) ->
         .as_ref()
         .map_or("\u{0}no-such-order", |(o, _)| o.record.email.as_str());
     let matches = same_email(stored, email);
+    let mut unrecorded = false;
     if matches
         && let Some((o, _)) = &found
         && matches!(
             o.record.status,
             OrderStatus::Created | OrderStatus::Pending | OrderStatus::Failed
         )
-        && reconcile(state, o).await
     {
-        found = load_shown(state, order_id).await;
+        match reconcile(state, o).await {
+            Reconciled::Nothing => {}
+            Reconciled::Done => found = load_shown(state, order_id).await,
+            Reconciled::Unrecorded => unrecorded = true,
+        }
     }
     match found {
-        Some((o, shown)) if matches => Some(order_view(state, &o, &shown)),
+        Some((o, shown)) if matches => Some(OrderView {
+            unrecorded_payment: unrecorded,
+            ..order_view(state, &o, &shown)
+        }),
         _ => None,
     }
+}
+
+/// What a look-up's [`reconcile`] did.
+enum Reconciled {
+    /// Nothing (PayPal holds no payment to take or record, or could not be asked).
+    Nothing,
+    /// Brought up to date: read the order again.
+    Done,
+    /// PayPal holds a completed payment that could not be recorded now (a full disk): the
+    /// order is not unpaid, whatever its stored status says (the look-up told a buyer who had
+    /// paid "this order has not been paid"; found by an independent check).
+    Unrecorded,
 }
 
 /// Ask PayPal where an unpaid order stands and fulfil it if PayPal holds a completed
@@ -287,18 +310,18 @@ pub async fn lookup_order(state: &Arc<AppState>, order_id: &str, email: &str) ->
 /// An order the buyer approved but that was never captured (the tab closed between PayPal's
 /// window and our capture) is captured now, as the checkout would have: it said "wait a
 /// minute" for good. A top-up is not, if its key was revoked since (no money is taken for a
-/// key that cannot use it). True when something was done.
-async fn reconcile(state: &Arc<AppState>, o: &Order) -> bool {
+/// key that cannot use it).
+async fn reconcile(state: &Arc<AppState>, o: &Order) -> Reconciled {
     let (Some(paypal), Some(paypal_id)) =
         (state.paypal.as_ref(), o.record.paypal_order_id.as_deref())
     else {
-        return false;
+        return Reconciled::Nothing;
     };
     let info = match paypal.get_order(paypal_id).await {
         Ok(info) => info,
         Err(e) => {
             tracing::warn!(order_id = %o.record.order_id, error = %e, "cannot ask PayPal about an order");
-            return false;
+            return Reconciled::Nothing;
         }
     };
     let state = state.clone();
@@ -307,9 +330,16 @@ async fn reconcile(state: &Arc<AppState>, o: &Order) -> bool {
     // Its own task: the look-up's visitor leaving must not cut it short.
     let done = match info.capture {
         Some(c) => {
-            tokio::spawn(async move { crate::shop::fulfil::fulfil(&state, &order_id, &c).await })
-                .await
-                .map(|f| format!("{f:?}"))
+            let fulfilled =
+                tokio::spawn(
+                    async move { crate::shop::fulfil::fulfil(&state, &order_id, &c).await },
+                )
+                .await;
+            if let Ok(crate::shop::fulfil::Fulfilment::Failed(why)) = &fulfilled {
+                tracing::warn!(order_id = %o.record.order_id, why, "PayPal holds this order's payment, which cannot be recorded now; a later look-up or PayPal's webhook records it");
+                return Reconciled::Unrecorded;
+            }
+            fulfilled.map(|f| format!("{f:?}"))
         }
         // A failed order is only brought up to date (a payment recorded `failed` by an earlier
         // version while PayPal held it comes out as held for review), never captured now.
@@ -332,15 +362,15 @@ async fn reconcile(state: &Arc<AppState>, o: &Order) -> bool {
             })
             .await;
             match taken {
-                Ok(None) => return false,
+                Ok(None) => return Reconciled::Nothing,
                 Ok(Some(f)) => Ok(format!("{f:?}")),
                 Err(e) => Err(e),
             }
         }
-        None => return false,
+        None => return Reconciled::Nothing,
     };
     tracing::info!(order_id = %o.record.order_id, ?done, "order reconciled with PayPal");
-    true
+    Reconciled::Done
 }
 
 /// Whether the order may still be paid: a purchase, or a top-up of a key that can use it and

@@ -106,6 +106,9 @@ texts! {
     order_note_unpaid_revoked,
     /// Order look-up note: an unpaid order whose plan is no longer sold (it cannot be paid).
     order_note_unpaid_withdrawn,
+    /// Order look-up note: PayPal holds the order's payment, which could not be recorded just
+    /// now.
+    order_note_unrecorded,
     /// Order look-up note: a refunded top-up (the key stays).
     order_note_refunded_topup,
     /// Order look-up note: a refunded top-up whose key was revoked since.

@@ -55,13 +55,22 @@ struct OrderShown {
 
 impl OrderShown {
     fn new(o: OrderView, t: &Texts, s: &SelfTexts) -> OrderShown {
-        let status_class = match o.status {
+        // A payment PayPal holds and this server could not record yet reads as one pending,
+        // not as unpaid or failed.
+        let status = match o.status {
+            OrderStatus::Created | OrderStatus::Failed if o.unrecorded_payment => {
+                OrderStatus::Pending
+            }
+            status => status,
+        };
+        let status_class = match status {
             OrderStatus::Paid => "good",
             OrderStatus::Created | OrderStatus::Pending | OrderStatus::Review => "warn",
             OrderStatus::Failed | OrderStatus::Refunded => "bad",
         };
         let partly = o.status == OrderStatus::Paid && o.refunded_usd > Usd::ZERO;
         let status_note = match (o.status, o.api_key.is_some(), &o.topped_up) {
+            _ if o.unrecorded_payment => s.order_note_unrecorded,
             (OrderStatus::Paid, _, _) if o.key_revoked => s.order_note_paid_revoked,
             (OrderStatus::Paid, _, _) if partly => s.order_note_partly_refunded,
             (OrderStatus::Refunded, _, _) if o.paid_at.is_none() => s.order_note_refunded_ungiven,
@@ -95,7 +104,7 @@ impl OrderShown {
             .as_deref()
             .map(|at| fill(s.order_replaced, &[("date", &display_time(at))]));
         OrderShown {
-            status_text: t.order_status(o.status),
+            status_text: t.order_status(status),
             status_class,
             status_note,
             order_id: o.order_id,
