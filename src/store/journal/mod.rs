@@ -497,7 +497,10 @@ impl Journal {
         let Ok(mut spares) = self.spares.lock() else {
             return std::fs::remove_file(segment.path());
         };
-        if spares.len() >= MAX_SPARES {
+        // A segment cut back after a failed write (see `staged::Stage::write`) is shorter than
+        // a new one: as a spare it would hold fewer rows than its blocks promise on a full disk.
+        let short = std::fs::metadata(segment.path()).map_or(true, |m| m.len() < NEW_SIZE as u64);
+        if spares.len() >= MAX_SPARES || short {
             return std::fs::remove_file(segment.path());
         }
         // No sync of the directory: if the rename is lost to a power loss, the start replays
