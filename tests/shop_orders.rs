@@ -691,6 +691,34 @@ async fn a_payment_found_but_not_recorded_is_not_shown_as_unpaid() {
     assert_eq!(keys_of_order(&app, &order_id), 1);
 }
 
+/// The same when the look-up itself captures an approved order at PayPal and cannot record it:
+/// the page whose own request just took the money said "not paid" (found by a re-check).
+#[tokio::test]
+async fn a_payment_the_look_up_takes_but_cannot_record_is_not_shown_as_unpaid() {
+    let app = TestApp::spawn_shop().await;
+    let mut b = Browser::open(&app).await;
+    let (order_id, paypal_id) = b.create_order(&app, "trial", "took@example.com").await;
+    assert!(app.pp().approve(&paypal_id));
+    let state = &app.daemon.as_ref().unwrap().state;
+    let lock = rusqlite::Connection::open(&app.db).unwrap();
+    lock.execute_batch("PRAGMA busy_timeout = 5000; BEGIN IMMEDIATE;")
+        .unwrap();
+    let view = modelrelay::shop::orders::lookup_order(state, &order_id, "took@example.com")
+        .await
+        .unwrap();
+    assert_eq!(app.pp().counts().completed_captures, 1);
+    assert!(view.unrecorded_payment, "{view:?}");
+    lock.execute_batch("ROLLBACK;").unwrap();
+    drop(lock);
+    let view = modelrelay::shop::orders::lookup_order(state, &order_id, "took@example.com")
+        .await
+        .unwrap();
+    assert_eq!(view.status, OrderStatus::Paid);
+    assert!(view.api_key.is_some());
+    assert_eq!(keys_of_order(&app, &order_id), 1);
+    assert_eq!(app.pp().counts().completed_captures, 1);
+}
+
 /// A buyer who approved in PayPal's window but whose tab closed before our capture: the order
 /// look-up captures it (as the checkout would have) and shows the key — it said "awaiting
 /// payment, wait a minute" for good. An order not approved is not captured.

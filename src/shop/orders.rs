@@ -363,6 +363,12 @@ async fn reconcile(state: &Arc<AppState>, o: &Order) -> Reconciled {
             .await;
             match taken {
                 Ok(None) => return Reconciled::Nothing,
+                // Captured now (a capture record came back), and not recorded: the look-up
+                // took the money itself, and said "not paid" (found by a re-check).
+                Ok(Some(Ok(crate::shop::fulfil::Fulfilment::Failed(why)))) => {
+                    tracing::warn!(order_id = %o.record.order_id, why, "the look-up captured this order at PayPal and cannot record the payment now; a later look-up or PayPal's webhook records it");
+                    return Reconciled::Unrecorded;
+                }
                 Ok(Some(f)) => Ok(format!("{f:?}")),
                 Err(e) => Err(e),
             }
