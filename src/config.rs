@@ -129,14 +129,14 @@ pub struct ServerConfig {
     /// Client connections served at once; more wait in the listen backlog. Clamped at start
     /// to what the file-descriptor limit allows.
     pub max_connections: usize,
-    /// Seconds a client has to send a request's headers (and to start its first request on a
-    /// new connection); for HTTP/1.1 also how long an idle keep-alive connection is kept.
+    /// Seconds a client has to send a request's headers, from their first byte (and to start
+    /// its first request on a new connection).
     pub header_timeout_secs: u64,
     /// Seconds a request body may take before it must keep arriving at 1 KiB/s on average.
     pub body_timeout_secs: u64,
-    /// Seconds a connection with no request in progress and no traffic is kept (HTTP/2), and
-    /// how long a client may take none of its answers while every request it has in progress
-    /// waits on it (see `server::conn`).
+    /// Seconds a connection with no request in progress and no traffic is kept (HTTP/2;
+    /// HTTP/1.1 keep-alive connections at least 150 s), and how long a client may take none
+    /// of its answers while every request it has in progress waits on it (see `server::conn`).
     pub idle_timeout_secs: u64,
 }
 

@@ -40,6 +40,15 @@ const WATCH_EVERY: Duration = Duration::from_secs(1);
 /// to hyper's 16 KiB.
 const MAX_HEAD_BYTES: usize = 32 * 1024;
 
+/// How long an HTTP/1.1 connection is kept alive with no request (unless
+/// `server.idle_timeout_secs` is longer): longer than the pools of idle connections reverse
+/// proxies keep (Caddy two minutes, Traefik and cloudflared 90 s, nginx's `keepalive_timeout`
+/// 60 s), so that a proxy never sends a request on a connection just as the daemon closes it —
+/// it answers its client an empty 502 then. hyper's header timer closed idle connections after
+/// `server.header_timeout_secs` (30 s; found by an independent check behind Caddy); the header
+/// timeout now runs from a request's first byte (see [`Activity::verdict`]).
+const KEEP_ALIVE: Duration = Duration::from_secs(150);
+
 /// A connection to serve.
 pub(super) struct Connection {
     pub(super) app: App,
@@ -66,6 +75,14 @@ pub(super) struct Activity {
     /// Each answer's own clock (see [`Finished`]): since when (ms after `opened`) it has
     /// waited on the client, `u64::MAX` while it does not. Registered once per answer.
     waits: std::sync::Mutex<Vec<std::sync::Weak<AtomicU64>>>,
+    /// HTTP/1: when (ms after `opened`) the first byte of the next request's head was read
+    /// with no request in progress, `u64::MAX` until then; the head must be whole within the
+    /// header timeout from there.
+    head_since_ms: AtomicU64,
+    /// HTTP/1: an answer said `Connection: close` (its request's body was not read). hyper,
+    /// left with the unread body, may wait for it rather than close: the connection is then
+    /// idle for the header timeout at most, not for the keep-alive.
+    ends_after_answer: AtomicBool,
 }
 
 impl Activity {
@@ -79,6 +96,22 @@ impl Activity {
             progress_ms: AtomicU64::new(0),
             http2: AtomicBool::new(false),
             waits: std::sync::Mutex::new(Vec::new()),
+            head_since_ms: AtomicU64::new(u64::MAX),
+            ends_after_answer: AtomicBool::new(false),
+        }
+    }
+
+    /// Bytes were read: with no request in progress they begin the next request's head.
+    fn read(&self) {
+        if self.in_progress.load(Ordering::Acquire) > 0 {
+            self.mark();
+        } else {
+            let _ = self.head_since_ms.compare_exchange(
+                u64::MAX,
+                self.now_ms(),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
         }
     }
 
@@ -140,6 +173,7 @@ impl Activity {
     pub(super) fn begin(self: &Arc<Self>) -> InProgress {
         self.in_progress.fetch_add(1, Ordering::AcqRel);
         self.requests.fetch_add(1, Ordering::Relaxed);
+        self.head_since_ms.store(u64::MAX, Ordering::Relaxed);
         self.mark();
         InProgress(self.clone())
     }
@@ -186,8 +220,26 @@ impl Activity {
         if self.requests.load(Ordering::Relaxed) == 0 && now > limits.header_timeout {
             return Some("no request within the header timeout");
         }
+        let http2 = self.http2.load(Ordering::Relaxed);
+        // HTTP/1: a head begun must be whole within the header timeout (hyper's own timer is
+        // off: it also closed idle keep-alive connections after that time, see [`KEEP_ALIVE`]).
+        // On HTTP/2 what comes between requests is frames, never a head (hyper bounds those).
+        let head_since = self.head_since_ms.load(Ordering::Relaxed);
+        if !http2
+            && head_since != u64::MAX
+            && now.saturating_sub(Duration::from_millis(head_since)) > limits.header_timeout
+        {
+            return Some("a request's headers did not arrive within the header timeout");
+        }
+        let idle = if http2 {
+            limits.idle_timeout
+        } else if self.ends_after_answer.load(Ordering::Relaxed) {
+            limits.header_timeout
+        } else {
+            limits.idle_timeout.max(KEEP_ALIVE)
+        };
         let last_io = Duration::from_millis(self.last_io_ms.load(Ordering::Relaxed));
-        (now.saturating_sub(last_io) > limits.idle_timeout).then_some("idle")
+        (now.saturating_sub(last_io) > idle).then_some("idle")
     }
 }
 
@@ -253,6 +305,10 @@ impl Connection {
                 // connection after the answer, so say so, or a keep-alive client sends its next
                 // request into a closed socket.
                 if http1 && !ended.load(Ordering::Acquire) {
+                    in_progress
+                        .0
+                        .ends_after_answer
+                        .store(true, Ordering::Relaxed);
                     resp.headers_mut().insert(
                         axum::http::header::CONNECTION,
                         axum::http::HeaderValue::from_static("close"),
@@ -266,7 +322,8 @@ impl Connection {
             .http1()
             .max_buf_size(MAX_HEAD_BYTES)
             .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_timeout);
+            // The watchdog times heads (from their first byte) and idle connections apart.
+            .header_read_timeout(None);
         builder
             .http2()
             .timer(TokioTimer::new())
@@ -337,7 +394,7 @@ impl AsyncRead for Watched {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            self.activity.touch();
+            self.activity.read();
         }
         polled
     }

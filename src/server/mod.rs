@@ -9,13 +9,14 @@
 //!   kernel's backlog until one closes, and those in progress are untouched; one client
 //!   address (not loopback, where a reverse proxy brings everyone from) holds at most a
 //!   quarter of them, and is refused (closed) past that;
-//! - a request's headers must arrive within `server.header_timeout_secs` (hyper's own timer,
-//!   which for HTTP/1.1 also bounds an idle keep-alive connection), and a connection must start
-//!   its first request within that time too;
+//! - a request's headers must arrive within `server.header_timeout_secs` of their first byte,
+//!   and a connection must start its first request within that time too (the watchdog in
+//!   [`conn`]; hyper's own header timer also closed idle keep-alive connections that soon);
 //! - a request body must bring [`body::MIN_RATE`] bytes a second over each stretch of
 //!   `server.body_timeout_secs` (or end within it: [`body::Deadline`]);
 //! - a connection with no request in progress and no traffic for `server.idle_timeout_secs`
-//!   is closed (HTTP/2 has no header timer).
+//!   is closed (HTTP/2 has no header timer); an HTTP/1.1 connection kept alive, after 150 s
+//!   (longer than reverse proxies keep idle connections; see `conn::KEEP_ALIVE`).
 //!
 //! A request in progress is never cut by these: a stream that is slow because the model is
 //! thinking counts as in progress until its response body has been sent.
