@@ -427,6 +427,24 @@ async fn openai_sdk_maps_gateway_errors_to_its_exceptions() {
     assert_rate_limited(&r["rate_limit"]);
 }
 
+/// The streaming example on `/docs`, left after five chunks as a `break` leaves it, stops the
+/// answer there: billed as the client's abort for what was made, not for the whole answer
+/// (a plain `for` loop kept the connection open; found by an independent check).
+#[tokio::test]
+async fn the_docs_streaming_example_left_early_pays_only_for_what_was_made() {
+    let python = venv_python().await;
+    let app = TestApp::spawn().await;
+    let keys = json!({"main": app.create_key("trial", None).await});
+    let r = run_checks(&python, &app, &keys, &["docs_stream_break"]).await;
+    let s = &r["docs_stream_break"];
+    assert_eq!(s["chunks"], 5, "{s:#}");
+    assert_eq!(s["with_block"], true, "{s:#}");
+    let rid = s["request_id"].as_str().expect("a request id");
+    let row = app.wait_ledger_row(rid).await;
+    assert_eq!(row.finish.as_str(), "client_abort", "{row:?}");
+    assert!(row.completion_tokens < 1000, "{row:?}");
+}
+
 #[tokio::test]
 async fn openai_sdk_raises_when_a_stream_fails_mid_way() {
     let python = venv_python().await;

@@ -233,8 +233,60 @@ def check_stream_dropped(base, keys):
     return stream_failure(base, keys, "[[sim reply=10 drop_after=3]]")
 
 
+def check_docs_stream_break(base, keys):
+    """The /docs page's streaming example, run as written (its question given the simulator's
+    markers for a long answer) with the SDK client the page's first example makes, left after
+    five chunks the way a `break` leaves it. The page read the stream in a plain `for` loop:
+    leaving it kept the connection open until Python's cycle collector ran, and the key paid for
+    the whole answer (found by an independent check). The collector is off here, so only the
+    example itself can close the stream. Returns the request id and the chunks read."""
+    import gc
+    import html
+    import re
+    import time
+    import urllib.request
+
+    page = urllib.request.urlopen(base + "/docs").read().decode()
+    section = page[page.index('<section id="python">'):]
+    blocks = re.findall(r"<code>(.*?)</code>", section, re.S)
+    code = next(html.unescape(b) for b in blocks if "stream=True" in b)
+    code = re.sub(
+        r'"content": "[^"]*"', '"content": "[[sim reply=2000 delay_ms=1]] a long story"', code
+    )
+
+    class Left(Exception):
+        pass
+
+    seen = []
+
+    def printing(*args, **kwargs):
+        seen.append(args)
+        if len(seen) == 5:
+            raise Left()
+
+    scope = {"client": client(base, keys["main"]), "print": printing}
+    gc.disable()
+    try:
+        try:
+            exec(code, scope)
+        except Left:
+            pass
+        # The program goes on with other work, longer than the answer takes to make (~2 s):
+        # the answer must not go on with it.
+        time.sleep(5)
+    finally:
+        gc.enable()
+    stream = scope.get("stream")
+    return {
+        "request_id": stream.response.headers.get("x-request-id") if stream is not None else None,
+        "chunks": len(seen),
+        "with_block": "with client.chat.completions.create(" in code,
+    }
+
+
 CHECKS = {
     "chat": check_chat,
+    "docs_stream_break": check_docs_stream_break,
     "stream": check_stream,
     "stream_usage": check_stream_usage,
     "models": check_models,
