@@ -24,7 +24,10 @@ mod start;
 
 pub use client_ip::ClientIp;
 pub use edge::{RequestId, around, edge, new_request_id};
-use start::{DEMO_MARKER, DEMO_TEXT, demo_marker, lock_dir, plans_in_use, private_dir, unopened};
+use start::{
+    DEMO_MARKER, DEMO_TEXT, demo_marker, lock_dir, plans_in_use, private_dir, room_to_start,
+    unopened,
+};
 pub use start::{StartError, data_dir_in_use, io};
 
 /// Everything a handler may need, shared behind an `Arc`.
@@ -168,6 +171,7 @@ impl AppState {
         private_dir(data_dir)?;
         let data_lock = lock_dir(data_dir)?;
         let mark_demo = demo_marker(data_dir, demo)?;
+        room_to_start(data_dir)?;
         let secret_path = config
             .server
             .secret_file
