@@ -77,7 +77,7 @@ pub(super) fn room_to_start(dir: &std::path::Path) -> Result<(), StartError> {
     let Ok(stat) = nix::sys::statvfs::statvfs(dir) else {
         return Ok(());
     };
-    let free = u64::from(stat.blocks_available()).saturating_mul(u64::from(stat.fragment_size()));
+    let free = stat.blocks_available().saturating_mul(stat.fragment_size());
     if free < START_ROOM {
         return Err(StartError::DiskFull {
             dir: dir.display().to_string(),
