@@ -540,8 +540,8 @@ impl GatewayError {
                 .insert("x-should-retry", HeaderValue::from_static("false"));
         }
         // An operator freeing disk space takes a while; an SDK retrying at once only adds
-        // refusals.
-        if matches!(self, GatewayError::NotRecording) {
+        // refusals. A withheld answer's 503 says the same (it had none; found by a re-check).
+        if matches!(self, GatewayError::NotRecording | GatewayError::NotRecorded) {
             resp.headers_mut().insert(
                 "retry-after",
                 HeaderValue::from(NOT_RECORDING_RETRY_AFTER_SECS),
@@ -609,6 +609,18 @@ mod tests {
             "{}",
             m(5_000_000, false)
         );
+    }
+
+    #[test]
+    fn the_refusals_of_a_ledger_that_cannot_record_say_when_to_retry() {
+        for (what, e) in [
+            ("refused", GatewayError::NotRecording),
+            ("withheld", GatewayError::NotRecorded),
+        ] {
+            let resp = e.into_response();
+            assert_eq!(resp.status(), 503, "{what}");
+            assert_eq!(resp.headers()["retry-after"], "30", "{what}");
+        }
     }
 
     #[test]
