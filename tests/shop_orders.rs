@@ -671,24 +671,38 @@ async fn a_payment_found_but_not_recorded_is_not_shown_as_unpaid() {
     let (_, v) = b.capture(&app, &order_id).await;
     assert_eq!(v["status"], "pending", "{v}");
     let _undelivered = app.pp().complete_pending(&paypal_id).unwrap();
-    let state = &app.daemon.as_ref().unwrap().state;
-    let lock = rusqlite::Connection::open(&app.db).unwrap();
-    lock.execute_batch("PRAGMA busy_timeout = 5000; BEGIN IMMEDIATE;")
-        .unwrap();
-    let view = modelrelay::shop::orders::lookup_order(state, &order_id, "full@example.com")
-        .await
-        .unwrap();
-    assert!(view.unrecorded_payment, "{view:?}");
-    assert!(view.api_key.is_none());
-    lock.execute_batch("ROLLBACK;").unwrap();
-    drop(lock);
-    let view = modelrelay::shop::orders::lookup_order(state, &order_id, "full@example.com")
-        .await
-        .unwrap();
+    let (locked, view) = look_up_locked_then_free(&app, &order_id, "full@example.com").await;
+    assert!(locked.unrecorded_payment, "{locked:?}");
+    assert!(locked.api_key.is_none());
     assert!(!view.unrecorded_payment);
     assert_eq!(view.status, OrderStatus::Paid);
     assert!(view.api_key.is_some());
     assert_eq!(keys_of_order(&app, &order_id), 1);
+}
+
+/// The order look-up while another program holds the database's write lock (the payment
+/// cannot be recorded, as on a full disk), then again once the lock is let go.
+async fn look_up_locked_then_free(
+    app: &TestApp,
+    order_id: &str,
+    email: &str,
+) -> (
+    modelrelay::shop::orders::OrderView,
+    modelrelay::shop::orders::OrderView,
+) {
+    let state = &app.daemon.as_ref().unwrap().state;
+    let lock = rusqlite::Connection::open(&app.db).unwrap();
+    lock.execute_batch("PRAGMA busy_timeout = 5000; BEGIN IMMEDIATE;")
+        .unwrap();
+    let locked = modelrelay::shop::orders::lookup_order(state, order_id, email)
+        .await
+        .unwrap();
+    lock.execute_batch("ROLLBACK;").unwrap();
+    drop(lock);
+    let free = modelrelay::shop::orders::lookup_order(state, order_id, email)
+        .await
+        .unwrap();
+    (locked, free)
 }
 
 /// The same when the look-up itself captures an approved order at PayPal and cannot record it:
@@ -699,20 +713,8 @@ async fn a_payment_the_look_up_takes_but_cannot_record_is_not_shown_as_unpaid() 
     let mut b = Browser::open(&app).await;
     let (order_id, paypal_id) = b.create_order(&app, "trial", "took@example.com").await;
     assert!(app.pp().approve(&paypal_id));
-    let state = &app.daemon.as_ref().unwrap().state;
-    let lock = rusqlite::Connection::open(&app.db).unwrap();
-    lock.execute_batch("PRAGMA busy_timeout = 5000; BEGIN IMMEDIATE;")
-        .unwrap();
-    let view = modelrelay::shop::orders::lookup_order(state, &order_id, "took@example.com")
-        .await
-        .unwrap();
-    assert_eq!(app.pp().counts().completed_captures, 1);
-    assert!(view.unrecorded_payment, "{view:?}");
-    lock.execute_batch("ROLLBACK;").unwrap();
-    drop(lock);
-    let view = modelrelay::shop::orders::lookup_order(state, &order_id, "took@example.com")
-        .await
-        .unwrap();
+    let (locked, view) = look_up_locked_then_free(&app, &order_id, "took@example.com").await;
+    assert!(locked.unrecorded_payment, "{locked:?}");
     assert_eq!(view.status, OrderStatus::Paid);
     assert!(view.api_key.is_some());
     assert_eq!(keys_of_order(&app, &order_id), 1);

@@ -203,6 +203,20 @@ mod tests {
     /// the file's bytes, whether it was written directly, and the end the stage gave.
     fn written(direct: bool, batches: &[Vec<Vec<u8>>], fill: usize) -> (Vec<u8>, bool, u64) {
         let dir = tempfile::tempdir().unwrap();
+        let (path, file, mut stage) = segment(&dir, direct, fill);
+        let mut end = 0;
+        for batch in batches {
+            end = stage.write(&file, batch.iter().map(Vec::as_slice)).unwrap();
+        }
+        (std::fs::read(&path).unwrap(), stage.is_direct(), end)
+    }
+
+    /// A new segment in `dir` of `fill` zeros, and its stage.
+    fn segment(
+        dir: &tempfile::TempDir,
+        direct: bool,
+        fill: usize,
+    ) -> (std::path::PathBuf, File, Stage) {
         let path = dir.path().join("1.rows");
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -211,27 +225,15 @@ mod tests {
             .write(true)
             .open(&path)
             .unwrap();
-        let mut stage = Stage::open(&path, &file, direct, Some(fill)).unwrap();
-        let mut end = 0;
-        for batch in batches {
-            end = stage.write(&file, batch.iter().map(Vec::as_slice)).unwrap();
-        }
-        (std::fs::read(&path).unwrap(), stage.is_direct(), end)
+        let stage = Stage::open(&path, &file, direct, Some(fill)).unwrap();
+        (path, file, stage)
     }
 
     #[test]
     fn a_write_that_fails_part_way_leaves_no_record_of_it_behind() {
         for direct in [false, true] {
             let dir = tempfile::tempdir().unwrap();
-            let path = dir.path().join("1.rows");
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(true)
-                .read(true)
-                .write(true)
-                .open(&path)
-                .unwrap();
-            let mut stage = Stage::open(&path, &file, direct, Some(4096)).unwrap();
+            let (path, file, mut stage) = segment(&dir, direct, 4096);
             let first = b"first record\n".to_vec();
             assert_eq!(
                 stage.write(&file, [first.as_slice()].into_iter()).unwrap(),
