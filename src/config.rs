@@ -130,13 +130,14 @@ pub struct ServerConfig {
     /// to what the file-descriptor limit allows.
     pub max_connections: usize,
     /// Seconds a client has to send a request's headers, from their first byte (and to start
-    /// its first request on a new connection).
+    /// its first request on a new connection); also how long an idle HTTP/1.1 connection from
+    /// a client not on loopback is kept (one from loopback, the reverse proxy: 150 s).
     pub header_timeout_secs: u64,
     /// Seconds a request body may take before it must keep arriving at 1 KiB/s on average.
     pub body_timeout_secs: u64,
-    /// Seconds a connection with no request in progress and no traffic is kept (HTTP/2;
-    /// HTTP/1.1 keep-alive connections at least 150 s), and how long a client may take none
-    /// of its answers while every request it has in progress waits on it (see `server::conn`).
+    /// Seconds a connection with no request in progress and no traffic is kept (HTTP/2; for
+    /// HTTP/1.1 see `header_timeout_secs`), and how long a client may take none of its
+    /// answers while every request it has in progress waits on it (see `server::conn`).
     pub idle_timeout_secs: u64,
 }
 

@@ -40,13 +40,17 @@ const WATCH_EVERY: Duration = Duration::from_secs(1);
 /// to hyper's 16 KiB.
 const MAX_HEAD_BYTES: usize = 32 * 1024;
 
-/// How long an HTTP/1.1 connection is kept alive with no request (unless
-/// `server.idle_timeout_secs` is longer): longer than the pools of idle connections reverse
-/// proxies keep (Caddy two minutes, Traefik and cloudflared 90 s, nginx's `keepalive_timeout`
-/// 60 s), so that a proxy never sends a request on a connection just as the daemon closes it —
-/// it answers its client an empty 502 then. hyper's header timer closed idle connections after
-/// `server.header_timeout_secs` (30 s; found by an independent check behind Caddy); the header
-/// timeout now runs from a request's first byte (see [`Activity::verdict`]).
+/// How long an HTTP/1.1 connection from loopback — where the reverse proxy is — is kept alive
+/// with no request (unless `server.idle_timeout_secs` is longer): longer than the pools of
+/// idle connections reverse proxies keep (Caddy two minutes, Traefik and cloudflared 90 s,
+/// nginx's `keepalive_timeout` 60 s), so that a proxy never sends a request on a connection
+/// just as the daemon closes it — it answers its client an empty 502 then. hyper's header
+/// timer closed idle connections after `server.header_timeout_secs` (30 s; found by an
+/// independent check behind Caddy); the header timeout now runs from a request's first byte
+/// (see [`Activity::verdict`]). Other clients keep the shorter of the header and idle
+/// timeouts, as before: an idle connection holds a slot, and a client reaching the daemon
+/// directly could hold its share of them with a request every 150 s (found by a re-check:
+/// with every slot taken, a new client waited 150 s).
 const KEEP_ALIVE: Duration = Duration::from_secs(150);
 
 /// A connection to serve.
@@ -83,10 +87,12 @@ pub(super) struct Activity {
     /// left with the unread body, may wait for it rather than close: the connection is then
     /// idle for the header timeout at most, not for the keep-alive.
     ends_after_answer: AtomicBool,
+    /// The peer is loopback (a reverse proxy): HTTP/1 keep-alive for [`KEEP_ALIVE`].
+    loopback: bool,
 }
 
 impl Activity {
-    fn new() -> Activity {
+    fn new(loopback: bool) -> Activity {
         Activity {
             opened: Instant::now(),
             last_io_ms: AtomicU64::new(0),
@@ -98,6 +104,7 @@ impl Activity {
             waits: std::sync::Mutex::new(Vec::new()),
             head_since_ms: AtomicU64::new(u64::MAX),
             ends_after_answer: AtomicBool::new(false),
+            loopback,
         }
     }
 
@@ -235,8 +242,10 @@ impl Activity {
             limits.idle_timeout
         } else if self.ends_after_answer.load(Ordering::Relaxed) {
             limits.header_timeout
-        } else {
+        } else if self.loopback {
             limits.idle_timeout.max(KEEP_ALIVE)
+        } else {
+            limits.idle_timeout.min(limits.header_timeout)
         };
         let last_io = Duration::from_millis(self.last_io_ms.load(Ordering::Relaxed));
         (now.saturating_sub(last_io) > idle).then_some("idle")
@@ -271,7 +280,7 @@ impl Connection {
             tracing::debug!(addr = %self.addr, "client hung up before its connection was served");
             return;
         }
-        let activity = Arc::new(Activity::new());
+        let activity = Arc::new(Activity::new(self.addr.ip().to_canonical().is_loopback()));
         let io = TokioIo::new(Watched {
             inner: tcp,
             activity: activity.clone(),
@@ -531,3 +540,6 @@ impl http_body::Body for Finished {
         self.inner.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests;

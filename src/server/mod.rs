@@ -15,8 +15,9 @@
 //! - a request body must bring [`body::MIN_RATE`] bytes a second over each stretch of
 //!   `server.body_timeout_secs` (or end within it: [`body::Deadline`]);
 //! - a connection with no request in progress and no traffic for `server.idle_timeout_secs`
-//!   is closed (HTTP/2 has no header timer); an HTTP/1.1 connection kept alive, after 150 s
-//!   (longer than reverse proxies keep idle connections; see `conn::KEEP_ALIVE`).
+//!   is closed (HTTP/2 has no header timer); an HTTP/1.1 connection kept alive, after the
+//!   header timeout, or 150 s from loopback (a reverse proxy keeps idle connections that long;
+//!   see `conn::KEEP_ALIVE`).
 //!
 //! A request in progress is never cut by these: a stream that is slow because the model is
 //! thinking counts as in progress until its response body has been sent.
