@@ -267,8 +267,14 @@ impl Runner {
     /// After a step back across midnight, today (the earlier day) is reloaded from the ledger.
     async fn stepped_back(&mut self) {
         tracing::warn!("the wall clock stepped back to an earlier day; reloading its totals");
+        self.reload().await;
+    }
+
+    /// Reload today from the ledger and follow the bus from the new subscription.
+    async fn reload(&mut self) {
         match reload(&self.parts, &self.live).await {
             Ok(rx) => self.rx = rx,
+            // Go on from the oldest event the bus still holds.
             Err(e) => {
                 tracing::error!(error = %e, "activity tracker could not reload; totals may be short")
             }
@@ -318,13 +324,7 @@ impl Runner {
             missed,
             "the activity tracker fell behind the bus; reloading today's state from the database"
         );
-        match reload(&self.parts, &self.live).await {
-            Ok(rx) => self.rx = rx,
-            // Go on from the oldest event the bus still holds.
-            Err(e) => {
-                tracing::error!(error = %e, "activity tracker could not reload; totals may be short")
-            }
-        }
+        self.reload().await;
     }
 
     /// A snapshot and a subscription that starts exactly where the snapshot ends.

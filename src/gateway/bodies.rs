@@ -100,7 +100,8 @@ pub struct Reading<'a> {
 }
 
 impl Reading<'_> {
-    /// Count this body as `total` bytes (what has arrived): refused, nothing more is counted, when the key's or the server's bound would be passed.
+    /// Count this body as `total` bytes (what has arrived): refused, nothing more is counted,
+    /// when the key's or the server's bound would be passed.
     pub fn grow_to(&mut self, total: usize) -> Result<(), Full> {
         let Some(more) = total.checked_sub(self.bytes).filter(|n| *n > 0) else {
             return Ok(());
