@@ -234,3 +234,45 @@ async fn the_checkout_api_refuses_an_oversized_body_in_its_json_shape() {
         assert_eq!(v["error"]["code"], code, "{v}");
     }
 }
+
+/// An order made while the database cannot commit (here another program holds its write lock,
+/// as a `sqlite3` shell left in a transaction does; a full disk fails the same way) is refused
+/// with 503 `service_unavailable` and `Retry-After`, before PayPal is asked for anything — it
+/// was a 500 `internal_error` (found by an independent check) — and the same browser's order
+/// goes through once the lock is let go.
+#[tokio::test]
+async fn an_order_the_database_cannot_record_now_is_a_503_to_retry() {
+    let app = TestApp::spawn_shop().await;
+    let mut b = crate::shop_orders::Browser::open(&app).await;
+    let lock = rusqlite::Connection::open(&app.db).unwrap();
+    lock.execute_batch("PRAGMA busy_timeout = 5000; BEGIN IMMEDIATE;")
+        .unwrap();
+    let resp = app
+        .http
+        .post(format!("{}/api/orders", app.base))
+        .header(COOKIE, b.cookie_header())
+        .header("x-csrf-token", &b.csrf)
+        .json(&json!({"plan": "trial", "email": "full@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    lock.execute_batch("ROLLBACK;").unwrap();
+    drop(lock);
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "30");
+    assert_eq!(
+        resp.text().await.unwrap(),
+        json!({"error": {
+            "message": "Orders cannot be taken right now; nothing has been charged. Please try \
+                        again in a few minutes.",
+            "type": "server_error",
+            "param": null,
+            "code": "service_unavailable"
+        }})
+        .to_string()
+    );
+    assert_eq!(app.pp().counts().create_calls, 0, "PayPal was not asked");
+    let (order_id, _) = b.create_order(&app, "trial", "full@example.com").await;
+    assert!(order_id.starts_with("ord_"));
+    assert_eq!(app.pp().counts().creates, 1);
+}

@@ -35,6 +35,7 @@
     // Else the server's English message showed on the Chinese page (found by a review of the
     // Chinese texts).
     internal_error: 'server-error', payments_unavailable: 'unconfigured',
+    service_unavailable: 'busy',
     // Not sent for what this page posts; a reload gets a page that posts it right.
     invalid_request: 'reload', request_too_large: 'reload', not_found: 'reload'
   };

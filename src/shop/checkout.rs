@@ -172,7 +172,7 @@ pub async fn create(
     };
     if let Err(e) = state.store.write(write).await {
         tracing::error!(error = %e, "order not stored");
-        return Err(ShopError::Internal);
+        return Err(not_stored(&e));
     }
     let paypal_order_id = open_at_paypal(&state, paypal, &order_id, plan).await?;
     state.activity.emit(ActivityEvent::OrderCreated {
@@ -260,9 +260,21 @@ async fn open_at_paypal(
     };
     if let Err(e) = state.store.write(write).await {
         tracing::error!(error = %e, "PayPal order id not stored");
-        return Err(ShopError::Internal);
+        return Err(not_stored(&e));
     }
     Ok(created.id)
+}
+
+/// The buyer's answer when an order's write failed: a database that cannot commit now (a full
+/// disk, a lock another program holds) is a 503 to try again later, as the gateway's own
+/// refusals then are (it was a 500 `internal_error`, found by an independent check); anything
+/// else is our fault.
+fn not_stored(e: &crate::store::StoreError) -> ShopError {
+    if e.is_transient() {
+        ShopError::NotRecording
+    } else {
+        ShopError::Internal
+    }
 }
 
 /// The order cookie: this browser only, never sent cross-site.

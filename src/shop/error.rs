@@ -84,6 +84,13 @@ pub enum ShopError {
     /// 500: our own fault during checkout (database, RNG, a task that died).
     #[error("Please retry.")]
     Internal,
+    /// 503: the order could not be recorded now (the database cannot commit: a full disk, a
+    /// lock another program holds), before anything was asked of the buyer; nothing charged.
+    #[error(
+        "Orders cannot be taken right now; nothing has been charged. Please try again in a few \
+         minutes."
+    )]
+    NotRecording,
     /// 401: `/api/usage` without a key of ours.
     #[error(transparent)]
     InvalidApiKey(#[from] IdentifyError),
@@ -160,9 +167,9 @@ impl ShopError {
             ShopError::PlanNotFound | ShopError::OrderNotFound | ShopError::NoSuchEndpoint => {
                 StatusCode::NOT_FOUND
             }
-            ShopError::PaymentsUnavailable | ShopError::PaymentNotRecorded => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ShopError::PaymentsUnavailable
+            | ShopError::PaymentNotRecorded
+            | ShopError::NotRecording => StatusCode::SERVICE_UNAVAILABLE,
             ShopError::NotApproved | ShopError::PlanWithdrawn | ShopError::OrderExpired => {
                 StatusCode::CONFLICT
             }
@@ -194,6 +201,7 @@ impl ShopError {
             | ShopError::PaypalCaptureFailed
             | ShopError::PaypalIncomplete => "payment_provider_error",
             ShopError::PaymentNotRecorded => "payment_not_recorded",
+            ShopError::NotRecording => "service_unavailable",
             ShopError::Internal | ShopError::UsageUnavailable => "internal_error",
             ShopError::InvalidApiKey(_) => "invalid_api_key",
             ShopError::UnknownKey => "unknown_key",
@@ -263,6 +271,12 @@ impl IntoResponse for ShopError {
             r.headers_mut()
                 .insert(axum::http::header::RETRY_AFTER, wait.into());
         }
+        // As the gateway's refusals while nothing can be recorded (a full disk is freed by
+        // hand, so soon is the best guess).
+        if self == ShopError::NotRecording {
+            r.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, 30.into());
+        }
         r
     }
 }
@@ -317,6 +331,7 @@ mod tests {
             PlanWithdrawn,
             PaymentNotRecorded,
             Internal,
+            NotRecording,
             UnknownKey,
             GrantExpired,
             KeyRevoked,

@@ -130,6 +130,7 @@ pub static EN: Texts = Texts {
     js_paid_elsewhere: "This order is paid. For safety its key is shown only in the browser that paid; look it up with your order ID and email.",
     js_key_replaced: "This order is paid, and its key has since been replaced: the new key was shown once, when it was made. The dashboard shows its balance.",
     js_server_error: "Something went wrong on our side. Please try again in a moment.",
+    js_busy: "Orders cannot be taken right now; nothing has been charged. Please try again in a few minutes.",
     js_not_approved: "The payment has not been approved at PayPal yet. Please try again.",
     js_declined: "The payment did not go through and no key was issued. You can try again.",
     js_refunded: "This order was refunded. Look it up with its ID and your email to see what that did to its key.",

@@ -256,6 +256,8 @@ texts! {
     js_key_replaced,
     /// Checkout script: the server failed (500): try again.
     js_server_error,
+    /// Checkout script: the order could not be recorded now (503): nothing charged, try later.
+    js_busy,
     /// Checkout script: not approved at PayPal yet.
     js_not_approved,
     /// Checkout script: payment declined.

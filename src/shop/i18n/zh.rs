@@ -130,6 +130,7 @@ pub static ZH: Texts = Texts {
     js_paid_elsewhere: "该订单已付款。为安全起见，key 只在付款的浏览器中显示；你可以凭订单号和邮箱查看。",
     js_key_replaced: "该订单已付款，其 key 之后已被更换：新 key 只在生成时显示过一次。“用量查询”页面可查看其余额。",
     js_server_error: "服务器出错，请稍后重试。",
+    js_busy: "暂时无法下单，未产生任何扣款。请几分钟后再试。",
     js_not_approved: "这笔付款尚未在 PayPal 确认，请重试。",
     js_declined: "付款未成功，没有发放 key。你可以重试。",
     js_refunded: "该订单已退款。凭订单号和邮箱查询订单，可查看这对其 key 的影响。",
