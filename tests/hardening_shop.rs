@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use modelrelay::paypal::simulated::CaptureMode;
-use modelrelay::shop::limits::WEBHOOKS_PER_MINUTE;
+use modelrelay::shop::limits::{ORDERS_PER_MINUTE, WEBHOOKS_PER_MINUTE};
 use modelrelay::shop::webhooks::MAX_EVENT_BYTES;
 use reqwest::header::{COOKIE, SET_COOKIE};
 use serde_json::{Value, json};
@@ -275,4 +275,63 @@ async fn an_order_the_database_cannot_record_now_is_a_503_to_retry() {
     let (order_id, _) = b.create_order(&app, "trial", "full@example.com").await;
     assert!(order_id.starts_with("ord_"));
     assert_eq!(app.pp().counts().creates, 1);
+}
+
+/// New orders from many addresses together stop at [`ORDERS_PER_MINUTE`]: each one is a row
+/// kept and a call to PayPal under the operator's account, and the per-address limit alone let
+/// many addresses make them without end. The one past the allowance is a 503 with
+/// `Retry-After: 60`, before PayPal is asked; orders refused for their own fault (an unknown
+/// plan) do not use the allowance.
+#[tokio::test]
+async fn new_orders_from_all_addresses_together_are_capped_a_minute() {
+    let app = TestApp::spawn_shop_with(|c| c.server.behind_proxy = true).await;
+    let from = |i: u32| Some(format!("10.9.{}.{}", i / 200, i % 200 + 1));
+    let mut bad = crate::shop_orders::Browser::open_from(&app, from(999)).await;
+    for _ in 0..5 {
+        let (status, v) = bad
+            .post_json(
+                &app,
+                "/api/orders",
+                &json!({"plan": "nope", "email": "a@b.co"}),
+            )
+            .await;
+        assert_eq!(status, 404, "{v}");
+    }
+    // Five orders from each address (under the per-address limit, 10 a minute) until one is
+    // refused. The allowance gives one back a second, so a slow machine gets a few more.
+    let started = Instant::now();
+    let mut made = 0u32;
+    let refused = loop {
+        assert!(made < 3 * ORDERS_PER_MINUTE, "never refused");
+        let b = crate::shop_orders::Browser::open_from(&app, from(made / 5)).await;
+        let resp = app
+            .http
+            .post(format!("{}/api/orders", app.base))
+            .header(COOKIE, b.cookie_header())
+            .header("x-csrf-token", &b.csrf)
+            .header("X-Forwarded-For", from(made / 5).unwrap())
+            .json(&json!({"plan": "trial", "email": "many@b.co"}))
+            .send()
+            .await
+            .unwrap();
+        if resp.status() != 200 {
+            break resp;
+        }
+        made += 1;
+    };
+    let refill = u32::try_from(started.elapsed().as_secs()).unwrap() + 1;
+    assert!(
+        (ORDERS_PER_MINUTE..=ORDERS_PER_MINUTE + refill).contains(&made),
+        "{made} orders in {refill} s"
+    );
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "60");
+    let v: Value = refused.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "service_unavailable", "{v}");
+    assert_eq!(app.pp().counts().creates, u64::from(made));
+    assert_eq!(
+        app.pp().counts().create_calls,
+        u64::from(made),
+        "PayPal was not asked"
+    );
 }

@@ -131,6 +131,19 @@ pub async fn create(
     {
         return Err(ShopError::KeyFull);
     }
+    // Last of the checks: an order refused for its own fault does not use the shared allowance.
+    if state.shop_limits.create_order_all.check().is_err() {
+        static SAID: crate::clock::Rationed = crate::clock::Rationed::new();
+        if let Some(held) = SAID.due() {
+            tracing::warn!(
+                since_last_said = held,
+                per_minute = super::limits::ORDERS_PER_MINUTE,
+                "new orders refused: more came from all addresses together than the shop takes a \
+                 minute (said at most once a minute)"
+            );
+        }
+        return Err(ShopError::OrdersPaused);
+    }
     let kind = if topup_key.is_some() {
         OrderKind::TopUp
     } else {

@@ -91,6 +91,13 @@ pub enum ShopError {
          minutes."
     )]
     NotRecording,
+    /// 503: more new orders came from all addresses together in the last minute than the shop
+    /// takes ([`super::limits::ORDERS_PER_MINUTE`]); nothing was asked of PayPal.
+    #[error(
+        "Orders cannot be taken right now; nothing has been charged. Please try again in a few \
+         minutes."
+    )]
+    OrdersPaused,
     /// 401: `/api/usage` without a key of ours.
     #[error(transparent)]
     InvalidApiKey(#[from] IdentifyError),
@@ -169,7 +176,8 @@ impl ShopError {
             }
             ShopError::PaymentsUnavailable
             | ShopError::PaymentNotRecorded
-            | ShopError::NotRecording => StatusCode::SERVICE_UNAVAILABLE,
+            | ShopError::NotRecording
+            | ShopError::OrdersPaused => StatusCode::SERVICE_UNAVAILABLE,
             ShopError::NotApproved | ShopError::PlanWithdrawn | ShopError::OrderExpired => {
                 StatusCode::CONFLICT
             }
@@ -201,7 +209,7 @@ impl ShopError {
             | ShopError::PaypalCaptureFailed
             | ShopError::PaypalIncomplete => "payment_provider_error",
             ShopError::PaymentNotRecorded => "payment_not_recorded",
-            ShopError::NotRecording => "service_unavailable",
+            ShopError::NotRecording | ShopError::OrdersPaused => "service_unavailable",
             ShopError::Internal | ShopError::UsageUnavailable => "internal_error",
             ShopError::InvalidApiKey(_) => "invalid_api_key",
             ShopError::UnknownKey => "unknown_key",
@@ -273,9 +281,15 @@ impl IntoResponse for ShopError {
         }
         // As the gateway's refusals while nothing can be recorded (a full disk is freed by
         // hand, so soon is the best guess).
-        if self == ShopError::NotRecording {
+        let wait = match self {
+            ShopError::NotRecording => Some(30),
+            // The shared allowance gives one order back a second; a minute is what the text says.
+            ShopError::OrdersPaused => Some(60),
+            _ => None,
+        };
+        if let Some(wait) = wait {
             r.headers_mut()
-                .insert(axum::http::header::RETRY_AFTER, 30.into());
+                .insert(axum::http::header::RETRY_AFTER, wait.into());
         }
         r
     }
@@ -332,6 +346,7 @@ mod tests {
             PaymentNotRecorded,
             Internal,
             NotRecording,
+            OrdersPaused,
             UnknownKey,
             GrantExpired,
             KeyRevoked,

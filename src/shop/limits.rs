@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 
-use governor::{DefaultKeyedRateLimiter, Quota};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
 
 /// Per-IP limits against guessing and abuse on the storefront's sensitive endpoints.
 pub struct ShopLimits {
@@ -14,6 +14,10 @@ pub struct ShopLimits {
     pub dashboard: DefaultKeyedRateLimiter<IpAddr>,
     /// `POST /api/orders` (order spam).
     pub create_order: DefaultKeyedRateLimiter<IpAddr>,
+    /// `POST /api/orders` from every address together: [`ORDERS_PER_MINUTE`]. Each order is
+    /// a row kept and a call to PayPal's API under the operator's account, and the per-address
+    /// limit alone let many addresses (an IPv6 block has many /64s) make them without end.
+    pub create_order_all: DefaultDirectRateLimiter,
     /// `POST /api/orders/{id}/capture` (each call may reach PayPal).
     pub capture: DefaultKeyedRateLimiter<IpAddr>,
     /// `POST /webhooks/paypal` (each delivery that looks like an event costs a call to
@@ -32,6 +36,11 @@ pub struct ShopLimits {
 /// Replacements of one key allowed in a row, and again per hour after them: a customer
 /// replacing a key that leaked (and once more for a slip) is far inside it.
 pub const ROTATIONS_PER_HOUR: u32 = 5;
+
+/// New orders taken a minute from all addresses together (a burst of as many, then one a second):
+/// far above what a small shop sells, far below what would fill its disk or get its PayPal
+/// account throttled.
+pub const ORDERS_PER_MINUTE: u32 = 60;
 
 /// Webhook deliveries taken per address and minute. PayPal delivers a few a minute from any one
 /// of its addresses, retries included; a burst of a hundred from one address is not PayPal.
@@ -76,6 +85,9 @@ impl Default for ShopLimits {
             order_lookup: per_minute(10),
             dashboard: per_minute(20),
             create_order: per_minute(10),
+            create_order_all: DefaultDirectRateLimiter::direct(Quota::per_minute(
+                NonZeroU32::new(ORDERS_PER_MINUTE).unwrap_or(NonZeroU32::MIN),
+            )),
             capture: per_minute(30),
             webhook: per_minute(WEBHOOKS_PER_MINUTE),
             rotate: per_minute(10),
