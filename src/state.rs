@@ -25,8 +25,8 @@ mod start;
 pub use client_ip::ClientIp;
 pub use edge::{RequestId, around, edge, new_request_id};
 use start::{
-    DEMO_MARKER, DEMO_TEXT, demo_marker, lock_dir, plans_in_use, private_dir, room_to_start,
-    unopened,
+    DEMO_MARKER, DEMO_TEXT, demo_database, demo_marker, lock_dir, mark_demo_database, plans_in_use,
+    private_dir, room_to_start, unopened,
 };
 pub use start::{StartError, data_dir_in_use, io};
 
@@ -178,6 +178,7 @@ impl AppState {
             .clone()
             .unwrap_or_else(|| data_dir.join("secret.key"));
         let db_path = data_dir.join("modelrelay.db");
+        demo_database(&db_path, demo)?;
         let (store, records) = Store::open_with(
             &db_path,
             config.store.sync,
@@ -230,6 +231,10 @@ impl AppState {
             let marker = data_dir.join(DEMO_MARKER);
             std::fs::write(&marker, DEMO_TEXT)
                 .map_err(io(format!("cannot write {}", marker.display())))?;
+        }
+        if demo {
+            // Every demo start, so a directory a demo made before the mark existed gets it too.
+            mark_demo_database(&db_path)?;
         }
         tracing::info!(
             sync = match config.store.sync {

@@ -823,6 +823,19 @@ async fn one_daemon_per_data_dir_and_a_clean_stop_leaves_the_database_file_whole
 async fn demo_data_and_real_data_never_share_a_directory() {
     let demo = Setup::new(10).await;
     let mut served = demo.serve_with(&["--demo"]).await;
+    let _key = demo.create_key().await;
+    // A backup of the demo's database, as README's "Backup" takes one.
+    let backup = demo.dir.path().join("demo-backup.db");
+    let out = Command::new(BIN)
+        .arg("backup")
+        .arg(&backup)
+        .arg("--socket")
+        .arg(demo.socket())
+        .env_remove("MODELRELAY_CONFIG")
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
     served.signal(Signal::SIGTERM);
     assert!(served.exit().await.success(), "{}", served.log());
     assert!(demo.dir.path().join("DEMO").exists());
@@ -833,6 +846,23 @@ async fn demo_data_and_real_data_never_share_a_directory() {
     let mut again = demo.serve_with(&["--demo"]).await;
     again.signal(Signal::SIGTERM);
     assert!(again.exit().await.success(), "{}", again.log());
+    // The mark is in the database too: without the `DEMO` file (deleted, or the database
+    // copied or restored elsewhere) a real start still refuses it (found by an independent
+    // check: a demo's backup restored for real served its keys with the real account).
+    std::fs::remove_file(demo.dir.path().join("DEMO")).unwrap();
+    let (status, err) = demo.serve_refused(&demo.config(), &[]).await;
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("was made by `serve --demo`"), "{err}");
+    let restored = Setup::new(10).await;
+    std::fs::copy(&backup, restored.dir.path().join("modelrelay.db")).unwrap();
+    std::fs::copy(
+        demo.dir.path().join("secret.key"),
+        restored.dir.path().join("secret.key"),
+    )
+    .unwrap();
+    let (status, err) = restored.serve_refused(&restored.config(), &[]).await;
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("was made by `serve --demo`"), "{err}");
 
     let real = Setup::new(10).await;
     let mut served = real.serve().await;

@@ -199,6 +199,50 @@ pub(super) fn demo_marker(dir: &std::path::Path, demo: bool) -> Result<bool, Sta
     }
 }
 
+/// The database header's `application_id` of a database a demo made ("MRDM"): the mark goes
+/// wherever the database goes — a backup, a copy of the file alone, a directory whose `DEMO`
+/// file was deleted — where the `DEMO` file alone stayed behind (found by an independent check:
+/// a demo's backup restored for real served its keys with the operator's DeepSeek account).
+pub(super) const DEMO_APPLICATION_ID: i32 = 0x4d52_444d;
+
+/// Refuse a real start on a database a demo made ([`DEMO_APPLICATION_ID`]), read before the
+/// store opens it (so nothing is written to it). A file that cannot be read here is left for the
+/// store to report.
+pub(super) fn demo_database(db: &std::path::Path, demo: bool) -> Result<(), StartError> {
+    use rusqlite::OpenFlags;
+    if demo || !db.exists() {
+        return Ok(());
+    }
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let id = rusqlite::Connection::open_with_flags(db, flags).and_then(|c| {
+        c.busy_timeout(std::time::Duration::from_secs(5))?;
+        c.query_row("PRAGMA application_id", [], |r| r.get::<_, i32>(0))
+    });
+    if matches!(id, Ok(DEMO_APPLICATION_ID)) {
+        return Err(StartError::DemoMix(format!(
+            "the database {} was made by `serve --demo` (its keys were sold through the \
+             simulated PayPal, and would spend your real DeepSeek balance): a demo's database, \
+             or a backup of one, cannot be served for real. Restore a backup of the real \
+             database, or start with an empty data directory",
+            db.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Mark the demo's database ([`DEMO_APPLICATION_ID`]), once the store has made or opened it.
+pub(super) fn mark_demo_database(db: &std::path::Path) -> Result<(), StartError> {
+    rusqlite::Connection::open(db)
+        .and_then(|c| {
+            c.busy_timeout(std::time::Duration::from_secs(5))?;
+            c.execute_batch(&format!("PRAGMA application_id = {DEMO_APPLICATION_ID}"))
+        })
+        .map_err(|e| StartError::Database {
+            path: db.display().to_string(),
+            source: crate::store::StoreError::Sqlite(e),
+        })
+}
+
 /// How many keys `sealer` does not open (sealed with another secret), and the newest of them;
 /// `None` when it opens every one. All are tried, not only the newest: a key sold under a wrong
 /// secret became the newest, and the next start said nothing of the older keys it could not
