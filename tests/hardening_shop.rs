@@ -335,3 +335,43 @@ async fn new_orders_from_all_addresses_together_are_capped_a_minute() {
         "PayPal was not asked"
     );
 }
+
+/// No key is sold that no DeepSeek account could serve (found by an independent check: with a
+/// mistyped upstream key the shop sold keys that got only 502s). An account whose key
+/// DeepSeek refused at its balance check, or every account disabled, stops new orders with a
+/// 503 before PayPal is asked; an account back in service lets them go through again.
+#[tokio::test]
+async fn no_key_is_sold_while_no_deepseek_account_may_serve() {
+    let wrong = TestApp::spawn_shop_with(|c| c.upstream.api_key = "sk-mistyped".into()).await;
+    let mut b = crate::shop_orders::Browser::open(&wrong).await;
+    let order = json!({"plan": "trial", "email": "early@b.co"});
+    // The balance check runs as the daemon starts.
+    let mut answer = (0, Value::Null);
+    for _ in 0..100 {
+        answer = b.post_json(&wrong, "/api/orders", &order).await;
+        if answer.0 != 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(answer.0, 503, "{}", answer.1);
+    assert_eq!(answer.1["error"]["code"], "service_unavailable");
+    let before = wrong.pp().counts().create_calls;
+    assert_eq!(b.post_json(&wrong, "/api/orders", &order).await.0, 503);
+    assert_eq!(wrong.pp().counts().create_calls, before, "PayPal not asked");
+    // The account's last error says why, for `upstream status`.
+    let state = &wrong.daemon.as_ref().unwrap().state;
+    let last = state.upstream.account("default").unwrap().last_error();
+    assert!(last.unwrap().0.contains("refuses this account's API key"));
+
+    let app = TestApp::spawn_shop().await;
+    let state = &app.daemon.as_ref().unwrap().state;
+    let mut b = crate::shop_orders::Browser::open(&app).await;
+    assert!(state.upstream.set_enabled("default", false).is_some());
+    let (status, v) = b.post_json(&app, "/api/orders", &order).await;
+    assert_eq!(status, 503, "{v}");
+    assert_eq!(app.pp().counts().create_calls, 0);
+    assert!(state.upstream.set_enabled("default", true).is_some());
+    b.create_order(&app, "trial", "early@b.co").await;
+    assert_eq!(app.pp().counts().creates, 1);
+}

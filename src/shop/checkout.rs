@@ -131,6 +131,20 @@ pub async fn create(
     {
         return Err(ShopError::KeyFull);
     }
+    // A key sold while no DeepSeek account may serve could only get 502s (found by an
+    // independent check: a mistyped upstream key, and the shop sold keys regardless).
+    if state.upstream.none_may_serve() {
+        static SAID: crate::clock::Rationed = crate::clock::Rationed::new();
+        if let Some(held) = SAID.due() {
+            tracing::error!(
+                since_last_said = held,
+                "new orders refused: no DeepSeek account is in service (every one disabled or \
+                 its API key refused; see `modelrelay upstream status`), so a key sold now could \
+                 not be used (said at most once a minute)"
+            );
+        }
+        return Err(ShopError::NoUpstream);
+    }
     // Last of the checks: an order refused for its own fault does not use the shared allowance.
     if state.shop_limits.create_order_all.check().is_err() {
         static SAID: crate::clock::Rationed = crate::clock::Rationed::new();

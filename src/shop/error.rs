@@ -98,6 +98,13 @@ pub enum ShopError {
          minutes."
     )]
     OrdersPaused,
+    /// 503: no DeepSeek account may serve (every one disabled, or its key refused): a key sold
+    /// now could not be used; nothing was asked of PayPal.
+    #[error(
+        "Orders cannot be taken right now; nothing has been charged. Please try again in a few \
+         minutes."
+    )]
+    NoUpstream,
     /// 401: `/api/usage` without a key of ours.
     #[error(transparent)]
     InvalidApiKey(#[from] IdentifyError),
@@ -177,7 +184,8 @@ impl ShopError {
             ShopError::PaymentsUnavailable
             | ShopError::PaymentNotRecorded
             | ShopError::NotRecording
-            | ShopError::OrdersPaused => StatusCode::SERVICE_UNAVAILABLE,
+            | ShopError::OrdersPaused
+            | ShopError::NoUpstream => StatusCode::SERVICE_UNAVAILABLE,
             ShopError::NotApproved | ShopError::PlanWithdrawn | ShopError::OrderExpired => {
                 StatusCode::CONFLICT
             }
@@ -209,7 +217,9 @@ impl ShopError {
             | ShopError::PaypalCaptureFailed
             | ShopError::PaypalIncomplete => "payment_provider_error",
             ShopError::PaymentNotRecorded => "payment_not_recorded",
-            ShopError::NotRecording | ShopError::OrdersPaused => "service_unavailable",
+            ShopError::NotRecording | ShopError::OrdersPaused | ShopError::NoUpstream => {
+                "service_unavailable"
+            }
             ShopError::Internal | ShopError::UsageUnavailable => "internal_error",
             ShopError::InvalidApiKey(_) => "invalid_api_key",
             ShopError::UnknownKey => "unknown_key",
@@ -284,7 +294,7 @@ impl IntoResponse for ShopError {
         let wait = match self {
             ShopError::NotRecording => Some(30),
             // The shared allowance gives one order back a second; a minute is what the text says.
-            ShopError::OrdersPaused => Some(60),
+            ShopError::OrdersPaused | ShopError::NoUpstream => Some(60),
             _ => None,
         };
         if let Some(wait) = wait {
@@ -347,6 +357,7 @@ mod tests {
             Internal,
             NotRecording,
             OrdersPaused,
+            NoUpstream,
             UnknownKey,
             GrantExpired,
             KeyRevoked,

@@ -126,6 +126,11 @@ pub struct Account {
     /// A half-open trial is under way.
     trial: AtomicBool,
     disabled_by_operator: AtomicBool,
+    /// Its last balance check answered 401 and no answer of it has come since: the key is
+    /// likely wrong. Not acted on by the requests (a passing 401 of the balance endpoint would
+    /// take a working account out), but the storefront sells no key while every account is
+    /// disabled or so (see [`Account::may_serve`]).
+    key_refused: AtomicBool,
     /// Requests sent (attempts) and failed attempts.
     pub requests: AtomicU64,
     /// Smooth weighted round robin's running score among equally full accounts
@@ -167,6 +172,7 @@ impl Account {
             streams_broke: AtomicBool::new(false),
             trial: AtomicBool::new(false),
             disabled_by_operator: AtomicBool::new(false),
+            key_refused: AtomicBool::new(false),
             requests: AtomicU64::new(0),
             turn: AtomicI64::new(0),
             errors: AtomicU64::new(0),
@@ -314,6 +320,9 @@ impl Account {
     /// its state changed.
     pub(super) fn succeeded(&self) -> bool {
         self.trial.store(false, Ordering::Release);
+        if self.key_refused.load(Ordering::Relaxed) {
+            self.key_refused.store(false, Ordering::Release);
+        }
         let was = self
             .state
             .compare_exchange(1, 0, Ordering::AcqRel, Ordering::Acquire)
@@ -393,6 +402,21 @@ impl Account {
     /// Disabled by DeepSeek (a probe may bring it back).
     pub(super) fn disabled_by_upstream(&self) -> bool {
         self.state() == AccountState::Disabled && !self.disabled_by_operator.load(Ordering::Acquire)
+    }
+
+    /// What its balance check said of its key: `true` for a 401 (noted as its last error),
+    /// `false` for a reading. See the field.
+    pub(super) fn key_checked(&self, refused: bool) {
+        if refused {
+            self.note_error("the balance check: DeepSeek refuses this account's API key (401)");
+        }
+        self.key_refused.store(refused, Ordering::Release);
+    }
+
+    /// Whether it may serve requests as far as anyone knows: not disabled, and its key not
+    /// refused at the last balance check with no answer since.
+    pub fn may_serve(&self) -> bool {
+        self.state() != AccountState::Disabled && !self.key_refused.load(Ordering::Acquire)
     }
 
     /// Turned off by the operator (only the operator turns it back on).

@@ -159,6 +159,13 @@ impl Upstream {
         &self.pool
     }
 
+    /// True when no account may serve as far as anyone knows (see [`Account::may_serve`]):
+    /// every one disabled, or its key refused at its last balance check. The storefront then
+    /// sells no key that could not be used.
+    pub fn none_may_serve(&self) -> bool {
+        !self.pool.accounts.iter().any(|a| a.may_serve())
+    }
+
     /// Attempts that failed over to another account since start.
     pub fn failovers(&self) -> u64 {
         self.failovers.load(Ordering::Relaxed)

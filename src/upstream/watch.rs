@@ -134,6 +134,7 @@ async fn fetch(http: &reqwest::Client, a: &Account) -> Result<Balance, String> {
         .await
         .map_err(|e| failed("balance answer cut", &e))?;
     if status == reqwest::StatusCode::UNAUTHORIZED {
+        a.key_checked(true);
         // Said loudly (a mistyped key otherwise showed as healthy until a customer's 502; found
         // by an independent check), but not acted on: a balance endpoint's passing 401 took a
         // working account out of service until the next probe, minutes of 502s with one
@@ -147,6 +148,7 @@ async fn fetch(http: &reqwest::Client, a: &Account) -> Result<Balance, String> {
     if !status.is_success() {
         return Err(format!("balance request answered {status}"));
     }
+    a.key_checked(false);
     balance::parse(&body, now_ms())
 }
 
