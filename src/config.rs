@@ -222,9 +222,11 @@ impl UpstreamConfig {
     /// `api_key`.
     pub fn resolved_accounts(&self) -> Vec<Account> {
         let base = |b: &str| {
-            if b.is_empty() { &self.base_url } else { b }
-                .trim_end_matches('/')
-                .to_string()
+            let b = if b.is_empty() { &self.base_url } else { b }.trim_end_matches('/');
+            // DeepSeek gives `https://api.deepseek.com/v1` as an OpenAI base URL too (the `v1`
+            // is no model version), but serves its Anthropic endpoint and the balance only at
+            // the root: with `/v1` kept, both were 404s (found by an independent check).
+            b.strip_suffix("/v1").unwrap_or(b).to_string()
         };
         if self.accounts.is_empty() {
             return vec![Account {

@@ -46,9 +46,17 @@ fn judge(result: Result<u16, String>, latency_ms: u64) -> UpstreamHealth {
     match result {
         Ok(status) => {
             let error = match status {
+                // Reachable, the key accepted (a 429 is DeepSeek busy, not down).
+                200..=299 | 429 => None,
                 401 | 403 => Some(format!("upstream rejected the API key ({status})")),
                 s if s >= 500 => Some(format!("upstream answered {s}")),
-                _ => None,
+                // A 404 or a redirect: `base_url` leads somewhere that is not DeepSeek's API
+                // (found by an independent check: `…/chat/completions` as the base URL, every
+                // request a 502, and this said `ok`).
+                s => Some(format!(
+                    "upstream answered {s} to GET <base_url>/models: upstream.base_url may not \
+                     lead to DeepSeek's API"
+                )),
             };
             UpstreamHealth {
                 ok: error.is_none(),
@@ -229,4 +237,28 @@ pub async fn healthz(State(state): State<Arc<AppState>>, ip: ClientIp) -> Respon
         axum::Json(body),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only an answer that shows DeepSeek's API there, with the key accepted, is fine.
+    #[test]
+    fn a_probe_is_fine_only_where_deepseeks_api_answers() {
+        for ok in [200, 204, 429] {
+            assert!(judge(Ok(ok), 1).ok, "{ok}");
+        }
+        for bad in [301, 302, 400, 401, 403, 404, 405, 500, 502] {
+            let h = judge(Ok(bad), 1);
+            assert!(!h.ok && h.error.is_some(), "{bad}");
+        }
+        assert!(
+            judge(Ok(404), 1)
+                .error
+                .unwrap()
+                .contains("upstream.base_url")
+        );
+        assert!(!judge(Err("cannot connect".into()), 1).ok);
+    }
 }
