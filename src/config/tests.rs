@@ -470,3 +470,49 @@ fn a_base_url_ending_in_v1_is_deepseeks_root() {
         assert_eq!(c.upstream.resolved_accounts()[0].base_url, used, "{given}");
     }
 }
+
+/// `server.public_url` is the site's root: a path (`/v1` gave `/v1/v1/…` in /docs), a query or
+/// a fragment is refused with the key named; a trailing slash is not.
+#[test]
+fn a_public_url_with_a_path_query_or_fragment_is_refused() {
+    jailed(|jail| {
+        for bad in [
+            "https://api.example.com/v1",
+            "https://example.com/relay",
+            "https://example.com?x=1",
+            "https://example.com/relay?x=1#frag",
+        ] {
+            let err = error_of(jail, &format!("[server]\npublic_url = {bad:?}\n"));
+            assert!(err.contains("must be the site's root"), "{bad}: {err}");
+        }
+        let c = load_file(
+            jail,
+            "[server]\npublic_url = \"https://api.example.com/\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.server.public_url, "https://api.example.com");
+    });
+}
+
+/// A site behind a proxy, or taking live payments, whose public URL is still this machine's
+/// own is warned about (README's proxy setup keeps `listen` at its default, so the warning on
+/// a moved `listen` never fired); so is live PayPal over plain HTTP.
+#[test]
+fn a_public_site_whose_public_url_is_local_or_plain_http_is_warned_about() {
+    let said = |c: &Config, what: &str| c.warnings().iter().any(|w| w.contains(what));
+    let mut c = Config::default();
+    assert!(!said(&c, "this machine's own address"));
+    c.server.behind_proxy = true;
+    assert!(said(&c, "this machine's own address"));
+    c.server.behind_proxy = false;
+    c.paypal.env = PaypalEnv::Live;
+    assert!(said(&c, "this machine's own address"));
+    c.server.public_url = "http://shop.example.com".into();
+    assert!(!said(&c, "this machine's own address"));
+    assert!(said(&c, "over plain HTTP"));
+    c.server.public_url = "https://shop.example.com".into();
+    assert!(!said(&c, "over plain HTTP"));
+    c.server.public_url = "http://[::1]:8080".into();
+    c.server.behind_proxy = true;
+    assert!(said(&c, "this machine's own address"));
+}

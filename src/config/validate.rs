@@ -57,6 +57,20 @@ impl Config {
                 "server.public_url = {:?} must be an http:// or https:// URL with a host (and nothing else: no spaces or line breaks)",
                 s.public_url
             ));
+        } else if s
+            .public_url
+            .split_once("://")
+            .is_some_and(|(_, rest)| rest.trim_end_matches('/').contains(['/', '?', '#']))
+        {
+            // `…/v1` gave customers `…/v1/v1/chat/completions` in /docs, and the pages link
+            // from the root, so no prefix can work (found by an independent check).
+            e.push(format!(
+                "server.public_url = {:?} must be the site's root, its scheme and host only (e.g. \
+                 \"https://api.example.com\"): no path (the gateway adds /v1 itself; the pages \
+                 link from the root, so the site cannot live under a path prefix), query or \
+                 fragment",
+                s.public_url
+            ));
         }
         if s.max_body_bytes == 0 {
             e.push("server.max_body_bytes must be greater than 0".into());

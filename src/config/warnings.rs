@@ -121,6 +121,42 @@ impl Config {
                 defaults.public_url, self.server.listen
             ));
         }
+        // A public site (behind a proxy, or taking real payments) whose public URL is this
+        // machine's own, or plain HTTP (found by an independent check: README's proxy setup
+        // keeps `listen` at its default, so the warning above never fired).
+        let live = self.paypal.env == super::PaypalEnv::Live;
+        let local = self
+            .server
+            .public_url
+            .parse::<hyper::Uri>()
+            .ok()
+            .and_then(|u| u.host().map(str::to_owned))
+            .is_some_and(|h| {
+                h == "localhost"
+                    || h.trim_matches(['[', ']'])
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            });
+        if local && (self.server.behind_proxy || live) && self.server.listen == defaults.listen {
+            w.push(format!(
+                "server.public_url is {:?}, this machine's own address, while {}: the docs, the \
+                 checkout's PayPal return links and mails give customers that address; set \
+                 server.public_url to the https:// address they use",
+                self.server.public_url,
+                if self.server.behind_proxy {
+                    "server.behind_proxy is on"
+                } else {
+                    "paypal.env is live"
+                }
+            ));
+        } else if live && self.server.public_url.starts_with("http://") {
+            w.push(format!(
+                "server.public_url is {:?} with paypal.env = live: keys would be shown and \
+                 payments made over plain HTTP; serve the site over TLS (README's reverse proxy) \
+                 and give its https:// address",
+                self.server.public_url
+            ));
+        }
         // What `serve` would only say in its log (found by an independent check: a newcomer's
         // `check-config` was clean while the storefront could not take a payment).
         if self.paypal.client_id.trim().is_empty() {
