@@ -178,3 +178,81 @@ async fn an_http2_answer_left_untaken_closes_the_connection_whatever_else_moves(
     // The cheap requests were answered whole meanwhile (DATA frames came).
     assert!(frames_of(&got).any(|(kind, _)| kind == 0), "{got:?}");
 }
+
+/// A literal header (HPACK, without indexing, new name): names and values under 127 bytes.
+fn literal(name: &str, value: &str) -> Vec<u8> {
+    let mut h = vec![0x00, name.len() as u8];
+    h.extend_from_slice(name.as_bytes());
+    h.push(value.len() as u8);
+    h.extend_from_slice(value.as_bytes());
+    h
+}
+
+/// One answer left untaken on an HTTP/2 connection ends the connection's new requests
+/// (GOAWAY), not the other answers on it: a stream read normally beside it goes on to its end,
+/// and only then is the connection closed. It was cut at once — behind a proxy that speaks
+/// HTTP/2 to the daemon, other customers' streams, billed as their aborts (found by an
+/// independent check).
+#[tokio::test]
+async fn an_untaken_http2_answer_does_not_cut_the_others_on_its_connection() {
+    let app = TestApp::spawn_with(|c| {
+        c.server.header_timeout_secs = 1;
+        c.server.body_timeout_secs = 1;
+        c.server.idle_timeout_secs = 1;
+    })
+    .await;
+    let key = app.create_key("pro", None).await;
+    let body = serde_json::json!({
+        "model": "deepseek-v4-flash",
+        "stream": true,
+        "messages": [{"role": "user", "content": "[[sim reply=40 delay_ms=100]] hi"}],
+    })
+    .to_string();
+    // Every stream's window 0; stream 1 (no key: a 401 with a body) is never given one.
+    let mut hello = frame(4, 0, 0, &[0x00, 0x04, 0, 0, 0, 0]);
+    hello.extend(h2_get(1, "/v1/models"));
+    // Stream 3: a streamed chat of ~4 s, its window opened.
+    let mut head = vec![0x83, 0x86, 0x04, 20];
+    head.extend_from_slice(b"/v1/chat/completions");
+    head.extend(literal("authorization", &format!("Bearer {key}")));
+    head.extend(literal("content-type", "application/json"));
+    hello.extend(frame(1, 0x4, 3, &head));
+    hello.extend(frame(0, 0x1, 3, body.as_bytes()));
+    hello.extend(frame(8, 0, 3, &1_000_000u32.to_be_bytes()));
+    hello.extend(frame(8, 0, 0, &1_000_000u32.to_be_bytes()));
+    let got = pinging(&app, &hello, 40)
+        .await
+        .expect("closed within 12 s, once stream 3 ended");
+    let frames: Vec<(u8, u8, u32, &[u8])> = {
+        let mut at = 0usize;
+        std::iter::from_fn(|| {
+            let h = got.get(at..at + 9)?;
+            let len = (usize::from(h[0]) << 16) | (usize::from(h[1]) << 8) | usize::from(h[2]);
+            let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
+            let payload = got.get(at + 9..at + 9 + len)?;
+            at += 9 + len;
+            Some((h[3], h[4], stream, payload))
+        })
+        .collect()
+    };
+    let goaway = frames.iter().position(|f| f.0 == 7).expect("a GOAWAY came");
+    let streamed: Vec<u8> = frames
+        .iter()
+        .filter(|f| f.0 == 0 && f.2 == 3)
+        .flat_map(|f| f.3.to_vec())
+        .collect();
+    let text = String::from_utf8_lossy(&streamed);
+    assert!(
+        text.contains("data: [DONE]"),
+        "stream 3 ended whole: {text}"
+    );
+    let end = frames
+        .iter()
+        .position(|f| f.0 == 0 && f.2 == 3 && f.1 & 1 == 1)
+        .expect("stream 3's END_STREAM");
+    assert!(goaway < end, "the GOAWAY came while stream 3 still ran");
+    assert!(
+        !frames.iter().any(|f| f.0 == 0 && f.2 == 1),
+        "stream 1 took nothing"
+    );
+}

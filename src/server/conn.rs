@@ -89,6 +89,10 @@ pub(super) struct Activity {
     ends_after_answer: AtomicBool,
     /// The peer is loopback (a reverse proxy): HTTP/1 keep-alive for [`KEEP_ALIVE`].
     loopback: bool,
+    /// HTTP/2: the connection takes no new requests (a GOAWAY went: the daemon is stopping,
+    /// or an answer of it was left untaken, see [`Activity::stalled_answer`]); it closes once
+    /// what it still has in progress is answered or left untaken.
+    draining: AtomicBool,
 }
 
 impl Activity {
@@ -105,6 +109,7 @@ impl Activity {
             head_since_ms: AtomicU64::new(u64::MAX),
             ends_after_answer: AtomicBool::new(false),
             loopback,
+            draining: AtomicBool::new(false),
         }
     }
 
@@ -160,19 +165,35 @@ impl Activity {
         }
     }
 
-    /// How long the answer waiting longest on the client has waited, if one does (answers
-    /// gone are forgotten here).
-    fn longest_wait_ms(&self) -> Option<u64> {
+    /// How many answers have waited on the client longer than `limit` (answers gone are
+    /// forgotten here).
+    fn untaken_longer_than(&self, limit: Duration) -> usize {
         let now = self.now_ms();
-        let mut waits = self.waits.lock().ok()?;
+        let limit = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+        let Ok(mut waits) = self.waits.lock() else {
+            return 0;
+        };
         waits.retain(|w| w.strong_count() > 0);
         waits
             .iter()
             .filter_map(std::sync::Weak::upgrade)
             .map(|since| since.load(Ordering::Relaxed))
-            .filter(|&since| since != u64::MAX)
-            .map(|since| now.saturating_sub(since))
-            .max()
+            .filter(|&since| since != u64::MAX && now.saturating_sub(since) > limit)
+            .count()
+    }
+
+    /// HTTP/2, not draining yet: an answer has waited on the client longer than the idle
+    /// timeout. The connection then takes no new request (GOAWAY) and closes once the rest
+    /// of what it has in progress is answered — rather than at once, which cut every other
+    /// answer on it: behind a proxy that speaks HTTP/2 to the daemon, other customers'
+    /// streams, billed as their aborts (found by an independent check). A client sending a
+    /// cheap request now and then can no longer keep a connection of answers it never takes
+    /// (its window shut) open, as it could before the watchdog closed it.
+    fn stalled_answer(&self, limits: &Limits) -> bool {
+        self.http2.load(Ordering::Relaxed)
+            && !self.draining.load(Ordering::Relaxed)
+            && self.in_progress.load(Ordering::Acquire) > 0
+            && self.untaken_longer_than(limits.idle_timeout) > 0
     }
 
     /// A request began; it is in progress until the returned guard is dropped (with the
@@ -193,10 +214,10 @@ impl Activity {
     /// Why the connection should be closed now, if it should.
     fn verdict(&self, limits: &Limits) -> Option<&'static str> {
         // Looked at every tick on HTTP/2 (it also forgets the answers gone since).
-        let longest_wait = if self.http2.load(Ordering::Relaxed) {
-            self.longest_wait_ms()
+        let untaken = if self.http2.load(Ordering::Relaxed) {
+            self.untaken_longer_than(limits.idle_timeout)
         } else {
-            None
+            0
         };
         let in_progress = self.in_progress.load(Ordering::Acquire);
         if in_progress > 0 {
@@ -215,11 +236,12 @@ impl Activity {
             if on_client >= in_progress && still > limits.idle_timeout {
                 return Some("the client took none of its answers within the idle timeout");
             }
-            // HTTP/2: one answer left untaken that long is enough, whatever the others do — a
-            // client sending a cheap request now and then kept a connection of answers it
-            // never took (its window shut) open (found by an independent re-check).
-            if longest_wait.is_some_and(|ms| Duration::from_millis(ms) > limits.idle_timeout) {
-                return Some("the client took none of an answer within the idle timeout");
+            // HTTP/2 once draining (see [`Activity::stalled_answer`]): everything still in
+            // progress is an answer left untaken that long.
+            if self.draining.load(Ordering::Relaxed) && untaken >= in_progress {
+                return Some(
+                    "the client took none of its remaining answers within the idle timeout",
+                );
             }
             return None;
         }
@@ -352,12 +374,19 @@ impl Connection {
                 }
                 _ = self.closing.cancelled(), if !stopping => {
                     stopping = true;
+                    activity.draining.store(true, Ordering::Relaxed);
                     conn.as_mut().graceful_shutdown();
                 }
                 _ = watch.tick() => {
                     if let Some(why) = activity.verdict(&limits) {
                         tracing::debug!(%addr, why, "closing connection");
                         return;
+                    }
+                    if !stopping && activity.stalled_answer(&limits) {
+                        tracing::debug!(%addr, "an answer left untaken within the idle timeout: no new requests on this connection, closed once the others end");
+                        stopping = true;
+                        activity.draining.store(true, Ordering::Relaxed);
+                        conn.as_mut().graceful_shutdown();
                     }
                     // Dropping the connection drops its requests in progress: each ends as its
                     // client's abort, as when hyper sees the hang-up itself.
