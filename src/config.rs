@@ -22,6 +22,7 @@ mod parse_error;
 #[cfg(test)]
 mod proptests;
 mod secrets;
+mod smtp;
 pub use secrets::SecretFiles;
 #[cfg(test)]
 mod tests;

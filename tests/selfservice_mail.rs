@@ -712,3 +712,70 @@ async fn a_notice_dropped_while_the_sender_paces_is_not_sent() {
     assert_ne!(run.code, Some(0), "{}", run.stderr);
     assert!(run.stderr.contains("revoked"), "{}", run.stderr);
 }
+
+/// A refusal of the server or the account (a greeting of 554: the VPS's address blocklisted
+/// for a while) is not the message's: it is tried again, and sent once the server takes mail
+/// — one such minute failed every message due for good (found by an independent check). A
+/// refusal of the message itself (550 at RCPT: no such mailbox) still fails it at once.
+#[tokio::test]
+async fn a_server_that_refuses_everyone_for_a_while_fails_no_message_for_good() {
+    let port = free_port();
+    let app = TestApp::spawn_shop_with(|c| email_on(c, port)).await;
+    // Greets 554 and hangs up, counting the connections.
+    let refuser = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let greeted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = greeted.clone();
+    let refusing = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        loop {
+            let Ok((mut s, _)) = refuser.accept().await else {
+                return;
+            };
+            counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let _ = s.write_all(b"554 5.7.1 Service unavailable; client host blocked\r\n").await;
+        }
+    });
+    let mut b = Browser::open(&app).await;
+    let (order_id, _key) = buy(&app, &mut b, "trial", "buyer@example.com").await;
+    let status = |app: &TestApp| -> (String, i64) {
+        app.db()
+            .query_row(
+                "SELECT status, attempts FROM outbox WHERE order_id = ?1",
+                [&order_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while status(&app).1 < 2 {
+        assert!(Instant::now() < deadline, "{:?}", status(&app));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status(&app).0, "queued", "not given up");
+    assert!(greeted.load(std::sync::atomic::Ordering::Relaxed) >= 2);
+    refusing.abort();
+    let _ = refusing.await;
+    let sink = Sink::start(port, app.dir.path()).await;
+    let got = sink.wait_for(1).await;
+    assert_eq!(got[0]["to"][0], "buyer@example.com");
+    assert_eq!(status(&app).0, "sent");
+    // A mailbox the server says does not exist: failed at its first attempt.
+    let (gone, _) = buy(&app, &mut b, "trial", "nosuchuser@example.com").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let row = |app: &TestApp| -> (String, i64) {
+        app.db()
+            .query_row(
+                "SELECT status, attempts FROM outbox WHERE order_id = ?1",
+                [&gone],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap()
+    };
+    while row(&app).0 == "queued" {
+        assert!(Instant::now() < deadline, "{:?}", row(&app));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(row(&app), ("failed".to_string(), 1));
+}

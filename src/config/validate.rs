@@ -440,10 +440,9 @@ impl Config {
     pub(super) fn check_email(&self, e: &mut Vec<String>) {
         let m = &self.email;
         if m.enabled() {
-            let url = m.smtp_url.trim();
-            if !(url.starts_with("smtp://") || url.starts_with("smtps://")) {
-                // Never echo the URL: it carries the password.
-                e.push("email.smtp_url must start with smtp:// or smtps://".into());
+            // Never echo the URL: it carries the password.
+            if let Some(problem) = super::smtp::problem(m.smtp_url.trim()) {
+                e.push(problem);
             }
             if m.from.trim().is_empty() {
                 e.push(

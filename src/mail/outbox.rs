@@ -191,7 +191,7 @@ impl Sender {
             Ok(Err(e)) => Err(Failure {
                 // A non-ASCII address needs SMTPUTF8, which this server does not offer: no
                 // later attempt can send it (lettre says so only in its message).
-                permanent: e.is_permanent()
+                permanent: (e.is_permanent() && self.about_this_message(limit).await)
                     || (e.is_client() && e.to_string().contains("SMTPUTF8")),
                 why: e.to_string(),
             }),
@@ -200,6 +200,21 @@ impl Sender {
                 permanent: false,
             }),
         }
+    }
+
+    /// After a permanent (5xx) refusal: whether it was about this message (its recipient or
+    /// content), not the server or the account — a greeting of 554 (the VPS's address
+    /// blocklisted for a while), 535 at AUTH (a password changed), 530 (STARTTLS wanted).
+    /// Those refuse every message alike, and once taken as permanent, one minute of them
+    /// failed every message due for good (found by an independent check). A new connection
+    /// (greeting, EHLO, STARTTLS, AUTH) that works says the refusal came later, at the
+    /// message; one that fails says the server refuses everyone, so the message is tried again
+    /// as after a temporary failure.
+    async fn about_this_message(&self, limit: Duration) -> bool {
+        matches!(
+            tokio::time::timeout(limit, self.transport.test_connection()).await,
+            Ok(Ok(true))
+        )
     }
 
     /// Record an attempt's outcome, count it, tell the console.

@@ -1,6 +1,7 @@
 """A real SMTP server on loopback for the mail tests: aiosmtpd on 127.0.0.1:PORT, writing each
 message it accepts as one JSON line {"from", "to", "subject", "text", "html", "raw"} to FILE
-(subject and bodies decoded, as a mail client shows them). Prints "ready" once it listens;
+(subject and bodies decoded, as a mail client shows them); a recipient `nosuchuser@…` is refused
+550 at RCPT. Prints "ready" once it listens;
 stops when its standard input closes (the test drops it).
 
 Usage: smtp_sink.py PORT FILE
@@ -17,6 +18,13 @@ from aiosmtpd.controller import Controller
 class Sink:
     def __init__(self, path):
         self.path = path
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        # A mailbox that does not exist: refused for good, as a real server does.
+        if address.startswith("nosuchuser@"):
+            return "550 5.1.1 No such user here"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
         raw = envelope.original_content
