@@ -162,7 +162,31 @@ async fn receipts_and_notices_arrive_once_in_the_buyers_language_with_a_working_
         // The sender's domain, never the machine's host name.
         assert_eq!(m["helo"], "relay.test", "{}", m["raw"]);
         let id = m["message_id"].as_str().unwrap();
-        assert!(id.starts_with('<') && id.ends_with("@relay.test>"), "{id}");
+        assert!(
+            id.starts_with("<mr.") && id.ends_with("@relay.test>"),
+            "{id}"
+        );
+    }
+    // One id a message (the same at each of its attempts: the outbox row's).
+    let ids: std::collections::BTreeSet<&str> = got
+        .iter()
+        .map(|m| m["message_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), got.len());
+    for id in &ids {
+        let row: i64 = id["<mr.".len()..]
+            .split('.')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let queued: i64 = app
+            .db()
+            .query_row("SELECT created_at FROM outbox WHERE id = ?1", [row], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(*id, format!("<mr.{row}.{queued}@relay.test>"));
     }
     let public = app
         .daemon
@@ -734,7 +758,9 @@ async fn a_server_that_refuses_everyone_for_a_while_fails_no_message_for_good() 
                 return;
             };
             counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let _ = s.write_all(b"554 5.7.1 Service unavailable; client host blocked\r\n").await;
+            let _ = s
+                .write_all(b"554 5.7.1 Service unavailable; client host blocked\r\n")
+                .await;
         }
     });
     let mut b = Browser::open(&app).await;

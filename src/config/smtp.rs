@@ -60,9 +60,15 @@ mod tests {
             ("http://mail.example.com", "must start with"),
             ("smtp://127.0.0.1:2525?tls=starttls", "cannot be used"),
             ("smtp://127.0.0.1:2525?tls=Required", "cannot be used"),
-            ("smtp://u:BKx/ab@mail.example.com:587?tls=required", "cannot be used"),
+            (
+                "smtp://u:BKx/ab@mail.example.com:587?tls=required",
+                "cannot be used",
+            ),
             ("smtp://user:secret@mail.example.com:587", "without TLS"),
-            ("smtp://user:secret@mail.example.com:587?tls=opportunistic", "without TLS"),
+            (
+                "smtp://user:secret@mail.example.com:587?tls=opportunistic",
+                "without TLS",
+            ),
         ] {
             let p = problem(bad).unwrap_or_default();
             assert!(p.contains(says), "{bad}: {p}");

@@ -167,11 +167,7 @@ impl Sender {
                 permanent: true,
             })?;
         Message::builder()
-            .message_id(Some(format!(
-                "<{:032x}@{}>",
-                rand::random::<u128>(),
-                self.domain
-            )))
+            .message_id(Some(message_id(row, &self.domain)))
             .from(self.from.clone())
             .to(to)
             .subject(r.subject)
@@ -262,6 +258,19 @@ impl Sender {
             });
         }
     }
+}
+
+/// A message's Message-ID, the same at every attempt and after a restart: when it does arrive
+/// twice (a crash between the server's acceptance and its record, a server slower to
+/// acknowledge than the exchange's bound), the recipient's mail provider can see the copies are
+/// one message — each attempt had its own random id (found by an independent check). The row's
+/// number and when it was queued: unique to this database's message.
+fn message_id(row: &OutboxRow, domain: &str) -> String {
+    format!(
+        "<mr.{}.{}@{domain}>",
+        row.id,
+        row.created_at.timestamp_millis()
+    )
 }
 
 /// The wait before attempt `attempts + 1`: `first`, doubled per attempt, at most an hour.
