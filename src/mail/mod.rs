@@ -11,3 +11,15 @@ pub mod message;
 pub mod outbox;
 
 pub use handle::Mailer;
+
+/// An email as addresses are compared: trimmed, lower-case, in Unicode's composed form (NFC:
+/// `zoë` typed as `e` + a combining diaeresis, as some keyboards and macOS file names give it,
+/// is `zoë`; found by an independent check: the order was not found), its domain in ASCII as
+/// mail carries it (IDNA: `bücher.example`, `xn--bcher-kva.example` and a fullwidth
+/// `ｅxample.com` are each one domain); a receipt's `To:` shows the ASCII form, which a customer
+/// may copy (found by an independent check too). The order look-up compares so, and so does
+/// the cap on an address's replacement notices.
+pub fn comparable_email(e: &str) -> String {
+    let nfc = icu_normalizer::ComposingNormalizerBorrowed::new_nfc().normalize(e);
+    outbox::ascii_domain(&nfc.trim().to_lowercase()).into_owned()
+}

@@ -78,20 +78,10 @@ pub fn normalize_email(e: &str) -> String {
     e.trim().to_lowercase()
 }
 
-/// An email as the look-up compares it: normalised, in Unicode's composed form (NFC: `zoë`
-/// typed as `e` + a combining diaeresis, as some keyboards and macOS file names give it, is
-/// `zoë`; found by an independent check: the order was not found), its domain in ASCII as mail
-/// carries it (IDNA: `bücher.example` and `xn--bcher-kva.example` are one domain); a receipt's
-/// `To:` shows the ASCII form, which a customer may copy (found by an independent check too).
-fn comparable_email(e: &str) -> String {
-    let nfc = icu_normalizer::ComposingNormalizerBorrowed::new_nfc().normalize(e);
-    crate::mail::outbox::ascii_domain(&normalize_email(&nfc)).into_owned()
-}
-
 /// Compare two emails in constant time (over their hashes, so length does not leak either).
 fn same_email(a: &str, b: &str) -> bool {
-    let ha = Sha256::digest(comparable_email(a).as_bytes());
-    let hb = Sha256::digest(comparable_email(b).as_bytes());
+    let ha = Sha256::digest(crate::mail::comparable_email(a).as_bytes());
+    let hb = Sha256::digest(crate::mail::comparable_email(b).as_bytes());
     bool::from(ha.as_slice().ct_eq(hb.as_slice()))
 }
 

@@ -147,6 +147,35 @@ pub const ROTATED_NOTICE_SPACING_MS: i64 = 60 * 60 * 1000;
 /// mailed.
 pub const ROTATED_NOTICES_PER_ADDRESS_PER_DAY: i64 = 24;
 
+/// Replacement notices queued in the day before `at_ms` to the address of `key_id`, under any
+/// spelling of it ([`crate::mail::comparable_email`]): compared exactly, `Victim@…`,
+/// `victim@EXAMPLE.COM` and a fullwidth domain each got a day's worth (found by an
+/// independent check).
+fn rotated_to_address_today(c: &Connection, key_id: &str, at_ms: i64) -> Result<i64, StoreError> {
+    use rusqlite::OptionalExtension;
+    let Some(email) = c
+        .query_row("SELECT email FROM keys WHERE id = ?1", [key_id], |r| {
+            r.get::<_, Option<String>>(0)
+        })
+        .optional()?
+        .flatten()
+    else {
+        return Ok(0);
+    };
+    let address = crate::mail::comparable_email(&email);
+    let mut q = c.prepare_cached(
+        "SELECT recipient FROM outbox WHERE kind = 'rotated' AND created_at > ?1",
+    )?;
+    let mut rows = q.query([at_ms.saturating_sub(24 * 60 * 60 * 1000)])?;
+    let mut count = 0;
+    while let Some(r) = rows.next()? {
+        if crate::mail::comparable_email(&r.get::<_, String>(0)?) == address {
+            count += 1;
+        }
+    }
+    Ok(count)
+}
+
 /// Queue a mail about a key to its owner, if it has an email (and, when `respect_opt_out`,
 /// has not opted out of notices). A replacement's notice (`Rotated`) goes at once when the
 /// key had none lately; one following another waits [`ROTATED_NOTICE_SPACING_MS`] after it,
@@ -173,13 +202,7 @@ pub fn queue_key_mail(
         if folded > 0 {
             return Ok(());
         }
-        let today: i64 = c.query_row(
-            "SELECT count(*) FROM outbox
-             WHERE recipient = (SELECT email FROM keys WHERE id = ?1) AND kind = 'rotated'
-                   AND created_at > ?2",
-            params![key_id, at_ms.saturating_sub(24 * 60 * 60 * 1000)],
-            |r| r.get(0),
-        )?;
+        let today = rotated_to_address_today(c, key_id, at_ms)?;
         if today >= ROTATED_NOTICES_PER_ADDRESS_PER_DAY {
             tracing::warn!(
                 key_id,

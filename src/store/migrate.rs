@@ -32,6 +32,7 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("migrations/0015_upstream_disabled_key.sql"),
     ),
     (16, include_str!("migrations/0016_outbox_by_key.sql")),
+    (17, include_str!("migrations/0017_outbox_by_kind.sql")),
 ];
 
 /// How much longer systemd is asked to wait for the start, before each migration.

@@ -115,15 +115,23 @@ async fn replacements_in_a_row_make_one_notice_an_hour() {
     store.close().await;
 }
 
-/// Keys bought with one address (each replaced) mail it at most a day's worth of notices.
+/// Keys bought with one address (each replaced) mail it at most a day's worth of notices,
+/// however the address is spelt (found by an independent check: each spelling got its own).
 #[tokio::test]
 async fn an_address_gets_at_most_a_days_worth_of_replacement_notices() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = Store::open(&db(&dir)).await.unwrap();
     let t0 = chrono::Utc::now().timestamp_millis();
+    let spellings = [
+        "victim@example.com",
+        "Victim@example.com",
+        "victim@EXAMPLE.COM",
+        "victim@\u{ff45}xample.com",
+        " victim@example.com",
+    ];
     for n in 0..30u8 {
         let mut k = key(&format!("key_{n}"), n);
-        k.email = Some("victim@example.com".into());
+        k.email = Some(spellings[usize::from(n) % spellings.len()].into());
         store.write(insert(k)).await.unwrap();
         store
             .write(Write::RotateKey {
