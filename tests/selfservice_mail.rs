@@ -805,3 +805,26 @@ async fn a_server_that_refuses_everyone_for_a_while_fails_no_message_for_good() 
     }
     assert_eq!(row(&app), ("failed".to_string(), 1));
 }
+
+/// A sender at an internationalized domain greets, sends and names its messages with the
+/// domain's ASCII form, as recipients' domains are (found by an independent check: the
+/// greeting went in raw UTF-8, every mail asked for SMTPUTF8 and the Message-ID was an
+/// encoded word).
+#[tokio::test]
+async fn a_sender_at_an_idn_domain_goes_out_in_its_ascii_form() {
+    let port = free_port();
+    let app = TestApp::spawn_shop_with(|c| {
+        email_on(c, port);
+        c.email.from = "Büro <billing@bücher.example>".into();
+    })
+    .await;
+    let sink = Sink::start(port, app.dir.path()).await;
+    let mut b = Browser::open(&app).await;
+    buy(&app, &mut b, "trial", "buyer@example.com").await;
+    let got = sink.wait_for(1).await;
+    assert_eq!(got[0]["helo"], "xn--bcher-kva.example");
+    assert_eq!(got[0]["from"], "billing@xn--bcher-kva.example");
+    let id = got[0]["message_id"].as_str().unwrap();
+    assert!(id.ends_with("@xn--bcher-kva.example>"), "{id}");
+    assert!(got[0]["raw"].as_str().unwrap().is_ascii());
+}

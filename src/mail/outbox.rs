@@ -61,6 +61,13 @@ pub fn start(state: &Arc<AppState>) {
             return;
         }
     };
+    // Its domain in ASCII, as recipients' are: `billing@bücher.example` greeted the server in
+    // raw UTF-8, asked SMTPUTF8 of it for every mail (failing every one where it is not
+    // offered) and put an encoded word in the Message-ID (found by an independent check).
+    let from = match ascii_domain(&from.email.to_string()).parse::<lettre::Address>() {
+        Ok(address) => Mailbox::new(from.name.clone(), address),
+        Err(_) => from,
+    };
     // The sender's own domain, not the machine's host name (lettre's default for both the
     // greeting and Message-ID): an internal name such as `vm` is a detail customers need not
     // see, and relays refuse a greeting that is not a domain.
