@@ -64,7 +64,7 @@ pub fn start(state: &Arc<AppState>) {
     // Its domain in ASCII, as recipients' are: `billing@bücher.example` greeted the server in
     // raw UTF-8, asked SMTPUTF8 of it for every mail (failing every one where it is not
     // offered) and put an encoded word in the Message-ID (found by an independent check).
-    let from = match ascii_domain(&from.email.to_string()).parse::<lettre::Address>() {
+    let from = match ascii_domain(from.email.as_ref()).parse::<lettre::Address>() {
         Ok(address) => Mailbox::new(from.name.clone(), address),
         Err(_) => from,
     };
