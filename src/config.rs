@@ -350,6 +350,18 @@ impl EmailConfig {
     }
 }
 
+/// A price pair `[peak, off-peak]`: exactly two (serde's arrays took a third and dropped it
+/// silently; found by an independent check).
+fn two_prices<'de, D: serde::Deserializer<'de>>(d: D) -> Result<[Usd; 2], D::Error> {
+    let prices = Vec::<Usd>::deserialize(d)?;
+    <[Usd; 2]>::try_from(prices).map_err(|given| {
+        serde::de::Error::custom(format!(
+            "expected two prices, [peak, off-peak], found {}",
+            given.len()
+        ))
+    })
+}
+
 /// `[models.<public name>]`; prices are USD per 1M tokens as `[off-peak, peak]`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -361,10 +373,13 @@ pub struct ModelConfig {
     #[serde(default = "default_max_output_tokens")]
     pub max_output_tokens: u32,
     /// Prompt tokens served from cache.
+    #[serde(deserialize_with = "two_prices")]
     pub input_cache_hit: [Usd; 2],
     /// Prompt tokens not in cache.
+    #[serde(deserialize_with = "two_prices")]
     pub input_cache_miss: [Usd; 2],
     /// Completion tokens, reasoning included.
+    #[serde(deserialize_with = "two_prices")]
     pub output: [Usd; 2],
     /// Other names this model is served under, with its prices, plan rules and upstream
     /// name; a trailing `*` matches any suffix (`claude-opus*`).

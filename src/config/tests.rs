@@ -516,3 +516,24 @@ fn a_public_site_whose_public_url_is_local_or_plain_http_is_warned_about() {
     c.server.behind_proxy = true;
     assert!(said(&c, "this machine's own address"));
 }
+
+/// A price is a pair `[peak, off-peak]`: a third value was dropped silently, one alone refused
+/// in serde's words; both say what is expected now, with the key.
+#[test]
+fn a_price_is_exactly_two_values() {
+    jailed(|jail| {
+        for (prices, found) in [(r#"["0.60", "1.2", "3"]"#, 3), (r#"["0.60"]"#, 1)] {
+            let err = error_of(
+                jail,
+                &format!("[models.deepseek-v4-flash]\noutput = {prices}\n"),
+            );
+            assert!(
+                err.contains("models.deepseek-v4-flash.output")
+                    && err.contains(&format!(
+                        "expected two prices, [peak, off-peak], found {found}"
+                    )),
+                "{err}"
+            );
+        }
+    });
+}

@@ -73,6 +73,12 @@ impl PayPal {
         })
     }
 
+    /// Ask PayPal for an access token (kept for the next call): whether the credentials
+    /// work. A refusal is logged where it happens, with what to check.
+    pub async fn check_credentials(&self) -> Result<(), PaypalError> {
+        self.token(None).await.map(|_| ())
+    }
+
     /// The base URL in use, without a trailing slash.
     pub fn base_url(&self) -> &str {
         &self.base
@@ -215,7 +221,9 @@ impl PayPal {
                 // `paypal.api_base`) may echo the credentials back (found by an independent
                 // check), as DeepSeek's errors are redacted.
                 body = %crate::upstream::redact(&String::from_utf8_lossy(&bytes), 500),
-                "PayPal refused the client credentials"
+                "PayPal refused the client credentials: check paypal.client_id, \
+                 paypal.client_secret and paypal.env (sandbox credentials do not work with live, \
+                 nor live ones with sandbox); no payment can be taken until they are right"
             );
             return Err(PaypalError::Auth);
         }

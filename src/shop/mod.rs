@@ -29,10 +29,24 @@ use axum::routing::{get, post};
 
 use crate::state::AppState;
 
-/// Background upkeep of the storefront: prune idle per-IP limiter entries every minute, and
-/// send the outbox's receipts and notices (when email is configured).
+/// Background upkeep of the storefront: prune idle per-IP limiter entries every minute, send
+/// the outbox's receipts and notices (when email is configured), and try PayPal's credentials
+/// once at start.
 pub fn start_background(state: &Arc<AppState>) {
     crate::mail::outbox::start(state);
+    // Wrong credentials (or sandbox ones with live) said at start, not at the first buyer's
+    // checkout (found by an independent check); the token is kept for that checkout.
+    let weak = Arc::downgrade(state);
+    tokio::spawn(async move {
+        let Some(state) = weak.upgrade() else { return };
+        if let Some(paypal) = &state.paypal
+            && let Err(e) = paypal.check_credentials().await
+            && !matches!(e, crate::paypal::PaypalError::Auth)
+        {
+            // A refusal is logged with what to check where it happens.
+            tracing::warn!(error = %e, "cannot reach PayPal at start; the checkout will try again");
+        }
+    });
     let weak = Arc::downgrade(state);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));

@@ -332,7 +332,11 @@ pub async fn paypal(
     match paypal.verify_webhook(&headers, &raw).await {
         Ok(true) => {}
         Ok(false) => {
-            tracing::warn!("PayPal webhook with an invalid signature refused");
+            tracing::warn!(
+                "PayPal webhook with an invalid signature refused (forged — or, if PayPal's own \
+                 deliveries are refused, paypal.webhook_id is not the id of this site's webhook \
+                 in the PayPal app: then refunds and pending payments are never seen)"
+            );
             return Err(WebhookError::Forged);
         }
         Err(e) => {
