@@ -60,6 +60,7 @@ impl<E: Guarded> FromRequest<Arc<AppState>> for Guard<E> {
         let headers: HeaderMap = parts.headers.clone();
         let (admitted, token) = E::read(Request::from_parts(parts, body), state).await?;
         if !csrf_ok(&headers, token.as_deref()) {
+            plain_http_hint(state, &headers);
             return Err(E::refuse(admitted, Refusal::Csrf));
         }
         if E::limiter(&state.shop_limits)
@@ -69,5 +70,33 @@ impl<E: Guarded> FromRequest<Arc<AppState>> for Guard<E> {
             return Err(E::refuse(admitted, Refusal::Limited));
         }
         Ok(Guard(admitted))
+    }
+}
+
+/// Say (once a minute) why a page opened over plain HTTP can post no form when the site is
+/// `https://`: its cookies are `Secure`, so the browser keeps them from an `http://` page, and
+/// every post fails the CSRF check — before TLS is set up, through an SSH tunnel, at the bare
+/// address — which "reload the page" never mends (found by an independent check: nothing in
+/// the log said why). The page's origin is in the post's `Origin` header.
+fn plain_http_hint(state: &AppState, headers: &HeaderMap) {
+    let public = &state.config.server.public_url;
+    let Some(origin) = headers
+        .get(axum::http::header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+    else {
+        return;
+    };
+    if public.starts_with("https://") && origin.starts_with("http://") {
+        static SAID: crate::clock::Rationed = crate::clock::Rationed::new();
+        if let Some(held) = SAID.due() {
+            tracing::warn!(
+                origin = %crate::text::echoed(origin),
+                public_url = %public,
+                since_last_said = held,
+                "a form posted from a page opened over plain http:// was refused: the site's \
+                 cookies are Secure (server.public_url is https://), so such a page never has \
+                 them; open the site at server.public_url (said at most once a minute)"
+            );
+        }
     }
 }
