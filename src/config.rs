@@ -350,13 +350,13 @@ impl EmailConfig {
     }
 }
 
-/// A price pair `[peak, off-peak]`: exactly two (serde's arrays took a third and dropped it
+/// A price pair `[off-peak, peak]`: exactly two (serde's arrays took a third and dropped it
 /// silently; found by an independent check).
 fn two_prices<'de, D: serde::Deserializer<'de>>(d: D) -> Result<[Usd; 2], D::Error> {
     let prices = Vec::<Usd>::deserialize(d)?;
     <[Usd; 2]>::try_from(prices).map_err(|given| {
         serde::de::Error::custom(format!(
-            "expected two prices, [peak, off-peak], found {}",
+            "expected two prices, [off-peak, peak], found {}",
             given.len()
         ))
     })

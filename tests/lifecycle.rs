@@ -853,6 +853,11 @@ async fn demo_data_and_real_data_never_share_a_directory() {
     let (status, err) = demo.serve_refused(&demo.config(), &[]).await;
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(err.contains("was made by `serve --demo`"), "{err}");
+    // And the demo takes its own database again, marking the directory anew.
+    let mut again = demo.serve_with(&["--demo"]).await;
+    again.signal(Signal::SIGTERM);
+    assert!(again.exit().await.success(), "{}", again.log());
+    assert!(demo.dir.path().join("DEMO").exists());
     let restored = Setup::new(10).await;
     std::fs::copy(&backup, restored.dir.path().join("modelrelay.db")).unwrap();
     std::fs::copy(

@@ -804,6 +804,29 @@ async fn a_server_that_refuses_everyone_for_a_while_fails_no_message_for_good() 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(row(&app), ("failed".to_string(), 1));
+    // The account's refusal at MAIL FROM (530: a login wanted) is retried too, however the
+    // connection before it went (found by a re-check).
+    let flag = PathBuf::from(format!("{}.refuse-mail", sink.file.display()));
+    std::fs::write(&flag, b"").unwrap();
+    let (later, _) = buy(&app, &mut b, "trial", "later@example.com").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let row = |app: &TestApp| -> (String, i64) {
+        app.db()
+            .query_row(
+                "SELECT status, attempts FROM outbox WHERE order_id = ?1",
+                [&later],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap()
+    };
+    while row(&app).1 < 2 {
+        assert!(Instant::now() < deadline, "{:?}", row(&app));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(row(&app).0, "queued", "not given up");
+    std::fs::remove_file(&flag).unwrap();
+    let got = sink.wait_for(2).await;
+    assert_eq!(got[1]["to"][0], "later@example.com");
 }
 
 /// A sender at an internationalized domain greets, sends and names its messages with the

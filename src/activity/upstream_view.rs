@@ -94,6 +94,20 @@ fn warnings(pool: &PoolStatus, usd: Usd, liability: Usd, coverage: Option<u64>) 
              (`modelrelay upstream enable NAME`) or fixed"
                 .into(),
         );
+    } else if !pool.accounts.is_empty()
+        && pool
+            .accounts
+            .iter()
+            .all(|a| a.state == AccountState::Disabled || a.balance_refused)
+    {
+        // The storefront's own view (found by a re-check: it refused orders while every line
+        // here said "healthy").
+        w.push(
+            "no account may serve as far as its balance check says (its key or base_url \
+             refused; see each account's last error): the storefront takes no new order until \
+             one answers a request or its balance reads again"
+                .into(),
+        );
     }
     for a in &pool.accounts {
         if let Some(first) = &a.same_key_as {
@@ -192,6 +206,25 @@ mod tests {
             a.balance = None;
         }
         a
+    }
+
+    /// Every account refused at its balance check: said, as the storefront sells nothing.
+    #[test]
+    fn every_account_refused_at_its_balance_check_is_said() {
+        let mut refused = account("a", true);
+        refused.balance_refused = true;
+        let pool = |accounts| PoolStatus {
+            accounts,
+            failovers: 0,
+            low_balance: Usd::ZERO,
+        };
+        let said = |p: &PoolStatus| {
+            warnings(p, Usd::from_dollars(5), Usd::ZERO, None)
+                .iter()
+                .any(|w| w.contains("the storefront takes no new order"))
+        };
+        assert!(said(&pool(vec![refused.clone()])));
+        assert!(!said(&pool(vec![refused, account("b", true)])));
     }
 
     /// An account whose balance was never read makes the coverage unknown, not "$0 covers 0%";

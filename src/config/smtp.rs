@@ -25,7 +25,14 @@ pub(super) fn problem(url: &str) -> Option<String> {
             .query_pairs()
             .any(|(k, v)| k == "tls" && v == "required");
     let local = match parsed.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        // `smtp:` is not a scheme the URL standard knows, so its host is read as a name even
+        // when it is an address (found by a re-check: 127.0.0.1 was "another machine").
+        Some(url::Host::Domain(d)) => {
+            d.eq_ignore_ascii_case("localhost")
+                || d.trim_matches(['[', ']'])
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
         None => false,
@@ -51,6 +58,9 @@ mod tests {
             "smtp://user:pw@mail.example.com:587?tls=required",
             "smtps://user:pw@mail.example.com",
             "smtp://user:pw@localhost:25",
+            "smtp://user:pw@127.0.0.1:25",
+            "smtp://user:pw@127.0.0.2:2525",
+            "smtp://user:pw@[::1]:25",
             "smtp://AKIA:BKx%2Fab%2Bcd%3D@email-smtp.example.com:587?tls=required",
             "smtp://relay.example.com:25",
         ] {
@@ -65,6 +75,7 @@ mod tests {
                 "cannot be used",
             ),
             ("smtp://user:secret@mail.example.com:587", "without TLS"),
+            ("smtp://user:secret@192.0.2.7:587", "without TLS"),
             (
                 "smtp://user:secret@mail.example.com:587?tls=opportunistic",
                 "without TLS",

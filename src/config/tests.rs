@@ -481,6 +481,7 @@ fn a_public_url_with_a_path_query_or_fragment_is_refused() {
             "https://example.com/relay",
             "https://example.com?x=1",
             "https://example.com/relay?x=1#frag",
+            "https://user:pw@shop.example.com",
         ] {
             let err = error_of(jail, &format!("[server]\npublic_url = {bad:?}\n"));
             assert!(err.contains("must be the site's root"), "{bad}: {err}");
@@ -515,9 +516,13 @@ fn a_public_site_whose_public_url_is_local_or_plain_http_is_warned_about() {
     c.server.public_url = "http://[::1]:8080".into();
     c.server.behind_proxy = true;
     assert!(said(&c, "this machine's own address"));
+    // With `listen` moved too (found by a re-check: said only with the default `listen`).
+    c.server.listen = "127.0.0.1:9000".into();
+    c.server.public_url = "http://127.0.0.1:9000".into();
+    assert!(said(&c, "this machine's own address"));
 }
 
-/// A price is a pair `[peak, off-peak]`: a third value was dropped silently, one alone refused
+/// A price is a pair `[off-peak, peak]`: a third value was dropped silently, one alone refused
 /// in serde's words; both say what is expected now, with the key.
 #[test]
 fn a_price_is_exactly_two_values() {
@@ -530,7 +535,7 @@ fn a_price_is_exactly_two_values() {
             assert!(
                 err.contains("models.deepseek-v4-flash.output")
                     && err.contains(&format!(
-                        "expected two prices, [peak, off-peak], found {found}"
+                        "expected two prices, [off-peak, peak], found {found}"
                     )),
                 "{err}"
             );

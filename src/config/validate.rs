@@ -60,15 +60,15 @@ impl Config {
         } else if s
             .public_url
             .split_once("://")
-            .is_some_and(|(_, rest)| rest.trim_end_matches('/').contains(['/', '?', '#']))
+            .is_some_and(|(_, rest)| rest.trim_end_matches('/').contains(['/', '?', '#', '@']))
         {
             // `…/v1` gave customers `…/v1/v1/chat/completions` in /docs, and the pages link
             // from the root, so no prefix can work (found by an independent check).
             e.push(format!(
                 "server.public_url = {:?} must be the site's root, its scheme and host only (e.g. \
                  \"https://api.example.com\"): no path (the gateway adds /v1 itself; the pages \
-                 link from the root, so the site cannot live under a path prefix), query or \
-                 fragment",
+                 link from the root, so the site cannot live under a path prefix), query, \
+                 fragment or user name",
                 s.public_url
             ));
         }

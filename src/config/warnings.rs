@@ -137,7 +137,9 @@ impl Config {
                         .parse::<std::net::IpAddr>()
                         .is_ok_and(|ip| ip.is_loopback())
             });
-        if local && (self.server.behind_proxy || live) && self.server.listen == defaults.listen {
+        let said_above =
+            self.server.public_url == defaults.public_url && self.server.listen != defaults.listen;
+        if local && (self.server.behind_proxy || live) && !said_above {
             w.push(format!(
                 "server.public_url is {:?}, this machine's own address, while {}: the docs, the \
                  checkout's PayPal return links and mails give customers that address; set \

@@ -194,7 +194,9 @@ impl Sender {
             Ok(Err(e)) => Err(Failure {
                 // A non-ASCII address needs SMTPUTF8, which this server does not offer: no
                 // later attempt can send it (lettre says so only in its message).
-                permanent: (e.is_permanent() && self.about_this_message(limit).await)
+                permanent: (e.is_permanent()
+                    && !account_wide(&e)
+                    && self.about_this_message(limit).await)
                     || (e.is_client() && e.to_string().contains("SMTPUTF8")),
                 why: e.to_string(),
             }),
@@ -265,6 +267,15 @@ impl Sender {
             });
         }
     }
+}
+
+/// A refusal that is about the account whatever the stage it comes at: authentication wanted
+/// (530), or refused (534, 535, 538) — a server may say so at MAIL FROM, after a connection
+/// that [`Sender::about_this_message`] finds working (found by a re-check: a 530 at MAIL FROM
+/// failed the message for good).
+fn account_wide(e: &lettre::transport::smtp::Error) -> bool {
+    e.status()
+        .is_some_and(|code| matches!(code.to_string().as_str(), "530" | "534" | "535" | "538"))
 }
 
 /// A message's Message-ID, the same at every attempt and after a restart: when it does arrive

@@ -78,6 +78,8 @@ fn judge(result: Result<u16, String>, latency_ms: u64) -> UpstreamHealth {
 /// there was none (never upstream's address or key).
 async fn probe(a: &crate::config::Account, connect_secs: u64) -> Result<u16, String> {
     let client = reqwest::Client::builder()
+        // Not followed, as the API calls do not follow one (a redirect is a failure there).
+        .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(connect_secs.clamp(1, 5)))
         .timeout(Duration::from_secs(5))
         .user_agent(concat!("modelrelay/", env!("CARGO_PKG_VERSION")))

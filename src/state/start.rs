@@ -183,6 +183,10 @@ pub(super) fn demo_marker(dir: &std::path::Path, demo: bool) -> Result<bool, Sta
     let has_db = dir.join("modelrelay.db").exists();
     match (demo, marked) {
         (true, true) | (false, false) => Ok(false),
+        // The demo's own database whose `DEMO` file went (deleted, or the database copied
+        // alone): the demo takes it again, and marks the directory (found by a re-check: a
+        // real start said "made by the demo", the demo "a real database").
+        (true, false) if has_db && marked_demo(&dir.join("modelrelay.db")) => Ok(true),
         (true, false) if has_db => Err(StartError::DemoMix(format!(
             "the data directory {} holds a real database; `serve --demo` would sell keys into \
              it through its simulated PayPal. Give the demo a data directory of its own \
@@ -209,16 +213,10 @@ pub(super) const DEMO_APPLICATION_ID: i32 = 0x4d52_444d;
 /// store opens it (so nothing is written to it). A file that cannot be read here is left for the
 /// store to report.
 pub(super) fn demo_database(db: &std::path::Path, demo: bool) -> Result<(), StartError> {
-    use rusqlite::OpenFlags;
-    if demo || !db.exists() {
+    if demo {
         return Ok(());
     }
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let id = rusqlite::Connection::open_with_flags(db, flags).and_then(|c| {
-        c.busy_timeout(std::time::Duration::from_secs(5))?;
-        c.query_row("PRAGMA application_id", [], |r| r.get::<_, i32>(0))
-    });
-    if matches!(id, Ok(DEMO_APPLICATION_ID)) {
+    if marked_demo(db) {
         return Err(StartError::DemoMix(format!(
             "the database {} was made by `serve --demo` (its keys were sold through the \
              simulated PayPal, and would spend your real DeepSeek balance): a demo's database, \
@@ -228,6 +226,20 @@ pub(super) fn demo_database(db: &std::path::Path, demo: bool) -> Result<(), Star
         )));
     }
     Ok(())
+}
+
+/// Whether the database at `db` carries the demo's mark ([`DEMO_APPLICATION_ID`]); read only.
+fn marked_demo(db: &std::path::Path) -> bool {
+    use rusqlite::OpenFlags;
+    if !db.exists() {
+        return false;
+    }
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let id = rusqlite::Connection::open_with_flags(db, flags).and_then(|c| {
+        c.busy_timeout(std::time::Duration::from_secs(5))?;
+        c.query_row("PRAGMA application_id", [], |r| r.get::<_, i32>(0))
+    });
+    matches!(id, Ok(DEMO_APPLICATION_ID))
 }
 
 /// Mark the demo's database ([`DEMO_APPLICATION_ID`]), once the store has made or opened it.

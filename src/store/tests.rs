@@ -178,6 +178,7 @@ async fn open_creates_the_schema_and_reopening_migrates_once() {
             "orders_by_topup_key",
             "outbox",
             "outbox_by_key",
+            "outbox_by_kind",
             "outbox_by_recipient",
             "outbox_due",
             "rotation_requests",

@@ -404,13 +404,18 @@ impl Account {
         self.state() == AccountState::Disabled && !self.disabled_by_operator.load(Ordering::Acquire)
     }
 
-    /// What its balance check said of its key: `true` for a 401 (noted as its last error),
-    /// `false` for a reading. See the field.
-    pub(super) fn key_checked(&self, refused: bool) {
-        if refused {
-            self.note_error("the balance check: DeepSeek refuses this account's API key (401)");
+    /// What its balance check said: why the key or the `base_url` is wrong (a 401, a 404, a
+    /// redirect: noted as its last error), or `None` for a reading. See the field.
+    pub(super) fn balance_checked(&self, refused: Option<&str>) {
+        if let Some(why) = refused {
+            self.note_error(why);
         }
-        self.key_refused.store(refused, Ordering::Release);
+        self.key_refused.store(refused.is_some(), Ordering::Release);
+    }
+
+    /// Its last balance check said its key or `base_url` is wrong (see the field).
+    pub fn balance_refused(&self) -> bool {
+        self.key_refused.load(Ordering::Acquire)
     }
 
     /// Whether it may serve requests as far as anyone knows: not disabled, and its key not

@@ -119,6 +119,10 @@ impl Upstream {
         let u = &c.upstream;
         let http = HttpClient::new(Duration::from_secs(u.connect_timeout_secs), POOL_IDLE)?;
         let watch_http = reqwest::Client::builder()
+            // A redirect is not followed, as the API calls do not follow one: followed, a
+            // `base_url` that redirects (http:// to an https:// API) read balances and passed
+            // probes while every request failed (found by a re-check).
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(u.connect_timeout_secs))
             .tcp_nodelay(true)
             .pool_idle_timeout(POOL_IDLE)
@@ -484,6 +488,7 @@ impl Upstream {
                 balance: self.watch.balance(&a.name),
                 balance_unread: self.watch.unread(&a.name),
                 by_operator: a.disabled_by_operator(),
+                balance_refused: a.balance_refused(),
                 last_error: a.last_error(),
                 requests: a.requests.load(Ordering::Relaxed),
                 errors: a.errors.load(Ordering::Relaxed),

@@ -39,6 +39,9 @@ pub struct AccountStatus {
     pub balance_unread: Option<(String, i64)>,
     /// Turned off by the operator (rather than by DeepSeek's refusal).
     pub by_operator: bool,
+    /// Its last balance check said its key or `base_url` is wrong, and no answer of it came
+    /// since: the storefront counts it out (see `Account::may_serve`).
+    pub balance_refused: bool,
     /// The last failure and when (unix ms).
     pub last_error: Option<(String, i64)>,
     /// Attempts sent to it since start.
@@ -123,6 +126,7 @@ pub(crate) mod tests {
             }),
             balance_unread: None,
             by_operator: false,
+            balance_refused: false,
             last_error: None,
             requests: 0,
             errors: 0,

@@ -20,6 +20,11 @@ use crate::money::Usd;
 const BALANCE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Least time between two polls asked for by 402s.
 const SOON: Duration = Duration::from_secs(2);
+/// How soon balances are read again while an account's last reading was refused (its key or
+/// `base_url` wrong, as far as the check says): the storefront sells nothing while no account
+/// may serve, and a passing refusal stopped sales for a whole poll interval, five minutes by
+/// default (found by a re-check).
+const AGAIN_AFTER_REFUSAL: Duration = Duration::from_secs(30);
 
 /// Balances and the watch's settings.
 pub struct Watch {
@@ -82,7 +87,13 @@ pub fn start(http: reqwest::Client, pool: Weak<Pool>, watch: Arc<Watch>, activit
             let now = tokio::time::Instant::now();
             if now >= next_balance {
                 read_balances(&http, &p, &watch).await;
-                next_balance = now + watch.balance_every;
+                let refused = p.accounts.iter().any(|a| a.balance_refused());
+                next_balance = now
+                    + if refused {
+                        watch.balance_every.min(AGAIN_AFTER_REFUSAL)
+                    } else {
+                        watch.balance_every
+                    };
             }
             if now >= next_probe {
                 probe(&http, &p, &watch, &activity).await;
@@ -133,8 +144,18 @@ async fn fetch(http: &reqwest::Client, a: &Account) -> Result<Balance, String> {
         .bytes()
         .await
         .map_err(|e| failed("balance answer cut", &e))?;
+    // Where DeepSeek's balance is not (a `base_url` that is not its API: a 404, a redirect),
+    // no request can be served either: the storefront stops selling as for a refused key.
+    if status.is_redirection() || status == reqwest::StatusCode::NOT_FOUND {
+        a.balance_checked(Some(&format!(
+            "the balance check: answered {status}, so upstream.base_url does not lead to \
+             DeepSeek's API"
+        )));
+    }
     if status == reqwest::StatusCode::UNAUTHORIZED {
-        a.key_checked(true);
+        a.balance_checked(Some(
+            "the balance check: DeepSeek refuses this account's API key (401)",
+        ));
         // Said loudly (a mistyped key otherwise showed as healthy until a customer's 502; found
         // by an independent check), but not acted on: a balance endpoint's passing 401 took a
         // working account out of service until the next probe, minutes of 502s with one
@@ -148,7 +169,7 @@ async fn fetch(http: &reqwest::Client, a: &Account) -> Result<Balance, String> {
     if !status.is_success() {
         return Err(format!("balance request answered {status}"));
     }
-    a.key_checked(false);
+    a.balance_checked(None);
     balance::parse(&body, now_ms())
 }
 

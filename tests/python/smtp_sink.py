@@ -1,7 +1,7 @@
 """A real SMTP server on loopback for the mail tests: aiosmtpd on 127.0.0.1:PORT, writing each
 message it accepts as one JSON line {"from", "to", "subject", "text", "html", "raw"} to FILE
 (subject and bodies decoded, as a mail client shows them); a recipient `nosuchuser@…` is refused
-550 at RCPT. Prints "ready" once it listens;
+550 at RCPT, and every MAIL FROM 530 while FILE.refuse-mail exists. Prints "ready" once it listens;
 stops when its standard input closes (the test drops it).
 
 Usage: smtp_sink.py PORT FILE
@@ -10,6 +10,7 @@ Usage: smtp_sink.py PORT FILE
 import email
 import email.policy
 import json
+import os
 import sys
 
 from aiosmtpd.controller import Controller
@@ -18,6 +19,14 @@ from aiosmtpd.controller import Controller
 class Sink:
     def __init__(self, path):
         self.path = path
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        # While FILE.refuse-mail exists: the account's refusal at MAIL FROM (a login wanted).
+        if os.path.exists(self.path + ".refuse-mail"):
+            return "530 5.7.0 Authentication required"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         # A mailbox that does not exist: refused for good, as a real server does.
