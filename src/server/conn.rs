@@ -487,7 +487,20 @@ struct Finished {
     /// This answer's own clock, in the connection's `waits`: since when it has waited on the
     /// client, `u64::MAX` while it does not.
     since: Arc<AtomicU64>,
+    /// HTTP/2: what is left of a data frame given in pieces of [`H2_PIECE`] (see there).
+    rest: Option<Bytes>,
+    /// The connection speaks HTTP/2.
+    http2: bool,
 }
+
+/// The most of an answer handed to hyper at once on HTTP/2. hyper takes a whole frame from the
+/// body as soon as its stream has one byte of window, and drops the body once the last frame
+/// is taken: an answer given whole left the body — and the watchdog's view of it — while its
+/// bytes waited in the connection for a client that never took them. Held back to one piece at
+/// a time, the rest stays here, waiting on the client where the watchdog sees it (found by an
+/// independent re-check: streams given a one-byte window each, and a cheap request now and then,
+/// held ~6.7 MiB a connection for ever, unauthenticated).
+const H2_PIECE: usize = 16 * 1024;
 
 impl Finished {
     /// Wrap `inner`, the answer to the request `in_progress`, now handed to hyper.
@@ -503,11 +516,14 @@ impl Finished {
             }
             waits.push(Arc::downgrade(&since));
         }
+        let http2 = in_progress.0.http2.load(Ordering::Relaxed);
         let mut f = Finished {
             inner,
             in_progress: Some(in_progress),
             on_client: false,
             since,
+            rest: None,
+            http2,
         };
         f.wait_on_client(true);
         f
@@ -535,6 +551,16 @@ impl Finished {
     }
 }
 
+impl Finished {
+    /// The first [`H2_PIECE`] of `data`, keeping the rest for the next poll.
+    fn piece_of(&mut self, mut data: Bytes) -> Bytes {
+        if data.len() > H2_PIECE {
+            self.rest = Some(data.split_off(H2_PIECE));
+        }
+        data
+    }
+}
+
 impl Drop for Finished {
     fn drop(&mut self) {
         self.wait_on_client(false);
@@ -549,7 +575,20 @@ impl http_body::Body for Finished {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Some(rest) = self.rest.take() {
+            let piece = self.piece_of(rest);
+            self.wait_on_client(true);
+            return Poll::Ready(Some(Ok(Frame::data(piece))));
+        }
+        let polled = match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) if self.http2 => {
+                Poll::Ready(Some(Ok(match frame.into_data() {
+                    Ok(data) => Frame::data(self.piece_of(data)),
+                    Err(frame) => frame,
+                })))
+            }
+            polled => polled,
+        };
         match &polled {
             Poll::Ready(Some(Ok(_))) => self.wait_on_client(true),
             Poll::Pending | Poll::Ready(Some(Err(_))) => self.wait_on_client(false),
@@ -562,7 +601,7 @@ impl http_body::Body for Finished {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.rest.is_none() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
