@@ -74,12 +74,7 @@ async fn talking(
 /// by a few). Now the connection is closed once the idle timeout passes with nothing taken.
 #[tokio::test]
 async fn an_http2_client_that_takes_no_answer_is_closed_after_the_idle_timeout() {
-    let app = TestApp::spawn_with(|c| {
-        c.server.header_timeout_secs = 1;
-        c.server.body_timeout_secs = 1;
-        c.server.idle_timeout_secs = 1;
-    })
-    .await;
+    let app = one_second_timers().await;
     // SETTINGS_INITIAL_WINDOW_SIZE = 0: no DATA on any stream until a WINDOW_UPDATE; then three
     // requests without a key (GET /v1/models, each answered 401 with a JSON body).
     let mut hello = frame(4, 0, 0, &[0x00, 0x04, 0, 0, 0, 0]);
@@ -95,6 +90,25 @@ async fn an_http2_client_that_takes_no_answer_is_closed_after_the_idle_timeout()
     let headers_frames = frames_of(&got).filter(|(kind, _)| *kind == 1).count();
     assert_eq!(headers_frames, 3, "{got:?}");
     assert_eq!(frames_of(&got).filter(|(kind, _)| *kind == 0).count(), 0);
+}
+
+/// A daemon whose header, body and idle timeouts are 1 s (the watchdog looks every second).
+async fn one_second_timers() -> TestApp {
+    TestApp::spawn_with(|c| {
+        c.server.header_timeout_secs = 1;
+        c.server.body_timeout_secs = 1;
+        c.server.idle_timeout_secs = 1;
+    })
+    .await
+}
+
+/// The `i`-th cheap request after streams 1 and 3 (`GET /v1/models`, its window opened so
+/// that its answer comes whole): what a client keeping a connection busy sends.
+fn cheap_request(i: u64) -> Vec<u8> {
+    let stream = 3 + 2 * u32::try_from(i).unwrap();
+    let mut next = h2_get(stream, "/v1/models");
+    next.extend(frame(8, 0, stream, &65_535u32.to_be_bytes())); // WINDOW_UPDATE
+    next
 }
 
 /// The (type, stream) of each whole frame in `bytes`.
@@ -157,24 +171,14 @@ async fn a_slow_but_steady_reader_of_a_long_stream_is_not_cut() {
 /// by an independent re-check).
 #[tokio::test]
 async fn an_http2_answer_left_untaken_closes_the_connection_whatever_else_moves() {
-    let app = TestApp::spawn_with(|c| {
-        c.server.header_timeout_secs = 1;
-        c.server.body_timeout_secs = 1;
-        c.server.idle_timeout_secs = 1;
-    })
-    .await;
+    let app = one_second_timers().await;
     let mut hello = frame(4, 0, 0, &[0x00, 0x04, 0, 0, 0, 0]); // every stream's window: 0
     hello.extend(h2_get(1, "/v1/models")); // never given a window: its answer is never taken
     // A new request every 300 ms, its window opened so that its answer comes whole, for up to
     // 8 s (the idle timer is 1 s, looked at every second).
-    let got = talking(&app, &hello, 27, |i| {
-        let stream = 3 + 2 * u32::try_from(i).unwrap();
-        let mut next = h2_get(stream, "/v1/models");
-        next.extend(frame(8, 0, stream, &65_535u32.to_be_bytes())); // WINDOW_UPDATE
-        next
-    })
-    .await
-    .expect("closed within 8 s with one answer never taken");
+    let got = talking(&app, &hello, 27, cheap_request)
+        .await
+        .expect("closed within 8 s with one answer never taken");
     // The cheap requests were answered whole meanwhile (DATA frames came).
     assert!(frames_of(&got).any(|(kind, _)| kind == 0), "{got:?}");
 }
@@ -195,12 +199,7 @@ fn literal(name: &str, value: &str) -> Vec<u8> {
 /// independent check).
 #[tokio::test]
 async fn an_untaken_http2_answer_does_not_cut_the_others_on_its_connection() {
-    let app = TestApp::spawn_with(|c| {
-        c.server.header_timeout_secs = 1;
-        c.server.body_timeout_secs = 1;
-        c.server.idle_timeout_secs = 1;
-    })
-    .await;
+    let app = one_second_timers().await;
     let key = app.create_key("pro", None).await;
     let body = serde_json::json!({
         "model": "deepseek-v4-flash",
@@ -264,22 +263,12 @@ async fn an_untaken_http2_answer_does_not_cut_the_others_on_its_connection() {
 /// re-check). Bodies go to hyper in pieces now; the rest waits where the watchdog sees it.
 #[tokio::test]
 async fn an_http2_answer_given_one_byte_of_window_is_still_an_untaken_answer() {
-    let app = TestApp::spawn_with(|c| {
-        c.server.header_timeout_secs = 1;
-        c.server.body_timeout_secs = 1;
-        c.server.idle_timeout_secs = 1;
-    })
-    .await;
+    let app = one_second_timers().await;
     let mut hello = frame(4, 0, 0, &[0x00, 0x04, 0, 0, 0, 0]); // every stream's window: 0
     hello.extend(h2_get(1, "/docs")); // a page of ~28 KB
     hello.extend(frame(8, 0, 1, &1u32.to_be_bytes())); // one byte of it
-    let got = talking(&app, &hello, 27, |i| {
-        let stream = 3 + 2 * u32::try_from(i).unwrap();
-        let mut next = h2_get(stream, "/v1/models");
-        next.extend(frame(8, 0, stream, &65_535u32.to_be_bytes()));
-        next
-    })
-    .await
-    .expect("closed within 8 s, the page never taken");
+    let got = talking(&app, &hello, 27, cheap_request)
+        .await
+        .expect("closed within 8 s, the page never taken");
     assert!(frames_of(&got).any(|(kind, _)| kind == 7), "a GOAWAY came");
 }

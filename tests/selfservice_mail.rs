@@ -765,68 +765,55 @@ async fn a_server_that_refuses_everyone_for_a_while_fails_no_message_for_good() 
     });
     let mut b = Browser::open(&app).await;
     let (order_id, _key) = buy(&app, &mut b, "trial", "buyer@example.com").await;
-    let status = |app: &TestApp| -> (String, i64) {
-        app.db()
-            .query_row(
-                "SELECT status, attempts FROM outbox WHERE order_id = ?1",
-                [&order_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .unwrap()
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while status(&app).1 < 2 {
-        assert!(Instant::now() < deadline, "{:?}", status(&app));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(status(&app).0, "queued", "not given up");
+    let tried_twice = |(_, attempts): &(String, i64)| *attempts >= 2;
+    let row = receipt_once(&app, &order_id, tried_twice).await;
+    assert_eq!(row.0, "queued", "not given up");
     assert!(greeted.load(std::sync::atomic::Ordering::Relaxed) >= 2);
     refusing.abort();
     let _ = refusing.await;
     let sink = Sink::start(port, app.dir.path()).await;
     let got = sink.wait_for(1).await;
     assert_eq!(got[0]["to"][0], "buyer@example.com");
-    assert_eq!(status(&app).0, "sent");
+    assert_eq!(receipt_once(&app, &order_id, |_| true).await.0, "sent");
     // A mailbox the server says does not exist: failed at its first attempt.
     let (gone, _) = buy(&app, &mut b, "trial", "nosuchuser@example.com").await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let row = |app: &TestApp| -> (String, i64) {
-        app.db()
-            .query_row(
-                "SELECT status, attempts FROM outbox WHERE order_id = ?1",
-                [&gone],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .unwrap()
-    };
-    while row(&app).0 == "queued" {
-        assert!(Instant::now() < deadline, "{:?}", row(&app));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(row(&app), ("failed".to_string(), 1));
+    let row = receipt_once(&app, &gone, |(status, _)| status != "queued").await;
+    assert_eq!(row, ("failed".to_string(), 1));
     // The account's refusal at MAIL FROM (530: a login wanted) is retried too, however the
     // connection before it went (found by a re-check).
     let flag = PathBuf::from(format!("{}.refuse-mail", sink.file.display()));
     std::fs::write(&flag, b"").unwrap();
     let (later, _) = buy(&app, &mut b, "trial", "later@example.com").await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let row = |app: &TestApp| -> (String, i64) {
-        app.db()
-            .query_row(
-                "SELECT status, attempts FROM outbox WHERE order_id = ?1",
-                [&later],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .unwrap()
-    };
-    while row(&app).1 < 2 {
-        assert!(Instant::now() < deadline, "{:?}", row(&app));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(row(&app).0, "queued", "not given up");
+    let row = receipt_once(&app, &later, tried_twice).await;
+    assert_eq!(row.0, "queued", "not given up");
     std::fs::remove_file(&flag).unwrap();
     let got = sink.wait_for(2).await;
     assert_eq!(got[1]["to"][0], "later@example.com");
+}
+
+/// The (status, attempts) of `order_id`'s receipt in the outbox once `done` holds of them
+/// (within 30 s).
+async fn receipt_once(
+    app: &TestApp,
+    order_id: &str,
+    done: impl Fn(&(String, i64)) -> bool,
+) -> (String, i64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let row: (String, i64) = app
+            .db()
+            .query_row(
+                "SELECT status, attempts FROM outbox WHERE order_id = ?1",
+                [order_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        if done(&row) {
+            return row;
+        }
+        assert!(Instant::now() < deadline, "{row:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// A sender at an internationalized domain greets, sends and names its messages with the
