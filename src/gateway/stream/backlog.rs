@@ -23,13 +23,14 @@ pub const MAX_BACKLOG: usize = 4 * 1024 * 1024;
 pub const MAX_BACKLOG_TOTAL: usize = 256 * 1024 * 1024;
 
 /// What a piece costs beyond its bytes: its slot in the queue, its allocations' headers and
-/// size-class rounding (the event is built as text, then made `Bytes`). Counted, so that the
-/// bounds are of memory, not of text: with chat chunks of ~190 bytes, 256 MiB of counted text
-/// held ~365 MB (found by an independent check); a re-check measured ~388 bytes of memory for a
-/// 226-byte piece, so ~160 over its text.
+/// size-class rounding (the event is built as text, then made `Bytes`). Counted in the bound
+/// on every stream's backlog together, so that it is of memory, not of text: with chat chunks
+/// of ~190 bytes, 256 MiB of counted text held ~365 MB (found by an independent check); a
+/// re-check measured ~388 bytes of memory for a 226-byte piece, so ~160 over its text. A
+/// stream's own bound, [`MAX_BACKLOG`], is of its events' text: how far its client lags.
 const PIECE_OVERHEAD: usize = 192;
 
-/// What a piece counts for in the bounds.
+/// What a piece counts for in [`MAX_BACKLOG_TOTAL`].
 fn cost(piece: &Bytes) -> usize {
     piece.len() + PIECE_OVERHEAD
 }
@@ -41,8 +42,10 @@ static TOTAL: AtomicUsize = AtomicUsize::new(0);
 #[derive(Default)]
 pub struct Backlog {
     items: VecDeque<Bytes>,
-    /// Counted by [`cost`].
+    /// The pieces' text.
     bytes: usize,
+    /// What they count for in [`TOTAL`].
+    cost: usize,
 }
 
 impl Backlog {
@@ -51,7 +54,7 @@ impl Backlog {
         self.items.is_empty()
     }
 
-    /// Memory waiting, as the bounds count it (see [`cost`]).
+    /// Bytes of events waiting.
     pub fn bytes(&self) -> usize {
         self.bytes
     }
@@ -59,16 +62,17 @@ impl Backlog {
     /// Queue a piece behind the others; given back when the client is too far behind, or
     /// every lagging stream together holds too much.
     pub fn push(&mut self, piece: Bytes) -> Result<(), Bytes> {
-        let n = cost(&piece);
-        if self.bytes + n > MAX_BACKLOG {
+        if self.bytes + piece.len() > MAX_BACKLOG {
             return Err(piece);
         }
+        let n = cost(&piece);
         let before = TOTAL.fetch_add(n, Ordering::Relaxed);
         if before + n > MAX_BACKLOG_TOTAL {
             TOTAL.fetch_sub(n, Ordering::Relaxed);
             return Err(piece);
         }
-        self.bytes += n;
+        self.bytes += piece.len();
+        self.cost += n;
         self.items.push_back(piece);
         Ok(())
     }
@@ -76,7 +80,8 @@ impl Backlog {
     /// The oldest piece waiting.
     pub fn pop(&mut self) -> Option<Bytes> {
         let piece = self.items.pop_front()?;
-        self.bytes -= cost(&piece);
+        self.bytes -= piece.len();
+        self.cost -= cost(&piece);
         TOTAL.fetch_sub(cost(&piece), Ordering::Relaxed);
         Some(piece)
     }
@@ -84,7 +89,7 @@ impl Backlog {
 
 impl Drop for Backlog {
     fn drop(&mut self) {
-        TOTAL.fetch_sub(self.bytes, Ordering::Relaxed);
+        TOTAL.fetch_sub(self.cost, Ordering::Relaxed);
     }
 }
 
@@ -98,16 +103,16 @@ mod tests {
         assert!(b.push(Bytes::from_static(b"one")).is_ok());
         assert!(b.push(Bytes::from_static(b"two")).is_ok());
         assert_eq!(b.pop().as_deref(), Some(&b"one"[..]));
-        let big = b.push(Bytes::from(vec![0; MAX_BACKLOG - PIECE_OVERHEAD]));
-        assert!(big.is_err(), "past the bound");
+        let big = b.push(Bytes::from(vec![0; MAX_BACKLOG]));
+        assert_eq!(big.map_err(|p| p.len()), Err(MAX_BACKLOG), "past the bound");
         assert_eq!(b.pop().as_deref(), Some(&b"two"[..]));
         assert!(b.pop().is_none() && b.is_empty());
         assert!(
-            b.push(Bytes::from(vec![0; MAX_BACKLOG - PIECE_OVERHEAD]))
-                .is_ok(),
-            "exactly the bound, a piece's bookkeeping counted"
+            b.push(Bytes::from(vec![0; MAX_BACKLOG])).is_ok(),
+            "exactly the bound"
         );
-        assert_eq!(b.bytes(), MAX_BACKLOG);
-        assert!(b.push(Bytes::new()).is_err(), "even an empty piece costs");
+        assert!(b.push(Bytes::from_static(b"x")).is_err());
+        // Every stream's together count each piece's bookkeeping too.
+        assert_eq!(b.cost, MAX_BACKLOG + PIECE_OVERHEAD);
     }
 }
