@@ -191,15 +191,23 @@ impl Sender {
         let limit = Duration::from_secs(self.config.timeout_secs.saturating_mul(3));
         match tokio::time::timeout(limit, self.transport.send(m)).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(Failure {
+            Ok(Err(e)) => {
                 // A non-ASCII address needs SMTPUTF8, which this server does not offer: no
                 // later attempt can send it (lettre says so only in its message).
-                permanent: (e.is_permanent()
-                    && !account_wide(&e)
-                    && self.about_this_message(limit).await)
-                    || (e.is_client() && e.to_string().contains("SMTPUTF8")),
-                why: e.to_string(),
-            }),
+                let permanent =
+                    (e.is_permanent() && !account_wide(&e) && self.about_this_message(limit).await)
+                        || (e.is_client() && e.to_string().contains("SMTPUTF8"));
+                // lettre calls every 5xx "permanent": `mail list` showed that word beside a
+                // message still queued (found by a re-check).
+                let why = if e.is_permanent() && !permanent {
+                    format!(
+                        "{e} (retried: the server's or the account's refusal, not this message's)"
+                    )
+                } else {
+                    e.to_string()
+                };
+                Err(Failure { why, permanent })
+            }
             Err(_) => Err(Failure {
                 why: "the SMTP server did not answer in time".into(),
                 permanent: false,

@@ -552,10 +552,18 @@ impl Finished {
 }
 
 impl Finished {
-    /// The first [`H2_PIECE`] of `data`, keeping the rest for the next poll.
+    /// The first [`H2_PIECE`] of `data`, keeping the rest for the next poll — and of an
+    /// answer's last piece, all but its last byte. hyper hands a piece to h2 once the stream
+    /// has a byte of window and asks for the next one at once, but keeps the next one until
+    /// the stream has window again: so an answer's last byte, kept for a piece of its own,
+    /// keeps the answer here, in the watchdog's view, until the client has taken the rest
+    /// (found by a re-check: an answer of 16 KiB or less went to h2 whole with its end and
+    /// left at once, and one byte of window per stream held a connection for ever).
     fn piece_of(&mut self, mut data: Bytes) -> Bytes {
         if data.len() > H2_PIECE {
             self.rest = Some(data.split_off(H2_PIECE));
+        } else if data.len() > 1 && http_body::Body::is_end_stream(&self.inner) {
+            self.rest = Some(data.split_off(data.len() - 1));
         }
         data
     }
