@@ -549,9 +549,7 @@ impl Finished {
             self.on_client = waits;
         }
     }
-}
 
-impl Finished {
     /// The first [`H2_PIECE`] of `data`, keeping the rest for the next poll — and of an
     /// answer's last piece, all but its last byte. hyper hands a piece to h2 once the stream
     /// has a byte of window and asks for the next one at once, but keeps the next one until
