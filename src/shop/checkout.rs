@@ -138,9 +138,9 @@ pub async fn create(
         if let Some(held) = SAID.due() {
             tracing::error!(
                 since_last_said = held,
-                "new orders refused: no DeepSeek account is in service (every one disabled or \
-                 its API key refused; see `modelrelay upstream status`), so a key sold now could \
-                 not be used (said at most once a minute)"
+                "new orders refused: no DeepSeek account is in service (every one disabled, or \
+                 its key or base_url refused at its balance check; see `modelrelay upstream \
+                 status`), so a key sold now could not be used (said at most once a minute)"
             );
         }
         return Err(ShopError::NoUpstream);
