@@ -126,11 +126,11 @@ pub struct Account {
     /// A half-open trial is under way.
     trial: AtomicBool,
     disabled_by_operator: AtomicBool,
-    /// Its last balance check answered 401 and no answer of it has come since: the key is
-    /// likely wrong. Not acted on by the requests (a passing 401 of the balance endpoint would
+    /// Its last balance check answered 401 (the key), or 404 or a redirect (`base_url`), and
+    /// no answer of it has come since. Not acted on by the requests (a passing 401 of the balance endpoint would
     /// take a working account out), but the storefront sells no key while every account is
     /// disabled or so (see [`Account::may_serve`]).
-    key_refused: AtomicBool,
+    refused_at_balance: AtomicBool,
     /// Requests sent (attempts) and failed attempts.
     pub requests: AtomicU64,
     /// Smooth weighted round robin's running score among equally full accounts
@@ -172,7 +172,7 @@ impl Account {
             streams_broke: AtomicBool::new(false),
             trial: AtomicBool::new(false),
             disabled_by_operator: AtomicBool::new(false),
-            key_refused: AtomicBool::new(false),
+            refused_at_balance: AtomicBool::new(false),
             requests: AtomicU64::new(0),
             turn: AtomicI64::new(0),
             errors: AtomicU64::new(0),
@@ -320,8 +320,8 @@ impl Account {
     /// its state changed.
     pub(super) fn succeeded(&self) -> bool {
         self.trial.store(false, Ordering::Release);
-        if self.key_refused.load(Ordering::Relaxed) {
-            self.key_refused.store(false, Ordering::Release);
+        if self.refused_at_balance.load(Ordering::Relaxed) {
+            self.refused_at_balance.store(false, Ordering::Release);
         }
         let was = self
             .state
@@ -410,18 +410,19 @@ impl Account {
         if let Some(why) = refused {
             self.note_error(why);
         }
-        self.key_refused.store(refused.is_some(), Ordering::Release);
+        self.refused_at_balance
+            .store(refused.is_some(), Ordering::Release);
     }
 
     /// Its last balance check said its key or `base_url` is wrong (see the field).
     pub fn balance_refused(&self) -> bool {
-        self.key_refused.load(Ordering::Acquire)
+        self.refused_at_balance.load(Ordering::Acquire)
     }
 
     /// Whether it may serve requests as far as anyone knows: not disabled, and its key not
     /// refused at the last balance check with no answer since.
     pub fn may_serve(&self) -> bool {
-        self.state() != AccountState::Disabled && !self.key_refused.load(Ordering::Acquire)
+        self.state() != AccountState::Disabled && !self.balance_refused()
     }
 
     /// Turned off by the operator (only the operator turns it back on).
