@@ -717,6 +717,17 @@ async fn a_journal_directory_removed_while_commits_fail_is_made_again_for_the_ro
     }
 }
 
+/// A one-word chat that must succeed: its request id.
+async fn journaled_chat(app: &TestApp, key: &str) -> String {
+    let r = app
+        .chat(key, &body("deepseek-v4-flash", "[[sim reply=1]] hi"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    request_id(&r)
+}
+
 async fn journal_removed_while_commits_fail(sync: SyncMode) {
     let app = TestApp::spawn_with(|c| c.store.sync = sync).await;
     let key = app.create_key("pro", None).await;
@@ -746,13 +757,20 @@ async fn journal_removed_while_commits_fail(sync: SyncMode) {
         journal.exists(),
         "{sync:?}: the journal's directory was not made again"
     );
-    let after = app
-        .chat(&key, &body("deepseek-v4-flash", "[[sim reply=1]] hi"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(after.status(), 200);
-    let after_id = request_id(&after);
+    // The directory appears a moment before the new segment in it takes rows (the sync thread
+    // makes the one, then the other): a row may still go to the removed segment in between.
+    // Within a few requests one lands in the new segment, and every one after it too.
+    let mut landed = false;
+    for _ in 0..30 {
+        let id = journaled_chat(&app, &key).await;
+        if journal_text(&app).contains(&id) {
+            landed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(landed, "{sync:?}: no row went to the journal made again");
+    let after_id = journaled_chat(&app, &key).await;
     assert!(
         journal_text(&app).contains(&after_id),
         "{sync:?}: the row is on disk"
