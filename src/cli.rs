@@ -15,7 +15,7 @@ use crate::config::{Config, SecretFiles};
 use crate::money::Usd;
 pub use out::command_line_error;
 use out::{fail, output, print_json};
-use tables::{key_card, keys_table, mail_table, order_card, orders_table};
+use tables::{key_card, keys_table, mail_table, order_card, orders_table, retried_failed_text};
 
 mod log_line;
 mod out;
@@ -136,10 +136,16 @@ pub enum MailCommand {
         #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
         limit: u32,
     },
-    /// Queue a failed (or waiting) message again, now (a sent one is never sent again).
+    /// Queue a failed (or waiting) message again, now (a sent one is never sent again); with
+    /// `--failed`, every failed message.
     Retry {
         /// The message's number (the ID column of `mail list`).
-        id: i64,
+        #[arg(required_unless_present = "failed")]
+        id: Option<i64>,
+        /// Every message given up (`failed`), once what failed them is mended; balance notices
+        /// that must not go (opted out, revoked, topped up since) stay as they are.
+        #[arg(long, conflicts_with = "id")]
+        failed: bool,
     },
 }
 
@@ -597,7 +603,8 @@ async fn mail(path: &Path, args: MailArgs) -> ExitCode {
         MailCommand::List { limit } => Request::MailList {
             limit: Some(ask_for(*limit)),
         },
-        MailCommand::Retry { id } => Request::MailRetry { id: *id },
+        MailCommand::Retry { id: Some(id), .. } => Request::MailRetry { id: *id },
+        MailCommand::Retry { id: None, .. } => Request::MailRetryFailed,
     };
     match client::call(path, &req).await {
         Err(e) => fail(e),
@@ -617,6 +624,19 @@ async fn mail(path: &Path, args: MailArgs) -> ExitCode {
         }
         // With mail off, the table says it waits (found by an independent re-check).
         Ok(Response::MailRetried { mail, sending }) => output(&mail_table(&[mail], sending)),
+        Ok(Response::MailRetriedFailed {
+            queued,
+            withheld,
+            sending,
+        }) if args.json => {
+            mail_off_note(sending, queued.is_empty());
+            print_json(&serde_json::json!({ "queued": queued, "withheld": withheld }))
+        }
+        Ok(Response::MailRetriedFailed {
+            queued,
+            withheld,
+            sending,
+        }) => output(&retried_failed_text(&queued, &withheld, sending)),
         Ok(other) => fail(format_args!("unexpected answer from the daemon: {other:?}")),
     }
 }

@@ -791,6 +791,54 @@ async fn a_server_that_refuses_everyone_for_a_while_fails_no_message_for_good() 
     assert_eq!(got[1]["to"][0], "later@example.com");
 }
 
+/// A `from` address the server will not send as (553 at MAIL FROM, on a connection that works)
+/// refuses every message alike: the first fails, the ones after it, to other recipients, are
+/// tried again and go once the address is mended — every one failed for good (found by an
+/// independent check) — and `mail retry --failed` queues the first again.
+#[tokio::test]
+async fn a_sender_address_refused_for_a_while_fails_one_message_that_retry_failed_sends() {
+    let port = free_port();
+    let app = TestApp::spawn_shop_with(|c| email_on(c, port)).await;
+    let sink = Sink::start(port, app.dir.path()).await;
+    let flag = PathBuf::from(format!("{}.refuse-sender", sink.file.display()));
+    std::fs::write(&flag, b"").unwrap();
+    let mut b = Browser::open(&app).await;
+    let (first, _) = buy(&app, &mut b, "trial", "first@example.com").await;
+    let row = receipt_once(&app, &first, |(status, _)| status != "queued").await;
+    assert_eq!(row, ("failed".to_string(), 1));
+    let mut later = Vec::new();
+    for email in ["second@example.com", "third@example.com"] {
+        later.push(buy(&app, &mut b, "trial", email).await.0);
+    }
+    for order in &later {
+        let row = receipt_once(&app, order, |(_, attempts)| *attempts >= 2).await;
+        assert_eq!(row.0, "queued", "not given up");
+    }
+    std::fs::remove_file(&flag).unwrap();
+    let got = sink.wait_for(2).await;
+    let mut to: Vec<&str> = got.iter().map(|m| m["to"][0].as_str().unwrap()).collect();
+    to.sort_unstable();
+    assert_eq!(to, ["second@example.com", "third@example.com"]);
+    assert_eq!(receipt_once(&app, &first, |_| true).await.0, "failed");
+    let run = mail_cli(&app, &["mail", "retry", "--failed"]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        run.stdout.starts_with("queued again: 1\n"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("first@example.com"), "{}", run.stdout);
+    let got = sink.wait_for(3).await;
+    assert_eq!(got[2]["to"][0], "first@example.com");
+    let run = mail_cli(&app, &["mail", "retry", "--failed", "--json"]).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let v: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(v, serde_json::json!({ "queued": [], "withheld": [] }));
+    // One message or all of them, not both.
+    let run = mail_cli(&app, &["mail", "retry", "1", "--failed"]).await;
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+}
+
 /// The (status, attempts) of `order_id`'s receipt in the outbox once `done` holds of them
 /// (within 30 s).
 async fn receipt_once(

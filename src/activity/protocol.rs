@@ -96,6 +96,9 @@ pub enum Request {
         /// The message's number.
         id: i64,
     },
+    /// Queue every message given up (`failed`) again, now, but the balance notices that must
+    /// not go (see [`Response::MailRetriedFailed`]).
+    MailRetryFailed,
     /// A key's latest requests (its ledger rows), or one request by its id.
     Requests {
         /// Key, id or prefix (as `keys show` takes it).
@@ -232,6 +235,26 @@ pub enum Response {
         #[serde(default)]
         sending: bool,
     },
+    /// Answer to `mail_retry_failed`.
+    MailRetriedFailed {
+        /// The messages queued again, oldest first.
+        queued: Vec<MailView>,
+        /// The failed messages left as they are, and why (a balance notice its owner opted out
+        /// of, of a revoked key, or one a top-up made untrue).
+        withheld: Vec<MailWithheld>,
+        /// Whether the daemon sends mail: with `[email]` off they wait (see [`Response::Mail`]).
+        #[serde(default)]
+        sending: bool,
+    },
+}
+
+/// A failed message `mail retry --failed` left as it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MailWithheld {
+    /// The message's number.
+    pub id: i64,
+    /// Why it stays unsent.
+    pub why: String,
 }
 
 /// A key as shown to the operator (never the full key).

@@ -2,7 +2,7 @@
 //! (keys through the operations of [`super`], orders, the outbox, backups, the upstream pool).
 
 use crate::activity::ActivityEvent;
-use crate::activity::protocol::{Request, Response};
+use crate::activity::protocol::{MailView, MailWithheld, Request, Response};
 use crate::activity::views::{key_view, key_view_with_history, mail_view, order_view};
 use crate::state::AppState;
 use crate::store::Write;
@@ -65,6 +65,62 @@ async fn requests(
 
 /// Queue a message of the outbox again.
 async fn retry_mail(state: &AppState, id: i64) -> Result<Response, AdminError> {
+    let mail = requeue(state, id).await?;
+    state.mailer.poke();
+    if !state.mailer.enabled() {
+        tracing::warn!(
+            id,
+            "mail queued again, but email is off ([email] smtp_url): it waits"
+        );
+    }
+    Ok(Response::MailRetried {
+        mail,
+        sending: state.mailer.enabled(),
+    })
+}
+
+/// Queue every failed message again but the balance notices that must not go — after the
+/// operator mended what failed them all (a server, an account or a `from` address refused for
+/// a while: see `mail::outbox`), one command instead of one per message.
+async fn retry_failed_mail(state: &AppState) -> Result<Response, AdminError> {
+    use futures_util::StreamExt;
+    let ids = state
+        .store
+        .read(|c| crate::store::mail::failed_ids(c, 10_000))
+        .await
+        .map_err(|e| AdminError::Internal(e.to_string()))?;
+    // A few at a time: their writes share commits.
+    let outcomes: Vec<(i64, Result<MailView, AdminError>)> = futures_util::stream::iter(ids)
+        .map(|id| async move { (id, requeue(state, id).await) })
+        .buffered(32)
+        .collect()
+        .await;
+    let (mut queued, mut withheld) = (Vec::new(), Vec::new());
+    for (id, outcome) in outcomes {
+        match outcome {
+            Ok(mail) => queued.push(mail),
+            Err(AdminError::MailWithheld(why)) => withheld.push(MailWithheld { id, why }),
+            // Sent or gone meanwhile (a retry of its own): nothing to do.
+            Err(AdminError::NoSuchMail(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    state.mailer.poke();
+    tracing::info!(
+        queued = queued.len(),
+        withheld = withheld.len(),
+        sending = state.mailer.enabled(),
+        "failed mail queued again"
+    );
+    Ok(Response::MailRetriedFailed {
+        queued,
+        withheld,
+        sending: state.mailer.enabled(),
+    })
+}
+
+/// Queue message `id` again and tell the console; its view as it is now.
+async fn requeue(state: &AppState, id: i64) -> Result<MailView, AdminError> {
     match state
         .store
         .write(Write::MailRetry {
@@ -92,7 +148,6 @@ async fn retry_mail(state: &AppState, id: i64) -> Result<Response, AdminError> {
         }
         Err(e) => return Err(AdminError::Internal(e.to_string())),
     }
-    state.mailer.poke();
     let row = state
         .store
         .read(move |c| crate::store::mail::get(c, id))
@@ -104,16 +159,7 @@ async fn retry_mail(state: &AppState, id: i64) -> Result<Response, AdminError> {
         mail: mail.clone(),
         at_ms: now_ms(),
     });
-    if !state.mailer.enabled() {
-        tracing::warn!(
-            id,
-            "mail queued again, but email is off ([email] smtp_url): it waits"
-        );
-    }
-    Ok(Response::MailRetried {
-        mail,
-        sending: state.mailer.enabled(),
-    })
+    Ok(mail)
 }
 
 /// Answer a self-service command of the admin socket (rotation, the outbox).
@@ -140,6 +186,7 @@ async fn self_service_command(state: &AppState, req: Request) -> Result<Response
                 .map_err(|e| AdminError::Internal(e.to_string()))
         }
         Request::MailRetry { id } => retry_mail(state, id).await,
+        Request::MailRetryFailed => retry_failed_mail(state).await,
         other => Err(AdminError::Internal(format!(
             "{other:?} is not a self-service command"
         ))),

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::activity::protocol::{KeyView, MailView, OrderView};
+use crate::activity::protocol::{KeyView, MailView, MailWithheld, OrderView};
 use crate::kinds::OrderKind;
 use crate::status::KeyStatus;
 
@@ -204,6 +204,30 @@ pub(super) fn key_card(k: &KeyView) -> String {
 }
 
 /// The outbox for people; `sending`: the daemon sends mail (what an empty outbox means).
+/// `mail retry --failed`: the messages queued again, then those left failed and why.
+pub(super) fn retried_failed_text(
+    queued: &[MailView],
+    withheld: &[MailWithheld],
+    sending: bool,
+) -> String {
+    let mut s = if queued.is_empty() {
+        "no failed message to queue again\n".to_string()
+    } else {
+        format!(
+            "queued again: {}\n{}",
+            queued.len(),
+            mail_table(queued, sending)
+        )
+    };
+    if !withheld.is_empty() {
+        let _ = writeln!(s, "left failed: {}", withheld.len());
+        for w in withheld {
+            let _ = writeln!(s, "{:>6}  {}", w.id, field(&w.why));
+        }
+    }
+    printable(s)
+}
+
 pub(super) fn mail_table(mail: &[MailView], sending: bool) -> String {
     let mut s = String::new();
     let _ = writeln!(

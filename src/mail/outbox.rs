@@ -90,6 +90,7 @@ pub fn start(state: &Arc<AppState>) {
         from,
         domain,
         config: email.clone(),
+        last_refusal: std::sync::Mutex::default(),
     };
     tokio::spawn(sender.run());
 }
@@ -101,6 +102,9 @@ struct Sender {
     /// `from`'s domain: the SMTP greeting's name and Message-IDs'.
     domain: String,
     config: EmailConfig,
+    /// The last attempt's 5xx refusal (its code and recipient) when no message was accepted
+    /// since: see [`Sender::refused_alike`].
+    last_refusal: std::sync::Mutex<Option<(String, String)>>,
 }
 
 impl Sender {
@@ -189,14 +193,27 @@ impl Sender {
     async fn deliver(&self, m: Message) -> Result<(), Failure> {
         // lettre's timeout bounds each command; this bounds the whole exchange.
         let limit = Duration::from_secs(self.config.timeout_secs.saturating_mul(3));
+        let recipient = m
+            .envelope()
+            .to()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
         match tokio::time::timeout(limit, self.transport.send(m)).await {
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(_)) => {
+                self.note_refusal(None);
+                Ok(())
+            }
             Ok(Err(e)) => {
+                let alike = e.is_permanent() && self.refused_alike(&e, &recipient);
                 // A non-ASCII address needs SMTPUTF8, which this server does not offer: no
                 // later attempt can send it (lettre says so only in its message).
-                let permanent =
-                    (e.is_permanent() && !account_wide(&e) && self.about_this_message(limit).await)
-                        || (e.is_client() && e.to_string().contains("SMTPUTF8"));
+                let permanent = (e.is_permanent()
+                    && !account_wide(&e)
+                    && !alike
+                    && self.about_this_message(limit).await)
+                    || (e.is_client() && e.to_string().contains("SMTPUTF8"));
                 // lettre calls every 5xx "permanent": `mail list` showed that word beside a
                 // message still queued (found by a re-check).
                 let why = if e.is_permanent() && !permanent {
@@ -212,6 +229,34 @@ impl Sender {
                 why: "the SMTP server did not answer in time".into(),
                 permanent: false,
             }),
+        }
+    }
+
+    /// Whether a 5xx refusal is the one the previous attempt got, for another recipient, with
+    /// no message accepted in between: then it is about the sender or the server, not this
+    /// message — a `from` address the server will not send as (550/553 at MAIL FROM) refused
+    /// every message with a working connection, and each failed for good (found by an
+    /// independent check). Remembers this refusal for the next attempt. The first message of
+    /// such a run still fails for good (`modelrelay mail retry --failed` queues it again); a
+    /// second bad address right after a first is merely tried again until `max_attempts`.
+    fn refused_alike(&self, e: &lettre::transport::smtp::Error, recipient: &str) -> bool {
+        let Some(code) = e.status().map(|c| c.to_string()) else {
+            return false;
+        };
+        let alike = self
+            .last_refusal
+            .lock()
+            .ok()
+            .and_then(|last| last.clone())
+            .is_some_and(|(c, r)| c == code && r != recipient);
+        self.note_refusal(Some((code, recipient.to_string())));
+        alike
+    }
+
+    /// Remember the last attempt's 5xx refusal, or forget it (`None`: a message was accepted).
+    fn note_refusal(&self, refusal: Option<(String, String)>) {
+        if let Ok(mut last) = self.last_refusal.lock() {
+            *last = refusal;
         }
     }
 
@@ -249,7 +294,18 @@ impl Sender {
                 let wait = backoff(self.config.retry_secs, attempts);
                 // `?`: the SMTP server's text, escaped (its control characters would reach the
                 // terminal of whoever reads the log; found by an independent check).
-                tracing::warn!(id = row.id, kind = row.kind.as_str(), attempts, give_up, error = ?f.why, "mail not sent");
+                if give_up {
+                    tracing::warn!(
+                        id = row.id,
+                        kind = row.kind.as_str(),
+                        attempts,
+                        error = ?f.why,
+                        "mail given up (if other messages fail alike, mend the SMTP server, the \
+                         account or email.from, then `modelrelay mail retry --failed`)"
+                    );
+                } else {
+                    tracing::warn!(id = row.id, kind = row.kind.as_str(), attempts, give_up, error = ?f.why, "mail not sent");
+                }
                 Write::MailFailed {
                     id: row.id,
                     error: f.why.chars().take(500).collect(),

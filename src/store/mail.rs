@@ -370,6 +370,14 @@ pub fn still_queued(c: &Connection, id: i64) -> Result<bool, StoreError> {
     )?)
 }
 
+/// The numbers of the messages given up (`failed`), oldest first, at most `limit`.
+pub fn failed_ids(c: &Connection, limit: u32) -> Result<Vec<i64>, StoreError> {
+    let mut stmt =
+        c.prepare_cached("SELECT id FROM outbox WHERE status = 'failed' ORDER BY id LIMIT ?1")?;
+    let ids = stmt.query_map([limit], |r| r.get(0))?;
+    Ok(ids.collect::<Result<_, _>>()?)
+}
+
 /// An attempt failed: try again at `next_ms`, or give up.
 pub fn mark_failed(
     c: &Connection,
@@ -393,24 +401,35 @@ pub fn retry(c: &Connection, id: i64, at_ms: i64) -> Result<(), StoreError> {
     // A balance notice of a key whose owner opted out stays unsent, whoever asks; nor one of a
     // revoked key: it would tell the owner to add credit to a key that takes none (found by an
     // independent check: retried and sent after the revocation dropped it).
-    let withheld: Option<(bool, bool)> = c
+    // Nor one whose crossing a top-up undid since (the key above a fifth of its budget again,
+    // or active again): it would tell the owner of a key with money that it has little or none
+    // — the drop at the top-up marks it failed, and `mail retry --failed` takes every failed
+    // message (found in review).
+    let withheld: Option<(bool, bool, bool)> = c
         .query_row(
-            "SELECT m.opted_out_at IS NOT NULL, k.status = 'revoked'
+            "SELECT m.opted_out_at IS NOT NULL, k.status = 'revoked',
+                    CASE o.kind WHEN 'low_balance' THEN (k.budget_nanos - k.spent_nanos) * 5 >= k.budget_nanos
+                                ELSE k.status = 'active' END
              FROM outbox o JOIN key_mail m ON m.key_id = o.key_id JOIN keys k ON k.id = o.key_id
              WHERE o.id = ?1 AND o.kind IN ('low_balance', 'exhausted')",
             [id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()?;
     match withheld {
-        Some((true, _)) => {
+        Some((true, _, _)) => {
             return Err(StoreError::Conflict(format!(
                 "mail {id} is a balance notice its key's owner opted out of"
             )));
         }
-        Some((_, true)) => {
+        Some((_, true, _)) => {
             return Err(StoreError::Conflict(format!(
                 "mail {id} is a balance notice of a revoked key"
+            )));
+        }
+        Some((_, _, true)) => {
+            return Err(StoreError::Conflict(format!(
+                "mail {id} is a balance notice its key's top-up made untrue"
             )));
         }
         _ => {}

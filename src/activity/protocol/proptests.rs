@@ -45,6 +45,7 @@ fn request() -> impl Strategy<Value = Request> {
         s().prop_map(|key| Request::KeysRotate { key }),
         prop::option::of(any::<u32>()).prop_map(|limit| Request::MailList { limit }),
         any::<i64>().prop_map(|id| Request::MailRetry { id }),
+        Just(Request::MailRetryFailed),
         Just(Request::UpstreamStatus),
         s().prop_map(|name| Request::UpstreamEnable { name }),
         s().prop_map(|name| Request::UpstreamDisable { name }),

@@ -78,6 +78,7 @@ fn self_service_requests_and_views_round_trip() {
         },
         Request::MailList { limit: Some(5) },
         Request::MailRetry { id: 7 },
+        Request::MailRetryFailed,
     ] {
         let line = serde_json::to_string(&r).unwrap();
         assert_eq!(serde_json::from_str::<Request>(&line).unwrap(), r);

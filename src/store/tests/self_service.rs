@@ -315,6 +315,13 @@ async fn notices_are_queued_once_per_crossing_and_never_after_an_opt_out() {
         .await,
         1
     );
+    // Nor does the operator's retry (`mail retry`, `--failed`) send it: the key has money.
+    let refused = store
+        .write(Write::MailRetry { id: 1, at_ms: 2 })
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("top-up"), "{refused}");
+    assert_eq!(store.read(|c| mail::failed_ids(c, 10)).await.unwrap(), [1]);
     store.write(notice(MailKind::LowBalance)).await.unwrap();
     assert_eq!(count(&store, "SELECT count(*) FROM outbox").await, 2);
     // Opted out: the queued ones are dropped, new crossings queue nothing.
