@@ -161,8 +161,32 @@ fn row_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<OrderRecord> {
     })
 }
 
-/// Insert a new order.
+/// How long an order never paid is kept: PayPal keeps an order payable for 29 days at most, so
+/// none older can be captured or come back as a payment.
+pub const UNPAID_KEPT_MS: i64 = 30 * 24 * 3600 * 1000;
+
+/// Most unpaid orders forgotten per new order (a first prune after an upgrade stays short; new
+/// orders come at most 60 a minute, so it keeps up).
+const PRUNED_PER_ORDER: u32 = 100;
+
+/// Insert a new order (and forget some orders never paid that are older than
+/// [`UNPAID_KEPT_MS`]: created or failed, no capture, no key — with their buyers' addresses,
+/// which nothing needs any more; anyone could make them, 60 a minute, and they were kept for
+/// ever).
 pub fn insert(c: &Connection, o: &OrderRecord) -> Result<(), StoreError> {
+    c.execute(
+        "DELETE FROM orders WHERE rowid IN (
+             SELECT rowid FROM orders
+             WHERE created_at < ?1 AND status IN ('created', 'failed')
+               AND key_id IS NULL AND paypal_capture_id IS NULL
+             LIMIT ?2)",
+        params![
+            o.created_at
+                .timestamp_millis()
+                .saturating_sub(UNPAID_KEPT_MS),
+            PRUNED_PER_ORDER
+        ],
+    )?;
     c.execute(
         &format!("INSERT INTO orders ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
         params![

@@ -514,3 +514,69 @@ async fn a_charge_undone_drops_the_notices_it_queued() {
     );
     store.close().await;
 }
+
+/// Orders never paid (created or failed, no capture, no key) are forgotten, with their
+/// buyers' addresses, once older than PayPal keeps an order payable; every other order stays.
+#[tokio::test]
+async fn orders_never_paid_are_forgotten_after_thirty_days() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(&db(&dir)).await.unwrap();
+    let at = |id: &str, ms: i64, status: OrderStatus, capture: Option<&str>| {
+        let mut o = order(id, "trial");
+        o.created_at = time(ms);
+        o.status = status;
+        o.paypal_capture_id = capture.map(Into::into);
+        Write::InsertOrder(Box::new(o))
+    };
+    let day = 24 * 3600 * 1000;
+    for w in [
+        at("old_created", day, OrderStatus::Created, None),
+        at("old_failed", day, OrderStatus::Failed, None),
+        at("old_denied", day, OrderStatus::Failed, Some("cap_denied")),
+        at(
+            "old_pending",
+            day,
+            OrderStatus::Pending,
+            Some("cap_pending"),
+        ),
+        at("old_review", day, OrderStatus::Review, Some("cap_review")),
+        at("recent_created", 3 * day, OrderStatus::Created, None),
+    ] {
+        store.write(w).await.unwrap();
+    }
+    let ids = |store: &Store| {
+        let store = store.clone();
+        async move {
+            store
+                .read(|c| {
+                    let mut s = c.prepare("SELECT order_id FROM orders ORDER BY order_id")?;
+                    let ids = s.query_map([], |r| r.get::<_, String>(0))?;
+                    Ok(ids.collect::<Result<Vec<_>, _>>()?)
+                })
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(ids(&store).await.len(), 6, "nothing is old enough yet");
+    // A new order 30 days and a moment after the old ones.
+    store
+        .write(at(
+            "new",
+            day + orders::UNPAID_KEPT_MS + 1,
+            OrderStatus::Created,
+            None,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&store).await,
+        [
+            "new",
+            "old_denied",
+            "old_pending",
+            "old_review",
+            "recent_created"
+        ]
+    );
+    store.close().await;
+}
