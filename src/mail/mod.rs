@@ -1,6 +1,6 @@
 //! Receipts and notices by email: the handle the rest of the daemon pokes ([`Mailer`]), the
 //! messages in both languages ([`message`]), and the background task that sends the outbox
-//! over SMTP ([`outbox`]).
+//! over SMTP ([`outbox`]), with its reading of whose fault a refusal is (`refusal`).
 //!
 //! What to send is decided where it happens and queued in the database in the same
 //! transaction (`store::mail`); this module only renders and delivers. Nothing on a request's,
@@ -9,6 +9,7 @@
 pub mod handle;
 pub mod message;
 pub mod outbox;
+mod refusal;
 
 pub use handle::Mailer;
 

@@ -20,6 +20,7 @@ use lettre::message::{Mailbox, MultiPart};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use super::message::{Facts, render};
+use super::refusal::{self, Refusals, Verdict};
 use crate::activity::ActivityEvent;
 use crate::activity::views::mail_view;
 use crate::config::EmailConfig;
@@ -90,7 +91,7 @@ pub fn start(state: &Arc<AppState>) {
         from,
         domain,
         config: email.clone(),
-        last_refusal: std::sync::Mutex::default(),
+        refusals: Refusals::default(),
     };
     tokio::spawn(sender.run());
 }
@@ -102,9 +103,8 @@ struct Sender {
     /// `from`'s domain: the SMTP greeting's name and Message-IDs'.
     domain: String,
     config: EmailConfig,
-    /// The last attempt's 5xx refusal (its code and recipient) when no message was accepted
-    /// since: see [`Sender::refused_alike`].
-    last_refusal: std::sync::Mutex<Option<(String, String)>>,
+    /// The 5xx refusals since the last message accepted (see [`Refusals`]).
+    refusals: Refusals,
 }
 
 impl Sender {
@@ -160,7 +160,7 @@ impl Sender {
                 }
             }
             let outcome = match self.message(state, &row).await {
-                Ok(m) => self.deliver(m).await,
+                Ok(m) => self.deliver(m, row.id).await,
                 Err(f) => Err(f),
             };
             self.record(state, &row, outcome).await;
@@ -189,31 +189,28 @@ impl Sender {
             })
     }
 
-    /// Hand a message to the SMTP server.
-    async fn deliver(&self, m: Message) -> Result<(), Failure> {
+    /// Hand message `row` to the SMTP server.
+    async fn deliver(&self, m: Message, row: i64) -> Result<(), Failure> {
         // lettre's timeout bounds each command; this bounds the whole exchange.
         let limit = Duration::from_secs(self.config.timeout_secs.saturating_mul(3));
-        let recipient = m
-            .envelope()
-            .to()
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(",");
         match tokio::time::timeout(limit, self.transport.send(m)).await {
             Ok(Ok(_)) => {
-                self.note_refusal(None);
+                self.refusals.accepted();
                 Ok(())
             }
             Ok(Err(e)) => {
-                let alike = e.is_permanent() && self.refused_alike(&e, &recipient);
-                // A non-ASCII address needs SMTPUTF8, which this server does not offer: no
-                // later attempt can send it (lettre says so only in its message).
-                let permanent = (e.is_permanent()
-                    && !account_wide(&e)
-                    && !alike
-                    && self.about_this_message(limit).await)
-                    || (e.is_client() && e.to_string().contains("SMTPUTF8"));
+                let permanent = if e.is_permanent() {
+                    let another = self.refusals.given_to_another(&e, row);
+                    match refusal::verdict(&e) {
+                        Verdict::Message => true,
+                        Verdict::Everyone => false,
+                        Verdict::Unsaid => !another && self.about_this_message(limit).await,
+                    }
+                } else {
+                    // A non-ASCII address needs SMTPUTF8, which this server does not offer: no
+                    // later attempt can send it (lettre says so only in its message).
+                    e.is_client() && e.to_string().contains("SMTPUTF8")
+                };
                 // lettre calls every 5xx "permanent": `mail list` showed that word beside a
                 // message still queued (found by a re-check).
                 let why = if e.is_permanent() && !permanent {
@@ -232,42 +229,14 @@ impl Sender {
         }
     }
 
-    /// Whether a 5xx refusal is the one the previous attempt got, for another recipient, with
-    /// no message accepted in between: then it is about the sender or the server, not this
-    /// message — a `from` address the server will not send as (550/553 at MAIL FROM) refused
-    /// every message with a working connection, and each failed for good (found by an
-    /// independent check). Remembers this refusal for the next attempt. The first message of
-    /// such a run still fails for good (`modelrelay mail retry --failed` queues it again); a
-    /// second bad address right after a first is merely tried again until `max_attempts`.
-    fn refused_alike(&self, e: &lettre::transport::smtp::Error, recipient: &str) -> bool {
-        let Some(code) = e.status().map(|c| c.to_string()) else {
-            return false;
-        };
-        let alike = self
-            .last_refusal
-            .lock()
-            .ok()
-            .and_then(|last| last.clone())
-            .is_some_and(|(c, r)| c == code && r != recipient);
-        self.note_refusal(Some((code, recipient.to_string())));
-        alike
-    }
-
-    /// Remember the last attempt's 5xx refusal, or forget it (`None`: a message was accepted).
-    fn note_refusal(&self, refusal: Option<(String, String)>) {
-        if let Ok(mut last) = self.last_refusal.lock() {
-            *last = refusal;
-        }
-    }
-
-    /// After a permanent (5xx) refusal: whether it was about this message (its recipient or
-    /// content), not the server or the account — a greeting of 554 (the VPS's address
-    /// blocklisted for a while), 535 at AUTH (a password changed), 530 (STARTTLS wanted).
-    /// Those refuse every message alike, and once taken as permanent, one minute of them
-    /// failed every message due for good (found by an independent check). A new connection
-    /// (greeting, EHLO, STARTTLS, AUTH) that works says the refusal came later, at the
-    /// message; one that fails says the server refuses everyone, so the message is tried again
-    /// as after a temporary failure.
+    /// After a permanent (5xx) refusal that says nothing of whose it is (no enhanced code, see
+    /// [`refusal`]): whether it was about this message (its recipient or content), not the
+    /// server or the account — a greeting of 554 (the VPS's address blocklisted for a while)
+    /// refuses every message alike, and once taken as permanent, one minute of it failed every
+    /// message due for good (found by an independent check). A new connection (greeting, EHLO,
+    /// STARTTLS, AUTH) that works says the refusal came later, at the message; one that fails
+    /// says the server refuses everyone, so the message is tried again as after a temporary
+    /// failure.
     async fn about_this_message(&self, limit: Duration) -> bool {
         matches!(
             tokio::time::timeout(limit, self.transport.test_connection()).await,
@@ -331,15 +300,6 @@ impl Sender {
             });
         }
     }
-}
-
-/// A refusal that is about the account whatever the stage it comes at: authentication wanted
-/// (530), or refused (534, 535, 538) — a server may say so at MAIL FROM, after a connection
-/// that [`Sender::about_this_message`] finds working (found by a re-check: a 530 at MAIL FROM
-/// failed the message for good).
-fn account_wide(e: &lettre::transport::smtp::Error) -> bool {
-    e.status()
-        .is_some_and(|code| matches!(code.to_string().as_str(), "530" | "534" | "535" | "538"))
 }
 
 /// A message's Message-ID, the same at every attempt and after a restart: when it does arrive

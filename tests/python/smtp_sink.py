@@ -1,8 +1,8 @@
 """A real SMTP server on loopback for the mail tests: aiosmtpd on 127.0.0.1:PORT, writing each
 message it accepts as one JSON line {"from", "to", "subject", "text", "html", "raw"} to FILE
 (subject and bodies decoded, as a mail client shows them); a recipient `nosuchuser@…` is refused
-550 at RCPT, every MAIL FROM 530 while FILE.refuse-mail exists, and 553 (the sender address
-refused) while FILE.refuse-sender exists. Prints "ready" once it listens;
+550 at RCPT, every MAIL FROM 530 while FILE.refuse-mail exists, and refused with the reply
+written in FILE.refuse-sender (e.g. `553 5.7.1 Sender address rejected`) while that exists. Prints "ready" once it listens;
 stops when its standard input closes (the test drops it).
 
 Usage: smtp_sink.py PORT FILE
@@ -26,8 +26,11 @@ class Sink:
         if os.path.exists(self.path + ".refuse-mail"):
             return "530 5.7.0 Authentication required"
         # While FILE.refuse-sender exists: the account may not send as this address.
-        if os.path.exists(self.path + ".refuse-sender"):
-            return "553 5.7.1 Sender address rejected: not owned by user"
+        try:
+            with open(self.path + ".refuse-sender", encoding="utf-8") as f:
+                return f.read().strip()
+        except FileNotFoundError:
+            pass
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 OK"
