@@ -59,7 +59,8 @@ fn refused(why: Refusal, limited: ShopError) -> Response {
 pub struct CreateOrder;
 
 impl Guarded for CreateOrder {
-    type Admitted = Bytes;
+    /// The body, and the address the order comes from (for the shared allowance).
+    type Admitted = (Bytes, std::net::IpAddr);
 
     fn limiter(limits: &ShopLimits) -> &DefaultKeyedRateLimiter<std::net::IpAddr> {
         &limits.create_order
@@ -68,8 +69,11 @@ impl Guarded for CreateOrder {
     async fn read(
         req: Request,
         state: &Arc<AppState>,
-    ) -> Result<(Bytes, Option<String>), Response> {
+    ) -> Result<((Bytes, std::net::IpAddr), Option<String>), Response> {
         let token = csrf_header(req.headers()).map(str::to_owned);
+        let (parts, body) = req.into_parts();
+        let crate::state::ClientIp(ip) = crate::state::ClientIp::of(state, &parts);
+        let req = Request::from_parts(parts, body);
         // Refused in the API's own shape, like every other answer of this endpoint.
         let body = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -78,10 +82,10 @@ impl Guarded for CreateOrder {
                 ShopError::BadOrderRequest.into_response()
             }
         })?;
-        Ok((body, token))
+        Ok(((body, ip), token))
     }
 
-    fn refuse(_: Bytes, why: Refusal) -> Response {
+    fn refuse(_: (Bytes, std::net::IpAddr), why: Refusal) -> Response {
         refused(why, ShopError::TooManyOrders)
     }
 }
@@ -104,7 +108,7 @@ struct CreateBody {
 pub async fn create(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Guard(body): Guard<CreateOrder>,
+    Guard((body, ip)): Guard<CreateOrder>,
 ) -> Result<Response, ShopError> {
     let req =
         serde_json::from_slice::<CreateBody>(&body).map_err(|_| ShopError::BadOrderRequest)?;
@@ -146,7 +150,7 @@ pub async fn create(
         return Err(ShopError::NoUpstream);
     }
     // Last of the checks: an order refused for its own fault does not use the shared allowance.
-    if state.shop_limits.create_order_all.check().is_err() {
+    if !state.shop_limits.shared_allowance(ip) {
         static SAID: crate::clock::Rationed = crate::clock::Rationed::new();
         if let Some(held) = SAID.due() {
             tracing::warn!(

@@ -18,6 +18,12 @@ pub struct ShopLimits {
     /// a row kept and a call to PayPal's API under the operator's account, and the per-address
     /// limit alone let many addresses (an IPv6 block has many /64s) make them without end.
     pub create_order_all: DefaultDirectRateLimiter,
+    /// `POST /api/orders` from addresses that made one in the last [`REPEAT_WINDOW_MINUTES`],
+    /// together: half of [`ORDERS_PER_MINUTE`] (see [`ShopLimits::shared_allowance`]).
+    pub create_order_repeat: DefaultDirectRateLimiter,
+    /// Which addresses made an order in the last [`REPEAT_WINDOW_MINUTES`] (one allowed per
+    /// window: a refusal says it is a repeat).
+    pub order_seen: DefaultKeyedRateLimiter<IpAddr>,
     /// `POST /api/orders/{id}/capture` (each call may reach PayPal).
     pub capture: DefaultKeyedRateLimiter<IpAddr>,
     /// `POST /webhooks/paypal` (each delivery that looks like an event costs a call to
@@ -42,16 +48,35 @@ pub const ROTATIONS_PER_HOUR: u32 = 5;
 /// account throttled.
 pub const ORDERS_PER_MINUTE: u32 = 60;
 
+/// How long after an order an address's next ones count as repeats.
+pub const REPEAT_WINDOW_MINUTES: u64 = 10;
+
 /// Webhook deliveries taken per address and minute. PayPal delivers a few a minute from any one
 /// of its addresses, retries included; a burst of a hundred from one address is not PayPal.
 pub const WEBHOOKS_PER_MINUTE: u32 = 60;
 
 impl ShopLimits {
+    /// Whether a new order from `ip` may take the shared allowance of all addresses: an
+    /// address's first order in [`REPEAT_WINDOW_MINUTES`] takes only [`ORDERS_PER_MINUTE`];
+    /// its next ones must also fit in half of it, shared by every address ordering again. A
+    /// handful of addresses each kept at its own limit took the whole allowance, and real
+    /// buyers met 503 (found by an independent check: 7 addresses are enough); now they take
+    /// half, and the other half stays for addresses that have not ordered lately — what a
+    /// buyer is — unless as many new addresses come every few minutes.
+    pub fn shared_allowance(&self, ip: IpAddr) -> bool {
+        let repeat = self.order_seen.check_key(&limit_key(ip)).is_err();
+        if repeat && self.create_order_repeat.check().is_err() {
+            return false;
+        }
+        self.create_order_all.check().is_ok()
+    }
+
     /// Forget addresses idle long enough to be back at full allowance (bounded memory).
     pub fn prune(&self) {
         self.order_lookup.retain_recent();
         self.dashboard.retain_recent();
         self.create_order.retain_recent();
+        self.order_seen.retain_recent();
         self.capture.retain_recent();
         self.webhook.retain_recent();
         self.rotate.retain_recent();
@@ -88,6 +113,13 @@ impl Default for ShopLimits {
             create_order_all: DefaultDirectRateLimiter::direct(Quota::per_minute(
                 NonZeroU32::new(ORDERS_PER_MINUTE).unwrap_or(NonZeroU32::MIN),
             )),
+            create_order_repeat: DefaultDirectRateLimiter::direct(Quota::per_minute(
+                NonZeroU32::new(ORDERS_PER_MINUTE / 2).unwrap_or(NonZeroU32::MIN),
+            )),
+            order_seen: DefaultKeyedRateLimiter::keyed(
+                Quota::with_period(std::time::Duration::from_secs(REPEAT_WINDOW_MINUTES * 60))
+                    .unwrap_or_else(|| Quota::per_hour(NonZeroU32::MIN)),
+            ),
             capture: per_minute(30),
             webhook: per_minute(WEBHOOKS_PER_MINUTE),
             rotate: per_minute(10),
