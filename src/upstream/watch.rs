@@ -77,6 +77,17 @@ impl Watch {
     }
 }
 
+/// Whether an account in service had its key (or `base_url`) refused at its last balance
+/// reading: then the next reading comes after [`AGAIN_AFTER_REFUSAL`], to sell again soon once
+/// it is mended. An account the operator turned off is not waited for (one whose key was
+/// revoked, disabled for it, had the pool read every 30 s for ever, an error line each time;
+/// found by an independent check).
+fn awaits_its_key(accounts: &[Arc<Account>]) -> bool {
+    accounts
+        .iter()
+        .any(|a| a.balance_refused() && !a.disabled_by_operator())
+}
+
 /// Start the watch; it ends when the pool is gone (the daemon stopped).
 pub fn start(http: reqwest::Client, pool: Weak<Pool>, watch: Arc<Watch>, activity: Activity) {
     tokio::spawn(async move {
@@ -87,7 +98,7 @@ pub fn start(http: reqwest::Client, pool: Weak<Pool>, watch: Arc<Watch>, activit
             let now = tokio::time::Instant::now();
             if now >= next_balance {
                 read_balances(&http, &p, &watch).await;
-                let refused = p.accounts.iter().any(|a| a.balance_refused());
+                let refused = awaits_its_key(&p.accounts);
                 next_balance = now
                     + if refused {
                         watch.balance_every.min(AGAIN_AFTER_REFUSAL)
@@ -230,5 +241,33 @@ async fn probe(http: &reqwest::Client, pool: &Pool, watch: &Watch, activity: &Ac
                 at_ms: now_ms(),
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_account_is_waited_for_unless_the_operator_turned_it_off() {
+        let account = |name: &str| {
+            let cfg = crate::config::Account {
+                name: name.into(),
+                api_key: "k".into(),
+                base_url: "http://x".into(),
+                weight: 1,
+                max_in_flight: Default::default(),
+            };
+            Arc::new(Account::new(&cfg, vec![1]))
+        };
+        let (good, old) = (account("good"), account("old"));
+        let pool = [good.clone(), old.clone()];
+        assert!(!awaits_its_key(&pool));
+        old.balance_checked(Some("DeepSeek refuses this account's API key (401)"));
+        assert!(awaits_its_key(&pool), "read again soon: it may be mended");
+        assert!(old.disable(DisabledBy::Operator, "revoked"));
+        assert!(!awaits_its_key(&pool), "turned off: not waited for");
+        good.balance_checked(Some("404"));
+        assert!(awaits_its_key(&pool));
     }
 }
