@@ -19,32 +19,58 @@ pub(super) fn problem(url: &str) -> Option<String> {
     }
     let parsed = url::Url::parse(url).ok()?;
     // `opportunistic` goes on in clear when the server offers no STARTTLS, as one in the middle
-    // can make it seem.
+    // can make it seem. The first `tls` is the one lettre reads (a later `tls=required` passed
+    // this check while the password could go in clear; found by an independent check).
     let tls = parsed.scheme() == "smtps"
         || parsed
             .query_pairs()
-            .any(|(k, v)| k == "tls" && v == "required");
-    let local = match parsed.host() {
-        // `smtp:` is not a scheme the URL standard knows, so its host is read as a name even
-        // when it is an address (found by a re-check: 127.0.0.1 was "another machine").
-        Some(url::Host::Domain(d)) => {
-            d.eq_ignore_ascii_case("localhost")
-                || d.trim_matches(['[', ']'])
-                    .parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback())
-        }
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    };
-    if parsed.password().is_some() && !tls && !local {
+            .find(|(k, _)| k == "tls")
+            .is_some_and(|(_, v)| v == "required");
+    if parsed.password().is_some() && !tls && !nearby(parsed.host_str().unwrap_or_default()) {
         return Some(
             "email.smtp_url would send its password without TLS, readable on the way to the \
-             server: add ?tls=required (STARTTLS, port 587) or use smtps:// (port 465)"
+             server: add ?tls=required (STARTTLS, port 587) or use smtps:// (port 465); a relay \
+             on this machine or a private network (a private address, or a name without a dot \
+             or under .internal, .local, .lan, .home.arpa) may go without"
                 .into(),
         );
     }
     None
+}
+
+/// Whether `host` is on this machine or a private network, where a password in clear reaches
+/// no one on the Internet's way: a loopback, private, link-local or shared (CGNAT, as VPNs such
+/// as Tailscale use) address, or a name a private network resolves — without a dot (a
+/// docker-compose service, `/etc/hosts`) or under a suffix kept for such networks. A relay on
+/// the VPS's LAN or VPC was refused with no way round (found by an independent check).
+fn nearby(host: &str) -> bool {
+    // `smtp:` is not a scheme the URL standard knows, so its host is read as a name even when
+    // it is an address (found by a re-check: 127.0.0.1 was "another machine").
+    let name = host.trim_matches(['[', ']']);
+    if let Ok(ip) = name.parse::<std::net::IpAddr>() {
+        return match ip.to_canonical() {
+            std::net::IpAddr::V4(v4) => {
+                let [a, b, ..] = v4.octets();
+                v4.is_loopback()
+                    || v4.is_private()
+                    || v4.is_link_local()
+                    || v4.is_unspecified()
+                    || (a == 100 && (64..128).contains(&b))
+            }
+            std::net::IpAddr::V6(v6) => {
+                let first = v6.segments()[0];
+                v6.is_loopback()
+                    || v6.is_unspecified()
+                    || (first & 0xfe00) == 0xfc00
+                    || (first & 0xffc0) == 0xfe80
+            }
+        };
+    }
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    !name.contains('.')
+        || [".internal", ".local", ".lan", ".home.arpa", ".localhost"]
+            .iter()
+            .any(|suffix| name.ends_with(suffix))
 }
 
 #[cfg(test)]
@@ -63,6 +89,19 @@ mod tests {
             "smtp://user:pw@[::1]:25",
             "smtp://AKIA:BKx%2Fab%2Bcd%3D@email-smtp.example.com:587?tls=required",
             "smtp://relay.example.com:25",
+            "smtp://user:pw@10.0.0.5:25",
+            "smtp://user:pw@172.20.0.3:25",
+            "smtp://user:pw@192.168.1.10:587",
+            "smtp://user:pw@100.101.102.103:25",
+            "smtp://user:pw@169.254.0.9:25",
+            "smtp://user:pw@[fd12:3456::1]:25",
+            "smtp://user:pw@[fe80::1]:25",
+            "smtp://user:pw@[::ffff:127.0.0.1]:25",
+            "smtp://user:pw@0.0.0.0:25",
+            "smtp://user:pw@mailrelay:25",
+            "smtp://user:pw@mail.internal:25",
+            "smtp://user:pw@relay.home.arpa:25",
+            "smtp://user:pw@LOCALHOST:25",
         ] {
             assert_eq!(problem(fine), None, "{fine}");
         }
@@ -76,6 +115,17 @@ mod tests {
             ),
             ("smtp://user:secret@mail.example.com:587", "without TLS"),
             ("smtp://user:secret@192.0.2.7:587", "without TLS"),
+            ("smtp://user:secret@172.32.0.1:587", "without TLS"),
+            ("smtp://user:secret@100.128.0.1:587", "without TLS"),
+            ("smtp://user:secret@[2001:db8::1]:587", "without TLS"),
+            (
+                "smtp://user:secret@mail.example.local.com:587",
+                "without TLS",
+            ),
+            (
+                "smtp://user:secret@mail.example.com:587?tls=opportunistic&tls=required",
+                "without TLS",
+            ),
             (
                 "smtp://user:secret@mail.example.com:587?tls=opportunistic",
                 "without TLS",
