@@ -178,7 +178,12 @@ impl Sender {
                 permanent: true,
             })?;
         Message::builder()
-            .message_id(Some(message_id(row, &self.domain)))
+            .message_id(Some(message_id(
+                &state.sealer,
+                row.id,
+                row.created_at.timestamp_millis(),
+                &self.domain,
+            )))
             .from(self.from.clone())
             .to(to)
             .subject(r.subject)
@@ -305,14 +310,18 @@ impl Sender {
 /// A message's Message-ID, the same at every attempt and after a restart: when it does arrive
 /// twice (a crash between the server's acceptance and its record, a server slower to
 /// acknowledge than the exchange's bound), the recipient's mail provider can see the copies are
-/// one message — each attempt had its own random id (found by an independent check). The row's
-/// number and when it was queued: unique to this database's message.
-fn message_id(row: &OutboxRow, domain: &str) -> String {
-    format!(
-        "<mr.{}.{}@{domain}>",
-        row.id,
-        row.created_at.timestamp_millis()
-    )
+/// one message — each attempt had its own random id (found by an independent check). Named
+/// after the outbox row and when it was queued (unique to this database's message), through
+/// the server secret's [`crate::keys::seal::Sealer::tag`]: the row's number itself told every
+/// recipient how many mails the shop had sent (found by an independent check).
+pub fn message_id(
+    sealer: &crate::keys::seal::Sealer,
+    id: i64,
+    queued_ms: i64,
+    domain: &str,
+) -> String {
+    let tag = sealer.tag(format!("outbox.{id}.{queued_ms}").as_bytes());
+    format!("<mr.{tag}@{domain}>")
 }
 
 /// The wait before attempt `attempts + 1`: `first`, doubled per attempt, at most an hour.
