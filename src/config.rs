@@ -227,7 +227,15 @@ impl UpstreamConfig {
             // DeepSeek gives `https://api.deepseek.com/v1` as an OpenAI base URL too (the `v1`
             // is no model version), but serves its Anthropic endpoint and the balance only at
             // the root: with `/v1` kept, both were 404s (found by an independent check).
-            b.strip_suffix("/v1").unwrap_or(b).to_string()
+            // Any case (`/V1` too), as a URL's path is typed.
+            match b
+                .len()
+                .checked_sub(3)
+                .and_then(|at| b.get(at..).map(|end| (at, end)))
+            {
+                Some((at, end)) if end.eq_ignore_ascii_case("/v1") => b[..at].to_string(),
+                _ => b.to_string(),
+            }
         };
         if self.accounts.is_empty() {
             return vec![Account {

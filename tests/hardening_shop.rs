@@ -404,3 +404,49 @@ async fn no_key_is_sold_while_no_deepseek_account_may_serve() {
     b.create_order(&app, "trial", "early@b.co").await;
     assert_eq!(app.pp().counts().creates, 1);
 }
+
+/// A `base_url` whose balance answers 404 stops sales only when DeepSeek's API does not answer
+/// there either: a proxy that forwards the API and not the balance made sales stop and start
+/// with every request served (found by an independent check).
+#[tokio::test]
+async fn a_missing_balance_endpoint_stops_sales_only_where_the_api_is_missing_too() {
+    use axum::routing::get;
+    for models_there in [true, false] {
+        let mut fake = axum::Router::new();
+        if models_there {
+            fake = fake.route(
+                "/models",
+                get(|| async { axum::Json(json!({"object": "list", "data": []})) }),
+            );
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let at = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move { axum::serve(listener, fake).await });
+        let app = TestApp::spawn_shop_with(|c| c.upstream.base_url = format!("http://{at}")).await;
+        let mut b = crate::shop_orders::Browser::open(&app).await;
+        let order = json!({"plan": "trial", "email": "early@b.co"});
+        // The balance check runs as the daemon starts; its reading says why it failed.
+        let mut said = String::new();
+        for _ in 0..100 {
+            said = serde_json::to_string(
+                &app.admin(modelrelay::activity::protocol::Request::UpstreamStatus)
+                    .await,
+            )
+            .unwrap();
+            if said.contains("balance request answered 404") {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert!(said.contains("balance request answered 404"), "{said}");
+        let (status, v) = b.post_json(&app, "/api/orders", &order).await;
+        if models_there {
+            assert!(said.contains("no DeepSeek balance endpoint"), "{said}");
+            assert_eq!(status, 200, "{v}");
+        } else {
+            assert_eq!(status, 503, "{v}");
+            assert_eq!(v["error"]["code"], "service_unavailable");
+        }
+        server.abort();
+    }
+}

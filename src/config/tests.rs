@@ -462,6 +462,11 @@ fn a_base_url_ending_in_v1_is_deepseeks_root() {
     for (given, used) in [
         ("https://api.deepseek.com/v1", "https://api.deepseek.com"),
         ("https://api.deepseek.com/v1/", "https://api.deepseek.com"),
+        ("https://api.deepseek.com/V1", "https://api.deepseek.com"),
+        (
+            "https://api.deepseek.com/v1/v1",
+            "https://api.deepseek.com/v1",
+        ),
         ("https://api.deepseek.com/", "https://api.deepseek.com"),
         ("http://127.0.0.1:9/proxy", "http://127.0.0.1:9/proxy"),
         ("http://127.0.0.1:9/v1x", "http://127.0.0.1:9/v1x"),

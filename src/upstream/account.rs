@@ -102,6 +102,9 @@ pub struct Account {
     pub(super) messages_url: Prepared,
     /// `<base>/user/balance`.
     pub(super) balance_url: String,
+    /// `<base>/models`: asked when the balance is not where it should be (see
+    /// `watch::fetch`).
+    pub(super) models_url: String,
     /// Its weight.
     pub weight: u32,
     /// Cap per model slot.
@@ -162,6 +165,7 @@ impl Account {
             chat_url: Prepared::new(format!("{}/chat/completions", a.base_url)),
             messages_url: Prepared::new(format!("{}/anthropic/v1/messages", a.base_url)),
             balance_url: format!("{}/user/balance", a.base_url),
+            models_url: format!("{}/models", a.base_url),
             weight: a.weight.max(1),
             in_flight: caps.iter().map(|_| AtomicU32::new(0)).collect(),
             caps,

@@ -156,8 +156,18 @@ async fn fetch(http: &reqwest::Client, a: &Account) -> Result<Balance, String> {
         .await
         .map_err(|e| failed("balance answer cut", &e))?;
     // Where DeepSeek's balance is not (a `base_url` that is not its API: a 404, a redirect),
-    // no request can be served either: the storefront stops selling as for a refused key.
+    // no request can be served either: the storefront stops selling as for a refused key —
+    // unless the API answers there all the same (a proxy that forwards the API and not the
+    // balance made sales stop and start with every request served; found by an independent
+    // check).
     if status.is_redirection() || status == reqwest::StatusCode::NOT_FOUND {
+        if api_answers(http, a).await {
+            a.balance_checked(None);
+            return Err(format!(
+                "balance request answered {status}, while GET <base_url>/models answers: this \
+                 upstream has no DeepSeek balance endpoint"
+            ));
+        }
         a.balance_checked(Some(&format!(
             "the balance check: answered {status}, so upstream.base_url does not lead to \
              DeepSeek's API"
@@ -182,6 +192,19 @@ async fn fetch(http: &reqwest::Client, a: &Account) -> Result<Balance, String> {
     }
     a.balance_checked(None);
     balance::parse(&body, now_ms())
+}
+
+/// Whether DeepSeek's API answers at the account's `base_url` (`GET <base_url>/models` under its
+/// key, as `/healthz` asks it: a success or a 429).
+async fn api_answers(http: &reqwest::Client, a: &Account) -> bool {
+    http.get(&a.models_url)
+        .header(reqwest::header::AUTHORIZATION, &a.auth)
+        .timeout(BALANCE_TIMEOUT)
+        .send()
+        .await
+        .is_ok_and(|r| {
+            r.status().is_success() || r.status() == reqwest::StatusCode::TOO_MANY_REQUESTS
+        })
 }
 
 /// Every account's balance, asked of all at once: one account whose endpoint hangs (up to the
