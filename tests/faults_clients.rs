@@ -95,12 +95,14 @@ async fn a_cut_streams_prompt_is_counted_by_deepseeks_tokenizer() {
 /// reads meanwhile were generated (DeepSeek bills them) — SPEC §4, "output from the deltas
 /// received". They were left out, so a client that stopped reading (its answer backed up in
 /// the gateway and DeepSeek writing on) paid a fraction of what it had made DeepSeek write
-/// (found by an independent check). Tokens come every 5 ms here: ~50 in the relay's 250 ms.
+/// (found by an independent check). Tokens come every 1 ms here: up to ~250 in the relay's
+/// 250 ms (at 5 ms a token, a loaded machine's timers let only 5 to 13 come in that time, and
+/// the margin below failed).
 #[tokio::test]
 async fn a_client_hanging_up_pays_the_deltas_received_after_it_left() {
     let app = TestApp::spawn().await;
     let key = app.create_key("trial", None).await;
-    let text = "[[sim reply=2000 delay_ms=5 no_usage=1]] tell me a long story";
+    let text = "[[sim reply=2000 delay_ms=1 no_usage=1]] tell me a long story";
     let (rid, seen) = hang_up_after(&app, &key, text, 3).await;
     let row = app.wait_ledger_row(&rid).await;
     // Far more than were read: the relay read on after the hang-up (a few were in flight to
@@ -118,7 +120,10 @@ async fn a_client_hanging_up_pays_the_deltas_received_after_it_left() {
 async fn a_client_hanging_up_before_the_usage_chunk_still_pays_the_reported_prompt() {
     let app = TestApp::spawn().await;
     let key = app.create_key("trial", None).await;
-    let text = "[[sim prompt=900 reply=20 delay_ms=100]] hi";
+    // The usage comes 20 ms after the last token, early in the relay's 250 ms of reading on:
+    // at 100 ms, a loaded machine that held this test's thread for 150 ms let the grace end
+    // first, and the prompt was estimated.
+    let text = "[[sim prompt=900 reply=20 delay_ms=20]] hi";
     let resp = app
         .chat(&key, &stream_body(text))
         .send()
@@ -131,7 +136,7 @@ async fn a_client_hanging_up_before_the_usage_chunk_still_pays_the_reported_prom
     assert!(!raw.contains("\"usage\":{"), "no usage yet: {raw}");
     drop(stream);
     let row = app.wait_ledger_row(&rid).await;
-    // The usage chunk comes 100 ms after the last token: a gateway that did not notice the
+    // The usage chunk comes 20 ms after the last token: a gateway that did not notice the
     // hang-up by then (a loaded machine) relayed it and ended complete — billed the same.
     assert!(
         matches!(row.finish, Finish::ClientAbort | Finish::Complete),

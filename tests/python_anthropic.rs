@@ -457,10 +457,10 @@ async fn anthropic_sdk_sees_503_when_the_daemon_shuts_down_mid_request() {
     let mut app = TestApp::spawn().await;
     let key = app.create_key("trial", None).await;
     let child = spawn_checks(&python, &app, &json!({"main": key}), &["overloaded"]);
-    for _ in 0..400 {
-        if !app.sim.requests().is_empty() {
-            break;
-        }
+    // Python and the SDK start first: seconds on a loaded machine. A minute and a half at
+    // most (the request then waits upstream 30 s, so it is still there when the stop comes).
+    let started = std::time::Instant::now();
+    while app.sim.requests().is_empty() && started.elapsed() < Duration::from_secs(90) {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert_eq!(app.sim.requests().len(), 1, "the request reached upstream");
