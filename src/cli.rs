@@ -138,13 +138,13 @@ pub enum MailCommand {
     },
     /// Queue a failed (or waiting) message again, now (a sent one is never sent again); with
     /// `--failed`, every failed message.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["id", "failed"])))]
     Retry {
         /// The message's number (the ID column of `mail list`).
-        #[arg(required_unless_present = "failed")]
         id: Option<i64>,
         /// Every message given up (`failed`), once what failed them is mended; balance notices
         /// that must not go (opted out, revoked, topped up since) stay as they are.
-        #[arg(long, conflicts_with = "id")]
+        #[arg(long)]
         failed: bool,
     },
 }

@@ -443,6 +443,21 @@ async fn a_missing_balance_endpoint_stops_sales_only_where_the_api_is_missing_to
         if models_there {
             assert!(said.contains("no DeepSeek balance endpoint"), "{said}");
             assert_eq!(status, 200, "{v}");
+            // No reading is no balance, not $0 (an alert on the gauge fired for ever).
+            let metrics = app
+                .http
+                .get(format!("{}/metrics", app.base))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            assert!(metrics.contains("# TYPE modelrelay_upstream_balance_usd gauge"));
+            assert!(
+                !metrics.contains("\nmodelrelay_upstream_balance_usd "),
+                "{metrics}"
+            );
         } else {
             assert_eq!(status, 503, "{v}");
             assert_eq!(v["error"]["code"], "service_unavailable");

@@ -84,25 +84,32 @@ async fn retry_mail(state: &AppState, id: i64) -> Result<Response, AdminError> {
 /// a while: see `mail::outbox`), one command instead of one per message.
 async fn retry_failed_mail(state: &AppState) -> Result<Response, AdminError> {
     use futures_util::StreamExt;
-    let ids = state
-        .store
-        .read(|c| crate::store::mail::failed_ids(c, 10_000))
-        .await
-        .map_err(|e| AdminError::Internal(e.to_string()))?;
-    // A few at a time: their writes share commits.
-    let outcomes: Vec<(i64, Result<MailView, AdminError>)> = futures_util::stream::iter(ids)
-        .map(|id| async move { (id, requeue(state, id).await) })
-        .buffered(32)
-        .collect()
-        .await;
     let (mut queued, mut withheld) = (Vec::new(), Vec::new());
-    for (id, outcome) in outcomes {
-        match outcome {
-            Ok(mail) => queued.push(mail),
-            Err(AdminError::MailWithheld(why)) => withheld.push(MailWithheld { id, why }),
-            // Sent or gone meanwhile (a retry of its own): nothing to do.
-            Err(AdminError::NoSuchMail(_)) => {}
-            Err(e) => return Err(e),
+    // Page by page, by number: every failed message, however many (a first version stopped at
+    // 10 000 and said nothing of the rest; found by a re-check).
+    let mut after = 0;
+    loop {
+        let ids = state
+            .store
+            .read(move |c| crate::store::mail::failed_ids(c, after, 1_000))
+            .await
+            .map_err(|e| AdminError::Internal(e.to_string()))?;
+        let Some(&last) = ids.last() else { break };
+        after = last;
+        // A few at a time: their writes share commits.
+        let outcomes: Vec<(i64, Result<MailView, AdminError>)> = futures_util::stream::iter(ids)
+            .map(|id| async move { (id, requeue(state, id).await) })
+            .buffered(32)
+            .collect()
+            .await;
+        for (id, outcome) in outcomes {
+            match outcome {
+                Ok(mail) => queued.push(mail),
+                Err(AdminError::MailWithheld(why)) => withheld.push(MailWithheld { id, why }),
+                // Sent or gone meanwhile (a retry of its own): nothing to do.
+                Err(AdminError::NoSuchMail(_)) => {}
+                Err(e) => return Err(e),
+            }
         }
     }
     state.mailer.poke();

@@ -102,10 +102,20 @@ fn table(u: &UpstreamView) -> String {
     let coverage = u
         .coverage_text()
         .map_or_else(|| "nothing owed".to_string(), |p| format!("coverage {p}"));
+    // No reading is not an empty account (an upstream without DeepSeek's balance endpoint).
+    let read = u
+        .accounts
+        .iter()
+        .any(|a| a.state != "disabled" && a.balance.is_some());
+    let balance = if read {
+        format!("${}", u.usd_balance)
+    } else {
+        "unknown (no reading)".to_string()
+    };
     let _ = writeln!(
         s,
-        "\nUSD balance ${} (accounts in service), customers may still spend ${} ({coverage}); failovers {}",
-        u.usd_balance, u.liability_usd, u.failovers
+        "\nUSD balance {balance} (accounts in service), customers may still spend ${} ({coverage}); failovers {}",
+        u.liability_usd, u.failovers
     );
     for w in &u.warnings {
         let _ = writeln!(s, "warning: {}", field(w));

@@ -67,7 +67,13 @@ fn nearby(host: &str) -> bool {
         };
     }
     let name = name.trim_end_matches('.').to_ascii_lowercase();
-    !name.contains('.')
+    // A number the resolver reads as an address (`134744072`, `0x8080808` are 8.8.8.8; found by
+    // a re-check) is not a name a private network gives: taken as another machine.
+    let numeric = name.starts_with(|c: char| c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() || c == 'x' || c == '.');
+    !numeric && !name.contains('.')
         || [".internal", ".local", ".lan", ".home.arpa", ".localhost"]
             .iter()
             .any(|suffix| name.ends_with(suffix))
@@ -116,6 +122,9 @@ mod tests {
             ("smtp://user:secret@mail.example.com:587", "without TLS"),
             ("smtp://user:secret@192.0.2.7:587", "without TLS"),
             ("smtp://user:secret@172.32.0.1:587", "without TLS"),
+            ("smtp://user:secret@134744072:25", "without TLS"),
+            ("smtp://user:secret@0x8080808:25", "without TLS"),
+            ("smtp://user:secret@2130706433:25", "without TLS"),
             ("smtp://user:secret@100.128.0.1:587", "without TLS"),
             ("smtp://user:secret@[2001:db8::1]:587", "without TLS"),
             (

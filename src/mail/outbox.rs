@@ -204,26 +204,33 @@ impl Sender {
                 Ok(())
             }
             Ok(Err(e)) => {
-                let permanent = if e.is_permanent() {
+                // Why a 5xx is tried again, for `mail list` (lettre calls every 5xx
+                // "permanent": that word showed beside a message still queued; a re-check).
+                let retried = if e.is_permanent() {
                     let another = self.refusals.given_to_another(&e, row);
                     match refusal::verdict(&e) {
-                        Verdict::Message => true,
-                        Verdict::Everyone => false,
-                        Verdict::Unsaid => !another && self.about_this_message(limit).await,
+                        Verdict::Message => None,
+                        Verdict::Everyone => Some(
+                            "retried: the server's, the account's or the sender's refusal, not \
+                             this message's",
+                        ),
+                        Verdict::Unsaid if another => Some(
+                            "retried: another message got the same refusal since the last one \
+                             sent, so it seems the server's or the account's",
+                        ),
+                        Verdict::Unsaid if self.about_this_message(limit).await => None,
+                        Verdict::Unsaid => Some("retried: the server refuses a new connection too"),
                     }
                 } else {
-                    // A non-ASCII address needs SMTPUTF8, which this server does not offer: no
-                    // later attempt can send it (lettre says so only in its message).
-                    e.is_client() && e.to_string().contains("SMTPUTF8")
+                    None
                 };
-                // lettre calls every 5xx "permanent": `mail list` showed that word beside a
-                // message still queued (found by a re-check).
-                let why = if e.is_permanent() && !permanent {
-                    format!(
-                        "{e} (retried: the server's or the account's refusal, not this message's)"
-                    )
-                } else {
-                    e.to_string()
+                // A non-ASCII address needs SMTPUTF8, which this server does not offer: no
+                // later attempt can send it (lettre says so only in its message).
+                let permanent = (e.is_permanent() && retried.is_none())
+                    || (e.is_client() && e.to_string().contains("SMTPUTF8"));
+                let why = match retried {
+                    Some(because) => format!("{e} ({because})"),
+                    None => e.to_string(),
                 };
                 Err(Failure { why, permanent })
             }

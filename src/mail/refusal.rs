@@ -46,15 +46,19 @@ pub(super) fn verdict(e: &Error) -> Verdict {
 
 /// RFC 3463's subjects and details that are about one message: a bad destination mailbox,
 /// system, syntax, ambiguity, a mailbox that moved, a domain that takes no mail (X.1.1–4,
-/// X.1.6, X.1.10); the mailbox's own state (X.2.*: disabled, full, too large for it, a list's
+/// X.1.6, X.1.10); the mailbox's own state (X.2.1–4: disabled, full, too large for it, a list's
 /// expansion); a message too large for the system (X.3.4); its content or media (X.6.*).
 /// Everything else — the sender's address (X.1.7, X.1.8), the system, the network and routing
 /// (X.3, X.4: quotas are sent as 5.4.5), the protocol (X.5), security and policy (X.7: a sender
-/// refused, an account paused) — would refuse any message.
+/// refused, an account paused) — would refuse any message. So would X.2.0 and the details
+/// RFC 3463 does not define: Microsoft's submission servers refuse a `from` address the
+/// account may not send as with `554 5.2.0 …SendAsDeniedException` or `5.2.252 SendAsDenied`
+/// (found by a re-check: every message failed for good).
 fn about_the_message(subject: u16, detail: u16) -> bool {
     match subject {
         1 => matches!(detail, 1..=4 | 6 | 10),
-        2 | 6 => true,
+        2 => matches!(detail, 1..=4),
+        6 => true,
         3 => detail == 4,
         _ => false,
     }
@@ -158,6 +162,8 @@ mod tests {
             (1, 7),
             (1, 8),
             (1, 0),
+            (2, 0),
+            (2, 252),
             (3, 0),
             (4, 5),
             (5, 1),

@@ -142,11 +142,14 @@ pub fn render(out: &mut String, state: &AppState) {
         out,
         "modelrelay_upstream_balance_usd",
         "gauge",
-        "USD across the latest balance readings of the upstream accounts not disabled.",
+        "USD across the latest balance readings of the upstream accounts not disabled \
+         (absent while none of them has a reading).",
     );
-    let _ = writeln!(
-        out,
-        "modelrelay_upstream_balance_usd {}",
-        number(pool.usd_balance())
-    );
+    if pool.balance_read() {
+        let _ = writeln!(
+            out,
+            "modelrelay_upstream_balance_usd {}",
+            number(pool.usd_balance())
+        );
+    }
 }

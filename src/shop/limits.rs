@@ -21,9 +21,9 @@ pub struct ShopLimits {
     /// `POST /api/orders` from addresses that made one in the last [`REPEAT_WINDOW_MINUTES`],
     /// together: half of [`ORDERS_PER_MINUTE`] (see [`ShopLimits::shared_allowance`]).
     pub create_order_repeat: DefaultDirectRateLimiter,
-    /// Which addresses made an order in the last [`REPEAT_WINDOW_MINUTES`] (one allowed per
-    /// window: a refusal says it is a repeat).
-    pub order_seen: DefaultKeyedRateLimiter<IpAddr>,
+    /// When each address last had an order taken, for [`REPEAT_WINDOW_MINUTES`] (at most
+    /// what the shared allowance takes in that time: ~660 entries).
+    order_seen: std::sync::Mutex<std::collections::HashMap<IpAddr, std::time::Instant>>,
     /// `POST /api/orders/{id}/capture` (each call may reach PayPal).
     pub capture: DefaultKeyedRateLimiter<IpAddr>,
     /// `POST /webhooks/paypal` (each delivery that looks like an event costs a call to
@@ -50,6 +50,8 @@ pub const ORDERS_PER_MINUTE: u32 = 60;
 
 /// How long after an order an address's next ones count as repeats.
 pub const REPEAT_WINDOW_MINUTES: u64 = 10;
+const REPEAT_WINDOW: std::time::Duration =
+    std::time::Duration::from_secs(REPEAT_WINDOW_MINUTES * 60);
 
 /// Webhook deliveries taken per address and minute. PayPal delivers a few a minute from any one
 /// of its addresses, retries included; a burst of a hundred from one address is not PayPal.
@@ -63,12 +65,32 @@ impl ShopLimits {
     /// buyers met 503 (found by an independent check: 7 addresses are enough); now they take
     /// half, and the other half stays for addresses that have not ordered lately — what a
     /// buyer is — unless as many new addresses come every few minutes.
+    ///
+    /// An address counts as having ordered once an order of it was taken: one refused here
+    /// made its buyer's next try a repeat (found by a re-check).
     pub fn shared_allowance(&self, ip: IpAddr) -> bool {
-        let repeat = self.order_seen.check_key(&limit_key(ip)).is_err();
+        let key = limit_key(ip);
+        let now = std::time::Instant::now();
+        let repeat = self
+            .seen()
+            .get(&key)
+            .is_some_and(|at| now.duration_since(*at) < REPEAT_WINDOW);
         if repeat && self.create_order_repeat.check().is_err() {
             return false;
         }
-        self.create_order_all.check().is_ok()
+        if self.create_order_all.check().is_err() {
+            return false;
+        }
+        self.seen().insert(key, now);
+        true
+    }
+
+    fn seen(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<IpAddr, std::time::Instant>> {
+        self.order_seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Forget addresses idle long enough to be back at full allowance (bounded memory).
@@ -76,7 +98,9 @@ impl ShopLimits {
         self.order_lookup.retain_recent();
         self.dashboard.retain_recent();
         self.create_order.retain_recent();
-        self.order_seen.retain_recent();
+        let now = std::time::Instant::now();
+        self.seen()
+            .retain(|_, at| now.duration_since(*at) < REPEAT_WINDOW);
         self.capture.retain_recent();
         self.webhook.retain_recent();
         self.rotate.retain_recent();
@@ -116,10 +140,7 @@ impl Default for ShopLimits {
             create_order_repeat: DefaultDirectRateLimiter::direct(Quota::per_minute(
                 NonZeroU32::new(ORDERS_PER_MINUTE / 2).unwrap_or(NonZeroU32::MIN),
             )),
-            order_seen: DefaultKeyedRateLimiter::keyed(
-                Quota::with_period(std::time::Duration::from_secs(REPEAT_WINDOW_MINUTES * 60))
-                    .unwrap_or_else(|| Quota::per_hour(NonZeroU32::MIN)),
-            ),
+            order_seen: std::sync::Mutex::default(),
             capture: per_minute(30),
             webhook: per_minute(WEBHOOKS_PER_MINUTE),
             rotate: per_minute(10),
@@ -128,5 +149,40 @@ impl Default for ShopLimits {
                 NonZeroU32::new(ROTATIONS_PER_HOUR).unwrap_or(NonZeroU32::MIN),
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(n: u32) -> IpAddr {
+        IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + n))
+    }
+
+    /// Addresses ordering again take half the allowance at most; an address whose order the
+    /// allowance refused has not ordered (a re-check: its buyer's next try was a repeat).
+    #[test]
+    fn repeats_take_half_and_a_refused_order_is_no_order() {
+        let limits = ShopLimits::default();
+        let a = ip(1);
+        assert!(limits.shared_allowance(a), "its first");
+        for n in 0..ORDERS_PER_MINUTE / 2 {
+            assert!(limits.shared_allowance(a), "repeat {n}");
+        }
+        assert!(!limits.shared_allowance(a), "repeats have had half");
+        let taken = ORDERS_PER_MINUTE / 2 + 1;
+        for n in 0..ORDERS_PER_MINUTE - taken {
+            assert!(limits.shared_allowance(ip(100 + n)), "new address {n}");
+        }
+        let late = ip(99);
+        assert!(
+            !limits.shared_allowance(late),
+            "the whole allowance is taken"
+        );
+        // One comes back a second (the repeats' half one every two): a new address's order,
+        // not a repeat's.
+        std::thread::sleep(std::time::Duration::from_millis(1_100));
+        assert!(limits.shared_allowance(late), "still a new address");
     }
 }

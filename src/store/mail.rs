@@ -370,11 +370,13 @@ pub fn still_queued(c: &Connection, id: i64) -> Result<bool, StoreError> {
     )?)
 }
 
-/// The numbers of the messages given up (`failed`), oldest first, at most `limit`.
-pub fn failed_ids(c: &Connection, limit: u32) -> Result<Vec<i64>, StoreError> {
-    let mut stmt =
-        c.prepare_cached("SELECT id FROM outbox WHERE status = 'failed' ORDER BY id LIMIT ?1")?;
-    let ids = stmt.query_map([limit], |r| r.get(0))?;
+/// The numbers of the messages given up (`failed`) after number `after`, oldest first, at
+/// most `limit`.
+pub fn failed_ids(c: &Connection, after: i64, limit: u32) -> Result<Vec<i64>, StoreError> {
+    let mut stmt = c.prepare_cached(
+        "SELECT id FROM outbox WHERE status = 'failed' AND id > ?1 ORDER BY id LIMIT ?2",
+    )?;
+    let ids = stmt.query_map(params![after, limit], |r| r.get(0))?;
     Ok(ids.collect::<Result<_, _>>()?)
 }
 
@@ -401,15 +403,20 @@ pub fn retry(c: &Connection, id: i64, at_ms: i64) -> Result<(), StoreError> {
     // A balance notice of a key whose owner opted out stays unsent, whoever asks; nor one of a
     // revoked key: it would tell the owner to add credit to a key that takes none (found by an
     // independent check: retried and sent after the revocation dropped it).
-    // Nor one whose crossing a top-up undid since (the key above a fifth of its budget again,
-    // or active again): it would tell the owner of a key with money that it has little or none
-    // — the drop at the top-up marks it failed, and `mail retry --failed` takes every failed
-    // message (found in review).
+    // Nor one whose crossing a top-up undid since (the key above a fifth of its budget again;
+    // or topped up since and active again): it would tell the owner of a key with money that
+    // it has little or none — the drop at the top-up marks it failed, and `mail retry
+    // --failed` takes every failed message (found in review). An exhausted notice of a key
+    // still `active` with no top-up since is true (a request refused for want of money while
+    // a little is left: found by a re-check, it was withheld as "made untrue").
     let withheld: Option<(bool, bool, bool)> = c
         .query_row(
             "SELECT m.opted_out_at IS NOT NULL, k.status = 'revoked',
                     CASE o.kind WHEN 'low_balance' THEN (k.budget_nanos - k.spent_nanos) * 5 >= k.budget_nanos
-                                ELSE k.status = 'active' END
+                                ELSE k.status = 'active' AND EXISTS (
+                                    SELECT 1 FROM budget_history h
+                                    WHERE h.key_id = o.key_id AND h.created_at >= o.created_at
+                                      AND h.kind IN ('top_up', 'operator_top_up')) END
              FROM outbox o JOIN key_mail m ON m.key_id = o.key_id JOIN keys k ON k.id = o.key_id
              WHERE o.id = ?1 AND o.kind IN ('low_balance', 'exhausted')",
             [id],

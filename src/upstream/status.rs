@@ -65,6 +65,16 @@ pub struct PoolStatus {
 }
 
 impl PoolStatus {
+    /// Whether any account that may serve (not disabled) has a balance reading: without one,
+    /// [`PoolStatus::usd_balance`]'s $0 is no reading, not an empty account (an upstream
+    /// without DeepSeek's balance endpoint showed $0.00 for ever, and a low-balance alert on
+    /// the gauge fired for ever; found by a re-check).
+    pub fn balance_read(&self) -> bool {
+        self.accounts
+            .iter()
+            .any(|a| a.state != AccountState::Disabled && a.balance.is_some())
+    }
+
     /// The USD held across the latest readings of the accounts that may serve (not disabled):
     /// a revoked key's last reading, or an account the operator turned off, pays for no
     /// request, and counting it made the coverage of what keys may spend look safe.

@@ -321,7 +321,10 @@ async fn notices_are_queued_once_per_crossing_and_never_after_an_opt_out() {
         .await
         .unwrap_err();
     assert!(refused.to_string().contains("top-up"), "{refused}");
-    assert_eq!(store.read(|c| mail::failed_ids(c, 10)).await.unwrap(), [1]);
+    assert_eq!(
+        store.read(|c| mail::failed_ids(c, 0, 10)).await.unwrap(),
+        [1]
+    );
     store.write(notice(MailKind::LowBalance)).await.unwrap();
     assert_eq!(count(&store, "SELECT count(*) FROM outbox").await, 2);
     // Opted out: the queued ones are dropped, new crossings queue nothing.
@@ -578,5 +581,54 @@ async fn orders_never_paid_are_forgotten_after_thirty_days() {
             "recent_created"
         ]
     );
+    store.close().await;
+}
+
+/// An exhausted notice of a key still `active` (a request refused for want of money while a
+/// little is left) is true and may be sent again; once a top-up came after it, it is withheld
+/// (found by a re-check: it was withheld as "made untrue" with no top-up at all).
+#[tokio::test]
+async fn an_exhausted_notice_is_withheld_from_a_retry_only_after_a_top_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(&db(&dir)).await.unwrap();
+    let mut k = key("key_a", 1);
+    k.email = Some("a@b.co".into());
+    store.write(insert(k)).await.unwrap();
+    store
+        .write(Write::KeyNotice {
+            key_id: "key_a".into(),
+            kind: MailKind::Exhausted,
+            queue: true,
+            at_ms: 5,
+        })
+        .await
+        .unwrap();
+    let id = store.read(|c| mail::due(c, 10, 1_000, 10)).await.unwrap()[0].id;
+    let fail = || Write::MailFailed {
+        id,
+        error: "552 5.2.2 Mailbox full".into(),
+        next_ms: 100,
+        give_up: true,
+    };
+    store.write(fail()).await.unwrap();
+    store
+        .write(Write::MailRetry { id, at_ms: 6 })
+        .await
+        .expect("a true notice goes again");
+    store.write(fail()).await.unwrap();
+    store
+        .write(Write::TopUp {
+            key_id: "key_a".into(),
+            amount: Usd::from_dollars(1),
+            below: Usd::ZERO,
+            at_ms: 7,
+        })
+        .await
+        .unwrap();
+    let refused = store
+        .write(Write::MailRetry { id, at_ms: 8 })
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("top-up"), "{refused}");
     store.close().await;
 }
