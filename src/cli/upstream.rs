@@ -103,14 +103,13 @@ fn table(u: &UpstreamView) -> String {
         .coverage_text()
         .map_or_else(|| "nothing owed".to_string(), |p| format!("coverage {p}"));
     // No reading is not an empty account (an upstream without DeepSeek's balance endpoint).
-    let read = u
-        .accounts
-        .iter()
-        .any(|a| a.state != "disabled" && a.balance.is_some());
-    let balance = if read {
-        format!("${}", u.usd_balance)
+    let (balance, coverage) = if u.balance_read() {
+        (format!("${}", u.usd_balance), coverage)
     } else {
-        "unknown (no reading)".to_string()
+        (
+            "unknown (no reading)".to_string(),
+            "coverage unknown".to_string(),
+        )
     };
     let _ = writeln!(
         s,

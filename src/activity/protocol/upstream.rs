@@ -26,6 +26,14 @@ pub struct UpstreamView {
 }
 
 impl UpstreamView {
+    /// Whether an account in service has a balance reading: without one, `usd_balance`'s $0 is
+    /// no reading (an upstream without DeepSeek's balance endpoint), not an empty account.
+    pub fn balance_read(&self) -> bool {
+        self.accounts
+            .iter()
+            .any(|a| a.state != "disabled" && a.balance.is_some())
+    }
+
     /// The coverage as the operator reads it: whole percent rounded down, but `<1%` while
     /// some balance is there (`$110` against `$20 003` read `0%`); `None` when nothing is owed.
     pub fn coverage_text(&self) -> Option<String> {

@@ -361,7 +361,10 @@ fn draw_pool(frame: &mut Frame, area: Rect, view: &UpstreamView, t: &Theme) {
     let block = Block::new()
         .borders(Borders::TOP)
         .title(Span::styled(" Pool ", t.accent));
+    let read = view.balance_read();
     let coverage = match view.coverage_percent {
+        // No reading is not an empty account (an upstream without DeepSeek's balance endpoint).
+        _ if !read => Span::styled("- (no balance reading)", t.dim),
         Some(p) => Span::styled(
             view.coverage_text().unwrap_or_default(),
             if p < 100 { t.bad } else { t.good },
@@ -370,7 +373,11 @@ fn draw_pool(frame: &mut Frame, area: Rect, view: &UpstreamView, t: &Theme) {
     };
     let mut lines = vec![Line::from(vec![
         Span::styled(" USD balance ", t.dim),
-        Span::raw(usd(view.usd_balance)),
+        Span::raw(if read {
+            usd(view.usd_balance)
+        } else {
+            "unknown".to_string()
+        }),
         Span::styled("  liability ", t.dim),
         Span::raw(usd(view.liability_usd)),
         Span::styled("  coverage ", t.dim),
