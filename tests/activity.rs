@@ -450,17 +450,26 @@ async fn growing_stream(
     assert_eq!((first.api, first.account.as_str()), (api, "default"));
     assert!(first.output_tokens < 150, "{first:?}");
 
-    tokio::time::sleep(Duration::from_millis(450)).await;
-    let s = snapshot(app).await;
-    let second = s
-        .in_flight
-        .iter()
-        .find(|r| r.request_id == first.request_id)
-        .expect("still in flight");
-    assert!(
-        second.output_tokens > first.output_tokens,
-        "{first:?} then {second:?}"
-    );
+    // Its progress comes every 200 ms while it streams (3 s here): wait for the next one,
+    // by the clock, up to a minute (a loaded machine's timers are late).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let second = loop {
+        let s = snapshot(app).await;
+        let second = s
+            .in_flight
+            .iter()
+            .find(|r| r.request_id == first.request_id)
+            .expect("still in flight")
+            .clone();
+        if second.output_tokens > first.output_tokens {
+            break second;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{first:?} then {second:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
     assert_eq!(second.started_ms, first.started_ms);
 
     let (rid, text) = stream.await.unwrap();

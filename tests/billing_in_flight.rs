@@ -11,16 +11,19 @@ use crate::common::{TestApp, body, request_id};
 
 const FLASH: &str = "deepseek-v4-flash";
 
-/// Wait until `key` has `n` requests in flight (their upstream answers are held back).
+/// Wait until `key` has `n` requests in flight (their upstream answers are held back): by
+/// the clock, up to a minute (a loaded machine is slow).
 async fn wait_in_flight(app: &TestApp, key: &str, n: u32) {
     let state = app.key_state(key);
-    for _ in 0..200 {
-        if state.in_flight() == n {
-            return;
-        }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while state.in_flight() != n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} requests in flight, not {n}",
+            state.in_flight()
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("{} requests in flight, not {n}", state.in_flight());
 }
 
 /// A short request of `key`, served (200): its request id.
@@ -44,11 +47,14 @@ async fn a_key_at_its_plans_requests_in_flight_gets_429_and_its_places_come_back
         if let Some(p) = c.plans.get_mut("trial") {
             p.max_in_flight = 2;
         }
+        // The held requests' 5 s without a byte is no upstream timeout.
+        c.upstream.idle_timeout_secs = 30;
     })
     .await;
     let key = app.create_key("trial", None).await;
     let other = app.create_key("trial", None).await;
-    let slow = body(FLASH, "hi [[sim first_delay_ms=1500 reply=3]]");
+    // Held for 5 s: the refusals and the other key's request below come meanwhile.
+    let slow = body(FLASH, "hi [[sim first_delay_ms=5000 reply=3]]");
     let held: Vec<_> = (0..2)
         .map(|_| tokio::spawn(app.chat(&key, &slow).send()))
         .collect();
@@ -141,10 +147,13 @@ async fn refusals_for_a_place_in_flight_use_none_of_the_keys_rpm() {
             p.max_in_flight = 1;
             p.rpm = 3;
         }
+        // The held request's 5 s without a byte is no upstream timeout.
+        c.upstream.idle_timeout_secs = 30;
     })
     .await;
     let key = app.create_key("trial", None).await;
-    let slow = body(FLASH, "hi [[sim first_delay_ms=1000 reply=3]]");
+    // Held for 5 s: the ten refusals come meanwhile.
+    let slow = body(FLASH, "hi [[sim first_delay_ms=5000 reply=3]]");
     let held = tokio::spawn(app.chat(&key, &slow).send());
     wait_in_flight(&app, &key, 1).await;
     for _ in 0..10 {

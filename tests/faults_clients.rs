@@ -51,6 +51,61 @@ async fn hang_up_after(app: &TestApp, key: &str, text: &str, n: usize) -> (Strin
     (rid, seen)
 }
 
+/// Longest a test waits for what the daemon does in its own time (a loaded machine is slow).
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Wait until the simulator has received `n` requests (by the clock, up to [`PATIENCE`]).
+async fn wait_upstream_requests(app: &TestApp, n: usize) {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while app.sim.requests().len() < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {n} requests reached upstream",
+            app.sim.requests().len()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Send `req` and give up on it once `ready` is done, before any answer: the client drops the
+/// request, as its own timeout does (an answer first fails the test).
+async fn leave_once(req: reqwest::RequestBuilder, ready: impl Future<Output = ()>) {
+    let send = req.send();
+    tokio::select! {
+        biased;
+        () = ready => {}
+        r = send => panic!("answered before the client left: {r:?}"),
+    }
+}
+
+/// Wait until the daemon would bill the start of `raw` (an OpenAI body of `key` to FLASH on
+/// the account "default") as cache hits: the prompt recorder, a thread at the lowest
+/// priority, has remembered the earlier prompt it starts with. Polled by the clock, through
+/// the count a cut stream is billed by (it reads, and changes nothing).
+async fn wait_remembered(app: &TestApp, key: &str, raw: String) {
+    use modelrelay::gateway::dialect::Dialect;
+    let source = modelrelay::gateway::billing::PromptSource {
+        raw: bytes::Bytes::from(raw),
+        pieces: <modelrelay::gateway::openai::OpenAi as Dialect>::prompt_pieces,
+    };
+    let scope = modelrelay::keys::prompts::Scope {
+        api: modelrelay::status::Api::OpenAi,
+        model: FLASH.into(),
+        account: Some("default".into()),
+    };
+    let state = app.key_state(key);
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let now = std::time::Instant::now();
+        let counted = source.count(&state, scope.clone(), now).await;
+        if counted.is_some_and(|(hit, _)| hit > 0) {
+            return;
+        }
+        assert!(now < deadline, "the first prompt was never remembered");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 #[tokio::test]
 async fn client_disconnect_mid_stream_bills_the_generated_output_and_cancels_upstream() {
     let app = TestApp::spawn().await;
@@ -197,14 +252,14 @@ async fn a_whole_answer_left_is_billed_in_full_and_a_stream_left_while_queued_is
     let app = TestApp::spawn().await;
     let key = app.create_key("trial", None).await;
 
-    // Not streamed: the client gives up while DeepSeek queues (keep-alives), then thinks.
+    // Not streamed: the client gives up while DeepSeek queues (keep-alives), then thinks —
+    // once DeepSeek has the request (a client leaving before that owes nothing).
     let whole = "[[sim reply=5 first_delay_ms=1500 keepalive_ms=50]] hi";
-    let resp = app
-        .chat(&key, &body(FLASH, whole))
-        .timeout(Duration::from_millis(300))
-        .send()
-        .await;
-    assert!(resp.is_err_and(|e| e.is_timeout()));
+    leave_once(
+        app.chat(&key, &body(FLASH, whole)),
+        wait_upstream_requests(&app, 1),
+    )
+    .await;
     assert_eq!(
         app.sim.wait_outcome(0, WAIT).await,
         Outcome::Completed,
@@ -284,26 +339,33 @@ async fn a_whole_answer_left_before_it_reached_upstream_is_not_sent() {
         if let Some(m) = c.models.get_mut(FLASH) {
             m.max_in_flight = 1;
         }
-        c.upstream.queue_timeout_ms = 5_000;
+        c.upstream.queue_timeout_ms = 30_000;
+        // The busy request's 3 s without a byte is no upstream timeout.
+        c.upstream.idle_timeout_secs = 30;
     })
     .await;
     let key = app.create_key("trial", None).await;
+    // It holds the only slot for 3 s once DeepSeek has it.
     let busy = tokio::spawn(
-        app.chat(&key, &body(FLASH, "[[sim reply=2 first_delay_ms=1500]] hi"))
+        app.chat(&key, &body(FLASH, "[[sim reply=2 first_delay_ms=3000]] hi"))
             .send(),
     );
-    for _ in 0..200 {
-        if !app.sim.requests().is_empty() {
-            break;
+    wait_upstream_requests(&app, 1).await;
+    // The client leaves once its request waits for the slot (admitted and announced: what
+    // follows is the queue).
+    let queued = async {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while crate::activity::snapshot(&app).await.in_flight.len() < 2 {
+            assert!(std::time::Instant::now() < deadline, "never queued");
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let resp = app
-        .chat(&key, &body(FLASH, "[[sim reply=2]] queued"))
-        .timeout(Duration::from_millis(300))
-        .send()
-        .await;
-    assert!(resp.is_err_and(|e| e.is_timeout()));
+    };
+    leave_once(
+        app.chat(&key, &body(FLASH, "[[sim reply=2]] queued")),
+        queued,
+    )
+    .await;
+    assert_eq!(app.sim.in_flight(crate::common::SIM_KEY), 1, "still busy");
     assert_eq!(busy.await.unwrap().unwrap().status(), 200);
     let rows = wait_rows(&app, &key, 2).await;
     let left = rows
@@ -327,12 +389,11 @@ async fn a_whole_answer_left_before_it_reached_upstream_is_not_sent() {
 async fn a_client_leaving_before_upstream_answers_is_billed_under_the_account_reached() {
     let app = TestApp::spawn().await;
     let key = app.create_key("trial", None).await;
-    let resp = app
-        .chat(&key, &body(FLASH, "[[sim reply=5 first_delay_ms=1000]] hi"))
-        .timeout(Duration::from_millis(300))
-        .send()
-        .await;
-    assert!(resp.is_err_and(|e| e.is_timeout()));
+    leave_once(
+        app.chat(&key, &body(FLASH, "[[sim reply=5 first_delay_ms=1000]] hi")),
+        wait_upstream_requests(&app, 1),
+    )
+    .await;
     let row = wait_rows(&app, &key, 1).await.remove(0);
     assert_whole_left(&row);
     assert_eq!(row.account, "default", "{row:?}");
@@ -365,12 +426,7 @@ async fn a_client_hanging_up_with_bytes_after_its_request_is_noticed() {
             .await
             .unwrap();
         // Upstream has it (the simulator saw the request), then the client leaves.
-        for _ in 0..200 {
-            if app.sim.requests().len() > i {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_upstream_requests(&app, i + 1).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
         drop(tcp);
         assert_eq!(
@@ -402,12 +458,7 @@ async fn a_request_left_in_the_backlog_is_not_served() {
             .header("connection", "close")
             .send(),
     );
-    for _ in 0..200 {
-        if !app.sim.requests().is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_upstream_requests(&app, 1).await;
     // Into the backlog: the whole request, then the client leaves.
     let tcp =
         crate::common::unread_chat(&app.base, &key, &body(FLASH, "[[sim reply=2]] gone")).await;
@@ -445,18 +496,18 @@ async fn a_request_left_in_the_backlog_is_not_served() {
 #[tokio::test]
 async fn a_left_whole_answer_is_not_failed_over() {
     use modelrelay::upstream::simulated::AccountFault;
+    // The attempt times out 2 s after it was sent; its client leaves once DeepSeek has it.
     let app =
-        crate::upstream_pool::two_accounts(|_| {}, |c| c.upstream.idle_timeout_secs = 1).await;
+        crate::upstream_pool::two_accounts(|_| {}, |c| c.upstream.idle_timeout_secs = 2).await;
     for k in [crate::common::SIM_KEY, crate::upstream_pool::SECOND] {
         app.sim.set_fault(k, Some(AccountFault::Hang));
     }
     let key = app.create_key("trial", None).await;
-    let resp = app
-        .chat(&key, &body(FLASH, "[[sim reply=5]] hi"))
-        .timeout(Duration::from_millis(300))
-        .send()
-        .await;
-    assert!(resp.is_err_and(|e| e.is_timeout()));
+    leave_once(
+        app.chat(&key, &body(FLASH, "[[sim reply=5]] hi")),
+        wait_upstream_requests(&app, 1),
+    )
+    .await;
     let row = wait_rows(&app, &key, 1).await.remove(0);
     assert_eq!(app.sim.requests().len(), 1, "one attempt, not failed over");
     assert_eq!(row.finish, Finish::UpstreamTimeout, "{row:?}");
@@ -483,8 +534,6 @@ async fn a_cut_stream_pays_the_start_its_key_sent_before_as_cache_hits() {
     let resp = app.chat(&key, &first).send().await.expect("send");
     let events = read_stream(resp).await;
     assert!(events.iter().any(|e| e == "data: [DONE]"), "{events:?}");
-    // The first prompt is remembered in the background, once it settled.
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let (a1, q2) = (
         "alpha bravo charlie",
         "[[sim reply=200 delay_ms=20]] And then?",
@@ -493,6 +542,8 @@ async fn a_cut_stream_pays_the_start_its_key_sent_before_as_cache_hits() {
     second["messages"] = serde_json::json!([
         {"role": "system", "content": system}, {"role": "user", "content": q1},
         {"role": "assistant", "content": a1}, {"role": "user", "content": q2}]);
+    // The first prompt is remembered in the background, once it settled.
+    wait_remembered(&app, &key, second.to_string()).await;
     let cut = |key: String, model: &str| {
         let (app, mut second) = (&app, second.clone());
         second["model"] = model.into();
@@ -567,7 +618,6 @@ async fn a_cut_streams_cache_hits_need_the_same_texts_however_the_body_is_read()
         {"role": "system", "content": system}, {"role": "user", "content": q1}]});
     let events = read_stream(app.chat(&key, &prime).send().await.expect("send")).await;
     assert!(events.iter().any(|e| e == "data: [DONE]"), "{events:?}");
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let q2 = "[[sim reply=200 delay_ms=20]] And then?";
     let body = |system: &str, extra: &str| {
         let b = serde_json::json!({"model": FLASH, "stream": true, "messages": [
@@ -575,6 +625,8 @@ async fn a_cut_streams_cache_hits_need_the_same_texts_however_the_body_is_read()
             {"role": "assistant", "content": "alpha"}, {"role": "user", "content": q2}]});
         format!("{{{extra}{}", &b.to_string()[1..])
     };
+    // The first prompt is remembered in the background, once it settled.
+    wait_remembered(&app, &key, body(&system, "")).await;
     let cut = |raw: String| {
         let app = &app;
         let key = key.clone();

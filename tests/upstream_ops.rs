@@ -433,14 +433,18 @@ async fn a_request_queued_when_the_last_account_is_disabled_gets_502() {
             for a in &mut c.upstream.accounts {
                 a.max_in_flight.insert("deepseek-v4-flash".into(), 1);
             }
-            c.upstream.queue_timeout_ms = 1_000;
+            // Longer than the test could need: the 502 must come at the disabling, not at
+            // the queue's end (which answers 503).
+            c.upstream.queue_timeout_ms = 30_000;
+            // The held request's 6 s without a byte is no upstream timeout.
+            c.upstream.idle_timeout_secs = 30;
         },
     )
     .await;
     let key = app.create_key("trial", None).await;
     switch(&app, "disable", "second", "disabled").await;
     app.sim
-        .set_fault(SIM_KEY, Some(AccountFault::Delay(Duration::from_secs(2))));
+        .set_fault(SIM_KEY, Some(AccountFault::Delay(Duration::from_secs(6))));
     let chat = |text: &str| {
         app.chat(
             &key,
@@ -448,14 +452,35 @@ async fn a_request_queued_when_the_last_account_is_disabled_gets_502() {
         )
         .send()
     };
+    // Each step once the one before it is under way (by the clock, up to a minute): the held
+    // request has the slot, then the queued one waits for it, then the operator disables.
+    let until = |what: &'static str, ok: &'static (dyn Fn(&TestApp, usize) -> bool + Sync)| {
+        let app = &app;
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                let shown = crate::activity::snapshot(app).await.in_flight.len();
+                if ok(app, shown) {
+                    return;
+                }
+                assert!(std::time::Instant::now() < deadline, "never: {what}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
     let held = chat("holds the only slot");
     let queued = async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        until("the held request has the slot", &|app, _| {
+            app.sim.in_flight(SIM_KEY) == 1
+        })
+        .await;
         chat("queued").await
     };
     let disable = async {
-        tokio::time::sleep(Duration::from_millis(800)).await;
-        switch(&app, "disable", "first", "disabled").await
+        until("the second request is queued", &|_, shown| shown == 2).await;
+        let out = switch(&app, "disable", "first", "disabled").await;
+        assert_eq!(app.sim.in_flight(SIM_KEY), 1, "disabled while held");
+        out
     };
     let (held, queued, _) = tokio::join!(held, queued, disable);
     assert_eq!(held.expect("answered").status(), 200, "in flight: it ends");

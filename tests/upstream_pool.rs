@@ -69,6 +69,32 @@ pub(super) fn served_by(app: &TestApp) -> Vec<Option<String>> {
         .collect()
 }
 
+/// Wait (by the clock, up to a minute) until `ok` holds.
+async fn wait_until(what: &str, ok: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !ok() {
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Wait (by the clock, up to a minute) until the daemon shows `n` requests in flight (each
+/// announced once admitted: what follows is the queue for an account's slot).
+async fn wait_announced(app: &TestApp, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let shown = crate::activity::snapshot(app).await.in_flight.len();
+        if shown == n {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{shown} requests in flight, not {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test]
 async fn every_failure_kind_fails_over_once_billed_once() {
     for (fault, disabled) in [
@@ -244,7 +270,10 @@ async fn caps_are_never_exceeded_and_a_full_pool_queues_then_answers_503() {
     };
     let (a, b) = (slow(&app), slow(&app));
     let holders = tokio::spawn(async move { futures_util::future::join(a, b).await });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_until("each holder has an account's slot", || {
+        app.sim.in_flight(SIM_KEY) == 1 && app.sim.in_flight(SECOND) == 1
+    })
+    .await;
     let resp = app
         .chat(&key, &body("deepseek-v4-flash", "[[sim reply=1]] late"))
         .send()
@@ -266,7 +295,10 @@ async fn caps_are_never_exceeded_and_a_full_pool_queues_then_answers_503() {
     app.sim.set_fault(SECOND, Some(AccountFault::Status(500)));
     let holder = slow(&app);
     let holder = tokio::spawn(holder);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_until("the holder has first's slot", || {
+        app.sim.in_flight(SIM_KEY) == 1
+    })
+    .await;
     let resp = app
         .chat(&key, &body("deepseek-v4-flash", "[[sim reply=1]] late"))
         .send()
@@ -379,13 +411,15 @@ async fn a_request_abandoned_in_the_queue_costs_nothing() {
                 a.max_in_flight.insert("deepseek-v4-flash".into(), 1);
             }
             c.upstream.queue_timeout_ms = 20_000;
+            // The holders' 5 s without a byte is no upstream timeout.
+            c.upstream.idle_timeout_secs = 30;
         },
     )
     .await;
     let key = app.create_key("starter", None).await;
     for k in [SIM_KEY, SECOND] {
         app.sim
-            .set_fault(k, Some(AccountFault::Delay(Duration::from_secs(2))));
+            .set_fault(k, Some(AccountFault::Delay(Duration::from_secs(5))));
     }
     let slow = |app: &TestApp| {
         app.chat(&key, &body("deepseek-v4-flash", "[[sim reply=1]] hold"))
@@ -393,9 +427,14 @@ async fn a_request_abandoned_in_the_queue_costs_nothing() {
     };
     let (a, b) = (slow(&app), slow(&app));
     let holders = tokio::spawn(async move { futures_util::future::join(a, b).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_until("each holder has an account's slot", || {
+        app.sim.in_flight(SIM_KEY) == 1 && app.sim.in_flight(SECOND) == 1
+    })
+    .await;
+    wait_announced(&app, 2).await;
 
-    // A long prompt, so that a charge for it could not hide: abandoned after 300 ms.
+    // A long prompt, so that a charge for it could not hide: abandoned once it waits in the
+    // queue, and gone (settled) before the next.
     let long = format!("[[sim reply=3]] {}", "word ".repeat(4000));
     let mut streamed = body("deepseek-v4-flash", &long);
     streamed["stream"] = true.into();
@@ -412,9 +451,19 @@ async fn a_request_abandoned_in_the_queue_costs_nothing() {
             .json(&anthropic),
     ];
     for req in abandoned {
-        let r = req.timeout(Duration::from_millis(300)).send().await;
-        assert!(r.is_err_and(|e| e.is_timeout()));
+        let send = req.send();
+        tokio::select! {
+            biased;
+            () = wait_announced(&app, 3) => {}
+            r = send => panic!("answered before the client left: {r:?}"),
+        }
+        wait_announced(&app, 2).await;
     }
+    assert_eq!(
+        (app.sim.in_flight(SIM_KEY), app.sim.in_flight(SECOND)),
+        (1, 1),
+        "the holders held both slots all along"
+    );
     let (a, b) = holders.await.unwrap();
     assert_eq!(
         (a.unwrap().status().as_u16(), b.unwrap().status().as_u16()),

@@ -423,9 +423,16 @@ async fn another_process_can_approve_over_http() {
 async fn an_unreachable_paypal_is_reported_as_such() {
     let s = sim().await;
     let pp = client(&s);
+    let addr = s.addr();
     s.shutdown();
     drop(s);
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    // Once its port refuses connections (the server task lets its listener go in its own
+    // time): by the clock, up to a minute.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while tokio::net::TcpStream::connect(addr).await.is_ok() {
+        assert!(std::time::Instant::now() < deadline, "{addr} still accepts");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     let e = pp.get_order("ABC").await.unwrap_err();
     assert!(matches!(e, PaypalError::Unreachable(_)), "{e:?}");
 }
