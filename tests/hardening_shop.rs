@@ -444,15 +444,7 @@ async fn a_missing_balance_endpoint_stops_sales_only_where_the_api_is_missing_to
             assert!(said.contains("no DeepSeek balance endpoint"), "{said}");
             assert_eq!(status, 200, "{v}");
             // No reading is no balance, not $0 (an alert on the gauge fired for ever).
-            let metrics = app
-                .http
-                .get(format!("{}/metrics", app.base))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let metrics = crate::upstream_ops::metrics(&app).await;
             assert!(metrics.contains("# TYPE modelrelay_upstream_balance_usd gauge"));
             assert!(
                 !metrics.contains("\nmodelrelay_upstream_balance_usd "),

@@ -55,7 +55,7 @@ fn balances_read(v: &Value) -> bool {
 }
 
 /// `/metrics` as text.
-async fn metrics(app: &TestApp) -> String {
+pub async fn metrics(app: &TestApp) -> String {
     let resp = app
         .http
         .get(format!("{}/metrics", app.base))
