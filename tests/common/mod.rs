@@ -234,13 +234,19 @@ impl TestApp {
 
     /// Wait for a ledger row to appear (streams settle after their last byte was queued).
     pub async fn wait_ledger_row(&self, request_id: &str) -> UsageRow {
-        for _ in 0..200 {
+        // By the clock, and long: each look settles the ledger first, which a loaded machine
+        // (the writer runs at nice 19) makes slow; a count of looks gave out early there.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
             if let Some(r) = self.ledger_row(request_id) {
                 return r;
             }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no ledger row for {request_id}"
+            );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        panic!("no ledger row for {request_id}");
     }
 
     /// Every ledger row of a key: (count, sum of costs).
