@@ -407,29 +407,9 @@ async fn probation_keeps_the_backoff_and_early_requests_wait_for_the_end() {
         .text()
         .await
         .unwrap();
-    let state = |app: &TestApp| {
-        app.daemon
-            .as_ref()
-            .unwrap()
-            .state
-            .upstream
-            .status()
-            .accounts[0]
-            .state
-            .as_str()
-            .to_string()
-    };
+    let state = |app: &TestApp| account(app, "default").state.as_str().to_string();
     assert_eq!(state(&app), "cooling");
-    let rest_end = app
-        .daemon
-        .as_ref()
-        .unwrap()
-        .state
-        .upstream
-        .status()
-        .accounts[0]
-        .cooling_until_ms
-        .expect("resting");
+    let rest_end = account(&app, "default").cooling_until_ms.expect("resting");
     let mut short = body("deepseek-v4-flash", "[[sim reply=10 delay_ms=100]] early");
     short["stream"] = true.into();
     let mut early = app.chat(&key, &short).send().await.unwrap().bytes_stream();
