@@ -285,7 +285,7 @@ impl Sender {
                          account or email.from, then `modelrelay mail retry --failed`)"
                     );
                 } else {
-                    tracing::warn!(id = row.id, kind = row.kind.as_str(), attempts, give_up, error = ?f.why, "mail not sent");
+                    tracing::warn!(id = row.id, kind = row.kind.as_str(), attempts, error = ?f.why, "mail not sent");
                 }
                 Write::MailFailed {
                     id: row.id,
