@@ -210,8 +210,13 @@ pub struct Account {
     pub name: String,
     /// Its API key.
     pub api_key: String,
-    /// Its base URL (no trailing slash).
+    /// DeepSeek's root under its base URL (no trailing slash, no `/v1`): where the Anthropic
+    /// endpoint and the balance are.
     pub base_url: String,
+    /// Its base URL as given (no trailing slash; `/v1` kept when given): where the OpenAI-shaped
+    /// paths (`/chat/completions`, `/models`) are called, which DeepSeek serves with and
+    /// without `/v1` — a reverse proxy may forward only `<prefix>/v1/…`.
+    pub openai_base: String,
     /// Its weight (at least 1).
     pub weight: u32,
     /// Its cap per model id, where it differs from the model's default.
@@ -222,8 +227,13 @@ impl UpstreamConfig {
     /// The accounts in use: the `[[upstream.accounts]]`, or the one `default` account of
     /// `api_key`.
     pub fn resolved_accounts(&self) -> Vec<Account> {
+        let given = |b: &str| {
+            if b.is_empty() { &self.base_url } else { b }
+                .trim_end_matches('/')
+                .to_string()
+        };
         let base = |b: &str| {
-            let b = if b.is_empty() { &self.base_url } else { b }.trim_end_matches('/');
+            let b = given(b);
             // DeepSeek gives `https://api.deepseek.com/v1` as an OpenAI base URL too (the `v1`
             // is no model version), but serves its Anthropic endpoint and the balance only at
             // the root: with `/v1` kept, both were 404s (found by an independent check).
@@ -234,7 +244,7 @@ impl UpstreamConfig {
                 .and_then(|at| b.get(at..).map(|end| (at, end)))
             {
                 Some((at, end)) if end.eq_ignore_ascii_case("/v1") => b[..at].to_string(),
-                _ => b.to_string(),
+                _ => b,
             }
         };
         if self.accounts.is_empty() {
@@ -242,6 +252,7 @@ impl UpstreamConfig {
                 name: "default".into(),
                 api_key: self.api_key.clone(),
                 base_url: base(""),
+                openai_base: given(""),
                 weight: 1,
                 max_in_flight: BTreeMap::new(),
             }];
@@ -252,6 +263,7 @@ impl UpstreamConfig {
                 name: a.name.clone(),
                 api_key: a.api_key.clone(),
                 base_url: base(&a.base_url),
+                openai_base: given(&a.base_url),
                 weight: a.weight.max(1),
                 max_in_flight: a.max_in_flight.clone(),
             })

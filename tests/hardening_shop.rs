@@ -457,3 +457,93 @@ async fn a_missing_balance_endpoint_stops_sales_only_where_the_api_is_missing_to
         server.abort();
     }
 }
+
+/// A reverse proxy that forwards only `/prefix/v1/…` to DeepSeek (`base_url =
+/// "https://proxy/prefix/v1"`) serves the chat API: the OpenAI-shaped paths keep the `/v1`
+/// given (DeepSeek serves them with and without it), and sales go on — the balance, which
+/// DeepSeek has only at the root and this proxy does not forward, is missing, but the API
+/// answers. With `/v1` stripped from every path, chat went to `/prefix/chat/completions` and
+/// failed (found by an independent check).
+#[tokio::test]
+async fn a_proxy_forwarding_only_its_v1_paths_serves_the_chat_api() {
+    use axum::extract::{Request, State};
+    use axum::response::IntoResponse;
+
+    /// Forward `/prefix/v1/<rest>` to `<sim>/v1/<rest>`; anything else is the proxy's 404.
+    async fn forward(State(sim): State<String>, req: Request) -> axum::response::Response {
+        let (parts, body) = req.into_parts();
+        let Some(rest) = parts.uri.path().strip_prefix("/prefix/v1/") else {
+            return (axum::http::StatusCode::NOT_FOUND, "no route").into_response();
+        };
+        let body = axum::body::to_bytes(body, 1 << 20)
+            .await
+            .unwrap_or_default();
+        let mut out = reqwest::Client::new().request(parts.method, format!("{sim}/v1/{rest}"));
+        for name in ["authorization", "content-type"] {
+            if let Some(v) = parts.headers.get(name) {
+                out = out.header(name, v.as_bytes());
+            }
+        }
+        let Ok(answer) = out.body(body).send().await else {
+            return (axum::http::StatusCode::BAD_GATEWAY, "upstream down").into_response();
+        };
+        let status = answer.status().as_u16();
+        let kind = answer
+            .headers()
+            .get("content-type")
+            .map(|v| v.as_bytes().to_vec())
+            .unwrap_or_default();
+        let bytes = answer.bytes().await.unwrap_or_default();
+        axum::http::Response::builder()
+            .status(status)
+            .header("content-type", kind)
+            .body(axum::body::Body::from(bytes))
+            .unwrap_or_default()
+    }
+
+    let mut app = TestApp::spawn_shop_with(|c| {
+        let sim = c.upstream.base_url.clone();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let at = listener.local_addr().unwrap();
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        let proxy = axum::Router::new().fallback(forward).with_state(sim);
+        tokio::spawn(async move { axum::serve(listener, proxy).await });
+        c.upstream.base_url = format!("http://{at}/prefix/v1");
+    })
+    .await;
+    // The balance check runs as the daemon starts: the proxy has no balance, DeepSeek's API
+    // answers.
+    let mut said = String::new();
+    for _ in 0..100 {
+        said = serde_json::to_string(
+            &app.admin(modelrelay::activity::protocol::Request::UpstreamStatus)
+                .await,
+        )
+        .unwrap();
+        if said.contains("no DeepSeek balance endpoint") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(said.contains("balance request answered 404"), "{said}");
+    assert!(said.contains("no DeepSeek balance endpoint"), "{said}");
+
+    let key = app.create_key("starter", None).await;
+    let resp = app
+        .chat(&key, &crate::common::body("deepseek-v4-flash", "hello"))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    assert_eq!(status, 200, "{text}");
+    let sent: Vec<String> = app.sim.requests().into_iter().map(|r| r.path).collect();
+    assert_eq!(sent, ["/v1/chat/completions"]);
+
+    let mut b = crate::shop_orders::Browser::open(&app).await;
+    let order = json!({"plan": "trial", "email": "proxy@b.co"});
+    let (status, v) = b.post_json(&app, "/api/orders", &order).await;
+    assert_eq!(status, 200, "{v}");
+    app.shutdown().await;
+}

@@ -454,25 +454,53 @@ fn a_secret_that_does_not_parse_is_not_shown_in_the_error() {
     });
 }
 
-/// DeepSeek's `/v1` form of its base URL leads to the same API: the gateway calls the root,
-/// where the Anthropic endpoint and the balance are too; a trailing slash is dropped as before.
+/// DeepSeek's `/v1` form of its base URL leads to the same API: the gateway calls the root for
+/// the Anthropic endpoint and the balance, and the base as given (without a trailing slash) for
+/// the OpenAI-shaped paths, which DeepSeek serves with and without `/v1`.
 #[test]
 fn a_base_url_ending_in_v1_is_deepseeks_root() {
     let mut c = Config::default();
-    for (given, used) in [
-        ("https://api.deepseek.com/v1", "https://api.deepseek.com"),
-        ("https://api.deepseek.com/v1/", "https://api.deepseek.com"),
-        ("https://api.deepseek.com/V1", "https://api.deepseek.com"),
+    for (given, root, openai) in [
+        (
+            "https://api.deepseek.com/v1",
+            "https://api.deepseek.com",
+            "https://api.deepseek.com/v1",
+        ),
+        (
+            "https://api.deepseek.com/v1/",
+            "https://api.deepseek.com",
+            "https://api.deepseek.com/v1",
+        ),
+        (
+            "https://api.deepseek.com/V1",
+            "https://api.deepseek.com",
+            "https://api.deepseek.com/V1",
+        ),
         (
             "https://api.deepseek.com/v1/v1",
             "https://api.deepseek.com/v1",
+            "https://api.deepseek.com/v1/v1",
         ),
-        ("https://api.deepseek.com/", "https://api.deepseek.com"),
-        ("http://127.0.0.1:9/proxy", "http://127.0.0.1:9/proxy"),
-        ("http://127.0.0.1:9/v1x", "http://127.0.0.1:9/v1x"),
+        (
+            "https://api.deepseek.com/",
+            "https://api.deepseek.com",
+            "https://api.deepseek.com",
+        ),
+        (
+            "http://127.0.0.1:9/proxy",
+            "http://127.0.0.1:9/proxy",
+            "http://127.0.0.1:9/proxy",
+        ),
+        (
+            "http://127.0.0.1:9/v1x",
+            "http://127.0.0.1:9/v1x",
+            "http://127.0.0.1:9/v1x",
+        ),
     ] {
         c.upstream.base_url = given.into();
-        assert_eq!(c.upstream.resolved_accounts()[0].base_url, used, "{given}");
+        let a = &c.upstream.resolved_accounts()[0];
+        assert_eq!(a.base_url, root, "{given}");
+        assert_eq!(a.openai_base, openai, "{given}");
     }
 }
 

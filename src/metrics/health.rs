@@ -86,7 +86,7 @@ async fn probe(a: &crate::config::Account, connect_secs: u64) -> Result<u16, Str
         .build()
         .map_err(|_| "cannot build the HTTP client".to_string())?;
     let resp = client
-        .get(format!("{}/models", a.base_url))
+        .get(format!("{}/models", a.openai_base))
         .bearer_auth(&a.api_key)
         .send()
         .await

@@ -96,13 +96,13 @@ pub struct Account {
     /// carry; `None` is only for an account built from an unvalidated config (each request
     /// then fails as unreachable, with that reason in the log, rather than panicking).
     pub(super) auth_header: Option<hyper::header::HeaderValue>,
-    /// `<base>/chat/completions`.
+    /// `<base as given>/chat/completions`.
     pub(super) chat_url: Prepared,
     /// `<base>/anthropic/v1/messages`.
     pub(super) messages_url: Prepared,
     /// `<base>/user/balance`.
     pub(super) balance_url: String,
-    /// `<base>/models`: asked when the balance is not where it should be (see
+    /// `<base as given>/models`: asked when the balance is not where it should be (see
     /// `watch::fetch`).
     pub(super) models_url: String,
     /// Its weight.
@@ -162,10 +162,10 @@ impl Account {
                     v.set_sensitive(true);
                     v
                 }),
-            chat_url: Prepared::new(format!("{}/chat/completions", a.base_url)),
+            chat_url: Prepared::new(format!("{}/chat/completions", a.openai_base)),
             messages_url: Prepared::new(format!("{}/anthropic/v1/messages", a.base_url)),
             balance_url: format!("{}/user/balance", a.base_url),
-            models_url: format!("{}/models", a.base_url),
+            models_url: format!("{}/models", a.openai_base),
             weight: a.weight.max(1),
             in_flight: caps.iter().map(|_| AtomicU32::new(0)).collect(),
             caps,
@@ -494,6 +494,7 @@ mod tests {
             name: "a".into(),
             api_key: "k".into(),
             base_url: "http://x".into(),
+            openai_base: "http://x".into(),
             weight: 1,
             max_in_flight: Default::default(),
         };

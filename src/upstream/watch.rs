@@ -278,6 +278,7 @@ mod tests {
                 name: name.into(),
                 api_key: "k".into(),
                 base_url: "http://x".into(),
+                openai_base: "http://x".into(),
                 weight: 1,
                 max_in_flight: Default::default(),
             };

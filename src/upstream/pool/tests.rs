@@ -11,6 +11,7 @@ fn pool(caps: &[(u32, u32)]) -> Arc<Pool> {
                 name: format!("a{i}"),
                 api_key: "k".into(),
                 base_url: "http://x".into(),
+                openai_base: "http://x".into(),
                 weight: *weight,
                 max_in_flight: Default::default(),
             };
