@@ -903,3 +903,25 @@ async fn two_captures_of_one_order_at_once_both_show_the_key() {
     // waiter asked again, under the same request id; found by an independent check).
     assert_eq!(counts.captures, 1, "PayPal asked once");
 }
+
+/// An order PayPal no longer knows (its 404: `RESOURCE_NOT_FOUND`, issue `INVALID_RESOURCE_ID`)
+/// can never be captured: the buyer is told so (409 `order_expired`, pay again), not "PayPal is
+/// not answering, try again" (502 `payment_provider_error`) for ever.
+#[tokio::test]
+async fn capturing_an_order_paypal_does_not_know_says_it_expired() {
+    let app = TestApp::spawn_shop().await;
+    let mut b = Browser::open(&app).await;
+    let (order_id, _) = b.create_order(&app, "trial", "gone@b.co").await;
+    // As if PayPal had forgotten the order (a demo restarted, an order PayPal dropped).
+    app.db()
+        .execute(
+            "UPDATE orders SET paypal_order_id = 'NOSUCHORDER00000' WHERE order_id = ?1",
+            [&order_id],
+        )
+        .unwrap();
+    let (status, v) = b.capture(&app, &order_id).await;
+    assert_eq!(status, 409, "{v}");
+    assert_eq!(v["error"]["code"], "order_expired", "{v}");
+    assert_eq!(keys_of_order(&app, &order_id), 0);
+    assert_eq!(order_status(&app, &order_id), "created");
+}

@@ -454,9 +454,12 @@ pub(crate) async fn capture_at_paypal(
         }
         // Expired unpaid (PayPal keeps an unapproved order ~3 hours) or unknown there: no
         // capture can ever follow, so the buyer is not offered to try this one again (it was
-        // "PayPal is not answering" for ever; found by an independent check).
-        Err(PaypalError::Api { name, .. })
-            if name == "ORDER_EXPIRED" || name == "RESOURCE_NOT_FOUND" =>
+        // "PayPal is not answering" for ever; found by an independent check). PayPal's 404 for
+        // an unknown order is `RESOURCE_NOT_FOUND` with the issue `INVALID_RESOURCE_ID`, and
+        // the error's name is the issue when there is one: matched by its status, whatever
+        // name it carries.
+        Err(PaypalError::Api { status, name, .. })
+            if status == 404 || name == "ORDER_EXPIRED" || name == "RESOURCE_NOT_FOUND" =>
         {
             tracing::info!(order_id = %order.order_id, %name, "PayPal no longer knows the order");
             Err(ShopError::OrderExpired)
