@@ -943,3 +943,23 @@ async fn a_daemon_answering_on_the_admin_socket_stops_a_start_before_the_databas
     let status = served.exit().await;
     assert!(status.success(), "exit {status:?}; log:\n{}", served.log());
 }
+
+/// `serve --demo` logs the configuration's warnings as `serve` does: a demo moved to another
+/// port with `public_url` left at its default hands customers `http://127.0.0.1:8080` on every
+/// page, and a newcomer who ran no `check-config` is told so in the log.
+#[tokio::test]
+async fn the_demo_logs_the_configurations_warnings_too() {
+    // The setup listens on 127.0.0.1:0 and leaves `public_url` at its default.
+    let demo = Setup::new(10).await;
+    let mut served = demo.serve_with(&["--demo"]).await;
+    served.signal(Signal::SIGTERM);
+    assert!(served.exit().await.success(), "{}", served.log());
+    let log = served.log();
+    assert!(
+        log.contains("configuration: server.public_url is still \"http://127.0.0.1:8080\""),
+        "{log}"
+    );
+    // Nothing about the key or PayPal the demo brings itself.
+    assert!(!log.contains("no upstream key configured"), "{log}");
+    assert!(!log.contains("paypal.client_id is empty"), "{log}");
+}

@@ -70,13 +70,15 @@ pub(super) async fn serve(mut config: Config, demo: bool) -> ExitCode {
                 config.missing_key_text()
             ));
         }
-        // What `check-config` warns about, in the log too (the operator of a service reads
-        // the journal, not a check they may never have run).
-        for warning in config.warnings() {
-            tracing::warn!("configuration: {warning}");
-        }
         None
     };
+    // What `check-config` warns about, in the log too (the operator of a service reads the
+    // journal, not a check they may never have run) — the demo's included: its pages name
+    // `server.public_url` too, and a demo moved to another port showed customers
+    // `http://127.0.0.1:8080` without a word (found by a newcomer following README).
+    for warning in config.warnings() {
+        tracing::warn!("configuration: {warning}");
+    }
     let listener = match tokio::net::TcpListener::bind(&config.server.listen).await {
         Ok(l) => l,
         Err(e) => {
