@@ -275,6 +275,30 @@ const HARDENING: &[&str] = &[
     "SystemCallFilter=~@privileged @resources",
 ];
 
+/// The unit denies `@resources`, which holds setpriority(2): the daemon's background threads
+/// (the ledger writer, the prompt recorder) lower their own priority with it, so the unit must
+/// give that one call back, else under systemd they stay at normal priority and every start
+/// logs "ledger writer left at normal priority" (found by a newcomer reading the unit).
+#[test]
+fn unit_lets_background_threads_lower_their_priority() {
+    let unit = unit_text();
+    let filters: Vec<&str> = unit
+        .lines()
+        .map(str::trim)
+        .filter_map(|l| l.strip_prefix("SystemCallFilter="))
+        .collect();
+    let deny = filters
+        .iter()
+        .position(|f| f.starts_with('~') && f.split_whitespace().any(|g| g == "@resources"))
+        .expect("the unit denies @resources");
+    assert!(
+        filters[deny + 1..]
+            .iter()
+            .any(|f| !f.starts_with('~') && f.split_whitespace().any(|c| c == "setpriority")),
+        "setpriority is denied with @resources and never given back: {filters:?}"
+    );
+}
+
 #[test]
 fn unit_is_hardened_and_matches_the_example_config() {
     let unit = unit_text();
