@@ -547,3 +547,36 @@ async fn a_proxy_forwarding_only_its_v1_paths_serves_the_chat_api() {
     assert_eq!(status, 200, "{v}");
     app.shutdown().await;
 }
+
+/// A `base_url` nothing has ever answered at (a mistyped host or port) sells no key: every key
+/// sold would only get 502s (found by a newcomer's check). An account that answered before and
+/// is unreachable now is an outage, not this (the watch's unit test).
+#[tokio::test]
+async fn no_key_is_sold_while_nothing_has_ever_answered_at_the_base_url() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let at = closed.local_addr().unwrap();
+    drop(closed);
+    let app = TestApp::spawn_shop_with(|c| c.upstream.base_url = format!("http://{at}")).await;
+    let mut said = String::new();
+    for _ in 0..100 {
+        said = serde_json::to_string(
+            &app.admin(modelrelay::activity::protocol::Request::UpstreamStatus)
+                .await,
+        )
+        .unwrap();
+        if said.contains("nothing has answered at upstream.base_url") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        said.contains("nothing has answered at upstream.base_url since the start"),
+        "{said}"
+    );
+    let mut b = crate::shop_orders::Browser::open(&app).await;
+    let order = json!({"plan": "trial", "email": "early@b.co"});
+    let (status, v) = b.post_json(&app, "/api/orders", &order).await;
+    assert_eq!(status, 503, "{v}");
+    assert_eq!(v["error"]["code"], "service_unavailable");
+    assert_eq!(app.pp().counts().creates, 0, "PayPal not asked");
+}

@@ -134,6 +134,11 @@ pub struct Account {
     /// take a working account out), but the storefront sells no key while every account is
     /// disabled or so (see [`Account::may_serve`]).
     refused_at_balance: AtomicBool,
+    /// Something answered at its `base_url` since the start (an HTTP answer of any status, to a
+    /// request or a balance check): while nothing has, a balance check that cannot connect
+    /// refuses it as a 404 does (a mistyped host or port sold keys that could only get 502s;
+    /// found by a newcomer's check), while one that has answered before is only down for now.
+    answered: AtomicBool,
     /// Requests sent (attempts) and failed attempts.
     pub requests: AtomicU64,
     /// Smooth weighted round robin's running score among equally full accounts
@@ -177,6 +182,7 @@ impl Account {
             trial: AtomicBool::new(false),
             disabled_by_operator: AtomicBool::new(false),
             refused_at_balance: AtomicBool::new(false),
+            answered: AtomicBool::new(false),
             requests: AtomicU64::new(0),
             turn: AtomicI64::new(0),
             errors: AtomicU64::new(0),
@@ -324,6 +330,7 @@ impl Account {
     /// its state changed.
     pub(super) fn succeeded(&self) -> bool {
         self.trial.store(false, Ordering::Release);
+        self.heard();
         if self.refused_at_balance.load(Ordering::Relaxed) {
             self.refused_at_balance.store(false, Ordering::Release);
         }
@@ -416,6 +423,18 @@ impl Account {
         }
         self.refused_at_balance
             .store(refused.is_some(), Ordering::Release);
+    }
+
+    /// Something answered at its `base_url` (see the field).
+    pub(super) fn heard(&self) {
+        if !self.answered.load(Ordering::Relaxed) {
+            self.answered.store(true, Ordering::Release);
+        }
+    }
+
+    /// Whether anything has answered at its `base_url` since the start (see the field).
+    pub(super) fn ever_answered(&self) -> bool {
+        self.answered.load(Ordering::Acquire)
     }
 
     /// Its last balance check said its key or `base_url` is wrong (see the field).

@@ -131,20 +131,44 @@ pub fn start(http: reqwest::Client, pool: Weak<Pool>, watch: Arc<Watch>, activit
 /// refused connection).
 fn failed(what: &str, e: &reqwest::Error) -> String {
     if e.is_timeout() {
-        format!("{what}: timed out after {}s", BALANCE_TIMEOUT.as_secs())
-    } else {
+        return format!("{what}: timed out after {}s", BALANCE_TIMEOUT.as_secs());
+    }
+    // reqwest's own text names only the URL ("error sending request for url (…)"): the
+    // innermost cause says what happened (a refused connection, a name that does not resolve).
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    if std::ptr::addr_eq(cause, e as &dyn std::error::Error) {
         format!("{what}: {e}")
+    } else {
+        format!("{what}: {e}: {cause}")
     }
 }
 
 async fn fetch(http: &reqwest::Client, a: &Account) -> Result<Balance, String> {
-    let resp = http
+    let resp = match http
         .get(&a.balance_url)
         .header(reqwest::header::AUTHORIZATION, &a.auth)
         .timeout(BALANCE_TIMEOUT)
         .send()
         .await
-        .map_err(|e| failed("balance request failed", &e))?;
+    {
+        Ok(resp) => resp,
+        Err(e) => {
+            let why = failed("balance request failed", &e);
+            // Nothing has ever answered there: a mistyped host or port, not an outage — the
+            // storefront sells no key that could only get 502s (see `Account::answered`).
+            if !a.ever_answered() {
+                a.balance_checked(Some(&format!(
+                    "the balance check: nothing has answered at upstream.base_url since the \
+                     start ({why})"
+                )));
+            }
+            return Err(why);
+        }
+    };
+    a.heard();
     let status = resp.status();
     crate::clock::check_against_upstream(
         resp.headers()
@@ -293,5 +317,43 @@ mod tests {
         assert!(!awaits_its_key(&pool), "turned off: not waited for");
         good.balance_checked(Some("404"));
         assert!(awaits_its_key(&pool));
+    }
+
+    /// A balance check that cannot connect refuses an account nothing has answered for since
+    /// the start (a mistyped host or port: the storefront stops selling), not one that has
+    /// answered before (an outage: it may be back any moment).
+    #[tokio::test]
+    async fn an_account_never_reached_is_refused_and_one_reached_before_is_not() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", closed.local_addr().unwrap());
+        drop(closed);
+        let account = |name: &str| {
+            let cfg = crate::config::Account {
+                name: name.into(),
+                api_key: "k".into(),
+                base_url: url.clone(),
+                openai_base: url.clone(),
+                weight: 1,
+                max_in_flight: Default::default(),
+            };
+            Account::new(&cfg, vec![1])
+        };
+        let http = reqwest::Client::new();
+        let (never, before) = (account("never"), account("before"));
+        before.heard();
+        let why = fetch(&http, &never).await.expect_err("nothing listens");
+        // What happened, not only reqwest's "error sending request for url (…)".
+        assert!(why.contains("Connection refused"), "{why}");
+        assert!(never.balance_refused(), "nothing ever answered there");
+        assert!(!never.may_serve());
+        assert!(fetch(&http, &before).await.is_err());
+        assert!(
+            !before.balance_refused(),
+            "it answered before: down for now"
+        );
+        assert!(before.may_serve());
+        // An answer (a request's) ends the refusal.
+        never.succeeded();
+        assert!(never.may_serve());
     }
 }
