@@ -375,6 +375,28 @@ async fn an_order_of_a_plan_withdrawn_from_sale_is_not_captured() {
     assert!(!html.contains(&esc(modelrelay::shop::i18n::EN.order_note_created)));
 }
 
+/// An order of a plan withdrawn from sale that PayPal does not know (its 404: an order PayPal
+/// dropped) is the plan's refusal too, 409 `plan_withdrawn`, not "PayPal is not answering,
+/// retry" for ever (found by a newcomer's check).
+#[tokio::test]
+async fn an_order_of_a_withdrawn_plan_unknown_at_paypal_says_the_plan_is_withdrawn() {
+    let app = TestApp::spawn_shop().await;
+    let mut b = Browser::open(&app).await;
+    let (order_id, _) = b.create_order(&app, "starter", "a@b.co").await;
+    app.db()
+        .execute(
+            "UPDATE orders SET paypal_order_id = 'NOSUCHORDER00000' WHERE order_id = ?1",
+            [&order_id],
+        )
+        .unwrap();
+    let app = restart_with(app, |c| c.plans.get_mut("starter").unwrap().enabled = false).await;
+    let (status, v) = b.capture(&app, &order_id).await;
+    assert_eq!(status, 409, "{v}");
+    assert_eq!(v["error"]["code"], "plan_withdrawn", "{v}");
+    assert_eq!(app.pp().counts().captures, 0);
+    assert_eq!(order_status(&app, &order_id), "created");
+}
+
 /// A refund whose event races the recording of the payment it refunds (the buyer's capture
 /// call, PayPal's capture event and its refund event at once, the capture's answer lost
 /// before): whichever wins, the order ends refunded and no working key is left (found by an

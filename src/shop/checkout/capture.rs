@@ -427,6 +427,12 @@ pub(crate) async fn capture_at_paypal(
                     Err(ShopError::PlanWithdrawn)
                 }
             },
+            // PayPal does not know the order (its 404): nothing was ever captured, and the
+            // plan is not sold — the buyer is told so rather than to retry for ever.
+            Err(PaypalError::Api { status: 404, .. }) => {
+                tracing::warn!(order_id = %order.order_id, plan = %order.plan, "order of a plan no longer sold, unknown at PayPal: not captured");
+                Err(ShopError::PlanWithdrawn)
+            }
             Err(e) => {
                 tracing::error!(order_id = %order.order_id, error = %e, "cannot ask PayPal about an order of a plan no longer sold");
                 Err(ShopError::PaypalCaptureFailed)
