@@ -575,3 +575,50 @@ fn a_price_is_exactly_two_values() {
         }
     });
 }
+
+/// A `base_url` copied with one of DeepSeek's endpoints on it is warned about (every call would
+/// go to `<that>/chat/completions`); DeepSeek's root, its `/v1`, and a proxy's own prefix are not.
+#[test]
+fn a_base_url_naming_an_endpoint_is_warned_about() {
+    let said = |c: &Config| {
+        c.warnings()
+            .iter()
+            .any(|w| w.contains("one of DeepSeek's endpoints"))
+    };
+    let mut c = Config::default();
+    for fine in [
+        "https://api.deepseek.com",
+        "https://api.deepseek.com/v1",
+        "https://proxy.example.com/deepseek",
+        "https://proxy.example.com/deepseek/v1/",
+    ] {
+        c.upstream.base_url = fine.into();
+        assert!(!said(&c), "{fine}");
+    }
+    for wrong in [
+        "https://api.deepseek.com/chat/completions",
+        "https://api.deepseek.com/v1/chat/completions/",
+        "https://api.deepseek.com/anthropic",
+        "https://api.deepseek.com/anthropic/v1/messages",
+        "https://api.deepseek.com/Models",
+    ] {
+        c.upstream.base_url = wrong.into();
+        assert!(said(&c), "{wrong}");
+    }
+}
+
+/// `server.listen` with a host name says an IP address is wanted; other mistakes keep the
+/// general text.
+#[test]
+fn a_listen_address_with_a_host_name_says_so() {
+    let mut c = Config::default();
+    c.server.listen = "localhost:8080".into();
+    let err = c.validate().unwrap_err().to_string();
+    assert!(
+        err.contains("an IP address and port, not a host name"),
+        "{err}"
+    );
+    c.server.listen = "127.0.0.1".into();
+    let err = c.validate().unwrap_err().to_string();
+    assert!(err.contains("is not an address such as"), "{err}");
+}

@@ -47,10 +47,25 @@ impl Config {
         const MAX_SOCKET_PATH: usize = 108;
         let s = &self.server;
         if s.listen.parse::<SocketAddr>().is_err() {
-            e.push(format!(
-                "server.listen = {:?} is not an address such as \"127.0.0.1:8080\"",
-                s.listen
-            ));
+            // A host name (`localhost:8080`) is the usual slip: said as such.
+            let named = s.listen.rsplit_once(':').is_some_and(|(host, port)| {
+                port.parse::<u16>().is_ok()
+                    && host.parse::<std::net::IpAddr>().is_err()
+                    && !host.is_empty()
+                    && !host.starts_with('[')
+            });
+            e.push(if named {
+                format!(
+                    "server.listen = {:?}: an IP address and port, not a host name (\"127.0.0.1:8080\" \
+                     for this machine only, \"0.0.0.0:8080\" for every address)",
+                    s.listen
+                )
+            } else {
+                format!(
+                    "server.listen = {:?} is not an address such as \"127.0.0.1:8080\"",
+                    s.listen
+                )
+            });
         }
         if !is_http_url(&s.public_url) {
             e.push(format!(

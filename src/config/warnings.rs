@@ -69,6 +69,41 @@ impl Config {
                 ));
             }
         }
+        // A `base_url` copied with an endpoint's path on it (`…/chat/completions`,
+        // `…/anthropic`): every call would go to `<that>/chat/completions` and fail, and the
+        // only word of it was a 404 at the balance check (found by a newcomer's check). A
+        // proxy's own prefix is not one of these.
+        for a in &accounts {
+            let path = a
+                .openai_base
+                .parse::<hyper::Uri>()
+                .map(|u| u.path().trim_end_matches('/').to_ascii_lowercase())
+                .unwrap_or_default();
+            let endpoint = [
+                "/chat/completions",
+                "/completions",
+                "/anthropic",
+                "/anthropic/v1",
+                "/anthropic/v1/messages",
+                "/messages",
+                "/models",
+                "/user/balance",
+            ]
+            .into_iter()
+            .find(|e| path.ends_with(e));
+            if let Some(endpoint) = endpoint {
+                let which = if self.upstream.accounts.is_empty() {
+                    "upstream.base_url".to_string()
+                } else {
+                    format!("upstream account {:?}'s base_url", a.name)
+                };
+                w.push(format!(
+                    "{which} ends in {endpoint:?}, one of DeepSeek's endpoints: base_url is the \
+                     API's root (\"https://api.deepseek.com\"), and the gateway adds \
+                     /chat/completions, /anthropic/v1/messages, /models and /user/balance to it"
+                ));
+            }
+        }
         // Holidays are listed a year at a time (the example file's are one year's): once all
         // are past, peak prices apply on next year's (found by an independent check in December).
         let today = chrono::Utc::now().date_naive();
