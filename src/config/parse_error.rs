@@ -118,6 +118,23 @@ fn one(e: &Error) -> String {
                 plain(expected)
             )
         }
+        // An environment variable's value is read as TOML reads one: digits alone, or
+        // true/false, are a number or a boolean, and a text setting refused them without a word
+        // of how to write them (found by a newcomer's check).
+        Kind::InvalidType(
+            actual @ (Actual::Bool(_)
+            | Actual::Unsigned(_)
+            | Actual::Signed(_)
+            | Actual::Float(_)),
+            expected,
+        ) if from_env && expected.contains("string") => {
+            format!(
+                "expected {}, found {} (in the environment, a text that reads as a number or \
+                 true/false is quoted: {key}='\"…\"')",
+                plain(expected),
+                found(actual)
+            )
+        }
         Kind::InvalidType(actual, expected) | Kind::InvalidValue(actual, expected) => {
             format!("expected {}, found {}", plain(expected), found(actual))
         }

@@ -454,6 +454,28 @@ fn a_secret_that_does_not_parse_is_not_shown_in_the_error() {
     });
 }
 
+/// A text setting given digits alone in the environment (read as a number) says how to quote
+/// it; quoted, it is read as the text.
+#[test]
+fn a_text_setting_read_as_a_number_from_the_environment_says_to_quote_it() {
+    jailed(|jail| {
+        jail.set_env("MODELRELAY_PLANS__TRIAL__NAME", "2026");
+        let err = Config::from_figment(Config::figment(None))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(
+                "MODELRELAY_PLANS__TRIAL__NAME: expected a string, found 2026 (in the environment"
+            ),
+            "{err}"
+        );
+        assert!(err.contains(r#"MODELRELAY_PLANS__TRIAL__NAME='"…"'"#), "{err}");
+        jail.set_env("MODELRELAY_PLANS__TRIAL__NAME", "\"2026\"");
+        let c = Config::from_figment(Config::figment(None)).unwrap();
+        assert_eq!(c.plans["trial"].name, "2026");
+    });
+}
+
 /// DeepSeek's `/v1` form of its base URL leads to the same API: the gateway calls the root for
 /// the Anthropic endpoint and the balance, and the base as given (without a trailing slash) for
 /// the OpenAI-shaped paths, which DeepSeek serves with and without `/v1`.
