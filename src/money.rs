@@ -116,7 +116,13 @@ impl fmt::Display for Usd {
         while digits.len() > 2 && digits.ends_with('0') {
             digits.pop();
         }
-        write!(f, "{}{whole}.{digits}", if neg { "-" } else { "" })
+        let sign = if neg { "-" } else { "" };
+        // A width (`{:>13}`, the CLI's tables) is honoured: written straight, it was ignored and
+        // a long cost pushed the columns after it (found by a newcomer's check).
+        if f.width().is_some() {
+            return f.pad(&format!("{sign}{whole}.{digits}"));
+        }
+        write!(f, "{sign}{whole}.{digits}")
     }
 }
 
@@ -293,6 +299,14 @@ mod tests {
             "99999999999".parse::<Usd>(),
             Err(ParseUsdError::TooLarge(_))
         ));
+    }
+
+    /// A width pads it, as the CLI's tables ask (`{:>13}`); none leaves it as it was.
+    #[test]
+    fn a_width_pads_it() {
+        assert_eq!(format!("[{:>13}]", usd("0.00001545")), "[   0.00001545]");
+        assert_eq!(format!("[{:<8}]", usd("1.5")), "[1.50    ]");
+        assert_eq!(format!("[{}]", usd("-2.25")), "[-2.25]");
     }
 
     #[test]

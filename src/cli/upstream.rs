@@ -104,16 +104,19 @@ fn table(u: &UpstreamView) -> String {
         .map_or_else(|| "nothing owed".to_string(), |p| format!("coverage {p}"));
     // No reading is not an empty account (an upstream without DeepSeek's balance endpoint).
     let (balance, coverage) = if u.balance_read() {
-        (format!("${}", u.usd_balance), coverage)
+        (
+            format!("${} (accounts in service)", u.usd_balance),
+            coverage,
+        )
     } else {
         (
-            "unknown (no reading)".to_string(),
+            "unknown (no reading of the accounts in service)".to_string(),
             "coverage unknown".to_string(),
         )
     };
     let _ = writeln!(
         s,
-        "\nUSD balance {balance} (accounts in service), customers may still spend ${} ({coverage}); failovers {}",
+        "\nUSD balance {balance}, customers may still spend ${} ({coverage}); failovers {}",
         u.liability_usd, u.failovers
     );
     for w in &u.warnings {

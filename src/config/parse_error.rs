@@ -122,10 +122,7 @@ fn one(e: &Error) -> String {
         // true/false, are a number or a boolean, and a text setting refused them without a word
         // of how to write them (found by a newcomer's check).
         Kind::InvalidType(
-            actual @ (Actual::Bool(_)
-            | Actual::Unsigned(_)
-            | Actual::Signed(_)
-            | Actual::Float(_)),
+            actual @ (Actual::Bool(_) | Actual::Unsigned(_) | Actual::Signed(_) | Actual::Float(_)),
             expected,
         ) if from_env && expected.contains("string") => {
             format!(

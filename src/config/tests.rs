@@ -469,7 +469,10 @@ fn a_text_setting_read_as_a_number_from_the_environment_says_to_quote_it() {
             ),
             "{err}"
         );
-        assert!(err.contains(r#"MODELRELAY_PLANS__TRIAL__NAME='"…"'"#), "{err}");
+        assert!(
+            err.contains(r#"MODELRELAY_PLANS__TRIAL__NAME='"…"'"#),
+            "{err}"
+        );
         jail.set_env("MODELRELAY_PLANS__TRIAL__NAME", "\"2026\"");
         let c = Config::from_figment(Config::figment(None)).unwrap();
         assert_eq!(c.plans["trial"].name, "2026");
