@@ -30,6 +30,24 @@ fn forged_headers() -> Vec<(String, String)> {
     .collect()
 }
 
+/// The daemon's upstream status as JSON text, once it says `what` (bounded: ten seconds, then
+/// as it is, for the caller's assertion to show).
+async fn upstream_said(app: &TestApp, what: &str) -> String {
+    let mut said = String::new();
+    for _ in 0..100 {
+        said = serde_json::to_string(
+            &app.admin(modelrelay::activity::protocol::Request::UpstreamStatus)
+                .await,
+        )
+        .unwrap();
+        if said.contains(what) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    said
+}
+
 /// An event-shaped body of `kind`.
 fn event(kind: &str) -> String {
     json!({
@@ -426,18 +444,7 @@ async fn a_missing_balance_endpoint_stops_sales_only_where_the_api_is_missing_to
         let mut b = crate::shop_orders::Browser::open(&app).await;
         let order = json!({"plan": "trial", "email": "early@b.co"});
         // The balance check runs as the daemon starts; its reading says why it failed.
-        let mut said = String::new();
-        for _ in 0..100 {
-            said = serde_json::to_string(
-                &app.admin(modelrelay::activity::protocol::Request::UpstreamStatus)
-                    .await,
-            )
-            .unwrap();
-            if said.contains("balance request answered 404") {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
+        let said = upstream_said(&app, "balance request answered 404").await;
         assert!(said.contains("balance request answered 404"), "{said}");
         let (status, v) = b.post_json(&app, "/api/orders", &order).await;
         if models_there {
@@ -514,18 +521,7 @@ async fn a_proxy_forwarding_only_its_v1_paths_serves_the_chat_api() {
     .await;
     // The balance check runs as the daemon starts: the proxy has no balance, DeepSeek's API
     // answers.
-    let mut said = String::new();
-    for _ in 0..100 {
-        said = serde_json::to_string(
-            &app.admin(modelrelay::activity::protocol::Request::UpstreamStatus)
-                .await,
-        )
-        .unwrap();
-        if said.contains("no DeepSeek balance endpoint") {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let said = upstream_said(&app, "no DeepSeek balance endpoint").await;
     assert!(said.contains("balance request answered 404"), "{said}");
     assert!(said.contains("no DeepSeek balance endpoint"), "{said}");
 
@@ -557,18 +553,7 @@ async fn no_key_is_sold_while_nothing_has_ever_answered_at_the_base_url() {
     let at = closed.local_addr().unwrap();
     drop(closed);
     let app = TestApp::spawn_shop_with(|c| c.upstream.base_url = format!("http://{at}")).await;
-    let mut said = String::new();
-    for _ in 0..100 {
-        said = serde_json::to_string(
-            &app.admin(modelrelay::activity::protocol::Request::UpstreamStatus)
-                .await,
-        )
-        .unwrap();
-        if said.contains("nothing has answered at upstream.base_url") {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let said = upstream_said(&app, "nothing has answered at upstream.base_url").await;
     assert!(
         said.contains("nothing has answered at upstream.base_url since the start"),
         "{said}"
