@@ -87,9 +87,10 @@ impl Store {
         sync: SyncMode,
         interval: Duration,
     ) -> Result<(Store, Vec<KeyRecord>), StoreError> {
+        let journal_dir = journal::dir_of(path);
+        refuse_a_lost_database(path, &journal_dir)?;
         private_files(path)?;
         let db = path.to_path_buf();
-        let journal_dir = journal::dir_of(path);
         let dir = journal_dir.clone();
         // On the writer's thread, which keeps the connection: migrate, then the rows a stopped
         // daemon had journaled but not committed, before anything reads keys.
@@ -317,6 +318,31 @@ async fn read_only(path: &Path) -> Result<tokio_rusqlite::Connection, StoreError
 /// file are the owner's alone (0600), whatever the umask. The file is created 0600 before
 /// SQLite opens it — SQLite gives the WAL and SHM files the database file's mode — and files
 /// left looser by an older version are tightened.
+/// A database file that is missing while the ledger's journal holds rows is a database lost
+/// (removed while the daemon ran, or the data directory's file deleted or not restored), not
+/// a new install: a start that made a new, empty one there refused every journaled row (their
+/// keys unknown) and went on selling with every key, order and balance gone (found by an
+/// independent check: `rm -rf` of the data directory under load, then a restart). Refused,
+/// saying what to do, before anything is created.
+fn refuse_a_lost_database(path: &Path, journal_dir: &Path) -> Result<(), StoreError> {
+    if std::fs::symlink_metadata(path).is_ok() {
+        return Ok(());
+    }
+    let rows = journal::rows_waiting(journal_dir)
+        .map_err(|e| StoreError::Io(format!("ledger journal {}: {e}", journal_dir.display())))?;
+    if rows == 0 {
+        return Ok(());
+    }
+    Err(StoreError::Io(format!(
+        "{} is missing, but the ledger journal {} holds {rows} rows of it: the database was \
+         lost (removed, or not put back). Restore it (README, \"Backups and restore\"); to \
+         start afresh on purpose, remove {} too",
+        path.display(),
+        journal_dir.display(),
+        journal_dir.display(),
+    )))
+}
+
 fn private_files(path: &Path) -> Result<(), StoreError> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let io = |e: std::io::Error| StoreError::Io(format!("database file {}: {e}", path.display()));

@@ -39,9 +39,9 @@ use super::usage::UsageRow;
 mod record;
 mod staged;
 
-pub(super) use record::replay;
 #[cfg(test)]
 pub(super) use record::{encode, frame, parse};
+pub(super) use record::{replay, rows_waiting};
 #[cfg(test)]
 pub(super) use staged::takes_direct;
 

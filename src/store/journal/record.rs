@@ -212,6 +212,21 @@ pub(crate) fn parse(bytes: &[u8], seq: u64) -> (Vec<UsageRow>, usize) {
     (rows, torn)
 }
 
+/// How many rows the segments in `dir` hold: what a start would replay (0 without the
+/// directory, or with only the empty segment a new journal begins with).
+pub(crate) fn rows_waiting(dir: &Path) -> std::io::Result<usize> {
+    let files = match segments(dir, super::EXT) {
+        Ok(files) => files,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut rows = 0;
+    for (seq, path) in files {
+        rows += parse(&std::fs::read(path)?, seq).0.len();
+    }
+    Ok(rows)
+}
+
 /// Apply every segment in `dir` to the database in one durable transaction (rows already in
 /// the ledger are skipped), then delete the segments. Runs before the writer starts.
 pub(crate) fn replay(c: &mut rusqlite::Connection, dir: &Path) -> Result<Replayed, StoreError> {

@@ -833,3 +833,46 @@ async fn a_row_neither_journaled_nor_committed_at_close_is_counted_lost() {
     assert_eq!(store.close().await, 1);
     lock.execute_batch("ROLLBACK").unwrap();
 }
+
+#[tokio::test]
+async fn a_database_lost_while_its_journal_holds_rows_is_not_started_afresh() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let (store, _) = Store::open(&path).await.unwrap();
+    store.write(insert(key("key_a", 1))).await.unwrap();
+    store.close().await;
+    drop(store);
+    // What a killed daemon leaves in its journal, and then the database file gone (removed
+    // under the running daemon, which went on writing to the unlinked file).
+    let jdir = journal::dir_of(&path);
+    let journal = Journal::start(&jdir, false).unwrap();
+    journal.append(&usage("req-1", "key_a", 100, 1)).unwrap();
+    drop(journal);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+
+    let err = match Store::open(&path).await {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a new, empty database was started in place of the lost one"),
+    };
+    assert!(
+        err.contains("is missing") && err.contains("holds 1 rows"),
+        "{err}"
+    );
+    assert!(
+        !path.exists(),
+        "nothing is created in the lost database's place"
+    );
+    assert_eq!(
+        live_rows(&path),
+        vec!["req-1".to_owned()],
+        "the journal is kept"
+    );
+
+    // Removed on purpose, journal and all: a new database.
+    std::fs::remove_dir_all(&jdir).unwrap();
+    let (store, keys) = Store::open(&path).await.unwrap();
+    assert!(keys.is_empty());
+    store.close().await;
+}
