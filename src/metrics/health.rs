@@ -133,6 +133,13 @@ pub async fn healthz(State(state): State<Arc<AppState>>, ip: ClientIp) -> Respon
     let database = match tokio::time::timeout(Duration::from_secs(5), db).await {
         // Reading works, but the ledger cannot be written: answered requests' rows wait in
         // the journal (and answers the journal cannot take either are withheld).
+        // Writes succeed into a file no start will open again: nothing from now on is kept.
+        Ok(Ok(1)) if state.store.file_gone() => Err(
+            "the database file was removed or replaced while the daemon ran: what it records \
+             now is lost at the next start (stop it and put the database back: README, \
+             \"Backups and restore\")"
+                .into(),
+        ),
         Ok(Ok(1)) if state.store.commits_failing() => Err(
             "the last commit failed (see the log); rows wait in the ledger's journal until one \
              succeeds"

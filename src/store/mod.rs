@@ -52,6 +52,9 @@ pub struct Store {
     /// independent check at a year's scale).
     probe: tokio_rusqlite::Connection,
     path: PathBuf,
+    /// The database file's device and inode when it was opened: `path` naming another file,
+    /// or none, means it was removed or replaced under the daemon (see [`Store::file_gone`]).
+    file_id: Option<(u64, u64)>,
     /// Where settled rows go before the writer commits them (see [`journal`]).
     journal: Arc<Journal>,
     /// `store.sync = "full"`: puts the journal on disk before an answer's last byte (see
@@ -180,6 +183,7 @@ impl Store {
         };
         let reader = read_only(path).await?;
         let probe = read_only(path).await?;
+        let file_id = file_id(path);
         sync::start(
             path.to_path_buf(),
             interval,
@@ -193,6 +197,7 @@ impl Store {
                 reader,
                 probe,
                 path: path.to_path_buf(),
+                file_id,
                 journal,
                 syncer,
                 coming,
@@ -343,6 +348,12 @@ fn refuse_a_lost_database(path: &Path, journal_dir: &Path) -> Result<(), StoreEr
     )))
 }
 
+/// The device and inode of the file at `path`, if there is one.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
 fn private_files(path: &Path) -> Result<(), StoreError> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let io = |e: std::io::Error| StoreError::Io(format!("database file {}: {e}", path.display()));
@@ -366,6 +377,16 @@ fn private_files(path: &Path) -> Result<(), StoreError> {
 }
 
 impl Store {
+    /// The database file this store writes is no longer at its path: removed (an `rm -rf` of
+    /// the data directory) or replaced while the daemon ran. Commits go on succeeding, into a
+    /// file no start will open: every key, order and bill from then on is lost at the next
+    /// start, which makes a new, empty database (found by an independent check: `/healthz`
+    /// said `ok` throughout, and a key sold meanwhile answered 401 after a restart).
+    pub fn file_gone(&self) -> bool {
+        self.file_id
+            .is_some_and(|id| file_id(&self.path) != Some(id))
+    }
+
     /// The last batch of writes could not be committed (retries included); false again once
     /// one is.
     pub fn commits_failing(&self) -> bool {

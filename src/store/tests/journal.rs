@@ -876,3 +876,21 @@ async fn a_database_lost_while_its_journal_holds_rows_is_not_started_afresh() {
     assert!(keys.is_empty());
     store.close().await;
 }
+
+#[tokio::test]
+async fn a_database_file_removed_under_the_store_is_noticed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    let (store, _) = Store::open(&path).await.unwrap();
+    assert!(!store.file_gone());
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    // Commits go on succeeding, into the unlinked file: only the path tells.
+    store.write(insert(key("key_a", 1))).await.unwrap();
+    assert!(store.file_gone(), "a removed database file is noticed");
+    // Something else put in its place is not the store's file either.
+    std::fs::write(&path, b"").unwrap();
+    assert!(store.file_gone(), "a replaced database file is noticed");
+    store.close().await;
+}
