@@ -795,3 +795,71 @@ async fn journal_removed_while_commits_fail(sync: SyncMode) {
     lock.execute_batch("ROLLBACK;").unwrap();
     app.wait_ledger_row(&after_id).await;
 }
+
+/// The database file removed under a running daemon (an `rm -rf` of the data directory):
+/// commits go on into the unlinked file, which no start opens again. `/healthz` says so, and
+/// the storefront takes no payment — neither a new order nor the capture of one made before —
+/// whose key the next start would have forgotten (found by an independent check: a key sold
+/// after the removal answered 401 after a restart).
+#[tokio::test]
+async fn a_database_file_removed_under_the_daemon_stops_payments_and_healthz_says_so() {
+    let app = TestApp::spawn_shop().await;
+    let mut b = crate::shop_orders::Browser::open(&app).await;
+    let (paid_id, paid_paypal_id) = b.create_order(&app, "trial", "paid@b.co").await;
+    assert!(app.pp().approve(&paid_paypal_id));
+    assert_eq!(b.capture(&app, &paid_id).await.0, 200);
+    let (order_id, paypal_id) = b.create_order(&app, "trial", "before@b.co").await;
+    assert!(app.pp().approve(&paypal_id));
+    assert_eq!(health(&app).await.0, 200);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", app.db.display()));
+    }
+    let (status, v) = health(&app).await;
+    assert_eq!(status, 503, "{v}");
+    assert!(
+        v.to_string()
+            .contains("removed or replaced while the daemon ran"),
+        "{v}"
+    );
+    let order = json!({"plan": "trial", "email": "after@b.co"});
+    let (status, v) = b.post_json(&app, "/api/orders", &order).await;
+    assert_eq!(status, 503, "{v}");
+    assert_eq!(v["error"]["code"], "service_unavailable", "{v}");
+    let (status, v) = b.capture(&app, &order_id).await;
+    assert_eq!(status, 503, "{v}");
+    assert_eq!(v["error"]["code"], "service_unavailable", "{v}");
+    // PayPal's event is asked for again later, not recorded where it would be forgotten.
+    let completed = app
+        .pp()
+        .webhook("PAYMENT.CAPTURE.COMPLETED", &paid_paypal_id)
+        .unwrap();
+    assert_eq!(crate::shop_orders::deliver(&app, completed).await, 503);
+    let counts = app.pp().counts();
+    assert_eq!(
+        (counts.creates, counts.captures),
+        (2, 1),
+        "PayPal: two orders, the first captured before the removal only"
+    );
+    // A backup saves what the daemon still holds open: the paid order and its key.
+    let dest = app.dir.path().join("rescued.db");
+    let resp = app
+        .admin(modelrelay::activity::protocol::Request::Backup { path: dest.clone() })
+        .await;
+    assert!(
+        matches!(
+            resp,
+            modelrelay::activity::protocol::Response::BackedUp { .. }
+        ),
+        "{resp:?}"
+    );
+    let rescued = rusqlite::Connection::open(&dest).unwrap();
+    let (status, keys): (String, i64) = rescued
+        .query_row(
+            "SELECT status, (SELECT COUNT(*) FROM keys) FROM orders WHERE order_id = ?1",
+            [&paid_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((status.as_str(), keys), ("paid", 1));
+    assert!(!app.db.exists(), "nothing made at the removed file's place");
+}

@@ -149,6 +149,11 @@ pub async fn create(
         }
         return Err(ShopError::NoUpstream);
     }
+    // The database file was removed under the daemon: an order taken now would be paid for
+    // and then lost, key and all, at the next start (found by an independent check).
+    if lost_database(&state) {
+        return Err(ShopError::NotRecording);
+    }
     // Last of the checks: an order refused for its own fault does not use the shared allowance.
     if !state.shop_limits.shared_allowance(ip) {
         static SAID: crate::clock::Rationed = crate::clock::Rationed::new();
@@ -294,6 +299,25 @@ async fn open_at_paypal(
         return Err(not_stored(&e));
     }
     Ok(created.id)
+}
+
+/// Whether the database file is gone from under the daemon (see [`crate::store::Store::file_gone`]):
+/// then no payment is taken, and the log says why (at most once a minute).
+pub(crate) fn lost_database(state: &AppState) -> bool {
+    if !state.store.file_gone() {
+        return false;
+    }
+    static SAID: crate::clock::Rationed = crate::clock::Rationed::new();
+    if let Some(held) = SAID.due() {
+        tracing::error!(
+            since_last_said = held,
+            database = %state.store.path().display(),
+            "no payment taken: the database file was removed or replaced while the daemon ran, \
+             and what it records now is lost at the next start; stop the daemon and put the \
+             database back (README, \"Backups and restore\") (said at most once a minute)"
+        );
+    }
+    true
 }
 
 /// The buyer's answer when an order's write failed: a database that cannot commit now (a full

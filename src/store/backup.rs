@@ -40,6 +40,29 @@ pub enum BackupError {
 
 /// Copy the database at `src` to `dest` (blocking; see [`super::Store::backup`]).
 pub(super) fn backup_blocking(src: &Path, dest: &Path) -> Result<u64, BackupError> {
+    backup_with(dest, |tmp| copy_database(src, tmp))
+}
+
+/// The same from a connection the store holds open: the database file removed from under the
+/// daemon can no longer be opened by its path, but the open connection still reads it (see
+/// `Store::file_gone`), so its rows can be saved.
+pub(super) fn backup_of_open(
+    source: &rusqlite::Connection,
+    dest: &Path,
+) -> Result<u64, BackupError> {
+    backup_with(dest, |tmp| {
+        source.execute_batch("BEGIN; SELECT COUNT(*) FROM sqlite_master;")?;
+        let copied = copy_from(source, tmp);
+        let _ = source.execute_batch("COMMIT;");
+        copied
+    })
+}
+
+/// Write `dest` through `dest.tmp` with `copy` (see [`backup_blocking`]).
+fn backup_with(
+    dest: &Path,
+    copy: impl FnOnce(&Path) -> Result<(), BackupError>,
+) -> Result<u64, BackupError> {
     use std::os::unix::fs::OpenOptionsExt;
     let io = |context: String| move |source| BackupError::Io { context, source };
     if dest.symlink_metadata().is_ok() {
@@ -64,7 +87,7 @@ pub(super) fn backup_blocking(src: &Path, dest: &Path) -> Result<u64, BackupErro
                 }
             }
         })?;
-    let copied = copy_database(src, &tmp).and_then(|()| {
+    let copied = copy(&tmp).and_then(|()| {
         std::fs::File::open(&tmp)
             .and_then(|f| f.sync_all())
             .map_err(io(format!("cannot sync {}", tmp.display())))
@@ -99,7 +122,6 @@ pub(super) fn backup_blocking(src: &Path, dest: &Path) -> Result<u64, BackupErro
 
 /// Copy `src` into the (empty) database file `dest` page by page.
 fn copy_database(src: &Path, dest: &Path) -> Result<(), BackupError> {
-    use rusqlite::backup::{Backup, StepResult};
     let source = rusqlite::Connection::open_with_flags(
         src,
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -107,9 +129,17 @@ fn copy_database(src: &Path, dest: &Path) -> Result<(), BackupError> {
     source.busy_timeout(std::time::Duration::from_secs(5))?;
     // One read transaction for the whole copy: every step reads the same snapshot.
     source.execute_batch("BEGIN; SELECT COUNT(*) FROM sqlite_master;")?;
+    copy_from(&source, dest)?;
+    source.execute_batch("COMMIT;")?;
+    Ok(())
+}
+
+/// Copy what `source` reads (in its open transaction) into the empty database file `dest`.
+fn copy_from(source: &rusqlite::Connection, dest: &Path) -> Result<(), BackupError> {
+    use rusqlite::backup::{Backup, StepResult};
     let mut target = rusqlite::Connection::open(dest)?;
     {
-        let backup = Backup::new(&source, &mut target)?;
+        let backup = Backup::new(source, &mut target)?;
         loop {
             match backup.step(BACKUP_PAGES_PER_STEP)? {
                 StepResult::Done => break,
@@ -121,7 +151,6 @@ fn copy_database(src: &Path, dest: &Path) -> Result<(), BackupError> {
             }
         }
     }
-    source.execute_batch("COMMIT;")?;
     // The copy is a standalone file: no WAL beside it.
     target.execute_batch("PRAGMA journal_mode = DELETE;")?;
     target.close().map_err(|(_, e)| BackupError::Sqlite(e))?;

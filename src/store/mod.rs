@@ -319,10 +319,6 @@ async fn read_only(path: &Path) -> Result<tokio_rusqlite::Connection, StoreError
     Ok(c)
 }
 
-/// The database holds customers' emails and every request: it, its WAL and its shared-memory
-/// file are the owner's alone (0600), whatever the umask. The file is created 0600 before
-/// SQLite opens it — SQLite gives the WAL and SHM files the database file's mode — and files
-/// left looser by an older version are tightened.
 /// A database file that is missing while the ledger's journal holds rows is a database lost
 /// (removed while the daemon ran, or the data directory's file deleted or not restored), not
 /// a new install: a start that made a new, empty one there refused every journaled row (their
@@ -354,6 +350,10 @@ fn file_id(path: &Path) -> Option<(u64, u64)> {
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
+/// The database holds customers' emails and every request: it, its WAL and its shared-memory
+/// file are the owner's alone (0600), whatever the umask. The file is created 0600 before
+/// SQLite opens it — SQLite gives the WAL and SHM files the database file's mode — and files
+/// left looser by an older version are tightened.
 fn private_files(path: &Path) -> Result<(), StoreError> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let io = |e: std::io::Error| StoreError::Io(format!("database file {}: {e}", path.display()));
@@ -440,6 +440,20 @@ impl Store {
         };
         let src = self.path.clone();
         let dest = dest.to_path_buf();
+        // The file removed from under the daemon: its path opens nothing (or another file), but
+        // the reader's connection still reads it — the backup is the operator's way to save it.
+        if self.file_gone() {
+            tracing::warn!(
+                "backup taken through the daemon's open connection: the database file was \
+                 removed or replaced while it ran"
+            );
+            let bytes = self
+                .reader
+                .call(move |c| Ok(backup::backup_of_open(c, &dest)))
+                .await
+                .map_err(|_: tokio_rusqlite::Error<StoreError>| BackupError::Task)??;
+            return Ok(Backup { bytes, behind });
+        }
         let bytes = tokio::task::spawn_blocking(move || backup::backup_blocking(&src, &dest))
             .await
             .map_err(|_| BackupError::Task)??;

@@ -402,6 +402,10 @@ pub(crate) async fn capture_at_paypal(
         return Ok(decided);
     }
     let order = now.as_ref().map_or(order, |o| &o.record);
+    // No money taken for what the next start would forget (see `lost_database`).
+    if super::lost_database(state) {
+        return Err(ShopError::NotRecording);
+    }
     let (Some(paypal), Some(paypal_id)) = (state.paypal.as_ref(), order.paypal_order_id.as_deref())
     else {
         return Err(ShopError::NotApproved);

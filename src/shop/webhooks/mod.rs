@@ -344,6 +344,11 @@ pub async fn paypal(
             return Err(WebhookError::CannotVerify);
         }
     }
+    // Recorded now, the event would be forgotten at the next start, and PayPal, told it was
+    // processed, would never send it again: it is asked to, later (see `lost_database`).
+    if crate::shop::checkout::lost_database(&state) {
+        return Err(WebhookError::NotRecorded);
+    }
     let seen_id = id.clone();
     if state
         .store
