@@ -80,6 +80,10 @@ async fn probe(a: &crate::config::Account, connect_secs: u64) -> Result<u16, Str
     let client = reqwest::Client::builder()
         // Not followed, as the API calls do not follow one (a redirect is a failure there).
         .redirect(reqwest::redirect::Policy::none())
+        // Nor a proxy of the environment, which the API calls do not use either (reqwest reads
+        // `HTTP_PROXY` and the like by default: one that could not reach DeepSeek made this
+        // say 503 while requests were served).
+        .no_proxy()
         .connect_timeout(Duration::from_secs(connect_secs.clamp(1, 5)))
         .timeout(Duration::from_secs(5))
         .user_agent(concat!("modelrelay/", env!("CARGO_PKG_VERSION")))
@@ -251,6 +255,57 @@ pub async fn healthz(State(state): State<Arc<AppState>>, ip: ClientIp) -> Respon
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The probe goes straight to `base_url` whatever proxy the environment names, as the API
+    /// calls do (in a child process whose environment names a proxy nothing listens on).
+    #[test]
+    fn the_probe_uses_no_proxy_of_the_environment() {
+        const CHILD: &str = "MODELRELAY_TEST_PROXY_CHILD";
+        if std::env::var_os(CHILD).is_some() {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async {
+                let sim = crate::upstream::simulated::SimulatedDeepSeek::start(
+                    crate::upstream::simulated::SimOptions::default(),
+                )
+                .await
+                .unwrap();
+                let a = crate::config::Account {
+                    name: "a".into(),
+                    api_key: "sk-simulated".into(),
+                    base_url: sim.base_url(),
+                    openai_base: sim.base_url(),
+                    weight: 1,
+                    max_in_flight: Default::default(),
+                };
+                assert_eq!(probe(&a, 5).await, Ok(200));
+            });
+            return;
+        }
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let proxy = format!("http://{}", closed.local_addr().unwrap());
+        drop(closed);
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "metrics::health::tests::the_probe_uses_no_proxy_of_the_environment",
+                "--test-threads=1",
+            ])
+            .env(CHILD, "1")
+            .env_remove("NO_PROXY")
+            .env_remove("no_proxy")
+            .env("HTTP_PROXY", &proxy)
+            .env("http_proxy", &proxy)
+            .env("HTTPS_PROXY", &proxy)
+            .env("ALL_PROXY", &proxy)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 
     /// Only an answer that shows DeepSeek's API there, with the key accepted, is fine.
     #[test]

@@ -118,16 +118,8 @@ impl Upstream {
     pub fn new(c: &Config, activity: Activity) -> Result<Upstream, BuildError> {
         let u = &c.upstream;
         let http = HttpClient::new(Duration::from_secs(u.connect_timeout_secs), POOL_IDLE)?;
-        let watch_http = reqwest::Client::builder()
-            // A redirect is not followed, as the API calls do not follow one: followed, a
-            // `base_url` that redirects (http:// to an https:// API) read balances and passed
-            // probes while every request failed (found by a re-check).
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(u.connect_timeout_secs))
-            .tcp_nodelay(true)
-            .pool_idle_timeout(POOL_IDLE)
-            .user_agent(concat!("modelrelay/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let watch_http =
+            watch::http_client(Duration::from_secs(u.connect_timeout_secs), POOL_IDLE)?;
         let models: Vec<String> = c.models.keys().cloned().collect();
         let accounts =
             u.resolved_accounts()

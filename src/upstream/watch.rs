@@ -126,7 +126,24 @@ pub fn start(http: reqwest::Client, pool: Weak<Pool>, watch: Arc<Watch>, activit
     });
 }
 
-/// Ask DeepSeek for one account's balance.
+/// The client of the balance readings and probes. A redirect is not followed, as the API calls
+/// do not follow one: followed, a `base_url` that redirects (http:// to an https:// API) read
+/// balances and passed probes while every request failed (found by a re-check). Nor is a proxy
+/// of the environment (`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`) used, as the API calls use
+/// none (README says they are not read): reqwest reads them by default, and a proxy there that
+/// could not reach DeepSeek made every balance check fail while requests were served — which,
+/// at start, refuses the account and stops the storefront's sales.
+pub(super) fn http_client(connect: Duration, idle: Duration) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .connect_timeout(connect)
+        .tcp_nodelay(true)
+        .pool_idle_timeout(idle)
+        .user_agent(concat!("modelrelay/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
 /// Why a balance read failed: "timed out" said as such (reqwest's text for it reads like a
 /// refused connection).
 fn failed(what: &str, e: &reqwest::Error) -> String {
@@ -317,6 +334,61 @@ mod tests {
         assert!(!awaits_its_key(&pool), "turned off: not waited for");
         good.balance_checked(Some("404"));
         assert!(awaits_its_key(&pool));
+    }
+
+    /// The balance check goes straight to `base_url` whatever proxy the environment names, as
+    /// the API calls do. Run in a child process of its own, whose environment names a proxy
+    /// nothing listens on (setting it here would reach the other tests' clients).
+    #[test]
+    fn the_balance_check_uses_no_proxy_of_the_environment() {
+        const CHILD: &str = "MODELRELAY_TEST_PROXY_CHILD";
+        if std::env::var_os(CHILD).is_some() {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async {
+                let sim = crate::upstream::simulated::SimulatedDeepSeek::start(
+                    crate::upstream::simulated::SimOptions::default(),
+                )
+                .await
+                .unwrap();
+                let cfg = crate::config::Account {
+                    name: "a".into(),
+                    api_key: "sk-simulated".into(),
+                    base_url: sim.base_url(),
+                    openai_base: sim.base_url(),
+                    weight: 1,
+                    max_in_flight: Default::default(),
+                };
+                let a = Account::new(&cfg, vec![1]);
+                let http = http_client(Duration::from_secs(5), Duration::from_secs(5)).unwrap();
+                fetch(&http, &a).await.expect("read straight from base_url");
+                assert!(!a.balance_refused());
+            });
+            return;
+        }
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let proxy = format!("http://{}", closed.local_addr().unwrap());
+        drop(closed);
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "upstream::watch::tests::the_balance_check_uses_no_proxy_of_the_environment",
+                "--test-threads=1",
+            ])
+            .env(CHILD, "1")
+            .env_remove("NO_PROXY")
+            .env_remove("no_proxy")
+            .env("HTTP_PROXY", &proxy)
+            .env("http_proxy", &proxy)
+            .env("HTTPS_PROXY", &proxy)
+            .env("ALL_PROXY", &proxy)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// A balance check that cannot connect refuses an account nothing has answered for since
