@@ -436,6 +436,13 @@ impl Upstream {
             // Requests queued for a slot see the change now, not at their next look.
             self.pool.wake_waiters();
         }
+        // Refused at its last balance check: read again soon, as for any refused account in
+        // service. While it was off, nothing waited for its key, and the next reading was a
+        // whole poll interval away (five minutes by default): the storefront took no order
+        // meanwhile, the account back in service and answering (found by a re-check).
+        if enabled && account.balance_refused() {
+            self.watch.poll_soon();
+        }
         Some(account)
     }
 }
@@ -495,5 +502,46 @@ impl Upstream {
             failovers: self.failovers(),
             low_balance: self.watch.low_balance,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An account refused at its balance check, which the operator turns off and on again, has
+    /// its balance read soon, not at the next poll: the storefront sells again.
+    #[tokio::test]
+    async fn an_account_the_operator_turns_on_again_is_read_soon() {
+        let sim = super::super::simulated::SimulatedDeepSeek::start(
+            super::super::simulated::SimOptions::default(),
+        )
+        .await
+        .unwrap();
+        let mut c = Config::default();
+        c.upstream.base_url = sim.base_url();
+        c.upstream.api_key = "sk-simulated".into();
+        let up = Upstream::new(&c, Activity::new()).unwrap();
+        up.start_watch();
+        let a = up.account("default").unwrap();
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while up.watch.balance("default").is_none() {
+            assert!(std::time::Instant::now() < until, "no first reading");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        up.set_enabled("default", false);
+        // Its next check (while off) cannot connect, as if nothing had answered.
+        a.balance_checked(Some("the balance check: nothing has answered"));
+        up.set_enabled("default", true);
+        assert!(up.none_may_serve());
+        let until = std::time::Instant::now() + Duration::from_secs(10);
+        while a.balance_refused() {
+            assert!(
+                std::time::Instant::now() < until,
+                "still refused: the next reading is a poll interval away"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(!up.none_may_serve());
     }
 }
