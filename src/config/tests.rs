@@ -632,6 +632,43 @@ fn a_base_url_naming_an_endpoint_is_warned_about() {
     }
 }
 
+/// Accounts without a `base_url` of their own have `upstream.base_url`'s: that one is named,
+/// once; an account's own is named as its own.
+#[test]
+fn an_endpoint_in_the_shared_base_url_is_said_of_upstream_base_url_once() {
+    let mut c = Config::default();
+    c.upstream.base_url = "https://api.deepseek.com/chat/completions".into();
+    for (name, key) in [("a", "sk-aaaaaaaaaaaaaaaa"), ("b", "sk-bbbbbbbbbbbbbbbb")] {
+        c.upstream.accounts.push(AccountConfig {
+            name: name.into(),
+            api_key: key.into(),
+            api_key_file: None,
+            base_url: String::new(),
+            weight: 1,
+            max_in_flight: Default::default(),
+        });
+    }
+    let said: Vec<String> = c
+        .warnings()
+        .into_iter()
+        .filter(|w| w.contains("one of DeepSeek's endpoints"))
+        .collect();
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(said[0].starts_with("upstream.base_url ends in"), "{said:?}");
+    c.upstream.base_url = "https://api.deepseek.com".into();
+    c.upstream.accounts[1].base_url = "https://proxy.example.com/anthropic".into();
+    let said: Vec<String> = c
+        .warnings()
+        .into_iter()
+        .filter(|w| w.contains("one of DeepSeek's endpoints"))
+        .collect();
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(
+        said[0].starts_with("upstream account \"b\"'s base_url"),
+        "{said:?}"
+    );
+}
+
 /// `server.listen` with a host name says an IP address is wanted; other mistakes keep the
 /// general text.
 #[test]

@@ -92,16 +92,28 @@ impl Config {
             .into_iter()
             .find(|e| path.ends_with(e));
             if let Some(endpoint) = endpoint {
-                let which = if self.upstream.accounts.is_empty() {
-                    "upstream.base_url".to_string()
-                } else {
+                // An account without a `base_url` of its own has `upstream.base_url`'s: that is
+                // the one to mend, said once (it was said of each such account, naming a
+                // setting the operator never wrote).
+                let own = self
+                    .upstream
+                    .accounts
+                    .iter()
+                    .find(|c| c.name == a.name)
+                    .is_some_and(|c| !c.base_url.trim().is_empty());
+                let which = if own {
                     format!("upstream account {:?}'s base_url", a.name)
+                } else {
+                    "upstream.base_url".to_string()
                 };
-                w.push(format!(
+                let line = format!(
                     "{which} ends in {endpoint:?}, one of DeepSeek's endpoints: base_url is the \
                      API's root (\"https://api.deepseek.com\"), and the gateway adds \
                      /chat/completions, /anthropic/v1/messages, /models and /user/balance to it"
-                ));
+                );
+                if !w.contains(&line) {
+                    w.push(line);
+                }
             }
         }
         // Holidays are listed a year at a time (the example file's are one year's): once all
