@@ -231,21 +231,53 @@ async fn fetch(http: &reqwest::Client, a: &Account) -> Result<Balance, String> {
     if !status.is_success() {
         return Err(format!("balance request answered {status}"));
     }
-    a.balance_checked(None);
-    balance::parse(&body, now_ms())
+    match balance::parse(&body, now_ms()) {
+        Ok(b) => {
+            a.balance_checked(None);
+            Ok(b)
+        }
+        Err(why) => {
+            // A success that is no balance, where the API does not answer either: a web server
+            // that answers every path with a page (a mistyped host that is someone's site, a
+            // parked domain) — the storefront sold keys that could only get 502s, `/healthz`
+            // saying ok (found by a re-check). One whose API answers only reads oddly.
+            if api_answers(http, a).await {
+                a.balance_checked(None);
+            } else {
+                a.balance_checked(Some(&format!(
+                    "the balance check: answered {status} with no DeepSeek balance ({why}), and \
+                     GET <base_url>/models no model list, so upstream.base_url does not lead to \
+                     DeepSeek's API"
+                )));
+            }
+            Err(why)
+        }
+    }
 }
 
 /// Whether DeepSeek's API answers at the account's `base_url` (`GET <base_url>/models` under its
-/// key, as `/healthz` asks it: a success or a 429).
+/// key, as `/healthz` asks it): a 429, or a success with a model list (`{"data": [...]}`) —
+/// not any page a web server answers every path with.
 async fn api_answers(http: &reqwest::Client, a: &Account) -> bool {
-    http.get(&a.models_url)
+    let Ok(r) = http
+        .get(&a.models_url)
         .header(reqwest::header::AUTHORIZATION, &a.auth)
         .timeout(BALANCE_TIMEOUT)
         .send()
         .await
-        .is_ok_and(|r| {
-            r.status().is_success() || r.status() == reqwest::StatusCode::TOO_MANY_REQUESTS
-        })
+    else {
+        return false;
+    };
+    if r.status() == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        return true;
+    }
+    if !r.status().is_success() {
+        return false;
+    }
+    r.bytes().await.is_ok_and(|b| {
+        serde_json::from_slice::<serde_json::Value>(&b)
+            .is_ok_and(|v| v.get("data").is_some_and(serde_json::Value::is_array))
+    })
 }
 
 /// Every account's balance, asked of all at once: one account whose endpoint hangs (up to the
@@ -389,6 +421,42 @@ mod tests {
             "{stdout}{}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    /// A `base_url` where a web server answers every path with a page (a mistyped host that is
+    /// someone's site, a parked domain) is refused as a 404 is: no balance, no model list.
+    #[tokio::test]
+    async fn a_host_answering_every_path_with_a_page_is_refused() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for s in listener.incoming() {
+                let Ok(mut s) = s else { continue };
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                let page = "<html><body>This domain is for sale</body></html>";
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\n\
+                     connection: close\r\n\r\n{page}",
+                    page.len()
+                );
+            }
+        });
+        let cfg = crate::config::Account {
+            name: "parked".into(),
+            api_key: "k".into(),
+            base_url: url.clone(),
+            openai_base: url,
+            weight: 1,
+            max_in_flight: Default::default(),
+        };
+        let a = Account::new(&cfg, vec![1]);
+        let http = reqwest::Client::new();
+        assert!(fetch(&http, &a).await.is_err());
+        assert!(a.balance_refused(), "a page is no balance");
+        assert!(!a.may_serve());
     }
 
     /// A balance check that cannot connect refuses an account nothing has answered for since
