@@ -125,9 +125,26 @@ fn one(e: &Error) -> String {
             actual @ (Actual::Bool(_) | Actual::Unsigned(_) | Actual::Signed(_) | Actual::Float(_)),
             expected,
         ) if from_env && expected.contains("string") => {
+            // Inside a list or table given whole in one variable (`…ACCOUNTS='[{name=1}]'`),
+            // there is no variable of its own to quote: the hint named one that does not work
+            // (`MODELRELAY_UPSTREAM__ACCOUNTS__0__NAME`); the text is quoted inside the value.
+            let hint = match e
+                .path
+                .iter()
+                .position(|p| p.bytes().all(|b| b.is_ascii_digit()))
+            {
+                Some(at) if at > 0 => format!(
+                    "in the environment, a text inside {ENV_PREFIX}{}'s value that reads as a \
+                     number or true/false is quoted there, as TOML writes it: \"…\"",
+                    e.path[..at].join("__").to_uppercase()
+                ),
+                _ => format!(
+                    "in the environment, a text that reads as a number or true/false is quoted: \
+                     {key}='\"…\"'"
+                ),
+            };
             format!(
-                "expected {}, found {} (in the environment, a text that reads as a number or \
-                 true/false is quoted: {key}='\"…\"')",
+                "expected {}, found {} ({hint})",
                 plain(expected),
                 found(actual)
             )

@@ -479,6 +479,32 @@ fn a_text_setting_read_as_a_number_from_the_environment_says_to_quote_it() {
     });
 }
 
+/// A text inside a list given whole in one variable is quoted inside its value: the hint names
+/// that variable, not one of the element's own (which does not exist).
+#[test]
+fn a_text_read_as_a_number_inside_a_list_from_the_environment_is_quoted_in_the_value() {
+    jailed(|jail| {
+        jail.set_env(
+            "MODELRELAY_UPSTREAM__ACCOUNTS",
+            r#"[{name=1,api_key="sk-aaaaaaaaaaaaaaaa"}]"#,
+        );
+        let err = Config::from_figment(Config::figment(None))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("a text inside MODELRELAY_UPSTREAM__ACCOUNTS's value"),
+            "{err}"
+        );
+        assert!(!err.contains("__0__NAME='"), "{err}");
+        jail.set_env(
+            "MODELRELAY_UPSTREAM__ACCOUNTS",
+            r#"[{name="1",api_key="sk-aaaaaaaaaaaaaaaa"}]"#,
+        );
+        let c = Config::from_figment(Config::figment(None)).unwrap();
+        assert_eq!(c.upstream.accounts[0].name, "1");
+    });
+}
+
 /// DeepSeek's `/v1` form of its base URL leads to the same API: the gateway calls the root for
 /// the Anthropic endpoint and the balance, and the base as given (without a trailing slash) for
 /// the OpenAI-shaped paths, which DeepSeek serves with and without `/v1`.
