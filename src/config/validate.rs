@@ -53,6 +53,7 @@ impl Config {
                     && host.parse::<std::net::IpAddr>().is_err()
                     && !host.is_empty()
                     && !host.starts_with('[')
+                    && !host.contains('/')
             });
             e.push(if named {
                 format!(

@@ -174,9 +174,12 @@ async fn fetch(http: &reqwest::Client, a: &Account) -> Result<Balance, String> {
         Ok(resp) => resp,
         Err(e) => {
             let why = failed("balance request failed", &e);
-            // Nothing has ever answered there: a mistyped host or port, not an outage — the
-            // storefront sells no key that could only get 502s (see `Account::answered`).
-            if !a.ever_answered() {
+            // Nothing has ever answered there and no connection could be made (a name that
+            // does not resolve, a refused port, a TLS failure): a mistyped host or port, not an
+            // outage — the storefront sells no key that could only get 502s (see
+            // `Account::answered`). A server that takes the connection and is slow is not
+            // refused for it (found by a re-check).
+            if !a.ever_answered() && e.is_connect() {
                 a.balance_checked(Some(&format!(
                     "the balance check: nothing has answered at upstream.base_url since the \
                      start ({why})"
@@ -495,5 +498,26 @@ mod tests {
         // An answer (a request's) ends the refusal.
         never.succeeded();
         assert!(never.may_serve());
+
+        // A server that takes the connection and never answers is slow, not a mistyped
+        // address: not refused for it (the 10 s timeout of the check).
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", silent.local_addr().unwrap());
+        let cfg = crate::config::Account {
+            name: "slow".into(),
+            api_key: "k".into(),
+            base_url: url.clone(),
+            openai_base: url,
+            weight: 1,
+            max_in_flight: Default::default(),
+        };
+        let slow = Account::new(&cfg, vec![1]);
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_millis(300))
+            .build()
+            .unwrap();
+        assert!(fetch(&http, &slow).await.is_err());
+        assert!(!slow.balance_refused(), "a timeout is no mistyped address");
+        drop(silent);
     }
 }
