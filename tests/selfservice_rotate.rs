@@ -578,3 +578,46 @@ async fn the_look_up_of_a_top_up_whose_key_was_replaced_says_so() {
     assert!(html.contains(&crate::pages::esc(se.order_note_paid_topup_replaced)));
     assert!(!html.contains(&crate::pages::esc(se.order_note_paid_topup)));
 }
+
+/// A replacement the database cannot record now (another program holds its write lock; a full
+/// disk fails the same way) is a 503 to retry, with `Retry-After`, as an order then is — it was
+/// a 500 `internal_error` (found by an independent check) — and the key still works; once the
+/// lock goes, the replacement goes through.
+#[tokio::test]
+async fn a_rotation_the_database_cannot_record_now_is_a_503_to_retry() {
+    let app = TestApp::spawn_shop().await;
+    let old = app.create_key("trial", Some("1.00")).await;
+    let lock = rusqlite::Connection::open(&app.db).unwrap();
+    lock.execute_batch("PRAGMA busy_timeout = 5000; BEGIN IMMEDIATE;")
+        .unwrap();
+    let resp = app
+        .http
+        .post(format!("{}/api/keys/rotate", app.base))
+        .bearer_auth(&old)
+        .send()
+        .await
+        .unwrap();
+    lock.execute_batch("ROLLBACK;").unwrap();
+    drop(lock);
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "30");
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "service_unavailable", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("it still works"),
+        "{v}"
+    );
+    let models = app.get(&old, "/v1/models").send().await.unwrap();
+    assert_eq!(models.status(), 200, "the old text still works");
+    let again = app
+        .http
+        .post(format!("{}/api/keys/rotate", app.base))
+        .bearer_auth(&old)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200);
+}

@@ -74,6 +74,10 @@ pub enum AdminError {
     /// No upstream account has this name.
     #[error("no upstream account {:?}", echoed(.0))]
     NoSuchAccount(String),
+    /// The database cannot take writes now (a full disk, another program's lock): nothing
+    /// was changed; worth trying again shortly.
+    #[error("{0} (nothing was changed; try again shortly)")]
+    Unavailable(String),
     /// Storage or RNG failure.
     #[error("{0}")]
     Internal(String),
@@ -416,6 +420,7 @@ pub async fn rotate_key(
         .await
         .map_err(|e| match e {
             crate::store::StoreError::Conflict(_) => AdminError::Revoked(key.id.clone()),
+            e if e.is_transient() => AdminError::Unavailable(e.to_string()),
             e => internal(&e),
         })?;
     state.keys.rekey(&key.id, hash);

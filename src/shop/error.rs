@@ -134,6 +134,12 @@ pub enum ShopError {
     /// 500: the key could not be replaced (it still works as before).
     #[error("The key could not be replaced; it still works. Please retry later.")]
     RotationFailed,
+    /// 503: the key could not be replaced now, the database taking no writes (a full disk,
+    /// another program's lock); it still works (it was a 500, found by an independent check).
+    #[error(
+        "Your key cannot be replaced right now; it still works. Please try again in a few minutes."
+    )]
+    RotationUnavailable,
 
     /// 400: an `Idempotency-Key` that cannot be one.
     #[error(
@@ -178,6 +184,7 @@ impl ShopError {
             ShopError::RotationInProgress => StatusCode::CONFLICT,
             ShopError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ShopError::RotationFailed => StatusCode::INTERNAL_SERVER_ERROR,
+            ShopError::RotationUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ShopError::PlanNotFound | ShopError::OrderNotFound | ShopError::NoSuchEndpoint => {
                 StatusCode::NOT_FOUND
             }
@@ -230,6 +237,7 @@ impl ShopError {
             | ShopError::TooManyKeyRotations(_)
             | ShopError::TooManyUsageReads => "rate_limit_exceeded",
             ShopError::RotationFailed => "internal_error",
+            ShopError::RotationUnavailable => "service_unavailable",
             ShopError::RotationInProgress => "idempotency_key_in_use",
             ShopError::BodyTooLarge => "request_too_large",
         }
@@ -292,7 +300,7 @@ impl IntoResponse for ShopError {
         // As the gateway's refusals while nothing can be recorded (a full disk is freed by
         // hand, so soon is the best guess).
         let wait = match self {
-            ShopError::NotRecording => Some(30),
+            ShopError::NotRecording | ShopError::RotationUnavailable => Some(30),
             // The shared allowance gives one order back a second; a minute is what the text says.
             ShopError::OrdersPaused | ShopError::NoUpstream => Some(60),
             _ => None,
@@ -356,6 +364,7 @@ mod tests {
             PaymentNotRecorded,
             Internal,
             NotRecording,
+            RotationUnavailable,
             OrdersPaused,
             NoUpstream,
             UnknownKey,

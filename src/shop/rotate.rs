@@ -57,6 +57,10 @@ pub async fn rotate(
         Ok(Err(AdminError::TextReplaced(_))) => {
             Err(ShopError::InvalidApiKey(IdentifyError::Unknown))
         }
+        Ok(Err(e @ AdminError::Unavailable(_))) => {
+            tracing::warn!(key_id, error = %e, "key not rotated: the database takes no writes now");
+            Err(ShopError::RotationUnavailable)
+        }
         Ok(Err(e)) => {
             tracing::error!(key_id, error = %e, "key not rotated");
             Err(ShopError::RotationFailed)
