@@ -47,5 +47,7 @@ pub mod shop;
 pub mod state;
 pub mod status;
 pub mod store;
+#[cfg(test)]
+mod test_support;
 pub mod text;
 pub mod upstream;

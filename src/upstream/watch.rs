@@ -376,8 +376,7 @@ mod tests {
     /// nothing listens on (setting it here would reach the other tests' clients).
     #[test]
     fn the_balance_check_uses_no_proxy_of_the_environment() {
-        const CHILD: &str = "MODELRELAY_TEST_PROXY_CHILD";
-        if std::env::var_os(CHILD).is_some() {
+        if crate::test_support::is_proxy_child() {
             let rt = tokio::runtime::Runtime::new().unwrap();
             rt.block_on(async {
                 let sim = crate::upstream::simulated::SimulatedDeepSeek::start(
@@ -400,29 +399,8 @@ mod tests {
             });
             return;
         }
-        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let proxy = format!("http://{}", closed.local_addr().unwrap());
-        drop(closed);
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "upstream::watch::tests::the_balance_check_uses_no_proxy_of_the_environment",
-                "--test-threads=1",
-            ])
-            .env(CHILD, "1")
-            .env_remove("NO_PROXY")
-            .env_remove("no_proxy")
-            .env("HTTP_PROXY", &proxy)
-            .env("http_proxy", &proxy)
-            .env("HTTPS_PROXY", &proxy)
-            .env("ALL_PROXY", &proxy)
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success() && stdout.contains("1 passed"),
-            "{stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
+        crate::test_support::in_a_child_behind_a_closed_proxy(
+            "upstream::watch::tests::the_balance_check_uses_no_proxy_of_the_environment",
         );
     }
 
