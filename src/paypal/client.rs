@@ -61,6 +61,10 @@ impl PayPal {
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(30))
             .user_agent(concat!("modelrelay/", env!("CARGO_PKG_VERSION")))
+            // Straight to PayPal, as DeepSeek's calls go: a proxy variable left in the
+            // service's environment must not stop every payment (the balance watch's client
+            // reads none either).
+            .no_proxy()
             .build()
             .map_err(|e| PaypalError::Unreachable(format!("HTTP client: {e}")))?;
         Ok(PayPal {
@@ -227,8 +231,21 @@ impl PayPal {
             );
             return Err(PaypalError::Auth);
         }
+        // Any other refusal of the token is no answer from the API that was to be called: as
+        // `Api`, a 404 here (a wrong `paypal.api_base`) read as PayPal not knowing the order
+        // and told the buyer that nothing was charged (found by an independent check). No
+        // call was made, so trying again later is safe.
         if !status.is_success() {
-            return Err(api_error(status.as_u16(), &bytes));
+            if status.as_u16() == 404 {
+                tracing::error!(
+                    base = %self.base,
+                    "PayPal's token endpoint is not at paypal.api_base (404): check the setting"
+                );
+            }
+            return Err(PaypalError::Unreachable(format!(
+                "the token endpoint answered {}",
+                api_error(status.as_u16(), &bytes)
+            )));
         }
         let v: Value = serde_json::from_slice(&bytes)
             .map_err(|e| PaypalError::Malformed(format!("token answer is not JSON: {e}")))?;

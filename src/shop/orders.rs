@@ -402,7 +402,13 @@ pub async fn demo_approve(state: &Arc<AppState>, order_id: &str) -> Option<Strin
         "{}/_sim/approve/{paypal_id}",
         state.config.paypal.base_url()
     );
-    match reqwest::Client::new().post(url).send().await {
+    // The simulator is on loopback: no proxy variable of the environment applies.
+    let client = reqwest::Client::builder().no_proxy().build();
+    let sent = match client {
+        Ok(c) => c.post(url).send().await,
+        Err(e) => Err(e),
+    };
+    match sent {
         Ok(r) if r.status().is_success() => Some(order.plan),
         Ok(r) => {
             tracing::warn!(

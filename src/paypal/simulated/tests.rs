@@ -100,6 +100,55 @@ async fn one_token_serves_many_calls_and_is_refreshed_after_a_401() {
     assert_eq!(s.counts().token_requests, 2);
 }
 
+/// A `paypal.api_base` with a wrong path: the token endpoint's 404 is no answer of the API
+/// (nothing was called), never PayPal saying it does not know an order — which the checkout
+/// tells the buyer as "nothing was charged" (found by an independent check).
+#[tokio::test]
+async fn a_token_endpoint_that_is_not_there_is_no_answer_about_the_order() {
+    let s = sim().await;
+    let pp = client(&s);
+    let id = approved(&s, &pp, "o-base", "1.00").await;
+    let wrong = PayPal::new(PaypalSettings {
+        base_url: format!("{}/sandbox", s.base_url()),
+        client_id: SimPaypalOptions::default().client_id,
+        client_secret: "sim-secret".into(),
+        webhook_id: "WH-SIM".into(),
+    })
+    .unwrap();
+    for e in [
+        wrong
+            .capture_order(&id, "capture-o-base")
+            .await
+            .unwrap_err(),
+        wrong.get_order(&id).await.unwrap_err(),
+    ] {
+        assert!(
+            matches!(&e, PaypalError::Unreachable(m) if m.contains("404")),
+            "{e:?}"
+        );
+    }
+    assert_eq!(s.counts().captures, 0);
+    // The right base captures it.
+    let done = pp.capture_order(&id, "capture-o-base").await.unwrap();
+    assert!(done.capture.is_some());
+}
+
+/// The client goes straight to `paypal.api_base`: a proxy variable left in the service's
+/// environment (reqwest reads them by default) does not stop every payment.
+#[tokio::test]
+async fn the_client_uses_no_proxy_of_the_environment() {
+    if crate::test_support::is_proxy_child() {
+        let s = sim().await;
+        let pp = client(&s);
+        let id = approved(&s, &pp, "o-proxy", "1.00").await;
+        assert!(pp.get_order(&id).await.is_ok());
+        return;
+    }
+    crate::test_support::in_a_child_behind_a_closed_proxy(
+        "paypal::simulated::tests::the_client_uses_no_proxy_of_the_environment",
+    );
+}
+
 #[tokio::test]
 async fn wrong_credentials_and_missing_tokens_are_refused() {
     let s = sim().await;
