@@ -39,14 +39,18 @@ pub enum StoreError {
     CommitFailed(String),
 }
 
-/// What to look at when SQLite finds the file damaged: the likeliest cause on an appliance is
-/// a restore that left the old database's `-wal` beside the backup (it failed as "database
-/// disk image is malformed" alone; found by an independent check).
+/// What to look at when SQLite finds the file damaged: on an appliance, a restore that left
+/// the old database's `-wal` beside the backup (it failed as "database disk image is
+/// malformed" alone; found by an independent check) — but a failing disk's read errors say
+/// the same, and there the `-wal` holds committed rows the file does not: removing it is
+/// advised only after a restore, never as the general cure (found by an independent check).
 fn damaged_hint(e: &rusqlite::Error) -> &'static str {
     match e.sqlite_error_code() {
         Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) => {
-            " (the database file is damaged: after a restore, the old modelrelay.db-wal and \
-             modelrelay.db-shm must be removed — README, \"Restore\"; else restore a backup)"
+            " (the database file is damaged or could not be read back — a failing disk does this \
+             too: see `dmesg`. If this follows a restore, remove the old modelrelay.db-wal and \
+             modelrelay.db-shm left beside it — README, \"Restore\"; otherwise keep them, \
+             copy the whole data directory aside first, and restore a backup)"
         }
         // A start on a full disk with no WAL to read said only "disk I/O error", which reads
         // as a failing disk (found by an independent check).
@@ -124,6 +128,10 @@ mod tests {
         for code in [rusqlite::ffi::SQLITE_CORRUPT, rusqlite::ffi::SQLITE_NOTADB] {
             let text = sqlite(code).to_string();
             assert!(text.contains("README, \"Restore\""), "{text}");
+            // Removing the -wal is advised only after a restore: on a failing disk it holds
+            // committed rows the file lacks.
+            assert!(text.contains("If this follows a restore, remove"), "{text}");
+            assert!(text.contains("otherwise keep them"), "{text}");
         }
         let busy = sqlite(rusqlite::ffi::SQLITE_BUSY).to_string();
         assert!(!busy.contains("Restore"), "{busy}");
