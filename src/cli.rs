@@ -233,6 +233,7 @@ pub fn run(cli: Cli) -> ExitCode {
     // Only `serve` uses the secrets; `check-config` reads them to check them (those systemd
     // provides to the service alone are warnings there), the admin commands leave them be.
     let secrets = match &cli.command {
+        Command::Serve { demo: true } => SecretFiles::Demo,
         Command::Serve { .. } => SecretFiles::Read,
         Command::CheckConfig => SecretFiles::Check,
         _ => SecretFiles::Skip,

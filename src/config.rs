@@ -237,13 +237,19 @@ impl UpstreamConfig {
             // DeepSeek gives `https://api.deepseek.com/v1` as an OpenAI base URL too (the `v1`
             // is no model version), but serves its Anthropic endpoint and the balance only at
             // the root: with `/v1` kept, both were 404s (found by an independent check).
-            // Any case (`/V1` too), as a URL's path is typed.
+            // Any case (`/V1` too), as a URL's path is typed; only in the path (a host named
+            // `v1`, `http://v1`, is no path: it became `http:/`).
+            let path_at = b
+                .find("://")
+                .map_or(0, |s| b[s + 3..].find('/').map_or(b.len(), |p| s + 3 + p));
             match b
                 .len()
                 .checked_sub(3)
                 .and_then(|at| b.get(at..).map(|end| (at, end)))
             {
-                Some((at, end)) if end.eq_ignore_ascii_case("/v1") => b[..at].to_string(),
+                Some((at, end)) if at >= path_at && end.eq_ignore_ascii_case("/v1") => {
+                    b[..at].to_string()
+                }
                 _ => b,
             }
         };

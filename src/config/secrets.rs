@@ -17,6 +17,9 @@ pub enum SecretFiles {
     /// Leave them unread (the admin commands, which talk to the daemon and need none of them;
     /// under systemd they are the service's alone).
     Skip,
+    /// Read the mail server's alone (`serve --demo`, which brings its own DeepSeek and PayPal:
+    /// a real config whose DeepSeek key file only the service may read was refused).
+    Demo,
 }
 
 /// `url` with the user and password it may carry (`https://user:pass@host/`) redacted.
@@ -47,7 +50,9 @@ impl Config {
         // opened). A systemd credential `check-config` cannot reach stands in as a placeholder
         // that passes for a set secret, so the rest is checked as `serve` will check it.
         let mut text_of = |key: &str, path: &Path| -> Result<Option<String>, ConfigError> {
-            if mode == SecretFiles::Skip {
+            if mode == SecretFiles::Skip
+                || (mode == SecretFiles::Demo && key != "email.smtp_url_file")
+            {
                 return Ok(None);
             }
             match std::fs::read_to_string(path) {

@@ -547,6 +547,10 @@ fn a_base_url_ending_in_v1_is_deepseeks_root() {
             "http://127.0.0.1:9/v1x",
             "http://127.0.0.1:9/v1x",
         ),
+        // A host named `v1` is no `/v1` path (it was cut to `http:/`).
+        ("http://v1", "http://v1", "http://v1"),
+        ("http://v1/", "http://v1", "http://v1"),
+        ("http://v1/v1", "http://v1", "http://v1/v1"),
     ] {
         c.upstream.base_url = given.into();
         let a = &c.upstream.resolved_accounts()[0];
@@ -656,6 +660,15 @@ fn a_base_url_naming_an_endpoint_is_warned_about() {
         c.upstream.base_url = wrong.into();
         assert!(said(&c), "{wrong}");
     }
+    // DeepSeek's base for its beta features: chat answers there, the rest does not.
+    c.upstream.base_url = "https://api.deepseek.com/beta".into();
+    assert!(
+        c.warnings()
+            .iter()
+            .any(|w| w.contains("ends in \"/beta\", DeepSeek's base for its beta features")),
+        "{:?}",
+        c.warnings()
+    );
 }
 
 /// Accounts without a `base_url` of their own have `upstream.base_url`'s: that one is named,

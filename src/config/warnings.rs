@@ -90,7 +90,10 @@ impl Config {
                 "/user/balance",
             ]
             .into_iter()
-            .find(|e| path.ends_with(e));
+            .find(|e| path.ends_with(e))
+            // DeepSeek's base for its beta features (prefix and FIM completion): its chat
+            // answers there, its Anthropic endpoint and balance do not.
+            .or_else(|| path.ends_with("/beta").then_some("/beta"));
             if let Some(endpoint) = endpoint {
                 // An account without a `base_url` of its own has `upstream.base_url`'s: that is
                 // the one to mend, said once (it was said of each such account, naming a
@@ -106,8 +109,13 @@ impl Config {
                 } else {
                     "upstream.base_url".to_string()
                 };
+                let what = if endpoint == "/beta" {
+                    "DeepSeek's base for its beta features"
+                } else {
+                    "one of DeepSeek's endpoints"
+                };
                 let line = format!(
-                    "{which} ends in {endpoint:?}, one of DeepSeek's endpoints: base_url is the \
+                    "{which} ends in {endpoint:?}, {what}: base_url is the \
                      API's root (\"https://api.deepseek.com\"), and the gateway adds \
                      /chat/completions, /anthropic/v1/messages, /models and /user/balance to it"
                 );

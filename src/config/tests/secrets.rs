@@ -112,6 +112,34 @@ fn a_missing_secret_file_is_an_error() {
     });
 }
 
+/// `serve --demo` brings its own DeepSeek and PayPal: their key files, which only the service
+/// may read under systemd, are left unread (a real config was refused); the mail server's is
+/// still read, as the demo sends mail through it.
+#[test]
+fn the_demo_reads_the_mail_servers_secret_alone() {
+    jailed(|jail| {
+        let missing = jail.directory().join("no-such-credential");
+        let toml = format!(
+            "[[upstream.accounts]]\nname = \"b\"\napi_key_file = {missing:?}\n\
+             [paypal]\nclient_secret_file = {missing:?}\n"
+        );
+        jail.create_file("modelrelay.toml", &toml).unwrap();
+        let path = jail.directory().join("modelrelay.toml");
+        Config::load_with(Some(&path), SecretFiles::Demo).unwrap();
+        assert!(Config::load_with(Some(&path), SecretFiles::Read).is_err());
+        jail.create_file(
+            "modelrelay.toml",
+            &format!("{toml}[email]\nfrom = \"a@example.com\"\nsmtp_url_file = {missing:?}\n"),
+        )
+        .unwrap();
+        let err = Config::load_with(Some(&path), SecretFiles::Demo).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::SecretFile { key, .. } if key == "email.smtp_url_file"),
+            "{err:?}"
+        );
+    });
+}
+
 #[test]
 fn redacted_toml_hides_secrets_only() {
     jailed(|jail| {
