@@ -215,8 +215,16 @@ install_file 0755 "$BINARY" "$BIN_DEST"
 install_file 0644 "$SRC_DIR/systemd/$NAME.service" "$UNIT_DEST"
 
 make_dir 0755 root:root "$CONF_DIR"
+CONFIG_REFUSED=0
 if [ -e "$CONF_DEST" ]; then
   say "kept the existing config: $CONF_DEST (see systemd/$NAME.toml for new keys)"
+  # A config an earlier version accepted may hold a value this one refuses: the restart would
+  # then stop the running service and fail to start the new one. Said now, while it still runs.
+  if ! check_out=$("$BIN_DEST" check-config --config "$CONF_DEST" 2>&1 >/dev/null); then
+    CONFIG_REFUSED=1
+    echo "install.sh: WARNING: this version refuses the kept config $CONF_DEST:" >&2
+    printf '%s\n' "$check_out" >&2
+  fi
 else
   install -m 0640 "$SRC_DIR/systemd/$NAME.toml" "$CONF_DEST"
   run_system chown "root:$NAME" "$CONF_DEST"
@@ -235,6 +243,13 @@ else
 fi
 
 if [ "$UPGRADE" -eq 1 ]; then
+  if [ "$CONFIG_REFUSED" -eq 1 ]; then
+    cat <<EOF
+
+Fix $CONF_DEST first (check it with: $NAME check-config --config $CONF_DEST): a restart now
+would stop the running service, and the new version would refuse to start.
+EOF
+  fi
   if [ "$BINARY_CHANGED" -eq 1 ] || [ "$UNIT_CHANGED" -eq 1 ]; then
     cat <<EOF
 

@@ -450,3 +450,65 @@ fn serve_notifies_systemd_when_ready() {
         );
     }
 }
+
+/// An upgrade keeps the operator's config; when the new binary refuses it (a value an earlier
+/// version accepted), install.sh says so before telling the operator to restart, since the
+/// restart would stop the running service and the new version would not start.
+#[test]
+fn an_upgrade_warns_when_the_new_binary_refuses_the_kept_config() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("root");
+    install(&root, &["--binary", BIN]);
+    let config = root.join("etc/modelrelay/modelrelay.toml");
+    let upgrade = |name: &str| {
+        // Another binary than the installed one: an upgrade.
+        let other = tmp.path().join(name);
+        std::fs::copy(BIN, &other).expect("copy");
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&other)
+            .expect("open copy");
+        std::io::Write::write_all(&mut f, name.as_bytes()).expect("change the copy");
+        drop(f);
+        install(&root, &["--binary", other.to_str().expect("utf-8")])
+    };
+
+    // An accepted config: no warning.
+    let out = upgrade("modelrelay-a");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("refuses the kept config") && !stdout.contains("Fix "),
+        "accepted config: {stdout}\n{stderr}"
+    );
+
+    // "info,modelrelay" was a valid filter for the first release (a bare target), and is
+    // refused now.
+    let text = std::fs::read_to_string(&config).expect("config");
+    assert!(
+        text.contains("log_level = \"info\""),
+        "example config: {text}"
+    );
+    std::fs::write(
+        &config,
+        text.replace("log_level = \"info\"", "log_level = \"info,modelrelay\""),
+    )
+    .expect("edit config");
+    let out = upgrade("modelrelay-b");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("refuses the kept config") && stderr.contains("server.log_level"),
+        "refused config, stderr: {stderr}"
+    );
+    assert!(
+        stdout.contains("Fix ") && stdout.contains("check-config --config"),
+        "refused config, stdout: {stdout}"
+    );
+    // The config is the operator's: kept as it was.
+    assert!(
+        std::fs::read_to_string(&config)
+            .expect("config")
+            .contains("log_level = \"info,modelrelay\"")
+    );
+}
