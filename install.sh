@@ -222,7 +222,8 @@ if [ -e "$CONF_DEST" ]; then
   # then stop the running service and fail to start the new one. Said now, while it still runs.
   if ! check_out=$("$BIN_DEST" check-config --config "$CONF_DEST" 2>&1 >/dev/null); then
     CONFIG_REFUSED=1
-    echo "install.sh: WARNING: this version refuses the kept config $CONF_DEST:" >&2
+    echo "install.sh: WARNING: this version refuses the kept config $CONF_DEST" \
+      "(settings the unit's drop-ins give as Environment= are not seen here):" >&2
     printf '%s\n' "$check_out" >&2
   fi
 else
