@@ -904,6 +904,39 @@ async fn two_captures_of_one_order_at_once_both_show_the_key() {
     assert_eq!(counts.captures, 1, "PayPal asked once");
 }
 
+/// An order whose pending capture was recorded has been paid for: a 404 from PayPal about it
+/// (PayPal's settings changed since it was made: another app, another `paypal.env`) must not
+/// tell the buyer "nothing was charged, pay again".
+#[tokio::test]
+async fn a_pending_order_paypal_does_not_know_is_not_said_to_be_uncharged() {
+    let app = TestApp::spawn_shop().await;
+    let mut b = Browser::open(&app).await;
+    let (order_id, paypal_id) = b.create_order(&app, "trial", "held@b.co").await;
+    app.pp().set_capture_mode(CaptureMode::Pending);
+    assert!(app.pp().approve(&paypal_id));
+    let (_, v) = b.capture(&app, &order_id).await;
+    assert_eq!(v["status"], "pending", "{v}");
+    // As if the PayPal now asked were not the one that took the payment.
+    app.db()
+        .execute(
+            "UPDATE orders SET paypal_order_id = 'NOSUCHORDER00000' WHERE order_id = ?1",
+            [&order_id],
+        )
+        .unwrap();
+    let (status, v) = b.capture(&app, &order_id).await;
+    assert_ne!(v["error"]["code"], "order_expired", "{v}");
+    assert_eq!(status, 502, "{v}");
+    assert!(
+        !v["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("nothing was charged"),
+        "{v}"
+    );
+    assert_eq!(keys_of_order(&app, &order_id), 0);
+    assert_eq!(order_status(&app, &order_id), "pending");
+}
+
 /// An order PayPal no longer knows (its 404: `RESOURCE_NOT_FOUND`, issue `INVALID_RESOURCE_ID`)
 /// can never be captured: the buyer is told so (409 `order_expired`, pay again), not "PayPal is
 /// not answering, try again" (502 `payment_provider_error`) for ever.

@@ -468,6 +468,23 @@ pub(crate) async fn capture_at_paypal(
         // an unknown order is `RESOURCE_NOT_FOUND` with the issue `INVALID_RESOURCE_ID`, and
         // the error's name is the issue when there is one: matched by its status, whatever
         // name it carries.
+        // Not for an order whose pending capture we recorded: PayPal took that money, so its
+        // "unknown order" says only that the PayPal asked is not the one that took it (its
+        // settings changed since: another app, paypal.env, a wrong api_base), and the buyer
+        // must not read "nothing was charged, pay again" (found by an independent check).
+        Err(PaypalError::Api { status, name, .. })
+            if order.status == OrderStatus::Pending
+                && (status == 404 || name == "ORDER_EXPIRED" || name == "RESOURCE_NOT_FOUND") =>
+        {
+            tracing::error!(
+                order_id = %order.order_id,
+                paypal_order_id = %paypal_id,
+                %name,
+                "PayPal does not know an order whose pending capture it reported: are paypal.env, \
+                 paypal.client_id and paypal.api_base those the order was made with?"
+            );
+            Err(ShopError::PaypalCaptureFailed)
+        }
         Err(PaypalError::Api { status, name, .. })
             if status == 404 || name == "ORDER_EXPIRED" || name == "RESOURCE_NOT_FOUND" =>
         {
