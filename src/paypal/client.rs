@@ -12,7 +12,9 @@ use tokio::sync::Mutex;
 
 use super::types::format_amount;
 use super::types::{CaptureResult, CreatedOrder, NewOrder, OrderInfo, PaypalError, PaypalSettings};
-use super::wire::{api_error, capture_of, checked_id, first_unit, str_at, unreachable};
+use super::wire::{
+    api_error, capture_of, checked_id, first_unit, is_paypal_error, str_at, unreachable,
+};
 use crate::money::Usd;
 
 /// Refresh a token this long before PayPal says it expires, so no request races the expiry.
@@ -299,6 +301,22 @@ impl PayPal {
                 return Err(PaypalError::Auth);
             }
             if !(200..300).contains(&status) {
+                // PayPal's 404 about an order carries its error body (`RESOURCE_NOT_FOUND`); a
+                // 404 without one is from whatever else answers at `paypal.api_base` (a wrong
+                // path, a proxy that passes on only part of the API): no answer about the
+                // order, which the checkout would tell the buyer as "unknown at PayPal, nothing
+                // was charged" (found by an independent check).
+                if status == 404 && !is_paypal_error(&bytes) {
+                    tracing::error!(
+                        base = %self.base,
+                        path,
+                        "paypal.api_base answered 404 without PayPal's error body: check the \
+                         setting (and any proxy at it)"
+                    );
+                    return Err(PaypalError::Unreachable(format!(
+                        "{method} {path} answered 404 without PayPal's error body"
+                    )));
+                }
                 return Err(api_error(status, &bytes));
             }
             if bytes.iter().all(u8::is_ascii_whitespace) {

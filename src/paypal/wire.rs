@@ -56,6 +56,14 @@ pub(super) fn api_error(status: u16, body: &[u8]) -> PaypalError {
     }
 }
 
+/// Whether an error body is PayPal's own: a JSON object naming the error (`name`, as every
+/// REST error of PayPal's carries), not a proxy's or web server's page.
+pub(super) fn is_paypal_error(body: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .is_some_and(|v| str_at(&v, &["name"]).is_some_and(|n| !n.is_empty()))
+}
+
 /// The string at `path` inside `v`, if every step exists and the end is a string.
 pub(super) fn str_at(v: &Value, path: &[&str]) -> Option<String> {
     path.iter()

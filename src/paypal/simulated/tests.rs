@@ -133,6 +133,55 @@ async fn a_token_endpoint_that_is_not_there_is_no_answer_about_the_order() {
     assert!(done.capture.is_some());
 }
 
+/// A `paypal.api_base` at something that serves the token but not the orders API (a proxy that
+/// passes on only `/v1/`, a web server's 404 page): its 404 is no answer about the order, never
+/// PayPal saying it does not know it (which the checkout tells the buyer as "nothing was
+/// charged"; found by an independent check).
+#[tokio::test]
+async fn a_404_without_paypals_error_body_is_no_answer_about_the_order() {
+    use axum::routing::post;
+    let app = axum::Router::new()
+        .route(
+            "/v1/oauth2/token",
+            post(|| async {
+                axum::Json(json!({"access_token": "A21-proxy", "expires_in": 32400}))
+            }),
+        )
+        .fallback(|| async {
+            (
+                axum::http::StatusCode::NOT_FOUND,
+                "<html><head><title>404 Not Found</title></head><body>nginx</body></html>",
+            )
+        });
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let pp = PayPal::new(PaypalSettings {
+        base_url: format!("http://{addr}"),
+        client_id: "id".into(),
+        client_secret: "secret".into(),
+        webhook_id: "WH-SIM".into(),
+    })
+    .unwrap();
+    for e in [
+        pp.capture_order("5O190127TN364715T", "capture-o-proxy")
+            .await
+            .unwrap_err(),
+        pp.get_order("5O190127TN364715T").await.unwrap_err(),
+    ] {
+        assert!(
+            matches!(&e, PaypalError::Unreachable(m) if m.contains("404")),
+            "{e:?}"
+        );
+    }
+    // PayPal's own 404 (its error body) still says the order is unknown.
+    let s = sim().await;
+    let e = client(&s).get_order("NOSUCHORDER00000").await.unwrap_err();
+    assert!(matches!(e, PaypalError::Api { status: 404, .. }), "{e:?}");
+}
+
 /// The client goes straight to `paypal.api_base`: a proxy variable left in the service's
 /// environment (reqwest reads them by default) does not stop every payment.
 #[tokio::test]
