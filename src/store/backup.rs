@@ -27,8 +27,10 @@ pub enum BackupError {
         /// The cause.
         source: std::io::Error,
     },
-    /// SQLite's backup failed.
-    #[error("backup: {0}")]
+    /// SQLite's backup failed; a damaged database says what to do, as the daemon's own errors
+    /// do (it was "backup: database disk image is malformed" alone, to the operator about to
+    /// need the advice most; found by an independent check).
+    #[error("backup: {}{}", .0, damaged(.0))]
     Sqlite(#[from] rusqlite::Error),
     /// The blocking task died.
     #[error("backup task failed")]
@@ -155,4 +157,35 @@ fn copy_from(source: &rusqlite::Connection, dest: &Path) -> Result<(), BackupErr
     target.execute_batch("PRAGMA journal_mode = DELETE;")?;
     target.close().map_err(|(_, e)| BackupError::Sqlite(e))?;
     Ok(())
+}
+
+/// [`super::error::damaged_hint`] for a database SQLite finds damaged; nothing for the rest (a
+/// full or read-only disk may be the destination's, which that hint would call the data
+/// directory's).
+fn damaged(e: &rusqlite::Error) -> &'static str {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) => {
+            super::error::damaged_hint(e)
+        }
+        _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A backup of a damaged database says what to do about it, not SQLite's words alone.
+    #[test]
+    fn a_damaged_database_s_backup_says_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("modelrelay.db");
+        std::fs::write(&src, vec![0x5a_u8; 8192]).unwrap();
+        let e = super::backup_blocking(&src, &dir.path().join("copy.db")).unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("is damaged"), "{text}");
+        assert!(
+            text.contains("copy the whole data directory aside"),
+            "{text}"
+        );
+        assert!(!dir.path().join("copy.db").exists());
+    }
 }

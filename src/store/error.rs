@@ -44,7 +44,7 @@ pub enum StoreError {
 /// malformed" alone; found by an independent check) — but a failing disk's read errors say
 /// the same, and there the `-wal` holds committed rows the file does not: removing it is
 /// advised only after a restore, never as the general cure (found by an independent check).
-fn damaged_hint(e: &rusqlite::Error) -> &'static str {
+pub(super) fn damaged_hint(e: &rusqlite::Error) -> &'static str {
     match e.sqlite_error_code() {
         Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) => {
             " (the database file is damaged or could not be read back — a failing disk does this \
