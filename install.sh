@@ -220,10 +220,14 @@ if [ -e "$CONF_DEST" ]; then
   say "kept the existing config: $CONF_DEST (see systemd/$NAME.toml for new keys)"
   # A config an earlier version accepted may hold a value this one refuses: the restart would
   # then stop the running service and fail to start the new one. Said now, while it still runs.
+  # Its warnings are shown either way: a new version may warn of what it did not.
   if ! check_out=$("$BIN_DEST" check-config --config "$CONF_DEST" 2>&1 >/dev/null); then
     CONFIG_REFUSED=1
     echo "install.sh: WARNING: this version refuses the kept config $CONF_DEST" \
-      "(settings the unit's drop-ins give as Environment= are not seen here):" >&2
+      "(settings the unit's drop-ins give with Environment= or EnvironmentFile= are not seen here):" >&2
+    printf '%s\n' "$check_out" >&2
+  elif [ -n "$check_out" ]; then
+    echo "install.sh: check-config on the kept config $CONF_DEST says:" >&2
     printf '%s\n' "$check_out" >&2
   fi
 else

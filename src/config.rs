@@ -253,12 +253,22 @@ impl UpstreamConfig {
                 _ => b,
             }
         };
+        // `/v1` where `base` strips it, in DeepSeek's case: `/V1` was kept in the OpenAI
+        // routes' URL while the root had it stripped (found by an independent check).
+        let openai = |b: &str| {
+            let (root, b) = (base(b), given(b));
+            if root.len() + 3 == b.len() {
+                format!("{root}/v1")
+            } else {
+                b
+            }
+        };
         if self.accounts.is_empty() {
             return vec![Account {
                 name: "default".into(),
                 api_key: self.api_key.clone(),
                 base_url: base(""),
-                openai_base: given(""),
+                openai_base: openai(""),
                 weight: 1,
                 max_in_flight: BTreeMap::new(),
             }];
@@ -269,7 +279,7 @@ impl UpstreamConfig {
                 name: a.name.clone(),
                 api_key: a.api_key.clone(),
                 base_url: base(&a.base_url),
-                openai_base: given(&a.base_url),
+                openai_base: openai(&a.base_url),
                 weight: a.weight.max(1),
                 max_in_flight: a.max_in_flight.clone(),
             })

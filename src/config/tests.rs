@@ -525,7 +525,7 @@ fn a_base_url_ending_in_v1_is_deepseeks_root() {
         (
             "https://api.deepseek.com/V1",
             "https://api.deepseek.com",
-            "https://api.deepseek.com/V1",
+            "https://api.deepseek.com/v1",
         ),
         (
             "https://api.deepseek.com/v1/v1",
@@ -551,6 +551,12 @@ fn a_base_url_ending_in_v1_is_deepseeks_root() {
         ("http://v1", "http://v1", "http://v1"),
         ("http://v1/", "http://v1", "http://v1"),
         ("http://v1/v1", "http://v1", "http://v1/v1"),
+        // In DeepSeek's case for its routes (`/V1/chat/completions` was a 502).
+        (
+            "https://api.deepseek.com/V1/",
+            "https://api.deepseek.com",
+            "https://api.deepseek.com/v1",
+        ),
     ] {
         c.upstream.base_url = given.into();
         let a = &c.upstream.resolved_accounts()[0];
@@ -660,7 +666,16 @@ fn a_base_url_naming_an_endpoint_is_warned_about() {
         c.upstream.base_url = wrong.into();
         assert!(said(&c), "{wrong}");
     }
-    // DeepSeek's base for its beta features: chat answers there, the rest does not.
+    // DeepSeek's base for its beta features: chat answers there, the rest does not; with
+    // `/v1` after it too (the root is then `…/beta`).
+    c.upstream.base_url = "https://api.deepseek.com/beta/v1".into();
+    assert!(
+        c.warnings()
+            .iter()
+            .any(|w| w.contains("ends in \"/beta\", DeepSeek's base for its beta features")),
+        "{:?}",
+        c.warnings()
+    );
     c.upstream.base_url = "https://api.deepseek.com/beta".into();
     assert!(
         c.warnings()

@@ -74,11 +74,13 @@ impl Config {
         // only word of it was a 404 at the balance check (found by a newcomer's check). A
         // proxy's own prefix is not one of these.
         for a in &accounts {
-            let path = a
-                .openai_base
-                .parse::<hyper::Uri>()
-                .map(|u| u.path().trim_end_matches('/').to_ascii_lowercase())
-                .unwrap_or_default();
+            let path_of = |url: &str| {
+                url.parse::<hyper::Uri>()
+                    .map(|u| u.path().trim_end_matches('/').to_ascii_lowercase())
+                    .unwrap_or_default()
+            };
+            // The root too: `…/beta/v1` is a root of `…/beta` (found by an independent check).
+            let paths = [path_of(&a.openai_base), path_of(&a.base_url)];
             let endpoint = [
                 "/chat/completions",
                 "/completions",
@@ -88,12 +90,12 @@ impl Config {
                 "/messages",
                 "/models",
                 "/user/balance",
+                // DeepSeek's base for its beta features (prefix and FIM completion): its chat
+                // answers there, its Anthropic endpoint and balance do not.
+                "/beta",
             ]
             .into_iter()
-            .find(|e| path.ends_with(e))
-            // DeepSeek's base for its beta features (prefix and FIM completion): its chat
-            // answers there, its Anthropic endpoint and balance do not.
-            .or_else(|| path.ends_with("/beta").then_some("/beta"));
+            .find(|e| paths.iter().any(|p| p.ends_with(e)));
             if let Some(endpoint) = endpoint {
                 // An account without a `base_url` of its own has `upstream.base_url`'s: that is
                 // the one to mend, said once (it was said of each such account, naming a
