@@ -152,6 +152,18 @@ pub(crate) async fn deliver(app: &TestApp, webhook: (Vec<(String, String)>, Stri
     req.send().await.unwrap().status().as_u16()
 }
 
+/// A Trial order captured as pending (PayPal holds the payment for review): its order id and
+/// PayPal's, the capture's answer checked (pending, no key yet).
+async fn pending_order(app: &TestApp, b: &mut Browser, email: &str) -> (String, String) {
+    let (order_id, paypal_id) = b.create_order(app, "trial", email).await;
+    app.pp().set_capture_mode(CaptureMode::Pending);
+    assert!(app.pp().approve(&paypal_id));
+    let (_, v) = b.capture(app, &order_id).await;
+    assert_eq!(v["status"], "pending", "{v}");
+    assert!(v["api_key"].is_null(), "{v}");
+    (order_id, paypal_id)
+}
+
 #[tokio::test]
 async fn a_purchase_yields_a_working_key_with_the_plans_budget() {
     let app = TestApp::spawn_shop_with(|c| {
@@ -403,12 +415,7 @@ async fn a_declined_payment_method_is_said_and_another_one_pays_the_same_order()
 async fn a_forged_webhook_changes_nothing_and_a_refund_revokes_the_key() {
     let app = TestApp::spawn_shop().await;
     let mut b = Browser::open(&app).await;
-    let (order_id, paypal_id) = b.create_order(&app, "trial", "a@b.co").await;
-    app.pp().set_capture_mode(CaptureMode::Pending);
-    assert!(app.pp().approve(&paypal_id));
-    let (_, v) = b.capture(&app, &order_id).await;
-    assert_eq!(v["status"], "pending", "{v}");
-    assert!(v["api_key"].is_null());
+    let (order_id, paypal_id) = pending_order(&app, &mut b, "a@b.co").await;
     // A forged COMPLETED event: the signed event, its body tampered to claim a completion.
     let (headers, raw) = app.pp().complete_pending(&paypal_id).unwrap();
     let mut tampered: Value = serde_json::from_str(&raw).unwrap();
@@ -626,11 +633,7 @@ async fn the_operator_sees_orders_on_the_cli() {
 async fn a_lost_webhook_is_recovered_by_the_order_look_up() {
     let app = TestApp::spawn_shop().await;
     let mut b = Browser::open(&app).await;
-    let (order_id, paypal_id) = b.create_order(&app, "trial", "lost@example.com").await;
-    app.pp().set_capture_mode(CaptureMode::Pending);
-    assert!(app.pp().approve(&paypal_id));
-    let (_, v) = b.capture(&app, &order_id).await;
-    assert_eq!(v["status"], "pending", "{v}");
+    let (order_id, paypal_id) = pending_order(&app, &mut b, "lost@example.com").await;
     // PayPal completes the capture, but its webhook never reaches us.
     let _undelivered = app.pp().complete_pending(&paypal_id).unwrap();
     let state = &app.daemon.as_ref().unwrap().state;
@@ -665,11 +668,7 @@ async fn a_lost_webhook_is_recovered_by_the_order_look_up() {
 async fn a_payment_found_but_not_recorded_is_not_shown_as_unpaid() {
     let app = TestApp::spawn_shop().await;
     let mut b = Browser::open(&app).await;
-    let (order_id, paypal_id) = b.create_order(&app, "trial", "full@example.com").await;
-    app.pp().set_capture_mode(CaptureMode::Pending);
-    assert!(app.pp().approve(&paypal_id));
-    let (_, v) = b.capture(&app, &order_id).await;
-    assert_eq!(v["status"], "pending", "{v}");
+    let (order_id, paypal_id) = pending_order(&app, &mut b, "full@example.com").await;
     let _undelivered = app.pp().complete_pending(&paypal_id).unwrap();
     let (locked, view) = look_up_locked_then_free(&app, &order_id, "full@example.com").await;
     assert!(locked.unrecorded_payment, "{locked:?}");
@@ -911,11 +910,7 @@ async fn two_captures_of_one_order_at_once_both_show_the_key() {
 async fn a_pending_order_paypal_does_not_know_is_not_said_to_be_uncharged() {
     let app = TestApp::spawn_shop().await;
     let mut b = Browser::open(&app).await;
-    let (order_id, paypal_id) = b.create_order(&app, "trial", "held@b.co").await;
-    app.pp().set_capture_mode(CaptureMode::Pending);
-    assert!(app.pp().approve(&paypal_id));
-    let (_, v) = b.capture(&app, &order_id).await;
-    assert_eq!(v["status"], "pending", "{v}");
+    let (order_id, _) = pending_order(&app, &mut b, "held@b.co").await;
     // As if the PayPal now asked were not the one that took the payment.
     app.db()
         .execute(

@@ -668,22 +668,18 @@ fn a_base_url_naming_an_endpoint_is_warned_about() {
     }
     // DeepSeek's base for its beta features: chat answers there, the rest does not; with
     // `/v1` after it too (the root is then `…/beta`).
-    c.upstream.base_url = "https://api.deepseek.com/beta/v1".into();
-    assert!(
-        c.warnings()
-            .iter()
-            .any(|w| w.contains("ends in \"/beta\", DeepSeek's base for its beta features")),
-        "{:?}",
-        c.warnings()
-    );
-    c.upstream.base_url = "https://api.deepseek.com/beta".into();
-    assert!(
-        c.warnings()
-            .iter()
-            .any(|w| w.contains("ends in \"/beta\", DeepSeek's base for its beta features")),
-        "{:?}",
-        c.warnings()
-    );
+    for beta in [
+        "https://api.deepseek.com/beta/v1",
+        "https://api.deepseek.com/beta",
+    ] {
+        c.upstream.base_url = beta.into();
+        let w = c.warnings();
+        assert!(
+            w.iter()
+                .any(|w| w.contains("ends in \"/beta\", DeepSeek's base for its beta features")),
+            "{beta}: {w:?}"
+        );
+    }
 }
 
 /// Accounts without a `base_url` of their own have `upstream.base_url`'s: that one is named,
