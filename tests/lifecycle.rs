@@ -963,3 +963,46 @@ async fn the_demo_logs_the_configurations_warnings_too() {
     assert!(!log.contains("no upstream key configured"), "{log}");
     assert!(!log.contains("paypal.client_id is empty"), "{log}");
 }
+
+/// Refused PayPal webhook deliveries are logged at most once a minute, with a count, as every
+/// line a stranger can ask for: a line per delivery (one per forged event, one per delivery
+/// over the address's limit) let anyone write the log as fast as they could send (found by a
+/// long run: 500 lines for 500 deliveries from one address).
+#[tokio::test]
+async fn refused_webhook_deliveries_are_logged_once_a_minute() {
+    // The demo brings a PayPal with a webhook id; every delivery comes from loopback, one address.
+    let demo = Setup::new(10).await;
+    let mut served = demo.serve_with(&["--demo"]).await;
+    let http = reqwest::Client::new();
+    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+    for i in 0..90 {
+        let event = json!({
+            "id": format!("WH-FORGED-{i}"),
+            "event_type": "PAYMENT.CAPTURE.COMPLETED",
+            "resource": {"id": format!("CAPTURE-{i}")},
+        });
+        let r = http
+            .post(format!("{}/webhooks/paypal", served.base))
+            .json(&event)
+            .send()
+            .await
+            .expect("deliver");
+        *statuses.entry(r.status().as_u16()).or_default() += 1;
+    }
+    // PayPal confirms none of them (400); past the address's 60 a minute, 429.
+    assert!(
+        statuses.get(&400).copied().unwrap_or(0) >= 60
+            && statuses.get(&429).copied().unwrap_or(0) >= 20,
+        "{statuses:?}"
+    );
+    served.signal(Signal::SIGTERM);
+    assert!(served.exit().await.success(), "{}", served.log());
+    let log = served.log();
+    let forged = log
+        .matches("webhook with an invalid signature refused")
+        .count();
+    let limited = log
+        .matches("webhook deliveries over the per-IP limit refused")
+        .count();
+    assert_eq!((forged, limited), (1, 1), "{log}");
+}

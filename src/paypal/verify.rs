@@ -53,9 +53,15 @@ impl PayPal {
             return Ok(false);
         };
         if self.webhook_id.is_empty() {
-            tracing::warn!(
-                "a PayPal webhook arrived but paypal.webhook_id is not set; refusing it"
-            );
+            // Once a minute: anyone can send a delivery with these headers.
+            static SAID: crate::clock::Rationed = crate::clock::Rationed::new();
+            if let Some(held) = SAID.due() {
+                tracing::warn!(
+                    since_last_said = held,
+                    "a PayPal webhook arrived but paypal.webhook_id is not set; refusing it (said \
+                     at most once a minute)"
+                );
+            }
             return Ok(false);
         }
         let Ok(text) = std::str::from_utf8(raw_body) else {

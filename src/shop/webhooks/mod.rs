@@ -317,7 +317,18 @@ pub async fn paypal(
 ) -> Result<Response, WebhookError> {
     let paypal = state.paypal.as_ref().ok_or(WebhookError::NotConfigured)?;
     if state.shop_limits.webhook.check_key(&limit_key(ip)).is_err() {
-        tracing::warn!(%ip, "PayPal webhook deliveries over the per-IP limit refused");
+        // Once a minute with a count, as every line a stranger can ask for: one line per
+        // refused delivery let a single address write the log as fast as it could send (found
+        // by a long run: 420 lines for 500 deliveries).
+        static SAID: crate::clock::Rationed = crate::clock::Rationed::new();
+        if let Some(held) = SAID.due() {
+            tracing::warn!(
+                %ip,
+                since_last_said = held,
+                "PayPal webhook deliveries over the per-IP limit refused (said at most once a \
+                 minute)"
+            );
+        }
         return Err(WebhookError::Limited);
     }
     let raw = read_body(body).await?;
@@ -332,11 +343,18 @@ pub async fn paypal(
     match paypal.verify_webhook(&headers, &raw).await {
         Ok(true) => {}
         Ok(false) => {
-            tracing::warn!(
-                "PayPal webhook with an invalid signature refused (forged — or, if PayPal's own \
-                 deliveries are refused, paypal.webhook_id is not the id of this site's webhook \
-                 in the PayPal app: then refunds and pending payments are never seen)"
-            );
+            // Rationed like the line above: forged deliveries from many addresses (each within
+            // its own limit) wrote a line apiece.
+            static SAID: crate::clock::Rationed = crate::clock::Rationed::new();
+            if let Some(held) = SAID.due() {
+                tracing::warn!(
+                    since_last_said = held,
+                    "PayPal webhook with an invalid signature refused (forged — or, if PayPal's \
+                     own deliveries are refused, paypal.webhook_id is not the id of this site's \
+                     webhook in the PayPal app: then refunds and pending payments are never \
+                     seen; said at most once a minute)"
+                );
+            }
             return Err(WebhookError::Forged);
         }
         Err(e) => {
