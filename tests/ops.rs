@@ -110,6 +110,37 @@ pub(super) fn get(m: &BTreeMap<String, f64>, series: &str) -> f64 {
     m.get(series).copied().unwrap_or(0.0)
 }
 
+/// `POST /api/keys/rotate` is counted under its own route, as every route the daemon serves:
+/// it was missing from the list, and a long run's 500 refused replacements showed up only as
+/// `route="other"`, with the unmatched paths.
+#[tokio::test]
+async fn key_replacements_are_counted_under_their_route() {
+    let app = TestApp::spawn().await;
+    let resp = app
+        .http
+        .post(format!("{}/api/keys/rotate", app.base))
+        .bearer_auth("sk-gateway-not-a-key")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 401);
+    let m = scrape(&app).await;
+    assert_eq!(
+        get(
+            &m,
+            "modelrelay_http_requests_total{route=\"/api/keys/rotate\",status=\"401\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        get(
+            &m,
+            "modelrelay_http_requests_total{route=\"other\",status=\"401\"}"
+        ),
+        0.0
+    );
+}
+
 #[tokio::test]
 async fn healthz_is_ok_with_database_and_upstream() {
     let app = TestApp::spawn().await;

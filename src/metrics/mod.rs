@@ -45,6 +45,7 @@ const ROUTES: &[&str] = &[
     "/api/usage",
     "/api/orders",
     "/api/orders/{order_id}/capture",
+    "/api/keys/rotate",
     "/webhooks/paypal",
     "/healthz",
     "/metrics",
