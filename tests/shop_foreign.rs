@@ -162,12 +162,7 @@ async fn a_foreign_refund_naming_an_order_paypal_does_not_know_is_acknowledged()
     let mut b = Browser::open(&app).await;
     let (order_id, _) = b.create_order(&app, "trial", "gone@b.co").await;
     // As if PayPal had forgotten the order (an old one never approved).
-    app.db()
-        .execute(
-            "UPDATE orders SET paypal_order_id = 'NOSUCHORDER00000' WHERE order_id = ?1",
-            [&order_id],
-        )
-        .unwrap();
+    app.unknown_at_paypal(&order_id);
     let foreign = foreign_paid_order(&app, &order_id, "1.00").await;
     let refund = app
         .pp()

@@ -912,12 +912,7 @@ async fn a_pending_order_paypal_does_not_know_is_not_said_to_be_uncharged() {
     let mut b = Browser::open(&app).await;
     let (order_id, _) = pending_order(&app, &mut b, "held@b.co").await;
     // As if the PayPal now asked were not the one that took the payment.
-    app.db()
-        .execute(
-            "UPDATE orders SET paypal_order_id = 'NOSUCHORDER00000' WHERE order_id = ?1",
-            [&order_id],
-        )
-        .unwrap();
+    app.unknown_at_paypal(&order_id);
     let (status, v) = b.capture(&app, &order_id).await;
     assert_ne!(v["error"]["code"], "order_expired", "{v}");
     assert_eq!(status, 502, "{v}");
@@ -941,12 +936,7 @@ async fn capturing_an_order_paypal_does_not_know_says_it_expired() {
     let mut b = Browser::open(&app).await;
     let (order_id, _) = b.create_order(&app, "trial", "gone@b.co").await;
     // As if PayPal had forgotten the order (a demo restarted, an order PayPal dropped).
-    app.db()
-        .execute(
-            "UPDATE orders SET paypal_order_id = 'NOSUCHORDER00000' WHERE order_id = ?1",
-            [&order_id],
-        )
-        .unwrap();
+    app.unknown_at_paypal(&order_id);
     let (status, v) = b.capture(&app, &order_id).await;
     assert_eq!(status, 409, "{v}");
     assert_eq!(v["error"]["code"], "order_expired", "{v}");

@@ -383,12 +383,7 @@ async fn an_order_of_a_withdrawn_plan_unknown_at_paypal_says_the_plan_is_withdra
     let app = TestApp::spawn_shop().await;
     let mut b = Browser::open(&app).await;
     let (order_id, _) = b.create_order(&app, "starter", "a@b.co").await;
-    app.db()
-        .execute(
-            "UPDATE orders SET paypal_order_id = 'NOSUCHORDER00000' WHERE order_id = ?1",
-            [&order_id],
-        )
-        .unwrap();
+    app.unknown_at_paypal(&order_id);
     let app = restart_with(app, |c| c.plans.get_mut("starter").unwrap().enabled = false).await;
     let (status, v) = b.capture(&app, &order_id).await;
     assert_eq!(status, 409, "{v}");

@@ -208,6 +208,14 @@ impl TestApp {
         rusqlite::Connection::open(&self.db).expect("open db")
     }
 
+    /// Point an order at a PayPal order id the simulated PayPal never made, as if PayPal had
+    /// forgotten it (a restarted demo, an old order) or were another PayPal than the one asked.
+    pub fn unknown_at_paypal(&self, order_id: &str) {
+        let sql = "UPDATE orders SET paypal_order_id = 'NOSUCHORDER00000' WHERE order_id = ?1";
+        let changed = self.db().execute(sql, [order_id]).expect("update order");
+        assert_eq!(changed, 1, "no order {order_id}");
+    }
+
     /// Wait (blocking) until everything the running daemon queued so far is committed. The
     /// writer is a thread of its own, so blocking this test's runtime does not hold it up.
     pub fn settle_ledger(&self) {

@@ -22,6 +22,7 @@
 //! a count of each account's requests in flight (see [`SimAccount`], [`AccountFault`]).
 
 use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -34,6 +35,8 @@ use tokio::sync::watch;
 
 use crate::money::Usd;
 
+pub use recorded::{Endpoint, Outcome, RecordedRequest};
+
 mod accounts;
 mod anthropic;
 mod anthropic_wire;
@@ -41,6 +44,7 @@ mod directives;
 mod errors;
 mod gate;
 mod openai;
+mod recorded;
 mod server;
 mod stream;
 #[cfg(test)]
@@ -83,6 +87,9 @@ pub struct SimOptions {
     pub prefix_cache: bool,
     /// Model names accepted in `model`; others get DeepSeek's 400 "Model Not Exist".
     pub models: Vec<String>,
+    /// How many of the latest requests [`SimulatedDeepSeek::requests`] keeps; `None` (the
+    /// default) keeps them all, as tests want.
+    pub keep_requests: Option<usize>,
 }
 
 impl Default for SimOptions {
@@ -104,9 +111,13 @@ impl Default for SimOptions {
             chunk_delay: Duration::ZERO,
             prefix_cache: false,
             models: models.iter().map(|m| (*m).to_owned()).collect(),
+            keep_requests: None,
         }
     }
 }
+
+/// How many requests the demo's simulator keeps (it reads none of them; a bound, not a feature).
+const DEMO_KEPT_REQUESTS: usize = 100;
 
 impl SimOptions {
     /// What `serve --demo` runs: streams at a readable pace, the prefix cache on, and two
@@ -123,6 +134,8 @@ impl SimOptions {
             accounts: vec![SimAccount::new("sk-simulated-2").with_balance(second)],
             chunk_delay: Duration::from_millis(20),
             prefix_cache: true,
+            // A demo may run for days: a request is kept whole (headers, body), ~9 KB each.
+            keep_requests: Some(DEMO_KEPT_REQUESTS),
             ..SimOptions::default()
         }
     }
@@ -256,67 +269,16 @@ pub struct SimulatedDeepSeek {
     stop: watch::Sender<bool>,
 }
 
-/// One chat or messages request as the simulator received it.
-#[derive(Clone, Debug)]
-pub struct RecordedRequest {
-    /// Arrival order, starting at 0 (one sequence across both endpoints).
-    pub index: usize,
-    /// Which API the request came to.
-    pub endpoint: Endpoint,
-    /// The path and query string it was sent to, e.g. `/anthropic/v1/messages?beta=true`.
-    pub path: String,
-    /// The raw `Authorization` header, if any.
-    pub authorization: Option<String>,
-    /// The raw `x-api-key` header, if any.
-    pub x_api_key: Option<String>,
-    /// The key of the account the request was made with (the one DeepSeek honours: Bearer,
-    /// else `x-api-key` on the Anthropic route); `None` when it matched no account.
-    pub account: Option<String>,
-    /// Every header as received, so a test can check what was (not) forwarded.
-    pub headers: HeaderMap,
-    /// The parsed JSON body (`Value::Null` when the body was not JSON).
-    pub body: Value,
-    /// The DeepSeek model that answered (a `claude*` name mapped); `None` when refused.
-    pub served_model: Option<String>,
-    /// How the request ended so far.
-    pub outcome: Outcome,
-}
-
-/// The API a recorded request came to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Endpoint {
-    /// OpenAI's format: `POST /chat/completions` or `/v1/chat/completions`.
-    ChatCompletions,
-    /// Anthropic's format: `POST /anthropic/v1/messages` or `/anthropic/messages`.
-    AnthropicMessages,
-}
-
-/// How a chat request ended, as observed by the simulator itself.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// Still being answered.
-    InProgress,
-    /// The whole answer (non-stream body, or stream through `[DONE]` / `message_stop`) was handed
-    /// to the connection.
-    Completed,
-    /// The client went away while the answer was being produced normally.
-    ClientDisconnected,
-    /// Answered with this HTTP error status, or (500) an error event mid-stream.
-    Failed(u16),
-    /// The simulator cut the connection on purpose (`drop_after`) or because it was shut down.
-    Dropped,
-    /// The client went away while the simulator was stalling on purpose (`stall_after`).
-    Stalled,
-}
-
-type CacheEntries = Vec<(Vec<Value>, u64)>;
+/// A user's remembered prefixes: (how many messages, their hash, their prompt tokens). A hash,
+/// not the messages, so the cache stays a few KB a user however long the prompts.
+type CacheEntries = Vec<(usize, u64, u64)>;
 
 const CACHE_ENTRIES_PER_USER: usize = 256;
 
 struct Shared {
     opts: SimOptions,
     accounts: Arc<accounts::Accounts>,
-    requests: Mutex<Vec<RecordedRequest>>,
+    requests: Mutex<recorded::Log>,
     cache: Mutex<HashMap<String, CacheEntries>>,
     stop: watch::Receiver<bool>,
 }
@@ -342,8 +304,8 @@ impl SimulatedDeepSeek {
         let (stop, stop_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             accounts: Arc::new(accounts::Accounts::new(&opts)),
+            requests: Mutex::new(recorded::Log::new(opts.keep_requests)),
             opts,
-            requests: Mutex::new(Vec::new()),
             cache: Mutex::new(HashMap::new()),
             stop: stop_rx.clone(),
         });
@@ -375,13 +337,15 @@ impl SimulatedDeepSeek {
         format!("http://{}", SocketAddr::new(ip, self.addr.port()))
     }
 
-    /// Every chat or messages request received so far (both endpoints), in arrival order.
+    /// Every chat or messages request received so far (both endpoints), in arrival order (only
+    /// the latest ones under [`SimOptions::keep_requests`]).
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        lock(&self.shared.requests).clone()
+        lock(&self.shared.requests).iter().cloned().collect()
     }
 
     /// Wait until request `index` (0-based arrival order) has an outcome other than `InProgress`,
-    /// or the timeout passes; returns the outcome then (`InProgress` if it never arrived).
+    /// or the timeout passes; returns the outcome then (`InProgress` if it never arrived or is
+    /// no longer kept).
     pub async fn wait_outcome(&self, index: usize, timeout: Duration) -> Outcome {
         let deadline = Instant::now().checked_add(timeout);
         loop {
@@ -492,9 +456,7 @@ impl Shared {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
         };
-        let mut requests = lock(&self.requests);
-        let index = requests.len();
-        requests.push(RecordedRequest {
+        lock(&self.requests).push(|index| RecordedRequest {
             index,
             endpoint,
             path: uri
@@ -507,8 +469,7 @@ impl Shared {
             body,
             served_model: None,
             outcome: Outcome::InProgress,
-        });
-        index
+        })
     }
 
     fn set_served(&self, index: usize, model: &str) {
@@ -526,18 +487,32 @@ impl Shared {
     /// Longest remembered prefix this prompt starts with, in whole 64-token blocks as DeepSeek bills,
     /// and remember this prompt's own prefix (all but its last message) for later requests.
     fn cache_hit(&self, user: &str, messages: &[Value], counts: &[u64]) -> u64 {
+        // prefixes[i]: the hash of messages[..=i] (JSON equality: an object's key order aside).
+        let mut hasher = DefaultHasher::new();
+        let prefixes: Vec<u64> = messages
+            .iter()
+            .map(|m| {
+                m.hash(&mut hasher);
+                hasher.finish()
+            })
+            .collect();
+        let is_prefix = |len: usize, hash: u64| {
+            len.checked_sub(1)
+                .and_then(|last| prefixes.get(last))
+                .is_some_and(|h| *h == hash)
+        };
         let mut cache = lock(&self.cache);
         let entries = cache.entry(user.to_owned()).or_default();
         let best = entries
             .iter()
-            .filter(|(p, _)| messages.starts_with(p))
-            .map(|(_, t)| *t)
+            .filter(|(len, hash, _)| is_prefix(*len, *hash))
+            .map(|(_, _, tokens)| *tokens)
             .max();
-        if let Some((_, head)) = messages.split_last()
-            && !head.is_empty()
-            && !entries.iter().any(|(p, _)| p.as_slice() == head)
+        let head = messages.len().saturating_sub(1);
+        if let Some(hash) = head.checked_sub(1).and_then(|last| prefixes.get(last))
+            && !entries.iter().any(|(len, h, _)| *len == head && h == hash)
         {
-            entries.push((head.to_vec(), 2 + counts[..head.len()].iter().sum::<u64>()));
+            entries.push((head, *hash, 2 + counts[..head].iter().sum::<u64>()));
             if entries.len() > CACHE_ENTRIES_PER_USER {
                 entries.remove(0);
             }

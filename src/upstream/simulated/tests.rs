@@ -475,7 +475,39 @@ async fn prefix_cache_per_user() {
         v["usage"]["prompt_cache_miss_tokens"].as_u64(),
         Some(p - 256)
     );
+    // Remembered by hash: a message's key order does not matter, its text does.
+    let mut reordered = turn2.clone();
+    reordered["messages"][0] = json!({"content": "a".repeat(1000), "role": "system"});
+    let (_, v) = post_json(&s, reordered).await;
+    assert_eq!(v["usage"]["prompt_cache_hit_tokens"], 256);
+    let mut changed = turn2.clone();
+    changed["messages"][0]["content"] = json!("b".repeat(1000));
+    let (_, v) = post_json(&s, changed).await;
+    assert_eq!(v["usage"]["prompt_cache_hit_tokens"], 0);
     turn2["user_id"] = json!("someone-else");
     let (_, v) = post_json(&s, turn2).await;
     assert_eq!(v["usage"]["prompt_cache_hit_tokens"], 0);
+}
+
+#[tokio::test]
+async fn keeps_only_the_latest_requests_when_told() {
+    let s = SimulatedDeepSeek::start(SimOptions {
+        keep_requests: Some(2),
+        ..SimOptions::default()
+    })
+    .await
+    .unwrap();
+    for n in 0..3 {
+        let (status, _) = post_json(&s, req(&format!("[[sim reply=1]] n{n}"), json!({}))).await;
+        assert_eq!(status, 200);
+    }
+    let kept = s.requests();
+    let indexes: Vec<usize> = kept.iter().map(|r| r.index).collect();
+    assert_eq!(indexes, [1, 2]);
+    assert_eq!(kept[1].body["messages"][0]["content"], "[[sim reply=1]] n2");
+    let outcome = |i| s.wait_outcome(i, Duration::from_millis(50));
+    assert_eq!(outcome(2).await, Outcome::Completed);
+    assert_eq!(outcome(0).await, Outcome::InProgress);
+    assert_eq!(s.requests_of(KEY).len(), 2);
+    assert_eq!(SimOptions::demo().keep_requests, Some(DEMO_KEPT_REQUESTS));
 }
