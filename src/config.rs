@@ -316,6 +316,17 @@ pub struct PaypalConfig {
 }
 
 impl PaypalConfig {
+    /// Which PayPal this is, as orders record it: `sandbox:<client id>` or `live:<client id>`.
+    /// Not the API base: a restarted demo's simulator, or a proxy put in front, is the same
+    /// app (PayPal's order ids belong to the app and its environment, not to an address).
+    pub fn app(&self) -> String {
+        let env = match self.env {
+            PaypalEnv::Sandbox => "sandbox",
+            PaypalEnv::Live => "live",
+        };
+        format!("{env}:{}", self.client_id.trim())
+    }
+
     /// PayPal's API base URL: `paypal.api_base`, else the environment's (no trailing slash).
     pub fn base_url(&self) -> String {
         if !self.api_base.is_empty() {

@@ -56,6 +56,7 @@ mod selfservice_topup;
 mod shop_foreign;
 mod shop_orders;
 mod shop_review;
+mod shop_switch;
 mod upstream_faults;
 mod upstream_ops;
 mod upstream_pool;

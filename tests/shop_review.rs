@@ -84,7 +84,7 @@ fn refunded(app: &TestApp, order_id: &str) -> (i64, bool) {
 }
 
 /// The look-up page of an order, in English.
-async fn look_up_page(app: &TestApp, order_id: &str, email: &str) -> String {
+pub(crate) async fn look_up_page(app: &TestApp, order_id: &str, email: &str) -> String {
     let token = csrf_token(&app.base).await;
     let (status, html) = post_form(
         &app.base,

@@ -32,6 +32,7 @@
     csrf_failed: 'reload', grant_expired: 'reload', invalid_email: 'email',
     unknown_key: 'key-unknown', key_revoked: 'key-revoked', key_budget_full: 'key-full',
     order_expired: 'order-expired', order_not_found: 'order-expired',
+    order_of_other_paypal: 'other-paypal',
     // Else the server's English message showed on the Chinese page (found by a review of the
     // Chinese texts).
     internal_error: 'server-error', payments_unavailable: 'unconfigured',
@@ -43,7 +44,9 @@
   // buyer pays again (a new order) ...
   var PAY_AGAIN = { not_approved: 1, payment_declined: 1, order_expired: 1, order_not_found: 1 };
   // ... or nothing more can be done here (another plan, a reload, the key is revoked) ...
-  var FINAL = { plan_withdrawn: 1, plan_not_found: 1, key_revoked: 1, csrf_failed: 1 };
+  var FINAL = {
+    plan_withdrawn: 1, plan_not_found: 1, key_revoked: 1, csrf_failed: 1, order_of_other_paypal: 1
+  };
   // ... else the approved order's capture may still go through: offer to try it again.
   function errorText(e) { return (e.code && CODES[e.code] && msg(CODES[e.code])) || e.message; }
   // An error the buyer must act on takes the focus (the button they pressed is disabled

@@ -188,6 +188,7 @@ pub async fn create(
         currency: "USD".into(),
         status: OrderStatus::Created,
         paypal_order_id: None,
+        paypal_app: None,
         paypal_capture_id: None,
         key_id: None,
         browser_token_hash: Some(Sha256::digest(browser_token.as_bytes()).into()),
@@ -293,6 +294,7 @@ async fn open_at_paypal(
     let write = Write::SetPaypalOrder {
         order_id: order_id.to_string(),
         paypal_order_id: created.id.clone(),
+        paypal_app: state.config.paypal.app(),
     };
     if let Err(e) = state.store.write(write).await {
         tracing::error!(error = %e, "PayPal order id not stored");

@@ -55,6 +55,15 @@ pub enum ShopError {
          was charged. Please pay again."
     )]
     OrderExpired,
+    /// 409: another PayPal made the order (the operator changed `paypal.env` or
+    /// `paypal.client_id` since): the PayPal now configured cannot know it, and its "no such
+    /// order" must not tell a buyer the other one may have charged that nothing was.
+    #[error(
+        "This order was made under payment settings this shop no longer uses, so PayPal cannot \
+         be asked about it here. If PayPal charged you, write to the shop with your order ID; \
+         otherwise place a new order."
+    )]
+    OrderOfOtherPaypal,
     /// 502: PayPal did not capture (unreachable, or an error other than "not approved").
     #[error("PayPal is not answering right now. Please retry in a moment.")]
     PaypalCaptureFailed,
@@ -193,9 +202,10 @@ impl ShopError {
             | ShopError::NotRecording
             | ShopError::OrdersPaused
             | ShopError::NoUpstream => StatusCode::SERVICE_UNAVAILABLE,
-            ShopError::NotApproved | ShopError::PlanWithdrawn | ShopError::OrderExpired => {
-                StatusCode::CONFLICT
-            }
+            ShopError::NotApproved
+            | ShopError::PlanWithdrawn
+            | ShopError::OrderExpired
+            | ShopError::OrderOfOtherPaypal => StatusCode::CONFLICT,
             ShopError::PaymentDeclined => StatusCode::PAYMENT_REQUIRED,
             ShopError::PaypalCreateFailed
             | ShopError::PaypalCaptureFailed
@@ -218,6 +228,7 @@ impl ShopError {
             ShopError::NoSuchEndpoint => "not_found",
             ShopError::NotApproved => "not_approved",
             ShopError::OrderExpired => "order_expired",
+            ShopError::OrderOfOtherPaypal => "order_of_other_paypal",
             ShopError::PlanWithdrawn => "plan_withdrawn",
             ShopError::PaymentDeclined => "payment_declined",
             ShopError::PaypalCreateFailed
@@ -357,6 +368,7 @@ mod tests {
             NotApproved,
             PaypalCreateFailed,
             OrderExpired,
+            OrderOfOtherPaypal,
             PaypalCaptureFailed,
             PaymentDeclined,
             PaypalIncomplete,

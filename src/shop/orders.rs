@@ -307,6 +307,9 @@ async fn reconcile(state: &Arc<AppState>, o: &Order) -> Reconciled {
     else {
         return Reconciled::Nothing;
     };
+    if made_by_other_paypal(state, &o.record) {
+        return Reconciled::Nothing;
+    }
     let info = match paypal.get_order(paypal_id).await {
         Ok(info) => info,
         Err(e) => {
@@ -372,6 +375,25 @@ async fn reconcile(state: &Arc<AppState>, o: &Order) -> Reconciled {
 /// Whether the order may still be paid: a purchase, or a top-up of a key that can use it and
 /// take its credit under the budget cap (the look-up captured one that no longer fitted, and
 /// PayPal's money was then held for review; found by an independent check).
+/// Whether another PayPal (app or environment) than the one configured made `order`: this one
+/// cannot know it, and its "no such order" says nothing of what the other took, so it is not
+/// asked (an ERROR says which to configure to settle it).
+pub(crate) fn made_by_other_paypal(state: &AppState, order: &OrderRecord) -> bool {
+    let now = state.config.paypal.app();
+    let Some(made) = order.paypal_app.as_deref().filter(|made| *made != now) else {
+        return false;
+    };
+    tracing::error!(
+        order_id = %order.order_id,
+        made_by = made,
+        configured = %now,
+        "an order made under other PayPal settings (paypal.env:paypal.client_id) cannot be settled \
+         with these; configure that PayPal again to settle it, or look it up in that PayPal's \
+         dashboard"
+    );
+    true
+}
+
 fn may_take_money(state: &AppState, o: &Order) -> bool {
     match o.extra.kind {
         OrderKind::Purchase => true,

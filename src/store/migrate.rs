@@ -33,6 +33,7 @@ pub(super) const MIGRATIONS: &[(i64, &str)] = &[
     ),
     (16, include_str!("migrations/0016_outbox_by_key.sql")),
     (17, include_str!("migrations/0017_outbox_by_kind.sql")),
+    (18, include_str!("migrations/0018_order_paypal_app.sql")),
 ];
 
 /// How much longer systemd is asked to wait for the start, before each migration.

@@ -39,6 +39,9 @@ pub struct OrderRecord {
     pub status: OrderStatus,
     /// PayPal's order id.
     pub paypal_order_id: Option<String>,
+    /// Which PayPal made it ([`crate::config::PaypalConfig::app`]), recorded with its id;
+    /// `None` before that (or for an order made before this was recorded).
+    pub paypal_app: Option<String>,
     /// PayPal's capture id, once captured.
     pub paypal_capture_id: Option<String>,
     /// The key it paid for.
@@ -119,24 +122,24 @@ fn time(ms: i64) -> DateTime<Utc> {
 }
 
 const COLUMNS: &str = "order_id, plan, email, amount_nanos, currency, status, paypal_order_id,
-    paypal_capture_id, key_id, browser_token_hash, created_at, paid_at, refunded_at";
+    paypal_capture_id, key_id, browser_token_hash, created_at, paid_at, refunded_at, paypal_app";
 
 /// [`COLUMNS`] and the columns of [`OrderExtra`], for [`full_row`].
 const FULL_COLUMNS: &str = "order_id, plan, email, amount_nanos, currency, status, paypal_order_id,
-    paypal_capture_id, key_id, browser_token_hash, created_at, paid_at, refunded_at,
+    paypal_capture_id, key_id, browser_token_hash, created_at, paid_at, refunded_at, paypal_app,
     kind, topup_key_id, lang, upgraded_from, refunded_nanos";
 
 fn full_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Order> {
-    let kind: String = r.get(13)?;
-    let lang: String = r.get(15)?;
+    let kind: String = r.get(14)?;
+    let lang: String = r.get(16)?;
     Ok(Order {
         record: row_of(r)?,
         extra: OrderExtra {
             kind: OrderKind::parse(&kind),
-            topup_key_id: r.get(14)?,
+            topup_key_id: r.get(15)?,
             lang: MailLang::parse(&lang),
-            upgraded_from: r.get(16)?,
-            refunded: Usd::from_nanos(r.get(17)?),
+            upgraded_from: r.get(17)?,
+            refunded: Usd::from_nanos(r.get(18)?),
         },
     })
 }
@@ -158,6 +161,7 @@ fn row_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<OrderRecord> {
         created_at: time(r.get(10)?),
         paid_at: r.get::<_, Option<i64>>(11)?.map(time),
         refunded_at: r.get::<_, Option<i64>>(12)?.map(time),
+        paypal_app: r.get(13)?,
     })
 }
 
@@ -188,7 +192,7 @@ pub fn insert(c: &Connection, o: &OrderRecord) -> Result<(), StoreError> {
         ],
     )?;
     c.execute(
-        &format!("INSERT INTO orders ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
+        &format!("INSERT INTO orders ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"),
         params![
             o.order_id,
             o.plan,
@@ -203,6 +207,7 @@ pub fn insert(c: &Connection, o: &OrderRecord) -> Result<(), StoreError> {
             o.created_at.timestamp_millis(),
             o.paid_at.map(|t| t.timestamp_millis()),
             o.refunded_at.map(|t| t.timestamp_millis()),
+            o.paypal_app,
         ],
     )?;
     Ok(())
@@ -401,15 +406,16 @@ pub fn hold_for_review(c: &Connection, order_id: &str, capture_id: &str) -> Resu
     Ok(())
 }
 
-/// Record PayPal's order id on an order.
+/// Record PayPal's order id on an order, and which PayPal made it.
 pub fn set_paypal_order(
     c: &Connection,
     order_id: &str,
     paypal_order_id: &str,
+    paypal_app: &str,
 ) -> Result<(), StoreError> {
     c.execute(
-        "UPDATE orders SET paypal_order_id = ?2 WHERE order_id = ?1",
-        params![order_id, paypal_order_id],
+        "UPDATE orders SET paypal_order_id = ?2, paypal_app = ?3 WHERE order_id = ?1",
+        params![order_id, paypal_order_id, paypal_app],
     )?;
     Ok(())
 }

@@ -49,6 +49,8 @@ pub enum Write {
         order_id: String,
         /// PayPal's.
         paypal_order_id: String,
+        /// Which PayPal made it ([`crate::config::PaypalConfig::app`]).
+        paypal_app: String,
     },
     /// Pay an order and mint its key, atomically (see [`orders::pay`]).
     PayOrder {
@@ -283,7 +285,8 @@ pub(super) fn apply(tx: &rusqlite::Connection, w: &Write) -> Result<(), StoreErr
         Write::SetPaypalOrder {
             order_id,
             paypal_order_id,
-        } => orders::set_paypal_order(tx, order_id, paypal_order_id),
+            paypal_app,
+        } => orders::set_paypal_order(tx, order_id, paypal_order_id, paypal_app),
         Write::PayOrder {
             order_id,
             capture_id,

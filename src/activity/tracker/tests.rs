@@ -522,6 +522,7 @@ async fn a_restarted_daemon_starts_from_todays_ledger_and_orders() {
         currency: "USD".into(),
         status: OrderStatus::Created,
         paypal_order_id: Some("PP1".into()),
+        paypal_app: None,
         paypal_capture_id: None,
         key_id: None,
         browser_token_hash: None,

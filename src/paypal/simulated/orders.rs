@@ -151,7 +151,8 @@ pub(super) async fn get_order(
     if let Some(refused) = s.refuse_unauthorized(&headers) {
         return refused;
     }
-    let st = lock(&s.state);
+    let mut st = lock(&s.state);
+    st.counts.order_reads += 1;
     match st.orders.get(&id) {
         Some(o) => reply(StatusCode::OK, o.to_json(&s.base)),
         None => not_found(&id),

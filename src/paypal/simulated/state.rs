@@ -68,6 +68,8 @@ pub struct SimCounts {
     pub captures: u64,
     /// Captures that reached `COMPLETED` (at capture time or through `complete_pending`).
     pub completed_captures: u64,
+    /// Authorized calls to `GET /v2/checkout/orders/{id}`, unknown orders included.
+    pub order_reads: u64,
     /// Calls to `/v1/oauth2/token`.
     pub token_requests: u64,
     /// Calls to `verify-webhook-signature`.

@@ -20,6 +20,7 @@ use crate::shop::error::ShopError;
 use crate::shop::fulfil::{Fulfilment, ensure_installed, fulfil};
 use crate::shop::guard::{Guard, Guarded, Refusal};
 use crate::shop::limits::ShopLimits;
+use crate::shop::orders::made_by_other_paypal;
 use crate::shop::web::csrf_header;
 use crate::state::AppState;
 use crate::store::orders::{Order, OrderRecord, OrderStatus};
@@ -288,6 +289,9 @@ async fn captured_before(
         else {
             return Ok(None);
         };
+        if made_by_other_paypal(&state, &order) {
+            return Err(ShopError::OrderOfOtherPaypal);
+        }
         match paypal.get_order(paypal_id).await {
             Ok(info) => match info.capture {
                 Some(c) => Ok(Some(fulfil(&state, &order.order_id, &c).await)),
@@ -410,6 +414,9 @@ pub(crate) async fn capture_at_paypal(
     else {
         return Err(ShopError::NotApproved);
     };
+    if made_by_other_paypal(state, order) {
+        return Err(ShopError::OrderOfOtherPaypal);
+    }
     // Never take money for what can no longer be given or is no longer sold: a plan the
     // operator took out of the config (its capture went through and was then never recorded,
     // the buyer told to reload while PayPal held the money) or withdrew from sale

@@ -270,6 +270,8 @@ texts! {
     js_declined_topup,
     /// Checkout script: PayPal no longer knows the order (expired or unknown).
     js_order_expired,
+    /// Checkout script: another PayPal (app or environment) made the order.
+    js_other_paypal,
     /// Checkout script: PayPal did not answer (creating or capturing).
     js_provider,
     /// Checkout script: PayPal declined the payment method at capture.

@@ -65,6 +65,7 @@ async fn each_write_of_a_failed_batch_gets_its_own_result_and_lands_once() {
         currency: "USD".into(),
         status: orders::OrderStatus::Created,
         paypal_order_id: None,
+        paypal_app: None,
         paypal_capture_id: None,
         key_id: None,
         browser_token_hash: None,

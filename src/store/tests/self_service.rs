@@ -14,6 +14,7 @@ fn order(id: &str, plan: &str) -> OrderRecord {
         currency: "USD".into(),
         status: OrderStatus::Created,
         paypal_order_id: None,
+        paypal_app: None,
         paypal_capture_id: None,
         key_id: None,
         browser_token_hash: None,
