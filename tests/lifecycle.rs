@@ -949,8 +949,12 @@ async fn a_daemon_answering_on_the_admin_socket_stops_a_start_before_the_databas
 /// page, and a newcomer who ran no `check-config` is told so in the log.
 #[tokio::test]
 async fn the_demo_logs_the_configurations_warnings_too() {
-    // The setup listens on 127.0.0.1:0 and leaves `public_url` at its default.
+    // The setup listens on 127.0.0.1:0 and leaves `public_url` at its default; its PayPal is
+    // live, which the demo's simulated PayPal is not.
     let demo = Setup::new(10).await;
+    let mut toml = std::fs::read_to_string(demo.config()).expect("read config");
+    toml.push_str("\n[paypal]\nenv = \"live\"\n");
+    std::fs::write(demo.config(), toml).expect("write config");
     let mut served = demo.serve_with(&["--demo"]).await;
     served.signal(Signal::SIGTERM);
     assert!(served.exit().await.success(), "{}", served.log());
@@ -962,6 +966,7 @@ async fn the_demo_logs_the_configurations_warnings_too() {
     // Nothing about the key or PayPal the demo brings itself.
     assert!(!log.contains("no upstream key configured"), "{log}");
     assert!(!log.contains("paypal.client_id is empty"), "{log}");
+    assert!(!log.contains("paypal.env = live"), "{log}");
 }
 
 /// Refused PayPal webhook deliveries are logged at most once a minute, with a count, as every

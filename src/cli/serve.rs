@@ -52,6 +52,9 @@ pub(super) async fn serve(mut config: Config, demo: bool) -> ExitCode {
             Err(e) => return fail(format_args!("cannot start the simulated PayPal: {e}")),
         };
         config.paypal.api_base = paypal.base_url();
+        // The simulator is a sandbox whatever the config says: no warning about live payments
+        // over plain HTTP, and the demo's orders are always its own PayPal's.
+        config.paypal.env = crate::config::PaypalEnv::Sandbox;
         config.paypal.client_id = pp_opts.client_id;
         config.paypal.client_secret = pp_opts.client_secret;
         config.paypal.webhook_id = pp_opts.webhook_id;
