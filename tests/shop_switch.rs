@@ -89,3 +89,41 @@ async fn an_order_from_before_the_upgrade_is_asked_as_before() {
     assert_eq!(status, 200, "{v}");
     assert_eq!(keys_of(&app, &order_id), 1);
 }
+
+/// The order look-up of an order another PayPal made does not ask it, so it does not say
+/// "not paid" (nor, once its plan is withdrawn, "nothing was taken"): that PayPal may hold
+/// the buyer's money (found by an independent check: "This order has not been paid. If you
+/// have just paid, wait a minute and look again", for a payment captured there).
+#[tokio::test]
+async fn the_look_up_of_an_order_of_another_paypal_does_not_say_it_is_unpaid() {
+    let app = TestApp::spawn_shop().await;
+    let mut b = Browser::open(&app).await;
+    let (order_id, paypal_id) = b.create_order(&app, "trial", "lookup@b.co").await;
+    assert!(app.pp().approve(&paypal_id));
+    capture_answer_lost(&app, &order_id, &paypal_id).await;
+
+    let app = restart_with(app, |c| c.paypal.env = PaypalEnv::Live).await;
+    let html = look_up_page(&app, &order_id, "lookup@b.co").await;
+    assert!(!html.contains("has not been paid"), "{html}");
+    assert!(!html.contains("wait a minute"), "{html}");
+    assert!(html.contains("If PayPal charged you"), "{html}");
+
+    // Its plan withdrawn since: still not "nothing was taken".
+    let app = restart_with(app, |c| {
+        c.paypal.env = PaypalEnv::Live;
+        c.plans.get_mut("trial").unwrap().enabled = false;
+    })
+    .await;
+    let html = look_up_page(&app, &order_id, "lookup@b.co").await;
+    assert!(!html.contains("Nothing was taken"), "{html}");
+    assert!(html.contains("If PayPal charged you"), "{html}");
+    assert_eq!(order_status(&app, &order_id), "created");
+    assert_eq!(keys_of(&app, &order_id), 0);
+
+    // Back to the PayPal that made it: the look-up finds the payment and settles it.
+    let app = restart_with(app, |_| {}).await;
+    let html = look_up_page(&app, &order_id, "lookup@b.co").await;
+    assert!(!html.contains("If PayPal charged you"), "{html}");
+    assert_eq!(order_status(&app, &order_id), "paid");
+    assert_eq!(keys_of(&app, &order_id), 1);
+}

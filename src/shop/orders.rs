@@ -58,6 +58,10 @@ pub struct OrderView {
     /// The look-up found PayPal holding this order's completed payment and could not record
     /// it now (a full disk): it is not unpaid, and is recorded at a later look-up or webhook.
     pub unrecorded_payment: bool,
+    /// The look-up found it made by another PayPal than the one configured (the operator
+    /// switched `paypal.env` or `paypal.client_id` since), so it could not ask whether that one
+    /// took the buyer's money: not "not paid", nor "nothing was taken".
+    pub other_paypal: bool,
 }
 
 /// What the look-up shows besides the order: the key's sealed copy and when it was replaced.
@@ -141,6 +145,7 @@ pub fn order_view(state: &AppState, order: &Order, shown: &KeyShown) -> OrderVie
         key_revoked: key_status == Some(revoked),
         plan_withdrawn: state.config.plans.get(&o.plan).is_none_or(|p| !p.enabled),
         unrecorded_payment: false,
+        other_paypal: false,
     }
 }
 
@@ -261,6 +266,7 @@ pub async fn lookup_order(state: &Arc<AppState>, order_id: &str, email: &str) ->
         .map_or("\u{0}no-such-order", |(o, _)| o.record.email.as_str());
     let matches = same_email(stored, email);
     let mut unrecorded = false;
+    let mut other_paypal = false;
     if matches
         && let Some((o, _)) = &found
         && matches!(
@@ -272,11 +278,13 @@ pub async fn lookup_order(state: &Arc<AppState>, order_id: &str, email: &str) ->
             Reconciled::Nothing => {}
             Reconciled::Done => found = load_shown(state, order_id).await,
             Reconciled::Unrecorded => unrecorded = true,
+            Reconciled::OtherPaypal => other_paypal = true,
         }
     }
     match found {
         Some((o, shown)) if matches => Some(OrderView {
             unrecorded_payment: unrecorded,
+            other_paypal,
             ..order_view(state, &o, &shown)
         }),
         _ => None,
@@ -293,6 +301,9 @@ enum Reconciled {
     /// order is not unpaid, whatever its stored status says (the look-up told a buyer who had
     /// paid "this order has not been paid"; found by an independent check).
     Unrecorded,
+    /// Another PayPal made it (see [`made_by_other_paypal`]): not asked, so whether it holds
+    /// the buyer's money is unknown here.
+    OtherPaypal,
 }
 
 /// Ask PayPal where an unpaid order stands and fulfil it if PayPal holds a completed
@@ -308,7 +319,7 @@ async fn reconcile(state: &Arc<AppState>, o: &Order) -> Reconciled {
         return Reconciled::Nothing;
     };
     if made_by_other_paypal(state, &o.record) {
-        return Reconciled::Nothing;
+        return Reconciled::OtherPaypal;
     }
     let info = match paypal.get_order(paypal_id).await {
         Ok(info) => info,

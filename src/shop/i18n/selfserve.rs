@@ -109,6 +109,9 @@ texts! {
     /// Order look-up note: PayPal holds the order's payment, which could not be recorded just
     /// now.
     order_note_unrecorded,
+    /// Order look-up note: an unpaid (or pending) order another PayPal made, which cannot be
+    /// asked here (the operator switched PayPal apps or environments since).
+    order_note_other_paypal,
     /// Order look-up note: a refunded top-up (the key stays).
     order_note_refunded_topup,
     /// Order look-up note: a refunded top-up whose key was revoked since.

@@ -55,6 +55,7 @@ pub static SELF_EN: SelfTexts = SelfTexts {
     order_note_unpaid_revoked: "This top-up was not paid, and it can no longer be: the key it was for has been revoked. Nothing was taken.",
     order_note_unpaid_withdrawn: "This order was not paid, and it can no longer be: its plan is no longer sold. Nothing was taken.",
     order_note_unrecorded: "PayPal has your payment, but it could not be recorded just now. Nothing more is needed from you: look again in a few minutes, and do not pay again.",
+    order_note_other_paypal: "This order was made under payment settings this shop no longer uses, so whether PayPal charged you cannot be checked here. If PayPal charged you, write to the shop with this order ID and do not pay again; otherwise you can place a new order.",
     order_note_pending_revoked: "PayPal is reviewing this payment, but the key it was for has been revoked since: nothing can be added to it, so once the payment completes it is held for review. Please contact the operator with your order ID; do not pay again.",
     order_note_refunded_topup: "This top-up was refunded: what was left of its credit was taken back. The key is not revoked: it keeps the rest of its balance.",
     order_note_refunded_topup_revoked: "This top-up was refunded: what was left of its credit was taken back. The key it added credit to has been revoked since.",

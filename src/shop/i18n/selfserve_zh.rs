@@ -55,6 +55,7 @@ pub static SELF_ZH: SelfTexts = SelfTexts {
     order_note_unpaid_revoked: "这笔充值尚未付款，也已无法再付款：它对应的 key 已被吊销。未扣任何款项。",
     order_note_unpaid_withdrawn: "该订单尚未付款，也已无法再付款：它的套餐已停止销售。未扣任何款项。",
     order_note_unrecorded: "PayPal 已收到你的付款，但暂时无法记录。你无需再做任何操作：请过几分钟再查询，不要重复付款。",
+    order_note_other_paypal: "此订单是在本店已不再使用的付款设置下创建的，无法在此查询 PayPal 是否已向你扣款。如果 PayPal 已扣款，请带上此订单号联系本店，不要重复付款；否则你可以重新下单。",
     order_note_pending_revoked: "PayPal 正在审核这笔付款，但它对应的 key 之后已被吊销，无法再充值；付款完成后将转为人工审核。请带上订单号联系站长，不要重复付款。",
     order_note_refunded_topup: "这笔充值已退款，其剩余额度已收回。该 key 未被吊销，保留其余余额。",
     order_note_refunded_topup_revoked: "这笔充值已退款，其剩余额度已收回。该充值对应的 key 之后已被吊销。",

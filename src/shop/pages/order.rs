@@ -71,6 +71,12 @@ impl OrderShown {
         let partly = o.status == OrderStatus::Paid && o.refunded_usd > Usd::ZERO;
         let status_note = match (o.status, o.api_key.is_some(), &o.topped_up) {
             _ if o.unrecorded_payment => s.order_note_unrecorded,
+            // Not asked (another PayPal made it): neither "not paid, wait a minute" nor, for a
+            // plan withdrawn or a key revoked since, "nothing was taken" (found by an
+            // independent check of the switch to another PayPal).
+            (OrderStatus::Created | OrderStatus::Pending, _, _) if o.other_paypal => {
+                s.order_note_other_paypal
+            }
             (OrderStatus::Paid, _, _) if o.key_revoked => s.order_note_paid_revoked,
             (OrderStatus::Paid, _, _) if partly => s.order_note_partly_refunded,
             (OrderStatus::Refunded, _, _) if o.paid_at.is_none() => s.order_note_refunded_ungiven,
