@@ -6,6 +6,7 @@
 //! A key replaced by its owner (rotation) is not shown again here: its new text was shown
 //! once, when it was made, and the look-up says when the key was replaced instead.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -383,28 +384,64 @@ async fn reconcile(state: &Arc<AppState>, o: &Order) -> Reconciled {
     Reconciled::Done
 }
 
-/// Whether the order may still be paid: a purchase, or a top-up of a key that can use it and
-/// take its credit under the budget cap (the look-up captured one that no longer fitted, and
-/// PayPal's money was then held for review; found by an independent check).
 /// Whether another PayPal (app or environment) than the one configured made `order`: this one
 /// cannot know it, and its "no such order" says nothing of what the other took, so it is not
-/// asked (an ERROR says which to configure to settle it).
+/// asked (an ERROR says which to configure to settle it, once an hour per order: every capture
+/// and look-up of it asked for one, and anyone holding the order id could retry them, 40 lines
+/// a minute from one address; found by an independent check).
 pub(crate) fn made_by_other_paypal(state: &AppState, order: &OrderRecord) -> bool {
     let now = state.config.paypal.app();
     let Some(made) = order.paypal_app.as_deref().filter(|made| *made != now) else {
         return false;
     };
-    tracing::error!(
-        order_id = %order.order_id,
-        made_by = made,
-        configured = %now,
-        "an order made under other PayPal settings (paypal.env:paypal.client_id) cannot be settled \
-         with these; configure that PayPal again to settle it, or look it up in that PayPal's \
-         dashboard"
-    );
+    let due = {
+        let mut said = OTHER_PAYPAL_SAID
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        due_for(&mut said, &order.order_id, crate::clock::mono_ms())
+    };
+    if due {
+        tracing::error!(
+            order_id = %order.order_id,
+            made_by = %made,
+            configured = %now,
+            "an order made under other PayPal settings (paypal.env:paypal.client_id) cannot be \
+             settled with these; configure that PayPal again to settle it, or look it up in \
+             that PayPal's dashboard (said once an hour per order)"
+        );
+    }
     true
 }
 
+/// When [`made_by_other_paypal`] last said each order (monotonic ms).
+static OTHER_PAYPAL_SAID: std::sync::LazyLock<std::sync::Mutex<HashMap<String, i64>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// How often one order's ERROR is said again.
+const OTHER_PAYPAL_EVERY_MS: i64 = 3_600_000;
+
+/// Whether to say `order_id`'s line at `now`, noting it said; at most 10,000 orders held
+/// (those said over an hour ago forgotten first, then all).
+fn due_for(said: &mut HashMap<String, i64>, order_id: &str, now: i64) -> bool {
+    if said
+        .get(order_id)
+        .is_some_and(|at| now.saturating_sub(*at) < OTHER_PAYPAL_EVERY_MS)
+    {
+        return false;
+    }
+    if said.len() >= 10_000 && !said.contains_key(order_id) {
+        said.retain(|_, at| now.saturating_sub(*at) < OTHER_PAYPAL_EVERY_MS);
+        if said.len() >= 10_000 {
+            said.clear();
+        }
+    }
+    said.insert(order_id.to_owned(), now);
+    true
+}
+
+/// Whether the order may still be paid: a purchase, or a top-up of a key that can use it and
+/// take its credit under the budget cap (the look-up captured one that no longer fitted, and
+/// PayPal's money was then held for review; found by an independent check).
 fn may_take_money(state: &AppState, o: &Order) -> bool {
     match o.extra.kind {
         OrderKind::Purchase => true,
@@ -459,7 +496,24 @@ pub async fn demo_approve(state: &Arc<AppState>, order_id: &str) -> Option<Strin
 
 #[cfg(test)]
 mod tests {
-    use super::same_email;
+    use super::{OTHER_PAYPAL_EVERY_MS, due_for, same_email};
+
+    /// One order's "made by another PayPal" ERROR is said once an hour, whoever retries; each
+    /// order its own; the map stays bounded.
+    #[test]
+    fn an_order_of_another_paypal_is_said_once_an_hour() {
+        let mut said = std::collections::HashMap::new();
+        assert!(due_for(&mut said, "ord_a", 1_000));
+        for t in [1_001, 2_000, 60_000, OTHER_PAYPAL_EVERY_MS] {
+            assert!(!due_for(&mut said, "ord_a", t), "{t}");
+        }
+        assert!(due_for(&mut said, "ord_b", 2_000));
+        assert!(due_for(&mut said, "ord_a", 1_000 + OTHER_PAYPAL_EVERY_MS));
+        for n in 0..20_000 {
+            due_for(&mut said, &format!("ord_{n}"), 5_000);
+        }
+        assert!(said.len() <= 10_000, "{}", said.len());
+    }
 
     /// Case, spaces, Unicode's composed and decomposed forms and the domain's ASCII form (what a
     /// receipt's `To:` shows) are one address; another local part or domain is not.
