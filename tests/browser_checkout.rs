@@ -146,6 +146,45 @@ async fn an_order_paypal_no_longer_knows_offers_to_pay_again_not_to_retry() {
     .await;
 }
 
+/// An order another PayPal made (the operator switched `paypal.env` or the app since), come
+/// back to approved: the page says PayPal cannot be asked here and shows the order's id to write
+/// to the shop with, and its address no longer resumes that capture, so a reload offers the pay
+/// form (it left the buyer with a message, no id and a reload that failed again; found by an
+/// independent check).
+#[tokio::test]
+async fn an_order_of_another_paypal_shows_its_id_and_a_reload_offers_to_pay() {
+    let app = demo_shop().await;
+    let artifacts = artifacts_dir_named("browser-checkout-other-paypal");
+    let (base, shots) = (app.base.clone(), artifacts.clone());
+    let app = &app;
+    with_browser(&artifacts, "other-paypal", async move |c: Client| {
+        let order_id = to_the_approval_page(&c, &base, "en").await;
+        let sql = "UPDATE orders SET paypal_app = 'live:another-app' WHERE order_id = ?1";
+        assert_eq!(app.db().execute(sql, [&order_id]).expect("update"), 1);
+        click(&c, "#approve").await;
+        wait_for_path(&c, "/checkout/trial").await;
+        assert_eq!(
+            visible_text(&c, "#pending-heading").await,
+            EN.js_other_paypal_h
+        );
+        assert_eq!(
+            visible_text(&c, "#pending-message").await,
+            EN.js_other_paypal
+        );
+        assert_eq!(visible_text(&c, "#pending-order-id").await, order_id);
+        assert!(!shown(&c, "#checkout-pay").await);
+        assert!(!shown(&c, "#checkout-retry").await);
+        let url = c.current_url().await.expect("url");
+        assert!(!url.as_str().contains("order_id="), "{url}");
+        screenshot(&c, &shots, "5-other-paypal").await;
+        c.refresh().await.expect("reload");
+        let _ = visible_text(&c, "#checkout-pay").await;
+        assert!(!shown(&c, "#checkout-pending").await);
+        assert_eq!(keys(app), 0);
+    })
+    .await;
+}
+
 /// A top-up of a key we do not know is refused before PayPal: the refusal is shown and the
 /// focus goes back to the key's field, marked wrong and described by the refusal (found by an
 /// accessibility audit: the pressed button was disabled, and the focus fell to the page). The

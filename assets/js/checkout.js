@@ -44,9 +44,7 @@
   // buyer pays again (a new order) ...
   var PAY_AGAIN = { not_approved: 1, payment_declined: 1, order_expired: 1, order_not_found: 1 };
   // ... or nothing more can be done here (another plan, a reload, the key is revoked) ...
-  var FINAL = {
-    plan_withdrawn: 1, plan_not_found: 1, key_revoked: 1, csrf_failed: 1, order_of_other_paypal: 1
-  };
+  var FINAL = { plan_withdrawn: 1, plan_not_found: 1, key_revoked: 1, csrf_failed: 1 };
   // ... else the approved order's capture may still go through: offer to try it again.
   function errorText(e) { return (e.code && CODES[e.code] && msg(CODES[e.code])) || e.message; }
   // An error the buyer must act on takes the focus (the button they pressed is disabled
@@ -255,6 +253,14 @@
         // Nothing was taken: PayPal's window opens again to choose another way to pay.
         showError(errorText(e));
         return actions.restart();
+      }
+      if (e.code === 'order_of_other_paypal') {
+        // PayPal may hold this order's money: its id, to write to the shop with and to look
+        // it up by, and an address that no longer resumes its capture, so a reload offers the
+        // pay form (it left the buyer with neither; found by an independent check).
+        forgetApproved(orderId);
+        showPending(errorText(e), orderId, msg('other-paypal-h'));
+        return;
       }
       refused(e);
       if (PAY_AGAIN[e.code]) {

@@ -138,6 +138,7 @@ pub static EN: Texts = Texts {
     js_declined_topup: "The payment did not go through and nothing was added. You can try again.",
     js_order_expired: "This order can no longer be paid at PayPal (it expired or is unknown there); nothing was charged. Please pay again.",
     js_other_paypal: "This order was made under payment settings this shop no longer uses, so PayPal cannot be asked about it here. If PayPal charged you, write to the shop with your order ID; otherwise place a new order.",
+    js_other_paypal_h: "This order cannot be checked here",
     js_provider: "PayPal is not answering right now. Please try again in a moment.",
     js_declined_method: "PayPal declined this payment method; nothing was charged. Choose another way to pay and try again.",
     js_not_recorded: "Your payment went through but could not be recorded yet. Try again in a minute; you will not be charged again.",

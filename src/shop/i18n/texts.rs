@@ -272,6 +272,8 @@ texts! {
     js_order_expired,
     /// Checkout script: another PayPal (app or environment) made the order.
     js_other_paypal,
+    /// Checkout script: the heading above [`Self::js_other_paypal`].
+    js_other_paypal_h,
     /// Checkout script: PayPal did not answer (creating or capturing).
     js_provider,
     /// Checkout script: PayPal declined the payment method at capture.

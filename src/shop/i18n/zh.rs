@@ -138,6 +138,7 @@ pub static ZH: Texts = Texts {
     js_declined_topup: "付款未成功，没有充入任何额度。你可以重试。",
     js_order_expired: "此订单已无法在 PayPal 付款（已过期或不存在），没有产生任何费用。请重新付款。",
     js_other_paypal: "此订单是在本店已不再使用的付款设置下创建的，无法在此向 PayPal 查询。如果 PayPal 已向你扣款，请带上订单号联系本店；否则请重新下单。",
+    js_other_paypal_h: "此订单无法在此核实",
     js_provider: "PayPal 暂时没有响应，请稍后重试。",
     js_declined_method: "PayPal 拒绝了这种付款方式，没有产生任何费用。请换一种付款方式后重试。",
     js_not_recorded: "付款已成功，但暂时未能记录。请一分钟后重试，不会重复扣款。",
