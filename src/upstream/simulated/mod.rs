@@ -116,8 +116,10 @@ impl Default for SimOptions {
     }
 }
 
-/// How many requests the demo's simulator keeps (it reads none of them; a bound, not a feature).
-const DEMO_KEPT_REQUESTS: usize = 100;
+/// How many requests the demo's simulator keeps: none, since it reads none of them. A request
+/// is kept whole, its parsed body included, and a body may be `server.max_body_bytes` (8 MiB):
+/// the latest 100 of a client sending long conversations held ~1 GB for as long as the demo ran.
+const DEMO_KEPT_REQUESTS: usize = 0;
 
 impl SimOptions {
     /// What `serve --demo` runs: streams at a readable pace, the prefix cache on, and two
@@ -134,7 +136,7 @@ impl SimOptions {
             accounts: vec![SimAccount::new("sk-simulated-2").with_balance(second)],
             chunk_delay: Duration::from_millis(20),
             prefix_cache: true,
-            // A demo may run for days: a request is kept whole (headers, body), ~9 KB each.
+            // A demo may run for days and be sent bodies of megabytes: it keeps no request.
             keep_requests: Some(DEMO_KEPT_REQUESTS),
             ..SimOptions::default()
         }

@@ -511,3 +511,34 @@ async fn keeps_only_the_latest_requests_when_told() {
     assert_eq!(s.requests_of(KEY).len(), 2);
     assert_eq!(SimOptions::demo().keep_requests, Some(DEMO_KEPT_REQUESTS));
 }
+
+/// The demo's simulator keeps no request: one is kept whole, its parsed body included, and a
+/// demo sent long conversations (bodies of up to 8 MiB) held ~1 GB in the latest 100. Its
+/// prefix cache, which holds hashes, still answers.
+#[tokio::test]
+async fn the_demo_keeps_no_request_body() {
+    let s = SimulatedDeepSeek::start(SimOptions {
+        chunk_delay: Duration::ZERO,
+        ..SimOptions::demo()
+    })
+    .await
+    .unwrap();
+    let long = "a".repeat(1 << 20);
+    let mut body = req("[[sim reply=1]] next", json!({}));
+    body["messages"] = json!([
+        {"role": "system", "content": long},
+        {"role": "user", "content": "[[sim reply=1]] first"},
+    ]);
+    for _ in 0..2 {
+        let (status, _) = post_json(&s, body.clone()).await;
+        assert_eq!(status, 200);
+    }
+    body["messages"][1]["content"] = json!("[[sim reply=1]] second");
+    let (status, v) = post_json(&s, body).await;
+    assert_eq!(status, 200);
+    assert!(v["usage"]["prompt_cache_hit_tokens"].as_u64().unwrap() >= 1 << 18);
+    let kept: usize = s.requests().iter().map(|r| r.body.to_string().len()).sum();
+    assert_eq!(kept, 0, "bytes of request bodies the demo still holds");
+    let outcome = s.wait_outcome(2, Duration::from_millis(50)).await;
+    assert_eq!(outcome, Outcome::InProgress);
+}
