@@ -250,6 +250,24 @@ impl AppState {
             let rpm = catalog.rpm_of(&r.plan);
             (r.hash, KeyState::from_record(r, rpm))
         })));
+        // Orders another PayPal made are not asked of this one (`shop::orders::made_by_other_paypal`):
+        // said at the start, not only when their buyers come back.
+        let app = config.paypal.app();
+        let other = store
+            .read(move |c| crate::store::orders::open_of_other_paypal(c, &app))
+            .await?;
+        for (made_by, created, pending) in other {
+            tracing::warn!(
+                %made_by,
+                configured = %config.paypal.app(),
+                created,
+                pending,
+                "open orders were made under other PayPal settings (paypal.env:paypal.client_id): \
+                 they are not settled with these (a pending one's money is held by that PayPal); \
+                 `modelrelay orders show ID` names each one's PayPal (\"made at\"); configure that \
+                 PayPal again to settle them"
+            );
+        }
         // Which notices of the current crossing each key has had, so a restart sends none twice.
         for (key_id, low, exhausted) in store.read(crate::store::mail::notice_flags).await? {
             if let Some(k) = keys.by_id(&key_id) {

@@ -274,6 +274,7 @@ fn full_snapshot(key: KeyView, events: &[ActivityEvent]) -> Snapshot {
             email: "a@b.co".into(),
             key_id: Some("key_1".into()),
             paypal_order_id: Some("PP-1".into()),
+            paypal_app: None,
             paypal_capture_id: Some("CAP-1".into()),
             created_at: "2026-01-02T03:04:05Z".into(),
             paid_at: Some("2026-01-02T03:05:05Z".into()),

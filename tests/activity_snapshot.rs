@@ -199,6 +199,7 @@ fn apply_order(s: &mut Snapshot, e: &ActivityEvent) {
                 email,
                 key_id: None,
                 paypal_order_id: None,
+                paypal_app: None,
                 paypal_capture_id: None,
                 created_at: rfc3339(at_ms),
                 paid_at: None,

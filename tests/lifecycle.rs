@@ -1011,3 +1011,54 @@ async fn refused_webhook_deliveries_are_logged_once_a_minute() {
         .count();
     assert_eq!((forged, limited), (1, 1), "{log}");
 }
+
+/// Open orders another PayPal made (the operator switched `paypal.env` or the app) are said at
+/// the start, with their counts and that PayPal, not only when a buyer comes back: a pending
+/// one's money is held there (found by an independent check: nothing told the operator).
+#[tokio::test]
+async fn open_orders_of_another_paypal_are_said_at_the_start() {
+    let setup = Setup::new(10).await;
+    let mut served = setup.serve().await;
+    served.signal(Signal::SIGTERM);
+    assert!(served.exit().await.success(), "{}", served.log());
+    let db = rusqlite::Connection::open(setup.dir.path().join("modelrelay.db")).expect("open");
+    for (id, status, app) in [
+        ("ord_a", "created", "live:other-app"),
+        ("ord_b", "pending", "live:other-app"),
+        ("ord_c", "created", "sandbox:"),
+        ("ord_d", "paid", "live:other-app"),
+    ] {
+        db.execute(
+            "INSERT INTO orders (order_id, plan, email, amount_nanos, status, paypal_order_id,
+                 created_at, paypal_app)
+             VALUES (?1, 'trial', 'a@b.co', 1000000000, ?2, 'PP-' || ?1, 0, ?3)",
+            [id, status, app],
+        )
+        .expect("insert order");
+    }
+    drop(db);
+    let mut served = setup.serve().await;
+    served
+        .wait_log("open orders were made under other PayPal settings")
+        .await;
+    served.signal(Signal::SIGTERM);
+    assert!(served.exit().await.success(), "{}", served.log());
+    let log = served.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("open orders were made under other PayPal settings"))
+        .expect("the line");
+    for part in [
+        "made_by=live:other-app",
+        "configured=sandbox:",
+        "created=1",
+        "pending=1",
+    ] {
+        assert!(line.contains(part), "{part}: {line}");
+    }
+    assert_eq!(
+        log.matches("under other PayPal settings").count(),
+        1,
+        "{log}"
+    );
+}

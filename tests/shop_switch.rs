@@ -4,6 +4,7 @@
 //! by an independent check: such an order, captured there with the answer lost, read "pay
 //! again").
 
+use modelrelay::activity::protocol::{Request, Response};
 use modelrelay::config::PaypalEnv;
 
 use crate::common::TestApp;
@@ -59,6 +60,16 @@ async fn an_order_of_another_paypal_is_not_told_nothing_was_charged() {
     assert_eq!(app.pp().counts(), asked, "the PayPal configured was asked");
     assert_eq!(order_status(&app, &order_id), "created");
     assert_eq!(keys_of(&app, &order_id), 0);
+    // The operator's view names the PayPal that made it.
+    let shown = app
+        .admin(Request::OrdersShow {
+            order_id: order_id.clone(),
+        })
+        .await;
+    let Response::Order { order } = shown else {
+        panic!("{shown:?}")
+    };
+    assert_eq!(order.paypal_app.as_deref(), Some("sandbox:sim-client-id"));
 
     // Back to the PayPal that made it: the lost capture is found and the order settles, once.
     let app = restart_with(app, |_| {}).await;

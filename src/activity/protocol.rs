@@ -451,6 +451,10 @@ pub struct OrderView {
     pub key_id: Option<String>,
     /// PayPal's order id.
     pub paypal_order_id: Option<String>,
+    /// Which PayPal made it (`sandbox:<client id>` or `live:<client id>`; `None` before that
+    /// was recorded).
+    #[serde(default)]
+    pub paypal_app: Option<String>,
     /// PayPal's capture id.
     pub paypal_capture_id: Option<String>,
     /// RFC 3339.

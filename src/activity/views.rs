@@ -86,6 +86,7 @@ pub fn order_view(order: &Order) -> OrderView {
         email: o.email.clone(),
         key_id: order.key_id().map(str::to_string),
         paypal_order_id: o.paypal_order_id.clone(),
+        paypal_app: o.paypal_app.clone(),
         paypal_capture_id: o.paypal_capture_id.clone(),
         created_at: rfc3339(o.created_at),
         paid_at: o.paid_at.map(rfc3339),

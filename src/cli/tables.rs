@@ -88,6 +88,7 @@ pub(super) fn order_card(o: &OrderView) -> String {
             or_dash(&o.key_id),
         ),
         ("paypal", or_dash(&o.paypal_order_id)),
+        ("made at", or_dash(&o.paypal_app)),
         ("capture", or_dash(&o.paypal_capture_id)),
         ("created", o.created_at.clone()),
         ("paid", or_dash(&o.paid_at)),

@@ -188,7 +188,9 @@ pub async fn create(
         currency: "USD".into(),
         status: OrderStatus::Created,
         paypal_order_id: None,
-        paypal_app: None,
+        // The PayPal it is about to be made at (recorded again with its id): the prune of
+        // old unpaid orders keeps the other PayPals' (`store::orders::insert`).
+        paypal_app: Some(state.config.paypal.app()),
         paypal_capture_id: None,
         key_id: None,
         browser_token_hash: Some(Sha256::digest(browser_token.as_bytes()).into()),

@@ -176,19 +176,24 @@ const PRUNED_PER_ORDER: u32 = 100;
 /// Insert a new order (and forget some orders never paid that are older than
 /// [`UNPAID_KEPT_MS`]: created or failed, no capture, no key — with their buyers' addresses,
 /// which nothing needs any more; anyone could make them, 60 a minute, and they were kept for
-/// ever).
+/// ever). Not one still `created` that another PayPal than the new order's made: this shop
+/// cannot ask whether that one captured it (its answer lost, its events refused under the new
+/// settings), so its record and buyer stay for when that PayPal is configured again (found by
+/// an independent check).
 pub fn insert(c: &Connection, o: &OrderRecord) -> Result<(), StoreError> {
     c.execute(
         "DELETE FROM orders WHERE rowid IN (
              SELECT rowid FROM orders
              WHERE created_at < ?1 AND status IN ('created', 'failed')
                AND key_id IS NULL AND paypal_capture_id IS NULL
+               AND (status = 'failed' OR ?3 IS NULL OR paypal_app IS NULL OR paypal_app = ?3)
              LIMIT ?2)",
         params![
             o.created_at
                 .timestamp_millis()
                 .saturating_sub(UNPAID_KEPT_MS),
-            PRUNED_PER_ORDER
+            PRUNED_PER_ORDER,
+            o.paypal_app,
         ],
     )?;
     c.execute(
@@ -404,6 +409,22 @@ pub fn hold_for_review(c: &Connection, order_id: &str, capture_id: &str) -> Resu
         )));
     }
     Ok(())
+}
+
+/// Orders still open (`created` with a PayPal order, or `pending`) that another PayPal than
+/// `app` made: per PayPal, `(app, created, pending)`.
+pub fn open_of_other_paypal(
+    c: &Connection,
+    app: &str,
+) -> Result<Vec<(String, u64, u64)>, StoreError> {
+    let mut stmt = c.prepare(
+        "SELECT paypal_app, sum(status = 'created'), sum(status = 'pending') FROM orders
+         WHERE status IN ('created', 'pending') AND paypal_order_id IS NOT NULL
+           AND paypal_app IS NOT NULL AND paypal_app != ?1
+         GROUP BY paypal_app ORDER BY paypal_app",
+    )?;
+    let rows = stmt.query_map([app], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// Record PayPal's order id on an order, and which PayPal made it.

@@ -520,13 +520,22 @@ async fn a_charge_undone_drops_the_notices_it_queued() {
 }
 
 /// Orders never paid (created or failed, no capture, no key) are forgotten, with their
-/// buyers' addresses, once older than PayPal keeps an order payable; every other order stays.
+/// buyers' addresses, once older than PayPal keeps an order payable; every other order stays,
+/// and so does one still `created` that another PayPal made (it may hold its money).
 #[tokio::test]
 async fn orders_never_paid_are_forgotten_after_thirty_days() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = Store::open(&db(&dir)).await.unwrap();
     let at = |id: &str, ms: i64, status: OrderStatus, capture: Option<&str>| {
         let mut o = order(id, "trial");
+        o.paypal_app = Some(
+            if id.starts_with("other") {
+                "live:b"
+            } else {
+                "live:a"
+            }
+            .into(),
+        );
         o.created_at = time(ms);
         o.status = status;
         o.paypal_capture_id = capture.map(Into::into);
@@ -536,6 +545,8 @@ async fn orders_never_paid_are_forgotten_after_thirty_days() {
     for w in [
         at("old_created", day, OrderStatus::Created, None),
         at("old_failed", day, OrderStatus::Failed, None),
+        at("other_created", day, OrderStatus::Created, None),
+        at("other_failed", day, OrderStatus::Failed, None),
         at("old_denied", day, OrderStatus::Failed, Some("cap_denied")),
         at(
             "old_pending",
@@ -561,7 +572,7 @@ async fn orders_never_paid_are_forgotten_after_thirty_days() {
                 .unwrap()
         }
     };
-    assert_eq!(ids(&store).await.len(), 6, "nothing is old enough yet");
+    assert_eq!(ids(&store).await.len(), 8, "nothing is old enough yet");
     // A new order 30 days and a moment after the old ones.
     store
         .write(at(
@@ -579,6 +590,7 @@ async fn orders_never_paid_are_forgotten_after_thirty_days() {
             "old_denied",
             "old_pending",
             "old_review",
+            "other_created",
             "recent_created"
         ]
     );
