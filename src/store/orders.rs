@@ -176,17 +176,19 @@ const PRUNED_PER_ORDER: u32 = 100;
 /// Insert a new order (and forget some orders never paid that are older than
 /// [`UNPAID_KEPT_MS`]: created or failed, no capture, no key — with their buyers' addresses,
 /// which nothing needs any more; anyone could make them, 60 a minute, and they were kept for
-/// ever). Not one still `created` that another PayPal than the new order's made: this shop
-/// cannot ask whether that one captured it (its answer lost, its events refused under the new
-/// settings), so its record and buyer stay for when that PayPal is configured again (found by
-/// an independent check).
+/// ever). Not one still `created` that another live PayPal than the new order's made: this
+/// shop cannot ask whether that one captured it (its answer lost, its events refused under the
+/// new settings), so its record and buyer stay for when that PayPal is configured again (found
+/// by an independent check). A sandbox's are forgotten as any: they never held real money, and
+/// after the documented switch from the sandbox to live they were kept for good.
 pub fn insert(c: &Connection, o: &OrderRecord) -> Result<(), StoreError> {
     c.execute(
         "DELETE FROM orders WHERE rowid IN (
              SELECT rowid FROM orders
              WHERE created_at < ?1 AND status IN ('created', 'failed')
                AND key_id IS NULL AND paypal_capture_id IS NULL
-               AND (status = 'failed' OR ?3 IS NULL OR paypal_app IS NULL OR paypal_app = ?3)
+               AND (status = 'failed' OR ?3 IS NULL OR paypal_app IS NULL OR paypal_app = ?3
+                    OR paypal_app LIKE 'sandbox:%')
              LIMIT ?2)",
         params![
             o.created_at
@@ -411,8 +413,10 @@ pub fn hold_for_review(c: &Connection, order_id: &str, capture_id: &str) -> Resu
     Ok(())
 }
 
-/// Orders still open (`created` with a PayPal order, or `pending`) that another PayPal than
-/// `app` made: per PayPal, `(app, created, pending)`.
+/// Orders still open (`created` with a PayPal order, or `pending`) that another live PayPal
+/// than `app` made: per PayPal, `(app, created, pending)`. Not a sandbox's: its test money is
+/// nothing to settle, and the operator who went live as the README says was told of its
+/// abandoned test checkouts at every start for good.
 pub fn open_of_other_paypal(
     c: &Connection,
     app: &str,
@@ -420,7 +424,7 @@ pub fn open_of_other_paypal(
     let mut stmt = c.prepare(
         "SELECT paypal_app, sum(status = 'created'), sum(status = 'pending') FROM orders
          WHERE status IN ('created', 'pending') AND paypal_order_id IS NOT NULL
-           AND paypal_app IS NOT NULL AND paypal_app != ?1
+           AND paypal_app LIKE 'live:%' AND paypal_app != ?1
          GROUP BY paypal_app ORDER BY paypal_app",
     )?;
     let rows = stmt.query_map([app], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;

@@ -521,7 +521,8 @@ async fn a_charge_undone_drops_the_notices_it_queued() {
 
 /// Orders never paid (created or failed, no capture, no key) are forgotten, with their
 /// buyers' addresses, once older than PayPal keeps an order payable; every other order stays,
-/// and so does one still `created` that another PayPal made (it may hold its money).
+/// and so does one still `created` that another live PayPal made (it may hold its money) — not
+/// one a sandbox made, which never held any.
 #[tokio::test]
 async fn orders_never_paid_are_forgotten_after_thirty_days() {
     let dir = tempfile::tempdir().unwrap();
@@ -531,6 +532,8 @@ async fn orders_never_paid_are_forgotten_after_thirty_days() {
         o.paypal_app = Some(
             if id.starts_with("other") {
                 "live:b"
+            } else if id.starts_with("sandbox") {
+                "sandbox:test-app"
             } else {
                 "live:a"
             }
@@ -547,6 +550,7 @@ async fn orders_never_paid_are_forgotten_after_thirty_days() {
         at("old_failed", day, OrderStatus::Failed, None),
         at("other_created", day, OrderStatus::Created, None),
         at("other_failed", day, OrderStatus::Failed, None),
+        at("sandbox_created", day, OrderStatus::Created, None),
         at("old_denied", day, OrderStatus::Failed, Some("cap_denied")),
         at(
             "old_pending",
@@ -572,7 +576,7 @@ async fn orders_never_paid_are_forgotten_after_thirty_days() {
                 .unwrap()
         }
     };
-    assert_eq!(ids(&store).await.len(), 8, "nothing is old enough yet");
+    assert_eq!(ids(&store).await.len(), 9, "nothing is old enough yet");
     // A new order 30 days and a moment after the old ones.
     store
         .write(at(
@@ -594,6 +598,33 @@ async fn orders_never_paid_are_forgotten_after_thirty_days() {
             "recent_created"
         ]
     );
+    store.close().await;
+}
+
+/// The open orders another PayPal made, as the start counts them: a live app's, not a
+/// sandbox's (its test money is nothing to settle, and its count came back at every start for
+/// good after the documented switch from the sandbox to live).
+#[tokio::test]
+async fn open_orders_of_another_paypal_count_live_apps_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = Store::open(&db(&dir)).await.unwrap();
+    for (id, app, status) in [
+        ("ord_live_old", "live:old", OrderStatus::Created),
+        ("ord_live_old_p", "live:old", OrderStatus::Pending),
+        ("ord_sandbox", "sandbox:test-app", OrderStatus::Created),
+        ("ord_current", "live:new", OrderStatus::Created),
+    ] {
+        let mut o = order(id, "trial");
+        o.paypal_app = Some(app.into());
+        o.paypal_order_id = Some(format!("PP-{id}"));
+        o.status = status;
+        store.write(Write::InsertOrder(Box::new(o))).await.unwrap();
+    }
+    let open = store
+        .read(|c| orders::open_of_other_paypal(c, "live:new"))
+        .await
+        .unwrap();
+    assert_eq!(open, [("live:old".to_string(), 1, 1)]);
     store.close().await;
 }
 
