@@ -118,6 +118,8 @@ async fn the_look_up_of_an_order_of_another_paypal_does_not_say_it_is_unpaid() {
     assert!(!html.contains("has not been paid"), "{html}");
     assert!(!html.contains("wait a minute"), "{html}");
     assert!(html.contains("If PayPal charged you"), "{html}");
+    assert!(html.contains("Cannot be checked here"), "{html}");
+    assert!(!html.contains("Awaiting payment"), "{html}");
 
     // Its plan withdrawn since: still not "nothing was taken".
     let app = restart_with(app, |c| {

@@ -166,6 +166,7 @@ pub static EN: Texts = Texts {
     order_result_h: "Order",
     order_key_warning: "Keep this key private: anyone who has it can spend your budget.",
     order_created: "Awaiting payment",
+    order_unchecked: "Cannot be checked here",
     order_pending: "Payment pending",
     order_paid: "Paid",
     order_failed: "Failed",

@@ -328,6 +328,8 @@ texts! {
     order_key_warning,
     /// Order status: created.
     order_created,
+    /// Order status, when another PayPal made it and it cannot be checked here.
+    order_unchecked,
     /// Order status: pending.
     order_pending,
     /// Order status: paid.

@@ -166,6 +166,7 @@ pub static ZH: Texts = Texts {
     order_result_h: "订单",
     order_key_warning: "请勿泄露此 key：任何持有它的人都能消耗你的预算。",
     order_created: "待付款",
+    order_unchecked: "无法在此核实",
     order_pending: "付款处理中",
     order_paid: "已付款",
     order_failed: "失败",

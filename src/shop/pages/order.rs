@@ -110,7 +110,12 @@ impl OrderShown {
             .as_deref()
             .map(|at| fill(s.order_replaced, &[("date", &display_time(at))]));
         OrderShown {
-            status_text: t.order_status(status),
+            // Neither "awaiting payment" nor "pending" above a note that says it cannot be
+            // checked (found by an independent check).
+            status_text: match status {
+                OrderStatus::Created | OrderStatus::Pending if o.other_paypal => t.order_unchecked,
+                status => t.order_status(status),
+            },
             status_class,
             status_note,
             order_id: o.order_id,
